@@ -1,0 +1,88 @@
+// The CPU implementation of Kernels: OpenBLAS sgemm for matrix products,
+// OpenMP for everything else. The reference and test oracle for other
+// devices. Private to model/; reach it through MakeKernels(Device::kCpu, n).
+//
+// Reductions are arranged so that results do not depend on the thread count
+// (per-column sums loop over rows in a fixed order), except SumSquares, whose
+// double-precision partial sums depend on it only in the last bits.
+#ifndef DROPK_MODEL_CPU_CPU_KERNELS_H_
+#define DROPK_MODEL_CPU_CPU_KERNELS_H_
+
+#include <vector>
+
+#include "model/kernels.h"
+
+namespace dropk {
+
+class CpuKernels final : public Kernels {
+ public:
+  explicit CpuKernels(int num_threads);
+
+  Device device() const override { return Device::kCpu; }
+  std::string Describe() const override;
+
+  void* Allocate(size_t bytes) override;
+  void Free(void* ptr) override;
+  void CopyToDevice(void* dst, const void* host_src, size_t bytes) override;
+  void CopyToHost(void* host_dst, const void* src, size_t bytes) override;
+  void Zero(void* dst, size_t bytes) override;
+  void Synchronize() override {}
+
+  void EmbeddingForward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
+                        int B, int T, int C, const DropoutPlan* dropout) override;
+  void EmbeddingBackward(float* dwte, float* dwpe, float* dout, const int32_t* tokens, int B,
+                         int T, int C, const DropoutPlan* dropout) override;
+  void LayerNormForward(float* out, float* mean, float* rstd, const float* inp, const float* w,
+                        const float* b, int N, int C) override;
+  void LayerNormBackward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
+                         const float* w, const float* mean, const float* rstd, int N,
+                         int C) override;
+  void MatmulForward(float* out, const float* inp, const float* w, const float* bias, int N,
+                     int C, int OC) override;
+  void MatmulBackward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
+                      const float* w, int N, int C, int OC, bool accumulate_dinp) override;
+  void AttentionForward(float* out, float* probs, const float* qkv, int B, int T, int C, int NH,
+                        int layer, const DropoutPlan* dropout) override;
+  void AttentionBackward(float* dqkv, const float* dout, const float* qkv, const float* probs,
+                         int B, int T, int C, int NH, int layer,
+                         const DropoutPlan* dropout) override;
+  void GeluForward(float* out, const float* inp, size_t n) override;
+  void GeluBackward(float* dinp, const float* inp, const float* dout, size_t n) override;
+  void ResidualDropoutForward(float* out, const float* residual, const float* x, int B, int T,
+                              int C, DropoutKind kind, int layer,
+                              const DropoutPlan* dropout) override;
+  void DropoutBackward(float* dx, const float* dout, int B, int T, int C, DropoutKind kind,
+                       int layer, const DropoutPlan* dropout) override;
+  void CrossEntropyForward(float* losses, float* lse, const float* logits,
+                           const int32_t* targets, int N, int V) override;
+  void CrossEntropyBackward(float* logits, const float* lse, const int32_t* targets, int N,
+                            int V, float scale) override;
+  double SumSquares(const float* x, size_t n) override;
+  void AdamW(float* params, const float* grads, float* m, float* v, size_t n,
+             const AdamWArgs& args) override;
+  void Scale(float* x, float alpha, size_t n) override;
+
+ private:
+  // Per-thread scratch of at least floats_per_thread floats; grows (allocates)
+  // only when a larger shape than ever before is seen, i.e. in the first step.
+  float* ThreadScratch(size_t floats_per_thread);
+
+  int num_threads_;
+  std::vector<float> scratch_;
+  size_t scratch_per_thread_ = 0;
+};
+
+// Multiplies x[0, n) in place by the dropout scales of elements [e0, e0 + n)
+// of (stream, site, step); n may be any length. Shared by the CPU kernels.
+void ApplyDropoutScales(float* x, const DropoutPlan& plan, uint32_t stream, uint32_t site,
+                        uint64_t e0, int64_t n, float p);
+
+// out[i] = residual[i] + x[i] * scale[i] (scale from dropout) for one
+// contiguous run of n elements; residual may be null (then out = x * scale).
+void ResidualDropoutRun(float* out, const float* residual, const float* x,
+                        const DropoutPlan& plan, uint32_t stream, uint32_t site, uint64_t e0,
+                        int64_t n, float p);
+
+}  // namespace dropk
+
+#endif  // DROPK_MODEL_CPU_CPU_KERNELS_H_

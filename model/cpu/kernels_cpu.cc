@@ -1,0 +1,96 @@
+// CpuKernels: memory, threads, reductions and the optimizer.
+#include <omp.h>
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "absl/strings/str_cat.h"
+#include "cpu/cpu_kernels.h"
+
+extern "C" {
+// OpenBLAS extensions (declared in its cblas.h on most builds; repeated here
+// so a reference-BLAS header still compiles).
+void openblas_set_num_threads(int num_threads);
+char* openblas_get_config(void);
+}
+
+namespace dropk {
+
+CpuKernels::CpuKernels(int num_threads)
+    : num_threads_(num_threads > 0 ? num_threads : omp_get_num_procs()) {
+  omp_set_num_threads(num_threads_);
+  openblas_set_num_threads(num_threads_);
+}
+
+std::string CpuKernels::Describe() const {
+  return absl::StrCat("cpu, ", num_threads_, " threads, ", openblas_get_config());
+}
+
+void* CpuKernels::Allocate(size_t bytes) {
+  // 64-byte alignment for AVX-512; rounded up so aligned_alloc accepts it.
+  const size_t rounded = (bytes + 63) / 64 * 64;
+  void* ptr = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
+  if (ptr == nullptr) throw std::bad_alloc();
+  // Touch every page now, so no first-touch page faults land inside a step.
+  std::memset(ptr, 0, rounded);
+  return ptr;
+}
+
+void CpuKernels::Free(void* ptr) { std::free(ptr); }
+
+void CpuKernels::CopyToDevice(void* dst, const void* host_src, size_t bytes) {
+  std::memcpy(dst, host_src, bytes);
+}
+
+void CpuKernels::CopyToHost(void* host_dst, const void* src, size_t bytes) {
+  std::memcpy(host_dst, src, bytes);
+}
+
+void CpuKernels::Zero(void* dst, size_t bytes) { std::memset(dst, 0, bytes); }
+
+float* CpuKernels::ThreadScratch(size_t floats_per_thread) {
+  if (floats_per_thread > scratch_per_thread_) {
+    scratch_per_thread_ = floats_per_thread;
+    const int threads = std::max(num_threads_, omp_get_max_threads());
+    scratch_.assign(scratch_per_thread_ * static_cast<size_t>(threads), 0.0f);
+  }
+  return scratch_.data();
+}
+
+double CpuKernels::SumSquares(const float* x, size_t n) {
+  double total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total)
+  for (size_t i = 0; i < n; ++i) total += static_cast<double>(x[i]) * x[i];
+  return total;
+}
+
+void CpuKernels::AdamW(float* params, const float* grads, float* m, float* v, size_t n,
+                       const AdamWArgs& a) {
+  // PyTorch's AdamW order: decoupled decay first, then the Adam update.
+  const float decay = 1.0f - a.lr * a.weight_decay;
+  const float inv_bc1 = 1.0f / a.bias_correction1;
+  const float inv_bc2 = 1.0f / a.bias_correction2;
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; ++i) {
+    const float g = grads[i] * a.grad_scale;
+    const float mi = a.beta1 * m[i] + (1.0f - a.beta1) * g;
+    const float vi = a.beta2 * v[i] + (1.0f - a.beta2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    const float m_hat = mi * inv_bc1;
+    const float v_hat = vi * inv_bc2;
+    params[i] = params[i] * decay - a.lr * m_hat / (std::sqrt(v_hat) + a.eps);
+  }
+}
+
+void CpuKernels::Scale(float* x, float alpha, size_t n) {
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; ++i) x[i] *= alpha;
+}
+
+}  // namespace dropk

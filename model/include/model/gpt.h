@@ -1,0 +1,91 @@
+// A GPT-2 model: parameters, gradients and every activation in device memory
+// allocated once at construction, forward and backward through a Kernels
+// object. Nothing is allocated inside Forward or Backward.
+#ifndef DROPK_MODEL_GPT_H_
+#define DROPK_MODEL_GPT_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/dropout.h"
+#include "model/kernels.h"
+#include "model/param_layout.h"
+
+namespace dropk {
+
+// Called during Backward each time the gradients of [begin, end) of the flat
+// gradient buffer are final for this micro-batch. Ranges arrive in the order
+// backward finishes them: ln_f, block L-1, ..., block 0, then [0, wpe end)
+// (wte and wpe). Data-parallel training starts a bucket's allreduce here.
+using GradsReadyFn = std::function<void(size_t begin, size_t end)>;
+
+class Gpt {
+ public:
+  // Allocates parameters, gradients and activations for batches of up to
+  // max_batch sequences of up to config.block_size tokens. Fails on an invalid
+  // config. `kernels` must outlive the model.
+  static absl::StatusOr<std::unique_ptr<Gpt>> Create(const GptConfig& config, int max_batch,
+                                                     Kernels* kernels);
+  ~Gpt();
+
+  // GPT-2 initialisation as nanoGPT: N(0, 0.02) matrices and embeddings,
+  // N(0, 0.02/sqrt(2L)) for the residual projections, zero biases, LayerNorm
+  // 1 and 0. Normals come from Philox keyed by seed, so every machine and
+  // every rank initialises identically.
+  void InitWeights(uint64_t seed);
+
+  // Runs the model over host tokens (B,T), B <= max_batch, T <= block_size.
+  // With host targets (B,T) it returns the mean cross-entropy and prepares
+  // Backward; without (nullptr) it returns 0 and only the logits are valid.
+  // dropout == nullptr means evaluation: no dropout anywhere.
+  float Forward(const int32_t* host_tokens, const int32_t* host_targets, int B, int T,
+                const DropoutPlan* dropout);
+
+  // Backpropagates the last Forward with targets, accumulating into grads()
+  // the gradient of loss_scale * (mean loss). Uses the same dropout plan as
+  // that Forward (masks are regenerated, not stored).
+  void Backward(float loss_scale, const GradsReadyFn& on_ready = nullptr);
+
+  void ZeroGrad();
+
+  // Logits (B,T,V) of the last Forward, copied to the host.
+  void LogitsToHost(int b, int t, float* host_out) const;
+
+  const GptConfig& config() const { return config_; }
+  const ParamLayout& layout() const { return layout_; }
+  int max_batch() const { return max_batch_; }
+  size_t num_params() const { return layout_.num_params(); }
+  float* params() { return params_.data(); }  // device memory, layout()
+  float* grads() { return grads_.data(); }    // device memory, layout()
+  Kernels* kernels() const { return kernels_; }
+
+  // Multiply-adds of one forward+backward over B*T tokens at context T,
+  // counted as 2 FLOPs each: 6 * params * tokens plus attention
+  // (the usual estimate used for MFU).
+  double TrainingFlops(int B, int T) const;
+
+ private:
+  Gpt(const GptConfig& config, int max_batch, Kernels* kernels);
+  struct Activations;
+
+  GptConfig config_;
+  ParamLayout layout_;
+  int max_batch_;
+  Kernels* kernels_;
+  DeviceBuffer<float> params_;
+  DeviceBuffer<float> grads_;
+  std::unique_ptr<Activations> acts_;
+  // The shape and dropout plan of the last Forward, for Backward.
+  int last_B_ = 0, last_T_ = 0;
+  bool has_targets_ = false;
+  bool has_dropout_ = false;
+  DropoutPlan last_dropout_;
+};
+
+}  // namespace dropk
+
+#endif  // DROPK_MODEL_GPT_H_

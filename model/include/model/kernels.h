@@ -1,0 +1,165 @@
+// The compute interface of dropk's model: every forward, backward and
+// optimizer op the GPT needs, on one device. The CPU implementation
+// (model/cpu/) is the readable reference and test oracle; a CUDA one sits
+// beside it (model/cuda/) behind this same interface, and MakeKernels() is the
+// one place that chooses, so the model, trainer and sampler never branch on
+// the device.
+//
+// Conventions: every pointer is device memory from Allocate() unless named
+// host_*; shapes use the legend B batch, T time, C channels, NH heads,
+// V vocab, N = B*T rows; tensors are row-major and contiguous. Ops that say
+// "accumulates" add into their output (gradients accumulate over
+// micro-batches); all others overwrite. Calls are ordered on the device (a
+// CUDA implementation enqueues on one stream); Synchronize() waits for them.
+// A Kernels object is not thread-safe.
+#ifndef DROPK_MODEL_KERNELS_H_
+#define DROPK_MODEL_KERNELS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "model/dropout.h"
+
+namespace dropk {
+
+enum class Device { kCpu, kCuda };
+
+// Hyperparameters of one AdamW update. grad_scale multiplies the gradient
+// first (global-norm clipping); bias corrections are 1 - beta^t.
+struct AdamWArgs {
+  float lr = 0, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0;
+  float grad_scale = 1.0f;
+  float bias_correction1 = 1.0f, bias_correction2 = 1.0f;
+};
+
+class Kernels {
+ public:
+  virtual ~Kernels() = default;
+  virtual Device device() const = 0;
+  virtual std::string Describe() const = 0;  // e.g. "cpu, 2 threads, OpenBLAS"
+
+  // Memory. Allocate returns zeroed memory that is already backed (touched),
+  // so no page faults land inside a training step; Free accepts nullptr.
+  virtual void* Allocate(size_t bytes) = 0;
+  virtual void Free(void* ptr) = 0;
+  virtual void CopyToDevice(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void CopyToHost(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual void Zero(void* dst, size_t bytes) = 0;
+  virtual void Synchronize() = 0;
+
+  // out (B,T,C) = wte[tokens] + wpe[0:T], then dropout (site kEmbedding).
+  virtual void EmbeddingForward(float* out, const int32_t* tokens, const float* wte,
+                                const float* wpe, int B, int T, int C,
+                                const DropoutPlan* dropout) = 0;
+  // dout (B,T,C) is the gradient of out; regenerates the dropout mask.
+  // Accumulates into dwte (V,C) and dwpe (T,C). dout is clobbered.
+  virtual void EmbeddingBackward(float* dwte, float* dwpe, float* dout, const int32_t* tokens,
+                                 int B, int T, int C, const DropoutPlan* dropout) = 0;
+
+  // out (N,C) = LayerNorm(inp) * w + b, eps 1e-5; saves mean and rstd (N).
+  virtual void LayerNormForward(float* out, float* mean, float* rstd, const float* inp,
+                                const float* w, const float* b, int N, int C) = 0;
+  // Accumulates into dinp (N,C), dw (C), db (C).
+  virtual void LayerNormBackward(float* dinp, float* dw, float* db, const float* dout,
+                                 const float* inp, const float* w, const float* mean,
+                                 const float* rstd, int N, int C) = 0;
+
+  // out (N,OC) = inp (N,C) · w (OC,C)^T + bias (OC); bias may be null.
+  virtual void MatmulForward(float* out, const float* inp, const float* w, const float* bias,
+                             int N, int C, int OC) = 0;
+  // dinp (N,C) = dout · w (overwrites, or accumulates when accumulate_dinp);
+  // accumulates dw (OC,C) += dout^T · inp and dbias (OC) += column sums.
+  virtual void MatmulBackward(float* dinp, float* dw, float* dbias, const float* dout,
+                              const float* inp, const float* w, int N, int C, int OC,
+                              bool accumulate_dinp) = 0;
+
+  // Causal multi-head self-attention. qkv (B,T,3C) holds q, k, v; head h uses
+  // columns [h*C/NH, (h+1)*C/NH) of each. Saves the softmax probabilities
+  // before dropout in probs (B,NH,T,T); applies dropout (site
+  // kAttentionProbs of `layer`) to them; out (B,T,C).
+  virtual void AttentionForward(float* out, float* probs, const float* qkv, int B, int T, int C,
+                                int NH, int layer, const DropoutPlan* dropout) = 0;
+  // dqkv (B,T,3C) overwritten from dout (B,T,C), regenerating the mask.
+  virtual void AttentionBackward(float* dqkv, const float* dout, const float* qkv,
+                                 const float* probs, int B, int T, int C, int NH, int layer,
+                                 const DropoutPlan* dropout) = 0;
+
+  // GELU, tanh approximation, elementwise over n values.
+  virtual void GeluForward(float* out, const float* inp, size_t n) = 0;
+  // dinp = gelu'(inp) * dout; dinp may alias dout.
+  virtual void GeluBackward(float* dinp, const float* inp, const float* dout, size_t n) = 0;
+
+  // out (B,T,C) = residual + dropout(x) at site (kind, layer).
+  virtual void ResidualDropoutForward(float* out, const float* residual, const float* x, int B,
+                                      int T, int C, DropoutKind kind, int layer,
+                                      const DropoutPlan* dropout) = 0;
+  // dx (B,T,C) = dropout mask applied to dout (overwrites dx).
+  virtual void DropoutBackward(float* dx, const float* dout, int B, int T, int C,
+                               DropoutKind kind, int layer, const DropoutPlan* dropout) = 0;
+
+  // Per-row cross-entropy of logits (N,V) against targets (N): writes
+  // losses (N) and log-sum-exp (N).
+  virtual void CrossEntropyForward(float* losses, float* lse, const float* logits,
+                                   const int32_t* targets, int N, int V) = 0;
+  // In place: logits (N,V) become dlogits = (softmax - onehot(target)) * scale.
+  virtual void CrossEntropyBackward(float* logits, const float* lse, const int32_t* targets,
+                                    int N, int V, float scale) = 0;
+
+  // Sum of squares of x (n), in double, returned to the host (synchronises).
+  virtual double SumSquares(const float* x, size_t n) = 0;
+  // One AdamW step over n parameters; m and v are the moments.
+  virtual void AdamW(float* params, const float* grads, float* m, float* v, size_t n,
+                     const AdamWArgs& args) = 0;
+  // x *= alpha over n values.
+  virtual void Scale(float* x, float alpha, size_t n) = 0;
+};
+
+// The kernels of `device`, using num_threads host threads where that applies
+// (0 = all cores). Fails with a clear message for a device this build or this
+// machine lacks (e.g. kCuda without DROPK_CUDA or without a GPU).
+absl::StatusOr<std::unique_ptr<Kernels>> MakeKernels(Device device, int num_threads);
+
+// A device buffer owned by a Kernels object, freed on destruction.
+template <typename T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(Kernels* kernels, size_t count)
+      : kernels_(kernels),
+        data_(static_cast<T*>(kernels->Allocate(count * sizeof(T)))),
+        count_(count) {}
+  DeviceBuffer(DeviceBuffer&& other) noexcept { *this = std::move(other); }
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
+    if (this != &other) {
+      Reset();
+      kernels_ = other.kernels_;
+      data_ = other.data_;
+      count_ = other.count_;
+      other.data_ = nullptr;
+      other.count_ = 0;
+    }
+    return *this;
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() { Reset(); }
+
+  T* data() const { return data_; }
+  size_t size() const { return count_; }
+
+ private:
+  void Reset() {
+    if (data_ != nullptr) kernels_->Free(data_);
+    data_ = nullptr;
+  }
+  Kernels* kernels_ = nullptr;
+  T* data_ = nullptr;
+  size_t count_ = 0;
+};
+
+}  // namespace dropk
+
+#endif  // DROPK_MODEL_KERNELS_H_

@@ -1,0 +1,139 @@
+// Whole-model properties: gradient check with dropout active, determinism,
+// dropout off in evaluation, gradient-ready ranges, accumulation.
+#include "model/gpt.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <numeric>
+#include <vector>
+
+namespace dropk {
+namespace {
+
+class GptTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    kernels_ = MakeKernels(Device::kCpu, 2).value();
+    config_ = {/*vocab_size=*/11, /*block_size=*/8, /*n_layer=*/2, /*n_head=*/2, /*n_embd=*/8};
+    gpt_ = Gpt::Create(config_, B, kernels_.get()).value();
+    gpt_->InitWeights(123);
+    // Larger weights than GPT-2's 0.02 so every path carries signal.
+    std::vector<float> p = Params();
+    for (float& x : p) x *= 10.0f;
+    SetParams(p);
+    for (int i = 0; i < B * T; ++i) {
+      tokens_.push_back((i * 7 + 3) % config_.vocab_size);
+      targets_.push_back((i * 5 + 1) % config_.vocab_size);
+    }
+    plan_.seed = 99;
+    plan_.step = 17;
+    plan_.stream_base = 1;
+    plan_.rates = {0.1f, 0.2f, 0.15f, 0.25f};
+  }
+  std::vector<float> Params() const {
+    std::vector<float> p(gpt_->num_params());
+    kernels_->CopyToHost(p.data(), gpt_->params(), p.size() * sizeof(float));
+    return p;
+  }
+  void SetParams(const std::vector<float>& p) {
+    kernels_->CopyToDevice(gpt_->params(), p.data(), p.size() * sizeof(float));
+  }
+  std::vector<float> Grads() const {
+    std::vector<float> g(gpt_->num_params());
+    kernels_->CopyToHost(g.data(), gpt_->grads(), g.size() * sizeof(float));
+    return g;
+  }
+  float Loss(const DropoutPlan* plan) {
+    return gpt_->Forward(tokens_.data(), targets_.data(), B, T, plan);
+  }
+
+  static constexpr int B = 2, T = 6;
+  std::unique_ptr<Kernels> kernels_;
+  GptConfig config_;
+  std::unique_ptr<Gpt> gpt_;
+  std::vector<int32_t> tokens_, targets_;
+  DropoutPlan plan_;
+};
+
+TEST_F(GptTest, GradientMatchesFiniteDifferencesWithDropoutActive) {
+  Loss(&plan_);
+  gpt_->ZeroGrad();
+  gpt_->Backward(1.0f);
+  const std::vector<float> analytic = Grads();
+  std::vector<float> p = Params();
+  // The largest gradients of every tensor, where float32 differences are
+  // informative.
+  for (const ParamTensor& t : gpt_->layout().tensors()) {
+    std::vector<size_t> idx(t.numel);
+    std::iota(idx.begin(), idx.end(), t.offset);
+    std::partial_sort(idx.begin(), idx.begin() + std::min<size_t>(3, idx.size()), idx.end(),
+                      [&](size_t a, size_t b) { return std::abs(analytic[a]) > std::abs(analytic[b]); });
+    for (size_t j = 0; j < std::min<size_t>(3, idx.size()); ++j) {
+      const size_t i = idx[j];
+      const float eps = 2e-3f;
+      const float saved = p[i];
+      p[i] = saved + eps;
+      SetParams(p);
+      const double up = Loss(&plan_);
+      p[i] = saved - eps;
+      SetParams(p);
+      const double down = Loss(&plan_);
+      p[i] = saved;
+      SetParams(p);
+      const double numeric = (up - down) / (2.0 * eps);
+      EXPECT_NEAR(numeric, analytic[i], 3e-2 * std::abs(analytic[i]) + 1e-3)
+          << t.name << " element " << i - t.offset;
+    }
+  }
+}
+
+TEST_F(GptTest, ForwardIsDeterministicAndDropoutChangesTheLoss) {
+  const float with_dropout = Loss(&plan_);
+  EXPECT_EQ(with_dropout, Loss(&plan_));
+  const float eval = Loss(nullptr);
+  DropoutPlan zero_rates = plan_;
+  zero_rates.rates = {};
+  EXPECT_EQ(eval, Loss(&zero_rates)) << "rates of 0 must equal no dropout";
+  EXPECT_NE(eval, with_dropout);
+  DropoutPlan next_step = plan_;
+  next_step.step += 1;
+  EXPECT_NE(with_dropout, Loss(&next_step)) << "a new step draws new masks";
+}
+
+TEST_F(GptTest, GradsReadyRangesCoverTheBufferInReverseOrder) {
+  Loss(&plan_);
+  gpt_->ZeroGrad();
+  std::vector<std::pair<size_t, size_t>> ranges;
+  gpt_->Backward(1.0f, [&](size_t begin, size_t end) { ranges.emplace_back(begin, end); });
+  ASSERT_EQ(ranges.size(), static_cast<size_t>(config_.n_layer + 2));
+  EXPECT_EQ(ranges.front().second, gpt_->num_params());
+  EXPECT_EQ(ranges.back().first, 0u);
+  for (size_t i = 1; i < ranges.size(); ++i) EXPECT_EQ(ranges[i].second, ranges[i - 1].first);
+}
+
+TEST_F(GptTest, BackwardAccumulatesScaledGradients) {
+  Loss(&plan_);
+  gpt_->ZeroGrad();
+  gpt_->Backward(1.0f);
+  const std::vector<float> once = Grads();
+  Loss(&plan_);
+  gpt_->Backward(0.5f);
+  const std::vector<float> accumulated = Grads();
+  for (size_t i = 0; i < once.size(); ++i) {
+    ASSERT_NEAR(accumulated[i], 1.5f * once[i], 1e-5f * std::abs(once[i]) + 1e-9f) << i;
+  }
+}
+
+TEST(GptCreateTest, RejectsInvalidShapes) {
+  std::unique_ptr<Kernels> k = MakeKernels(Device::kCpu, 1).value();
+  auto bad = Gpt::Create({10, 8, 2, 3, 8}, 1, k.get());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("n_embd=8"), std::string::npos) << bad.status();
+  EXPECT_FALSE(Gpt::Create({0, 8, 2, 2, 8}, 1, k.get()).ok());
+}
+
+}  // namespace
+}  // namespace dropk

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs every system dependency of dropk from Debian 12's packages.
+# Idempotent: when everything is already present it only checks and returns.
+# Usage: tools/setup.sh   (as root, or with sudo available)
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config
+  openmpi-bin libopenmpi-dev                 # MPI backend, mpirun
+  protobuf-compiler libprotobuf-dev          # configs, tokenizer, checkpoints
+  libboost-dev libboost-system-dev           # Asio/Beast for the sampling service
+  libopenblas-openmp-dev                     # sgemm; the OpenMP build shares our thread pool and runs
+                                             # single-threaded inside our parallel regions
+  libgtest-dev libgmock-dev                  # unit tests
+  libcli11-dev                               # command-line flags
+  nlohmann-json3-dev                         # JSON for metrics and the HTTP API
+  libabsl-dev                                # absl::Status / StatusOr for errors users can cause
+  libomp-dev                                 # not needed by g++ (libgomp), kept for clang builds
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "setup: done"
