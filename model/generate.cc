@@ -1,0 +1,96 @@
+#include "model/generate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "model/philox.h"
+
+namespace dropk {
+namespace {
+constexpr uint32_t kSampleStream = 0x53414D50u;  // "SAMP"
+}  // namespace
+
+int32_t SampleToken(std::span<const float> logits, const SamplingOptions& options,
+                    uint64_t position, std::span<float> scratch, std::span<int32_t> ids) {
+  const int V = static_cast<int>(logits.size());
+  if (options.temperature <= 0.0f) {
+    return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
+  // Candidates: all ids, or the k largest logits (nth_element, average O(V)).
+  std::iota(ids.begin(), ids.begin() + V, 0);
+  int n = V;
+  if (options.top_k > 0 && options.top_k < V) {
+    std::nth_element(ids.begin(), ids.begin() + options.top_k, ids.begin() + V,
+                     [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+    n = options.top_k;
+  }
+  // Softmax over the candidates at the given temperature.
+  float maxv = logits[ids[0]];
+  for (int i = 1; i < n; ++i) maxv = std::max(maxv, logits[ids[i]]);
+  double total = 0.0;
+  for (int i = 0; i < n; ++i) {
+    scratch[i] = std::exp((logits[ids[i]] - maxv) / options.temperature);
+    total += scratch[i];
+  }
+  if (options.top_p < 1.0f) {
+    // Nucleus: the smallest high-probability prefix whose mass reaches top_p.
+    std::vector<int> order;  // only on this optional path; n is at most V
+    order.resize(n);
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int a, int b) { return scratch[a] > scratch[b]; });
+    double mass = 0.0;
+    int keep = 0;
+    while (keep < n && mass < options.top_p * total) mass += scratch[order[keep++]];
+    for (int i = keep; i < n; ++i) scratch[order[i]] = 0.0f;
+    total = mass;
+  }
+  const Philox4x32Block r = Philox(options.seed, static_cast<uint32_t>(position),
+                                   static_cast<uint32_t>(position >> 32), kSampleStream, 0);
+  // 53 random bits -> uniform double in [0, total).
+  const uint64_t bits = (static_cast<uint64_t>(r.v[0]) << 21) ^ (r.v[1] >> 11);
+  const double target = static_cast<double>(bits) / 9007199254740992.0 * total;
+  double cumulative = 0.0;
+  int last_nonzero = 0;
+  for (int i = 0; i < n; ++i) {
+    if (scratch[i] == 0.0f) continue;
+    last_nonzero = i;
+    cumulative += scratch[i];
+    if (target < cumulative) return ids[i];
+  }
+  return ids[last_nonzero];  // rounding left target at the very end
+}
+
+absl::StatusOr<std::vector<int32_t>> Generate(Gpt& gpt, std::span<const int32_t> prompt,
+                                              int max_new_tokens, const SamplingOptions& options) {
+  const GptConfig& config = gpt.config();
+  if (prompt.empty()) return absl::InvalidArgumentError("prompt: must not be empty");
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    if (prompt[i] < 0 || prompt[i] >= config.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt token ", i, " = ", prompt[i],
+                                                     ": outside the vocabulary of ",
+                                                     config.vocab_size));
+    }
+  }
+  if (max_new_tokens < 0) return absl::InvalidArgumentError("max_new_tokens: must be >= 0");
+  if (options.temperature < 0) return absl::InvalidArgumentError("temperature: must be >= 0");
+  if (!(options.top_p > 0.0f && options.top_p <= 1.0f)) {
+    return absl::InvalidArgumentError("top_p: must be in (0, 1]");
+  }
+  std::vector<int32_t> context(prompt.begin(), prompt.end());
+  std::vector<int32_t> out;
+  std::vector<float> logits(config.vocab_size), scratch(config.vocab_size);
+  std::vector<int32_t> ids(config.vocab_size);
+  for (int i = 0; i < max_new_tokens; ++i) {
+    const int T = std::min<int>(context.size(), config.block_size);
+    gpt.Forward(context.data() + context.size() - T, nullptr, 1, T, nullptr);
+    gpt.LogitsToHost(0, T - 1, logits.data());
+    const int32_t next = SampleToken(logits, options, i, scratch, ids);
+    out.push_back(next);
+    context.push_back(next);
+  }
+  return out;
+}
+
+}  // namespace dropk

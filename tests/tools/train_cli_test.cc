@@ -1,0 +1,97 @@
+// dropk-train's command line: every invalid value stops with exit code 2 and
+// one line naming the field and the value.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "trainer/prepare_data.h"
+
+namespace dropk {
+namespace {
+
+struct CliResult {
+  int exit_code;
+  std::string output;
+};
+
+CliResult RunTrainCli(const std::string& args) {
+  const std::string cmd = std::string(DROPK_BINARY_DIR "/bin/dropk-train ") + args + " 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
+  const int status = pclose(pipe);
+  return {WEXITSTATUS(status), out};
+}
+
+class TrainCliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    data_ = new std::string(
+        (std::filesystem::path(::testing::TempDir()) / "dropk_train_cli_data").string());
+    PrepareOptions options;
+    options.input_path = DROPK_SOURCE_DIR "/data/tinyshakespeare.txt";
+    options.out_dir = *data_;
+    ASSERT_TRUE(PrepareData(options).ok());
+  }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(*data_);
+    delete data_;
+  }
+  static std::string Base() {
+    return "--config " DROPK_SOURCE_DIR "/configs/tiny_smoke.textproto --data_dir=" + *data_ +
+           " --out_dir=" + ::testing::TempDir() + "/dropk_train_cli_out";
+  }
+  static std::string* data_;
+};
+std::string* TrainCliTest::data_ = nullptr;
+
+struct BadArgs {
+  const char* args;
+  const char* expected;  // must appear in the output
+};
+
+TEST_F(TrainCliTest, InvalidValuesExitTwoNamingTheField) {
+  const BadArgs cases[] = {
+      {"--n_embd=130 --n_head=4", "n_embd=130"},
+      {"--dropout=1.5", "dropout=1.5"},
+      {"--dropout=-0.1", "dropout=-0.1"},
+      {"--dropout_mlp_output=1", "dropout_mlp_output=1"},
+      {"--block_size=2000000", "block_size=2000000"},
+      {"--data_dir=/nonexistent/dir", "/nonexistent/dir"},
+      {"--no_such_field=3", "no_such_field"},
+      {"--n_layer=abc", "n_layer=abc"},
+      {"--learning_rate=0", "learning_rate=0"},
+  };
+  for (const BadArgs& c : cases) {
+    const CliResult r = RunTrainCli(Base() + " " + c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.expected), std::string::npos) << c.args << "\n" << r.output;
+  }
+}
+
+TEST_F(TrainCliTest, MissingConfigFileExitsTwoNamingIt) {
+  const CliResult r = RunTrainCli("--config /nonexistent/run.textproto");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("/nonexistent/run.textproto"), std::string::npos) << r.output;
+}
+
+TEST_F(TrainCliTest, HelpListsFieldsWithDefaults) {
+  const CliResult r = RunTrainCli("--help");
+  EXPECT_EQ(r.exit_code, 0);
+  for (const char* field : {"n_layer", "dropout_attention_probs", "gradient_accumulation_steps"}) {
+    EXPECT_NE(r.output.find(field), std::string::npos) << field;
+  }
+}
+
+TEST_F(TrainCliTest, ShortRunSucceedsAndPrintsASample) {
+  const CliResult r = RunTrainCli(Base() + " --max_iters=5 --eval_interval=5 --sample_tokens=20");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("step 5/5"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace dropk

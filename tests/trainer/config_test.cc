@@ -1,0 +1,486 @@
+#include "trainer/config.h"
+
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/text_format.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "gtest/gtest.h"
+
+namespace dropk {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+// Runs LoadTrainConfig on `args` as if typed after "dropk-train".
+absl::StatusOr<TrainConfig> Load(std::vector<std::string> args) {
+  args.insert(args.begin(), "dropk-train");
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  return LoadTrainConfig(static_cast<int>(args.size()), argv.data());
+}
+
+// Writes `contents` to a fresh file in the test's temporary directory.
+std::string WriteTempFile(const std::string& name, const std::string& contents) {
+  const std::string path = absl::StrCat(
+      ::testing::TempDir(), "/",
+      ::testing::UnitTest::GetInstance()->current_test_info()->name(), "_",
+      name);
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << contents;
+  return path;
+}
+
+bool Equal(const TrainConfig& a, const TrainConfig& b) {
+  return google::protobuf::util::MessageDifferencer::Equals(a, b);
+}
+
+TEST(ConfigTest, DefaultsValidate) {
+  EXPECT_TRUE(ValidateTrainConfig(DefaultTrainConfig()).ok());
+}
+
+TEST(ConfigTest, NoArgumentsGiveTheDefaults) {
+  absl::StatusOr<TrainConfig> config = Load({});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(Equal(*config, DefaultTrainConfig()));
+  EXPECT_EQ(config->n_layer(), 4);
+  EXPECT_EQ(config->dropout_stream(), TrainConfig::PER_RANK);
+  EXPECT_EQ(config->sample_prompt(), "\n");
+}
+
+TEST(ConfigTest, FileMergesOverDefaults) {
+  const std::string path = WriteTempFile(
+      "run.textproto",
+      "# a comment\nn_layer: 6\nlearning_rate: 3e-4\nnum_threads: 0\n"
+      "dropout_stream: PER_SAMPLE\nout_dir: \"out/x\"\n");
+  absl::StatusOr<TrainConfig> config = Load({"--config", path});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->n_layer(), 6);
+  EXPECT_FLOAT_EQ(config->learning_rate(), 3e-4f);
+  EXPECT_EQ(config->dropout_stream(), TrainConfig::PER_SAMPLE);
+  EXPECT_EQ(config->out_dir(), "out/x");
+  // Fields the file does not name keep their defaults.
+  EXPECT_EQ(config->n_head(), 4);
+  EXPECT_EQ(config->block_size(), 64);
+  EXPECT_EQ(config->data_dir(), "data/shakespeare_char");
+}
+
+TEST(ConfigTest, FileZeroReplacesNonZeroDefault) {
+  // proto3 MergeFrom would skip a zero; a file's explicit zero must count.
+  const std::string path =
+      WriteTempFile("zero.textproto", "sample_tokens: 0\nwarmup_iters: 0\n");
+  absl::StatusOr<TrainConfig> config = Load({"--config=" + path});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->sample_tokens(), 0);
+  EXPECT_EQ(config->warmup_iters(), 0);
+}
+
+TEST(ConfigTest, FlagsOverrideFileInBothSpellings) {
+  const std::string path = WriteTempFile(
+      "run.textproto", "n_layer: 6\nn_head: 8\nn_embd: 256\ndata_dir: \"a\"\n");
+  absl::StatusOr<TrainConfig> config =
+      Load({"--n_layer=2", "--config", path, "--n_head", "2", "--data_dir=b",
+            "--min_lr", "-1", "--dropout_stream=per_sample", "--seed",
+            "18446744073709551615", "--sample_prompt", "ROMEO:"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->n_layer(), 2);
+  EXPECT_EQ(config->n_head(), 2);
+  EXPECT_EQ(config->n_embd(), 256);  // from the file
+  EXPECT_EQ(config->data_dir(), "b");
+  EXPECT_FLOAT_EQ(config->min_lr(), -1.0f);
+  EXPECT_EQ(config->dropout_stream(), TrainConfig::PER_SAMPLE);
+  EXPECT_EQ(config->seed(), 18446744073709551615ull);
+  EXPECT_EQ(config->sample_prompt(), "ROMEO:");
+}
+
+TEST(ConfigTest, LastOfARepeatedFlagWins) {
+  absl::StatusOr<TrainConfig> config = Load({"--n_layer=3", "--n_layer", "5"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->n_layer(), 5);
+}
+
+TEST(ConfigTest, EnumFlagIsCaseInsensitive) {
+  for (const char* spelling : {"PER_SAMPLE", "per_sample", "Per_Sample"}) {
+    absl::StatusOr<TrainConfig> config =
+        Load({absl::StrCat("--dropout_stream=", spelling)});
+    ASSERT_TRUE(config.ok()) << spelling << ": " << config.status();
+    EXPECT_EQ(config->dropout_stream(), TrainConfig::PER_SAMPLE);
+  }
+}
+
+struct BadFlagCase {
+  std::string arg;       // one command-line argument
+  std::string expected;  // substring of the error message
+};
+
+class BadFlagTest : public ::testing::TestWithParam<BadFlagCase> {};
+
+TEST_P(BadFlagTest, IsInvalidArgumentNamingFlagAndValue) {
+  absl::StatusOr<TrainConfig> config = Load({GetParam().arg});
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(config.status().message(), HasSubstr(GetParam().expected));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Values, BadFlagTest,
+    ::testing::Values(
+        BadFlagCase{"--n_layer=abc", "--n_layer=abc: expected an integer"},
+        BadFlagCase{"--n_layer=4.5", "--n_layer=4.5: expected an integer"},
+        BadFlagCase{"--n_layer=99999999999",
+                    "--n_layer=99999999999: expected an integer"},
+        BadFlagCase{"--seed=-1", "--seed=-1: expected an integer"},
+        BadFlagCase{"--learning_rate=fast", "--learning_rate=fast: expected"},
+        BadFlagCase{"--learning_rate=1e50", "--learning_rate=1e50: expected"},
+        BadFlagCase{"--dropout=nan", "--dropout=nan: expected"},
+        BadFlagCase{"--dropout_stream=per_step",
+                    "--dropout_stream=per_step: expected one of per_rank, "
+                    "per_sample"},
+        BadFlagCase{"--dropout_stream=dropout_stream_unspecified",
+                    "--dropout_stream=dropout_stream_unspecified"},
+        BadFlagCase{"--resume=latest", "unknown flag --resume"},
+        BadFlagCase{"--n_layers=4", "unknown flag --n_layers"},
+        BadFlagCase{"stray", "unexpected argument 'stray'"}),
+    [](const ::testing::TestParamInfo<BadFlagCase>& info) {
+      return absl::StrCat("Case", info.index);
+    });
+
+TEST(ConfigTest, FlagWithoutValueIsAnError) {
+  absl::StatusOr<TrainConfig> config = Load({"--n_layer"});
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(config.status().message(), HasSubstr("n_layer"));
+}
+
+TEST(ConfigTest, BadFlagValueIsReportedEvenWithAFile) {
+  const std::string path = WriteTempFile("run.textproto", "n_layer: 6\n");
+  absl::StatusOr<TrainConfig> config =
+      Load({"--config", path, "--n_head", "four"});
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              HasSubstr("--n_head=four: expected an integer"));
+}
+
+TEST(ConfigTest, MalformedFileNamesFileLineAndColumn) {
+  const std::string path = WriteTempFile(
+      "bad.textproto", "n_layer: 6\n# fine so far\nn_head: four\n");
+  absl::StatusOr<TrainConfig> config = Load({"--config", path});
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(config.status().message(), HasSubstr(path + ":3:9:"));
+}
+
+TEST(ConfigTest, UnknownFieldInFileNamesFileLineAndField) {
+  const std::string path =
+      WriteTempFile("unknown.textproto", "n_layer: 6\nn_layers: 6\n");
+  absl::StatusOr<TrainConfig> config = Load({"--config", path});
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr(path + ":2:"), HasSubstr("n_layers")));
+}
+
+TEST(ConfigTest, MissingFileNamesThePath) {
+  const std::string path =
+      absl::StrCat(::testing::TempDir(), "/no_such_dir/run.textproto");
+  absl::StatusOr<TrainConfig> config = Load({"--config", path});
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(config.status().message(), HasSubstr(path));
+}
+
+TEST(ConfigTest, FailedMergeLeavesConfigUntouched) {
+  const std::string path = WriteTempFile(
+      "half.textproto", "n_layer: 7\nn_head: four\n");
+  TrainConfig config = DefaultTrainConfig();
+  EXPECT_FALSE(MergeTrainConfigFile(path, &config).ok());
+  EXPECT_TRUE(Equal(config, DefaultTrainConfig()));
+}
+
+TEST(ConfigTest, HelpListsEveryFieldWithTypeAndDefault) {
+  for (const char* flag : {"--help", "-h"}) {
+    absl::StatusOr<TrainConfig> config = Load({"--n_layer=8", flag});
+    ASSERT_FALSE(config.ok());
+    EXPECT_TRUE(IsHelpRequest(config.status())) << config.status();
+    const std::string help(config.status().message());
+    EXPECT_THAT(help, HasSubstr("--config"));
+    EXPECT_THAT(help, ::testing::ContainsRegex("--n_layer +int32 +4 +"));
+    EXPECT_THAT(help, ::testing::ContainsRegex(
+                          "--data_dir +string +\"data/shakespeare_char\""));
+    EXPECT_THAT(help, ::testing::ContainsRegex(
+                          "--dropout_stream +per_rank\\|per_sample +per_rank"));
+    EXPECT_THAT(help, ::testing::ContainsRegex("--dropout_embedding +float +unset"));
+    // Every field of the proto is a flag, so a new field shows up here.
+    const google::protobuf::Descriptor* descriptor = TrainConfig::descriptor();
+    for (int i = 0; i < descriptor->field_count(); ++i) {
+      EXPECT_THAT(help, HasSubstr("--" + descriptor->field(i)->name() + " "));
+    }
+  }
+  EXPECT_FALSE(IsHelpRequest(absl::InvalidArgumentError("x")));
+  EXPECT_FALSE(IsHelpRequest(absl::OkStatus()));
+}
+
+TEST(ConfigTest, EveryFieldIsSettableByFlag) {
+  const google::protobuf::Descriptor* descriptor = TrainConfig::descriptor();
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const google::protobuf::FieldDescriptor* field = descriptor->field(i);
+    std::string value = "1";
+    if (field->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_ENUM) {
+      value = "per_sample";
+    } else if (field->cpp_type() ==
+               google::protobuf::FieldDescriptor::CPPTYPE_STRING) {
+      value = "x";
+    }
+    absl::StatusOr<TrainConfig> config =
+        Load({absl::StrCat("--", field->name(), "=", value)});
+    EXPECT_TRUE(config.ok()) << field->name() << ": " << config.status();
+  }
+}
+
+// A config that is valid except for one change.
+struct BadValueCase {
+  std::string name;                         // test name suffix
+  std::function<void(TrainConfig*)> edit;   // makes the config invalid
+  std::vector<std::string> expected;        // substrings of the message
+};
+
+class BadValueTest : public ::testing::TestWithParam<BadValueCase> {};
+
+TEST_P(BadValueTest, IsInvalidArgumentNamingFieldAndValue) {
+  TrainConfig config = DefaultTrainConfig();
+  GetParam().edit(&config);
+  absl::Status status = ValidateTrainConfig(config);
+  ASSERT_FALSE(status.ok());
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  for (const std::string& expected : GetParam().expected) {
+    EXPECT_THAT(status.message(), HasSubstr(expected));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Values, BadValueTest,
+    ::testing::Values(
+        BadValueCase{"NLayer", [](TrainConfig* c) { c->set_n_layer(0); },
+                     {"n_layer=0"}},
+        BadValueCase{"NHead", [](TrainConfig* c) { c->set_n_head(-2); },
+                     {"n_head=-2"}},
+        BadValueCase{"NEmbd", [](TrainConfig* c) { c->set_n_embd(0); },
+                     {"n_embd=0"}},
+        BadValueCase{"NEmbdDivisible", [](TrainConfig* c) { c->set_n_embd(130); },
+                     {"n_embd=130 is not divisible by n_head=4"}},
+        BadValueCase{"BlockSize", [](TrainConfig* c) { c->set_block_size(0); },
+                     {"block_size=0"}},
+        BadValueCase{"BatchSize", [](TrainConfig* c) { c->set_batch_size(0); },
+                     {"batch_size=0"}},
+        BadValueCase{"GradAccum",
+                     [](TrainConfig* c) { c->set_gradient_accumulation_steps(0); },
+                     {"gradient_accumulation_steps=0"}},
+        BadValueCase{"MaxIters", [](TrainConfig* c) { c->set_max_iters(-1); },
+                     {"max_iters=-1"}},
+        BadValueCase{"EvalIters", [](TrainConfig* c) { c->set_eval_iters(0); },
+                     {"eval_iters=0"}},
+        BadValueCase{"EvalInterval",
+                     [](TrainConfig* c) { c->set_eval_interval(0); },
+                     {"eval_interval=0"}},
+        BadValueCase{"LogInterval",
+                     [](TrainConfig* c) { c->set_log_interval(-5); },
+                     {"log_interval=-5"}},
+        BadValueCase{"LearningRate",
+                     [](TrainConfig* c) { c->set_learning_rate(0); },
+                     {"learning_rate=0"}},
+        BadValueCase{"LearningRateInf",
+                     [](TrainConfig* c) {
+                       c->set_learning_rate(
+                           std::numeric_limits<float>::infinity());
+                     },
+                     {"learning_rate=inf"}},
+        BadValueCase{"MinLrNegative", [](TrainConfig* c) { c->set_min_lr(-0.5); },
+                     {"min_lr=-0.5"}},
+        BadValueCase{"MinLrAboveLr", [](TrainConfig* c) { c->set_min_lr(0.01); },
+                     {"min_lr=0.01", "learning_rate=0.001"}},
+        BadValueCase{"WarmupIters",
+                     [](TrainConfig* c) { c->set_warmup_iters(-1); },
+                     {"warmup_iters=-1"}},
+        BadValueCase{"LrDecayNotAfterWarmup",
+                     [](TrainConfig* c) { c->set_lr_decay_iters(100); },
+                     {"lr_decay_iters=100", "warmup_iters=100"}},
+        BadValueCase{"WeightDecay",
+                     [](TrainConfig* c) { c->set_weight_decay(-0.1); },
+                     {"weight_decay=-0.1"}},
+        BadValueCase{"Beta1", [](TrainConfig* c) { c->set_beta1(1.0); },
+                     {"beta1=1"}},
+        BadValueCase{"Beta2", [](TrainConfig* c) { c->set_beta2(-0.5); },
+                     {"beta2=-0.5"}},
+        BadValueCase{"GradClip", [](TrainConfig* c) { c->set_grad_clip(-1); },
+                     {"grad_clip=-1"}},
+        BadValueCase{"Dropout", [](TrainConfig* c) { c->set_dropout(1.5); },
+                     {"dropout=1.5: must be in [0, 1)"}},
+        BadValueCase{"DropoutOne", [](TrainConfig* c) { c->set_dropout(1.0); },
+                     {"dropout=1: must be in [0, 1)"}},
+        BadValueCase{"DropoutNan",
+                     [](TrainConfig* c) {
+                       c->set_dropout(std::numeric_limits<float>::quiet_NaN());
+                     },
+                     {"dropout=nan"}},
+        BadValueCase{"DropoutEmbedding",
+                     [](TrainConfig* c) { c->set_dropout_embedding(-0.1); },
+                     {"dropout_embedding=-0.1"}},
+        BadValueCase{"DropoutAttentionProbs",
+                     [](TrainConfig* c) { c->set_dropout_attention_probs(1); },
+                     {"dropout_attention_probs=1"}},
+        BadValueCase{"DropoutAttentionOutput",
+                     [](TrainConfig* c) { c->set_dropout_attention_output(2); },
+                     {"dropout_attention_output=2"}},
+        BadValueCase{"DropoutMlpOutput",
+                     [](TrainConfig* c) { c->set_dropout_mlp_output(1.25); },
+                     {"dropout_mlp_output=1.25"}},
+        BadValueCase{"DropoutStream",
+                     [](TrainConfig* c) {
+                       c->set_dropout_stream(
+                           TrainConfig::DROPOUT_STREAM_UNSPECIFIED);
+                     },
+                     {"dropout_stream=DROPOUT_STREAM_UNSPECIFIED"}},
+        BadValueCase{"NumThreads", [](TrainConfig* c) { c->set_num_threads(-1); },
+                     {"num_threads=-1"}},
+        BadValueCase{"SampleTokens",
+                     [](TrainConfig* c) { c->set_sample_tokens(-1); },
+                     {"sample_tokens=-1"}},
+        BadValueCase{"SampleTopK", [](TrainConfig* c) { c->set_sample_top_k(-3); },
+                     {"sample_top_k=-3"}},
+        BadValueCase{"SampleTemperature",
+                     [](TrainConfig* c) { c->set_sample_temperature(0); },
+                     {"sample_temperature=0"}},
+        BadValueCase{"DataDir", [](TrainConfig* c) { c->set_data_dir(""); },
+                     {"data_dir=\"\""}},
+        BadValueCase{"OutDir", [](TrainConfig* c) { c->set_out_dir(""); },
+                     {"out_dir=\"\""}}),
+    [](const ::testing::TestParamInfo<BadValueCase>& info) {
+      return info.param.name;
+    });
+
+TEST(ConfigTest, ValidationReportsEveryProblemOnItsOwnLine) {
+  TrainConfig config = DefaultTrainConfig();
+  config.set_n_layer(0);
+  config.set_dropout(1.5);
+  absl::Status status = ValidateTrainConfig(config);
+  EXPECT_EQ(status.message(),
+            "n_layer=0: must be >= 1\ndropout=1.5: must be in [0, 1)");
+}
+
+TEST(ConfigTest, BoundaryValuesAreValid) {
+  TrainConfig config = DefaultTrainConfig();
+  config.set_max_iters(0);
+  config.set_min_lr(config.learning_rate());
+  config.set_weight_decay(0);
+  config.set_grad_clip(0);
+  config.set_beta1(0);
+  config.set_dropout(0.99f);
+  config.set_dropout_mlp_output(0);
+  config.set_sample_tokens(0);
+  config.set_sample_top_k(0);
+  EXPECT_TRUE(ValidateTrainConfig(config).ok()) << ValidateTrainConfig(config);
+  // lr_decay_iters only matters once training goes past warmup.
+  config.set_max_iters(100);
+  config.set_lr_decay_iters(0);
+  EXPECT_TRUE(ValidateTrainConfig(config).ok()) << ValidateTrainConfig(config);
+}
+
+TEST(ConfigTest, ValidateAgainstDataNamesSplitAndDir) {
+  TrainConfig config = DefaultTrainConfig();
+  config.set_data_dir("data/x");
+  config.set_block_size(200000);
+  absl::Status status = ValidateAgainstData(config, 1003854, 111540);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status.message(),
+            "block_size=200000: must be smaller than the validation split of "
+            "data/x (111540 tokens)");
+
+  config.set_block_size(5000);
+  status = ValidateAgainstData(config, 5000, 5001);
+  EXPECT_EQ(status.message(),
+            "block_size=5000: must be smaller than the training split of "
+            "data/x (5000 tokens)");
+  EXPECT_TRUE(ValidateAgainstData(config, 5001, 5001).ok());
+}
+
+TEST(ConfigTest, PerSiteDropoutDefaultsToDropout) {
+  TrainConfig config = DefaultTrainConfig();
+  config.set_dropout(0.2f);
+  SiteDropout rates = EffectiveDropout(config);
+  EXPECT_EQ(rates.embedding, 0.2f);
+  EXPECT_EQ(rates.attention_probs, 0.2f);
+  EXPECT_EQ(rates.attention_output, 0.2f);
+  EXPECT_EQ(rates.mlp_output, 0.2f);
+
+  // An explicit zero is a rate of its own, not "unset".
+  config.set_dropout_attention_probs(0.0f);
+  config.set_dropout_mlp_output(0.3f);
+  rates = EffectiveDropout(config);
+  EXPECT_EQ(rates.embedding, 0.2f);
+  EXPECT_EQ(rates.attention_probs, 0.0f);
+  EXPECT_EQ(rates.attention_output, 0.2f);
+  EXPECT_EQ(rates.mlp_output, 0.3f);
+}
+
+TEST(ConfigTest, PerSiteDropoutFromFlags) {
+  absl::StatusOr<TrainConfig> config =
+      Load({"--dropout=0.1", "--dropout_embedding", "0"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->has_dropout_embedding());
+  EXPECT_FALSE(config->has_dropout_mlp_output());
+  const SiteDropout rates = EffectiveDropout(*config);
+  EXPECT_EQ(rates.embedding, 0.0f);
+  EXPECT_EQ(rates.mlp_output, 0.1f);
+}
+
+TEST(ConfigTest, ConfigToTextListsZerosAndRoundTrips) {
+  TrainConfig config = DefaultTrainConfig();
+  config.set_dropout_embedding(0.0f);
+  config.set_learning_rate(3.0e-4f);
+  config.set_sample_prompt("line \"one\"\nline two");
+  const std::string text = ConfigToText(config);
+  EXPECT_THAT(text, HasSubstr("num_threads: 0\n"));
+  EXPECT_THAT(text, HasSubstr("dropout: 0\n"));
+  EXPECT_THAT(text, HasSubstr("dropout_embedding: 0\n"));
+  EXPECT_THAT(text, HasSubstr("dropout_stream: PER_RANK\n"));
+  EXPECT_THAT(text, Not(HasSubstr("dropout_mlp_output")));
+  TrainConfig parsed;
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(text, &parsed));
+  EXPECT_TRUE(Equal(parsed, config)) << text;
+}
+
+TEST(ConfigTest, ShippedCpuRecipeLoadsAndValidates) {
+  absl::StatusOr<TrainConfig> config = Load(
+      {"--config", DROPK_SOURCE_DIR "/configs/shakespeare_char_cpu.textproto"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(ValidateTrainConfig(*config).ok()) << ValidateTrainConfig(*config);
+  EXPECT_EQ(config->out_dir(), "out/shakespeare_char_cpu");
+  EXPECT_EQ(config->n_layer(), 4);
+  EXPECT_EQ(config->n_embd(), 128);
+  EXPECT_EQ(config->block_size(), 64);
+  EXPECT_EQ(config->max_iters(), 2000);
+  EXPECT_FLOAT_EQ(config->beta2(), 0.99f);
+  EXPECT_EQ(config->dropout(), 0.0f);
+}
+
+TEST(ConfigTest, ShippedSmokeConfigLoadsAndValidates) {
+  absl::StatusOr<TrainConfig> config =
+      Load({"--config", DROPK_SOURCE_DIR "/configs/tiny_smoke.textproto"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(ValidateTrainConfig(*config).ok()) << ValidateTrainConfig(*config);
+  EXPECT_EQ(config->out_dir(), "out/tiny_smoke");
+  EXPECT_EQ(config->n_layer(), 2);
+  EXPECT_EQ(config->n_embd(), 32);
+  EXPECT_EQ(config->max_iters(), 200);
+  EXPECT_FLOAT_EQ(config->dropout(), 0.1f);
+}
+
+}  // namespace
+}  // namespace dropk

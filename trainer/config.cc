@@ -1,0 +1,580 @@
+#include "trainer/config.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
+
+namespace dropk {
+namespace {
+
+namespace pb = google::protobuf;
+
+// One line of --help per field. A field missing here still gets its flag
+// (flags come from the descriptor), only with a generic description.
+struct FieldHelp {
+  const char* name;
+  const char* description;
+};
+constexpr FieldHelp kFieldHelp[] = {
+    {"data_dir", "directory with train.bin, val.bin, tokenizer.pb"},
+    {"out_dir", "run directory: metrics.jsonl, checkpoints"},
+    {"n_layer", "transformer blocks"},
+    {"n_head", "attention heads per block"},
+    {"n_embd", "embedding width; a multiple of n_head"},
+    {"block_size", "context length in tokens"},
+    {"batch_size", "sequences per micro-batch per process"},
+    {"gradient_accumulation_steps", "micro-batches per optimizer step"},
+    {"learning_rate", "peak learning rate (after warmup)"},
+    {"min_lr", "learning rate at and after lr_decay_iters"},
+    {"warmup_iters", "steps of linear warmup from 0"},
+    {"lr_decay_iters", "step where cosine decay reaches min_lr"},
+    {"max_iters", "optimizer steps to train"},
+    {"weight_decay", "AdamW weight decay, matrices only"},
+    {"beta1", "AdamW beta1"},
+    {"beta2", "AdamW beta2"},
+    {"grad_clip", "clip the global gradient norm to this; 0 disables"},
+    {"dropout", "dropout rate of every site without its own rate"},
+    {"dropout_embedding", "dropout after the embeddings (unset: dropout)"},
+    {"dropout_attention_probs",
+     "dropout on attention probabilities (unset: dropout)"},
+    {"dropout_attention_output",
+     "dropout on attention output (unset: dropout)"},
+    {"dropout_mlp_output", "dropout on MLP output (unset: dropout)"},
+    {"dropout_stream", "whose randomness masks use: per_rank or per_sample"},
+    {"eval_interval", "evaluate train and val loss every this many steps"},
+    {"eval_iters", "batches per evaluation"},
+    {"log_interval", "log a progress line every this many steps"},
+    {"seed", "seed of initialization, data order and dropout"},
+    {"num_threads", "OpenMP/BLAS threads; 0 = all cores"},
+    {"sample_tokens", "tokens sampled after training; 0 disables"},
+    {"sample_top_k", "top-k of that sample; 0 = no limit"},
+    {"sample_temperature", "temperature of that sample"},
+    {"sample_prompt", "prompt of that sample"},
+};
+
+std::string DescriptionOf(const std::string& name) {
+  for (const FieldHelp& help : kFieldHelp) {
+    if (name == help.name) return help.description;
+  }
+  return "a field of dropk.TrainConfig";
+}
+
+// Fields the command line can set: singular scalars, strings and enums.
+bool IsFlagField(const pb::FieldDescriptor* field) {
+  return !field->is_repeated() &&
+         field->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE;
+}
+
+std::string EnumNames(const pb::EnumDescriptor* type, const char* separator) {
+  std::vector<std::string> names;
+  for (int i = 0; i < type->value_count(); ++i) {
+    // The zero value of a proto3 enum means "unset", never a choice.
+    if (type->value(i)->number() == 0) continue;
+    names.push_back(absl::AsciiStrToLower(type->value(i)->name()));
+  }
+  return absl::StrJoin(names, separator);
+}
+
+std::string TypeName(const pb::FieldDescriptor* field) {
+  if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM) {
+    return EnumNames(field->enum_type(), "|");
+  }
+  return field->type_name();
+}
+
+// The value of `field` in `config` as text format writes it.
+std::string FieldValueText(const TrainConfig& config,
+                           const pb::FieldDescriptor* field) {
+  std::string text;
+  pb::TextFormat::PrintFieldValueToString(config, field, -1, &text);
+  return text;
+}
+
+template <typename Int>
+absl::Status ParseInteger(const std::string& flag, const std::string& value,
+                          Int* out) {
+  if (absl::SimpleAtoi(value, out)) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(flag, ": expected an integer in [",
+                   std::numeric_limits<Int>::min(), ", ",
+                   std::numeric_limits<Int>::max(), "]"));
+}
+
+template <typename Real>
+absl::Status ParseReal(const std::string& flag, const std::string& value,
+                       Real* out) {
+  constexpr bool kIsFloat = std::is_same_v<Real, float>;
+  bool ok;
+  if constexpr (kIsFloat) {
+    ok = absl::SimpleAtof(value, out);
+  } else {
+    ok = absl::SimpleAtod(value, out);
+  }
+  // SimpleAtof turns an overflow into inf; a config never wants inf or nan.
+  if (ok && std::isfinite(*out)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      flag, ": expected a finite number (", kIsFloat ? "float" : "double",
+      ")"));
+}
+
+std::string HelpText() {
+  const TrainConfig defaults = DefaultTrainConfig();
+  const pb::Descriptor* descriptor = TrainConfig::descriptor();
+  struct Row {
+    std::string flag, type, default_text, description;
+  };
+  std::vector<Row> rows;
+  rows.push_back({"--config", "FILE", "none",
+                  "text-format dropk.TrainConfig merged over the defaults"});
+  rows.push_back({"--help, -h", "", "", "print this help and exit"});
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const pb::FieldDescriptor* field = descriptor->field(i);
+    if (!IsFlagField(field)) continue;
+    std::string default_text =
+        field->has_presence() && !defaults.GetReflection()->HasField(defaults,
+                                                                    field)
+            ? "unset"
+            : FieldValueText(defaults, field);
+    if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM) {
+      default_text = absl::AsciiStrToLower(default_text);
+    }
+    rows.push_back({absl::StrCat("--", field->name()), TypeName(field),
+                    default_text, DescriptionOf(field->name())});
+  }
+  size_t flag_width = 0, type_width = 0, default_width = 0;
+  for (const Row& row : rows) {
+    flag_width = std::max(flag_width, row.flag.size());
+    type_width = std::max(type_width, row.type.size());
+    default_width = std::max(default_width, row.default_text.size());
+  }
+  auto pad = [](const std::string& s, size_t width) {
+    return s + std::string(width - s.size() + 2, ' ');
+  };
+  std::string text =
+      "Usage: dropk-train [--config FILE] [--FIELD=VALUE | --FIELD VALUE]...\n"
+      "\n"
+      "Trains a GPT. The config is the defaults below, then the --config "
+      "file,\nthen the flags, each overriding the one before.\n"
+      "\n";
+  absl::StrAppend(&text, "  ", pad("flag", flag_width), pad("type", type_width),
+                  pad("default", default_width), "description\n");
+  for (const Row& row : rows) {
+    absl::StrAppend(&text, "  ", pad(row.flag, flag_width),
+                    pad(row.type, type_width),
+                    pad(row.default_text, default_width), row.description,
+                    "\n");
+  }
+  return text;
+}
+
+// Collects text-format parse errors as "path:line:column: message" lines.
+class ConfigErrorCollector : public pb::io::ErrorCollector {
+ public:
+  explicit ConfigErrorCollector(std::string path) : path_(std::move(path)) {}
+
+  void AddError(int line, pb::io::ColumnNumber column,
+                const std::string& message) override {
+    // The tokenizer counts from zero; editors count from one.
+    errors_.push_back(
+        absl::StrCat(path_, ":", line + 1, ":", column + 1, ": ", message));
+  }
+
+  std::string Errors() const { return absl::StrJoin(errors_, "\n"); }
+
+ private:
+  std::string path_;
+  std::vector<std::string> errors_;
+};
+
+// Appends problems found by the checks below, one line each.
+class Problems {
+ public:
+  void Add(std::string line) { lines_.push_back(std::move(line)); }
+
+  // Integer `name=value` must be >= min.
+  void AtLeast(const char* name, int64_t value, int64_t min) {
+    if (value < min) Add(absl::StrCat(name, "=", value, ": must be >= ", min));
+  }
+
+  // Real `name=value` must be finite and > min (or >= min when inclusive).
+  void Above(const char* name, float value, float min, bool inclusive) {
+    if (!std::isfinite(value)) {
+      Add(absl::StrCat(name, "=", value, ": must be a finite number"));
+    } else if (inclusive ? !(value >= min) : !(value > min)) {
+      Add(absl::StrCat(name, "=", value, ": must be ", inclusive ? ">= " : "> ",
+                       min));
+    }
+  }
+
+  // Real `name=value` must be in [0, 1).
+  void UnitInterval(const char* name, float value) {
+    if (!(value >= 0.0f && value < 1.0f)) {
+      Add(absl::StrCat(name, "=", value, ": must be in [0, 1)"));
+    }
+  }
+
+  // String `name` must not be empty.
+  void NonEmpty(const char* name, const std::string& value) {
+    if (value.empty()) Add(absl::StrCat(name, "=\"\": must not be empty"));
+  }
+
+  absl::Status ToStatus() const {
+    if (lines_.empty()) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrJoin(lines_, "\n"));
+  }
+
+ private:
+  std::vector<std::string> lines_;
+};
+
+}  // namespace
+
+TrainConfig DefaultTrainConfig() {
+  TrainConfig config;
+  config.set_data_dir("data/shakespeare_char");
+  config.set_out_dir("out");
+  config.set_n_layer(4);
+  config.set_n_head(4);
+  config.set_n_embd(128);
+  config.set_block_size(64);
+  config.set_batch_size(12);
+  config.set_gradient_accumulation_steps(1);
+  config.set_learning_rate(1e-3f);
+  config.set_min_lr(1e-4f);
+  config.set_warmup_iters(100);
+  config.set_lr_decay_iters(2000);
+  config.set_max_iters(2000);
+  config.set_weight_decay(0.1f);
+  config.set_beta1(0.9f);
+  config.set_beta2(0.99f);
+  config.set_grad_clip(1.0f);
+  config.set_dropout(0.0f);
+  config.set_dropout_stream(TrainConfig::PER_RANK);
+  config.set_eval_interval(250);
+  config.set_eval_iters(20);
+  config.set_log_interval(10);
+  config.set_seed(1337);
+  config.set_num_threads(0);
+  config.set_sample_tokens(300);
+  config.set_sample_top_k(10);
+  config.set_sample_temperature(1.0f);
+  config.set_sample_prompt("\n");
+  return config;
+}
+
+absl::Status MergeTrainConfigFile(const std::string& path,
+                                  TrainConfig* config) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat(
+        "config file ", path, ": cannot open: ", std::strerror(errno)));
+  }
+  std::stringstream contents;
+  contents << in.rdbuf();
+  if (in.bad()) {
+    return absl::NotFoundError(absl::StrCat("config file ", path,
+                                            ": cannot read: ",
+                                            std::strerror(errno)));
+  }
+  // Parse into a copy so a failed parse leaves *config untouched. Merging
+  // parses straight into the message, so a file's explicit zero (n_layer: 0)
+  // does replace the default, unlike Message::MergeFrom.
+  TrainConfig merged = *config;
+  ConfigErrorCollector errors(path);
+  pb::TextFormat::Parser parser;
+  parser.RecordErrorsTo(&errors);
+  if (!parser.MergeFromString(contents.str(), &merged)) {
+    std::string message = errors.Errors();
+    if (message.empty()) message = absl::StrCat(path, ": not a TrainConfig");
+    return absl::InvalidArgumentError(message);
+  }
+  *config = std::move(merged);
+  return absl::OkStatus();
+}
+
+absl::Status SetTrainConfigField(const std::string& name,
+                                 const std::string& value,
+                                 TrainConfig* config) {
+  const std::string flag = absl::StrCat("--", name, "=", value);
+  const pb::FieldDescriptor* field =
+      TrainConfig::descriptor()->FindFieldByName(name);
+  if (field == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": unknown field of dropk.TrainConfig"));
+  }
+  if (!IsFlagField(field)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": this field cannot be set from the command line"));
+  }
+  const pb::Reflection* reflection = config->GetReflection();
+  switch (field->cpp_type()) {
+    case pb::FieldDescriptor::CPPTYPE_INT32: {
+      int32_t v;
+      if (absl::Status s = ParseInteger(flag, value, &v); !s.ok()) return s;
+      reflection->SetInt32(config, field, v);
+      break;
+    }
+    case pb::FieldDescriptor::CPPTYPE_INT64: {
+      int64_t v;
+      if (absl::Status s = ParseInteger(flag, value, &v); !s.ok()) return s;
+      reflection->SetInt64(config, field, v);
+      break;
+    }
+    case pb::FieldDescriptor::CPPTYPE_UINT32: {
+      uint32_t v;
+      if (absl::Status s = ParseInteger(flag, value, &v); !s.ok()) return s;
+      reflection->SetUInt32(config, field, v);
+      break;
+    }
+    case pb::FieldDescriptor::CPPTYPE_UINT64: {
+      uint64_t v;
+      if (absl::Status s = ParseInteger(flag, value, &v); !s.ok()) return s;
+      reflection->SetUInt64(config, field, v);
+      break;
+    }
+    case pb::FieldDescriptor::CPPTYPE_FLOAT: {
+      float v;
+      if (absl::Status s = ParseReal(flag, value, &v); !s.ok()) return s;
+      reflection->SetFloat(config, field, v);
+      break;
+    }
+    case pb::FieldDescriptor::CPPTYPE_DOUBLE: {
+      double v;
+      if (absl::Status s = ParseReal(flag, value, &v); !s.ok()) return s;
+      reflection->SetDouble(config, field, v);
+      break;
+    }
+    case pb::FieldDescriptor::CPPTYPE_BOOL: {
+      const std::string lower = absl::AsciiStrToLower(value);
+      if (lower == "true" || lower == "1") {
+        reflection->SetBool(config, field, true);
+      } else if (lower == "false" || lower == "0") {
+        reflection->SetBool(config, field, false);
+      } else {
+        return absl::InvalidArgumentError(
+            absl::StrCat(flag, ": expected true, false, 1 or 0"));
+      }
+      break;
+    }
+    case pb::FieldDescriptor::CPPTYPE_STRING:
+      reflection->SetString(config, field, value);
+      break;
+    case pb::FieldDescriptor::CPPTYPE_ENUM: {
+      const pb::EnumDescriptor* type = field->enum_type();
+      const std::string upper = absl::AsciiStrToUpper(value);
+      const pb::EnumValueDescriptor* found = type->FindValueByName(upper);
+      if (found == nullptr || found->number() == 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            flag, ": expected one of ", EnumNames(type, ", ")));
+      }
+      reflection->SetEnum(config, field, found);
+      break;
+    }
+    case pb::FieldDescriptor::CPPTYPE_MESSAGE:
+      break;  // Excluded by IsFlagField.
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TrainConfig> LoadTrainConfig(int argc, char** argv) {
+  const pb::Descriptor* descriptor = TrainConfig::descriptor();
+  CLI::App app("dropk-train");
+  // Unknown arguments are collected and reported below with a clearer
+  // message than CLI11's.
+  app.allow_extras(true);
+  std::string config_path;
+  CLI::Option* config_option = app.add_option("--config", config_path)
+                                   ->type_name("FILE")
+                                   ->multi_option_policy(
+                                       CLI::MultiOptionPolicy::TakeLast);
+  // One string option per field, parsed by field type after the file is
+  // merged; sized up front because CLI11 keeps references into it.
+  std::vector<std::string> values(descriptor->field_count());
+  std::vector<CLI::Option*> options(descriptor->field_count(), nullptr);
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const pb::FieldDescriptor* field = descriptor->field(i);
+    if (!IsFlagField(field)) continue;
+    options[i] = app.add_option(absl::StrCat("--", field->name()), values[i],
+                                DescriptionOf(field->name()))
+                     ->type_name(TypeName(field))
+                     ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    return absl::CancelledError(HelpText());
+  } catch (const CLI::ParseError& e) {
+    return absl::InvalidArgumentError(e.what());
+  }
+  const std::vector<std::string> extras = app.remaining();
+  if (!extras.empty()) {
+    for (const std::string& extra : extras) {
+      if (extra.size() > 1 && extra[0] == '-') {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "unknown flag ", extra.substr(0, extra.find('=')),
+            ": not --config nor a field of dropk.TrainConfig (see --help)"));
+      }
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("unexpected argument '", extras.front(),
+                     "': every setting is a --flag (see --help)"));
+  }
+
+  TrainConfig config = DefaultTrainConfig();
+  if (config_option->count() > 0) {
+    if (absl::Status s = MergeTrainConfigFile(config_path, &config); !s.ok()) {
+      return s;
+    }
+  }
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    if (options[i] == nullptr || options[i]->count() == 0) continue;
+    if (absl::Status s =
+            SetTrainConfigField(descriptor->field(i)->name(), values[i], &config);
+        !s.ok()) {
+      return s;
+    }
+  }
+  return config;
+}
+
+bool IsHelpRequest(const absl::Status& status) {
+  return absl::IsCancelled(status);
+}
+
+absl::Status ValidateTrainConfig(const TrainConfig& c) {
+  Problems p;
+  p.AtLeast("n_layer", c.n_layer(), 1);
+  p.AtLeast("n_head", c.n_head(), 1);
+  p.AtLeast("n_embd", c.n_embd(), 1);
+  if (c.n_head() >= 1 && c.n_embd() >= 1 && c.n_embd() % c.n_head() != 0) {
+    p.Add(absl::StrCat("n_embd=", c.n_embd(), " is not divisible by n_head=",
+                       c.n_head()));
+  }
+  p.AtLeast("block_size", c.block_size(), 1);
+  p.AtLeast("batch_size", c.batch_size(), 1);
+  p.AtLeast("gradient_accumulation_steps", c.gradient_accumulation_steps(), 1);
+
+  p.Above("learning_rate", c.learning_rate(), 0.0f, /*inclusive=*/false);
+  if (!std::isfinite(c.min_lr()) || !(c.min_lr() >= 0.0f) ||
+      (std::isfinite(c.learning_rate()) && c.min_lr() > c.learning_rate())) {
+    p.Add(absl::StrCat("min_lr=", c.min_lr(), ": must be in [0, learning_rate=",
+                       c.learning_rate(), "]"));
+  }
+  p.AtLeast("warmup_iters", c.warmup_iters(), 0);
+  p.AtLeast("lr_decay_iters", c.lr_decay_iters(), 0);
+  p.AtLeast("max_iters", c.max_iters(), 0);
+  // The cosine phase divides by lr_decay_iters - warmup_iters; it is reached
+  // only when training runs past warmup.
+  if (c.max_iters() > c.warmup_iters() &&
+      c.lr_decay_iters() <= c.warmup_iters()) {
+    p.Add(absl::StrCat("lr_decay_iters=", c.lr_decay_iters(),
+                       ": must be > warmup_iters=", c.warmup_iters(),
+                       " when max_iters=", c.max_iters(),
+                       " goes past warmup"));
+  }
+  p.Above("weight_decay", c.weight_decay(), 0.0f, /*inclusive=*/true);
+  p.UnitInterval("beta1", c.beta1());
+  p.UnitInterval("beta2", c.beta2());
+  p.Above("grad_clip", c.grad_clip(), 0.0f, /*inclusive=*/true);
+
+  p.UnitInterval("dropout", c.dropout());
+  if (c.has_dropout_embedding()) {
+    p.UnitInterval("dropout_embedding", c.dropout_embedding());
+  }
+  if (c.has_dropout_attention_probs()) {
+    p.UnitInterval("dropout_attention_probs", c.dropout_attention_probs());
+  }
+  if (c.has_dropout_attention_output()) {
+    p.UnitInterval("dropout_attention_output", c.dropout_attention_output());
+  }
+  if (c.has_dropout_mlp_output()) {
+    p.UnitInterval("dropout_mlp_output", c.dropout_mlp_output());
+  }
+  if (c.dropout_stream() != TrainConfig::PER_RANK &&
+      c.dropout_stream() != TrainConfig::PER_SAMPLE) {
+    const pb::EnumValueDescriptor* value =
+        TrainConfig::DropoutStream_descriptor()->FindValueByNumber(
+            c.dropout_stream());
+    p.Add(absl::StrCat(
+        "dropout_stream=",
+        value != nullptr ? value->name() : absl::StrCat(c.dropout_stream()),
+        ": must be PER_RANK or PER_SAMPLE"));
+  }
+
+  p.AtLeast("eval_interval", c.eval_interval(), 1);
+  p.AtLeast("eval_iters", c.eval_iters(), 1);
+  p.AtLeast("log_interval", c.log_interval(), 1);
+  p.AtLeast("num_threads", c.num_threads(), 0);
+  p.AtLeast("sample_tokens", c.sample_tokens(), 0);
+  p.AtLeast("sample_top_k", c.sample_top_k(), 0);
+  p.Above("sample_temperature", c.sample_temperature(), 0.0f,
+          /*inclusive=*/false);
+  p.NonEmpty("data_dir", c.data_dir());
+  p.NonEmpty("out_dir", c.out_dir());
+  return p.ToStatus();
+}
+
+absl::Status ValidateAgainstData(const TrainConfig& config,
+                                 uint64_t train_tokens, uint64_t val_tokens) {
+  Problems p;
+  const std::pair<const char*, uint64_t> splits[] = {
+      {"training", train_tokens}, {"validation", val_tokens}};
+  for (const auto& [split, tokens] : splits) {
+    // One (input, target) pair needs block_size + 1 consecutive tokens.
+    if (config.block_size() < 0 ||
+        static_cast<uint64_t>(config.block_size()) >= tokens) {
+      p.Add(absl::StrCat("block_size=", config.block_size(),
+                         ": must be smaller than the ", split, " split of ",
+                         config.data_dir(), " (", tokens, " tokens)"));
+    }
+  }
+  return p.ToStatus();
+}
+
+std::string ConfigToText(const TrainConfig& config) {
+  const pb::Descriptor* descriptor = config.GetDescriptor();
+  const pb::Reflection* reflection = config.GetReflection();
+  std::string text;
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const pb::FieldDescriptor* field = descriptor->field(i);
+    if (field->is_repeated() ||
+        field->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+      continue;
+    }
+    if (field->has_presence() && !reflection->HasField(config, field)) continue;
+    absl::StrAppend(&text, field->name(), ": ", FieldValueText(config, field),
+                    "\n");
+  }
+  return text;
+}
+
+SiteDropout EffectiveDropout(const TrainConfig& config) {
+  const float p = config.dropout();
+  return SiteDropout{
+      config.has_dropout_embedding() ? config.dropout_embedding() : p,
+      config.has_dropout_attention_probs() ? config.dropout_attention_probs()
+                                           : p,
+      config.has_dropout_attention_output() ? config.dropout_attention_output()
+                                            : p,
+      config.has_dropout_mlp_output() ? config.dropout_mlp_output() : p,
+  };
+}
+
+}  // namespace dropk

@@ -1,0 +1,50 @@
+// What a training run reports: a progress line on stderr and one JSON object
+// per logged step in RUN/metrics.jsonl.
+#ifndef DROPK_TRAINER_METRICS_H_
+#define DROPK_TRAINER_METRICS_H_
+
+#include <cstdint>
+#include <fstream>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace dropk {
+
+// One logged step. Evaluation fields are set only on evaluation steps.
+struct MetricsRow {
+  int64_t step = 0;
+  std::optional<float> train_loss;       // this step's training loss (mean over micro-batches)
+  std::optional<float> eval_train_loss;  // held-out batches of the train split
+  std::optional<float> val_loss;         // held-out batches of the val split
+  float lr = 0;
+  double tokens_per_s = 0;
+  double elapsed_s = 0;
+  double eta_s = 0;
+};
+
+// Appends MetricsRow objects as JSON lines to a file; each line is flushed,
+// so a crash loses at most the row being written.
+class MetricsLog {
+ public:
+  // Creates or truncates path. Error names the path.
+  static absl::StatusOr<MetricsLog> Create(const std::string& path);
+  absl::Status Append(const MetricsRow& row);
+
+ private:
+  explicit MetricsLog(std::string path) : path_(std::move(path)) {}
+  std::string path_;
+  std::ofstream out_;
+};
+
+// "step 250/2000 | loss 1.9876 | lr 9.51e-04 | 25,310 tok/s | 12.3s elapsed | ETA 1m25s"
+// with " | train 1.90 val 2.01" appended on evaluation steps.
+std::string ProgressLine(const MetricsRow& row, int64_t max_steps);
+
+// Seconds as "1h02m03s", "2m05s" or "4.2s".
+std::string FormatDuration(double seconds);
+
+}  // namespace dropk
+
+#endif  // DROPK_TRAINER_METRICS_H_

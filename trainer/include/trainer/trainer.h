@@ -1,0 +1,48 @@
+// The training loop of dropk-train: data, model, AdamW, schedule,
+// evaluation, metrics, and a sample at the end.
+#ifndef DROPK_TRAINER_TRAINER_H_
+#define DROPK_TRAINER_TRAINER_H_
+
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "config.pb.h"
+#include "model/tokenizer.h"
+#include "trainer/token_file.h"
+
+namespace dropk {
+
+// The prepared data of a run: what `dropk data prepare` wrote into data_dir.
+struct TrainingData {
+  TextTokenizer tokenizer;
+  TokenFile train;
+  TokenFile val;
+};
+
+// Opens data_dir/{tokenizer.pb,train.bin,val.bin} and checks they agree
+// (same vocabulary size). Errors name the file at fault.
+absl::StatusOr<TrainingData> LoadTrainingData(const std::string& data_dir);
+
+// What a finished run reports.
+struct TrainSummary {
+  int64_t steps = 0;
+  float last_train_loss = 0;
+  std::optional<float> val_loss;         // last evaluation
+  std::optional<float> eval_train_loss;  // last evaluation
+  double elapsed_s = 0;
+  double tokens_per_s = 0;  // training tokens over training time
+  std::string sample;       // decoded text, empty when sample_tokens is 0
+};
+
+// Runs the job described by config (validated by the caller with
+// ValidateTrainConfig): progress lines go to `log`, metrics to
+// out_dir/metrics.jsonl. Errors (data, output directory) name what is wrong;
+// a bad config value that needs the data (block_size) is InvalidArgument.
+absl::StatusOr<TrainSummary> RunTraining(const TrainConfig& config, std::ostream& log);
+
+}  // namespace dropk
+
+#endif  // DROPK_TRAINER_TRAINER_H_
