@@ -1,0 +1,124 @@
+// Training throughput of the CPU GPT: tokens/s, achieved GFLOP/s and MFU
+// against the sgemm peak of the same machine measured in the same run.
+//
+// One "step" is what dropk-train does per optimizer step with
+// gradient_accumulation_steps = 1: zero grads, forward, backward, global
+// gradient norm, AdamW. Tokens are synthetic (throughput does not depend on
+// the text). Usage: dropk-train-throughput-bench [--steps N] [--threads N]
+// [--config shakespeare|small|all]. bench/run_train_bench.sh runs it with the
+// AVX-512 sgemm kernel enabled (see the note there).
+#include <cblas.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "model/gpt.h"
+#include "model/kernels.h"
+#include "trainer/optimizer.h"
+
+extern "C" char* openblas_get_corename(void);
+
+namespace dropk {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct BenchConfig {
+  std::string name;
+  GptConfig shape;
+  int batch_size;
+  float dropout;
+};
+
+// Best sgemm GFLOP/s over a few square products large enough to reach peak.
+double MeasureSgemmPeak(Kernels* k) {
+  const int n = 2048;
+  std::vector<float> a(static_cast<size_t>(n) * n, 0.5f), b(a.size(), 0.25f), c(a.size());
+  double best = 0.0;
+  for (int rep = 0; rep < 6; ++rep) {
+    const Clock::time_point t0 = Clock::now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
+                0.0f, c.data(), n);
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    best = std::max(best, 2.0 * n * n * n / s / 1e9);
+  }
+  return best;
+}
+
+void RunOne(const BenchConfig& bc, Kernels* k, int steps, double peak_gflops) {
+  std::unique_ptr<Gpt> gpt = Gpt::Create(bc.shape, bc.batch_size, k).value();
+  gpt->InitWeights(1337);
+  AdamWOptimizer opt(gpt.get(), {0.9f, 0.99f, 1e-8f, 0.1f});
+  const int B = bc.batch_size, T = bc.shape.block_size;
+  std::vector<int32_t> tokens(static_cast<size_t>(B) * T), targets(tokens.size());
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    tokens[i] = static_cast<int32_t>((i * 2654435761u) % bc.shape.vocab_size);
+    targets[i] = static_cast<int32_t>((i * 40503u + 7) % bc.shape.vocab_size);
+  }
+  DropoutPlan plan;
+  plan.seed = 1;
+  plan.rates = {bc.dropout, bc.dropout, bc.dropout, bc.dropout};
+  auto step = [&](int s) {
+    plan.step = static_cast<uint32_t>(s);
+    gpt->ZeroGrad();
+    gpt->Forward(tokens.data(), targets.data(), B, T, &plan);
+    gpt->Backward(1.0f);
+    const double norm = std::sqrt(k->SumSquares(gpt->grads(), gpt->num_params()));
+    opt.Step(1e-4f, ClipScale(norm, 1.0f));
+  };
+  const int warmup = 3;
+  for (int s = 0; s < warmup; ++s) step(s);
+  std::vector<double> times;
+  for (int s = 0; s < steps; ++s) {
+    const Clock::time_point t0 = Clock::now();
+    step(warmup + s);
+    times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  std::sort(times.begin(), times.end());
+  const double median = times[times.size() / 2];
+  const double tokens_per_s = B * T / median;
+  const double gflops = gpt->TrainingFlops(B, T) / median / 1e9;
+  std::printf(
+      "%-12s params %9zu | B=%d T=%d L=%d C=%d V=%d dropout %.2f | step %7.1f ms (median of %d) "
+      "| %8.0f tokens/s | %6.1f GFLOP/s | MFU %5.1f%%\n",
+      bc.name.c_str(), gpt->num_params(), B, T, bc.shape.n_layer, bc.shape.n_embd,
+      bc.shape.vocab_size, bc.dropout, median * 1e3, steps, tokens_per_s, gflops,
+      100.0 * gflops / peak_gflops);
+}
+
+}  // namespace
+}  // namespace dropk
+
+int main(int argc, char** argv) {
+  CLI::App app("dropk training-throughput benchmark");
+  int steps = 10, threads = 0;
+  std::string which = "all";
+  app.add_option("--steps", steps, "timed steps per config")->check(CLI::PositiveNumber);
+  app.add_option("--threads", threads, "threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("--config", which, "shakespeare | small | all")
+      ->check(CLI::IsMember({"shakespeare", "small", "all"}));
+  CLI11_PARSE(app, argc, argv);
+
+  auto kernels = dropk::MakeKernels(dropk::Device::kCpu, threads);
+  if (!kernels.ok()) {
+    std::fprintf(stderr, "bench: %s\n", std::string(kernels.status().message()).c_str());
+    return 1;
+  }
+  dropk::Kernels* k = kernels->get();
+  const double peak = dropk::MeasureSgemmPeak(k);
+  std::printf("%s | OpenBLAS core %s | sgemm peak (2048^3) %.1f GFLOP/s\n", k->Describe().c_str(),
+              openblas_get_corename(), peak);
+  const std::vector<dropk::BenchConfig> configs = {
+      {"shakespeare", {65, 64, 4, 4, 128}, 12, 0.0f},
+      {"small", {256, 256, 6, 6, 384}, 8, 0.1f},
+  };
+  for (const auto& c : configs) {
+    if (which == "all" || which == c.name) dropk::RunOne(c, k, steps, peak);
+  }
+  return 0;
+}

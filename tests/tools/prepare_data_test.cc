@@ -1,0 +1,212 @@
+#include "trainer/prepare_data.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "model/tokenizer.h"
+#include "trainer/token_file.h"
+
+namespace dropk {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+const char kShakespeare[] = DROPK_SOURCE_DIR "/data/tinyshakespeare.txt";
+const char kDropk[] = DROPK_BINARY_DIR "/bin/dropk";
+
+class PrepareDataTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           (std::string("dropk_prepare_") + info->name() + "_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
+
+  static std::string ReadText(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+
+  struct CliResult {
+    int exit_code;
+    std::string out;
+    std::string err;
+  };
+
+  // Runs the dropk binary with `args` (already shell-quoted) and captures
+  // its exit code, stdout and stderr.
+  CliResult RunDropk(const std::string& args) {
+    const std::string out = Path("stdout.txt");
+    const std::string err = Path("stderr.txt");
+    const std::string command =
+        std::string(kDropk) + " " + args + " >'" + out + "' 2>'" + err + "'";
+    const int status = std::system(command.c_str());
+    return CliResult{WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadText(out),
+                     ReadText(err)};
+  }
+
+  std::filesystem::path dir_;
+};
+
+TEST_F(PrepareDataTest, ShakespeareCharMatchesNanoGpt) {
+  PrepareOptions options;
+  options.kind = Tokenizer::CHAR;
+  options.input_path = kShakespeare;
+  options.out_dir = Path("out/char");  // parents are created too
+  auto summary = PrepareData(options);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  // nanoGPT's data/shakespeare_char/prepare.py prints these figures.
+  EXPECT_EQ(summary->vocab_size, 65);
+  EXPECT_EQ(summary->train_tokens, 1003854u);
+  EXPECT_EQ(summary->val_tokens, 111540u);
+
+  auto train = TokenFile::Open(Path("out/char/train.bin"));
+  auto val = TokenFile::Open(Path("out/char/val.bin"));
+  auto tokenizer = LoadTokenizer(Path("out/char/tokenizer.pb"));
+  ASSERT_TRUE(train.ok()) << train.status();
+  ASSERT_TRUE(val.ok()) << val.status();
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  EXPECT_EQ(train->size(), 1003854u);
+  EXPECT_EQ(val->size(), 111540u);
+  EXPECT_EQ(train->vocab_size(), 65);
+  EXPECT_EQ(tokenizer->vocab_size(), 65);
+
+  // The split is contiguous: train then val decode back to the whole text.
+  std::vector<int32_t> ids(train->size() + val->size());
+  train->Read(0, train->size(), ids.data());
+  val->Read(0, val->size(), ids.data() + train->size());
+  EXPECT_EQ(tokenizer->Decode(ids), ReadText(kShakespeare));
+}
+
+TEST_F(PrepareDataTest, ShakespeareByteHasVocab256) {
+  PrepareOptions options;
+  options.kind = Tokenizer::BYTE;
+  options.input_path = kShakespeare;
+  options.out_dir = Path("byte");
+  auto summary = PrepareData(options);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->vocab_size, 256);
+  EXPECT_EQ(summary->train_tokens + summary->val_tokens, 1115394u);
+  EXPECT_EQ(summary->train_tokens, 1003854u);
+  auto tokenizer = LoadTokenizer(Path("byte/tokenizer.pb"));
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  EXPECT_EQ(tokenizer->kind(), Tokenizer::BYTE);
+}
+
+TEST_F(PrepareDataTest, RejectsBadInputs) {
+  const std::string empty = Path("empty.txt");
+  std::ofstream(empty).flush();
+  const std::string tiny = Path("tiny.txt");
+  std::ofstream(tiny) << "ab";
+  const std::string latin1 = Path("latin1.txt");
+  std::ofstream(latin1) << "caf\xE9";
+
+  struct Case {
+    std::string input;
+    double val_fraction;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {Path("missing.txt"), 0.1, Path("missing.txt")},
+      {dir_.string(), 0.1, "not a regular file"},
+      {empty, 0.1, empty + "' is empty"},
+      {latin1, 0.1, "invalid UTF-8 at byte offset 3"},
+      {kShakespeare, 0.0, "val_fraction 0 "},
+      {kShakespeare, 1.0, "val_fraction 1 "},
+      {kShakespeare, -0.5, "val_fraction -0.5"},
+      {tiny, 0.9, "into 0 train and 2 val"},     // int(2 * 0.1) = 0
+      {tiny, 1e-17, "into 2 train and 0 val"},  // 1 - 1e-17 rounds to 1
+  };
+  for (const Case& c : cases) {
+    PrepareOptions options;
+    options.kind = Tokenizer::CHAR;
+    options.input_path = c.input;
+    options.out_dir = Path("out");
+    options.val_fraction = c.val_fraction;
+    auto summary = PrepareData(options);
+    ASSERT_FALSE(summary.ok()) << c.input << " " << c.val_fraction;
+    EXPECT_THAT(std::string(summary.status().message()), HasSubstr(c.message));
+  }
+}
+
+TEST_F(PrepareDataTest, TwoTokensSplitOneOne) {
+  const std::string tiny = Path("tiny.txt");
+  std::ofstream(tiny) << "ab";
+  PrepareOptions options;
+  options.input_path = tiny;
+  options.out_dir = Path("out");
+  auto summary = PrepareData(options);  // int(2 * 0.9) = 1
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->vocab_size, 2);
+  EXPECT_EQ(summary->train_tokens, 1u);
+  EXPECT_EQ(summary->val_tokens, 1u);
+}
+
+TEST_F(PrepareDataTest, CliPreparesData) {
+  ASSERT_TRUE(std::filesystem::exists(kDropk)) << kDropk << " is not built";
+  const std::string out = Path("cli");
+  const CliResult run = RunDropk(std::string("data prepare --tokenizer char --out '") + out +
+                           "' --val-fraction 0.1 '" + kShakespeare + "'");
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_THAT(run.out, HasSubstr("vocab 65"));
+  EXPECT_THAT(run.out, HasSubstr("train 1003854"));
+  EXPECT_THAT(run.out, HasSubstr("val 111540"));
+  EXPECT_THAT(run.out, HasSubstr(out));
+  EXPECT_TRUE(std::filesystem::exists(out + "/train.bin"));
+  EXPECT_TRUE(std::filesystem::exists(out + "/val.bin"));
+  EXPECT_TRUE(std::filesystem::exists(out + "/tokenizer.pb"));
+}
+
+TEST_F(PrepareDataTest, CliMissingInputExits2NamingThePath) {
+  ASSERT_TRUE(std::filesystem::exists(kDropk)) << kDropk << " is not built";
+  const std::string missing = Path("no_such_input.txt");
+  const CliResult run =
+      RunDropk("data prepare --tokenizer char --out '" + Path("o") + "' '" + missing + "'");
+  EXPECT_EQ(run.exit_code, 2);
+  EXPECT_THAT(run.err, StartsWith("dropk: "));
+  EXPECT_THAT(run.err, HasSubstr(missing));
+  EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << run.err;
+}
+
+TEST_F(PrepareDataTest, CliRejectsBadUsageWithExit2) {
+  ASSERT_TRUE(std::filesystem::exists(kDropk)) << kDropk << " is not built";
+  const std::string input = std::string("'") + kShakespeare + "'";
+  for (const std::string& args :
+       {"data prepare --tokenizer bogus --out '" + Path("o") + "' " + input,
+        "data prepare --out '" + Path("o") + "' " + input,  // --tokenizer missing
+        "data prepare --tokenizer char " + input,           // --out missing
+        "data prepare --tokenizer char --out '" + Path("o") + "' --val-fraction 2 " + input,
+        std::string("data"), std::string(""), std::string("frobnicate")}) {
+    const CliResult run = RunDropk(args);
+    EXPECT_EQ(run.exit_code, 2) << args << "\n" << run.err;
+    EXPECT_THAT(run.err, StartsWith("dropk: ")) << args;
+    EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << args << "\n" << run.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(Path("o")));
+}
+
+TEST_F(PrepareDataTest, CliHelpExits0) {
+  ASSERT_TRUE(std::filesystem::exists(kDropk)) << kDropk << " is not built";
+  const CliResult run = RunDropk("data prepare --help");
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_THAT(run.out, HasSubstr("--tokenizer"));
+}
+
+}  // namespace
+}  // namespace dropk

@@ -1,0 +1,242 @@
+#include "trainer/token_file.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+
+namespace dropk {
+namespace {
+
+std::string ErrnoMessage(int err) { return std::generic_category().message(err); }
+
+void StoreLe(uint64_t value, int width, uint8_t* out) {
+  for (int i = 0; i < width; ++i) out[i] = static_cast<uint8_t>(value >> (8 * i));
+}
+
+uint64_t LoadLe(const uint8_t* in, int width) {
+  uint64_t value = 0;
+  for (int i = 0; i < width; ++i) value |= static_cast<uint64_t>(in[i]) << (8 * i);
+  return value;
+}
+
+// Writes all of [data, data + n) to fd; returns 0 or the errno.
+int WriteAll(int fd, const uint8_t* data, size_t n) {
+  while (n > 0) {
+    const ssize_t written = ::write(fd, data, n);
+    if (written < 0 && errno == EINTR) continue;
+    if (written < 0) return errno;
+    data += written;
+    n -= static_cast<size_t>(written);
+  }
+  return 0;
+}
+
+// Writes the header and the tokens of a token file to fd; returns 0 or the
+// errno. Tokens are encoded a chunk at a time so a large corpus needs no
+// second full-size buffer.
+int WriteContents(int fd, std::span<const int32_t> tokens, int vocab_size, int width) {
+  uint8_t header[kTokenFileHeaderSize] = {};
+  std::memcpy(header, kTokenFileMagic, sizeof(kTokenFileMagic));
+  StoreLe(kTokenFileVersion, 4, header + 8);
+  StoreLe(static_cast<uint32_t>(vocab_size), 4, header + 12);
+  StoreLe(static_cast<uint32_t>(width), 4, header + 16);
+  StoreLe(0, 4, header + 20);
+  StoreLe(tokens.size(), 8, header + 24);
+  if (const int err = WriteAll(fd, header, sizeof(header))) return err;
+
+  constexpr size_t kChunkTokens = 1 << 16;
+  std::vector<uint8_t> chunk(kChunkTokens * width);
+  for (size_t start = 0; start < tokens.size(); start += kChunkTokens) {
+    const size_t n = std::min(kChunkTokens, tokens.size() - start);
+    for (size_t i = 0; i < n; ++i) {
+      StoreLe(static_cast<uint32_t>(tokens[start + i]), width, &chunk[i * width]);
+    }
+    if (const int err = WriteAll(fd, chunk.data(), n * width)) return err;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int TokenWidthFor(int vocab_size) {
+  if (vocab_size <= 256) return 1;
+  if (vocab_size <= 65536) return 2;
+  return 4;
+}
+
+absl::Status WriteTokenFile(const std::string& path, std::span<const int32_t> tokens,
+                            int vocab_size) {
+  if (vocab_size < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("token file '", path, "': vocab_size ", vocab_size, " must be >= 1"));
+  }
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token file '", path, "': token ", i, " = ", tokens[i],
+                       " is outside [0, ", vocab_size, ")"));
+    }
+  }
+  const int width = TokenWidthFor(vocab_size);
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot create '", tmp, "': ", ErrnoMessage(errno)));
+  }
+  int err = WriteContents(fd, tokens, vocab_size, width);
+  if (err == 0 && ::fsync(fd) != 0) err = errno;
+  if (::close(fd) != 0 && err == 0) err = errno;
+  if (err == 0 && ::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
+  if (err != 0) {
+    ::unlink(tmp.c_str());
+    return absl::UnavailableError(
+        absl::StrCat("cannot write token file '", path, "': ", ErrnoMessage(err)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TokenFile> TokenFile::Open(const std::string& path) {
+  const auto corrupt = [&path](const std::string& problem) {
+    return absl::DataLossError(absl::StrCat("token file '", path, "': ", problem));
+  };
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    const std::string message =
+        absl::StrCat("cannot open token file '", path, "': ", ErrnoMessage(err));
+    return err == ENOENT ? absl::NotFoundError(message) : absl::UnavailableError(message);
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::FailedPreconditionError(
+        absl::StrCat("token file '", path, "' is not a regular file"));
+  }
+  const uint64_t file_size = static_cast<uint64_t>(st.st_size);
+  if (file_size < kTokenFileHeaderSize) {
+    ::close(fd);
+    return corrupt(absl::StrCat("file is ", file_size, " bytes, shorter than the ",
+                                kTokenFileHeaderSize, "-byte header"));
+  }
+  void* mapping = ::mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
+  const int mmap_err = errno;
+  ::close(fd);  // the mapping keeps the file open
+  if (mapping == MAP_FAILED) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot mmap token file '", path, "': ", ErrnoMessage(mmap_err)));
+  }
+  TokenFile file;  // owns the mapping from here on, so every return unmaps it
+  file.path_ = path;
+  file.mapping_ = mapping;
+  file.mapping_size_ = file_size;
+  const uint8_t* bytes = static_cast<const uint8_t*>(mapping);
+
+  if (std::memcmp(bytes, kTokenFileMagic, sizeof(kTokenFileMagic)) != 0) {
+    return corrupt(absl::StrCat(
+        "bad magic \"",
+        absl::CHexEscape(absl::string_view(reinterpret_cast<const char*>(bytes), 8)),
+        "\", want \"DROPKTOK\" (not a dropk token file)"));
+  }
+  const uint64_t version = LoadLe(bytes + 8, 4);
+  const uint64_t vocab_size = LoadLe(bytes + 12, 4);
+  const uint64_t width = LoadLe(bytes + 16, 4);
+  const uint64_t count = LoadLe(bytes + 24, 8);
+  if (version != kTokenFileVersion) {
+    return corrupt(absl::StrCat("unsupported version ", version, " (this build reads version ",
+                                kTokenFileVersion, ")"));
+  }
+  if (width != 1 && width != 2 && width != 4) {
+    return corrupt(absl::StrCat("token width ", width, " is not 1, 2 or 4"));
+  }
+  if (vocab_size == 0) return corrupt("vocab_size is 0");
+  if (vocab_size > static_cast<uint64_t>(std::numeric_limits<int32_t>::max())) {
+    return corrupt(absl::StrCat("vocab_size ", vocab_size, " exceeds 2^31 - 1"));
+  }
+  // count comes from the file, so count * width may overflow: compare by
+  // division first.
+  const uint64_t payload = file_size - kTokenFileHeaderSize;
+  if (count > payload / width || count * width != payload) {
+    const std::string expected =
+        count > (std::numeric_limits<uint64_t>::max() - kTokenFileHeaderSize) / width
+            ? "more than 2^64"
+            : absl::StrCat(kTokenFileHeaderSize + count * width);
+    return corrupt(absl::StrCat("file size is ", file_size, " bytes but the header's count ",
+                                count, " of ", width, "-byte tokens needs ", expected,
+                                " bytes"));
+  }
+  file.tokens_ = bytes + kTokenFileHeaderSize;
+  file.count_ = count;
+  file.vocab_size_ = static_cast<int>(vocab_size);
+  file.width_ = static_cast<int>(width);
+
+  // A width that cannot represent vocab_size or more needs no scan.
+  if (width == 4 || vocab_size < (uint64_t{1} << (8 * width))) {
+    for (size_t i = 0; i < count; ++i) {
+      const uint64_t token = LoadLe(file.tokens_ + i * width, static_cast<int>(width));
+      if (token >= vocab_size) {
+        return corrupt(absl::StrCat("token ", i, " = ", token, " is >= vocab_size ",
+                                    vocab_size));
+      }
+    }
+  }
+  return file;
+}
+
+TokenFile::TokenFile(TokenFile&& other) noexcept { *this = std::move(other); }
+
+TokenFile& TokenFile::operator=(TokenFile&& other) noexcept {
+  if (this != &other) {
+    Unmap();
+    path_ = std::move(other.path_);
+    mapping_ = std::exchange(other.mapping_, nullptr);
+    mapping_size_ = std::exchange(other.mapping_size_, 0);
+    tokens_ = std::exchange(other.tokens_, nullptr);
+    count_ = std::exchange(other.count_, 0);
+    vocab_size_ = std::exchange(other.vocab_size_, 0);
+    width_ = std::exchange(other.width_, 0);
+  }
+  return *this;
+}
+
+TokenFile::~TokenFile() { Unmap(); }
+
+void TokenFile::Unmap() {
+  if (mapping_ != nullptr) ::munmap(mapping_, mapping_size_);
+  mapping_ = nullptr;
+}
+
+int32_t TokenFile::operator[](size_t i) const {
+  return static_cast<int32_t>(LoadLe(tokens_ + i * width_, width_));
+}
+
+void TokenFile::Read(size_t offset, size_t n, int32_t* out) const {
+  // One loop per width so the inner loop has a constant width to unroll.
+  const uint8_t* in = tokens_ + offset * width_;
+  switch (width_) {
+    case 1:
+      for (size_t i = 0; i < n; ++i) out[i] = in[i];
+      break;
+    case 2:
+      for (size_t i = 0; i < n; ++i) out[i] = static_cast<int32_t>(LoadLe(in + 2 * i, 2));
+      break;
+    default:
+      for (size_t i = 0; i < n; ++i) out[i] = static_cast<int32_t>(LoadLe(in + 4 * i, 4));
+      break;
+  }
+}
+
+}  // namespace dropk
