@@ -1,0 +1,86 @@
+// The size-1 communicator: the identity for every collective.
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "comm/communicator.h"
+
+namespace dropk {
+
+size_t DataTypeSize(DataType type) {
+  switch (type) {
+    case DataType::kFloat32: return 4;
+    case DataType::kFloat64: return 8;
+    case DataType::kInt32: return 4;
+    case DataType::kInt64: return 8;
+    case DataType::kUint8: return 1;
+  }
+  return 0;
+}
+
+namespace {
+
+class DoneWork final : public Work {
+ public:
+  explicit DoneWork(absl::Status status) : status_(std::move(status)) {}
+  absl::Status Wait() override { return status_; }
+  bool IsCompleted() override { return true; }
+
+ private:
+  absl::Status status_;
+};
+
+absl::Status CheckHost(const Buffer& b, const char* op) {
+  if (b.memory != MemoryKind::kHost) {
+    return absl::UnimplementedError(
+        absl::StrCat(op, " on rank 0: the single-process backend takes host buffers only"));
+  }
+  return absl::OkStatus();
+}
+
+class SingleProcessCommunicator final : public Communicator {
+ public:
+  int Rank() const override { return 0; }
+  int Size() const override { return 1; }
+  std::string BackendName() const override { return "single-process"; }
+
+  std::unique_ptr<Work> AllReduce(Buffer buffer, ReduceOp, const CollectiveOptions&) override {
+    return std::make_unique<DoneWork>(CheckHost(buffer, "AllReduce"));
+  }
+  std::unique_ptr<Work> Broadcast(Buffer buffer, int root, const CollectiveOptions&) override {
+    if (root != 0) {
+      return std::make_unique<DoneWork>(
+          absl::InvalidArgumentError(absl::StrCat("Broadcast: root ", root, " of size 1")));
+    }
+    return std::make_unique<DoneWork>(CheckHost(buffer, "Broadcast"));
+  }
+  std::unique_ptr<Work> AllGather(Buffer input, Buffer output, const CollectiveOptions&) override {
+    return Copy(input, output, "AllGather");
+  }
+  std::unique_ptr<Work> ReduceScatter(Buffer input, Buffer output, ReduceOp,
+                                      const CollectiveOptions&) override {
+    return Copy(input, output, "ReduceScatter");
+  }
+  std::unique_ptr<Work> Barrier(const CollectiveOptions&) override {
+    return std::make_unique<DoneWork>(absl::OkStatus());
+  }
+
+ private:
+  static std::unique_ptr<Work> Copy(const Buffer& in, const Buffer& out, const char* op) {
+    absl::Status s = CheckHost(in, op);
+    if (s.ok()) s = CheckHost(out, op);
+    if (s.ok() && (in.count != out.count || in.type != out.type)) {
+      s = absl::InvalidArgumentError(absl::StrCat(op, ": input has ", in.count,
+                                                  " elements, output ", out.count));
+    }
+    if (s.ok() && in.data != out.data && in.count > 0) std::memmove(out.data, in.data, in.bytes());
+    return std::make_unique<DoneWork>(s);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> MakeSingleProcessCommunicator() {
+  return std::make_unique<SingleProcessCommunicator>();
+}
+
+}  // namespace dropk
