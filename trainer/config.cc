@@ -62,7 +62,14 @@ constexpr FieldHelp kFieldHelp[] = {
     {"eval_iters", "batches per evaluation"},
     {"log_interval", "log a progress line every this many steps"},
     {"seed", "seed of initialization, data order and dropout"},
-    {"num_threads", "OpenMP/BLAS threads; 0 = all cores"},
+    {"num_threads",
+     "OpenMP/BLAS threads per rank; 0 = cores on this node / ranks on this node"},
+    {"comm_backend", "auto (MPI under mpirun), single_process or mpi"},
+    {"bucket_cap_mb", "gradient allreduce bucket cap, MiB"},
+    {"overlap_comm", "overlap gradient allreduce with backward"},
+    {"consistency_check_every",
+     "compare parameter digests across ranks every N steps; 0 disables"},
+    {"comm_timeout_s", "seconds before a stuck collective fails the job"},
     {"sample_tokens", "tokens sampled after training; 0 disables"},
     {"sample_top_k", "top-k of that sample; 0 = no limit"},
     {"sample_temperature", "temperature of that sample"},
@@ -272,6 +279,11 @@ TrainConfig DefaultTrainConfig() {
   config.set_log_interval(10);
   config.set_seed(1337);
   config.set_num_threads(0);
+  config.set_comm_backend(TrainConfig::AUTO);
+  config.set_bucket_cap_mb(25.0f);
+  config.set_overlap_comm(true);
+  config.set_consistency_check_every(100);
+  config.set_comm_timeout_s(300.0f);
   config.set_sample_tokens(300);
   config.set_sample_top_k(10);
   config.set_sample_temperature(1.0f);
@@ -522,6 +534,12 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
   p.AtLeast("eval_iters", c.eval_iters(), 1);
   p.AtLeast("log_interval", c.log_interval(), 1);
   p.AtLeast("num_threads", c.num_threads(), 0);
+  if (c.comm_backend() == TrainConfig::COMM_BACKEND_UNSPECIFIED) {
+    p.Add("comm_backend=COMM_BACKEND_UNSPECIFIED: must be AUTO, SINGLE_PROCESS or MPI");
+  }
+  p.Above("bucket_cap_mb", c.bucket_cap_mb(), 0.0f, /*inclusive=*/false);
+  p.AtLeast("consistency_check_every", c.consistency_check_every(), 0);
+  p.Above("comm_timeout_s", c.comm_timeout_s(), 0.0f, /*inclusive=*/false);
   p.AtLeast("sample_tokens", c.sample_tokens(), 0);
   p.AtLeast("sample_top_k", c.sample_top_k(), 0);
   p.Above("sample_temperature", c.sample_temperature(), 0.0f,

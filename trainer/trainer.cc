@@ -3,15 +3,20 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "comm/consistency.h"
+#include "comm/gradient_bucketer.h"
+#include "comm/mpi_communicator.h"
 #include "model/generate.h"
 #include "model/gpt.h"
 #include "model/kernels.h"
 #include "trainer/batch_loader.h"
 #include "trainer/config.h"
+#include "trainer/data_parallel.h"
 #include "trainer/metrics.h"
 #include "trainer/optimizer.h"
 #include "trainer/schedule.h"
@@ -25,38 +30,288 @@ double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// Mean loss over eval_iters fixed held-out batches, without dropout.
-float EvaluateLoss(Gpt& gpt, const BatchLoader& loader, int batches, int B,
-                   std::vector<int32_t>& inputs, std::vector<int32_t>& targets) {
-  double total = 0.0;
-  for (int i = 0; i < batches; ++i) {
-    loader.Fill(/*step=*/i, /*first_sample=*/0, B, inputs.data(), targets.data());
-    total += gpt.Forward(inputs.data(), targets.data(), B, loader.block_size(), nullptr);
-  }
-  return static_cast<float>(total / batches);
-}
+// One rank's state for a whole run.
+class TrainingRun {
+ public:
+  TrainingRun(const TrainConfig& config, Communicator& comm, std::ostream& log)
+      : config_(config), comm_(comm), log_(log), rank_(comm.Rank()), world_(comm.Size()) {}
 
-// The dropout plan of micro-batch `micro` of optimizer step `step` on `rank`
-// of `world_size` (DESIGN invariant 1).
-DropoutPlan PlanFor(const TrainConfig& config, int64_t step, int micro, int rank, int world_size) {
-  const SiteDropout rates = EffectiveDropout(config);
-  DropoutPlan plan;
-  plan.seed = config.seed();
-  plan.rates = {rates.embedding, rates.attention_probs, rates.attention_output, rates.mlp_output};
-  if (config.dropout_stream() == TrainConfig::PER_SAMPLE) {
-    plan.per_sample = true;
-    plan.step = static_cast<uint32_t>(step);
-    plan.stream_base =
-        static_cast<uint32_t>((static_cast<int64_t>(micro) * world_size + rank) * config.batch_size());
-  } else {
-    plan.per_sample = false;
-    plan.step = static_cast<uint32_t>(step * config.gradient_accumulation_steps() + micro);
-    plan.stream_base = static_cast<uint32_t>(rank);
+  absl::StatusOr<TrainSummary> Run() {
+    if (absl::Status s = Setup(); !s.ok()) return s;
+    const int64_t max_steps = config_.max_iters();
+    start_ = Clock::now();
+    for (int64_t step = 0; step <= max_steps; ++step) {
+      MetricsRow row;
+      row.step = step;
+      row.lr = LearningRateAt(config_, step);
+      const bool evaluate = step % config_.eval_interval() == 0 || step == max_steps;
+      if (evaluate) {
+        absl::StatusOr<float> train = Evaluate(*eval_train_batches_);
+        if (!train.ok()) return train.status();
+        absl::StatusOr<float> val = Evaluate(*eval_val_batches_);
+        if (!val.ok()) return val.status();
+        row.eval_train_loss = summary_.eval_train_loss = *train;
+        row.val_loss = summary_.val_loss = *val;
+      }
+      if (step == max_steps) {  // the last iteration only evaluates the final parameters
+        row.train_loss = summary_.last_train_loss;
+        if (absl::Status s = Report(row, /*window_tokens=*/0, 0.0); !s.ok()) return s;
+        break;
+      }
+      absl::StatusOr<float> loss = TrainStep(step, row.lr);
+      if (!loss.ok()) return loss.status();
+      summary_.steps = step + 1;
+      const int check_every = config_.consistency_check_every();
+      if (world_ > 1 && check_every > 0 && (step + 1) % check_every == 0) {
+        if (absl::Status s = CheckParametersAgree(step + 1); !s.ok()) return s;
+      }
+      if (step % config_.log_interval() == 0 || evaluate) {
+        absl::StatusOr<float> mean_loss = MeanOverRanks(*loss);
+        if (!mean_loss.ok()) return mean_loss.status();
+        if (!std::isfinite(*mean_loss)) {
+          return absl::InternalError(absl::StrCat(
+              "step ", step, ": training loss is ", *mean_loss, "; lower learning_rate (",
+              config_.learning_rate(), ") or enable grad_clip"));
+        }
+        row.train_loss = summary_.last_train_loss = *mean_loss;
+        if (absl::Status s = Report(row, window_tokens_, window_seconds_); !s.ok()) return s;
+        window_tokens_ = 0;
+        window_seconds_ = 0;
+        window_comm_ = {};
+      }
+    }
+    summary_.elapsed_s = SecondsSince(start_);
+    summary_.tokens_per_s =
+        train_seconds_ > 0 ? static_cast<double>(tokens_per_step_) * summary_.steps / train_seconds_
+                           : 0;
+    summary_.final_params.resize(gpt_->num_params());
+    kernels_->CopyToHost(summary_.final_params.data(), gpt_->params(),
+                         gpt_->num_params() * sizeof(float));
+    if (config_.sample_tokens() > 0) {
+      if (absl::Status s = Sample(); !s.ok()) return s;
+    }
+    return std::move(summary_);
   }
-  return plan;
-}
+
+ private:
+  absl::Status Setup() {
+    absl::StatusOr<TrainingData> data = LoadTrainingData(config_.data_dir());
+    if (!data.ok()) return data.status();
+    data_ = std::make_unique<TrainingData>(*std::move(data));
+    if (absl::Status s = ValidateAgainstData(config_, data_->train.size(), data_->val.size());
+        !s.ok()) {
+      return s;
+    }
+    if (config_.sample_tokens() > 0) {
+      absl::StatusOr<std::vector<int32_t>> encoded = data_->tokenizer.Encode(config_.sample_prompt());
+      if (!encoded.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("sample_prompt: ", encoded.status().message()));
+      }
+      if (encoded->empty()) return absl::InvalidArgumentError("sample_prompt: must not be empty");
+      prompt_ = *std::move(encoded);
+    }
+    if (rank_ == 0) {
+      std::error_code ec;
+      std::filesystem::create_directories(config_.out_dir(), ec);
+      if (ec) {
+        return absl::PermissionDeniedError(
+            absl::StrCat("out_dir=", config_.out_dir(), ": cannot create: ", ec.message()));
+      }
+      absl::StatusOr<MetricsLog> metrics = MetricsLog::Create(config_.out_dir() + "/metrics.jsonl");
+      if (!metrics.ok()) return metrics.status();
+      metrics_ = std::make_unique<MetricsLog>(*std::move(metrics));
+    }
+
+    absl::StatusOr<std::unique_ptr<Kernels>> kernels =
+        MakeKernels(Device::kCpu, ThreadsPerRank(config_.num_threads(), LocalWorldSize()));
+    if (!kernels.ok()) return kernels.status();
+    kernels_ = *std::move(kernels);
+    const GptConfig shape{data_->tokenizer.vocab_size(), config_.block_size(), config_.n_layer(),
+                          config_.n_head(), config_.n_embd()};
+    absl::StatusOr<std::unique_ptr<Gpt>> gpt = Gpt::Create(shape, config_.batch_size(), kernels_.get());
+    if (!gpt.ok()) return gpt.status();
+    gpt_ = *std::move(gpt);
+    gpt_->InitWeights(config_.seed());
+    // Every rank starts from rank 0's parameters (DESIGN invariant 2).
+    if (absl::Status s = comm_.Broadcast({gpt_->params(), gpt_->num_params(), DataType::kFloat32,
+                                          MemoryKind::kHost},
+                                         0, CommOptions())
+                             ->Wait();
+        !s.ok()) {
+      return s;
+    }
+    optimizer_ = std::make_unique<AdamWOptimizer>(
+        gpt_.get(), AdamWOptions{config_.beta1(), config_.beta2(), 1e-8f, config_.weight_decay()});
+
+    const int B = config_.batch_size(), T = config_.block_size();
+    const int accum = config_.gradient_accumulation_steps();
+    const uint64_t global_batch = static_cast<uint64_t>(B) * accum * world_;
+    train_batches_ = std::make_unique<BatchLoader>(&data_->train, config_.seed(), T, kTrainBatches,
+                                                   global_batch);
+    eval_train_batches_ = std::make_unique<BatchLoader>(&data_->train, config_.seed(), T,
+                                                        kEvalTrainBatches, B);
+    eval_val_batches_ =
+        std::make_unique<BatchLoader>(&data_->val, config_.seed(), T, kEvalValBatches, B);
+    inputs_.resize(static_cast<size_t>(B) * T);
+    targets_.resize(inputs_.size());
+    tokens_per_step_ = static_cast<int64_t>(global_batch) * T;
+
+    std::vector<size_t> offsets;
+    for (const ParamTensor& t : gpt_->layout().tensors()) offsets.push_back(t.offset);
+    const size_t cap = static_cast<size_t>(config_.bucket_cap_mb() * 1024.0 * 1024.0);
+    bucketer_ = std::make_unique<GradientBucketer>(
+        &comm_, gpt_->grads(), gpt_->num_params(), MemoryKind::kHost,
+        PlanBuckets(offsets, gpt_->num_params(), cap, sizeof(float)), config_.overlap_comm(),
+        CommOptions());
+
+    if (rank_ == 0) {
+      log_ << absl::StrFormat(
+                  "dropk-train: %d parameters (%d layers, %d heads, %d embd, vocab %d, context "
+                  "%d), %d tokens/step, %d rank(s) over %s, %d gradient bucket(s) (overlap %s), %s\n",
+                  gpt_->num_params(), shape.n_layer, shape.n_head, shape.n_embd, shape.vocab_size,
+                  T, tokens_per_step_, world_, comm_.BackendName(), bucketer_->buckets().size(),
+                  config_.overlap_comm() ? "on" : "off", kernels_->Describe())
+           << std::flush;
+    }
+    return absl::OkStatus();
+  }
+
+  CollectiveOptions CommOptions() const {
+    CollectiveOptions options;
+    options.timeout = std::chrono::milliseconds(static_cast<int64_t>(config_.comm_timeout_s() * 1000));
+    return options;
+  }
+
+  // Forward and backward over this rank's micro-batches, gradient average
+  // over ranks, clipping, AdamW. Returns this rank's mean loss.
+  absl::StatusOr<float> TrainStep(int64_t step, float lr) {
+    const Clock::time_point step_start = Clock::now();
+    const int B = config_.batch_size(), T = config_.block_size();
+    const int accum = config_.gradient_accumulation_steps();
+    gpt_->ZeroGrad();
+    double loss_sum = 0.0;
+    const GradsReadyFn on_ready = [this](size_t begin, size_t end) {
+      bucketer_->OnGradsReady(begin, end);
+    };
+    for (int micro = 0; micro < accum; ++micro) {
+      train_batches_->Fill(step, FirstSampleOf(micro, rank_, world_, B), B, inputs_.data(),
+                           targets_.data());
+      const DropoutPlan plan = DropoutPlanFor(config_, step, micro, rank_, world_);
+      loss_sum += gpt_->Forward(inputs_.data(), targets_.data(), B, T, &plan);
+      // Only the last micro-batch communicates: earlier ones only accumulate.
+      const bool last = micro == accum - 1;
+      gpt_->Backward(1.0f / accum, last && world_ > 1 ? on_ready : GradsReadyFn());
+    }
+    if (world_ > 1) {
+      if (absl::Status s = bucketer_->Wait(); !s.ok()) return s;
+      window_comm_.exposed_s += bucketer_->last_timing().exposed_s;
+      window_comm_.comm_s += bucketer_->last_timing().comm_s;
+    }
+    // The averaged gradients are bitwise equal on every rank, so is the norm.
+    const double norm = std::sqrt(kernels_->SumSquares(gpt_->grads(), gpt_->num_params()));
+    optimizer_->Step(lr, ClipScale(norm, config_.grad_clip()));
+    const double seconds = SecondsSince(step_start);
+    train_seconds_ += seconds;
+    window_seconds_ += seconds;
+    window_tokens_ += tokens_per_step_;
+    return static_cast<float>(loss_sum / accum);
+  }
+
+  // Mean loss over eval_iters fixed held-out batches without dropout; the
+  // batches are shared out among ranks and the sum reduced.
+  absl::StatusOr<float> Evaluate(const BatchLoader& loader) {
+    const int B = config_.batch_size();
+    double total = 0.0;
+    for (int i = rank_; i < config_.eval_iters(); i += world_) {
+      loader.Fill(/*step=*/i, /*first_sample=*/0, B, inputs_.data(), targets_.data());
+      total += gpt_->Forward(inputs_.data(), targets_.data(), B, loader.block_size(), nullptr);
+    }
+    if (world_ > 1) {
+      if (absl::Status s = comm_.AllReduce(HostBuffer(&total, 1), ReduceOp::kSum, CommOptions())->Wait();
+          !s.ok()) {
+        return s;
+      }
+    }
+    return static_cast<float>(total / config_.eval_iters());
+  }
+
+  absl::StatusOr<float> MeanOverRanks(float value) {
+    if (world_ == 1) return value;
+    double v = value;
+    if (absl::Status s = comm_.AllReduce(HostBuffer(&v, 1), ReduceOp::kAverage, CommOptions())->Wait();
+        !s.ok()) {
+      return s;
+    }
+    return static_cast<float>(v);
+  }
+
+  absl::Status CheckParametersAgree(int64_t step) {
+    const uint64_t digest = Digest(gpt_->params(), gpt_->num_params() * sizeof(float));
+    return CheckSameOnAllRanks(&comm_, digest, "parameters", step, CommOptions());
+  }
+
+  absl::Status Report(MetricsRow& row, int64_t window_tokens, double window_seconds) {
+    if (rank_ != 0) return absl::OkStatus();
+    row.elapsed_s = SecondsSince(start_);
+    row.tokens_per_s = window_seconds > 0 ? window_tokens / window_seconds
+                       : train_seconds_ > 0 ? tokens_per_step_ * summary_.steps / train_seconds_
+                                            : 0;
+    const int64_t done = summary_.steps;
+    row.eta_s = done > 0 ? train_seconds_ / done * (config_.max_iters() - done) : 0;
+    std::string line = ProgressLine(row, config_.max_iters());
+    if (world_ > 1 && window_seconds > 0) {
+      const double steps = static_cast<double>(window_tokens) / tokens_per_step_;
+      const double hidden =
+          window_comm_.comm_s > 0 ? 1.0 - std::min(1.0, window_comm_.exposed_s / window_comm_.comm_s)
+                                  : 1.0;
+      absl::StrAppendFormat(&line, " | comm %.1f ms/step, %.0f%% hidden",
+                            1e3 * window_comm_.comm_s / steps, 100.0 * hidden);
+    }
+    log_ << line << "\n" << std::flush;
+    return metrics_->Append(row);
+  }
+
+  absl::Status Sample() {
+    SamplingOptions sampling;
+    sampling.temperature = config_.sample_temperature();
+    sampling.top_k = config_.sample_top_k();
+    sampling.seed = config_.seed();
+    absl::StatusOr<std::vector<int32_t>> ids =
+        Generate(*gpt_, prompt_, config_.sample_tokens(), sampling);
+    if (!ids.ok()) return ids.status();
+    summary_.sample = config_.sample_prompt() + data_->tokenizer.Decode(*ids);
+    return absl::OkStatus();
+  }
+
+  const TrainConfig& config_;
+  Communicator& comm_;
+  std::ostream& log_;
+  const int rank_, world_;
+  std::unique_ptr<TrainingData> data_;
+  std::unique_ptr<MetricsLog> metrics_;  // rank 0 only
+  std::unique_ptr<Kernels> kernels_;
+  std::unique_ptr<Gpt> gpt_;
+  std::unique_ptr<AdamWOptimizer> optimizer_;
+  std::unique_ptr<BatchLoader> train_batches_, eval_train_batches_, eval_val_batches_;
+  std::unique_ptr<GradientBucketer> bucketer_;
+  std::vector<int32_t> inputs_, targets_, prompt_;
+  int64_t tokens_per_step_ = 0;
+  Clock::time_point start_;
+  double train_seconds_ = 0;   // training steps only, not evaluation
+  double window_seconds_ = 0;  // since the last report
+  int64_t window_tokens_ = 0;
+  SyncTiming window_comm_;
+  TrainSummary summary_;
+};
 
 }  // namespace
+
+int ThreadsPerRank(int num_threads, int local_ranks) {
+  if (num_threads > 0) return num_threads;
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  return std::max(1, cores / std::max(1, local_ranks));
+}
 
 absl::StatusOr<TrainingData> LoadTrainingData(const std::string& data_dir) {
   const std::string tokenizer_path = data_dir + "/tokenizer.pb";
@@ -77,132 +332,10 @@ absl::StatusOr<TrainingData> LoadTrainingData(const std::string& data_dir) {
   return TrainingData{std::move(*tokenizer), std::move(*train), std::move(*val)};
 }
 
-absl::StatusOr<TrainSummary> RunTraining(const TrainConfig& config, std::ostream& log) {
-  absl::StatusOr<TrainingData> data = LoadTrainingData(config.data_dir());
-  if (!data.ok()) return data.status();
-  if (absl::Status s = ValidateAgainstData(config, data->train.size(), data->val.size()); !s.ok()) {
-    return s;
-  }
-  std::vector<int32_t> prompt;
-  if (config.sample_tokens() > 0) {
-    absl::StatusOr<std::vector<int32_t>> encoded = data->tokenizer.Encode(config.sample_prompt());
-    if (!encoded.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("sample_prompt: ", encoded.status().message()));
-    }
-    prompt = *std::move(encoded);
-    if (prompt.empty()) return absl::InvalidArgumentError("sample_prompt: must not be empty");
-  }
-  std::error_code ec;
-  std::filesystem::create_directories(config.out_dir(), ec);
-  if (ec) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("out_dir=", config.out_dir(), ": cannot create: ", ec.message()));
-  }
-  absl::StatusOr<MetricsLog> metrics = MetricsLog::Create(config.out_dir() + "/metrics.jsonl");
-  if (!metrics.ok()) return metrics.status();
-
-  absl::StatusOr<std::unique_ptr<Kernels>> kernels = MakeKernels(Device::kCpu, config.num_threads());
-  if (!kernels.ok()) return kernels.status();
-  const GptConfig shape{data->tokenizer.vocab_size(), config.block_size(), config.n_layer(),
-                        config.n_head(), config.n_embd()};
-  const int B = config.batch_size(), T = config.block_size();
-  const int accum = config.gradient_accumulation_steps();
-  absl::StatusOr<std::unique_ptr<Gpt>> created = Gpt::Create(shape, B, kernels->get());
-  if (!created.ok()) return created.status();
-  Gpt& gpt = **created;
-  gpt.InitWeights(config.seed());
-  AdamWOptimizer optimizer(&gpt, {config.beta1(), config.beta2(), 1e-8f, config.weight_decay()});
-
-  const BatchLoader train_batches(&data->train, config.seed(), T, kTrainBatches);
-  const BatchLoader eval_train_batches(&data->train, config.seed(), T, kEvalTrainBatches);
-  const BatchLoader eval_val_batches(&data->val, config.seed(), T, kEvalValBatches);
-  std::vector<int32_t> inputs(static_cast<size_t>(B) * T), targets(inputs.size());
-  const int64_t tokens_per_step = static_cast<int64_t>(B) * T * accum;
-
-  log << absl::StrFormat(
-             "dropk-train: %d parameters (%d layers, %d heads, %d embd, vocab %d, context %d), "
-             "%d tokens/step, %s\n",
-             gpt.num_params(), shape.n_layer, shape.n_head, shape.n_embd, shape.vocab_size, T,
-             tokens_per_step, (*kernels)->Describe())
-      << std::flush;
-
-  TrainSummary summary;
-  const int64_t max_steps = config.max_iters();
-  const Clock::time_point start = Clock::now();
-  double train_seconds = 0.0;          // excluding evaluation
-  double window_seconds = 0.0;         // since the last progress line
-  int64_t window_tokens = 0;
-  for (int64_t step = 0; step <= max_steps; ++step) {
-    MetricsRow row;
-    row.step = step;
-    row.lr = LearningRateAt(config, step);
-    const bool evaluate = step % config.eval_interval() == 0 || step == max_steps;
-    if (evaluate) {
-      row.eval_train_loss = EvaluateLoss(gpt, eval_train_batches, config.eval_iters(), B, inputs, targets);
-      row.val_loss = EvaluateLoss(gpt, eval_val_batches, config.eval_iters(), B, inputs, targets);
-      summary.eval_train_loss = row.eval_train_loss;
-      summary.val_loss = row.val_loss;
-    }
-    if (step == max_steps) {
-      // The last iteration only evaluates the final parameters.
-      row.elapsed_s = SecondsSince(start);
-      row.tokens_per_s = train_seconds > 0 ? tokens_per_step * step / train_seconds : 0;
-      row.train_loss = summary.last_train_loss;
-      log << ProgressLine(row, max_steps) << "\n" << std::flush;
-      if (absl::Status s = metrics->Append(row); !s.ok()) return s;
-      break;
-    }
-
-    const Clock::time_point step_start = Clock::now();
-    gpt.ZeroGrad();
-    double loss_sum = 0.0;
-    for (int micro = 0; micro < accum; ++micro) {
-      train_batches.Fill(step, static_cast<uint64_t>(micro) * B, B, inputs.data(), targets.data());
-      const DropoutPlan plan = PlanFor(config, step, micro, /*rank=*/0, /*world_size=*/1);
-      loss_sum += gpt.Forward(inputs.data(), targets.data(), B, T, &plan);
-      gpt.Backward(1.0f / accum);
-    }
-    const double norm = std::sqrt(gpt.kernels()->SumSquares(gpt.grads(), gpt.num_params()));
-    optimizer.Step(row.lr, ClipScale(norm, config.grad_clip()));
-    const double step_seconds = SecondsSince(step_start);
-    train_seconds += step_seconds;
-    window_seconds += step_seconds;
-    window_tokens += tokens_per_step;
-    const float loss = static_cast<float>(loss_sum / accum);
-    if (!std::isfinite(loss)) {
-      return absl::InternalError(absl::StrCat(
-          "step ", step, ": training loss is ", loss,
-          "; lower learning_rate (", config.learning_rate(), ") or enable grad_clip"));
-    }
-    summary.last_train_loss = loss;
-    summary.steps = step + 1;
-
-    if (step % config.log_interval() == 0 || evaluate) {
-      row.train_loss = loss;
-      row.elapsed_s = SecondsSince(start);
-      row.tokens_per_s = window_seconds > 0 ? window_tokens / window_seconds : 0;
-      row.eta_s = train_seconds / (step + 1) * (max_steps - step - 1);
-      window_seconds = 0;
-      window_tokens = 0;
-      log << ProgressLine(row, max_steps) << "\n" << std::flush;
-      if (absl::Status s = metrics->Append(row); !s.ok()) return s;
-    }
-  }
-  summary.elapsed_s = SecondsSince(start);
-  summary.tokens_per_s = train_seconds > 0 ? tokens_per_step * summary.steps / train_seconds : 0;
-
-  if (config.sample_tokens() > 0) {
-    SamplingOptions sampling;
-    sampling.temperature = config.sample_temperature();
-    sampling.top_k = config.sample_top_k();
-    sampling.seed = config.seed();
-    absl::StatusOr<std::vector<int32_t>> ids =
-        Generate(gpt, prompt, config.sample_tokens(), sampling);
-    if (!ids.ok()) return ids.status();
-    summary.sample = config.sample_prompt() + data->tokenizer.Decode(*ids);
-  }
-  return summary;
+absl::StatusOr<TrainSummary> RunTraining(const TrainConfig& config, Communicator& comm,
+                                         std::ostream& log) {
+  TrainingRun run(config, comm, log);
+  return run.Run();
 }
 
 }  // namespace dropk

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/text_format.h"
@@ -233,7 +234,9 @@ TEST(ConfigTest, EveryFieldIsSettableByFlag) {
     const google::protobuf::FieldDescriptor* field = descriptor->field(i);
     std::string value = "1";
     if (field->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_ENUM) {
-      value = "per_sample";
+      // The last value of the enum, spelled in lower case.
+      const auto* values = field->enum_type();
+      value = absl::AsciiStrToLower(values->value(values->value_count() - 1)->name());
     } else if (field->cpp_type() ==
                google::protobuf::FieldDescriptor::CPPTYPE_STRING) {
       value = "x";

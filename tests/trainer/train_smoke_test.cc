@@ -44,13 +44,14 @@ class TrainSmokeTest : public ::testing::Test {
     return c;
   }
   static std::filesystem::path* dir_;
+  std::unique_ptr<Communicator> comm_ = MakeSingleProcessCommunicator();
 };
 std::filesystem::path* TrainSmokeTest::dir_ = nullptr;
 
 TEST_F(TrainSmokeTest, LossFallsWellBelowUniformAndRunsAreReproducible) {
   std::ostringstream log1, log2;
-  const TrainSummary a = RunTraining(TinyConfig("run_a"), log1).value();
-  const TrainSummary b = RunTraining(TinyConfig("run_b"), log2).value();
+  const TrainSummary a = RunTraining(TinyConfig("run_a"), *comm_, log1).value();
+  const TrainSummary b = RunTraining(TinyConfig("run_b"), *comm_, log2).value();
   const double uniform = std::log(65.0);
   ASSERT_TRUE(a.val_loss.has_value());
   EXPECT_LT(*a.val_loss, 0.7 * uniform) << log1.str();
@@ -68,7 +69,7 @@ TEST_F(TrainSmokeTest, MetricsJsonlHasOneObjectPerLoggedStep) {
   c.set_max_iters(40);
   c.set_log_interval(10);
   c.set_eval_interval(20);
-  ASSERT_TRUE(RunTraining(c, log).ok());
+  ASSERT_TRUE(RunTraining(c, *comm_, log).ok());
   std::ifstream in(c.out_dir() + "/metrics.jsonl");
   std::string line;
   std::vector<nlohmann::json> rows;
@@ -91,13 +92,13 @@ TEST_F(TrainSmokeTest, DataErrorsNameTheFile) {
   std::ostringstream log;
   TrainConfig c = TinyConfig("run_missing");
   c.set_data_dir((*dir_ / "nowhere").string());
-  auto missing = RunTraining(c, log);
+  auto missing = RunTraining(c, *comm_, log);
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("nowhere"), std::string::npos) << missing.status();
 
   c = TinyConfig("run_big_block");
   c.set_block_size(200000);
-  auto too_long = RunTraining(c, log);
+  auto too_long = RunTraining(c, *comm_, log);
   ASSERT_FALSE(too_long.ok());
   EXPECT_TRUE(absl::IsInvalidArgument(too_long.status()));
   EXPECT_NE(too_long.status().message().find("block_size=200000"), std::string::npos)

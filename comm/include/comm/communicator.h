@@ -71,6 +71,9 @@ class Work {
   virtual absl::Status Wait() = 0;
   // True once Wait() would return without blocking.
   virtual bool IsCompleted() = 0;
+  // Seconds the collective itself ran once the backend started it (not the
+  // time it queued); 0 for backends that complete at once. Valid after Wait().
+  virtual double RunSeconds() const { return 0.0; }
 };
 
 class Communicator {

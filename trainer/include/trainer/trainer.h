@@ -1,5 +1,6 @@
-// The training loop of dropk-train: data, model, AdamW, schedule,
-// evaluation, metrics, and a sample at the end.
+// The training loop of dropk-train: data, model, data-parallel gradient
+// synchronisation, AdamW, schedule, evaluation, metrics, and a sample at the
+// end.
 #ifndef DROPK_TRAINER_TRAINER_H_
 #define DROPK_TRAINER_TRAINER_H_
 
@@ -7,8 +8,10 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "comm/communicator.h"
 #include "config.pb.h"
 #include "model/tokenizer.h"
 #include "trainer/token_file.h"
@@ -26,22 +29,31 @@ struct TrainingData {
 // (same vocabulary size). Errors name the file at fault.
 absl::StatusOr<TrainingData> LoadTrainingData(const std::string& data_dir);
 
-// What a finished run reports.
+// What a finished run reports (the same on every rank).
 struct TrainSummary {
   int64_t steps = 0;
-  float last_train_loss = 0;
+  float last_train_loss = 0;             // mean over ranks and micro-batches
   std::optional<float> val_loss;         // last evaluation
   std::optional<float> eval_train_loss;  // last evaluation
   double elapsed_s = 0;
-  double tokens_per_s = 0;  // training tokens over training time
+  double tokens_per_s = 0;  // training tokens (all ranks) over training time
   std::string sample;       // decoded text, empty when sample_tokens is 0
+  std::vector<float> final_params;  // the parameters after the last step, ParamLayout order
 };
 
 // Runs the job described by config (validated by the caller with
-// ValidateTrainConfig): progress lines go to `log`, metrics to
-// out_dir/metrics.jsonl. Errors (data, output directory) name what is wrong;
-// a bad config value that needs the data (block_size) is InvalidArgument.
-absl::StatusOr<TrainSummary> RunTraining(const TrainConfig& config, std::ostream& log);
+// ValidateTrainConfig) as one rank of comm: every rank of comm must call it
+// with the same config. Rank 0 writes progress lines to `log` and metrics to
+// out_dir/metrics.jsonl; other ranks write nothing. Errors (data, output
+// directory, a collective that failed or timed out, ranks whose parameters
+// diverged) name what is wrong; a bad config value that needs the data
+// (block_size) is InvalidArgument.
+absl::StatusOr<TrainSummary> RunTraining(const TrainConfig& config, Communicator& comm,
+                                         std::ostream& log);
+
+// Threads for this rank: num_threads when set, else the node's cores shared
+// among the ranks on this node (at least 1).
+int ThreadsPerRank(int num_threads, int local_ranks);
 
 }  // namespace dropk
 

@@ -1,0 +1,74 @@
+#include "comm/gradient_bucketer.h"
+
+#include <algorithm>
+
+namespace dropk {
+
+std::vector<Bucket> PlanBuckets(const std::vector<size_t>& tensor_offsets, size_t total,
+                                size_t cap_bytes, size_t element_bytes) {
+  std::vector<Bucket> buckets;
+  const size_t cap = std::max<size_t>(1, cap_bytes / element_bytes);
+  size_t end = total;
+  // Walk tensors from the last to the first, closing a bucket before it would
+  // exceed the cap.
+  for (size_t i = tensor_offsets.size(); i-- > 0;) {
+    const size_t begin = tensor_offsets[i];
+    if (begin >= end) continue;  // empty tensor
+    if (!buckets.empty() && buckets.back().end - begin <= cap) {
+      buckets.back().begin = begin;  // the tensor joins the open bucket
+    } else {
+      buckets.push_back({begin, end});
+    }
+    end = begin;
+  }
+  return buckets;
+}
+
+GradientBucketer::GradientBucketer(Communicator* comm, float* grads, size_t count,
+                                   MemoryKind memory, std::vector<Bucket> buckets, bool overlap,
+                                   CollectiveOptions options)
+    : comm_(comm),
+      grads_(grads),
+      count_(count),
+      memory_(memory),
+      buckets_(std::move(buckets)),
+      overlap_(overlap),
+      options_(options),
+      ready_from_(count) {
+  pending_.reserve(buckets_.size());
+}
+
+void GradientBucketer::Launch(size_t index) {
+  const Bucket& b = buckets_[index];
+  pending_.push_back(comm_->AllReduce({grads_ + b.begin, b.end - b.begin, DataType::kFloat32, memory_},
+                                      ReduceOp::kAverage, options_));
+}
+
+void GradientBucketer::OnGradsReady(size_t begin, size_t end) {
+  // Backward reports contiguous ranges from the end towards the start.
+  if (end >= ready_from_ && begin < ready_from_) ready_from_ = begin;
+  if (!overlap_) return;
+  while (next_ < buckets_.size() && buckets_[next_].begin >= ready_from_) Launch(next_++);
+}
+
+absl::Status GradientBucketer::Wait() {
+  const auto wait_start = std::chrono::steady_clock::now();
+  while (next_ < buckets_.size()) Launch(next_++);
+  absl::Status first_error;
+  double busy = 0.0;
+  for (auto& work : pending_) {
+    absl::Status s = work->Wait();
+    if (!s.ok() && first_error.ok()) first_error = s;
+    busy += work->RunSeconds();
+  }
+  const auto now = std::chrono::steady_clock::now();
+  timing_.exposed_s = std::chrono::duration<double>(now - wait_start).count();
+  timing_.comm_s = busy;
+  timing_.buckets = static_cast<int>(pending_.size());
+  pending_.clear();
+  next_ = 0;
+  ready_from_ = count_;
+  return first_error;
+}
+
+}  // namespace dropk

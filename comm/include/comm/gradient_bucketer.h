@@ -1,0 +1,87 @@
+// Gradient synchronisation in buckets, overlapped with backward, in the
+// shape of c10d's Reducer and llm.c's zero.cuh.
+//
+// The gradients are one contiguous buffer whose tensors backward finishes
+// from the end of the buffer towards its start. Buckets are contiguous runs
+// of whole tensors, cut from the end, each at most `cap_bytes` (a tensor
+// larger than the cap is a bucket of its own). As backward reports that a
+// range of gradients is final, every bucket lying wholly inside the final
+// part starts its allreduce (average over ranks) at once, on the
+// communicator's own thread, while backward goes on with earlier layers.
+// Wait() then waits once, before the optimizer. With overlap off, all
+// buckets start in Wait(), in the same order.
+#ifndef DROPK_COMM_GRADIENT_BUCKETER_H_
+#define DROPK_COMM_GRADIENT_BUCKETER_H_
+
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "comm/communicator.h"
+
+namespace dropk {
+
+// 25 MiB, c10d's default: large enough that per-call latency is small next
+// to transfer time on MPI (bus bandwidth is flat from 1 MiB up), small enough
+// that the first bucket starts early in backward. bench/allreduce_bench
+// measures the curve this rests on.
+constexpr size_t kDefaultBucketCapBytes = size_t{25} << 20;
+
+// A bucket: elements [begin, end) of the gradient buffer.
+struct Bucket {
+  size_t begin = 0;
+  size_t end = 0;
+  bool operator==(const Bucket&) const = default;
+};
+
+// Cuts [0, total) into buckets given tensor boundaries (sorted offsets of
+// every tensor's first element, starting with 0). Buckets are returned in
+// launch order: the last elements of the buffer first.
+std::vector<Bucket> PlanBuckets(const std::vector<size_t>& tensor_offsets, size_t total,
+                                size_t cap_bytes, size_t element_bytes);
+
+// Timing of one synchronised step, in seconds.
+struct SyncTiming {
+  double exposed_s = 0;  // time Wait() blocked the caller
+  double comm_s = 0;     // time the collectives ran (on the communication thread)
+  int buckets = 0;
+};
+
+class GradientBucketer {
+ public:
+  // grads (float32, count elements, `memory` kind) must outlive the
+  // bucketer; comm must outlive it.
+  GradientBucketer(Communicator* comm, float* grads, size_t count, MemoryKind memory,
+                   std::vector<Bucket> buckets, bool overlap, CollectiveOptions options = {});
+
+  // Called (through Gpt::Backward's GradsReadyFn) when gradients [begin, end)
+  // are final. Starts every bucket that is now complete, in plan order.
+  void OnGradsReady(size_t begin, size_t end);
+
+  // Starts any bucket not yet started, waits for all, and resets for the next
+  // step. Returns the first error (naming operation and rank).
+  absl::Status Wait();
+
+  const std::vector<Bucket>& buckets() const { return buckets_; }
+  const SyncTiming& last_timing() const { return timing_; }
+
+ private:
+  void Launch(size_t index);
+
+  Communicator* comm_;
+  float* grads_;
+  size_t count_;
+  MemoryKind memory_;
+  std::vector<Bucket> buckets_;
+  bool overlap_;
+  CollectiveOptions options_;
+  size_t next_ = 0;           // next bucket to launch
+  size_t ready_from_;         // gradients [ready_from_, count_) are final
+  std::vector<std::unique_ptr<Work>> pending_;
+  SyncTiming timing_;
+};
+
+}  // namespace dropk
+
+#endif  // DROPK_COMM_GRADIENT_BUCKETER_H_

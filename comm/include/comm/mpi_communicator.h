@@ -1,0 +1,45 @@
+// The MPI backend of Communicator: one process per rank, launched by mpirun,
+// host buffers. Collectives run on a dedicated communication thread in issue
+// order, so they proceed while the caller computes (gradient buckets overlap
+// backward); Work::Wait() gives up after the options' timeout and names the
+// operation and rank that waited.
+//
+// AllReduce is a reduce-scatter followed by an all-gather: every element is
+// reduced once, on one rank, and then copied, so every rank receives
+// bitwise the same result (MPI_Allreduce's algorithms do not promise that for
+// floating point, and identical parameters on every rank depend on it).
+#ifndef DROPK_COMM_MPI_COMMUNICATOR_H_
+#define DROPK_COMM_MPI_COMMUNICATOR_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "comm/communicator.h"
+
+namespace dropk {
+
+// Initialises MPI (MPI_THREAD_SERIALIZED: all MPI calls are made by the
+// communication thread, one at a time; fails if the library offers less)
+// and returns the MPI_COMM_WORLD communicator. At most one per process;
+// destroying it finalises MPI.
+absl::StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator();
+
+// Ends every rank of the job now (MPI_Abort with exit_code) after printing
+// `reason` to stderr. For unrecoverable errors on one rank (a timeout, a
+// failed step): the others would otherwise wait forever. Does not return.
+[[noreturn]] void AbortJob(const std::string& reason, int exit_code);
+
+// True when this process was started by an MPI launcher (Open MPI, PMIx or
+// Slurm's PMI set their rank variables).
+bool LaunchedByMpi();
+
+// Ranks on this node and this rank's index among them, from the launcher's
+// environment (OMPI_COMM_WORLD_LOCAL_SIZE / _LOCAL_RANK, or Slurm's);
+// 1 and 0 when not launched by MPI.
+int LocalWorldSize();
+int LocalRank();
+
+}  // namespace dropk
+
+#endif  // DROPK_COMM_MPI_COMMUNICATOR_H_

@@ -1,0 +1,61 @@
+// How steps are split across ranks and micro-batches: samples and dropout
+// plans.
+#include "trainer/data_parallel.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "trainer/config.h"
+
+namespace dropk {
+namespace {
+
+TEST(DataParallelTest, RanksAndMicroBatchesCoverTheGlobalBatchOnce) {
+  for (int world : {1, 2, 3, 4}) {
+    for (int accum : {1, 2, 3}) {
+      const int B = 5;
+      std::set<uint64_t> samples;
+      for (int micro = 0; micro < accum; ++micro) {
+        for (int rank = 0; rank < world; ++rank) {
+          for (int b = 0; b < B; ++b) samples.insert(FirstSampleOf(micro, rank, world, B) + b);
+        }
+      }
+      ASSERT_EQ(samples.size(), static_cast<size_t>(world * accum * B));
+      EXPECT_EQ(*samples.rbegin(), static_cast<uint64_t>(world * accum * B - 1));
+    }
+  }
+  // N ranks x 1 micro-batch read what 1 rank x N micro-batches reads.
+  for (int r = 0; r < 4; ++r) EXPECT_EQ(FirstSampleOf(0, r, 4, 8), FirstSampleOf(r, 0, 1, 8));
+}
+
+TEST(DataParallelTest, PerRankPlansDifferByRankAndMicroBatch) {
+  TrainConfig c = DefaultTrainConfig();
+  c.set_dropout(0.1f);
+  c.set_gradient_accumulation_steps(2);
+  c.set_dropout_stream(TrainConfig::PER_RANK);
+  const DropoutPlan r0 = DropoutPlanFor(c, 7, 1, 0, 2), r1 = DropoutPlanFor(c, 7, 1, 1, 2);
+  EXPECT_EQ(r0.stream_base, 0u);
+  EXPECT_EQ(r1.stream_base, 1u);
+  EXPECT_EQ(r0.step, 15u) << "micro-batches since the start: 7 * 2 + 1";
+  EXPECT_FALSE(r0.per_sample);
+  EXPECT_FLOAT_EQ(r0.rates.attention_probs, 0.1f);
+}
+
+TEST(DataParallelTest, PerSamplePlansDoNotDependOnTheSplit) {
+  TrainConfig two_ranks = DefaultTrainConfig();
+  two_ranks.set_dropout(0.2f);
+  two_ranks.set_dropout_stream(TrainConfig::PER_SAMPLE);
+  TrainConfig one_rank = two_ranks;
+  one_rank.set_gradient_accumulation_steps(2);
+  for (int r = 0; r < 2; ++r) {
+    const DropoutPlan a = DropoutPlanFor(two_ranks, 5, 0, r, 2);
+    const DropoutPlan b = DropoutPlanFor(one_rank, 5, r, 0, 1);
+    EXPECT_EQ(a.stream_base, b.stream_base);
+    EXPECT_EQ(a.step, b.step);
+    EXPECT_TRUE(a.per_sample);
+  }
+}
+
+}  // namespace
+}  // namespace dropk
