@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/tokenizer.h"
+#include "subprocess.h"
 #include "trainer/token_file.h"
 
 namespace dropk {
@@ -38,27 +39,9 @@ class PrepareDataTest : public ::testing::Test {
 
   std::string Path(const std::string& name) const { return (dir_ / name).string(); }
 
-  static std::string ReadText(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  }
-
-  struct CliResult {
-    int exit_code;
-    std::string out;
-    std::string err;
-  };
-
-  // Runs the dropk binary with `args` (already shell-quoted) and captures
-  // its exit code, stdout and stderr.
-  CliResult RunDropk(const std::string& args) {
-    const std::string out = Path("stdout.txt");
-    const std::string err = Path("stderr.txt");
-    const std::string command =
-        std::string(kDropk) + " " + args + " >'" + out + "' 2>'" + err + "'";
-    const int status = std::system(command.c_str());
-    return CliResult{WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadText(out),
-                     ReadText(err)};
+  // Runs the dropk binary with `args` (already shell-quoted).
+  test_util::CommandResult RunDropk(const std::string& args) {
+    return test_util::RunCommand(std::string(kDropk) + " " + args, dir_.string());
   }
 
   std::filesystem::path dir_;
@@ -91,7 +74,7 @@ TEST_F(PrepareDataTest, ShakespeareCharMatchesNanoGpt) {
   std::vector<int32_t> ids(train->size() + val->size());
   train->Read(0, train->size(), ids.data());
   val->Read(0, val->size(), ids.data() + train->size());
-  EXPECT_EQ(tokenizer->Decode(ids), ReadText(kShakespeare));
+  EXPECT_EQ(tokenizer->Decode(ids), test_util::ReadFile(kShakespeare));
 }
 
 TEST_F(PrepareDataTest, ShakespeareByteHasVocab256) {
@@ -161,7 +144,7 @@ TEST_F(PrepareDataTest, TwoTokensSplitOneOne) {
 TEST_F(PrepareDataTest, CliPreparesData) {
   ASSERT_TRUE(std::filesystem::exists(kDropk)) << kDropk << " is not built";
   const std::string out = Path("cli");
-  const CliResult run = RunDropk(std::string("data prepare --tokenizer char --out '") + out +
+  const test_util::CommandResult run = RunDropk(std::string("data prepare --tokenizer char --out '") + out +
                            "' --val-fraction 0.1 '" + kShakespeare + "'");
   EXPECT_EQ(run.exit_code, 0) << run.err;
   EXPECT_THAT(run.out, HasSubstr("vocab 65"));
@@ -176,7 +159,7 @@ TEST_F(PrepareDataTest, CliPreparesData) {
 TEST_F(PrepareDataTest, CliMissingInputExits2NamingThePath) {
   ASSERT_TRUE(std::filesystem::exists(kDropk)) << kDropk << " is not built";
   const std::string missing = Path("no_such_input.txt");
-  const CliResult run =
+  const test_util::CommandResult run =
       RunDropk("data prepare --tokenizer char --out '" + Path("o") + "' '" + missing + "'");
   EXPECT_EQ(run.exit_code, 2);
   EXPECT_THAT(run.err, StartsWith("dropk: "));
@@ -193,7 +176,7 @@ TEST_F(PrepareDataTest, CliRejectsBadUsageWithExit2) {
         "data prepare --tokenizer char " + input,           // --out missing
         "data prepare --tokenizer char --out '" + Path("o") + "' --val-fraction 2 " + input,
         std::string("data"), std::string(""), std::string("frobnicate")}) {
-    const CliResult run = RunDropk(args);
+    const test_util::CommandResult run = RunDropk(args);
     EXPECT_EQ(run.exit_code, 2) << args << "\n" << run.err;
     EXPECT_THAT(run.err, StartsWith("dropk: ")) << args;
     EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << args << "\n" << run.err;
@@ -203,7 +186,7 @@ TEST_F(PrepareDataTest, CliRejectsBadUsageWithExit2) {
 
 TEST_F(PrepareDataTest, CliHelpExits0) {
   ASSERT_TRUE(std::filesystem::exists(kDropk)) << kDropk << " is not built";
-  const CliResult run = RunDropk("data prepare --help");
+  const test_util::CommandResult run = RunDropk("data prepare --help");
   EXPECT_EQ(run.exit_code, 0) << run.err;
   EXPECT_THAT(run.out, HasSubstr("--tokenizer"));
 }

@@ -2,29 +2,19 @@
 // one line naming the field and the value.
 #include <gtest/gtest.h>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <string>
 
+#include "subprocess.h"
 #include "trainer/prepare_data.h"
 
 namespace dropk {
 namespace {
 
-struct CliResult {
-  int exit_code;
-  std::string output;
-};
-
-CliResult RunTrainCli(const std::string& args) {
-  const std::string cmd = std::string(DROPK_BINARY_DIR "/bin/dropk-train ") + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  return {WEXITSTATUS(status), out};
+test_util::CommandResult RunTrainCli(const std::string& args) {
+  const test_util::CommandResult r =
+      test_util::RunCommand(DROPK_BINARY_DIR "/bin/dropk-train " + args, ::testing::TempDir());
+  return {r.exit_code, r.out + r.err, ""};
 }
 
 class TrainCliTest : public ::testing::Test {
@@ -67,30 +57,30 @@ TEST_F(TrainCliTest, InvalidValuesExitTwoNamingTheField) {
       {"--learning_rate=0", "learning_rate=0"},
   };
   for (const BadArgs& c : cases) {
-    const CliResult r = RunTrainCli(Base() + " " + c.args);
-    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;
-    EXPECT_NE(r.output.find(c.expected), std::string::npos) << c.args << "\n" << r.output;
+    const test_util::CommandResult r = RunTrainCli(Base() + " " + c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.out;
+    EXPECT_NE(r.out.find(c.expected), std::string::npos) << c.args << "\n" << r.out;
   }
 }
 
 TEST_F(TrainCliTest, MissingConfigFileExitsTwoNamingIt) {
-  const CliResult r = RunTrainCli("--config /nonexistent/run.textproto");
-  EXPECT_EQ(r.exit_code, 2) << r.output;
-  EXPECT_NE(r.output.find("/nonexistent/run.textproto"), std::string::npos) << r.output;
+  const test_util::CommandResult r = RunTrainCli("--config /nonexistent/run.textproto");
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_NE(r.out.find("/nonexistent/run.textproto"), std::string::npos) << r.out;
 }
 
 TEST_F(TrainCliTest, HelpListsFieldsWithDefaults) {
-  const CliResult r = RunTrainCli("--help");
+  const test_util::CommandResult r = RunTrainCli("--help");
   EXPECT_EQ(r.exit_code, 0);
   for (const char* field : {"n_layer", "dropout_attention_probs", "gradient_accumulation_steps"}) {
-    EXPECT_NE(r.output.find(field), std::string::npos) << field;
+    EXPECT_NE(r.out.find(field), std::string::npos) << field;
   }
 }
 
 TEST_F(TrainCliTest, ShortRunSucceedsAndPrintsASample) {
-  const CliResult r = RunTrainCli(Base() + " --max_iters=5 --eval_interval=5 --sample_tokens=20");
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("step 5/5"), std::string::npos) << r.output;
+  const test_util::CommandResult r = RunTrainCli(Base() + " --max_iters=5 --eval_interval=5 --sample_tokens=20");
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("step 5/5"), std::string::npos) << r.out;
 }
 
 }  // namespace

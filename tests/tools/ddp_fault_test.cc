@@ -1,0 +1,95 @@
+// A failing rank brings the whole mpirun job down within seconds, with a
+// message naming the rank and the cause; never a hang.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <string>
+
+#include "subprocess.h"
+#include "trainer/prepare_data.h"
+
+namespace dropk {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+class DdpFaultTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    root_ = new std::filesystem::path(std::filesystem::path(::testing::TempDir()) /
+                                      "dropk_ddp_fault");
+    std::filesystem::remove_all(*root_);
+    PrepareOptions options;
+    options.input_path = DROPK_SOURCE_DIR "/data/tinyshakespeare.txt";
+    options.out_dir = (*root_ / "data").string();
+    ASSERT_TRUE(PrepareData(options).ok());
+  }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(*root_);
+    delete root_;
+  }
+  // The dropk-train arguments of a long tiny run writing to out_dir.
+  static std::vector<std::string> TrainArgs(const std::string& out_dir, const std::string& data_dir) {
+    return {DROPK_BINARY_DIR "/bin/dropk-train", "--config",
+            DROPK_SOURCE_DIR "/configs/tiny_smoke.textproto", "--data_dir=" + data_dir,
+            "--out_dir=" + out_dir, "--max_iters=1000000", "--lr_decay_iters=1000000",
+            "--log_interval=1", "--eval_interval=1000000", "--sample_tokens=0",
+            "--comm_timeout_s=600"};
+  }
+  static size_t Lines(const std::string& path) {
+    const std::string text = test_util::ReadFile(path);
+    return std::count(text.begin(), text.end(), '\n');
+  }
+  static std::filesystem::path* root_;
+};
+std::filesystem::path* DdpFaultTest::root_ = nullptr;
+
+TEST_F(DdpFaultTest, SigkillOfOneRankEndsTheJobNonZeroWithin30Seconds) {
+  const std::string out = (*root_ / "sigkill_run").string();
+  std::vector<std::string> argv = {"mpirun", "-np", "2", "--oversubscribe"};
+  for (const std::string& a : TrainArgs(out, (*root_ / "data").string())) argv.push_back(a);
+  test_util::ChildProcess job(argv, (*root_ / "sigkill.log").string());
+
+  // Wait until both ranks are training.
+  const auto started = std::chrono::steady_clock::now();
+  while (Lines(out + "/metrics.jsonl") < 5) {
+    ASSERT_FALSE(job.WaitFor(milliseconds(100)).has_value())
+        << "the job ended early:\n" << test_util::ReadFile((*root_ / "sigkill.log").string());
+    ASSERT_LT(std::chrono::steady_clock::now() - started, seconds(120)) << "training never started";
+  }
+  const std::vector<pid_t> rank1 = test_util::FindProcesses(out, "OMPI_COMM_WORLD_RANK=1");
+  ASSERT_EQ(rank1.size(), 1u);
+  ASSERT_EQ(kill(rank1[0], SIGKILL), 0);
+
+  const auto killed = std::chrono::steady_clock::now();
+  const std::optional<int> code = job.WaitFor(seconds(30));
+  ASSERT_TRUE(code.has_value()) << "mpirun still running 30 s after a rank died";
+  EXPECT_NE(*code, 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - killed, seconds(30));
+  EXPECT_TRUE(test_util::FindProcesses(out, "OMPI_COMM_WORLD_RANK=0").empty())
+      << "rank 0 outlived the job";
+}
+
+TEST_F(DdpFaultTest, ARankThatFailsEndsTheJobNamingItselfAndTheCause) {
+  // MPMD launch: rank 1 is given a data directory that does not exist on
+  // "its host".
+  const std::string out = (*root_ / "missing_data_run").string();
+  std::vector<std::string> argv = {"mpirun", "--oversubscribe", "-np", "1"};
+  for (const std::string& a : TrainArgs(out, (*root_ / "data").string())) argv.push_back(a);
+  argv.insert(argv.end(), {":", "-np", "1"});
+  for (const std::string& a : TrainArgs(out, "/nonexistent/dropk_data")) argv.push_back(a);
+  const std::string log = (*root_ / "missing.log").string();
+  test_util::ChildProcess job(argv, log);
+  const std::optional<int> code = job.WaitFor(seconds(30));
+  ASSERT_TRUE(code.has_value()) << "the job hung:\n" << test_util::ReadFile(log);
+  EXPECT_NE(*code, 0);
+  const std::string text = test_util::ReadFile(log);
+  EXPECT_NE(text.find("rank 1 of 2"), std::string::npos) << text;
+  EXPECT_NE(text.find("/nonexistent/dropk_data"), std::string::npos) << text;
+}
+
+}  // namespace
+}  // namespace dropk
