@@ -2,11 +2,16 @@
 // against the sgemm peak of the same machine measured in the same run.
 //
 // One "step" is what dropk-train does per optimizer step with
-// gradient_accumulation_steps = 1: zero grads, forward, backward, global
+// gradient_accumulation_steps = 1: zero grads, forward, backward with the
+// gradient allreduce in buckets (overlapped unless --overlap=false), global
 // gradient norm, AdamW. Tokens are synthetic (throughput does not depend on
-// the text). Usage: dropk-train-throughput-bench [--steps N] [--threads N]
-// [--config shakespeare|small|all]. bench/run_train_bench.sh runs it with the
-// AVX-512 sgemm kernel enabled (see the note there).
+// the text). Under mpirun every rank runs the step and rank 0 prints the
+// job's figures: tokens/s of all ranks, MFU against the sum of the ranks'
+// sgemm peaks (measured concurrently), and the communication time per step,
+// exposed (the optimizer waited for it) and total.
+// Usage: [mpirun -np N] dropk-train-throughput-bench [--steps N] [--threads N]
+// [--config shakespeare|small|all] [--overlap true|false].
+// bench/run_train_bench.sh and bench/run_ddp_bench.sh run the comparisons.
 #include <cblas.h>
 
 #include <chrono>
@@ -17,9 +22,13 @@
 
 #include <CLI/CLI.hpp>
 
+#include "comm/communicator.h"
+#include "comm/gradient_bucketer.h"
+#include "comm/mpi_communicator.h"
 #include "model/gpt.h"
 #include "model/kernels.h"
 #include "trainer/optimizer.h"
+#include "trainer/trainer.h"
 
 extern "C" char* openblas_get_corename(void);
 
@@ -50,7 +59,8 @@ double MeasureSgemmPeak(Kernels* k) {
   return best;
 }
 
-void RunOne(const BenchConfig& bc, Kernels* k, int steps, double peak_gflops) {
+void RunOne(const BenchConfig& bc, Kernels* k, Communicator& comm, bool overlap, int steps,
+            double peak_gflops) {
   std::unique_ptr<Gpt> gpt = Gpt::Create(bc.shape, bc.batch_size, k).value();
   gpt->InitWeights(1337);
   AdamWOptimizer opt(gpt.get(), {0.9f, 0.99f, 1e-8f, 0.1f});
@@ -62,33 +72,57 @@ void RunOne(const BenchConfig& bc, Kernels* k, int steps, double peak_gflops) {
   }
   DropoutPlan plan;
   plan.seed = 1;
+  plan.stream_base = static_cast<uint32_t>(comm.Rank());
   plan.rates = {bc.dropout, bc.dropout, bc.dropout, bc.dropout};
+  std::vector<size_t> offsets;
+  for (const ParamTensor& t : gpt->layout().tensors()) offsets.push_back(t.offset);
+  GradientBucketer bucketer(&comm, gpt->grads(), gpt->num_params(), MemoryKind::kHost,
+                            PlanBuckets(offsets, gpt->num_params(), kDefaultBucketCapBytes, 4),
+                            overlap);
+  const int world = comm.Size();
   auto step = [&](int s) {
     plan.step = static_cast<uint32_t>(s);
     gpt->ZeroGrad();
     gpt->Forward(tokens.data(), targets.data(), B, T, &plan);
-    gpt->Backward(1.0f);
+    gpt->Backward(1.0f, world > 1 ? GradsReadyFn([&](size_t b, size_t e) { bucketer.OnGradsReady(b, e); })
+                                  : GradsReadyFn());
+    if (world > 1 && !bucketer.Wait().ok()) {
+      std::fprintf(stderr, "bench: gradient allreduce failed\n");
+      std::exit(1);
+    }
     const double norm = std::sqrt(k->SumSquares(gpt->grads(), gpt->num_params()));
     opt.Step(1e-4f, ClipScale(norm, 1.0f));
   };
   const int warmup = 3;
   for (int s = 0; s < warmup; ++s) step(s);
   std::vector<double> times;
+  double exposed = 0, busy = 0;
   for (int s = 0; s < steps; ++s) {
+    // Start every step together, so a step's time is the job's.
+    if (!comm.Barrier()->Wait().ok()) std::exit(1);
     const Clock::time_point t0 = Clock::now();
     step(warmup + s);
     times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+    exposed += bucketer.last_timing().exposed_s;
+    busy += bucketer.last_timing().comm_s;
   }
   std::sort(times.begin(), times.end());
   const double median = times[times.size() / 2];
-  const double tokens_per_s = B * T / median;
-  const double gflops = gpt->TrainingFlops(B, T) / median / 1e9;
+  const double tokens_per_s = static_cast<double>(world) * B * T / median;
+  const double gflops = world * gpt->TrainingFlops(B, T) / median / 1e9;
+  if (comm.Rank() != 0) return;
   std::printf(
-      "%-12s params %9zu | B=%d T=%d L=%d C=%d V=%d dropout %.2f | step %7.1f ms (median of %d) "
-      "| %8.0f tokens/s | %6.1f GFLOP/s | MFU %5.1f%%\n",
-      bc.name.c_str(), gpt->num_params(), B, T, bc.shape.n_layer, bc.shape.n_embd,
+      "%-12s params %9zu | %d rank(s) x B=%d T=%d L=%d C=%d V=%d dropout %.2f | step %7.1f ms "
+      "(median of %d) | %8.0f tokens/s | %6.1f GFLOP/s | MFU %5.1f%%",
+      bc.name.c_str(), gpt->num_params(), world, B, T, bc.shape.n_layer, bc.shape.n_embd,
       bc.shape.vocab_size, bc.dropout, median * 1e3, steps, tokens_per_s, gflops,
       100.0 * gflops / peak_gflops);
+  if (world > 1) {
+    std::printf(" | %zu bucket(s), overlap %s: comm %.1f ms/step, exposed %.1f ms/step",
+                bucketer.buckets().size(), overlap ? "on" : "off", 1e3 * busy / steps,
+                1e3 * exposed / steps);
+  }
+  std::printf("\n");
 }
 
 }  // namespace
@@ -97,28 +131,45 @@ void RunOne(const BenchConfig& bc, Kernels* k, int steps, double peak_gflops) {
 int main(int argc, char** argv) {
   CLI::App app("dropk training-throughput benchmark");
   int steps = 10, threads = 0;
+  bool overlap = true;
   std::string which = "all";
+  app.add_option("--overlap", overlap, "overlap the gradient allreduce with backward");
   app.add_option("--steps", steps, "timed steps per config")->check(CLI::PositiveNumber);
   app.add_option("--threads", threads, "threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   app.add_option("--config", which, "shakespeare | small | all")
       ->check(CLI::IsMember({"shakespeare", "small", "all"}));
   CLI11_PARSE(app, argc, argv);
 
-  auto kernels = dropk::MakeKernels(dropk::Device::kCpu, threads);
+  absl::StatusOr<std::unique_ptr<dropk::Communicator>> comm =
+      dropk::LaunchedByMpi() ? dropk::MakeMpiCommunicator()
+                             : absl::StatusOr<std::unique_ptr<dropk::Communicator>>(
+                                   dropk::MakeSingleProcessCommunicator());
+  if (!comm.ok()) {
+    std::fprintf(stderr, "bench: %s\n", std::string(comm.status().message()).c_str());
+    return 1;
+  }
+  auto kernels = dropk::MakeKernels(dropk::Device::kCpu,
+                                    dropk::ThreadsPerRank(threads, dropk::LocalWorldSize()));
   if (!kernels.ok()) {
     std::fprintf(stderr, "bench: %s\n", std::string(kernels.status().message()).c_str());
     return 1;
   }
   dropk::Kernels* k = kernels->get();
-  const double peak = dropk::MeasureSgemmPeak(k);
-  std::printf("%s | OpenBLAS core %s | sgemm peak (2048^3) %.1f GFLOP/s\n", k->Describe().c_str(),
-              openblas_get_corename(), peak);
+  // Every rank measures its sgemm peak at the same time; the job's peak is the sum.
+  (void)(*comm)->Barrier()->Wait();
+  double peak = dropk::MeasureSgemmPeak(k);
+  const double rank_peak = peak;
+  (void)(*comm)->AllReduce(dropk::HostBuffer(&peak, 1), dropk::ReduceOp::kSum)->Wait();
+  if ((*comm)->Rank() == 0) {
+    std::printf("%s | OpenBLAS core %s | sgemm peak (2048^3) %.1f GFLOP/s per rank, %.1f in all\n",
+                k->Describe().c_str(), openblas_get_corename(), rank_peak, peak);
+  }
   const std::vector<dropk::BenchConfig> configs = {
       {"shakespeare", {65, 64, 4, 4, 128}, 12, 0.0f},
       {"small", {256, 256, 6, 6, 384}, 8, 0.1f},
   };
   for (const auto& c : configs) {
-    if (which == "all" || which == c.name) dropk::RunOne(c, k, steps, peak);
+    if (which == "all" || which == c.name) dropk::RunOne(c, k, **comm, overlap, steps, peak);
   }
   return 0;
 }

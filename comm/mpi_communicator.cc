@@ -376,7 +376,8 @@ int EnvInt(const char* name, int fallback) {
   if (v == nullptr || *v == '\0') return fallback;
   char* end = nullptr;
   const long n = std::strtol(v, &end, 10);
-  return (end != nullptr && *end == '\0' && n >= 0) ? static_cast<int>(n) : fallback;
+  // Leading digits count: Slurm writes e.g. SLURM_NTASKS_PER_NODE=2(x4).
+  return (end != v && n >= 0) ? static_cast<int>(n) : fallback;
 }
 }  // namespace
 
