@@ -59,8 +59,8 @@ double MeasureSgemmPeak(Kernels* k) {
   return best;
 }
 
-void RunOne(const BenchConfig& bc, Kernels* k, Communicator& comm, bool overlap, int steps,
-            double peak_gflops) {
+void RunOne(const BenchConfig& bc, Kernels* k, Communicator& comm, bool overlap,
+            double bucket_cap_mib, int steps, double peak_gflops) {
   std::unique_ptr<Gpt> gpt = Gpt::Create(bc.shape, bc.batch_size, k).value();
   gpt->InitWeights(1337);
   AdamWOptimizer opt(gpt.get(), {0.9f, 0.99f, 1e-8f, 0.1f});
@@ -77,7 +77,8 @@ void RunOne(const BenchConfig& bc, Kernels* k, Communicator& comm, bool overlap,
   std::vector<size_t> offsets;
   for (const ParamTensor& t : gpt->layout().tensors()) offsets.push_back(t.offset);
   GradientBucketer bucketer(&comm, gpt->grads(), gpt->num_params(), MemoryKind::kHost,
-                            PlanBuckets(offsets, gpt->num_params(), kDefaultBucketCapBytes, 4),
+                            PlanBuckets(offsets, gpt->num_params(),
+                                        static_cast<size_t>(bucket_cap_mib * (1 << 20)), 4),
                             overlap);
   const int world = comm.Size();
   auto step = [&](int s) {
@@ -132,6 +133,9 @@ int main(int argc, char** argv) {
   CLI::App app("dropk training-throughput benchmark");
   int steps = 10, threads = 0;
   bool overlap = true;
+  double bucket_cap_mib = dropk::kDefaultBucketCapBytes / double(1 << 20);
+  app.add_option("--bucket-cap-mib", bucket_cap_mib, "gradient bucket cap, MiB")
+      ->check(CLI::PositiveNumber);
   std::string which = "all";
   app.add_option("--overlap", overlap, "overlap the gradient allreduce with backward");
   app.add_option("--steps", steps, "timed steps per config")->check(CLI::PositiveNumber);
@@ -169,7 +173,7 @@ int main(int argc, char** argv) {
       {"small", {256, 256, 6, 6, 384}, 8, 0.1f},
   };
   for (const auto& c : configs) {
-    if (which == "all" || which == c.name) dropk::RunOne(c, k, **comm, overlap, steps, peak);
+    if (which == "all" || which == c.name) dropk::RunOne(c, k, **comm, overlap, bucket_cap_mib, steps, peak);
   }
   return 0;
 }

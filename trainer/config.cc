@@ -1,5 +1,7 @@
 #include "trainer/config.h"
 
+#include "comm/gradient_bucketer.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -280,7 +282,7 @@ TrainConfig DefaultTrainConfig() {
   config.set_seed(1337);
   config.set_num_threads(0);
   config.set_comm_backend(TrainConfig::AUTO);
-  config.set_bucket_cap_mb(25.0f);
+  config.set_bucket_cap_mb(static_cast<float>(kDefaultBucketCapBytes) / (1 << 20));
   config.set_overlap_comm(true);
   config.set_consistency_check_every(100);
   config.set_comm_timeout_s(300.0f);
