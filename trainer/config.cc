@@ -1,7 +1,5 @@
 #include "trainer/config.h"
 
-#include "comm/gradient_bucketer.h"
-
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -22,6 +20,7 @@
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
+#include "comm/gradient_bucketer.h"
 
 namespace dropk {
 namespace {
