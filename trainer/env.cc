@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 
@@ -247,6 +249,12 @@ absl::StatusOr<std::unique_ptr<WritableFile>> FaultInjectionEnv::NewWritableFile
 
 absl::Status FaultInjectionEnv::RenameFile(const std::string& from, const std::string& to) {
   if (absl::Status s = MaybeFail("rename", from); !s.ok()) return s;
+  // Keep what a crash before the next SyncDir would bring back.
+  std::optional<std::string> old_contents;
+  if (!base_->IsDirectory(to) && base_->FileExists(to)) {
+    absl::StatusOr<std::string> old = ReadSmallFile(base_, to, 1u << 20);
+    if (old.ok()) old_contents = *std::move(old);
+  }
   if (absl::Status s = base_->RenameFile(from, to); !s.ok()) return s;
   // Move the state of `from`, or of every file below it when it is a directory.
   std::lock_guard<std::mutex> lock(mu_);
@@ -263,6 +271,7 @@ absl::Status FaultInjectionEnv::RenameFile(const std::string& from, const std::s
     }
   }
   for (auto& [path, state] : moved) files_[path] = state;
+  if (old_contents) replaced_.push_back({to, *std::move(old_contents)});
   return absl::OkStatus();
 }
 
@@ -291,6 +300,7 @@ absl::Status FaultInjectionEnv::SyncDir(const std::string& path) {
   for (auto& [file, state] : files_) {
     if (Parent(file) == path) state.dir_synced = true;
   }
+  std::erase_if(replaced_, [&](const ReplacedFile& r) { return Parent(r.path) == path; });
   return absl::OkStatus();
 }
 
@@ -304,6 +314,12 @@ void FaultInjectionEnv::SimulateCrash() {
       std::filesystem::resize_file(path, state.synced_size, ec);
     }
   }
+  // Undo unsynced renames over existing files, newest first.
+  for (auto it = replaced_.rbegin(); it != replaced_.rend(); ++it) {
+    std::ofstream out(it->path, std::ios::binary | std::ios::trunc);
+    out << it->old_contents;
+  }
+  replaced_.clear();
   files_.clear();
   fail_after_ = -1;
 }

@@ -71,8 +71,10 @@ absl::StatusOr<std::string> ReadSmallFile(Env* env, const std::string& path, uin
 // - SimulateCrash(): every file written through this Env loses the bytes
 //   appended since its last successful Sync() (truncated back), and files
 //   created since the last SyncDir of their directory are deleted, as after
-//   a power cut. Renames of unsynced directories are not undone, which is
-//   the weaker model leveldb's test uses too.
+//   a power cut. A rename of a file over an existing one is undone (the old
+//   contents come back) unless its directory was synced after it. Renames
+//   of directories are not undone, which is the weaker model leveldb's test
+//   uses too.
 class FaultInjectionEnv : public Env {
  public:
   explicit FaultInjectionEnv(Env* base) : base_(base) {}
@@ -114,6 +116,11 @@ class FaultInjectionEnv : public Env {
   int64_t fail_after_ = -1;
   int64_t ops_ = 0;
   std::map<std::string, FileState> files_;  // written through this Env, by current path
+  struct ReplacedFile {
+    std::string path;
+    std::string old_contents;
+  };
+  std::vector<ReplacedFile> replaced_;  // renames over existing files, dir not yet synced
 };
 
 }  // namespace dropk
