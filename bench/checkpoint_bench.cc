@@ -98,7 +98,7 @@ double PlainRead(const std::string& path, const std::vector<float*>& bufs, size_
 int Main(int argc, char** argv) {
   CLI::App app("dropk-checkpoint-bench");
   std::string dir = "/tmp";
-  int repeats = 2;
+  int repeats = 4;
   bool small = false;
   app.add_option("--dir", dir, "Where to write (about 3 GB, deleted afterwards)");
   app.add_option("--repeats", repeats, "Measurements of each kind");
@@ -156,28 +156,43 @@ int Main(int argc, char** argv) {
 
   double best_plain_w = 1e30, best_plain_r = 1e30, best_save = 1e30, best_load = 1e30;
   for (int rep = 0; rep < repeats; ++rep) {
-    const double pw = PlainWrite(plain, bufs, bytes_each);
-    DropFileFromCache(plain);
-    const double pr = PlainRead(plain, bufs, bytes_each);
-    fs::remove(plain);
-
-    state.step = rep + 1;
-    const auto s0 = Clock::now();
-    absl::StatusOr<std::string> saved = writer.Save(state);
-    const double sw = Since(s0);
-    if (!saved.ok()) {
-      std::fprintf(stderr, "save failed: %s\n", std::string(saved.status().message()).c_str());
-      return 1;
+    // Alternate which goes first: the disk is shared and its write-back
+    // of the previous round's bytes lands on whoever runs next.
+    double pw = 0, pr = 0, sw = 0, lr = 0;
+    auto plain_round = [&] {
+      pw = PlainWrite(plain, bufs, bytes_each);
+      DropFileFromCache(plain);
+      pr = PlainRead(plain, bufs, bytes_each);
+      fs::remove(plain);
+    };
+    auto checkpoint_round = [&]() -> bool {
+      state.step = rep + 1;
+      const auto s0 = Clock::now();
+      absl::StatusOr<std::string> saved = writer.Save(state);
+      sw = Since(s0);
+      if (!saved.ok()) {
+        std::fprintf(stderr, "save failed: %s\n", std::string(saved.status().message()).c_str());
+        return false;
+      }
+      DropFromCache(*saved);
+      CheckpointLoadTarget target{kernels.get(), bufs[0], bufs[1], bufs[2], n};
+      const auto l0 = Clock::now();
+      absl::StatusOr<CheckpointManifest> loaded = LoadCheckpointInto(*saved, target);
+      lr = Since(l0);
+      if (!loaded.ok()) {
+        std::fprintf(stderr, "load failed: %s\n", std::string(loaded.status().message()).c_str());
+        return false;
+      }
+      return true;
+    };
+    if (rep % 2 == 0) {
+      plain_round();
+      if (!checkpoint_round()) return 1;
+    } else {
+      if (!checkpoint_round()) return 1;
+      plain_round();
     }
-    DropFromCache(*saved);
-    CheckpointLoadTarget target{kernels.get(), bufs[0], bufs[1], bufs[2], n};
-    const auto l0 = Clock::now();
-    absl::StatusOr<CheckpointManifest> loaded = LoadCheckpointInto(*saved, target);
-    const double lr = Since(l0);
-    if (!loaded.ok()) {
-      std::fprintf(stderr, "load failed: %s\n", std::string(loaded.status().message()).c_str());
-      return 1;
-    }
+    ::sync();
     std::printf(
         "rep %d: plain write+fdatasync %.2fs (%.2f GB/s) | checkpoint save %.2fs (%.2f GB/s, %.0f%% of plain)\n"
         "       plain read (cold)      %.2fs (%.2f GB/s) | checkpoint load %.2fs (%.2f GB/s, %.0f%% of plain)\n",
