@@ -346,6 +346,12 @@ absl::StatusOr<ValidatedManifest> ValidateManifest(
   std::map<std::string, uint64_t> sizes;
   std::vector<bool> seen_model(layout.tensors().size(), false);
   std::vector<std::pair<uint64_t, uint64_t>> slices[2];  // adam_m, adam_v: (start, count)
+  struct Range {
+    uint64_t offset, length;
+    int entry;
+    bool operator<(const Range& o) const { return offset < o.offset; }
+  };
+  std::map<std::string, std::vector<Range>> ranges;  // per file
   vm.target.resize(m.tensors_size());
   vm.element_offset.resize(m.tensors_size());
   for (int i = 0; i < m.tensors_size(); ++i) {
@@ -385,6 +391,7 @@ absl::StatusOr<ValidatedManifest> ValidateManifest(
                                ") lie past the end of the file (", size_it->second,
                                " bytes; truncated?)"));
     }
+    ranges[e.file()].push_back({e.offset(), e.length(), i});
     if (auto it = layout_index.find(e.name()); it != layout_index.end()) {
       const ParamTensor& t = layout.tensors()[it->second];
       if (seen_model[it->second]) return fail(e.file(), name, "listed twice");
@@ -409,6 +416,18 @@ absl::StatusOr<ValidatedManifest> ValidateManifest(
       vm.element_offset[i] = e.slice_start();
     } else {
       return fail(e.file(), name, "unknown tensor name");
+    }
+  }
+  // Entries never share bytes, so what a reader allocates from them is
+  // bounded by the bytes really on disk.
+  for (auto& [file, list] : ranges) {
+    std::sort(list.begin(), list.end());
+    for (size_t k = 1; k < list.size(); ++k) {
+      if (list[k].length > 0 && list[k - 1].offset + list[k - 1].length > list[k].offset) {
+        return fail(file, m.tensors(list[k].entry).name(),
+                    absl::StrCat("bytes at offset ", list[k].offset, " overlap tensor ",
+                                 m.tensors(list[k - 1].entry).name()));
+      }
     }
   }
   for (size_t i = 0; i < seen_model.size(); ++i) {

@@ -43,11 +43,16 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
   if (config.resume().empty()) return point;
   std::vector<std::string> candidates;
   std::vector<std::string> skipped;
-  const bool latest = config.resume() == "latest";
+  Env* fs = env != nullptr ? env : Env::Default();
+  // "latest", or a checkpoints directory (with LATEST) rather than one checkpoint.
+  const bool latest = config.resume() == "latest" ||
+                      (fs->FileExists(config.resume() + "/" + kLatestFileName) &&
+                       !fs->FileExists(config.resume() + "/" + kManifestFileName));
+  const std::string root = config.resume() == "latest" ? CheckpointsDirOf(config) : config.resume();
   if (latest) {
-    candidates = CheckpointCandidates(CheckpointsDirOf(config), &skipped, env);
+    candidates = CheckpointCandidates(root, &skipped, env);
     if (candidates.empty() && skipped.empty()) {
-      log << "dropk-train: --resume=latest: no checkpoint in " << CheckpointsDirOf(config)
+      log << "dropk-train: --resume=latest: no checkpoint in " << root
           << ", starting from step 0\n";
       return point;
     }

@@ -264,6 +264,8 @@ TEST_F(CheckpointTest, EntryProblemsAreRefusedBeforeAnyAllocation) {
        {"absurdly large"}},
       {"absurd layer count", [](CheckpointManifest& m) { m.mutable_config()->set_n_layer(1 << 30); },
        {"n_layer=1073741824"}},
+      {"overlapping entries", [](CheckpointManifest& m) { m.mutable_tensors(2)->set_offset(m.tensors(1).offset()); m.mutable_tensors(2)->set_crc32c(0); },
+       {"model.data", "overlap"}},
       {"missing file", [](CheckpointManifest& m) { m.mutable_tensors(2)->set_file("nope.data"); },
        {"nope.data", "missing"}},
       {"path escape", [](CheckpointManifest& m) { m.mutable_tensors(2)->set_file("../../etc/passwd"); },
