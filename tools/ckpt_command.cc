@@ -182,9 +182,9 @@ absl::Status Export(const std::string& path, const std::string& out, const std::
   absl::Status s = put("DROPKEXP", 8);
   if (s.ok()) s = put(&h, 8);
   if (s.ok()) s = put(header_bytes.data(), header_bytes.size());
-  const std::string zeros(64, '\0');
   for (int i = 0; s.ok() && i < header.tensors_size(); ++i) {
-    s = put(zeros.data(), header.tensors(i).offset() - written);
+    const std::string padding(header.tensors(i).offset() - written, '\0');
+    s = put(padding.data(), padding.size());
     if (s.ok()) s = put(blobs[i].data(), blobs[i].size());
   }
   if (s.ok()) s = (*file)->Sync();

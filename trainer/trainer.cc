@@ -196,7 +196,7 @@ absl::StatusOr<TrainSummary> RunTraining(const TrainConfig& config, std::ostream
       row.train_loss = loss;
       row.elapsed_s = SecondsSince(start);
       row.tokens_per_s = window_seconds > 0 ? window_tokens / window_seconds : 0;
-      row.eta_s = train_seconds / (step + 1) * (max_steps - step - 1);
+      row.eta_s = train_seconds / (step + 1 - resume->step) * (max_steps - step - 1);
       window_seconds = 0;
       window_tokens = 0;
       log << ProgressLine(row, max_steps) << "\n" << std::flush;

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "trainer/checkpoint.h"
+#include "trainer/crc32c.h"
 #include "trainer/prepare_data.h"
 
 extern char** environ;
@@ -206,6 +207,16 @@ TEST_F(CheckpointCliTest, InspectAndExport) {
     EXPECT_EQ(wte.offset() % 64, 0u);
     const TensorEntry& last = header.tensors(header.tensors_size() - 1);
     EXPECT_EQ(last.offset() + last.length(), bytes.size());
+    // Padding is zeros, every tensor's CRC matches, fp32 is the checkpoint's bits.
+    EXPECT_EQ(bytes.substr(16 + h, wte.offset() - 16 - h), std::string(wte.offset() - 16 - h, '\0'));
+    for (const TensorEntry& e : header.tensors()) {
+      EXPECT_EQ(crc32c::Value(bytes.data() + e.offset(), e.length()), e.crc32c()) << e.name();
+    }
+    if (std::string(dtype) == "fp32") {
+      absl::StatusOr<CheckpointData> data = ReadCheckpoint(out_ + "/checkpoints/step-00000003");
+      ASSERT_TRUE(data.ok());
+      EXPECT_EQ(std::memcmp(bytes.data() + wte.offset(), data->params.data(), wte.length()), 0);
+    }
   }
   r = RunCommand(Dropk("ckpt verify /nonexistent/ckpt"));
   EXPECT_NE(r.exit_code, 0);
