@@ -64,6 +64,13 @@ int main(int argc, char** argv) {
     std::cerr << "dropk-train: " << summary.status().message() << "\n";
     return code;
   }
+  if (summary->stopped_by_signal) {
+    if (rank == 0) {
+      std::cerr << "dropk-train: stopped by signal after step " << summary->steps
+                << ", checkpoint saved; resume with --resume=latest\n";
+    }
+    return 0;
+  }
   if (rank == 0) {
     std::cerr << "dropk-train: done, " << summary->steps << " steps";
     if (summary->val_loss) std::cerr << ", val loss " << *summary->val_loss;

@@ -20,6 +20,7 @@
 #include "trainer/metrics.h"
 #include "trainer/optimizer.h"
 #include "trainer/schedule.h"
+#include "trainer/training_checkpoints.h"
 
 namespace dropk {
 namespace {
@@ -40,7 +41,7 @@ class TrainingRun {
     if (absl::Status s = Setup(); !s.ok()) return s;
     const int64_t max_steps = config_.max_iters();
     start_ = Clock::now();
-    for (int64_t step = 0; step <= max_steps; ++step) {
+    for (int64_t step = first_step_; step <= max_steps; ++step) {
       MetricsRow row;
       row.step = step;
       row.lr = LearningRateAt(config_, step);
@@ -79,15 +80,25 @@ class TrainingRun {
         window_seconds_ = 0;
         window_comm_ = {};
       }
+      absl::StatusOr<bool> stop = StopRequestedOnAnyRank();
+      if (!stop.ok()) return stop.status();
+      if (*stop || checkpointer_->Due(step + 1, max_steps)) {
+        if (absl::Status s = SaveCheckpoint(step + 1); !s.ok()) return s;
+      }
+      if (*stop) {
+        summary_.stopped_by_signal = true;
+        break;
+      }
     }
     summary_.elapsed_s = SecondsSince(start_);
     summary_.tokens_per_s =
-        train_seconds_ > 0 ? static_cast<double>(tokens_per_step_) * summary_.steps / train_seconds_
-                           : 0;
+        train_seconds_ > 0
+            ? static_cast<double>(tokens_per_step_) * (summary_.steps - first_step_) / train_seconds_
+            : 0;
     summary_.final_params.resize(gpt_->num_params());
     kernels_->CopyToHost(summary_.final_params.data(), gpt_->params(),
                          gpt_->num_params() * sizeof(float));
-    if (config_.sample_tokens() > 0) {
+    if (config_.sample_tokens() > 0 && !summary_.stopped_by_signal) {
       if (absl::Status s = Sample(); !s.ok()) return s;
     }
     return std::move(summary_);
@@ -118,9 +129,6 @@ class TrainingRun {
         return absl::PermissionDeniedError(
             absl::StrCat("out_dir=", config_.out_dir(), ": cannot create: ", ec.message()));
       }
-      absl::StatusOr<MetricsLog> metrics = MetricsLog::Create(config_.out_dir() + "/metrics.jsonl");
-      if (!metrics.ok()) return metrics.status();
-      metrics_ = std::make_unique<MetricsLog>(*std::move(metrics));
     }
 
     absl::StatusOr<std::unique_ptr<Kernels>> kernels =
@@ -143,6 +151,7 @@ class TrainingRun {
     }
     optimizer_ = std::make_unique<AdamWOptimizer>(
         gpt_.get(), AdamWOptions{config_.beta1(), config_.beta2(), 1e-8f, config_.weight_decay()});
+    if (absl::Status s = SetUpCheckpoints(); !s.ok()) return s;
 
     const int B = config_.batch_size(), T = config_.block_size();
     const int accum = config_.gradient_accumulation_steps();
@@ -176,6 +185,49 @@ class TrainingRun {
     }
     return absl::OkStatus();
   }
+
+  // Resumes per config.resume (every rank reads the checkpoint itself, so any
+  // world size can resume any checkpoint), opens metrics.jsonl (appending
+  // after a resume) and prepares saving.
+  absl::Status SetUpCheckpoints() {
+    InstallStopSignalHandlers();
+    absl::StatusOr<ResumePoint> resume = MaybeResume(config_, data_->tokenizer.proto(), *gpt_,
+                                                     *optimizer_, world_, RankLog());
+    if (!resume.ok()) return resume.status();
+    first_step_ = resume->step;
+    summary_.steps = resume->step;
+    summary_.last_train_loss = resume->last_train_loss;
+    summary_.resumed_from = resume->dir;
+    checkpointer_ = std::make_unique<TrainingCheckpointer>(config_, &comm_);
+    if (rank_ == 0) {
+      const std::string path = config_.out_dir() + "/metrics.jsonl";
+      absl::StatusOr<MetricsLog> metrics = resume->resumed ? MetricsLog::OpenForResume(path, resume->step)
+                                                           : MetricsLog::Create(path);
+      if (!metrics.ok()) return metrics.status();
+      metrics_ = std::make_unique<MetricsLog>(*std::move(metrics));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status SaveCheckpoint(int64_t steps_done) {
+    return checkpointer_->Save(config_, data_->tokenizer.proto(), *gpt_, *optimizer_, steps_done,
+                               tokens_per_step_ * steps_done, summary_.last_train_loss, RankLog());
+  }
+
+  // SIGTERM/SIGINT may reach ranks at different steps (or only some ranks):
+  // every rank stops after the same step if any rank was asked to.
+  absl::StatusOr<bool> StopRequestedOnAnyRank() {
+    int64_t stop = StopRequested() ? 1 : 0;
+    if (world_ == 1) return stop != 0;
+    if (absl::Status s = comm_.AllReduce(HostBuffer(&stop, 1), ReduceOp::kMax, CommOptions())->Wait();
+        !s.ok()) {
+      return s;
+    }
+    return stop != 0;
+  }
+
+  // Where this rank's log lines go: the log on rank 0, nowhere elsewhere.
+  std::ostream& RankLog() { return rank_ == 0 ? log_ : null_log_; }
 
   CollectiveOptions CommOptions() const {
     CollectiveOptions options;
@@ -255,10 +307,11 @@ class TrainingRun {
     if (rank_ != 0) return absl::OkStatus();
     row.elapsed_s = SecondsSince(start_);
     row.tokens_per_s = window_seconds > 0 ? window_tokens / window_seconds
-                       : train_seconds_ > 0 ? tokens_per_step_ * summary_.steps / train_seconds_
-                                            : 0;
-    const int64_t done = summary_.steps;
-    row.eta_s = done > 0 ? train_seconds_ / done * (config_.max_iters() - done) : 0;
+                       : train_seconds_ > 0
+                           ? tokens_per_step_ * (summary_.steps - first_step_) / train_seconds_
+                           : 0;
+    const int64_t done = summary_.steps - first_step_;
+    row.eta_s = done > 0 ? train_seconds_ / done * (config_.max_iters() - summary_.steps) : 0;
     std::string line = ProgressLine(row, config_.max_iters());
     if (world_ > 1 && window_seconds > 0) {
       const double steps = static_cast<double>(window_tokens) / tokens_per_step_;
@@ -295,6 +348,9 @@ class TrainingRun {
   std::unique_ptr<AdamWOptimizer> optimizer_;
   std::unique_ptr<BatchLoader> train_batches_, eval_train_batches_, eval_val_batches_;
   std::unique_ptr<GradientBucketer> bucketer_;
+  std::unique_ptr<TrainingCheckpointer> checkpointer_;
+  int64_t first_step_ = 0;  // 0, or the step a resumed checkpoint ends at
+  std::ostream null_log_{nullptr};
   std::vector<int32_t> inputs_, targets_, prompt_;
   int64_t tokens_per_step_ = 0;
   Clock::time_point start_;

@@ -147,7 +147,7 @@ INSTANTIATE_TEST_SUITE_P(
                     "per_sample"},
         BadFlagCase{"--dropout_stream=dropout_stream_unspecified",
                     "--dropout_stream=dropout_stream_unspecified"},
-        BadFlagCase{"--resume=latest", "unknown flag --resume"},
+        BadFlagCase{"--resume_from=latest", "unknown flag --resume_from"},
         BadFlagCase{"--n_layers=4", "unknown flag --n_layers"},
         BadFlagCase{"stray", "unexpected argument 'stray'"}),
     [](const ::testing::TestParamInfo<BadFlagCase>& info) {

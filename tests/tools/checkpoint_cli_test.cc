@@ -1,0 +1,302 @@
+// dropk-train and dropk ckpt end to end: exact resume (2N straight vs N, stop,
+// resume, N more, dropout on), SIGTERM saves and exits 0, kill -9 during
+// saves leaves a loadable LATEST, --resume=latest falls back past a corrupt
+// checkpoint, a contradicting config is refused naming the field, and the
+// ckpt inspect/verify/export tools.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "trainer/checkpoint.h"
+#include "trainer/crc32c.h"
+#include "trainer/prepare_data.h"
+
+extern char** environ;
+
+namespace dropk {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CliResult {
+  int exit_code;
+  std::string output;
+};
+
+CliResult RunCommand(const std::string& cmd) {
+  FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
+  const int status = pclose(pipe);
+  return {WEXITSTATUS(status), out};
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// (step, train_loss) of every metrics.jsonl row with a train loss, and
+// (step, val_loss) of evaluations: everything but times.
+std::vector<std::string> Losses(const std::string& path) {
+  std::vector<std::string> rows;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    nlohmann::json j = nlohmann::json::parse(line);
+    j.erase("tokens_per_s");
+    j.erase("elapsed_s");
+    rows.push_back(j.dump());
+  }
+  return rows;
+}
+
+class CheckpointCliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    data_ = new std::string((fs::path(::testing::TempDir()) / "dropk_ckpt_cli_data").string());
+    PrepareOptions options;
+    options.input_path = DROPK_SOURCE_DIR "/data/tinyshakespeare.txt";
+    options.out_dir = *data_;
+    ASSERT_TRUE(PrepareData(options).ok());
+  }
+  static void TearDownTestSuite() {
+    fs::remove_all(*data_);
+    delete data_;
+  }
+  void SetUp() override {
+    out_ = (fs::path(::testing::TempDir()) /
+            ("dropk_ckpt_cli_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name())))
+               .string();
+    fs::remove_all(out_);
+  }
+  void TearDown() override { fs::remove_all(out_); }
+
+  // Tiny model, dropout on, every step logged, a fixed schedule end so runs
+  // of different lengths share one learning-rate curve.
+  static std::string Train(const std::string& out, const std::string& args) {
+    return std::string(DROPK_BINARY_DIR "/bin/dropk-train --config " DROPK_SOURCE_DIR
+                       "/configs/tiny_smoke.textproto --data_dir=") +
+           *data_ + " --out_dir=" + out +
+           " --dropout=0.2 --log_interval=1 --eval_interval=5 --eval_iters=2 --sample_tokens=0"
+           " --lr_decay_iters=100 --warmup_iters=4 --num_threads=1 " + args;
+  }
+  static std::string Dropk(const std::string& args) {
+    return std::string(DROPK_BINARY_DIR "/bin/dropk ") + args;
+  }
+
+  static std::string* data_;
+  std::string out_;
+};
+std::string* CheckpointCliTest::data_ = nullptr;
+
+TEST_F(CheckpointCliTest, ResumeIsExactWithDropout) {
+  const std::string straight = out_ + "/straight", split = out_ + "/split";
+  CliResult r = RunCommand(Train(straight, "--max_iters=16"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = RunCommand(Train(split, "--max_iters=8 --save_every=3"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = RunCommand(Train(split, "--max_iters=16 --resume=latest"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("resumed from " + split + "/checkpoints/step-00000008 at step 8"),
+            std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("config max_iters: 8 -> 16 (allowed)"), std::string::npos) << r.output;
+
+  absl::StatusOr<CheckpointData> a = ReadCheckpoint(straight + "/checkpoints/step-00000016");
+  absl::StatusOr<CheckpointData> b = ReadCheckpoint(split + "/checkpoints/step-00000016");
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_TRUE(a->params == b->params) << "parameters differ after resume";
+  EXPECT_TRUE(a->adam_m == b->adam_m);
+  EXPECT_TRUE(a->adam_v == b->adam_v);
+  EXPECT_EQ(a->optimizer_step, b->optimizer_step);
+  // metrics.jsonl was appended after the resume point, not truncated, and
+  // holds the same losses, row for row, as the straight run.
+  const std::vector<std::string> la = Losses(straight + "/metrics.jsonl");
+  const std::vector<std::string> lb = Losses(split + "/metrics.jsonl");
+  EXPECT_EQ(la.size(), 17u);
+  EXPECT_EQ(la, lb);
+}
+
+TEST_F(CheckpointCliTest, ContradictingConfigIsRefusedNamingTheField) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=2")).exit_code, 0);
+  CliResult r = RunCommand(Train(out_, "--max_iters=4 --resume=latest --n_embd=48"));
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("n_embd=48 contradicts the checkpoint's n_embd=32"), std::string::npos)
+      << r.output;
+  r = RunCommand(Train(out_, "--max_iters=4 --resume=latest --seed=5"));
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("seed=5"), std::string::npos) << r.output;
+}
+
+TEST_F(CheckpointCliTest, ResumeLatestFallsBackPastCorruptCheckpoint) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=6 --save_every=2")).exit_code, 0);
+  const std::string ckpts = out_ + "/checkpoints";
+  // Corrupt the newest (6): a flipped byte.
+  {
+    std::fstream f(ckpts + "/step-00000006/model.data", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    char c = 0x55;
+    f.write(&c, 1);
+  }
+  CliResult verify = RunCommand(Dropk("ckpt verify " + ckpts));
+  EXPECT_EQ(verify.exit_code, 1) << verify.output;
+  EXPECT_NE(verify.output.find("CRC32C mismatch"), std::string::npos) << verify.output;
+  EXPECT_NE(verify.output.find("model/transformer.wte.weight"), std::string::npos) << verify.output;
+
+  CliResult r = RunCommand(Train(out_, "--max_iters=8 --resume=latest"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("skipped checkpoint " + ckpts + "/step-00000006"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("resumed from " + ckpts + "/step-00000004 at step 4"), std::string::npos)
+      << r.output;
+  // The run wrote a fresh step 8; LATEST names it and it verifies.
+  EXPECT_EQ(ReadAll(ckpts + "/LATEST"), "step-00000008\n");
+  EXPECT_EQ(RunCommand(Dropk("ckpt verify " + ckpts)).exit_code, 0);
+
+  // Nothing verifies: refuse, naming what was skipped.
+  for (const auto& e : fs::directory_iterator(ckpts)) {
+    if (e.is_directory()) fs::remove(e.path() / "manifest.pb");
+  }
+  r = RunCommand(Train(out_, "--max_iters=10 --resume=latest"));
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("no checkpoint verifies"), std::string::npos) << r.output;
+}
+
+TEST_F(CheckpointCliTest, InspectAndExport) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=3")).exit_code, 0);
+  CliResult r = RunCommand(Dropk("ckpt inspect " + out_ + "/checkpoints"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* part : {"step 3", "2 layers, 2 heads, n_embd 32", "model/transformer.wte.weight",
+                           "[65, 32]", "optimizer/adam_m[0:", "tensors,", "bytes"}) {
+    EXPECT_NE(r.output.find(part), std::string::npos) << part << "\n" << r.output;
+  }
+  for (const char* dtype : {"fp32", "fp16", "bf16"}) {
+    const std::string file = out_ + "/model." + dtype;
+    r = RunCommand(Dropk("ckpt export " + out_ + "/checkpoints/step-00000003 --out " + file + " --dtype " + dtype));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const std::string bytes = ReadAll(file);
+    ASSERT_GT(bytes.size(), 16u);
+    EXPECT_EQ(bytes.substr(0, 8), "DROPKEXP");
+    uint64_t h;
+    std::memcpy(&h, bytes.data() + 8, 8);
+    ExportHeader header;
+    ASSERT_TRUE(header.ParseFromString(bytes.substr(16, h)));
+    EXPECT_EQ(header.n_embd(), 32);
+    EXPECT_EQ(header.vocab_size(), 65);
+    EXPECT_EQ(header.tokenizer().kind(), Tokenizer::CHAR);
+    const TensorEntry& wte = header.tensors(0);
+    EXPECT_EQ(wte.name(), "transformer.wte.weight");
+    EXPECT_EQ(wte.length(), 65u * 32 * (std::string(dtype) == "fp32" ? 4 : 2));
+    EXPECT_EQ(wte.offset() % 64, 0u);
+    const TensorEntry& last = header.tensors(header.tensors_size() - 1);
+    EXPECT_EQ(last.offset() + last.length(), bytes.size());
+    // Padding is zeros, every tensor's CRC matches, fp32 is the checkpoint's bits.
+    EXPECT_EQ(bytes.substr(16 + h, wte.offset() - 16 - h), std::string(wte.offset() - 16 - h, '\0'));
+    for (const TensorEntry& e : header.tensors()) {
+      EXPECT_EQ(crc32c::Value(bytes.data() + e.offset(), e.length()), e.crc32c()) << e.name();
+    }
+    if (std::string(dtype) == "fp32") {
+      absl::StatusOr<CheckpointData> data = ReadCheckpoint(out_ + "/checkpoints/step-00000003");
+      ASSERT_TRUE(data.ok());
+      EXPECT_EQ(std::memcmp(bytes.data() + wte.offset(), data->params.data(), wte.length()), 0);
+    }
+  }
+  r = RunCommand(Dropk("ckpt verify /nonexistent/ckpt"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("/nonexistent/ckpt"), std::string::npos) << r.output;
+}
+
+// Starts dropk-train with stderr to `log`; returns its pid.
+pid_t Spawn(const std::string& cmd, const std::string& log) {
+  const std::string full = "exec " + cmd + " > " + log + " 2>&1";
+  const char* argv[] = {"/bin/sh", "-c", full.c_str(), nullptr};
+  pid_t pid;
+  EXPECT_EQ(posix_spawn(&pid, "/bin/sh", nullptr, nullptr, const_cast<char**>(argv), environ), 0);
+  return pid;
+}
+
+// Waits up to 60 s for `pred`.
+template <typename Pred>
+bool WaitUntil(Pred pred) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+TEST_F(CheckpointCliTest, SigtermSavesTheCurrentStepAndExitsZero) {
+  const std::string log = out_ + ".log";
+  fs::create_directories(out_);
+  const pid_t pid = Spawn(Train(out_, "--max_iters=100000 --save_every=0"), log);
+  ASSERT_TRUE(WaitUntil([&] { return ReadAll(out_ + "/metrics.jsonl").find("\"step\":5,") != std::string::npos; }));
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  const std::string output = ReadAll(log);
+  fs::remove(log);
+  ASSERT_TRUE(WIFEXITED(status)) << output;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << output;
+  const size_t at = output.find("stopped by signal after step ");
+  ASSERT_NE(at, std::string::npos) << output;
+  const int64_t step = std::stoll(output.substr(at + 29));
+  EXPECT_GE(step, 6);
+  absl::StatusOr<CheckpointData> data = ReadCheckpoint(out_ + "/checkpoints/" + CheckpointDirName(step));
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(data->step, step);
+  EXPECT_EQ(ReadAll(out_ + "/checkpoints/LATEST"), CheckpointDirName(step) + "\n");
+}
+
+// A real kill -9 while saving every step a model whose checkpoint takes a
+// while to write: whatever moment it lands, LATEST names a checkpoint that
+// verifies, and training resumes from it.
+TEST_F(CheckpointCliTest, KillNineMidSaveLeavesLoadableLatest) {
+  const std::string log = out_ + ".log";
+  fs::create_directories(out_);
+  const std::string ckpts = out_ + "/checkpoints";
+  const std::string big = "--n_layer=4 --n_embd=256 --n_head=4 --batch_size=1 --block_size=16 "
+                          "--save_every=1 --keep_last=2 --max_iters=100000 --eval_interval=100000";
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    const pid_t pid = Spawn(Train(out_, big + (attempt > 0 ? " --resume=latest" : "")), log);
+    // After at least two more checkpoints, kill at a moment that moves
+    // between attempts (inside or between saves).
+    ASSERT_TRUE(WaitUntil([&] {
+      std::vector<std::string> skipped;
+      absl::StatusOr<std::string> latest = FindLatestValidCheckpoint(ckpts, &skipped);
+      const std::string text = ReadAll(log);
+      return latest.ok() && text.find("checkpoint: step") != std::string::npos &&
+             std::count(text.begin(), text.end(), '\n') > 6;
+    })) << ReadAll(log);
+    std::this_thread::sleep_for(std::chrono::milliseconds(7 + 13 * attempt));
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "attempt " << attempt << ": " << ReadAll(log);
+    const std::string latest = ReadAll(ckpts + "/LATEST");
+    ASSERT_FALSE(latest.empty()) << "attempt " << attempt << ": " << ReadAll(log);
+    const std::string dir = ckpts + "/" + latest.substr(0, latest.size() - 1);
+    EXPECT_TRUE(VerifyCheckpoint(dir).ok()) << VerifyCheckpoint(dir);
+  }
+  fs::remove(log);
+}
+
+}  // namespace
+}  // namespace dropk

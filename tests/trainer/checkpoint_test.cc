@@ -1,0 +1,439 @@
+// Checkpoint writer and reader: round trip, every corruption a reader must
+// refuse (naming checkpoint, file and tensor), fault injection at every
+// write of a save, retention, LATEST fallback, resume config checks.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "model/gpt.h"
+#include "model/kernels.h"
+#include "trainer/checkpoint.h"
+#include "trainer/config.h"
+#include "trainer/env.h"
+#include "trainer/optimizer.h"
+
+namespace dropk {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+void WriteAll(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+// A tiny model with distinct parameters and moments, saved through a writer.
+class CheckpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = (fs::path(::testing::TempDir()) /
+            ("dropk_ckpt_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name())))
+               .string();
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    config_ = DefaultTrainConfig();
+    config_.set_n_layer(2);
+    config_.set_n_head(2);
+    config_.set_n_embd(16);
+    config_.set_block_size(8);
+    config_.set_dropout(0.1f);
+    tokenizer_.set_kind(Tokenizer::BYTE);
+    kernels_ = *MakeKernels(Device::kCpu, 1);
+    gpt_ = *Gpt::Create(GptConfig{256, 8, 2, 2, 16}, 1, kernels_.get());
+    gpt_->InitWeights(42);
+    optimizer_ = std::make_unique<AdamWOptimizer>(gpt_.get(), AdamWOptions{});
+    std::mt19937 rng(3);
+    std::normal_distribution<float> normal;
+    std::vector<float> m(gpt_->num_params()), v(gpt_->num_params());
+    for (size_t i = 0; i < m.size(); ++i) {
+      m[i] = normal(rng);
+      v[i] = std::abs(normal(rng));
+    }
+    kernels_->CopyToDevice(optimizer_->first_moment(), m.data(), m.size() * 4);
+    kernels_->CopyToDevice(optimizer_->second_moment(), v.data(), v.size() * 4);
+    comm_ = MakeSingleProcessCommunicator();
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::vector<float> Host(const float* device) {
+    std::vector<float> out(gpt_->num_params());
+    kernels_->CopyToHost(out.data(), device, out.size() * 4);
+    return out;
+  }
+
+  CheckpointState State(int64_t step) {
+    CheckpointState s;
+    s.config = &config_;
+    s.tokenizer = &tokenizer_;
+    s.step = step;
+    s.tokens_seen = step * 100;
+    s.optimizer_step = step;
+    s.last_train_loss = 1.5f;
+    s.kernels = kernels_.get();
+    s.params = gpt_->params();
+    s.adam_m = optimizer_->first_moment();
+    s.adam_v = optimizer_->second_moment();
+    s.num_params = gpt_->num_params();
+    return s;
+  }
+
+  absl::StatusOr<std::string> Save(int64_t step, Env* env = nullptr, int keep_last = 3,
+                                   int keep_every = 0, size_t buffer = 1000) {
+    // A small odd buffer makes every tensor cross chunk boundaries.
+    CheckpointWriter writer({dir_ + "/ckpt", keep_last, keep_every, buffer, env}, comm_.get());
+    return writer.Save(State(step));
+  }
+
+  std::string Latest() { return ReadAll(dir_ + "/ckpt/LATEST"); }
+
+  // Expects ReadCheckpoint(dir) to fail with every one of `parts` in the message.
+  void ExpectRefused(const std::string& dir, std::vector<std::string> parts) {
+    absl::StatusOr<CheckpointData> data = ReadCheckpoint(dir);
+    ASSERT_FALSE(data.ok());
+    for (const std::string& part : parts) {
+      EXPECT_NE(data.status().message().find(part), std::string::npos)
+          << "missing \"" << part << "\" in: " << data.status().message();
+    }
+    EXPECT_FALSE(VerifyCheckpoint(dir).ok());
+  }
+
+  std::string dir_;
+  TrainConfig config_;
+  Tokenizer tokenizer_;
+  std::unique_ptr<Kernels> kernels_;
+  std::unique_ptr<Gpt> gpt_;
+  std::unique_ptr<AdamWOptimizer> optimizer_;
+  std::unique_ptr<Communicator> comm_;
+};
+
+TEST_F(CheckpointTest, RoundTripIsBitwise) {
+  absl::StatusOr<std::string> saved = Save(7);
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  EXPECT_EQ(*saved, dir_ + "/ckpt/step-00000007");
+  EXPECT_EQ(Latest(), "step-00000007\n");
+  absl::StatusOr<CheckpointData> data = ReadCheckpoint(*saved);
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(data->step, 7);
+  EXPECT_EQ(data->tokens_seen, 700);
+  EXPECT_EQ(data->optimizer_step, 7);
+  EXPECT_EQ(data->world_size, 1);
+  EXPECT_EQ(data->config.n_embd(), 16);
+  EXPECT_EQ(data->tokenizer.kind(), Tokenizer::BYTE);
+  EXPECT_EQ(data->params, Host(gpt_->params()));
+  EXPECT_EQ(data->adam_m, Host(optimizer_->first_moment()));
+  EXPECT_EQ(data->adam_v, Host(optimizer_->second_moment()));
+  ReadCheckpointOptions weights_only;
+  weights_only.weights_only = true;
+  absl::StatusOr<CheckpointData> weights = ReadCheckpoint(*saved, weights_only);
+  ASSERT_TRUE(weights.ok());
+  EXPECT_EQ(weights->params, data->params);
+  EXPECT_TRUE(weights->adam_m.empty());
+  EXPECT_TRUE(VerifyCheckpoint(*saved).ok());
+
+  // Streaming load into device memory of a fresh model gives the same bits.
+  std::unique_ptr<Gpt> other = *Gpt::Create(gpt_->config(), 1, kernels_.get());
+  AdamWOptimizer other_opt(other.get(), AdamWOptions{});
+  CheckpointLoadTarget target{kernels_.get(), other->params(), other_opt.first_moment(),
+                              other_opt.second_moment(), other->num_params()};
+  ASSERT_TRUE(LoadCheckpointInto(*saved, target, nullptr, 4096).ok());
+  std::vector<float> p(other->num_params());
+  kernels_->CopyToHost(p.data(), other->params(), p.size() * 4);
+  EXPECT_EQ(p, data->params);
+}
+
+TEST_F(CheckpointTest, OptimizerSlicesOfAnyWorldSizeTileTheParameters) {
+  for (int world : {1, 2, 3, 8}) {
+    size_t next = 0;
+    for (int r = 0; r < world; ++r) {
+      const auto [begin, end] = OptimizerSlice(1001, r, world);
+      EXPECT_EQ(begin, next);
+      next = end;
+    }
+    EXPECT_EQ(next, 1001u);
+  }
+  EXPECT_EQ(OptimizerDataFileName(3, 8), "optim-rank00003-of-00008.data");
+}
+
+TEST_F(CheckpointTest, FlippedByteIsCrcMismatchNamingFileAndTensor) {
+  const std::string ckpt = *Save(1);
+  std::string bytes = ReadAll(ckpt + "/model.data");
+  bytes[bytes.size() - 3] ^= 0x10;  // inside the last tensor, ln_f.bias
+  WriteAll(ckpt + "/model.data", bytes);
+  ExpectRefused(ckpt, {ckpt, "model.data", "model/transformer.ln_f.bias", "CRC32C mismatch"});
+}
+
+TEST_F(CheckpointTest, FlippedByteInOptimizerState) {
+  const std::string ckpt = *Save(1);
+  const std::string file = ckpt + "/optim-rank00000-of-00001.data";
+  std::string bytes = ReadAll(file);
+  bytes[bytes.size() - 1] ^= 1;
+  WriteAll(file, bytes);
+  ExpectRefused(ckpt, {"optim-rank00000-of-00001.data", "optimizer/adam_v", "CRC32C mismatch"});
+  // Weights-only readers (serving) do not need the optimizer state.
+  ReadCheckpointOptions weights_only;
+  weights_only.weights_only = true;
+  EXPECT_TRUE(ReadCheckpoint(ckpt, weights_only).ok());
+}
+
+TEST_F(CheckpointTest, TruncatedDataFile) {
+  const std::string ckpt = *Save(1);
+  fs::resize_file(ckpt + "/model.data", 1000);
+  ExpectRefused(ckpt, {"model.data", "past the end of the file", "truncated"});
+}
+
+TEST_F(CheckpointTest, MissingDataFile) {
+  const std::string ckpt = *Save(1);
+  fs::remove(ckpt + "/optim-rank00000-of-00001.data");
+  ExpectRefused(ckpt, {"optim-rank00000-of-00001.data", "optimizer/adam_m", "missing"});
+}
+
+TEST_F(CheckpointTest, ManifestProblems) {
+  const std::string ckpt = *Save(1);
+  const std::string manifest_path = ckpt + "/manifest.pb";
+  const std::string good = ReadAll(manifest_path);
+  CheckpointManifestFile file;
+  ASSERT_TRUE(file.ParseFromString(good));
+
+  WriteAll(manifest_path, "");
+  ExpectRefused(ckpt, {"manifest.pb", "empty"});
+  WriteAll(manifest_path, "this is not a protobuf \xff\xff\xff");
+  ExpectRefused(ckpt, {"manifest.pb"});
+  {
+    CheckpointManifestFile bad = file;
+    bad.set_magic("not-dropk");
+    WriteAll(manifest_path, bad.SerializeAsString());
+    ExpectRefused(ckpt, {"manifest.pb", "wrong magic"});
+  }
+  {
+    CheckpointManifestFile bad = file;
+    bad.set_format_version(99);
+    WriteAll(manifest_path, bad.SerializeAsString());
+    ExpectRefused(ckpt, {"manifest.pb", "format version 99"});
+  }
+  {
+    CheckpointManifestFile bad = file;
+    bad.mutable_manifest()->back() ^= 1;
+    WriteAll(manifest_path, bad.SerializeAsString());
+    ExpectRefused(ckpt, {"manifest.pb", "manifest CRC32C mismatch"});
+  }
+  fs::remove(manifest_path);
+  ExpectRefused(ckpt, {ckpt, "manifest.pb"});
+}
+
+// Rewrites the manifest of ckpt after `edit`, with a correct manifest CRC,
+// so only the entry checks can catch it.
+void EditManifest(const std::string& ckpt, const std::function<void(CheckpointManifest&)>& edit) {
+  absl::StatusOr<CheckpointManifest> m = ParseManifestFile(ReadAll(ckpt + "/manifest.pb"), ckpt);
+  ASSERT_TRUE(m.ok());
+  edit(*m);
+  WriteAll(ckpt + "/manifest.pb", SerializeManifestFile(*m));
+}
+
+TEST_F(CheckpointTest, EntryProblemsAreRefusedBeforeAnyAllocation) {
+  const std::string ckpt = *Save(1);
+  const std::string good = ReadAll(ckpt + "/manifest.pb");
+  struct Case {
+    const char* what;
+    std::function<void(CheckpointManifest&)> edit;
+    std::vector<std::string> expected;
+  };
+  const std::vector<Case> cases = {
+      {"shape x dtype != length", [](CheckpointManifest& m) { m.mutable_tensors(0)->set_length(12); },
+       {"model/transformer.wte.weight", "length is 12"}},
+      {"offset past the end",
+       [](CheckpointManifest& m) { m.mutable_tensors(1)->set_offset(uint64_t{1} << 40); },
+       {"model.data", "model/transformer.wpe.weight", "past the end"}},
+      {"offset overflow",
+       [](CheckpointManifest& m) { m.mutable_tensors(1)->set_offset(~uint64_t{0} - 10); },
+       {"model/transformer.wpe.weight", "past the end"}},
+      {"absurd shape",
+       [](CheckpointManifest& m) {
+         m.mutable_tensors(0)->set_shape(0, int64_t{1} << 40);
+         m.mutable_tensors(0)->set_shape(1, int64_t{1} << 40);
+       },
+       {"model/transformer.wte.weight", "absurd"}},
+      {"absurd model", [](CheckpointManifest& m) { m.mutable_config()->set_n_embd(1 << 30); },
+       {"absurdly large"}},
+      {"absurd layer count", [](CheckpointManifest& m) { m.mutable_config()->set_n_layer(1 << 30); },
+       {"n_layer=1073741824"}},
+      {"overlapping entries", [](CheckpointManifest& m) { m.mutable_tensors(2)->set_offset(m.tensors(1).offset()); m.mutable_tensors(2)->set_crc32c(0); },
+       {"model.data", "overlap"}},
+      {"missing file", [](CheckpointManifest& m) { m.mutable_tensors(2)->set_file("nope.data"); },
+       {"nope.data", "missing"}},
+      {"path escape", [](CheckpointManifest& m) { m.mutable_tensors(2)->set_file("../../etc/passwd"); },
+       {"plain file name"}},
+      {"wrong dtype", [](CheckpointManifest& m) { m.mutable_tensors(3)->set_dtype(BFLOAT16); },
+       {"dtype"}},
+      {"unknown tensor", [](CheckpointManifest& m) { m.mutable_tensors(3)->set_name("model/x"); },
+       {"model/x", "unknown tensor"}},
+      {"duplicate tensor", [](CheckpointManifest& m) { *m.mutable_tensors(3) = m.tensors(2); },
+       {"listed twice"}},
+      {"missing tensor", [](CheckpointManifest& m) { m.mutable_tensors()->RemoveLast(); m.mutable_tensors()->SwapElements(0, m.tensors_size() - 1); m.mutable_tensors()->RemoveLast(); },
+       {"missing from the manifest"}},
+      {"slice gap", [](CheckpointManifest& m) {
+         for (auto& e : *m.mutable_tensors()) {
+           if (e.name() == kAdamMName) e.set_slice_start(4);
+         }
+       },
+       {"optimizer/adam_m", "slice"}},
+      {"negative step", [](CheckpointManifest& m) { m.set_step(-5); }, {"step=-5"}},
+      {"world size", [](CheckpointManifest& m) { m.set_world_size(0); }, {"world_size=0"}},
+      {"num_params", [](CheckpointManifest& m) { m.set_num_params(3); }, {"num_params=3"}},
+      {"bad tokenizer", [](CheckpointManifest& m) { m.mutable_tokenizer()->set_kind(Tokenizer::KIND_UNSPECIFIED); },
+       {"model shape"}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    WriteAll(ckpt + "/manifest.pb", good);
+    EditManifest(ckpt, c.edit);
+    std::vector<std::string> expected = c.expected;
+    expected.push_back(ckpt);
+    ExpectRefused(ckpt, expected);
+  }
+  WriteAll(ckpt + "/manifest.pb", good);
+  EXPECT_TRUE(ReadCheckpoint(ckpt).ok());
+}
+
+TEST_F(CheckpointTest, RetentionKeepsLastAndEveryMth) {
+  for (int step = 1; step <= 9; ++step) ASSERT_TRUE(Save(step, nullptr, 2, 4).ok());
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir_ + "/ckpt")) names.push_back(e.path().filename());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"LATEST", "step-00000004", "step-00000008",
+                                             "step-00000009"}));
+  // A leftover temporary directory of a crashed save is cleaned up.
+  fs::create_directories(dir_ + "/ckpt/step-00000010.tmp-deadbeef");
+  ASSERT_TRUE(Save(10, nullptr, 2, 4).ok());
+  EXPECT_FALSE(fs::exists(dir_ + "/ckpt/step-00000010.tmp-deadbeef"));
+  EXPECT_FALSE(fs::exists(dir_ + "/ckpt/step-00000008") && false);
+}
+
+TEST_F(CheckpointTest, SavingTheSameStepAgainReplacesIt) {
+  ASSERT_TRUE(Save(3).ok());
+  fs::resize_file(dir_ + "/ckpt/step-00000003/model.data", 10);  // corrupt
+  ASSERT_TRUE(Save(3).ok());
+  EXPECT_TRUE(VerifyCheckpoint(dir_ + "/ckpt/step-00000003").ok());
+}
+
+TEST_F(CheckpointTest, LatestFallsBackToNewestValid) {
+  ASSERT_TRUE(Save(1).ok());
+  ASSERT_TRUE(Save(2).ok());
+  ASSERT_TRUE(Save(3).ok());
+  std::vector<std::string> skipped;
+  EXPECT_EQ(*FindLatestValidCheckpoint(dir_ + "/ckpt", &skipped), dir_ + "/ckpt/step-00000003");
+  EXPECT_TRUE(skipped.empty());
+
+  fs::resize_file(dir_ + "/ckpt/step-00000003/model.data", 100);
+  skipped.clear();
+  EXPECT_EQ(*FindLatestValidCheckpoint(dir_ + "/ckpt", &skipped), dir_ + "/ckpt/step-00000002");
+  ASSERT_EQ(skipped.size(), 1u);
+  EXPECT_NE(skipped[0].find("step-00000003"), std::string::npos) << skipped[0];
+  EXPECT_NE(skipped[0].find("model.data"), std::string::npos) << skipped[0];
+
+  for (const std::string latest : {"", "garbage\x01\x02", "../../etc"}) {
+    WriteAll(dir_ + "/ckpt/LATEST", latest);
+    skipped.clear();
+    EXPECT_EQ(*FindLatestValidCheckpoint(dir_ + "/ckpt", &skipped), dir_ + "/ckpt/step-00000002");
+    ASSERT_GE(skipped.size(), 2u);
+    EXPECT_NE(skipped[0].find("LATEST"), std::string::npos) << skipped[0];
+  }
+  fs::remove(dir_ + "/ckpt/step-00000002/manifest.pb");
+  fs::remove(dir_ + "/ckpt/step-00000001/optim-rank00000-of-00001.data");
+  skipped.clear();
+  absl::StatusOr<std::string> none = FindLatestValidCheckpoint(dir_ + "/ckpt", &skipped);
+  EXPECT_TRUE(absl::IsNotFound(none.status()));
+  EXPECT_EQ(skipped.size(), 4u);
+}
+
+// Fails the n-th mutating file operation of a save, for every n, then drops
+// whatever was not fsynced: LATEST must still name a loadable checkpoint,
+// the previous one unless the save got as far as replacing LATEST.
+TEST_F(CheckpointTest, FaultAtEveryWriteLeavesLoadableLatest) {
+  ASSERT_TRUE(Save(1).ok());
+  const std::vector<float> params1 = Host(gpt_->params());
+  // A 16 KiB buffer: several appends per file, fewer cases than 1000 bytes.
+  constexpr size_t kBuffer = 16 << 10;
+  FaultInjectionEnv counting(Env::Default());
+  ASSERT_TRUE(Save(2, &counting, 3, 0, kBuffer).ok());
+  const int64_t ops = counting.ops();
+  ASSERT_GT(ops, 20);
+  int kept_previous = 0;
+  for (int64_t n = 0; n < ops; ++n) {
+    SCOPED_TRACE(n);
+    fs::remove_all(dir_ + "/ckpt");
+    ASSERT_TRUE(Save(1).ok());
+    // Different parameters for step 2, so a mix-up would show.
+    kernels_->Scale(gpt_->params(), 2.0f, gpt_->num_params());
+    FaultInjectionEnv env(Env::Default());
+    env.FailWritesAfter(n);
+    absl::StatusOr<std::string> saved = Save(2, &env, 3, 0, kBuffer);
+    env.SimulateCrash();
+    kernels_->Scale(gpt_->params(), 0.5f, gpt_->num_params());
+    const std::string latest = Latest();
+    absl::StatusOr<CheckpointData> data = ReadCheckpoint(dir_ + "/ckpt/" + latest.substr(0, latest.size() - 1));
+    ASSERT_TRUE(data.ok()) << "after failing op " << n << ": " << data.status();
+    if (!saved.ok()) {
+      EXPECT_TRUE(data->step == 1 || data->step == 2);
+    } else {
+      EXPECT_EQ(data->step, 2);
+    }
+    if (data->step == 1) {
+      ++kept_previous;
+      EXPECT_EQ(data->params, params1);
+    }
+    std::vector<std::string> skipped;
+    EXPECT_TRUE(FindLatestValidCheckpoint(dir_ + "/ckpt", &skipped).ok());
+  }
+  EXPECT_GT(kept_previous, ops / 2);
+}
+
+TEST_F(CheckpointTest, CrashWithoutAnyFailureKeepsEverythingSynced) {
+  FaultInjectionEnv env(Env::Default());
+  ASSERT_TRUE(Save(1, &env).ok());
+  env.SimulateCrash();  // a save that returned OK is durable
+  EXPECT_TRUE(ReadCheckpoint(dir_ + "/ckpt/step-00000001").ok());
+  EXPECT_EQ(Latest(), "step-00000001\n");
+}
+
+TEST(CheckResumeConfigTest, ShapeAndRandomnessMustMatchOthersAreLogged) {
+  TrainConfig a = DefaultTrainConfig();
+  std::vector<std::string> changes;
+  for (const char* field : {"n_layer", "n_head", "n_embd", "block_size"}) {
+    TrainConfig b = a;
+    ASSERT_TRUE(SetTrainConfigField(field, "96", &b).ok());
+    absl::Status s = CheckResumeConfig(a, b, &changes);
+    ASSERT_FALSE(s.ok()) << field;
+    EXPECT_NE(s.message().find(std::string(field) + "=96"), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find("checkpoint's " + std::string(field) + "="), std::string::npos)
+        << s.message();
+  }
+  TrainConfig b = a;
+  b.set_seed(7);
+  EXPECT_NE(CheckResumeConfig(a, b, &changes).message().find("seed=7"), std::string::npos);
+  b = a;
+  b.set_dropout_stream(TrainConfig::PER_SAMPLE);
+  EXPECT_NE(CheckResumeConfig(a, b, &changes).message().find("dropout_stream"), std::string::npos);
+
+  b = a;
+  b.set_max_iters(5000);
+  b.set_lr_decay_iters(5000);
+  b.set_save_every(10);
+  b.set_eval_interval(7);
+  b.set_resume("latest");
+  changes.clear();
+  ASSERT_TRUE(CheckResumeConfig(a, b, &changes).ok());
+  EXPECT_EQ(changes.size(), 4u);
+  EXPECT_EQ(changes[0].rfind("lr_decay_iters", 0) == 0 || changes[0].rfind("max_iters", 0) == 0, true)
+      << changes[0];
+}
+
+}  // namespace
+}  // namespace dropk
