@@ -1,6 +1,7 @@
 #include "sampler/completions.h"
 
 #include <chrono>
+#include <condition_variable>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -385,6 +386,44 @@ std::string CompletionJob::ChunkJson(int index, std::string_view text,
                    {"choices", json::array({std::move(choice)})},
                    {"checkpoint_step", snap.step},
                    {"seed", seed_}});
+}
+
+namespace {
+class BlockingListener final : public CompletionListener {
+ public:
+  explicit BlockingListener(const std::function<void(const std::string&)>* on_event)
+      : on_event_(on_event) {}
+  void OnEvent(std::string event) override {
+    if (*on_event_) (*on_event_)(event);
+  }
+  void OnDone(std::string body) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    body_ = std::move(body);
+    done_ = true;
+    cv_.notify_all();
+  }
+  std::string Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return done_; });
+    return std::move(body_);
+  }
+
+ private:
+  const std::function<void(const std::string&)>* on_event_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::string body_;
+};
+}  // namespace
+
+std::variant<std::string, ApiError> RunCompletion(
+    const CompletionRequest& request, Scheduler* scheduler,
+    const std::function<void(const std::string&)>& on_event) {
+  auto listener = std::make_shared<BlockingListener>(&on_event);
+  auto started = CompletionJob::Start(request, scheduler->CurrentModel(), scheduler, listener);
+  if (auto* e = std::get_if<ApiError>(&started)) return *e;
+  return listener->Wait();
 }
 
 std::string CompletionJob::BodyJson() {

@@ -111,6 +111,14 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
   int unfinished_ = 0;
 };
 
+// Runs `request` on the scheduler's current model and blocks until it is
+// done: returns the JSON body (non-streaming) or "" (streaming, after each
+// SSE event was passed to on_event in order, on the scheduler thread).
+// The offline `dropk sample --checkpoint` and the tests use this.
+std::variant<std::string, ApiError> RunCompletion(
+    const CompletionRequest& request, Scheduler* scheduler,
+    const std::function<void(const std::string&)>& on_event = nullptr);
+
 }  // namespace dropk
 
 #endif  // DROPK_SAMPLER_COMPLETIONS_H_
