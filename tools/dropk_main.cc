@@ -2,8 +2,9 @@
 // through one Register*Command function; the chosen subcommand's callback
 // stores the work to do in `action`, which main runs after parsing.
 //
-// Exit codes: 0 success (and --help), 2 bad usage or any failed command; the
-// reason is one line on stderr starting "dropk: ".
+// Exit codes: 0 success (and --help), 1 a checkpoint failed verification
+// (DataLoss), 2 bad usage or any other failed command; the reason is one
+// line on stderr starting "dropk: ".
 #include <cstdio>
 #include <functional>
 #include <iostream>
@@ -13,6 +14,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "tools/ckpt_command.h"
 #include "trainer/prepare_data.h"
 
 namespace {
@@ -67,6 +69,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   Action action;
   RegisterDataCommand(app, action);
+  dropk::RegisterCkptCommand(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -81,7 +84,7 @@ int main(int argc, char** argv) {
   }
   if (const absl::Status status = action(); !status.ok()) {
     std::cerr << "dropk: " << status.message() << "\n";
-    return kExitFailure;
+    return absl::IsDataLoss(status) ? 1 : kExitFailure;
   }
   return 0;
 }

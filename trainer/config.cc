@@ -67,6 +67,11 @@ constexpr FieldHelp kFieldHelp[] = {
     {"sample_top_k", "top-k of that sample; 0 = no limit"},
     {"sample_temperature", "temperature of that sample"},
     {"sample_prompt", "prompt of that sample"},
+    {"checkpoint_dir", "checkpoint directory; empty = out_dir/checkpoints"},
+    {"save_every", "save a checkpoint every this many steps; 0 = only at the end and on SIGTERM/SIGINT"},
+    {"keep_last", "keep the newest this many checkpoints"},
+    {"keep_every", "also keep checkpoints at multiples of this step; 0 = none"},
+    {"resume", "empty = fresh start, latest = newest valid checkpoint, or a checkpoint directory"},
 };
 
 std::string DescriptionOf(const std::string& name) {
@@ -276,6 +281,11 @@ TrainConfig DefaultTrainConfig() {
   config.set_sample_top_k(10);
   config.set_sample_temperature(1.0f);
   config.set_sample_prompt("\n");
+  config.set_checkpoint_dir("");
+  config.set_save_every(0);
+  config.set_keep_last(3);
+  config.set_keep_every(0);
+  config.set_resume("");
   return config;
 }
 
@@ -528,6 +538,9 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
           /*inclusive=*/false);
   p.NonEmpty("data_dir", c.data_dir());
   p.NonEmpty("out_dir", c.out_dir());
+  p.AtLeast("save_every", c.save_every(), 0);
+  p.AtLeast("keep_last", c.keep_last(), 1);
+  p.AtLeast("keep_every", c.keep_every(), 0);
   return p.ToStatus();
 }
 

@@ -1,7 +1,9 @@
 #include "trainer/metrics.h"
 
 #include <cmath>
+#include <cstdio>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -11,6 +13,36 @@ namespace dropk {
 absl::StatusOr<MetricsLog> MetricsLog::Create(const std::string& path) {
   MetricsLog log(path);
   log.out_.open(path, std::ios::out | std::ios::trunc);
+  if (!log.out_) return absl::PermissionDeniedError(absl::StrCat("cannot write ", path));
+  return log;
+}
+
+absl::StatusOr<MetricsLog> MetricsLog::OpenForResume(const std::string& path,
+                                                     int64_t resume_step) {
+  std::string kept;
+  {
+    std::ifstream in(path);
+    std::string line;
+    while (std::getline(in, line)) {
+      const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
+          j["step"].get<int64_t>() < resume_step) {
+        kept += line + "\n";
+      }
+    }
+  }
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::out | std::ios::trunc);
+    out << kept;
+    out.flush();
+    if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write ", tmp));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::PermissionDeniedError(absl::StrCat("cannot replace ", path));
+  }
+  MetricsLog log(path);
+  log.out_.open(path, std::ios::out | std::ios::app);
   if (!log.out_) return absl::PermissionDeniedError(absl::StrCat("cannot write ", path));
   return log;
 }

@@ -26,6 +26,11 @@ int main(int argc, char** argv) {
                               absl::IsNotFound(summary.status());
     return config_error ? 2 : 1;
   }
+  if (summary->stopped_by_signal) {
+    std::cerr << "dropk-train: stopped by signal after step " << summary->steps
+              << ", checkpoint saved; resume with --resume=latest\n";
+    return 0;
+  }
   std::cerr << "dropk-train: done, " << summary->steps << " steps";
   if (summary->val_loss) std::cerr << ", val loss " << *summary->val_loss;
   std::cerr << ", " << summary->elapsed_s << " s\n";

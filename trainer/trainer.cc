@@ -15,6 +15,7 @@
 #include "trainer/metrics.h"
 #include "trainer/optimizer.h"
 #include "trainer/schedule.h"
+#include "trainer/training_checkpoints.h"
 
 namespace dropk {
 namespace {
@@ -99,8 +100,6 @@ absl::StatusOr<TrainSummary> RunTraining(const TrainConfig& config, std::ostream
     return absl::PermissionDeniedError(
         absl::StrCat("out_dir=", config.out_dir(), ": cannot create: ", ec.message()));
   }
-  absl::StatusOr<MetricsLog> metrics = MetricsLog::Create(config.out_dir() + "/metrics.jsonl");
-  if (!metrics.ok()) return metrics.status();
 
   absl::StatusOr<std::unique_ptr<Kernels>> kernels = MakeKernels(Device::kCpu, config.num_threads());
   if (!kernels.ok()) return kernels.status();
@@ -113,6 +112,18 @@ absl::StatusOr<TrainSummary> RunTraining(const TrainConfig& config, std::ostream
   Gpt& gpt = **created;
   gpt.InitWeights(config.seed());
   AdamWOptimizer optimizer(&gpt, {config.beta1(), config.beta2(), 1e-8f, config.weight_decay()});
+
+  // Checkpoints: resume (or not), then save on schedule and on SIGTERM/SIGINT.
+  std::unique_ptr<Communicator> comm = MakeSingleProcessCommunicator();
+  InstallStopSignalHandlers();
+  absl::StatusOr<ResumePoint> resume =
+      MaybeResume(config, data->tokenizer.proto(), gpt, optimizer, comm->Size(), log);
+  if (!resume.ok()) return resume.status();
+  TrainingCheckpointer checkpointer(config, comm.get());
+  absl::StatusOr<MetricsLog> metrics =
+      resume->resumed ? MetricsLog::OpenForResume(config.out_dir() + "/metrics.jsonl", resume->step)
+                      : MetricsLog::Create(config.out_dir() + "/metrics.jsonl");
+  if (!metrics.ok()) return metrics.status();
 
   const BatchLoader train_batches(&data->train, config.seed(), T, kTrainBatches);
   const BatchLoader eval_train_batches(&data->train, config.seed(), T, kEvalTrainBatches);
@@ -128,12 +139,15 @@ absl::StatusOr<TrainSummary> RunTraining(const TrainConfig& config, std::ostream
       << std::flush;
 
   TrainSummary summary;
+  summary.steps = resume->step;
+  summary.last_train_loss = resume->last_train_loss;
+  summary.resumed_from = resume->dir;
   const int64_t max_steps = config.max_iters();
   const Clock::time_point start = Clock::now();
   double train_seconds = 0.0;          // excluding evaluation
   double window_seconds = 0.0;         // since the last progress line
   int64_t window_tokens = 0;
-  for (int64_t step = 0; step <= max_steps; ++step) {
+  for (int64_t step = resume->step; step <= max_steps; ++step) {
     MetricsRow row;
     row.step = step;
     row.lr = LearningRateAt(config, step);
@@ -147,7 +161,7 @@ absl::StatusOr<TrainSummary> RunTraining(const TrainConfig& config, std::ostream
     if (step == max_steps) {
       // The last iteration only evaluates the final parameters.
       row.elapsed_s = SecondsSince(start);
-      row.tokens_per_s = train_seconds > 0 ? tokens_per_step * step / train_seconds : 0;
+      row.tokens_per_s = train_seconds > 0 ? tokens_per_step * (step - resume->step) / train_seconds : 0;
       row.train_loss = summary.last_train_loss;
       log << ProgressLine(row, max_steps) << "\n" << std::flush;
       if (absl::Status s = metrics->Append(row); !s.ok()) return s;
@@ -188,11 +202,26 @@ absl::StatusOr<TrainSummary> RunTraining(const TrainConfig& config, std::ostream
       log << ProgressLine(row, max_steps) << "\n" << std::flush;
       if (absl::Status s = metrics->Append(row); !s.ok()) return s;
     }
+
+    const bool stop = StopRequested();
+    if (stop || checkpointer.Due(step + 1, max_steps)) {
+      if (absl::Status s = checkpointer.Save(config, data->tokenizer.proto(), gpt, optimizer,
+                                             step + 1, tokens_per_step * (step + 1),
+                                             summary.last_train_loss, log);
+          !s.ok()) {
+        return s;
+      }
+    }
+    if (stop) {
+      summary.stopped_by_signal = true;
+      break;
+    }
   }
   summary.elapsed_s = SecondsSince(start);
-  summary.tokens_per_s = train_seconds > 0 ? tokens_per_step * summary.steps / train_seconds : 0;
+  summary.tokens_per_s =
+      train_seconds > 0 ? tokens_per_step * (summary.steps - resume->step) / train_seconds : 0;
 
-  if (config.sample_tokens() > 0) {
+  if (config.sample_tokens() > 0 && !summary.stopped_by_signal) {
     SamplingOptions sampling;
     sampling.temperature = config.sample_temperature();
     sampling.top_k = config.sample_top_k();

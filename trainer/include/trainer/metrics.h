@@ -30,6 +30,10 @@ class MetricsLog {
  public:
   // Creates or truncates path. Error names the path.
   static absl::StatusOr<MetricsLog> Create(const std::string& path);
+  // Resuming at `resume_step`: keeps the rows of steps before it (rows the
+  // interrupted run wrote after its checkpoint are dropped, as are torn
+  // lines; they will be written again) and appends after them.
+  static absl::StatusOr<MetricsLog> OpenForResume(const std::string& path, int64_t resume_step);
   absl::Status Append(const MetricsRow& row);
 
  private:

@@ -29,6 +29,8 @@ class AdamWOptimizer {
   void Step(float lr, float grad_scale);
 
   int64_t step() const { return step_; }
+  // Restores AdamW's t when resuming from a checkpoint.
+  void set_step(int64_t step) { step_ = step; }
   float* first_moment() { return m_.data(); }   // device memory, param layout
   float* second_moment() { return v_.data(); }  // device memory, param layout
 

@@ -35,6 +35,8 @@ struct TrainSummary {
   double elapsed_s = 0;
   double tokens_per_s = 0;  // training tokens over training time
   std::string sample;       // decoded text, empty when sample_tokens is 0
+  bool stopped_by_signal = false;  // SIGTERM/SIGINT: saved a checkpoint at `steps` and stopped
+  std::string resumed_from;        // the checkpoint resumed from, empty for a fresh start
 };
 
 // Runs the job described by config (validated by the caller with

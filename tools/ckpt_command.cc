@@ -1,0 +1,234 @@
+// dropk ckpt inspect PATH   step, config summary, tensors, total bytes
+// dropk ckpt verify PATH    recomputes every CRC32C; exit 0 ok, 1 corrupt
+// dropk ckpt export PATH --out FILE [--dtype fp32|fp16|bf16]
+//
+// PATH is a checkpoint directory (run/checkpoints/step-00001000) or a
+// checkpoints directory holding LATEST, which then names the checkpoint.
+#include "tools/ckpt_command.h"
+
+#include <cmath>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "model/param_layout.h"
+#include "trainer/checkpoint.h"
+#include "trainer/crc32c.h"
+#include "trainer/env.h"
+
+namespace dropk {
+namespace {
+
+// A checkpoint directory, or the one LATEST names inside a checkpoints dir.
+absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
+  Env* env = Env::Default();
+  const std::string latest = path + "/" + kLatestFileName;
+  if (!env->FileExists(path + "/" + kManifestFileName) && env->FileExists(latest)) {
+    absl::StatusOr<std::string> name = ReadSmallFile(env, latest, 4096);
+    if (!name.ok()) return name.status();
+    const std::string trimmed(absl::StripAsciiWhitespace(*name));
+    if (trimmed.empty() || trimmed.find('/') != std::string::npos) {
+      return absl::DataLossError(absl::StrCat(latest, ": does not name a checkpoint"));
+    }
+    return path + "/" + trimmed;
+  }
+  return path;
+}
+
+std::string Shape(const TensorEntry& e) { return absl::StrCat("[", absl::StrJoin(e.shape(), ", "), "]"); }
+
+absl::Status Inspect(const std::string& path) {
+  absl::StatusOr<std::string> dir = ResolveCheckpoint(path);
+  if (!dir.ok()) return dir.status();
+  absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(*dir);
+  if (!vm.ok()) return vm.status();
+  const CheckpointManifest& m = vm->manifest;
+  const TrainConfig& c = m.config();
+  std::cout << absl::StrFormat(
+      "checkpoint %s\n"
+      "  step %d, tokens seen %d, optimizer step %d, written by %d rank(s), last train loss %.4f\n"
+      "  model: %d layers, %d heads, n_embd %d, context %d, vocab %d (%s tokenizer), %d parameters\n"
+      "  training: lr %g -> %g, warmup %d, decay %d, max_iters %d, batch %d x %d accum, "
+      "dropout %g (%s), seed %d\n"
+      "  data_dir %s\n",
+      *dir, m.step(), m.tokens_seen(), m.optimizer_step(), m.world_size(), m.last_train_loss(),
+      c.n_layer(), c.n_head(), c.n_embd(), c.block_size(), vm->shape.vocab_size,
+      Tokenizer::Kind_Name(m.tokenizer().kind()), vm->num_params, c.learning_rate(), c.min_lr(),
+      c.warmup_iters(), c.lr_decay_iters(), c.max_iters(), c.batch_size(),
+      c.gradient_accumulation_steps(), c.dropout(), TrainConfig::DropoutStream_Name(c.dropout_stream()),
+      c.seed(), c.data_dir());
+  std::cout << absl::StrFormat("  %-48s %-8s %-16s %-32s %12s %12s %10s\n", "tensor", "dtype", "shape",
+                               "file", "offset", "bytes", "crc32c");
+  uint64_t total = 0;
+  for (const TensorEntry& e : m.tensors()) {
+    std::string name = e.name();
+    if (e.name() == kAdamMName || e.name() == kAdamVName) {
+      name = absl::StrCat(e.name(), "[", e.slice_start(), ":", e.slice_start() + e.shape(0), "]");
+    }
+    std::cout << absl::StrFormat("  %-48s %-8s %-16s %-32s %12d %12d 0x%08x\n", name,
+                                 TensorDtype_Name(e.dtype()), Shape(e), e.file(), e.offset(),
+                                 e.length(), e.crc32c());
+    total += e.length();
+  }
+  std::cout << absl::StrFormat("  %d tensors, %d bytes (%.3f GB) of tensor data\n", m.tensors_size(),
+                               total, total / 1e9);
+  return absl::OkStatus();
+}
+
+absl::Status Verify(const std::string& path) {
+  absl::StatusOr<std::string> dir = ResolveCheckpoint(path);
+  if (!dir.ok()) return dir.status();
+  absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(*dir);
+  if (!vm.ok()) return vm.status();
+  if (absl::Status s = VerifyCheckpoint(*dir); !s.ok()) return s;
+  uint64_t total = 0;
+  for (const TensorEntry& e : vm->manifest.tensors()) total += e.length();
+  std::cout << "OK " << *dir << ": step " << vm->manifest.step() << ", "
+            << vm->manifest.tensors_size() << " tensors, " << total << " bytes, every CRC32C matches\n";
+  return absl::OkStatus();
+}
+
+uint16_t ToBfloat16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if (std::isnan(f)) return static_cast<uint16_t>((bits >> 16) | 0x40);  // stays a quiet NaN
+  bits += 0x7FFF + ((bits >> 16) & 1);  // round to nearest even
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+uint16_t ToFloat16(float f) {
+  const _Float16 h = static_cast<_Float16>(f);  // IEEE round to nearest even
+  uint16_t bits;
+  std::memcpy(&bits, &h, 2);
+  return bits;
+}
+
+absl::Status Export(const std::string& path, const std::string& out, const std::string& dtype_name) {
+  absl::StatusOr<std::string> dir = ResolveCheckpoint(path);
+  if (!dir.ok()) return dir.status();
+  ReadCheckpointOptions options;
+  options.weights_only = true;
+  absl::StatusOr<CheckpointData> data = ReadCheckpoint(*dir, options);
+  if (!data.ok()) return data.status();
+  const TensorDtype dtype = dtype_name == "fp16" ? FLOAT16 : dtype_name == "bf16" ? BFLOAT16 : FLOAT32;
+  const size_t elem = dtype == FLOAT32 ? 4 : 2;
+  absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(*dir);
+  if (!vm.ok()) return vm.status();
+  const ParamLayout layout(vm->shape);
+
+  ExportHeader header;
+  header.set_format_version(1);
+  header.set_vocab_size(vm->shape.vocab_size);
+  header.set_block_size(vm->shape.block_size);
+  header.set_n_layer(vm->shape.n_layer);
+  header.set_n_head(vm->shape.n_head);
+  header.set_n_embd(vm->shape.n_embd);
+  *header.mutable_tokenizer() = data->tokenizer;
+  header.set_dtype(dtype);
+  header.set_step(data->step);
+  // Converted tensors, in layout order; offsets need the header's size,
+  // which depends on the offsets' varint widths, so fix them with a first
+  // pass that assumes a generous header size.
+  std::vector<std::string> blobs;
+  for (const ParamTensor& t : layout.tensors()) {
+    std::string blob(t.numel * elem, '\0');
+    const float* src = data->params.data() + t.offset;
+    for (size_t i = 0; i < t.numel; ++i) {
+      if (dtype == FLOAT32) {
+        std::memcpy(&blob[4 * i], &src[i], 4);
+      } else {
+        const uint16_t v = dtype == FLOAT16 ? ToFloat16(src[i]) : ToBfloat16(src[i]);
+        std::memcpy(&blob[2 * i], &v, 2);
+      }
+    }
+    TensorEntry* e = header.add_tensors();
+    e->set_name(t.name);
+    e->set_dtype(dtype);
+    for (int64_t d : t.shape) e->add_shape(d);
+    e->set_length(blob.size());
+    e->set_crc32c(crc32c::Value(blob.data(), blob.size()));
+    blobs.push_back(std::move(blob));
+  }
+  auto align = [](uint64_t x) { return (x + 63) / 64 * 64; };
+  uint64_t data_start = 0;
+  for (int pass = 0; pass < 3; ++pass) {  // converges: offsets only grow the header a little
+    uint64_t offset = data_start;
+    for (int i = 0; i < header.tensors_size(); ++i) {
+      offset = align(offset);
+      header.mutable_tensors(i)->set_offset(offset);
+      offset += header.tensors(i).length();
+    }
+    const uint64_t needed = align(16 + header.ByteSizeLong());
+    if (needed <= data_start) break;
+    data_start = needed + 64;
+  }
+  std::string header_bytes;
+  header.SerializeToString(&header_bytes);
+  Env* env = Env::Default();
+  const std::string tmp = out + ".tmp";
+  absl::StatusOr<std::unique_ptr<WritableFile>> file = env->NewWritableFile(tmp);
+  if (!file.ok()) return file.status();
+  uint64_t written = 0;
+  auto put = [&](const void* p, size_t n) {
+    written += n;
+    return (*file)->Append(p, n);
+  };
+  const uint64_t h = header_bytes.size();
+  absl::Status s = put("DROPKEXP", 8);
+  if (s.ok()) s = put(&h, 8);
+  if (s.ok()) s = put(header_bytes.data(), header_bytes.size());
+  const std::string zeros(64, '\0');
+  for (int i = 0; s.ok() && i < header.tensors_size(); ++i) {
+    s = put(zeros.data(), header.tensors(i).offset() - written);
+    if (s.ok()) s = put(blobs[i].data(), blobs[i].size());
+  }
+  if (s.ok()) s = (*file)->Sync();
+  if (s.ok()) s = (*file)->Close();
+  if (s.ok()) s = env->RenameFile(tmp, out);
+  if (!s.ok()) return s;
+  std::cout << absl::StrFormat("exported %s (step %d, %d parameters, %s) -> %s (%d bytes)\n", *dir,
+                               data->step, data->params.size(), dtype_name, out, written);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void RegisterCkptCommand(CLI::App& app, std::function<absl::Status()>& action) {
+  CLI::App* ckpt = app.add_subcommand("ckpt", "Inspect, verify and export checkpoints");
+  ckpt->require_subcommand(1);
+  struct Flags {
+    std::string path, out, dtype = "fp32";
+  };
+  auto flags = std::make_shared<Flags>();
+
+  CLI::App* inspect = ckpt->add_subcommand("inspect", "Step, config summary, tensors, total bytes");
+  inspect->add_option("path", flags->path, "Checkpoint directory, or checkpoints directory with LATEST")
+      ->required();
+  inspect->callback([&action, flags] { action = [flags] { return Inspect(flags->path); }; });
+
+  CLI::App* verify = ckpt->add_subcommand(
+      "verify", "Recompute every CRC32C; exit 0 when the checkpoint is intact, 1 when corrupt");
+  verify->add_option("path", flags->path, "Checkpoint directory, or checkpoints directory with LATEST")
+      ->required();
+  verify->callback([&action, flags] { action = [flags] { return Verify(flags->path); }; });
+
+  CLI::App* exp = ckpt->add_subcommand(
+      "export", "Write the weights, model shape and tokenizer as one file for serving "
+                "(format: ExportHeader in proto/checkpoint.proto)");
+  exp->add_option("path", flags->path, "Checkpoint directory, or checkpoints directory with LATEST")
+      ->required();
+  exp->add_option("--out", flags->out, "Output file")->required();
+  exp->add_option("--dtype", flags->dtype, "fp32, fp16 or bf16")
+      ->check(CLI::IsMember({"fp32", "fp16", "bf16"}))
+      ->capture_default_str();
+  exp->callback([&action, flags] {
+    action = [flags] { return Export(flags->path, flags->out, flags->dtype); };
+  });
+}
+
+}  // namespace dropk

@@ -1,0 +1,121 @@
+// The file-system seam of checkpoints, in the shape of leveldb's Env: every
+// byte a checkpoint writes or reads goes through an Env, so tests can wrap
+// the real one to fail the n-th write or to forget what was never fsynced
+// (FaultInjectionEnv below, after leveldb's db/fault_injection_test.cc).
+//
+// Errors are absl::Status values whose message names the path and the
+// system's reason. Env objects are thread-safe; a WritableFile is used by
+// one thread at a time.
+#ifndef DROPK_TRAINER_ENV_H_
+#define DROPK_TRAINER_ENV_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace dropk {
+
+// A file being written sequentially. Bytes are durable only after Sync().
+class WritableFile {
+ public:
+  virtual ~WritableFile() = default;  // closes without syncing when not closed
+  virtual absl::Status Append(const void* data, size_t n) = 0;
+  virtual absl::Status Sync() = 0;  // fdatasync: the data is on disk
+  virtual absl::Status Close() = 0;
+};
+
+class Env {
+ public:
+  virtual ~Env() = default;
+
+  // The process-wide POSIX Env; never deleted.
+  static Env* Default();
+
+  // Creates `path` (one level); OK when it already exists as a directory.
+  virtual absl::Status CreateDir(const std::string& path) = 0;
+  // Creates or truncates `path` for writing.
+  virtual absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) = 0;
+  // rename(2): atomic, replaces `to` (a file, or an empty directory).
+  virtual absl::Status RenameFile(const std::string& from, const std::string& to) = 0;
+  virtual absl::Status RemoveFile(const std::string& path) = 0;
+  // Removes `path` and everything below it; OK when it does not exist.
+  virtual absl::Status RemoveDirRecursively(const std::string& path) = 0;
+  // fsync of a directory, making creations, renames and removals in it durable.
+  virtual absl::Status SyncDir(const std::string& path) = 0;
+  // Reads exactly n bytes at `offset` into out; a short file is OutOfRange.
+  virtual absl::Status ReadFileRange(const std::string& path, uint64_t offset, size_t n,
+                                     void* out) = 0;
+  // Names (not paths) of the entries of directory `path`, without . and ..
+  virtual absl::StatusOr<std::vector<std::string>> ListDir(const std::string& path) = 0;
+  virtual absl::StatusOr<uint64_t> FileSize(const std::string& path) = 0;
+  virtual bool FileExists(const std::string& path) = 0;
+  virtual bool IsDirectory(const std::string& path) = 0;
+};
+
+// Reads a whole file of at most max_bytes (a larger one is an error naming
+// the path and both sizes; nothing is allocated for it).
+absl::StatusOr<std::string> ReadSmallFile(Env* env, const std::string& path, uint64_t max_bytes);
+
+// Wraps another Env (which it does not own) and injects faults for tests:
+// - FailWritesAfter(n): the n+1-th and later mutating calls (Append, Sync,
+//   Close, CreateDir, NewWritableFile, Rename, Remove, SyncDir) fail with
+//   Unavailable "injected fault"; -1 disables. Count them with ops().
+// - SimulateCrash(): every file written through this Env loses the bytes
+//   appended since its last successful Sync() (truncated back), and files
+//   created since the last SyncDir of their directory are deleted, as after
+//   a power cut. Renames of unsynced directories are not undone, which is
+//   the weaker model leveldb's test uses too.
+class FaultInjectionEnv : public Env {
+ public:
+  explicit FaultInjectionEnv(Env* base) : base_(base) {}
+
+  void FailWritesAfter(int64_t n);
+  int64_t ops() const;
+  void SimulateCrash();
+
+  absl::Status CreateDir(const std::string& path) override;
+  absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override;
+  absl::Status RenameFile(const std::string& from, const std::string& to) override;
+  absl::Status RemoveFile(const std::string& path) override;
+  absl::Status RemoveDirRecursively(const std::string& path) override;
+  absl::Status SyncDir(const std::string& path) override;
+  absl::Status ReadFileRange(const std::string& path, uint64_t offset, size_t n,
+                             void* out) override {
+    return base_->ReadFileRange(path, offset, n, out);
+  }
+  absl::StatusOr<std::vector<std::string>> ListDir(const std::string& path) override {
+    return base_->ListDir(path);
+  }
+  absl::StatusOr<uint64_t> FileSize(const std::string& path) override {
+    return base_->FileSize(path);
+  }
+  bool FileExists(const std::string& path) override { return base_->FileExists(path); }
+  bool IsDirectory(const std::string& path) override { return base_->IsDirectory(path); }
+
+  // Called by its files.
+  absl::Status MaybeFail(const char* op, const std::string& path);
+  void RecordSynced(const std::string& path, uint64_t size);
+
+ private:
+  struct FileState {
+    uint64_t synced_size = 0;
+    bool dir_synced = false;  // its directory entry is durable
+  };
+  Env* base_;
+  mutable std::mutex mu_;
+  int64_t fail_after_ = -1;
+  int64_t ops_ = 0;
+  std::map<std::string, FileState> files_;  // written through this Env, by current path
+};
+
+}  // namespace dropk
+
+#endif  // DROPK_TRAINER_ENV_H_

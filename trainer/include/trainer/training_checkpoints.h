@@ -1,0 +1,74 @@
+// The training loop's side of checkpoints, kept apart from the loop so the
+// loop calls three things: MaybeResume() before the first step,
+// TrainingCheckpointer::Due()/Save() after a step, StopRequested() once per
+// step (SIGTERM/SIGINT: finish the step, save, exit 0).
+#ifndef DROPK_TRAINER_TRAINING_CHECKPOINTS_H_
+#define DROPK_TRAINER_TRAINING_CHECKPOINTS_H_
+
+#include <cstdint>
+#include <memory>
+#include <ostream>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "comm/communicator.h"
+#include "config.pb.h"
+#include "model/gpt.h"
+#include "tokenizer.pb.h"
+#include "trainer/checkpoint.h"
+#include "trainer/env.h"
+#include "trainer/optimizer.h"
+
+namespace dropk {
+
+// Installs SIGTERM and SIGINT handlers that only set a flag (async-signal
+// safe); StopRequested() reads it. A second signal of either kind restores
+// the default action, so a second Ctrl-C kills at once.
+void InstallStopSignalHandlers();
+bool StopRequested();
+void ResetStopRequestForTesting();
+
+// Where training starts.
+struct ResumePoint {
+  bool resumed = false;
+  std::string dir;  // the checkpoint resumed from
+  int64_t step = 0;
+  int64_t tokens_seen = 0;
+  float last_train_loss = 0;
+};
+
+// Resumes per config.resume(): "" starts fresh; "latest" loads the newest
+// checkpoint of CheckpointsDirOf(config) that verifies, logging each one it
+// skipped and why (no checkpoint at all starts fresh, saying so; candidates
+// that all fail refuse); a path loads that checkpoint. Parameters, moments
+// and AdamW's step are loaded into gpt/optimizer. A config that contradicts
+// the checkpoint (CheckResumeConfig, tokenizer) is InvalidArgument naming the
+// field; allowed changes are logged.
+absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokenizer& tokenizer,
+                                        Gpt& gpt, AdamWOptimizer& optimizer, int world_size,
+                                        std::ostream& log, Env* env = nullptr);
+
+// Saves on schedule: every save_every steps, at the end, and when stopped.
+class TrainingCheckpointer {
+ public:
+  TrainingCheckpointer(const TrainConfig& config, Communicator* comm, Env* env = nullptr);
+
+  // Whether a checkpoint is due after `steps_done` steps of max_steps.
+  bool Due(int64_t steps_done, int64_t max_steps) const;
+
+  // Saves the state after `steps_done` steps; logs one line with the time.
+  absl::Status Save(const TrainConfig& config, const Tokenizer& tokenizer, Gpt& gpt,
+                    AdamWOptimizer& optimizer, int64_t steps_done, int64_t tokens_seen,
+                    float last_train_loss, std::ostream& log);
+
+  int64_t last_saved_step() const { return last_saved_step_; }
+
+ private:
+  int save_every_;
+  int64_t last_saved_step_ = -1;
+  CheckpointWriter writer_;
+};
+
+}  // namespace dropk
+
+#endif  // DROPK_TRAINER_TRAINING_CHECKPOINTS_H_

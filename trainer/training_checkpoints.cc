@@ -1,0 +1,149 @@
+#include "trainer/training_checkpoints.h"
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+
+namespace dropk {
+namespace {
+
+std::atomic<int> g_stop_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free);
+
+extern "C" void OnStopSignal(int signo) {
+  if (g_stop_signal.exchange(signo) != 0) {
+    // Second signal: give up on the graceful path.
+    std::signal(signo, SIG_DFL);
+    std::raise(signo);
+  }
+}
+
+}  // namespace
+
+void InstallStopSignalHandlers() {
+  struct sigaction action = {};
+  action.sa_handler = OnStopSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+}
+
+bool StopRequested() { return g_stop_signal.load() != 0; }
+void ResetStopRequestForTesting() { g_stop_signal.store(0); }
+
+absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokenizer& tokenizer,
+                                        Gpt& gpt, AdamWOptimizer& optimizer, int world_size,
+                                        std::ostream& log, Env* env) {
+  ResumePoint point;
+  if (config.resume().empty()) return point;
+  std::vector<std::string> candidates;
+  std::vector<std::string> skipped;
+  const bool latest = config.resume() == "latest";
+  if (latest) {
+    candidates = CheckpointCandidates(CheckpointsDirOf(config), &skipped, env);
+    if (candidates.empty() && skipped.empty()) {
+      log << "dropk-train: --resume=latest: no checkpoint in " << CheckpointsDirOf(config)
+          << ", starting from step 0\n";
+      return point;
+    }
+  } else {
+    candidates.push_back(config.resume());
+  }
+  for (const std::string& dir : candidates) {
+    absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(dir, env);
+    if (!vm.ok()) {
+      skipped.push_back(std::string(vm.status().message()));
+      continue;
+    }
+    const CheckpointManifest& m = vm->manifest;
+    // A contradiction is the user's to fix, not a reason to try an older one.
+    std::vector<std::string> changes;
+    if (absl::Status s = CheckResumeConfig(m.config(), config, &changes); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(s.message(), " [checkpoint ", dir, "]"));
+    }
+    if (m.tokenizer().SerializeAsString() != tokenizer.SerializeAsString()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--resume: the tokenizer of data_dir=", config.data_dir(), " (",
+          Tokenizer::Kind_Name(tokenizer.kind()), ", ", tokenizer.code_points_size(),
+          " code points) differs from checkpoint ", dir, "'s (", Tokenizer::Kind_Name(m.tokenizer().kind()),
+          ", ", m.tokenizer().code_points_size(), " code points)"));
+    }
+    CheckpointLoadTarget target{gpt.kernels(), gpt.params(), optimizer.first_moment(),
+                                optimizer.second_moment(), gpt.num_params()};
+    absl::StatusOr<CheckpointManifest> loaded = LoadCheckpointInto(dir, target, env);
+    if (!loaded.ok()) {
+      skipped.push_back(std::string(loaded.status().message()));
+      continue;
+    }
+    for (const std::string& reason : skipped) log << "dropk-train: skipped " << reason << "\n";
+    for (const std::string& change : changes) {
+      log << "dropk-train: resume: config " << change << " (allowed)\n";
+    }
+    if (m.world_size() != world_size) {
+      log << "dropk-train: resume: written by " << m.world_size() << " rank(s), now " << world_size
+          << "; optimizer state re-sliced"
+          << (config.dropout_stream() == TrainConfig::PER_RANK
+                  ? "; per_rank dropout masks differ from the original run's"
+                  : "")
+          << "\n";
+    }
+    optimizer.set_step(m.optimizer_step());
+    point.resumed = true;
+    point.dir = dir;
+    point.step = m.step();
+    point.tokens_seen = m.tokens_seen();
+    point.last_train_loss = m.last_train_loss();
+    log << "dropk-train: resumed from " << dir << " at step " << m.step() << "\n" << std::flush;
+    return point;
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "--resume=", config.resume(), ": no checkpoint verifies: ", absl::StrJoin(skipped, "; ")));
+}
+
+TrainingCheckpointer::TrainingCheckpointer(const TrainConfig& config, Communicator* comm, Env* env)
+    : save_every_(config.save_every()),
+      writer_(CheckpointWriterOptions{CheckpointsDirOf(config), config.keep_last(),
+                                      config.keep_every(), 8u << 20, env},
+              comm) {}
+
+bool TrainingCheckpointer::Due(int64_t steps_done, int64_t max_steps) const {
+  return (save_every_ > 0 && steps_done % save_every_ == 0) || steps_done == max_steps;
+}
+
+absl::Status TrainingCheckpointer::Save(const TrainConfig& config, const Tokenizer& tokenizer,
+                                        Gpt& gpt, AdamWOptimizer& optimizer, int64_t steps_done,
+                                        int64_t tokens_seen, float last_train_loss,
+                                        std::ostream& log) {
+  if (steps_done == last_saved_step_) return absl::OkStatus();
+  const auto start = std::chrono::steady_clock::now();
+  CheckpointState state;
+  state.config = &config;
+  state.tokenizer = &tokenizer;
+  state.step = steps_done;
+  state.tokens_seen = tokens_seen;
+  state.optimizer_step = optimizer.step();
+  state.last_train_loss = last_train_loss;
+  state.kernels = gpt.kernels();
+  state.params = gpt.params();
+  state.adam_m = optimizer.first_moment();
+  state.adam_v = optimizer.second_moment();
+  state.num_params = gpt.num_params();
+  gpt.kernels()->Synchronize();
+  absl::StatusOr<std::string> dir = writer_.Save(state);
+  if (!dir.ok()) return dir.status();
+  last_saved_step_ = steps_done;
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double gb = 3.0 * gpt.num_params() * sizeof(float) / 1e9;
+  log << absl::StrFormat("checkpoint: step %d -> %s (%.3f GB in %.2fs, %.2f GB/s)\n", steps_done,
+                         *dir, gb, seconds, seconds > 0 ? gb / seconds : 0.0)
+      << std::flush;
+  return absl::OkStatus();
+}
+
+}  // namespace dropk
