@@ -523,7 +523,12 @@ void HttpServer::Impl::DoAccept() {
 
 void HttpServer::Impl::OnAccept(beast::error_code ec, tcp::socket socket) {
   if (ec == net::error::operation_aborted || !acceptor_.is_open()) return;
-  if (!ec) std::make_shared<Session>(std::move(socket), this)->Run();
+  if (!ec) {
+    // Streamed tokens are small writes: send each at once (no Nagle delay).
+    beast::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    std::make_shared<Session>(std::move(socket), this)->Run();
+  }
   // A failed accept (e.g. out of descriptors) ends only that connection.
   DoAccept();
 }
