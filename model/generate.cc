@@ -36,14 +36,20 @@ int32_t SampleToken(std::span<const float> logits, const SamplingOptions& option
   }
   if (options.top_p < 1.0f) {
     // Nucleus: the smallest high-probability prefix whose mass reaches top_p.
-    std::vector<int> order;  // only on this optional path; n is at most V
-    order.resize(n);
-    std::iota(order.begin(), order.end(), 0);
-    std::sort(order.begin(), order.end(), [&](int a, int b) { return scratch[a] > scratch[b]; });
+    // Candidates are sorted in place (by logit, then id) so this path
+    // allocates nothing either; n is at most V.
+    std::sort(ids.begin(), ids.begin() + n, [&](int32_t a, int32_t b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    });
+    total = 0.0;
+    for (int i = 0; i < n; ++i) {
+      scratch[i] = std::exp((logits[ids[i]] - maxv) / options.temperature);
+      total += scratch[i];
+    }
     double mass = 0.0;
     int keep = 0;
-    while (keep < n && mass < options.top_p * total) mass += scratch[order[keep++]];
-    for (int i = keep; i < n; ++i) scratch[order[i]] = 0.0f;
+    while (keep < n && mass < options.top_p * total) mass += scratch[keep++];
+    for (int i = keep; i < n; ++i) scratch[i] = 0.0f;
     total = mass;
   }
   const Philox4x32Block r = Philox(options.seed, static_cast<uint32_t>(position),

@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "tools/ckpt_command.h"
+#include "tools/sample_command.h"
 #include "trainer/prepare_data.h"
 
 namespace {
@@ -70,6 +71,7 @@ int main(int argc, char** argv) {
   Action action;
   RegisterDataCommand(app, action);
   dropk::RegisterCkptCommand(app, action);
+  dropk::RegisterSampleCommand(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

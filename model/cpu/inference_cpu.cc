@@ -1,0 +1,306 @@
+// The CPU inference engine: KV cache per slot, row-wise kernels.
+//
+// Every kernel here computes each output element with one fixed-order
+// reduction that depends only on that row's inputs, and OpenMP threads split
+// output columns (or (row, head) pairs), never a reduction. So a row's result
+// does not depend on how many rows a step has, which rows they are, or the
+// thread count: the batch invariance DESIGN invariant 5 asks for.
+//
+// Legend: R rows of a step (prefill tokens of one slot, or one token of each
+// decoding slot), C channels, NH heads, hs = C/NH, T block_size, S slots,
+// L layers, V vocab.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "model/inference.h"
+
+namespace dropk {
+namespace {
+
+constexpr float kLayerNormEps = 1e-5f;
+constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
+constexpr float kGeluCubic = 0.044715f;
+constexpr int kColumnBlock = 8;  // output columns per task in RowMatmul
+
+#define DROPK_INFER_CHECK(cond)                                                      \
+  do {                                                                               \
+    if (!(cond)) {                                                                   \
+      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+      std::abort();                                                                  \
+    }                                                                                \
+  } while (0)
+
+// The dot product of a and b (n), always summed in the same order: 16 lanes
+// of strided partial sums, a fixed pairwise tree over the lanes, then the
+// tail. The lane loop vectorises without reassociation.
+inline float Dot(const float* __restrict a, const float* __restrict b, int n) {
+  float acc[16] = {};
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    for (int j = 0; j < 16; ++j) acc[j] += a[i + j] * b[i + j];
+  }
+  for (int s = 8; s > 0; s /= 2) {
+    for (int j = 0; j < s; ++j) acc[j] += acc[j + s];
+  }
+  float tail = 0.0f;
+  for (; i < n; ++i) tail += a[i] * b[i];
+  return acc[0] + tail;
+}
+
+class CpuInferenceEngine final : public InferenceEngine {
+ public:
+  CpuInferenceEngine(const GptConfig& config, std::span<const float> params, int max_slots,
+                     int num_threads)
+      : config_(config),
+        layout_(config),
+        params_(params.begin(), params.end()),
+        max_slots_(max_slots),
+        threads_(num_threads > 0 ? num_threads : omp_get_num_procs()),
+        max_rows_(std::max(max_slots, config.block_size)) {
+    const size_t L = config.n_layer, S = max_slots, T = config.block_size, C = config.n_embd,
+                 V = config.vocab_size, R = max_rows_;
+    k_cache_.assign(L * S * T * C, 0.0f);
+    v_cache_.assign(L * S * T * C, 0.0f);
+    lengths_.assign(S, 0);
+    x_.assign(R * C, 0.0f);
+    ln_.assign(R * C, 0.0f);
+    qkv_.assign(R * 3 * C, 0.0f);
+    atty_.assign(R * C, 0.0f);
+    branch_.assign(R * C, 0.0f);
+    fch_.assign(R * 4 * C, 0.0f);
+    logits_.assign(std::max<size_t>(S, 1) * V, 0.0f);
+    scores_.assign(static_cast<size_t>(threads_) * T, 0.0f);
+    row_slot_.assign(R, 0);
+    row_pos_.assign(R, 0);
+    row_token_.assign(R, 0);
+    head_rows_.assign(R, 0);
+  }
+
+  const GptConfig& config() const override { return config_; }
+  int max_slots() const override { return max_slots_; }
+
+  void Reset(int slot) override {
+    DROPK_INFER_CHECK(slot >= 0 && slot < max_slots_);
+    lengths_[slot] = 0;
+  }
+  int Length(int slot) const override {
+    DROPK_INFER_CHECK(slot >= 0 && slot < max_slots_);
+    return lengths_[slot];
+  }
+
+  const float* Prefill(int slot, std::span<const int32_t> tokens) override {
+    DROPK_INFER_CHECK(slot >= 0 && slot < max_slots_);
+    const int n = static_cast<int>(tokens.size());
+    DROPK_INFER_CHECK(n >= 1 && lengths_[slot] + n <= config_.block_size);
+    for (int i = 0; i < n; ++i) {
+      row_slot_[i] = slot;
+      row_pos_[i] = lengths_[slot] + i;
+      row_token_[i] = tokens[i];
+    }
+    head_rows_[0] = n - 1;  // only the last position's logits are wanted
+    Step(n, 1);
+    lengths_[slot] += n;
+    return logits_.data();
+  }
+
+  const float* Decode(std::span<const int> slots, std::span<const int32_t> tokens) override {
+    const int B = static_cast<int>(slots.size());
+    DROPK_INFER_CHECK(B >= 1 && B <= max_slots_ && tokens.size() == slots.size());
+    for (int i = 0; i < B; ++i) {
+      const int s = slots[i];
+      DROPK_INFER_CHECK(s >= 0 && s < max_slots_ && lengths_[s] < config_.block_size);
+      row_slot_[i] = s;
+      row_pos_[i] = lengths_[s];
+      row_token_[i] = tokens[i];
+      head_rows_[i] = i;
+    }
+    Step(B, B);
+    for (int i = 0; i < B; ++i) ++lengths_[slots[i]];
+    return logits_.data();
+  }
+
+ private:
+  // Runs R rows (row_slot_, row_pos_, row_token_) through the model, writing
+  // their K and V into the cache, and the logits of rows head_rows_[0, H)
+  // into logits_ (H,V).
+  void Step(int R, int H) {
+    const int L = config_.n_layer, C = config_.n_embd, V = config_.vocab_size;
+    const float* p = params_.data();
+    const float* wte = p + layout_.wte();
+    const float* wpe = p + layout_.wpe();
+    for (int r = 0; r < R; ++r) {
+      const int32_t tok = row_token_[r];
+      DROPK_INFER_CHECK(tok >= 0 && tok < V);
+      const float* e = wte + static_cast<size_t>(tok) * C;
+      const float* q = wpe + static_cast<size_t>(row_pos_[r]) * C;
+      float* x = x_.data() + static_cast<size_t>(r) * C;
+      for (int c = 0; c < C; ++c) x[c] = e[c] + q[c];
+    }
+    for (int l = 0; l < L; ++l) {
+      const BlockTensors w = layout_.Block(const_cast<float*>(p), l);
+      LayerNorm(ln_.data(), x_.data(), w.ln1_w, w.ln1_b, R, C);
+      RowMatmul(qkv_.data(), ln_.data(), w.qkv_w, w.qkv_b, R, C, 3 * C);
+      Attention(l, R);
+      RowMatmul(branch_.data(), atty_.data(), w.attproj_w, w.attproj_b, R, C, C);
+      AddInPlace(x_.data(), branch_.data(), static_cast<size_t>(R) * C);
+      LayerNorm(ln_.data(), x_.data(), w.ln2_w, w.ln2_b, R, C);
+      RowMatmul(fch_.data(), ln_.data(), w.fc_w, w.fc_b, R, C, 4 * C);
+      Gelu(fch_.data(), static_cast<size_t>(R) * 4 * C);
+      RowMatmul(branch_.data(), fch_.data(), w.fcproj_w, w.fcproj_b, R, 4 * C, C);
+      AddInPlace(x_.data(), branch_.data(), static_cast<size_t>(R) * C);
+    }
+    // Final LayerNorm of the rows whose logits are wanted, packed into ln_.
+    for (int h = 0; h < H; ++h) {
+      if (head_rows_[h] != h) {
+        std::memcpy(x_.data() + static_cast<size_t>(h) * C,
+                    x_.data() + static_cast<size_t>(head_rows_[h]) * C, C * sizeof(float));
+      }
+    }
+    LayerNorm(ln_.data(), x_.data(), p + layout_.lnf_w(), p + layout_.lnf_b(), H, C);
+    // The LM head is tied to the token embedding.
+    RowMatmul(logits_.data(), ln_.data(), wte, nullptr, H, C, V);
+  }
+
+  // out (R,OC) = inp (R,C) · w (OC,C)^T + bias (OC). Threads take blocks of
+  // output columns and run every row over them, so the weight block stays in
+  // cache across rows and no reduction is split.
+  void RowMatmul(float* out, const float* inp, const float* w, const float* bias, int R, int C,
+                 int OC) {
+    const int blocks = (OC + kColumnBlock - 1) / kColumnBlock;
+#pragma omp parallel for schedule(static) num_threads(threads_)
+    for (int blk = 0; blk < blocks; ++blk) {
+      const int o0 = blk * kColumnBlock, o1 = std::min(OC, o0 + kColumnBlock);
+      for (int r = 0; r < R; ++r) {
+        const float* in = inp + static_cast<size_t>(r) * C;
+        float* o = out + static_cast<size_t>(r) * OC;
+        for (int j = o0; j < o1; ++j) {
+          const float d = Dot(in, w + static_cast<size_t>(j) * C, C);
+          o[j] = bias != nullptr ? d + bias[j] : d;
+        }
+      }
+    }
+  }
+
+  void LayerNorm(float* out, const float* inp, const float* w, const float* b, int R, int C) {
+    for (int r = 0; r < R; ++r) {
+      const float* x = inp + static_cast<size_t>(r) * C;
+      float sum = 0.0f;
+      for (int c = 0; c < C; ++c) sum += x[c];
+      const float m = sum / C;
+      float var = 0.0f;
+      for (int c = 0; c < C; ++c) var += (x[c] - m) * (x[c] - m);
+      const float s = 1.0f / std::sqrt(var / C + kLayerNormEps);
+      float* o = out + static_cast<size_t>(r) * C;
+      for (int c = 0; c < C; ++c) o[c] = (x[c] - m) * s * w[c] + b[c];
+    }
+  }
+
+  static void AddInPlace(float* x, const float* y, size_t n) {
+    for (size_t i = 0; i < n; ++i) x[i] += y[i];
+  }
+
+  void Gelu(float* x, size_t n) {
+#pragma omp parallel for schedule(static) num_threads(threads_)
+    for (size_t i = 0; i < n; ++i) {
+      const float v = x[i];
+      x[i] = 0.5f * v * (1.0f + std::tanh(kGeluScale * (v + kGeluCubic * v * v * v)));
+    }
+  }
+
+  // Writes each row's k and v (from qkv_) into its slot's cache at its
+  // position, then attends each (row, head) over positions [0, pos].
+  void Attention(int l, int R) {
+    const int C = config_.n_embd, NH = config_.n_head, T = config_.block_size;
+    const int hs = C / NH;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+    for (int r = 0; r < R; ++r) {
+      const float* qkv = qkv_.data() + static_cast<size_t>(r) * 3 * C;
+      const size_t at = CacheIndex(l, row_slot_[r], row_pos_[r]);
+      std::memcpy(k_cache_.data() + at, qkv + C, C * sizeof(float));
+      std::memcpy(v_cache_.data() + at, qkv + 2 * C, C * sizeof(float));
+    }
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads_)
+    for (int r = 0; r < R; ++r) {
+      for (int h = 0; h < NH; ++h) {
+        float* scores = scores_.data() + static_cast<size_t>(omp_get_thread_num()) * T;
+        const float* q = qkv_.data() + static_cast<size_t>(r) * 3 * C + h * hs;
+        const int pos = row_pos_[r];
+        const float* kbase = k_cache_.data() + CacheIndex(l, row_slot_[r], 0) + h * hs;
+        const float* vbase = v_cache_.data() + CacheIndex(l, row_slot_[r], 0) + h * hs;
+        float maxv = -INFINITY;
+        for (int j = 0; j <= pos; ++j) {
+          scores[j] = Dot(q, kbase + static_cast<size_t>(j) * C, hs) * scale;
+          maxv = std::max(maxv, scores[j]);
+        }
+        float sum = 0.0f;
+        for (int j = 0; j <= pos; ++j) {
+          scores[j] = std::exp(scores[j] - maxv);
+          sum += scores[j];
+        }
+        const float inv = 1.0f / sum;
+        float* o = atty_.data() + static_cast<size_t>(r) * C + h * hs;
+        for (int d = 0; d < hs; ++d) o[d] = 0.0f;
+        for (int j = 0; j <= pos; ++j) {
+          const float pj = scores[j] * inv;
+          const float* v = vbase + static_cast<size_t>(j) * C;
+          for (int d = 0; d < hs; ++d) o[d] += pj * v[d];
+        }
+      }
+    }
+  }
+
+  size_t CacheIndex(int l, int slot, int pos) const {
+    return ((static_cast<size_t>(l) * max_slots_ + slot) * config_.block_size + pos) *
+           config_.n_embd;
+  }
+
+  GptConfig config_;
+  ParamLayout layout_;
+  std::vector<float> params_;
+  int max_slots_;
+  int threads_;
+  int max_rows_;
+  std::vector<float> k_cache_, v_cache_;  // (L,S,T,C)
+  std::vector<int> lengths_;              // (S)
+  std::vector<float> x_, ln_, atty_, branch_;  // (R,C)
+  std::vector<float> qkv_;                     // (R,3C)
+  std::vector<float> fch_;                     // (R,4C)
+  std::vector<float> logits_;                  // (max(S,1),V)
+  std::vector<float> scores_;                  // (threads,T)
+  std::vector<int> row_slot_, row_pos_, head_rows_;  // (R)
+  std::vector<int32_t> row_token_;                   // (R)
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<InferenceEngine>> MakeInferenceEngine(
+    const GptConfig& config, std::span<const float> host_params, const InferenceOptions& options) {
+  if (absl::Status s = config.Validate(); !s.ok()) return s;
+  if (options.max_slots < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_slots: must be >= 1, got ", options.max_slots));
+  }
+  const ParamLayout layout(config);
+  if (host_params.size() != layout.num_params()) {
+    return absl::InvalidArgumentError(absl::StrCat("parameters: ", host_params.size(),
+                                                   " values, the config needs ",
+                                                   layout.num_params()));
+  }
+  switch (options.device) {
+    case Device::kCpu:
+      return std::unique_ptr<InferenceEngine>(new CpuInferenceEngine(
+          config, host_params, options.max_slots, options.num_threads));
+    case Device::kCuda:
+      break;
+  }
+  return absl::UnimplementedError("inference engine: no CUDA engine in this build");
+}
+
+}  // namespace dropk

@@ -1,0 +1,67 @@
+// Inference with a KV cache: prefill a sequence's prompt once, then decode one
+// token per step for many sequences together (continuous batching). No
+// dropout, no recomputation of earlier positions, no allocation after
+// construction.
+//
+// Batch invariance (DESIGN invariant 5): every output row is computed by the
+// same arithmetic in the same order whatever the other rows of the step are,
+// so a sequence's logits are bit for bit the same alone or among many. The
+// CPU engine gets this from row-wise kernels (each output element is one
+// fixed-order dot product; threads split output columns, never a reduction),
+// not from sgemm, whose blocking may depend on the number of rows.
+//
+// The interface is device-neutral; MakeInferenceEngine is the one place that
+// chooses the implementation (CPU now, CUDA beside it later).
+#ifndef DROPK_MODEL_INFERENCE_H_
+#define DROPK_MODEL_INFERENCE_H_
+
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "absl/status/statusor.h"
+#include "model/kernels.h"
+#include "model/param_layout.h"
+
+namespace dropk {
+
+struct InferenceOptions {
+  Device device = Device::kCpu;
+  int max_slots = 16;    // sequences that can hold a KV cache at once (batch limit)
+  int num_threads = 0;   // host threads for the CPU engine; 0 = all cores
+};
+
+// Holds a copy of the weights and a KV cache of block_size positions for each
+// of max_slots slots. Not thread-safe: one thread (the scheduler) drives it.
+class InferenceEngine {
+ public:
+  virtual ~InferenceEngine() = default;
+
+  virtual const GptConfig& config() const = 0;
+  virtual int max_slots() const = 0;
+
+  // Empties slot's cache (length 0).
+  virtual void Reset(int slot) = 0;
+  // Tokens cached in slot (the position the next token takes).
+  virtual int Length(int slot) const = 0;
+
+  // Appends tokens (n >= 1, Length(slot) + n <= block_size, ids < V) to
+  // slot's sequence and returns the logits (V) that follow the last of them.
+  // The pointer is host memory owned by the engine, valid until the next call.
+  virtual const float* Prefill(int slot, std::span<const int32_t> tokens) = 0;
+
+  // One decode step: appends tokens[i] to slots[i] (distinct slots, each with
+  // Length < block_size) and returns logits (B,V), row i for slots[i]. Host
+  // memory owned by the engine, valid until the next call.
+  virtual const float* Decode(std::span<const int> slots, std::span<const int32_t> tokens) = 0;
+};
+
+// Builds an engine over host parameters in ParamLayout order (copied).
+// InvalidArgument for a bad config, a parameter count that does not match
+// the layout, or max_slots < 1; Unimplemented for a device without an engine.
+absl::StatusOr<std::unique_ptr<InferenceEngine>> MakeInferenceEngine(
+    const GptConfig& config, std::span<const float> host_params, const InferenceOptions& options);
+
+}  // namespace dropk
+
+#endif  // DROPK_MODEL_INFERENCE_H_

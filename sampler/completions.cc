@@ -1,0 +1,460 @@
+#include "sampler/completions.h"
+
+#include <chrono>
+#include <condition_variable>
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "nlohmann/json.hpp"
+
+namespace dropk {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr int kDefaultMaxTokens = 16;
+constexpr uint64_t kMaxDrawnSeed = (uint64_t{1} << 53) - 1;  // exact in a JavaScript number
+
+std::string Dump(const json& j) {
+  // Byte-level tokenizers can produce invalid UTF-8; replace rather than throw.
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+ApiError Invalid(std::string param, std::string message, std::string code = "invalid_value") {
+  return ApiError{400, std::move(message), "invalid_request_error", std::move(param),
+                  std::move(code)};
+}
+
+ApiError WrongType(const std::string& param, const char* expected) {
+  return Invalid(param, absl::StrCat("'", param, "' must be ", expected), "invalid_type");
+}
+
+// Bytes of text that can be sent now: a complete UTF-8 prefix.
+size_t CompleteUtf8Prefix(std::string_view text, size_t end) {
+  // Walk back over at most 3 continuation bytes to the last lead byte.
+  size_t i = end;
+  int back = 0;
+  while (i > 0 && back < 4) {
+    const unsigned char c = static_cast<unsigned char>(text[i - 1]);
+    if ((c & 0xC0) != 0x80) {  // lead or ASCII byte at i-1
+      const int need = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3
+                                     : (c >> 3) == 0x1E ? 4 : 1;
+      return (back + 1 >= need) ? end : i - 1;
+    }
+    --i;
+    ++back;
+  }
+  return end;
+}
+
+}  // namespace
+
+std::string ErrorBody(const ApiError& e) {
+  json err = {{"message", e.message}, {"type", e.type}};
+  err["param"] = e.param.empty() ? json(nullptr) : json(e.param);
+  err["code"] = e.code.empty() ? json(nullptr) : json(e.code);
+  return Dump(json{{"error", err}});
+}
+
+std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_view body) {
+  const json j = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    return Invalid("", "the request body is not valid JSON", "invalid_json");
+  }
+  if (!j.is_object()) return Invalid("", "the request body must be a JSON object", "invalid_type");
+  CompletionRequest r;
+  auto has = [&j](const char* key) { return j.contains(key) && !j.at(key).is_null(); };
+
+  if (!has("prompt")) return Invalid("prompt", "'prompt' is required", "missing_required");
+  const json& prompt = j.at("prompt");
+  if (prompt.is_string()) {
+    r.prompts.push_back(prompt.get<std::string>());
+  } else if (prompt.is_array()) {
+    if (prompt.empty()) return Invalid("prompt", "'prompt' must not be an empty list");
+    if (prompt.size() > CompletionRequest::kMaxPrompts) {
+      return Invalid("prompt", absl::StrCat("'prompt' may list at most ",
+                                            CompletionRequest::kMaxPrompts, " prompts"));
+    }
+    for (const json& p : prompt) {
+      if (!p.is_string()) return WrongType("prompt", "a string or a list of strings");
+      r.prompts.push_back(p.get<std::string>());
+    }
+  } else {
+    return WrongType("prompt", "a string or a list of strings");
+  }
+  for (const std::string& p : r.prompts) {
+    if (p.empty()) return Invalid("prompt", "'prompt' must not be empty");
+  }
+
+  if (has("max_tokens")) {
+    const json& v = j.at("max_tokens");
+    if (!v.is_number_integer()) return WrongType("max_tokens", "an integer");
+    const int64_t m = v.get<int64_t>();
+    if (m < 1 || (v.is_number_unsigned() && v.get<uint64_t>() > INT32_MAX) || m > INT32_MAX) {
+      return Invalid("max_tokens", absl::StrCat("'max_tokens' must be >= 1, got ", Dump(v)));
+    }
+    r.max_tokens = static_cast<int>(m);
+  }
+  if (has("temperature")) {
+    const json& v = j.at("temperature");
+    if (!v.is_number()) return WrongType("temperature", "a number");
+    const double t = v.get<double>();
+    if (!(t >= 0.0) || !std::isfinite(t) || t > 1e6) {
+      return Invalid("temperature", absl::StrCat("'temperature' must be >= 0, got ", Dump(v)));
+    }
+    r.temperature = static_cast<float>(t);
+  }
+  if (has("top_k")) {
+    const json& v = j.at("top_k");
+    if (!v.is_number_integer()) return WrongType("top_k", "an integer");
+    if (v.is_number_unsigned()) {
+      const uint64_t k = v.get<uint64_t>();
+      r.top_k = k > INT32_MAX ? INT32_MAX : static_cast<int>(k);  // clamped to V later
+    } else {
+      const int64_t k = v.get<int64_t>();
+      if (k < -1) {
+        return Invalid("top_k", absl::StrCat("'top_k' must be >= 1, or 0 or -1 to disable, got ",
+                                             k));
+      }
+      r.top_k = k > INT32_MAX ? INT32_MAX : static_cast<int>(k);
+    }
+    if (r.top_k == -1) r.top_k = 0;
+  }
+  if (has("top_p")) {
+    const json& v = j.at("top_p");
+    if (!v.is_number()) return WrongType("top_p", "a number");
+    const double p = v.get<double>();
+    if (!(p > 0.0 && p <= 1.0)) {
+      return Invalid("top_p", absl::StrCat("'top_p' must be in (0, 1], got ", Dump(v)));
+    }
+    r.top_p = static_cast<float>(p);
+  }
+  if (has("seed")) {
+    const json& v = j.at("seed");
+    if (!v.is_number_integer()) return WrongType("seed", "an integer");
+    if (!v.is_number_unsigned() && v.get<int64_t>() < 0) {
+      return Invalid("seed", absl::StrCat("'seed' must be >= 0, got ", Dump(v)));
+    }
+    r.seed = v.get<uint64_t>();
+  }
+  if (has("stop")) {
+    const json& v = j.at("stop");
+    if (v.is_string()) {
+      r.stop.push_back(v.get<std::string>());
+    } else if (v.is_array()) {
+      if (v.size() > CompletionRequest::kMaxStops) {
+        return Invalid("stop", absl::StrCat("'stop' may list at most ",
+                                            CompletionRequest::kMaxStops, " strings"));
+      }
+      for (const json& s : v) {
+        if (!s.is_string()) return WrongType("stop", "a string or a list of strings");
+        r.stop.push_back(s.get<std::string>());
+      }
+    } else {
+      return WrongType("stop", "a string or a list of strings");
+    }
+    for (const std::string& s : r.stop) {
+      if (s.empty()) return Invalid("stop", "'stop' strings must not be empty");
+    }
+  }
+  if (has("n")) {
+    const json& v = j.at("n");
+    if (!v.is_number_integer()) return WrongType("n", "an integer");
+    const bool big = v.is_number_unsigned() && v.get<uint64_t>() > CompletionRequest::kMaxN;
+    if (big || v.get<int64_t>() < 1 || v.get<int64_t>() > CompletionRequest::kMaxN) {
+      return Invalid("n", absl::StrCat("'n' must be in [1, ", CompletionRequest::kMaxN,
+                                       "], got ", Dump(v)));
+    }
+    r.n = v.get<int>();
+  }
+  if (has("stream")) {
+    const json& v = j.at("stream");
+    if (!v.is_boolean()) return WrongType("stream", "a boolean");
+    r.stream = v.get<bool>();
+  }
+  if (has("logprobs")) {
+    const json& v = j.at("logprobs");
+    if (!v.is_number_integer()) return WrongType("logprobs", "an integer");
+    const bool big = v.is_number_unsigned() && v.get<uint64_t>() > Scheduler::kMaxTopLogprobs;
+    if (big || v.get<int64_t>() < 0 || v.get<int64_t>() > Scheduler::kMaxTopLogprobs) {
+      return Invalid("logprobs", absl::StrCat("'logprobs' must be in [0, ",
+                                              Scheduler::kMaxTopLogprobs, "], got ", Dump(v)));
+    }
+    r.logprobs = v.get<int>();
+  }
+  if (has("model") && !j.at("model").is_string()) return WrongType("model", "a string");
+  return r;
+}
+
+// Output state of one choice; scheduler thread only.
+struct CompletionJob::Choice {
+  std::string text;      // decoded output so far (cut at a stop string)
+  size_t sent = 0;       // bytes of text already streamed
+  int tokens = 0;
+  bool stopped = false;  // a stop string was found
+  std::string finish_reason;
+  json token_strs = json::array(), token_logprobs = json::array(), top_logprobs = json::array(),
+       text_offset = json::array();
+  size_t logprobs_sent = 0;  // entries already streamed
+};
+
+class CompletionJob::ChoiceSink final : public SequenceSink {
+ public:
+  ChoiceSink(std::shared_ptr<CompletionJob> job, int choice)
+      : job_(std::move(job)), choice_(choice) {}
+  bool OnToken(const GeneratedToken& token) override { return job_->OnToken(choice_, token); }
+  void OnFinish(FinishReason reason) override { job_->OnFinish(choice_, reason); }
+  bool Cancelled() const override { return job_->cancelled(); }
+
+ private:
+  std::shared_ptr<CompletionJob> job_;
+  int choice_;
+};
+
+std::variant<std::shared_ptr<CompletionJob>, ApiError> CompletionJob::Start(
+    const CompletionRequest& request, std::shared_ptr<ServingModel> model, Scheduler* scheduler,
+    std::shared_ptr<CompletionListener> listener) {
+  if (model == nullptr) {
+    return ApiError{503, "no checkpoint is loaded yet", "service_unavailable", "",
+                    "model_not_ready"};
+  }
+  const ModelSnapshot& snap = model->snapshot();
+  const int V = snap.config.vocab_size, T = snap.config.block_size;
+  std::shared_ptr<CompletionJob> job(new CompletionJob());
+  job->listener_ = std::move(listener);
+  job->model_ = model;
+  job->created_ = std::chrono::duration_cast<std::chrono::seconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+  if (request.seed.has_value()) {
+    job->seed_ = *request.seed;
+  } else {
+    std::random_device rd;
+    job->seed_ = ((static_cast<uint64_t>(rd()) << 32) ^ rd()) & kMaxDrawnSeed;
+  }
+  std::random_device rd;
+  job->id_ = absl::StrFormat("cmpl-%08x%08x", rd(), rd());
+  job->stream_ = request.stream;
+  job->logprobs_ = request.logprobs;
+  job->stop_ = request.stop;
+  for (const std::string& s : job->stop_) job->max_stop_ = std::max(job->max_stop_, s.size());
+
+  std::vector<SequenceRequest> sequences;
+  for (size_t p = 0; p < request.prompts.size(); ++p) {
+    absl::StatusOr<std::vector<int32_t>> ids = snap.tokenizer.Encode(request.prompts[p]);
+    if (!ids.ok()) {
+      return Invalid("prompt", absl::StrCat("prompt ", p, ": ", ids.status().message()),
+                     "invalid_prompt");
+    }
+    const int P = static_cast<int>(ids->size());
+    if (P >= T) {
+      return Invalid("prompt",
+                     absl::StrCat("prompt ", p, " is ", P, " tokens; the model's context is ", T,
+                                  " tokens, which must hold the prompt and at least one "
+                                  "generated token"),
+                     "context_length_exceeded");
+    }
+    int max_tokens = std::min(kDefaultMaxTokens, T - P);
+    if (request.max_tokens.has_value()) {
+      if (P + static_cast<int64_t>(*request.max_tokens) > T) {
+        return Invalid("max_tokens",
+                       absl::StrCat("prompt ", p, " (", P, " tokens) plus max_tokens (",
+                                    *request.max_tokens, ") exceeds the model's context of ", T,
+                                    " tokens"),
+                       "context_length_exceeded");
+      }
+      max_tokens = *request.max_tokens;
+    }
+    job->prompt_tokens_ += P;
+    for (int c = 0; c < request.n; ++c) {
+      SequenceRequest s;
+      s.model = model;
+      s.prompt = *ids;
+      s.max_tokens = max_tokens;
+      s.sampling.temperature = request.temperature;
+      s.sampling.top_k = std::min(request.top_k, V);
+      s.sampling.top_p = request.top_p;
+      s.sampling.seed = job->seed_ + static_cast<uint64_t>(c);
+      s.top_logprobs = std::max(request.logprobs, 0);
+      sequences.push_back(std::move(s));
+    }
+  }
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    job->choices_.push_back(std::make_unique<Choice>());
+    sequences[i].sink = std::make_shared<ChoiceSink>(job, static_cast<int>(i));
+  }
+  job->unfinished_ = static_cast<int>(sequences.size());
+  const absl::Status s = scheduler->Submit(std::move(sequences));
+  if (absl::IsResourceExhausted(s)) {
+    return ApiError{429, std::string(s.message()), "rate_limit_exceeded", "", "queue_full"};
+  }
+  if (absl::IsUnavailable(s)) {
+    return ApiError{503, std::string(s.message()), "service_unavailable", "", "shutting_down"};
+  }
+  if (!s.ok()) return Invalid("", std::string(s.message()));
+  return job;
+}
+
+bool CompletionJob::OnToken(int index, const GeneratedToken& token) {
+  Choice& c = *choices_[index];
+  ++c.tokens;
+  const TextTokenizer& tok = model_->snapshot().tokenizer;
+  const size_t before = c.text.size();
+  c.text += tok.DecodeOne(token.token);
+  if (logprobs_ >= 0) {
+    c.token_strs.push_back(tok.DecodeOne(token.token));
+    c.token_logprobs.push_back(token.logprob);
+    json top = json::object();
+    for (const TokenLogprob& t : token.top) top[tok.DecodeOne(t.token)] = t.logprob;
+    c.top_logprobs.push_back(std::move(top));
+    c.text_offset.push_back(before);
+  }
+  if (max_stop_ > 0) {
+    // Only a stop string that ends in the new piece can be new.
+    const size_t from = before >= max_stop_ ? before - max_stop_ + 1 : 0;
+    size_t cut = std::string::npos;
+    for (const std::string& s : stop_) cut = std::min(cut, c.text.find(s, from));
+    if (cut != std::string::npos) {
+      c.text.resize(cut);
+      c.stopped = true;
+      return false;
+    }
+  }
+  if (stream_) {
+    // Hold back what could still become a stop string, and partial UTF-8.
+    size_t safe = c.text.size();
+    if (max_stop_ > 0) safe = safe >= max_stop_ - 1 ? safe - (max_stop_ - 1) : 0;
+    safe = CompleteUtf8Prefix(c.text, safe);
+    if (safe > c.sent || (logprobs_ >= 0 && c.logprobs_sent < c.token_strs.size())) {
+      std::string delta = safe > c.sent ? c.text.substr(c.sent, safe - c.sent) : "";
+      c.sent = std::max(c.sent, safe);
+      listener_->OnEvent(absl::StrCat("data: ", ChunkJson(index, delta, nullptr), "\n\n"));
+    }
+  }
+  return true;
+}
+
+void CompletionJob::OnFinish(int index, FinishReason reason) {
+  Choice& c = *choices_[index];
+  c.finish_reason = c.stopped || reason == FinishReason::kStop ? "stop" : "length";
+  if (reason == FinishReason::kCancelled) c.finish_reason = "cancelled";
+  if (stream_ && reason != FinishReason::kCancelled) {
+    const std::string delta = c.sent < c.text.size() ? c.text.substr(c.sent) : "";
+    c.sent = c.text.size();
+    listener_->OnEvent(
+        absl::StrCat("data: ", ChunkJson(index, delta, c.finish_reason.c_str()), "\n\n"));
+  }
+  if (--unfinished_ > 0) return;
+  if (stream_) {
+    listener_->OnEvent("data: [DONE]\n\n");
+    listener_->OnDone("");
+  } else {
+    listener_->OnDone(BodyJson());
+  }
+  // Break the job <-> sink cycle: sinks hold the job; the job no longer
+  // needs its listener.
+  listener_.reset();
+}
+
+std::string CompletionJob::ChunkJson(int index, std::string_view text,
+                                     const char* finish_reason) {
+  Choice& c = *choices_[index];
+  json choice = {{"text", text}, {"index", index}};
+  if (logprobs_ >= 0) {
+    json lp = {{"tokens", json::array()}, {"token_logprobs", json::array()},
+               {"top_logprobs", json::array()}, {"text_offset", json::array()}};
+    for (size_t i = c.logprobs_sent; i < c.token_strs.size(); ++i) {
+      lp["tokens"].push_back(c.token_strs[i]);
+      lp["token_logprobs"].push_back(c.token_logprobs[i]);
+      lp["top_logprobs"].push_back(c.top_logprobs[i]);
+      lp["text_offset"].push_back(c.text_offset[i]);
+    }
+    c.logprobs_sent = c.token_strs.size();
+    choice["logprobs"] = std::move(lp);
+  } else {
+    choice["logprobs"] = nullptr;
+  }
+  choice["finish_reason"] = finish_reason == nullptr ? json(nullptr) : json(finish_reason);
+  const ModelSnapshot& snap = model_->snapshot();
+  return Dump(json{{"id", id_},
+                   {"object", "text_completion"},
+                   {"created", created_},
+                   {"model", snap.id},
+                   {"choices", json::array({std::move(choice)})},
+                   {"checkpoint_step", snap.step},
+                   {"seed", seed_}});
+}
+
+namespace {
+class BlockingListener final : public CompletionListener {
+ public:
+  explicit BlockingListener(const std::function<void(const std::string&)>* on_event)
+      : on_event_(on_event) {}
+  void OnEvent(std::string event) override {
+    if (*on_event_) (*on_event_)(event);
+  }
+  void OnDone(std::string body) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    body_ = std::move(body);
+    done_ = true;
+    cv_.notify_all();
+  }
+  std::string Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return done_; });
+    return std::move(body_);
+  }
+
+ private:
+  const std::function<void(const std::string&)>* on_event_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::string body_;
+};
+}  // namespace
+
+std::variant<std::string, ApiError> RunCompletion(
+    const CompletionRequest& request, Scheduler* scheduler,
+    const std::function<void(const std::string&)>& on_event) {
+  auto listener = std::make_shared<BlockingListener>(&on_event);
+  auto started = CompletionJob::Start(request, scheduler->CurrentModel(), scheduler, listener);
+  if (auto* e = std::get_if<ApiError>(&started)) return *e;
+  return listener->Wait();
+}
+
+std::string CompletionJob::BodyJson() {
+  json choices = json::array();
+  int completion_tokens = 0;
+  for (size_t i = 0; i < choices_.size(); ++i) {
+    Choice& c = *choices_[i];
+    completion_tokens += c.tokens;
+    json choice = {{"text", c.text}, {"index", i}, {"finish_reason", c.finish_reason}};
+    if (logprobs_ >= 0) {
+      choice["logprobs"] = {{"tokens", c.token_strs},
+                            {"token_logprobs", c.token_logprobs},
+                            {"top_logprobs", c.top_logprobs},
+                            {"text_offset", c.text_offset}};
+    } else {
+      choice["logprobs"] = nullptr;
+    }
+    choices.push_back(std::move(choice));
+  }
+  const ModelSnapshot& snap = model_->snapshot();
+  return Dump(json{{"id", id_},
+                   {"object", "text_completion"},
+                   {"created", created_},
+                   {"model", snap.id},
+                   {"choices", std::move(choices)},
+                   {"usage",
+                    {{"prompt_tokens", prompt_tokens_},
+                     {"completion_tokens", completion_tokens},
+                     {"total_tokens", prompt_tokens_ + completion_tokens}}},
+                   {"checkpoint_step", snap.step},
+                   {"seed", seed_}});
+}
+
+}  // namespace dropk

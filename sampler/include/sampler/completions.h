@@ -1,0 +1,124 @@
+// The OpenAI-compatible completions API, independent of HTTP: request
+// parsing and validation, and a CompletionJob that turns one request into
+// scheduler sequences and their output into response bodies (one JSON body,
+// or server-sent events ending in `data: [DONE]`). The HTTP server and the
+// offline `dropk sample --checkpoint` both run requests through here, so the
+// same request and seed give the same text either way.
+//
+// Sampling order: temperature, then top-k, then top-p (model/generate.h).
+// Choice j of every prompt samples with seed + j, so a choice can be
+// reproduced alone with n = 1 and that seed.
+#ifndef DROPK_SAMPLER_COMPLETIONS_H_
+#define DROPK_SAMPLER_COMPLETIONS_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "sampler/scheduler.h"
+
+namespace dropk {
+
+// An error a client caused (or a service condition it should see), as an
+// HTTP status and an OpenAI error object.
+struct ApiError {
+  int status = 400;
+  std::string message;
+  std::string type = "invalid_request_error";
+  std::string param;  // "" renders as null
+  std::string code;   // "" renders as null
+};
+
+// {"error": {"message", "type", "param", "code"}}
+std::string ErrorBody(const ApiError& error);
+
+struct CompletionRequest {
+  static constexpr int kMaxN = 16;
+  static constexpr int kMaxPrompts = 64;
+  static constexpr int kMaxStops = 4;
+
+  std::vector<std::string> prompts;
+  std::optional<int> max_tokens;  // absent: min(16, what fits the context)
+  float temperature = 1.0f;       // 0: greedy
+  int top_k = 0;                  // 0 or -1: off; clamped to V later
+  float top_p = 1.0f;             // (0, 1]
+  std::optional<uint64_t> seed;   // absent: drawn by the server
+  std::vector<std::string> stop;
+  int n = 1;
+  bool stream = false;
+  int logprobs = -1;  // -1: none; else alternatives per token (0..20)
+};
+
+// Parses and validates a /v1/completions body. Errors are 400s naming the
+// field (param) with code invalid_json, invalid_type or invalid_value.
+std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_view body);
+
+// Receives a job's output on the scheduler thread; must not block.
+class CompletionListener {
+ public:
+  virtual ~CompletionListener() = default;
+  // Streaming only: one server-sent event ("data: ...\n\n"), in order.
+  virtual void OnEvent(std::string event) = 0;
+  // Exactly once, last: the JSON body (non-streaming) or "" (streaming,
+  // after the final `data: [DONE]` event).
+  virtual void OnDone(std::string body) = 0;
+};
+
+// One request in flight. Thread-safe to Cancel from any thread.
+class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
+ public:
+  // Validates `request` against `model` (prompt encoding, context length)
+  // and submits its prompts x n sequences. Errors: 400 for the request, 429
+  // when the queue is full, 503 when shutting down. On success the listener
+  // gets the output; on error it is never called.
+  static std::variant<std::shared_ptr<CompletionJob>, ApiError> Start(
+      const CompletionRequest& request, std::shared_ptr<ServingModel> model,
+      Scheduler* scheduler, std::shared_ptr<CompletionListener> listener);
+
+  // Ends the job's sequences at the next decode step (client gone).
+  void Cancel() { cancelled_ = true; }
+  bool cancelled() const { return cancelled_; }
+  uint64_t seed() const { return seed_; }
+
+ private:
+  class ChoiceSink;
+  struct Choice;
+  CompletionJob() = default;
+  bool OnToken(int choice, const GeneratedToken& token);
+  void OnFinish(int choice, FinishReason reason);
+  std::string ChunkJson(int choice, std::string_view text, const char* finish_reason);
+  std::string BodyJson();
+
+  std::atomic<bool> cancelled_{false};
+  std::shared_ptr<CompletionListener> listener_;
+  std::shared_ptr<ServingModel> model_;
+  std::string id_;
+  int64_t created_ = 0;
+  uint64_t seed_ = 0;
+  bool stream_ = false;
+  int logprobs_ = -1;
+  std::vector<std::string> stop_;
+  size_t max_stop_ = 0;
+  int prompt_tokens_ = 0;
+  std::vector<std::unique_ptr<Choice>> choices_;  // touched on the scheduler thread only
+  int unfinished_ = 0;
+};
+
+// Runs `request` on the scheduler's current model and blocks until it is
+// done: returns the JSON body (non-streaming) or "" (streaming, after each
+// SSE event was passed to on_event in order, on the scheduler thread).
+// The offline `dropk sample --checkpoint` and the tests use this.
+std::variant<std::string, ApiError> RunCompletion(
+    const CompletionRequest& request, Scheduler* scheduler,
+    const std::function<void(const std::string&)>& on_event = nullptr);
+
+}  // namespace dropk
+
+#endif  // DROPK_SAMPLER_COMPLETIONS_H_

@@ -1,0 +1,65 @@
+// The HTTP/1.1 front end of the sampling service, on Boost.Beast and
+// Boost.Asio: a listener that accepts and a session per connection
+// (DoRead/OnRead pairs, an error_code on every handler; a failure ends only
+// that session). Several I/O threads run the sessions; generation runs on
+// the scheduler's thread, never on an I/O thread.
+//
+// Routes: POST /v1/completions, GET /v1/models, /healthz, /readyz, /metrics.
+// Every error is an OpenAI-style JSON body (completions.h ErrorBody).
+#ifndef DROPK_SAMPLER_HTTP_SERVER_H_
+#define DROPK_SAMPLER_HTTP_SERVER_H_
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "sampler/metrics.h"
+#include "sampler/scheduler.h"
+
+namespace dropk {
+
+struct HttpServerOptions {
+  std::string address = "127.0.0.1";  // loopback unless asked otherwise
+  uint16_t port = 8080;               // 0: any free port (see HttpServer::port)
+  int io_threads = 2;
+  size_t max_body_bytes = 1 << 20;    // larger bodies get 413
+  size_t max_header_bytes = 16 << 10;
+  std::chrono::milliseconds header_timeout{10000};  // also the keep-alive idle limit
+  std::chrono::milliseconds body_timeout{30000};
+  std::chrono::milliseconds write_timeout{30000};
+  std::string api_key;  // non-empty: every route but /healthz needs "Bearer <key>"
+  int retry_after_seconds = 1;  // Retry-After on 429
+};
+
+class HttpServer {
+ public:
+  // Binds, listens and starts the I/O threads. scheduler and metrics must
+  // outlive the server. Errors name the address and port.
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const HttpServerOptions& options,
+                                                           Scheduler* scheduler,
+                                                           ServiceMetrics* metrics);
+  ~HttpServer();  // Stop()
+
+  uint16_t port() const;
+
+  // Stops accepting connections; requests already accepted keep going.
+  void StopAccepting();
+  // Waits up to `deadline` for in-flight responses to be written, then stops
+  // the I/O threads and closes every connection. Idempotent.
+  void Stop(std::chrono::milliseconds deadline = std::chrono::milliseconds(0));
+
+  class Impl;
+
+ private:
+  explicit HttpServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Compares in time that depends only on the lengths, not the contents.
+bool ConstantTimeEquals(std::string_view a, std::string_view b);
+
+}  // namespace dropk
+
+#endif  // DROPK_SAMPLER_HTTP_SERVER_H_

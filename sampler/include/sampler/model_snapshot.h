@@ -1,0 +1,49 @@
+// A model the sampling service can serve: shape, tokenizer, weights and where
+// they came from. Snapshots are immutable once built and shared between the
+// loader, the scheduler and the requests pinned to them.
+#ifndef DROPK_SAMPLER_MODEL_SNAPSHOT_H_
+#define DROPK_SAMPLER_MODEL_SNAPSHOT_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/param_layout.h"
+#include "model/tokenizer.h"
+
+namespace dropk {
+
+struct ModelSnapshot {
+  GptConfig config;
+  TextTokenizer tokenizer;
+  std::vector<float> params;  // ParamLayout order
+  int64_t step = 0;           // training step of the checkpoint
+  std::string id;             // model name in the API, e.g. "dropk-step-00001000"
+  std::string path;           // checkpoint directory ("" when made in-process)
+};
+
+// Checks that config, tokenizer and params agree (vocab, parameter count,
+// finite values) and builds the snapshot. InvalidArgument naming what
+// disagrees.
+absl::StatusOr<std::shared_ptr<const ModelSnapshot>> MakeSnapshot(
+    const GptConfig& config, TextTokenizer tokenizer, std::vector<float> params, int64_t step,
+    std::string id, std::string path);
+
+// Reads and verifies one checkpoint directory (weights only) into a snapshot.
+absl::StatusOr<std::shared_ptr<const ModelSnapshot>> LoadCheckpointSnapshot(
+    const std::string& checkpoint_dir);
+
+// The checkpoint directory the service should serve from checkpoints_dir:
+// what LATEST names if it verifies, else the newest that does. Skipped
+// candidates go to *skipped as "path: reason".
+absl::StatusOr<std::string> FindServableCheckpoint(const std::string& checkpoints_dir,
+                                                   std::vector<std::string>* skipped);
+
+// Whether this build can read checkpoints (the checkpoint reader is linked).
+bool CheckpointReaderAvailable();
+
+}  // namespace dropk
+
+#endif  // DROPK_SAMPLER_MODEL_SNAPSHOT_H_

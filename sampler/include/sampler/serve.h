@@ -1,0 +1,70 @@
+// dropk-serve as a library: checkpoint loading and hot reload, and the
+// program that ties the scheduler, the HTTP server and the watcher together.
+#ifndef DROPK_SAMPLER_SERVE_H_
+#define DROPK_SAMPLER_SERVE_H_
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "sampler/http_server.h"
+#include "sampler/metrics.h"
+#include "sampler/scheduler.h"
+
+namespace dropk {
+
+// Loads the newest servable checkpoint of a run and, when polled, swaps in a
+// new LATEST once it loads and verifies. A checkpoint that does not is
+// refused (logged on stderr, counted in metrics) and the old one keeps
+// serving. Thread-safe; Start/Stop run the polling thread.
+class CheckpointWatcher {
+ public:
+  CheckpointWatcher(std::string checkpoints_dir, Scheduler* scheduler, ServiceMetrics* metrics);
+  ~CheckpointWatcher();  // Stop()
+
+  // Loads what the run's LATEST (or the newest valid checkpoint) names.
+  absl::Status LoadInitial();
+  // One poll: when LATEST changed since the last poll, try to load it.
+  // Returns OK when nothing changed or the new one was swapped in.
+  absl::Status PollOnce();
+
+  void Start(std::chrono::milliseconds interval);
+  void Stop();
+
+ private:
+  absl::Status LoadFrom(const std::string& latest_contents);
+  std::string ReadLatest() const;
+
+  const std::string dir_;
+  Scheduler* scheduler_;
+  ServiceMetrics* metrics_;
+  std::mutex mu_;
+  std::string last_latest_;   // contents of LATEST at the last attempt
+  std::string serving_path_;  // checkpoint directory being served
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+struct ServeOptions {
+  std::string checkpoints_dir;
+  bool watch = false;
+  std::chrono::milliseconds watch_interval{1000};
+  std::chrono::milliseconds drain_deadline{10000};
+  std::string port_file;  // written with the bound port once listening
+  HttpServerOptions http;
+  SchedulerOptions scheduler;
+};
+
+// Runs the service until SIGTERM or SIGINT, then stops accepting, lets
+// running requests finish within drain_deadline, and returns 0. Returns 1
+// (after a one-line message on stderr) when it cannot start. Blocks SIGTERM
+// and SIGINT in the calling thread; call before starting other threads.
+int RunServe(const ServeOptions& options);
+
+}  // namespace dropk
+
+#endif  // DROPK_SAMPLER_SERVE_H_

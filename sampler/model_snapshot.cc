@@ -1,0 +1,86 @@
+#include "sampler/model_snapshot.h"
+
+#include <cmath>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+#if DROPK_HAVE_CHECKPOINT_READER
+#include "trainer/checkpoint.h"
+#endif
+
+namespace dropk {
+
+absl::StatusOr<std::shared_ptr<const ModelSnapshot>> MakeSnapshot(
+    const GptConfig& config, TextTokenizer tokenizer, std::vector<float> params, int64_t step,
+    std::string id, std::string path) {
+  if (absl::Status s = config.Validate(); !s.ok()) return s;
+  if (tokenizer.vocab_size() != config.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer vocab ", tokenizer.vocab_size(),
+                                                   " differs from the model's vocab_size ",
+                                                   config.vocab_size));
+  }
+  const ParamLayout layout(config);
+  if (params.size() != layout.num_params()) {
+    return absl::InvalidArgumentError(absl::StrCat("params: ", params.size(),
+                                                   " values, the config needs ",
+                                                   layout.num_params()));
+  }
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (!std::isfinite(params[i])) {
+      return absl::InvalidArgumentError(absl::StrCat("params: value ", i, " is not finite"));
+    }
+  }
+  auto snapshot = std::make_shared<ModelSnapshot>(ModelSnapshot{
+      config, std::move(tokenizer), std::move(params), step, std::move(id), std::move(path)});
+  return std::shared_ptr<const ModelSnapshot>(std::move(snapshot));
+}
+
+#if DROPK_HAVE_CHECKPOINT_READER
+bool CheckpointReaderAvailable() { return true; }
+
+absl::StatusOr<std::shared_ptr<const ModelSnapshot>> LoadCheckpointSnapshot(
+    const std::string& checkpoint_dir) {
+  ReadCheckpointOptions options;
+  options.weights_only = true;
+  absl::StatusOr<CheckpointData> data = ReadCheckpoint(checkpoint_dir, options);
+  if (!data.ok()) return data.status();
+  absl::StatusOr<TextTokenizer> tokenizer = TextTokenizer::FromProto(data->tokenizer);
+  if (!tokenizer.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(checkpoint_dir, ": tokenizer: ", tokenizer.status().message()));
+  }
+  const GptConfig config{tokenizer->vocab_size(), data->config.block_size(),
+                         data->config.n_layer(), data->config.n_head(), data->config.n_embd()};
+  auto snapshot = MakeSnapshot(config, *std::move(tokenizer), std::move(data->params),
+                               data->step, absl::StrFormat("dropk-step-%08d", data->step),
+                               checkpoint_dir);
+  if (!snapshot.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(checkpoint_dir, ": ", snapshot.status().message()));
+  }
+  return snapshot;
+}
+
+absl::StatusOr<std::string> FindServableCheckpoint(const std::string& checkpoints_dir,
+                                                   std::vector<std::string>* skipped) {
+  return FindLatestValidCheckpoint(checkpoints_dir, skipped);
+}
+#else
+bool CheckpointReaderAvailable() { return false; }
+
+absl::StatusOr<std::shared_ptr<const ModelSnapshot>> LoadCheckpointSnapshot(
+    const std::string& checkpoint_dir) {
+  return absl::UnimplementedError(absl::StrCat(
+      checkpoint_dir, ": this build has no checkpoint reader (trainer/checkpoint.cc missing)"));
+}
+
+absl::StatusOr<std::string> FindServableCheckpoint(const std::string& checkpoints_dir,
+                                                   std::vector<std::string>* skipped) {
+  return absl::UnimplementedError(absl::StrCat(
+      checkpoints_dir, ": this build has no checkpoint reader (trainer/checkpoint.cc missing)"));
+}
+#endif
+
+}  // namespace dropk

@@ -1,0 +1,270 @@
+#include "sampler/scheduler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+
+namespace dropk {
+
+using Clock = std::chrono::steady_clock;
+
+struct Scheduler::Active {
+  SequenceRequest request;
+  int slot = -1;
+  int generated = 0;
+  int32_t last_token = 0;
+  Clock::time_point last_time;
+};
+
+Scheduler::Scheduler(const SchedulerOptions& options, ServiceMetrics* metrics)
+    : options_(options), metrics_(metrics) {}
+
+absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const SchedulerOptions& options,
+                                                             ServiceMetrics* metrics) {
+  if (options.max_batch < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("max_batch: must be >= 1, got ",
+                                                   options.max_batch));
+  }
+  if (options.max_queue < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("max_queue: must be >= 0, got ",
+                                                   options.max_queue));
+  }
+  std::unique_ptr<Scheduler> s(new Scheduler(options, metrics));
+  s->active_.reserve(options.max_batch);
+  s->step_slots_.reserve(options.max_batch);
+  s->step_tokens_.reserve(options.max_batch);
+  s->step_rows_.reserve(options.max_batch);
+  s->top_.resize(kMaxTopLogprobs);
+  s->thread_ = std::thread([p = s.get()] { p->Loop(); });
+  return s;
+}
+
+Scheduler::~Scheduler() { Shutdown(std::chrono::milliseconds(0)); }
+
+absl::Status Scheduler::SetModel(std::shared_ptr<const ModelSnapshot> snapshot) {
+  InferenceOptions io;
+  io.device = options_.device;
+  io.max_slots = options_.max_batch;
+  io.num_threads = options_.num_threads;
+  absl::StatusOr<std::unique_ptr<InferenceEngine>> engine =
+      MakeInferenceEngine(snapshot->config, snapshot->params, io);
+  if (!engine.ok()) return engine.status();
+  auto model = std::make_shared<ServingModel>();
+  model->snapshot_ = std::move(snapshot);
+  model->engine_ = *std::move(engine);
+  for (int s = options_.max_batch - 1; s >= 0; --s) model->free_slots_.push_back(s);
+  const int64_t step = model->snapshot_->step;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    current_ = std::move(model);
+  }
+  metrics_->checkpoint_step = step;
+  return absl::OkStatus();
+}
+
+std::shared_ptr<ServingModel> Scheduler::CurrentModel() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return current_;
+}
+
+absl::Status Scheduler::Submit(std::vector<SequenceRequest> sequences) {
+  for (const SequenceRequest& s : sequences) {
+    if (s.model == nullptr || s.sink == nullptr) {
+      return absl::InvalidArgumentError("sequence without a model or a sink");
+    }
+    const GptConfig& c = s.model->snapshot().config;
+    if (s.prompt.empty() || s.max_tokens < 1 ||
+        s.prompt.size() + s.max_tokens > static_cast<size_t>(c.block_size) + 0) {
+      return absl::InvalidArgumentError("prompt and max_tokens do not fit the context");
+    }
+    for (int32_t t : s.prompt) {
+      if (t < 0 || t >= c.vocab_size) return absl::InvalidArgumentError("prompt id outside vocab");
+    }
+    if (s.top_logprobs < 0 || s.top_logprobs > kMaxTopLogprobs) {
+      return absl::InvalidArgumentError("top_logprobs out of range");
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!accepting_) return absl::UnavailableError("the server is shutting down");
+    if (pending_.size() + sequences.size() > static_cast<size_t>(options_.max_queue)) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "too many queued sequences (", pending_.size(), " waiting, limit ",
+          options_.max_queue, ")"));
+    }
+    for (SequenceRequest& s : sequences) pending_.push_back(std::move(s));
+    idle_ = false;
+    metrics_->queue_length = static_cast<int64_t>(pending_.size());
+  }
+  work_cv_.notify_one();
+  return absl::OkStatus();
+}
+
+void Scheduler::Shutdown(std::chrono::milliseconds deadline) {
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+    accepting_ = false;
+    idle_cv_.wait_for(lock, deadline, [this] { return idle_; });
+    stop_now_ = true;
+  }
+  work_cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Scheduler::Finish(Active& seq, FinishReason reason) {
+  seq.request.sink->OnFinish(reason);
+  if (reason == FinishReason::kCancelled) ++metrics_->cancelled_sequences;
+  seq.request.model->free_slots_.push_back(seq.slot);
+  seq.slot = -1;
+}
+
+bool Scheduler::Emit(Active& seq, const float* logits) {
+  const ModelSnapshot& snap = seq.request.model->snapshot();
+  const int V = snap.config.vocab_size;
+  if (scratch_.size() < static_cast<size_t>(V)) {  // only when a larger vocab is first served
+    scratch_.resize(V);
+    ids_.resize(V);
+  }
+  const std::span<const float> row(logits, V);
+  const int32_t token =
+      SampleToken(row, seq.request.sampling, static_cast<uint64_t>(seq.generated),
+                  std::span<float>(scratch_.data(), V), std::span<int32_t>(ids_.data(), V));
+  // Log-softmax of the raw logits, in a fixed order.
+  float maxv = row[0];
+  for (int i = 1; i < V; ++i) maxv = std::max(maxv, row[i]);
+  double sum = 0.0;
+  for (int i = 0; i < V; ++i) sum += std::exp(static_cast<double>(row[i] - maxv));
+  const float lse = maxv + static_cast<float>(std::log(sum));
+  GeneratedToken out;
+  out.token = token;
+  out.index = seq.generated;
+  out.logprob = row[token] - lse;
+  const int k = std::min(seq.request.top_logprobs, V);
+  if (k > 0) {
+    for (int i = 0; i < V; ++i) ids_[i] = i;
+    std::partial_sort(ids_.begin(), ids_.begin() + k, ids_.begin() + V,
+                      [&row](int32_t a, int32_t b) {
+                        return row[a] > row[b] || (row[a] == row[b] && a < b);
+                      });
+    for (int i = 0; i < k; ++i) top_[i] = {ids_[i], row[ids_[i]] - lse};
+    out.top = std::span<const TokenLogprob>(top_.data(), k);
+  }
+  const Clock::time_point now = Clock::now();
+  if (seq.generated == 0) {
+    metrics_->ttft_seconds.Observe(std::chrono::duration<double>(now - seq.request.arrival).count());
+  } else {
+    metrics_->inter_token_seconds.Observe(std::chrono::duration<double>(now - seq.last_time).count());
+  }
+  seq.last_time = now;
+  ++metrics_->generated_tokens;
+  ++seq.generated;
+  seq.last_token = token;
+  if (!seq.request.sink->OnToken(out)) {
+    Finish(seq, FinishReason::kStop);
+    return false;
+  }
+  const InferenceEngine& engine = *seq.request.model->engine_;
+  if (seq.generated >= seq.request.max_tokens ||
+      engine.Length(seq.slot) >= engine.config().block_size) {
+    Finish(seq, FinishReason::kLength);
+    return false;
+  }
+  return true;
+}
+
+void Scheduler::Loop() {
+  std::vector<SequenceRequest> admitted;
+  std::vector<SequenceRequest> dropped;
+  admitted.reserve(options_.max_batch);
+  for (;;) {
+    bool stop = false;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (pending_.empty() && active_.empty()) {
+        idle_ = true;
+        idle_cv_.notify_all();
+        work_cv_.wait(lock, [this] { return stop_now_ || !pending_.empty(); });
+      }
+      stop = stop_now_;
+      if (stop) {
+        for (SequenceRequest& s : pending_) dropped.push_back(std::move(s));
+        pending_.clear();
+      }
+      while (!stop && !pending_.empty() &&
+             active_.size() + admitted.size() < static_cast<size_t>(options_.max_batch)) {
+        // A model has max_batch slots and fewer than max_batch sequences
+        // run, so the front sequence's model always has a free slot.
+        if (pending_.front().sink->Cancelled()) {
+          dropped.push_back(std::move(pending_.front()));
+        } else {
+          admitted.push_back(std::move(pending_.front()));
+        }
+        pending_.pop_front();
+      }
+      metrics_->queue_length = static_cast<int64_t>(pending_.size());
+    }
+    for (SequenceRequest& s : dropped) {
+      s.sink->OnFinish(FinishReason::kCancelled);
+      ++metrics_->cancelled_sequences;
+    }
+    dropped.clear();
+    if (stop) {
+      for (auto& a : active_) Finish(*a, FinishReason::kCancelled);
+      active_.clear();
+      metrics_->running_batch = 0;
+      std::lock_guard<std::mutex> lock(mu_);
+      idle_ = true;
+      idle_cv_.notify_all();
+      return;
+    }
+    // Join: prefill each new sequence (per sequence) and draw its first token.
+    for (SequenceRequest& s : admitted) {
+      auto a = std::make_unique<Active>();
+      a->request = std::move(s);
+      ServingModel& m = *a->request.model;
+      a->slot = m.free_slots_.back();
+      m.free_slots_.pop_back();
+      m.engine_->Reset(a->slot);
+      const float* logits = m.engine_->Prefill(a->slot, a->request.prompt);
+      if (Emit(*a, logits)) active_.push_back(std::move(a));
+    }
+    admitted.clear();
+    // Leave: cancelled sequences free their slots before the step.
+    for (auto& a : active_) {
+      if (a->request.sink->Cancelled()) Finish(*a, FinishReason::kCancelled);
+    }
+    std::erase_if(active_, [](const std::unique_ptr<Active>& a) { return a->slot < 0; });
+    metrics_->running_batch = static_cast<int64_t>(active_.size());
+    // One decode step per model that has running sequences (normally one;
+    // two while a hot reload drains the old weights).
+    step_models_.clear();
+    for (auto& a : active_) {
+      ServingModel* m = a->request.model.get();
+      if (std::find(step_models_.begin(), step_models_.end(), m) == step_models_.end()) {
+        step_models_.push_back(m);
+      }
+    }
+    for (ServingModel* m : step_models_) {
+      step_slots_.clear();
+      step_tokens_.clear();
+      step_rows_.clear();
+      for (auto& a : active_) {
+        if (a->request.model.get() != m) continue;
+        step_slots_.push_back(a->slot);
+        step_tokens_.push_back(a->last_token);
+        step_rows_.push_back(a.get());
+      }
+      const float* logits = m->engine_->Decode(step_slots_, step_tokens_);
+      const size_t V = m->snapshot().config.vocab_size;
+      for (size_t i = 0; i < step_rows_.size(); ++i) Emit(*step_rows_[i], logits + i * V);
+    }
+    std::erase_if(active_, [](const std::unique_ptr<Active>& a) { return a->slot < 0; });
+    metrics_->running_batch = static_cast<int64_t>(active_.size());
+  }
+}
+
+}  // namespace dropk

@@ -1,0 +1,66 @@
+// dropk-serve: serves a training run's checkpoints over HTTP (see sampler/).
+#include <cstdio>
+
+#include "CLI/CLI.hpp"
+#include "sampler/serve.h"
+
+int main(int argc, char** argv) {
+  dropk::ServeOptions o;
+  CLI::App app{"dropk-serve: OpenAI-compatible completions from a dropk run's checkpoints",
+               "dropk-serve"};
+  int watch_ms = 1000, drain_ms = 10000, header_ms = 10000, body_ms = 30000;
+  std::string api_key_file;
+  app.add_option("--checkpoints", o.checkpoints_dir, "The run's checkpoints directory")
+      ->required();
+  app.add_flag("--watch", o.watch, "Hot-reload a new LATEST when it verifies");
+  app.add_option("--watch-interval-ms", watch_ms, "How often LATEST is checked")
+      ->capture_default_str()->check(CLI::Range(10, 3600000));
+  app.add_option("--address", o.http.address, "Address to bind (loopback by default)")
+      ->capture_default_str();
+  app.add_option("--port", o.http.port, "TCP port; 0 picks a free one")->capture_default_str();
+  app.add_option("--port-file", o.port_file, "Write the bound port here once listening");
+  app.add_option("--io-threads", o.http.io_threads, "HTTP I/O threads")
+      ->capture_default_str()->check(CLI::Range(1, 64));
+  app.add_option("--threads", o.scheduler.num_threads, "Compute threads (0 = all cores)")
+      ->capture_default_str()->check(CLI::Range(0, 1024));
+  app.add_option("--max-batch", o.scheduler.max_batch, "Sequences decoded together")
+      ->capture_default_str()->check(CLI::Range(1, 1024));
+  app.add_option("--max-queue", o.scheduler.max_queue, "Queued sequences before 429")
+      ->capture_default_str()->check(CLI::Range(0, 1000000));
+  app.add_option("--max-body-bytes", o.http.max_body_bytes, "Larger request bodies get 413")
+      ->capture_default_str();
+  app.add_option("--header-timeout-ms", header_ms, "Limit on reading request headers")
+      ->capture_default_str()->check(CLI::Range(1, 3600000));
+  app.add_option("--body-timeout-ms", body_ms, "Limit on reading a request body")
+      ->capture_default_str()->check(CLI::Range(1, 3600000));
+  app.add_option("--drain-ms", drain_ms, "On SIGTERM, how long running requests may finish")
+      ->capture_default_str()->check(CLI::Range(0, 3600000));
+  app.add_option("--api-key-file", api_key_file,
+                 "File holding the API key; every route but /healthz then needs "
+                 "'Authorization: Bearer <key>'");
+  CLI11_PARSE(app, argc, argv);
+  o.watch_interval = std::chrono::milliseconds(watch_ms);
+  o.drain_deadline = std::chrono::milliseconds(drain_ms);
+  o.http.header_timeout = std::chrono::milliseconds(header_ms);
+  o.http.body_timeout = std::chrono::milliseconds(body_ms);
+  if (!api_key_file.empty()) {
+    std::FILE* f = std::fopen(api_key_file.c_str(), "rb");
+    if (f == nullptr) {
+      std::fprintf(stderr, "dropk-serve: --api-key-file %s: cannot open\n", api_key_file.c_str());
+      return 1;
+    }
+    char buf[4096];
+    const size_t n = std::fread(buf, 1, sizeof(buf), f);
+    std::fclose(f);
+    std::string key(buf, n);
+    while (!key.empty() && (key.back() == '\n' || key.back() == '\r' || key.back() == ' ')) {
+      key.pop_back();
+    }
+    if (key.empty()) {
+      std::fprintf(stderr, "dropk-serve: --api-key-file %s: empty key\n", api_key_file.c_str());
+      return 1;
+    }
+    o.http.api_key = key;
+  }
+  return dropk::RunServe(o);
+}

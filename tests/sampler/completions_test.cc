@@ -1,0 +1,123 @@
+// Request parsing and validation: every bad input is a 400 naming its field.
+#include <string>
+#include <variant>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "sampler/completions.h"
+
+namespace dropk {
+namespace {
+
+ApiError ErrorOf(const std::string& body) {
+  auto r = ParseCompletionRequest(body);
+  if (auto* e = std::get_if<ApiError>(&r)) return *e;
+  ADD_FAILURE() << "accepted: " << body;
+  return {};
+}
+
+CompletionRequest Parse(const std::string& body) {
+  auto r = ParseCompletionRequest(body);
+  if (auto* e = std::get_if<ApiError>(&r)) {
+    ADD_FAILURE() << body << ": " << e->message;
+    return {};
+  }
+  return std::get<CompletionRequest>(r);
+}
+
+TEST(CompletionsParseTest, AcceptsTheOpenAiShape) {
+  const CompletionRequest r = Parse(R"({"model":"x","prompt":["ab","c"],"max_tokens":5,
+      "temperature":0.5,"top_k":3,"top_p":0.9,"seed":42,"stop":["\n","!"],"n":2,
+      "stream":true,"logprobs":3})");
+  EXPECT_EQ(r.prompts.size(), 2u);
+  EXPECT_EQ(*r.max_tokens, 5);
+  EXPECT_FLOAT_EQ(r.temperature, 0.5f);
+  EXPECT_EQ(r.top_k, 3);
+  EXPECT_FLOAT_EQ(r.top_p, 0.9f);
+  EXPECT_EQ(*r.seed, 42u);
+  EXPECT_EQ(r.stop.size(), 2u);
+  EXPECT_EQ(r.n, 2);
+  EXPECT_TRUE(r.stream);
+  EXPECT_EQ(r.logprobs, 3);
+}
+
+TEST(CompletionsParseTest, TopKConventions) {
+  EXPECT_EQ(Parse(R"({"prompt":"a"})").top_k, 0);
+  EXPECT_EQ(Parse(R"({"prompt":"a","top_k":0})").top_k, 0);
+  EXPECT_EQ(Parse(R"({"prompt":"a","top_k":-1})").top_k, 0);
+  EXPECT_EQ(Parse(R"({"prompt":"a","top_k":100000000000})").top_k, INT32_MAX);  // clamped to V later
+  const ApiError e = ErrorOf(R"({"prompt":"a","top_k":-2})");
+  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.param, "top_k");
+}
+
+TEST(CompletionsParseTest, NullMeansAbsent) {
+  const CompletionRequest r = Parse(R"({"prompt":"a","seed":null,"stop":null,"max_tokens":null})");
+  EXPECT_FALSE(r.seed.has_value());
+  EXPECT_FALSE(r.max_tokens.has_value());
+}
+
+struct BadCase {
+  const char* body;
+  const char* param;
+  const char* code;
+};
+
+TEST(CompletionsParseTest, EveryBadInputIsA400NamingItsField) {
+  const BadCase cases[] = {
+      {R"({"prompt":)", "", "invalid_json"},
+      {R"(not json)", "", "invalid_json"},
+      {"", "", "invalid_json"},
+      {R"([1,2])", "", "invalid_type"},
+      {R"({})", "prompt", "missing_required"},
+      {R"({"prompt":5})", "prompt", "invalid_type"},
+      {R"({"prompt":[1,2]})", "prompt", "invalid_type"},
+      {R"({"prompt":[]})", "prompt", "invalid_value"},
+      {R"({"prompt":""})", "prompt", "invalid_value"},
+      {R"({"prompt":"a","max_tokens":-1})", "max_tokens", "invalid_value"},
+      {R"({"prompt":"a","max_tokens":0})", "max_tokens", "invalid_value"},
+      {R"({"prompt":"a","max_tokens":"5"})", "max_tokens", "invalid_type"},
+      {R"({"prompt":"a","max_tokens":1.5})", "max_tokens", "invalid_type"},
+      {R"({"prompt":"a","max_tokens":99999999999})", "max_tokens", "invalid_value"},
+      {R"({"prompt":"a","temperature":-0.1})", "temperature", "invalid_value"},
+      {R"({"prompt":"a","temperature":"hot"})", "temperature", "invalid_type"},
+      {R"({"prompt":"a","top_p":0})", "top_p", "invalid_value"},
+      {R"({"prompt":"a","top_p":1.5})", "top_p", "invalid_value"},
+      {R"({"prompt":"a","top_p":-1})", "top_p", "invalid_value"},
+      {R"({"prompt":"a","top_k":1.5})", "top_k", "invalid_type"},
+      {R"({"prompt":"a","n":0})", "n", "invalid_value"},
+      {R"({"prompt":"a","n":-3})", "n", "invalid_value"},
+      {R"({"prompt":"a","n":1000})", "n", "invalid_value"},
+      {R"({"prompt":"a","seed":-1})", "seed", "invalid_value"},
+      {R"({"prompt":"a","seed":"x"})", "seed", "invalid_type"},
+      {R"({"prompt":"a","stop":5})", "stop", "invalid_type"},
+      {R"({"prompt":"a","stop":[""]})", "stop", "invalid_value"},
+      {R"({"prompt":"a","stop":["a","b","c","d","e"]})", "stop", "invalid_value"},
+      {R"({"prompt":"a","stream":"yes"})", "stream", "invalid_type"},
+      {R"({"prompt":"a","logprobs":-1})", "logprobs", "invalid_value"},
+      {R"({"prompt":"a","logprobs":21})", "logprobs", "invalid_value"},
+      {R"({"prompt":"a","model":7})", "model", "invalid_type"},
+  };
+  for (const BadCase& c : cases) {
+    SCOPED_TRACE(c.body);
+    const ApiError e = ErrorOf(c.body);
+    EXPECT_EQ(e.status, 400);
+    EXPECT_EQ(e.param, c.param);
+    EXPECT_EQ(e.code, c.code);
+    EXPECT_FALSE(e.message.empty());
+    // The body is the OpenAI error shape.
+    const auto j = nlohmann::json::parse(ErrorBody(e));
+    ASSERT_TRUE(j.contains("error"));
+    for (const char* k : {"message", "type", "param", "code"}) EXPECT_TRUE(j["error"].contains(k));
+  }
+}
+
+TEST(CompletionsParseTest, DeepOrHugeJsonDoesNotCrash) {
+  std::string deep(100000, '[');
+  EXPECT_EQ(ErrorOf(deep).status, 400);
+  std::string nested = std::string(5000, '[') + std::string(5000, ']');
+  EXPECT_EQ(ErrorOf(nested).status, 400);
+}
+
+}  // namespace
+}  // namespace dropk

@@ -1,0 +1,241 @@
+// Generation through the scheduler and the completions job, in process:
+// reproducibility alone vs. among 15 others, top-k semantics via logprobs,
+// queue limits, stop strings and streaming.
+#include <future>
+#include <set>
+#include <string>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "sampler/completions.h"
+#include "sampler/scheduler.h"
+#include "test_util.h"
+
+namespace dropk {
+namespace {
+
+using json = nlohmann::json;
+
+struct Service {
+  explicit Service(SchedulerOptions options = {}, int block_size = 64) {
+    auto s = Scheduler::Create(options, &metrics);
+    EXPECT_TRUE(s.ok());
+    scheduler = *std::move(s);
+    EXPECT_TRUE(scheduler->SetModel(testing::TestSnapshot(3, block_size)).ok());
+  }
+  ServiceMetrics metrics;
+  std::unique_ptr<Scheduler> scheduler;
+};
+
+json Complete(Scheduler* s, const std::string& body) {
+  auto parsed = ParseCompletionRequest(body);
+  EXPECT_TRUE(std::holds_alternative<CompletionRequest>(parsed)) << body;
+  auto out = RunCompletion(std::get<CompletionRequest>(parsed), s);
+  if (auto* e = std::get_if<ApiError>(&out)) {
+    ADD_FAILURE() << e->message;
+    return json();
+  }
+  return json::parse(std::get<std::string>(out));
+}
+
+TEST(SchedulerTest, SameSeedSameTextAndLogprobsAloneOrAmong15Others) {
+  Service svc({.max_batch = 16, .num_threads = 2});
+  const std::string req =
+      R"({"prompt":"To be","max_tokens":40,"temperature":0.9,"top_k":20,"seed":1234,"logprobs":3})";
+  const json alone = Complete(svc.scheduler.get(), req);
+  // Now the same request among 15 concurrent others with other prompts and
+  // seeds, joining at different times.
+  std::vector<std::future<json>> others;
+  for (int i = 0; i < 15; ++i) {
+    others.push_back(std::async(std::launch::async, [&svc, i] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(i % 4));
+      return Complete(svc.scheduler.get(),
+                      json{{"prompt", std::string(1 + i % 7, 'a' + i)},
+                           {"max_tokens", 30 + i},
+                           {"seed", i},
+                           {"logprobs", 2}}
+                          .dump());
+    }));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  const json crowd = Complete(svc.scheduler.get(), req);
+  for (auto& f : others) f.get();
+  ASSERT_EQ(alone["choices"][0]["text"], crowd["choices"][0]["text"]);
+  // Bit for bit: the logprobs are the same floats (JSON round-trips floats exactly).
+  EXPECT_EQ(alone["choices"][0]["logprobs"], crowd["choices"][0]["logprobs"]);
+  EXPECT_EQ(alone["seed"], 1234);
+  EXPECT_EQ(alone["usage"]["completion_tokens"], 40);
+}
+
+TEST(SchedulerTest, TopK1EqualsGreedy) {
+  Service svc;
+  const json greedy =
+      Complete(svc.scheduler.get(), R"({"prompt":"Hello","max_tokens":30,"temperature":0})");
+  const json k1 = Complete(svc.scheduler.get(),
+                           R"({"prompt":"Hello","max_tokens":30,"top_k":1,"seed":99})");
+  EXPECT_EQ(greedy["choices"][0]["text"], k1["choices"][0]["text"]);
+}
+
+TEST(SchedulerTest, NoSampledTokenOutsideTopK) {
+  Service svc;
+  for (int k : {1, 2, 5}) {
+    const json r = Complete(svc.scheduler.get(),
+                            json{{"prompt", "abc"}, {"max_tokens", 50}, {"top_k", k},
+                                 {"temperature", 1.5}, {"logprobs", k}, {"seed", 7 + k}}
+                                .dump());
+    const json& lp = r["choices"][0]["logprobs"];
+    ASSERT_EQ(lp["tokens"].size(), 50u);
+    for (size_t i = 0; i < lp["tokens"].size(); ++i) {
+      ASSERT_EQ(lp["top_logprobs"][i].size(), static_cast<size_t>(k));
+      EXPECT_TRUE(lp["top_logprobs"][i].contains(lp["tokens"][i].get<std::string>()))
+          << "k=" << k << " token " << i << " " << lp["tokens"][i];
+    }
+  }
+}
+
+TEST(SchedulerTest, UnseededRequestsReturnTheDrawnSeedWhichReproduces) {
+  Service svc;
+  const json a = Complete(svc.scheduler.get(), R"({"prompt":"Hi","max_tokens":20})");
+  ASSERT_TRUE(a["seed"].is_number_unsigned());
+  const json b = Complete(svc.scheduler.get(),
+                          json{{"prompt", "Hi"}, {"max_tokens", 20}, {"seed", a["seed"]}}.dump());
+  EXPECT_EQ(a["choices"][0]["text"], b["choices"][0]["text"]);
+}
+
+TEST(SchedulerTest, ChoiceJUsesSeedPlusJ) {
+  Service svc;
+  const json many =
+      Complete(svc.scheduler.get(), R"({"prompt":["ab","cd"],"max_tokens":12,"n":3,"seed":50})");
+  ASSERT_EQ(many["choices"].size(), 6u);
+  const json one =
+      Complete(svc.scheduler.get(), R"({"prompt":"cd","max_tokens":12,"seed":52})");
+  EXPECT_EQ(many["choices"][5]["text"], one["choices"][0]["text"]);
+  EXPECT_EQ(many["choices"][5]["index"], 5);
+}
+
+TEST(SchedulerTest, StopStringCutsTheText) {
+  Service svc;
+  const json free_run =
+      Complete(svc.scheduler.get(), R"({"prompt":"abc","max_tokens":40,"seed":5})");
+  const std::string text = free_run["choices"][0]["text"];
+  ASSERT_GE(text.size(), 10u);
+  const std::string stop = text.substr(6, 2);
+  const json stopped = Complete(
+      svc.scheduler.get(),
+      json{{"prompt", "abc"}, {"max_tokens", 40}, {"seed", 5}, {"stop", stop}}.dump());
+  EXPECT_EQ(stopped["choices"][0]["text"], text.substr(0, text.find(stop)));
+  EXPECT_EQ(stopped["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(free_run["choices"][0]["finish_reason"], "length");
+}
+
+TEST(SchedulerTest, StreamConcatenatesToTheSameTextAndEndsWithDone) {
+  Service svc;
+  const std::string body = R"({"prompt":"abc","max_tokens":30,"seed":11,"stop":"zz"})";
+  const json plain = Complete(svc.scheduler.get(), body);
+  auto parsed = std::get<CompletionRequest>(ParseCompletionRequest(body));
+  parsed.stream = true;
+  std::vector<std::string> events;
+  auto out = RunCompletion(parsed, svc.scheduler.get(),
+                           [&events](const std::string& e) { events.push_back(e); });
+  ASSERT_TRUE(std::holds_alternative<std::string>(out));
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back(), "data: [DONE]\n\n");
+  std::string text;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    ASSERT_EQ(events[i].rfind("data: ", 0), 0u);
+    text += json::parse(events[i].substr(6))["choices"][0]["text"].get<std::string>();
+  }
+  EXPECT_EQ(text, plain["choices"][0]["text"]);
+}
+
+TEST(SchedulerTest, ContextLimitsAreRequestErrors) {
+  Service svc({}, 16);
+  auto run = [&svc](const std::string& body) {
+    return RunCompletion(std::get<CompletionRequest>(ParseCompletionRequest(body)),
+                         svc.scheduler.get());
+  };
+  auto too_long = run(json{{"prompt", std::string(16, 'a')}}.dump());
+  ASSERT_TRUE(std::holds_alternative<ApiError>(too_long));
+  EXPECT_EQ(std::get<ApiError>(too_long).code, "context_length_exceeded");
+  auto too_many = run(R"({"prompt":"abcd","max_tokens":13})");
+  ASSERT_TRUE(std::holds_alternative<ApiError>(too_many));
+  EXPECT_EQ(std::get<ApiError>(too_many).param, "max_tokens");
+  auto bad_char = run(R"({"prompt":"\u00e9"})");
+  ASSERT_TRUE(std::holds_alternative<ApiError>(bad_char));
+  EXPECT_EQ(std::get<ApiError>(bad_char).param, "prompt");
+  auto fits = run(R"({"prompt":"abcd","max_tokens":12})");
+  EXPECT_TRUE(std::holds_alternative<std::string>(fits));
+  // Absent max_tokens is clamped to what fits.
+  auto clamped = run(R"({"prompt":"abcdefghijkl"})");
+  ASSERT_TRUE(std::holds_alternative<std::string>(clamped));
+  EXPECT_EQ(json::parse(std::get<std::string>(clamped))["usage"]["completion_tokens"], 4);
+}
+
+TEST(SchedulerTest, FullQueueIs429) {
+  ServiceMetrics metrics;
+  auto s = Scheduler::Create({.max_batch = 1, .max_queue = 2}, &metrics);
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE((*s)->SetModel(testing::TestSnapshot(3, 64)).ok());
+  auto req = std::get<CompletionRequest>(ParseCompletionRequest(R"({"prompt":"a","n":3})"));
+  auto out = RunCompletion(req, s->get());
+  ASSERT_TRUE(std::holds_alternative<ApiError>(out));
+  EXPECT_EQ(std::get<ApiError>(out).status, 429);
+}
+
+TEST(SchedulerTest, NoModelIs503AndShutdownIs503) {
+  ServiceMetrics metrics;
+  auto s = Scheduler::Create({}, &metrics);
+  ASSERT_TRUE(s.ok());
+  auto req = std::get<CompletionRequest>(ParseCompletionRequest(R"({"prompt":"a"})"));
+  auto out = RunCompletion(req, s->get());
+  ASSERT_TRUE(std::holds_alternative<ApiError>(out));
+  EXPECT_EQ(std::get<ApiError>(out).status, 503);
+  ASSERT_TRUE((*s)->SetModel(testing::TestSnapshot(3, 64)).ok());
+  (*s)->Shutdown(std::chrono::milliseconds(100));
+  out = RunCompletion(req, s->get());
+  ASSERT_TRUE(std::holds_alternative<ApiError>(out));
+  EXPECT_EQ(std::get<ApiError>(out).status, 503);
+}
+
+// A reload while requests run: running ones finish on their weights, new
+// ones get the new step, none fails.
+TEST(SchedulerTest, SetModelUnderTrafficFailsNothing) {
+  Service svc({.max_batch = 4});
+  std::atomic<bool> go{true};
+  std::atomic<int> failures{0}, done{0};
+  std::set<int64_t> steps;
+  std::mutex mu;
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 3; ++c) {
+    clients.emplace_back([&, c] {
+      while (go) {
+        auto req = std::get<CompletionRequest>(
+            ParseCompletionRequest(json{{"prompt", "ab"}, {"max_tokens", 20}, {"seed", c}}.dump()));
+        auto out = RunCompletion(req, svc.scheduler.get());
+        if (!std::holds_alternative<std::string>(out)) {
+          ++failures;
+          continue;
+        }
+        std::lock_guard<std::mutex> lock(mu);
+        steps.insert(json::parse(std::get<std::string>(out))["checkpoint_step"].get<int64_t>());
+        ++done;
+      }
+    });
+  }
+  for (int i = 0; i < 4; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    ASSERT_TRUE(svc.scheduler->SetModel(testing::TestSnapshot(10 + i, 64, 2, 32, 200 + i)).ok());
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  go = false;
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(failures, 0);
+  EXPECT_GT(done, 0);
+  EXPECT_TRUE(steps.count(203)) << "the last model served no request";
+}
+
+}  // namespace
+}  // namespace dropk

@@ -1,0 +1,105 @@
+// Shared helpers of the sampler tests: in-process models (random weights from
+// the model's own Philox initialisation) and small HTTP helpers around curl.
+#ifndef DROPK_TESTS_SAMPLER_TEST_UTIL_H_
+#define DROPK_TESTS_SAMPLER_TEST_UTIL_H_
+
+#include <array>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "model/gpt.h"
+#include "model/kernels.h"
+#include "model/tokenizer.h"
+#include "sampler/model_snapshot.h"
+
+namespace dropk::testing {
+
+inline constexpr char kCorpus[] =
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'-\n";
+
+inline GptConfig TinyConfig(int vocab, int block_size = 64) {
+  return GptConfig{vocab, block_size, /*n_layer=*/2, /*n_head=*/2, /*n_embd=*/32};
+}
+
+inline std::vector<float> RandomParams(const GptConfig& config, uint64_t seed) {
+  auto kernels = MakeKernels(Device::kCpu, 1);
+  EXPECT_TRUE(kernels.ok());
+  auto gpt = Gpt::Create(config, 1, kernels->get());
+  EXPECT_TRUE(gpt.ok());
+  (*gpt)->InitWeights(seed);
+  std::vector<float> params((*gpt)->num_params());
+  (*kernels)->CopyToHost(params.data(), (*gpt)->params(), params.size() * sizeof(float));
+  return params;
+}
+
+// A char-level model over kCorpus with random weights.
+inline std::shared_ptr<const ModelSnapshot> TestSnapshot(uint64_t seed = 1, int block_size = 64,
+                                                         int n_layer = 2, int n_embd = 32,
+                                                         int64_t step = 100) {
+  auto tok = TextTokenizer::FromCorpus(Tokenizer::CHAR, kCorpus);
+  EXPECT_TRUE(tok.ok());
+  GptConfig config = TinyConfig(tok->vocab_size(), block_size);
+  config.n_layer = n_layer;
+  config.n_embd = n_embd;
+  auto snap = MakeSnapshot(config, *tok, RandomParams(config, seed), step,
+                           "dropk-step-" + std::to_string(step), "");
+  EXPECT_TRUE(snap.ok()) << snap.status();
+  return *snap;
+}
+
+struct CommandResult {
+  int status = -1;
+  std::string out;
+};
+
+// Runs a shell command, returning its exit status and stdout.
+inline CommandResult RunCommand(const std::string& cmd) {
+  CommandResult r;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (pipe == nullptr) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
+  const int st = pclose(pipe);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+inline std::string ShellQuote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      q += "'\\''";
+    } else {
+      q += c;
+    }
+  }
+  return q + "'";
+}
+
+struct HttpResult {
+  int code = 0;
+  std::string body;
+};
+
+// One request with curl (bounded by --max-time). `extra` goes on the command line.
+inline HttpResult Curl(int port, const std::string& method, const std::string& path,
+                       const std::string& body = "", const std::string& extra = "") {
+  std::string cmd = "curl -s -S --max-time 60 -o - -w '\\n%{http_code}' -X " + method + " ";
+  if (!body.empty()) cmd += "-H 'Content-Type: application/json' --data-binary " + ShellQuote(body) + " ";
+  cmd += extra + " http://127.0.0.1:" + std::to_string(port) + path + " 2>/dev/null";
+  const CommandResult r = RunCommand(cmd);
+  HttpResult h;
+  const size_t nl = r.out.rfind('\n');
+  if (nl == std::string::npos) return h;
+  h.body = r.out.substr(0, nl);
+  h.code = std::atoi(r.out.c_str() + nl + 1);
+  return h;
+}
+
+}  // namespace dropk::testing
+
+#endif  // DROPK_TESTS_SAMPLER_TEST_UTIL_H_

@@ -1,0 +1,217 @@
+#include "tools/sample_command.h"
+
+#include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "sampler/completions.h"
+#include "sampler/model_snapshot.h"
+#include "sampler/scheduler.h"
+
+namespace dropk {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using json = nlohmann::json;
+
+struct SampleFlags {
+  std::string url, checkpoint, prompt, api_key_file;
+  std::optional<int> top_k, max_tokens;
+  std::optional<float> temperature, top_p;
+  std::optional<uint64_t> seed;
+  bool stream = false;
+  int threads = 0;
+};
+
+json RequestJson(const SampleFlags& f) {
+  json j = {{"model", "dropk"}, {"prompt", f.prompt}, {"stream", f.stream}};
+  if (f.max_tokens) j["max_tokens"] = *f.max_tokens;
+  if (f.temperature) j["temperature"] = *f.temperature;
+  if (f.top_k) j["top_k"] = *f.top_k;
+  if (f.top_p) j["top_p"] = *f.top_p;
+  if (f.seed) j["seed"] = *f.seed;
+  return j;
+}
+
+// Prints one SSE event's text; returns false at [DONE].
+bool PrintEvent(const std::string& event, json* last) {
+  if (event.rfind("data: ", 0) != 0) return true;
+  const std::string data = event.substr(6, event.find_last_not_of('\n') - 5);
+  if (data == "[DONE]") return false;
+  json j = json::parse(data, nullptr, false);
+  if (j.is_discarded() || !j.contains("choices") || j["choices"].empty()) return true;
+  std::cout << j["choices"][0]["text"].get<std::string>() << std::flush;
+  *last = std::move(j);
+  return true;
+}
+
+void PrintFooter(const json& j) {
+  if (j.is_object() && j.contains("seed")) {
+    std::cerr << "seed " << j["seed"] << ", checkpoint step " << j.value("checkpoint_step", -1)
+              << "\n";
+  }
+}
+
+absl::Status ErrorFromBody(int status, const std::string& body) {
+  json j = json::parse(body, nullptr, false);
+  std::string message = body;
+  if (!j.is_discarded() && j.contains("error") && j["error"].contains("message")) {
+    message = j["error"]["message"].get<std::string>();
+  }
+  return absl::UnavailableError(absl::StrCat("HTTP ", status, ": ", message));
+}
+
+absl::Status SampleOffline(const SampleFlags& f) {
+  std::string dir = f.checkpoint;
+  if (std::filesystem::exists(std::filesystem::path(dir) / "LATEST") ||
+      !std::filesystem::exists(std::filesystem::path(dir) / "manifest.pb")) {
+    // A run's checkpoints directory: serve what dropk-serve would.
+    absl::StatusOr<std::string> found = FindServableCheckpoint(dir, nullptr);
+    if (!found.ok()) return found.status();
+    dir = *found;
+  }
+  absl::StatusOr<std::shared_ptr<const ModelSnapshot>> snapshot = LoadCheckpointSnapshot(dir);
+  if (!snapshot.ok()) return snapshot.status();
+  ServiceMetrics metrics;
+  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
+      Scheduler::Create({.max_batch = 1, .max_queue = 1, .num_threads = f.threads}, &metrics);
+  if (!scheduler.ok()) return scheduler.status();
+  if (absl::Status s = (*scheduler)->SetModel(*snapshot); !s.ok()) return s;
+  auto parsed = ParseCompletionRequest(RequestJson(f).dump());
+  if (auto* e = std::get_if<ApiError>(&parsed)) return absl::InvalidArgumentError(e->message);
+  json last;
+  auto out = RunCompletion(std::get<CompletionRequest>(parsed), scheduler->get(),
+                           [&last](const std::string& e) { PrintEvent(e, &last); });
+  if (auto* e = std::get_if<ApiError>(&out)) return absl::InvalidArgumentError(e->message);
+  if (!f.stream) {
+    last = json::parse(std::get<std::string>(out));
+    std::cout << last["choices"][0]["text"].get<std::string>();
+  }
+  std::cout << "\n";
+  PrintFooter(last);
+  return absl::OkStatus();
+}
+
+absl::Status SampleHttp(const SampleFlags& f) {
+  // http://host[:port][/prefix]; the path defaults to /v1/completions.
+  std::string rest = f.url;
+  if (rest.rfind("http://", 0) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--url ", f.url, ": must start with http://"));
+  }
+  rest = rest.substr(7);
+  const size_t slash = rest.find('/');
+  std::string hostport = rest.substr(0, slash);
+  std::string path = slash == std::string::npos ? "" : rest.substr(slash);
+  while (!path.empty() && path.back() == '/') path.pop_back();
+  if (path.size() < 15 || path.compare(path.size() - 15, 15, "/v1/completions") != 0) {
+    path += path.ends_with("/v1") ? "/completions" : "/v1/completions";
+  }
+  const size_t colon = hostport.rfind(':');
+  const std::string host = hostport.substr(0, colon);
+  const std::string port = colon == std::string::npos ? "80" : hostport.substr(colon + 1);
+  std::string api_key;
+  if (!f.api_key_file.empty()) {
+    std::FILE* file = std::fopen(f.api_key_file.c_str(), "rb");
+    if (file == nullptr) return absl::NotFoundError(absl::StrCat(f.api_key_file, ": cannot open"));
+    char buf[4096];
+    api_key.assign(buf, std::fread(buf, 1, sizeof(buf), file));
+    std::fclose(file);
+    while (!api_key.empty() && std::isspace(static_cast<unsigned char>(api_key.back()))) {
+      api_key.pop_back();
+    }
+  }
+  try {
+    net::io_context ioc;
+    tcp::resolver resolver(ioc);
+    beast::tcp_stream stream(ioc);
+    stream.expires_after(std::chrono::seconds(30));
+    stream.connect(resolver.resolve(host, port));
+    http::request<http::string_body> req{http::verb::post, path, 11};
+    req.set(http::field::host, hostport);
+    req.set(http::field::content_type, "application/json");
+    if (!api_key.empty()) req.set(http::field::authorization, "Bearer " + api_key);
+    req.body() = RequestJson(f).dump();
+    req.prepare_payload();
+    http::write(stream, req);
+    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(64 << 20);
+    stream.expires_after(std::chrono::seconds(300));
+    http::read_header(stream, buffer, parser);
+    const int status = parser.get().result_int();
+    if (status != 200 || !f.stream) {
+      http::read(stream, buffer, parser);
+      const std::string body = parser.get().body();
+      if (status != 200) return ErrorFromBody(status, body);
+      json j = json::parse(body, nullptr, false);
+      if (j.is_discarded()) return absl::DataLossError("the server's answer is not JSON");
+      std::cout << j["choices"][0]["text"].get<std::string>() << "\n";
+      PrintFooter(j);
+      return absl::OkStatus();
+    }
+    // Streamed: print each event as it arrives.
+    json last;
+    std::string pending;
+    size_t used = 0;
+    bool more = true;
+    while (more && !parser.is_done()) {
+      http::read_some(stream, buffer, parser);
+      std::string& body = parser.get().body();
+      pending.append(body, used, std::string::npos);
+      used = body.size();
+      size_t end;
+      while (more && (end = pending.find("\n\n")) != std::string::npos) {
+        more = PrintEvent(pending.substr(0, end + 2), &last);
+        pending.erase(0, end + 2);
+      }
+    }
+    std::cout << "\n";
+    PrintFooter(last);
+    return absl::OkStatus();
+  } catch (const boost::system::system_error& e) {
+    return absl::UnavailableError(absl::StrCat(f.url, ": ", e.what()));
+  }
+}
+
+}  // namespace
+
+void RegisterSampleCommand(CLI::App& app, std::function<absl::Status()>& action) {
+  CLI::App* sample = app.add_subcommand(
+      "sample", "Complete a prompt: from dropk-serve (--url) or offline (--checkpoint)");
+  auto f = std::make_shared<SampleFlags>();
+  auto* url = sample->add_option("--url", f->url, "dropk-serve base URL, e.g. http://127.0.0.1:8080");
+  auto* ckpt = sample->add_option("--checkpoint", f->checkpoint,
+                                  "A checkpoint directory, or a run's checkpoints directory");
+  url->excludes(ckpt);
+  sample->add_option("--prompt", f->prompt, "The prompt")->required();
+  sample->add_option("--max-tokens", f->max_tokens, "Tokens to generate (default 16)");
+  sample->add_option("--temperature", f->temperature, "0 = greedy (default 1)");
+  sample->add_option("--top-k", f->top_k, "Keep the k most likely tokens; 0 or -1: off");
+  sample->add_option("--top-p", f->top_p, "Nucleus mass in (0, 1]");
+  sample->add_option("--seed", f->seed, "Sampling seed (drawn and printed when absent)");
+  sample->add_flag("--stream", f->stream, "Print tokens as they are generated");
+  sample->add_option("--api-key-file", f->api_key_file, "File with the server's API key (--url)");
+  sample->add_option("--threads", f->threads, "Compute threads offline (0 = all cores)");
+  sample->callback([&action, f] {
+    action = [f]() -> absl::Status {
+      if (f->url.empty() == f->checkpoint.empty()) {
+        return absl::InvalidArgumentError("give exactly one of --url and --checkpoint");
+      }
+      return f->url.empty() ? SampleOffline(*f) : SampleHttp(*f);
+    };
+  });
+}
+
+}  // namespace dropk
