@@ -16,6 +16,7 @@ packages=(
   nlohmann-json3-dev                         # JSON for metrics and the HTTP API
   libabsl-dev                                # absl::Status / StatusOr for errors users can cause
   libomp-dev                                 # not needed by g++ (libgomp), kept for clang builds
+  curl                                       # the main job and the service's end-to-end tests
 )
 
 missing=()

@@ -1,0 +1,138 @@
+// Checkpoints written by N ranks: exact resume (DESIGN invariant 3) on the
+// same world size, and resuming on a different one.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "mpi_test_env.h"
+#include "trainer/checkpoint.h"
+#include "trainer/config.h"
+#include "trainer/prepare_data.h"
+#include "trainer/trainer.h"
+
+namespace dropk {
+namespace {
+
+class CheckpointResumeTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    root_ = new std::filesystem::path(std::filesystem::path(::testing::TempDir()) /
+                                      ("dropk_mpi_resume_" + std::to_string(World().Size())));
+    if (World().Rank() == 0) {
+      std::filesystem::remove_all(*root_);
+      PrepareOptions options;
+      options.input_path = DROPK_SOURCE_DIR "/data/tinyshakespeare.txt";
+      options.out_dir = (*root_ / "data").string();
+      ASSERT_TRUE(PrepareData(options).ok());
+    }
+    ASSERT_TRUE(World().Barrier()->Wait().ok());
+  }
+  static void TearDownTestSuite() {
+    (void)World().Barrier()->Wait();
+    if (World().Rank() == 0) std::filesystem::remove_all(*root_);
+    delete root_;
+  }
+
+  static TrainConfig Tiny(const std::string& run, int max_iters) {
+    TrainConfig c = DefaultTrainConfig();
+    c.set_data_dir((*root_ / "data").string());
+    c.set_out_dir((*root_ / run).string());
+    c.set_n_layer(2);
+    c.set_n_head(2);
+    c.set_n_embd(32);
+    c.set_block_size(32);
+    c.set_batch_size(2);
+    c.set_max_iters(max_iters);
+    c.set_warmup_iters(2);
+    c.set_lr_decay_iters(8);  // the schedule does not depend on max_iters
+    c.set_learning_rate(3e-3f);
+    c.set_eval_interval(1000);
+    c.set_eval_iters(2);
+    c.set_log_interval(1);
+    c.set_sample_tokens(0);
+    c.set_num_threads(1);
+    c.set_dropout(0.1f);
+    EXPECT_TRUE(ValidateTrainConfig(c).ok());
+    return c;
+  }
+
+  static TrainSummary Train(const TrainConfig& c, Communicator& comm) {
+    std::ostringstream log;
+    absl::StatusOr<TrainSummary> s = RunTraining(c, comm, log);
+    EXPECT_TRUE(s.ok()) << s.status() << "\n" << log.str();
+    return s.ok() ? *std::move(s) : TrainSummary{};
+  }
+
+  static std::string MetricsAfter(const std::string& out_dir) {
+    std::ifstream in(out_dir + "/metrics.jsonl");
+    std::string line, losses;
+    // Keep step and train_loss only: times differ between runs.
+    while (std::getline(in, line)) {
+      const size_t lr = line.find(",\"lr\"");
+      losses += line.substr(0, lr) + "\n";
+    }
+    return losses;
+  }
+
+  static std::filesystem::path* root_;
+};
+std::filesystem::path* CheckpointResumeTest::root_ = nullptr;
+
+TEST_F(CheckpointResumeTest, StopAndResumeIsBitwiseTheSameAsStraightWithDropoutOn) {
+  const TrainSummary straight = Train(Tiny("straight", 8), World());
+  Train(Tiny("split", 4), World());  // saves a checkpoint at step 4 (the end)
+  TrainConfig resumed = Tiny("split", 8);
+  resumed.set_resume("latest");
+  const TrainSummary second = Train(resumed, World());
+  EXPECT_EQ(second.resumed_from, (*root_ / "split/checkpoints/step-00000004").string());
+  EXPECT_EQ(straight.final_params, second.final_params) << "parameters differ after resume";
+  EXPECT_EQ(straight.last_train_loss, second.last_train_loss);
+  if (World().Rank() == 0) {
+    EXPECT_EQ(MetricsAfter((*root_ / "straight").string()), MetricsAfter((*root_ / "split").string()))
+        << "the loss lines of the resumed run differ from the straight run's";
+  }
+  // Every rank reads back the same parameters from the N-rank checkpoint.
+  absl::StatusOr<CheckpointData> data =
+      ReadCheckpoint((*root_ / "split/checkpoints/step-00000008").string());
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(data->world_size, World().Size());
+  EXPECT_EQ(data->params, second.final_params);
+}
+
+TEST_F(CheckpointResumeTest, ResumingOnOneRankContinuesAsAnUninterruptedOneRankRun) {
+  const int n = World().Size();
+  if (n < 2) GTEST_SKIP() << "needs 2 or more ranks";
+  // N ranks x batch 2 with per-sample dropout; the global batch is 2N.
+  TrainConfig first = Tiny("n_ranks", 4);
+  first.set_dropout_stream(TrainConfig::PER_SAMPLE);
+  Train(first, World());
+  if (World().Rank() != 0) return;
+  // Continue on one rank with the same global batch ...
+  std::unique_ptr<Communicator> single = MakeSingleProcessCommunicator();
+  TrainConfig resumed = Tiny("one_rank_resumed", 8);
+  resumed.set_dropout_stream(TrainConfig::PER_SAMPLE);
+  resumed.set_batch_size(2 * n);
+  resumed.set_resume((*root_ / "n_ranks/checkpoints").string());
+  const TrainSummary continued = Train(resumed, *single);
+  // ... and compare with one rank from the start.
+  TrainConfig straight = Tiny("one_rank_straight", 8);
+  straight.set_dropout_stream(TrainConfig::PER_SAMPLE);
+  straight.set_batch_size(2 * n);
+  const TrainSummary reference = Train(straight, *single);
+  ASSERT_EQ(continued.final_params.size(), reference.final_params.size());
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < reference.final_params.size(); ++i) {
+    const double d = continued.final_params[i] - reference.final_params[i];
+    diff += d * d;
+    norm += static_cast<double>(reference.final_params[i]) * reference.final_params[i];
+  }
+  EXPECT_LT(std::sqrt(diff / norm), 1e-5);
+  EXPECT_NEAR(continued.last_train_loss, reference.last_train_loss, 1e-5 * reference.last_train_loss);
+}
+
+}  // namespace
+}  // namespace dropk
