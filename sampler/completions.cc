@@ -16,6 +16,9 @@ namespace {
 using json = nlohmann::json;
 
 constexpr int kDefaultMaxTokens = 16;
+// The most tokens one choice may generate (the window slides past the
+// context, so the context does not bound it).
+constexpr int64_t kMaxTokensLimit = 8192;
 constexpr uint64_t kMaxDrawnSeed = (uint64_t{1} << 53) - 1;  // exact in a JavaScript number
 
 std::string Dump(const json& j) {
@@ -93,8 +96,10 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
     const json& v = j.at("max_tokens");
     if (!v.is_number_integer()) return WrongType("max_tokens", "an integer");
     const int64_t m = v.get<int64_t>();
-    if (m < 1 || (v.is_number_unsigned() && v.get<uint64_t>() > INT32_MAX) || m > INT32_MAX) {
-      return Invalid("max_tokens", absl::StrCat("'max_tokens' must be >= 1, got ", Dump(v)));
+    if (m < 1 || (v.is_number_unsigned() && v.get<uint64_t>() > kMaxTokensLimit) ||
+        m > kMaxTokensLimit) {
+      return Invalid("max_tokens", absl::StrCat("'max_tokens' must be in [1, ", kMaxTokensLimit,
+                                                "], got ", Dump(v)));
     }
     r.max_tokens = static_cast<int>(m);
   }
@@ -257,17 +262,9 @@ std::variant<std::shared_ptr<CompletionJob>, ApiError> CompletionJob::Start(
                                   "generated token"),
                      "context_length_exceeded");
     }
-    int max_tokens = std::min(kDefaultMaxTokens, T - P);
-    if (request.max_tokens.has_value()) {
-      if (P + static_cast<int64_t>(*request.max_tokens) > T) {
-        return Invalid("max_tokens",
-                       absl::StrCat("prompt ", p, " (", P, " tokens) plus max_tokens (",
-                                    *request.max_tokens, ") exceeds the model's context of ", T,
-                                    " tokens"),
-                       "context_length_exceeded");
-      }
-      max_tokens = *request.max_tokens;
-    }
+    // Longer outputs than the context slide the window (the scheduler
+    // re-reads the last block_size tokens), so only the prompt must fit.
+    const int max_tokens = request.max_tokens.value_or(kDefaultMaxTokens);
     job->prompt_tokens_ += P;
     for (int c = 0; c < request.n; ++c) {
       SequenceRequest s;

@@ -16,6 +16,9 @@ struct Scheduler::Active {
   int generated = 0;
   int32_t last_token = 0;
   Clock::time_point last_time;
+  // Prompt and generated tokens so far: once the cache holds block_size
+  // positions, the window of the last block_size tokens is prefilled again.
+  std::vector<int32_t> context;
 };
 
 Scheduler::Scheduler(const SchedulerOptions& options, ServiceMetrics* metrics)
@@ -75,9 +78,8 @@ absl::Status Scheduler::Submit(std::vector<SequenceRequest> sequences) {
       return absl::InvalidArgumentError("sequence without a model or a sink");
     }
     const GptConfig& c = s.model->snapshot().config;
-    if (s.prompt.empty() || s.max_tokens < 1 ||
-        s.prompt.size() + s.max_tokens > static_cast<size_t>(c.block_size) + 0) {
-      return absl::InvalidArgumentError("prompt and max_tokens do not fit the context");
+    if (s.prompt.empty() || s.max_tokens < 1 || s.prompt.size() > static_cast<size_t>(c.block_size)) {
+      return absl::InvalidArgumentError("the prompt must hold 1 to block_size tokens, max_tokens >= 1");
     }
     for (int32_t t : s.prompt) {
       if (t < 0 || t >= c.vocab_size) return absl::InvalidArgumentError("prompt id outside vocab");
@@ -163,13 +165,12 @@ bool Scheduler::Emit(Active& seq, const float* logits) {
   ++metrics_->generated_tokens;
   ++seq.generated;
   seq.last_token = token;
+  seq.context.push_back(token);
   if (!seq.request.sink->OnToken(out)) {
     Finish(seq, FinishReason::kStop);
     return false;
   }
-  const InferenceEngine& engine = *seq.request.model->engine_;
-  if (seq.generated >= seq.request.max_tokens ||
-      engine.Length(seq.slot) >= engine.config().block_size) {
+  if (seq.generated >= seq.request.max_tokens) {
     Finish(seq, FinishReason::kLength);
     return false;
   }
@@ -225,6 +226,8 @@ void Scheduler::Loop() {
     for (SequenceRequest& s : admitted) {
       auto a = std::make_unique<Active>();
       a->request = std::move(s);
+      a->context.reserve(a->request.prompt.size() + a->request.max_tokens);
+      a->context = a->request.prompt;
       ServingModel& m = *a->request.model;
       a->slot = m.free_slots_.back();
       m.free_slots_.pop_back();
@@ -252,12 +255,26 @@ void Scheduler::Loop() {
       step_slots_.clear();
       step_tokens_.clear();
       step_rows_.clear();
+      const size_t T = m->snapshot().config.block_size;
       for (auto& a : active_) {
         if (a->request.model.get() != m) continue;
+        if (m->engine_->Length(a->slot) >= static_cast<int>(T)) {
+          // The cache is full: slide the window, as a model with learned
+          // positions must (nanoGPT's sample.py crops the same way). The
+          // last block_size tokens, ending with the new one, are prefilled
+          // again; this sequence alone decides that, so batch invariance
+          // holds.
+          m->engine_->Reset(a->slot);
+          const float* logits = m->engine_->Prefill(
+              a->slot, std::span<const int32_t>(a->context).subspan(a->context.size() - T));
+          Emit(*a, logits);
+          continue;
+        }
         step_slots_.push_back(a->slot);
         step_tokens_.push_back(a->last_token);
         step_rows_.push_back(a.get());
       }
+      if (step_slots_.empty()) continue;
       const float* logits = m->engine_->Decode(step_slots_, step_tokens_);
       const size_t V = m->snapshot().config.vocab_size;
       for (size_t i = 0; i < step_rows_.size(); ++i) Emit(*step_rows_[i], logits + i * V);

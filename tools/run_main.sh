@@ -47,9 +47,9 @@ url="http://127.0.0.1:$(cat "$port_file")"
 curl -sf "$url/v1/models"
 echo
 for seed in 1 2 3; do
-  echo "== completion: prompt 'ROMEO:', top_k 10, temperature 0.8, seed $seed (prompt + 56 tokens fill the 64-token context)"
+  echo "== completion: prompt 'ROMEO:', top_k 10, temperature 0.8, seed $seed"
   "$bin/dropk" sample --url "$url" --prompt "ROMEO:" --top-k 10 --temperature 0.8 \
-    --seed "$seed" --max-tokens 56
+    --seed "$seed" --max-tokens 200
   echo
 done
 kill -TERM "$serve_pid"

@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "model/generate.h"
+#include "model/gpt.h"
 #include "nlohmann/json.hpp"
 #include "sampler/completions.h"
 #include "sampler/scheduler.h"
@@ -160,18 +162,40 @@ TEST(SchedulerTest, ContextLimitsAreRequestErrors) {
   auto too_long = run(json{{"prompt", std::string(16, 'a')}}.dump());
   ASSERT_TRUE(std::holds_alternative<ApiError>(too_long));
   EXPECT_EQ(std::get<ApiError>(too_long).code, "context_length_exceeded");
-  auto too_many = run(R"({"prompt":"abcd","max_tokens":13})");
-  ASSERT_TRUE(std::holds_alternative<ApiError>(too_many));
-  EXPECT_EQ(std::get<ApiError>(too_many).param, "max_tokens");
   auto bad_char = run(R"({"prompt":"\u00e9"})");
   ASSERT_TRUE(std::holds_alternative<ApiError>(bad_char));
   EXPECT_EQ(std::get<ApiError>(bad_char).param, "prompt");
-  auto fits = run(R"({"prompt":"abcd","max_tokens":12})");
-  EXPECT_TRUE(std::holds_alternative<std::string>(fits));
-  // Absent max_tokens is clamped to what fits.
-  auto clamped = run(R"({"prompt":"abcdefghijkl"})");
-  ASSERT_TRUE(std::holds_alternative<std::string>(clamped));
-  EXPECT_EQ(json::parse(std::get<std::string>(clamped))["usage"]["completion_tokens"], 4);
+  // Past the context the window slides: prompt + max_tokens may exceed it.
+  auto past_context = run(R"({"prompt":"abcd","max_tokens":40})");
+  ASSERT_TRUE(std::holds_alternative<std::string>(past_context));
+  EXPECT_EQ(json::parse(std::get<std::string>(past_context))["usage"]["completion_tokens"], 40);
+  // Absent max_tokens is 16, as OpenAI's default.
+  auto by_default = run(R"({"prompt":"abcdefghijkl"})");
+  ASSERT_TRUE(std::holds_alternative<std::string>(by_default));
+  EXPECT_EQ(json::parse(std::get<std::string>(by_default))["usage"]["completion_tokens"], 16);
+}
+
+TEST(SchedulerTest, PastTheContextTheWindowSlidesAsTheReferenceGenerator) {
+  // Greedy decoding far past a 16-token context: the service (KV cache,
+  // window re-prefilled once full) and model/generate.h's reference (the
+  // whole cropped window re-run per token) pick the same tokens.
+  const int T = 16;
+  Service svc({}, T);
+  std::shared_ptr<const ModelSnapshot> snap = svc.scheduler->CurrentModel()->shared_snapshot();
+  auto served = RunCompletion(std::get<CompletionRequest>(ParseCompletionRequest(
+                                  R"({"prompt":"abc","max_tokens":50,"temperature":0})")),
+                              svc.scheduler.get());
+  ASSERT_TRUE(std::holds_alternative<std::string>(served));
+  const std::string text = json::parse(std::get<std::string>(served))["choices"][0]["text"];
+
+  std::unique_ptr<Kernels> kernels = MakeKernels(Device::kCpu, 1).value();
+  std::unique_ptr<Gpt> gpt = Gpt::Create(snap->config, 1, kernels.get()).value();
+  kernels->CopyToDevice(gpt->params(), snap->params.data(), snap->params.size() * sizeof(float));
+  SamplingOptions greedy;
+  greedy.temperature = 0.0f;
+  const std::vector<int32_t> prompt = snap->tokenizer.Encode("abc").value();
+  const std::vector<int32_t> ids = Generate(*gpt, prompt, 50, greedy).value();
+  EXPECT_EQ(text, snap->tokenizer.Decode(ids));
 }
 
 TEST(SchedulerTest, FullQueueIs429) {
