@@ -11,7 +11,6 @@
 #include "mpi_test_env.h"
 #include "trainer/checkpoint.h"
 #include "trainer/config.h"
-#include "trainer/prepare_data.h"
 #include "trainer/trainer.h"
 
 namespace dropk {
@@ -20,20 +19,10 @@ namespace {
 class CheckpointResumeTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    root_ = new std::filesystem::path(std::filesystem::path(::testing::TempDir()) /
-                                      ("dropk_mpi_resume_" + std::to_string(World().Size())));
-    if (World().Rank() == 0) {
-      std::filesystem::remove_all(*root_);
-      PrepareOptions options;
-      options.input_path = DROPK_SOURCE_DIR "/data/tinyshakespeare.txt";
-      options.out_dir = (*root_ / "data").string();
-      ASSERT_TRUE(PrepareData(options).ok());
-    }
-    ASSERT_TRUE(World().Barrier()->Wait().ok());
+    root_ = new std::filesystem::path(MakeSharedRunRoot("dropk_mpi_resume"));
   }
   static void TearDownTestSuite() {
-    (void)World().Barrier()->Wait();
-    if (World().Rank() == 0) std::filesystem::remove_all(*root_);
+    RemoveSharedRunRoot(*root_);
     delete root_;
   }
 

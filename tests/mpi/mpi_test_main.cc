@@ -8,6 +8,7 @@
 
 #include "comm/mpi_communicator.h"
 #include "mpi_test_env.h"
+#include "trainer/prepare_data.h"
 
 namespace dropk {
 namespace {
@@ -15,6 +16,26 @@ std::unique_ptr<Communicator> g_world;
 }  // namespace
 
 Communicator& World() { return *g_world; }
+
+std::filesystem::path MakeSharedRunRoot(const std::string& name) {
+  const std::filesystem::path root = std::filesystem::path(::testing::TempDir()) /
+                                     (name + "_np" + std::to_string(World().Size()));
+  if (World().Rank() == 0) {
+    std::filesystem::remove_all(root);
+    PrepareOptions options;
+    options.input_path = DROPK_SOURCE_DIR "/data/tinyshakespeare.txt";
+    options.out_dir = (root / "data").string();
+    const absl::StatusOr<PrepareSummary> prepared = PrepareData(options);
+    EXPECT_TRUE(prepared.ok()) << prepared.status();
+  }
+  EXPECT_TRUE(World().Barrier()->Wait().ok());
+  return root;
+}
+
+void RemoveSharedRunRoot(const std::filesystem::path& root) {
+  (void)World().Barrier()->Wait();
+  if (World().Rank() == 0) std::filesystem::remove_all(root);
+}
 
 }  // namespace dropk
 

@@ -14,7 +14,6 @@
 #include "mpi_test_env.h"
 #include "trainer/config.h"
 #include "trainer/data_parallel.h"
-#include "trainer/prepare_data.h"
 #include "trainer/trainer.h"
 
 namespace dropk {
@@ -23,21 +22,10 @@ namespace {
 class TrainingTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    // One data directory for the job, made by rank 0 (all ranks share /tmp).
-    root_ = new std::filesystem::path(std::filesystem::path(::testing::TempDir()) /
-                                      ("dropk_mpi_training_" + std::to_string(World().Size())));
-    if (World().Rank() == 0) {
-      std::filesystem::remove_all(*root_);
-      PrepareOptions options;
-      options.input_path = DROPK_SOURCE_DIR "/data/tinyshakespeare.txt";
-      options.out_dir = (*root_ / "data").string();
-      ASSERT_TRUE(PrepareData(options).ok());
-    }
-    ASSERT_TRUE(World().Barrier()->Wait().ok());
+    root_ = new std::filesystem::path(MakeSharedRunRoot("dropk_mpi_training"));
   }
   static void TearDownTestSuite() {
-    (void)World().Barrier()->Wait();
-    if (World().Rank() == 0) std::filesystem::remove_all(*root_);
+    RemoveSharedRunRoot(*root_);
     delete root_;
   }
 
