@@ -5,15 +5,13 @@
 #include <cstring>
 
 #include "cpu/cpu_kernels.h"
+#include "cpu/row_ops.h"
 
 namespace dropk {
 namespace {
 
 constexpr int kDropoutChunk = 256;  // scales computed per stack buffer
 constexpr int kColumnChunk = 64;    // columns per task in column reductions
-constexpr float kLayerNormEps = 1e-5f;
-constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
-constexpr float kGeluCubic = 0.044715f;
 
 bool DropoutActive(const DropoutPlan* plan, DropoutKind kind) {
   return plan != nullptr && plan->rates.Of(kind) > 0.0f;
@@ -99,17 +97,8 @@ void CpuKernels::LayerNormForward(float* out, float* mean, float* rstd, const fl
                                   const float* w, const float* b, int N, int C) {
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; ++n) {
-    const float* x = inp + static_cast<size_t>(n) * C;
-    float sum = 0.0f;
-    for (int c = 0; c < C; ++c) sum += x[c];
-    const float m = sum / C;
-    float var = 0.0f;
-    for (int c = 0; c < C; ++c) var += (x[c] - m) * (x[c] - m);
-    const float s = 1.0f / std::sqrt(var / C + kLayerNormEps);
-    float* o = out + static_cast<size_t>(n) * C;
-    for (int c = 0; c < C; ++c) o[c] = (x[c] - m) * s * w[c] + b[c];
-    mean[n] = m;
-    rstd[n] = s;
+    const size_t row = static_cast<size_t>(n) * C;
+    LayerNormRow(out + row, inp + row, w, b, C, &mean[n], &rstd[n]);
   }
 }
 
@@ -163,8 +152,7 @@ void CpuKernels::LayerNormBackward(float* dinp, float* dw, float* db, const floa
 void CpuKernels::GeluForward(float* out, const float* inp, size_t n) {
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; ++i) {
-    const float x = inp[i];
-    out[i] = 0.5f * x * (1.0f + std::tanh(kGeluScale * (x + kGeluCubic * x * x * x)));
+    out[i] = Gelu(inp[i]);
   }
 }
 

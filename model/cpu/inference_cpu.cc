@@ -21,12 +21,11 @@
 #include "absl/strings/str_cat.h"
 #include "model/inference.h"
 
+#include "cpu/row_ops.h"
+
 namespace dropk {
 namespace {
 
-constexpr float kLayerNormEps = 1e-5f;
-constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
-constexpr float kGeluCubic = 0.044715f;
 constexpr int kColumnBlock = 8;  // output columns per task in RowMatmul
 
 #define DROPK_INFER_CHECK(cond)                                                      \
@@ -190,15 +189,8 @@ class CpuInferenceEngine final : public InferenceEngine {
 
   void LayerNorm(float* out, const float* inp, const float* w, const float* b, int R, int C) {
     for (int r = 0; r < R; ++r) {
-      const float* x = inp + static_cast<size_t>(r) * C;
-      float sum = 0.0f;
-      for (int c = 0; c < C; ++c) sum += x[c];
-      const float m = sum / C;
-      float var = 0.0f;
-      for (int c = 0; c < C; ++c) var += (x[c] - m) * (x[c] - m);
-      const float s = 1.0f / std::sqrt(var / C + kLayerNormEps);
-      float* o = out + static_cast<size_t>(r) * C;
-      for (int c = 0; c < C; ++c) o[c] = (x[c] - m) * s * w[c] + b[c];
+      const size_t row = static_cast<size_t>(r) * C;
+      LayerNormRow(out + row, inp + row, w, b, C);
     }
   }
 
@@ -209,8 +201,7 @@ class CpuInferenceEngine final : public InferenceEngine {
   void Gelu(float* x, size_t n) {
 #pragma omp parallel for schedule(static) num_threads(threads_)
     for (size_t i = 0; i < n; ++i) {
-      const float v = x[i];
-      x[i] = 0.5f * v * (1.0f + std::tanh(kGeluScale * (v + kGeluCubic * v * v * v)));
+      x[i] = dropk::Gelu(x[i]);
     }
   }
 
