@@ -4,6 +4,7 @@
 // result reads back whole whatever world size wrote it. A failure on any one
 // rank leaves LATEST untouched on every rank.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <barrier>
 #include <cstring>
@@ -89,7 +90,7 @@ class ThreadCommunicator : public Communicator {
 class CheckpointRanksTest : public ::testing::TestWithParam<int> {
  protected:
   void SetUp() override {
-    dir_ = (fs::path(::testing::TempDir()) / ("dropk_ckpt_ranks_" + std::to_string(GetParam()))).string();
+    dir_ = (fs::path(::testing::TempDir()) / ("dropk_ckpt_ranks_" + std::to_string(GetParam()) + "_" + std::to_string(getpid()))).string();
     fs::remove_all(dir_);
     config_ = DefaultTrainConfig();
     config_.set_n_layer(1);
