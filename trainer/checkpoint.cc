@@ -724,8 +724,8 @@ absl::StatusOr<std::string> CheckpointWriter::Save(const CheckpointState& state)
       e.add_shape(static_cast<int64_t>(end - begin));
       e.set_file(OptimizerDataFileName(r, world));
       e.set_length((end - begin) * kFloatBytes);
-      // WriteRun lays m then v out back to back; every rank knows where
-      // (rank 0 writes the manifest but never sees the other files).
+      // m then v in each rank's file; rank 0 writes these offsets into the
+      // manifest for every rank, so they are fixed here, not by the writer.
       e.set_offset(k == 0 ? 0 : (end - begin) * kFloatBytes);
       e.set_slice_start(begin);
     }

@@ -70,7 +70,9 @@ std::vector<std::string> Losses(const std::string& path) {
 class CheckpointCliTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    data_ = new std::string((fs::path(::testing::TempDir()) / "dropk_ckpt_cli_data").string());
+    // Per process: ctest -j runs each test of this suite in its own process.
+    data_ = new std::string(
+        (fs::path(::testing::TempDir()) / ("dropk_ckpt_cli_data_" + std::to_string(getpid()))).string());
     PrepareOptions options;
     options.input_path = DROPK_SOURCE_DIR "/data/tinyshakespeare.txt";
     options.out_dir = *data_;
@@ -82,7 +84,8 @@ class CheckpointCliTest : public ::testing::Test {
   }
   void SetUp() override {
     out_ = (fs::path(::testing::TempDir()) /
-            ("dropk_ckpt_cli_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name())))
+            ("dropk_ckpt_cli_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) +
+             "_" + std::to_string(getpid())))
                .string();
     fs::remove_all(out_);
   }

@@ -2,6 +2,7 @@
 // refuse (naming checkpoint, file and tensor), fault injection at every
 // write of a save, retention, LATEST fallback, resume config checks.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -35,7 +36,8 @@ class CheckpointTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = (fs::path(::testing::TempDir()) /
-            ("dropk_ckpt_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name())))
+            ("dropk_ckpt_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) +
+             "_" + std::to_string(getpid())))
                .string();
     fs::remove_all(dir_);
     fs::create_directories(dir_);

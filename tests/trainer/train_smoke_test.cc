@@ -1,6 +1,7 @@
 // End-to-end single-process training on the bundled corpus: the loss falls
 // well below ln(vocab), runs are reproducible, metrics.jsonl is written.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -18,8 +19,10 @@ namespace {
 class TrainSmokeTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
+    // Per process: ctest -j runs each test of this suite in its own process,
+    // and one's TearDownTestSuite must not delete another's run.
     dir_ = new std::filesystem::path(std::filesystem::path(::testing::TempDir()) /
-                                     "dropk_train_smoke");
+                                     ("dropk_train_smoke_" + std::to_string(getpid())));
     std::filesystem::remove_all(*dir_);
     PrepareOptions options;
     options.input_path = DROPK_SOURCE_DIR "/data/tinyshakespeare.txt";
