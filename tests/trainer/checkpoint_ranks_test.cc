@@ -181,7 +181,9 @@ TEST_P(CheckpointRanksTest, OneRankFailingLeavesLatestUnchangedOnAllRanks) {
   // Rank 0 removes the temporary directory (unless its own file system is
   // the one failing; the next save's retention removes it then).
   for (const auto& e : fs::directory_iterator(dir_)) {
-    if (failing != 0) EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
+    if (failing != 0) {
+      EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
+    }
   }
 }
 
