@@ -1,12 +1,7 @@
 #include "model/tokenizer.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
-#include <system_error>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -87,64 +82,6 @@ absl::Status InvalidUtf8Error(std::string_view text, size_t pos) {
 std::string KindName(Tokenizer::Kind kind) {
   const std::string& name = Tokenizer::Kind_Name(kind);
   return name.empty() ? absl::StrCat(static_cast<int>(kind)) : name;
-}
-
-std::string ErrnoMessage(int err) { return std::generic_category().message(err); }
-
-// Writes `bytes` to path + ".tmp", fsyncs it and renames it over `path`, so a
-// reader sees the old file or the whole new one, never a torn one.
-absl::Status WriteFileAtomically(const std::string& path, std::string_view bytes) {
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot create '", tmp, "': ", ErrnoMessage(errno)));
-  }
-  size_t done = 0;
-  int err = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      err = errno;
-      break;
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (err == 0 && ::fsync(fd) != 0) err = errno;
-  if (::close(fd) != 0 && err == 0) err = errno;
-  if (err == 0 && ::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
-  if (err != 0) {
-    ::unlink(tmp.c_str());
-    return absl::UnavailableError(
-        absl::StrCat("cannot write '", path, "': ", ErrnoMessage(err)));
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    const std::string message = absl::StrCat("cannot open '", path, "': ", ErrnoMessage(err));
-    return err == ENOENT ? absl::NotFoundError(message) : absl::UnavailableError(message);
-  }
-  std::string bytes;
-  char buffer[1 << 16];
-  while (true) {
-    const ssize_t n = ::read(fd, buffer, sizeof(buffer));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int err = errno;
-      ::close(fd);
-      return absl::UnavailableError(
-          absl::StrCat("cannot read '", path, "': ", ErrnoMessage(err)));
-    }
-    if (n == 0) break;
-    bytes.append(buffer, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return bytes;
 }
 
 }  // namespace
@@ -269,30 +206,6 @@ std::string TextTokenizer::Decode(std::span<const int32_t> ids) const {
     }
   }
   return out;
-}
-
-absl::Status SaveTokenizer(const TextTokenizer& tokenizer, const std::string& path) {
-  std::string bytes;
-  if (!tokenizer.proto().SerializeToString(&bytes)) {
-    return absl::InternalError(absl::StrCat("cannot serialize the tokenizer for '", path, "'"));
-  }
-  return WriteFileAtomically(path, bytes);
-}
-
-absl::StatusOr<TextTokenizer> LoadTokenizer(const std::string& path) {
-  absl::StatusOr<std::string> bytes = ReadWholeFile(path);
-  if (!bytes.ok()) return bytes.status();
-  Tokenizer proto;
-  if (!proto.ParseFromString(*bytes)) {
-    return absl::DataLossError(
-        absl::StrCat("tokenizer file '", path, "' is not a dropk.Tokenizer binary proto"));
-  }
-  absl::StatusOr<TextTokenizer> tokenizer = TextTokenizer::FromProto(proto);
-  if (!tokenizer.ok()) {
-    return absl::DataLossError(
-        absl::StrCat("tokenizer file '", path, "': ", tokenizer.status().message()));
-  }
-  return tokenizer;
 }
 
 }  // namespace dropk

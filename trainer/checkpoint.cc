@@ -794,13 +794,10 @@ absl::StatusOr<std::string> CheckpointWriter::Save(const CheckpointState& state)
 absl::Status CheckpointWriter::Commit(const std::string& tmp, const std::string& final_dir,
                                       const CheckpointManifest& manifest) {
   const std::string& root = options_.checkpoints_dir;
-  {
-    absl::StatusOr<std::unique_ptr<WritableFile>> file = env_->NewWritableFile(PathJoin(tmp, kManifestFileName));
-    if (!file.ok()) return file.status();
-    const std::string bytes = SerializeManifestFile(manifest);
-    if (absl::Status s = (*file)->Append(bytes.data(), bytes.size()); !s.ok()) return s;
-    if (absl::Status s = (*file)->Sync(); !s.ok()) return s;
-    if (absl::Status s = (*file)->Close(); !s.ok()) return s;
+  if (absl::Status s = WriteDurableFile(env_, PathJoin(tmp, kManifestFileName),
+                                        SerializeManifestFile(manifest));
+      !s.ok()) {
+    return s;
   }
   if (absl::Status s = env_->SyncDir(tmp); !s.ok()) return s;
   // A directory of the same step left by an earlier run (one we resumed
@@ -812,17 +809,14 @@ absl::Status CheckpointWriter::Commit(const std::string& tmp, const std::string&
   }
   if (absl::Status s = env_->RenameFile(tmp, final_dir); !s.ok()) return s;
   if (absl::Status s = env_->SyncDir(root); !s.ok()) return s;
-  const std::string latest_tmp = PathJoin(root, std::string(kLatestFileName) + ".tmp");
-  {
-    absl::StatusOr<std::unique_ptr<WritableFile>> file = env_->NewWritableFile(latest_tmp);
-    if (!file.ok()) return file.status();
-    const std::string name = CheckpointDirName(manifest.step()) + "\n";
-    if (absl::Status s = (*file)->Append(name.data(), name.size()); !s.ok()) return s;
-    if (absl::Status s = (*file)->Sync(); !s.ok()) return s;
-    if (absl::Status s = (*file)->Close(); !s.ok()) return s;
+  const std::string name = CheckpointDirName(manifest.step()) + "\n";
+  if (absl::Status s = ReplaceFileAtomically(env_, PathJoin(root, kLatestFileName),
+                                             [&name](WritableFile& f) {
+                                               return f.Append(name.data(), name.size());
+                                             });
+      !s.ok()) {
+    return s;
   }
-  if (absl::Status s = env_->RenameFile(latest_tmp, PathJoin(root, kLatestFileName)); !s.ok()) return s;
-  if (absl::Status s = env_->SyncDir(root); !s.ok()) return s;
   if (!aside.empty()) env_->RemoveDirRecursively(aside).IgnoreError();
   return absl::OkStatus();
 }

@@ -204,6 +204,36 @@ absl::StatusOr<std::string> ReadSmallFile(Env* env, const std::string& path, uin
   return contents;
 }
 
+absl::Status WriteDurableFile(Env* env, const std::string& path, std::string_view bytes) {
+  absl::StatusOr<std::unique_ptr<WritableFile>> file = env->NewWritableFile(path);
+  if (!file.ok()) return file.status();
+  if (absl::Status s = (*file)->Append(bytes.data(), bytes.size()); !s.ok()) return s;
+  if (absl::Status s = (*file)->Sync(); !s.ok()) return s;
+  return (*file)->Close();
+}
+
+absl::Status ReplaceFileAtomically(Env* env, const std::string& path,
+                                   const std::function<absl::Status(WritableFile&)>& write) {
+  const std::string tmp = path + ".tmp";
+  absl::Status status = [&]() -> absl::Status {
+    absl::StatusOr<std::unique_ptr<WritableFile>> file = env->NewWritableFile(tmp);
+    if (!file.ok()) return file.status();
+    if (absl::Status s = write(**file); !s.ok()) return s;
+    if (absl::Status s = (*file)->Sync(); !s.ok()) return s;
+    if (absl::Status s = (*file)->Close(); !s.ok()) return s;
+    if (absl::Status s = env->RenameFile(tmp, path); !s.ok()) return s;
+    const size_t slash = path.find_last_of('/');
+    return env->SyncDir(slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash));
+  }();
+  if (!status.ok()) {
+    if (env->FileExists(tmp)) env->RemoveFile(tmp).IgnoreError();
+    if (status.message().find(path) == std::string_view::npos) {
+      return absl::Status(status.code(), absl::StrCat("cannot write ", path, ": ", status.message()));
+    }
+  }
+  return status;
+}
+
 void FaultInjectionEnv::FailWritesAfter(int64_t n) {
   std::lock_guard<std::mutex> lock(mu_);
   fail_after_ = n;

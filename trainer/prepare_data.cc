@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "model/tokenizer.h"
+#include "trainer/tokenizer_file.h"
 #include "trainer/token_file.h"
 
 namespace dropk {

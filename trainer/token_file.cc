@@ -16,6 +16,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "trainer/env.h"
 
 namespace dropk {
 namespace {
@@ -32,22 +33,11 @@ uint64_t LoadLe(const uint8_t* in, int width) {
   return value;
 }
 
-// Writes all of [data, data + n) to fd; returns 0 or the errno.
-int WriteAll(int fd, const uint8_t* data, size_t n) {
-  while (n > 0) {
-    const ssize_t written = ::write(fd, data, n);
-    if (written < 0 && errno == EINTR) continue;
-    if (written < 0) return errno;
-    data += written;
-    n -= static_cast<size_t>(written);
-  }
-  return 0;
-}
-
-// Writes the header and the tokens of a token file to fd; returns 0 or the
-// errno. Tokens are encoded a chunk at a time so a large corpus needs no
-// second full-size buffer.
-int WriteContents(int fd, std::span<const int32_t> tokens, int vocab_size, int width) {
+// Appends the header and the tokens of a token file to `file`. Tokens are
+// encoded a chunk at a time so a large corpus needs no second full-size
+// buffer.
+absl::Status WriteContents(WritableFile& file, std::span<const int32_t> tokens, int vocab_size,
+                           int width) {
   uint8_t header[kTokenFileHeaderSize] = {};
   std::memcpy(header, kTokenFileMagic, sizeof(kTokenFileMagic));
   StoreLe(kTokenFileVersion, 4, header + 8);
@@ -55,7 +45,7 @@ int WriteContents(int fd, std::span<const int32_t> tokens, int vocab_size, int w
   StoreLe(static_cast<uint32_t>(width), 4, header + 16);
   StoreLe(0, 4, header + 20);
   StoreLe(tokens.size(), 8, header + 24);
-  if (const int err = WriteAll(fd, header, sizeof(header))) return err;
+  if (absl::Status s = file.Append(header, sizeof(header)); !s.ok()) return s;
 
   constexpr size_t kChunkTokens = 1 << 16;
   std::vector<uint8_t> chunk(kChunkTokens * width);
@@ -64,9 +54,9 @@ int WriteContents(int fd, std::span<const int32_t> tokens, int vocab_size, int w
     for (size_t i = 0; i < n; ++i) {
       StoreLe(static_cast<uint32_t>(tokens[start + i]), width, &chunk[i * width]);
     }
-    if (const int err = WriteAll(fd, chunk.data(), n * width)) return err;
+    if (absl::Status s = file.Append(chunk.data(), n * width); !s.ok()) return s;
   }
-  return 0;
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -91,22 +81,9 @@ absl::Status WriteTokenFile(const std::string& path, std::span<const int32_t> to
     }
   }
   const int width = TokenWidthFor(vocab_size);
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot create '", tmp, "': ", ErrnoMessage(errno)));
-  }
-  int err = WriteContents(fd, tokens, vocab_size, width);
-  if (err == 0 && ::fsync(fd) != 0) err = errno;
-  if (::close(fd) != 0 && err == 0) err = errno;
-  if (err == 0 && ::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
-  if (err != 0) {
-    ::unlink(tmp.c_str());
-    return absl::UnavailableError(
-        absl::StrCat("cannot write token file '", path, "': ", ErrnoMessage(err)));
-  }
-  return absl::OkStatus();
+  return ReplaceFileAtomically(Env::Default(), path, [&](WritableFile& file) {
+    return WriteContents(file, tokens, vocab_size, width);
+  });
 }
 
 absl::StatusOr<TokenFile> TokenFile::Open(const std::string& path) {

@@ -20,6 +20,7 @@
 #include "trainer/metrics.h"
 #include "trainer/optimizer.h"
 #include "trainer/schedule.h"
+#include "trainer/tokenizer_file.h"
 #include "trainer/training_checkpoints.h"
 
 namespace dropk {

@@ -16,6 +16,7 @@
 #include "model/tokenizer.h"
 #include "subprocess.h"
 #include "trainer/token_file.h"
+#include "trainer/tokenizer_file.h"
 
 namespace dropk {
 namespace {

@@ -59,16 +59,6 @@ class TextTokenizer {
   Tokenizer proto_;
 };
 
-// Writes `tokenizer` as a binary proto to `path` (normally <dir>/tokenizer.pb)
-// atomically: a temporary file beside it, fsynced, then renamed. Errors name
-// the path.
-absl::Status SaveTokenizer(const TextTokenizer& tokenizer, const std::string& path);
-
-// Reads and validates a tokenizer written by SaveTokenizer. A missing file,
-// bytes that are not a Tokenizer proto, or an invalid one are errors naming
-// the path.
-absl::StatusOr<TextTokenizer> LoadTokenizer(const std::string& path);
-
 }  // namespace dropk
 
 #endif  // DROPK_MODEL_TOKENIZER_H_

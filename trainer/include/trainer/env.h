@@ -11,11 +11,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -63,6 +65,16 @@ class Env {
 // Reads a whole file of at most max_bytes (a larger one is an error naming
 // the path and both sizes; nothing is allocated for it).
 absl::StatusOr<std::string> ReadSmallFile(Env* env, const std::string& path, uint64_t max_bytes);
+
+// Creates path with `bytes` and makes them durable: append, fsync, close.
+absl::Status WriteDurableFile(Env* env, const std::string& path, std::string_view bytes);
+
+// Replaces path atomically with what `write` appends: it goes to path.tmp,
+// which is fsynced and renamed over path, then the directory is fsynced. A
+// reader sees the old file or the whole new one, never a torn one. On
+// failure path is unchanged and path.tmp removed; errors name the path.
+absl::Status ReplaceFileAtomically(Env* env, const std::string& path,
+                                   const std::function<absl::Status(WritableFile&)>& write);
 
 // Wraps another Env (which it does not own) and injects faults for tests:
 // - FailWritesAfter(n): the n+1-th and later mutating calls (Append, Sync,

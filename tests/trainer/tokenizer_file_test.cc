@@ -1,0 +1,71 @@
+// tokenizer.pb: save and load round trip, garbage refused naming the path.
+#include "trainer/tokenizer_file.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace dropk {
+namespace {
+
+using ::testing::HasSubstr;
+
+class TokenizerFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           (std::string("dropk_tokenizer_") + info->name() + "_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
+
+  std::filesystem::path dir_;
+};
+
+TEST_F(TokenizerFileTest, SaveLoadRoundTrip) {
+  auto tokenizer = TextTokenizer::FromCorpus(Tokenizer::CHAR, "To be, or not to be\xE2\x80\x94");
+  ASSERT_TRUE(tokenizer.ok());
+  const std::string path = Path("tokenizer.pb");
+  ASSERT_TRUE(SaveTokenizer(*tokenizer, path).ok());
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  auto loaded = LoadTokenizer(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->proto().SerializeAsString(), tokenizer->proto().SerializeAsString());
+  auto ids = loaded->Encode("not to be");
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(loaded->Decode(*ids), "not to be");
+}
+
+TEST_F(TokenizerFileTest, LoadRefusesGarbageNamingThePath) {
+  const std::string garbage = Path("garbage.pb");
+  std::ofstream(garbage, std::ios::binary) << "this is not a protobuf\xFF\xFF\xFF";
+  auto loaded = LoadTokenizer(garbage);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_THAT(std::string(loaded.status().message()), HasSubstr(garbage));
+
+  // An empty file parses as an empty message, which FromProto rejects.
+  const std::string empty = Path("empty.pb");
+  std::ofstream(empty, std::ios::binary).flush();
+  loaded = LoadTokenizer(empty);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_THAT(std::string(loaded.status().message()), HasSubstr(empty));
+  EXPECT_THAT(std::string(loaded.status().message()), HasSubstr("Tokenizer.kind"));
+
+  const std::string missing = Path("missing.pb");
+  loaded = LoadTokenizer(missing);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(loaded.status().message()), HasSubstr(missing));
+}
+
+}  // namespace
+}  // namespace dropk
