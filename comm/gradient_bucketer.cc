@@ -9,15 +9,21 @@ std::vector<Bucket> PlanBuckets(const std::vector<size_t>& tensor_offsets, size_
   std::vector<Bucket> buckets;
   const size_t cap = std::max<size_t>(1, cap_bytes / element_bytes);
   size_t end = total;
-  // Walk tensors from the last to the first, closing a bucket before it would
-  // exceed the cap.
+  // Walk tensors from the last to the first. A tensor joins the open bucket
+  // while that stays within the cap; a tensor larger than the cap is cut
+  // into cap-sized pieces from its end (bus bandwidth falls for very large
+  // messages, see bench/allreduce_bench).
   for (size_t i = tensor_offsets.size(); i-- > 0;) {
     const size_t begin = tensor_offsets[i];
     if (begin >= end) continue;  // empty tensor
     if (!buckets.empty() && buckets.back().end - begin <= cap) {
       buckets.back().begin = begin;  // the tensor joins the open bucket
     } else {
-      buckets.push_back({begin, end});
+      for (size_t piece_end = end; piece_end > begin;) {
+        const size_t piece_begin = piece_end - std::min(cap, piece_end - begin);
+        buckets.push_back({piece_begin, piece_end});
+        piece_end = piece_begin;
+      }
     }
     end = begin;
   }

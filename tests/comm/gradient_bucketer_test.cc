@@ -46,9 +46,10 @@ TEST(PlanBucketsTest, WholeTensorsFromTheEndUnderTheCap) {
   // Tensors at 0, 10, 30, 35, 100 of a 120-element buffer; cap 40 elements.
   const std::vector<size_t> offsets = {0, 10, 30, 35, 100};
   const std::vector<Bucket> b = PlanBuckets(offsets, 120, 40 * 4, 4);
-  // [100,120) = 20; + [35,100) = 65 would exceed 40 -> new bucket [35,100)
-  // (larger than the cap on its own); [30,35) + [10,30) = 25 fit; + [0,10) = 35.
-  const std::vector<Bucket> expected = {{100, 120}, {35, 100}, {0, 35}};
+  // [100,120) = 20; [35,100) = 65 exceeds the cap on its own: pieces
+  // [60,100) and [35,60); [30,35) joins [35,60); [10,30) would make 50, so
+  // it opens a bucket, which [0,10) joins.
+  const std::vector<Bucket> expected = {{100, 120}, {60, 100}, {30, 60}, {0, 30}};
   EXPECT_EQ(b, expected);
 }
 
@@ -60,6 +61,7 @@ TEST(PlanBucketsTest, BucketsTileTheBufferForAnyCap) {
     EXPECT_EQ(b.front().end, 41u);
     EXPECT_EQ(b.back().begin, 0u);
     for (size_t i = 1; i < b.size(); ++i) EXPECT_EQ(b[i].end, b[i - 1].begin) << cap;
+    for (const Bucket& bucket : b) EXPECT_LE(bucket.end - bucket.begin, cap) << cap;
   }
 }
 

@@ -4,7 +4,7 @@
 // The gradients are one contiguous buffer whose tensors backward finishes
 // from the end of the buffer towards its start. Buckets are contiguous runs
 // of whole tensors, cut from the end, each at most `cap_bytes` (a tensor
-// larger than the cap is a bucket of its own). As backward reports that a
+// larger than the cap is cut into cap-sized pieces). As backward reports that a
 // range of gradients is final, every bucket lying wholly inside the final
 // part starts its allreduce (average over ranks) at once, on the
 // communicator's own thread, while backward goes on with earlier layers.
@@ -22,11 +22,11 @@
 
 namespace dropk {
 
-// 25 MiB, c10d's default: large enough that per-call latency is small next
-// to transfer time on MPI (bus bandwidth is flat from 1 MiB up), small enough
-// that the first bucket starts early in backward. bench/allreduce_bench
-// measures the curve this rests on.
-constexpr size_t kDefaultBucketCapBytes = size_t{25} << 20;
+// 4 MiB, measured: Open MPI's allreduce between ranks of one machine reaches
+// its highest bus bandwidth (about 5 GB/s) from 1 to 4 MiB and falls above
+// 16 MiB (0.3-3 GB/s; bench/allreduce_bench), and smaller buckets start
+// earlier in backward. (c10d's 25 MiB default is tuned for NCCL.)
+constexpr size_t kDefaultBucketCapBytes = size_t{4} << 20;
 
 // A bucket: elements [begin, end) of the gradient buffer.
 struct Bucket {
