@@ -159,10 +159,11 @@ class TrainingRun {
     const uint64_t global_batch = static_cast<uint64_t>(B) * accum * world_;
     train_batches_ = std::make_unique<BatchLoader>(&data_->train, config_.seed(), T, kTrainBatches,
                                                    global_batch);
+    const uint64_t eval_batch = static_cast<uint64_t>(B) * world_;
     eval_train_batches_ = std::make_unique<BatchLoader>(&data_->train, config_.seed(), T,
-                                                        kEvalTrainBatches, B);
-    eval_val_batches_ =
-        std::make_unique<BatchLoader>(&data_->val, config_.seed(), T, kEvalValBatches, B);
+                                                        kEvalTrainBatches, eval_batch);
+    eval_val_batches_ = std::make_unique<BatchLoader>(&data_->val, config_.seed(), T,
+                                                      kEvalValBatches, eval_batch);
     inputs_.resize(static_cast<size_t>(B) * T);
     targets_.resize(inputs_.size());
     tokens_per_step_ = static_cast<int64_t>(global_batch) * T;
@@ -271,13 +272,16 @@ class TrainingRun {
     return static_cast<float>(loss_sum / accum);
   }
 
-  // Mean loss over eval_iters fixed held-out batches without dropout; the
-  // batches are shared out among ranks and the sum reduced.
+  // Mean loss without dropout over eval_iters fixed held-out global batches
+  // of batch_size x ranks samples, each rank taking its slice of each: the
+  // samples evaluated depend on the product, not on how it is split, so one
+  // rank x 12 and two ranks x 6 report the same figure.
   absl::StatusOr<float> Evaluate(const BatchLoader& loader) {
     const int B = config_.batch_size();
     double total = 0.0;
-    for (int i = rank_; i < config_.eval_iters(); i += world_) {
-      loader.Fill(/*step=*/i, /*first_sample=*/0, B, inputs_.data(), targets_.data());
+    for (int i = 0; i < config_.eval_iters(); ++i) {
+      loader.Fill(/*step=*/i, /*first_sample=*/static_cast<uint64_t>(rank_) * B, B,
+                  inputs_.data(), targets_.data());
       total += gpt_->Forward(inputs_.data(), targets_.data(), B, loader.block_size(), nullptr);
     }
     if (world_ > 1) {
@@ -286,7 +290,7 @@ class TrainingRun {
         return s;
       }
     }
-    return static_cast<float>(total / config_.eval_iters());
+    return static_cast<float>(total / (static_cast<double>(config_.eval_iters()) * world_));
   }
 
   absl::StatusOr<float> MeanOverRanks(float value) {

@@ -70,6 +70,8 @@ class TrainingTest : public ::testing::Test {
     if (World().Rank() != 0) return;
     TrainConfig reference = config;
     reference.set_gradient_accumulation_steps(World().Size() * config.gradient_accumulation_steps());
+    // The same held-out samples: N ranks evaluate eval_iters batches of N x b.
+    reference.set_eval_iters(World().Size() * config.eval_iters());
     reference.set_out_dir(config.out_dir() + "_reference");
     std::unique_ptr<Communicator> single = MakeSingleProcessCommunicator();
     absl::StatusOr<TrainSummary> one = RunTraining(reference, *single, log);
