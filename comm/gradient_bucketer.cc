@@ -53,12 +53,17 @@ void GradientBucketer::Launch(size_t index) {
 void GradientBucketer::OnGradsReady(size_t begin, size_t end) {
   // Backward reports contiguous ranges from the end towards the start.
   if (end >= ready_from_ && begin < ready_from_) ready_from_ = begin;
+  if (ready_from_ == 0) backward_done_ = std::chrono::steady_clock::now();
   if (!overlap_) return;
   while (next_ < buckets_.size() && buckets_[next_].begin >= ready_from_) Launch(next_++);
 }
 
 absl::Status GradientBucketer::Wait() {
+  // Exposed time runs from the end of backward (the last gradients final),
+  // not from this call: on a busy machine the caller may get the CPU back
+  // only some time after backward, while communication runs.
   const auto wait_start = std::chrono::steady_clock::now();
+  const auto exposed_from = ready_from_ == 0 ? backward_done_ : wait_start;
   while (next_ < buckets_.size()) Launch(next_++);
   absl::Status first_error;
   double busy = 0.0;
@@ -68,7 +73,7 @@ absl::Status GradientBucketer::Wait() {
     busy += work->RunSeconds();
   }
   const auto now = std::chrono::steady_clock::now();
-  timing_.exposed_s = std::chrono::duration<double>(now - wait_start).count();
+  timing_.exposed_s = std::chrono::duration<double>(now - exposed_from).count();
   timing_.comm_s = busy;
   timing_.buckets = static_cast<int>(pending_.size());
   pending_.clear();

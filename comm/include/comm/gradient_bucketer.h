@@ -13,6 +13,7 @@
 #ifndef DROPK_COMM_GRADIENT_BUCKETER_H_
 #define DROPK_COMM_GRADIENT_BUCKETER_H_
 
+#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <vector>
@@ -43,7 +44,7 @@ std::vector<Bucket> PlanBuckets(const std::vector<size_t>& tensor_offsets, size_
 
 // Timing of one synchronised step, in seconds.
 struct SyncTiming {
-  double exposed_s = 0;  // time Wait() blocked the caller
+  double exposed_s = 0;  // from the end of backward until every bucket completed
   double comm_s = 0;     // time the collectives ran (on the communication thread)
   int buckets = 0;
 };
@@ -78,6 +79,7 @@ class GradientBucketer {
   CollectiveOptions options_;
   size_t next_ = 0;           // next bucket to launch
   size_t ready_from_;         // gradients [ready_from_, count_) are final
+  std::chrono::steady_clock::time_point backward_done_;  // when ready_from_ reached 0
   std::vector<std::unique_ptr<Work>> pending_;
   SyncTiming timing_;
 };
