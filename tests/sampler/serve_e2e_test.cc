@@ -133,11 +133,16 @@ TEST_F(ServeE2eTest, ServesReloadsRefusesBadCheckpointsAndDrains) {
   // Hot reload under continuous traffic: no request fails.
   std::atomic<bool> go{true};
   std::atomic<int> ok{0}, failed{0};
+  std::string first_failure;  // written by the traffic thread, read after join
   std::thread traffic([&] {
     for (int i = 0; go && i < 100000; ++i) {
       const auto r = Curl(port_, "POST", "/v1/completions",
                           R"({"prompt":"ROMEO:","max_tokens":8,"seed":1})");
-      (r.code == 200 ? ok : failed)++;
+      if (r.code == 200) {
+        ++ok;
+      } else if (failed++ == 0) {
+        first_failure = "HTTP " + std::to_string(r.code) + ": " + r.body;
+      }
     }
   });
   const auto trained = RunCommand(Train(30, "--resume=latest"));
@@ -162,7 +167,7 @@ TEST_F(ServeE2eTest, ServesReloadsRefusesBadCheckpointsAndDrains) {
   traffic.join();
   EXPECT_TRUE(refused) << Log();
   EXPECT_EQ(ServedStep(), 30);
-  EXPECT_EQ(failed, 0);
+  EXPECT_EQ(failed, 0) << first_failure << "\n" << Log();
   EXPECT_GT(ok, 0);
   EXPECT_NE(Curl(port_, "GET", "/metrics").body.find("dropk_reloads_total 1"), std::string::npos);
   // SIGTERM drains and exits 0.
