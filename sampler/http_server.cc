@@ -340,8 +340,17 @@ void Session::OnPeerReadable(beast::error_code ec) {
   if (ec || job_ == nullptr || job_done_) return;
   char byte;
   beast::error_code peek_ec;
-  const size_t n = stream_.socket().receive(net::buffer(&byte, 1),
-                                            tcp::socket::message_peek, peek_ec);
+  // Peek without blocking: a readiness report with no data behind it must not
+  // block this session's strand (the job's answer is posted to it), so the
+  // socket is non-blocking here and "nothing yet" means watch again.
+  tcp::socket& socket = stream_.socket();
+  socket.non_blocking(true, peek_ec);
+  size_t n = 0;
+  if (!peek_ec) n = socket.receive(net::buffer(&byte, 1), tcp::socket::message_peek, peek_ec);
+  if (peek_ec == net::error::would_block) {
+    WatchPeer();
+    return;
+  }
   if (peek_ec || n == 0) {
     // The client is gone: stop its generation and free its slots.
     job_->Cancel();
