@@ -14,6 +14,14 @@
 
 namespace dropk {
 
+// The CPU's readiness event: work is done when the op returns.
+class CpuEvent final : public DeviceEvent {
+ public:
+  void Record() override {}
+  void HostWait() override {}
+  void* native_handle() override { return nullptr; }
+};
+
 class CpuKernels final : public Kernels {
  public:
   explicit CpuKernels(int num_threads);
@@ -27,6 +35,8 @@ class CpuKernels final : public Kernels {
   void CopyToHost(void* host_dst, const void* src, size_t bytes) override;
   void Zero(void* dst, size_t bytes) override;
   void Synchronize() override {}
+  // Every CPU op has completed when it returns, so events are no-ops.
+  std::unique_ptr<DeviceEvent> CreateEvent() override { return std::make_unique<CpuEvent>(); }
 
   void EmbeddingForward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
                         int B, int T, int C, const DropoutPlan* dropout) override;

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <vector>
 
+#include "base/check.h"
 #include "absl/strings/str_cat.h"
 #include "model/inference.h"
 
@@ -27,14 +28,6 @@ namespace dropk {
 namespace {
 
 constexpr int kColumnBlock = 8;  // output columns per task in RowMatmul
-
-#define DROPK_INFER_CHECK(cond)                                                      \
-  do {                                                                               \
-    if (!(cond)) {                                                                   \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                  \
-    }                                                                                \
-  } while (0)
 
 // The dot product of a and b (n), always summed in the same order: 16 lanes
 // of strided partial sums, a fixed pairwise tree over the lanes, then the
@@ -86,18 +79,18 @@ class CpuInferenceEngine final : public InferenceEngine {
   int max_slots() const override { return max_slots_; }
 
   void Reset(int slot) override {
-    DROPK_INFER_CHECK(slot >= 0 && slot < max_slots_);
+    DROPK_CHECK(slot >= 0 && slot < max_slots_);
     lengths_[slot] = 0;
   }
   int Length(int slot) const override {
-    DROPK_INFER_CHECK(slot >= 0 && slot < max_slots_);
+    DROPK_CHECK(slot >= 0 && slot < max_slots_);
     return lengths_[slot];
   }
 
   const float* Prefill(int slot, std::span<const int32_t> tokens) override {
-    DROPK_INFER_CHECK(slot >= 0 && slot < max_slots_);
+    DROPK_CHECK(slot >= 0 && slot < max_slots_);
     const int n = static_cast<int>(tokens.size());
-    DROPK_INFER_CHECK(n >= 1 && lengths_[slot] + n <= config_.block_size);
+    DROPK_CHECK(n >= 1 && lengths_[slot] + n <= config_.block_size);
     for (int i = 0; i < n; ++i) {
       row_slot_[i] = slot;
       row_pos_[i] = lengths_[slot] + i;
@@ -111,10 +104,10 @@ class CpuInferenceEngine final : public InferenceEngine {
 
   const float* Decode(std::span<const int> slots, std::span<const int32_t> tokens) override {
     const int B = static_cast<int>(slots.size());
-    DROPK_INFER_CHECK(B >= 1 && B <= max_slots_ && tokens.size() == slots.size());
+    DROPK_CHECK(B >= 1 && B <= max_slots_ && tokens.size() == slots.size());
     for (int i = 0; i < B; ++i) {
       const int s = slots[i];
-      DROPK_INFER_CHECK(s >= 0 && s < max_slots_ && lengths_[s] < config_.block_size);
+      DROPK_CHECK(s >= 0 && s < max_slots_ && lengths_[s] < config_.block_size);
       row_slot_[i] = s;
       row_pos_[i] = lengths_[s];
       row_token_[i] = tokens[i];
@@ -136,7 +129,7 @@ class CpuInferenceEngine final : public InferenceEngine {
     const float* wpe = p + layout_.wpe();
     for (int r = 0; r < R; ++r) {
       const int32_t tok = row_token_[r];
-      DROPK_INFER_CHECK(tok >= 0 && tok < V);
+      DROPK_CHECK(tok >= 0 && tok < V);
       const float* e = wte + static_cast<size_t>(tok) * C;
       const float* q = wpe + static_cast<size_t>(row_pos_[r]) * C;
       float* x = x_.data() + static_cast<size_t>(r) * C;

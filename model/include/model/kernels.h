@@ -35,6 +35,23 @@ struct AdamWArgs {
   float bias_correction1 = 1.0f, bias_correction2 = 1.0f;
 };
 
+// A point in a Kernels object's queue of work: the readiness primitive.
+// Record() marks everything enqueued on the device so far; the work is
+// "ready" once all of it has completed on the device, not merely been queued.
+// HostWait() blocks the calling thread (any thread) until then. On the CPU,
+// every op has completed when it returns, so both are no-ops; on CUDA the
+// event is a cudaEvent_t recorded on the compute stream, and native_handle()
+// returns it so a communicator can make its own stream wait on it without
+// blocking the host. Record() must be called from the thread that drives
+// the Kernels; HostWait() may be called from any thread after Record().
+class DeviceEvent {
+ public:
+  virtual ~DeviceEvent() = default;
+  virtual void Record() = 0;
+  virtual void HostWait() = 0;
+  virtual void* native_handle() = 0;  // cudaEvent_t on CUDA, nullptr on the CPU
+};
+
 class Kernels {
  public:
   virtual ~Kernels() = default;
@@ -49,6 +66,8 @@ class Kernels {
   virtual void CopyToHost(void* host_dst, const void* src, size_t bytes) = 0;
   virtual void Zero(void* dst, size_t bytes) = 0;
   virtual void Synchronize() = 0;
+  // A new event on this device's queue (see DeviceEvent), not yet recorded.
+  virtual std::unique_ptr<DeviceEvent> CreateEvent() = 0;
 
   // out (B,T,C) = wte[tokens] + wpe[0:T], then dropout (site kEmbedding).
   virtual void EmbeddingForward(float* out, const int32_t* tokens, const float* wte,
