@@ -56,6 +56,8 @@ class TrainingRun {
         row.val_loss = summary_.val_loss = *val;
       }
       if (step == max_steps) {  // the last iteration only evaluates the final parameters
+        // The loss of the last step trained (step max_steps - 1, or the
+        // checkpoint's when a resume starts here).
         row.train_loss = summary_.last_train_loss;
         if (absl::Status s = Report(row, /*window_tokens=*/0, 0.0); !s.ok()) return s;
         break;
@@ -67,7 +69,13 @@ class TrainingRun {
       if (world_ > 1 && check_every > 0 && (step + 1) % check_every == 0) {
         if (absl::Status s = CheckParametersAgree(step + 1); !s.ok()) return s;
       }
-      if (step % config_.log_interval() == 0 || evaluate) {
+      const bool log = step % config_.log_interval() == 0 || evaluate;
+      absl::StatusOr<bool> stop = StopRequestedOnAnyRank();
+      if (!stop.ok()) return stop.status();
+      const bool save = *stop || checkpointer_->Due(step + 1, max_steps);
+      // The final row and a checkpoint report this step's own loss, so it is
+      // averaged over ranks whenever one of them follows, not only on log steps.
+      if (log || save || step + 1 == max_steps) {
         absl::StatusOr<float> mean_loss = MeanOverRanks(*loss);
         if (!mean_loss.ok()) return mean_loss.status();
         if (!std::isfinite(*mean_loss)) {
@@ -76,14 +84,14 @@ class TrainingRun {
               config_.learning_rate(), ") or enable grad_clip"));
         }
         row.train_loss = summary_.last_train_loss = *mean_loss;
+      }
+      if (log) {
         if (absl::Status s = Report(row, window_tokens_, window_seconds_); !s.ok()) return s;
         window_tokens_ = 0;
         window_seconds_ = 0;
         window_comm_ = {};
       }
-      absl::StatusOr<bool> stop = StopRequestedOnAnyRank();
-      if (!stop.ok()) return stop.status();
-      if (*stop || checkpointer_->Due(step + 1, max_steps)) {
+      if (save) {
         if (absl::Status s = SaveCheckpoint(step + 1); !s.ok()) return s;
       }
       if (*stop) {
