@@ -248,6 +248,7 @@ class TrainingRun {
   // Forward and backward over this rank's micro-batches, gradient average
   // over ranks, clipping, AdamW. Returns this rank's mean loss.
   absl::StatusOr<float> TrainStep(int64_t step, float lr) {
+    kernels_->FitThreadsToLoad();  // fewer threads while another process holds cores
     const Clock::time_point step_start = Clock::now();
     const int B = config_.batch_size(), T = config_.block_size();
     const int accum = config_.gradient_accumulation_steps();

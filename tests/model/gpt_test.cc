@@ -135,5 +135,49 @@ TEST(GptCreateTest, RejectsInvalidShapes) {
   EXPECT_FALSE(Gpt::Create({0, 8, 2, 2, 8}, 1, k.get()).ok());
 }
 
+// The CPU kernels resize their thread team between steps under load
+// (Kernels::FitThreadsToLoad), which is only sound if no result depends on
+// the team size: gradients and the global-norm sum of squares must match
+// bitwise whatever the team.
+TEST(GptTeamSizeTest, GradientsAndNormDoNotDependOnTheThreadCount) {
+  const GptConfig config{/*vocab_size=*/65, /*block_size=*/32, /*n_layer=*/2, /*n_head=*/4,
+                         /*n_embd=*/64};
+  constexpr int kB = 4, kT = 32;
+  std::vector<int32_t> tokens, targets;
+  for (int i = 0; i < kB * kT; ++i) {
+    tokens.push_back((i * 7 + 3) % config.vocab_size);
+    targets.push_back((i * 5 + 1) % config.vocab_size);
+  }
+  DropoutPlan plan;
+  plan.seed = 5;
+  plan.rates = {0.1f, 0.1f, 0.1f, 0.1f};
+  struct Result {
+    float loss;
+    std::vector<float> grads;
+    double sum_squares;
+  };
+  auto run = [&](int threads) {
+    std::unique_ptr<Kernels> k = MakeKernels(Device::kCpu, threads).value();
+    std::unique_ptr<Gpt> gpt = Gpt::Create(config, kB, k.get()).value();
+    gpt->InitWeights(7);
+    gpt->ZeroGrad();
+    Result r;
+    r.loss = gpt->Forward(tokens.data(), targets.data(), kB, kT, &plan);
+    gpt->Backward(1.0f);
+    r.grads.resize(gpt->num_params());
+    k->CopyToHost(r.grads.data(), gpt->grads(), r.grads.size() * sizeof(float));
+    r.sum_squares = k->SumSquares(gpt->grads(), gpt->num_params());
+    return r;
+  };
+  const Result one = run(1);
+  ASSERT_GT(one.grads.size(), 3u * (1u << 14)) << "SumSquares must span several blocks";
+  for (int threads : {2, 3, 7}) {
+    const Result many = run(threads);
+    EXPECT_EQ(many.loss, one.loss) << threads << " threads";
+    EXPECT_EQ(many.sum_squares, one.sum_squares) << threads << " threads";
+    EXPECT_TRUE(many.grads == one.grads) << threads << " threads";
+  }
+}
+
 }  // namespace
 }  // namespace dropk
