@@ -17,6 +17,7 @@
 #include "trainer/batch_loader.h"
 #include "trainer/config.h"
 #include "trainer/data_parallel.h"
+#include "trainer/memory_budget.h"
 #include "trainer/metrics.h"
 #include "trainer/optimizer.h"
 #include "trainer/schedule.h"
@@ -140,8 +141,17 @@ class TrainingRun {
       }
     }
 
-    absl::StatusOr<std::unique_ptr<Kernels>> kernels =
-        MakeKernels(Device::kCpu, ThreadsPerRank(config_.num_threads(), LocalWorldSize()));
+    // Refuse a run that cannot fit before allocating any of it: an
+    // allocation failure or the OOM killer mid-setup explains nothing.
+    const int threads = ThreadsPerRank(config_.num_threads(), LocalWorldSize());
+    absl::StatusOr<TrainingMemory> need =
+        TrainingMemoryNeed(config_, data_->tokenizer.vocab_size(), threads);
+    if (!need.ok()) return need.status();
+    if (absl::Status s = CheckTrainingMemory(config_, *need, LocalWorldSize(), AvailableMemoryNow());
+        !s.ok()) {
+      return s;
+    }
+    absl::StatusOr<std::unique_ptr<Kernels>> kernels = MakeKernels(Device::kCpu, threads);
     if (!kernels.ok()) return kernels.status();
     kernels_ = *std::move(kernels);
     const GptConfig shape{data_->tokenizer.vocab_size(), config_.block_size(), config_.n_layer(),

@@ -135,6 +135,40 @@ TEST(GptCreateTest, RejectsInvalidShapes) {
   EXPECT_FALSE(Gpt::Create({0, 8, 2, 2, 8}, 1, k.get()).ok());
 }
 
+TEST(GptFootprintTest, CountsWhatTheLayoutHolds) {
+  for (const GptConfig& config : {GptConfig{65, 64, 4, 4, 128}, GptConfig{11, 8, 2, 2, 8},
+                                  GptConfig{50257, 1024, 12, 12, 768}}) {
+    const ParamLayout layout(config);
+    EXPECT_EQ(ParamLayout::CountParams(config).value(), layout.num_params());
+    const GptFootprint f = Gpt::Footprint(config, 12).value();
+    EXPECT_EQ(f.params_bytes, 4.0 * layout.num_params());
+    EXPECT_EQ(f.grads_bytes, f.params_bytes);
+    EXPECT_GT(f.activations_bytes, 0);
+  }
+  // Activations grow linearly with the batch.
+  const GptConfig config{65, 64, 4, 4, 128};
+  EXPECT_DOUBLE_EQ(Gpt::Footprint(config, 24).value().activations_bytes,
+                   2 * Gpt::Footprint(config, 12).value().activations_bytes);
+}
+
+TEST(GptFootprintTest, SizesShapesNoMachineHoldsWithoutAllocating) {
+  // nanoGPT-sized vocab, 1000 layers of 8192 channels: about 805 G parameters.
+  const GptFootprint big = Gpt::Footprint({65, 64, 1000, 64, 8192}, 12).value();
+  EXPECT_NEAR(big.params_bytes / 4, 1000.0 * (12.0 * 8192 * 8192 + 13 * 8192), 1e9);
+  // Rows past 2^31 and parameter counts past 2^64 are sized or refused, not wrapped.
+  EXPECT_GT(Gpt::Footprint({65, 64, 4, 4, 128}, 2147483647).value().activations_bytes, 1e15);
+  absl::StatusOr<GptFootprint> huge = Gpt::Footprint({65, 64, 2147483647, 2, 2147483646}, 1);
+  ASSERT_FALSE(huge.ok());
+  EXPECT_NE(huge.status().message().find("overflows"), std::string::npos) << huge.status();
+}
+
+TEST(GptCreateTest, RefusesRowsTheKernelsCannotIndex) {
+  std::unique_ptr<Kernels> k = MakeKernels(Device::kCpu, 1).value();
+  absl::StatusOr<std::unique_ptr<Gpt>> gpt = Gpt::Create({65, 64, 1, 1, 8}, 2147483647, k.get());
+  ASSERT_FALSE(gpt.ok());
+  EXPECT_NE(gpt.status().message().find("block_size 64"), std::string::npos) << gpt.status();
+}
+
 // The CPU kernels resize their thread team between steps under load
 // (Kernels::FitThreadsToLoad), which is only sound if no result depends on
 // the team size: gradients and the global-norm sum of squares must match
