@@ -15,6 +15,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -145,7 +146,7 @@ absl::Status ParseReal(const std::string& flag, const std::string& value,
   if (ok && std::isfinite(*out)) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(
       flag, ": expected a finite number (", kIsFloat ? "float" : "double",
-      ")"));
+      ", magnitude at most ", std::numeric_limits<Real>::max(), ")"));
 }
 
 std::string HelpText() {
@@ -215,9 +216,11 @@ std::string ExpectedValue(const pb::FieldDescriptor* field) {
       return absl::StrCat("an integer in [0, ",
                           std::numeric_limits<uint64_t>::max(), "]");
     case pb::FieldDescriptor::CPPTYPE_FLOAT:
-      return "a finite number (float)";
+      return absl::StrCat("a finite number (float, magnitude at most ",
+                          std::numeric_limits<float>::max(), ")");
     case pb::FieldDescriptor::CPPTYPE_DOUBLE:
-      return "a finite number (double)";
+      return absl::StrCat("a finite number (double, magnitude at most ",
+                          std::numeric_limits<double>::max(), ")");
     case pb::FieldDescriptor::CPPTYPE_BOOL:
       return "true or false";
     case pb::FieldDescriptor::CPPTYPE_STRING:
@@ -286,6 +289,18 @@ const pb::FieldDescriptor* FieldBeingRead(const std::string& text, int line,
   return TrainConfig::descriptor()->FindFieldByName(last_name);
 }
 
+// The field of dropk.TrainConfig a protobuf message names as `field "x"`
+// (its bool and enum value errors do), or nullptr.
+const pb::FieldDescriptor* FieldQuotedIn(const std::string& message) {
+  const std::string marker = "field \"";
+  const size_t begin = message.find(marker);
+  if (begin == std::string::npos) return nullptr;
+  const size_t name_begin = begin + marker.size();
+  const size_t end = message.find('"', name_begin);
+  if (end == std::string::npos) return nullptr;
+  return TrainConfig::descriptor()->FindFieldByName(message.substr(name_begin, end - name_begin));
+}
+
 // Collects text-format parse errors as "path:line:column: message" lines,
 // naming the field whose value is at fault and what it must look like
 // (protobuf's own messages say only "Expected integer, got: four").
@@ -300,7 +315,12 @@ class ConfigErrorCollector : public pb::io::ErrorCollector {
     std::string error =
         absl::StrCat(path_, ":", line + 1, ":", column + 1, ": ");
     const pb::FieldDescriptor* field = FieldBeingRead(*text_, line, column);
-    if (field != nullptr) {
+    if (field == nullptr) field = FieldQuotedIn(message);
+    if (field != nullptr && absl::StrContains(message, absl::StrCat("\"", field->name(), "\""))) {
+      // Protobuf named it already (bool and enum values): add what it takes.
+      absl::StrAppend(&error, message, " (", field->name(), " takes ",
+                      ExpectedValue(field), ")");
+    } else if (field != nullptr) {
       absl::StrAppend(&error, "field ", field->name(), ": ", message,
                       " (", field->name(), " takes ", ExpectedValue(field),
                       ")");
