@@ -143,15 +143,17 @@ class TrainingRun {
 
     // Refuse a run that cannot fit before allocating any of it: an
     // allocation failure or the OOM killer mid-setup explains nothing.
-    const int threads = ThreadsPerRank(config_.num_threads(), LocalWorldSize());
     absl::StatusOr<TrainingMemory> need =
-        TrainingMemoryNeed(config_, data_->tokenizer.vocab_size(), threads);
+        TrainingMemoryNeed(config_, data_->tokenizer.vocab_size(),
+                           ThreadsPerRank(config_.num_threads(), LocalWorldSize()));
     if (!need.ok()) return need.status();
     if (absl::Status s = CheckTrainingMemory(config_, *need, LocalWorldSize(), AvailableMemoryNow());
         !s.ok()) {
       return s;
     }
-    absl::StatusOr<std::unique_ptr<Kernels>> kernels = MakeKernels(Device::kCpu, threads);
+
+    absl::StatusOr<std::unique_ptr<Kernels>> kernels =
+        MakeKernels(Device::kCpu, ThreadsPerRank(config_.num_threads(), LocalWorldSize()));
     if (!kernels.ok()) return kernels.status();
     kernels_ = *std::move(kernels);
     const GptConfig shape{data_->tokenizer.vocab_size(), config_.block_size(), config_.n_layer(),
