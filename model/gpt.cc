@@ -1,7 +1,12 @@
 #include "model/gpt.h"
 
 #include <cmath>
+#include <limits>
+#include <type_traits>
+#include <utility>
 #include <vector>
+
+#include "absl/strings/str_cat.h"
 
 #include "model/philox.h"
 
@@ -38,51 +43,104 @@ struct Gpt::Activations {
   std::vector<float> host_losses;                      // (B,T)
 };
 
+// Calls visit(member, count) for every buffer of Gpt::Activations, member a
+// pointer to it and count its elements for (config, max_batch), computed in
+// type N: size_t to allocate, double to size a shape that may not fit in
+// memory (or 64 bits). The one list of activation sizes, so Footprint and
+// the constructor cannot disagree.
+template <typename N, typename Visit>
+void Gpt::VisitActivationBuffers(const GptConfig& config, int max_batch, Visit&& visit) {
+  using A = Activations;
+  const N L = config.n_layer, B = max_batch, T = config.block_size, C = config.n_embd,
+          NH = config.n_head, V = config.vocab_size;
+  const N BT = B * T, BTC = BT * C;
+  visit(&A::tokens, BT);
+  visit(&A::targets, BT);
+  visit(&A::residual, (L + 1) * BTC);
+  visit(&A::ln1, L * BTC);
+  visit(&A::ln2, L * BTC);
+  visit(&A::ln1_mean, L * BT);
+  visit(&A::ln1_rstd, L * BT);
+  visit(&A::ln2_mean, L * BT);
+  visit(&A::ln2_rstd, L * BT);
+  visit(&A::qkv, L * 3 * BTC);
+  visit(&A::probs, L * B * NH * T * T);
+  visit(&A::atty, L * BTC);
+  visit(&A::res2, L * BTC);
+  visit(&A::fch, L * 4 * BTC);
+  visit(&A::fch_gelu, L * 4 * BTC);
+  visit(&A::lnf, BTC);
+  visit(&A::lnf_mean, BT);
+  visit(&A::lnf_rstd, BT);
+  visit(&A::logits, BT * V);
+  visit(&A::losses, BT);
+  visit(&A::lse, BT);
+  visit(&A::dresidual, BTC);
+  visit(&A::dbranch, BTC);
+  visit(&A::dln, BTC);
+  visit(&A::datty, BTC);
+  visit(&A::dqkv, 3 * BTC);
+  visit(&A::dfch, 4 * BTC);
+  visit(&A::host_losses, BT);
+}
+
+double GptFootprint::TotalBytes() const { return params_bytes + grads_bytes + activations_bytes; }
+
+absl::StatusOr<GptFootprint> Gpt::Footprint(const GptConfig& config, int max_batch) {
+  if (absl::Status s = config.Validate(); !s.ok()) return s;
+  if (max_batch <= 0) return absl::InvalidArgumentError("max_batch must be positive");
+  absl::StatusOr<uint64_t> params = ParamLayout::CountParams(config);
+  if (!params.ok()) return params.status();
+  GptFootprint f;
+  f.params_bytes = f.grads_bytes = static_cast<double>(*params) * sizeof(float);
+  VisitActivationBuffers<double>(config, max_batch, [&f](auto member, double count) {
+    using Buffer = std::remove_reference_t<decltype(std::declval<Activations&>().*member)>;
+    using Element = std::remove_pointer_t<decltype(std::declval<Buffer&>().data())>;
+    f.activations_bytes += count * sizeof(Element);
+  });
+  return f;
+}
+
 absl::StatusOr<std::unique_ptr<Gpt>> Gpt::Create(const GptConfig& config, int max_batch,
                                                  Kernels* kernels) {
   if (absl::Status s = config.Validate(); !s.ok()) return s;
   if (max_batch <= 0) return absl::InvalidArgumentError("max_batch must be positive");
+  // The kernels index rows (B*T) and channels (4C) with int.
+  constexpr double kMaxInt = std::numeric_limits<int>::max();
+  if (static_cast<double>(max_batch) * config.block_size > kMaxInt) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "batch ", max_batch, " x block_size ", config.block_size, " = ",
+        static_cast<double>(max_batch) * config.block_size, " rows: must be at most ", kMaxInt));
+  }
+  if (4.0 * config.n_embd > kMaxInt) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("n_embd=", config.n_embd, ": must be at most ", kMaxInt / 4));
+  }
+  // Sizes that would overflow size_t cannot be allocated anyway; refuse them
+  // here rather than wrap around in the constructor's arithmetic.
+  absl::StatusOr<GptFootprint> footprint = Footprint(config, max_batch);
+  if (!footprint.ok()) return footprint.status();
+  if (footprint->TotalBytes() >= static_cast<double>(std::numeric_limits<size_t>::max() / 2)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the model needs ", footprint->TotalBytes(), " bytes, more than any address space"));
+  }
   return std::unique_ptr<Gpt>(new Gpt(config, max_batch, kernels));
 }
 
 Gpt::Gpt(const GptConfig& config, int max_batch, Kernels* kernels)
     : config_(config), layout_(config), max_batch_(max_batch), kernels_(kernels) {
-  const size_t L = config.n_layer, B = max_batch, T = config.block_size, C = config.n_embd,
-               NH = config.n_head, V = config.vocab_size;
-  const size_t BT = B * T, BTC = BT * C;
   params_ = DeviceBuffer<float>(kernels, layout_.num_params());
   grads_ = DeviceBuffer<float>(kernels, layout_.num_params());
   acts_ = std::make_unique<Activations>();
   Activations& a = *acts_;
-  auto floats = [kernels](size_t n) { return DeviceBuffer<float>(kernels, n); };
-  a.tokens = DeviceBuffer<int32_t>(kernels, BT);
-  a.targets = DeviceBuffer<int32_t>(kernels, BT);
-  a.residual = floats((L + 1) * BTC);
-  a.ln1 = floats(L * BTC);
-  a.ln2 = floats(L * BTC);
-  a.ln1_mean = floats(L * BT);
-  a.ln1_rstd = floats(L * BT);
-  a.ln2_mean = floats(L * BT);
-  a.ln2_rstd = floats(L * BT);
-  a.qkv = floats(L * 3 * BTC);
-  a.probs = floats(L * B * NH * T * T);
-  a.atty = floats(L * BTC);
-  a.res2 = floats(L * BTC);
-  a.fch = floats(L * 4 * BTC);
-  a.fch_gelu = floats(L * 4 * BTC);
-  a.lnf = floats(BTC);
-  a.lnf_mean = floats(BT);
-  a.lnf_rstd = floats(BT);
-  a.logits = floats(BT * V);
-  a.losses = floats(BT);
-  a.lse = floats(BT);
-  a.dresidual = floats(BTC);
-  a.dbranch = floats(BTC);
-  a.dln = floats(BTC);
-  a.datty = floats(BTC);
-  a.dqkv = floats(3 * BTC);
-  a.dfch = floats(4 * BTC);
-  a.host_losses.resize(BT);
+  VisitActivationBuffers<size_t>(config, max_batch, [&a, kernels](auto member, size_t count) {
+    using Buffer = std::remove_reference_t<decltype(a.*member)>;
+    if constexpr (std::is_same_v<Buffer, std::vector<float>>) {
+      (a.*member).resize(count);  // host memory
+    } else {
+      a.*member = Buffer(kernels, count);
+    }
+  });
 }
 
 Gpt::~Gpt() = default;

@@ -1,5 +1,7 @@
 #include "model/param_layout.h"
 
+#include <limits>
+
 #include "absl/strings/str_cat.h"
 
 namespace dropk {
@@ -20,6 +22,53 @@ absl::Status GptConfig::Validate() const {
   return absl::OkStatus();
 }
 
+namespace {
+
+// One tensor of a transformer block: its name after "transformer.h.<l>."
+// and its shape in units of C (n_embd): (rows * C, cols * C), or (rows * C)
+// for a vector (cols 0).
+struct BlockTensorShape {
+  const char* suffix;
+  int64_t rows, cols;
+};
+
+// The tensors of one block, in buffer order. The constructor and CountParams
+// both read this table, so the count can never disagree with the layout.
+constexpr BlockTensorShape kBlockTensors[] = {
+    {"ln_1.weight", 1, 0},        {"ln_1.bias", 1, 0},
+    {"attn.c_attn.weight", 3, 1}, {"attn.c_attn.bias", 3, 0},
+    {"attn.c_proj.weight", 1, 1}, {"attn.c_proj.bias", 1, 0},
+    {"ln_2.weight", 1, 0},        {"ln_2.bias", 1, 0},
+    {"mlp.c_fc.weight", 4, 1},    {"mlp.c_fc.bias", 4, 0},
+    {"mlp.c_proj.weight", 1, 4},  {"mlp.c_proj.bias", 1, 0},
+};
+
+std::vector<int64_t> ShapeOf(const BlockTensorShape& t, int64_t C) {
+  if (t.cols == 0) return {t.rows * C};
+  return {t.rows * C, t.cols * C};
+}
+
+}  // namespace
+
+absl::StatusOr<uint64_t> ParamLayout::CountParams(const GptConfig& config) {
+  if (absl::Status s = config.Validate(); !s.ok()) return s;
+  const uint64_t V = config.vocab_size, C = config.n_embd, T = config.block_size,
+                 L = config.n_layer;
+  // In 128 bits: with every dimension below 2^31, no step can overflow.
+  unsigned __int128 per_block = 0;
+  for (const BlockTensorShape& t : kBlockTensors) {
+    per_block += static_cast<unsigned __int128>(t.rows) * C * (t.cols == 0 ? 1 : t.cols * C);
+  }
+  // wte (V,C) + wpe (T,C) + L blocks + ln_f (C) and its bias (C).
+  const unsigned __int128 total =
+      static_cast<unsigned __int128>(V + T + 2) * C + per_block * L;
+  if (total > std::numeric_limits<uint64_t>::max()) {
+    return absl::InvalidArgumentError(absl::StrCat("n_layer=", L, ", n_embd=", C,
+                                              ": the parameter count overflows 64 bits"));
+  }
+  return static_cast<uint64_t>(total);
+}
+
 ParamLayout::ParamLayout(const GptConfig& config) : config_(config) {
   const int64_t V = config.vocab_size, C = config.n_embd, T = config.block_size;
   auto add = [this](std::string name, std::vector<int64_t> shape, int layer) {
@@ -34,18 +83,7 @@ ParamLayout::ParamLayout(const GptConfig& config) : config_(config) {
   for (int l = 0; l < config.n_layer; ++l) {
     block_begin_.push_back(total_);
     const std::string p = absl::StrCat("transformer.h.", l, ".");
-    add(p + "ln_1.weight", {C}, l);
-    add(p + "ln_1.bias", {C}, l);
-    add(p + "attn.c_attn.weight", {3 * C, C}, l);
-    add(p + "attn.c_attn.bias", {3 * C}, l);
-    add(p + "attn.c_proj.weight", {C, C}, l);
-    add(p + "attn.c_proj.bias", {C}, l);
-    add(p + "ln_2.weight", {C}, l);
-    add(p + "ln_2.bias", {C}, l);
-    add(p + "mlp.c_fc.weight", {4 * C, C}, l);
-    add(p + "mlp.c_fc.bias", {4 * C}, l);
-    add(p + "mlp.c_proj.weight", {C, 4 * C}, l);
-    add(p + "mlp.c_proj.bias", {C}, l);
+    for (const BlockTensorShape& t : kBlockTensors) add(p + t.suffix, ShapeOf(t, C), l);
   }
   block_begin_.push_back(total_);
   add("transformer.ln_f.weight", {C}, -1);

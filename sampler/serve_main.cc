@@ -1,10 +1,13 @@
 // dropk-serve: serves a training run's checkpoints over HTTP (see sampler/).
 #include <cstdio>
+#include <new>
 
 #include "CLI/CLI.hpp"
 #include "sampler/serve.h"
 
-int main(int argc, char** argv) {
+namespace {
+
+int Main(int argc, char** argv) {
   dropk::ServeOptions o;
   CLI::App app{"dropk-serve: OpenAI-compatible completions from a dropk run's checkpoints",
                "dropk-serve"};
@@ -63,4 +66,19 @@ int main(int argc, char** argv) {
     o.http.api_key = key;
   }
   return dropk::RunServe(o);
+}
+
+}  // namespace
+
+// The last resort for an allocation that fails: one clear line and exit 1,
+// never an abort.
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::bad_alloc&) {
+    std::fputs("dropk-serve: out of memory (an allocation failed); free memory or lower "
+               "--max-batch\n",
+               stderr);
+    return 1;
+  }
 }

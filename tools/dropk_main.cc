@@ -9,6 +9,7 @@
 #include <functional>
 #include <iostream>
 #include <memory>
+#include <new>
 #include <string>
 
 #include "CLI/CLI.hpp"
@@ -63,9 +64,7 @@ void RegisterDataCommand(CLI::App& app, Action& action) {
   });
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int Main(int argc, char** argv) {
   CLI::App app{"dropk: data preparation, checkpoint and sampling tools", "dropk"};
   app.require_subcommand(1);
   Action action;
@@ -89,4 +88,17 @@ int main(int argc, char** argv) {
     return absl::IsDataLoss(status) ? 1 : kExitFailure;
   }
   return 0;
+}
+
+}  // namespace
+
+// The last resort for an allocation that fails: one clear line and exit 1,
+// never an abort.
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::bad_alloc&) {
+    std::fputs("dropk: out of memory (an allocation failed)\n", stderr);
+    return 1;
+  }
 }

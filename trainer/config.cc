@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <sstream>
@@ -14,6 +15,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -144,7 +146,7 @@ absl::Status ParseReal(const std::string& flag, const std::string& value,
   if (ok && std::isfinite(*out)) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(
       flag, ": expected a finite number (", kIsFloat ? "float" : "double",
-      ")"));
+      ", magnitude at most ", std::numeric_limits<Real>::max(), ")"));
 }
 
 std::string HelpText() {
@@ -197,22 +199,142 @@ std::string HelpText() {
   return text;
 }
 
-// Collects text-format parse errors as "path:line:column: message" lines.
+// What a value of `field` must look like, for error messages: the type and,
+// for numbers, the range the type allows.
+std::string ExpectedValue(const pb::FieldDescriptor* field) {
+  switch (field->cpp_type()) {
+    case pb::FieldDescriptor::CPPTYPE_INT32:
+      return absl::StrCat("an integer in [", std::numeric_limits<int32_t>::min(),
+                          ", ", std::numeric_limits<int32_t>::max(), "]");
+    case pb::FieldDescriptor::CPPTYPE_INT64:
+      return absl::StrCat("an integer in [", std::numeric_limits<int64_t>::min(),
+                          ", ", std::numeric_limits<int64_t>::max(), "]");
+    case pb::FieldDescriptor::CPPTYPE_UINT32:
+      return absl::StrCat("an integer in [0, ",
+                          std::numeric_limits<uint32_t>::max(), "]");
+    case pb::FieldDescriptor::CPPTYPE_UINT64:
+      return absl::StrCat("an integer in [0, ",
+                          std::numeric_limits<uint64_t>::max(), "]");
+    case pb::FieldDescriptor::CPPTYPE_FLOAT:
+      return absl::StrCat("a finite number (float, magnitude at most ",
+                          std::numeric_limits<float>::max(), ")");
+    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+      return absl::StrCat("a finite number (double, magnitude at most ",
+                          std::numeric_limits<double>::max(), ")");
+    case pb::FieldDescriptor::CPPTYPE_BOOL:
+      return "true or false";
+    case pb::FieldDescriptor::CPPTYPE_STRING:
+      return "a quoted string";
+    case pb::FieldDescriptor::CPPTYPE_ENUM:
+      return absl::StrCat("one of ", EnumNames(field->enum_type(), ", "));
+    case pb::FieldDescriptor::CPPTYPE_MESSAGE:
+      break;
+  }
+  return absl::StrCat("a ", field->type_name());
+}
+
+// The field of dropk.TrainConfig whose value text format was reading at
+// (line, column) of `text`, both counted from zero as protobuf's tokenizer
+// counts them: the last `name:` on that line before that point, outside
+// comments and strings. nullptr when there is none or the name is not a
+// field (an unknown field's error already names it). Only the error's own
+// line is searched, so an error in a line without a colon never blames the
+// field of the line before.
+const pb::FieldDescriptor* FieldBeingRead(const std::string& text, int line,
+                                          int column) {
+  constexpr int kTabWidth = 8;  // as pb::io::Tokenizer advances columns
+  size_t begin = 0;
+  for (int l = 0; l < line && begin != std::string::npos; ++l) {
+    begin = text.find('\n', begin);
+    if (begin != std::string::npos) ++begin;
+  }
+  if (begin == std::string::npos) return nullptr;
+  std::string name, last_name;
+  bool name_ended = false;  // whitespace after a name: "n_layer : 4"
+  char quote = 0;
+  int current_column = 0;
+  for (size_t i = begin; i < text.size() && text[i] != '\n' &&
+                         current_column < column;
+       ++i) {
+    const char c = text[i];
+    current_column += c == '\t' ? kTabWidth - current_column % kTabWidth : 1;
+    if (quote != 0) {
+      if (c == '\\') {
+        ++i;
+        ++current_column;
+      } else if (c == quote) {
+        quote = 0;
+      }
+    } else if (c == '#') {
+      break;
+    } else if (c == '"' || c == '\'') {
+      quote = c;
+      name.clear();
+    } else if (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_') {
+      if (name_ended) name.clear();
+      name_ended = false;
+      name.push_back(c);
+    } else if (c == ':') {
+      if (!name.empty()) last_name = name;
+      name.clear();
+      name_ended = false;
+    } else if (c == ' ' || c == '\t' || c == '\r') {
+      name_ended = !name.empty();
+    } else {
+      name.clear();
+      name_ended = false;
+    }
+  }
+  if (last_name.empty()) return nullptr;
+  return TrainConfig::descriptor()->FindFieldByName(last_name);
+}
+
+// The field of dropk.TrainConfig a protobuf message names as `field "x"`
+// (its bool and enum value errors do), or nullptr.
+const pb::FieldDescriptor* FieldQuotedIn(const std::string& message) {
+  const std::string marker = "field \"";
+  const size_t begin = message.find(marker);
+  if (begin == std::string::npos) return nullptr;
+  const size_t name_begin = begin + marker.size();
+  const size_t end = message.find('"', name_begin);
+  if (end == std::string::npos) return nullptr;
+  return TrainConfig::descriptor()->FindFieldByName(message.substr(name_begin, end - name_begin));
+}
+
+// Collects text-format parse errors as "path:line:column: message" lines,
+// naming the field whose value is at fault and what it must look like
+// (protobuf's own messages say only "Expected integer, got: four").
 class ConfigErrorCollector : public pb::io::ErrorCollector {
  public:
-  explicit ConfigErrorCollector(std::string path) : path_(std::move(path)) {}
+  ConfigErrorCollector(std::string path, const std::string* text)
+      : path_(std::move(path)), text_(text) {}
 
   void AddError(int line, pb::io::ColumnNumber column,
                 const std::string& message) override {
     // The tokenizer counts from zero; editors count from one.
-    errors_.push_back(
-        absl::StrCat(path_, ":", line + 1, ":", column + 1, ": ", message));
+    std::string error =
+        absl::StrCat(path_, ":", line + 1, ":", column + 1, ": ");
+    const pb::FieldDescriptor* field = FieldBeingRead(*text_, line, column);
+    if (field == nullptr) field = FieldQuotedIn(message);
+    if (field != nullptr && absl::StrContains(message, absl::StrCat("\"", field->name(), "\""))) {
+      // Protobuf named it already (bool and enum values): add what it takes.
+      absl::StrAppend(&error, message, " (", field->name(), " takes ",
+                      ExpectedValue(field), ")");
+    } else if (field != nullptr) {
+      absl::StrAppend(&error, "field ", field->name(), ": ", message,
+                      " (", field->name(), " takes ", ExpectedValue(field),
+                      ")");
+    } else {
+      absl::StrAppend(&error, message);
+    }
+    errors_.push_back(std::move(error));
   }
 
   std::string Errors() const { return absl::StrJoin(errors_, "\n"); }
 
  private:
   std::string path_;
+  const std::string* text_;  // the file's contents; outlives the collector
   std::vector<std::string> errors_;
 };
 
@@ -304,6 +426,18 @@ TrainConfig DefaultTrainConfig() {
 
 absl::Status MergeTrainConfigFile(const std::string& path,
                                   TrainConfig* config) {
+  // An ifstream opens a directory without complaint and reads nothing, which
+  // would merge an empty config: only a regular file (or a link to one) is
+  // a config.
+  std::error_code ec;
+  const std::filesystem::file_status status = std::filesystem::status(path, ec);
+  if (std::filesystem::exists(status) &&
+      !std::filesystem::is_regular_file(status)) {
+    return absl::NotFoundError(absl::StrCat(
+        "config file ", path, ": not a regular file (",
+        std::filesystem::is_directory(status) ? "a directory" : "a special file",
+        "); --config must name a text-format dropk.TrainConfig file"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return absl::NotFoundError(absl::StrCat(
@@ -320,10 +454,11 @@ absl::Status MergeTrainConfigFile(const std::string& path,
   // parses straight into the message, so a file's explicit zero (n_layer: 0)
   // does replace the default, unlike Message::MergeFrom.
   TrainConfig merged = *config;
-  ConfigErrorCollector errors(path);
+  const std::string text = contents.str();
+  ConfigErrorCollector errors(path, &text);
   pb::TextFormat::Parser parser;
   parser.RecordErrorsTo(&errors);
-  if (!parser.MergeFromString(contents.str(), &merged)) {
+  if (!parser.MergeFromString(text, &merged)) {
     std::string message = errors.Errors();
     if (message.empty()) message = absl::StrCat(path, ": not a TrainConfig");
     return absl::InvalidArgumentError(message);

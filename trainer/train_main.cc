@@ -4,8 +4,10 @@
 // When one rank of a multi-rank job fails, it ends the whole job (MPI_Abort)
 // with a message naming the rank and the cause, instead of leaving the
 // others waiting.
+#include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <new>
 
 #include "absl/strings/str_cat.h"
 
@@ -32,9 +34,7 @@ absl::StatusOr<std::unique_ptr<dropk::Communicator>> JoinJob(const dropk::TrainC
   return dropk::MakeMpiCommunicator();
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int Main(int argc, char** argv) {
   absl::StatusOr<dropk::TrainConfig> config = dropk::LoadTrainConfig(argc, argv);
   absl::Status invalid = config.ok() ? dropk::ValidateTrainConfig(*config) : config.status();
   if (!invalid.ok()) {
@@ -51,7 +51,15 @@ int main(int argc, char** argv) {
     return 1;
   }
   const int rank = (*comm)->Rank(), world = (*comm)->Size();
-  absl::StatusOr<dropk::TrainSummary> summary = dropk::RunTraining(*config, **comm, std::cerr);
+  absl::StatusOr<dropk::TrainSummary> summary;
+  try {
+    summary = dropk::RunTraining(*config, **comm, std::cerr);
+  } catch (const std::bad_alloc&) {
+    // Caught here, not only in main(), so a multi-rank job ends as a whole.
+    summary = absl::ResourceExhaustedError(
+        "out of memory (an allocation failed); free memory or lower batch_size, block_size, "
+        "n_layer or n_embd");
+  }
   if (!summary.ok()) {
     const bool config_error = absl::IsInvalidArgument(summary.status()) ||
                               absl::IsNotFound(summary.status());
@@ -78,4 +86,20 @@ int main(int argc, char** argv) {
     if (!summary->sample.empty()) std::cout << summary->sample << "\n";
   }
   return 0;
+}
+
+}  // namespace
+
+// Sizes that can be checked are checked before allocating (a run that cannot
+// fit is refused with exit 2); this is the last resort for an allocation
+// that fails anyway: one clear line and exit 1, never an abort.
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::bad_alloc&) {
+    std::fputs("dropk-train: out of memory (an allocation failed); free memory or lower the sizes "
+               "in the configuration\n",
+               stderr);
+    return 1;
+  }
 }

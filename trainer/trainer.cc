@@ -17,6 +17,7 @@
 #include "trainer/batch_loader.h"
 #include "trainer/config.h"
 #include "trainer/data_parallel.h"
+#include "trainer/memory_budget.h"
 #include "trainer/metrics.h"
 #include "trainer/optimizer.h"
 #include "trainer/schedule.h"
@@ -56,6 +57,8 @@ class TrainingRun {
         row.val_loss = summary_.val_loss = *val;
       }
       if (step == max_steps) {  // the last iteration only evaluates the final parameters
+        // The loss of the last step trained (step max_steps - 1, or the
+        // checkpoint's when a resume starts here).
         row.train_loss = summary_.last_train_loss;
         if (absl::Status s = Report(row, /*window_tokens=*/0, 0.0); !s.ok()) return s;
         break;
@@ -67,7 +70,13 @@ class TrainingRun {
       if (world_ > 1 && check_every > 0 && (step + 1) % check_every == 0) {
         if (absl::Status s = CheckParametersAgree(step + 1); !s.ok()) return s;
       }
-      if (step % config_.log_interval() == 0 || evaluate) {
+      const bool log = step % config_.log_interval() == 0 || evaluate;
+      absl::StatusOr<bool> stop = StopRequestedOnAnyRank();
+      if (!stop.ok()) return stop.status();
+      const bool save = *stop || checkpointer_->Due(step + 1, max_steps);
+      // The final row and a checkpoint report this step's own loss, so it is
+      // averaged over ranks whenever one of them follows, not only on log steps.
+      if (log || save || step + 1 == max_steps) {
         absl::StatusOr<float> mean_loss = MeanOverRanks(*loss);
         if (!mean_loss.ok()) return mean_loss.status();
         if (!std::isfinite(*mean_loss)) {
@@ -76,14 +85,14 @@ class TrainingRun {
               config_.learning_rate(), ") or enable grad_clip"));
         }
         row.train_loss = summary_.last_train_loss = *mean_loss;
+      }
+      if (log) {
         if (absl::Status s = Report(row, window_tokens_, window_seconds_); !s.ok()) return s;
         window_tokens_ = 0;
         window_seconds_ = 0;
         window_comm_ = {};
       }
-      absl::StatusOr<bool> stop = StopRequestedOnAnyRank();
-      if (!stop.ok()) return stop.status();
-      if (*stop || checkpointer_->Due(step + 1, max_steps)) {
+      if (save) {
         if (absl::Status s = SaveCheckpoint(step + 1); !s.ok()) return s;
       }
       if (*stop) {
@@ -130,6 +139,17 @@ class TrainingRun {
         return absl::PermissionDeniedError(
             absl::StrCat("out_dir=", config_.out_dir(), ": cannot create: ", ec.message()));
       }
+    }
+
+    // Refuse a run that cannot fit before allocating any of it: an
+    // allocation failure or the OOM killer mid-setup explains nothing.
+    absl::StatusOr<TrainingMemory> need =
+        TrainingMemoryNeed(config_, data_->tokenizer.vocab_size(),
+                           ThreadsPerRank(config_.num_threads(), LocalWorldSize()));
+    if (!need.ok()) return need.status();
+    if (absl::Status s = CheckTrainingMemory(config_, *need, LocalWorldSize(), AvailableMemoryNow());
+        !s.ok()) {
+      return s;
     }
 
     absl::StatusOr<std::unique_ptr<Kernels>> kernels =
@@ -240,6 +260,7 @@ class TrainingRun {
   // Forward and backward over this rank's micro-batches, gradient average
   // over ranks, clipping, AdamW. Returns this rank's mean loss.
   absl::StatusOr<float> TrainStep(int64_t step, float lr) {
+    kernels_->FitThreadsToLoad();  // fewer threads while another process holds cores
     const Clock::time_point step_start = Clock::now();
     const int B = config_.batch_size(), T = config_.block_size();
     const int accum = config_.gradient_accumulation_steps();

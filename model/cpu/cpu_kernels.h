@@ -3,13 +3,14 @@
 // devices. Private to model/; reach it through MakeKernels(Device::kCpu, n).
 //
 // Reductions are arranged so that results do not depend on the thread count
-// (per-column sums loop over rows in a fixed order), except SumSquares, whose
-// double-precision partial sums depend on it only in the last bits.
+// (per-column sums loop over rows in a fixed order, SumSquares adds fixed
+// blocks in order), so the team can be resized between steps.
 #ifndef DROPK_MODEL_CPU_CPU_KERNELS_H_
 #define DROPK_MODEL_CPU_CPU_KERNELS_H_
 
 #include <vector>
 
+#include "model/thread_governor.h"
 #include "model/kernels.h"
 
 namespace dropk {
@@ -37,6 +38,7 @@ class CpuKernels final : public Kernels {
   void Synchronize() override {}
   // Every CPU op has completed when it returns, so events are no-ops.
   std::unique_ptr<DeviceEvent> CreateEvent() override { return std::make_unique<CpuEvent>(); }
+  void FitThreadsToLoad() override;
 
   void EmbeddingForward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
                         int B, int T, int C, const DropoutPlan* dropout) override;
@@ -77,7 +79,10 @@ class CpuKernels final : public Kernels {
   // only when a larger shape than ever before is seen, i.e. in the first step.
   float* ThreadScratch(size_t floats_per_thread);
 
-  int num_threads_;
+  int num_threads_;     // the largest team; scratch is sized for it
+  int active_threads_;  // the team of the next parallel regions, <= num_threads_
+  ThreadGovernor governor_;
+  std::vector<double> block_sums_;  // SumSquares' per-block partial sums
   std::vector<float> scratch_;
   size_t scratch_per_thread_ = 0;
 };

@@ -23,6 +23,7 @@
 #include "model/inference.h"
 
 #include "cpu/row_ops.h"
+#include "model/thread_governor.h"
 
 namespace dropk {
 namespace {
@@ -123,6 +124,9 @@ class CpuInferenceEngine final : public InferenceEngine {
   // their K and V into the cache, and the logits of rows head_rows_[0, H)
   // into logits_ (H,V).
   void Step(int R, int H) {
+    // Fewer threads while another process holds cores (at most the team
+    // scores_ is sized for); results do not depend on it.
+    threads_ = governor_.Update();
     const int L = config_.n_layer, C = config_.n_embd, V = config_.vocab_size;
     const float* p = params_.data();
     const float* wte = p + layout_.wte();
@@ -249,7 +253,8 @@ class CpuInferenceEngine final : public InferenceEngine {
   ParamLayout layout_;
   std::vector<float> params_;
   int max_slots_;
-  int threads_;
+  int threads_;  // the team of the next step's regions, at most the constructor's
+  ThreadGovernor governor_{threads_};
   int max_rows_;
   std::vector<float> k_cache_, v_cache_;  // (L,S,T,C)
   std::vector<int> lengths_;              // (S)

@@ -22,9 +22,20 @@ char* openblas_get_config(void);
 namespace dropk {
 
 CpuKernels::CpuKernels(int num_threads)
-    : num_threads_(num_threads > 0 ? num_threads : omp_get_num_procs()) {
+    : num_threads_(num_threads > 0 ? num_threads : omp_get_num_procs()),
+      active_threads_(num_threads_),
+      governor_(num_threads_) {
   omp_set_num_threads(num_threads_);
   openblas_set_num_threads(num_threads_);
+}
+
+void CpuKernels::FitThreadsToLoad() {
+  const int threads = governor_.Update();
+  if (threads == active_threads_) return;
+  active_threads_ = threads;
+  // The OpenMP build of OpenBLAS runs its sgemm on OpenMP teams as well.
+  omp_set_num_threads(threads);
+  openblas_set_num_threads(threads);
 }
 
 std::string CpuKernels::Describe() const {
@@ -63,9 +74,21 @@ float* CpuKernels::ThreadScratch(size_t floats_per_thread) {
 }
 
 double CpuKernels::SumSquares(const float* x, size_t n) {
+  // Fixed blocks, added in order: the bits do not depend on the team size
+  // (an OpenMP reduction's would), so resizing the team keeps runs exact.
+  constexpr size_t kBlock = size_t{1} << 14;
+  const size_t blocks = (n + kBlock - 1) / kBlock;
+  block_sums_.resize(blocks);
+  double* sums = block_sums_.data();
+#pragma omp parallel for schedule(static)
+  for (size_t b = 0; b < blocks; ++b) {
+    const size_t end = std::min(n, (b + 1) * kBlock);
+    double s = 0.0;
+    for (size_t i = b * kBlock; i < end; ++i) s += static_cast<double>(x[i]) * x[i];
+    sums[b] = s;
+  }
   double total = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : total)
-  for (size_t i = 0; i < n; ++i) total += static_cast<double>(x[i]) * x[i];
+  for (size_t b = 0; b < blocks; ++b) total += sums[b];
   return total;
 }
 

@@ -135,5 +135,83 @@ TEST(GptCreateTest, RejectsInvalidShapes) {
   EXPECT_FALSE(Gpt::Create({0, 8, 2, 2, 8}, 1, k.get()).ok());
 }
 
+TEST(GptFootprintTest, CountsWhatTheLayoutHolds) {
+  for (const GptConfig& config : {GptConfig{65, 64, 4, 4, 128}, GptConfig{11, 8, 2, 2, 8},
+                                  GptConfig{50257, 1024, 12, 12, 768}}) {
+    const ParamLayout layout(config);
+    EXPECT_EQ(ParamLayout::CountParams(config).value(), layout.num_params());
+    const GptFootprint f = Gpt::Footprint(config, 12).value();
+    EXPECT_EQ(f.params_bytes, 4.0 * layout.num_params());
+    EXPECT_EQ(f.grads_bytes, f.params_bytes);
+    EXPECT_GT(f.activations_bytes, 0);
+  }
+  // Activations grow linearly with the batch.
+  const GptConfig config{65, 64, 4, 4, 128};
+  EXPECT_DOUBLE_EQ(Gpt::Footprint(config, 24).value().activations_bytes,
+                   2 * Gpt::Footprint(config, 12).value().activations_bytes);
+}
+
+TEST(GptFootprintTest, SizesShapesNoMachineHoldsWithoutAllocating) {
+  // nanoGPT-sized vocab, 1000 layers of 8192 channels: about 805 G parameters.
+  const GptFootprint big = Gpt::Footprint({65, 64, 1000, 64, 8192}, 12).value();
+  EXPECT_NEAR(big.params_bytes / 4, 1000.0 * (12.0 * 8192 * 8192 + 13 * 8192), 1e9);
+  // Rows past 2^31 and parameter counts past 2^64 are sized or refused, not wrapped.
+  EXPECT_GT(Gpt::Footprint({65, 64, 4, 4, 128}, 2147483647).value().activations_bytes, 1e15);
+  absl::StatusOr<GptFootprint> huge = Gpt::Footprint({65, 64, 2147483647, 2, 2147483646}, 1);
+  ASSERT_FALSE(huge.ok());
+  EXPECT_NE(huge.status().message().find("overflows"), std::string::npos) << huge.status();
+}
+
+TEST(GptCreateTest, RefusesRowsTheKernelsCannotIndex) {
+  std::unique_ptr<Kernels> k = MakeKernels(Device::kCpu, 1).value();
+  absl::StatusOr<std::unique_ptr<Gpt>> gpt = Gpt::Create({65, 64, 1, 1, 8}, 2147483647, k.get());
+  ASSERT_FALSE(gpt.ok());
+  EXPECT_NE(gpt.status().message().find("block_size 64"), std::string::npos) << gpt.status();
+}
+
+// The CPU kernels resize their thread team between steps under load
+// (Kernels::FitThreadsToLoad), which is only sound if no result depends on
+// the team size: gradients and the global-norm sum of squares must match
+// bitwise whatever the team.
+TEST(GptTeamSizeTest, GradientsAndNormDoNotDependOnTheThreadCount) {
+  const GptConfig config{/*vocab_size=*/65, /*block_size=*/32, /*n_layer=*/2, /*n_head=*/4,
+                         /*n_embd=*/64};
+  constexpr int kB = 4, kT = 32;
+  std::vector<int32_t> tokens, targets;
+  for (int i = 0; i < kB * kT; ++i) {
+    tokens.push_back((i * 7 + 3) % config.vocab_size);
+    targets.push_back((i * 5 + 1) % config.vocab_size);
+  }
+  DropoutPlan plan;
+  plan.seed = 5;
+  plan.rates = {0.1f, 0.1f, 0.1f, 0.1f};
+  struct Result {
+    float loss;
+    std::vector<float> grads;
+    double sum_squares;
+  };
+  auto run = [&](int threads) {
+    std::unique_ptr<Kernels> k = MakeKernels(Device::kCpu, threads).value();
+    std::unique_ptr<Gpt> gpt = Gpt::Create(config, kB, k.get()).value();
+    gpt->InitWeights(7);
+    gpt->ZeroGrad();
+    Result r;
+    r.loss = gpt->Forward(tokens.data(), targets.data(), kB, kT, &plan);
+    gpt->Backward(1.0f);
+    r.grads.resize(gpt->num_params());
+    k->CopyToHost(r.grads.data(), gpt->grads(), r.grads.size() * sizeof(float));
+    r.sum_squares = k->SumSquares(gpt->grads(), gpt->num_params());
+    return r;
+  };
+  const Result one = run(1);
+  ASSERT_GT(one.grads.size(), 3u * (1u << 14)) << "SumSquares must span several blocks";
+  for (int threads : {2, 3, 7}) {
+    const Result many = run(threads);
+    EXPECT_EQ(many.loss, one.loss) << threads << " threads";
+    EXPECT_EQ(many.sum_squares, one.sum_squares) << threads << " threads";
+    EXPECT_TRUE(many.grads == one.grads) << threads << " threads";
+  }
+}
+
 }  // namespace
 }  // namespace dropk

@@ -69,6 +69,46 @@ TEST_F(TrainCliTest, MissingConfigFileExitsTwoNamingIt) {
   EXPECT_NE(r.out.find("/nonexistent/run.textproto"), std::string::npos) << r.out;
 }
 
+TEST_F(TrainCliTest, ConfigThatIsADirectoryExitsTwoNamingIt) {
+  const std::string dir = ::testing::TempDir() + "/dropk_config_dir";
+  std::filesystem::create_directories(dir);
+  const test_util::CommandResult r = RunTrainCli("--config " + dir + " --max_iters=1");
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_NE(r.out.find(dir + ": not a regular file"), std::string::npos) << r.out;
+}
+
+// Runs too large for the machine are refused before anything is allocated,
+// naming the memory needed and the memory available (they used to abort on
+// std::bad_alloc, or meet the OOM killer).
+TEST_F(TrainCliTest, RunsTooLargeForMemoryExitTwoNamingNeededAndAvailable) {
+  const BadArgs cases[] = {
+      {"--batch_size=2147483647", "batch_size=2147483647"},
+      {"--n_layer=1000 --n_embd=8192 --n_head=64", "n_layer=1000"},
+      {"--n_layer=2147483647 --n_embd=2147483646 --n_head=2", "n_layer=2147483647"},
+  };
+  for (const BadArgs& c : cases) {
+    const test_util::CommandResult r = RunTrainCli(Base() + " " + c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.out;
+    EXPECT_NE(r.out.find(c.expected), std::string::npos) << c.args << "\n" << r.out;
+    EXPECT_EQ(r.out.find("bad_alloc"), std::string::npos) << c.args << "\n" << r.out;
+  }
+  const test_util::CommandResult r = RunTrainCli(Base() + " --batch_size=2147483647");
+  EXPECT_NE(r.out.find("this run needs"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("is available"), std::string::npos) << r.out;
+}
+
+// When an allocation fails anyway (here under an address-space limit the
+// memory check cannot see), the trainer says so in one line and exits 1.
+TEST_F(TrainCliTest, AllocationFailureExitsOneWithOneLineNotAnAbort) {
+  const test_util::CommandResult raw = test_util::RunCommand(
+      "ulimit -v 1000000 && " DROPK_BINARY_DIR "/bin/dropk-train " + Base() +
+          " --batch_size=600 --block_size=64 --n_layer=4 --n_embd=128 --n_head=4"
+          " --max_iters=1 --eval_iters=1 --sample_tokens=0",
+      ::testing::TempDir());
+  EXPECT_EQ(raw.exit_code, 1) << raw.out << raw.err;
+  EXPECT_NE(raw.err.find("dropk-train: out of memory"), std::string::npos) << raw.err;
+}
+
 TEST_F(TrainCliTest, HelpListsFieldsWithDefaults) {
   const test_util::CommandResult r = RunTrainCli("--help");
   EXPECT_EQ(r.exit_code, 0);

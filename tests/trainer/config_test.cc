@@ -140,7 +140,9 @@ INSTANTIATE_TEST_SUITE_P(
                     "--n_layer=99999999999: expected an integer"},
         BadFlagCase{"--seed=-1", "--seed=-1: expected an integer"},
         BadFlagCase{"--learning_rate=fast", "--learning_rate=fast: expected"},
-        BadFlagCase{"--learning_rate=1e50", "--learning_rate=1e50: expected"},
+        BadFlagCase{"--learning_rate=1e50",
+                    "--learning_rate=1e50: expected a finite number (float, "
+                    "magnitude at most 3.40282e+38)"},
         BadFlagCase{"--dropout=nan", "--dropout=nan: expected"},
         BadFlagCase{"--dropout_stream=per_step",
                     "--dropout_stream=per_step: expected one of per_rank, "
@@ -186,6 +188,59 @@ TEST(ConfigTest, UnknownFieldInFileNamesFileLineAndField) {
   ASSERT_FALSE(config.ok());
   EXPECT_THAT(config.status().message(),
               AllOf(HasSubstr(path + ":2:"), HasSubstr("n_layers")));
+}
+
+// Protobuf's own messages ("Expected integer, got: four") say what is wrong
+// but not where in the config's terms: every type error names the field, and
+// what the field takes (its type and, for numbers, the type's range).
+struct FileTypeErrorCase {
+  const char* contents;
+  const char* position;  // ":line:column:" expected in the message
+  std::vector<const char*> expected;
+};
+
+TEST(ConfigTest, TypeErrorsInFileNameTheFieldAndWhatItTakes) {
+  const FileTypeErrorCase cases[] = {
+      {"n_layer: 6\nn_head: four\n", ":2:9:", {"field n_head", "an integer in [-2147483648, 2147483647]"}},
+      {"n_layer: 99999999999\n", ":1:10:", {"field n_layer", "an integer in [-2147483648, 2147483647]"}},
+      {"  dropout : \"high\"  # no\n", ":1:13:", {"field dropout", "a finite number (float, magnitude at most 3.40282e+38)"}},
+      // Protobuf names the field of a bad bool or enum itself (at the next
+      // token's position); the message adds what the field takes.
+      {"overlap_comm: maybe\n", ":", {"\"overlap_comm\"", "true or false"}},
+      {"dropout_stream: PER_BATCH\n", ":", {"\"dropout_stream\"", "one of per_rank, per_sample"}},
+      {"data_dir: 7\n", ":1:11:", {"field data_dir", "a quoted string"}},
+      {"seed: -1\n", ":1:7:", {"field seed"}},
+  };
+  for (const FileTypeErrorCase& c : cases) {
+    const std::string path = WriteTempFile("typed.textproto", c.contents);
+    absl::StatusOr<TrainConfig> config = Load({"--config", path});
+    ASSERT_FALSE(config.ok()) << c.contents;
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(config.status().message(), HasSubstr(path + c.position)) << c.contents;
+    for (const char* expected : c.expected) {
+      EXPECT_THAT(config.status().message(), HasSubstr(expected)) << c.contents;
+    }
+  }
+}
+
+TEST(ConfigTest, SyntaxErrorWithoutAFieldDoesNotBlameThePreviousLine) {
+  const std::string path = WriteTempFile("nocolon.textproto", "n_layer: 6\nn_head 4\n");
+  absl::StatusOr<TrainConfig> config = Load({"--config", path});
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(), HasSubstr(path + ":2:"));
+  EXPECT_THAT(config.status().message(), Not(HasSubstr("field n_layer")));
+}
+
+TEST(ConfigTest, DirectoryAsConfigIsRefusedNamingThePath) {
+  const std::string dir = ::testing::TempDir();
+  absl::StatusOr<TrainConfig> config = Load({"--config", dir});
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr(dir), HasSubstr("not a regular file"), HasSubstr("a directory")));
+  config = Load({"--config", "/dev/null"});
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(), HasSubstr("/dev/null: not a regular file"));
 }
 
 TEST(ConfigTest, MissingFileNamesThePath) {

@@ -91,6 +91,46 @@ TEST_F(TrainSmokeTest, MetricsJsonlHasOneObjectPerLoggedStep) {
   EXPECT_NE(log.str().find("ETA"), std::string::npos);
 }
 
+// Reads OUT_DIR/metrics.jsonl, one object per line.
+std::vector<nlohmann::json> ReadMetrics(const TrainConfig& c) {
+  std::ifstream in(c.out_dir() + "/metrics.jsonl");
+  std::string line;
+  std::vector<nlohmann::json> rows;
+  while (std::getline(in, line)) rows.push_back(nlohmann::json::parse(line));
+  return rows;
+}
+
+TEST_F(TrainSmokeTest, FinalRowReportsTheLastStepsOwnLoss) {
+  // Run A logs every step; run B (same seed, same steps) logs every 4th, so
+  // its last logged training step (4) is not its last training step (5).
+  TrainConfig every_step = TinyConfig("run_loss_every_step");
+  every_step.set_max_iters(6);
+  every_step.set_eval_interval(100);
+  every_step.set_eval_iters(1);
+  every_step.set_sample_tokens(0);
+  every_step.set_log_interval(1);
+  TrainConfig sparse = every_step;
+  sparse.set_out_dir((*dir_ / "run_loss_sparse").string());
+  sparse.set_log_interval(4);
+  std::ostringstream log_a, log_b;
+  const TrainSummary a = RunTraining(every_step, *comm_, log_a).value();
+  const TrainSummary b = RunTraining(sparse, *comm_, log_b).value();
+  const std::vector<nlohmann::json> rows_a = ReadMetrics(every_step);
+  const std::vector<nlohmann::json> rows_b = ReadMetrics(sparse);
+  ASSERT_EQ(rows_a.size(), 7u);  // steps 0..5 and the final evaluation at 6
+  ASSERT_EQ(rows_b.size(), 3u);  // steps 0, 4 and 6
+  const float step4 = rows_a[4]["train_loss"], step5 = rows_a[5]["train_loss"];
+  ASSERT_NE(step4, step5) << "the test needs the two steps' losses to differ";
+  EXPECT_EQ(static_cast<float>(rows_b[1]["train_loss"]), step4);
+  // Step 6 only evaluates; its row carries the loss of step 5, the last one
+  // trained, not the last one logged.
+  EXPECT_EQ(rows_b[2]["step"], 6);
+  EXPECT_EQ(static_cast<float>(rows_b[2]["train_loss"]), step5) << log_b.str();
+  EXPECT_EQ(static_cast<float>(rows_a[6]["train_loss"]), step5);
+  EXPECT_EQ(b.last_train_loss, step5);
+  EXPECT_EQ(a.last_train_loss, step5);
+}
+
 TEST_F(TrainSmokeTest, DataErrorsNameTheFile) {
   std::ostringstream log;
   TrainConfig c = TinyConfig("run_missing");

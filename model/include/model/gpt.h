@@ -23,11 +23,27 @@ namespace dropk {
 // (wte and wpe). Data-parallel training starts a bucket's allreduce here.
 using GradsReadyFn = std::function<void(size_t begin, size_t end)>;
 
+// Bytes a Gpt allocates, as doubles so that any shape can be sized, even
+// one whose byte count would overflow 64 bits.
+struct GptFootprint {
+  double params_bytes = 0;       // parameters (ParamLayout)
+  double grads_bytes = 0;        // gradients, same layout
+  double activations_bytes = 0;  // activations and backward scratch for max_batch x block_size
+  double TotalBytes() const;
+};
+
 class Gpt {
  public:
+  // What Create(config, max_batch, ...) allocates, computed from the same
+  // layout and buffer list, without allocating. InvalidArgument for an
+  // invalid config or max_batch, or a parameter count past 64 bits.
+  static absl::StatusOr<GptFootprint> Footprint(const GptConfig& config, int max_batch);
+
   // Allocates parameters, gradients and activations for batches of up to
   // max_batch sequences of up to config.block_size tokens. Fails on an invalid
-  // config. `kernels` must outlive the model.
+  // config, on shapes the kernels cannot index (more than 2^31-1 rows of
+  // max_batch x block_size) and on sizes no address space holds; it does not
+  // check free memory (see Footprint). `kernels` must outlive the model.
   static absl::StatusOr<std::unique_ptr<Gpt>> Create(const GptConfig& config, int max_batch,
                                                      Kernels* kernels);
   ~Gpt();
@@ -71,6 +87,8 @@ class Gpt {
  private:
   Gpt(const GptConfig& config, int max_batch, Kernels* kernels);
   struct Activations;
+  template <typename N, typename Visit>
+  static void VisitActivationBuffers(const GptConfig& config, int max_batch, Visit&& visit);
 
   GptConfig config_;
   ParamLayout layout_;

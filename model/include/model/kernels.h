@@ -68,6 +68,12 @@ class Kernels {
   virtual void Synchronize() = 0;
   // A new event on this device's queue (see DeviceEvent), not yet recorded.
   virtual std::unique_ptr<DeviceEvent> CreateEvent() = 0;
+  // Called by the driver between units of work (a training step). A CPU
+  // backend resizes its thread team to the cores the process is actually
+  // given (fewer while another process competes for them; see
+  // model/thread_governor.h); other backends do nothing. Results never
+  // depend on it, only speed.
+  virtual void FitThreadsToLoad() {}
 
   // out (B,T,C) = wte[tokens] + wpe[0:T], then dropout (site kEmbedding).
   virtual void EmbeddingForward(float* out, const int32_t* tokens, const float* wte,

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace dropk {
 
@@ -53,7 +54,14 @@ struct BlockTensors {
 // what gradient bucketing wants.
 class ParamLayout {
  public:
+  // config must be valid (GptConfig::Validate). The layout holds one entry
+  // per tensor: check the size first with CountParams for untrusted shapes.
   explicit ParamLayout(const GptConfig& config);
+
+  // num_params() of the layout of `config`, without building it (no
+  // allocation, so any shape can be asked). InvalidArgument for an invalid
+  // config or a count past 64 bits.
+  static absl::StatusOr<uint64_t> CountParams(const GptConfig& config);
 
   const std::vector<ParamTensor>& tensors() const { return tensors_; }
   size_t num_params() const { return total_; }

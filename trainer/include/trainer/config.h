@@ -43,8 +43,12 @@ bool IsHelpRequest(const absl::Status& status);
 
 // Reads the text-format TrainConfig at `path` and merges it over `*config`
 // (fields the file sets replace those in *config, others are kept).
-// Errors: NotFound naming the path when it cannot be read; InvalidArgument
-// "path:line:column: message" when it does not parse (unknown fields too).
+// Errors: NotFound naming the path when it cannot be read or is not a
+// regular file (a directory, a device); InvalidArgument
+// "path:line:column: message" when it does not parse (unknown fields too),
+// naming the field whose value is at fault and what that field takes
+// ("field n_head: Expected integer, got: four (n_head takes an integer in
+// [-2147483648, 2147483647])").
 absl::Status MergeTrainConfigFile(const std::string& path,
                                   TrainConfig* config);
 

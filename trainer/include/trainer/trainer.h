@@ -32,7 +32,7 @@ absl::StatusOr<TrainingData> LoadTrainingData(const std::string& data_dir);
 // What a finished run reports (the same on every rank).
 struct TrainSummary {
   int64_t steps = 0;
-  float last_train_loss = 0;             // mean over ranks and micro-batches
+  float last_train_loss = 0;             // of the last step trained, mean over ranks and micro-batches
   std::optional<float> val_loss;         // last evaluation
   std::optional<float> eval_train_loss;  // last evaluation
   double elapsed_s = 0;

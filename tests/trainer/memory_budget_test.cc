@@ -1,0 +1,89 @@
+// The memory check of dropk-train: the need is the model's own footprint plus
+// the trainer's buffers, and a run that does not fit is refused naming both
+// figures.
+#include "trainer/memory_budget.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "trainer/config.h"
+
+namespace dropk {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+constexpr int kVocab = 65;
+
+TEST(MemoryBudgetTest, NeedAddsTheOptimizerAndHostCopiesToTheModel) {
+  const TrainConfig config = DefaultTrainConfig();
+  const TrainingMemory need = TrainingMemoryNeed(config, kVocab, /*threads=*/2).value();
+  const GptFootprint model =
+      Gpt::Footprint({kVocab, config.block_size(), config.n_layer(), config.n_head(),
+                      config.n_embd()},
+                     config.batch_size())
+          .value();
+  EXPECT_EQ(need.model.TotalBytes(), model.TotalBytes());
+  EXPECT_EQ(need.optimizer_bytes, 2 * model.params_bytes);  // AdamW m and v
+  EXPECT_EQ(need.host_bytes, model.params_bytes);
+  EXPECT_GT(need.scratch_bytes, 0);
+  TrainConfig resuming = config;
+  resuming.set_resume("latest");  // reads params, m and v into host memory
+  EXPECT_EQ(TrainingMemoryNeed(resuming, kVocab, 2).value().host_bytes, 3 * model.params_bytes);
+}
+
+TEST(MemoryBudgetTest, RunThatFitsPasses) {
+  const TrainConfig config = DefaultTrainConfig();
+  const TrainingMemory need = TrainingMemoryNeed(config, kVocab, 2).value();
+  EXPECT_TRUE(CheckTrainingMemory(config, need, 1, AvailableMemory{1e12, "test"}).ok());
+}
+
+TEST(MemoryBudgetTest, RefusalNamesNeededAvailableAndTheSizingFields) {
+  TrainConfig config = DefaultTrainConfig();
+  config.set_batch_size(2147483647);
+  const TrainingMemory need = TrainingMemoryNeed(config, kVocab, 2).value();
+  const absl::Status s =
+      CheckTrainingMemory(config, need, 1, AvailableMemory{16.0 * (1 << 30), "MemAvailable"});
+  ASSERT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(s.message(), AllOf(HasSubstr("this run needs"), HasSubstr("PiB"),
+                                 HasSubstr("16.0 GiB is available (MemAvailable)"),
+                                 HasSubstr("batch_size=2147483647")));
+}
+
+TEST(MemoryBudgetTest, RanksOnOneNodeShareItsMemory) {
+  const TrainConfig config = DefaultTrainConfig();
+  const TrainingMemory need = TrainingMemoryNeed(config, kVocab, 1).value();
+  const AvailableMemory room{1.5 * need.TotalBytes(), "test"};
+  EXPECT_TRUE(CheckTrainingMemory(config, need, 1, room).ok());
+  const absl::Status two = CheckTrainingMemory(config, need, 2, room);
+  EXPECT_THAT(two.message(), HasSubstr("x 2 ranks on this node"));
+}
+
+TEST(MemoryBudgetTest, WithoutProcOnlyImpossibleSizesAreRefused) {
+  TrainConfig config = DefaultTrainConfig();
+  EXPECT_TRUE(CheckTrainingMemory(config, TrainingMemoryNeed(config, kVocab, 1).value(), 1,
+                                  std::nullopt)
+                  .ok());
+  config.set_batch_size(2147483647);
+  config.set_block_size(1 << 20);
+  EXPECT_FALSE(CheckTrainingMemory(config, TrainingMemoryNeed(config, kVocab, 1).value(), 1,
+                                   std::nullopt)
+                   .ok());
+}
+
+TEST(MemoryBudgetTest, AvailableMemoryIsReadOnLinux) {
+  const std::optional<AvailableMemory> available = AvailableMemoryNow();
+  ASSERT_TRUE(available.has_value());
+  EXPECT_GT(available->bytes, 0);
+  EXPECT_FALSE(available->source.empty());
+}
+
+TEST(MemoryBudgetTest, FormatBytes) {
+  EXPECT_EQ(FormatBytes(512), "512 B");
+  EXPECT_EQ(FormatBytes(1.5 * (1 << 30)), "1.5 GiB");
+  EXPECT_EQ(FormatBytes(3.0 * (uint64_t{1} << 50)), "3.0 PiB");
+}
+
+}  // namespace
+}  // namespace dropk

@@ -1,0 +1,59 @@
+// How much memory a training run needs, how much the machine has, and the
+// check dropk-train makes before allocating anything large.
+//
+// The need is computed from the model's own layout and buffer list
+// (Gpt::Footprint), plus what the trainer adds: AdamW's moments, host copies
+// of the parameters, input batches and per-thread scratch. Sizes are doubles,
+// so shapes whose byte counts overflow 64 bits are sized (and refused) too.
+#ifndef DROPK_TRAINER_MEMORY_BUDGET_H_
+#define DROPK_TRAINER_MEMORY_BUDGET_H_
+
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "config.pb.h"
+#include "model/gpt.h"
+
+namespace dropk {
+
+// The peak memory of one rank of a run, in bytes.
+struct TrainingMemory {
+  GptFootprint model;      // parameters, gradients, activations
+  double optimizer_bytes;  // AdamW's first and second moments
+  double host_bytes;       // host copies of the parameters (initial weights,
+                           // final parameters; params and moments on resume)
+  double scratch_bytes;    // input batches, per-thread attention scratch
+  double TotalBytes() const;
+};
+
+// The need of one rank of `config` over a vocabulary of vocab_size with
+// `threads` compute threads. InvalidArgument for a shape the model rejects.
+absl::StatusOr<TrainingMemory> TrainingMemoryNeed(const TrainConfig& config, int vocab_size,
+                                                  int threads);
+
+// Memory this process can still take: the smaller of /proc/meminfo's
+// MemAvailable and, under a cgroup memory limit (v2 memory.max of this
+// process's cgroup and its ancestors, or v1 memory.limit_in_bytes), the
+// limit minus the usage. `source` names where the figure came from.
+struct AvailableMemory {
+  double bytes = 0;
+  std::string source;
+};
+std::optional<AvailableMemory> AvailableMemoryNow();
+
+// OK when `local_ranks` ranks of this need fit in `available`; else
+// InvalidArgument naming the figure needed (and its parts), the figure
+// available and its source, and the fields that size the run. When
+// `available` is nullopt (no /proc) only sizes beyond any address space are
+// refused.
+absl::Status CheckTrainingMemory(const TrainConfig& config, const TrainingMemory& need,
+                                 int local_ranks, const std::optional<AvailableMemory>& available);
+
+// Human-readable bytes: "512 B", "3.1 GiB", "2.9 TiB", "1.2e+25 B".
+std::string FormatBytes(double bytes);
+
+}  // namespace dropk
+
+#endif  // DROPK_TRAINER_MEMORY_BUDGET_H_

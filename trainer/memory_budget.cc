@@ -1,0 +1,165 @@
+#include "trainer/memory_budget.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <fstream>
+#include <limits>
+#include <string>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/match.h"
+
+namespace dropk {
+namespace {
+
+// The first line of `path`, or nullopt when it cannot be read.
+std::optional<std::string> ReadLine(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  if (!in || !std::getline(in, line)) return std::nullopt;
+  return line;
+}
+
+// A byte count file of the cgroup filesystem; nullopt for "max" or unreadable.
+std::optional<double> ReadBytes(const std::string& path) {
+  const std::optional<std::string> line = ReadLine(path);
+  uint64_t value = 0;
+  if (!line || !absl::SimpleAtoi(*line, &value)) return std::nullopt;
+  return static_cast<double>(value);
+}
+
+// MemAvailable from /proc/meminfo, in bytes.
+std::optional<double> MemAvailable() {
+  std::ifstream in("/proc/meminfo");
+  std::string key, unit;
+  uint64_t kib = 0;
+  while (in >> key >> kib) {
+    std::getline(in, unit);
+    if (key == "MemAvailable:") return static_cast<double>(kib) * 1024.0;
+  }
+  return std::nullopt;
+}
+
+// Headroom (limit - usage) under the tightest cgroup memory limit of this
+// process, and the file that set it.
+std::optional<AvailableMemory> CgroupHeadroom() {
+  std::optional<AvailableMemory> best;
+  auto consider = [&best](double limit, double usage, const std::string& source) {
+    // A limit near 2^63 is v1's way of saying "none".
+    if (limit >= static_cast<double>(uint64_t{1} << 60)) return;
+    const double headroom = std::max(0.0, limit - usage);
+    if (!best || headroom < best->bytes) best = AvailableMemory{headroom, source};
+  };
+  std::ifstream cgroups("/proc/self/cgroup");
+  std::string line;
+  while (std::getline(cgroups, line)) {
+    // "0::/path" is v2; "N:memory:/path" (or "N:cpu,memory:...") is v1.
+    const size_t first = line.find(':'), second = line.find(':', first + 1);
+    if (first == std::string::npos || second == std::string::npos) continue;
+    const std::string controllers = line.substr(first + 1, second - first - 1);
+    std::string path = line.substr(second + 1);
+    if (controllers.empty()) {
+      for (;;) {  // this cgroup and every ancestor may carry a limit
+        std::string dir = "/sys/fs/cgroup";
+        if (path != "/") dir.append(path);
+        const std::optional<double> limit = ReadBytes(dir + "/memory.max");
+        const std::optional<double> usage = ReadBytes(dir + "/memory.current");
+        if (limit && usage) consider(*limit, *usage, dir + "/memory.max");
+        const size_t slash = path.rfind('/');
+        if (slash == 0 || slash == std::string::npos) break;  // the root was just read
+        path.resize(slash);
+      }
+    } else if (absl::StrContains(absl::StrCat(",", controllers, ","), ",memory,")) {
+      for (const std::string& dir : {"/sys/fs/cgroup/memory" + path, std::string("/sys/fs/cgroup/memory")}) {
+        const std::optional<double> limit = ReadBytes(dir + "/memory.limit_in_bytes");
+        const std::optional<double> usage = ReadBytes(dir + "/memory.usage_in_bytes");
+        if (limit && usage) consider(*limit, *usage, dir + "/memory.limit_in_bytes");
+      }
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
+double TrainingMemory::TotalBytes() const {
+  return model.TotalBytes() + optimizer_bytes + host_bytes + scratch_bytes;
+}
+
+absl::StatusOr<TrainingMemory> TrainingMemoryNeed(const TrainConfig& config, int vocab_size,
+                                                  int threads) {
+  const GptConfig shape{vocab_size, config.block_size(), config.n_layer(), config.n_head(),
+                        config.n_embd()};
+  absl::StatusOr<GptFootprint> model = Gpt::Footprint(shape, config.batch_size());
+  if (!model.ok()) return model.status();
+  TrainingMemory need;
+  need.model = *model;
+  need.optimizer_bytes = 2 * model->params_bytes;
+  // Resuming reads parameters and both moments into host vectors first;
+  // otherwise one host copy (initial weights, then the final parameters).
+  need.host_bytes = (config.resume().empty() ? 1 : 3) * model->params_bytes;
+  const double T = config.block_size();
+  need.scratch_bytes = 2.0 * sizeof(int32_t) * config.batch_size() * T +  // inputs, targets
+                       static_cast<double>(std::max(threads, 1)) * 2 * T * T * sizeof(float);
+  return need;
+}
+
+std::optional<AvailableMemory> AvailableMemoryNow() {
+  std::optional<AvailableMemory> available;
+  if (const std::optional<double> bytes = MemAvailable()) {
+    available = AvailableMemory{*bytes, "MemAvailable in /proc/meminfo"};
+  }
+  if (std::optional<AvailableMemory> cgroup = CgroupHeadroom()) {
+    if (!available || cgroup->bytes < available->bytes) {
+      available = AvailableMemory{cgroup->bytes, "the cgroup limit " + cgroup->source +
+                                                     " less its usage"};
+    }
+  }
+  return available;
+}
+
+absl::Status CheckTrainingMemory(const TrainConfig& config, const TrainingMemory& need,
+                                 int local_ranks, const std::optional<AvailableMemory>& available) {
+  const double ranks = std::max(local_ranks, 1);
+  const double total = need.TotalBytes() * ranks;
+  // Past half the address space nothing can be allocated, /proc or not.
+  const double limit = available ? available->bytes
+                                 : static_cast<double>(std::numeric_limits<size_t>::max() / 2);
+  if (total <= limit) return absl::OkStatus();
+  std::string message = absl::StrCat(
+      "this run needs ", FormatBytes(need.TotalBytes()), " of memory per rank (parameters ",
+      FormatBytes(need.model.params_bytes), ", gradients ", FormatBytes(need.model.grads_bytes),
+      ", AdamW moments ", FormatBytes(need.optimizer_bytes), ", activations ",
+      FormatBytes(need.model.activations_bytes), ", host copies ", FormatBytes(need.host_bytes),
+      ", batches and scratch ", FormatBytes(need.scratch_bytes), ")");
+  if (ranks > 1) absl::StrAppend(&message, " x ", ranks, " ranks on this node = ", FormatBytes(total));
+  if (available) {
+    absl::StrAppend(&message, ", but ", FormatBytes(available->bytes), " is available (",
+                    available->source, ")");
+  } else {
+    absl::StrAppend(&message, ", more than any address space holds");
+  }
+  absl::StrAppend(&message, "; lower batch_size=", config.batch_size(), ", block_size=",
+                  config.block_size(), ", n_layer=", config.n_layer(), " or n_embd=",
+                  config.n_embd());
+  return absl::InvalidArgumentError(message);
+}
+
+std::string FormatBytes(double bytes) {
+  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  if (!std::isfinite(bytes) || bytes < 0) return absl::StrCat(bytes, " B");
+  int unit = 0;
+  double value = bytes;
+  while (value >= 1024 && unit + 1 < static_cast<int>(std::size(kUnits))) {
+    value /= 1024;
+    ++unit;
+  }
+  if (value >= 1024) return absl::StrFormat("%.3g B", bytes);  // past EiB
+  if (unit == 0) return absl::StrFormat("%.0f B", value);
+  return absl::StrFormat("%.1f %s", value, kUnits[unit]);
+}
+
+}  // namespace dropk
