@@ -233,6 +233,22 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
   return r;
 }
 
+namespace {
+// The per-request cost budget: the tokens a request may ask for in all,
+// prompts x n x max_tokens, so that one request cannot buy hours of decoding.
+std::optional<ApiError> CheckCost(const CompletionRequest& request, int64_t limit) {
+  const int64_t max_tokens = request.max_tokens.value_or(kDefaultMaxTokens);
+  const int64_t cost = static_cast<int64_t>(request.prompts.size()) * request.n * max_tokens;
+  if (cost <= limit) return std::nullopt;
+  return Invalid("max_tokens",
+                 absl::StrCat("the request asks for up to ", cost, " tokens (",
+                              request.prompts.size(), " prompts x n ", request.n,
+                              " x max_tokens ", max_tokens, "); the limit per request is ", limit,
+                              " (--max-request-tokens)"),
+                 "request_too_costly");
+}
+}  // namespace
+
 // Output state of one choice; scheduler thread only.
 struct CompletionJob::Choice {
   std::string text;      // decoded output so far (cut at a stop string)
@@ -264,6 +280,9 @@ std::variant<std::shared_ptr<CompletionJob>, ApiError> CompletionJob::Start(
   if (model == nullptr) {
     return ApiError{503, "no checkpoint is loaded yet", "service_unavailable", "",
                     "model_not_ready"};
+  }
+  if (std::optional<ApiError> e = CheckCost(request, scheduler->options().max_request_tokens)) {
+    return *e;
   }
   const ModelSnapshot& snap = model->snapshot();
   const int V = snap.config.vocab_size, T = snap.config.block_size;
