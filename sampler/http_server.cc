@@ -114,8 +114,10 @@ class Session : public std::enable_shared_from_this<Session> {
   void OnReadError(beast::error_code ec);
   // Answering it.
   void Dispatch();
+  // Answers a request that could not be read (then closes).
   void SendError(const ApiError& error);
-  void Send(HttpResponse res);
+  // Writes `res`; keeps the connection when allowed and the request asked.
+  void Send(HttpResponse res, bool may_keep_alive = true);
   void EndRequest(bool keep_alive);
   void Close();
   // Watching the client while a completion runs.
@@ -300,14 +302,15 @@ void Session::SendError(const ApiError& error) {
   // Errors of the connection itself come before a request was read: its
   // version is whatever the parser saw, 1.1 when it saw none.
   const unsigned version = parser_ && parser_->is_header_done() ? parser_->get().version() : 11;
-  Send(ErrorResponse(error, version));
+  // After a read error or a refused request the stream position is unknown:
+  // answer and close.
+  Send(ErrorResponse(error, version), /*may_keep_alive=*/false);
 }
 
-void Session::Send(HttpResponse res) {
-  // After a read error or a refused body the stream position is unknown:
-  // answer and close. Otherwise honour keep-alive.
-  const bool keep_alive = parser_.has_value() && parser_->is_done() && req_.keep_alive() &&
-                          !server_->stopped_;
+void Session::Send(HttpResponse res, bool may_keep_alive) {
+  const bool known_version = req_.version() == 10 || req_.version() == 11;
+  const bool keep_alive =
+      may_keep_alive && known_version && req_.keep_alive() && !server_->stopped_;
   res.keep_alive(keep_alive);
   server_->metrics_->CountRequest(res.result_int());
   SetState(State::kWriting);
