@@ -183,8 +183,7 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
   if (Field(j, "prompt") == nullptr) {
     return Invalid("prompt", "'prompt' is required", "missing_required");
   }
-  if (auto e = ReadStrings(j, "prompt", 1, CompletionRequest::kMaxPrompts, "prompts",
-                           &r.prompts)) {
+  if (auto e = ReadStrings(j, "prompt", 1, CompletionRequest::kMaxPrompts, "prompts", &r.prompts)) {
     return *e;
   }
   std::optional<int64_t> max_tokens, top_k, n, logprobs;
@@ -240,12 +239,12 @@ std::optional<ApiError> CheckCost(const CompletionRequest& request, int64_t limi
   const int64_t max_tokens = request.max_tokens.value_or(kDefaultMaxTokens);
   const int64_t cost = static_cast<int64_t>(request.prompts.size()) * request.n * max_tokens;
   if (cost <= limit) return std::nullopt;
-  return Invalid("max_tokens",
-                 absl::StrCat("the request asks for up to ", cost, " tokens (",
-                              request.prompts.size(), " prompts x n ", request.n,
-                              " x max_tokens ", max_tokens, "); the limit per request is ", limit,
-                              " (--max-request-tokens)"),
-                 "request_too_costly");
+  return Invalid(
+      "max_tokens",
+      absl::StrCat("the request asks for up to ", cost, " tokens (", request.prompts.size(),
+                   " prompts x n ", request.n, " x max_tokens ", max_tokens,
+                   "); the limit per request is ", limit, " (--max-request-tokens)"),
+      "request_too_costly");
 }
 }  // namespace
 

@@ -102,10 +102,10 @@ RouteResult HttpApi::Route(const HttpRequest& request,
   const unsigned version = request.version();
   if (version != 10 && version != 11) {
     return Reply(ErrorResponse({400,
-                           absl::StrCat("HTTP/", version / 10, ".", version % 10,
-                                        " is not supported; use HTTP/1.1 or HTTP/1.0"),
-                           "invalid_request_error", "", "unsupported_http_version"},
-                          11));
+                                absl::StrCat("HTTP/", version / 10, ".", version % 10,
+                                             " is not supported; use HTTP/1.1 or HTTP/1.0"),
+                                "invalid_request_error", "", "unsupported_http_version"},
+                               11));
   }
   const std::string_view target(request.target().data(), request.target().size());
   const std::string_view path = target.substr(0, target.find('?'));
@@ -114,20 +114,21 @@ RouteResult HttpApi::Route(const HttpRequest& request,
   }
   const Endpoint* endpoint = FindEndpoint(path);
   if (endpoint == nullptr) {
-    return Reply(ErrorResponse(
-        {404, absl::StrCat("no route ", std::string(path)), "invalid_request_error", "", "not_found"},
-        version));
+    return Reply(ErrorResponse({404, absl::StrCat("no route ", std::string(path)),
+                                "invalid_request_error", "", "not_found"},
+                               version));
   }
   const http::verb method = request.method();
   const bool head = method == http::verb::head && endpoint->method == http::verb::get;
   if (method != endpoint->method && !head) {
-    return Reply(ErrorResponse({405, absl::StrCat(std::string(path), " accepts only ", Allowed(*endpoint)),
-                           "invalid_request_error", "", "method_not_allowed"},
-                          version, {{"Allow", Allowed(*endpoint)}}));
+    return Reply(
+        ErrorResponse({405, absl::StrCat(std::string(path), " accepts only ", Allowed(*endpoint)),
+                       "invalid_request_error", "", "method_not_allowed"},
+                      version, {{"Allow", Allowed(*endpoint)}}));
   }
   if (path == "/v1/completions") return Completions(request, listener);
-  HttpResponse res = path == "/healthz"  ? Healthz(version)
-                     : path == "/readyz" ? Readyz(version)
+  HttpResponse res = path == "/healthz"   ? Healthz(version)
+                     : path == "/readyz"  ? Readyz(version)
                      : path == "/metrics" ? Metrics(version)
                                           : Models(version);
   return Reply(head ? WithoutBody(std::move(res)) : std::move(res));
@@ -173,8 +174,7 @@ HttpResponse HttpApi::Models(unsigned version) const {
                     {"context_length", s.config.block_size},
                     {"vocab_size", s.config.vocab_size}});
   }
-  return JsonResponse(http::status::ok, version,
-                      json{{"object", "list"}, {"data", data}}.dump());
+  return JsonResponse(http::status::ok, version, json{{"object", "list"}, {"data", data}}.dump());
 }
 
 RouteResult HttpApi::Completions(const HttpRequest& request,
@@ -182,8 +182,7 @@ RouteResult HttpApi::Completions(const HttpRequest& request,
   auto parsed = ParseCompletionRequest(request.body());
   if (auto* e = std::get_if<ApiError>(&parsed)) return Reply(ErrorResponse(*e, request.version()));
   const CompletionRequest& completion = std::get<CompletionRequest>(parsed);
-  auto started =
-      CompletionJob::Start(completion, scheduler_->CurrentModel(), scheduler_, listener);
+  auto started = CompletionJob::Start(completion, scheduler_->CurrentModel(), scheduler_, listener);
   if (auto* e = std::get_if<ApiError>(&started)) {
     HttpHeaders headers;
     if (e->status == 429) {

@@ -142,9 +142,9 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // The completion in progress; null when there is none or it has finished.
   std::shared_ptr<CompletionJob> job_;
-  std::string answer_;               // a non-streaming body that came while probing
-  std::deque<std::string> events_;   // SSE events not yet written
-  std::string writing_;              // the event being written
+  std::string answer_;              // a non-streaming body that came while probing
+  std::deque<std::string> events_;  // SSE events not yet written
+  std::string writing_;             // the event being written
   std::optional<http::response<http::empty_body>> stream_res_;
   std::optional<http::response_serializer<http::empty_body>> stream_sr_;
 };
@@ -204,14 +204,13 @@ void Session::OnReadDeadline(beast::error_code ec) {
   beast::error_code ignored;
   stream_.socket().cancel(ignored);
   if (header && buffer_.size() == 0) return Close();  // an idle keep-alive connection
-  SendError({408,
-             absl::StrCat("timed out reading the request ", header ? "headers" : "body",
-                          " (limit ",
-                          (header ? server_->options_.header_timeout
-                                  : server_->options_.body_timeout)
-                              .count(),
-                          " ms)"),
-             "invalid_request_error", "", "request_timeout"});
+  SendError(
+      {408,
+       absl::StrCat(
+           "timed out reading the request ", header ? "headers" : "body", " (limit ",
+           (header ? server_->options_.header_timeout : server_->options_.body_timeout).count(),
+           " ms)"),
+       "invalid_request_error", "", "request_timeout"});
 }
 
 void Session::OnReadHeader(beast::error_code ec, size_t) {
@@ -267,13 +266,13 @@ void Session::OnReadError(beast::error_code ec) {
                       "invalid_request_error", "", "request_too_large"});
   }
   if (ec == http::error::header_limit) {
-    return SendError({431, "request headers are too large", "invalid_request_error", "",
-                      "headers_too_large"});
+    return SendError(
+        {431, "request headers are too large", "invalid_request_error", "", "headers_too_large"});
   }
   if (ec == http::error::partial_message) {
     // The client shut down its side mid-request; it may still read.
-    return SendError({400, "the request ended before it was complete", "invalid_request_error",
-                      "", "bad_request"});
+    return SendError({400, "the request ended before it was complete", "invalid_request_error", "",
+                      "bad_request"});
   }
   if (ec.category() == http::make_error_code(http::error::bad_method).category() &&
       ec != http::error::end_of_stream) {
@@ -380,14 +379,14 @@ void Session::OnPeerReadable(beast::error_code ec) {
 void Session::Probe() {
   SetState(State::kProbing);
   stream_.expires_after(server_->options_.write_timeout);
-  net::async_write(stream_, net::buffer(kContinue.data(), kContinue.size()),
-                   [self = shared_from_this()](beast::error_code ec, size_t) {
-                     if (self->state_ != State::kProbing) return;
-                     if (ec) return self->ClientGone();
-                     self->timer_.expires_after(kProbeWait);
-                     self->timer_.async_wait(
-                         beast::bind_front_handler(&Session::OnProbeTimer, self));
-                   });
+  net::async_write(
+      stream_, net::buffer(kContinue.data(), kContinue.size()),
+      [self = shared_from_this()](beast::error_code ec, size_t) {
+        if (self->state_ != State::kProbing) return;
+        if (ec) return self->ClientGone();
+        self->timer_.expires_after(kProbeWait);
+        self->timer_.async_wait(beast::bind_front_handler(&Session::OnProbeTimer, self));
+      });
 }
 
 void Session::OnProbeTimer(beast::error_code ec) {

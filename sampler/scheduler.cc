@@ -37,13 +37,13 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const SchedulerOpti
                                                    options.max_queue));
   }
   if (options.max_running_per_request < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_running_per_request: must be >= 0 (0: half the batch), got ",
-        options.max_running_per_request));
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_running_per_request: must be >= 0 (0: half the batch), got ",
+                     options.max_running_per_request));
   }
   if (options.max_request_tokens < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("max_request_tokens: must be >= 1, got ",
-                                                   options.max_request_tokens));
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_request_tokens: must be >= 1, got ", options.max_request_tokens));
   }
   if (options.max_window_refills_per_step < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -107,9 +107,9 @@ absl::Status Scheduler::Submit(std::vector<SequenceRequest> sequences) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!accepting_) return absl::UnavailableError("the server is shutting down");
     if (pending_sequences_ + sequences.size() > static_cast<size_t>(options_.max_queue)) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "too many queued sequences (", pending_sequences_, " waiting, limit ",
-          options_.max_queue, ")"));
+      return absl::ResourceExhaustedError(absl::StrCat("too many queued sequences (",
+                                                       pending_sequences_, " waiting, limit ",
+                                                       options_.max_queue, ")"));
     }
     if (sequences.empty()) return absl::OkStatus();
     PendingRequest& request = pending_.emplace_back();

@@ -182,9 +182,9 @@ TEST(HttpApiTest, CompletionErrors) {
   ExpectError(a.Route(http::verb::post, "/v1/completions", "{nope"), 400, "invalid_json");
   ExpectError(a.Route(http::verb::post, "/v1/completions", R"({"prompt":"a","temperature":1e7})"),
               400, "invalid_value");
-  ExpectError(a.Route(http::verb::post, "/v1/completions",
-                      json{{"prompt", std::string(64, 'a')}}.dump()),
-              400, "context_length_exceeded");
+  ExpectError(
+      a.Route(http::verb::post, "/v1/completions", json{{"prompt", std::string(64, 'a')}}.dump()),
+      400, "context_length_exceeded");
   ExpectError(a.Route(http::verb::post, "/v1/completions",
                       R"({"prompt":["a","b"],"n":16,"max_tokens":8192})"),
               400, "request_too_costly");
@@ -198,8 +198,7 @@ TEST(HttpApiTest, CompletionErrors) {
 
 TEST(HttpApiTest, FullQueueIs429WithRetryAfter) {
   Api a({.retry_after_seconds = 7}, {.max_batch = 1, .max_queue = 1});
-  const RouteResult r =
-      a.Route(http::verb::post, "/v1/completions", R"({"prompt":"a","n":2})");
+  const RouteResult r = a.Route(http::verb::post, "/v1/completions", R"({"prompt":"a","n":2})");
   ExpectError(r, 429, "queue_full");
   EXPECT_EQ(r.response[http::field::retry_after], "7");
 }

@@ -348,9 +348,11 @@ TEST(HttpTest, MalformedHttpIs400WithJson) {
 TEST(HttpTest, Http10StreamIsCloseDelimited) {
   TestServer s;
   const std::string body = R"({"prompt":"ab","max_tokens":6,"seed":4,"stream":true})";
-  const testing::RawResult r = testing::RawExchange(
-      s.port, "POST /v1/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
-              "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+  const testing::RawResult r =
+      testing::RawExchange(s.port,
+                           "POST /v1/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
+                           "Content-Length: " +
+                               std::to_string(body.size()) + "\r\n\r\n" + body);
   EXPECT_EQ(r.received.rfind("HTTP/1.0 200", 0), 0u) << r.received;
   const std::string head = r.received.substr(0, r.received.find("\r\n\r\n"));
   EXPECT_EQ(head.find("chunked"), std::string::npos) << head;
@@ -365,8 +367,8 @@ TEST(HttpTest, Http10StreamIsCloseDelimited) {
     std::string text;
     for (size_t at = 0; (at = stream.find("data: {", at)) != std::string::npos;) {
       const size_t end = stream.find("\n\n", at);
-      text += json::parse(stream.substr(at + 6, end - at - 6))["choices"][0]["text"]
-                  .get<std::string>();
+      text +=
+          json::parse(stream.substr(at + 6, end - at - 6))["choices"][0]["text"].get<std::string>();
       at = end;
     }
     return text;
@@ -380,15 +382,17 @@ TEST(HttpTest, Http10StreamIsCloseDelimited) {
 // (the end of stream was taken for a disconnect). Now it is answered.
 TEST(HttpTest, HalfClosedClientIsAnswered) {
   TestServer s;
-  const testing::RawResult health = testing::RawExchange(
-      s.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", /*half_close=*/true);
+  const testing::RawResult health =
+      testing::RawExchange(s.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", /*half_close=*/true);
   EXPECT_EQ(health.received.rfind("HTTP/1.1 200", 0), 0u) << health.received;
   for (const bool stream : {false, true}) {
     SCOPED_TRACE(stream);
     const std::string body = json{{"prompt", "ab"}, {"max_tokens", 8}, {"stream", stream}}.dump();
     const testing::RawResult r = testing::RawExchange(
-        s.port, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body,
+        s.port,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: " +
+            std::to_string(body.size()) + "\r\n\r\n" + body,
         /*half_close=*/true);
     const size_t final_status = r.received.find("HTTP/1.1 200");
     ASSERT_NE(final_status, std::string::npos) << r.received;
@@ -436,9 +440,11 @@ TEST(HttpTest, FloodRequestDoesNotStarveAShortOne) {
   TestServer s({}, {.max_request_tokens = int64_t{1} << 22});
   std::thread flood_client([&] {
     // Leaves after 8 s; its generation is then cancelled.
-    testing::RunCommand("curl -s --max-time 8 -o /dev/null -H 'Content-Type: application/json' "
-                        "--data-binary " + testing::ShellQuote(flood) +
-                        " http://127.0.0.1:" + std::to_string(s.port) + "/v1/completions");
+    testing::RunCommand(
+        "curl -s --max-time 8 -o /dev/null -H 'Content-Type: application/json' "
+        "--data-binary " +
+        testing::ShellQuote(flood) + " http://127.0.0.1:" + std::to_string(s.port) +
+        "/v1/completions");
   });
   for (int i = 0; i < 500 && s.metrics.running_batch.load() == 0; ++i) {  // bounded: 5 s
     std::this_thread::sleep_for(std::chrono::milliseconds(10));

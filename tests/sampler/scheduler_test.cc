@@ -340,9 +340,11 @@ TEST(SchedulerTest, CostBudgetIs400NamingTheLimitAndTheValue) {
 TEST(SchedulerTest, CappedWindowRefillsKeepTheTokensExact) {
   const int T = 16;
   Service svc({.max_batch = 8, .max_window_refills_per_step = 1}, T);
-  const std::string sliding = R"({"prompt":"abc","n":4,"max_tokens":60,"temperature":0.9,"seed":5})";
+  const std::string sliding =
+      R"({"prompt":"abc","n":4,"max_tokens":60,"temperature":0.9,"seed":5})";
   const json alone = Complete(svc.scheduler.get(), sliding);
-  auto crowd = std::async(std::launch::async, [&] { return Complete(svc.scheduler.get(), sliding); });
+  auto crowd =
+      std::async(std::launch::async, [&] { return Complete(svc.scheduler.get(), sliding); });
   for (int i = 0; i < 20; ++i) {  // short requests that never fill the window
     const json r = Complete(svc.scheduler.get(),
                             json{{"prompt", "xy"}, {"max_tokens", 6}, {"seed", i}}.dump());

@@ -33,7 +33,8 @@ HttpResponse JsonResponse(boost::beast::http::status status, unsigned version, s
 
 // A complete JSON error response for `error` in HTTP `version` (10 or 11;
 // anything else is answered in 1.1), with extra headers; payload prepared.
-HttpResponse ErrorResponse(const ApiError& error, unsigned version, const HttpHeaders& headers = {});
+HttpResponse ErrorResponse(const ApiError& error, unsigned version,
+                           const HttpHeaders& headers = {});
 
 // What Route decided: either a complete response, or a completion that
 // started (job set): its output goes to the listener given to Route, and

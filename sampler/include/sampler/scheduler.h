@@ -21,10 +21,10 @@
 #ifndef DROPK_SAMPLER_SCHEDULER_H_
 #define DROPK_SAMPLER_SCHEDULER_H_
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <algorithm>
 #include <deque>
 #include <map>
 #include <memory>
