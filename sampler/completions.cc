@@ -377,18 +377,21 @@ bool CompletionJob::OnToken(int index, const GeneratedToken& token) {
       return false;
     }
   }
-  if (stream_) {
-    // Hold back what could still become a stop string, and partial UTF-8.
-    size_t safe = c.text.size();
-    if (max_stop_ > 0) safe = safe >= max_stop_ - 1 ? safe - (max_stop_ - 1) : 0;
-    safe = CompleteUtf8Prefix(c.text, safe);
-    if (safe > c.sent || (logprobs_ >= 0 && c.logprobs_sent < c.token_strs.size())) {
-      std::string delta = safe > c.sent ? c.text.substr(c.sent, safe - c.sent) : "";
-      c.sent = std::max(c.sent, safe);
-      listener_->OnEvent(absl::StrCat("data: ", ChunkJson(index, delta, nullptr), "\n\n"));
-    }
-  }
+  if (stream_) StreamSettledText(index);
   return true;
+}
+
+void CompletionJob::StreamSettledText(int index) {
+  Choice& c = *choices_[index];
+  // Hold back what could still become a stop string, and partial UTF-8.
+  size_t safe = c.text.size();
+  if (max_stop_ > 0) safe = safe >= max_stop_ - 1 ? safe - (max_stop_ - 1) : 0;
+  safe = CompleteUtf8Prefix(c.text, safe);
+  if (safe > c.sent || (logprobs_ >= 0 && c.logprobs_sent < c.token_strs.size())) {
+    std::string delta = safe > c.sent ? c.text.substr(c.sent, safe - c.sent) : "";
+    c.sent = std::max(c.sent, safe);
+    listener_->OnEvent(absl::StrCat("data: ", ChunkJson(index, delta, nullptr), "\n\n"));
+  }
 }
 
 void CompletionJob::OnFinish(int index, FinishReason reason) {

@@ -90,7 +90,6 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket&& socket, HttpServer::Impl* server)
       : stream_(std::move(socket)), timer_(stream_.get_executor()), server_(server) {}
-  ~Session() { SetState(State::kClosed); }
 
   void Run() {
     // Sessions run on their own strand; dispatch there before the first read.

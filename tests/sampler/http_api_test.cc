@@ -51,7 +51,9 @@ class Collector final : public CompletionListener {
 struct Api {
   explicit Api(HttpApiOptions options = {}, SchedulerOptions sched = {}, bool load = true) {
     scheduler = Scheduler::Create(sched, &metrics).value();
-    if (load) EXPECT_TRUE(scheduler->SetModel(testing::TestSnapshot(3, 64)).ok());
+    if (load) {
+      EXPECT_TRUE(scheduler->SetModel(testing::TestSnapshot(3, 64)).ok());
+    }
     api = std::make_unique<HttpApi>(options, scheduler.get(), &metrics);
   }
   RouteResult Route(http::verb method, const std::string& target, const std::string& body = "",
@@ -197,7 +199,9 @@ TEST(HttpApiTest, CompletionErrors) {
 }
 
 TEST(HttpApiTest, FullQueueIs429WithRetryAfter) {
-  Api a({.retry_after_seconds = 7}, {.max_batch = 1, .max_queue = 1});
+  HttpApiOptions options;
+  options.retry_after_seconds = 7;
+  Api a(options, {.max_batch = 1, .max_queue = 1});
   const RouteResult r = a.Route(http::verb::post, "/v1/completions", R"({"prompt":"a","n":2})");
   ExpectError(r, 429, "queue_full");
   EXPECT_EQ(r.response[http::field::retry_after], "7");

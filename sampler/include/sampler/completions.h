@@ -95,6 +95,10 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
   CompletionJob() = default;
   bool OnToken(int choice, const GeneratedToken& token);
   void OnFinish(int choice, FinishReason reason);
+  // Streaming: sends, as one event, the part of the choice's text that can
+  // no longer change (neither a possible stop-string prefix nor partial
+  // UTF-8). The one place that decides what streamed text is released.
+  void StreamSettledText(int choice);
   std::string ChunkJson(int choice, std::string_view text, const char* finish_reason);
   std::string BodyJson();
 
