@@ -343,6 +343,13 @@ TEST(HttpTest, MalformedHttpIs400WithJson) {
   EXPECT_EQ(Curl(s.port, "GET", "/healthz").code, 200);
 }
 
+TEST(HttpTest, OversizedHeaderIs431WithJson) {
+  TestServer s;
+  ExpectRawError(testing::RawExchange(s.port, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " +
+                                                  std::string(20000, 'a') + "\r\n\r\n"),
+                 "HTTP/1.1 431", "headers_too_large");
+}
+
 // Issue 9: an HTTP/1.0 client asking for a stream got Transfer-Encoding:
 // chunked, which 1.0 does not have. Now the stream is close-delimited.
 TEST(HttpTest, Http10StreamIsCloseDelimited) {
