@@ -75,7 +75,9 @@ class CompletionListener {
 class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
  public:
   // Validates `request` against `model` (prompt encoding, context length)
-  // and submits its prompts x n sequences. Errors: 400 for the request, 429
+  // and the scheduler's cost budget (prompts x n x max_tokens at most
+  // SchedulerOptions::max_request_tokens, code request_too_costly) and
+  // submits its prompts x n sequences. Errors: 400 for the request, 429
   // when the queue is full, 503 when shutting down. On success the listener
   // gets the output; on error it is never called.
   static std::variant<std::shared_ptr<CompletionJob>, ApiError> Start(
@@ -93,6 +95,10 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
   CompletionJob() = default;
   bool OnToken(int choice, const GeneratedToken& token);
   void OnFinish(int choice, FinishReason reason);
+  // Streaming: sends, as one event, the part of the choice's text that can
+  // no longer change (neither a possible stop-string prefix nor partial
+  // UTF-8). The one place that decides what streamed text is released.
+  void StreamSettledText(int choice);
   std::string ChunkJson(int choice, std::string_view text, const char* finish_reason);
   std::string BodyJson();
 
