@@ -19,6 +19,8 @@ constexpr int kDefaultMaxTokens = 16;
 // The most tokens one choice may generate (the window slides past the
 // context, so the context does not bound it).
 constexpr int64_t kMaxTokensLimit = 8192;
+// Past this the distribution is uniform to float precision anyway.
+constexpr int64_t kMaxTemperature = 1000000;
 constexpr uint64_t kMaxDrawnSeed = (uint64_t{1} << 53) - 1;  // exact in a JavaScript number
 
 std::string Dump(const json& j) {
@@ -31,8 +33,117 @@ ApiError Invalid(std::string param, std::string message, std::string code = "inv
                   std::move(code)};
 }
 
-ApiError WrongType(const std::string& param, const char* expected) {
-  return Invalid(param, absl::StrCat("'", param, "' must be ", expected), "invalid_type");
+// The value as the client sent it, cut short so an error stays one line.
+std::string Shown(const json& v) {
+  constexpr size_t kMaxShown = 40;
+  std::string text = Dump(v);
+  if (text.size() > kMaxShown) text = text.substr(0, kMaxShown) + "...";
+  return text;
+}
+
+ApiError WrongType(const std::string& param, const char* expected, const json& got) {
+  return Invalid(param, absl::StrCat("'", param, "' must be ", expected, ", got ", Shown(got)),
+                 "invalid_type");
+}
+
+// Field readers of the completions body. Each reads one optional field:
+// absent or null leaves *out alone; a value of the wrong type or outside the
+// allowed range is an ApiError naming the field, the allowed range and the
+// value sent.
+
+// The field `key` of `body`, or null when it is absent or JSON null.
+const json* Field(const json& body, const char* key) {
+  const auto it = body.find(key);
+  return it == body.end() || it->is_null() ? nullptr : &*it;
+}
+
+// What ReadInt does with a value above its range.
+enum class Above { kRefuse, kClamp };
+
+// An integer in [lo, hi]; `range` words the allowed values for the message.
+std::optional<ApiError> ReadInt(const json& body, const char* key, int64_t lo, int64_t hi,
+                                const std::string& range, std::optional<int64_t>* out,
+                                Above above = Above::kRefuse) {
+  const json* v = Field(body, key);
+  if (v == nullptr) return std::nullopt;
+  const std::string expected = absl::StrCat("an integer ", range);
+  if (!v->is_number_integer()) return WrongType(key, expected.c_str(), *v);
+  // Unsigned values past INT64_MAX are out of every range read here.
+  const bool huge = v->is_number_unsigned() &&
+                    v->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  int64_t x = huge ? std::numeric_limits<int64_t>::max() : v->get<int64_t>();
+  if (above == Above::kClamp) x = std::min(x, hi);
+  if (x < lo || x > hi) {
+    return Invalid(key, absl::StrCat("'", key, "' must be ", expected, ", got ", Shown(*v)));
+  }
+  *out = x;
+  return std::nullopt;
+}
+
+// A number accepted by `in_range`, worded by `range` ("in (0, 1]").
+std::optional<ApiError> ReadNumber(const json& body, const char* key, bool (*in_range)(double),
+                                   const std::string& range, std::optional<double>* out) {
+  const json* v = Field(body, key);
+  if (v == nullptr) return std::nullopt;
+  const std::string expected = absl::StrCat("a number ", range);
+  if (!v->is_number()) return WrongType(key, expected.c_str(), *v);
+  const double x = v->get<double>();
+  if (!std::isfinite(x) || !in_range(x)) {
+    return Invalid(key, absl::StrCat("'", key, "' must be ", expected, ", got ", Shown(*v)));
+  }
+  *out = x;
+  return std::nullopt;
+}
+
+// A string or a list of min_items..max_items strings, none empty.
+std::optional<ApiError> ReadStrings(const json& body, const char* key, size_t min_items,
+                                    size_t max_items, const char* items,
+                                    std::vector<std::string>* out) {
+  const json* v = Field(body, key);
+  if (v == nullptr) return std::nullopt;
+  constexpr const char* kShape = "a string or a list of strings";
+  if (v->is_string()) {
+    out->push_back(v->get<std::string>());
+  } else if (v->is_array()) {
+    if (v->size() < min_items) {
+      return Invalid(key, absl::StrCat("'", key, "' must list at least ", min_items, " ", items));
+    }
+    if (v->size() > max_items) {
+      return Invalid(key, absl::StrCat("'", key, "' may list at most ", max_items, " ", items,
+                                       ", got ", v->size()));
+    }
+    for (const json& s : *v) {
+      if (!s.is_string()) return WrongType(key, kShape, s);
+      out->push_back(s.get<std::string>());
+    }
+  } else {
+    return WrongType(key, kShape, *v);
+  }
+  for (const std::string& s : *out) {
+    if (s.empty()) return Invalid(key, absl::StrCat("'", key, "' strings must not be empty"));
+  }
+  return std::nullopt;
+}
+
+std::optional<ApiError> ReadBool(const json& body, const char* key, bool* out) {
+  const json* v = Field(body, key);
+  if (v == nullptr) return std::nullopt;
+  if (!v->is_boolean()) return WrongType(key, "a boolean", *v);
+  *out = v->get<bool>();
+  return std::nullopt;
+}
+
+// A seed: any integer in [0, 2^64 - 1].
+std::optional<ApiError> ReadSeed(const json& body, std::optional<uint64_t>* out) {
+  const json* v = Field(body, "seed");
+  if (v == nullptr) return std::nullopt;
+  constexpr const char* kExpected = "an integer in [0, 18446744073709551615]";
+  if (!v->is_number_integer()) return WrongType("seed", kExpected, *v);
+  if (!v->is_number_unsigned() && v->get<int64_t>() < 0) {
+    return Invalid("seed", absl::StrCat("'seed' must be ", kExpected, ", got ", Shown(*v)));
+  }
+  *out = v->get<uint64_t>();
+  return std::nullopt;
 }
 
 // Bytes of text that can be sent now: a complete UTF-8 prefix.
@@ -69,130 +180,74 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
   }
   if (!j.is_object()) return Invalid("", "the request body must be a JSON object", "invalid_type");
   CompletionRequest r;
-  auto has = [&j](const char* key) { return j.contains(key) && !j.at(key).is_null(); };
-
-  if (!has("prompt")) return Invalid("prompt", "'prompt' is required", "missing_required");
-  const json& prompt = j.at("prompt");
-  if (prompt.is_string()) {
-    r.prompts.push_back(prompt.get<std::string>());
-  } else if (prompt.is_array()) {
-    if (prompt.empty()) return Invalid("prompt", "'prompt' must not be an empty list");
-    if (prompt.size() > CompletionRequest::kMaxPrompts) {
-      return Invalid("prompt", absl::StrCat("'prompt' may list at most ",
-                                            CompletionRequest::kMaxPrompts, " prompts"));
-    }
-    for (const json& p : prompt) {
-      if (!p.is_string()) return WrongType("prompt", "a string or a list of strings");
-      r.prompts.push_back(p.get<std::string>());
-    }
-  } else {
-    return WrongType("prompt", "a string or a list of strings");
+  if (Field(j, "prompt") == nullptr) {
+    return Invalid("prompt", "'prompt' is required", "missing_required");
   }
-  for (const std::string& p : r.prompts) {
-    if (p.empty()) return Invalid("prompt", "'prompt' must not be empty");
+  if (auto e = ReadStrings(j, "prompt", 1, CompletionRequest::kMaxPrompts, "prompts",
+                           &r.prompts)) {
+    return *e;
   }
-
-  if (has("max_tokens")) {
-    const json& v = j.at("max_tokens");
-    if (!v.is_number_integer()) return WrongType("max_tokens", "an integer");
-    const int64_t m = v.get<int64_t>();
-    if (m < 1 || (v.is_number_unsigned() && v.get<uint64_t>() > kMaxTokensLimit) ||
-        m > kMaxTokensLimit) {
-      return Invalid("max_tokens", absl::StrCat("'max_tokens' must be in [1, ", kMaxTokensLimit,
-                                                "], got ", Dump(v)));
-    }
-    r.max_tokens = static_cast<int>(m);
+  std::optional<int64_t> max_tokens, top_k, n, logprobs;
+  if (auto e = ReadInt(j, "max_tokens", 1, kMaxTokensLimit,
+                       absl::StrCat("in [1, ", kMaxTokensLimit, "]"), &max_tokens)) {
+    return *e;
   }
-  if (has("temperature")) {
-    const json& v = j.at("temperature");
-    if (!v.is_number()) return WrongType("temperature", "a number");
-    const double t = v.get<double>();
-    if (!(t >= 0.0) || !std::isfinite(t) || t > 1e6) {
-      return Invalid("temperature", absl::StrCat("'temperature' must be >= 0, got ", Dump(v)));
-    }
-    r.temperature = static_cast<float>(t);
+  // top_k: -1 and 0 turn it off; a k past the vocabulary means all of it
+  // (clamped to V later), so every larger integer is accepted.
+  if (auto e = ReadInt(j, "top_k", -1, INT32_MAX, ">= 1, or 0 or -1 to disable", &top_k,
+                       Above::kClamp)) {
+    return *e;
   }
-  if (has("top_k")) {
-    const json& v = j.at("top_k");
-    if (!v.is_number_integer()) return WrongType("top_k", "an integer");
-    if (v.is_number_unsigned()) {
-      const uint64_t k = v.get<uint64_t>();
-      r.top_k = k > INT32_MAX ? INT32_MAX : static_cast<int>(k);  // clamped to V later
-    } else {
-      const int64_t k = v.get<int64_t>();
-      if (k < -1) {
-        return Invalid("top_k", absl::StrCat("'top_k' must be >= 1, or 0 or -1 to disable, got ",
-                                             k));
-      }
-      r.top_k = k > INT32_MAX ? INT32_MAX : static_cast<int>(k);
-    }
-    if (r.top_k == -1) r.top_k = 0;
+  if (auto e = ReadInt(j, "n", 1, CompletionRequest::kMaxN,
+                       absl::StrCat("in [1, ", CompletionRequest::kMaxN, "]"), &n)) {
+    return *e;
   }
-  if (has("top_p")) {
-    const json& v = j.at("top_p");
-    if (!v.is_number()) return WrongType("top_p", "a number");
-    const double p = v.get<double>();
-    if (!(p > 0.0 && p <= 1.0)) {
-      return Invalid("top_p", absl::StrCat("'top_p' must be in (0, 1], got ", Dump(v)));
-    }
-    r.top_p = static_cast<float>(p);
+  if (auto e = ReadInt(j, "logprobs", 0, Scheduler::kMaxTopLogprobs,
+                       absl::StrCat("in [0, ", Scheduler::kMaxTopLogprobs, "]"), &logprobs)) {
+    return *e;
   }
-  if (has("seed")) {
-    const json& v = j.at("seed");
-    if (!v.is_number_integer()) return WrongType("seed", "an integer");
-    if (!v.is_number_unsigned() && v.get<int64_t>() < 0) {
-      return Invalid("seed", absl::StrCat("'seed' must be >= 0, got ", Dump(v)));
-    }
-    r.seed = v.get<uint64_t>();
+  std::optional<double> temperature, top_p;
+  if (auto e = ReadNumber(
+          j, "temperature", [](double t) { return t >= 0.0 && t <= kMaxTemperature; },
+          absl::StrCat("in [0, ", kMaxTemperature, "] (0: greedy)"), &temperature)) {
+    return *e;
   }
-  if (has("stop")) {
-    const json& v = j.at("stop");
-    if (v.is_string()) {
-      r.stop.push_back(v.get<std::string>());
-    } else if (v.is_array()) {
-      if (v.size() > CompletionRequest::kMaxStops) {
-        return Invalid("stop", absl::StrCat("'stop' may list at most ",
-                                            CompletionRequest::kMaxStops, " strings"));
-      }
-      for (const json& s : v) {
-        if (!s.is_string()) return WrongType("stop", "a string or a list of strings");
-        r.stop.push_back(s.get<std::string>());
-      }
-    } else {
-      return WrongType("stop", "a string or a list of strings");
-    }
-    for (const std::string& s : r.stop) {
-      if (s.empty()) return Invalid("stop", "'stop' strings must not be empty");
-    }
+  if (auto e = ReadNumber(
+          j, "top_p", [](double p) { return p > 0.0 && p <= 1.0; }, "in (0, 1]", &top_p)) {
+    return *e;
   }
-  if (has("n")) {
-    const json& v = j.at("n");
-    if (!v.is_number_integer()) return WrongType("n", "an integer");
-    const bool big = v.is_number_unsigned() && v.get<uint64_t>() > CompletionRequest::kMaxN;
-    if (big || v.get<int64_t>() < 1 || v.get<int64_t>() > CompletionRequest::kMaxN) {
-      return Invalid("n", absl::StrCat("'n' must be in [1, ", CompletionRequest::kMaxN,
-                                       "], got ", Dump(v)));
-    }
-    r.n = v.get<int>();
+  if (auto e = ReadSeed(j, &r.seed)) return *e;
+  if (auto e = ReadStrings(j, "stop", 0, CompletionRequest::kMaxStops, "strings", &r.stop)) {
+    return *e;
   }
-  if (has("stream")) {
-    const json& v = j.at("stream");
-    if (!v.is_boolean()) return WrongType("stream", "a boolean");
-    r.stream = v.get<bool>();
+  if (auto e = ReadBool(j, "stream", &r.stream)) return *e;
+  if (const json* model = Field(j, "model"); model != nullptr && !model->is_string()) {
+    return WrongType("model", "a string", *model);
   }
-  if (has("logprobs")) {
-    const json& v = j.at("logprobs");
-    if (!v.is_number_integer()) return WrongType("logprobs", "an integer");
-    const bool big = v.is_number_unsigned() && v.get<uint64_t>() > Scheduler::kMaxTopLogprobs;
-    if (big || v.get<int64_t>() < 0 || v.get<int64_t>() > Scheduler::kMaxTopLogprobs) {
-      return Invalid("logprobs", absl::StrCat("'logprobs' must be in [0, ",
-                                              Scheduler::kMaxTopLogprobs, "], got ", Dump(v)));
-    }
-    r.logprobs = v.get<int>();
-  }
-  if (has("model") && !j.at("model").is_string()) return WrongType("model", "a string");
+  if (max_tokens) r.max_tokens = static_cast<int>(*max_tokens);
+  if (top_k) r.top_k = *top_k == -1 ? 0 : static_cast<int>(*top_k);
+  if (n) r.n = static_cast<int>(*n);
+  if (logprobs) r.logprobs = static_cast<int>(*logprobs);
+  if (temperature) r.temperature = static_cast<float>(*temperature);
+  if (top_p) r.top_p = static_cast<float>(*top_p);
   return r;
 }
+
+namespace {
+// The per-request cost budget: the tokens a request may ask for in all,
+// prompts x n x max_tokens, so that one request cannot buy hours of decoding.
+std::optional<ApiError> CheckCost(const CompletionRequest& request, int64_t limit) {
+  const int64_t max_tokens = request.max_tokens.value_or(kDefaultMaxTokens);
+  const int64_t cost = static_cast<int64_t>(request.prompts.size()) * request.n * max_tokens;
+  if (cost <= limit) return std::nullopt;
+  return Invalid("max_tokens",
+                 absl::StrCat("the request asks for up to ", cost, " tokens (",
+                              request.prompts.size(), " prompts x n ", request.n,
+                              " x max_tokens ", max_tokens, "); the limit per request is ", limit,
+                              " (--max-request-tokens)"),
+                 "request_too_costly");
+}
+}  // namespace
 
 // Output state of one choice; scheduler thread only.
 struct CompletionJob::Choice {
@@ -225,6 +280,9 @@ std::variant<std::shared_ptr<CompletionJob>, ApiError> CompletionJob::Start(
   if (model == nullptr) {
     return ApiError{503, "no checkpoint is loaded yet", "service_unavailable", "",
                     "model_not_ready"};
+  }
+  if (std::optional<ApiError> e = CheckCost(request, scheduler->options().max_request_tokens)) {
+    return *e;
   }
   const ModelSnapshot& snap = model->snapshot();
   const int V = snap.config.vocab_size, T = snap.config.block_size;

@@ -1,5 +1,9 @@
 #include "sampler/http_server.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
@@ -11,8 +15,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "nlohmann/json.hpp"
 #include "sampler/completions.h"
+#include "sampler/http_api.h"
 
 namespace dropk {
 
@@ -20,25 +24,12 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
-using json = nlohmann::json;
-
-bool ConstantTimeEquals(std::string_view a, std::string_view b) {
-  // Every byte of the longer string is visited whatever the contents.
-  const size_t n = std::max(a.size(), b.size());
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (size_t i = 0; i < n; ++i) {
-    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
-    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
-    diff |= x ^ y;
-  }
-  return diff == 0;
-}
 
 class HttpServer::Impl {
  public:
   Impl(const HttpServerOptions& options, Scheduler* scheduler, ServiceMetrics* metrics)
       : options_(options),
-        scheduler_(scheduler),
+        api_({options.api_key, options.retry_after_seconds}, scheduler, metrics),
         metrics_(metrics),
         ioc_(std::max(1, options.io_threads)),
         acceptor_(net::make_strand(ioc_)) {}
@@ -48,7 +39,7 @@ class HttpServer::Impl {
   void OnAccept(beast::error_code ec, tcp::socket socket);
 
   const HttpServerOptions options_;
-  Scheduler* scheduler_;
+  const HttpApi api_;
   ServiceMetrics* metrics_;
   net::io_context ioc_;
   tcp::acceptor acceptor_;
@@ -60,10 +51,46 @@ class HttpServer::Impl {
 
 namespace {
 
+// Where a session is. Exactly one at a time; every handler first checks that
+// the session is still where the operation it completes left it.
+enum class State {
+  kReadingHeader,  // reading a request's header (or idle between requests)
+  kReadingBody,    // header read, reading the body
+  kGenerating,     // a non-streaming completion runs; the peer is watched
+  kProbing,        // the peer sent EOF while generating: is it half-closed or gone?
+  kStreamWriting,  // streaming: a write (header, event or end) is in flight
+  kStreamIdle,     // streaming: waiting for the next event
+  kWriting,        // a complete response is being written
+  kAbandoned,      // the client is gone: waiting for the job to let go
+  kClosed,
+};
+
+// States in which a request is in flight (counted in Impl::busy_, which
+// Stop waits on).
+bool InFlight(State s) {
+  return s != State::kReadingHeader && s != State::kReadingBody && s != State::kClosed;
+}
+
+// An unsolicited interim response: every HTTP/1.1 client must accept 1xx
+// responses before the final one (RFC 9110 15.2).
+constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+// How long after the probe a peer that closed fully has surely answered it
+// with a reset (loopback: microseconds; a WAN round trip: well under this).
+constexpr auto kProbeWait = std::chrono::milliseconds(250);
+
+// Whether the kernel saw the peer reset the connection. Linux: TCP_INFO.
+bool PeerReset(tcp::socket& socket) {
+  tcp_info info{};
+  socklen_t len = sizeof(info);
+  if (getsockopt(socket.native_handle(), IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return true;
+  return info.tcpi_state == TCP_CLOSE;
+}
+
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket&& socket, HttpServer::Impl* server)
-      : stream_(std::move(socket)), server_(server) {}
+      : stream_(std::move(socket)), timer_(stream_.get_executor()), server_(server) {}
+  ~Session() { SetState(State::kClosed); }
 
   void Run() {
     // Sessions run on their own strand; dispatch there before the first read.
@@ -76,44 +103,48 @@ class Session : public std::enable_shared_from_this<Session> {
   void OnJobDone(std::string body);
 
  private:
+  void SetState(State next);
+  // Reading a request.
   void DoRead();
+  void ArmReadDeadline(std::chrono::milliseconds limit);
+  void OnReadDeadline(beast::error_code ec);
   void OnReadHeader(beast::error_code ec, size_t bytes);
-  void OnContinueWritten(beast::error_code ec, size_t bytes);
+  void ReadBody();
   void OnRead(beast::error_code ec, size_t bytes);
-  void Handle();
-  void HandleCompletions();
-  void SendJson(http::status status, std::string body,
-                const std::vector<std::pair<std::string, std::string>>& headers = {});
-  void SendError(const ApiError& error,
-                 const std::vector<std::pair<std::string, std::string>>& headers = {});
-  void SendText(http::status status, std::string body, std::string content_type);
-  void Send(http::response<http::string_body> res);
-  void OnWrite(bool keep_alive, beast::error_code ec, size_t bytes);
-  void WatchPeer();
-  void OnPeerReadable(beast::error_code ec);
-  void OnStreamHeaderWritten(beast::error_code ec, size_t bytes);
-  void PumpStream();
-  void OnChunkWritten(beast::error_code ec, size_t bytes);
+  void OnReadError(beast::error_code ec);
+  // Answering it.
+  void Dispatch();
+  // Answers a request that could not be read (then closes).
+  void SendError(const ApiError& error);
+  // Writes `res`; keeps the connection when allowed and the request asked.
+  void Send(HttpResponse res, bool may_keep_alive = true);
   void EndRequest(bool keep_alive);
   void Close();
+  // Watching the client while a completion runs.
+  void WatchPeer();
+  void OnPeerReadable(beast::error_code ec);
+  void Probe();
+  void OnProbeTimer(beast::error_code ec);
+  void ClientGone();
+  // Streaming server-sent events.
+  void StartStream();
+  void PumpStream();
+  void OnStreamWritten(beast::error_code ec, size_t bytes);
+  bool Chunked() const { return req_.version() >= 11; }
 
   beast::tcp_stream stream_;
+  net::steady_timer timer_;  // the read deadline, or the wait after a probe
   HttpServer::Impl* server_;
+  State state_ = State::kReadingHeader;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
-  http::request<http::string_body> req_;
-  bool in_flight_ = false;  // counted in server_->busy_
-  bool closed_ = false;
+  HttpRequest req_;
 
-  // The completion in progress.
+  // The completion in progress; null when there is none or it has finished.
   std::shared_ptr<CompletionJob> job_;
-  bool streaming_ = false;
-  bool stream_header_done_ = false;
-  bool writing_ = false;
-  bool job_done_ = false;
-  bool watching_ = false;
-  std::deque<std::string> pending_;  // SSE events not yet written
-  std::string writing_event_;
+  std::string answer_;               // a non-streaming body that came while probing
+  std::deque<std::string> events_;   // SSE events not yet written
+  std::string writing_;              // the event being written
   std::optional<http::response<http::empty_body>> stream_res_;
   std::optional<http::response_serializer<http::empty_body>> stream_sr_;
 };
@@ -121,223 +152,212 @@ class Session : public std::enable_shared_from_this<Session> {
 // Forwards a job's output to its session's strand.
 class SessionListener final : public CompletionListener {
  public:
-  explicit SessionListener(std::shared_ptr<Session> session) : session_(std::move(session)) {}
+  SessionListener(std::shared_ptr<Session> session, net::any_io_executor ex)
+      : session_(std::move(session)), ex_(std::move(ex)) {}
   void OnEvent(std::string event) override {
     auto s = session_;
-    net::post(executor(), [s, e = std::move(event)]() mutable { s->OnJobEvent(std::move(e)); });
+    net::post(ex_, [s, e = std::move(event)]() mutable { s->OnJobEvent(std::move(e)); });
   }
   void OnDone(std::string body) override {
     auto s = session_;
-    net::post(executor(), [s, b = std::move(body)]() mutable { s->OnJobDone(std::move(b)); });
+    net::post(ex_, [s, b = std::move(body)]() mutable { s->OnJobDone(std::move(b)); });
     session_.reset();
   }
-  void SetExecutor(net::any_io_executor ex) { ex_ = std::move(ex); }
 
  private:
-  const net::any_io_executor& executor() const { return ex_; }
   std::shared_ptr<Session> session_;
   net::any_io_executor ex_;
 };
 
+void Session::SetState(State next) {
+  const bool was = InFlight(state_), is = InFlight(next);
+  if (!was && is) ++server_->busy_;
+  if (was && !is) --server_->busy_;
+  state_ = next;
+}
+
 void Session::DoRead() {
   if (server_->stopped_) return Close();
+  SetState(State::kReadingHeader);
   // A fresh parser per request: a parser is single-use.
   parser_.emplace();
   parser_->header_limit(static_cast<std::uint32_t>(server_->options_.max_header_bytes));
   parser_->body_limit(server_->options_.max_body_bytes);
-  stream_.expires_after(server_->options_.header_timeout);
+  // Reads are bounded by timer_, not by the stream's own expiry, which would
+  // close the socket before the 408 could be written.
+  stream_.expires_never();
+  ArmReadDeadline(server_->options_.header_timeout);
   http::async_read_header(stream_, buffer_, *parser_,
                           beast::bind_front_handler(&Session::OnReadHeader, shared_from_this()));
 }
 
+void Session::ArmReadDeadline(std::chrono::milliseconds limit) {
+  timer_.expires_after(limit);  // cancels the previous wait
+  timer_.async_wait(beast::bind_front_handler(&Session::OnReadDeadline, shared_from_this()));
+}
+
+void Session::OnReadDeadline(beast::error_code ec) {
+  if (ec) return;  // re-armed or cancelled
+  const bool header = state_ == State::kReadingHeader;
+  if (!header && state_ != State::kReadingBody) return;  // the read finished meanwhile
+  // The read's handler sees the state changed below and does nothing.
+  beast::error_code ignored;
+  stream_.socket().cancel(ignored);
+  if (header && buffer_.size() == 0) return Close();  // an idle keep-alive connection
+  SendError({408,
+             absl::StrCat("timed out reading the request ", header ? "headers" : "body",
+                          " (limit ",
+                          (header ? server_->options_.header_timeout
+                                  : server_->options_.body_timeout)
+                              .count(),
+                          " ms)"),
+             "invalid_request_error", "", "request_timeout"});
+}
+
 void Session::OnReadHeader(beast::error_code ec, size_t) {
+  if (state_ != State::kReadingHeader) return;
+  if (ec) return OnReadError(ec);
+  const auto cl = parser_->content_length();
+  const size_t limit = server_->options_.max_body_bytes;
+  if (cl && *cl > limit) {
+    return SendError({413, absl::StrCat("request body exceeds the limit of ", limit, " bytes"),
+                      "invalid_request_error", "", "request_too_large"});
+  }
+  const auto te = parser_->get()[http::field::transfer_encoding];
+  if (!te.empty() && !parser_->chunked()) {
+    // RFC 9112 6.3: a request whose last coding is not chunked has no
+    // knowable length.
+    return SendError({400,
+                      absl::StrCat("Transfer-Encoding '", std::string(te.data(), te.size()),
+                                   "' is not supported; only chunked"),
+                      "invalid_request_error", "", "bad_request"});
+  }
+  SetState(State::kReadingBody);
+  ArmReadDeadline(server_->options_.body_timeout);
+  if (beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
+    return net::async_write(stream_, net::buffer(kContinue.data(), kContinue.size()),
+                            [self = shared_from_this()](beast::error_code ec, size_t) {
+                              if (self->state_ != State::kReadingBody) return;
+                              if (ec) return self->Close();
+                              self->ReadBody();
+                            });
+  }
+  ReadBody();
+}
+
+void Session::ReadBody() {
+  http::async_read(stream_, buffer_, *parser_,
+                   beast::bind_front_handler(&Session::OnRead, shared_from_this()));
+}
+
+void Session::OnRead(beast::error_code ec, size_t) {
+  if (state_ != State::kReadingBody) return;
+  if (ec) return OnReadError(ec);
+  timer_.cancel();
+  req_ = parser_->release();
+  Dispatch();
+}
+
+void Session::OnReadError(beast::error_code ec) {
+  timer_.cancel();
   if (ec == http::error::body_limit) {
-    return SendError({413, absl::StrCat("request body exceeds the limit of ",
-                                        server_->options_.max_body_bytes, " bytes"),
+    return SendError({413,
+                      absl::StrCat("request body exceeds the limit of ",
+                                   server_->options_.max_body_bytes, " bytes"),
                       "invalid_request_error", "", "request_too_large"});
   }
   if (ec == http::error::header_limit) {
     return SendError({431, "request headers are too large", "invalid_request_error", "",
                       "headers_too_large"});
   }
-  if (ec == beast::error::timeout && buffer_.size() > 0) {
-    return SendError({408, "timed out reading the request headers", "invalid_request_error", "",
-                      "request_timeout"});
+  if (ec == http::error::partial_message) {
+    // The client shut down its side mid-request; it may still read.
+    return SendError({400, "the request ended before it was complete", "invalid_request_error",
+                      "", "bad_request"});
   }
-  if (ec) return Close();  // end of stream, idle timeout, reset: nothing to answer
-  auto& header = parser_->get();
-  const auto cl = parser_->content_length();
-  if (cl && *cl > server_->options_.max_body_bytes) {
-    return SendError({413, absl::StrCat("request body exceeds the limit of ",
-                                        server_->options_.max_body_bytes, " bytes"),
-                      "invalid_request_error", "", "request_too_large"});
-  }
-  stream_.expires_after(server_->options_.body_timeout);
-  if (beast::iequals(header[http::field::expect], "100-continue")) {
-    static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-    return net::async_write(
-        stream_, net::buffer(kContinue),
-        beast::bind_front_handler(&Session::OnContinueWritten, shared_from_this()));
-  }
-  http::async_read(stream_, buffer_, *parser_,
-                   beast::bind_front_handler(&Session::OnRead, shared_from_this()));
-}
-
-void Session::OnContinueWritten(beast::error_code ec, size_t) {
-  if (ec) return Close();
-  http::async_read(stream_, buffer_, *parser_,
-                   beast::bind_front_handler(&Session::OnRead, shared_from_this()));
-}
-
-void Session::OnRead(beast::error_code ec, size_t) {
-  if (ec == http::error::body_limit) {
-    return SendError({413, absl::StrCat("request body exceeds the limit of ",
-                                        server_->options_.max_body_bytes, " bytes"),
-                      "invalid_request_error", "", "request_too_large"});
-  }
-  if (ec == beast::error::timeout) {
-    return SendError({408, "timed out reading the request body", "invalid_request_error", "",
-                      "request_timeout"});
-  }
-  if (ec == http::error::end_of_stream || ec == net::error::eof ||
-      ec == net::error::connection_reset) {
-    return Close();
-  }
-  if (ec) {
+  if (ec.category() == http::make_error_code(http::error::bad_method).category() &&
+      ec != http::error::end_of_stream) {
+    // Malformed HTTP: bad request line, version, field, Content-Length or
+    // Transfer-Encoding (conflicting ones included), a NUL in a header...
     return SendError({400, absl::StrCat("malformed HTTP request: ", ec.message()),
                       "invalid_request_error", "", "bad_request"});
   }
-  req_ = parser_->release();
-  Handle();
+  Close();  // end of stream, reset: nobody to answer
 }
 
-void Session::Handle() {
-  in_flight_ = true;
-  ++server_->busy_;
-  std::string_view target(req_.target().data(), req_.target().size());
-  const std::string_view path = target.substr(0, target.find('?'));
-  const http::verb method = req_.method();
-
-  const auto& opt = server_->options_;
-  if (!opt.api_key.empty() && path != "/healthz") {
-    const auto auth = req_[http::field::authorization];
-    const std::string_view given(auth.data(), auth.size());
-    constexpr std::string_view kBearer = "Bearer ";
-    const bool ok = given.size() > kBearer.size() && given.substr(0, kBearer.size()) == kBearer &&
-                    ConstantTimeEquals(given.substr(kBearer.size()), opt.api_key);
-    if (!ok) {
-      return SendError({401, "missing or invalid API key (Authorization: Bearer <key>)",
-                        "authentication_error", "", "invalid_api_key"},
-                       {{"WWW-Authenticate", "Bearer"}});
-    }
-  }
-
-  struct Route {
-    std::string_view path;
-    http::verb method;
-  };
-  static constexpr Route kRoutes[] = {{"/v1/completions", http::verb::post},
-                                      {"/v1/models", http::verb::get},
-                                      {"/healthz", http::verb::get},
-                                      {"/readyz", http::verb::get},
-                                      {"/metrics", http::verb::get}};
-  const Route* route = nullptr;
-  for (const Route& r : kRoutes) {
-    if (r.path == path) route = &r;
-  }
-  if (route == nullptr) {
-    return SendError({404, absl::StrCat("no route ", std::string(path)), "invalid_request_error",
-                      "", "not_found"});
-  }
-  if (method != route->method) {
-    return SendError({405,
-                      absl::StrCat(std::string(path), " accepts only ",
-                                   std::string(http::to_string(route->method))),
-                      "invalid_request_error", "", "method_not_allowed"},
-                     {{"Allow", std::string(http::to_string(route->method))}});
-  }
-  std::shared_ptr<ServingModel> model = server_->scheduler_->CurrentModel();
-  if (path == "/healthz") return SendJson(http::status::ok, R"({"status":"ok"})");
-  if (path == "/readyz") {
-    if (model == nullptr) {
-      return SendError({503, "no checkpoint is loaded yet", "service_unavailable", "",
-                        "model_not_ready"});
-    }
-    return SendJson(http::status::ok, json{{"status", "ready"},
-                                           {"model", model->snapshot().id},
-                                           {"checkpoint_step", model->snapshot().step}}
-                                          .dump());
-  }
-  if (path == "/metrics") {
-    return SendText(http::status::ok, server_->metrics_->Render(),
-                    "text/plain; version=0.0.4; charset=utf-8");
-  }
-  if (path == "/v1/models") {
-    json data = json::array();
-    if (model != nullptr) {
-      const ModelSnapshot& s = model->snapshot();
-      data.push_back({{"id", s.id},
-                      {"object", "model"},
-                      {"created", 0},
-                      {"owned_by", "dropk"},
-                      {"checkpoint_step", s.step},
-                      {"context_length", s.config.block_size},
-                      {"vocab_size", s.config.vocab_size}});
-    }
-    return SendJson(http::status::ok, json{{"object", "list"}, {"data", data}}.dump());
-  }
-  HandleCompletions();
-}
-
-void Session::HandleCompletions() {
-  auto parsed = ParseCompletionRequest(req_.body());
-  if (auto* e = std::get_if<ApiError>(&parsed)) return SendError(*e);
-  const CompletionRequest& request = std::get<CompletionRequest>(parsed);
-  auto listener = std::make_shared<SessionListener>(shared_from_this());
-  listener->SetExecutor(stream_.get_executor());
-  streaming_ = request.stream;
-  stream_header_done_ = false;
-  job_done_ = false;
-  pending_.clear();
-  auto started = CompletionJob::Start(request, server_->scheduler_->CurrentModel(),
-                                      server_->scheduler_, listener);
-  if (auto* e = std::get_if<ApiError>(&started)) {
-    if (e->status == 429) {
-      return SendError(*e, {{"Retry-After", std::to_string(server_->options_.retry_after_seconds)}});
-    }
-    return SendError(*e);
-  }
-  job_ = std::get<std::shared_ptr<CompletionJob>>(started);
-  if (streaming_) {
-    stream_res_.emplace(http::status::ok, req_.version());
-    stream_res_->set(http::field::server, "dropk-serve");
-    stream_res_->set(http::field::content_type, "text/event-stream");
-    stream_res_->set(http::field::cache_control, "no-cache");
-    stream_res_->keep_alive(req_.keep_alive());
-    stream_res_->chunked(true);
-    stream_sr_.emplace(*stream_res_);
-    writing_ = true;
-    stream_.expires_after(server_->options_.write_timeout);
-    http::async_write_header(
-        stream_, *stream_sr_,
-        beast::bind_front_handler(&Session::OnStreamHeaderWritten, shared_from_this()));
+void Session::Dispatch() {
+  auto listener = std::make_shared<SessionListener>(shared_from_this(), stream_.get_executor());
+  RouteResult routed = server_->api_.Route(req_, listener);
+  if (routed.job == nullptr) return Send(std::move(routed.response));
+  job_ = std::move(routed.job);
+  if (routed.stream) {
+    StartStream();
+  } else {
+    SetState(State::kGenerating);
   }
   WatchPeer();
 }
 
-// While generating, a readable socket means the client closed (or sent a
-// pipelined request, which is left for the next read): cancel on close.
+void Session::SendError(const ApiError& error) {
+  // Errors of the connection itself come before a request was read: its
+  // version is whatever the parser saw, 1.1 when it saw none.
+  const unsigned version = parser_ && parser_->is_header_done() ? parser_->get().version() : 11;
+  // After a read error or a refused request the stream position is unknown:
+  // answer and close.
+  Send(ErrorResponse(error, version), /*may_keep_alive=*/false);
+}
+
+void Session::Send(HttpResponse res, bool may_keep_alive) {
+  const bool known_version = req_.version() == 10 || req_.version() == 11;
+  const bool keep_alive =
+      may_keep_alive && known_version && req_.keep_alive() && !server_->stopped_;
+  res.keep_alive(keep_alive);
+  server_->metrics_->CountRequest(res.result_int());
+  SetState(State::kWriting);
+  auto sp = std::make_shared<HttpResponse>(std::move(res));
+  stream_.expires_after(server_->options_.write_timeout);
+  http::async_write(stream_, *sp,
+                    [self = shared_from_this(), sp, keep_alive](beast::error_code ec, size_t) {
+                      self->EndRequest(keep_alive && !ec);
+                    });
+}
+
+void Session::EndRequest(bool keep_alive) {
+  job_.reset();
+  answer_.clear();
+  events_.clear();
+  stream_sr_.reset();
+  stream_res_.reset();
+  timer_.cancel();
+  beast::error_code ignored;
+  stream_.socket().cancel(ignored);  // the peer watch; nothing else is pending now
+  if (!keep_alive || server_->stopped_) return Close();
+  // The next request on this connection; the parser must be fresh (DoRead).
+  req_ = {};
+  DoRead();
+}
+
+void Session::Close() {
+  SetState(State::kClosed);
+  timer_.cancel();
+  beast::error_code ignored;
+  stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  stream_.socket().close(ignored);
+}
+
+// While generating, a readable socket means the client closed or
+// half-closed (or sent a pipelined request, which is left for the next
+// read).
 void Session::WatchPeer() {
-  if (watching_) return;
-  watching_ = true;
   stream_.socket().async_wait(
       tcp::socket::wait_read,
       beast::bind_front_handler(&Session::OnPeerReadable, shared_from_this()));
 }
 
 void Session::OnPeerReadable(beast::error_code ec) {
-  watching_ = false;
-  if (ec || job_ == nullptr || job_done_) return;
+  const bool watching = state_ == State::kGenerating || state_ == State::kStreamIdle ||
+                        state_ == State::kStreamWriting;
+  if (ec || !watching) return;
   char byte;
   beast::error_code peek_ec;
   // Peek without blocking: a readiness report with no data behind it must not
@@ -347,156 +367,123 @@ void Session::OnPeerReadable(beast::error_code ec) {
   socket.non_blocking(true, peek_ec);
   size_t n = 0;
   if (!peek_ec) n = socket.receive(net::buffer(&byte, 1), tcp::socket::message_peek, peek_ec);
-  if (peek_ec == net::error::would_block) {
-    WatchPeer();
-    return;
-  }
-  if (peek_ec || n == 0) {
-    // The client is gone: stop its generation and free its slots.
-    job_->Cancel();
-    closed_ = true;
-    beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-  }
+  if (peek_ec == net::error::would_block) return WatchPeer();
+  if (peek_ec && peek_ec != net::error::eof) return ClientGone();
+  if (n > 0 && !peek_ec) return;  // a pipelined request: read after this answer
+  // End of stream: a client that half-closed after its request still wants
+  // the answer; one that closed fully does not. Only a write tells them
+  // apart: a stream's next event will, a plain answer's 1xx probe does.
+  // (HTTP/1.0 allows no 1xx: that client is simply answered.)
+  if (state_ == State::kGenerating && req_.version() >= 11) Probe();
 }
 
-void Session::OnStreamHeaderWritten(beast::error_code ec, size_t) {
-  writing_ = false;
-  if (ec) {
-    job_->Cancel();
-    closed_ = true;
-    return;
-  }
-  stream_header_done_ = true;
-  PumpStream();
-}
-
-void Session::OnJobEvent(std::string event) {
-  if (closed_) return;
-  pending_.push_back(std::move(event));
-  PumpStream();
-}
-
-void Session::PumpStream() {
-  if (closed_ || writing_ || !stream_header_done_) return;
-  if (pending_.empty()) {
-    if (job_done_) {
-      writing_ = true;
-      stream_.expires_after(server_->options_.write_timeout);
-      net::async_write(stream_, http::make_chunk_last(),
-                       [self = shared_from_this()](beast::error_code ec, size_t) {
-                         self->writing_ = false;
-                         if (ec) {
-                           self->closed_ = true;
-                           return self->EndRequest(false);
-                         }
-                         self->server_->metrics_->CountRequest(200);
-                         self->EndRequest(self->stream_res_->keep_alive());
-                       });
-    }
-    return;
-  }
-  writing_event_ = std::move(pending_.front());
-  pending_.pop_front();
-  writing_ = true;
+void Session::Probe() {
+  SetState(State::kProbing);
   stream_.expires_after(server_->options_.write_timeout);
-  net::async_write(stream_, http::make_chunk(net::buffer(writing_event_)),
-                   beast::bind_front_handler(&Session::OnChunkWritten, shared_from_this()));
+  net::async_write(stream_, net::buffer(kContinue.data(), kContinue.size()),
+                   [self = shared_from_this()](beast::error_code ec, size_t) {
+                     if (self->state_ != State::kProbing) return;
+                     if (ec) return self->ClientGone();
+                     self->timer_.expires_after(kProbeWait);
+                     self->timer_.async_wait(
+                         beast::bind_front_handler(&Session::OnProbeTimer, self));
+                   });
 }
 
-void Session::OnChunkWritten(beast::error_code ec, size_t) {
-  writing_ = false;
-  if (ec) {
-    // A client that stops reading or goes away: cancel its generation.
-    if (job_) job_->Cancel();
-    closed_ = true;
-    if (job_done_) EndRequest(false);
-    return;
-  }
-  PumpStream();
+void Session::OnProbeTimer(beast::error_code ec) {
+  if (ec || state_ != State::kProbing) return;
+  if (PeerReset(stream_.socket())) return ClientGone();
+  // Half-closed: answer when the job is done (it may be already).
+  SetState(State::kGenerating);
+  if (job_ == nullptr) Send(JsonResponse(http::status::ok, req_.version(), std::move(answer_)));
+}
+
+void Session::ClientGone() {
+  if (state_ == State::kAbandoned || state_ == State::kClosed) return;
+  if (job_ == nullptr) return Close();
+  // Stop its generation and free its slots; close once the job lets go.
+  job_->Cancel();
+  SetState(State::kAbandoned);
+  beast::error_code ignored;
+  stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
 }
 
 void Session::OnJobDone(std::string body) {
-  job_done_ = true;
-  if (streaming_) {
-    if (closed_) return EndRequest(false);
-    return PumpStream();
-  }
-  if (closed_ || job_->cancelled()) return EndRequest(false);
-  SendJson(http::status::ok, std::move(body));
-}
-
-void Session::SendJson(http::status status, std::string body,
-                       const std::vector<std::pair<std::string, std::string>>& headers) {
-  http::response<http::string_body> res{status, req_.version() ? req_.version() : 11};
-  res.set(http::field::content_type, "application/json");
-  for (const auto& [k, v] : headers) res.set(k, v);
-  res.body() = std::move(body);
-  Send(std::move(res));
-}
-
-void Session::SendError(const ApiError& error,
-                        const std::vector<std::pair<std::string, std::string>>& headers) {
-  SendJson(static_cast<http::status>(error.status), ErrorBody(error), headers);
-}
-
-void Session::SendText(http::status status, std::string body, std::string content_type) {
-  http::response<http::string_body> res{status, req_.version()};
-  res.set(http::field::content_type, content_type);
-  res.body() = std::move(body);
-  Send(std::move(res));
-}
-
-void Session::Send(http::response<http::string_body> res) {
-  if (!in_flight_) {
-    in_flight_ = true;
-    ++server_->busy_;
-  }
-  if (req_.version() == 0) res.version(11);
-  res.set(http::field::server, "dropk-serve");
-  // After a read error or a refused body the stream position is unknown:
-  // answer and close. Otherwise honour keep-alive.
-  const bool keep_alive = parser_.has_value() && parser_->is_done() && req_.keep_alive() &&
-                          !server_->stopped_;
-  res.keep_alive(keep_alive);
-  res.prepare_payload();
-  server_->metrics_->CountRequest(res.result_int());
-  auto sp = std::make_shared<http::response<http::string_body>>(std::move(res));
-  stream_.expires_after(server_->options_.write_timeout);
-  http::async_write(stream_, *sp,
-                    [self = shared_from_this(), sp, keep_alive](beast::error_code ec, size_t n) {
-                      self->OnWrite(keep_alive, ec, n);
-                    });
-}
-
-void Session::OnWrite(bool keep_alive, beast::error_code ec, size_t) {
-  EndRequest(keep_alive && !ec);
-}
-
-void Session::EndRequest(bool keep_alive) {
-  if (job_ != nullptr && !job_done_) return;  // wait for the job to let go
   job_.reset();
-  stream_sr_.reset();
-  stream_res_.reset();
-  if (in_flight_) {
-    in_flight_ = false;
-    --server_->busy_;
+  switch (state_) {
+    case State::kGenerating:
+      return Send(JsonResponse(http::status::ok, req_.version(), std::move(body)));
+    case State::kProbing:
+      answer_ = std::move(body);  // sent once the probe settles
+      return;
+    case State::kStreamIdle:
+      return PumpStream();  // writes what is left, then the end
+    case State::kAbandoned:
+      return Close();
+    default:
+      return;  // kStreamWriting: PumpStream follows the write
   }
-  if (watching_) {
-    beast::error_code ignored;
-    stream_.socket().cancel(ignored);  // the peer watch; nothing else is pending now
-  }
-  if (!keep_alive || closed_) return Close();
-  // The next request on this connection; the parser must be fresh (DoRead).
-  req_ = {};
-  DoRead();
 }
 
-void Session::Close() {
-  closed_ = true;
-  beast::error_code ignored;
-  stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-  stream_.socket().close(ignored);
+// Streaming: the response header, then each server-sent event as it
+// comes, then the end. HTTP/1.1 frames events as chunks and ends with the
+// last chunk (the connection may stay open); HTTP/1.0 has no chunked coding,
+// so the stream is close-delimited: raw events, then the server closes.
+void Session::StartStream() {
+  stream_res_.emplace(http::status::ok, req_.version());
+  stream_res_->set(http::field::server, "dropk-serve");
+  stream_res_->set(http::field::content_type, "text/event-stream");
+  stream_res_->set(http::field::cache_control, "no-cache");
+  stream_res_->keep_alive(Chunked() && req_.keep_alive() && !server_->stopped_);
+  stream_res_->chunked(Chunked());
+  stream_sr_.emplace(*stream_res_);
+  SetState(State::kStreamWriting);
+  stream_.expires_after(server_->options_.write_timeout);
+  http::async_write_header(
+      stream_, *stream_sr_,
+      beast::bind_front_handler(&Session::OnStreamWritten, shared_from_this()));
+}
+
+void Session::OnJobEvent(std::string event) {
+  if (state_ != State::kStreamIdle && state_ != State::kStreamWriting) return;  // client gone
+  events_.push_back(std::move(event));
+  PumpStream();
+}
+
+// The one place that decides what a stream writes next.
+void Session::PumpStream() {
+  if (state_ != State::kStreamIdle) return;  // a write is in flight; its handler pumps again
+  if (!events_.empty()) {
+    writing_ = std::move(events_.front());
+    events_.pop_front();
+    SetState(State::kStreamWriting);
+    stream_.expires_after(server_->options_.write_timeout);
+    auto on_written = beast::bind_front_handler(&Session::OnStreamWritten, shared_from_this());
+    if (Chunked()) {
+      net::async_write(stream_, http::make_chunk(net::buffer(writing_)), std::move(on_written));
+    } else {
+      net::async_write(stream_, net::buffer(writing_), std::move(on_written));
+    }
+    return;
+  }
+  if (job_ != nullptr) return;  // more events will come
+  // Everything is written and the job is done: end the stream.
+  server_->metrics_->CountRequest(200);
+  if (!Chunked()) return EndRequest(false);  // close-delimited: closing ends it
+  SetState(State::kWriting);
+  stream_.expires_after(server_->options_.write_timeout);
+  net::async_write(stream_, http::make_chunk_last(),
+                   [self = shared_from_this()](beast::error_code ec, size_t) {
+                     self->EndRequest(!ec && self->stream_res_->keep_alive());
+                   });
+}
+
+void Session::OnStreamWritten(beast::error_code ec, size_t) {
+  if (state_ != State::kStreamWriting) return;
+  // A client that stops reading or goes away: cancel its generation.
+  if (ec) return ClientGone();
+  SetState(State::kStreamIdle);
+  PumpStream();
 }
 
 }  // namespace

@@ -12,6 +12,7 @@ using Clock = std::chrono::steady_clock;
 
 struct Scheduler::Active {
   SequenceRequest request;
+  uint64_t request_id = 0;  // the Submit it came with
   int slot = -1;
   int generated = 0;
   int32_t last_token = 0;
@@ -19,6 +20,7 @@ struct Scheduler::Active {
   // Prompt and generated tokens so far: once the cache holds block_size
   // positions, the window of the last block_size tokens is prefilled again.
   std::vector<int32_t> context;
+  uint64_t last_refill_step = 0;  // the decode step of its last window re-run
 };
 
 Scheduler::Scheduler(const SchedulerOptions& options, ServiceMetrics* metrics)
@@ -33,6 +35,19 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const SchedulerOpti
   if (options.max_queue < 0) {
     return absl::InvalidArgumentError(absl::StrCat("max_queue: must be >= 0, got ",
                                                    options.max_queue));
+  }
+  if (options.max_running_per_request < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_running_per_request: must be >= 0 (0: half the batch), got ",
+        options.max_running_per_request));
+  }
+  if (options.max_request_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("max_request_tokens: must be >= 1, got ",
+                                                   options.max_request_tokens));
+  }
+  if (options.max_window_refills_per_step < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_window_refills_per_step: must be >= 1, got ", options.max_window_refills_per_step));
   }
   std::unique_ptr<Scheduler> s(new Scheduler(options, metrics));
   s->active_.reserve(options.max_batch);
@@ -91,14 +106,18 @@ absl::Status Scheduler::Submit(std::vector<SequenceRequest> sequences) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!accepting_) return absl::UnavailableError("the server is shutting down");
-    if (pending_.size() + sequences.size() > static_cast<size_t>(options_.max_queue)) {
+    if (pending_sequences_ + sequences.size() > static_cast<size_t>(options_.max_queue)) {
       return absl::ResourceExhaustedError(absl::StrCat(
-          "too many queued sequences (", pending_.size(), " waiting, limit ",
+          "too many queued sequences (", pending_sequences_, " waiting, limit ",
           options_.max_queue, ")"));
     }
-    for (SequenceRequest& s : sequences) pending_.push_back(std::move(s));
+    if (sequences.empty()) return absl::OkStatus();
+    PendingRequest& request = pending_.emplace_back();
+    request.id = next_request_id_++;
+    pending_sequences_ += sequences.size();
+    for (SequenceRequest& s : sequences) request.sequences.push_back(std::move(s));
     idle_ = false;
-    metrics_->queue_length = static_cast<int64_t>(pending_.size());
+    metrics_->queue_length = static_cast<int64_t>(pending_sequences_);
   }
   work_cv_.notify_one();
   return absl::OkStatus();
@@ -122,6 +141,12 @@ void Scheduler::Finish(Active& seq, FinishReason reason) {
   if (reason == FinishReason::kCancelled) ++metrics_->cancelled_sequences;
   seq.request.model->free_slots_.push_back(seq.slot);
   seq.slot = -1;
+  {
+    // running_per_request_ is read by Admit under mu_ (on this thread too).
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = running_per_request_.find(seq.request_id);
+    if (--it->second == 0) running_per_request_.erase(it);
+  }
 }
 
 bool Scheduler::Emit(Active& seq, const float* logits) {
@@ -178,110 +203,175 @@ bool Scheduler::Emit(Active& seq, const float* logits) {
 }
 
 void Scheduler::Loop() {
-  std::vector<SequenceRequest> admitted;
-  std::vector<SequenceRequest> dropped;
-  admitted.reserve(options_.max_batch);
   for (;;) {
-    bool stop = false;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      if (pending_.empty() && active_.empty()) {
-        idle_ = true;
-        idle_cv_.notify_all();
-        work_cv_.wait(lock, [this] { return stop_now_ || !pending_.empty(); });
-      }
-      stop = stop_now_;
-      if (stop) {
-        for (SequenceRequest& s : pending_) dropped.push_back(std::move(s));
-        pending_.clear();
-      }
-      while (!stop && !pending_.empty() &&
-             active_.size() + admitted.size() < static_cast<size_t>(options_.max_batch)) {
-        // A model has max_batch slots and fewer than max_batch sequences
-        // run, so the front sequence's model always has a free slot.
-        if (pending_.front().sink->Cancelled()) {
-          dropped.push_back(std::move(pending_.front()));
-        } else {
-          admitted.push_back(std::move(pending_.front()));
-        }
-        pending_.pop_front();
-      }
-      metrics_->queue_length = static_cast<int64_t>(pending_.size());
-    }
-    for (SequenceRequest& s : dropped) {
+    Admission admission = Admit();
+    for (SequenceRequest& s : admission.dropped) {
       s.sink->OnFinish(FinishReason::kCancelled);
       ++metrics_->cancelled_sequences;
     }
-    dropped.clear();
-    if (stop) {
-      for (auto& a : active_) Finish(*a, FinishReason::kCancelled);
-      active_.clear();
-      metrics_->running_batch = 0;
-      std::lock_guard<std::mutex> lock(mu_);
-      idle_ = true;
-      idle_cv_.notify_all();
-      return;
-    }
-    // Join: prefill each new sequence (per sequence) and draw its first token.
-    for (SequenceRequest& s : admitted) {
-      auto a = std::make_unique<Active>();
-      a->request = std::move(s);
-      a->context.reserve(a->request.prompt.size() + a->request.max_tokens);
-      a->context = a->request.prompt;
-      ServingModel& m = *a->request.model;
-      a->slot = m.free_slots_.back();
-      m.free_slots_.pop_back();
-      m.engine_->Reset(a->slot);
-      const float* logits = m.engine_->Prefill(a->slot, a->request.prompt);
-      if (Emit(*a, logits)) active_.push_back(std::move(a));
-    }
-    admitted.clear();
-    // Leave: cancelled sequences free their slots before the step.
-    for (auto& a : active_) {
-      if (a->request.sink->Cancelled()) Finish(*a, FinishReason::kCancelled);
-    }
-    std::erase_if(active_, [](const std::unique_ptr<Active>& a) { return a->slot < 0; });
-    metrics_->running_batch = static_cast<int64_t>(active_.size());
-    // One decode step per model that has running sequences (normally one;
-    // two while a hot reload drains the old weights).
-    step_models_.clear();
-    for (auto& a : active_) {
-      ServingModel* m = a->request.model.get();
-      if (std::find(step_models_.begin(), step_models_.end(), m) == step_models_.end()) {
-        step_models_.push_back(m);
-      }
-    }
-    for (ServingModel* m : step_models_) {
-      step_slots_.clear();
-      step_tokens_.clear();
-      step_rows_.clear();
-      const size_t T = m->snapshot().config.block_size;
-      for (auto& a : active_) {
-        if (a->request.model.get() != m) continue;
-        if (m->engine_->Length(a->slot) >= static_cast<int>(T)) {
-          // The cache is full: slide the window, as a model with learned
-          // positions must (nanoGPT's sample.py crops the same way). The
-          // last block_size tokens, ending with the new one, are prefilled
-          // again; this sequence alone decides that, so batch invariance
-          // holds.
-          m->engine_->Reset(a->slot);
-          const float* logits = m->engine_->Prefill(
-              a->slot, std::span<const int32_t>(a->context).subspan(a->context.size() - T));
-          Emit(*a, logits);
-          continue;
-        }
-        step_slots_.push_back(a->slot);
-        step_tokens_.push_back(a->last_token);
-        step_rows_.push_back(a.get());
-      }
-      if (step_slots_.empty()) continue;
-      const float* logits = m->engine_->Decode(step_slots_, step_tokens_);
-      const size_t V = m->snapshot().config.vocab_size;
-      for (size_t i = 0; i < step_rows_.size(); ++i) Emit(*step_rows_[i], logits + i * V);
-    }
-    std::erase_if(active_, [](const std::unique_ptr<Active>& a) { return a->slot < 0; });
-    metrics_->running_batch = static_cast<int64_t>(active_.size());
+    if (admission.stop) return CancelAll();
+    Join(admission.joining);
+    Step();
   }
+}
+
+Scheduler::Admission Scheduler::Admit() {
+  Admission out;
+  std::unique_lock<std::mutex> lock(mu_);
+  if (pending_.empty() && active_.empty()) {
+    idle_ = true;
+    idle_cv_.notify_all();
+    work_cv_.wait(lock, [this] { return stop_now_ || !pending_.empty(); });
+  }
+  if (stop_now_) {
+    out.stop = true;
+    for (PendingRequest& r : pending_) {
+      for (SequenceRequest& s : r.sequences) out.dropped.push_back(std::move(s));
+    }
+    pending_.clear();
+    pending_sequences_ = 0;
+    metrics_->queue_length = 0;
+    return out;
+  }
+  // Turns of one sequence per request, in round-robin order: a request that
+  // took a slot goes to the back, so the next free slot goes to another.
+  // A model has max_batch slots and fewer than max_batch sequences run, so
+  // every joining sequence's model has a free slot.
+  const int cap = options_.RunningPerRequest();
+  size_t free_slots = options_.max_batch - active_.size();
+  size_t skipped = 0;  // requests in a row that could not take a turn
+  while (free_slots > 0 && skipped < pending_.size()) {
+    PendingRequest request = std::move(pending_.front());
+    pending_.pop_front();
+    int& running = running_per_request_[request.id];
+    if (running < cap) {
+      SequenceRequest s = std::move(request.sequences.front());
+      request.sequences.pop_front();
+      --pending_sequences_;
+      if (s.sink->Cancelled()) {
+        out.dropped.push_back(std::move(s));
+      } else {
+        out.joining.emplace_back(request.id, std::move(s));
+        ++running;
+        --free_slots;
+      }
+      skipped = 0;
+    } else {
+      ++skipped;
+    }
+    if (running == 0) running_per_request_.erase(request.id);
+    if (!request.sequences.empty()) pending_.push_back(std::move(request));
+  }
+  metrics_->queue_length = static_cast<int64_t>(pending_sequences_);
+  return out;
+}
+
+void Scheduler::Join(std::vector<std::pair<uint64_t, SequenceRequest>>& joining) {
+  for (auto& [request_id, s] : joining) {
+    auto a = std::make_unique<Active>();
+    a->request = std::move(s);
+    a->request_id = request_id;
+    a->context.reserve(a->request.prompt.size() + a->request.max_tokens);
+    a->context = a->request.prompt;
+    a->last_refill_step = steps_;
+    ServingModel& m = *a->request.model;
+    a->slot = m.free_slots_.back();
+    m.free_slots_.pop_back();
+    m.engine_->Reset(a->slot);
+    const float* logits = m.engine_->Prefill(a->slot, a->request.prompt);
+    if (Emit(*a, logits)) active_.push_back(std::move(a));
+  }
+  joining.clear();
+}
+
+void Scheduler::Step() {
+  // Leave: cancelled sequences free their slots before the step.
+  for (auto& a : active_) {
+    if (a->request.sink->Cancelled()) Finish(*a, FinishReason::kCancelled);
+  }
+  std::erase_if(active_, [](const std::unique_ptr<Active>& a) { return a->slot < 0; });
+  metrics_->running_batch = static_cast<int64_t>(active_.size());
+  // One decode step per model that has running sequences (normally one;
+  // two while a hot reload drains the old weights).
+  step_models_.clear();
+  for (auto& a : active_) {
+    ServingModel* m = a->request.model.get();
+    if (std::find(step_models_.begin(), step_models_.end(), m) == step_models_.end()) {
+      step_models_.push_back(m);
+    }
+  }
+  const std::vector<Active*> refill = ChooseRefills();
+  for (ServingModel* m : step_models_) StepModel(m, refill);
+  ++steps_;
+  std::erase_if(active_, [](const std::unique_ptr<Active>& a) { return a->slot < 0; });
+  metrics_->running_batch = static_cast<int64_t>(active_.size());
+}
+
+namespace {
+bool WindowFull(InferenceEngine& engine, int slot) {
+  return engine.Length(slot) >= engine.config().block_size;
+}
+}  // namespace
+
+std::vector<Scheduler::Active*> Scheduler::ChooseRefills() {
+  std::vector<Active*> full;
+  bool others_wait = false;  // a sequence with an ordinary decode in this step
+  for (auto& a : active_) {
+    if (WindowFull(*a->request.model->engine_, a->slot)) {
+      full.push_back(a.get());
+    } else {
+      others_wait = true;
+    }
+  }
+  const size_t limit = static_cast<size_t>(options_.max_window_refills_per_step);
+  if (others_wait && full.size() > limit) {
+    // Oldest re-run first (ties by batch position), so every full window
+    // gets its turn.
+    std::stable_sort(full.begin(), full.end(), [](const Active* x, const Active* y) {
+      return x->last_refill_step < y->last_refill_step;
+    });
+    full.resize(limit);
+  }
+  return full;
+}
+
+void Scheduler::StepModel(ServingModel* m, const std::vector<Active*>& refill) {
+  step_slots_.clear();
+  step_tokens_.clear();
+  step_rows_.clear();
+  const size_t T = m->snapshot().config.block_size;
+  for (auto& a : active_) {
+    if (a->request.model.get() != m) continue;
+    if (!WindowFull(*m->engine_, a->slot)) {
+      step_slots_.push_back(a->slot);
+      step_tokens_.push_back(a->last_token);
+      step_rows_.push_back(a.get());
+      continue;
+    }
+    if (std::find(refill.begin(), refill.end(), a.get()) == refill.end()) continue;
+    // The cache is full: slide the window, as a model with learned positions
+    // must (nanoGPT's sample.py crops the same way). The last block_size
+    // tokens, ending with the new one, are prefilled again; this sequence
+    // alone decides that, so batch invariance holds.
+    a->last_refill_step = steps_;
+    m->engine_->Reset(a->slot);
+    const float* logits = m->engine_->Prefill(
+        a->slot, std::span<const int32_t>(a->context).subspan(a->context.size() - T));
+    Emit(*a, logits);
+  }
+  if (step_slots_.empty()) return;
+  const float* logits = m->engine_->Decode(step_slots_, step_tokens_);
+  const size_t V = m->snapshot().config.vocab_size;
+  for (size_t i = 0; i < step_rows_.size(); ++i) Emit(*step_rows_[i], logits + i * V);
+}
+
+void Scheduler::CancelAll() {
+  for (auto& a : active_) Finish(*a, FinishReason::kCancelled);
+  active_.clear();
+  metrics_->running_batch = 0;
+  std::lock_guard<std::mutex> lock(mu_);
+  idle_ = true;
+  idle_cv_.notify_all();
 }
 
 }  // namespace dropk

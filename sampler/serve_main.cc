@@ -27,6 +27,12 @@ int main(int argc, char** argv) {
       ->capture_default_str()->check(CLI::Range(1, 1024));
   app.add_option("--max-queue", o.scheduler.max_queue, "Queued sequences before 429")
       ->capture_default_str()->check(CLI::Range(0, 1000000));
+  app.add_option("--max-request-tokens", o.scheduler.max_request_tokens,
+                 "Most tokens one request may ask for (prompts x n x max_tokens); more is 400")
+      ->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  app.add_option("--max-running-per-request", o.scheduler.max_running_per_request,
+                 "Most sequences of one request decoded at once (0 = half of --max-batch)")
+      ->capture_default_str()->check(CLI::Range(0, 1024));
   app.add_option("--max-body-bytes", o.http.max_body_bytes, "Larger request bodies get 413")
       ->capture_default_str();
   app.add_option("--header-timeout-ms", header_ms, "Limit on reading request headers")

@@ -112,6 +112,44 @@ TEST(CompletionsParseTest, EveryBadInputIsA400NamingItsField) {
   }
 }
 
+// Every numeric field's refusal names the field, the allowed range and the
+// value sent (issue 9: temperature 1e7 was refused as "must be >= 0").
+TEST(CompletionsParseTest, RangeErrorsNameTheFieldTheRangeAndTheValue) {
+  struct Case {
+    const char* body;
+    const char* param;
+    std::vector<std::string> words;  // all must appear in the message
+  };
+  const Case cases[] = {
+      {R"({"prompt":"a","temperature":1e7})", "temperature", {"'temperature'", "[0, 1000000]", "10000000"}},
+      {R"({"prompt":"a","temperature":-0.5})", "temperature", {"'temperature'", "[0, 1000000]", "-0.5"}},
+      {R"({"prompt":"a","temperature":"hot"})", "temperature", {"'temperature'", "a number", "\"hot\""}},
+      {R"({"prompt":"a","max_tokens":0})", "max_tokens", {"'max_tokens'", "[1, 8192]", "got 0"}},
+      {R"({"prompt":"a","max_tokens":1.5})", "max_tokens", {"'max_tokens'", "[1, 8192]", "1.5"}},
+      {R"({"prompt":"a","max_tokens":18446744073709551615})", "max_tokens", {"[1, 8192]", "18446744073709551615"}},
+      {R"({"prompt":"a","top_p":1.5})", "top_p", {"'top_p'", "(0, 1]", "1.5"}},
+      {R"({"prompt":"a","top_p":0})", "top_p", {"'top_p'", "(0, 1]", "got 0"}},
+      {R"({"prompt":"a","top_k":-2})", "top_k", {"'top_k'", ">= 1, or 0 or -1", "-2"}},
+      {R"({"prompt":"a","n":17})", "n", {"'n'", "[1, 16]", "17"}},
+      {R"({"prompt":"a","logprobs":21})", "logprobs", {"'logprobs'", "[0, 20]", "21"}},
+      {R"({"prompt":"a","seed":-1})", "seed", {"'seed'", "[0, 18446744073709551615]", "-1"}},
+      {R"({"prompt":"a","seed":1.5})", "seed", {"'seed'", "an integer", "1.5"}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.body);
+    const ApiError e = ErrorOf(c.body);
+    EXPECT_EQ(e.status, 400);
+    EXPECT_EQ(e.param, c.param);
+    for (const std::string& w : c.words) {
+      EXPECT_NE(e.message.find(w), std::string::npos) << "'" << w << "' not in: " << e.message;
+    }
+  }
+  // The largest allowed values are accepted.
+  EXPECT_FLOAT_EQ(Parse(R"({"prompt":"a","temperature":1000000})").temperature, 1e6f);
+  EXPECT_EQ(*Parse(R"({"prompt":"a","seed":18446744073709551615})").seed, UINT64_MAX);
+  EXPECT_TRUE(Parse(R"({"prompt":"a","stop":[]})").stop.empty());
+}
+
 TEST(CompletionsParseTest, DeepOrHugeJsonDoesNotCrash) {
   std::string deep(100000, '[');
   EXPECT_EQ(ErrorOf(deep).status, 400);

@@ -253,12 +253,109 @@ TEST(SchedulerTest, SetModelUnderTrafficFailsNothing) {
     std::this_thread::sleep_for(std::chrono::milliseconds(30));
     ASSERT_TRUE(svc.scheduler->SetModel(testing::TestSnapshot(10 + i, 64, 2, 32, 200 + i)).ok());
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  // Until a request has been served by the last model (bounded: 60 s; a
+  // fixed pause was too short on a busy machine).
+  for (int i = 0; i < 6000; ++i) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (steps.count(203)) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   go = false;
   for (auto& t : clients) t.join();
   EXPECT_EQ(failures, 0);
   EXPECT_GT(done, 0);
   EXPECT_TRUE(steps.count(203)) << "the last model served no request";
+}
+
+// Fairness (issue 9): a request with many long sequences holds at most
+// half the batch, and waiting sequences join round-robin by request, so a
+// short request submitted after it finishes while it is still running.
+// Before, the queue was FIFO by sequence: the short one waited for all 16.
+TEST(SchedulerTest, ManySequencesOfOneRequestDoNotStarveAnother) {
+  Service svc({.max_batch = 4, .num_threads = 1, .max_request_tokens = 1 << 20});
+  auto flood = std::async(std::launch::async, [&svc] {
+    return RunCompletion(std::get<CompletionRequest>(ParseCompletionRequest(
+                             R"({"prompt":"ROMEO:","n":16,"max_tokens":4000,"seed":1})")),
+                         svc.scheduler.get());
+  });
+  for (int i = 0; i < 6000 && svc.metrics.running_batch.load() == 0; ++i) {  // bounded: 60 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_GT(svc.metrics.running_batch.load(), 0);
+  EXPECT_LE(svc.metrics.running_batch.load(), 2) << "one request held more than half the batch";
+  const json shorty = Complete(svc.scheduler.get(), R"({"prompt":"ab","max_tokens":8,"seed":2})");
+  EXPECT_EQ(shorty["usage"]["completion_tokens"], 8);
+  EXPECT_EQ(flood.wait_for(std::chrono::seconds(0)), std::future_status::timeout)
+      << "the short request was answered only after the flood";
+  svc.scheduler->Shutdown(std::chrono::milliseconds(0));  // cancels the flood
+  flood.get();
+}
+
+TEST(SchedulerTest, RequestsJoinRoundRobinAndRespectTheCap) {
+  // One slot per request at most: two requests of 3 sequences each take
+  // turns, and their outputs are still what each gives alone.
+  Service svc({.max_batch = 2, .max_running_per_request = 1});
+  const std::string a = R"({"prompt":"ab","n":3,"max_tokens":10,"seed":3})";
+  const std::string b = R"({"prompt":"cd","n":3,"max_tokens":10,"seed":4})";
+  const json a_alone = Complete(svc.scheduler.get(), a);
+  const json b_alone = Complete(svc.scheduler.get(), b);
+  auto fa = std::async(std::launch::async, [&] { return Complete(svc.scheduler.get(), a); });
+  auto fb = std::async(std::launch::async, [&] { return Complete(svc.scheduler.get(), b); });
+  EXPECT_EQ(fa.get()["choices"], a_alone["choices"]);
+  EXPECT_EQ(fb.get()["choices"], b_alone["choices"]);
+}
+
+TEST(SchedulerTest, CostBudgetIs400NamingTheLimitAndTheValue) {
+  Service svc;  // the default budget: 65536 tokens per request
+  std::string prompts;
+  for (int i = 0; i < 16; ++i) prompts += std::string(i ? "," : "") + "\"ROMEO:\"";
+  auto out = RunCompletion(std::get<CompletionRequest>(ParseCompletionRequest(
+                               "{\"prompt\":[" + prompts + "],\"n\":16,\"max_tokens\":8192}")),
+                           svc.scheduler.get());
+  ASSERT_TRUE(std::holds_alternative<ApiError>(out));
+  const ApiError& e = std::get<ApiError>(out);
+  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.code, "request_too_costly");
+  EXPECT_NE(e.message.find("2097152"), std::string::npos) << e.message;  // 16 x 16 x 8192
+  EXPECT_NE(e.message.find("65536"), std::string::npos) << e.message;
+  EXPECT_NE(e.message.find("--max-request-tokens"), std::string::npos) << e.message;
+  // At the limit is admitted, one token over is not.
+  Service small({.max_request_tokens = 100});
+  auto at_limit = RunCompletion(std::get<CompletionRequest>(ParseCompletionRequest(
+                                    R"({"prompt":["ab","cd"],"n":2,"max_tokens":25})")),
+                                small.scheduler.get());
+  EXPECT_TRUE(std::holds_alternative<std::string>(at_limit));
+  auto over = RunCompletion(std::get<CompletionRequest>(ParseCompletionRequest(
+                                R"({"prompt":["ab","cd"],"n":3,"max_tokens":17})")),
+                            small.scheduler.get());
+  ASSERT_TRUE(std::holds_alternative<ApiError>(over));
+  EXPECT_NE(std::get<ApiError>(over).message.find("102"), std::string::npos);
+}
+
+// With several sequences past the context and others decoding, at most
+// max_window_refills_per_step windows are re-run per step; a sequence that
+// waits a step still draws exactly the tokens it draws alone.
+TEST(SchedulerTest, CappedWindowRefillsKeepTheTokensExact) {
+  const int T = 16;
+  Service svc({.max_batch = 8, .max_window_refills_per_step = 1}, T);
+  const std::string sliding = R"({"prompt":"abc","n":4,"max_tokens":60,"temperature":0.9,"seed":5})";
+  const json alone = Complete(svc.scheduler.get(), sliding);
+  auto crowd = std::async(std::launch::async, [&] { return Complete(svc.scheduler.get(), sliding); });
+  for (int i = 0; i < 20; ++i) {  // short requests that never fill the window
+    const json r = Complete(svc.scheduler.get(),
+                            json{{"prompt", "xy"}, {"max_tokens", 6}, {"seed", i}}.dump());
+    EXPECT_EQ(r["usage"]["completion_tokens"], 6);
+  }
+  EXPECT_EQ(crowd.get()["choices"], alone["choices"]);
+}
+
+TEST(SchedulerTest, BadFairnessOptionsAreRefused) {
+  ServiceMetrics metrics;
+  EXPECT_FALSE(Scheduler::Create({.max_running_per_request = -1}, &metrics).ok());
+  EXPECT_FALSE(Scheduler::Create({.max_request_tokens = 0}, &metrics).ok());
+  EXPECT_FALSE(Scheduler::Create({.max_window_refills_per_step = 0}, &metrics).ok());
 }
 
 }  // namespace

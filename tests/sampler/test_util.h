@@ -3,7 +3,14 @@
 #ifndef DROPK_TESTS_SAMPLER_TEST_UTIL_H_
 #define DROPK_TESTS_SAMPLER_TEST_UTIL_H_
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -98,6 +105,60 @@ inline HttpResult Curl(int port, const std::string& method, const std::string& p
   h.body = r.out.substr(0, nl);
   h.code = std::atoi(r.out.c_str() + nl + 1);
   return h;
+}
+
+struct RawResult {
+  std::string received;  // every byte the server sent
+  bool closed = false;   // the server closed the connection (EOF or reset) in time
+};
+
+// Connects to 127.0.0.1:port, sends `bytes` (optionally in two parts with a
+// pause between), optionally shuts down the sending side (a half-close), and
+// collects what the server sends until it closes or `timeout` passes.
+inline RawResult RawExchange(int port, const std::string& bytes, bool half_close = false,
+                             std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  RawResult r;
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return r;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return r;
+  }
+  size_t sent = 0;
+  while (sent < bytes.size()) {
+    const ssize_t n = send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += static_cast<size_t>(n);
+  }
+  if (half_close) shutdown(fd, SHUT_WR);
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  char buf[4096];
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(left.count())) <= 0) break;
+    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) {
+      r.closed = true;
+      break;
+    }
+    r.received.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return r;
+}
+
+// The JSON body of a raw HTTP response (after the blank line), or "" when
+// there is none.
+inline std::string RawBody(const std::string& response) {
+  const size_t at = response.find("\r\n\r\n");
+  return at == std::string::npos ? "" : response.substr(at + 4);
 }
 
 }  // namespace dropk::testing

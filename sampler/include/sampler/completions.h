@@ -75,7 +75,9 @@ class CompletionListener {
 class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
  public:
   // Validates `request` against `model` (prompt encoding, context length)
-  // and submits its prompts x n sequences. Errors: 400 for the request, 429
+  // and the scheduler's cost budget (prompts x n x max_tokens at most
+  // SchedulerOptions::max_request_tokens, code request_too_costly) and
+  // submits its prompts x n sequences. Errors: 400 for the request, 429
   // when the queue is full, 503 when shutting down. On success the listener
   // gets the output; on error it is never called.
   static std::variant<std::shared_ptr<CompletionJob>, ApiError> Start(

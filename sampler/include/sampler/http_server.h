@@ -4,8 +4,11 @@
 // that session). Several I/O threads run the sessions; generation runs on
 // the scheduler's thread, never on an I/O thread.
 //
-// Routes: POST /v1/completions, GET /v1/models, /healthz, /readyz, /metrics.
-// Every error is an OpenAI-style JSON body (completions.h ErrorBody).
+// Routing and the endpoints live in http_api.h (socket-free); this file
+// reads requests, writes what HttpApi::Route answers, streams server-sent
+// events, and answers the failures of the connection itself: 408 for a
+// client that stops mid-request, 400 for malformed HTTP, 413, 431, each as
+// a JSON error before the connection closes.
 #ifndef DROPK_SAMPLER_HTTP_SERVER_H_
 #define DROPK_SAMPLER_HTTP_SERVER_H_
 
@@ -15,6 +18,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "sampler/http_api.h"
 #include "sampler/metrics.h"
 #include "sampler/scheduler.h"
 
@@ -26,6 +30,8 @@ struct HttpServerOptions {
   int io_threads = 2;
   size_t max_body_bytes = 1 << 20;    // larger bodies get 413
   size_t max_header_bytes = 16 << 10;
+  // A client that stops mid-header or mid-body gets 408 after these; an idle
+  // keep-alive connection (no byte of a next request) is closed silently.
   std::chrono::milliseconds header_timeout{10000};  // also the keep-alive idle limit
   std::chrono::milliseconds body_timeout{30000};
   std::chrono::milliseconds write_timeout{30000};
@@ -56,9 +62,6 @@ class HttpServer {
   explicit HttpServer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
-
-// Compares in time that depends only on the lengths, not the contents.
-bool ConstantTimeEquals(std::string_view a, std::string_view b);
 
 }  // namespace dropk
 

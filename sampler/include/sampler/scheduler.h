@@ -1,7 +1,14 @@
 // The generation scheduler: one thread that owns the inference engines and
 // decodes every running sequence together (continuous batching). Sequences
-// wait in a FIFO queue, join the running batch between decode steps when a
-// slot is free, and leave it when they finish or are cancelled.
+// wait in their request's queue, join the running batch between decode steps
+// when a slot is free, and leave it when they finish or are cancelled.
+//
+// Fairness across requests (one request's sequences cannot starve another's):
+// waiting sequences join round-robin by request, one per request per turn;
+// a request runs at most max_running_per_request sequences at once, so slots
+// stay free for others; and past the context, where every token re-runs the
+// whole window, at most max_window_refills_per_step windows are re-run per
+// decode step while other sequences wait on that step.
 //
 // Each sequence is pinned to the ServingModel it was submitted with, so a
 // hot reload (SetModel) never changes the weights under a running request;
@@ -17,11 +24,14 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <algorithm>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <span>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -91,6 +101,23 @@ struct SchedulerOptions {
   int max_batch = 16;   // sequences decoded together
   int max_queue = 256;  // sequences waiting; more is ResourceExhausted
   int num_threads = 0;  // engine threads; 0 = all cores
+  // The most sequences of one request (one Submit) running at once; 0 means
+  // max(1, max_batch / 2), which leaves half the batch to other requests.
+  int max_running_per_request = 0;
+  // The most tokens one request may ask for, prompts x n x max_tokens
+  // (checked by CompletionJob::Start: a 400 naming the limit and the value).
+  int64_t max_request_tokens = 65536;
+  // Past the context a sequence re-runs its whole window for every token
+  // (exact nanoGPT cropping: with learned absolute positions no cached key or
+  // value stays valid when the window shifts), which costs block_size decode
+  // steps' worth. While other sequences wait on a decode step, at most this
+  // many windows are re-run in it (oldest first); the others wait a step.
+  int max_window_refills_per_step = 2;
+
+  // max_running_per_request with its default resolved.
+  int RunningPerRequest() const {
+    return max_running_per_request > 0 ? max_running_per_request : std::max(1, max_batch / 2);
+  }
 };
 
 class Scheduler {
@@ -108,9 +135,10 @@ class Scheduler {
   // The model new requests should pin; null before the first SetModel.
   std::shared_ptr<ServingModel> CurrentModel() const;
 
-  // Queues all of `sequences` or none: ResourceExhausted when the queue would
-  // pass max_queue, Unavailable after Shutdown began, InvalidArgument for a
-  // sequence that breaks SequenceRequest's limits. Thread-safe.
+  // Queues all of `sequences` (one request) or none: ResourceExhausted when
+  // the queue would pass max_queue, Unavailable after Shutdown began,
+  // InvalidArgument for a sequence that breaks SequenceRequest's limits.
+  // Thread-safe.
   absl::Status Submit(std::vector<SequenceRequest> sequences);
 
   // Stops taking new sequences, lets queued and running ones finish for up
@@ -121,8 +149,33 @@ class Scheduler {
 
  private:
   struct Active;
+  // One request's sequences that have not joined the batch yet.
+  struct PendingRequest {
+    uint64_t id = 0;
+    std::deque<SequenceRequest> sequences;
+  };
+  // What one turn of the loop takes from the queue.
+  struct Admission {
+    std::vector<std::pair<uint64_t, SequenceRequest>> joining;  // (request id, sequence)
+    std::vector<SequenceRequest> dropped;  // cancelled while waiting, or shut down
+    bool stop = false;
+  };
   Scheduler(const SchedulerOptions& options, ServiceMetrics* metrics);
   void Loop();
+  // Waits for work, then takes waiting sequences for the free slots,
+  // round-robin by request within each request's running cap.
+  Admission Admit();
+  // Prefills each joining sequence and draws its first token.
+  void Join(std::vector<std::pair<uint64_t, SequenceRequest>>& joining);
+  // Drops cancelled sequences, then runs one decode step per model.
+  void Step();
+  // One decode step of the running sequences of model m; `refill` says
+  // which of its full-window sequences re-run their window this step.
+  void StepModel(ServingModel* m, const std::vector<Active*>& refill);
+  // The full-window sequences that re-run their window this step.
+  std::vector<Active*> ChooseRefills();
+  // Ends every running sequence (shutdown).
+  void CancelAll();
   // Samples the token that follows `logits` for `seq`, reports it, and
   // returns whether the sequence goes on.
   bool Emit(Active& seq, const float* logits);
@@ -134,7 +187,9 @@ class Scheduler {
   mutable std::mutex mu_;
   std::condition_variable work_cv_;  // pending work or stop
   std::condition_variable idle_cv_;  // nothing pending or running
-  std::deque<SequenceRequest> pending_;
+  std::deque<PendingRequest> pending_;  // round-robin order: the next turn starts at the front
+  size_t pending_sequences_ = 0;
+  uint64_t next_request_id_ = 0;
   std::shared_ptr<ServingModel> current_;
   bool accepting_ = true;
   bool stop_now_ = false;
@@ -143,6 +198,8 @@ class Scheduler {
 
   // Scheduler thread only.
   std::vector<std::unique_ptr<Active>> active_;
+  std::map<uint64_t, int> running_per_request_;  // running sequences by request id
+  uint64_t steps_ = 0;                           // decode steps so far
   std::vector<float> scratch_;
   std::vector<int32_t> ids_;
   std::vector<TokenLogprob> top_;

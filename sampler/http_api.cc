@@ -1,0 +1,200 @@
+#include "sampler/http_api.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+
+namespace dropk {
+
+namespace http = boost::beast::http;
+using json = nlohmann::json;
+
+namespace {
+
+unsigned AnswerVersion(unsigned version) { return version == 10 ? 10 : 11; }
+
+struct Endpoint {
+  std::string_view path;
+  http::verb method;
+};
+constexpr Endpoint kEndpoints[] = {{"/v1/completions", http::verb::post},
+                                   {"/v1/models", http::verb::get},
+                                   {"/healthz", http::verb::get},
+                                   {"/readyz", http::verb::get},
+                                   {"/metrics", http::verb::get}};
+
+const Endpoint* FindEndpoint(std::string_view path) {
+  for (const Endpoint& e : kEndpoints) {
+    if (e.path == path) return &e;
+  }
+  return nullptr;
+}
+
+// What a route accepts, for the 405 message and the Allow header.
+std::string Allowed(const Endpoint& e) {
+  return e.method == http::verb::get ? "GET, HEAD" : std::string(http::to_string(e.method));
+}
+
+// A HEAD answer: the GET answer's status and headers, Content-Length
+// included (prepared before), and no body.
+HttpResponse WithoutBody(HttpResponse res) {
+  res.body().clear();
+  return res;
+}
+
+RouteResult Reply(HttpResponse response) {
+  RouteResult out;
+  out.response = std::move(response);
+  return out;
+}
+
+}  // namespace
+
+bool ConstantTimeEquals(std::string_view a, std::string_view b) {
+  // Every byte of the longer string is visited whatever the contents.
+  const size_t n = std::max(a.size(), b.size());
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
+    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
+    diff |= x ^ y;
+  }
+  return diff == 0;
+}
+
+HttpResponse JsonResponse(http::status status, unsigned version, std::string body) {
+  HttpResponse res{status, AnswerVersion(version)};
+  res.set(http::field::server, "dropk-serve");
+  res.set(http::field::content_type, "application/json");
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
+}
+
+HttpResponse ErrorResponse(const ApiError& error, unsigned version, const HttpHeaders& headers) {
+  HttpResponse res =
+      JsonResponse(static_cast<http::status>(error.status), version, ErrorBody(error));
+  for (const auto& [k, v] : headers) res.set(k, v);
+  return res;
+}
+
+HttpApi::HttpApi(HttpApiOptions options, Scheduler* scheduler, ServiceMetrics* metrics)
+    : options_(std::move(options)), scheduler_(scheduler), metrics_(metrics) {}
+
+std::optional<ApiError> HttpApi::Authorize(const HttpRequest& request,
+                                           std::string_view path) const {
+  // Liveness probes carry no credentials.
+  if (options_.api_key.empty() || path == "/healthz") return std::nullopt;
+  const auto auth = request[http::field::authorization];
+  const std::string_view given(auth.data(), auth.size());
+  constexpr std::string_view kBearer = "Bearer ";
+  if (given.size() > kBearer.size() && given.substr(0, kBearer.size()) == kBearer &&
+      ConstantTimeEquals(given.substr(kBearer.size()), options_.api_key)) {
+    return std::nullopt;
+  }
+  return ApiError{401, "missing or invalid API key (Authorization: Bearer <key>)",
+                  "authentication_error", "", "invalid_api_key"};
+}
+
+RouteResult HttpApi::Route(const HttpRequest& request,
+                           const std::shared_ptr<CompletionListener>& listener) const {
+  const unsigned version = request.version();
+  if (version != 10 && version != 11) {
+    return Reply(ErrorResponse({400,
+                           absl::StrCat("HTTP/", version / 10, ".", version % 10,
+                                        " is not supported; use HTTP/1.1 or HTTP/1.0"),
+                           "invalid_request_error", "", "unsupported_http_version"},
+                          11));
+  }
+  const std::string_view target(request.target().data(), request.target().size());
+  const std::string_view path = target.substr(0, target.find('?'));
+  if (std::optional<ApiError> denied = Authorize(request, path)) {
+    return Reply(ErrorResponse(*denied, version, {{"WWW-Authenticate", "Bearer"}}));
+  }
+  const Endpoint* endpoint = FindEndpoint(path);
+  if (endpoint == nullptr) {
+    return Reply(ErrorResponse(
+        {404, absl::StrCat("no route ", std::string(path)), "invalid_request_error", "", "not_found"},
+        version));
+  }
+  const http::verb method = request.method();
+  const bool head = method == http::verb::head && endpoint->method == http::verb::get;
+  if (method != endpoint->method && !head) {
+    return Reply(ErrorResponse({405, absl::StrCat(std::string(path), " accepts only ", Allowed(*endpoint)),
+                           "invalid_request_error", "", "method_not_allowed"},
+                          version, {{"Allow", Allowed(*endpoint)}}));
+  }
+  if (path == "/v1/completions") return Completions(request, listener);
+  HttpResponse res = path == "/healthz"  ? Healthz(version)
+                     : path == "/readyz" ? Readyz(version)
+                     : path == "/metrics" ? Metrics(version)
+                                          : Models(version);
+  return Reply(head ? WithoutBody(std::move(res)) : std::move(res));
+}
+
+HttpResponse HttpApi::Healthz(unsigned version) const {
+  return JsonResponse(http::status::ok, version, R"({"status":"ok"})");
+}
+
+HttpResponse HttpApi::Readyz(unsigned version) const {
+  const std::shared_ptr<ServingModel> model = scheduler_->CurrentModel();
+  if (model == nullptr) {
+    return ErrorResponse(
+        {503, "no checkpoint is loaded yet", "service_unavailable", "", "model_not_ready"},
+        version);
+  }
+  return JsonResponse(http::status::ok, version,
+                      json{{"status", "ready"},
+                           {"model", model->snapshot().id},
+                           {"checkpoint_step", model->snapshot().step}}
+                          .dump());
+}
+
+HttpResponse HttpApi::Metrics(unsigned version) const {
+  HttpResponse res{http::status::ok, AnswerVersion(version)};
+  res.set(http::field::server, "dropk-serve");
+  res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+  res.body() = metrics_->Render();
+  res.prepare_payload();
+  return res;
+}
+
+HttpResponse HttpApi::Models(unsigned version) const {
+  const std::shared_ptr<ServingModel> model = scheduler_->CurrentModel();
+  json data = json::array();
+  if (model != nullptr) {
+    const ModelSnapshot& s = model->snapshot();
+    data.push_back({{"id", s.id},
+                    {"object", "model"},
+                    {"created", 0},
+                    {"owned_by", "dropk"},
+                    {"checkpoint_step", s.step},
+                    {"context_length", s.config.block_size},
+                    {"vocab_size", s.config.vocab_size}});
+  }
+  return JsonResponse(http::status::ok, version,
+                      json{{"object", "list"}, {"data", data}}.dump());
+}
+
+RouteResult HttpApi::Completions(const HttpRequest& request,
+                                 const std::shared_ptr<CompletionListener>& listener) const {
+  auto parsed = ParseCompletionRequest(request.body());
+  if (auto* e = std::get_if<ApiError>(&parsed)) return Reply(ErrorResponse(*e, request.version()));
+  const CompletionRequest& completion = std::get<CompletionRequest>(parsed);
+  auto started =
+      CompletionJob::Start(completion, scheduler_->CurrentModel(), scheduler_, listener);
+  if (auto* e = std::get_if<ApiError>(&started)) {
+    HttpHeaders headers;
+    if (e->status == 429) {
+      headers.emplace_back("Retry-After", std::to_string(options_.retry_after_seconds));
+    }
+    return Reply(ErrorResponse(*e, request.version(), headers));
+  }
+  RouteResult out;
+  out.job = std::get<std::shared_ptr<CompletionJob>>(std::move(started));
+  out.stream = completion.stream;
+  return out;
+}
+
+}  // namespace dropk

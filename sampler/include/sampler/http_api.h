@@ -1,0 +1,85 @@
+// The HTTP API of the sampling service without sockets, as Beast's examples
+// keep handle_request(request) -> response: authentication, routing and one
+// small function per endpoint. The server's sessions read a request, call
+// Route and write what it returns, so every endpoint and every error status
+// can be tested without a connection.
+//
+// Routes: POST /v1/completions; GET (and HEAD) /v1/models, /healthz,
+// /readyz, /metrics. Every error is an OpenAI-style JSON body
+// (completions.h ErrorBody). With an API key set, every route but /healthz
+// needs "Authorization: Bearer <key>".
+#ifndef DROPK_SAMPLER_HTTP_API_H_
+#define DROPK_SAMPLER_HTTP_API_H_
+
+#include <boost/beast/http.hpp>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "sampler/completions.h"
+#include "sampler/metrics.h"
+#include "sampler/scheduler.h"
+
+namespace dropk {
+
+using HttpRequest = boost::beast::http::request<boost::beast::http::string_body>;
+using HttpResponse = boost::beast::http::response<boost::beast::http::string_body>;
+using HttpHeaders = std::vector<std::pair<std::string, std::string>>;
+
+// A complete JSON response with `status` in HTTP `version` (10 or 11;
+// anything else is answered in 1.1); payload prepared, keep-alive unset.
+HttpResponse JsonResponse(boost::beast::http::status status, unsigned version, std::string body);
+
+// A complete JSON error response for `error` in HTTP `version` (10 or 11;
+// anything else is answered in 1.1), with extra headers; payload prepared.
+HttpResponse ErrorResponse(const ApiError& error, unsigned version, const HttpHeaders& headers = {});
+
+// What Route decided: either a complete response, or a completion that
+// started (job set): its output goes to the listener given to Route, and
+// the answer is 200 with one JSON body, or server-sent events when stream.
+struct RouteResult {
+  HttpResponse response;  // when job == nullptr: final, payload prepared
+  std::shared_ptr<CompletionJob> job;
+  bool stream = false;
+};
+
+struct HttpApiOptions {
+  std::string api_key;          // non-empty: every route but /healthz needs it
+  int retry_after_seconds = 1;  // Retry-After on 429
+};
+
+// Thread-safe (const); scheduler and metrics must outlive it.
+class HttpApi {
+ public:
+  HttpApi(HttpApiOptions options, Scheduler* scheduler, ServiceMetrics* metrics);
+
+  // Answers one complete request. A HEAD gets the GET route's status and
+  // headers (Content-Length included) without the body. Only a valid POST
+  // /v1/completions starts a job, with `listener`; it is not used otherwise.
+  // The response's keep-alive is left to the caller, which knows the
+  // connection.
+  RouteResult Route(const HttpRequest& request,
+                    const std::shared_ptr<CompletionListener>& listener) const;
+
+ private:
+  // The error for a missing or wrong API key, or nullopt when allowed.
+  std::optional<ApiError> Authorize(const HttpRequest& request, std::string_view path) const;
+  HttpResponse Healthz(unsigned version) const;
+  HttpResponse Readyz(unsigned version) const;
+  HttpResponse Metrics(unsigned version) const;
+  HttpResponse Models(unsigned version) const;
+  RouteResult Completions(const HttpRequest& request,
+                          const std::shared_ptr<CompletionListener>& listener) const;
+
+  const HttpApiOptions options_;
+  Scheduler* scheduler_;
+  ServiceMetrics* metrics_;
+};
+
+// Compares in time that depends only on the lengths, not the contents.
+bool ConstantTimeEquals(std::string_view a, std::string_view b);
+
+}  // namespace dropk
+
+#endif  // DROPK_SAMPLER_HTTP_API_H_

@@ -1,0 +1,215 @@
+// The HTTP API without a connection: HttpApi::Route for every endpoint and
+// every error status (auth, routing, methods, HEAD, versions, the
+// completions outcomes), each error with its OpenAI JSON body.
+#include "sampler/http_api.h"
+
+#include <condition_variable>
+#include <mutex>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "test_util.h"
+
+namespace dropk {
+namespace {
+
+namespace http = boost::beast::http;
+using json = nlohmann::json;
+
+// Collects a job's output; Wait blocks until OnDone.
+class Collector final : public CompletionListener {
+ public:
+  void OnEvent(std::string event) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    events_.push_back(std::move(event));
+  }
+  void OnDone(std::string body) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    body_ = std::move(body);
+    done_ = true;
+    cv_.notify_all();
+  }
+  std::string Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return done_; });
+    return body_;
+  }
+  std::vector<std::string> events() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return events_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::string body_;
+  std::vector<std::string> events_;
+};
+
+struct Api {
+  explicit Api(HttpApiOptions options = {}, SchedulerOptions sched = {}, bool load = true) {
+    scheduler = Scheduler::Create(sched, &metrics).value();
+    if (load) EXPECT_TRUE(scheduler->SetModel(testing::TestSnapshot(3, 64)).ok());
+    api = std::make_unique<HttpApi>(options, scheduler.get(), &metrics);
+  }
+  RouteResult Route(http::verb method, const std::string& target, const std::string& body = "",
+                    unsigned version = 11, const std::string& auth = "") {
+    HttpRequest req{method, target, version};
+    if (!auth.empty()) req.set(http::field::authorization, auth);
+    req.body() = body;
+    req.prepare_payload();
+    return api->Route(req, collector);
+  }
+  ServiceMetrics metrics;
+  std::unique_ptr<Scheduler> scheduler;
+  std::unique_ptr<HttpApi> api;
+  std::shared_ptr<Collector> collector = std::make_shared<Collector>();
+};
+
+// An answered (not started) route with `status` and an OpenAI error body.
+void ExpectError(const RouteResult& r, int status, const std::string& code) {
+  ASSERT_EQ(r.job, nullptr);
+  EXPECT_EQ(r.response.result_int(), status) << r.response.body();
+  EXPECT_EQ(r.response[http::field::content_type], "application/json");
+  EXPECT_EQ(r.response[http::field::content_length], std::to_string(r.response.body().size()));
+  const json j = json::parse(r.response.body(), nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.response.body();
+  for (const char* k : {"message", "type", "param", "code"}) {
+    EXPECT_TRUE(j["error"].contains(k)) << r.response.body();
+  }
+  EXPECT_EQ(j["error"]["code"], code) << r.response.body();
+}
+
+TEST(HttpApiTest, GetRoutes) {
+  Api a;
+  const RouteResult health = a.Route(http::verb::get, "/healthz");
+  EXPECT_EQ(health.response.result_int(), 200);
+  EXPECT_EQ(json::parse(health.response.body())["status"], "ok");
+  const RouteResult ready = a.Route(http::verb::get, "/readyz?probe=1");
+  EXPECT_EQ(ready.response.result_int(), 200);
+  EXPECT_EQ(json::parse(ready.response.body())["checkpoint_step"], 100);
+  const RouteResult models = a.Route(http::verb::get, "/v1/models");
+  EXPECT_EQ(json::parse(models.response.body())["data"][0]["context_length"], 64);
+  const RouteResult metrics = a.Route(http::verb::get, "/metrics");
+  EXPECT_EQ(metrics.response.result_int(), 200);
+  EXPECT_NE(metrics.response.body().find("dropk_checkpoint_step 100"), std::string::npos);
+  EXPECT_EQ(metrics.response[http::field::content_type],
+            "text/plain; version=0.0.4; charset=utf-8");
+}
+
+// Issue 9: HEAD was 405 on every route. Now each GET route answers HEAD with
+// the GET status and headers, Content-Length included, and no body.
+TEST(HttpApiTest, HeadOnEveryGetRoute) {
+  Api a;
+  for (const char* path : {"/healthz", "/readyz", "/metrics", "/v1/models"}) {
+    SCOPED_TRACE(path);
+    const RouteResult get = a.Route(http::verb::get, path);
+    const RouteResult head = a.Route(http::verb::head, path);
+    EXPECT_EQ(head.response.result_int(), 200);
+    EXPECT_TRUE(head.response.body().empty());
+    EXPECT_EQ(head.response[http::field::content_type], get.response[http::field::content_type]);
+    if (std::string(path) != "/metrics") {  // metrics change between the two calls
+      EXPECT_EQ(head.response[http::field::content_length],
+                std::to_string(get.response.body().size()));
+    }
+  }
+  // HEAD is no way around a POST route.
+  const RouteResult r = a.Route(http::verb::head, "/v1/completions");
+  ExpectError(r, 405, "method_not_allowed");
+  EXPECT_EQ(r.response[http::field::allow], "POST");
+}
+
+TEST(HttpApiTest, UnknownRouteAndWrongMethod) {
+  Api a;
+  ExpectError(a.Route(http::verb::get, "/nope"), 404, "not_found");
+  const RouteResult r = a.Route(http::verb::post, "/healthz", "{}");
+  ExpectError(r, 405, "method_not_allowed");
+  EXPECT_EQ(r.response[http::field::allow], "GET, HEAD");
+  ExpectError(a.Route(http::verb::get, "/v1/completions"), 405, "method_not_allowed");
+}
+
+TEST(HttpApiTest, UnsupportedHttpVersionsAre400) {
+  Api a;
+  for (unsigned version : {9u, 12u, 20u}) {
+    const RouteResult r = a.Route(http::verb::get, "/healthz", "", version);
+    ExpectError(r, 400, "unsupported_http_version");
+    EXPECT_EQ(r.response.version(), 11u);
+  }
+  EXPECT_EQ(a.Route(http::verb::get, "/healthz", "", 10).response.version(), 10u);
+}
+
+TEST(HttpApiTest, ApiKey) {
+  Api a({.api_key = "k3y"});
+  EXPECT_EQ(a.Route(http::verb::get, "/healthz").response.result_int(), 200);
+  for (const char* path : {"/readyz", "/metrics", "/v1/models", "/v1/completions", "/nope"}) {
+    SCOPED_TRACE(path);
+    const RouteResult r = a.Route(http::verb::get, path);
+    ExpectError(r, 401, "invalid_api_key");
+    EXPECT_EQ(r.response[http::field::www_authenticate], "Bearer");
+    ExpectError(a.Route(http::verb::get, path, "", 11, "Bearer k3"), 401, "invalid_api_key");
+    ExpectError(a.Route(http::verb::get, path, "", 11, "k3y"), 401, "invalid_api_key");
+  }
+  EXPECT_EQ(a.Route(http::verb::get, "/v1/models", "", 11, "Bearer k3y").response.result_int(),
+            200);
+}
+
+TEST(HttpApiTest, CompletionStartsAJobWhoseBodyIsTheAnswer) {
+  Api a;
+  const RouteResult r =
+      a.Route(http::verb::post, "/v1/completions", R"({"prompt":"ab","max_tokens":5,"seed":1})");
+  ASSERT_NE(r.job, nullptr);
+  EXPECT_FALSE(r.stream);
+  const json body = json::parse(a.collector->Wait());
+  EXPECT_EQ(body["usage"]["completion_tokens"], 5);
+  EXPECT_EQ(body["seed"], 1);
+}
+
+TEST(HttpApiTest, StreamedCompletionSendsEventsEndingInDone) {
+  Api a;
+  const RouteResult r = a.Route(http::verb::post, "/v1/completions",
+                                R"({"prompt":"ab","max_tokens":5,"stream":true})");
+  ASSERT_NE(r.job, nullptr);
+  EXPECT_TRUE(r.stream);
+  EXPECT_EQ(a.collector->Wait(), "");
+  ASSERT_FALSE(a.collector->events().empty());
+  EXPECT_EQ(a.collector->events().back(), "data: [DONE]\n\n");
+}
+
+TEST(HttpApiTest, CompletionErrors) {
+  Api a;
+  ExpectError(a.Route(http::verb::post, "/v1/completions", "{nope"), 400, "invalid_json");
+  ExpectError(a.Route(http::verb::post, "/v1/completions", R"({"prompt":"a","temperature":1e7})"),
+              400, "invalid_value");
+  ExpectError(a.Route(http::verb::post, "/v1/completions",
+                      json{{"prompt", std::string(64, 'a')}}.dump()),
+              400, "context_length_exceeded");
+  ExpectError(a.Route(http::verb::post, "/v1/completions",
+                      R"({"prompt":["a","b"],"n":16,"max_tokens":8192})"),
+              400, "request_too_costly");
+  Api none({}, {}, /*load=*/false);
+  ExpectError(none.Route(http::verb::post, "/v1/completions", R"({"prompt":"a"})"), 503,
+              "model_not_ready");
+  ExpectError(none.Route(http::verb::get, "/readyz"), 503, "model_not_ready");
+  EXPECT_EQ(json::parse(none.Route(http::verb::get, "/v1/models").response.body())["data"].size(),
+            0u);
+}
+
+TEST(HttpApiTest, FullQueueIs429WithRetryAfter) {
+  Api a({.retry_after_seconds = 7}, {.max_batch = 1, .max_queue = 1});
+  const RouteResult r =
+      a.Route(http::verb::post, "/v1/completions", R"({"prompt":"a","n":2})");
+  ExpectError(r, 429, "queue_full");
+  EXPECT_EQ(r.response[http::field::retry_after], "7");
+}
+
+TEST(HttpApiTest, ConstantTimeEquals) {
+  EXPECT_TRUE(ConstantTimeEquals("abc", "abc"));
+  EXPECT_FALSE(ConstantTimeEquals("abc", "abd"));
+  EXPECT_FALSE(ConstantTimeEquals("abc", "abcd"));
+  EXPECT_TRUE(ConstantTimeEquals("", ""));
+}
+
+}  // namespace
+}  // namespace dropk
