@@ -24,15 +24,20 @@ server=""
 cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-head -c 200000 "$root/data/tinyshakespeare.txt" > "$work/corpus.txt"
-"$build/bin/dropk" data prepare --tokenizer char --out "$work/data" "$work/corpus.txt" >/dev/null
-OMP_WAIT_POLICY=PASSIVE "$build/bin/dropk-train" --config "$root/configs/shakespeare_char_cpu.textproto" \
-  --data_dir="$work/data" --out_dir="$work/run" --max_iters=60 --eval_interval=60 --eval_iters=2 \
-  --n_layer=2 --n_embd=64 --n_head=2 --num_threads=1 --sample_tokens=0 2>"$work/train.log" \
-  || { cat "$work/train.log"; exit 1; }
+# DROPK_PLAYGROUND_CHECKPOINTS serves an existing run instead (for a screenshot of a real model).
+checkpoints=${DROPK_PLAYGROUND_CHECKPOINTS:-}
+if [ -z "$checkpoints" ]; then
+  head -c 200000 "$root/data/tinyshakespeare.txt" > "$work/corpus.txt"
+  "$build/bin/dropk" data prepare --tokenizer char --out "$work/data" "$work/corpus.txt" >/dev/null
+  OMP_WAIT_POLICY=PASSIVE "$build/bin/dropk-train" --config "$root/configs/shakespeare_char_cpu.textproto" \
+    --data_dir="$work/data" --out_dir="$work/run" --max_iters=60 --eval_interval=60 --eval_iters=2 \
+    --n_layer=2 --n_embd=64 --n_head=2 --num_threads=1 --sample_tokens=0 2>"$work/train.log" \
+    || { cat "$work/train.log"; exit 1; }
+  checkpoints=$work/run/checkpoints
+fi
 
 printf 'playground-secret-key' > "$work/key"
-"$build/bin/dropk-serve" --checkpoints "$work/run/checkpoints" --port 0 --port-file "$work/port" \
+"$build/bin/dropk-serve" --checkpoints "$checkpoints" --port 0 --port-file "$work/port" \
   --api-key-file "$work/key" --threads 1 >"$work/serve.log" 2>&1 &
 server=$!
 for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.1; done
