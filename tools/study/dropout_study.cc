@@ -17,15 +17,17 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A model that memorises 90k characters within the run (about 0.8M
-// parameters seeing ~13 epochs), evaluated often enough to see val loss
-// turn up: nanoGPT's CPU recipe shape, trained long on little data.
+// nanoGPT's CPU recipe shape (about 0.8M parameters) trained long on little
+// data: 27k training characters seen ~28 times in 1000 steps, evaluated every
+// 50 steps, so that without dropout val loss turns up while train loss keeps
+// falling. (On 90k characters the same model was still improving its val
+// loss after 1500 steps: no overfitting to show.)
 const std::vector<std::pair<std::string, std::string>> kStudyDefaults = {
     {"n_layer", "4"},         {"n_head", "4"},          {"n_embd", "128"},
-    {"block_size", "64"},     {"batch_size", "12"},     {"max_iters", "1500"},
+    {"block_size", "64"},     {"batch_size", "12"},     {"max_iters", "1000"},
     {"learning_rate", "1e-3"}, {"min_lr", "1e-4"},       {"warmup_iters", "100"},
-    {"lr_decay_iters", "1500"}, {"beta2", "0.99"},       {"eval_interval", "100"},
-    {"eval_iters", "20"},     {"log_interval", "100"},  {"sample_tokens", "0"},
+    {"lr_decay_iters", "1000"}, {"beta2", "0.99"},       {"eval_interval", "50"},
+    {"eval_iters", "20"},     {"log_interval", "50"},  {"sample_tokens", "0"},
     {"save_every", "0"},      {"keep_last", "1"},
 };
 

@@ -17,7 +17,7 @@ namespace dropk {
 struct DropoutStudyOptions {
   std::string corpus_path;  // UTF-8 text; its first `chars` bytes are used
   std::string out_dir;      // data/, dropout-0.10/ (one run each), the plot and tables
-  size_t chars = 100000;
+  size_t chars = 30000;
   std::vector<float> rates = {0.0f, 0.1f, 0.2f, 0.3f};
   std::string config_path;              // optional TrainConfig textproto over the study's defaults
   std::vector<std::string> overrides;   // "--name=value" applied last, as dropk-train's flags
