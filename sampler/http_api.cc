@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "sampler/playground.h"
 
 namespace dropk {
 
@@ -18,7 +19,8 @@ struct Endpoint {
   std::string_view path;
   http::verb method;
 };
-constexpr Endpoint kEndpoints[] = {{"/v1/completions", http::verb::post},
+constexpr Endpoint kEndpoints[] = {{"/", http::verb::get},
+                                   {"/v1/completions", http::verb::post},
                                    {"/v1/models", http::verb::get},
                                    {"/healthz", http::verb::get},
                                    {"/readyz", http::verb::get},
@@ -84,8 +86,10 @@ HttpApi::HttpApi(HttpApiOptions options, Scheduler* scheduler, ServiceMetrics* m
 
 std::optional<ApiError> HttpApi::Authorize(const HttpRequest& request,
                                            std::string_view path) const {
-  // Liveness probes carry no credentials.
-  if (options_.api_key.empty() || path == "/healthz") return std::nullopt;
+  // Liveness probes carry no credentials; the playground page holds no
+  // data (a browser cannot send a bearer token when it opens a page), and
+  // every API call it makes carries the key the user types.
+  if (options_.api_key.empty() || path == "/healthz" || path == "/") return std::nullopt;
   const auto auth = request[http::field::authorization];
   const std::string_view given(auth.data(), auth.size());
   constexpr std::string_view kBearer = "Bearer ";
@@ -127,11 +131,24 @@ RouteResult HttpApi::Route(const HttpRequest& request,
                       version, {{"Allow", Allowed(*endpoint)}}));
   }
   if (path == "/v1/completions") return Completions(request, listener);
-  HttpResponse res = path == "/healthz"   ? Healthz(version)
-                     : path == "/readyz"  ? Readyz(version)
+  HttpResponse res = path == "/"         ? Playground(version)
+                     : path == "/healthz" ? Healthz(version)
+                     : path == "/readyz" ? Readyz(version)
                      : path == "/metrics" ? Metrics(version)
                                           : Models(version);
   return Reply(head ? WithoutBody(std::move(res)) : std::move(res));
+}
+
+HttpResponse HttpApi::Playground(unsigned version) const {
+  HttpResponse res{http::status::ok, AnswerVersion(version)};
+  res.set(http::field::server, "dropk-serve");
+  res.set(http::field::content_type, "text/html; charset=utf-8");
+  res.set(http::field::cache_control, "no-cache");
+  res.set("Content-Security-Policy", kPlaygroundContentSecurityPolicy);
+  res.set("X-Content-Type-Options", "nosniff");
+  res.body() = std::string(PlaygroundHtml());
+  res.prepare_payload();
+  return res;
 }
 
 HttpResponse HttpApi::Healthz(unsigned version) const {

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "tools/ckpt_command.h"
 #include "tools/sample_command.h"
+#include "tools/study_command.h"
 #include "trainer/prepare_data.h"
 
 namespace {
@@ -71,6 +72,8 @@ int Main(int argc, char** argv) {
   RegisterDataCommand(app, action);
   dropk::RegisterCkptCommand(app, action);
   dropk::RegisterSampleCommand(app, action);
+  dropk::RegisterStudyCommand(app, action);
+  dropk::RegisterPlotCommand(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

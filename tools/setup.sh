@@ -17,6 +17,7 @@ packages=(
   libabsl-dev                                # absl::Status / StatusOr for errors users can cause
   libomp-dev                                 # not needed by g++ (libgomp), kept for clang builds
   curl                                       # the main job and the service's end-to-end tests
+  gnuplot-nox                                # dropk plot and the studies (PNG through cairo)
 )
 
 missing=()

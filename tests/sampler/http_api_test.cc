@@ -105,7 +105,7 @@ TEST(HttpApiTest, GetRoutes) {
 // the GET status and headers, Content-Length included, and no body.
 TEST(HttpApiTest, HeadOnEveryGetRoute) {
   Api a;
-  for (const char* path : {"/healthz", "/readyz", "/metrics", "/v1/models"}) {
+  for (const char* path : {"/", "/healthz", "/readyz", "/metrics", "/v1/models"}) {
     SCOPED_TRACE(path);
     const RouteResult get = a.Route(http::verb::get, path);
     const RouteResult head = a.Route(http::verb::head, path);
@@ -121,6 +121,30 @@ TEST(HttpApiTest, HeadOnEveryGetRoute) {
   const RouteResult r = a.Route(http::verb::head, "/v1/completions");
   ExpectError(r, 405, "method_not_allowed");
   EXPECT_EQ(r.response[http::field::allow], "POST");
+}
+
+// Issue 14: the playground page at /, self-contained (its CSP lets it load
+// nothing from elsewhere), open without the key (a browser opening a page
+// sends none) while the API it calls still needs it.
+TEST(HttpApiTest, PlaygroundPageAtRoot) {
+  Api a({.api_key = "k3y"});
+  const RouteResult page = a.Route(http::verb::get, "/");
+  ASSERT_EQ(page.response.result_int(), 200);
+  EXPECT_EQ(page.response[http::field::content_type], "text/html; charset=utf-8");
+  const std::string& html = page.response.body();
+  EXPECT_EQ(html.rfind("<!doctype html>", 0), 0u);
+  for (const char* id : {"id=\"prompt\"", "id=\"top_k\"", "id=\"top_p\"", "id=\"temperature\"",
+                         "id=\"seed\"", "id=\"max_tokens\"", "id=\"compare\"", "id=\"api_key\"",
+                         "/v1/completions"}) {
+    EXPECT_NE(html.find(id), std::string::npos) << id;
+  }
+  // No CDN: nothing is fetched from another origin.
+  EXPECT_EQ(html.find("http://"), std::string::npos);
+  EXPECT_EQ(html.find("https://"), std::string::npos);
+  EXPECT_NE(std::string(page.response["Content-Security-Policy"]).find("default-src 'none'"),
+            std::string::npos);
+  ExpectError(a.Route(http::verb::post, "/", "{}"), 405, "method_not_allowed");
+  ExpectError(a.Route(http::verb::get, "/v1/models"), 401, "invalid_api_key");
 }
 
 TEST(HttpApiTest, UnknownRouteAndWrongMethod) {

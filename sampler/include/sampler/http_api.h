@@ -4,10 +4,11 @@
 // Route and write what it returns, so every endpoint and every error status
 // can be tested without a connection.
 //
-// Routes: POST /v1/completions; GET (and HEAD) /v1/models, /healthz,
-// /readyz, /metrics. Every error is an OpenAI-style JSON body
-// (completions.h ErrorBody). With an API key set, every route but /healthz
-// needs "Authorization: Bearer <key>".
+// Routes: POST /v1/completions; GET (and HEAD) / (the playground page,
+// playground.h), /v1/models, /healthz, /readyz, /metrics. Every error is an
+// OpenAI-style JSON body (completions.h ErrorBody). With an API key set,
+// every route but /healthz and the page needs "Authorization: Bearer <key>"
+// (the page's own API calls send the key its user types).
 #ifndef DROPK_SAMPLER_HTTP_API_H_
 #define DROPK_SAMPLER_HTTP_API_H_
 
@@ -46,7 +47,7 @@ struct RouteResult {
 };
 
 struct HttpApiOptions {
-  std::string api_key;          // non-empty: every route but /healthz needs it
+  std::string api_key;          // non-empty: every route but /healthz and / needs it
   int retry_after_seconds = 1;  // Retry-After on 429
 };
 
@@ -66,6 +67,7 @@ class HttpApi {
  private:
   // The error for a missing or wrong API key, or nullopt when allowed.
   std::optional<ApiError> Authorize(const HttpRequest& request, std::string_view path) const;
+  HttpResponse Playground(unsigned version) const;
   HttpResponse Healthz(unsigned version) const;
   HttpResponse Readyz(unsigned version) const;
   HttpResponse Metrics(unsigned version) const;

@@ -1,0 +1,176 @@
+// The studies and plots: the diversity measures on known answers, metrics
+// reading, and the real `dropk study` / `dropk plot` commands on a tiny run
+// (reproducible for a seed, PNG files with their data beside them).
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "subprocess.h"
+#include "tools/study/run_metrics.h"
+#include "tools/study/text_diversity.h"
+
+namespace dropk {
+namespace {
+
+namespace fs = std::filesystem;
+using test_util::ReadFile;
+using test_util::RunCommand;
+
+TEST(TextDiversityTest, DistinctNCountsDistinctWordNGrams) {
+  // unigrams a b a b: 2 distinct of 4; bigrams ab ba ab: 2 distinct of 3.
+  EXPECT_DOUBLE_EQ(DistinctN({"a b  a\nb"}, 1), 0.5);
+  EXPECT_DOUBLE_EQ(DistinctN({"a b  a\nb"}, 2), 2.0 / 3.0);
+  // Across samples: "x y" twice has 2 distinct unigrams of 4, 1 bigram of 2.
+  EXPECT_DOUBLE_EQ(DistinctN({"x y", "x y"}, 1), 0.5);
+  EXPECT_DOUBLE_EQ(DistinctN({"x y", "x y"}, 2), 0.5);
+  EXPECT_DOUBLE_EQ(DistinctN({"", " "}, 1), 0.0);
+}
+
+TEST(TextDiversityTest, PairwiseOverlapIsOneForRepeatsAndZeroForDisjointText) {
+  EXPECT_DOUBLE_EQ(MeanPairwiseBigramOverlap({"to be or not", "to be or not", "to be or not"}), 1.0);
+  EXPECT_DOUBLE_EQ(MeanPairwiseBigramOverlap({"to be or not", "that is the question"}), 0.0);
+  // {to be, be or} vs {to be, be gone}: 1 shared of 3.
+  EXPECT_DOUBLE_EQ(MeanPairwiseBigramOverlap({"to be or", "to be gone"}), 1.0 / 3.0);
+  EXPECT_DOUBLE_EQ(MeanPairwiseBigramOverlap({"only one"}), 0.0);
+}
+
+class StudyFilesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::path(::testing::TempDir()) / ("dropk_study_test_" + std::to_string(getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string Write(const std::string& name, const std::string& text) {
+    const std::string path = (dir_ / name).string();
+    std::ofstream(path) << text;
+    return path;
+  }
+  fs::path dir_;
+};
+
+TEST_F(StudyFilesTest, ReadsMetricsSkippingATornLastLineAndSummarisesEvaluations) {
+  const std::string path = Write(
+      "metrics.jsonl",
+      "{\"step\":0,\"train_loss\":4.0,\"eval_train_loss\":4.1,\"val_loss\":4.2,\"lr\":0.001}\n"
+      "{\"step\":10,\"train_loss\":3.0,\"lr\":0.001,\"tokens_per_s\":100}\n"
+      "{\"step\":20,\"eval_train_loss\":2.0,\"val_loss\":2.5}\n"
+      "{\"step\":30,\"eval_train_loss\":1.5,\"val_loss\":2.7}\n"
+      "{\"step\":40,\"tra");
+  absl::StatusOr<std::vector<RunMetricsRow>> rows = ReadRunMetrics(path);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 4u);
+  EXPECT_EQ((*rows)[1].step, 10);
+  EXPECT_FALSE((*rows)[1].val_loss.has_value());
+  EXPECT_DOUBLE_EQ(*(*rows)[1].tokens_per_s, 100);
+  absl::StatusOr<EvalSummary> summary = SummarizeEvaluations(*rows);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->best_val_step, 20);
+  EXPECT_DOUBLE_EQ(summary->best_val_loss, 2.5);
+  EXPECT_EQ(summary->final_step, 30);
+  EXPECT_DOUBLE_EQ(summary->final_gap(), 2.7 - 1.5);
+}
+
+TEST_F(StudyFilesTest, ABrokenMetricsLineIsRefusedNamingFileAndLine) {
+  const std::string path = Write("metrics.jsonl", "{\"step\":0}\nnot json\n{\"step\":2}\n");
+  absl::StatusOr<std::vector<RunMetricsRow>> rows = ReadRunMetrics(path);
+  ASSERT_FALSE(rows.ok());
+  EXPECT_NE(rows.status().message().find(path + ":2:"), std::string::npos) << rows.status();
+  EXPECT_FALSE(SummarizeEvaluations({RunMetricsRow{}}).ok());
+}
+
+bool IsPng(const std::string& path) {
+  const std::string bytes = ReadFile(path);
+  return bytes.size() > 1000 && bytes.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0;
+}
+
+TEST_F(StudyFilesTest, PlotWritesPngsWithTheirDataAndNamesAMissingRun) {
+  fs::create_directories(dir_ / "run");
+  Write("run/metrics.jsonl",
+        "{\"step\":0,\"train_loss\":4.0,\"eval_train_loss\":4.1,\"val_loss\":4.2,\"lr\":0.0,"
+        "\"tokens_per_s\":0}\n"
+        "{\"step\":10,\"train_loss\":3.0,\"lr\":0.001,\"tokens_per_s\":900}\n"
+        "{\"step\":20,\"train_loss\":2.0,\"eval_train_loss\":2.1,\"val_loss\":2.3,\"lr\":0.0005,"
+        "\"tokens_per_s\":950}\n");
+  const auto r = RunCommand(DROPK_BINARY_DIR "/bin/dropk plot " + (dir_ / "run").string(),
+                            dir_.string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* name : {"loss", "lr", "tokens_per_s"}) {
+    EXPECT_TRUE(IsPng((dir_ / "run/plots" / (std::string(name) + ".png")).string())) << name;
+  }
+  EXPECT_NE(ReadFile((dir_ / "run/plots/metrics.csv").string()).find("20,2,2.1"),
+            std::string::npos);
+
+  const auto missing = RunCommand(DROPK_BINARY_DIR "/bin/dropk plot " + (dir_ / "nope").string(),
+                                  dir_.string());
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.err.find((dir_ / "nope" / "metrics.jsonl").string()), std::string::npos)
+      << missing.err;
+}
+
+// A tiny dropout study (two rates, 20 steps) twice, then a top-k study on one
+// of its checkpoints twice: the same seed gives the same numbers.
+TEST_F(StudyFilesTest, StudiesAreReproducibleAndWritePlotsWithData) {
+  const std::string study =
+      std::string(DROPK_BINARY_DIR "/bin/dropk study dropout --corpus " DROPK_SOURCE_DIR
+                  "/data/tinyshakespeare.txt --chars 20000 --rates 0,0.3") +
+      " --set=--max_iters=20 --set=--eval_interval=10 --set=--eval_iters=2 --set=--n_layer=1"
+      " --set=--n_head=2 --set=--n_embd=32 --set=--block_size=32 --set=--batch_size=4"
+      " --set=--num_threads=1 --out ";
+  std::string summaries[2];
+  for (int i = 0; i < 2; ++i) {
+    const fs::path out = dir_ / ("dropout" + std::to_string(i));
+    const auto r = RunCommand(study + out.string(), dir_.string());
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("| 0.30 |"), std::string::npos) << r.out;
+    EXPECT_TRUE(IsPng((out / "dropout_study.png").string()));
+    summaries[i] = ReadFile((out / "dropout_summary.csv").string());
+    EXPECT_NE(ReadFile((out / "dropout_study.csv").string()).find("step,train_p0.00,val_p0.00"),
+              std::string::npos);
+  }
+  EXPECT_EQ(summaries[0], summaries[1]);
+  EXPECT_NE(summaries[0].find("\n0.30,"), std::string::npos) << summaries[0];
+
+  const std::string topk = std::string(DROPK_BINARY_DIR "/bin/dropk study topk --checkpoint ") +
+                           (dir_ / "dropout0/dropout-0.00/checkpoints").string() +
+                           " --samples 3 --max-tokens 40 --ks 1,5,0 --temperatures 1"
+                           " --threads 1 --seed 5 --out ";
+  std::string tables[2];
+  for (int i = 0; i < 2; ++i) {
+    const fs::path out = dir_ / ("topk" + std::to_string(i));
+    const auto r = RunCommand(topk + out.string(), dir_.string());
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(IsPng((out / "topk_study.png").string()));
+    tables[i] = ReadFile((out / "topk_study.csv").string());
+  }
+  EXPECT_EQ(tables[0], tables[1]);
+  // k = 1 is greedy: every sample of a prompt is the same text; with the
+  // whole vocabulary the seeds give different texts.
+  std::map<std::string, std::set<std::string>> texts;  // "k/prompt" -> distinct texts
+  std::istringstream samples(ReadFile((dir_ / "topk0/topk_samples.jsonl").string()));
+  for (std::string line; std::getline(samples, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    texts[std::to_string(j["top_k"].get<int>()) + "/" + j["prompt"].get<std::string>()].insert(
+        j["text"].get<std::string>());
+  }
+  ASSERT_EQ(texts.size(), 6u);  // 3 ks x 2 default prompts
+  EXPECT_EQ(texts["1/ROMEO:"].size(), 1u);
+  EXPECT_EQ(texts["1/JULIET:"].size(), 1u);
+  EXPECT_GT(texts["0/ROMEO:"].size(), 1u);
+
+  const auto bad = RunCommand(topk + (dir_ / "bad").string() + " --ks=-3", dir_.string());
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--ks"), std::string::npos) << bad.err;
+}
+
+}  // namespace
+}  // namespace dropk

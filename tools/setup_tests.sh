@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Everything the tests need beyond tools/setup.sh: Debian's chromium and
+# Node.js for the playground's browser test, and playwright-core (pinned in
+# tests/browser/package-lock.json; it drives the system chromium and never
+# downloads a browser). Idempotent. Usage: tools/setup_tests.sh (as root or with sudo)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+bash "$root/tools/setup.sh"
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup_tests: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [ ! -d "$root/tests/browser/node_modules/playwright-core" ]; then
+  echo "setup_tests: npm ci in tests/browser"
+  (cd "$root/tests/browser" && npm ci --no-audit --no-fund --loglevel=error) \
+    || echo "setup_tests: npm ci failed; the browser test will be skipped"
+fi
+echo "setup_tests: done"

@@ -1,0 +1,85 @@
+#include "tools/study/plot_run.h"
+
+#include <filesystem>
+#include <fstream>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "tools/study/gnuplot.h"
+#include "tools/study/run_metrics.h"
+
+namespace dropk {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string Cell(const std::optional<double>& v) {
+  return v ? absl::StrFormat("%.9g", *v) : std::string("NaN");
+}
+
+absl::Status WriteCsv(const std::vector<RunMetricsRow>& rows, const std::string& path) {
+  std::ofstream out(path, std::ios::trunc);
+  out << "step,train_loss,eval_train_loss,val_loss,lr,tokens_per_s\n";
+  for (const RunMetricsRow& r : rows) {
+    out << r.step << "," << Cell(r.train_loss) << "," << Cell(r.eval_train_loss) << ","
+        << Cell(r.val_loss) << "," << Cell(r.lr) << "," << Cell(r.tokens_per_s) << "\n";
+  }
+  if (!out.flush()) return absl::InternalError(absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
+
+// The gnuplot preamble every run plot shares: a PNG of 900x500 reading the CSV.
+std::string Preamble(const std::string& png, const std::string& title) {
+  return absl::StrCat(
+      "set terminal pngcairo size 900,500 font 'Sans,10'\n", "set output ", GnuplotQuote(png),
+      "\n", "set datafile separator ','\n", "set datafile missing 'NaN'\n", "set key top right\n",
+      "set grid\n", "set xlabel 'step'\n", "set title ", GnuplotQuote(title), "\n");
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> PlotRun(const std::string& run_dir,
+                                                 const std::string& out_dir) {
+  absl::StatusOr<std::vector<RunMetricsRow>> rows =
+      ReadRunMetrics((fs::path(run_dir) / "metrics.jsonl").string());
+  if (!rows.ok()) return rows.status();
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", out_dir, ": ", ec.message()));
+  const std::string csv = (fs::path(out_dir) / "metrics.csv").string();
+  if (absl::Status s = WriteCsv(*rows, csv); !s.ok()) return s;
+
+  const std::string title = fs::path(run_dir).lexically_normal().filename().string();
+  const std::string data = GnuplotQuote(csv);
+  struct Plot {
+    std::string name, body;
+  };
+  // `every` is not needed: NaN cells drop out of each series, and the
+  // evaluation series draw points joined by lines across the gaps.
+  const std::vector<Plot> plots = {
+      {"loss", absl::StrCat("set ylabel 'loss (nats/token)'\n", "plot ", data,
+                            " using 1:2 with lines lw 1 lc rgb '#9ecae1' title 'train (logged step)', \\\n  ",
+                            data, " using 1:3 with linespoints pt 7 ps 0.6 lw 2 lc rgb '#3182bd' title 'train (eval)', \\\n  ",
+                            data, " using 1:4 with linespoints pt 7 ps 0.6 lw 2 lc rgb '#e6550d' title 'val (eval)'\n")},
+      {"lr", absl::StrCat("set ylabel 'learning rate'\n", "set format y '%.1e'\n", "plot ", data,
+                          " using 1:5 with lines lw 2 lc rgb '#31a354' title 'lr'\n")},
+      {"tokens_per_s",
+       absl::StrCat("set ylabel 'tokens/s (all ranks)'\n", "set yrange [0:*]\n", "plot ", data,
+                    " using 1:6 with lines lw 2 lc rgb '#756bb1' title 'tokens/s'\n")},
+  };
+  std::vector<std::string> pngs;
+  for (const Plot& plot : plots) {
+    const std::string png = (fs::path(out_dir) / (plot.name + ".png")).string();
+    const std::string script = (fs::path(out_dir) / (plot.name + ".gp")).string();
+    if (absl::Status s = RunGnuplot(script, Preamble(png, absl::StrCat(title, ": ", plot.name)) +
+                                                plot.body);
+        !s.ok()) {
+      return s;
+    }
+    pngs.push_back(png);
+  }
+  return pngs;
+}
+
+}  // namespace dropk
