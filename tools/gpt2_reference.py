@@ -36,8 +36,16 @@ class Encoder:
             merges = [tuple(line.split()) for line in f.read().split("\n")[1:-1]]
         self.ranks = dict(zip(merges, range(len(merges))))
         self.byte_encoder = bytes_to_unicode()
+        self.cache = {}  # as encoder.py: each distinct piece is merged once
 
     def bpe(self, token):
+        if token in self.cache:
+            return self.cache[token]
+        result = self.merge(token)
+        self.cache[token] = result
+        return result
+
+    def merge(self, token):
         word = tuple(token)
         while len(word) > 1:
             pairs = set(zip(word, word[1:]))
