@@ -133,8 +133,8 @@ absl::StatusOr<std::unique_ptr<const Gpt2Bpe>> Gpt2Bpe::Build(const Tokenizer& p
   return std::unique_ptr<const Gpt2Bpe>(std::move(bpe));
 }
 
-void Gpt2Bpe::Encode(std::string_view text, Gpt2BpeScratch* scratch,
-                     std::vector<int32_t>* ids) const {
+absl::Status Gpt2Bpe::Encode(std::string_view text, Gpt2BpeScratch* scratch,
+                             std::vector<int32_t>* ids) const {
   Gpt2BpeScratch local;
   if (scratch == nullptr) scratch = &local;
   scratch->BindTo(this);
@@ -149,10 +149,14 @@ void Gpt2Bpe::Encode(std::string_view text, Gpt2BpeScratch* scratch,
       const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(match_data);
       start = ovector[0];
       end = ovector[1];
-    } else {
-      // Only "no match" is expected (the rest is invalid UTF-8); any other
-      // failure would be a bug, e.g. a resource limit on this simple pattern.
-      DROPK_CHECK(rc == PCRE2_ERROR_NOMATCH) << "PCRE2 match error " << rc;
+    } else if (rc != PCRE2_ERROR_NOMATCH) {
+      // "No match" means the rest is invalid UTF-8. Anything else is PCRE2
+      // giving up (a match or memory limit), which text can provoke.
+      PCRE2_UCHAR message[256];
+      pcre2_get_error_message(rc, message, sizeof(message));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("GPT-2 pre-tokenization failed at byte offset ", pos, ": ",
+                       reinterpret_cast<const char*>(message)));
     }
     // Every valid character matches some alternative, so what the regex
     // skipped is invalid UTF-8: one piece of raw bytes.
@@ -161,6 +165,7 @@ void Gpt2Bpe::Encode(std::string_view text, Gpt2BpeScratch* scratch,
     DROPK_CHECK(end > pos || start == text.size());
     pos = end;
   }
+  return absl::OkStatus();
 }
 
 void Gpt2Bpe::EncodePiece(std::string_view piece, Gpt2BpeScratch* scratch,

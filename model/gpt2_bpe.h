@@ -41,8 +41,11 @@ class Gpt2Bpe {
   const std::string& TokenBytes(int32_t id) const { return vocab_[id]; }
 
   // Appends the ids of `text` (any bytes) to *ids. `scratch` may be null (a
-  // temporary one is used: correct, but without a warm merge cache).
-  void Encode(std::string_view text, Gpt2BpeScratch* scratch, std::vector<int32_t>* ids) const;
+  // temporary one is used: correct, but without a warm merge cache). Fails
+  // only if PCRE2 does (a resource limit), with ResourceExhausted naming the
+  // byte offset.
+  absl::Status Encode(std::string_view text, Gpt2BpeScratch* scratch,
+                      std::vector<int32_t>* ids) const;
 
  private:
   struct Merge {

@@ -190,7 +190,9 @@ absl::StatusOr<std::vector<int32_t>> TextTokenizer::Encode(std::string_view text
   std::vector<int32_t> ids;
   if (bpe_ != nullptr) {
     ids.reserve(text.size() / 3);  // English averages over 4 bytes per token
-    bpe_->Encode(text, cache == nullptr ? nullptr : cache->scratch_.get(), &ids);
+    absl::Status status =
+        bpe_->Encode(text, cache == nullptr ? nullptr : cache->scratch_.get(), &ids);
+    if (!status.ok()) return status;
     return ids;
   }
   if (proto_->kind() == Tokenizer::BYTE) {

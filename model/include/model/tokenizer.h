@@ -72,7 +72,8 @@ class TextTokenizer {
 
   // The ids of `text`. CHAR: invalid UTF-8, or a code point outside the
   // vocabulary, is InvalidArgument naming the character and its byte offset.
-  // BYTE and GPT2_BPE: never fail. `cache` (optional, this thread's own)
+  // BYTE: never fails. GPT2_BPE: fails only if PCRE2 hits a resource limit
+  // (ResourceExhausted), which no text short of pathological does. `cache` (optional, this thread's own)
   // speeds up GPT2_BPE; the ids do not depend on it.
   absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text,
                                               EncodeCache* cache = nullptr) const;
