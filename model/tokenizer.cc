@@ -6,6 +6,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "gpt2_bpe.h"
 
 namespace dropk {
 namespace {
@@ -86,14 +87,25 @@ std::string KindName(Tokenizer::Kind kind) {
 
 }  // namespace
 
+EncodeCache::EncodeCache() : scratch_(std::make_unique<Gpt2BpeScratch>()) {}
+EncodeCache::~EncodeCache() = default;
+
+TextTokenizer::TextTokenizer(std::shared_ptr<const Tokenizer> proto,
+                             std::shared_ptr<const Gpt2Bpe> bpe)
+    : proto_(std::move(proto)), bpe_(std::move(bpe)) {}
+
 absl::StatusOr<TextTokenizer> TextTokenizer::FromCorpus(Tokenizer::Kind kind,
                                                         std::string_view text) {
-  Tokenizer proto;
-  proto.set_kind(kind);
-  if (kind == Tokenizer::BYTE) return TextTokenizer(std::move(proto));
+  auto proto = std::make_shared<Tokenizer>();
+  proto->set_kind(kind);
+  if (kind == Tokenizer::BYTE) return TextTokenizer(std::move(proto), nullptr);
+  if (kind == Tokenizer::GPT2_BPE) {
+    return absl::InvalidArgumentError(
+        "a GPT2_BPE tokenizer comes from GPT-2's encoder.json and vocab.bpe, not from a corpus");
+  }
   if (kind != Tokenizer::CHAR) {
     return absl::InvalidArgumentError(
-        absl::StrCat("tokenizer kind ", KindName(kind), " is not CHAR or BYTE"));
+        absl::StrCat("tokenizer kind ", KindName(kind), " is not CHAR, BYTE or GPT2_BPE"));
   }
   if (text.empty()) {
     return absl::InvalidArgumentError("cannot build a CHAR tokenizer from empty text");
@@ -109,25 +121,37 @@ absl::StatusOr<TextTokenizer> TextTokenizer::FromCorpus(Tokenizer::Kind kind,
     pos += len;
   }
   for (uint32_t cp = 0; cp <= kMaxCodePoint; ++cp) {
-    if (seen[cp]) proto.add_code_points(cp);
+    if (seen[cp]) proto->add_code_points(cp);
   }
-  return TextTokenizer(std::move(proto));
+  return TextTokenizer(std::move(proto), nullptr);
 }
 
 absl::StatusOr<TextTokenizer> TextTokenizer::FromProto(const Tokenizer& proto) {
   const int n = proto.code_points_size();
+  if (proto.kind() != Tokenizer::GPT2_BPE &&
+      (proto.vocab_size() != 0 || proto.merges_size() != 0 || proto.special_ids_size() != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Tokenizer.vocab, merges and special_ids are for kind GPT2_BPE; kind ",
+        KindName(proto.kind()), " has ", proto.vocab_size(), ", ", proto.merges_size(), " and ",
+        proto.special_ids_size()));
+  }
   switch (proto.kind()) {
     case Tokenizer::BYTE:
       if (n != 0) {
         return absl::InvalidArgumentError(absl::StrCat(
             "Tokenizer.code_points has ", n, " entries for kind BYTE; want none"));
       }
-      return TextTokenizer(proto);
+      return TextTokenizer(std::make_shared<Tokenizer>(proto), nullptr);
+    case Tokenizer::GPT2_BPE: {
+      absl::StatusOr<std::unique_ptr<const Gpt2Bpe>> bpe = Gpt2Bpe::Build(proto);
+      if (!bpe.ok()) return bpe.status();
+      return TextTokenizer(std::make_shared<Tokenizer>(proto), std::move(*bpe));
+    }
     case Tokenizer::CHAR:
       break;
     default:
       return absl::InvalidArgumentError(absl::StrCat(
-          "Tokenizer.kind is ", KindName(proto.kind()), "; want CHAR or BYTE"));
+          "Tokenizer.kind is ", KindName(proto.kind()), "; want CHAR, BYTE or GPT2_BPE"));
   }
   if (n < 1 || n > kMaxCodePoints) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -147,22 +171,37 @@ absl::StatusOr<TextTokenizer> TextTokenizer::FromProto(const Tokenizer& proto) {
           "; code points must be sorted and distinct"));
     }
   }
-  return TextTokenizer(proto);
+  return TextTokenizer(std::make_shared<Tokenizer>(proto), nullptr);
 }
 
 int TextTokenizer::vocab_size() const {
-  return proto_.kind() == Tokenizer::BYTE ? kByteVocab : proto_.code_points_size();
+  switch (proto_->kind()) {
+    case Tokenizer::BYTE:
+      return kByteVocab;
+    case Tokenizer::GPT2_BPE:
+      return bpe_->vocab_size();
+    default:
+      return proto_->code_points_size();
+  }
 }
 
-absl::StatusOr<std::vector<int32_t>> TextTokenizer::Encode(std::string_view text) const {
+absl::StatusOr<std::vector<int32_t>> TextTokenizer::Encode(std::string_view text,
+                                                           EncodeCache* cache) const {
   std::vector<int32_t> ids;
-  if (proto_.kind() == Tokenizer::BYTE) {
+  if (bpe_ != nullptr) {
+    ids.reserve(text.size() / 3);  // English averages over 4 bytes per token
+    absl::Status status =
+        bpe_->Encode(text, cache == nullptr ? nullptr : cache->scratch_.get(), &ids);
+    if (!status.ok()) return status;
+    return ids;
+  }
+  if (proto_->kind() == Tokenizer::BYTE) {
     ids.reserve(text.size());
     for (const char c : text) ids.push_back(static_cast<uint8_t>(c));
     return ids;
   }
   ids.reserve(text.size());  // an upper bound: at least one byte per token
-  const auto& vocab = proto_.code_points();
+  const auto& vocab = proto_->code_points();
   for (size_t pos = 0; pos < text.size();) {
     uint32_t cp;
     const size_t len = DecodeUtf8(text, pos, &cp);
@@ -185,24 +224,27 @@ absl::StatusOr<std::vector<int32_t>> TextTokenizer::Encode(std::string_view text
 
 std::string TextTokenizer::DecodeOne(int32_t id) const {
   if (id < 0 || id >= vocab_size()) return std::string(kReplacement);
-  if (proto_.kind() == Tokenizer::BYTE) return std::string(1, static_cast<char>(id));
+  if (bpe_ != nullptr) return bpe_->TokenBytes(id);
+  if (proto_->kind() == Tokenizer::BYTE) return std::string(1, static_cast<char>(id));
   std::string out;
-  AppendUtf8(proto_.code_points(id), &out);
+  AppendUtf8(proto_->code_points(id), &out);
   return out;
 }
 
 std::string TextTokenizer::Decode(std::span<const int32_t> ids) const {
   std::string out;
   out.reserve(ids.size());
-  const bool byte = proto_.kind() == Tokenizer::BYTE;
+  const bool byte = proto_->kind() == Tokenizer::BYTE;
   const int vocab = vocab_size();
   for (const int32_t id : ids) {
     if (id < 0 || id >= vocab) {
       out.append(kReplacement);
+    } else if (bpe_ != nullptr) {
+      out.append(bpe_->TokenBytes(id));
     } else if (byte) {
       out.push_back(static_cast<char>(id));
     } else {
-      AppendUtf8(proto_.code_points(id), &out);
+      AppendUtf8(proto_->code_points(id), &out);
     }
   }
   return out;

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "model/utf8.h"
 #include "nlohmann/json.hpp"
 
 namespace dropk {
@@ -144,24 +145,6 @@ std::optional<ApiError> ReadSeed(const json& body, std::optional<uint64_t>* out)
   }
   *out = v->get<uint64_t>();
   return std::nullopt;
-}
-
-// Bytes of text that can be sent now: a complete UTF-8 prefix.
-size_t CompleteUtf8Prefix(std::string_view text, size_t end) {
-  // Walk back over at most 3 continuation bytes to the last lead byte.
-  size_t i = end;
-  int back = 0;
-  while (i > 0 && back < 4) {
-    const unsigned char c = static_cast<unsigned char>(text[i - 1]);
-    if ((c & 0xC0) != 0x80) {  // lead or ASCII byte at i-1
-      const int need = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3
-                                     : (c >> 3) == 0x1E ? 4 : 1;
-      return (back + 1 >= need) ? end : i - 1;
-    }
-    --i;
-    ++back;
-  }
-  return end;
 }
 
 }  // namespace

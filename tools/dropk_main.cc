@@ -30,37 +30,56 @@ using Action = std::function<absl::Status()>;
 absl::Status RunPrepare(const dropk::PrepareOptions& options) {
   absl::StatusOr<dropk::PrepareSummary> summary = dropk::PrepareData(options);
   if (!summary.ok()) return summary.status();
-  std::cout << "prepared " << options.input_path << ": "
+  const std::string inputs = options.inputs.size() == 1
+                                 ? options.inputs.front()
+                                 : std::to_string(options.inputs.size()) + " inputs";
+  std::cout << "prepared " << inputs << " (" << summary->input_bytes << " bytes): "
             << dropk::Tokenizer::Kind_Name(options.kind) << " vocab " << summary->vocab_size
-            << ", train " << summary->train_tokens << " tokens, val " << summary->val_tokens
-            << " tokens -> " << options.out_dir << "\n";
+            << ", train " << summary->train_tokens << " tokens in " << summary->train_files
+            << " file(s), val " << summary->val_tokens << " tokens in " << summary->val_files
+            << " file(s) -> " << options.out_dir << "\n";
   return absl::OkStatus();
 }
 
-// `dropk data prepare --tokenizer char|byte --out DIR [--val-fraction F] INPUT`
+// `dropk data prepare --tokenizer char|byte|gpt2 --out DIR [--val-fraction F]
+//  [--gpt2-dir D] [--threads N] [--shard-tokens N] INPUT...`
 void RegisterDataCommand(CLI::App& app, Action& action) {
   CLI::App* data = app.add_subcommand("data", "Prepare training data");
   data->require_subcommand(1);
   CLI::App* prepare = data->add_subcommand(
-      "prepare", "Tokenize a text file into train.bin, val.bin and tokenizer.pb");
+      "prepare",
+      "Tokenize text files into train and val token files (train.bin, or shards "
+      "train-00000.bin, ...) and tokenizer.pb");
   // Flags outlive this function: the callbacks read them after parsing.
   struct Flags {
     std::string tokenizer;
     dropk::PrepareOptions options;
   };
   auto flags = std::make_shared<Flags>();
-  prepare->add_option("--tokenizer", flags->tokenizer, "Tokenizer: char or byte")
+  prepare->add_option("--tokenizer", flags->tokenizer,
+                      "Tokenizer: char, byte, or gpt2 (GPT-2's byte-level BPE)")
       ->required()
-      ->check(CLI::IsMember({"char", "byte"}));
+      ->check(CLI::IsMember({"char", "byte", "gpt2"}));
   prepare->add_option("--out", flags->options.out_dir, "Output directory (created if missing)")
       ->required();
   prepare->add_option("--val-fraction", flags->options.val_fraction,
                       "Fraction of tokens, taken from the end, for val.bin (0 < F < 1)")
       ->capture_default_str();
-  prepare->add_option("input", flags->options.input_path, "Input text file")->required();
+  prepare->add_option("--gpt2-dir", flags->options.gpt2_dir,
+                      "gpt2: directory of GPT-2's encoder.json and vocab.bpe")
+      ->capture_default_str();
+  prepare->add_option("--threads", flags->options.threads, "Encoding threads (0: every core)")
+      ->capture_default_str();
+  prepare->add_option("--shard-tokens", flags->options.shard_tokens,
+                      "Most tokens per token file; larger splits become shards")
+      ->capture_default_str();
+  prepare->add_option("input", flags->options.inputs,
+                      "Input text files or directories (read recursively)")
+      ->required();
   prepare->callback([&action, flags] {
-    flags->options.kind =
-        flags->tokenizer == "byte" ? dropk::Tokenizer::BYTE : dropk::Tokenizer::CHAR;
+    flags->options.kind = flags->tokenizer == "byte"   ? dropk::Tokenizer::BYTE
+                          : flags->tokenizer == "gpt2" ? dropk::Tokenizer::GPT2_BPE
+                                                       : dropk::Tokenizer::CHAR;
     action = [flags] { return RunPrepare(flags->options); };
   });
 }

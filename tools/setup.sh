@@ -14,6 +14,7 @@ packages=(
   libgtest-dev libgmock-dev                  # unit tests
   libcli11-dev                               # command-line flags
   nlohmann-json3-dev                         # JSON for metrics and the HTTP API
+  libpcre2-dev                               # GPT-2's pre-tokenization regex: Unicode categories, JIT
   libabsl-dev                                # absl::Status / StatusOr for errors users can cause
   libomp-dev                                 # not needed by g++ (libgomp), kept for clang builds
   curl                                       # the main job and the service's end-to-end tests

@@ -30,7 +30,7 @@ uint64_t PermuteIndex(uint64_t x, uint64_t n, uint64_t seed, uint32_t key_hi, ui
   return x;
 }
 
-BatchLoader::BatchLoader(const TokenFile* data, uint64_t seed, int block_size, uint32_t split,
+BatchLoader::BatchLoader(const TokenDataset* data, uint64_t seed, int block_size, uint32_t split,
                          uint64_t samples_per_step)
     : data_(data),
       seed_(seed),

@@ -36,7 +36,7 @@ struct FieldHelp {
   const char* description;
 };
 constexpr FieldHelp kFieldHelp[] = {
-    {"data_dir", "directory with train.bin, val.bin, tokenizer.pb"},
+    {"data_dir", "directory with tokenizer.pb and train.bin, val.bin (or shards train-00000.bin, ...)"},
     {"out_dir", "run directory: metrics.jsonl, checkpoints"},
     {"n_layer", "transformer blocks"},
     {"n_head", "attention heads per block"},

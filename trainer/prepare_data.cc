@@ -1,50 +1,360 @@
 #include "trainer/prepare_data.h"
 
+#include <omp.h>
+
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
-#include <span>
+#include <memory>
+#include <set>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "model/gpt2_vocab_files.h"
 #include "model/tokenizer.h"
-#include "trainer/tokenizer_file.h"
+#include "trainer/env.h"
+#include "trainer/token_dataset.h"
 #include "trainer/token_file.h"
+#include "trainer/tokenizer_file.h"
 
 namespace dropk {
 namespace {
 
 namespace fs = std::filesystem;
 
-absl::StatusOr<std::string> ReadInput(const std::string& path) {
-  std::error_code ec;
-  const fs::file_status status = fs::status(path, ec);
-  if (ec && ec != std::errc::no_such_file_or_directory) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot access input file '", path, "': ", ec.message()));
+// A chunk may grow to this many times chunk_bytes while looking for a place
+// to cut it (see FindCut).
+constexpr size_t kMaxChunkGrowth = 8;
+// Bytes copied at a time from the token spool into the split files.
+constexpr size_t kCopyBytes = 4 << 20;
+constexpr char kSpoolFile[] = ".prepare-tokens.tmp";
+// The largest encoder.json / vocab.bpe accepted (GPT-2's are 1 MB and 0.5 MB).
+constexpr uint64_t kMaxGpt2FileBytes = 64 << 20;
+
+// The regular files of `inputs`: files as given, directories walked
+// recursively, their files sorted by path.
+absl::StatusOr<std::vector<std::string>> ExpandInputs(const std::vector<std::string>& inputs) {
+  if (inputs.empty()) return absl::InvalidArgumentError("no input files given");
+  std::vector<std::string> files;
+  for (const std::string& input : inputs) {
+    std::error_code ec;
+    const fs::file_status status = fs::status(input, ec);
+    if (ec && ec != std::errc::no_such_file_or_directory) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot access input '", input, "': ", ec.message()));
+    }
+    if (!fs::exists(status)) {
+      return absl::NotFoundError(absl::StrCat("input file '", input, "' does not exist"));
+    }
+    if (fs::is_regular_file(status)) {
+      files.push_back(input);
+      continue;
+    }
+    if (!fs::is_directory(status)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("input '", input, "' is not a regular file or a directory"));
+    }
+    std::vector<std::string> found;
+    for (auto it = fs::recursive_directory_iterator(input, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      if (it->is_regular_file(ec)) found.push_back(it->path().string());
+    }
+    if (ec) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot list input directory '", input, "': ", ec.message()));
+    }
+    if (found.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("input directory '", input, "' holds no regular files"));
+    }
+    std::sort(found.begin(), found.end());
+    files.insert(files.end(), found.begin(), found.end());
   }
-  if (!fs::exists(status)) {
-    return absl::NotFoundError(absl::StrCat("input file '", path, "' does not exist"));
+  return files;
+}
+
+bool IsVisibleAscii(char c) { return c > 0x20 && c < 0x7F; }
+bool IsUtf8Continuation(char c) { return (static_cast<uint8_t>(c) & 0xC0) == 0x80; }
+
+// The last position p in (0, text.size()) where text may be cut into
+// text[0, p) and text[p, end) without changing its tokens; 0 when there is
+// none.
+// - GPT2_BPE: after a line break that has a visible ASCII character on each
+//   side ("x\nY"). GPT-2's regex has no look-behind, and its only look-ahead
+//   ((?!\S) after whitespace) sees the same thing either way: the '\n' is a
+//   piece of its own whether or not the text continues, and matching resumes
+//   at 'Y' in both cases.
+// - CHAR: at a character boundary. BYTE: anywhere.
+size_t FindCut(Tokenizer::Kind kind, std::string_view text) {
+  if (text.size() < 2) return 0;
+  switch (kind) {
+    case Tokenizer::BYTE:
+      return text.size() - 1;
+    case Tokenizer::GPT2_BPE:
+      for (size_t p = text.size() - 1; p >= 2; --p) {
+        if (text[p - 1] == '\n' && IsVisibleAscii(text[p - 2]) && IsVisibleAscii(text[p])) {
+          return p;
+        }
+      }
+      return 0;
+    default:
+      for (size_t p = text.size() - 1; p > 0; --p) {
+        if (!IsUtf8Continuation(text[p])) return p;
+      }
+      return 0;
   }
-  if (!fs::is_regular_file(status)) {
+}
+
+// A piece of one input file, cut where encoding it alone gives the same
+// tokens as encoding the whole file.
+struct Chunk {
+  std::string text;
+  size_t file = 0;      // index into the input files
+  uint64_t offset = 0;  // of text[0] in the file
+};
+
+// Reads the input files one after another as chunks of about chunk_bytes
+// (never spanning two files). Holds at most kMaxChunkGrowth * chunk_bytes.
+class ChunkReader {
+ public:
+  ChunkReader(const std::vector<std::string>* files, Tokenizer::Kind kind, size_t chunk_bytes)
+      : files_(files), kind_(kind), chunk_bytes_(chunk_bytes) {}
+
+  // The next chunk, or false after the last one.
+  absl::StatusOr<bool> Next(Chunk* chunk) {
+    while (true) {
+      if (!in_.is_open()) {
+        if (file_ == files_->size()) return false;
+        in_.open((*files_)[file_], std::ios::binary);
+        if (!in_.is_open()) {
+          return absl::UnavailableError(absl::StrCat("cannot open input file '",
+                                                     (*files_)[file_], "': ",
+                                                     std::generic_category().message(errno)));
+        }
+        eof_ = false;
+        offset_ = 0;
+        buffer_.clear();
+      }
+      size_t target = chunk_bytes_;
+      size_t cut = 0;
+      while (true) {
+        if (absl::Status s = FillTo(target); !s.ok()) return s;
+        if (eof_) {
+          cut = buffer_.size();
+          break;
+        }
+        cut = FindCut(kind_, buffer_);
+        if (cut > 0) break;
+        if (target >= kMaxChunkGrowth * chunk_bytes_) {
+          // No safe place in 8 chunks (text without line breaks): cut at a
+          // character boundary; the tokens at this one place may differ
+          // from encoding the file whole.
+          cut = FindCut(Tokenizer::CHAR, buffer_);
+          if (cut == 0) cut = buffer_.size();
+          break;
+        }
+        target *= 2;
+      }
+      if (cut == 0) {  // the file is done
+        in_.close();
+        ++file_;
+        continue;
+      }
+      chunk->text.assign(buffer_, 0, cut);
+      chunk->file = file_;
+      chunk->offset = offset_;
+      buffer_.erase(0, cut);
+      offset_ += cut;
+      return true;
+    }
+  }
+
+ private:
+  // Reads until buffer_ holds `target` bytes or the file ends.
+  absl::Status FillTo(size_t target) {
+    while (!eof_ && buffer_.size() < target) {
+      const size_t have = buffer_.size();
+      buffer_.resize(target);
+      in_.read(buffer_.data() + have, static_cast<std::streamsize>(target - have));
+      buffer_.resize(have + static_cast<size_t>(in_.gcount()));
+      if (in_.bad()) {
+        return absl::UnavailableError(
+            absl::StrCat("cannot read input file '", (*files_)[file_], "'"));
+      }
+      if (in_.eof()) eof_ = true;
+    }
+    return absl::OkStatus();
+  }
+
+  const std::vector<std::string>* files_;
+  Tokenizer::Kind kind_;
+  size_t chunk_bytes_;
+  size_t file_ = 0;
+  std::ifstream in_;
+  bool eof_ = false;
+  uint64_t offset_ = 0;  // of buffer_[0] in the current file
+  std::string buffer_;
+};
+
+std::string Where(const std::vector<std::string>& files, const Chunk& chunk) {
+  return absl::StrCat("input file '", files[chunk.file], "'",
+                      chunk.offset > 0 ? absl::StrCat(" (from byte offset ", chunk.offset, ")")
+                                       : "");
+}
+
+// CHAR: the distinct code points of every input (a first streaming pass).
+absl::StatusOr<TextTokenizer> CharTokenizerOf(const std::vector<std::string>& files,
+                                              size_t chunk_bytes) {
+  ChunkReader reader(&files, Tokenizer::CHAR, chunk_bytes);
+  std::vector<bool> seen(0x110000, false);
+  Chunk chunk;
+  while (true) {
+    absl::StatusOr<bool> more = reader.Next(&chunk);
+    if (!more.ok()) return more.status();
+    if (!*more) break;
+    absl::StatusOr<TextTokenizer> part = TextTokenizer::FromCorpus(Tokenizer::CHAR, chunk.text);
+    if (!part.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(Where(files, chunk), ": ", part.status().message()));
+    }
+    for (const uint32_t cp : part->proto().code_points()) seen[cp] = true;
+  }
+  Tokenizer proto;
+  proto.set_kind(Tokenizer::CHAR);
+  for (uint32_t cp = 0; cp < seen.size(); ++cp) {
+    if (seen[cp]) proto.add_code_points(cp);
+  }
+  return TextTokenizer::FromProto(proto);
+}
+
+absl::StatusOr<TextTokenizer> Gpt2TokenizerFrom(const std::string& dir) {
+  const std::string encoder_path = (fs::path(dir) / "encoder.json").string();
+  const std::string merges_path = (fs::path(dir) / "vocab.bpe").string();
+  absl::StatusOr<std::string> encoder =
+      ReadSmallFile(Env::Default(), encoder_path, kMaxGpt2FileBytes);
+  if (!encoder.ok()) {
+    return absl::Status(encoder.status().code(),
+                        absl::StrCat(encoder.status().message(),
+                                     " (GPT-2's tokenizer files: pass --gpt2-dir)"));
+  }
+  absl::StatusOr<std::string> merges = ReadSmallFile(Env::Default(), merges_path, kMaxGpt2FileBytes);
+  if (!merges.ok()) return merges.status();
+  absl::StatusOr<Tokenizer> proto = Gpt2TokenizerFromFiles(*encoder, *merges);
+  if (!proto.ok()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("input '", path, "' is not a regular file"));
+        absl::StrCat("GPT-2 tokenizer files in '", dir, "': ", proto.status().message()));
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in.is_open()) {
-    return absl::UnavailableError(absl::StrCat("cannot open input file '", path,
-                                               "': ", std::generic_category().message(errno)));
+  return TextTokenizer::FromProto(*proto);
+}
+
+void StoreLe(uint32_t value, int width, uint8_t* out) {
+  for (int i = 0; i < width; ++i) out[i] = static_cast<uint8_t>(value >> (8 * i));
+}
+
+// Removes the spool file when the preparation ends, whichever way.
+class SpoolRemover {
+ public:
+  explicit SpoolRemover(std::string path) : path_(std::move(path)) {}
+  ~SpoolRemover() {
+    std::error_code ec;
+    fs::remove(path_, ec);
   }
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) {
-    return absl::UnavailableError(absl::StrCat("cannot read input file '", path, "'"));
+
+ private:
+  std::string path_;
+};
+
+// Encodes every chunk of `files` with `threads` threads, appending the tokens
+// (token_width bytes each, little-endian) to `spool` in input order.
+absl::StatusOr<uint64_t> EncodeToSpool(const std::vector<std::string>& files,
+                                       const TextTokenizer& tokenizer, const PrepareOptions& options,
+                                       int threads, WritableFile& spool) {
+  const int width = TokenWidthFor(tokenizer.vocab_size());
+  std::vector<std::unique_ptr<EncodeCache>> caches;
+  for (int t = 0; t < threads; ++t) caches.push_back(std::make_unique<EncodeCache>());
+  ChunkReader reader(&files, tokenizer.kind(), options.chunk_bytes);
+  // Two chunks per thread keep every thread busy while chunks differ in cost.
+  std::vector<Chunk> batch(2 * static_cast<size_t>(threads));
+  std::vector<absl::StatusOr<std::vector<int32_t>>> encoded(batch.size());
+  std::vector<uint8_t> bytes;
+  uint64_t count = 0;
+  bool more = true;
+  while (more) {
+    size_t n = 0;
+    while (n < batch.size()) {
+      absl::StatusOr<bool> next = reader.Next(&batch[n]);
+      if (!next.ok()) return next.status();
+      if (!*next) {
+        more = false;
+        break;
+      }
+      ++n;
+    }
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (size_t i = 0; i < n; ++i) {
+      encoded[i] = tokenizer.Encode(batch[i].text, caches[omp_get_thread_num()].get());
+    }
+    for (size_t i = 0; i < n; ++i) {
+      if (!encoded[i].ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(Where(files, batch[i]), ": ", encoded[i].status().message()));
+      }
+      const std::vector<int32_t>& ids = *encoded[i];
+      bytes.resize(ids.size() * width);
+      for (size_t k = 0; k < ids.size(); ++k) {
+        StoreLe(static_cast<uint32_t>(ids[k]), width, &bytes[k * width]);
+      }
+      if (absl::Status s = spool.Append(bytes.data(), bytes.size()); !s.ok()) return s;
+      count += ids.size();
+      encoded[i] = std::vector<int32_t>();  // free it now
+    }
   }
-  return text;
+  return count;
+}
+
+// Writes tokens [begin, end) of the spool as the split `split`: one file
+// <split>.bin when they fit in shard_tokens, else shards. Adds the names it
+// wrote to *written; returns how many files.
+absl::StatusOr<int> WriteSplit(const std::string& spool_path, const fs::path& dir,
+                               const std::string& split, uint64_t begin, uint64_t end,
+                               int vocab_size, uint64_t shard_tokens,
+                               std::set<std::string>* written) {
+  const int width = TokenWidthFor(vocab_size);
+  const uint64_t total = end - begin;
+  const uint64_t shards = std::max<uint64_t>(1, (total + shard_tokens - 1) / shard_tokens);
+  std::vector<uint8_t> buffer(kCopyBytes);
+  for (uint64_t s = 0; s < shards; ++s) {
+    const uint64_t first = begin + s * shard_tokens;
+    const uint64_t count = std::min(shard_tokens, end - first);
+    const std::string name =
+        shards == 1 ? split + ".bin" : ShardFileName(split, static_cast<int>(s));
+    const absl::Status status = ReplaceFileAtomically(
+        Env::Default(), (dir / name).string(), [&](WritableFile& file) -> absl::Status {
+          const auto header = TokenFileHeader(vocab_size, count);
+          if (absl::Status st = file.Append(header.data(), header.size()); !st.ok()) return st;
+          uint64_t at = first * width;
+          const uint64_t stop = (first + count) * width;
+          while (at < stop) {
+            const size_t n = static_cast<size_t>(std::min<uint64_t>(kCopyBytes, stop - at));
+            if (absl::Status st = Env::Default()->ReadFileRange(spool_path, at, n, buffer.data());
+                !st.ok()) {
+              return st;
+            }
+            if (absl::Status st = file.Append(buffer.data(), n); !st.ok()) return st;
+            at += n;
+          }
+          return absl::OkStatus();
+        });
+    if (!status.ok()) return status;
+    written->insert(name);
+  }
+  return static_cast<int>(shards);
 }
 
 }  // namespace
@@ -58,36 +368,36 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
   if (options.out_dir.empty()) {
     return absl::InvalidArgumentError("the output directory is empty");
   }
-  absl::StatusOr<std::string> text = ReadInput(options.input_path);
-  if (!text.ok()) return text.status();
-  if (text->empty()) {
+  if (options.shard_tokens == 0) return absl::InvalidArgumentError("shard_tokens must be >= 1");
+  if (options.chunk_bytes == 0) return absl::InvalidArgumentError("chunk_bytes must be >= 1");
+  if (options.threads < 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat("input file '", options.input_path, "' is empty"));
+        absl::StrCat("threads ", options.threads, " must be >= 0 (0: every core)"));
   }
-  absl::StatusOr<TextTokenizer> tokenizer = TextTokenizer::FromCorpus(options.kind, *text);
-  if (!tokenizer.ok()) {
+  absl::StatusOr<std::vector<std::string>> files = ExpandInputs(options.inputs);
+  if (!files.ok()) return files.status();
+  uint64_t input_bytes = 0;
+  for (const std::string& f : *files) {
+    std::error_code ec;
+    input_bytes += fs::file_size(f, ec);
+  }
+  if (input_bytes == 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat("input file '", options.input_path, "': ", tokenizer.status().message()));
+        files->size() == 1 ? absl::StrCat("input file '", files->front(), "' is empty")
+                           : absl::StrCat("the ", files->size(), " input files are empty"));
   }
-  absl::StatusOr<std::vector<int32_t>> tokens = tokenizer->Encode(*text);
-  if (!tokens.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("input file '", options.input_path, "': ", tokens.status().message()));
-  }
-  text->clear();
-  text->shrink_to_fit();
 
-  // nanoGPT: train = data[:int(n*0.9)]. 1.0 - 0.1 is exactly the double 0.9,
-  // so the default split matches it token for token.
-  const size_t n = tokens->size();
-  const size_t n_train =
-      static_cast<size_t>(static_cast<double>(n) * (1.0 - options.val_fraction));
-  if (n_train == 0 || n_train >= n) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "val_fraction ", options.val_fraction, " splits the ", n, " tokens of '",
-        options.input_path, "' into ", n_train, " train and ", n - std::min(n, n_train),
-        " val tokens; both must be non-empty"));
-  }
+  absl::StatusOr<TextTokenizer> tokenizer = [&]() -> absl::StatusOr<TextTokenizer> {
+    switch (options.kind) {
+      case Tokenizer::CHAR:
+        return CharTokenizerOf(*files, options.chunk_bytes);
+      case Tokenizer::GPT2_BPE:
+        return Gpt2TokenizerFrom(options.gpt2_dir);
+      default:
+        return TextTokenizer::FromCorpus(options.kind, "");
+    }
+  }();
+  if (!tokenizer.ok()) return tokenizer.status();
 
   std::error_code ec;
   fs::create_directories(options.out_dir, ec);
@@ -96,19 +406,56 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
                                                options.out_dir, "': ", ec.message()));
   }
   const fs::path dir(options.out_dir);
-  const std::span<const int32_t> all(*tokens);
+  const std::string spool_path = (dir / kSpoolFile).string();
+  SpoolRemover remove_spool(spool_path);
+  absl::StatusOr<std::unique_ptr<WritableFile>> spool =
+      Env::Default()->NewWritableFile(spool_path);
+  if (!spool.ok()) return spool.status();
+  const int threads = options.threads > 0
+                          ? options.threads
+                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  absl::StatusOr<uint64_t> n = EncodeToSpool(*files, *tokenizer, options, threads, **spool);
+  if (!n.ok()) return n.status();
+  if (absl::Status s = (*spool)->Close(); !s.ok()) return s;
+
+  // nanoGPT: train = data[:int(n*0.9)]. 1.0 - 0.1 is exactly the double 0.9,
+  // so the default split matches it token for token.
+  const auto n_train =
+      static_cast<uint64_t>(static_cast<double>(*n) * (1.0 - options.val_fraction));
+  if (n_train == 0 || n_train >= *n) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "val_fraction ", options.val_fraction, " splits the ", *n, " tokens of ",
+        files->size() == 1 ? absl::StrCat("'", files->front(), "'")
+                           : absl::StrCat(files->size(), " input files"),
+        " into ", n_train, " train and ", *n - std::min(*n, n_train),
+        " val tokens; both must be non-empty"));
+  }
   const int vocab_size = tokenizer->vocab_size();
-  if (absl::Status s = WriteTokenFile(dir / kTrainTokensFile, all.first(n_train), vocab_size);
-      !s.ok()) {
-    return s;
-  }
-  if (absl::Status s = WriteTokenFile(dir / kValTokensFile, all.subspan(n_train), vocab_size);
-      !s.ok()) {
-    return s;
-  }
+  std::set<std::string> written;
+  absl::StatusOr<int> train_files = WriteSplit(spool_path, dir, "train", 0, n_train, vocab_size,
+                                               options.shard_tokens, &written);
+  if (!train_files.ok()) return train_files.status();
+  absl::StatusOr<int> val_files = WriteSplit(spool_path, dir, "val", n_train, *n, vocab_size,
+                                             options.shard_tokens, &written);
+  if (!val_files.ok()) return val_files.status();
   if (absl::Status s = SaveTokenizer(*tokenizer, dir / kTokenizerFile); !s.ok()) return s;
-  return PrepareSummary{
-      .vocab_size = vocab_size, .train_tokens = n_train, .val_tokens = n - n_train};
+
+  // Token files of an earlier preparation would be read with the new ones.
+  absl::StatusOr<std::vector<std::string>> names = Env::Default()->ListDir(dir.string());
+  if (!names.ok()) return names.status();
+  for (const std::string& name : *names) {
+    const bool token_file = name == kTrainTokensFile || name == kValTokensFile ||
+                            IsShardName(name, "train") || IsShardName(name, "val");
+    if (token_file && !written.contains(name)) {
+      if (absl::Status s = Env::Default()->RemoveFile((dir / name).string()); !s.ok()) return s;
+    }
+  }
+  return PrepareSummary{.vocab_size = vocab_size,
+                        .train_tokens = n_train,
+                        .val_tokens = *n - n_train,
+                        .train_files = *train_files,
+                        .val_files = *val_files,
+                        .input_bytes = input_bytes};
 }
 
 }  // namespace dropk

@@ -38,14 +38,9 @@ uint64_t LoadLe(const uint8_t* in, int width) {
 // buffer.
 absl::Status WriteContents(WritableFile& file, std::span<const int32_t> tokens, int vocab_size,
                            int width) {
-  uint8_t header[kTokenFileHeaderSize] = {};
-  std::memcpy(header, kTokenFileMagic, sizeof(kTokenFileMagic));
-  StoreLe(kTokenFileVersion, 4, header + 8);
-  StoreLe(static_cast<uint32_t>(vocab_size), 4, header + 12);
-  StoreLe(static_cast<uint32_t>(width), 4, header + 16);
-  StoreLe(0, 4, header + 20);
-  StoreLe(tokens.size(), 8, header + 24);
-  if (absl::Status s = file.Append(header, sizeof(header)); !s.ok()) return s;
+  const std::array<uint8_t, kTokenFileHeaderSize> header =
+      TokenFileHeader(vocab_size, tokens.size());
+  if (absl::Status s = file.Append(header.data(), header.size()); !s.ok()) return s;
 
   constexpr size_t kChunkTokens = 1 << 16;
   std::vector<uint8_t> chunk(kChunkTokens * width);
@@ -60,6 +55,17 @@ absl::Status WriteContents(WritableFile& file, std::span<const int32_t> tokens, 
 }
 
 }  // namespace
+
+std::array<uint8_t, kTokenFileHeaderSize> TokenFileHeader(int vocab_size, uint64_t count) {
+  std::array<uint8_t, kTokenFileHeaderSize> header = {};
+  std::memcpy(header.data(), kTokenFileMagic, sizeof(kTokenFileMagic));
+  StoreLe(kTokenFileVersion, 4, header.data() + 8);
+  StoreLe(static_cast<uint32_t>(vocab_size), 4, header.data() + 12);
+  StoreLe(static_cast<uint32_t>(TokenWidthFor(vocab_size)), 4, header.data() + 16);
+  StoreLe(0, 4, header.data() + 20);
+  StoreLe(count, 8, header.data() + 24);
+  return header;
+}
 
 int TokenWidthFor(int vocab_size) {
   if (vocab_size <= 256) return 1;

@@ -399,14 +399,14 @@ absl::StatusOr<TrainingData> LoadTrainingData(const std::string& data_dir) {
   const std::string tokenizer_path = data_dir + "/tokenizer.pb";
   absl::StatusOr<TextTokenizer> tokenizer = LoadTokenizer(tokenizer_path);
   if (!tokenizer.ok()) return tokenizer.status();
-  absl::StatusOr<TokenFile> train = TokenFile::Open(data_dir + "/train.bin");
+  absl::StatusOr<TokenDataset> train = TokenDataset::Open(data_dir, "train");
   if (!train.ok()) return train.status();
-  absl::StatusOr<TokenFile> val = TokenFile::Open(data_dir + "/val.bin");
+  absl::StatusOr<TokenDataset> val = TokenDataset::Open(data_dir, "val");
   if (!val.ok()) return val.status();
-  for (const TokenFile* f : {&*train, &*val}) {
+  for (const TokenDataset* f : {&*train, &*val}) {
     if (f->vocab_size() != tokenizer->vocab_size()) {
       return absl::FailedPreconditionError(
-          absl::StrCat(f->path(), ": vocab_size ", f->vocab_size(), " differs from ",
+          absl::StrCat(f->name(), ": vocab_size ", f->vocab_size(), " differs from ",
                        tokenizer_path, "'s ", tokenizer->vocab_size(),
                        "; prepare the data again with `dropk data prepare`"));
     }

@@ -23,7 +23,7 @@ std::filesystem::path MakeSharedRunRoot(const std::string& name) {
   if (World().Rank() == 0) {
     std::filesystem::remove_all(root);
     PrepareOptions options;
-    options.input_path = DROPK_SOURCE_DIR "/data/tinyshakespeare.txt";
+    options.inputs = {DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"};
     options.out_dir = (root / "data").string();
     const absl::StatusOr<PrepareSummary> prepared = PrepareData(options);
     EXPECT_TRUE(prepared.ok()) << prepared.status();

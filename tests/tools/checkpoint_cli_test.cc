@@ -74,7 +74,7 @@ class CheckpointCliTest : public ::testing::Test {
     data_ = new std::string(
         (fs::path(::testing::TempDir()) / ("dropk_ckpt_cli_data_" + std::to_string(getpid()))).string());
     PrepareOptions options;
-    options.input_path = DROPK_SOURCE_DIR "/data/tinyshakespeare.txt";
+    options.inputs = {DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"};
     options.out_dir = *data_;
     ASSERT_TRUE(PrepareData(options).ok());
   }

@@ -23,7 +23,7 @@ class DdpFaultTest : public ::testing::Test {
                                       "dropk_ddp_fault");
     std::filesystem::remove_all(*root_);
     PrepareOptions options;
-    options.input_path = DROPK_SOURCE_DIR "/data/tinyshakespeare.txt";
+    options.inputs = {DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"};
     options.out_dir = (*root_ / "data").string();
     ASSERT_TRUE(PrepareData(options).ok());
   }

@@ -15,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "model/tokenizer.h"
 #include "subprocess.h"
+#include "trainer/token_dataset.h"
 #include "trainer/token_file.h"
 #include "trainer/tokenizer_file.h"
 
@@ -26,6 +27,17 @@ using ::testing::StartsWith;
 
 const char kShakespeare[] = DROPK_SOURCE_DIR "/data/tinyshakespeare.txt";
 const char kDropk[] = DROPK_BINARY_DIR "/bin/dropk";
+const char kGpt2Dir[] = DROPK_SOURCE_DIR "/data/gpt2";
+
+// Every token of a prepared split, in order, and the files holding it.
+std::vector<int32_t> AllTokens(const std::string& dir, const std::string& split) {
+  absl::StatusOr<TokenDataset> data = TokenDataset::Open(dir, split);
+  EXPECT_TRUE(data.ok()) << data.status();
+  if (!data.ok()) return {};
+  std::vector<int32_t> ids(data->size());
+  data->Read(0, ids.size(), ids.data());
+  return ids;
+}
 
 class PrepareDataTest : public ::testing::Test {
  protected:
@@ -51,7 +63,7 @@ class PrepareDataTest : public ::testing::Test {
 TEST_F(PrepareDataTest, ShakespeareCharMatchesNanoGpt) {
   PrepareOptions options;
   options.kind = Tokenizer::CHAR;
-  options.input_path = kShakespeare;
+  options.inputs = {kShakespeare};
   options.out_dir = Path("out/char");  // parents are created too
   auto summary = PrepareData(options);
   ASSERT_TRUE(summary.ok()) << summary.status();
@@ -81,7 +93,7 @@ TEST_F(PrepareDataTest, ShakespeareCharMatchesNanoGpt) {
 TEST_F(PrepareDataTest, ShakespeareByteHasVocab256) {
   PrepareOptions options;
   options.kind = Tokenizer::BYTE;
-  options.input_path = kShakespeare;
+  options.inputs = {kShakespeare};
   options.out_dir = Path("byte");
   auto summary = PrepareData(options);
   ASSERT_TRUE(summary.ok()) << summary.status();
@@ -98,6 +110,7 @@ TEST_F(PrepareDataTest, RejectsBadInputs) {
   std::ofstream(empty).flush();
   const std::string tiny = Path("tiny.txt");
   std::ofstream(tiny) << "ab";
+  std::filesystem::create_directories(Path("empty_dir"));
   const std::string latin1 = Path("latin1.txt");
   std::ofstream(latin1) << "caf\xE9";
 
@@ -108,7 +121,7 @@ TEST_F(PrepareDataTest, RejectsBadInputs) {
   };
   const std::vector<Case> cases = {
       {Path("missing.txt"), 0.1, Path("missing.txt")},
-      {dir_.string(), 0.1, "not a regular file"},
+      {Path("empty_dir"), 0.1, "holds no regular files"},
       {empty, 0.1, empty + "' is empty"},
       {latin1, 0.1, "invalid UTF-8 at byte offset 3"},
       {kShakespeare, 0.0, "val_fraction 0 "},
@@ -120,7 +133,7 @@ TEST_F(PrepareDataTest, RejectsBadInputs) {
   for (const Case& c : cases) {
     PrepareOptions options;
     options.kind = Tokenizer::CHAR;
-    options.input_path = c.input;
+    options.inputs = {c.input};
     options.out_dir = Path("out");
     options.val_fraction = c.val_fraction;
     auto summary = PrepareData(options);
@@ -133,13 +146,122 @@ TEST_F(PrepareDataTest, TwoTokensSplitOneOne) {
   const std::string tiny = Path("tiny.txt");
   std::ofstream(tiny) << "ab";
   PrepareOptions options;
-  options.input_path = tiny;
+  options.inputs = {tiny};
   options.out_dir = Path("out");
   auto summary = PrepareData(options);  // int(2 * 0.9) = 1
   ASSERT_TRUE(summary.ok()) << summary.status();
   EXPECT_EQ(summary->vocab_size, 2);
   EXPECT_EQ(summary->train_tokens, 1u);
   EXPECT_EQ(summary->val_tokens, 1u);
+}
+
+TEST_F(PrepareDataTest, Gpt2ShakespeareMatchesOpenAiWhateverTheThreadsAndChunks) {
+  std::vector<std::vector<int32_t>> runs;
+  for (const int threads : {1, 2}) {
+    PrepareOptions options;
+    options.kind = Tokenizer::GPT2_BPE;
+    options.gpt2_dir = kGpt2Dir;
+    options.inputs = {kShakespeare};
+    options.out_dir = Path("gpt2_" + std::to_string(threads));
+    options.threads = threads;
+    options.chunk_bytes = 4096;  // hundreds of cuts, each must leave the tokens alone
+    auto summary = PrepareData(options);
+    ASSERT_TRUE(summary.ok()) << summary.status();
+    EXPECT_EQ(summary->vocab_size, 50257);
+    EXPECT_EQ(summary->train_tokens + summary->val_tokens, 338025u);  // data/gpt2/README.md
+    EXPECT_EQ(summary->train_tokens, 304222u);                        // int(338025 * 0.9)
+    auto train = TokenFile::Open(options.out_dir + "/train.bin");
+    ASSERT_TRUE(train.ok()) << train.status();
+    EXPECT_EQ(train->token_width(), 2);  // uint16 tokens
+    std::vector<int32_t> ids = AllTokens(options.out_dir, "train");
+    const std::vector<int32_t> val = AllTokens(options.out_dir, "val");
+    ids.insert(ids.end(), val.begin(), val.end());
+    runs.push_back(ids);
+    EXPECT_EQ(test_util::ReadFile(options.out_dir + "/train.bin"),
+              test_util::ReadFile(Path("gpt2_1/train.bin")));
+  }
+  auto tokenizer = LoadTokenizer(Path("gpt2_1/tokenizer.pb"));
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  EXPECT_EQ(tokenizer->kind(), Tokenizer::GPT2_BPE);
+  const std::string text = test_util::ReadFile(kShakespeare);
+  EXPECT_EQ(runs[0], *tokenizer->Encode(text));  // the same as encoding it whole
+  EXPECT_EQ(runs[1], runs[0]);
+  EXPECT_EQ(tokenizer->Decode(runs[0]), text);
+}
+
+TEST_F(PrepareDataTest, LargeSplitsBecomeShardsAndOldFilesGo) {
+  PrepareOptions options;
+  options.kind = Tokenizer::BYTE;
+  options.inputs = {kShakespeare};
+  options.out_dir = Path("bytes");
+  auto whole = PrepareData(options);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  const std::vector<int32_t> train = AllTokens(options.out_dir, "train");
+  const std::vector<int32_t> val = AllTokens(options.out_dir, "val");
+
+  options.shard_tokens = 300000;
+  auto sharded = PrepareData(options);
+  ASSERT_TRUE(sharded.ok()) << sharded.status();
+  EXPECT_EQ(sharded->train_files, 4);  // 1003854 tokens
+  EXPECT_EQ(sharded->val_files, 1);    // 111540 tokens: val.bin
+  EXPECT_FALSE(std::filesystem::exists(options.out_dir + "/train.bin"));  // the old one went
+  EXPECT_TRUE(std::filesystem::exists(options.out_dir + "/train-00003.bin"));
+  EXPECT_FALSE(std::filesystem::exists(options.out_dir + "/train-00004.bin"));
+  EXPECT_TRUE(std::filesystem::exists(options.out_dir + "/val.bin"));
+  EXPECT_FALSE(std::filesystem::exists(options.out_dir + "/.prepare-tokens.tmp"));
+  EXPECT_EQ(AllTokens(options.out_dir, "train"), train);
+  EXPECT_EQ(AllTokens(options.out_dir, "val"), val);
+
+  options.shard_tokens = 100'000'000;  // and back: the shards go
+  ASSERT_TRUE(PrepareData(options).ok());
+  EXPECT_FALSE(std::filesystem::exists(options.out_dir + "/train-00000.bin"));
+  EXPECT_EQ(AllTokens(options.out_dir, "train"), train);
+}
+
+TEST_F(PrepareDataTest, DirectoriesAndSeveralFilesAreReadInOrder) {
+  std::filesystem::create_directories(Path("corpus/sub"));
+  std::ofstream(Path("corpus/b.txt")) << "second file\n";
+  std::ofstream(Path("corpus/a.txt")) << "first file\n";
+  std::ofstream(Path("corpus/sub/c.txt")) << "third, in a subdirectory\n";
+  std::ofstream(Path("last.txt")) << "and the last one, given alone\n";
+  PrepareOptions options;
+  options.kind = Tokenizer::BYTE;
+  options.inputs = {Path("corpus"), Path("last.txt")};
+  options.out_dir = Path("out");
+  options.val_fraction = 0.5;
+  auto summary = PrepareData(options);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  std::vector<int32_t> ids = AllTokens(options.out_dir, "train");
+  const std::vector<int32_t> val = AllTokens(options.out_dir, "val");
+  ids.insert(ids.end(), val.begin(), val.end());
+  const std::string text(ids.begin(), ids.end());
+  EXPECT_EQ(text,
+            "first file\nsecond file\nthird, in a subdirectory\nand the last one, given alone\n");
+}
+
+TEST_F(PrepareDataTest, Gpt2NeedsItsFiles) {
+  std::ofstream(Path("in.txt")) << "hello";
+  PrepareOptions options;
+  options.kind = Tokenizer::GPT2_BPE;
+  options.gpt2_dir = Path("nowhere");
+  options.inputs = {Path("in.txt")};
+  options.out_dir = Path("out");
+  auto summary = PrepareData(options);
+  ASSERT_FALSE(summary.ok());
+  EXPECT_THAT(std::string(summary.status().message()), HasSubstr("encoder.json"));
+  EXPECT_THAT(std::string(summary.status().message()), HasSubstr("--gpt2-dir"));
+}
+
+TEST_F(PrepareDataTest, CliPreparesGpt2) {
+  ASSERT_TRUE(std::filesystem::exists(kDropk)) << kDropk << " is not built";
+  const std::string out = Path("cli_gpt2");
+  const test_util::CommandResult run =
+      RunDropk(std::string("data prepare --tokenizer gpt2 --gpt2-dir '") + kGpt2Dir +
+               "' --threads 2 --out '" + out + "' '" + kShakespeare + "'");
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_THAT(run.out, HasSubstr("GPT2_BPE vocab 50257"));
+  EXPECT_THAT(run.out, HasSubstr("train 304222 tokens"));
+  EXPECT_THAT(run.out, HasSubstr("val 33803 tokens"));
 }
 
 TEST_F(PrepareDataTest, CliPreparesData) {

@@ -23,7 +23,7 @@ class TrainCliTest : public ::testing::Test {
     data_ = new std::string(
         (std::filesystem::path(::testing::TempDir()) / "dropk_train_cli_data").string());
     PrepareOptions options;
-    options.input_path = DROPK_SOURCE_DIR "/data/tinyshakespeare.txt";
+    options.inputs = {DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"};
     options.out_dir = *data_;
     ASSERT_TRUE(PrepareData(options).ok());
   }

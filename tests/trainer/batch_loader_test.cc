@@ -36,11 +36,12 @@ class BatchLoaderTest : public ::testing::Test {
     std::vector<int32_t> tokens(1000);
     for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>(i % 50);
     ASSERT_TRUE(WriteTokenFile(path_.string(), tokens, 50).ok());
-    file_ = std::make_unique<TokenFile>(TokenFile::Open(path_.string()).value());
+    file_ = std::make_unique<TokenDataset>(
+        TokenDataset::FromFile(TokenFile::Open(path_.string()).value()));
   }
   void TearDown() override { std::filesystem::remove(path_); }
   std::filesystem::path path_;
-  std::unique_ptr<TokenFile> file_;
+  std::unique_ptr<TokenDataset> file_;
 };
 
 TEST_F(BatchLoaderTest, NoWindowRepeatsWithinAnEpochForAnySplit) {

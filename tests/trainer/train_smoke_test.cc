@@ -25,7 +25,7 @@ class TrainSmokeTest : public ::testing::Test {
                                      ("dropk_train_smoke_" + std::to_string(getpid())));
     std::filesystem::remove_all(*dir_);
     PrepareOptions options;
-    options.input_path = DROPK_SOURCE_DIR "/data/tinyshakespeare.txt";
+    options.inputs = {DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"};
     options.out_dir = (*dir_ / "data").string();
     ASSERT_TRUE(PrepareData(options).ok());
   }

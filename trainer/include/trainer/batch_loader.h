@@ -14,7 +14,7 @@
 
 #include <cstdint>
 
-#include "trainer/token_file.h"
+#include "trainer/token_dataset.h"
 
 namespace dropk {
 
@@ -29,7 +29,7 @@ class BatchLoader {
   // samples_per_step is the global batch (batch_size * accumulation * ranks).
   // `split` keeps the streams of different uses apart (training batches,
   // evaluation batches of train and of val).
-  BatchLoader(const TokenFile* data, uint64_t seed, int block_size, uint32_t split,
+  BatchLoader(const TokenDataset* data, uint64_t seed, int block_size, uint32_t split,
               uint64_t samples_per_step);
 
   // Windows per epoch.
@@ -47,7 +47,7 @@ class BatchLoader {
   int block_size() const { return block_size_; }
 
  private:
-  const TokenFile* data_;
+  const TokenDataset* data_;
   uint64_t seed_;
   int block_size_;
   uint32_t split_;

@@ -1,18 +1,26 @@
-// `dropk data prepare`: turns one text file into a prepared-data directory
-// that the trainer reads: train.bin and val.bin (token files, see
-// token_file.h) and tokenizer.pb (the dropk.Tokenizer binary proto).
+// `dropk data prepare`: turns text files into a prepared-data directory that
+// the trainer reads: the train and val splits as token files (see
+// token_file.h; train.bin, or shards train-00000.bin, ... when a split has
+// more than shard_tokens tokens) and tokenizer.pb (the dropk.Tokenizer
+// binary proto).
+//
+// Inputs are streamed: memory stays bounded (a few chunks per thread, the
+// per-thread BPE caches, I/O buffers) however large the corpus, and the
+// tokens are spooled to a temporary file in out_dir before being split.
 #ifndef DROPK_TRAINER_PREPARE_DATA_H_
 #define DROPK_TRAINER_PREPARE_DATA_H_
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "tokenizer.pb.h"
 
 namespace dropk {
 
-// File names inside a prepared-data directory.
+// File names inside a prepared-data directory (single-file splits).
 inline constexpr char kTrainTokensFile[] = "train.bin";
 inline constexpr char kValTokensFile[] = "val.bin";
 inline constexpr char kTokenizerFile[] = "tokenizer.pb";
@@ -20,10 +28,22 @@ inline constexpr char kTokenizerFile[] = "tokenizer.pb";
 // What to prepare and where.
 struct PrepareOptions {
   Tokenizer::Kind kind = Tokenizer::CHAR;
-  std::string input_path;  // UTF-8 text (any bytes for BYTE)
-  std::string out_dir;     // created with its parents if missing
-  // The last val_fraction of the tokens become val.bin; must be in (0, 1).
+  // Text files, or directories whose regular files (recursively, sorted by
+  // path) are read. Files are tokenized one after another and their tokens
+  // concatenated; UTF-8 for CHAR, any bytes for BYTE and GPT2_BPE.
+  std::vector<std::string> inputs;
+  std::string out_dir;  // created with its parents if missing
+  // GPT2_BPE only: the directory of GPT-2's encoder.json and vocab.bpe.
+  std::string gpt2_dir = "data/gpt2";
+  // The last val_fraction of the tokens become the val split; in (0, 1).
   double val_fraction = 0.1;
+  // Encoding threads; 0 means every core. The output does not depend on it.
+  int threads = 0;
+  // The most tokens per token file; a larger split is written as shards.
+  uint64_t shard_tokens = 100'000'000;
+  // Text is encoded in chunks of about this many bytes (cut where the
+  // tokenization cannot change, see prepare_data.cc), in parallel.
+  size_t chunk_bytes = 1 << 20;
 };
 
 // What PrepareData wrote.
@@ -31,17 +51,23 @@ struct PrepareSummary {
   int vocab_size = 0;
   size_t train_tokens = 0;
   size_t val_tokens = 0;
+  int train_files = 0;  // 1 (train.bin) or the number of shards
+  int val_files = 0;
+  uint64_t input_bytes = 0;
 };
 
-// Reads options.input_path, builds the tokenizer from the whole text, encodes
-// it, and splits the tokens contiguously: the first
-// floor(n * (1 - val_fraction)) go to train.bin, the rest to val.bin (as
-// nanoGPT's prepare.py: train = data[:int(n*0.9)]). Writes train.bin, val.bin
-// and tokenizer.pb into options.out_dir, each atomically. Errors (naming the
-// path or option): missing or unreadable input, empty input, invalid UTF-8
-// for CHAR, val_fraction outside (0, 1), a split that leaves train or val
-// empty, an out_dir that cannot be created or written. Blocks; reads the
-// whole input into memory.
+// Builds the tokenizer (CHAR: from the distinct characters of all inputs, a
+// first pass; BYTE: the 256 bytes; GPT2_BPE: from gpt2_dir's files), encodes
+// the inputs in parallel, and splits the tokens contiguously: the first
+// floor(n * (1 - val_fraction)) go to train, the rest to val (as nanoGPT's
+// prepare.py: train = data[:int(n*0.9)]). The tokens equal those of encoding
+// each input whole. Writes the splits and tokenizer.pb into out_dir, each
+// file atomically, and removes token files of an earlier preparation there
+// that the new one does not replace. Errors (naming the path or option):
+// missing or unreadable input, a directory without files, empty input,
+// invalid UTF-8 for CHAR, missing or bad GPT-2 files, val_fraction outside
+// (0, 1), a split that leaves train or val empty, shard_tokens or chunk_bytes
+// of 0, an out_dir that cannot be created or written. Blocks.
 absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options);
 
 }  // namespace dropk

@@ -15,6 +15,7 @@
 #ifndef DROPK_TRAINER_TOKEN_FILE_H_
 #define DROPK_TRAINER_TOKEN_FILE_H_
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -31,6 +32,10 @@ inline constexpr size_t kTokenFileHeaderSize = 32;
 
 // Bytes per token for a vocabulary of `vocab_size` (>= 1): 1, 2 or 4.
 int TokenWidthFor(int vocab_size);
+
+// The 32-byte header of a token file of `count` tokens of a vocabulary of
+// `vocab_size` (>= 1), for writers that stream the tokens themselves.
+std::array<uint8_t, kTokenFileHeaderSize> TokenFileHeader(int vocab_size, uint64_t count);
 
 // Writes `tokens` (each in [0, vocab_size)) as a token file at `path`,
 // atomically: written to path + ".tmp", fsynced, then renamed over `path`.

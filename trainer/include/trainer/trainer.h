@@ -14,19 +14,20 @@
 #include "comm/communicator.h"
 #include "config.pb.h"
 #include "model/tokenizer.h"
-#include "trainer/token_file.h"
+#include "trainer/token_dataset.h"
 
 namespace dropk {
 
 // The prepared data of a run: what `dropk data prepare` wrote into data_dir.
 struct TrainingData {
   TextTokenizer tokenizer;
-  TokenFile train;
-  TokenFile val;
+  TokenDataset train;
+  TokenDataset val;
 };
 
-// Opens data_dir/{tokenizer.pb,train.bin,val.bin} and checks they agree
-// (same vocabulary size). Errors name the file at fault.
+// Opens data_dir/tokenizer.pb and the train and val splits, each train.bin
+// or shards train-00000.bin, ... (see TokenDataset::Open), and checks they
+// agree (same vocabulary size). Errors name the file at fault.
 absl::StatusOr<TrainingData> LoadTrainingData(const std::string& data_dir);
 
 // What a finished run reports (the same on every rank).

@@ -1,0 +1,145 @@
+// Serving a GPT-2 BPE model: any UTF-8 prompt is accepted, logprobs carry
+// tokens as text, and a stream never splits a UTF-8 character across events.
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "model/gpt2_vocab_files.h"
+#include "nlohmann/json.hpp"
+#include "sampler/completions.h"
+#include "sampler/scheduler.h"
+#include "test_util.h"
+
+namespace dropk {
+namespace {
+
+using json = nlohmann::json;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A 2-layer model with random weights over GPT-2's 50,257 tokens.
+std::shared_ptr<const ModelSnapshot> Gpt2Snapshot() {
+  const std::string dir = std::string(DROPK_SOURCE_DIR) + "/data/gpt2/";
+  auto proto = Gpt2TokenizerFromFiles(ReadFile(dir + "encoder.json"), ReadFile(dir + "vocab.bpe"));
+  EXPECT_TRUE(proto.ok()) << proto.status();
+  auto tok = TextTokenizer::FromProto(*proto);
+  EXPECT_TRUE(tok.ok()) << tok.status();
+  const GptConfig config = testing::TinyConfig(tok->vocab_size(), 32);
+  auto snap = MakeSnapshot(config, *tok, testing::RandomParams(config, 5), 1, "gpt2-test", "");
+  EXPECT_TRUE(snap.ok()) << snap.status();
+  return *snap;
+}
+
+// A byte-level BPE of the 256 bytes alone, with random weights: half its
+// samples are bytes >= 0x80, so generated text is full of tokens that end
+// inside a character, and now and then a lead byte followed by continuation
+// bytes makes a whole character out of several tokens. (With GPT-2's full
+// vocabulary such tokens are too rare in random samples to test with.)
+std::shared_ptr<const ModelSnapshot> ByteBpeSnapshot() {
+  Tokenizer proto;
+  proto.set_kind(Tokenizer::GPT2_BPE);
+  for (int b = 0; b < 256; ++b) proto.add_vocab(std::string(1, static_cast<char>(b)));
+  auto tok = TextTokenizer::FromProto(proto);
+  EXPECT_TRUE(tok.ok()) << tok.status();
+  const GptConfig config = testing::TinyConfig(tok->vocab_size(), 64);
+  auto snap = MakeSnapshot(config, *tok, testing::RandomParams(config, 9), 1, "bytes-test", "");
+  EXPECT_TRUE(snap.ok()) << snap.status();
+  return *snap;
+}
+
+// Code points >= U+0080 in UTF-8 `text` other than U+FFFD.
+int WholeNonAsciiCharacters(const std::string& text) {
+  int n = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0xC0 && text.compare(i, 3, "\xEF\xBF\xBD") != 0) ++n;
+  }
+  return n;
+}
+
+class Gpt2ServingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto s = Scheduler::Create({.num_threads = 2}, &metrics_);
+    ASSERT_TRUE(s.ok());
+    scheduler_ = *std::move(s);
+  }
+
+  // The response body, or the events of a stream (with stream: true).
+  std::variant<std::string, ApiError> Run(const json& body,
+                                          std::vector<std::string>* events = nullptr) {
+    auto parsed = ParseCompletionRequest(body.dump());
+    EXPECT_TRUE(std::holds_alternative<CompletionRequest>(parsed)) << body;
+    return RunCompletion(std::get<CompletionRequest>(parsed), scheduler_.get(),
+                         [events](const std::string& e) {
+                           if (events != nullptr) events->push_back(e);
+                         });
+  }
+
+  ServiceMetrics metrics_;
+  std::unique_ptr<Scheduler> scheduler_;
+};
+
+TEST_F(Gpt2ServingTest, AnyUtf8PromptIsAccepted) {
+  ASSERT_TRUE(scheduler_->SetModel(Gpt2Snapshot()).ok());
+  // Digits, accents, CJK, emoji: characters no char-level Shakespeare
+  // vocabulary has.
+  const std::string prompt = "Caf\xC3\xA9 \xE6\x97\xA5\xE6\x9C\xAC 2026 \xF0\x9F\x99\x82 ROMEO:";
+  auto out = Run({{"prompt", prompt}, {"max_tokens", 5}, {"seed", 1}});
+  ASSERT_TRUE(std::holds_alternative<std::string>(out)) << std::get<ApiError>(out).message;
+  const json body = json::parse(std::get<std::string>(out));
+  const auto ids = Gpt2Snapshot()->tokenizer.Encode(prompt);
+  EXPECT_EQ(body["usage"]["prompt_tokens"], ids->size());
+  EXPECT_EQ(body["usage"]["completion_tokens"], 5);
+}
+
+TEST_F(Gpt2ServingTest, StreamNeverSplitsACharacterAndLogprobsAreText) {
+  ASSERT_TRUE(scheduler_->SetModel(ByteBpeSnapshot()).ok());
+  int fragments = 0;   // tokens that are not whole characters
+  int characters = 0;  // whole non-ASCII characters made of several tokens
+  for (int seed = 0; seed < 4; ++seed) {
+    const json request = {{"prompt", "Hello"}, {"max_tokens", 64}, {"seed", seed},
+                          {"logprobs", 1}, {"temperature", 1.0}};
+    auto whole = Run(request);
+    ASSERT_TRUE(std::holds_alternative<std::string>(whole));
+    const json body = json::parse(std::get<std::string>(whole));
+    const std::string text = body["choices"][0]["text"];
+    const json& tokens = body["choices"][0]["logprobs"]["tokens"];
+    ASSERT_EQ(tokens.size(), 64u);
+    characters += WholeNonAsciiCharacters(text);
+    for (const json& t : tokens) {
+      ASSERT_TRUE(t.is_string());
+      fragments += t.get<std::string>().find("\xEF\xBF\xBD") != std::string::npos;
+    }
+
+    json streamed_request = request;
+    streamed_request["stream"] = true;
+    std::vector<std::string> events;
+    ASSERT_TRUE(std::holds_alternative<std::string>(Run(streamed_request, &events)));
+    ASSERT_GE(events.size(), 2u);
+    std::string joined;
+    for (size_t i = 0; i + 1 < events.size(); ++i) {
+      // Each event is its own JSON document: a character split across two
+      // would turn into two replacement characters here, not one character.
+      joined += json::parse(events[i].substr(6))["choices"][0]["text"].get<std::string>();
+    }
+    EXPECT_EQ(joined, text) << "seed " << seed;
+  }
+  // Without both, the test could not fail.
+  EXPECT_GT(fragments, 0) << "no token ended inside a character";
+  EXPECT_GT(characters, 0) << "no character was made of several tokens";
+  std::printf("%d of 256 tokens end inside a character; %d characters span tokens\n",
+              fragments, characters);
+}
+
+}  // namespace
+}  // namespace dropk

@@ -1,0 +1,99 @@
+#include "trainer/token_dataset.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "trainer/batch_loader.h"
+
+namespace dropk {
+namespace {
+
+using ::testing::HasSubstr;
+
+class TokenDatasetTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           (std::string("dropk_dataset_") + info->name() + "_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_ / "single");
+    std::filesystem::create_directories(dir_ / "shards");
+    for (int i = 0; i < 5000; ++i) tokens_.push_back((i * 7919 + i / 13) % 1000);
+    ASSERT_TRUE(WriteTokenFile((dir_ / "single/train.bin").string(), tokens_, 1000).ok());
+    // Uneven shards, one shorter than a window.
+    const std::vector<size_t> cuts = {0, 1700, 1710, 3999, 5000};
+    for (size_t s = 0; s + 1 < cuts.size(); ++s) {
+      const std::span<const int32_t> part(tokens_.data() + cuts[s], cuts[s + 1] - cuts[s]);
+      ASSERT_TRUE(WriteTokenFile(Shard("train", static_cast<int>(s)), part, 1000).ok());
+    }
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string Shard(const std::string& split, int i) const {
+    return (dir_ / "shards" / ShardFileName(split, i)).string();
+  }
+
+  std::filesystem::path dir_;
+  std::vector<int32_t> tokens_;
+};
+
+TEST_F(TokenDatasetTest, ShardsReadAsOneSequence) {
+  auto data = TokenDataset::Open((dir_ / "shards").string(), "train");
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(data->files().size(), 4u);
+  ASSERT_EQ(data->size(), tokens_.size());
+  std::vector<int32_t> all(tokens_.size());
+  data->Read(0, all.size(), all.data());
+  EXPECT_EQ(all, tokens_);
+  std::vector<int32_t> across(30);
+  data->Read(1690, 30, across.data());  // spans three files
+  EXPECT_EQ(across, std::vector<int32_t>(tokens_.begin() + 1690, tokens_.begin() + 1720));
+  EXPECT_EQ((*data)[1705], tokens_[1705]);
+}
+
+TEST_F(TokenDatasetTest, ShardedAndSingleFileGiveIdenticalBatches) {
+  auto single = TokenDataset::Open((dir_ / "single").string(), "train");
+  auto shards = TokenDataset::Open((dir_ / "shards").string(), "train");
+  ASSERT_TRUE(single.ok()) << single.status();
+  ASSERT_TRUE(shards.ok()) << shards.status();
+  EXPECT_EQ(single->files().size(), 1u);
+  const int T = 32, B = 4;
+  BatchLoader a(&*single, 42, T, kTrainBatches, B), b(&*shards, 42, T, kTrainBatches, B);
+  std::vector<int32_t> xa(B * T), ya(B * T), xb(B * T), yb(B * T);
+  for (uint64_t step = 0; step < 200; ++step) {
+    a.Fill(step, 0, B, xa.data(), ya.data());
+    b.Fill(step, 0, B, xb.data(), yb.data());
+    ASSERT_EQ(xa, xb) << "step " << step;
+    ASSERT_EQ(ya, yb) << "step " << step;
+  }
+}
+
+TEST_F(TokenDatasetTest, ErrorsNameTheDirectoryOrFile) {
+  const std::string shards = (dir_ / "shards").string();
+  // Both forms.
+  ASSERT_TRUE(WriteTokenFile(shards + "/train.bin", tokens_, 1000).ok());
+  EXPECT_THAT(std::string(TokenDataset::Open(shards, "train").status().message()),
+              HasSubstr("both train.bin and train-00000.bin"));
+  std::filesystem::remove(shards + "/train.bin");
+  // A gap.
+  std::filesystem::remove(Shard("train", 2));
+  EXPECT_THAT(std::string(TokenDataset::Open(shards, "train").status().message()),
+              HasSubstr("train-00002.bin is missing"));
+  // Shards that disagree on the vocabulary.
+  ASSERT_TRUE(WriteTokenFile(Shard("train", 2), tokens_, 2000).ok());
+  EXPECT_THAT(std::string(TokenDataset::Open(shards, "train").status().message()),
+              HasSubstr("vocab_size 2000 differs"));
+  // Neither form.
+  const absl::Status none = TokenDataset::Open(shards, "val").status();
+  EXPECT_TRUE(absl::IsNotFound(none)) << none;
+  EXPECT_THAT(std::string(none.message()), HasSubstr("val.bin"));
+}
+
+}  // namespace
+}  // namespace dropk

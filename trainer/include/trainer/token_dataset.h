@@ -1,0 +1,61 @@
+// One split (train or val) of a prepared data set: a single token file
+// (<dir>/train.bin) or shards (<dir>/train-00000.bin, train-00001.bin, ...)
+// read as one sequence of tokens, the shards' tokens back to back. So a data
+// set gives the same batches whether it is one file or many.
+#ifndef DROPK_TRAINER_TOKEN_DATASET_H_
+#define DROPK_TRAINER_TOKEN_DATASET_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "trainer/token_file.h"
+
+namespace dropk {
+
+// The name of shard `index` of `split` ("train-00003.bin").
+std::string ShardFileName(const std::string& split, int index);
+// Whether `name` is a shard name of `split` (split-NNNNN.bin).
+bool IsShardName(const std::string& name, const std::string& split);
+
+// Memory-mapped token files read as one sequence. Movable, not copyable;
+// const methods are safe from many threads.
+class TokenDataset {
+ public:
+  // Opens <dir>/<split>.bin, or else the shards <dir>/<split>-00000.bin,
+  // -00001.bin, ... (numbered from 0 without a gap). Errors name the
+  // directory or file: neither form present, both present, a gap in the
+  // numbering, an invalid file (see TokenFile::Open), shards that disagree on
+  // vocab_size.
+  static absl::StatusOr<TokenDataset> Open(const std::string& dir, const std::string& split);
+  // A data set of one file.
+  static TokenDataset FromFile(TokenFile file);
+
+  // Total tokens, over every file.
+  size_t size() const { return size_; }
+  int vocab_size() const { return files_.front().vocab_size(); }
+  // The files, in order.
+  const std::vector<TokenFile>& files() const { return files_; }
+  // A name for messages: the single file's path, or "<dir>/<split>-*.bin".
+  const std::string& name() const { return name_; }
+
+  // Token i. Precondition: i < size().
+  int32_t operator[](size_t i) const;
+  // Copies tokens [offset, offset + n) to out[0, n), across file boundaries.
+  // Precondition: offset + n <= size() and out holds n values.
+  void Read(size_t offset, size_t n, int32_t* out) const;
+
+ private:
+  TokenDataset() = default;
+
+  std::vector<TokenFile> files_;  // never empty
+  std::vector<size_t> starts_;    // starts_[i]: index of files_[i]'s first token
+  size_t size_ = 0;
+  std::string name_;
+};
+
+}  // namespace dropk
+
+#endif  // DROPK_TRAINER_TOKEN_DATASET_H_
