@@ -55,7 +55,7 @@ absl::Status PrepareCorpus(const DropoutStudyOptions& options, const std::string
   }
   PrepareOptions prepare;
   prepare.kind = Tokenizer::CHAR;
-  prepare.input_path = corpus;
+  prepare.inputs = {corpus};
   prepare.out_dir = data_dir;
   return PrepareData(prepare).status();
 }
