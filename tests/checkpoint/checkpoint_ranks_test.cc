@@ -23,6 +23,7 @@
 #include "model/param_layout.h"
 #include "support/fault_injection_env.h"
 #include "support/thread_communicator.h"
+#include "support/tiny_config.h"
 #include "trainer/config.h"
 
 namespace dropk {
@@ -35,11 +36,8 @@ class CheckpointRanksTest : public ::testing::TestWithParam<int> {
   void SetUp() override {
     dir_ = (fs::path(::testing::TempDir()) / ("dropk_ckpt_ranks_" + std::to_string(GetParam()) + "_" + std::to_string(getpid()))).string();
     fs::remove_all(dir_);
-    config_ = DefaultTrainConfig();
-    config_.set_n_layer(1);
-    config_.set_n_head(2);
-    config_.set_n_embd(8);
-    config_.set_block_size(4);
+    config_ = test_util::TinyTrainConfig(/*n_layer=*/1, /*n_head=*/2, /*n_embd=*/8,
+                                         /*block_size=*/4);
     tokenizer_.set_kind(Tokenizer::BYTE);
     n_ = ParamLayout(GptConfig{256, 4, 1, 2, 8}).num_params();
     std::mt19937 rng(11);

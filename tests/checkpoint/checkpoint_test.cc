@@ -20,6 +20,7 @@
 #include "model/gpt.h"
 #include "model/kernels.h"
 #include "support/fault_injection_env.h"
+#include "support/tiny_config.h"
 #include "trainer/config.h"
 #include "trainer/optimizer.h"
 #include "trainer/training_checkpoints.h"
@@ -47,15 +48,12 @@ class CheckpointTest : public ::testing::Test {
                .string();
     fs::remove_all(dir_);
     fs::create_directories(dir_);
-    config_ = DefaultTrainConfig();
-    config_.set_n_layer(2);
-    config_.set_n_head(2);
-    config_.set_n_embd(16);
-    config_.set_block_size(8);
+    config_ = test_util::TinyTrainConfig(/*n_layer=*/2, /*n_head=*/2, /*n_embd=*/16,
+                                         /*block_size=*/8);
     config_.set_dropout(0.1f);
     tokenizer_.set_kind(Tokenizer::BYTE);
     kernels_ = *MakeKernels(Device::kCpu, 1);
-    gpt_ = *Gpt::Create(GptConfig{256, 8, 2, 2, 16}, 1, kernels_.get());
+    gpt_ = *Gpt::Create(test_util::ShapeOf(config_, 256), 1, kernels_.get());
     gpt_->InitWeights(42);
     optimizer_ = std::make_unique<AdamWOptimizer>(gpt_.get(), AdamWOptions{});
     std::mt19937 rng(3);

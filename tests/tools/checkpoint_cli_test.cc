@@ -25,6 +25,7 @@
 #include "checkpoint/format.h"
 #include "checkpoint/reader.h"
 #include "checkpoint/writer.h"
+#include "support/subprocess.h"
 #include "checkpoint/crc32c.h"
 #include "trainer/prepare_data.h"
 
@@ -40,13 +41,10 @@ struct CliResult {
   std::string output;
 };
 
+// The command's exit code and its stdout and stderr as one stream.
 CliResult RunCommand(const std::string& cmd) {
-  FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  return {WEXITSTATUS(status), out};
+  const test_util::CommandResult r = test_util::RunCommand(cmd + " 2>&1");
+  return {r.exit_code, r.out};
 }
 
 std::string ReadAll(const std::string& path) {
