@@ -28,7 +28,7 @@ std::string CheckpointWatcher::ReadLatest() const {
   return s.str();
 }
 
-absl::Status CheckpointWatcher::LoadFrom(const std::string& latest) {
+absl::Status CheckpointWatcher::LoadFrom(const std::string& /*latest_contents*/) {
   std::vector<std::string> skipped;
   absl::StatusOr<std::string> path = FindServableCheckpoint(dir_, &skipped);
   if (!path.ok()) return path.status();

@@ -53,7 +53,9 @@ void ExpectError(const HttpResult& r, int code, const std::string& param = "") {
   ASSERT_FALSE(j.is_discarded()) << r.body;
   ASSERT_TRUE(j.contains("error")) << r.body;
   for (const char* k : {"message", "type", "param", "code"}) EXPECT_TRUE(j["error"].contains(k));
-  if (!param.empty()) EXPECT_EQ(j["error"]["param"], param) << r.body;
+  if (!param.empty()) {
+    EXPECT_EQ(j["error"]["param"], param) << r.body;
+  }
 }
 
 TEST(HttpTest, RoutesAndMetrics) {
