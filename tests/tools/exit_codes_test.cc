@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <ostream>
 #include <string>
 
 #include "support/subprocess.h"
@@ -29,6 +30,8 @@ struct Binary {
   std::string name;
   std::string help_mentions;  // a flag the help text lists
 };
+
+void PrintTo(const Binary& binary, std::ostream* os) { *os << binary.name; }
 
 class ExitCodesTest : public ::testing::TestWithParam<Binary> {};
 
