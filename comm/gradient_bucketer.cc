@@ -50,12 +50,20 @@ void GradientBucketer::Launch(size_t index) {
                                       ReduceOp::kAverage, options_));
 }
 
-void GradientBucketer::OnGradsReady(size_t begin, size_t end) {
+void GradientBucketer::OnGradsReady(size_t begin, size_t end, DeviceEvent* ready) {
   // Backward reports contiguous ranges from the end towards the start.
   if (end >= ready_from_ && begin < ready_from_) ready_from_ = begin;
   if (ready_from_ == 0) backward_done_ = std::chrono::steady_clock::now();
+  if (ready != nullptr) last_ready_ = ready;
   if (!overlap_) return;
-  while (next_ < buckets_.size() && buckets_[next_].begin >= ready_from_) Launch(next_++);
+  // Each event marks everything enqueued before it, so the newest one covers
+  // every bucket that becomes complete now.
+  bool waited = false;
+  while (next_ < buckets_.size() && buckets_[next_].begin >= ready_from_) {
+    if (!waited && ready != nullptr) ready->HostWait();
+    waited = true;
+    Launch(next_++);
+  }
 }
 
 absl::Status GradientBucketer::Wait() {
@@ -64,6 +72,7 @@ absl::Status GradientBucketer::Wait() {
   // only some time after backward, while communication runs.
   const auto wait_start = std::chrono::steady_clock::now();
   const auto exposed_from = ready_from_ == 0 ? backward_done_ : wait_start;
+  if (next_ < buckets_.size() && last_ready_ != nullptr) last_ready_->HostWait();
   while (next_ < buckets_.size()) Launch(next_++);
   absl::Status first_error;
   double busy = 0.0;
@@ -79,6 +88,7 @@ absl::Status GradientBucketer::Wait() {
   pending_.clear();
   next_ = 0;
   ready_from_ = count_;
+  last_ready_ = nullptr;
   return first_error;
 }
 

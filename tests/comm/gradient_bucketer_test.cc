@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
 #include <vector>
 
 #include "comm/consistency.h"
@@ -81,6 +82,44 @@ TEST(GradientBucketerTest, LaunchesEachBucketOnceItsGradientsAreFinal) {
   ASSERT_TRUE(bucketer.Wait().ok());
   EXPECT_EQ(comm.calls, plan);
   for (float g : grads) EXPECT_EQ(g, 2.0f) << "every element reduced exactly once";
+}
+
+// A readiness event that logs when it is waited on into the same log as the
+// communicator's calls, so the order is visible.
+class LoggingEvent final : public DeviceEvent {
+ public:
+  explicit LoggingEvent(std::vector<std::string>* log) : log_(log) {}
+  void Record() override {}
+  void HostWait() override { log_->push_back("wait"); }
+  void* native_handle() override { return nullptr; }
+
+ private:
+  std::vector<std::string>* log_;
+};
+
+TEST(GradientBucketerTest, WaitsOnTheReadinessEventBeforeReadingABucket) {
+  std::vector<float> grads(120, 1.0f);
+  RecordingCommunicator comm(grads.data());
+  std::vector<std::string> log;
+  LoggingEvent event(&log);
+  const std::vector<Bucket> plan = {{100, 120}, {0, 100}};
+  for (bool overlap : {true, false}) {
+    SCOPED_TRACE(overlap);
+    comm.calls.clear();
+    log.clear();
+    GradientBucketer bucketer(&comm, grads.data(), grads.size(), MemoryKind::kHost, plan, overlap);
+    bucketer.OnGradsReady(100, 120, &event);
+    if (overlap) {
+      EXPECT_EQ(log, std::vector<std::string>{"wait"});
+      EXPECT_EQ(comm.calls.size(), 1u);
+    }
+    bucketer.OnGradsReady(0, 100, &event);
+    ASSERT_TRUE(bucketer.Wait().ok());
+    ASSERT_EQ(comm.calls.size(), 2u);
+    EXPECT_FALSE(log.empty()) << "a bucket was read without waiting on its event";
+    // Overlap on: one wait per launch batch; off: one wait before launching all.
+    EXPECT_EQ(log.size(), overlap ? 2u : 1u);
+  }
 }
 
 TEST(GradientBucketerTest, OverlapOffLaunchesTheSameBucketsInWait) {

@@ -13,7 +13,7 @@
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "subprocess.h"
+#include "support/subprocess.h"
 #include "tools/study/run_metrics.h"
 #include "tools/study/text_diversity.h"
 
@@ -101,8 +101,7 @@ TEST_F(StudyFilesTest, PlotWritesPngsWithTheirDataAndNamesAMissingRun) {
         "{\"step\":10,\"train_loss\":3.0,\"lr\":0.001,\"tokens_per_s\":900}\n"
         "{\"step\":20,\"train_loss\":2.0,\"eval_train_loss\":2.1,\"val_loss\":2.3,\"lr\":0.0005,"
         "\"tokens_per_s\":950}\n");
-  const auto r = RunCommand(DROPK_BINARY_DIR "/bin/dropk plot " + (dir_ / "run").string(),
-                            dir_.string());
+  const auto r = RunCommand(DROPK_BINARY_DIR "/bin/dropk plot " + (dir_ / "run").string());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   for (const char* name : {"loss", "lr", "tokens_per_s"}) {
     EXPECT_TRUE(IsPng((dir_ / "run/plots" / (std::string(name) + ".png")).string())) << name;
@@ -110,8 +109,7 @@ TEST_F(StudyFilesTest, PlotWritesPngsWithTheirDataAndNamesAMissingRun) {
   EXPECT_NE(ReadFile((dir_ / "run/plots/metrics.csv").string()).find("20,2,2.1"),
             std::string::npos);
 
-  const auto missing = RunCommand(DROPK_BINARY_DIR "/bin/dropk plot " + (dir_ / "nope").string(),
-                                  dir_.string());
+  const auto missing = RunCommand(DROPK_BINARY_DIR "/bin/dropk plot " + (dir_ / "nope").string());
   EXPECT_NE(missing.exit_code, 0);
   EXPECT_NE(missing.err.find((dir_ / "nope" / "metrics.jsonl").string()), std::string::npos)
       << missing.err;
@@ -129,7 +127,7 @@ TEST_F(StudyFilesTest, StudiesAreReproducibleAndWritePlotsWithData) {
   std::string summaries[2];
   for (int i = 0; i < 2; ++i) {
     const fs::path out = dir_ / ("dropout" + std::to_string(i));
-    const auto r = RunCommand(study + out.string(), dir_.string());
+    const auto r = RunCommand(study + out.string());
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_NE(r.out.find("| 0.30 |"), std::string::npos) << r.out;
     EXPECT_TRUE(IsPng((out / "dropout_study.png").string()));
@@ -147,7 +145,7 @@ TEST_F(StudyFilesTest, StudiesAreReproducibleAndWritePlotsWithData) {
   std::string tables[2];
   for (int i = 0; i < 2; ++i) {
     const fs::path out = dir_ / ("topk" + std::to_string(i));
-    const auto r = RunCommand(topk + out.string(), dir_.string());
+    const auto r = RunCommand(topk + out.string());
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_TRUE(IsPng((out / "topk_study.png").string()));
     tables[i] = ReadFile((out / "topk_study.csv").string());
@@ -167,7 +165,7 @@ TEST_F(StudyFilesTest, StudiesAreReproducibleAndWritePlotsWithData) {
   EXPECT_EQ(texts["1/JULIET:"].size(), 1u);
   EXPECT_GT(texts["0/ROMEO:"].size(), 1u);
 
-  const auto bad = RunCommand(topk + (dir_ / "bad").string() + " --ks=-3", dir_.string());
+  const auto bad = RunCommand(topk + (dir_ / "bad").string() + " --ks=-3");
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_NE(bad.err.find("--ks"), std::string::npos) << bad.err;
 }

@@ -1,5 +1,5 @@
 // libFuzzer target over checkpoint manifest parsing and entry validation
-// (trainer/checkpoint.h: ParseManifestFile, ValidateManifest).
+// (checkpoint/format.h ParseManifestFile, checkpoint/reader.h ValidateManifest).
 //
 // Input: one mode byte, then the bytes of a manifest.pb.
 //   mode even: the whole manifest.pb path (magic, version, manifest CRC).
@@ -18,7 +18,8 @@
 #include <string>
 
 #include "google/protobuf/stubs/logging.h"
-#include "trainer/checkpoint.h"
+#include "checkpoint/format.h"
+#include "checkpoint/reader.h"
 
 namespace {
 

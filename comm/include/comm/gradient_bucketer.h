@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "base/device_event.h"
 #include "comm/communicator.h"
 
 namespace dropk {
@@ -56,9 +57,14 @@ class GradientBucketer {
   GradientBucketer(Communicator* comm, float* grads, size_t count, MemoryKind memory,
                    std::vector<Bucket> buckets, bool overlap, CollectiveOptions options = {});
 
-  // Called (through Gpt::Backward's GradsReadyFn) when gradients [begin, end)
-  // are final. Starts every bucket that is now complete, in plan order.
-  void OnGradsReady(size_t begin, size_t end);
+  // Called (through Gpt::Backward's GradsReadyFn) when the work that makes
+  // gradients [begin, end) final has been enqueued; `ready` (may be null when
+  // the gradients are already readable, e.g. in tests) was recorded after it.
+  // Starts every bucket that is now complete, in plan order, after waiting on
+  // `ready` (DeviceEvent::HostWait; a no-op on the CPU), so an allreduce
+  // never reads gradients that are only queued. Keeps the last event for
+  // Wait(); it must stay valid until then.
+  void OnGradsReady(size_t begin, size_t end, DeviceEvent* ready = nullptr);
 
   // Starts any bucket not yet started, waits for all, and resets for the next
   // step. Returns the first error (naming operation and rank).
@@ -80,6 +86,7 @@ class GradientBucketer {
   size_t next_ = 0;           // next bucket to launch
   size_t ready_from_;         // gradients [ready_from_, count_) are final
   std::chrono::steady_clock::time_point backward_done_;  // when ready_from_ reached 0
+  DeviceEvent* last_ready_ = nullptr;  // the newest readiness event of this step
   std::vector<std::unique_ptr<Work>> pending_;
   SyncTiming timing_;
 };

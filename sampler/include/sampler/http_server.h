@@ -35,7 +35,7 @@ struct HttpServerOptions {
   std::chrono::milliseconds header_timeout{10000};  // also the keep-alive idle limit
   std::chrono::milliseconds body_timeout{30000};
   std::chrono::milliseconds write_timeout{30000};
-  std::string api_key;  // non-empty: every route but /healthz needs "Bearer <key>"
+  std::string api_key{};  // non-empty: every route but /healthz needs "Bearer <key>"
   int retry_after_seconds = 1;  // Retry-After on 429
 };
 
