@@ -132,7 +132,7 @@ Gpt::Gpt(const GptConfig& config, int max_batch, Kernels* kernels)
     : config_(config), layout_(config), max_batch_(max_batch), kernels_(kernels) {
   params_ = DeviceBuffer<float>(kernels, layout_.num_params());
   grads_ = DeviceBuffer<float>(kernels, layout_.num_params());
-  for (size_t i = 0; i < L + 2; ++i) ready_events_.push_back(kernels->CreateEvent());
+  for (size_t i = 0; i < static_cast<size_t>(config.n_layer) + 2; ++i) ready_events_.push_back(kernels->CreateEvent());
   acts_ = std::make_unique<Activations>();
   Activations& a = *acts_;
   VisitActivationBuffers<size_t>(config, max_batch, [&a, kernels](auto member, size_t count) {

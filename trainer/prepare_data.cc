@@ -18,7 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "model/gpt2_vocab_files.h"
 #include "model/tokenizer.h"
-#include "trainer/env.h"
+#include "checkpoint/env.h"
 #include "trainer/token_dataset.h"
 #include "trainer/token_file.h"
 #include "trainer/tokenizer_file.h"

@@ -61,7 +61,7 @@ INSTANTIATE_TEST_SUITE_P(Binaries, ExitCodesTest,
 TEST(ExitCodesRuntimeTest, TrainerRuntimeFailureExits1) {
   test_util::ScopedTempDir dir("exit_train");
   PrepareOptions prepare;
-  prepare.input_path = DROPK_SOURCE_DIR "/data/tinyshakespeare.txt";
+  prepare.inputs = {DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"};
   prepare.out_dir = dir.Path("data");
   ASSERT_TRUE(PrepareData(prepare).ok());
   std::ofstream(dir.Path("a_file")) << "x";

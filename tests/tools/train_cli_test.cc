@@ -103,8 +103,7 @@ TEST_F(TrainCliTest, AllocationFailureExitsOneWithOneLineNotAnAbort) {
   const test_util::CommandResult raw = test_util::RunCommand(
       "ulimit -v 1000000 && " DROPK_BINARY_DIR "/bin/dropk-train " + Base() +
           " --batch_size=600 --block_size=64 --n_layer=4 --n_embd=128 --n_head=4"
-          " --max_iters=1 --eval_iters=1 --sample_tokens=0",
-      ::testing::TempDir());
+          " --max_iters=1 --eval_iters=1 --sample_tokens=0");
   EXPECT_EQ(raw.exit_code, 1) << raw.out << raw.err;
   EXPECT_NE(raw.err.find("dropk-train: out of memory"), std::string::npos) << raw.err;
 }
