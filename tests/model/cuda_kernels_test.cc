@@ -61,6 +61,9 @@ bool BitwiseEqual(const Vec& a, const Vec& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
+// Names the precision in test names and messages.
+void PrintTo(MatmulPrecision p, std::ostream* os) { *os << MatmulPrecisionName(p); }
+
 constexpr double kExactOpTolerance = 1e-5;
 
 double MatmulTolerance(MatmulPrecision p) {
