@@ -348,23 +348,30 @@ void CudaKernels::Gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n,
                        float alpha, const float* A, int lda, const float* B, int ldb, float beta,
                        float* D, int ldd, const float* bias) {
   if (m == 0 || n == 0) return;
-  const LtKey key{ta, tb, m, n, k, lda, ldb, ldd, bias != nullptr,
-                  AlignmentOf(A), AlignmentOf(B), AlignmentOf(D)};
-  absl::StatusOr<LtPlan*> plan = PlanFor(key);
-  DROPK_CHECK(plan.ok()) << "cuBLASLt plan for a " << m << "x" << n << "x" << k
-                         << " product: " << plan.status().message();
-  LtPlan& p = **plan;
-  if (p.has_algo) {
+  // cuBLASLt's bias epilogue reads the bias in vectors: a bias that is not
+  // 16-byte aligned (a tensor at an odd offset of the flat buffer) takes the
+  // fallback.
+  const bool bias_ok = bias == nullptr || AlignmentOf(bias) >= 16;
+  LtPlan* p = nullptr;
+  if (bias_ok) {
+    const LtKey key{ta, tb, m, n, k, lda, ldb, ldd, bias != nullptr,
+                    AlignmentOf(A), AlignmentOf(B), AlignmentOf(D)};
+    absl::StatusOr<LtPlan*> plan = PlanFor(key);
+    DROPK_CHECK(plan.ok()) << "cuBLASLt plan for a " << m << "x" << n << "x" << k
+                           << " product: " << plan.status().message();
+    p = *plan;
+  }
+  if (p != nullptr && p->has_algo) {
     if (bias != nullptr) {
-      CUBLAS_CHECK_ABORT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+      CUBLAS_CHECK_ABORT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                         &bias, sizeof(bias)));
     }
-    CUBLAS_CHECK_ABORT(cublasLtMatmul(lt_, p.desc, &alpha, A, p.a, B, p.b, &beta, D, p.c, D, p.c,
-                                      &p.algo, lt_workspace_, kLtWorkspaceBytes, stream_));
+    CUBLAS_CHECK_ABORT(cublasLtMatmul(lt_, p->desc, &alpha, A, p->a, B, p->b, &beta, D, p->c, D,
+                                      p->c, &p->algo, lt_workspace_, kLtWorkspaceBytes, stream_));
     return;
   }
-  // cuBLASLt offered no kernel (an unusual alignment or shape): the bias
-  // first, then cublasGemmEx adds the product onto it.
+  // cuBLASLt offered no kernel (an unusual alignment or shape), or the bias
+  // is unaligned: the bias first, then cublasGemmEx adds the product onto it.
   if (bias != nullptr) {
     // Column-major D (m, n) with the bias along m is row-major (n, m).
     DROPK_CHECK(ldd == m) << "bias fallback needs a dense output";

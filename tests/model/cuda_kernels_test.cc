@@ -17,6 +17,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <ostream>
 #include <memory>
 #include <random>
 #include <string>
@@ -27,6 +28,10 @@
 #include "model/kernels.h"
 
 namespace dropk {
+
+// Names the precision in test names and messages (found by gtest through ADL).
+void PrintTo(MatmulPrecision p, std::ostream* os) { *os << MatmulPrecisionName(p); }
+
 namespace {
 
 using Vec = std::vector<float>;
@@ -60,9 +65,6 @@ double RelativeError(const Vec& got, const Vec& want) {
 bool BitwiseEqual(const Vec& a, const Vec& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
-
-// Names the precision in test names and messages.
-void PrintTo(MatmulPrecision p, std::ostream* os) { *os << MatmulPrecisionName(p); }
 
 constexpr double kExactOpTolerance = 1e-5;
 
@@ -207,6 +209,9 @@ TEST_P(CudaKernelsTest, MatmulForwardAndBackward) {
   gpu_->MatmulForward(out.gpu.data(), x.gpu.data(), wide.gpu.data() + 1, bias.gpu.data(), N, C,
                       OC);
   ExpectClose("matmul out (unaligned weights)", out, Tolerance());
+  cpu_->MatmulForward(out.cpu.data(), x.cpu.data(), w.cpu.data(), wide.cpu.data() + 3, N, C, OC);
+  gpu_->MatmulForward(out.gpu.data(), x.gpu.data(), w.gpu.data(), wide.gpu.data() + 3, N, C, OC);
+  ExpectClose("matmul out (unaligned bias)", out, Tolerance());
 
   auto dout = Upload(Random(N * OC, 4));
   for (bool accumulate : {false, true}) {
