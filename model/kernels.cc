@@ -56,6 +56,14 @@ absl::StatusOr<std::unique_ptr<Kernels>> MakeKernels(Device device, const Kernel
   return absl::InvalidArgumentError("unknown device");
 }
 
+int CudaDeviceCount() {
+#ifdef DROPK_HAS_CUDA
+  return CudaDeviceCountOrZero();
+#else
+  return 0;
+#endif
+}
+
 absl::StatusOr<std::unique_ptr<Kernels>> MakeKernels(Device device, int num_threads) {
   KernelOptions options;
   options.num_threads = num_threads;

@@ -573,6 +573,15 @@ void CudaKernels::Scale(float* x, float alpha, size_t n) {
 
 }  // namespace
 
+int CudaDeviceCountOrZero() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return count;
+}
+
 absl::StatusOr<std::unique_ptr<Kernels>> MakeCudaKernels(const KernelOptions& options) {
   int count = 0;
   const cudaError_t rc = cudaGetDeviceCount(&count);

@@ -26,6 +26,9 @@ namespace dropk {
 // library handle cannot be created.
 absl::StatusOr<std::unique_ptr<Kernels>> MakeCudaKernels(const KernelOptions& options);
 
+// cudaGetDeviceCount, or 0 when it fails (no driver, no device).
+int CudaDeviceCountOrZero();
+
 }  // namespace dropk
 
 #endif  // DROPK_MODEL_CUDA_CUDA_KERNELS_H_

@@ -468,6 +468,7 @@ INSTANTIATE_TEST_SUITE_P(Precisions, CudaKernelsTest,
 TEST(CudaKernelsAvailabilityTest, MissingGpuIsAClearError) {
   absl::StatusOr<std::unique_ptr<Kernels>> gpu = MakeKernels(Device::kCuda, KernelOptions{});
   if (gpu.ok()) GTEST_SKIP() << "this machine has a GPU: " << (*gpu)->Describe();
+  EXPECT_EQ(CudaDeviceCount(), 0);
   const std::string message(gpu.status().message());
   EXPECT_EQ(message.find('\n'), std::string::npos) << message;
   EXPECT_TRUE(message.find("no CUDA device") != std::string::npos ||

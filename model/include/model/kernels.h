@@ -159,6 +159,10 @@ struct KernelOptions {
 // machine where cudaGetDeviceCount finds no GPU ("no CUDA device:
 // cudaGetDeviceCount returned ..."); never crashes.
 absl::StatusOr<std::unique_ptr<Kernels>> MakeKernels(Device device, const KernelOptions& options);
+// GPUs this process can use: 0 in a build without CUDA or on a machine
+// without a usable GPU (never fails). A rank picks local rank mod this count.
+int CudaDeviceCount();
+
 // The same with default options and num_threads host threads (0 = all cores).
 absl::StatusOr<std::unique_ptr<Kernels>> MakeKernels(Device device, int num_threads);
 
