@@ -30,6 +30,9 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(Communicator*
 #include "base/check.h"
 
 namespace dropk {
+
+std::string NcclLoadError();  // nccl_loader.cc
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -361,6 +364,9 @@ class NcclCommunicator final : public Communicator {
 
 absl::Status CreateComm(Communicator* bootstrap, int cuda_device, NcclState* state,
                         cudaStream_t* stream, int** barrier) {
+  if (std::string error = NcclLoadError(); !error.empty()) {
+    return absl::FailedPreconditionError(error);
+  }
   int count = 0;
   const cudaError_t rc = cudaGetDeviceCount(&count);
   if (rc != cudaSuccess || count == 0) {

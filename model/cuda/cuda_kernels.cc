@@ -600,6 +600,9 @@ absl::StatusOr<std::unique_ptr<Kernels>> MakeCudaKernels(const KernelOptions& op
                                                    " requested, but this machine has ", count,
                                                    " (ordinals 0..", count - 1, ")"));
   }
+  if (std::string error = CublasLoadError(); !error.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("cuda: ", error));
+  }
   auto kernels = std::make_unique<CudaKernels>(options.cuda_device, options.precision);
   if (absl::Status s = kernels->Init(); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("cuda device ", options.cuda_device, ": ",

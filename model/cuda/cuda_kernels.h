@@ -14,6 +14,7 @@
 #define DROPK_MODEL_CUDA_CUDA_KERNELS_H_
 
 #include <memory>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "model/kernels.h"
@@ -28,6 +29,10 @@ absl::StatusOr<std::unique_ptr<Kernels>> MakeCudaKernels(const KernelOptions& op
 
 // cudaGetDeviceCount, or 0 when it fails (no driver, no device).
 int CudaDeviceCountOrZero();
+
+// Empty when cuBLAS and cuBLASLt load (cublas_loader.cc opens them on first
+// use), else why not.
+std::string CublasLoadError();
 
 }  // namespace dropk
 
