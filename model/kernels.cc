@@ -56,6 +56,14 @@ absl::StatusOr<std::unique_ptr<Kernels>> MakeKernels(Device device, const Kernel
   return absl::InvalidArgumentError("unknown device");
 }
 
+bool CudaCompiledIn() {
+#ifdef DROPK_HAS_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
 int CudaDeviceCount() {
 #ifdef DROPK_HAS_CUDA
   return CudaDeviceCountOrZero();

@@ -159,6 +159,9 @@ struct KernelOptions {
 // machine where cudaGetDeviceCount finds no GPU ("no CUDA device:
 // cudaGetDeviceCount returned ..."); never crashes.
 absl::StatusOr<std::unique_ptr<Kernels>> MakeKernels(Device device, const KernelOptions& options);
+// True when this build has the CUDA kernels (whether or not a GPU is here).
+bool CudaCompiledIn();
+
 // GPUs this process can use: 0 in a build without CUDA or on a machine
 // without a usable GPU (never fails). A rank picks local rank mod this count.
 int CudaDeviceCount();
