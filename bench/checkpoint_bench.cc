@@ -24,9 +24,11 @@
 #include "comm/communicator.h"
 #include "model/kernels.h"
 #include "model/param_layout.h"
-#include "trainer/checkpoint.h"
+#include "checkpoint/format.h"
+#include "checkpoint/reader.h"
+#include "checkpoint/writer.h"
 #include "trainer/config.h"
-#include "trainer/crc32c.h"
+#include "checkpoint/crc32c.h"
 
 namespace dropk {
 namespace {

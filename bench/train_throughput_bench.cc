@@ -85,7 +85,9 @@ void RunOne(const BenchConfig& bc, Kernels* k, Communicator& comm, bool overlap,
     plan.step = static_cast<uint32_t>(s);
     gpt->ZeroGrad();
     gpt->Forward(tokens.data(), targets.data(), B, T, &plan);
-    gpt->Backward(1.0f, world > 1 ? GradsReadyFn([&](size_t b, size_t e) { bucketer.OnGradsReady(b, e); })
+    gpt->Backward(1.0f, world > 1 ? GradsReadyFn([&](size_t b, size_t e, DeviceEvent* ready) {
+                                    bucketer.OnGradsReady(b, e, ready);
+                                  })
                                   : GradsReadyFn());
     if (world > 1 && !bucketer.Wait().ok()) {
       std::fprintf(stderr, "bench: gradient allreduce failed\n");

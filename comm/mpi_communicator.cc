@@ -15,25 +15,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/check.h"  // after mpi.h: MPI_CHECK
 #include "device_staging.h"
-
-// Converts an MPI error code into a Status naming the call, file:line, rank.
-#define MPI_CHECK(call, rank)                                                           \
-  do {                                                                                  \
-    const int mpi_check_rc = (call);                                                    \
-    if (mpi_check_rc != MPI_SUCCESS) return MpiError(#call, mpi_check_rc, rank, __FILE__, __LINE__); \
-  } while (0)
 
 namespace dropk {
 namespace {
-
-absl::Status MpiError(const char* call, int rc, int rank, const char* file, int line) {
-  char text[MPI_MAX_ERROR_STRING];
-  int len = 0;
-  if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS) len = 0;
-  return absl::InternalError(absl::StrCat("rank ", rank, ": ", call, " failed: ",
-                                          std::string(text, len), " (", file, ":", line, ")"));
-}
 
 MPI_Datatype ToMpi(DataType type) {
   switch (type) {
@@ -175,8 +161,7 @@ class MpiCommunicator final : public Communicator {
       for (size_t off = 0; off < buffer.count; off += kMaxChunk) {
         const int n = static_cast<int>(std::min(kMaxChunk, buffer.count - off));
         MPI_CHECK(MPI_Bcast(static_cast<char*>(host->data) + off * elem, n, ToMpi(buffer.type),
-                            root, MPI_COMM_WORLD),
-                  rank_);
+                            root, MPI_COMM_WORLD));
       }
       return StageOut(buffer, 0);
     });
@@ -204,8 +189,7 @@ class MpiCommunicator final : public Communicator {
       if (!out.ok()) return out.status();
       MPI_CHECK(MPI_Allgather(in->data, static_cast<int>(input.count), ToMpi(input.type),
                               out->data, static_cast<int>(input.count), ToMpi(input.type),
-                              MPI_COMM_WORLD),
-                rank_);
+                              MPI_COMM_WORLD));
       return StageOut(output, 1);
     });
   }
@@ -231,8 +215,7 @@ class MpiCommunicator final : public Communicator {
       absl::StatusOr<Buffer> out = StageIn(output, 1, false, nullptr);
       if (!out.ok()) return out.status();
       MPI_CHECK(MPI_Reduce_scatter_block(in->data, out->data, static_cast<int>(output.count),
-                                         ToMpi(input.type), ToMpi(op), MPI_COMM_WORLD),
-                rank_);
+                                         ToMpi(input.type), ToMpi(op), MPI_COMM_WORLD));
       if (op == ReduceOp::kAverage) DivideInPlace(*out, 0, output.count, size_);
       return StageOut(output, 1);
     });
@@ -241,7 +224,7 @@ class MpiCommunicator final : public Communicator {
   std::unique_ptr<Work> Barrier(const CollectiveOptions& options) override {
     const std::string name = absl::StrCat("Barrier #", ++sequence_);
     return Enqueue(name, options, [this]() -> absl::Status {
-      MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD), rank_);
+      MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
       return absl::OkStatus();
     });
   }
@@ -337,16 +320,14 @@ class MpiCommunicator final : public Communicator {
     char* mine = data + static_cast<size_t>(displs_[rank_]) * elem;
     // In place: this rank's block receives the reduction of everyone's block.
     MPI_CHECK(MPI_Reduce_scatter(MPI_IN_PLACE, data, counts_.data(), ToMpi(b.type), ToMpi(op),
-                                 MPI_COMM_WORLD),
-              rank_);
+                                 MPI_COMM_WORLD));
     // MPI_IN_PLACE reduce-scatter leaves the result at the start of the buffer.
     if (counts_[rank_] > 0 && mine != data) {
       std::memmove(mine, data, static_cast<size_t>(counts_[rank_]) * elem);
     }
     if (op == ReduceOp::kAverage) DivideInPlace(b, displs_[rank_], counts_[rank_], size_);
     MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, counts_.data(),
-                             displs_.data(), ToMpi(b.type), MPI_COMM_WORLD),
-              rank_);
+                             displs_.data(), ToMpi(b.type), MPI_COMM_WORLD));
     return absl::OkStatus();
   }
 

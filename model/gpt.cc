@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "base/check.h"
 #include "model/philox.h"
 
 namespace dropk {
@@ -52,6 +53,7 @@ Gpt::Gpt(const GptConfig& config, int max_batch, Kernels* kernels)
   const size_t BT = B * T, BTC = BT * C;
   params_ = DeviceBuffer<float>(kernels, layout_.num_params());
   grads_ = DeviceBuffer<float>(kernels, layout_.num_params());
+  for (size_t i = 0; i < L + 2; ++i) ready_events_.push_back(kernels->CreateEvent());
   acts_ = std::make_unique<Activations>();
   Activations& a = *acts_;
   auto floats = [kernels](size_t n) { return DeviceBuffer<float>(kernels, n); };
@@ -116,6 +118,9 @@ void Gpt::InitWeights(uint64_t seed) {
 float Gpt::Forward(const int32_t* host_tokens, const int32_t* host_targets, int B, int T,
                    const DropoutPlan* dropout) {
   const int L = config_.n_layer, C = config_.n_embd, NH = config_.n_head, V = config_.vocab_size;
+  DROPK_CHECK(B >= 1 && B <= max_batch_) << "B=" << B << ", max_batch=" << max_batch_;
+  DROPK_CHECK(T >= 1 && T <= config_.block_size) << "T=" << T << ", block_size="
+                                                  << config_.block_size;
   const int N = B * T;
   const size_t BTC = static_cast<size_t>(N) * C;
   Activations& a = *acts_;
@@ -196,7 +201,15 @@ void Gpt::Backward(float loss_scale, const GradsReadyFn& on_ready) {
   const float* x_final = a.residual.data() + L * BTC;
   k.LayerNormBackward(dresidual, g + layout_.lnf_w(), g + layout_.lnf_b(), dln, x_final,
                       p + layout_.lnf_w(), a.lnf_mean.data(), a.lnf_rstd.data(), N, C);
-  if (on_ready) on_ready(layout_.lnf_w(), layout_.num_params());
+  // Each finished range: record its readiness event, then report it.
+  int next_event = 0;
+  const auto ready = [&](size_t begin, size_t end) {
+    if (!on_ready) return;
+    DeviceEvent* event = ready_events_[next_event++].get();
+    event->Record();
+    on_ready(begin, end, event);
+  };
+  ready(layout_.lnf_w(), layout_.num_params());
 
   for (int l = L - 1; l >= 0; --l) {
     const BlockTensors w = layout_.Block(p, l);
@@ -230,11 +243,11 @@ void Gpt::Backward(float loss_scale, const GradsReadyFn& on_ready) {
     // dresidual becomes the gradient of this block's input x.
     k.LayerNormBackward(dresidual, dw.ln1_w, dw.ln1_b, dln, x, w.ln1_w, a.ln1_mean.data() + l * N,
                         a.ln1_rstd.data() + l * N, N, C);
-    if (on_ready) on_ready(layout_.BlockBegin(l), layout_.BlockEnd(l));
+    ready(layout_.BlockBegin(l), layout_.BlockEnd(l));
   }
   k.EmbeddingBackward(g + layout_.wte(), g + layout_.wpe(), dresidual, a.tokens.data(), B, T, C,
                       plan);
-  if (on_ready) on_ready(0, layout_.BlockBegin(0));
+  ready(0, layout_.BlockBegin(0));
 }
 
 void Gpt::ZeroGrad() { kernels_->Zero(grads_.data(), layout_.num_params() * sizeof(float)); }

@@ -6,9 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
-#if DROPK_HAVE_CHECKPOINT_READER
-#include "trainer/checkpoint.h"
-#endif
+#include "checkpoint/reader.h"
 
 namespace dropk {
 
@@ -37,9 +35,6 @@ absl::StatusOr<std::shared_ptr<const ModelSnapshot>> MakeSnapshot(
   return std::shared_ptr<const ModelSnapshot>(std::move(snapshot));
 }
 
-#if DROPK_HAVE_CHECKPOINT_READER
-bool CheckpointReaderAvailable() { return true; }
-
 absl::StatusOr<std::shared_ptr<const ModelSnapshot>> LoadCheckpointSnapshot(
     const std::string& checkpoint_dir) {
   ReadCheckpointOptions options;
@@ -67,20 +62,5 @@ absl::StatusOr<std::string> FindServableCheckpoint(const std::string& checkpoint
                                                    std::vector<std::string>* skipped) {
   return FindLatestValidCheckpoint(checkpoints_dir, skipped);
 }
-#else
-bool CheckpointReaderAvailable() { return false; }
-
-absl::StatusOr<std::shared_ptr<const ModelSnapshot>> LoadCheckpointSnapshot(
-    const std::string& checkpoint_dir) {
-  return absl::UnimplementedError(absl::StrCat(
-      checkpoint_dir, ": this build has no checkpoint reader (trainer/checkpoint.cc missing)"));
-}
-
-absl::StatusOr<std::string> FindServableCheckpoint(const std::string& checkpoints_dir,
-                                                   std::vector<std::string>* skipped) {
-  return absl::UnimplementedError(absl::StrCat(
-      checkpoints_dir, ": this build has no checkpoint reader (trainer/checkpoint.cc missing)"));
-}
-#endif
 
 }  // namespace dropk

@@ -12,8 +12,11 @@
 namespace dropk {
 
 CheckpointWatcher::CheckpointWatcher(std::string checkpoints_dir, Scheduler* scheduler,
-                                     ServiceMetrics* metrics)
-    : dir_(std::move(checkpoints_dir)), scheduler_(scheduler), metrics_(metrics) {}
+                                     ServiceMetrics* metrics, LogSink* log)
+    : dir_(std::move(checkpoints_dir)),
+      scheduler_(scheduler),
+      metrics_(metrics),
+      log_(OrDiscard(log)) {}
 
 CheckpointWatcher::~CheckpointWatcher() { Stop(); }
 
@@ -41,9 +44,8 @@ absl::Status CheckpointWatcher::LoadFrom(const std::string& latest) {
     return absl::Status(s.code(), absl::StrCat(*path, ": ", s.message()));
   }
   serving_path_ = *path;
-  std::fprintf(stderr, "dropk-serve: serving %s (step %lld)%s%s\n", path->c_str(),
-               static_cast<long long>((*snapshot)->step), skipped.empty() ? "" : "; skipped: ",
-               why_skipped.c_str());
+  log_->Write(absl::StrCat("dropk-serve: serving ", *path, " (step ", (*snapshot)->step, ")",
+                           skipped.empty() ? "" : "; skipped: ", why_skipped));
   return absl::OkStatus();
 }
 
@@ -64,9 +66,8 @@ absl::Status CheckpointWatcher::PollOnce() {
     if (!first) ++metrics_->reloads_ok;
   } else {
     ++metrics_->reloads_failed;
-    std::fprintf(stderr, "dropk-serve: reload refused, keeping %s: %s\n",
-                 serving_path_.empty() ? "no model" : serving_path_.c_str(),
-                 std::string(s.message()).c_str());
+    log_->Write(absl::StrCat("dropk-serve: reload refused, keeping ",
+                             serving_path_.empty() ? "no model" : serving_path_, ": ", s.message()));
   }
   return s;
 }
@@ -93,7 +94,8 @@ void CheckpointWatcher::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-int RunServe(const ServeOptions& options) {
+absl::Status RunServe(const ServeOptions& options) {
+  LogSink* log = OrDiscard(options.log);
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
@@ -104,46 +106,35 @@ int RunServe(const ServeOptions& options) {
   ServiceMetrics metrics;
   absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
       Scheduler::Create(options.scheduler, &metrics);
-  if (!scheduler.ok()) {
-    std::fprintf(stderr, "dropk-serve: %s\n", std::string(scheduler.status().message()).c_str());
-    return 1;
-  }
-  CheckpointWatcher watcher(options.checkpoints_dir, scheduler->get(), &metrics);
+  if (!scheduler.ok()) return scheduler.status();
+  CheckpointWatcher watcher(options.checkpoints_dir, scheduler->get(), &metrics, log);
   if (absl::Status s = watcher.LoadInitial(); !s.ok()) {
-    if (!options.watch) {
-      std::fprintf(stderr, "dropk-serve: %s\n", std::string(s.message()).c_str());
-      return 1;
-    }
-    std::fprintf(stderr, "dropk-serve: no servable checkpoint yet (%s); watching\n",
-                 std::string(s.message()).c_str());
+    if (!options.watch) return s;
+    log->Write(absl::StrCat("dropk-serve: no servable checkpoint yet (", s.message(), "); watching"));
   }
   absl::StatusOr<std::unique_ptr<HttpServer>> server =
       HttpServer::Start(options.http, scheduler->get(), &metrics);
-  if (!server.ok()) {
-    std::fprintf(stderr, "dropk-serve: %s\n", std::string(server.status().message()).c_str());
-    return 1;
-  }
+  if (!server.ok()) return server.status();
   if (!options.port_file.empty()) {
     const std::string tmp = options.port_file + ".tmp";
     std::ofstream(tmp) << (*server)->port() << "\n";
     std::filesystem::rename(tmp, options.port_file);
   }
-  std::fprintf(stderr, "dropk-serve: listening on http://%s:%u\n", options.http.address.c_str(),
-               (*server)->port());
+  log->Write(absl::StrCat("dropk-serve: listening on http://", options.http.address, ":",
+                          (*server)->port()));
   if (options.watch) watcher.Start(options.watch_interval);
 
   int sig = 0;
   sigwait(&signals, &sig);
-  std::fprintf(stderr, "dropk-serve: %s, draining (deadline %lld ms)\n",
-               sig == SIGTERM ? "SIGTERM" : "SIGINT",
-               static_cast<long long>(options.drain_deadline.count()));
+  log->Write(absl::StrCat("dropk-serve: ", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                          ", draining (deadline ", options.drain_deadline.count(), " ms)"));
   watcher.Stop();
   (*server)->StopAccepting();
   (*scheduler)->Shutdown(options.drain_deadline);  // running requests finish or are cancelled
   (*server)->Stop(std::chrono::milliseconds(2000));  // flush their responses
   server->reset();
-  std::fprintf(stderr, "dropk-serve: stopped\n");
-  return 0;
+  log->Write("dropk-serve: stopped");
+  return absl::OkStatus();
 }
 
 }  // namespace dropk

@@ -1,7 +1,12 @@
 // dropk-serve: serves a training run's checkpoints over HTTP (see sampler/).
+// Exit codes (base/exit_codes.h): 0 stopped by SIGTERM/SIGINT or --help,
+// 1 the service could not start, 2 a bad flag.
 #include <cstdio>
+#include <iostream>
 
 #include "CLI/CLI.hpp"
+#include "base/exit_codes.h"
+#include "base/log.h"
 #include "sampler/serve.h"
 
 int main(int argc, char** argv) {
@@ -38,7 +43,15 @@ int main(int argc, char** argv) {
   app.add_option("--api-key-file", api_key_file,
                  "File holding the API key; every route but /healthz then needs "
                  "'Authorization: Bearer <key>'");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app.help();
+    return dropk::kExitOk;
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "dropk-serve: " << e.what() << " (run with --help for usage)\n";
+    return dropk::kExitUsage;
+  }
   o.watch_interval = std::chrono::milliseconds(watch_ms);
   o.drain_deadline = std::chrono::milliseconds(drain_ms);
   o.http.header_timeout = std::chrono::milliseconds(header_ms);
@@ -47,7 +60,7 @@ int main(int argc, char** argv) {
     std::FILE* f = std::fopen(api_key_file.c_str(), "rb");
     if (f == nullptr) {
       std::fprintf(stderr, "dropk-serve: --api-key-file %s: cannot open\n", api_key_file.c_str());
-      return 1;
+      return dropk::kExitUsage;
     }
     char buf[4096];
     const size_t n = std::fread(buf, 1, sizeof(buf), f);
@@ -58,9 +71,14 @@ int main(int argc, char** argv) {
     }
     if (key.empty()) {
       std::fprintf(stderr, "dropk-serve: --api-key-file %s: empty key\n", api_key_file.c_str());
-      return 1;
+      return dropk::kExitUsage;
     }
     o.http.api_key = key;
   }
-  return dropk::RunServe(o);
+  o.log = dropk::StderrLogSink();
+  if (absl::Status s = dropk::RunServe(o); !s.ok()) {
+    std::cerr << "dropk-serve: " << s.message() << "\n";
+    return dropk::kExitFailure;
+  }
+  return dropk::kExitOk;
 }

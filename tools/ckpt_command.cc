@@ -17,9 +17,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "model/param_layout.h"
-#include "trainer/checkpoint.h"
-#include "trainer/crc32c.h"
-#include "trainer/env.h"
+#include "checkpoint/format.h"
+#include "checkpoint/reader.h"
+#include "checkpoint/writer.h"
+#include "checkpoint/crc32c.h"
+#include "checkpoint/env.h"
 
 namespace dropk {
 namespace {

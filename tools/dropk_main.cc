@@ -2,9 +2,10 @@
 // through one Register*Command function; the chosen subcommand's callback
 // stores the work to do in `action`, which main runs after parsing.
 //
-// Exit codes: 0 success (and --help), 1 a checkpoint failed verification
-// (DataLoss), 2 bad usage or any other failed command; the reason is one
-// line on stderr starting "dropk: ".
+// Exit codes (base/exit_codes.h): 0 success (and --help), 1 a runtime
+// failure (a checkpoint that fails verification, I/O, an unreachable
+// service), 2 bad usage (a bad flag or value, a named path missing); the
+// reason is one line on stderr starting "dropk: ".
 #include <cstdio>
 #include <functional>
 #include <iostream>
@@ -14,13 +15,12 @@
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/exit_codes.h"
 #include "tools/ckpt_command.h"
 #include "tools/sample_command.h"
 #include "trainer/prepare_data.h"
 
 namespace {
-
-constexpr int kExitFailure = 2;
 
 // The work of the subcommand the user chose; empty until one parses.
 using Action = std::function<absl::Status()>;
@@ -82,11 +82,11 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::cerr << "dropk: " << e.what() << " (run with --help for usage)\n";
-    return kExitFailure;
+    return dropk::kExitUsage;
   }
   if (const absl::Status status = action(); !status.ok()) {
     std::cerr << "dropk: " << status.message() << "\n";
-    return absl::IsDataLoss(status) ? 1 : kExitFailure;
+    return dropk::ExitCodeFor(status);
   }
-  return 0;
+  return dropk::kExitOk;
 }

@@ -21,6 +21,7 @@
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "comm/gradient_bucketer.h"
+#include "trainer/device.h"
 
 namespace dropk {
 namespace {
@@ -416,7 +417,7 @@ absl::Status SetTrainConfigField(const std::string& name,
   return absl::OkStatus();
 }
 
-absl::StatusOr<TrainConfig> LoadTrainConfig(int argc, char** argv) {
+absl::StatusOr<TrainCommandLine> ParseTrainCommandLine(int argc, char** argv) {
   const pb::Descriptor* descriptor = TrainConfig::descriptor();
   CLI::App app("dropk-train");
   // Unknown arguments are collected and reported below with a clearer
@@ -442,7 +443,7 @@ absl::StatusOr<TrainConfig> LoadTrainConfig(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
-    return absl::CancelledError(HelpText());
+    return TrainCommandLine{DefaultTrainConfig(), HelpText()};
   } catch (const CLI::ParseError& e) {
     return absl::InvalidArgumentError(e.what());
   }
@@ -474,11 +475,14 @@ absl::StatusOr<TrainConfig> LoadTrainConfig(int argc, char** argv) {
       return s;
     }
   }
-  return config;
+  return TrainCommandLine{std::move(config), std::nullopt};
 }
 
-bool IsHelpRequest(const absl::Status& status) {
-  return absl::IsCancelled(status);
+absl::StatusOr<TrainConfig> LoadTrainConfig(int argc, char** argv) {
+  absl::StatusOr<TrainCommandLine> command_line = ParseTrainCommandLine(argc, argv);
+  if (!command_line.ok()) return command_line.status();
+  if (command_line->help) return absl::InvalidArgumentError("--help: no help shown here");
+  return std::move(command_line->config);
 }
 
 absl::Status ValidateTrainConfig(const TrainConfig& c) {
@@ -560,6 +564,7 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
   p.AtLeast("save_every", c.save_every(), 0);
   p.AtLeast("keep_last", c.keep_last(), 1);
   p.AtLeast("keep_every", c.keep_every(), 0);
+  for (const std::string& problem : DeviceProblems(c)) p.Add(problem);
   return p.ToStatus();
 }
 

@@ -16,7 +16,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "trainer/env.h"
+#include "checkpoint/env.h"
 
 namespace dropk {
 namespace {

@@ -1,6 +1,7 @@
 // dropk-train: parses the config, joins the job's communicator, trains,
 // prints a sample. Launch with `mpirun -np N dropk-train ...` for N ranks.
-// Exit codes: 0 done, 2 a bad config value or argument, 1 any other failure.
+// Exit codes (base/exit_codes.h): 0 done or --help, 2 a bad config value or
+// argument (or a named path missing), 1 any other failure.
 // When one rank of a multi-rank job fails, it ends the whole job (MPI_Abort)
 // with a message naming the rank and the cause, instead of leaving the
 // others waiting.
@@ -8,7 +9,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
-
+#include "base/exit_codes.h"
 #include "comm/communicator.h"
 #include "comm/mpi_communicator.h"
 #include "trainer/config.h"
@@ -35,27 +36,27 @@ absl::StatusOr<std::unique_ptr<dropk::Communicator>> JoinJob(const dropk::TrainC
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::StatusOr<dropk::TrainConfig> config = dropk::LoadTrainConfig(argc, argv);
-  absl::Status invalid = config.ok() ? dropk::ValidateTrainConfig(*config) : config.status();
+  absl::StatusOr<dropk::TrainCommandLine> command_line = dropk::ParseTrainCommandLine(argc, argv);
+  if (command_line.ok() && command_line->help) {
+    if (IsLauncherRankZero()) std::cout << *command_line->help;
+    return dropk::kExitOk;
+  }
+  const dropk::TrainConfig* config = command_line.ok() ? &command_line->config : nullptr;
+  absl::Status invalid = config != nullptr ? dropk::ValidateTrainConfig(*config)
+                                           : command_line.status();
   if (!invalid.ok()) {
-    if (dropk::IsHelpRequest(invalid)) {
-      if (IsLauncherRankZero()) std::cout << invalid.message();
-      return 0;
-    }
     if (IsLauncherRankZero()) std::cerr << "dropk-train: " << invalid.message() << "\n";
-    return 2;
+    return dropk::kExitUsage;
   }
   absl::StatusOr<std::unique_ptr<dropk::Communicator>> comm = JoinJob(*config);
   if (!comm.ok()) {
     std::cerr << "dropk-train: " << comm.status().message() << "\n";
-    return 1;
+    return dropk::kExitFailure;
   }
   const int rank = (*comm)->Rank(), world = (*comm)->Size();
   absl::StatusOr<dropk::TrainSummary> summary = dropk::RunTraining(*config, **comm, std::cerr);
   if (!summary.ok()) {
-    const bool config_error = absl::IsInvalidArgument(summary.status()) ||
-                              absl::IsNotFound(summary.status());
-    const int code = config_error ? 2 : 1;
+    const int code = dropk::ExitCodeFor(summary.status());
     if (world > 1) {
       dropk::AbortJob(absl::StrCat("dropk-train: rank ", rank, " of ", world, ": ",
                                    summary.status().message(), " (ending the job)"),
@@ -69,7 +70,7 @@ int main(int argc, char** argv) {
       std::cerr << "dropk-train: stopped by signal after step " << summary->steps
                 << ", checkpoint saved; resume with --resume=latest\n";
     }
-    return 0;
+    return dropk::kExitOk;
   }
   if (rank == 0) {
     std::cerr << "dropk-train: done, " << summary->steps << " steps";
@@ -77,5 +78,5 @@ int main(int argc, char** argv) {
     std::cerr << ", " << summary->elapsed_s << " s\n";
     if (!summary->sample.empty()) std::cout << summary->sample << "\n";
   }
-  return 0;
+  return dropk::kExitOk;
 }

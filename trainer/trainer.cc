@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/log.h"
 #include "comm/consistency.h"
 #include "comm/gradient_bucketer.h"
 #include "comm/mpi_communicator.h"
@@ -17,6 +18,7 @@
 #include "trainer/batch_loader.h"
 #include "trainer/config.h"
 #include "trainer/data_parallel.h"
+#include "trainer/device.h"
 #include "trainer/metrics.h"
 #include "trainer/optimizer.h"
 #include "trainer/schedule.h"
@@ -36,7 +38,12 @@ double SecondsSince(Clock::time_point start) {
 class TrainingRun {
  public:
   TrainingRun(const TrainConfig& config, Communicator& comm, std::ostream& log)
-      : config_(config), comm_(comm), log_(log), rank_(comm.Rank()), world_(comm.Size()) {}
+      : config_(config),
+        comm_(comm),
+        log_(log),
+        all_ranks_log_(log),
+        rank_(comm.Rank()),
+        world_(comm.Size()) {}
 
   absl::StatusOr<TrainSummary> Run() {
     if (absl::Status s = Setup(); !s.ok()) return s;
@@ -132,10 +139,13 @@ class TrainingRun {
       }
     }
 
-    absl::StatusOr<std::unique_ptr<Kernels>> kernels =
-        MakeKernels(Device::kCpu, ThreadsPerRank(config_.num_threads(), LocalWorldSize()));
+    absl::StatusOr<std::unique_ptr<Kernels>> kernels = MakeKernels(
+        TrainingDevice(config_),
+        TrainingKernelOptions(config_, ThreadsPerRank(config_.num_threads(), LocalWorldSize()),
+                              LocalRank()));
     if (!kernels.ok()) return kernels.status();
     kernels_ = *std::move(kernels);
+    device_memory_ = MemoryKindOf(kernels_->device());
     const GptConfig shape{data_->tokenizer.vocab_size(), config_.block_size(), config_.n_layer(),
                           config_.n_head(), config_.n_embd()};
     absl::StatusOr<std::unique_ptr<Gpt>> gpt = Gpt::Create(shape, config_.batch_size(), kernels_.get());
@@ -144,7 +154,7 @@ class TrainingRun {
     gpt_->InitWeights(config_.seed());
     // Every rank starts from rank 0's parameters (DESIGN invariant 2).
     if (absl::Status s = comm_.Broadcast({gpt_->params(), gpt_->num_params(), DataType::kFloat32,
-                                          MemoryKind::kHost},
+                                          device_memory_},
                                          0, CommOptions())
                              ->Wait();
         !s.ok()) {
@@ -172,7 +182,7 @@ class TrainingRun {
     for (const ParamTensor& t : gpt_->layout().tensors()) offsets.push_back(t.offset);
     const size_t cap = static_cast<size_t>(config_.bucket_cap_mb() * 1024.0 * 1024.0);
     bucketer_ = std::make_unique<GradientBucketer>(
-        &comm_, gpt_->grads(), gpt_->num_params(), MemoryKind::kHost,
+        &comm_, gpt_->grads(), gpt_->num_params(), device_memory_,
         PlanBuckets(offsets, gpt_->num_params(), cap, sizeof(float)), config_.overlap_comm(),
         CommOptions());
 
@@ -200,7 +210,7 @@ class TrainingRun {
     summary_.steps = resume->step;
     summary_.last_train_loss = resume->last_train_loss;
     summary_.resumed_from = resume->dir;
-    checkpointer_ = std::make_unique<TrainingCheckpointer>(config_, &comm_);
+    checkpointer_ = std::make_unique<TrainingCheckpointer>(config_, &comm_, &all_ranks_log_);
     if (rank_ == 0) {
       const std::string path = config_.out_dir() + "/metrics.jsonl";
       absl::StatusOr<MetricsLog> metrics = resume->resumed ? MetricsLog::OpenForResume(path, resume->step)
@@ -245,8 +255,8 @@ class TrainingRun {
     const int accum = config_.gradient_accumulation_steps();
     gpt_->ZeroGrad();
     double loss_sum = 0.0;
-    const GradsReadyFn on_ready = [this](size_t begin, size_t end) {
-      bucketer_->OnGradsReady(begin, end);
+    const GradsReadyFn on_ready = [this](size_t begin, size_t end, DeviceEvent* ready) {
+      bucketer_->OnGradsReady(begin, end, ready);
     };
     for (int micro = 0; micro < accum; ++micro) {
       train_batches_->Fill(step, FirstSampleOf(micro, rank_, world_, B), B, inputs_.data(),
@@ -303,8 +313,12 @@ class TrainingRun {
     return static_cast<float>(v);
   }
 
+  // Digests the parameters, read to the host through the kernels (they are
+  // device memory), and compares the digests across ranks.
   absl::Status CheckParametersAgree(int64_t step) {
-    const uint64_t digest = Digest(gpt_->params(), gpt_->num_params() * sizeof(float));
+    host_params_.resize(gpt_->num_params());
+    kernels_->CopyToHost(host_params_.data(), gpt_->params(), gpt_->num_params() * sizeof(float));
+    const uint64_t digest = Digest(host_params_.data(), host_params_.size() * sizeof(float));
     return CheckSameOnAllRanks(&comm_, digest, "parameters", step, CommOptions());
   }
 
@@ -345,10 +359,13 @@ class TrainingRun {
   const TrainConfig& config_;
   Communicator& comm_;
   std::ostream& log_;
+  OstreamLogSink all_ranks_log_;  // log_ on every rank: a rank's own failures
   const int rank_, world_;
   std::unique_ptr<TrainingData> data_;
   std::unique_ptr<MetricsLog> metrics_;  // rank 0 only
   std::unique_ptr<Kernels> kernels_;
+  MemoryKind device_memory_ = {};  // of kernels_' allocations, for collectives
+  std::vector<float> host_params_;  // staging for the parameter digest
   std::unique_ptr<Gpt> gpt_;
   std::unique_ptr<AdamWOptimizer> optimizer_;
   std::unique_ptr<BatchLoader> train_batches_, eval_train_batches_, eval_val_batches_;

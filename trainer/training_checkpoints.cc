@@ -3,13 +3,18 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/text_format.h"
 
 namespace dropk {
 namespace {
+
+namespace pb = google::protobuf;
 
 std::atomic<int> g_stop_signal{0};
 static_assert(std::atomic<int>::is_always_lock_free);
@@ -34,7 +39,6 @@ void InstallStopSignalHandlers() {
 }
 
 bool StopRequested() { return g_stop_signal.load() != 0; }
-void ResetStopRequestForTesting() { g_stop_signal.store(0); }
 
 absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokenizer& tokenizer,
                                         Gpt& gpt, AdamWOptimizer& optimizer, int world_size,
@@ -110,10 +114,40 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
       "--resume=", config.resume(), ": no checkpoint verifies: ", absl::StrJoin(skipped, "; ")));
 }
 
-TrainingCheckpointer::TrainingCheckpointer(const TrainConfig& config, Communicator* comm, Env* env)
+absl::Status CheckResumeConfig(const TrainConfig& checkpoint, const TrainConfig& now,
+                               std::vector<std::string>* changes) {
+  static const std::set<std::string> kMustMatch = {"n_layer", "n_head",  "n_embd",
+                                                   "block_size", "seed", "dropout_stream"};
+  static const std::set<std::string> kIgnored = {"resume", "checkpoint_dir", "out_dir"};
+  const pb::Descriptor* d = TrainConfig::descriptor();
+  const pb::Reflection* r = TrainConfig::GetReflection();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const pb::FieldDescriptor* f = d->field(i);
+    if (kIgnored.count(f->name()) || f->is_repeated()) continue;
+    const bool has_a = !f->has_presence() || r->HasField(checkpoint, f);
+    const bool has_b = !f->has_presence() || r->HasField(now, f);
+    std::string a = "unset", b = "unset";
+    if (has_a) pb::TextFormat::PrintFieldValueToString(checkpoint, f, -1, &a);
+    if (has_b) pb::TextFormat::PrintFieldValueToString(now, f, -1, &b);
+    if (a == b) continue;
+    if (kMustMatch.count(f->name())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--resume: ", f->name(), "=", b, " contradicts the checkpoint's ", f->name(), "=", a,
+          " (", f->name(), " defines the model or its randomness and cannot change on resume)"));
+    }
+    if (changes != nullptr) changes->push_back(absl::StrCat(f->name(), ": ", a, " -> ", b));
+  }
+  return absl::OkStatus();
+}
+
+TrainingCheckpointer::TrainingCheckpointer(const TrainConfig& config, Communicator* comm,
+                                           LogSink* log, Env* env)
     : save_every_(config.save_every()),
-      writer_(CheckpointWriterOptions{CheckpointsDirOf(config), config.keep_last(),
-                                      config.keep_every(), 8u << 20, env},
+      writer_(CheckpointWriterOptions{.checkpoints_dir = CheckpointsDirOf(config),
+                                      .keep_last = config.keep_last(),
+                                      .keep_every = config.keep_every(),
+                                      .env = env,
+                                      .log = log},
               comm) {}
 
 bool TrainingCheckpointer::Due(int64_t steps_done, int64_t max_steps) const {

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
 #include <vector>
 
 #include "comm/consistency.h"
@@ -83,6 +84,44 @@ TEST(GradientBucketerTest, LaunchesEachBucketOnceItsGradientsAreFinal) {
   for (float g : grads) EXPECT_EQ(g, 2.0f) << "every element reduced exactly once";
 }
 
+// A readiness event that logs when it is waited on into the same log as the
+// communicator's calls, so the order is visible.
+class LoggingEvent final : public DeviceEvent {
+ public:
+  explicit LoggingEvent(std::vector<std::string>* log) : log_(log) {}
+  void Record() override {}
+  void HostWait() override { log_->push_back("wait"); }
+  void* native_handle() override { return nullptr; }
+
+ private:
+  std::vector<std::string>* log_;
+};
+
+TEST(GradientBucketerTest, WaitsOnTheReadinessEventBeforeReadingABucket) {
+  std::vector<float> grads(120, 1.0f);
+  RecordingCommunicator comm(grads.data());
+  std::vector<std::string> log;
+  LoggingEvent event(&log);
+  const std::vector<Bucket> plan = {{100, 120}, {0, 100}};
+  for (bool overlap : {true, false}) {
+    SCOPED_TRACE(overlap);
+    comm.calls.clear();
+    log.clear();
+    GradientBucketer bucketer(&comm, grads.data(), grads.size(), MemoryKind::kHost, plan, overlap);
+    bucketer.OnGradsReady(100, 120, &event);
+    if (overlap) {
+      EXPECT_EQ(log, std::vector<std::string>{"wait"});
+      EXPECT_EQ(comm.calls.size(), 1u);
+    }
+    bucketer.OnGradsReady(0, 100, &event);
+    ASSERT_TRUE(bucketer.Wait().ok());
+    ASSERT_EQ(comm.calls.size(), 2u);
+    EXPECT_FALSE(log.empty()) << "a bucket was read without waiting on its event";
+    // Overlap on: one wait per launch batch; off: one wait before launching all.
+    EXPECT_EQ(log.size(), overlap ? 2u : 1u);
+  }
+}
+
 TEST(GradientBucketerTest, OverlapOffLaunchesTheSameBucketsInWait) {
   std::vector<float> on(120), off(120);
   for (size_t i = 0; i < on.size(); ++i) on[i] = off[i] = 0.5f * i;
@@ -129,7 +168,14 @@ TEST(SingleProcessCommunicatorTest, CollectivesAreIdentities) {
   ASSERT_TRUE(comm->AllGather(HostBuffer(x.data(), 3), HostBuffer(y.data(), 3))->Wait().ok());
   EXPECT_EQ(y, x);
   EXPECT_FALSE(comm->Broadcast(HostBuffer(x.data(), 3), 1)->Wait().ok());
-  EXPECT_FALSE(comm->AllReduce({x.data(), 3, DataType::kFloat32, MemoryKind::kCuda}, ReduceOp::kSum)
+  // One rank's AllReduce touches no memory, so a GPU run's buffers pass
+  // untouched; a copy between two buffers reads them, and is host-only.
+  EXPECT_TRUE(comm->AllReduce({x.data(), 3, DataType::kFloat32, MemoryKind::kCuda}, ReduceOp::kSum)
+                  ->Wait()
+                  .ok());
+  EXPECT_EQ(x, (std::vector<float>{1, 2, 3}));
+  EXPECT_FALSE(comm->AllGather({x.data(), 3, DataType::kFloat32, MemoryKind::kCuda},
+                               HostBuffer(y.data(), 3))
                    ->Wait()
                    .ok());
   EXPECT_TRUE(CheckSameOnAllRanks(comm.get(), 42, "parameters", 1).ok());

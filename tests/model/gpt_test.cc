@@ -8,6 +8,7 @@
 #include <cmath>
 #include <memory>
 #include <numeric>
+#include <set>
 #include <vector>
 
 namespace dropk {
@@ -107,11 +108,29 @@ TEST_F(GptTest, GradsReadyRangesCoverTheBufferInReverseOrder) {
   Loss(&plan_);
   gpt_->ZeroGrad();
   std::vector<std::pair<size_t, size_t>> ranges;
-  gpt_->Backward(1.0f, [&](size_t begin, size_t end) { ranges.emplace_back(begin, end); });
+  std::set<DeviceEvent*> events;
+  gpt_->Backward(1.0f, [&](size_t begin, size_t end, DeviceEvent* ready) {
+    ranges.emplace_back(begin, end);
+    ASSERT_NE(ready, nullptr) << "every range comes with its readiness event";
+    ready->HostWait();
+    events.insert(ready);
+  });
   ASSERT_EQ(ranges.size(), static_cast<size_t>(config_.n_layer + 2));
+  EXPECT_EQ(events.size(), ranges.size()) << "one event per range, alive until the next Backward";
   EXPECT_EQ(ranges.front().second, gpt_->num_params());
   EXPECT_EQ(ranges.back().first, 0u);
   for (size_t i = 1; i < ranges.size(); ++i) EXPECT_EQ(ranges[i].second, ranges[i - 1].first);
+}
+
+TEST_F(GptTest, ForwardChecksItsBatchContract) {
+  // A batch larger than the model was built for would write past its
+  // activations: a bug in the caller, caught by DROPK_CHECK.
+  const int too_many = gpt_->max_batch() + 1;
+  std::vector<int32_t> tokens(static_cast<size_t>(too_many) * config_.block_size, 1);
+  EXPECT_DEATH(gpt_->Forward(tokens.data(), nullptr, too_many, config_.block_size, nullptr),
+               "CHECK failed: B >= 1 && B <= max_batch_.*max_batch=");
+  EXPECT_DEATH(gpt_->Forward(tokens.data(), nullptr, 1, config_.block_size + 1, nullptr),
+               "CHECK failed: T >= 1");
 }
 
 TEST_F(GptTest, BackwardAccumulatesScaledGradients) {

@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "mpi_test_env.h"
-#include "trainer/checkpoint.h"
+#include "checkpoint/format.h"
+#include "checkpoint/reader.h"
+#include "checkpoint/writer.h"
 #include "trainer/config.h"
 #include "trainer/trainer.h"
 

@@ -231,7 +231,7 @@ TEST(HttpTest, OpenAiNpmClient) {
     const auto r = testing::RunCommand("cd " + dir +
                                        " && timeout 180 npm install --no-audit --no-fund "
                                        "--loglevel=error openai@6 2>&1");
-    if (r.status != 0) GTEST_SKIP() << "npm could not install openai@6: " << r.out;
+    if (r.exit_code != 0) GTEST_SKIP() << "npm could not install openai@6: " << r.out;
   }
   TestServer s({.api_key = "npm-key"});
   const std::string script = dir + "/client.mjs";
@@ -249,7 +249,7 @@ catch (e) { status = e.status; }
 console.log(JSON.stringify({ plain: plain.choices[0].text, streamed, chunks, status, seed: plain.seed }));
 )JS";
   const auto r = testing::RunCommand("timeout 60 node " + script + " " + std::to_string(s.port));
-  ASSERT_EQ(r.status, 0) << r.out;
+  ASSERT_EQ(r.exit_code, 0) << r.out;
   const json j = json::parse(r.out);
   EXPECT_EQ(j["plain"], j["streamed"]);
   EXPECT_EQ(j["plain"].get<std::string>().size(), 12u);

@@ -14,6 +14,7 @@
 #include "model/kernels.h"
 #include "model/tokenizer.h"
 #include "sampler/model_snapshot.h"
+#include "support/subprocess.h"
 
 namespace dropk::testing {
 
@@ -50,23 +51,8 @@ inline std::shared_ptr<const ModelSnapshot> TestSnapshot(uint64_t seed = 1, int 
   return *snap;
 }
 
-struct CommandResult {
-  int status = -1;
-  std::string out;
-};
-
-// Runs a shell command, returning its exit status and stdout.
-inline CommandResult RunCommand(const std::string& cmd) {
-  CommandResult r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
-  const int st = pclose(pipe);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+using test_util::CommandResult;
+using test_util::RunCommand;
 
 inline std::string ShellQuote(const std::string& s) {
   std::string q = "'";

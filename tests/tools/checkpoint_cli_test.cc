@@ -22,8 +22,11 @@
 #include <thread>
 #include <vector>
 
-#include "trainer/checkpoint.h"
-#include "trainer/crc32c.h"
+#include "checkpoint/format.h"
+#include "checkpoint/reader.h"
+#include "checkpoint/writer.h"
+#include "support/subprocess.h"
+#include "checkpoint/crc32c.h"
 #include "trainer/prepare_data.h"
 
 extern char** environ;
@@ -38,13 +41,10 @@ struct CliResult {
   std::string output;
 };
 
+// The command's exit code and its stdout and stderr as one stream.
 CliResult RunCommand(const std::string& cmd) {
-  FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  return {WEXITSTATUS(status), out};
+  const test_util::CommandResult r = test_util::RunCommand(cmd + " 2>&1");
+  return {r.exit_code, r.out};
 }
 
 std::string ReadAll(const std::string& path) {
@@ -146,6 +146,21 @@ TEST_F(CheckpointCliTest, ContradictingConfigIsRefusedNamingTheField) {
   r = RunCommand(Train(out_, "--max_iters=4 --resume=latest --seed=5"));
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("seed=5"), std::string::npos) << r.output;
+}
+
+// Issue 9 item 7: 7 zero bytes appended to model.data passed verification.
+TEST_F(CheckpointCliTest, VerifyRefusesBytesAppendedToModelData) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=2")).exit_code, 0);
+  const std::string ckpt = out_ + "/checkpoints/step-00000002";
+  ASSERT_EQ(RunCommand(Dropk("ckpt verify " + ckpt)).exit_code, 0);
+  {
+    std::ofstream out(ckpt + "/model.data", std::ios::binary | std::ios::app);
+    out.write("\0\0\0\0\0\0\0", 7);
+  }
+  CliResult verify = RunCommand(Dropk("ckpt verify " + ckpt));
+  EXPECT_EQ(verify.exit_code, 1) << verify.output;
+  EXPECT_NE(verify.output.find("model.data"), std::string::npos) << verify.output;
+  EXPECT_NE(verify.output.find("appended"), std::string::npos) << verify.output;
 }
 
 TEST_F(CheckpointCliTest, ResumeLatestFallsBackPastCorruptCheckpoint) {

@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <string>
 
-#include "subprocess.h"
+#include "support/subprocess.h"
 #include "trainer/prepare_data.h"
 
 namespace dropk {

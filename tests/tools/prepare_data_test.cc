@@ -14,7 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/tokenizer.h"
-#include "subprocess.h"
+#include "support/subprocess.h"
 #include "trainer/token_file.h"
 #include "trainer/tokenizer_file.h"
 
@@ -42,7 +42,7 @@ class PrepareDataTest : public ::testing::Test {
 
   // Runs the dropk binary with `args` (already shell-quoted).
   test_util::CommandResult RunDropk(const std::string& args) {
-    return test_util::RunCommand(std::string(kDropk) + " " + args, dir_.string());
+    return test_util::RunCommand(std::string(kDropk) + " " + args);
   }
 
   std::filesystem::path dir_;

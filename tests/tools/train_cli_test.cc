@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <string>
 
-#include "subprocess.h"
+#include "support/subprocess.h"
 #include "trainer/prepare_data.h"
 
 namespace dropk {
@@ -13,7 +13,7 @@ namespace {
 
 test_util::CommandResult RunTrainCli(const std::string& args) {
   const test_util::CommandResult r =
-      test_util::RunCommand(DROPK_BINARY_DIR "/bin/dropk-train " + args, ::testing::TempDir());
+      test_util::RunCommand(DROPK_BINARY_DIR "/bin/dropk-train " + args);
   return {r.exit_code, r.out + r.err, ""};
 }
 

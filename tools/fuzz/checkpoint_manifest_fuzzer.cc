@@ -18,7 +18,8 @@
 #include <string>
 
 #include "google/protobuf/stubs/logging.h"
-#include "trainer/checkpoint.h"
+#include "checkpoint/format.h"
+#include "checkpoint/reader.h"
 
 namespace {
 

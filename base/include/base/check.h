@@ -11,10 +11,10 @@
 //   section is compiled only when the library's header was included first,
 //   so this header links nothing: MPI_CHECK (mpi.h) now; CUDA_CHECK,
 //   CUBLAS_CHECK and NCCL_CHECK (cuda_runtime.h, cublasLt.h or cublas_v2.h,
-//   nccl.h) with the CUDA backend. Those sections sit after the include
-//   guard, each behind its own, so including this header again after the
-//   library's header adds them. They use absl::Status, so a user links
-//   absl::status and absl::strings.
+//   nccl.h) with the CUDA backend. Those sections sit outside the include
+//   guard, each behind its own guard, so including this header again after
+//   the library's header adds them. They need abseil's status and strings
+//   (absl::status, absl::strings) from the including target.
 // - <LIB>_CHECK_ABORT(call): the same trail for a call whose failure cannot
 //   be returned (inside a void kernel launch, a destructor): prints it and
 //   aborts. A failing device call mid-step (an illegal address, a lost GPU)
@@ -60,6 +60,46 @@ struct Voidify {
                     ::dropk::internal::CheckFailure(__FILE__, __LINE__, #condition).stream()
 
 #endif  // DROPK_BASE_CHECK_H_
+
+// ---------------------------------------------------------------- MPI
+// MPI_CHECK(MPI_Barrier(comm)): on an error code, returns an
+// absl::InternalError "rank R: MPI_Barrier(comm) failed: <MPI's text>
+// (file:line)". The communicator must use MPI_ERRORS_RETURN, or MPI aborts
+// before the code comes back.
+#if defined(MPI_VERSION) && !defined(DROPK_BASE_CHECK_MPI_)
+#define DROPK_BASE_CHECK_MPI_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace dropk::internal {
+
+inline absl::Status MpiError(const char* call, int rc, const char* file, int line) {
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS) len = 0;
+  int rank = -1, initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return absl::InternalError(absl::StrCat("rank ", rank, ": ", call, " failed: ",
+                                          std::string(text, len), " (", file, ":", line, ")"));
+}
+
+}  // namespace dropk::internal
+
+#define MPI_CHECK(call)                                                                   \
+  do {                                                                                    \
+    const int dropk_mpi_check_rc = (call);                                                \
+    if (dropk_mpi_check_rc != MPI_SUCCESS) {                                              \
+      return ::dropk::internal::MpiError(#call, dropk_mpi_check_rc, __FILE__, __LINE__);  \
+    }                                                                                     \
+  } while (0)
+
+#endif  // MPI_VERSION && !DROPK_BASE_CHECK_MPI_
+
 
 // ---- CUDA runtime -------------------------------------------------------
 #if defined(__CUDA_RUNTIME_H__) && !defined(DROPK_BASE_CHECK_CUDA_)

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "base/device_event.h"
 #include "comm/communicator.h"
 
 namespace dropk {
@@ -56,9 +57,16 @@ class GradientBucketer {
   GradientBucketer(Communicator* comm, float* grads, size_t count, MemoryKind memory,
                    std::vector<Bucket> buckets, bool overlap, CollectiveOptions options = {});
 
-  // Called (through Gpt::Backward's GradsReadyFn) when gradients [begin, end)
-  // are final. Starts every bucket that is now complete, in plan order.
-  void OnGradsReady(size_t begin, size_t end);
+  // Called (through Gpt::Backward's GradsReadyFn) when the work that makes
+  // gradients [begin, end) final has been enqueued; `ready` (may be null when
+  // the gradients are already readable, e.g. in tests) was recorded after it.
+  // Starts every bucket that is now complete, in plan order, ordered after
+  // `ready` so an allreduce never reads gradients that are only queued: for
+  // host gradients by waiting on it here (DeviceEvent::HostWait; a no-op on
+  // the CPU); for CUDA gradients on the device, by passing its native handle
+  // as CollectiveOptions::ready_event, so backward is not held up. Keeps the
+  // last event for Wait(); it must stay valid until then.
+  void OnGradsReady(size_t begin, size_t end, DeviceEvent* ready = nullptr);
 
   // Starts any bucket not yet started, waits for all, and resets for the next
   // step. Returns the first error (naming operation and rank).
@@ -68,7 +76,9 @@ class GradientBucketer {
   const SyncTiming& last_timing() const { return timing_; }
 
  private:
-  void Launch(size_t index);
+  void Launch(size_t index, void* ready_event);
+  // ready's cudaEvent_t when the gradients are CUDA memory, else nullptr.
+  void* DeviceEventOf(DeviceEvent* ready) const;
 
   Communicator* comm_;
   float* grads_;
@@ -80,6 +90,7 @@ class GradientBucketer {
   size_t next_ = 0;           // next bucket to launch
   size_t ready_from_;         // gradients [ready_from_, count_) are final
   std::chrono::steady_clock::time_point backward_done_;  // when ready_from_ reached 0
+  DeviceEvent* last_ready_ = nullptr;  // the newest readiness event of this step
   std::vector<std::unique_ptr<Work>> pending_;
   SyncTiming timing_;
 };

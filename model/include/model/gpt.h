@@ -17,11 +17,15 @@
 
 namespace dropk {
 
-// Called during Backward each time the gradients of [begin, end) of the flat
-// gradient buffer are final for this micro-batch. Ranges arrive in the order
-// backward finishes them: ln_f, block L-1, ..., block 0, then [0, wpe end)
-// (wte and wpe). Data-parallel training starts a bucket's allreduce here.
-using GradsReadyFn = std::function<void(size_t begin, size_t end)>;
+// Called during Backward each time the kernels that make the gradients of
+// [begin, end) of the flat gradient buffer final for this micro-batch have
+// been enqueued. Ranges arrive in the order backward finishes them: ln_f,
+// block L-1, ..., block 0, then [0, wpe end) (wte and wpe). `ready` was
+// recorded on the model's Kernels right after those kernels: the gradients
+// may be read only after waiting on it (base/device_event.h; a no-op on the
+// CPU). It stays valid until the next call to Backward. Data-parallel
+// training starts a bucket's allreduce here.
+using GradsReadyFn = std::function<void(size_t begin, size_t end, DeviceEvent* ready)>;
 
 class Gpt {
  public:
@@ -38,7 +42,9 @@ class Gpt {
   // every rank initialises identically.
   void InitWeights(uint64_t seed);
 
-  // Runs the model over host tokens (B,T), B <= max_batch, T <= block_size.
+  // Runs the model over host tokens (B,T), 1 <= B <= max_batch,
+  // 1 <= T <= block_size (callers size their batches from the same config;
+  // a violation is a bug and fails a DROPK_CHECK).
   // With host targets (B,T) it returns the mean cross-entropy and prepares
   // Backward; without (nullptr) it returns 0 and only the logits are valid.
   // dropout == nullptr means evaluation: no dropout anywhere.
@@ -79,6 +85,8 @@ class Gpt {
   DeviceBuffer<float> params_;
   DeviceBuffer<float> grads_;
   std::unique_ptr<Activations> acts_;
+  // One readiness event per GradsReadyFn call of a Backward (n_layer + 2).
+  std::vector<std::unique_ptr<DeviceEvent>> ready_events_;
   // The shape and dropout plan of the last Forward, for Backward.
   int last_B_ = 0, last_T_ = 0;
   bool has_targets_ = false;

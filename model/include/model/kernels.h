@@ -21,6 +21,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "base/device_event.h"
 #include "model/dropout.h"
 
 namespace dropk {
@@ -33,23 +34,6 @@ struct AdamWArgs {
   float lr = 0, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0;
   float grad_scale = 1.0f;
   float bias_correction1 = 1.0f, bias_correction2 = 1.0f;
-};
-
-// A point in a Kernels object's queue of work: the readiness primitive.
-// Record() marks everything enqueued on the device so far; the work is
-// "ready" once all of it has completed on the device, not merely been queued.
-// HostWait() blocks the calling thread (any thread) until then. On the CPU,
-// every op has completed when it returns, so both are no-ops; on CUDA the
-// event is a cudaEvent_t recorded on the compute stream, and native_handle()
-// returns it so a communicator can make its own stream wait on it without
-// blocking the host. Record() must be called from the thread that drives
-// the Kernels; HostWait() may be called from any thread after Record().
-class DeviceEvent {
- public:
-  virtual ~DeviceEvent() = default;
-  virtual void Record() = 0;
-  virtual void HostWait() = 0;
-  virtual void* native_handle() = 0;  // cudaEvent_t on CUDA, nullptr on the CPU
 };
 
 class Kernels {

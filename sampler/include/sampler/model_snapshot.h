@@ -41,9 +41,6 @@ absl::StatusOr<std::shared_ptr<const ModelSnapshot>> LoadCheckpointSnapshot(
 absl::StatusOr<std::string> FindServableCheckpoint(const std::string& checkpoints_dir,
                                                    std::vector<std::string>* skipped);
 
-// Whether this build can read checkpoints (the checkpoint reader is linked).
-bool CheckpointReaderAvailable();
-
 }  // namespace dropk
 
 #endif  // DROPK_SAMPLER_MODEL_SNAPSHOT_H_

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "absl/status/status.h"
+#include "base/log.h"
 #include "sampler/http_server.h"
 #include "sampler/metrics.h"
 #include "sampler/scheduler.h"
@@ -18,11 +19,13 @@ namespace dropk {
 
 // Loads the newest servable checkpoint of a run and, when polled, swaps in a
 // new LATEST once it loads and verifies. A checkpoint that does not is
-// refused (logged on stderr, counted in metrics) and the old one keeps
+// refused (logged to `log`, counted in metrics) and the old one keeps
 // serving. Thread-safe; Start/Stop run the polling thread.
 class CheckpointWatcher {
  public:
-  CheckpointWatcher(std::string checkpoints_dir, Scheduler* scheduler, ServiceMetrics* metrics);
+  // scheduler, metrics and log (null: nowhere) must outlive the watcher.
+  CheckpointWatcher(std::string checkpoints_dir, Scheduler* scheduler, ServiceMetrics* metrics,
+                    LogSink* log = nullptr);
   ~CheckpointWatcher();  // Stop()
 
   // Loads what the run's LATEST (or the newest valid checkpoint) names.
@@ -41,6 +44,7 @@ class CheckpointWatcher {
   const std::string dir_;
   Scheduler* scheduler_;
   ServiceMetrics* metrics_;
+  LogSink* log_;
   std::mutex mu_;
   std::string last_latest_;   // contents of LATEST at the last attempt
   std::string serving_path_;  // checkpoint directory being served
@@ -57,13 +61,14 @@ struct ServeOptions {
   std::string port_file;  // written with the bound port once listening
   HttpServerOptions http;
   SchedulerOptions scheduler;
+  LogSink* log = nullptr;  // progress and refused reloads; null: nowhere. Not owned.
 };
 
 // Runs the service until SIGTERM or SIGINT, then stops accepting, lets
-// running requests finish within drain_deadline, and returns 0. Returns 1
-// (after a one-line message on stderr) when it cannot start. Blocks SIGTERM
-// and SIGINT in the calling thread; call before starting other threads.
-int RunServe(const ServeOptions& options);
+// running requests finish within drain_deadline, and returns OK. Returns the
+// error (naming what is wrong) when it cannot start. Blocks SIGTERM and
+// SIGINT in the calling thread; call before starting other threads.
+absl::Status RunServe(const ServeOptions& options);
 
 }  // namespace dropk
 

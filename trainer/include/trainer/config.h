@@ -9,6 +9,7 @@
 #define DROPK_TRAINER_CONFIG_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -22,24 +23,27 @@ namespace dropk {
 // left unset, so every site uses `dropout`.
 TrainConfig DefaultTrainConfig();
 
+// What the command line of dropk-train asks for: a config to run, or help.
+struct TrainCommandLine {
+  TrainConfig config;  // merged over the defaults, NOT validated; unused when help is set
+  std::optional<std::string> help;  // --help/-h: print this to stdout and exit 0
+};
+
 // Parses the command line of dropk-train (argv[0] is the program name):
 //   --config FILE       text-format TrainConfig merged over the defaults
 //   --<field>=VALUE     or --<field> VALUE, for every scalar field; overrides
 //                       the file. Enums by name, case-insensitively; bools as
 //                       true/false/1/0.
 //   --help, -h          help listing every field, its type and default
-// Returns the merged config, NOT validated (call ValidateTrainConfig).
 // Errors: InvalidArgument naming the flag and value for a value that does
 // not parse or is out of the type's range, an unknown flag or a stray
 // argument; InvalidArgument with file:line:column for a malformed config
 // file; NotFound naming the path for a config file that cannot be read.
-// For --help it returns CancelledError whose message is the help text (see
-// IsHelpRequest): print it to stdout and exit 0.
-absl::StatusOr<TrainConfig> LoadTrainConfig(int argc, char** argv);
+absl::StatusOr<TrainCommandLine> ParseTrainCommandLine(int argc, char** argv);
 
-// True when `status` is LoadTrainConfig's answer to --help; its message is
-// then the help text.
-bool IsHelpRequest(const absl::Status& status);
+// ParseTrainCommandLine's config, for callers that show no help (tests,
+// tools): --help is then InvalidArgument.
+absl::StatusOr<TrainConfig> LoadTrainConfig(int argc, char** argv);
 
 // Reads the text-format TrainConfig at `path` and merges it over `*config`
 // (fields the file sets replace those in *config, others are kept).

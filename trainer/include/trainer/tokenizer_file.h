@@ -8,7 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "model/tokenizer.h"
-#include "trainer/env.h"
+#include "checkpoint/env.h"
 
 namespace dropk {
 

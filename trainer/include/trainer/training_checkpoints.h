@@ -9,14 +9,17 @@
 #include <memory>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "base/log.h"
 #include "comm/communicator.h"
 #include "config.pb.h"
 #include "model/gpt.h"
 #include "tokenizer.pb.h"
-#include "trainer/checkpoint.h"
-#include "trainer/env.h"
+#include "checkpoint/reader.h"
+#include "checkpoint/writer.h"
+#include "checkpoint/env.h"
 #include "trainer/optimizer.h"
 
 namespace dropk {
@@ -26,7 +29,6 @@ namespace dropk {
 // the default action, so a second Ctrl-C kills at once.
 void InstallStopSignalHandlers();
 bool StopRequested();
-void ResetStopRequestForTesting();
 
 // Where training starts.
 struct ResumePoint {
@@ -49,9 +51,20 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
                                         std::ostream& log, Env* env = nullptr);
 
 // Saves on schedule: every save_every steps, at the end, and when stopped.
+// Compares the config given at resume with the checkpoint's. Fields that
+// define the model shape or the randomness (n_layer, n_head, n_embd,
+// block_size, seed, dropout_stream) must match: InvalidArgument naming the
+// field and both values. Every other difference (max_iters, lr_decay_iters,
+// save_every, eval_interval, data_dir, ...) is allowed and described, one
+// line each, in *changes (resume, checkpoint_dir and out_dir excepted).
+absl::Status CheckResumeConfig(const TrainConfig& checkpoint, const TrainConfig& now,
+                               std::vector<std::string>* changes);
+
 class TrainingCheckpointer {
  public:
-  TrainingCheckpointer(const TrainConfig& config, Communicator* comm, Env* env = nullptr);
+  // `log` receives each rank's own write failures (null: nowhere); not owned.
+  TrainingCheckpointer(const TrainConfig& config, Communicator* comm, LogSink* log,
+                       Env* env = nullptr);
 
   // Whether a checkpoint is due after `steps_done` steps of max_steps.
   bool Due(int64_t steps_done, int64_t max_steps) const;
@@ -60,8 +73,6 @@ class TrainingCheckpointer {
   absl::Status Save(const TrainConfig& config, const Tokenizer& tokenizer, Gpt& gpt,
                     AdamWOptimizer& optimizer, int64_t steps_done, int64_t tokens_seen,
                     float last_train_loss, std::ostream& log);
-
-  int64_t last_saved_step() const { return last_saved_step_; }
 
  private:
   int save_every_;

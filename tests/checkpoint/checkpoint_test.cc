@@ -10,13 +10,20 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "checkpoint/crc32c.h"
+#include "checkpoint/env.h"
+#include "checkpoint/format.h"
+#include "checkpoint/reader.h"
+#include "checkpoint/writer.h"
 #include "comm/communicator.h"
 #include "model/gpt.h"
 #include "model/kernels.h"
-#include "trainer/checkpoint.h"
+#include "support/fault_injection_env.h"
+#include "support/tiny_config.h"
 #include "trainer/config.h"
-#include "trainer/env.h"
 #include "trainer/optimizer.h"
+#include "trainer/training_checkpoints.h"
 
 namespace dropk {
 namespace {
@@ -41,15 +48,12 @@ class CheckpointTest : public ::testing::Test {
                .string();
     fs::remove_all(dir_);
     fs::create_directories(dir_);
-    config_ = DefaultTrainConfig();
-    config_.set_n_layer(2);
-    config_.set_n_head(2);
-    config_.set_n_embd(16);
-    config_.set_block_size(8);
+    config_ = test_util::TinyTrainConfig(/*n_layer=*/2, /*n_head=*/2, /*n_embd=*/16,
+                                         /*block_size=*/8);
     config_.set_dropout(0.1f);
     tokenizer_.set_kind(Tokenizer::BYTE);
     kernels_ = *MakeKernels(Device::kCpu, 1);
-    gpt_ = *Gpt::Create(GptConfig{256, 8, 2, 2, 16}, 1, kernels_.get());
+    gpt_ = *Gpt::Create(test_util::ShapeOf(config_, 256), 1, kernels_.get());
     gpt_->InitWeights(42);
     optimizer_ = std::make_unique<AdamWOptimizer>(gpt_.get(), AdamWOptions{});
     std::mt19937 rng(3);
@@ -90,7 +94,12 @@ class CheckpointTest : public ::testing::Test {
   absl::StatusOr<std::string> Save(int64_t step, Env* env = nullptr, int keep_last = 3,
                                    int keep_every = 0, size_t buffer = 1000) {
     // A small odd buffer makes every tensor cross chunk boundaries.
-    CheckpointWriter writer({dir_ + "/ckpt", keep_last, keep_every, buffer, env}, comm_.get());
+    CheckpointWriter writer({.checkpoints_dir = dir_ + "/ckpt",
+                             .keep_last = keep_last,
+                             .keep_every = keep_every,
+                             .buffer_bytes = buffer,
+                             .env = env},
+                            comm_.get());
     return writer.Save(State(step));
   }
 
@@ -189,6 +198,48 @@ TEST_F(CheckpointTest, TruncatedDataFile) {
   const std::string ckpt = *Save(1);
   fs::resize_file(ckpt + "/model.data", 1000);
   ExpectRefused(ckpt, {"model.data", "past the end of the file", "truncated"});
+}
+
+// Issue 9 item 7: bytes past the last entry used to pass every check.
+TEST_F(CheckpointTest, BytesAppendedToADataFileAreRefused) {
+  for (const char* file : {"model.data", "optim-rank00000-of-00001.data"}) {
+    SCOPED_TRACE(file);
+    const std::string ckpt = *Save(1);
+    const uint64_t size = fs::file_size(ckpt + "/" + file);
+    {
+      std::ofstream out(ckpt + "/" + file, std::ios::binary | std::ios::app);
+      out.write("\0\0\0\0\0\0\0", 7);
+    }
+    ExpectRefused(ckpt, {file, absl::StrCat("is ", size + 7, " bytes, the manifest says ", size),
+                         "appended"});
+    fs::remove_all(dir_ + "/ckpt");
+  }
+}
+
+TEST_F(CheckpointTest, ManifestPinsEveryDataFileItsEntriesUse) {
+  const std::string ckpt = *Save(1);
+  absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(ckpt);
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  ASSERT_EQ(vm->manifest.data_files_size(), 2);
+  for (const DataFileInfo& f : vm->manifest.data_files()) {
+    EXPECT_EQ(f.size(), fs::file_size(ckpt + "/" + f.name())) << f.name();
+  }
+  // A version-2 manifest without the list, or one that leaves a file out,
+  // is refused; a version-1 manifest (before sizes were pinned) is read.
+  CheckpointManifest m = vm->manifest;
+  m.mutable_data_files()->RemoveLast();
+  WriteAll(ckpt + "/manifest.pb", SerializeManifestFile(m));
+  ExpectRefused(ckpt, {"not among the manifest's data files"});
+  m.clear_data_files();
+  WriteAll(ckpt + "/manifest.pb", SerializeManifestFile(m));
+  ExpectRefused(ckpt, {"manifest.pb", "lists no data files"});
+  CheckpointManifestFile v1;
+  v1.set_magic(kCheckpointMagic);
+  v1.set_format_version(1);
+  v1.set_manifest(m.SerializeAsString());
+  v1.set_manifest_crc32c(crc32c::Value(v1.manifest().data(), v1.manifest().size()));
+  WriteAll(ckpt + "/manifest.pb", v1.SerializeAsString());
+  EXPECT_TRUE(VerifyCheckpoint(ckpt).ok()) << VerifyCheckpoint(ckpt);
 }
 
 TEST_F(CheckpointTest, MissingDataFile) {

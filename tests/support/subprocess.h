@@ -1,7 +1,8 @@
-// Running the real binaries from tests: a command to completion with its
-// output captured, or a child process to watch, signal and time.
-#ifndef DROPK_TESTS_TOOLS_SUBPROCESS_H_
-#define DROPK_TESTS_TOOLS_SUBPROCESS_H_
+// Running the real binaries from tests (tests/support): a command to
+// completion with its output captured, or a child process to watch, signal
+// and time.
+#ifndef DROPK_TESTS_SUPPORT_SUBPROCESS_H_
+#define DROPK_TESTS_SUPPORT_SUBPROCESS_H_
 
 #include <signal.h>
 #include <fcntl.h>
@@ -30,12 +31,19 @@ struct CommandResult {
   std::string err;  // stderr
 };
 
-// Runs `command` through /bin/sh (arguments already quoted) and returns its
-// exit code and output. scratch_dir receives the captured streams.
-inline CommandResult RunCommand(const std::string& command, const std::string& scratch_dir) {
-  const std::string out = scratch_dir + "/cmd_stdout.txt", err = scratch_dir + "/cmd_stderr.txt";
-  const int status = std::system((command + " >'" + out + "' 2>'" + err + "'").c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadFile(out), ReadFile(err)};
+// Runs `command` through /bin/sh (arguments already quoted) to completion and
+// returns its exit code, stdout and stderr (captured in a private temporary
+// directory, removed afterwards). Add "2>&1" to the command for one stream
+// in order. The one helper every test uses to run a command.
+inline CommandResult RunCommand(const std::string& command) {
+  std::string scratch = (std::filesystem::temp_directory_path() / "dropk_cmd_XXXXXX").string();
+  if (mkdtemp(scratch.data()) == nullptr) return {-1, "", "RunCommand: mkdtemp failed"};
+  const std::string out = scratch + "/stdout", err = scratch + "/stderr";
+  const int status = std::system(("(" + command + ") >'" + out + "' 2>'" + err + "'").c_str());
+  CommandResult result{WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadFile(out), ReadFile(err)};
+  std::error_code ec;
+  std::filesystem::remove_all(scratch, ec);
+  return result;
 }
 
 // A child process running argv with stdout and stderr appended to log_path,
@@ -112,4 +120,4 @@ inline std::vector<pid_t> FindProcesses(const std::string& marker, const std::st
 
 }  // namespace dropk::test_util
 
-#endif  // DROPK_TESTS_TOOLS_SUBPROCESS_H_
+#endif  // DROPK_TESTS_SUPPORT_SUBPROCESS_H_

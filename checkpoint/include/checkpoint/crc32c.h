@@ -6,13 +6,13 @@
 // absl/crc, and the copies inside leveldb/rocksdb are not public API.
 // Boost.CRC (boost::crc_optimal<32, 0x1EDC6F41, ~0, ~0, true, true>) is
 // correct but byte-at-a-time (0.29 GB/s here against 1.5 GB/s for our
-// slice-by-8 and 5.9 GB/s for SSE4.2; tests/trainer/
-// checkpoint_crc32c_test.cc prints them), too slow to checksum a 1.5 GB checkpoint at disk
+// slice-by-8 and 5.9 GB/s for SSE4.2; bench/crc32c_bench.cc
+// prints them), too slow to checksum a 1.5 GB checkpoint at disk
 // speed. So: the SSE4.2 crc32 instruction (8 bytes per instruction, several
 // GB/s), chosen at run time, with a portable slice-by-8 table fallback; both
 // are tested against the published check values.
-#ifndef DROPK_TRAINER_CRC32C_H_
-#define DROPK_TRAINER_CRC32C_H_
+#ifndef DROPK_CHECKPOINT_CRC32C_H_
+#define DROPK_CHECKPOINT_CRC32C_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -31,4 +31,4 @@ bool HardwareAvailable();
 
 }  // namespace dropk::crc32c
 
-#endif  // DROPK_TRAINER_CRC32C_H_
+#endif  // DROPK_CHECKPOINT_CRC32C_H_

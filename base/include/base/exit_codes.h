@@ -1,0 +1,28 @@
+// The exit codes of every dropk binary (dropk-train, dropk-serve, dropk):
+//   0  success, and --help
+//   1  a runtime failure: corrupt data, a failed collective, I/O, ...
+//   2  usage: a bad flag or config value, or a path the user named that does
+//      not exist
+// The reason is one line on stderr, starting with the binary's name.
+#ifndef DROPK_BASE_EXIT_CODES_H_
+#define DROPK_BASE_EXIT_CODES_H_
+
+#include "absl/status/status.h"
+
+namespace dropk {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitUsage = 2;
+
+// The exit code for the outcome of a command: usage for InvalidArgument
+// (a bad value) and NotFound (a named path missing), failure otherwise.
+inline int ExitCodeFor(const absl::Status& status) {
+  if (status.ok()) return kExitOk;
+  if (absl::IsInvalidArgument(status) || absl::IsNotFound(status)) return kExitUsage;
+  return kExitFailure;
+}
+
+}  // namespace dropk
+
+#endif  // DROPK_BASE_EXIT_CODES_H_

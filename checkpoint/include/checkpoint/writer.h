@@ -1,0 +1,104 @@
+// The checkpoint writer (format.h describes the layout; DESIGN invariant 4:
+// a checkpoint on disk is complete and verified or invisible).
+#ifndef DROPK_CHECKPOINT_WRITER_H_
+#define DROPK_CHECKPOINT_WRITER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "base/log.h"
+#include "checkpoint.pb.h"
+#include "checkpoint/env.h"
+#include "comm/communicator.h"
+#include "config.pb.h"
+#include "model/kernels.h"
+#include "tokenizer.pb.h"
+
+namespace dropk {
+
+// The live training state a save reads: device memory of `kernels`, each
+// of num_params floats in ParamLayout order. Nothing is copied up front.
+struct CheckpointState {
+  const TrainConfig* config = nullptr;
+  const Tokenizer* tokenizer = nullptr;
+  int64_t step = 0;  // optimizer steps completed
+  int64_t tokens_seen = 0;
+  int64_t optimizer_step = 0;
+  float last_train_loss = 0;
+  Kernels* kernels = nullptr;
+  const float* params = nullptr;
+  const float* adam_m = nullptr;
+  const float* adam_v = nullptr;
+  size_t num_params = 0;
+};
+
+struct CheckpointWriterOptions {
+  std::string checkpoints_dir;  // created when missing
+  int keep_last = 3;            // >= 1
+  int keep_every = 0;           // also keep steps that are multiples of this; 0 = none
+  size_t buffer_bytes = 8u << 20;  // the one staging buffer, allocated and touched once
+  Env* env = nullptr;              // null: Env::Default()
+  // Where a rank's own write failure and retention problems are logged
+  // (every rank logs its own; null: nowhere). Not owned.
+  LogSink* log = nullptr;
+};
+
+// Writes checkpoints: into step-N.tmp-XXXX, every file fsynced, the
+// directory fsynced and renamed to step-N, then LATEST replaced atomically
+// (LATEST.tmp, fsync, rename, fsync dir); older checkpoints beyond
+// keep_last/keep_every are deleted only after that. Data streams from device
+// memory through one bounded buffer. Rank 0 writes model.data and the
+// manifest; rank r writes its slice of the optimizer state into
+// optim-rankR-of-W.data; rank 0 commits only after every rank reports its
+// file durable. Save is collective (every rank calls it, same state); not
+// thread-safe.
+class CheckpointWriter {
+ public:
+  CheckpointWriter(CheckpointWriterOptions options, Communicator* comm);
+
+  // Returns the committed checkpoint directory. On error nothing visible
+  // changes: LATEST still names the previous checkpoint.
+  absl::StatusOr<std::string> Save(const CheckpointState& state);
+
+ private:
+  // One save between its three phases.
+  struct SaveInProgress {
+    std::string tmp;        // step-N.tmp-XXXXXXXX, created by rank 0
+    std::string final_dir;  // step-N
+    CheckpointManifest manifest;  // header fields; rank 0: model entries
+    std::vector<const float*> model_sources;  // rank 0: per model entry
+    std::vector<TensorEntry> slices;          // optimizer slices, m and v of each rank
+  };
+
+  // Stage (collective): checks the state, agrees on the temporary directory
+  // (rank 0 creates it) and lays out every entry of the manifest.
+  absl::StatusOr<SaveInProgress> Stage(const CheckpointState& state);
+  // Write (local): this rank's data files, fsynced; fills their offsets and
+  // CRCs.
+  absl::Status Write(const CheckpointState& state, SaveInProgress& save);
+  // Commit (collective): gathers every rank's outcome and slice CRCs; rank 0
+  // completes the manifest and publishes the checkpoint when all succeeded.
+  // Returns the committed directory, or the error (the temporary directory
+  // removed).
+  absl::StatusOr<std::string> Commit(const absl::Status& local, SaveInProgress& save);
+
+  // Rank 0: manifest, fsync, rename into place, LATEST.
+  absl::Status Publish(const std::string& tmp, const std::string& final_dir,
+                       const CheckpointManifest& manifest);
+  absl::Status WriteRun(const std::string& path, const std::vector<TensorEntry*>& entries,
+                        const std::vector<const float*>& sources, Kernels* kernels);
+  absl::Status ApplyRetention(int64_t newest_step);
+
+  CheckpointWriterOptions options_;
+  Communicator* comm_;
+  Env* env_;
+  LogSink* log_;
+  std::vector<char> buffer_;
+};
+
+}  // namespace dropk
+
+#endif  // DROPK_CHECKPOINT_WRITER_H_

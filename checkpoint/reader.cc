@@ -1,0 +1,151 @@
+#include "checkpoint/reader.h"
+
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "errors.h"
+#include "stream_entries.h"
+
+namespace dropk {
+
+using namespace checkpoint_internal;  // NOLINT: the library's own private helpers
+
+absl::StatusOr<ValidatedManifest> OpenCheckpoint(const std::string& dir, Env* env) {
+  if (env == nullptr) env = Env::Default();
+  if (!env->IsDirectory(dir)) return CheckpointError(dir, "", "", "not a directory");
+  absl::StatusOr<std::string> bytes =
+      ReadSmallFile(env, PathJoin(dir, kManifestFileName), kMaxManifestBytes);
+  if (!bytes.ok()) {
+    return CheckpointError(dir, kManifestFileName, "", std::string(bytes.status().message()));
+  }
+  absl::StatusOr<CheckpointManifest> manifest = ParseManifestFile(*bytes, dir);
+  if (!manifest.ok()) return manifest.status();
+  return ValidateManifest(*manifest, dir, [&](const std::string& file) {
+    return env->FileSize(PathJoin(dir, file));
+  });
+}
+
+absl::Status VerifyCheckpoint(const std::string& dir, Env* env) {
+  if (env == nullptr) env = Env::Default();
+  absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(dir, env);
+  if (!vm.ok()) return vm.status();
+  return StreamEntries(dir, *vm, env, 8u << 20, /*weights_only=*/false, nullptr);
+}
+
+absl::StatusOr<CheckpointManifest> LoadCheckpointInto(const std::string& dir,
+                                                      const CheckpointLoadTarget& target, Env* env,
+                                                      size_t buffer_bytes) {
+  if (env == nullptr) env = Env::Default();
+  absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(dir, env);
+  if (!vm.ok()) return vm.status();
+  if (vm->num_params != target.num_params) {
+    return CheckpointError(dir, "", "", absl::StrCat("holds ", vm->num_params,
+                                                     " parameters, the model has ",
+                                                     target.num_params));
+  }
+  float* dest[3] = {target.params, target.adam_m, target.adam_v};
+  const bool weights_only = target.adam_m == nullptr || target.adam_v == nullptr;
+  DirectFn direct;
+  if (HostAddressable(target.kernels)) {
+    direct = [&](int which, size_t element) { return reinterpret_cast<char*>(dest[which] + element); };
+  }
+  absl::Status s = StreamEntries(
+      dir, *vm, env, buffer_bytes, weights_only,
+      [&](int which, size_t element, const char* data, size_t bytes) {
+        target.kernels->CopyToDevice(dest[which] + element, data, bytes);
+      },
+      direct);
+  if (!s.ok()) return s;
+  return std::move(vm->manifest);
+}
+
+absl::StatusOr<CheckpointData> ReadCheckpoint(const std::string& dir,
+                                              const ReadCheckpointOptions& options) {
+  Env* env = Env::Default();
+  absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(dir, env);
+  if (!vm.ok()) return vm.status();
+  CheckpointData data;
+  const CheckpointManifest& m = vm->manifest;
+  data.config = m.config();
+  data.tokenizer = m.tokenizer();
+  data.step = m.step();
+  data.tokens_seen = m.tokens_seen();
+  data.world_size = m.world_size();
+  data.optimizer_step = m.optimizer_step();
+  // Sizes were checked against the files, so these allocations are what the
+  // files really hold.
+  data.params.resize(vm->num_params);
+  if (!options.weights_only) {
+    data.adam_m.resize(vm->num_params);
+    data.adam_v.resize(vm->num_params);
+  }
+  std::vector<float>* dest[3] = {&data.params, &data.adam_m, &data.adam_v};
+  absl::Status s = StreamEntries(
+      dir, *vm, env, 8u << 20, options.weights_only, nullptr,
+      [&](int which, size_t element) { return reinterpret_cast<char*>(dest[which]->data() + element); });
+  if (!s.ok()) return s;
+  return data;
+}
+
+std::vector<std::string> CheckpointCandidates(const std::string& checkpoints_dir,
+                                              std::vector<std::string>* skipped, Env* env) {
+  if (env == nullptr) env = Env::Default();
+  auto skip = [&](std::string reason) {
+    if (skipped != nullptr) skipped->push_back(std::move(reason));
+  };
+  std::vector<std::string> candidates;
+  const std::string latest_path = PathJoin(checkpoints_dir, kLatestFileName);
+  std::string latest_name;
+  if (env->FileExists(latest_path)) {
+    absl::StatusOr<std::string> latest = ReadSmallFile(env, latest_path, kMaxLatestBytes);
+    if (!latest.ok()) {
+      skip(absl::StrCat(latest_path, ": ", latest.status().message()));
+    } else {
+      const std::string name(absl::StripAsciiWhitespace(*latest));
+      if (name.empty()) {
+        skip(absl::StrCat(latest_path, ": empty"));
+      } else if (ParseStepDirName(name) < 0) {
+        skip(absl::StrCat(latest_path, ": does not name a checkpoint (\"",
+                          absl::CHexEscape(name.substr(0, 64)), "\")"));
+      } else {
+        latest_name = name;
+        candidates.push_back(PathJoin(checkpoints_dir, name));
+      }
+    }
+  }
+  absl::StatusOr<std::vector<std::string>> names = env->ListDir(checkpoints_dir);
+  if (names.ok()) {
+    std::vector<std::pair<int64_t, std::string>> steps;
+    for (const std::string& name : *names) {
+      const int64_t step = ParseStepDirName(name);
+      if (step >= 0 && name != latest_name && env->IsDirectory(PathJoin(checkpoints_dir, name))) {
+        steps.push_back({step, name});
+      }
+    }
+    std::sort(steps.rbegin(), steps.rend());
+    for (const auto& [step, name] : steps) candidates.push_back(PathJoin(checkpoints_dir, name));
+  }
+  return candidates;
+}
+
+absl::StatusOr<std::string> FindLatestValidCheckpoint(const std::string& checkpoints_dir,
+                                                      std::vector<std::string>* skipped) {
+  std::vector<std::string> reasons;
+  for (const std::string& dir : CheckpointCandidates(checkpoints_dir, &reasons)) {
+    absl::Status s = VerifyCheckpoint(dir);
+    if (s.ok()) {
+      if (skipped != nullptr) skipped->insert(skipped->end(), reasons.begin(), reasons.end());
+      return dir;
+    }
+    reasons.push_back(absl::StrCat(dir, ": ", s.message()));
+  }
+  if (skipped != nullptr) skipped->insert(skipped->end(), reasons.begin(), reasons.end());
+  return absl::NotFoundError(absl::StrCat(
+      "no valid checkpoint in ", checkpoints_dir,
+      reasons.empty() ? "" : absl::StrCat(" (", absl::StrJoin(reasons, "; "), ")")));
+}
+
+}  // namespace dropk

@@ -1,0 +1,329 @@
+#include "checkpoint/writer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <future>
+#include <map>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "checkpoint/crc32c.h"
+#include "checkpoint/format.h"
+#include "errors.h"
+#include "model/param_layout.h"
+
+namespace dropk {
+namespace {
+
+using namespace checkpoint_internal;  // NOLINT: the library's own private helpers
+
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Waits on a collective and turns its failure into a status naming `what`.
+absl::Status WaitFor(std::unique_ptr<Work> work, const char* what) {
+  absl::Status s = work->Wait();
+  if (!s.ok()) return absl::Status(s.code(), absl::StrCat("checkpoint ", what, ": ", s.message()));
+  return absl::OkStatus();
+}
+
+std::string TmpDirName(const std::string& final_name, int64_t nonce) {
+  return absl::StrFormat("%s.tmp-%08x", final_name, nonce);
+}
+
+// The manifest's header fields (everything but the entries).
+CheckpointManifest ManifestHeader(const CheckpointState& state, int world) {
+  CheckpointManifest manifest;
+  manifest.set_step(state.step);
+  manifest.set_tokens_seen(state.tokens_seen);
+  *manifest.mutable_config() = *state.config;
+  *manifest.mutable_tokenizer() = *state.tokenizer;
+  manifest.set_data_step(state.step);
+  manifest.set_schedule_step(state.step);
+  manifest.set_dropout_step(state.step);
+  manifest.set_world_size(world);
+  manifest.set_optimizer_step(state.optimizer_step);
+  manifest.set_last_train_loss(state.last_train_loss);
+  manifest.set_num_params(static_cast<int64_t>(state.num_params));
+  manifest.set_created_unix_ms(NowUnixMs());
+  return manifest;
+}
+
+// Every rank's slices of m and v, two per rank, offsets fixed: m then v in
+// each rank's file. Rank 0 writes these into the manifest for every rank, so
+// they are fixed here, not by the writer of each file.
+std::vector<TensorEntry> OptimizerSlices(size_t num_params, int world) {
+  std::vector<TensorEntry> slices(2 * world);
+  for (int r = 0; r < world; ++r) {
+    const auto [begin, end] = OptimizerSlice(num_params, r, world);
+    for (int k = 0; k < 2; ++k) {
+      TensorEntry& e = slices[2 * r + k];
+      e.set_name(k == 0 ? kAdamMName : kAdamVName);
+      e.set_dtype(FLOAT32);
+      e.add_shape(static_cast<int64_t>(end - begin));
+      e.set_file(OptimizerDataFileName(r, world));
+      e.set_length((end - begin) * kFloatBytes);
+      e.set_offset(k == 0 ? 0 : (end - begin) * kFloatBytes);
+      e.set_slice_start(begin);
+    }
+  }
+  return slices;
+}
+
+// Pins every data file's size (format version 2): the end of its last entry.
+void ListDataFiles(CheckpointManifest& manifest) {
+  std::map<std::string, uint64_t> sizes;
+  for (const TensorEntry& e : manifest.tensors()) {
+    uint64_t& size = sizes[e.file()];
+    size = std::max<uint64_t>(size, e.offset() + e.length());
+  }
+  for (const auto& [name, size] : sizes) {
+    DataFileInfo* f = manifest.add_data_files();
+    f->set_name(name);
+    f->set_size(size);
+  }
+}
+
+}  // namespace
+
+CheckpointWriter::CheckpointWriter(CheckpointWriterOptions options, Communicator* comm)
+    : options_(std::move(options)),
+      comm_(comm),
+      env_(options_.env != nullptr ? options_.env : Env::Default()),
+      log_(OrDiscard(options_.log)),
+      buffer_(MakeBuffer(options_.buffer_bytes)) {}
+
+absl::StatusOr<std::string> CheckpointWriter::Save(const CheckpointState& state) {
+  absl::StatusOr<SaveInProgress> save = Stage(state);
+  if (!save.ok()) return save.status();
+  const absl::Status local = Write(state, *save);
+  if (!local.ok()) log_->Write(absl::StrCat("dropk checkpoint: rank ", comm_->Rank(), ": ", local.message()));
+  absl::StatusOr<std::string> committed = Commit(local, *save);
+  if (!committed.ok()) return committed;
+  if (comm_->Rank() == 0) {
+    if (absl::Status s = ApplyRetention(state.step); !s.ok()) {
+      // The new checkpoint is committed; failing to delete old ones is not
+      // worth stopping training for.
+      log_->Write(absl::StrCat("dropk checkpoint: retention: ", s.message()));
+    }
+  }
+  return committed;
+}
+
+absl::StatusOr<CheckpointWriter::SaveInProgress> CheckpointWriter::Stage(
+    const CheckpointState& state) {
+  const int rank = comm_->Rank(), world = comm_->Size();
+  const std::string& root = options_.checkpoints_dir;
+  const std::string final_name = CheckpointDirName(state.step);
+
+  absl::StatusOr<GptConfig> shape = ShapeOf(*state.config, *state.tokenizer);
+  if (!shape.ok()) return shape.status();
+  const ParamLayout layout(*shape);
+  if (layout.num_params() != state.num_params) {
+    return absl::InternalError(absl::StrCat("checkpoint: the model has ", state.num_params,
+                                            " parameters, its config describes ",
+                                            layout.num_params()));
+  }
+
+  // Rank 0 names the temporary directory and creates it; every rank learns
+  // both the name and whether that worked.
+  int64_t header[2] = {0, 0};  // nonce, failed
+  if (rank == 0) {
+    header[0] = static_cast<int64_t>(std::random_device{}() & 0x7FFFFFFF);
+    absl::Status s = env_->CreateDir(root);
+    if (s.ok()) s = env_->CreateDir(PathJoin(root, TmpDirName(final_name, header[0])));
+    if (!s.ok()) {
+      header[1] = 1;
+      log_->Write(absl::StrCat("dropk checkpoint: ", s.message()));
+    }
+  }
+  if (absl::Status s = WaitFor(comm_->Broadcast(HostBuffer(header, 2), 0), "broadcast"); !s.ok()) {
+    return s;
+  }
+  SaveInProgress save;
+  save.tmp = PathJoin(root, TmpDirName(final_name, header[0]));
+  save.final_dir = PathJoin(root, final_name);
+  if (header[1] != 0) return absl::UnavailableError(absl::StrCat("checkpoint: cannot create ", save.tmp));
+
+  save.manifest = ManifestHeader(state, world);
+  if (rank == 0) {  // model parameters: one entry per tensor, all in model.data
+    for (const ParamTensor& t : layout.tensors()) {
+      TensorEntry* e = save.manifest.add_tensors();
+      e->set_name(kModelTensorPrefix + t.name);
+      e->set_dtype(FLOAT32);
+      for (int64_t d : t.shape) e->add_shape(d);
+      e->set_file(kModelDataFileName);
+      e->set_length(t.numel * kFloatBytes);
+      save.model_sources.push_back(state.params + t.offset);
+    }
+  }
+  save.slices = OptimizerSlices(state.num_params, world);
+  return save;
+}
+
+absl::Status CheckpointWriter::Write(const CheckpointState& state, SaveInProgress& save) {
+  const int rank = comm_->Rank(), world = comm_->Size();
+  if (rank == 0) {
+    std::vector<TensorEntry*> entries;
+    for (TensorEntry& e : *save.manifest.mutable_tensors()) entries.push_back(&e);
+    if (absl::Status s = WriteRun(PathJoin(save.tmp, kModelDataFileName), entries,
+                                  save.model_sources, state.kernels);
+        !s.ok()) {
+      return s;
+    }
+  }
+  const auto [begin, end] = OptimizerSlice(state.num_params, rank, world);
+  return WriteRun(PathJoin(save.tmp, OptimizerDataFileName(rank, world)),
+                  {&save.slices[2 * rank], &save.slices[2 * rank + 1]},
+                  {state.adam_m + begin, state.adam_v + begin}, state.kernels);
+}
+
+absl::StatusOr<std::string> CheckpointWriter::Commit(const absl::Status& local,
+                                                     SaveInProgress& save) {
+  const int rank = comm_->Rank(), world = comm_->Size();
+  // Every rank's part is durable (fsynced) before this exchange returns;
+  // the CRCs of the slices travel with it to rank 0.
+  int64_t mine[3] = {local.ok() ? 0 : 1, save.slices[2 * rank].crc32c(),
+                     save.slices[2 * rank + 1].crc32c()};
+  std::vector<int64_t> all(3 * world);
+  if (absl::Status s = WaitFor(
+          comm_->AllGather(HostBuffer(mine, 3), HostBuffer(all.data(), all.size())), "allgather");
+      !s.ok()) {
+    return s;
+  }
+  int64_t failed_ranks = 0;
+  for (int r = 0; r < world; ++r) failed_ranks += all[3 * r] != 0;
+
+  int64_t committed = 0;
+  absl::Status publish_status;
+  if (rank == 0) {
+    if (failed_ranks == 0) {
+      for (int r = 0; r < world; ++r) {
+        save.slices[2 * r].set_crc32c(static_cast<uint32_t>(all[3 * r + 1]));
+        save.slices[2 * r + 1].set_crc32c(static_cast<uint32_t>(all[3 * r + 2]));
+        *save.manifest.add_tensors() = save.slices[2 * r];
+        *save.manifest.add_tensors() = save.slices[2 * r + 1];
+      }
+      ListDataFiles(save.manifest);
+      publish_status = Publish(save.tmp, save.final_dir, save.manifest);
+      committed = publish_status.ok() ? 1 : 0;
+    }
+    if (committed == 0) env_->RemoveDirRecursively(save.tmp).IgnoreError();
+  }
+  if (absl::Status s = WaitFor(comm_->Broadcast(HostBuffer(&committed, 1), 0), "broadcast");
+      !s.ok()) {
+    return s;
+  }
+  if (committed != 0) return save.final_dir;
+  if (!local.ok()) {
+    return absl::Status(local.code(), absl::StrCat("checkpoint ", save.tmp, ": ", local.message()));
+  }
+  if (!publish_status.ok()) {
+    return absl::Status(publish_status.code(), absl::StrCat("checkpoint ", save.final_dir, ": ",
+                                                            publish_status.message()));
+  }
+  return absl::UnavailableError(absl::StrCat("checkpoint ", save.final_dir, ": ", failed_ranks,
+                                             " rank(s) failed to write their part; LATEST unchanged"));
+}
+
+absl::Status CheckpointWriter::WriteRun(const std::string& path,
+                                        const std::vector<TensorEntry*>& entries,
+                                        const std::vector<const float*>& sources, Kernels* kernels) {
+  absl::StatusOr<std::unique_ptr<WritableFile>> file = env_->NewWritableFile(path);
+  if (!file.ok()) return file.status();
+  uint64_t offset = 0;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    TensorEntry* e = entries[i];
+    const char* src = reinterpret_cast<const char*>(sources[i]);
+    uint32_t crc = 0;
+    for (uint64_t done = 0; done < e->length();) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(buffer_.size(), e->length() - done));
+      const char* chunk = src + done;
+      if (!HostAddressable(kernels)) {
+        kernels->CopyToHost(buffer_.data(), src + done, n);
+        chunk = buffer_.data();
+      }
+      // Checksum on a helper thread while this one writes the same bytes:
+      // both only read the chunk, and the CRC then costs no wall time.
+      std::future<uint32_t> next_crc = std::async(
+          std::launch::async, [crc, chunk, n] { return crc32c::Extend(crc, chunk, n); });
+      absl::Status written = (*file)->Append(chunk, n);
+      crc = next_crc.get();
+      if (!written.ok()) return written;
+      done += n;
+    }
+    e->set_offset(offset);
+    e->set_crc32c(crc);
+    offset += e->length();
+  }
+  if (absl::Status s = (*file)->Sync(); !s.ok()) return s;
+  return (*file)->Close();
+}
+
+absl::Status CheckpointWriter::Publish(const std::string& tmp, const std::string& final_dir,
+                                       const CheckpointManifest& manifest) {
+  const std::string& root = options_.checkpoints_dir;
+  if (absl::Status s = WriteDurableFile(env_, PathJoin(tmp, kManifestFileName),
+                                        SerializeManifestFile(manifest));
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = env_->SyncDir(tmp); !s.ok()) return s;
+  // A directory of the same step left by an earlier run (one we resumed
+  // before, or a corrupt one we skipped) is moved aside, then deleted.
+  std::string aside;
+  if (env_->FileExists(final_dir)) {
+    aside = absl::StrCat(tmp, ".old");
+    if (absl::Status s = env_->RenameFile(final_dir, aside); !s.ok()) return s;
+  }
+  if (absl::Status s = env_->RenameFile(tmp, final_dir); !s.ok()) return s;
+  if (absl::Status s = env_->SyncDir(root); !s.ok()) return s;
+  const std::string name = CheckpointDirName(manifest.step()) + "\n";
+  if (absl::Status s = ReplaceFileAtomically(env_, PathJoin(root, kLatestFileName),
+                                             [&name](WritableFile& f) {
+                                               return f.Append(name.data(), name.size());
+                                             });
+      !s.ok()) {
+    return s;
+  }
+  if (!aside.empty()) env_->RemoveDirRecursively(aside).IgnoreError();
+  return absl::OkStatus();
+}
+
+absl::Status CheckpointWriter::ApplyRetention(int64_t newest_step) {
+  const std::string& root = options_.checkpoints_dir;
+  absl::StatusOr<std::vector<std::string>> names = env_->ListDir(root);
+  if (!names.ok()) return names.status();
+  std::vector<int64_t> steps;
+  absl::Status first_error;
+  for (const std::string& name : *names) {
+    const int64_t step = ParseStepDirName(name);
+    if (step >= 0) {
+      steps.push_back(step);
+    } else if (name.rfind("step-", 0) == 0 && name.find(".tmp-") != std::string::npos) {
+      // Left by a save that crashed; ours has been renamed already.
+      if (absl::Status s = env_->RemoveDirRecursively(PathJoin(root, name)); !s.ok() && first_error.ok()) {
+        first_error = s;
+      }
+    }
+  }
+  std::sort(steps.rbegin(), steps.rend());
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const int64_t step = steps[i];
+    const bool keep = step == newest_step || static_cast<int64_t>(i) < options_.keep_last ||
+                      (options_.keep_every > 0 && step % options_.keep_every == 0);
+    if (keep) continue;
+    if (absl::Status s = env_->RemoveDirRecursively(PathJoin(root, CheckpointDirName(step)));
+        !s.ok() && first_error.ok()) {
+      first_error = s;
+    }
+  }
+  if (absl::Status s = env_->SyncDir(root); !s.ok() && first_error.ok()) first_error = s;
+  return first_error;
+}
+
+}  // namespace dropk

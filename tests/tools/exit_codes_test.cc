@@ -1,0 +1,93 @@
+// One exit-code vocabulary across the binaries (base/exit_codes.h): each of
+// dropk-train, dropk-serve and dropk exits 2 on a bad flag, 0 on --help
+// (help on stdout), and 1 on a runtime failure, with one line on stderr
+// naming the binary.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
+#include <string>
+
+#include "support/subprocess.h"
+#include "support/temp_dir.h"
+#include "trainer/prepare_data.h"
+
+namespace dropk {
+namespace {
+
+using test_util::CommandResult;
+using test_util::RunCommand;
+
+const std::string kBin = DROPK_BINARY_DIR "/bin/";
+
+void ExpectOneLineError(const CommandResult& r, const std::string& binary) {
+  EXPECT_EQ(r.err.rfind(binary + ": ", 0), 0u) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+struct Binary {
+  std::string name;
+  std::string help_mentions;  // a flag the help text lists
+};
+
+class ExitCodesTest : public ::testing::TestWithParam<Binary> {};
+
+TEST_P(ExitCodesTest, BadFlagIsUsageExit2) {
+  const CommandResult r = RunCommand(kBin + GetParam().name + " --no_such_flag=1");
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  ExpectOneLineError(r, GetParam().name);
+}
+
+TEST_P(ExitCodesTest, HelpExits0WithHelpOnStdout) {
+  const CommandResult r = RunCommand(kBin + GetParam().name + " --help");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find(GetParam().help_mentions), std::string::npos) << r.out;
+  EXPECT_EQ(r.err, "");
+}
+
+INSTANTIATE_TEST_SUITE_P(Binaries, ExitCodesTest,
+                         ::testing::Values(Binary{"dropk-train", "--n_layer"},
+                                           Binary{"dropk-serve", "--checkpoints"},
+                                           Binary{"dropk", "ckpt"}),
+                         [](const auto& info) {
+                           std::string name = info.param.name;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
+TEST(ExitCodesRuntimeTest, TrainerRuntimeFailureExits1) {
+  test_util::ScopedTempDir dir("exit_train");
+  PrepareOptions prepare;
+  prepare.input_path = DROPK_SOURCE_DIR "/data/tinyshakespeare.txt";
+  prepare.out_dir = dir.Path("data");
+  ASSERT_TRUE(PrepareData(prepare).ok());
+  std::ofstream(dir.Path("a_file")) << "x";
+  // out_dir below a regular file cannot be created: the world's fault, not
+  // a usage error.
+  const CommandResult r =
+      RunCommand(kBin + "dropk-train --config " DROPK_SOURCE_DIR
+                        "/configs/tiny_smoke.textproto --max_iters=1 --data_dir=" +
+                 dir.Path("data") + " --out_dir=" + dir.Path("a_file/out"));
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  ExpectOneLineError(r, "dropk-train");
+  EXPECT_NE(r.err.find("out_dir"), std::string::npos) << r.err;
+}
+
+TEST(ExitCodesRuntimeTest, ServeWithoutAServableCheckpointExits1) {
+  test_util::ScopedTempDir dir("exit_serve");
+  const CommandResult r = RunCommand(kBin + "dropk-serve --port 0 --checkpoints " + dir.path());
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  ExpectOneLineError(r, "dropk-serve");
+  EXPECT_NE(r.err.find(dir.path()), std::string::npos) << r.err;
+}
+
+TEST(ExitCodesRuntimeTest, ToolVerifyOfACorruptCheckpointExits1) {
+  test_util::ScopedTempDir dir("exit_tool");
+  std::ofstream(dir.Path("manifest.pb")) << "not a manifest";
+  const CommandResult r = RunCommand(kBin + "dropk ckpt verify " + dir.path());
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  ExpectOneLineError(r, "dropk");
+}
+
+}  // namespace
+}  // namespace dropk

@@ -1,0 +1,64 @@
+// Device and precision come from the config: what this build cannot run is
+// refused at validation with one line naming the field.
+#include "trainer/device.h"
+
+#include <gtest/gtest.h>
+
+#include "trainer/config.h"
+
+namespace dropk {
+namespace {
+
+TEST(DeviceTest, CpuIsTheDefaultAndItsMemoryIsHost) {
+  TrainConfig config = DefaultTrainConfig();
+  EXPECT_EQ(TrainingDevice(config), Device::kCpu);
+  EXPECT_EQ(MemoryKindOf(TrainingDevice(config)), MemoryKind::kHost);
+  EXPECT_TRUE(DeviceProblems(config).empty());
+  config.set_device(TrainConfig::CPU);
+  config.set_precision(TrainConfig::FP32);
+  EXPECT_TRUE(ValidateTrainConfig(config).ok());
+}
+
+TEST(DeviceTest, CudaIsRefusedInABuildWithoutIt) {
+  if (CudaCompiledIn()) GTEST_SKIP() << "this build has the CUDA kernels";
+  TrainConfig config = DefaultTrainConfig();
+  config.set_device(TrainConfig::CUDA);
+  EXPECT_EQ(TrainingDevice(config), Device::kCuda);
+  EXPECT_EQ(MemoryKindOf(Device::kCuda), MemoryKind::kCuda);
+  const absl::Status s = ValidateTrainConfig(config);
+  ASSERT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_NE(s.message().find("device: CUDA is not available in this build (built without CUDA)"),
+            std::string::npos)
+      << s;
+}
+
+TEST(DeviceTest, CudaIsAcceptedInABuildWithIt) {
+  if (!CudaCompiledIn()) GTEST_SKIP() << "this build has no CUDA kernels";
+  TrainConfig config = DefaultTrainConfig();
+  config.set_device(TrainConfig::CUDA);
+  for (auto precision : {TrainConfig::FP32, TrainConfig::TF32, TrainConfig::BF16}) {
+    config.set_precision(precision);
+    EXPECT_TRUE(DeviceProblems(config).empty()) << TrainConfig::Precision_Name(precision);
+  }
+  EXPECT_EQ(TrainingKernelOptions(config, 3, 0).precision, MatmulPrecision::kBf16);
+  EXPECT_EQ(TrainingKernelOptions(config, 3, 0).num_threads, 3);
+}
+
+TEST(DeviceTest, ReducedPrecisionIsRefusedOnTheCpu) {
+  TrainConfig config = DefaultTrainConfig();
+  for (auto precision : {TrainConfig::BF16, TrainConfig::TF32}) {
+    config.set_precision(precision);
+    const absl::Status s = ValidateTrainConfig(config);
+    ASSERT_TRUE(absl::IsInvalidArgument(s)) << s;
+    EXPECT_NE(s.message().find("precision: " + TrainConfig::Precision_Name(precision) +
+                               " needs device: CUDA"),
+              std::string::npos)
+        << s;
+  }
+  config.set_precision(TrainConfig::FP32);
+  EXPECT_EQ(TrainingKernelOptions(config, 2, 5).precision, MatmulPrecision::kFp32);
+  EXPECT_EQ(TrainingKernelOptions(config, 2, 5).cuda_device, 0);
+}
+
+}  // namespace
+}  // namespace dropk
