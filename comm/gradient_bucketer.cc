@@ -44,10 +44,20 @@ GradientBucketer::GradientBucketer(Communicator* comm, float* grads, size_t coun
   pending_.reserve(buckets_.size());
 }
 
-void GradientBucketer::Launch(size_t index) {
+void GradientBucketer::Launch(size_t index, void* ready_event) {
   const Bucket& b = buckets_[index];
+  CollectiveOptions options = options_;
+  options.ready_event = ready_event;
   pending_.push_back(comm_->AllReduce({grads_ + b.begin, b.end - b.begin, DataType::kFloat32, memory_},
-                                      ReduceOp::kAverage, options_));
+                                      ReduceOp::kAverage, options));
+}
+
+void* GradientBucketer::DeviceEventOf(DeviceEvent* ready) const {
+  // GPU gradients: the collective orders itself after the event on the device
+  // (its stream waits on it, or its staging copy does), so backward goes on
+  // without the host waiting. Host gradients need the host to wait.
+  if (memory_ != MemoryKind::kCuda || ready == nullptr) return nullptr;
+  return ready->native_handle();
 }
 
 void GradientBucketer::OnGradsReady(size_t begin, size_t end, DeviceEvent* ready) {
@@ -58,11 +68,12 @@ void GradientBucketer::OnGradsReady(size_t begin, size_t end, DeviceEvent* ready
   if (!overlap_) return;
   // Each event marks everything enqueued before it, so the newest one covers
   // every bucket that becomes complete now.
+  void* device_event = DeviceEventOf(ready);
   bool waited = false;
   while (next_ < buckets_.size() && buckets_[next_].begin >= ready_from_) {
-    if (!waited && ready != nullptr) ready->HostWait();
+    if (!waited && ready != nullptr && device_event == nullptr) ready->HostWait();
     waited = true;
-    Launch(next_++);
+    Launch(next_++, device_event);
   }
 }
 
@@ -72,8 +83,11 @@ absl::Status GradientBucketer::Wait() {
   // only some time after backward, while communication runs.
   const auto wait_start = std::chrono::steady_clock::now();
   const auto exposed_from = ready_from_ == 0 ? backward_done_ : wait_start;
-  if (next_ < buckets_.size() && last_ready_ != nullptr) last_ready_->HostWait();
-  while (next_ < buckets_.size()) Launch(next_++);
+  void* device_event = DeviceEventOf(last_ready_);
+  if (next_ < buckets_.size() && last_ready_ != nullptr && device_event == nullptr) {
+    last_ready_->HostWait();
+  }
+  while (next_ < buckets_.size()) Launch(next_++, device_event);
   absl::Status first_error;
   double busy = 0.0;
   for (auto& work : pending_) {

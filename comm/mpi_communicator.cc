@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/check.h"  // after mpi.h: MPI_CHECK
+#include "device_staging.h"
 
 namespace dropk {
 namespace {
@@ -30,6 +31,12 @@ MPI_Datatype ToMpi(DataType type) {
   }
   return MPI_DATATYPE_NULL;
 }
+
+#ifdef DROPK_HAS_CUDA
+constexpr bool kStagesDeviceBuffers = true;
+#else
+constexpr bool kStagesDeviceBuffers = false;
+#endif
 
 MPI_Op ToMpi(ReduceOp op) { return op == ReduceOp::kMax ? MPI_MAX : MPI_SUM; }
 
@@ -127,37 +134,44 @@ class MpiCommunicator final : public Communicator {
   std::unique_ptr<Work> AllReduce(Buffer buffer, ReduceOp op,
                                   const CollectiveOptions& options) override {
     const std::string name = Describe("AllReduce", buffer);
-    if (absl::Status s = CheckHost(buffer, name); !s.ok()) return Failed(name, s);
-    return Enqueue(name, options, [this, buffer, op, name]() -> absl::Status {
-      return ReduceScatterAllGather(buffer, op);
+    if (absl::Status s = CheckMemory(buffer, name); !s.ok()) return Failed(name, s);
+    void* ready = options.ready_event;
+    return Enqueue(name, options, [this, buffer, op, ready]() -> absl::Status {
+      absl::StatusOr<Buffer> host = StageIn(buffer, 0, true, ready);
+      if (!host.ok()) return host.status();
+      if (absl::Status s = ReduceScatterAllGather(*host, op); !s.ok()) return s;
+      return StageOut(buffer, 0);
     });
   }
 
   std::unique_ptr<Work> Broadcast(Buffer buffer, int root,
                                   const CollectiveOptions& options) override {
     const std::string name = Describe("Broadcast", buffer);
-    if (absl::Status s = CheckHost(buffer, name); !s.ok()) return Failed(name, s);
+    if (absl::Status s = CheckMemory(buffer, name); !s.ok()) return Failed(name, s);
     if (root < 0 || root >= size_) {
       return Failed(name, absl::InvalidArgumentError(
                               absl::StrCat(name, ": root ", root, " outside 0..", size_ - 1)));
     }
-    return Enqueue(name, options, [this, buffer, root]() -> absl::Status {
+    void* ready = options.ready_event;
+    return Enqueue(name, options, [this, buffer, root, ready]() -> absl::Status {
+      absl::StatusOr<Buffer> host = StageIn(buffer, 0, rank_ == root, ready);
+      if (!host.ok()) return host.status();
       // MPI counts are int: send large buffers in pieces.
       const size_t elem = DataTypeSize(buffer.type);
       for (size_t off = 0; off < buffer.count; off += kMaxChunk) {
         const int n = static_cast<int>(std::min(kMaxChunk, buffer.count - off));
-        MPI_CHECK(MPI_Bcast(static_cast<char*>(buffer.data) + off * elem, n, ToMpi(buffer.type),
+        MPI_CHECK(MPI_Bcast(static_cast<char*>(host->data) + off * elem, n, ToMpi(buffer.type),
                             root, MPI_COMM_WORLD));
       }
-      return absl::OkStatus();
+      return StageOut(buffer, 0);
     });
   }
 
   std::unique_ptr<Work> AllGather(Buffer input, Buffer output,
                                   const CollectiveOptions& options) override {
     const std::string name = Describe("AllGather", input);
-    if (absl::Status s = CheckHost(input, name); !s.ok()) return Failed(name, s);
-    if (absl::Status s = CheckHost(output, name); !s.ok()) return Failed(name, s);
+    if (absl::Status s = CheckMemory(input, name); !s.ok()) return Failed(name, s);
+    if (absl::Status s = CheckMemory(output, name); !s.ok()) return Failed(name, s);
     if (output.count != input.count * size_ || output.type != input.type) {
       return Failed(name, absl::InvalidArgumentError(absl::StrCat(
                               name, ": output must hold ", size_, " x ", input.count,
@@ -167,19 +181,24 @@ class MpiCommunicator final : public Communicator {
       return Failed(name, absl::UnimplementedError(absl::StrCat(name, ": more than ", kMaxChunk,
                                                                 " elements per rank")));
     }
-    return Enqueue(name, options, [this, input, output]() -> absl::Status {
-      MPI_CHECK(MPI_Allgather(input.data, static_cast<int>(input.count), ToMpi(input.type),
-                              output.data, static_cast<int>(input.count), ToMpi(input.type),
+    void* ready = options.ready_event;
+    return Enqueue(name, options, [this, input, output, ready]() -> absl::Status {
+      absl::StatusOr<Buffer> in = StageIn(input, 0, true, ready);
+      if (!in.ok()) return in.status();
+      absl::StatusOr<Buffer> out = StageIn(output, 1, false, nullptr);
+      if (!out.ok()) return out.status();
+      MPI_CHECK(MPI_Allgather(in->data, static_cast<int>(input.count), ToMpi(input.type),
+                              out->data, static_cast<int>(input.count), ToMpi(input.type),
                               MPI_COMM_WORLD));
-      return absl::OkStatus();
+      return StageOut(output, 1);
     });
   }
 
   std::unique_ptr<Work> ReduceScatter(Buffer input, Buffer output, ReduceOp op,
                                       const CollectiveOptions& options) override {
     const std::string name = Describe("ReduceScatter", input);
-    if (absl::Status s = CheckHost(input, name); !s.ok()) return Failed(name, s);
-    if (absl::Status s = CheckHost(output, name); !s.ok()) return Failed(name, s);
+    if (absl::Status s = CheckMemory(input, name); !s.ok()) return Failed(name, s);
+    if (absl::Status s = CheckMemory(output, name); !s.ok()) return Failed(name, s);
     if (input.count != output.count * size_ || output.type != input.type) {
       return Failed(name, absl::InvalidArgumentError(absl::StrCat(
                               name, ": input must hold ", size_, " x ", output.count,
@@ -189,11 +208,16 @@ class MpiCommunicator final : public Communicator {
       return Failed(name, absl::UnimplementedError(absl::StrCat(name, ": more than ", kMaxChunk,
                                                                 " elements per rank")));
     }
-    return Enqueue(name, options, [this, input, output, op]() -> absl::Status {
-      MPI_CHECK(MPI_Reduce_scatter_block(input.data, output.data, static_cast<int>(output.count),
+    void* ready = options.ready_event;
+    return Enqueue(name, options, [this, input, output, op, ready]() -> absl::Status {
+      absl::StatusOr<Buffer> in = StageIn(input, 0, true, ready);
+      if (!in.ok()) return in.status();
+      absl::StatusOr<Buffer> out = StageIn(output, 1, false, nullptr);
+      if (!out.ok()) return out.status();
+      MPI_CHECK(MPI_Reduce_scatter_block(in->data, out->data, static_cast<int>(output.count),
                                          ToMpi(input.type), ToMpi(op), MPI_COMM_WORLD));
-      if (op == ReduceOp::kAverage) DivideInPlace(output, 0, output.count, size_);
-      return absl::OkStatus();
+      if (op == ReduceOp::kAverage) DivideInPlace(*out, 0, output.count, size_);
+      return StageOut(output, 1);
     });
   }
 
@@ -214,15 +238,39 @@ class MpiCommunicator final : public Communicator {
                         kTypeNames[static_cast<int>(b.type)], ")");
   }
 
-  absl::Status CheckHost(const Buffer& b, const std::string& name) const {
-    if (b.memory != MemoryKind::kHost) {
+  // Host buffers, or CUDA buffers where the build has CUDA (staged through
+  // pinned host memory on the communication thread).
+  absl::Status CheckMemory(const Buffer& b, const std::string& name) const {
+    if (b.memory == MemoryKind::kCuda && !kStagesDeviceBuffers) {
       return absl::UnimplementedError(absl::StrCat(
-          name, " on rank ", rank_, ": the MPI backend takes host buffers; use NCCL for GPU memory"));
+          name, " on rank ", rank_,
+          ": a CUDA buffer, but this build of dropk has no CUDA support"));
     }
     if (b.data == nullptr && b.count > 0) {
       return absl::InvalidArgumentError(absl::StrCat(name, ": null buffer"));
     }
     return absl::OkStatus();
+  }
+
+  // A host view of b: b itself, or its staged copy (see DeviceStaging).
+  absl::StatusOr<Buffer> StageIn(const Buffer& b, int slot, bool copy_in, void* ready_event) {
+    if (b.memory == MemoryKind::kHost) return b;
+    absl::StatusOr<Buffer> host = staging_.StageIn(b, slot, copy_in, ready_event);
+    if (!host.ok()) {
+      return absl::Status(host.status().code(),
+                          absl::StrCat("rank ", rank_, ": staging a CUDA buffer: ",
+                                       host.status().message()));
+    }
+    return host;
+  }
+  absl::Status StageOut(const Buffer& b, int slot) {
+    if (b.memory == MemoryKind::kHost) return absl::OkStatus();
+    absl::Status s = staging_.StageOut(b, slot);
+    if (!s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("rank ", rank_, ": copying a staged result "
+                                                 "back to the GPU: ", s.message()));
+    }
+    return s;
   }
 
   std::unique_ptr<Work> Failed(const std::string& name, absl::Status status) {
@@ -310,6 +358,7 @@ class MpiCommunicator final : public Communicator {
   const int rank_, size_;
   uint64_t sequence_ = 0;
   std::vector<int> counts_, displs_;  // reused by every AllReduce
+  DeviceStaging staging_;             // used on the communication thread only
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Operation>> queue_;

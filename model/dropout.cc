@@ -5,7 +5,7 @@ namespace dropk {
 void DropoutScales(uint64_t seed, uint32_t stream, uint32_t site, uint32_t step, uint64_t e0,
                    int64_t n, float p, float* scale) {
   const uint64_t threshold = DropoutKeepThreshold(p);
-  const float keep_scale = 1.0f / (1.0f - p);
+  const float keep_scale = DropoutKeepScale(p);
   int64_t i = 0;
   // Elements before the first multiple of 4 share a block with earlier ones.
   while (i < n && ((e0 + i) & 3) != 0) {

@@ -1,23 +1,81 @@
 // MakeKernels: the one place that chooses a device implementation.
 #include "model/kernels.h"
 
+#include "absl/strings/str_cat.h"
 #include "cpu/cpu_kernels.h"
+#include "kernel_math.h"
+#ifdef DROPK_HAS_CUDA
+#include "cuda/cuda_kernels.h"
+#endif
 
 namespace dropk {
 
-absl::StatusOr<std::unique_ptr<Kernels>> MakeKernels(Device device, int num_threads) {
-  if (num_threads < 0) {
+AdamWConstants AdamWConstantsOf(const AdamWArgs& a) {
+  AdamWConstants k;
+  k.lr = a.lr;
+  k.beta1 = a.beta1;
+  k.beta2 = a.beta2;
+  k.eps = a.eps;
+  k.decay = 1.0f - a.lr * a.weight_decay;
+  k.inv_bc1 = 1.0f / a.bias_correction1;
+  k.inv_bc2 = 1.0f / a.bias_correction2;
+  k.grad_scale = a.grad_scale;
+  return k;
+}
+
+const char* MatmulPrecisionName(MatmulPrecision precision) {
+  switch (precision) {
+    case MatmulPrecision::kFp32: return "fp32";
+    case MatmulPrecision::kTf32: return "tf32";
+    case MatmulPrecision::kBf16: return "bf16";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<std::unique_ptr<Kernels>> MakeKernels(Device device, const KernelOptions& options) {
+  if (options.num_threads < 0) {
     return absl::InvalidArgumentError("num_threads must be >= 0");
   }
   switch (device) {
     case Device::kCpu:
-      return std::unique_ptr<Kernels>(new CpuKernels(num_threads));
+      if (options.precision != MatmulPrecision::kFp32) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "precision ", MatmulPrecisionName(options.precision),
+            " needs the cuda device; the cpu computes in fp32 only"));
+      }
+      return std::unique_ptr<Kernels>(new CpuKernels(options.num_threads));
     case Device::kCuda:
-      return absl::UnimplementedError(
-          "device cuda: this build has no CUDA kernels yet (configure with -DDROPK_CUDA=ON once "
-          "model/cuda/ exists); use the cpu device");
+#ifdef DROPK_HAS_CUDA
+      return MakeCudaKernels(options);
+#else
+      return absl::FailedPreconditionError(
+          "device cuda: this build of dropk has no CUDA kernels (no CUDA Toolkit was found at "
+          "configure time, or it was configured with -DDROPK_CUDA=OFF); use the cpu device");
+#endif
   }
   return absl::InvalidArgumentError("unknown device");
+}
+
+bool CudaCompiledIn() {
+#ifdef DROPK_HAS_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+int CudaDeviceCount() {
+#ifdef DROPK_HAS_CUDA
+  return CudaDeviceCountOrZero();
+#else
+  return 0;
+#endif
+}
+
+absl::StatusOr<std::unique_ptr<Kernels>> MakeKernels(Device device, int num_threads) {
+  KernelOptions options;
+  options.num_threads = num_threads;
+  return MakeKernels(device, options);
 }
 
 }  // namespace dropk

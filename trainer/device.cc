@@ -2,7 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 
-// Set by trainer/CMakeLists.txt from DROPK_CUDA.
+// Set by trainer/CMakeLists.txt when the build has the CUDA kernels.
 #ifndef DROPK_HAVE_CUDA
 #define DROPK_HAVE_CUDA 0
 #endif
@@ -23,13 +23,32 @@ std::vector<std::string> DeviceProblems(const TrainConfig& config) {
   if (cuda && !DROPK_HAVE_CUDA) {
     problems.push_back("device: CUDA is not available in this build (built without CUDA)");
   }
-  if (config.precision() != TrainConfig::FP32 &&
+  if (!cuda && config.precision() != TrainConfig::FP32 &&
       config.precision() != TrainConfig::PRECISION_UNSPECIFIED) {
     problems.push_back(absl::StrCat("precision: ", TrainConfig::Precision_Name(config.precision()),
-                                    " is not implemented for device ", cuda ? "CUDA" : "CPU",
-                                    " yet"));
+                                    " needs device: CUDA (the CPU computes in FP32)"));
   }
   return problems;
+}
+
+MatmulPrecision TrainingPrecision(const TrainConfig& config) {
+  switch (config.precision()) {
+    case TrainConfig::TF32: return MatmulPrecision::kTf32;
+    case TrainConfig::BF16: return MatmulPrecision::kBf16;
+    default: return MatmulPrecision::kFp32;
+  }
+}
+
+KernelOptions TrainingKernelOptions(const TrainConfig& config, int num_threads, int local_rank) {
+  KernelOptions options;
+  options.num_threads = num_threads;
+  options.precision = TrainingPrecision(config);
+  if (config.device() == TrainConfig::CUDA) {
+    // One GPU per rank of a node; ranks beyond the GPU count share them.
+    const int gpus = CudaDeviceCount();
+    options.cuda_device = gpus > 0 ? local_rank % gpus : 0;
+  }
+  return options;
 }
 
 }  // namespace dropk

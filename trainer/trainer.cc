@@ -160,7 +160,9 @@ class TrainingRun {
     }
 
     absl::StatusOr<std::unique_ptr<Kernels>> kernels = MakeKernels(
-        TrainingDevice(config_), ThreadsPerRank(config_.num_threads(), LocalWorldSize()));
+        TrainingDevice(config_),
+        TrainingKernelOptions(config_, ThreadsPerRank(config_.num_threads(), LocalWorldSize()),
+                              LocalRank()));
     if (!kernels.ok()) return kernels.status();
     kernels_ = *std::move(kernels);
     device_memory_ = MemoryKindOf(kernels_->device());

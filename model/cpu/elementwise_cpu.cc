@@ -124,7 +124,7 @@ void CpuKernels::LayerNormBackward(float* dinp, float* dw, float* db, const floa
     for (int c = 0; c < C; ++c) {
       const float norm = (x[c] - m) * s;
       const float dnorm = w[c] * dy[c];
-      dx[c] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * s;
+      dx[c] += LayerNormInputGrad(dnorm, norm, dnorm_mean, dnorm_norm_mean, s);
     }
   }
   // Weight and bias gradients: columns in parallel, rows in order.
@@ -159,12 +159,7 @@ void CpuKernels::GeluForward(float* out, const float* inp, size_t n) {
 void CpuKernels::GeluBackward(float* dinp, const float* inp, const float* dout, size_t n) {
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; ++i) {
-    const float x = inp[i];
-    const float th = std::tanh(kGeluScale * (x + kGeluCubic * x * x * x));
-    const float sech2 = 1.0f - th * th;
-    const float local = 0.5f * (1.0f + th) +
-                        0.5f * x * sech2 * kGeluScale * (1.0f + 3.0f * kGeluCubic * x * x);
-    dinp[i] = local * dout[i];
+    dinp[i] = GeluGrad(inp[i]) * dout[i];
   }
 }
 

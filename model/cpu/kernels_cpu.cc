@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cpu/cpu_kernels.h"
+#include "kernel_math.h"
 
 extern "C" {
 // OpenBLAS extensions (declared in its cblas.h on most builds; repeated here
@@ -94,21 +95,9 @@ double CpuKernels::SumSquares(const float* x, size_t n) {
 
 void CpuKernels::AdamW(float* params, const float* grads, float* m, float* v, size_t n,
                        const AdamWArgs& a) {
-  // PyTorch's AdamW order: decoupled decay first, then the Adam update.
-  const float decay = 1.0f - a.lr * a.weight_decay;
-  const float inv_bc1 = 1.0f / a.bias_correction1;
-  const float inv_bc2 = 1.0f / a.bias_correction2;
+  const AdamWConstants k = AdamWConstantsOf(a);
 #pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < n; ++i) {
-    const float g = grads[i] * a.grad_scale;
-    const float mi = a.beta1 * m[i] + (1.0f - a.beta1) * g;
-    const float vi = a.beta2 * v[i] + (1.0f - a.beta2) * g * g;
-    m[i] = mi;
-    v[i] = vi;
-    const float m_hat = mi * inv_bc1;
-    const float v_hat = vi * inv_bc2;
-    params[i] = params[i] * decay - a.lr * m_hat / (std::sqrt(v_hat) + a.eps);
-  }
+  for (size_t i = 0; i < n; ++i) AdamWUpdate(&params[i], &m[i], &v[i], grads[i], k);
 }
 
 void CpuKernels::Scale(float* x, float alpha, size_t n) {

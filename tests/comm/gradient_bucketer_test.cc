@@ -168,7 +168,14 @@ TEST(SingleProcessCommunicatorTest, CollectivesAreIdentities) {
   ASSERT_TRUE(comm->AllGather(HostBuffer(x.data(), 3), HostBuffer(y.data(), 3))->Wait().ok());
   EXPECT_EQ(y, x);
   EXPECT_FALSE(comm->Broadcast(HostBuffer(x.data(), 3), 1)->Wait().ok());
-  EXPECT_FALSE(comm->AllReduce({x.data(), 3, DataType::kFloat32, MemoryKind::kCuda}, ReduceOp::kSum)
+  // One rank's AllReduce touches no memory, so a GPU run's buffers pass
+  // untouched; a copy between two buffers reads them, and is host-only.
+  EXPECT_TRUE(comm->AllReduce({x.data(), 3, DataType::kFloat32, MemoryKind::kCuda}, ReduceOp::kSum)
+                  ->Wait()
+                  .ok());
+  EXPECT_EQ(x, (std::vector<float>{1, 2, 3}));
+  EXPECT_FALSE(comm->AllGather({x.data(), 3, DataType::kFloat32, MemoryKind::kCuda},
+                               HostBuffer(y.data(), 3))
                    ->Wait()
                    .ok());
   EXPECT_TRUE(CheckSameOnAllRanks(comm.get(), 42, "parameters", 1).ok());

@@ -66,10 +66,10 @@ void ExpectClose(const std::vector<float>& actual, const std::vector<float>& exp
   }
 }
 
-TEST(GoldenTest, LossLogitsAndGradientsMatchPyTorch) {
+// Loss, logits and every gradient of the fixture's model on `kernels`.
+void ExpectMatchesGolden(Kernels* kernels) {
   const Golden g = ReadGolden(DROPK_SOURCE_DIR "/tests/data/gpt_golden.bin");
-  std::unique_ptr<Kernels> kernels = MakeKernels(Device::kCpu, 2).value();
-  std::unique_ptr<Gpt> gpt = Gpt::Create(g.config, g.B, kernels.get()).value();
+  std::unique_ptr<Gpt> gpt = Gpt::Create(g.config, g.B, kernels).value();
   ASSERT_EQ(gpt->num_params(), g.params.size());
   kernels->CopyToDevice(gpt->params(), g.params.data(), g.params.size() * sizeof(float));
 
@@ -92,6 +92,18 @@ TEST(GoldenTest, LossLogitsAndGradientsMatchPyTorch) {
                 std::vector<float>(g.grads.begin() + t.offset, g.grads.begin() + t.offset + t.numel),
                 "grad " + t.name);
   }
+}
+
+TEST(GoldenTest, LossLogitsAndGradientsMatchPyTorch) {
+  std::unique_ptr<Kernels> kernels = MakeKernels(Device::kCpu, 2).value();
+  ExpectMatchesGolden(kernels.get());
+}
+
+// The same fixture through the CUDA kernels (fp32 matmuls).
+TEST(GoldenTest, LossLogitsAndGradientsMatchPyTorchOnTheGpu) {
+  absl::StatusOr<std::unique_ptr<Kernels>> kernels = MakeKernels(Device::kCuda, KernelOptions{});
+  if (!kernels.ok()) GTEST_SKIP() << "needs a GPU: " << kernels.status().message();
+  ExpectMatchesGolden(kernels->get());
 }
 
 }  // namespace

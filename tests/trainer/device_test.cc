@@ -20,6 +20,7 @@ TEST(DeviceTest, CpuIsTheDefaultAndItsMemoryIsHost) {
 }
 
 TEST(DeviceTest, CudaIsRefusedInABuildWithoutIt) {
+  if (CudaCompiledIn()) GTEST_SKIP() << "this build has the CUDA kernels";
   TrainConfig config = DefaultTrainConfig();
   config.set_device(TrainConfig::CUDA);
   EXPECT_EQ(TrainingDevice(config), Device::kCuda);
@@ -31,17 +32,32 @@ TEST(DeviceTest, CudaIsRefusedInABuildWithoutIt) {
       << s;
 }
 
-TEST(DeviceTest, PrecisionOtherThanFp32IsNotImplementedYet) {
+TEST(DeviceTest, CudaIsAcceptedInABuildWithIt) {
+  if (!CudaCompiledIn()) GTEST_SKIP() << "this build has no CUDA kernels";
+  TrainConfig config = DefaultTrainConfig();
+  config.set_device(TrainConfig::CUDA);
+  for (auto precision : {TrainConfig::FP32, TrainConfig::TF32, TrainConfig::BF16}) {
+    config.set_precision(precision);
+    EXPECT_TRUE(DeviceProblems(config).empty()) << TrainConfig::Precision_Name(precision);
+  }
+  EXPECT_EQ(TrainingKernelOptions(config, 3, 0).precision, MatmulPrecision::kBf16);
+  EXPECT_EQ(TrainingKernelOptions(config, 3, 0).num_threads, 3);
+}
+
+TEST(DeviceTest, ReducedPrecisionIsRefusedOnTheCpu) {
   TrainConfig config = DefaultTrainConfig();
   for (auto precision : {TrainConfig::BF16, TrainConfig::TF32}) {
     config.set_precision(precision);
     const absl::Status s = ValidateTrainConfig(config);
     ASSERT_TRUE(absl::IsInvalidArgument(s)) << s;
     EXPECT_NE(s.message().find("precision: " + TrainConfig::Precision_Name(precision) +
-                               " is not implemented for device CPU yet"),
+                               " needs device: CUDA"),
               std::string::npos)
         << s;
   }
+  config.set_precision(TrainConfig::FP32);
+  EXPECT_EQ(TrainingKernelOptions(config, 2, 5).precision, MatmulPrecision::kFp32);
+  EXPECT_EQ(TrainingKernelOptions(config, 2, 5).cuda_device, 0);
 }
 
 }  // namespace

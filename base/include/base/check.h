@@ -10,11 +10,15 @@
 //   enclosing function (which must return absl::Status or StatusOr). Each
 //   section is compiled only when the library's header was included first,
 //   so this header links nothing: MPI_CHECK (mpi.h) now; CUDA_CHECK,
-//   CUBLAS_CHECK and NCCL_CHECK (cuda_runtime.h, cublasLt.h, nccl.h) with the
-//   CUDA backend. Those sections sit outside the include guard, each behind
-//   its own guard, so including this header again after the library's header
-//   adds them. They need abseil's status and strings (absl::status,
-//   absl::strings) from the including target.
+//   CUBLAS_CHECK and NCCL_CHECK (cuda_runtime.h, cublasLt.h or cublas_v2.h,
+//   nccl.h) with the CUDA backend. Those sections sit outside the include
+//   guard, each behind its own guard, so including this header again after
+//   the library's header adds them. They need abseil's status and strings
+//   (absl::status, absl::strings) from the including target.
+// - <LIB>_CHECK_ABORT(call): the same trail for a call whose failure cannot
+//   be returned (inside a void kernel launch, a destructor): prints it and
+//   aborts. A failing device call mid-step (an illegal address, a lost GPU)
+//   leaves nothing to recover.
 #ifndef DROPK_BASE_CHECK_H_
 #define DROPK_BASE_CHECK_H_
 
@@ -95,3 +99,94 @@ inline absl::Status MpiError(const char* call, int rc, const char* file, int lin
   } while (0)
 
 #endif  // MPI_VERSION && !DROPK_BASE_CHECK_MPI_
+
+
+// ---- CUDA runtime -------------------------------------------------------
+#if defined(__CUDA_RUNTIME_H__) && !defined(DROPK_BASE_CHECK_CUDA_)
+#define DROPK_BASE_CHECK_CUDA_
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace dropk::internal {
+inline std::string CudaErrorText(cudaError_t rc, const char* call, const char* file, int line) {
+  return absl::StrCat(call, " failed: ", cudaGetErrorName(rc), " (", cudaGetErrorString(rc),
+                      ") at ", file, ":", line);
+}
+}  // namespace dropk::internal
+
+#define CUDA_CHECK(call)                                                                      \
+  do {                                                                                        \
+    const cudaError_t dropk_cuda_rc = (call);                                                 \
+    if (dropk_cuda_rc != cudaSuccess) {                                                       \
+      return ::absl::InternalError(                                                           \
+          ::dropk::internal::CudaErrorText(dropk_cuda_rc, #call, __FILE__, __LINE__));       \
+    }                                                                                         \
+  } while (0)
+#define CUDA_CHECK_ABORT(call)                                                                \
+  do {                                                                                        \
+    const cudaError_t dropk_cuda_rc = (call);                                                 \
+    DROPK_CHECK(dropk_cuda_rc == cudaSuccess)                                                 \
+        << ::dropk::internal::CudaErrorText(dropk_cuda_rc, #call, __FILE__, __LINE__);        \
+  } while (0)
+#endif  // CUDA runtime
+
+// ---- cuBLAS / cuBLASLt --------------------------------------------------
+#if defined(CUBLAS_API_H_) && !defined(DROPK_BASE_CHECK_CUBLAS_)
+#define DROPK_BASE_CHECK_CUBLAS_
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace dropk::internal {
+inline std::string CublasErrorText(cublasStatus_t rc, const char* call, const char* file,
+                                   int line) {
+  return absl::StrCat(call, " failed: ", cublasGetStatusName(rc), " (",
+                      cublasGetStatusString(rc), ") at ", file, ":", line);
+}
+}  // namespace dropk::internal
+
+#define CUBLAS_CHECK(call)                                                                    \
+  do {                                                                                        \
+    const cublasStatus_t dropk_cublas_rc = (call);                                            \
+    if (dropk_cublas_rc != CUBLAS_STATUS_SUCCESS) {                                           \
+      return ::absl::InternalError(                                                           \
+          ::dropk::internal::CublasErrorText(dropk_cublas_rc, #call, __FILE__, __LINE__));   \
+    }                                                                                         \
+  } while (0)
+#define CUBLAS_CHECK_ABORT(call)                                                              \
+  do {                                                                                        \
+    const cublasStatus_t dropk_cublas_rc = (call);                                            \
+    DROPK_CHECK(dropk_cublas_rc == CUBLAS_STATUS_SUCCESS)                                     \
+        << ::dropk::internal::CublasErrorText(dropk_cublas_rc, #call, __FILE__, __LINE__);    \
+  } while (0)
+#endif  // cuBLAS
+
+// ---- NCCL ---------------------------------------------------------------
+#if defined(NCCL_H_) && !defined(DROPK_BASE_CHECK_NCCL_)
+#define DROPK_BASE_CHECK_NCCL_
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace dropk::internal {
+inline std::string NcclErrorText(ncclResult_t rc, const char* call, const char* file, int line) {
+  return absl::StrCat(call, " failed: ", ncclGetErrorString(rc), " (ncclResult_t ",
+                      static_cast<int>(rc), ") at ", file, ":", line);
+}
+}  // namespace dropk::internal
+
+// ncclInProgress is not a failure: a non-blocking communicator's call is
+// still running (ncclCommGetAsyncError reports how it ends).
+#define NCCL_CHECK(call)                                                                      \
+  do {                                                                                        \
+    const ncclResult_t dropk_nccl_rc = (call);                                                \
+    if (dropk_nccl_rc != ncclSuccess && dropk_nccl_rc != ncclInProgress) {                    \
+      return ::absl::InternalError(                                                           \
+          ::dropk::internal::NcclErrorText(dropk_nccl_rc, #call, __FILE__, __LINE__));       \
+    }                                                                                         \
+  } while (0)
+#define NCCL_CHECK_ABORT(call)                                                                \
+  do {                                                                                        \
+    const ncclResult_t dropk_nccl_rc = (call);                                                \
+    DROPK_CHECK(dropk_nccl_rc == ncclSuccess || dropk_nccl_rc == ncclInProgress)              \
+        << ::dropk::internal::NcclErrorText(dropk_nccl_rc, #call, __FILE__, __LINE__);        \
+  } while (0)
+#endif  // NCCL

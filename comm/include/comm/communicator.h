@@ -2,9 +2,11 @@
 // shape of PyTorch c10d's Backend: Rank(), Size(), and collectives that take
 // an options struct (with a timeout) and return a Work handle to wait on.
 //
-// Backends: MPI (host buffers, one process per rank, launched by mpirun),
-// single-process (size 1, no MPI), in-process threads (tests), and later NCCL
-// (CUDA buffers, a stream per communicator, unique id bootstrapped over MPI).
+// Backends: MPI (host buffers, and CUDA buffers staged through pinned host
+// memory; one process per rank, launched by mpirun), single-process (size 1,
+// no MPI), in-process threads (tests), and NCCL (CUDA buffers, a stream per
+// communicator, unique id bootstrapped over another communicator;
+// comm/nccl_communicator.h).
 // A buffer says which memory it lives in, so the interface does not change
 // when device buffers arrive. Unsupported combinations fail with a clear
 // error, never silently.
@@ -60,6 +62,12 @@ inline Buffer HostBuffer(uint8_t* data, size_t count) {
 // `timeout` fails with DeadlineExceeded naming the operation and the rank.
 struct CollectiveOptions {
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
+  // For CUDA buffers: a cudaEvent_t (DeviceEvent::native_handle()) recorded
+  // on the compute stream after the buffer's data was written. The backend
+  // orders its reads after it on the device (NCCL: its stream waits on the
+  // event; MPI: the staging copy does), so the caller need not synchronise.
+  // nullptr: the data is already complete on the device.
+  void* ready_event = nullptr;
 };
 
 // A handle on one issued collective.

@@ -60,10 +60,12 @@ class GradientBucketer {
   // Called (through Gpt::Backward's GradsReadyFn) when the work that makes
   // gradients [begin, end) final has been enqueued; `ready` (may be null when
   // the gradients are already readable, e.g. in tests) was recorded after it.
-  // Starts every bucket that is now complete, in plan order, after waiting on
-  // `ready` (DeviceEvent::HostWait; a no-op on the CPU), so an allreduce
-  // never reads gradients that are only queued. Keeps the last event for
-  // Wait(); it must stay valid until then.
+  // Starts every bucket that is now complete, in plan order, ordered after
+  // `ready` so an allreduce never reads gradients that are only queued: for
+  // host gradients by waiting on it here (DeviceEvent::HostWait; a no-op on
+  // the CPU); for CUDA gradients on the device, by passing its native handle
+  // as CollectiveOptions::ready_event, so backward is not held up. Keeps the
+  // last event for Wait(); it must stay valid until then.
   void OnGradsReady(size_t begin, size_t end, DeviceEvent* ready = nullptr);
 
   // Starts any bucket not yet started, waits for all, and resets for the next
@@ -74,7 +76,9 @@ class GradientBucketer {
   const SyncTiming& last_timing() const { return timing_; }
 
  private:
-  void Launch(size_t index);
+  void Launch(size_t index, void* ready_event);
+  // ready's cudaEvent_t when the gradients are CUDA memory, else nullptr.
+  void* DeviceEventOf(DeviceEvent* ready) const;
 
   Communicator* comm_;
   float* grads_;

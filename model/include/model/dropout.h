@@ -32,7 +32,7 @@ DROPK_HOST_DEVICE uint32_t DropoutSiteId(DropoutKind kind, int layer) {
 // (1-p)·2^32 rounded down: an element is kept when its 32-bit random word is
 // strictly below this. 64 bits wide so that p = 0 (threshold 2^32) keeps
 // every element. p must be in [0, 1).
-inline uint64_t DropoutKeepThreshold(float p) {
+DROPK_HOST_DEVICE uint64_t DropoutKeepThreshold(float p) {
   return static_cast<uint64_t>((1.0 - static_cast<double>(p)) * 4294967296.0);
 }
 
@@ -92,6 +92,10 @@ DROPK_HOST_DEVICE bool DropoutKeep(uint64_t seed, uint32_t stream, uint32_t site
       Philox(seed, static_cast<uint32_t>(e >> 2), stream, site, step);
   return r.v[e & 3] < keep_threshold;
 }
+
+// The factor a kept element is multiplied by: 1/(1-p), in float, the same on
+// every backend.
+DROPK_HOST_DEVICE float DropoutKeepScale(float p) { return 1.0f / (1.0f - p); }
 
 // Writes the scale factors of elements [e0, e0 + n) of (stream, site, step)
 // into scale: 1/(1-p) where kept, 0 where dropped. One Philox call serves four

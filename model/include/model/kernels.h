@@ -126,9 +126,37 @@ class Kernels {
   virtual void Scale(float* x, float alpha, size_t n) = 0;
 };
 
-// The kernels of `device`, using num_threads host threads where that applies
-// (0 = all cores). Fails with a clear message for a device this build or this
-// machine lacks (e.g. kCuda without DROPK_CUDA or without a GPU).
+// The arithmetic of matrix products (the projections and attention's
+// batched products). Storage, accumulation, master weights and optimizer
+// moments stay fp32 in every mode.
+enum class MatmulPrecision {
+  kFp32,  // fp32 inputs and arithmetic (the CPU's only mode)
+  kTf32,  // CUDA: fp32 inputs rounded to TF32 on the tensor cores, fp32 accumulation
+  kBf16,  // CUDA: inputs rounded to bf16 on the tensor cores, fp32 accumulation
+};
+const char* MatmulPrecisionName(MatmulPrecision precision);  // "fp32", "tf32", "bf16"
+
+// How MakeKernels builds a device's kernels. Fields a device does not use
+// are ignored, except that the CPU refuses a precision other than kFp32.
+struct KernelOptions {
+  int num_threads = 0;  // CPU: host threads; 0 = all cores
+  MatmulPrecision precision = MatmulPrecision::kFp32;
+  int cuda_device = 0;  // CUDA: device ordinal (a rank passes its local rank mod device count)
+};
+
+// The kernels of `device`. Fails with one clear line for a device this build
+// or this machine lacks: kCuda in a build without the CUDA Toolkit, or on a
+// machine where cudaGetDeviceCount finds no GPU ("no CUDA device:
+// cudaGetDeviceCount returned ..."); never crashes.
+absl::StatusOr<std::unique_ptr<Kernels>> MakeKernels(Device device, const KernelOptions& options);
+// True when this build has the CUDA kernels (whether or not a GPU is here).
+bool CudaCompiledIn();
+
+// GPUs this process can use: 0 in a build without CUDA or on a machine
+// without a usable GPU (never fails). A rank picks local rank mod this count.
+int CudaDeviceCount();
+
+// The same with default options and num_threads host threads (0 = all cores).
 absl::StatusOr<std::unique_ptr<Kernels>> MakeKernels(Device device, int num_threads);
 
 // A device buffer owned by a Kernels object, freed on destruction.

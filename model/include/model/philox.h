@@ -11,11 +11,7 @@
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define DROPK_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define DROPK_HOST_DEVICE inline
-#endif
+#include "model/host_device.h"
 
 namespace dropk {
 

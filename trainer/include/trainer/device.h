@@ -22,8 +22,15 @@ MemoryKind MemoryKindOf(Device device);
 
 // What this build cannot do of config.device and config.precision, one
 // line each naming the field (empty when it can): CUDA in a build without
-// CUDA; any precision but FP32 until the kernels implement it.
+// CUDA; TF32 or BF16 on the CPU, which computes in FP32 only.
 std::vector<std::string> DeviceProblems(const TrainConfig& config);
+
+// The matmul precision config.precision names (UNSPECIFIED means FP32).
+MatmulPrecision TrainingPrecision(const TrainConfig& config);
+
+// How this rank builds its kernels: num_threads host threads, the config's
+// precision, and on CUDA the GPU local_rank mod the node's GPU count.
+KernelOptions TrainingKernelOptions(const TrainConfig& config, int num_threads, int local_rank);
 
 }  // namespace dropk
 

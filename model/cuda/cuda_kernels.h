@@ -1,0 +1,39 @@
+// The CUDA implementation of Kernels: one GPU, one stream, cuBLASLt for the
+// projections, cuBLAS strided-batched products for attention, and the
+// kernels of model/cuda/*.cu for everything else. Private to model/; reach
+// it through MakeKernels(Device::kCuda, options).
+//
+// Every op is enqueued on the object's stream and returns at once, except
+// CopyToHost, SumSquares and Synchronize, which wait. Memory comes from
+// cudaMalloc. The object must be driven from one thread; the constructor
+// makes its device current on that thread.
+//
+// A failing CUDA call inside an op (an illegal address, a lost device) is not
+// recoverable mid-step: it aborts with the call, the error and file:line.
+#ifndef DROPK_MODEL_CUDA_CUDA_KERNELS_H_
+#define DROPK_MODEL_CUDA_CUDA_KERNELS_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "model/kernels.h"
+
+namespace dropk {
+
+// Creates the kernels on options.cuda_device with options.precision. Fails
+// with one line when there is no usable GPU ("no CUDA device:
+// cudaGetDeviceCount returned ..."), the ordinal is out of range, or a
+// library handle cannot be created.
+absl::StatusOr<std::unique_ptr<Kernels>> MakeCudaKernels(const KernelOptions& options);
+
+// cudaGetDeviceCount, or 0 when it fails (no driver, no device).
+int CudaDeviceCountOrZero();
+
+// Empty when cuBLAS and cuBLASLt load (cublas_loader.cc opens them on first
+// use), else why not.
+std::string CublasLoadError();
+
+}  // namespace dropk
+
+#endif  // DROPK_MODEL_CUDA_CUDA_KERNELS_H_

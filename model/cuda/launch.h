@@ -1,0 +1,130 @@
+// The CUDA kernels' launchers: plain functions over device pointers that
+// enqueue one or two kernels on `stream` and return cudaGetLastError(). They
+// are the only code nvcc compiles (the .cu files); CudaKernels (a host C++
+// file) calls them, checks the returned code and owns every buffer. Private
+// to model/cuda/.
+//
+// Legend as model/kernels.h: B batch, T time, C channels, NH heads,
+// hs = C/NH, V vocab, N = B*T rows. Tensors are row-major and contiguous.
+// No kernel here uses floating-point atomics: every sum has a fixed order
+// (a fixed tree over a fixed number of threads, or a loop), so a result does
+// not change from run to run.
+#ifndef DROPK_MODEL_CUDA_LAUNCH_H_
+#define DROPK_MODEL_CUDA_LAUNCH_H_
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernel_math.h"
+#include "model/dropout.h"
+
+namespace dropk::cuda {
+
+// One dropout site as the kernels see it: the plan, the site id and its rate.
+// p == 0 means no dropout (every scale is 1).
+struct SiteDropout {
+  DropoutPlan plan;
+  uint32_t site = 0;
+  float p = 0.0f;
+  uint64_t threshold = 0;   // DropoutKeepThreshold(p)
+  float keep_scale = 1.0f;  // DropoutKeepScale(p)
+};
+
+// The site (kind, layer) of `plan`; no dropout when plan is null or its rate
+// for kind is 0 (evaluation).
+inline SiteDropout MakeSiteDropout(const DropoutPlan* plan, DropoutKind kind, int layer) {
+  SiteDropout d;
+  if (plan == nullptr || !(plan->rates.Of(kind) > 0.0f)) return d;
+  d.plan = *plan;
+  d.site = DropoutSiteId(kind, layer);
+  d.p = plan->rates.Of(kind);
+  d.threshold = DropoutKeepThreshold(d.p);
+  d.keep_scale = DropoutKeepScale(d.p);
+  return d;
+}
+
+// out (B,T,C) = wte[tokens] + wpe[0:T], then dropout d.
+cudaError_t EmbeddingForward(float* out, const int32_t* tokens, const float* wte,
+                             const float* wpe, int B, int T, int C, const SiteDropout& d,
+                             cudaStream_t stream);
+// dwte (V,C) += dout rows gathered by token, summed for each token in
+// position order starting from dwte's value (the CPU's order); dwpe (T,C) +=
+// the batch sum of dout. dout (B,T,C) must already hold the masked gradient.
+cudaError_t EmbeddingBackward(float* dwte, float* dwpe, const float* dout,
+                              const int32_t* tokens, int B, int T, int C, cudaStream_t stream);
+
+// out = residual + x * scale (residual may be null: out = x * scale) over a
+// (B, per_sample) tensor, scale from dropout d (1 when d.p == 0). out may
+// alias x or residual.
+cudaError_t DropoutApply(float* out, const float* residual, const float* x, int B,
+                         uint64_t per_sample, const SiteDropout& d, cudaStream_t stream);
+
+// LayerNorm over rows of C: out (N,C), mean and rstd (N).
+cudaError_t LayerNormForward(float* out, float* mean, float* rstd, const float* inp,
+                             const float* w, const float* b, int N, int C, cudaStream_t stream);
+// Accumulates dinp (N,C), dw (C), db (C). scratch holds at least
+// ColumnSumScratchFloats(N, C) * 2 floats.
+cudaError_t LayerNormBackward(float* dinp, float* dw, float* db, const float* dout,
+                              const float* inp, const float* w, const float* mean,
+                              const float* rstd, int N, int C, float* scratch,
+                              cudaStream_t stream);
+// dsum (C) += the column sums of x (N,C). scratch holds at least
+// ColumnSumScratchFloats(N, C) floats.
+cudaError_t ColumnSums(float* dsum, const float* x, int N, int C, float* scratch,
+                       cudaStream_t stream);
+size_t ColumnSumScratchFloats(int N, int C);
+
+cudaError_t GeluForward(float* out, const float* inp, size_t n, cudaStream_t stream);
+// dinp = GeluGrad(inp) * dout; dinp may alias dout.
+cudaError_t GeluBackward(float* dinp, const float* inp, const float* dout, size_t n,
+                         cudaStream_t stream);
+
+// Per row of logits (N,V): lse = log-sum-exp, losses = lse - logit[target].
+cudaError_t CrossEntropyForward(float* losses, float* lse, const float* logits,
+                                const int32_t* targets, int N, int V, cudaStream_t stream);
+// In place: logits become (softmax - onehot(target)) * scale.
+cudaError_t CrossEntropyBackward(float* logits, const float* lse, const int32_t* targets, int N,
+                                 int V, float scale, cudaStream_t stream);
+
+// *result (device double) = sum of x^2, through kSumSquaresBlocks partial sums
+// in scratch (that many doubles) added in order: the same bits for the same x
+// on any GPU.
+constexpr int kSumSquaresBlocks = 512;
+cudaError_t SumSquares(double* result, const float* x, size_t n, double* scratch,
+                       cudaStream_t stream);
+cudaError_t AdamW(float* params, const float* grads, float* m, float* v, size_t n,
+                  const AdamWConstants& k, cudaStream_t stream);
+cudaError_t Scale(float* x, float alpha, size_t n, cudaStream_t stream);
+// Every row of out (N,OC) = bias (OC): the starting value of a product that
+// then accumulates onto it (the fallback when cuBLASLt has no bias epilogue
+// for a shape).
+cudaError_t BroadcastRows(float* out, const float* bias, int N, int OC, cudaStream_t stream);
+
+// Attention layout changes. Rows (B,T,row_stride) with head h at columns
+// [col0 + h*hs, col0 + (h+1)*hs) <-> heads (B,NH,T,hs).
+cudaError_t RowsToHeads(float* heads, const float* rows, int row_stride, int B, int T, int NH,
+                        int hs, cudaStream_t stream);
+cudaError_t HeadsToRows(float* rows, int row_stride, const float* heads, int B, int T, int NH,
+                        int hs, cudaStream_t stream);
+
+// In place over att (B,NH,T,T), which holds the scaled scores: each row t
+// becomes the causal softmax over columns [0, t], zeros after. When d.p > 0,
+// weights (B,NH,T,T) receives the probabilities with dropout applied (site
+// d, element (h*T + t)*T + j of sample b), else weights is not touched.
+cudaError_t SoftmaxForward(float* att, float* weights, int B, int NH, int T,
+                           const SiteDropout& d, cudaStream_t stream);
+// weights = dropout(probs), the same mask as SoftmaxForward; zeros above the
+// diagonal.
+cudaError_t AttentionDropWeights(float* weights, const float* probs, int B, int NH, int T,
+                                 const SiteDropout& d, cudaStream_t stream);
+// In place over datt (B,NH,T,T), which holds d(weights): each row becomes
+// d(scores) = p * (g - sum(p * g)) with g = d(weights) through the mask;
+// zeros above the diagonal.
+cudaError_t SoftmaxBackward(float* datt, const float* probs, int B, int NH, int T,
+                            const SiteDropout& d, cudaStream_t stream);
+
+}  // namespace dropk::cuda
+
+#endif  // DROPK_MODEL_CUDA_LAUNCH_H_
