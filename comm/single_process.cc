@@ -45,10 +45,10 @@ class SingleProcessCommunicator final : public Communicator {
 
   // With one rank, AllReduce and Broadcast leave the buffer as it is, so
   // they accept any memory (a GPU run's gradients and parameters too).
-  std::unique_ptr<Work> AllReduce(Buffer buffer, ReduceOp, const CollectiveOptions&) override {
+  std::unique_ptr<Work> AllReduce(Buffer, ReduceOp, const CollectiveOptions&) override {
     return std::make_unique<DoneWork>(absl::OkStatus());
   }
-  std::unique_ptr<Work> Broadcast(Buffer buffer, int root, const CollectiveOptions&) override {
+  std::unique_ptr<Work> Broadcast(Buffer, int root, const CollectiveOptions&) override {
     if (root != 0) {
       return std::make_unique<DoneWork>(
           absl::InvalidArgumentError(absl::StrCat("Broadcast: root ", root, " of size 1")));
