@@ -20,6 +20,7 @@
 #include "trainer/metrics.h"
 #include "trainer/optimizer.h"
 #include "trainer/schedule.h"
+#include "trainer/shared_dir_probe.h"
 #include "trainer/tokenizer_file.h"
 #include "trainer/training_checkpoints.h"
 
@@ -193,6 +194,12 @@ class TrainingRun {
   // after a resume) and prepares saving.
   absl::Status SetUpCheckpoints() {
     InstallStopSignalHandlers();
+    // Refuse now, not at the first save, when the hosts do not share it.
+    if (absl::Status s = CheckDirectorySharedByAllRanks(
+            CheckpointsDirOf(config_), "checkpoint_dir", comm_, CommOptions());
+        !s.ok()) {
+      return s;
+    }
     absl::StatusOr<ResumePoint> resume = MaybeResume(config_, data_->tokenizer.proto(), *gpt_,
                                                      *optimizer_, world_, RankLog());
     if (!resume.ok()) return resume.status();
