@@ -4,6 +4,7 @@
 // When one rank of a multi-rank job fails, it ends the whole job (MPI_Abort)
 // with a message naming the rank and the cause, instead of leaving the
 // others waiting.
+#include <chrono>
 #include <cstdlib>
 #include <iostream>
 
@@ -56,6 +57,12 @@ int main(int argc, char** argv) {
     const bool config_error = absl::IsInvalidArgument(summary.status()) ||
                               absl::IsNotFound(summary.status());
     const int code = config_error ? 2 : 1;
+    if (world > 1 && absl::IsUnavailable(summary.status())) {
+      dropk::AbortJobAfterLauncherGrace(
+          absl::StrCat("dropk-train: rank ", rank, " of ", world, ": ",
+                       summary.status().message(), " (ending the job)"),
+          code, std::chrono::seconds(120));
+    }
     if (world > 1) {
       dropk::AbortJob(absl::StrCat("dropk-train: rank ", rank, " of ", world, ": ",
                                    summary.status().message(), " (ending the job)"),

@@ -13,7 +13,7 @@
 # Without the rights to make namespaces the test exits 77 (ctest: skipped),
 # saying why.
 
-CLUSTER_HERE=$(cd "$(dirname "$0")" && pwd)
+CLUSTER_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export DROPK_CLUSTER_ID="dk$(printf %x $$)"
 export DROPK_CLUSTER_DIR=$(mktemp -d /tmp/dropk-cluster.XXXXXX)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=PASSIVE
@@ -69,11 +69,17 @@ cluster_up() {
 
 host_link() { ip link set "${DROPK_CLUSTER_ID}v$1" "$2"; }
 
-# The mpirun options that keep Open MPI on the simulated hosts' network.
+# The mpirun options that keep Open MPI on the simulated hosts' network, and
+# make mpirun notice a lost host's daemon (TCP keepalive on its control
+# connections: no answer to 3 probes 4 s apart, after 10 s idle) so that it
+# ends the job instead of waiting for that daemon for good. dropk-train's
+# own report (collective timeout, --comm_timeout_s=5 in the tests) comes
+# first: detection takes at least 3 x 4 s.
 cluster_mpirun_args() {
   echo --hostfile "${HOSTFILE:-$DROPK_CLUSTER_DIR/hostfile}" \
     --mca plm_rsh_agent "$CLUSTER_HERE/agent.sh" --mca plm_rsh_no_tree_spawn 1 \
-    --mca btl tcp,self --mca btl_tcp_if_include "$SUBNET" --mca oob_tcp_if_include "$SUBNET"
+    --mca btl tcp,self --mca btl_tcp_if_include "$SUBNET" --mca oob_tcp_if_include "$SUBNET" \
+    --mca oob_tcp_keepalive_time 10 --mca oob_tcp_keepalive_intvl 4 --mca oob_tcp_keepalive_probes 3
 }
 
 cluster_mpirun() {
