@@ -1,4 +1,4 @@
-// dropk: the tool CLI. Each command group registers its subcommands on the app
+// dropk: the tool CLI (data, ckpt, sample, launch). Each command group registers its subcommands on the app
 // through one Register*Command function; the chosen subcommand's callback
 // stores the work to do in `action`, which main runs after parsing.
 //
@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "tools/ckpt_command.h"
+#include "tools/launch_command.h"
 #include "tools/sample_command.h"
 #include "trainer/prepare_data.h"
 
@@ -72,6 +73,7 @@ int main(int argc, char** argv) {
   RegisterDataCommand(app, action);
   dropk::RegisterCkptCommand(app, action);
   dropk::RegisterSampleCommand(app, action);
+  dropk::RegisterLaunchCommand(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -3,9 +3,10 @@
 #   cluster_up K        K hosts h0..h(K-1): network namespaces on one bridge,
 #                       10.77.0.(i+1)/24 on each host's eth0, and a private
 #                       disk per host seen at $DROPK_CLUSTER_DIR/local.
-#   cluster_mpirun ...  mpirun on host 0 over all hosts (one slot each, or
-#                       the hostfile in $HOSTFILE), Open MPI's TCP transport
-#                       only, started on the others by agent.sh.
+#   cluster_mpirun ...  mpirun on host 0 over all hosts (one slot each, in
+#                       $DROPK_CLUSTER_DIR/hostfile), Open MPI's TCP
+#                       transport only, started on the others by agent.sh.
+#   cluster_mpirun_args the mpirun options for that, less the hostfile.
 #   host_link I up|down cut or restore host I's link.
 #   cluster_down        removes everything (installed as an EXIT trap).
 #
@@ -76,19 +77,19 @@ host_link() { ip link set "${DROPK_CLUSTER_ID}v$1" "$2"; }
 # own report (collective timeout, --comm_timeout_s=5 in the tests) comes
 # first: detection takes at least 3 x 4 s.
 cluster_mpirun_args() {
-  echo --hostfile "${HOSTFILE:-$DROPK_CLUSTER_DIR/hostfile}" \
-    --mca plm_rsh_agent "$CLUSTER_HERE/agent.sh" --mca plm_rsh_no_tree_spawn 1 \
+  echo --mca plm_rsh_agent "$CLUSTER_HERE/agent.sh" --mca plm_rsh_no_tree_spawn 1 \
     --mca btl tcp,self --mca btl_tcp_if_include "$SUBNET" --mca oob_tcp_if_include "$SUBNET" \
     --mca oob_tcp_keepalive_time 10 --mca oob_tcp_keepalive_intvl 4 --mca oob_tcp_keepalive_probes 3
 }
 
 cluster_mpirun() {
   # shellcheck disable=SC2046
-  "$CLUSTER_HERE/on_host.sh" 0 mpirun $(cluster_mpirun_args) "$@"
+  "$CLUSTER_HERE/on_host.sh" 0 mpirun --hostfile "$DROPK_CLUSTER_DIR/hostfile" $(cluster_mpirun_args) "$@"
 }
 
-# Relative difference of two `dropk ckpt export` files' parameters:
-# max |a - b| / max |b|. Prints it; exit 1 above $3 (default 1e-5).
+# Relative difference of two `dropk ckpt export` files' parameters,
+# ||a - b|| / ||b|| (L2 over all of them). Prints it and the largest single
+# difference; exit 1 above $3 (default 1e-5).
 params_differ_by() {
   python3 - "$1" "$2" "${3:-1e-5}" <<'PY'
 import array, struct, sys
@@ -104,9 +105,11 @@ def load(path):
 a, b = load(sys.argv[1]), load(sys.argv[2])
 if len(a) != len(b):
     sys.exit(f'{sys.argv[1]} and {sys.argv[2]} hold different models')
-scale = max(abs(x) for x in b) or 1.0
-diff = max(abs(x - y) for x, y in zip(a, b)) / scale
-print(f'relative parameter difference {diff:.3g} ({len(a)} floats)')
+norm = sum(y * y for y in b) ** 0.5 or 1.0
+diff = sum((x - y) ** 2 for x, y in zip(a, b)) ** 0.5 / norm
+worst = max(abs(x - y) for x, y in zip(a, b)) / (max(abs(y) for y in b) or 1.0)
+print(f'relative parameter difference {diff:.3g} (L2; largest element difference '
+      f'{worst:.3g} of the largest parameter; {len(a)} floats)')
 sys.exit(0 if diff <= float(sys.argv[3]) else 1)
 PY
 }

@@ -24,7 +24,7 @@ start_job() {
     --eval_interval=1000000 --eval_iters=1 --log_interval=5 --sample_tokens=0 --num_threads=1 \
     --comm_timeout_s=$TIMEOUT_S >"$D/$1.log" 2>&1 &
   JOB=$!
-  until grep -q '^step 15/' "$D/$1.log"; do
+  until grep -q '^step 15/' "$D/$1.log" 2>/dev/null; do
     kill -0 $JOB 2>/dev/null || { echo "FAIL: $1 ended early:"; cat "$D/$1.log"; exit 1; }
     sleep 0.2
   done
