@@ -17,6 +17,8 @@ packages=(
   libabsl-dev                                # absl::Status / StatusOr for errors users can cause
   libomp-dev                                 # not needed by g++ (libgomp), kept for clang builds
   curl                                       # the main job and the service's end-to-end tests
+  iproute2 python3                           # tests/cluster: simulated hosts, parameter comparison
+  slurmd slurmctld slurm-client munge        # tests/cluster: Slurm for real (one node)
 )
 
 missing=()

@@ -12,7 +12,6 @@ BIN=$1 SRC=$2
 cluster_up 3
 D=$DROPK_CLUSTER_DIR
 "$BIN/dropk" data prepare --tokenizer char --out "$D/shared/data" "$SRC/data/tinyshakespeare.txt" >/dev/null
-now() { date +%s.%N; }
 train_args() {  # train_args OUT_DIR ACCUMULATION
   echo "--config $SRC/configs/tiny_smoke.textproto --data_dir=$D/shared/data --out_dir=$1"\
     "--n_layer=1 --n_embd=32 --block_size=32 --batch_size=2 --gradient_accumulation_steps=$2"\
@@ -33,14 +32,14 @@ until grep -q '^step 12/' "$D/launch.log" 2>/dev/null; do
   kill -0 $LAUNCH 2>/dev/null || { echo "FAIL: the job ended early:"; cat "$D/launch.log"; exit 1; }
   sleep 0.05
 done
-killed=$(now)
+killed=$(now_ms)
 ip netns pids "${DROPK_CLUSTER_ID}h2" | xargs -r kill -9
 # The first progress line after the resume: training again.
 until sed -n '/resumed from/,$p' "$D/launch.log" | grep -q '^step '; do
   kill -0 $LAUNCH 2>/dev/null || break
   sleep 0.05
 done
-training_again=$(now)
+training_again=$(now_ms)
 status=0
 wait $LAUNCH || status=$?
 if [ $status -ne 0 ] || ! grep -q "restart 1 of at most 1: host 10.77.0.3 lost" "$D/launch.log" ||
@@ -52,7 +51,7 @@ grep -q "gradient_accumulation_steps: 2 -> 3" "$D/launch.log" ||
   { echo "FAIL: the relaunch did not keep the global batch:"; cat "$D/launch.log"; exit 1; }
 grep -m1 "restart 1 of" "$D/launch.log"
 echo "$(grep -m1 'resumed from' "$D/launch.log")"
-echo "host lost -> training again after the relaunch: $(echo "$training_again - $killed" | bc) s"
+echo "host lost -> training again after the relaunch: $(seconds $((training_again - killed))) s"
 "$BIN/dropk" ckpt export "$D/shared/elastic/checkpoints" --out "$D/elastic.exp" >/dev/null
 echo -n "elastic (3 hosts, then 2) vs one host: "
 params_differ_by "$D/elastic.exp" "$D/one.exp" 1e-5

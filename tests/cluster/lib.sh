@@ -45,6 +45,7 @@ cluster_up() {
   trap cluster_down EXIT
   trap 'exit 1' INT TERM
   command -v mpirun >/dev/null || cluster_skip "mpirun not found"
+  command -v python3 >/dev/null || cluster_skip "python3 not found (tools/setup.sh installs it)"
   ip link add "${DROPK_CLUSTER_ID}br" type bridge 2>/dev/null ||
     cluster_skip "cannot create a bridge (needs root or CAP_NET_ADMIN)"
   ip link set "${DROPK_CLUSTER_ID}br" up
@@ -67,6 +68,10 @@ cluster_up() {
   # The mount namespace of a host must work too (it needs CAP_SYS_ADMIN).
   "$CLUSTER_HERE/on_host.sh" 0 true 2>/dev/null || cluster_skip "cannot bind-mount a host's disk"
 }
+
+# Milliseconds since the epoch, and a millisecond span as seconds.
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+seconds() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
 
 host_link() { ip link set "${DROPK_CLUSTER_ID}v$1" "$2"; }
 
