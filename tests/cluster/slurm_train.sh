@@ -18,6 +18,11 @@ chmod 755 "$T"
 PIDS=()
 cleanup() {
   set +e
+  # slurmstepd outlives slurmd: end this configuration's ones first.
+  for pid in $(pgrep -x slurmstepd); do
+    { tr '\0' '\n' <"/proc/$pid/environ"; } 2>/dev/null | grep -qx "SLURM_CONF=$T/slurm.conf" &&
+      kill -9 "$pid"
+  done
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
   sleep 0.5
   for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
