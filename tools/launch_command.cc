@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <wordexp.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -32,11 +33,21 @@ constexpr const char* kKeepaliveArgs[] = {
     "--mca", "oob_tcp_keepalive_time", "60", "--mca", "oob_tcp_keepalive_intvl", "10",
     "--mca", "oob_tcp_keepalive_probes", "6"};
 
-pid_t g_mpirun = 0;  // forwarded SIGINT/SIGTERM go here
+std::atomic<pid_t> g_mpirun{0};  // forwarded SIGINT/SIGTERM go here
+std::atomic<int> g_signals{0};
+static_assert(std::atomic<pid_t>::is_always_lock_free && std::atomic<int>::is_always_lock_free);
 
+// The first SIGINT/SIGTERM goes to mpirun as SIGUSR1, which it forwards to
+// every rank (dropk-train then saves and exits 0; mpirun's own SIGTERM would
+// kill the ranks a second later); a second one is passed on as it is.
 extern "C" void ForwardSignal(int signo) {
-  if (g_mpirun > 0) kill(g_mpirun, signo);
+  const pid_t pid = g_mpirun.load();
+  if (pid > 0) kill(pid, g_signals.fetch_add(1) == 0 ? SIGUSR1 : signo);
 }
+
+// What is kept of mpirun's output to look for a lost host: the reports come
+// at the end, and a long run prints without bound.
+constexpr size_t kKeptOutputBytes = 1 << 20;
 
 struct Flags {
   std::string hostfile;
@@ -59,7 +70,7 @@ absl::StatusOr<std::vector<std::string>> SplitShellWords(const std::string& text
 }
 
 // Runs argv, copying its stdout and stderr to ours as they come, and returns
-// its exit status (128 + signal when killed) and everything it printed.
+// its exit status (128 + signal when killed) and the end of what it printed.
 absl::StatusOr<std::pair<int, std::string>> RunAndCapture(const std::vector<std::string>& argv) {
   int out[2], err[2];
   if (pipe(out) != 0 || pipe(err) != 0) return absl::InternalError("pipe failed");
@@ -99,6 +110,7 @@ absl::StatusOr<std::pair<int, std::string>> RunAndCapture(const std::vector<std:
       std::fwrite(buffer, 1, n, i == 0 ? stdout : stderr);
       std::fflush(i == 0 ? stdout : stderr);
       captured.append(buffer, n);
+      if (captured.size() > 2 * kKeptOutputBytes) captured.erase(0, captured.size() - kKeptOutputBytes);
     }
   }
   int status = 0;
@@ -166,6 +178,11 @@ absl::Status Launch(const Flags& flags) {
     std::remove(job_hostfile.c_str());
     if (!run.ok()) return run.status();
     const auto& [code, output] = *run;
+    if (g_signals > 0) {
+      return code == 0 ? absl::OkStatus()
+                       : absl::AbortedError(absl::StrCat("stopped by a signal (mpirun exit status ",
+                                                         code, ")"));
+    }
     if (code == 0) {
       std::cerr << "dropk launch: the job finished on " << hosts->size() << " host(s) after "
                 << attempt << " restart(s)" << std::endl;

@@ -17,7 +17,8 @@ namespace dropk {
 // rest from the newest checkpoint (--resume=latest), with
 // gradient_accumulation_steps raised so the global batch stays the same, up
 // to --max-restarts times, logging each restart's cause and lost host.
-// Any other failure ends it with mpirun's status (Aborted).
+// Any other failure ends it with mpirun's status (Aborted). SIGINT/SIGTERM
+// reach the ranks as SIGUSR1: they save a checkpoint and stop.
 void RegisterLaunchCommand(CLI::App& app, std::function<absl::Status()>& action);
 
 }  // namespace dropk
