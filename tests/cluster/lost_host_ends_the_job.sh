@@ -28,10 +28,15 @@ start_job() {
     sleep 0.2
   done
 }
-# wait_job NAME T0: mpirun must exit non-zero within TIMEOUT_S + MARGIN_S of T0.
+# wait_job NAME T0: mpirun must exit non-zero within TIMEOUT_S + MARGIN_S of
+# T0; sets REPORTED_AFTER (a rank's timeout report) and ENDED_AFTER.
 wait_job() {
   local limit=$(($2 + (TIMEOUT_S + MARGIN_S) * 1000))
+  REPORTED_AFTER="no report"
   while kill -0 $JOB 2>/dev/null; do
+    if [ "$REPORTED_AFTER" = "no report" ] && grep -q "did not complete within" "$D/$1.log"; then
+      REPORTED_AFTER="$(seconds $(($(now_ms) - $2))) s"
+    fi
     if [ "$(now_ms)" -gt $limit ]; then
       echo "FAIL: $1: mpirun still running $((TIMEOUT_S + MARGIN_S)) s after the host was lost:"
       cat "$D/$1.log"; exit 1
@@ -61,7 +66,8 @@ if [ -z "$report" ] || ! grep -q "rank 2 (10.77.0.3) is unreachable" <<<"$report
     grep -q "rank 1 " <<<"$report"; then
   echo "FAIL: rank 0 did not name the operation and the unreachable rank 2:"; cat "$D/cut.log"; exit 1
 fi
-echo "cut link: job ended ${ENDED_AFTER} s after the cut; $report"
+echo "cut link: rank 0 reported ${REPORTED_AFTER} and the job ended ${ENDED_AFTER} s after the cut"
+echo "$report"
 host_link 2 up
 
 # 2. Host 2's processes killed (its daemon and rank).
