@@ -3,7 +3,9 @@
 // Exit codes: 0 done, 2 a bad config value or argument, 1 any other failure.
 // When one rank of a multi-rank job fails, it ends the whole job (MPI_Abort)
 // with a message naming the rank and the cause, instead of leaving the
-// others waiting.
+// others waiting; when the cause is a peer's unreachable host, it leaves the
+// ending to mpirun for a while (AbortJobAfterLauncherGrace), whose abort
+// would otherwise wait on that host for good.
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
