@@ -77,14 +77,15 @@ host_link() { ip link set "${DROPK_CLUSTER_ID}v$1" "$2"; }
 
 # The mpirun options that keep Open MPI on the simulated hosts' network, and
 # make mpirun notice a lost host's daemon (TCP keepalive on its control
-# connections: no answer to 3 probes 4 s apart, after 10 s idle) so that it
+# connections: no answer to 3 probes 5 s apart, after 10 s idle) so that it
 # ends the job instead of waiting for that daemon for good. dropk-train's
-# own report (collective timeout, --comm_timeout_s=5 in the tests) comes
-# first: detection takes at least 3 x 4 s.
+# own report (collective timeout, --comm_timeout_s=5 in the tests, plus a
+# 2 s probe) usually comes first: once the connection has been idle, a probe
+# goes out every 5 s, so detection takes 10 to 15 s after a cut.
 cluster_mpirun_args() {
   echo --mca plm_rsh_agent "$CLUSTER_HERE/agent.sh" --mca plm_rsh_no_tree_spawn 1 \
     --mca btl tcp,self --mca btl_tcp_if_include "$SUBNET" --mca oob_tcp_if_include "$SUBNET" \
-    --mca oob_tcp_keepalive_time 10 --mca oob_tcp_keepalive_intvl 4 --mca oob_tcp_keepalive_probes 3
+    --mca oob_tcp_keepalive_time 10 --mca oob_tcp_keepalive_intvl 5 --mca oob_tcp_keepalive_probes 3
 }
 
 cluster_mpirun() {

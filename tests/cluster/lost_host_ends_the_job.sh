@@ -11,7 +11,7 @@ BIN=$1 SRC=$2
 . "$(dirname "$0")/lib.sh"
 cluster_up 3
 D=$DROPK_CLUSTER_DIR
-TIMEOUT_S=5 MARGIN_S=35
+TIMEOUT_S=5 MARGIN_S=45
 "$BIN/dropk" data prepare --tokenizer char --out "$D/shared/data" "$SRC/data/tinyshakespeare.txt" >/dev/null
 
 # start_job NAME: a long 3-host run in the background; returns once it has
