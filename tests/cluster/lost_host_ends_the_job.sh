@@ -68,7 +68,13 @@ if [ -z "$report" ] || ! grep -q "rank 2 (10.77.0.3) is unreachable" <<<"$report
 fi
 echo "cut link: rank 0 reported ${REPORTED_AFTER} and the job ended ${ENDED_AFTER} s after the cut"
 echo "$report"
-host_link 2 up
+# The cut-off host's rank and daemon could not be told (they stop after
+# their own timeout and grace): a fresh cluster for the second case.
+cluster_down
+DROPK_CLUSTER_DIR=$(mktemp -d /tmp/dropk-cluster.XXXXXX)
+D=$DROPK_CLUSTER_DIR
+cluster_up 3
+"$BIN/dropk" data prepare --tokenizer char --out "$D/shared/data" "$SRC/data/tinyshakespeare.txt" >/dev/null
 
 # 2. Host 2's processes killed (its daemon and rank).
 start_job killed
