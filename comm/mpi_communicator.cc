@@ -3,6 +3,7 @@
 #include <mpi.h>
 
 #include <chrono>
+#include <csignal>
 #include <algorithm>
 #include <condition_variable>
 #include <cstring>
@@ -17,6 +18,8 @@
 #include "absl/strings/str_cat.h"
 #include "base/check.h"  // after mpi.h: MPI_CHECK
 #include "device_staging.h"
+#include "absl/strings/str_join.h"
+#include "comm/peer_probe.h"
 
 namespace dropk {
 namespace {
@@ -84,17 +87,53 @@ struct Operation {
   double run_seconds = 0;
 };
 
+// Where every rank of the job can be probed (index = rank), and this rank's
+// listener that answers for it. Shared by the communicator and its Work
+// handles.
+struct ProbeTable {
+  std::vector<ProbeAddress> peers;
+  std::unique_ptr<ProbeListener> listener;
+};
+
+// Why the collective `name` did not finish on `rank`: the peers that do not
+// answer a TCP probe are named (Unavailable); when all answer, the cause is
+// one that a probe cannot see (DeadlineExceeded).
+absl::Status DescribeTimeout(const std::string& name, int rank, std::chrono::milliseconds timeout,
+                             const ProbeTable* probes) {
+  const std::string head = absl::StrCat(name, " on rank ", rank, " did not complete within ",
+                                        timeout.count() / 1000.0, " s: ");
+  std::vector<std::string> lost;
+  if (probes != nullptr && !probes->peers.empty()) {
+    const std::vector<PeerState> states =
+        ProbePeers(probes->peers, std::chrono::milliseconds(2000));
+    for (size_t r = 0; r < states.size(); ++r) {
+      const ProbeAddress& peer = probes->peers[r];
+      const bool probeable = peer.port != 0 && peer.num_addresses > 0;
+      if (static_cast<int>(r) == rank || !probeable) continue;
+      const std::string who =
+          absl::StrCat("rank ", r, " (", FirstAddressText(probes->peers[r]), ")");
+      if (states[r] == PeerState::kUnreachable) {
+        lost.push_back(absl::StrCat(who, " is unreachable (no answer within 2 s: link down or host lost)"));
+      } else if (states[r] == PeerState::kRefused) {
+        lost.push_back(absl::StrCat(who, " is gone (its host refuses: the process died)"));
+      }
+    }
+  }
+  if (!lost.empty()) return absl::UnavailableError(head + absl::StrJoin(lost, "; "));
+  return absl::DeadlineExceededError(
+      head + "another rank is not taking part (stuck, or issuing collectives in a different "
+             "order; every peer answers on the network)");
+}
+
 class MpiWork final : public Work {
  public:
-  MpiWork(std::shared_ptr<Operation> op, int rank) : op_(std::move(op)), rank_(rank) {}
+  MpiWork(std::shared_ptr<Operation> op, int rank, std::shared_ptr<const ProbeTable> probes)
+      : op_(std::move(op)), rank_(rank), probes_(std::move(probes)) {}
   absl::Status Wait() override {
     std::unique_lock<std::mutex> lock(op_->mu);
     if (!op_->done_cv.wait_for(lock, op_->timeout, [&] { return op_->done; })) {
-      return absl::DeadlineExceededError(
-          absl::StrCat(op_->name, " on rank ", rank_, " did not complete within ",
-                       op_->timeout.count() / 1000.0,
-                       " s: another rank is not taking part (dead, stuck, or issuing "
-                       "collectives in a different order)"));
+      lock.unlock();
+      return DescribeTimeout(op_->name, rank_, op_->timeout, probes_.get());
     }
     return op_->status;
   }
@@ -110,11 +149,13 @@ class MpiWork final : public Work {
  private:
   std::shared_ptr<Operation> op_;
   int rank_;
+  std::shared_ptr<const ProbeTable> probes_;  // null: no probing
 };
 
 class MpiCommunicator final : public Communicator {
  public:
-  MpiCommunicator(int rank, int size) : rank_(rank), size_(size) {
+  MpiCommunicator(int rank, int size, std::shared_ptr<const ProbeTable> probes)
+      : rank_(rank), size_(size), probes_(std::move(probes)) {
     thread_ = std::thread([this] { Loop(); });
   }
   ~MpiCommunicator() override {
@@ -279,7 +320,7 @@ class MpiCommunicator final : public Communicator {
     op->timeout = std::chrono::milliseconds(0);
     op->done = true;
     op->status = std::move(status);
-    return std::make_unique<MpiWork>(std::move(op), rank_);
+    return std::make_unique<MpiWork>(std::move(op), rank_, probes_);
   }
 
   std::unique_ptr<Work> Enqueue(const std::string& name, const CollectiveOptions& options,
@@ -293,7 +334,7 @@ class MpiCommunicator final : public Communicator {
       queue_.push_back(op);
     }
     cv_.notify_one();
-    return std::make_unique<MpiWork>(std::move(op), rank_);
+    return std::make_unique<MpiWork>(std::move(op), rank_, probes_);
   }
 
   // Reduce-scatter in (almost) equal blocks, then all-gather the reduced
@@ -356,6 +397,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   const int rank_, size_;
+  const std::shared_ptr<const ProbeTable> probes_;
   uint64_t sequence_ = 0;
   std::vector<int> counts_, displs_;  // reused by every AllReduce
   DeviceStaging staging_;             // used on the communication thread only
@@ -387,7 +429,21 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator() {
                           ", dropk needs MPI_THREAD_SERIALIZED (", MPI_THREAD_SERIALIZED, ")"),
              1);
   }
-  return std::unique_ptr<Communicator>(new MpiCommunicator(rank, size));
+  // Every rank learns where to probe the others when a collective stalls.
+  // Without a listener (no sockets) the timeouts still work, unexplained.
+  auto probes = std::make_shared<ProbeTable>();
+  absl::StatusOr<ProbeListener> listener = ProbeListener::Open();
+  ProbeAddress mine;
+  if (listener.ok()) {
+    mine = listener->address();
+    probes->listener = std::make_unique<ProbeListener>(*std::move(listener));
+  }
+  probes->peers.resize(size);
+  if (MPI_Allgather(&mine, sizeof(mine), MPI_BYTE, probes->peers.data(), sizeof(mine), MPI_BYTE,
+                    MPI_COMM_WORLD) != MPI_SUCCESS) {
+    probes->peers.clear();
+  }
+  return std::unique_ptr<Communicator>(new MpiCommunicator(rank, size, std::move(probes)));
 }
 
 void AbortJob(const std::string& reason, int exit_code) {
@@ -398,6 +454,17 @@ void AbortJob(const std::string& reason, int exit_code) {
   MPI_Finalized(&finalized);
   if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, exit_code);
   std::_Exit(exit_code);
+}
+
+void AbortJobAfterLauncherGrace(const std::string& reason, int exit_code,
+                                std::chrono::seconds grace) {
+  std::fprintf(stderr, "%s; waiting up to %lld s for the launcher to end the job\n",
+               reason.c_str(), static_cast<long long>(grace.count()));
+  std::fflush(stderr);
+  std::signal(SIGTERM, SIG_DFL);
+  std::signal(SIGINT, SIG_DFL);
+  std::this_thread::sleep_for(grace);
+  AbortJob("the launcher did not end the job; aborting it", exit_code);
 }
 
 namespace {

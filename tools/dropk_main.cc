@@ -1,4 +1,4 @@
-// dropk: the tool CLI. Each command group registers its subcommands on the app
+// dropk: the tool CLI (data, ckpt, sample, launch). Each command group registers its subcommands on the app
 // through one Register*Command function; the chosen subcommand's callback
 // stores the work to do in `action`, which main runs after parsing.
 //
@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/exit_codes.h"
 #include "tools/ckpt_command.h"
+#include "tools/launch_command.h"
 #include "tools/sample_command.h"
 #include "tools/study_command.h"
 #include "trainer/prepare_data.h"
@@ -93,6 +94,7 @@ int Main(int argc, char** argv) {
   dropk::RegisterSampleCommand(app, action);
   dropk::RegisterStudyCommand(app, action);
   dropk::RegisterPlotCommand(app, action);
+  dropk::RegisterLaunchCommand(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Everything the tests need beyond tools/setup.sh: Debian's chromium and
-# Node.js for the playground's browser test, and playwright-core (pinned in
+# Everything the tests need beyond tools/setup.sh: the cluster tests' iproute2,
+# python3 and Slurm daemons; Debian's chromium and Node.js for the
+# playground's browser test, and playwright-core (pinned in
 # tests/browser/package-lock.json; it drives the system chromium and never
 # downloads a browser). Idempotent. Usage: tools/setup_tests.sh (as root or with sudo)
 set -euo pipefail
@@ -10,6 +11,11 @@ bash "$root/tools/setup.sh"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=()
+# tests/cluster: simulated hosts (iproute2), parameter comparison (python3),
+# Slurm for real on one node (slurmd, slurmctld, slurm-client, munge).
+for p in iproute2 python3 slurmd slurmctld slurm-client munge; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)

@@ -73,7 +73,9 @@ constexpr FieldHelp kFieldHelp[] = {
     {"overlap_comm", "overlap gradient allreduce with backward"},
     {"consistency_check_every",
      "compare parameter digests across ranks every N steps; 0 disables"},
-    {"comm_timeout_s", "seconds before a stuck collective fails the job"},
+    {"comm_timeout_s",
+     "seconds before a stuck collective fails the job; 0 = auto (20 x the slowest step, at "
+     "least 30 s; 300 s until a step is measured)"},
     {"sample_tokens", "tokens sampled after training; 0 disables"},
     {"sample_top_k", "top-k of that sample; 0 = no limit"},
     {"sample_temperature", "temperature of that sample"},
@@ -412,7 +414,7 @@ TrainConfig DefaultTrainConfig() {
   config.set_bucket_cap_mb(static_cast<float>(kDefaultBucketCapBytes) / (1 << 20));
   config.set_overlap_comm(true);
   config.set_consistency_check_every(100);
-  config.set_comm_timeout_s(300.0f);
+  config.set_comm_timeout_s(0.0f);  // auto: see CommTimeout()
   config.set_sample_tokens(300);
   config.set_sample_top_k(10);
   config.set_sample_temperature(1.0f);
@@ -689,7 +691,7 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
   }
   p.Above("bucket_cap_mb", c.bucket_cap_mb(), 0.0f, /*inclusive=*/false);
   p.AtLeast("consistency_check_every", c.consistency_check_every(), 0);
-  p.Above("comm_timeout_s", c.comm_timeout_s(), 0.0f, /*inclusive=*/false);
+  p.Above("comm_timeout_s", c.comm_timeout_s(), 0.0f, /*inclusive=*/true);
   p.AtLeast("sample_tokens", c.sample_tokens(), 0);
   p.AtLeast("sample_top_k", c.sample_top_k(), 0);
   p.Above("sample_temperature", c.sample_temperature(), 0.0f,

@@ -4,7 +4,10 @@
 // argument (or a named path missing), 1 any other failure.
 // When one rank of a multi-rank job fails, it ends the whole job (MPI_Abort)
 // with a message naming the rank and the cause, instead of leaving the
-// others waiting.
+// others waiting; when the cause is a peer's unreachable host, it leaves the
+// ending to mpirun for a while (AbortJobAfterLauncherGrace), whose abort
+// would otherwise wait on that host for good.
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -65,6 +68,12 @@ int Main(int argc, char** argv) {
   }
   if (!summary.ok()) {
     const int code = dropk::ExitCodeFor(summary.status());
+    if (world > 1 && absl::IsUnavailable(summary.status())) {
+      dropk::AbortJobAfterLauncherGrace(
+          absl::StrCat("dropk-train: rank ", rank, " of ", world, ": ",
+                       summary.status().message(), " (ending the job)"),
+          code, std::chrono::seconds(120));
+    }
     if (world > 1) {
       dropk::AbortJob(absl::StrCat("dropk-train: rank ", rank, " of ", world, ": ",
                                    summary.status().message(), " (ending the job)"),

@@ -16,6 +16,7 @@
 #include "model/gpt.h"
 #include "model/kernels.h"
 #include "trainer/batch_loader.h"
+#include "trainer/comm_timeout.h"
 #include "trainer/config.h"
 #include "trainer/data_parallel.h"
 #include "trainer/memory_budget.h"
@@ -23,6 +24,7 @@
 #include "trainer/metrics.h"
 #include "trainer/optimizer.h"
 #include "trainer/schedule.h"
+#include "trainer/shared_dir_probe.h"
 #include "trainer/tokenizer_file.h"
 #include "trainer/training_checkpoints.h"
 
@@ -223,6 +225,12 @@ class TrainingRun {
   // after a resume) and prepares saving.
   absl::Status SetUpCheckpoints() {
     InstallStopSignalHandlers();
+    // Refuse now, not at the first save, when the hosts do not share it.
+    if (absl::Status s = CheckDirectorySharedByAllRanks(
+            CheckpointsDirOf(config_), "checkpoint_dir", comm_, CommOptions());
+        !s.ok()) {
+      return s;
+    }
     absl::StatusOr<ResumePoint> resume = MaybeResume(config_, data_->tokenizer.proto(), *gpt_,
                                                      *optimizer_, world_, RankLog());
     if (!resume.ok()) return resume.status();
@@ -261,9 +269,11 @@ class TrainingRun {
   // Where this rank's log lines go: the log on rank 0, nowhere elsewhere.
   std::ostream& RankLog() { return rank_ == 0 ? log_ : null_log_; }
 
+  // The collective timeout now (CommTimeout: configured, or following the
+  // slowest step so far).
   CollectiveOptions CommOptions() const {
     CollectiveOptions options;
-    options.timeout = std::chrono::milliseconds(static_cast<int64_t>(config_.comm_timeout_s() * 1000));
+    options.timeout = CommTimeout(config_.comm_timeout_s(), slowest_step_s_);
     return options;
   }
 
@@ -297,6 +307,10 @@ class TrainingRun {
     const double norm = std::sqrt(kernels_->SumSquares(gpt_->grads(), gpt_->num_params()));
     optimizer_->Step(lr, ClipScale(norm, config_.grad_clip()));
     const double seconds = SecondsSince(step_start);
+    if (seconds > slowest_step_s_) {
+      slowest_step_s_ = seconds;
+      bucketer_->set_options(CommOptions());
+    }
     train_seconds_ += seconds;
     window_seconds_ += seconds;
     window_tokens_ += tokens_per_step_;
@@ -398,6 +412,7 @@ class TrainingRun {
   int64_t tokens_per_step_ = 0;
   Clock::time_point start_;
   double train_seconds_ = 0;   // training steps only, not evaluation
+  double slowest_step_s_ = 0;  // the longest training step so far (for CommTimeout)
   double window_seconds_ = 0;  // since the last report
   int64_t window_tokens_ = 0;
   SyncTiming window_comm_;

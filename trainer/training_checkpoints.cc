@@ -36,6 +36,10 @@ void InstallStopSignalHandlers() {
   action.sa_flags = SA_RESTART;
   sigaction(SIGTERM, &action, nullptr);
   sigaction(SIGINT, &action, nullptr);
+  // mpirun kills the ranks a second after its own SIGTERM, too soon to save
+  // a large checkpoint, but forwards SIGUSR1 to every rank: a launcher's
+  // script passes its warning on as SIGUSR1 (deploy/slurm/train.sbatch).
+  sigaction(SIGUSR1, &action, nullptr);
 }
 
 bool StopRequested() { return g_stop_signal.load() != 0; }

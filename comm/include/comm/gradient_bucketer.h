@@ -72,6 +72,9 @@ class GradientBucketer {
   // step. Returns the first error (naming operation and rank).
   absl::Status Wait();
 
+  // Options (the timeout) of the buckets launched from now on.
+  void set_options(const CollectiveOptions& options) { options_ = options; }
+
   const std::vector<Bucket>& buckets() const { return buckets_; }
   const SyncTiming& last_timing() const { return timing_; }
 

@@ -11,6 +11,7 @@
 #ifndef DROPK_COMM_MPI_COMMUNICATOR_H_
 #define DROPK_COMM_MPI_COMMUNICATOR_H_
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -29,6 +30,17 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator();
 // `reason` to stderr. For unrecoverable errors on one rank (a timeout, a
 // failed step): the others would otherwise wait forever. Does not return.
 [[noreturn]] void AbortJob(const std::string& reason, int exit_code);
+
+// For a rank that found a peer's host unreachable (a collective's
+// Unavailable status): prints `reason`, then leaves ending the job to the
+// launcher for up to `grace` and only then calls AbortJob. MPI_Abort at once
+// would make mpirun order the lost host's daemon to kill its ranks and wait
+// for an answer that never comes (Open MPI 4 then hangs until TCP gives up,
+// about 15 minutes); left alone, mpirun notices the lost daemon itself
+// (mpirun --mca oob_tcp_keepalive_time ...) and ends every rank. SIGTERM
+// and SIGINT end the process at once meanwhile. Does not return.
+[[noreturn]] void AbortJobAfterLauncherGrace(const std::string& reason, int exit_code,
+                                             std::chrono::seconds grace);
 
 // True when this process was started by an MPI launcher (Open MPI, PMIx or
 // Slurm's PMI set their rank variables).

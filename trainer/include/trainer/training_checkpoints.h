@@ -24,7 +24,7 @@
 
 namespace dropk {
 
-// Installs SIGTERM and SIGINT handlers that only set a flag (async-signal
+// Installs SIGTERM, SIGINT and SIGUSR1 handlers that only set a flag (async-signal
 // safe); StopRequested() reads it. A second signal of either kind restores
 // the default action, so a second Ctrl-C kills at once.
 void InstallStopSignalHandlers();

@@ -1,0 +1,123 @@
+#!/bin/bash
+# Slurm for real: starts munged, slurmctld and slurmd (one node, 2 CPUs) from
+# a temporary configuration and submits deploy/slurm/train.sbatch (2 ranks on
+# the one node). The job trains; SIGTERM to the batch shell (what
+# --signal=B:TERM@120 sends before the time limit) makes it save and end;
+# the requeued job resumes from LATEST and finishes. Skips (exit 77) where
+# the daemons are missing or cannot start.
+# Usage: slurm_train.sh BIN_DIR SOURCE_DIR
+set -eu
+BIN=$1 SRC=$2
+for tool in munged slurmctld slurmd sbatch scontrol; do
+  command -v $tool >/dev/null || { echo "SKIP: $tool not found (tools/setup.sh installs slurm)" >&2; exit 77; }
+done
+[ "$(id -u)" = 0 ] || { echo "SKIP: the Slurm daemons need root here" >&2; exit 77; }
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=PASSIVE
+T=$(mktemp -d /tmp/dropk-slurm.XXXXXX)
+chmod 755 "$T"
+PIDS=()
+cleanup() {
+  set +e
+  # slurmstepd outlives slurmd: end this configuration's ones first.
+  for pid in $(pgrep -x slurmstepd); do
+    { tr '\0' '\n' <"/proc/$pid/environ"; } 2>/dev/null | grep -qx "SLURM_CONF=$T/slurm.conf" &&
+      kill -9 "$pid"
+  done
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+  sleep 0.5
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
+  [ -n "${KEEP:-}" ] || rm -rf "$T"
+}
+trap cleanup EXIT
+skip() { echo "SKIP: $1" >&2; tail -5 "$2" >&2 2>/dev/null; exit 77; }
+fail() { echo "FAIL: $1"; shift; for f in "$@"; do echo "== $f"; cat "$f"; done; exit 1; }
+
+# munge with a private key and socket.
+mkdir -m 700 "$T/munge"
+head -c 1024 /dev/urandom >"$T/munge/key" && chmod 400 "$T/munge/key"
+munged --force --key-file="$T/munge/key" --socket="$T/munge/sock" --pid-file="$T/munge/pid" \
+  --log-file="$T/munge/log" --seed-file="$T/munge/seed" 2>"$T/munge/err" ||
+  skip "munged cannot start" "$T/munge/err"
+PIDS+=("$(cat "$T/munge/pid")")
+
+# Ports from the PID, so parallel runs differ.
+port=$((20000 + ($$ % 5000) * 2))
+node=$(hostname -s)
+mkdir -p "$T/state" "$T/spool"
+export SLURM_CONF=$T/slurm.conf
+cat >"$SLURM_CONF" <<CONF
+ClusterName=dropktest
+SlurmctldHost=$node
+SlurmctldPort=$port
+SlurmdPort=$((port + 1))
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$T/munge/sock,cred_expire=10
+StateSaveLocation=$T/state
+SlurmdSpoolDir=$T/spool
+SlurmctldPidFile=$T/slurmctld.pid
+SlurmdPidFile=$T/slurmd.pid
+SlurmctldLogFile=$T/slurmctld.log
+SlurmdLogFile=$T/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+SchedulerType=sched/backfill
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+ReturnToService=2
+SlurmdTimeout=30
+NodeName=$node CPUs=2 State=UNKNOWN
+PartitionName=test Nodes=$node Default=YES MaxTime=INFINITE State=UP
+CONF
+slurmctld -D -i >"$T/slurmctld.out" 2>&1 &
+PIDS+=($!)
+slurmd -D >"$T/slurmd.out" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do
+  sinfo -h -o %t 2>/dev/null | grep -qx idle && break
+  sleep 0.2
+done
+sinfo -h -o %t 2>/dev/null | grep -qx idle ||
+  skip "slurmd did not become idle" "$T/slurmd.log"
+
+"$BIN/dropk" data prepare --tokenizer char --out "$T/data" "$SRC/data/tinyshakespeare.txt" >/dev/null
+submit() {  # the recipe, shrunk to this one 2-CPU node
+  sbatch --parsable --chdir="$SRC" --nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --time=5 \
+    --output="$T/job-%j.out" --export=ALL,DROPK_BIN="$BIN",OMPI_MCA_rmaps_base_oversubscribe=1 \
+    "$SRC/deploy/slurm/train.sbatch" "$SRC/configs/tiny_smoke.textproto" --data_dir="$T/data" \
+    --out_dir="$T/run" --n_layer=2 --n_embd=64 --block_size=64 --batch_size=4 --max_iters=300 \
+    --lr_decay_iters=300 --save_every=1000 --eval_interval=1000 --eval_iters=1 --log_interval=10 \
+    --sample_tokens=0
+}
+job=$(submit)
+out="$T/job-$job.out"
+for _ in $(seq 300); do grep -q '^step 50/' "$out" 2>/dev/null && break; sleep 0.2; done
+grep -q '^step 50/' "$out" 2>/dev/null || fail "job $job did not start training" "$out" "$T/slurmd.log"
+scancel --batch --signal=TERM "$job"
+for _ in $(seq 150); do
+  state=$(scontrol show job "$job" 2>/dev/null | grep -o 'JobState=[A-Z]*' || true)
+  case $state in JobState=RUNNING | JobState=PENDING | JobState=COMPLETING) sleep 0.2 ;; *) break ;; esac
+done
+# Saved on the signal: LATEST names a step before the end (the only
+# scheduled save).
+latest=$(cat "$T/run/checkpoints/LATEST" 2>/dev/null || true)
+step=$((10#${latest#step-}0 / 10))
+[ -n "$latest" ] && [ $step -lt 300 ] ||
+  fail "SIGTERM did not make job $job save ($state, LATEST=$latest)" "$out"
+"$BIN/dropk" ckpt verify "$T/run/checkpoints" >/dev/null || fail "LATEST does not verify" "$out"
+echo "signalled: job $job saved $latest on SIGTERM and ended ($state)"
+
+scontrol requeue "$job"  # eligible again after cred_expire (10 s here, 120 by default)
+for _ in $(seq 400); do
+  state=$(scontrol show job "$job" 2>/dev/null | grep -o 'JobState=[A-Z]*' || true)
+  [ "$state" = JobState=COMPLETED ] && grep -q "done, 300 steps" "$out" && break
+  sleep 0.2
+done
+grep -q "resumed from $T/run/checkpoints/step-" "$out" && grep -q "done, 300 steps" "$out" ||
+  fail "the requeued job $job did not resume and finish ($state)" "$out"
+echo "requeued: $(grep -m1 'resumed from' "$out")"

@@ -1,0 +1,105 @@
+// `dropk launch` on this machine (no lost hosts here: tests/cluster/ covers
+// those): bad inputs are refused naming the culprit, a job that fails for a
+// reason other than a lost host is not restarted, and SIGTERM reaches the
+// ranks as a request to save and stop.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "subprocess.h"
+#include "trainer/prepare_data.h"
+
+namespace dropk {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+class LaunchCliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // One directory per test: ctest may run them in parallel.
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           (std::string("dropk_launch_cli_") +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    std::ofstream(dir_ / "hosts") << "# this machine\nlocalhost slots=2\n";
+    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string Dropk() const { return DROPK_BINARY_DIR "/bin/dropk"; }
+  std::string TrainArgs(const std::string& extra) const {
+    return std::string(DROPK_BINARY_DIR "/bin/dropk-train --config " DROPK_SOURCE_DIR
+                       "/configs/tiny_smoke.textproto --data_dir=") +
+           (dir_ / "data").string() + " --out_dir=" + (dir_ / "run").string() +
+           " --num_threads=1 --sample_tokens=0 " + extra;
+  }
+  test_util::CommandResult Launch(const std::string& args) {
+    return test_util::RunCommand(Dropk() + " launch " + args, dir_.string());
+  }
+  std::filesystem::path dir_;
+};
+
+TEST_F(LaunchCliTest, BadInputsAreRefusedNamingThem) {
+  test_util::CommandResult r = Launch("--hostfile " + (dir_ / "missing").string() + " -- true");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--hostfile " + (dir_ / "missing").string() + ": cannot read"),
+            std::string::npos) << r.err;
+
+  std::ofstream(dir_ / "bad") << "a slots=x\n";
+  r = Launch("--hostfile " + (dir_ / "bad").string() + " -- true");
+  EXPECT_NE(r.err.find("bad:1: slots=x must be a whole number >= 1"), std::string::npos) << r.err;
+
+  r = Launch("--hostfile " + (dir_ / "hosts").string() + " --mpirun-args '\"unbalanced' -- true");
+  EXPECT_NE(r.err.find("--mpirun-args \"\"unbalanced\": cannot split"), std::string::npos) << r.err;
+
+  r = Launch("--hostfile " + (dir_ / "hosts").string() + " -- " + TrainArgs("--n_layer=0"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("n_layer=0"), std::string::npos) << r.err;
+}
+
+TEST_F(LaunchCliTest, AFailureWithoutALostHostIsNotRestarted) {
+  // The data directory does not exist: every rank fails the same way.
+  test_util::CommandResult r = Launch("--hostfile " + (dir_ / "hosts").string() +
+                                      " --mpirun-args --oversubscribe -- " + TrainArgs(""));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("without losing a host; not restarting"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("attempt 2"), std::string::npos) << r.err;
+}
+
+TEST_F(LaunchCliTest, SigtermMakesTheRanksSaveAndStop) {
+  PrepareOptions prepare;
+  prepare.input_path = DROPK_SOURCE_DIR "/data/tinyshakespeare.txt";
+  prepare.out_dir = (dir_ / "data").string();
+  ASSERT_TRUE(PrepareData(prepare).ok());
+  const std::string log = (dir_ / "launch.log").string();
+  test_util::ChildProcess job(
+      {"/bin/sh", "-c",
+       "exec " + Dropk() + " launch --hostfile " + (dir_ / "hosts").string() +
+           " --mpirun-args --oversubscribe -- " +
+           TrainArgs("--max_iters=1000000 --lr_decay_iters=1000000 --eval_interval=1000000 "
+                     "--log_interval=1")},
+      log);
+  const auto start = std::chrono::steady_clock::now();
+  while (test_util::ReadFile(log).find("step 3/") == std::string::npos) {
+    ASSERT_FALSE(job.WaitFor(milliseconds(100)).has_value()) << test_util::ReadFile(log);
+    ASSERT_LT(std::chrono::steady_clock::now() - start, seconds(60)) << test_util::ReadFile(log);
+  }
+  ASSERT_EQ(kill(job.pid(), SIGTERM), 0);
+  const std::optional<int> code = job.WaitFor(seconds(60));
+  ASSERT_TRUE(code.has_value()) << "dropk launch still running 60 s after SIGTERM";
+  EXPECT_EQ(*code, 0) << test_util::ReadFile(log);
+  EXPECT_NE(test_util::ReadFile(log).find("stopped by signal after step"), std::string::npos)
+      << test_util::ReadFile(log);
+  EXPECT_TRUE(std::filesystem::exists(dir_ / "run" / "checkpoints" / "LATEST"));
+}
+
+}  // namespace
+}  // namespace dropk

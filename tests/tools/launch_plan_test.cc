@@ -1,0 +1,58 @@
+#include "tools/launch_plan.h"
+
+#include <gtest/gtest.h>
+
+namespace dropk {
+namespace {
+
+std::vector<HostEntry> Hosts() {
+  absl::StatusOr<std::vector<HostEntry>> hosts =
+      ParseHostfile("# three hosts\n10.77.0.1 slots=1\n10.77.0.2\n\n10.77.0.3 slots=2 # big\n", "H");
+  EXPECT_TRUE(hosts.ok()) << hosts.status();
+  return hosts.ok() ? *hosts : std::vector<HostEntry>{};
+}
+
+TEST(LaunchPlanTest, ParsesHostsAndSlots) {
+  const std::vector<HostEntry> hosts = Hosts();
+  ASSERT_EQ(hosts.size(), 3u);
+  EXPECT_EQ(hosts[0].host, "10.77.0.1");
+  EXPECT_EQ(hosts[1].slots, 1);
+  EXPECT_EQ(hosts[2].slots, 2);
+  EXPECT_EQ(hosts[2].line, "10.77.0.3 slots=2");
+}
+
+TEST(LaunchPlanTest, RejectsBadHostfilesNamingTheLine) {
+  EXPECT_EQ(ParseHostfile("a\nb slots=0\n", "H").status().message(),
+            "H:2: slots=0 must be a whole number >= 1");
+  EXPECT_EQ(ParseHostfile("a\na\n", "H").status().message(), "H:2: host a listed twice");
+  EXPECT_EQ(ParseHostfile("# none\n", "H").status().message(), "H: lists no host");
+}
+
+TEST(LaunchPlanTest, FindsTheHostOpenMpiLost) {
+  EXPECT_EQ(FindLostHost("ORTE has lost communication with a remote daemon.\n\n"
+                         "  HNP daemon   : [[1,0],0] on node vm\n"
+                         "  Remote daemon: [[1,0],2] on node 10.77.0.3\n",
+                         Hosts()),
+            "10.77.0.3");
+}
+
+TEST(LaunchPlanTest, FindsTheHostARankNamedUnreachable) {
+  EXPECT_EQ(FindLostHost("dropk-train: rank 0 of 3: AllReduce #4 (1 x int64) on rank 0 did not "
+                         "complete within 5 s: rank 1 (10.77.0.2) is unreachable (...)",
+                         Hosts()),
+            "10.77.0.2");
+}
+
+TEST(LaunchPlanTest, AFailureWithoutALostHostIsNotOne) {
+  EXPECT_EQ(FindLostHost("dropk-train: learning_rate=-1: must be > 0\n", Hosts()), std::nullopt);
+  EXPECT_EQ(FindLostHost("Remote daemon: [[1,0],2] on node elsewhere\n", Hosts()), std::nullopt);
+}
+
+TEST(LaunchPlanTest, KeepsTheGlobalBatchOnFewerRanks) {
+  EXPECT_EQ(*AccumulationFor(2, 3, 2), 3);
+  EXPECT_EQ(*AccumulationFor(2, 3, 1), 6);
+  EXPECT_EQ(AccumulationFor(1, 3, 2).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace dropk

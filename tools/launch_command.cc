@@ -1,0 +1,230 @@
+#include "tools/launch_command.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <wordexp.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "tools/launch_plan.h"
+#include "trainer/config.h"
+
+namespace dropk {
+namespace {
+
+// Open MPI notices a lost host's daemon this way; without it mpirun may wait
+// for that daemon for good (see AbortJobAfterLauncherGrace). Longer than
+// dropk-train's default collective timeout (30 s floor), so that rank 0's
+// report naming the stalled operation usually comes first.
+constexpr const char* kKeepaliveArgs[] = {
+    "--mca", "oob_tcp_keepalive_time", "60", "--mca", "oob_tcp_keepalive_intvl", "10",
+    "--mca", "oob_tcp_keepalive_probes", "6"};
+
+std::atomic<pid_t> g_mpirun{0};  // forwarded SIGINT/SIGTERM go here
+std::atomic<int> g_signals{0};
+static_assert(std::atomic<pid_t>::is_always_lock_free && std::atomic<int>::is_always_lock_free);
+
+// The first SIGINT/SIGTERM goes to mpirun as SIGUSR1, which it forwards to
+// every rank (dropk-train then saves and exits 0; mpirun's own SIGTERM would
+// kill the ranks a second later); a second one is passed on as it is.
+extern "C" void ForwardSignal(int signo) {
+  const pid_t pid = g_mpirun.load();
+  if (pid > 0) kill(pid, g_signals.fetch_add(1) == 0 ? SIGUSR1 : signo);
+}
+
+// What is kept of mpirun's output to look for a lost host: the reports come
+// at the end, and a long run prints without bound.
+constexpr size_t kKeptOutputBytes = 1 << 20;
+
+struct Flags {
+  std::string hostfile;
+  int max_restarts = 3;
+  std::string mpirun = "mpirun";
+  std::string mpirun_args;
+  std::vector<std::string> command;
+};
+
+absl::StatusOr<std::vector<std::string>> SplitShellWords(const std::string& text) {
+  if (text.empty()) return std::vector<std::string>{};
+  wordexp_t words;
+  if (wordexp(text.c_str(), &words, WRDE_NOCMD | WRDE_UNDEF) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--mpirun-args \"", text, "\": cannot split into words (unbalanced quotes, or $( ), ` `)"));
+  }
+  std::vector<std::string> out(words.we_wordv, words.we_wordv + words.we_wordc);
+  wordfree(&words);
+  return out;
+}
+
+// Runs argv, copying its stdout and stderr to ours as they come, and returns
+// its exit status (128 + signal when killed) and the end of what it printed.
+absl::StatusOr<std::pair<int, std::string>> RunAndCapture(const std::vector<std::string>& argv) {
+  int out[2], err[2];
+  if (pipe(out) != 0 || pipe(err) != 0) return absl::InternalError("pipe failed");
+  const pid_t pid = fork();
+  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid == 0) {
+    dup2(out[1], 1);
+    dup2(err[1], 2);
+    close(out[0]), close(out[1]), close(err[0]), close(err[1]);
+    std::vector<char*> args;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execvp(args[0], args.data());
+    std::fprintf(stderr, "dropk launch: cannot run %s\n", args[0]);
+    _exit(127);
+  }
+  g_mpirun = pid;
+  close(out[1]), close(err[1]);
+  std::string captured;
+  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  int open = 2;
+  char buffer[4096];
+  while (open > 0) {
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      const ssize_t n = read(fds[i].fd, buffer, sizeof(buffer));
+      if (n <= 0) {
+        close(fds[i].fd);
+        fds[i].fd = -1;
+        --open;
+        continue;
+      }
+      std::fwrite(buffer, 1, n, i == 0 ? stdout : stderr);
+      std::fflush(i == 0 ? stdout : stderr);
+      captured.append(buffer, n);
+      if (captured.size() > 2 * kKeptOutputBytes) captured.erase(0, captured.size() - kKeptOutputBytes);
+    }
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  g_mpirun = 0;
+  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return std::make_pair(code, std::move(captured));
+}
+
+absl::Status Launch(const Flags& flags) {
+  std::ifstream in(flags.hostfile);
+  if (!in) return absl::NotFoundError(absl::StrCat("--hostfile ", flags.hostfile, ": cannot read"));
+  std::stringstream text;
+  text << in.rdbuf();
+  absl::StatusOr<std::vector<HostEntry>> hosts = ParseHostfile(text.str(), flags.hostfile);
+  if (!hosts.ok()) return hosts.status();
+  absl::StatusOr<std::vector<std::string>> mpirun_args = SplitShellWords(flags.mpirun_args);
+  if (!mpirun_args.ok()) return mpirun_args.status();
+  // The job's own config, for its gradient_accumulation_steps.
+  std::vector<char*> train_argv;
+  for (const std::string& a : flags.command) train_argv.push_back(const_cast<char*>(a.c_str()));
+  absl::StatusOr<TrainConfig> config =
+      LoadTrainConfig(static_cast<int>(train_argv.size()), train_argv.data());
+  if (!config.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the training command's arguments: ", config.status().message()));
+  }
+  auto ranks_of = [](const std::vector<HostEntry>& list) {
+    int n = 0;
+    for (const HostEntry& h : list) n += h.slots;
+    return n;
+  };
+  const int first_ranks = ranks_of(*hosts);
+  const bool user_keepalive = flags.mpirun_args.find("oob_tcp_keepalive") != std::string::npos;
+  const std::string job_hostfile =
+      absl::StrCat(flags.hostfile, ".dropk-launch-", getpid());  // beside the user's
+  struct sigaction forward = {};
+  forward.sa_handler = ForwardSignal;
+  sigaction(SIGINT, &forward, nullptr);
+  sigaction(SIGTERM, &forward, nullptr);
+
+  for (int attempt = 0;; ++attempt) {
+    const int ranks = ranks_of(*hosts);
+    std::vector<std::string> argv = {flags.mpirun, "--hostfile", job_hostfile, "-np",
+                                     std::to_string(ranks)};
+    if (!user_keepalive) argv.insert(argv.end(), std::begin(kKeepaliveArgs), std::end(kKeepaliveArgs));
+    argv.insert(argv.end(), mpirun_args->begin(), mpirun_args->end());
+    argv.insert(argv.end(), flags.command.begin(), flags.command.end());
+    if (attempt > 0) {
+      absl::StatusOr<int> accumulation =
+          AccumulationFor(config->gradient_accumulation_steps(), first_ranks, ranks);
+      if (!accumulation.ok()) return accumulation.status();
+      argv.push_back("--resume=latest");
+      argv.push_back(absl::StrCat("--gradient_accumulation_steps=", *accumulation));
+    }
+    {
+      std::ofstream out(job_hostfile, std::ios::trunc);
+      for (const HostEntry& h : *hosts) out << h.line << "\n";
+      if (!out) return absl::PermissionDeniedError(absl::StrCat(job_hostfile, ": cannot write"));
+    }
+    std::cerr << "dropk launch: attempt " << attempt + 1 << ": " << absl::StrJoin(argv, " ")
+              << std::endl;
+    absl::StatusOr<std::pair<int, std::string>> run = RunAndCapture(argv);
+    std::remove(job_hostfile.c_str());
+    if (!run.ok()) return run.status();
+    const auto& [code, output] = *run;
+    if (g_signals > 0) {
+      return code == 0 ? absl::OkStatus()
+                       : absl::AbortedError(absl::StrCat("stopped by a signal (mpirun exit status ",
+                                                         code, ")"));
+    }
+    if (code == 0) {
+      std::cerr << "dropk launch: the job finished on " << hosts->size() << " host(s) after "
+                << attempt << " restart(s)" << std::endl;
+      return absl::OkStatus();
+    }
+    const std::optional<std::string> lost = FindLostHost(output, *hosts);
+    if (!lost) {
+      return absl::AbortedError(absl::StrCat("the job failed (mpirun exit status ", code,
+                                             ") without losing a host; not restarting"));
+    }
+    if (attempt >= flags.max_restarts) {
+      return absl::AbortedError(absl::StrCat("host ", *lost, " lost (mpirun exit status ", code,
+                                             "), and --max-restarts=", flags.max_restarts,
+                                             " restart(s) are used up"));
+    }
+    std::erase_if(*hosts, [&](const HostEntry& h) { return h.host == *lost; });
+    if (hosts->empty()) return absl::AbortedError(absl::StrCat("host ", *lost, " lost: none left"));
+    std::cerr << "dropk launch: restart " << attempt + 1 << " of at most " << flags.max_restarts
+              << ": host " << *lost << " lost (mpirun exit status " << code << "); relaunching on "
+              << hosts->size() << " host(s), " << ranks_of(*hosts)
+              << " rank(s), from the newest checkpoint" << std::endl;
+  }
+}
+
+}  // namespace
+
+void RegisterLaunchCommand(CLI::App& app, std::function<absl::Status()>& action) {
+  CLI::App* launch = app.add_subcommand(
+      "launch",
+      "Run a training job with mpirun over a hostfile; when a host is lost, drop it and resume "
+      "from the newest checkpoint on the rest, keeping the global batch");
+  auto flags = std::make_shared<Flags>();
+  launch->add_option("--hostfile", flags->hostfile, "Open MPI hostfile: HOST [slots=N] per line")
+      ->required();
+  launch->add_option("--max-restarts", flags->max_restarts, "Relaunches after lost hosts")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  launch->add_option("--mpirun", flags->mpirun, "The mpirun to run")->capture_default_str();
+  launch->add_option("--mpirun-args", flags->mpirun_args,
+                     "Extra mpirun options, split like a shell would (quotes allowed)");
+  launch->add_option("command", flags->command, "-- dropk-train ARGS: the job")->required();
+  launch->callback([&action, flags] { action = [flags] { return Launch(*flags); }; });
+}
+
+}  // namespace dropk

@@ -1,0 +1,26 @@
+// `dropk launch`: a supervisor around mpirun that survives the loss of a
+// host (tools/launch_command.cc).
+#ifndef DROPK_TOOLS_LAUNCH_COMMAND_H_
+#define DROPK_TOOLS_LAUNCH_COMMAND_H_
+
+#include <functional>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+
+namespace dropk {
+
+// Registers `dropk launch --hostfile H [--max-restarts N] [--mpirun-args
+// "..."] [--mpirun PATH] -- dropk-train ARGS`. It runs mpirun over the
+// hostfile's hosts (one rank per slot); when the job fails because a host
+// was lost (FindLostHost), it drops that host and runs the job again on the
+// rest from the newest checkpoint (--resume=latest), with
+// gradient_accumulation_steps raised so the global batch stays the same, up
+// to --max-restarts times, logging each restart's cause and lost host.
+// Any other failure ends it with mpirun's status (Aborted). SIGINT/SIGTERM
+// reach the ranks as SIGUSR1: they save a checkpoint and stop.
+void RegisterLaunchCommand(CLI::App& app, std::function<absl::Status()>& action);
+
+}  // namespace dropk
+
+#endif  // DROPK_TOOLS_LAUNCH_COMMAND_H_

@@ -1,0 +1,95 @@
+#include "tools/launch_plan.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+
+#include <regex>
+#include <set>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace dropk {
+namespace {
+
+// The IPv4 addresses `host` resolves to (itself when it is one).
+std::set<std::string> AddressesOf(const std::string& host) {
+  std::set<std::string> out = {host};
+  addrinfo hints = {};
+  hints.ai_family = AF_INET;
+  addrinfo* list = nullptr;
+  if (getaddrinfo(host.c_str(), nullptr, &hints, &list) != 0) return out;
+  for (addrinfo* a = list; a != nullptr; a = a->ai_next) {
+    char text[INET_ADDRSTRLEN] = {};
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr, text, sizeof(text));
+    out.insert(text);
+  }
+  freeaddrinfo(list);
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
+                                                     const std::string& path) {
+  std::vector<HostEntry> hosts;
+  std::set<std::string> seen;
+  int number = 0;
+  for (absl::string_view raw : absl::StrSplit(text, '\n')) {
+    ++number;
+    absl::string_view line = absl::StripAsciiWhitespace(raw.substr(0, raw.find('#')));
+    if (line.empty()) continue;
+    std::vector<std::string> words = absl::StrSplit(line, ' ', absl::SkipWhitespace());
+    HostEntry entry{words[0], 1, std::string(line)};
+    for (size_t i = 1; i < words.size(); ++i) {
+      absl::string_view value = words[i];
+      if (!absl::ConsumePrefix(&value, "slots=")) continue;
+      if (!absl::SimpleAtoi(value, &entry.slots) || entry.slots < 1) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ":", number, ": slots=", value,
+                                                       " must be a whole number >= 1"));
+      }
+    }
+    if (!seen.insert(entry.host).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":", number, ": host ", entry.host, " listed twice"));
+    }
+    hosts.push_back(std::move(entry));
+  }
+  if (hosts.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": lists no host"));
+  return hosts;
+}
+
+std::optional<std::string> FindLostHost(const std::string& output,
+                                        const std::vector<HostEntry>& hosts) {
+  static const std::regex kOrteLostDaemon(
+      R"((?:Remote daemon: \S+ on node|daemon has unexpectedly failed[^\n]*\n?[^\n]*on node) (\S+))");
+  static const std::regex kUnreachableRank(R"(rank \d+ \(([0-9.]+)\) is unreachable)");
+  std::smatch m;
+  std::string named;
+  if (std::regex_search(output, m, kOrteLostDaemon)) {
+    named = m[1];
+  } else if (std::regex_search(output, m, kUnreachableRank)) {
+    named = m[1];
+  } else {
+    return std::nullopt;
+  }
+  for (const HostEntry& h : hosts) {
+    if (h.host == named || AddressesOf(h.host).count(named) > 0) return h.host;
+  }
+  return std::nullopt;  // a host not in the list: nothing to drop
+}
+
+absl::StatusOr<int> AccumulationFor(int accumulation, int ranks, int new_ranks) {
+  const long long sequences = static_cast<long long>(accumulation) * ranks;
+  if (new_ranks < 1 || sequences % new_ranks != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot keep the global batch on ", new_ranks, " rank(s): gradient_accumulation_steps ",
+        accumulation, " x ", ranks, " rank(s) = ", sequences,
+        " micro-batches per step does not divide among them"));
+  }
+  return static_cast<int>(sequences / new_ranks);
+}
+
+}  // namespace dropk

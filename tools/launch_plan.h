@@ -1,0 +1,44 @@
+// The decisions of `dropk launch` (tools/launch_command.cc), kept apart from
+// its process handling so they can be tested: which hosts there are, which
+// one a failed job lost, and how to keep the global batch on fewer ranks.
+#ifndef DROPK_TOOLS_LAUNCH_PLAN_H_
+#define DROPK_TOOLS_LAUNCH_PLAN_H_
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace dropk {
+
+// One line of an Open MPI hostfile: "HOST [slots=N] [other options]".
+struct HostEntry {
+  std::string host;
+  int slots = 1;
+  std::string line;  // as written, for the relaunch's hostfile
+};
+
+// Parses an Open MPI hostfile (# comments, blank lines). InvalidArgument
+// naming path:line for a bad slots value or a repeated host; an empty list
+// is InvalidArgument too.
+absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
+                                                     const std::string& path);
+
+// The host a failed job lost, read from mpirun's output: Open MPI's report
+// of a lost daemon ("Remote daemon: ... on node HOST", "... daemon has
+// unexpectedly failed ... on node HOST"), else the first rank dropk-train
+// named unreachable ("rank R (ADDR) is unreachable"), mapped to a host of
+// `hosts` by name or resolved address. nullopt when no host was lost (a
+// bad config, a failed step): then relaunching would fail again.
+std::optional<std::string> FindLostHost(const std::string& output,
+                                        const std::vector<HostEntry>& hosts);
+
+// gradient_accumulation_steps that keeps `accumulation` x `ranks` sequences
+// per micro-batch slot on `new_ranks` ranks. FailedPrecondition, saying
+// what would be needed, when it does not divide.
+absl::StatusOr<int> AccumulationFor(int accumulation, int ranks, int new_ranks);
+
+}  // namespace dropk
+
+#endif  // DROPK_TOOLS_LAUNCH_PLAN_H_

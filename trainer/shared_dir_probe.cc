@@ -1,0 +1,77 @@
+#include "trainer/shared_dir_probe.h"
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace dropk {
+namespace {
+
+std::string ReadWhole(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+absl::Status CheckDirectorySharedByAllRanks(const std::string& dir, const std::string& flag,
+                                            Communicator& comm, const CollectiveOptions& options) {
+  if (comm.Size() == 1) return absl::OkStatus();
+  // A fresh nonce per run: a probe left behind by an earlier run (killed
+  // between write and removal) cannot pass for this one's.
+  int64_t nonce = 0;
+  std::string write_error;
+  if (comm.Rank() == 0) {
+    nonce = static_cast<int64_t>(std::random_device{}() | (uint64_t{std::random_device{}()} << 32));
+  }
+  if (absl::Status s = comm.Broadcast(HostBuffer(&nonce, 1), 0, options)->Wait(); !s.ok()) return s;
+  const std::string probe = absl::StrCat(dir, "/.shared-probe-", static_cast<uint64_t>(nonce));
+  const std::string content = absl::StrCat("dropk shared-directory probe ", nonce, "\n");
+  int64_t written = 1;
+  if (comm.Rank() == 0) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    std::ofstream out(probe, std::ios::binary | std::ios::trunc);
+    out << content;
+    out.close();
+    if (ec || !out) {
+      written = 0;
+      write_error = ec ? ec.message() : "cannot write a file there";
+    }
+  }
+  if (absl::Status s = comm.Broadcast(HostBuffer(&written, 1), 0, options)->Wait(); !s.ok()) {
+    return s;
+  }
+  if (written == 0) {
+    return absl::PermissionDeniedError(absl::StrCat(flag, "=", dir, ": rank 0 cannot write there",
+                                                    write_error.empty() ? "" : ": ", write_error));
+  }
+  int64_t seen = ReadWhole(probe) == content ? 1 : 0;
+  std::vector<int64_t> all(comm.Size());
+  absl::Status gathered =
+      comm.AllGather(HostBuffer(&seen, 1), HostBuffer(all.data(), all.size()), options)->Wait();
+  if (comm.Rank() == 0) {
+    std::error_code ignored;
+    std::filesystem::remove(probe, ignored);
+  }
+  if (!gathered.ok()) return gathered;
+  std::vector<int> blind;
+  for (int r = 0; r < comm.Size(); ++r) {
+    if (all[r] == 0) blind.push_back(r);
+  }
+  if (blind.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      flag, "=", dir, ": rank(s) ", absl::StrJoin(blind, ", "), " of ", comm.Size(),
+      " do not see the file rank 0 wrote there; the checkpoint directory must be shared by all "
+      "hosts (a shared file system mounted at the same path), since every rank writes its part "
+      "of each checkpoint into it"));
+}
+
+}  // namespace dropk
