@@ -10,7 +10,7 @@
 #include <fstream>
 #include <string>
 
-#include "subprocess.h"
+#include "support/subprocess.h"
 #include "trainer/prepare_data.h"
 
 namespace dropk {
@@ -42,7 +42,7 @@ class LaunchCliTest : public ::testing::Test {
            " --num_threads=1 --sample_tokens=0 " + extra;
   }
   test_util::CommandResult Launch(const std::string& args) {
-    return test_util::RunCommand(Dropk() + " launch " + args, dir_.string());
+    return test_util::RunCommand(Dropk() + " launch " + args);
   }
   std::filesystem::path dir_;
 };
@@ -76,7 +76,7 @@ TEST_F(LaunchCliTest, AFailureWithoutALostHostIsNotRestarted) {
 
 TEST_F(LaunchCliTest, SigtermMakesTheRanksSaveAndStop) {
   PrepareOptions prepare;
-  prepare.input_path = DROPK_SOURCE_DIR "/data/tinyshakespeare.txt";
+  prepare.inputs = {DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"};
   prepare.out_dir = (dir_ / "data").string();
   ASSERT_TRUE(PrepareData(prepare).ok());
   const std::string log = (dir_ / "launch.log").string();
