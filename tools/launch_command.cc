@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/exit_codes.h"
 #include "absl/strings/str_join.h"
 #include "tools/launch_plan.h"
 #include "trainer/config.h"
@@ -190,8 +191,11 @@ absl::Status Launch(const Flags& flags) {
     }
     const std::optional<std::string> lost = FindLostHost(output, *hosts);
     if (!lost) {
-      return absl::AbortedError(absl::StrCat("the job failed (mpirun exit status ", code,
-                                             ") without losing a host; not restarting"));
+      const std::string why = absl::StrCat("the job failed (mpirun exit status ", code,
+                                           ") without losing a host; not restarting");
+      // The job's own usage error (exit 2: a bad flag or config value) stays a
+      // usage error, so `dropk launch` exits 2 as dropk-train would.
+      return code == kExitUsage ? absl::InvalidArgumentError(why) : absl::AbortedError(why);
     }
     if (attempt >= flags.max_restarts) {
       return absl::AbortedError(absl::StrCat("host ", *lost, " lost (mpirun exit status ", code,

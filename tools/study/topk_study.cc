@@ -208,8 +208,11 @@ absl::StatusOr<TopKStudyResult> RunTopKStudy(const TopKStudyOptions& options) {
     }
   }
   if (!samples_out.flush()) return absl::InternalError("cannot write topk_samples.jsonl");
-  if (absl::Status s = WriteOutputs(options, rows, model.config.vocab_size, model.id); !s.ok()) return s;
-  return TopKStudyResult{std::move(rows), model.config.vocab_size, model.id};
+  // Snapshots loaded from disk may carry no API id; the directory names the model.
+  const std::string id = model.id.empty() ? fs::path(dir).lexically_normal().filename().string()
+                                          : model.id;
+  if (absl::Status s = WriteOutputs(options, rows, model.config.vocab_size, id); !s.ok()) return s;
+  return TopKStudyResult{std::move(rows), model.config.vocab_size, id};
 }
 
 }  // namespace dropk
