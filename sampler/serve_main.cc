@@ -99,12 +99,6 @@ int Main(int argc, char** argv) {
 // The last resort for an allocation that fails: one clear line and exit 1,
 // never an abort.
 int main(int argc, char** argv) {
-  try {
-    return Main(argc, argv);
-  } catch (const std::bad_alloc&) {
-    std::fputs("dropk-serve: out of memory (an allocation failed); free memory or lower "
-               "--max-batch\n",
-               stderr);
-    return 1;
-  }
+  return dropk::RunMainGuardingAllocation("dropk-serve", "free memory or lower --max-batch", Main,
+                                         argc, argv);
 }

@@ -104,12 +104,6 @@ int Main(int argc, char** argv) {
 // fit is refused with exit 2); this is the last resort for an allocation
 // that fails anyway: one clear line and exit 1, never an abort.
 int main(int argc, char** argv) {
-  try {
-    return Main(argc, argv);
-  } catch (const std::bad_alloc&) {
-    std::fputs("dropk-train: out of memory (an allocation failed); free memory or lower the sizes "
-               "in the configuration\n",
-               stderr);
-    return 1;
-  }
+  return dropk::RunMainGuardingAllocation(
+      "dropk-train", "free memory or lower the sizes in the configuration", Main, argc, argv);
 }

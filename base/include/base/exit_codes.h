@@ -7,6 +7,9 @@
 #ifndef DROPK_BASE_EXIT_CODES_H_
 #define DROPK_BASE_EXIT_CODES_H_
 
+#include <cstdio>
+#include <new>
+
 #include "absl/status/status.h"
 
 namespace dropk {
@@ -21,6 +24,21 @@ inline int ExitCodeFor(const absl::Status& status) {
   if (status.ok()) return kExitOk;
   if (absl::IsInvalidArgument(status) || absl::IsNotFound(status)) return kExitUsage;
   return kExitFailure;
+}
+
+// Runs a binary's main body; an allocation failure that escapes it (sizes
+// that can be checked are checked before allocating) becomes one line,
+// "PROGRAM: out of memory (an allocation failed)[; HINT]", and kExitFailure,
+// never an abort. `hint` may be empty.
+inline int RunMainGuardingAllocation(const char* program, const char* hint,
+                                     int (*main_body)(int, char**), int argc, char** argv) {
+  try {
+    return main_body(argc, argv);
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "%s: out of memory (an allocation failed)%s%s\n", program,
+                 hint[0] != '\0' ? "; " : "", hint);
+    return kExitFailure;
+  }
 }
 
 }  // namespace dropk
