@@ -10,7 +10,8 @@
 // sgemm peaks (measured concurrently), and the communication time per step,
 // exposed (the optimizer waited for it) and total.
 // Usage: [mpirun -np N] dropk-train-throughput-bench [--steps N] [--threads N]
-// [--config shakespeare|small|all] [--overlap true|false].
+// [--config shakespeare|small|all] [--overlap true|false] [--profile]
+// [--precision fp32|bf16].
 // bench/run_train_bench.sh and bench/run_ddp_bench.sh run the comparisons.
 #include <cblas.h>
 
@@ -27,6 +28,7 @@
 #include "comm/mpi_communicator.h"
 #include "model/gpt.h"
 #include "model/kernels.h"
+#include "model/profiled_kernels.h"
 #include "trainer/optimizer.h"
 #include "trainer/trainer.h"
 
@@ -59,8 +61,10 @@ double MeasureSgemmPeak(Kernels* /*kernels: sgemm is measured on the host BLAS*/
   return best;
 }
 
-void RunOne(const BenchConfig& bc, Kernels* k, Communicator& comm, bool overlap,
-            double bucket_cap_mib, int steps, double peak_gflops) {
+// profiler: k itself when --profile is on (its totals cover the timed steps
+// only and are printed after the figures), else null.
+void RunOne(const BenchConfig& bc, Kernels* k, ProfiledKernels* profiler, Communicator& comm,
+            bool overlap, double bucket_cap_mib, int steps, double peak_gflops) {
   std::unique_ptr<Gpt> gpt = Gpt::Create(bc.shape, bc.batch_size, k).value();
   gpt->InitWeights(1337);
   AdamWOptimizer opt(gpt.get(), {0.9f, 0.99f, 1e-8f, 0.1f});
@@ -98,6 +102,7 @@ void RunOne(const BenchConfig& bc, Kernels* k, Communicator& comm, bool overlap,
   };
   const int warmup = 3;
   for (int s = 0; s < warmup; ++s) step(s);
+  if (profiler != nullptr) profiler->Reset();
   std::vector<double> times;
   double exposed = 0, busy = 0;
   for (int s = 0; s < steps; ++s) {
@@ -126,6 +131,11 @@ void RunOne(const BenchConfig& bc, Kernels* k, Communicator& comm, bool overlap,
                 1e3 * exposed / steps);
   }
   std::printf("\n");
+  if (profiler != nullptr) {
+    double total = 0;
+    for (double t : times) total += t;
+    std::printf("%s", profiler->Report(steps, total).c_str());
+  }
 }
 
 }  // namespace
@@ -134,13 +144,17 @@ void RunOne(const BenchConfig& bc, Kernels* k, Communicator& comm, bool overlap,
 int main(int argc, char** argv) {
   CLI::App app("dropk training-throughput benchmark");
   int steps = 10, threads = 0;
-  bool overlap = true;
+  bool overlap = true, profile = false;
   double bucket_cap_mib = dropk::kDefaultBucketCapBytes / double(1 << 20);
   app.add_option("--bucket-cap-mib", bucket_cap_mib, "gradient bucket cap, MiB")
       ->check(CLI::PositiveNumber);
   std::string which = "all";
   app.add_option("--overlap", overlap, "overlap the gradient allreduce with backward");
   app.add_option("--steps", steps, "timed steps per config")->check(CLI::PositiveNumber);
+  std::string precision = "fp32";
+  app.add_option("--precision", precision, "fp32 | bf16 (bf16 matmul inputs through oneDNN)")
+      ->check(CLI::IsMember({"fp32", "bf16"}, CLI::ignore_case));
+  app.add_flag("--profile", profile, "print the time per kernel op per step after each config");
   app.add_option("--threads", threads, "threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   app.add_option("--config", which, "shakespeare | small | all")
       ->check(CLI::IsMember({"shakespeare", "small", "all"}));
@@ -154,11 +168,20 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench: %s\n", std::string(comm.status().message()).c_str());
     return 1;
   }
-  auto kernels = dropk::MakeKernels(dropk::Device::kCpu,
-                                    dropk::ThreadsPerRank(threads, dropk::LocalWorldSize()));
+  dropk::KernelOptions options;
+  options.num_threads = dropk::ThreadsPerRank(threads, dropk::LocalWorldSize());
+  options.precision = (precision == "bf16" || precision == "BF16") ? dropk::MatmulPrecision::kBf16
+                                                                   : dropk::MatmulPrecision::kFp32;
+  auto kernels = dropk::MakeKernels(dropk::Device::kCpu, options);
   if (!kernels.ok()) {
     std::fprintf(stderr, "bench: %s\n", std::string(kernels.status().message()).c_str());
     return 1;
+  }
+  dropk::ProfiledKernels* profiler = nullptr;
+  if (profile) {
+    auto profiled = std::make_unique<dropk::ProfiledKernels>(*std::move(kernels));
+    profiler = profiled.get();
+    kernels = std::unique_ptr<dropk::Kernels>(std::move(profiled));
   }
   dropk::Kernels* k = kernels->get();
   // Every rank measures its sgemm peak at the same time; the job's peak is the sum.
@@ -175,7 +198,7 @@ int main(int argc, char** argv) {
       {"small", {256, 256, 6, 6, 384}, 8, 0.1f},
   };
   for (const auto& c : configs) {
-    if (which == "all" || which == c.name) dropk::RunOne(c, k, **comm, overlap, bucket_cap_mib, steps, peak);
+    if (which == "all" || which == c.name) dropk::RunOne(c, k, profiler, **comm, overlap, bucket_cap_mib, steps, peak);
   }
   return 0;
 }

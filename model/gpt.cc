@@ -197,6 +197,9 @@ float Gpt::Forward(const int32_t* host_tokens, const int32_t* host_targets, int 
 
   k.EmbeddingForward(a.residual.data(), a.tokens.data(), p + layout_.wte(), p + layout_.wpe(), B,
                      T, C, plan);
+  // Block 0's LayerNorm; every later one is fused into the residual add before it.
+  k.LayerNormForward(a.ln1.data(), a.ln1_mean.data(), a.ln1_rstd.data(), a.residual.data(),
+                     layout_.Block(p, 0).ln1_w, layout_.Block(p, 0).ln1_b, N, C);
   for (int l = 0; l < L; ++l) {
     const BlockTensors w = layout_.Block(p, l);
     float* x = a.residual.data() + l * BTC;
@@ -211,22 +214,25 @@ float Gpt::Forward(const int32_t* host_tokens, const int32_t* host_targets, int 
     float* fch_gelu = a.fch_gelu.data() + l * 4 * BTC;
     float* branch = a.dbranch.data();  // projection outputs are not kept
 
-    k.LayerNormForward(ln1, a.ln1_mean.data() + l * N, a.ln1_rstd.data() + l * N, x, w.ln1_w,
-                       w.ln1_b, N, C);
     k.MatmulForward(qkv, ln1, w.qkv_w, w.qkv_b, N, C, 3 * C);
     k.AttentionForward(atty, probs, qkv, B, T, C, NH, l, plan);
     k.MatmulForward(branch, atty, w.attproj_w, w.attproj_b, N, C, C);
-    k.ResidualDropoutForward(res2, x, branch, B, T, C, DropoutKind::kAttentionOutput, l, plan);
-    k.LayerNormForward(ln2, a.ln2_mean.data() + l * N, a.ln2_rstd.data() + l * N, res2, w.ln2_w,
-                       w.ln2_b, N, C);
+    k.ResidualDropoutLayerNormForward(res2, ln2, a.ln2_mean.data() + l * N,
+                                      a.ln2_rstd.data() + l * N, x, branch, w.ln2_w, w.ln2_b, B,
+                                      T, C, DropoutKind::kAttentionOutput, l, plan);
     k.MatmulForward(fch, ln2, w.fc_w, w.fc_b, N, C, 4 * C);
     k.GeluForward(fch_gelu, fch, 4 * BTC);
     k.MatmulForward(branch, fch_gelu, w.fcproj_w, w.fcproj_b, N, 4 * C, C);
-    k.ResidualDropoutForward(x_next, res2, branch, B, T, C, DropoutKind::kMlpOutput, l, plan);
+    // The block's output, normalised for the next block (or the final LayerNorm).
+    const bool last = l + 1 == L;
+    const float* next_w = last ? p + layout_.lnf_w() : layout_.Block(p, l + 1).ln1_w;
+    const float* next_b = last ? p + layout_.lnf_b() : layout_.Block(p, l + 1).ln1_b;
+    float* next_ln = last ? a.lnf.data() : a.ln1.data() + (l + 1) * BTC;
+    float* next_mean = last ? a.lnf_mean.data() : a.ln1_mean.data() + (l + 1) * N;
+    float* next_rstd = last ? a.lnf_rstd.data() : a.ln1_rstd.data() + (l + 1) * N;
+    k.ResidualDropoutLayerNormForward(x_next, next_ln, next_mean, next_rstd, res2, branch, next_w,
+                                      next_b, B, T, C, DropoutKind::kMlpOutput, l, plan);
   }
-  const float* x_final = a.residual.data() + L * BTC;
-  k.LayerNormForward(a.lnf.data(), a.lnf_mean.data(), a.lnf_rstd.data(), x_final,
-                     p + layout_.lnf_w(), p + layout_.lnf_b(), N, C);
   // The LM head is tied to the token embedding.
   k.MatmulForward(a.logits.data(), a.lnf.data(), p + layout_.wte(), nullptr, N, C, V);
   if (!has_targets_) return 0.0f;

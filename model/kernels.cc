@@ -37,13 +37,20 @@ absl::StatusOr<std::unique_ptr<Kernels>> MakeKernels(Device device, const Kernel
     return absl::InvalidArgumentError("num_threads must be >= 0");
   }
   switch (device) {
-    case Device::kCpu:
-      if (options.precision != MatmulPrecision::kFp32) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "precision ", MatmulPrecisionName(options.precision),
-            " needs the cuda device; the cpu computes in fp32 only"));
+    case Device::kCpu: {
+      if (options.precision == MatmulPrecision::kTf32) {
+        return absl::InvalidArgumentError(
+            "precision tf32 needs the cuda device (a tensor-core format); the cpu computes in "
+            "fp32 or bf16");
       }
-      return std::unique_ptr<Kernels>(new CpuKernels(options.num_threads));
+      std::unique_ptr<Bf16Matmul> bf16;
+      if (options.precision == MatmulPrecision::kBf16) {
+        absl::StatusOr<std::unique_ptr<Bf16Matmul>> made = Bf16Matmul::Create();
+        if (!made.ok()) return made.status();
+        bf16 = *std::move(made);
+      }
+      return std::unique_ptr<Kernels>(new CpuKernels(options.num_threads, std::move(bf16)));
+    }
     case Device::kCuda:
 #ifdef DROPK_HAS_CUDA
       return MakeCudaKernels(options);

@@ -14,6 +14,7 @@ packages=(
   libgtest-dev libgmock-dev                  # unit tests
   libcli11-dev                               # command-line flags
   nlohmann-json3-dev                         # JSON for metrics and the HTTP API
+  libdnnl-dev                                # oneDNN: bf16 matmuls on the CPU (precision: BF16), AMX / AVX512-BF16 at run time
   libpcre2-dev                               # GPT-2's pre-tokenization regex: Unicode categories, JIT
   libabsl-dev                                # absl::Status / StatusOr for errors users can cause
   libomp-dev                                 # not needed by g++ (libgomp), kept for clang builds

@@ -65,6 +65,9 @@ constexpr FieldHelp kFieldHelp[] = {
     {"eval_interval", "evaluate train and val loss every this many steps"},
     {"eval_iters", "batches per evaluation"},
     {"log_interval", "log a progress line every this many steps"},
+    {"profile",
+     "time every kernel op (waiting for the device after each); rank 0 prints ms per step per "
+     "op at the end; --profile alone means true"},
     {"seed", "seed of initialization, data order and dropout"},
     {"num_threads",
      "OpenMP/BLAS threads per rank; 0 = cores on this node / ranks on this node"},
@@ -524,7 +527,7 @@ absl::Status SetTrainConfigField(const std::string& name,
     }
     case pb::FieldDescriptor::CPPTYPE_BOOL: {
       const std::string lower = absl::AsciiStrToLower(value);
-      if (lower == "true" || lower == "1") {
+      if (lower == "true" || lower == "1" || lower.empty()) {  // empty: --flag alone
         reflection->SetBool(config, field, true);
       } else if (lower == "false" || lower == "0") {
         reflection->SetBool(config, field, false);
@@ -576,6 +579,10 @@ absl::StatusOr<TrainCommandLine> ParseTrainCommandLine(int argc, char** argv) {
                                 DescriptionOf(field->name()))
                      ->type_name(TypeName(field))
                      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    // A bool flag alone (--profile) means true; --profile=false still works.
+    if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_BOOL) {
+      options[i]->expected(0, 1);
+    }
   }
   try {
     app.parse(argc, argv);

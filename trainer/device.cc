@@ -23,10 +23,9 @@ std::vector<std::string> DeviceProblems(const TrainConfig& config) {
   if (cuda && !DROPK_HAVE_CUDA) {
     problems.push_back("device: CUDA is not available in this build (built without CUDA)");
   }
-  if (!cuda && config.precision() != TrainConfig::FP32 &&
-      config.precision() != TrainConfig::PRECISION_UNSPECIFIED) {
-    problems.push_back(absl::StrCat("precision: ", TrainConfig::Precision_Name(config.precision()),
-                                    " needs device: CUDA (the CPU computes in FP32)"));
+  if (!cuda && config.precision() == TrainConfig::TF32) {
+    problems.push_back(
+        "precision: TF32 needs device: CUDA (a tensor-core format; the CPU offers FP32 and BF16)");
   }
   return problems;
 }

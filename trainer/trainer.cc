@@ -15,6 +15,7 @@
 #include "model/generate.h"
 #include "model/gpt.h"
 #include "model/kernels.h"
+#include "model/profiled_kernels.h"
 #include "trainer/batch_loader.h"
 #include "trainer/comm_timeout.h"
 #include "trainer/config.h"
@@ -110,6 +111,12 @@ class TrainingRun {
       }
     }
     summary_.elapsed_s = SecondsSince(start_);
+    const int64_t steps_trained = summary_.steps - first_step_;
+    if (profiler_ != nullptr && rank_ == 0 && steps_trained > 0) {
+      log_ << "profile of rank 0 over " << steps_trained
+           << " training steps (each op timed to completion; evaluation excluded):\n"
+           << profiler_->Report(steps_trained, train_seconds_) << std::flush;
+    }
     summary_.tokens_per_s =
         train_seconds_ > 0
             ? static_cast<double>(tokens_per_step_) * (summary_.steps - first_step_) / train_seconds_
@@ -167,6 +174,13 @@ class TrainingRun {
                               LocalRank()));
     if (!kernels.ok()) return kernels.status();
     kernels_ = *std::move(kernels);
+    if (config_.profile()) {
+      // Timed inside training steps only (TrainStep unpauses it).
+      auto profiled = std::make_unique<ProfiledKernels>(std::move(kernels_));
+      profiler_ = profiled.get();
+      profiler_->set_paused(true);
+      kernels_ = std::move(profiled);
+    }
     device_memory_ = MemoryKindOf(kernels_->device());
     const GptConfig shape{data_->tokenizer.vocab_size(), config_.block_size(), config_.n_layer(),
                           config_.n_head(), config_.n_embd()};
@@ -282,6 +296,7 @@ class TrainingRun {
   absl::StatusOr<float> TrainStep(int64_t step, float lr) {
     kernels_->FitThreadsToLoad();  // fewer threads while another process holds cores
     const Clock::time_point step_start = Clock::now();
+    if (profiler_ != nullptr) profiler_->set_paused(false);
     const int B = config_.batch_size(), T = config_.block_size();
     const int accum = config_.gradient_accumulation_steps();
     gpt_->ZeroGrad();
@@ -307,6 +322,7 @@ class TrainingRun {
     const double norm = std::sqrt(kernels_->SumSquares(gpt_->grads(), gpt_->num_params()));
     optimizer_->Step(lr, ClipScale(norm, config_.grad_clip()));
     const double seconds = SecondsSince(step_start);
+    if (profiler_ != nullptr) profiler_->set_paused(true);
     if (seconds > slowest_step_s_) {
       slowest_step_s_ = seconds;
       bucketer_->set_options(CommOptions());
@@ -399,6 +415,7 @@ class TrainingRun {
   std::unique_ptr<TrainingData> data_;
   std::unique_ptr<MetricsLog> metrics_;  // rank 0 only
   std::unique_ptr<Kernels> kernels_;
+  ProfiledKernels* profiler_ = nullptr;  // kernels_ itself when config.profile, else null
   MemoryKind device_memory_ = {};  // of kernels_' allocations, for collectives
   std::vector<float> host_params_;  // staging for the parameter digest
   std::unique_ptr<Gpt> gpt_;

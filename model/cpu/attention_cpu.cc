@@ -1,6 +1,12 @@
 // Causal multi-head self-attention on the CPU: one task per (batch, head),
 // each running single-threaded sgemm (the OpenMP build of OpenBLAS does not
 // spawn threads inside our parallel region) on strided views of qkv.
+//
+// Causality is exploited, not masked: queries go in row blocks of
+// kQueryBlock, and the block [t0, t1) multiplies only keys and values
+// [0, t1), so the products above the diagonal block are never computed
+// (0.56x the flops of the full T x T products at T = 256). Within the
+// diagonal block the entries past each row's own position are zero.
 #include <cblas.h>
 
 #include <algorithm>
@@ -10,62 +16,111 @@
 #include <omp.h>
 
 #include "cpu/cpu_kernels.h"
+#include "kernel_math.h"
 
 namespace dropk {
+namespace {
+
+// Query rows per block: small enough to skip most of the masked half, large
+// enough that each sgemm still runs near its peak.
+constexpr int kQueryBlock = 32;
+
+// Softmax in place of the causal row `row` of length t + 1 (the entries up to
+// and including the diagonal), then zeros up to `width`. The exponentials
+// and the sum are separate loops so that the first vectorises.
+void CausalSoftmaxRow(float* row, int t, int width) {
+  float maxv = row[0];
+  for (int j = 1; j <= t; ++j) maxv = std::max(maxv, row[j]);
+  for (int j = 0; j <= t; ++j) row[j] = FastExp(row[j] - maxv);
+  float sum = 0.0f;
+  for (int j = 0; j <= t; ++j) sum += row[j];
+  const float inv = 1.0f / sum;
+  for (int j = 0; j <= t; ++j) row[j] *= inv;
+  std::fill(row + t + 1, row + width, 0.0f);
+}
+
+// The attention of one (batch b, head h): the views of qkv and of the
+// per-head (T,T) probabilities, and the dropout addressing of its rows.
+struct HeadView {
+  const float* q;  // (T,hs), row stride 3C; k and v follow at +C and +2C
+  const float* k;
+  const float* v;
+  int T, hs, C3;
+  const DropoutPlan* dropout;  // null when attention-prob dropout is off
+  float p;
+  uint32_t site;
+  int b, h;
+  uint64_t per_sample;
+
+  // The probabilities that multiply v for query rows [t0, t1), each row
+  // [0, t1) with stride T: rows of att (T,T) itself without dropout, else
+  // those rows with their dropout applied, written to dropped (t1-t0, T).
+  const float* Weights(float* dropped, const float* att, int t0, int t1) const {
+    if (dropout == nullptr) return att + static_cast<size_t>(t0) * T;
+    for (int t = t0; t < t1; ++t) {
+      float* drow = dropped + static_cast<size_t>(t - t0) * T;
+      const uint64_t i = (static_cast<uint64_t>(h) * T + t) * T;
+      const DropoutAddress a = DropoutAddressOf(*dropout, b, per_sample, i);
+      ResidualDropoutRun(drow, nullptr, att + static_cast<size_t>(t) * T, *dropout, a.stream,
+                         site, a.element, t + 1, p);
+      std::fill(drow + t + 1, drow + t1, 0.0f);
+    }
+    return dropped;
+  }
+};
+
+HeadView MakeHeadView(const float* qkv, int b, int h, int T, int C, int NH, int layer,
+                      const DropoutPlan* dropout) {
+  const int C3 = 3 * C, hs = C / NH;
+  const bool drop = dropout != nullptr && dropout->rates.attention_probs > 0.0f;
+  HeadView view;
+  view.q = qkv + static_cast<size_t>(b) * T * C3 + h * hs;
+  view.k = view.q + C;
+  view.v = view.q + 2 * C;
+  view.T = T;
+  view.hs = hs;
+  view.C3 = C3;
+  view.dropout = drop ? dropout : nullptr;
+  view.p = drop ? dropout->rates.attention_probs : 0.0f;
+  view.site = DropoutSiteId(DropoutKind::kAttentionProbs, layer);
+  view.b = b;
+  view.h = h;
+  view.per_sample = static_cast<uint64_t>(NH) * T * T;
+  return view;
+}
+
+}  // namespace
 
 void CpuKernels::AttentionForward(float* out, float* probs, const float* qkv, int B, int T, int C,
                                   int NH, int layer, const DropoutPlan* dropout) {
-  const int hs = C / NH;
-  const int C3 = 3 * C;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
-  const bool drop = dropout != nullptr && dropout->rates.attention_probs > 0.0f;
-  const float p = drop ? dropout->rates.attention_probs : 0.0f;
-  const uint32_t site = DropoutSiteId(DropoutKind::kAttentionProbs, layer);
-  const uint64_t per_sample = static_cast<uint64_t>(NH) * T * T;
-  float* scratch = ThreadScratch(static_cast<size_t>(T) * T);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(C / NH));
+  float* scratch = ThreadScratch(static_cast<size_t>(kQueryBlock) * T);
   const size_t scratch_stride = scratch_per_thread_;
 
 #pragma omp parallel for collapse(2) schedule(static)
   for (int b = 0; b < B; ++b) {
     for (int h = 0; h < NH; ++h) {
-      const float* q = qkv + static_cast<size_t>(b) * T * C3 + h * hs;
-      const float* k = q + C;
-      const float* v = q + 2 * C;
+      const HeadView view = MakeHeadView(qkv, b, h, T, C, NH, layer, dropout);
+      const int hs = view.hs, C3 = view.C3;
       float* att = probs + (static_cast<size_t>(b) * NH + h) * T * T;  // (T,T)
-      // att = q k^T / sqrt(hs); only the lower triangle is used.
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, scale, q, C3, k, C3, 0.0f,
-                  att, T);
-      for (int t = 0; t < T; ++t) {
-        float* row = att + static_cast<size_t>(t) * T;
-        float maxv = row[0];
-        for (int j = 1; j <= t; ++j) maxv = std::max(maxv, row[j]);
-        float sum = 0.0f;
-        for (int j = 0; j <= t; ++j) {
-          row[j] = std::exp(row[j] - maxv);
-          sum += row[j];
+      float* o = out + static_cast<size_t>(b) * T * C + h * hs;         // (T,hs), stride C
+      float* dropped = scratch + scratch_stride * omp_get_thread_num();  // (kQueryBlock,T)
+      for (int t0 = 0; t0 < T; t0 += kQueryBlock) {
+        const int t1 = std::min(T, t0 + kQueryBlock), rows = t1 - t0;
+        float* att_block = att + static_cast<size_t>(t0) * T;
+        // att[t0:t1, 0:t1] = q[t0:t1] k[0:t1]^T / sqrt(hs)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, t1, hs, scale,
+                    view.q + static_cast<size_t>(t0) * C3, C3, view.k, C3, 0.0f, att_block, T);
+        for (int t = t0; t < t1; ++t) {
+          float* row = att + static_cast<size_t>(t) * T;
+          CausalSoftmaxRow(row, t, T);  // the skipped keys get probability 0
         }
-        const float inv = 1.0f / sum;
-        for (int j = 0; j <= t; ++j) row[j] *= inv;
-        for (int j = t + 1; j < T; ++j) row[j] = 0.0f;
-      }
-      const float* weights = att;
-      if (drop) {
         // Dropped probabilities go to scratch; att keeps the softmax for backward.
-        float* dropped = scratch + scratch_stride * omp_get_thread_num();
-        for (int t = 0; t < T; ++t) {
-          const uint64_t i = (static_cast<uint64_t>(h) * T + t) * T;
-          const DropoutAddress a = DropoutAddressOf(*dropout, b, per_sample, i);
-          float* drow = dropped + static_cast<size_t>(t) * T;
-          ResidualDropoutRun(drow, nullptr, att + static_cast<size_t>(t) * T, *dropout, a.stream,
-                             site, a.element, t + 1, p);
-          std::fill(drow + t + 1, drow + T, 0.0f);
-        }
-        weights = dropped;
+        const float* weights = view.Weights(dropped, att, t0, t1);
+        // out[t0:t1] (rows,hs) = weights (rows,t1) · v[0:t1] (t1,hs)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, t1, 1.0f, weights, T,
+                    view.v, C3, 0.0f, o + static_cast<size_t>(t0) * C, C);
       }
-      // out_h (T,hs) = weights (T,T) · v (T,hs)
-      float* o = out + static_cast<size_t>(b) * T * C + h * hs;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, weights, T, v, C3,
-                  0.0f, o, C);
     }
   }
 }
@@ -73,70 +128,62 @@ void CpuKernels::AttentionForward(float* out, float* probs, const float* qkv, in
 void CpuKernels::AttentionBackward(float* dqkv, const float* dout, const float* qkv,
                                    const float* probs, int B, int T, int C, int NH, int layer,
                                    const DropoutPlan* dropout) {
-  const int hs = C / NH;
-  const int C3 = 3 * C;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
-  const bool drop = dropout != nullptr && dropout->rates.attention_probs > 0.0f;
-  const float p = drop ? dropout->rates.attention_probs : 0.0f;
-  const uint32_t site = DropoutSiteId(DropoutKind::kAttentionProbs, layer);
-  const uint64_t per_sample = static_cast<uint64_t>(NH) * T * T;
-  const size_t tt = static_cast<size_t>(T) * T;
-  float* scratch = ThreadScratch(2 * tt);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(C / NH));
+  const size_t block = static_cast<size_t>(kQueryBlock) * T;
+  float* scratch = ThreadScratch(2 * block);
   const size_t scratch_stride = scratch_per_thread_;
 
 #pragma omp parallel for collapse(2) schedule(static)
   for (int b = 0; b < B; ++b) {
     for (int h = 0; h < NH; ++h) {
-      const float* q = qkv + static_cast<size_t>(b) * T * C3 + h * hs;
-      const float* k = q + C;
-      const float* v = q + 2 * C;
+      const HeadView view = MakeHeadView(qkv, b, h, T, C, NH, layer, dropout);
+      const int hs = view.hs, C3 = view.C3;
       float* dq = dqkv + static_cast<size_t>(b) * T * C3 + h * hs;
       float* dk = dq + C;
       float* dv = dq + 2 * C;
-      const float* att = probs + (static_cast<size_t>(b) * NH + h) * tt;
+      const float* att = probs + (static_cast<size_t>(b) * NH + h) * T * T;
       const float* dout_h = dout + static_cast<size_t>(b) * T * C + h * hs;
-      float* datt = scratch + scratch_stride * omp_get_thread_num();  // (T,T)
-      float* dropped = datt + tt;                                     // (T,T)
-
-      // The probabilities that multiplied v in forward, with the same mask.
-      const float* weights = att;
-      if (drop) {
-        for (int t = 0; t < T; ++t) {
-          const uint64_t i = (static_cast<uint64_t>(h) * T + t) * T;
-          const DropoutAddress a = DropoutAddressOf(*dropout, b, per_sample, i);
-          float* drow = dropped + static_cast<size_t>(t) * T;
-          ResidualDropoutRun(drow, nullptr, att + static_cast<size_t>(t) * T, *dropout, a.stream,
-                             site, a.element, t + 1, p);
-          std::fill(drow + t + 1, drow + T, 0.0f);
-        }
-        weights = dropped;
-      }
-      // dv (T,hs) = weights^T · dout_h
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, weights, T, dout_h, C,
-                  0.0f, dv, C3);
-      // d(weights) (T,T) = dout_h · v^T
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, dout_h, C, v, C3, 0.0f,
-                  datt, T);
+      float* datt = scratch + scratch_stride * omp_get_thread_num();  // (kQueryBlock,T)
+      float* dropped = datt + block;                                  // (kQueryBlock,T)
+      // dk and dv gather from every later query block: start them at zero.
       for (int t = 0; t < T; ++t) {
-        float* drow = datt + static_cast<size_t>(t) * T;
-        const float* prow = att + static_cast<size_t>(t) * T;
-        if (drop) {
-          // Through the mask: d(att) = d(weights) * scale, where weights = att * scale.
-          const uint64_t i = (static_cast<uint64_t>(h) * T + t) * T;
-          const DropoutAddress a = DropoutAddressOf(*dropout, b, per_sample, i);
-          ApplyDropoutScales(drow, *dropout, a.stream, site, a.element, t + 1, p);
-        }
-        // Softmax backward: dpre = att * (datt - sum(att * datt)).
-        float dot = 0.0f;
-        for (int j = 0; j <= t; ++j) dot += prow[j] * drow[j];
-        for (int j = 0; j <= t; ++j) drow[j] = prow[j] * (drow[j] - dot);
-        for (int j = t + 1; j < T; ++j) drow[j] = 0.0f;
+        std::fill(dk + static_cast<size_t>(t) * C3, dk + static_cast<size_t>(t) * C3 + hs, 0.0f);
+        std::fill(dv + static_cast<size_t>(t) * C3, dv + static_cast<size_t>(t) * C3 + hs, 0.0f);
       }
-      // dq = scale * dpre · k ; dk = scale * dpre^T · q
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, scale, datt, T, k, C3, 0.0f,
-                  dq, C3);
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, scale, datt, T, q, C3, 0.0f,
-                  dk, C3);
+      for (int t0 = 0; t0 < T; t0 += kQueryBlock) {
+        const int t1 = std::min(T, t0 + kQueryBlock), rows = t1 - t0;
+        const float* dout_block = dout_h + static_cast<size_t>(t0) * C;
+        // The probabilities that multiplied v in forward, with the same mask.
+        const float* weights = view.Weights(dropped, att, t0, t1);
+        // dv[0:t1] += weights^T (t1,rows) · dout[t0:t1] (rows,hs)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, rows, 1.0f, weights, T,
+                    dout_block, C, 1.0f, dv, C3);
+        // d(weights) (rows,t1) = dout[t0:t1] · v[0:t1]^T
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, t1, hs, 1.0f, dout_block, C,
+                    view.v, C3, 0.0f, datt, T);
+        for (int t = t0; t < t1; ++t) {
+          float* drow = datt + static_cast<size_t>(t - t0) * T;
+          const float* prow = att + static_cast<size_t>(t) * T;
+          if (view.dropout != nullptr) {
+            // Through the mask: d(att) = d(weights) * scale, where weights = att * scale.
+            const uint64_t i = (static_cast<uint64_t>(h) * T + t) * T;
+            const DropoutAddress a = DropoutAddressOf(*view.dropout, b, view.per_sample, i);
+            ApplyDropoutScales(drow, *view.dropout, a.stream, view.site, a.element, t + 1,
+                               view.p);
+          }
+          // Softmax backward: dpre = att * (datt - sum(att * datt)).
+          float dot = 0.0f;
+          for (int j = 0; j <= t; ++j) dot += prow[j] * drow[j];
+          for (int j = 0; j <= t; ++j) drow[j] = prow[j] * (drow[j] - dot);
+          std::fill(drow + t + 1, drow + t1, 0.0f);
+        }
+        // dq[t0:t1] = scale * dpre (rows,t1) · k[0:t1]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, t1, scale, datt, T,
+                    view.k, C3, 0.0f, dq + static_cast<size_t>(t0) * C3, C3);
+        // dk[0:t1] += scale * dpre^T (t1,rows) · q[t0:t1]
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, rows, scale, datt, T,
+                    view.q + static_cast<size_t>(t0) * C3, C3, 1.0f, dk, C3);
+      }
     }
   }
 }

@@ -8,8 +8,10 @@
 #ifndef DROPK_MODEL_CPU_CPU_KERNELS_H_
 #define DROPK_MODEL_CPU_CPU_KERNELS_H_
 
+#include <memory>
 #include <vector>
 
+#include "cpu/bf16_matmul.h"
 #include "model/thread_governor.h"
 #include "model/kernels.h"
 
@@ -25,7 +27,10 @@ class CpuEvent final : public DeviceEvent {
 
 class CpuKernels final : public Kernels {
  public:
-  explicit CpuKernels(int num_threads);
+  // num_threads: the team (0 = all cores). bf16: when not null, the
+  // projections (MatmulForward/MatmulBackward) round their inputs to bf16
+  // and multiply through it (precision bf16); attention stays fp32.
+  explicit CpuKernels(int num_threads, std::unique_ptr<Bf16Matmul> bf16 = nullptr);
 
   Device device() const override { return Device::kCpu; }
   std::string Describe() const override;
@@ -63,6 +68,11 @@ class CpuKernels final : public Kernels {
   void ResidualDropoutForward(float* out, const float* residual, const float* x, int B, int T,
                               int C, DropoutKind kind, int layer,
                               const DropoutPlan* dropout) override;
+  // One pass per row: the residual row is still in L1 when it is normalised.
+  void ResidualDropoutLayerNormForward(float* out, float* ln_out, float* mean, float* rstd,
+                                       const float* residual, const float* x, const float* w,
+                                       const float* b, int B, int T, int C, DropoutKind kind,
+                                       int layer, const DropoutPlan* dropout) override;
   void DropoutBackward(float* dx, const float* dout, int B, int T, int C, DropoutKind kind,
                        int layer, const DropoutPlan* dropout) override;
   void CrossEntropyForward(float* losses, float* lse, const float* logits,
@@ -78,6 +88,14 @@ class CpuKernels final : public Kernels {
   // Per-thread scratch of at least floats_per_thread floats; grows (allocates)
   // only when a larger shape than ever before is seen, i.e. in the first step.
   float* ThreadScratch(size_t floats_per_thread);
+  // Scratch for bf16 copies of matmul operands, grown on first use.
+  uint16_t* Bf16Scratch(std::vector<uint16_t>& buffer, size_t count);
+  void MatmulForwardBf16(float* out, const float* inp, const float* w, const float* bias, int N,
+                         int C, int OC);
+  void MatmulBackwardBf16(float* dinp, float* dw, const float* dout, const float* inp,
+                          const float* w, int N, int C, int OC, bool accumulate_dinp);
+  // dbias (OC) += column sums of dout (N,OC), columns in parallel, rows in order.
+  void AccumulateColumnSums(float* dbias, const float* dout, int N, int OC);
 
   int num_threads_;     // the largest team; scratch is sized for it
   int active_threads_;  // the team of the next parallel regions, <= num_threads_
@@ -85,6 +103,8 @@ class CpuKernels final : public Kernels {
   std::vector<double> block_sums_;  // SumSquares' per-block partial sums
   std::vector<float> scratch_;
   size_t scratch_per_thread_ = 0;
+  std::unique_ptr<Bf16Matmul> bf16_;  // null: fp32 matmuls
+  std::vector<uint16_t> bf16_lhs_, bf16_rhs_, bf16_transposed_;
 };
 
 // Multiplies x[0, n) in place by the dropout scales of elements [e0, e0 + n)

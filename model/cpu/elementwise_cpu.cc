@@ -185,6 +185,32 @@ void CpuKernels::ResidualDropoutForward(float* out, const float* residual, const
   }
 }
 
+void CpuKernels::ResidualDropoutLayerNormForward(float* out, float* ln_out, float* mean,
+                                                 float* rstd, const float* residual,
+                                                 const float* x, const float* w, const float* b,
+                                                 int B, int T, int C, DropoutKind kind, int layer,
+                                                 const DropoutPlan* dropout) {
+  const size_t per_sample = static_cast<size_t>(T) * C;
+  const bool drop = DropoutActive(dropout, kind);
+  const uint32_t site = DropoutSiteId(kind, layer);
+  const float p = drop ? dropout->rates.Of(kind) : 0.0f;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int bi = 0; bi < B; ++bi) {
+    for (int t = 0; t < T; ++t) {
+      const size_t n = static_cast<size_t>(bi) * T + t, row = n * C;
+      if (drop) {
+        const DropoutAddress a =
+            DropoutAddressOf(*dropout, bi, per_sample, static_cast<uint64_t>(t) * C);
+        ResidualDropoutRun(out + row, residual + row, x + row, *dropout, a.stream, site,
+                           a.element, C, p);
+      } else {
+        for (int c = 0; c < C; ++c) out[row + c] = residual[row + c] + x[row + c];
+      }
+      LayerNormRow(ln_out + row, out + row, w, b, C, &mean[n], &rstd[n]);
+    }
+  }
+}
+
 void CpuKernels::DropoutBackward(float* dx, const float* dout, int B, int T, int C,
                                  DropoutKind kind, int layer, const DropoutPlan* dropout) {
   const size_t per_sample = static_cast<size_t>(T) * C;
@@ -225,7 +251,7 @@ void CpuKernels::CrossEntropyBackward(float* logits, const float* lse, const int
   for (int n = 0; n < N; ++n) {
     float* row = logits + static_cast<size_t>(n) * V;
     const float l = lse[n];
-    for (int v = 0; v < V; ++v) row[v] = std::exp(row[v] - l) * scale;
+    for (int v = 0; v < V; ++v) row[v] = FastExp(row[v] - l) * scale;
     row[targets[n]] -= scale;
   }
 }

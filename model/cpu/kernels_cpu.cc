@@ -22,10 +22,11 @@ char* openblas_get_config(void);
 
 namespace dropk {
 
-CpuKernels::CpuKernels(int num_threads)
+CpuKernels::CpuKernels(int num_threads, std::unique_ptr<Bf16Matmul> bf16)
     : num_threads_(num_threads > 0 ? num_threads : omp_get_num_procs()),
       active_threads_(num_threads_),
-      governor_(num_threads_) {
+      governor_(num_threads_),
+      bf16_(std::move(bf16)) {
   omp_set_num_threads(num_threads_);
   openblas_set_num_threads(num_threads_);
 }
@@ -40,7 +41,9 @@ void CpuKernels::FitThreadsToLoad() {
 }
 
 std::string CpuKernels::Describe() const {
-  return absl::StrCat("cpu, ", num_threads_, " threads, ", openblas_get_config());
+  std::string text = absl::StrCat("cpu, ", num_threads_, " threads, ", openblas_get_config());
+  if (bf16_ != nullptr) absl::StrAppend(&text, ", bf16 projections through oneDNN");
+  return text;
 }
 
 void* CpuKernels::Allocate(size_t bytes) {

@@ -1,4 +1,5 @@
-// Matrix products through OpenBLAS sgemm; bias sums in a fixed order.
+// Matrix products: OpenBLAS sgemm in fp32, or oneDNN with bf16 inputs
+// (precision bf16); bias sums in a fixed order either way.
 #include <cblas.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@ constexpr int kColumnChunk = 64;  // columns per task in column reductions
 
 void CpuKernels::MatmulForward(float* out, const float* inp, const float* w, const float* bias,
                                int N, int C, int OC) {
+  if (bf16_ != nullptr) return MatmulForwardBf16(out, inp, w, bias, N, C, OC);
   float beta = 0.0f;
   if (bias != nullptr) {
     // Start each output row from the bias and let sgemm add the product.
@@ -28,27 +30,67 @@ void CpuKernels::MatmulForward(float* out, const float* inp, const float* w, con
 void CpuKernels::MatmulBackward(float* dinp, float* dw, float* dbias, const float* dout,
                                 const float* inp, const float* w, int N, int C, int OC,
                                 bool accumulate_dinp) {
-  // dinp (N,C) = dout (N,OC) · w (OC,C)
+  if (bf16_ != nullptr) {
+    MatmulBackwardBf16(dinp, dw, dout, inp, w, N, C, OC, accumulate_dinp);
+  } else {
+    // dinp (N,C) = dout (N,OC) · w (OC,C)
+    if (dinp != nullptr) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, w, C,
+                  accumulate_dinp ? 1.0f : 0.0f, dinp, C);
+    }
+    // dw (OC,C) += dout^T (OC,N) · inp (N,C)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f,
+                dw, C);
+  }
+  if (dbias != nullptr) AccumulateColumnSums(dbias, dout, N, OC);
+}
+
+void CpuKernels::AccumulateColumnSums(float* dbias, const float* dout, int N, int OC) {
+  const int chunks = (OC + kColumnChunk - 1) / kColumnChunk;
+#pragma omp parallel for schedule(static)
+  for (int chunk = 0; chunk < chunks; ++chunk) {
+    const int o0 = chunk * kColumnChunk, o1 = std::min(OC, o0 + kColumnChunk);
+    float sums[kColumnChunk] = {};
+    for (int n = 0; n < N; ++n) {
+      const float* row = dout + static_cast<size_t>(n) * OC;
+      for (int o = o0; o < o1; ++o) sums[o - o0] += row[o];
+    }
+    for (int o = o0; o < o1; ++o) dbias[o] += sums[o - o0];
+  }
+}
+
+uint16_t* CpuKernels::Bf16Scratch(std::vector<uint16_t>& buffer, size_t count) {
+  if (buffer.size() < count) buffer.resize(count);
+  return buffer.data();
+}
+
+void CpuKernels::MatmulForwardBf16(float* out, const float* inp, const float* w,
+                                   const float* bias, int N, int C, int OC) {
+  uint16_t* inp16 = Bf16Scratch(bf16_lhs_, static_cast<size_t>(N) * C);
+  uint16_t* w16 = Bf16Scratch(bf16_rhs_, static_cast<size_t>(OC) * C);
+  ConvertToBf16(inp16, inp, static_cast<size_t>(N) * C);
+  ConvertToBf16(w16, w, static_cast<size_t>(OC) * C);
+  // out (N,OC) = inp (N,C) · w (OC,C)^T + bias
+  bf16_->Multiply(out, inp16, w16, RightOperand::kNByK, bias, N, OC, C, /*accumulate=*/false);
+}
+
+void CpuKernels::MatmulBackwardBf16(float* dinp, float* dw, const float* dout, const float* inp,
+                                    const float* w, int N, int C, int OC, bool accumulate_dinp) {
+  uint16_t* dout16 = Bf16Scratch(bf16_lhs_, static_cast<size_t>(N) * OC);
+  uint16_t* other16 = Bf16Scratch(bf16_rhs_, static_cast<size_t>(std::max(N, OC)) * C);
   if (dinp != nullptr) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, w, C,
-                accumulate_dinp ? 1.0f : 0.0f, dinp, C);
+    // dinp (N,C) = dout (N,OC) · w (OC,C)
+    ConvertToBf16(dout16, dout, static_cast<size_t>(N) * OC);
+    ConvertToBf16(other16, w, static_cast<size_t>(OC) * C);
+    bf16_->Multiply(dinp, dout16, other16, RightOperand::kKByN, nullptr, N, C, OC,
+                    accumulate_dinp);
   }
   // dw (OC,C) += dout^T (OC,N) · inp (N,C)
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw,
-              C);
-  if (dbias != nullptr) {
-    const int chunks = (OC + kColumnChunk - 1) / kColumnChunk;
-#pragma omp parallel for schedule(static)
-    for (int chunk = 0; chunk < chunks; ++chunk) {
-      const int o0 = chunk * kColumnChunk, o1 = std::min(OC, o0 + kColumnChunk);
-      float sums[kColumnChunk] = {};
-      for (int n = 0; n < N; ++n) {
-        const float* row = dout + static_cast<size_t>(n) * OC;
-        for (int o = o0; o < o1; ++o) sums[o - o0] += row[o];
-      }
-      for (int o = o0; o < o1; ++o) dbias[o] += sums[o - o0];
-    }
-  }
+  uint16_t* dout_t16 = Bf16Scratch(bf16_transposed_, static_cast<size_t>(OC) * N);
+  ConvertToBf16Transposed(dout_t16, dout, N, OC);
+  ConvertToBf16(other16, inp, static_cast<size_t>(N) * C);
+  bf16_->Multiply(dw, dout_t16, other16, RightOperand::kKByN, nullptr, OC, C, N,
+                  /*accumulate=*/true);
 }
 
 }  // namespace dropk

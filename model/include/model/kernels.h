@@ -105,6 +105,18 @@ class Kernels {
   virtual void ResidualDropoutForward(float* out, const float* residual, const float* x, int B,
                                       int T, int C, DropoutKind kind, int layer,
                                       const DropoutPlan* dropout) = 0;
+  // Fused: out (B,T,C) = residual + dropout(x) as ResidualDropoutForward,
+  // then ln_out = LayerNorm(out) * w + b with mean and rstd (B*T) saved, as
+  // LayerNormForward, bit for bit. A device without a fused kernel keeps this
+  // default, which runs the two ops.
+  virtual void ResidualDropoutLayerNormForward(float* out, float* ln_out, float* mean,
+                                               float* rstd, const float* residual,
+                                               const float* x, const float* w, const float* b,
+                                               int B, int T, int C, DropoutKind kind, int layer,
+                                               const DropoutPlan* dropout) {
+    ResidualDropoutForward(out, residual, x, B, T, C, kind, layer, dropout);
+    LayerNormForward(ln_out, mean, rstd, out, w, b, B * T, C);
+  }
   // dx (B,T,C) = dropout mask applied to dout (overwrites dx).
   virtual void DropoutBackward(float* dx, const float* dout, int B, int T, int C,
                                DropoutKind kind, int layer, const DropoutPlan* dropout) = 0;
@@ -130,14 +142,16 @@ class Kernels {
 // batched products). Storage, accumulation, master weights and optimizer
 // moments stay fp32 in every mode.
 enum class MatmulPrecision {
-  kFp32,  // fp32 inputs and arithmetic (the CPU's only mode)
-  kTf32,  // CUDA: fp32 inputs rounded to TF32 on the tensor cores, fp32 accumulation
-  kBf16,  // CUDA: inputs rounded to bf16 on the tensor cores, fp32 accumulation
+  kFp32,  // fp32 inputs and arithmetic
+  kTf32,  // CUDA only: fp32 inputs rounded to TF32 on the tensor cores, fp32 accumulation
+  kBf16,  // inputs rounded to bf16, fp32 accumulation: tensor cores on CUDA; on the CPU the
+          // projections through oneDNN (AMX / AVX512-BF16 where present), attention in fp32
 };
 const char* MatmulPrecisionName(MatmulPrecision precision);  // "fp32", "tf32", "bf16"
 
 // How MakeKernels builds a device's kernels. Fields a device does not use
-// are ignored, except that the CPU refuses a precision other than kFp32.
+// are ignored, except that the CPU refuses kTf32, and kBf16 in a build
+// without oneDNN.
 struct KernelOptions {
   int num_threads = 0;  // CPU: host threads; 0 = all cores
   MatmulPrecision precision = MatmulPrecision::kFp32;

@@ -22,7 +22,8 @@ MemoryKind MemoryKindOf(Device device);
 
 // What this build cannot do of config.device and config.precision, one
 // line each naming the field (empty when it can): CUDA in a build without
-// CUDA; TF32 or BF16 on the CPU, which computes in FP32 only.
+// CUDA; TF32 on the CPU (BF16 on the CPU is checked when its kernels are
+// made: it needs oneDNN in the build).
 std::vector<std::string> DeviceProblems(const TrainConfig& config);
 
 // The matmul precision config.precision names (UNSPECIFIED means FP32).

@@ -1,0 +1,144 @@
+#include "cpu/bf16_matmul.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <tuple>
+#include <unordered_map>
+
+#include "absl/strings/str_cat.h"
+
+#ifdef DROPK_HAS_DNNL
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
+namespace dropk {
+namespace {
+
+inline uint16_t ToBf16Bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof(u));
+  // Ties to even: add 0x7FFF plus the lowest kept bit, then truncate. A NaN
+  // keeps its sign and becomes the quiet NaN.
+  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  const bool nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
+  return static_cast<uint16_t>(nan ? ((u >> 16) | 0x0040u) : rounded);
+}
+
+#ifdef DROPK_HAS_DNNL
+
+class DnnlBf16Matmul final : public Bf16Matmul {
+ public:
+  DnnlBf16Matmul() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
+
+  void Multiply(float* c, const uint16_t* a, const uint16_t* b, RightOperand layout,
+                const float* bias, int M, int N, int K, bool accumulate) override {
+    Entry& entry = Primitive(M, N, K, layout, bias != nullptr, accumulate);
+    dnnl::memory a_mem(entry.a, engine_, const_cast<uint16_t*>(a));
+    dnnl::memory b_mem(entry.b, engine_, const_cast<uint16_t*>(b));
+    dnnl::memory c_mem(entry.c, engine_, c);
+    std::unordered_map<int, dnnl::memory> args = {
+        {DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}};
+    if (bias != nullptr) {
+      args.emplace(DNNL_ARG_BIAS, dnnl::memory(entry.bias, engine_, const_cast<float*>(bias)));
+    }
+    entry.primitive.execute(stream_, args);
+    stream_.wait();
+    implementation_ = entry.implementation;
+  }
+
+  std::string Implementation() const override { return implementation_; }
+
+ private:
+  struct Entry {
+    dnnl::memory::desc a, b, c, bias;
+    dnnl::matmul primitive;
+    std::string implementation;
+  };
+  using Key = std::tuple<int, int, int, RightOperand, bool, bool, int>;
+
+  // The cached primitive of one shape, built on first use. The team size is
+  // part of the key: oneDNN partitions the work for the team it was built for.
+  Entry& Primitive(int M, int N, int K, RightOperand layout, bool has_bias, bool accumulate) {
+    const Key key{M, N, K, layout, has_bias, accumulate, omp_get_max_threads()};
+    auto it = cache_.find(key);
+    if (it != cache_.end()) return it->second;
+    using dt = dnnl::memory::data_type;
+    using tag = dnnl::memory::format_tag;
+    Entry entry;
+    entry.a = dnnl::memory::desc({M, K}, dt::bf16, tag::ab);
+    entry.b = dnnl::memory::desc({K, N}, dt::bf16,
+                                 layout == RightOperand::kKByN ? tag::ab : tag::ba);
+    entry.c = dnnl::memory::desc({M, N}, dt::f32, tag::ab);
+    entry.bias = dnnl::memory::desc({1, N}, dt::f32, tag::ab);
+    dnnl::primitive_attr attr;
+    if (accumulate) {
+      dnnl::post_ops ops;
+      ops.append_sum(1.0f);
+      attr.set_post_ops(ops);
+    }
+    const dnnl::matmul::desc desc = has_bias
+                                        ? dnnl::matmul::desc(entry.a, entry.b, entry.bias, entry.c)
+                                        : dnnl::matmul::desc(entry.a, entry.b, entry.c);
+    const dnnl::matmul::primitive_desc pd(desc, attr, engine_);
+    entry.implementation = pd.impl_info_str();
+    entry.primitive = dnnl::matmul(pd);
+    return cache_.emplace(key, std::move(entry)).first->second;
+  }
+
+  dnnl::engine engine_;
+  dnnl::stream stream_;
+  std::map<Key, Entry> cache_;
+  std::string implementation_ = "none yet";
+};
+
+#endif  // DROPK_HAS_DNNL
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Bf16Matmul>> Bf16Matmul::Create() {
+#ifdef DROPK_HAS_DNNL
+  try {
+    auto matmul = std::make_unique<DnnlBf16Matmul>();
+    // One tiny product proves that this machine can run a bf16 matmul.
+    const uint16_t one = ToBf16Bits(1.0f);
+    float c = 0;
+    matmul->Multiply(&c, &one, &one, RightOperand::kKByN, nullptr, 1, 1, 1, false);
+    if (c != 1.0f) return absl::InternalError("oneDNN's bf16 matmul computed 1 x 1 wrongly");
+    return std::unique_ptr<Bf16Matmul>(std::move(matmul));
+  } catch (const dnnl::error& e) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("precision bf16 on the cpu: oneDNN cannot make a bf16 matmul here: ",
+                     e.what()));
+  }
+#else
+  return absl::FailedPreconditionError(
+      "precision bf16 on the cpu needs oneDNN, and this build of dropk has none (install "
+      "Debian's libdnnl-dev and build again); use precision fp32");
+#endif
+}
+
+void ConvertToBf16(uint16_t* dst, const float* src, size_t n) {
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; ++i) dst[i] = ToBf16Bits(src[i]);
+}
+
+void ConvertToBf16Transposed(uint16_t* dst, const float* src, int rows, int cols) {
+  constexpr int kTile = 32;  // a tile of src and its transpose both stay in L1
+  const int row_tiles = (rows + kTile - 1) / kTile, col_tiles = (cols + kTile - 1) / kTile;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int rt = 0; rt < row_tiles; ++rt) {
+    for (int ct = 0; ct < col_tiles; ++ct) {
+      const int r1 = std::min(rows, (rt + 1) * kTile), c1 = std::min(cols, (ct + 1) * kTile);
+      for (int c = ct * kTile; c < c1; ++c) {
+        for (int r = rt * kTile; r < r1; ++r) {
+          dst[static_cast<size_t>(c) * rows + r] = ToBf16Bits(src[static_cast<size_t>(r) * cols + c]);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace dropk

@@ -1,0 +1,57 @@
+// Matrix products with bf16 inputs, fp32 accumulation and fp32 output on the
+// CPU, through oneDNN's matmul primitive (Debian's libdnnl-dev). oneDNN picks
+// the machine's best implementation at run time: AMX tiles on Intel Xeons
+// that have them, AVX512-BF16 dot products on AMD Zen 4/5 and Cooper Lake,
+// and a conversion to fp32 elsewhere. Hand-writing such kernels is what
+// oneDNN exists for, so dropk does not.
+//
+// Operands are plain row-major bf16 arrays that the caller converts
+// (ConvertToBf16 below); the output stays fp32. Primitives are built once
+// per shape and thread count and cached. For a given shape and thread count
+// the results are deterministic; oneDNN may split a product differently for
+// another team size, so with precision bf16 a run is reproducible bit for bit
+// only at the same thread count (fp32 is at any).
+//
+// Private to model/cpu/. Not thread-safe: call from the driving thread.
+#ifndef DROPK_MODEL_CPU_BF16_MATMUL_H_
+#define DROPK_MODEL_CPU_BF16_MATMUL_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace dropk {
+
+// The layout of the right-hand operand of a product a (M,K) · b.
+enum class RightOperand {
+  kKByN,  // b is stored (K,N) row-major
+  kNByK,  // b is stored (N,K) row-major, i.e. the product uses its transpose
+};
+
+class Bf16Matmul {
+ public:
+  // Fails with one line naming what is missing when this build has no
+  // oneDNN, or oneDNN cannot make a bf16 matmul on this machine.
+  static absl::StatusOr<std::unique_ptr<Bf16Matmul>> Create();
+  virtual ~Bf16Matmul() = default;
+
+  // c (M,N) = a (M,K) · b [+ bias (N), when not null], or c += that when
+  // accumulate (bias must then be null). a and b are bf16 bit patterns.
+  virtual void Multiply(float* c, const uint16_t* a, const uint16_t* b, RightOperand layout,
+                        const float* bias, int M, int N, int K, bool accumulate) = 0;
+  // The oneDNN implementation of the last product, e.g. "brg:avx512_core_bf16".
+  virtual std::string Implementation() const = 0;
+};
+
+// dst[i] = src[i] rounded to the nearest bf16 (ties to even), i < n; NaN
+// stays NaN. Parallel over the current OpenMP team.
+void ConvertToBf16(uint16_t* dst, const float* src, size_t n);
+// dst (cols,rows) = src (rows,cols) transposed and rounded to bf16.
+void ConvertToBf16Transposed(uint16_t* dst, const float* src, int rows, int cols);
+
+}  // namespace dropk
+
+#endif  // DROPK_MODEL_CPU_BF16_MATMUL_H_
