@@ -100,18 +100,23 @@ CheckpointWriter::CheckpointWriter(CheckpointWriterOptions options, Communicator
 absl::StatusOr<std::string> CheckpointWriter::Save(const CheckpointState& state) {
   absl::StatusOr<SaveInProgress> save = Stage(state);
   if (!save.ok()) return save.status();
-  const absl::Status local = Write(state, *save);
+  const auto [begin, end] = OptimizerSlice(state.num_params, comm_->Rank(), comm_->Size());
+  const WriteSources sources{state.kernels, state.params, state.adam_m + begin,
+                             state.adam_v + begin};
+  const absl::Status local = Write(sources, *save);
   if (!local.ok()) log_->Write(absl::StrCat("dropk checkpoint: rank ", comm_->Rank(), ": ", local.message()));
   absl::StatusOr<std::string> committed = Commit(local, *save);
   if (!committed.ok()) return committed;
-  if (comm_->Rank() == 0) {
-    if (absl::Status s = ApplyRetention(state.step); !s.ok()) {
-      // The new checkpoint is committed; failing to delete old ones is not
-      // worth stopping training for.
-      log_->Write(absl::StrCat("dropk checkpoint: retention: ", s.message()));
-    }
-  }
+  if (comm_->Rank() == 0) RetainAfterCommit(state.step);
   return committed;
+}
+
+void CheckpointWriter::RetainAfterCommit(int64_t newest_step) {
+  if (absl::Status s = ApplyRetention(newest_step); !s.ok()) {
+    // The new checkpoint is committed; failing to delete old ones is not
+    // worth stopping training for.
+    log_->Write(absl::StrCat("dropk checkpoint: retention: ", s.message()));
+  }
 }
 
 absl::StatusOr<CheckpointWriter::SaveInProgress> CheckpointWriter::Stage(
@@ -145,6 +150,7 @@ absl::StatusOr<CheckpointWriter::SaveInProgress> CheckpointWriter::Stage(
     return s;
   }
   SaveInProgress save;
+  save.step = state.step;
   save.tmp = PathJoin(root, TmpDirName(final_name, header[0]));
   save.final_dir = PathJoin(root, final_name);
   if (header[1] != 0) return absl::UnavailableError(absl::StrCat("checkpoint: cannot create ", save.tmp));
@@ -158,28 +164,31 @@ absl::StatusOr<CheckpointWriter::SaveInProgress> CheckpointWriter::Stage(
       for (int64_t d : t.shape) e->add_shape(d);
       e->set_file(kModelDataFileName);
       e->set_length(t.numel * kFloatBytes);
-      save.model_sources.push_back(state.params + t.offset);
+      save.model_offsets.push_back(t.offset);
     }
   }
   save.slices = OptimizerSlices(state.num_params, world);
   return save;
 }
 
-absl::Status CheckpointWriter::Write(const CheckpointState& state, SaveInProgress& save) {
+absl::Status CheckpointWriter::Write(const WriteSources& sources, SaveInProgress& save) {
   const int rank = comm_->Rank(), world = comm_->Size();
   if (rank == 0) {
     std::vector<TensorEntry*> entries;
-    for (TensorEntry& e : *save.manifest.mutable_tensors()) entries.push_back(&e);
-    if (absl::Status s = WriteRun(PathJoin(save.tmp, kModelDataFileName), entries,
-                                  save.model_sources, state.kernels);
+    std::vector<const float*> from;
+    for (int i = 0; i < save.manifest.tensors_size(); ++i) {
+      entries.push_back(save.manifest.mutable_tensors(i));
+      from.push_back(sources.params + save.model_offsets[i]);
+    }
+    if (absl::Status s = WriteRun(PathJoin(save.tmp, kModelDataFileName), entries, from,
+                                  sources.kernels);
         !s.ok()) {
       return s;
     }
   }
-  const auto [begin, end] = OptimizerSlice(state.num_params, rank, world);
   return WriteRun(PathJoin(save.tmp, OptimizerDataFileName(rank, world)),
                   {&save.slices[2 * rank], &save.slices[2 * rank + 1]},
-                  {state.adam_m + begin, state.adam_v + begin}, state.kernels);
+                  {sources.m_slice, sources.v_slice}, sources.kernels);
 }
 
 absl::StatusOr<std::string> CheckpointWriter::Commit(const absl::Status& local,
@@ -196,24 +205,39 @@ absl::StatusOr<std::string> CheckpointWriter::Commit(const absl::Status& local,
     return s;
   }
   int64_t failed_ranks = 0;
-  for (int r = 0; r < world; ++r) failed_ranks += all[3 * r] != 0;
-
-  int64_t committed = 0;
-  absl::Status publish_status;
-  if (rank == 0) {
-    if (failed_ranks == 0) {
-      for (int r = 0; r < world; ++r) {
-        save.slices[2 * r].set_crc32c(static_cast<uint32_t>(all[3 * r + 1]));
-        save.slices[2 * r + 1].set_crc32c(static_cast<uint32_t>(all[3 * r + 2]));
-        *save.manifest.add_tensors() = save.slices[2 * r];
-        *save.manifest.add_tensors() = save.slices[2 * r + 1];
-      }
-      ListDataFiles(save.manifest);
-      publish_status = Publish(save.tmp, save.final_dir, save.manifest);
-      committed = publish_status.ok() ? 1 : 0;
-    }
-    if (committed == 0) env_->RemoveDirRecursively(save.tmp).IgnoreError();
+  std::vector<uint32_t> crcs;
+  for (int r = 0; r < world; ++r) {
+    failed_ranks += all[3 * r] != 0;
+    crcs.push_back(static_cast<uint32_t>(all[3 * r + 1]));
+    crcs.push_back(static_cast<uint32_t>(all[3 * r + 2]));
   }
+  const absl::Status publish_status =
+      rank == 0 ? CompleteOrDiscard(save, failed_ranks, crcs) : absl::OkStatus();
+  return AgreeOnOutcome(local, failed_ranks, publish_status, save);
+}
+
+absl::Status CheckpointWriter::CompleteOrDiscard(SaveInProgress& save, int64_t failed_ranks,
+                                                 const std::vector<uint32_t>& crcs) {
+  absl::Status publish_status;
+  if (failed_ranks == 0) {
+    for (size_t i = 0; i < save.slices.size(); ++i) {
+      save.slices[i].set_crc32c(crcs[i]);
+      *save.manifest.add_tensors() = save.slices[i];
+    }
+    ListDataFiles(save.manifest);
+    publish_status = Publish(save.tmp, save.final_dir, save.manifest);
+  }
+  if (failed_ranks != 0 || !publish_status.ok()) {
+    env_->RemoveDirRecursively(save.tmp).IgnoreError();
+  }
+  return publish_status;
+}
+
+absl::StatusOr<std::string> CheckpointWriter::AgreeOnOutcome(const absl::Status& local,
+                                                             int64_t failed_ranks,
+                                                             const absl::Status& publish_status,
+                                                             SaveInProgress& save) {
+  int64_t committed = comm_->Rank() == 0 && failed_ranks == 0 && publish_status.ok() ? 1 : 0;
   if (absl::Status s = WaitFor(comm_->Broadcast(HostBuffer(&committed, 1), 0), "broadcast");
       !s.ok()) {
     return s;
@@ -225,6 +249,11 @@ absl::StatusOr<std::string> CheckpointWriter::Commit(const absl::Status& local,
   if (!publish_status.ok()) {
     return absl::Status(publish_status.code(), absl::StrCat("checkpoint ", save.final_dir, ": ",
                                                             publish_status.message()));
+  }
+  if (failed_ranks == 0) {
+    // Rank 0 alone knows why its publish failed; it names the cause.
+    return absl::UnavailableError(
+        absl::StrCat("checkpoint ", save.final_dir, ": rank 0 failed to commit it; LATEST unchanged"));
   }
   return absl::UnavailableError(absl::StrCat("checkpoint ", save.final_dir, ": ", failed_ranks,
                                              " rank(s) failed to write their part; LATEST unchanged"));
@@ -243,7 +272,7 @@ absl::Status CheckpointWriter::WriteRun(const std::string& path,
     for (uint64_t done = 0; done < e->length();) {
       const size_t n = static_cast<size_t>(std::min<uint64_t>(buffer_.size(), e->length() - done));
       const char* chunk = src + done;
-      if (!HostAddressable(kernels)) {
+      if (kernels != nullptr && !HostAddressable(kernels)) {
         kernels->CopyToHost(buffer_.data(), src + done, n);
         chunk = buffer_.data();
       }

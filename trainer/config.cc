@@ -87,6 +87,9 @@ constexpr FieldHelp kFieldHelp[] = {
     {"save_every", "save a checkpoint every this many steps; 0 = only at the end and on SIGTERM/SIGINT"},
     {"keep_last", "keep the newest this many checkpoints"},
     {"keep_every", "also keep checkpoints at multiples of this step; 0 = none"},
+    {"async_checkpoints",
+     "write checkpoints on a background thread; training pauses only to copy the state "
+     "(needs host memory for a second copy of it)"},
     {"resume", "empty = fresh start, latest = newest valid checkpoint, or a checkpoint directory"},
 };
 
@@ -426,6 +429,7 @@ TrainConfig DefaultTrainConfig() {
   config.set_save_every(0);
   config.set_keep_last(3);
   config.set_keep_every(0);
+  config.set_async_checkpoints(true);
   config.set_resume("");
   return config;
 }

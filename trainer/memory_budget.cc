@@ -86,11 +86,12 @@ std::optional<AvailableMemory> CgroupHeadroom() {
 }  // namespace
 
 double TrainingMemory::TotalBytes() const {
-  return model.TotalBytes() + optimizer_bytes + host_bytes + scratch_bytes;
+  return model.TotalBytes() + optimizer_bytes + host_bytes + scratch_bytes + staging_params_bytes +
+         staging_moments_bytes;
 }
 
 absl::StatusOr<TrainingMemory> TrainingMemoryNeed(const TrainConfig& config, int vocab_size,
-                                                  int threads) {
+                                                  int threads, int world_size) {
   const GptConfig shape{vocab_size, config.block_size(), config.n_layer(), config.n_head(),
                         config.n_embd()};
   absl::StatusOr<GptFootprint> model = Gpt::Footprint(shape, config.batch_size());
@@ -101,6 +102,12 @@ absl::StatusOr<TrainingMemory> TrainingMemoryNeed(const TrainConfig& config, int
   // Resuming reads parameters and both moments into host vectors first;
   // otherwise one host copy (initial weights, then the final parameters).
   need.host_bytes = (config.resume().empty() ? 1 : 3) * model->params_bytes;
+  if (config.async_checkpoints()) {
+    // Each rank stages its slice of m and v; rank 0 the parameters too.
+    need.staging_params_bytes = model->params_bytes;
+    need.staging_moments_bytes = 2 * std::ceil(model->params_bytes / sizeof(float) /
+                                               std::max(world_size, 1)) * sizeof(float);
+  }
   const double T = config.block_size();
   need.scratch_bytes = 2.0 * sizeof(int32_t) * config.batch_size() * T +  // inputs, targets
                        static_cast<double>(std::max(threads, 1)) * 2 * T * T * sizeof(float);
@@ -124,7 +131,8 @@ std::optional<AvailableMemory> AvailableMemoryNow() {
 absl::Status CheckTrainingMemory(const TrainConfig& config, const TrainingMemory& need,
                                  int local_ranks, const std::optional<AvailableMemory>& available) {
   const double ranks = std::max(local_ranks, 1);
-  const double total = need.TotalBytes() * ranks;
+  const double total = (need.TotalBytes() - need.staging_params_bytes) * ranks +
+                      need.staging_params_bytes;
   // Past half the address space nothing can be allocated, /proc or not.
   const double limit = available ? available->bytes
                                  : static_cast<double>(std::numeric_limits<size_t>::max() / 2);
@@ -134,7 +142,13 @@ absl::Status CheckTrainingMemory(const TrainConfig& config, const TrainingMemory
       FormatBytes(need.model.params_bytes), ", gradients ", FormatBytes(need.model.grads_bytes),
       ", AdamW moments ", FormatBytes(need.optimizer_bytes), ", activations ",
       FormatBytes(need.model.activations_bytes), ", host copies ", FormatBytes(need.host_bytes),
-      ", batches and scratch ", FormatBytes(need.scratch_bytes), ")");
+      ", batches and scratch ", FormatBytes(need.scratch_bytes));
+  const double staging = need.staging_params_bytes + need.staging_moments_bytes;
+  if (staging > 0) {
+    absl::StrAppend(&message, ", asynchronous checkpoint staging ", FormatBytes(staging),
+                    " (async_checkpoints=false saves it)");
+  }
+  absl::StrAppend(&message, ")");
   if (ranks > 1) absl::StrAppend(&message, " x ", ranks, " ranks on this node = ", FormatBytes(total));
   if (available) {
     absl::StrAppend(&message, ", but ", FormatBytes(available->bytes), " is available (",

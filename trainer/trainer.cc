@@ -76,6 +76,8 @@ class TrainingRun {
       absl::StatusOr<float> loss = TrainStep(step, row.lr);
       if (!loss.ok()) return loss.status();
       summary_.steps = step + 1;
+      // Moves a background save on: every rank, every step, while one is pending.
+      if (absl::Status s = checkpointer_->Poll(RankLog()); !s.ok()) return s;
       const int check_every = config_.consistency_check_every();
       if (world_ > 1 && check_every > 0 && (step + 1) % check_every == 0) {
         if (absl::Status s = CheckParametersAgree(step + 1); !s.ok()) return s;
@@ -110,6 +112,9 @@ class TrainingRun {
         break;
       }
     }
+    // The last save (the final one, or the one a signal asked for) is
+    // committed before training reports that it ended.
+    if (absl::Status s = checkpointer_->Finish(RankLog()); !s.ok()) return s;
     summary_.elapsed_s = SecondsSince(start_);
     const int64_t steps_trained = summary_.steps - first_step_;
     if (profiler_ != nullptr && rank_ == 0 && steps_trained > 0) {
@@ -161,7 +166,7 @@ class TrainingRun {
     // allocation failure or the OOM killer mid-setup explains nothing.
     absl::StatusOr<TrainingMemory> need =
         TrainingMemoryNeed(config_, data_->tokenizer.vocab_size(),
-                           ThreadsPerRank(config_.num_threads(), LocalWorldSize()));
+                           ThreadsPerRank(config_.num_threads(), LocalWorldSize()), world_);
     if (!need.ok()) return need.status();
     if (absl::Status s = CheckTrainingMemory(config_, *need, LocalWorldSize(), AvailableMemoryNow());
         !s.ok()) {
@@ -252,7 +257,8 @@ class TrainingRun {
     summary_.steps = resume->step;
     summary_.last_train_loss = resume->last_train_loss;
     summary_.resumed_from = resume->dir;
-    checkpointer_ = std::make_unique<TrainingCheckpointer>(config_, &comm_, &all_ranks_log_);
+    checkpointer_ = std::make_unique<TrainingCheckpointer>(config_, gpt_->num_params(), &comm_,
+                                                           &all_ranks_log_);
     if (rank_ == 0) {
       const std::string path = config_.out_dir() + "/metrics.jsonl";
       absl::StatusOr<MetricsLog> metrics = resume->resumed ? MetricsLog::OpenForResume(path, resume->step)

@@ -144,15 +144,21 @@ absl::Status CheckResumeConfig(const TrainConfig& checkpoint, const TrainConfig&
   return absl::OkStatus();
 }
 
-TrainingCheckpointer::TrainingCheckpointer(const TrainConfig& config, Communicator* comm,
-                                           LogSink* log, Env* env)
-    : save_every_(config.save_every()),
-      writer_(CheckpointWriterOptions{.checkpoints_dir = CheckpointsDirOf(config),
-                                      .keep_last = config.keep_last(),
-                                      .keep_every = config.keep_every(),
-                                      .env = env,
-                                      .log = log},
-              comm) {}
+TrainingCheckpointer::TrainingCheckpointer(const TrainConfig& config, size_t num_params,
+                                           Communicator* comm, LogSink* log, Env* env)
+    : save_every_(config.save_every()) {
+  CheckpointWriterOptions options{.checkpoints_dir = CheckpointsDirOf(config),
+                                  .keep_last = config.keep_last(),
+                                  .keep_every = config.keep_every(),
+                                  .env = env,
+                                  .log = log};
+  if (config.async_checkpoints()) {
+    async_writer_ = std::make_unique<AsyncCheckpointWriter>(std::move(options), comm);
+    async_writer_->Reserve(num_params);
+  } else {
+    writer_ = std::make_unique<CheckpointWriter>(std::move(options), comm);
+  }
+}
 
 bool TrainingCheckpointer::Due(int64_t steps_done, int64_t max_steps) const {
   return (save_every_ > 0 && steps_done % save_every_ == 0) || steps_done == max_steps;
@@ -177,16 +183,55 @@ absl::Status TrainingCheckpointer::Save(const TrainConfig& config, const Tokeniz
   state.adam_v = optimizer.second_moment();
   state.num_params = gpt.num_params();
   gpt.kernels()->Synchronize();
-  absl::StatusOr<std::string> dir = writer_.Save(state);
+  if (async_writer_ != nullptr) {
+    // The previous save's line, when it committed since the last Poll.
+    absl::Status started = async_writer_->Start(state);
+    LogCommitted(log);
+    if (!started.ok()) return started;
+    last_saved_step_ = steps_done;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::string> dir = writer_->Save(state);
   if (!dir.ok()) return dir.status();
   last_saved_step_ = steps_done;
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const double gb = 3.0 * gpt.num_params() * sizeof(float) / 1e9;
-  log << absl::StrFormat("checkpoint: step %d -> %s (%.3f GB in %.2fs, %.2f GB/s)\n", steps_done,
-                         *dir, gb, seconds, seconds > 0 ? gb / seconds : 0.0)
+  log << absl::StrFormat(
+             "checkpoint: step %d -> %s: training paused %.1f ms for a synchronous save (%.3f "
+             "GB, %.2f GB/s)\n",
+             steps_done, *dir, 1e3 * seconds, gb, seconds > 0 ? gb / seconds : 0.0)
       << std::flush;
   return absl::OkStatus();
+}
+
+absl::Status TrainingCheckpointer::Poll(std::ostream& log) {
+  if (async_writer_ == nullptr || !async_writer_->pending()) return absl::OkStatus();
+  absl::Status s = async_writer_->Poll();
+  LogCommitted(log);
+  return s;
+}
+
+absl::Status TrainingCheckpointer::Finish(std::ostream& log) {
+  if (async_writer_ == nullptr) return absl::OkStatus();
+  absl::Status s = async_writer_->Finish();
+  LogCommitted(log);
+  return s;
+}
+
+void TrainingCheckpointer::LogCommitted(std::ostream& log) {
+  std::optional<AsyncSaveReport> r = async_writer_->TakeCommitted();
+  if (!r) return;
+  std::string waited;
+  if (r->waited_s >= 5e-4) {
+    waited = absl::StrFormat(" (%.1f ms of it waiting for the previous save)", 1e3 * r->waited_s);
+  }
+  log << absl::StrFormat(
+             "checkpoint: step %d -> %s: training paused %.1f ms%s, written in background in "
+             "%.0f ms (%.3f GB staged on this rank)\n",
+             r->step, r->dir, 1e3 * r->pause_s, waited, 1e3 * r->background_s,
+             r->snapshot_bytes / 1e9)
+      << std::flush;
 }
 
 }  // namespace dropk

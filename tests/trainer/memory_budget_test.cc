@@ -33,6 +33,31 @@ TEST(MemoryBudgetTest, NeedAddsTheOptimizerAndHostCopiesToTheModel) {
   EXPECT_EQ(TrainingMemoryNeed(resuming, kVocab, 2).value().host_bytes, 3 * model.params_bytes);
 }
 
+// async_checkpoints (the default) stages a second copy of the checkpoint:
+// rank 0 the parameters and its moment slice, every other rank its slice.
+TEST(MemoryBudgetTest, AsyncCheckpointStagingIsCountedOnlyWhenOn) {
+  TrainConfig config = DefaultTrainConfig();
+  ASSERT_TRUE(config.async_checkpoints());
+  const TrainingMemory one = TrainingMemoryNeed(config, kVocab, 2).value();
+  const double params = one.model.params_bytes;
+  EXPECT_EQ(one.staging_params_bytes, params);
+  EXPECT_EQ(one.staging_moments_bytes, 2 * params);
+  const TrainingMemory four = TrainingMemoryNeed(config, kVocab, 2, /*world_size=*/4).value();
+  EXPECT_EQ(four.staging_params_bytes, params);
+  EXPECT_NEAR(four.staging_moments_bytes, params / 2, sizeof(float) * 2);
+  config.set_async_checkpoints(false);
+  const TrainingMemory sync = TrainingMemoryNeed(config, kVocab, 2).value();
+  EXPECT_EQ(sync.staging_params_bytes + sync.staging_moments_bytes, 0);
+  EXPECT_EQ(one.TotalBytes() - sync.TotalBytes(), 3 * params);
+
+  // A run that fits only without the staging buffer is refused, saying so.
+  const AvailableMemory room{sync.TotalBytes() + params, "test"};
+  EXPECT_TRUE(CheckTrainingMemory(config, sync, 1, room).ok());
+  const absl::Status s = CheckTrainingMemory(DefaultTrainConfig(), one, 1, room);
+  EXPECT_THAT(s.message(), AllOf(HasSubstr("asynchronous checkpoint staging"),
+                                 HasSubstr("async_checkpoints=false")));
+}
+
 TEST(MemoryBudgetTest, RunThatFitsPasses) {
   const TrainConfig config = DefaultTrainConfig();
   const TrainingMemory need = TrainingMemoryNeed(config, kVocab, 2).value();

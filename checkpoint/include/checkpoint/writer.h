@@ -64,26 +64,53 @@ class CheckpointWriter {
   absl::StatusOr<std::string> Save(const CheckpointState& state);
 
  private:
+  // AsyncCheckpointWriter (async_writer.h) runs the same phases, Write and
+  // Publish on its own thread, over a snapshot of the state.
+  friend class AsyncCheckpointWriter;
+
   // One save between its three phases.
   struct SaveInProgress {
+    int64_t step = 0;
     std::string tmp;        // step-N.tmp-XXXXXXXX, created by rank 0
     std::string final_dir;  // step-N
     CheckpointManifest manifest;  // header fields; rank 0: model entries
-    std::vector<const float*> model_sources;  // rank 0: per model entry
-    std::vector<TensorEntry> slices;          // optimizer slices, m and v of each rank
+    std::vector<size_t> model_offsets;  // rank 0: per model entry, in floats into the parameters
+    std::vector<TensorEntry> slices;    // optimizer slices, m and v of each rank
+  };
+  // Where Write reads the bytes from: the live state (device memory of
+  // `kernels`) or a host snapshot (kernels null). m_slice and v_slice hold
+  // this rank's OptimizerSlice only.
+  struct WriteSources {
+    Kernels* kernels = nullptr;
+    const float* params = nullptr;  // rank 0: all num_params
+    const float* m_slice = nullptr;
+    const float* v_slice = nullptr;
   };
 
   // Stage (collective): checks the state, agrees on the temporary directory
   // (rank 0 creates it) and lays out every entry of the manifest.
   absl::StatusOr<SaveInProgress> Stage(const CheckpointState& state);
-  // Write (local): this rank's data files, fsynced; fills their offsets and
-  // CRCs.
-  absl::Status Write(const CheckpointState& state, SaveInProgress& save);
+  // Write (local, touches no communicator): this rank's data files,
+  // fsynced; fills their offsets and CRCs.
+  absl::Status Write(const WriteSources& sources, SaveInProgress& save);
   // Commit (collective): gathers every rank's outcome and slice CRCs; rank 0
   // completes the manifest and publishes the checkpoint when all succeeded.
   // Returns the committed directory, or the error (the temporary directory
   // removed).
   absl::StatusOr<std::string> Commit(const absl::Status& local, SaveInProgress& save);
+
+  // Commit's parts. CompleteOrDiscard (rank 0, local): with no rank failed,
+  // adds every slice with its CRC (`crcs`: m and v of each rank) to the
+  // manifest and publishes; otherwise, or when publishing fails, removes the
+  // temporary directory. Returns the publish status (OK when failed_ranks).
+  absl::Status CompleteOrDiscard(SaveInProgress& save, int64_t failed_ranks,
+                                 const std::vector<uint32_t>& crcs);
+  // AgreeOnOutcome (collective): rank 0 tells every rank whether it
+  // committed; returns the directory, or an error naming the checkpoint and
+  // the cause (this rank's own failure first).
+  absl::StatusOr<std::string> AgreeOnOutcome(const absl::Status& local, int64_t failed_ranks,
+                                             const absl::Status& publish_status,
+                                             SaveInProgress& save);
 
   // Rank 0: manifest, fsync, rename into place, LATEST.
   absl::Status Publish(const std::string& tmp, const std::string& final_dir,
@@ -91,6 +118,8 @@ class CheckpointWriter {
   absl::Status WriteRun(const std::string& path, const std::vector<TensorEntry*>& entries,
                         const std::vector<const float*>& sources, Kernels* kernels);
   absl::Status ApplyRetention(int64_t newest_step);
+  // Rank 0, after a commit: retention, whose failure is only logged.
+  void RetainAfterCommit(int64_t newest_step);
 
   CheckpointWriterOptions options_;
   Communicator* comm_;

@@ -25,13 +25,19 @@ struct TrainingMemory {
   double host_bytes;       // host copies of the parameters (initial weights,
                            // final parameters; params and moments on resume)
   double scratch_bytes;    // input batches, per-thread attention scratch
-  double TotalBytes() const;
+  // async_checkpoints' staging buffer (checkpoint/async_writer.h), a second
+  // host copy of this rank's share of a checkpoint: the parameters (rank 0
+  // only; counted once per node) and its slice of both moments.
+  double staging_params_bytes = 0;
+  double staging_moments_bytes = 0;
+  double TotalBytes() const;  // of rank 0, the largest
 };
 
-// The need of one rank of `config` over a vocabulary of vocab_size with
-// `threads` compute threads. InvalidArgument for a shape the model rejects.
+// The need of one rank of `config` (rank 0's, the largest) over a vocabulary
+// of vocab_size with `threads` compute threads, in a job of world_size
+// ranks. InvalidArgument for a shape the model rejects.
 absl::StatusOr<TrainingMemory> TrainingMemoryNeed(const TrainConfig& config, int vocab_size,
-                                                  int threads);
+                                                  int threads, int world_size = 1);
 
 // Memory this process can still take: the smaller of /proc/meminfo's
 // MemAvailable and, under a cgroup memory limit (v2 memory.max of this
@@ -43,7 +49,8 @@ struct AvailableMemory {
 };
 std::optional<AvailableMemory> AvailableMemoryNow();
 
-// OK when `local_ranks` ranks of this need fit in `available`; else
+// OK when `local_ranks` ranks of this need fit in `available` (the staged
+// parameters counted once: only rank 0 holds them); else
 // InvalidArgument naming the figure needed (and its parts), the figure
 // available and its source, and the fields that size the run. When
 // `available` is nullopt (no /proc) only sizes beyond any address space are

@@ -1,7 +1,8 @@
 // The training loop's side of checkpoints, kept apart from the loop so the
-// loop calls three things: MaybeResume() before the first step,
-// TrainingCheckpointer::Due()/Save() after a step, StopRequested() once per
-// step (SIGTERM/SIGINT: finish the step, save, exit 0).
+// loop calls a few things: MaybeResume() before the first step,
+// TrainingCheckpointer::Poll() and Due()/Save() after a step, StopRequested()
+// once per step (SIGTERM/SIGINT: finish the step, save, exit 0), and
+// TrainingCheckpointer::Finish() before it returns.
 #ifndef DROPK_TRAINER_TRAINING_CHECKPOINTS_H_
 #define DROPK_TRAINER_TRAINING_CHECKPOINTS_H_
 
@@ -18,6 +19,7 @@
 #include "model/gpt.h"
 #include "tokenizer.pb.h"
 #include "checkpoint/reader.h"
+#include "checkpoint/async_writer.h"
 #include "checkpoint/writer.h"
 #include "checkpoint/env.h"
 #include "trainer/optimizer.h"
@@ -60,24 +62,45 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
 absl::Status CheckResumeConfig(const TrainConfig& checkpoint, const TrainConfig& now,
                                std::vector<std::string>* changes);
 
+// Saves during training, synchronously or (config.async_checkpoints) in the
+// background through AsyncCheckpointWriter. Every method is collective:
+// every rank calls it at the same point of the loop. Not thread-safe. Each
+// committed save logs one line to the `log` given to the call that learns of
+// it, with the training pause and the background write time.
 class TrainingCheckpointer {
  public:
   // `log` receives each rank's own write failures (null: nowhere); not owned.
-  TrainingCheckpointer(const TrainConfig& config, Communicator* comm, LogSink* log,
-                       Env* env = nullptr);
+  // With async_checkpoints, the staging buffer for num_params is allocated
+  // here, before training starts.
+  TrainingCheckpointer(const TrainConfig& config, size_t num_params, Communicator* comm,
+                       LogSink* log, Env* env = nullptr);
 
   // Whether a checkpoint is due after `steps_done` steps of max_steps.
   bool Due(int64_t steps_done, int64_t max_steps) const;
 
-  // Saves the state after `steps_done` steps; logs one line with the time.
+  // Saves the state after `steps_done` steps. Synchronous: returns once it
+  // is committed. Asynchronous: first waits for the previous save and
+  // returns its failure if it failed (naming its step, directory and cause);
+  // then returns as soon as the state is copied.
   absl::Status Save(const TrainConfig& config, const Tokenizer& tokenizer, Gpt& gpt,
                     AdamWOptimizer& optimizer, int64_t steps_done, int64_t tokens_seen,
                     float last_train_loss, std::ostream& log);
 
+  // After every step: moves a background save on (never waits for I/O) and
+  // logs it once committed. Errors are the communicator's only.
+  absl::Status Poll(std::ostream& log);
+
+  // Before training ends (also after a signal's final save): waits for the
+  // background save and returns its failure, if any.
+  absl::Status Finish(std::ostream& log);
+
  private:
+  void LogCommitted(std::ostream& log);
+
   int save_every_;
   int64_t last_saved_step_ = -1;
-  CheckpointWriter writer_;
+  std::unique_ptr<CheckpointWriter> writer_;             // synchronous saves
+  std::unique_ptr<AsyncCheckpointWriter> async_writer_;  // or background ones
 };
 
 }  // namespace dropk
