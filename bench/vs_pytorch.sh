@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# dropk against PyTorch on the CPU, side by side in the same run on the same
+# machine, as ratios dropk / PyTorch (> 1: dropk is faster):
+#   (a) nanoGPT's CPU recipe (configs/shakespeare_char_cpu.textproto): wall
+#       time of the whole training command and the final val loss. dropk 1
+#       process x 2 threads and mpirun -np 2 x 1 thread (batch 6 per rank),
+#       PyTorch 1 x 2 threads. Ratio: PyTorch's wall time / dropk's.
+#   (b) the "small" config of bench/train_throughput_bench.cc (6 layers, 6
+#       heads, 384 wide, T 256, B 8, vocab 256, dropout 0.1), tokens/s.
+#       fp32: dropk 1 x 2 threads against the better of PyTorch 1 x 2 threads
+#       and DDP (gloo) 2 x 1 thread; bf16: dropk --precision=bf16 against
+#       PyTorch's bf16 autocast, 1 x 2 threads.
+#   (c) the small config, 2 ranks x 1 thread: dropk under mpirun against
+#       PyTorch DDP (gloo).
+# The PyTorch side is bench/torch_gpt_cpu.py (dropk's model and recipe),
+# run by Debian's python3 with Debian's python3-torch, which this script
+# installs when it is missing (tools/setup.sh does not). Throughput runs take
+# the same warm-up (3 steps, untimed) and the same number of timed steps on
+# both sides, the median step of each run, and the median over --repeats
+# runs, interleaved so a slow spell of a shared machine hits both sides.
+#
+# Usage: bench/vs_pytorch.sh [--build DIR] [--iters N] [--steps N]
+#            [--repeats N] [--cases abc]
+#   --iters N    steps of the recipe in (a) (default 2000; its cosine decay
+#                then ends at N on both sides)
+#   --steps N    timed steps per throughput run (default 10)
+#   --repeats N  throughput runs per figure, median taken (default 3)
+#   --cases abc  which cases to run (default all)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+build=build iters=2000 steps=10 repeats=3 cases=abc
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --build) build=$2; shift 2 ;;
+    --iters) iters=$2; shift 2 ;;
+    --steps) steps=$2; shift 2 ;;
+    --repeats) repeats=$2; shift 2 ;;
+    --cases) cases=$2; shift 2 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "vs_pytorch: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+for n in "$iters" "$steps" "$repeats"; do
+  [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "vs_pytorch: '$n' is not a positive integer" >&2; exit 2; }
+done
+
+# Debian's python: a pyenv or virtualenv python earlier on PATH does not see
+# Debian's torch.
+py=/usr/bin/python3
+torch_script=bench/torch_gpt_cpu.py
+train_bin=$build/bin/dropk-train
+bench_bin=$build/bin/dropk-train-throughput-bench
+for b in "$train_bin" "$bench_bin" "$build/bin/dropk"; do
+  [ -x "$b" ] || { echo "vs_pytorch: $b not built (cmake --build $build)" >&2; exit 1; }
+done
+mpi=(mpirun -np 2 --oversubscribe)
+[ "$(id -u)" -eq 0 ] && mpi+=(--allow-run-as-root)
+
+if ! "$py" -c 'import torch' 2>/dev/null; then
+  echo "vs_pytorch: installing Debian's python3-torch (for this benchmark only)"
+  sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-torch >/dev/null ||
+    { echo "vs_pytorch: apt-get install python3-torch failed" >&2; exit 1; }
+fi
+
+data=data/shakespeare_char
+if [ ! -f $data/train.bin ] || [ ! -f $data/val.bin ]; then
+  "$build/bin/dropk" data prepare --tokenizer char --out $data data/tinyshakespeare.txt
+fi
+
+work=$(mktemp -d -t dropk-vs-pytorch.XXXXXX)
+keep_work=0
+trap '[ $keep_work = 1 ] || rm -rf "$work"' EXIT
+
+# ---- helpers ---------------------------------------------------------------
+
+now() { date +%s.%N; }
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf (b > 0 ? "%.2fx" : "n/a"), a / b}'; }
+max() { awk -v a="$1" -v b="$2" 'BEGIN {print (a > b) ? a : b}'; }
+fail() {  # fail LOG WHAT: the run failed; keep its log and say where
+  keep_work=1
+  echo "vs_pytorch: $2 failed; last lines of $1:" >&2
+  tail -n 5 "$1" >&2
+}
+
+# torch_ddp LOG WORLD ARGS...: bench/torch_gpt_cpu.py as WORLD processes
+# (DDP over gloo, a FileStore rendezvous in the work directory).
+torch_ddp() {
+  local log=$1 world=$2; shift 2
+  local store="$work/store.$RANDOM$RANDOM" pids=() rc=0
+  for ((r = 0; r < world; ++r)); do
+    RANK=$r WORLD_SIZE=$world "$py" "$torch_script" --dist_file "$store" "$@" \
+      > "$log.rank$r" 2>&1 &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
+  cat "$log.rank0" > "$log"
+  return $rc
+}
+
+# Throughput runs print one figure (tokens/s) on stdout, or nothing on failure.
+small=(--n_layer 6 --n_head 6 --n_embd 384 --block_size 256 --batch_size 8 --vocab_size 256
+       --dropout 0.1)
+dropk_tps() {  # dropk_tps LOG [mpi] ARGS...
+  local log=$1; shift
+  local cmd=("$bench_bin")
+  if [ "$1" = mpi ]; then shift; cmd=("${mpi[@]}" "$bench_bin"); fi
+  "${cmd[@]}" --config small --steps "$steps" "$@" > "$log" 2>&1 || return 1
+  grep -o '[0-9.]* tokens/s' "$log" | tail -n 1 | cut -d' ' -f1
+}
+torch_tps() {  # torch_tps LOG WORLD ARGS...
+  local log=$1 world=$2; shift 2
+  local args=(--mode throughput --warmup_steps 3 --steps "$steps" "${small[@]}" "$@")
+  if [ "$world" = 1 ]; then
+    "$py" "$torch_script" "${args[@]}" > "$log" 2>&1 || return 1
+  else
+    torch_ddp "$log" "$world" "${args[@]}" || return 1
+  fi
+  sed -n 's/^RESULT throughput tokens_per_s=\([0-9.]*\).*/\1/p' "$log"
+}
+
+# ---- header ----------------------------------------------------------------
+
+flags=$(grep -m1 '^flags' /proc/cpuinfo || true)
+has() { [[ " ${flags#*:} " == *" $1 "* ]] && echo yes || echo no; }
+echo "== dropk vs PyTorch, CPU, same run ($(date -u '+%Y-%m-%d %H:%M UTC'), dropk $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -n 1), $(nproc) core(s) available;" \
+  "AMX (amx_bf16): $(has amx_bf16), avx512_bf16: $(has avx512_bf16), avx512f: $(has avx512f)"
+"$py" - <<'EOF'
+import torch
+print(f"PyTorch {torch.__version__} ({torch.__file__.rsplit('/', 2)[0]}): "
+      f"torch.set_num_threads(N) per rank, 1 inter-op thread, oneDNN "
+      f"{'available' if torch.backends.mkldnn.is_available() else 'absent'}; DDP over gloo")
+EOF
+echo "dropk: $train_bin (--num_threads N per rank), $bench_bin (--threads N per rank);" \
+  "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}"
+load=$(cut -d' ' -f1 /proc/loadavg)
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+if awk -v l="$load" 'BEGIN {exit !(l >= 0.5)}'; then
+  echo "warning: the machine is busy (load $load on $(nproc) cores); a thread that waits for a" \
+    "core slows one side more than the other, so these ratios are not figures to publish"
+fi
+
+# ---- (a) nanoGPT's CPU recipe ----------------------------------------------
+
+if [[ $cases == *a* ]]; then
+  echo
+  echo "== (a) nanoGPT's CPU recipe: 4 layers, 4 heads, 128 wide, block 64, batch 12, $iters iters" \
+    "(cosine to $iters), eval 20 iters every 250; wall time of the whole command"
+  recipe=(--config configs/shakespeare_char_cpu.textproto --max_iters "$iters"
+          --lr_decay_iters "$iters" --sample_tokens 0 --save_every 0)
+  declare -A wall loss
+  run_recipe() {  # run_recipe NAME LOG COMMAND...
+    local name=$1 log=$2; shift 2
+    local t0; t0=$(now)
+    if "$@" > "$log" 2>&1; then
+      wall[$name]=$(awk -v a="$t0" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}')
+      case $name in
+        torch*) loss[$name]=$(sed -n 's/^RESULT train .*val_loss=\([0-9.]*\).*/\1/p' "$log") ;;
+        *) loss[$name]=$(sed -n 's/^dropk-train: done, .*val loss \([0-9.]*\),.*/\1/p' "$log") ;;
+      esac
+    else
+      fail "$log" "$name"
+      wall[$name]="" loss[$name]=""
+    fi
+  }
+  run_recipe dropk_1x2 "$work/a_dropk_1x2.log" \
+    "$train_bin" "${recipe[@]}" --out_dir "$work/a_dropk_1x2" --num_threads 2
+  run_recipe dropk_2x1 "$work/a_dropk_2x1.log" \
+    "${mpi[@]}" "$train_bin" "${recipe[@]}" --out_dir "$work/a_dropk_2x1" --num_threads 1 \
+    --batch_size 6
+  run_recipe torch_1x2 "$work/a_torch_1x2.log" \
+    "$py" "$torch_script" --mode train --threads 2 --data_dir $data --iters "$iters" \
+    --lr_decay_iters "$iters"
+  printf '%-34s %10s %10s %22s\n' run "wall s" "val loss" "PyTorch wall / dropk"
+  printf '%-34s %10s %10s %22s\n' "PyTorch 1 x 2 threads" "${wall[torch_1x2]:-failed}" \
+    "${loss[torch_1x2]:--}" "-"
+  for name in dropk_1x2 dropk_2x1; do
+    label="dropk 1 x 2 threads"
+    [ $name = dropk_2x1 ] && label="dropk mpirun -np 2 x 1 (batch 6)"
+    r="-"
+    [ -n "${wall[$name]}" ] && [ -n "${wall[torch_1x2]}" ] && r=$(ratio "${wall[torch_1x2]}" "${wall[$name]}")
+    printf '%-34s %10s %10s %22s\n' "$label" "${wall[$name]:-failed}" "${loss[$name]:--}" "$r"
+  done
+fi
+
+# ---- (b) and (c) the small config, tokens/s --------------------------------
+
+if [[ $cases == *b* || $cases == *c* ]]; then
+  echo
+  echo "== small config: 6 layers, 6 heads, 384 wide, T 256, B 8 per rank, vocab 256, dropout 0.1;" \
+    "tokens/s, median step of $steps after 3 warm-up steps, median of $repeats run(s)"
+  declare -A tps
+  bf16_note=""
+  # measure KEY LABEL FN LOG ARGS...: one run of FN (dropk_tps or torch_tps),
+  # its figure appended to tps[KEY]; a failed run is reported and skipped.
+  measure() {
+    local key=$1 label=$2 fn=$3 log=$4 v
+    shift 4
+    if v=$("$fn" "$log" "$@") && [ -n "$v" ]; then
+      tps[$key]="${tps[$key]:-} $v"
+    else
+      fail "$log" "$label"
+    fi
+  }
+  for ((rep = 1; rep <= repeats; ++rep)); do
+    if [[ $cases == *b* ]]; then
+      measure dropk_fp32 "dropk fp32 1 x 2" dropk_tps "$work/b_dropk_fp32.$rep.log" --threads 2
+      measure torch_fp32 "PyTorch fp32 1 x 2" torch_tps "$work/b_torch_fp32.$rep.log" 1 --threads 2
+      # dropk's CPU bf16 is new: a build without it refuses the flag, and
+      # then the later repeats do not ask again.
+      if [ -z "$bf16_note" ]; then
+        log="$work/b_dropk_bf16.$rep.log"
+        if v=$(dropk_tps "$log" --threads 2 --precision=bf16) && [ -n "$v" ]; then
+          tps[dropk_bf16]="${tps[dropk_bf16]:-} $v"
+        else
+          bf16_note="not supported by this build ($(grep -m1 -v '^$' "$log" || true))"
+        fi
+      fi
+      measure torch_bf16 "PyTorch bf16 1 x 2" torch_tps "$work/b_torch_bf16.$rep.log" 1 \
+        --threads 2 --precision bf16
+    fi
+    measure torch_ddp "PyTorch DDP 2 x 1" torch_tps "$work/b_torch_ddp.$rep.log" 2 --threads 1
+    if [[ $cases == *c* ]]; then
+      measure dropk_2x1 "dropk mpirun -np 2 x 1" dropk_tps "$work/c_dropk_2x1.$rep.log" mpi \
+        --threads 1
+    fi
+  done
+  fig() {  # fig KEY: the median of KEY's runs, or nothing when none succeeded
+    local runs
+    read -ra runs <<< "${tps[$1]:-}"
+    if [ ${#runs[@]} -gt 0 ]; then median "${runs[@]}"; fi
+  }
+  show() {  # show LABEL KEY RATIO
+    local m; m=$(fig "$2")
+    [ -z "$m" ] || m=$(printf '%.0f' "$m")
+    printf '%-40s %12s %20s   %s\n' "$1" "${m:-failed}" "$3" "${tps[$2]:-}"
+  }
+  r() {  # r KEY BASELINE: KEY's median / BASELINE, or "-" when either is missing
+    local a; a=$(fig "$1")
+    if [ -n "$a" ] && [ -n "$2" ]; then ratio "$a" "$2"; else echo "-"; fi
+  }
+  if [[ $cases == *b* ]]; then
+    torch_fp32_best=""
+    if [ -n "$(fig torch_fp32)" ] && [ -n "$(fig torch_ddp)" ]; then
+      torch_fp32_best=$(max "$(fig torch_fp32)" "$(fig torch_ddp)")
+    fi
+    echo
+    echo "-- (b) fp32 and bf16, 1 process x 2 threads (DDP 2 x 1 for PyTorch's better fp32)"
+    printf '%-40s %12s %20s   %s\n' run "tokens/s" "dropk/PyTorch" "runs"
+    show "PyTorch fp32 1 x 2 threads" torch_fp32 "-"
+    show "PyTorch fp32 DDP gloo 2 x 1 thread" torch_ddp "-"
+    show "dropk fp32 1 x 2 threads" dropk_fp32 "$(r dropk_fp32 "$torch_fp32_best") (vs better)"
+    show "PyTorch bf16 autocast 1 x 2 threads" torch_bf16 "-"
+    if [ -n "$bf16_note" ]; then
+      printf '%-40s %s\n' "dropk bf16 1 x 2 threads" "$bf16_note"
+    else
+      show "dropk bf16 1 x 2 threads" dropk_bf16 "$(r dropk_bf16 "$(fig torch_bf16)")"
+    fi
+  fi
+  if [[ $cases == *c* ]]; then
+    echo
+    echo "-- (c) fp32, 2 ranks x 1 thread"
+    printf '%-40s %12s %20s   %s\n' run "tokens/s" "dropk/PyTorch" "runs"
+    show "PyTorch DDP gloo 2 x 1 thread" torch_ddp "-"
+    show "dropk mpirun -np 2 x 1 thread" dropk_2x1 "$(r dropk_2x1 "$(fig torch_ddp)")"
+  fi
+fi
+
+echo
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+[ $keep_work = 0 ] || echo "vs_pytorch: logs of the failed runs kept in $work"
