@@ -4,7 +4,9 @@
 #   (a) nanoGPT's CPU recipe (configs/shakespeare_char_cpu.textproto): wall
 #       time of the whole training command and the final val loss. dropk 1
 #       process x 2 threads and mpirun -np 2 x 1 thread (batch 6 per rank),
-#       PyTorch 1 x 2 threads. Ratio: PyTorch's wall time / dropk's.
+#       each in fp32 and with --precision BF16, against PyTorch 1 x 2
+#       threads in fp32 (nanoGPT's recipe on a CPU). Ratio: PyTorch's wall
+#       time / dropk's.
 #   (b) the "small" config of bench/train_throughput_bench.cc (6 layers, 6
 #       heads, 384 wide, T 256, B 8, vocab 256, dropout 0.1), tokens/s.
 #       fp32: dropk 1 x 2 threads against the better of PyTorch 1 x 2 threads
@@ -172,15 +174,27 @@ if [[ $cases == *a* ]]; then
   run_recipe dropk_2x1 "$work/a_dropk_2x1.log" \
     "${mpi[@]}" "$train_bin" "${recipe[@]}" --out_dir "$work/a_dropk_2x1" --num_threads 1 \
     --batch_size 6
+  # bf16 (matmul inputs; a build without the CPU's bf16 fails these runs,
+  # which are then reported and left out).
+  run_recipe dropk_bf16_1x2 "$work/a_dropk_bf16_1x2.log" \
+    "$train_bin" "${recipe[@]}" --out_dir "$work/a_dropk_bf16_1x2" --num_threads 2 \
+    --precision BF16
+  run_recipe dropk_bf16_2x1 "$work/a_dropk_bf16_2x1.log" \
+    "${mpi[@]}" "$train_bin" "${recipe[@]}" --out_dir "$work/a_dropk_bf16_2x1" --num_threads 1 \
+    --batch_size 6 --precision BF16
   run_recipe torch_1x2 "$work/a_torch_1x2.log" \
     "$py" "$torch_script" --mode train --threads 2 --data_dir $data --iters "$iters" \
     --lr_decay_iters "$iters"
   printf '%-34s %10s %10s %22s\n' run "wall s" "val loss" "PyTorch wall / dropk"
   printf '%-34s %10s %10s %22s\n' "PyTorch 1 x 2 threads" "${wall[torch_1x2]:-failed}" \
     "${loss[torch_1x2]:--}" "-"
-  for name in dropk_1x2 dropk_2x1; do
-    label="dropk 1 x 2 threads"
-    [ $name = dropk_2x1 ] && label="dropk mpirun -np 2 x 1 (batch 6)"
+  for name in dropk_1x2 dropk_2x1 dropk_bf16_1x2 dropk_bf16_2x1; do
+    case $name in
+      dropk_1x2) label="dropk 1 x 2 threads" ;;
+      dropk_2x1) label="dropk mpirun -np 2 x 1 (batch 6)" ;;
+      dropk_bf16_1x2) label="dropk bf16 1 x 2 threads" ;;
+      dropk_bf16_2x1) label="dropk bf16 mpirun -np 2 x 1" ;;
+    esac
     r="-"
     [ -n "${wall[$name]}" ] && [ -n "${wall[torch_1x2]}" ] && r=$(ratio "${wall[torch_1x2]}" "${wall[$name]}")
     printf '%-34s %10s %10s %22s\n' "$label" "${wall[$name]:-failed}" "${loss[$name]:--}" "$r"

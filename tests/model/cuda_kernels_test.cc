@@ -476,13 +476,5 @@ TEST(CudaKernelsAvailabilityTest, MissingGpuIsAClearError) {
       << message;
 }
 
-TEST(CudaKernelsAvailabilityTest, CpuRefusesReducedPrecision) {
-  KernelOptions options;
-  options.precision = MatmulPrecision::kBf16;
-  absl::StatusOr<std::unique_ptr<Kernels>> cpu = MakeKernels(Device::kCpu, options);
-  ASSERT_FALSE(cpu.ok());
-  EXPECT_NE(cpu.status().message().find("bf16"), std::string::npos) << cpu.status().message();
-}
-
 }  // namespace
 }  // namespace dropk
