@@ -6,6 +6,11 @@ namespace dropk {
 
 bool NcclAvailable() { return false; }
 
+absl::Status NcclUsable() {
+  return absl::UnimplementedError(
+      "this build of dropk has no NCCL (it was built without the CUDA Toolkit or NCCL)");
+}
+
 absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(Communicator*, int) {
   return absl::UnimplementedError(
       "comm backend NCCL: this build of dropk has no NCCL (it was built without the CUDA "
@@ -28,6 +33,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(Communicator*
 
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
+#include "done_work.h"
 
 namespace dropk {
 
@@ -84,16 +90,6 @@ struct NcclState {
     std::lock_guard<std::mutex> lock(mu);
     return aborted ? abort_reason : std::string();
   }
-};
-
-class DoneWork final : public Work {
- public:
-  explicit DoneWork(absl::Status status) : status_(std::move(status)) {}
-  absl::Status Wait() override { return status_; }
-  bool IsCompleted() override { return true; }
-
- private:
-  absl::Status status_;
 };
 
 // One enqueued collective: events around it on the communicator's stream.
@@ -395,6 +391,13 @@ absl::Status CreateComm(Communicator* bootstrap, int cuda_device, NcclState* sta
 }  // namespace
 
 bool NcclAvailable() { return true; }
+
+absl::Status NcclUsable() {
+  if (std::string error = NcclLoadError(); !error.empty()) {
+    return absl::FailedPreconditionError(error);
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(Communicator* bootstrap,
                                                                     int cuda_device) {

@@ -3,6 +3,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "comm/communicator.h"
+#include "done_work.h"
 
 namespace dropk {
 
@@ -18,16 +19,6 @@ size_t DataTypeSize(DataType type) {
 }
 
 namespace {
-
-class DoneWork final : public Work {
- public:
-  explicit DoneWork(absl::Status status) : status_(std::move(status)) {}
-  absl::Status Wait() override { return status_; }
-  bool IsCompleted() override { return true; }
-
- private:
-  absl::Status status_;
-};
 
 absl::Status CheckHost(const Buffer& b, const char* op) {
   if (b.memory != MemoryKind::kHost) {

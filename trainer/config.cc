@@ -71,7 +71,9 @@ constexpr FieldHelp kFieldHelp[] = {
     {"seed", "seed of initialization, data order and dropout"},
     {"num_threads",
      "OpenMP/BLAS threads per rank; 0 = cores on this node / ranks on this node"},
-    {"comm_backend", "auto (MPI under mpirun), single_process or mpi"},
+    {"comm_backend",
+     "auto (under mpirun: NCCL on CUDA with one GPU per rank, else MPI), single_process, mpi "
+     "or nccl"},
     {"bucket_cap_mb", "gradient allreduce bucket cap, MiB"},
     {"overlap_comm", "overlap gradient allreduce with backward"},
     {"consistency_check_every",
@@ -698,7 +700,11 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
   p.AtLeast("log_interval", c.log_interval(), 1);
   p.AtLeast("num_threads", c.num_threads(), 0);
   if (c.comm_backend() == TrainConfig::COMM_BACKEND_UNSPECIFIED) {
-    p.Add("comm_backend=COMM_BACKEND_UNSPECIFIED: must be AUTO, SINGLE_PROCESS or MPI");
+    p.Add("comm_backend=COMM_BACKEND_UNSPECIFIED: must be AUTO, SINGLE_PROCESS, MPI or NCCL");
+  }
+  if (c.comm_backend() == TrainConfig::NCCL && c.device() != TrainConfig::CUDA) {
+    p.Add("comm_backend=NCCL: needs device: CUDA (NCCL reduces GPU buffers); use MPI or AUTO on "
+          "the CPU");
   }
   p.Above("bucket_cap_mb", c.bucket_cap_mb(), 0.0f, /*inclusive=*/false);
   p.AtLeast("consistency_check_every", c.consistency_check_every(), 0);

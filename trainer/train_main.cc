@@ -17,6 +17,7 @@
 #include "base/exit_codes.h"
 #include "comm/communicator.h"
 #include "comm/mpi_communicator.h"
+#include "trainer/comm_backend.h"
 #include "trainer/config.h"
 #include "trainer/trainer.h"
 
@@ -29,13 +30,6 @@ bool IsLauncherRankZero() {
     if (const char* v = std::getenv(var)) return std::string(v) == "0";
   }
   return true;
-}
-
-absl::StatusOr<std::unique_ptr<dropk::Communicator>> JoinJob(const dropk::TrainConfig& config) {
-  const bool use_mpi = config.comm_backend() == dropk::TrainConfig::MPI ||
-                       (config.comm_backend() == dropk::TrainConfig::AUTO && dropk::LaunchedByMpi());
-  if (!use_mpi) return dropk::MakeSingleProcessCommunicator();
-  return dropk::MakeMpiCommunicator();
 }
 
 int Main(int argc, char** argv) {
@@ -51,7 +45,7 @@ int Main(int argc, char** argv) {
     if (IsLauncherRankZero()) std::cerr << "dropk-train: " << invalid.message() << "\n";
     return dropk::kExitUsage;
   }
-  absl::StatusOr<std::unique_ptr<dropk::Communicator>> comm = JoinJob(*config);
+  absl::StatusOr<std::unique_ptr<dropk::Communicator>> comm = dropk::JoinTrainingJob(*config);
   if (!comm.ok()) {
     std::cerr << "dropk-train: " << comm.status().message() << "\n";
     return dropk::kExitFailure;

@@ -2,8 +2,11 @@
 // for sizes 0, 1, odd and several MiB; timeouts; divergence detection.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cmath>
+#include <cstdint>
 #include <thread>
 #include <vector>
 
@@ -39,6 +42,75 @@ TEST(CollectivesTest, AllReduceSumAndAverageMatchTheReference) {
       // Bitwise the same on every rank (invariant 2 rests on this).
       ASSERT_TRUE(CheckSameOnAllRanks(&w, Digest(f.data(), f.size() * 4), "allreduce", 0).ok());
     }
+  }
+}
+
+TEST(CollectivesTest, AllReduceMaxAndIntegerTypesMatchTheReference) {
+  Communicator& w = World();
+  const int n = w.Size(), r = w.Rank();
+  // Up to several point-to-point segments per rank's block, with a remainder.
+  for (size_t count : {size_t{0}, size_t{1}, size_t{7}, (size_t{5} << 20) / 8 + 3}) {
+    std::vector<int64_t> sum(count), max(count);
+    std::vector<uint8_t> bytes(count);
+    std::vector<float> fmax(count);
+    for (size_t i = 0; i < count; ++i) {
+      sum[i] = max[i] = static_cast<int64_t>(i % 977) * (r + 1) - r;
+      bytes[i] = static_cast<uint8_t>(i + 100 * r);  // sums wrap around, as MPI_SUM's do
+      fmax[i] = static_cast<float>(Value((r + i) % n, i));
+    }
+    ASSERT_TRUE(w.AllReduce(HostBuffer(sum.data(), count), ReduceOp::kSum)->Wait().ok());
+    ASSERT_TRUE(w.AllReduce(HostBuffer(max.data(), count), ReduceOp::kMax)->Wait().ok());
+    ASSERT_TRUE(w.AllReduce(HostBuffer(bytes.data(), count), ReduceOp::kSum)->Wait().ok());
+    ASSERT_TRUE(w.AllReduce(HostBuffer(fmax.data(), count), ReduceOp::kMax)->Wait().ok());
+    for (size_t i = 0; i < count; ++i) {
+      int64_t expected_sum = 0, expected_max = INT64_MIN;
+      uint8_t expected_bytes = 0;
+      float expected_fmax = -INFINITY;
+      for (int k = 0; k < n; ++k) {
+        const int64_t v = static_cast<int64_t>(i % 977) * (k + 1) - k;
+        expected_sum += v;
+        expected_max = std::max(expected_max, v);
+        expected_bytes = static_cast<uint8_t>(expected_bytes + static_cast<uint8_t>(i + 100 * k));
+        expected_fmax = std::max(expected_fmax, static_cast<float>(Value(k, i)));
+      }
+      ASSERT_EQ(sum[i], expected_sum) << count << " " << i;
+      ASSERT_EQ(max[i], expected_max) << count << " " << i;
+      ASSERT_EQ(bytes[i], expected_bytes) << count << " " << i;
+      ASSERT_EQ(fmax[i], expected_fmax) << count << " " << i;
+    }
+  }
+}
+
+// The gradient bucketer issues allreduces during backward and waits only
+// before the optimizer: they must run without anyone waiting on them.
+TEST(CollectivesTest, AnAllReduceNobodyWaitsOnCompletesByItself) {
+  Communicator& w = World();
+  std::vector<float> x(100000, 1.0f);
+  std::unique_ptr<Work> work = w.AllReduce(HostBuffer(x.data(), x.size()), ReduceOp::kSum);
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!work->IsCompleted() && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_TRUE(work->IsCompleted());
+  ASSERT_TRUE(work->Wait().ok());
+  EXPECT_EQ(x[12345], static_cast<float>(w.Size()));
+}
+
+TEST(CollectivesTest, CollectivesWaitedOnInAnyOrderCompleteInIssueOrder) {
+  Communicator& w = World();
+  const int n = w.Size();
+  std::vector<std::vector<double>> buffers;
+  for (int b = 0; b < 6; ++b) buffers.emplace_back(1000 * (b + 1) + b, b + 1.0);
+  std::vector<std::unique_ptr<Work>> works;
+  for (int b = 0; b < 6; ++b) {
+    works.push_back(w.AllReduce(HostBuffer(buffers[b].data(), buffers[b].size()),
+                                b % 2 == 0 ? ReduceOp::kSum : ReduceOp::kAverage));
+    if (b == 2) works.push_back(w.Barrier());  // run by the communication thread only
+  }
+  for (size_t i = works.size(); i-- > 0;) ASSERT_TRUE(works[i]->Wait().ok()) << i;
+  for (int b = 0; b < 6; ++b) {
+    const double expected = b % 2 == 0 ? (b + 1.0) * n : b + 1.0;
+    for (double v : buffers[b]) ASSERT_EQ(v, expected) << b;
   }
 }
 

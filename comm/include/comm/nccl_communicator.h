@@ -26,6 +26,7 @@
 
 #include <memory>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "comm/communicator.h"
 
@@ -33,6 +34,12 @@ namespace dropk {
 
 // True when this build has the NCCL backend.
 bool NcclAvailable();
+
+// OK when this build has the NCCL backend and libnccl can be opened (the
+// first call tries to, which takes a while: the library is large);
+// otherwise Unimplemented or FailedPrecondition saying why, in one line.
+// Does not look for GPUs.
+absl::Status NcclUsable();
 
 // Creates the NCCL communicator of bootstrap's ranks on CUDA device
 // `cuda_device` (a rank passes its local rank, modulo the device count).

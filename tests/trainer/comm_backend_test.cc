@@ -1,0 +1,134 @@
+// comm_backend: what each value chooses from a rank's facts, and the lines
+// that refuse NCCL where it cannot work. Joining NCCL for real needs GPUs
+// and skips, saying so, where there are none.
+#include "trainer/comm_backend.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "comm/nccl_communicator.h"
+#include "model/kernels.h"
+#include "trainer/config.h"
+
+namespace dropk {
+namespace {
+
+TrainConfig ConfigWith(TrainConfig::CommBackend backend, TrainConfig::Device device) {
+  TrainConfig config = DefaultTrainConfig();
+  config.set_comm_backend(backend);
+  config.set_device(device);
+  return config;
+}
+
+// A node with `gpus` GPUs, `ranks` ranks of an mpirun job, NCCL loadable.
+CommFacts Node(int ranks, int gpus) {
+  CommFacts facts;
+  facts.launched_by_mpi = true;
+  facts.local_ranks = ranks;
+  facts.cuda_devices = gpus;
+  facts.nccl = absl::OkStatus();
+  return facts;
+}
+
+CommBackendChoice Choice(const TrainConfig& config, const CommFacts& facts) {
+  absl::StatusOr<CommBackendChoice> choice = ChooseCommBackend(config, facts);
+  EXPECT_TRUE(choice.ok()) << choice.status();
+  return choice.value_or(CommBackendChoice::kSingleProcess);
+}
+
+TEST(CommBackendTest, AutoIsSingleProcessOutsideMpirun) {
+  CommFacts alone = Node(1, 8);
+  alone.launched_by_mpi = false;
+  EXPECT_EQ(Choice(ConfigWith(TrainConfig::AUTO, TrainConfig::CUDA), alone),
+            CommBackendChoice::kSingleProcess);
+  EXPECT_EQ(Choice(ConfigWith(TrainConfig::AUTO, TrainConfig::CPU), alone),
+            CommBackendChoice::kSingleProcess);
+}
+
+TEST(CommBackendTest, AutoPicksNcclOnCudaWithAGpuPerRank) {
+  EXPECT_EQ(Choice(ConfigWith(TrainConfig::AUTO, TrainConfig::CUDA), Node(4, 8)),
+            CommBackendChoice::kNccl);
+  EXPECT_EQ(Choice(ConfigWith(TrainConfig::AUTO, TrainConfig::CUDA), Node(8, 8)),
+            CommBackendChoice::kNccl);
+}
+
+TEST(CommBackendTest, AutoFallsBackToMpiWhereNcclCannotWork) {
+  const TrainConfig cuda = ConfigWith(TrainConfig::AUTO, TrainConfig::CUDA);
+  EXPECT_EQ(Choice(cuda, Node(2, 1)), CommBackendChoice::kMpi);  // two ranks share a GPU
+  EXPECT_EQ(Choice(cuda, Node(1, 0)), CommBackendChoice::kMpi);  // no GPU visible
+  CommFacts no_library = Node(2, 2);
+  no_library.nccl = absl::FailedPreconditionError("cannot load NCCL: libnccl.so.2: not found");
+  EXPECT_EQ(Choice(cuda, no_library), CommBackendChoice::kMpi);
+  EXPECT_EQ(Choice(ConfigWith(TrainConfig::AUTO, TrainConfig::CPU), Node(2, 2)),
+            CommBackendChoice::kMpi);
+}
+
+TEST(CommBackendTest, ExplicitBackendsAreTaken) {
+  EXPECT_EQ(Choice(ConfigWith(TrainConfig::MPI, TrainConfig::CUDA), Node(2, 2)),
+            CommBackendChoice::kMpi);
+  EXPECT_EQ(Choice(ConfigWith(TrainConfig::SINGLE_PROCESS, TrainConfig::CPU), Node(1, 0)),
+            CommBackendChoice::kSingleProcess);
+  EXPECT_EQ(Choice(ConfigWith(TrainConfig::NCCL, TrainConfig::CUDA), Node(2, 2)),
+            CommBackendChoice::kNccl);
+}
+
+// One line, naming the field, for every reason NCCL cannot be had.
+void ExpectRefused(const TrainConfig& config, const CommFacts& facts, const std::string& why) {
+  const absl::StatusOr<CommBackendChoice> choice = ChooseCommBackend(config, facts);
+  ASSERT_FALSE(choice.ok());
+  const std::string message(choice.status().message());
+  EXPECT_TRUE(absl::IsFailedPrecondition(choice.status())) << message;
+  EXPECT_EQ(message.rfind("comm_backend=NCCL: ", 0), 0u) << message;
+  EXPECT_NE(message.find(why), std::string::npos) << message;
+  EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+}
+
+TEST(CommBackendTest, NcclThatCannotWorkIsRefusedInOneLine) {
+  const TrainConfig nccl = ConfigWith(TrainConfig::NCCL, TrainConfig::CUDA);
+  CommFacts no_library = Node(2, 2);
+  no_library.nccl = absl::FailedPreconditionError("cannot load NCCL: libnccl.so.2: not found");
+  ExpectRefused(nccl, no_library, "cannot load NCCL: libnccl.so.2: not found");
+  ExpectRefused(nccl, Node(1, 0), "no CUDA device");
+  ExpectRefused(nccl, Node(4, 2), "4 ranks on this node share 2 GPU(s)");
+  ExpectRefused(ConfigWith(TrainConfig::NCCL, TrainConfig::CPU), Node(2, 2), "device: CUDA");
+}
+
+TEST(CommBackendTest, ValidationRefusesNcclOnTheCpu) {
+  for (TrainConfig::Device device : {TrainConfig::CPU, TrainConfig::DEVICE_UNSPECIFIED}) {
+    const absl::Status s = ValidateTrainConfig(ConfigWith(TrainConfig::NCCL, device));
+    ASSERT_TRUE(absl::IsInvalidArgument(s)) << s;
+    EXPECT_NE(s.message().find("comm_backend=NCCL: needs device: CUDA"), std::string::npos) << s;
+  }
+  EXPECT_TRUE(ValidateTrainConfig(ConfigWith(TrainConfig::MPI, TrainConfig::CPU)).ok());
+}
+
+TEST(CommBackendTest, NcclIsNamedOnTheCommandLine) {
+  const char* argv[] = {"dropk-train", "--comm_backend=nccl", "--device=cuda", nullptr};
+  absl::StatusOr<TrainConfig> config = LoadTrainConfig(3, const_cast<char**>(argv));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->comm_backend(), TrainConfig::NCCL);
+}
+
+// The build without NCCL says so when NCCL is asked for; one with it, on a
+// machine with GPUs, joins it (outside mpirun: a job of one rank).
+TEST(CommBackendTest, NcclOnThisMachine) {
+  const TrainConfig nccl = ConfigWith(TrainConfig::NCCL, TrainConfig::CUDA);
+  CommFacts facts = GatherCommFacts(nccl);
+  if (!NcclAvailable()) {
+    ExpectRefused(nccl, facts, "this build of dropk has no NCCL");
+    GTEST_SKIP() << "this build has no NCCL: checked the refusal only, not a real NCCL job";
+  }
+  if (!facts.nccl.ok() || facts.cuda_devices < 1) {
+    GTEST_SKIP() << "no usable NCCL or GPU here (" << facts.nccl.message() << ", "
+                 << facts.cuda_devices << " GPU(s)): a real NCCL job is not tried";
+  }
+  if (facts.launched_by_mpi) GTEST_SKIP() << "runs outside mpirun only (MPI would start here)";
+  absl::StatusOr<std::unique_ptr<Communicator>> comm = JoinTrainingJob(nccl);
+  ASSERT_TRUE(comm.ok()) << comm.status();
+  EXPECT_EQ((*comm)->BackendName(), "nccl+single-process");
+  EXPECT_EQ((*comm)->Size(), 1);
+}
+
+}  // namespace
+}  // namespace dropk

@@ -1,0 +1,108 @@
+#include "trainer/comm_backend.h"
+
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "comm/mpi_communicator.h"
+#include "comm/nccl_communicator.h"
+#include "comm/routed_communicator.h"
+#include "model/kernels.h"
+
+namespace dropk {
+namespace {
+
+absl::Status NcclProblem(const std::string& why) {
+  return absl::FailedPreconditionError(absl::StrCat("comm_backend=NCCL: ", why));
+}
+
+// Why NCCL cannot serve this rank, or OK.
+absl::Status NcclFits(const TrainConfig& config, const CommFacts& facts) {
+  if (config.device() != TrainConfig::CUDA) {
+    return NcclProblem("needs device: CUDA (NCCL reduces GPU buffers); use MPI or AUTO on the CPU");
+  }
+  if (!facts.nccl.ok()) return NcclProblem(std::string(facts.nccl.message()));
+  if (facts.cuda_devices < 1) return NcclProblem("no CUDA device is visible to this rank");
+  if (facts.local_ranks > facts.cuda_devices) {
+    return NcclProblem(absl::StrCat(
+        facts.local_ranks, " ranks on this node share ", facts.cuda_devices,
+        " GPU(s), and NCCL needs a GPU of its own for each rank; use MPI or AUTO"));
+  }
+  return absl::OkStatus();
+}
+
+// Whether config can lead to NCCL at all: the same answer on every rank.
+bool MayUseNccl(const TrainConfig& config, bool launched_by_mpi) {
+  return config.device() == TrainConfig::CUDA &&
+         (config.comm_backend() == TrainConfig::NCCL ||
+          (config.comm_backend() == TrainConfig::AUTO && launched_by_mpi));
+}
+
+}  // namespace
+
+absl::StatusOr<CommBackendChoice> ChooseCommBackend(const TrainConfig& config,
+                                                    const CommFacts& facts) {
+  switch (config.comm_backend()) {
+    case TrainConfig::SINGLE_PROCESS:
+      return CommBackendChoice::kSingleProcess;
+    case TrainConfig::MPI:
+      return CommBackendChoice::kMpi;
+    case TrainConfig::NCCL:
+      if (absl::Status s = NcclFits(config, facts); !s.ok()) return s;
+      return CommBackendChoice::kNccl;
+    default:  // AUTO (validation refuses the unspecified value)
+      if (!facts.launched_by_mpi) return CommBackendChoice::kSingleProcess;
+      return NcclFits(config, facts).ok() ? CommBackendChoice::kNccl : CommBackendChoice::kMpi;
+  }
+}
+
+CommFacts GatherCommFacts(const TrainConfig& config) {
+  CommFacts facts;
+  facts.launched_by_mpi = LaunchedByMpi();
+  facts.local_ranks = LocalWorldSize();
+  if (MayUseNccl(config, facts.launched_by_mpi)) {
+    facts.cuda_devices = CudaDeviceCount();
+    facts.nccl = NcclUsable();
+  }
+  return facts;
+}
+
+absl::StatusOr<std::unique_ptr<Communicator>> JoinTrainingJob(const TrainConfig& config) {
+  const CommFacts facts = GatherCommFacts(config);
+  const absl::StatusOr<CommBackendChoice> mine = ChooseCommBackend(config, facts);
+  if (mine.ok() && *mine == CommBackendChoice::kSingleProcess) {
+    return MakeSingleProcessCommunicator();
+  }
+  // MPI carries the host collectives, and bootstraps NCCL. Outside mpirun
+  // (NCCL asked for by name) a single process does.
+  absl::StatusOr<std::unique_ptr<Communicator>> host =
+      facts.launched_by_mpi || config.comm_backend() == TrainConfig::MPI
+          ? MakeMpiCommunicator()
+          : absl::StatusOr<std::unique_ptr<Communicator>>(MakeSingleProcessCommunicator());
+  // NCCL on the CPU never gets here (validation refuses it), so every rank
+  // whose config may lead to NCCL takes part in agreeing on it.
+  if (!host.ok() || !MayUseNccl(config, facts.launched_by_mpi)) return host;
+  Communicator& bootstrap = **host;
+  // Agree on NCCL, so that no two ranks pick different backends: find the
+  // lowest rank that cannot use it (ReduceOp has no minimum: the maximum of
+  // Size() - rank does).
+  const bool fits = mine.ok() && *mine == CommBackendChoice::kNccl;
+  int64_t unfit = fits ? 0 : bootstrap.Size() - bootstrap.Rank();
+  if (absl::Status s = bootstrap.AllReduce(HostBuffer(&unfit, 1), ReduceOp::kMax)->Wait();
+      !s.ok()) {
+    return s;
+  }
+  if (unfit > 0) {
+    if (config.comm_backend() == TrainConfig::AUTO) return host;  // MPI then
+    if (!mine.ok()) return mine.status();
+    return NcclProblem(absl::StrCat("rank ", bootstrap.Size() - unfit,
+                                    " cannot use NCCL (its own line says why)"));
+  }
+  absl::StatusOr<std::unique_ptr<Communicator>> nccl =
+      MakeNcclCommunicator(&bootstrap, LocalRank() % facts.cuda_devices);
+  if (!nccl.ok()) return nccl.status();
+  return MakeRoutedCommunicator(*std::move(host), *std::move(nccl));
+}
+
+}  // namespace dropk

@@ -1,0 +1,56 @@
+// Which communicator a training run joins (TrainConfig.comm_backend), and
+// joining it: the one place dropk-train chooses between single-process, MPI
+// and NCCL.
+#ifndef DROPK_TRAINER_COMM_BACKEND_H_
+#define DROPK_TRAINER_COMM_BACKEND_H_
+
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "comm/communicator.h"
+#include "config.pb.h"
+
+namespace dropk {
+
+enum class CommBackendChoice { kSingleProcess, kMpi, kNccl };
+
+// What the choice depends on besides the config, as one rank finds it.
+struct CommFacts {
+  bool launched_by_mpi = false;  // LaunchedByMpi()
+  int local_ranks = 1;           // ranks of the job on this node (LocalWorldSize())
+  int cuda_devices = 0;          // GPUs this process can use (CudaDeviceCount())
+  absl::Status nccl = absl::UnimplementedError("not looked for");  // NcclUsable()
+};
+
+// This rank's backend for a validated config, given its facts. Pure.
+//   SINGLE_PROCESS, MPI: as named.
+//   AUTO: single-process unless launched by MPI; then NCCL when the device
+//     is CUDA, NCCL is usable and the node has a GPU for each of its ranks;
+//     else MPI.
+//   NCCL: NCCL, or FailedPrecondition in one line starting
+//     "comm_backend=NCCL: " that says why it cannot be (device not CUDA,
+//     NCCL not loadable, no GPU, fewer GPUs than ranks on the node).
+absl::StatusOr<CommBackendChoice> ChooseCommBackend(const TrainConfig& config,
+                                                    const CommFacts& facts);
+
+// This process's facts. Opens libnccl (slow: the library is large) only
+// when the config could choose NCCL: device CUDA and comm_backend NCCL, or
+// AUTO under an MPI launcher.
+CommFacts GatherCommFacts(const TrainConfig& config);
+
+// Joins the job as a validated config says, and returns its communicator:
+// single-process; MPI; or for NCCL, NCCL for CUDA buffers beside MPI (or
+// single-process outside mpirun) for host buffers
+// (comm/routed_communicator.h), each rank on GPU local rank mod the node's
+// GPU count, as the kernels choose. Under MPI the ranks first agree, so
+// they never pick different backends: AUTO picks NCCL only when every rank
+// can use it; NCCL fails on every rank when one cannot, with that rank's
+// reason there and "comm_backend=NCCL: rank R cannot use NCCL" elsewhere.
+// A collective: every rank of the job calls it, once (MPI is initialised
+// here).
+absl::StatusOr<std::unique_ptr<Communicator>> JoinTrainingJob(const TrainConfig& config);
+
+}  // namespace dropk
+
+#endif  // DROPK_TRAINER_COMM_BACKEND_H_
