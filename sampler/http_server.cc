@@ -1,5 +1,7 @@
 #include "sampler/http_server.h"
 
+#include <cstdio>
+
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -36,6 +38,20 @@ class HttpServer::Impl {
 
   absl::Status Listen();
   void DoAccept();
+  // Runs the I/O loop on this thread until it is stopped. A handler that
+  // throws (an allocation that fails mid-request) loses its own connection,
+  // which closes when its session is released, and the loop runs on:
+  // Asio's run() may be called again after a handler's exception.
+  void RunGuarded() {
+    for (;;) {
+      try {
+        ioc_.run();
+        return;
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "dropk-serve: a connection failed (%s); serving on\n", e.what());
+      }
+    }
+  }
   void OnAccept(beast::error_code ec, tcp::socket socket);
 
   const HttpServerOptions options_;
@@ -539,7 +555,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
   impl->DoAccept();
   Impl* p = impl.get();
   for (int i = 0; i < std::max(1, options.io_threads); ++i) {
-    p->threads_.emplace_back([p] { p->ioc_.run(); });
+    p->threads_.emplace_back([p] { p->RunGuarded(); });
   }
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
 }

@@ -67,7 +67,8 @@ absl::Status Scheduler::SetModel(std::shared_ptr<const ModelSnapshot> snapshot) 
   io.max_slots = options_.max_batch;
   io.num_threads = options_.num_threads;
   absl::StatusOr<std::unique_ptr<InferenceEngine>> engine =
-      MakeInferenceEngine(snapshot->config, snapshot->params, io);
+      options_.make_engine ? options_.make_engine(snapshot->config, snapshot->params, io)
+                           : MakeInferenceEngine(snapshot->config, snapshot->params, io);
   if (!engine.ok()) return engine.status();
   auto model = std::make_shared<ServingModel>();
   model->snapshot_ = std::move(snapshot);
@@ -211,7 +212,19 @@ void Scheduler::Loop() {
     }
     if (admission.stop) return CancelAll();
     Join(admission.joining);
-    Step();
+    // A failed decode step (an allocation the machine cannot give, say) ends
+    // the sequences running in it as cancelled, not the service.
+    try {
+      Step();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "dropk-serve: a decode step failed (%s); ending its %zu sequence(s)\n",
+                   e.what(), active_.size());
+      for (auto& a : active_) {
+        if (a->slot >= 0) Finish(*a, FinishReason::kCancelled);
+      }
+      active_.clear();
+      metrics_->running_batch = 0;
+    }
   }
 }
 
@@ -277,9 +290,15 @@ void Scheduler::Join(std::vector<std::pair<uint64_t, SequenceRequest>>& joining)
     ServingModel& m = *a->request.model;
     a->slot = m.free_slots_.back();
     m.free_slots_.pop_back();
-    m.engine_->Reset(a->slot);
-    const float* logits = m.engine_->Prefill(a->slot, a->request.prompt);
-    if (Emit(*a, logits)) active_.push_back(std::move(a));
+    // A failed prefill ends this sequence as cancelled, not the service.
+    try {
+      m.engine_->Reset(a->slot);
+      const float* logits = m.engine_->Prefill(a->slot, a->request.prompt);
+      if (Emit(*a, logits)) active_.push_back(std::move(a));
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "dropk-serve: a prefill failed (%s); ending that sequence\n", e.what());
+      if (a->slot >= 0) Finish(*a, FinishReason::kCancelled);
+    }
   }
   joining.clear();
 }

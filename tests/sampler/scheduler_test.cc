@@ -1,7 +1,9 @@
 // Generation through the scheduler and the completions job, in process:
 // reproducibility alone vs. among 15 others, top-k semantics via logprobs,
 // queue limits, stop strings and streaming.
+#include <atomic>
 #include <future>
+#include <new>
 #include <set>
 #include <string>
 #include <thread>
@@ -358,6 +360,73 @@ TEST(SchedulerTest, BadFairnessOptionsAreRefused) {
   EXPECT_FALSE(Scheduler::Create({.max_running_per_request = -1}, &metrics).ok());
   EXPECT_FALSE(Scheduler::Create({.max_request_tokens = 0}, &metrics).ok());
   EXPECT_FALSE(Scheduler::Create({.max_window_refills_per_step = 0}, &metrics).ok());
+}
+
+
+// An engine that forwards to a real one but throws std::bad_alloc from the
+// calls the test arms: what a machine out of memory does mid-request.
+class FailingEngine final : public InferenceEngine {
+ public:
+  FailingEngine(std::unique_ptr<InferenceEngine> inner, std::atomic<int>* fail_prefills,
+                std::atomic<int>* fail_decodes)
+      : inner_(std::move(inner)), fail_prefills_(fail_prefills), fail_decodes_(fail_decodes) {}
+  const GptConfig& config() const override { return inner_->config(); }
+  int max_slots() const override { return inner_->max_slots(); }
+  void Reset(int slot) override { inner_->Reset(slot); }
+  int Length(int slot) const override { return inner_->Length(slot); }
+  const float* Prefill(int slot, std::span<const int32_t> tokens) override {
+    if (fail_prefills_->load() > 0) {
+      --*fail_prefills_;
+      throw std::bad_alloc();
+    }
+    return inner_->Prefill(slot, tokens);
+  }
+  const float* Decode(std::span<const int> slots, std::span<const int32_t> tokens) override {
+    if (fail_decodes_->load() > 0) {
+      --*fail_decodes_;
+      throw std::bad_alloc();
+    }
+    return inner_->Decode(slots, tokens);
+  }
+
+ private:
+  std::unique_ptr<InferenceEngine> inner_;
+  std::atomic<int>* fail_prefills_;
+  std::atomic<int>* fail_decodes_;
+};
+
+TEST(SchedulerTest, AFailedStepCancelsItsSequencesAndTheServiceServesOn) {
+  std::atomic<int> fail_prefills{0}, fail_decodes{0};
+  SchedulerOptions options{.max_batch = 4, .num_threads = 1};
+  options.make_engine = [&](const GptConfig& config, std::span<const float> params,
+                            const InferenceOptions& io)
+      -> absl::StatusOr<std::unique_ptr<InferenceEngine>> {
+    absl::StatusOr<std::unique_ptr<InferenceEngine>> inner =
+        MakeInferenceEngine(config, params, io);
+    if (!inner.ok()) return inner.status();
+    return std::unique_ptr<InferenceEngine>(
+        new FailingEngine(*std::move(inner), &fail_prefills, &fail_decodes));
+  };
+  Service svc(options);
+  const std::string req = R"({"prompt":"To be","max_tokens":8,"seed":7})";
+  const json healthy = Complete(svc.scheduler.get(), req);
+  ASSERT_EQ(healthy["choices"][0]["finish_reason"], "length") << healthy;
+
+  fail_decodes = 1;  // the first decode step of the next request throws
+  const json decode_failed = Complete(svc.scheduler.get(), req);
+  EXPECT_EQ(decode_failed["choices"][0]["finish_reason"], "cancelled") << decode_failed;
+  EXPECT_EQ(fail_decodes.load(), 0);
+
+  fail_prefills = 1;  // now its prefill
+  const json prefill_failed = Complete(svc.scheduler.get(), req);
+  EXPECT_EQ(prefill_failed["choices"][0]["finish_reason"], "cancelled") << prefill_failed;
+
+  // The service serves on, with every slot back: the same text as before.
+  for (int i = 0; i < 5; ++i) {
+    const json again = Complete(svc.scheduler.get(), req);
+    EXPECT_EQ(again["choices"][0]["text"], healthy["choices"][0]["text"]) << i;
+  }
+  EXPECT_EQ(svc.metrics.cancelled_sequences.load(), 2u);
 }
 
 }  // namespace

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -113,6 +114,11 @@ struct SchedulerOptions {
   // steps' worth. While other sequences wait on a decode step, at most this
   // many windows are re-run in it (oldest first); the others wait a step.
   int max_window_refills_per_step = 2;
+  // Builds the engine of each model SetModel installs; empty means
+  // MakeInferenceEngine. A seam for tests (an engine that fails on demand).
+  std::function<absl::StatusOr<std::unique_ptr<InferenceEngine>>(
+      const GptConfig&, std::span<const float>, const InferenceOptions&)>
+      make_engine;
 
   // max_running_per_request with its default resolved.
   int RunningPerRequest() const {
