@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <unistd.h>
+
 #include <filesystem>
 #include <string>
 
@@ -20,7 +22,7 @@ class DdpFaultTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     root_ = new std::filesystem::path(std::filesystem::path(::testing::TempDir()) /
-                                      "dropk_ddp_fault");
+                                      ("dropk_ddp_fault_" + std::to_string(getpid())));
     std::filesystem::remove_all(*root_);
     PrepareOptions options;
     options.inputs = {DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"};

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "support/subprocess.h"
+#include "support/temp_dir.h"
 #include "trainer/prepare_data.h"
 
 namespace dropk {
@@ -19,24 +20,28 @@ test_util::CommandResult RunTrainCli(const std::string& args) {
 
 class TrainCliTest : public ::testing::Test {
  protected:
+  // Data, outputs and scratch live in a directory of this process's own:
+  // ctest runs each test as its own process, possibly several at once.
   static void SetUpTestSuite() {
-    data_ = new std::string(
-        (std::filesystem::path(::testing::TempDir()) / "dropk_train_cli_data").string());
+    scratch_ = new test_util::ScopedTempDir("train_cli");
+    data_ = new std::string(scratch_->path() + "/data");
     PrepareOptions options;
     options.inputs = {DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"};
     options.out_dir = *data_;
     ASSERT_TRUE(PrepareData(options).ok());
   }
   static void TearDownTestSuite() {
-    std::filesystem::remove_all(*data_);
     delete data_;
+    delete scratch_;  // removes everything under it
   }
   static std::string Base() {
     return "--config " DROPK_SOURCE_DIR "/configs/tiny_smoke.textproto --data_dir=" + *data_ +
-           " --out_dir=" + ::testing::TempDir() + "/dropk_train_cli_out";
+           " --out_dir=" + scratch_->path() + "/out";
   }
+  static test_util::ScopedTempDir* scratch_;
   static std::string* data_;
 };
+test_util::ScopedTempDir* TrainCliTest::scratch_ = nullptr;
 std::string* TrainCliTest::data_ = nullptr;
 
 struct BadArgs {
@@ -70,7 +75,7 @@ TEST_F(TrainCliTest, MissingConfigFileExitsTwoNamingIt) {
 }
 
 TEST_F(TrainCliTest, ConfigThatIsADirectoryExitsTwoNamingIt) {
-  const std::string dir = ::testing::TempDir() + "/dropk_config_dir";
+  const std::string dir = scratch_->path() + "/config_dir";
   std::filesystem::create_directories(dir);
   const test_util::CommandResult r = RunTrainCli("--config " + dir + " --max_iters=1");
   EXPECT_EQ(r.exit_code, 2) << r.out;

@@ -9,6 +9,7 @@
 #include <set>
 #include <vector>
 
+#include "support/temp_dir.h"
 #include "trainer/data_parallel.h"
 
 namespace dropk {
@@ -32,14 +33,16 @@ TEST(PermuteIndexTest, IsABijectionForAwkwardSizes) {
 class BatchLoaderTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    path_ = std::filesystem::path(::testing::TempDir()) / "batch_loader_test.bin";
+    // Each test (ctest runs them as separate, possibly parallel, processes)
+    // writes its own file.
+    path_ = std::filesystem::path(dir_.path()) / "batch_loader_test.bin";
     std::vector<int32_t> tokens(1000);
     for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>(i % 50);
     ASSERT_TRUE(WriteTokenFile(path_.string(), tokens, 50).ok());
     file_ = std::make_unique<TokenDataset>(
         TokenDataset::FromFile(TokenFile::Open(path_.string()).value()));
   }
-  void TearDown() override { std::filesystem::remove(path_); }
+  test_util::ScopedTempDir dir_{"batch_loader"};
   std::filesystem::path path_;
   std::unique_ptr<TokenDataset> file_;
 };
