@@ -66,8 +66,10 @@ int main(int argc, char** argv) {
   // otherwise dominate large sizes (about 11 us per 4 KiB page here).
   std::vector<float> buffer(max_bytes / 4, 1.0f);
   if (c.Rank() == 0) {
-    std::printf("%d ranks | bus bandwidth GB/s (2(n-1)/n x bytes / time), slowest rank's median,"
-                " alternating rounds\n", n);
+    std::printf(
+        "%d ranks | bus bandwidth GB/s (2(n-1)/n x bytes / time), slowest rank's median,"
+        " alternating rounds\n",
+        n);
     std::printf("%10s %8s %14s %14s %8s\n", "bytes", "rounds", "MPI_Allreduce", "Communicator",
                 "ratio");
   }
@@ -105,9 +107,8 @@ int main(int argc, char** argv) {
     }
     const double raw_median = JobMedian(raw_s), ours_median = JobMedian(ours_s);
     if (c.Rank() == 0) {
-      std::printf("%10zu %8d %14.2f %14.2f %8.2f\n", bytes, rounds,
-                  BusGBps(bytes, raw_median, n), BusGBps(bytes, ours_median, n),
-                  raw_median / ours_median);
+      std::printf("%10zu %8d %14.2f %14.2f %8.2f\n", bytes, rounds, BusGBps(bytes, raw_median, n),
+                  BusGBps(bytes, ours_median, n), raw_median / ours_median);
       std::fflush(stdout);
     }
     std::fill(buffer.begin(), buffer.begin() + count, 1.0f);  // keep values finite

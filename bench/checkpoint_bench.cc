@@ -17,8 +17,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -27,15 +27,15 @@
 
 #include <CLI/CLI.hpp>
 
-#include "comm/communicator.h"
-#include "model/kernels.h"
-#include "model/param_layout.h"
 #include "checkpoint/async_writer.h"
+#include "checkpoint/crc32c.h"
 #include "checkpoint/format.h"
 #include "checkpoint/reader.h"
 #include "checkpoint/writer.h"
+#include "comm/communicator.h"
+#include "model/kernels.h"
+#include "model/param_layout.h"
 #include "trainer/config.h"
-#include "checkpoint/crc32c.h"
 
 namespace dropk {
 namespace {
@@ -43,7 +43,9 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double Since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 void DropFromCache(const std::string& path) {
   for (const auto& e : fs::recursive_directory_iterator(path)) {
@@ -92,7 +94,8 @@ double PlainRead(const std::string& path, const std::vector<float*>& bufs, size_
   for (float* b : bufs) {
     char* p = reinterpret_cast<char*>(b);
     for (size_t done = 0; done < bytes_each;) {
-      const ssize_t r = ::pread(fd, p + done, std::min<size_t>(8u << 20, bytes_each - done), offset);
+      const ssize_t r =
+          ::pread(fd, p + done, std::min<size_t>(8u << 20, bytes_each - done), offset);
       if (r <= 0) {
         std::perror("read");
         std::exit(1);
@@ -146,7 +149,8 @@ int Main(int argc, char** argv) {
   for (uint32_t cp = 1; tokenizer.code_points_size() < 50257; ++cp) {
     if (cp < 0xD800 || cp > 0xDFFF) tokenizer.add_code_points(cp);
   }
-  const ParamLayout layout(GptConfig{50257, 1024, config.n_layer(), config.n_head(), config.n_embd()});
+  const ParamLayout layout(
+      GptConfig{50257, 1024, config.n_layer(), config.n_head(), config.n_embd()});
   const size_t n = layout.num_params();
   const size_t bytes_each = n * sizeof(float);
   const double gb = 3.0 * bytes_each / 1e9;
@@ -200,7 +204,8 @@ int Main(int argc, char** argv) {
   std::vector<char> copy_target(3 * bytes_each, 0);
   auto plain_copy = [&] {
     const auto c0 = Clock::now();
-    for (int i = 0; i < 3; ++i) std::memcpy(copy_target.data() + i * bytes_each, bufs[i], bytes_each);
+    for (int i = 0; i < 3; ++i)
+      std::memcpy(copy_target.data() + i * bytes_each, bufs[i], bytes_each);
     return Since(c0);
   };
 
@@ -285,8 +290,10 @@ int Main(int argc, char** argv) {
     async_totals.push_back(at);
     pause_ratios.push_back(ap / sw);
     std::printf(
-        "rep %d: plain write+fdatasync %.2fs (%.2f GB/s) | checkpoint save %.2fs (%.2f GB/s, %.0f%% of plain)\n"
-        "       plain read (cold)      %.2fs (%.2f GB/s) | checkpoint load %.2fs (%.2f GB/s, %.0f%% of plain)\n",
+        "rep %d: plain write+fdatasync %.2fs (%.2f GB/s) | checkpoint save %.2fs (%.2f GB/s, "
+        "%.0f%% of plain)\n"
+        "       plain read (cold)      %.2fs (%.2f GB/s) | checkpoint load %.2fs (%.2f GB/s, "
+        "%.0f%% of plain)\n",
         rep, pw, gb / pw, sw, gb / sw, 100 * pw / sw, pr, gb / pr, lr, gb / lr, 100 * pr / lr);
     ratios_w.push_back(pw / sw);
     ratios_r.push_back(pr / lr);
@@ -296,7 +303,8 @@ int Main(int argc, char** argv) {
     best_load = std::min(best_load, lr);
   }
   std::printf(
-      "best: save %.2f GB/s vs plain write %.2f GB/s (%.0f%%); load %.2f GB/s vs plain read %.2f GB/s "
+      "best: save %.2f GB/s vs plain write %.2f GB/s (%.0f%%); load %.2f GB/s vs plain read %.2f "
+      "GB/s "
       "(%.0f%%); training pauses %.2fs per save\n",
       gb / best_save, gb / best_plain_w, 100 * best_plain_w / best_save, gb / best_load,
       gb / best_plain_r, 100 * best_plain_r / best_load, best_save);

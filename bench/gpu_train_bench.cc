@@ -212,8 +212,7 @@ int main(int argc, char** argv) {
   app.add_option("--mode", mode, "throughput | track")
       ->check(CLI::IsMember({"throughput", "track"}));
   app.add_option("--precisions", precision_names, "fp32 tf32 bf16")->delimiter(',');
-  app.add_option("--batch", batch, "sequences per step (throughput)")
-      ->check(CLI::PositiveNumber);
+  app.add_option("--batch", batch, "sequences per step (throughput)")->check(CLI::PositiveNumber);
   app.add_option("--steps", steps, "timed steps (throughput) or steps (track)")
       ->check(CLI::PositiveNumber);
   app.add_option("--peak_tflops", peak_tflops, "the rate MFU divides by")

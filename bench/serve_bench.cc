@@ -10,8 +10,9 @@
 // measured in the same run.
 //
 // Usage: serve_bench [--threads N] [--max-tokens N] [--requests-per-client N]
-#include <algorithm>
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
+
+#include <algorithm>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -80,8 +81,9 @@ RequestTiming StreamOne(int port, int max_tokens, uint64_t seed) {
     http::request<http::string_body> req{http::verb::post, "/v1/completions", 11};
     req.set(http::field::host, "127.0.0.1");
     req.set(http::field::content_type, "application/json");
-    req.body() = "{\"prompt\":\"The quick brown fox\",\"max_tokens\":" + std::to_string(max_tokens) +
-                 ",\"top_k\":40,\"seed\":" + std::to_string(seed) + ",\"stream\":true}";
+    req.body() =
+        "{\"prompt\":\"The quick brown fox\",\"max_tokens\":" + std::to_string(max_tokens) +
+        ",\"top_k\":40,\"seed\":" + std::to_string(seed) + ",\"stream\":true}";
     req.prepare_payload();
     const auto t0 = Clock::now();
     http::write(stream, req);
@@ -123,14 +125,16 @@ int main(int argc, char** argv) {
   std::vector<float> params((*gpt)->num_params());
   (*kernels)->CopyToHost(params.data(), (*gpt)->params(), params.size() * sizeof(float));
   const double weight_bytes = params.size() * sizeof(float);
-  std::printf("serve_bench: small model, %zu params (%.1f MB fp32), %d compute threads, "
-              "%d tokens per request\n",
-              params.size(), weight_bytes / 1e6, threads, max_tokens);
+  std::printf(
+      "serve_bench: small model, %zu params (%.1f MB fp32), %d compute threads, "
+      "%d tokens per request\n",
+      params.size(), weight_bytes / 1e6, threads, max_tokens);
 
   // Single-stream decode against the bandwidth bound.
   const double bandwidth = MeasureReadBandwidth(threads);
   {
-    auto engine = dropk::MakeInferenceEngine(config, params, {.max_slots = 1, .num_threads = threads});
+    auto engine =
+        dropk::MakeInferenceEngine(config, params, {.max_slots = 1, .num_threads = threads});
     const std::vector<int32_t> prompt = {1, 2, 3, 4};
     (*engine)->Prefill(0, prompt);
     const int slot = 0;
@@ -138,14 +142,16 @@ int main(int argc, char** argv) {
     const int steps = 200;
     const auto t0 = Clock::now();
     for (int i = 0; i < steps; ++i) {
-      const float* l = (*engine)->Decode(std::span<const int>(&slot, 1), std::span<const int32_t>(&tok, 1));
+      const float* l =
+          (*engine)->Decode(std::span<const int>(&slot, 1), std::span<const int32_t>(&tok, 1));
       tok = static_cast<int32_t>(std::max_element(l, l + 256) - l);
     }
     const double tps = steps / Seconds(Clock::now() - t0);
     const double bound = bandwidth / weight_bytes;
-    std::printf("single-stream decode (engine, no HTTP): %.1f tokens/s; memory read bandwidth "
-                "%.2f GB/s -> bound %.1f tokens/s (weights read once per token); %.0f%% of bound\n",
-                tps, bandwidth / 1e9, bound, 100.0 * tps / bound);
+    std::printf(
+        "single-stream decode (engine, no HTTP): %.1f tokens/s; memory read bandwidth "
+        "%.2f GB/s -> bound %.1f tokens/s (weights read once per token); %.0f%% of bound\n",
+        tps, bandwidth / 1e9, bound, 100.0 * tps / bound);
   }
 
   dropk::ServiceMetrics metrics;

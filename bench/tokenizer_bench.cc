@@ -36,8 +36,8 @@ std::string ReadFile(const std::string& path) {
 // Seconds for `threads` threads to encode `parts` (parts.size() a multiple of
 // threads), each thread its own parts with its own cache; `warm` encodes
 // everything once first so every piece is cached.
-double EncodeSeconds(const TextTokenizer& tok, const std::vector<std::string>& parts,
-                     int threads, bool warm, size_t* tokens) {
+double EncodeSeconds(const TextTokenizer& tok, const std::vector<std::string>& parts, int threads,
+                     bool warm, size_t* tokens) {
   std::vector<std::unique_ptr<EncodeCache>> caches;
   for (int t = 0; t < threads; ++t) caches.push_back(std::make_unique<EncodeCache>());
   size_t total = 0;
@@ -66,22 +66,22 @@ int Main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   const std::string text = ReadFile(text_path);
-  absl::StatusOr<Tokenizer> proto = Gpt2TokenizerFromFiles(
-      ReadFile(gpt2_dir + "/encoder.json"), ReadFile(gpt2_dir + "/vocab.bpe"));
+  absl::StatusOr<Tokenizer> proto = Gpt2TokenizerFromFiles(ReadFile(gpt2_dir + "/encoder.json"),
+                                                           ReadFile(gpt2_dir + "/vocab.bpe"));
   if (text.empty() || !proto.ok()) {
     std::fprintf(stderr, "cannot load %s or the GPT-2 files in %s: %s\n", text_path.c_str(),
                  gpt2_dir.c_str(), proto.ok() ? "empty text" : proto.status().ToString().c_str());
     return 2;
   }
   const TextTokenizer tok = *TextTokenizer::FromProto(*proto);
-  std::printf("text: %s, %.2f MB, x%d per thread\n", text_path.c_str(), text.size() / 1e6,
-              repeat);
+  std::printf("text: %s, %.2f MB, x%d per thread\n", text_path.c_str(), text.size() / 1e6, repeat);
 
   // Each thread gets `repeat` copies cut into 1 MB chunks, like prepare's.
   const auto parts_for = [&](int threads) {
     std::vector<std::string> parts;
     for (int r = 0; r < repeat * threads; ++r) {
-      for (size_t at = 0; at < text.size(); at += 1 << 20) parts.push_back(text.substr(at, 1 << 20));
+      for (size_t at = 0; at < text.size(); at += 1 << 20)
+        parts.push_back(text.substr(at, 1 << 20));
     }
     return parts;
   };

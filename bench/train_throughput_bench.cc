@@ -80,18 +80,18 @@ void RunOne(const BenchConfig& bc, Kernels* k, ProfiledKernels* profiler, Commun
   plan.rates = {bc.dropout, bc.dropout, bc.dropout, bc.dropout};
   std::vector<size_t> offsets;
   for (const ParamTensor& t : gpt->layout().tensors()) offsets.push_back(t.offset);
-  GradientBucketer bucketer(&comm, gpt->grads(), gpt->num_params(), MemoryKind::kHost,
-                            PlanBuckets(offsets, gpt->num_params(),
-                                        static_cast<size_t>(bucket_cap_mib * (1 << 20)), 4),
-                            overlap);
+  GradientBucketer bucketer(
+      &comm, gpt->grads(), gpt->num_params(), MemoryKind::kHost,
+      PlanBuckets(offsets, gpt->num_params(), static_cast<size_t>(bucket_cap_mib * (1 << 20)), 4),
+      overlap);
   const int world = comm.Size();
   auto step = [&](int s) {
     plan.step = static_cast<uint32_t>(s);
     gpt->ZeroGrad();
     gpt->Forward(tokens.data(), targets.data(), B, T, &plan);
     gpt->Backward(1.0f, world > 1 ? GradsReadyFn([&](size_t b, size_t e, DeviceEvent* ready) {
-                                    bucketer.OnGradsReady(b, e, ready);
-                                  })
+                    bucketer.OnGradsReady(b, e, ready);
+                  })
                                   : GradsReadyFn());
     if (world > 1 && !bucketer.Wait().ok()) {
       std::fprintf(stderr, "bench: gradient allreduce failed\n");
@@ -198,7 +198,8 @@ int main(int argc, char** argv) {
       {"small", {256, 256, 6, 6, 384}, 8, 0.1f},
   };
   for (const auto& c : configs) {
-    if (which == "all" || which == c.name) dropk::RunOne(c, k, profiler, **comm, overlap, bucket_cap_mib, steps, peak);
+    if (which == "all" || which == c.name)
+      dropk::RunOne(c, k, profiler, **comm, overlap, bucket_cap_mib, steps, peak);
   }
   return 0;
 }

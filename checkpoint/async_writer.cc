@@ -102,8 +102,8 @@ absl::Status AsyncCheckpointWriter::Start(const CheckpointState& state) {
     const CheckpointWriter::WriteSources sources{nullptr, params, m, v};
     write_status_ = writer_.Write(sources, *save_);
     if (!write_status_.ok()) {
-      writer_.log_->Write(absl::StrCat("dropk checkpoint: rank ", comm_->Rank(), ": ",
-                                       write_status_.message()));
+      writer_.log_->Write(
+          absl::StrCat("dropk checkpoint: rank ", comm_->Rank(), ": ", write_status_.message()));
     }
     background_s_ = SecondsSince(began);
     worker_done_.store(true, std::memory_order_release);
@@ -186,8 +186,7 @@ absl::Status AsyncCheckpointWriter::Finish() {
 std::optional<AsyncSaveReport> AsyncCheckpointWriter::TakeCommitted() {
   // Rank 0 knows of its commit before the others: report it at once.
   if (phase_ == Phase::kCommitting && comm_->Rank() == 0 && !reported_ &&
-      worker_done_.load(std::memory_order_acquire) && failed_ranks_ == 0 &&
-      publish_status_.ok()) {
+      worker_done_.load(std::memory_order_acquire) && failed_ranks_ == 0 && publish_status_.ok()) {
     report_.background_s = background_s_;
     committed_ = report_;
     reported_ = true;

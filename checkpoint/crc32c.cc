@@ -42,9 +42,8 @@ uint32_t ExtendPortable(uint32_t crc, const void* data, size_t n) {
   uint32_t c = ~crc;
   for (; n >= 8; n -= 8, p += 8) {
     const uint64_t v = LoadLe64(p) ^ c;
-    c = t[7][v & 0xFF] ^ t[6][(v >> 8) & 0xFF] ^ t[5][(v >> 16) & 0xFF] ^
-        t[4][(v >> 24) & 0xFF] ^ t[3][(v >> 32) & 0xFF] ^ t[2][(v >> 40) & 0xFF] ^
-        t[1][(v >> 48) & 0xFF] ^ t[0][v >> 56];
+    c = t[7][v & 0xFF] ^ t[6][(v >> 8) & 0xFF] ^ t[5][(v >> 16) & 0xFF] ^ t[4][(v >> 24) & 0xFF] ^
+        t[3][(v >> 32) & 0xFF] ^ t[2][(v >> 40) & 0xFF] ^ t[1][(v >> 48) & 0xFF] ^ t[0][v >> 56];
   }
   for (; n > 0; --n, ++p) c = (c >> 8) ^ t[0][(c ^ *p) & 0xFF];
   return ~c;

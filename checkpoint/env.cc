@@ -112,8 +112,7 @@ class PosixEnv : public Env {
       }
       if (r == 0) {
         status = absl::OutOfRangeError(absl::StrCat(path, ": file ends at byte ", offset + done,
-                                                    ", expected ", n, " bytes from byte ",
-                                                    offset));
+                                                    ", expected ", n, " bytes from byte ", offset));
         break;
       }
       done += static_cast<size_t>(r);
@@ -135,7 +134,8 @@ class PosixEnv : public Env {
   absl::StatusOr<uint64_t> FileSize(const std::string& path) override {
     struct stat st;
     if (::stat(path.c_str(), &st) != 0) return PosixError("stat", path, errno);
-    if (!S_ISREG(st.st_mode)) return absl::FailedPreconditionError(absl::StrCat(path, ": not a regular file"));
+    if (!S_ISREG(st.st_mode))
+      return absl::FailedPreconditionError(absl::StrCat(path, ": not a regular file"));
     return static_cast<uint64_t>(st.st_size);
   }
   bool FileExists(const std::string& path) override { return ::access(path.c_str(), F_OK) == 0; }
@@ -144,7 +144,6 @@ class PosixEnv : public Env {
     return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
   }
 };
-
 
 }  // namespace
 
@@ -191,7 +190,8 @@ absl::Status ReplaceFileAtomically(Env* env, const std::string& path,
   if (!status.ok()) {
     if (env->FileExists(tmp)) env->RemoveFile(tmp).IgnoreError();
     if (status.message().find(path) == std::string_view::npos) {
-      return absl::Status(status.code(), absl::StrCat("cannot write ", path, ": ", status.message()));
+      return absl::Status(status.code(),
+                          absl::StrCat("cannot write ", path, ": ", status.message()));
     }
   }
   return status;

@@ -9,8 +9,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "config.pb.h"
-#include "model/param_layout.h"
 #include "model/kernels.h"
+#include "model/param_layout.h"
 #include "tokenizer.pb.h"
 
 namespace dropk::checkpoint_internal {

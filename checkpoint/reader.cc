@@ -23,9 +23,8 @@ absl::StatusOr<ValidatedManifest> OpenCheckpoint(const std::string& dir, Env* en
   }
   absl::StatusOr<CheckpointManifest> manifest = ParseManifestFile(*bytes, dir);
   if (!manifest.ok()) return manifest.status();
-  return ValidateManifest(*manifest, dir, [&](const std::string& file) {
-    return env->FileSize(PathJoin(dir, file));
-  });
+  return ValidateManifest(
+      *manifest, dir, [&](const std::string& file) { return env->FileSize(PathJoin(dir, file)); });
 }
 
 absl::Status VerifyCheckpoint(const std::string& dir, Env* env) {
@@ -42,15 +41,17 @@ absl::StatusOr<CheckpointManifest> LoadCheckpointInto(const std::string& dir,
   absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(dir, env);
   if (!vm.ok()) return vm.status();
   if (vm->num_params != target.num_params) {
-    return CheckpointError(dir, "", "", absl::StrCat("holds ", vm->num_params,
-                                                     " parameters, the model has ",
-                                                     target.num_params));
+    return CheckpointError(
+        dir, "", "",
+        absl::StrCat("holds ", vm->num_params, " parameters, the model has ", target.num_params));
   }
   float* dest[3] = {target.params, target.adam_m, target.adam_v};
   const bool weights_only = target.adam_m == nullptr || target.adam_v == nullptr;
   DirectFn direct;
   if (HostAddressable(target.kernels)) {
-    direct = [&](int which, size_t element) { return reinterpret_cast<char*>(dest[which] + element); };
+    direct = [&](int which, size_t element) {
+      return reinterpret_cast<char*>(dest[which] + element);
+    };
   }
   absl::Status s = StreamEntries(
       dir, *vm, env, buffer_bytes, weights_only,
@@ -83,9 +84,10 @@ absl::StatusOr<CheckpointData> ReadCheckpoint(const std::string& dir,
     data.adam_v.resize(vm->num_params);
   }
   std::vector<float>* dest[3] = {&data.params, &data.adam_m, &data.adam_v};
-  absl::Status s = StreamEntries(
-      dir, *vm, env, 8u << 20, options.weights_only, nullptr,
-      [&](int which, size_t element) { return reinterpret_cast<char*>(dest[which]->data() + element); });
+  absl::Status s = StreamEntries(dir, *vm, env, 8u << 20, options.weights_only, nullptr,
+                                 [&](int which, size_t element) {
+                                   return reinterpret_cast<char*>(dest[which]->data() + element);
+                                 });
   if (!s.ok()) return s;
   return data;
 }
@@ -143,9 +145,9 @@ absl::StatusOr<std::string> FindLatestValidCheckpoint(const std::string& checkpo
     reasons.push_back(absl::StrCat(dir, ": ", s.message()));
   }
   if (skipped != nullptr) skipped->insert(skipped->end(), reasons.begin(), reasons.end());
-  return absl::NotFoundError(absl::StrCat(
-      "no valid checkpoint in ", checkpoints_dir,
-      reasons.empty() ? "" : absl::StrCat(" (", absl::StrJoin(reasons, "; "), ")")));
+  return absl::NotFoundError(
+      absl::StrCat("no valid checkpoint in ", checkpoints_dir,
+                   reasons.empty() ? "" : absl::StrCat(" (", absl::StrJoin(reasons, "; "), ")")));
 }
 
 }  // namespace dropk

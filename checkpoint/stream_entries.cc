@@ -105,7 +105,8 @@ void ProduceChunks(const std::string& dir, const ValidatedManifest& vm, Env* env
       slot->entry = i;
       slot->done = done;
       slot->last = false;
-      slot->ptr = direct ? direct(vm.target[i], vm.element_offset[i] + done / kFloatBytes) : nullptr;
+      slot->ptr =
+          direct ? direct(vm.target[i], vm.element_offset[i] + done / kFloatBytes) : nullptr;
       if (slot->ptr == nullptr) slot->ptr = slot->data.data();
       slot->status = slot->n == 0 ? absl::OkStatus()
                                   : env->ReadFileRange(path, e.offset() + done, slot->n, slot->ptr);

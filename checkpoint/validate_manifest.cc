@@ -64,21 +64,24 @@ class ManifestValidator {
       if (v < 0) return Fail("", "", absl::StrCat(name, "=", v, " is negative"));
     }
     if (m_.world_size() < 1 || m_.world_size() > kMaxRank) {
-      return Fail("", "", absl::StrCat("world_size=", m_.world_size(), " is not in [1, ",
-                                       kMaxRank, "]"));
+      return Fail("", "",
+                  absl::StrCat("world_size=", m_.world_size(), " is not in [1, ", kMaxRank, "]"));
     }
     const TrainConfig& c = m_.config();
-    for (auto [name, v] : {std::pair{"n_layer", c.n_layer()}, {"n_head", c.n_head()},
-                           {"n_embd", c.n_embd()}, {"block_size", c.block_size()}}) {
+    for (auto [name, v] : {std::pair{"n_layer", c.n_layer()},
+                           {"n_head", c.n_head()},
+                           {"n_embd", c.n_embd()},
+                           {"block_size", c.block_size()}}) {
       if (v < 1) return Fail("", "", absl::StrCat("config ", name, "=", v, " must be >= 1"));
     }
     // 4 tensors outside the blocks and 12 per block: a manifest with fewer
     // entries cannot be whole, and this bounds every size derived below.
     const int64_t expected_model_entries = 4 + 12 * static_cast<int64_t>(c.n_layer());
     if (expected_model_entries > m_.tensors_size()) {
-      return Fail("", "", absl::StrCat("config n_layer=", c.n_layer(), " needs ",
-                                       expected_model_entries, " model tensors, the manifest lists ",
-                                       m_.tensors_size(), " entries"));
+      return Fail(
+          "", "",
+          absl::StrCat("config n_layer=", c.n_layer(), " needs ", expected_model_entries,
+                       " model tensors, the manifest lists ", m_.tensors_size(), " entries"));
     }
     return absl::OkStatus();
   }
@@ -91,15 +94,17 @@ class ManifestValidator {
     const U128 V = shape->vocab_size, C = shape->n_embd, T = shape->block_size, L = shape->n_layer;
     const U128 total = V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C;
     if (total > kMaxParams) {
-      return Fail("", "", absl::StrCat("model shape (", c.n_layer(), " layers, n_embd ", c.n_embd(),
-                                       ", vocab ", shape->vocab_size, ") is absurdly large"));
+      return Fail("", "",
+                  absl::StrCat("model shape (", c.n_layer(), " layers, n_embd ", c.n_embd(),
+                               ", vocab ", shape->vocab_size, ") is absurdly large"));
     }
     vm_.shape = *shape;
     layout_ = std::make_unique<ParamLayout>(*shape);
     vm_.num_params = layout_->num_params();
     if (m_.num_params() != static_cast<int64_t>(vm_.num_params)) {
-      return Fail("", "", absl::StrCat("num_params=", m_.num_params(),
-                                       " but the config's model has ", vm_.num_params));
+      return Fail("", "",
+                  absl::StrCat("num_params=", m_.num_params(), " but the config's model has ",
+                               vm_.num_params));
     }
     for (size_t i = 0; i < layout_->tensors().size(); ++i) {
       layout_index_[kModelTensorPrefix + layout_->tensors()[i].name] = static_cast<int>(i);
@@ -122,10 +127,12 @@ class ManifestValidator {
                   "the data file must be a plain file name inside the checkpoint");
     }
     if (e.dtype() != FLOAT32) {
-      return Fail(e.file(), name, absl::StrCat("dtype ", static_cast<int>(e.dtype()),
-                                               " is not supported (expected FLOAT32)"));
+      return Fail(e.file(), name,
+                  absl::StrCat("dtype ", static_cast<int>(e.dtype()),
+                               " is not supported (expected FLOAT32)"));
     }
-    if (e.shape_size() > 8) return Fail(e.file(), name, absl::StrCat(e.shape_size(), " dimensions"));
+    if (e.shape_size() > 8)
+      return Fail(e.file(), name, absl::StrCat(e.shape_size(), " dimensions"));
     U128 numel = 1;
     for (int64_t d : e.shape()) {
       if (d < 0) return Fail(e.file(), name, absl::StrCat("negative dimension ", d));
@@ -134,8 +141,8 @@ class ManifestValidator {
     }
     if (numel * kFloatBytes != e.length()) {
       return Fail(e.file(), name,
-                  absl::StrCat("shape [", absl::StrJoin(e.shape(), ","), "] x 4 bytes = ",
-                               static_cast<uint64_t>(numel * kFloatBytes),
+                  absl::StrCat("shape [", absl::StrJoin(e.shape(), ","),
+                               "] x 4 bytes = ", static_cast<uint64_t>(numel * kFloatBytes),
                                " bytes, but the entry's length is ", e.length()));
     }
     absl::StatusOr<uint64_t> size = SizeOf(e.file());
@@ -143,10 +150,10 @@ class ManifestValidator {
       return Fail(e.file(), name, absl::StrCat("missing or unreadable: ", size.status().message()));
     }
     if (static_cast<U128>(e.offset()) + e.length() > *size) {
-      return Fail(e.file(), name,
-                  absl::StrCat("bytes [", e.offset(), ", ",
-                               static_cast<uint64_t>(e.offset() + e.length()),
-                               ") lie past the end of the file (", *size, " bytes; truncated?)"));
+      return Fail(
+          e.file(), name,
+          absl::StrCat("bytes [", e.offset(), ", ", static_cast<uint64_t>(e.offset() + e.length()),
+                       ") lie past the end of the file (", *size, " bytes; truncated?)"));
     }
     ranges_[e.file()].push_back({e.offset(), e.length(), i});
     return absl::OkStatus();
@@ -173,9 +180,10 @@ class ManifestValidator {
       if (seen_model_[it->second]) return Fail(e.file(), name, "listed twice");
       seen_model_[it->second] = true;
       if (std::vector<int64_t>(e.shape().begin(), e.shape().end()) != t.shape) {
-        return Fail(e.file(), name,
-                    absl::StrCat("shape [", absl::StrJoin(e.shape(), ","),
-                                 "] but the config's model has [", absl::StrJoin(t.shape, ","), "]"));
+        return Fail(
+            e.file(), name,
+            absl::StrCat("shape [", absl::StrJoin(e.shape(), ","), "] but the config's model has [",
+                         absl::StrJoin(t.shape, ","), "]"));
       }
       vm_.target[i] = kTargetParams;
       vm_.element_offset[i] = t.offset;
@@ -216,7 +224,8 @@ class ManifestValidator {
   absl::Status CheckModelCoverage() const {
     for (size_t i = 0; i < seen_model_.size(); ++i) {
       if (!seen_model_[i]) {
-        return Fail("", kModelTensorPrefix + layout_->tensors()[i].name, "missing from the manifest");
+        return Fail("", kModelTensorPrefix + layout_->tensors()[i].name,
+                    "missing from the manifest");
       }
     }
     return absl::OkStatus();
@@ -230,13 +239,15 @@ class ManifestValidator {
     uint64_t next = 0;
     for (const auto& [start, count] : s) {
       if (start != next) {
-        return Fail("", name, absl::StrCat(start < next ? "slices overlap" : "slices leave a gap",
-                                           " at element ", std::min(start, next)));
+        return Fail("", name,
+                    absl::StrCat(start < next ? "slices overlap" : "slices leave a gap",
+                                 " at element ", std::min(start, next)));
       }
       next = start + count;
     }
     if (next != vm_.num_params) {
-      return Fail("", name, absl::StrCat("slices cover ", next, " of ", vm_.num_params, " elements"));
+      return Fail("", name,
+                  absl::StrCat("slices cover ", next, " of ", vm_.num_params, " elements"));
     }
     return absl::OkStatus();
   }
@@ -287,8 +298,8 @@ class ManifestValidator {
   std::unique_ptr<ParamLayout> layout_;
   std::map<std::string, int> layout_index_;  // "model/<name>" -> layout tensor
   std::vector<bool> seen_model_;
-  std::map<std::string, uint64_t> sizes_;             // per data file, from file_size_
-  std::map<std::string, std::vector<Range>> ranges_;  // per data file
+  std::map<std::string, uint64_t> sizes_;                 // per data file, from file_size_
+  std::map<std::string, std::vector<Range>> ranges_;      // per data file
   std::vector<std::pair<uint64_t, uint64_t>> slices_[2];  // adam_m, adam_v: (start, count)
 };
 

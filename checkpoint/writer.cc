@@ -104,7 +104,8 @@ absl::StatusOr<std::string> CheckpointWriter::Save(const CheckpointState& state)
   const WriteSources sources{state.kernels, state.params, state.adam_m + begin,
                              state.adam_v + begin};
   const absl::Status local = Write(sources, *save);
-  if (!local.ok()) log_->Write(absl::StrCat("dropk checkpoint: rank ", comm_->Rank(), ": ", local.message()));
+  if (!local.ok())
+    log_->Write(absl::StrCat("dropk checkpoint: rank ", comm_->Rank(), ": ", local.message()));
   absl::StatusOr<std::string> committed = Commit(local, *save);
   if (!committed.ok()) return committed;
   if (comm_->Rank() == 0) RetainAfterCommit(state.step);
@@ -153,7 +154,8 @@ absl::StatusOr<CheckpointWriter::SaveInProgress> CheckpointWriter::Stage(
   save.step = state.step;
   save.tmp = PathJoin(root, TmpDirName(final_name, header[0]));
   save.final_dir = PathJoin(root, final_name);
-  if (header[1] != 0) return absl::UnavailableError(absl::StrCat("checkpoint: cannot create ", save.tmp));
+  if (header[1] != 0)
+    return absl::UnavailableError(absl::StrCat("checkpoint: cannot create ", save.tmp));
 
   save.manifest = ManifestHeader(state, world);
   if (rank == 0) {  // model parameters: one entry per tensor, all in model.data
@@ -180,8 +182,8 @@ absl::Status CheckpointWriter::Write(const WriteSources& sources, SaveInProgress
       entries.push_back(save.manifest.mutable_tensors(i));
       from.push_back(sources.params + save.model_offsets[i]);
     }
-    if (absl::Status s = WriteRun(PathJoin(save.tmp, kModelDataFileName), entries, from,
-                                  sources.kernels);
+    if (absl::Status s =
+            WriteRun(PathJoin(save.tmp, kModelDataFileName), entries, from, sources.kernels);
         !s.ok()) {
       return s;
     }
@@ -252,16 +254,18 @@ absl::StatusOr<std::string> CheckpointWriter::AgreeOnOutcome(const absl::Status&
   }
   if (failed_ranks == 0) {
     // Rank 0 alone knows why its publish failed; it names the cause.
-    return absl::UnavailableError(
-        absl::StrCat("checkpoint ", save.final_dir, ": rank 0 failed to commit it; LATEST unchanged"));
+    return absl::UnavailableError(absl::StrCat("checkpoint ", save.final_dir,
+                                               ": rank 0 failed to commit it; LATEST unchanged"));
   }
-  return absl::UnavailableError(absl::StrCat("checkpoint ", save.final_dir, ": ", failed_ranks,
-                                             " rank(s) failed to write their part; LATEST unchanged"));
+  return absl::UnavailableError(
+      absl::StrCat("checkpoint ", save.final_dir, ": ", failed_ranks,
+                   " rank(s) failed to write their part; LATEST unchanged"));
 }
 
 absl::Status CheckpointWriter::WriteRun(const std::string& path,
                                         const std::vector<TensorEntry*>& entries,
-                                        const std::vector<const float*>& sources, Kernels* kernels) {
+                                        const std::vector<const float*>& sources,
+                                        Kernels* kernels) {
   absl::StatusOr<std::unique_ptr<WritableFile>> file = env_->NewWritableFile(path);
   if (!file.ok()) return file.status();
   uint64_t offset = 0;
@@ -278,8 +282,8 @@ absl::Status CheckpointWriter::WriteRun(const std::string& path,
       }
       // Checksum on a helper thread while this one writes the same bytes:
       // both only read the chunk, and the CRC then costs no wall time.
-      std::future<uint32_t> next_crc = std::async(
-          std::launch::async, [crc, chunk, n] { return crc32c::Extend(crc, chunk, n); });
+      std::future<uint32_t> next_crc =
+          std::async(std::launch::async, [crc, chunk, n] { return crc32c::Extend(crc, chunk, n); });
       absl::Status written = (*file)->Append(chunk, n);
       crc = next_crc.get();
       if (!written.ok()) return written;
@@ -296,8 +300,8 @@ absl::Status CheckpointWriter::WriteRun(const std::string& path,
 absl::Status CheckpointWriter::Publish(const std::string& tmp, const std::string& final_dir,
                                        const CheckpointManifest& manifest) {
   const std::string& root = options_.checkpoints_dir;
-  if (absl::Status s = WriteDurableFile(env_, PathJoin(tmp, kManifestFileName),
-                                        SerializeManifestFile(manifest));
+  if (absl::Status s =
+          WriteDurableFile(env_, PathJoin(tmp, kManifestFileName), SerializeManifestFile(manifest));
       !s.ok()) {
     return s;
   }
@@ -312,10 +316,9 @@ absl::Status CheckpointWriter::Publish(const std::string& tmp, const std::string
   if (absl::Status s = env_->RenameFile(tmp, final_dir); !s.ok()) return s;
   if (absl::Status s = env_->SyncDir(root); !s.ok()) return s;
   const std::string name = CheckpointDirName(manifest.step()) + "\n";
-  if (absl::Status s = ReplaceFileAtomically(env_, PathJoin(root, kLatestFileName),
-                                             [&name](WritableFile& f) {
-                                               return f.Append(name.data(), name.size());
-                                             });
+  if (absl::Status s = ReplaceFileAtomically(
+          env_, PathJoin(root, kLatestFileName),
+          [&name](WritableFile& f) { return f.Append(name.data(), name.size()); });
       !s.ok()) {
     return s;
   }
@@ -335,7 +338,8 @@ absl::Status CheckpointWriter::ApplyRetention(int64_t newest_step) {
       steps.push_back(step);
     } else if (name.rfind("step-", 0) == 0 && name.find(".tmp-") != std::string::npos) {
       // Left by a save that crashed; ours has been renamed already.
-      if (absl::Status s = env_->RemoveDirRecursively(PathJoin(root, name)); !s.ok() && first_error.ok()) {
+      if (absl::Status s = env_->RemoveDirRecursively(PathJoin(root, name));
+          !s.ok() && first_error.ok()) {
         first_error = s;
       }
     }

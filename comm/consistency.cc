@@ -41,7 +41,8 @@ absl::Status CheckSameOnAllRanks(Communicator* comm, uint64_t digest, const std:
   const int n = comm->Size();
   int64_t mine = static_cast<int64_t>(digest);
   std::vector<int64_t> all(n);
-  absl::Status s = comm->AllGather(HostBuffer(&mine, 1), HostBuffer(all.data(), n), options)->Wait();
+  absl::Status s =
+      comm->AllGather(HostBuffer(&mine, 1), HostBuffer(all.data(), n), options)->Wait();
   if (!s.ok()) return s;
   std::string diverged;
   for (int r = 1; r < n; ++r) {
@@ -51,9 +52,9 @@ absl::Status CheckSameOnAllRanks(Communicator* comm, uint64_t digest, const std:
     }
   }
   if (diverged.empty()) return absl::OkStatus();
-  return absl::DataLossError(absl::StrFormat(
-      "%s diverged across ranks at step %d: %s differ from rank 0 (%016x)", what, step, diverged,
-      static_cast<uint64_t>(all[0])));
+  return absl::DataLossError(
+      absl::StrFormat("%s diverged across ranks at step %d: %s differ from rank 0 (%016x)", what,
+                      step, diverged, static_cast<uint64_t>(all[0])));
 }
 
 }  // namespace dropk

@@ -48,8 +48,9 @@ void GradientBucketer::Launch(size_t index, void* ready_event) {
   const Bucket& b = buckets_[index];
   CollectiveOptions options = options_;
   options.ready_event = ready_event;
-  pending_.push_back(comm_->AllReduce({grads_ + b.begin, b.end - b.begin, DataType::kFloat32, memory_},
-                                      ReduceOp::kAverage, options));
+  pending_.push_back(
+      comm_->AllReduce({grads_ + b.begin, b.end - b.begin, DataType::kFloat32, memory_},
+                       ReduceOp::kAverage, options));
 }
 
 void* GradientBucketer::DeviceEventOf(DeviceEvent* ready) const {

@@ -2,10 +2,10 @@
 
 #include <mpi.h>
 
-#include <chrono>
-#include <csignal>
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
@@ -16,10 +16,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "base/check.h"  // after mpi.h: MPI_CHECK
-#include "device_staging.h"
 #include "absl/strings/str_join.h"
+#include "base/check.h"  // after mpi.h: MPI_CHECK
 #include "comm/peer_probe.h"
+#include "device_staging.h"
 #include "ring_allreduce.h"
 
 namespace dropk {
@@ -63,7 +63,7 @@ struct Operation {
 // communication thread and its Work handles.
 struct OperationQueue {
   std::mutex mu;
-  std::condition_variable cv;  // the communication thread waits on it
+  std::condition_variable cv;                      // the communication thread waits on it
   std::deque<std::shared_ptr<Operation>> pending;  // front: the next to run or go on with
   bool running = false;
   bool stopping = false;
@@ -120,7 +120,8 @@ absl::Status DescribeTimeout(const std::string& name, int rank, std::chrono::mil
       const std::string who =
           absl::StrCat("rank ", r, " (", FirstAddressText(probes->peers[r]), ")");
       if (states[r] == PeerState::kUnreachable) {
-        lost.push_back(absl::StrCat(who, " is unreachable (no answer within 2 s: link down or host lost)"));
+        lost.push_back(
+            absl::StrCat(who, " is unreachable (no answer within 2 s: link down or host lost)"));
       } else if (states[r] == PeerState::kRefused) {
         lost.push_back(absl::StrCat(who, " is gone (its host refuses: the process died)"));
       }
@@ -128,8 +129,9 @@ absl::Status DescribeTimeout(const std::string& name, int rank, std::chrono::mil
   }
   if (!lost.empty()) return absl::UnavailableError(head + absl::StrJoin(lost, "; "));
   return absl::DeadlineExceededError(
-      head + "another rank is not taking part (stuck, or issuing collectives in a different "
-             "order; every peer answers on the network)");
+      head +
+      "another rank is not taking part (stuck, or issuing collectives in a different "
+      "order; every peer answers on the network)");
 }
 
 class MpiWork final : public Work {
@@ -214,8 +216,7 @@ class MpiCommunicator final : public Communicator {
  public:
   // ring_comm: a dup of MPI_COMM_WORLD for AllReduce's point-to-point
   // messages; freed here.
-  MpiCommunicator(int rank, int size, std::shared_ptr<const ProbeTable> probes,
-                  MPI_Comm ring_comm)
+  MpiCommunicator(int rank, int size, std::shared_ptr<const ProbeTable> probes, MPI_Comm ring_comm)
       : rank_(rank),
         size_(size),
         probes_(std::move(probes)),
@@ -246,17 +247,16 @@ class MpiCommunicator final : public Communicator {
     if (buffer.memory == MemoryKind::kHost) {
       // Polled, so that the caller's Wait() may run it (see MpiWork).
       bool started = false;
-      return Enqueue(
-          name, options, /*caller_may_run=*/true,
-          [this, buffer, op, started](Clock::time_point deadline) mutable
-          -> std::optional<absl::Status> {
-            if (!started) ring_.Start(buffer, op);
-            started = true;
-            absl::StatusOr<bool> done = ring_.Poll(deadline);
-            if (!done.ok()) return done.status();
-            if (!*done) return std::nullopt;
-            return absl::OkStatus();
-          });
+      return Enqueue(name, options, /*caller_may_run=*/true,
+                     [this, buffer, op,
+                      started](Clock::time_point deadline) mutable -> std::optional<absl::Status> {
+                       if (!started) ring_.Start(buffer, op);
+                       started = true;
+                       absl::StatusOr<bool> done = ring_.Poll(deadline);
+                       if (!done.ok()) return done.status();
+                       if (!*done) return std::nullopt;
+                       return absl::OkStatus();
+                     });
     }
     void* ready = options.ready_event;
     return Enqueue(name, options, [this, buffer, op, ready]() -> absl::Status {
@@ -298,13 +298,13 @@ class MpiCommunicator final : public Communicator {
     if (absl::Status s = CheckMemory(input, name); !s.ok()) return Failed(name, s);
     if (absl::Status s = CheckMemory(output, name); !s.ok()) return Failed(name, s);
     if (output.count != input.count * size_ || output.type != input.type) {
-      return Failed(name, absl::InvalidArgumentError(absl::StrCat(
-                              name, ": output must hold ", size_, " x ", input.count,
-                              " elements of the input's type, has ", output.count)));
+      return Failed(name, absl::InvalidArgumentError(
+                              absl::StrCat(name, ": output must hold ", size_, " x ", input.count,
+                                           " elements of the input's type, has ", output.count)));
     }
     if (input.count > kMaxChunk) {
-      return Failed(name, absl::UnimplementedError(absl::StrCat(name, ": more than ", kMaxChunk,
-                                                                " elements per rank")));
+      return Failed(name, absl::UnimplementedError(
+                              absl::StrCat(name, ": more than ", kMaxChunk, " elements per rank")));
     }
     void* ready = options.ready_event;
     return Enqueue(name, options, [this, input, output, ready]() -> absl::Status {
@@ -325,13 +325,13 @@ class MpiCommunicator final : public Communicator {
     if (absl::Status s = CheckMemory(input, name); !s.ok()) return Failed(name, s);
     if (absl::Status s = CheckMemory(output, name); !s.ok()) return Failed(name, s);
     if (input.count != output.count * size_ || output.type != input.type) {
-      return Failed(name, absl::InvalidArgumentError(absl::StrCat(
-                              name, ": input must hold ", size_, " x ", output.count,
-                              " elements of the output's type, has ", input.count)));
+      return Failed(name, absl::InvalidArgumentError(
+                              absl::StrCat(name, ": input must hold ", size_, " x ", output.count,
+                                           " elements of the output's type, has ", input.count)));
     }
     if (output.count > kMaxChunk) {
-      return Failed(name, absl::UnimplementedError(absl::StrCat(name, ": more than ", kMaxChunk,
-                                                                " elements per rank")));
+      return Failed(name, absl::UnimplementedError(
+                              absl::StrCat(name, ": more than ", kMaxChunk, " elements per rank")));
     }
     void* ready = options.ready_event;
     return Enqueue(name, options, [this, input, output, op, ready]() -> absl::Status {
@@ -367,9 +367,9 @@ class MpiCommunicator final : public Communicator {
   // pinned host memory on the communication thread).
   absl::Status CheckMemory(const Buffer& b, const std::string& name) const {
     if (b.memory == MemoryKind::kCuda && !kStagesDeviceBuffers) {
-      return absl::UnimplementedError(absl::StrCat(
-          name, " on rank ", rank_,
-          ": a CUDA buffer, but this build of dropk has no CUDA support"));
+      return absl::UnimplementedError(
+          absl::StrCat(name, " on rank ", rank_,
+                       ": a CUDA buffer, but this build of dropk has no CUDA support"));
     }
     if (b.data == nullptr && b.count > 0) {
       return absl::InvalidArgumentError(absl::StrCat(name, ": null buffer"));
@@ -382,9 +382,9 @@ class MpiCommunicator final : public Communicator {
     if (b.memory == MemoryKind::kHost) return b;
     absl::StatusOr<Buffer> host = staging_.StageIn(b, slot, copy_in, ready_event);
     if (!host.ok()) {
-      return absl::Status(host.status().code(),
-                          absl::StrCat("rank ", rank_, ": staging a CUDA buffer: ",
-                                       host.status().message()));
+      return absl::Status(
+          host.status().code(),
+          absl::StrCat("rank ", rank_, ": staging a CUDA buffer: ", host.status().message()));
     }
     return host;
   }
@@ -392,8 +392,10 @@ class MpiCommunicator final : public Communicator {
     if (b.memory == MemoryKind::kHost) return absl::OkStatus();
     absl::Status s = staging_.StageOut(b, slot);
     if (!s.ok()) {
-      return absl::Status(s.code(), absl::StrCat("rank ", rank_, ": copying a staged result "
-                                                 "back to the GPU: ", s.message()));
+      return absl::Status(s.code(), absl::StrCat("rank ", rank_,
+                                                 ": copying a staged result "
+                                                 "back to the GPU: ",
+                                                 s.message()));
     }
     return s;
   }
@@ -411,10 +413,9 @@ class MpiCommunicator final : public Communicator {
   // thread.
   std::unique_ptr<Work> Enqueue(const std::string& name, const CollectiveOptions& options,
                                 std::function<absl::Status()> run) {
-    return Enqueue(name, options, /*caller_may_run=*/false,
-                   [run = std::move(run)](Clock::time_point) -> std::optional<absl::Status> {
-                     return run();
-                   });
+    return Enqueue(
+        name, options, /*caller_may_run=*/false,
+        [run = std::move(run)](Clock::time_point) -> std::optional<absl::Status> { return run(); });
   }
 
   std::unique_ptr<Work> Enqueue(const std::string& name, const CollectiveOptions& options,
@@ -453,10 +454,9 @@ class MpiCommunicator final : public Communicator {
       const Clock::time_point now = Clock::now();
       if (q.stopping && q.pending.empty()) return;  // drained
       const bool can_take = !q.pending.empty() && !q.running;
-      const Clock::time_point start_at =
-          can_take ? q.pending.front()->issued + kCallerGrace : now;
-      if (can_take && (!q.pending.front()->caller_may_run || q.stopping || busy ||
-                       now >= start_at)) {
+      const Clock::time_point start_at = can_take ? q.pending.front()->issued + kCallerGrace : now;
+      if (can_take &&
+          (!q.pending.front()->caller_may_run || q.stopping || busy || now >= start_at)) {
         std::shared_ptr<Operation> op = q.pending.front();
         q.pending.pop_front();
         q.running = true;
@@ -513,8 +513,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator() {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   if (provided < MPI_THREAD_SERIALIZED) {
-    AbortJob(absl::StrCat("rank ", rank,
-                          ": the MPI library offers thread level ", provided,
+    AbortJob(absl::StrCat("rank ", rank, ": the MPI library offers thread level ", provided,
                           ", dropk needs MPI_THREAD_SERIALIZED (", MPI_THREAD_SERIALIZED, ")"),
              1);
   }
@@ -554,8 +553,8 @@ void AbortJob(const std::string& reason, int exit_code) {
 
 void AbortJobAfterLauncherGrace(const std::string& reason, int exit_code,
                                 std::chrono::seconds grace) {
-  std::fprintf(stderr, "%s; waiting up to %lld s for the launcher to end the job\n",
-               reason.c_str(), static_cast<long long>(grace.count()));
+  std::fprintf(stderr, "%s; waiting up to %lld s for the launcher to end the job\n", reason.c_str(),
+               static_cast<long long>(grace.count()));
   std::fflush(stderr);
   std::signal(SIGTERM, SIG_DFL);
   std::signal(SIGINT, SIG_DFL);
@@ -587,7 +586,8 @@ int LocalWorldSize() {
 }
 
 int LocalRank() {
-  return EnvInt("OMPI_COMM_WORLD_LOCAL_RANK", EnvInt("MPI_LOCALRANKID", EnvInt("SLURM_LOCALID", 0)));
+  return EnvInt("OMPI_COMM_WORLD_LOCAL_RANK",
+                EnvInt("MPI_LOCALRANKID", EnvInt("SLURM_LOCALID", 0)));
 }
 
 }  // namespace dropk

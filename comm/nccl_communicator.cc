@@ -95,8 +95,8 @@ struct NcclState {
 // One enqueued collective: events around it on the communicator's stream.
 class NcclWork final : public Work {
  public:
-  NcclWork(std::shared_ptr<NcclState> state, std::string name,
-           std::chrono::milliseconds timeout, cudaEvent_t start, cudaEvent_t done)
+  NcclWork(std::shared_ptr<NcclState> state, std::string name, std::chrono::milliseconds timeout,
+           cudaEvent_t start, cudaEvent_t done)
       : state_(std::move(state)),
         name_(std::move(name)),
         deadline_(Clock::now() + timeout),
@@ -112,16 +112,15 @@ class NcclWork final : public Work {
     if (finished_) return result_;
     for (;;) {
       if (std::string reason = state_->AbortReason(); !reason.empty()) {
-        return Finish(absl::AbortedError(absl::StrCat(
-            name_, " on rank ", state_->rank, ": the NCCL communicator was aborted (", reason,
-            ")")));
+        return Finish(
+            absl::AbortedError(absl::StrCat(name_, " on rank ", state_->rank,
+                                            ": the NCCL communicator was aborted (", reason, ")")));
       }
       const cudaError_t q = cudaEventQuery(done_);
       if (q == cudaSuccess) return Finish(absl::OkStatus());
       if (q != cudaErrorNotReady) {
         const std::string why = absl::StrCat(name_, " on rank ", state_->rank, ": ",
-                                             cudaGetErrorName(q), " (", cudaGetErrorString(q),
-                                             ")");
+                                             cudaGetErrorName(q), " (", cudaGetErrorString(q), ")");
         state_->Abort(why);
         return Finish(absl::InternalError(why));
       }
@@ -220,8 +219,7 @@ class NcclCommunicator final : public Communicator {
         char* rest = data + chunk * size_ * elem;
         NCCL_CHECK(ncclReduce(rest, rest, tail, ToNccl(buffer.type), ToNccl(op), 0, state_->comm,
                               stream_));
-        NCCL_CHECK(ncclBroadcast(rest, rest, tail, ToNccl(buffer.type), 0, state_->comm,
-                                 stream_));
+        NCCL_CHECK(ncclBroadcast(rest, rest, tail, ToNccl(buffer.type), 0, state_->comm, stream_));
       }
       return absl::OkStatus();
     });
@@ -366,13 +364,13 @@ absl::Status CreateComm(Communicator* bootstrap, int cuda_device, NcclState* sta
   int count = 0;
   const cudaError_t rc = cudaGetDeviceCount(&count);
   if (rc != cudaSuccess || count == 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "no CUDA device: cudaGetDeviceCount returned ",
-        rc != cudaSuccess ? cudaGetErrorName(rc) : "0 devices"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("no CUDA device: cudaGetDeviceCount returned ",
+                     rc != cudaSuccess ? cudaGetErrorName(rc) : "0 devices"));
   }
   if (cuda_device < 0 || cuda_device >= count) {
-    return absl::InvalidArgumentError(absl::StrCat("cuda device ", cuda_device,
-                                                   " requested, but this machine has ", count));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cuda device ", cuda_device, " requested, but this machine has ", count));
   }
   CUDA_CHECK(cudaSetDevice(cuda_device));
   ncclUniqueId id{};
@@ -400,7 +398,7 @@ absl::Status NcclUsable() {
 }
 
 absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(Communicator* bootstrap,
-                                                                    int cuda_device) {
+                                                                   int cuda_device) {
   auto state = std::make_shared<NcclState>();
   state->rank = bootstrap->Rank();
   state->device = cuda_device;

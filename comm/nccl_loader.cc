@@ -68,9 +68,8 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
   return real(send, recv, count, type, op, comm, stream);
 }
 
-ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t recv_count,
-                               ncclDataType_t type, ncclRedOp_t op, ncclComm_t comm,
-                               cudaStream_t stream) {
+ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t recv_count, ncclDataType_t type,
+                               ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
   DROPK_LAZY_FORWARD(NcclLibrary(), ncclReduceScatter, ncclSystemError);
   return real(send, recv, recv_count, type, op, comm, stream);
 }

@@ -126,13 +126,13 @@ absl::Status RingAllReducer::PostStep() {
   // order sent, so segment k meets receive k.
   for (size_t k = 0; k < receives_.size(); ++k) {
     const size_t n = std::min(segment, recv_count - k * segment);
-    MPI_CHECK(MPI_Irecv(recv_at + k * segment * elem, static_cast<int>(n), type, prev, kTag,
-                        comm_, &receives_[k]));
+    MPI_CHECK(MPI_Irecv(recv_at + k * segment * elem, static_cast<int>(n), type, prev, kTag, comm_,
+                        &receives_[k]));
   }
   for (size_t k = 0; k < sends_.size(); ++k) {
     const size_t n = std::min(segment, send_count - k * segment);
-    MPI_CHECK(MPI_Isend(send_at + k * segment * elem, static_cast<int>(n), type, next, kTag,
-                        comm_, &sends_[k]));
+    MPI_CHECK(MPI_Isend(send_at + k * segment * elem, static_cast<int>(n), type, next, kTag, comm_,
+                        &sends_[k]));
   }
   next_receive_ = 0;
   posted_ = true;
@@ -159,15 +159,15 @@ absl::StatusOr<bool> RingAllReducer::Poll(std::chrono::steady_clock::time_point 
         // so it may change while the sends are in flight.
         const size_t first = next_receive_ * segment;
         const size_t n = std::min(segment, BlockCount(ReceiveBlock()) - first);
-        Combine(data + (BlockBegin(ReceiveBlock()) + first) * elem,
-                scratch_.data() + first * elem, n, buffer_.type, op_);
+        Combine(data + (BlockBegin(ReceiveBlock()) + first) * elem, scratch_.data() + first * elem,
+                n, buffer_.type, op_);
       }
       ++next_receive_;
     }
     if (next_receive_ == receives_.size()) {
       int sent = 0;
-      MPI_CHECK(MPI_Testall(static_cast<int>(sends_.size()), sends_.data(), &sent,
-                            MPI_STATUSES_IGNORE));
+      MPI_CHECK(
+          MPI_Testall(static_cast<int>(sends_.size()), sends_.data(), &sent, MPI_STATUSES_IGNORE));
       if (sent) {
         if (step_ == size_ - 2 && op_ == ReduceOp::kAverage) {
           DivideInPlace(buffer_, BlockBegin(rank_), BlockCount(rank_), size_);

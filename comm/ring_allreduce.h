@@ -88,10 +88,10 @@ class RingAllReducer {
   // The allreduce in progress.
   Buffer buffer_;
   ReduceOp op_ = ReduceOp::kSum;
-  int step_ = 0;               // 0 .. 2 (size - 1); done at 2 (size - 1)
-  bool posted_ = false;        // the current step's messages are posted
-  size_t next_receive_ = 0;    // segments of the current step received so far
-  std::vector<char> scratch_;  // grows to the largest block, then stays
+  int step_ = 0;                               // 0 .. 2 (size - 1); done at 2 (size - 1)
+  bool posted_ = false;                        // the current step's messages are posted
+  size_t next_receive_ = 0;                    // segments of the current step received so far
+  std::vector<char> scratch_;                  // grows to the largest block, then stays
   std::vector<MPI_Request> sends_, receives_;  // of the current step
 };
 

@@ -65,8 +65,8 @@ class SingleProcessCommunicator final : public Communicator {
       if (s.ok()) s = CheckHost(out, op);
     }
     if (s.ok() && (in.count != out.count || in.type != out.type)) {
-      s = absl::InvalidArgumentError(absl::StrCat(op, ": input has ", in.count,
-                                                  " elements, output ", out.count));
+      s = absl::InvalidArgumentError(
+          absl::StrCat(op, ": input has ", in.count, " elements, output ", out.count));
     }
     if (s.ok() && in.data != out.data && in.count > 0) std::memmove(out.data, in.data, in.bytes());
     return std::make_unique<DoneWork>(s);

@@ -74,9 +74,8 @@ absl::StatusOr<std::vector<int32_t>> Generate(Gpt& gpt, std::span<const int32_t>
   if (prompt.empty()) return absl::InvalidArgumentError("prompt: must not be empty");
   for (size_t i = 0; i < prompt.size(); ++i) {
     if (prompt[i] < 0 || prompt[i] >= config.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt token ", i, " = ", prompt[i],
-                                                     ": outside the vocabulary of ",
-                                                     config.vocab_size));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "prompt token ", i, " = ", prompt[i], ": outside the vocabulary of ", config.vocab_size));
     }
   }
   if (max_new_tokens < 0) return absl::InvalidArgumentError("max_new_tokens: must be >= 0");

@@ -122,8 +122,8 @@ absl::StatusOr<std::unique_ptr<Gpt>> Gpt::Create(const GptConfig& config, int ma
   absl::StatusOr<GptFootprint> footprint = Footprint(config, max_batch);
   if (!footprint.ok()) return footprint.status();
   if (footprint->TotalBytes() >= static_cast<double>(std::numeric_limits<size_t>::max() / 2)) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the model needs ", footprint->TotalBytes(), " bytes, more than any address space"));
+    return absl::ResourceExhaustedError(absl::StrCat("the model needs ", footprint->TotalBytes(),
+                                                     " bytes, more than any address space"));
   }
   return std::unique_ptr<Gpt>(new Gpt(config, max_batch, kernels));
 }
@@ -132,7 +132,8 @@ Gpt::Gpt(const GptConfig& config, int max_batch, Kernels* kernels)
     : config_(config), layout_(config), max_batch_(max_batch), kernels_(kernels) {
   params_ = DeviceBuffer<float>(kernels, layout_.num_params());
   grads_ = DeviceBuffer<float>(kernels, layout_.num_params());
-  for (size_t i = 0; i < static_cast<size_t>(config.n_layer) + 2; ++i) ready_events_.push_back(kernels->CreateEvent());
+  for (size_t i = 0; i < static_cast<size_t>(config.n_layer) + 2; ++i)
+    ready_events_.push_back(kernels->CreateEvent());
   acts_ = std::make_unique<Activations>();
   Activations& a = *acts_;
   VisitActivationBuffers<size_t>(config, max_batch, [&a, kernels](auto member, size_t count) {
@@ -177,8 +178,8 @@ float Gpt::Forward(const int32_t* host_tokens, const int32_t* host_targets, int 
                    const DropoutPlan* dropout) {
   const int L = config_.n_layer, C = config_.n_embd, NH = config_.n_head, V = config_.vocab_size;
   DROPK_CHECK(B >= 1 && B <= max_batch_) << "B=" << B << ", max_batch=" << max_batch_;
-  DROPK_CHECK(T >= 1 && T <= config_.block_size) << "T=" << T << ", block_size="
-                                                  << config_.block_size;
+  DROPK_CHECK(T >= 1 && T <= config_.block_size)
+      << "T=" << T << ", block_size=" << config_.block_size;
   const int N = B * T;
   const size_t BTC = static_cast<size_t>(N) * C;
   Activations& a = *acts_;
@@ -195,8 +196,8 @@ float Gpt::Forward(const int32_t* host_tokens, const int32_t* host_targets, int 
   k.CopyToDevice(a.tokens.data(), host_tokens, N * sizeof(int32_t));
   if (has_targets_) k.CopyToDevice(a.targets.data(), host_targets, N * sizeof(int32_t));
 
-  k.EmbeddingForward(a.residual.data(), a.tokens.data(), p + layout_.wte(), p + layout_.wpe(), B,
-                     T, C, plan);
+  k.EmbeddingForward(a.residual.data(), a.tokens.data(), p + layout_.wte(), p + layout_.wpe(), B, T,
+                     C, plan);
   // Block 0's LayerNorm; every later one is fused into the residual add before it.
   k.LayerNormForward(a.ln1.data(), a.ln1_mean.data(), a.ln1_rstd.data(), a.residual.data(),
                      layout_.Block(p, 0).ln1_w, layout_.Block(p, 0).ln1_b, N, C);
@@ -218,8 +219,8 @@ float Gpt::Forward(const int32_t* host_tokens, const int32_t* host_targets, int 
     k.AttentionForward(atty, probs, qkv, B, T, C, NH, l, plan);
     k.MatmulForward(branch, atty, w.attproj_w, w.attproj_b, N, C, C);
     k.ResidualDropoutLayerNormForward(res2, ln2, a.ln2_mean.data() + l * N,
-                                      a.ln2_rstd.data() + l * N, x, branch, w.ln2_w, w.ln2_b, B,
-                                      T, C, DropoutKind::kAttentionOutput, l, plan);
+                                      a.ln2_rstd.data() + l * N, x, branch, w.ln2_w, w.ln2_b, B, T,
+                                      C, DropoutKind::kAttentionOutput, l, plan);
     k.MatmulForward(fch, ln2, w.fc_w, w.fc_b, N, C, 4 * C);
     k.GeluForward(fch_gelu, fch, 4 * BTC);
     k.MatmulForward(branch, fch_gelu, w.fcproj_w, w.fcproj_b, N, 4 * C, C);
@@ -259,8 +260,8 @@ void Gpt::Backward(float loss_scale, const GradsReadyFn& on_ready) {
 
   k.CrossEntropyBackward(a.logits.data(), a.lse.data(), a.targets.data(), N, V, loss_scale / N);
   const float* dlogits = a.logits.data();
-  k.MatmulBackward(dln, g + layout_.wte(), nullptr, dlogits, a.lnf.data(), p + layout_.wte(), N,
-                   C, V, /*accumulate_dinp=*/false);
+  k.MatmulBackward(dln, g + layout_.wte(), nullptr, dlogits, a.lnf.data(), p + layout_.wte(), N, C,
+                   V, /*accumulate_dinp=*/false);
   k.Zero(dresidual, BTC * sizeof(float));
   const float* x_final = a.residual.data() + L * BTC;
   k.LayerNormBackward(dresidual, g + layout_.lnf_w(), g + layout_.lnf_b(), dln, x_final,

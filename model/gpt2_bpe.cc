@@ -59,9 +59,8 @@ absl::StatusOr<std::unique_ptr<const Gpt2Bpe>> Gpt2Bpe::Build(const Tokenizer& p
   for (int i = 0; i < n; ++i) {
     const std::string& token = bpe->vocab_[i];
     if (token.empty() || token.size() > kMaxTokenBytes) {
-      return absl::InvalidArgumentError(absl::StrCat("Tokenizer.vocab[", i, "] is ",
-                                                     token.size(), " bytes; want 1..",
-                                                     kMaxTokenBytes));
+      return absl::InvalidArgumentError(absl::StrCat("Tokenizer.vocab[", i, "] is ", token.size(),
+                                                     " bytes; want 1..", kMaxTokenBytes));
     }
     const auto [it, inserted] = ids.emplace(token, i);
     if (!inserted) {
@@ -73,9 +72,9 @@ absl::StatusOr<std::unique_ptr<const Gpt2Bpe>> Gpt2Bpe::Build(const Tokenizer& p
   }
   for (int b = 0; b < 256; ++b) {
     if (bpe->byte_token_[b] < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "Tokenizer.vocab has no token for the byte 0x", absl::Hex(b, absl::kZeroPad2),
-          "; a byte-level BPE needs all 256"));
+      return absl::InvalidArgumentError(absl::StrCat("Tokenizer.vocab has no token for the byte 0x",
+                                                     absl::Hex(b, absl::kZeroPad2),
+                                                     "; a byte-level BPE needs all 256"));
     }
   }
   std::vector<bool> special(n, false);
@@ -96,24 +95,25 @@ absl::StatusOr<std::unique_ptr<const Gpt2Bpe>> Gpt2Bpe::Build(const Tokenizer& p
   bpe->merges_.reserve(proto.merges_size());
   for (int r = 0; r < proto.merges_size(); ++r) {
     const uint32_t left = proto.merges(r).left(), right = proto.merges(r).right();
-    const auto where = [&] { return absl::StrCat("Tokenizer.merges[", r, "] (", left, ", ", right, ")"); };
+    const auto where = [&] {
+      return absl::StrCat("Tokenizer.merges[", r, "] (", left, ", ", right, ")");
+    };
     if (left >= static_cast<uint32_t>(n) || right >= static_cast<uint32_t>(n)) {
       return absl::InvalidArgumentError(
           absl::StrCat(where(), " names a token outside the vocabulary of ", n));
     }
     if (!reachable[left] || !reachable[right]) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where(), " joins token ", reachable[left] ? right : left,
-          ", which is neither a byte nor made by an earlier merge"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where(), " joins token ", reachable[left] ? right : left,
+                       ", which is neither a byte nor made by an earlier merge"));
     }
     const std::string joined = bpe->vocab_[left] + bpe->vocab_[right];
     const auto it = ids.find(joined);
     if (it == ids.end() || special[it->second]) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where(), " makes \"", absl::CHexEscape(joined), "\", which is not an ordinary token"));
+      return absl::InvalidArgumentError(absl::StrCat(where(), " makes \"", absl::CHexEscape(joined),
+                                                     "\", which is not an ordinary token"));
     }
-    const bool inserted =
-        bpe->merges_.emplace(PairKey(left, right), Merge{r, it->second}).second;
+    const bool inserted = bpe->merges_.emplace(PairKey(left, right), Merge{r, it->second}).second;
     if (!inserted) return absl::InvalidArgumentError(absl::StrCat(where(), " repeats a merge"));
     reachable[it->second] = true;
   }
@@ -126,8 +126,8 @@ absl::StatusOr<std::unique_ptr<const Gpt2Bpe>> Gpt2Bpe::Build(const Tokenizer& p
                                     &error_offset, nullptr);
   // The pattern is a constant: failing to compile it is a bug (or a PCRE2
   // older than 10.40, which lacks \p{White_Space}), not a user's error.
-  DROPK_CHECK(bpe->regex_->code != nullptr) << "PCRE2 error " << error << " at offset "
-                                            << error_offset << " compiling GPT-2's pattern";
+  DROPK_CHECK(bpe->regex_->code != nullptr)
+      << "PCRE2 error " << error << " at offset " << error_offset << " compiling GPT-2's pattern";
   // Without JIT (a platform PCRE2 has none for) matching is slower but right.
   pcre2_jit_compile(bpe->regex_->code, PCRE2_JIT_COMPLETE);
   return std::unique_ptr<const Gpt2Bpe>(std::move(bpe));
@@ -142,8 +142,7 @@ absl::Status Gpt2Bpe::Encode(std::string_view text, Gpt2BpeScratch* scratch,
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   size_t pos = 0;
   while (pos < text.size()) {
-    const int rc =
-        pcre2_match(regex_->code, subject, text.size(), pos, 0, match_data, nullptr);
+    const int rc = pcre2_match(regex_->code, subject, text.size(), pos, 0, match_data, nullptr);
     size_t start = text.size(), end = text.size();
     if (rc > 0) {
       const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(match_data);
@@ -188,8 +187,8 @@ void Gpt2Bpe::EncodePiece(std::string_view piece, Gpt2BpeScratch* scratch,
     scratch->arena_.clear();
   }
   const auto count = static_cast<uint32_t>(ids->size() - before);
-  scratch->cache_.emplace(key, Gpt2BpeScratch::CachedIds{
-                                     static_cast<uint32_t>(scratch->arena_.size()), count});
+  scratch->cache_.emplace(
+      key, Gpt2BpeScratch::CachedIds{static_cast<uint32_t>(scratch->arena_.size()), count});
   scratch->arena_.insert(scratch->arena_.end(), ids->begin() + before, ids->end());
 }
 

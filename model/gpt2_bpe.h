@@ -53,13 +53,13 @@ class Gpt2Bpe {
     int32_t merged;  // the id of the joined token
   };
   static uint64_t PairKey(int32_t left, int32_t right) {
-    return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
+    return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) |
+           static_cast<uint32_t>(right);
   }
   Gpt2Bpe() = default;
 
   // The ids of one pre-tokenized piece, by BPE merges.
-  void MergePiece(std::string_view piece, Gpt2BpeScratch* scratch,
-                  std::vector<int32_t>* ids) const;
+  void MergePiece(std::string_view piece, Gpt2BpeScratch* scratch, std::vector<int32_t>* ids) const;
   // Through the scratch's cache.
   void EncodePiece(std::string_view piece, Gpt2BpeScratch* scratch,
                    std::vector<int32_t>* ids) const;
@@ -97,7 +97,7 @@ class Gpt2BpeScratch {
 
   void BindTo(const Gpt2Bpe* bpe);
 
-  uint64_t owner_ = 0;  // Gpt2Bpe::serial_ of the tables the cache holds ids of
+  uint64_t owner_ = 0;          // Gpt2Bpe::serial_ of the tables the cache holds ids of
   void* match_data_ = nullptr;  // pcre2_match_data_8*
   absl::flat_hash_map<std::string, CachedIds> cache_;
   std::vector<int32_t> arena_;

@@ -74,9 +74,9 @@ absl::StatusOr<Tokenizer> Gpt2TokenizerFromFiles(std::string_view encoder_json,
           absl::StrCat("encoder.json: id ", id, " is given to two tokens"));
     }
     if (!ToBytes(spelt, to_byte, &bytes)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "encoder.json: token \"", absl::CHexEscape(spelt),
-          "\" is not spelt in GPT-2's byte-to-unicode alphabet"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("encoder.json: token \"", absl::CHexEscape(spelt),
+                       "\" is not spelt in GPT-2's byte-to-unicode alphabet"));
     }
     vocab[id] = bytes;
     filled[id] = true;
@@ -99,12 +99,12 @@ absl::StatusOr<Tokenizer> Gpt2TokenizerFromFiles(std::string_view encoder_json,
     // merge), and the empty line after the final newline.
     if (line.empty() || (line_number == 1 && line.starts_with("#version"))) continue;
     const size_t space = line.find(' ');
-    const std::string_view parts[2] = {line.substr(0, space),
-                                       space == std::string_view::npos ? std::string_view()
-                                                                       : line.substr(space + 1)};
+    const std::string_view parts[2] = {line.substr(0, space), space == std::string_view::npos
+                                                                  ? std::string_view()
+                                                                  : line.substr(space + 1)};
     const auto bad = [&](const std::string& why) {
-      return absl::InvalidArgumentError(absl::StrCat("vocab.bpe line ", line_number, " \"",
-                                                     absl::CHexEscape(std::string(line)), "\": ", why));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "vocab.bpe line ", line_number, " \"", absl::CHexEscape(std::string(line)), "\": ", why));
     };
     if (space == std::string_view::npos || parts[1].find(' ') != std::string_view::npos) {
       return bad("want two tokens separated by one space");

@@ -88,9 +88,9 @@ DROPK_HOST_DEVICE float LayerNormInputGrad(float dnorm, float norm, float dnorm_
 // The per-step constants of AdamW, computed once on the host from AdamWArgs.
 struct AdamWConstants {
   float lr, beta1, beta2, eps;
-  float decay;               // 1 - lr * weight_decay
-  float inv_bc1, inv_bc2;    // 1 / bias corrections
-  float grad_scale;          // multiplies the gradient first (clipping)
+  float decay;             // 1 - lr * weight_decay
+  float inv_bc1, inv_bc2;  // 1 / bias corrections
+  float grad_scale;        // multiplies the gradient first (clipping)
 };
 
 struct AdamWArgs;  // model/kernels.h

@@ -11,13 +11,16 @@ absl::Status GptConfig::Validate() const {
     if (value > 0) return absl::OkStatus();
     return absl::InvalidArgumentError(absl::StrCat(name, "=", value, ": must be positive"));
   };
-  for (auto [name, value] : {std::pair{"vocab_size", vocab_size}, {"block_size", block_size},
-                             {"n_layer", n_layer}, {"n_head", n_head}, {"n_embd", n_embd}}) {
+  for (auto [name, value] : {std::pair{"vocab_size", vocab_size},
+                             {"block_size", block_size},
+                             {"n_layer", n_layer},
+                             {"n_head", n_head},
+                             {"n_embd", n_embd}}) {
     if (absl::Status s = positive(name, value); !s.ok()) return s;
   }
   if (n_embd % n_head != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("n_embd=", n_embd, ": must be divisible by n_head=",
-                                                   n_head));
+    return absl::InvalidArgumentError(
+        absl::StrCat("n_embd=", n_embd, ": must be divisible by n_head=", n_head));
   }
   return absl::OkStatus();
 }
@@ -35,12 +38,10 @@ struct BlockTensorShape {
 // The tensors of one block, in buffer order. The constructor and CountParams
 // both read this table, so the count can never disagree with the layout.
 constexpr BlockTensorShape kBlockTensors[] = {
-    {"ln_1.weight", 1, 0},        {"ln_1.bias", 1, 0},
-    {"attn.c_attn.weight", 3, 1}, {"attn.c_attn.bias", 3, 0},
-    {"attn.c_proj.weight", 1, 1}, {"attn.c_proj.bias", 1, 0},
-    {"ln_2.weight", 1, 0},        {"ln_2.bias", 1, 0},
-    {"mlp.c_fc.weight", 4, 1},    {"mlp.c_fc.bias", 4, 0},
-    {"mlp.c_proj.weight", 1, 4},  {"mlp.c_proj.bias", 1, 0},
+    {"ln_1.weight", 1, 0},      {"ln_1.bias", 1, 0},          {"attn.c_attn.weight", 3, 1},
+    {"attn.c_attn.bias", 3, 0}, {"attn.c_proj.weight", 1, 1}, {"attn.c_proj.bias", 1, 0},
+    {"ln_2.weight", 1, 0},      {"ln_2.bias", 1, 0},          {"mlp.c_fc.weight", 4, 1},
+    {"mlp.c_fc.bias", 4, 0},    {"mlp.c_proj.weight", 1, 4},  {"mlp.c_proj.bias", 1, 0},
 };
 
 std::vector<int64_t> ShapeOf(const BlockTensorShape& t, int64_t C) {
@@ -60,11 +61,10 @@ absl::StatusOr<uint64_t> ParamLayout::CountParams(const GptConfig& config) {
     per_block += static_cast<unsigned __int128>(t.rows) * C * (t.cols == 0 ? 1 : t.cols * C);
   }
   // wte (V,C) + wpe (T,C) + L blocks + ln_f (C) and its bias (C).
-  const unsigned __int128 total =
-      static_cast<unsigned __int128>(V + T + 2) * C + per_block * L;
+  const unsigned __int128 total = static_cast<unsigned __int128>(V + T + 2) * C + per_block * L;
   if (total > std::numeric_limits<uint64_t>::max()) {
-    return absl::InvalidArgumentError(absl::StrCat("n_layer=", L, ", n_embd=", C,
-                                              ": the parameter count overflows 64 bits"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("n_layer=", L, ", n_embd=", C, ": the parameter count overflows 64 bits"));
   }
   return static_cast<uint64_t>(total);
 }

@@ -75,8 +75,8 @@ std::string ProfiledKernels::Report(int64_t steps, double step_seconds) const {
             [this](int a, int b) { return totals_[a].seconds > totals_[b].seconds; });
   const double per_step = 1e3 / static_cast<double>(steps);
   const double share = step_seconds > 0 ? 100.0 / step_seconds : 0.0;
-  std::string text = absl::StrFormat("%-24s %10s %10s %7s\n", "op", "ms/step", "calls/step",
-                                     "% step");
+  std::string text =
+      absl::StrFormat("%-24s %10s %10s %7s\n", "op", "ms/step", "calls/step", "% step");
   for (int i : order) {
     const OpTotals& t = totals_[i];
     absl::StrAppendFormat(&text, "%-24s %10.3f %10.1f %6.1f%%\n",
@@ -85,10 +85,10 @@ std::string ProfiledKernels::Report(int64_t steps, double step_seconds) const {
                           t.seconds * share);
   }
   const double rest = std::max(0.0, step_seconds - TotalSeconds());
-  absl::StrAppendFormat(&text, "%-24s %10.3f %10s %6.1f%%\n", "(outside ops)", rest * per_step,
-                        "", rest * share);
-  absl::StrAppendFormat(&text, "%-24s %10.3f %10s %6.1f%%\n", "step", step_seconds * per_step,
-                        "", step_seconds > 0 ? 100.0 : 0.0);
+  absl::StrAppendFormat(&text, "%-24s %10.3f %10s %6.1f%%\n", "(outside ops)", rest * per_step, "",
+                        rest * share);
+  absl::StrAppendFormat(&text, "%-24s %10.3f %10s %6.1f%%\n", "step", step_seconds * per_step, "",
+                        step_seconds > 0 ? 100.0 : 0.0);
   return text;
 }
 
@@ -131,17 +131,16 @@ void ProfiledKernels::LayerNormBackward(float* dinp, float* dw, float* db, const
         [&] { inner_->LayerNormBackward(dinp, dw, db, dout, inp, w, mean, rstd, N, C); });
 }
 
-void ProfiledKernels::MatmulForward(float* out, const float* inp, const float* w,
-                                    const float* bias, int N, int C, int OC) {
+void ProfiledKernels::MatmulForward(float* out, const float* inp, const float* w, const float* bias,
+                                    int N, int C, int OC) {
   Timed(KernelOp::kMatmulForward, [&] { inner_->MatmulForward(out, inp, w, bias, N, C, OC); });
 }
 
 void ProfiledKernels::MatmulBackward(float* dinp, float* dw, float* dbias, const float* dout,
                                      const float* inp, const float* w, int N, int C, int OC,
                                      bool accumulate_dinp) {
-  Timed(KernelOp::kMatmulBackward, [&] {
-    inner_->MatmulBackward(dinp, dw, dbias, dout, inp, w, N, C, OC, accumulate_dinp);
-  });
+  Timed(KernelOp::kMatmulBackward,
+        [&] { inner_->MatmulBackward(dinp, dw, dbias, dout, inp, w, N, C, OC, accumulate_dinp); });
 }
 
 void ProfiledKernels::AttentionForward(float* out, float* probs, const float* qkv, int B, int T,
@@ -151,11 +150,10 @@ void ProfiledKernels::AttentionForward(float* out, float* probs, const float* qk
 }
 
 void ProfiledKernels::AttentionBackward(float* dqkv, const float* dout, const float* qkv,
-                                        const float* probs, int B, int T, int C, int NH,
-                                        int layer, const DropoutPlan* dropout) {
-  Timed(KernelOp::kAttentionBackward, [&] {
-    inner_->AttentionBackward(dqkv, dout, qkv, probs, B, T, C, NH, layer, dropout);
-  });
+                                        const float* probs, int B, int T, int C, int NH, int layer,
+                                        const DropoutPlan* dropout) {
+  Timed(KernelOp::kAttentionBackward,
+        [&] { inner_->AttentionBackward(dqkv, dout, qkv, probs, B, T, C, NH, layer, dropout); });
 }
 
 void ProfiledKernels::GeluForward(float* out, const float* inp, size_t n) {
@@ -169,9 +167,8 @@ void ProfiledKernels::GeluBackward(float* dinp, const float* inp, const float* d
 void ProfiledKernels::ResidualDropoutForward(float* out, const float* residual, const float* x,
                                              int B, int T, int C, DropoutKind kind, int layer,
                                              const DropoutPlan* dropout) {
-  Timed(KernelOp::kResidualDropoutForward, [&] {
-    inner_->ResidualDropoutForward(out, residual, x, B, T, C, kind, layer, dropout);
-  });
+  Timed(KernelOp::kResidualDropoutForward,
+        [&] { inner_->ResidualDropoutForward(out, residual, x, B, T, C, kind, layer, dropout); });
 }
 
 void ProfiledKernels::ResidualDropoutLayerNormForward(float* out, float* ln_out, float* mean,
@@ -198,8 +195,8 @@ void ProfiledKernels::CrossEntropyForward(float* losses, float* lse, const float
         [&] { inner_->CrossEntropyForward(losses, lse, logits, targets, N, V); });
 }
 
-void ProfiledKernels::CrossEntropyBackward(float* logits, const float* lse,
-                                           const int32_t* targets, int N, int V, float scale) {
+void ProfiledKernels::CrossEntropyBackward(float* logits, const float* lse, const int32_t* targets,
+                                           int N, int V, float scale) {
   Timed(KernelOp::kCrossEntropyBackward,
         [&] { inner_->CrossEntropyBackward(logits, lse, targets, N, V, scale); });
 }

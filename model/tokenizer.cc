@@ -75,8 +75,8 @@ void AppendUtf8(uint32_t cp, std::string* out) {
 absl::Status InvalidUtf8Error(std::string_view text, size_t pos) {
   return absl::InvalidArgumentError(
       absl::StrCat("invalid UTF-8 at byte offset ", pos, " (byte 0x",
-                   absl::AsciiStrToUpper(absl::StrCat(absl::Hex(static_cast<uint8_t>(text[pos]),
-                                                                absl::kZeroPad2))),
+                   absl::AsciiStrToUpper(
+                       absl::StrCat(absl::Hex(static_cast<uint8_t>(text[pos]), absl::kZeroPad2))),
                    ")"));
 }
 
@@ -130,16 +130,16 @@ absl::StatusOr<TextTokenizer> TextTokenizer::FromProto(const Tokenizer& proto) {
   const int n = proto.code_points_size();
   if (proto.kind() != Tokenizer::GPT2_BPE &&
       (proto.vocab_size() != 0 || proto.merges_size() != 0 || proto.special_ids_size() != 0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "Tokenizer.vocab, merges and special_ids are for kind GPT2_BPE; kind ",
-        KindName(proto.kind()), " has ", proto.vocab_size(), ", ", proto.merges_size(), " and ",
-        proto.special_ids_size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("Tokenizer.vocab, merges and special_ids are for kind GPT2_BPE; kind ",
+                     KindName(proto.kind()), " has ", proto.vocab_size(), ", ", proto.merges_size(),
+                     " and ", proto.special_ids_size()));
   }
   switch (proto.kind()) {
     case Tokenizer::BYTE:
       if (n != 0) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "Tokenizer.code_points has ", n, " entries for kind BYTE; want none"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("Tokenizer.code_points has ", n, " entries for kind BYTE; want none"));
       }
       return TextTokenizer(std::make_shared<Tokenizer>(proto), nullptr);
     case Tokenizer::GPT2_BPE: {
@@ -147,11 +147,10 @@ absl::StatusOr<TextTokenizer> TextTokenizer::FromProto(const Tokenizer& proto) {
       if (!bpe.ok()) return bpe.status();
       return TextTokenizer(std::make_shared<Tokenizer>(proto), std::move(*bpe));
     }
-    case Tokenizer::CHAR:
-      break;
+    case Tokenizer::CHAR: break;
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "Tokenizer.kind is ", KindName(proto.kind()), "; want CHAR, BYTE or GPT2_BPE"));
+      return absl::InvalidArgumentError(absl::StrCat("Tokenizer.kind is ", KindName(proto.kind()),
+                                                     "; want CHAR, BYTE or GPT2_BPE"));
   }
   if (n < 1 || n > kMaxCodePoints) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -160,14 +159,14 @@ absl::StatusOr<TextTokenizer> TextTokenizer::FromProto(const Tokenizer& proto) {
   for (int i = 0; i < n; ++i) {
     const uint32_t cp = proto.code_points(i);
     if (!IsValidCodePoint(cp)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "Tokenizer.code_points[", i, "] = ", CodePointName(cp),
-          " is not a valid Unicode scalar value"));
+      return absl::InvalidArgumentError(absl::StrCat("Tokenizer.code_points[", i,
+                                                     "] = ", CodePointName(cp),
+                                                     " is not a valid Unicode scalar value"));
     }
     if (i > 0 && cp <= proto.code_points(i - 1)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "Tokenizer.code_points[", i, "] = ", CodePointName(cp), " is not greater than [",
-          i - 1, "] = ", CodePointName(proto.code_points(i - 1)),
+          "Tokenizer.code_points[", i, "] = ", CodePointName(cp), " is not greater than [", i - 1,
+          "] = ", CodePointName(proto.code_points(i - 1)),
           "; code points must be sorted and distinct"));
     }
   }
@@ -176,12 +175,9 @@ absl::StatusOr<TextTokenizer> TextTokenizer::FromProto(const Tokenizer& proto) {
 
 int TextTokenizer::vocab_size() const {
   switch (proto_->kind()) {
-    case Tokenizer::BYTE:
-      return kByteVocab;
-    case Tokenizer::GPT2_BPE:
-      return bpe_->vocab_size();
-    default:
-      return proto_->code_points_size();
+    case Tokenizer::BYTE: return kByteVocab;
+    case Tokenizer::GPT2_BPE: return bpe_->vocab_size();
+    default: return proto_->code_points_size();
   }
 }
 
@@ -209,12 +205,12 @@ absl::StatusOr<std::vector<int32_t>> TextTokenizer::Encode(std::string_view text
     const auto it = std::lower_bound(vocab.begin(), vocab.end(), cp);
     if (it == vocab.end() || *it != cp) {
       // Quote the character itself only when it prints as something visible.
-      const std::string quoted =
-          cp > 0x20 && cp != 0x7F ? absl::StrCat("'", std::string(text.substr(pos, len)), "' ")
-                                  : std::string();
-      return absl::InvalidArgumentError(absl::StrCat(
-          "character ", quoted, "(", CodePointName(cp), ") at byte offset ", pos,
-          " is not in the tokenizer's vocabulary of ", vocab.size(), " characters"));
+      const std::string quoted = cp > 0x20 && cp != 0x7F
+                                     ? absl::StrCat("'", std::string(text.substr(pos, len)), "' ")
+                                     : std::string();
+      return absl::InvalidArgumentError(
+          absl::StrCat("character ", quoted, "(", CodePointName(cp), ") at byte offset ", pos,
+                       " is not in the tokenizer's vocabulary of ", vocab.size(), " characters"));
     }
     ids.push_back(static_cast<int32_t>(it - vocab.begin()));
     pos += len;

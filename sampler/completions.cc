@@ -1,8 +1,8 @@
 #include "sampler/completions.h"
 
 #include <chrono>
-#include <condition_variable>
 #include <cmath>
+#include <condition_variable>
 #include <limits>
 #include <random>
 
@@ -233,8 +233,8 @@ std::optional<ApiError> CheckCost(const CompletionRequest& request, int64_t limi
 
 // Output state of one choice; scheduler thread only.
 struct CompletionJob::Choice {
-  std::string text;      // decoded output so far (cut at a stop string)
-  size_t sent = 0;       // bytes of text already streamed
+  std::string text;  // decoded output so far (cut at a stop string)
+  size_t sent = 0;   // bytes of text already streamed
   int tokens = 0;
   bool stopped = false;  // a stop string was found
   std::string finish_reason;
@@ -399,13 +399,14 @@ void CompletionJob::OnFinish(int index, FinishReason reason) {
   listener_.reset();
 }
 
-std::string CompletionJob::ChunkJson(int index, std::string_view text,
-                                     const char* finish_reason) {
+std::string CompletionJob::ChunkJson(int index, std::string_view text, const char* finish_reason) {
   Choice& c = *choices_[index];
   json choice = {{"text", text}, {"index", index}};
   if (logprobs_ >= 0) {
-    json lp = {{"tokens", json::array()}, {"token_logprobs", json::array()},
-               {"top_logprobs", json::array()}, {"text_offset", json::array()}};
+    json lp = {{"tokens", json::array()},
+               {"token_logprobs", json::array()},
+               {"top_logprobs", json::array()},
+               {"text_offset", json::array()}};
     for (size_t i = c.logprobs_sent; i < c.token_strs.size(); ++i) {
       lp["tokens"].push_back(c.token_strs[i]);
       lp["token_logprobs"].push_back(c.token_logprobs[i]);

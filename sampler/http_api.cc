@@ -19,12 +19,10 @@ struct Endpoint {
   std::string_view path;
   http::verb method;
 };
-constexpr Endpoint kEndpoints[] = {{"/", http::verb::get},
-                                   {"/v1/completions", http::verb::post},
-                                   {"/v1/models", http::verb::get},
-                                   {"/healthz", http::verb::get},
-                                   {"/readyz", http::verb::get},
-                                   {"/metrics", http::verb::get}};
+constexpr Endpoint kEndpoints[] = {
+    {"/", http::verb::get},          {"/v1/completions", http::verb::post},
+    {"/v1/models", http::verb::get}, {"/healthz", http::verb::get},
+    {"/readyz", http::verb::get},    {"/metrics", http::verb::get}};
 
 const Endpoint* FindEndpoint(std::string_view path) {
   for (const Endpoint& e : kEndpoints) {
@@ -131,9 +129,9 @@ RouteResult HttpApi::Route(const HttpRequest& request,
                       version, {{"Allow", Allowed(*endpoint)}}));
   }
   if (path == "/v1/completions") return Completions(request, listener);
-  HttpResponse res = path == "/"         ? Playground(version)
+  HttpResponse res = path == "/"          ? Playground(version)
                      : path == "/healthz" ? Healthz(version)
-                     : path == "/readyz" ? Readyz(version)
+                     : path == "/readyz"  ? Readyz(version)
                      : path == "/metrics" ? Metrics(version)
                                           : Models(version);
   return Reply(head ? WithoutBody(std::move(res)) : std::move(res));

@@ -430,12 +430,9 @@ void Session::OnJobDone(std::string body) {
     case State::kProbing:
       answer_ = std::move(body);  // sent once the probe settles
       return;
-    case State::kStreamIdle:
-      return PumpStream();  // writes what is left, then the end
-    case State::kAbandoned:
-      return Close();
-    default:
-      return;  // kStreamWriting: PumpStream follows the write
+    case State::kStreamIdle: return PumpStream();  // writes what is left, then the end
+    case State::kAbandoned: return Close();
+    default: return;  // kStreamWriting: PumpStream follows the write
   }
 }
 
@@ -511,8 +508,8 @@ absl::Status HttpServer::Impl::Listen() {
   }
   const tcp::endpoint endpoint(address, options_.port);
   auto fail = [&](const char* what) {
-    return absl::UnavailableError(absl::StrCat(what, " ", options_.address, ":", options_.port,
-                                               ": ", ec.message()));
+    return absl::UnavailableError(
+        absl::StrCat(what, " ", options_.address, ":", options_.port, ": ", ec.message()));
   };
   acceptor_.open(endpoint.protocol(), ec);
   if (ec) return fail("open");
@@ -527,8 +524,7 @@ absl::Status HttpServer::Impl::Listen() {
 }
 
 void HttpServer::Impl::DoAccept() {
-  acceptor_.async_accept(net::make_strand(ioc_),
-                         beast::bind_front_handler(&Impl::OnAccept, this));
+  acceptor_.async_accept(net::make_strand(ioc_), beast::bind_front_handler(&Impl::OnAccept, this));
 }
 
 void HttpServer::Impl::OnAccept(beast::error_code ec, tcp::socket socket) {

@@ -16,8 +16,7 @@ void Histogram::Observe(double value) {
   ++count_;
 }
 
-void Histogram::Render(const std::string& name, const std::string& help,
-                       std::string* out) const {
+void Histogram::Render(const std::string& name, const std::string& help, std::string* out) const {
   std::lock_guard<std::mutex> lock(mu_);
   absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " histogram\n");
   uint64_t cumulative = 0;
@@ -50,17 +49,15 @@ std::string ServiceMetrics::Render() const {
     }
   }
   auto scalar = [&out](const char* name, const char* type, const char* help, auto value) {
-    absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n", name,
-                    " ", value, "\n");
+    absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n", name, " ",
+                    value, "\n");
   };
-  scalar("dropk_generated_tokens_total", "counter", "Tokens generated.",
-         generated_tokens.load());
+  scalar("dropk_generated_tokens_total", "counter", "Tokens generated.", generated_tokens.load());
   scalar("dropk_cancelled_sequences_total", "counter",
          "Sequences cancelled (client gone or shutdown).", cancelled_sequences.load());
   scalar("dropk_running_batch_size", "gauge", "Sequences in the running decode batch.",
          running_batch.load());
-  scalar("dropk_queue_length", "gauge", "Sequences waiting for a batch slot.",
-         queue_length.load());
+  scalar("dropk_queue_length", "gauge", "Sequences waiting for a batch slot.", queue_length.load());
   scalar("dropk_checkpoint_step", "gauge", "Training step of the served checkpoint (-1: none).",
          checkpoint_step.load());
   scalar("dropk_reloads_total", "counter", "Checkpoint hot reloads that succeeded.",

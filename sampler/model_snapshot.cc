@@ -10,9 +10,11 @@
 
 namespace dropk {
 
-absl::StatusOr<std::shared_ptr<const ModelSnapshot>> MakeSnapshot(
-    const GptConfig& config, TextTokenizer tokenizer, std::vector<float> params, int64_t step,
-    std::string id, std::string path) {
+absl::StatusOr<std::shared_ptr<const ModelSnapshot>> MakeSnapshot(const GptConfig& config,
+                                                                  TextTokenizer tokenizer,
+                                                                  std::vector<float> params,
+                                                                  int64_t step, std::string id,
+                                                                  std::string path) {
   if (absl::Status s = config.Validate(); !s.ok()) return s;
   if (tokenizer.vocab_size() != config.vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat("tokenizer vocab ", tokenizer.vocab_size(),
@@ -21,9 +23,8 @@ absl::StatusOr<std::shared_ptr<const ModelSnapshot>> MakeSnapshot(
   }
   const ParamLayout layout(config);
   if (params.size() != layout.num_params()) {
-    return absl::InvalidArgumentError(absl::StrCat("params: ", params.size(),
-                                                   " values, the config needs ",
-                                                   layout.num_params()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("params: ", params.size(), " values, the config needs ", layout.num_params()));
   }
   for (size_t i = 0; i < params.size(); ++i) {
     if (!std::isfinite(params[i])) {
@@ -46,11 +47,10 @@ absl::StatusOr<std::shared_ptr<const ModelSnapshot>> LoadCheckpointSnapshot(
     return absl::InvalidArgumentError(
         absl::StrCat(checkpoint_dir, ": tokenizer: ", tokenizer.status().message()));
   }
-  const GptConfig config{tokenizer->vocab_size(), data->config.block_size(),
-                         data->config.n_layer(), data->config.n_head(), data->config.n_embd()};
-  auto snapshot = MakeSnapshot(config, *std::move(tokenizer), std::move(data->params),
-                               data->step, absl::StrFormat("dropk-step-%08d", data->step),
-                               checkpoint_dir);
+  const GptConfig config{tokenizer->vocab_size(), data->config.block_size(), data->config.n_layer(),
+                         data->config.n_head(), data->config.n_embd()};
+  auto snapshot = MakeSnapshot(config, *std::move(tokenizer), std::move(data->params), data->step,
+                               absl::StrFormat("dropk-step-%08d", data->step), checkpoint_dir);
   if (!snapshot.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat(checkpoint_dir, ": ", snapshot.status().message()));

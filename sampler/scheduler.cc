@@ -29,12 +29,12 @@ Scheduler::Scheduler(const SchedulerOptions& options, ServiceMetrics* metrics)
 absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const SchedulerOptions& options,
                                                              ServiceMetrics* metrics) {
   if (options.max_batch < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("max_batch: must be >= 1, got ",
-                                                   options.max_batch));
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_batch: must be >= 1, got ", options.max_batch));
   }
   if (options.max_queue < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("max_queue: must be >= 0, got ",
-                                                   options.max_queue));
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_queue: must be >= 0, got ", options.max_queue));
   }
   if (options.max_running_per_request < 0) {
     return absl::InvalidArgumentError(
@@ -94,8 +94,10 @@ absl::Status Scheduler::Submit(std::vector<SequenceRequest> sequences) {
       return absl::InvalidArgumentError("sequence without a model or a sink");
     }
     const GptConfig& c = s.model->snapshot().config;
-    if (s.prompt.empty() || s.max_tokens < 1 || s.prompt.size() > static_cast<size_t>(c.block_size)) {
-      return absl::InvalidArgumentError("the prompt must hold 1 to block_size tokens, max_tokens >= 1");
+    if (s.prompt.empty() || s.max_tokens < 1 ||
+        s.prompt.size() > static_cast<size_t>(c.block_size)) {
+      return absl::InvalidArgumentError(
+          "the prompt must hold 1 to block_size tokens, max_tokens >= 1");
     }
     for (int32_t t : s.prompt) {
       if (t < 0 || t >= c.vocab_size) return absl::InvalidArgumentError("prompt id outside vocab");
@@ -174,18 +176,19 @@ bool Scheduler::Emit(Active& seq, const float* logits) {
   const int k = std::min(seq.request.top_logprobs, V);
   if (k > 0) {
     for (int i = 0; i < V; ++i) ids_[i] = i;
-    std::partial_sort(ids_.begin(), ids_.begin() + k, ids_.begin() + V,
-                      [&row](int32_t a, int32_t b) {
-                        return row[a] > row[b] || (row[a] == row[b] && a < b);
-                      });
+    std::partial_sort(
+        ids_.begin(), ids_.begin() + k, ids_.begin() + V,
+        [&row](int32_t a, int32_t b) { return row[a] > row[b] || (row[a] == row[b] && a < b); });
     for (int i = 0; i < k; ++i) top_[i] = {ids_[i], row[ids_[i]] - lse};
     out.top = std::span<const TokenLogprob>(top_.data(), k);
   }
   const Clock::time_point now = Clock::now();
   if (seq.generated == 0) {
-    metrics_->ttft_seconds.Observe(std::chrono::duration<double>(now - seq.request.arrival).count());
+    metrics_->ttft_seconds.Observe(
+        std::chrono::duration<double>(now - seq.request.arrival).count());
   } else {
-    metrics_->inter_token_seconds.Observe(std::chrono::duration<double>(now - seq.last_time).count());
+    metrics_->inter_token_seconds.Observe(
+        std::chrono::duration<double>(now - seq.last_time).count());
   }
   seq.last_time = now;
   ++metrics_->generated_tokens;

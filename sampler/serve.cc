@@ -67,7 +67,8 @@ absl::Status CheckpointWatcher::PollOnce() {
   } else {
     ++metrics_->reloads_failed;
     log_->Write(absl::StrCat("dropk-serve: reload refused, keeping ",
-                             serving_path_.empty() ? "no model" : serving_path_, ": ", s.message()));
+                             serving_path_.empty() ? "no model" : serving_path_, ": ",
+                             s.message()));
   }
   return s;
 }
@@ -110,7 +111,8 @@ absl::Status RunServe(const ServeOptions& options) {
   CheckpointWatcher watcher(options.checkpoints_dir, scheduler->get(), &metrics, log);
   if (absl::Status s = watcher.LoadInitial(); !s.ok()) {
     if (!options.watch) return s;
-    log->Write(absl::StrCat("dropk-serve: no servable checkpoint yet (", s.message(), "); watching"));
+    log->Write(
+        absl::StrCat("dropk-serve: no servable checkpoint yet (", s.message(), "); watching"));
   }
   absl::StatusOr<std::unique_ptr<HttpServer>> server =
       HttpServer::Start(options.http, scheduler->get(), &metrics);
@@ -130,7 +132,7 @@ absl::Status RunServe(const ServeOptions& options) {
                           ", draining (deadline ", options.drain_deadline.count(), " ms)"));
   watcher.Stop();
   (*server)->StopAccepting();
-  (*scheduler)->Shutdown(options.drain_deadline);  // running requests finish or are cancelled
+  (*scheduler)->Shutdown(options.drain_deadline);    // running requests finish or are cancelled
   (*server)->Stop(std::chrono::milliseconds(2000));  // flush their responses
   server->reset();
   log->Write("dropk-serve: stopped");

@@ -2,8 +2,8 @@
 // Exit codes (base/exit_codes.h): 0 stopped by SIGTERM/SIGINT or --help,
 // 1 the service could not start, 2 a bad flag.
 #include <cstdio>
-#include <new>
 #include <iostream>
+#include <new>
 
 #include "CLI/CLI.hpp"
 #include "base/exit_codes.h"
@@ -18,23 +18,27 @@ int Main(int argc, char** argv) {
                "dropk-serve"};
   int watch_ms = 1000, drain_ms = 10000, header_ms = 10000, body_ms = 30000;
   std::string api_key_file;
-  app.add_option("--checkpoints", o.checkpoints_dir, "The run's checkpoints directory")
-      ->required();
+  app.add_option("--checkpoints", o.checkpoints_dir, "The run's checkpoints directory")->required();
   app.add_flag("--watch", o.watch, "Hot-reload a new LATEST when it verifies");
   app.add_option("--watch-interval-ms", watch_ms, "How often LATEST is checked")
-      ->capture_default_str()->check(CLI::Range(10, 3600000));
+      ->capture_default_str()
+      ->check(CLI::Range(10, 3600000));
   app.add_option("--address", o.http.address, "Address to bind (loopback by default)")
       ->capture_default_str();
   app.add_option("--port", o.http.port, "TCP port; 0 picks a free one")->capture_default_str();
   app.add_option("--port-file", o.port_file, "Write the bound port here once listening");
   app.add_option("--io-threads", o.http.io_threads, "HTTP I/O threads")
-      ->capture_default_str()->check(CLI::Range(1, 64));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
   app.add_option("--threads", o.scheduler.num_threads, "Compute threads (0 = all cores)")
-      ->capture_default_str()->check(CLI::Range(0, 1024));
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
   app.add_option("--max-batch", o.scheduler.max_batch, "Sequences decoded together")
-      ->capture_default_str()->check(CLI::Range(1, 1024));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
   app.add_option("--max-queue", o.scheduler.max_queue, "Queued sequences before 429")
-      ->capture_default_str()->check(CLI::Range(0, 1000000));
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000000));
   app.add_option("--max-request-tokens", o.scheduler.max_request_tokens,
                  "Most tokens one request may ask for (prompts x n x max_tokens); more is 400")
       ->capture_default_str()
@@ -46,11 +50,14 @@ int Main(int argc, char** argv) {
   app.add_option("--max-body-bytes", o.http.max_body_bytes, "Larger request bodies get 413")
       ->capture_default_str();
   app.add_option("--header-timeout-ms", header_ms, "Limit on reading request headers")
-      ->capture_default_str()->check(CLI::Range(1, 3600000));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600000));
   app.add_option("--body-timeout-ms", body_ms, "Limit on reading a request body")
-      ->capture_default_str()->check(CLI::Range(1, 3600000));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600000));
   app.add_option("--drain-ms", drain_ms, "On SIGTERM, how long running requests may finish")
-      ->capture_default_str()->check(CLI::Range(0, 3600000));
+      ->capture_default_str()
+      ->check(CLI::Range(0, 3600000));
   app.add_option("--api-key-file", api_key_file,
                  "File holding the API key; every route but /healthz then needs "
                  "'Authorization: Bearer <key>'");
@@ -100,5 +107,5 @@ int Main(int argc, char** argv) {
 // never an abort.
 int main(int argc, char** argv) {
   return dropk::RunMainGuardingAllocation("dropk-serve", "free memory or lower --max-batch", Main,
-                                         argc, argv);
+                                          argc, argv);
 }

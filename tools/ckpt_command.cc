@@ -16,12 +16,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "model/param_layout.h"
+#include "checkpoint/crc32c.h"
+#include "checkpoint/env.h"
 #include "checkpoint/format.h"
 #include "checkpoint/reader.h"
 #include "checkpoint/writer.h"
-#include "checkpoint/crc32c.h"
-#include "checkpoint/env.h"
+#include "model/param_layout.h"
 
 namespace dropk {
 namespace {
@@ -42,7 +42,9 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
   return path;
 }
 
-std::string Shape(const TensorEntry& e) { return absl::StrCat("[", absl::StrJoin(e.shape(), ", "), "]"); }
+std::string Shape(const TensorEntry& e) {
+  return absl::StrCat("[", absl::StrJoin(e.shape(), ", "), "]");
+}
 
 absl::Status Inspect(const std::string& path) {
   absl::StatusOr<std::string> dir = ResolveCheckpoint(path);
@@ -54,7 +56,8 @@ absl::Status Inspect(const std::string& path) {
   std::cout << absl::StrFormat(
       "checkpoint %s\n"
       "  step %d, tokens seen %d, optimizer step %d, written by %d rank(s), last train loss %.4f\n"
-      "  model: %d layers, %d heads, n_embd %d, context %d, vocab %d (%s tokenizer), %d parameters\n"
+      "  model: %d layers, %d heads, n_embd %d, context %d, vocab %d (%s tokenizer), %d "
+      "parameters\n"
       "  training: lr %g -> %g, warmup %d, decay %d, max_iters %d, batch %d x %d accum, "
       "dropout %g (%s), seed %d\n"
       "  data_dir %s\n",
@@ -62,10 +65,10 @@ absl::Status Inspect(const std::string& path) {
       c.n_layer(), c.n_head(), c.n_embd(), c.block_size(), vm->shape.vocab_size,
       Tokenizer::Kind_Name(m.tokenizer().kind()), vm->num_params, c.learning_rate(), c.min_lr(),
       c.warmup_iters(), c.lr_decay_iters(), c.max_iters(), c.batch_size(),
-      c.gradient_accumulation_steps(), c.dropout(), TrainConfig::DropoutStream_Name(c.dropout_stream()),
-      c.seed(), c.data_dir());
-  std::cout << absl::StrFormat("  %-48s %-8s %-16s %-32s %12s %12s %10s\n", "tensor", "dtype", "shape",
-                               "file", "offset", "bytes", "crc32c");
+      c.gradient_accumulation_steps(), c.dropout(),
+      TrainConfig::DropoutStream_Name(c.dropout_stream()), c.seed(), c.data_dir());
+  std::cout << absl::StrFormat("  %-48s %-8s %-16s %-32s %12s %12s %10s\n", "tensor", "dtype",
+                               "shape", "file", "offset", "bytes", "crc32c");
   uint64_t total = 0;
   for (const TensorEntry& e : m.tensors()) {
     std::string name = e.name();
@@ -77,8 +80,8 @@ absl::Status Inspect(const std::string& path) {
                                  e.length(), e.crc32c());
     total += e.length();
   }
-  std::cout << absl::StrFormat("  %d tensors, %d bytes (%.3f GB) of tensor data\n", m.tensors_size(),
-                               total, total / 1e9);
+  std::cout << absl::StrFormat("  %d tensors, %d bytes (%.3f GB) of tensor data\n",
+                               m.tensors_size(), total, total / 1e9);
   return absl::OkStatus();
 }
 
@@ -91,7 +94,8 @@ absl::Status Verify(const std::string& path) {
   uint64_t total = 0;
   for (const TensorEntry& e : vm->manifest.tensors()) total += e.length();
   std::cout << "OK " << *dir << ": step " << vm->manifest.step() << ", "
-            << vm->manifest.tensors_size() << " tensors, " << total << " bytes, every CRC32C matches\n";
+            << vm->manifest.tensors_size() << " tensors, " << total
+            << " bytes, every CRC32C matches\n";
   return absl::OkStatus();
 }
 
@@ -99,7 +103,7 @@ uint16_t ToBfloat16(float f) {
   uint32_t bits;
   std::memcpy(&bits, &f, 4);
   if (std::isnan(f)) return static_cast<uint16_t>((bits >> 16) | 0x40);  // stays a quiet NaN
-  bits += 0x7FFF + ((bits >> 16) & 1);  // round to nearest even
+  bits += 0x7FFF + ((bits >> 16) & 1);                                   // round to nearest even
   return static_cast<uint16_t>(bits >> 16);
 }
 
@@ -110,14 +114,17 @@ uint16_t ToFloat16(float f) {
   return bits;
 }
 
-absl::Status Export(const std::string& path, const std::string& out, const std::string& dtype_name) {
+absl::Status Export(const std::string& path, const std::string& out,
+                    const std::string& dtype_name) {
   absl::StatusOr<std::string> dir = ResolveCheckpoint(path);
   if (!dir.ok()) return dir.status();
   ReadCheckpointOptions options;
   options.weights_only = true;
   absl::StatusOr<CheckpointData> data = ReadCheckpoint(*dir, options);
   if (!data.ok()) return data.status();
-  const TensorDtype dtype = dtype_name == "fp16" ? FLOAT16 : dtype_name == "bf16" ? BFLOAT16 : FLOAT32;
+  const TensorDtype dtype = dtype_name == "fp16"   ? FLOAT16
+                            : dtype_name == "bf16" ? BFLOAT16
+                                                   : FLOAT32;
   const size_t elem = dtype == FLOAT32 ? 4 : 2;
   absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(*dir);
   if (!vm.ok()) return vm.status();
@@ -209,19 +216,24 @@ void RegisterCkptCommand(CLI::App& app, std::function<absl::Status()>& action) {
   auto flags = std::make_shared<Flags>();
 
   CLI::App* inspect = ckpt->add_subcommand("inspect", "Step, config summary, tensors, total bytes");
-  inspect->add_option("path", flags->path, "Checkpoint directory, or checkpoints directory with LATEST")
+  inspect
+      ->add_option("path", flags->path,
+                   "Checkpoint directory, or checkpoints directory with LATEST")
       ->required();
   inspect->callback([&action, flags] { action = [flags] { return Inspect(flags->path); }; });
 
   CLI::App* verify = ckpt->add_subcommand(
       "verify", "Recompute every CRC32C; exit 0 when the checkpoint is intact, 1 when corrupt");
-  verify->add_option("path", flags->path, "Checkpoint directory, or checkpoints directory with LATEST")
+  verify
+      ->add_option("path", flags->path,
+                   "Checkpoint directory, or checkpoints directory with LATEST")
       ->required();
   verify->callback([&action, flags] { action = [flags] { return Verify(flags->path); }; });
 
-  CLI::App* exp = ckpt->add_subcommand(
-      "export", "Write the weights, model shape and tokenizer as one file for serving "
-                "(format: ExportHeader in proto/checkpoint.proto)");
+  CLI::App* exp =
+      ckpt->add_subcommand("export",
+                           "Write the weights, model shape and tokenizer as one file for serving "
+                           "(format: ExportHeader in proto/checkpoint.proto)");
   exp->add_option("path", flags->path, "Checkpoint directory, or checkpoints directory with LATEST")
       ->required();
   exp->add_option("--out", flags->out, "Output file")->required();

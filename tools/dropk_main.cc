@@ -1,6 +1,6 @@
-// dropk: the tool CLI (data, ckpt, sample, launch). Each command group registers its subcommands on the app
-// through one Register*Command function; the chosen subcommand's callback
-// stores the work to do in `action`, which main runs after parsing.
+// dropk: the tool CLI (data, ckpt, sample, launch). Each command group registers its subcommands on
+// the app through one Register*Command function; the chosen subcommand's callback stores the work
+// to do in `action`, which main runs after parsing.
 //
 // Exit codes (base/exit_codes.h): 0 success (and --help), 1 a runtime
 // failure (a checkpoint that fails verification, I/O, an unreachable
@@ -34,11 +34,11 @@ absl::Status RunPrepare(const dropk::PrepareOptions& options) {
   const std::string inputs = options.inputs.size() == 1
                                  ? options.inputs.front()
                                  : std::to_string(options.inputs.size()) + " inputs";
-  std::cout << "prepared " << inputs << " (" << summary->input_bytes << " bytes): "
-            << dropk::Tokenizer::Kind_Name(options.kind) << " vocab " << summary->vocab_size
-            << ", train " << summary->train_tokens << " tokens in " << summary->train_files
-            << " file(s), val " << summary->val_tokens << " tokens in " << summary->val_files
-            << " file(s) -> " << options.out_dir << "\n";
+  std::cout << "prepared " << inputs << " (" << summary->input_bytes
+            << " bytes): " << dropk::Tokenizer::Kind_Name(options.kind) << " vocab "
+            << summary->vocab_size << ", train " << summary->train_tokens << " tokens in "
+            << summary->train_files << " file(s), val " << summary->val_tokens << " tokens in "
+            << summary->val_files << " file(s) -> " << options.out_dir << "\n";
   return absl::OkStatus();
 }
 
@@ -57,25 +57,30 @@ void RegisterDataCommand(CLI::App& app, Action& action) {
     dropk::PrepareOptions options;
   };
   auto flags = std::make_shared<Flags>();
-  prepare->add_option("--tokenizer", flags->tokenizer,
-                      "Tokenizer: char, byte, or gpt2 (GPT-2's byte-level BPE)")
+  prepare
+      ->add_option("--tokenizer", flags->tokenizer,
+                   "Tokenizer: char, byte, or gpt2 (GPT-2's byte-level BPE)")
       ->required()
       ->check(CLI::IsMember({"char", "byte", "gpt2"}));
   prepare->add_option("--out", flags->options.out_dir, "Output directory (created if missing)")
       ->required();
-  prepare->add_option("--val-fraction", flags->options.val_fraction,
-                      "Fraction of tokens, taken from the end, for val.bin (0 < F < 1)")
+  prepare
+      ->add_option("--val-fraction", flags->options.val_fraction,
+                   "Fraction of tokens, taken from the end, for val.bin (0 < F < 1)")
       ->capture_default_str();
-  prepare->add_option("--gpt2-dir", flags->options.gpt2_dir,
-                      "gpt2: directory of GPT-2's encoder.json and vocab.bpe")
+  prepare
+      ->add_option("--gpt2-dir", flags->options.gpt2_dir,
+                   "gpt2: directory of GPT-2's encoder.json and vocab.bpe")
       ->capture_default_str();
   prepare->add_option("--threads", flags->options.threads, "Encoding threads (0: every core)")
       ->capture_default_str();
-  prepare->add_option("--shard-tokens", flags->options.shard_tokens,
-                      "Most tokens per token file; larger splits become shards")
+  prepare
+      ->add_option("--shard-tokens", flags->options.shard_tokens,
+                   "Most tokens per token file; larger splits become shards")
       ->capture_default_str();
-  prepare->add_option("input", flags->options.inputs,
-                      "Input text files or directories (read recursively)")
+  prepare
+      ->add_option("input", flags->options.inputs,
+                   "Input text files or directories (read recursively)")
       ->required();
   prepare->callback([&action, flags] {
     flags->options.kind = flags->tokenizer == "byte"   ? dropk::Tokenizer::BYTE

@@ -18,8 +18,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "base/exit_codes.h"
 #include "absl/strings/str_join.h"
+#include "base/exit_codes.h"
 #include "tools/launch_plan.h"
 #include "trainer/config.h"
 
@@ -30,9 +30,9 @@ namespace {
 // for that daemon for good (see AbortJobAfterLauncherGrace). Longer than
 // dropk-train's default collective timeout (30 s floor), so that rank 0's
 // report naming the stalled operation usually comes first.
-constexpr const char* kKeepaliveArgs[] = {
-    "--mca", "oob_tcp_keepalive_time", "60", "--mca", "oob_tcp_keepalive_intvl", "10",
-    "--mca", "oob_tcp_keepalive_probes", "6"};
+constexpr const char* kKeepaliveArgs[] = {"--mca", "oob_tcp_keepalive_time",   "60",
+                                          "--mca", "oob_tcp_keepalive_intvl",  "10",
+                                          "--mca", "oob_tcp_keepalive_probes", "6"};
 
 std::atomic<pid_t> g_mpirun{0};  // forwarded SIGINT/SIGTERM go here
 std::atomic<int> g_signals{0};
@@ -111,7 +111,8 @@ absl::StatusOr<std::pair<int, std::string>> RunAndCapture(const std::vector<std:
       std::fwrite(buffer, 1, n, i == 0 ? stdout : stderr);
       std::fflush(i == 0 ? stdout : stderr);
       captured.append(buffer, n);
-      if (captured.size() > 2 * kKeptOutputBytes) captured.erase(0, captured.size() - kKeptOutputBytes);
+      if (captured.size() > 2 * kKeptOutputBytes)
+        captured.erase(0, captured.size() - kKeptOutputBytes);
     }
   }
   int status = 0;
@@ -158,7 +159,8 @@ absl::Status Launch(const Flags& flags) {
     const int ranks = ranks_of(*hosts);
     std::vector<std::string> argv = {flags.mpirun, "--hostfile", job_hostfile, "-np",
                                      std::to_string(ranks)};
-    if (!user_keepalive) argv.insert(argv.end(), std::begin(kKeepaliveArgs), std::end(kKeepaliveArgs));
+    if (!user_keepalive)
+      argv.insert(argv.end(), std::begin(kKeepaliveArgs), std::end(kKeepaliveArgs));
     argv.insert(argv.end(), mpirun_args->begin(), mpirun_args->end());
     argv.insert(argv.end(), flags.command.begin(), flags.command.end());
     if (attempt > 0) {
@@ -181,8 +183,8 @@ absl::Status Launch(const Flags& flags) {
     const auto& [code, output] = *run;
     if (g_signals > 0) {
       return code == 0 ? absl::OkStatus()
-                       : absl::AbortedError(absl::StrCat("stopped by a signal (mpirun exit status ",
-                                                         code, ")"));
+                       : absl::AbortedError(
+                             absl::StrCat("stopped by a signal (mpirun exit status ", code, ")"));
     }
     if (code == 0) {
       std::cerr << "dropk launch: the job finished on " << hosts->size() << " host(s) after "

@@ -47,8 +47,8 @@ absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
       absl::string_view value = words[i];
       if (!absl::ConsumePrefix(&value, "slots=")) continue;
       if (!absl::SimpleAtoi(value, &entry.slots) || entry.slots < 1) {
-        return absl::InvalidArgumentError(absl::StrCat(path, ":", number, ": slots=", value,
-                                                       " must be a whole number >= 1"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ":", number, ": slots=", value, " must be a whole number >= 1"));
       }
     }
     if (!seen.insert(entry.host).second) {

@@ -1,6 +1,7 @@
 #include "tools/sample_command.h"
 
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -191,7 +192,8 @@ void RegisterSampleCommand(CLI::App& app, std::function<absl::Status()>& action)
   CLI::App* sample = app.add_subcommand(
       "sample", "Complete a prompt: from dropk-serve (--url) or offline (--checkpoint)");
   auto f = std::make_shared<SampleFlags>();
-  auto* url = sample->add_option("--url", f->url, "dropk-serve base URL, e.g. http://127.0.0.1:8080");
+  auto* url =
+      sample->add_option("--url", f->url, "dropk-serve base URL, e.g. http://127.0.0.1:8080");
   auto* ckpt = sample->add_option("--checkpoint", f->checkpoint,
                                   "A checkpoint directory, or a run's checkpoints directory");
   url->excludes(ckpt);

@@ -38,16 +38,18 @@ absl::Status RunTopK(const TopKStudyOptions& options) {
   absl::StatusOr<TopKStudyResult> result = RunTopKStudy(options);
   if (!result.ok()) return result.status();
   std::cout << result->checkpoint_id << "\n\n"
-            << TopKSummaryMarkdown(result->rows, result->vocab_size) << "\nplot: "
-            << (std::filesystem::path(options.out_dir) / "topk_study.png").string() << "\ndata: "
-            << (std::filesystem::path(options.out_dir) / "topk_study.csv").string() << "\n";
+            << TopKSummaryMarkdown(result->rows, result->vocab_size)
+            << "\nplot: " << (std::filesystem::path(options.out_dir) / "topk_study.png").string()
+            << "\ndata: " << (std::filesystem::path(options.out_dir) / "topk_study.csv").string()
+            << "\n";
   return absl::OkStatus();
 }
 
 void RegisterDropoutStudy(CLI::App& study, std::function<absl::Status()>& action) {
   CLI::App* cmd = study.add_subcommand(
-      "dropout", "Train one small model at several dropout rates on a corpus small enough to "
-                 "overfit; plot train and val loss per rate");
+      "dropout",
+      "Train one small model at several dropout rates on a corpus small enough to "
+      "overfit; plot train and val loss per rate");
   auto options = std::make_shared<DropoutStudyOptions>();
   options->corpus_path = "data/tinyshakespeare.txt";
   cmd->add_option("--out", options->out_dir, "Output directory")->required();
@@ -67,8 +69,9 @@ void RegisterDropoutStudy(CLI::App& study, std::function<absl::Status()>& action
 
 void RegisterTopKStudy(CLI::App& study, std::function<absl::Status()>& action) {
   CLI::App* cmd = study.add_subcommand(
-      "topk", "Sample many completions per prompt at several top-k and temperatures; plot "
-              "diversity and the model's likelihood of the samples against k");
+      "topk",
+      "Sample many completions per prompt at several top-k and temperatures; plot "
+      "diversity and the model's likelihood of the samples against k");
   auto options = std::make_shared<TopKStudyOptions>();
   cmd->add_option("--checkpoint", options->checkpoint,
                   "A checkpoint directory, or a run's checkpoints directory (uses LATEST)")

@@ -25,9 +25,9 @@ absl::Status NcclFits(const TrainConfig& config, const CommFacts& facts) {
   if (!facts.nccl.ok()) return NcclProblem(std::string(facts.nccl.message()));
   if (facts.cuda_devices < 1) return NcclProblem("no CUDA device is visible to this rank");
   if (facts.local_ranks > facts.cuda_devices) {
-    return NcclProblem(absl::StrCat(
-        facts.local_ranks, " ranks on this node share ", facts.cuda_devices,
-        " GPU(s), and NCCL needs a GPU of its own for each rank; use MPI or AUTO"));
+    return NcclProblem(
+        absl::StrCat(facts.local_ranks, " ranks on this node share ", facts.cuda_devices,
+                     " GPU(s), and NCCL needs a GPU of its own for each rank; use MPI or AUTO"));
   }
   return absl::OkStatus();
 }
@@ -44,10 +44,8 @@ bool MayUseNccl(const TrainConfig& config, bool launched_by_mpi) {
 absl::StatusOr<CommBackendChoice> ChooseCommBackend(const TrainConfig& config,
                                                     const CommFacts& facts) {
   switch (config.comm_backend()) {
-    case TrainConfig::SINGLE_PROCESS:
-      return CommBackendChoice::kSingleProcess;
-    case TrainConfig::MPI:
-      return CommBackendChoice::kMpi;
+    case TrainConfig::SINGLE_PROCESS: return CommBackendChoice::kSingleProcess;
+    case TrainConfig::MPI: return CommBackendChoice::kMpi;
     case TrainConfig::NCCL:
       if (absl::Status s = NcclFits(config, facts); !s.ok()) return s;
       return CommBackendChoice::kNccl;

@@ -19,10 +19,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "comm/gradient_bucketer.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
-#include "comm/gradient_bucketer.h"
 #include "trainer/device.h"
 
 namespace dropk {
@@ -37,7 +37,8 @@ struct FieldHelp {
   const char* description;
 };
 constexpr FieldHelp kFieldHelp[] = {
-    {"data_dir", "directory with tokenizer.pb and train.bin, val.bin (or shards train-00000.bin, ...)"},
+    {"data_dir",
+     "directory with tokenizer.pb and train.bin, val.bin (or shards train-00000.bin, ...)"},
     {"out_dir", "run directory: metrics.jsonl, checkpoints"},
     {"n_layer", "transformer blocks"},
     {"n_head", "attention heads per block"},
@@ -56,10 +57,8 @@ constexpr FieldHelp kFieldHelp[] = {
     {"grad_clip", "clip the global gradient norm to this; 0 disables"},
     {"dropout", "dropout rate of every site without its own rate"},
     {"dropout_embedding", "dropout after the embeddings (unset: dropout)"},
-    {"dropout_attention_probs",
-     "dropout on attention probabilities (unset: dropout)"},
-    {"dropout_attention_output",
-     "dropout on attention output (unset: dropout)"},
+    {"dropout_attention_probs", "dropout on attention probabilities (unset: dropout)"},
+    {"dropout_attention_output", "dropout on attention output (unset: dropout)"},
     {"dropout_mlp_output", "dropout on MLP output (unset: dropout)"},
     {"dropout_stream", "whose randomness masks use: per_rank or per_sample"},
     {"eval_interval", "evaluate train and val loss every this many steps"},
@@ -69,15 +68,13 @@ constexpr FieldHelp kFieldHelp[] = {
      "time every kernel op (waiting for the device after each); rank 0 prints ms per step per "
      "op at the end; --profile alone means true"},
     {"seed", "seed of initialization, data order and dropout"},
-    {"num_threads",
-     "OpenMP/BLAS threads per rank; 0 = cores on this node / ranks on this node"},
+    {"num_threads", "OpenMP/BLAS threads per rank; 0 = cores on this node / ranks on this node"},
     {"comm_backend",
      "auto (under mpirun: NCCL on CUDA with one GPU per rank, else MPI), single_process, mpi "
      "or nccl"},
     {"bucket_cap_mb", "gradient allreduce bucket cap, MiB"},
     {"overlap_comm", "overlap gradient allreduce with backward"},
-    {"consistency_check_every",
-     "compare parameter digests across ranks every N steps; 0 disables"},
+    {"consistency_check_every", "compare parameter digests across ranks every N steps; 0 disables"},
     {"comm_timeout_s",
      "seconds before a stuck collective fails the job; 0 = auto (20 x the slowest step, at "
      "least 30 s; 300 s until a step is measured)"},
@@ -86,7 +83,8 @@ constexpr FieldHelp kFieldHelp[] = {
     {"sample_temperature", "temperature of that sample"},
     {"sample_prompt", "prompt of that sample"},
     {"checkpoint_dir", "checkpoint directory; empty = out_dir/checkpoints"},
-    {"save_every", "save a checkpoint every this many steps; 0 = only at the end and on SIGTERM/SIGINT"},
+    {"save_every",
+     "save a checkpoint every this many steps; 0 = only at the end and on SIGTERM/SIGINT"},
     {"keep_last", "keep the newest this many checkpoints"},
     {"keep_every", "also keep checkpoints at multiples of this step; 0 = none"},
     {"async_checkpoints",
@@ -104,8 +102,7 @@ std::string DescriptionOf(const std::string& name) {
 
 // Fields the command line can set: singular scalars, strings and enums.
 bool IsFlagField(const pb::FieldDescriptor* field) {
-  return !field->is_repeated() &&
-         field->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE;
+  return !field->is_repeated() && field->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE;
 }
 
 std::string EnumNames(const pb::EnumDescriptor* type, const char* separator) {
@@ -126,26 +123,22 @@ std::string TypeName(const pb::FieldDescriptor* field) {
 }
 
 // The value of `field` in `config` as text format writes it.
-std::string FieldValueText(const TrainConfig& config,
-                           const pb::FieldDescriptor* field) {
+std::string FieldValueText(const TrainConfig& config, const pb::FieldDescriptor* field) {
   std::string text;
   pb::TextFormat::PrintFieldValueToString(config, field, -1, &text);
   return text;
 }
 
 template <typename Int>
-absl::Status ParseInteger(const std::string& flag, const std::string& value,
-                          Int* out) {
+absl::Status ParseInteger(const std::string& flag, const std::string& value, Int* out) {
   if (absl::SimpleAtoi(value, out)) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat(flag, ": expected an integer in [",
-                   std::numeric_limits<Int>::min(), ", ",
-                   std::numeric_limits<Int>::max(), "]"));
+  return absl::InvalidArgumentError(absl::StrCat(flag, ": expected an integer in [",
+                                                 std::numeric_limits<Int>::min(), ", ",
+                                                 std::numeric_limits<Int>::max(), "]"));
 }
 
 template <typename Real>
-absl::Status ParseReal(const std::string& flag, const std::string& value,
-                       Real* out) {
+absl::Status ParseReal(const std::string& flag, const std::string& value, Real* out) {
   constexpr bool kIsFloat = std::is_same_v<Real, float>;
   bool ok;
   if constexpr (kIsFloat) {
@@ -155,9 +148,9 @@ absl::Status ParseReal(const std::string& flag, const std::string& value,
   }
   // SimpleAtof turns an overflow into inf; a config never wants inf or nan.
   if (ok && std::isfinite(*out)) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(
-      flag, ": expected a finite number (", kIsFloat ? "float" : "double",
-      ", magnitude at most ", std::numeric_limits<Real>::max(), ")"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(flag, ": expected a finite number (", kIsFloat ? "float" : "double",
+                   ", magnitude at most ", std::numeric_limits<Real>::max(), ")"));
 }
 
 std::string HelpText() {
@@ -167,22 +160,21 @@ std::string HelpText() {
     std::string flag, type, default_text, description;
   };
   std::vector<Row> rows;
-  rows.push_back({"--config", "FILE", "none",
-                  "text-format dropk.TrainConfig merged over the defaults"});
+  rows.push_back(
+      {"--config", "FILE", "none", "text-format dropk.TrainConfig merged over the defaults"});
   rows.push_back({"--help, -h", "", "", "print this help and exit"});
   for (int i = 0; i < descriptor->field_count(); ++i) {
     const pb::FieldDescriptor* field = descriptor->field(i);
     if (!IsFlagField(field)) continue;
     std::string default_text =
-        field->has_presence() && !defaults.GetReflection()->HasField(defaults,
-                                                                    field)
+        field->has_presence() && !defaults.GetReflection()->HasField(defaults, field)
             ? "unset"
             : FieldValueText(defaults, field);
     if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM) {
       default_text = absl::AsciiStrToLower(default_text);
     }
-    rows.push_back({absl::StrCat("--", field->name()), TypeName(field),
-                    default_text, DescriptionOf(field->name())});
+    rows.push_back({absl::StrCat("--", field->name()), TypeName(field), default_text,
+                    DescriptionOf(field->name())});
   }
   size_t flag_width = 0, type_width = 0, default_width = 0;
   for (const Row& row : rows) {
@@ -202,10 +194,8 @@ std::string HelpText() {
   absl::StrAppend(&text, "  ", pad("flag", flag_width), pad("type", type_width),
                   pad("default", default_width), "description\n");
   for (const Row& row : rows) {
-    absl::StrAppend(&text, "  ", pad(row.flag, flag_width),
-                    pad(row.type, type_width),
-                    pad(row.default_text, default_width), row.description,
-                    "\n");
+    absl::StrAppend(&text, "  ", pad(row.flag, flag_width), pad(row.type, type_width),
+                    pad(row.default_text, default_width), row.description, "\n");
   }
   return text;
 }
@@ -215,31 +205,26 @@ std::string HelpText() {
 std::string ExpectedValue(const pb::FieldDescriptor* field) {
   switch (field->cpp_type()) {
     case pb::FieldDescriptor::CPPTYPE_INT32:
-      return absl::StrCat("an integer in [", std::numeric_limits<int32_t>::min(),
-                          ", ", std::numeric_limits<int32_t>::max(), "]");
+      return absl::StrCat("an integer in [", std::numeric_limits<int32_t>::min(), ", ",
+                          std::numeric_limits<int32_t>::max(), "]");
     case pb::FieldDescriptor::CPPTYPE_INT64:
-      return absl::StrCat("an integer in [", std::numeric_limits<int64_t>::min(),
-                          ", ", std::numeric_limits<int64_t>::max(), "]");
+      return absl::StrCat("an integer in [", std::numeric_limits<int64_t>::min(), ", ",
+                          std::numeric_limits<int64_t>::max(), "]");
     case pb::FieldDescriptor::CPPTYPE_UINT32:
-      return absl::StrCat("an integer in [0, ",
-                          std::numeric_limits<uint32_t>::max(), "]");
+      return absl::StrCat("an integer in [0, ", std::numeric_limits<uint32_t>::max(), "]");
     case pb::FieldDescriptor::CPPTYPE_UINT64:
-      return absl::StrCat("an integer in [0, ",
-                          std::numeric_limits<uint64_t>::max(), "]");
+      return absl::StrCat("an integer in [0, ", std::numeric_limits<uint64_t>::max(), "]");
     case pb::FieldDescriptor::CPPTYPE_FLOAT:
       return absl::StrCat("a finite number (float, magnitude at most ",
                           std::numeric_limits<float>::max(), ")");
     case pb::FieldDescriptor::CPPTYPE_DOUBLE:
       return absl::StrCat("a finite number (double, magnitude at most ",
                           std::numeric_limits<double>::max(), ")");
-    case pb::FieldDescriptor::CPPTYPE_BOOL:
-      return "true or false";
-    case pb::FieldDescriptor::CPPTYPE_STRING:
-      return "a quoted string";
+    case pb::FieldDescriptor::CPPTYPE_BOOL: return "true or false";
+    case pb::FieldDescriptor::CPPTYPE_STRING: return "a quoted string";
     case pb::FieldDescriptor::CPPTYPE_ENUM:
       return absl::StrCat("one of ", EnumNames(field->enum_type(), ", "));
-    case pb::FieldDescriptor::CPPTYPE_MESSAGE:
-      break;
+    case pb::FieldDescriptor::CPPTYPE_MESSAGE: break;
   }
   return absl::StrCat("a ", field->type_name());
 }
@@ -251,8 +236,7 @@ std::string ExpectedValue(const pb::FieldDescriptor* field) {
 // field (an unknown field's error already names it). Only the error's own
 // line is searched, so an error in a line without a colon never blames the
 // field of the line before.
-const pb::FieldDescriptor* FieldBeingRead(const std::string& text, int line,
-                                          int column) {
+const pb::FieldDescriptor* FieldBeingRead(const std::string& text, int line, int column) {
   constexpr int kTabWidth = 8;  // as pb::io::Tokenizer advances columns
   size_t begin = 0;
   for (int l = 0; l < line && begin != std::string::npos; ++l) {
@@ -264,9 +248,7 @@ const pb::FieldDescriptor* FieldBeingRead(const std::string& text, int line,
   bool name_ended = false;  // whitespace after a name: "n_layer : 4"
   char quote = 0;
   int current_column = 0;
-  for (size_t i = begin; i < text.size() && text[i] != '\n' &&
-                         current_column < column;
-       ++i) {
+  for (size_t i = begin; i < text.size() && text[i] != '\n' && current_column < column; ++i) {
     const char c = text[i];
     current_column += c == '\t' ? kTabWidth - current_column % kTabWidth : 1;
     if (quote != 0) {
@@ -320,21 +302,17 @@ class ConfigErrorCollector : public pb::io::ErrorCollector {
   ConfigErrorCollector(std::string path, const std::string* text)
       : path_(std::move(path)), text_(text) {}
 
-  void AddError(int line, pb::io::ColumnNumber column,
-                const std::string& message) override {
+  void AddError(int line, pb::io::ColumnNumber column, const std::string& message) override {
     // The tokenizer counts from zero; editors count from one.
-    std::string error =
-        absl::StrCat(path_, ":", line + 1, ":", column + 1, ": ");
+    std::string error = absl::StrCat(path_, ":", line + 1, ":", column + 1, ": ");
     const pb::FieldDescriptor* field = FieldBeingRead(*text_, line, column);
     if (field == nullptr) field = FieldQuotedIn(message);
     if (field != nullptr && absl::StrContains(message, absl::StrCat("\"", field->name(), "\""))) {
       // Protobuf named it already (bool and enum values): add what it takes.
-      absl::StrAppend(&error, message, " (", field->name(), " takes ",
-                      ExpectedValue(field), ")");
+      absl::StrAppend(&error, message, " (", field->name(), " takes ", ExpectedValue(field), ")");
     } else if (field != nullptr) {
-      absl::StrAppend(&error, "field ", field->name(), ": ", message,
-                      " (", field->name(), " takes ", ExpectedValue(field),
-                      ")");
+      absl::StrAppend(&error, "field ", field->name(), ": ", message, " (", field->name(),
+                      " takes ", ExpectedValue(field), ")");
     } else {
       absl::StrAppend(&error, message);
     }
@@ -364,8 +342,7 @@ class Problems {
     if (!std::isfinite(value)) {
       Add(absl::StrCat(name, "=", value, ": must be a finite number"));
     } else if (inclusive ? !(value >= min) : !(value > min)) {
-      Add(absl::StrCat(name, "=", value, ": must be ", inclusive ? ">= " : "> ",
-                       min));
+      Add(absl::StrCat(name, "=", value, ": must be ", inclusive ? ">= " : "> ", min));
     }
   }
 
@@ -436,31 +413,28 @@ TrainConfig DefaultTrainConfig() {
   return config;
 }
 
-absl::Status MergeTrainConfigFile(const std::string& path,
-                                  TrainConfig* config) {
+absl::Status MergeTrainConfigFile(const std::string& path, TrainConfig* config) {
   // An ifstream opens a directory without complaint and reads nothing, which
   // would merge an empty config: only a regular file (or a link to one) is
   // a config.
   std::error_code ec;
   const std::filesystem::file_status status = std::filesystem::status(path, ec);
-  if (std::filesystem::exists(status) &&
-      !std::filesystem::is_regular_file(status)) {
-    return absl::NotFoundError(absl::StrCat(
-        "config file ", path, ": not a regular file (",
-        std::filesystem::is_directory(status) ? "a directory" : "a special file",
-        "); --config must name a text-format dropk.TrainConfig file"));
+  if (std::filesystem::exists(status) && !std::filesystem::is_regular_file(status)) {
+    return absl::NotFoundError(
+        absl::StrCat("config file ", path, ": not a regular file (",
+                     std::filesystem::is_directory(status) ? "a directory" : "a special file",
+                     "); --config must name a text-format dropk.TrainConfig file"));
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    return absl::NotFoundError(absl::StrCat(
-        "config file ", path, ": cannot open: ", std::strerror(errno)));
+    return absl::NotFoundError(
+        absl::StrCat("config file ", path, ": cannot open: ", std::strerror(errno)));
   }
   std::stringstream contents;
   contents << in.rdbuf();
   if (in.bad()) {
-    return absl::NotFoundError(absl::StrCat("config file ", path,
-                                            ": cannot read: ",
-                                            std::strerror(errno)));
+    return absl::NotFoundError(
+        absl::StrCat("config file ", path, ": cannot read: ", std::strerror(errno)));
   }
   // Parse into a copy so a failed parse leaves *config untouched. Merging
   // parses straight into the message, so a file's explicit zero (n_layer: 0)
@@ -479,15 +453,12 @@ absl::Status MergeTrainConfigFile(const std::string& path,
   return absl::OkStatus();
 }
 
-absl::Status SetTrainConfigField(const std::string& name,
-                                 const std::string& value,
+absl::Status SetTrainConfigField(const std::string& name, const std::string& value,
                                  TrainConfig* config) {
   const std::string flag = absl::StrCat("--", name, "=", value);
-  const pb::FieldDescriptor* field =
-      TrainConfig::descriptor()->FindFieldByName(name);
+  const pb::FieldDescriptor* field = TrainConfig::descriptor()->FindFieldByName(name);
   if (field == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag, ": unknown field of dropk.TrainConfig"));
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": unknown field of dropk.TrainConfig"));
   }
   if (!IsFlagField(field)) {
     return absl::InvalidArgumentError(
@@ -538,27 +509,23 @@ absl::Status SetTrainConfigField(const std::string& name,
       } else if (lower == "false" || lower == "0") {
         reflection->SetBool(config, field, false);
       } else {
-        return absl::InvalidArgumentError(
-            absl::StrCat(flag, ": expected true, false, 1 or 0"));
+        return absl::InvalidArgumentError(absl::StrCat(flag, ": expected true, false, 1 or 0"));
       }
       break;
     }
-    case pb::FieldDescriptor::CPPTYPE_STRING:
-      reflection->SetString(config, field, value);
-      break;
+    case pb::FieldDescriptor::CPPTYPE_STRING: reflection->SetString(config, field, value); break;
     case pb::FieldDescriptor::CPPTYPE_ENUM: {
       const pb::EnumDescriptor* type = field->enum_type();
       const std::string upper = absl::AsciiStrToUpper(value);
       const pb::EnumValueDescriptor* found = type->FindValueByName(upper);
       if (found == nullptr || found->number() == 0) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            flag, ": expected one of ", EnumNames(type, ", ")));
+        return absl::InvalidArgumentError(
+            absl::StrCat(flag, ": expected one of ", EnumNames(type, ", ")));
       }
       reflection->SetEnum(config, field, found);
       break;
     }
-    case pb::FieldDescriptor::CPPTYPE_MESSAGE:
-      break;  // Excluded by IsFlagField.
+    case pb::FieldDescriptor::CPPTYPE_MESSAGE: break;  // Excluded by IsFlagField.
   }
   return absl::OkStatus();
 }
@@ -572,8 +539,7 @@ absl::StatusOr<TrainCommandLine> ParseTrainCommandLine(int argc, char** argv) {
   std::string config_path;
   CLI::Option* config_option = app.add_option("--config", config_path)
                                    ->type_name("FILE")
-                                   ->multi_option_policy(
-                                       CLI::MultiOptionPolicy::TakeLast);
+                                   ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   // One string option per field, parsed by field type after the file is
   // merged; sized up front because CLI11 keeps references into it.
   std::vector<std::string> values(descriptor->field_count());
@@ -581,10 +547,10 @@ absl::StatusOr<TrainCommandLine> ParseTrainCommandLine(int argc, char** argv) {
   for (int i = 0; i < descriptor->field_count(); ++i) {
     const pb::FieldDescriptor* field = descriptor->field(i);
     if (!IsFlagField(field)) continue;
-    options[i] = app.add_option(absl::StrCat("--", field->name()), values[i],
-                                DescriptionOf(field->name()))
-                     ->type_name(TypeName(field))
-                     ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    options[i] =
+        app.add_option(absl::StrCat("--", field->name()), values[i], DescriptionOf(field->name()))
+            ->type_name(TypeName(field))
+            ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
     // A bool flag alone (--profile) means true; --profile=false still works.
     if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_BOOL) {
       options[i]->expected(0, 1);
@@ -601,14 +567,13 @@ absl::StatusOr<TrainCommandLine> ParseTrainCommandLine(int argc, char** argv) {
   if (!extras.empty()) {
     for (const std::string& extra : extras) {
       if (extra.size() > 1 && extra[0] == '-') {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "unknown flag ", extra.substr(0, extra.find('=')),
-            ": not --config nor a field of dropk.TrainConfig (see --help)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("unknown flag ", extra.substr(0, extra.find('=')),
+                         ": not --config nor a field of dropk.TrainConfig (see --help)"));
       }
     }
-    return absl::InvalidArgumentError(
-        absl::StrCat("unexpected argument '", extras.front(),
-                     "': every setting is a --flag (see --help)"));
+    return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", extras.front(),
+                                                   "': every setting is a --flag (see --help)"));
   }
 
   TrainConfig config = DefaultTrainConfig();
@@ -619,8 +584,7 @@ absl::StatusOr<TrainCommandLine> ParseTrainCommandLine(int argc, char** argv) {
   }
   for (int i = 0; i < descriptor->field_count(); ++i) {
     if (options[i] == nullptr || options[i]->count() == 0) continue;
-    if (absl::Status s =
-            SetTrainConfigField(descriptor->field(i)->name(), values[i], &config);
+    if (absl::Status s = SetTrainConfigField(descriptor->field(i)->name(), values[i], &config);
         !s.ok()) {
       return s;
     }
@@ -641,8 +605,7 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
   p.AtLeast("n_head", c.n_head(), 1);
   p.AtLeast("n_embd", c.n_embd(), 1);
   if (c.n_head() >= 1 && c.n_embd() >= 1 && c.n_embd() % c.n_head() != 0) {
-    p.Add(absl::StrCat("n_embd=", c.n_embd(), " is not divisible by n_head=",
-                       c.n_head()));
+    p.Add(absl::StrCat("n_embd=", c.n_embd(), " is not divisible by n_head=", c.n_head()));
   }
   p.AtLeast("block_size", c.block_size(), 1);
   p.AtLeast("batch_size", c.batch_size(), 1);
@@ -651,20 +614,17 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
   p.Above("learning_rate", c.learning_rate(), 0.0f, /*inclusive=*/false);
   if (!std::isfinite(c.min_lr()) || !(c.min_lr() >= 0.0f) ||
       (std::isfinite(c.learning_rate()) && c.min_lr() > c.learning_rate())) {
-    p.Add(absl::StrCat("min_lr=", c.min_lr(), ": must be in [0, learning_rate=",
-                       c.learning_rate(), "]"));
+    p.Add(absl::StrCat("min_lr=", c.min_lr(), ": must be in [0, learning_rate=", c.learning_rate(),
+                       "]"));
   }
   p.AtLeast("warmup_iters", c.warmup_iters(), 0);
   p.AtLeast("lr_decay_iters", c.lr_decay_iters(), 0);
   p.AtLeast("max_iters", c.max_iters(), 0);
   // The cosine phase divides by lr_decay_iters - warmup_iters; it is reached
   // only when training runs past warmup.
-  if (c.max_iters() > c.warmup_iters() &&
-      c.lr_decay_iters() <= c.warmup_iters()) {
-    p.Add(absl::StrCat("lr_decay_iters=", c.lr_decay_iters(),
-                       ": must be > warmup_iters=", c.warmup_iters(),
-                       " when max_iters=", c.max_iters(),
-                       " goes past warmup"));
+  if (c.max_iters() > c.warmup_iters() && c.lr_decay_iters() <= c.warmup_iters()) {
+    p.Add(absl::StrCat("lr_decay_iters=", c.lr_decay_iters(), ": must be > warmup_iters=",
+                       c.warmup_iters(), " when max_iters=", c.max_iters(), " goes past warmup"));
   }
   p.Above("weight_decay", c.weight_decay(), 0.0f, /*inclusive=*/true);
   p.UnitInterval("beta1", c.beta1());
@@ -687,11 +647,9 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
   if (c.dropout_stream() != TrainConfig::PER_RANK &&
       c.dropout_stream() != TrainConfig::PER_SAMPLE) {
     const pb::EnumValueDescriptor* value =
-        TrainConfig::DropoutStream_descriptor()->FindValueByNumber(
-            c.dropout_stream());
+        TrainConfig::DropoutStream_descriptor()->FindValueByNumber(c.dropout_stream());
     p.Add(absl::StrCat(
-        "dropout_stream=",
-        value != nullptr ? value->name() : absl::StrCat(c.dropout_stream()),
+        "dropout_stream=", value != nullptr ? value->name() : absl::StrCat(c.dropout_stream()),
         ": must be PER_RANK or PER_SAMPLE"));
   }
 
@@ -703,8 +661,9 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
     p.Add("comm_backend=COMM_BACKEND_UNSPECIFIED: must be AUTO, SINGLE_PROCESS, MPI or NCCL");
   }
   if (c.comm_backend() == TrainConfig::NCCL && c.device() != TrainConfig::CUDA) {
-    p.Add("comm_backend=NCCL: needs device: CUDA (NCCL reduces GPU buffers); use MPI or AUTO on "
-          "the CPU");
+    p.Add(
+        "comm_backend=NCCL: needs device: CUDA (NCCL reduces GPU buffers); use MPI or AUTO on "
+        "the CPU");
   }
   p.Above("bucket_cap_mb", c.bucket_cap_mb(), 0.0f, /*inclusive=*/false);
   p.AtLeast("consistency_check_every", c.consistency_check_every(), 0);
@@ -722,18 +681,16 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
   return p.ToStatus();
 }
 
-absl::Status ValidateAgainstData(const TrainConfig& config,
-                                 uint64_t train_tokens, uint64_t val_tokens) {
+absl::Status ValidateAgainstData(const TrainConfig& config, uint64_t train_tokens,
+                                 uint64_t val_tokens) {
   Problems p;
-  const std::pair<const char*, uint64_t> splits[] = {
-      {"training", train_tokens}, {"validation", val_tokens}};
+  const std::pair<const char*, uint64_t> splits[] = {{"training", train_tokens},
+                                                     {"validation", val_tokens}};
   for (const auto& [split, tokens] : splits) {
     // One (input, target) pair needs block_size + 1 consecutive tokens.
-    if (config.block_size() < 0 ||
-        static_cast<uint64_t>(config.block_size()) >= tokens) {
-      p.Add(absl::StrCat("block_size=", config.block_size(),
-                         ": must be smaller than the ", split, " split of ",
-                         config.data_dir(), " (", tokens, " tokens)"));
+    if (config.block_size() < 0 || static_cast<uint64_t>(config.block_size()) >= tokens) {
+      p.Add(absl::StrCat("block_size=", config.block_size(), ": must be smaller than the ", split,
+                         " split of ", config.data_dir(), " (", tokens, " tokens)"));
     }
   }
   return p.ToStatus();
@@ -745,13 +702,11 @@ std::string ConfigToText(const TrainConfig& config) {
   std::string text;
   for (int i = 0; i < descriptor->field_count(); ++i) {
     const pb::FieldDescriptor* field = descriptor->field(i);
-    if (field->is_repeated() ||
-        field->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+    if (field->is_repeated() || field->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
       continue;
     }
     if (field->has_presence() && !reflection->HasField(config, field)) continue;
-    absl::StrAppend(&text, field->name(), ": ", FieldValueText(config, field),
-                    "\n");
+    absl::StrAppend(&text, field->name(), ": ", FieldValueText(config, field), "\n");
   }
   return text;
 }
@@ -760,10 +715,8 @@ SiteDropout EffectiveDropout(const TrainConfig& config) {
   const float p = config.dropout();
   return SiteDropout{
       config.has_dropout_embedding() ? config.dropout_embedding() : p,
-      config.has_dropout_attention_probs() ? config.dropout_attention_probs()
-                                           : p,
-      config.has_dropout_attention_output() ? config.dropout_attention_output()
-                                            : p,
+      config.has_dropout_attention_probs() ? config.dropout_attention_probs() : p,
+      config.has_dropout_attention_output() ? config.dropout_attention_output() : p,
       config.has_dropout_mlp_output() ? config.dropout_mlp_output() : p,
   };
 }

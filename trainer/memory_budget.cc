@@ -7,10 +7,10 @@
 #include <limits>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/match.h"
 
 namespace dropk {
 namespace {
@@ -73,7 +73,8 @@ std::optional<AvailableMemory> CgroupHeadroom() {
         path.resize(slash);
       }
     } else if (absl::StrContains(absl::StrCat(",", controllers, ","), ",memory,")) {
-      for (const std::string& dir : {"/sys/fs/cgroup/memory" + path, std::string("/sys/fs/cgroup/memory")}) {
+      for (const std::string& dir :
+           {"/sys/fs/cgroup/memory" + path, std::string("/sys/fs/cgroup/memory")}) {
         const std::optional<double> limit = ReadBytes(dir + "/memory.limit_in_bytes");
         const std::optional<double> usage = ReadBytes(dir + "/memory.usage_in_bytes");
         if (limit && usage) consider(*limit, *usage, dir + "/memory.limit_in_bytes");
@@ -105,8 +106,9 @@ absl::StatusOr<TrainingMemory> TrainingMemoryNeed(const TrainConfig& config, int
   if (config.async_checkpoints()) {
     // Each rank stages its slice of m and v; rank 0 the parameters too.
     need.staging_params_bytes = model->params_bytes;
-    need.staging_moments_bytes = 2 * std::ceil(model->params_bytes / sizeof(float) /
-                                               std::max(world_size, 1)) * sizeof(float);
+    need.staging_moments_bytes =
+        2 * std::ceil(model->params_bytes / sizeof(float) / std::max(world_size, 1)) *
+        sizeof(float);
   }
   const double T = config.block_size();
   need.scratch_bytes = 2.0 * sizeof(int32_t) * config.batch_size() * T +  // inputs, targets
@@ -121,8 +123,8 @@ std::optional<AvailableMemory> AvailableMemoryNow() {
   }
   if (std::optional<AvailableMemory> cgroup = CgroupHeadroom()) {
     if (!available || cgroup->bytes < available->bytes) {
-      available = AvailableMemory{cgroup->bytes, "the cgroup limit " + cgroup->source +
-                                                     " less its usage"};
+      available =
+          AvailableMemory{cgroup->bytes, "the cgroup limit " + cgroup->source + " less its usage"};
     }
   }
   return available;
@@ -131,11 +133,11 @@ std::optional<AvailableMemory> AvailableMemoryNow() {
 absl::Status CheckTrainingMemory(const TrainConfig& config, const TrainingMemory& need,
                                  int local_ranks, const std::optional<AvailableMemory>& available) {
   const double ranks = std::max(local_ranks, 1);
-  const double total = (need.TotalBytes() - need.staging_params_bytes) * ranks +
-                      need.staging_params_bytes;
+  const double total =
+      (need.TotalBytes() - need.staging_params_bytes) * ranks + need.staging_params_bytes;
   // Past half the address space nothing can be allocated, /proc or not.
-  const double limit = available ? available->bytes
-                                 : static_cast<double>(std::numeric_limits<size_t>::max() / 2);
+  const double limit =
+      available ? available->bytes : static_cast<double>(std::numeric_limits<size_t>::max() / 2);
   if (total <= limit) return absl::OkStatus();
   std::string message = absl::StrCat(
       "this run needs ", FormatBytes(need.TotalBytes()), " of memory per rank (parameters ",
@@ -149,16 +151,17 @@ absl::Status CheckTrainingMemory(const TrainConfig& config, const TrainingMemory
                     " (async_checkpoints=false saves it)");
   }
   absl::StrAppend(&message, ")");
-  if (ranks > 1) absl::StrAppend(&message, " x ", ranks, " ranks on this node = ", FormatBytes(total));
+  if (ranks > 1)
+    absl::StrAppend(&message, " x ", ranks, " ranks on this node = ", FormatBytes(total));
   if (available) {
     absl::StrAppend(&message, ", but ", FormatBytes(available->bytes), " is available (",
                     available->source, ")");
   } else {
     absl::StrAppend(&message, ", more than any address space holds");
   }
-  absl::StrAppend(&message, "; lower batch_size=", config.batch_size(), ", block_size=",
-                  config.block_size(), ", n_layer=", config.n_layer(), " or n_embd=",
-                  config.n_embd());
+  absl::StrAppend(&message, "; lower batch_size=", config.batch_size(),
+                  ", block_size=", config.block_size(), ", n_layer=", config.n_layer(),
+                  " or n_embd=", config.n_embd());
   return absl::InvalidArgumentError(message);
 }
 

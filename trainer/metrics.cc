@@ -17,8 +17,7 @@ absl::StatusOr<MetricsLog> MetricsLog::Create(const std::string& path) {
   return log;
 }
 
-absl::StatusOr<MetricsLog> MetricsLog::OpenForResume(const std::string& path,
-                                                     int64_t resume_step) {
+absl::StatusOr<MetricsLog> MetricsLog::OpenForResume(const std::string& path, int64_t resume_step) {
   std::string kept;
   {
     std::ifstream in(path);
@@ -73,8 +72,7 @@ std::string ProgressLine(const MetricsRow& row, int64_t max_steps) {
   std::string line = absl::StrFormat("step %d/%d", row.step, max_steps);
   if (row.train_loss) absl::StrAppendFormat(&line, " | loss %.4f", *row.train_loss);
   absl::StrAppendFormat(&line, " | lr %.2e | %.0f tok/s | %s elapsed | ETA %s", row.lr,
-                        row.tokens_per_s, FormatDuration(row.elapsed_s),
-                        FormatDuration(row.eta_s));
+                        row.tokens_per_s, FormatDuration(row.elapsed_s), FormatDuration(row.eta_s));
   if (row.val_loss) {
     absl::StrAppendFormat(&line, " | eval train %.4f val %.4f", row.eval_train_loss.value_or(0),
                           *row.val_loss);

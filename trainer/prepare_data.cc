@@ -16,9 +16,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "checkpoint/env.h"
 #include "model/gpt2_vocab_files.h"
 #include "model/tokenizer.h"
-#include "checkpoint/env.h"
 #include "trainer/token_dataset.h"
 #include "trainer/token_file.h"
 #include "trainer/tokenizer_file.h"
@@ -94,8 +94,7 @@ bool IsUtf8Continuation(char c) { return (static_cast<uint8_t>(c) & 0xC0) == 0x8
 size_t FindCut(Tokenizer::Kind kind, std::string_view text) {
   if (text.size() < 2) return 0;
   switch (kind) {
-    case Tokenizer::BYTE:
-      return text.size() - 1;
+    case Tokenizer::BYTE: return text.size() - 1;
     case Tokenizer::GPT2_BPE:
       for (size_t p = text.size() - 1; p >= 2; --p) {
         if (text[p - 1] == '\n' && IsVisibleAscii(text[p - 2]) && IsVisibleAscii(text[p])) {
@@ -133,9 +132,9 @@ class ChunkReader {
         if (file_ == files_->size()) return false;
         in_.open((*files_)[file_], std::ios::binary);
         if (!in_.is_open()) {
-          return absl::UnavailableError(absl::StrCat("cannot open input file '",
-                                                     (*files_)[file_], "': ",
-                                                     std::generic_category().message(errno)));
+          return absl::UnavailableError(
+              absl::StrCat("cannot open input file '", (*files_)[file_],
+                           "': ", std::generic_category().message(errno)));
         }
         eof_ = false;
         offset_ = 0;
@@ -203,9 +202,9 @@ class ChunkReader {
 };
 
 std::string Where(const std::vector<std::string>& files, const Chunk& chunk) {
-  return absl::StrCat("input file '", files[chunk.file], "'",
-                      chunk.offset > 0 ? absl::StrCat(" (from byte offset ", chunk.offset, ")")
-                                       : "");
+  return absl::StrCat(
+      "input file '", files[chunk.file], "'",
+      chunk.offset > 0 ? absl::StrCat(" (from byte offset ", chunk.offset, ")") : "");
 }
 
 // CHAR: the distinct code points of every input (a first streaming pass).
@@ -239,11 +238,12 @@ absl::StatusOr<TextTokenizer> Gpt2TokenizerFrom(const std::string& dir) {
   absl::StatusOr<std::string> encoder =
       ReadSmallFile(Env::Default(), encoder_path, kMaxGpt2FileBytes);
   if (!encoder.ok()) {
-    return absl::Status(encoder.status().code(),
-                        absl::StrCat(encoder.status().message(),
-                                     " (GPT-2's tokenizer files: pass --gpt2-dir)"));
+    return absl::Status(
+        encoder.status().code(),
+        absl::StrCat(encoder.status().message(), " (GPT-2's tokenizer files: pass --gpt2-dir)"));
   }
-  absl::StatusOr<std::string> merges = ReadSmallFile(Env::Default(), merges_path, kMaxGpt2FileBytes);
+  absl::StatusOr<std::string> merges =
+      ReadSmallFile(Env::Default(), merges_path, kMaxGpt2FileBytes);
   if (!merges.ok()) return merges.status();
   absl::StatusOr<Tokenizer> proto = Gpt2TokenizerFromFiles(*encoder, *merges);
   if (!proto.ok()) {
@@ -273,8 +273,9 @@ class SpoolRemover {
 // Encodes every chunk of `files` with `threads` threads, appending the tokens
 // (token_width bytes each, little-endian) to `spool` in input order.
 absl::StatusOr<uint64_t> EncodeToSpool(const std::vector<std::string>& files,
-                                       const TextTokenizer& tokenizer, const PrepareOptions& options,
-                                       int threads, WritableFile& spool) {
+                                       const TextTokenizer& tokenizer,
+                                       const PrepareOptions& options, int threads,
+                                       WritableFile& spool) {
   const int width = TokenWidthFor(tokenizer.vocab_size());
   std::vector<std::unique_ptr<EncodeCache>> caches;
   for (int t = 0; t < threads; ++t) caches.push_back(std::make_unique<EncodeCache>());
@@ -362,8 +363,8 @@ absl::StatusOr<int> WriteSplit(const std::string& spool_path, const fs::path& di
 absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
   // Written as a negated conjunction so NaN is rejected too.
   if (!(options.val_fraction > 0.0 && options.val_fraction < 1.0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "val_fraction ", options.val_fraction, " must be strictly between 0 and 1"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("val_fraction ", options.val_fraction, " must be strictly between 0 and 1"));
   }
   if (options.out_dir.empty()) {
     return absl::InvalidArgumentError("the output directory is empty");
@@ -389,12 +390,9 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
 
   absl::StatusOr<TextTokenizer> tokenizer = [&]() -> absl::StatusOr<TextTokenizer> {
     switch (options.kind) {
-      case Tokenizer::CHAR:
-        return CharTokenizerOf(*files, options.chunk_bytes);
-      case Tokenizer::GPT2_BPE:
-        return Gpt2TokenizerFrom(options.gpt2_dir);
-      default:
-        return TextTokenizer::FromCorpus(options.kind, "");
+      case Tokenizer::CHAR: return CharTokenizerOf(*files, options.chunk_bytes);
+      case Tokenizer::GPT2_BPE: return Gpt2TokenizerFrom(options.gpt2_dir);
+      default: return TextTokenizer::FromCorpus(options.kind, "");
     }
   }();
   if (!tokenizer.ok()) return tokenizer.status();
@@ -402,14 +400,13 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
   std::error_code ec;
   fs::create_directories(options.out_dir, ec);
   if (ec) {
-    return absl::UnavailableError(absl::StrCat("cannot create output directory '",
-                                               options.out_dir, "': ", ec.message()));
+    return absl::UnavailableError(
+        absl::StrCat("cannot create output directory '", options.out_dir, "': ", ec.message()));
   }
   const fs::path dir(options.out_dir);
   const std::string spool_path = (dir / kSpoolFile).string();
   SpoolRemover remove_spool(spool_path);
-  absl::StatusOr<std::unique_ptr<WritableFile>> spool =
-      Env::Default()->NewWritableFile(spool_path);
+  absl::StatusOr<std::unique_ptr<WritableFile>> spool = Env::Default()->NewWritableFile(spool_path);
   if (!spool.ok()) return spool.status();
   const int threads = options.threads > 0
                           ? options.threads
@@ -423,20 +420,20 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
   const auto n_train =
       static_cast<uint64_t>(static_cast<double>(*n) * (1.0 - options.val_fraction));
   if (n_train == 0 || n_train >= *n) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "val_fraction ", options.val_fraction, " splits the ", *n, " tokens of ",
-        files->size() == 1 ? absl::StrCat("'", files->front(), "'")
-                           : absl::StrCat(files->size(), " input files"),
-        " into ", n_train, " train and ", *n - std::min(*n, n_train),
-        " val tokens; both must be non-empty"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("val_fraction ", options.val_fraction, " splits the ", *n, " tokens of ",
+                     files->size() == 1 ? absl::StrCat("'", files->front(), "'")
+                                        : absl::StrCat(files->size(), " input files"),
+                     " into ", n_train, " train and ", *n - std::min(*n, n_train),
+                     " val tokens; both must be non-empty"));
   }
   const int vocab_size = tokenizer->vocab_size();
   std::set<std::string> written;
-  absl::StatusOr<int> train_files = WriteSplit(spool_path, dir, "train", 0, n_train, vocab_size,
-                                               options.shard_tokens, &written);
+  absl::StatusOr<int> train_files =
+      WriteSplit(spool_path, dir, "train", 0, n_train, vocab_size, options.shard_tokens, &written);
   if (!train_files.ok()) return train_files.status();
-  absl::StatusOr<int> val_files = WriteSplit(spool_path, dir, "val", n_train, *n, vocab_size,
-                                             options.shard_tokens, &written);
+  absl::StatusOr<int> val_files =
+      WriteSplit(spool_path, dir, "val", n_train, *n, vocab_size, options.shard_tokens, &written);
   if (!val_files.ok()) return val_files.status();
   if (absl::Status s = SaveTokenizer(*tokenizer, dir / kTokenizerFile); !s.ok()) return s;
 

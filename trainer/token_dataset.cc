@@ -25,17 +25,16 @@ std::string ShardFileName(const std::string& split, int index) {
   return absl::StrFormat("%s-%05d.bin", split, index);
 }
 
-absl::StatusOr<TokenDataset> TokenDataset::Open(const std::string& dir,
-                                                const std::string& split) {
+absl::StatusOr<TokenDataset> TokenDataset::Open(const std::string& dir, const std::string& split) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const std::string single = (fs::path(dir) / (split + ".bin")).string();
   const bool has_single = fs::exists(single, ec);
   const bool has_shards = fs::exists(fs::path(dir) / ShardFileName(split, 0), ec);
   if (has_single && has_shards) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "data directory '", dir, "' holds both ", split, ".bin and ", ShardFileName(split, 0),
-        "; remove one form, or prepare the data again"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("data directory '", dir, "' holds both ", split, ".bin and ",
+                     ShardFileName(split, 0), "; remove one form, or prepare the data again"));
   }
   TokenDataset data;
   std::vector<std::string> paths;
@@ -52,9 +51,9 @@ absl::StatusOr<TokenDataset> TokenDataset::Open(const std::string& dir,
       shard_files += IsShardName(entry.path().filename().string(), split);
     }
     if (shard_files != paths.size()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "data directory '", dir, "' has ", shard_files, " ", split, " shards but ",
-          ShardFileName(split, static_cast<int>(paths.size())), " is missing"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("data directory '", dir, "' has ", shard_files, " ", split, " shards but ",
+                       ShardFileName(split, static_cast<int>(paths.size())), " is missing"));
     }
   } else {
     // Also the path of the "missing file" error when neither form exists.
@@ -65,9 +64,9 @@ absl::StatusOr<TokenDataset> TokenDataset::Open(const std::string& dir,
     absl::StatusOr<TokenFile> file = TokenFile::Open(path);
     if (!file.ok()) return file.status();
     if (!data.files_.empty() && file->vocab_size() != data.files_.front().vocab_size()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "token file '", path, "': vocab_size ", file->vocab_size(), " differs from ",
-          data.files_.front().path(), "'s ", data.files_.front().vocab_size()));
+      return absl::FailedPreconditionError(
+          absl::StrCat("token file '", path, "': vocab_size ", file->vocab_size(), " differs from ",
+                       data.files_.front().path(), "'s ", data.files_.front().vocab_size()));
     }
     data.starts_.push_back(data.size_);
     data.size_ += file->size();

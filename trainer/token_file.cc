@@ -81,9 +81,9 @@ absl::Status WriteTokenFile(const std::string& path, std::span<const int32_t> to
   }
   for (size_t i = 0; i < tokens.size(); ++i) {
     if (tokens[i] < 0 || tokens[i] >= vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("token file '", path, "': token ", i, " = ", tokens[i],
-                       " is outside [0, ", vocab_size, ")"));
+      return absl::InvalidArgumentError(absl::StrCat("token file '", path, "': token ", i, " = ",
+                                                     tokens[i], " is outside [0, ", vocab_size,
+                                                     ")"));
     }
   }
   const int width = TokenWidthFor(vocab_size);
@@ -129,10 +129,10 @@ absl::StatusOr<TokenFile> TokenFile::Open(const std::string& path) {
   const uint8_t* bytes = static_cast<const uint8_t*>(mapping);
 
   if (std::memcmp(bytes, kTokenFileMagic, sizeof(kTokenFileMagic)) != 0) {
-    return corrupt(absl::StrCat(
-        "bad magic \"",
-        absl::CHexEscape(absl::string_view(reinterpret_cast<const char*>(bytes), 8)),
-        "\", want \"DROPKTOK\" (not a dropk token file)"));
+    return corrupt(
+        absl::StrCat("bad magic \"",
+                     absl::CHexEscape(absl::string_view(reinterpret_cast<const char*>(bytes), 8)),
+                     "\", want \"DROPKTOK\" (not a dropk token file)"));
   }
   const uint64_t version = LoadLe(bytes + 8, 4);
   const uint64_t vocab_size = LoadLe(bytes + 12, 4);
@@ -157,9 +157,8 @@ absl::StatusOr<TokenFile> TokenFile::Open(const std::string& path) {
         count > (std::numeric_limits<uint64_t>::max() - kTokenFileHeaderSize) / width
             ? "more than 2^64"
             : absl::StrCat(kTokenFileHeaderSize + count * width);
-    return corrupt(absl::StrCat("file size is ", file_size, " bytes but the header's count ",
-                                count, " of ", width, "-byte tokens needs ", expected,
-                                " bytes"));
+    return corrupt(absl::StrCat("file size is ", file_size, " bytes but the header's count ", count,
+                                " of ", width, "-byte tokens needs ", expected, " bytes"));
   }
   file.tokens_ = bytes + kTokenFileHeaderSize;
   file.count_ = count;
@@ -171,8 +170,7 @@ absl::StatusOr<TokenFile> TokenFile::Open(const std::string& path) {
     for (size_t i = 0; i < count; ++i) {
       const uint64_t token = LoadLe(file.tokens_ + i * width, static_cast<int>(width));
       if (token >= vocab_size) {
-        return corrupt(absl::StrCat("token ", i, " = ", token, " is >= vocab_size ",
-                                    vocab_size));
+        return corrupt(absl::StrCat("token ", i, " = ", token, " is >= vocab_size ", vocab_size));
       }
     }
   }

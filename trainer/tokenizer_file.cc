@@ -14,9 +14,8 @@ absl::Status SaveTokenizer(const TextTokenizer& tokenizer, const std::string& pa
   if (!tokenizer.proto().SerializeToString(&bytes)) {
     return absl::InternalError(absl::StrCat("cannot serialize the tokenizer for '", path, "'"));
   }
-  return ReplaceFileAtomically(env, path, [&bytes](WritableFile& file) {
-    return file.Append(bytes.data(), bytes.size());
-  });
+  return ReplaceFileAtomically(
+      env, path, [&bytes](WritableFile& file) { return file.Append(bytes.data(), bytes.size()); });
 }
 
 absl::StatusOr<TextTokenizer> LoadTokenizer(const std::string& path, Env* env) {

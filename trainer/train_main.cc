@@ -39,8 +39,8 @@ int Main(int argc, char** argv) {
     return dropk::kExitOk;
   }
   const dropk::TrainConfig* config = command_line.ok() ? &command_line->config : nullptr;
-  absl::Status invalid = config != nullptr ? dropk::ValidateTrainConfig(*config)
-                                           : command_line.status();
+  absl::Status invalid =
+      config != nullptr ? dropk::ValidateTrainConfig(*config) : command_line.status();
   if (!invalid.ok()) {
     if (IsLauncherRankZero()) std::cerr << "dropk-train: " << invalid.message() << "\n";
     return dropk::kExitUsage;
@@ -64,8 +64,8 @@ int Main(int argc, char** argv) {
     const int code = dropk::ExitCodeFor(summary.status());
     if (world > 1 && absl::IsUnavailable(summary.status())) {
       dropk::AbortJobAfterLauncherGrace(
-          absl::StrCat("dropk-train: rank ", rank, " of ", world, ": ",
-                       summary.status().message(), " (ending the job)"),
+          absl::StrCat("dropk-train: rank ", rank, " of ", world, ": ", summary.status().message(),
+                       " (ending the job)"),
           code, std::chrono::seconds(120));
     }
     if (world > 1) {

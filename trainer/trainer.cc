@@ -20,8 +20,8 @@
 #include "trainer/comm_timeout.h"
 #include "trainer/config.h"
 #include "trainer/data_parallel.h"
-#include "trainer/memory_budget.h"
 #include "trainer/device.h"
+#include "trainer/memory_budget.h"
 #include "trainer/metrics.h"
 #include "trainer/optimizer.h"
 #include "trainer/schedule.h"
@@ -122,10 +122,9 @@ class TrainingRun {
            << " training steps (each op timed to completion; evaluation excluded):\n"
            << profiler_->Report(steps_trained, train_seconds_) << std::flush;
     }
-    summary_.tokens_per_s =
-        train_seconds_ > 0
-            ? static_cast<double>(tokens_per_step_) * (summary_.steps - first_step_) / train_seconds_
-            : 0;
+    summary_.tokens_per_s = train_seconds_ > 0 ? static_cast<double>(tokens_per_step_) *
+                                                     (summary_.steps - first_step_) / train_seconds_
+                                               : 0;
     summary_.final_params.resize(gpt_->num_params());
     kernels_->CopyToHost(summary_.final_params.data(), gpt_->params(),
                          gpt_->num_params() * sizeof(float));
@@ -145,7 +144,8 @@ class TrainingRun {
       return s;
     }
     if (config_.sample_tokens() > 0) {
-      absl::StatusOr<std::vector<int32_t>> encoded = data_->tokenizer.Encode(config_.sample_prompt());
+      absl::StatusOr<std::vector<int32_t>> encoded =
+          data_->tokenizer.Encode(config_.sample_prompt());
       if (!encoded.ok()) {
         return absl::InvalidArgumentError(
             absl::StrCat("sample_prompt: ", encoded.status().message()));
@@ -168,7 +168,8 @@ class TrainingRun {
         TrainingMemoryNeed(config_, data_->tokenizer.vocab_size(),
                            ThreadsPerRank(config_.num_threads(), LocalWorldSize()), world_);
     if (!need.ok()) return need.status();
-    if (absl::Status s = CheckTrainingMemory(config_, *need, LocalWorldSize(), AvailableMemoryNow());
+    if (absl::Status s =
+            CheckTrainingMemory(config_, *need, LocalWorldSize(), AvailableMemoryNow());
         !s.ok()) {
       return s;
     }
@@ -189,15 +190,17 @@ class TrainingRun {
     device_memory_ = MemoryKindOf(kernels_->device());
     const GptConfig shape{data_->tokenizer.vocab_size(), config_.block_size(), config_.n_layer(),
                           config_.n_head(), config_.n_embd()};
-    absl::StatusOr<std::unique_ptr<Gpt>> gpt = Gpt::Create(shape, config_.batch_size(), kernels_.get());
+    absl::StatusOr<std::unique_ptr<Gpt>> gpt =
+        Gpt::Create(shape, config_.batch_size(), kernels_.get());
     if (!gpt.ok()) return gpt.status();
     gpt_ = *std::move(gpt);
     gpt_->InitWeights(config_.seed());
     // Every rank starts from rank 0's parameters (DESIGN invariant 2).
-    if (absl::Status s = comm_.Broadcast({gpt_->params(), gpt_->num_params(), DataType::kFloat32,
-                                          device_memory_},
-                                         0, CommOptions())
-                             ->Wait();
+    if (absl::Status s =
+            comm_
+                .Broadcast({gpt_->params(), gpt_->num_params(), DataType::kFloat32, device_memory_},
+                           0, CommOptions())
+                ->Wait();
         !s.ok()) {
       return s;
     }
@@ -213,8 +216,8 @@ class TrainingRun {
     const uint64_t eval_batch = static_cast<uint64_t>(B) * world_;
     eval_train_batches_ = std::make_unique<BatchLoader>(&data_->train, config_.seed(), T,
                                                         kEvalTrainBatches, eval_batch);
-    eval_val_batches_ = std::make_unique<BatchLoader>(&data_->val, config_.seed(), T,
-                                                      kEvalValBatches, eval_batch);
+    eval_val_batches_ =
+        std::make_unique<BatchLoader>(&data_->val, config_.seed(), T, kEvalValBatches, eval_batch);
     inputs_.resize(static_cast<size_t>(B) * T);
     targets_.resize(inputs_.size());
     tokens_per_step_ = static_cast<int64_t>(global_batch) * T;
@@ -230,7 +233,8 @@ class TrainingRun {
     if (rank_ == 0) {
       log_ << absl::StrFormat(
                   "dropk-train: %d parameters (%d layers, %d heads, %d embd, vocab %d, context "
-                  "%d), %d tokens/step, %d rank(s) over %s, %d gradient bucket(s) (overlap %s), %s\n",
+                  "%d), %d tokens/step, %d rank(s) over %s, %d gradient bucket(s) (overlap %s), "
+                  "%s\n",
                   gpt_->num_params(), shape.n_layer, shape.n_head, shape.n_embd, shape.vocab_size,
                   T, tokens_per_step_, world_, comm_.BackendName(), bucketer_->buckets().size(),
                   config_.overlap_comm() ? "on" : "off", kernels_->Describe())
@@ -245,13 +249,13 @@ class TrainingRun {
   absl::Status SetUpCheckpoints() {
     InstallStopSignalHandlers();
     // Refuse now, not at the first save, when the hosts do not share it.
-    if (absl::Status s = CheckDirectorySharedByAllRanks(
-            CheckpointsDirOf(config_), "checkpoint_dir", comm_, CommOptions());
+    if (absl::Status s = CheckDirectorySharedByAllRanks(CheckpointsDirOf(config_), "checkpoint_dir",
+                                                        comm_, CommOptions());
         !s.ok()) {
       return s;
     }
-    absl::StatusOr<ResumePoint> resume = MaybeResume(config_, data_->tokenizer.proto(), *gpt_,
-                                                     *optimizer_, world_, RankLog());
+    absl::StatusOr<ResumePoint> resume =
+        MaybeResume(config_, data_->tokenizer.proto(), *gpt_, *optimizer_, world_, RankLog());
     if (!resume.ok()) return resume.status();
     first_step_ = resume->step;
     summary_.steps = resume->step;
@@ -261,8 +265,9 @@ class TrainingRun {
                                                            &all_ranks_log_);
     if (rank_ == 0) {
       const std::string path = config_.out_dir() + "/metrics.jsonl";
-      absl::StatusOr<MetricsLog> metrics = resume->resumed ? MetricsLog::OpenForResume(path, resume->step)
-                                                           : MetricsLog::Create(path);
+      absl::StatusOr<MetricsLog> metrics = resume->resumed
+                                               ? MetricsLog::OpenForResume(path, resume->step)
+                                               : MetricsLog::Create(path);
       if (!metrics.ok()) return metrics.status();
       metrics_ = std::make_unique<MetricsLog>(*std::move(metrics));
     }
@@ -279,7 +284,8 @@ class TrainingRun {
   absl::StatusOr<bool> StopRequestedOnAnyRank() {
     int64_t stop = StopRequested() ? 1 : 0;
     if (world_ == 1) return stop != 0;
-    if (absl::Status s = comm_.AllReduce(HostBuffer(&stop, 1), ReduceOp::kMax, CommOptions())->Wait();
+    if (absl::Status s =
+            comm_.AllReduce(HostBuffer(&stop, 1), ReduceOp::kMax, CommOptions())->Wait();
         !s.ok()) {
       return s;
     }
@@ -347,12 +353,13 @@ class TrainingRun {
     const int B = config_.batch_size();
     double total = 0.0;
     for (int i = 0; i < config_.eval_iters(); ++i) {
-      loader.Fill(/*step=*/i, /*first_sample=*/static_cast<uint64_t>(rank_) * B, B,
-                  inputs_.data(), targets_.data());
+      loader.Fill(/*step=*/i, /*first_sample=*/static_cast<uint64_t>(rank_) * B, B, inputs_.data(),
+                  targets_.data());
       total += gpt_->Forward(inputs_.data(), targets_.data(), B, loader.block_size(), nullptr);
     }
     if (world_ > 1) {
-      if (absl::Status s = comm_.AllReduce(HostBuffer(&total, 1), ReduceOp::kSum, CommOptions())->Wait();
+      if (absl::Status s =
+              comm_.AllReduce(HostBuffer(&total, 1), ReduceOp::kSum, CommOptions())->Wait();
           !s.ok()) {
         return s;
       }
@@ -363,7 +370,8 @@ class TrainingRun {
   absl::StatusOr<float> MeanOverRanks(float value) {
     if (world_ == 1) return value;
     double v = value;
-    if (absl::Status s = comm_.AllReduce(HostBuffer(&v, 1), ReduceOp::kAverage, CommOptions())->Wait();
+    if (absl::Status s =
+            comm_.AllReduce(HostBuffer(&v, 1), ReduceOp::kAverage, CommOptions())->Wait();
         !s.ok()) {
       return s;
     }
@@ -391,9 +399,9 @@ class TrainingRun {
     std::string line = ProgressLine(row, config_.max_iters());
     if (world_ > 1 && window_seconds > 0) {
       const double steps = static_cast<double>(window_tokens) / tokens_per_step_;
-      const double hidden =
-          window_comm_.comm_s > 0 ? 1.0 - std::min(1.0, window_comm_.exposed_s / window_comm_.comm_s)
-                                  : 1.0;
+      const double hidden = window_comm_.comm_s > 0
+                                ? 1.0 - std::min(1.0, window_comm_.exposed_s / window_comm_.comm_s)
+                                : 1.0;
       absl::StrAppendFormat(&line, " | comm %.1f ms/step, %.0f%% hidden",
                             1e3 * window_comm_.comm_s / steps, 100.0 * hidden);
     }
@@ -422,8 +430,8 @@ class TrainingRun {
   std::unique_ptr<MetricsLog> metrics_;  // rank 0 only
   std::unique_ptr<Kernels> kernels_;
   ProfiledKernels* profiler_ = nullptr;  // kernels_ itself when config.profile, else null
-  MemoryKind device_memory_ = {};  // of kernels_' allocations, for collectives
-  std::vector<float> host_params_;  // staging for the parameter digest
+  MemoryKind device_memory_ = {};        // of kernels_' allocations, for collectives
+  std::vector<float> host_params_;       // staging for the parameter digest
   std::unique_ptr<Gpt> gpt_;
   std::unique_ptr<AdamWOptimizer> optimizer_;
   std::unique_ptr<BatchLoader> train_batches_, eval_train_batches_, eval_val_batches_;
@@ -460,10 +468,9 @@ absl::StatusOr<TrainingData> LoadTrainingData(const std::string& data_dir) {
   if (!val.ok()) return val.status();
   for (const TokenDataset* f : {&*train, &*val}) {
     if (f->vocab_size() != tokenizer->vocab_size()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(f->name(), ": vocab_size ", f->vocab_size(), " differs from ",
-                       tokenizer_path, "'s ", tokenizer->vocab_size(),
-                       "; prepare the data again with `dropk data prepare`"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          f->name(), ": vocab_size ", f->vocab_size(), " differs from ", tokenizer_path, "'s ",
+          tokenizer->vocab_size(), "; prepare the data again with `dropk data prepare`"));
     }
   }
   return TrainingData{std::move(*tokenizer), std::move(*train), std::move(*val)};

@@ -53,9 +53,9 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
   std::vector<std::string> skipped;
   Env* fs = env != nullptr ? env : Env::Default();
   // "latest", or a checkpoints directory (with LATEST) rather than one checkpoint.
-  const bool latest = config.resume() == "latest" ||
-                      (fs->FileExists(config.resume() + "/" + kLatestFileName) &&
-                       !fs->FileExists(config.resume() + "/" + kManifestFileName));
+  const bool latest =
+      config.resume() == "latest" || (fs->FileExists(config.resume() + "/" + kLatestFileName) &&
+                                      !fs->FileExists(config.resume() + "/" + kManifestFileName));
   const std::string root = config.resume() == "latest" ? CheckpointsDirOf(config) : config.resume();
   if (latest) {
     candidates = CheckpointCandidates(root, &skipped, env);
@@ -80,11 +80,12 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
       return absl::InvalidArgumentError(absl::StrCat(s.message(), " [checkpoint ", dir, "]"));
     }
     if (m.tokenizer().SerializeAsString() != tokenizer.SerializeAsString()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--resume: the tokenizer of data_dir=", config.data_dir(), " (",
-          Tokenizer::Kind_Name(tokenizer.kind()), ", ", tokenizer.code_points_size(),
-          " code points) differs from checkpoint ", dir, "'s (", Tokenizer::Kind_Name(m.tokenizer().kind()),
-          ", ", m.tokenizer().code_points_size(), " code points)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--resume: the tokenizer of data_dir=", config.data_dir(), " (",
+                       Tokenizer::Kind_Name(tokenizer.kind()), ", ", tokenizer.code_points_size(),
+                       " code points) differs from checkpoint ", dir, "'s (",
+                       Tokenizer::Kind_Name(m.tokenizer().kind()), ", ",
+                       m.tokenizer().code_points_size(), " code points)"));
     }
     CheckpointLoadTarget target{gpt.kernels(), gpt.params(), optimizer.first_moment(),
                                 optimizer.second_moment(), gpt.num_params()};
@@ -120,8 +121,8 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
 
 absl::Status CheckResumeConfig(const TrainConfig& checkpoint, const TrainConfig& now,
                                std::vector<std::string>* changes) {
-  static const std::set<std::string> kMustMatch = {"n_layer", "n_head",  "n_embd",
-                                                   "block_size", "seed", "dropout_stream"};
+  static const std::set<std::string> kMustMatch = {"n_layer",    "n_head", "n_embd",
+                                                   "block_size", "seed",   "dropout_stream"};
   static const std::set<std::string> kIgnored = {"resume", "checkpoint_dir", "out_dir"};
   const pb::Descriptor* d = TrainConfig::descriptor();
   const pb::Reflection* r = TrainConfig::GetReflection();

@@ -61,8 +61,8 @@ struct HeadView {
       float* drow = dropped + static_cast<size_t>(t - t0) * T;
       const uint64_t i = (static_cast<uint64_t>(h) * T + t) * T;
       const DropoutAddress a = DropoutAddressOf(*dropout, b, per_sample, i);
-      ResidualDropoutRun(drow, nullptr, att + static_cast<size_t>(t) * T, *dropout, a.stream,
-                         site, a.element, t + 1, p);
+      ResidualDropoutRun(drow, nullptr, att + static_cast<size_t>(t) * T, *dropout, a.stream, site,
+                         a.element, t + 1, p);
       std::fill(drow + t + 1, drow + t1, 0.0f);
     }
     return dropped;
@@ -102,8 +102,8 @@ void CpuKernels::AttentionForward(float* out, float* probs, const float* qkv, in
     for (int h = 0; h < NH; ++h) {
       const HeadView view = MakeHeadView(qkv, b, h, T, C, NH, layer, dropout);
       const int hs = view.hs, C3 = view.C3;
-      float* att = probs + (static_cast<size_t>(b) * NH + h) * T * T;  // (T,T)
-      float* o = out + static_cast<size_t>(b) * T * C + h * hs;         // (T,hs), stride C
+      float* att = probs + (static_cast<size_t>(b) * NH + h) * T * T;    // (T,T)
+      float* o = out + static_cast<size_t>(b) * T * C + h * hs;          // (T,hs), stride C
       float* dropped = scratch + scratch_stride * omp_get_thread_num();  // (kQueryBlock,T)
       for (int t0 = 0; t0 < T; t0 += kQueryBlock) {
         const int t1 = std::min(T, t0 + kQueryBlock), rows = t1 - t0;
@@ -168,8 +168,7 @@ void CpuKernels::AttentionBackward(float* dqkv, const float* dout, const float* 
             // Through the mask: d(att) = d(weights) * scale, where weights = att * scale.
             const uint64_t i = (static_cast<uint64_t>(h) * T + t) * T;
             const DropoutAddress a = DropoutAddressOf(*view.dropout, b, view.per_sample, i);
-            ApplyDropoutScales(drow, *view.dropout, a.stream, view.site, a.element, t + 1,
-                               view.p);
+            ApplyDropoutScales(drow, *view.dropout, a.stream, view.site, a.element, t + 1, view.p);
           }
           // Softmax backward: dpre = att * (datt - sum(att * datt)).
           float dot = 0.0f;
@@ -178,8 +177,8 @@ void CpuKernels::AttentionBackward(float* dqkv, const float* dout, const float* 
           std::fill(drow + t + 1, drow + t1, 0.0f);
         }
         // dq[t0:t1] = scale * dpre (rows,t1) · k[0:t1]
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, t1, scale, datt, T,
-                    view.k, C3, 0.0f, dq + static_cast<size_t>(t0) * C3, C3);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, t1, scale, datt, T, view.k,
+                    C3, 0.0f, dq + static_cast<size_t>(t0) * C3, C3);
         // dk[0:t1] += scale * dpre^T (t1,rows) · q[t0:t1]
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, rows, scale, datt, T,
                     view.q + static_cast<size_t>(t0) * C3, C3, 1.0f, dk, C3);

@@ -69,8 +69,8 @@ class DnnlBf16Matmul final : public Bf16Matmul {
     using tag = dnnl::memory::format_tag;
     Entry entry;
     entry.a = dnnl::memory::desc({M, K}, dt::bf16, tag::ab);
-    entry.b = dnnl::memory::desc({K, N}, dt::bf16,
-                                 layout == RightOperand::kKByN ? tag::ab : tag::ba);
+    entry.b =
+        dnnl::memory::desc({K, N}, dt::bf16, layout == RightOperand::kKByN ? tag::ab : tag::ba);
     entry.c = dnnl::memory::desc({M, N}, dt::f32, tag::ab);
     entry.bias = dnnl::memory::desc({1, N}, dt::f32, tag::ab);
     dnnl::primitive_attr attr;
@@ -109,9 +109,8 @@ absl::StatusOr<std::unique_ptr<Bf16Matmul>> Bf16Matmul::Create() {
     if (c != 1.0f) return absl::InternalError("oneDNN's bf16 matmul computed 1 x 1 wrongly");
     return std::unique_ptr<Bf16Matmul>(std::move(matmul));
   } catch (const dnnl::error& e) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("precision bf16 on the cpu: oneDNN cannot make a bf16 matmul here: ",
-                     e.what()));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "precision bf16 on the cpu: oneDNN cannot make a bf16 matmul here: ", e.what()));
   }
 #else
   return absl::FailedPreconditionError(
@@ -134,7 +133,8 @@ void ConvertToBf16Transposed(uint16_t* dst, const float* src, int rows, int cols
       const int r1 = std::min(rows, (rt + 1) * kTile), c1 = std::min(cols, (ct + 1) * kTile);
       for (int c = ct * kTile; c < c1; ++c) {
         for (int r = rt * kTile; r < r1; ++r) {
-          dst[static_cast<size_t>(c) * rows + r] = ToBf16Bits(src[static_cast<size_t>(r) * cols + c]);
+          dst[static_cast<size_t>(c) * rows + r] =
+              ToBf16Bits(src[static_cast<size_t>(r) * cols + c]);
         }
       }
     }

@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "cpu/bf16_matmul.h"
-#include "model/thread_governor.h"
 #include "model/kernels.h"
+#include "model/thread_governor.h"
 
 namespace dropk {
 
@@ -47,15 +47,15 @@ class CpuKernels final : public Kernels {
 
   void EmbeddingForward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
                         int B, int T, int C, const DropoutPlan* dropout) override;
-  void EmbeddingBackward(float* dwte, float* dwpe, float* dout, const int32_t* tokens, int B,
-                         int T, int C, const DropoutPlan* dropout) override;
+  void EmbeddingBackward(float* dwte, float* dwpe, float* dout, const int32_t* tokens, int B, int T,
+                         int C, const DropoutPlan* dropout) override;
   void LayerNormForward(float* out, float* mean, float* rstd, const float* inp, const float* w,
                         const float* b, int N, int C) override;
   void LayerNormBackward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
                          const float* w, const float* mean, const float* rstd, int N,
                          int C) override;
-  void MatmulForward(float* out, const float* inp, const float* w, const float* bias, int N,
-                     int C, int OC) override;
+  void MatmulForward(float* out, const float* inp, const float* w, const float* bias, int N, int C,
+                     int OC) override;
   void MatmulBackward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
                       const float* w, int N, int C, int OC, bool accumulate_dinp) override;
   void AttentionForward(float* out, float* probs, const float* qkv, int B, int T, int C, int NH,
@@ -75,10 +75,10 @@ class CpuKernels final : public Kernels {
                                        int layer, const DropoutPlan* dropout) override;
   void DropoutBackward(float* dx, const float* dout, int B, int T, int C, DropoutKind kind,
                        int layer, const DropoutPlan* dropout) override;
-  void CrossEntropyForward(float* losses, float* lse, const float* logits,
-                           const int32_t* targets, int N, int V) override;
-  void CrossEntropyBackward(float* logits, const float* lse, const int32_t* targets, int N,
-                            int V, float scale) override;
+  void CrossEntropyForward(float* losses, float* lse, const float* logits, const int32_t* targets,
+                           int N, int V) override;
+  void CrossEntropyBackward(float* logits, const float* lse, const int32_t* targets, int N, int V,
+                            float scale) override;
   double SumSquares(const float* x, size_t n) override;
   void AdamW(float* params, const float* grads, float* m, float* v, size_t n,
              const AdamWArgs& args) override;
@@ -114,9 +114,8 @@ void ApplyDropoutScales(float* x, const DropoutPlan& plan, uint32_t stream, uint
 
 // out[i] = residual[i] + x[i] * scale[i] (scale from dropout) for one
 // contiguous run of n elements; residual may be null (then out = x * scale).
-void ResidualDropoutRun(float* out, const float* residual, const float* x,
-                        const DropoutPlan& plan, uint32_t stream, uint32_t site, uint64_t e0,
-                        int64_t n, float p);
+void ResidualDropoutRun(float* out, const float* residual, const float* x, const DropoutPlan& plan,
+                        uint32_t stream, uint32_t site, uint64_t e0, int64_t n, float p);
 
 }  // namespace dropk
 

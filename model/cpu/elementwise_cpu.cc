@@ -29,9 +29,8 @@ void ApplyDropoutScales(float* x, const DropoutPlan& plan, uint32_t stream, uint
   }
 }
 
-void ResidualDropoutRun(float* out, const float* residual, const float* x,
-                        const DropoutPlan& plan, uint32_t stream, uint32_t site, uint64_t e0,
-                        int64_t n, float p) {
+void ResidualDropoutRun(float* out, const float* residual, const float* x, const DropoutPlan& plan,
+                        uint32_t stream, uint32_t site, uint64_t e0, int64_t n, float p) {
   float scale[kDropoutChunk];
   for (int64_t i = 0; i < n; i += kDropoutChunk) {
     const int64_t len = std::min<int64_t>(kDropoutChunk, n - i);
@@ -58,7 +57,8 @@ void CpuKernels::EmbeddingForward(float* out, const int32_t* tokens, const float
       const float* pe = wpe + static_cast<size_t>(t) * C;
       for (int c = 0; c < C; ++c) o[c] = te[c] + pe[c];
       if (drop) {
-        const DropoutAddress a = DropoutAddressOf(*dropout, b, per_sample, static_cast<uint64_t>(t) * C);
+        const DropoutAddress a =
+            DropoutAddressOf(*dropout, b, per_sample, static_cast<uint64_t>(t) * C);
         ApplyDropoutScales(o, *dropout, a.stream, site, a.element, C, dropout->rates.embedding);
       }
     }
@@ -178,17 +178,18 @@ void CpuKernels::ResidualDropoutForward(float* out, const float* residual, const
   for (int b = 0; b < B; ++b) {
     for (int t = 0; t < T; ++t) {
       const size_t row = (static_cast<size_t>(b) * T + t) * C;
-      const DropoutAddress a = DropoutAddressOf(*dropout, b, per_sample, static_cast<uint64_t>(t) * C);
-      ResidualDropoutRun(out + row, residual + row, x + row, *dropout, a.stream, site, a.element,
-                         C, p);
+      const DropoutAddress a =
+          DropoutAddressOf(*dropout, b, per_sample, static_cast<uint64_t>(t) * C);
+      ResidualDropoutRun(out + row, residual + row, x + row, *dropout, a.stream, site, a.element, C,
+                         p);
     }
   }
 }
 
 void CpuKernels::ResidualDropoutLayerNormForward(float* out, float* ln_out, float* mean,
-                                                 float* rstd, const float* residual,
-                                                 const float* x, const float* w, const float* b,
-                                                 int B, int T, int C, DropoutKind kind, int layer,
+                                                 float* rstd, const float* residual, const float* x,
+                                                 const float* w, const float* b, int B, int T,
+                                                 int C, DropoutKind kind, int layer,
                                                  const DropoutPlan* dropout) {
   const size_t per_sample = static_cast<size_t>(T) * C;
   const bool drop = DropoutActive(dropout, kind);
@@ -201,8 +202,8 @@ void CpuKernels::ResidualDropoutLayerNormForward(float* out, float* ln_out, floa
       if (drop) {
         const DropoutAddress a =
             DropoutAddressOf(*dropout, bi, per_sample, static_cast<uint64_t>(t) * C);
-        ResidualDropoutRun(out + row, residual + row, x + row, *dropout, a.stream, site,
-                           a.element, C, p);
+        ResidualDropoutRun(out + row, residual + row, x + row, *dropout, a.stream, site, a.element,
+                           C, p);
       } else {
         for (int c = 0; c < C; ++c) out[row + c] = residual[row + c] + x[row + c];
       }
@@ -224,7 +225,8 @@ void CpuKernels::DropoutBackward(float* dx, const float* dout, int B, int T, int
   for (int b = 0; b < B; ++b) {
     for (int t = 0; t < T; ++t) {
       const size_t row = (static_cast<size_t>(b) * T + t) * C;
-      const DropoutAddress a = DropoutAddressOf(*dropout, b, per_sample, static_cast<uint64_t>(t) * C);
+      const DropoutAddress a =
+          DropoutAddressOf(*dropout, b, per_sample, static_cast<uint64_t>(t) * C);
       ResidualDropoutRun(dx + row, nullptr, dout + row, *dropout, a.stream, site, a.element, C, p);
     }
   }

@@ -18,8 +18,8 @@
 #include <cstring>
 #include <vector>
 
-#include "base/check.h"
 #include "absl/strings/str_cat.h"
+#include "base/check.h"
 #include "model/inference.h"
 
 #include "cpu/row_ops.h"
@@ -256,13 +256,13 @@ class CpuInferenceEngine final : public InferenceEngine {
   int threads_;  // the team of the next step's regions, at most the constructor's
   ThreadGovernor governor_{threads_};
   int max_rows_;
-  std::vector<float> k_cache_, v_cache_;  // (L,S,T,C)
-  std::vector<int> lengths_;              // (S)
-  std::vector<float> x_, ln_, atty_, branch_;  // (R,C)
-  std::vector<float> qkv_;                     // (R,3C)
-  std::vector<float> fch_;                     // (R,4C)
-  std::vector<float> logits_;                  // (max(S,1),V)
-  std::vector<float> scores_;                  // (threads,T)
+  std::vector<float> k_cache_, v_cache_;             // (L,S,T,C)
+  std::vector<int> lengths_;                         // (S)
+  std::vector<float> x_, ln_, atty_, branch_;        // (R,C)
+  std::vector<float> qkv_;                           // (R,3C)
+  std::vector<float> fch_;                           // (R,4C)
+  std::vector<float> logits_;                        // (max(S,1),V)
+  std::vector<float> scores_;                        // (threads,T)
   std::vector<int> row_slot_, row_pos_, head_rows_;  // (R)
   std::vector<int32_t> row_token_;                   // (R)
 };
@@ -278,16 +278,14 @@ absl::StatusOr<std::unique_ptr<InferenceEngine>> MakeInferenceEngine(
   }
   const ParamLayout layout(config);
   if (host_params.size() != layout.num_params()) {
-    return absl::InvalidArgumentError(absl::StrCat("parameters: ", host_params.size(),
-                                                   " values, the config needs ",
-                                                   layout.num_params()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "parameters: ", host_params.size(), " values, the config needs ", layout.num_params()));
   }
   switch (options.device) {
     case Device::kCpu:
-      return std::unique_ptr<InferenceEngine>(new CpuInferenceEngine(
-          config, host_params, options.max_slots, options.num_threads));
-    case Device::kCuda:
-      break;
+      return std::unique_ptr<InferenceEngine>(
+          new CpuInferenceEngine(config, host_params, options.max_slots, options.num_threads));
+    case Device::kCuda: break;
   }
   return absl::UnimplementedError("inference engine: no CUDA engine in this build");
 }

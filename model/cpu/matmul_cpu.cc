@@ -19,12 +19,12 @@ void CpuKernels::MatmulForward(float* out, const float* inp, const float* w, con
   if (bias != nullptr) {
     // Start each output row from the bias and let sgemm add the product.
 #pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; ++n) std::memcpy(out + static_cast<size_t>(n) * OC, bias, OC * sizeof(float));
+    for (int n = 0; n < N; ++n)
+      std::memcpy(out + static_cast<size_t>(n) * OC, bias, OC * sizeof(float));
     beta = 1.0f;
   }
   // out (N,OC) = inp (N,C) · w (OC,C)^T
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, w, C, beta, out,
-              OC);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, w, C, beta, out, OC);
 }
 
 void CpuKernels::MatmulBackward(float* dinp, float* dw, float* dbias, const float* dout,
@@ -39,8 +39,8 @@ void CpuKernels::MatmulBackward(float* dinp, float* dw, float* dbias, const floa
                   accumulate_dinp ? 1.0f : 0.0f, dinp, C);
     }
     // dw (OC,C) += dout^T (OC,N) · inp (N,C)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f,
-                dw, C);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw,
+                C);
   }
   if (dbias != nullptr) AccumulateColumnSums(dbias, dout, N, OC);
 }
@@ -64,8 +64,8 @@ uint16_t* CpuKernels::Bf16Scratch(std::vector<uint16_t>& buffer, size_t count) {
   return buffer.data();
 }
 
-void CpuKernels::MatmulForwardBf16(float* out, const float* inp, const float* w,
-                                   const float* bias, int N, int C, int OC) {
+void CpuKernels::MatmulForwardBf16(float* out, const float* inp, const float* w, const float* bias,
+                                   int N, int C, int OC) {
   uint16_t* inp16 = Bf16Scratch(bf16_lhs_, static_cast<size_t>(N) * C);
   uint16_t* w16 = Bf16Scratch(bf16_rhs_, static_cast<size_t>(OC) * C);
   ConvertToBf16(inp16, inp, static_cast<size_t>(N) * C);
@@ -82,8 +82,7 @@ void CpuKernels::MatmulBackwardBf16(float* dinp, float* dw, const float* dout, c
     // dinp (N,C) = dout (N,OC) · w (OC,C)
     ConvertToBf16(dout16, dout, static_cast<size_t>(N) * OC);
     ConvertToBf16(other16, w, static_cast<size_t>(OC) * C);
-    bf16_->Multiply(dinp, dout16, other16, RightOperand::kKByN, nullptr, N, C, OC,
-                    accumulate_dinp);
+    bf16_->Multiply(dinp, dout16, other16, RightOperand::kKByN, nullptr, N, C, OC, accumulate_dinp);
   }
   // dw (OC,C) += dout^T (OC,N) · inp (N,C)
   uint16_t* dout_t16 = Bf16Scratch(bf16_transposed_, static_cast<size_t>(OC) * N);

@@ -79,8 +79,8 @@ __device__ __forceinline__ RowAddress AttentionRowAddress(const SiteDropout& d, 
 // this lane's Philox blocks; keep is the dropout decision (true without
 // dropout).
 template <typename Fn>
-__device__ __forceinline__ void ForLaneElements(const SiteDropout& d, const RowAddress& a,
-                                                int len, int lane, Fn fn) {
+__device__ __forceinline__ void ForLaneElements(const SiteDropout& d, const RowAddress& a, int len,
+                                                int lane, Fn fn) {
   const bool drop = d.p > 0.0f;
   const uint64_t block0 = a.first >> 2;
   const uint64_t blocks = ((a.first + len - 1) >> 2) - block0 + 1;
@@ -164,7 +164,9 @@ __global__ void SoftmaxBackwardKernel(float* datt, const float* probs, int rows,
   for (int j = len + lane; j < T; j += kWarpSize) g[j] = 0.0f;
 }
 
-unsigned RowBlocks(size_t rows) { return static_cast<unsigned>((rows + kRowWarps - 1) / kRowWarps); }
+unsigned RowBlocks(size_t rows) {
+  return static_cast<unsigned>((rows + kRowWarps - 1) / kRowWarps);
+}
 
 }  // namespace
 
@@ -172,8 +174,8 @@ cudaError_t RowsToHeads(float* heads, const float* rows, int row_stride, int B, 
                         int hs, cudaStream_t stream) {
   const size_t total = static_cast<size_t>(B) * NH * T * hs;
   if (total == 0) return cudaGetLastError();
-  RowsToHeadsKernel<<<BlocksFor(total, kThreads), kThreads, 0, stream>>>(heads, rows, row_stride,
-                                                                         B, T, NH, hs);
+  RowsToHeadsKernel<<<BlocksFor(total, kThreads), kThreads, 0, stream>>>(heads, rows, row_stride, B,
+                                                                         T, NH, hs);
   return cudaGetLastError();
 }
 
@@ -181,13 +183,13 @@ cudaError_t HeadsToRows(float* rows, int row_stride, const float* heads, int B, 
                         int hs, cudaStream_t stream) {
   const size_t total = static_cast<size_t>(B) * NH * T * hs;
   if (total == 0) return cudaGetLastError();
-  HeadsToRowsKernel<<<BlocksFor(total, kThreads), kThreads, 0, stream>>>(rows, row_stride, heads,
-                                                                         B, T, NH, hs);
+  HeadsToRowsKernel<<<BlocksFor(total, kThreads), kThreads, 0, stream>>>(rows, row_stride, heads, B,
+                                                                         T, NH, hs);
   return cudaGetLastError();
 }
 
-cudaError_t SoftmaxForward(float* att, float* weights, int B, int NH, int T,
-                           const SiteDropout& d, cudaStream_t stream) {
+cudaError_t SoftmaxForward(float* att, float* weights, int B, int NH, int T, const SiteDropout& d,
+                           cudaStream_t stream) {
   const size_t rows = static_cast<size_t>(B) * NH * T;
   if (rows == 0) return cudaGetLastError();
   SoftmaxForwardKernel<<<RowBlocks(rows), kRowWarps * kWarpSize, 0, stream>>>(

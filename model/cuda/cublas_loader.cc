@@ -73,12 +73,11 @@ const char* CUBLASWINAPI cublasGetStatusString(cublasStatus_t status) {
   return real(status);
 }
 
-using GemmExFn = cublasStatus_t(CUBLASWINAPI*)(cublasHandle_t, cublasOperation_t,
-                                               cublasOperation_t, int, int, int, const void*,
-                                               const void*, cudaDataType, int, const void*,
-                                               cudaDataType, int, const void*, void*,
-                                               cudaDataType, int, cublasComputeType_t,
-                                               cublasGemmAlgo_t);
+using GemmExFn = cublasStatus_t(CUBLASWINAPI*)(cublasHandle_t, cublasOperation_t, cublasOperation_t,
+                                               int, int, int, const void*, const void*,
+                                               cudaDataType, int, const void*, cudaDataType, int,
+                                               const void*, void*, cudaDataType, int,
+                                               cublasComputeType_t, cublasGemmAlgo_t);
 cublasStatus_t CUBLASWINAPI cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
                                          cublasOperation_t transb, int m, int n, int k,
                                          const void* alpha, const void* A, cudaDataType Atype,
@@ -86,18 +85,17 @@ cublasStatus_t CUBLASWINAPI cublasGemmEx(cublasHandle_t handle, cublasOperation_
                                          const void* beta, void* C, cudaDataType Ctype, int ldc,
                                          cublasComputeType_t computeType, cublasGemmAlgo_t algo) {
   DROPK_LAZY_FORWARD_AS(Cublas(), GemmExFn, cublasGemmEx, CUBLAS_STATUS_NOT_INITIALIZED);
-  return real(handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C,
-              Ctype, ldc, computeType, algo);
+  return real(handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype,
+              ldc, computeType, algo);
 }
 
 using GemmStridedBatchedExFn = cublasStatus_t(CUBLASWINAPI*)(
-    cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void*,
-    const void*, cudaDataType, int, long long int, const void*, cudaDataType, int, long long int,
-    const void*, void*, cudaDataType, int, long long int, int, cublasComputeType_t,
-    cublasGemmAlgo_t);
+    cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void*, const void*,
+    cudaDataType, int, long long int, const void*, cudaDataType, int, long long int, const void*,
+    void*, cudaDataType, int, long long int, int, cublasComputeType_t, cublasGemmAlgo_t);
 cublasStatus_t CUBLASWINAPI cublasGemmStridedBatchedEx(
-    cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n,
-    int k, const void* alpha, const void* A, cudaDataType Atype, int lda, long long int strideA,
+    cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n, int k,
+    const void* alpha, const void* A, cudaDataType Atype, int lda, long long int strideA,
     const void* B, cudaDataType Btype, int ldb, long long int strideB, const void* beta, void* C,
     cudaDataType Ctype, int ldc, long long int strideC, int batchCount,
     cublasComputeType_t computeType, cublasGemmAlgo_t algo) {

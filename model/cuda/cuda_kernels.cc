@@ -117,15 +117,15 @@ class CudaKernels final : public Kernels {
 
   void EmbeddingForward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
                         int B, int T, int C, const DropoutPlan* dropout) override;
-  void EmbeddingBackward(float* dwte, float* dwpe, float* dout, const int32_t* tokens, int B,
-                         int T, int C, const DropoutPlan* dropout) override;
+  void EmbeddingBackward(float* dwte, float* dwpe, float* dout, const int32_t* tokens, int B, int T,
+                         int C, const DropoutPlan* dropout) override;
   void LayerNormForward(float* out, float* mean, float* rstd, const float* inp, const float* w,
                         const float* b, int N, int C) override;
   void LayerNormBackward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
                          const float* w, const float* mean, const float* rstd, int N,
                          int C) override;
-  void MatmulForward(float* out, const float* inp, const float* w, const float* bias, int N,
-                     int C, int OC) override;
+  void MatmulForward(float* out, const float* inp, const float* w, const float* bias, int N, int C,
+                     int OC) override;
   void MatmulBackward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
                       const float* w, int N, int C, int OC, bool accumulate_dinp) override;
   void AttentionForward(float* out, float* probs, const float* qkv, int B, int T, int C, int NH,
@@ -140,10 +140,10 @@ class CudaKernels final : public Kernels {
                               const DropoutPlan* dropout) override;
   void DropoutBackward(float* dx, const float* dout, int B, int T, int C, DropoutKind kind,
                        int layer, const DropoutPlan* dropout) override;
-  void CrossEntropyForward(float* losses, float* lse, const float* logits,
-                           const int32_t* targets, int N, int V) override;
-  void CrossEntropyBackward(float* logits, const float* lse, const int32_t* targets, int N,
-                            int V, float scale) override;
+  void CrossEntropyForward(float* losses, float* lse, const float* logits, const int32_t* targets,
+                           int N, int V) override;
+  void CrossEntropyBackward(float* logits, const float* lse, const int32_t* targets, int N, int V,
+                            float scale) override;
   double SumSquares(const float* x, size_t n) override;
   void AdamW(float* params, const float* grads, float* m, float* v, size_t n,
              const AdamWArgs& args) override;
@@ -196,12 +196,12 @@ absl::Status CudaKernels::Init() {
   CUDA_CHECK(cudaMallocHost(&sum_host_, sizeof(double)));
   int runtime = 0;
   CUDA_CHECK(cudaRuntimeGetVersion(&runtime));
-  description_ = absl::StrCat("cuda:", device_, " ", prop.name, " (sm_", prop.major, prop.minor,
-                              ", ", prop.multiProcessorCount, " SMs, ",
-                              absl::StrFormat("%.1f", prop.totalGlobalMem / 1073741824.0),
-                              " GiB), ", MatmulPrecisionName(precision_),
-                              " matmuls, CUDA runtime ", runtime / 1000, ".",
-                              (runtime % 1000) / 10, ", cuBLASLt ", cublasLtGetVersion());
+  description_ =
+      absl::StrCat("cuda:", device_, " ", prop.name, " (sm_", prop.major, prop.minor, ", ",
+                   prop.multiProcessorCount, " SMs, ",
+                   absl::StrFormat("%.1f", prop.totalGlobalMem / 1073741824.0), " GiB), ",
+                   MatmulPrecisionName(precision_), " matmuls, CUDA runtime ", runtime / 1000, ".",
+                   (runtime % 1000) / 10, ", cuBLASLt ", cublasLtGetVersion());
   return absl::OkStatus();
 }
 
@@ -344,9 +344,9 @@ absl::StatusOr<LtPlan*> CudaKernels::PlanFor(const LtKey& key) {
   return &stored;
 }
 
-void CudaKernels::Gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                       float alpha, const float* A, int lda, const float* B, int ldb, float beta,
-                       float* D, int ldd, const float* bias) {
+void CudaKernels::Gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
+                       const float* A, int lda, const float* B, int ldb, float beta, float* D,
+                       int ldd, const float* bias) {
   if (m == 0 || n == 0) return;
   // cuBLASLt's bias epilogue reads the bias in vectors: a bias that is not
   // 16-byte aligned (a tensor at an odd offset of the flat buffer) takes the
@@ -354,8 +354,18 @@ void CudaKernels::Gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n,
   const bool bias_ok = bias == nullptr || AlignmentOf(bias) >= 16;
   LtPlan* p = nullptr;
   if (bias_ok) {
-    const LtKey key{ta, tb, m, n, k, lda, ldb, ldd, bias != nullptr,
-                    AlignmentOf(A), AlignmentOf(B), AlignmentOf(D)};
+    const LtKey key{ta,
+                    tb,
+                    m,
+                    n,
+                    k,
+                    lda,
+                    ldb,
+                    ldd,
+                    bias != nullptr,
+                    AlignmentOf(A),
+                    AlignmentOf(B),
+                    AlignmentOf(D)};
     absl::StatusOr<LtPlan*> plan = PlanFor(key);
     DROPK_CHECK(plan.ok()) << "cuBLASLt plan for a " << m << "x" << n << "x" << k
                            << " product: " << plan.status().message();
@@ -389,9 +399,8 @@ void CudaKernels::BatchedGemm(cublasOperation_t ta, cublasOperation_t tb, int m,
                               long long stride_c, int batch) {
   const float beta = 0.0f;
   CUBLAS_CHECK_ABORT(cublasGemmStridedBatchedEx(
-      cublas_, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, stride_a, B, CUDA_R_32F, ldb,
-      stride_b, &beta, C, CUDA_R_32F, ldc, stride_c, batch, ComputeTypeOf(precision_),
-      CUBLAS_GEMM_DEFAULT));
+      cublas_, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, stride_a, B, CUDA_R_32F, ldb, stride_b,
+      &beta, C, CUDA_R_32F, ldc, stride_c, batch, ComputeTypeOf(precision_), CUBLAS_GEMM_DEFAULT));
 }
 
 void CudaKernels::EmbeddingForward(float* out, const int32_t* tokens, const float* wte,
@@ -405,8 +414,8 @@ void CudaKernels::EmbeddingBackward(float* dwte, float* dwpe, float* dout, const
                                     int B, int T, int C, const DropoutPlan* dropout) {
   const SiteDropout d = MakeSiteDropout(dropout, DropoutKind::kEmbedding, 0);
   if (d.p > 0.0f) {
-    CUDA_CHECK_ABORT(cuda::DropoutApply(dout, nullptr, dout, B, static_cast<uint64_t>(T) * C, d,
-                                        stream_));
+    CUDA_CHECK_ABORT(
+        cuda::DropoutApply(dout, nullptr, dout, B, static_cast<uint64_t>(T) * C, d, stream_));
   }
   CUDA_CHECK_ABORT(cuda::EmbeddingBackward(dwte, dwpe, dout, tokens, B, T, C, stream_));
 }
@@ -437,8 +446,8 @@ void CudaKernels::MatmulBackward(float* dinp, float* dw, float* dbias, const flo
                                  bool accumulate_dinp) {
   if (dinp != nullptr) {
     // dinp (N,C) = dout (N,OC) w (OC,C): column-major dinp^T (C,N) = w^T (C,OC) dout^T (OC,N).
-    Gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, 1.0f, w, C, dout, OC,
-         accumulate_dinp ? 1.0f : 0.0f, dinp, C, nullptr);
+    Gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, 1.0f, w, C, dout, OC, accumulate_dinp ? 1.0f : 0.0f,
+         dinp, C, nullptr);
   }
   // dw (OC,C) += dout^T inp: column-major dw^T (C,OC) += inp^T (C,N) dout (N,OC).
   Gemm(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, 1.0f, inp, C, dout, OC, 1.0f, dw, C, nullptr);
@@ -448,8 +457,8 @@ void CudaKernels::MatmulBackward(float* dinp, float* dw, float* dbias, const flo
   }
 }
 
-void CudaKernels::AttentionForward(float* out, float* probs, const float* qkv, int B, int T,
-                                   int C, int NH, int layer, const DropoutPlan* dropout) {
+void CudaKernels::AttentionForward(float* out, float* probs, const float* qkv, int B, int T, int C,
+                                   int NH, int layer, const DropoutPlan* dropout) {
   const int hs = C / NH;
   const size_t btc = static_cast<size_t>(B) * T * C;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
@@ -503,8 +512,8 @@ void CudaKernels::AttentionBackward(float* dqkv, const float* dout, const float*
     weights = w;
   }
   // dv (T,hs) = weights^T dout_h: column-major dv^T = dout_h^T weights.
-  BatchedGemm(CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, 1.0f, dout_heads, hs, ths, weights, T, tt, dv,
-              hs, ths, B * NH);
+  BatchedGemm(CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, 1.0f, dout_heads, hs, ths, weights, T, tt, dv, hs,
+              ths, B * NH);
   // d(weights) (T,T) = dout_h v^T: column-major = v dout_h^T.
   BatchedGemm(CUBLAS_OP_T, CUBLAS_OP_N, T, T, hs, 1.0f, v, hs, ths, dout_heads, hs, ths, datt, T,
               tt, B * NH);
@@ -528,8 +537,8 @@ void CudaKernels::GeluBackward(float* dinp, const float* inp, const float* dout,
   CUDA_CHECK_ABORT(cuda::GeluBackward(dinp, inp, dout, n, stream_));
 }
 
-void CudaKernels::ResidualDropoutForward(float* out, const float* residual, const float* x,
-                                         int B, int T, int C, DropoutKind kind, int layer,
+void CudaKernels::ResidualDropoutForward(float* out, const float* residual, const float* x, int B,
+                                         int T, int C, DropoutKind kind, int layer,
                                          const DropoutPlan* dropout) {
   const SiteDropout d = MakeSiteDropout(dropout, kind, layer);
   CUDA_CHECK_ABORT(
@@ -592,8 +601,7 @@ absl::StatusOr<std::unique_ptr<Kernels>> MakeCudaKernels(const KernelOptions& op
                      cudaGetErrorString(rc), ")"));
   }
   if (count == 0) {
-    return absl::FailedPreconditionError(
-        "no CUDA device: cudaGetDeviceCount returned 0 devices");
+    return absl::FailedPreconditionError("no CUDA device: cudaGetDeviceCount returned 0 devices");
   }
   if (options.cuda_device < 0 || options.cuda_device >= count) {
     return absl::InvalidArgumentError(absl::StrCat("cuda device ", options.cuda_device,
@@ -605,8 +613,8 @@ absl::StatusOr<std::unique_ptr<Kernels>> MakeCudaKernels(const KernelOptions& op
   }
   auto kernels = std::make_unique<CudaKernels>(options.cuda_device, options.precision);
   if (absl::Status s = kernels->Init(); !s.ok()) {
-    return absl::Status(s.code(), absl::StrCat("cuda device ", options.cuda_device, ": ",
-                                               s.message()));
+    return absl::Status(s.code(),
+                        absl::StrCat("cuda device ", options.cuda_device, ": ", s.message()));
   }
   return std::unique_ptr<Kernels>(std::move(kernels));
 }

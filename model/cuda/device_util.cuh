@@ -17,7 +17,7 @@ namespace dropk::cuda {
 
 constexpr int kWarpSize = 32;
 constexpr unsigned kFullMask = 0xffffffffu;
-constexpr int kThreads = 256;         // threads per block of the elementwise kernels
+constexpr int kThreads = 256;           // threads per block of the elementwise kernels
 constexpr size_t kMaxBlocks = 1 << 20;  // grid cap; kernels loop over the rest (grid stride)
 
 // Blocks to cover n items at per_block items per block, at least 1, capped.
@@ -89,8 +89,8 @@ __device__ __forceinline__ void DropoutScales4(const SiteDropout& d, uint64_t pe
     const uint64_t b = d.plan.per_sample ? f0 / per_sample : 0;
     const DropoutAddress a =
         DropoutAddressOf(d.plan, static_cast<int>(b), per_sample, f0 - b * per_sample);
-    const Philox4x32Block r = Philox(d.plan.seed, static_cast<uint32_t>(a.element >> 2),
-                                     a.stream, d.site, d.plan.step);
+    const Philox4x32Block r =
+        Philox(d.plan.seed, static_cast<uint32_t>(a.element >> 2), a.stream, d.site, d.plan.step);
 #pragma unroll
     for (int w = 0; w < 4; ++w) s[w] = r.v[w] < d.threshold ? d.keep_scale : 0.0f;
     return;

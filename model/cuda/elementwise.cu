@@ -65,8 +65,8 @@ __global__ void CrossEntropyForwardKernel(float* losses, float* lse, const float
   }
 }
 
-__global__ void CrossEntropyBackwardKernel(float* logits, const float* lse,
-                                           const int32_t* targets, int N, int V, float scale) {
+__global__ void CrossEntropyBackwardKernel(float* logits, const float* lse, const int32_t* targets,
+                                           int N, int V, float scale) {
   const size_t total = static_cast<size_t>(N) * V;
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {

@@ -46,14 +46,13 @@ inline SiteDropout MakeSiteDropout(const DropoutPlan* plan, DropoutKind kind, in
 }
 
 // out (B,T,C) = wte[tokens] + wpe[0:T], then dropout d.
-cudaError_t EmbeddingForward(float* out, const int32_t* tokens, const float* wte,
-                             const float* wpe, int B, int T, int C, const SiteDropout& d,
-                             cudaStream_t stream);
+cudaError_t EmbeddingForward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
+                             int B, int T, int C, const SiteDropout& d, cudaStream_t stream);
 // dwte (V,C) += dout rows gathered by token, summed for each token in
 // position order starting from dwte's value (the CPU's order); dwpe (T,C) +=
 // the batch sum of dout. dout (B,T,C) must already hold the masked gradient.
-cudaError_t EmbeddingBackward(float* dwte, float* dwpe, const float* dout,
-                              const int32_t* tokens, int B, int T, int C, cudaStream_t stream);
+cudaError_t EmbeddingBackward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens,
+                              int B, int T, int C, cudaStream_t stream);
 
 // out = residual + x * scale (residual may be null: out = x * scale) over a
 // (B, per_sample) tensor, scale from dropout d (1 when d.p == 0). out may
@@ -62,14 +61,13 @@ cudaError_t DropoutApply(float* out, const float* residual, const float* x, int 
                          uint64_t per_sample, const SiteDropout& d, cudaStream_t stream);
 
 // LayerNorm over rows of C: out (N,C), mean and rstd (N).
-cudaError_t LayerNormForward(float* out, float* mean, float* rstd, const float* inp,
-                             const float* w, const float* b, int N, int C, cudaStream_t stream);
+cudaError_t LayerNormForward(float* out, float* mean, float* rstd, const float* inp, const float* w,
+                             const float* b, int N, int C, cudaStream_t stream);
 // Accumulates dinp (N,C), dw (C), db (C). scratch holds at least
 // ColumnSumScratchFloats(N, C) * 2 floats.
 cudaError_t LayerNormBackward(float* dinp, float* dw, float* db, const float* dout,
                               const float* inp, const float* w, const float* mean,
-                              const float* rstd, int N, int C, float* scratch,
-                              cudaStream_t stream);
+                              const float* rstd, int N, int C, float* scratch, cudaStream_t stream);
 // dsum (C) += the column sums of x (N,C). scratch holds at least
 // ColumnSumScratchFloats(N, C) floats.
 cudaError_t ColumnSums(float* dsum, const float* x, int N, int C, float* scratch,
@@ -113,8 +111,8 @@ cudaError_t HeadsToRows(float* rows, int row_stride, const float* heads, int B, 
 // becomes the causal softmax over columns [0, t], zeros after. When d.p > 0,
 // weights (B,NH,T,T) receives the probabilities with dropout applied (site
 // d, element (h*T + t)*T + j of sample b), else weights is not touched.
-cudaError_t SoftmaxForward(float* att, float* weights, int B, int NH, int T,
-                           const SiteDropout& d, cudaStream_t stream);
+cudaError_t SoftmaxForward(float* att, float* weights, int B, int NH, int T, const SiteDropout& d,
+                           cudaStream_t stream);
 // weights = dropout(probs), the same mask as SoftmaxForward; zeros above the
 // diagonal.
 cudaError_t AttentionDropWeights(float* weights, const float* probs, int B, int NH, int T,

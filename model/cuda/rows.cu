@@ -44,8 +44,8 @@ __global__ void EmbeddingForwardKernel(float* out, const int32_t* tokens, const 
         const uint64_t bt = f / C;
         const int c = static_cast<int>(f - bt * C);
         const int t = static_cast<int>(bt % T);
-        const float v = wte[static_cast<size_t>(tokens[bt]) * C + c] +
-                        wpe[static_cast<size_t>(t) * C + c];
+        const float v =
+            wte[static_cast<size_t>(tokens[bt]) * C + c] + wpe[static_cast<size_t>(t) * C + c];
         out[f] = v * s[w];
       }
     }
@@ -201,8 +201,8 @@ __global__ void ColumnPartialKernel(float* part0, float* part1, const float* dy,
 }
 
 // Stage 2: out[c] += the partials of column c, in order.
-__global__ void ColumnFinalKernel(float* out0, float* out1, const float* part0,
-                                  const float* part1, int parts, int C) {
+__global__ void ColumnFinalKernel(float* out0, float* out1, const float* part0, const float* part1,
+                                  int parts, int C) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   float t0 = 0.0f, t1 = 0.0f;
@@ -225,7 +225,7 @@ cudaError_t LaunchColumnSums(float* out0, float* out1, const float* dy, const fl
   const dim3 block(kColumnTile, kColumnRows);
   ColumnPartialKernel<<<grid, block, 0, stream>>>(part0, part1, dy, x, mean, rstd, N, C);
   ColumnFinalKernel<<<(C + kThreads - 1) / kThreads, kThreads, 0, stream>>>(out0, out1, part0,
-                                                                           part1, parts, C);
+                                                                            part1, parts, C);
   return cudaGetLastError();
 }
 
@@ -239,9 +239,8 @@ size_t ColumnSumScratchFloats(int N, int C) {
   return static_cast<size_t>(ColumnParts(N)) * static_cast<size_t>(C);
 }
 
-cudaError_t EmbeddingForward(float* out, const int32_t* tokens, const float* wte,
-                             const float* wpe, int B, int T, int C, const SiteDropout& d,
-                             cudaStream_t stream) {
+cudaError_t EmbeddingForward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
+                             int B, int T, int C, const SiteDropout& d, cudaStream_t stream) {
   const uint64_t total = static_cast<uint64_t>(B) * T * C;
   if (total == 0) return cudaGetLastError();
   EmbeddingForwardKernel<<<BlocksFor((total + 3) / 4, kThreads), kThreads, 0, stream>>>(
@@ -249,8 +248,8 @@ cudaError_t EmbeddingForward(float* out, const int32_t* tokens, const float* wte
   return cudaGetLastError();
 }
 
-cudaError_t EmbeddingBackward(float* dwte, float* dwpe, const float* dout,
-                              const int32_t* tokens, int B, int T, int C, cudaStream_t stream) {
+cudaError_t EmbeddingBackward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens,
+                              int B, int T, int C, cudaStream_t stream) {
   const int N = B * T;
   if (N == 0 || C == 0) return cudaGetLastError();
   PositionGradKernel<<<BlocksFor(static_cast<size_t>(T) * C, kThreads), kThreads, 0, stream>>>(
@@ -259,11 +258,11 @@ cudaError_t EmbeddingBackward(float* dwte, float* dwpe, const float* dout,
   return cudaGetLastError();
 }
 
-cudaError_t LayerNormForward(float* out, float* mean, float* rstd, const float* inp,
-                             const float* w, const float* b, int N, int C, cudaStream_t stream) {
+cudaError_t LayerNormForward(float* out, float* mean, float* rstd, const float* inp, const float* w,
+                             const float* b, int N, int C, cudaStream_t stream) {
   if (N == 0) return cudaGetLastError();
-  LayerNormForwardKernel<<<RowBlocks(N), kRowWarps * kWarpSize, 0, stream>>>(out, mean, rstd,
-                                                                             inp, w, b, N, C);
+  LayerNormForwardKernel<<<RowBlocks(N), kRowWarps * kWarpSize, 0, stream>>>(out, mean, rstd, inp,
+                                                                             w, b, N, C);
   return cudaGetLastError();
 }
 
@@ -272,8 +271,8 @@ cudaError_t LayerNormBackward(float* dinp, float* dw, float* db, const float* do
                               const float* rstd, int N, int C, float* scratch,
                               cudaStream_t stream) {
   if (N == 0) return cudaGetLastError();
-  LayerNormInputGradKernel<<<RowBlocks(N), kRowWarps * kWarpSize, 0, stream>>>(
-      dinp, dout, inp, w, mean, rstd, N, C);
+  LayerNormInputGradKernel<<<RowBlocks(N), kRowWarps * kWarpSize, 0, stream>>>(dinp, dout, inp, w,
+                                                                               mean, rstd, N, C);
   const cudaError_t rc = cudaGetLastError();
   if (rc != cudaSuccess) return rc;
   return LaunchColumnSums(dw, db, dout, inp, mean, rstd, N, C, scratch, stream);

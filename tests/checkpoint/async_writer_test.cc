@@ -103,7 +103,10 @@ class AsyncWriterTest : public ::testing::Test {
   // boundaries; a larger one means fewer appends to fail one by one.
   CheckpointWriterOptions Options(const std::string& root, Env* env = nullptr,
                                   size_t buffer = 1000) {
-    return {.checkpoints_dir = root, .keep_last = 3, .keep_every = 0, .buffer_bytes = buffer,
+    return {.checkpoints_dir = root,
+            .keep_last = 3,
+            .keep_every = 0,
+            .buffer_bytes = buffer,
             .env = env};
   }
 
@@ -151,7 +154,8 @@ TEST_F(AsyncWriterTest, AsyncSaveWritesTheSyncSavesFilesBitForBit) {
   EXPECT_EQ(ManifestOf(*sync_dir).SerializeAsString(), ManifestOf(async_dir).SerializeAsString());
   std::vector<std::string> sync_files, async_files;
   for (const auto& e : fs::directory_iterator(*sync_dir)) sync_files.push_back(e.path().filename());
-  for (const auto& e : fs::directory_iterator(async_dir)) async_files.push_back(e.path().filename());
+  for (const auto& e : fs::directory_iterator(async_dir))
+    async_files.push_back(e.path().filename());
   std::sort(sync_files.begin(), sync_files.end());
   std::sort(async_files.begin(), async_files.end());
   EXPECT_EQ(sync_files, async_files);
@@ -340,7 +344,8 @@ TEST_P(AsyncWriterRanksTest, EveryRankWritesItsSliceInTheBackground) {
   const int world = GetParam();
   for (const absl::Status& s : SaveOnAllRanks(6, -1)) ASSERT_TRUE(s.ok()) << s;
   const std::string ckpt = dir_ + "/ckpt/step-00000006";
-  for (int r = 0; r < world; ++r) EXPECT_TRUE(fs::exists(ckpt + "/" + OptimizerDataFileName(r, world)));
+  for (int r = 0; r < world; ++r)
+    EXPECT_TRUE(fs::exists(ckpt + "/" + OptimizerDataFileName(r, world)));
   absl::StatusOr<CheckpointData> data = ReadCheckpoint(ckpt);
   ASSERT_TRUE(data.ok()) << data.status();
   EXPECT_EQ(data->world_size, world);

@@ -34,7 +34,9 @@ namespace fs = std::filesystem;
 class CheckpointRanksTest : public ::testing::TestWithParam<int> {
  protected:
   void SetUp() override {
-    dir_ = (fs::path(::testing::TempDir()) / ("dropk_ckpt_ranks_" + std::to_string(GetParam()) + "_" + std::to_string(getpid()))).string();
+    dir_ = (fs::path(::testing::TempDir()) /
+            ("dropk_ckpt_ranks_" + std::to_string(GetParam()) + "_" + std::to_string(getpid())))
+               .string();
     fs::remove_all(dir_);
     config_ = test_util::TinyTrainConfig(/*n_layer=*/1, /*n_head=*/2, /*n_embd=*/8,
                                          /*block_size=*/4);
@@ -54,29 +56,32 @@ class CheckpointRanksTest : public ::testing::TestWithParam<int> {
     const int world = GetParam();
     std::vector<absl::StatusOr<std::string>> results(world, absl::UnknownError("not run"));
     test_util::RunRanks(world, [&](Communicator& comm) {
-        const int r = comm.Rank();
-        std::unique_ptr<Kernels> kernels = *MakeKernels(Device::kCpu, 1);
-        FaultInjectionEnv env(Env::Default());
-        if (r == failing_rank) env.FailWritesAfter(2);
-        // Every rank holds the full, identical state (plain data parallelism).
-        DeviceBuffer<float> p(kernels.get(), n_), m(kernels.get(), n_), v(kernels.get(), n_);
-        kernels->CopyToDevice(p.data(), params_.data(), n_ * 4);
-        kernels->CopyToDevice(m.data(), m_.data(), n_ * 4);
-        kernels->CopyToDevice(v.data(), v_.data(), n_ * 4);
-        CheckpointWriter writer(
-            {.checkpoints_dir = dir_, .keep_last = 3, .keep_every = 0, .buffer_bytes = 256, .env = &env},
-            &comm);
-        CheckpointState s;
-        s.config = &config_;
-        s.tokenizer = &tokenizer_;
-        s.step = step;
-        s.optimizer_step = step;
-        s.kernels = kernels.get();
-        s.params = p.data();
-        s.adam_m = m.data();
-        s.adam_v = v.data();
-        s.num_params = n_;
-        results[r] = writer.Save(s);
+      const int r = comm.Rank();
+      std::unique_ptr<Kernels> kernels = *MakeKernels(Device::kCpu, 1);
+      FaultInjectionEnv env(Env::Default());
+      if (r == failing_rank) env.FailWritesAfter(2);
+      // Every rank holds the full, identical state (plain data parallelism).
+      DeviceBuffer<float> p(kernels.get(), n_), m(kernels.get(), n_), v(kernels.get(), n_);
+      kernels->CopyToDevice(p.data(), params_.data(), n_ * 4);
+      kernels->CopyToDevice(m.data(), m_.data(), n_ * 4);
+      kernels->CopyToDevice(v.data(), v_.data(), n_ * 4);
+      CheckpointWriter writer({.checkpoints_dir = dir_,
+                               .keep_last = 3,
+                               .keep_every = 0,
+                               .buffer_bytes = 256,
+                               .env = &env},
+                              &comm);
+      CheckpointState s;
+      s.config = &config_;
+      s.tokenizer = &tokenizer_;
+      s.step = step;
+      s.optimizer_step = step;
+      s.kernels = kernels.get();
+      s.params = p.data();
+      s.adam_m = m.data();
+      s.adam_v = v.data();
+      s.num_params = n_;
+      results[r] = writer.Save(s);
     });
     return results;
   }
@@ -92,7 +97,8 @@ TEST_P(CheckpointRanksTest, EveryRankWritesItsSliceAndAnyReaderGetsTheWhole) {
   const int world = GetParam();
   for (const auto& r : SaveOnAllRanks(5, -1)) ASSERT_TRUE(r.ok()) << r.status();
   const std::string ckpt = dir_ + "/step-00000005";
-  for (int r = 0; r < world; ++r) EXPECT_TRUE(fs::exists(ckpt + "/" + OptimizerDataFileName(r, world)));
+  for (int r = 0; r < world; ++r)
+    EXPECT_TRUE(fs::exists(ckpt + "/" + OptimizerDataFileName(r, world)));
   absl::StatusOr<CheckpointData> data = ReadCheckpoint(ckpt);
   ASSERT_TRUE(data.ok()) << data.status();
   EXPECT_EQ(data->world_size, world);

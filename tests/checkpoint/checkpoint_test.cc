@@ -43,8 +43,9 @@ class CheckpointTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = (fs::path(::testing::TempDir()) /
-            ("dropk_ckpt_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) +
-             "_" + std::to_string(getpid())))
+            ("dropk_ckpt_" +
+             std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "_" +
+             std::to_string(getpid())))
                .string();
     fs::remove_all(dir_);
     fs::create_directories(dir_);
@@ -299,7 +300,8 @@ TEST_F(CheckpointTest, EntryProblemsAreRefusedBeforeAnyAllocation) {
     std::vector<std::string> expected;
   };
   const std::vector<Case> cases = {
-      {"shape x dtype != length", [](CheckpointManifest& m) { m.mutable_tensors(0)->set_length(12); },
+      {"shape x dtype != length",
+       [](CheckpointManifest& m) { m.mutable_tensors(0)->set_length(12); },
        {"model/transformer.wte.weight", "length is 12"}},
       {"offset past the end",
        [](CheckpointManifest& m) { m.mutable_tensors(1)->set_offset(uint64_t{1} << 40); },
@@ -313,25 +315,42 @@ TEST_F(CheckpointTest, EntryProblemsAreRefusedBeforeAnyAllocation) {
          m.mutable_tensors(0)->set_shape(1, int64_t{1} << 40);
        },
        {"model/transformer.wte.weight", "absurd"}},
-      {"absurd model", [](CheckpointManifest& m) { m.mutable_config()->set_n_embd(1 << 30); },
+      {"absurd model",
+       [](CheckpointManifest& m) { m.mutable_config()->set_n_embd(1 << 30); },
        {"absurdly large"}},
-      {"absurd layer count", [](CheckpointManifest& m) { m.mutable_config()->set_n_layer(1 << 30); },
+      {"absurd layer count",
+       [](CheckpointManifest& m) { m.mutable_config()->set_n_layer(1 << 30); },
        {"n_layer=1073741824"}},
-      {"overlapping entries", [](CheckpointManifest& m) { m.mutable_tensors(2)->set_offset(m.tensors(1).offset()); m.mutable_tensors(2)->set_crc32c(0); },
+      {"overlapping entries",
+       [](CheckpointManifest& m) {
+         m.mutable_tensors(2)->set_offset(m.tensors(1).offset());
+         m.mutable_tensors(2)->set_crc32c(0);
+       },
        {"model.data", "overlap"}},
-      {"missing file", [](CheckpointManifest& m) { m.mutable_tensors(2)->set_file("nope.data"); },
+      {"missing file",
+       [](CheckpointManifest& m) { m.mutable_tensors(2)->set_file("nope.data"); },
        {"nope.data", "missing"}},
-      {"path escape", [](CheckpointManifest& m) { m.mutable_tensors(2)->set_file("../../etc/passwd"); },
+      {"path escape",
+       [](CheckpointManifest& m) { m.mutable_tensors(2)->set_file("../../etc/passwd"); },
        {"plain file name"}},
-      {"wrong dtype", [](CheckpointManifest& m) { m.mutable_tensors(3)->set_dtype(BFLOAT16); },
+      {"wrong dtype",
+       [](CheckpointManifest& m) { m.mutable_tensors(3)->set_dtype(BFLOAT16); },
        {"dtype"}},
-      {"unknown tensor", [](CheckpointManifest& m) { m.mutable_tensors(3)->set_name("model/x"); },
+      {"unknown tensor",
+       [](CheckpointManifest& m) { m.mutable_tensors(3)->set_name("model/x"); },
        {"model/x", "unknown tensor"}},
-      {"duplicate tensor", [](CheckpointManifest& m) { *m.mutable_tensors(3) = m.tensors(2); },
+      {"duplicate tensor",
+       [](CheckpointManifest& m) { *m.mutable_tensors(3) = m.tensors(2); },
        {"listed twice"}},
-      {"missing tensor", [](CheckpointManifest& m) { m.mutable_tensors()->RemoveLast(); m.mutable_tensors()->SwapElements(0, m.tensors_size() - 1); m.mutable_tensors()->RemoveLast(); },
+      {"missing tensor",
+       [](CheckpointManifest& m) {
+         m.mutable_tensors()->RemoveLast();
+         m.mutable_tensors()->SwapElements(0, m.tensors_size() - 1);
+         m.mutable_tensors()->RemoveLast();
+       },
        {"missing from the manifest"}},
-      {"slice gap", [](CheckpointManifest& m) {
+      {"slice gap",
+       [](CheckpointManifest& m) {
          for (auto& e : *m.mutable_tensors()) {
            if (e.name() == kAdamMName) e.set_slice_start(4);
          }
@@ -340,7 +359,8 @@ TEST_F(CheckpointTest, EntryProblemsAreRefusedBeforeAnyAllocation) {
       {"negative step", [](CheckpointManifest& m) { m.set_step(-5); }, {"step=-5"}},
       {"world size", [](CheckpointManifest& m) { m.set_world_size(0); }, {"world_size=0"}},
       {"num_params", [](CheckpointManifest& m) { m.set_num_params(3); }, {"num_params=3"}},
-      {"bad tokenizer", [](CheckpointManifest& m) { m.mutable_tokenizer()->set_kind(Tokenizer::KIND_UNSPECIFIED); },
+      {"bad tokenizer",
+       [](CheckpointManifest& m) { m.mutable_tokenizer()->set_kind(Tokenizer::KIND_UNSPECIFIED); },
        {"model shape"}},
   };
   for (const Case& c : cases) {
@@ -431,7 +451,8 @@ TEST_F(CheckpointTest, FaultAtEveryWriteLeavesLoadableLatest) {
     env.SimulateCrash();
     kernels_->Scale(gpt_->params(), 0.5f, gpt_->num_params());
     const std::string latest = Latest();
-    absl::StatusOr<CheckpointData> data = ReadCheckpoint(dir_ + "/ckpt/" + latest.substr(0, latest.size() - 1));
+    absl::StatusOr<CheckpointData> data =
+        ReadCheckpoint(dir_ + "/ckpt/" + latest.substr(0, latest.size() - 1));
     ASSERT_TRUE(data.ok()) << "after failing op " << n << ": " << data.status();
     if (!saved.ok()) {
       EXPECT_TRUE(data->step == 1 || data->step == 2);
@@ -484,7 +505,8 @@ TEST(CheckResumeConfigTest, ShapeAndRandomnessMustMatchOthersAreLogged) {
   changes.clear();
   ASSERT_TRUE(CheckResumeConfig(a, b, &changes).ok());
   EXPECT_EQ(changes.size(), 4u);
-  EXPECT_EQ(changes[0].rfind("lr_decay_iters", 0) == 0 || changes[0].rfind("max_iters", 0) == 0, true)
+  EXPECT_EQ(changes[0].rfind("lr_decay_iters", 0) == 0 || changes[0].rfind("max_iters", 0) == 0,
+            true)
       << changes[0];
 }
 

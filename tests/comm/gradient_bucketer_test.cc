@@ -26,7 +26,9 @@ class RecordingCommunicator final : public Communicator {
     return Done();
   }
   std::unique_ptr<Work> Broadcast(Buffer, int, const CollectiveOptions&) override { return Done(); }
-  std::unique_ptr<Work> AllGather(Buffer, Buffer, const CollectiveOptions&) override { return Done(); }
+  std::unique_ptr<Work> AllGather(Buffer, Buffer, const CollectiveOptions&) override {
+    return Done();
+  }
   std::unique_ptr<Work> ReduceScatter(Buffer, Buffer, ReduceOp, const CollectiveOptions&) override {
     return Done();
   }
@@ -174,10 +176,10 @@ TEST(SingleProcessCommunicatorTest, CollectivesAreIdentities) {
                   ->Wait()
                   .ok());
   EXPECT_EQ(x, (std::vector<float>{1, 2, 3}));
-  EXPECT_FALSE(comm->AllGather({x.data(), 3, DataType::kFloat32, MemoryKind::kCuda},
-                               HostBuffer(y.data(), 3))
-                   ->Wait()
-                   .ok());
+  EXPECT_FALSE(
+      comm->AllGather({x.data(), 3, DataType::kFloat32, MemoryKind::kCuda}, HostBuffer(y.data(), 3))
+          ->Wait()
+          .ok());
   EXPECT_TRUE(CheckSameOnAllRanks(comm.get(), 42, "parameters", 1).ok());
 }
 

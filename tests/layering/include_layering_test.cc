@@ -79,9 +79,8 @@ std::string Violation(const std::string& from_folder, const std::string& to_fold
   if (to == from) {
     auto it = Sideways().find(from_folder);
     if (it == Sideways().end() || !it->second.contains(to_folder)) {
-      return "points sideways: " + from_folder + "/ and " + to_folder +
-             "/ share floor " + std::to_string(from) + " and " + from_folder + "/ may not use " +
-             to_folder + "/";
+      return "points sideways: " + from_folder + "/ and " + to_folder + "/ share floor " +
+             std::to_string(from) + " and " + from_folder + "/ may not use " + to_folder + "/";
     }
   }
   if (to_folder != "proto" && !public_header_exists) {
@@ -104,7 +103,8 @@ std::vector<Finding> ScanTree(const fs::path& root) {
     if (!fs::is_directory(dir)) continue;
     for (const auto& entry : fs::recursive_directory_iterator(dir)) {
       const std::string ext = entry.path().extension().string();
-      if (!entry.is_regular_file() || (ext != ".cc" && ext != ".h" && ext != ".cu" && ext != ".cuh")) {
+      if (!entry.is_regular_file() ||
+          (ext != ".cc" && ext != ".h" && ext != ".cu" && ext != ".cuh")) {
         continue;
       }
       std::ifstream in(entry.path());
@@ -118,9 +118,9 @@ std::vector<Finding> ScanTree(const fs::path& root) {
         const bool is_public = fs::exists(root / *to / "include" / include);
         const std::string why = Violation(folder, *to, include, is_public);
         if (!why.empty()) {
-          findings.push_back({fs::relative(entry.path(), root).string() + ":" +
-                                  std::to_string(number),
-                              "#include \"" + include + "\" " + why});
+          findings.push_back(
+              {fs::relative(entry.path(), root).string() + ":" + std::to_string(number),
+               "#include \"" + include + "\" " + why});
         }
       }
     }
@@ -139,7 +139,7 @@ TEST(IncludeLayeringTest, RulesCatchUpwardSidewaysAndPrivateIncludes) {
   EXPECT_NE(Violation("model", "trainer", "trainer/config.h", true), "");
   EXPECT_NE(Violation("comm", "trainer", "trainer/trainer.h", true), "");
   EXPECT_NE(Violation("sampler", "trainer", "trainer/config.h", true), "");
-  EXPECT_NE(Violation("model", "comm", "comm/communicator.h", true), "");        // sideways
+  EXPECT_NE(Violation("model", "comm", "comm/communicator.h", true), "");           // sideways
   EXPECT_NE(Violation("trainer", "checkpoint", "checkpoint/errors.h", false), "");  // private
   EXPECT_NE(Violation("base", "proto", "config.pb.h", true), "");
   EXPECT_EQ(Violation("sampler", "checkpoint", "checkpoint/reader.h", true), "");

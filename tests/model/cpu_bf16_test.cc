@@ -35,10 +35,10 @@ std::unique_ptr<Kernels> Bf16KernelsOrSkip(int threads) {
   return *std::move(k);
 }
 
-#define SKIP_WITHOUT_BF16(k)                                                               \
-  if ((k) == nullptr) {                                                                    \
-    GTEST_SKIP() << "cpu bf16 unavailable: "                                               \
-                 << MakeKernels(Device::kCpu, {1, MatmulPrecision::kBf16, 0}).status();    \
+#define SKIP_WITHOUT_BF16(k)                                                            \
+  if ((k) == nullptr) {                                                                 \
+    GTEST_SKIP() << "cpu bf16 unavailable: "                                            \
+                 << MakeKernels(Device::kCpu, {1, MatmulPrecision::kBf16, 0}).status(); \
   }
 
 // Largest |a - b| relative to the largest |b|.
@@ -65,8 +65,8 @@ TEST(CpuBf16Test, ProjectionsMatchFp32WithinBf16Rounding) {
   auto run = [&](Kernels& k) {
     Result r{Vec(N * OC), Vec(N * C, 0.5f), Vec(OC * C, 0.25f), Vec(OC, 0.125f)};
     k.MatmulForward(r.out.data(), inp.data(), w.data(), bias.data(), N, C, OC);
-    k.MatmulBackward(r.dinp.data(), r.dw.data(), r.dbias.data(), dout.data(), inp.data(),
-                     w.data(), N, C, OC, /*accumulate_dinp=*/true);
+    k.MatmulBackward(r.dinp.data(), r.dw.data(), r.dbias.data(), dout.data(), inp.data(), w.data(),
+                     N, C, OC, /*accumulate_dinp=*/true);
     return r;
   };
   const Result want = run(*fp32), got = run(*bf16);

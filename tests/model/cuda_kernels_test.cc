@@ -17,8 +17,8 @@
 
 #include <cmath>
 #include <cstring>
-#include <ostream>
 #include <memory>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -139,19 +139,19 @@ TEST_P(CudaKernelsTest, EmbeddingForwardAndBackward) {
     auto tokens = Upload(RandomTokens(B * T, V, 1));  // repeats: V < B*T
     auto wte = Upload(Random(V * C, 2)), wpe = Upload(Random(T * C, 3));
     auto out = Zeros(B * T * C);
-    cpu_->EmbeddingForward(out.cpu.data(), tokens.cpu.data(), wte.cpu.data(), wpe.cpu.data(), B,
-                           T, C, &plan);
-    gpu_->EmbeddingForward(out.gpu.data(), tokens.gpu.data(), wte.gpu.data(), wpe.gpu.data(), B,
-                           T, C, &plan);
+    cpu_->EmbeddingForward(out.cpu.data(), tokens.cpu.data(), wte.cpu.data(), wpe.cpu.data(), B, T,
+                           C, &plan);
+    gpu_->EmbeddingForward(out.gpu.data(), tokens.gpu.data(), wte.gpu.data(), wpe.gpu.data(), B, T,
+                           C, &plan);
     auto [oc, og] = Download(out);
     EXPECT_TRUE(BitwiseEqual(oc, og)) << "embedding forward, per_sample=" << per_sample;
 
     auto dout = Upload(Random(B * T * C, 4));
     auto dwte = Upload(Random(V * C, 5)), dwpe = Upload(Random(T * C, 6));  // accumulates
-    cpu_->EmbeddingBackward(dwte.cpu.data(), dwpe.cpu.data(), dout.cpu.data(), tokens.cpu.data(),
-                            B, T, C, &plan);
-    gpu_->EmbeddingBackward(dwte.gpu.data(), dwpe.gpu.data(), dout.gpu.data(), tokens.gpu.data(),
-                            B, T, C, &plan);
+    cpu_->EmbeddingBackward(dwte.cpu.data(), dwpe.cpu.data(), dout.cpu.data(), tokens.cpu.data(), B,
+                            T, C, &plan);
+    gpu_->EmbeddingBackward(dwte.gpu.data(), dwpe.gpu.data(), dout.gpu.data(), tokens.gpu.data(), B,
+                            T, C, &plan);
     // Same additions in the same order: bitwise.
     auto [wc, wg] = Download(dwte);
     auto [pc, pg] = Download(dwpe);
@@ -204,10 +204,8 @@ TEST_P(CudaKernelsTest, MatmulForwardAndBackward) {
   // Views at an odd float offset, as parameters inside the flat buffer are.
   auto wide = Upload(Random(OC * C + 1, 8, 0.2f));
   auto out = Zeros(N * OC);
-  cpu_->MatmulForward(out.cpu.data(), x.cpu.data(), wide.cpu.data() + 1, bias.cpu.data(), N, C,
-                      OC);
-  gpu_->MatmulForward(out.gpu.data(), x.gpu.data(), wide.gpu.data() + 1, bias.gpu.data(), N, C,
-                      OC);
+  cpu_->MatmulForward(out.cpu.data(), x.cpu.data(), wide.cpu.data() + 1, bias.cpu.data(), N, C, OC);
+  gpu_->MatmulForward(out.gpu.data(), x.gpu.data(), wide.gpu.data() + 1, bias.gpu.data(), N, C, OC);
   ExpectClose("matmul out (unaligned weights)", out, Tolerance());
   cpu_->MatmulForward(out.cpu.data(), x.cpu.data(), w.cpu.data(), wide.cpu.data() + 3, N, C, OC);
   gpu_->MatmulForward(out.gpu.data(), x.gpu.data(), w.gpu.data(), wide.gpu.data() + 3, N, C, OC);
@@ -216,10 +214,10 @@ TEST_P(CudaKernelsTest, MatmulForwardAndBackward) {
   auto dout = Upload(Random(N * OC, 4));
   for (bool accumulate : {false, true}) {
     auto dx = Upload(Random(N * C, 5)), dw = Upload(Random(OC * C, 6)), db = Upload(Random(OC, 7));
-    cpu_->MatmulBackward(dx.cpu.data(), dw.cpu.data(), db.cpu.data(), dout.cpu.data(),
-                         x.cpu.data(), w.cpu.data(), N, C, OC, accumulate);
-    gpu_->MatmulBackward(dx.gpu.data(), dw.gpu.data(), db.gpu.data(), dout.gpu.data(),
-                         x.gpu.data(), w.gpu.data(), N, C, OC, accumulate);
+    cpu_->MatmulBackward(dx.cpu.data(), dw.cpu.data(), db.cpu.data(), dout.cpu.data(), x.cpu.data(),
+                         w.cpu.data(), N, C, OC, accumulate);
+    gpu_->MatmulBackward(dx.gpu.data(), dw.gpu.data(), db.gpu.data(), dout.gpu.data(), x.gpu.data(),
+                         w.gpu.data(), N, C, OC, accumulate);
     ExpectClose("matmul dinp", dx, Tolerance());
     ExpectClose("matmul dw", dw, Tolerance());
     ExpectClose("matmul dbias", db, kExactOpTolerance);
@@ -238,10 +236,10 @@ TEST_P(CudaKernelsTest, AttentionForwardAndBackward) {
       auto dqkv = Upload(Random(B * T * 3 * C, 3));  // overwritten
       cpu_->AttentionForward(out.cpu.data(), probs.cpu.data(), qkv.cpu.data(), B, T, C, NH, 2, dp);
       gpu_->AttentionForward(out.gpu.data(), probs.gpu.data(), qkv.gpu.data(), B, T, C, NH, 2, dp);
-      cpu_->AttentionBackward(dqkv.cpu.data(), dout.cpu.data(), qkv.cpu.data(), probs.cpu.data(),
-                              B, T, C, NH, 2, dp);
-      gpu_->AttentionBackward(dqkv.gpu.data(), dout.gpu.data(), qkv.gpu.data(), probs.gpu.data(),
-                              B, T, C, NH, 2, dp);
+      cpu_->AttentionBackward(dqkv.cpu.data(), dout.cpu.data(), qkv.cpu.data(), probs.cpu.data(), B,
+                              T, C, NH, 2, dp);
+      gpu_->AttentionBackward(dqkv.gpu.data(), dout.gpu.data(), qkv.gpu.data(), probs.gpu.data(), B,
+                              T, C, NH, 2, dp);
       SCOPED_TRACE(testing::Message() << "p=" << p << " per_sample=" << per_sample);
       ExpectClose("attention out", out, Tolerance());
       ExpectClose("attention probs", probs, Tolerance());
@@ -345,10 +343,10 @@ TEST_P(CudaKernelsTest, DropoutMasksBitwiseEqualAtAllSitesBothStreamModes) {
       auto tokens = Upload(RandomTokens(B * T, V, 1));
       auto wte = Upload(Vec(V * C, 0.5f)), wpe = Upload(Vec(T * C, 0.25f));
       auto out = Zeros(B * T * C);
-      cpu_->EmbeddingForward(out.cpu.data(), tokens.cpu.data(), wte.cpu.data(), wpe.cpu.data(),
-                             B, T, C, &plan);
-      gpu_->EmbeddingForward(out.gpu.data(), tokens.gpu.data(), wte.gpu.data(), wpe.gpu.data(),
-                             B, T, C, &plan);
+      cpu_->EmbeddingForward(out.cpu.data(), tokens.cpu.data(), wte.cpu.data(), wpe.cpu.data(), B,
+                             T, C, &plan);
+      gpu_->EmbeddingForward(out.gpu.data(), tokens.gpu.data(), wte.gpu.data(), wpe.gpu.data(), B,
+                             T, C, &plan);
       auto [c, g] = Download(out);
       EXPECT_TRUE(BitwiseEqual(c, g)) << "embedding mask";
     }
@@ -364,14 +362,15 @@ TEST_P(CudaKernelsTest, DropoutMasksBitwiseEqualAtAllSitesBothStreamModes) {
             << "site kind " << static_cast<int>(kind) << " layer " << layer;
       }
     }
-    {  // attention probabilities
+    {                                                         // attention probabilities
       const int B = 2, T = 11, NH = 2, hs = 12, C = NH * hs;  // hs >= T
       Vec qkv = Random(B * T * 3 * C, 2, 0.3f);
       for (int b = 0; b < B; ++b) {
         for (int t = 0; t < T; ++t) {
           for (int h = 0; h < NH; ++h) {
             for (int d = 0; d < hs; ++d) {
-              qkv[(static_cast<size_t>(b) * T + t) * 3 * C + 2 * C + h * hs + d] = d == t ? 1.0f : 0.0f;
+              qkv[(static_cast<size_t>(b) * T + t) * 3 * C + 2 * C + h * hs + d] =
+                  d == t ? 1.0f : 0.0f;
             }
           }
         }

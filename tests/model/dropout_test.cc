@@ -13,8 +13,8 @@
 namespace dropk {
 namespace {
 
-std::vector<float> Scales(uint64_t seed, uint32_t stream, uint32_t site, uint32_t step,
-                          uint64_t e0, int64_t n, float p) {
+std::vector<float> Scales(uint64_t seed, uint32_t stream, uint32_t site, uint32_t step, uint64_t e0,
+                          int64_t n, float p) {
   std::vector<float> s(n);
   DropoutScales(seed, stream, site, step, e0, n, p, s.data());
   return s;
@@ -42,8 +42,8 @@ TEST(DropoutTest, KeptValuesScaledExactlyByInverseKeepProbability) {
   plan.seed = 5;
   plan.step = 11;
   plan.rates.mlp_output = p;
-  k->ResidualDropoutForward(out.data(), zero.data(), x.data(), B, T, C, DropoutKind::kMlpOutput,
-                            1, &plan);
+  k->ResidualDropoutForward(out.data(), zero.data(), x.data(), B, T, C, DropoutKind::kMlpOutput, 1,
+                            &plan);
   int dropped = 0;
   for (size_t i = 0; i < x.size(); ++i) {
     if (out[i] == 0.0f) {
@@ -113,8 +113,8 @@ TEST(DropoutTest, PerSampleMasksDoNotDependOnBatchPosition) {
   plan.per_sample = false;
   plan.stream_base = 0;
   k->DropoutBackward(out2.data(), ones.data(), 2, T, C, DropoutKind::kAttentionOutput, 0, &plan);
-  const std::vector<float> direct = Scales(3, 0, DropoutSiteId(DropoutKind::kAttentionOutput, 0),
-                                           9, 0, 2 * T * C, 0.5f);
+  const std::vector<float> direct =
+      Scales(3, 0, DropoutSiteId(DropoutKind::kAttentionOutput, 0), 9, 0, 2 * T * C, 0.5f);
   EXPECT_EQ(out2, direct);
 }
 

@@ -61,7 +61,8 @@ TEST(SampleTokenTest, SameSeedSameDrawsAndFrequenciesFollowSoftmax) {
   SamplingOptions other = o;
   other.seed = 6;
   int differ = 0;
-  for (uint64_t pos = 0; pos < 200; ++pos) differ += Draw(Logits(), o, pos) != Draw(Logits(), other, pos);
+  for (uint64_t pos = 0; pos < 200; ++pos)
+    differ += Draw(Logits(), o, pos) != Draw(Logits(), other, pos);
   EXPECT_GT(differ, 50);
 }
 

@@ -88,9 +88,10 @@ void ExpectMatchesGolden(Kernels* kernels) {
   std::vector<float> grads(gpt->num_params());
   kernels->CopyToHost(grads.data(), gpt->grads(), grads.size() * sizeof(float));
   for (const ParamTensor& t : gpt->layout().tensors()) {
-    ExpectClose(std::vector<float>(grads.begin() + t.offset, grads.begin() + t.offset + t.numel),
-                std::vector<float>(g.grads.begin() + t.offset, g.grads.begin() + t.offset + t.numel),
-                "grad " + t.name);
+    ExpectClose(
+        std::vector<float>(grads.begin() + t.offset, grads.begin() + t.offset + t.numel),
+        std::vector<float>(g.grads.begin() + t.offset, g.grads.begin() + t.offset + t.numel),
+        "grad " + t.name);
   }
 }
 

@@ -70,8 +70,9 @@ TEST_F(GptTest, GradientMatchesFiniteDifferencesWithDropoutActive) {
   for (const ParamTensor& t : gpt_->layout().tensors()) {
     std::vector<size_t> idx(t.numel);
     std::iota(idx.begin(), idx.end(), t.offset);
-    std::partial_sort(idx.begin(), idx.begin() + std::min<size_t>(3, idx.size()), idx.end(),
-                      [&](size_t a, size_t b) { return std::abs(analytic[a]) > std::abs(analytic[b]); });
+    std::partial_sort(
+        idx.begin(), idx.begin() + std::min<size_t>(3, idx.size()), idx.end(),
+        [&](size_t a, size_t b) { return std::abs(analytic[a]) > std::abs(analytic[b]); });
     for (size_t j = 0; j < std::min<size_t>(3, idx.size()); ++j) {
       const size_t i = idx[j];
       const float eps = 2e-3f;

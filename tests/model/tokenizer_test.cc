@@ -45,7 +45,7 @@ TEST(TokenizerTest, CharRoundTripsMultibyteUtf8) {
 
 TEST(TokenizerTest, InvalidUtf8NamesTheByteOffset) {
   for (const std::string& bad : {std::string("abc\xFFz"), std::string("abc\xC3"),
-                                 std::string("abc\xC0\xAF"),  // overlong '/'
+                                 std::string("abc\xC0\xAF"),         // overlong '/'
                                  std::string("abc\xED\xA0\x80")}) {  // surrogate D800
     auto tokenizer = TextTokenizer::FromCorpus(Tokenizer::CHAR, bad);
     ASSERT_FALSE(tokenizer.ok()) << "accepted " << bad;
@@ -79,7 +79,9 @@ TEST(TokenizerTest, OutOfRangeIdsDecodeToReplacementCharacter) {
   auto tokenizer = TextTokenizer::FromCorpus(Tokenizer::CHAR, "ab");
   ASSERT_TRUE(tokenizer.ok());
   const std::vector<int32_t> ids = {0, -1, 2, 1, 1 << 30};
-  EXPECT_EQ(tokenizer->Decode(ids), "a\xEF\xBF\xBD\xEF\xBF\xBD" "b\xEF\xBF\xBD");
+  EXPECT_EQ(tokenizer->Decode(ids),
+            "a\xEF\xBF\xBD\xEF\xBF\xBD"
+            "b\xEF\xBF\xBD");
   EXPECT_EQ(tokenizer->DecodeOne(-7), "\xEF\xBF\xBD");
 }
 
@@ -140,7 +142,6 @@ TEST(TokenizerTest, FromProtoRejectsBadProtos) {
     EXPECT_THAT(std::string(tokenizer.status().message()), HasSubstr(c.message)) << c.what;
   }
 }
-
 
 }  // namespace
 }  // namespace dropk

@@ -27,9 +27,9 @@ TEST(Utf8Test, UnfinishedCharacterIsHeldBackFromItsLeadByte) {
 }
 
 TEST(Utf8Test, InvalidBytesAreNeverHeldBack) {
-  EXPECT_EQ(CompleteUtf8Prefix("a\xFF", 2), 2u);          // not UTF-8 at all
+  EXPECT_EQ(CompleteUtf8Prefix("a\xFF", 2), 2u);             // not UTF-8 at all
   EXPECT_EQ(CompleteUtf8Prefix("\x80\x80\x80\x80", 4), 4u);  // stray continuations
-  EXPECT_EQ(CompleteUtf8Prefix("\xC3\xA9\xA9", 3), 3u);    // one continuation too many
+  EXPECT_EQ(CompleteUtf8Prefix("\xC3\xA9\xA9", 3), 3u);      // one continuation too many
 }
 
 TEST(Utf8Test, StreamingByteByByteSendsEveryCharacterWhole) {

@@ -8,10 +8,10 @@
 #include <sstream>
 #include <vector>
 
-#include "mpi_test_env.h"
 #include "checkpoint/format.h"
 #include "checkpoint/reader.h"
 #include "checkpoint/writer.h"
+#include "mpi_test_env.h"
 #include "trainer/config.h"
 #include "trainer/trainer.h"
 
@@ -83,7 +83,8 @@ TEST_F(CheckpointResumeTest, StopAndResumeIsBitwiseTheSameAsStraightWithDropoutO
   EXPECT_EQ(straight.final_params, second.final_params) << "parameters differ after resume";
   EXPECT_EQ(straight.last_train_loss, second.last_train_loss);
   if (World().Rank() == 0) {
-    EXPECT_EQ(MetricsAfter((*root_ / "straight").string()), MetricsAfter((*root_ / "split").string()))
+    EXPECT_EQ(MetricsAfter((*root_ / "straight").string()),
+              MetricsAfter((*root_ / "split").string()))
         << "the loss lines of the resumed run differ from the straight run's";
   }
   // Every rank reads back the same parameters from the N-rank checkpoint.
@@ -122,7 +123,8 @@ TEST_F(CheckpointResumeTest, ResumingOnOneRankContinuesAsAnUninterruptedOneRankR
     norm += static_cast<double>(reference.final_params[i]) * reference.final_params[i];
   }
   EXPECT_LT(std::sqrt(diff / norm), 1e-5);
-  EXPECT_NEAR(continued.last_train_loss, reference.last_train_loss, 1e-5 * reference.last_train_loss);
+  EXPECT_NEAR(continued.last_train_loss, reference.last_train_loss,
+              1e-5 * reference.last_train_loss);
 }
 
 }  // namespace

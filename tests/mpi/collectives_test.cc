@@ -126,14 +126,18 @@ TEST(CollectivesTest, BroadcastAllGatherReduceScatterBarrier) {
     }
     std::vector<double> mine(count), all(count * n);
     for (size_t i = 0; i < count; ++i) mine[i] = Value(r, i);
-    ASSERT_TRUE(w.AllGather(HostBuffer(mine.data(), count), HostBuffer(all.data(), count * n))->Wait().ok());
+    ASSERT_TRUE(w.AllGather(HostBuffer(mine.data(), count), HostBuffer(all.data(), count * n))
+                    ->Wait()
+                    .ok());
     for (int k = 0; k < n; ++k) {
       for (size_t i = 0; i < count; ++i) ASSERT_EQ(all[k * count + i], Value(k, i));
     }
     std::vector<double> in(count * n), out(count);
     for (size_t i = 0; i < in.size(); ++i) in[i] = Value(r, i);
     ASSERT_TRUE(w.ReduceScatter(HostBuffer(in.data(), in.size()), HostBuffer(out.data(), count),
-                                ReduceOp::kSum)->Wait().ok());
+                                ReduceOp::kSum)
+                    ->Wait()
+                    .ok());
     for (size_t i = 0; i < count; ++i) {
       double expected = 0;
       for (int k = 0; k < n; ++k) expected += Value(k, r * count + i);

@@ -60,9 +60,8 @@ TEST(GpuCollectivesTest, MpiStagesCudaBuffersWithBitwiseEqualResults) {
     ready->Record();
     CollectiveOptions options;
     options.ready_event = ready->native_handle();
-    ASSERT_TRUE(w.AllReduce(CudaBuffer(dev.data(), count), ReduceOp::kAverage, options)
-                    ->Wait()
-                    .ok());
+    ASSERT_TRUE(
+        w.AllReduce(CudaBuffer(dev.data(), count), ReduceOp::kAverage, options)->Wait().ok());
     k->CopyToHost(host.data(), dev.data(), count * sizeof(float));
     for (size_t i = 0; i < count; ++i) {
       double expected = 0;
@@ -105,8 +104,8 @@ TEST(GpuCollectivesTest, NcclAllReduceIsBitwiseEqualOnEveryRank) {
     ready->Record();
     CollectiveOptions options;
     options.ready_event = ready->native_handle();
-    std::unique_ptr<Work> work = c.AllReduce(CudaBuffer(dev.data(), count), ReduceOp::kAverage,
-                                             options);
+    std::unique_ptr<Work> work =
+        c.AllReduce(CudaBuffer(dev.data(), count), ReduceOp::kAverage, options);
     ASSERT_TRUE(work->Wait().ok());
     EXPECT_GE(work->RunSeconds(), 0.0);
     k->CopyToHost(host.data(), dev.data(), count * sizeof(float));
@@ -144,8 +143,8 @@ TEST(GpuCollectivesTest, StuckNcclCollectiveAbortsNamingOperationSequenceAndRank
   // Rank 0 issues a collective nobody else joins; the others join only
   // after it has given up, so theirs cannot complete either.
   if (World().Rank() == 0) {
-    absl::Status s = (*nccl)->AllReduce(CudaBuffer(dev.data(), 1024), ReduceOp::kSum, options)
-                         ->Wait();
+    absl::Status s =
+        (*nccl)->AllReduce(CudaBuffer(dev.data(), 1024), ReduceOp::kSum, options)->Wait();
     EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
     EXPECT_NE(s.message().find("AllReduce #1"), std::string::npos) << s;
     EXPECT_NE(s.message().find("rank 0"), std::string::npos) << s;
@@ -153,8 +152,8 @@ TEST(GpuCollectivesTest, StuckNcclCollectiveAbortsNamingOperationSequenceAndRank
   }
   ASSERT_TRUE(World().Barrier()->Wait().ok());
   if (World().Rank() != 0) {
-    absl::Status s = (*nccl)->AllReduce(CudaBuffer(dev.data(), 1024), ReduceOp::kSum, options)
-                         ->Wait();
+    absl::Status s =
+        (*nccl)->AllReduce(CudaBuffer(dev.data(), 1024), ReduceOp::kSum, options)->Wait();
     EXPECT_FALSE(s.ok());
   }
   // Once aborted, a communicator fails at once instead of hanging.

@@ -18,8 +18,8 @@ std::unique_ptr<Communicator> g_world;
 Communicator& World() { return *g_world; }
 
 std::filesystem::path MakeSharedRunRoot(const std::string& name) {
-  const std::filesystem::path root = std::filesystem::path(::testing::TempDir()) /
-                                     (name + "_np" + std::to_string(World().Size()));
+  const std::filesystem::path root =
+      std::filesystem::path(::testing::TempDir()) / (name + "_np" + std::to_string(World().Size()));
   if (World().Rank() == 0) {
     std::filesystem::remove_all(root);
     PrepareOptions options;

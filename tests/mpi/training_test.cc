@@ -69,7 +69,8 @@ class TrainingTest : public ::testing::Test {
     ASSERT_TRUE(distributed.ok()) << distributed.status();
     if (World().Rank() != 0) return;
     TrainConfig reference = config;
-    reference.set_gradient_accumulation_steps(World().Size() * config.gradient_accumulation_steps());
+    reference.set_gradient_accumulation_steps(World().Size() *
+                                              config.gradient_accumulation_steps());
     // The same held-out samples: N ranks evaluate eval_iters batches of N x b.
     reference.set_eval_iters(World().Size() * config.eval_iters());
     reference.set_out_dir(config.out_dir() + "_reference");
@@ -124,7 +125,8 @@ TEST_F(TrainingTest, PerRankMasksDifferAcrossRanksAndRepeatOnRerun) {
   const int64_t digest = static_cast<int64_t>(Digest(mask.data(), mask.size() * 4));
   std::vector<int64_t> all(World().Size());
   int64_t mine = digest;
-  ASSERT_TRUE(World().AllGather(HostBuffer(&mine, 1), HostBuffer(all.data(), all.size()))->Wait().ok());
+  ASSERT_TRUE(
+      World().AllGather(HostBuffer(&mine, 1), HostBuffer(all.data(), all.size()))->Wait().ok());
   for (int a = 0; a < World().Size(); ++a) {
     for (int b = a + 1; b < World().Size(); ++b) EXPECT_NE(all[a], all[b]) << a << " vs " << b;
   }

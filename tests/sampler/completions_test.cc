@@ -45,7 +45,8 @@ TEST(CompletionsParseTest, TopKConventions) {
   EXPECT_EQ(Parse(R"({"prompt":"a"})").top_k, 0);
   EXPECT_EQ(Parse(R"({"prompt":"a","top_k":0})").top_k, 0);
   EXPECT_EQ(Parse(R"({"prompt":"a","top_k":-1})").top_k, 0);
-  EXPECT_EQ(Parse(R"({"prompt":"a","top_k":100000000000})").top_k, INT32_MAX);  // clamped to V later
+  EXPECT_EQ(Parse(R"({"prompt":"a","top_k":100000000000})").top_k,
+            INT32_MAX);  // clamped to V later
   const ApiError e = ErrorOf(R"({"prompt":"a","top_k":-2})");
   EXPECT_EQ(e.status, 400);
   EXPECT_EQ(e.param, "top_k");

@@ -107,8 +107,11 @@ TEST_F(Gpt2ServingTest, StreamNeverSplitsACharacterAndLogprobsAreText) {
   int fragments = 0;   // tokens that are not whole characters
   int characters = 0;  // whole non-ASCII characters made of several tokens
   for (int seed = 0; seed < 4; ++seed) {
-    const json request = {{"prompt", "Hello"}, {"max_tokens", 64}, {"seed", seed},
-                          {"logprobs", 1}, {"temperature", 1.0}};
+    const json request = {{"prompt", "Hello"},
+                          {"max_tokens", 64},
+                          {"seed", seed},
+                          {"logprobs", 1},
+                          {"temperature", 1.0}};
     auto whole = Run(request);
     ASSERT_TRUE(std::holds_alternative<std::string>(whole));
     const json body = json::parse(std::get<std::string>(whole));
@@ -137,8 +140,8 @@ TEST_F(Gpt2ServingTest, StreamNeverSplitsACharacterAndLogprobsAreText) {
   // Without both, the test could not fail.
   EXPECT_GT(fragments, 0) << "no token ended inside a character";
   EXPECT_GT(characters, 0) << "no character was made of several tokens";
-  std::printf("%d of 256 tokens end inside a character; %d characters span tokens\n",
-              fragments, characters);
+  std::printf("%d of 256 tokens end inside a character; %d characters span tokens\n", fragments,
+              characters);
 }
 
 }  // namespace

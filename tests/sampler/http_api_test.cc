@@ -133,9 +133,9 @@ TEST(HttpApiTest, PlaygroundPageAtRoot) {
   EXPECT_EQ(page.response[http::field::content_type], "text/html; charset=utf-8");
   const std::string& html = page.response.body();
   EXPECT_EQ(html.rfind("<!doctype html>", 0), 0u);
-  for (const char* id : {"id=\"prompt\"", "id=\"top_k\"", "id=\"top_p\"", "id=\"temperature\"",
-                         "id=\"seed\"", "id=\"max_tokens\"", "id=\"compare\"", "id=\"api_key\"",
-                         "/v1/completions"}) {
+  for (const char* id :
+       {"id=\"prompt\"", "id=\"top_k\"", "id=\"top_p\"", "id=\"temperature\"", "id=\"seed\"",
+        "id=\"max_tokens\"", "id=\"compare\"", "id=\"api_key\"", "/v1/completions"}) {
     EXPECT_NE(html.find(id), std::string::npos) << id;
   }
   // No CDN: nothing is fetched from another origin.

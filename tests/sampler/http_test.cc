@@ -22,16 +22,15 @@ using testing::Curl;
 using testing::HttpResult;
 
 struct TestServer {
-  explicit TestServer(HttpServerOptions http = {}, SchedulerOptions sched = {},
-                      bool load = true, int block_size = 128, int n_layer = 2, int n_embd = 32) {
+  explicit TestServer(HttpServerOptions http = {}, SchedulerOptions sched = {}, bool load = true,
+                      int block_size = 128, int n_layer = 2, int n_embd = 32) {
     http.port = 0;
     http.io_threads = 2;
     auto s = Scheduler::Create(sched, &metrics);
     EXPECT_TRUE(s.ok());
     scheduler = *std::move(s);
     if (load) {
-      EXPECT_TRUE(
-          scheduler->SetModel(testing::TestSnapshot(3, block_size, n_layer, n_embd)).ok());
+      EXPECT_TRUE(scheduler->SetModel(testing::TestSnapshot(3, block_size, n_layer, n_embd)).ok());
     }
     auto srv = HttpServer::Start(http, scheduler.get(), &metrics);
     EXPECT_TRUE(srv.ok()) << srv.status();
@@ -68,8 +67,8 @@ TEST(HttpTest, RoutesAndMetrics) {
   const HttpResult models = Curl(s.port, "GET", "/v1/models");
   ASSERT_EQ(models.code, 200);
   EXPECT_EQ(json::parse(models.body)["data"][0]["id"], "dropk-step-100");
-  const HttpResult done = Curl(s.port, "POST", "/v1/completions",
-                               R"({"prompt":"ab","max_tokens":8,"seed":1})");
+  const HttpResult done =
+      Curl(s.port, "POST", "/v1/completions", R"({"prompt":"ab","max_tokens":8,"seed":1})");
   ASSERT_EQ(done.code, 200) << done.body;
   const json j = json::parse(done.body);
   EXPECT_EQ(j["object"], "text_completion");
@@ -109,17 +108,16 @@ TEST(HttpTest, EveryBadInputGetsItsStatusAndJsonError) {
   ExpectError(Curl(s.port, "POST", "/v1/completions", "{not json"), 400);
   ExpectError(Curl(s.port, "POST", "/v1/completions", R"({"prompt":"a","max_tokens":-1})"), 400,
               "max_tokens");
-  ExpectError(Curl(s.port, "POST", "/v1/completions", R"({"prompt":"a","temperature":-1})"),
-              400, "temperature");
-  ExpectError(Curl(s.port, "POST", "/v1/completions", R"({"prompt":"a","top_p":2})"), 400,
-              "top_p");
+  ExpectError(Curl(s.port, "POST", "/v1/completions", R"({"prompt":"a","temperature":-1})"), 400,
+              "temperature");
+  ExpectError(Curl(s.port, "POST", "/v1/completions", R"({"prompt":"a","top_p":2})"), 400, "top_p");
   ExpectError(Curl(s.port, "POST", "/v1/completions", R"({"prompt":"a","n":0})"), 400, "n");
   ExpectError(Curl(s.port, "POST", "/v1/completions", R"({"prompt":"a","top_k":-5})"), 400,
               "top_k");
   ExpectError(Curl(s.port, "POST", "/v1/completions", R"({"prompt":7})"), 400, "prompt");
-  ExpectError(Curl(s.port, "POST", "/v1/completions",
-                   json{{"prompt", std::string(200, 'a')}}.dump()),
-              400, "prompt");
+  ExpectError(
+      Curl(s.port, "POST", "/v1/completions", json{{"prompt", std::string(200, 'a')}}.dump()), 400,
+      "prompt");
   ExpectError(Curl(s.port, "GET", "/nope"), 404);
   const HttpResult m = Curl(s.port, "GET", "/v1/completions", "", "-D /dev/stderr");
   ExpectError(m, 405);
@@ -130,8 +128,7 @@ TEST(HttpTest, EveryBadInputGetsItsStatusAndJsonError) {
   ExpectError(Curl(s.port, "POST", "/v1/completions", "", "--data-binary @" + big), 413);
   std::filesystem::remove(big);
   // Still serving everyone else.
-  EXPECT_EQ(Curl(s.port, "POST", "/v1/completions", R"({"prompt":"ab","max_tokens":2})").code,
-            200);
+  EXPECT_EQ(Curl(s.port, "POST", "/v1/completions", R"({"prompt":"ab","max_tokens":2})").code, 200);
 }
 
 TEST(HttpTest, NotReadyBeforeAModelIsLoaded) {
@@ -179,9 +176,9 @@ TEST(HttpTest, StreamEndsWithDoneAndMatchesPlain) {
   const std::string body = R"({"prompt":"ab","max_tokens":20,"seed":9})";
   const HttpResult plain = Curl(s.port, "POST", "/v1/completions", body);
   ASSERT_EQ(plain.code, 200);
-  const HttpResult streamed = Curl(s.port, "POST", "/v1/completions",
-                                   R"({"prompt":"ab","max_tokens":20,"seed":9,"stream":true})",
-                                   "-N");
+  const HttpResult streamed =
+      Curl(s.port, "POST", "/v1/completions",
+           R"({"prompt":"ab","max_tokens":20,"seed":9,"stream":true})", "-N");
   ASSERT_EQ(streamed.code, 200);
   std::string text;
   size_t pos = 0;
@@ -198,20 +195,18 @@ TEST(HttpTest, StreamEndsWithDoneAndMatchesPlain) {
 
 TEST(HttpTest, SameSeedReproducesUnderConcurrentLoad) {
   TestServer s({}, {.max_batch = 16});
-  const std::string body =
-      R"({"prompt":"Once","max_tokens":40,"seed":77,"top_k":10,"logprobs":2})";
+  const std::string body = R"({"prompt":"Once","max_tokens":40,"seed":77,"top_k":10,"logprobs":2})";
   const HttpResult alone = Curl(s.port, "POST", "/v1/completions", body);
   ASSERT_EQ(alone.code, 200);
   std::vector<std::thread> load;
   std::vector<HttpResult> results(16);
   for (int i = 0; i < 16; ++i) {
     load.emplace_back([&, i] {
-      results[i] = Curl(s.port, "POST", "/v1/completions",
-                        i % 4 == 0 ? body
-                                   : json{{"prompt", std::string(1 + i, 'b')},
-                                          {"max_tokens", 30},
-                                          {"seed", i}}
-                                         .dump());
+      results[i] = Curl(
+          s.port, "POST", "/v1/completions",
+          i % 4 == 0
+              ? body
+              : json{{"prompt", std::string(1 + i, 'b')}, {"max_tokens", 30}, {"seed", i}}.dump());
     });
   }
   for (auto& t : load) t.join();
@@ -230,10 +225,11 @@ TEST(HttpTest, ClientDisconnectCancelsGeneration) {
     const uint64_t before = s.metrics.cancelled_sequences.load();
     // The client stays 1 s, long enough to be admitted and generating on a
     // loaded machine; 3000 tokens (past the 1024 context) take far longer.
-    testing::RunCommand("curl -s -N --max-time 1 -H 'Content-Type: application/json' "
-                        "--data-binary '{\"prompt\":\"a\",\"max_tokens\":3000,\"stream\":" +
-                        std::string(stream) + "}' http://127.0.0.1:" + std::to_string(s.port) +
-                        "/v1/completions > /dev/null 2>&1");
+    testing::RunCommand(
+        "curl -s -N --max-time 1 -H 'Content-Type: application/json' "
+        "--data-binary '{\"prompt\":\"a\",\"max_tokens\":3000,\"stream\":" +
+        std::string(stream) + "}' http://127.0.0.1:" + std::to_string(s.port) +
+        "/v1/completions > /dev/null 2>&1");
     bool cancelled = false;
     for (int i = 0; i < 200 && !cancelled; ++i) {  // bounded: 10 s
       cancelled = s.metrics.cancelled_sequences.load() > before;
@@ -242,8 +238,7 @@ TEST(HttpTest, ClientDisconnectCancelsGeneration) {
     EXPECT_TRUE(cancelled) << "stream=" << stream;
   }
   EXPECT_LT(s.metrics.generated_tokens.load(), 5900u);
-  EXPECT_EQ(Curl(s.port, "POST", "/v1/completions", R"({"prompt":"a","max_tokens":2})").code,
-            200);
+  EXPECT_EQ(Curl(s.port, "POST", "/v1/completions", R"({"prompt":"a","max_tokens":2})").code, 200);
 }
 
 // The official openai npm client (v6; v7 needs Node 22), plain and streamed.

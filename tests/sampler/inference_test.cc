@@ -64,9 +64,10 @@ TEST(InferenceTest, DecodeIsBatchInvariantBitForBit) {
   for (int step = 0; step < 30; ++step) {
     const int32_t next = (step * 11 + 1) % V;
     const int zero = 0;
-    std::memcpy(a.data(), (*alone)->Decode(std::span<const int>(&zero, 1),
-                                           std::span<const int32_t>(&next, 1)),
-                V * sizeof(float));
+    std::memcpy(
+        a.data(),
+        (*alone)->Decode(std::span<const int>(&zero, 1), std::span<const int32_t>(&next, 1)),
+        V * sizeof(float));
     // Rows in a different order each step; our row at a moving index.
     for (int i = 0; i < 16; ++i) {
       slots[i] = (i + step) % 16;

@@ -56,12 +56,11 @@ TEST(SchedulerTest, SameSeedSameTextAndLogprobsAloneOrAmong15Others) {
   for (int i = 0; i < 15; ++i) {
     others.push_back(std::async(std::launch::async, [&svc, i] {
       std::this_thread::sleep_for(std::chrono::milliseconds(i % 4));
-      return Complete(svc.scheduler.get(),
-                      json{{"prompt", std::string(1 + i % 7, 'a' + i)},
-                           {"max_tokens", 30 + i},
-                           {"seed", i},
-                           {"logprobs", 2}}
-                          .dump());
+      return Complete(svc.scheduler.get(), json{{"prompt", std::string(1 + i % 7, 'a' + i)},
+                                                {"max_tokens", 30 + i},
+                                                {"seed", i},
+                                                {"logprobs", 2}}
+                                               .dump());
     }));
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(2));
@@ -78,18 +77,21 @@ TEST(SchedulerTest, TopK1EqualsGreedy) {
   Service svc;
   const json greedy =
       Complete(svc.scheduler.get(), R"({"prompt":"Hello","max_tokens":30,"temperature":0})");
-  const json k1 = Complete(svc.scheduler.get(),
-                           R"({"prompt":"Hello","max_tokens":30,"top_k":1,"seed":99})");
+  const json k1 =
+      Complete(svc.scheduler.get(), R"({"prompt":"Hello","max_tokens":30,"top_k":1,"seed":99})");
   EXPECT_EQ(greedy["choices"][0]["text"], k1["choices"][0]["text"]);
 }
 
 TEST(SchedulerTest, NoSampledTokenOutsideTopK) {
   Service svc;
   for (int k : {1, 2, 5}) {
-    const json r = Complete(svc.scheduler.get(),
-                            json{{"prompt", "abc"}, {"max_tokens", 50}, {"top_k", k},
-                                 {"temperature", 1.5}, {"logprobs", k}, {"seed", 7 + k}}
-                                .dump());
+    const json r = Complete(svc.scheduler.get(), json{{"prompt", "abc"},
+                                                      {"max_tokens", 50},
+                                                      {"top_k", k},
+                                                      {"temperature", 1.5},
+                                                      {"logprobs", k},
+                                                      {"seed", 7 + k}}
+                                                     .dump());
     const json& lp = r["choices"][0]["logprobs"];
     ASSERT_EQ(lp["tokens"].size(), 50u);
     for (size_t i = 0; i < lp["tokens"].size(); ++i) {
@@ -114,8 +116,7 @@ TEST(SchedulerTest, ChoiceJUsesSeedPlusJ) {
   const json many =
       Complete(svc.scheduler.get(), R"({"prompt":["ab","cd"],"max_tokens":12,"n":3,"seed":50})");
   ASSERT_EQ(many["choices"].size(), 6u);
-  const json one =
-      Complete(svc.scheduler.get(), R"({"prompt":"cd","max_tokens":12,"seed":52})");
+  const json one = Complete(svc.scheduler.get(), R"({"prompt":"cd","max_tokens":12,"seed":52})");
   EXPECT_EQ(many["choices"][5]["text"], one["choices"][0]["text"]);
   EXPECT_EQ(many["choices"][5]["index"], 5);
 }
@@ -127,9 +128,9 @@ TEST(SchedulerTest, StopStringCutsTheText) {
   const std::string text = free_run["choices"][0]["text"];
   ASSERT_GE(text.size(), 10u);
   const std::string stop = text.substr(6, 2);
-  const json stopped = Complete(
-      svc.scheduler.get(),
-      json{{"prompt", "abc"}, {"max_tokens", 40}, {"seed", 5}, {"stop", stop}}.dump());
+  const json stopped =
+      Complete(svc.scheduler.get(),
+               json{{"prompt", "abc"}, {"max_tokens", 40}, {"seed", 5}, {"stop", stop}}.dump());
   EXPECT_EQ(stopped["choices"][0]["text"], text.substr(0, text.find(stop)));
   EXPECT_EQ(stopped["choices"][0]["finish_reason"], "stop");
   EXPECT_EQ(free_run["choices"][0]["finish_reason"], "length");
@@ -362,7 +363,6 @@ TEST(SchedulerTest, BadFairnessOptionsAreRefused) {
   EXPECT_FALSE(Scheduler::Create({.max_window_refills_per_step = 0}, &metrics).ok());
 }
 
-
 // An engine that forwards to a real one but throws std::bad_alloc from the
 // calls the test arms: what a machine out of memory does mid-request.
 class FailingEngine final : public InferenceEngine {
@@ -398,9 +398,9 @@ class FailingEngine final : public InferenceEngine {
 TEST(SchedulerTest, AFailedStepCancelsItsSequencesAndTheServiceServesOn) {
   std::atomic<int> fail_prefills{0}, fail_decodes{0};
   SchedulerOptions options{.max_batch = 4, .num_threads = 1};
-  options.make_engine = [&](const GptConfig& config, std::span<const float> params,
-                            const InferenceOptions& io)
-      -> absl::StatusOr<std::unique_ptr<InferenceEngine>> {
+  options.make_engine =
+      [&](const GptConfig& config, std::span<const float> params,
+          const InferenceOptions& io) -> absl::StatusOr<std::unique_ptr<InferenceEngine>> {
     absl::StatusOr<std::unique_ptr<InferenceEngine>> inner =
         MakeInferenceEngine(config, params, io);
     if (!inner.ok()) return inner.status();

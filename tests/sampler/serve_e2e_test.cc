@@ -34,8 +34,8 @@ class ServeE2eTest : public ::testing::Test {
     dir_ = fs::temp_directory_path() / ("dropk_serve_e2e_" + std::to_string(getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
-    auto r = RunCommand(kBin + "dropk data prepare --tokenizer char --out " + (dir_ / "data").string() +
-                        " " + kSrc + "/data/tinyshakespeare.txt 2>&1");
+    auto r = RunCommand(kBin + "dropk data prepare --tokenizer char --out " +
+                        (dir_ / "data").string() + " " + kSrc + "/data/tinyshakespeare.txt 2>&1");
     ASSERT_EQ(r.exit_code, 0) << r.out;
     r = RunCommand(Train(20));
     ASSERT_EQ(r.exit_code, 0) << r.out;
@@ -46,19 +46,21 @@ class ServeE2eTest : public ::testing::Test {
     if (!dir_.empty()) fs::remove_all(dir_);
   }
   std::string Train(int max_iters, const std::string& extra = "") {
-    return "cd " + kSrc + " && OMP_NUM_THREADS=1 " + kBin + "dropk-train --config configs/tiny_smoke.textproto --data_dir=" +
+    return "cd " + kSrc + " && OMP_NUM_THREADS=1 " + kBin +
+           "dropk-train --config configs/tiny_smoke.textproto --data_dir=" +
            (dir_ / "data").string() + " --out_dir=" + (dir_ / "run").string() +
            " --max_iters=" + std::to_string(max_iters) +
-           " --save_every=10 --eval_interval=10 --eval_iters=1 --log_interval=10 --sample_tokens=0 " +
+           " --save_every=10 --eval_interval=10 --eval_iters=1 --log_interval=10 "
+           "--sample_tokens=0 " +
            extra + " 2>&1";
   }
   void StartServer(const std::string& extra = "") {
     const std::string port_file = (dir_ / "port").string();
     fs::remove(port_file);
-    const std::string cmd = kBin + "dropk-serve --checkpoints " + (dir_ / "run/checkpoints").string() +
-                            " --port 0 --port-file " + port_file +
-                            " --watch --watch-interval-ms 100 --threads 1 " + extra + " 2>>" +
-                            (dir_ / "serve.log").string();
+    const std::string cmd = kBin + "dropk-serve --checkpoints " +
+                            (dir_ / "run/checkpoints").string() + " --port 0 --port-file " +
+                            port_file + " --watch --watch-interval-ms 100 --threads 1 " + extra +
+                            " 2>>" + (dir_ / "serve.log").string();
     pid_ = fork();
     if (pid_ == 0) {
       execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), nullptr);
@@ -118,10 +120,12 @@ TEST_F(ServeE2eTest, ServesReloadsRefusesBadCheckpointsAndDrains) {
                             .body)["choices"][0]["text"]);
   // dropk sample: over HTTP (plain and streamed) and offline print the same text.
   const std::string flags = " --prompt 'ROMEO:' --max-tokens 20 --top-k 5 --seed 3";
-  const auto via_url = RunCommand(kBin + "dropk sample --url http://127.0.0.1:" +
-                                  std::to_string(port_) + flags + " 2>/dev/null");
-  const auto via_stream = RunCommand(kBin + "dropk sample --stream --url http://127.0.0.1:" +
-                                     std::to_string(port_) + flags + " 2>/dev/null");
+  const auto via_url =
+      RunCommand(kBin + "dropk sample --url http://127.0.0.1:" + std::to_string(port_) + flags +
+                 " 2>/dev/null");
+  const auto via_stream =
+      RunCommand(kBin + "dropk sample --stream --url http://127.0.0.1:" + std::to_string(port_) +
+                 flags + " 2>/dev/null");
   const auto offline = RunCommand(kBin + "dropk sample --checkpoint " +
                                   (dir_ / "run/checkpoints").string() + flags + " 2>/dev/null");
   ASSERT_EQ(via_url.exit_code, 0);
@@ -135,8 +139,8 @@ TEST_F(ServeE2eTest, ServesReloadsRefusesBadCheckpointsAndDrains) {
   std::string first_failure;  // written by the traffic thread, read after join
   std::thread traffic([&] {
     for (int i = 0; go && i < 100000; ++i) {
-      const auto r = Curl(port_, "POST", "/v1/completions",
-                          R"({"prompt":"ROMEO:","max_tokens":8,"seed":1})");
+      const auto r =
+          Curl(port_, "POST", "/v1/completions", R"({"prompt":"ROMEO:","max_tokens":8,"seed":1})");
       if (r.code == 200) {
         ++ok;
       } else if (failed++ == 0) {

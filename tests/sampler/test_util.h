@@ -25,8 +25,7 @@
 
 namespace dropk::testing {
 
-inline constexpr char kCorpus[] =
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'-\n";
+inline constexpr char kCorpus[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'-\n";
 
 inline GptConfig TinyConfig(int vocab, int block_size = 64) {
   return GptConfig{vocab, block_size, /*n_layer=*/2, /*n_head=*/2, /*n_embd=*/32};
@@ -82,7 +81,8 @@ struct HttpResult {
 inline HttpResult Curl(int port, const std::string& method, const std::string& path,
                        const std::string& body = "", const std::string& extra = "") {
   std::string cmd = "curl -s -S --max-time 60 -o - -w '\\n%{http_code}' -X " + method + " ";
-  if (!body.empty()) cmd += "-H 'Content-Type: application/json' --data-binary " + ShellQuote(body) + " ";
+  if (!body.empty())
+    cmd += "-H 'Content-Type: application/json' --data-binary " + ShellQuote(body) + " ";
   cmd += extra + " http://127.0.0.1:" + std::to_string(port) + path + " 2>/dev/null";
   const CommandResult r = RunCommand(cmd);
   HttpResult h;

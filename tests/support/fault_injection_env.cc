@@ -65,8 +65,8 @@ absl::Status FaultInjectionEnv::MaybeFail(const char* op, const std::string& pat
   std::lock_guard<std::mutex> lock(mu_);
   ++ops_;
   if (fail_after_ >= 0 && ops_ > fail_after_) {
-    return absl::UnavailableError(absl::StrCat(path, ": ", op, ": injected fault (operation ",
-                                               ops_, ")"));
+    return absl::UnavailableError(
+        absl::StrCat(path, ": ", op, ": injected fault (operation ", ops_, ")"));
   }
   return absl::OkStatus();
 }

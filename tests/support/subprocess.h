@@ -4,8 +4,8 @@
 #ifndef DROPK_TESTS_SUPPORT_SUBPROCESS_H_
 #define DROPK_TESTS_SUPPORT_SUBPROCESS_H_
 
-#include <signal.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 

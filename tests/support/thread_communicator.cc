@@ -40,7 +40,8 @@ void Reduce(void* out, DataType type, const std::vector<std::string>& inputs, si
             size_t count, ReduceOp op) {
   switch (type) {
     case DataType::kFloat32: return ReduceInto(static_cast<float*>(out), inputs, offset, count, op);
-    case DataType::kFloat64: return ReduceInto(static_cast<double*>(out), inputs, offset, count, op);
+    case DataType::kFloat64:
+      return ReduceInto(static_cast<double*>(out), inputs, offset, count, op);
     case DataType::kInt32: return ReduceInto(static_cast<int32_t*>(out), inputs, offset, count, op);
     case DataType::kInt64: return ReduceInto(static_cast<int64_t*>(out), inputs, offset, count, op);
     case DataType::kUint8: return ReduceInto(static_cast<uint8_t*>(out), inputs, offset, count, op);
@@ -89,14 +90,15 @@ class ThreadCommunicator : public Communicator {
     if (output.bytes() != input.bytes() * Size()) {
       return Fail(absl::InvalidArgumentError("AllGather: output must hold Size() inputs"));
     }
-    return Run("AllGather", {input, output}, input, options, [&](const std::vector<std::string>& all) {
-      if (absl::Status s = SameSizes("AllGather", all); !s.ok()) return s;
-      for (int r = 0; r < Size(); ++r) {
-        std::memcpy(static_cast<char*>(output.data) + r * input.bytes(), all[r].data(),
-                    input.bytes());
-      }
-      return absl::OkStatus();
-    });
+    return Run("AllGather", {input, output}, input, options,
+               [&](const std::vector<std::string>& all) {
+                 if (absl::Status s = SameSizes("AllGather", all); !s.ok()) return s;
+                 for (int r = 0; r < Size(); ++r) {
+                   std::memcpy(static_cast<char*>(output.data) + r * input.bytes(), all[r].data(),
+                               input.bytes());
+                 }
+                 return absl::OkStatus();
+               });
   }
   std::unique_ptr<Work> ReduceScatter(Buffer input, Buffer output, ReduceOp op,
                                       const CollectiveOptions& options) override {
@@ -118,13 +120,13 @@ class ThreadCommunicator : public Communicator {
 
  private:
   static std::unique_ptr<Work> Fail(absl::Status s) {
-    return std::make_unique<DoneWork>(absl::Status(
-        s.code(), absl::StrCat("thread communicator: ", s.message())));
+    return std::make_unique<DoneWork>(
+        absl::Status(s.code(), absl::StrCat("thread communicator: ", s.message())));
   }
 
-  std::unique_ptr<Work> Run(const char* op, std::vector<Buffer> buffers, Buffer deposit,
-                            const CollectiveOptions& options,
-                            const std::function<absl::Status(const std::vector<std::string>&)>& read) {
+  std::unique_ptr<Work> Run(
+      const char* op, std::vector<Buffer> buffers, Buffer deposit, const CollectiveOptions& options,
+      const std::function<absl::Status(const std::vector<std::string>&)>& read) {
     for (const Buffer& b : buffers) {
       if (b.memory != MemoryKind::kHost) {
         return Fail(absl::UnimplementedError(absl::StrCat(op, ": only host buffers")));
@@ -163,9 +165,9 @@ absl::Status ThreadGroup::Arrive(const char* op, int rank, std::chrono::millisec
   if (!cv_.wait_for(lock, timeout, [&] { return generation_ != generation || broken_; })) {
     broken_ = true;
     cv_.notify_all();
-    return absl::DeadlineExceededError(
-        absl::StrCat("thread communicator: rank ", rank, ": ", op, " did not complete within ",
-                     timeout.count(), " ms (a rank never joined)"));
+    return absl::DeadlineExceededError(absl::StrCat("thread communicator: rank ", rank, ": ", op,
+                                                    " did not complete within ", timeout.count(),
+                                                    " ms (a rank never joined)"));
   }
   if (generation_ == generation) return broken();
   return absl::OkStatus();

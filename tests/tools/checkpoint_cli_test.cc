@@ -11,9 +11,9 @@
 
 #include <algorithm>
 #include <array>
-#include <cstring>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -22,11 +22,11 @@
 #include <thread>
 #include <vector>
 
+#include "checkpoint/crc32c.h"
 #include "checkpoint/format.h"
 #include "checkpoint/reader.h"
 #include "checkpoint/writer.h"
 #include "support/subprocess.h"
-#include "checkpoint/crc32c.h"
 #include "trainer/prepare_data.h"
 
 extern char** environ;
@@ -72,7 +72,8 @@ class CheckpointCliTest : public ::testing::Test {
   static void SetUpTestSuite() {
     // Per process: ctest -j runs each test of this suite in its own process.
     data_ = new std::string(
-        (fs::path(::testing::TempDir()) / ("dropk_ckpt_cli_data_" + std::to_string(getpid()))).string());
+        (fs::path(::testing::TempDir()) / ("dropk_ckpt_cli_data_" + std::to_string(getpid())))
+            .string());
     PrepareOptions options;
     options.inputs = {DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"};
     options.out_dir = *data_;
@@ -84,8 +85,9 @@ class CheckpointCliTest : public ::testing::Test {
   }
   void SetUp() override {
     out_ = (fs::path(::testing::TempDir()) /
-            ("dropk_ckpt_cli_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) +
-             "_" + std::to_string(getpid())))
+            ("dropk_ckpt_cli_" +
+             std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "_" +
+             std::to_string(getpid())))
                .string();
     fs::remove_all(out_);
   }
@@ -95,10 +97,11 @@ class CheckpointCliTest : public ::testing::Test {
   // of different lengths share one learning-rate curve.
   static std::string Train(const std::string& out, const std::string& args) {
     return std::string(DROPK_BINARY_DIR "/bin/dropk-train --config " DROPK_SOURCE_DIR
-                       "/configs/tiny_smoke.textproto --data_dir=") +
+                                        "/configs/tiny_smoke.textproto --data_dir=") +
            *data_ + " --out_dir=" + out +
            " --dropout=0.2 --log_interval=1 --eval_interval=5 --eval_iters=2 --sample_tokens=0"
-           " --lr_decay_iters=100 --warmup_iters=4 --num_threads=1 " + args;
+           " --lr_decay_iters=100 --warmup_iters=4 --num_threads=1 " +
+           args;
   }
   static std::string Dropk(const std::string& args) {
     return std::string(DROPK_BINARY_DIR "/bin/dropk ") + args;
@@ -118,7 +121,8 @@ TEST_F(CheckpointCliTest, ResumeIsExactWithDropout) {
   r = RunCommand(Train(split, "--max_iters=16 --resume=latest"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("resumed from " + split + "/checkpoints/step-00000008 at step 8"),
-            std::string::npos) << r.output;
+            std::string::npos)
+      << r.output;
   EXPECT_NE(r.output.find("config max_iters: 8 -> 16 (allowed)"), std::string::npos) << r.output;
 
   absl::StatusOr<CheckpointData> a = ReadCheckpoint(straight + "/checkpoints/step-00000016");
@@ -168,7 +172,8 @@ TEST_F(CheckpointCliTest, ResumeLatestFallsBackPastCorruptCheckpoint) {
   const std::string ckpts = out_ + "/checkpoints";
   // Corrupt the newest (6): a flipped byte.
   {
-    std::fstream f(ckpts + "/step-00000006/model.data", std::ios::in | std::ios::out | std::ios::binary);
+    std::fstream f(ckpts + "/step-00000006/model.data",
+                   std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(100);
     char c = 0x55;
     f.write(&c, 1);
@@ -207,7 +212,8 @@ TEST_F(CheckpointCliTest, InspectAndExport) {
   }
   for (const char* dtype : {"fp32", "fp16", "bf16"}) {
     const std::string file = out_ + "/model." + dtype;
-    r = RunCommand(Dropk("ckpt export " + out_ + "/checkpoints/step-00000003 --out " + file + " --dtype " + dtype));
+    r = RunCommand(Dropk("ckpt export " + out_ + "/checkpoints/step-00000003 --out " + file +
+                         " --dtype " + dtype));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     const std::string bytes = ReadAll(file);
     ASSERT_GT(bytes.size(), 16u);
@@ -226,7 +232,8 @@ TEST_F(CheckpointCliTest, InspectAndExport) {
     const TensorEntry& last = header.tensors(header.tensors_size() - 1);
     EXPECT_EQ(last.offset() + last.length(), bytes.size());
     // Padding is zeros, every tensor's CRC matches, fp32 is the checkpoint's bits.
-    EXPECT_EQ(bytes.substr(16 + h, wte.offset() - 16 - h), std::string(wte.offset() - 16 - h, '\0'));
+    EXPECT_EQ(bytes.substr(16 + h, wte.offset() - 16 - h),
+              std::string(wte.offset() - 16 - h, '\0'));
     for (const TensorEntry& e : header.tensors()) {
       EXPECT_EQ(crc32c::Value(bytes.data() + e.offset(), e.length()), e.crc32c()) << e.name();
     }
@@ -265,7 +272,8 @@ TEST_F(CheckpointCliTest, SigtermSavesTheCurrentStepAndExitsZero) {
   const std::string log = out_ + ".log";
   fs::create_directories(out_);
   const pid_t pid = Spawn(Train(out_, "--max_iters=100000 --save_every=0"), log);
-  ASSERT_TRUE(WaitUntil([&] { return ReadAll(out_ + "/metrics.jsonl").find("\"step\":5,") != std::string::npos; }));
+  ASSERT_TRUE(WaitUntil(
+      [&] { return ReadAll(out_ + "/metrics.jsonl").find("\"step\":5,") != std::string::npos; }));
   kill(pid, SIGTERM);
   int status = 0;
   waitpid(pid, &status, 0);
@@ -277,7 +285,8 @@ TEST_F(CheckpointCliTest, SigtermSavesTheCurrentStepAndExitsZero) {
   ASSERT_NE(at, std::string::npos) << output;
   const int64_t step = std::stoll(output.substr(at + 29));
   EXPECT_GE(step, 6);
-  absl::StatusOr<CheckpointData> data = ReadCheckpoint(out_ + "/checkpoints/" + CheckpointDirName(step));
+  absl::StatusOr<CheckpointData> data =
+      ReadCheckpoint(out_ + "/checkpoints/" + CheckpointDirName(step));
   ASSERT_TRUE(data.ok()) << data.status();
   EXPECT_EQ(data->step, step);
   EXPECT_EQ(ReadAll(out_ + "/checkpoints/LATEST"), CheckpointDirName(step) + "\n");
@@ -290,8 +299,9 @@ TEST_F(CheckpointCliTest, KillNineMidSaveLeavesLoadableLatest) {
   const std::string log = out_ + ".log";
   fs::create_directories(out_);
   const std::string ckpts = out_ + "/checkpoints";
-  const std::string big = "--n_layer=4 --n_embd=256 --n_head=4 --batch_size=1 --block_size=16 "
-                          "--save_every=1 --keep_last=2 --max_iters=100000 --eval_interval=100000";
+  const std::string big =
+      "--n_layer=4 --n_embd=256 --n_head=4 --batch_size=1 --block_size=16 "
+      "--save_every=1 --keep_last=2 --max_iters=100000 --eval_interval=100000";
   for (int attempt = 0; attempt < 3; ++attempt) {
     const pid_t pid = Spawn(Train(out_, big + (attempt > 0 ? " --resume=latest" : "")), log);
     // After at least two more checkpoints, kill at a moment that moves

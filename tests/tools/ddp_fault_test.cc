@@ -2,9 +2,9 @@
 // message naming the rank and the cause; never a hang.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <algorithm>
 #include <chrono>
-#include <unistd.h>
 
 #include <filesystem>
 #include <string>
@@ -34,11 +34,18 @@ class DdpFaultTest : public ::testing::Test {
     delete root_;
   }
   // The dropk-train arguments of a long tiny run writing to out_dir.
-  static std::vector<std::string> TrainArgs(const std::string& out_dir, const std::string& data_dir) {
-    return {DROPK_BINARY_DIR "/bin/dropk-train", "--config",
-            DROPK_SOURCE_DIR "/configs/tiny_smoke.textproto", "--data_dir=" + data_dir,
-            "--out_dir=" + out_dir, "--max_iters=1000000", "--lr_decay_iters=1000000",
-            "--log_interval=1", "--eval_interval=1000000", "--sample_tokens=0",
+  static std::vector<std::string> TrainArgs(const std::string& out_dir,
+                                            const std::string& data_dir) {
+    return {DROPK_BINARY_DIR "/bin/dropk-train",
+            "--config",
+            DROPK_SOURCE_DIR "/configs/tiny_smoke.textproto",
+            "--data_dir=" + data_dir,
+            "--out_dir=" + out_dir,
+            "--max_iters=1000000",
+            "--lr_decay_iters=1000000",
+            "--log_interval=1",
+            "--eval_interval=1000000",
+            "--sample_tokens=0",
             "--comm_timeout_s=600"};
   }
   static size_t Lines(const std::string& path) {
@@ -59,7 +66,8 @@ TEST_F(DdpFaultTest, SigkillOfOneRankEndsTheJobNonZeroWithin30Seconds) {
   const auto started = std::chrono::steady_clock::now();
   while (Lines(out + "/metrics.jsonl") < 5) {
     ASSERT_FALSE(job.WaitFor(milliseconds(100)).has_value())
-        << "the job ended early:\n" << test_util::ReadFile((*root_ / "sigkill.log").string());
+        << "the job ended early:\n"
+        << test_util::ReadFile((*root_ / "sigkill.log").string());
     ASSERT_LT(std::chrono::steady_clock::now() - started, seconds(120)) << "training never started";
   }
   const std::vector<pid_t> rank1 = test_util::FindProcesses(out, "OMPI_COMM_WORLD_RANK=1");

@@ -67,10 +67,10 @@ TEST(ExitCodesRuntimeTest, TrainerRuntimeFailureExits1) {
   std::ofstream(dir.Path("a_file")) << "x";
   // out_dir below a regular file cannot be created: the world's fault, not
   // a usage error.
-  const CommandResult r =
-      RunCommand(kBin + "dropk-train --config " DROPK_SOURCE_DIR
-                        "/configs/tiny_smoke.textproto --max_iters=1 --data_dir=" +
-                 dir.Path("data") + " --out_dir=" + dir.Path("a_file/out"));
+  const CommandResult r = RunCommand(kBin +
+                                     "dropk-train --config " DROPK_SOURCE_DIR
+                                     "/configs/tiny_smoke.textproto --max_iters=1 --data_dir=" +
+                                     dir.Path("data") + " --out_dir=" + dir.Path("a_file/out"));
   EXPECT_EQ(r.exit_code, 1) << r.err;
   ExpectOneLineError(r, "dropk-train");
   EXPECT_NE(r.err.find("out_dir"), std::string::npos) << r.err;

@@ -37,7 +37,7 @@ class LaunchCliTest : public ::testing::Test {
   std::string Dropk() const { return DROPK_BINARY_DIR "/bin/dropk"; }
   std::string TrainArgs(const std::string& extra) const {
     return std::string(DROPK_BINARY_DIR "/bin/dropk-train --config " DROPK_SOURCE_DIR
-                       "/configs/tiny_smoke.textproto --data_dir=") +
+                                        "/configs/tiny_smoke.textproto --data_dir=") +
            (dir_ / "data").string() + " --out_dir=" + (dir_ / "run").string() +
            " --num_threads=1 --sample_tokens=0 " + extra;
   }
@@ -51,7 +51,8 @@ TEST_F(LaunchCliTest, BadInputsAreRefusedNamingThem) {
   test_util::CommandResult r = Launch("--hostfile " + (dir_ / "missing").string() + " -- true");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("--hostfile " + (dir_ / "missing").string() + ": cannot read"),
-            std::string::npos) << r.err;
+            std::string::npos)
+      << r.err;
 
   std::ofstream(dir_ / "bad") << "a slots=x\n";
   r = Launch("--hostfile " + (dir_ / "bad").string() + " -- true");

@@ -6,8 +6,8 @@ namespace dropk {
 namespace {
 
 std::vector<HostEntry> Hosts() {
-  absl::StatusOr<std::vector<HostEntry>> hosts =
-      ParseHostfile("# three hosts\n10.77.0.1 slots=1\n10.77.0.2\n\n10.77.0.3 slots=2 # big\n", "H");
+  absl::StatusOr<std::vector<HostEntry>> hosts = ParseHostfile(
+      "# three hosts\n10.77.0.1 slots=1\n10.77.0.2\n\n10.77.0.3 slots=2 # big\n", "H");
   EXPECT_TRUE(hosts.ok()) << hosts.status();
   return hosts.ok() ? *hosts : std::vector<HostEntry>{};
 }

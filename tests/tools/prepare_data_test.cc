@@ -127,7 +127,7 @@ TEST_F(PrepareDataTest, RejectsBadInputs) {
       {kShakespeare, 0.0, "val_fraction 0 "},
       {kShakespeare, 1.0, "val_fraction 1 "},
       {kShakespeare, -0.5, "val_fraction -0.5"},
-      {tiny, 0.9, "into 0 train and 2 val"},     // int(2 * 0.1) = 0
+      {tiny, 0.9, "into 0 train and 2 val"},    // int(2 * 0.1) = 0
       {tiny, 1e-17, "into 2 train and 0 val"},  // 1 - 1e-17 rounds to 1
   };
   for (const Case& c : cases) {
@@ -202,8 +202,8 @@ TEST_F(PrepareDataTest, LargeSplitsBecomeShardsAndOldFilesGo) {
   options.shard_tokens = 300000;
   auto sharded = PrepareData(options);
   ASSERT_TRUE(sharded.ok()) << sharded.status();
-  EXPECT_EQ(sharded->train_files, 4);  // 1003854 tokens
-  EXPECT_EQ(sharded->val_files, 1);    // 111540 tokens: val.bin
+  EXPECT_EQ(sharded->train_files, 4);                                     // 1003854 tokens
+  EXPECT_EQ(sharded->val_files, 1);                                       // 111540 tokens: val.bin
   EXPECT_FALSE(std::filesystem::exists(options.out_dir + "/train.bin"));  // the old one went
   EXPECT_TRUE(std::filesystem::exists(options.out_dir + "/train-00003.bin"));
   EXPECT_FALSE(std::filesystem::exists(options.out_dir + "/train-00004.bin"));
@@ -267,8 +267,9 @@ TEST_F(PrepareDataTest, CliPreparesGpt2) {
 TEST_F(PrepareDataTest, CliPreparesData) {
   ASSERT_TRUE(std::filesystem::exists(kDropk)) << kDropk << " is not built";
   const std::string out = Path("cli");
-  const test_util::CommandResult run = RunDropk(std::string("data prepare --tokenizer char --out '") + out +
-                           "' --val-fraction 0.1 '" + kShakespeare + "'");
+  const test_util::CommandResult run =
+      RunDropk(std::string("data prepare --tokenizer char --out '") + out +
+               "' --val-fraction 0.1 '" + kShakespeare + "'");
   EXPECT_EQ(run.exit_code, 0) << run.err;
   EXPECT_THAT(run.out, HasSubstr("vocab 65"));
   EXPECT_THAT(run.out, HasSubstr("train 1003854"));

@@ -35,7 +35,8 @@ TEST(TextDiversityTest, DistinctNCountsDistinctWordNGrams) {
 }
 
 TEST(TextDiversityTest, PairwiseOverlapIsOneForRepeatsAndZeroForDisjointText) {
-  EXPECT_DOUBLE_EQ(MeanPairwiseBigramOverlap({"to be or not", "to be or not", "to be or not"}), 1.0);
+  EXPECT_DOUBLE_EQ(MeanPairwiseBigramOverlap({"to be or not", "to be or not", "to be or not"}),
+                   1.0);
   EXPECT_DOUBLE_EQ(MeanPairwiseBigramOverlap({"to be or not", "that is the question"}), 0.0);
   // {to be, be or} vs {to be, be gone}: 1 shared of 3.
   EXPECT_DOUBLE_EQ(MeanPairwiseBigramOverlap({"to be or", "to be gone"}), 1.0 / 3.0);
@@ -120,7 +121,7 @@ TEST_F(StudyFilesTest, PlotWritesPngsWithTheirDataAndNamesAMissingRun) {
 TEST_F(StudyFilesTest, StudiesAreReproducibleAndWritePlotsWithData) {
   const std::string study =
       std::string(DROPK_BINARY_DIR "/bin/dropk study dropout --corpus " DROPK_SOURCE_DIR
-                  "/data/tinyshakespeare.txt --chars 20000 --rates 0,0.3") +
+                                   "/data/tinyshakespeare.txt --chars 20000 --rates 0,0.3") +
       " --set=--max_iters=20 --set=--eval_interval=10 --set=--eval_iters=2 --set=--n_layer=1"
       " --set=--n_head=2 --set=--n_embd=32 --set=--block_size=32 --set=--batch_size=4"
       " --set=--num_threads=1 --out ";

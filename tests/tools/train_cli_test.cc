@@ -105,10 +105,10 @@ TEST_F(TrainCliTest, RunsTooLargeForMemoryExitTwoNamingNeededAndAvailable) {
 // When an allocation fails anyway (here under an address-space limit the
 // memory check cannot see), the trainer says so in one line and exits 1.
 TEST_F(TrainCliTest, AllocationFailureExitsOneWithOneLineNotAnAbort) {
-  const test_util::CommandResult raw = test_util::RunCommand(
-      "ulimit -v 1000000 && " DROPK_BINARY_DIR "/bin/dropk-train " + Base() +
-          " --batch_size=600 --block_size=64 --n_layer=4 --n_embd=128 --n_head=4"
-          " --max_iters=1 --eval_iters=1 --sample_tokens=0");
+  const test_util::CommandResult raw =
+      test_util::RunCommand("ulimit -v 1000000 && " DROPK_BINARY_DIR "/bin/dropk-train " + Base() +
+                            " --batch_size=600 --block_size=64 --n_layer=4 --n_embd=128 --n_head=4"
+                            " --max_iters=1 --eval_iters=1 --sample_tokens=0");
   EXPECT_EQ(raw.exit_code, 1) << raw.out << raw.err;
   EXPECT_NE(raw.err.find("dropk-train: out of memory"), std::string::npos) << raw.err;
 }
@@ -122,7 +122,8 @@ TEST_F(TrainCliTest, HelpListsFieldsWithDefaults) {
 }
 
 TEST_F(TrainCliTest, ShortRunSucceedsAndPrintsASample) {
-  const test_util::CommandResult r = RunTrainCli(Base() + " --max_iters=5 --eval_interval=5 --sample_tokens=20");
+  const test_util::CommandResult r =
+      RunTrainCli(Base() + " --max_iters=5 --eval_interval=5 --sample_tokens=20");
   EXPECT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("step 5/5"), std::string::npos) << r.out;
 }

@@ -26,7 +26,8 @@ TEST(PermuteIndexTest, IsABijectionForAwkwardSizes) {
     EXPECT_EQ(seen.size(), n) << n;
   }
   int moved = 0;
-  for (uint64_t x = 0; x < 1000; ++x) moved += PermuteIndex(x, 1000, 42, 1, 2) != PermuteIndex(x, 1000, 43, 1, 2);
+  for (uint64_t x = 0; x < 1000; ++x)
+    moved += PermuteIndex(x, 1000, 42, 1, 2) != PermuteIndex(x, 1000, 43, 1, 2);
   EXPECT_GT(moved, 900) << "another seed, another order";
 }
 
@@ -61,7 +62,8 @@ TEST_F(BatchLoaderTest, NoWindowRepeatsWithinAnEpochForAnySplit) {
       for (int micro = 0; micro < accum; ++micro) {
         for (int rank = 0; rank < world; ++rank) {
           for (int b = 0; b < B && drawn < windows; ++b, ++drawn) {
-            const uint64_t off = loader.SampleOffset(step, FirstSampleOf(micro, rank, world, B) + b);
+            const uint64_t off =
+                loader.SampleOffset(step, FirstSampleOf(micro, rank, world, B) + b);
             ASSERT_LE(off + T + 1, file_->size());
             offsets.insert(off);
           }

@@ -31,10 +31,9 @@ absl::StatusOr<TrainConfig> Load(std::vector<std::string> args) {
 
 // Writes `contents` to a fresh file in the test's temporary directory.
 std::string WriteTempFile(const std::string& name, const std::string& contents) {
-  const std::string path = absl::StrCat(
-      ::testing::TempDir(), "/",
-      ::testing::UnitTest::GetInstance()->current_test_info()->name(), "_",
-      name);
+  const std::string path =
+      absl::StrCat(::testing::TempDir(), "/",
+                   ::testing::UnitTest::GetInstance()->current_test_info()->name(), "_", name);
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << contents;
   return path;
@@ -44,9 +43,7 @@ bool Equal(const TrainConfig& a, const TrainConfig& b) {
   return google::protobuf::util::MessageDifferencer::Equals(a, b);
 }
 
-TEST(ConfigTest, DefaultsValidate) {
-  EXPECT_TRUE(ValidateTrainConfig(DefaultTrainConfig()).ok());
-}
+TEST(ConfigTest, DefaultsValidate) { EXPECT_TRUE(ValidateTrainConfig(DefaultTrainConfig()).ok()); }
 
 TEST(ConfigTest, NoArgumentsGiveTheDefaults) {
   absl::StatusOr<TrainConfig> config = Load({});
@@ -58,10 +55,10 @@ TEST(ConfigTest, NoArgumentsGiveTheDefaults) {
 }
 
 TEST(ConfigTest, FileMergesOverDefaults) {
-  const std::string path = WriteTempFile(
-      "run.textproto",
-      "# a comment\nn_layer: 6\nlearning_rate: 3e-4\nnum_threads: 0\n"
-      "dropout_stream: PER_SAMPLE\nout_dir: \"out/x\"\n");
+  const std::string path =
+      WriteTempFile("run.textproto",
+                    "# a comment\nn_layer: 6\nlearning_rate: 3e-4\nnum_threads: 0\n"
+                    "dropout_stream: PER_SAMPLE\nout_dir: \"out/x\"\n");
   absl::StatusOr<TrainConfig> config = Load({"--config", path});
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->n_layer(), 6);
@@ -76,8 +73,7 @@ TEST(ConfigTest, FileMergesOverDefaults) {
 
 TEST(ConfigTest, FileZeroReplacesNonZeroDefault) {
   // proto3 MergeFrom would skip a zero; a file's explicit zero must count.
-  const std::string path =
-      WriteTempFile("zero.textproto", "sample_tokens: 0\nwarmup_iters: 0\n");
+  const std::string path = WriteTempFile("zero.textproto", "sample_tokens: 0\nwarmup_iters: 0\n");
   absl::StatusOr<TrainConfig> config = Load({"--config=" + path});
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->sample_tokens(), 0);
@@ -85,12 +81,12 @@ TEST(ConfigTest, FileZeroReplacesNonZeroDefault) {
 }
 
 TEST(ConfigTest, FlagsOverrideFileInBothSpellings) {
-  const std::string path = WriteTempFile(
-      "run.textproto", "n_layer: 6\nn_head: 8\nn_embd: 256\ndata_dir: \"a\"\n");
+  const std::string path =
+      WriteTempFile("run.textproto", "n_layer: 6\nn_head: 8\nn_embd: 256\ndata_dir: \"a\"\n");
   absl::StatusOr<TrainConfig> config =
-      Load({"--n_layer=2", "--config", path, "--n_head", "2", "--data_dir=b",
-            "--min_lr", "-1", "--dropout_stream=per_sample", "--seed",
-            "18446744073709551615", "--sample_prompt", "ROMEO:"});
+      Load({"--n_layer=2", "--config", path, "--n_head", "2", "--data_dir=b", "--min_lr", "-1",
+            "--dropout_stream=per_sample", "--seed", "18446744073709551615", "--sample_prompt",
+            "ROMEO:"});
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->n_layer(), 2);
   EXPECT_EQ(config->n_head(), 2);
@@ -110,8 +106,7 @@ TEST(ConfigTest, LastOfARepeatedFlagWins) {
 
 TEST(ConfigTest, EnumFlagIsCaseInsensitive) {
   for (const char* spelling : {"PER_SAMPLE", "per_sample", "Per_Sample"}) {
-    absl::StatusOr<TrainConfig> config =
-        Load({absl::StrCat("--dropout_stream=", spelling)});
+    absl::StatusOr<TrainConfig> config = Load({absl::StrCat("--dropout_stream=", spelling)});
     ASSERT_TRUE(config.ok()) << spelling << ": " << config.status();
     EXPECT_EQ(config->dropout_stream(), TrainConfig::PER_SAMPLE);
   }
@@ -133,25 +128,24 @@ TEST_P(BadFlagTest, IsInvalidArgumentNamingFlagAndValue) {
 
 INSTANTIATE_TEST_SUITE_P(
     Values, BadFlagTest,
-    ::testing::Values(
-        BadFlagCase{"--n_layer=abc", "--n_layer=abc: expected an integer"},
-        BadFlagCase{"--n_layer=4.5", "--n_layer=4.5: expected an integer"},
-        BadFlagCase{"--n_layer=99999999999",
-                    "--n_layer=99999999999: expected an integer"},
-        BadFlagCase{"--seed=-1", "--seed=-1: expected an integer"},
-        BadFlagCase{"--learning_rate=fast", "--learning_rate=fast: expected"},
-        BadFlagCase{"--learning_rate=1e50",
-                    "--learning_rate=1e50: expected a finite number (float, "
-                    "magnitude at most 3.40282e+38)"},
-        BadFlagCase{"--dropout=nan", "--dropout=nan: expected"},
-        BadFlagCase{"--dropout_stream=per_step",
-                    "--dropout_stream=per_step: expected one of per_rank, "
-                    "per_sample"},
-        BadFlagCase{"--dropout_stream=dropout_stream_unspecified",
-                    "--dropout_stream=dropout_stream_unspecified"},
-        BadFlagCase{"--resume_from=latest", "unknown flag --resume_from"},
-        BadFlagCase{"--n_layers=4", "unknown flag --n_layers"},
-        BadFlagCase{"stray", "unexpected argument 'stray'"}),
+    ::testing::Values(BadFlagCase{"--n_layer=abc", "--n_layer=abc: expected an integer"},
+                      BadFlagCase{"--n_layer=4.5", "--n_layer=4.5: expected an integer"},
+                      BadFlagCase{"--n_layer=99999999999",
+                                  "--n_layer=99999999999: expected an integer"},
+                      BadFlagCase{"--seed=-1", "--seed=-1: expected an integer"},
+                      BadFlagCase{"--learning_rate=fast", "--learning_rate=fast: expected"},
+                      BadFlagCase{"--learning_rate=1e50",
+                                  "--learning_rate=1e50: expected a finite number (float, "
+                                  "magnitude at most 3.40282e+38)"},
+                      BadFlagCase{"--dropout=nan", "--dropout=nan: expected"},
+                      BadFlagCase{"--dropout_stream=per_step",
+                                  "--dropout_stream=per_step: expected one of per_rank, "
+                                  "per_sample"},
+                      BadFlagCase{"--dropout_stream=dropout_stream_unspecified",
+                                  "--dropout_stream=dropout_stream_unspecified"},
+                      BadFlagCase{"--resume_from=latest", "unknown flag --resume_from"},
+                      BadFlagCase{"--n_layers=4", "unknown flag --n_layers"},
+                      BadFlagCase{"stray", "unexpected argument 'stray'"}),
     [](const ::testing::TestParamInfo<BadFlagCase>& info) {
       return absl::StrCat("Case", info.index);
     });
@@ -165,16 +159,14 @@ TEST(ConfigTest, FlagWithoutValueIsAnError) {
 
 TEST(ConfigTest, BadFlagValueIsReportedEvenWithAFile) {
   const std::string path = WriteTempFile("run.textproto", "n_layer: 6\n");
-  absl::StatusOr<TrainConfig> config =
-      Load({"--config", path, "--n_head", "four"});
+  absl::StatusOr<TrainConfig> config = Load({"--config", path, "--n_head", "four"});
   ASSERT_FALSE(config.ok());
-  EXPECT_THAT(config.status().message(),
-              HasSubstr("--n_head=four: expected an integer"));
+  EXPECT_THAT(config.status().message(), HasSubstr("--n_head=four: expected an integer"));
 }
 
 TEST(ConfigTest, MalformedFileNamesFileLineAndColumn) {
-  const std::string path = WriteTempFile(
-      "bad.textproto", "n_layer: 6\n# fine so far\nn_head: four\n");
+  const std::string path =
+      WriteTempFile("bad.textproto", "n_layer: 6\n# fine so far\nn_head: four\n");
   absl::StatusOr<TrainConfig> config = Load({"--config", path});
   ASSERT_FALSE(config.ok());
   EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
@@ -182,12 +174,10 @@ TEST(ConfigTest, MalformedFileNamesFileLineAndColumn) {
 }
 
 TEST(ConfigTest, UnknownFieldInFileNamesFileLineAndField) {
-  const std::string path =
-      WriteTempFile("unknown.textproto", "n_layer: 6\nn_layers: 6\n");
+  const std::string path = WriteTempFile("unknown.textproto", "n_layer: 6\nn_layers: 6\n");
   absl::StatusOr<TrainConfig> config = Load({"--config", path});
   ASSERT_FALSE(config.ok());
-  EXPECT_THAT(config.status().message(),
-              AllOf(HasSubstr(path + ":2:"), HasSubstr("n_layers")));
+  EXPECT_THAT(config.status().message(), AllOf(HasSubstr(path + ":2:"), HasSubstr("n_layers")));
 }
 
 // Protobuf's own messages ("Expected integer, got: four") say what is wrong
@@ -201,9 +191,15 @@ struct FileTypeErrorCase {
 
 TEST(ConfigTest, TypeErrorsInFileNameTheFieldAndWhatItTakes) {
   const FileTypeErrorCase cases[] = {
-      {"n_layer: 6\nn_head: four\n", ":2:9:", {"field n_head", "an integer in [-2147483648, 2147483647]"}},
-      {"n_layer: 99999999999\n", ":1:10:", {"field n_layer", "an integer in [-2147483648, 2147483647]"}},
-      {"  dropout : \"high\"  # no\n", ":1:13:", {"field dropout", "a finite number (float, magnitude at most 3.40282e+38)"}},
+      {"n_layer: 6\nn_head: four\n",
+       ":2:9:",
+       {"field n_head", "an integer in [-2147483648, 2147483647]"}},
+      {"n_layer: 99999999999\n",
+       ":1:10:",
+       {"field n_layer", "an integer in [-2147483648, 2147483647]"}},
+      {"  dropout : \"high\"  # no\n",
+       ":1:13:",
+       {"field dropout", "a finite number (float, magnitude at most 3.40282e+38)"}},
       // Protobuf names the field of a bad bool or enum itself (at the next
       // token's position); the message adds what the field takes.
       {"overlap_comm: maybe\n", ":", {"\"overlap_comm\"", "true or false"}},
@@ -244,8 +240,7 @@ TEST(ConfigTest, DirectoryAsConfigIsRefusedNamingThePath) {
 }
 
 TEST(ConfigTest, MissingFileNamesThePath) {
-  const std::string path =
-      absl::StrCat(::testing::TempDir(), "/no_such_dir/run.textproto");
+  const std::string path = absl::StrCat(::testing::TempDir(), "/no_such_dir/run.textproto");
   absl::StatusOr<TrainConfig> config = Load({"--config", path});
   ASSERT_FALSE(config.ok());
   EXPECT_EQ(config.status().code(), absl::StatusCode::kNotFound);
@@ -253,8 +248,7 @@ TEST(ConfigTest, MissingFileNamesThePath) {
 }
 
 TEST(ConfigTest, FailedMergeLeavesConfigUntouched) {
-  const std::string path = WriteTempFile(
-      "half.textproto", "n_layer: 7\nn_head: four\n");
+  const std::string path = WriteTempFile("half.textproto", "n_layer: 7\nn_head: four\n");
   TrainConfig config = DefaultTrainConfig();
   EXPECT_FALSE(MergeTrainConfigFile(path, &config).ok());
   EXPECT_TRUE(Equal(config, DefaultTrainConfig()));
@@ -272,10 +266,9 @@ TEST(ConfigTest, HelpListsEveryFieldWithTypeAndDefault) {
     const std::string help = *command_line->help;
     EXPECT_THAT(help, HasSubstr("--config"));
     EXPECT_THAT(help, ::testing::ContainsRegex("--n_layer +int32 +4 +"));
-    EXPECT_THAT(help, ::testing::ContainsRegex(
-                          "--data_dir +string +\"data/shakespeare_char\""));
-    EXPECT_THAT(help, ::testing::ContainsRegex(
-                          "--dropout_stream +per_rank\\|per_sample +per_rank"));
+    EXPECT_THAT(help, ::testing::ContainsRegex("--data_dir +string +\"data/shakespeare_char\""));
+    EXPECT_THAT(help,
+                ::testing::ContainsRegex("--dropout_stream +per_rank\\|per_sample +per_rank"));
     EXPECT_THAT(help, ::testing::ContainsRegex("--dropout_embedding +float +unset"));
     // Every field of the proto is a flag, so a new field shows up here.
     const google::protobuf::Descriptor* descriptor = TrainConfig::descriptor();
@@ -296,21 +289,19 @@ TEST(ConfigTest, EveryFieldIsSettableByFlag) {
       // The last value of the enum, spelled in lower case.
       const auto* values = field->enum_type();
       value = absl::AsciiStrToLower(values->value(values->value_count() - 1)->name());
-    } else if (field->cpp_type() ==
-               google::protobuf::FieldDescriptor::CPPTYPE_STRING) {
+    } else if (field->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_STRING) {
       value = "x";
     }
-    absl::StatusOr<TrainConfig> config =
-        Load({absl::StrCat("--", field->name(), "=", value)});
+    absl::StatusOr<TrainConfig> config = Load({absl::StrCat("--", field->name(), "=", value)});
     EXPECT_TRUE(config.ok()) << field->name() << ": " << config.status();
   }
 }
 
 // A config that is valid except for one change.
 struct BadValueCase {
-  std::string name;                         // test name suffix
-  std::function<void(TrainConfig*)> edit;   // makes the config invalid
-  std::vector<std::string> expected;        // substrings of the message
+  std::string name;                        // test name suffix
+  std::function<void(TrainConfig*)> edit;  // makes the config invalid
+  std::vector<std::string> expected;       // substrings of the message
 };
 
 class BadValueTest : public ::testing::TestWithParam<BadValueCase> {};
@@ -329,68 +320,54 @@ TEST_P(BadValueTest, IsInvalidArgumentNamingFieldAndValue) {
 INSTANTIATE_TEST_SUITE_P(
     Values, BadValueTest,
     ::testing::Values(
-        BadValueCase{"NLayer", [](TrainConfig* c) { c->set_n_layer(0); },
-                     {"n_layer=0"}},
-        BadValueCase{"NHead", [](TrainConfig* c) { c->set_n_head(-2); },
-                     {"n_head=-2"}},
-        BadValueCase{"NEmbd", [](TrainConfig* c) { c->set_n_embd(0); },
-                     {"n_embd=0"}},
-        BadValueCase{"NEmbdDivisible", [](TrainConfig* c) { c->set_n_embd(130); },
+        BadValueCase{"NLayer", [](TrainConfig* c) { c->set_n_layer(0); }, {"n_layer=0"}},
+        BadValueCase{"NHead", [](TrainConfig* c) { c->set_n_head(-2); }, {"n_head=-2"}},
+        BadValueCase{"NEmbd", [](TrainConfig* c) { c->set_n_embd(0); }, {"n_embd=0"}},
+        BadValueCase{"NEmbdDivisible",
+                     [](TrainConfig* c) { c->set_n_embd(130); },
                      {"n_embd=130 is not divisible by n_head=4"}},
-        BadValueCase{"BlockSize", [](TrainConfig* c) { c->set_block_size(0); },
-                     {"block_size=0"}},
-        BadValueCase{"BatchSize", [](TrainConfig* c) { c->set_batch_size(0); },
-                     {"batch_size=0"}},
+        BadValueCase{"BlockSize", [](TrainConfig* c) { c->set_block_size(0); }, {"block_size=0"}},
+        BadValueCase{"BatchSize", [](TrainConfig* c) { c->set_batch_size(0); }, {"batch_size=0"}},
         BadValueCase{"GradAccum",
                      [](TrainConfig* c) { c->set_gradient_accumulation_steps(0); },
                      {"gradient_accumulation_steps=0"}},
-        BadValueCase{"MaxIters", [](TrainConfig* c) { c->set_max_iters(-1); },
-                     {"max_iters=-1"}},
-        BadValueCase{"EvalIters", [](TrainConfig* c) { c->set_eval_iters(0); },
-                     {"eval_iters=0"}},
-        BadValueCase{"EvalInterval",
-                     [](TrainConfig* c) { c->set_eval_interval(0); },
-                     {"eval_interval=0"}},
-        BadValueCase{"LogInterval",
-                     [](TrainConfig* c) { c->set_log_interval(-5); },
-                     {"log_interval=-5"}},
-        BadValueCase{"LearningRate",
-                     [](TrainConfig* c) { c->set_learning_rate(0); },
-                     {"learning_rate=0"}},
-        BadValueCase{"LearningRateInf",
-                     [](TrainConfig* c) {
-                       c->set_learning_rate(
-                           std::numeric_limits<float>::infinity());
-                     },
-                     {"learning_rate=inf"}},
-        BadValueCase{"MinLrNegative", [](TrainConfig* c) { c->set_min_lr(-0.5); },
-                     {"min_lr=-0.5"}},
-        BadValueCase{"MinLrAboveLr", [](TrainConfig* c) { c->set_min_lr(0.01); },
+        BadValueCase{"MaxIters", [](TrainConfig* c) { c->set_max_iters(-1); }, {"max_iters=-1"}},
+        BadValueCase{"EvalIters", [](TrainConfig* c) { c->set_eval_iters(0); }, {"eval_iters=0"}},
+        BadValueCase{
+            "EvalInterval", [](TrainConfig* c) { c->set_eval_interval(0); }, {"eval_interval=0"}},
+        BadValueCase{
+            "LogInterval", [](TrainConfig* c) { c->set_log_interval(-5); }, {"log_interval=-5"}},
+        BadValueCase{
+            "LearningRate", [](TrainConfig* c) { c->set_learning_rate(0); }, {"learning_rate=0"}},
+        BadValueCase{
+            "LearningRateInf",
+            [](TrainConfig* c) { c->set_learning_rate(std::numeric_limits<float>::infinity()); },
+            {"learning_rate=inf"}},
+        BadValueCase{"MinLrNegative", [](TrainConfig* c) { c->set_min_lr(-0.5); }, {"min_lr=-0.5"}},
+        BadValueCase{"MinLrAboveLr",
+                     [](TrainConfig* c) { c->set_min_lr(0.01); },
                      {"min_lr=0.01", "learning_rate=0.001"}},
-        BadValueCase{"WarmupIters",
-                     [](TrainConfig* c) { c->set_warmup_iters(-1); },
-                     {"warmup_iters=-1"}},
+        BadValueCase{
+            "WarmupIters", [](TrainConfig* c) { c->set_warmup_iters(-1); }, {"warmup_iters=-1"}},
         BadValueCase{"LrDecayNotAfterWarmup",
                      [](TrainConfig* c) { c->set_lr_decay_iters(100); },
                      {"lr_decay_iters=100", "warmup_iters=100"}},
         BadValueCase{"WeightDecay",
                      [](TrainConfig* c) { c->set_weight_decay(-0.1); },
                      {"weight_decay=-0.1"}},
-        BadValueCase{"Beta1", [](TrainConfig* c) { c->set_beta1(1.0); },
-                     {"beta1=1"}},
-        BadValueCase{"Beta2", [](TrainConfig* c) { c->set_beta2(-0.5); },
-                     {"beta2=-0.5"}},
-        BadValueCase{"GradClip", [](TrainConfig* c) { c->set_grad_clip(-1); },
-                     {"grad_clip=-1"}},
-        BadValueCase{"Dropout", [](TrainConfig* c) { c->set_dropout(1.5); },
+        BadValueCase{"Beta1", [](TrainConfig* c) { c->set_beta1(1.0); }, {"beta1=1"}},
+        BadValueCase{"Beta2", [](TrainConfig* c) { c->set_beta2(-0.5); }, {"beta2=-0.5"}},
+        BadValueCase{"GradClip", [](TrainConfig* c) { c->set_grad_clip(-1); }, {"grad_clip=-1"}},
+        BadValueCase{"Dropout",
+                     [](TrainConfig* c) { c->set_dropout(1.5); },
                      {"dropout=1.5: must be in [0, 1)"}},
-        BadValueCase{"DropoutOne", [](TrainConfig* c) { c->set_dropout(1.0); },
+        BadValueCase{"DropoutOne",
+                     [](TrainConfig* c) { c->set_dropout(1.0); },
                      {"dropout=1: must be in [0, 1)"}},
-        BadValueCase{"DropoutNan",
-                     [](TrainConfig* c) {
-                       c->set_dropout(std::numeric_limits<float>::quiet_NaN());
-                     },
-                     {"dropout=nan"}},
+        BadValueCase{
+            "DropoutNan",
+            [](TrainConfig* c) { c->set_dropout(std::numeric_limits<float>::quiet_NaN()); },
+            {"dropout=nan"}},
         BadValueCase{"DropoutEmbedding",
                      [](TrainConfig* c) { c->set_dropout_embedding(-0.1); },
                      {"dropout_embedding=-0.1"}},
@@ -403,37 +380,29 @@ INSTANTIATE_TEST_SUITE_P(
         BadValueCase{"DropoutMlpOutput",
                      [](TrainConfig* c) { c->set_dropout_mlp_output(1.25); },
                      {"dropout_mlp_output=1.25"}},
-        BadValueCase{"DropoutStream",
-                     [](TrainConfig* c) {
-                       c->set_dropout_stream(
-                           TrainConfig::DROPOUT_STREAM_UNSPECIFIED);
-                     },
-                     {"dropout_stream=DROPOUT_STREAM_UNSPECIFIED"}},
-        BadValueCase{"NumThreads", [](TrainConfig* c) { c->set_num_threads(-1); },
-                     {"num_threads=-1"}},
-        BadValueCase{"SampleTokens",
-                     [](TrainConfig* c) { c->set_sample_tokens(-1); },
-                     {"sample_tokens=-1"}},
-        BadValueCase{"SampleTopK", [](TrainConfig* c) { c->set_sample_top_k(-3); },
-                     {"sample_top_k=-3"}},
+        BadValueCase{
+            "DropoutStream",
+            [](TrainConfig* c) { c->set_dropout_stream(TrainConfig::DROPOUT_STREAM_UNSPECIFIED); },
+            {"dropout_stream=DROPOUT_STREAM_UNSPECIFIED"}},
+        BadValueCase{
+            "NumThreads", [](TrainConfig* c) { c->set_num_threads(-1); }, {"num_threads=-1"}},
+        BadValueCase{
+            "SampleTokens", [](TrainConfig* c) { c->set_sample_tokens(-1); }, {"sample_tokens=-1"}},
+        BadValueCase{
+            "SampleTopK", [](TrainConfig* c) { c->set_sample_top_k(-3); }, {"sample_top_k=-3"}},
         BadValueCase{"SampleTemperature",
                      [](TrainConfig* c) { c->set_sample_temperature(0); },
                      {"sample_temperature=0"}},
-        BadValueCase{"DataDir", [](TrainConfig* c) { c->set_data_dir(""); },
-                     {"data_dir=\"\""}},
-        BadValueCase{"OutDir", [](TrainConfig* c) { c->set_out_dir(""); },
-                     {"out_dir=\"\""}}),
-    [](const ::testing::TestParamInfo<BadValueCase>& info) {
-      return info.param.name;
-    });
+        BadValueCase{"DataDir", [](TrainConfig* c) { c->set_data_dir(""); }, {"data_dir=\"\""}},
+        BadValueCase{"OutDir", [](TrainConfig* c) { c->set_out_dir(""); }, {"out_dir=\"\""}}),
+    [](const ::testing::TestParamInfo<BadValueCase>& info) { return info.param.name; });
 
 TEST(ConfigTest, ValidationReportsEveryProblemOnItsOwnLine) {
   TrainConfig config = DefaultTrainConfig();
   config.set_n_layer(0);
   config.set_dropout(1.5);
   absl::Status status = ValidateTrainConfig(config);
-  EXPECT_EQ(status.message(),
-            "n_layer=0: must be >= 1\ndropout=1.5: must be in [0, 1)");
+  EXPECT_EQ(status.message(), "n_layer=0: must be >= 1\ndropout=1.5: must be in [0, 1)");
 }
 
 TEST(ConfigTest, BoundaryValuesAreValid) {
@@ -492,8 +461,7 @@ TEST(ConfigTest, PerSiteDropoutDefaultsToDropout) {
 }
 
 TEST(ConfigTest, PerSiteDropoutFromFlags) {
-  absl::StatusOr<TrainConfig> config =
-      Load({"--dropout=0.1", "--dropout_embedding", "0"});
+  absl::StatusOr<TrainConfig> config = Load({"--dropout=0.1", "--dropout_embedding", "0"});
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_TRUE(config->has_dropout_embedding());
   EXPECT_FALSE(config->has_dropout_mlp_output());
@@ -519,8 +487,8 @@ TEST(ConfigTest, ConfigToTextListsZerosAndRoundTrips) {
 }
 
 TEST(ConfigTest, ShippedCpuRecipeLoadsAndValidates) {
-  absl::StatusOr<TrainConfig> config = Load(
-      {"--config", DROPK_SOURCE_DIR "/configs/shakespeare_char_cpu.textproto"});
+  absl::StatusOr<TrainConfig> config =
+      Load({"--config", DROPK_SOURCE_DIR "/configs/shakespeare_char_cpu.textproto"});
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_TRUE(ValidateTrainConfig(*config).ok()) << ValidateTrainConfig(*config);
   EXPECT_EQ(config->out_dir(), "out/shakespeare_char_cpu");

@@ -19,11 +19,10 @@ constexpr int kVocab = 65;
 TEST(MemoryBudgetTest, NeedAddsTheOptimizerAndHostCopiesToTheModel) {
   const TrainConfig config = DefaultTrainConfig();
   const TrainingMemory need = TrainingMemoryNeed(config, kVocab, /*threads=*/2).value();
-  const GptFootprint model =
-      Gpt::Footprint({kVocab, config.block_size(), config.n_layer(), config.n_head(),
-                      config.n_embd()},
-                     config.batch_size())
-          .value();
+  const GptFootprint model = Gpt::Footprint({kVocab, config.block_size(), config.n_layer(),
+                                             config.n_head(), config.n_embd()},
+                                            config.batch_size())
+                                 .value();
   EXPECT_EQ(need.model.TotalBytes(), model.TotalBytes());
   EXPECT_EQ(need.optimizer_bytes, 2 * model.params_bytes);  // AdamW m and v
   EXPECT_EQ(need.host_bytes, model.params_bytes);
@@ -87,14 +86,14 @@ TEST(MemoryBudgetTest, RanksOnOneNodeShareItsMemory) {
 
 TEST(MemoryBudgetTest, WithoutProcOnlyImpossibleSizesAreRefused) {
   TrainConfig config = DefaultTrainConfig();
-  EXPECT_TRUE(CheckTrainingMemory(config, TrainingMemoryNeed(config, kVocab, 1).value(), 1,
-                                  std::nullopt)
-                  .ok());
+  EXPECT_TRUE(
+      CheckTrainingMemory(config, TrainingMemoryNeed(config, kVocab, 1).value(), 1, std::nullopt)
+          .ok());
   config.set_batch_size(2147483647);
   config.set_block_size(1 << 20);
-  EXPECT_FALSE(CheckTrainingMemory(config, TrainingMemoryNeed(config, kVocab, 1).value(), 1,
-                                   std::nullopt)
-                   .ok());
+  EXPECT_FALSE(
+      CheckTrainingMemory(config, TrainingMemoryNeed(config, kVocab, 1).value(), 1, std::nullopt)
+          .ok());
 }
 
 TEST(MemoryBudgetTest, AvailableMemoryIsReadOnLinux) {

@@ -3,7 +3,6 @@
 
 #include <gtest/gtest.h>
 
-
 #include "trainer/config.h"
 #include "trainer/optimizer.h"
 

@@ -100,14 +100,15 @@ TEST_F(TokenFileTest, HeaderIsTheDocumentedLayout) {
   const std::vector<int32_t> tokens = {0x0102, 0x0304};
   ASSERT_TRUE(WriteTokenFile(path, tokens, 1000).ok());
   const std::string bytes = ReadBytes(path);
-  const std::string expected("DROPKTOK"
-                             "\x01\0\0\0"           // version
-                             "\xE8\x03\0\0"         // vocab 1000
-                             "\x02\0\0\0"           // width 2
-                             "\0\0\0\0"             // reserved
-                             "\x02\0\0\0\0\0\0\0"   // count
-                             "\x02\x01\x04\x03",    // tokens, little-endian
-                             36);
+  const std::string expected(
+      "DROPKTOK"
+      "\x01\0\0\0"          // version
+      "\xE8\x03\0\0"        // vocab 1000
+      "\x02\0\0\0"          // width 2
+      "\0\0\0\0"            // reserved
+      "\x02\0\0\0\0\0\0\0"  // count
+      "\x02\x01\x04\x03",   // tokens, little-endian
+      36);
   EXPECT_EQ(bytes, expected);
 }
 
@@ -187,8 +188,7 @@ TEST_F(TokenFileTest, ZeroVocab) {
 }
 
 TEST_F(TokenFileTest, Truncated) {
-  const std::string message =
-      OpenCorrupted("truncated.bin", [](std::string& b) { b.pop_back(); });
+  const std::string message = OpenCorrupted("truncated.bin", [](std::string& b) { b.pop_back(); });
   EXPECT_THAT(message, HasSubstr("file size is 35 bytes"));
   EXPECT_THAT(message, HasSubstr("count 4 of 1-byte tokens needs 36 bytes"));
 }
@@ -202,7 +202,7 @@ TEST_F(TokenFileTest, WrongCount) {
 
 TEST_F(TokenFileTest, AbsurdCountDoesNotOverflow) {
   const std::string message = OpenCorrupted("absurd.bin", [](std::string& b) {
-    PutLe(b, 16, 4, 4);                     // width 4
+    PutLe(b, 16, 4, 4);                   // width 4
     PutLe(b, 24, 0x4000000000000001, 8);  // count * 4 wraps to 4
   });
   EXPECT_THAT(message, HasSubstr("count 4611686018427387905"));

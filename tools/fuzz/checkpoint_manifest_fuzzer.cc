@@ -17,9 +17,9 @@
 #include <map>
 #include <string>
 
-#include "google/protobuf/stubs/logging.h"
 #include "checkpoint/format.h"
 #include "checkpoint/reader.h"
+#include "google/protobuf/stubs/logging.h"
 
 namespace {
 
@@ -35,7 +35,8 @@ absl::StatusOr<uint64_t> FakeFileSize(const std::string& file) {
 // Protobuf logs every string field with invalid UTF-8 it parses; that is
 // the expected fate of most inputs, so keep the fuzzer's output readable.
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  google::protobuf::SetLogHandler([](google::protobuf::LogLevel, const char*, int, const std::string&) {});
+  google::protobuf::SetLogHandler(
+      [](google::protobuf::LogLevel, const char*, int, const std::string&) {});
   return 0;
 }
 
@@ -52,7 +53,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!parsed.ok()) return 0;
     manifest = *std::move(parsed);
   }
-  absl::StatusOr<dropk::ValidatedManifest> vm = dropk::ValidateManifest(manifest, "fuzz", FakeFileSize);
+  absl::StatusOr<dropk::ValidatedManifest> vm =
+      dropk::ValidateManifest(manifest, "fuzz", FakeFileSize);
   if (!vm.ok()) return 0;
   std::map<std::string, uint64_t> claimed;
   uint64_t model_bytes = 0;

@@ -23,12 +23,12 @@ namespace fs = std::filesystem;
 // falling. (On 90k characters the same model was still improving its val
 // loss after 1500 steps: no overfitting to show.)
 const std::vector<std::pair<std::string, std::string>> kStudyDefaults = {
-    {"n_layer", "4"},         {"n_head", "4"},          {"n_embd", "128"},
-    {"block_size", "64"},     {"batch_size", "12"},     {"max_iters", "1000"},
-    {"learning_rate", "1e-3"}, {"min_lr", "1e-4"},       {"warmup_iters", "100"},
-    {"lr_decay_iters", "1000"}, {"beta2", "0.99"},       {"eval_interval", "50"},
-    {"eval_iters", "20"},     {"log_interval", "50"},  {"sample_tokens", "0"},
-    {"save_every", "0"},      {"keep_last", "1"},
+    {"n_layer", "4"},           {"n_head", "4"},        {"n_embd", "128"},
+    {"block_size", "64"},       {"batch_size", "12"},   {"max_iters", "1000"},
+    {"learning_rate", "1e-3"},  {"min_lr", "1e-4"},     {"warmup_iters", "100"},
+    {"lr_decay_iters", "1000"}, {"beta2", "0.99"},      {"eval_interval", "50"},
+    {"eval_iters", "20"},       {"log_interval", "50"}, {"sample_tokens", "0"},
+    {"save_every", "0"},        {"keep_last", "1"},
 };
 
 std::string RunName(float rate) { return absl::StrFormat("dropout-%.2f", rate); }
@@ -43,7 +43,8 @@ absl::Status PrepareCorpus(const DropoutStudyOptions& options, const std::string
   text.resize(static_cast<size_t>(in.gcount()));
   while (!text.empty() && (static_cast<unsigned char>(text.back()) & 0xC0) == 0x80) text.pop_back();
   if (!text.empty() && static_cast<unsigned char>(text.back()) >= 0xC0) text.pop_back();
-  if (text.empty()) return absl::InvalidArgumentError(absl::StrCat(options.corpus_path, " is empty"));
+  if (text.empty())
+    return absl::InvalidArgumentError(absl::StrCat(options.corpus_path, " is empty"));
   std::error_code ec;
   fs::create_directories(data_dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", data_dir, ": ", ec.message()));
@@ -158,9 +159,8 @@ std::string DropoutSummaryMarkdown(const std::vector<DropoutStudyRow>& rows) {
   md << "| --- | --- | --- | --- | --- |\n";
   for (const DropoutStudyRow& row : rows) {
     const EvalSummary& s = row.summary;
-    md << absl::StrFormat("| %.2f | %.4f (%d) | %.4f | %.4f | %.4f |\n", row.rate,
-                          s.best_val_loss, s.best_val_step, s.final_train_loss, s.final_val_loss,
-                          s.final_gap());
+    md << absl::StrFormat("| %.2f | %.4f (%d) | %.4f | %.4f | %.4f |\n", row.rate, s.best_val_loss,
+                          s.best_val_step, s.final_train_loss, s.final_val_loss, s.final_gap());
   }
   return md.str();
 }

@@ -19,8 +19,8 @@ struct DropoutStudyOptions {
   std::string out_dir;      // data/, dropout-0.10/ (one run each), the plot and tables
   size_t chars = 30000;
   std::vector<float> rates = {0.0f, 0.1f, 0.2f, 0.3f};
-  std::string config_path;              // optional TrainConfig textproto over the study's defaults
-  std::vector<std::string> overrides;   // "--name=value" applied last, as dropk-train's flags
+  std::string config_path;             // optional TrainConfig textproto over the study's defaults
+  std::vector<std::string> overrides;  // "--name=value" applied last, as dropk-train's flags
 };
 
 // One rate's outcome.
@@ -37,8 +37,7 @@ struct DropoutStudyRow {
 // 0). The same options and thread count give the same numbers. Errors name
 // the corpus, the config field or the run at fault.
 absl::StatusOr<std::vector<DropoutStudyRow>> RunDropoutStudy(const DropoutStudyOptions& options,
-                                                             Communicator& comm,
-                                                             std::ostream& log);
+                                                             Communicator& comm, std::ostream& log);
 
 // The summary as a Markdown table (rate, best val loss and its step, final
 // train and val loss, final gap).

@@ -37,7 +37,8 @@ absl::Status RunGnuplot(const std::string& script_path, const std::string& scrip
   if (pipe == nullptr) return absl::InternalError("cannot start gnuplot");
   std::string messages;
   std::array<char, 512> buffer;
-  while (size_t n = std::fread(buffer.data(), 1, buffer.size(), pipe)) messages.append(buffer.data(), n);
+  while (size_t n = std::fread(buffer.data(), 1, buffer.size(), pipe))
+    messages.append(buffer.data(), n);
   const int status = pclose(pipe);
   if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     return absl::InternalError(absl::StrCat("gnuplot failed on ", script_path, ": ", messages));

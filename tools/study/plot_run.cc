@@ -31,10 +31,10 @@ absl::Status WriteCsv(const std::vector<RunMetricsRow>& rows, const std::string&
 
 // The gnuplot preamble every run plot shares: a PNG of 900x500 reading the CSV.
 std::string Preamble(const std::string& png, const std::string& title) {
-  return absl::StrCat(
-      "set terminal pngcairo size 900,500 font 'Sans,10'\n", "set output ", GnuplotQuote(png),
-      "\n", "set datafile separator ','\n", "set datafile missing 'NaN'\n", "set key top right\n",
-      "set grid\n", "set xlabel 'step'\n", "set title ", GnuplotQuote(title), "\n");
+  return absl::StrCat("set terminal pngcairo size 900,500 font 'Sans,10'\n", "set output ",
+                      GnuplotQuote(png), "\n", "set datafile separator ','\n",
+                      "set datafile missing 'NaN'\n", "set key top right\n", "set grid\n",
+                      "set xlabel 'step'\n", "set title ", GnuplotQuote(title), "\n");
 }
 
 }  // namespace
@@ -58,10 +58,14 @@ absl::StatusOr<std::vector<std::string>> PlotRun(const std::string& run_dir,
   // `every` is not needed: NaN cells drop out of each series, and the
   // evaluation series draw points joined by lines across the gaps.
   const std::vector<Plot> plots = {
-      {"loss", absl::StrCat("set ylabel 'loss (nats/token)'\n", "plot ", data,
-                            " using 1:2 with lines lw 1 lc rgb '#9ecae1' title 'train (logged step)', \\\n  ",
-                            data, " using 1:3 with linespoints pt 7 ps 0.6 lw 2 lc rgb '#3182bd' title 'train (eval)', \\\n  ",
-                            data, " using 1:4 with linespoints pt 7 ps 0.6 lw 2 lc rgb '#e6550d' title 'val (eval)'\n")},
+      {"loss",
+       absl::StrCat(
+           "set ylabel 'loss (nats/token)'\n", "plot ", data,
+           " using 1:2 with lines lw 1 lc rgb '#9ecae1' title 'train (logged step)', \\\n  ", data,
+           " using 1:3 with linespoints pt 7 ps 0.6 lw 2 lc rgb '#3182bd' title 'train (eval)', "
+           "\\\n  ",
+           data,
+           " using 1:4 with linespoints pt 7 ps 0.6 lw 2 lc rgb '#e6550d' title 'val (eval)'\n")},
       {"lr", absl::StrCat("set ylabel 'learning rate'\n", "set format y '%.1e'\n", "plot ", data,
                           " using 1:5 with lines lw 2 lc rgb '#31a354' title 'lr'\n")},
       {"tokens_per_s",
@@ -72,8 +76,8 @@ absl::StatusOr<std::vector<std::string>> PlotRun(const std::string& run_dir,
   for (const Plot& plot : plots) {
     const std::string png = (fs::path(out_dir) / (plot.name + ".png")).string();
     const std::string script = (fs::path(out_dir) / (plot.name + ".gp")).string();
-    if (absl::Status s = RunGnuplot(script, Preamble(png, absl::StrCat(title, ": ", plot.name)) +
-                                                plot.body);
+    if (absl::Status s =
+            RunGnuplot(script, Preamble(png, absl::StrCat(title, ": ", plot.name)) + plot.body);
         !s.ok()) {
       return s;
     }

@@ -30,7 +30,8 @@ absl::StatusOr<std::vector<RunMetricsRow>> ReadRunMetrics(const std::string& pat
       // killed mid-write); anything else is not a metrics file.
       if (i + 1 == lines.size()) break;
       return absl::InvalidArgumentError(
-          absl::StrCat(path, ":", i + 1, ": not a metrics row (a JSON object with an integer "
+          absl::StrCat(path, ":", i + 1,
+                       ": not a metrics row (a JSON object with an integer "
                        "\"step\")"));
     }
     RunMetricsRow row;

@@ -65,23 +65,30 @@ Completion Generate(InferenceEngine& engine, std::span<const int32_t> prompt, in
 }
 
 absl::Status CheckOptions(const TopKStudyOptions& o) {
-  if (o.samples < 2) return absl::InvalidArgumentError("--samples must be at least 2 (overlap compares pairs)");
+  if (o.samples < 2)
+    return absl::InvalidArgumentError("--samples must be at least 2 (overlap compares pairs)");
   if (o.max_tokens < 1) return absl::InvalidArgumentError("--max-tokens must be at least 1");
   if (o.prompts.empty()) return absl::InvalidArgumentError("--prompt: give at least one prompt");
   if (o.ks.empty()) return absl::InvalidArgumentError("--ks: give at least one k");
   for (int k : o.ks) {
-    if (k < 0) return absl::InvalidArgumentError(absl::StrCat("--ks: ", k, " is negative (0 = whole vocabulary)"));
+    if (k < 0)
+      return absl::InvalidArgumentError(
+          absl::StrCat("--ks: ", k, " is negative (0 = whole vocabulary)"));
   }
-  if (o.temperatures.empty()) return absl::InvalidArgumentError("--temperatures: give at least one");
+  if (o.temperatures.empty())
+    return absl::InvalidArgumentError("--temperatures: give at least one");
   for (float t : o.temperatures) {
     if (!(t > 0.0f && t <= 100.0f)) {
-      return absl::InvalidArgumentError(absl::StrCat("--temperatures: ", t, " is outside (0, 100]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--temperatures: ", t, " is outside (0, 100]"));
     }
   }
   return absl::OkStatus();
 }
 
-std::string KLabel(int k, int vocab) { return k == 0 || k >= vocab ? absl::StrCat("V=", vocab) : absl::StrCat(k); }
+std::string KLabel(int k, int vocab) {
+  return k == 0 || k >= vocab ? absl::StrCat("V=", vocab) : absl::StrCat(k);
+}
 
 absl::Status WriteOutputs(const TopKStudyOptions& options, const std::vector<TopKStudyRow>& rows,
                           int vocab, const std::string& checkpoint_id) {
@@ -110,8 +117,8 @@ absl::Status WriteOutputs(const TopKStudyOptions& options, const std::vector<Top
                                  GnuplotQuote(ylabel), "\nplot ");
     for (size_t t = 0; t < options.temperatures.size(); ++t) {
       // Rows are ordered temperature-major, ks in order: block t, index 0..|ks|-1.
-      absl::StrAppend(&s, GnuplotQuote(csv), " every ::", 1 + t * options.ks.size(), "::",
-                      (t + 1) * options.ks.size(), " using ($0):", column,
+      absl::StrAppend(&s, GnuplotQuote(csv), " every ::", 1 + t * options.ks.size(),
+                      "::", (t + 1) * options.ks.size(), " using ($0):", column,
                       " with linespoints pt 7 lw 2 lc rgb '", colors[t % 4], "' title ",
                       GnuplotQuote(absl::StrFormat("temperature %.2f", options.temperatures[t])),
                       t + 1 < options.temperatures.size() ? ", \\\n  " : "\n");
@@ -122,16 +129,14 @@ absl::Status WriteOutputs(const TopKStudyOptions& options, const std::vector<Top
   const std::string script = absl::StrCat(
       "set terminal pngcairo size 1100,800 font 'Sans,10'\nset output ", GnuplotQuote(png), "\n",
       "set datafile separator ','\nset grid\nset key bottom right\nset xlabel 'top-k'\n", xtics,
-      "set xrange [-0.3:", options.ks.size() - 0.7, "]\n",
-      "set multiplot layout 2,2 title ",
+      "set xrange [-0.3:", options.ks.size() - 0.7, "]\n", "set multiplot layout 2,2 title ",
       GnuplotQuote(absl::StrCat("Top-k study: ", checkpoint_id, ", ", options.samples,
                                 " samples x ", options.prompts.size(), " prompts x ",
                                 options.max_tokens, " tokens per setting")),
       "\n", panel("diversity: distinct-1 (words)", 4, "distinct unigrams / unigrams"),
       panel("diversity: distinct-2 (words)", 5, "distinct bigrams / bigrams"),
       panel("sameness: pairwise bigram overlap", 6, "mean Jaccard"),
-      panel("quality: NLL of the samples under the model", 7, "nats/token"),
-      "unset multiplot\n");
+      panel("quality: NLL of the samples under the model", 7, "nats/token"), "unset multiplot\n");
   return RunGnuplot((out / "topk_study.gp").string(), script);
 }
 
@@ -169,7 +174,9 @@ absl::StatusOr<TopKStudyResult> RunTopKStudy(const TopKStudyOptions& options) {
   std::vector<std::vector<int32_t>> prompts;
   for (const std::string& text : options.prompts) {
     absl::StatusOr<std::vector<int32_t>> ids = model.tokenizer.Encode(text);
-    if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat("--prompt \"", text, "\": ", ids.status().message()));
+    if (!ids.ok())
+      return absl::InvalidArgumentError(
+          absl::StrCat("--prompt \"", text, "\": ", ids.status().message()));
     if (ids->empty() || ids->size() > static_cast<size_t>(model.config.block_size)) {
       return absl::InvalidArgumentError(absl::StrCat("--prompt \"", text, "\": must encode to 1..",
                                                      model.config.block_size, " tokens"));
@@ -178,8 +185,10 @@ absl::StatusOr<TopKStudyResult> RunTopKStudy(const TopKStudyOptions& options) {
   }
   std::error_code ec;
   fs::create_directories(options.out_dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot create ", options.out_dir, ": ", ec.message()));
-  std::ofstream samples_out((fs::path(options.out_dir) / "topk_samples.jsonl").string(), std::ios::trunc);
+  if (ec)
+    return absl::InternalError(absl::StrCat("cannot create ", options.out_dir, ": ", ec.message()));
+  std::ofstream samples_out((fs::path(options.out_dir) / "topk_samples.jsonl").string(),
+                            std::ios::trunc);
 
   std::vector<TopKStudyRow> rows;
   for (float temperature : options.temperatures) {
@@ -190,14 +199,18 @@ absl::StatusOr<TopKStudyResult> RunTopKStudy(const TopKStudyOptions& options) {
       for (size_t p = 0; p < prompts.size(); ++p) {
         std::vector<std::string> texts;
         for (int i = 0; i < options.samples; ++i) {
-          const SamplingOptions sampling{temperature, k, 1.0f, options.seed + static_cast<uint64_t>(i)};
+          const SamplingOptions sampling{temperature, k, 1.0f,
+                                         options.seed + static_cast<uint64_t>(i)};
           Completion c = Generate(**engine, prompts[p], options.max_tokens, sampling);
           nll_sum += c.nll_sum;
           tokens += c.tokens.size();
           texts.push_back(model.tokenizer.Decode(c.tokens));
-          samples_out << nlohmann::json{{"temperature", temperature}, {"top_k", k},
-                                        {"prompt", options.prompts[p]}, {"seed", sampling.seed},
-                                        {"text", texts.back()}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+          samples_out << nlohmann::json{{"temperature", temperature},
+                                        {"top_k", k},
+                                        {"prompt", options.prompts[p]},
+                                        {"seed", sampling.seed},
+                                        {"text", texts.back()}}
+                             .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
                       << "\n";
         }
         overlap_sum += MeanPairwiseBigramOverlap(texts);
@@ -209,8 +222,8 @@ absl::StatusOr<TopKStudyResult> RunTopKStudy(const TopKStudyOptions& options) {
   }
   if (!samples_out.flush()) return absl::InternalError("cannot write topk_samples.jsonl");
   // Snapshots loaded from disk may carry no API id; the directory names the model.
-  const std::string id = model.id.empty() ? fs::path(dir).lexically_normal().filename().string()
-                                          : model.id;
+  const std::string id =
+      model.id.empty() ? fs::path(dir).lexically_normal().filename().string() : model.id;
   if (absl::Status s = WriteOutputs(options, rows, model.config.vocab_size, id); !s.ok()) return s;
   return TopKStudyResult{std::move(rows), model.config.vocab_size, id};
 }

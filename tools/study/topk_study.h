@@ -27,7 +27,7 @@ struct TopKStudyOptions {
 // One (temperature, k) setting's figures over every prompt's samples.
 struct TopKStudyRow {
   float temperature = 0;
-  int k = 0;           // as sampled: 0 means the whole vocabulary
+  int k = 0;             // as sampled: 0 means the whole vocabulary
   double distinct1 = 0;  // distinct word unigrams / all word unigrams
   double distinct2 = 0;  // distinct word bigrams / all word bigrams
   double overlap = 0;    // mean pairwise word-bigram Jaccard among a prompt's samples

@@ -84,22 +84,21 @@ inline absl::Status MpiError(const char* call, int rc, const char* file, int lin
   MPI_Initialized(&initialized);
   MPI_Finalized(&finalized);
   if (initialized && !finalized) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return absl::InternalError(absl::StrCat("rank ", rank, ": ", call, " failed: ",
-                                          std::string(text, len), " (", file, ":", line, ")"));
+  return absl::InternalError(absl::StrCat(
+      "rank ", rank, ": ", call, " failed: ", std::string(text, len), " (", file, ":", line, ")"));
 }
 
 }  // namespace dropk::internal
 
-#define MPI_CHECK(call)                                                                   \
-  do {                                                                                    \
-    const int dropk_mpi_check_rc = (call);                                                \
-    if (dropk_mpi_check_rc != MPI_SUCCESS) {                                              \
-      return ::dropk::internal::MpiError(#call, dropk_mpi_check_rc, __FILE__, __LINE__);  \
-    }                                                                                     \
+#define MPI_CHECK(call)                                                                  \
+  do {                                                                                   \
+    const int dropk_mpi_check_rc = (call);                                               \
+    if (dropk_mpi_check_rc != MPI_SUCCESS) {                                             \
+      return ::dropk::internal::MpiError(#call, dropk_mpi_check_rc, __FILE__, __LINE__); \
+    }                                                                                    \
   } while (0)
 
 #endif  // MPI_VERSION && !DROPK_BASE_CHECK_MPI_
-
 
 // ---- CUDA runtime -------------------------------------------------------
 #if defined(__CUDA_RUNTIME_H__) && !defined(DROPK_BASE_CHECK_CUDA_)
@@ -114,19 +113,19 @@ inline std::string CudaErrorText(cudaError_t rc, const char* call, const char* f
 }
 }  // namespace dropk::internal
 
-#define CUDA_CHECK(call)                                                                      \
-  do {                                                                                        \
-    const cudaError_t dropk_cuda_rc = (call);                                                 \
-    if (dropk_cuda_rc != cudaSuccess) {                                                       \
-      return ::absl::InternalError(                                                           \
-          ::dropk::internal::CudaErrorText(dropk_cuda_rc, #call, __FILE__, __LINE__));       \
-    }                                                                                         \
+#define CUDA_CHECK(call)                                                               \
+  do {                                                                                 \
+    const cudaError_t dropk_cuda_rc = (call);                                          \
+    if (dropk_cuda_rc != cudaSuccess) {                                                \
+      return ::absl::InternalError(                                                    \
+          ::dropk::internal::CudaErrorText(dropk_cuda_rc, #call, __FILE__, __LINE__)); \
+    }                                                                                  \
   } while (0)
-#define CUDA_CHECK_ABORT(call)                                                                \
-  do {                                                                                        \
-    const cudaError_t dropk_cuda_rc = (call);                                                 \
-    DROPK_CHECK(dropk_cuda_rc == cudaSuccess)                                                 \
-        << ::dropk::internal::CudaErrorText(dropk_cuda_rc, #call, __FILE__, __LINE__);        \
+#define CUDA_CHECK_ABORT(call)                                                         \
+  do {                                                                                 \
+    const cudaError_t dropk_cuda_rc = (call);                                          \
+    DROPK_CHECK(dropk_cuda_rc == cudaSuccess)                                          \
+        << ::dropk::internal::CudaErrorText(dropk_cuda_rc, #call, __FILE__, __LINE__); \
   } while (0)
 #endif  // CUDA runtime
 
@@ -139,24 +138,24 @@ inline std::string CudaErrorText(cudaError_t rc, const char* call, const char* f
 namespace dropk::internal {
 inline std::string CublasErrorText(cublasStatus_t rc, const char* call, const char* file,
                                    int line) {
-  return absl::StrCat(call, " failed: ", cublasGetStatusName(rc), " (",
-                      cublasGetStatusString(rc), ") at ", file, ":", line);
+  return absl::StrCat(call, " failed: ", cublasGetStatusName(rc), " (", cublasGetStatusString(rc),
+                      ") at ", file, ":", line);
 }
 }  // namespace dropk::internal
 
-#define CUBLAS_CHECK(call)                                                                    \
-  do {                                                                                        \
-    const cublasStatus_t dropk_cublas_rc = (call);                                            \
-    if (dropk_cublas_rc != CUBLAS_STATUS_SUCCESS) {                                           \
-      return ::absl::InternalError(                                                           \
-          ::dropk::internal::CublasErrorText(dropk_cublas_rc, #call, __FILE__, __LINE__));   \
-    }                                                                                         \
+#define CUBLAS_CHECK(call)                                                                 \
+  do {                                                                                     \
+    const cublasStatus_t dropk_cublas_rc = (call);                                         \
+    if (dropk_cublas_rc != CUBLAS_STATUS_SUCCESS) {                                        \
+      return ::absl::InternalError(                                                        \
+          ::dropk::internal::CublasErrorText(dropk_cublas_rc, #call, __FILE__, __LINE__)); \
+    }                                                                                      \
   } while (0)
-#define CUBLAS_CHECK_ABORT(call)                                                              \
-  do {                                                                                        \
-    const cublasStatus_t dropk_cublas_rc = (call);                                            \
-    DROPK_CHECK(dropk_cublas_rc == CUBLAS_STATUS_SUCCESS)                                     \
-        << ::dropk::internal::CublasErrorText(dropk_cublas_rc, #call, __FILE__, __LINE__);    \
+#define CUBLAS_CHECK_ABORT(call)                                                           \
+  do {                                                                                     \
+    const cublasStatus_t dropk_cublas_rc = (call);                                         \
+    DROPK_CHECK(dropk_cublas_rc == CUBLAS_STATUS_SUCCESS)                                  \
+        << ::dropk::internal::CublasErrorText(dropk_cublas_rc, #call, __FILE__, __LINE__); \
   } while (0)
 #endif  // cuBLAS
 
@@ -175,18 +174,18 @@ inline std::string NcclErrorText(ncclResult_t rc, const char* call, const char* 
 
 // ncclInProgress is not a failure: a non-blocking communicator's call is
 // still running (ncclCommGetAsyncError reports how it ends).
-#define NCCL_CHECK(call)                                                                      \
-  do {                                                                                        \
-    const ncclResult_t dropk_nccl_rc = (call);                                                \
-    if (dropk_nccl_rc != ncclSuccess && dropk_nccl_rc != ncclInProgress) {                    \
-      return ::absl::InternalError(                                                           \
-          ::dropk::internal::NcclErrorText(dropk_nccl_rc, #call, __FILE__, __LINE__));       \
-    }                                                                                         \
+#define NCCL_CHECK(call)                                                               \
+  do {                                                                                 \
+    const ncclResult_t dropk_nccl_rc = (call);                                         \
+    if (dropk_nccl_rc != ncclSuccess && dropk_nccl_rc != ncclInProgress) {             \
+      return ::absl::InternalError(                                                    \
+          ::dropk::internal::NcclErrorText(dropk_nccl_rc, #call, __FILE__, __LINE__)); \
+    }                                                                                  \
   } while (0)
-#define NCCL_CHECK_ABORT(call)                                                                \
-  do {                                                                                        \
-    const ncclResult_t dropk_nccl_rc = (call);                                                \
-    DROPK_CHECK(dropk_nccl_rc == ncclSuccess || dropk_nccl_rc == ncclInProgress)              \
-        << ::dropk::internal::NcclErrorText(dropk_nccl_rc, #call, __FILE__, __LINE__);        \
+#define NCCL_CHECK_ABORT(call)                                                         \
+  do {                                                                                 \
+    const ncclResult_t dropk_nccl_rc = (call);                                         \
+    DROPK_CHECK(dropk_nccl_rc == ncclSuccess || dropk_nccl_rc == ncclInProgress)       \
+        << ::dropk::internal::NcclErrorText(dropk_nccl_rc, #call, __FILE__, __LINE__); \
   } while (0)
 #endif  // NCCL

@@ -73,7 +73,7 @@ class LazyLibrary {
   DROPK_LAZY_FORWARD_AS(library, decltype(&name), name, failure)
 // The same with the function pointer type spelled out, for a name that C++
 // overloads (the library's header adds inline overloads of some functions).
-#define DROPK_LAZY_FORWARD_AS(library, Pointer, name, failure)                   \
+#define DROPK_LAZY_FORWARD_AS(library, Pointer, name, failure)                 \
   static const auto real = reinterpret_cast<Pointer>((library).Symbol(#name)); \
   if (real == nullptr) return failure
 

@@ -30,12 +30,12 @@ namespace dropk {
 // One committed asynchronous save, as its log line reports it.
 struct AsyncSaveReport {
   int64_t step = 0;
-  std::string dir;            // the committed checkpoint directory
-  double pause_s = 0;         // training thread: waiting for the previous
-                              // save, staging, and the snapshot copy
-  double waited_s = 0;        // the part of pause_s spent waiting for the previous save
-  double background_s = 0;    // this rank's files written, CRC'd and fsynced,
-                              // plus (rank 0) the commit, on the background thread
+  std::string dir;              // the committed checkpoint directory
+  double pause_s = 0;           // training thread: waiting for the previous
+                                // save, staging, and the snapshot copy
+  double waited_s = 0;          // the part of pause_s spent waiting for the previous save
+  double background_s = 0;      // this rank's files written, CRC'd and fsynced,
+                                // plus (rank 0) the commit, on the background thread
   uint64_t snapshot_bytes = 0;  // this rank's staging buffer in use
 };
 
@@ -103,16 +103,16 @@ class AsyncCheckpointWriter {
   Communicator* comm_;
   Phase phase_ = Phase::kIdle;
   std::optional<CheckpointWriter::SaveInProgress> save_;
-  std::vector<float> staging_;   // rank 0: params, then m and v slices
+  std::vector<float> staging_;  // rank 0: params, then m and v slices
   std::thread worker_;
   std::atomic<bool> worker_done_{false};
   // Written by the worker before worker_done_ is set, read after.
-  absl::Status write_status_;     // this rank's files
-  absl::Status publish_status_;   // rank 0: the commit
+  absl::Status write_status_;    // this rank's files
+  absl::Status publish_status_;  // rank 0: the commit
   double background_s_ = 0;
   int64_t failed_ranks_ = 0;
-  AsyncSaveReport report_;     // of the save in flight
-  bool reported_ = false;      // report_ already moved to committed_
+  AsyncSaveReport report_;                    // of the save in flight
+  bool reported_ = false;                     // report_ already moved to committed_
   std::optional<AsyncSaveReport> committed_;  // committed, not yet taken
 };
 

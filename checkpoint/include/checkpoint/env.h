@@ -42,7 +42,8 @@ class Env {
   // Creates `path` (one level); OK when it already exists as a directory.
   virtual absl::Status CreateDir(const std::string& path) = 0;
   // Creates or truncates `path` for writing.
-  virtual absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) = 0;
+  virtual absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(
+      const std::string& path) = 0;
   // rename(2): atomic, replaces `to` (a file, or an empty directory).
   virtual absl::Status RenameFile(const std::string& from, const std::string& to) = 0;
   virtual absl::Status RemoveFile(const std::string& path) = 0;
@@ -73,7 +74,6 @@ absl::Status WriteDurableFile(Env* env, const std::string& path, std::string_vie
 // failure path is unchanged and path.tmp removed; errors name the path.
 absl::Status ReplaceFileAtomically(Env* env, const std::string& path,
                                    const std::function<absl::Status(WritableFile&)>& write);
-
 
 }  // namespace dropk
 

@@ -32,15 +32,15 @@ namespace dropk {
 // Everything a checkpoint holds, in host memory. Tensors are in
 // ParamLayout order (model/param_layout.h).
 struct CheckpointData {
-  TrainConfig config;           // the full config of the run that wrote it
-  Tokenizer tokenizer;          // the vocabulary the model was trained on
-  int64_t step = 0;             // optimizer steps completed; the next step to run
+  TrainConfig config;   // the full config of the run that wrote it
+  Tokenizer tokenizer;  // the vocabulary the model was trained on
+  int64_t step = 0;     // optimizer steps completed; the next step to run
   int64_t tokens_seen = 0;
-  int32_t world_size = 1;       // ranks of the run that wrote it
-  std::vector<float> params;    // model parameters
-  std::vector<float> adam_m;    // AdamW first moments (empty when read weights-only)
-  std::vector<float> adam_v;    // AdamW second moments (empty when read weights-only)
-  int64_t optimizer_step = 0;   // AdamW's t (bias correction)
+  int32_t world_size = 1;      // ranks of the run that wrote it
+  std::vector<float> params;   // model parameters
+  std::vector<float> adam_m;   // AdamW first moments (empty when read weights-only)
+  std::vector<float> adam_v;   // AdamW second moments (empty when read weights-only)
+  int64_t optimizer_step = 0;  // AdamW's t (bias correction)
 };
 
 struct ReadCheckpointOptions {

@@ -36,9 +36,9 @@ struct CheckpointState {
 };
 
 struct CheckpointWriterOptions {
-  std::string checkpoints_dir;  // created when missing
-  int keep_last = 3;            // >= 1
-  int keep_every = 0;           // also keep steps that are multiples of this; 0 = none
+  std::string checkpoints_dir;     // created when missing
+  int keep_last = 3;               // >= 1
+  int keep_every = 0;              // also keep steps that are multiples of this; 0 = none
   size_t buffer_bytes = 8u << 20;  // the one staging buffer, allocated and touched once
   Env* env = nullptr;              // null: Env::Default()
   // Where a rank's own write failure and retention problems are logged
@@ -71,9 +71,9 @@ class CheckpointWriter {
   // One save between its three phases.
   struct SaveInProgress {
     int64_t step = 0;
-    std::string tmp;        // step-N.tmp-XXXXXXXX, created by rank 0
-    std::string final_dir;  // step-N
-    CheckpointManifest manifest;  // header fields; rank 0: model entries
+    std::string tmp;                    // step-N.tmp-XXXXXXXX, created by rank 0
+    std::string final_dir;              // step-N
+    CheckpointManifest manifest;        // header fields; rank 0: model entries
     std::vector<size_t> model_offsets;  // rank 0: per model entry, in floats into the parameters
     std::vector<TensorEntry> slices;    // optimizer slices, m and v of each rank
   };

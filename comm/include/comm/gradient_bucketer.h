@@ -90,10 +90,10 @@ class GradientBucketer {
   std::vector<Bucket> buckets_;
   bool overlap_;
   CollectiveOptions options_;
-  size_t next_ = 0;           // next bucket to launch
-  size_t ready_from_;         // gradients [ready_from_, count_) are final
+  size_t next_ = 0;    // next bucket to launch
+  size_t ready_from_;  // gradients [ready_from_, count_) are final
   std::chrono::steady_clock::time_point backward_done_;  // when ready_from_ reached 0
-  DeviceEvent* last_ready_ = nullptr;  // the newest readiness event of this step
+  DeviceEvent* last_ready_ = nullptr;                    // the newest readiness event of this step
   std::vector<std::unique_ptr<Work>> pending_;
   SyncTiming timing_;
 };

@@ -48,7 +48,7 @@ absl::Status NcclUsable();
 // here. Blocks until every rank has joined (or bootstrap's broadcast times
 // out).
 absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(Communicator* bootstrap,
-                                                                    int cuda_device);
+                                                                   int cuda_device);
 
 }  // namespace dropk
 

@@ -88,8 +88,7 @@ DROPK_HOST_DEVICE DropoutAddress DropoutAddressOf(const DropoutPlan& plan, int b
 // The keep decision for element e of (stream, site, step) under seed.
 DROPK_HOST_DEVICE bool DropoutKeep(uint64_t seed, uint32_t stream, uint32_t site, uint32_t step,
                                    uint64_t e, uint64_t keep_threshold) {
-  const Philox4x32Block r =
-      Philox(seed, static_cast<uint32_t>(e >> 2), stream, site, step);
+  const Philox4x32Block r = Philox(seed, static_cast<uint32_t>(e >> 2), stream, site, step);
   return r.v[e & 3] < keep_threshold;
 }
 

@@ -27,8 +27,8 @@ namespace dropk {
 
 struct InferenceOptions {
   Device device = Device::kCpu;
-  int max_slots = 16;    // sequences that can hold a KV cache at once (batch limit)
-  int num_threads = 0;   // host threads for the CPU engine; 0 = all cores
+  int max_slots = 16;   // sequences that can hold a KV cache at once (batch limit)
+  int num_threads = 0;  // host threads for the CPU engine; 0 = all cores
 };
 
 // Holds a copy of the weights and a KV cache of block_size positions for each

@@ -77,8 +77,8 @@ class Kernels {
                                  const float* rstd, int N, int C) = 0;
 
   // out (N,OC) = inp (N,C) · w (OC,C)^T + bias (OC); bias may be null.
-  virtual void MatmulForward(float* out, const float* inp, const float* w, const float* bias,
-                             int N, int C, int OC) = 0;
+  virtual void MatmulForward(float* out, const float* inp, const float* w, const float* bias, int N,
+                             int C, int OC) = 0;
   // dinp (N,C) = dout · w (overwrites, or accumulates when accumulate_dinp);
   // accumulates dw (OC,C) += dout^T · inp and dbias (OC) += column sums.
   virtual void MatmulBackward(float* dinp, float* dw, float* dbias, const float* dout,
@@ -109,25 +109,25 @@ class Kernels {
   // then ln_out = LayerNorm(out) * w + b with mean and rstd (B*T) saved, as
   // LayerNormForward, bit for bit. A device without a fused kernel keeps this
   // default, which runs the two ops.
-  virtual void ResidualDropoutLayerNormForward(float* out, float* ln_out, float* mean,
-                                               float* rstd, const float* residual,
-                                               const float* x, const float* w, const float* b,
-                                               int B, int T, int C, DropoutKind kind, int layer,
+  virtual void ResidualDropoutLayerNormForward(float* out, float* ln_out, float* mean, float* rstd,
+                                               const float* residual, const float* x,
+                                               const float* w, const float* b, int B, int T, int C,
+                                               DropoutKind kind, int layer,
                                                const DropoutPlan* dropout) {
     ResidualDropoutForward(out, residual, x, B, T, C, kind, layer, dropout);
     LayerNormForward(ln_out, mean, rstd, out, w, b, B * T, C);
   }
   // dx (B,T,C) = dropout mask applied to dout (overwrites dx).
-  virtual void DropoutBackward(float* dx, const float* dout, int B, int T, int C,
-                               DropoutKind kind, int layer, const DropoutPlan* dropout) = 0;
+  virtual void DropoutBackward(float* dx, const float* dout, int B, int T, int C, DropoutKind kind,
+                               int layer, const DropoutPlan* dropout) = 0;
 
   // Per-row cross-entropy of logits (N,V) against targets (N): writes
   // losses (N) and log-sum-exp (N).
   virtual void CrossEntropyForward(float* losses, float* lse, const float* logits,
                                    const int32_t* targets, int N, int V) = 0;
   // In place: logits (N,V) become dlogits = (softmax - onehot(target)) * scale.
-  virtual void CrossEntropyBackward(float* logits, const float* lse, const int32_t* targets,
-                                    int N, int V, float scale) = 0;
+  virtual void CrossEntropyBackward(float* logits, const float* lse, const int32_t* targets, int N,
+                                    int V, float scale) = 0;
 
   // Sum of squares of x (n), in double, returned to the host (synchronises).
   virtual double SumSquares(const float* x, size_t n) = 0;

@@ -40,12 +40,18 @@ struct ParamTensor {
 
 // Pointers of one transformer block's tensors inside a flat buffer.
 struct BlockTensors {
-  float* ln1_w; float* ln1_b;      // (C)
-  float* qkv_w; float* qkv_b;      // (3C, C), (3C)
-  float* attproj_w; float* attproj_b;  // (C, C), (C)
-  float* ln2_w; float* ln2_b;      // (C)
-  float* fc_w; float* fc_b;        // (4C, C), (4C)
-  float* fcproj_w; float* fcproj_b;  // (C, 4C), (C)
+  float* ln1_w;
+  float* ln1_b;  // (C)
+  float* qkv_w;
+  float* qkv_b;  // (3C, C), (3C)
+  float* attproj_w;
+  float* attproj_b;  // (C, C), (C)
+  float* ln2_w;
+  float* ln2_b;  // (C)
+  float* fc_w;
+  float* fc_b;  // (4C, C), (4C)
+  float* fcproj_w;
+  float* fcproj_b;  // (C, 4C), (C)
 };
 
 // The order of tensors in the flat buffer is: wte, wpe, block 0, ...,

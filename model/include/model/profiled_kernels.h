@@ -82,15 +82,15 @@ class ProfiledKernels final : public Kernels {
 
   void EmbeddingForward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
                         int B, int T, int C, const DropoutPlan* dropout) override;
-  void EmbeddingBackward(float* dwte, float* dwpe, float* dout, const int32_t* tokens, int B,
-                         int T, int C, const DropoutPlan* dropout) override;
+  void EmbeddingBackward(float* dwte, float* dwpe, float* dout, const int32_t* tokens, int B, int T,
+                         int C, const DropoutPlan* dropout) override;
   void LayerNormForward(float* out, float* mean, float* rstd, const float* inp, const float* w,
                         const float* b, int N, int C) override;
   void LayerNormBackward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
                          const float* w, const float* mean, const float* rstd, int N,
                          int C) override;
-  void MatmulForward(float* out, const float* inp, const float* w, const float* bias, int N,
-                     int C, int OC) override;
+  void MatmulForward(float* out, const float* inp, const float* w, const float* bias, int N, int C,
+                     int OC) override;
   void MatmulBackward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
                       const float* w, int N, int C, int OC, bool accumulate_dinp) override;
   void AttentionForward(float* out, float* probs, const float* qkv, int B, int T, int C, int NH,
@@ -109,10 +109,10 @@ class ProfiledKernels final : public Kernels {
                                        int layer, const DropoutPlan* dropout) override;
   void DropoutBackward(float* dx, const float* dout, int B, int T, int C, DropoutKind kind,
                        int layer, const DropoutPlan* dropout) override;
-  void CrossEntropyForward(float* losses, float* lse, const float* logits,
-                           const int32_t* targets, int N, int V) override;
-  void CrossEntropyBackward(float* logits, const float* lse, const int32_t* targets, int N,
-                            int V, float scale) override;
+  void CrossEntropyForward(float* losses, float* lse, const float* logits, const int32_t* targets,
+                           int N, int V) override;
+  void CrossEntropyBackward(float* logits, const float* lse, const int32_t* targets, int N, int V,
+                            float scale) override;
   double SumSquares(const float* x, size_t n) override;
   void AdamW(float* params, const float* grads, float* m, float* v, size_t n,
              const AdamWArgs& args) override;

@@ -55,8 +55,7 @@ class TextTokenizer {
   // InvalidArgument naming the byte offset; empty text is InvalidArgument.
   // BYTE: the 256 bytes, whatever the text. GPT2_BPE is InvalidArgument: it
   // comes from OpenAI's files (Gpt2TokenizerFromFiles), not from a corpus.
-  static absl::StatusOr<TextTokenizer> FromCorpus(Tokenizer::Kind kind,
-                                                  std::string_view text);
+  static absl::StatusOr<TextTokenizer> FromCorpus(Tokenizer::Kind kind, std::string_view text);
 
   // Validates and wraps `proto`: kind is CHAR, BYTE or GPT2_BPE; CHAR has
   // 1..2^24 sorted, distinct, valid code points (<= U+10FFFF, not
@@ -73,8 +72,8 @@ class TextTokenizer {
   // The ids of `text`. CHAR: invalid UTF-8, or a code point outside the
   // vocabulary, is InvalidArgument naming the character and its byte offset.
   // BYTE: never fails. GPT2_BPE: fails only if PCRE2 hits a resource limit
-  // (ResourceExhausted), which no text short of pathological does. `cache` (optional, this thread's own)
-  // speeds up GPT2_BPE; the ids do not depend on it.
+  // (ResourceExhausted), which no text short of pathological does. `cache` (optional, this thread's
+  // own) speeds up GPT2_BPE; the ids do not depend on it.
   absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text,
                                               EncodeCache* cache = nullptr) const;
 

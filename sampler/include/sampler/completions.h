@@ -81,8 +81,8 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
   // when the queue is full, 503 when shutting down. On success the listener
   // gets the output; on error it is never called.
   static std::variant<std::shared_ptr<CompletionJob>, ApiError> Start(
-      const CompletionRequest& request, std::shared_ptr<ServingModel> model,
-      Scheduler* scheduler, std::shared_ptr<CompletionListener> listener);
+      const CompletionRequest& request, std::shared_ptr<ServingModel> model, Scheduler* scheduler,
+      std::shared_ptr<CompletionListener> listener);
 
   // Ends the job's sequences at the next decode step (client gone).
   void Cancel() { cancelled_ = true; }

@@ -28,14 +28,14 @@ struct HttpServerOptions {
   std::string address = "127.0.0.1";  // loopback unless asked otherwise
   uint16_t port = 8080;               // 0: any free port (see HttpServer::port)
   int io_threads = 2;
-  size_t max_body_bytes = 1 << 20;    // larger bodies get 413
+  size_t max_body_bytes = 1 << 20;  // larger bodies get 413
   size_t max_header_bytes = 16 << 10;
   // A client that stops mid-header or mid-body gets 408 after these; an idle
   // keep-alive connection (no byte of a next request) is closed silently.
   std::chrono::milliseconds header_timeout{10000};  // also the keep-alive idle limit
   std::chrono::milliseconds body_timeout{30000};
   std::chrono::milliseconds write_timeout{30000};
-  std::string api_key{};  // non-empty: every route but /healthz needs "Bearer <key>"
+  std::string api_key{};        // non-empty: every route but /healthz needs "Bearer <key>"
   int retry_after_seconds = 1;  // Retry-After on 429
 };
 

@@ -27,9 +27,11 @@ struct ModelSnapshot {
 // Checks that config, tokenizer and params agree (vocab, parameter count,
 // finite values) and builds the snapshot. InvalidArgument naming what
 // disagrees.
-absl::StatusOr<std::shared_ptr<const ModelSnapshot>> MakeSnapshot(
-    const GptConfig& config, TextTokenizer tokenizer, std::vector<float> params, int64_t step,
-    std::string id, std::string path);
+absl::StatusOr<std::shared_ptr<const ModelSnapshot>> MakeSnapshot(const GptConfig& config,
+                                                                  TextTokenizer tokenizer,
+                                                                  std::vector<float> params,
+                                                                  int64_t step, std::string id,
+                                                                  std::string path);
 
 // Reads and verifies one checkpoint directory (weights only) into a snapshot.
 absl::StatusOr<std::shared_ptr<const ModelSnapshot>> LoadCheckpointSnapshot(

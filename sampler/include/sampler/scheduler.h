@@ -26,8 +26,8 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
-#include <map>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -118,7 +118,7 @@ struct SchedulerOptions {
   // MakeInferenceEngine. A seam for tests (an engine that fails on demand).
   std::function<absl::StatusOr<std::unique_ptr<InferenceEngine>>(
       const GptConfig&, std::span<const float>, const InferenceOptions&)>
-      make_engine;
+      make_engine = nullptr;
 
   // max_running_per_request with its default resolved.
   int RunningPerRequest() const {
@@ -191,8 +191,8 @@ class Scheduler {
   ServiceMetrics* metrics_;
 
   mutable std::mutex mu_;
-  std::condition_variable work_cv_;  // pending work or stop
-  std::condition_variable idle_cv_;  // nothing pending or running
+  std::condition_variable work_cv_;     // pending work or stop
+  std::condition_variable idle_cv_;     // nothing pending or running
   std::deque<PendingRequest> pending_;  // round-robin order: the next turn starts at the front
   size_t pending_sequences_ = 0;
   uint64_t next_request_id_ = 0;

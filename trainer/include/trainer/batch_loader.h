@@ -41,8 +41,7 @@ class BatchLoader {
 
   // Fills inputs and targets (B, T) with samples first_sample ..
   // first_sample + B - 1 of step `step`; targets are inputs shifted by one.
-  void Fill(uint64_t step, uint64_t first_sample, int B, int32_t* inputs,
-            int32_t* targets) const;
+  void Fill(uint64_t step, uint64_t first_sample, int B, int32_t* inputs, int32_t* targets) const;
 
   int block_size() const { return block_size_; }
 

@@ -53,15 +53,13 @@ absl::StatusOr<TrainConfig> LoadTrainConfig(int argc, char** argv);
 // naming the field whose value is at fault and what that field takes
 // ("field n_head: Expected integer, got: four (n_head takes an integer in
 // [-2147483648, 2147483647])").
-absl::Status MergeTrainConfigFile(const std::string& path,
-                                  TrainConfig* config);
+absl::Status MergeTrainConfigFile(const std::string& path, TrainConfig* config);
 
 // Sets the field named `name` of `*config` from its command-line spelling
 // `value` (as --name=value would). Errors (InvalidArgument, message
 // "--name=value: expected ..."): unknown field, unparseable or out-of-range
 // value, or a field kind the command line cannot set (messages, repeated).
-absl::Status SetTrainConfigField(const std::string& name,
-                                 const std::string& value,
+absl::Status SetTrainConfigField(const std::string& name, const std::string& value,
                                  TrainConfig* config);
 
 // Checks every value on its own and against the others (no data needed).
@@ -75,8 +73,8 @@ absl::Status ValidateTrainConfig(const TrainConfig& config);
 // give one (input, target) pair. Returns OK or InvalidArgument like
 // "block_size=5000: must be smaller than the validation split of data/x
 // (111540 tokens)".
-absl::Status ValidateAgainstData(const TrainConfig& config,
-                                 uint64_t train_tokens, uint64_t val_tokens);
+absl::Status ValidateAgainstData(const TrainConfig& config, uint64_t train_tokens,
+                                 uint64_t val_tokens);
 
 // Every field as text format, one "name: value" line each, including those
 // at their zero value (proto3's printer would drop them) and excluding unset

@@ -7,8 +7,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "model/tokenizer.h"
 #include "checkpoint/env.h"
+#include "model/tokenizer.h"
 
 namespace dropk {
 

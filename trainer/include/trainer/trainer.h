@@ -33,12 +33,12 @@ absl::StatusOr<TrainingData> LoadTrainingData(const std::string& data_dir);
 // What a finished run reports (the same on every rank).
 struct TrainSummary {
   int64_t steps = 0;
-  float last_train_loss = 0;             // of the last step trained, mean over ranks and micro-batches
-  std::optional<float> val_loss;         // last evaluation
+  float last_train_loss = 0;      // of the last step trained, mean over ranks and micro-batches
+  std::optional<float> val_loss;  // last evaluation
   std::optional<float> eval_train_loss;  // last evaluation
   double elapsed_s = 0;
-  double tokens_per_s = 0;  // training tokens (all ranks) over training time
-  std::string sample;       // decoded text, empty when sample_tokens is 0
+  double tokens_per_s = 0;          // training tokens (all ranks) over training time
+  std::string sample;               // decoded text, empty when sample_tokens is 0
   std::vector<float> final_params;  // the parameters after the last step, ParamLayout order
   bool stopped_by_signal = false;   // SIGTERM/SIGINT: saved a checkpoint at `steps` and stopped
   std::string resumed_from;         // the checkpoint resumed from, empty for a fresh start

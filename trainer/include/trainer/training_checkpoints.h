@@ -14,14 +14,14 @@
 
 #include "absl/status/statusor.h"
 #include "base/log.h"
+#include "checkpoint/async_writer.h"
+#include "checkpoint/env.h"
+#include "checkpoint/reader.h"
+#include "checkpoint/writer.h"
 #include "comm/communicator.h"
 #include "config.pb.h"
 #include "model/gpt.h"
 #include "tokenizer.pb.h"
-#include "checkpoint/reader.h"
-#include "checkpoint/async_writer.h"
-#include "checkpoint/writer.h"
-#include "checkpoint/env.h"
 #include "trainer/optimizer.h"
 
 namespace dropk {
