@@ -5,12 +5,25 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "kernel_math.h"
 #include "model/philox.h"
 
 namespace dropk {
 namespace {
 constexpr uint32_t kSampleStream = 0x53414D50u;  // "SAMP"
 }  // namespace
+
+float LogSumExp(std::span<const float> row) {
+  const float* x = row.data();
+  const size_t n = row.size();
+  float maxv = x[0];
+#pragma omp simd reduction(max : maxv)
+  for (size_t i = 1; i < n; ++i) maxv = std::max(maxv, x[i]);
+  double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+  for (size_t i = 0; i < n; ++i) sum += static_cast<double>(FastExp(x[i] - maxv));
+  return maxv + static_cast<float>(std::log(sum));
+}
 
 int32_t SampleToken(std::span<const float> logits, const SamplingOptions& options,
                     uint64_t position, std::span<float> scratch, std::span<int32_t> ids) {

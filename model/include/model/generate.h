@@ -23,6 +23,13 @@ struct SamplingOptions {
   uint64_t seed = 0;         // the request's own Philox key
 };
 
+// log(sum(exp(row))) over a row of logits (at least one value), stably
+// (shifted by the row's maximum) and vectorised: a fast exp within 2 ulp of
+// expf, summed in double in an order fixed at compile time, so the result is
+// deterministic. The log-sum-exp of log-softmax: in the training loss
+// (CpuKernels::CrossEntropyForward) and the service's logprobs.
+float LogSumExp(std::span<const float> row);
+
 // Draws one token id from logits (V) for the token at `position` of the
 // output (the Philox counter), so the same (logits, options, position)
 // always gives the same id. scratch must hold V floats and ids V ints; no
