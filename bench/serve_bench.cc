@@ -9,7 +9,11 @@
 // bound (every decode step reads all weights once), with the bandwidth
 // measured in the same run.
 //
-// Usage: serve_bench [--threads N] [--max-tokens N] [--requests-per-client N]
+// With --device cuda the engine runs on the GPU (the bandwidth bound, a host
+// figure, is then not printed).
+//
+// Usage: serve_bench [--device cpu|cuda] [--threads N] [--max-tokens N]
+//                    [--requests-per-client N]
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
 
 #include <algorithm>
@@ -112,7 +116,15 @@ RequestTiming StreamOne(int port, int max_tokens, uint64_t seed) {
 
 int main(int argc, char** argv) {
   int threads = 0, max_tokens = 64, per_client = 2;
+  dropk::Device device = dropk::Device::kCpu;
   for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--device")) {
+      if (std::strcmp(argv[i + 1], "cpu") && std::strcmp(argv[i + 1], "cuda")) {
+        std::fprintf(stderr, "serve_bench: --device %s: expected cpu or cuda\n", argv[i + 1]);
+        return 2;
+      }
+      if (!std::strcmp(argv[i + 1], "cuda")) device = dropk::Device::kCuda;
+    }
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--max-tokens")) max_tokens = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--requests-per-client")) per_client = std::atoi(argv[i + 1]);
@@ -126,15 +138,21 @@ int main(int argc, char** argv) {
   (*kernels)->CopyToHost(params.data(), (*gpt)->params(), params.size() * sizeof(float));
   const double weight_bytes = params.size() * sizeof(float);
   std::printf(
-      "serve_bench: small model, %zu params (%.1f MB fp32), %d compute threads, "
+      "serve_bench: small model, %zu params (%.1f MB fp32), engine on %s, %d compute threads, "
       "%d tokens per request\n",
-      params.size(), weight_bytes / 1e6, threads, max_tokens);
+      params.size(), weight_bytes / 1e6, device == dropk::Device::kCuda ? "cuda" : "cpu", threads,
+      max_tokens);
 
   // Single-stream decode against the bandwidth bound.
-  const double bandwidth = MeasureReadBandwidth(threads);
+  const bool on_gpu = device == dropk::Device::kCuda;
+  const double bandwidth = on_gpu ? 0.0 : MeasureReadBandwidth(threads);
   {
-    auto engine =
-        dropk::MakeInferenceEngine(config, params, {.max_slots = 1, .num_threads = threads});
+    auto engine = dropk::MakeInferenceEngine(
+        config, params, {.device = device, .max_slots = 1, .num_threads = threads});
+    if (!engine.ok()) {
+      std::fprintf(stderr, "serve_bench: %s\n", std::string(engine.status().message()).c_str());
+      return 1;
+    }
     const std::vector<int32_t> prompt = {1, 2, 3, 4};
     (*engine)->Prefill(0, prompt);
     const int slot = 0;
@@ -147,16 +165,19 @@ int main(int argc, char** argv) {
       tok = static_cast<int32_t>(std::max_element(l, l + 256) - l);
     }
     const double tps = steps / Seconds(Clock::now() - t0);
+    if (on_gpu)
+      std::printf("single-stream decode (engine on the GPU, no HTTP): %.1f tokens/s\n", tps);
     const double bound = bandwidth / weight_bytes;
-    std::printf(
-        "single-stream decode (engine, no HTTP): %.1f tokens/s; memory read bandwidth "
-        "%.2f GB/s -> bound %.1f tokens/s (weights read once per token); %.0f%% of bound\n",
-        tps, bandwidth / 1e9, bound, 100.0 * tps / bound);
+    if (!on_gpu)
+      std::printf(
+          "single-stream decode (engine, no HTTP): %.1f tokens/s; memory read bandwidth "
+          "%.2f GB/s -> bound %.1f tokens/s (weights read once per token); %.0f%% of bound\n",
+          tps, bandwidth / 1e9, bound, 100.0 * tps / bound);
   }
 
   dropk::ServiceMetrics metrics;
   auto scheduler = dropk::Scheduler::Create(
-      {.max_batch = 64, .max_queue = 1024, .num_threads = threads}, &metrics);
+      {.device = device, .max_batch = 64, .max_queue = 1024, .num_threads = threads}, &metrics);
   auto tok = dropk::TextTokenizer::FromCorpus(dropk::Tokenizer::BYTE, "x");
   auto snap = dropk::MakeSnapshot(config, *tok, params, 0, "bench-small", "");
   if (!(*scheduler)->SetModel(*snap).ok()) return 1;

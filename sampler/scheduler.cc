@@ -66,6 +66,7 @@ absl::Status Scheduler::SetModel(std::shared_ptr<const ModelSnapshot> snapshot) 
   io.device = options_.device;
   io.max_slots = options_.max_batch;
   io.num_threads = options_.num_threads;
+  io.cuda_device = options_.cuda_device;
   absl::StatusOr<std::unique_ptr<InferenceEngine>> engine =
       options_.make_engine ? options_.make_engine(snapshot->config, snapshot->params, io)
                            : MakeInferenceEngine(snapshot->config, snapshot->params, io);

@@ -4,8 +4,10 @@
 #include <cstdio>
 #include <iostream>
 #include <new>
+#include <string>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/ascii.h"
 #include "base/exit_codes.h"
 #include "base/log.h"
 #include "sampler/serve.h"
@@ -30,7 +32,16 @@ int Main(int argc, char** argv) {
   app.add_option("--io-threads", o.http.io_threads, "HTTP I/O threads")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
-  app.add_option("--threads", o.scheduler.num_threads, "Compute threads (0 = all cores)")
+  std::string device = "cpu";
+  app.add_option("--device", device,
+                 "Where the model runs: cpu, or cuda (the KV cache and weights on one GPU)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cpu", "cuda"}, CLI::ignore_case));
+  app.add_option("--cuda-device", o.scheduler.cuda_device, "The GPU ordinal with --device cuda")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1023));
+  app.add_option("--threads", o.scheduler.num_threads,
+                 "Compute threads of the CPU engine (0 = all cores)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
   app.add_option("--max-batch", o.scheduler.max_batch, "Sequences decoded together")
@@ -70,6 +81,8 @@ int Main(int argc, char** argv) {
     std::cerr << "dropk-serve: " << e.what() << " (run with --help for usage)\n";
     return dropk::kExitUsage;
   }
+  o.scheduler.device =
+      absl::AsciiStrToLower(device) == "cuda" ? dropk::Device::kCuda : dropk::Device::kCpu;
   o.watch_interval = std::chrono::milliseconds(watch_ms);
   o.drain_deadline = std::chrono::milliseconds(drain_ms);
   o.http.header_timeout = std::chrono::milliseconds(header_ms);

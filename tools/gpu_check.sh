@@ -15,6 +15,10 @@
 #   - the PyTorch golden fixture (tests/data/gpt_golden.bin) on the GPU
 #   - GPU collectives: MPI staging CUDA buffers (2 ranks on the one GPU) and
 #     NCCL (1 rank; NCCL refuses 2 ranks on one GPU)
+#   - serving on the GPU: the CUDA inference engine's logits against the CPU
+#     engine's, its batch invariance bit for bit, and dropk-serve --device cuda
+#     giving a seeded request the same text alone and among 15 others
+#   - serving tokens/s on the GPU at 1, 4, 16 and 64 concurrent streams
 #   - 200 steps of the shakespeare_char shape on the GPU tracking the CPU's losses
 #   - GPT-2 124M training tokens/s and MFU at fp32/tf32/bf16, dropout 0 and
 #     0.1, against PyTorch eager and torch.compile on the same GPU in the same run
@@ -49,7 +53,8 @@ build_ok=FAIL
 if cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDROPK_CUDA=ON \
        -DCMAKE_CUDA_ARCHITECTURES="$arch" > "$out/build.log" 2>&1 &&
    cmake --build "$build" -j "$(nproc)" --target dropk_model_tests dropk_mpi_tests \
-       dropk-gpu-train-bench >> "$out/build.log" 2>&1; then
+       dropk_sampler_tests dropk dropk-train dropk-serve dropk-serve-bench dropk-gpu-train-bench \
+       >> "$out/build.log" 2>&1; then
   build_ok=PASS
 else
   tail -20 "$out/build.log"
@@ -62,6 +67,13 @@ if [ $build_ok = PASS ]; then
   timeout 300 "$build/bin/dropk_model_tests" \
     --gtest_filter='*CudaKernels*:GoldenTest.*:KernelGrad*' \
     --gtest_output="xml:$out/model_tests.xml" > "$out/model_tests.log" 2>&1 || status=1
+  echo "gpu_check: serving on the GPU (engine vs CPU, batch invariance, dropk-serve under load)"
+  timeout 180 "$build/bin/dropk_sampler_tests" \
+    --gtest_filter='CudaInferenceTest.*:ServeE2eTest.DeviceCuda*' \
+    --gtest_output="xml:$out/serving_tests.xml" > "$out/serving_tests.log" 2>&1 || status=1
+  echo "gpu_check: serving tokens/s on the GPU (1 to 64 streams)"
+  timeout 180 "$build/bin/dropk-serve-bench" --device cuda --threads 4 \
+    > "$out/serve_bench.log" 2>&1 || status=1
   echo "gpu_check: collectives (MPI staging, 2 ranks; NCCL, 1 rank)"
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
   timeout 120 mpirun -np 2 --oversubscribe "$build/bin/dropk_mpi_tests" \
@@ -136,6 +148,13 @@ summarize("CPU oracle still passes (golden, gradcheck)",
           {n: r for n, r in model.items() if n.startswith(("GoldenTest", "KernelGrad")) and
            not n.endswith("OnTheGpu")})
 
+serving = cases(f"{out}/serving_tests.xml") or {}
+summarize("GPU serving: logits vs CPU engine (tol 1e-5), refusals",
+          {n: r for n, r in serving.items() if n.startswith("CudaInferenceTest") and
+           "BatchInvariant" not in n and "NoGpu" not in n})
+summarize("GPU serving: batch invariance bit for bit, same seed under load",
+          {n: r for n, r in serving.items() if "BatchInvariant" in n or "DeviceCuda" in n})
+
 def mpi(path, check):
     try:
         text = open(path).read()
@@ -201,6 +220,15 @@ if goal and mine:
 if ("bf16", "0.0") in dropk and mine:
     cost = 1 - mine[0] / dropk[("bf16", "0.0")][0]
     print(f"dropk bf16 dropout cost (0.1 vs 0): {100 * cost:.1f}% (goal <= 5%)")
+try:
+    serve = [l.rstrip() for l in open(f"{out}/serve_bench.log") if l.strip()]
+except OSError:
+    serve = []
+if serve:
+    print()
+    print("dropk-serve on the GPU (bench/serve_bench.cc --device cuda, small model, streamed HTTP):")
+    for line in serve:
+        print("    " + line)
 sys.exit(1 if failed else 0)
 EOF
 exit $status

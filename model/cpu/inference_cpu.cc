@@ -22,8 +22,14 @@
 #include "base/check.h"
 #include "model/inference.h"
 
+#include "kv_cache_engine.h"
+
 #include "cpu/row_ops.h"
 #include "model/thread_governor.h"
+
+#ifdef DROPK_HAS_CUDA
+#include "cuda/cuda_inference_engine.h"
+#endif
 
 namespace dropk {
 namespace {
@@ -47,21 +53,18 @@ inline float Dot(const float* __restrict a, const float* __restrict b, int n) {
   return acc[0] + tail;
 }
 
-class CpuInferenceEngine final : public InferenceEngine {
+class CpuInferenceEngine final : public KvCacheEngine {
  public:
   CpuInferenceEngine(const GptConfig& config, std::span<const float> params, int max_slots,
                      int num_threads)
-      : config_(config),
+      : KvCacheEngine(config, max_slots),
         layout_(config),
         params_(params.begin(), params.end()),
-        max_slots_(max_slots),
-        threads_(num_threads > 0 ? num_threads : omp_get_num_procs()),
-        max_rows_(std::max(max_slots, config.block_size)) {
+        threads_(num_threads > 0 ? num_threads : omp_get_num_procs()) {
     const size_t L = config.n_layer, S = max_slots, T = config.block_size, C = config.n_embd,
-                 V = config.vocab_size, R = max_rows_;
+                 V = config.vocab_size, R = max_rows();
     k_cache_.assign(L * S * T * C, 0.0f);
     v_cache_.assign(L * S * T * C, 0.0f);
-    lengths_.assign(S, 0);
     x_.assign(R * C, 0.0f);
     ln_.assign(R * C, 0.0f);
     qkv_.assign(R * 3 * C, 0.0f);
@@ -76,54 +79,14 @@ class CpuInferenceEngine final : public InferenceEngine {
     head_rows_.assign(R, 0);
   }
 
-  const GptConfig& config() const override { return config_; }
-  int max_slots() const override { return max_slots_; }
-
-  void Reset(int slot) override {
-    DROPK_CHECK(slot >= 0 && slot < max_slots_);
-    lengths_[slot] = 0;
-  }
-  int Length(int slot) const override {
-    DROPK_CHECK(slot >= 0 && slot < max_slots_);
-    return lengths_[slot];
-  }
-
-  const float* Prefill(int slot, std::span<const int32_t> tokens) override {
-    DROPK_CHECK(slot >= 0 && slot < max_slots_);
-    const int n = static_cast<int>(tokens.size());
-    DROPK_CHECK(n >= 1 && lengths_[slot] + n <= config_.block_size);
-    for (int i = 0; i < n; ++i) {
-      row_slot_[i] = slot;
-      row_pos_[i] = lengths_[slot] + i;
-      row_token_[i] = tokens[i];
-    }
-    head_rows_[0] = n - 1;  // only the last position's logits are wanted
-    Step(n, 1);
-    lengths_[slot] += n;
-    return logits_.data();
-  }
-
-  const float* Decode(std::span<const int> slots, std::span<const int32_t> tokens) override {
-    const int B = static_cast<int>(slots.size());
-    DROPK_CHECK(B >= 1 && B <= max_slots_ && tokens.size() == slots.size());
-    for (int i = 0; i < B; ++i) {
-      const int s = slots[i];
-      DROPK_CHECK(s >= 0 && s < max_slots_ && lengths_[s] < config_.block_size);
-      row_slot_[i] = s;
-      row_pos_[i] = lengths_[s];
-      row_token_[i] = tokens[i];
-      head_rows_[i] = i;
-    }
-    Step(B, B);
-    for (int i = 0; i < B; ++i) ++lengths_[slots[i]];
-    return logits_.data();
-  }
-
  private:
-  // Runs R rows (row_slot_, row_pos_, row_token_) through the model, writing
-  // their K and V into the cache, and the logits of rows head_rows_[0, H)
-  // into logits_ (H,V).
-  void Step(int R, int H) {
+  RowPlan Plan() override {
+    return {row_token_.data(), row_slot_.data(), row_pos_.data(), head_rows_.data()};
+  }
+
+  // The plan's rows through the model: K and V into the cache, the logits of
+  // rows head_rows_[0, H) into logits_ (H,V).
+  const float* Step(int R, int H) override {
     // Fewer threads while another process holds cores (at most the team
     // scores_ is sized for); results do not depend on it.
     threads_ = governor_.Update();
@@ -133,7 +96,6 @@ class CpuInferenceEngine final : public InferenceEngine {
     const float* wpe = p + layout_.wpe();
     for (int r = 0; r < R; ++r) {
       const int32_t tok = row_token_[r];
-      DROPK_CHECK(tok >= 0 && tok < V);
       const float* e = wte + static_cast<size_t>(tok) * C;
       const float* q = wpe + static_cast<size_t>(row_pos_[r]) * C;
       float* x = x_.data() + static_cast<size_t>(r) * C;
@@ -162,6 +124,7 @@ class CpuInferenceEngine final : public InferenceEngine {
     LayerNorm(ln_.data(), x_.data(), p + layout_.lnf_w(), p + layout_.lnf_b(), H, C);
     // The LM head is tied to the token embedding.
     RowMatmul(logits_.data(), ln_.data(), wte, nullptr, H, C, V);
+    return logits_.data();
   }
 
   // out (R,OC) = inp (R,C) · w (OC,C)^T + bias (OC). Threads take blocks of
@@ -245,26 +208,21 @@ class CpuInferenceEngine final : public InferenceEngine {
   }
 
   size_t CacheIndex(int l, int slot, int pos) const {
-    return ((static_cast<size_t>(l) * max_slots_ + slot) * config_.block_size + pos) *
+    return ((static_cast<size_t>(l) * max_slots() + slot) * config_.block_size + pos) *
            config_.n_embd;
   }
 
-  GptConfig config_;
   ParamLayout layout_;
   std::vector<float> params_;
-  int max_slots_;
   int threads_;  // the team of the next step's regions, at most the constructor's
   ThreadGovernor governor_{threads_};
-  int max_rows_;
-  std::vector<float> k_cache_, v_cache_;             // (L,S,T,C)
-  std::vector<int> lengths_;                         // (S)
-  std::vector<float> x_, ln_, atty_, branch_;        // (R,C)
-  std::vector<float> qkv_;                           // (R,3C)
-  std::vector<float> fch_;                           // (R,4C)
-  std::vector<float> logits_;                        // (max(S,1),V)
-  std::vector<float> scores_;                        // (threads,T)
-  std::vector<int> row_slot_, row_pos_, head_rows_;  // (R)
-  std::vector<int32_t> row_token_;                   // (R)
+  std::vector<float> k_cache_, v_cache_;                             // (L,S,T,C)
+  std::vector<float> x_, ln_, atty_, branch_;                        // (R,C)
+  std::vector<float> qkv_;                                           // (R,3C)
+  std::vector<float> fch_;                                           // (R,4C)
+  std::vector<float> logits_;                                        // (max(S,1),V)
+  std::vector<float> scores_;                                        // (threads,T)
+  std::vector<int32_t> row_token_, row_slot_, row_pos_, head_rows_;  // (R): the plan
 };
 
 }  // namespace
@@ -285,9 +243,16 @@ absl::StatusOr<std::unique_ptr<InferenceEngine>> MakeInferenceEngine(
     case Device::kCpu:
       return std::unique_ptr<InferenceEngine>(
           new CpuInferenceEngine(config, host_params, options.max_slots, options.num_threads));
-    case Device::kCuda: break;
+    case Device::kCuda:
+#ifdef DROPK_HAS_CUDA
+      return MakeCudaInferenceEngine(config, host_params, options);
+#else
+      return absl::FailedPreconditionError(
+          "device cuda: this build of dropk has no CUDA (no CUDA Toolkit was found at build "
+          "time); serve with --device cpu");
+#endif
   }
-  return absl::UnimplementedError("inference engine: no CUDA engine in this build");
+  return absl::InvalidArgumentError("inference engine: unknown device");
 }
 
 }  // namespace dropk

@@ -26,6 +26,7 @@
 #include "model/dropout.h"
 #include "model/gpt.h"
 #include "model/kernels.h"
+#include "support/relative_error.h"
 
 namespace dropk {
 
@@ -52,15 +53,7 @@ std::vector<int32_t> RandomTokens(size_t n, int V, uint32_t seed) {
   return t;
 }
 
-double RelativeError(const Vec& got, const Vec& want) {
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    const double d = static_cast<double>(got[i]) - want[i];
-    diff += d * d;
-    norm += static_cast<double>(want[i]) * want[i];
-  }
-  return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30);
-}
+using test_util::RelativeError;
 
 bool BitwiseEqual(const Vec& a, const Vec& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;

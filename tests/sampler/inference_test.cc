@@ -47,37 +47,7 @@ TEST(InferenceTest, DecodeIsBatchInvariantBitForBit) {
   auto alone = MakeInferenceEngine(config, params, {.max_slots = 16, .num_threads = 1});
   auto crowd = MakeInferenceEngine(config, params, {.max_slots = 16, .num_threads = 2});
   ASSERT_TRUE(alone.ok() && crowd.ok());
-  const std::vector<int32_t> prompt = {5, 6, 7, 8};
-  const int V = config.vocab_size;
-  std::vector<float> a(V), b(V);
-  std::memcpy(a.data(), (*alone)->Prefill(0, prompt), V * sizeof(float));
-  // In the crowd, our sequence sits in slot 11; others have other prompts.
-  for (int s = 0; s < 16; ++s) {
-    if (s == 11) continue;
-    std::vector<int32_t> p(1 + s % 5, static_cast<int32_t>((s * 13) % V));
-    (*crowd)->Prefill(s, p);
-  }
-  std::memcpy(b.data(), (*crowd)->Prefill(11, prompt), V * sizeof(float));
-  ASSERT_EQ(0, std::memcmp(a.data(), b.data(), V * sizeof(float)));
-  std::vector<int> slots(16);
-  std::vector<int32_t> tokens(16);
-  for (int step = 0; step < 30; ++step) {
-    const int32_t next = (step * 11 + 1) % V;
-    const int zero = 0;
-    std::memcpy(
-        a.data(),
-        (*alone)->Decode(std::span<const int>(&zero, 1), std::span<const int32_t>(&next, 1)),
-        V * sizeof(float));
-    // Rows in a different order each step; our row at a moving index.
-    for (int i = 0; i < 16; ++i) {
-      slots[i] = (i + step) % 16;
-      tokens[i] = slots[i] == 11 ? next : (step + slots[i]) % V;
-    }
-    const float* rows = (*crowd)->Decode(slots, tokens);
-    const int row = static_cast<int>(std::find(slots.begin(), slots.end(), 11) - slots.begin());
-    ASSERT_EQ(0, std::memcmp(a.data(), rows + static_cast<size_t>(row) * V, V * sizeof(float)))
-        << "step " << step;
-  }
+  testing::ExpectDecodeBatchInvariant(**alone, **crowd);
 }
 
 TEST(InferenceTest, RejectsBadShapes) {

@@ -11,7 +11,8 @@
 // not from sgemm, whose blocking may depend on the number of rows.
 //
 // The interface is device-neutral; MakeInferenceEngine is the one place that
-// chooses the implementation (CPU now, CUDA beside it later).
+// chooses the implementation (model/cpu/inference_cpu.cc, or
+// model/cuda/cuda_inference_engine.cc in a build with CUDA).
 #ifndef DROPK_MODEL_INFERENCE_H_
 #define DROPK_MODEL_INFERENCE_H_
 
@@ -29,6 +30,7 @@ struct InferenceOptions {
   Device device = Device::kCpu;
   int max_slots = 16;   // sequences that can hold a KV cache at once (batch limit)
   int num_threads = 0;  // host threads for the CPU engine; 0 = all cores
+  int cuda_device = 0;  // the GPU of the CUDA engine (a cudaSetDevice ordinal)
 };
 
 // Holds a copy of the weights and a KV cache of block_size positions for each
@@ -58,7 +60,8 @@ class InferenceEngine {
 
 // Builds an engine over host parameters in ParamLayout order (copied).
 // InvalidArgument for a bad config, a parameter count that does not match
-// the layout, or max_slots < 1; Unimplemented for a device without an engine.
+// the layout, or max_slots < 1; FailedPrecondition for device cuda in a
+// build without CUDA or on a machine without a GPU (one line that says so).
 absl::StatusOr<std::unique_ptr<InferenceEngine>> MakeInferenceEngine(
     const GptConfig& config, std::span<const float> host_params, const InferenceOptions& options);
 

@@ -99,6 +99,7 @@ struct SequenceRequest {
 
 struct SchedulerOptions {
   Device device = Device::kCpu;
+  int cuda_device = 0;  // the GPU when device is kCuda
   int max_batch = 16;   // sequences decoded together
   int max_queue = 256;  // sequences waiting; more is ResourceExhausted
   int num_threads = 0;  // engine threads; 0 = all cores

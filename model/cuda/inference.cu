@@ -1,0 +1,176 @@
+// The CUDA inference engine's kernels; contracts in inference_launch.h.
+// Every sum below runs in an order fixed by the kernel's constants and the
+// row's own length, never by the number of rows in the step.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include "cuda/device_util.cuh"
+#include "cuda/inference_launch.h"
+
+namespace dropk::cuda {
+namespace {
+
+constexpr int kMatmulWarps = 8;         // output columns per RowMatmul block, one per warp
+constexpr int kMatmulRows = 8;          // rows per RowMatmul block, sharing each weight load
+constexpr int kAttentionThreads = 128;  // threads per (row, head) of CachedAttention
+
+__global__ void EmbedRowsKernel(float* x, const int32_t* tokens, const int32_t* positions,
+                                const float* wte, const float* wpe, int R, int C) {
+  const size_t total = static_cast<size_t>(R) * C;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const size_t r = i / C, c = i % C;
+    x[i] = wte[static_cast<size_t>(tokens[r]) * C + c] +
+           wpe[static_cast<size_t>(positions[r]) * C + c];
+  }
+}
+
+// Block (kMatmulWarps warps): rows [blockIdx.x * kMatmulRows, +kMatmulRows),
+// column blockIdx.y * kMatmulWarps + warp. Each lane sums channels lane,
+// lane + 32, ... of every row in order, then the warp adds its lanes in a
+// fixed butterfly: a row's result is the same whichever block it is in.
+__global__ void RowMatmulKernel(float* out, const float* inp, const float* w, const float* bias,
+                                int R, int C, int OC) {
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const int col = blockIdx.y * kMatmulWarps + warp;
+  const int r0 = blockIdx.x * kMatmulRows;
+  if (col >= OC) return;  // a whole warp leaves together: the shuffles stay full
+  const int rows = min(kMatmulRows, R - r0);
+  const float* wrow = w + static_cast<size_t>(col) * C;
+  float acc[kMatmulRows];
+#pragma unroll
+  for (int g = 0; g < kMatmulRows; ++g) acc[g] = 0.0f;
+  for (int c = lane; c < C; c += kWarpSize) {
+    const float wc = wrow[c];
+#pragma unroll
+    for (int g = 0; g < kMatmulRows; ++g) {
+      if (g < rows) acc[g] = fmaf(inp[static_cast<size_t>(r0 + g) * C + c], wc, acc[g]);
+    }
+  }
+#pragma unroll
+  for (int g = 0; g < kMatmulRows; ++g) {
+    const float sum = WarpSum(acc[g]);
+    if (lane == 0 && g < rows) {
+      out[static_cast<size_t>(r0 + g) * OC + col] = bias != nullptr ? sum + bias[col] : sum;
+    }
+  }
+}
+
+__global__ void WriteKvCacheKernel(float* k_cache, float* v_cache, const float* qkv,
+                                   const int32_t* slots, const int32_t* positions, int R, int C,
+                                   int T) {
+  const size_t total = static_cast<size_t>(R) * C;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const size_t r = i / C, c = i % C;
+    const size_t at = (static_cast<size_t>(slots[r]) * T + positions[r]) * C + c;
+    const float* row = qkv + r * 3 * C;
+    k_cache[at] = row[C + c];
+    v_cache[at] = row[2 * C + c];
+  }
+}
+
+// Block (row blockIdx.y, head blockIdx.x), kAttentionThreads threads; the
+// scores of positions [0, pos] live in dynamic shared memory.
+__global__ void CachedAttentionKernel(float* out, const float* qkv, const float* k_cache,
+                                      const float* v_cache, const int32_t* slots,
+                                      const int32_t* positions, int C, int NH, int T) {
+  extern __shared__ float shared[];
+  float* reduce = shared;       // 33 values for BlockReduce
+  float* scores = shared + 33;  // (T)
+  const int h = blockIdx.x, r = blockIdx.y;
+  const int hs = C / NH, pos = positions[r];
+  const float scale = 1.0f / sqrtf(static_cast<float>(hs));
+  const float* q = qkv + static_cast<size_t>(r) * 3 * C + h * hs;
+  const size_t base = static_cast<size_t>(slots[r]) * T * C + h * hs;
+  const float* kb = k_cache + base;
+  const float* vb = v_cache + base;
+
+  float local_max = -INFINITY;
+  for (int j = threadIdx.x; j <= pos; j += blockDim.x) {
+    const float* k = kb + static_cast<size_t>(j) * C;
+    float s = 0.0f;
+    for (int d = 0; d < hs; ++d) s = fmaf(q[d], k[d], s);
+    s *= scale;
+    scores[j] = s;
+    local_max = fmaxf(local_max, s);
+  }
+  const float row_max = BlockReduce<float, true>(local_max, reduce);
+  float local_sum = 0.0f;
+  for (int j = threadIdx.x; j <= pos; j += blockDim.x) {
+    const float e = expf(scores[j] - row_max);
+    scores[j] = e;
+    local_sum += e;
+  }
+  const float inv = 1.0f / BlockReduce<float, false>(local_sum, reduce);  // syncs scores too
+  float* o = out + static_cast<size_t>(r) * C + h * hs;
+  for (int d = threadIdx.x; d < hs; d += blockDim.x) {
+    float acc = 0.0f;
+    for (int j = 0; j <= pos; ++j) acc = fmaf(scores[j], vb[static_cast<size_t>(j) * C + d], acc);
+    o[d] = acc * inv;
+  }
+}
+
+__global__ void GatherRowsKernel(float* dst, const float* src, const int32_t* rows, int H, int C) {
+  const size_t total = static_cast<size_t>(H) * C;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const size_t h = i / C, c = i % C;
+    dst[i] = src[static_cast<size_t>(rows[h]) * C + c];
+  }
+}
+
+}  // namespace
+
+cudaError_t EmbedRows(float* x, const int32_t* tokens, const int32_t* positions, const float* wte,
+                      const float* wpe, int R, int C, cudaStream_t stream) {
+  const size_t total = static_cast<size_t>(R) * C;
+  if (total == 0) return cudaGetLastError();
+  EmbedRowsKernel<<<BlocksFor(total, kThreads), kThreads, 0, stream>>>(x, tokens, positions, wte,
+                                                                       wpe, R, C);
+  return cudaGetLastError();
+}
+
+cudaError_t RowMatmul(float* out, const float* inp, const float* w, const float* bias, int R, int C,
+                      int OC, cudaStream_t stream) {
+  if (R == 0 || OC == 0) return cudaGetLastError();
+  // Row groups vary fastest, so the blocks that share a weight column run
+  // together and read it from L2 rather than from memory again.
+  const dim3 grid((R + kMatmulRows - 1) / kMatmulRows, (OC + kMatmulWarps - 1) / kMatmulWarps);
+  RowMatmulKernel<<<grid, kMatmulWarps * kWarpSize, 0, stream>>>(out, inp, w, bias, R, C, OC);
+  return cudaGetLastError();
+}
+
+cudaError_t WriteKvCache(float* k_cache, float* v_cache, const float* qkv, const int32_t* slots,
+                         const int32_t* positions, int R, int C, int T, cudaStream_t stream) {
+  const size_t total = static_cast<size_t>(R) * C;
+  if (total == 0) return cudaGetLastError();
+  WriteKvCacheKernel<<<BlocksFor(total, kThreads), kThreads, 0, stream>>>(
+      k_cache, v_cache, qkv, slots, positions, R, C, T);
+  return cudaGetLastError();
+}
+
+cudaError_t CachedAttention(float* out, const float* qkv, const float* k_cache,
+                            const float* v_cache, const int32_t* slots, const int32_t* positions,
+                            int R, int C, int NH, int T, cudaStream_t stream) {
+  if (R == 0) return cudaGetLastError();
+  if (T > kMaxCachedAttentionPositions) return cudaErrorInvalidValue;
+  const size_t shared_bytes = (33 + static_cast<size_t>(T)) * sizeof(float);
+  const dim3 grid(NH, R);
+  CachedAttentionKernel<<<grid, kAttentionThreads, shared_bytes, stream>>>(
+      out, qkv, k_cache, v_cache, slots, positions, C, NH, T);
+  return cudaGetLastError();
+}
+
+cudaError_t GatherRows(float* dst, const float* src, const int32_t* rows, int H, int C,
+                       cudaStream_t stream) {
+  const size_t total = static_cast<size_t>(H) * C;
+  if (total == 0) return cudaGetLastError();
+  GatherRowsKernel<<<BlocksFor(total, kThreads), kThreads, 0, stream>>>(dst, src, rows, H, C);
+  return cudaGetLastError();
+}
+
+}  // namespace dropk::cuda

@@ -1,0 +1,96 @@
+// The CUDA inference engine: its logits against the CPU engine's, its batch
+// invariance bit for bit on the GPU, and its refusals. Without a GPU (or in a
+// build without CUDA) the GPU tests skip with the engine's own one-line
+// reason, and the refusal test checks that line instead.
+#include <cstring>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "model/inference.h"
+#include "support/relative_error.h"
+#include "test_util.h"
+
+namespace dropk {
+namespace {
+
+InferenceOptions CudaOptions(int max_slots) {
+  InferenceOptions o;
+  o.device = Device::kCuda;
+  o.max_slots = max_slots;
+  return o;
+}
+
+// The engine on the GPU, or the reason there is none (for GTEST_SKIP).
+absl::StatusOr<std::unique_ptr<InferenceEngine>> CudaEngine(const GptConfig& config,
+                                                            const std::vector<float>& params,
+                                                            int max_slots) {
+  return MakeInferenceEngine(config, params, CudaOptions(max_slots));
+}
+
+using test_util::RelativeError;
+
+// Without a GPU the engine is refused at creation with one line that names
+// the device; nothing crashes and nothing is half-built.
+TEST(CudaInferenceTest, RefusedWithOneLineWhereThereIsNoGpu) {
+  const GptConfig config = testing::TinyConfig(61, 32);
+  const std::vector<float> params = testing::RandomParams(config, 7);
+  auto engine = CudaEngine(config, params, 4);
+  if (engine.ok()) GTEST_SKIP() << "a GPU is present, so there is no refusal to check";
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kFailedPrecondition) << engine.status();
+  const std::string message(engine.status().message());
+  EXPECT_NE(message.find("device cuda"), std::string::npos) << message;
+  EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+}
+
+TEST(CudaInferenceTest, BadOrdinalIsRefused) {
+  const GptConfig config = testing::TinyConfig(61, 32);
+  const std::vector<float> params = testing::RandomParams(config, 7);
+  auto probe = CudaEngine(config, params, 1);
+  if (!probe.ok()) GTEST_SKIP() << "needs a GPU: " << probe.status().message();
+  InferenceOptions o = CudaOptions(1);
+  o.cuda_device = 4096;
+  auto engine = MakeInferenceEngine(config, params, o);
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument) << engine.status();
+}
+
+// Prefill, then 40 decode steps: the GPU's logits stay within fp32 rounding
+// of the CPU engine's (other summation orders, expf).
+TEST(CudaInferenceTest, LogitsMatchTheCpuEngine) {
+  const GptConfig config = testing::TinyConfig(61, 64);
+  const std::vector<float> params = testing::RandomParams(config, 11);
+  auto gpu = CudaEngine(config, params, 4);
+  if (!gpu.ok()) GTEST_SKIP() << "needs a GPU: " << gpu.status().message();
+  auto cpu = MakeInferenceEngine(config, params, {.max_slots = 4, .num_threads = 1});
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  const int V = config.vocab_size, slot = 3;
+  const std::vector<int32_t> prompt = {3, 14, 15, 9, 26, 5, 35};
+  std::vector<float> want(V), got(V);
+  std::memcpy(want.data(), (*cpu)->Prefill(slot, prompt), V * sizeof(float));
+  std::memcpy(got.data(), (*gpu)->Prefill(slot, prompt), V * sizeof(float));
+  EXPECT_LT(RelativeError(got, want), 1e-5) << "prefill";
+  for (int step = 0; step < 40; ++step) {
+    const int32_t next = (step * 7 + 3) % V;
+    std::memcpy(want.data(), (*cpu)->Decode({&slot, 1}, {&next, 1}), V * sizeof(float));
+    std::memcpy(got.data(), (*gpu)->Decode({&slot, 1}, {&next, 1}), V * sizeof(float));
+    ASSERT_LT(RelativeError(got, want), 1e-5) << "decode step " << step;
+  }
+  EXPECT_EQ((*gpu)->Length(slot), static_cast<int>(prompt.size()) + 40);
+}
+
+// The same sequence gives bitwise-identical logits on the GPU alone and
+// among 15 others (other slots, prompts and lengths, rows reordered).
+TEST(CudaInferenceTest, DecodeIsBatchInvariantBitForBit) {
+  const GptConfig config = testing::TinyConfig(61, 64);
+  const std::vector<float> params = testing::RandomParams(config, 9);
+  auto alone = CudaEngine(config, params, 16);
+  if (!alone.ok()) GTEST_SKIP() << "needs a GPU: " << alone.status().message();
+  auto crowd = CudaEngine(config, params, 16);
+  ASSERT_TRUE(crowd.ok()) << crowd.status();
+  testing::ExpectDecodeBatchInvariant(**alone, **crowd);
+}
+
+}  // namespace
+}  // namespace dropk
