@@ -15,6 +15,8 @@
 #   - the PyTorch golden fixture (tests/data/gpt_golden.bin) on the GPU
 #   - GPU collectives: MPI staging CUDA buffers (2 ranks on the one GPU) and
 #     NCCL (1 rank; NCCL refuses 2 ranks on one GPU)
+#   - bitwise exact resume on the GPU; a checkpoint resumed on the other
+#     device (CPU -> GPU, GPU -> CPU) continuing the CPU run's trajectory
 #   - serving on the GPU: the CUDA inference engine's logits against the CPU
 #     engine's, its batch invariance bit for bit, and dropk-serve --device cuda
 #     giving a seeded request the same text alone and among 15 others
@@ -53,7 +55,7 @@ build_ok=FAIL
 if cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDROPK_CUDA=ON \
        -DCMAKE_CUDA_ARCHITECTURES="$arch" > "$out/build.log" 2>&1 &&
    cmake --build "$build" -j "$(nproc)" --target dropk_model_tests dropk_mpi_tests \
-       dropk_sampler_tests dropk dropk-train dropk-serve dropk-serve-bench dropk-gpu-train-bench \
+       dropk_sampler_tests dropk_trainer_tests dropk dropk-train dropk-serve dropk-serve-bench dropk-gpu-train-bench \
        >> "$out/build.log" 2>&1; then
   build_ok=PASS
 else
@@ -71,6 +73,9 @@ if [ $build_ok = PASS ]; then
   timeout 180 "$build/bin/dropk_sampler_tests" \
     --gtest_filter='CudaInferenceTest.*:ServeE2eTest.DeviceCuda*' \
     --gtest_output="xml:$out/serving_tests.xml" > "$out/serving_tests.log" 2>&1 || status=1
+  echo "gpu_check: resume on the GPU, checkpoints between CPU and GPU"
+  timeout 180 "$build/bin/dropk_trainer_tests" --gtest_filter='GpuResumeTest.*' \
+    --gtest_output="xml:$out/resume_tests.xml" > "$out/resume_tests.log" 2>&1 || status=1
   echo "gpu_check: serving tokens/s on the GPU (1 to 64 streams)"
   timeout 180 "$build/bin/dropk-serve-bench" --device cuda --threads 4 \
     > "$out/serve_bench.log" 2>&1 || status=1
@@ -148,6 +153,11 @@ summarize("CPU oracle still passes (golden, gradcheck)",
           {n: r for n, r in model.items() if n.startswith(("GoldenTest", "KernelGrad")) and
            not n.endswith("OnTheGpu")})
 
+resume = cases(f"{out}/resume_tests.xml") or {}
+summarize("bitwise exact resume on the GPU",
+          {n: r for n, r in resume.items() if "Bitwise" in n})
+summarize("checkpoints CPU -> GPU and GPU -> CPU (params within 1e-4)",
+          {n: r for n, r in resume.items() if "BetweenCpuAndGpu" in n})
 serving = cases(f"{out}/serving_tests.xml") or {}
 summarize("GPU serving: logits vs CPU engine (tol 1e-5), refusals",
           {n: r for n, r in serving.items() if n.startswith("CudaInferenceTest") and
