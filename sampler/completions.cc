@@ -34,6 +34,37 @@ ApiError Invalid(std::string param, std::string message, std::string code = "inv
                   std::move(code)};
 }
 
+// How deep a request may nest arrays and objects. A completion needs 3 (the
+// body, a list of prompts, a prompt of token ids); nlohmann's serializer,
+// which error messages use, recurses once per level, so a body of 100,000
+// brackets would overflow an I/O thread's stack.
+constexpr int kMaxJsonDepth = 16;
+
+// True when body nests arrays and objects deeper than limit. Brackets inside
+// strings do not count; invalid JSON is left for the parser to refuse.
+bool NestedDeeperThan(std::string_view body, int limit) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (const char c : body) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return true;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return false;
+}
+
 // The value as the client sent it, cut short so an error stays one line.
 std::string Shown(const json& v) {
   constexpr size_t kMaxShown = 40;
@@ -147,6 +178,38 @@ std::optional<ApiError> ReadSeed(const json& body, std::optional<uint64_t>* out)
   return std::nullopt;
 }
 
+// OpenAI's completion fields that dropk does not implement are refused when
+// they would change the output, so that a client never gets text generated
+// without what it asked for; their neutral values (what SDKs send by
+// default: 0 penalties, echo false, best_of 1, an empty logit_bias, a null
+// suffix) pass.
+std::optional<ApiError> RefuseUnsupported(const json& body) {
+  const auto unsupported = [](const char* param, const json& v) {
+    return Invalid(param,
+                   absl::StrCat("'", param, "' is not supported by dropk-serve (got ", Shown(v),
+                                "); leave it out"),
+                   "unsupported_parameter");
+  };
+  for (const char* penalty : {"presence_penalty", "frequency_penalty"}) {
+    const json* v = Field(body, penalty);
+    if (v != nullptr && !(v->is_number() && v->get<double>() == 0.0)) {
+      return unsupported(penalty, *v);
+    }
+  }
+  if (const json* v = Field(body, "logit_bias"); v != nullptr && !(v->is_object() && v->empty())) {
+    return unsupported("logit_bias", *v);
+  }
+  if (const json* v = Field(body, "echo"); v != nullptr && !(v->is_boolean() && !v->get<bool>())) {
+    return unsupported("echo", *v);
+  }
+  if (const json* v = Field(body, "best_of");
+      v != nullptr && !(v->is_number_integer() && v->get<int64_t>() == 1)) {
+    return unsupported("best_of", *v);
+  }
+  if (const json* v = Field(body, "suffix"); v != nullptr) return unsupported("suffix", *v);
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::string ErrorBody(const ApiError& e) {
@@ -157,6 +220,12 @@ std::string ErrorBody(const ApiError& e) {
 }
 
 std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_view body) {
+  if (NestedDeeperThan(body, kMaxJsonDepth)) {
+    return Invalid("",
+                   absl::StrCat("the request body nests arrays or objects deeper than ",
+                                kMaxJsonDepth, " levels"),
+                   "invalid_json");
+  }
   const json j = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
     return Invalid("", "the request body is not valid JSON", "invalid_json");
@@ -206,6 +275,7 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
   if (const json* model = Field(j, "model"); model != nullptr && !model->is_string()) {
     return WrongType("model", "a string", *model);
   }
+  if (auto e = RefuseUnsupported(j)) return *e;
   if (max_tokens) r.max_tokens = static_cast<int>(*max_tokens);
   if (top_k) r.top_k = *top_k == -1 ? 0 : static_cast<int>(*top_k);
   if (n) r.n = static_cast<int>(*n);

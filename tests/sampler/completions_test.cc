@@ -41,6 +41,41 @@ TEST(CompletionsParseTest, AcceptsTheOpenAiShape) {
   EXPECT_EQ(r.logprobs, 3);
 }
 
+// A body of half a million brackets (what fits in the 1 MiB body limit) used
+// to overflow the stack while its error message was written, killing the
+// service; now it is a 400. Brackets inside strings do not count.
+TEST(CompletionsParseTest, DeeplyNestedBodiesAreA400NotACrash) {
+  const int depth = 500000;
+  const ApiError e =
+      ErrorOf(R"({"prompt":)" + std::string(depth, '[') + std::string(depth, ']') + "}");
+  EXPECT_EQ(e.code, "invalid_json");
+  EXPECT_NE(e.message.find("deeper than 16 levels"), std::string::npos) << e.message;
+  EXPECT_EQ(ErrorOf(std::string(depth, '{')).code, "invalid_json");
+  const CompletionRequest ok =
+      Parse(R"({"prompt":"[[[[[[[[[[[[[[[[[[[[{{{{{{{{{{{{{{{{{{{{\"[["})");
+  ASSERT_EQ(ok.prompts.size(), 1u);
+  // 16 levels (the body and 15 arrays) are parsed; then 'stop' is refused.
+  const ApiError at_limit =
+      ErrorOf(R"({"prompt":"a","stop":)" + std::string(15, '[') + std::string(15, ']') + "}");
+  EXPECT_EQ(at_limit.param, "stop") << at_limit.message;
+}
+
+// OpenAI fields dropk does not implement: refused, naming the field, when they
+// would change the text; accepted at the neutral values SDKs send.
+TEST(CompletionsParseTest, UnsupportedOpenAiFieldsAreRefusedUnlessNeutral) {
+  for (const char* body :
+       {R"({"prompt":"a","logit_bias":{"50256":-100}})", R"({"prompt":"a","presence_penalty":0.5})",
+        R"({"prompt":"a","frequency_penalty":-1})", R"({"prompt":"a","echo":true})",
+        R"({"prompt":"a","best_of":3})", R"({"prompt":"a","suffix":"end"})"}) {
+    const ApiError e = ErrorOf(body);
+    EXPECT_EQ(e.code, "unsupported_parameter") << body;
+    EXPECT_FALSE(e.param.empty()) << body;
+    EXPECT_NE(e.message.find(e.param), std::string::npos) << e.message;
+  }
+  Parse(R"({"prompt":"a","logit_bias":{},"presence_penalty":0,"frequency_penalty":0.0,
+      "echo":false,"best_of":1,"suffix":null,"user":"me"})");
+}
+
 TEST(CompletionsParseTest, TopKConventions) {
   EXPECT_EQ(Parse(R"({"prompt":"a"})").top_k, 0);
   EXPECT_EQ(Parse(R"({"prompt":"a","top_k":0})").top_k, 0);
