@@ -19,11 +19,38 @@ std::string ReadWhole(const std::string& path) {
   return text.str();
 }
 
+// Creates dir and writes content to probe in it; "" when that worked, else
+// why not.
+std::string WriteProbe(const std::string& dir, const std::string& probe,
+                       const std::string& content) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  std::ofstream out(probe, std::ios::binary | std::ios::trunc);
+  out << content;
+  out.close();
+  if (ec) return ec.message();
+  if (!out) return "cannot write a file there";
+  return "";
+}
+
+absl::Status CannotWrite(const std::string& dir, const std::string& flag, const std::string& why) {
+  return absl::PermissionDeniedError(
+      absl::StrCat(flag, "=", dir, ": rank 0 cannot write there: ", why));
+}
+
 }  // namespace
 
 absl::Status CheckDirectorySharedByAllRanks(const std::string& dir, const std::string& flag,
                                             Communicator& comm, const CollectiveOptions& options) {
-  if (comm.Size() == 1) return absl::OkStatus();
+  if (comm.Size() == 1) {
+    // No one to share with, but a directory that cannot be written would
+    // still fail only at the first save.
+    const std::string probe = absl::StrCat(dir, "/.write-probe");
+    const std::string why = WriteProbe(dir, probe, "dropk write probe\n");
+    std::error_code ignored;
+    std::filesystem::remove(probe, ignored);
+    return why.empty() ? absl::OkStatus() : CannotWrite(dir, flag, why);
+  }
   // A fresh nonce per run: a probe left behind by an earlier run (killed
   // between write and removal) cannot pass for this one's.
   int64_t nonce = 0;
@@ -36,22 +63,14 @@ absl::Status CheckDirectorySharedByAllRanks(const std::string& dir, const std::s
   const std::string content = absl::StrCat("dropk shared-directory probe ", nonce, "\n");
   int64_t written = 1;
   if (comm.Rank() == 0) {
-    std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
-    std::ofstream out(probe, std::ios::binary | std::ios::trunc);
-    out << content;
-    out.close();
-    if (ec || !out) {
-      written = 0;
-      write_error = ec ? ec.message() : "cannot write a file there";
-    }
+    write_error = WriteProbe(dir, probe, content);
+    if (!write_error.empty()) written = 0;
   }
   if (absl::Status s = comm.Broadcast(HostBuffer(&written, 1), 0, options)->Wait(); !s.ok()) {
     return s;
   }
   if (written == 0) {
-    return absl::PermissionDeniedError(absl::StrCat(flag, "=", dir, ": rank 0 cannot write there",
-                                                    write_error.empty() ? "" : ": ", write_error));
+    return CannotWrite(dir, flag, write_error.empty() ? "see rank 0's log" : write_error);
   }
   int64_t seen = ReadWhole(probe) == content ? 1 : 0;
   std::vector<int64_t> all(comm.Size());

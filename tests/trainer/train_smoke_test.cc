@@ -148,5 +148,22 @@ TEST_F(TrainSmokeTest, DataErrorsNameTheFile) {
       << too_long.status();
 }
 
+// A checkpoint directory that cannot be written is refused before the first
+// step, not at the end of the run, when the training would already be spent.
+TEST_F(TrainSmokeTest, UnwritableCheckpointDirIsRefusedBeforeTraining) {
+  const std::filesystem::path blocker = *dir_ / "a_file";
+  std::ofstream(blocker) << "not a directory\n";
+  TrainConfig c = TinyConfig("run_unwritable");
+  c.set_checkpoint_dir((blocker / "checkpoints").string());
+  std::ostringstream log;
+  auto run = RunTraining(c, *comm_, log);
+  ASSERT_FALSE(run.ok());
+  EXPECT_TRUE(absl::IsPermissionDenied(run.status())) << run.status();
+  EXPECT_NE(run.status().message().find("checkpoint_dir=" + (blocker / "checkpoints").string()),
+            std::string::npos)
+      << run.status();
+  EXPECT_EQ(log.str().find("| loss "), std::string::npos) << "it trained first:\n" << log.str();
+}
+
 }  // namespace
 }  // namespace dropk

@@ -1,4 +1,5 @@
-// Before the first step of a multi-rank run: does every rank see the same
+// Before the first step of a run: can rank 0 write the checkpoint directory,
+// and, with several ranks, does every rank see the same
 // checkpoint directory? Every rank writes its part of a checkpoint into a
 // directory that rank 0 creates, so a directory on each host's own disk
 // would fail at the first save, after the training time before it was spent.
@@ -17,8 +18,9 @@ namespace dropk {
 // ranks exchange what they saw; rank 0 removes the file. All ranks return the
 // same result: OK, or FailedPrecondition naming `flag`=dir, the ranks that
 // did not see the file and saying that the directory must be shared. A
-// failed collective (a dead peer) comes back as its own error. With one rank
-// it does nothing.
+// failed collective (a dead peer) comes back as its own error; a directory
+// rank 0 cannot create or write is PermissionDenied naming it. With one rank
+// only that last check runs.
 absl::Status CheckDirectorySharedByAllRanks(const std::string& dir, const std::string& flag,
                                             Communicator& comm, const CollectiveOptions& options);
 
