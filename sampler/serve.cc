@@ -95,6 +95,32 @@ void CheckpointWatcher::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+namespace {
+
+// Writes port to path through a temporary file and a rename, so a reader
+// never sees a partial number; an error names --port-file and the cause.
+absl::Status WritePortFile(const std::string& path, int port) {
+  const std::string tmp = path + ".tmp";
+  std::ofstream out(tmp);
+  out << port << "\n";
+  out.close();
+  if (!out) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--port-file ", path, ": cannot write it (cannot create ", tmp, ")"));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    const std::string why = ec.message();
+    std::filesystem::remove(tmp, ec);
+    return absl::FailedPreconditionError(
+        absl::StrCat("--port-file ", path, ": cannot write it (rename from ", tmp, ": ", why, ")"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status RunServe(const ServeOptions& options) {
   LogSink* log = OrDiscard(options.log);
   sigset_t signals;
@@ -118,9 +144,10 @@ absl::Status RunServe(const ServeOptions& options) {
       HttpServer::Start(options.http, scheduler->get(), &metrics);
   if (!server.ok()) return server.status();
   if (!options.port_file.empty()) {
-    const std::string tmp = options.port_file + ".tmp";
-    std::ofstream(tmp) << (*server)->port() << "\n";
-    std::filesystem::rename(tmp, options.port_file);
+    if (absl::Status s = WritePortFile(options.port_file, (*server)->port()); !s.ok()) {
+      (*server)->Stop(std::chrono::milliseconds(0));
+      return s;
+    }
   }
   log->Write(absl::StrCat("dropk-serve: listening on http://", options.http.address, ":",
                           (*server)->port()));

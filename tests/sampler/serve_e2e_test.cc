@@ -189,6 +189,17 @@ TEST_F(ServeE2eTest, ApiKeyFile) {
   EXPECT_EQ(StopServer(SIGTERM), 0);
 }
 
+// A --port-file that cannot be written stops the service with one line
+// naming it (it was an uncaught std::filesystem exception: an abort).
+TEST_F(ServeE2eTest, UnwritablePortFileIsOneLineNotACrash) {
+  const auto r = RunCommand(kBin + "dropk-serve --port 0 --checkpoints " +
+                            (dir_ / "run/checkpoints").string() + " --port-file " +
+                            (dir_ / "no_such_dir/port").string());
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("--port-file " + (dir_ / "no_such_dir/port").string()), std::string::npos)
+      << r.err;
+}
+
 // dropk-serve --device cuda. Without a GPU it stops at start with exit 1 and
 // one line naming the device. With one, a seeded request gives the same text
 // alone and among 15 concurrent others (batch invariance on the GPU).
