@@ -26,8 +26,8 @@
 #include "checkpoint/format.h"
 #include "checkpoint/reader.h"
 #include "checkpoint/writer.h"
+#include "support/shakespeare_data.h"
 #include "support/subprocess.h"
-#include "trainer/prepare_data.h"
 
 extern char** environ;
 
@@ -74,10 +74,7 @@ class CheckpointCliTest : public ::testing::Test {
     data_ = new std::string(
         (fs::path(::testing::TempDir()) / ("dropk_ckpt_cli_data_" + std::to_string(getpid())))
             .string());
-    PrepareOptions options;
-    options.inputs = {DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"};
-    options.out_dir = *data_;
-    ASSERT_TRUE(PrepareData(options).ok());
+    ASSERT_TRUE(test_util::PrepareShakespeareData(*data_).ok());
   }
   static void TearDownTestSuite() {
     fs::remove_all(*data_);

@@ -9,8 +9,8 @@
 #include <filesystem>
 #include <string>
 
+#include "support/shakespeare_data.h"
 #include "support/subprocess.h"
-#include "trainer/prepare_data.h"
 
 namespace dropk {
 namespace {
@@ -24,10 +24,7 @@ class DdpFaultTest : public ::testing::Test {
     root_ = new std::filesystem::path(std::filesystem::path(::testing::TempDir()) /
                                       ("dropk_ddp_fault_" + std::to_string(getpid())));
     std::filesystem::remove_all(*root_);
-    PrepareOptions options;
-    options.inputs = {DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"};
-    options.out_dir = (*root_ / "data").string();
-    ASSERT_TRUE(PrepareData(options).ok());
+    ASSERT_TRUE(test_util::PrepareShakespeareData((*root_ / "data").string()).ok());
   }
   static void TearDownTestSuite() {
     std::filesystem::remove_all(*root_);

@@ -5,9 +5,9 @@
 #include <filesystem>
 #include <string>
 
+#include "support/shakespeare_data.h"
 #include "support/subprocess.h"
 #include "support/temp_dir.h"
-#include "trainer/prepare_data.h"
 
 namespace dropk {
 namespace {
@@ -25,10 +25,7 @@ class TrainCliTest : public ::testing::Test {
   static void SetUpTestSuite() {
     scratch_ = new test_util::ScopedTempDir("train_cli");
     data_ = new std::string(scratch_->path() + "/data");
-    PrepareOptions options;
-    options.inputs = {DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"};
-    options.out_dir = *data_;
-    ASSERT_TRUE(PrepareData(options).ok());
+    ASSERT_TRUE(test_util::PrepareShakespeareData(*data_).ok());
   }
   static void TearDownTestSuite() {
     delete data_;

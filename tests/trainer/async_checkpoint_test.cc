@@ -11,9 +11,9 @@
 
 #include "checkpoint/format.h"
 #include "checkpoint/reader.h"
+#include "support/shakespeare_data.h"
 #include "support/subprocess.h"
 #include "trainer/config.h"
-#include "trainer/prepare_data.h"
 #include "trainer/trainer.h"
 
 namespace dropk {
@@ -29,10 +29,7 @@ class AsyncCheckpointTest : public ::testing::Test {
     dir_ = new fs::path(fs::path(::testing::TempDir()) /
                         ("dropk_async_ckpt_" + std::to_string(getpid())));
     fs::remove_all(*dir_);
-    PrepareOptions options;
-    options.inputs = {DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"};
-    options.out_dir = (*dir_ / "data").string();
-    ASSERT_TRUE(PrepareData(options).ok());
+    ASSERT_TRUE(test_util::PrepareShakespeareData((*dir_ / "data").string()).ok());
   }
   static void TearDownTestSuite() {
     fs::remove_all(*dir_);

@@ -4,7 +4,6 @@
 // continuing the same trajectory (within fp32 rounding: the devices sum in
 // other orders). Every test skips with one line where there is no GPU.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <memory>
@@ -13,8 +12,9 @@
 
 #include "model/kernels.h"
 #include "support/relative_error.h"
+#include "support/shakespeare_data.h"
+#include "support/temp_dir.h"
 #include "trainer/config.h"
-#include "trainer/prepare_data.h"
 #include "trainer/trainer.h"
 
 namespace dropk {
@@ -25,17 +25,13 @@ namespace fs = std::filesystem;
 class GpuResumeTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new fs::path(fs::path(::testing::TempDir()) /
-                        ("dropk_gpu_resume_" + std::to_string(getpid())));
-    fs::remove_all(*dir_);
-    PrepareOptions options;
-    options.inputs = {DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"};
-    options.out_dir = (*dir_ / "data").string();
-    ASSERT_TRUE(PrepareData(options).ok());
+    scratch_ = new test_util::ScopedTempDir("gpu_resume");
+    dir_ = new fs::path(scratch_->path());
+    ASSERT_TRUE(test_util::PrepareShakespeareData((*dir_ / "data").string()).ok());
   }
   static void TearDownTestSuite() {
-    fs::remove_all(*dir_);
     delete dir_;
+    delete scratch_;
   }
 
   void SetUp() override {
@@ -78,9 +74,11 @@ class GpuResumeTest : public ::testing::Test {
     return Train(resumed);
   }
 
+  static test_util::ScopedTempDir* scratch_;
   static fs::path* dir_;
   std::unique_ptr<Communicator> comm_ = MakeSingleProcessCommunicator();
 };
+test_util::ScopedTempDir* GpuResumeTest::scratch_ = nullptr;
 fs::path* GpuResumeTest::dir_ = nullptr;
 
 TEST_F(GpuResumeTest, StopAndResumeOnTheGpuIsBitwiseTheSameAsStraight) {

@@ -9,8 +9,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "support/shakespeare_data.h"
 #include "trainer/config.h"
-#include "trainer/prepare_data.h"
 #include "trainer/trainer.h"
 
 namespace dropk {
@@ -24,10 +24,7 @@ class TrainSmokeTest : public ::testing::Test {
     dir_ = new std::filesystem::path(std::filesystem::path(::testing::TempDir()) /
                                      ("dropk_train_smoke_" + std::to_string(getpid())));
     std::filesystem::remove_all(*dir_);
-    PrepareOptions options;
-    options.inputs = {DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"};
-    options.out_dir = (*dir_ / "data").string();
-    ASSERT_TRUE(PrepareData(options).ok());
+    ASSERT_TRUE(test_util::PrepareShakespeareData((*dir_ / "data").string()).ok());
   }
   static void TearDownTestSuite() {
     std::filesystem::remove_all(*dir_);
