@@ -204,6 +204,8 @@ class TrainingRun {
         !s.ok()) {
       return s;
     }
+    // The broadcast wrote the parameters behind the kernels' back.
+    kernels_->NoteExternalWrite(gpt_->params(), gpt_->num_params() * sizeof(float));
     optimizer_ = std::make_unique<AdamWOptimizer>(
         gpt_.get(), AdamWOptions{config_.beta1(), config_.beta2(), 1e-8f, config_.weight_decay()});
     if (absl::Status s = SetUpCheckpoints(); !s.ok()) return s;

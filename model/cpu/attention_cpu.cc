@@ -55,14 +55,22 @@ struct HeadView {
   // The probabilities that multiply v for query rows [t0, t1), each row
   // [0, t1) with stride T: rows of att (T,T) itself without dropout, else
   // those rows with their dropout applied, written to dropped (t1-t0, T).
-  const float* Weights(float* dropped, const float* att, int t0, int t1) const {
+  // When scales is not null, the dropout scales of row t's entries [0, t]
+  // are left in scales (t1-t0, T) for another use of the same mask.
+  const float* Weights(float* dropped, float* scales, const float* att, int t0, int t1) const {
     if (dropout == nullptr) return att + static_cast<size_t>(t0) * T;
     for (int t = t0; t < t1; ++t) {
       float* drow = dropped + static_cast<size_t>(t - t0) * T;
+      const float* arow = att + static_cast<size_t>(t) * T;
       const uint64_t i = (static_cast<uint64_t>(h) * T + t) * T;
       const DropoutAddress a = DropoutAddressOf(*dropout, b, per_sample, i);
-      ResidualDropoutRun(drow, nullptr, att + static_cast<size_t>(t) * T, *dropout, a.stream, site,
-                         a.element, t + 1, p);
+      if (scales == nullptr) {
+        ResidualDropoutRun(drow, nullptr, arow, *dropout, a.stream, site, a.element, t + 1, p);
+      } else {
+        float* srow = scales + static_cast<size_t>(t - t0) * T;
+        DropoutScales(dropout->seed, a.stream, site, dropout->step, a.element, t + 1, p, srow);
+        for (int j = 0; j <= t; ++j) drow[j] = arow[j] * srow[j];
+      }
       std::fill(drow + t + 1, drow + t1, 0.0f);
     }
     return dropped;
@@ -116,7 +124,7 @@ void CpuKernels::AttentionForward(float* out, float* probs, const float* qkv, in
           CausalSoftmaxRow(row, t, T);  // the skipped keys get probability 0
         }
         // Dropped probabilities go to scratch; att keeps the softmax for backward.
-        const float* weights = view.Weights(dropped, att, t0, t1);
+        const float* weights = view.Weights(dropped, nullptr, att, t0, t1);
         // out[t0:t1] (rows,hs) = weights (rows,t1) · v[0:t1] (t1,hs)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, t1, 1.0f, weights, T,
                     view.v, C3, 0.0f, o + static_cast<size_t>(t0) * C, C);
@@ -130,7 +138,7 @@ void CpuKernels::AttentionBackward(float* dqkv, const float* dout, const float* 
                                    const DropoutPlan* dropout) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(C / NH));
   const size_t block = static_cast<size_t>(kQueryBlock) * T;
-  float* scratch = ThreadScratch(2 * block);
+  float* scratch = ThreadScratch(3 * block);
   const size_t scratch_stride = scratch_per_thread_;
 
 #pragma omp parallel for collapse(2) schedule(static)
@@ -145,6 +153,7 @@ void CpuKernels::AttentionBackward(float* dqkv, const float* dout, const float* 
       const float* dout_h = dout + static_cast<size_t>(b) * T * C + h * hs;
       float* datt = scratch + scratch_stride * omp_get_thread_num();  // (kQueryBlock,T)
       float* dropped = datt + block;                                  // (kQueryBlock,T)
+      float* scales = dropped + block;                                // (kQueryBlock,T)
       // dk and dv gather from every later query block: start them at zero.
       for (int t = 0; t < T; ++t) {
         std::fill(dk + static_cast<size_t>(t) * C3, dk + static_cast<size_t>(t) * C3 + hs, 0.0f);
@@ -153,8 +162,9 @@ void CpuKernels::AttentionBackward(float* dqkv, const float* dout, const float* 
       for (int t0 = 0; t0 < T; t0 += kQueryBlock) {
         const int t1 = std::min(T, t0 + kQueryBlock), rows = t1 - t0;
         const float* dout_block = dout_h + static_cast<size_t>(t0) * C;
-        // The probabilities that multiplied v in forward, with the same mask.
-        const float* weights = view.Weights(dropped, att, t0, t1);
+        // The probabilities that multiplied v in forward, with the same mask,
+        // drawn once here for both uses.
+        const float* weights = view.Weights(dropped, scales, att, t0, t1);
         // dv[0:t1] += weights^T (t1,rows) · dout[t0:t1] (rows,hs)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, rows, 1.0f, weights, T,
                     dout_block, C, 1.0f, dv, C3);
@@ -166,9 +176,8 @@ void CpuKernels::AttentionBackward(float* dqkv, const float* dout, const float* 
           const float* prow = att + static_cast<size_t>(t) * T;
           if (view.dropout != nullptr) {
             // Through the mask: d(att) = d(weights) * scale, where weights = att * scale.
-            const uint64_t i = (static_cast<uint64_t>(h) * T + t) * T;
-            const DropoutAddress a = DropoutAddressOf(*view.dropout, b, view.per_sample, i);
-            ApplyDropoutScales(drow, *view.dropout, a.stream, view.site, a.element, t + 1, view.p);
+            const float* srow = scales + static_cast<size_t>(t - t0) * T;
+            for (int j = 0; j <= t; ++j) drow[j] *= srow[j];
           }
           // Softmax backward: dpre = att * (datt - sum(att * datt)).
           float dot = 0.0f;

@@ -2,7 +2,6 @@
 
 #include <omp.h>
 
-#include <algorithm>
 #include <cstring>
 #include <map>
 #include <tuple>
@@ -33,9 +32,10 @@ class DnnlBf16Matmul final : public Bf16Matmul {
  public:
   DnnlBf16Matmul() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
 
-  void Multiply(float* c, const uint16_t* a, const uint16_t* b, RightOperand layout,
-                const float* bias, int M, int N, int K, bool accumulate) override {
-    Entry& entry = Primitive(M, N, K, layout, bias != nullptr, accumulate);
+  void Multiply(float* c, const uint16_t* a, LeftOperand a_layout, const uint16_t* b,
+                RightOperand b_layout, const float* bias, int M, int N, int K,
+                bool accumulate) override {
+    Entry& entry = Primitive(M, N, K, a_layout, b_layout, bias != nullptr, accumulate);
     dnnl::memory a_mem(entry.a, engine_, const_cast<uint16_t*>(a));
     dnnl::memory b_mem(entry.b, engine_, const_cast<uint16_t*>(b));
     dnnl::memory c_mem(entry.c, engine_, c);
@@ -57,20 +57,23 @@ class DnnlBf16Matmul final : public Bf16Matmul {
     dnnl::matmul primitive;
     std::string implementation;
   };
-  using Key = std::tuple<int, int, int, RightOperand, bool, bool, int>;
+  using Key = std::tuple<int, int, int, LeftOperand, RightOperand, bool, bool, int>;
 
   // The cached primitive of one shape, built on first use. The team size is
   // part of the key: oneDNN partitions the work for the team it was built for.
-  Entry& Primitive(int M, int N, int K, RightOperand layout, bool has_bias, bool accumulate) {
-    const Key key{M, N, K, layout, has_bias, accumulate, omp_get_max_threads()};
+  Entry& Primitive(int M, int N, int K, LeftOperand a_layout, RightOperand b_layout, bool has_bias,
+                   bool accumulate) {
+    const Key key{M, N, K, a_layout, b_layout, has_bias, accumulate, omp_get_max_threads()};
     auto it = cache_.find(key);
     if (it != cache_.end()) return it->second;
     using dt = dnnl::memory::data_type;
     using tag = dnnl::memory::format_tag;
     Entry entry;
-    entry.a = dnnl::memory::desc({M, K}, dt::bf16, tag::ab);
+    // A transposed operand is the plain one read through strides (tag ba).
+    entry.a =
+        dnnl::memory::desc({M, K}, dt::bf16, a_layout == LeftOperand::kMByK ? tag::ab : tag::ba);
     entry.b =
-        dnnl::memory::desc({K, N}, dt::bf16, layout == RightOperand::kKByN ? tag::ab : tag::ba);
+        dnnl::memory::desc({K, N}, dt::bf16, b_layout == RightOperand::kKByN ? tag::ab : tag::ba);
     entry.c = dnnl::memory::desc({M, N}, dt::f32, tag::ab);
     entry.bias = dnnl::memory::desc({1, N}, dt::f32, tag::ab);
     dnnl::primitive_attr attr;
@@ -105,7 +108,8 @@ absl::StatusOr<std::unique_ptr<Bf16Matmul>> Bf16Matmul::Create() {
     // One tiny product proves that this machine can run a bf16 matmul.
     const uint16_t one = ToBf16Bits(1.0f);
     float c = 0;
-    matmul->Multiply(&c, &one, &one, RightOperand::kKByN, nullptr, 1, 1, 1, false);
+    matmul->Multiply(&c, &one, LeftOperand::kMByK, &one, RightOperand::kKByN, nullptr, 1, 1, 1,
+                     false);
     if (c != 1.0f) return absl::InternalError("oneDNN's bf16 matmul computed 1 x 1 wrongly");
     return std::unique_ptr<Bf16Matmul>(std::move(matmul));
   } catch (const dnnl::error& e) {
@@ -122,23 +126,6 @@ absl::StatusOr<std::unique_ptr<Bf16Matmul>> Bf16Matmul::Create() {
 void ConvertToBf16(uint16_t* dst, const float* src, size_t n) {
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; ++i) dst[i] = ToBf16Bits(src[i]);
-}
-
-void ConvertToBf16Transposed(uint16_t* dst, const float* src, int rows, int cols) {
-  constexpr int kTile = 32;  // a tile of src and its transpose both stay in L1
-  const int row_tiles = (rows + kTile - 1) / kTile, col_tiles = (cols + kTile - 1) / kTile;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int rt = 0; rt < row_tiles; ++rt) {
-    for (int ct = 0; ct < col_tiles; ++ct) {
-      const int r1 = std::min(rows, (rt + 1) * kTile), c1 = std::min(cols, (ct + 1) * kTile);
-      for (int c = ct * kTile; c < c1; ++c) {
-        for (int r = rt * kTile; r < r1; ++r) {
-          dst[static_cast<size_t>(c) * rows + r] =
-              ToBf16Bits(src[static_cast<size_t>(r) * cols + c]);
-        }
-      }
-    }
-  }
 }
 
 }  // namespace dropk

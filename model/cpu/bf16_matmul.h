@@ -5,8 +5,9 @@
 // and a conversion to fp32 elsewhere. Hand-writing such kernels is what
 // oneDNN exists for, so dropk does not.
 //
-// Operands are plain row-major bf16 arrays that the caller converts
-// (ConvertToBf16 below); the output stays fp32. Primitives are built once
+// Operands are row-major bf16 arrays that the caller converts
+// (ConvertToBf16 below), read as they are or transposed (LeftOperand,
+// RightOperand); the output stays fp32. Primitives are built once
 // per shape and thread count and cached. For a given shape and thread count
 // the results are deterministic; oneDNN may split a product differently for
 // another team size, so with precision bf16 a run is reproducible bit for bit
@@ -25,6 +26,12 @@
 
 namespace dropk {
 
+// The layout of the left-hand operand a of a product a · b (K,N).
+enum class LeftOperand {
+  kMByK,  // a is stored (M,K) row-major
+  kKByM,  // a is stored (K,M) row-major, i.e. the product uses its transpose
+};
+
 // The layout of the right-hand operand of a product a (M,K) · b.
 enum class RightOperand {
   kKByN,  // b is stored (K,N) row-major
@@ -40,8 +47,9 @@ class Bf16Matmul {
 
   // c (M,N) = a (M,K) · b [+ bias (N), when not null], or c += that when
   // accumulate (bias must then be null). a and b are bf16 bit patterns.
-  virtual void Multiply(float* c, const uint16_t* a, const uint16_t* b, RightOperand layout,
-                        const float* bias, int M, int N, int K, bool accumulate) = 0;
+  virtual void Multiply(float* c, const uint16_t* a, LeftOperand a_layout, const uint16_t* b,
+                        RightOperand b_layout, const float* bias, int M, int N, int K,
+                        bool accumulate) = 0;
   // The oneDNN implementation of the last product, e.g. "brg:avx512_core_bf16".
   virtual std::string Implementation() const = 0;
 };
@@ -49,8 +57,6 @@ class Bf16Matmul {
 // dst[i] = src[i] rounded to the nearest bf16 (ties to even), i < n; NaN
 // stays NaN. Parallel over the current OpenMP team.
 void ConvertToBf16(uint16_t* dst, const float* src, size_t n);
-// dst (cols,rows) = src (rows,cols) transposed and rounded to bf16.
-void ConvertToBf16Transposed(uint16_t* dst, const float* src, int rows, int cols);
 
 }  // namespace dropk
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cpu/bf16_matmul.h"
+#include "cpu/bf16_weight_cache.h"
 #include "model/kernels.h"
 #include "model/thread_governor.h"
 
@@ -29,7 +30,10 @@ class CpuKernels final : public Kernels {
  public:
   // num_threads: the team (0 = all cores). bf16: when not null, the
   // projections (MatmulForward/MatmulBackward) round their inputs to bf16
-  // and multiply through it (precision bf16); attention stays fp32.
+  // and multiply through it (precision bf16); attention stays fp32. The
+  // bf16 copy of each weight w is kept (Bf16WeightCache) until a write to
+  // it: CopyToDevice, Zero, Scale and AdamW report theirs, Free forgets all,
+  // other writers must call NoteExternalWrite (see Kernels).
   explicit CpuKernels(int num_threads, std::unique_ptr<Bf16Matmul> bf16 = nullptr);
 
   Device device() const override { return Device::kCpu; }
@@ -44,6 +48,7 @@ class CpuKernels final : public Kernels {
   // Every CPU op has completed when it returns, so events are no-ops.
   std::unique_ptr<DeviceEvent> CreateEvent() override { return std::make_unique<CpuEvent>(); }
   void FitThreadsToLoad() override;
+  void NoteExternalWrite(const void* dst, size_t bytes) override;
 
   void EmbeddingForward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
                         int B, int T, int C, const DropoutPlan* dropout) override;
@@ -104,7 +109,8 @@ class CpuKernels final : public Kernels {
   std::vector<float> scratch_;
   size_t scratch_per_thread_ = 0;
   std::unique_ptr<Bf16Matmul> bf16_;  // null: fp32 matmuls
-  std::vector<uint16_t> bf16_lhs_, bf16_rhs_, bf16_transposed_;
+  std::vector<uint16_t> bf16_lhs_, bf16_rhs_;  // bf16 copies of dout and inp
+  Bf16WeightCache bf16_weights_;  // bf16 copies of the matmuls' w
 };
 
 // Multiplies x[0, n) in place by the dropout scales of elements [e0, e0 + n)

@@ -53,12 +53,23 @@ void* CpuKernels::Allocate(size_t bytes) {
   if (ptr == nullptr) throw std::bad_alloc();
   // Touch every page now, so no first-touch page faults land inside a step.
   std::memset(ptr, 0, rounded);
+  bf16_weights_.Invalidate(ptr, rounded);  // in case a freed weight lived here
   return ptr;
 }
 
-void CpuKernels::Free(void* ptr) { std::free(ptr); }
+void CpuKernels::Free(void* ptr) {
+  // The block may have held weights; their copies go with it (its size is
+  // not known here, so all of them: Free is for teardown, not steps).
+  if (ptr != nullptr) bf16_weights_.InvalidateAll();
+  std::free(ptr);
+}
+
+void CpuKernels::NoteExternalWrite(const void* dst, size_t bytes) {
+  bf16_weights_.Invalidate(dst, bytes);
+}
 
 void CpuKernels::CopyToDevice(void* dst, const void* host_src, size_t bytes) {
+  bf16_weights_.Invalidate(dst, bytes);
   std::memcpy(dst, host_src, bytes);
 }
 
@@ -66,7 +77,10 @@ void CpuKernels::CopyToHost(void* host_dst, const void* src, size_t bytes) {
   std::memcpy(host_dst, src, bytes);
 }
 
-void CpuKernels::Zero(void* dst, size_t bytes) { std::memset(dst, 0, bytes); }
+void CpuKernels::Zero(void* dst, size_t bytes) {
+  bf16_weights_.Invalidate(dst, bytes);
+  std::memset(dst, 0, bytes);
+}
 
 float* CpuKernels::ThreadScratch(size_t floats_per_thread) {
   if (floats_per_thread > scratch_per_thread_) {
@@ -98,12 +112,14 @@ double CpuKernels::SumSquares(const float* x, size_t n) {
 
 void CpuKernels::AdamW(float* params, const float* grads, float* m, float* v, size_t n,
                        const AdamWArgs& a) {
+  bf16_weights_.Invalidate(params, n * sizeof(float));
   const AdamWConstants k = AdamWConstantsOf(a);
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; ++i) AdamWUpdate(&params[i], &m[i], &v[i], grads[i], k);
 }
 
 void CpuKernels::Scale(float* x, float alpha, size_t n) {
+  bf16_weights_.Invalidate(x, n * sizeof(float));
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; ++i) x[i] *= alpha;
 }

@@ -5,7 +5,9 @@
 // without oneDNN or on a machine where oneDNN cannot run bf16.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <memory>
 #include <random>
 #include <vector>
@@ -83,9 +85,19 @@ TEST(CpuBf16Test, ProjectionsMatchFp32WithinBf16Rounding) {
   EXPECT_NE(got.out, want.out);
 }
 
+// How TrainSteps drives the kernels.
+struct TrainOptions {
+  int micro_batches = 1;  // gradient accumulation steps per optimizer step
+  // Announce a write to the parameters before every Forward and Backward, so
+  // that no bf16 copy of a weight is ever reused: the reference of a run with
+  // the weight cache.
+  bool forget_weight_copies = false;
+};
+
 // Trains a few steps at fp32 and at bf16 from the same weights on the same
 // batch and returns the losses; `k` decides the precision.
-std::vector<float> TrainSteps(Kernels* k, int steps, Vec* final_params) {
+std::vector<float> TrainSteps(Kernels* k, int steps, Vec* final_params,
+                              const TrainOptions& options = {}) {
   const GptConfig config{/*vocab_size=*/65, /*block_size=*/32, /*n_layer=*/2, /*n_head=*/4,
                          /*n_embd=*/64};
   constexpr int kB = 4, kT = 32;
@@ -102,10 +114,21 @@ std::vector<float> TrainSteps(Kernels* k, int steps, Vec* final_params) {
   plan.seed = 3;
   plan.rates = {0.1f, 0.1f, 0.1f, 0.1f};
   for (int s = 0; s < steps; ++s) {
-    plan.step = static_cast<uint32_t>(s);
+    const auto forget = [&] {
+      if (options.forget_weight_copies) {
+        k->NoteExternalWrite(gpt->params(), gpt->num_params() * sizeof(float));
+      }
+    };
     gpt->ZeroGrad();
-    losses.push_back(gpt->Forward(tokens.data(), targets.data(), kB, kT, &plan));
-    gpt->Backward(1.0f);
+    float loss = 0;
+    for (int micro = 0; micro < options.micro_batches; ++micro) {
+      plan.step = static_cast<uint32_t>(s * options.micro_batches + micro);
+      forget();
+      loss += gpt->Forward(tokens.data(), targets.data(), kB, kT, &plan);
+      forget();
+      gpt->Backward(1.0f / options.micro_batches);
+    }
+    losses.push_back(loss / options.micro_batches);
     AdamWArgs args;
     args.lr = 3e-3f;
     args.bias_correction1 = 1.0f - std::pow(0.9f, s + 1);
@@ -134,6 +157,128 @@ TEST(CpuBf16Test, TrainingTracksFp32AndIsReproducible) {
   const std::vector<float> again = TrainSteps(bf16_again.get(), kSteps, &again_params);
   EXPECT_EQ(again, got);
   EXPECT_EQ(again_params, bf16_params);
+}
+
+// The bf16 copies of the weights are made once and reused (forward,
+// backward, every micro-batch) until the weights change. A copy that
+// outlived an AdamW update would train on stale weights and part from a run
+// that converts afresh on every use.
+TEST(CpuBf16Test, ReusedWeightCopiesTrainAsFreshConversions) {
+  std::unique_ptr<Kernels> cached = Bf16KernelsOrSkip(2);
+  SKIP_WITHOUT_BF16(cached);
+  std::unique_ptr<Kernels> fresh = Bf16KernelsOrSkip(2);
+  constexpr int kSteps = 3;
+  const TrainOptions reuse{/*micro_batches=*/2, /*forget_weight_copies=*/false};
+  const TrainOptions forget{/*micro_batches=*/2, /*forget_weight_copies=*/true};
+  Vec cached_params, fresh_params;
+  const std::vector<float> got = TrainSteps(cached.get(), kSteps, &cached_params, reuse);
+  const std::vector<float> want = TrainSteps(fresh.get(), kSteps, &fresh_params, forget);
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(cached_params, fresh_params);
+  // And the steps did change the weights, so reuse was put to the test.
+  EXPECT_NE(got.front(), got.back());
+}
+
+// Every way the kernels write memory drops the bf16 copy of a weight that
+// it overwrites: the next product uses the new values, as a kernels object
+// that never saw the old ones computes them.
+TEST(CpuBf16Test, EveryWriteToAWeightDropsItsBf16Copy) {
+  constexpr int N = 9, C = 32, OC = 16;
+  const Vec inp = Random(N * C, 5), w0 = Random(OC * C, 6), w1 = Random(OC * C, 7);
+  // out = inp · w^T through `k`, twice: the first fills k's copy of w.
+  const auto product = [&](Kernels& k, const float* w) {
+    Vec out(N * OC);
+    k.MatmulForward(out.data(), inp.data(), w, nullptr, N, C, OC);
+    return out;
+  };
+  const auto want = [&](const Vec& w) {
+    std::unique_ptr<Kernels> k = Bf16KernelsOrSkip(1);
+    return product(*k, w.data());
+  };
+  struct Write {
+    const char* name;
+    // Changes w on the device; may use scratch (3 * OC * C floats), which
+    // is allocated before, since a Free drops every copy.
+    std::function<void(Kernels&, float* w, float* scratch)> apply;
+    std::function<void(Vec&)> on_host;            // the same change to a host copy
+  };
+  const std::vector<Write> writes = {
+      {"CopyToDevice",
+       [&](Kernels& k, float* w, float*) {
+         k.CopyToDevice(w, w1.data(), w1.size() * sizeof(float));
+       },
+       [&](Vec& w) { w = w1; }},
+      {"CopyToDevice of a part",
+       [&](Kernels& k, float* w, float*) {
+         k.CopyToDevice(w + 100, w1.data(), 7 * sizeof(float));
+       },
+       [&](Vec& w) { std::copy(w1.begin(), w1.begin() + 7, w.begin() + 100); }},
+      {"Zero", [&](Kernels& k, float* w, float*) { k.Zero(w + C, C * sizeof(float)); },
+       [&](Vec& w) { std::fill(w.begin() + C, w.begin() + 2 * C, 0.0f); }},
+      {"Scale", [&](Kernels& k, float* w, float*) { k.Scale(w, 0.5f, OC * C); },
+       [&](Vec& w) {
+         for (float& x : w) x *= 0.5f;
+       }},
+      {"AdamW",
+       [&](Kernels& k, float* w, float* scratch) {
+         float *g = scratch, *m = scratch + OC * C, *v = scratch + 2 * OC * C;
+         k.CopyToDevice(g, w1.data(), w1.size() * sizeof(float));
+         AdamWArgs args;
+         args.lr = 0.1f;
+         k.AdamW(w, g, m, v, OC * C, args);
+       },
+       nullptr},
+      {"NoteExternalWrite",
+       [&](Kernels& k, float* w, float*) {
+         std::copy(w1.begin(), w1.end(), w);  // as a collective would
+         k.NoteExternalWrite(w + 5, sizeof(float));
+       },
+       [&](Vec& w) { w = w1; }},
+  };
+  for (const Write& write : writes) {
+    SCOPED_TRACE(write.name);
+    std::unique_ptr<Kernels> k = Bf16KernelsOrSkip(1);
+    SKIP_WITHOUT_BF16(k);
+    DeviceBuffer<float> w(k.get(), OC * C), scratch(k.get(), 3 * OC * C);
+    k->CopyToDevice(w.data(), w0.data(), w0.size() * sizeof(float));
+    const Vec before = product(*k, w.data());
+    ASSERT_EQ(product(*k, w.data()), before);
+    write.apply(*k, w.data(), scratch.data());
+    Vec host(OC * C);
+    k->CopyToHost(host.data(), w.data(), host.size() * sizeof(float));
+    if (write.on_host != nullptr) {
+      Vec expected = w0;
+      write.on_host(expected);
+      ASSERT_EQ(host, expected) << "the write itself";
+    }
+    const Vec after = product(*k, w.data());
+    EXPECT_NE(after, before);
+    EXPECT_EQ(after, want(host));
+  }
+}
+
+// A write next to a weight, not on it (the gradients, an activation),
+// leaves its copy in use. Seen through a write the kernels are not told of:
+// while the copy is kept the product still uses the old weight.
+TEST(CpuBf16Test, WritesBesideAWeightKeepItsCopy) {
+  std::unique_ptr<Kernels> k = Bf16KernelsOrSkip(1);
+  SKIP_WITHOUT_BF16(k);
+  constexpr int N = 5, C = 16, OC = 8;
+  const Vec inp = Random(N * C, 8), w0 = Random(OC * C, 9), w1 = Random(OC * C, 10);
+  DeviceBuffer<float> buffer(k.get(), 3 * OC * C);  // [before | w | after]
+  float* w = buffer.data() + OC * C;
+  k->CopyToDevice(w, w0.data(), w0.size() * sizeof(float));
+  Vec first(N * OC), second(N * OC), third(N * OC);
+  k->MatmulForward(first.data(), inp.data(), w, nullptr, N, C, OC);
+  std::copy(w1.begin(), w1.end(), w);  // unannounced
+  k->Zero(buffer.data(), OC * C * sizeof(float));
+  k->Scale(w + OC * C, 2.0f, OC * C);
+  k->NoteExternalWrite(w - 1, sizeof(float));
+  k->MatmulForward(second.data(), inp.data(), w, nullptr, N, C, OC);
+  EXPECT_EQ(second, first);
+  k->NoteExternalWrite(w + OC * C - 1, sizeof(float));  // its last element
+  k->MatmulForward(third.data(), inp.data(), w, nullptr, N, C, OC);
+  EXPECT_NE(third, first);
 }
 
 TEST(CpuBf16Test, Tf32IsRefusedOnTheCpuWithOneLine) {

@@ -80,6 +80,26 @@ TEST(DropoutTest, ScalesAreAPureFunctionOfTheElementIndex) {
   }
 }
 
+TEST(DropoutTest, ScalesAgreeWithTheDefinitionAtEveryOffsetAndLength) {
+  // DropoutScales draws Philox blocks in batches: runs that start, end or
+  // both inside a batch, runs shorter than one block, and runs across the
+  // wrap of the 32-bit block counter (element 2^34) all keep each element's
+  // own decision.
+  const float p = 0.3f;
+  const uint64_t threshold = DropoutKeepThreshold(p);
+  for (uint64_t base : {uint64_t{0}, (uint64_t{1} << 34) - 150}) {
+    for (uint64_t start = base; start < base + 9; ++start) {
+      for (int64_t n : {0, 1, 2, 3, 5, 63, 64, 65, 127, 128, 129, 300}) {
+        const std::vector<float> s = Scales(13, 4, 6, 8, start, n, p);
+        for (int64_t i = 0; i < n; ++i) {
+          ASSERT_EQ(s[i] != 0.0f, DropoutKeep(13, 4, 6, 8, start + i, threshold))
+              << "start " << start << " n " << n << " i " << i;
+        }
+      }
+    }
+  }
+}
+
 TEST(DropoutTest, ZeroRateIsTheIdentity) {
   for (float s : Scales(3, 1, 1, 1, 0, 10000, 0.0f)) ASSERT_EQ(s, 1.0f);
   std::unique_ptr<Kernels> k = MakeKernels(Device::kCpu, 1).value();

@@ -58,6 +58,14 @@ class Kernels {
   // model/thread_governor.h); other backends do nothing. Results never
   // depend on it, only speed.
   virtual void FitThreadsToLoad() {}
+  // Tells the kernels that [dst, dst + bytes) of device memory was written by
+  // something other than this object's ops, e.g. a collective broadcasting
+  // the parameters. A backend that keeps derived copies of weights (the
+  // CPU's bf16 copies with precision bf16, reused until the weights change)
+  // drops those of that range; others ignore it. Writes made through
+  // CopyToDevice, Zero, Scale or AdamW need no such call. Weights written
+  // any other way without it may be multiplied with their old values.
+  virtual void NoteExternalWrite(const void* /*dst*/, size_t /*bytes*/) {}
 
   // out (B,T,C) = wte[tokens] + wpe[0:T], then dropout (site kEmbedding).
   virtual void EmbeddingForward(float* out, const int32_t* tokens, const float* wte,

@@ -79,6 +79,9 @@ class ProfiledKernels final : public Kernels {
   void Synchronize() override { inner_->Synchronize(); }
   std::unique_ptr<DeviceEvent> CreateEvent() override { return inner_->CreateEvent(); }
   void FitThreadsToLoad() override { inner_->FitThreadsToLoad(); }
+  void NoteExternalWrite(const void* dst, size_t bytes) override {
+    inner_->NoteExternalWrite(dst, bytes);
+  }
 
   void EmbeddingForward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
                         int B, int T, int C, const DropoutPlan* dropout) override;
