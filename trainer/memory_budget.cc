@@ -113,6 +113,14 @@ absl::StatusOr<TrainingMemory> TrainingMemoryNeed(const TrainConfig& config, int
   const double T = config.block_size();
   need.scratch_bytes = 2.0 * sizeof(int32_t) * config.batch_size() * T +  // inputs, targets
                        static_cast<double>(std::max(threads, 1)) * 2 * T * T * sizeof(float);
+  if (config.precision() == TrainConfig::BF16 && config.device() != TrainConfig::CUDA) {
+    // oneDNN's operands on the CPU: a bf16 copy of every weight (2 bytes a
+    // parameter, an upper bound) and of the two operands of the largest
+    // product, the LM head's (B*T, V) gradient against its (V, C) weight.
+    const double rows = static_cast<double>(config.batch_size()) * T;
+    const double widest = std::max(4.0 * config.n_embd(), static_cast<double>(vocab_size));
+    need.scratch_bytes += model->params_bytes / 2 + 2.0 * (rows * widest + widest * config.n_embd());
+  }
   return need;
 }
 

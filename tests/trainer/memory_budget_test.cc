@@ -57,6 +57,21 @@ TEST(MemoryBudgetTest, AsyncCheckpointStagingIsCountedOnlyWhenOn) {
                                  HasSubstr("async_checkpoints=false")));
 }
 
+// precision BF16 on the CPU adds oneDNN's bf16 operands: a copy of every
+// weight (half the fp32 parameters) and the LM head's gradient and weight.
+TEST(MemoryBudgetTest, CpuBf16CountsItsOperandCopies) {
+  TrainConfig config = DefaultTrainConfig();
+  const TrainingMemory fp32 = TrainingMemoryNeed(config, kVocab, 2).value();
+  config.set_precision(TrainConfig::BF16);
+  const TrainingMemory bf16 = TrainingMemoryNeed(config, kVocab, 2).value();
+  const double widest = 4.0 * config.n_embd();  // wider than the 65-token head
+  const double rows = static_cast<double>(config.batch_size()) * config.block_size();
+  EXPECT_DOUBLE_EQ(bf16.scratch_bytes - fp32.scratch_bytes,
+                   fp32.model.params_bytes / 2 + 2 * (rows * widest + widest * config.n_embd()));
+  config.set_device(TrainConfig::CUDA);  // cuBLASLt converts on the fly: no copies
+  EXPECT_EQ(TrainingMemoryNeed(config, kVocab, 2).value().scratch_bytes, fp32.scratch_bytes);
+}
+
 TEST(MemoryBudgetTest, RunThatFitsPasses) {
   const TrainConfig config = DefaultTrainConfig();
   const TrainingMemory need = TrainingMemoryNeed(config, kVocab, 2).value();

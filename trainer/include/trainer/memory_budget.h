@@ -24,7 +24,7 @@ struct TrainingMemory {
   double optimizer_bytes;  // AdamW's first and second moments
   double host_bytes;       // host copies of the parameters (initial weights,
                            // final parameters; params and moments on resume)
-  double scratch_bytes;    // input batches, per-thread attention scratch
+  double scratch_bytes;    // input batches, per-thread attention scratch, bf16 operands
   // async_checkpoints' staging buffer (checkpoint/async_writer.h), a second
   // host copy of this rank's share of a checkpoint: the parameters (rank 0
   // only; counted once per node) and its slice of both moments.
