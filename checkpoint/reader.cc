@@ -59,6 +59,14 @@ absl::StatusOr<CheckpointManifest> LoadCheckpointInto(const std::string& dir,
         target.kernels->CopyToDevice(dest[which] + element, data, bytes);
       },
       direct);
+  // Direct reads wrote host-addressable device memory behind the kernels'
+  // back: let them drop anything derived from it (CPU bf16 weight copies).
+  // Done on failure too, since a part may have been written.
+  if (direct) {
+    for (float* d : dest) {
+      if (d != nullptr) target.kernels->NoteExternalWrite(d, target.num_params * sizeof(float));
+    }
+  }
   if (!s.ok()) return s;
   return std::move(vm->manifest);
 }

@@ -119,7 +119,8 @@ absl::StatusOr<TrainingMemory> TrainingMemoryNeed(const TrainConfig& config, int
     // product, the LM head's (B*T, V) gradient against its (V, C) weight.
     const double rows = static_cast<double>(config.batch_size()) * T;
     const double widest = std::max(4.0 * config.n_embd(), static_cast<double>(vocab_size));
-    need.scratch_bytes += model->params_bytes / 2 + 2.0 * (rows * widest + widest * config.n_embd());
+    need.scratch_bytes +=
+        model->params_bytes / 2 + 2.0 * (rows * widest + widest * config.n_embd());
   }
   return need;
 }

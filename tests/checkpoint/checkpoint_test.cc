@@ -161,6 +161,34 @@ TEST_F(CheckpointTest, RoundTripIsBitwise) {
   EXPECT_EQ(p, data->params);
 }
 
+// On the CPU a load writes parameters in place, behind the kernels' back; with
+// precision bf16 the kernels keep bf16 copies of the weights, which must not
+// outlive the load. A model that ran before the load then computes what a
+// fresh model loaded from the same checkpoint computes.
+TEST_F(CheckpointTest, LoadingIntoAModelThatRanDropsItsBf16WeightCopies) {
+  KernelOptions options;
+  options.precision = MatmulPrecision::kBf16;
+  absl::StatusOr<std::unique_ptr<Kernels>> bf16 = MakeKernels(Device::kCpu, options);
+  if (!bf16.ok()) GTEST_SKIP() << "cpu bf16 unavailable: " << bf16.status().message();
+  absl::StatusOr<std::string> saved = Save(3);
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  const std::vector<int32_t> tokens = {1, 7, 42, 9, 200, 3, 3, 17};
+  const int T = static_cast<int>(tokens.size()), V = 256;
+  auto logits_after_load = [&](bool ran_before) {
+    std::unique_ptr<Gpt> model = *Gpt::Create(gpt_->config(), 1, bf16->get());
+    model->InitWeights(7);  // other weights than the checkpoint's
+    if (ran_before) model->Forward(tokens.data(), nullptr, 1, T, nullptr);
+    CheckpointLoadTarget target{bf16->get(), model->params(), nullptr, nullptr,
+                                model->num_params()};
+    EXPECT_TRUE(LoadCheckpointInto(*saved, target).ok());
+    model->Forward(tokens.data(), nullptr, 1, T, nullptr);
+    std::vector<float> logits(V);
+    model->LogitsToHost(0, T - 1, logits.data());
+    return logits;
+  };
+  EXPECT_EQ(logits_after_load(true), logits_after_load(false));
+}
+
 TEST_F(CheckpointTest, OptimizerSlicesOfAnyWorldSizeTileTheParameters) {
   for (int world : {1, 2, 3, 8}) {
     size_t next = 0;
