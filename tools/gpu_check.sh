@@ -186,7 +186,7 @@ try:
     track = open(f"{out}/track.log").read()
 except OSError:
     track = ""
-for m in re.finditer(r"track (\w+)\s+(\d+) steps, dropout 0.1: max \|gpu - cpu\| loss ([\d.]+) "
+for m in re.finditer(r"track (\w+)\s+(\d+) steps, dropout 0.1: max \|gpu - cpu\| loss ([\d.]+|inf) "
                      r"\(bound ([\d.]+)\) (PASS|FAIL)", track):
     row(f"{m.group(2)} steps track CPU losses, {m.group(1)}", m.group(5),
         f"max loss difference {m.group(3)} (bound {m.group(4)})")
