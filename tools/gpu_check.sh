@@ -171,13 +171,23 @@ def mpi(path, check):
     except OSError:
         row(check, "-", "did not run")
         return
-    ok = "[  PASSED  ]" in text and "FAILED" not in text
+    # gtest's own counts ("[  PASSED  ] N tests." excludes skipped ones), and
+    # mpirun's exit status, which the script appends ("... exit N").
+    passed = re.search(r"\[  PASSED  \] (\d+) test", text)
     skipped = re.search(r"\[  SKIPPED \] (\d+) test", text)
-    if ok and skipped:
-        reason = re.search(r"needs [^\n]*", text)
-        row(check, "SKIP", reason.group(0)[:60] if reason else "skipped")
+    exited_ok = re.search(r" exit 0$", text, re.M) is not None
+    n_passed = int(passed.group(1)) if passed else 0
+    n_skipped = int(skipped.group(1)) if skipped else 0
+    reason = re.search(r"needs [^\n]*", text)
+    why = reason.group(0)[:60] if reason else "skipped"
+    if not passed or "FAILED" in text or not exited_ok:
+        row(check, "FAIL", "" if exited_ok else "mpirun failed or timed out")
+    elif n_passed == 0:
+        row(check, "SKIP", why)
     else:
-        row(check, "PASS" if ok else "FAIL", "")
+        # At 1 rank the stuck-collective test always skips (it needs 2 ranks):
+        # the check still passed.
+        row(check, "PASS", f"{n_passed} passed" + (f", {n_skipped} skipped: {why}" if n_skipped else ""))
 
 mpi(f"{out}/mpi_np2.log", "MPI staging CUDA buffers, 2 ranks, bitwise equal")
 mpi(f"{out}/mpi_np1.log", "NCCL allreduce, 1 rank")
