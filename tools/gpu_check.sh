@@ -42,14 +42,17 @@ fi
 arch=$(echo "$gpu" | cut -d, -f2 | tr -d ' .')
 echo "gpu_check: $gpu (sm_$arch), $(nproc) cores"
 
+status=0
 # Dependencies: a no-op where present; installs from Debian where it can.
+# Where it cannot (a GPU image without dropk's packages and no way to fetch
+# them), go on: the build says what is really missing, and the PyTorch
+# benchmark and the summary table still run, rather than nothing at all.
 if ! bash tools/setup.sh > "$out/setup.log" 2>&1; then
-  echo "gpu_check: tools/setup.sh could not install dropk's dependencies (see $out/setup.log)"
+  echo "gpu_check: tools/setup.sh could not install dropk's dependencies (see $out/setup.log); trying anyway"
   tail -3 "$out/setup.log"
-  exit 1
+  status=1
 fi
 
-status=0
 echo "gpu_check: building (log $out/build.log)"
 build_ok=FAIL
 if cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDROPK_CUDA=ON \
