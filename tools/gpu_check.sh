@@ -159,12 +159,17 @@ def cases(path):
             result[name] = "PASS"
     return result
 
+def strip_colour(text):
+    # gtest colours its lines when it thinks it writes to a terminal (under
+    # mpirun it does): "\x1b[0;32m[  PASSED  ] \x1b[m1 test."
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
 def cases_from_log(path):
     # gtest writes its XML only at the end: a binary that aborted (a
     # DROPK_CHECK on a CUDA error) or hit the timeout left none. Its log still
     # says how each test that ran ended; the test it was in is the failure.
     try:
-        lines = open(path, errors="replace").read().splitlines()
+        lines = strip_colour(open(path, errors="replace").read()).splitlines()
     except OSError:
         return None
     result, running = {}, None
@@ -225,7 +230,7 @@ summarize("GPU serving: batch invariance bit for bit, same seed under load",
 
 def mpi(path, check):
     try:
-        text = open(path).read()
+        text = strip_colour(open(path, errors="replace").read())
     except OSError:
         row(check, "-", "did not run")
         return
