@@ -31,6 +31,8 @@ cd "$root"
 build=${DROPK_GPU_BUILD_DIR:-$root/build-gpu}
 out=$build/gpu_check
 mkdir -p "$out"
+# A previous run's logs would pass for this run's where a step does not run.
+rm -f "$out"/*.log "$out"/*.xml
 t_start=$(date +%s)
 elapsed() { echo $(( $(date +%s) - t_start )); }
 
