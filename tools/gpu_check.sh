@@ -5,6 +5,7 @@
 # in under 8 minutes on an H100/H200 host with 16 cores.
 #
 #   bash tools/gpu_check.sh            # logs and XML in build-gpu/gpu_check/
+#   DROPK_GPU_CHECK_BUDGET_S=900 bash tools/gpu_check.sh   # more than 570 s in all
 #
 # What it checks (each row of the table):
 #   - build of the CUDA targets (sm_XY of the GPU found)
@@ -35,6 +36,27 @@ mkdir -p "$out"
 rm -f "$out"/*.log "$out"/*.xml
 t_start=$(date +%s)
 elapsed() { echo $(( $(date +%s) - t_start )); }
+# The device machines run one command for at most 600 s. Past this budget the
+# remaining steps are not run (their rows read "did not run") and the summary
+# table is still printed. DROPK_GPU_CHECK_BUDGET_S=0: no budget.
+budget=${DROPK_GPU_CHECK_BUDGET_S:-570}
+# Seconds of the budget left for a step (15 s are kept for the summary).
+budget_left() {
+  if [ "$budget" -le 0 ]; then echo 1000000; else echo $((budget - $(elapsed) - 15)); fi
+}
+# bounded SECONDS CMD...: CMD under `timeout`, clipped to what is left of the
+# budget; not run (exit 124) when less than 15 s are left.
+bounded() {
+  local secs=$1 left
+  shift
+  left=$(budget_left)
+  if [ "$left" -lt 15 ]; then
+    echo "gpu_check: not run, the ${budget} s budget is spent (DROPK_GPU_CHECK_BUDGET_S): $*"
+    return 124
+  fi
+  [ "$left" -lt "$secs" ] && secs=$left
+  timeout "$secs" "$@"
+}
 
 if ! gpu=$(nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version \
              --format=csv,noheader 2>/dev/null | head -1) || [ -z "$gpu" ]; then
@@ -59,7 +81,7 @@ echo "gpu_check: building (log $out/build.log)"
 build_ok=FAIL
 if cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDROPK_CUDA=ON \
        -DCMAKE_CUDA_ARCHITECTURES="$arch" > "$out/build.log" 2>&1 &&
-   cmake --build "$build" -j "$(nproc)" --target dropk_model_tests dropk_mpi_tests \
+   bounded 3600 cmake --build "$build" -j "$(nproc)" --target dropk_model_tests dropk_mpi_tests \
        dropk_sampler_tests dropk_trainer_tests dropk dropk-train dropk-serve dropk-serve-bench dropk-gpu-train-bench \
        >> "$out/build.log" 2>&1; then
   build_ok=PASS
@@ -82,8 +104,9 @@ gtest_run() {
   for attempt in 1 2 3; do
     left=$((until - SECONDS))
     [ $left -ge 10 ] || break
+    [ "$(budget_left)" -ge 15 ] || break
     rm -f "$out/$name.xml"
-    timeout "$left" "$bin" --gtest_filter="$filter${started:+-$started}" \
+    bounded "$left" "$bin" --gtest_filter="$filter${started:+-$started}" \
       --gtest_output="xml:$out/$name.xml" >> "$out/$name.log" 2>&1
     rc=$?
     if [ -s "$out/$name.xml" ]; then
@@ -107,25 +130,25 @@ if [ $build_ok = PASS ]; then
   echo "gpu_check: resume on the GPU, checkpoints between CPU and GPU"
   gtest_run resume_tests 180 "$build/bin/dropk_trainer_tests" 'GpuResumeTest.*' || status=1
   echo "gpu_check: serving tokens/s on the GPU (1 to 64 streams)"
-  timeout 180 "$build/bin/dropk-serve-bench" --device cuda --threads 4 \
+  bounded 180 "$build/bin/dropk-serve-bench" --device cuda --threads 4 \
     > "$out/serve_bench.log" 2>&1 || status=1
   echo "gpu_check: collectives (MPI staging, 2 ranks; NCCL, 1 rank)"
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-  timeout 120 mpirun -np 2 --oversubscribe "$build/bin/dropk_mpi_tests" \
+  bounded 120 mpirun -np 2 --oversubscribe "$build/bin/dropk_mpi_tests" \
     --gtest_filter='GpuCollectivesTest.Mpi*' > "$out/mpi_np2.log" 2>&1
   echo "mpi_np2 exit $?" >> "$out/mpi_np2.log"
-  timeout 120 mpirun -np 1 "$build/bin/dropk_mpi_tests" \
+  bounded 120 mpirun -np 1 "$build/bin/dropk_mpi_tests" \
     --gtest_filter='GpuCollectivesTest.Nccl*' > "$out/mpi_np1.log" 2>&1
   echo "mpi_np1 exit $?" >> "$out/mpi_np1.log"
   echo "gpu_check: 200 steps tracking the CPU"
-  timeout 240 "$build/bin/dropk-gpu-train-bench" --mode=track --steps=200 \
+  bounded 240 "$build/bin/dropk-gpu-train-bench" --mode=track --steps=200 \
     --corpus=data/tinyshakespeare.txt > "$out/track.log" 2>&1 || status=1
   echo "gpu_check: dropk GPT-2 124M throughput"
-  timeout 240 "$build/bin/dropk-gpu-train-bench" --mode=throughput --batch=16 --steps=10 \
+  bounded 240 "$build/bin/dropk-gpu-train-bench" --mode=throughput --batch=16 --steps=10 \
     > "$out/bench_dropk.log" 2>&1 || status=1
 fi
 echo "gpu_check: PyTorch GPT-2 124M throughput"
-timeout 300 python3 bench/torch_gpt2_bench.py --batch=16 --steps=10 \
+bounded 300 python3 bench/torch_gpt2_bench.py --batch=16 --steps=10 \
   > "$out/bench_torch.log" 2>&1
 
 python3 - "$out" "$build_ok" "$build_s" "$(elapsed)" "$gpu" <<'EOF' || status=1
