@@ -181,7 +181,10 @@ int Track(const std::vector<MatmulPrecision>& precisions, int steps, const std::
     const std::vector<float> losses = run(gpu->get());
     double worst = 0;
     for (int s = 0; s < steps; ++s) {
-      worst = std::max(worst, std::abs(static_cast<double>(losses[s]) - reference[s]));
+      // A NaN loss on either side counts as an infinite difference: std::max
+      // would keep `worst` (every comparison with NaN is false) and pass it.
+      const double diff = std::abs(static_cast<double>(losses[s]) - reference[s]);
+      worst = std::isnan(diff) ? INFINITY : std::max(worst, diff);
       if (s % 20 == 0 || s == steps - 1) {
         std::printf("track %-4s step %4d | cpu loss %.4f | gpu loss %.4f\n",
                     MatmulPrecisionName(precision), s, reference[s], losses[s]);

@@ -195,6 +195,11 @@ class TrainingRun {
     if (!gpt.ok()) return gpt.status();
     gpt_ = *std::move(gpt);
     gpt_->InitWeights(config_.seed());
+    // InitWeights' upload is queued on the compute stream; the broadcast runs
+    // on the communicator's own stream (NCCL) or staging stream (MPI), which
+    // would otherwise read (root) or overwrite (others) the parameters while
+    // the upload may still be landing.
+    kernels_->Synchronize();
     // Every rank starts from rank 0's parameters (DESIGN invariant 2).
     if (absl::Status s =
             comm_

@@ -73,15 +73,17 @@ __global__ void WriteKvCacheKernel(float* k_cache, float* v_cache, const float* 
   }
 }
 
-// Block (row blockIdx.y, head blockIdx.x), kAttentionThreads threads; the
-// scores of positions [0, pos] live in dynamic shared memory.
+// Block (row blockIdx.x, head blockIdx.y), kAttentionThreads threads; the
+// scores of positions [0, pos] live in dynamic shared memory. Rows go on x:
+// a decode step has one row per slot, and --max-batch may exceed gridDim.y's
+// limit of 65535.
 __global__ void CachedAttentionKernel(float* out, const float* qkv, const float* k_cache,
                                       const float* v_cache, const int32_t* slots,
                                       const int32_t* positions, int C, int NH, int T) {
   extern __shared__ float shared[];
   float* reduce = shared;       // 33 values for BlockReduce
   float* scores = shared + 33;  // (T)
-  const int h = blockIdx.x, r = blockIdx.y;
+  const int r = blockIdx.x, h = blockIdx.y;
   const int hs = C / NH, pos = positions[r];
   const float scale = 1.0f / sqrtf(static_cast<float>(hs));
   const float* q = qkv + static_cast<size_t>(r) * 3 * C + h * hs;
@@ -159,7 +161,7 @@ cudaError_t CachedAttention(float* out, const float* qkv, const float* k_cache,
   if (R == 0) return cudaGetLastError();
   if (T > kMaxCachedAttentionPositions) return cudaErrorInvalidValue;
   const size_t shared_bytes = (33 + static_cast<size_t>(T)) * sizeof(float);
-  const dim3 grid(NH, R);
+  const dim3 grid(R, NH);
   CachedAttentionKernel<<<grid, kAttentionThreads, shared_bytes, stream>>>(
       out, qkv, k_cache, v_cache, slots, positions, C, NH, T);
   return cudaGetLastError();
