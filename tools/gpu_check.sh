@@ -6,6 +6,12 @@
 #
 #   bash tools/gpu_check.sh            # logs and XML in build-gpu/gpu_check/
 #   DROPK_GPU_CHECK_BUDGET_S=900 bash tools/gpu_check.sh   # more than 570 s in all
+#   bash tools/gpu_check.sh --prebuilt gpu_bundle/dropk-gpu.tar.xz
+#
+# --prebuilt: the binaries come from tools/gpu_bundle.sh's archive, built on
+# a machine with dropk's Debian packages, instead of from a build here. The
+# lent GPU machines have CUDA and PyTorch but none of those packages and no
+# way to fetch them. Without mpirun on the machine the two MPI rows do not run.
 #
 # What it checks (each row of the table):
 #   - build of the CUDA targets (sm_XY of the GPU found)
@@ -29,6 +35,12 @@
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+prebuilt=""
+if [ "${1:-}" = "--prebuilt" ]; then
+  prebuilt=$(cd "$(dirname "${2:?--prebuilt needs the archive of tools/gpu_bundle.sh}")" &&
+             pwd)/$(basename "$2")
+  [ -f "$prebuilt" ] || { echo "gpu_check: --prebuilt $2: no such file"; exit 1; }
+fi
 build=${DROPK_GPU_BUILD_DIR:-$root/build-gpu}
 out=$build/gpu_check
 mkdir -p "$out"
@@ -67,27 +79,73 @@ arch=$(echo "$gpu" | cut -d, -f2 | tr -d ' .')
 echo "gpu_check: $gpu (sm_$arch), $(nproc) cores"
 
 status=0
-# Dependencies: a no-op where present; installs from Debian where it can.
-# Where it cannot (a GPU image without dropk's packages and no way to fetch
-# them), go on: the build says what is really missing, and the PyTorch
-# benchmark and the summary table still run, rather than nothing at all.
-if ! bash tools/setup.sh > "$out/setup.log" 2>&1; then
-  echo "gpu_check: tools/setup.sh could not install dropk's dependencies (see $out/setup.log); trying anyway"
-  tail -3 "$out/setup.log"
-  status=1
-fi
-
-echo "gpu_check: building (log $out/build.log)"
-build_ok=FAIL
-if cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDROPK_CUDA=ON \
-       -DCMAKE_CUDA_ARCHITECTURES="$arch" > "$out/build.log" 2>&1 &&
-   bounded 3600 cmake --build "$build" -j "$(nproc)" --target dropk_model_tests dropk_mpi_tests \
-       dropk_sampler_tests dropk_trainer_tests dropk dropk-train dropk-serve dropk-serve-bench dropk-gpu-train-bench \
-       >> "$out/build.log" 2>&1; then
-  build_ok=PASS
+build_what="CUDA targets"
+if [ -n "$prebuilt" ]; then
+  build_ok=FAIL
+  echo "gpu_check: unpacking $prebuilt"
+  rm -rf "$build/bin" "$build/lib" "$build/paths"
+  if tar -C "$build" -xJf "$prebuilt" > "$out/build.log" 2>&1; then
+    # The tests have the bundle's source and build paths compiled in (data
+    # files, the binaries they start): make both lead here.
+    link_here() {
+      local want=$1 have=$2
+      [ -n "$want" ] || return 0
+      if [ -e "$want" ]; then
+        [ "$(cd "$want" && pwd -P)" = "$(cd "$have" && pwd -P)" ] ||
+          echo "gpu_check: warning: $want exists and is not $have; tests may read the wrong files"
+        return 0
+      fi
+      mkdir -p "$(dirname "$want")" && ln -s "$have" "$want"
+    }
+    source_dir=$(sed -n 's/^source_dir=//p' "$build/paths")
+    link_here "$source_dir" "$root"
+    link_here "$(sed -n 's/^binary_dir=//p' "$build/paths")" "$build"
+    # The bundle's libraries, and the machine's own NCCL and cuBLAS (dropk
+    # opens them at run time) where PyTorch's wheels put them.
+    libs="$build/lib"
+    for pkg in nccl cublas; do
+      dir=$(python3 -c "import nvidia.$pkg as m, os; print(os.path.join(list(m.__path__)[0], 'lib'))" \
+            2>/dev/null) && [ -d "$dir" ] && libs="$libs:$dir"
+    done
+    export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    bundle_arch=$(sed -n 's/^cuda_arch=//p' "$build/paths")
+    [ "$bundle_arch" = "$arch" ] ||
+      echo "gpu_check: warning: the bundle is built for sm_$bundle_arch, this GPU is sm_$arch"
+    build_what="prebuilt $(sed -n 's/^commit=//p' "$build/paths" | cut -c1-12), sm_$bundle_arch"
+    if "$build/bin/dropk-train" --help > /dev/null 2>> "$out/build.log"; then
+      build_ok=PASS
+    else
+      echo "gpu_check: the bundle's binaries do not start here:"
+      tail -3 "$out/build.log"
+      status=1
+    fi
+  else
+    tail -3 "$out/build.log"
+    status=1
+  fi
 else
-  tail -20 "$out/build.log"
-  status=1
+  # Dependencies: a no-op where present; installs from Debian where it can.
+  # Where it cannot (a GPU image without dropk's packages and no way to fetch
+  # them), go on: the build says what is really missing, and the PyTorch
+  # benchmark and the summary table still run, rather than nothing at all.
+  if ! bash tools/setup.sh > "$out/setup.log" 2>&1; then
+    echo "gpu_check: tools/setup.sh could not install dropk's dependencies (see $out/setup.log); trying anyway"
+    tail -3 "$out/setup.log"
+    status=1
+  fi
+
+  echo "gpu_check: building (log $out/build.log)"
+  build_ok=FAIL
+  if cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDROPK_CUDA=ON \
+         -DCMAKE_CUDA_ARCHITECTURES="$arch" > "$out/build.log" 2>&1 &&
+     bounded 3600 cmake --build "$build" -j "$(nproc)" --target dropk_model_tests dropk_mpi_tests \
+         dropk_sampler_tests dropk_trainer_tests dropk dropk-train dropk-serve dropk-serve-bench dropk-gpu-train-bench \
+         >> "$out/build.log" 2>&1; then
+    build_ok=PASS
+  else
+    tail -20 "$out/build.log"
+    status=1
+  fi
 fi
 build_s=$(elapsed)
 
@@ -132,14 +190,20 @@ if [ $build_ok = PASS ]; then
   echo "gpu_check: serving tokens/s on the GPU (1 to 64 streams)"
   bounded 180 "$build/bin/dropk-serve-bench" --device cuda --threads 4 \
     > "$out/serve_bench.log" 2>&1 || status=1
-  echo "gpu_check: collectives (MPI staging, 2 ranks; NCCL, 1 rank)"
-  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-  bounded 120 mpirun -np 2 --oversubscribe "$build/bin/dropk_mpi_tests" \
-    --gtest_filter='GpuCollectivesTest.Mpi*' > "$out/mpi_np2.log" 2>&1
-  echo "mpi_np2 exit $?" >> "$out/mpi_np2.log"
-  bounded 120 mpirun -np 1 "$build/bin/dropk_mpi_tests" \
-    --gtest_filter='GpuCollectivesTest.Nccl*' > "$out/mpi_np1.log" 2>&1
-  echo "mpi_np1 exit $?" >> "$out/mpi_np1.log"
+  if command -v mpirun > /dev/null; then
+    echo "gpu_check: collectives (MPI staging, 2 ranks; NCCL, 1 rank)"
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+    bounded 120 mpirun -np 2 --oversubscribe "$build/bin/dropk_mpi_tests" \
+      --gtest_filter='GpuCollectivesTest.Mpi*' > "$out/mpi_np2.log" 2>&1
+    echo "mpi_np2 exit $?" >> "$out/mpi_np2.log"
+    bounded 120 mpirun -np 1 "$build/bin/dropk_mpi_tests" \
+      --gtest_filter='GpuCollectivesTest.Nccl*' > "$out/mpi_np1.log" 2>&1
+    echo "mpi_np1 exit $?" >> "$out/mpi_np1.log"
+  else
+    for n in np2 np1; do
+      echo "gpu_check: not run: no mpirun on this machine" > "$out/mpi_$n.log"
+    done
+  fi
   echo "gpu_check: 200 steps tracking the CPU"
   bounded 240 "$build/bin/dropk-gpu-train-bench" --mode=track --steps=200 \
     --corpus=data/tinyshakespeare.txt > "$out/track.log" 2>&1 || status=1
@@ -151,9 +215,9 @@ echo "gpu_check: PyTorch GPT-2 124M throughput"
 bounded 300 python3 bench/torch_gpt2_bench.py --batch=16 --steps=10 \
   > "$out/bench_torch.log" 2>&1
 
-python3 - "$out" "$build_ok" "$build_s" "$(elapsed)" "$gpu" <<'EOF' || status=1
+python3 - "$out" "$build_ok" "$build_s" "$(elapsed)" "$gpu" "$build_what" <<'EOF' || status=1
 import re, sys, xml.etree.ElementTree as ET
-out, build_ok, build_s, total_s, gpu = sys.argv[1:6]
+out, build_ok, build_s, total_s, gpu, build_what = sys.argv[1:7]
 rows, failed = [], False
 
 def row(check, result, detail=""):
@@ -161,7 +225,7 @@ def row(check, result, detail=""):
     failed |= result == "FAIL"
     rows.append((check, result, detail))
 
-row("build (CUDA targets)", build_ok, f"{build_s} s")
+row(f"build ({build_what})", build_ok, f"{build_s} s")
 
 def cases(path):
     # The log first: after a rerun (see gtest_run) the XML holds only the
@@ -258,6 +322,9 @@ def mpi(path, check):
         text = strip_colour(open(path, errors="replace").read())
     except OSError:
         row(check, "-", "did not run")
+        return
+    if "not run: no mpirun" in text:
+        row(check, "SKIP", "no mpirun on this machine")
         return
     # gtest's own counts ("[  PASSED  ] N tests." excludes skipped ones), and
     # mpirun's exit status, which the script appends ("... exit N").
