@@ -25,7 +25,10 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(Communicator*
 #include <nccl.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -356,6 +359,41 @@ class NcclCommunicator final : public Communicator {
   uint64_t sequence_ = 0;
 };
 
+// How long every rank may take to join the NCCL communicator.
+constexpr std::chrono::seconds kNcclInitTimeout{300};
+
+// Ends the process with one line if it is still alive `timeout` after its
+// construction, unless destroyed (the guarded call returned) before then.
+class InitWatchdog {
+ public:
+  InitWatchdog(int rank, std::chrono::seconds timeout)
+      : thread_([this, rank, timeout] {
+          std::unique_lock<std::mutex> lock(mu_);
+          if (done_cv_.wait_for(lock, timeout, [this] { return done_; })) return;
+          std::fprintf(stderr,
+                       "dropk: rank %d: ncclCommInitRank did not complete within %lld s: a rank "
+                       "did not join the NCCL communicator (dead, or stuck before it); ending "
+                       "this process so that the launcher ends the job\n",
+                       rank, static_cast<long long>(timeout.count()));
+          std::fflush(stderr);
+          std::_Exit(1);
+        }) {}
+  ~InitWatchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    done_cv_.notify_one();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable done_cv_;
+  bool done_ = false;
+  std::thread thread_;  // last: starts after the members it uses
+};
+
 absl::Status CreateComm(Communicator* bootstrap, int cuda_device, NcclState* state,
                         cudaStream_t* stream, int** barrier) {
   if (std::string error = NcclLoadError(); !error.empty()) {
@@ -373,16 +411,36 @@ absl::Status CreateComm(Communicator* bootstrap, int cuda_device, NcclState* sta
         absl::StrCat("cuda device ", cuda_device, " requested, but this machine has ", count));
   }
   CUDA_CHECK(cudaSetDevice(cuda_device));
-  ncclUniqueId id{};
-  if (bootstrap->Rank() == 0) NCCL_CHECK(ncclGetUniqueId(&id));
-  Buffer id_bytes{&id, sizeof(id), DataType::kUint8, MemoryKind::kHost};
-  if (absl::Status s = bootstrap->Broadcast(id_bytes, 0)->Wait(); !s.ok()) {
+  // Rank 0 sends the id with whether it got one: a failure there must not
+  // leave the other ranks waiting out the broadcast's timeout.
+  struct {
+    ncclUniqueId id;
+    int32_t ok;
+  } offer{};
+  ncclResult_t id_result = ncclSuccess;
+  if (bootstrap->Rank() == 0) {
+    id_result = ncclGetUniqueId(&offer.id);
+    offer.ok = id_result == ncclSuccess ? 1 : 0;
+  }
+  Buffer offer_bytes{&offer, sizeof(offer), DataType::kUint8, MemoryKind::kHost};
+  if (absl::Status s = bootstrap->Broadcast(offer_bytes, 0)->Wait(); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("broadcasting the NCCL unique id: ", s.message()));
+  }
+  if (!offer.ok) {
+    return absl::UnavailableError(
+        bootstrap->Rank() == 0
+            ? absl::StrCat("ncclGetUniqueId failed: ", ncclGetErrorString(id_result))
+            : std::string("rank 0 could not create the NCCL unique id (its own line says why)"));
   }
   CUDA_CHECK(cudaStreamCreateWithFlags(stream, cudaStreamNonBlocking));
   CUDA_CHECK(cudaMalloc(barrier, sizeof(int)));
   CUDA_CHECK(cudaMemset(*barrier, 0, sizeof(int)));
-  NCCL_CHECK(ncclCommInitRank(&state->comm, bootstrap->Size(), id, bootstrap->Rank()));
+  // ncclCommInitRank waits for every rank to join and has no timeout of its
+  // own: a peer that died after the broadcast would hang this rank for good.
+  // A watchdog ends the process instead, with one line, so that mpirun ends
+  // the job.
+  InitWatchdog watchdog(bootstrap->Rank(), kNcclInitTimeout);
+  NCCL_CHECK(ncclCommInitRank(&state->comm, bootstrap->Size(), offer.id, bootstrap->Rank()));
   return absl::OkStatus();
 }
 
