@@ -10,10 +10,12 @@
 // measured in the same run.
 //
 // With --device cuda the engine runs on the GPU (the bandwidth bound, a host
-// figure, is then not printed).
+// figure, is then not printed). --model gpt2 serves the GPT-2 124M shape
+// instead (12 layers, 12 heads, 768 channels, context 1024, GPT-2's 50,257
+// tokens from --gpt2-dir, default data/gpt2), the shape issue 10 measures.
 //
-// Usage: serve_bench [--device cpu|cuda] [--threads N] [--max-tokens N]
-//                    [--requests-per-client N]
+// Usage: serve_bench [--device cpu|cuda] [--model small|gpt2] [--gpt2-dir DIR]
+//                    [--threads N] [--max-tokens N] [--requests-per-client N]
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
 
 #include <algorithm>
@@ -23,6 +25,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <mutex>
 #include <numeric>
 #include <string>
@@ -30,6 +34,7 @@
 #include <vector>
 
 #include "model/gpt.h"
+#include "model/gpt2_vocab_files.h"
 #include "model/inference.h"
 #include "model/kernels.h"
 #include "model/tokenizer.h"
@@ -44,6 +49,12 @@ namespace net = boost::asio;
 using tcp = net::ip::tcp;
 using Clock = std::chrono::steady_clock;
 
+// The whole file, or "" when it cannot be read (the tokenizer then names it).
+std::string ReadFileOrEmpty(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 double Percentile(std::vector<double> v, double q) {
@@ -54,16 +65,28 @@ double Percentile(std::vector<double> v, double q) {
 }
 
 // Read bandwidth: sum a 512 MiB buffer a few times (the decode step's access
-// pattern: stream every weight once), best of the passes, all threads.
+// pattern: stream every weight once), best of the passes, all threads. Each
+// thread keeps 64 running sums, which vectorise into independent chains: one
+// sum is one chain of dependent adds, which measured a third of the memory's
+// speed here and made decode look faster than memory.
 double MeasureReadBandwidth(int threads) {
+  constexpr size_t kLanes = 64;
   const size_t n = (512u << 20) / sizeof(float);
   std::vector<float> buf(n, 1.0f);
   double best = 0;
   for (int pass = 0; pass < 4; ++pass) {
     const auto t0 = Clock::now();
     float total = 0;
-#pragma omp parallel for reduction(+ : total) num_threads(threads) schedule(static)
-    for (size_t i = 0; i < n; ++i) total += buf[i];
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+    {
+      float sums[kLanes] = {};
+#pragma omp for schedule(static)
+      for (size_t block = 0; block < n / kLanes; ++block) {
+        const float* p = buf.data() + block * kLanes;
+        for (size_t j = 0; j < kLanes; ++j) sums[j] += p[j];
+      }
+      for (const float v : sums) total += v;
+    }
     const double s = Seconds(Clock::now() - t0);
     if (total == 42.0f) std::printf(" ");  // keep the loop
     best = std::max(best, n * sizeof(float) / s);
@@ -117,7 +140,10 @@ RequestTiming StreamOne(int port, int max_tokens, uint64_t seed) {
 int main(int argc, char** argv) {
   int threads = 0, max_tokens = 64, per_client = 2;
   dropk::Device device = dropk::Device::kCpu;
+  std::string model = "small", gpt2_dir = "data/gpt2";
   for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--model")) model = argv[i + 1];
+    if (!std::strcmp(argv[i], "--gpt2-dir")) gpt2_dir = argv[i + 1];
     if (!std::strcmp(argv[i], "--device")) {
       if (std::strcmp(argv[i + 1], "cpu") && std::strcmp(argv[i + 1], "cuda")) {
         std::fprintf(stderr, "serve_bench: --device %s: expected cpu or cuda\n", argv[i + 1]);
@@ -130,7 +156,25 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--requests-per-client")) per_client = std::atoi(argv[i + 1]);
   }
   if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
-  const dropk::GptConfig config{256, 256, 6, 6, 384};
+  if (model != "small" && model != "gpt2") {
+    std::fprintf(stderr, "serve_bench: --model %s: expected small or gpt2\n", model.c_str());
+    return 2;
+  }
+  // The service's tokenizer: bytes for the small model, GPT-2's BPE for its shape.
+  absl::StatusOr<dropk::TextTokenizer> tok =
+      dropk::TextTokenizer::FromCorpus(dropk::Tokenizer::BYTE, "x");
+  if (model == "gpt2") {
+    absl::StatusOr<dropk::Tokenizer> proto = dropk::Gpt2TokenizerFromFiles(
+        ReadFileOrEmpty(gpt2_dir + "/encoder.json"), ReadFileOrEmpty(gpt2_dir + "/vocab.bpe"));
+    if (!proto.ok()) {
+      std::fprintf(stderr, "serve_bench: --gpt2-dir %s: %s\n", gpt2_dir.c_str(),
+                   std::string(proto.status().message()).c_str());
+      return 1;
+    }
+    tok = dropk::TextTokenizer::FromProto(*proto);
+  }
+  const dropk::GptConfig config = model == "gpt2" ? dropk::GptConfig{50257, 1024, 12, 12, 768}
+                                                  : dropk::GptConfig{256, 256, 6, 6, 384};
   auto kernels = dropk::MakeKernels(dropk::Device::kCpu, threads);
   auto gpt = dropk::Gpt::Create(config, 1, kernels->get());
   (*gpt)->InitWeights(1);
@@ -138,10 +182,10 @@ int main(int argc, char** argv) {
   (*kernels)->CopyToHost(params.data(), (*gpt)->params(), params.size() * sizeof(float));
   const double weight_bytes = params.size() * sizeof(float);
   std::printf(
-      "serve_bench: small model, %zu params (%.1f MB fp32), engine on %s, %d compute threads, "
+      "serve_bench: %s model, %zu params (%.1f MB fp32), engine on %s, %d compute threads, "
       "%d tokens per request\n",
-      params.size(), weight_bytes / 1e6, device == dropk::Device::kCuda ? "cuda" : "cpu", threads,
-      max_tokens);
+      model.c_str(), params.size(), weight_bytes / 1e6,
+      device == dropk::Device::kCuda ? "cuda" : "cpu", threads, max_tokens);
 
   // Single-stream decode against the bandwidth bound.
   const bool on_gpu = device == dropk::Device::kCuda;
@@ -156,13 +200,13 @@ int main(int argc, char** argv) {
     const std::vector<int32_t> prompt = {1, 2, 3, 4};
     (*engine)->Prefill(0, prompt);
     const int slot = 0;
-    int32_t tok = 5;
+    int32_t next = 5;
     const int steps = 200;
     const auto t0 = Clock::now();
     for (int i = 0; i < steps; ++i) {
       const float* l =
-          (*engine)->Decode(std::span<const int>(&slot, 1), std::span<const int32_t>(&tok, 1));
-      tok = static_cast<int32_t>(std::max_element(l, l + 256) - l);
+          (*engine)->Decode(std::span<const int>(&slot, 1), std::span<const int32_t>(&next, 1));
+      next = static_cast<int32_t>(std::max_element(l, l + config.vocab_size) - l);
     }
     const double tps = steps / Seconds(Clock::now() - t0);
     if (on_gpu)
@@ -178,8 +222,7 @@ int main(int argc, char** argv) {
   dropk::ServiceMetrics metrics;
   auto scheduler = dropk::Scheduler::Create(
       {.device = device, .max_batch = 64, .max_queue = 1024, .num_threads = threads}, &metrics);
-  auto tok = dropk::TextTokenizer::FromCorpus(dropk::Tokenizer::BYTE, "x");
-  auto snap = dropk::MakeSnapshot(config, *tok, params, 0, "bench-small", "");
+  auto snap = dropk::MakeSnapshot(config, *tok, params, 0, "bench-" + model, "");
   if (!(*scheduler)->SetModel(*snap).ok()) return 1;
   auto server = dropk::HttpServer::Start({.port = 0, .io_threads = 2}, scheduler->get(), &metrics);
   if (!server.ok()) return 1;

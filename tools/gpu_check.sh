@@ -27,7 +27,7 @@
 #   - serving on the GPU: the CUDA inference engine's logits against the CPU
 #     engine's, its batch invariance bit for bit, and dropk-serve --device cuda
 #     giving a seeded request the same text alone and among 15 others
-#   - serving tokens/s on the GPU at 1, 4, 16 and 64 concurrent streams
+#   - serving tokens/s on the GPU at 1, 4, 16 and 64 concurrent streams, GPT-2 124M shape
 #   - 200 steps of the shakespeare_char shape on the GPU tracking the CPU's losses
 #   - GPT-2 124M training tokens/s and MFU at fp32/tf32/bf16, dropout 0 and
 #     0.1, against PyTorch eager and torch.compile on the same GPU in the same run
@@ -188,7 +188,7 @@ if [ $build_ok = PASS ]; then
   echo "gpu_check: resume on the GPU, checkpoints between CPU and GPU"
   gtest_run resume_tests 180 "$build/bin/dropk_trainer_tests" 'GpuResumeTest.*' || status=1
   echo "gpu_check: serving tokens/s on the GPU (1 to 64 streams)"
-  bounded 180 "$build/bin/dropk-serve-bench" --device cuda --threads 4 \
+  bounded 180 "$build/bin/dropk-serve-bench" --device cuda --model gpt2 --threads 4 \
     > "$out/serve_bench.log" 2>&1 || status=1
   if command -v mpirun > /dev/null; then
     echo "gpu_check: collectives (MPI staging, 2 ranks; NCCL, 1 rank)"
@@ -407,7 +407,7 @@ except OSError:
     serve = []
 if serve:
     print()
-    print("dropk-serve on the GPU (bench/serve_bench.cc --device cuda, small model, streamed HTTP):")
+    print("dropk-serve on the GPU (bench/serve_bench.cc --device cuda, GPT-2 124M shape, streamed HTTP):")
     for line in serve:
         print("    " + line)
 sys.exit(1 if failed else 0)
