@@ -79,6 +79,15 @@ int CudaDeviceCount() {
 #endif
 }
 
+std::array<uint8_t, 16> CudaDeviceUuid(int ordinal) {
+#ifdef DROPK_HAS_CUDA
+  return CudaDeviceUuidOrZero(ordinal);
+#else
+  (void)ordinal;
+  return {};
+#endif
+}
+
 absl::StatusOr<std::unique_ptr<Kernels>> MakeKernels(Device device, int num_threads) {
   KernelOptions options;
   options.num_threads = num_threads;

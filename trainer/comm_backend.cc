@@ -1,8 +1,10 @@
 #include "trainer/comm_backend.h"
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "comm/mpi_communicator.h"
@@ -24,7 +26,12 @@ absl::Status NcclFits(const TrainConfig& config, const CommFacts& facts) {
   }
   if (!facts.nccl.ok()) return NcclProblem(std::string(facts.nccl.message()));
   if (facts.cuda_devices < 1) return NcclProblem("no CUDA device is visible to this rank");
-  if (facts.local_ranks > facts.cuda_devices) {
+  if (facts.ranks_sharing_my_gpu > 0) {
+    return NcclProblem(absl::StrCat(
+        "this rank's GPU is also the GPU of ", facts.ranks_sharing_my_gpu,
+        " other rank(s), and NCCL needs a GPU of its own for each rank; use MPI or AUTO"));
+  }
+  if (facts.ranks_sharing_my_gpu < 0 && facts.local_ranks > facts.cuda_devices) {
     return NcclProblem(
         absl::StrCat(facts.local_ranks, " ranks on this node share ", facts.cuda_devices,
                      " GPU(s), and NCCL needs a GPU of its own for each rank; use MPI or AUTO"));
@@ -40,6 +47,16 @@ bool MayUseNccl(const TrainConfig& config, bool launched_by_mpi) {
 }
 
 }  // namespace
+
+int RanksSharingGpu(const std::vector<std::array<uint8_t, 16>>& uuids, int rank) {
+  const std::array<uint8_t, 16>& mine = uuids[rank];
+  if (mine == std::array<uint8_t, 16>{}) return 0;
+  int others = 0;
+  for (int r = 0; r < static_cast<int>(uuids.size()); ++r) {
+    if (r != rank && uuids[r] == mine) ++others;
+  }
+  return others;
+}
 
 absl::StatusOr<CommBackendChoice> ChooseCommBackend(const TrainConfig& config,
                                                     const CommFacts& facts) {
@@ -67,8 +84,8 @@ CommFacts GatherCommFacts(const TrainConfig& config) {
 }
 
 absl::StatusOr<std::unique_ptr<Communicator>> JoinTrainingJob(const TrainConfig& config) {
-  const CommFacts facts = GatherCommFacts(config);
-  const absl::StatusOr<CommBackendChoice> mine = ChooseCommBackend(config, facts);
+  CommFacts facts = GatherCommFacts(config);
+  absl::StatusOr<CommBackendChoice> mine = ChooseCommBackend(config, facts);
   if (mine.ok() && *mine == CommBackendChoice::kSingleProcess) {
     return MakeSingleProcessCommunicator();
   }
@@ -82,6 +99,24 @@ absl::StatusOr<std::unique_ptr<Communicator>> JoinTrainingJob(const TrainConfig&
   // whose config may lead to NCCL takes part in agreeing on it.
   if (!host.ok() || !MayUseNccl(config, facts.launched_by_mpi)) return host;
   Communicator& bootstrap = **host;
+  // Which ranks share a GPU: by UUID, since ranks that each see only their
+  // own GPU (srun --gpus-per-task) all number it 0. Then choose again.
+  if (facts.cuda_devices > 0) {
+    std::vector<std::array<uint8_t, 16>> uuids(bootstrap.Size());
+    uuids[bootstrap.Rank()] = CudaDeviceUuid(LocalRank() % facts.cuda_devices);
+    std::array<uint8_t, 16> my_uuid = uuids[bootstrap.Rank()];
+    if (absl::Status s =
+            bootstrap
+                .AllGather(
+                    Buffer{my_uuid.data(), 16, DataType::kUint8, MemoryKind::kHost},
+                    Buffer{uuids.data(), 16 * uuids.size(), DataType::kUint8, MemoryKind::kHost})
+                ->Wait();
+        !s.ok()) {
+      return s;
+    }
+    facts.ranks_sharing_my_gpu = RanksSharingGpu(uuids, bootstrap.Rank());
+    mine = ChooseCommBackend(config, facts);
+  }
   // Agree on NCCL, so that no two ranks pick different backends: find the
   // lowest rank that cannot use it (ReduceOp has no minimum: the maximum of
   // Size() - rank does).

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <new>
 #include <string>
@@ -589,6 +590,19 @@ int CudaDeviceCountOrZero() {
     return 0;
   }
   return count;
+}
+
+std::array<uint8_t, 16> CudaDeviceUuidOrZero(int ordinal) {
+  std::array<uint8_t, 16> uuid{};
+  cudaDeviceProp prop;
+  if (ordinal < 0 || ordinal >= CudaDeviceCountOrZero() ||
+      cudaGetDeviceProperties(&prop, ordinal) != cudaSuccess) {
+    cudaGetLastError();
+    return uuid;
+  }
+  static_assert(sizeof(prop.uuid.bytes) == 16);
+  std::memcpy(uuid.data(), prop.uuid.bytes, uuid.size());
+  return uuid;
 }
 
 absl::StatusOr<std::unique_ptr<Kernels>> MakeCudaKernels(const KernelOptions& options) {

@@ -13,6 +13,8 @@
 #ifndef DROPK_MODEL_CUDA_CUDA_KERNELS_H_
 #define DROPK_MODEL_CUDA_CUDA_KERNELS_H_
 
+#include <array>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -29,6 +31,9 @@ absl::StatusOr<std::unique_ptr<Kernels>> MakeCudaKernels(const KernelOptions& op
 
 // cudaGetDeviceCount, or 0 when it fails (no driver, no device).
 int CudaDeviceCountOrZero();
+
+// cudaDeviceProp::uuid of GPU `ordinal`, or all zeros when it fails.
+std::array<uint8_t, 16> CudaDeviceUuidOrZero(int ordinal);
 
 // Empty when cuBLAS and cuBLASLt load (cublas_loader.cc opens them on first
 // use), else why not.

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
+#include <cstdint>
 #include <string>
 
 #include "comm/nccl_communicator.h"
@@ -92,6 +94,31 @@ TEST(CommBackendTest, NcclThatCannotWorkIsRefusedInOneLine) {
   ExpectRefused(nccl, Node(1, 0), "no CUDA device");
   ExpectRefused(nccl, Node(4, 2), "4 ranks on this node share 2 GPU(s)");
   ExpectRefused(ConfigWith(TrainConfig::NCCL, TrainConfig::CPU), Node(2, 2), "device: CUDA");
+}
+
+// Whether ranks share a GPU is decided by UUID once the ranks have exchanged
+// them: eight ranks that each see one GPU of their own (srun
+// --gpus-per-task=1) get NCCL, and two ranks on one GPU do not, whatever the
+// counts say.
+TEST(CommBackendTest, GpuUuidsDecideWhetherRanksShareAGpu) {
+  const TrainConfig cuda = ConfigWith(TrainConfig::AUTO, TrainConfig::CUDA);
+  CommFacts own_gpu_each = Node(8, 1);
+  EXPECT_EQ(Choice(cuda, own_gpu_each), CommBackendChoice::kMpi);  // before the exchange
+  own_gpu_each.ranks_sharing_my_gpu = 0;
+  EXPECT_EQ(Choice(cuda, own_gpu_each), CommBackendChoice::kNccl);
+  CommFacts shared = Node(2, 2);
+  shared.ranks_sharing_my_gpu = 1;
+  EXPECT_EQ(Choice(cuda, shared), CommBackendChoice::kMpi);
+  ExpectRefused(ConfigWith(TrainConfig::NCCL, TrainConfig::CUDA), shared,
+                "this rank's GPU is also the GPU of 1 other rank(s)");
+}
+
+TEST(CommBackendTest, RanksSharingGpuCountsOtherRanksWithTheSameUuid) {
+  const std::array<uint8_t, 16> a{1, 2, 3}, b{9}, unknown{};
+  EXPECT_EQ(RanksSharingGpu({a, b, a, a}, 0), 2);
+  EXPECT_EQ(RanksSharingGpu({a, b, a, a}, 1), 0);
+  EXPECT_EQ(RanksSharingGpu({unknown, unknown}, 0), 0);  // unknown: never a match
+  EXPECT_EQ(RanksSharingGpu({a}, 0), 0);
 }
 
 TEST(CommBackendTest, ValidationRefusesNcclOnTheCpu) {

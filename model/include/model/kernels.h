@@ -15,6 +15,7 @@
 #ifndef DROPK_MODEL_KERNELS_H_
 #define DROPK_MODEL_KERNELS_H_
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -177,6 +178,11 @@ bool CudaCompiledIn();
 // GPUs this process can use: 0 in a build without CUDA or on a machine
 // without a usable GPU (never fails). A rank picks local rank mod this count.
 int CudaDeviceCount();
+
+// The 16-byte UUID of GPU `ordinal` as this process numbers it (the same
+// physical GPU has the same UUID in every process, whatever
+// CUDA_VISIBLE_DEVICES renumbers), or all zeros when it cannot be read.
+std::array<uint8_t, 16> CudaDeviceUuid(int ordinal);
 
 // The same with default options and num_threads host threads (0 = all cores).
 absl::StatusOr<std::unique_ptr<Kernels>> MakeKernels(Device device, int num_threads);

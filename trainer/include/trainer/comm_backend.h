@@ -4,7 +4,10 @@
 #ifndef DROPK_TRAINER_COMM_BACKEND_H_
 #define DROPK_TRAINER_COMM_BACKEND_H_
 
+#include <array>
+#include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -21,16 +24,26 @@ struct CommFacts {
   int local_ranks = 1;           // ranks of the job on this node (LocalWorldSize())
   int cuda_devices = 0;          // GPUs this process can use (CudaDeviceCount())
   absl::Status nccl = absl::UnimplementedError("not looked for");  // NcclUsable()
+  // Other ranks of the job whose GPU is this rank's (by UUID), as the ranks
+  // found by exchanging them; -1 until then, when only local_ranks against
+  // cuda_devices can tell (and cannot where each rank sees its own GPU
+  // alone, as under srun --gpus-per-task).
+  int ranks_sharing_my_gpu = -1;
 };
+
+// How many ranks other than `rank` have the GPU UUID `uuids[rank]`; 0 when
+// that UUID is all zeros (unknown). Pure.
+int RanksSharingGpu(const std::vector<std::array<uint8_t, 16>>& uuids, int rank);
 
 // This rank's backend for a validated config, given its facts. Pure.
 //   SINGLE_PROCESS, MPI: as named.
 //   AUTO: single-process unless launched by MPI; then NCCL when the device
-//     is CUDA, NCCL is usable and the node has a GPU for each of its ranks;
-//     else MPI.
+//     is CUDA, NCCL is usable and no other rank has this rank's GPU
+//     (ranks_sharing_my_gpu; before the exchange, when the node shows a GPU
+//     for each of its ranks); else MPI.
 //   NCCL: NCCL, or FailedPrecondition in one line starting
 //     "comm_backend=NCCL: " that says why it cannot be (device not CUDA,
-//     NCCL not loadable, no GPU, fewer GPUs than ranks on the node).
+//     NCCL not loadable, no GPU, a GPU shared with another rank).
 absl::StatusOr<CommBackendChoice> ChooseCommBackend(const TrainConfig& config,
                                                     const CommFacts& facts);
 
