@@ -1,5 +1,7 @@
 #include "sampler/serve.h"
 
+#include <sys/resource.h>
+
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -97,6 +99,21 @@ void CheckpointWatcher::Stop() {
 
 namespace {
 
+// Each open connection holds a file descriptor. The usual soft limit of 1024
+// would let about a thousand idle clients lock everyone else out (new
+// connections then wait in the kernel's queue), while the hard limit
+// usually allows far more; raise the soft limit to it.
+void RaiseOpenFileLimit(LogSink* log) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
+  const rlim_t before = limit.rlim_cur;
+  limit.rlim_cur = limit.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &limit) == 0) {
+    log->Write(absl::StrCat("dropk-serve: open-file limit raised from ", before, " to ",
+                            limit.rlim_cur, " (connections each hold one)"));
+  }
+}
+
 // Writes port to path through a temporary file and a rename, so a reader
 // never sees a partial number; an error names --port-file and the cause.
 absl::Status WritePortFile(const std::string& path, int port) {
@@ -123,6 +140,7 @@ absl::Status WritePortFile(const std::string& path, int port) {
 
 absl::Status RunServe(const ServeOptions& options) {
   LogSink* log = OrDiscard(options.log);
+  RaiseOpenFileLimit(log);
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);

@@ -2,7 +2,10 @@
 // checkpoints, start dropk-serve on a free loopback port, query it with curl
 // and `dropk sample`, hot-reload under continuous traffic (a newer
 // checkpoint, then a corrupt one that must be refused), SIGTERM exits 0.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -57,7 +60,9 @@ class ServeE2eTest : public ::testing::Test {
            "--sample_tokens=0 " +
            extra + " 2>&1";
   }
-  void StartServer(const std::string& extra = "") {
+  // Starts dropk-serve with `extra` flags; `shell_prefix` runs first in its
+  // shell (e.g. "ulimit -S -n 64; ").
+  void StartServer(const std::string& extra = "", const std::string& shell_prefix = "") {
     const std::string port_file = (dir_ / "port").string();
     fs::remove(port_file);
     const std::string cmd = kBin + "dropk-serve --checkpoints " +
@@ -66,7 +71,7 @@ class ServeE2eTest : public ::testing::Test {
                             " 2>>" + (dir_ / "serve.log").string();
     pid_ = fork();
     if (pid_ == 0) {
-      execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), nullptr);
+      execl("/bin/sh", "sh", "-c", (shell_prefix + "exec " + cmd).c_str(), nullptr);
       _exit(127);
     }
     for (int i = 0; i < 300 && !fs::exists(port_file); ++i) {  // bounded: 30 s
@@ -198,6 +203,34 @@ TEST_F(ServeE2eTest, UnwritablePortFileIsOneLineNotACrash) {
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("--port-file " + (dir_ / "no_such_dir/port").string()), std::string::npos)
       << r.err;
+}
+
+// Every connection holds a file descriptor: with a soft limit of 64, 200 idle
+// connections locked everyone else out until they timed out. The service
+// raises its soft limit to the hard one and answers beside them.
+TEST_F(ServeE2eTest, IdleConnectionsPastTheSoftFileLimitDoNotLockOthersOut) {
+  StartServer("", "ulimit -S -n 64; ");
+  std::vector<int> idle;
+  for (int i = 0; i < 200; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port_));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    idle.push_back(fd);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let the service accept them
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = Curl(port_, "GET", "/healthz");
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (const int fd : idle) close(fd);
+  EXPECT_EQ(r.code, 200) << Log();
+  EXPECT_LT(seconds, 5.0) << "answered only after the idle connections timed out";
+  EXPECT_NE(Log().find("open-file limit raised from 64"), std::string::npos) << Log();
+  EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
 }
 
 // dropk-serve --device cuda. Without a GPU it stops at start with exit 1 and
