@@ -88,6 +88,15 @@ std::array<uint8_t, 16> CudaDeviceUuid(int ordinal) {
 #endif
 }
 
+double CudaFreeBytes(int ordinal) {
+#ifdef DROPK_HAS_CUDA
+  return CudaFreeBytesOrNegative(ordinal);
+#else
+  (void)ordinal;
+  return -1;
+#endif
+}
+
 absl::StatusOr<std::unique_ptr<Kernels>> MakeKernels(Device device, int num_threads) {
   KernelOptions options;
   options.num_threads = num_threads;

@@ -91,6 +91,10 @@ double TrainingMemory::TotalBytes() const {
          staging_moments_bytes;
 }
 
+double TrainingMemory::DeviceBytes() const { return model.TotalBytes() + optimizer_bytes; }
+
+double TrainingMemory::HostOnlyBytes() const { return TotalBytes() - DeviceBytes(); }
+
 absl::StatusOr<TrainingMemory> TrainingMemoryNeed(const TrainConfig& config, int vocab_size,
                                                   int threads, int world_size) {
   const GptConfig shape{vocab_size, config.block_size(), config.n_layer(), config.n_head(),
@@ -142,18 +146,24 @@ std::optional<AvailableMemory> AvailableMemoryNow() {
 absl::Status CheckTrainingMemory(const TrainConfig& config, const TrainingMemory& need,
                                  int local_ranks, const std::optional<AvailableMemory>& available) {
   const double ranks = std::max(local_ranks, 1);
-  const double total =
-      (need.TotalBytes() - need.staging_params_bytes) * ranks + need.staging_params_bytes;
+  const bool gpu = config.device() == TrainConfig::CUDA;
+  const double per_rank = gpu ? need.HostOnlyBytes() : need.TotalBytes();
+  const double total = (per_rank - need.staging_params_bytes) * ranks + need.staging_params_bytes;
   // Past half the address space nothing can be allocated, /proc or not.
   const double limit =
       available ? available->bytes : static_cast<double>(std::numeric_limits<size_t>::max() / 2);
   if (total <= limit) return absl::OkStatus();
-  std::string message = absl::StrCat(
-      "this run needs ", FormatBytes(need.TotalBytes()), " of memory per rank (parameters ",
-      FormatBytes(need.model.params_bytes), ", gradients ", FormatBytes(need.model.grads_bytes),
-      ", AdamW moments ", FormatBytes(need.optimizer_bytes), ", activations ",
-      FormatBytes(need.model.activations_bytes), ", host copies ", FormatBytes(need.host_bytes),
-      ", batches and scratch ", FormatBytes(need.scratch_bytes));
+  std::string message =
+      gpu ? absl::StrCat("this run needs ", FormatBytes(per_rank),
+                         " of host memory per rank (host copies ", FormatBytes(need.host_bytes),
+                         ", batches and scratch ", FormatBytes(need.scratch_bytes))
+          : absl::StrCat("this run needs ", FormatBytes(per_rank),
+                         " of memory per rank (parameters ", FormatBytes(need.model.params_bytes),
+                         ", gradients ", FormatBytes(need.model.grads_bytes), ", AdamW moments ",
+                         FormatBytes(need.optimizer_bytes), ", activations ",
+                         FormatBytes(need.model.activations_bytes), ", host copies ",
+                         FormatBytes(need.host_bytes), ", batches and scratch ",
+                         FormatBytes(need.scratch_bytes));
   const double staging = need.staging_params_bytes + need.staging_moments_bytes;
   if (staging > 0) {
     absl::StrAppend(&message, ", asynchronous checkpoint staging ", FormatBytes(staging),
@@ -172,6 +182,19 @@ absl::Status CheckTrainingMemory(const TrainConfig& config, const TrainingMemory
                   ", block_size=", config.block_size(), ", n_layer=", config.n_layer(),
                   " or n_embd=", config.n_embd());
   return absl::InvalidArgumentError(message);
+}
+
+absl::Status CheckGpuMemory(const TrainConfig& config, const TrainingMemory& need, int cuda_device,
+                            double gpu_free_bytes) {
+  if (config.device() != TrainConfig::CUDA || gpu_free_bytes < 0) return absl::OkStatus();
+  if (need.DeviceBytes() <= gpu_free_bytes) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "this run needs ", FormatBytes(need.DeviceBytes()), " of GPU memory per rank (parameters ",
+      FormatBytes(need.model.params_bytes), ", gradients ", FormatBytes(need.model.grads_bytes),
+      ", AdamW moments ", FormatBytes(need.optimizer_bytes), ", activations ",
+      FormatBytes(need.model.activations_bytes), "), but cuda device ", cuda_device, " has ",
+      FormatBytes(gpu_free_bytes), " free; lower batch_size=", config.batch_size(), ", block_size=",
+      config.block_size(), ", n_layer=", config.n_layer(), " or n_embd=", config.n_embd()));
 }
 
 std::string FormatBytes(double bytes) {

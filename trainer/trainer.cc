@@ -173,11 +173,18 @@ class TrainingRun {
         !s.ok()) {
       return s;
     }
+    const KernelOptions kernel_options = TrainingKernelOptions(
+        config_, ThreadsPerRank(config_.num_threads(), LocalWorldSize()), LocalRank());
+    if (config_.device() == TrainConfig::CUDA) {
+      if (absl::Status s = CheckGpuMemory(config_, *need, kernel_options.cuda_device,
+                                          CudaFreeBytes(kernel_options.cuda_device));
+          !s.ok()) {
+        return s;
+      }
+    }
 
-    absl::StatusOr<std::unique_ptr<Kernels>> kernels = MakeKernels(
-        TrainingDevice(config_),
-        TrainingKernelOptions(config_, ThreadsPerRank(config_.num_threads(), LocalWorldSize()),
-                              LocalRank()));
+    absl::StatusOr<std::unique_ptr<Kernels>> kernels =
+        MakeKernels(TrainingDevice(config_), kernel_options);
     if (!kernels.ok()) return kernels.status();
     kernels_ = *std::move(kernels);
     if (config_.profile()) {

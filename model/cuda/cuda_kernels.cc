@@ -605,6 +605,23 @@ std::array<uint8_t, 16> CudaDeviceUuidOrZero(int ordinal) {
   return uuid;
 }
 
+double CudaFreeBytesOrNegative(int ordinal) {
+  int previous = 0;
+  if (ordinal < 0 || ordinal >= CudaDeviceCountOrZero() ||
+      cudaGetDevice(&previous) != cudaSuccess || cudaSetDevice(ordinal) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  size_t free_bytes = 0, total_bytes = 0;
+  const cudaError_t rc = cudaMemGetInfo(&free_bytes, &total_bytes);
+  cudaSetDevice(previous);
+  if (rc != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  return static_cast<double>(free_bytes);
+}
+
 absl::StatusOr<std::unique_ptr<Kernels>> MakeCudaKernels(const KernelOptions& options) {
   int count = 0;
   const cudaError_t rc = cudaGetDeviceCount(&count);

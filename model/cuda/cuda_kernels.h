@@ -35,6 +35,10 @@ int CudaDeviceCountOrZero();
 // cudaDeviceProp::uuid of GPU `ordinal`, or all zeros when it fails.
 std::array<uint8_t, 16> CudaDeviceUuidOrZero(int ordinal);
 
+// cudaMemGetInfo's free bytes on GPU `ordinal`, or -1 when it fails. Leaves
+// the calling thread's current device as it was.
+double CudaFreeBytesOrNegative(int ordinal);
+
 // Empty when cuBLAS and cuBLASLt load (cublas_loader.cc opens them on first
 // use), else why not.
 std::string CublasLoadError();

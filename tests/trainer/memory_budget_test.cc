@@ -72,6 +72,33 @@ TEST(MemoryBudgetTest, CpuBf16CountsItsOperandCopies) {
   EXPECT_EQ(TrainingMemoryNeed(config, kVocab, 2).value().scratch_bytes, fp32.scratch_bytes);
 }
 
+// With device CUDA the model, its gradients, moments and activations are
+// checked against the GPU's free memory, and only the host copies, batches
+// and staging against the host's.
+TEST(MemoryBudgetTest, CudaRunsSplitTheNeedBetweenGpuAndHost) {
+  TrainConfig config = DefaultTrainConfig();
+  config.set_device(TrainConfig::CUDA);
+  const TrainingMemory need = TrainingMemoryNeed(config, kVocab, 2).value();
+  EXPECT_DOUBLE_EQ(need.DeviceBytes() + need.HostOnlyBytes(), need.TotalBytes());
+  EXPECT_DOUBLE_EQ(need.DeviceBytes(), need.model.TotalBytes() + need.optimizer_bytes);
+
+  EXPECT_TRUE(CheckGpuMemory(config, need, 3, need.DeviceBytes()).ok());
+  const absl::Status gpu = CheckGpuMemory(config, need, 3, need.DeviceBytes() - 1);
+  EXPECT_TRUE(absl::IsInvalidArgument(gpu));
+  EXPECT_THAT(gpu.message(), AllOf(HasSubstr("of GPU memory per rank"), HasSubstr("cuda device 3"),
+                                   HasSubstr("batch_size=")));
+  EXPECT_TRUE(CheckGpuMemory(config, need, 3, -1).ok());  // unknown: the allocation reports
+  EXPECT_TRUE(CheckGpuMemory(DefaultTrainConfig(), need, 0, 0).ok());  // not a GPU run
+
+  // The host holds only its part: a host smaller than the whole need fits.
+  const AvailableMemory host{need.HostOnlyBytes() + 1, "test"};
+  EXPECT_TRUE(CheckTrainingMemory(config, need, 1, host).ok());
+  EXPECT_FALSE(CheckTrainingMemory(DefaultTrainConfig(), need, 1, host).ok());
+  const absl::Status tight =
+      CheckTrainingMemory(config, need, 1, AvailableMemory{need.HostOnlyBytes() / 2, "test"});
+  EXPECT_THAT(tight.message(), HasSubstr("of host memory per rank"));
+}
+
 TEST(MemoryBudgetTest, RunThatFitsPasses) {
   const TrainConfig config = DefaultTrainConfig();
   const TrainingMemory need = TrainingMemoryNeed(config, kVocab, 2).value();

@@ -184,6 +184,10 @@ int CudaDeviceCount();
 // CUDA_VISIBLE_DEVICES renumbers), or all zeros when it cannot be read.
 std::array<uint8_t, 16> CudaDeviceUuid(int ordinal);
 
+// Free memory of GPU `ordinal` in bytes (cudaMemGetInfo), or -1 when it
+// cannot be read (no such GPU, a build without CUDA).
+double CudaFreeBytes(int ordinal);
+
 // The same with default options and num_threads host threads (0 = all cores).
 absl::StatusOr<std::unique_ptr<Kernels>> MakeKernels(Device device, int num_threads);
 

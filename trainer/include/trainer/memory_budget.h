@@ -31,6 +31,11 @@ struct TrainingMemory {
   double staging_params_bytes = 0;
   double staging_moments_bytes = 0;
   double TotalBytes() const;  // of rank 0, the largest
+  // With device CUDA: what lives on the GPU (parameters, gradients,
+  // activations, moments) and what stays on the host (copies, batches,
+  // scratch, staging); their sum is TotalBytes().
+  double DeviceBytes() const;
+  double HostOnlyBytes() const;
 };
 
 // The need of one rank of `config` (rank 0's, the largest) over a vocabulary
@@ -54,9 +59,18 @@ std::optional<AvailableMemory> AvailableMemoryNow();
 // InvalidArgument naming the figure needed (and its parts), the figure
 // available and its source, and the fields that size the run. When
 // `available` is nullopt (no /proc) only sizes beyond any address space are
-// refused.
+// refused. With device CUDA only the host part (HostOnlyBytes) is counted
+// here; CheckGpuMemory checks the rest.
 absl::Status CheckTrainingMemory(const TrainConfig& config, const TrainingMemory& need,
                                  int local_ranks, const std::optional<AvailableMemory>& available);
+
+// With device CUDA: OK when need.DeviceBytes() fits in gpu_free_bytes, the
+// free memory of this rank's GPU `cuda_device` (negative: unknown, then OK:
+// the allocation itself reports); else InvalidArgument naming the GPU
+// memory needed and its parts, the GPU and its free memory, and the fields
+// that size the run. OK for any other device.
+absl::Status CheckGpuMemory(const TrainConfig& config, const TrainingMemory& need, int cuda_device,
+                            double gpu_free_bytes);
 
 // Human-readable bytes: "512 B", "3.1 GiB", "2.9 TiB", "1.2e+25 B".
 std::string FormatBytes(double bytes);
