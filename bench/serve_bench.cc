@@ -14,8 +14,12 @@
 // instead (12 layers, 12 heads, 768 channels, context 1024, GPT-2's 50,257
 // tokens from --gpt2-dir, default data/gpt2), the shape issue 10 measures.
 //
+// --context N starts the single-stream decode after a prompt of N tokens
+// (default 4), to see what attention over a long context costs.
+//
 // Usage: serve_bench [--device cpu|cuda] [--model small|gpt2] [--gpt2-dir DIR]
 //                    [--threads N] [--max-tokens N] [--requests-per-client N]
+//                    [--context N]
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
 
 #include <algorithm>
@@ -138,7 +142,7 @@ RequestTiming StreamOne(int port, int max_tokens, uint64_t seed) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int threads = 0, max_tokens = 64, per_client = 2;
+  int threads = 0, max_tokens = 64, per_client = 2, context = 4;
   dropk::Device device = dropk::Device::kCpu;
   std::string model = "small", gpt2_dir = "data/gpt2";
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -154,6 +158,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--max-tokens")) max_tokens = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--requests-per-client")) per_client = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--context")) context = std::atoi(argv[i + 1]);
   }
   if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
   if (model != "small" && model != "gpt2") {
@@ -197,11 +202,17 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "serve_bench: %s\n", std::string(engine.status().message()).c_str());
       return 1;
     }
-    const std::vector<int32_t> prompt = {1, 2, 3, 4};
+    if (context < 1 || context >= config.block_size) {
+      std::fprintf(stderr, "serve_bench: --context %d: expected 1 to %d\n", context,
+                   config.block_size - 1);
+      return 2;
+    }
+    std::vector<int32_t> prompt(context);
+    for (int i = 0; i < context; ++i) prompt[i] = 1 + i % 200;
     (*engine)->Prefill(0, prompt);
     const int slot = 0;
     int32_t next = 5;
-    const int steps = 200;
+    const int steps = std::min(200, config.block_size - context);
     const auto t0 = Clock::now();
     for (int i = 0; i < steps; ++i) {
       const float* l =
@@ -214,9 +225,10 @@ int main(int argc, char** argv) {
     const double bound = bandwidth / weight_bytes;
     if (!on_gpu)
       std::printf(
-          "single-stream decode (engine, no HTTP): %.1f tokens/s; memory read bandwidth "
-          "%.2f GB/s -> bound %.1f tokens/s (weights read once per token); %.0f%% of bound\n",
-          tps, bandwidth / 1e9, bound, 100.0 * tps / bound);
+          "single-stream decode (engine, no HTTP, from position %d): %.1f tokens/s; memory read "
+          "bandwidth %.2f GB/s -> bound %.1f tokens/s (weights read once per token); %.0f%% of "
+          "bound\n",
+          context, tps, bandwidth / 1e9, bound, 100.0 * tps / bound);
   }
 
   dropk::ServiceMetrics metrics;
