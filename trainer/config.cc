@@ -69,6 +69,10 @@ constexpr FieldHelp kFieldHelp[] = {
      "op at the end; --profile alone means true"},
     {"seed", "seed of initialization, data order and dropout"},
     {"num_threads", "OpenMP/BLAS threads per rank; 0 = cores on this node / ranks on this node"},
+    {"device", "cpu, or cuda (one GPU per rank, chosen by the rank on its node); unset = cpu"},
+    {"precision",
+     "matmul inputs: fp32, tf32 (cuda only) or bf16; weights, moments and sums stay fp32; "
+     "unset = fp32"},
     {"comm_backend",
      "auto (under mpirun: NCCL on CUDA with one GPU per rank, else MPI), single_process, mpi "
      "or nccl"},
@@ -93,11 +97,14 @@ constexpr FieldHelp kFieldHelp[] = {
     {"resume", "empty = fresh start, latest = newest valid checkpoint, or a checkpoint directory"},
 };
 
+// The description of a field missing from kFieldHelp (a test keeps it unused).
+constexpr char kNoFieldHelp[] = "a field of dropk.TrainConfig";
+
 std::string DescriptionOf(const std::string& name) {
   for (const FieldHelp& help : kFieldHelp) {
     if (name == help.name) return help.description;
   }
-  return "a field of dropk.TrainConfig";
+  return kNoFieldHelp;
 }
 
 // Fields the command line can set: singular scalars, strings and enums.
@@ -171,7 +178,9 @@ std::string HelpText() {
             ? "unset"
             : FieldValueText(defaults, field);
     if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM) {
-      default_text = absl::AsciiStrToLower(default_text);
+      // The zero value (DEVICE_UNSPECIFIED, ...) is not a choice one can type.
+      const bool is_zero = defaults.GetReflection()->GetEnumValue(defaults, field) == 0;
+      default_text = is_zero ? "unset" : absl::AsciiStrToLower(default_text);
     }
     rows.push_back({absl::StrCat("--", field->name()), TypeName(field), default_text,
                     DescriptionOf(field->name())});

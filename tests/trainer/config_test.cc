@@ -270,11 +270,15 @@ TEST(ConfigTest, HelpListsEveryFieldWithTypeAndDefault) {
     EXPECT_THAT(help,
                 ::testing::ContainsRegex("--dropout_stream +per_rank\\|per_sample +per_rank"));
     EXPECT_THAT(help, ::testing::ContainsRegex("--dropout_embedding +float +unset"));
-    // Every field of the proto is a flag, so a new field shows up here.
+    EXPECT_THAT(help, ::testing::ContainsRegex("--device +cpu\\|cuda +unset +cpu, or cuda"));
+    // Every field of the proto is a flag, so a new field shows up here, and
+    // with its own description, not the fallback.
     const google::protobuf::Descriptor* descriptor = TrainConfig::descriptor();
     for (int i = 0; i < descriptor->field_count(); ++i) {
       EXPECT_THAT(help, HasSubstr("--" + descriptor->field(i)->name() + " "));
     }
+    EXPECT_THAT(help, Not(HasSubstr("a field of dropk.TrainConfig")));
+    EXPECT_THAT(help, Not(HasSubstr("_unspecified")));
   }
   absl::StatusOr<TrainConfig> config = Load({"--help"});
   EXPECT_TRUE(absl::IsInvalidArgument(config.status())) << config.status();
