@@ -34,7 +34,7 @@
 # Exit status: 0 when every check passed, 1 otherwise, 2 without a GPU.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
+cd "$root" || exit 1
 prebuilt=""
 if [ "${1:-}" = "--prebuilt" ]; then
   prebuilt=$(cd "$(dirname "${2:?--prebuilt needs the archive of tools/gpu_bundle.sh}")" &&
@@ -83,7 +83,7 @@ build_what="CUDA targets"
 if [ -n "$prebuilt" ]; then
   build_ok=FAIL
   echo "gpu_check: unpacking $prebuilt"
-  rm -rf "$build/bin" "$build/lib" "$build/paths"
+  rm -rf "${build:?}/bin" "${build:?}/lib" "${build:?}/paths"
   if tar -C "$build" -xJf "$prebuilt" > "$out/build.log" 2>&1; then
     # The tests have the bundle's source and build paths compiled in (data
     # files, the binaries they start): make both lead here.

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Simulated hosts for the cluster tests; sourced by each test script.
 #
 #   cluster_up K        K hosts h0..h(K-1): network namespaces on one bridge,
