@@ -5,7 +5,7 @@ Nothing here starts a cluster. What it does catch is what breaks a recipe
 silently when the code moves on: every Kubernetes manifest must parse, and
 every flag a recipe passes to dropk-train, dropk-serve or dropk must be one
 that binary's --help lists today; every config a recipe names must exist,
-and every script a Dockerfile runs. The Slurm script must pass `bash -n`.
+and every script a Dockerfile runs, and the build context\nmust leave out what .gitignore leaves out. The Slurm script must pass `bash -n`.
 
 Usage: deploy_recipes_test.py SOURCE_DIR BINARY_DIR
 """
@@ -60,6 +60,25 @@ def containers(doc):
             yield from containers(item)
 
 
+def check_docker_context(src, errors):
+    """The Dockerfiles COPY the whole tree: everything .gitignore keeps out of
+    git (a host's build directory, run outputs, generated data) must stay out
+    of the build context too, or a host's CMakeCache.txt breaks the image."""
+    ignore = src / ".dockerignore"
+    if not ignore.exists():
+        errors.append(".dockerignore: missing; COPY . would send build/ and out/ to the image")
+        return
+    docker = {line.strip().rstrip("/") for line in ignore.read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    for line in (src / ".gitignore").read_text().splitlines():
+        pattern = line.strip().lstrip("/").rstrip("/")
+        if not pattern or line.startswith("#"):
+            continue
+        wanted = {pattern, "**/" + pattern}
+        if not docker & wanted:
+            errors.append(f".dockerignore: does not exclude {pattern} (in .gitignore)")
+
+
 def main():
     src, bin_dir = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]) / "bin"
     errors, checked = [], 0
@@ -78,6 +97,7 @@ def main():
                     errors.append(f"{where}: no image")
                 check_command(c.get("command", []) + c.get("args", []), where, src, bin_dir, errors)
                 checked += 1
+    check_docker_context(src, errors)
     for dockerfile in sorted((src / "deploy" / "docker").glob("Dockerfile*")):
         for script in re.findall(r"bash (tools/[\w./-]+)", dockerfile.read_text()):
             if not (src / script).exists():
