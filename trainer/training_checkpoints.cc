@@ -48,10 +48,22 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
                                         Gpt& gpt, AdamWOptimizer& optimizer, int world_size,
                                         std::ostream& log, Env* env) {
   ResumePoint point;
-  if (config.resume().empty()) return point;
   std::vector<std::string> candidates;
   std::vector<std::string> skipped;
   Env* fs = env != nullptr ? env : Env::Default();
+  if (config.resume().empty()) {
+    // A fresh start beside another run's checkpoints would interleave the two
+    // runs' step-* directories, point LATEST (and a watching dropk-serve) back
+    // at step 0, and let keep_last delete the old run's checkpoints.
+    const std::string dir = CheckpointsDirOf(config);
+    candidates = CheckpointCandidates(dir, nullptr, env);
+    if (candidates.empty()) return point;
+    return absl::FailedPreconditionError(absl::StrCat(
+        "checkpoint_dir ", dir, " already holds checkpoints (", candidates.front(),
+        " and ", candidates.size() - 1,
+        " other(s)); pass --resume=latest to continue that run, or give this run its own "
+        "--out_dir (or --checkpoint_dir)"));
+  }
   // "latest", or a checkpoints directory (with LATEST) rather than one checkpoint.
   const bool latest =
       config.resume() == "latest" || (fs->FileExists(config.resume() + "/" + kLatestFileName) &&

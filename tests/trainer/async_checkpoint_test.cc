@@ -1,7 +1,8 @@
 // Asynchronous checkpoints in the training loop (async_checkpoints, the
 // default): resuming from one is bit-exact (DESIGN invariant 3), the files
 // equal a synchronous save's, and each save logs its training pause and its
-// background write time.
+// background write time. A fresh start beside another run's checkpoints is
+// refused.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -113,6 +114,30 @@ TEST_F(AsyncCheckpointTest, AsyncAndSyncRunsWriteTheSameCheckpointFiles) {
     }
     EXPECT_TRUE(VerifyCheckpoint(b.string()).ok());
   }
+}
+
+TEST_F(AsyncCheckpointTest, FreshStartBesideAnotherRunsCheckpointsIsRefused) {
+  Train(Config("taken", 20, true));
+  const std::string latest = (*dir_ / "taken/checkpoints/LATEST").string();
+  ASSERT_EQ(ReadFile(latest), "step-00000020\n");
+
+  std::ostringstream log;
+  absl::StatusOr<TrainSummary> fresh = RunTraining(Config("taken", 20, true), *comm_, log);
+  ASSERT_FALSE(fresh.ok()) << log.str();
+  EXPECT_TRUE(absl::IsFailedPrecondition(fresh.status())) << fresh.status();
+  EXPECT_NE(fresh.status().message().find((*dir_ / "taken/checkpoints").string()),
+            std::string::npos)
+      << fresh.status();
+  EXPECT_NE(fresh.status().message().find("--resume=latest"), std::string::npos)
+      << fresh.status();
+  // Nothing of the first run was touched: LATEST and both checkpoints stand.
+  EXPECT_EQ(ReadFile(latest), "step-00000020\n");
+  EXPECT_TRUE(VerifyCheckpoint((*dir_ / "taken/checkpoints/step-00000010").string()).ok());
+  EXPECT_TRUE(VerifyCheckpoint((*dir_ / "taken/checkpoints/step-00000020").string()).ok());
+
+  TrainConfig resumed = Config("taken", 30, true);
+  resumed.set_resume("latest");
+  EXPECT_EQ(Train(resumed).steps, 30);
 }
 
 }  // namespace

@@ -41,7 +41,9 @@ struct ResumePoint {
   float last_train_loss = 0;
 };
 
-// Resumes per config.resume(): "" starts fresh; "latest" loads the newest
+// Resumes per config.resume(): "" starts fresh, unless CheckpointsDirOf(config)
+// already holds checkpoints (FailedPrecondition naming the directory: the
+// user continues that run with "latest" or picks another one); "latest" loads the newest
 // checkpoint of CheckpointsDirOf(config) that verifies, logging each one it
 // skipped and why (no checkpoint at all starts fresh, saying so; candidates
 // that all fail refuse); a path loads that checkpoint. Parameters, moments
