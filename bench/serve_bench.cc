@@ -14,6 +14,10 @@
 // instead (12 layers, 12 heads, 768 channels, context 1024, GPT-2's 50,257
 // tokens from --gpt2-dir, default data/gpt2), the shape issue 10 measures.
 //
+// Then batched decode in the engine (no HTTP) at 1, 4, 16 and 64 rows per
+// step, against OpenBLAS sgemm running the same step's products alone (what
+// an engine without batch invariance would build on), in the same run.
+//
 // --context N starts the single-stream decode after a prompt of N tokens
 // (default 4), to see what attention over a long context costs.
 //
@@ -36,6 +40,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <cblas.h>
 
 #include "model/gpt.h"
 #include "model/gpt2_vocab_files.h"
@@ -94,6 +100,40 @@ double MeasureReadBandwidth(int threads) {
     const double s = Seconds(Clock::now() - t0);
     if (total == 42.0f) std::printf(" ");  // keep the loop
     best = std::max(best, n * sizeof(float) / s);
+  }
+  return best;
+}
+
+// Seconds per decode step of the model's products alone, done the way an
+// engine without batch invariance would: one OpenBLAS sgemm per weight matrix
+// over all R rows (threads may split reductions), best of a few steps. The
+// floor a plain-BLAS engine stands on, to set the batch-invariant engine's
+// row kernels against in the same run.
+double SgemmProductsSeconds(const dropk::GptConfig& config, int R, int threads) {
+  const int C = config.n_embd, V = config.vocab_size;
+  // (input width, output width) of each product in one decode step.
+  std::vector<std::pair<int, int>> shapes;
+  for (int l = 0; l < config.n_layer; ++l) {
+    shapes.insert(shapes.end(), {{C, 3 * C}, {C, C}, {C, 4 * C}, {4 * C, C}});
+  }
+  shapes.push_back({C, V});
+  size_t most_w = 0;
+  for (const auto& [in, out] : shapes) most_w = std::max(most_w, static_cast<size_t>(in) * out);
+  std::vector<float> w(most_w * 2, 0.01f), x(static_cast<size_t>(R) * 4 * C, 1.0f),
+      y(static_cast<size_t>(R) * std::max(4 * C, V));
+  openblas_set_num_threads(threads);
+  double best = 1e30;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto t0 = Clock::now();
+    size_t k = 0;
+    for (const auto& [in, out] : shapes) {
+      // Alternate two weight buffers so each product reads its weights from
+      // memory, as a step over a model larger than the caches does.
+      const float* wk = w.data() + (k++ % 2) * most_w;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, out, in, 1.0f, x.data(), in, wk, in,
+                  0.0f, y.data(), out);
+    }
+    best = std::min(best, Seconds(Clock::now() - t0));
   }
   return best;
 }
@@ -229,6 +269,33 @@ int main(int argc, char** argv) {
           "bandwidth %.2f GB/s -> bound %.1f tokens/s (weights read once per token); %.0f%% of "
           "bound\n",
           context, tps, bandwidth / 1e9, bound, 100.0 * tps / bound);
+  }
+
+  // Batched decode: R sequences one token each per step, the engine's row
+  // kernels against sgemm doing the step's products alone, in the same run.
+  if (!on_gpu) {
+    std::printf("%-11s %16s %22s %14s\n", "batch rows", "engine tokens/s",
+                "sgemm products tok/s", "engine/sgemm");
+    for (int R : {1, 4, 16, 64}) {
+      auto engine = dropk::MakeInferenceEngine(
+          config, params, {.device = device, .max_slots = R, .num_threads = threads});
+      if (!engine.ok()) return 1;
+      std::vector<int> slots(R);
+      std::vector<int32_t> tokens(R);
+      for (int r = 0; r < R; ++r) {
+        slots[r] = r;
+        tokens[r] = 1 + r % 200;
+        (*engine)->Prefill(r, std::vector<int32_t>{tokens[r], 7, 9, 11});
+      }
+      const int steps = std::min(R <= 4 ? 40 : 16, config.block_size - 8);
+      (*engine)->Decode(slots, tokens);  // warm-up
+      const auto t0 = Clock::now();
+      for (int i = 0; i < steps; ++i) (*engine)->Decode(slots, tokens);
+      const double engine_tps = static_cast<double>(R) * steps / Seconds(Clock::now() - t0);
+      const double sgemm_tps = R / SgemmProductsSeconds(config, R, threads);
+      std::printf("%-11d %16.1f %22.1f %13.2fx\n", R, engine_tps, sgemm_tps,
+                  engine_tps / sgemm_tps);
+    }
   }
 
   dropk::ServiceMetrics metrics;

@@ -24,6 +24,7 @@
 
 #include "kv_cache_engine.h"
 
+#include "cpu/fixed_order_dot.h"
 #include "cpu/row_ops.h"
 #include "model/thread_governor.h"
 
@@ -34,23 +35,34 @@
 namespace dropk {
 namespace {
 
-constexpr int kColumnBlock = 8;  // output columns per task in RowMatmul
+constexpr int kColumnBlock = 16;  // output columns per task in RowMatmul
 
-// The dot product of a and b (n), always summed in the same order: 16 lanes
-// of strided partial sums, a fixed pairwise tree over the lanes, then the
-// tail. The lane loop vectorises without reassociation.
-inline float Dot(const float* __restrict a, const float* __restrict b, int n) {
-  float acc[16] = {};
-  int i = 0;
-  for (; i + 16 <= n; i += 16) {
-    for (int j = 0; j < 16; ++j) acc[j] += a[i + j] * b[i + j];
+// out rows [r, r + kRows) x columns [o0, o1) of inp (R,C) · w (OC,C)^T +
+// bias, in tiles of kDotTileCols columns (then single columns).
+template <int kRows>
+void MatmulRows(float* out, const float* inp, const float* w, const float* bias, int r, int o0,
+                int o1, int C, int OC) {
+  const float* rows[kRows];
+  for (int i = 0; i < kRows; ++i) rows[i] = inp + static_cast<size_t>(r + i) * C;
+  auto store = [&](int i, int j, float d) {
+    out[static_cast<size_t>(r + i) * OC + j] = bias != nullptr ? d + bias[j] : d;
+  };
+  int j = o0;
+  for (; j + kDotTileCols <= o1; j += kDotTileCols) {
+    const float* cols[kDotTileCols];
+    for (int c = 0; c < kDotTileCols; ++c) cols[c] = w + static_cast<size_t>(j + c) * C;
+    float d[kRows][kDotTileCols];
+    DotTile<kRows, kDotTileCols>(rows, cols, C, d);
+    for (int i = 0; i < kRows; ++i) {
+      for (int c = 0; c < kDotTileCols; ++c) store(i, j + c, d[i][c]);
+    }
   }
-  for (int s = 8; s > 0; s /= 2) {
-    for (int j = 0; j < s; ++j) acc[j] += acc[j + s];
+  for (; j < o1; ++j) {
+    const float* col[1] = {w + static_cast<size_t>(j) * C};
+    float d[kRows][1];
+    DotTile<kRows, 1>(rows, col, C, d);
+    for (int i = 0; i < kRows; ++i) store(i, j, d[i][0]);
   }
-  float tail = 0.0f;
-  for (; i < n; ++i) tail += a[i] * b[i];
-  return acc[0] + tail;
 }
 
 class CpuInferenceEngine final : public KvCacheEngine {
@@ -129,21 +141,20 @@ class CpuInferenceEngine final : public KvCacheEngine {
 
   // out (R,OC) = inp (R,C) · w (OC,C)^T + bias (OC). Threads take blocks of
   // output columns and run every row over them, so the weight block stays in
-  // cache across rows and no reduction is split.
+  // cache across rows and no reduction is split; rows go in tiles of
+  // kDotTileRows, which share each load of the weights (fixed_order_dot.h:
+  // an output's bits do not depend on its tile).
   void RowMatmul(float* out, const float* inp, const float* w, const float* bias, int R, int C,
                  int OC) {
     const int blocks = (OC + kColumnBlock - 1) / kColumnBlock;
 #pragma omp parallel for schedule(static) num_threads(threads_)
     for (int blk = 0; blk < blocks; ++blk) {
       const int o0 = blk * kColumnBlock, o1 = std::min(OC, o0 + kColumnBlock);
-      for (int r = 0; r < R; ++r) {
-        const float* in = inp + static_cast<size_t>(r) * C;
-        float* o = out + static_cast<size_t>(r) * OC;
-        for (int j = o0; j < o1; ++j) {
-          const float d = Dot(in, w + static_cast<size_t>(j) * C, C);
-          o[j] = bias != nullptr ? d + bias[j] : d;
-        }
+      int r = 0;
+      for (; r + kDotTileRows <= R; r += kDotTileRows) {
+        MatmulRows<kDotTileRows>(out, inp, w, bias, r, o0, o1, C, OC);
       }
+      for (; r < R; ++r) MatmulRows<1>(out, inp, w, bias, r, o0, o1, C, OC);
     }
   }
 
@@ -187,7 +198,7 @@ class CpuInferenceEngine final : public KvCacheEngine {
         const float* vbase = v_cache_.data() + CacheIndex(l, row_slot_[r], 0) + h * hs;
         float maxv = -INFINITY;
         for (int j = 0; j <= pos; ++j) {
-          scores[j] = Dot(q, kbase + static_cast<size_t>(j) * C, hs) * scale;
+          scores[j] = FixedOrderDot(q, kbase + static_cast<size_t>(j) * C, hs) * scale;
           maxv = std::max(maxv, scores[j]);
         }
         float sum = 0.0f;

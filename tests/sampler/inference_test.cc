@@ -50,6 +50,20 @@ TEST(InferenceTest, DecodeIsBatchInvariantBitForBit) {
   testing::ExpectDecodeBatchInvariant(**alone, **crowd);
 }
 
+// Widths that are no multiple of the 16 summing lanes (40 channels, 20 per
+// head) and a crowd of 15, no multiple of the row tile: every output also
+// takes the tail and the single-row and single-column paths of the tiled
+// products, and must still match the same sequence decoded alone.
+TEST(InferenceTest, DecodeIsBatchInvariantAtRaggedWidths) {
+  GptConfig config = testing::TinyConfig(61, 64);
+  config.n_embd = 40;
+  const std::vector<float> params = testing::RandomParams(config, 11);
+  auto alone = MakeInferenceEngine(config, params, {.max_slots = 16, .num_threads = 1});
+  auto crowd = MakeInferenceEngine(config, params, {.max_slots = 16, .num_threads = 2});
+  ASSERT_TRUE(alone.ok() && crowd.ok());
+  testing::ExpectDecodeBatchInvariant(**alone, **crowd, /*crowd_size=*/15);
+}
+
 TEST(InferenceTest, RejectsBadShapes) {
   const GptConfig config = testing::TinyConfig(61, 32);
   std::vector<float> params(10);

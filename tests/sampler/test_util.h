@@ -153,28 +153,32 @@ inline std::string RawBody(const std::string& response) {
 
 // DESIGN invariant 5 for any engine pair over the same weights (16 slots
 // each): a sequence prefilled and decoded alone in `alone` slot 0 gets
-// bitwise the same logits as in `crowd` slot 11 among 15 other sequences
-// (other prompts and lengths), with the step's rows reordered every step.
-inline void ExpectDecodeBatchInvariant(InferenceEngine& alone, InferenceEngine& crowd) {
+// bitwise the same logits as in `crowd` slot 11 among crowd_size - 1 other
+// sequences (other prompts and lengths; crowd_size in [12, 16]), with the
+// step's rows reordered every step.
+inline void ExpectDecodeBatchInvariant(InferenceEngine& alone, InferenceEngine& crowd,
+                                       int crowd_size = 16) {
+  ASSERT_GE(crowd_size, 12);
+  ASSERT_LE(crowd_size, 16);
   const int V = alone.config().vocab_size;
   const std::vector<int32_t> prompt = {5, 6, 7, 8};
   std::vector<float> a(V);
   std::memcpy(a.data(), alone.Prefill(0, prompt), V * sizeof(float));
-  for (int s = 0; s < 16; ++s) {
+  for (int s = 0; s < crowd_size; ++s) {
     if (s == 11) continue;
     std::vector<int32_t> p(1 + s % 5, static_cast<int32_t>((s * 13) % V));
     crowd.Prefill(s, p);
   }
   ASSERT_EQ(0, std::memcmp(a.data(), crowd.Prefill(11, prompt), V * sizeof(float)));
-  std::vector<int> slots(16);
-  std::vector<int32_t> tokens(16);
+  std::vector<int> slots(crowd_size);
+  std::vector<int32_t> tokens(crowd_size);
   for (int step = 0; step < 30; ++step) {
     const int32_t next = (step * 11 + 1) % V;
     const int zero = 0;
     std::memcpy(a.data(), alone.Decode({&zero, 1}, {&next, 1}), V * sizeof(float));
     // Rows in a different order each step; our row at a moving index.
-    for (int i = 0; i < 16; ++i) {
-      slots[i] = (i + step) % 16;
+    for (int i = 0; i < crowd_size; ++i) {
+      slots[i] = (i + step) % crowd_size;
       tokens[i] = slots[i] == 11 ? next : (step + slots[i]) % V;
     }
     const float* rows = crowd.Decode(slots, tokens);
