@@ -30,7 +30,7 @@ if command -v ccache > /dev/null; then
 fi
 echo "gpu_bundle: building ${targets[*]} for sm_${arch} in $build"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDROPK_CUDA=ON \
-  -DDROPK_NATIVE=OFF -DCMAKE_CUDA_ARCHITECTURES="$arch" "${launcher[@]}" > /dev/null
+  -DDROPK_NATIVE=OFF -DDROPK_MARCH=x86-64-v3 -DCMAKE_CUDA_ARCHITECTURES="$arch" "${launcher[@]}" > /dev/null
 cmake --build "$build" -j "$(nproc)" --target "${targets[@]}"
 
 stage=$(mktemp -d)
