@@ -106,7 +106,8 @@ double MeasureReadBandwidth(int threads) {
 
 // Seconds per decode step of the model's products alone, done the way an
 // engine without batch invariance would: one OpenBLAS sgemm per weight matrix
-// over all R rows (threads may split reductions), best of a few steps. The
+// over all R rows (threads may split reductions), best of a few steps on one
+// thread and on `threads`. The
 // floor a plain-BLAS engine stands on, to set the batch-invariant engine's
 // row kernels against in the same run.
 double SgemmProductsSeconds(const dropk::GptConfig& config, int R, int threads) {
@@ -121,9 +122,12 @@ double SgemmProductsSeconds(const dropk::GptConfig& config, int R, int threads) 
   for (const auto& [in, out] : shapes) most_w = std::max(most_w, static_cast<size_t>(in) * out);
   std::vector<float> w(most_w * 2, 0.01f), x(static_cast<size_t>(R) * 4 * C, 1.0f),
       y(static_cast<size_t>(R) * std::max(4 * C, V));
-  openblas_set_num_threads(threads);
+  // The better of one thread and all of them: OpenBLAS's threads lose on
+  // the few-row products of a decode step (here 1-row products ran 40x
+  // slower on 2 threads than on 1), and a user would pick the faster.
   double best = 1e30;
-  for (int rep = 0; rep < 5; ++rep) {
+  for (int rep = 0; rep < 10; ++rep) {
+    openblas_set_num_threads(rep % 2 == 0 ? 1 : threads);
     const auto t0 = Clock::now();
     size_t k = 0;
     for (const auto& [in, out] : shapes) {
