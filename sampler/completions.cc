@@ -299,6 +299,20 @@ std::optional<ApiError> CheckCost(const CompletionRequest& request, int64_t limi
                    "); the limit per request is ", limit, " (--max-request-tokens)"),
       "request_too_costly");
 }
+
+// Scheduler::Submit queues a request's sequences all together or not at
+// all, so a request with more than the queue holds could never start: that
+// is the request's fault (400 naming the limit), not a full queue (a 429
+// whose Retry-After invites clients to retry it forever).
+std::optional<ApiError> CheckQueueFits(const CompletionRequest& request, int max_queue) {
+  const int64_t sequences = static_cast<int64_t>(request.prompts.size()) * request.n;
+  if (sequences <= max_queue) return std::nullopt;
+  return Invalid("n",
+                 absl::StrCat("the request needs ", sequences, " sequences (",
+                              request.prompts.size(), " prompts x n ", request.n,
+                              "); at most ", max_queue, " can wait at once (--max-queue)"),
+                 "too_many_sequences");
+}
 }  // namespace
 
 // Output state of one choice; scheduler thread only.
@@ -334,6 +348,9 @@ std::variant<std::shared_ptr<CompletionJob>, ApiError> CompletionJob::Start(
                     "model_not_ready"};
   }
   if (std::optional<ApiError> e = CheckCost(request, scheduler->options().max_request_tokens)) {
+    return *e;
+  }
+  if (std::optional<ApiError> e = CheckQueueFits(request, scheduler->options().max_queue)) {
     return *e;
   }
   const ModelSnapshot& snap = model->snapshot();

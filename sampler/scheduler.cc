@@ -32,9 +32,11 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const SchedulerOpti
     return absl::InvalidArgumentError(
         absl::StrCat("max_batch: must be >= 1, got ", options.max_batch));
   }
-  if (options.max_queue < 0) {
+  if (options.max_queue < 1) {
+    // Every sequence waits in the queue before it joins the batch: with no
+    // room there, every request would be refused as if the service were busy.
     return absl::InvalidArgumentError(
-        absl::StrCat("max_queue: must be >= 0, got ", options.max_queue));
+        absl::StrCat("max_queue: must be >= 1, got ", options.max_queue));
   }
   if (options.max_running_per_request < 0) {
     return absl::InvalidArgumentError(

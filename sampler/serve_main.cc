@@ -49,7 +49,7 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(1, 1024));
   app.add_option("--max-queue", o.scheduler.max_queue, "Queued sequences before 429")
       ->capture_default_str()
-      ->check(CLI::Range(0, 1000000));
+      ->check(CLI::Range(1, 1000000));
   app.add_option("--max-request-tokens", o.scheduler.max_request_tokens,
                  "Most tokens one request may ask for (prompts x n x max_tokens); more is 400")
       ->capture_default_str()
@@ -58,8 +58,11 @@ int Main(int argc, char** argv) {
                  "Most sequences of one request decoded at once (0 = half of --max-batch)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
+  // Checked as a signed number: CLI11 reads "-1" into a size_t as 2^64 - 1,
+  // which would lift the limit (a body is held in memory whole).
   app.add_option("--max-body-bytes", o.http.max_body_bytes, "Larger request bodies get 413")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
   app.add_option("--header-timeout-ms", header_ms, "Limit on reading request headers")
       ->capture_default_str()
       ->check(CLI::Range(1, 3600000));

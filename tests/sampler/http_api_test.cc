@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -226,9 +227,27 @@ TEST(HttpApiTest, FullQueueIs429WithRetryAfter) {
   HttpApiOptions options;
   options.retry_after_seconds = 7;
   Api a(options, {.max_batch = 1, .max_queue = 1});
-  const RouteResult r = a.Route(http::verb::post, "/v1/completions", R"({"prompt":"a","n":2})");
+  // A long request holds the only slot and one more waits in the queue.
+  ASSERT_NE(a.Route(http::verb::post, "/v1/completions", R"({"prompt":"a","max_tokens":8192})").job,
+            nullptr);
+  for (int i = 0; i < 3000 && a.metrics.running_batch.load() != 1; ++i) {  // bounded: 30 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(a.metrics.running_batch.load(), 1);
+  ASSERT_NE(a.Route(http::verb::post, "/v1/completions", R"({"prompt":"a"})").job, nullptr);
+  const RouteResult r = a.Route(http::verb::post, "/v1/completions", R"({"prompt":"a"})");
   ExpectError(r, 429, "queue_full");
   EXPECT_EQ(r.response[http::field::retry_after], "7");
+}
+
+// More sequences than the queue holds can never start: a 400 naming n and
+// the limit, without Retry-After (it was a 429 that clients retried forever).
+TEST(HttpApiTest, MoreSequencesThanTheQueueHoldsIs400) {
+  Api a({}, {.max_batch = 1, .max_queue = 1});
+  const RouteResult r = a.Route(http::verb::post, "/v1/completions", R"({"prompt":"a","n":2})");
+  ExpectError(r, 400, "too_many_sequences");
+  EXPECT_EQ(json::parse(r.response.body())["error"]["param"], "n");
+  EXPECT_EQ(r.response[http::field::retry_after], "");
 }
 
 TEST(HttpApiTest, ConstantTimeEquals) {

@@ -140,9 +140,24 @@ TEST(HttpTest, NotReadyBeforeAModelIsLoaded) {
 
 TEST(HttpTest, FullQueueIs429WithRetryAfter) {
   TestServer s(WithRetryAfter(3), {.max_batch = 1, .max_queue = 1});
+  // Two long requests in the background: one holds the only slot, the other
+  // waits in the queue of one (the server cancels both when it stops).
+  const std::string background =
+      "(curl -s --max-time 60 -d '{\"prompt\":\"a\",\"max_tokens\":8192}' "
+      "http://127.0.0.1:" + std::to_string(s.port) + "/v1/completions >/dev/null 2>&1 &)";
+  const auto await = [](const std::atomic<int64_t>& gauge) {
+    for (int i = 0; i < 3000 && gauge.load() != 1; ++i) {  // bounded: 30 s
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return gauge.load();
+  };
+  testing::RunCommand(background);
+  ASSERT_EQ(await(s.metrics.running_batch), 1);
+  testing::RunCommand(background);
+  ASSERT_EQ(await(s.metrics.queue_length), 1);
   const auto r = testing::RunCommand(
       "curl -s -i --max-time 20 -H 'Content-Type: application/json' --data-binary "
-      "'{\"prompt\":\"a\",\"n\":2}' http://127.0.0.1:" +
+      "'{\"prompt\":\"a\"}' http://127.0.0.1:" +
       std::to_string(s.port) + "/v1/completions");
   EXPECT_NE(r.out.find("HTTP/1.1 429"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("Retry-After: 3"), std::string::npos) << r.out;

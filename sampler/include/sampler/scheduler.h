@@ -101,7 +101,7 @@ struct SchedulerOptions {
   Device device = Device::kCpu;
   int cuda_device = 0;  // the GPU when device is kCuda
   int max_batch = 16;   // sequences decoded together
-  int max_queue = 256;  // sequences waiting; more is ResourceExhausted
+  int max_queue = 256;  // sequences waiting (>= 1); more is ResourceExhausted
   int num_threads = 0;  // engine threads; 0 = all cores
   // The most sequences of one request (one Submit) running at once; 0 means
   // max(1, max_batch / 2), which leaves half the batch to other requests.

@@ -1,0 +1,36 @@
+// dropk-serve flags that would leave a service unable to serve anyone are
+// refused at start: one line naming the flag, exit 2 (before any checkpoint
+// is read, so none is needed here).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <string>
+
+#include "support/subprocess.h"
+
+namespace dropk {
+namespace {
+
+using test_util::CommandResult;
+using test_util::RunCommand;
+
+const std::string kBin = DROPK_BINARY_DIR "/bin/";
+
+// --max-queue 0 answered every request 429 (every sequence waits in the
+// queue first); --max-body-bytes 0 answered every POST 413, and -1 was read
+// as 2^64 - 1, lifting the limit on a body held in memory whole.
+TEST(ServeFlagsTest, QueueAndBodyLimitsThatServeNobodyAreRefused) {
+  for (const char* flag : {"--max-queue 0", "--max-body-bytes 0", "--max-body-bytes -1",
+                           "--max-body-bytes 18446744073709551615"}) {
+    SCOPED_TRACE(flag);
+    const CommandResult r =
+        RunCommand(kBin + "dropk-serve --checkpoints /nonexistent --port 0 " + flag);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    const std::string name = std::string(flag).substr(0, std::string(flag).find(' '));
+    EXPECT_EQ(r.err.rfind("dropk-serve: " + name + ": Value ", 0), 0u) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace dropk
