@@ -468,7 +468,10 @@ void CompletionJob::OnFinish(int index, FinishReason reason) {
   Choice& c = *choices_[index];
   c.finish_reason = c.stopped || reason == FinishReason::kStop ? "stop" : "length";
   if (reason == FinishReason::kCancelled) c.finish_reason = "cancelled";
-  if (stream_ && reason != FinishReason::kCancelled) {
+  // A cancelled choice still gets its last chunk: a stream cut short (the
+  // service draining on SIGTERM) must not read as a complete one. When the
+  // client is gone, nobody reads it.
+  if (stream_) {
     const std::string delta = c.sent < c.text.size() ? c.text.substr(c.sent) : "";
     c.sent = c.text.size();
     listener_->OnEvent(

@@ -234,6 +234,41 @@ TEST(SchedulerTest, FullQueueIs429) {
   EXPECT_EQ(std::get<ApiError>(full).code, "queue_full");
 }
 
+// A streamed request cut short (the service draining on SIGTERM, a Cancel)
+// ended in `data: [DONE]` with no chunk carrying a finish_reason, so a client
+// could not tell it from a complete answer. Its last chunk says "cancelled".
+TEST(SchedulerTest, CancelledStreamEndsWithAChunkSayingCancelled) {
+  Service svc({.max_batch = 1});
+  class Events final : public CompletionListener {
+   public:
+    void OnEvent(std::string event) override { events.push_back(std::move(event)); }
+    void OnDone(std::string) override { done.set_value(); }
+    std::vector<std::string> events;  // scheduler thread until done
+    std::promise<void> done;
+  };
+  auto listener = std::make_shared<Events>();
+  const auto req = std::get<CompletionRequest>(
+      ParseCompletionRequest(R"({"prompt":"a","max_tokens":8192,"n":2,"stream":true})"));
+  auto started = CompletionJob::Start(req, svc.scheduler->CurrentModel(), svc.scheduler.get(),
+                                      listener);
+  ASSERT_FALSE(std::holds_alternative<ApiError>(started));
+  std::get<std::shared_ptr<CompletionJob>>(started)->Cancel();
+  ASSERT_EQ(listener->done.get_future().wait_for(std::chrono::seconds(30)),
+            std::future_status::ready);
+  const std::vector<std::string>& events = listener->events;
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events.back(), "data: [DONE]\n\n");
+  std::set<int> cancelled;  // the choices whose last chunk says so
+  for (const std::string& e : events) {
+    if (e == "data: [DONE]\n\n") continue;
+    const json chunk = json::parse(e.substr(6));
+    if (chunk["choices"][0]["finish_reason"] == "cancelled") {
+      cancelled.insert(chunk["choices"][0]["index"].get<int>());
+    }
+  }
+  EXPECT_EQ(cancelled, (std::set<int>{0, 1}));
+}
+
 // A request with more sequences than the whole queue holds could never be
 // queued; it was a 429 with Retry-After, which clients retry forever. It is
 // a 400 naming n and --max-queue, even with the queue empty.
