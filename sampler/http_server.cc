@@ -503,8 +503,10 @@ absl::Status HttpServer::Impl::Listen() {
   beast::error_code ec;
   const net::ip::address address = net::ip::make_address(options_.address, ec);
   if (ec) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--address ", options_.address, ": ", ec.message()));
+    // Names are not resolved (a slow resolver would stall the start): say so.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--address '", options_.address,
+        "': not a numeric IPv4 or IPv6 address (e.g. 127.0.0.1, ::1, 0.0.0.0): ", ec.message()));
   }
   const tcp::endpoint endpoint(address, options_.port);
   auto fail = [&](const char* what) {

@@ -32,5 +32,19 @@ TEST(ServeFlagsTest, QueueAndBodyLimitsThatServeNobodyAreRefused) {
   }
 }
 
+// --address takes a numeric address; "localhost" was refused with only
+// "Invalid argument". (--watch starts without a checkpoint, so the address
+// is what stops it.)
+TEST(ServeFlagsTest, AddressThatIsNotNumericIsNamedAsSuch) {
+  for (const char* address : {"localhost", "999.1.1.1", "''"}) {
+    SCOPED_TRACE(address);
+    const CommandResult r = RunCommand(
+        kBin + "dropk-serve --checkpoints /nonexistent --watch --port 0 --address " + address);
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_NE(r.err.find("dropk-serve: --address '"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("not a numeric IPv4 or IPv6 address"), std::string::npos) << r.err;
+  }
+}
+
 }  // namespace
 }  // namespace dropk
