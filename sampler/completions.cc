@@ -65,6 +65,24 @@ bool NestedDeeperThan(std::string_view body, int limit) {
   return false;
 }
 
+// Where and why `body` (which does not parse, and nests no deeper than
+// kMaxJsonDepth) is not JSON, as nlohmann's parser words it ("parse error at
+// line 1, column 15: ... invalid string: ill-formed UTF-8 byte"), without
+// its "last read" tail, which echoes the client's bytes (a whole prompt).
+std::string WhyNotJson(std::string_view body) {
+  try {
+    [[maybe_unused]] const json parsed = json::parse(body.begin(), body.end());
+  } catch (const json::parse_error& e) {
+    std::string why = e.what();
+    const size_t start = why.find("parse error");
+    if (start != std::string::npos) why.erase(0, start);
+    const size_t tail = why.find("; last read");
+    if (tail != std::string::npos) why.resize(tail);
+    return why;
+  }
+  return "unknown error";  // unreachable: the same body failed to parse just before
+}
+
 // The value as the client sent it, cut short so an error stays one line.
 std::string Shown(const json& v) {
   constexpr size_t kMaxShown = 40;
@@ -228,7 +246,8 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
   }
   const json j = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
-    return Invalid("", "the request body is not valid JSON", "invalid_json");
+    return Invalid("", absl::StrCat("the request body is not valid JSON (", WhyNotJson(body), ")"),
+                   "invalid_json");
   }
   if (!j.is_object()) return Invalid("", "the request body must be a JSON object", "invalid_type");
   CompletionRequest r;
