@@ -4,9 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "support/subprocess.h"
+#include "support/temp_dir.h"
 
 namespace dropk {
 namespace {
@@ -44,6 +47,22 @@ TEST(ServeFlagsTest, AddressThatIsNotNumericIsNamedAsSuch) {
     EXPECT_NE(r.err.find("dropk-serve: --address '"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("not a numeric IPv4 or IPv6 address"), std::string::npos) << r.err;
   }
+}
+
+// --checkpoints naming one checkpoint (run/checkpoints/step-N) instead of
+// the run's directory of them was refused as only "no valid checkpoint".
+TEST(ServeFlagsTest, OneCheckpointInsteadOfTheRunsDirectoryIsNamedAsSuch) {
+  const test_util::ScopedTempDir dir("serve_flags");
+  const std::string step = dir.path() + "/checkpoints/step-00000010";
+  std::filesystem::create_directories(step);
+  std::ofstream(step + "/manifest.pb") << "not a manifest";
+  const CommandResult r = RunCommand(kBin + "dropk-serve --port 0 --checkpoints " + step + "/");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("is itself a checkpoint; give the run's checkpoints directory that holds "
+                       "it, " + dir.path() + "/checkpoints)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
 }
 
 }  // namespace
