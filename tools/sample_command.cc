@@ -84,29 +84,51 @@ absl::StatusOr<std::string> RequestBody(const SampleFlags& f) {
   }
 }
 
-// Prints one SSE event's text; returns false at [DONE].
-bool PrintEvent(const std::string& event, json* last) {
-  if (event.rfind("data: ", 0) != 0) return true;
+// The text of choices[0] of a completion answer (a body or one streamed
+// chunk), or an error quoting the answer: whatever answers at --url (a
+// proxy, another server) may send 200 with any JSON, which aborted dropk.
+absl::StatusOr<std::string> ChoiceText(const json& j) {
+  if (j.is_object()) {
+    const auto choices = j.find("choices");
+    if (choices != j.end() && choices->is_array() && !choices->empty() &&
+        choices->front().is_object()) {
+      const auto text = choices->front().find("text");
+      if (text != choices->front().end() && text->is_string()) return text->get<std::string>();
+    }
+  }
+  std::string shown = j.is_discarded() ? "not JSON" : j.dump();
+  if (shown.size() > 80) shown = shown.substr(0, 80) + "...";
+  return absl::DataLossError(
+      absl::StrCat("the server's answer has no choices[0].text (", shown, ")"));
+}
+
+// Prints one SSE event's text; returns false at [DONE], and an error for an
+// event that is not a completion chunk.
+absl::StatusOr<bool> PrintEvent(const std::string& event, json* last) {
+  if (event.rfind("data: ", 0) != 0) return true;  // an SSE comment or other field
   const std::string data = event.substr(6, event.find_last_not_of('\n') - 5);
   if (data == "[DONE]") return false;
   json j = json::parse(data, nullptr, false);
-  if (j.is_discarded() || !j.contains("choices") || j["choices"].empty()) return true;
-  std::cout << j["choices"][0]["text"].get<std::string>() << std::flush;
+  absl::StatusOr<std::string> text = ChoiceText(j);
+  if (!text.ok()) return text.status();
+  std::cout << *text << std::flush;
   *last = std::move(j);
   return true;
 }
 
 void PrintFooter(const json& j) {
   if (j.is_object() && j.contains("seed")) {
-    std::cerr << "seed " << j["seed"] << ", checkpoint step " << j.value("checkpoint_step", -1)
-              << "\n";
+    const auto step = j.find("checkpoint_step");
+    std::cerr << "seed " << j["seed"] << ", checkpoint step "
+              << (step == j.end() ? json(-1) : *step) << "\n";
   }
 }
 
 absl::Status ErrorFromBody(int status, const std::string& body) {
   json j = json::parse(body, nullptr, false);
   std::string message = body;
-  if (!j.is_discarded() && j.contains("error") && j["error"].contains("message")) {
+  if (j.is_object() && j.contains("error") && j["error"].is_object() &&
+      j["error"].contains("message") && j["error"]["message"].is_string()) {
     message = j["error"]["message"].get<std::string>();
   }
   return absl::UnavailableError(absl::StrCat("HTTP ", status, ": ", message));
@@ -134,11 +156,16 @@ absl::Status SampleOffline(const SampleFlags& f) {
   if (auto* e = std::get_if<ApiError>(&parsed)) return absl::InvalidArgumentError(e->message);
   json last;
   auto out = RunCompletion(std::get<CompletionRequest>(parsed), scheduler->get(),
-                           [&last](const std::string& e) { PrintEvent(e, &last); });
+                           [&last](const std::string& e) {
+                             // dropk's own chunks: each has its text.
+                             PrintEvent(e, &last).status().IgnoreError();
+                           });
   if (auto* e = std::get_if<ApiError>(&out)) return absl::InvalidArgumentError(e->message);
   if (!f.stream) {
     last = json::parse(std::get<std::string>(out));
-    std::cout << last["choices"][0]["text"].get<std::string>();
+    absl::StatusOr<std::string> text = ChoiceText(last);
+    if (!text.ok()) return text.status();
+    std::cout << *text;
   }
   std::cout << "\n";
   PrintFooter(last);
@@ -203,9 +230,10 @@ absl::Status SampleHttp(const SampleFlags& f) {
       http::read(stream, buffer, parser);
       const std::string body = parser.get().body();
       if (status != 200) return ErrorFromBody(status, body);
-      json j = json::parse(body, nullptr, false);
-      if (j.is_discarded()) return absl::DataLossError("the server's answer is not JSON");
-      std::cout << j["choices"][0]["text"].get<std::string>() << "\n";
+      const json j = json::parse(body, nullptr, false);
+      absl::StatusOr<std::string> text = ChoiceText(j);
+      if (!text.ok()) return text.status();
+      std::cout << *text << "\n";
       PrintFooter(j);
       return absl::OkStatus();
     }
@@ -221,11 +249,18 @@ absl::Status SampleHttp(const SampleFlags& f) {
       used = body.size();
       size_t end;
       while (more && (end = pending.find("\n\n")) != std::string::npos) {
-        more = PrintEvent(pending.substr(0, end + 2), &last);
+        absl::StatusOr<bool> printed = PrintEvent(pending.substr(0, end + 2), &last);
+        if (!printed.ok()) return printed.status();
+        more = *printed;
         pending.erase(0, end + 2);
       }
     }
     std::cout << "\n";
+    if (more) {
+      return absl::DataLossError(
+          "the stream ended before its last event, data: [DONE] (the server stopped, or "
+          "what answered is not a completions stream)");
+    }
     PrintFooter(last);
     return absl::OkStatus();
   } catch (const boost::system::system_error& e) {
