@@ -269,6 +269,43 @@ TEST(SchedulerTest, CancelledStreamEndsWithAChunkSayingCancelled) {
   EXPECT_EQ(cancelled, (std::set<int>{0, 1}));
 }
 
+// Sequences whose client left while they waited kept their queue places
+// until their turn came, which behind a long running request is when it
+// ends: meanwhile every new request was a 429. They now leave the queue at
+// the next decode step, while the long request still runs.
+TEST(SchedulerTest, CancelledWaitingSequencesFreeTheQueueAtOnce) {
+  Service svc({.max_batch = 1, .max_queue = 2});
+  Scheduler* s = svc.scheduler.get();
+  class Done final : public CompletionListener {
+   public:
+    void OnEvent(std::string) override {}
+    void OnDone(std::string) override {
+      done = true;
+      promise.set_value();
+    }
+    std::atomic<bool> done{false};
+    std::promise<void> promise;
+  };
+  const auto start = [&](const char* body, std::shared_ptr<CompletionListener> listener) {
+    const auto req = std::get<CompletionRequest>(ParseCompletionRequest(body));
+    return CompletionJob::Start(req, s->CurrentModel(), s, std::move(listener));
+  };
+  auto running = std::make_shared<Done>();
+  ASSERT_FALSE(std::holds_alternative<ApiError>(
+      start(R"({"prompt":"a","max_tokens":8192})", running)));
+  AwaitGauge(svc.metrics.running_batch, 1);
+  auto waiting = std::make_shared<Done>();
+  auto job = start(R"({"prompt":"a","n":2})", waiting);  // fills the queue
+  ASSERT_FALSE(std::holds_alternative<ApiError>(job));
+  std::get<std::shared_ptr<CompletionJob>>(job)->Cancel();  // its client leaves
+  ASSERT_EQ(waiting->promise.get_future().wait_for(std::chrono::seconds(30)),
+            std::future_status::ready);
+  EXPECT_FALSE(running->done) << "the waiting job was dropped only when the running one ended";
+  EXPECT_EQ(svc.metrics.queue_length.load(), 0);
+  EXPECT_FALSE(std::holds_alternative<ApiError>(
+      start(R"({"prompt":"a"})", std::make_shared<IgnoringListener>())));
+}
+
 // A request with more sequences than the whole queue holds could never be
 // queued; it was a 429 with Retry-After, which clients retry forever. It is
 // a 400 naming n and --max-queue, even with the queue empty.

@@ -172,6 +172,11 @@ class Scheduler {
   // Waits for work, then takes waiting sequences for the free slots,
   // round-robin by request within each request's running cap.
   Admission Admit();
+  // Moves every waiting sequence whose sink is cancelled (its client left)
+  // to *dropped, under mu_. Done at every turn, not only when a slot frees:
+  // behind a batch of long requests that turn may be minutes away, and the
+  // places they held would have the queue refuse everyone meanwhile.
+  void DropCancelledWaiting(std::vector<SequenceRequest>* dropped);
   // Prefills each joining sequence and draws its first token.
   void Join(std::vector<std::pair<uint64_t, SequenceRequest>>& joining);
   // Drops cancelled sequences, then runs one decode step per model.
