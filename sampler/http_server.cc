@@ -140,6 +140,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void OnPeerReadable(beast::error_code ec);
   void Probe();
   void OnProbeTimer(beast::error_code ec);
+  void ProbeStream();
   void ClientGone();
   // Streaming server-sent events.
   void StartStream();
@@ -386,9 +387,10 @@ void Session::OnPeerReadable(beast::error_code ec) {
   if (n > 0 && !peek_ec) return;  // a pipelined request: read after this answer
   // End of stream: a client that half-closed after its request still wants
   // the answer; one that closed fully does not. Only a write tells them
-  // apart: a stream's next event will, a plain answer's 1xx probe does.
+  // apart: a plain answer's 1xx probe does, and an SSE comment a stream's.
   // (HTTP/1.0 allows no 1xx: that client is simply answered.)
-  if (state_ == State::kGenerating && req_.version() >= 11) Probe();
+  if (state_ == State::kGenerating && req_.version() >= 11) return Probe();
+  if (state_ != State::kGenerating) ProbeStream();
 }
 
 void Session::Probe() {
@@ -410,6 +412,21 @@ void Session::OnProbeTimer(beast::error_code ec) {
   // Half-closed: answer when the job is done (it may be already).
   SetState(State::kGenerating);
   if (job_ == nullptr) Send(JsonResponse(http::status::ok, req_.version(), std::move(answer_)));
+}
+
+// A stream's next event would tell a gone client from a half-closed one, but
+// a stream still waiting in the queue has none, maybe for minutes, while it
+// holds its place there: write an SSE comment (clients ignore it) now and
+// look for the peer's reset after kProbeWait.
+void Session::ProbeStream() {
+  events_.push_back(": probe\n\n");
+  PumpStream();
+  timer_.expires_after(kProbeWait);
+  timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+    const bool streaming =
+        self->state_ == State::kStreamIdle || self->state_ == State::kStreamWriting;
+    if (!ec && streaming && PeerReset(self->stream_.socket())) self->ClientGone();
+  });
 }
 
 void Session::ClientGone() {

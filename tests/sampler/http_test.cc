@@ -400,6 +400,67 @@ TEST(HttpTest, Http10StreamIsCloseDelimited) {
 
 // Issue 9: a client that half-closes after a full request got no response
 // (the end of stream was taken for a disconnect). Now it is answered.
+// Connects to 127.0.0.1:port and sends `bytes`; returns the socket, or -1.
+int ConnectAndSend(int port, const std::string& bytes) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(bytes.size())) {
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+std::string CompletionRequestBytes(const json& body) {
+  const std::string text = body.dump();
+  return "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+         "Content-Length: " + std::to_string(text.size()) + "\r\n\r\n" + text;
+}
+
+// A streaming client that read the response header and left (a FIN, no
+// reset) while its request waited in the queue kept its place there until
+// its turn came, since only a stream's next event would have told it was
+// gone: behind a long request, every new one was a 429 meanwhile. An SSE
+// comment now probes it, and its place is freed at once.
+TEST(HttpTest, StreamingClientThatLeavesWhileQueuedFreesItsPlace) {
+  // A bigger model, so the long request runs far longer than this test.
+  TestServer s({}, {.max_batch = 1, .max_queue = 1, .num_threads = 1}, true, 1024, 4, 256);
+  const auto await = [](const std::atomic<int64_t>& gauge, int64_t value) {
+    for (int i = 0; i < 1000 && gauge.load() != value; ++i) {  // bounded: 10 s
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return gauge.load();
+  };
+  const int running = ConnectAndSend(
+      s.port, CompletionRequestBytes({{"prompt", "a"}, {"max_tokens", 8192}, {"stream", true}}));
+  ASSERT_GE(running, 0);
+  ASSERT_EQ(await(s.metrics.running_batch, 1), 1);
+  const int waiting = ConnectAndSend(
+      s.port, CompletionRequestBytes({{"prompt", "a"}, {"max_tokens", 4}, {"stream", true}}));
+  ASSERT_GE(waiting, 0);
+  ASSERT_EQ(await(s.metrics.queue_length, 1), 1);
+  // Read the response header (all there is while it waits), then leave.
+  std::string header;
+  char buf[1024];
+  for (int i = 0; i < 100 && header.find("\r\n\r\n") == std::string::npos; ++i) {
+    pollfd p{waiting, POLLIN, 0};
+    if (poll(&p, 1, 100) == 1) {
+      const ssize_t n = recv(waiting, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      header.append(buf, static_cast<size_t>(n));
+    }
+  }
+  ASSERT_NE(header.find("text/event-stream"), std::string::npos) << header;
+  close(waiting);
+  EXPECT_EQ(await(s.metrics.queue_length, 0), 0) << "the gone client still holds its place";
+  EXPECT_EQ(s.metrics.running_batch.load(), 1);  // the long request still runs
+  close(running);
+}
+
 TEST(HttpTest, HalfClosedClientIsAnswered) {
   TestServer s;
   const testing::RawResult health =
