@@ -1,7 +1,9 @@
 // dropk-serve: serves a training run's checkpoints over HTTP (see sampler/).
 // Exit codes (base/exit_codes.h): 0 stopped by SIGTERM/SIGINT or --help,
 // 1 the service could not start, 2 a bad flag.
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <new>
 #include <string>
@@ -96,9 +98,22 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr, "dropk-serve: --api-key-file %s: cannot open\n", api_key_file.c_str());
       return dropk::kExitUsage;
     }
-    char buf[4096];
+    // One byte more than a key may hold tells a longer file from a full one.
+    char buf[4097];
     const size_t n = std::fread(buf, 1, sizeof(buf), f);
+    const int read_error = std::ferror(f) ? errno : 0;  // a directory: EISDIR
     std::fclose(f);
+    if (read_error != 0) {
+      std::fprintf(stderr, "dropk-serve: --api-key-file %s: cannot read (%s)\n",
+                   api_key_file.c_str(), std::strerror(read_error));
+      return dropk::kExitUsage;
+    }
+    if (n == sizeof(buf)) {
+      // It was cut to 4096 bytes without a word: no client key could match.
+      std::fprintf(stderr, "dropk-serve: --api-key-file %s: longer than 4096 bytes\n",
+                   api_key_file.c_str());
+      return dropk::kExitUsage;
+    }
     std::string key(buf, n);
     while (!key.empty() && (key.back() == '\n' || key.back() == '\r' || key.back() == ' ')) {
       key.pop_back();

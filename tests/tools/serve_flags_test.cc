@@ -65,5 +65,24 @@ TEST(ServeFlagsTest, OneCheckpointInsteadOfTheRunsDirectoryIsNamedAsSuch) {
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
 }
 
+// An --api-key-file that is a directory (a Secret's mount point, say) was
+// refused as an "empty key"; one longer than 4096 bytes was cut to 4096
+// without a word, so no client's key could match.
+TEST(ServeFlagsTest, ApiKeyFileThatIsADirectoryOrTooLongIsNamedAsSuch) {
+  const test_util::ScopedTempDir dir("serve_flags");
+  std::ofstream(dir.Path("long")) << std::string(5000, 'k');
+  const struct {
+    std::string file, says;
+  } cases[] = {{dir.path(), ": cannot read (Is a directory)"},
+               {dir.Path("long"), ": longer than 4096 bytes"}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.file);
+    const CommandResult r = RunCommand(kBin + "dropk-serve --checkpoints /nonexistent --port 0 " +
+                                       "--api-key-file " + c.file);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(r.err, "dropk-serve: --api-key-file " + c.file + c.says + "\n");
+  }
+}
+
 }  // namespace
 }  // namespace dropk
