@@ -249,7 +249,10 @@ void Session::OnReadHeader(beast::error_code ec, size_t) {
   }
   SetState(State::kReadingBody);
   ArmReadDeadline(server_->options_.body_timeout);
-  if (beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
+  // RFC 9110 10.1.1: an HTTP/1.0 request's 100-continue is ignored (such a
+  // client knows no 1xx and would read "100 Continue" as its answer).
+  if (parser_->get().version() >= 11 &&
+      beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
     return net::async_write(stream_, net::buffer(kContinue.data(), kContinue.size()),
                             [self = shared_from_this()](beast::error_code ec, size_t) {
                               if (self->state_ != State::kReadingBody) return;

@@ -461,6 +461,18 @@ TEST(HttpTest, StreamingClientThatLeavesWhileQueuedFreesItsPlace) {
   close(running);
 }
 
+// An HTTP/1.0 client knows no 1xx responses: its "Expect: 100-continue"
+// was answered "HTTP/1.1 100 Continue" first, which it reads as the answer.
+TEST(HttpTest, Http10ExpectContinueGetsNoInterimResponse) {
+  TestServer s;
+  const std::string body = R"({"prompt":"ab","max_tokens":2})";
+  const testing::RawResult r = testing::RawExchange(
+      s.port, "POST /v1/completions HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: " +
+                  std::to_string(body.size()) + "\r\n\r\n" + body);
+  EXPECT_EQ(r.received.rfind("HTTP/1.0 200 OK\r\n", 0), 0u) << r.received;
+  EXPECT_EQ(r.received.find(" 100 "), std::string::npos) << r.received;
+}
+
 TEST(HttpTest, HalfClosedClientIsAnswered) {
   TestServer s;
   const testing::RawResult health =
