@@ -395,6 +395,19 @@ std::variant<std::shared_ptr<CompletionJob>, ApiError> CompletionJob::Start(
 
   std::vector<SequenceRequest> sequences;
   for (size_t p = 0; p < request.prompts.size(); ++p) {
+    // A token stands for at most max_token_bytes bytes, so a prompt longer
+    // than T - 1 of them cannot fit: refused before encoding it, which runs
+    // on an I/O thread (GPT-2's BPE takes about a second per megabyte).
+    const size_t bytes = request.prompts[p].size(), per_token = snap.tokenizer.max_token_bytes();
+    if (bytes > static_cast<size_t>(T - 1) * per_token) {
+      return Invalid("prompt",
+                     absl::StrCat("prompt ", p, " is at least ", (bytes + per_token - 1) / per_token,
+                                  " tokens (", bytes, " bytes, at most ", per_token,
+                                  " per token); the model's context is ", T,
+                                  " tokens, which must hold the prompt and at least one "
+                                  "generated token"),
+                     "context_length_exceeded");
+    }
     absl::StatusOr<std::vector<int32_t>> ids = snap.tokenizer.Encode(request.prompts[p]);
     if (!ids.ok()) {
       return Invalid("prompt", absl::StrCat("prompt ", p, ": ", ids.status().message()),
