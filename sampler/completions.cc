@@ -400,9 +400,10 @@ std::variant<std::shared_ptr<CompletionJob>, ApiError> CompletionJob::Start(
     // on an I/O thread (GPT-2's BPE takes about a second per megabyte).
     const size_t bytes = request.prompts[p].size(), per_token = snap.tokenizer.max_token_bytes();
     if (bytes > static_cast<size_t>(T - 1) * per_token) {
+      const size_t at_least = (bytes + per_token - 1) / per_token;
       return Invalid("prompt",
-                     absl::StrCat("prompt ", p, " is at least ", (bytes + per_token - 1) / per_token,
-                                  " tokens (", bytes, " bytes, at most ", per_token,
+                     absl::StrCat("prompt ", p, " is at least ", at_least, " tokens (", bytes,
+                                  " bytes, at most ", per_token,
                                   " per token); the model's context is ", T,
                                   " tokens, which must hold the prompt and at least one "
                                   "generated token"),
