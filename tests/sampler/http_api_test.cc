@@ -157,6 +157,21 @@ TEST(HttpApiTest, UnknownRouteAndWrongMethod) {
   ExpectError(a.Route(http::verb::get, "/v1/completions"), 405, "method_not_allowed");
 }
 
+// A request target in absolute form (what a client configured with a proxy
+// sends) was a 404 "no route http://..."; RFC 9112 requires servers to
+// accept it.
+TEST(HttpApiTest, AbsoluteFormTargetsRouteByTheirPath) {
+  Api a;
+  EXPECT_EQ(a.Route(http::verb::get, "http://127.0.0.1:8080/healthz").response.result_int(), 200);
+  EXPECT_EQ(a.Route(http::verb::get, "HTTP://x/readyz?probe=1").response.result_int(), 200);
+  EXPECT_EQ(a.Route(http::verb::get, "http://x").response.result_int(), 200);  // the page at /
+  ExpectError(a.Route(http::verb::get, "http://x/nope"), 404, "not_found");
+  const RouteResult r =
+      a.Route(http::verb::post, "http://x/v1/completions", R"({"prompt":"ab","max_tokens":2})");
+  ASSERT_NE(r.job, nullptr);
+  a.collector->Wait();
+}
+
 TEST(HttpApiTest, UnsupportedHttpVersionsAre400) {
   Api a;
   for (unsigned version : {9u, 12u, 20u}) {
