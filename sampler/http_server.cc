@@ -93,6 +93,10 @@ constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 // How long after the probe a peer that closed fully has surely answered it
 // with a reset (loopback: microseconds; a WAN round trip: well under this).
 constexpr auto kProbeWait = std::chrono::milliseconds(250);
+// How far a stream's client may fall behind (events waiting past the
+// socket's own buffers) before it counts as gone and its generation is
+// cancelled.
+constexpr size_t kMaxStreamBacklogBytes = size_t{4} << 20;
 
 // Whether the kernel saw the peer reset the connection. Linux: TCP_INFO.
 bool PeerReset(tcp::socket& socket) {
@@ -160,6 +164,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::shared_ptr<CompletionJob> job_;
   std::string answer_;              // a non-streaming body that came while probing
   std::deque<std::string> events_;  // SSE events not yet written
+  size_t events_bytes_ = 0;         // their total size
   std::string writing_;             // the event being written
   std::optional<http::response<http::empty_body>> stream_res_;
   std::optional<http::response_serializer<http::empty_body>> stream_sr_;
@@ -344,6 +349,7 @@ void Session::EndRequest(bool keep_alive) {
   job_.reset();
   answer_.clear();
   events_.clear();
+  events_bytes_ = 0;
   stream_sr_.reset();
   stream_res_.reset();
   timer_.cancel();
@@ -422,7 +428,9 @@ void Session::OnProbeTimer(beast::error_code ec) {
 // holds its place there: write an SSE comment (clients ignore it) now and
 // look for the peer's reset after kProbeWait.
 void Session::ProbeStream() {
-  events_.push_back(": probe\n\n");
+  constexpr std::string_view kComment = ": probe\n\n";
+  events_bytes_ += kComment.size();
+  events_.emplace_back(kComment);
   PumpStream();
   timer_.expires_after(kProbeWait);
   timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
@@ -477,7 +485,12 @@ void Session::StartStream() {
 
 void Session::OnJobEvent(std::string event) {
   if (state_ != State::kStreamIdle && state_ != State::kStreamWriting) return;  // client gone
+  events_bytes_ += event.size();
   events_.push_back(std::move(event));
+  // Generation does not wait for the client: one that stops reading would
+  // have every event of its stream (up to 8192 tokens, kilobytes each with
+  // logprobs) held here until the write timeout, a slot busy all along.
+  if (events_bytes_ > kMaxStreamBacklogBytes) return ClientGone();
   PumpStream();
 }
 
@@ -487,6 +500,7 @@ void Session::PumpStream() {
   if (!events_.empty()) {
     writing_ = std::move(events_.front());
     events_.pop_front();
+    events_bytes_ -= writing_.size();
     SetState(State::kStreamWriting);
     stream_.expires_after(server_->options_.write_timeout);
     auto on_written = beast::bind_front_handler(&Session::OnStreamWritten, shared_from_this());

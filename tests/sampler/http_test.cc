@@ -401,8 +401,12 @@ TEST(HttpTest, Http10StreamIsCloseDelimited) {
 // Issue 9: a client that half-closes after a full request got no response
 // (the end of stream was taken for a disconnect). Now it is answered.
 // Connects to 127.0.0.1:port and sends `bytes`; returns the socket, or -1.
-int ConnectAndSend(int port, const std::string& bytes) {
+// receive_buffer > 0 caps the socket's receive buffer (set before connecting).
+int ConnectAndSend(int port, const std::string& bytes, int receive_buffer = 0) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd >= 0 && receive_buffer > 0) {
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
+  }
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
@@ -471,6 +475,37 @@ TEST(HttpTest, Http10ExpectContinueGetsNoInterimResponse) {
                   std::to_string(body.size()) + "\r\n\r\n" + body);
   EXPECT_EQ(r.received.rfind("HTTP/1.0 200 OK\r\n", 0), 0u) << r.received;
   EXPECT_EQ(r.received.find(" 100 "), std::string::npos) << r.received;
+}
+
+// Generation does not wait for a stream's client: one that stopped reading
+// had every event of its stream (4 choices of 8192 tokens with 20 logprobs
+// each: about 25 MB here) held in the server's memory until the write
+// timeout, and its generation ran to the end. Once more than 4 MiB wait
+// behind the socket's buffers, the client counts as gone and its generation
+// is cancelled.
+TEST(HttpTest, StreamClientThatStopsReadingIsCancelled) {
+  HttpServerOptions http;
+  http.write_timeout = std::chrono::minutes(10);  // so that only the backlog can end it
+  TestServer s(http, {.max_batch = 4, .num_threads = 1, .max_running_per_request = 4});
+  const int fd = ConnectAndSend(s.port,
+                                CompletionRequestBytes({{"prompt", "a"},
+                                                        {"max_tokens", 8192},
+                                                        {"n", 4},
+                                                        {"logprobs", 20},
+                                                        {"stream", true}}),
+                                /*receive_buffer=*/4096);
+  ASSERT_GE(fd, 0);
+  // It reads nothing; wait (bounded: 60 s) until its request has ended
+  // (before, it ran to its last token, well past this bound).
+  for (int i = 0; i < 600 && s.metrics.generated_tokens.load() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  for (int i = 0; i < 600 && s.metrics.running_batch.load() != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(s.metrics.cancelled_sequences.load(), 4u);
+  EXPECT_LT(s.metrics.generated_tokens.load(), 4u * 8192u);
+  close(fd);
 }
 
 TEST(HttpTest, HalfClosedClientIsAnswered) {
