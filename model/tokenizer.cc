@@ -92,7 +92,17 @@ EncodeCache::~EncodeCache() = default;
 
 TextTokenizer::TextTokenizer(std::shared_ptr<const Tokenizer> proto,
                              std::shared_ptr<const Gpt2Bpe> bpe)
-    : proto_(std::move(proto)), bpe_(std::move(bpe)) {}
+    : proto_(std::move(proto)), bpe_(std::move(bpe)) {
+  if (bpe_ != nullptr) {
+    for (int id = 0; id < bpe_->vocab_size(); ++id) {
+      max_token_bytes_ = std::max(max_token_bytes_, bpe_->TokenBytes(id).size());
+    }
+  } else if (proto_->kind() == Tokenizer::CHAR && proto_->code_points_size() > 0) {
+    std::string largest;  // code points are sorted: the last is the largest
+    AppendUtf8(proto_->code_points(proto_->code_points_size() - 1), &largest);
+    max_token_bytes_ = largest.size();
+  }
+}
 
 absl::StatusOr<TextTokenizer> TextTokenizer::FromCorpus(Tokenizer::Kind kind,
                                                         std::string_view text) {

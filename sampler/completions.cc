@@ -65,6 +65,24 @@ bool NestedDeeperThan(std::string_view body, int limit) {
   return false;
 }
 
+// Where and why `body` (which does not parse, and nests no deeper than
+// kMaxJsonDepth) is not JSON, as nlohmann's parser words it ("parse error at
+// line 1, column 15: ... invalid string: ill-formed UTF-8 byte"), without
+// its "last read" tail, which echoes the client's bytes (a whole prompt).
+std::string WhyNotJson(std::string_view body) {
+  try {
+    [[maybe_unused]] const json parsed = json::parse(body.begin(), body.end());
+  } catch (const json::parse_error& e) {
+    std::string why = e.what();
+    const size_t start = why.find("parse error");
+    if (start != std::string::npos) why.erase(0, start);
+    const size_t tail = why.find("; last read");
+    if (tail != std::string::npos) why.resize(tail);
+    return why;
+  }
+  return "unknown error";  // unreachable: the same body failed to parse just before
+}
+
 // The value as the client sent it, cut short so an error stays one line.
 std::string Shown(const json& v) {
   constexpr size_t kMaxShown = 40;
@@ -228,7 +246,8 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
   }
   const json j = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
-    return Invalid("", "the request body is not valid JSON", "invalid_json");
+    return Invalid("", absl::StrCat("the request body is not valid JSON (", WhyNotJson(body), ")"),
+                   "invalid_json");
   }
   if (!j.is_object()) return Invalid("", "the request body must be a JSON object", "invalid_type");
   CompletionRequest r;
@@ -299,6 +318,20 @@ std::optional<ApiError> CheckCost(const CompletionRequest& request, int64_t limi
                    "); the limit per request is ", limit, " (--max-request-tokens)"),
       "request_too_costly");
 }
+
+// Scheduler::Submit queues a request's sequences all together or not at
+// all, so a request with more than the queue holds could never start: that
+// is the request's fault (400 naming the limit), not a full queue (a 429
+// whose Retry-After invites clients to retry it forever).
+std::optional<ApiError> CheckQueueFits(const CompletionRequest& request, int max_queue) {
+  const int64_t sequences = static_cast<int64_t>(request.prompts.size()) * request.n;
+  if (sequences <= max_queue) return std::nullopt;
+  return Invalid("n",
+                 absl::StrCat("the request needs ", sequences, " sequences (",
+                              request.prompts.size(), " prompts x n ", request.n,
+                              "); at most ", max_queue, " can wait at once (--max-queue)"),
+                 "too_many_sequences");
+}
 }  // namespace
 
 // Output state of one choice; scheduler thread only.
@@ -336,6 +369,9 @@ std::variant<std::shared_ptr<CompletionJob>, ApiError> CompletionJob::Start(
   if (std::optional<ApiError> e = CheckCost(request, scheduler->options().max_request_tokens)) {
     return *e;
   }
+  if (std::optional<ApiError> e = CheckQueueFits(request, scheduler->options().max_queue)) {
+    return *e;
+  }
   const ModelSnapshot& snap = model->snapshot();
   const int V = snap.config.vocab_size, T = snap.config.block_size;
   std::shared_ptr<CompletionJob> job(new CompletionJob());
@@ -359,6 +395,20 @@ std::variant<std::shared_ptr<CompletionJob>, ApiError> CompletionJob::Start(
 
   std::vector<SequenceRequest> sequences;
   for (size_t p = 0; p < request.prompts.size(); ++p) {
+    // A token stands for at most max_token_bytes bytes, so a prompt longer
+    // than T - 1 of them cannot fit: refused before encoding it, which runs
+    // on an I/O thread (GPT-2's BPE takes about a second per megabyte).
+    const size_t bytes = request.prompts[p].size(), per_token = snap.tokenizer.max_token_bytes();
+    if (bytes > static_cast<size_t>(T - 1) * per_token) {
+      const size_t at_least = (bytes + per_token - 1) / per_token;
+      return Invalid("prompt",
+                     absl::StrCat("prompt ", p, " is at least ", at_least, " tokens (", bytes,
+                                  " bytes, at most ", per_token,
+                                  " per token); the model's context is ", T,
+                                  " tokens, which must hold the prompt and at least one "
+                                  "generated token"),
+                     "context_length_exceeded");
+    }
     absl::StatusOr<std::vector<int32_t>> ids = snap.tokenizer.Encode(request.prompts[p]);
     if (!ids.ok()) {
       return Invalid("prompt", absl::StrCat("prompt ", p, ": ", ids.status().message()),
@@ -451,7 +501,10 @@ void CompletionJob::OnFinish(int index, FinishReason reason) {
   Choice& c = *choices_[index];
   c.finish_reason = c.stopped || reason == FinishReason::kStop ? "stop" : "length";
   if (reason == FinishReason::kCancelled) c.finish_reason = "cancelled";
-  if (stream_ && reason != FinishReason::kCancelled) {
+  // A cancelled choice still gets its last chunk: a stream cut short (the
+  // service draining on SIGTERM) must not read as a complete one. When the
+  // client is gone, nobody reads it.
+  if (stream_) {
     const std::string delta = c.sent < c.text.size() ? c.text.substr(c.sent) : "";
     c.sent = c.text.size();
     listener_->OnEvent(

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "sampler/playground.h"
@@ -109,7 +110,19 @@ RouteResult HttpApi::Route(const HttpRequest& request,
                                 "invalid_request_error", "", "unsupported_http_version"},
                                11));
   }
-  const std::string_view target(request.target().data(), request.target().size());
+  std::string_view target(request.target().data(), request.target().size());
+  // RFC 9112 3.2.2: a server must accept the absolute form (what a client
+  // configured with a proxy sends): "http://host:port/v1/models" is the
+  // route /v1/models.
+  for (const std::string_view scheme : {"http://", "https://"}) {
+    // Debian's absl::string_view is its own type, not std::string_view.
+    if (target.size() > scheme.size() &&
+        absl::EqualsIgnoreCase(absl::string_view(target.data(), scheme.size()),
+                               absl::string_view(scheme.data(), scheme.size()))) {
+      const size_t slash = target.find('/', scheme.size());
+      target = slash == std::string_view::npos ? "/" : target.substr(slash);
+    }
+  }
   const std::string_view path = target.substr(0, target.find('?'));
   if (std::optional<ApiError> denied = Authorize(request, path)) {
     return Reply(ErrorResponse(*denied, version, {{"WWW-Authenticate", "Bearer"}}));

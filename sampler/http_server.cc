@@ -93,6 +93,10 @@ constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 // How long after the probe a peer that closed fully has surely answered it
 // with a reset (loopback: microseconds; a WAN round trip: well under this).
 constexpr auto kProbeWait = std::chrono::milliseconds(250);
+// How far a stream's client may fall behind (events waiting past the
+// socket's own buffers) before it counts as gone and its generation is
+// cancelled.
+constexpr size_t kMaxStreamBacklogBytes = size_t{4} << 20;
 
 // Whether the kernel saw the peer reset the connection. Linux: TCP_INFO.
 bool PeerReset(tcp::socket& socket) {
@@ -140,6 +144,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void OnPeerReadable(beast::error_code ec);
   void Probe();
   void OnProbeTimer(beast::error_code ec);
+  void ProbeStream();
   void ClientGone();
   // Streaming server-sent events.
   void StartStream();
@@ -159,6 +164,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::shared_ptr<CompletionJob> job_;
   std::string answer_;              // a non-streaming body that came while probing
   std::deque<std::string> events_;  // SSE events not yet written
+  size_t events_bytes_ = 0;         // their total size
   std::string writing_;             // the event being written
   std::optional<http::response<http::empty_body>> stream_res_;
   std::optional<http::response_serializer<http::empty_body>> stream_sr_;
@@ -248,7 +254,10 @@ void Session::OnReadHeader(beast::error_code ec, size_t) {
   }
   SetState(State::kReadingBody);
   ArmReadDeadline(server_->options_.body_timeout);
-  if (beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
+  // RFC 9110 10.1.1: an HTTP/1.0 request's 100-continue is ignored (such a
+  // client knows no 1xx and would read "100 Continue" as its answer).
+  if (parser_->get().version() >= 11 &&
+      beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
     return net::async_write(stream_, net::buffer(kContinue.data(), kContinue.size()),
                             [self = shared_from_this()](beast::error_code ec, size_t) {
                               if (self->state_ != State::kReadingBody) return;
@@ -340,6 +349,7 @@ void Session::EndRequest(bool keep_alive) {
   job_.reset();
   answer_.clear();
   events_.clear();
+  events_bytes_ = 0;
   stream_sr_.reset();
   stream_res_.reset();
   timer_.cancel();
@@ -386,9 +396,10 @@ void Session::OnPeerReadable(beast::error_code ec) {
   if (n > 0 && !peek_ec) return;  // a pipelined request: read after this answer
   // End of stream: a client that half-closed after its request still wants
   // the answer; one that closed fully does not. Only a write tells them
-  // apart: a stream's next event will, a plain answer's 1xx probe does.
+  // apart: a plain answer's 1xx probe does, and an SSE comment a stream's.
   // (HTTP/1.0 allows no 1xx: that client is simply answered.)
-  if (state_ == State::kGenerating && req_.version() >= 11) Probe();
+  if (state_ == State::kGenerating && req_.version() >= 11) return Probe();
+  if (state_ != State::kGenerating) ProbeStream();
 }
 
 void Session::Probe() {
@@ -410,6 +421,23 @@ void Session::OnProbeTimer(beast::error_code ec) {
   // Half-closed: answer when the job is done (it may be already).
   SetState(State::kGenerating);
   if (job_ == nullptr) Send(JsonResponse(http::status::ok, req_.version(), std::move(answer_)));
+}
+
+// A stream's next event would tell a gone client from a half-closed one, but
+// a stream still waiting in the queue has none, maybe for minutes, while it
+// holds its place there: write an SSE comment (clients ignore it) now and
+// look for the peer's reset after kProbeWait.
+void Session::ProbeStream() {
+  constexpr std::string_view kComment = ": probe\n\n";
+  events_bytes_ += kComment.size();
+  events_.emplace_back(kComment);
+  PumpStream();
+  timer_.expires_after(kProbeWait);
+  timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+    const bool streaming =
+        self->state_ == State::kStreamIdle || self->state_ == State::kStreamWriting;
+    if (!ec && streaming && PeerReset(self->stream_.socket())) self->ClientGone();
+  });
 }
 
 void Session::ClientGone() {
@@ -457,7 +485,12 @@ void Session::StartStream() {
 
 void Session::OnJobEvent(std::string event) {
   if (state_ != State::kStreamIdle && state_ != State::kStreamWriting) return;  // client gone
+  events_bytes_ += event.size();
   events_.push_back(std::move(event));
+  // Generation does not wait for the client: one that stops reading would
+  // have every event of its stream (up to 8192 tokens, kilobytes each with
+  // logprobs) held here until the write timeout, a slot busy all along.
+  if (events_bytes_ > kMaxStreamBacklogBytes) return ClientGone();
   PumpStream();
 }
 
@@ -467,6 +500,7 @@ void Session::PumpStream() {
   if (!events_.empty()) {
     writing_ = std::move(events_.front());
     events_.pop_front();
+    events_bytes_ -= writing_.size();
     SetState(State::kStreamWriting);
     stream_.expires_after(server_->options_.write_timeout);
     auto on_written = beast::bind_front_handler(&Session::OnStreamWritten, shared_from_this());
@@ -503,8 +537,10 @@ absl::Status HttpServer::Impl::Listen() {
   beast::error_code ec;
   const net::ip::address address = net::ip::make_address(options_.address, ec);
   if (ec) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--address ", options_.address, ": ", ec.message()));
+    // Names are not resolved (a slow resolver would stall the start): say so.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--address '", options_.address,
+        "': not a numeric IPv4 or IPv6 address (e.g. 127.0.0.1, ::1, 0.0.0.0): ", ec.message()));
   }
   const tcp::endpoint endpoint(address, options_.port);
   auto fail = [&](const char* what) {

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
+#include "checkpoint/format.h"
 #include "checkpoint/reader.h"
 
 namespace dropk {
@@ -60,7 +61,20 @@ absl::StatusOr<std::shared_ptr<const ModelSnapshot>> LoadCheckpointSnapshot(
 
 absl::StatusOr<std::string> FindServableCheckpoint(const std::string& checkpoints_dir,
                                                    std::vector<std::string>* skipped) {
-  return FindLatestValidCheckpoint(checkpoints_dir, skipped);
+  absl::StatusOr<std::string> found = FindLatestValidCheckpoint(checkpoints_dir, skipped);
+  // An operator who names one checkpoint (run/checkpoints/step-N) instead
+  // of the run's directory of them read only "no valid checkpoint in it".
+  std::filesystem::path dir = std::filesystem::path(checkpoints_dir).lexically_normal();
+  if (!dir.has_filename()) dir = dir.parent_path();  // "run/checkpoints/step-N/"
+  std::error_code ec;
+  if (!found.ok() && std::filesystem::exists(dir / kManifestFileName, ec)) {
+    return absl::Status(found.status().code(),
+                        absl::StrCat(found.status().message(), " (", checkpoints_dir,
+                                     " is itself a checkpoint; give the run's checkpoints "
+                                     "directory that holds it, ",
+                                     dir.parent_path().string(), ")"));
+  }
+  return found;
 }
 
 }  // namespace dropk

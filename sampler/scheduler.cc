@@ -32,9 +32,11 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const SchedulerOpti
     return absl::InvalidArgumentError(
         absl::StrCat("max_batch: must be >= 1, got ", options.max_batch));
   }
-  if (options.max_queue < 0) {
+  if (options.max_queue < 1) {
+    // Every sequence waits in the queue before it joins the batch: with no
+    // room there, every request would be refused as if the service were busy.
     return absl::InvalidArgumentError(
-        absl::StrCat("max_queue: must be >= 0, got ", options.max_queue));
+        absl::StrCat("max_queue: must be >= 1, got ", options.max_queue));
   }
   if (options.max_running_per_request < 0) {
     return absl::InvalidArgumentError(
@@ -247,6 +249,7 @@ Scheduler::Admission Scheduler::Admit() {
     metrics_->queue_length = 0;
     return out;
   }
+  DropCancelledWaiting(&out.dropped);
   // Turns of one sequence per request, in round-robin order: a request that
   // took a slot goes to the back, so the next free slot goes to another.
   // A model has max_batch slots and fewer than max_batch sequences run, so
@@ -278,6 +281,22 @@ Scheduler::Admission Scheduler::Admit() {
   }
   metrics_->queue_length = static_cast<int64_t>(pending_sequences_);
   return out;
+}
+
+void Scheduler::DropCancelledWaiting(std::vector<SequenceRequest>* dropped) {
+  for (auto request = pending_.begin(); request != pending_.end();) {
+    std::deque<SequenceRequest>& waiting = request->sequences;
+    for (auto s = waiting.begin(); s != waiting.end();) {
+      if (s->sink->Cancelled()) {
+        dropped->push_back(std::move(*s));
+        s = waiting.erase(s);
+        --pending_sequences_;
+      } else {
+        ++s;
+      }
+    }
+    request = waiting.empty() ? pending_.erase(request) : std::next(request);
+  }
 }
 
 void Scheduler::Join(std::vector<std::pair<uint64_t, SequenceRequest>>& joining) {

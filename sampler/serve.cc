@@ -30,12 +30,15 @@ std::string CheckpointWatcher::ReadLatest() const {
   return s.str();
 }
 
-absl::Status CheckpointWatcher::LoadFrom(const std::string& /*latest_contents*/) {
+absl::StatusOr<bool> CheckpointWatcher::LoadFrom(const std::string& /*latest_contents*/) {
   std::vector<std::string> skipped;
   absl::StatusOr<std::string> path = FindServableCheckpoint(dir_, &skipped);
   if (!path.ok()) return path.status();
   std::string why_skipped = absl::StrJoin(skipped, "; ");
   if (*path == serving_path_) {
+    // Nothing newer verifies. With nothing skipped, LATEST names what is
+    // served already (rewritten, or put back after a refused one): no news.
+    if (skipped.empty()) return false;
     // LATEST names something that does not verify; the older one we serve
     // is what the fallback found.
     return absl::DataLossError(absl::StrCat("LATEST refused: ", why_skipped));
@@ -48,13 +51,15 @@ absl::Status CheckpointWatcher::LoadFrom(const std::string& /*latest_contents*/)
   serving_path_ = *path;
   log_->Write(absl::StrCat("dropk-serve: serving ", *path, " (step ", (*snapshot)->step, ")",
                            skipped.empty() ? "" : "; skipped: ", why_skipped));
-  return absl::OkStatus();
+  return true;
 }
 
 absl::Status CheckpointWatcher::LoadInitial() {
   std::lock_guard<std::mutex> lock(mu_);
   last_latest_ = ReadLatest();
-  return LoadFrom(last_latest_);
+  absl::StatusOr<bool> loaded = LoadFrom(last_latest_);
+  if (!loaded.ok()) last_refusal_ = std::string(loaded.status().message());
+  return loaded.status();
 }
 
 absl::Status CheckpointWatcher::PollOnce() {
@@ -63,16 +68,22 @@ absl::Status CheckpointWatcher::PollOnce() {
   if (latest == last_latest_ && !serving_path_.empty()) return absl::OkStatus();
   last_latest_ = latest;
   const bool first = serving_path_.empty();
-  absl::Status s = LoadFrom(latest);
-  if (s.ok()) {
-    if (!first) ++metrics_->reloads_ok;
-  } else {
+  absl::StatusOr<bool> loaded = LoadFrom(latest);
+  if (loaded.ok()) {
+    if (*loaded && !first) ++metrics_->reloads_ok;
+    last_refusal_.clear();
+    return absl::OkStatus();
+  }
+  // Until a first checkpoint loads, every poll tries again and would fail
+  // the same way: log and count a refusal once, not once a poll.
+  const std::string why(loaded.status().message());
+  if (why != last_refusal_) {
+    last_refusal_ = why;
     ++metrics_->reloads_failed;
     log_->Write(absl::StrCat("dropk-serve: reload refused, keeping ",
-                             serving_path_.empty() ? "no model" : serving_path_, ": ",
-                             s.message()));
+                             serving_path_.empty() ? "no model" : serving_path_, ": ", why));
   }
-  return s;
+  return loaded.status();
 }
 
 void CheckpointWatcher::Start(std::chrono::milliseconds interval) {

@@ -1,7 +1,9 @@
 // dropk-serve: serves a training run's checkpoints over HTTP (see sampler/).
 // Exit codes (base/exit_codes.h): 0 stopped by SIGTERM/SIGINT or --help,
 // 1 the service could not start, 2 a bad flag.
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <new>
 #include <string>
@@ -49,7 +51,7 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(1, 1024));
   app.add_option("--max-queue", o.scheduler.max_queue, "Queued sequences before 429")
       ->capture_default_str()
-      ->check(CLI::Range(0, 1000000));
+      ->check(CLI::Range(1, 1000000));
   app.add_option("--max-request-tokens", o.scheduler.max_request_tokens,
                  "Most tokens one request may ask for (prompts x n x max_tokens); more is 400")
       ->capture_default_str()
@@ -58,8 +60,11 @@ int Main(int argc, char** argv) {
                  "Most sequences of one request decoded at once (0 = half of --max-batch)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
+  // Checked as a signed number: CLI11 reads "-1" into a size_t as 2^64 - 1,
+  // which would lift the limit (a body is held in memory whole).
   app.add_option("--max-body-bytes", o.http.max_body_bytes, "Larger request bodies get 413")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
   app.add_option("--header-timeout-ms", header_ms, "Limit on reading request headers")
       ->capture_default_str()
       ->check(CLI::Range(1, 3600000));
@@ -93,9 +98,22 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr, "dropk-serve: --api-key-file %s: cannot open\n", api_key_file.c_str());
       return dropk::kExitUsage;
     }
-    char buf[4096];
+    // One byte more than a key may hold tells a longer file from a full one.
+    char buf[4097];
     const size_t n = std::fread(buf, 1, sizeof(buf), f);
+    const int read_error = std::ferror(f) ? errno : 0;  // a directory: EISDIR
     std::fclose(f);
+    if (read_error != 0) {
+      std::fprintf(stderr, "dropk-serve: --api-key-file %s: cannot read (%s)\n",
+                   api_key_file.c_str(), std::strerror(read_error));
+      return dropk::kExitUsage;
+    }
+    if (n == sizeof(buf)) {
+      // It was cut to 4096 bytes without a word: no client key could match.
+      std::fprintf(stderr, "dropk-serve: --api-key-file %s: longer than 4096 bytes\n",
+                   api_key_file.c_str());
+      return dropk::kExitUsage;
+    }
     std::string key(buf, n);
     while (!key.empty() && (key.back() == '\n' || key.back() == '\r' || key.back() == ' ')) {
       key.pop_back();

@@ -5,6 +5,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -12,6 +13,7 @@
 #include <optional>
 #include <string>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "sampler/completions.h"
@@ -31,44 +33,102 @@ struct SampleFlags {
   std::string url, checkpoint, prompt, api_key_file;
   std::optional<int> top_k, max_tokens;
   std::optional<float> temperature, top_p;
+  std::optional<std::string> seed_text;  // parsed by ValidateFlags: CLI11 wraps "-1" to 2^64 - 1
   std::optional<uint64_t> seed;
   bool stream = false;
   int threads = 0;
 };
 
-json RequestJson(const SampleFlags& f) {
+// Checks what the request body cannot carry or the server would misread:
+// a NaN or infinite number becomes JSON null (read as "absent", so
+// --temperature nan sampled at temperature 1), and a seed outside
+// [0, 2^64 - 1] would be wrapped. Sets f->seed from f->seed_text.
+absl::Status ValidateFlags(SampleFlags* f) {
+  for (const auto& [flag, value] : {std::pair{"--temperature", f->temperature},
+                                    std::pair{"--top-p", f->top_p}}) {
+    if (value && !std::isfinite(*value)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, " ", *value, ": must be a finite number"));
+    }
+  }
+  if (f->seed_text) {
+    uint64_t seed = 0;
+    if (!absl::SimpleAtoi(*f->seed_text, &seed)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--seed ", *f->seed_text, ": must be an integer in [0, 18446744073709551615]"));
+    }
+    f->seed = seed;
+  }
+  return absl::OkStatus();
+}
+
+// The /v1/completions body for the flags. JSON text must be UTF-8, so a
+// prompt that is not is an error naming --prompt (it was an uncaught
+// exception: an abort).
+absl::StatusOr<std::string> RequestBody(const SampleFlags& f) {
   json j = {{"model", "dropk"}, {"prompt", f.prompt}, {"stream", f.stream}};
   if (f.max_tokens) j["max_tokens"] = *f.max_tokens;
   if (f.temperature) j["temperature"] = *f.temperature;
   if (f.top_k) j["top_k"] = *f.top_k;
   if (f.top_p) j["top_p"] = *f.top_p;
   if (f.seed) j["seed"] = *f.seed;
-  return j;
+  try {
+    return j.dump();
+  } catch (const json::type_error& e) {
+    // e.what() is "[json.exception.type_error.316] invalid UTF-8 byte at ...".
+    const std::string what = e.what();
+    const size_t at = what.find("] ");
+    return absl::InvalidArgumentError(
+        absl::StrCat("--prompt is not valid UTF-8, which a completion request must be (",
+                     at == std::string::npos ? what : what.substr(at + 2), ")"));
+  }
 }
 
-// Prints one SSE event's text; returns false at [DONE].
-bool PrintEvent(const std::string& event, json* last) {
-  if (event.rfind("data: ", 0) != 0) return true;
+// The text of choices[0] of a completion answer (a body or one streamed
+// chunk), or an error quoting the answer: whatever answers at --url (a
+// proxy, another server) may send 200 with any JSON, which aborted dropk.
+absl::StatusOr<std::string> ChoiceText(const json& j) {
+  if (j.is_object()) {
+    const auto choices = j.find("choices");
+    if (choices != j.end() && choices->is_array() && !choices->empty() &&
+        choices->front().is_object()) {
+      const auto text = choices->front().find("text");
+      if (text != choices->front().end() && text->is_string()) return text->get<std::string>();
+    }
+  }
+  std::string shown = j.is_discarded() ? "not JSON" : j.dump();
+  if (shown.size() > 80) shown = shown.substr(0, 80) + "...";
+  return absl::DataLossError(
+      absl::StrCat("the server's answer has no choices[0].text (", shown, ")"));
+}
+
+// Prints one SSE event's text; returns false at [DONE], and an error for an
+// event that is not a completion chunk.
+absl::StatusOr<bool> PrintEvent(const std::string& event, json* last) {
+  if (event.rfind("data: ", 0) != 0) return true;  // an SSE comment or other field
   const std::string data = event.substr(6, event.find_last_not_of('\n') - 5);
   if (data == "[DONE]") return false;
   json j = json::parse(data, nullptr, false);
-  if (j.is_discarded() || !j.contains("choices") || j["choices"].empty()) return true;
-  std::cout << j["choices"][0]["text"].get<std::string>() << std::flush;
+  absl::StatusOr<std::string> text = ChoiceText(j);
+  if (!text.ok()) return text.status();
+  std::cout << *text << std::flush;
   *last = std::move(j);
   return true;
 }
 
 void PrintFooter(const json& j) {
   if (j.is_object() && j.contains("seed")) {
-    std::cerr << "seed " << j["seed"] << ", checkpoint step " << j.value("checkpoint_step", -1)
-              << "\n";
+    const auto step = j.find("checkpoint_step");
+    std::cerr << "seed " << j["seed"] << ", checkpoint step "
+              << (step == j.end() ? json(-1) : *step) << "\n";
   }
 }
 
 absl::Status ErrorFromBody(int status, const std::string& body) {
   json j = json::parse(body, nullptr, false);
   std::string message = body;
-  if (!j.is_discarded() && j.contains("error") && j["error"].contains("message")) {
+  if (j.is_object() && j.contains("error") && j["error"].is_object() &&
+      j["error"].contains("message") && j["error"]["message"].is_string()) {
     message = j["error"]["message"].get<std::string>();
   }
   return absl::UnavailableError(absl::StrCat("HTTP ", status, ": ", message));
@@ -90,15 +150,22 @@ absl::Status SampleOffline(const SampleFlags& f) {
       Scheduler::Create({.max_batch = 1, .max_queue = 1, .num_threads = f.threads}, &metrics);
   if (!scheduler.ok()) return scheduler.status();
   if (absl::Status s = (*scheduler)->SetModel(*snapshot); !s.ok()) return s;
-  auto parsed = ParseCompletionRequest(RequestJson(f).dump());
+  absl::StatusOr<std::string> body = RequestBody(f);
+  if (!body.ok()) return body.status();
+  auto parsed = ParseCompletionRequest(*body);
   if (auto* e = std::get_if<ApiError>(&parsed)) return absl::InvalidArgumentError(e->message);
   json last;
   auto out = RunCompletion(std::get<CompletionRequest>(parsed), scheduler->get(),
-                           [&last](const std::string& e) { PrintEvent(e, &last); });
+                           [&last](const std::string& e) {
+                             // dropk's own chunks: each has its text.
+                             PrintEvent(e, &last).status().IgnoreError();
+                           });
   if (auto* e = std::get_if<ApiError>(&out)) return absl::InvalidArgumentError(e->message);
   if (!f.stream) {
     last = json::parse(std::get<std::string>(out));
-    std::cout << last["choices"][0]["text"].get<std::string>();
+    absl::StatusOr<std::string> text = ChoiceText(last);
+    if (!text.ok()) return text.status();
+    std::cout << *text;
   }
   std::cout << "\n";
   PrintFooter(last);
@@ -111,6 +178,8 @@ absl::Status SampleHttp(const SampleFlags& f) {
   if (rest.rfind("http://", 0) != 0) {
     return absl::InvalidArgumentError(absl::StrCat("--url ", f.url, ": must start with http://"));
   }
+  absl::StatusOr<std::string> body = RequestBody(f);
+  if (!body.ok()) return body.status();
   rest = rest.substr(7);
   const size_t slash = rest.find('/');
   std::string hostport = rest.substr(0, slash);
@@ -119,8 +188,13 @@ absl::Status SampleHttp(const SampleFlags& f) {
   if (path.size() < 15 || path.compare(path.size() - 15, 15, "/v1/completions") != 0) {
     path += path.ends_with("/v1") ? "/completions" : "/v1/completions";
   }
-  const size_t colon = hostport.rfind(':');
-  const std::string host = hostport.substr(0, colon);
+  // An IPv6 literal is bracketed ([::1]:8080); the resolver wants it bare.
+  const size_t bracket = hostport.rfind(']');
+  const size_t colon = hostport.find(':', bracket == std::string::npos ? 0 : bracket);
+  std::string host = hostport.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
   const std::string port = colon == std::string::npos ? "80" : hostport.substr(colon + 1);
   std::string api_key;
   if (!f.api_key_file.empty()) {
@@ -143,7 +217,7 @@ absl::Status SampleHttp(const SampleFlags& f) {
     req.set(http::field::host, hostport);
     req.set(http::field::content_type, "application/json");
     if (!api_key.empty()) req.set(http::field::authorization, "Bearer " + api_key);
-    req.body() = RequestJson(f).dump();
+    req.body() = *std::move(body);
     req.prepare_payload();
     http::write(stream, req);
     beast::flat_buffer buffer;
@@ -156,9 +230,10 @@ absl::Status SampleHttp(const SampleFlags& f) {
       http::read(stream, buffer, parser);
       const std::string body = parser.get().body();
       if (status != 200) return ErrorFromBody(status, body);
-      json j = json::parse(body, nullptr, false);
-      if (j.is_discarded()) return absl::DataLossError("the server's answer is not JSON");
-      std::cout << j["choices"][0]["text"].get<std::string>() << "\n";
+      const json j = json::parse(body, nullptr, false);
+      absl::StatusOr<std::string> text = ChoiceText(j);
+      if (!text.ok()) return text.status();
+      std::cout << *text << "\n";
       PrintFooter(j);
       return absl::OkStatus();
     }
@@ -174,11 +249,18 @@ absl::Status SampleHttp(const SampleFlags& f) {
       used = body.size();
       size_t end;
       while (more && (end = pending.find("\n\n")) != std::string::npos) {
-        more = PrintEvent(pending.substr(0, end + 2), &last);
+        absl::StatusOr<bool> printed = PrintEvent(pending.substr(0, end + 2), &last);
+        if (!printed.ok()) return printed.status();
+        more = *printed;
         pending.erase(0, end + 2);
       }
     }
     std::cout << "\n";
+    if (more) {
+      return absl::DataLossError(
+          "the stream ended before its last event, data: [DONE] (the server stopped, or "
+          "what answered is not a completions stream)");
+    }
     PrintFooter(last);
     return absl::OkStatus();
   } catch (const boost::system::system_error& e) {
@@ -202,15 +284,17 @@ void RegisterSampleCommand(CLI::App& app, std::function<absl::Status()>& action)
   sample->add_option("--temperature", f->temperature, "0 = greedy (default 1)");
   sample->add_option("--top-k", f->top_k, "Keep the k most likely tokens; 0 or -1: off");
   sample->add_option("--top-p", f->top_p, "Nucleus mass in (0, 1]");
-  sample->add_option("--seed", f->seed, "Sampling seed (drawn and printed when absent)");
+  sample->add_option("--seed", f->seed_text, "Sampling seed (drawn and printed when absent)");
   sample->add_flag("--stream", f->stream, "Print tokens as they are generated");
   sample->add_option("--api-key-file", f->api_key_file, "File with the server's API key (--url)");
-  sample->add_option("--threads", f->threads, "Compute threads offline (0 = all cores)");
+  sample->add_option("--threads", f->threads, "Compute threads offline (0 = all cores)")
+      ->check(CLI::Range(0, 1024));
   sample->callback([&action, f] {
     action = [f]() -> absl::Status {
       if (f->url.empty() == f->checkpoint.empty()) {
         return absl::InvalidArgumentError("give exactly one of --url and --checkpoint");
       }
+      if (absl::Status s = ValidateFlags(f.get()); !s.ok()) return s;
       return f->url.empty() ? SampleOffline(*f) : SampleHttp(*f);
     };
   });

@@ -70,6 +70,29 @@ TEST(TokenizerTest, UnknownCharacterNamesItAndItsOffset) {
   EXPECT_THAT(std::string(ids.status().message()), HasSubstr("byte offset 2"));
 }
 
+// The bound the service uses to refuse a prompt too long for the context
+// before encoding it: no token stands for more bytes than this.
+TEST(TokenizerTest, MaxTokenBytes) {
+  const auto bytes_of = [](const std::string& corpus) {
+    return TextTokenizer::FromCorpus(Tokenizer::CHAR, corpus)->max_token_bytes();
+  };
+  EXPECT_EQ(bytes_of("hello"), 1u);
+  EXPECT_EQ(bytes_of("h\xC3\xA9"), 2u);                   // é
+  EXPECT_EQ(bytes_of("\xE2\x82\xAC a"), 3u);              // €
+  EXPECT_EQ(bytes_of("\xF0\x9F\x98\x80\xC3\xA9 a"), 4u);  // 😀
+  EXPECT_EQ(TextTokenizer::FromCorpus(Tokenizer::BYTE, "")->max_token_bytes(), 1u);
+  Tokenizer bpe;
+  bpe.set_kind(Tokenizer::GPT2_BPE);
+  for (int b = 0; b < 256; ++b) bpe.add_vocab(std::string(1, static_cast<char>(b)));
+  bpe.add_vocab("ab");
+  auto* merge = bpe.add_merges();
+  merge->set_left('a');
+  merge->set_right('b');
+  const auto tokenizer = TextTokenizer::FromProto(bpe);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  EXPECT_EQ(tokenizer->max_token_bytes(), 2u);
+}
+
 TEST(TokenizerTest, CharFromEmptyTextFails) {
   EXPECT_FALSE(TextTokenizer::FromCorpus(Tokenizer::CHAR, "").ok());
   EXPECT_FALSE(TextTokenizer::FromCorpus(Tokenizer::KIND_UNSPECIFIED, "abc").ok());

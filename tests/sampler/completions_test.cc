@@ -194,6 +194,35 @@ TEST(CompletionsParseTest, RangeErrorsNameTheFieldTheRangeAndTheValue) {
   EXPECT_TRUE(Parse(R"({"prompt":"a","stop":[]})").stop.empty());
 }
 
+// Invalid JSON was refused as only "not valid JSON"; the message now says
+// where and why (a lone surrogate, bytes that are not UTF-8, a NaN), and
+// does not echo the client's text back.
+TEST(CompletionsParseTest, InvalidJsonSaysWhereAndWhy) {
+  struct Case {
+    std::string body;
+    std::vector<std::string> words;  // all must appear in the message
+  };
+  const std::string long_text(100000, 'x');
+  const Case cases[] = {
+      {R"({"prompt":"a\ud800b"})", {"column 19", "surrogate"}},
+      {"{\"prompt\":\"a\xff\"}", {"column 13", "UTF-8"}},
+      {R"({"prompt":"a","temperature":NaN})", {"column 29"}},
+      {"{\"prompt\":\"" + long_text + "\xfe\"}", {"UTF-8"}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.body.substr(0, 40));
+    const ApiError e = ErrorOf(c.body);
+    EXPECT_EQ(e.code, "invalid_json");
+    EXPECT_EQ(e.message.rfind("the request body is not valid JSON (parse error at line 1, ", 0),
+              0u)
+        << e.message;
+    for (const std::string& w : c.words) {
+      EXPECT_NE(e.message.find(w), std::string::npos) << "'" << w << "' not in: " << e.message;
+    }
+    EXPECT_LT(e.message.size(), 300u) << e.message;
+  }
+}
+
 TEST(CompletionsParseTest, DeepOrHugeJsonDoesNotCrash) {
   std::string deep(100000, '[');
   EXPECT_EQ(ErrorOf(deep).status, 400);

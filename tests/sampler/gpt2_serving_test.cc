@@ -1,5 +1,6 @@
 // Serving a GPT-2 BPE model: any UTF-8 prompt is accepted, logprobs carry
 // tokens as text, and a stream never splits a UTF-8 character across events.
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -88,6 +89,37 @@ class Gpt2ServingTest : public ::testing::Test {
   ServiceMetrics metrics_;
   std::unique_ptr<Scheduler> scheduler_;
 };
+
+// A prompt far past the context was encoded whole before it was refused,
+// on an I/O thread: GPT-2's BPE takes about a second per megabyte of one
+// long word, so a few such requests stalled every connection behind them
+// (health checks included). A prompt with more bytes than the context's
+// tokens can hold is refused without encoding it; one that may fit is still
+// encoded and counted exactly.
+TEST_F(Gpt2ServingTest, PromptTooLongForTheContextIsRefusedBeforeEncoding) {
+  ASSERT_TRUE(scheduler_->SetModel(Gpt2Snapshot()).ok());  // context 32
+  EXPECT_EQ(scheduler_->CurrentModel()->snapshot().tokenizer.max_token_bytes(), 128u);
+  CompletionRequest huge;
+  huge.prompts.push_back(std::string(64 << 20, 'a'));  // one 64 MiB word
+  const auto start = std::chrono::steady_clock::now();
+  std::variant<std::string, ApiError> out = RunCompletion(huge, scheduler_.get());
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(std::holds_alternative<ApiError>(out));
+  const ApiError& e = std::get<ApiError>(out);
+  EXPECT_EQ(e.code, "context_length_exceeded");
+  EXPECT_NE(e.message.find("at least 524288 tokens (67108864 bytes, at most 128 per token)"),
+            std::string::npos)
+      << e.message;
+  EXPECT_LT(seconds, 2.0) << "the prompt was encoded";  // that took 21 s on the 2-core VM
+  // Within the byte bound the count is exact: 31 tokens fit, 32 do not.
+  const std::string words = " a b c d e f g h i j k l m n o p q r s t u v w x y z a b c d e";
+  ASSERT_TRUE(std::holds_alternative<std::string>(Run({{"prompt", words}, {"max_tokens", 1}})));
+  out = Run({{"prompt", words + " f"}, {"max_tokens", 1}});
+  ASSERT_TRUE(std::holds_alternative<ApiError>(out));
+  EXPECT_NE(std::get<ApiError>(out).message.find("prompt 0 is 32 tokens"), std::string::npos)
+      << std::get<ApiError>(out).message;
+}
 
 TEST_F(Gpt2ServingTest, AnyUtf8PromptIsAccepted) {
   ASSERT_TRUE(scheduler_->SetModel(Gpt2Snapshot()).ok());

@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -156,6 +157,21 @@ TEST(HttpApiTest, UnknownRouteAndWrongMethod) {
   ExpectError(a.Route(http::verb::get, "/v1/completions"), 405, "method_not_allowed");
 }
 
+// A request target in absolute form (what a client configured with a proxy
+// sends) was a 404 "no route http://..."; RFC 9112 requires servers to
+// accept it.
+TEST(HttpApiTest, AbsoluteFormTargetsRouteByTheirPath) {
+  Api a;
+  EXPECT_EQ(a.Route(http::verb::get, "http://127.0.0.1:8080/healthz").response.result_int(), 200);
+  EXPECT_EQ(a.Route(http::verb::get, "HTTP://x/readyz?probe=1").response.result_int(), 200);
+  EXPECT_EQ(a.Route(http::verb::get, "http://x").response.result_int(), 200);  // the page at /
+  ExpectError(a.Route(http::verb::get, "http://x/nope"), 404, "not_found");
+  const RouteResult r =
+      a.Route(http::verb::post, "http://x/v1/completions", R"({"prompt":"ab","max_tokens":2})");
+  ASSERT_NE(r.job, nullptr);
+  a.collector->Wait();
+}
+
 TEST(HttpApiTest, UnsupportedHttpVersionsAre400) {
   Api a;
   for (unsigned version : {9u, 12u, 20u}) {
@@ -226,9 +242,27 @@ TEST(HttpApiTest, FullQueueIs429WithRetryAfter) {
   HttpApiOptions options;
   options.retry_after_seconds = 7;
   Api a(options, {.max_batch = 1, .max_queue = 1});
-  const RouteResult r = a.Route(http::verb::post, "/v1/completions", R"({"prompt":"a","n":2})");
+  // A long request holds the only slot and one more waits in the queue.
+  ASSERT_NE(a.Route(http::verb::post, "/v1/completions", R"({"prompt":"a","max_tokens":8192})").job,
+            nullptr);
+  for (int i = 0; i < 3000 && a.metrics.running_batch.load() != 1; ++i) {  // bounded: 30 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(a.metrics.running_batch.load(), 1);
+  ASSERT_NE(a.Route(http::verb::post, "/v1/completions", R"({"prompt":"a"})").job, nullptr);
+  const RouteResult r = a.Route(http::verb::post, "/v1/completions", R"({"prompt":"a"})");
   ExpectError(r, 429, "queue_full");
   EXPECT_EQ(r.response[http::field::retry_after], "7");
+}
+
+// More sequences than the queue holds can never start: a 400 naming n and
+// the limit, without Retry-After (it was a 429 that clients retried forever).
+TEST(HttpApiTest, MoreSequencesThanTheQueueHoldsIs400) {
+  Api a({}, {.max_batch = 1, .max_queue = 1});
+  const RouteResult r = a.Route(http::verb::post, "/v1/completions", R"({"prompt":"a","n":2})");
+  ExpectError(r, 400, "too_many_sequences");
+  EXPECT_EQ(json::parse(r.response.body())["error"]["param"], "n");
+  EXPECT_EQ(r.response[http::field::retry_after], "");
 }
 
 TEST(HttpApiTest, ConstantTimeEquals) {

@@ -140,9 +140,24 @@ TEST(HttpTest, NotReadyBeforeAModelIsLoaded) {
 
 TEST(HttpTest, FullQueueIs429WithRetryAfter) {
   TestServer s(WithRetryAfter(3), {.max_batch = 1, .max_queue = 1});
+  // Two long requests in the background: one holds the only slot, the other
+  // waits in the queue of one (the server cancels both when it stops).
+  const std::string background =
+      "(curl -s --max-time 60 -d '{\"prompt\":\"a\",\"max_tokens\":8192}' "
+      "http://127.0.0.1:" + std::to_string(s.port) + "/v1/completions >/dev/null 2>&1 &)";
+  const auto await = [](const std::atomic<int64_t>& gauge) {
+    for (int i = 0; i < 3000 && gauge.load() != 1; ++i) {  // bounded: 30 s
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return gauge.load();
+  };
+  testing::RunCommand(background);
+  ASSERT_EQ(await(s.metrics.running_batch), 1);
+  testing::RunCommand(background);
+  ASSERT_EQ(await(s.metrics.queue_length), 1);
   const auto r = testing::RunCommand(
       "curl -s -i --max-time 20 -H 'Content-Type: application/json' --data-binary "
-      "'{\"prompt\":\"a\",\"n\":2}' http://127.0.0.1:" +
+      "'{\"prompt\":\"a\"}' http://127.0.0.1:" +
       std::to_string(s.port) + "/v1/completions");
   EXPECT_NE(r.out.find("HTTP/1.1 429"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("Retry-After: 3"), std::string::npos) << r.out;
@@ -385,6 +400,114 @@ TEST(HttpTest, Http10StreamIsCloseDelimited) {
 
 // Issue 9: a client that half-closes after a full request got no response
 // (the end of stream was taken for a disconnect). Now it is answered.
+// Connects to 127.0.0.1:port and sends `bytes`; returns the socket, or -1.
+// receive_buffer > 0 caps the socket's receive buffer (set before connecting).
+int ConnectAndSend(int port, const std::string& bytes, int receive_buffer = 0) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd >= 0 && receive_buffer > 0) {
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
+  }
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(bytes.size())) {
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+std::string CompletionRequestBytes(const json& body) {
+  const std::string text = body.dump();
+  return "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+         "Content-Length: " + std::to_string(text.size()) + "\r\n\r\n" + text;
+}
+
+// A streaming client that read the response header and left (a FIN, no
+// reset) while its request waited in the queue kept its place there until
+// its turn came, since only a stream's next event would have told it was
+// gone: behind a long request, every new one was a 429 meanwhile. An SSE
+// comment now probes it, and its place is freed at once.
+TEST(HttpTest, StreamingClientThatLeavesWhileQueuedFreesItsPlace) {
+  // A bigger model, so the long request runs far longer than this test.
+  TestServer s({}, {.max_batch = 1, .max_queue = 1, .num_threads = 1}, true, 1024, 4, 256);
+  const auto await = [](const std::atomic<int64_t>& gauge, int64_t value) {
+    for (int i = 0; i < 1000 && gauge.load() != value; ++i) {  // bounded: 10 s
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return gauge.load();
+  };
+  const int running = ConnectAndSend(
+      s.port, CompletionRequestBytes({{"prompt", "a"}, {"max_tokens", 8192}, {"stream", true}}));
+  ASSERT_GE(running, 0);
+  ASSERT_EQ(await(s.metrics.running_batch, 1), 1);
+  const int waiting = ConnectAndSend(
+      s.port, CompletionRequestBytes({{"prompt", "a"}, {"max_tokens", 4}, {"stream", true}}));
+  ASSERT_GE(waiting, 0);
+  ASSERT_EQ(await(s.metrics.queue_length, 1), 1);
+  // Read the response header (all there is while it waits), then leave.
+  std::string header;
+  char buf[1024];
+  for (int i = 0; i < 100 && header.find("\r\n\r\n") == std::string::npos; ++i) {
+    pollfd p{waiting, POLLIN, 0};
+    if (poll(&p, 1, 100) == 1) {
+      const ssize_t n = recv(waiting, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      header.append(buf, static_cast<size_t>(n));
+    }
+  }
+  ASSERT_NE(header.find("text/event-stream"), std::string::npos) << header;
+  close(waiting);
+  EXPECT_EQ(await(s.metrics.queue_length, 0), 0) << "the gone client still holds its place";
+  EXPECT_EQ(s.metrics.running_batch.load(), 1);  // the long request still runs
+  close(running);
+}
+
+// An HTTP/1.0 client knows no 1xx responses: its "Expect: 100-continue"
+// was answered "HTTP/1.1 100 Continue" first, which it reads as the answer.
+TEST(HttpTest, Http10ExpectContinueGetsNoInterimResponse) {
+  TestServer s;
+  const std::string body = R"({"prompt":"ab","max_tokens":2})";
+  const testing::RawResult r = testing::RawExchange(
+      s.port, "POST /v1/completions HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: " +
+                  std::to_string(body.size()) + "\r\n\r\n" + body);
+  EXPECT_EQ(r.received.rfind("HTTP/1.0 200 OK\r\n", 0), 0u) << r.received;
+  EXPECT_EQ(r.received.find(" 100 "), std::string::npos) << r.received;
+}
+
+// Generation does not wait for a stream's client: one that stopped reading
+// had every event of its stream (4 choices of 8192 tokens with 20 logprobs
+// each: about 25 MB here) held in the server's memory until the write
+// timeout, and its generation ran to the end. Once more than 4 MiB wait
+// behind the socket's buffers, the client counts as gone and its generation
+// is cancelled.
+TEST(HttpTest, StreamClientThatStopsReadingIsCancelled) {
+  HttpServerOptions http;
+  http.write_timeout = std::chrono::minutes(10);  // so that only the backlog can end it
+  TestServer s(http, {.max_batch = 4, .num_threads = 1, .max_running_per_request = 4});
+  const int fd = ConnectAndSend(s.port,
+                                CompletionRequestBytes({{"prompt", "a"},
+                                                        {"max_tokens", 8192},
+                                                        {"n", 4},
+                                                        {"logprobs", 20},
+                                                        {"stream", true}}),
+                                /*receive_buffer=*/4096);
+  ASSERT_GE(fd, 0);
+  // It reads nothing; wait (bounded: 60 s) until its request has ended
+  // (before, it ran to its last token, well past this bound).
+  for (int i = 0; i < 600 && s.metrics.generated_tokens.load() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  for (int i = 0; i < 600 && s.metrics.running_batch.load() != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(s.metrics.cancelled_sequences.load(), 4u);
+  EXPECT_LT(s.metrics.generated_tokens.load(), 4u * 8192u);
+  close(fd);
+}
+
 TEST(HttpTest, HalfClosedClientIsAnswered) {
   TestServer s;
   const testing::RawResult health =

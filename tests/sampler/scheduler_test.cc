@@ -201,15 +201,129 @@ TEST(SchedulerTest, PastTheContextTheWindowSlidesAsTheReferenceGenerator) {
   EXPECT_EQ(text, snap->tokenizer.Decode(ids));
 }
 
+// Drops a job's output (the jobs here are only there to fill the service).
+class IgnoringListener final : public CompletionListener {
+ public:
+  void OnEvent(std::string) override {}
+  void OnDone(std::string) override {}
+};
+
+// Waits (bounded: 30 s) until `gauge` reads `value`.
+void AwaitGauge(const std::atomic<int64_t>& gauge, int64_t value) {
+  for (int i = 0; i < 3000 && gauge.load() != value; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(gauge.load(), value);
+}
+
 TEST(SchedulerTest, FullQueueIs429) {
-  ServiceMetrics metrics;
-  auto s = Scheduler::Create({.max_batch = 1, .max_queue = 2}, &metrics);
-  ASSERT_TRUE(s.ok());
-  ASSERT_TRUE((*s)->SetModel(testing::TestSnapshot(3, 64)).ok());
-  auto req = std::get<CompletionRequest>(ParseCompletionRequest(R"({"prompt":"a","n":3})"));
-  auto out = RunCompletion(req, s->get());
+  Service svc({.max_batch = 1, .max_queue = 2});
+  Scheduler* s = svc.scheduler.get();
+  auto listener = std::make_shared<IgnoringListener>();
+  const auto start = [&](const char* body) {
+    const auto req = std::get<CompletionRequest>(ParseCompletionRequest(body));
+    return CompletionJob::Start(req, s->CurrentModel(), s, listener);
+  };
+  // A long request holds the only slot; two sequences fill the queue behind it.
+  ASSERT_FALSE(std::holds_alternative<ApiError>(start(R"({"prompt":"a","max_tokens":8192})")));
+  AwaitGauge(svc.metrics.running_batch, 1);
+  ASSERT_FALSE(std::holds_alternative<ApiError>(start(R"({"prompt":"a","n":2})")));
+  const auto full = start(R"({"prompt":"a"})");
+  ASSERT_TRUE(std::holds_alternative<ApiError>(full));
+  EXPECT_EQ(std::get<ApiError>(full).status, 429);
+  EXPECT_EQ(std::get<ApiError>(full).code, "queue_full");
+}
+
+// A streamed request cut short (the service draining on SIGTERM, a Cancel)
+// ended in `data: [DONE]` with no chunk carrying a finish_reason, so a client
+// could not tell it from a complete answer. Its last chunk says "cancelled".
+TEST(SchedulerTest, CancelledStreamEndsWithAChunkSayingCancelled) {
+  Service svc({.max_batch = 1});
+  class Events final : public CompletionListener {
+   public:
+    void OnEvent(std::string event) override { events.push_back(std::move(event)); }
+    void OnDone(std::string) override { done.set_value(); }
+    std::vector<std::string> events;  // scheduler thread until done
+    std::promise<void> done;
+  };
+  auto listener = std::make_shared<Events>();
+  const auto req = std::get<CompletionRequest>(
+      ParseCompletionRequest(R"({"prompt":"a","max_tokens":8192,"n":2,"stream":true})"));
+  auto started = CompletionJob::Start(req, svc.scheduler->CurrentModel(), svc.scheduler.get(),
+                                      listener);
+  ASSERT_FALSE(std::holds_alternative<ApiError>(started));
+  std::get<std::shared_ptr<CompletionJob>>(started)->Cancel();
+  ASSERT_EQ(listener->done.get_future().wait_for(std::chrono::seconds(30)),
+            std::future_status::ready);
+  const std::vector<std::string>& events = listener->events;
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events.back(), "data: [DONE]\n\n");
+  std::set<int> cancelled;  // the choices whose last chunk says so
+  for (const std::string& e : events) {
+    if (e == "data: [DONE]\n\n") continue;
+    const json chunk = json::parse(e.substr(6));
+    if (chunk["choices"][0]["finish_reason"] == "cancelled") {
+      cancelled.insert(chunk["choices"][0]["index"].get<int>());
+    }
+  }
+  EXPECT_EQ(cancelled, (std::set<int>{0, 1}));
+}
+
+// Sequences whose client left while they waited kept their queue places
+// until their turn came, which behind a long running request is when it
+// ends: meanwhile every new request was a 429. They now leave the queue at
+// the next decode step, while the long request still runs.
+TEST(SchedulerTest, CancelledWaitingSequencesFreeTheQueueAtOnce) {
+  Service svc({.max_batch = 1, .max_queue = 2});
+  Scheduler* s = svc.scheduler.get();
+  class Done final : public CompletionListener {
+   public:
+    void OnEvent(std::string) override {}
+    void OnDone(std::string) override {
+      done = true;
+      promise.set_value();
+    }
+    std::atomic<bool> done{false};
+    std::promise<void> promise;
+  };
+  const auto start = [&](const char* body, std::shared_ptr<CompletionListener> listener) {
+    const auto req = std::get<CompletionRequest>(ParseCompletionRequest(body));
+    return CompletionJob::Start(req, s->CurrentModel(), s, std::move(listener));
+  };
+  auto running = std::make_shared<Done>();
+  ASSERT_FALSE(std::holds_alternative<ApiError>(
+      start(R"({"prompt":"a","max_tokens":8192})", running)));
+  AwaitGauge(svc.metrics.running_batch, 1);
+  auto waiting = std::make_shared<Done>();
+  auto job = start(R"({"prompt":"a","n":2})", waiting);  // fills the queue
+  ASSERT_FALSE(std::holds_alternative<ApiError>(job));
+  std::get<std::shared_ptr<CompletionJob>>(job)->Cancel();  // its client leaves
+  ASSERT_EQ(waiting->promise.get_future().wait_for(std::chrono::seconds(30)),
+            std::future_status::ready);
+  EXPECT_FALSE(running->done) << "the waiting job was dropped only when the running one ended";
+  EXPECT_EQ(svc.metrics.queue_length.load(), 0);
+  EXPECT_FALSE(std::holds_alternative<ApiError>(
+      start(R"({"prompt":"a"})", std::make_shared<IgnoringListener>())));
+}
+
+// A request with more sequences than the whole queue holds could never be
+// queued; it was a 429 with Retry-After, which clients retry forever. It is
+// a 400 naming n and --max-queue, even with the queue empty.
+TEST(SchedulerTest, MoreSequencesThanTheQueueHoldsIs400NotA429) {
+  Service svc({.max_batch = 1, .max_queue = 4});
+  auto req = std::get<CompletionRequest>(ParseCompletionRequest(R"({"prompt":["a","b"],"n":3})"));
+  auto out = RunCompletion(req, svc.scheduler.get());
   ASSERT_TRUE(std::holds_alternative<ApiError>(out));
-  EXPECT_EQ(std::get<ApiError>(out).status, 429);
+  const ApiError& e = std::get<ApiError>(out);
+  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.code, "too_many_sequences");
+  EXPECT_EQ(e.param, "n");
+  EXPECT_NE(e.message.find("6 sequences (2 prompts x n 3); at most 4"), std::string::npos)
+      << e.message;
+  EXPECT_NE(e.message.find("--max-queue"), std::string::npos) << e.message;
+  // The queue's own size still fits.
+  req.n = 2;
+  EXPECT_TRUE(std::holds_alternative<std::string>(RunCompletion(req, svc.scheduler.get())));
 }
 
 TEST(SchedulerTest, NoModelIs503AndShutdownIs503) {
@@ -361,6 +475,16 @@ TEST(SchedulerTest, BadFairnessOptionsAreRefused) {
   EXPECT_FALSE(Scheduler::Create({.max_running_per_request = -1}, &metrics).ok());
   EXPECT_FALSE(Scheduler::Create({.max_request_tokens = 0}, &metrics).ok());
   EXPECT_FALSE(Scheduler::Create({.max_window_refills_per_step = 0}, &metrics).ok());
+}
+
+// With max_queue 0 every request was a 429 (every sequence waits in the
+// queue before it joins the batch): a service that refused all work.
+TEST(SchedulerTest, EmptyQueueIsRefusedAtStart) {
+  ServiceMetrics metrics;
+  const auto s = Scheduler::Create({.max_queue = 0}, &metrics);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.status().message().find("max_queue: must be >= 1, got 0"), std::string_view::npos)
+      << s.status();
 }
 
 // An engine that forwards to a real one but throws std::bad_alloc from the

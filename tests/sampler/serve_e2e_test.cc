@@ -185,6 +185,39 @@ TEST_F(ServeE2eTest, ServesReloadsRefusesBadCheckpointsAndDrains) {
   EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
 }
 
+// A service started before the run's first checkpoint logged "reload
+// refused" and counted a failure at every poll (10 lines a second at 100 ms)
+// until one came; LATEST rewritten to name the checkpoint already served
+// was logged and counted as a refused reload. Now: one line for the wait,
+// the checkpoint served when it comes, and no refusal for the rewrite.
+TEST_F(ServeE2eTest, WaitsQuietlyForAFirstCheckpointAndARewrittenLatestIsNoRefusal) {
+  const fs::path checkpoints = dir_ / "run/checkpoints";
+  fs::rename(checkpoints, dir_ / "held");
+  StartServer();
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // ~10 polls with nothing to serve
+  const auto count = [this](const std::string& what) {
+    const std::string log = Log();
+    int n = 0;
+    for (size_t at = log.find(what); at != std::string::npos; at = log.find(what, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(count("no servable checkpoint yet"), 1) << Log();
+  EXPECT_EQ(count("reload refused"), 0) << Log();
+  fs::rename(dir_ / "held", checkpoints);
+  for (int i = 0; i < 100 && ServedStep() != 20; ++i) {  // bounded: 10 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(ServedStep(), 20) << Log();
+  std::ofstream(checkpoints / "LATEST.tmp") << "step-00000020\n\n";
+  fs::rename(checkpoints / "LATEST.tmp", checkpoints / "LATEST");
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(count("reload refused"), 0) << Log();
+  EXPECT_NE(Curl(port_, "GET", "/metrics").body.find("dropk_reload_failures_total 0"),
+            std::string::npos);
+  EXPECT_EQ(ServedStep(), 20);
+  EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
+}
+
 TEST_F(ServeE2eTest, ApiKeyFile) {
   std::ofstream(dir_ / "key") << "k-123\n";
   StartServer("--api-key-file " + (dir_ / "key").string());

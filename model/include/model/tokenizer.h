@@ -68,6 +68,12 @@ class TextTokenizer {
   const Tokenizer& proto() const { return *proto_; }
   Tokenizer::Kind kind() const { return proto_->kind(); }
   int vocab_size() const;
+  // The most bytes of text one token stands for (CHAR: the UTF-8 length of
+  // its largest code point; BYTE: 1; GPT2_BPE: its longest vocabulary
+  // entry, 128 for GPT-2's). A text of n bytes encodes to at least
+  // n / max_token_bytes() tokens, which bounds a prompt's length before the
+  // work of encoding it.
+  size_t max_token_bytes() const { return max_token_bytes_; }
 
   // The ids of `text`. CHAR: invalid UTF-8, or a code point outside the
   // vocabulary, is InvalidArgument naming the character and its byte offset.
@@ -90,6 +96,7 @@ class TextTokenizer {
 
   std::shared_ptr<const Tokenizer> proto_;  // never null
   std::shared_ptr<const Gpt2Bpe> bpe_;      // GPT2_BPE only
+  size_t max_token_bytes_ = 1;
 };
 
 }  // namespace dropk

@@ -77,9 +77,11 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
   // Validates `request` against `model` (prompt encoding, context length)
   // and the scheduler's cost budget (prompts x n x max_tokens at most
   // SchedulerOptions::max_request_tokens, code request_too_costly) and
-  // submits its prompts x n sequences. Errors: 400 for the request, 429
-  // when the queue is full, 503 when shutting down. On success the listener
-  // gets the output; on error it is never called.
+  // submits its prompts x n sequences. Errors: 400 for the request (more
+  // sequences than SchedulerOptions::max_queue included: code
+  // too_many_sequences), 429 when the queue is full, 503 when shutting
+  // down. On success the listener gets the output; on error it is never
+  // called.
   static std::variant<std::shared_ptr<CompletionJob>, ApiError> Start(
       const CompletionRequest& request, std::shared_ptr<ServingModel> model, Scheduler* scheduler,
       std::shared_ptr<CompletionListener> listener);

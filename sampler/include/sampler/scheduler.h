@@ -101,7 +101,7 @@ struct SchedulerOptions {
   Device device = Device::kCpu;
   int cuda_device = 0;  // the GPU when device is kCuda
   int max_batch = 16;   // sequences decoded together
-  int max_queue = 256;  // sequences waiting; more is ResourceExhausted
+  int max_queue = 256;  // sequences waiting (>= 1); more is ResourceExhausted
   int num_threads = 0;  // engine threads; 0 = all cores
   // The most sequences of one request (one Submit) running at once; 0 means
   // max(1, max_batch / 2), which leaves half the batch to other requests.
@@ -172,6 +172,11 @@ class Scheduler {
   // Waits for work, then takes waiting sequences for the free slots,
   // round-robin by request within each request's running cap.
   Admission Admit();
+  // Moves every waiting sequence whose sink is cancelled (its client left)
+  // to *dropped, under mu_. Done at every turn, not only when a slot frees:
+  // behind a batch of long requests that turn may be minutes away, and the
+  // places they held would have the queue refuse everyone meanwhile.
+  void DropCancelledWaiting(std::vector<SequenceRequest>* dropped);
   // Prefills each joining sequence and draws its first token.
   void Join(std::vector<std::pair<uint64_t, SequenceRequest>>& joining);
   // Drops cancelled sequences, then runs one decode step per model.

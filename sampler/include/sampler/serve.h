@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "base/log.h"
 #include "sampler/http_server.h"
 #include "sampler/metrics.h"
@@ -30,15 +31,19 @@ class CheckpointWatcher {
 
   // Loads what the run's LATEST (or the newest valid checkpoint) names.
   absl::Status LoadInitial();
-  // One poll: when LATEST changed since the last poll, try to load it.
-  // Returns OK when nothing changed or the new one was swapped in.
+  // One poll: when LATEST changed since the last poll (or nothing is served
+  // yet), try to load it. Returns OK when nothing changed, LATEST names the
+  // checkpoint served already, or the new one was swapped in. A refusal is
+  // logged and counted once, not again at each poll that fails the same way.
   absl::Status PollOnce();
 
   void Start(std::chrono::milliseconds interval);
   void Stop();
 
  private:
-  absl::Status LoadFrom(const std::string& latest_contents);
+  // Loads the newest checkpoint that verifies unless it is served already:
+  // true when it swapped a model in, false when there was nothing new.
+  absl::StatusOr<bool> LoadFrom(const std::string& latest_contents);
   std::string ReadLatest() const;
 
   const std::string dir_;
@@ -48,6 +53,7 @@ class CheckpointWatcher {
   std::mutex mu_;
   std::string last_latest_;   // contents of LATEST at the last attempt
   std::string serving_path_;  // checkpoint directory being served
+  std::string last_refusal_;  // why the last poll failed (logged); "" after one that did not
   std::condition_variable cv_;
   bool stop_ = false;
   std::thread thread_;

@@ -1,0 +1,149 @@
+// `dropk sample` flags the request body cannot carry: each is refused with
+// one line naming the flag and exit 2, before any connection is tried (the
+// URL points at a closed port, so reaching the network would say so). And
+// answers at --url that are not dropk's: one line, exit 1, never an abort.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <string>
+#include <thread>
+
+#include "support/subprocess.h"
+
+namespace dropk {
+namespace {
+
+using test_util::CommandResult;
+using test_util::RunCommand;
+
+const std::string kBin = DROPK_BINARY_DIR "/bin/";
+
+CommandResult Sample(const std::string& flags) {
+  return RunCommand(kBin + "dropk sample --url http://127.0.0.1:1 " + flags);
+}
+
+void ExpectFlagError(const CommandResult& r, const std::string& names) {
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_EQ(r.err.rfind("dropk: " + names, 0), 0u) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+// A prompt that is not UTF-8 aborted dropk (nlohmann's type_error escaped
+// while the JSON body was written).
+TEST(SampleCliTest, PromptThatIsNotUtf8IsAFlagErrorNotAnAbort) {
+  const CommandResult r = Sample("--prompt \"$(printf 'ab\\377')\"");
+  ExpectFlagError(r, "--prompt is not valid UTF-8");
+  EXPECT_NE(r.err.find("index 2: 0xFF"), std::string::npos) << r.err;
+}
+
+// NaN and infinity became JSON null, which the server reads as absent: the
+// text was sampled at temperature 1 (or top_p 1) without a word.
+TEST(SampleCliTest, NonFiniteTemperatureOrTopPIsRefused) {
+  ExpectFlagError(Sample("--prompt a --temperature nan"), "--temperature nan: must be a finite");
+  ExpectFlagError(Sample("--prompt a --temperature inf"), "--temperature inf: must be a finite");
+  ExpectFlagError(Sample("--prompt a --top-p -inf"), "--top-p -inf: must be a finite");
+}
+
+// CLI11 turned --seed -1 and --seed 2^64 into 2^64 - 1 silently.
+TEST(SampleCliTest, SeedOutsideUint64IsRefused) {
+  for (const char* seed : {"-1", "18446744073709551616", "1.5", "x"}) {
+    SCOPED_TRACE(seed);
+    ExpectFlagError(Sample(std::string("--prompt a --seed ") + seed),
+                    std::string("--seed ") + seed + ": must be an integer in [0, ");
+  }
+}
+
+// A loopback server that answers every request it gets with `reply`
+// (status line, headers and body), then closes the connection.
+class CannedServer {
+ public:
+  explicit CannedServer(std::string reply) : reply_(std::move(reply)) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&addr), len), 0);
+    EXPECT_EQ(listen(fd_, 8), 0);
+    getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] {
+      for (;;) {
+        const int c = accept(fd_, nullptr, nullptr);
+        if (c < 0) return;  // the listening socket was shut down
+        std::string got;
+        char buf[4096];
+        // The request: its header, then as many body bytes as it announces.
+        for (ssize_t n; (n = recv(c, buf, sizeof(buf), 0)) > 0;) {
+          got.append(buf, static_cast<size_t>(n));
+          const size_t end = got.find("\r\n\r\n");
+          const size_t cl = got.find("Content-Length: ");
+          if (end != std::string::npos && cl != std::string::npos &&
+              got.size() >= end + 4 + std::stoul(got.substr(cl + 16))) {
+            break;
+          }
+        }
+        send(c, reply_.data(), reply_.size(), MSG_NOSIGNAL);
+        close(c);
+      }
+    });
+  }
+  ~CannedServer() {
+    shutdown(fd_, SHUT_RDWR);
+    thread_.join();
+    close(fd_);
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  std::string reply_;
+  int fd_ = -1;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+std::string Reply200(const std::string& body) {
+  return "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) +
+         "\r\nConnection: close\r\n\r\n" + body;
+}
+
+// A 200 whose JSON is not a completion (a proxy, another server) aborted
+// dropk on nlohmann's type_error; a stream that ended without data: [DONE]
+// exited 0 with nothing printed.
+TEST(SampleCliTest, AnswersThatAreNotCompletionsAreOneLineNotAnAbort) {
+  for (const std::string body :
+       {"{}", "[]", "null", "not json", R"({"choices":[]})", R"({"choices":[{"text":5}]})"}) {
+    SCOPED_TRACE(body);
+    CannedServer server(Reply200(body));
+    const CommandResult r =
+        RunCommand(kBin + "dropk sample --prompt a --url " + server.url());
+    EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+    EXPECT_EQ(r.err.rfind("dropk: the server's answer has no choices[0].text (", 0), 0u) << r.err;
+    const CommandResult streamed =
+        RunCommand(kBin + "dropk sample --stream --prompt a --url " + server.url());
+    EXPECT_EQ(streamed.exit_code, 1) << streamed.out << streamed.err;
+    EXPECT_EQ(streamed.err.rfind("dropk: the stream ended before its last event", 0), 0u)
+        << streamed.err;
+  }
+  CannedServer bad_event(Reply200("data: {\"choices\":[{\"text\":7}]}\n\n"));
+  const CommandResult r = RunCommand(kBin + "dropk sample --stream --prompt a --url " +
+                                     bad_event.url());
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("no choices[0].text"), std::string::npos) << r.err;
+  // An error body whose message is not a string is quoted whole.
+  const std::string odd_error = R"({"error":{"message":5}})";
+  CannedServer error("HTTP/1.1 500 Internal Server Error\r\nContent-Length: " +
+                     std::to_string(odd_error.size()) + "\r\nConnection: close\r\n\r\n" +
+                     odd_error);
+  const CommandResult e = RunCommand(kBin + "dropk sample --prompt a --url " + error.url());
+  EXPECT_EQ(e.exit_code, 1) << e.err;
+  EXPECT_EQ(e.err, "dropk: HTTP 500: " + odd_error + "\n");
+}
+
+}  // namespace
+}  // namespace dropk

@@ -1,0 +1,88 @@
+// dropk-serve flags that would leave a service unable to serve anyone are
+// refused at start: one line naming the flag, exit 2 (before any checkpoint
+// is read, so none is needed here).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "support/subprocess.h"
+#include "support/temp_dir.h"
+
+namespace dropk {
+namespace {
+
+using test_util::CommandResult;
+using test_util::RunCommand;
+
+const std::string kBin = DROPK_BINARY_DIR "/bin/";
+
+// --max-queue 0 answered every request 429 (every sequence waits in the
+// queue first); --max-body-bytes 0 answered every POST 413, and -1 was read
+// as 2^64 - 1, lifting the limit on a body held in memory whole.
+TEST(ServeFlagsTest, QueueAndBodyLimitsThatServeNobodyAreRefused) {
+  for (const char* flag : {"--max-queue 0", "--max-body-bytes 0", "--max-body-bytes -1",
+                           "--max-body-bytes 18446744073709551615"}) {
+    SCOPED_TRACE(flag);
+    const CommandResult r =
+        RunCommand(kBin + "dropk-serve --checkpoints /nonexistent --port 0 " + flag);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    const std::string name = std::string(flag).substr(0, std::string(flag).find(' '));
+    EXPECT_EQ(r.err.rfind("dropk-serve: " + name + ": Value ", 0), 0u) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
+// --address takes a numeric address; "localhost" was refused with only
+// "Invalid argument". (--watch starts without a checkpoint, so the address
+// is what stops it.)
+TEST(ServeFlagsTest, AddressThatIsNotNumericIsNamedAsSuch) {
+  for (const char* address : {"localhost", "999.1.1.1", "''"}) {
+    SCOPED_TRACE(address);
+    const CommandResult r = RunCommand(
+        kBin + "dropk-serve --checkpoints /nonexistent --watch --port 0 --address " + address);
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_NE(r.err.find("dropk-serve: --address '"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("not a numeric IPv4 or IPv6 address"), std::string::npos) << r.err;
+  }
+}
+
+// --checkpoints naming one checkpoint (run/checkpoints/step-N) instead of
+// the run's directory of them was refused as only "no valid checkpoint".
+TEST(ServeFlagsTest, OneCheckpointInsteadOfTheRunsDirectoryIsNamedAsSuch) {
+  const test_util::ScopedTempDir dir("serve_flags");
+  const std::string step = dir.path() + "/checkpoints/step-00000010";
+  std::filesystem::create_directories(step);
+  std::ofstream(step + "/manifest.pb") << "not a manifest";
+  const CommandResult r = RunCommand(kBin + "dropk-serve --port 0 --checkpoints " + step + "/");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("is itself a checkpoint; give the run's checkpoints directory that holds "
+                       "it, " + dir.path() + "/checkpoints)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+// An --api-key-file that is a directory (a Secret's mount point, say) was
+// refused as an "empty key"; one longer than 4096 bytes was cut to 4096
+// without a word, so no client's key could match.
+TEST(ServeFlagsTest, ApiKeyFileThatIsADirectoryOrTooLongIsNamedAsSuch) {
+  const test_util::ScopedTempDir dir("serve_flags");
+  std::ofstream(dir.Path("long")) << std::string(5000, 'k');
+  const struct {
+    std::string file, says;
+  } cases[] = {{dir.path(), ": cannot read (Is a directory)"},
+               {dir.Path("long"), ": longer than 4096 bytes"}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.file);
+    const CommandResult r = RunCommand(kBin + "dropk-serve --checkpoints /nonexistent --port 0 " +
+                                       "--api-key-file " + c.file);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(r.err, "dropk-serve: --api-key-file " + c.file + c.says + "\n");
+  }
+}
+
+}  // namespace
+}  // namespace dropk
