@@ -24,6 +24,7 @@
 #include "trainer/memory_budget.h"
 #include "trainer/metrics.h"
 #include "trainer/optimizer.h"
+#include "trainer/rank_agreement.h"
 #include "trainer/schedule.h"
 #include "trainer/shared_dir_probe.h"
 #include "trainer/tokenizer_file.h"
@@ -139,6 +140,13 @@ class TrainingRun {
     absl::StatusOr<TrainingData> data = LoadTrainingData(config_.data_dir());
     if (!data.ok()) return data.status();
     data_ = std::make_unique<TrainingData>(*std::move(data));
+    // Before any collective whose size the config decides.
+    if (absl::Status s = CheckRanksAgree(RunFingerprint(config_, data_->tokenizer.proto(),
+                                                        data_->train.size(), data_->val.size()),
+                                         comm_, CommOptions());
+        !s.ok()) {
+      return s;
+    }
     if (absl::Status s = ValidateAgainstData(config_, data_->train.size(), data_->val.size());
         !s.ok()) {
       return s;
