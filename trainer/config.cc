@@ -23,6 +23,7 @@
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
+#include "trainer/comm_timeout.h"
 #include "trainer/device.h"
 
 namespace dropk {
@@ -76,8 +77,8 @@ constexpr FieldHelp kFieldHelp[] = {
     {"overlap_comm", "overlap gradient allreduce with backward"},
     {"consistency_check_every", "compare parameter digests across ranks every N steps; 0 disables"},
     {"comm_timeout_s",
-     "seconds before a stuck collective fails the job; 0 = auto (20 x the slowest step, at "
-     "least 30 s; 300 s until a step is measured)"},
+     "seconds before a stuck collective fails the job, at most 2592000 (30 days); 0 = auto (20 "
+     "x the slowest step, at least 30 s; 300 s until a step is measured)"},
     {"sample_tokens", "tokens sampled after training; 0 disables"},
     {"sample_top_k", "top-k of that sample; 0 = no limit"},
     {"sample_temperature", "temperature of that sample"},
@@ -556,8 +557,24 @@ absl::StatusOr<TrainCommandLine> ParseTrainCommandLine(int argc, char** argv) {
       options[i]->expected(0, 1);
     }
   }
+  // CLI11 reads `--name=` (an empty value) as `--name` and then takes the
+  // next argument as its value: `--resume= --out_dir=x` set resume to
+  // "--out_dir=x" and lost out_dir. An empty value goes as its own argument.
+  std::vector<std::string> args;
+  for (int i = 0; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (i > 0 && arg.size() > 3 && arg.starts_with("--") && arg.back() == '=' &&
+        arg.find('=') == arg.size() - 1) {
+      args.push_back(arg.substr(0, arg.size() - 1));
+      args.emplace_back();
+    } else {
+      args.push_back(arg);
+    }
+  }
+  std::vector<char*> arg_pointers;
+  for (std::string& arg : args) arg_pointers.push_back(arg.data());
   try {
-    app.parse(argc, argv);
+    app.parse(static_cast<int>(arg_pointers.size()), arg_pointers.data());
   } catch (const CLI::CallForHelp&) {
     return TrainCommandLine{DefaultTrainConfig(), HelpText()};
   } catch (const CLI::ParseError& e) {
@@ -644,13 +661,21 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
   if (c.has_dropout_mlp_output()) {
     p.UnitInterval("dropout_mlp_output", c.dropout_mlp_output());
   }
-  if (c.dropout_stream() != TrainConfig::PER_RANK &&
-      c.dropout_stream() != TrainConfig::PER_SAMPLE) {
-    const pb::EnumValueDescriptor* value =
-        TrainConfig::DropoutStream_descriptor()->FindValueByNumber(c.dropout_stream());
-    p.Add(absl::StrCat(
-        "dropout_stream=", value != nullptr ? value->name() : absl::StrCat(c.dropout_stream()),
-        ": must be PER_RANK or PER_SAMPLE"));
+  if (c.dropout_stream() == TrainConfig::DROPOUT_STREAM_UNSPECIFIED) {
+    p.Add("dropout_stream=DROPOUT_STREAM_UNSPECIFIED: must be PER_RANK or PER_SAMPLE");
+  }
+  // proto3 enums are open: a config file's `device: 9` parses, and code that
+  // checks for CUDA ran it on the CPU. Only the values the schema names.
+  const pb::Descriptor* descriptor = TrainConfig::descriptor();
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const pb::FieldDescriptor* field = descriptor->field(i);
+    if (field->cpp_type() != pb::FieldDescriptor::CPPTYPE_ENUM || field->is_repeated()) continue;
+    const int value = c.GetReflection()->GetEnumValue(c, field);
+    if (field->enum_type()->FindValueByNumber(value) == nullptr) {
+      p.Add(absl::StrCat(field->name(), "=", value, ": not a value of ",
+                         field->enum_type()->full_name(), "; must be one of ",
+                         EnumNames(field->enum_type(), ", ")));
+    }
   }
 
   p.AtLeast("eval_interval", c.eval_interval(), 1);
@@ -668,6 +693,10 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
   p.Above("bucket_cap_mb", c.bucket_cap_mb(), 0.0f, /*inclusive=*/false);
   p.AtLeast("consistency_check_every", c.consistency_check_every(), 0);
   p.Above("comm_timeout_s", c.comm_timeout_s(), 0.0f, /*inclusive=*/true);
+  if (c.comm_timeout_s() > kCommTimeoutMaxS) {
+    p.Add(absl::StrCat("comm_timeout_s=", c.comm_timeout_s(), ": must be at most ",
+                       static_cast<int64_t>(kCommTimeoutMaxS), " (30 days); 0 = auto"));
+  }
   p.AtLeast("sample_tokens", c.sample_tokens(), 0);
   p.AtLeast("sample_top_k", c.sample_top_k(), 0);
   p.Above("sample_temperature", c.sample_temperature(), 0.0f,
