@@ -371,9 +371,10 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
   }
   if (options.shard_tokens == 0) return absl::InvalidArgumentError("shard_tokens must be >= 1");
   if (options.chunk_bytes == 0) return absl::InvalidArgumentError("chunk_bytes must be >= 1");
-  if (options.threads < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("threads ", options.threads, " must be >= 0 (0: every core)"));
+  if (options.threads < 0 || options.threads > kMaxPrepareThreads) {
+    return absl::InvalidArgumentError(absl::StrCat("threads ", options.threads,
+                                                   " must be in [0, ", kMaxPrepareThreads,
+                                                   "] (0: every core)"));
   }
   absl::StatusOr<std::vector<std::string>> files = ExpandInputs(options.inputs);
   if (!files.ok()) return files.status();

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/tokenizer.h"
@@ -139,6 +140,23 @@ TEST_F(PrepareDataTest, RejectsBadInputs) {
     auto summary = PrepareData(options);
     ASSERT_FALSE(summary.ok()) << c.input << " " << c.val_fraction;
     EXPECT_THAT(std::string(summary.status().message()), HasSubstr(c.message));
+  }
+}
+
+// --threads 100000: OpenMP could not start the team and the process died
+// (SIGSEGV, or libgomp's "Thread creation failed" and exit).
+TEST_F(PrepareDataTest, MoreThreadsThanItStartsAreRefused) {
+  PrepareOptions options;
+  options.kind = Tokenizer::CHAR;
+  options.inputs = {kShakespeare};
+  options.out_dir = Path("out");
+  for (const int threads : {-1, kMaxPrepareThreads + 1, 100000}) {
+    options.threads = threads;
+    auto summary = PrepareData(options);
+    ASSERT_FALSE(summary.ok()) << threads;
+    EXPECT_EQ(summary.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(summary.status().message()),
+                HasSubstr(absl::StrCat("threads ", threads, " must be in [0, 1024]")));
   }
 }
 
