@@ -31,6 +31,9 @@ namespace {
 
 namespace pb = google::protobuf;
 
+// The largest gradient bucket cap, in MiB (1 TiB).
+constexpr float kMaxBucketCapMb = 1 << 20;
+
 // One line of --help per field. A field missing here still gets its flag
 // (flags come from the descriptor), only with a generic description.
 struct FieldHelp {
@@ -691,6 +694,12 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
         "the CPU");
   }
   p.Above("bucket_cap_mb", c.bucket_cap_mb(), 0.0f, /*inclusive=*/false);
+  // The cap becomes a size_t byte count; 1e38 MiB does not fit one (an
+  // undefined conversion). No model needs buckets past 1 TiB.
+  if (c.bucket_cap_mb() > kMaxBucketCapMb) {
+    p.Add(absl::StrCat("bucket_cap_mb=", c.bucket_cap_mb(), ": must be at most ",
+                       static_cast<int64_t>(kMaxBucketCapMb), " (1 TiB)"));
+  }
   p.AtLeast("consistency_check_every", c.consistency_check_every(), 0);
   p.Above("comm_timeout_s", c.comm_timeout_s(), 0.0f, /*inclusive=*/true);
   if (c.comm_timeout_s() > kCommTimeoutMaxS) {

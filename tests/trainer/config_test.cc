@@ -423,6 +423,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadValueCase{"CommTimeoutHuge",
                      [](TrainConfig* c) { c->set_comm_timeout_s(1e38f); },
                      {"comm_timeout_s=1e+38: must be at most 2592000"}},
+        BadValueCase{"BucketCapHuge",
+                     [](TrainConfig* c) { c->set_bucket_cap_mb(1e38f); },
+                     {"bucket_cap_mb=1e+38: must be at most 1048576"}},
         // proto3 enums are open: a file's `device: 9` parsed and ran on the CPU.
         BadValueCase{"DeviceUnknownNumber",
                      [](TrainConfig* c) { c->set_device(static_cast<TrainConfig::Device>(9)); },
