@@ -245,6 +245,24 @@ TEST_F(CheckpointCliTest, InspectAndExport) {
   EXPECT_NE(r.output.find("/nonexistent/ckpt"), std::string::npos) << r.output;
 }
 
+// An export onto the checkpoint's own model.data replaced it and broke the
+// checkpoint; onto a directory it left OUT.tmp behind.
+TEST_F(CheckpointCliTest, ExportRefusesTargetsThatWouldBreakTheCheckpointOrLeaveTmp) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=2")).exit_code, 0);
+  const std::string ckpt = out_ + "/checkpoints/step-00000002";
+  for (const std::string& target : {ckpt + "/model.data", ckpt + "/../step-00000002/new.bin"}) {
+    const CliResult r = RunCommand(Dropk("ckpt export " + out_ + "/checkpoints --out " + target));
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_NE(r.output.find("inside checkpoint"), std::string::npos) << r.output;
+  }
+  fs::create_directories(out_ + "/exports");
+  const CliResult r = RunCommand(Dropk("ckpt export " + ckpt + " --out " + out_ + "/exports"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("is a directory"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(out_ + "/exports.tmp"));
+  EXPECT_EQ(RunCommand(Dropk("ckpt verify " + ckpt)).exit_code, 0);
+}
+
 // Starts dropk-train with stderr to `log`; returns its pid.
 pid_t Spawn(const std::string& cmd, const std::string& log) {
   const std::string full = "exec " + cmd + " > " + log + " 2>&1";
