@@ -250,7 +250,15 @@ absl::StatusOr<TextTokenizer> Gpt2TokenizerFrom(const std::string& dir) {
     return absl::InvalidArgumentError(
         absl::StrCat("GPT-2 tokenizer files in '", dir, "': ", proto.status().message()));
   }
-  return TextTokenizer::FromProto(*proto);
+  // Merges and vocabulary are checked against each other only here (a
+  // truncated vocab.bpe "repeats a merge"): the message still names the files.
+  absl::StatusOr<TextTokenizer> tokenizer = TextTokenizer::FromProto(*proto);
+  if (!tokenizer.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("GPT-2 tokenizer files in '", dir,
+                                                   "' (encoder.json, vocab.bpe): ",
+                                                   tokenizer.status().message()));
+  }
+  return tokenizer;
 }
 
 void StoreLe(uint32_t value, int width, uint8_t* out) {

@@ -23,6 +23,7 @@
 namespace dropk {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
@@ -268,6 +269,27 @@ TEST_F(PrepareDataTest, Gpt2NeedsItsFiles) {
   ASSERT_FALSE(summary.ok());
   EXPECT_THAT(std::string(summary.status().message()), HasSubstr("encoder.json"));
   EXPECT_THAT(std::string(summary.status().message()), HasSubstr("--gpt2-dir"));
+}
+
+// GPT-2's vocab.bpe cut short (a partial download): the error said only
+// "Tokenizer.merges[1547] (279, 260) repeats a merge", naming no file.
+TEST_F(PrepareDataTest, TruncatedGpt2FilesAreNamed) {
+  const std::string gpt2 = Path("gpt2_cut");
+  std::filesystem::create_directories(gpt2);
+  std::filesystem::copy_file(DROPK_SOURCE_DIR "/data/gpt2/encoder.json", gpt2 + "/encoder.json");
+  const std::string merges = test_util::ReadFile(DROPK_SOURCE_DIR "/data/gpt2/vocab.bpe");
+  std::ofstream(gpt2 + "/vocab.bpe", std::ios::binary) << merges.substr(0, 10000);
+  std::ofstream(Path("in.txt")) << "hello";
+  PrepareOptions options;
+  options.kind = Tokenizer::GPT2_BPE;
+  options.gpt2_dir = gpt2;
+  options.inputs = {Path("in.txt")};
+  options.out_dir = Path("out");
+  auto summary = PrepareData(options);
+  ASSERT_FALSE(summary.ok());
+  EXPECT_EQ(summary.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(summary.status().message()),
+              AllOf(HasSubstr(gpt2), HasSubstr("vocab.bpe")));
 }
 
 TEST_F(PrepareDataTest, CliPreparesGpt2) {
