@@ -31,6 +31,9 @@ namespace {
 
 namespace pb = google::protobuf;
 
+// The longest sample printed after training, in tokens.
+constexpr int kMaxSampleTokens = 1'000'000;
+
 // The largest gradient bucket cap, in MiB (1 TiB).
 constexpr float kMaxBucketCapMb = 1 << 20;
 
@@ -82,7 +85,7 @@ constexpr FieldHelp kFieldHelp[] = {
     {"comm_timeout_s",
      "seconds before a stuck collective fails the job, at most 2592000 (30 days); 0 = auto (20 "
      "x the slowest step, at least 30 s; 300 s until a step is measured)"},
-    {"sample_tokens", "tokens sampled after training; 0 disables"},
+    {"sample_tokens", "tokens sampled after training, at most 1000000; 0 disables"},
     {"sample_top_k", "top-k of that sample; 0 = no limit"},
     {"sample_temperature", "temperature of that sample"},
     {"sample_prompt", "prompt of that sample"},
@@ -707,6 +710,13 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
                        static_cast<int64_t>(kCommTimeoutMaxS), " (30 days); 0 = auto"));
   }
   p.AtLeast("sample_tokens", c.sample_tokens(), 0);
+  // Each token is a forward pass over the context, and every one is kept:
+  // 2^31 tokens ran for days and wanted 16 GiB no memory check counted.
+  if (c.sample_tokens() > kMaxSampleTokens) {
+    p.Add(absl::StrCat("sample_tokens=", c.sample_tokens(), ": must be at most ",
+                       kMaxSampleTokens, " (the sample printed after training; dropk sample "
+                       "generates more)"));
+  }
   p.AtLeast("sample_top_k", c.sample_top_k(), 0);
   p.Above("sample_temperature", c.sample_temperature(), 0.0f,
           /*inclusive=*/false);

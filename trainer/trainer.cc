@@ -436,9 +436,15 @@ class TrainingRun {
     sampling.temperature = config_.sample_temperature();
     sampling.top_k = config_.sample_top_k();
     sampling.seed = config_.seed();
+    // The run is over and its last checkpoint committed: a SIGTERM or SIGINT
+    // now ends the sample (which the handler would otherwise only note).
     absl::StatusOr<std::vector<int32_t>> ids =
-        Generate(*gpt_, prompt_, config_.sample_tokens(), sampling);
+        Generate(*gpt_, prompt_, config_.sample_tokens(), sampling, StopRequested);
     if (!ids.ok()) return ids.status();
+    if (StopRequested()) {
+      summary_.stopped_by_signal = true;
+      return absl::OkStatus();
+    }
     summary_.sample = config_.sample_prompt() + data_->tokenizer.Decode(*ids);
     return absl::OkStatus();
   }

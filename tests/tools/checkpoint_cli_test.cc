@@ -283,6 +283,29 @@ bool WaitUntil(Pred pred) {
   return false;
 }
 
+// After the last save, the closing sample ignored SIGTERM (the handler only
+// noted it) and ran on for its sample_tokens.
+TEST_F(CheckpointCliTest, SigtermDuringTheClosingSampleEndsItAndExitsZero) {
+  const std::string log = out_ + ".log";
+  fs::create_directories(out_);
+  const pid_t pid = Spawn(Train(out_, "--max_iters=2 --sample_tokens=1000000"), log);
+  // LATEST is written by the final save, which commits before the sample.
+  ASSERT_TRUE(WaitUntil([&] { return fs::exists(out_ + "/checkpoints/LATEST"); }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const auto signalled = std::chrono::steady_clock::now();
+  kill(pid, SIGTERM);
+  int status = 0;
+  ASSERT_TRUE(WaitUntil([&] { return waitpid(pid, &status, WNOHANG) == pid; }))
+      << "still sampling 60 s after SIGTERM";
+  EXPECT_LT(std::chrono::steady_clock::now() - signalled, std::chrono::seconds(10));
+  const std::string output = ReadAll(log);
+  fs::remove(log);
+  ASSERT_TRUE(WIFEXITED(status)) << output;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << output;
+  EXPECT_NE(output.find("stopped by signal after step 2"), std::string::npos) << output;
+  EXPECT_EQ(RunCommand(Dropk("ckpt verify " + out_ + "/checkpoints")).exit_code, 0);
+}
+
 TEST_F(CheckpointCliTest, SigtermSavesTheCurrentStepAndExitsZero) {
   const std::string log = out_ + ".log";
   fs::create_directories(out_);
