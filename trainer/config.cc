@@ -447,7 +447,10 @@ absl::Status MergeTrainConfigFile(const std::string& path, TrainConfig* config) 
   // parses straight into the message, so a file's explicit zero (n_layer: 0)
   // does replace the default, unlike Message::MergeFrom.
   TrainConfig merged = *config;
-  const std::string text = contents.str();
+  std::string text = contents.str();
+  // Editors on Windows start UTF-8 files with a byte-order mark, which text
+  // format rejects as "non ascii codepoint 239"; it is not content.
+  if (text.starts_with("\xEF\xBB\xBF")) text.erase(0, 3);
   ConfigErrorCollector errors(path, &text);
   pb::TextFormat::Parser parser;
   parser.RecordErrorsTo(&errors);

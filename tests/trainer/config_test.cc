@@ -173,6 +173,17 @@ TEST(ConfigTest, EmptyFlagValueSetsEmptyAndKeepsTheNextFlag) {
   EXPECT_THAT(empty_int.status().message(), HasSubstr("--n_layer=: expected an integer"));
 }
 
+// A config saved with a UTF-8 byte-order mark failed with "Interpreting non
+// ascii codepoint 239" and a raw byte.
+TEST(ConfigTest, ByteOrderMarkAndCrlfAreAccepted) {
+  const std::string path =
+      WriteTempFile("bom.textproto", "\xEF\xBB\xBFn_layer: 6\r\nsample_prompt: \"ab\"\r\n");
+  absl::StatusOr<TrainConfig> config = Load({"--config", path});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->n_layer(), 6);
+  EXPECT_EQ(config->sample_prompt(), "ab");
+}
+
 TEST(ConfigTest, UnknownEnumNumberInFileIsRefusedByValidation) {
   const std::string path = WriteTempFile("run.textproto", "device: 9\n");
   absl::StatusOr<TrainConfig> config = Load({"--config", path});
