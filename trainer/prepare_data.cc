@@ -37,9 +37,26 @@ constexpr char kSpoolFile[] = ".prepare-tokens.tmp";
 // The largest encoder.json / vocab.bpe accepted (GPT-2's are 1 MB and 0.5 MB).
 constexpr uint64_t kMaxGpt2FileBytes = 64 << 20;
 
+// Whether `path` is a file this preparation writes into `out_dir` (token
+// files, the tokenizer, their temporaries, the spool). Preparing a directory
+// into itself a second time read the first run's train.bin and val.bin as
+// corpus text (silently, for byte and gpt2).
+bool IsPrepareOutput(const fs::path& path, const fs::path& out_dir) {
+  std::error_code ec;
+  const fs::path parent = fs::weakly_canonical(fs::absolute(path, ec).parent_path(), ec);
+  if (ec || parent != fs::weakly_canonical(fs::absolute(out_dir, ec), ec) || ec) return false;
+  std::string name = path.filename().string();
+  if (name == kSpoolFile) return true;
+  if (name.ends_with(".tmp")) name.resize(name.size() - 4);  // ReplaceFileAtomically's
+  return name == kTokenizerFile || name == kTrainTokensFile || name == kValTokensFile ||
+         IsShardName(name, "train") || IsShardName(name, "val");
+}
+
 // The regular files of `inputs`: files as given, directories walked
-// recursively, their files sorted by path.
-absl::StatusOr<std::vector<std::string>> ExpandInputs(const std::vector<std::string>& inputs) {
+// recursively, their files sorted by path. Outputs of a preparation into
+// `out_dir` found in a directory are left out; named, they are refused.
+absl::StatusOr<std::vector<std::string>> ExpandInputs(const std::vector<std::string>& inputs,
+                                                      const std::string& out_dir) {
   if (inputs.empty()) return absl::InvalidArgumentError("no input files given");
   std::vector<std::string> files;
   for (const std::string& input : inputs) {
@@ -53,6 +70,11 @@ absl::StatusOr<std::vector<std::string>> ExpandInputs(const std::vector<std::str
       return absl::NotFoundError(absl::StrCat("input file '", input, "' does not exist"));
     }
     if (fs::is_regular_file(status)) {
+      if (IsPrepareOutput(input, out_dir)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("input '", input, "' is a file this preparation writes (--out ", out_dir,
+                         "); name the text files, or another --out"));
+      }
       files.push_back(input);
       continue;
     }
@@ -63,7 +85,9 @@ absl::StatusOr<std::vector<std::string>> ExpandInputs(const std::vector<std::str
     std::vector<std::string> found;
     for (auto it = fs::recursive_directory_iterator(input, ec);
          !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-      if (it->is_regular_file(ec)) found.push_back(it->path().string());
+      if (it->is_regular_file(ec) && !IsPrepareOutput(it->path(), out_dir)) {
+        found.push_back(it->path().string());
+      }
     }
     if (ec) {
       return absl::UnavailableError(
@@ -384,7 +408,7 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
                                                    " must be in [0, ", kMaxPrepareThreads,
                                                    "] (0: every core)"));
   }
-  absl::StatusOr<std::vector<std::string>> files = ExpandInputs(options.inputs);
+  absl::StatusOr<std::vector<std::string>> files = ExpandInputs(options.inputs, options.out_dir);
   if (!files.ok()) return files.status();
   uint64_t input_bytes = 0;
   for (const std::string& f : *files) {

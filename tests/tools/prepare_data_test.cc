@@ -271,6 +271,33 @@ TEST_F(PrepareDataTest, Gpt2NeedsItsFiles) {
   EXPECT_THAT(std::string(summary.status().message()), HasSubstr("--gpt2-dir"));
 }
 
+// Preparing a directory into itself a second time read the first run's
+// train.bin, val.bin and tokenizer.pb as corpus text (byte: no error, twice
+// the tokens).
+TEST_F(PrepareDataTest, PreparingADirectoryIntoItselfAgainReadsOnlyTheText) {
+  const std::string dir = Path("in_and_out");
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/a.txt") << "hello world, hello world\n";
+  PrepareOptions options;
+  options.kind = Tokenizer::BYTE;
+  options.inputs = {dir};
+  options.out_dir = dir;
+  options.val_fraction = 0.2;
+  auto first = PrepareData(options);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = PrepareData(options);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->input_bytes, first->input_bytes);
+  EXPECT_EQ(second->train_tokens, first->train_tokens);
+
+  options.inputs = {dir + "/train.bin"};
+  auto named = PrepareData(options);
+  ASSERT_FALSE(named.ok());
+  EXPECT_EQ(named.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(named.status().message()),
+              HasSubstr("train.bin' is a file this preparation writes"));
+}
+
 // GPT-2's vocab.bpe cut short (a partial download): the error said only
 // "Tokenizer.merges[1547] (279, 260) repeats a merge", naming no file.
 TEST_F(PrepareDataTest, TruncatedGpt2FilesAreNamed) {
