@@ -106,6 +106,18 @@ TEST_F(StudyFilesTest, AMetricsFileThatIsNotARegularFileIsRefusedWithoutReading)
   }
 }
 
+// dropk study dropout --corpus FIFO blocked for ever.
+TEST_F(StudyFilesTest, ACorpusThatIsNotARegularFileIsRefused) {
+  test_util::FifoWithUnblocker fifo((dir_ / "corpus.fifo").string(), std::chrono::seconds(10));
+  const auto start = std::chrono::steady_clock::now();
+  const auto r = RunCommand(std::string(DROPK_BINARY_DIR "/bin/dropk study dropout --corpus ") +
+                            fifo.path() + " --out " + (dir_ / "study").string());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("corpus " + fifo.path() + ": not a regular file"), std::string::npos)
+      << r.err;
+}
+
 bool IsPng(const std::string& path) {
   const std::string bytes = ReadFile(path);
   return bytes.size() > 1000 && bytes.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0;
