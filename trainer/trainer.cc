@@ -276,6 +276,15 @@ class TrainingRun {
         !s.ok()) {
       return s;
     }
+    // Every save replaces LATEST by rename, which a directory there refuses:
+    // the run would fail at its first save, after the training before it.
+    const std::string latest = CheckpointsDirOf(config_) + "/" + kLatestFileName;
+    std::error_code ec;
+    if (std::filesystem::is_directory(std::filesystem::symlink_status(latest, ec))) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "checkpoint_dir=", CheckpointsDirOf(config_), ": ", latest,
+          " is a directory; remove it (each save writes the newest checkpoint's name there)"));
+    }
     absl::StatusOr<ResumePoint> resume =
         MaybeResume(config_, data_->tokenizer.proto(), *gpt_, *optimizer_, world_, RankLog());
     if (!resume.ok()) return resume.status();
