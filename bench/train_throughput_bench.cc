@@ -23,6 +23,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "base/exit_codes.h"
 #include "comm/communicator.h"
 #include "comm/gradient_bucketer.h"
 #include "comm/mpi_communicator.h"
@@ -146,8 +147,19 @@ int main(int argc, char** argv) {
   int steps = 10, threads = 0;
   bool overlap = true, profile = false;
   double bucket_cap_mib = dropk::kDefaultBucketCapBytes / double(1 << 20);
-  app.add_option("--bucket-cap-mib", bucket_cap_mib, "gradient bucket cap, MiB")
-      ->check(CLI::PositiveNumber);
+  // The cap becomes a size_t byte count: finite, positive, at most 1 TiB
+  // (CLI::PositiveNumber lets nan and 1e300 through).
+  app.add_option("--bucket-cap-mib", bucket_cap_mib, "gradient bucket cap, MiB (at most 1048576)")
+      ->check(CLI::Validator(
+          [](std::string& value) -> std::string {
+            double v = 0;
+            if (!CLI::detail::lexical_cast(value, v) || !std::isfinite(v) || !(v > 0) ||
+                v > (1 << 20)) {
+              return "must be a number in (0, 1048576]";
+            }
+            return "";
+          },
+          "(0, 1048576]"));
   std::string which = "all";
   app.add_option("--overlap", overlap, "overlap the gradient allreduce with backward");
   app.add_option("--steps", steps, "timed steps per config")->check(CLI::PositiveNumber);
@@ -158,7 +170,17 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   app.add_option("--config", which, "shakespeare | small | all")
       ->check(CLI::IsMember({"shakespeare", "small", "all"}));
-  CLI11_PARSE(app, argc, argv);
+  // Exit codes as every dropk binary's (base/exit_codes.h): CLI11_PARSE
+  // returned CLI11's own (105 for a bad value).
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::printf("%s", app.help().c_str());
+    return dropk::kExitOk;
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "dropk-train-throughput-bench: %s\n", e.what());
+    return dropk::kExitUsage;
+  }
 
   absl::StatusOr<std::unique_ptr<dropk::Communicator>> comm =
       dropk::LaunchedByMpi() ? dropk::MakeMpiCommunicator()

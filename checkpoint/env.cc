@@ -67,8 +67,19 @@ class PosixEnv : public Env {
     return PosixError("mkdir", path, errno);
   }
   absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override {
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    // O_NONBLOCK: opening a FIFO someone left at `path` for writing would
+    // otherwise wait for a reader, maybe for ever; a regular file ignores it.
+    const int fd =
+        ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NONBLOCK, 0644);
+    if (fd < 0 && errno == ENXIO) {  // a FIFO without a reader
+      return absl::FailedPreconditionError(absl::StrCat(path, ": not a regular file"));
+    }
     if (fd < 0) return PosixError("open for writing", path, errno);
+    struct stat st;
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      return absl::FailedPreconditionError(absl::StrCat(path, ": not a regular file"));
+    }
     return std::unique_ptr<WritableFile>(new PosixWritableFile(path, fd));
   }
   absl::Status RenameFile(const std::string& from, const std::string& to) override {
@@ -98,7 +109,9 @@ class PosixEnv : public Env {
   }
   absl::Status ReadFileRange(const std::string& path, uint64_t offset, size_t n,
                              void* out) override {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: a FIFO at `path` must not block the open (pread then
+    // fails on it); a regular file ignores it.
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return PosixError("open", path, errno);
     char* p = static_cast<char*>(out);
     size_t done = 0;

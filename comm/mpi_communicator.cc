@@ -585,6 +585,10 @@ int LocalWorldSize() {
                             EnvInt("MPI_LOCALNRANKS", EnvInt("SLURM_NTASKS_PER_NODE", 1))));
 }
 
+int LauncherWorldSize() {
+  return std::max(1, EnvInt("OMPI_COMM_WORLD_SIZE", EnvInt("PMI_SIZE", 1)));
+}
+
 int LocalRank() {
   return EnvInt("OMPI_COMM_WORLD_LOCAL_RANK",
                 EnvInt("MPI_LOCALRANKID", EnvInt("SLURM_LOCALID", 0)));

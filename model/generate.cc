@@ -82,7 +82,8 @@ int32_t SampleToken(std::span<const float> logits, const SamplingOptions& option
 }
 
 absl::StatusOr<std::vector<int32_t>> Generate(Gpt& gpt, std::span<const int32_t> prompt,
-                                              int max_new_tokens, const SamplingOptions& options) {
+                                              int max_new_tokens, const SamplingOptions& options,
+                                              const std::function<bool()>& stop) {
   const GptConfig& config = gpt.config();
   if (prompt.empty()) return absl::InvalidArgumentError("prompt: must not be empty");
   for (size_t i = 0; i < prompt.size(); ++i) {
@@ -101,6 +102,7 @@ absl::StatusOr<std::vector<int32_t>> Generate(Gpt& gpt, std::span<const int32_t>
   std::vector<float> logits(config.vocab_size), scratch(config.vocab_size);
   std::vector<int32_t> ids(config.vocab_size);
   for (int i = 0; i < max_new_tokens; ++i) {
+    if (stop && stop()) break;
     const int T = std::min<int>(context.size(), config.block_size);
     gpt.Forward(context.data() + context.size() - T, nullptr, 1, T, nullptr);
     gpt.LogitsToHost(0, T - 1, logits.data());

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -114,10 +115,30 @@ uint16_t ToFloat16(float f) {
   return bits;
 }
 
+// --out must name a file outside the checkpoint `dir`: an export onto one of
+// its files (model.data) replaced it and broke the checkpoint it came from;
+// onto a directory it failed only after writing OUT.tmp beside it.
+absl::Status CheckExportTarget(const std::string& out, const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::is_directory(out, ec)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--out ", out, ": is a directory; name the file to write"));
+  }
+  const fs::path out_dir = fs::weakly_canonical(fs::absolute(out).parent_path(), ec);
+  if (!ec && out_dir == fs::weakly_canonical(dir, ec) && !ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--out ", out, ": inside checkpoint ", dir,
+                     ", whose files it could replace; write the export elsewhere"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Export(const std::string& path, const std::string& out,
                     const std::string& dtype_name) {
   absl::StatusOr<std::string> dir = ResolveCheckpoint(path);
   if (!dir.ok()) return dir.status();
+  if (absl::Status s = CheckExportTarget(out, *dir); !s.ok()) return s;
   ReadCheckpointOptions options;
   options.weights_only = true;
   absl::StatusOr<CheckpointData> data = ReadCheckpoint(*dir, options);
@@ -199,7 +220,10 @@ absl::Status Export(const std::string& path, const std::string& out,
   if (s.ok()) s = (*file)->Sync();
   if (s.ok()) s = (*file)->Close();
   if (s.ok()) s = env->RenameFile(tmp, out);
-  if (!s.ok()) return s;
+  if (!s.ok()) {
+    env->RemoveFile(tmp).IgnoreError();  // a partial export (a full disk) is nobody's file
+    return s;
+  }
   std::cout << absl::StrFormat("exported %s (step %d, %d parameters, %s) -> %s (%d bytes)\n", *dir,
                                data->step, data->params.size(), dtype_name, out, written);
   return absl::OkStatus();

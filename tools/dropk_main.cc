@@ -72,7 +72,7 @@ void RegisterDataCommand(CLI::App& app, Action& action) {
       ->add_option("--gpt2-dir", flags->options.gpt2_dir,
                    "gpt2: directory of GPT-2's encoder.json and vocab.bpe")
       ->capture_default_str();
-  prepare->add_option("--threads", flags->options.threads, "Encoding threads (0: every core)")
+  prepare->add_option("--threads", flags->options.threads, "Encoding threads (0: every core; at most 1024)")
       ->capture_default_str();
   prepare
       ->add_option("--shard-tokens", flags->options.shard_tokens,

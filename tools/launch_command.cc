@@ -20,11 +20,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/exit_codes.h"
+#include "checkpoint/env.h"
 #include "tools/launch_plan.h"
 #include "trainer/config.h"
 
 namespace dropk {
 namespace {
+
+// The largest hostfile read (a line per host: a million hosts would fit).
+constexpr uint64_t kMaxHostfileBytes = 16 << 20;
 
 // Open MPI notices a lost host's daemon this way; without it mpirun may wait
 // for that daemon for good (see AbortJobAfterLauncherGrace). Longer than
@@ -124,11 +128,17 @@ absl::StatusOr<std::pair<int, std::string>> RunAndCapture(const std::vector<std:
 }
 
 absl::Status Launch(const Flags& flags) {
-  std::ifstream in(flags.hostfile);
-  if (!in) return absl::NotFoundError(absl::StrCat("--hostfile ", flags.hostfile, ": cannot read"));
-  std::stringstream text;
-  text << in.rdbuf();
-  absl::StatusOr<std::vector<HostEntry>> hosts = ParseHostfile(text.str(), flags.hostfile);
+  // A hostfile is small: this refuses a directory, a FIFO (the read blocked)
+  // and /dev/zero (read until memory ran out), naming the path.
+  absl::StatusOr<std::string> text =
+      ReadSmallFile(Env::Default(), flags.hostfile, kMaxHostfileBytes);
+  if (!text.ok()) {
+    const std::string message =
+        absl::StrCat("--hostfile ", flags.hostfile, ": cannot read: ", text.status().message());
+    return absl::IsNotFound(text.status()) ? absl::NotFoundError(message)
+                                           : absl::InvalidArgumentError(message);
+  }
+  absl::StatusOr<std::vector<HostEntry>> hosts = ParseHostfile(*text, flags.hostfile);
   if (!hosts.ok()) return hosts.status();
   absl::StatusOr<std::vector<std::string>> mpirun_args = SplitShellWords(flags.mpirun_args);
   if (!mpirun_args.ok()) return mpirun_args.status();

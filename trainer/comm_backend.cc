@@ -61,7 +61,16 @@ int RanksSharingGpu(const std::vector<std::array<uint8_t, 16>>& uuids, int rank)
 absl::StatusOr<CommBackendChoice> ChooseCommBackend(const TrainConfig& config,
                                                     const CommFacts& facts) {
   switch (config.comm_backend()) {
-    case TrainConfig::SINGLE_PROCESS: return CommBackendChoice::kSingleProcess;
+    case TrainConfig::SINGLE_PROCESS:
+      // Each of the launcher's ranks would train alone, all writing the same
+      // out_dir and checkpoints, and all report success.
+      if (facts.launcher_ranks > 1) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "comm_backend=SINGLE_PROCESS, but the launcher started ", facts.launcher_ranks,
+            " ranks: each would train alone on the same out_dir; use MPI or AUTO, or start one "
+            "process"));
+      }
+      return CommBackendChoice::kSingleProcess;
     case TrainConfig::MPI: return CommBackendChoice::kMpi;
     case TrainConfig::NCCL:
       if (absl::Status s = NcclFits(config, facts); !s.ok()) return s;
@@ -76,6 +85,7 @@ CommFacts GatherCommFacts(const TrainConfig& config) {
   CommFacts facts;
   facts.launched_by_mpi = LaunchedByMpi();
   facts.local_ranks = LocalWorldSize();
+  facts.launcher_ranks = LauncherWorldSize();
   if (MayUseNccl(config, facts.launched_by_mpi)) {
     facts.cuda_devices = CudaDeviceCount();
     facts.nccl = NcclUsable();
@@ -89,6 +99,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> JoinTrainingJob(const TrainConfig&
   if (mine.ok() && *mine == CommBackendChoice::kSingleProcess) {
     return MakeSingleProcessCommunicator();
   }
+  if (!mine.ok() && config.comm_backend() == TrainConfig::SINGLE_PROCESS) return mine.status();
   // MPI carries the host collectives, and bootstraps NCCL. Outside mpirun
   // (NCCL asked for by name) a single process does.
   absl::StatusOr<std::unique_ptr<Communicator>> host =

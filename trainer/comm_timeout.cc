@@ -1,6 +1,7 @@
 #include "trainer/comm_timeout.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace dropk {
 
@@ -11,7 +12,10 @@ std::chrono::milliseconds CommTimeout(double configured_s, double slowest_step_s
                   ? kCommTimeoutStartupS
                   : std::max(kCommTimeoutFloorS, kCommTimeoutStepMultiple * slowest_step_s);
   }
-  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+  // Converting a double beyond int64 is undefined (x86 gives INT64_MIN: a
+  // negative timeout); a configured 1e-6 s must not become 0 ms.
+  seconds = std::min(seconds, kCommTimeoutMaxS);
+  return std::chrono::milliseconds(static_cast<int64_t>(std::ceil(seconds * 1000)));
 }
 
 }  // namespace dropk

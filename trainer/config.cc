@@ -23,12 +23,19 @@
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
+#include "trainer/comm_timeout.h"
 #include "trainer/device.h"
 
 namespace dropk {
 namespace {
 
 namespace pb = google::protobuf;
+
+// The longest sample printed after training, in tokens.
+constexpr int kMaxSampleTokens = 1'000'000;
+
+// The largest gradient bucket cap, in MiB (1 TiB).
+constexpr float kMaxBucketCapMb = 1 << 20;
 
 // One line of --help per field. A field missing here still gets its flag
 // (flags come from the descriptor), only with a generic description.
@@ -80,9 +87,9 @@ constexpr FieldHelp kFieldHelp[] = {
     {"overlap_comm", "overlap gradient allreduce with backward"},
     {"consistency_check_every", "compare parameter digests across ranks every N steps; 0 disables"},
     {"comm_timeout_s",
-     "seconds before a stuck collective fails the job; 0 = auto (20 x the slowest step, at "
-     "least 30 s; 300 s until a step is measured)"},
-    {"sample_tokens", "tokens sampled after training; 0 disables"},
+     "seconds before a stuck collective fails the job, at most 2592000 (30 days); 0 = auto (20 "
+     "x the slowest step, at least 30 s; 300 s until a step is measured)"},
+    {"sample_tokens", "tokens sampled after training, at most 1000000; 0 disables"},
     {"sample_top_k", "top-k of that sample; 0 = no limit"},
     {"sample_temperature", "temperature of that sample"},
     {"sample_prompt", "prompt of that sample"},
@@ -449,7 +456,10 @@ absl::Status MergeTrainConfigFile(const std::string& path, TrainConfig* config) 
   // parses straight into the message, so a file's explicit zero (n_layer: 0)
   // does replace the default, unlike Message::MergeFrom.
   TrainConfig merged = *config;
-  const std::string text = contents.str();
+  std::string text = contents.str();
+  // Editors on Windows start UTF-8 files with a byte-order mark, which text
+  // format rejects as "non ascii codepoint 239"; it is not content.
+  if (text.starts_with("\xEF\xBB\xBF")) text.erase(0, 3);
   ConfigErrorCollector errors(path, &text);
   pb::TextFormat::Parser parser;
   parser.RecordErrorsTo(&errors);
@@ -565,8 +575,24 @@ absl::StatusOr<TrainCommandLine> ParseTrainCommandLine(int argc, char** argv) {
       options[i]->expected(0, 1);
     }
   }
+  // CLI11 reads `--name=` (an empty value) as `--name` and then takes the
+  // next argument as its value: `--resume= --out_dir=x` set resume to
+  // "--out_dir=x" and lost out_dir. An empty value goes as its own argument.
+  std::vector<std::string> args;
+  for (int i = 0; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (i > 0 && arg.size() > 3 && arg.starts_with("--") && arg.back() == '=' &&
+        arg.find('=') == arg.size() - 1) {
+      args.push_back(arg.substr(0, arg.size() - 1));
+      args.emplace_back();
+    } else {
+      args.push_back(arg);
+    }
+  }
+  std::vector<char*> arg_pointers;
+  for (std::string& arg : args) arg_pointers.push_back(arg.data());
   try {
-    app.parse(argc, argv);
+    app.parse(static_cast<int>(arg_pointers.size()), arg_pointers.data());
   } catch (const CLI::CallForHelp&) {
     return TrainCommandLine{DefaultTrainConfig(), HelpText()};
   } catch (const CLI::ParseError& e) {
@@ -653,13 +679,21 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
   if (c.has_dropout_mlp_output()) {
     p.UnitInterval("dropout_mlp_output", c.dropout_mlp_output());
   }
-  if (c.dropout_stream() != TrainConfig::PER_RANK &&
-      c.dropout_stream() != TrainConfig::PER_SAMPLE) {
-    const pb::EnumValueDescriptor* value =
-        TrainConfig::DropoutStream_descriptor()->FindValueByNumber(c.dropout_stream());
-    p.Add(absl::StrCat(
-        "dropout_stream=", value != nullptr ? value->name() : absl::StrCat(c.dropout_stream()),
-        ": must be PER_RANK or PER_SAMPLE"));
+  if (c.dropout_stream() == TrainConfig::DROPOUT_STREAM_UNSPECIFIED) {
+    p.Add("dropout_stream=DROPOUT_STREAM_UNSPECIFIED: must be PER_RANK or PER_SAMPLE");
+  }
+  // proto3 enums are open: a config file's `device: 9` parses, and code that
+  // checks for CUDA ran it on the CPU. Only the values the schema names.
+  const pb::Descriptor* descriptor = TrainConfig::descriptor();
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const pb::FieldDescriptor* field = descriptor->field(i);
+    if (field->cpp_type() != pb::FieldDescriptor::CPPTYPE_ENUM || field->is_repeated()) continue;
+    const int value = c.GetReflection()->GetEnumValue(c, field);
+    if (field->enum_type()->FindValueByNumber(value) == nullptr) {
+      p.Add(absl::StrCat(field->name(), "=", value, ": not a value of ",
+                         field->enum_type()->full_name(), "; must be one of ",
+                         EnumNames(field->enum_type(), ", ")));
+    }
   }
 
   p.AtLeast("eval_interval", c.eval_interval(), 1);
@@ -675,9 +709,26 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
         "the CPU");
   }
   p.Above("bucket_cap_mb", c.bucket_cap_mb(), 0.0f, /*inclusive=*/false);
+  // The cap becomes a size_t byte count; 1e38 MiB does not fit one (an
+  // undefined conversion). No model needs buckets past 1 TiB.
+  if (c.bucket_cap_mb() > kMaxBucketCapMb) {
+    p.Add(absl::StrCat("bucket_cap_mb=", c.bucket_cap_mb(), ": must be at most ",
+                       static_cast<int64_t>(kMaxBucketCapMb), " (1 TiB)"));
+  }
   p.AtLeast("consistency_check_every", c.consistency_check_every(), 0);
   p.Above("comm_timeout_s", c.comm_timeout_s(), 0.0f, /*inclusive=*/true);
+  if (c.comm_timeout_s() > kCommTimeoutMaxS) {
+    p.Add(absl::StrCat("comm_timeout_s=", c.comm_timeout_s(), ": must be at most ",
+                       static_cast<int64_t>(kCommTimeoutMaxS), " (30 days); 0 = auto"));
+  }
   p.AtLeast("sample_tokens", c.sample_tokens(), 0);
+  // Each token is a forward pass over the context, and every one is kept:
+  // 2^31 tokens ran for days and wanted 16 GiB no memory check counted.
+  if (c.sample_tokens() > kMaxSampleTokens) {
+    p.Add(absl::StrCat("sample_tokens=", c.sample_tokens(), ": must be at most ",
+                       kMaxSampleTokens, " (the sample printed after training; dropk sample "
+                       "generates more)"));
+  }
   p.AtLeast("sample_top_k", c.sample_top_k(), 0);
   p.Above("sample_temperature", c.sample_temperature(), 0.0f,
           /*inclusive=*/false);

@@ -1,7 +1,11 @@
 #include "trainer/metrics.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -10,14 +14,38 @@
 
 namespace dropk {
 
+namespace {
+
+// Refuses an existing `path` that is not a regular file: a stream opened on a
+// FIFO waits for the other end, maybe for ever.
+absl::Status CheckRegularOrMissing(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot write ", path, ": not a regular file"));
+  }
+  return absl::OkStatus();
+}
+
+std::string CannotWrite(const std::string& path) {
+  return absl::StrCat("cannot write ", path, ": ", std::strerror(errno));
+}
+
+}  // namespace
+
 absl::StatusOr<MetricsLog> MetricsLog::Create(const std::string& path) {
+  if (absl::Status s = CheckRegularOrMissing(path); !s.ok()) return s;
   MetricsLog log(path);
   log.out_.open(path, std::ios::out | std::ios::trunc);
-  if (!log.out_) return absl::PermissionDeniedError(absl::StrCat("cannot write ", path));
+  if (!log.out_) return absl::PermissionDeniedError(CannotWrite(path));
   return log;
 }
 
 absl::StatusOr<MetricsLog> MetricsLog::OpenForResume(const std::string& path, int64_t resume_step) {
+  const std::string tmp = path + ".tmp";
+  for (const std::string& p : {path, tmp}) {
+    if (absl::Status s = CheckRegularOrMissing(p); !s.ok()) return s;
+  }
   std::string kept;
   {
     std::ifstream in(path);
@@ -30,19 +58,18 @@ absl::StatusOr<MetricsLog> MetricsLog::OpenForResume(const std::string& path, in
       }
     }
   }
-  const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::out | std::ios::trunc);
     out << kept;
     out.flush();
-    if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write ", tmp));
+    if (!out) return absl::PermissionDeniedError(CannotWrite(tmp));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     return absl::PermissionDeniedError(absl::StrCat("cannot replace ", path));
   }
   MetricsLog log(path);
   log.out_.open(path, std::ios::out | std::ios::app);
-  if (!log.out_) return absl::PermissionDeniedError(absl::StrCat("cannot write ", path));
+  if (!log.out_) return absl::PermissionDeniedError(CannotWrite(path));
   return log;
 }
 
@@ -57,7 +84,9 @@ absl::Status MetricsLog::Append(const MetricsRow& row) {
   j["elapsed_s"] = std::round(row.elapsed_s * 1000) / 1000;
   out_ << j.dump() << '\n';
   out_.flush();
-  if (!out_) return absl::DataLossError(absl::StrCat("writing ", path_, " failed"));
+  if (!out_) {
+    return absl::DataLossError(absl::StrCat("writing ", path_, " failed: ", std::strerror(errno)));
+  }
   return absl::OkStatus();
 }
 

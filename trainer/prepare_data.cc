@@ -37,9 +37,26 @@ constexpr char kSpoolFile[] = ".prepare-tokens.tmp";
 // The largest encoder.json / vocab.bpe accepted (GPT-2's are 1 MB and 0.5 MB).
 constexpr uint64_t kMaxGpt2FileBytes = 64 << 20;
 
+// Whether `path` is a file this preparation writes into `out_dir` (token
+// files, the tokenizer, their temporaries, the spool). Preparing a directory
+// into itself a second time read the first run's train.bin and val.bin as
+// corpus text (silently, for byte and gpt2).
+bool IsPrepareOutput(const fs::path& path, const fs::path& out_dir) {
+  std::error_code ec;
+  const fs::path parent = fs::weakly_canonical(fs::absolute(path, ec).parent_path(), ec);
+  if (ec || parent != fs::weakly_canonical(fs::absolute(out_dir, ec), ec) || ec) return false;
+  std::string name = path.filename().string();
+  if (name == kSpoolFile) return true;
+  if (name.ends_with(".tmp")) name.resize(name.size() - 4);  // ReplaceFileAtomically's
+  return name == kTokenizerFile || name == kTrainTokensFile || name == kValTokensFile ||
+         IsShardName(name, "train") || IsShardName(name, "val");
+}
+
 // The regular files of `inputs`: files as given, directories walked
-// recursively, their files sorted by path.
-absl::StatusOr<std::vector<std::string>> ExpandInputs(const std::vector<std::string>& inputs) {
+// recursively, their files sorted by path. Outputs of a preparation into
+// `out_dir` found in a directory are left out; named, they are refused.
+absl::StatusOr<std::vector<std::string>> ExpandInputs(const std::vector<std::string>& inputs,
+                                                      const std::string& out_dir) {
   if (inputs.empty()) return absl::InvalidArgumentError("no input files given");
   std::vector<std::string> files;
   for (const std::string& input : inputs) {
@@ -53,6 +70,11 @@ absl::StatusOr<std::vector<std::string>> ExpandInputs(const std::vector<std::str
       return absl::NotFoundError(absl::StrCat("input file '", input, "' does not exist"));
     }
     if (fs::is_regular_file(status)) {
+      if (IsPrepareOutput(input, out_dir)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("input '", input, "' is a file this preparation writes (--out ", out_dir,
+                         "); name the text files, or another --out"));
+      }
       files.push_back(input);
       continue;
     }
@@ -63,7 +85,9 @@ absl::StatusOr<std::vector<std::string>> ExpandInputs(const std::vector<std::str
     std::vector<std::string> found;
     for (auto it = fs::recursive_directory_iterator(input, ec);
          !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-      if (it->is_regular_file(ec)) found.push_back(it->path().string());
+      if (it->is_regular_file(ec) && !IsPrepareOutput(it->path(), out_dir)) {
+        found.push_back(it->path().string());
+      }
     }
     if (ec) {
       return absl::UnavailableError(
@@ -250,7 +274,15 @@ absl::StatusOr<TextTokenizer> Gpt2TokenizerFrom(const std::string& dir) {
     return absl::InvalidArgumentError(
         absl::StrCat("GPT-2 tokenizer files in '", dir, "': ", proto.status().message()));
   }
-  return TextTokenizer::FromProto(*proto);
+  // Merges and vocabulary are checked against each other only here (a
+  // truncated vocab.bpe "repeats a merge"): the message still names the files.
+  absl::StatusOr<TextTokenizer> tokenizer = TextTokenizer::FromProto(*proto);
+  if (!tokenizer.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("GPT-2 tokenizer files in '", dir,
+                                                   "' (encoder.json, vocab.bpe): ",
+                                                   tokenizer.status().message()));
+  }
+  return tokenizer;
 }
 
 void StoreLe(uint32_t value, int width, uint8_t* out) {
@@ -371,11 +403,12 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
   }
   if (options.shard_tokens == 0) return absl::InvalidArgumentError("shard_tokens must be >= 1");
   if (options.chunk_bytes == 0) return absl::InvalidArgumentError("chunk_bytes must be >= 1");
-  if (options.threads < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("threads ", options.threads, " must be >= 0 (0: every core)"));
+  if (options.threads < 0 || options.threads > kMaxPrepareThreads) {
+    return absl::InvalidArgumentError(absl::StrCat("threads ", options.threads,
+                                                   " must be in [0, ", kMaxPrepareThreads,
+                                                   "] (0: every core)"));
   }
-  absl::StatusOr<std::vector<std::string>> files = ExpandInputs(options.inputs);
+  absl::StatusOr<std::vector<std::string>> files = ExpandInputs(options.inputs, options.out_dir);
   if (!files.ok()) return files.status();
   uint64_t input_bytes = 0;
   for (const std::string& f : *files) {

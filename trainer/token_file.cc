@@ -96,7 +96,9 @@ absl::StatusOr<TokenFile> TokenFile::Open(const std::string& path) {
   const auto corrupt = [&path](const std::string& problem) {
     return absl::DataLossError(absl::StrCat("token file '", path, "': ", problem));
   };
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO would wait for a writer, maybe for ever; the
+  // fstat below refuses it. A regular file ignores the flag.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     const int err = errno;
     const std::string message =

@@ -24,6 +24,7 @@
 #include "trainer/memory_budget.h"
 #include "trainer/metrics.h"
 #include "trainer/optimizer.h"
+#include "trainer/rank_agreement.h"
 #include "trainer/schedule.h"
 #include "trainer/shared_dir_probe.h"
 #include "trainer/tokenizer_file.h"
@@ -139,6 +140,13 @@ class TrainingRun {
     absl::StatusOr<TrainingData> data = LoadTrainingData(config_.data_dir());
     if (!data.ok()) return data.status();
     data_ = std::make_unique<TrainingData>(*std::move(data));
+    // Before any collective whose size the config decides.
+    if (absl::Status s = CheckRanksAgree(RunFingerprint(config_, data_->tokenizer.proto(),
+                                                        data_->train.size(), data_->val.size()),
+                                         comm_, CommOptions());
+        !s.ok()) {
+      return s;
+    }
     if (absl::Status s = ValidateAgainstData(config_, data_->train.size(), data_->val.size());
         !s.ok()) {
       return s;
@@ -267,6 +275,15 @@ class TrainingRun {
                                                         comm_, CommOptions());
         !s.ok()) {
       return s;
+    }
+    // Every save replaces LATEST by rename, which a directory there refuses:
+    // the run would fail at its first save, after the training before it.
+    const std::string latest = CheckpointsDirOf(config_) + "/" + kLatestFileName;
+    std::error_code ec;
+    if (std::filesystem::is_directory(std::filesystem::symlink_status(latest, ec))) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "checkpoint_dir=", CheckpointsDirOf(config_), ": ", latest,
+          " is a directory; remove it (each save writes the newest checkpoint's name there)"));
     }
     absl::StatusOr<ResumePoint> resume =
         MaybeResume(config_, data_->tokenizer.proto(), *gpt_, *optimizer_, world_, RankLog());
@@ -428,9 +445,15 @@ class TrainingRun {
     sampling.temperature = config_.sample_temperature();
     sampling.top_k = config_.sample_top_k();
     sampling.seed = config_.seed();
+    // The run is over and its last checkpoint committed: a SIGTERM or SIGINT
+    // now ends the sample (which the handler would otherwise only note).
     absl::StatusOr<std::vector<int32_t>> ids =
-        Generate(*gpt_, prompt_, config_.sample_tokens(), sampling);
+        Generate(*gpt_, prompt_, config_.sample_tokens(), sampling, StopRequested);
     if (!ids.ok()) return ids.status();
+    if (StopRequested()) {
+      summary_.stopped_by_signal = true;
+      return absl::OkStatus();
+    }
     summary_.sample = config_.sample_prompt() + data_->tokenizer.Decode(*ids);
     return absl::OkStatus();
   }

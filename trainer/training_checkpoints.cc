@@ -91,6 +91,14 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
     if (absl::Status s = CheckResumeConfig(m.config(), config, &changes); !s.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(s.message(), " [checkpoint ", dir, "]"));
     }
+    // The training loop would not run at all: no step, no evaluation, and
+    // "done" with the checkpoint's step count.
+    if (m.step() > config.max_iters()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--resume: checkpoint ", dir, " is at step ", m.step(), ", past max_iters=",
+          config.max_iters(), "; raise max_iters to train on (max_iters=", m.step(),
+          " only evaluates it)"));
+    }
     if (m.tokenizer().SerializeAsString() != tokenizer.SerializeAsString()) {
       return absl::InvalidArgumentError(
           absl::StrCat("--resume: the tokenizer of data_dir=", config.data_dir(), " (",

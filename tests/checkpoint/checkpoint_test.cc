@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -20,6 +21,7 @@
 #include "model/gpt.h"
 #include "model/kernels.h"
 #include "support/fault_injection_env.h"
+#include "support/fifo.h"
 #include "support/tiny_config.h"
 #include "trainer/config.h"
 #include "trainer/optimizer.h"
@@ -422,6 +424,21 @@ TEST_F(CheckpointTest, SavingTheSameStepAgainReplacesIt) {
   fs::resize_file(dir_ + "/ckpt/step-00000003/model.data", 10);  // corrupt
   ASSERT_TRUE(Save(3).ok());
   EXPECT_TRUE(VerifyCheckpoint(dir_ + "/ckpt/step-00000003").ok());
+}
+
+// A FIFO where the writer puts LATEST.tmp: opening it for writing waited for
+// a reader, and the run hung at its save.
+TEST_F(CheckpointTest, AFifoInTheWayFailsTheSaveWithoutBlockingAndKeepsLatest) {
+  ASSERT_TRUE(Save(1).ok());
+  test_util::FifoWithUnblocker fifo(dir_ + "/ckpt/LATEST.tmp", std::chrono::seconds(10));
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<std::string> saved = Save(2);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5)) << "save blocked";
+  ASSERT_FALSE(saved.ok());
+  EXPECT_NE(saved.status().message().find("LATEST.tmp: not a regular file"), std::string::npos)
+      << saved.status();
+  EXPECT_EQ(Latest(), "step-00000001\n");
+  EXPECT_TRUE(VerifyCheckpoint(dir_ + "/ckpt/step-00000001").ok());
 }
 
 TEST_F(CheckpointTest, LatestFallsBackToNewestValid) {

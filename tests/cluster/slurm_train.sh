@@ -86,12 +86,13 @@ sinfo -h -o %t 2>/dev/null | grep -qx idle ||
   skip "slurmd did not become idle" "$T/slurmd.log"
 
 "$BIN/dropk" data prepare --tokenizer char --out "$T/data" "$SRC/data/tinyshakespeare.txt" >/dev/null
+# 3000 steps: an idle node trains 300 in 1.2 s, over before scancel's signal.
 submit() {  # the recipe, shrunk to this one 2-CPU node
   sbatch --parsable --chdir="$SRC" --nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --time=5 \
     --output="$T/job-%j.out" --export=ALL,DROPK_BIN="$BIN",OMPI_MCA_rmaps_base_oversubscribe=1 \
     "$SRC/deploy/slurm/train.sbatch" "$SRC/configs/tiny_smoke.textproto" --data_dir="$T/data" \
-    --out_dir="$T/run" --n_layer=2 --n_embd=64 --block_size=64 --batch_size=4 --max_iters=300 \
-    --lr_decay_iters=300 --save_every=1000 --eval_interval=1000 --eval_iters=1 --log_interval=10 \
+    --out_dir="$T/run" --n_layer=2 --n_embd=64 --block_size=64 --batch_size=4 --max_iters=3000 \
+    --lr_decay_iters=3000 --save_every=10000 --eval_interval=10000 --eval_iters=1 --log_interval=10 \
     --sample_tokens=0
 }
 job=$(submit)
@@ -107,7 +108,7 @@ done
 # scheduled save).
 latest=$(cat "$T/run/checkpoints/LATEST" 2>/dev/null || true)
 step=$((10#${latest#step-}0 / 10))
-[ -n "$latest" ] && [ $step -lt 300 ] ||
+[ -n "$latest" ] && [ $step -lt 3000 ] ||
   fail "SIGTERM did not make job $job save ($state, LATEST=$latest)" "$out"
 "$BIN/dropk" ckpt verify "$T/run/checkpoints" >/dev/null || fail "LATEST does not verify" "$out"
 echo "signalled: job $job saved $latest on SIGTERM and ended ($state)"
@@ -115,9 +116,9 @@ echo "signalled: job $job saved $latest on SIGTERM and ended ($state)"
 scontrol requeue "$job"  # eligible again after cred_expire (10 s here, 120 by default)
 for _ in $(seq 400); do
   state=$(scontrol show job "$job" 2>/dev/null | grep -o 'JobState=[A-Z]*' || true)
-  [ "$state" = JobState=COMPLETED ] && grep -q "done, 300 steps" "$out" && break
+  [ "$state" = JobState=COMPLETED ] && grep -q "done, 3000 steps" "$out" && break
   sleep 0.2
 done
-grep -q "resumed from $T/run/checkpoints/step-" "$out" && grep -q "done, 300 steps" "$out" ||
+grep -q "resumed from $T/run/checkpoints/step-" "$out" && grep -q "done, 3000 steps" "$out" ||
   fail "the requeued job $job did not resume and finish ($state)" "$out"
 echo "requeued: $(grep -m1 'resumed from' "$out")"

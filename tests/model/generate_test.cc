@@ -84,5 +84,23 @@ TEST(GenerateTest, ReproducibleAndValidated) {
   EXPECT_NE(status.message().find("17"), std::string::npos) << status;
 }
 
+// dropk-train's closing sample ignored SIGTERM: Generate could not be
+// stopped. A stopped generation returns a prefix of the full one.
+TEST(GenerateTest, StopEndsWithAPrefix) {
+  std::unique_ptr<Kernels> k = MakeKernels(Device::kCpu, 1).value();
+  std::unique_ptr<Gpt> gpt = Gpt::Create({17, 8, 1, 2, 8}, 1, k.get()).value();
+  gpt->InitWeights(3);
+  SamplingOptions o;
+  o.seed = 9;
+  const std::vector<int32_t> prompt = {1, 2, 3};
+  const std::vector<int32_t> full = Generate(*gpt, prompt, 20, o).value();
+  int asked = 0;
+  const std::vector<int32_t> part =
+      Generate(*gpt, prompt, 20, o, [&asked] { return ++asked > 7; }).value();
+  ASSERT_EQ(part.size(), 7u);
+  EXPECT_TRUE(std::equal(part.begin(), part.end(), full.begin()));
+  EXPECT_TRUE(Generate(*gpt, prompt, 20, o, [] { return true; }).value().empty());
+}
+
 }  // namespace
 }  // namespace dropk

@@ -245,6 +245,24 @@ TEST_F(CheckpointCliTest, InspectAndExport) {
   EXPECT_NE(r.output.find("/nonexistent/ckpt"), std::string::npos) << r.output;
 }
 
+// An export onto the checkpoint's own model.data replaced it and broke the
+// checkpoint; onto a directory it left OUT.tmp behind.
+TEST_F(CheckpointCliTest, ExportRefusesTargetsThatWouldBreakTheCheckpointOrLeaveTmp) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=2")).exit_code, 0);
+  const std::string ckpt = out_ + "/checkpoints/step-00000002";
+  for (const std::string& target : {ckpt + "/model.data", ckpt + "/../step-00000002/new.bin"}) {
+    const CliResult r = RunCommand(Dropk("ckpt export " + out_ + "/checkpoints --out " + target));
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_NE(r.output.find("inside checkpoint"), std::string::npos) << r.output;
+  }
+  fs::create_directories(out_ + "/exports");
+  const CliResult r = RunCommand(Dropk("ckpt export " + ckpt + " --out " + out_ + "/exports"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("is a directory"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(out_ + "/exports.tmp"));
+  EXPECT_EQ(RunCommand(Dropk("ckpt verify " + ckpt)).exit_code, 0);
+}
+
 // Starts dropk-train with stderr to `log`; returns its pid.
 pid_t Spawn(const std::string& cmd, const std::string& log) {
   const std::string full = "exec " + cmd + " > " + log + " 2>&1";
@@ -263,6 +281,29 @@ bool WaitUntil(Pred pred) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return false;
+}
+
+// After the last save, the closing sample ignored SIGTERM (the handler only
+// noted it) and ran on for its sample_tokens.
+TEST_F(CheckpointCliTest, SigtermDuringTheClosingSampleEndsItAndExitsZero) {
+  const std::string log = out_ + ".log";
+  fs::create_directories(out_);
+  const pid_t pid = Spawn(Train(out_, "--max_iters=2 --sample_tokens=1000000"), log);
+  // LATEST is written by the final save, which commits before the sample.
+  ASSERT_TRUE(WaitUntil([&] { return fs::exists(out_ + "/checkpoints/LATEST"); }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const auto signalled = std::chrono::steady_clock::now();
+  kill(pid, SIGTERM);
+  int status = 0;
+  ASSERT_TRUE(WaitUntil([&] { return waitpid(pid, &status, WNOHANG) == pid; }))
+      << "still sampling 60 s after SIGTERM";
+  EXPECT_LT(std::chrono::steady_clock::now() - signalled, std::chrono::seconds(10));
+  const std::string output = ReadAll(log);
+  fs::remove(log);
+  ASSERT_TRUE(WIFEXITED(status)) << output;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << output;
+  EXPECT_NE(output.find("stopped by signal after step 2"), std::string::npos) << output;
+  EXPECT_EQ(RunCommand(Dropk("ckpt verify " + out_ + "/checkpoints")).exit_code, 0);
 }
 
 TEST_F(CheckpointCliTest, SigtermSavesTheCurrentStepAndExitsZero) {

@@ -98,5 +98,25 @@ TEST_F(DdpFaultTest, ARankThatFailsEndsTheJobNamingItselfAndTheCause) {
   EXPECT_NE(text.find("/nonexistent/dropk_data"), std::string::npos) << text;
 }
 
+TEST_F(DdpFaultTest, RanksStartedWithDifferentShapesEndTheJobNamingTheField) {
+  // MPMD launch: rank 1 is given another n_layer. Its parameter buffers are
+  // of another size, so the initial broadcast and the allreduces overran
+  // rank 0's buffers (malloc: corrupted top size, SIGABRT).
+  const std::string out = (*root_ / "mismatch_run").string();
+  std::vector<std::string> argv = {"mpirun", "--oversubscribe", "-np", "1"};
+  for (const std::string& a : TrainArgs(out, (*root_ / "data").string())) argv.push_back(a);
+  argv.insert(argv.end(), {":", "-np", "1"});
+  for (const std::string& a : TrainArgs(out, (*root_ / "data").string())) argv.push_back(a);
+  argv.push_back("--n_layer=3");
+  const std::string log = (*root_ / "mismatch.log").string();
+  test_util::ChildProcess job(argv, log);
+  const std::optional<int> code = job.WaitFor(seconds(60));
+  ASSERT_TRUE(code.has_value()) << "the job hung:\n" << test_util::ReadFile(log);
+  EXPECT_NE(*code, 0);
+  const std::string text = test_util::ReadFile(log);
+  EXPECT_NE(text.find("n_layer is 2 on rank 0 but 3 on rank 1"), std::string::npos) << text;
+  EXPECT_EQ(text.find("Signal:"), std::string::npos) << "a rank crashed:\n" << text;
+}
+
 }  // namespace
 }  // namespace dropk

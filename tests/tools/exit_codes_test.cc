@@ -1,5 +1,5 @@
 // One exit-code vocabulary across the binaries (base/exit_codes.h): each of
-// dropk-train, dropk-serve and dropk exits 2 on a bad flag, 0 on --help
+// dropk-train, dropk-serve, dropk and dropk-train-throughput-bench exits 2 on a bad flag, 0 on --help
 // (help on stdout), and 1 on a runtime failure, with one line on stderr
 // naming the binary.
 #include <gtest/gtest.h>
@@ -51,7 +51,9 @@ TEST_P(ExitCodesTest, HelpExits0WithHelpOnStdout) {
 INSTANTIATE_TEST_SUITE_P(Binaries, ExitCodesTest,
                          ::testing::Values(Binary{"dropk-train", "--n_layer"},
                                            Binary{"dropk-serve", "--checkpoints"},
-                                           Binary{"dropk", "ckpt"}),
+                                           Binary{"dropk", "ckpt"},
+                                           Binary{"dropk-train-throughput-bench",
+                                                  "--bucket-cap-mib"}),
                          [](const auto& info) {
                            std::string name = info.param.name;
                            std::replace(name.begin(), name.end(), '-', '_');

@@ -66,6 +66,19 @@ TEST_F(LaunchCliTest, BadInputsAreRefusedNamingThem) {
   EXPECT_NE(r.err.find("n_layer=0"), std::string::npos) << r.err;
 }
 
+// --hostfile /dev/zero read until memory ran out; a directory "listed no
+// host".
+TEST_F(LaunchCliTest, AHostfileThatIsNotASmallRegularFileIsRefused) {
+  for (const std::string& path : {std::string("/dev/zero"), dir_.string()}) {
+    const test_util::CommandResult r =
+        test_util::RunCommand("ulimit -v 4000000; " + Dropk() + " launch --hostfile " + path +
+                              " -- true");
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_NE(r.err.find("--hostfile " + path + ": cannot read: "), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("not a regular file"), std::string::npos) << r.err;
+  }
+}
+
 TEST_F(LaunchCliTest, AFailureWithoutALostHostIsNotRestarted) {
   // The data directory does not exist: every rank fails the same way.
   test_util::CommandResult r = Launch("--hostfile " + (dir_ / "hosts").string() +

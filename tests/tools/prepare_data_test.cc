@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/tokenizer.h"
@@ -22,6 +23,7 @@
 namespace dropk {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
@@ -142,6 +144,23 @@ TEST_F(PrepareDataTest, RejectsBadInputs) {
   }
 }
 
+// --threads 100000: OpenMP could not start the team and the process died
+// (SIGSEGV, or libgomp's "Thread creation failed" and exit).
+TEST_F(PrepareDataTest, MoreThreadsThanItStartsAreRefused) {
+  PrepareOptions options;
+  options.kind = Tokenizer::CHAR;
+  options.inputs = {kShakespeare};
+  options.out_dir = Path("out");
+  for (const int threads : {-1, kMaxPrepareThreads + 1, 100000}) {
+    options.threads = threads;
+    auto summary = PrepareData(options);
+    ASSERT_FALSE(summary.ok()) << threads;
+    EXPECT_EQ(summary.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(summary.status().message()),
+                HasSubstr(absl::StrCat("threads ", threads, " must be in [0, 1024]")));
+  }
+}
+
 TEST_F(PrepareDataTest, TwoTokensSplitOneOne) {
   const std::string tiny = Path("tiny.txt");
   std::ofstream(tiny) << "ab";
@@ -250,6 +269,54 @@ TEST_F(PrepareDataTest, Gpt2NeedsItsFiles) {
   ASSERT_FALSE(summary.ok());
   EXPECT_THAT(std::string(summary.status().message()), HasSubstr("encoder.json"));
   EXPECT_THAT(std::string(summary.status().message()), HasSubstr("--gpt2-dir"));
+}
+
+// Preparing a directory into itself a second time read the first run's
+// train.bin, val.bin and tokenizer.pb as corpus text (byte: no error, twice
+// the tokens).
+TEST_F(PrepareDataTest, PreparingADirectoryIntoItselfAgainReadsOnlyTheText) {
+  const std::string dir = Path("in_and_out");
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/a.txt") << "hello world, hello world\n";
+  PrepareOptions options;
+  options.kind = Tokenizer::BYTE;
+  options.inputs = {dir};
+  options.out_dir = dir;
+  options.val_fraction = 0.2;
+  auto first = PrepareData(options);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = PrepareData(options);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->input_bytes, first->input_bytes);
+  EXPECT_EQ(second->train_tokens, first->train_tokens);
+
+  options.inputs = {dir + "/train.bin"};
+  auto named = PrepareData(options);
+  ASSERT_FALSE(named.ok());
+  EXPECT_EQ(named.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(named.status().message()),
+              HasSubstr("train.bin' is a file this preparation writes"));
+}
+
+// GPT-2's vocab.bpe cut short (a partial download): the error said only
+// "Tokenizer.merges[1547] (279, 260) repeats a merge", naming no file.
+TEST_F(PrepareDataTest, TruncatedGpt2FilesAreNamed) {
+  const std::string gpt2 = Path("gpt2_cut");
+  std::filesystem::create_directories(gpt2);
+  std::filesystem::copy_file(DROPK_SOURCE_DIR "/data/gpt2/encoder.json", gpt2 + "/encoder.json");
+  const std::string merges = test_util::ReadFile(DROPK_SOURCE_DIR "/data/gpt2/vocab.bpe");
+  std::ofstream(gpt2 + "/vocab.bpe", std::ios::binary) << merges.substr(0, 10000);
+  std::ofstream(Path("in.txt")) << "hello";
+  PrepareOptions options;
+  options.kind = Tokenizer::GPT2_BPE;
+  options.gpt2_dir = gpt2;
+  options.inputs = {Path("in.txt")};
+  options.out_dir = Path("out");
+  auto summary = PrepareData(options);
+  ASSERT_FALSE(summary.ok());
+  EXPECT_EQ(summary.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(summary.status().message()),
+              AllOf(HasSubstr(gpt2), HasSubstr("vocab.bpe")));
 }
 
 TEST_F(PrepareDataTest, CliPreparesGpt2) {

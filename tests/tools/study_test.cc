@@ -3,6 +3,7 @@
 // (reproducible for a seed, PNG files with their data beside them).
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -13,6 +14,7 @@
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "support/fifo.h"
 #include "support/subprocess.h"
 #include "tools/study/run_metrics.h"
 #include "tools/study/text_diversity.h"
@@ -87,6 +89,33 @@ TEST_F(StudyFilesTest, ABrokenMetricsLineIsRefusedNamingFileAndLine) {
   ASSERT_FALSE(rows.ok());
   EXPECT_NE(rows.status().message().find(path + ":2:"), std::string::npos) << rows.status();
   EXPECT_FALSE(SummarizeEvaluations({RunMetricsRow{}}).ok());
+}
+
+// dropk plot on a run whose metrics.jsonl is a FIFO blocked for ever; one
+// linked to /dev/zero read until memory ran out.
+TEST_F(StudyFilesTest, AMetricsFileThatIsNotARegularFileIsRefusedWithoutReading) {
+  test_util::FifoWithUnblocker fifo((dir_ / "fifo.jsonl").string(), std::chrono::seconds(10));
+  fs::create_symlink("/dev/zero", dir_ / "zero.jsonl");
+  for (const std::string& path : {fifo.path(), (dir_ / "zero.jsonl").string()}) {
+    const auto start = std::chrono::steady_clock::now();
+    absl::StatusOr<std::vector<RunMetricsRow>> rows = ReadRunMetrics(path);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5)) << path;
+    ASSERT_FALSE(rows.ok());
+    EXPECT_NE(rows.status().message().find(path + ": not a regular file"), std::string::npos)
+        << rows.status();
+  }
+}
+
+// dropk study dropout --corpus FIFO blocked for ever.
+TEST_F(StudyFilesTest, ACorpusThatIsNotARegularFileIsRefused) {
+  test_util::FifoWithUnblocker fifo((dir_ / "corpus.fifo").string(), std::chrono::seconds(10));
+  const auto start = std::chrono::steady_clock::now();
+  const auto r = RunCommand(std::string(DROPK_BINARY_DIR "/bin/dropk study dropout --corpus ") +
+                            fifo.path() + " --out " + (dir_ / "study").string());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("corpus " + fifo.path() + ": not a regular file"), std::string::npos)
+      << r.err;
 }
 
 bool IsPng(const std::string& path) {

@@ -100,6 +100,27 @@ TEST_F(AsyncCheckpointTest, ResumeFromAnAsyncCheckpointIsBitExact) {
   EXPECT_EQ(second.last_train_loss, straight.last_train_loss);
 }
 
+// Resuming a checkpoint past max_iters ran no step and no evaluation and
+// reported "done" with the checkpoint's step count.
+TEST_F(AsyncCheckpointTest, ResumingPastMaxItersIsRefusedNamingTheStep) {
+  ASSERT_EQ(Train(Config("past", 20, true)).steps, 20);
+  TrainConfig lower = Config("past", 10, true);
+  lower.set_resume("latest");
+  std::ostringstream log;
+  absl::StatusOr<TrainSummary> s = RunTraining(lower, *comm_, log);
+  ASSERT_FALSE(s.ok()) << log.str();
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.status().message().find("step-00000020 is at step 20, past max_iters=10"),
+            std::string::npos)
+      << s.status();
+  // At max_iters itself the run evaluates the checkpoint.
+  TrainConfig same = Config("past", 20, true);
+  same.set_resume("latest");
+  const TrainSummary evaluated = Train(same);
+  EXPECT_EQ(evaluated.steps, 20);
+  EXPECT_TRUE(evaluated.val_loss.has_value());
+}
+
 TEST_F(AsyncCheckpointTest, AsyncAndSyncRunsWriteTheSameCheckpointFiles) {
   std::string sync_log;
   Train(Config("sync", 20, false), &sync_log);

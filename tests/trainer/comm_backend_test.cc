@@ -75,6 +75,25 @@ TEST(CommBackendTest, ExplicitBackendsAreTaken) {
             CommBackendChoice::kNccl);
 }
 
+// mpirun -np 2 dropk-train --comm_backend=single_process ran two independent
+// runs into the same out_dir, both "done".
+TEST(CommBackendTest, SingleProcessUnderALauncherOfSeveralRanksIsRefused) {
+  CommFacts two = Node(2, 0);
+  two.launcher_ranks = 2;
+  const absl::StatusOr<CommBackendChoice> choice =
+      ChooseCommBackend(ConfigWith(TrainConfig::SINGLE_PROCESS, TrainConfig::CPU), two);
+  ASSERT_FALSE(choice.ok());
+  EXPECT_EQ(choice.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(choice.status().message().find("comm_backend=SINGLE_PROCESS, but the launcher "
+                                           "started 2 ranks"),
+            std::string::npos)
+      << choice.status();
+  CommFacts one = Node(1, 0);  // mpirun -np 1: one process either way
+  one.launcher_ranks = 1;
+  EXPECT_EQ(Choice(ConfigWith(TrainConfig::SINGLE_PROCESS, TrainConfig::CPU), one),
+            CommBackendChoice::kSingleProcess);
+}
+
 // One line, naming the field, for every reason NCCL cannot be had.
 void ExpectRefused(const TrainConfig& config, const CommFacts& facts, const std::string& why) {
   const absl::StatusOr<CommBackendChoice> choice = ChooseCommBackend(config, facts);

@@ -21,5 +21,17 @@ TEST(CommTimeoutTest, AutoFollowsTheSlowestStepAboveAFloor) {
   EXPECT_EQ(CommTimeout(0, 4), milliseconds(80000));     // 20 x 4 s
 }
 
+TEST(CommTimeoutTest, StaysWithinWhatADeadlineCanHold) {
+  // 1e38 s converted to int64 milliseconds was undefined: INT64_MIN on x86.
+  EXPECT_EQ(CommTimeout(1e38, 0), milliseconds(static_cast<int64_t>(kCommTimeoutMaxS * 1000)));
+  EXPECT_EQ(CommTimeout(0, 1e30), milliseconds(static_cast<int64_t>(kCommTimeoutMaxS * 1000)));
+  EXPECT_GT(std::chrono::steady_clock::now() + CommTimeout(1e38, 0),
+            std::chrono::steady_clock::now());
+}
+
+TEST(CommTimeoutTest, ATinyConfiguredTimeoutIsNotZero) {
+  EXPECT_EQ(CommTimeout(1e-6, 0), milliseconds(1));
+}
+
 }  // namespace
 }  // namespace dropk

@@ -157,6 +157,42 @@ TEST(ConfigTest, FlagWithoutValueIsAnError) {
   EXPECT_THAT(config.status().message(), HasSubstr("n_layer"));
 }
 
+// CLI11 read `--resume=` as `--resume` and took the next argument as its
+// value, losing that argument.
+TEST(ConfigTest, EmptyFlagValueSetsEmptyAndKeepsTheNextFlag) {
+  const std::string path = WriteTempFile("run.textproto", "resume: \"latest\"\n");
+  absl::StatusOr<TrainConfig> config =
+      Load({"--config", path, "--resume=", "--out_dir=elsewhere", "--checkpoint_dir="});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->resume(), "");
+  EXPECT_EQ(config->out_dir(), "elsewhere");
+  EXPECT_EQ(config->checkpoint_dir(), "");
+
+  absl::StatusOr<TrainConfig> empty_int = Load({"--n_layer=", "--n_head=2"});
+  ASSERT_FALSE(empty_int.ok());
+  EXPECT_THAT(empty_int.status().message(), HasSubstr("--n_layer=: expected an integer"));
+}
+
+// A config saved with a UTF-8 byte-order mark failed with "Interpreting non
+// ascii codepoint 239" and a raw byte.
+TEST(ConfigTest, ByteOrderMarkAndCrlfAreAccepted) {
+  const std::string path =
+      WriteTempFile("bom.textproto", "\xEF\xBB\xBFn_layer: 6\r\nsample_prompt: \"ab\"\r\n");
+  absl::StatusOr<TrainConfig> config = Load({"--config", path});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->n_layer(), 6);
+  EXPECT_EQ(config->sample_prompt(), "ab");
+}
+
+TEST(ConfigTest, UnknownEnumNumberInFileIsRefusedByValidation) {
+  const std::string path = WriteTempFile("run.textproto", "device: 9\n");
+  absl::StatusOr<TrainConfig> config = Load({"--config", path});
+  ASSERT_TRUE(config.ok()) << "text format accepts the number: " << config.status();
+  const absl::Status status = ValidateTrainConfig(*config);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("device=9: not a value of"));
+}
+
 TEST(ConfigTest, BadFlagValueIsReportedEvenWithAFile) {
   const std::string path = WriteTempFile("run.textproto", "n_layer: 6\n");
   absl::StatusOr<TrainConfig> config = Load({"--config", path, "--n_head", "four"});
@@ -397,6 +433,29 @@ INSTANTIATE_TEST_SUITE_P(
         BadValueCase{"SampleTemperature",
                      [](TrainConfig* c) { c->set_sample_temperature(0); },
                      {"sample_temperature=0"}},
+        // Beyond about 1e10 s the collectives' deadlines overflowed to the
+        // past: every collective timed out at once "within -9.2e+15 s".
+        BadValueCase{"CommTimeoutHuge",
+                     [](TrainConfig* c) { c->set_comm_timeout_s(1e38f); },
+                     {"comm_timeout_s=1e+38: must be at most 2592000"}},
+        BadValueCase{"SampleTokensHuge",
+                     [](TrainConfig* c) { c->set_sample_tokens(2147483647); },
+                     {"sample_tokens=2147483647: must be at most 1000000"}},
+        BadValueCase{"BucketCapHuge",
+                     [](TrainConfig* c) { c->set_bucket_cap_mb(1e38f); },
+                     {"bucket_cap_mb=1e+38: must be at most 1048576"}},
+        // proto3 enums are open: a file's `device: 9` parsed and ran on the CPU.
+        BadValueCase{"DeviceUnknownNumber",
+                     [](TrainConfig* c) { c->set_device(static_cast<TrainConfig::Device>(9)); },
+                     {"device=9: not a value of dropk.TrainConfig.Device", "cpu, cuda"}},
+        BadValueCase{
+            "PrecisionUnknownNumber",
+            [](TrainConfig* c) { c->set_precision(static_cast<TrainConfig::Precision>(17)); },
+            {"precision=17", "fp32, tf32, bf16"}},
+        BadValueCase{
+            "CommBackendUnknownNumber",
+            [](TrainConfig* c) { c->set_comm_backend(static_cast<TrainConfig::CommBackend>(9)); },
+            {"comm_backend=9"}},
         BadValueCase{"DataDir", [](TrainConfig* c) { c->set_data_dir(""); }, {"data_dir=\"\""}},
         BadValueCase{"OutDir", [](TrainConfig* c) { c->set_out_dir(""); }, {"out_dir=\"\""}}),
     [](const ::testing::TestParamInfo<BadValueCase>& info) { return info.param.name; });

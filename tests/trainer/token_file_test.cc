@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -12,11 +13,13 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "support/fifo.h"
 
 namespace dropk {
 namespace {
 
 using ::testing::ElementsAreArray;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 class TokenFileTest : public ::testing::Test {
@@ -158,6 +161,18 @@ TEST_F(TokenFileTest, MissingFile) {
   ASSERT_FALSE(file.ok());
   EXPECT_EQ(file.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(file.status().message()), HasSubstr(path));
+}
+
+// A FIFO where val.bin should be: open(2) waited for a writer, so
+// dropk-train hung before its first step.
+TEST_F(TokenFileTest, FifoIsRefusedWithoutBlocking) {
+  test_util::FifoWithUnblocker fifo(Path("val.bin"), std::chrono::seconds(10));
+  const auto start = std::chrono::steady_clock::now();
+  auto file = TokenFile::Open(fifo.path());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5)) << "open blocked";
+  ASSERT_FALSE(file.ok());
+  EXPECT_THAT(std::string(file.status().message()),
+              AllOf(HasSubstr(fifo.path()), HasSubstr("not a regular file")));
 }
 
 TEST_F(TokenFileTest, ShorterThanHeader) {

@@ -162,5 +162,19 @@ TEST_F(TrainSmokeTest, UnwritableCheckpointDirIsRefusedBeforeTraining) {
   EXPECT_EQ(log.str().find("| loss "), std::string::npos) << "it trained first:\n" << log.str();
 }
 
+// A directory named LATEST in the checkpoint directory failed the run at its
+// first save ("rename to LATEST: Is a directory"), after the training.
+TEST_F(TrainSmokeTest, ALatestThatIsADirectoryIsRefusedBeforeTraining) {
+  TrainConfig c = TinyConfig("run_latest_dir");
+  const std::filesystem::path latest = std::filesystem::path(c.out_dir()) / "checkpoints/LATEST";
+  std::filesystem::create_directories(latest);
+  std::ostringstream log;
+  auto run = RunTraining(c, *comm_, log);
+  ASSERT_FALSE(run.ok());
+  EXPECT_NE(run.status().message().find(latest.string() + " is a directory"), std::string::npos)
+      << run.status();
+  EXPECT_EQ(log.str().find("| loss "), std::string::npos) << "it trained first:\n" << log.str();
+}
+
 }  // namespace
 }  // namespace dropk

@@ -1,5 +1,6 @@
 #include "tools/study/dropout_study.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -36,16 +37,24 @@ std::string RunName(float rate) { return absl::StrFormat("dropout-%.2f", rate); 
 // Writes the first `chars` bytes of the corpus (never splitting a UTF-8
 // character) to data_dir/corpus.txt and prepares it there.
 absl::Status PrepareCorpus(const DropoutStudyOptions& options, const std::string& data_dir) {
+  // A FIFO blocked the open; the buffer is sized by the file, not by --chars
+  // (up to 1 TiB, allocated up front).
+  std::error_code ec;
+  const fs::file_status status = fs::status(options.corpus_path, ec);
+  if (fs::exists(status) && !fs::is_regular_file(status)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("corpus ", options.corpus_path, ": not a regular file"));
+  }
   std::ifstream in(options.corpus_path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open corpus ", options.corpus_path));
-  std::string text(options.chars, '\0');
+  const uint64_t file_bytes = fs::file_size(options.corpus_path, ec);
+  std::string text(ec ? options.chars : std::min<uint64_t>(options.chars, file_bytes), '\0');
   in.read(text.data(), static_cast<std::streamsize>(text.size()));
   text.resize(static_cast<size_t>(in.gcount()));
   while (!text.empty() && (static_cast<unsigned char>(text.back()) & 0xC0) == 0x80) text.pop_back();
   if (!text.empty() && static_cast<unsigned char>(text.back()) >= 0xC0) text.pop_back();
   if (text.empty())
     return absl::InvalidArgumentError(absl::StrCat(options.corpus_path, " is empty"));
-  std::error_code ec;
   fs::create_directories(data_dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", data_dir, ": ", ec.message()));
   const std::string corpus = (fs::path(data_dir) / "corpus.txt").string();

@@ -1,5 +1,6 @@
 #include "tools/study/run_metrics.h"
 
+#include <filesystem>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
@@ -16,6 +17,12 @@ std::optional<double> NumberField(const nlohmann::json& j, const char* name) {
 }  // namespace
 
 absl::StatusOr<std::vector<RunMetricsRow>> ReadRunMetrics(const std::string& path) {
+  // A FIFO blocked the open; /dev/zero was read until memory ran out.
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics file ", path, ": not a regular file"));
+  }
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open metrics file ", path));
   std::vector<std::string> lines;

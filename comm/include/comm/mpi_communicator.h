@@ -55,6 +55,11 @@ bool LaunchedByMpi();
 int LocalWorldSize();
 int LocalRank();
 
+// Ranks of the whole job from the launcher's environment
+// (OMPI_COMM_WORLD_SIZE, or PMI_SIZE); 1 when not launched by MPI or not
+// told.
+int LauncherWorldSize();
+
 }  // namespace dropk
 
 #endif  // DROPK_COMM_MPI_COMMUNICATOR_H_

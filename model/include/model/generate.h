@@ -6,6 +6,7 @@
 #define DROPK_MODEL_GENERATE_H_
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -39,8 +40,12 @@ int32_t SampleToken(std::span<const float> logits, const SamplingOptions& option
 
 // Continues `prompt` (non-empty, ids < vocab) by max_new_tokens tokens with a
 // model whose max_batch >= 1. Runs without dropout. Returns only the new ids.
+// `stop`, when given, is asked before each token; once it returns true the
+// ids made so far are returned (a prefix of the full result), so a long
+// generation stays interruptible.
 absl::StatusOr<std::vector<int32_t>> Generate(Gpt& gpt, std::span<const int32_t> prompt,
-                                              int max_new_tokens, const SamplingOptions& options);
+                                              int max_new_tokens, const SamplingOptions& options,
+                                              const std::function<bool()>& stop = nullptr);
 
 }  // namespace dropk
 

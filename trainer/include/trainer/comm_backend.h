@@ -22,6 +22,7 @@ enum class CommBackendChoice { kSingleProcess, kMpi, kNccl };
 struct CommFacts {
   bool launched_by_mpi = false;  // LaunchedByMpi()
   int local_ranks = 1;           // ranks of the job on this node (LocalWorldSize())
+  int launcher_ranks = 1;        // ranks of the whole job (LauncherWorldSize())
   int cuda_devices = 0;          // GPUs this process can use (CudaDeviceCount())
   absl::Status nccl = absl::UnimplementedError("not looked for");  // NcclUsable()
   // Other ranks of the job whose GPU is this rank's (by UUID), as the ranks

@@ -25,6 +25,11 @@ inline constexpr char kTrainTokensFile[] = "train.bin";
 inline constexpr char kValTokensFile[] = "val.bin";
 inline constexpr char kTokenizerFile[] = "tokenizer.pb";
 
+// The most encoding threads PrepareData starts: every one is started at once
+// (one OpenMP team), and past the process limit (about 50,000 here) thread
+// creation fails inside OpenMP, which aborts or crashes the process.
+inline constexpr int kMaxPrepareThreads = 1024;
+
 // What to prepare and where.
 struct PrepareOptions {
   Tokenizer::Kind kind = Tokenizer::CHAR;
@@ -37,7 +42,8 @@ struct PrepareOptions {
   std::string gpt2_dir = "data/gpt2";
   // The last val_fraction of the tokens become the val split; in (0, 1).
   double val_fraction = 0.1;
-  // Encoding threads; 0 means every core. The output does not depend on it.
+  // Encoding threads; 0 means every core; at most kMaxPrepareThreads. The
+  // output does not depend on it.
   int threads = 0;
   // The most tokens per token file; a larger split is written as shards.
   uint64_t shard_tokens = 100'000'000;
