@@ -15,66 +15,74 @@
 #define DROPK_MODEL_CPU_FIXED_ORDER_DOT_H_
 
 #include <cstring>
+#include <type_traits>
 
 namespace dropk {
 
 inline constexpr int kDotLanes = 16;
 
-// The target's widest float vector (GCC/Clang vector extension), and how
-// many of them hold the 16 lanes: one with AVX-512, two with AVX, four with
-// SSE. Lane j is element j % width of vector j / width; each lane's
-// arithmetic is the same whatever the width.
-#if defined(__AVX512F__)
-typedef float NativeLanes __attribute__((vector_size(64)));
-#elif defined(__AVX__)
-typedef float NativeLanes __attribute__((vector_size(32)));
-#else
-typedef float NativeLanes __attribute__((vector_size(16)));
-#endif
-inline constexpr int kNativeWidth = sizeof(NativeLanes) / sizeof(float);
-inline constexpr int kVectorsPerDot = kDotLanes / kNativeWidth;
+// Float vectors (GCC/Clang vector extension) of 16, 8, 4 and 2 lanes. A dot's
+// 16 lanes are held in 16 / width vectors of one of them: lane j is element
+// j % width of vector j / width. Each lane's arithmetic is the same whatever
+// the width; only how many independent chains a core sees changes.
+typedef float Lanes16 __attribute__((vector_size(64)));
+typedef float Lanes8 __attribute__((vector_size(32)));
+typedef float Lanes4 __attribute__((vector_size(16)));
+typedef float Lanes2 __attribute__((vector_size(8)));
 
-// Tile shapes that keep a tile's accumulators in registers on the target
-// (32 vector registers with AVX-512, 16 with AVX2 or SSE), picked by
-// measuring 1, 4 and 16 rows of a 768 x 3072 product on a Zen 4. Results do
-// not depend on them.
+// Per target: the widest vector, for tiles of several outputs (their own
+// accumulators give the core enough independent chains), and a narrower one
+// for a single output, whose 16 lanes then form two chains instead of one
+// (measured 10-20% faster for one row on a Zen 4). Tile shapes keep a tile's
+// accumulators in registers (32 vector registers with AVX-512, 16 with AVX2
+// or SSE); picked by measuring 1, 4 and 16 rows of the engine's products on a
+// Zen 4. Results do not depend on any of these.
 #if defined(__AVX512F__)
+using TileLanes = Lanes16;
+using SingleLanes = Lanes8;
 inline constexpr int kDotTileRows = 2, kDotTileCols = 8;
 #elif defined(__AVX__)
+using TileLanes = Lanes8;
+using SingleLanes = Lanes8;
 inline constexpr int kDotTileRows = 2, kDotTileCols = 2;
 #else
+using TileLanes = Lanes4;
+using SingleLanes = Lanes4;
 inline constexpr int kDotTileRows = 1, kDotTileCols = 2;
 #endif
 
-inline NativeLanes LoadNativeLanes(const float* p) {
-  NativeLanes v;
+template <typename Lanes>
+inline Lanes LoadLanes(const float* p) {
+  Lanes v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
 
-typedef float Lanes4 __attribute__((vector_size(16)));
-typedef float Lanes2 __attribute__((vector_size(8)));
-
 // The tree's first two levels as vector adds of halves, the same adds of
 // the same lanes as the scalar tree (lane j += lane j + 8 for j < 8, then
-// lane j += lane j + 4 for j < 4), whatever the native width.
-inline Lanes4 FoldTo4(const NativeLanes* acc) {
-#if defined(__AVX512F__)
-  typedef float Lanes8 __attribute__((vector_size(32)));
-  const Lanes8 s8 = __builtin_shufflevector(acc[0], acc[0], 0, 1, 2, 3, 4, 5, 6, 7) +
-                    __builtin_shufflevector(acc[0], acc[0], 8, 9, 10, 11, 12, 13, 14, 15);
-  return __builtin_shufflevector(s8, s8, 0, 1, 2, 3) + __builtin_shufflevector(s8, s8, 4, 5, 6, 7);
-#elif defined(__AVX__)
-  const NativeLanes s8 = acc[0] + acc[1];
-  return __builtin_shufflevector(s8, s8, 0, 1, 2, 3) + __builtin_shufflevector(s8, s8, 4, 5, 6, 7);
-#else
-  return (acc[0] + acc[2]) + (acc[1] + acc[3]);
-#endif
+// lane j += lane j + 4 for j < 4), for acc holding 16 lanes as Lanes.
+template <typename Lanes>
+inline Lanes4 FoldTo4(const Lanes* acc) {
+  constexpr int kWidth = sizeof(Lanes) / sizeof(float);
+  if constexpr (kWidth == 16) {
+    const Lanes8 s8 = __builtin_shufflevector(acc[0], acc[0], 0, 1, 2, 3, 4, 5, 6, 7) +
+                      __builtin_shufflevector(acc[0], acc[0], 8, 9, 10, 11, 12, 13, 14, 15);
+    return __builtin_shufflevector(s8, s8, 0, 1, 2, 3) +
+           __builtin_shufflevector(s8, s8, 4, 5, 6, 7);
+  } else if constexpr (kWidth == 8) {
+    const Lanes8 s8 = acc[0] + acc[1];
+    return __builtin_shufflevector(s8, s8, 0, 1, 2, 3) +
+           __builtin_shufflevector(s8, s8, 4, 5, 6, 7);
+  } else {
+    static_assert(kWidth == 4, "16 lanes as 1, 2 or 4 vectors");
+    return (acc[0] + acc[2]) + (acc[1] + acc[3]);
+  }
 }
 
-// The end of one dot: the fixed tree over its 16 lanes (acc, kVectorsPerDot
-// vectors), then a[from, n) * b[from, n) in index order.
-inline float FinishDot(const NativeLanes* acc, const float* a, const float* b, int from, int n) {
+// The end of one dot: the fixed tree over its 16 lanes, then a[from, n) *
+// b[from, n) in index order.
+template <typename Lanes>
+inline float FinishDot(const Lanes* acc, const float* a, const float* b, int from, int n) {
   const Lanes4 s4 = FoldTo4(acc);
   const Lanes2 s2 = __builtin_shufflevector(s4, s4, 0, 1) + __builtin_shufflevector(s4, s4, 2, 3);
   float tail = 0.0f;
@@ -83,19 +91,23 @@ inline float FinishDot(const NativeLanes* acc, const float* a, const float* b, i
 }
 
 // out[r][c] = rows[r] · cols[c] over n values, for every r < kRows and
-// c < kCols, each summed in the fixed order above.
-template <int kRows, int kCols>
+// c < kCols, each summed in the fixed order above. Lanes: TileLanes for
+// tiles, SingleLanes for 1 x 1 (the default picks by shape).
+template <int kRows, int kCols,
+          typename Lanes = std::conditional_t<kRows * kCols == 1, SingleLanes, TileLanes>>
 inline void DotTile(const float* const (&rows)[kRows], const float* const (&cols)[kCols], int n,
                     float (&out)[kRows][kCols]) {
-  NativeLanes acc[kRows][kCols][kVectorsPerDot] = {};
+  constexpr int kWidth = sizeof(Lanes) / sizeof(float);
+  constexpr int kVectors = kDotLanes / kWidth;
+  Lanes acc[kRows][kCols][kVectors] = {};
   int i = 0;
   for (; i + kDotLanes <= n; i += kDotLanes) {
-    for (int v = 0; v < kVectorsPerDot; ++v) {
-      const int at = i + v * kNativeWidth;
-      NativeLanes w[kCols];
-      for (int c = 0; c < kCols; ++c) w[c] = LoadNativeLanes(cols[c] + at);
+    for (int v = 0; v < kVectors; ++v) {
+      const int at = i + v * kWidth;
+      Lanes w[kCols];
+      for (int c = 0; c < kCols; ++c) w[c] = LoadLanes<Lanes>(cols[c] + at);
       for (int r = 0; r < kRows; ++r) {
-        const NativeLanes x = LoadNativeLanes(rows[r] + at);
+        const Lanes x = LoadLanes<Lanes>(rows[r] + at);
         for (int c = 0; c < kCols; ++c) acc[r][c][v] += x * w[c];
       }
     }

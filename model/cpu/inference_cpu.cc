@@ -38,7 +38,8 @@ namespace {
 constexpr int kColumnBlock = 16;  // output columns per task in RowMatmul
 
 // out rows [r, r + kRows) x columns [o0, o1) of inp (R,C) · w (OC,C)^T +
-// bias, in tiles of kDotTileCols columns (then single columns).
+// bias: one row a column at a time, several in tiles of kDotTileCols columns
+// (then single columns).
 template <int kRows>
 void MatmulRows(float* out, const float* inp, const float* w, const float* bias, int r, int o0,
                 int o1, int C, int OC) {
@@ -48,13 +49,14 @@ void MatmulRows(float* out, const float* inp, const float* w, const float* bias,
     out[static_cast<size_t>(r + i) * OC + j] = bias != nullptr ? d + bias[j] : d;
   };
   int j = o0;
-  for (; j + kDotTileCols <= o1; j += kDotTileCols) {
-    const float* cols[kDotTileCols];
-    for (int c = 0; c < kDotTileCols; ++c) cols[c] = w + static_cast<size_t>(j + c) * C;
-    float d[kRows][kDotTileCols];
-    DotTile<kRows, kDotTileCols>(rows, cols, C, d);
+  constexpr int kCols = kRows == 1 ? 1 : kDotTileCols;
+  for (; j + kCols <= o1; j += kCols) {
+    const float* cols[kCols];
+    for (int c = 0; c < kCols; ++c) cols[c] = w + static_cast<size_t>(j + c) * C;
+    float d[kRows][kCols];
+    DotTile<kRows, kCols>(rows, cols, C, d);
     for (int i = 0; i < kRows; ++i) {
-      for (int c = 0; c < kDotTileCols; ++c) store(i, j + c, d[i][c]);
+      for (int c = 0; c < kCols; ++c) store(i, j + c, d[i][c]);
     }
   }
   for (; j < o1; ++j) {
