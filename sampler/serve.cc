@@ -7,9 +7,11 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/exit_codes.h"
 
 namespace dropk {
 
@@ -185,7 +187,20 @@ absl::Status RunServe(const ServeOptions& options) {
   int sig = 0;
   sigwait(&signals, &sig);
   log->Write(absl::StrCat("dropk-serve: ", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-                          ", draining (deadline ", options.drain_deadline.count(), " ms)"));
+                          ", draining (deadline ", options.drain_deadline.count(),
+                          " ms; a second SIGTERM or SIGINT stops at once)"));
+  // A second signal during the drain means the operator (a second Ctrl-C, an
+  // orchestrator out of grace time) will not wait: exit now, without the
+  // running requests. The set is copied; stderr needs no object that the
+  // return of RunServe destroys.
+  std::thread([signals] {
+    int again = 0;
+    if (sigwait(&signals, &again) != 0) return;
+    std::fprintf(stderr, "dropk-serve: second %s during the drain: stopping now\n",
+                 again == SIGTERM ? "SIGTERM" : "SIGINT");
+    std::fflush(stderr);
+    std::_Exit(kExitFailure);
+  }).detach();
   watcher.Stop();
   (*server)->StopAccepting();
   (*scheduler)->Shutdown(options.drain_deadline);    // running requests finish or are cancelled

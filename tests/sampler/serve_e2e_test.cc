@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "gtest/gtest.h"
 #include "model/inference.h"
 #include "nlohmann/json.hpp"
@@ -225,6 +226,44 @@ TEST_F(ServeE2eTest, ApiKeyFile) {
   EXPECT_EQ(Curl(port_, "GET", "/readyz").code, 401);
   EXPECT_EQ(Curl(port_, "GET", "/readyz", "", "-H 'Authorization: Bearer k-123'").code, 200);
   EXPECT_EQ(StopServer(SIGTERM), 0);
+}
+
+// A second SIGTERM during the drain stops at once: it was blocked, so the
+// service went on draining a long stream (8 x 8192 tokens, about 9 s here)
+// until it ended or --drain-ms (here a minute) passed.
+TEST_F(ServeE2eTest, SecondSigtermDuringTheDrainStopsAtOnce) {
+  StartServer("--drain-ms 60000");
+  const std::string body =
+      R"({"prompt":"ROMEO:","max_tokens":8192,"n":8,"stream":true,"seed":5})";
+  std::thread stream([&] {
+    Curl(port_, "POST", "/v1/completions", body, "-N --max-time 90 -o /dev/null");
+  });
+  // On every way out: the service goes first, so the stream ends and joins.
+  absl::Cleanup stop_then_join = [&] {
+    StopServer(SIGKILL);
+    stream.join();
+  };
+  bool running = false;
+  for (int i = 0; i < 100 && !running; ++i) {  // bounded: 10 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    running = Curl(port_, "GET", "/metrics").body.find("dropk_running_batch_size 0") ==
+              std::string::npos;
+  }
+  ASSERT_TRUE(running) << Curl(port_, "GET", "/metrics").body;
+  kill(pid_, SIGTERM);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  int status = 0;
+  ASSERT_EQ(waitpid(pid_, &status, WNOHANG), 0)
+      << "the first SIGTERM must drain the stream, not end the service\n"
+      << Log();
+  const auto t0 = std::chrono::steady_clock::now();
+  const int code = StopServer(SIGTERM);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(code, 1) << Log();
+  EXPECT_LT(seconds, 3.0) << "the second SIGTERM waited for the drain";
+  EXPECT_NE(Log().find("second SIGTERM during the drain: stopping now"), std::string::npos)
+      << Log();
 }
 
 // A --port-file that cannot be written stops the service with one line

@@ -71,7 +71,9 @@ struct ServeOptions {
 };
 
 // Runs the service until SIGTERM or SIGINT, then stops accepting, lets
-// running requests finish within drain_deadline, and returns OK. Returns the
+// running requests finish within drain_deadline, and returns OK. A second
+// SIGTERM or SIGINT during that drain ends the process at once (one line on
+// stderr, exit kExitFailure). Returns the
 // error (naming what is wrong) when it cannot start. Blocks SIGTERM and
 // SIGINT in the calling thread; call before starting other threads.
 absl::Status RunServe(const ServeOptions& options);
