@@ -175,6 +175,50 @@ std::optional<ApiError> ReadStrings(const json& body, const char* key, size_t mi
   return std::nullopt;
 }
 
+// A list of token ids (integers; the vocabulary is checked at submission).
+std::optional<ApiError> ReadTokenIds(const json& list, std::vector<int64_t>* out) {
+  if (list.empty()) return Invalid("prompt", "'prompt' token lists must not be empty");
+  for (const json& id : list) {
+    if (!id.is_number_integer()) return WrongType("prompt", "a token id (an integer)", id);
+    if (!id.is_number_unsigned() && id.get<int64_t>() < 0) {
+      return Invalid("prompt", absl::StrCat("'prompt' token ids must be >= 0, got ", Shown(id)));
+    }
+    out->push_back(id.is_number_unsigned() && id.get<uint64_t>() > INT64_MAX
+                       ? INT64_MAX
+                       : id.get<int64_t>());
+  }
+  return std::nullopt;
+}
+
+// 'prompt' in OpenAI's four forms: a string, a list of strings, a list of
+// token ids, or a list of lists of token ids (at most kMaxPrompts prompts).
+std::optional<ApiError> ReadPrompts(const json& body, CompletionRequest* r) {
+  const json* v = Field(body, "prompt");
+  if (v == nullptr) return Invalid("prompt", "'prompt' is required", "missing_required");
+  const bool ids = v->is_array() && !v->empty() && (*v)[0].is_number();
+  const bool id_lists = v->is_array() && !v->empty() && (*v)[0].is_array();
+  if (!ids && !id_lists) {
+    return ReadStrings(body, "prompt", 1, CompletionRequest::kMaxPrompts, "prompts", &r->prompts);
+  }
+  if (ids) {
+    r->token_prompts.emplace_back();
+    return ReadTokenIds(*v, &r->token_prompts.back());
+  }
+  if (v->size() > CompletionRequest::kMaxPrompts) {
+    return Invalid("prompt", absl::StrCat("'prompt' may list at most ",
+                                          CompletionRequest::kMaxPrompts, " prompts, got ",
+                                          v->size()));
+  }
+  for (const json& list : *v) {
+    constexpr const char* kShape =
+        "a string, a list of strings, a list of token ids or a list of such lists";
+    if (!list.is_array()) return WrongType("prompt", kShape, list);
+    r->token_prompts.emplace_back();
+    if (auto e = ReadTokenIds(list, &r->token_prompts.back())) return e;
+  }
+  return std::nullopt;
+}
+
 std::optional<ApiError> ReadBool(const json& body, const char* key, bool* out) {
   const json* v = Field(body, key);
   if (v == nullptr) return std::nullopt;
@@ -251,12 +295,7 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
   }
   if (!j.is_object()) return Invalid("", "the request body must be a JSON object", "invalid_type");
   CompletionRequest r;
-  if (Field(j, "prompt") == nullptr) {
-    return Invalid("prompt", "'prompt' is required", "missing_required");
-  }
-  if (auto e = ReadStrings(j, "prompt", 1, CompletionRequest::kMaxPrompts, "prompts", &r.prompts)) {
-    return *e;
-  }
+  if (auto e = ReadPrompts(j, &r)) return *e;
   std::optional<int64_t> max_tokens, top_k, n, logprobs;
   if (auto e = ReadInt(j, "max_tokens", 1, kMaxTokensLimit,
                        absl::StrCat("in [1, ", kMaxTokensLimit, "]"), &max_tokens)) {
@@ -309,14 +348,60 @@ namespace {
 // prompts x n x max_tokens, so that one request cannot buy hours of decoding.
 std::optional<ApiError> CheckCost(const CompletionRequest& request, int64_t limit) {
   const int64_t max_tokens = request.max_tokens.value_or(kDefaultMaxTokens);
-  const int64_t cost = static_cast<int64_t>(request.prompts.size()) * request.n * max_tokens;
+  const int64_t cost = static_cast<int64_t>(request.PromptCount()) * request.n * max_tokens;
   if (cost <= limit) return std::nullopt;
   return Invalid(
       "max_tokens",
-      absl::StrCat("the request asks for up to ", cost, " tokens (", request.prompts.size(),
+      absl::StrCat("the request asks for up to ", cost, " tokens (", request.PromptCount(),
                    " prompts x n ", request.n, " x max_tokens ", max_tokens,
                    "); the limit per request is ", limit, " (--max-request-tokens)"),
       "request_too_costly");
+}
+
+// Prompt p of `request` as token ids, checked against the model: a text
+// prompt encoded (refused before encoding when its bytes cannot fit the
+// context: encoding runs on an I/O thread, and GPT-2's BPE takes about a
+// second per megabyte), a token prompt checked against the vocabulary; either
+// must leave room in the context (T) for one generated token.
+std::variant<std::vector<int32_t>, ApiError> PromptIds(const CompletionRequest& request, size_t p,
+                                                       const TextTokenizer& tokenizer, int T,
+                                                       int V) {
+  const auto too_long = [&](const std::string& what) {
+    return Invalid("prompt",
+                   absl::StrCat("prompt ", p, " is ", what, "; the model's context is ", T,
+                                " tokens, which must hold the prompt and at least one "
+                                "generated token"),
+                   "context_length_exceeded");
+  };
+  std::vector<int32_t> ids;
+  if (p < request.prompts.size()) {
+    const std::string& text = request.prompts[p];
+    const size_t bytes = text.size(), per_token = tokenizer.max_token_bytes();
+    if (bytes > static_cast<size_t>(T - 1) * per_token) {
+      return too_long(absl::StrCat("at least ", (bytes + per_token - 1) / per_token, " tokens (",
+                                   bytes, " bytes, at most ", per_token, " per token)"));
+    }
+    absl::StatusOr<std::vector<int32_t>> encoded = tokenizer.Encode(text);
+    if (!encoded.ok()) {
+      return Invalid("prompt", absl::StrCat("prompt ", p, ": ", encoded.status().message()),
+                     "invalid_prompt");
+    }
+    ids = *std::move(encoded);
+  } else {
+    const std::vector<int64_t>& given = request.token_prompts[p - request.prompts.size()];
+    if (given.size() >= static_cast<size_t>(T)) return too_long(absl::StrCat(given.size(), " tokens"));
+    for (size_t i = 0; i < given.size(); ++i) {
+      if (given[i] >= V) {
+        return Invalid("prompt",
+                       absl::StrCat("prompt ", p, ": token id ", given[i], " at position ", i,
+                                    " is outside the model's vocabulary [0, ", V, ")"),
+                       "invalid_prompt");
+      }
+      ids.push_back(static_cast<int32_t>(given[i]));
+    }
+  }
+  if (ids.size() >= static_cast<size_t>(T)) return too_long(absl::StrCat(ids.size(), " tokens"));
+  return ids;
 }
 
 // Scheduler::Submit queues a request's sequences all together or not at
@@ -324,11 +409,11 @@ std::optional<ApiError> CheckCost(const CompletionRequest& request, int64_t limi
 // is the request's fault (400 naming the limit), not a full queue (a 429
 // whose Retry-After invites clients to retry it forever).
 std::optional<ApiError> CheckQueueFits(const CompletionRequest& request, int max_queue) {
-  const int64_t sequences = static_cast<int64_t>(request.prompts.size()) * request.n;
+  const int64_t sequences = static_cast<int64_t>(request.PromptCount()) * request.n;
   if (sequences <= max_queue) return std::nullopt;
   return Invalid("n",
                  absl::StrCat("the request needs ", sequences, " sequences (",
-                              request.prompts.size(), " prompts x n ", request.n,
+                              request.PromptCount(), " prompts x n ", request.n,
                               "); at most ", max_queue, " can wait at once (--max-queue)"),
                  "too_many_sequences");
 }
@@ -394,34 +479,11 @@ std::variant<std::shared_ptr<CompletionJob>, ApiError> CompletionJob::Start(
   for (const std::string& s : job->stop_) job->max_stop_ = std::max(job->max_stop_, s.size());
 
   std::vector<SequenceRequest> sequences;
-  for (size_t p = 0; p < request.prompts.size(); ++p) {
-    // A token stands for at most max_token_bytes bytes, so a prompt longer
-    // than T - 1 of them cannot fit: refused before encoding it, which runs
-    // on an I/O thread (GPT-2's BPE takes about a second per megabyte).
-    const size_t bytes = request.prompts[p].size(), per_token = snap.tokenizer.max_token_bytes();
-    if (bytes > static_cast<size_t>(T - 1) * per_token) {
-      const size_t at_least = (bytes + per_token - 1) / per_token;
-      return Invalid("prompt",
-                     absl::StrCat("prompt ", p, " is at least ", at_least, " tokens (", bytes,
-                                  " bytes, at most ", per_token,
-                                  " per token); the model's context is ", T,
-                                  " tokens, which must hold the prompt and at least one "
-                                  "generated token"),
-                     "context_length_exceeded");
-    }
-    absl::StatusOr<std::vector<int32_t>> ids = snap.tokenizer.Encode(request.prompts[p]);
-    if (!ids.ok()) {
-      return Invalid("prompt", absl::StrCat("prompt ", p, ": ", ids.status().message()),
-                     "invalid_prompt");
-    }
-    const int P = static_cast<int>(ids->size());
-    if (P >= T) {
-      return Invalid("prompt",
-                     absl::StrCat("prompt ", p, " is ", P, " tokens; the model's context is ", T,
-                                  " tokens, which must hold the prompt and at least one "
-                                  "generated token"),
-                     "context_length_exceeded");
-    }
+  for (size_t p = 0; p < request.PromptCount(); ++p) {
+    std::variant<std::vector<int32_t>, ApiError> ids = PromptIds(request, p, snap.tokenizer, T, V);
+    if (std::holds_alternative<ApiError>(ids)) return std::get<ApiError>(ids);
+    const std::vector<int32_t>& prompt = std::get<std::vector<int32_t>>(ids);
+    const int P = static_cast<int>(prompt.size());
     // Longer outputs than the context slide the window (the scheduler
     // re-reads the last block_size tokens), so only the prompt must fit.
     const int max_tokens = request.max_tokens.value_or(kDefaultMaxTokens);
@@ -429,7 +491,7 @@ std::variant<std::shared_ptr<CompletionJob>, ApiError> CompletionJob::Start(
     for (int c = 0; c < request.n; ++c) {
       SequenceRequest s;
       s.model = model;
-      s.prompt = *ids;
+      s.prompt = prompt;
       s.max_tokens = max_tokens;
       s.sampling.temperature = request.temperature;
       s.sampling.top_k = std::min(request.top_k, V);

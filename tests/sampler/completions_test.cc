@@ -93,6 +93,24 @@ TEST(CompletionsParseTest, NullMeansAbsent) {
   EXPECT_FALSE(r.max_tokens.has_value());
 }
 
+// OpenAI's token-id forms of prompt: a list of integers is one prompt, a
+// list of such lists several; ids are checked against the model later.
+TEST(CompletionsParseTest, PromptsOfTokenIds) {
+  const CompletionRequest one = Parse(R"({"prompt":[5,0,18446744073709551615]})");
+  EXPECT_TRUE(one.prompts.empty());
+  ASSERT_EQ(one.token_prompts.size(), 1u);
+  EXPECT_EQ(one.token_prompts[0], (std::vector<int64_t>{5, 0, INT64_MAX}));
+  const CompletionRequest two = Parse(R"({"prompt":[[1,2],[3]],"n":2})");
+  ASSERT_EQ(two.token_prompts.size(), 2u);
+  EXPECT_EQ(two.token_prompts[1], (std::vector<int64_t>{3}));
+  EXPECT_EQ(two.PromptCount(), 2u);
+  std::string many = R"({"prompt":[)";
+  for (int i = 0; i < CompletionRequest::kMaxPrompts + 1; ++i) many += i ? ",[1]" : "[1]";
+  const auto too_many = ParseCompletionRequest(many + "]}");
+  ASSERT_TRUE(std::holds_alternative<ApiError>(too_many));
+  EXPECT_EQ(std::get<ApiError>(too_many).param, "prompt");
+}
+
 struct BadCase {
   const char* body;
   const char* param;
@@ -107,7 +125,12 @@ TEST(CompletionsParseTest, EveryBadInputIsA400NamingItsField) {
       {R"([1,2])", "", "invalid_type"},
       {R"({})", "prompt", "missing_required"},
       {R"({"prompt":5})", "prompt", "invalid_type"},
-      {R"({"prompt":[1,2]})", "prompt", "invalid_type"},
+      {R"({"prompt":[1,"a"]})", "prompt", "invalid_type"},
+      {R"({"prompt":[1,2.5]})", "prompt", "invalid_type"},
+      {R"({"prompt":[1,-2]})", "prompt", "invalid_value"},
+      {R"({"prompt":[[1],"a"]})", "prompt", "invalid_type"},
+      {R"({"prompt":[[1],[]]})", "prompt", "invalid_value"},
+      {R"({"prompt":[[1],[2,null]]})", "prompt", "invalid_type"},
       {R"({"prompt":[]})", "prompt", "invalid_value"},
       {R"({"prompt":""})", "prompt", "invalid_value"},
       {R"({"prompt":"a","max_tokens":-1})", "max_tokens", "invalid_value"},

@@ -156,6 +156,40 @@ TEST(SchedulerTest, StreamConcatenatesToTheSameTextAndEndsWithDone) {
   EXPECT_EQ(text, plain["choices"][0]["text"]);
 }
 
+// A prompt given as token ids generates what the same prompt given as text
+// does (same seed, same ids); ids outside the vocabulary and token prompts
+// that fill the context are request errors naming the prompt.
+TEST(SchedulerTest, TokenIdPromptsMatchTheirTextAndAreChecked) {
+  Service svc({}, 16);
+  const TextTokenizer& tok = testing::TestSnapshot(3, 16)->tokenizer;
+  const absl::StatusOr<std::vector<int32_t>> ids = tok.Encode("abcd");
+  ASSERT_TRUE(ids.ok());
+  const json text = Complete(svc.scheduler.get(),
+                             R"({"prompt":"abcd","max_tokens":12,"seed":9,"logprobs":2})");
+  const json token = Complete(
+      svc.scheduler.get(),
+      json{{"prompt", *ids}, {"max_tokens", 12}, {"seed", 9}, {"logprobs", 2}}.dump());
+  EXPECT_EQ(token["choices"][0]["text"], text["choices"][0]["text"]);
+  EXPECT_EQ(token["choices"][0]["logprobs"], text["choices"][0]["logprobs"]);
+  EXPECT_EQ(token["usage"]["prompt_tokens"], 4);
+
+  auto run = [&svc](const std::string& body) {
+    return RunCompletion(std::get<CompletionRequest>(ParseCompletionRequest(body)),
+                         svc.scheduler.get());
+  };
+  const int V = tok.vocab_size();
+  auto outside = run(json{{"prompt", json::array({json::array({1}), json::array({2, V})})}}.dump());
+  ASSERT_TRUE(std::holds_alternative<ApiError>(outside));
+  EXPECT_EQ(std::get<ApiError>(outside).code, "invalid_prompt");
+  EXPECT_NE(std::get<ApiError>(outside).message.find("prompt 1: token id " + std::to_string(V) +
+                                                     " at position 1"),
+            std::string::npos)
+      << std::get<ApiError>(outside).message;
+  auto too_long = run(json{{"prompt", std::vector<int>(16, 1)}}.dump());
+  ASSERT_TRUE(std::holds_alternative<ApiError>(too_long));
+  EXPECT_EQ(std::get<ApiError>(too_long).code, "context_length_exceeded");
+}
+
 TEST(SchedulerTest, ContextLimitsAreRequestErrors) {
   Service svc({}, 16);
   auto run = [&svc](const std::string& body) {

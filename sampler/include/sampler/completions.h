@@ -44,7 +44,15 @@ struct CompletionRequest {
   static constexpr int kMaxPrompts = 64;
   static constexpr int kMaxStops = 4;
 
+  // The prompts, as text to encode or, in OpenAI's other form, as token ids
+  // given directly (a list of integers, or a list of such lists). Exactly one
+  // of the two is non-empty; ids are checked against the model's vocabulary
+  // when the request is submitted.
   std::vector<std::string> prompts;
+  std::vector<std::vector<int64_t>> token_prompts;
+
+  // How many prompts the request has, in whichever form.
+  size_t PromptCount() const { return prompts.size() + token_prompts.size(); }
   std::optional<int> max_tokens;  // absent: min(16, what fits the context)
   float temperature = 1.0f;       // 0: greedy
   int top_k = 0;                  // 0 or -1: off; clamped to V later
