@@ -161,7 +161,8 @@ TEST(SchedulerTest, StreamConcatenatesToTheSameTextAndEndsWithDone) {
 // that fill the context are request errors naming the prompt.
 TEST(SchedulerTest, TokenIdPromptsMatchTheirTextAndAreChecked) {
   Service svc({}, 16);
-  const TextTokenizer& tok = testing::TestSnapshot(3, 16)->tokenizer;
+  const std::shared_ptr<const ModelSnapshot> snapshot = testing::TestSnapshot(3, 16);
+  const TextTokenizer& tok = snapshot->tokenizer;
   const absl::StatusOr<std::vector<int32_t>> ids = tok.Encode("abcd");
   ASSERT_TRUE(ids.ok());
   const json text = Complete(svc.scheduler.get(),
