@@ -86,13 +86,15 @@ sinfo -h -o %t 2>/dev/null | grep -qx idle ||
   skip "slurmd did not become idle" "$T/slurmd.log"
 
 "$BIN/dropk" data prepare --tokenizer char --out "$T/data" "$SRC/data/tinyshakespeare.txt" >/dev/null
-# 3000 steps: an idle node trains 300 in 1.2 s, over before scancel's signal.
+# 10000 steps (about 35 s here): an idle node trains 300 in 1.2 s, over
+# before scancel's signal arrives, and on a loaded one slurmd took over 10 s
+# to deliver it (3000 steps finished first).
 submit() {  # the recipe, shrunk to this one 2-CPU node
   sbatch --parsable --chdir="$SRC" --nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --time=5 \
     --output="$T/job-%j.out" --export=ALL,DROPK_BIN="$BIN",OMPI_MCA_rmaps_base_oversubscribe=1 \
     "$SRC/deploy/slurm/train.sbatch" "$SRC/configs/tiny_smoke.textproto" --data_dir="$T/data" \
-    --out_dir="$T/run" --n_layer=2 --n_embd=64 --block_size=64 --batch_size=4 --max_iters=3000 \
-    --lr_decay_iters=3000 --save_every=10000 --eval_interval=10000 --eval_iters=1 --log_interval=10 \
+    --out_dir="$T/run" --n_layer=2 --n_embd=64 --block_size=64 --batch_size=4 --max_iters=10000 \
+    --lr_decay_iters=10000 --save_every=10000 --eval_interval=10000 --eval_iters=1 --log_interval=10 \
     --sample_tokens=0
 }
 job=$(submit)
@@ -100,7 +102,7 @@ out="$T/job-$job.out"
 for _ in $(seq 300); do grep -q '^step 50/' "$out" 2>/dev/null && break; sleep 0.2; done
 grep -q '^step 50/' "$out" 2>/dev/null || fail "job $job did not start training" "$out" "$T/slurmd.log"
 scancel --batch --signal=TERM "$job"
-for _ in $(seq 150); do
+for _ in $(seq 400); do  # bounded: 80 s
   state=$(scontrol show job "$job" 2>/dev/null | grep -o 'JobState=[A-Z]*' || true)
   case $state in JobState=RUNNING | JobState=PENDING | JobState=COMPLETING) sleep 0.2 ;; *) break ;; esac
 done
@@ -108,17 +110,17 @@ done
 # scheduled save).
 latest=$(cat "$T/run/checkpoints/LATEST" 2>/dev/null || true)
 step=$((10#${latest#step-}0 / 10))
-[ -n "$latest" ] && [ $step -lt 3000 ] ||
+[ -n "$latest" ] && [ $step -lt 10000 ] ||
   fail "SIGTERM did not make job $job save ($state, LATEST=$latest)" "$out"
 "$BIN/dropk" ckpt verify "$T/run/checkpoints" >/dev/null || fail "LATEST does not verify" "$out"
 echo "signalled: job $job saved $latest on SIGTERM and ended ($state)"
 
 scontrol requeue "$job"  # eligible again after cred_expire (10 s here, 120 by default)
-for _ in $(seq 400); do
+for _ in $(seq 900); do  # bounded: 180 s
   state=$(scontrol show job "$job" 2>/dev/null | grep -o 'JobState=[A-Z]*' || true)
-  [ "$state" = JobState=COMPLETED ] && grep -q "done, 3000 steps" "$out" && break
+  [ "$state" = JobState=COMPLETED ] && grep -q "done, 10000 steps" "$out" && break
   sleep 0.2
 done
-grep -q "resumed from $T/run/checkpoints/step-" "$out" && grep -q "done, 3000 steps" "$out" ||
+grep -q "resumed from $T/run/checkpoints/step-" "$out" && grep -q "done, 10000 steps" "$out" ||
   fail "the requeued job $job did not resume and finish ($state)" "$out"
 echo "requeued: $(grep -m1 'resumed from' "$out")"
