@@ -389,7 +389,6 @@ std::variant<std::vector<int32_t>, ApiError> PromptIds(const CompletionRequest& 
     ids = *std::move(encoded);
   } else {
     const std::vector<int64_t>& given = request.token_prompts[p - request.prompts.size()];
-    if (given.size() >= static_cast<size_t>(T)) return too_long(absl::StrCat(given.size(), " tokens"));
     for (size_t i = 0; i < given.size(); ++i) {
       if (given[i] >= V) {
         return Invalid("prompt",

@@ -66,10 +66,16 @@ TEST(SampleTokenTest, SameSeedSameDrawsAndFrequenciesFollowSoftmax) {
   EXPECT_GT(differ, 50);
 }
 
+// A 1-layer model over 17 tokens, context 8, with seeded weights.
+struct TinyModel {
+  std::unique_ptr<Kernels> kernels = MakeKernels(Device::kCpu, 1).value();
+  std::unique_ptr<Gpt> gpt = Gpt::Create({17, 8, 1, 2, 8}, 1, kernels.get()).value();
+  TinyModel() { gpt->InitWeights(3); }
+};
+
 TEST(GenerateTest, ReproducibleAndValidated) {
-  std::unique_ptr<Kernels> k = MakeKernels(Device::kCpu, 1).value();
-  std::unique_ptr<Gpt> gpt = Gpt::Create({17, 8, 1, 2, 8}, 1, k.get()).value();
-  gpt->InitWeights(3);
+  const TinyModel model;
+  Gpt* gpt = model.gpt.get();
   SamplingOptions o;
   o.seed = 9;
   o.top_k = 5;
@@ -87,9 +93,8 @@ TEST(GenerateTest, ReproducibleAndValidated) {
 // dropk-train's closing sample ignored SIGTERM: Generate could not be
 // stopped. A stopped generation returns a prefix of the full one.
 TEST(GenerateTest, StopEndsWithAPrefix) {
-  std::unique_ptr<Kernels> k = MakeKernels(Device::kCpu, 1).value();
-  std::unique_ptr<Gpt> gpt = Gpt::Create({17, 8, 1, 2, 8}, 1, k.get()).value();
-  gpt->InitWeights(3);
+  const TinyModel model;
+  Gpt* gpt = model.gpt.get();
   SamplingOptions o;
   o.seed = 9;
   const std::vector<int32_t> prompt = {1, 2, 3};
