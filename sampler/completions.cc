@@ -561,7 +561,10 @@ void CompletionJob::StreamSettledText(int index) {
 void CompletionJob::OnFinish(int index, FinishReason reason) {
   Choice& c = *choices_[index];
   c.finish_reason = c.stopped || reason == FinishReason::kStop ? "stop" : "length";
-  if (reason == FinishReason::kCancelled) c.finish_reason = "cancelled";
+  if (reason == FinishReason::kCancelled || reason == FinishReason::kNotRun) {
+    c.finish_reason = "cancelled";
+  }
+  if (reason == FinishReason::kNotRun) ++not_run_;
   // A cancelled choice still gets its last chunk: a stream cut short (the
   // service draining on SIGTERM) must not read as a complete one. When the
   // client is gone, nobody reads it.
@@ -574,7 +577,12 @@ void CompletionJob::OnFinish(int index, FinishReason reason) {
   if (--unfinished_ > 0) return;
   if (stream_) {
     listener_->OnEvent("data: [DONE]\n\n");
-    listener_->OnDone("");
+    listener_->OnDone(std::string());
+  } else if (not_run_ == static_cast<int>(choices_.size())) {
+    // Nothing of it ran: a 200 of empty "cancelled" choices would read as
+    // the model's answer; a 503 tells the client to send it again.
+    listener_->OnDone(ApiError{503, "the service shut down before this request ran; retry it",
+                               "service_unavailable", "", "shutting_down"});
   } else {
     listener_->OnDone(BodyJson());
   }
@@ -621,16 +629,16 @@ class BlockingListener final : public CompletionListener {
   void OnEvent(std::string event) override {
     if (*on_event_) (*on_event_)(event);
   }
-  void OnDone(std::string body) override {
+  void OnDone(CompletionResult result) override {
     std::lock_guard<std::mutex> lock(mu_);
-    body_ = std::move(body);
+    result_ = std::move(result);
     done_ = true;
     cv_.notify_all();
   }
-  std::string Wait() {
+  CompletionResult Wait() {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [this] { return done_; });
-    return std::move(body_);
+    return std::move(result_);
   }
 
  private:
@@ -638,11 +646,11 @@ class BlockingListener final : public CompletionListener {
   std::mutex mu_;
   std::condition_variable cv_;
   bool done_ = false;
-  std::string body_;
+  CompletionResult result_;
 };
 }  // namespace
 
-std::variant<std::string, ApiError> RunCompletion(
+CompletionResult RunCompletion(
     const CompletionRequest& request, Scheduler* scheduler,
     const std::function<void(const std::string&)>& on_event) {
   auto listener = std::make_shared<BlockingListener>(&on_event);

@@ -119,7 +119,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Called (via post) from the scheduler thread's listener.
   void OnJobEvent(std::string event);
-  void OnJobDone(std::string body);
+  void OnJobDone(CompletionResult result);
 
  private:
   void SetState(State next);
@@ -162,13 +162,21 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // The completion in progress; null when there is none or it has finished.
   std::shared_ptr<CompletionJob> job_;
-  std::string answer_;              // a non-streaming body that came while probing
+  CompletionResult answer_;         // a non-streaming answer that came while probing
   std::deque<std::string> events_;  // SSE events not yet written
   size_t events_bytes_ = 0;         // their total size
   std::string writing_;             // the event being written
   std::optional<http::response<http::empty_body>> stream_res_;
   std::optional<http::response_serializer<http::empty_body>> stream_sr_;
 };
+
+namespace {
+// A finished non-streaming job's answer: its body as a 200, or its error.
+HttpResponse AnswerResponse(CompletionResult result, unsigned version) {
+  if (auto* error = std::get_if<ApiError>(&result)) return ErrorResponse(*error, version);
+  return JsonResponse(http::status::ok, version, std::get<std::string>(std::move(result)));
+}
+}  // namespace
 
 // Forwards a job's output to its session's strand.
 class SessionListener final : public CompletionListener {
@@ -179,9 +187,9 @@ class SessionListener final : public CompletionListener {
     auto s = session_;
     net::post(ex_, [s, e = std::move(event)]() mutable { s->OnJobEvent(std::move(e)); });
   }
-  void OnDone(std::string body) override {
+  void OnDone(CompletionResult result) override {
     auto s = session_;
-    net::post(ex_, [s, b = std::move(body)]() mutable { s->OnJobDone(std::move(b)); });
+    net::post(ex_, [s, r = std::move(result)]() mutable { s->OnJobDone(std::move(r)); });
     session_.reset();
   }
 
@@ -347,7 +355,7 @@ void Session::Send(HttpResponse res, bool may_keep_alive) {
 
 void Session::EndRequest(bool keep_alive) {
   job_.reset();
-  answer_.clear();
+  answer_ = std::string();
   events_.clear();
   events_bytes_ = 0;
   stream_sr_.reset();
@@ -420,7 +428,7 @@ void Session::OnProbeTimer(beast::error_code ec) {
   if (PeerReset(stream_.socket())) return ClientGone();
   // Half-closed: answer when the job is done (it may be already).
   SetState(State::kGenerating);
-  if (job_ == nullptr) Send(JsonResponse(http::status::ok, req_.version(), std::move(answer_)));
+  if (job_ == nullptr) Send(AnswerResponse(std::move(answer_), req_.version()));
 }
 
 // A stream's next event would tell a gone client from a half-closed one, but
@@ -450,13 +458,13 @@ void Session::ClientGone() {
   stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
 }
 
-void Session::OnJobDone(std::string body) {
+void Session::OnJobDone(CompletionResult result) {
   job_.reset();
   switch (state_) {
     case State::kGenerating:
-      return Send(JsonResponse(http::status::ok, req_.version(), std::move(body)));
+      return Send(AnswerResponse(std::move(result), req_.version()));
     case State::kProbing:
-      answer_ = std::move(body);  // sent once the probe settles
+      answer_ = std::move(result);  // sent once the probe settles
       return;
     case State::kStreamIdle: return PumpStream();  // writes what is left, then the end
     case State::kAbandoned: return Close();

@@ -213,6 +213,10 @@ void Scheduler::Loop() {
       s.sink->OnFinish(FinishReason::kCancelled);
       ++metrics_->cancelled_sequences;
     }
+    for (SequenceRequest& s : admission.not_run) {
+      s.sink->OnFinish(FinishReason::kNotRun);
+      ++metrics_->cancelled_sequences;
+    }
     if (admission.stop) return CancelAll();
     Join(admission.joining);
     // A failed decode step (an allocation the machine cannot give, say) ends
@@ -242,7 +246,7 @@ Scheduler::Admission Scheduler::Admit() {
   if (stop_now_) {
     out.stop = true;
     for (PendingRequest& r : pending_) {
-      for (SequenceRequest& s : r.sequences) out.dropped.push_back(std::move(s));
+      for (SequenceRequest& s : r.sequences) out.not_run.push_back(std::move(s));
     }
     pending_.clear();
     pending_sequences_ = 0;

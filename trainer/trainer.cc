@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -60,12 +61,17 @@ class TrainingRun {
       row.lr = LearningRateAt(config_, step);
       const bool evaluate = step % config_.eval_interval() == 0 || step == max_steps;
       if (evaluate) {
-        absl::StatusOr<float> train = Evaluate(*eval_train_batches_);
+        absl::StatusOr<std::optional<float>> train = Evaluate(*eval_train_batches_);
         if (!train.ok()) return train.status();
-        absl::StatusOr<float> val = Evaluate(*eval_val_batches_);
+        absl::StatusOr<std::optional<float>> val = std::optional<float>();
+        if (train->has_value()) val = Evaluate(*eval_val_batches_);
         if (!val.ok()) return val.status();
-        row.eval_train_loss = summary_.eval_train_loss = *train;
-        row.val_loss = summary_.val_loss = *val;
+        if (!val->has_value()) {  // a stop signal cut the evaluation short
+          if (absl::Status s = StopDuringEvaluation(step); !s.ok()) return s;
+          break;
+        }
+        row.eval_train_loss = summary_.eval_train_loss = **train;
+        row.val_loss = summary_.val_loss = **val;
       }
       if (step == max_steps) {  // the last iteration only evaluates the final parameters
         // The loss of the last step trained (step max_steps - 1, or the
@@ -379,23 +385,44 @@ class TrainingRun {
   // Mean loss without dropout over eval_iters fixed held-out global batches
   // of batch_size x ranks samples, each rank taking its slice of each: the
   // samples evaluated depend on the product, not on how it is split, so one
-  // rank x 12 and two ranks x 6 report the same figure.
-  absl::StatusOr<float> Evaluate(const BatchLoader& loader) {
+  // rank x 12 and two ranks x 6 report the same figure. Empty when a stop
+  // signal reached any rank during it: an evaluation of a large model can
+  // outlast a preemption's grace period, which belongs to the save.
+  absl::StatusOr<std::optional<float>> Evaluate(const BatchLoader& loader) {
     const int B = config_.batch_size();
-    double total = 0.0;
+    // {sum of losses, ranks that stopped early}: one collective either way,
+    // so ranks that saw the signal and ranks that did not still pair up.
+    double sums[2] = {0.0, 0.0};
     for (int i = 0; i < config_.eval_iters(); ++i) {
+      if (StopRequested()) {
+        sums[1] = 1.0;
+        break;
+      }
       loader.Fill(/*step=*/i, /*first_sample=*/static_cast<uint64_t>(rank_) * B, B, inputs_.data(),
                   targets_.data());
-      total += gpt_->Forward(inputs_.data(), targets_.data(), B, loader.block_size(), nullptr);
+      sums[0] += gpt_->Forward(inputs_.data(), targets_.data(), B, loader.block_size(), nullptr);
     }
     if (world_ > 1) {
       if (absl::Status s =
-              comm_.AllReduce(HostBuffer(&total, 1), ReduceOp::kSum, CommOptions())->Wait();
+              comm_.AllReduce(HostBuffer(sums, 2), ReduceOp::kSum, CommOptions())->Wait();
           !s.ok()) {
         return s;
       }
     }
-    return static_cast<float>(total / (static_cast<double>(config_.eval_iters()) * world_));
+    if (sums[1] > 0) return std::nullopt;
+    return static_cast<float>(sums[0] / (static_cast<double>(config_.eval_iters()) * world_));
+  }
+
+  // A stop signal during the evaluation before step `step`: saves the
+  // `step` steps trained so far (unless nothing was trained since the start
+  // or resume, whose checkpoint exists) and ends the loop like a stop
+  // after a step.
+  absl::Status StopDuringEvaluation(int64_t step) {
+    RankLog() << "stop signal during the evaluation at step " << step
+              << ": evaluation abandoned" << std::endl;
+    summary_.stopped_by_signal = true;
+    if (step == first_step_) return absl::OkStatus();
+    return SaveCheckpoint(step);
   }
 
   absl::StatusOr<float> MeanOverRanks(float value) {

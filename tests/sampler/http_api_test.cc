@@ -25,9 +25,13 @@ class Collector final : public CompletionListener {
     std::lock_guard<std::mutex> lock(mu_);
     events_.push_back(std::move(event));
   }
-  void OnDone(std::string body) override {
+  void OnDone(CompletionResult result) override {
     std::lock_guard<std::mutex> lock(mu_);
-    body_ = std::move(body);
+    if (auto* error = std::get_if<ApiError>(&result)) {
+      body_ = ErrorBody(*error);
+    } else {
+      body_ = std::get<std::string>(std::move(result));
+    }
     done_ = true;
     cv_.notify_all();
   }

@@ -240,7 +240,7 @@ TEST(SchedulerTest, PastTheContextTheWindowSlidesAsTheReferenceGenerator) {
 class IgnoringListener final : public CompletionListener {
  public:
   void OnEvent(std::string) override {}
-  void OnDone(std::string) override {}
+  void OnDone(CompletionResult) override {}
 };
 
 // Waits (bounded: 30 s) until `gauge` reads `value`.
@@ -277,7 +277,7 @@ TEST(SchedulerTest, CancelledStreamEndsWithAChunkSayingCancelled) {
   class Events final : public CompletionListener {
    public:
     void OnEvent(std::string event) override { events.push_back(std::move(event)); }
-    void OnDone(std::string) override { done.set_value(); }
+    void OnDone(CompletionResult) override { done.set_value(); }
     std::vector<std::string> events;  // scheduler thread until done
     std::promise<void> done;
   };
@@ -314,7 +314,7 @@ TEST(SchedulerTest, CancelledWaitingSequencesFreeTheQueueAtOnce) {
   class Done final : public CompletionListener {
    public:
     void OnEvent(std::string) override {}
-    void OnDone(std::string) override {
+    void OnDone(CompletionResult) override {
       done = true;
       promise.set_value();
     }
@@ -374,6 +374,38 @@ TEST(SchedulerTest, NoModelIs503AndShutdownIs503) {
   out = RunCompletion(req, s->get());
   ASSERT_TRUE(std::holds_alternative<ApiError>(out));
   EXPECT_EQ(std::get<ApiError>(out).status, 503);
+}
+
+// A request still waiting when the service stops ran not at all: it was a
+// 200 of empty choices saying "cancelled", which a client reads as the
+// model's answer. It is now a 503 it can retry; a request cut short while
+// running still gets its partial text.
+TEST(SchedulerTest, RequestStillQueuedAtShutdownIs503) {
+  Service svc({.max_batch = 1});
+  auto running = std::async(std::launch::async, [&svc] {
+    return RunCompletion(std::get<CompletionRequest>(ParseCompletionRequest(
+                             R"({"prompt":"a","max_tokens":8192,"seed":1})")),
+                         svc.scheduler.get());
+  });
+  AwaitGauge(svc.metrics.running_batch, 1);
+  auto queued = std::async(std::launch::async, [&svc] {
+    return RunCompletion(std::get<CompletionRequest>(ParseCompletionRequest(
+                             R"({"prompt":"b","max_tokens":4,"n":2,"seed":2})")),
+                         svc.scheduler.get());
+  });
+  AwaitGauge(svc.metrics.queue_length, 2);
+  svc.scheduler->Shutdown(std::chrono::milliseconds(0));
+
+  const CompletionResult queued_out = queued.get();
+  ASSERT_TRUE(std::holds_alternative<ApiError>(queued_out));
+  EXPECT_EQ(std::get<ApiError>(queued_out).status, 503);
+  EXPECT_EQ(std::get<ApiError>(queued_out).code, "shutting_down");
+
+  const CompletionResult running_out = running.get();
+  ASSERT_TRUE(std::holds_alternative<std::string>(running_out));
+  const json body = json::parse(std::get<std::string>(running_out));
+  EXPECT_EQ(body["choices"][0]["finish_reason"], "cancelled");
+  EXPECT_GT(body["usage"]["completion_tokens"].get<int>(), 0);
 }
 
 // A reload while requests run: running ones finish on their weights, new

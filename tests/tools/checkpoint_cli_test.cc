@@ -330,6 +330,45 @@ TEST_F(CheckpointCliTest, SigtermSavesTheCurrentStepAndExitsZero) {
   EXPECT_EQ(ReadAll(out_ + "/checkpoints/LATEST"), CheckpointDirName(step) + "\n");
 }
 
+// A stop signal was acted on only after the evaluation in progress, which
+// for a large model (eval_iters of 1024-token batches) can outlast the
+// grace period a preemption gives, leaving no checkpoint of the steps
+// trained since the last save. The evaluation is now abandoned and those
+// steps saved at once.
+TEST_F(CheckpointCliTest, SigtermDuringAnEvaluationSavesWithoutWaitingForIt) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=5 --save_every=5")).exit_code, 0);
+  const std::string log = out_ + ".log";
+  // Resumed at step 5, it trains steps 5 and 6, then evaluates at step 7
+  // for far longer than the test waits.
+  const pid_t pid = Spawn(Train(out_, "--resume=latest --max_iters=100000 --save_every=0 "
+                                      "--eval_interval=7 --eval_iters=100000000"),
+                          log);
+  ASSERT_TRUE(WaitUntil(
+      [&] { return ReadAll(out_ + "/metrics.jsonl").find("\"step\":6,") != std::string::npos; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const auto signalled = std::chrono::steady_clock::now();
+  kill(pid, SIGTERM);
+  int status = 0;
+  const bool exited = WaitUntil([&] { return waitpid(pid, &status, WNOHANG) == pid; });
+  if (!exited) {  // leave no process behind
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+  }
+  ASSERT_TRUE(exited) << "still evaluating 60 s after SIGTERM";
+  EXPECT_LT(std::chrono::steady_clock::now() - signalled, std::chrono::seconds(10));
+  const std::string output = ReadAll(log);
+  fs::remove(log);
+  ASSERT_TRUE(WIFEXITED(status)) << output;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << output;
+  EXPECT_NE(output.find("evaluation at step 7: evaluation abandoned"), std::string::npos)
+      << output;
+  EXPECT_NE(output.find("stopped by signal after step 7"), std::string::npos) << output;
+  EXPECT_EQ(ReadAll(out_ + "/checkpoints/LATEST"), CheckpointDirName(7) + "\n");
+  absl::StatusOr<CheckpointData> data = ReadCheckpoint(out_ + "/checkpoints/" + CheckpointDirName(7));
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(data->step, 7);
+}
+
 // A real kill -9 while saving every step a model whose checkpoint takes a
 // while to write: whatever moment it lands, LATEST names a checkpoint that
 // verifies, and training resumes from it.

@@ -68,15 +68,20 @@ struct CompletionRequest {
 // field (param) with code invalid_json, invalid_type or invalid_value.
 std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_view body);
 
+// A finished job: the JSON body (non-streaming), "" (streaming, after the
+// final `data: [DONE]` event), or an error to answer with instead of a body:
+// a 503 (code shutting_down) for a non-streaming request of which the
+// service ran nothing before it stopped, which a client may safely retry.
+using CompletionResult = std::variant<std::string, ApiError>;
+
 // Receives a job's output on the scheduler thread; must not block.
 class CompletionListener {
  public:
   virtual ~CompletionListener() = default;
   // Streaming only: one server-sent event ("data: ...\n\n"), in order.
   virtual void OnEvent(std::string event) = 0;
-  // Exactly once, last: the JSON body (non-streaming) or "" (streaming,
-  // after the final `data: [DONE]` event).
-  virtual void OnDone(std::string body) = 0;
+  // Exactly once, last.
+  virtual void OnDone(CompletionResult result) = 0;
 };
 
 // One request in flight. Thread-safe to Cancel from any thread.
@@ -125,13 +130,15 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
   int prompt_tokens_ = 0;
   std::vector<std::unique_ptr<Choice>> choices_;  // touched on the scheduler thread only
   int unfinished_ = 0;
+  int not_run_ = 0;  // choices the service stopped before running
 };
 
 // Runs `request` on the scheduler's current model and blocks until it is
 // done: returns the JSON body (non-streaming) or "" (streaming, after each
-// SSE event was passed to on_event in order, on the scheduler thread).
+// SSE event was passed to on_event in order, on the scheduler thread), or
+// the error the request was refused or ended with.
 // The offline `dropk sample --checkpoint` and the tests use this.
-std::variant<std::string, ApiError> RunCompletion(
+CompletionResult RunCompletion(
     const CompletionRequest& request, Scheduler* scheduler,
     const std::function<void(const std::string&)>& on_event = nullptr);
 

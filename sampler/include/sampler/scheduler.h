@@ -72,7 +72,11 @@ struct GeneratedToken {
   std::span<const TokenLogprob> top;  // the most likely tokens, best first; valid during the call
 };
 
-enum class FinishReason { kLength, kStop, kCancelled };
+// How a sequence ended. kCancelled: cut short while running (client gone, a
+// failed step, the drain's deadline) or dropped waiting because its client
+// left. kNotRun: the service shut down before the sequence got a slot, so it
+// produced nothing; the client should retry it elsewhere.
+enum class FinishReason { kLength, kStop, kCancelled, kNotRun };
 
 // Receives one sequence's output. Called on the scheduler thread: must be
 // quick and must not block or call back into the scheduler.
@@ -164,7 +168,8 @@ class Scheduler {
   // What one turn of the loop takes from the queue.
   struct Admission {
     std::vector<std::pair<uint64_t, SequenceRequest>> joining;  // (request id, sequence)
-    std::vector<SequenceRequest> dropped;  // cancelled while waiting, or shut down
+    std::vector<SequenceRequest> dropped;  // cancelled while waiting
+    std::vector<SequenceRequest> not_run;  // still waiting when the service stopped
     bool stop = false;
   };
   Scheduler(const SchedulerOptions& options, ServiceMetrics* metrics);
