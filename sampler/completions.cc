@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <limits>
 #include <random>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -425,9 +426,9 @@ struct CompletionJob::Choice {
   int tokens = 0;
   bool stopped = false;  // a stop string was found
   std::string finish_reason;
+  // Per token; streaming keeps only the entries not yet sent.
   json token_strs = json::array(), token_logprobs = json::array(), top_logprobs = json::array(),
        text_offset = json::array();
-  size_t logprobs_sent = 0;  // entries already streamed
 };
 
 class CompletionJob::ChoiceSink final : public SequenceSink {
@@ -551,7 +552,7 @@ void CompletionJob::StreamSettledText(int index) {
   size_t safe = c.text.size();
   if (max_stop_ > 0) safe = safe >= max_stop_ - 1 ? safe - (max_stop_ - 1) : 0;
   safe = CompleteUtf8Prefix(c.text, safe);
-  if (safe > c.sent || (logprobs_ >= 0 && c.logprobs_sent < c.token_strs.size())) {
+  if (safe > c.sent || (logprobs_ >= 0 && !c.token_strs.empty())) {
     std::string delta = safe > c.sent ? c.text.substr(c.sent, safe - c.sent) : "";
     c.sent = std::max(c.sent, safe);
     listener_->OnEvent(absl::StrCat("data: ", ChunkJson(index, delta, nullptr), "\n\n"));
@@ -595,18 +596,12 @@ std::string CompletionJob::ChunkJson(int index, std::string_view text, const cha
   Choice& c = *choices_[index];
   json choice = {{"text", text}, {"index", index}};
   if (logprobs_ >= 0) {
-    json lp = {{"tokens", json::array()},
-               {"token_logprobs", json::array()},
-               {"top_logprobs", json::array()},
-               {"text_offset", json::array()}};
-    for (size_t i = c.logprobs_sent; i < c.token_strs.size(); ++i) {
-      lp["tokens"].push_back(c.token_strs[i]);
-      lp["token_logprobs"].push_back(c.token_logprobs[i]);
-      lp["top_logprobs"].push_back(c.top_logprobs[i]);
-      lp["text_offset"].push_back(c.text_offset[i]);
-    }
-    c.logprobs_sent = c.token_strs.size();
-    choice["logprobs"] = std::move(lp);
+    // Each entry is streamed once and then dropped: a long stream asking for
+    // top logprobs held every token's alternatives (kilobytes each) to its end.
+    choice["logprobs"] = {{"tokens", std::exchange(c.token_strs, json::array())},
+                          {"token_logprobs", std::exchange(c.token_logprobs, json::array())},
+                          {"top_logprobs", std::exchange(c.top_logprobs, json::array())},
+                          {"text_offset", std::exchange(c.text_offset, json::array())}};
   } else {
     choice["logprobs"] = nullptr;
   }

@@ -26,6 +26,7 @@
 #include "trainer/metrics.h"
 #include "trainer/optimizer.h"
 #include "trainer/rank_agreement.h"
+#include "trainer/run_directory_lock.h"
 #include "trainer/schedule.h"
 #include "trainer/shared_dir_probe.h"
 #include "trainer/tokenizer_file.h"
@@ -271,11 +272,34 @@ class TrainingRun {
     return absl::OkStatus();
   }
 
+  // Claims out_dir and the checkpoint directory for this job (both: another
+  // job may share either one alone), before anything is read or written there.
+  absl::Status LockRunDirectories() {
+    const std::string checkpoints = CheckpointsDirOf(config_);
+    for (const auto& [dir, field] : {std::pair{config_.out_dir(), "out_dir"},
+                                     std::pair{checkpoints, "checkpoint_dir"}}) {
+      std::error_code ec;
+      if (field == std::string("checkpoint_dir") &&
+          std::filesystem::weakly_canonical(dir, ec) ==
+              std::filesystem::weakly_canonical(config_.out_dir(), ec)) {
+        continue;  // the same directory as out_dir
+      }
+      absl::StatusOr<RunDirectoryLock> lock =
+          RunDirectoryLock::Acquire(dir, field, log_, {.stop_requested = StopRequested});
+      if (!lock.ok()) return lock.status();
+      run_locks_.push_back(*std::move(lock));
+    }
+    return absl::OkStatus();
+  }
+
   // Resumes per config.resume (every rank reads the checkpoint itself, so any
   // world size can resume any checkpoint), opens metrics.jsonl (appending
   // after a resume) and prepares saving.
   absl::Status SetUpCheckpoints() {
     InstallStopSignalHandlers();
+    if (rank_ == 0) {
+      if (absl::Status s = LockRunDirectories(); !s.ok()) return s;
+    }
     // Refuse now, not at the first save, when the hosts do not share it.
     if (absl::Status s = CheckDirectorySharedByAllRanks(CheckpointsDirOf(config_), "checkpoint_dir",
                                                         comm_, CommOptions());
@@ -492,6 +516,7 @@ class TrainingRun {
   const int rank_, world_;
   std::unique_ptr<TrainingData> data_;
   std::unique_ptr<MetricsLog> metrics_;  // rank 0 only
+  std::vector<RunDirectoryLock> run_locks_;  // rank 0 only: out_dir, checkpoint_dir
   std::unique_ptr<Kernels> kernels_;
   ProfiledKernels* profiler_ = nullptr;  // kernels_ itself when config.profile, else null
   MemoryKind device_memory_ = {};        // of kernels_' allocations, for collectives

@@ -138,7 +138,8 @@ TEST(SchedulerTest, StopStringCutsTheText) {
 
 TEST(SchedulerTest, StreamConcatenatesToTheSameTextAndEndsWithDone) {
   Service svc;
-  const std::string body = R"({"prompt":"abc","max_tokens":30,"seed":11,"stop":"zz"})";
+  const std::string body =
+      R"({"prompt":"abc","max_tokens":30,"seed":11,"stop":"zz","logprobs":2})";
   const json plain = Complete(svc.scheduler.get(), body);
   auto parsed = std::get<CompletionRequest>(ParseCompletionRequest(body));
   parsed.stream = true;
@@ -149,11 +150,21 @@ TEST(SchedulerTest, StreamConcatenatesToTheSameTextAndEndsWithDone) {
   ASSERT_FALSE(events.empty());
   EXPECT_EQ(events.back(), "data: [DONE]\n\n");
   std::string text;
+  json logprobs = {{"tokens", json::array()},
+                   {"token_logprobs", json::array()},
+                   {"top_logprobs", json::array()},
+                   {"text_offset", json::array()}};
   for (size_t i = 0; i + 1 < events.size(); ++i) {
     ASSERT_EQ(events[i].rfind("data: ", 0), 0u);
-    text += json::parse(events[i].substr(6))["choices"][0]["text"].get<std::string>();
+    const json choice = json::parse(events[i].substr(6))["choices"][0];
+    text += choice["text"].get<std::string>();
+    // Each token's logprobs come once, in order, in some chunk.
+    for (auto& [key, all] : logprobs.items()) {
+      for (const json& entry : choice["logprobs"][key]) all.push_back(entry);
+    }
   }
   EXPECT_EQ(text, plain["choices"][0]["text"]);
+  EXPECT_EQ(logprobs, plain["choices"][0]["logprobs"]);
 }
 
 // A prompt given as token ids generates what the same prompt given as text

@@ -369,6 +369,32 @@ TEST_F(CheckpointCliTest, SigtermDuringAnEvaluationSavesWithoutWaitingForIt) {
   EXPECT_EQ(data->step, 7);
 }
 
+// Two jobs on one out_dir, both resuming (a job started twice; an MPIJob
+// restarted while its old launcher lingers) appended to one metrics.jsonl
+// and saved into one checkpoint directory. The second is now refused,
+// naming the first, and the first trains on undisturbed.
+TEST_F(CheckpointCliTest, ASecondJobOnTheSameOutDirIsRefused) {
+  const std::string log = out_ + ".log";
+  fs::create_directories(out_);
+  const pid_t pid = Spawn(Train(out_, "--resume=latest --max_iters=100000 --save_every=0"), log);
+  ASSERT_TRUE(WaitUntil(
+      [&] { return ReadAll(out_ + "/metrics.jsonl").find("\"step\":2,") != std::string::npos; }));
+  const CliResult second = RunCommand(Train(out_, "--resume=latest --max_iters=100000"));
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  const std::string first_output = ReadAll(log);
+  fs::remove(log);
+  EXPECT_EQ(second.exit_code, 1) << second.output;
+  EXPECT_NE(second.output.find("out_dir=" + out_ + " is in use by another dropk-train job (pid " +
+                               std::to_string(pid) + " on this host"),
+            std::string::npos)
+      << second.output;
+  ASSERT_TRUE(WIFEXITED(status)) << first_output;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << first_output;
+  EXPECT_NE(first_output.find("stopped by signal after step "), std::string::npos) << first_output;
+}
+
 // A real kill -9 while saving every step a model whose checkpoint takes a
 // while to write: whatever moment it lands, LATEST names a checkpoint that
 // verifies, and training resumes from it.

@@ -1,0 +1,134 @@
+// RunDirectoryLock: one training job per out_dir / checkpoint_dir.
+#include "trainer/run_directory_lock.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "support/fifo.h"
+#include "support/temp_dir.h"
+
+namespace dropk {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using namespace std::chrono_literals;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Another job's hold on the lock file, as another process would have it
+// (flock locks belong to an open file description, so a second open in this
+// process conflicts like another process), saying it runs on `host`.
+class ForeignHolder {
+ public:
+  ForeignHolder(const std::string& dir, const std::string& host) {
+    fd_ = ::open((dir + "/" + kRunLockFileName).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    EXPECT_GE(fd_, 0);
+    EXPECT_EQ(::flock(fd_, LOCK_EX | LOCK_NB), 0);
+    const std::string who = "pid 4242 host " + host + "\n";
+    EXPECT_EQ(::pwrite(fd_, who.data(), who.size(), 0), static_cast<ssize_t>(who.size()));
+  }
+  ~ForeignHolder() { Release(); }
+  void Release() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+TEST(RunDirectoryLockTest, CreatesTheDirectoryAndRecordsTheHolder) {
+  test_util::ScopedTempDir tmp("runlock");
+  const std::string dir = tmp.Path("new/out");
+  std::ostringstream log;
+  absl::StatusOr<RunDirectoryLock> lock = RunDirectoryLock::Acquire(dir, "out_dir", log);
+  ASSERT_TRUE(lock.ok()) << lock.status();
+  EXPECT_TRUE(lock->held());
+  EXPECT_THAT(ReadFile(dir + "/" + kRunLockFileName),
+              HasSubstr("pid " + std::to_string(::getpid()) + " host "));
+  EXPECT_EQ(log.str(), "");
+}
+
+TEST(RunDirectoryLockTest, ASecondJobOnThisHostIsRefusedNamingTheFirst) {
+  test_util::ScopedTempDir tmp("runlock");
+  std::ostringstream log;
+  {
+    absl::StatusOr<RunDirectoryLock> first =
+        RunDirectoryLock::Acquire(tmp.path(), "out_dir", log);
+    ASSERT_TRUE(first.ok()) << first.status();
+    absl::StatusOr<RunDirectoryLock> second =
+        RunDirectoryLock::Acquire(tmp.path(), "out_dir", log, {.same_host = 300ms});
+    ASSERT_FALSE(second.ok());
+    EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(
+        std::string(second.status().message()),
+        AllOf(HasSubstr("out_dir=" + tmp.path() + " is in use by another dropk-train job"),
+              HasSubstr("pid " + std::to_string(::getpid()) + " on this host")));
+    EXPECT_THAT(log.str(), HasSubstr("waiting up to 0 s"));
+  }
+  // Once the first job has ended, the directory is free again.
+  EXPECT_TRUE(RunDirectoryLock::Acquire(tmp.path(), "out_dir", log).ok());
+}
+
+// A holder on another host may be a lost host whose NFS lease has not yet
+// lapsed: the lock is waited for, and taken as soon as it is free.
+TEST(RunDirectoryLockTest, ALockFromAnotherHostIsWaitedForThenTaken) {
+  test_util::ScopedTempDir tmp("runlock");
+  ForeignHolder holder(tmp.path(), "node-7");
+  std::ostringstream log;
+  absl::StatusOr<RunDirectoryLock> refused = RunDirectoryLock::Acquire(
+      tmp.path(), "checkpoint_dir", log, {.same_host = 0ms, .other_host = 400ms});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()),
+              AllOf(HasSubstr("checkpoint_dir="), HasSubstr("pid 4242 on host node-7")));
+  std::thread release([&holder] {
+    std::this_thread::sleep_for(300ms);
+    holder.Release();
+  });
+  absl::StatusOr<RunDirectoryLock> taken = RunDirectoryLock::Acquire(
+      tmp.path(), "checkpoint_dir", log, {.same_host = 0ms, .other_host = 30'000ms});
+  release.join();
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  EXPECT_THAT(log.str(), HasSubstr("locked by pid 4242 on host node-7; waiting up to 30 s"));
+}
+
+TEST(RunDirectoryLockTest, AFifoInPlaceOfTheLockFileIsRefusedWithoutBlocking) {
+  test_util::ScopedTempDir tmp("runlock");
+  test_util::FifoWithUnblocker fifo(tmp.Path(kRunLockFileName), std::chrono::seconds(10));
+  std::ostringstream log;
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<RunDirectoryLock> lock = RunDirectoryLock::Acquire(tmp.path(), "out_dir", log);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  ASSERT_FALSE(lock.ok());
+  EXPECT_THAT(std::string(lock.status().message()), HasSubstr("not a regular file"));
+}
+
+TEST(RunDirectoryLockTest, AnUncreatableDirectoryIsNamed) {
+  test_util::ScopedTempDir tmp("runlock");
+  std::ofstream(tmp.Path("file")) << "x";
+  std::ostringstream log;
+  absl::StatusOr<RunDirectoryLock> lock =
+      RunDirectoryLock::Acquire(tmp.Path("file/out"), "out_dir", log);
+  ASSERT_FALSE(lock.ok());
+  EXPECT_THAT(std::string(lock.status().message()),
+              HasSubstr("out_dir=" + tmp.Path("file/out") + ": cannot create it"));
+}
+
+}  // namespace
+}  // namespace dropk

@@ -1,0 +1,65 @@
+// One training job per run directory. Two jobs on one out_dir or
+// checkpoint_dir at once (a job started twice, a Kubernetes MPIJob restarted
+// while its old launcher lingers, both passing --resume=latest) would append
+// to one metrics.jsonl, save into one checkpoint directory, point LATEST back
+// and forth and prune each other's checkpoints with keep_last. Rank 0 takes
+// an advisory flock(2) on `<dir>/.dropk-train.lock` for the job's life. The
+// kernel releases it when the process ends, however it ends (kill -9
+// included), so a relaunch after a crash is never blocked by a stale file.
+#ifndef DROPK_TRAINER_RUN_DIRECTORY_LOCK_H_
+#define DROPK_TRAINER_RUN_DIRECTORY_LOCK_H_
+
+#include <chrono>
+#include <functional>
+#include <ostream>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace dropk {
+
+inline constexpr char kRunLockFileName[] = ".dropk-train.lock";
+
+// How long Acquire waits for a lock held by a process that may be ending.
+struct RunLockWait {
+  // The holder runs on this host: it is alive (its lock would be gone
+  // otherwise), so it is a real second job unless it is just exiting.
+  std::chrono::milliseconds same_host{10'000};
+  // The holder ran on another host: on NFS, a host that was lost (the case
+  // `dropk launch` relaunches for) keeps its locks until its lease lapses,
+  // 90 s by default, so wait past that before calling it a second job.
+  std::chrono::milliseconds other_host{120'000};
+  // Polled while waiting; true (a stop signal) gives up at once: Cancelled.
+  std::function<bool()> stop_requested = nullptr;
+};
+
+// An exclusive claim on one run directory, held until destroyed. Move-only.
+class RunDirectoryLock {
+ public:
+  // Creates `dir` if needed and locks `dir`/.dropk-train.lock, recording
+  // this process's pid and host in it for the message another job gets.
+  // Held by another process: waits per `wait` (logging one line to `log`),
+  // then FailedPrecondition naming `field`=dir, the holder's pid and host,
+  // and what to do. A file system without locks (ENOLCK, ENOTSUP) logs a
+  // warning and returns an unlocked claim: the job still runs. A directory
+  // or file that cannot be created or opened is an error naming it.
+  static absl::StatusOr<RunDirectoryLock> Acquire(const std::string& dir, const std::string& field,
+                                                  std::ostream& log, RunLockWait wait = {});
+
+  RunDirectoryLock(RunDirectoryLock&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  RunDirectoryLock& operator=(RunDirectoryLock&& other) noexcept;
+  RunDirectoryLock(const RunDirectoryLock&) = delete;
+  RunDirectoryLock& operator=(const RunDirectoryLock&) = delete;
+  ~RunDirectoryLock();
+
+  // Whether the lock is held (false only on a file system without locks).
+  bool held() const { return fd_ >= 0; }
+
+ private:
+  explicit RunDirectoryLock(int fd) : fd_(fd) {}
+  int fd_ = -1;
+};
+
+}  // namespace dropk
+
+#endif  // DROPK_TRAINER_RUN_DIRECTORY_LOCK_H_

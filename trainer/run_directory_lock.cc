@@ -1,0 +1,136 @@
+#include "trainer/run_directory_lock.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace dropk {
+namespace {
+
+std::string ThisHost() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof(name) - 1) != 0) return "unknown";
+  return name;
+}
+
+// Who holds the lock, as the holder recorded it: "pid P host H".
+struct Holder {
+  std::string pid = "unknown";
+  std::string host;  // empty: not recorded (yet)
+};
+
+Holder ReadHolder(int fd) {
+  char buf[512] = {};
+  const ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
+  Holder holder;
+  if (n <= 0) return holder;
+  std::vector<std::string> words =
+      absl::StrSplit(absl::StripAsciiWhitespace(std::string(buf, n)), ' ', absl::SkipEmpty());
+  if (words.size() == 4 && words[0] == "pid" && words[2] == "host") {
+    holder.pid = words[1];
+    holder.host = words[3];
+  }
+  return holder;
+}
+
+std::string Describe(const Holder& holder, const std::string& me) {
+  if (holder.host.empty()) return "a process that has not said who it is";
+  return absl::StrCat("pid ", holder.pid, " on ",
+                      holder.host == me ? "this host" : "host " + holder.host);
+}
+
+}  // namespace
+
+absl::StatusOr<RunDirectoryLock> RunDirectoryLock::Acquire(const std::string& dir,
+                                                           const std::string& field,
+                                                           std::ostream& log, RunLockWait wait) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(field, "=", dir, ": cannot create it (", ec.message(), ")"));
+  }
+  const std::string path = dir + "/" + kRunLockFileName;
+  // Non-blocking and no links: a FIFO or a link put there must not hang or
+  // redirect the open.
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
+  if (fd < 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(field, "=", dir, ": cannot open ", path, " (", std::strerror(errno), ")"));
+  }
+  RunDirectoryLock lock(fd);
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(field, "=", dir, ": ", path, " is not a regular file; remove it"));
+  }
+  const std::string me = ThisHost();
+  const auto start = std::chrono::steady_clock::now();
+  bool announced = false;
+  for (;;) {
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) break;
+    const int err = errno;
+    if (err == EINTR) continue;
+    if (err != EWOULDBLOCK) {
+      // NFS mounted with nolock, some FUSE file systems: run unprotected.
+      log << "dropk-train: warning: cannot lock " << path << " (" << std::strerror(err)
+          << "); a second job on " << field << " at the same time would not be detected"
+          << std::endl;
+      return RunDirectoryLock(-1);
+    }
+    const Holder holder = ReadHolder(fd);
+    const std::chrono::milliseconds patience =
+        holder.host == me ? wait.same_host : wait.other_host;
+    const auto waited = std::chrono::steady_clock::now() - start;
+    if (waited >= patience) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          field, "=", dir, " is in use by another dropk-train job (", Describe(holder, me),
+          ", holding ", path, "); let it end or stop it, or give this run its own ", field));
+    }
+    if (wait.stop_requested && wait.stop_requested()) {
+      return absl::CancelledError(absl::StrCat("stopped by a signal while waiting for ", field,
+                                               "=", dir, " (held by ", Describe(holder, me), ")"));
+    }
+    if (!announced) {
+      announced = true;
+      log << "dropk-train: " << field << "=" << dir << " is locked by " << Describe(holder, me)
+          << "; waiting up to "
+          << std::chrono::duration_cast<std::chrono::seconds>(patience).count()
+          << " s for it to end" << std::endl;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  const std::string who = absl::StrCat("pid ", ::getpid(), " host ", me, "\n");
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, who.data(), who.size(), 0) < 0) {
+    // The lock holds without the note; another job's message says less.
+    log << "dropk-train: warning: cannot record the holder in " << path << " ("
+        << std::strerror(errno) << ")" << std::endl;
+  }
+  return lock;
+}
+
+RunDirectoryLock& RunDirectoryLock::operator=(RunDirectoryLock&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = other.fd_;
+    other.fd_ = -1;
+  }
+  return *this;
+}
+
+RunDirectoryLock::~RunDirectoryLock() {
+  if (fd_ >= 0) ::close(fd_);  // releases the flock
+}
+
+}  // namespace dropk
