@@ -20,6 +20,9 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <optional>
+
+#include "bench_flags.h"
 
 #include "comm/communicator.h"
 #include "comm/mpi_communicator.h"
@@ -48,7 +51,9 @@ int main(int argc, char** argv) {
   app.add_option("--max-mib", max_mib, "largest buffer, MiB")->check(CLI::PositiveNumber);
   app.add_option("--rounds", min_rounds, "timed rounds at the largest size (more below)")
       ->check(CLI::PositiveNumber);
-  CLI11_PARSE(app, argc, argv);
+  if (std::optional<int> code = dropk::ParseBenchFlags(app, argc, argv, "dropk-allreduce-bench")) {
+    return *code;
+  }
 
   if (!dropk::LaunchedByMpi()) {
     std::fprintf(stderr, "dropk-allreduce-bench: run it under mpirun -np 2 (or more)\n");

@@ -26,6 +26,9 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <optional>
+
+#include "bench_flags.h"
 
 #include "checkpoint/async_writer.h"
 #include "checkpoint/crc32c.h"
@@ -135,7 +138,9 @@ int Main(int argc, char** argv) {
   app.add_option("--params", params_millions,
                  "About this many million parameters (12 layers, width chosen to fit); "
                  "default: GPT-2 124M");
-  CLI11_PARSE(app, argc, argv);
+  if (std::optional<int> code = dropk::ParseBenchFlags(app, argc, argv, "dropk-checkpoint-bench")) {
+    return *code;
+  }
 
   // GPT-2 124M: vocab 50257, context 1024, 12 layers, 12 heads, 768 wide.
   TrainConfig config = DefaultTrainConfig();

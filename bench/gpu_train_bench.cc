@@ -36,6 +36,9 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <optional>
+
+#include "bench_flags.h"
 
 #include "model/gpt.h"
 #include "model/kernels.h"
@@ -223,7 +226,9 @@ int main(int argc, char** argv) {
   app.add_option("--corpus", corpus, "text for --mode=track");
   app.add_option("--threads", threads, "CPU threads for the track reference (0 = all)")
       ->check(CLI::NonNegativeNumber);
-  CLI11_PARSE(app, argc, argv);
+  if (std::optional<int> code = dropk::ParseBenchFlags(app, argc, argv, "dropk-gpu-train-bench")) {
+    return *code;
+  }
   std::vector<dropk::MatmulPrecision> precisions;
   for (const std::string& name : precision_names) {
     absl::StatusOr<dropk::MatmulPrecision> p = dropk::ParsePrecision(name);

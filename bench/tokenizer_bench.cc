@@ -17,6 +17,9 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <optional>
+
+#include "bench_flags.h"
 
 #include "model/gpt2_vocab_files.h"
 #include "model/tokenizer.h"
@@ -63,7 +66,9 @@ int Main(int argc, char** argv) {
   app.add_option("--text", text_path)->capture_default_str();
   app.add_option("--repeat", repeat, "copies of the text per thread")->capture_default_str();
   app.add_option("--max-threads", max_threads)->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
+  if (std::optional<int> code = dropk::ParseBenchFlags(app, argc, argv, "dropk-tokenizer-bench")) {
+    return *code;
+  }
 
   const std::string text = ReadFile(text_path);
   absl::StatusOr<Tokenizer> proto = Gpt2TokenizerFromFiles(ReadFile(gpt2_dir + "/encoder.json"),

@@ -22,6 +22,9 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <optional>
+
+#include "bench_flags.h"
 
 #include "base/exit_codes.h"
 #include "comm/communicator.h"
@@ -170,16 +173,9 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   app.add_option("--config", which, "shakespeare | small | all")
       ->check(CLI::IsMember({"shakespeare", "small", "all"}));
-  // Exit codes as every dropk binary's (base/exit_codes.h): CLI11_PARSE
-  // returned CLI11's own (105 for a bad value).
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp&) {
-    std::printf("%s", app.help().c_str());
-    return dropk::kExitOk;
-  } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "dropk-train-throughput-bench: %s\n", e.what());
-    return dropk::kExitUsage;
+  if (std::optional<int> code =
+          dropk::ParseBenchFlags(app, argc, argv, "dropk-train-throughput-bench")) {
+    return *code;
   }
 
   absl::StatusOr<std::unique_ptr<dropk::Communicator>> comm =

@@ -645,9 +645,8 @@ class BlockingListener final : public CompletionListener {
 };
 }  // namespace
 
-CompletionResult RunCompletion(
-    const CompletionRequest& request, Scheduler* scheduler,
-    const std::function<void(const std::string&)>& on_event) {
+CompletionResult RunCompletion(const CompletionRequest& request, Scheduler* scheduler,
+                               const std::function<void(const std::string&)>& on_event) {
   auto listener = std::make_shared<BlockingListener>(&on_event);
   auto started = CompletionJob::Start(request, scheduler->CurrentModel(), scheduler, listener);
   if (auto* e = std::get_if<ApiError>(&started)) return *e;

@@ -461,8 +461,7 @@ void Session::ClientGone() {
 void Session::OnJobDone(CompletionResult result) {
   job_.reset();
   switch (state_) {
-    case State::kGenerating:
-      return Send(AnswerResponse(std::move(result), req_.version()));
+    case State::kGenerating: return Send(AnswerResponse(std::move(result), req_.version()));
     case State::kProbing:
       answer_ = std::move(result);  // sent once the probe settles
       return;

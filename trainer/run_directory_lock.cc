@@ -90,8 +90,7 @@ absl::StatusOr<RunDirectoryLock> RunDirectoryLock::Acquire(const std::string& di
       return RunDirectoryLock(-1);
     }
     const Holder holder = ReadHolder(fd);
-    const std::chrono::milliseconds patience =
-        holder.host == me ? wait.same_host : wait.other_host;
+    const std::chrono::milliseconds patience = holder.host == me ? wait.same_host : wait.other_host;
     const auto waited = std::chrono::steady_clock::now() - start;
     if (waited >= patience) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -99,8 +98,8 @@ absl::StatusOr<RunDirectoryLock> RunDirectoryLock::Acquire(const std::string& di
           ", holding ", path, "); let it end or stop it, or give this run its own ", field));
     }
     if (wait.stop_requested && wait.stop_requested()) {
-      return absl::CancelledError(absl::StrCat("stopped by a signal while waiting for ", field,
-                                               "=", dir, " (held by ", Describe(holder, me), ")"));
+      return absl::CancelledError(absl::StrCat("stopped by a signal while waiting for ", field, "=",
+                                               dir, " (held by ", Describe(holder, me), ")"));
     }
     if (!announced) {
       announced = true;

@@ -276,8 +276,8 @@ class TrainingRun {
   // job may share either one alone), before anything is read or written there.
   absl::Status LockRunDirectories() {
     const std::string checkpoints = CheckpointsDirOf(config_);
-    for (const auto& [dir, field] : {std::pair{config_.out_dir(), "out_dir"},
-                                     std::pair{checkpoints, "checkpoint_dir"}}) {
+    for (const auto& [dir, field] :
+         {std::pair{config_.out_dir(), "out_dir"}, std::pair{checkpoints, "checkpoint_dir"}}) {
       std::error_code ec;
       if (field == std::string("checkpoint_dir") &&
           std::filesystem::weakly_canonical(dir, ec) ==
@@ -442,8 +442,8 @@ class TrainingRun {
   // or resume, whose checkpoint exists) and ends the loop like a stop
   // after a step.
   absl::Status StopDuringEvaluation(int64_t step) {
-    RankLog() << "stop signal during the evaluation at step " << step
-              << ": evaluation abandoned" << std::endl;
+    RankLog() << "stop signal during the evaluation at step " << step << ": evaluation abandoned"
+              << std::endl;
     summary_.stopped_by_signal = true;
     if (step == first_step_) return absl::OkStatus();
     return SaveCheckpoint(step);

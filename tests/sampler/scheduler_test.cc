@@ -138,8 +138,7 @@ TEST(SchedulerTest, StopStringCutsTheText) {
 
 TEST(SchedulerTest, StreamConcatenatesToTheSameTextAndEndsWithDone) {
   Service svc;
-  const std::string body =
-      R"({"prompt":"abc","max_tokens":30,"seed":11,"stop":"zz","logprobs":2})";
+  const std::string body = R"({"prompt":"abc","max_tokens":30,"seed":11,"stop":"zz","logprobs":2})";
   const json plain = Complete(svc.scheduler.get(), body);
   auto parsed = std::get<CompletionRequest>(ParseCompletionRequest(body));
   parsed.stream = true;

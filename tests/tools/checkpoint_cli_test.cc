@@ -340,8 +340,9 @@ TEST_F(CheckpointCliTest, SigtermDuringAnEvaluationSavesWithoutWaitingForIt) {
   const std::string log = out_ + ".log";
   // Resumed at step 5, it trains steps 5 and 6, then evaluates at step 7
   // for far longer than the test waits.
-  const pid_t pid = Spawn(Train(out_, "--resume=latest --max_iters=100000 --save_every=0 "
-                                      "--eval_interval=7 --eval_iters=100000000"),
+  const pid_t pid = Spawn(Train(out_,
+                                "--resume=latest --max_iters=100000 --save_every=0 "
+                                "--eval_interval=7 --eval_iters=100000000"),
                           log);
   ASSERT_TRUE(WaitUntil(
       [&] { return ReadAll(out_ + "/metrics.jsonl").find("\"step\":6,") != std::string::npos; }));
@@ -360,11 +361,11 @@ TEST_F(CheckpointCliTest, SigtermDuringAnEvaluationSavesWithoutWaitingForIt) {
   fs::remove(log);
   ASSERT_TRUE(WIFEXITED(status)) << output;
   EXPECT_EQ(WEXITSTATUS(status), 0) << output;
-  EXPECT_NE(output.find("evaluation at step 7: evaluation abandoned"), std::string::npos)
-      << output;
+  EXPECT_NE(output.find("evaluation at step 7: evaluation abandoned"), std::string::npos) << output;
   EXPECT_NE(output.find("stopped by signal after step 7"), std::string::npos) << output;
   EXPECT_EQ(ReadAll(out_ + "/checkpoints/LATEST"), CheckpointDirName(7) + "\n");
-  absl::StatusOr<CheckpointData> data = ReadCheckpoint(out_ + "/checkpoints/" + CheckpointDirName(7));
+  absl::StatusOr<CheckpointData> data =
+      ReadCheckpoint(out_ + "/checkpoints/" + CheckpointDirName(7));
   ASSERT_TRUE(data.ok()) << data.status();
   EXPECT_EQ(data->step, 7);
 }

@@ -69,17 +69,15 @@ TEST(RunDirectoryLockTest, ASecondJobOnThisHostIsRefusedNamingTheFirst) {
   test_util::ScopedTempDir tmp("runlock");
   std::ostringstream log;
   {
-    absl::StatusOr<RunDirectoryLock> first =
-        RunDirectoryLock::Acquire(tmp.path(), "out_dir", log);
+    absl::StatusOr<RunDirectoryLock> first = RunDirectoryLock::Acquire(tmp.path(), "out_dir", log);
     ASSERT_TRUE(first.ok()) << first.status();
     absl::StatusOr<RunDirectoryLock> second =
         RunDirectoryLock::Acquire(tmp.path(), "out_dir", log, {.same_host = 300ms});
     ASSERT_FALSE(second.ok());
     EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
-    EXPECT_THAT(
-        std::string(second.status().message()),
-        AllOf(HasSubstr("out_dir=" + tmp.path() + " is in use by another dropk-train job"),
-              HasSubstr("pid " + std::to_string(::getpid()) + " on this host")));
+    EXPECT_THAT(std::string(second.status().message()),
+                AllOf(HasSubstr("out_dir=" + tmp.path() + " is in use by another dropk-train job"),
+                      HasSubstr("pid " + std::to_string(::getpid()) + " on this host")));
     EXPECT_THAT(log.str(), HasSubstr("waiting up to 0 s"));
   }
   // Once the first job has ended, the directory is free again.

@@ -138,9 +138,8 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
 // SSE event was passed to on_event in order, on the scheduler thread), or
 // the error the request was refused or ended with.
 // The offline `dropk sample --checkpoint` and the tests use this.
-CompletionResult RunCompletion(
-    const CompletionRequest& request, Scheduler* scheduler,
-    const std::function<void(const std::string&)>& on_event = nullptr);
+CompletionResult RunCompletion(const CompletionRequest& request, Scheduler* scheduler,
+                               const std::function<void(const std::string&)>& on_event = nullptr);
 
 }  // namespace dropk
 

@@ -168,7 +168,7 @@ class Scheduler {
   // What one turn of the loop takes from the queue.
   struct Admission {
     std::vector<std::pair<uint64_t, SequenceRequest>> joining;  // (request id, sequence)
-    std::vector<SequenceRequest> dropped;  // cancelled while waiting
+    std::vector<SequenceRequest> dropped;                       // cancelled while waiting
     std::vector<SequenceRequest> not_run;  // still waiting when the service stopped
     bool stop = false;
   };
