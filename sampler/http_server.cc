@@ -34,7 +34,8 @@ class HttpServer::Impl {
         api_({options.api_key, options.retry_after_seconds}, scheduler, metrics),
         metrics_(metrics),
         ioc_(std::max(1, options.io_threads)),
-        acceptor_(net::make_strand(ioc_)) {}
+        acceptor_(net::make_strand(ioc_)),
+        prepare_pool_(std::max(1, options.io_threads)) {}
 
   absl::Status Listen();
   void DoAccept();
@@ -59,6 +60,9 @@ class HttpServer::Impl {
   ServiceMetrics* metrics_;
   net::io_context ioc_;
   tcp::acceptor acceptor_;
+  // Where completion requests are parsed and their prompts tokenized, off
+  // the I/O threads (Session::Dispatch).
+  net::thread_pool prepare_pool_;
   std::vector<std::thread> threads_;
   std::atomic<int> busy_{0};  // sessions with a request in flight
   std::atomic<bool> stopped_{false};
@@ -72,6 +76,7 @@ namespace {
 enum class State {
   kReadingHeader,  // reading a request's header (or idle between requests)
   kReadingBody,    // header read, reading the body
+  kPreparing,      // a completion request is parsed and tokenized off the I/O threads
   kGenerating,     // a non-streaming completion runs; the peer is watched
   kProbing,        // the peer sent EOF while generating: is it half-closed or gone?
   kStreamWriting,  // streaming: a write (header, event or end) is in flight
@@ -133,6 +138,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void OnReadError(beast::error_code ec);
   // Answering it.
   void Dispatch();
+  void OnRouted(RouteResult routed);
   // Answers a request that could not be read (then closes).
   void SendError(const ApiError& error);
   // Writes `res`; keeps the connection when allowed and the request asked.
@@ -162,7 +168,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // The completion in progress; null when there is none or it has finished.
   std::shared_ptr<CompletionJob> job_;
-  CompletionResult answer_;         // a non-streaming answer that came while probing
+  CompletionResult answer_;         // a non-streaming answer that came while probing or preparing
+  bool finished_early_ = false;     // the job finished before OnRouted ran
   std::deque<std::string> events_;  // SSE events not yet written
   size_t events_bytes_ = 0;         // their total size
   std::string writing_;             // the event being written
@@ -318,11 +325,38 @@ void Session::OnReadError(beast::error_code ec) {
 
 void Session::Dispatch() {
   auto listener = std::make_shared<SessionListener>(shared_from_this(), stream_.get_executor());
-  RouteResult routed = server_->api_.Route(req_, listener);
+  if (req_.method() != http::verb::post) {  // cheap routes answer here, even when the pool is busy
+    return OnRouted(server_->api_.Route(req_, listener));
+  }
+  // A completion's body is parsed and its prompts tokenized in the
+  // preparation pool: a megabyte of BPE prompt takes about a second, during
+  // which an I/O thread doing it would answer no other connection, health
+  // checks included. req_ is left alone here until OnRouted.
+  SetState(State::kPreparing);
+  net::post(server_->prepare_pool_, [self = shared_from_this(), listener] {
+    RouteResult routed;
+    try {
+      routed = self->server_->api_.Route(self->req_, listener);
+    } catch (const std::exception& e) {  // an allocation that failed: this request only
+      routed.response =
+          ErrorResponse({500, absl::StrCat("the request could not be prepared (", e.what(), ")"),
+                         "server_error", "", "internal_error"},
+                        self->req_.version());
+    }
+    net::post(self->stream_.get_executor(),
+              [self, routed = std::move(routed)]() mutable { self->OnRouted(std::move(routed)); });
+  });
+}
+
+void Session::OnRouted(RouteResult routed) {
   if (routed.job == nullptr) return Send(std::move(routed.response));
-  job_ = std::move(routed.job);
+  // The job's output may have come first (posted by the scheduler while the
+  // pool was still posting this): OnJobEvent and OnJobDone kept it.
+  if (!finished_early_) job_ = std::move(routed.job);
   if (routed.stream) {
-    StartStream();
+    StartStream();  // writes what was kept, and the end when it is done
+  } else if (finished_early_) {
+    return Send(AnswerResponse(std::move(answer_), req_.version()));
   } else {
     SetState(State::kGenerating);
   }
@@ -356,6 +390,7 @@ void Session::Send(HttpResponse res, bool may_keep_alive) {
 void Session::EndRequest(bool keep_alive) {
   job_.reset();
   answer_ = std::string();
+  finished_early_ = false;
   events_.clear();
   events_bytes_ = 0;
   stream_sr_.reset();
@@ -465,6 +500,10 @@ void Session::OnJobDone(CompletionResult result) {
     case State::kProbing:
       answer_ = std::move(result);  // sent once the probe settles
       return;
+    case State::kPreparing:  // done before OnRouted ran
+      answer_ = std::move(result);
+      finished_early_ = true;
+      return;
     case State::kStreamIdle: return PumpStream();  // writes what is left, then the end
     case State::kAbandoned: return Close();
     default: return;  // kStreamWriting: PumpStream follows the write
@@ -491,9 +530,13 @@ void Session::StartStream() {
 }
 
 void Session::OnJobEvent(std::string event) {
-  if (state_ != State::kStreamIdle && state_ != State::kStreamWriting) return;  // client gone
+  if (state_ != State::kStreamIdle && state_ != State::kStreamWriting &&
+      state_ != State::kPreparing) {
+    return;  // client gone
+  }
   events_bytes_ += event.size();
   events_.push_back(std::move(event));
+  if (state_ == State::kPreparing) return;  // written once routed
   // Generation does not wait for the client: one that stops reading would
   // have every event of its stream (up to 8192 tokens, kilobytes each with
   // logprobs) held here until the write timeout, a slot busy all along.
@@ -624,6 +667,9 @@ void HttpServer::Stop(std::chrono::milliseconds deadline) {
   p->ioc_.stop();
   for (std::thread& t : p->threads_) t.join();
   p->threads_.clear();
+  // Requests still being prepared post their answers to the stopped loop,
+  // where they are dropped with their sessions.
+  p->prepare_pool_.join();
 }
 
 }  // namespace dropk

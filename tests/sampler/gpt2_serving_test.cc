@@ -2,14 +2,11 @@
 // tokens as text, and a stream never splits a UTF-8 character across events.
 #include <chrono>
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <variant>
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "model/gpt2_vocab_files.h"
 #include "nlohmann/json.hpp"
 #include "sampler/completions.h"
 #include "sampler/scheduler.h"
@@ -20,22 +17,11 @@ namespace {
 
 using json = nlohmann::json;
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // A 2-layer model with random weights over GPT-2's 50,257 tokens.
 std::shared_ptr<const ModelSnapshot> Gpt2Snapshot() {
-  const std::string dir = std::string(DROPK_SOURCE_DIR) + "/data/gpt2/";
-  auto proto = Gpt2TokenizerFromFiles(ReadFile(dir + "encoder.json"), ReadFile(dir + "vocab.bpe"));
-  EXPECT_TRUE(proto.ok()) << proto.status();
-  auto tok = TextTokenizer::FromProto(*proto);
-  EXPECT_TRUE(tok.ok()) << tok.status();
-  const GptConfig config = testing::TinyConfig(tok->vocab_size(), 32);
-  auto snap = MakeSnapshot(config, *tok, testing::RandomParams(config, 5), 1, "gpt2-test", "");
+  const TextTokenizer tok = testing::Gpt2Tokenizer();
+  const GptConfig config = testing::TinyConfig(tok.vocab_size(), 32);
+  auto snap = MakeSnapshot(config, tok, testing::RandomParams(config, 5), 1, "gpt2-test", "");
   EXPECT_TRUE(snap.ok()) << snap.status();
   return *snap;
 }

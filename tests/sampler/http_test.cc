@@ -4,11 +4,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "model/param_layout.h"
 #include "nlohmann/json.hpp"
 #include "sampler/http_server.h"
 #include "sampler/scheduler.h"
@@ -423,6 +425,61 @@ std::string CompletionRequestBytes(const json& body) {
   const std::string text = body.dump();
   return "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
          "Content-Length: " + std::to_string(text.size()) + "\r\n\r\n" + text;
+}
+
+// The prompts of a completion were tokenized on an I/O thread: with one I/O
+// thread, a long-context model's megabytes of BPE prompt (over a second to
+// encode here) kept every other connection waiting, /healthz included, so a
+// liveness probe could fail under load and have the service restarted.
+// Completions are now prepared in a pool of their own.
+TEST(HttpTest, HealthzAnswersWhileAPromptIsTokenized) {
+  ServiceMetrics metrics;
+  auto scheduler = Scheduler::Create({.max_batch = 1, .num_threads = 1}, &metrics);
+  ASSERT_TRUE(scheduler.ok());
+  // Context 32768: a prompt of up to 4 MiB (at most 128 bytes a token) is
+  // encoded before its length in tokens is known.
+  const TextTokenizer tok = testing::Gpt2Tokenizer();
+  const GptConfig config = testing::TinyConfig(tok.vocab_size(), 32768);
+  const absl::StatusOr<uint64_t> count = ParamLayout::CountParams(config);
+  ASSERT_TRUE(count.ok());
+  std::vector<float> params(*count);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  for (float& p : params) p = normal(rng);
+  auto snap = MakeSnapshot(config, tok, std::move(params), 1, "long-context", "");
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  ASSERT_TRUE((*scheduler)->SetModel(*snap).ok());
+  HttpServerOptions http;
+  http.port = 0;
+  http.io_threads = 1;
+  http.max_body_bytes = 8 << 20;
+  auto server = HttpServer::Start(http, scheduler->get(), &metrics);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+
+  const int slow = ConnectAndSend(
+      port, CompletionRequestBytes({{"prompt", std::string(4'000'000, 'a')}, {"max_tokens", 1}}));
+  ASSERT_GE(slow, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // read, and being tokenized
+  EXPECT_EQ(Curl(port, "GET", "/healthz").code, 200);
+  pollfd answered{slow, POLLIN, 0};
+  EXPECT_EQ(poll(&answered, 1, 0), 0)
+      << "/healthz was answered only after the completion's prompt was tokenized";
+  // The completion gets its answer too: the prompt does not fit the context.
+  std::string response;
+  char buf[4096];
+  while (response.find("context_length_exceeded") == std::string::npos) {
+    pollfd p{slow, POLLIN, 0};
+    if (poll(&p, 1, 60'000) != 1) break;  // bounded: 60 s
+    const ssize_t n = recv(slow, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    response.append(buf, static_cast<size_t>(n));
+  }
+  close(slow);
+  EXPECT_EQ(response.rfind("HTTP/1.1 400", 0), 0u) << response.substr(0, 300);
+  EXPECT_NE(response.find("context_length_exceeded"), std::string::npos);
+  (*scheduler)->Shutdown(std::chrono::milliseconds(1000));
+  (*server)->Stop(std::chrono::milliseconds(1000));
 }
 
 // A streaming client that read the response header and left (a FIN, no

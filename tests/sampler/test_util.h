@@ -15,12 +15,15 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "model/gpt.h"
+#include "model/gpt2_vocab_files.h"
 #include "model/inference.h"
 #include "model/kernels.h"
 #include "model/tokenizer.h"
@@ -59,6 +62,22 @@ inline std::shared_ptr<const ModelSnapshot> TestSnapshot(uint64_t seed = 1, int 
                            "dropk-step-" + std::to_string(step), "");
   EXPECT_TRUE(snap.ok()) << snap.status();
   return *snap;
+}
+
+// GPT-2's BPE tokenizer, from the files the repository carries.
+inline TextTokenizer Gpt2Tokenizer() {
+  const std::string dir = std::string(DROPK_SOURCE_DIR) + "/data/gpt2/";
+  const auto read = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  };
+  auto proto = Gpt2TokenizerFromFiles(read(dir + "encoder.json"), read(dir + "vocab.bpe"));
+  EXPECT_TRUE(proto.ok()) << proto.status();
+  auto tok = TextTokenizer::FromProto(*proto);
+  EXPECT_TRUE(tok.ok()) << tok.status();
+  return *std::move(tok);
 }
 
 using test_util::CommandResult;
