@@ -1,5 +1,6 @@
 #include "sampler/completions.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -340,7 +341,9 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
   if (n) r.n = static_cast<int>(*n);
   if (logprobs) r.logprobs = static_cast<int>(*logprobs);
   if (temperature) r.temperature = static_cast<float>(*temperature);
-  if (top_p) r.top_p = static_cast<float>(*top_p);
+  // A p below float's range would round to 0, outside (0, 1]: the smallest
+  // float nucleus keeps the likeliest token, which is what such a p asks for.
+  if (top_p) r.top_p = std::max(static_cast<float>(*top_p), std::numeric_limits<float>::min());
   return r;
 }
 

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Builds the checkpoint-manifest fuzzer with clang (libFuzzer + ASan + UBSan)
-# in build-fuzz/ and runs it for a bounded time (default 60 s), seeded with
-# the manifest of a real checkpoint written by a tiny training run.
+# Builds the fuzzers with clang (libFuzzer + ASan + UBSan) in build-fuzz/ and
+# runs each for a bounded time (default 60 s): the checkpoint-manifest
+# fuzzer, seeded with the manifest of a real checkpoint written by a tiny
+# training run, and the completion-request fuzzer (request bodies and BPE
+# prompts, what a client of dropk-serve controls), seeded with a few bodies.
 #
 #   tools/run_fuzz.sh [SECONDS]
 #
 # Needs clang-14 and libclang-rt-14-dev (apt-get install -y clang-14
 # libclang-rt-14-dev), and a normal build in build/ (for the seed run).
-# Exit status: 0 when the fuzzer found nothing in the time given.
+# Exit status: 0 when the fuzzers found nothing in the time given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_TO_RUN="${1:-60}"
@@ -17,7 +19,7 @@ JOBS="${JOBS:-2}"
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 \
   -DDROPK_FUZZ=ON -DDROPK_NATIVE=OFF -DBUILD_TESTING=OFF >/dev/null
-ninja -C "$BUILD" -j "$JOBS" dropk-checkpoint-manifest-fuzzer
+ninja -C "$BUILD" -j "$JOBS" dropk-checkpoint-manifest-fuzzer dropk-completion-request-fuzzer
 
 CORPUS="$BUILD/fuzz-corpus/checkpoint_manifest"
 mkdir -p "$CORPUS"
@@ -33,4 +35,21 @@ if [ -x build/bin/dropk-train ] && [ -z "$(ls -A "$CORPUS")" ]; then
   { printf '\x01'; cat "$manifest"; } > "$CORPUS/seed-deep"
 fi
 "$BUILD/bin/dropk-checkpoint-manifest-fuzzer" "$CORPUS" -max_total_time="$SECONDS_TO_RUN" \
+  -rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1
+
+# Request bodies (mode byte 0) and raw prompts (mode byte 1).
+CORPUS="$BUILD/fuzz-corpus/completion_request"
+mkdir -p "$CORPUS"
+if [ -z "$(ls -A "$CORPUS")" ]; then
+  i=0
+  for body in '{"prompt":"ROMEO:","max_tokens":16,"temperature":0.8,"top_k":10,"seed":1}' \
+      '{"prompt":["a","b c"],"n":2,"stream":true,"logprobs":3,"stop":["\n"],"top_p":0.9}' \
+      '{"prompt":[[1,2,3],[50256]],"max_tokens":null,"seed":18446744073709551615}' \
+      '{"prompt":"caf\u00e9 \ud83d\ude00","echo":false,"best_of":1,"logit_bias":{}}'; do
+    { printf '\x00'; printf '%s' "$body"; } > "$CORPUS/seed-body-$i"
+    i=$((i + 1))
+  done
+  { printf '\x01'; printf "Hello, world! It's 2026: \xe2\x82\xac\xff\xfe  \n\tok"; } > "$CORPUS/seed-prompt"
+fi
+"$BUILD/bin/dropk-completion-request-fuzzer" "$CORPUS" -max_total_time="$SECONDS_TO_RUN" \
   -rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1

@@ -87,6 +87,15 @@ TEST(CompletionsParseTest, TopKConventions) {
   EXPECT_EQ(e.param, "top_k");
 }
 
+// A top_p in (0, 1] but below float's range rounded to 0, outside the
+// parser's own contract (the sampler then kept the top token only by way
+// of its rounding fallback). It becomes the smallest float nucleus.
+TEST(CompletionsParseTest, TinyTopPStaysInsideItsRange) {
+  const CompletionRequest r = Parse(R"({"prompt":"a","top_p":1e-50})");
+  EXPECT_GT(r.top_p, 0.0f);
+  EXPECT_LE(r.top_p, 1.0f);
+}
+
 TEST(CompletionsParseTest, NullMeansAbsent) {
   const CompletionRequest r = Parse(R"({"prompt":"a","seed":null,"stop":null,"max_tokens":null})");
   EXPECT_FALSE(r.seed.has_value());
