@@ -69,17 +69,22 @@ bool NestedDeeperThan(std::string_view body, int limit) {
 
 // Where and why `body` (which does not parse, and nests no deeper than
 // kMaxJsonDepth) is not JSON, as nlohmann's parser words it ("parse error at
-// line 1, column 15: ... invalid string: ill-formed UTF-8 byte"), without
-// its "last read" tail, which echoes the client's bytes (a whole prompt).
+// line 1, column 15: ... invalid string: ill-formed UTF-8 byte"; "number
+// overflow parsing '1e999'"), without nlohmann's exception id and its "last
+// read" tail, which echoes the client's bytes (a whole prompt), and cut short.
 std::string WhyNotJson(std::string_view body) {
+  constexpr size_t kMaxWhy = 160;
   try {
     [[maybe_unused]] const json parsed = json::parse(body.begin(), body.end());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a huge number
     std::string why = e.what();
-    const size_t start = why.find("parse error");
-    if (start != std::string::npos) why.erase(0, start);
+    const size_t id_end = why.find("] ");
+    if (why.rfind("[json.exception.", 0) == 0 && id_end != std::string::npos) {
+      why.erase(0, id_end + 2);
+    }
     const size_t tail = why.find("; last read");
     if (tail != std::string::npos) why.resize(tail);
+    if (why.size() > kMaxWhy) why = why.substr(0, kMaxWhy) + "...";
     return why;
   }
   return "unknown error";  // unreachable: the same body failed to parse just before

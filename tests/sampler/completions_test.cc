@@ -255,6 +255,22 @@ TEST(CompletionsParseTest, InvalidJsonSaysWhereAndWhy) {
   }
 }
 
+// A number past double's range is not JSON dropk can read: explaining why
+// threw nlohmann's out_of_range, which nothing caught, and the connection
+// was dropped without an answer (found by tools/fuzz's completion fuzzer).
+TEST(CompletionsParseTest, ANumberPastDoublesRangeIsA400) {
+  const std::string bodies[] = {R"({"prompt":"a","seed":1e999})", R"({"p":18446744073791e615})",
+                                R"({"prompt":"a","top_p":-)" + std::string(100000, '9') + "}"};
+  for (const std::string& body : bodies) {
+    SCOPED_TRACE(body.substr(0, 40));
+    const ApiError e = ErrorOf(body);
+    EXPECT_EQ(e.status, 400);
+    EXPECT_EQ(e.code, "invalid_json");
+    EXPECT_NE(e.message.find("number overflow"), std::string::npos) << e.message;
+    EXPECT_LT(e.message.size(), 300u) << e.message;
+  }
+}
+
 TEST(CompletionsParseTest, DeepOrHugeJsonDoesNotCrash) {
   std::string deep(100000, '[');
   EXPECT_EQ(ErrorOf(deep).status, 400);
