@@ -31,8 +31,7 @@ namespace {
 using cuda::MakeSiteDropout;
 using cuda::SiteDropout;
 
-// cuBLASLt's workspace: 32 MiB, what NVIDIA recommends for Hopper.
-constexpr size_t kLtWorkspaceBytes = size_t{32} << 20;
+constexpr size_t kLtWorkspaceBytes = kCudaLtWorkspaceBytes;
 
 cublasComputeType_t ComputeTypeOf(MatmulPrecision precision) {
   switch (precision) {

@@ -14,6 +14,7 @@
 #define DROPK_MODEL_CUDA_CUDA_KERNELS_H_
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -22,6 +23,12 @@
 #include "model/kernels.h"
 
 namespace dropk {
+
+// cuBLASLt's workspace: 32 MiB, what NVIDIA recommends for Hopper. Here so
+// that CudaKernelsScratchBytes (model/kernels.cc, in every build) counts it.
+inline constexpr size_t kCudaLtWorkspaceBytes = size_t{32} << 20;
+// The most partial sums per column that the column sums (rows.cu) keep.
+inline constexpr int kCudaColumnSumMaxParts = 128;
 
 // Creates the kernels on options.cuda_device with options.precision. Fails
 // with one line when there is no usable GPU ("no CUDA device:
