@@ -4,7 +4,8 @@
 // it through MakeKernels(Device::kCuda, options).
 //
 // Every op is enqueued on the object's stream and returns at once, except
-// CopyToHost, SumSquares and Synchronize, which wait. Memory comes from
+// CopyToDevice, CopyToHost, SumSquares and Synchronize, which wait (and
+// Allocate, which zeroes before returning). Memory comes from
 // cudaMalloc. The object must be driven from one thread; the constructor
 // makes its device current on that thread.
 //

@@ -45,6 +45,8 @@ class Kernels {
 
   // Memory. Allocate returns zeroed memory that is already backed (touched),
   // so no page faults land inside a training step; Free accepts nullptr.
+  // CopyToDevice returns once host_src has been read (the caller may reuse
+  // or free it at once); CopyToHost once host_dst holds the bytes.
   virtual void* Allocate(size_t bytes) = 0;
   virtual void Free(void* ptr) = 0;
   virtual void CopyToDevice(void* dst, const void* host_src, size_t bytes) = 0;
