@@ -56,10 +56,14 @@ absl::StatusOr<Buffer> DeviceStaging::StageIn(const Buffer& b, int slot, bool co
     bytes_[slot] = bytes;
   }
   cudaStream_t stream = static_cast<cudaStream_t>(stream_);
+  // The wait stays in the staging stream's order, so it orders the copy in
+  // and also StageOut's later copy back: a buffer that is only written (a
+  // broadcast's receivers) must not be overwritten while the compute stream
+  // may still use it, as NCCL's stream-wide wait ensures.
+  if (ready_event != nullptr) {
+    CUDA_CHECK(cudaStreamWaitEvent(stream, static_cast<cudaEvent_t>(ready_event), 0));
+  }
   if (copy_in && bytes > 0) {
-    if (ready_event != nullptr) {
-      CUDA_CHECK(cudaStreamWaitEvent(stream, static_cast<cudaEvent_t>(ready_event), 0));
-    }
     CUDA_CHECK(cudaMemcpyAsync(host_[slot], b.data, bytes, cudaMemcpyDeviceToHost, stream));
     CUDA_CHECK(cudaStreamSynchronize(stream));
   }

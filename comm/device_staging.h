@@ -25,8 +25,9 @@ class DeviceStaging {
   DeviceStaging& operator=(const DeviceStaging&) = delete;
 
   // A host view of device buffer b in pinned staging slot `slot` (grown as
-  // needed). With copy_in, the device bytes are copied there first, after
-  // ready_event (a cudaEvent_t, or nullptr) has completed on the device.
+  // needed). With copy_in, the device bytes are copied there first. Both that
+  // copy and StageOut's copy back come after ready_event (a cudaEvent_t, or
+  // nullptr) has completed on the device, with or without copy_in.
   absl::StatusOr<Buffer> StageIn(const Buffer& b, int slot, bool copy_in, void* ready_event);
   // Copies the staging slot back into device buffer b; returns once done.
   absl::Status StageOut(const Buffer& b, int slot);

@@ -3,10 +3,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "cpu/cpu_kernels.h"
-#include "kernel_math.h"
-#ifdef DROPK_HAS_CUDA
+// Declarations and constants only (no CUDA headers), so in every build.
 #include "cuda/cuda_kernels.h"
-#endif
+#include "kernel_math.h"
 
 namespace dropk {
 
@@ -95,6 +94,20 @@ double CudaFreeBytes(int ordinal) {
   (void)ordinal;
   return -1;
 #endif
+}
+
+double CudaKernelsScratchBytes(int B, int T, int C, int NH, bool attention_dropout) {
+  // CudaKernels' scratch slots (cuda_kernels.cc) at their largest.
+  const double btc = static_cast<double>(B) * T * C;
+  const double scores = static_cast<double>(B) * NH * T * T;
+  // kQ, kK, kV, kHeads (q, k, v, the output or its gradient), kDq, kDk, kDv.
+  double floats = 7 * btc;
+  floats += scores;                          // kDatt
+  if (attention_dropout) floats += scores;  // kWeights
+  // kColumns: two partial sums per column of the widest bias, the MLP's 4C.
+  floats += 2.0 * kCudaColumnSumMaxParts * 4.0 * C;
+  // And cuBLASLt's workspace (the sum of squares' 4 KiB of partials aside).
+  return floats * sizeof(float) + static_cast<double>(kCudaLtWorkspaceBytes);
 }
 
 absl::StatusOr<std::unique_ptr<Kernels>> MakeKernels(Device device, int num_threads) {

@@ -101,13 +101,32 @@ if [ -n "$prebuilt" ]; then
     link_here "$source_dir" "$root"
     link_here "$(sed -n 's/^binary_dir=//p' "$build/paths")" "$build"
     # The bundle's libraries, and the machine's own NCCL and cuBLAS (dropk
-    # opens them at run time) where PyTorch's wheels put them.
+    # opens them at run time) where PyTorch's wheels put them: CUDA 13's
+    # wheels (nvidia-cublas, no -cu13 suffix) put cuBLAS in nvidia/cu13/lib,
+    # with no nvidia.cublas package; NCCL's stays in nvidia/nccl/lib; CUDA
+    # 12's are in nvidia/<name>/lib. Then the toolkit's own folders.
     libs="$build/lib"
-    for pkg in nccl cublas; do
-      dir=$(python3 -c "import nvidia.$pkg as m, os; print(os.path.join(list(m.__path__)[0], 'lib'))" \
-            2>/dev/null) && [ -d "$dir" ] && libs="$libs:$dir"
+    wheel_dirs=$(python3 -c '
+import os, nvidia
+for base in nvidia.__path__:
+    for sub in ("cu13/lib", "cublas/lib", "nccl/lib"):
+        if os.path.isdir(os.path.join(base, sub)):
+            print(os.path.join(base, sub))' 2>/dev/null)
+    for dir in $wheel_dirs /usr/local/cuda/lib64 /usr/local/cuda/lib; do
+      if compgen -G "$dir/libcublas.so.*" > /dev/null || compgen -G "$dir/libnccl.so.*" > /dev/null; then
+        libs="$libs:$dir"
+      fi
     done
     export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    # Which cuBLAS and NCCL the binaries will open (none found: every GPU
+    # test skips with "cannot load cuBLAS", and the rows say so).
+    for lib in libcublas.so.13 libcublasLt.so.13 libnccl.so.2; do
+      found=""
+      for dir in ${libs//:/ }; do
+        [ -e "$dir/$lib" ] && { found="$dir/$lib"; break; }
+      done
+      echo "gpu_check: $lib: ${found:-not in LD_LIBRARY_PATH, left to the system loader}"
+    done
     bundle_arch=$(sed -n 's/^cuda_arch=//p' "$build/paths")
     [ "$bundle_arch" = "$arch" ] ||
       echo "gpu_check: warning: the bundle is built for sm_$bundle_arch, this GPU is sm_$arch"

@@ -11,6 +11,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "model/kernels.h"
+#include "trainer/config.h"
 
 namespace dropk {
 namespace {
@@ -88,10 +90,12 @@ std::optional<AvailableMemory> CgroupHeadroom() {
 
 double TrainingMemory::TotalBytes() const {
   return model.TotalBytes() + optimizer_bytes + host_bytes + scratch_bytes + staging_params_bytes +
-         staging_moments_bytes;
+         staging_moments_bytes + device_scratch_bytes;
 }
 
-double TrainingMemory::DeviceBytes() const { return model.TotalBytes() + optimizer_bytes; }
+double TrainingMemory::DeviceBytes() const {
+  return model.TotalBytes() + optimizer_bytes + device_scratch_bytes;
+}
 
 double TrainingMemory::HostOnlyBytes() const { return TotalBytes() - DeviceBytes(); }
 
@@ -113,6 +117,13 @@ absl::StatusOr<TrainingMemory> TrainingMemoryNeed(const TrainConfig& config, int
     need.staging_moments_bytes =
         2 * std::ceil(model->params_bytes / sizeof(float) / std::max(world_size, 1)) *
         sizeof(float);
+  }
+  if (config.device() == TrainConfig::CUDA) {
+    // Allocated by the kernels on the first step, not through the model: a
+    // check without them passes runs that then fail inside that step.
+    need.device_scratch_bytes =
+        CudaKernelsScratchBytes(config.batch_size(), config.block_size(), config.n_embd(),
+                                config.n_head(), EffectiveDropout(config).attention_probs > 0);
   }
   const double T = config.block_size();
   need.scratch_bytes = 2.0 * sizeof(int32_t) * config.batch_size() * T +  // inputs, targets
@@ -192,7 +203,8 @@ absl::Status CheckGpuMemory(const TrainConfig& config, const TrainingMemory& nee
       "this run needs ", FormatBytes(need.DeviceBytes()), " of GPU memory per rank (parameters ",
       FormatBytes(need.model.params_bytes), ", gradients ", FormatBytes(need.model.grads_bytes),
       ", AdamW moments ", FormatBytes(need.optimizer_bytes), ", activations ",
-      FormatBytes(need.model.activations_bytes), "), but cuda device ", cuda_device, " has ",
+      FormatBytes(need.model.activations_bytes), ", kernel scratch ",
+      FormatBytes(need.device_scratch_bytes), "), but cuda device ", cuda_device, " has ",
       FormatBytes(gpu_free_bytes), " free; lower batch_size=", config.batch_size(), ", block_size=",
       config.block_size(), ", n_layer=", config.n_layer(), " or n_embd=", config.n_embd()));
 }

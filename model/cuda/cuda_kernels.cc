@@ -31,8 +31,7 @@ namespace {
 using cuda::MakeSiteDropout;
 using cuda::SiteDropout;
 
-// cuBLASLt's workspace: 32 MiB, what NVIDIA recommends for Hopper.
-constexpr size_t kLtWorkspaceBytes = size_t{32} << 20;
+constexpr size_t kLtWorkspaceBytes = kCudaLtWorkspaceBytes;
 
 cublasComputeType_t ComputeTypeOf(MatmulPrecision precision) {
   switch (precision) {
@@ -251,9 +250,14 @@ void CudaKernels::Free(void* ptr) {
 
 void CudaKernels::CopyToDevice(void* dst, const void* host_src, size_t bytes) {
   if (bytes == 0) return;
-  // From pageable memory this returns once host_src has been staged, so the
-  // caller may reuse it at once.
+  // Callers reuse or free host_src as soon as this returns (InitWeights' local
+  // vector, the checkpoint reader's chunk buffer), as the CPU's memcpy allows.
+  // cudaMemcpyAsync does not promise that: from pageable memory it "might be
+  // synchronous" (CUDA's API synchronization notes), from pinned memory it
+  // is not. So wait for the copy; it is off the per-kernel hot path (a
+  // step's inputs, weights at start).
   CUDA_CHECK_ABORT(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
+  CUDA_CHECK_ABORT(cudaStreamSynchronize(stream_));
 }
 
 void CudaKernels::CopyToHost(void* host_dst, const void* src, size_t bytes) {

@@ -4,7 +4,8 @@
 // it through MakeKernels(Device::kCuda, options).
 //
 // Every op is enqueued on the object's stream and returns at once, except
-// CopyToHost, SumSquares and Synchronize, which wait. Memory comes from
+// CopyToDevice, CopyToHost, SumSquares and Synchronize, which wait (and
+// Allocate, which zeroes before returning). Memory comes from
 // cudaMalloc. The object must be driven from one thread; the constructor
 // makes its device current on that thread.
 //
@@ -14,6 +15,7 @@
 #define DROPK_MODEL_CUDA_CUDA_KERNELS_H_
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -22,6 +24,12 @@
 #include "model/kernels.h"
 
 namespace dropk {
+
+// cuBLASLt's workspace: 32 MiB, what NVIDIA recommends for Hopper. Here so
+// that CudaKernelsScratchBytes (model/kernels.cc, in every build) counts it.
+inline constexpr size_t kCudaLtWorkspaceBytes = size_t{32} << 20;
+// The most partial sums per column that the column sums (rows.cu) keep.
+inline constexpr int kCudaColumnSumMaxParts = 128;
 
 // Creates the kernels on options.cuda_device with options.precision. Fails
 // with one line when there is no usable GPU ("no CUDA device:

@@ -19,7 +19,7 @@ namespace {
 constexpr int kColumnTile = 32;   // columns per column-sum block (one warp wide)
 constexpr int kColumnRows = 8;    // row lanes per column-sum block
 constexpr int kRowsPerPart = 64;  // rows per partial sum, at least
-constexpr int kMaxParts = 128;    // partial sums per column, at most
+constexpr int kMaxParts = 128;    // partial sums per column, at most (kCudaColumnSumMaxParts)
 constexpr int kWteChannels = 8;   // channels per lane in the token-gradient pass
 
 // How many row ranges the column sums of N rows use: a function of N only.

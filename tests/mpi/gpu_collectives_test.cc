@@ -126,6 +126,73 @@ TEST(GpuCollectivesTest, NcclAllReduceIsBitwiseEqualOnEveryRank) {
   EXPECT_NE(host_status.message().find("CUDA buffers"), std::string::npos) << host_status;
 }
 
+// Broadcast, AllGather and ReduceScatter through NCCL. Unlike AllReduce,
+// which returns at once on one rank, each of them runs NCCL kernels even on
+// one rank, so the one-GPU check exercises NCCL on the device too. The
+// values are quarters below 1000: every sum is exact, so results are
+// compared for equality.
+TEST(GpuCollectivesTest, NcclBroadcastAllGatherAndReduceScatter) {
+  if (!NcclAvailable()) GTEST_SKIP() << "this build has no NCCL";
+  std::unique_ptr<Kernels> k;
+  std::string reason;
+  if (!AllRanksHaveGpu(World().Rank(), &k, &reason)) {
+    GTEST_SKIP() << "needs one GPU per rank: " << reason;
+  }
+  absl::StatusOr<std::unique_ptr<Communicator>> nccl =
+      MakeNcclCommunicator(&World(), World().Rank());
+  ASSERT_TRUE(nccl.ok()) << nccl.status();
+  Communicator& c = **nccl;
+  const int n = c.Size(), r = c.Rank();
+  const size_t count = 1001;
+  std::vector<float> mine(count);
+  for (size_t i = 0; i < count; ++i) mine[i] = static_cast<float>(Value(r, i));
+  const std::unique_ptr<DeviceEvent> ready = k->CreateEvent();
+  CollectiveOptions options;
+  options.ready_event = ready->native_handle();
+
+  // Broadcast from the last rank: every rank ends with its values.
+  DeviceBuffer<float> dev(k.get(), count);
+  k->CopyToDevice(dev.data(), mine.data(), count * sizeof(float));
+  ready->Record();
+  ASSERT_TRUE(c.Broadcast(CudaBuffer(dev.data(), count), n - 1, options)->Wait().ok());
+  std::vector<float> host(count);
+  k->CopyToHost(host.data(), dev.data(), count * sizeof(float));
+  for (size_t i = 0; i < count; ++i) {
+    ASSERT_EQ(host[i], static_cast<float>(Value(n - 1, i))) << "broadcast " << i;
+  }
+
+  // AllGather: block q of the output is rank q's input.
+  k->CopyToDevice(dev.data(), mine.data(), count * sizeof(float));
+  DeviceBuffer<float> all(k.get(), count * n);
+  ready->Record();
+  ASSERT_TRUE(c.AllGather(CudaBuffer(dev.data(), count), CudaBuffer(all.data(), count * n), options)
+                  ->Wait()
+                  .ok());
+  std::vector<float> gathered(count * n);
+  k->CopyToHost(gathered.data(), all.data(), gathered.size() * sizeof(float));
+  for (int q = 0; q < n; ++q) {
+    for (size_t i = 0; i < count; ++i) {
+      ASSERT_EQ(gathered[q * count + i], static_cast<float>(Value(q, i))) << q << " " << i;
+    }
+  }
+
+  // ReduceScatter (sum): rank r gets block r of the sum of every rank's input.
+  std::vector<float> input(count * n);
+  for (size_t i = 0; i < input.size(); ++i) input[i] = static_cast<float>(Value(r, i));
+  k->CopyToDevice(all.data(), input.data(), input.size() * sizeof(float));
+  ready->Record();
+  ASSERT_TRUE(c.ReduceScatter(CudaBuffer(all.data(), count * n), CudaBuffer(dev.data(), count),
+                              ReduceOp::kSum, options)
+                  ->Wait()
+                  .ok());
+  k->CopyToHost(host.data(), dev.data(), count * sizeof(float));
+  for (size_t i = 0; i < count; ++i) {
+    double expected = 0;
+    for (int q = 0; q < n; ++q) expected += Value(q, r * count + i);
+    ASSERT_EQ(host[i], static_cast<float>(expected)) << "reduce-scatter " << i;
+  }
+}
+
 TEST(GpuCollectivesTest, StuckNcclCollectiveAbortsNamingOperationSequenceAndRank) {
   if (!NcclAvailable()) GTEST_SKIP() << "this build has no NCCL";
   if (World().Size() < 2) GTEST_SKIP() << "needs 2 or more ranks";

@@ -80,7 +80,8 @@ TEST(MemoryBudgetTest, CudaRunsSplitTheNeedBetweenGpuAndHost) {
   config.set_device(TrainConfig::CUDA);
   const TrainingMemory need = TrainingMemoryNeed(config, kVocab, 2).value();
   EXPECT_DOUBLE_EQ(need.DeviceBytes() + need.HostOnlyBytes(), need.TotalBytes());
-  EXPECT_DOUBLE_EQ(need.DeviceBytes(), need.model.TotalBytes() + need.optimizer_bytes);
+  EXPECT_DOUBLE_EQ(need.DeviceBytes(),
+                   need.model.TotalBytes() + need.optimizer_bytes + need.device_scratch_bytes);
 
   EXPECT_TRUE(CheckGpuMemory(config, need, 3, need.DeviceBytes()).ok());
   const absl::Status gpu = CheckGpuMemory(config, need, 3, need.DeviceBytes() - 1);
@@ -97,6 +98,37 @@ TEST(MemoryBudgetTest, CudaRunsSplitTheNeedBetweenGpuAndHost) {
   const absl::Status tight =
       CheckTrainingMemory(config, need, 1, AvailableMemory{need.HostOnlyBytes() / 2, "test"});
   EXPECT_THAT(tight.message(), HasSubstr("of host memory per rank"));
+}
+
+// The CUDA kernels' own scratch (attention's per-head buffers and score
+// gradients, cuBLASLt's workspace) lives on the GPU too: a GPU with room for
+// the model and moments but not for it is refused before the first step,
+// not failed inside it.
+TEST(MemoryBudgetTest, CudaRunsCountTheKernelsScratchOnTheGpu) {
+  TrainConfig config = DefaultTrainConfig();
+  config.set_device(TrainConfig::CUDA);
+  config.set_dropout(0.0f);
+  const TrainingMemory need = TrainingMemoryNeed(config, kVocab, 2).value();
+  const double B = config.batch_size(), T = config.block_size(), C = config.n_embd(),
+               NH = config.n_head();
+  const double lt_workspace = 32.0 * 1024 * 1024;
+  // q, k, v, heads, dq, dk, dv; the scores' gradient; column-sum partials.
+  const double floats = 7 * B * T * C + B * NH * T * T + 2 * 128 * 4 * C;
+  EXPECT_DOUBLE_EQ(need.device_scratch_bytes, floats * sizeof(float) + lt_workspace);
+  EXPECT_GT(need.DeviceBytes(), need.model.TotalBytes() + need.optimizer_bytes);
+
+  const double model_and_moments = need.model.TotalBytes() + need.optimizer_bytes;
+  const absl::Status s = CheckGpuMemory(config, need, 0, model_and_moments);
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(s.message(), HasSubstr("kernel scratch"));
+
+  // Attention-probability dropout keeps one more (B,NH,T,T) buffer.
+  config.set_dropout_attention_probs(0.1f);
+  EXPECT_DOUBLE_EQ(TrainingMemoryNeed(config, kVocab, 2).value().device_scratch_bytes -
+                       need.device_scratch_bytes,
+                   B * NH * T * T * sizeof(float));
+  // None on the CPU.
+  EXPECT_EQ(TrainingMemoryNeed(DefaultTrainConfig(), kVocab, 2).value().device_scratch_bytes, 0);
 }
 
 TEST(MemoryBudgetTest, RunThatFitsPasses) {

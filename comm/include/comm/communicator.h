@@ -64,8 +64,9 @@ struct CollectiveOptions {
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
   // For CUDA buffers: a cudaEvent_t (DeviceEvent::native_handle()) recorded
   // on the compute stream after the buffer's data was written. The backend
-  // orders its reads after it on the device (NCCL: its stream waits on the
-  // event; MPI: the staging copy does), so the caller need not synchronise.
+  // orders its reads and writes of the buffers after it on the device (NCCL:
+  // its stream waits on the event; MPI: the staging stream does), so the
+  // caller need not synchronise.
   // nullptr: the data is already complete on the device.
   void* ready_event = nullptr;
 };

@@ -45,6 +45,8 @@ class Kernels {
 
   // Memory. Allocate returns zeroed memory that is already backed (touched),
   // so no page faults land inside a training step; Free accepts nullptr.
+  // CopyToDevice returns once host_src has been read (the caller may reuse
+  // or free it at once); CopyToHost once host_dst holds the bytes.
   virtual void* Allocate(size_t bytes) = 0;
   virtual void Free(void* ptr) = 0;
   virtual void CopyToDevice(void* dst, const void* host_src, size_t bytes) = 0;
@@ -187,6 +189,17 @@ std::array<uint8_t, 16> CudaDeviceUuid(int ordinal);
 // Free memory of GPU `ordinal` in bytes (cudaMemGetInfo), or -1 when it
 // cannot be read (no such GPU, a build without CUDA).
 double CudaFreeBytes(int ordinal);
+
+// Device memory the CUDA kernels allocate for themselves, beyond the buffers
+// their caller allocates, while training a GPT on batches of B sequences of T
+// tokens, width C and NH heads: attention's per-head copies of q, k, v, of the
+// output gradient and of dq, dk, dv (7 x B*T*C floats), the gradient of the
+// scores (B*NH*T*T floats) and, with attention-probability dropout, the
+// dropped probabilities (B*NH*T*T more), the column-sum partials of the bias
+// and LayerNorm gradients, and cuBLASLt's workspace. Kept at the largest
+// shape run, so a memory budget adds it to Gpt::Footprint's buffers. In
+// double, so that any shape can be sized; the same figure in every build.
+double CudaKernelsScratchBytes(int B, int T, int C, int NH, bool attention_dropout);
 
 // The same with default options and num_threads host threads (0 = all cores).
 absl::StatusOr<std::unique_ptr<Kernels>> MakeKernels(Device device, int num_threads);

@@ -30,10 +30,14 @@ struct TrainingMemory {
   // only; counted once per node) and its slice of both moments.
   double staging_params_bytes = 0;
   double staging_moments_bytes = 0;
+  // With device CUDA: the CUDA kernels' own scratch on the GPU
+  // (CudaKernelsScratchBytes: attention's per-head buffers and score
+  // gradients, cuBLASLt's workspace); 0 otherwise.
+  double device_scratch_bytes = 0;
   double TotalBytes() const;  // of rank 0, the largest
   // With device CUDA: what lives on the GPU (parameters, gradients,
-  // activations, moments) and what stays on the host (copies, batches,
-  // scratch, staging); their sum is TotalBytes().
+  // activations, moments, kernel scratch) and what stays on the host
+  // (copies, batches, scratch, staging); their sum is TotalBytes().
   double DeviceBytes() const;
   double HostOnlyBytes() const;
 };
