@@ -204,11 +204,11 @@ class CudaInferenceEngine final : public KvCacheEngine {
 
 absl::StatusOr<std::unique_ptr<InferenceEngine>> MakeCudaInferenceEngine(
     const GptConfig& config, std::span<const float> host_params, const InferenceOptions& options) {
-  const int count = CudaDeviceCountOrZero();
-  if (count == 0) {
+  if (std::string reason = NoCudaDeviceReason(); !reason.empty()) {
     return absl::FailedPreconditionError(
-        "device cuda: no CUDA device (cudaGetDeviceCount found none); serve with --device cpu");
+        absl::StrCat("device cuda: ", reason, "; serve with --device cpu"));
   }
+  const int count = CudaDeviceCountOrZero();
   if (options.cuda_device < 0 || options.cuda_device >= count) {
     return absl::InvalidArgumentError(absl::StrCat("cuda device ", options.cuda_device,
                                                    " requested, but this machine has ", count,

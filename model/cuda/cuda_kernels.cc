@@ -6,10 +6,12 @@
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <new>
@@ -587,6 +589,39 @@ void CudaKernels::Scale(float* x, float alpha, size_t n) {
 
 }  // namespace
 
+std::string NoCudaDeviceReason() {
+  int count = 0;
+  const cudaError_t rc = cudaGetDeviceCount(&count);
+  cudaGetLastError();  // do not leave the error for the next CUDA call
+  if (rc == cudaSuccess && count > 0) return "";
+  // The driver library is what a machine without an NVIDIA driver lacks;
+  // CUDA then calls it an "insufficient" driver, which reads as "update it".
+  void* driver = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+  if (driver == nullptr) {
+    return "no CUDA device: no NVIDIA driver on this machine (libcuda.so.1 not found)";
+  }
+  dlclose(driver);
+  if (rc == cudaErrorInsufficientDriver) {
+    int driver_version = 0, runtime_version = 0;
+    cudaDriverGetVersion(&driver_version);
+    cudaRuntimeGetVersion(&runtime_version);
+    cudaGetLastError();
+    return absl::StrCat("no CUDA device: the NVIDIA driver supports CUDA ", driver_version / 1000,
+                        ".", driver_version % 1000 / 10, ", older than this build's CUDA ",
+                        runtime_version / 1000, ".", runtime_version % 1000 / 10,
+                        "; update the driver");
+  }
+  if (rc == cudaSuccess || rc == cudaErrorNoDevice) {
+    const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+    return visible != nullptr
+               ? absl::StrCat("no CUDA device: none visible with CUDA_VISIBLE_DEVICES=\"", visible,
+                              "\"")
+               : std::string("no CUDA device: the NVIDIA driver sees no GPU");
+  }
+  return absl::StrCat("no CUDA device: cudaGetDeviceCount returned ", cudaGetErrorName(rc), " (",
+                      cudaGetErrorString(rc), ")");
+}
+
 int CudaDeviceCountOrZero() {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess) {
@@ -627,17 +662,10 @@ double CudaFreeBytesOrNegative(int ordinal) {
 }
 
 absl::StatusOr<std::unique_ptr<Kernels>> MakeCudaKernels(const KernelOptions& options) {
-  int count = 0;
-  const cudaError_t rc = cudaGetDeviceCount(&count);
-  if (rc != cudaSuccess) {
-    cudaGetLastError();  // do not leave the error for the next CUDA call
-    return absl::FailedPreconditionError(
-        absl::StrCat("no CUDA device: cudaGetDeviceCount returned ", cudaGetErrorName(rc), " (",
-                     cudaGetErrorString(rc), ")"));
+  if (std::string reason = NoCudaDeviceReason(); !reason.empty()) {
+    return absl::FailedPreconditionError(reason);
   }
-  if (count == 0) {
-    return absl::FailedPreconditionError("no CUDA device: cudaGetDeviceCount returned 0 devices");
-  }
+  const int count = CudaDeviceCountOrZero();
   if (options.cuda_device < 0 || options.cuda_device >= count) {
     return absl::InvalidArgumentError(absl::StrCat("cuda device ", options.cuda_device,
                                                    " requested, but this machine has ", count,

@@ -32,13 +32,19 @@ inline constexpr size_t kCudaLtWorkspaceBytes = size_t{32} << 20;
 inline constexpr int kCudaColumnSumMaxParts = 128;
 
 // Creates the kernels on options.cuda_device with options.precision. Fails
-// with one line when there is no usable GPU ("no CUDA device:
-// cudaGetDeviceCount returned ..."), the ordinal is out of range, or a
-// library handle cannot be created.
+// with one line when there is no usable GPU (NoCudaDeviceReason), the
+// ordinal is out of range, or a library handle cannot be created.
 absl::StatusOr<std::unique_ptr<Kernels>> MakeCudaKernels(const KernelOptions& options);
 
 // cudaGetDeviceCount, or 0 when it fails (no driver, no device).
 int CudaDeviceCountOrZero();
+
+// Why this process sees no GPU, as one line starting "no CUDA device: ",
+// worded for the user's next step: no NVIDIA driver installed (libcuda.so.1
+// absent), a driver older than this build's CUDA runtime (both versions),
+// no GPU visible (CUDA_VISIBLE_DEVICES named when set), or CUDA's own error.
+// Empty when there is at least one device.
+std::string NoCudaDeviceReason();
 
 // cudaDeviceProp::uuid of GPU `ordinal`, or all zeros when it fails.
 std::array<uint8_t, 16> CudaDeviceUuidOrZero(int ordinal);

@@ -13,6 +13,7 @@
 // Without a GPU (or in a build without CUDA) every test skips with the
 // reason MakeKernels gave, e.g. "no CUDA device: cudaGetDeviceCount returned
 // cudaErrorNoDevice (no CUDA-capable device is detected)".
+#include <dlfcn.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -466,6 +467,15 @@ TEST(CudaKernelsAvailabilityTest, MissingGpuIsAClearError) {
   EXPECT_TRUE(message.find("no CUDA device") != std::string::npos ||
               message.find("no CUDA kernels") != std::string::npos)
       << message;
+  // A machine without NVIDIA's driver is told so: CUDA's own words for it
+  // ("CUDA driver version is insufficient for CUDA runtime version") sent
+  // users to update a driver they did not have.
+  void* driver = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+  if (driver != nullptr) {
+    dlclose(driver);
+  } else if (message.find("no CUDA device") != std::string::npos) {
+    EXPECT_EQ(message, "no CUDA device: no NVIDIA driver on this machine (libcuda.so.1 not found)");
+  }
 }
 
 }  // namespace
