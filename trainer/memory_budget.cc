@@ -195,18 +195,28 @@ absl::Status CheckTrainingMemory(const TrainConfig& config, const TrainingMemory
   return absl::InvalidArgumentError(message);
 }
 
+int RanksSharingGpu(int local_ranks, int gpus, int cuda_device) {
+  if (gpus <= 0 || cuda_device < 0 || cuda_device >= gpus || local_ranks <= cuda_device) return 1;
+  return (local_ranks - cuda_device + gpus - 1) / gpus;
+}
+
 absl::Status CheckGpuMemory(const TrainConfig& config, const TrainingMemory& need, int cuda_device,
-                            double gpu_free_bytes) {
+                            int ranks_on_device, double gpu_free_bytes) {
   if (config.device() != TrainConfig::CUDA || gpu_free_bytes < 0) return absl::OkStatus();
-  if (need.DeviceBytes() <= gpu_free_bytes) return absl::OkStatus();
+  const int sharing = std::max(1, ranks_on_device);
+  if (need.DeviceBytes() * sharing <= gpu_free_bytes) return absl::OkStatus();
+  const std::string shared = sharing > 1 ? absl::StrCat(" x ", sharing, " ranks sharing the GPU = ",
+                                                        FormatBytes(need.DeviceBytes() * sharing))
+                                         : "";
   return absl::InvalidArgumentError(absl::StrCat(
       "this run needs ", FormatBytes(need.DeviceBytes()), " of GPU memory per rank (parameters ",
       FormatBytes(need.model.params_bytes), ", gradients ", FormatBytes(need.model.grads_bytes),
       ", AdamW moments ", FormatBytes(need.optimizer_bytes), ", activations ",
       FormatBytes(need.model.activations_bytes), ", kernel scratch ",
-      FormatBytes(need.device_scratch_bytes), "), but cuda device ", cuda_device, " has ",
-      FormatBytes(gpu_free_bytes), " free; lower batch_size=", config.batch_size(), ", block_size=",
-      config.block_size(), ", n_layer=", config.n_layer(), " or n_embd=", config.n_embd()));
+      FormatBytes(need.device_scratch_bytes), ")", shared, ", but cuda device ", cuda_device,
+      " has ", FormatBytes(gpu_free_bytes), " free; lower batch_size=", config.batch_size(),
+      ", block_size=", config.block_size(), ", n_layer=", config.n_layer(),
+      " or n_embd=", config.n_embd()));
 }
 
 std::string FormatBytes(double bytes) {

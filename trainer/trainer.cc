@@ -191,7 +191,9 @@ class TrainingRun {
     const KernelOptions kernel_options = TrainingKernelOptions(
         config_, ThreadsPerRank(config_.num_threads(), LocalWorldSize()), LocalRank());
     if (config_.device() == TrainConfig::CUDA) {
-      if (absl::Status s = CheckGpuMemory(config_, *need, kernel_options.cuda_device,
+      const int sharing =
+          RanksSharingGpu(LocalWorldSize(), CudaDeviceCount(), kernel_options.cuda_device);
+      if (absl::Status s = CheckGpuMemory(config_, *need, kernel_options.cuda_device, sharing,
                                           CudaFreeBytes(kernel_options.cuda_device));
           !s.ok()) {
         return s;

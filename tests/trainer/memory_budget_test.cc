@@ -83,13 +83,13 @@ TEST(MemoryBudgetTest, CudaRunsSplitTheNeedBetweenGpuAndHost) {
   EXPECT_DOUBLE_EQ(need.DeviceBytes(),
                    need.model.TotalBytes() + need.optimizer_bytes + need.device_scratch_bytes);
 
-  EXPECT_TRUE(CheckGpuMemory(config, need, 3, need.DeviceBytes()).ok());
-  const absl::Status gpu = CheckGpuMemory(config, need, 3, need.DeviceBytes() - 1);
+  EXPECT_TRUE(CheckGpuMemory(config, need, 3, 1, need.DeviceBytes()).ok());
+  const absl::Status gpu = CheckGpuMemory(config, need, 3, 1, need.DeviceBytes() - 1);
   EXPECT_TRUE(absl::IsInvalidArgument(gpu));
   EXPECT_THAT(gpu.message(), AllOf(HasSubstr("of GPU memory per rank"), HasSubstr("cuda device 3"),
                                    HasSubstr("batch_size=")));
-  EXPECT_TRUE(CheckGpuMemory(config, need, 3, -1).ok());  // unknown: the allocation reports
-  EXPECT_TRUE(CheckGpuMemory(DefaultTrainConfig(), need, 0, 0).ok());  // not a GPU run
+  EXPECT_TRUE(CheckGpuMemory(config, need, 3, 1, -1).ok());  // unknown: the allocation reports
+  EXPECT_TRUE(CheckGpuMemory(DefaultTrainConfig(), need, 0, 1, 0).ok());  // not a GPU run
 
   // The host holds only its part: a host smaller than the whole need fits.
   const AvailableMemory host{need.HostOnlyBytes() + 1, "test"};
@@ -98,6 +98,26 @@ TEST(MemoryBudgetTest, CudaRunsSplitTheNeedBetweenGpuAndHost) {
   const absl::Status tight =
       CheckTrainingMemory(config, need, 1, AvailableMemory{need.HostOnlyBytes() / 2, "test"});
   EXPECT_THAT(tight.message(), HasSubstr("of host memory per rank"));
+}
+
+// Ranks beyond a node's GPU count share GPUs (rank r takes GPU r % gpus),
+// and each measured the free memory before any of them allocated: three
+// ranks on one GPU each passed with room for one, then failed allocating.
+TEST(MemoryBudgetTest, RanksSharingAGpuAreCheckedTogether) {
+  EXPECT_EQ(RanksSharingGpu(/*local_ranks=*/3, /*gpus=*/1, /*cuda_device=*/0), 3);
+  EXPECT_EQ(RanksSharingGpu(5, 2, 0), 3);  // ranks 0, 2, 4
+  EXPECT_EQ(RanksSharingGpu(5, 2, 1), 2);  // ranks 1, 3
+  EXPECT_EQ(RanksSharingGpu(8, 8, 7), 1);
+  EXPECT_EQ(RanksSharingGpu(2, 8, 1), 1);
+  EXPECT_EQ(RanksSharingGpu(2, 0, 0), 1);  // no GPU: the device check refuses elsewhere
+
+  TrainConfig config = DefaultTrainConfig();
+  config.set_device(TrainConfig::CUDA);
+  const TrainingMemory need = TrainingMemoryNeed(config, kVocab, 2).value();
+  EXPECT_TRUE(CheckGpuMemory(config, need, 0, 3, 3 * need.DeviceBytes()).ok());
+  const absl::Status s = CheckGpuMemory(config, need, 0, 3, 2 * need.DeviceBytes());
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(s.message(), HasSubstr(" x 3 ranks sharing the GPU = "));
 }
 
 // The CUDA kernels' own scratch (attention's per-head buffers and score
@@ -118,7 +138,7 @@ TEST(MemoryBudgetTest, CudaRunsCountTheKernelsScratchOnTheGpu) {
   EXPECT_GT(need.DeviceBytes(), need.model.TotalBytes() + need.optimizer_bytes);
 
   const double model_and_moments = need.model.TotalBytes() + need.optimizer_bytes;
-  const absl::Status s = CheckGpuMemory(config, need, 0, model_and_moments);
+  const absl::Status s = CheckGpuMemory(config, need, 0, 1, model_and_moments);
   EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
   EXPECT_THAT(s.message(), HasSubstr("kernel scratch"));
 

@@ -68,13 +68,20 @@ std::optional<AvailableMemory> AvailableMemoryNow();
 absl::Status CheckTrainingMemory(const TrainConfig& config, const TrainingMemory& need,
                                  int local_ranks, const std::optional<AvailableMemory>& available);
 
-// With device CUDA: OK when need.DeviceBytes() fits in gpu_free_bytes, the
-// free memory of this rank's GPU `cuda_device` (negative: unknown, then OK:
-// the allocation itself reports); else InvalidArgument naming the GPU
-// memory needed and its parts, the GPU and its free memory, and the fields
-// that size the run. OK for any other device.
+// With device CUDA: OK when `ranks_on_device` ranks' need.DeviceBytes() fit
+// in gpu_free_bytes, the free memory of this rank's GPU `cuda_device`
+// (negative: unknown, then OK: the allocation itself reports). Ranks beyond
+// a node's GPU count share GPUs, and each measures the free memory before
+// any of them allocates, so alone each would pass. Else InvalidArgument
+// naming the GPU memory needed and its parts, the ranks sharing the GPU, the
+// GPU and its free memory, and the fields that size the run. OK for any
+// other device.
 absl::Status CheckGpuMemory(const TrainConfig& config, const TrainingMemory& need, int cuda_device,
-                            double gpu_free_bytes);
+                            int ranks_on_device, double gpu_free_bytes);
+
+// How many of a node's `local_ranks` ranks use GPU `cuda_device` when rank r
+// takes GPU r % gpus (TrainingKernelOptions); at least 1.
+int RanksSharingGpu(int local_ranks, int gpus, int cuda_device);
 
 // Human-readable bytes: "512 B", "3.1 GiB", "2.9 TiB", "1.2e+25 B".
 std::string FormatBytes(double bytes);
