@@ -2,8 +2,10 @@
 # Builds the fuzzers with clang (libFuzzer + ASan + UBSan) in build-fuzz/ and
 # runs each for a bounded time (default 60 s): the checkpoint-manifest
 # fuzzer, seeded with the manifest of a real checkpoint written by a tiny
-# training run, and the completion-request fuzzer (request bodies and BPE
-# prompts, what a client of dropk-serve controls), seeded with a few bodies.
+# training run; the completion-request fuzzer (request bodies and BPE
+# prompts, what a client of dropk-serve controls), seeded with a few bodies;
+# and the training-config fuzzer (config files and flags, then the memory
+# sizing), seeded with configs/.
 #
 #   tools/run_fuzz.sh [SECONDS]
 #
@@ -18,8 +20,9 @@ JOBS="${JOBS:-2}"
 
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 \
-  -DDROPK_FUZZ=ON -DDROPK_NATIVE=OFF -DBUILD_TESTING=OFF >/dev/null
-ninja -C "$BUILD" -j "$JOBS" dropk-checkpoint-manifest-fuzzer dropk-completion-request-fuzzer
+  -DDROPK_FUZZ=ON -DDROPK_NATIVE=OFF -DDROPK_CUDA=OFF -DBUILD_TESTING=OFF >/dev/null
+ninja -C "$BUILD" -j "$JOBS" dropk-checkpoint-manifest-fuzzer dropk-completion-request-fuzzer \
+  dropk-train-config-fuzzer
 
 CORPUS="$BUILD/fuzz-corpus/checkpoint_manifest"
 mkdir -p "$CORPUS"
@@ -52,4 +55,17 @@ if [ -z "$(ls -A "$CORPUS")" ]; then
   { printf '\x01'; printf "Hello, world! It's 2026: \xe2\x82\xac\xff\xfe  \n\tok"; } > "$CORPUS/seed-prompt"
 fi
 "$BUILD/bin/dropk-completion-request-fuzzer" "$CORPUS" -max_total_time="$SECONDS_TO_RUN" \
+  -rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1
+
+# Config files (mode byte 0) and flag lines (mode byte 1).
+CORPUS="$BUILD/fuzz-corpus/train_config"
+mkdir -p "$CORPUS"
+if [ -z "$(ls -A "$CORPUS")" ]; then
+  for config in configs/*.textproto; do
+    { printf '\x00'; cat "$config"; } > "$CORPUS/seed-$(basename "$config" .textproto)"
+  done
+  { printf '\x01'; printf 'n_layer=12\nn_head=12\nn_embd=768\nblock_size=1024\nbatch_size=8\n'; } \
+    > "$CORPUS/seed-flags"
+fi
+"$BUILD/bin/dropk-train-config-fuzzer" "$CORPUS" -max_total_time="$SECONDS_TO_RUN" \
   -rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1
