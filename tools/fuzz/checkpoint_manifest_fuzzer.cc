@@ -19,7 +19,7 @@
 
 #include "checkpoint/format.h"
 #include "checkpoint/reader.h"
-#include "google/protobuf/stubs/logging.h"
+#include "quiet_protobuf.h"
 
 namespace {
 
@@ -31,14 +31,6 @@ absl::StatusOr<uint64_t> FakeFileSize(const std::string& file) {
 }
 
 }  // namespace
-
-// Protobuf logs every string field with invalid UTF-8 it parses; that is
-// the expected fate of most inputs, so keep the fuzzer's output readable.
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  google::protobuf::SetLogHandler(
-      [](google::protobuf::LogLevel, const char*, int, const std::string&) {});
-  return 0;
-}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
