@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <wordexp.h>
@@ -19,6 +20,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "base/exit_codes.h"
 #include "checkpoint/env.h"
 #include "tools/launch_plan.h"
@@ -72,6 +74,27 @@ absl::StatusOr<std::vector<std::string>> SplitShellWords(const std::string& text
   std::vector<std::string> out(words.we_wordv, words.we_wordv + words.we_wordc);
   wordfree(&words);
   return out;
+}
+
+// OK when `program` names an executable file, or one on PATH when it has no
+// '/'. Checked before launching: execvp failing in the child came back as
+// "mpirun exit status 127" after the child's own line.
+absl::Status CheckExecutable(const std::string& program) {
+  auto executable = [](const std::string& path) {
+    struct stat st;
+    return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && access(path.c_str(), X_OK) == 0;
+  };
+  if (program.find('/') != std::string::npos) {
+    if (executable(program)) return absl::OkStatus();
+    return absl::NotFoundError(absl::StrCat("--mpirun ", program, ": not an executable file"));
+  }
+  const char* path = std::getenv("PATH");
+  for (absl::string_view dir : absl::StrSplit(path == nullptr ? "" : path, ':')) {
+    if (executable(absl::StrCat(dir.empty() ? "." : dir, "/", program))) return absl::OkStatus();
+  }
+  return absl::NotFoundError(absl::StrCat("--mpirun ", program,
+                                          ": not found on PATH (install Open MPI, or name its "
+                                          "mpirun with --mpirun /path/to/mpirun)"));
 }
 
 // Runs argv, copying its stdout and stderr to ours as they come, and returns
@@ -140,6 +163,7 @@ absl::Status Launch(const Flags& flags) {
   }
   absl::StatusOr<std::vector<HostEntry>> hosts = ParseHostfile(*text, flags.hostfile);
   if (!hosts.ok()) return hosts.status();
+  if (absl::Status s = CheckExecutable(flags.mpirun); !s.ok()) return s;
   absl::StatusOr<std::vector<std::string>> mpirun_args = SplitShellWords(flags.mpirun_args);
   if (!mpirun_args.ok()) return mpirun_args.status();
   // The job's own config, for its gradient_accumulation_steps.
@@ -235,7 +259,7 @@ void RegisterLaunchCommand(CLI::App& app, std::function<absl::Status()>& action)
       ->required();
   launch->add_option("--max-restarts", flags->max_restarts, "Relaunches after lost hosts")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0, 1000000));
   launch->add_option("--mpirun", flags->mpirun, "The mpirun to run")->capture_default_str();
   launch->add_option("--mpirun-args", flags->mpirun_args,
                      "Extra mpirun options, split like a shell would (quotes allowed)");

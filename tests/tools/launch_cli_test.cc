@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -64,6 +65,28 @@ TEST_F(LaunchCliTest, BadInputsAreRefusedNamingThem) {
   r = Launch("--hostfile " + (dir_ / "hosts").string() + " -- " + TrainArgs("--n_layer=0"));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("n_layer=0"), std::string::npos) << r.err;
+}
+
+// A missing mpirun printed the child's "cannot run", then "the job failed
+// (mpirun exit status 127) without losing a host", and exited 1.
+TEST_F(LaunchCliTest, AMissingMpirunIsOneLineNamingTheFlag) {
+  for (const std::string& mpirun : {std::string("/nonexistent/mpirun"),
+                                    std::string("no-such-mpirun-here")}) {
+    const test_util::CommandResult r = Launch("--hostfile " + (dir_ / "hosts").string() +
+                                              " --mpirun " + mpirun + " -- " + TrainArgs(""));
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(r.err.rfind("dropk: --mpirun " + mpirun + ": ", 0), 0u) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
+// The range check printed DBL_MAX in full: a 300-digit line.
+TEST_F(LaunchCliTest, ANegativeMaxRestartsIsAShortUsageError) {
+  const test_util::CommandResult r =
+      Launch("--hostfile " + (dir_ / "hosts").string() + " --max-restarts -1 -- true");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--max-restarts"), std::string::npos) << r.err;
+  EXPECT_LT(r.err.size(), 160u) << r.err;
 }
 
 // --hostfile /dev/zero read until memory ran out; a directory "listed no
