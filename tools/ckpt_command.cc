@@ -2,8 +2,9 @@
 // dropk ckpt verify PATH    recomputes every CRC32C; exit 0 ok, 1 corrupt
 // dropk ckpt export PATH --out FILE [--dtype fp32|fp16|bf16]
 //
-// PATH is a checkpoint directory (run/checkpoints/step-00001000) or a
-// checkpoints directory holding LATEST, which then names the checkpoint.
+// PATH is a checkpoint directory (run/checkpoints/step-00001000), a
+// checkpoints directory holding LATEST, which then names the checkpoint, or a
+// run directory (its checkpoints/LATEST).
 #include "tools/ckpt_command.h"
 
 #include <cmath>
@@ -27,20 +28,44 @@
 namespace dropk {
 namespace {
 
-// A checkpoint directory, or the one LATEST names inside a checkpoints dir.
+// The checkpoint `path` names: itself when it holds manifest.pb, else the one
+// LATEST names in it (a checkpoints directory) or in path/checkpoints (a run
+// directory, the trainer's out_dir). A missing path is NotFound and the
+// wrong kind of path InvalidArgument (usage, exit 2), each naming it; a
+// LATEST that names nothing is DataLoss. Before, a missing path was "not a
+// directory" (exit 1) and a run directory "run/manifest.pb: stat: ...".
 absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
+  namespace fs = std::filesystem;
   Env* env = Env::Default();
-  const std::string latest = path + "/" + kLatestFileName;
-  if (!env->FileExists(path + "/" + kManifestFileName) && env->FileExists(latest)) {
+  std::error_code ec;
+  const fs::file_status status = fs::status(path, ec);
+  if (!fs::exists(status)) {
+    return absl::NotFoundError(absl::StrCat("checkpoint path ", path, ": does not exist"));
+  }
+  const std::string kinds =
+      "name a checkpoint (run/checkpoints/step-N), a checkpoints directory holding LATEST, or a "
+      "run directory";
+  if (!fs::is_directory(status)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a directory; ", kinds));
+  }
+  if (env->FileExists(path + "/" + kManifestFileName)) return path;
+  for (const std::string& dir : {path, path + "/checkpoints"}) {
+    const std::string latest = dir + "/" + kLatestFileName;
+    if (!env->FileExists(latest)) continue;
     absl::StatusOr<std::string> name = ReadSmallFile(env, latest, 4096);
     if (!name.ok()) return name.status();
     const std::string trimmed(absl::StripAsciiWhitespace(*name));
     if (trimmed.empty() || trimmed.find('/') != std::string::npos) {
       return absl::DataLossError(absl::StrCat(latest, ": does not name a checkpoint"));
     }
-    return path + "/" + trimmed;
+    if (!fs::is_directory(dir + "/" + trimmed, ec)) {
+      return absl::DataLossError(
+          absl::StrCat(latest, " names ", trimmed, ", which is not a directory there"));
+    }
+    return dir + "/" + trimmed;
   }
-  return path;
+  return absl::InvalidArgumentError(absl::StrCat(
+      path, ": holds neither ", kManifestFileName, " nor ", kLatestFileName, "; ", kinds));
 }
 
 std::string Shape(const TensorEntry& e) {
@@ -242,7 +267,7 @@ void RegisterCkptCommand(CLI::App& app, std::function<absl::Status()>& action) {
   CLI::App* inspect = ckpt->add_subcommand("inspect", "Step, config summary, tensors, total bytes");
   inspect
       ->add_option("path", flags->path,
-                   "Checkpoint directory, or checkpoints directory with LATEST")
+                   "Checkpoint directory, checkpoints directory with LATEST, or run directory")
       ->required();
   inspect->callback([&action, flags] { action = [flags] { return Inspect(flags->path); }; });
 
@@ -250,7 +275,7 @@ void RegisterCkptCommand(CLI::App& app, std::function<absl::Status()>& action) {
       "verify", "Recompute every CRC32C; exit 0 when the checkpoint is intact, 1 when corrupt");
   verify
       ->add_option("path", flags->path,
-                   "Checkpoint directory, or checkpoints directory with LATEST")
+                   "Checkpoint directory, checkpoints directory with LATEST, or run directory")
       ->required();
   verify->callback([&action, flags] { action = [flags] { return Verify(flags->path); }; });
 
@@ -258,7 +283,7 @@ void RegisterCkptCommand(CLI::App& app, std::function<absl::Status()>& action) {
       ckpt->add_subcommand("export",
                            "Write the weights, model shape and tokenizer as one file for serving "
                            "(format: ExportHeader in proto/checkpoint.proto)");
-  exp->add_option("path", flags->path, "Checkpoint directory, or checkpoints directory with LATEST")
+  exp->add_option("path", flags->path, "Checkpoint directory, checkpoints directory with LATEST, or run directory")
       ->required();
   exp->add_option("--out", flags->out, "Output file")->required();
   exp->add_option("--dtype", flags->dtype, "fp32, fp16 or bf16")

@@ -245,6 +245,42 @@ TEST_F(CheckpointCliTest, InspectAndExport) {
   EXPECT_NE(r.output.find("/nonexistent/ckpt"), std::string::npos) << r.output;
 }
 
+// Every path a user might hand `dropk ckpt`: a missing one was "not a
+// directory" with exit 1, a run directory (the trainer's out_dir) failed on
+// "run/manifest.pb: stat", and a LATEST naming a removed checkpoint said only
+// "not a directory".
+TEST_F(CheckpointCliTest, CkptNamesThePathAtFaultAndAcceptsARunDirectory) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=2")).exit_code, 0);
+  CliResult r = RunCommand(Dropk("ckpt inspect " + out_));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("checkpoint " + out_ + "/checkpoints/step-00000002"), std::string::npos)
+      << r.output;
+  EXPECT_EQ(RunCommand(Dropk("ckpt verify " + out_)).exit_code, 0);
+
+  r = RunCommand(Dropk("ckpt verify " + out_ + "/nothing"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_EQ(r.output, "dropk: checkpoint path " + out_ + "/nothing: does not exist\n");
+
+  r = RunCommand(Dropk("ckpt inspect " + out_ + "/metrics.jsonl"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find(out_ + "/metrics.jsonl: not a directory"), std::string::npos)
+      << r.output;
+
+  fs::create_directories(out_ + "/empty");
+  r = RunCommand(Dropk("ckpt export " + out_ + "/empty --out " + out_ + "/x.bin"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find(out_ + "/empty: holds neither manifest.pb nor LATEST"),
+            std::string::npos)
+      << r.output;
+
+  std::ofstream(out_ + "/checkpoints/LATEST", std::ios::trunc) << "step-00000099\n";
+  r = RunCommand(Dropk("ckpt verify " + out_ + "/checkpoints"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("LATEST names step-00000099, which is not a directory there"),
+            std::string::npos)
+      << r.output;
+}
+
 // An export onto the checkpoint's own model.data replaced it and broke the
 // checkpoint; onto a directory it left OUT.tmp behind.
 TEST_F(CheckpointCliTest, ExportRefusesTargetsThatWouldBreakTheCheckpointOrLeaveTmp) {
