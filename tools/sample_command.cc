@@ -5,6 +5,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -37,7 +38,42 @@ struct SampleFlags {
   std::optional<uint64_t> seed;
   bool stream = false;
   int threads = 0;
+  int timeout_s = 300;  // --url: the longest wait for the server's next bytes
 };
+
+// `text` (a server's error message, an HTML page) as one line of at most
+// `max` bytes: the error dropk prints is one line whatever answered.
+std::string OneLine(const std::string& text, size_t max = 200) {
+  std::string out;
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (!std::isspace(u) && !std::iscntrl(u)) {
+      out += c;
+    } else if (!out.empty() && out.back() != ' ') {
+      out += ' ';
+    }
+  }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  if (out.size() > max) out = out.substr(0, max) + "...";
+  return out;
+}
+
+// What a failed exchange with the server means, for the user: Beast's own
+// words ("partial message", "end of stream") did not say who stopped.
+std::string DescribeHttpError(const boost::system::error_code& ec, int timeout_s) {
+  namespace beast = boost::beast;
+  if (ec == beast::http::error::end_of_stream) {
+    return "the server closed the connection without answering";
+  }
+  if (ec == beast::http::error::partial_message) {
+    return "the server closed the connection in the middle of its answer";
+  }
+  if (ec == beast::error::timeout) {
+    return absl::StrCat("the server sent nothing for ", timeout_s,
+                        " s (--timeout); it is stalled or still busy");
+  }
+  return ec.message();
+}
 
 // Checks what the request body cannot carry or the server would misread:
 // a NaN or infinite number becomes JSON null (read as "absent", so
@@ -131,7 +167,11 @@ absl::Status ErrorFromBody(int status, const std::string& body) {
       j["error"].contains("message") && j["error"]["message"].is_string()) {
     message = j["error"]["message"].get<std::string>();
   }
-  return absl::UnavailableError(absl::StrCat("HTTP ", status, ": ", message));
+  // The server refusing the request itself (a prompt outside the vocabulary,
+  // too long, a bad value) is a usage error, as the same flags are offline.
+  const std::string text = absl::StrCat("HTTP ", status, ": ", OneLine(message));
+  if (status == 400 || status == 413 || status == 422) return absl::InvalidArgumentError(text);
+  return absl::UnavailableError(text);
 }
 
 absl::Status SampleOffline(const SampleFlags& f) {
@@ -211,23 +251,39 @@ absl::Status SampleHttp(const SampleFlags& f) {
     net::io_context ioc;
     tcp::resolver resolver(ioc);
     beast::tcp_stream stream(ioc);
+    // Beast's deadlines (expires_after) bind asynchronous operations only:
+    // with the blocking calls, a server that accepted and never answered
+    // kept dropk waiting for good. Each step is therefore started
+    // asynchronously and run to completion here.
+    auto run = [&ioc](auto start) {
+      beast::error_code ec;
+      start([&ec](beast::error_code e, auto&&...) { ec = e; });
+      ioc.restart();
+      ioc.run();
+      if (ec) throw boost::system::system_error(ec);
+    };
     stream.expires_after(std::chrono::seconds(30));
-    stream.connect(resolver.resolve(host, port));
+    const auto endpoints = resolver.resolve(host, port);
+    run([&](auto done) { stream.async_connect(endpoints, done); });
     http::request<http::string_body> req{http::verb::post, path, 11};
     req.set(http::field::host, hostport);
     req.set(http::field::content_type, "application/json");
     if (!api_key.empty()) req.set(http::field::authorization, "Bearer " + api_key);
     req.body() = *std::move(body);
     req.prepare_payload();
-    http::write(stream, req);
+    run([&](auto done) { http::async_write(stream, req, done); });
     beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
     parser.body_limit(64 << 20);
-    stream.expires_after(std::chrono::seconds(300));
-    http::read_header(stream, buffer, parser);
+    // An idle limit, renewed before each read: a total one cut off long
+    // streamed generations, and a server that stalls is still noticed.
+    const auto timeout = std::chrono::seconds(f.timeout_s);
+    stream.expires_after(timeout);
+    run([&](auto done) { http::async_read_header(stream, buffer, parser, done); });
     const int status = parser.get().result_int();
     if (status != 200 || !f.stream) {
-      http::read(stream, buffer, parser);
+      stream.expires_after(timeout);
+      run([&](auto done) { http::async_read(stream, buffer, parser, done); });
       const std::string body = parser.get().body();
       if (status != 200) return ErrorFromBody(status, body);
       const json j = json::parse(body, nullptr, false);
@@ -242,20 +298,27 @@ absl::Status SampleHttp(const SampleFlags& f) {
     std::string pending;
     size_t used = 0;
     bool more = true;
+    // Ends the line of text printed so far before an error line follows.
+    struct EndLine {
+      ~EndLine() { std::cout << "\n" << std::flush; }
+    };
+    std::optional<EndLine> end_line;
     while (more && !parser.is_done()) {
-      http::read_some(stream, buffer, parser);
+      stream.expires_after(timeout);
+      run([&](auto done) { http::async_read_some(stream, buffer, parser, done); });
       std::string& body = parser.get().body();
       pending.append(body, used, std::string::npos);
       used = body.size();
       size_t end;
       while (more && (end = pending.find("\n\n")) != std::string::npos) {
+        if (!end_line) end_line.emplace();
         absl::StatusOr<bool> printed = PrintEvent(pending.substr(0, end + 2), &last);
         if (!printed.ok()) return printed.status();
         more = *printed;
         pending.erase(0, end + 2);
       }
     }
-    std::cout << "\n";
+    end_line.reset();
     if (more) {
       return absl::DataLossError(
           "the stream ended before its last event, data: [DONE] (the server stopped, or "
@@ -264,7 +327,8 @@ absl::Status SampleHttp(const SampleFlags& f) {
     PrintFooter(last);
     return absl::OkStatus();
   } catch (const boost::system::system_error& e) {
-    return absl::UnavailableError(absl::StrCat(f.url, ": ", e.what()));
+    return absl::UnavailableError(
+        absl::StrCat(f.url, ": ", DescribeHttpError(e.code(), f.timeout_s)));
   }
 }
 
@@ -287,6 +351,11 @@ void RegisterSampleCommand(CLI::App& app, std::function<absl::Status()>& action)
   sample->add_option("--seed", f->seed_text, "Sampling seed (drawn and printed when absent)");
   sample->add_flag("--stream", f->stream, "Print tokens as they are generated");
   sample->add_option("--api-key-file", f->api_key_file, "File with the server's API key (--url)");
+  sample
+      ->add_option("--timeout", f->timeout_s,
+                   "--url: seconds to wait for the server's next bytes before giving up")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86400));
   sample->add_option("--threads", f->threads, "Compute threads offline (0 = all cores)")
       ->check(CLI::Range(0, 1024));
   sample->callback([&action, f] {
