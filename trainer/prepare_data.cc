@@ -83,15 +83,23 @@ absl::StatusOr<std::vector<std::string>> ExpandInputs(const std::vector<std::str
           absl::StrCat("input '", input, "' is not a regular file or a directory"));
     }
     std::vector<std::string> found;
+    // The entry last seen: when stepping past it fails, it is usually the
+    // subdirectory that could not be opened, and the error names it.
+    fs::path last;
     for (auto it = fs::recursive_directory_iterator(input, ec);
          !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      last = it->path();
       if (it->is_regular_file(ec) && !IsPrepareOutput(it->path(), out_dir)) {
         found.push_back(it->path().string());
       }
     }
     if (ec) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot list input directory '", input, "': ", ec.message()));
+      std::error_code ignored;
+      const std::string where =
+          !last.empty() && fs::is_directory(last, ignored)
+              ? absl::StrCat("directory '", last.string(), "' (in input directory '", input, "')")
+              : absl::StrCat("input directory '", input, "'");
+      return absl::UnavailableError(absl::StrCat("cannot list ", where, ": ", ec.message()));
     }
     if (found.empty()) {
       return absl::InvalidArgumentError(

@@ -366,6 +366,8 @@ TEST_F(PrepareDataTest, CliRejectsBadUsageWithExit2) {
         "data prepare --out '" + Path("o") + "' " + input,  // --tokenizer missing
         "data prepare --tokenizer char " + input,           // --out missing
         "data prepare --tokenizer char --out '" + Path("o") + "' --val-fraction 2 " + input,
+        // CLI11 read -1 as 2^64 - 1: one shard of any size, silently.
+        "data prepare --tokenizer char --out '" + Path("o") + "' --shard-tokens -1 " + input,
         std::string("data"), std::string(""), std::string("frobnicate")}) {
     const test_util::CommandResult run = RunDropk(args);
     EXPECT_EQ(run.exit_code, 2) << args << "\n" << run.err;
@@ -373,6 +375,30 @@ TEST_F(PrepareDataTest, CliRejectsBadUsageWithExit2) {
     EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << args << "\n" << run.err;
   }
   EXPECT_FALSE(std::filesystem::exists(Path("o")));
+}
+
+// A subdirectory of a corpus that cannot be listed was reported as the
+// corpus directory itself ("cannot list input directory 'corpus'").
+TEST_F(PrepareDataTest, CliNamesTheSubdirectoryItCannotList) {
+  std::filesystem::create_directories(Path("corpus/locked"));
+  std::ofstream(Path("corpus/a.txt")) << "some text\n";
+  std::ofstream(Path("corpus/locked/b.txt")) << "more text\n";
+  std::filesystem::permissions(Path("corpus/locked"), std::filesystem::perms::none);
+  std::filesystem::permissions(dir_, std::filesystem::perms::all);  // for nobody's --out
+  // Root lists anything: the command then runs as nobody.
+  const std::string as =
+      ::geteuid() != 0 ? "" : "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+  if (!as.empty() && std::system("command -v setpriv > /dev/null") != 0) {
+    GTEST_SKIP() << "running as root without setpriv: cannot make a directory unreadable";
+  }
+  const test_util::CommandResult run = test_util::RunCommand(
+      as + kDropk + " data prepare --tokenizer byte --out '" + Path("out") + "' '" +
+      Path("corpus") + "'");
+  std::filesystem::permissions(Path("corpus/locked"), std::filesystem::perms::owner_all);
+  EXPECT_EQ(run.exit_code, 1) << run.err;
+  EXPECT_EQ(run.err, "dropk: cannot list directory '" + Path("corpus/locked") +
+                         "' (in input directory '" + Path("corpus") +
+                         "'): Permission denied\n");
 }
 
 TEST_F(PrepareDataTest, CliHelpExits0) {
