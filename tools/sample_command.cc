@@ -14,8 +14,10 @@
 #include <optional>
 #include <string>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "checkpoint/env.h"
 #include "nlohmann/json.hpp"
 #include "sampler/completions.h"
 #include "sampler/model_snapshot.h"
@@ -238,13 +240,19 @@ absl::Status SampleHttp(const SampleFlags& f) {
   const std::string port = colon == std::string::npos ? "80" : hostport.substr(colon + 1);
   std::string api_key;
   if (!f.api_key_file.empty()) {
-    std::FILE* file = std::fopen(f.api_key_file.c_str(), "rb");
-    if (file == nullptr) return absl::NotFoundError(absl::StrCat(f.api_key_file, ": cannot open"));
-    char buf[4096];
-    api_key.assign(buf, std::fread(buf, 1, sizeof(buf), file));
-    std::fclose(file);
-    while (!api_key.empty() && std::isspace(static_cast<unsigned char>(api_key.back()))) {
-      api_key.pop_back();
+    // ReadSmallFile refuses what is not a regular file: fopen on a FIFO
+    // waited for a writer for good, and a directory gave an empty key.
+    absl::StatusOr<std::string> key = ReadSmallFile(Env::Default(), f.api_key_file, 4096);
+    if (!key.ok()) {
+      const std::string message =
+          absl::StrCat("--api-key-file ", f.api_key_file, ": ", key.status().message());
+      return absl::IsNotFound(key.status()) ? absl::NotFoundError(message)
+                                            : absl::InvalidArgumentError(message);
+    }
+    api_key = std::string(absl::StripAsciiWhitespace(*key));
+    if (api_key.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--api-key-file ", f.api_key_file, ": empty key"));
     }
   }
   try {

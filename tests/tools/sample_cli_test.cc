@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -12,6 +13,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -167,6 +170,24 @@ std::string Chunk(const std::string& data) {
 }
 std::string TextEvent(const std::string& text) {
   return Chunk("data: {\"choices\":[{\"text\":\"" + text + "\"}]}\n\n");
+}
+
+// --api-key-file on a FIFO waited for a writer for good; a directory sent
+// the request with an empty key.
+TEST(SampleCliTest, AnApiKeyFileThatIsNotASmallRegularFileIsAFlagError) {
+  const std::string dir = ::testing::TempDir() + "/dropk_sample_key_" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  const std::string fifo = dir + "/key.fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  std::ofstream(dir + "/blank") << "\n";
+  for (const std::string& path : {fifo, dir, dir + "/blank"}) {
+    SCOPED_TRACE(path);
+    // timeout(1) ends the old behaviour's wait: the test fails, not hangs.
+    ExpectFlagError(RunCommand("timeout 20 " + kBin + "dropk sample --url http://127.0.0.1:1 " +
+                               "--prompt a --api-key-file " + path),
+                    "--api-key-file " + path + ": ");
+  }
+  std::filesystem::remove_all(dir);
 }
 
 // A server that hung up mid-answer was reported as Beast's "partial message"
