@@ -145,6 +145,23 @@ TEST_F(StudyFilesTest, PlotWritesPngsWithTheirDataAndNamesAMissingRun) {
       << missing.err;
 }
 
+// A log without a single loss (every train_loss null, no evaluation) made
+// gnuplot fail on loss.gp ("x range is invalid"), exit 1 with its messages
+// over eight lines.
+TEST_F(StudyFilesTest, PlotDrawsALogWithoutLossesAsAnEmptyFrame) {
+  fs::create_directories(dir_ / "run");
+  Write("run/metrics.jsonl",
+        "{\"step\":1,\"train_loss\":null,\"lr\":0.001,\"tokens_per_s\":50}\n"
+        "{\"step\":2,\"train_loss\":null,\"lr\":0.001,\"tokens_per_s\":60}\n");
+  const auto r = RunCommand(DROPK_BINARY_DIR "/bin/dropk plot " + (dir_ / "run").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* name : {"loss", "lr", "tokens_per_s"}) {
+    EXPECT_TRUE(IsPng((dir_ / "run/plots" / (std::string(name) + ".png")).string())) << name;
+  }
+  EXPECT_NE(ReadFile((dir_ / "run/plots/loss.gp").string()).find("no losses in the log"),
+            std::string::npos);
+}
+
 // A tiny dropout study (two rates, 20 steps) twice, then a top-k study on one
 // of its checkpoints twice: the same seed gives the same numbers.
 TEST_F(StudyFilesTest, StudiesAreReproducibleAndWritePlotsWithData) {
