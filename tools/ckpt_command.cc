@@ -10,9 +10,11 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -140,21 +142,45 @@ uint16_t ToFloat16(float f) {
   return bits;
 }
 
-// --out must name a file outside the checkpoint `dir`: an export onto one of
-// its files (model.data) replaced it and broke the checkpoint it came from;
-// onto a directory it failed only after writing OUT.tmp beside it.
+// --out must name a new file, or an earlier export to replace, outside the
+// checkpoint `dir`, in a directory that exists. Before: an export onto one of
+// the checkpoint's files (model.data) broke it; onto a directory it failed
+// only after writing OUT.tmp beside it; an empty --out aborted on an uncaught
+// filesystem_error; and the rename replaced whatever was there: a user's
+// file, or (as root) a device node such as /dev/full.
 absl::Status CheckExportTarget(const std::string& out, const std::string& dir) {
   namespace fs = std::filesystem;
+  if (out.empty()) return absl::InvalidArgumentError("--out is empty; name the file to write");
   std::error_code ec;
-  if (fs::is_directory(out, ec)) {
+  const fs::file_status status = fs::symlink_status(out, ec);
+  if (fs::is_directory(fs::status(out, ec))) {
     return absl::InvalidArgumentError(
         absl::StrCat("--out ", out, ": is a directory; name the file to write"));
   }
-  const fs::path out_dir = fs::weakly_canonical(fs::absolute(out).parent_path(), ec);
+  const fs::path parent = fs::absolute(out, ec).parent_path();
+  if (ec || !fs::is_directory(parent, ec)) {
+    return absl::NotFoundError(
+        absl::StrCat("--out ", out, ": directory ", parent.string(), " does not exist"));
+  }
+  const fs::path out_dir = fs::weakly_canonical(parent, ec);
   if (!ec && out_dir == fs::weakly_canonical(dir, ec) && !ec) {
     return absl::InvalidArgumentError(
         absl::StrCat("--out ", out, ": inside checkpoint ", dir,
                      ", whose files it could replace; write the export elsewhere"));
+  }
+  if (fs::exists(status)) {
+    if (!fs::is_regular_file(status)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--out ", out, ": exists and is not a regular file; name a new file to write"));
+    }
+    char magic[8] = {};
+    std::ifstream(out, std::ios::binary).read(magic, sizeof(magic));
+    if (std::string_view(magic, sizeof(magic)) != "DROPKEXP") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--out ", out,
+                       ": exists and is not a dropk export, so it is not replaced; remove it "
+                       "first or name another file"));
+    }
   }
   return absl::OkStatus();
 }
