@@ -238,6 +238,17 @@ absl::Status SampleHttp(const SampleFlags& f) {
     host = host.substr(1, host.size() - 2);
   }
   const std::string port = colon == std::string::npos ? "80" : hostport.substr(colon + 1);
+  // What the resolver would misread is refused naming --url: an empty host
+  // reached this machine, port 99999 was "Connection refused", "[::1" was
+  // "Service not found".
+  int port_number = 0;
+  if (host.empty() || host.find_first_of("[] ") != std::string::npos ||
+      !absl::SimpleAtoi(port, &port_number) || port_number < 1 || port_number > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--url ", f.url,
+                     ": not http://HOST[:PORT][/PATH] (HOST a name, an IPv4 address or "
+                     "[IPv6], PORT 1 to 65535)"));
+  }
   std::string api_key;
   if (!f.api_key_file.empty()) {
     // ReadSmallFile refuses what is not a regular file: fopen on a FIFO

@@ -172,6 +172,18 @@ std::string TextEvent(const std::string& text) {
   return Chunk("data: {\"choices\":[{\"text\":\"" + text + "\"}]}\n\n");
 }
 
+// URLs the resolver misread: an empty host reached this machine, port 99999
+// was "Connection refused" (exit 1), "[::1" was "Service not found".
+TEST(SampleCliTest, AUrlWithoutAHostOrWithABadPortIsAFlagError) {
+  for (const std::string url :
+       {"http://", "http://:8080", "http://localhost:99999", "http://localhost:0",
+        "http://localhost:x/v1", "http://[::1", "http://[::1]:"}) {
+    SCOPED_TRACE(url);
+    ExpectFlagError(RunCommand(kBin + "dropk sample --prompt a --url '" + url + "'"),
+                    "--url " + url + ": not http://HOST[:PORT][/PATH]");
+  }
+}
+
 // --api-key-file on a FIFO waited for a writer for good; a directory sent
 // the request with an empty key.
 TEST(SampleCliTest, AnApiKeyFileThatIsNotASmallRegularFileIsAFlagError) {
