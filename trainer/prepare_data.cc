@@ -52,9 +52,27 @@ bool IsPrepareOutput(const fs::path& path, const fs::path& out_dir) {
          IsShardName(name, "train") || IsShardName(name, "val");
 }
 
+// Whether `path` is prepared data rather than text: a token file (by its
+// magic, whatever its name) or the tokenizer.pb beside one. A corpus
+// directory holding an earlier preparation in a subdirectory was read whole,
+// its token files as text (silently for byte and gpt2).
+bool IsPreparedData(const fs::path& path) {
+  char magic[sizeof(kTokenFileMagic)] = {};
+  std::ifstream(path, std::ios::binary).read(magic, sizeof(magic));
+  if (std::equal(magic, magic + sizeof(magic), kTokenFileMagic)) return true;
+  if (path.filename() != kTokenizerFile) return false;
+  std::error_code ec;
+  for (const std::string& name : {std::string(kTrainTokensFile), std::string(kValTokensFile),
+                                  ShardFileName("train", 0), ShardFileName("val", 0)}) {
+    if (fs::exists(path.parent_path() / name, ec)) return true;
+  }
+  return false;
+}
+
 // The regular files of `inputs`: files as given, directories walked
 // recursively, their files sorted by path. Outputs of a preparation into
-// `out_dir` found in a directory are left out; named, they are refused.
+// `out_dir`, and prepared data anywhere (IsPreparedData), found in a
+// directory are left out; named, they are refused.
 absl::StatusOr<std::vector<std::string>> ExpandInputs(const std::vector<std::string>& inputs,
                                                       const std::string& out_dir) {
   if (inputs.empty()) return absl::InvalidArgumentError("no input files given");
@@ -75,6 +93,11 @@ absl::StatusOr<std::vector<std::string>> ExpandInputs(const std::vector<std::str
             absl::StrCat("input '", input, "' is a file this preparation writes (--out ", out_dir,
                          "); name the text files, or another --out"));
       }
+      if (IsPreparedData(input)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("input '", input, "' is prepared data (a token file or its tokenizer), "
+                         "not text; name the text files"));
+      }
       files.push_back(input);
       continue;
     }
@@ -89,7 +112,8 @@ absl::StatusOr<std::vector<std::string>> ExpandInputs(const std::vector<std::str
     for (auto it = fs::recursive_directory_iterator(input, ec);
          !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
       last = it->path();
-      if (it->is_regular_file(ec) && !IsPrepareOutput(it->path(), out_dir)) {
+      if (it->is_regular_file(ec) && !IsPrepareOutput(it->path(), out_dir) &&
+          !IsPreparedData(it->path())) {
         found.push_back(it->path().string());
       }
     }

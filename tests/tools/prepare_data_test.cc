@@ -298,6 +298,34 @@ TEST_F(PrepareDataTest, PreparingADirectoryIntoItselfAgainReadsOnlyTheText) {
               HasSubstr("train.bin' is a file this preparation writes"));
 }
 
+// A corpus directory holding an earlier preparation in a subdirectory (here
+// under other names too) was read whole: its token files and tokenizer.pb
+// became "text" for byte and gpt2.
+TEST_F(PrepareDataTest, PreparedDataInsideACorpusDirectoryIsNotReadAsText) {
+  std::filesystem::create_directories(Path("corpus"));
+  std::ofstream(Path("corpus/a.txt")) << "hello world, hello world\n";
+  PrepareOptions options;
+  options.kind = Tokenizer::BYTE;
+  options.inputs = {Path("corpus")};
+  options.out_dir = Path("corpus/prepared");
+  options.val_fraction = 0.2;
+  auto first = PrepareData(options);
+  ASSERT_TRUE(first.ok()) << first.status();
+  std::filesystem::copy_file(Path("corpus/prepared/train.bin"), Path("corpus/renamed.dat"));
+  options.out_dir = Path("elsewhere");
+  auto second = PrepareData(options);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->input_bytes, first->input_bytes);
+  EXPECT_EQ(AllTokens(options.out_dir, "train"), AllTokens(Path("corpus/prepared"), "train"));
+
+  options.inputs = {Path("corpus/renamed.dat")};
+  auto named = PrepareData(options);
+  ASSERT_FALSE(named.ok());
+  EXPECT_EQ(named.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(named.status().message()),
+              HasSubstr("renamed.dat' is prepared data (a token file or its tokenizer), not text"));
+}
+
 // GPT-2's vocab.bpe cut short (a partial download): the error said only
 // "Tokenizer.merges[1547] (279, 260) repeats a merge", naming no file.
 TEST_F(PrepareDataTest, TruncatedGpt2FilesAreNamed) {
