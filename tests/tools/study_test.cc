@@ -145,6 +145,19 @@ TEST_F(StudyFilesTest, PlotWritesPngsWithTheirDataAndNamesAMissingRun) {
       << missing.err;
 }
 
+// dropk study topk --threads 100000 crashed (SIGSEGV) once the model was
+// loaded; a negative count was taken silently.
+TEST_F(StudyFilesTest, TopKThreadsOutsideTheRangeAreRefused) {
+  for (const char* threads : {"100000", "-3"}) {
+    const auto r = RunCommand(std::string(DROPK_BINARY_DIR "/bin/dropk study topk --checkpoint ") +
+                              (dir_ / "none").string() + " --out " + (dir_ / "o").string() +
+                              " --threads=" + threads);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(r.err, std::string("dropk: --threads ") + threads +
+                         ": must be in [0, 1024] (0: all cores)\n");
+  }
+}
+
 // A log without a single loss (every train_loss null, no evaluation) made
 // gnuplot fail on loss.gp ("x range is invalid"), exit 1 with its messages
 // over eight lines.
