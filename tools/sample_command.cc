@@ -32,6 +32,9 @@ namespace net = boost::asio;
 using tcp = net::ip::tcp;
 using json = nlohmann::json;
 
+// How long `dropk sample --url` waits for a connection.
+constexpr int kConnectTimeoutS = 30;
+
 struct SampleFlags {
   std::string url, checkpoint, prompt, api_key_file;
   std::optional<int> top_k, max_tokens;
@@ -62,7 +65,8 @@ std::string OneLine(const std::string& text, size_t max = 200) {
 
 // What a failed exchange with the server means, for the user: Beast's own
 // words ("partial message", "end of stream") did not say who stopped.
-std::string DescribeHttpError(const boost::system::error_code& ec, int timeout_s) {
+// `on_timeout` says which wait ran out.
+std::string DescribeHttpError(const boost::system::error_code& ec, const std::string& on_timeout) {
   namespace beast = boost::beast;
   if (ec == beast::http::error::end_of_stream) {
     return "the server closed the connection without answering";
@@ -70,10 +74,7 @@ std::string DescribeHttpError(const boost::system::error_code& ec, int timeout_s
   if (ec == beast::http::error::partial_message) {
     return "the server closed the connection in the middle of its answer";
   }
-  if (ec == beast::error::timeout) {
-    return absl::StrCat("the server sent nothing for ", timeout_s,
-                        " s (--timeout); it is stalled or still busy");
-  }
+  if (ec == beast::error::timeout) return on_timeout;
   return ec.message();
 }
 
@@ -266,6 +267,7 @@ absl::Status SampleHttp(const SampleFlags& f) {
           absl::StrCat("--api-key-file ", f.api_key_file, ": empty key"));
     }
   }
+  std::string on_timeout;
   try {
     net::io_context ioc;
     tcp::resolver resolver(ioc);
@@ -281,7 +283,8 @@ absl::Status SampleHttp(const SampleFlags& f) {
       ioc.run();
       if (ec) throw boost::system::system_error(ec);
     };
-    stream.expires_after(std::chrono::seconds(30));
+    stream.expires_after(std::chrono::seconds(kConnectTimeoutS));
+    on_timeout = absl::StrCat("no connection within ", kConnectTimeoutS, " s");
     const auto endpoints = resolver.resolve(host, port);
     run([&](auto done) { stream.async_connect(endpoints, done); });
     http::request<http::string_body> req{http::verb::post, path, 11};
@@ -290,13 +293,16 @@ absl::Status SampleHttp(const SampleFlags& f) {
     if (!api_key.empty()) req.set(http::field::authorization, "Bearer " + api_key);
     req.body() = *std::move(body);
     req.prepare_payload();
+    // An idle limit, renewed before each step: a total one cut off long
+    // streamed generations, and a server that stalls is still noticed.
+    const auto timeout = std::chrono::seconds(f.timeout_s);
+    on_timeout = absl::StrCat("the server sent nothing for ", f.timeout_s,
+                              " s (--timeout); it is stalled or still busy");
+    stream.expires_after(timeout);
     run([&](auto done) { http::async_write(stream, req, done); });
     beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
     parser.body_limit(64 << 20);
-    // An idle limit, renewed before each read: a total one cut off long
-    // streamed generations, and a server that stalls is still noticed.
-    const auto timeout = std::chrono::seconds(f.timeout_s);
     stream.expires_after(timeout);
     run([&](auto done) { http::async_read_header(stream, buffer, parser, done); });
     const int status = parser.get().result_int();
@@ -347,7 +353,7 @@ absl::Status SampleHttp(const SampleFlags& f) {
     return absl::OkStatus();
   } catch (const boost::system::system_error& e) {
     return absl::UnavailableError(
-        absl::StrCat(f.url, ": ", DescribeHttpError(e.code(), f.timeout_s)));
+        absl::StrCat(f.url, ": ", DescribeHttpError(e.code(), on_timeout)));
   }
 }
 
