@@ -11,11 +11,14 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -150,6 +153,32 @@ absl::StatusOr<std::pair<int, std::string>> RunAndCapture(const std::vector<std:
   return std::make_pair(code, std::move(captured));
 }
 
+// A private temporary directory, removed with everything in it when the
+// object goes.
+class JobDir {
+ public:
+  static absl::StatusOr<JobDir> Create() {
+    std::error_code ec;
+    std::string path = (std::filesystem::temp_directory_path(ec) / "dropk-launch-XXXXXX").string();
+    if (ec || mkdtemp(path.data()) == nullptr) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot create a temporary directory ", path, ": ", std::strerror(errno)));
+    }
+    return JobDir(path);
+  }
+  JobDir(JobDir&& other) noexcept : path_(std::exchange(other.path_, "")) {}
+  JobDir& operator=(JobDir&&) = delete;
+  ~JobDir() {
+    std::error_code ec;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  explicit JobDir(std::string path) : path_(std::move(path)) {}
+  std::string path_;
+};
+
 absl::Status Launch(const Flags& flags) {
   // A hostfile is small: this refuses a directory, a FIFO (the read blocked)
   // and /dev/zero (read until memory ran out), naming the path.
@@ -182,8 +211,12 @@ absl::Status Launch(const Flags& flags) {
   };
   const int first_ranks = ranks_of(*hosts);
   const bool user_keepalive = flags.mpirun_args.find("oob_tcp_keepalive") != std::string::npos;
-  const std::string job_hostfile =
-      absl::StrCat(flags.hostfile, ".dropk-launch-", getpid());  // beside the user's
+  // The job's hostfile (the user's, less lost hosts) is only read by mpirun
+  // here, so it lives in a private temporary directory: beside the user's it
+  // could not be written where that is read-only (a Kubernetes ConfigMap).
+  absl::StatusOr<JobDir> job_dir = JobDir::Create();
+  if (!job_dir.ok()) return job_dir.status();
+  const std::string job_hostfile = job_dir->path() + "/hostfile";
   struct sigaction forward = {};
   forward.sa_handler = ForwardSignal;
   sigaction(SIGINT, &forward, nullptr);
@@ -212,7 +245,6 @@ absl::Status Launch(const Flags& flags) {
     std::cerr << "dropk launch: attempt " << attempt + 1 << ": " << absl::StrJoin(argv, " ")
               << std::endl;
     absl::StatusOr<std::pair<int, std::string>> run = RunAndCapture(argv);
-    std::remove(job_hostfile.c_str());
     if (!run.ok()) return run.status();
     const auto& [code, output] = *run;
     if (g_signals > 0) {
