@@ -145,6 +145,18 @@ TEST_F(StudyFilesTest, PlotWritesPngsWithTheirDataAndNamesAMissingRun) {
       << missing.err;
 }
 
+// A corpus that is not UTF-8 was reported as "input file
+// 'OUT/data/corpus.txt': invalid UTF-8": the study's private copy.
+TEST_F(StudyFilesTest, ABadCorpusIsNamedAsTheUserGaveIt) {
+  const std::string corpus = Write("corpus.bin", "ab\xff" + std::string(2000, 'c'));
+  const auto r = RunCommand(std::string(DROPK_BINARY_DIR "/bin/dropk study dropout --corpus ") +
+                            corpus + " --chars 1000 --out " + (dir_ / "study").string());
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.err.rfind("dropk: --corpus " + corpus + " (its first 1000 bytes): ", 0), 0u)
+      << r.err;
+  EXPECT_NE(r.err.find("invalid UTF-8 at byte offset 2"), std::string::npos) << r.err;
+}
+
 // dropk study topk --threads 100000 crashed (SIGSEGV) once the model was
 // loaded; a negative count was taken silently.
 TEST_F(StudyFilesTest, TopKThreadsOutsideTheRangeAreRefused) {
