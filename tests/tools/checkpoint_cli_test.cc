@@ -282,6 +282,21 @@ TEST_F(CheckpointCliTest, CkptNamesThePathAtFaultAndAcceptsARunDirectory) {
       << r.output;
 }
 
+// dropk sample --checkpoint (and dropk-serve, study topk) said only "no
+// valid checkpoint in PATH" for a missing path and for a run directory.
+TEST_F(CheckpointCliTest, SampleNamesAMissingPathAndHintsAtARunsCheckpoints) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=2")).exit_code, 0);
+  CliResult r = RunCommand(Dropk("sample --prompt a --checkpoint " + out_ + "/nothing"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_EQ(r.output, "dropk: " + out_ + "/nothing: does not exist\n");
+  r = RunCommand(Dropk("sample --prompt a --checkpoint " + out_));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("looks like a run directory; give its checkpoints directory, " + out_ +
+                          "/checkpoints"),
+            std::string::npos)
+      << r.output;
+}
+
 // An export onto the checkpoint's own model.data replaced it and broke the
 // checkpoint; onto a directory it left OUT.tmp behind.
 TEST_F(CheckpointCliTest, ExportRefusesTargetsThatWouldBreakTheCheckpointOrLeaveTmp) {
