@@ -1,6 +1,9 @@
 #include "trainer/prepare_data.h"
 
+#include <fcntl.h>
 #include <omp.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -12,6 +15,7 @@
 #include <set>
 #include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -34,6 +38,7 @@ constexpr size_t kMaxChunkGrowth = 8;
 // Bytes copied at a time from the token spool into the split files.
 constexpr size_t kCopyBytes = 4 << 20;
 constexpr char kSpoolFile[] = ".prepare-tokens.tmp";
+constexpr char kPrepareLockFile[] = ".dropk-prepare.lock";
 // The largest encoder.json / vocab.bpe accepted (GPT-2's are 1 MB and 0.5 MB).
 constexpr uint64_t kMaxGpt2FileBytes = 64 << 20;
 
@@ -46,7 +51,7 @@ bool IsPrepareOutput(const fs::path& path, const fs::path& out_dir) {
   const fs::path parent = fs::weakly_canonical(fs::absolute(path, ec).parent_path(), ec);
   if (ec || parent != fs::weakly_canonical(fs::absolute(out_dir, ec), ec) || ec) return false;
   std::string name = path.filename().string();
-  if (name == kSpoolFile) return true;
+  if (name == kSpoolFile || name == kPrepareLockFile) return true;
   if (name.ends_with(".tmp")) name.resize(name.size() - 4);  // ReplaceFileAtomically's
   return name == kTokenizerFile || name == kTrainTokensFile || name == kValTokensFile ||
          IsShardName(name, "train") || IsShardName(name, "val");
@@ -321,6 +326,41 @@ void StoreLe(uint32_t value, int width, uint8_t* out) {
   for (int i = 0; i < width; ++i) out[i] = static_cast<uint8_t>(value >> (8 * i));
 }
 
+// An exclusive flock(2) on out_dir/.dropk-prepare.lock for one preparation's
+// life (the kernel drops it however the process ends). Two preparations
+// into one directory at once (a prepare step run on every rank of a job)
+// shared the spool and the .tmp files: one removed the others' spool, and a
+// run that printed "prepared" left a train.bin cut short.
+class PrepareLock {
+ public:
+  static absl::StatusOr<PrepareLock> Acquire(const fs::path& out_dir) {
+    const std::string path = (out_dir / kPrepareLockFile).string();
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot open ", path, ": ", std::generic_category().message(errno)));
+    }
+    PrepareLock lock(fd);
+    while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      if (errno == EINTR) continue;
+      if (errno != EWOULDBLOCK) break;  // a file system without locks: run unprotected
+      return absl::FailedPreconditionError(absl::StrCat(
+          "output directory '", out_dir.string(), "' is being written by another dropk data "
+          "prepare (it holds ", path, "); let it finish, or prepare into another directory"));
+    }
+    return lock;
+  }
+  PrepareLock(PrepareLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  PrepareLock& operator=(PrepareLock&&) = delete;
+  ~PrepareLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+ private:
+  explicit PrepareLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
 // Removes the spool file when the preparation ends, whichever way.
 class SpoolRemover {
  public:
@@ -469,6 +509,8 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
         absl::StrCat("cannot create output directory '", options.out_dir, "': ", ec.message()));
   }
   const fs::path dir(options.out_dir);
+  absl::StatusOr<PrepareLock> lock = PrepareLock::Acquire(dir);
+  if (!lock.ok()) return lock.status();
   const std::string spool_path = (dir / kSpoolFile).string();
   SpoolRemover remove_spool(spool_path);
   absl::StatusOr<std::unique_ptr<WritableFile>> spool = Env::Default()->NewWritableFile(spool_path);

@@ -1,5 +1,7 @@
 #include "trainer/prepare_data.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -324,6 +326,32 @@ TEST_F(PrepareDataTest, PreparedDataInsideACorpusDirectoryIsNotReadAsText) {
   EXPECT_EQ(named.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(named.status().message()),
               HasSubstr("renamed.dat' is prepared data (a token file or its tokenizer), not text"));
+}
+
+// Preparations run at once into one directory (a prepare step on every rank
+// of a job) shared the spool: one printed "prepared" and left a train.bin
+// cut short. While one holds the directory, another is refused.
+TEST_F(PrepareDataTest, ASecondPreparationIntoABusyDirectoryIsRefused) {
+  std::ofstream(Path("a.txt")) << "hello world, hello world\n";
+  std::filesystem::create_directories(Path("out"));
+  // flock conflicts between two opens of the file, in one process too.
+  const int fd = ::open(Path("out/.dropk-prepare.lock").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+  PrepareOptions options;
+  options.kind = Tokenizer::BYTE;
+  options.inputs = {Path("a.txt")};
+  options.out_dir = Path("out");
+  auto busy = PrepareData(options);
+  ASSERT_FALSE(busy.ok());
+  EXPECT_EQ(busy.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(busy.status().message()),
+              HasSubstr("is being written by another dropk data prepare"));
+  EXPECT_FALSE(std::filesystem::exists(Path("out/train.bin")));
+  ::close(fd);
+  auto done = PrepareData(options);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->train_tokens + done->val_tokens, 25u);
 }
 
 // GPT-2's vocab.bpe cut short (a partial download): the error said only

@@ -75,7 +75,9 @@ struct PrepareSummary {
 // invalid UTF-8 for CHAR, missing or bad GPT-2 files, val_fraction outside
 // (0, 1), a named input that is a token file, a split that leaves train or
 // val empty, shard_tokens or chunk_bytes
-// of 0, an out_dir that cannot be created or written. Blocks.
+// of 0, an out_dir that cannot be created or written, an out_dir another
+// preparation is writing (FailedPrecondition: it holds a flock on
+// out_dir/.dropk-prepare.lock). Blocks.
 absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options);
 
 }  // namespace dropk
