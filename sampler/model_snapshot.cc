@@ -74,6 +74,18 @@ absl::StatusOr<std::string> FindServableCheckpoint(const std::string& checkpoint
                                      "directory that holds it, ",
                                      dir.parent_path().string(), ")"));
   }
+  // A path that is not there, or a run directory (the trainer's out_dir)
+  // given for its checkpoints directory, read only "no valid checkpoint in".
+  if (!found.ok() && !std::filesystem::exists(dir, ec)) {
+    return absl::NotFoundError(absl::StrCat(checkpoints_dir, ": does not exist"));
+  }
+  if (!found.ok() && std::filesystem::is_directory(dir / "checkpoints", ec)) {
+    return absl::Status(found.status().code(),
+                        absl::StrCat(found.status().message(), " (", checkpoints_dir,
+                                     " looks like a run directory; give its checkpoints "
+                                     "directory, ",
+                                     (dir / "checkpoints").string(), ")"));
+  }
   return found;
 }
 

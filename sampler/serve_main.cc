@@ -1,6 +1,8 @@
 // dropk-serve: serves a training run's checkpoints over HTTP (see sampler/).
 // Exit codes (base/exit_codes.h): 0 stopped by SIGTERM/SIGINT or --help,
 // 1 the service could not start, 2 a bad flag.
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -93,6 +95,14 @@ int Main(int argc, char** argv) {
   o.http.header_timeout = std::chrono::milliseconds(header_ms);
   o.http.body_timeout = std::chrono::milliseconds(body_ms);
   if (!api_key_file.empty()) {
+    // fopen on a FIFO waits for a writer, for good; a directory is read (and
+    // refused) below.
+    struct stat st;
+    if (::stat(api_key_file.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+      std::fprintf(stderr, "dropk-serve: --api-key-file %s: not a regular file\n",
+                   api_key_file.c_str());
+      return dropk::kExitUsage;
+    }
     std::FILE* f = std::fopen(api_key_file.c_str(), "rb");
     if (f == nullptr) {
       std::fprintf(stderr, "dropk-serve: --api-key-file %s: cannot open\n", api_key_file.c_str());

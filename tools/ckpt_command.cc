@@ -2,16 +2,19 @@
 // dropk ckpt verify PATH    recomputes every CRC32C; exit 0 ok, 1 corrupt
 // dropk ckpt export PATH --out FILE [--dtype fp32|fp16|bf16]
 //
-// PATH is a checkpoint directory (run/checkpoints/step-00001000) or a
-// checkpoints directory holding LATEST, which then names the checkpoint.
+// PATH is a checkpoint directory (run/checkpoints/step-00001000), a
+// checkpoints directory holding LATEST, which then names the checkpoint, or a
+// run directory (its checkpoints/LATEST).
 #include "tools/ckpt_command.h"
 
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -27,20 +30,44 @@
 namespace dropk {
 namespace {
 
-// A checkpoint directory, or the one LATEST names inside a checkpoints dir.
+// The checkpoint `path` names: itself when it holds manifest.pb, else the one
+// LATEST names in it (a checkpoints directory) or in path/checkpoints (a run
+// directory, the trainer's out_dir). A missing path is NotFound and the
+// wrong kind of path InvalidArgument (usage, exit 2), each naming it; a
+// LATEST that names nothing is DataLoss. Before, a missing path was "not a
+// directory" (exit 1) and a run directory "run/manifest.pb: stat: ...".
 absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
+  namespace fs = std::filesystem;
   Env* env = Env::Default();
-  const std::string latest = path + "/" + kLatestFileName;
-  if (!env->FileExists(path + "/" + kManifestFileName) && env->FileExists(latest)) {
+  std::error_code ec;
+  const fs::file_status status = fs::status(path, ec);
+  if (!fs::exists(status)) {
+    return absl::NotFoundError(absl::StrCat("checkpoint path ", path, ": does not exist"));
+  }
+  const std::string kinds =
+      "name a checkpoint (run/checkpoints/step-N), a checkpoints directory holding LATEST, or a "
+      "run directory";
+  if (!fs::is_directory(status)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a directory; ", kinds));
+  }
+  if (env->FileExists(path + "/" + kManifestFileName)) return path;
+  for (const std::string& dir : {path, path + "/checkpoints"}) {
+    const std::string latest = dir + "/" + kLatestFileName;
+    if (!env->FileExists(latest)) continue;
     absl::StatusOr<std::string> name = ReadSmallFile(env, latest, 4096);
     if (!name.ok()) return name.status();
     const std::string trimmed(absl::StripAsciiWhitespace(*name));
     if (trimmed.empty() || trimmed.find('/') != std::string::npos) {
       return absl::DataLossError(absl::StrCat(latest, ": does not name a checkpoint"));
     }
-    return path + "/" + trimmed;
+    if (!fs::is_directory(dir + "/" + trimmed, ec)) {
+      return absl::DataLossError(
+          absl::StrCat(latest, " names ", trimmed, ", which is not a directory there"));
+    }
+    return dir + "/" + trimmed;
   }
-  return path;
+  return absl::InvalidArgumentError(absl::StrCat(
+      path, ": holds neither ", kManifestFileName, " nor ", kLatestFileName, "; ", kinds));
 }
 
 std::string Shape(const TensorEntry& e) {
@@ -115,21 +142,45 @@ uint16_t ToFloat16(float f) {
   return bits;
 }
 
-// --out must name a file outside the checkpoint `dir`: an export onto one of
-// its files (model.data) replaced it and broke the checkpoint it came from;
-// onto a directory it failed only after writing OUT.tmp beside it.
+// --out must name a new file, or an earlier export to replace, outside the
+// checkpoint `dir`, in a directory that exists. Before: an export onto one of
+// the checkpoint's files (model.data) broke it; onto a directory it failed
+// only after writing OUT.tmp beside it; an empty --out aborted on an uncaught
+// filesystem_error; and the rename replaced whatever was there: a user's
+// file, or (as root) a device node such as /dev/full.
 absl::Status CheckExportTarget(const std::string& out, const std::string& dir) {
   namespace fs = std::filesystem;
+  if (out.empty()) return absl::InvalidArgumentError("--out is empty; name the file to write");
   std::error_code ec;
-  if (fs::is_directory(out, ec)) {
+  const fs::file_status status = fs::symlink_status(out, ec);
+  if (fs::is_directory(fs::status(out, ec))) {
     return absl::InvalidArgumentError(
         absl::StrCat("--out ", out, ": is a directory; name the file to write"));
   }
-  const fs::path out_dir = fs::weakly_canonical(fs::absolute(out).parent_path(), ec);
+  const fs::path parent = fs::absolute(out, ec).parent_path();
+  if (ec || !fs::is_directory(parent, ec)) {
+    return absl::NotFoundError(
+        absl::StrCat("--out ", out, ": directory ", parent.string(), " does not exist"));
+  }
+  const fs::path out_dir = fs::weakly_canonical(parent, ec);
   if (!ec && out_dir == fs::weakly_canonical(dir, ec) && !ec) {
     return absl::InvalidArgumentError(
         absl::StrCat("--out ", out, ": inside checkpoint ", dir,
                      ", whose files it could replace; write the export elsewhere"));
+  }
+  if (fs::exists(status)) {
+    if (!fs::is_regular_file(status)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--out ", out, ": exists and is not a regular file; name a new file to write"));
+    }
+    char magic[8] = {};
+    std::ifstream(out, std::ios::binary).read(magic, sizeof(magic));
+    if (std::string_view(magic, sizeof(magic)) != "DROPKEXP") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--out ", out,
+                       ": exists and is not a dropk export, so it is not replaced; remove it "
+                       "first or name another file"));
+    }
   }
   return absl::OkStatus();
 }
@@ -242,7 +293,7 @@ void RegisterCkptCommand(CLI::App& app, std::function<absl::Status()>& action) {
   CLI::App* inspect = ckpt->add_subcommand("inspect", "Step, config summary, tensors, total bytes");
   inspect
       ->add_option("path", flags->path,
-                   "Checkpoint directory, or checkpoints directory with LATEST")
+                   "Checkpoint directory, checkpoints directory with LATEST, or run directory")
       ->required();
   inspect->callback([&action, flags] { action = [flags] { return Inspect(flags->path); }; });
 
@@ -250,7 +301,7 @@ void RegisterCkptCommand(CLI::App& app, std::function<absl::Status()>& action) {
       "verify", "Recompute every CRC32C; exit 0 when the checkpoint is intact, 1 when corrupt");
   verify
       ->add_option("path", flags->path,
-                   "Checkpoint directory, or checkpoints directory with LATEST")
+                   "Checkpoint directory, checkpoints directory with LATEST, or run directory")
       ->required();
   verify->callback([&action, flags] { action = [flags] { return Verify(flags->path); }; });
 
@@ -258,7 +309,7 @@ void RegisterCkptCommand(CLI::App& app, std::function<absl::Status()>& action) {
       ckpt->add_subcommand("export",
                            "Write the weights, model shape and tokenizer as one file for serving "
                            "(format: ExportHeader in proto/checkpoint.proto)");
-  exp->add_option("path", flags->path, "Checkpoint directory, or checkpoints directory with LATEST")
+  exp->add_option("path", flags->path, "Checkpoint directory, checkpoints directory with LATEST, or run directory")
       ->required();
   exp->add_option("--out", flags->out, "Output file")->required();
   exp->add_option("--dtype", flags->dtype, "fp32, fp16 or bf16")

@@ -15,6 +15,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/exit_codes.h"
 #include "tools/ckpt_command.h"
@@ -74,10 +75,20 @@ void RegisterDataCommand(CLI::App& app, Action& action) {
       ->capture_default_str();
   prepare->add_option("--threads", flags->options.threads, "Encoding threads (0: every core; at most 1024)")
       ->capture_default_str();
+  // CLI11 reads "-1" into a uint64_t as 2^64 - 1: checked as text first.
+  const CLI::Validator whole_number_from_1(
+      [](std::string& text) -> std::string {
+        uint64_t value = 0;
+        return absl::SimpleAtoi(text, &value) && value >= 1
+                   ? std::string()
+                   : absl::StrCat(text, " must be a whole number >= 1");
+      },
+      "N >= 1");
   prepare
       ->add_option("--shard-tokens", flags->options.shard_tokens,
                    "Most tokens per token file; larger splits become shards")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(whole_number_from_1);
   prepare
       ->add_option("input", flags->options.inputs,
                    "Input text files or directories (read recursively)")

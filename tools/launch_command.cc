@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <wordexp.h>
@@ -10,15 +11,19 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "base/exit_codes.h"
 #include "checkpoint/env.h"
 #include "tools/launch_plan.h"
@@ -74,6 +79,27 @@ absl::StatusOr<std::vector<std::string>> SplitShellWords(const std::string& text
   return out;
 }
 
+// OK when `program` names an executable file, or one on PATH when it has no
+// '/'. Checked before launching: execvp failing in the child came back as
+// "mpirun exit status 127" after the child's own line.
+absl::Status CheckExecutable(const std::string& program) {
+  auto executable = [](const std::string& path) {
+    struct stat st;
+    return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && access(path.c_str(), X_OK) == 0;
+  };
+  if (program.find('/') != std::string::npos) {
+    if (executable(program)) return absl::OkStatus();
+    return absl::NotFoundError(absl::StrCat("--mpirun ", program, ": not an executable file"));
+  }
+  const char* path = std::getenv("PATH");
+  for (absl::string_view dir : absl::StrSplit(path == nullptr ? "" : path, ':')) {
+    if (executable(absl::StrCat(dir.empty() ? "." : dir, "/", program))) return absl::OkStatus();
+  }
+  return absl::NotFoundError(absl::StrCat("--mpirun ", program,
+                                          ": not found on PATH (install Open MPI, or name its "
+                                          "mpirun with --mpirun /path/to/mpirun)"));
+}
+
 // Runs argv, copying its stdout and stderr to ours as they come, and returns
 // its exit status (128 + signal when killed) and the end of what it printed.
 absl::StatusOr<std::pair<int, std::string>> RunAndCapture(const std::vector<std::string>& argv) {
@@ -127,6 +153,32 @@ absl::StatusOr<std::pair<int, std::string>> RunAndCapture(const std::vector<std:
   return std::make_pair(code, std::move(captured));
 }
 
+// A private temporary directory, removed with everything in it when the
+// object goes.
+class JobDir {
+ public:
+  static absl::StatusOr<JobDir> Create() {
+    std::error_code ec;
+    std::string path = (std::filesystem::temp_directory_path(ec) / "dropk-launch-XXXXXX").string();
+    if (ec || mkdtemp(path.data()) == nullptr) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot create a temporary directory ", path, ": ", std::strerror(errno)));
+    }
+    return JobDir(path);
+  }
+  JobDir(JobDir&& other) noexcept : path_(std::exchange(other.path_, "")) {}
+  JobDir& operator=(JobDir&&) = delete;
+  ~JobDir() {
+    std::error_code ec;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  explicit JobDir(std::string path) : path_(std::move(path)) {}
+  std::string path_;
+};
+
 absl::Status Launch(const Flags& flags) {
   // A hostfile is small: this refuses a directory, a FIFO (the read blocked)
   // and /dev/zero (read until memory ran out), naming the path.
@@ -140,6 +192,7 @@ absl::Status Launch(const Flags& flags) {
   }
   absl::StatusOr<std::vector<HostEntry>> hosts = ParseHostfile(*text, flags.hostfile);
   if (!hosts.ok()) return hosts.status();
+  if (absl::Status s = CheckExecutable(flags.mpirun); !s.ok()) return s;
   absl::StatusOr<std::vector<std::string>> mpirun_args = SplitShellWords(flags.mpirun_args);
   if (!mpirun_args.ok()) return mpirun_args.status();
   // The job's own config, for its gradient_accumulation_steps.
@@ -158,8 +211,12 @@ absl::Status Launch(const Flags& flags) {
   };
   const int first_ranks = ranks_of(*hosts);
   const bool user_keepalive = flags.mpirun_args.find("oob_tcp_keepalive") != std::string::npos;
-  const std::string job_hostfile =
-      absl::StrCat(flags.hostfile, ".dropk-launch-", getpid());  // beside the user's
+  // The job's hostfile (the user's, less lost hosts) is only read by mpirun
+  // here, so it lives in a private temporary directory: beside the user's it
+  // could not be written where that is read-only (a Kubernetes ConfigMap).
+  absl::StatusOr<JobDir> job_dir = JobDir::Create();
+  if (!job_dir.ok()) return job_dir.status();
+  const std::string job_hostfile = job_dir->path() + "/hostfile";
   struct sigaction forward = {};
   forward.sa_handler = ForwardSignal;
   sigaction(SIGINT, &forward, nullptr);
@@ -188,7 +245,6 @@ absl::Status Launch(const Flags& flags) {
     std::cerr << "dropk launch: attempt " << attempt + 1 << ": " << absl::StrJoin(argv, " ")
               << std::endl;
     absl::StatusOr<std::pair<int, std::string>> run = RunAndCapture(argv);
-    std::remove(job_hostfile.c_str());
     if (!run.ok()) return run.status();
     const auto& [code, output] = *run;
     if (g_signals > 0) {
@@ -235,7 +291,7 @@ void RegisterLaunchCommand(CLI::App& app, std::function<absl::Status()>& action)
       ->required();
   launch->add_option("--max-restarts", flags->max_restarts, "Relaunches after lost hosts")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0, 1000000));
   launch->add_option("--mpirun", flags->mpirun, "The mpirun to run")->capture_default_str();
   launch->add_option("--mpirun-args", flags->mpirun_args,
                      "Extra mpirun options, split like a shell would (quotes allowed)");

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 
+#include <cstdint>
 #include <regex>
 #include <set>
 
@@ -37,11 +38,14 @@ absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
   std::vector<HostEntry> hosts;
   std::set<std::string> seen;
   int number = 0;
+  int64_t total_slots = 0;
   for (absl::string_view raw : absl::StrSplit(text, '\n')) {
     ++number;
     absl::string_view line = absl::StripAsciiWhitespace(raw.substr(0, raw.find('#')));
     if (line.empty()) continue;
-    std::vector<std::string> words = absl::StrSplit(line, ' ', absl::SkipWhitespace());
+    // Any whitespace separates, as Open MPI reads it ("node1\tslots=4").
+    std::vector<std::string> words =
+        absl::StrSplit(line, absl::ByAnyChar(" \t\v\f\r"), absl::SkipWhitespace());
     HostEntry entry{words[0], 1, std::string(line)};
     for (size_t i = 1; i < words.size(); ++i) {
       absl::string_view value = words[i];
@@ -54,6 +58,12 @@ absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
     if (!seen.insert(entry.host).second) {
       return absl::InvalidArgumentError(
           absl::StrCat(path, ":", number, ": host ", entry.host, " listed twice"));
+    }
+    // The sum becomes mpirun's -np, an int: past it the job got a negative count.
+    total_slots += entry.slots;
+    if (total_slots > kMaxRanks) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ":", number, ": the hosts' slots add up to more than ", kMaxRanks, " ranks"));
     }
     hosts.push_back(std::move(entry));
   }

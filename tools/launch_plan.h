@@ -19,9 +19,13 @@ struct HostEntry {
   std::string line;  // as written, for the relaunch's hostfile
 };
 
-// Parses an Open MPI hostfile (# comments, blank lines). InvalidArgument
-// naming path:line for a bad slots value or a repeated host; an empty list
-// is InvalidArgument too.
+// The most ranks a hostfile may add up to (mpirun's -np is an int).
+inline constexpr int kMaxRanks = 1 << 20;
+
+// Parses an Open MPI hostfile (# comments, blank lines, words separated by
+// any whitespace). InvalidArgument naming path:line for a bad slots value, a
+// repeated host, or slots adding up to more than kMaxRanks; an empty list is
+// InvalidArgument too.
 absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
                                                      const std::string& path);
 

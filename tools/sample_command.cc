@@ -5,6 +5,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -13,8 +14,10 @@
 #include <optional>
 #include <string>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "checkpoint/env.h"
 #include "nlohmann/json.hpp"
 #include "sampler/completions.h"
 #include "sampler/model_snapshot.h"
@@ -29,6 +32,9 @@ namespace net = boost::asio;
 using tcp = net::ip::tcp;
 using json = nlohmann::json;
 
+// How long `dropk sample --url` waits for a connection.
+constexpr int kConnectTimeoutS = 30;
+
 struct SampleFlags {
   std::string url, checkpoint, prompt, api_key_file;
   std::optional<int> top_k, max_tokens;
@@ -37,7 +43,40 @@ struct SampleFlags {
   std::optional<uint64_t> seed;
   bool stream = false;
   int threads = 0;
+  int timeout_s = 300;  // --url: the longest wait for the server's next bytes
 };
+
+// `text` (a server's error message, an HTML page) as one line of at most
+// `max` bytes: the error dropk prints is one line whatever answered.
+std::string OneLine(const std::string& text, size_t max = 200) {
+  std::string out;
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (!std::isspace(u) && !std::iscntrl(u)) {
+      out += c;
+    } else if (!out.empty() && out.back() != ' ') {
+      out += ' ';
+    }
+  }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  if (out.size() > max) out = out.substr(0, max) + "...";
+  return out;
+}
+
+// What a failed exchange with the server means, for the user: Beast's own
+// words ("partial message", "end of stream") did not say who stopped.
+// `on_timeout` says which wait ran out.
+std::string DescribeHttpError(const boost::system::error_code& ec, const std::string& on_timeout) {
+  namespace beast = boost::beast;
+  if (ec == beast::http::error::end_of_stream) {
+    return "the server closed the connection without answering";
+  }
+  if (ec == beast::http::error::partial_message) {
+    return "the server closed the connection in the middle of its answer";
+  }
+  if (ec == beast::error::timeout) return on_timeout;
+  return ec.message();
+}
 
 // Checks what the request body cannot carry or the server would misread:
 // a NaN or infinite number becomes JSON null (read as "absent", so
@@ -131,7 +170,11 @@ absl::Status ErrorFromBody(int status, const std::string& body) {
       j["error"].contains("message") && j["error"]["message"].is_string()) {
     message = j["error"]["message"].get<std::string>();
   }
-  return absl::UnavailableError(absl::StrCat("HTTP ", status, ": ", message));
+  // The server refusing the request itself (a prompt outside the vocabulary,
+  // too long, a bad value) is a usage error, as the same flags are offline.
+  const std::string text = absl::StrCat("HTTP ", status, ": ", OneLine(message));
+  if (status == 400 || status == 413 || status == 422) return absl::InvalidArgumentError(text);
+  return absl::UnavailableError(text);
 }
 
 absl::Status SampleOffline(const SampleFlags& f) {
@@ -196,38 +239,76 @@ absl::Status SampleHttp(const SampleFlags& f) {
     host = host.substr(1, host.size() - 2);
   }
   const std::string port = colon == std::string::npos ? "80" : hostport.substr(colon + 1);
+  // What the resolver would misread is refused naming --url: an empty host
+  // reached this machine, port 99999 was "Connection refused", "[::1" was
+  // "Service not found".
+  int port_number = 0;
+  if (host.empty() || host.find_first_of("[] ") != std::string::npos ||
+      !absl::SimpleAtoi(port, &port_number) || port_number < 1 || port_number > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--url ", f.url,
+                     ": not http://HOST[:PORT][/PATH] (HOST a name, an IPv4 address or "
+                     "[IPv6], PORT 1 to 65535)"));
+  }
   std::string api_key;
   if (!f.api_key_file.empty()) {
-    std::FILE* file = std::fopen(f.api_key_file.c_str(), "rb");
-    if (file == nullptr) return absl::NotFoundError(absl::StrCat(f.api_key_file, ": cannot open"));
-    char buf[4096];
-    api_key.assign(buf, std::fread(buf, 1, sizeof(buf), file));
-    std::fclose(file);
-    while (!api_key.empty() && std::isspace(static_cast<unsigned char>(api_key.back()))) {
-      api_key.pop_back();
+    // ReadSmallFile refuses what is not a regular file: fopen on a FIFO
+    // waited for a writer for good, and a directory gave an empty key.
+    absl::StatusOr<std::string> key = ReadSmallFile(Env::Default(), f.api_key_file, 4096);
+    if (!key.ok()) {
+      const std::string message =
+          absl::StrCat("--api-key-file ", f.api_key_file, ": ", key.status().message());
+      return absl::IsNotFound(key.status()) ? absl::NotFoundError(message)
+                                            : absl::InvalidArgumentError(message);
+    }
+    api_key = std::string(absl::StripAsciiWhitespace(*key));
+    if (api_key.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--api-key-file ", f.api_key_file, ": empty key"));
     }
   }
+  std::string on_timeout;
   try {
     net::io_context ioc;
     tcp::resolver resolver(ioc);
     beast::tcp_stream stream(ioc);
-    stream.expires_after(std::chrono::seconds(30));
-    stream.connect(resolver.resolve(host, port));
+    // Beast's deadlines (expires_after) bind asynchronous operations only:
+    // with the blocking calls, a server that accepted and never answered
+    // kept dropk waiting for good. Each step is therefore started
+    // asynchronously and run to completion here.
+    auto run = [&ioc](auto start) {
+      beast::error_code ec;
+      start([&ec](beast::error_code e, auto&&...) { ec = e; });
+      ioc.restart();
+      ioc.run();
+      if (ec) throw boost::system::system_error(ec);
+    };
+    stream.expires_after(std::chrono::seconds(kConnectTimeoutS));
+    on_timeout = absl::StrCat("no connection within ", kConnectTimeoutS, " s");
+    const auto endpoints = resolver.resolve(host, port);
+    run([&](auto done) { stream.async_connect(endpoints, done); });
     http::request<http::string_body> req{http::verb::post, path, 11};
     req.set(http::field::host, hostport);
     req.set(http::field::content_type, "application/json");
     if (!api_key.empty()) req.set(http::field::authorization, "Bearer " + api_key);
     req.body() = *std::move(body);
     req.prepare_payload();
-    http::write(stream, req);
+    // An idle limit, renewed before each step: a total one cut off long
+    // streamed generations, and a server that stalls is still noticed.
+    const auto timeout = std::chrono::seconds(f.timeout_s);
+    on_timeout = absl::StrCat("the server sent nothing for ", f.timeout_s,
+                              " s (--timeout); it is stalled or still busy");
+    stream.expires_after(timeout);
+    run([&](auto done) { http::async_write(stream, req, done); });
     beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
     parser.body_limit(64 << 20);
-    stream.expires_after(std::chrono::seconds(300));
-    http::read_header(stream, buffer, parser);
+    stream.expires_after(timeout);
+    run([&](auto done) { http::async_read_header(stream, buffer, parser, done); });
     const int status = parser.get().result_int();
     if (status != 200 || !f.stream) {
-      http::read(stream, buffer, parser);
+      stream.expires_after(timeout);
+      run([&](auto done) { http::async_read(stream, buffer, parser, done); });
       const std::string body = parser.get().body();
       if (status != 200) return ErrorFromBody(status, body);
       const json j = json::parse(body, nullptr, false);
@@ -242,20 +323,27 @@ absl::Status SampleHttp(const SampleFlags& f) {
     std::string pending;
     size_t used = 0;
     bool more = true;
+    // Ends the line of text printed so far before an error line follows.
+    struct EndLine {
+      ~EndLine() { std::cout << "\n" << std::flush; }
+    };
+    std::optional<EndLine> end_line;
     while (more && !parser.is_done()) {
-      http::read_some(stream, buffer, parser);
+      stream.expires_after(timeout);
+      run([&](auto done) { http::async_read_some(stream, buffer, parser, done); });
       std::string& body = parser.get().body();
       pending.append(body, used, std::string::npos);
       used = body.size();
       size_t end;
       while (more && (end = pending.find("\n\n")) != std::string::npos) {
+        if (!end_line) end_line.emplace();
         absl::StatusOr<bool> printed = PrintEvent(pending.substr(0, end + 2), &last);
         if (!printed.ok()) return printed.status();
         more = *printed;
         pending.erase(0, end + 2);
       }
     }
-    std::cout << "\n";
+    end_line.reset();
     if (more) {
       return absl::DataLossError(
           "the stream ended before its last event, data: [DONE] (the server stopped, or "
@@ -264,7 +352,8 @@ absl::Status SampleHttp(const SampleFlags& f) {
     PrintFooter(last);
     return absl::OkStatus();
   } catch (const boost::system::system_error& e) {
-    return absl::UnavailableError(absl::StrCat(f.url, ": ", e.what()));
+    return absl::UnavailableError(
+        absl::StrCat(f.url, ": ", DescribeHttpError(e.code(), on_timeout)));
   }
 }
 
@@ -287,6 +376,11 @@ void RegisterSampleCommand(CLI::App& app, std::function<absl::Status()>& action)
   sample->add_option("--seed", f->seed_text, "Sampling seed (drawn and printed when absent)");
   sample->add_flag("--stream", f->stream, "Print tokens as they are generated");
   sample->add_option("--api-key-file", f->api_key_file, "File with the server's API key (--url)");
+  sample
+      ->add_option("--timeout", f->timeout_s,
+                   "--url: seconds to wait for the server's next bytes before giving up")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86400));
   sample->add_option("--threads", f->threads, "Compute threads offline (0 = all cores)")
       ->check(CLI::Range(0, 1024));
   sample->callback([&action, f] {

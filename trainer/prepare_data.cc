@@ -1,6 +1,9 @@
 #include "trainer/prepare_data.h"
 
+#include <fcntl.h>
 #include <omp.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -12,6 +15,7 @@
 #include <set>
 #include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -34,6 +38,7 @@ constexpr size_t kMaxChunkGrowth = 8;
 // Bytes copied at a time from the token spool into the split files.
 constexpr size_t kCopyBytes = 4 << 20;
 constexpr char kSpoolFile[] = ".prepare-tokens.tmp";
+constexpr char kPrepareLockFile[] = ".dropk-prepare.lock";
 // The largest encoder.json / vocab.bpe accepted (GPT-2's are 1 MB and 0.5 MB).
 constexpr uint64_t kMaxGpt2FileBytes = 64 << 20;
 
@@ -46,15 +51,33 @@ bool IsPrepareOutput(const fs::path& path, const fs::path& out_dir) {
   const fs::path parent = fs::weakly_canonical(fs::absolute(path, ec).parent_path(), ec);
   if (ec || parent != fs::weakly_canonical(fs::absolute(out_dir, ec), ec) || ec) return false;
   std::string name = path.filename().string();
-  if (name == kSpoolFile) return true;
+  if (name == kSpoolFile || name == kPrepareLockFile) return true;
   if (name.ends_with(".tmp")) name.resize(name.size() - 4);  // ReplaceFileAtomically's
   return name == kTokenizerFile || name == kTrainTokensFile || name == kValTokensFile ||
          IsShardName(name, "train") || IsShardName(name, "val");
 }
 
+// Whether `path` is prepared data rather than text: a token file (by its
+// magic, whatever its name) or the tokenizer.pb beside one. A corpus
+// directory holding an earlier preparation in a subdirectory was read whole,
+// its token files as text (silently for byte and gpt2).
+bool IsPreparedData(const fs::path& path) {
+  char magic[sizeof(kTokenFileMagic)] = {};
+  std::ifstream(path, std::ios::binary).read(magic, sizeof(magic));
+  if (std::equal(magic, magic + sizeof(magic), kTokenFileMagic)) return true;
+  if (path.filename() != kTokenizerFile) return false;
+  std::error_code ec;
+  for (const std::string& name : {std::string(kTrainTokensFile), std::string(kValTokensFile),
+                                  ShardFileName("train", 0), ShardFileName("val", 0)}) {
+    if (fs::exists(path.parent_path() / name, ec)) return true;
+  }
+  return false;
+}
+
 // The regular files of `inputs`: files as given, directories walked
 // recursively, their files sorted by path. Outputs of a preparation into
-// `out_dir` found in a directory are left out; named, they are refused.
+// `out_dir`, and prepared data anywhere (IsPreparedData), found in a
+// directory are left out; named, they are refused.
 absl::StatusOr<std::vector<std::string>> ExpandInputs(const std::vector<std::string>& inputs,
                                                       const std::string& out_dir) {
   if (inputs.empty()) return absl::InvalidArgumentError("no input files given");
@@ -75,6 +98,11 @@ absl::StatusOr<std::vector<std::string>> ExpandInputs(const std::vector<std::str
             absl::StrCat("input '", input, "' is a file this preparation writes (--out ", out_dir,
                          "); name the text files, or another --out"));
       }
+      if (IsPreparedData(input)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("input '", input, "' is prepared data (a token file or its tokenizer), "
+                         "not text; name the text files"));
+      }
       files.push_back(input);
       continue;
     }
@@ -83,15 +111,24 @@ absl::StatusOr<std::vector<std::string>> ExpandInputs(const std::vector<std::str
           absl::StrCat("input '", input, "' is not a regular file or a directory"));
     }
     std::vector<std::string> found;
+    // The entry last seen: when stepping past it fails, it is usually the
+    // subdirectory that could not be opened, and the error names it.
+    fs::path last;
     for (auto it = fs::recursive_directory_iterator(input, ec);
          !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-      if (it->is_regular_file(ec) && !IsPrepareOutput(it->path(), out_dir)) {
+      last = it->path();
+      if (it->is_regular_file(ec) && !IsPrepareOutput(it->path(), out_dir) &&
+          !IsPreparedData(it->path())) {
         found.push_back(it->path().string());
       }
     }
     if (ec) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot list input directory '", input, "': ", ec.message()));
+      std::error_code ignored;
+      const std::string where =
+          !last.empty() && fs::is_directory(last, ignored)
+              ? absl::StrCat("directory '", last.string(), "' (in input directory '", input, "')")
+              : absl::StrCat("input directory '", input, "'");
+      return absl::UnavailableError(absl::StrCat("cannot list ", where, ": ", ec.message()));
     }
     if (found.empty()) {
       return absl::InvalidArgumentError(
@@ -289,6 +326,41 @@ void StoreLe(uint32_t value, int width, uint8_t* out) {
   for (int i = 0; i < width; ++i) out[i] = static_cast<uint8_t>(value >> (8 * i));
 }
 
+// An exclusive flock(2) on out_dir/.dropk-prepare.lock for one preparation's
+// life (the kernel drops it however the process ends). Two preparations
+// into one directory at once (a prepare step run on every rank of a job)
+// shared the spool and the .tmp files: one removed the others' spool, and a
+// run that printed "prepared" left a train.bin cut short.
+class PrepareLock {
+ public:
+  static absl::StatusOr<PrepareLock> Acquire(const fs::path& out_dir) {
+    const std::string path = (out_dir / kPrepareLockFile).string();
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot open ", path, ": ", std::generic_category().message(errno)));
+    }
+    PrepareLock lock(fd);
+    while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      if (errno == EINTR) continue;
+      if (errno != EWOULDBLOCK) break;  // a file system without locks: run unprotected
+      return absl::FailedPreconditionError(absl::StrCat(
+          "output directory '", out_dir.string(), "' is being written by another dropk data "
+          "prepare (it holds ", path, "); let it finish, or prepare into another directory"));
+    }
+    return lock;
+  }
+  PrepareLock(PrepareLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  PrepareLock& operator=(PrepareLock&&) = delete;
+  ~PrepareLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+ private:
+  explicit PrepareLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
 // Removes the spool file when the preparation ends, whichever way.
 class SpoolRemover {
  public:
@@ -437,6 +509,8 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
         absl::StrCat("cannot create output directory '", options.out_dir, "': ", ec.message()));
   }
   const fs::path dir(options.out_dir);
+  absl::StatusOr<PrepareLock> lock = PrepareLock::Acquire(dir);
+  if (!lock.ok()) return lock.status();
   const std::string spool_path = (dir / kSpoolFile).string();
   SpoolRemover remove_spool(spool_path);
   absl::StatusOr<std::unique_ptr<WritableFile>> spool = Env::Default()->NewWritableFile(spool_path);

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -245,6 +246,57 @@ TEST_F(CheckpointCliTest, InspectAndExport) {
   EXPECT_NE(r.output.find("/nonexistent/ckpt"), std::string::npos) << r.output;
 }
 
+// Every path a user might hand `dropk ckpt`: a missing one was "not a
+// directory" with exit 1, a run directory (the trainer's out_dir) failed on
+// "run/manifest.pb: stat", and a LATEST naming a removed checkpoint said only
+// "not a directory".
+TEST_F(CheckpointCliTest, CkptNamesThePathAtFaultAndAcceptsARunDirectory) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=2")).exit_code, 0);
+  CliResult r = RunCommand(Dropk("ckpt inspect " + out_));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("checkpoint " + out_ + "/checkpoints/step-00000002"), std::string::npos)
+      << r.output;
+  EXPECT_EQ(RunCommand(Dropk("ckpt verify " + out_)).exit_code, 0);
+
+  r = RunCommand(Dropk("ckpt verify " + out_ + "/nothing"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_EQ(r.output, "dropk: checkpoint path " + out_ + "/nothing: does not exist\n");
+
+  r = RunCommand(Dropk("ckpt inspect " + out_ + "/metrics.jsonl"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find(out_ + "/metrics.jsonl: not a directory"), std::string::npos)
+      << r.output;
+
+  fs::create_directories(out_ + "/empty");
+  r = RunCommand(Dropk("ckpt export " + out_ + "/empty --out " + out_ + "/x.bin"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find(out_ + "/empty: holds neither manifest.pb nor LATEST"),
+            std::string::npos)
+      << r.output;
+
+  std::ofstream(out_ + "/checkpoints/LATEST", std::ios::trunc) << "step-00000099\n";
+  r = RunCommand(Dropk("ckpt verify " + out_ + "/checkpoints"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("LATEST names step-00000099, which is not a directory there"),
+            std::string::npos)
+      << r.output;
+}
+
+// dropk sample --checkpoint (and dropk-serve, study topk) said only "no
+// valid checkpoint in PATH" for a missing path and for a run directory.
+TEST_F(CheckpointCliTest, SampleNamesAMissingPathAndHintsAtARunsCheckpoints) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=2")).exit_code, 0);
+  CliResult r = RunCommand(Dropk("sample --prompt a --checkpoint " + out_ + "/nothing"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_EQ(r.output, "dropk: " + out_ + "/nothing: does not exist\n");
+  r = RunCommand(Dropk("sample --prompt a --checkpoint " + out_));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("looks like a run directory; give its checkpoints directory, " + out_ +
+                          "/checkpoints"),
+            std::string::npos)
+      << r.output;
+}
+
 // An export onto the checkpoint's own model.data replaced it and broke the
 // checkpoint; onto a directory it left OUT.tmp behind.
 TEST_F(CheckpointCliTest, ExportRefusesTargetsThatWouldBreakTheCheckpointOrLeaveTmp) {
@@ -261,6 +313,43 @@ TEST_F(CheckpointCliTest, ExportRefusesTargetsThatWouldBreakTheCheckpointOrLeave
   EXPECT_NE(r.output.find("is a directory"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(out_ + "/exports.tmp"));
   EXPECT_EQ(RunCommand(Dropk("ckpt verify " + ckpt)).exit_code, 0);
+}
+
+// The export's rename replaced whatever --out named: a user's file, or (as
+// root) a device node (/dev/full became a regular file); an empty --out
+// aborted on an uncaught filesystem_error. An earlier export is replaced.
+TEST_F(CheckpointCliTest, ExportReplacesOnlyAnEarlierExport) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=2")).exit_code, 0);
+  const std::string export_cmd = "ckpt export " + out_ + "/checkpoints --out ";
+  CliResult r = RunCommand(Dropk(export_cmd + "''"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_EQ(r.output, "dropk: --out is empty; name the file to write\n");
+
+  const std::string notes = out_ + "/notes.txt";
+  std::ofstream(notes) << "my notes\n";
+  r = RunCommand(Dropk(export_cmd + notes));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--out " + notes + ": exists and is not a dropk export"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(ReadAll(notes), "my notes\n");
+
+  const std::string fifo = out_ + "/pipe";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  r = RunCommand(Dropk(export_cmd + fifo));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("exists and is not a regular file"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::is_fifo(fifo));
+
+  r = RunCommand(Dropk(export_cmd + out_ + "/no/such/dir/model.bin"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("/no/such/dir does not exist"), std::string::npos) << r.output;
+
+  const std::string model = out_ + "/model.bin";
+  ASSERT_EQ(RunCommand(Dropk(export_cmd + model)).exit_code, 0);
+  r = RunCommand(Dropk(export_cmd + model + " --dtype bf16"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(ReadAll(model).substr(0, 8), "DROPKEXP");
 }
 
 // Starts dropk-train with stderr to `log`; returns its pid.

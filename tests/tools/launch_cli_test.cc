@@ -4,8 +4,11 @@
 // ranks as a request to save and stop.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -64,6 +67,59 @@ TEST_F(LaunchCliTest, BadInputsAreRefusedNamingThem) {
   r = Launch("--hostfile " + (dir_ / "hosts").string() + " -- " + TrainArgs("--n_layer=0"));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("n_layer=0"), std::string::npos) << r.err;
+}
+
+// A missing mpirun printed the child's "cannot run", then "the job failed
+// (mpirun exit status 127) without losing a host", and exited 1.
+TEST_F(LaunchCliTest, AMissingMpirunIsOneLineNamingTheFlag) {
+  for (const std::string& mpirun : {std::string("/nonexistent/mpirun"),
+                                    std::string("no-such-mpirun-here")}) {
+    const test_util::CommandResult r = Launch("--hostfile " + (dir_ / "hosts").string() +
+                                              " --mpirun " + mpirun + " -- " + TrainArgs(""));
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(r.err.rfind("dropk: --mpirun " + mpirun + ": ", 0), 0u) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
+// The job's hostfile was written beside the user's: a hostfile in a
+// read-only place (a Kubernetes ConfigMap, /etc) failed every launch with
+// "HOSTFILE.dropk-launch-PID: cannot write".
+TEST_F(LaunchCliTest, AHostfileInAReadOnlyDirectoryIsUsable) {
+  std::filesystem::create_directories(dir_ / "ro");
+  std::ofstream(dir_ / "ro" / "hosts") << "localhost slots=2\n";
+  std::filesystem::permissions(dir_ / "ro", std::filesystem::perms::owner_read |
+                                                std::filesystem::perms::owner_exec |
+                                                std::filesystem::perms::others_read |
+                                                std::filesystem::perms::others_exec);
+  // Root writes anywhere: the command then runs as nobody.
+  const std::string as =
+      ::geteuid() != 0 ? "" : "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+  if (!as.empty() && std::system("command -v setpriv > /dev/null") != 0) {
+    GTEST_SKIP() << "running as root without setpriv: cannot make a directory read-only";
+  }
+  // `echo` stands in for mpirun: it prints the arguments it was given.
+  const test_util::CommandResult r = test_util::RunCommand(
+      as + Dropk() + " launch --hostfile " + (dir_ / "ro" / "hosts").string() +
+      " --mpirun echo -- dropk-train");
+  std::filesystem::permissions(dir_ / "ro", std::filesystem::perms::owner_all);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find(" -np 2 "), std::string::npos) << r.out;
+  // The job's hostfile is gone with its directory once the job ends.
+  const size_t at = r.out.find("--hostfile ");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  const std::string job_hostfile = r.out.substr(at + 11, r.out.find(' ', at + 11) - at - 11);
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::path(job_hostfile).parent_path()))
+      << job_hostfile;
+}
+
+// The range check printed DBL_MAX in full: a 300-digit line.
+TEST_F(LaunchCliTest, ANegativeMaxRestartsIsAShortUsageError) {
+  const test_util::CommandResult r =
+      Launch("--hostfile " + (dir_ / "hosts").string() + " --max-restarts -1 -- true");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--max-restarts"), std::string::npos) << r.err;
+  EXPECT_LT(r.err.size(), 160u) << r.err;
 }
 
 // --hostfile /dev/zero read until memory ran out; a directory "listed no

@@ -28,6 +28,29 @@ TEST(LaunchPlanTest, RejectsBadHostfilesNamingTheLine) {
   EXPECT_EQ(ParseHostfile("# none\n", "H").status().message(), "H: lists no host");
 }
 
+// Open MPI separates a host from its options by any whitespace: a tab made
+// "node1\tslots=4" one host name with 1 slot, so the job got 5 ranks, not 8.
+TEST(LaunchPlanTest, TabsSeparateAHostFromItsSlots) {
+  absl::StatusOr<std::vector<HostEntry>> hosts =
+      ParseHostfile("node1\tslots=4\nnode2 \t slots=4\t# big\n", "H");
+  ASSERT_TRUE(hosts.ok()) << hosts.status();
+  ASSERT_EQ(hosts->size(), 2u);
+  EXPECT_EQ((*hosts)[0].host, "node1");
+  EXPECT_EQ((*hosts)[0].slots, 4);
+  EXPECT_EQ((*hosts)[1].host, "node2");
+  EXPECT_EQ((*hosts)[1].slots, 4);
+}
+
+// Two hosts of 2e9 slots each launched "-np -294967296"; any sum past
+// kMaxRanks is refused at the line that crosses it.
+TEST(LaunchPlanTest, RefusesSlotsThatAddUpPastTheRankLimit) {
+  const absl::Status status =
+      ParseHostfile("a slots=600000\nb slots=600000\n", "H").status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("H:2: "), std::string::npos) << status;
+  EXPECT_NE(status.message().find("ranks"), std::string::npos) << status;
+}
+
 TEST(LaunchPlanTest, FindsTheHostOpenMpiLost) {
   EXPECT_EQ(FindLostHost("ORTE has lost communication with a remote daemon.\n\n"
                          "  HNP daemon   : [[1,0],0] on node vm\n"

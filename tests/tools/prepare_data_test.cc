@@ -1,5 +1,7 @@
 #include "trainer/prepare_data.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -298,6 +300,60 @@ TEST_F(PrepareDataTest, PreparingADirectoryIntoItselfAgainReadsOnlyTheText) {
               HasSubstr("train.bin' is a file this preparation writes"));
 }
 
+// A corpus directory holding an earlier preparation in a subdirectory (here
+// under other names too) was read whole: its token files and tokenizer.pb
+// became "text" for byte and gpt2.
+TEST_F(PrepareDataTest, PreparedDataInsideACorpusDirectoryIsNotReadAsText) {
+  std::filesystem::create_directories(Path("corpus"));
+  std::ofstream(Path("corpus/a.txt")) << "hello world, hello world\n";
+  PrepareOptions options;
+  options.kind = Tokenizer::BYTE;
+  options.inputs = {Path("corpus")};
+  options.out_dir = Path("corpus/prepared");
+  options.val_fraction = 0.2;
+  auto first = PrepareData(options);
+  ASSERT_TRUE(first.ok()) << first.status();
+  std::filesystem::copy_file(Path("corpus/prepared/train.bin"), Path("corpus/renamed.dat"));
+  options.out_dir = Path("elsewhere");
+  auto second = PrepareData(options);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->input_bytes, first->input_bytes);
+  EXPECT_EQ(AllTokens(options.out_dir, "train"), AllTokens(Path("corpus/prepared"), "train"));
+
+  options.inputs = {Path("corpus/renamed.dat")};
+  auto named = PrepareData(options);
+  ASSERT_FALSE(named.ok());
+  EXPECT_EQ(named.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(named.status().message()),
+              HasSubstr("renamed.dat' is prepared data (a token file or its tokenizer), not text"));
+}
+
+// Preparations run at once into one directory (a prepare step on every rank
+// of a job) shared the spool: one printed "prepared" and left a train.bin
+// cut short. While one holds the directory, another is refused.
+TEST_F(PrepareDataTest, ASecondPreparationIntoABusyDirectoryIsRefused) {
+  std::ofstream(Path("a.txt")) << "hello world, hello world\n";
+  std::filesystem::create_directories(Path("out"));
+  // flock conflicts between two opens of the file, in one process too.
+  const int fd = ::open(Path("out/.dropk-prepare.lock").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+  PrepareOptions options;
+  options.kind = Tokenizer::BYTE;
+  options.inputs = {Path("a.txt")};
+  options.out_dir = Path("out");
+  auto busy = PrepareData(options);
+  ASSERT_FALSE(busy.ok());
+  EXPECT_EQ(busy.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(busy.status().message()),
+              HasSubstr("is being written by another dropk data prepare"));
+  EXPECT_FALSE(std::filesystem::exists(Path("out/train.bin")));
+  ::close(fd);
+  auto done = PrepareData(options);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->train_tokens + done->val_tokens, 25u);
+}
+
 // GPT-2's vocab.bpe cut short (a partial download): the error said only
 // "Tokenizer.merges[1547] (279, 260) repeats a merge", naming no file.
 TEST_F(PrepareDataTest, TruncatedGpt2FilesAreNamed) {
@@ -366,6 +422,8 @@ TEST_F(PrepareDataTest, CliRejectsBadUsageWithExit2) {
         "data prepare --out '" + Path("o") + "' " + input,  // --tokenizer missing
         "data prepare --tokenizer char " + input,           // --out missing
         "data prepare --tokenizer char --out '" + Path("o") + "' --val-fraction 2 " + input,
+        // CLI11 read -1 as 2^64 - 1: one shard of any size, silently.
+        "data prepare --tokenizer char --out '" + Path("o") + "' --shard-tokens -1 " + input,
         std::string("data"), std::string(""), std::string("frobnicate")}) {
     const test_util::CommandResult run = RunDropk(args);
     EXPECT_EQ(run.exit_code, 2) << args << "\n" << run.err;
@@ -373,6 +431,30 @@ TEST_F(PrepareDataTest, CliRejectsBadUsageWithExit2) {
     EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << args << "\n" << run.err;
   }
   EXPECT_FALSE(std::filesystem::exists(Path("o")));
+}
+
+// A subdirectory of a corpus that cannot be listed was reported as the
+// corpus directory itself ("cannot list input directory 'corpus'").
+TEST_F(PrepareDataTest, CliNamesTheSubdirectoryItCannotList) {
+  std::filesystem::create_directories(Path("corpus/locked"));
+  std::ofstream(Path("corpus/a.txt")) << "some text\n";
+  std::ofstream(Path("corpus/locked/b.txt")) << "more text\n";
+  std::filesystem::permissions(Path("corpus/locked"), std::filesystem::perms::none);
+  std::filesystem::permissions(dir_, std::filesystem::perms::all);  // for nobody's --out
+  // Root lists anything: the command then runs as nobody.
+  const std::string as =
+      ::geteuid() != 0 ? "" : "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+  if (!as.empty() && std::system("command -v setpriv > /dev/null") != 0) {
+    GTEST_SKIP() << "running as root without setpriv: cannot make a directory unreadable";
+  }
+  const test_util::CommandResult run = test_util::RunCommand(
+      as + kDropk + " data prepare --tokenizer byte --out '" + Path("out") + "' '" +
+      Path("corpus") + "'");
+  std::filesystem::permissions(Path("corpus/locked"), std::filesystem::perms::owner_all);
+  EXPECT_EQ(run.exit_code, 1) << run.err;
+  EXPECT_EQ(run.err, "dropk: cannot list directory '" + Path("corpus/locked") +
+                         "' (in input directory '" + Path("corpus") +
+                         "'): Permission denied\n");
 }
 
 TEST_F(PrepareDataTest, CliHelpExits0) {

@@ -5,13 +5,19 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "support/subprocess.h"
 
@@ -59,10 +65,13 @@ TEST(SampleCliTest, SeedOutsideUint64IsRefused) {
 }
 
 // A loopback server that answers every request it gets with `reply`
-// (status line, headers and body), then closes the connection.
+// (status line, headers and body), then closes the connection. With
+// `pieces`, the reply is sent piece by piece, `gap` apart.
 class CannedServer {
  public:
-  explicit CannedServer(std::string reply) : reply_(std::move(reply)) {
+  explicit CannedServer(std::string reply) : CannedServer(std::vector<std::string>{reply}, {}) {}
+  CannedServer(std::vector<std::string> pieces, std::chrono::milliseconds gap)
+      : pieces_(std::move(pieces)), gap_(gap) {
     fd_ = socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
@@ -88,7 +97,10 @@ class CannedServer {
             break;
           }
         }
-        send(c, reply_.data(), reply_.size(), MSG_NOSIGNAL);
+        for (size_t i = 0; i < pieces_.size(); ++i) {
+          if (i > 0) std::this_thread::sleep_for(gap_);
+          send(c, pieces_[i].data(), pieces_[i].size(), MSG_NOSIGNAL);
+        }
         close(c);
       }
     });
@@ -101,7 +113,8 @@ class CannedServer {
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
 
  private:
-  std::string reply_;
+  std::vector<std::string> pieces_;
+  std::chrono::milliseconds gap_;
   int fd_ = -1;
   int port_ = 0;
   std::thread thread_;
@@ -143,6 +156,126 @@ TEST(SampleCliTest, AnswersThatAreNotCompletionsAreOneLineNotAnAbort) {
   const CommandResult e = RunCommand(kBin + "dropk sample --prompt a --url " + error.url());
   EXPECT_EQ(e.exit_code, 1) << e.err;
   EXPECT_EQ(e.err, "dropk: HTTP 500: " + odd_error + "\n");
+}
+
+// A streamed completion as chunks of HTTP/1.1 chunked encoding.
+std::string StreamHead() {
+  return "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+         "Transfer-Encoding: chunked\r\n\r\n";
+}
+std::string Chunk(const std::string& data) {
+  char size[16];
+  std::snprintf(size, sizeof(size), "%zx", data.size());
+  return std::string(size) + "\r\n" + data + "\r\n";
+}
+std::string TextEvent(const std::string& text) {
+  return Chunk("data: {\"choices\":[{\"text\":\"" + text + "\"}]}\n\n");
+}
+
+// URLs the resolver misread: an empty host reached this machine, port 99999
+// was "Connection refused" (exit 1), "[::1" was "Service not found".
+TEST(SampleCliTest, AUrlWithoutAHostOrWithABadPortIsAFlagError) {
+  for (const std::string url :
+       {"http://", "http://:8080", "http://localhost:99999", "http://localhost:0",
+        "http://localhost:x/v1", "http://[::1", "http://[::1]:"}) {
+    SCOPED_TRACE(url);
+    ExpectFlagError(RunCommand(kBin + "dropk sample --prompt a --url '" + url + "'"),
+                    "--url " + url + ": not http://HOST[:PORT][/PATH]");
+  }
+}
+
+// --api-key-file on a FIFO waited for a writer for good; a directory sent
+// the request with an empty key.
+TEST(SampleCliTest, AnApiKeyFileThatIsNotASmallRegularFileIsAFlagError) {
+  const std::string dir = ::testing::TempDir() + "/dropk_sample_key_" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  const std::string fifo = dir + "/key.fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  std::ofstream(dir + "/blank") << "\n";
+  for (const std::string& path : {fifo, dir, dir + "/blank"}) {
+    SCOPED_TRACE(path);
+    // timeout(1) ends the old behaviour's wait: the test fails, not hangs.
+    ExpectFlagError(RunCommand("timeout 20 " + kBin + "dropk sample --url http://127.0.0.1:1 " +
+                               "--prompt a --api-key-file " + path),
+                    "--api-key-file " + path + ": ");
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// A server that hung up mid-answer was reported as Beast's "partial message"
+// (and "end of stream" when it sent nothing), and the error line was glued
+// to the streamed text: "abdropk: ...".
+TEST(SampleCliTest, AServerThatHangsUpIsNamedAndTheTextKeepsItsLine) {
+  CannedServer mid_stream(StreamHead() + TextEvent("ab"));
+  CommandResult r =
+      RunCommand(kBin + "dropk sample --stream --prompt a --url " + mid_stream.url());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out, "ab\n");
+  EXPECT_EQ(r.err, "dropk: " + mid_stream.url() +
+                       ": the server closed the connection in the middle of its answer\n");
+
+  CannedServer mid_body("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"choices\":");
+  r = RunCommand(kBin + "dropk sample --prompt a --url " + mid_body.url());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("in the middle of its answer"), std::string::npos) << r.err;
+
+  CannedServer silent_close("");
+  r = RunCommand(kBin + "dropk sample --prompt a --url " + silent_close.url());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("closed the connection without answering"), std::string::npos) << r.err;
+}
+
+// A proxy's HTML error page (or a message with line breaks) was printed as
+// it came: several lines.
+TEST(SampleCliTest, AnErrorPageBecomesOneLine) {
+  const std::string page = "<html>\n<body>\n<h1>502 Bad Gateway</h1>\n</body>\n</html>\n";
+  CannedServer proxy("HTTP/1.1 502 Bad Gateway\r\nContent-Length: " +
+                     std::to_string(page.size()) + "\r\nConnection: close\r\n\r\n" + page);
+  const CommandResult r = RunCommand(kBin + "dropk sample --prompt a --url " + proxy.url());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "dropk: HTTP 502: <html> <body> <h1>502 Bad Gateway</h1> </body> </html>\n");
+}
+
+// The server refusing the request (HTTP 400: a prompt outside the
+// vocabulary) exited 1 where the same flags offline exit 2.
+TEST(SampleCliTest, ARequestTheServerRefusesIsAUsageError) {
+  const std::string body = R"({"error":{"message":"'max_tokens' must be an integer"}})";
+  CannedServer server("HTTP/1.1 400 Bad Request\r\nContent-Length: " +
+                      std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
+  const CommandResult r = RunCommand(kBin + "dropk sample --prompt a --url " + server.url());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "dropk: HTTP 400: 'max_tokens' must be an integer\n");
+}
+
+// A server that accepts and never answers is given up on after --timeout
+// seconds of silence, naming the flag: before, dropk waited for good (the
+// 300 s deadline it set binds only Beast's asynchronous calls). The limit is
+// on silence, not on the whole answer: a stream that outlasts it while
+// sending stays whole (a total limit cut long generations off).
+TEST(SampleCliTest, TimeoutLimitsSilenceNotTheWholeStream) {
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), len), 0);
+  ASSERT_EQ(listen(listener, 8), 0);  // the kernel accepts; nobody answers
+  getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  const std::string url = "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  CommandResult r = RunCommand(kBin + "dropk sample --prompt a --timeout 1 --url " + url);
+  close(listener);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "dropk: " + url +
+                       ": the server sent nothing for 1 s (--timeout); it is stalled or still "
+                       "busy\n");
+
+  std::vector<std::string> pieces = {StreamHead()};
+  for (int i = 0; i < 6; ++i) pieces.push_back(TextEvent("x"));
+  pieces.push_back(Chunk("data: [DONE]\n\n") + "0\r\n\r\n");
+  CannedServer drip(pieces, std::chrono::milliseconds(500));  // 3.5 s in all
+  r = RunCommand(kBin + "dropk sample --stream --prompt a --timeout 2 --url " + drip.url());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "xxxxxx\n");
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // refused at start: one line naming the flag, exit 2 (before any checkpoint
 // is read, so none is needed here).
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -67,17 +68,21 @@ TEST(ServeFlagsTest, OneCheckpointInsteadOfTheRunsDirectoryIsNamedAsSuch) {
 
 // An --api-key-file that is a directory (a Secret's mount point, say) was
 // refused as an "empty key"; one longer than 4096 bytes was cut to 4096
-// without a word, so no client's key could match.
+// without a word, so no client's key could match; a FIFO hung the start.
 TEST(ServeFlagsTest, ApiKeyFileThatIsADirectoryOrTooLongIsNamedAsSuch) {
   const test_util::ScopedTempDir dir("serve_flags");
   std::ofstream(dir.Path("long")) << std::string(5000, 'k');
+  // A FIFO waited for a writer for good (timeout(1) turns that into a failure).
+  ASSERT_EQ(mkfifo(dir.Path("fifo").c_str(), 0600), 0);
   const struct {
     std::string file, says;
   } cases[] = {{dir.path(), ": cannot read (Is a directory)"},
-               {dir.Path("long"), ": longer than 4096 bytes"}};
+               {dir.Path("long"), ": longer than 4096 bytes"},
+               {dir.Path("fifo"), ": not a regular file"}};
   for (const auto& c : cases) {
     SCOPED_TRACE(c.file);
-    const CommandResult r = RunCommand(kBin + "dropk-serve --checkpoints /nonexistent --port 0 " +
+    const CommandResult r = RunCommand("timeout 20 " + kBin +
+                                       "dropk-serve --checkpoints /nonexistent --port 0 " +
                                        "--api-key-file " + c.file);
     EXPECT_EQ(r.exit_code, 2) << r.err;
     EXPECT_EQ(r.err, "dropk-serve: --api-key-file " + c.file + c.says + "\n");

@@ -145,6 +145,48 @@ TEST_F(StudyFilesTest, PlotWritesPngsWithTheirDataAndNamesAMissingRun) {
       << missing.err;
 }
 
+// A corpus that is not UTF-8 was reported as "input file
+// 'OUT/data/corpus.txt': invalid UTF-8": the study's private copy.
+TEST_F(StudyFilesTest, ABadCorpusIsNamedAsTheUserGaveIt) {
+  const std::string corpus = Write("corpus.bin", "ab\xff" + std::string(2000, 'c'));
+  const auto r = RunCommand(std::string(DROPK_BINARY_DIR "/bin/dropk study dropout --corpus ") +
+                            corpus + " --chars 1000 --out " + (dir_ / "study").string());
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.err.rfind("dropk: --corpus " + corpus + " (its first 1000 bytes): ", 0), 0u)
+      << r.err;
+  EXPECT_NE(r.err.find("invalid UTF-8 at byte offset 2"), std::string::npos) << r.err;
+}
+
+// dropk study topk --threads 100000 crashed (SIGSEGV) once the model was
+// loaded; a negative count was taken silently.
+TEST_F(StudyFilesTest, TopKThreadsOutsideTheRangeAreRefused) {
+  for (const char* threads : {"100000", "-3"}) {
+    const auto r = RunCommand(std::string(DROPK_BINARY_DIR "/bin/dropk study topk --checkpoint ") +
+                              (dir_ / "none").string() + " --out " + (dir_ / "o").string() +
+                              " --threads=" + threads);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(r.err, std::string("dropk: --threads ") + threads +
+                         ": must be in [0, 1024] (0: all cores)\n");
+  }
+}
+
+// A log without a single loss (every train_loss null, no evaluation) made
+// gnuplot fail on loss.gp ("x range is invalid"), exit 1 with its messages
+// over eight lines.
+TEST_F(StudyFilesTest, PlotDrawsALogWithoutLossesAsAnEmptyFrame) {
+  fs::create_directories(dir_ / "run");
+  Write("run/metrics.jsonl",
+        "{\"step\":1,\"train_loss\":null,\"lr\":0.001,\"tokens_per_s\":50}\n"
+        "{\"step\":2,\"train_loss\":null,\"lr\":0.001,\"tokens_per_s\":60}\n");
+  const auto r = RunCommand(DROPK_BINARY_DIR "/bin/dropk plot " + (dir_ / "run").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* name : {"loss", "lr", "tokens_per_s"}) {
+    EXPECT_TRUE(IsPng((dir_ / "run/plots" / (std::string(name) + ".png")).string())) << name;
+  }
+  EXPECT_NE(ReadFile((dir_ / "run/plots/loss.gp").string()).find("no losses in the log"),
+            std::string::npos);
+}
+
 // A tiny dropout study (two rates, 20 steps) twice, then a top-k study on one
 // of its checkpoints twice: the same seed gives the same numbers.
 TEST_F(StudyFilesTest, StudiesAreReproducibleAndWritePlotsWithData) {

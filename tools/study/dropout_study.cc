@@ -67,7 +67,13 @@ absl::Status PrepareCorpus(const DropoutStudyOptions& options, const std::string
   prepare.kind = Tokenizer::CHAR;
   prepare.inputs = {corpus};
   prepare.out_dir = data_dir;
-  return PrepareData(prepare).status();
+  // The error named only the copy (data_dir/corpus.txt), a file the user
+  // never gave; offsets in it are the corpus's own.
+  if (const absl::Status s = PrepareData(prepare).status(); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("--corpus ", options.corpus_path, " (its first ",
+                                               text.size(), " bytes): ", s.message()));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<TrainConfig> StudyConfig(const DropoutStudyOptions& options) {

@@ -6,7 +6,10 @@
 #include <cstdio>
 #include <fstream>
 
+#include <vector>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace dropk {
 
@@ -41,7 +44,12 @@ absl::Status RunGnuplot(const std::string& script_path, const std::string& scrip
     messages.append(buffer.data(), n);
   const int status = pclose(pipe);
   if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    return absl::InternalError(absl::StrCat("gnuplot failed on ", script_path, ": ", messages));
+    // gnuplot echoes the failing command with a caret under it and ends with
+    // the reason: that last line keeps the error to one line.
+    const std::vector<absl::string_view> lines =
+        absl::StrSplit(messages, '\n', absl::SkipWhitespace());
+    return absl::InternalError(absl::StrCat("gnuplot failed on ", script_path, ": ",
+                                            lines.empty() ? "no message" : lines.back()));
   }
   return absl::OkStatus();
 }

@@ -12,8 +12,8 @@ namespace dropk {
 
 // Writes `script` to script_path and runs `gnuplot script_path` (blocking).
 // The script must set its own terminal and output. FailedPrecondition when
-// gnuplot is not installed; Internal with gnuplot's own messages when it
-// fails; the error names the script.
+// gnuplot is not installed; Internal with the last line of gnuplot's
+// messages (its reason) when it fails; the error names the script.
 absl::Status RunGnuplot(const std::string& script_path, const std::string& script);
 
 // `text` quoted for a gnuplot string literal (single quotes doubled).

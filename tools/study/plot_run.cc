@@ -1,11 +1,13 @@
 #include "tools/study/plot_run.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "tools/study/gnuplot.h"
 #include "tools/study/run_metrics.h"
 
@@ -37,6 +39,44 @@ std::string Preamble(const std::string& png, const std::string& title) {
                       "set xlabel 'step'\n", "set title ", GnuplotQuote(title), "\n");
 }
 
+// The value of metrics.csv column `column` (2..6) in `row`.
+std::optional<double> Column(const RunMetricsRow& row, int column) {
+  switch (column) {
+    case 2: return row.train_loss;
+    case 3: return row.eval_train_loss;
+    case 4: return row.val_loss;
+    case 5: return row.lr;
+    default: return row.tokens_per_s;
+  }
+}
+
+// One line of a plot: a metrics.csv column and how to draw it.
+struct Series {
+  int column;
+  std::string style;  // "with lines ... title '...'"
+};
+
+// The gnuplot `plot` command for the series of `series` that have a value
+// in some row. gnuplot fails on a plot whose every series is empty ("x range
+// is invalid": a log of a run whose losses were all null), so such a plot
+// becomes an empty frame that says what is missing.
+std::string PlotCommand(const std::vector<RunMetricsRow>& rows, const std::string& data,
+                        const std::vector<Series>& series, const std::string& missing) {
+  std::vector<std::string> parts;
+  for (const Series& s : series) {
+    const bool has_values = std::any_of(rows.begin(), rows.end(), [&](const RunMetricsRow& r) {
+      return Column(r, s.column).has_value();
+    });
+    if (has_values) parts.push_back(absl::StrCat(data, " using 1:", s.column, " ", s.style));
+  }
+  if (parts.empty()) {
+    return absl::StrCat("set label ", GnuplotQuote(absl::StrCat("no ", missing, " in the log")),
+                        " at graph 0.5, 0.5 center\n", "set xrange [0:1]\nset yrange [0:1]\n",
+                        "plot NaN notitle\n");
+  }
+  return absl::StrCat("plot ", absl::StrJoin(parts, ", \\\n  "), "\n");
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<std::string>> PlotRun(const std::string& run_dir,
@@ -60,17 +100,23 @@ absl::StatusOr<std::vector<std::string>> PlotRun(const std::string& run_dir,
   const std::vector<Plot> plots = {
       {"loss",
        absl::StrCat(
-           "set ylabel 'loss (nats/token)'\n", "plot ", data,
-           " using 1:2 with lines lw 1 lc rgb '#9ecae1' title 'train (logged step)', \\\n  ", data,
-           " using 1:3 with linespoints pt 7 ps 0.6 lw 2 lc rgb '#3182bd' title 'train (eval)', "
-           "\\\n  ",
-           data,
-           " using 1:4 with linespoints pt 7 ps 0.6 lw 2 lc rgb '#e6550d' title 'val (eval)'\n")},
-      {"lr", absl::StrCat("set ylabel 'learning rate'\n", "set format y '%.1e'\n", "plot ", data,
-                          " using 1:5 with lines lw 2 lc rgb '#31a354' title 'lr'\n")},
+           "set ylabel 'loss (nats/token)'\n",
+           PlotCommand(*rows, data,
+                       {{2, "with lines lw 1 lc rgb '#9ecae1' title 'train (logged step)'"},
+                        {3, "with linespoints pt 7 ps 0.6 lw 2 lc rgb '#3182bd' title 'train "
+                            "(eval)'"},
+                        {4, "with linespoints pt 7 ps 0.6 lw 2 lc rgb '#e6550d' title 'val "
+                            "(eval)'"}},
+                       "losses"))},
+      {"lr", absl::StrCat("set ylabel 'learning rate'\n", "set format y '%.1e'\n",
+                          PlotCommand(*rows, data,
+                                      {{5, "with lines lw 2 lc rgb '#31a354' title 'lr'"}},
+                                      "learning rates"))},
       {"tokens_per_s",
-       absl::StrCat("set ylabel 'tokens/s (all ranks)'\n", "set yrange [0:*]\n", "plot ", data,
-                    " using 1:6 with lines lw 2 lc rgb '#756bb1' title 'tokens/s'\n")},
+       absl::StrCat("set ylabel 'tokens/s (all ranks)'\n", "set yrange [0:*]\n",
+                    PlotCommand(*rows, data,
+                                {{6, "with lines lw 2 lc rgb '#756bb1' title 'tokens/s'"}},
+                                "tokens/s figures"))},
   };
   std::vector<std::string> pngs;
   for (const Plot& plot : plots) {

@@ -68,6 +68,11 @@ absl::Status CheckOptions(const TopKStudyOptions& o) {
   if (o.samples < 2)
     return absl::InvalidArgumentError("--samples must be at least 2 (overlap compares pairs)");
   if (o.max_tokens < 1) return absl::InvalidArgumentError("--max-tokens must be at least 1");
+  // The engine starts every thread at once: 100000 crashed the process.
+  if (o.num_threads < 0 || o.num_threads > kMaxTopKStudyThreads) {
+    return absl::InvalidArgumentError(absl::StrCat("--threads ", o.num_threads, ": must be in [0, ",
+                                                   kMaxTopKStudyThreads, "] (0: all cores)"));
+  }
   if (o.prompts.empty()) return absl::InvalidArgumentError("--prompt: give at least one prompt");
   if (o.ks.empty()) return absl::InvalidArgumentError("--ks: give at least one k");
   for (int k : o.ks) {

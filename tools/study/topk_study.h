@@ -12,6 +12,9 @@
 
 namespace dropk {
 
+// The most host threads a top-k study takes (as `dropk sample --threads`).
+inline constexpr int kMaxTopKStudyThreads = 1024;
+
 struct TopKStudyOptions {
   std::string checkpoint;  // a checkpoint directory, or a run's checkpoints directory (LATEST)
   std::string out_dir;     // topk_study.{csv,png,gp}, topk_samples.jsonl
@@ -21,7 +24,7 @@ struct TopKStudyOptions {
   uint64_t seed = 1;
   std::vector<int> ks = {1, 5, 10, 40, 0};  // 0: the whole vocabulary (top-k off)
   std::vector<float> temperatures = {0.8f, 1.0f};
-  int num_threads = 0;
+  int num_threads = 0;  // in [0, kMaxTopKStudyThreads]; 0: all cores
 };
 
 // One (temperature, k) setting's figures over every prompt's samples.

@@ -39,8 +39,9 @@ absl::StatusOr<std::shared_ptr<const ModelSnapshot>> LoadCheckpointSnapshot(
 
 // The checkpoint directory the service should serve from checkpoints_dir:
 // what LATEST names if it verifies, else the newest that does. Skipped
-// candidates go to *skipped as "path: reason". When there is none and
-// checkpoints_dir is itself one checkpoint, the error says so.
+// candidates go to *skipped as "path: reason". When there is none, the
+// error says whether checkpoints_dir is missing (NotFound), is itself one
+// checkpoint, or is a run directory holding checkpoints/.
 absl::StatusOr<std::string> FindServableCheckpoint(const std::string& checkpoints_dir,
                                                    std::vector<std::string>* skipped);
 

@@ -34,8 +34,9 @@ inline constexpr int kMaxPrepareThreads = 1024;
 struct PrepareOptions {
   Tokenizer::Kind kind = Tokenizer::CHAR;
   // Text files, or directories whose regular files (recursively, sorted by
-  // path) are read. Files are tokenized one after another and their tokens
-  // concatenated; UTF-8 for CHAR, any bytes for BYTE and GPT2_BPE.
+  // path) are read, prepared data found there (token files, tokenizer.pb
+  // beside them) left out. Files are tokenized one after another and their
+  // tokens concatenated; UTF-8 for CHAR, any bytes for BYTE and GPT2_BPE.
   std::vector<std::string> inputs;
   std::string out_dir;  // created with its parents if missing
   // GPT2_BPE only: the directory of GPT-2's encoder.json and vocab.bpe.
@@ -72,8 +73,11 @@ struct PrepareSummary {
 // that the new one does not replace. Errors (naming the path or option):
 // missing or unreadable input, a directory without files, empty input,
 // invalid UTF-8 for CHAR, missing or bad GPT-2 files, val_fraction outside
-// (0, 1), a split that leaves train or val empty, shard_tokens or chunk_bytes
-// of 0, an out_dir that cannot be created or written. Blocks.
+// (0, 1), a named input that is a token file, a split that leaves train or
+// val empty, shard_tokens or chunk_bytes
+// of 0, an out_dir that cannot be created or written, an out_dir another
+// preparation is writing (FailedPrecondition: it holds a flock on
+// out_dir/.dropk-prepare.lock). Blocks.
 absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options);
 
 }  // namespace dropk
