@@ -1,9 +1,6 @@
 #include "trainer/prepare_data.h"
 
-#include <fcntl.h>
 #include <omp.h>
-#include <sys/file.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -11,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <memory>
 #include <set>
 #include <system_error>
@@ -23,6 +21,7 @@
 #include "checkpoint/env.h"
 #include "model/gpt2_vocab_files.h"
 #include "model/tokenizer.h"
+#include "trainer/run_directory_lock.h"
 #include "trainer/token_dataset.h"
 #include "trainer/token_file.h"
 #include "trainer/tokenizer_file.h"
@@ -38,7 +37,6 @@ constexpr size_t kMaxChunkGrowth = 8;
 // Bytes copied at a time from the token spool into the split files.
 constexpr size_t kCopyBytes = 4 << 20;
 constexpr char kSpoolFile[] = ".prepare-tokens.tmp";
-constexpr char kPrepareLockFile[] = ".dropk-prepare.lock";
 // The largest encoder.json / vocab.bpe accepted (GPT-2's are 1 MB and 0.5 MB).
 constexpr uint64_t kMaxGpt2FileBytes = 64 << 20;
 
@@ -51,17 +49,21 @@ bool IsPrepareOutput(const fs::path& path, const fs::path& out_dir) {
   const fs::path parent = fs::weakly_canonical(fs::absolute(path, ec).parent_path(), ec);
   if (ec || parent != fs::weakly_canonical(fs::absolute(out_dir, ec), ec) || ec) return false;
   std::string name = path.filename().string();
-  if (name == kSpoolFile || name == kPrepareLockFile) return true;
+  if (name == kSpoolFile || name == kPrepareLock.file_name) return true;
   if (name.ends_with(".tmp")) name.resize(name.size() - 4);  // ReplaceFileAtomically's
   return name == kTokenizerFile || name == kTrainTokensFile || name == kValTokensFile ||
          IsShardName(name, "train") || IsShardName(name, "val");
 }
 
 // Whether `path` is prepared data rather than text: a token file (by its
-// magic, whatever its name) or the tokenizer.pb beside one. A corpus
+// magic, whatever its name), the tokenizer.pb beside one, or the lock file
+// of a preparation or a training run (which names its holder). A corpus
 // directory holding an earlier preparation in a subdirectory was read whole,
 // its token files as text (silently for byte and gpt2).
 bool IsPreparedData(const fs::path& path) {
+  if (path.filename() == kPrepareLock.file_name || path.filename() == kTrainingLock.file_name) {
+    return true;
+  }
   char magic[sizeof(kTokenFileMagic)] = {};
   std::ifstream(path, std::ios::binary).read(magic, sizeof(magic));
   if (std::equal(magic, magic + sizeof(magic), kTokenFileMagic)) return true;
@@ -326,41 +328,6 @@ void StoreLe(uint32_t value, int width, uint8_t* out) {
   for (int i = 0; i < width; ++i) out[i] = static_cast<uint8_t>(value >> (8 * i));
 }
 
-// An exclusive flock(2) on out_dir/.dropk-prepare.lock for one preparation's
-// life (the kernel drops it however the process ends). Two preparations
-// into one directory at once (a prepare step run on every rank of a job)
-// shared the spool and the .tmp files: one removed the others' spool, and a
-// run that printed "prepared" left a train.bin cut short.
-class PrepareLock {
- public:
-  static absl::StatusOr<PrepareLock> Acquire(const fs::path& out_dir) {
-    const std::string path = (out_dir / kPrepareLockFile).string();
-    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot open ", path, ": ", std::generic_category().message(errno)));
-    }
-    PrepareLock lock(fd);
-    while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-      if (errno == EINTR) continue;
-      if (errno != EWOULDBLOCK) break;  // a file system without locks: run unprotected
-      return absl::FailedPreconditionError(absl::StrCat(
-          "output directory '", out_dir.string(), "' is being written by another dropk data "
-          "prepare (it holds ", path, "); let it finish, or prepare into another directory"));
-    }
-    return lock;
-  }
-  PrepareLock(PrepareLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  PrepareLock& operator=(PrepareLock&&) = delete;
-  ~PrepareLock() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-
- private:
-  explicit PrepareLock(int fd) : fd_(fd) {}
-  int fd_;
-};
-
 // Removes the spool file when the preparation ends, whichever way.
 class SpoolRemover {
  public:
@@ -509,7 +476,12 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
         absl::StrCat("cannot create output directory '", options.out_dir, "': ", ec.message()));
   }
   const fs::path dir(options.out_dir);
-  absl::StatusOr<PrepareLock> lock = PrepareLock::Acquire(dir);
+  // One preparation per directory at a time (a prepare step run on every
+  // rank of a job): two shared the spool and the .tmp files, and one that
+  // printed "prepared" left a train.bin cut short. No waiting: a second
+  // preparation would only redo the first's work.
+  absl::StatusOr<RunDirectoryLock> lock = RunDirectoryLock::Acquire(
+      options.out_dir, "--out", std::cerr, {.same_host = {}, .other_host = {}}, kPrepareLock);
   if (!lock.ok()) return lock.status();
   const std::string spool_path = (dir / kSpoolFile).string();
   SpoolRemover remove_spool(spool_path);

@@ -54,14 +54,15 @@ std::string Describe(const Holder& holder, const std::string& me) {
 
 absl::StatusOr<RunDirectoryLock> RunDirectoryLock::Acquire(const std::string& dir,
                                                            const std::string& field,
-                                                           std::ostream& log, RunLockWait wait) {
+                                                           std::ostream& log, RunLockWait wait,
+                                                           RunLockKind kind) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) {
     return absl::PermissionDeniedError(
         absl::StrCat(field, "=", dir, ": cannot create it (", ec.message(), ")"));
   }
-  const std::string path = dir + "/" + kRunLockFileName;
+  const std::string path = dir + "/" + kind.file_name;
   // Non-blocking and no links: a FIFO or a link put there must not hang or
   // redirect the open.
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
@@ -84,9 +85,8 @@ absl::StatusOr<RunDirectoryLock> RunDirectoryLock::Acquire(const std::string& di
     if (err == EINTR) continue;
     if (err != EWOULDBLOCK) {
       // NFS mounted with nolock, some FUSE file systems: run unprotected.
-      log << "dropk-train: warning: cannot lock " << path << " (" << std::strerror(err)
-          << "); a second job on " << field << " at the same time would not be detected"
-          << std::endl;
+      log << "warning: cannot lock " << path << " (" << std::strerror(err) << "); a second "
+          << kind.job << " on " << field << " at the same time would not be detected" << std::endl;
       return RunDirectoryLock(-1);
     }
     const Holder holder = ReadHolder(fd);
@@ -94,7 +94,7 @@ absl::StatusOr<RunDirectoryLock> RunDirectoryLock::Acquire(const std::string& di
     const auto waited = std::chrono::steady_clock::now() - start;
     if (waited >= patience) {
       return absl::FailedPreconditionError(absl::StrCat(
-          field, "=", dir, " is in use by another dropk-train job (", Describe(holder, me),
+          field, "=", dir, " is in use by another ", kind.job, " (", Describe(holder, me),
           ", holding ", path, "); let it end or stop it, or give this run its own ", field));
     }
     if (wait.stop_requested && wait.stop_requested()) {
@@ -103,8 +103,7 @@ absl::StatusOr<RunDirectoryLock> RunDirectoryLock::Acquire(const std::string& di
     }
     if (!announced) {
       announced = true;
-      log << "dropk-train: " << field << "=" << dir << " is locked by " << Describe(holder, me)
-          << "; waiting up to "
+      log << field << "=" << dir << " is locked by " << Describe(holder, me) << "; waiting up to "
           << std::chrono::duration_cast<std::chrono::seconds>(patience).count()
           << " s for it to end" << std::endl;
     }
@@ -113,8 +112,8 @@ absl::StatusOr<RunDirectoryLock> RunDirectoryLock::Acquire(const std::string& di
   const std::string who = absl::StrCat("pid ", ::getpid(), " host ", me, "\n");
   if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, who.data(), who.size(), 0) < 0) {
     // The lock holds without the note; another job's message says less.
-    log << "dropk-train: warning: cannot record the holder in " << path << " ("
-        << std::strerror(errno) << ")" << std::endl;
+    log << "warning: cannot record the holder in " << path << " (" << std::strerror(errno) << ")"
+        << std::endl;
   }
   return lock;
 }

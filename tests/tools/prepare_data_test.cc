@@ -346,7 +346,7 @@ TEST_F(PrepareDataTest, ASecondPreparationIntoABusyDirectoryIsRefused) {
   ASSERT_FALSE(busy.ok());
   EXPECT_EQ(busy.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(busy.status().message()),
-              HasSubstr("is being written by another dropk data prepare"));
+              HasSubstr("is in use by another dropk data prepare"));
   EXPECT_FALSE(std::filesystem::exists(Path("out/train.bin")));
   ::close(fd);
   auto done = PrepareData(options);

@@ -37,7 +37,7 @@ std::string ReadFile(const std::string& path) {
 class ForeignHolder {
  public:
   ForeignHolder(const std::string& dir, const std::string& host) {
-    fd_ = ::open((dir + "/" + kRunLockFileName).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    fd_ = ::open((dir + "/" + kTrainingLock.file_name).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     EXPECT_GE(fd_, 0);
     EXPECT_EQ(::flock(fd_, LOCK_EX | LOCK_NB), 0);
     const std::string who = "pid 4242 host " + host + "\n";
@@ -60,7 +60,7 @@ TEST(RunDirectoryLockTest, CreatesTheDirectoryAndRecordsTheHolder) {
   absl::StatusOr<RunDirectoryLock> lock = RunDirectoryLock::Acquire(dir, "out_dir", log);
   ASSERT_TRUE(lock.ok()) << lock.status();
   EXPECT_TRUE(lock->held());
-  EXPECT_THAT(ReadFile(dir + "/" + kRunLockFileName),
+  EXPECT_THAT(ReadFile(dir + "/" + kTrainingLock.file_name),
               HasSubstr("pid " + std::to_string(::getpid()) + " host "));
   EXPECT_EQ(log.str(), "");
 }
@@ -108,7 +108,7 @@ TEST(RunDirectoryLockTest, ALockFromAnotherHostIsWaitedForThenTaken) {
 
 TEST(RunDirectoryLockTest, AFifoInPlaceOfTheLockFileIsRefusedWithoutBlocking) {
   test_util::ScopedTempDir tmp("runlock");
-  test_util::FifoWithUnblocker fifo(tmp.Path(kRunLockFileName), std::chrono::seconds(10));
+  test_util::FifoWithUnblocker fifo(tmp.Path(kTrainingLock.file_name), std::chrono::seconds(10));
   std::ostringstream log;
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<RunDirectoryLock> lock = RunDirectoryLock::Acquire(tmp.path(), "out_dir", log);

@@ -1,9 +1,11 @@
-// One training job per run directory. Two jobs on one out_dir or
+// One job per run directory. Two training jobs on one out_dir or
 // checkpoint_dir at once (a job started twice, a Kubernetes MPIJob restarted
 // while its old launcher lingers, both passing --resume=latest) would append
 // to one metrics.jsonl, save into one checkpoint directory, point LATEST back
-// and forth and prune each other's checkpoints with keep_last. Rank 0 takes
-// an advisory flock(2) on `<dir>/.dropk-train.lock` for the job's life. The
+// and forth and prune each other's checkpoints with keep_last; two data
+// preparations into one directory would share their spool and cut each
+// other's token files short. The job (rank 0 of a training job) takes an
+// advisory flock(2) on a lock file in the directory for its life. The
 // kernel releases it when the process ends, however it ends (kill -9
 // included), so a relaunch after a crash is never blocked by a stale file.
 #ifndef DROPK_TRAINER_RUN_DIRECTORY_LOCK_H_
@@ -18,7 +20,14 @@
 
 namespace dropk {
 
-inline constexpr char kRunLockFileName[] = ".dropk-train.lock";
+// Which kind of job a lock is for: its lock file's name, and how messages
+// name a job of the kind.
+struct RunLockKind {
+  const char* file_name;
+  const char* job;
+};
+inline constexpr RunLockKind kTrainingLock{".dropk-train.lock", "dropk-train job"};
+inline constexpr RunLockKind kPrepareLock{".dropk-prepare.lock", "dropk data prepare"};
 
 // How long Acquire waits for a lock held by a process that may be ending.
 struct RunLockWait {
@@ -36,15 +45,16 @@ struct RunLockWait {
 // An exclusive claim on one run directory, held until destroyed. Move-only.
 class RunDirectoryLock {
  public:
-  // Creates `dir` if needed and locks `dir`/.dropk-train.lock, recording
-  // this process's pid and host in it for the message another job gets.
-  // Held by another process: waits per `wait` (logging one line to `log`),
-  // then FailedPrecondition naming `field`=dir, the holder's pid and host,
-  // and what to do. A file system without locks (ENOLCK, ENOTSUP) logs a
-  // warning and returns an unlocked claim: the job still runs. A directory
+  // Creates `dir` if needed and locks its `kind` lock file, recording this
+  // process's pid and host in it for the message another job gets. Held by
+  // another process: waits per `wait` (logging one line to `log`), then
+  // FailedPrecondition "FIELD=DIR is in use by another JOB (pid P on host H,
+  // holding FILE); ...". A file system without locks (ENOLCK, ENOTSUP) logs
+  // a warning and returns an unlocked claim: the job still runs. A directory
   // or file that cannot be created or opened is an error naming it.
   static absl::StatusOr<RunDirectoryLock> Acquire(const std::string& dir, const std::string& field,
-                                                  std::ostream& log, RunLockWait wait = {});
+                                                  std::ostream& log, RunLockWait wait = {},
+                                                  RunLockKind kind = kTrainingLock);
 
   RunDirectoryLock(RunDirectoryLock&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
   RunDirectoryLock& operator=(RunDirectoryLock&& other) noexcept;
