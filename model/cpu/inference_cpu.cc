@@ -247,6 +247,13 @@ absl::StatusOr<std::unique_ptr<InferenceEngine>> MakeInferenceEngine(
     return absl::InvalidArgumentError(
         absl::StrCat("max_slots: must be >= 1, got ", options.max_slots));
   }
+  // Every caller's flag is checked, but the engine is a library: an OpenMP
+  // team of 100000 threads crashed the process (SIGSEGV) once it ran.
+  if (options.num_threads < 0 || options.num_threads > InferenceOptions::kMaxThreads) {
+    return absl::InvalidArgumentError(absl::StrCat("num_threads: must be in [0, ",
+                                                   InferenceOptions::kMaxThreads,
+                                                   "] (0: every core), got ", options.num_threads));
+  }
   const ParamLayout layout(config);
   if (host_params.size() != layout.num_params()) {
     return absl::InvalidArgumentError(absl::StrCat(

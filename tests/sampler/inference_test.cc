@@ -70,6 +70,14 @@ TEST(InferenceTest, RejectsBadShapes) {
   EXPECT_FALSE(MakeInferenceEngine(config, params, {}).ok());
   const std::vector<float> good = testing::RandomParams(config, 1);
   EXPECT_FALSE(MakeInferenceEngine(config, good, {.max_slots = 0}).ok());
+  // A thread count past any machine's is refused, not an OpenMP team that
+  // crashes the process (dropk study topk --threads 100000 did).
+  for (const int threads : {-1, InferenceOptions::kMaxThreads + 1, 100000}) {
+    const auto engine = MakeInferenceEngine(config, good, {.num_threads = threads});
+    ASSERT_FALSE(engine.ok()) << threads;
+    EXPECT_NE(engine.status().message().find("num_threads"), std::string::npos);
+  }
+  EXPECT_TRUE(MakeInferenceEngine(config, good, {.num_threads = 2}).ok());
 }
 
 }  // namespace

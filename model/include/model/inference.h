@@ -29,7 +29,8 @@ namespace dropk {
 struct InferenceOptions {
   Device device = Device::kCpu;
   int max_slots = 16;   // sequences that can hold a KV cache at once (batch limit)
-  int num_threads = 0;  // host threads for the CPU engine; 0 = all cores
+  int num_threads = 0;  // host threads for the CPU engine; 0 = all cores; at most kMaxThreads
+  static constexpr int kMaxThreads = 1024;
   int cuda_device = 0;  // the GPU of the CUDA engine (a cudaSetDevice ordinal)
 };
 
