@@ -82,7 +82,15 @@ void RegisterTopKStudy(CLI::App& study, std::function<absl::Status()>& action) {
       ->capture_default_str();
   cmd->add_option("--max-tokens", options->max_tokens, "Tokens per completion")
       ->capture_default_str();
+  // CLI11 reads "-1" into a uint64_t as 2^64 - 1: a sign is refused first.
   cmd->add_option("--seed", options->seed, "Seed of the first sample (then seed+1, ...)")
+      ->check(CLI::Validator(
+          [](const std::string& text) {
+            return text.find('-') != std::string::npos
+                       ? std::string("must be an integer in [0, 18446744073709551615]")
+                       : std::string();
+          },
+          "UINT64"))
       ->capture_default_str();
   cmd->add_option("--ks", options->ks, "Top-k values, comma-separated; 0 = whole vocabulary")
       ->delimiter(',')

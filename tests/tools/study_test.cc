@@ -170,6 +170,17 @@ TEST_F(StudyFilesTest, TopKThreadsOutsideTheRangeAreRefused) {
   }
 }
 
+// A negative --seed was taken as 2^64 - 1 (CLI11 wraps it into a uint64_t).
+TEST_F(StudyFilesTest, TopKNegativeSeedIsRefused) {
+  const auto r =
+      RunCommand(std::string(DROPK_BINARY_DIR "/bin/dropk study topk --checkpoint ") +
+                 (dir_ / "none").string() + " --out " + (dir_ / "o").string() + " --seed=-1");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--seed"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("must be an integer in [0, 18446744073709551615]"), std::string::npos)
+      << r.err;
+}
+
 // A log without a single loss (every train_loss null, no evaluation) made
 // gnuplot fail on loss.gp ("x range is invalid"), exit 1 with its messages
 // over eight lines.
