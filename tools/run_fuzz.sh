@@ -24,6 +24,12 @@ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 ninja -C "$BUILD" -j "$JOBS" dropk-checkpoint-manifest-fuzzer dropk-completion-request-fuzzer \
   dropk-train-config-fuzzer
 
+# Runs fuzzer NAME (dropk-NAME-fuzzer) over CORPUS for SECONDS_TO_RUN.
+run_fuzzer() {
+  "$BUILD/bin/dropk-$1-fuzzer" "$2" -max_total_time="$SECONDS_TO_RUN" \
+    -rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1
+}
+
 CORPUS="$BUILD/fuzz-corpus/checkpoint_manifest"
 mkdir -p "$CORPUS"
 if [ -x build/bin/dropk-train ] && [ -z "$(ls -A "$CORPUS")" ]; then
@@ -37,8 +43,7 @@ if [ -x build/bin/dropk-train ] && [ -z "$(ls -A "$CORPUS")" ]; then
   { printf '\x00'; cat "$manifest"; } > "$CORPUS/seed-full"
   { printf '\x01'; cat "$manifest"; } > "$CORPUS/seed-deep"
 fi
-"$BUILD/bin/dropk-checkpoint-manifest-fuzzer" "$CORPUS" -max_total_time="$SECONDS_TO_RUN" \
-  -rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1
+run_fuzzer checkpoint-manifest "$CORPUS"
 
 # Request bodies (mode byte 0) and raw prompts (mode byte 1).
 CORPUS="$BUILD/fuzz-corpus/completion_request"
@@ -54,8 +59,7 @@ if [ -z "$(ls -A "$CORPUS")" ]; then
   done
   { printf '\x01'; printf "Hello, world! It's 2026: \xe2\x82\xac\xff\xfe  \n\tok"; } > "$CORPUS/seed-prompt"
 fi
-"$BUILD/bin/dropk-completion-request-fuzzer" "$CORPUS" -max_total_time="$SECONDS_TO_RUN" \
-  -rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1
+run_fuzzer completion-request "$CORPUS"
 
 # Config files (mode byte 0) and flag lines (mode byte 1).
 CORPUS="$BUILD/fuzz-corpus/train_config"
@@ -67,5 +71,4 @@ if [ -z "$(ls -A "$CORPUS")" ]; then
   { printf '\x01'; printf 'n_layer=12\nn_head=12\nn_embd=768\nblock_size=1024\nbatch_size=8\n'; } \
     > "$CORPUS/seed-flags"
 fi
-"$BUILD/bin/dropk-train-config-fuzzer" "$CORPUS" -max_total_time="$SECONDS_TO_RUN" \
-  -rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1
+run_fuzzer train-config "$CORPUS"

@@ -278,14 +278,12 @@ class TrainingRun {
   // job may share either one alone), before anything is read or written there.
   absl::Status LockRunDirectories() {
     const std::string checkpoints = CheckpointsDirOf(config_);
-    for (const auto& [dir, field] :
-         {std::pair{config_.out_dir(), "out_dir"}, std::pair{checkpoints, "checkpoint_dir"}}) {
-      std::error_code ec;
-      if (field == std::string("checkpoint_dir") &&
-          std::filesystem::weakly_canonical(dir, ec) ==
-              std::filesystem::weakly_canonical(config_.out_dir(), ec)) {
-        continue;  // the same directory as out_dir
-      }
+    std::error_code ec;
+    const bool shared = std::filesystem::weakly_canonical(checkpoints, ec) ==
+                        std::filesystem::weakly_canonical(config_.out_dir(), ec);
+    std::vector<std::pair<std::string, const char*>> dirs = {{config_.out_dir(), "out_dir"}};
+    if (!shared) dirs.emplace_back(checkpoints, "checkpoint_dir");
+    for (const auto& [dir, field] : dirs) {
       absl::StatusOr<RunDirectoryLock> lock =
           RunDirectoryLock::Acquire(dir, field, log_, {.stop_requested = StopRequested});
       if (!lock.ok()) return lock.status();

@@ -40,6 +40,29 @@ bool AllRanksHaveGpu(int device, std::unique_ptr<Kernels>* kernels, std::string*
   return true;
 }
 
+// Each rank's GPU kernels (GPU = rank) and an NCCL communicator over every
+// rank, or, in `skip`, why this machine or build cannot have them.
+struct NcclOnEveryRank {
+  std::string skip;
+  std::unique_ptr<Kernels> kernels;
+  absl::StatusOr<std::unique_ptr<Communicator>> nccl = absl::UnknownError("not created");
+};
+
+NcclOnEveryRank SetUpNccl() {
+  NcclOnEveryRank out;
+  if (!NcclAvailable()) {
+    out.skip = "this build has no NCCL";
+    return out;
+  }
+  std::string reason;
+  if (!AllRanksHaveGpu(World().Rank(), &out.kernels, &reason)) {
+    out.skip = "needs one GPU per rank: " + reason;
+    return out;
+  }
+  out.nccl = MakeNcclCommunicator(&World(), World().Rank());
+  return out;
+}
+
 Buffer CudaBuffer(float* data, size_t count) {
   return {data, count, DataType::kFloat32, MemoryKind::kCuda};
 }
@@ -84,15 +107,11 @@ TEST(GpuCollectivesTest, MpiStagesCudaBuffersWithBitwiseEqualResults) {
 }
 
 TEST(GpuCollectivesTest, NcclAllReduceIsBitwiseEqualOnEveryRank) {
-  if (!NcclAvailable()) GTEST_SKIP() << "this build has no NCCL";
-  std::unique_ptr<Kernels> k;
-  std::string reason;
-  if (!AllRanksHaveGpu(World().Rank(), &k, &reason)) {
-    GTEST_SKIP() << "needs one GPU per rank: " << reason;
-  }
-  absl::StatusOr<std::unique_ptr<Communicator>> nccl =
-      MakeNcclCommunicator(&World(), World().Rank());
-  ASSERT_TRUE(nccl.ok()) << nccl.status();
+  NcclOnEveryRank setup = SetUpNccl();
+  if (!setup.skip.empty()) GTEST_SKIP() << setup.skip;
+  ASSERT_TRUE(setup.nccl.ok()) << setup.nccl.status();
+  const std::unique_ptr<Kernels>& k = setup.kernels;
+  absl::StatusOr<std::unique_ptr<Communicator>>& nccl = setup.nccl;
   Communicator& c = **nccl;
   const int n = c.Size(), r = c.Rank();
   for (size_t count : kSizes) {
@@ -132,15 +151,11 @@ TEST(GpuCollectivesTest, NcclAllReduceIsBitwiseEqualOnEveryRank) {
 // values are quarters below 1000: every sum is exact, so results are
 // compared for equality.
 TEST(GpuCollectivesTest, NcclBroadcastAllGatherAndReduceScatter) {
-  if (!NcclAvailable()) GTEST_SKIP() << "this build has no NCCL";
-  std::unique_ptr<Kernels> k;
-  std::string reason;
-  if (!AllRanksHaveGpu(World().Rank(), &k, &reason)) {
-    GTEST_SKIP() << "needs one GPU per rank: " << reason;
-  }
-  absl::StatusOr<std::unique_ptr<Communicator>> nccl =
-      MakeNcclCommunicator(&World(), World().Rank());
-  ASSERT_TRUE(nccl.ok()) << nccl.status();
+  NcclOnEveryRank setup = SetUpNccl();
+  if (!setup.skip.empty()) GTEST_SKIP() << setup.skip;
+  ASSERT_TRUE(setup.nccl.ok()) << setup.nccl.status();
+  const std::unique_ptr<Kernels>& k = setup.kernels;
+  absl::StatusOr<std::unique_ptr<Communicator>>& nccl = setup.nccl;
   Communicator& c = **nccl;
   const int n = c.Size(), r = c.Rank();
   const size_t count = 1001;
@@ -194,16 +209,12 @@ TEST(GpuCollectivesTest, NcclBroadcastAllGatherAndReduceScatter) {
 }
 
 TEST(GpuCollectivesTest, StuckNcclCollectiveAbortsNamingOperationSequenceAndRank) {
-  if (!NcclAvailable()) GTEST_SKIP() << "this build has no NCCL";
   if (World().Size() < 2) GTEST_SKIP() << "needs 2 or more ranks";
-  std::unique_ptr<Kernels> k;
-  std::string reason;
-  if (!AllRanksHaveGpu(World().Rank(), &k, &reason)) {
-    GTEST_SKIP() << "needs one GPU per rank: " << reason;
-  }
-  absl::StatusOr<std::unique_ptr<Communicator>> nccl =
-      MakeNcclCommunicator(&World(), World().Rank());
-  ASSERT_TRUE(nccl.ok()) << nccl.status();
+  NcclOnEveryRank setup = SetUpNccl();
+  if (!setup.skip.empty()) GTEST_SKIP() << setup.skip;
+  ASSERT_TRUE(setup.nccl.ok()) << setup.nccl.status();
+  const std::unique_ptr<Kernels>& k = setup.kernels;
+  absl::StatusOr<std::unique_ptr<Communicator>>& nccl = setup.nccl;
   DeviceBuffer<float> dev(k.get(), 1024);
   CollectiveOptions options;
   options.timeout = std::chrono::milliseconds(1500);

@@ -120,10 +120,13 @@ class CannedServer {
   std::thread thread_;
 };
 
-std::string Reply200(const std::string& body) {
-  return "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) +
+// A whole HTTP/1.1 response with `status` ("200 OK") and `body`, closing.
+std::string Reply(const std::string& status, const std::string& body) {
+  return "HTTP/1.1 " + status + "\r\nContent-Length: " + std::to_string(body.size()) +
          "\r\nConnection: close\r\n\r\n" + body;
 }
+
+std::string Reply200(const std::string& body) { return Reply("200 OK", body); }
 
 // A 200 whose JSON is not a completion (a proxy, another server) aborted
 // dropk on nlohmann's type_error; a stream that ended without data: [DONE]
@@ -150,9 +153,7 @@ TEST(SampleCliTest, AnswersThatAreNotCompletionsAreOneLineNotAnAbort) {
   EXPECT_NE(r.err.find("no choices[0].text"), std::string::npos) << r.err;
   // An error body whose message is not a string is quoted whole.
   const std::string odd_error = R"({"error":{"message":5}})";
-  CannedServer error("HTTP/1.1 500 Internal Server Error\r\nContent-Length: " +
-                     std::to_string(odd_error.size()) + "\r\nConnection: close\r\n\r\n" +
-                     odd_error);
+  CannedServer error(Reply("500 Internal Server Error", odd_error));
   const CommandResult e = RunCommand(kBin + "dropk sample --prompt a --url " + error.url());
   EXPECT_EQ(e.exit_code, 1) << e.err;
   EXPECT_EQ(e.err, "dropk: HTTP 500: " + odd_error + "\n");
@@ -229,8 +230,7 @@ TEST(SampleCliTest, AServerThatHangsUpIsNamedAndTheTextKeepsItsLine) {
 // it came: several lines.
 TEST(SampleCliTest, AnErrorPageBecomesOneLine) {
   const std::string page = "<html>\n<body>\n<h1>502 Bad Gateway</h1>\n</body>\n</html>\n";
-  CannedServer proxy("HTTP/1.1 502 Bad Gateway\r\nContent-Length: " +
-                     std::to_string(page.size()) + "\r\nConnection: close\r\n\r\n" + page);
+  CannedServer proxy(Reply("502 Bad Gateway", page));
   const CommandResult r = RunCommand(kBin + "dropk sample --prompt a --url " + proxy.url());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.err, "dropk: HTTP 502: <html> <body> <h1>502 Bad Gateway</h1> </body> </html>\n");
@@ -240,8 +240,7 @@ TEST(SampleCliTest, AnErrorPageBecomesOneLine) {
 // vocabulary) exited 1 where the same flags offline exit 2.
 TEST(SampleCliTest, ARequestTheServerRefusesIsAUsageError) {
   const std::string body = R"({"error":{"message":"'max_tokens' must be an integer"}})";
-  CannedServer server("HTTP/1.1 400 Bad Request\r\nContent-Length: " +
-                      std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
+  CannedServer server(Reply("400 Bad Request", body));
   const CommandResult r = RunCommand(kBin + "dropk sample --prompt a --url " + server.url());
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_EQ(r.err, "dropk: HTTP 400: 'max_tokens' must be an integer\n");
