@@ -7,6 +7,10 @@
 // [0, t1), so the products above the diagonal block are never computed
 // (0.56x the flops of the full T x T products at T = 256). Within the
 // diagonal block the entries past each row's own position are zero.
+//
+// With attention dropout, forward marks each dropped probability by setting
+// its sign bit in probs, and backward reads the mask back from there rather
+// than drawing the same Philox numbers a second time.
 #include <cblas.h>
 
 #include <algorithm>
@@ -52,28 +56,41 @@ struct HeadView {
   int b, h;
   uint64_t per_sample;
 
-  // The probabilities that multiply v for query rows [t0, t1), each row
-  // [0, t1) with stride T: rows of att (T,T) itself without dropout, else
-  // those rows with their dropout applied, written to dropped (t1-t0, T).
-  // When scales is not null, the dropout scales of row t's entries [0, t]
-  // are left in scales (t1-t0, T) for another use of the same mask.
-  const float* Weights(float* dropped, float* scales, const float* att, int t0, int t1) const {
+  // Forward: the probabilities that multiply v for query rows [t0, t1),
+  // each row [0, t1) with stride T: rows of att (T,T) itself without
+  // dropout; else those rows with their dropout applied, written to dropped
+  // (t1-t0, T), and each entry of att that dropout dropped gets its sign bit
+  // set (probabilities are >= 0, so |att| stays the softmax), which is how
+  // DroppedWeights finds the mask without drawing it again. scales is
+  // (t1-t0) x T floats of scratch.
+  const float* DropWeights(float* dropped, float* scales, float* att, int t0, int t1) const {
     if (dropout == nullptr) return att + static_cast<size_t>(t0) * T;
     for (int t = t0; t < t1; ++t) {
       float* drow = dropped + static_cast<size_t>(t - t0) * T;
-      const float* arow = att + static_cast<size_t>(t) * T;
+      float* arow = att + static_cast<size_t>(t) * T;
+      float* srow = scales + static_cast<size_t>(t - t0) * T;
       const uint64_t i = (static_cast<uint64_t>(h) * T + t) * T;
       const DropoutAddress a = DropoutAddressOf(*dropout, b, per_sample, i);
-      if (scales == nullptr) {
-        ResidualDropoutRun(drow, nullptr, arow, *dropout, a.stream, site, a.element, t + 1, p);
-      } else {
-        float* srow = scales + static_cast<size_t>(t - t0) * T;
-        DropoutScales(dropout->seed, a.stream, site, dropout->step, a.element, t + 1, p, srow);
-        for (int j = 0; j <= t; ++j) drow[j] = arow[j] * srow[j];
+      DropoutScales(dropout->seed, a.stream, site, dropout->step, a.element, t + 1, p, srow);
+      for (int j = 0; j <= t; ++j) {
+        drow[j] = arow[j] * srow[j];
+        arow[j] = srow[j] == 0.0f ? -arow[j] : arow[j];
       }
       std::fill(drow + t + 1, drow + t1, 0.0f);
     }
     return dropped;
+  }
+
+  // Backward: the same weights as DropWeights gave for rows [t0, t1),
+  // read back from the signs it left in att, into dropped (t1-t0, T).
+  void DroppedWeights(float* dropped, const float* att, int t0, int t1) const {
+    const float keep_scale = DropoutKeepScale(p);
+    for (int t = t0; t < t1; ++t) {
+      float* drow = dropped + static_cast<size_t>(t - t0) * T;
+      const float* arow = att + static_cast<size_t>(t) * T;
+      for (int j = 0; j <= t; ++j) drow[j] = std::signbit(arow[j]) ? 0.0f : arow[j] * keep_scale;
+      std::fill(drow + t + 1, drow + t1, 0.0f);
+    }
   }
 };
 
@@ -102,7 +119,8 @@ HeadView MakeHeadView(const float* qkv, int b, int h, int T, int C, int NH, int 
 void CpuKernels::AttentionForward(float* out, float* probs, const float* qkv, int B, int T, int C,
                                   int NH, int layer, const DropoutPlan* dropout) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(C / NH));
-  float* scratch = ThreadScratch(static_cast<size_t>(kQueryBlock) * T);
+  const size_t block = static_cast<size_t>(kQueryBlock) * T;
+  float* scratch = ThreadScratch(2 * block);
   const size_t scratch_stride = scratch_per_thread_;
 
 #pragma omp parallel for collapse(2) schedule(static)
@@ -113,6 +131,7 @@ void CpuKernels::AttentionForward(float* out, float* probs, const float* qkv, in
       float* att = probs + (static_cast<size_t>(b) * NH + h) * T * T;    // (T,T)
       float* o = out + static_cast<size_t>(b) * T * C + h * hs;          // (T,hs), stride C
       float* dropped = scratch + scratch_stride * omp_get_thread_num();  // (kQueryBlock,T)
+      float* scales = dropped + block;                                   // (kQueryBlock,T)
       for (int t0 = 0; t0 < T; t0 += kQueryBlock) {
         const int t1 = std::min(T, t0 + kQueryBlock), rows = t1 - t0;
         float* att_block = att + static_cast<size_t>(t0) * T;
@@ -123,8 +142,9 @@ void CpuKernels::AttentionForward(float* out, float* probs, const float* qkv, in
           float* row = att + static_cast<size_t>(t) * T;
           CausalSoftmaxRow(row, t, T);  // the skipped keys get probability 0
         }
-        // Dropped probabilities go to scratch; att keeps the softmax for backward.
-        const float* weights = view.Weights(dropped, nullptr, att, t0, t1);
+        // Dropped probabilities go to scratch; att keeps the softmax (and
+        // the mask, in its signs) for backward.
+        const float* weights = view.DropWeights(dropped, scales, att, t0, t1);
         // out[t0:t1] (rows,hs) = weights (rows,t1) · v[0:t1] (t1,hs)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, t1, 1.0f, weights, T,
                     view.v, C3, 0.0f, o + static_cast<size_t>(t0) * C, C);
@@ -138,7 +158,7 @@ void CpuKernels::AttentionBackward(float* dqkv, const float* dout, const float* 
                                    const DropoutPlan* dropout) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(C / NH));
   const size_t block = static_cast<size_t>(kQueryBlock) * T;
-  float* scratch = ThreadScratch(3 * block);
+  float* scratch = ThreadScratch(2 * block);
   const size_t scratch_stride = scratch_per_thread_;
 
 #pragma omp parallel for collapse(2) schedule(static)
@@ -153,7 +173,9 @@ void CpuKernels::AttentionBackward(float* dqkv, const float* dout, const float* 
       const float* dout_h = dout + static_cast<size_t>(b) * T * C + h * hs;
       float* datt = scratch + scratch_stride * omp_get_thread_num();  // (kQueryBlock,T)
       float* dropped = datt + block;                                  // (kQueryBlock,T)
-      float* scales = dropped + block;                                // (kQueryBlock,T)
+      // Through the mask, d(att) = d(weights) * keep_scale where kept, 0 where
+      // dropped (a set sign bit; never set without dropout).
+      const float keep_scale = view.dropout != nullptr ? DropoutKeepScale(view.p) : 1.0f;
       // dk and dv gather from every later query block: start them at zero.
       for (int t = 0; t < T; ++t) {
         std::fill(dk + static_cast<size_t>(t) * C3, dk + static_cast<size_t>(t) * C3 + hs, 0.0f);
@@ -162,9 +184,12 @@ void CpuKernels::AttentionBackward(float* dqkv, const float* dout, const float* 
       for (int t0 = 0; t0 < T; t0 += kQueryBlock) {
         const int t1 = std::min(T, t0 + kQueryBlock), rows = t1 - t0;
         const float* dout_block = dout_h + static_cast<size_t>(t0) * C;
-        // The probabilities that multiplied v in forward, with the same mask,
-        // drawn once here for both uses.
-        const float* weights = view.Weights(dropped, scales, att, t0, t1);
+        // The probabilities that multiplied v in forward, with the same mask.
+        const float* weights = att + static_cast<size_t>(t0) * T;
+        if (view.dropout != nullptr) {
+          view.DroppedWeights(dropped, att, t0, t1);
+          weights = dropped;
+        }
         // dv[0:t1] += weights^T (t1,rows) · dout[t0:t1] (rows,hs)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, rows, 1.0f, weights, T,
                     dout_block, C, 1.0f, dv, C3);
@@ -173,16 +198,14 @@ void CpuKernels::AttentionBackward(float* dqkv, const float* dout, const float* 
                     view.v, C3, 0.0f, datt, T);
         for (int t = t0; t < t1; ++t) {
           float* drow = datt + static_cast<size_t>(t - t0) * T;
-          const float* prow = att + static_cast<size_t>(t) * T;
-          if (view.dropout != nullptr) {
-            // Through the mask: d(att) = d(weights) * scale, where weights = att * scale.
-            const float* srow = scales + static_cast<size_t>(t - t0) * T;
-            for (int j = 0; j <= t; ++j) drow[j] *= srow[j];
-          }
-          // Softmax backward: dpre = att * (datt - sum(att * datt)).
+          const float* arow = att + static_cast<size_t>(t) * T;
+          // Softmax backward: dpre = att * (datt - sum(att * datt)), att = |arow|.
           float dot = 0.0f;
-          for (int j = 0; j <= t; ++j) dot += prow[j] * drow[j];
-          for (int j = 0; j <= t; ++j) drow[j] = prow[j] * (drow[j] - dot);
+          for (int j = 0; j <= t; ++j) {
+            drow[j] = std::signbit(arow[j]) ? 0.0f : drow[j] * keep_scale;
+            dot += std::fabs(arow[j]) * drow[j];
+          }
+          for (int j = 0; j <= t; ++j) drow[j] = std::fabs(arow[j]) * (drow[j] - dot);
           std::fill(drow + t + 1, drow + t1, 0.0f);
         }
         // dq[t0:t1] = scale * dpre (rows,t1) · k[0:t1]

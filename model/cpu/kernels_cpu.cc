@@ -94,15 +94,26 @@ float* CpuKernels::ThreadScratch(size_t floats_per_thread) {
 double CpuKernels::SumSquares(const float* x, size_t n) {
   // Fixed blocks, added in order: the bits do not depend on the team size
   // (an OpenMP reduction's would), so resizing the team keeps runs exact.
+  // Within a block, kLanes running sums (element i goes to lane i % kLanes,
+  // then the lanes are added in order) keep the adds independent, so they
+  // vectorise instead of waiting on one another: one chain of dependent
+  // double adds ran at a quarter of memory speed.
   constexpr size_t kBlock = size_t{1} << 14;
+  constexpr size_t kLanes = 16;
   const size_t blocks = (n + kBlock - 1) / kBlock;
   block_sums_.resize(blocks);
   double* sums = block_sums_.data();
 #pragma omp parallel for schedule(static)
   for (size_t b = 0; b < blocks; ++b) {
-    const size_t end = std::min(n, (b + 1) * kBlock);
+    const size_t begin = b * kBlock, end = std::min(n, begin + kBlock);
+    double lanes[kLanes] = {};
+    size_t i = begin;
+    for (; i + kLanes <= end; i += kLanes) {
+      for (size_t j = 0; j < kLanes; ++j) lanes[j] += static_cast<double>(x[i + j]) * x[i + j];
+    }
+    for (size_t j = 0; i < end; ++i, ++j) lanes[j] += static_cast<double>(x[i]) * x[i];
     double s = 0.0;
-    for (size_t i = b * kBlock; i < end; ++i) s += static_cast<double>(x[i]) * x[i];
+    for (size_t j = 0; j < kLanes; ++j) s += lanes[j];
     sums[b] = s;
   }
   double total = 0.0;

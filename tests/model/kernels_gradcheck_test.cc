@@ -120,6 +120,42 @@ TEST_P(AttentionGradTest, Attention) {
 
 INSTANTIATE_TEST_SUITE_P(DropoutRates, AttentionGradTest, ::testing::Values(0.0f, 0.3f));
 
+TEST_F(KernelGradTest, AttentionProbsCarryTheDropoutMaskInTheirSigns) {
+  // The CPU's backward reads the mask from probs: a dropped entry has its
+  // sign bit set, and |probs| is the softmax that dropout did not change.
+  // T = 37 spans two query blocks and rows that straddle Philox blocks.
+  const int B = 2, T = 37, C = 8, NH = 2;
+  const float p = 0.4f;
+  Vec qkv = Random(B * T * 3 * C, 5), out(B * T * C), plain(B * NH * T * T), probs(B * NH * T * T);
+  k_->AttentionForward(out.data(), plain.data(), qkv.data(), B, T, C, NH, 1, nullptr);
+  DropoutPlan plan;
+  plan.seed = 91;
+  plan.step = 4;
+  plan.stream_base = 2;
+  plan.rates.attention_probs = p;
+  k_->AttentionForward(out.data(), probs.data(), qkv.data(), B, T, C, NH, 1, &plan);
+  const uint32_t site = DropoutSiteId(DropoutKind::kAttentionProbs, 1);
+  int dropped = 0, causal = 0;
+  for (int b = 0; b < B; ++b) {
+    for (int h = 0; h < NH; ++h) {
+      for (int t = 0; t < T; ++t) {
+        for (int j = 0; j <= t; ++j) {
+          const size_t at = ((static_cast<size_t>(b) * NH + h) * T + t) * T + j;
+          const DropoutAddress a =
+              DropoutAddressOf(plan, b, static_cast<uint64_t>(NH) * T * T, (h * T + t) * T + j);
+          const bool keep =
+              DropoutKeep(plan.seed, a.stream, site, plan.step, a.element, DropoutKeepThreshold(p));
+          ASSERT_EQ(std::signbit(probs[at]), !keep) << "b " << b << " h " << h << " t " << t;
+          ASSERT_EQ(std::fabs(probs[at]), plain[at]);
+          dropped += keep ? 0 : 1;
+          ++causal;
+        }
+      }
+    }
+  }
+  EXPECT_NEAR(static_cast<double>(dropped) / causal, p, 0.05);
+}
+
 TEST_F(KernelGradTest, AttentionIsCausal) {
   // Changing a later position's k or v must not change an earlier output.
   const int B = 1, T = 6, C = 8, NH = 2;

@@ -99,10 +99,13 @@ class Kernels {
   // Causal multi-head self-attention. qkv (B,T,3C) holds q, k, v; head h uses
   // columns [h*C/NH, (h+1)*C/NH) of each. Saves the softmax probabilities
   // before dropout in probs (B,NH,T,T); applies dropout (site
-  // kAttentionProbs of `layer`) to them; out (B,T,C).
+  // kAttentionProbs of `layer`) to them; out (B,T,C). probs is for
+  // AttentionBackward: a device may mark in it which entries dropout dropped
+  // by setting their sign bit (the CPU does; |probs| is the softmax).
   virtual void AttentionForward(float* out, float* probs, const float* qkv, int B, int T, int C,
                                 int NH, int layer, const DropoutPlan* dropout) = 0;
-  // dqkv (B,T,3C) overwritten from dout (B,T,C), regenerating the mask.
+  // dqkv (B,T,3C) overwritten from dout (B,T,C) and the probs that
+  // AttentionForward left, with the same dropout mask.
   virtual void AttentionBackward(float* dqkv, const float* dout, const float* qkv,
                                  const float* probs, int B, int T, int C, int NH, int layer,
                                  const DropoutPlan* dropout) = 0;
