@@ -2,9 +2,19 @@
 
 #include <algorithm>
 
+#if defined(__AVX512F__) && defined(__BMI2__)
+#include <immintrin.h>
+#define DROPK_PHILOX_AVX512 1
+// GCC 12's AVX-512 headers trip its own -Wuninitialized (GCC bug 105593,
+// the `__Y = __Y` of _mm512_undefined_epi32) wherever a shift or product is
+// inlined; the warning is about the header, not this file.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
 namespace dropk {
 namespace {
 
+#ifndef DROPK_PHILOX_AVX512
 // Philox blocks generated side by side: 16 32-bit lanes fill an AVX-512
 // register, and a batch of 64 decisions amortises the odd ends of a run.
 constexpr int kLanes = 32;
@@ -54,15 +64,108 @@ void PhiloxLanes(uint64_t seed, uint64_t block0, uint32_t c1, uint32_t c2, uint3
   }
 }
 
+#endif  // !DROPK_PHILOX_AVX512
+
+#ifdef DROPK_PHILOX_AVX512
+// The AVX-512 form of PhiloxLanes for 2 x 16 counters, with the keep
+// decision taken in registers: GCC's vectorisation of the lane loop above
+// narrows each 64-bit product back to 32 bits, which costs more than the
+// product. Here the products of the even and of the odd lanes
+// (_mm512_mul_epu32) are blended into hi and lo words directly.
+//
+// keep[k] gets bit i = element 4 * block0 + 64 * k + i is kept (word < threshold).
+struct PhiloxVectors {
+  __m512i x0, x1, x2, x3;
+};
+
+inline void MulHiLo(__m512i x, __m512i multiplier, __m512i* hi, __m512i* lo) {
+  const __m512i even = _mm512_mul_epu32(x, multiplier);
+  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(x, 32), multiplier);
+  *hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+  *lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+}
+
+inline void RoundOf(PhiloxVectors* v, __m512i key0, __m512i key1) {
+  using namespace philox_internal;
+  __m512i hi0, lo0, hi1, lo1;
+  MulHiLo(v->x0, _mm512_set1_epi32(static_cast<int>(kMul0)), &hi0, &lo0);
+  MulHiLo(v->x2, _mm512_set1_epi32(static_cast<int>(kMul1)), &hi1, &lo1);
+  v->x0 = _mm512_ternarylogic_epi32(hi1, v->x1, key0, 0x96);  // three-way xor
+  v->x2 = _mm512_ternarylogic_epi32(hi0, v->x3, key1, 0x96);
+  v->x1 = lo1;
+  v->x3 = lo0;
+}
+
+// 16 bits, one per lane, of the keep decisions of word w of each block,
+// spread to bit 4 * lane + w of a 64-bit mask.
+inline uint64_t Spread(__m512i words, __m512i threshold, bool keep_all, int w) {
+  const uint64_t lanes = keep_all ? 0xFFFFu : _mm512_cmplt_epu32_mask(words, threshold);
+  return _pdep_u64(lanes, 0x1111111111111111ull << w);
+}
+
+void PhiloxKeepMasks(uint64_t seed, uint64_t block0, uint32_t c1, uint32_t c2, uint32_t c3,
+                     uint64_t threshold, uint64_t keep[2]) {
+  using namespace philox_internal;
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  PhiloxVectors v[2];
+  for (int k = 0; k < 2; ++k) {
+    v[k].x0 = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(block0 + 16 * k)), iota);
+    v[k].x1 = _mm512_set1_epi32(static_cast<int>(c1));
+    v[k].x2 = _mm512_set1_epi32(static_cast<int>(c2));
+    v[k].x3 = _mm512_set1_epi32(static_cast<int>(c3));
+  }
+  uint32_t key0 = static_cast<uint32_t>(seed), key1 = static_cast<uint32_t>(seed >> 32);
+  for (int round = 0; round < 10; ++round) {
+    if (round > 0) {
+      key0 += kWeyl0;
+      key1 += kWeyl1;
+    }
+    const __m512i k0 = _mm512_set1_epi32(static_cast<int>(key0));
+    const __m512i k1 = _mm512_set1_epi32(static_cast<int>(key1));
+    RoundOf(&v[0], k0, k1);
+    RoundOf(&v[1], k0, k1);
+  }
+  // A threshold of 2^32 (p = 0) keeps every word; it does not fit 32 bits.
+  const bool keep_all = threshold > 0xFFFFFFFFull;
+  const __m512i t = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(threshold)));
+  for (int k = 0; k < 2; ++k) {
+    keep[k] = Spread(v[k].x0, t, keep_all, 0) | Spread(v[k].x1, t, keep_all, 1) |
+              Spread(v[k].x2, t, keep_all, 2) | Spread(v[k].x3, t, keep_all, 3);
+  }
+}
+#endif  // DROPK_PHILOX_AVX512
+
 }  // namespace
 
 void DropoutScales(uint64_t seed, uint32_t stream, uint32_t site, uint32_t step, uint64_t e0,
                    int64_t n, float p, float* scale) {
   const uint64_t threshold = DropoutKeepThreshold(p);
   const float keep_scale = DropoutKeepScale(p);
+  const uint64_t first_block = e0 >> 2, end = e0 + static_cast<uint64_t>(n);
+#ifdef DROPK_PHILOX_AVX512
+  // Batches of 32 blocks (128 elements); whole batches are written with
+  // masked moves, the partial ones at either end element by element.
+  const __m512 kept = _mm512_set1_ps(keep_scale);
+  for (uint64_t block0 = first_block; block0 * 4 < end; block0 += 32) {
+    uint64_t keep[2];
+    PhiloxKeepMasks(seed, block0, stream, site, step, threshold, keep);
+    const uint64_t lo = std::max(e0, block0 * 4), hi = std::min(end, (block0 + 32) * 4);
+    float* out = scale + (lo - e0);
+    if (lo == block0 * 4 && hi == lo + 128) {
+      for (int q = 0; q < 8; ++q) {
+        const __mmask16 mask = static_cast<__mmask16>(keep[q / 4] >> (16 * (q % 4)));
+        _mm512_storeu_ps(out + 16 * q, _mm512_maskz_mov_ps(mask, kept));
+      }
+    } else {
+      for (uint64_t e = lo; e < hi; ++e) {
+        const uint64_t bit = e - block0 * 4;
+        out[e - lo] = (keep[bit / 64] >> (bit % 64)) & 1 ? keep_scale : 0.0f;
+      }
+    }
+  }
+#else
   // Elements [e0, e0 + n) lie in blocks [e0 / 4, (e0 + n + 3) / 4); each
   // batch covers kLanes blocks, of which the run may use only part at either end.
-  const uint64_t first_block = e0 >> 2, end = e0 + static_cast<uint64_t>(n);
   uint32_t words[4 * kLanes];
   for (uint64_t block0 = first_block; block0 * 4 < end; block0 += kLanes) {
     PhiloxLanes(seed, block0, stream, site, step, words);
@@ -73,6 +176,7 @@ void DropoutScales(uint64_t seed, uint32_t stream, uint32_t site, uint32_t step,
 #pragma omp simd
     for (int64_t i = 0; i < count; ++i) out[i] = word[i] < threshold ? keep_scale : 0.0f;
   }
+#endif
 }
 
 }  // namespace dropk
