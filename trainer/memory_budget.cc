@@ -136,9 +136,6 @@ absl::StatusOr<TrainingMemory> TrainingMemoryNeed(const TrainConfig& config, int
     const double widest = std::max(4.0 * config.n_embd(), static_cast<double>(vocab_size));
     need.scratch_bytes +=
         model->params_bytes / 2 + 2.0 * (rows * widest + widest * config.n_embd());
-    // And attention's bf16 operands and fp32 results (cpu/attention_bf16_cpu.cc).
-    need.scratch_bytes += CpuBf16AttentionScratchBytes(config.batch_size(), config.block_size(),
-                                                       config.n_embd(), config.n_head());
   }
   return need;
 }

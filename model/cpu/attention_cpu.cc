@@ -1,9 +1,16 @@
-// Causal multi-head self-attention on the CPU in fp32: one task per
-// (batch, head), each running single-threaded sgemm (the OpenMP build of
-// OpenBLAS does not spawn threads inside our parallel region) on strided
-// views of qkv, in query blocks that skip the masked half (attention_rows.h,
-// which also says how the dropout mask travels from forward to backward).
-// With precision bf16 the products go to attention_bf16_cpu.cc instead.
+// Causal multi-head self-attention on the CPU: one task per (batch, head),
+// each running single-threaded sgemm (the OpenMP build of OpenBLAS does not
+// spawn threads inside our parallel region) on strided views of qkv.
+//
+// Causality is exploited, not masked: queries go in row blocks of
+// kQueryBlock, and the block [t0, t1) multiplies only keys and values
+// [0, t1), so the products above the diagonal block are never computed
+// (0.56x the flops of the full T x T products at T = 256). Within the
+// diagonal block the entries past each row's own position are zero.
+//
+// With attention dropout, forward marks each dropped probability by setting
+// its sign bit in probs, and backward reads the mask back from there rather
+// than drawing the same Philox numbers a second time.
 #include <cblas.h>
 
 #include <algorithm>
@@ -12,14 +19,105 @@
 
 #include <omp.h>
 
-#include "cpu/attention_rows.h"
 #include "cpu/cpu_kernels.h"
+#include "kernel_math.h"
 
 namespace dropk {
+namespace {
+
+// Query rows per block: small enough to skip most of the masked half, large
+// enough that each sgemm still runs near its peak.
+constexpr int kQueryBlock = 32;
+
+// Softmax in place of the causal row `row` of length t + 1 (the entries up to
+// and including the diagonal), then zeros up to `width`. The exponentials
+// and the sum are separate loops so that the first vectorises.
+void CausalSoftmaxRow(float* row, int t, int width) {
+  float maxv = row[0];
+  for (int j = 1; j <= t; ++j) maxv = std::max(maxv, row[j]);
+  for (int j = 0; j <= t; ++j) row[j] = FastExp(row[j] - maxv);
+  float sum = 0.0f;
+  for (int j = 0; j <= t; ++j) sum += row[j];
+  const float inv = 1.0f / sum;
+  for (int j = 0; j <= t; ++j) row[j] *= inv;
+  std::fill(row + t + 1, row + width, 0.0f);
+}
+
+// The attention of one (batch b, head h): the views of qkv and of the
+// per-head (T,T) probabilities, and the dropout addressing of its rows.
+struct HeadView {
+  const float* q;  // (T,hs), row stride 3C; k and v follow at +C and +2C
+  const float* k;
+  const float* v;
+  int T, hs, C3;
+  const DropoutPlan* dropout;  // null when attention-prob dropout is off
+  float p;
+  uint32_t site;
+  int b, h;
+  uint64_t per_sample;
+
+  // Forward: the probabilities that multiply v for query rows [t0, t1),
+  // each row [0, t1) with stride T: rows of att (T,T) itself without
+  // dropout; else those rows with their dropout applied, written to dropped
+  // (t1-t0, T), and each entry of att that dropout dropped gets its sign bit
+  // set (probabilities are >= 0, so |att| stays the softmax), which is how
+  // DroppedWeights finds the mask without drawing it again. scales is
+  // (t1-t0) x T floats of scratch.
+  const float* DropWeights(float* dropped, float* scales, float* att, int t0, int t1) const {
+    if (dropout == nullptr) return att + static_cast<size_t>(t0) * T;
+    for (int t = t0; t < t1; ++t) {
+      float* drow = dropped + static_cast<size_t>(t - t0) * T;
+      float* arow = att + static_cast<size_t>(t) * T;
+      float* srow = scales + static_cast<size_t>(t - t0) * T;
+      const uint64_t i = (static_cast<uint64_t>(h) * T + t) * T;
+      const DropoutAddress a = DropoutAddressOf(*dropout, b, per_sample, i);
+      DropoutScales(dropout->seed, a.stream, site, dropout->step, a.element, t + 1, p, srow);
+      for (int j = 0; j <= t; ++j) {
+        drow[j] = arow[j] * srow[j];
+        arow[j] = srow[j] == 0.0f ? -arow[j] : arow[j];
+      }
+      std::fill(drow + t + 1, drow + t1, 0.0f);
+    }
+    return dropped;
+  }
+
+  // Backward: the same weights as DropWeights gave for rows [t0, t1),
+  // read back from the signs it left in att, into dropped (t1-t0, T).
+  void DroppedWeights(float* dropped, const float* att, int t0, int t1) const {
+    const float keep_scale = DropoutKeepScale(p);
+    for (int t = t0; t < t1; ++t) {
+      float* drow = dropped + static_cast<size_t>(t - t0) * T;
+      const float* arow = att + static_cast<size_t>(t) * T;
+      for (int j = 0; j <= t; ++j) drow[j] = std::signbit(arow[j]) ? 0.0f : arow[j] * keep_scale;
+      std::fill(drow + t + 1, drow + t1, 0.0f);
+    }
+  }
+};
+
+HeadView MakeHeadView(const float* qkv, int b, int h, int T, int C, int NH, int layer,
+                      const DropoutPlan* dropout) {
+  const int C3 = 3 * C, hs = C / NH;
+  const bool drop = dropout != nullptr && dropout->rates.attention_probs > 0.0f;
+  HeadView view;
+  view.q = qkv + static_cast<size_t>(b) * T * C3 + h * hs;
+  view.k = view.q + C;
+  view.v = view.q + 2 * C;
+  view.T = T;
+  view.hs = hs;
+  view.C3 = C3;
+  view.dropout = drop ? dropout : nullptr;
+  view.p = drop ? dropout->rates.attention_probs : 0.0f;
+  view.site = DropoutSiteId(DropoutKind::kAttentionProbs, layer);
+  view.b = b;
+  view.h = h;
+  view.per_sample = static_cast<uint64_t>(NH) * T * T;
+  return view;
+}
+
+}  // namespace
 
 void CpuKernels::AttentionForward(float* out, float* probs, const float* qkv, int B, int T, int C,
                                   int NH, int layer, const DropoutPlan* dropout) {
-  if (bf16_ != nullptr) return AttentionForwardBf16(out, probs, qkv, B, T, C, NH, layer, dropout);
   const float scale = 1.0f / std::sqrt(static_cast<float>(C / NH));
   const size_t block = static_cast<size_t>(kQueryBlock) * T;
   float* scratch = ThreadScratch(2 * block);
@@ -58,9 +156,6 @@ void CpuKernels::AttentionForward(float* out, float* probs, const float* qkv, in
 void CpuKernels::AttentionBackward(float* dqkv, const float* dout, const float* qkv,
                                    const float* probs, int B, int T, int C, int NH, int layer,
                                    const DropoutPlan* dropout) {
-  if (bf16_ != nullptr) {
-    return AttentionBackwardBf16(dqkv, dout, qkv, probs, B, T, C, NH, layer, dropout);
-  }
   const float scale = 1.0f / std::sqrt(static_cast<float>(C / NH));
   const size_t block = static_cast<size_t>(kQueryBlock) * T;
   float* scratch = ThreadScratch(2 * block);
@@ -78,7 +173,9 @@ void CpuKernels::AttentionBackward(float* dqkv, const float* dout, const float* 
       const float* dout_h = dout + static_cast<size_t>(b) * T * C + h * hs;
       float* datt = scratch + scratch_stride * omp_get_thread_num();  // (kQueryBlock,T)
       float* dropped = datt + block;                                  // (kQueryBlock,T)
-      const float keep_scale = view.KeepScale();
+      // Through the mask, d(att) = d(weights) * keep_scale where kept, 0 where
+      // dropped (a set sign bit; never set without dropout).
+      const float keep_scale = view.dropout != nullptr ? DropoutKeepScale(view.p) : 1.0f;
       // dk and dv gather from every later query block: start them at zero.
       for (int t = 0; t < T; ++t) {
         std::fill(dk + static_cast<size_t>(t) * C3, dk + static_cast<size_t>(t) * C3 + hs, 0.0f);
@@ -100,8 +197,16 @@ void CpuKernels::AttentionBackward(float* dqkv, const float* dout, const float* 
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, t1, hs, 1.0f, dout_block, C,
                     view.v, C3, 0.0f, datt, T);
         for (int t = t0; t < t1; ++t) {
-          SoftmaxBackwardRow(datt + static_cast<size_t>(t - t0) * T,
-                             att + static_cast<size_t>(t) * T, t, t1, keep_scale);
+          float* drow = datt + static_cast<size_t>(t - t0) * T;
+          const float* arow = att + static_cast<size_t>(t) * T;
+          // Softmax backward: dpre = att * (datt - sum(att * datt)), att = |arow|.
+          float dot = 0.0f;
+          for (int j = 0; j <= t; ++j) {
+            drow[j] = std::signbit(arow[j]) ? 0.0f : drow[j] * keep_scale;
+            dot += std::fabs(arow[j]) * drow[j];
+          }
+          for (int j = 0; j <= t; ++j) drow[j] = std::fabs(arow[j]) * (drow[j] - dot);
+          std::fill(drow + t + 1, drow + t1, 0.0f);
         }
         // dq[t0:t1] = scale * dpre (rows,t1) · k[0:t1]
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, t1, scale, datt, T, view.k,

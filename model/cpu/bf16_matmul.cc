@@ -2,7 +2,6 @@
 
 #include <omp.h>
 
-#include <array>
 #include <cstring>
 #include <map>
 #include <tuple>
@@ -16,6 +15,16 @@
 
 namespace dropk {
 namespace {
+
+inline uint16_t ToBf16Bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof(u));
+  // Ties to even: add 0x7FFF plus the lowest kept bit, then truncate. A NaN
+  // keeps its sign and becomes the quiet NaN.
+  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  const bool nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
+  return static_cast<uint16_t>(nan ? ((u >> 16) | 0x0040u) : rounded);
+}
 
 #ifdef DROPK_HAS_DNNL
 
@@ -36,48 +45,6 @@ class DnnlBf16Matmul final : public Bf16Matmul {
       args.emplace(DNNL_ARG_BIAS, dnnl::memory(entry.bias, engine_, const_cast<float*>(bias)));
     }
     entry.primitive.execute(stream_, args);
-    stream_.wait();
-    implementation_ = entry.implementation;
-  }
-
-  void MultiplyBatched(float* c, BatchStrides c_strides, const uint16_t* a, BatchStrides a_strides,
-                       const uint16_t* b, BatchStrides b_strides, int batch, int M, int N, int K,
-                       float alpha, bool accumulate) override {
-    const BatchedKey key{
-        {batch, M, N, K},
-        {a_strides.batch, a_strides.row, a_strides.column, b_strides.batch, b_strides.row,
-         b_strides.column, c_strides.batch, c_strides.row, c_strides.column},
-        alpha,
-        accumulate,
-        omp_get_max_threads()};
-    auto it = batched_cache_.find(key);
-    if (it == batched_cache_.end()) {
-      using dt = dnnl::memory::data_type;
-      Entry entry;
-      entry.a = dnnl::memory::desc({batch, M, K}, dt::bf16,
-                                   {a_strides.batch, a_strides.row, a_strides.column});
-      entry.b = dnnl::memory::desc({batch, K, N}, dt::bf16,
-                                   {b_strides.batch, b_strides.row, b_strides.column});
-      entry.c = dnnl::memory::desc({batch, M, N}, dt::f32,
-                                   {c_strides.batch, c_strides.row, c_strides.column});
-      dnnl::primitive_attr attr;
-      if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
-      if (accumulate) {
-        dnnl::post_ops ops;
-        ops.append_sum(1.0f);
-        attr.set_post_ops(ops);
-      }
-      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(entry.a, entry.b, entry.c), attr,
-                                            engine_);
-      entry.implementation = pd.impl_info_str();
-      entry.primitive = dnnl::matmul(pd);
-      it = batched_cache_.emplace(key, std::move(entry)).first;
-    }
-    Entry& entry = it->second;
-    entry.primitive.execute(
-        stream_, {{DNNL_ARG_SRC, dnnl::memory(entry.a, engine_, const_cast<uint16_t*>(a))},
-                  {DNNL_ARG_WEIGHTS, dnnl::memory(entry.b, engine_, const_cast<uint16_t*>(b))},
-                  {DNNL_ARG_DST, dnnl::memory(entry.c, engine_, c)}});
     stream_.wait();
     implementation_ = entry.implementation;
   }
@@ -124,14 +91,9 @@ class DnnlBf16Matmul final : public Bf16Matmul {
     return cache_.emplace(key, std::move(entry)).first->second;
   }
 
-  // A batched product: {batch, M, N, K}, the nine strides of a, b and c,
-  // alpha, accumulate and the team size.
-  using BatchedKey = std::tuple<std::array<int, 4>, std::array<int64_t, 9>, float, bool, int>;
-
   dnnl::engine engine_;
   dnnl::stream stream_;
   std::map<Key, Entry> cache_;
-  std::map<BatchedKey, Entry> batched_cache_;
   std::string implementation_ = "none yet";
 };
 

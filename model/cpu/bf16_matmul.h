@@ -19,7 +19,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <string>
 
@@ -39,13 +38,6 @@ enum class RightOperand {
   kNByK,  // b is stored (N,K) row-major, i.e. the product uses its transpose
 };
 
-// Where matrix i's element (r, c) of a batch of strided matrices lies:
-// base + i * batch + r * row + c * column elements (any of them may be the
-// transposed view of a row-major array: row 1, column ld).
-struct BatchStrides {
-  int64_t batch, row, column;
-};
-
 class Bf16Matmul {
  public:
   // Fails with one line naming what is missing when this build has no
@@ -58,29 +50,12 @@ class Bf16Matmul {
   virtual void Multiply(float* c, const uint16_t* a, LeftOperand a_layout, const uint16_t* b,
                         RightOperand b_layout, const float* bias, int M, int N, int K,
                         bool accumulate) = 0;
-  // For each i < batch: c[i] (M,N) = alpha * a[i] (M,K) · b[i] (K,N), or
-  // c[i] += that when accumulate; a and b are bf16 bit patterns, each
-  // operand laid out as its BatchStrides say. The batch runs across the
-  // calling thread's OpenMP team.
-  virtual void MultiplyBatched(float* c, BatchStrides c_strides, const uint16_t* a,
-                               BatchStrides a_strides, const uint16_t* b, BatchStrides b_strides,
-                               int batch, int M, int N, int K, float alpha, bool accumulate) = 0;
   // The oneDNN implementation of the last product, e.g. "brg:avx512_core_bf16".
   virtual std::string Implementation() const = 0;
 };
 
-// f rounded to the nearest bf16 (ties to even), as its 16 bits; a NaN
-// keeps its sign and becomes the quiet NaN.
-inline uint16_t ToBf16Bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof(u));
-  // Ties to even: add 0x7FFF plus the lowest kept bit, then truncate.
-  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  const bool nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
-  return static_cast<uint16_t>(nan ? ((u >> 16) | 0x0040u) : rounded);
-}
-
-// dst[i] = ToBf16Bits(src[i]), i < n. Parallel over the current OpenMP team.
+// dst[i] = src[i] rounded to the nearest bf16 (ties to even), i < n; NaN
+// stays NaN. Parallel over the current OpenMP team.
 void ConvertToBf16(uint16_t* dst, const float* src, size_t n);
 
 }  // namespace dropk

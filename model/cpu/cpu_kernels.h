@@ -29,9 +29,8 @@ class CpuEvent final : public DeviceEvent {
 class CpuKernels final : public Kernels {
  public:
   // num_threads: the team (0 = all cores). bf16: when not null, the
-  // projections (MatmulForward/MatmulBackward) and attention's products
-  // round their inputs to bf16 and multiply through it (precision bf16);
-  // softmax, dropout and accumulation stay fp32. The
+  // projections (MatmulForward/MatmulBackward) round their inputs to bf16
+  // and multiply through it (precision bf16); attention stays fp32. The
   // bf16 copy of each weight w is kept (Bf16WeightCache) until a write to
   // it: CopyToDevice, Zero, Scale and AdamW report theirs, Free forgets all,
   // other writers must call NoteExternalWrite (see Kernels).
@@ -100,12 +99,6 @@ class CpuKernels final : public Kernels {
                          int C, int OC);
   void MatmulBackwardBf16(float* dinp, float* dw, const float* dout, const float* inp,
                           const float* w, int N, int C, int OC, bool accumulate_dinp);
-  // Attention with bf16 products through bf16_ (attention_bf16_cpu.cc);
-  // the contract of AttentionForward/AttentionBackward.
-  void AttentionForwardBf16(float* out, float* probs, const float* qkv, int B, int T, int C, int NH,
-                            int layer, const DropoutPlan* dropout);
-  void AttentionBackwardBf16(float* dqkv, const float* dout, const float* qkv, const float* probs,
-                             int B, int T, int C, int NH, int layer, const DropoutPlan* dropout);
   // dbias (OC) += column sums of dout (N,OC), columns in parallel, rows in order.
   void AccumulateColumnSums(float* dbias, const float* dout, int N, int OC);
 
@@ -117,12 +110,6 @@ class CpuKernels final : public Kernels {
   size_t scratch_per_thread_ = 0;
   std::unique_ptr<Bf16Matmul> bf16_;  // null: fp32 matmuls
   std::vector<uint16_t> bf16_lhs_, bf16_rhs_;  // bf16 copies of dout and inp
-  // Attention's bf16 operands: q, k, v and dout head by head (B*NH,T,hs),
-  // and one query block of weights or score gradients (B*NH,kQueryBlock,T).
-  std::vector<uint16_t> bf16_q_, bf16_k_, bf16_v_, bf16_dout_, bf16_block_;
-  // Attention's fp32 scratch: one query block of scores' gradients
-  // (B*NH,kQueryBlock,T), and the head-by-head outputs or dq, dk, dv.
-  std::vector<float> attention_block_, attention_heads_;
   Bf16WeightCache bf16_weights_;  // bf16 copies of the matmuls' w
 };
 

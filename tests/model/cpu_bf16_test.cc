@@ -85,49 +85,6 @@ TEST(CpuBf16Test, ProjectionsMatchFp32WithinBf16Rounding) {
   EXPECT_NE(got.out, want.out);
 }
 
-// Attention's products take bf16 inputs too; softmax, dropout and the
-// accumulations stay fp32, and the dropout mask is the fp32 kernels' own.
-TEST(CpuBf16Test, AttentionMatchesFp32WithinBf16Rounding) {
-  std::unique_ptr<Kernels> bf16 = Bf16KernelsOrSkip(2);
-  SKIP_WITHOUT_BF16(bf16);
-  std::unique_ptr<Kernels> fp32 = MakeKernels(Device::kCpu, 2).value();
-  // T = 45 spans two query blocks, the second one partial; hs = 12.
-  constexpr int B = 3, T = 45, C = 48, NH = 4;
-  const Vec qkv = Random(B * T * 3 * C, 5), dout = Random(B * T * C, 6);
-  for (float p : {0.0f, 0.2f}) {
-    SCOPED_TRACE(testing::Message() << "attention dropout " << p);
-    DropoutPlan plan;
-    plan.seed = 17;
-    plan.step = 5;
-    plan.rates.attention_probs = p;
-    struct Result {
-      Vec out, probs, dqkv;
-    };
-    auto run = [&](Kernels& k) {
-      Result r{Vec(B * T * C), Vec(B * NH * T * T), Vec(B * T * 3 * C, 9.0f)};
-      k.AttentionForward(r.out.data(), r.probs.data(), qkv.data(), B, T, C, NH, 2, &plan);
-      k.AttentionBackward(r.dqkv.data(), dout.data(), qkv.data(), r.probs.data(), B, T, C, NH, 2,
-                          &plan);
-      return r;
-    };
-    const Result want = run(*fp32), got = run(*bf16);
-    // Same tolerance argument as for the projections: inputs off by 2^-9.
-    EXPECT_LT(MaxRelativeDifference(got.out, want.out), 2e-2);
-    EXPECT_LT(MaxRelativeDifference(got.probs, want.probs), 2e-2);
-    EXPECT_LT(MaxRelativeDifference(got.dqkv, want.dqkv), 3e-2);
-    EXPECT_NE(got.out, want.out) << "the rounding to bf16 should show";
-    // The same entries dropped (the signs of probs), the same causal zeros.
-    for (size_t i = 0; i < want.probs.size(); ++i) {
-      ASSERT_EQ(std::signbit(got.probs[i]), std::signbit(want.probs[i])) << i;
-      ASSERT_EQ(got.probs[i] == 0.0f, want.probs[i] == 0.0f) << i;
-    }
-    // Reproducible bit for bit at one thread count.
-    const Result again = run(*bf16);
-    EXPECT_EQ(again.out, got.out);
-    EXPECT_EQ(again.dqkv, got.dqkv);
-  }
-}
-
 // How TrainSteps drives the kernels.
 struct TrainOptions {
   int micro_batches = 1;  // gradient accumulation steps per optimizer step

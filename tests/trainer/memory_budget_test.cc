@@ -66,14 +66,8 @@ TEST(MemoryBudgetTest, CpuBf16CountsItsOperandCopies) {
   const TrainingMemory bf16 = TrainingMemoryNeed(config, kVocab, 2).value();
   const double widest = 4.0 * config.n_embd();  // wider than the 65-token head
   const double rows = static_cast<double>(config.batch_size()) * config.block_size();
-  // bf16 copies of the weights and of the widest product's operands, and
-  // attention's bf16 operands and fp32 results.
-  const double B = config.batch_size(), T = config.block_size(), C = config.n_embd(),
-               NH = config.n_head();
-  const double attention = 4 * B * T * C * 2 + 3 * B * T * C * 4 + B * NH * 32 * T * (2 + 4);
-  EXPECT_DOUBLE_EQ(
-      bf16.scratch_bytes - fp32.scratch_bytes,
-      fp32.model.params_bytes / 2 + 2 * (rows * widest + widest * config.n_embd()) + attention);
+  EXPECT_DOUBLE_EQ(bf16.scratch_bytes - fp32.scratch_bytes,
+                   fp32.model.params_bytes / 2 + 2 * (rows * widest + widest * config.n_embd()));
   config.set_device(TrainConfig::CUDA);  // cuBLASLt converts on the fly: no copies
   EXPECT_EQ(TrainingMemoryNeed(config, kVocab, 2).value().scratch_bytes, fp32.scratch_bytes);
 }

@@ -158,8 +158,8 @@ class Kernels {
 enum class MatmulPrecision {
   kFp32,  // fp32 inputs and arithmetic
   kTf32,  // CUDA only: fp32 inputs rounded to TF32 on the tensor cores, fp32 accumulation
-  kBf16,  // inputs rounded to bf16, fp32 accumulation: tensor cores on CUDA; oneDNN on
-          // the CPU (AMX / AVX512-BF16 where present)
+  kBf16,  // inputs rounded to bf16, fp32 accumulation: tensor cores on CUDA; on the CPU the
+          // projections through oneDNN (AMX / AVX512-BF16 where present), attention in fp32
 };
 const char* MatmulPrecisionName(MatmulPrecision precision);  // "fp32", "tf32", "bf16"
 
@@ -203,14 +203,6 @@ double CudaFreeBytes(int ordinal);
 // shape run, so a memory budget adds it to Gpt::Footprint's buffers. In
 // double, so that any shape can be sized; the same figure in every build.
 double CudaKernelsScratchBytes(int B, int T, int C, int NH, bool attention_dropout);
-
-// Host memory the CPU kernels with precision bf16 allocate for attention,
-// beyond their caller's buffers, at batches of B sequences of T tokens,
-// width C and NH heads: bf16 copies of q, k, v and the output gradient
-// (4 x B*T*C x 2 bytes), the head-by-head output or dq, dk, dv (3 x B*T*C
-// floats) and one query block of weights and score gradients in bf16 and
-// fp32 (B*NH x 32 x T, 6 bytes each). Kept at the largest shape run.
-double CpuBf16AttentionScratchBytes(int B, int T, int C, int NH);
 
 // The same with default options and num_threads host threads (0 = all cores).
 absl::StatusOr<std::unique_ptr<Kernels>> MakeKernels(Device device, int num_threads);
