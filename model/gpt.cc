@@ -17,6 +17,16 @@ namespace {
 // stream = rank or sample index, so this never collides with a mask: the
 // site word differs as well).
 constexpr uint32_t kInitStream = 0x494E4954u;  // "INIT"
+
+// The gradient of a residual dropout site's input, given that of its output
+// dout: dx with the mask applied, or dout itself when the site is off, so
+// that a run without dropout copies nothing.
+const float* DropoutGradient(Kernels& k, float* dx, const float* dout, int B, int T, int C,
+                             DropoutKind kind, int layer, const DropoutPlan* plan) {
+  if (plan == nullptr || plan->rates.Of(kind) <= 0.0f) return dout;
+  k.DropoutBackward(dx, dout, B, T, C, kind, layer, plan);
+  return dx;
+}
 }  // namespace
 
 // Every activation of one forward pass and the gradient scratch of backward,
@@ -290,9 +300,10 @@ void Gpt::Backward(float loss_scale, const GradsReadyFn& on_ready) {
     const float* fch_gelu = a.fch_gelu.data() + l * 4 * BTC;
 
     // MLP branch: x_next = res2 + dropout(fch_gelu · fcproj_w^T + b).
-    k.DropoutBackward(dbranch, dresidual, B, T, C, DropoutKind::kMlpOutput, l, plan);
-    k.MatmulBackward(a.dfch.data(), dw.fcproj_w, dw.fcproj_b, dbranch, fch_gelu, w.fcproj_w, N,
-                     4 * C, C, false);
+    const float* dmlp =
+        DropoutGradient(k, dbranch, dresidual, B, T, C, DropoutKind::kMlpOutput, l, plan);
+    k.MatmulBackward(a.dfch.data(), dw.fcproj_w, dw.fcproj_b, dmlp, fch_gelu, w.fcproj_w, N, 4 * C,
+                     C, false);
     k.GeluBackward(a.dfch.data(), fch, a.dfch.data(), 4 * BTC);
     k.MatmulBackward(dln, dw.fc_w, dw.fc_b, a.dfch.data(), ln2, w.fc_w, N, C, 4 * C, false);
     // dresidual becomes the gradient of res2: identity path plus the branch.
@@ -300,9 +311,10 @@ void Gpt::Backward(float loss_scale, const GradsReadyFn& on_ready) {
                         a.ln2_mean.data() + l * N, a.ln2_rstd.data() + l * N, N, C);
 
     // Attention branch: res2 = x + dropout(atty · attproj_w^T + b).
-    k.DropoutBackward(dbranch, dresidual, B, T, C, DropoutKind::kAttentionOutput, l, plan);
-    k.MatmulBackward(a.datty.data(), dw.attproj_w, dw.attproj_b, dbranch, atty, w.attproj_w, N, C,
-                     C, false);
+    const float* dattn =
+        DropoutGradient(k, dbranch, dresidual, B, T, C, DropoutKind::kAttentionOutput, l, plan);
+    k.MatmulBackward(a.datty.data(), dw.attproj_w, dw.attproj_b, dattn, atty, w.attproj_w, N, C, C,
+                     false);
     k.AttentionBackward(a.dqkv.data(), a.datty.data(), qkv, probs, B, T, C, NH, l, plan);
     k.MatmulBackward(dln, dw.qkv_w, dw.qkv_b, a.dqkv.data(), ln1, w.qkv_w, N, C, 3 * C, false);
     // dresidual becomes the gradient of this block's input x.
