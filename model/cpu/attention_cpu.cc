@@ -20,6 +20,7 @@
 #include <omp.h>
 
 #include "cpu/cpu_kernels.h"
+#include "cpu/row_ops.h"
 #include "kernel_math.h"
 
 namespace dropk {
@@ -31,14 +32,13 @@ constexpr int kQueryBlock = 32;
 
 // Softmax in place of the causal row `row` of length t + 1 (the entries up to
 // and including the diagonal), then zeros up to `width`. The exponentials
-// and the sum are separate loops so that the first vectorises.
+// and the sum are separate loops so that the first vectorises; the sum
+// keeps FixedOrderSum's lanes.
 void CausalSoftmaxRow(float* row, int t, int width) {
   float maxv = row[0];
   for (int j = 1; j <= t; ++j) maxv = std::max(maxv, row[j]);
   for (int j = 0; j <= t; ++j) row[j] = FastExp(row[j] - maxv);
-  float sum = 0.0f;
-  for (int j = 0; j <= t; ++j) sum += row[j];
-  const float inv = 1.0f / sum;
+  const float inv = 1.0f / FixedOrderSum(t + 1, [row](int j) { return row[j]; });
   for (int j = 0; j <= t; ++j) row[j] *= inv;
   std::fill(row + t + 1, row + width, 0.0f);
 }
@@ -200,11 +200,10 @@ void CpuKernels::AttentionBackward(float* dqkv, const float* dout, const float* 
           float* drow = datt + static_cast<size_t>(t - t0) * T;
           const float* arow = att + static_cast<size_t>(t) * T;
           // Softmax backward: dpre = att * (datt - sum(att * datt)), att = |arow|.
-          float dot = 0.0f;
-          for (int j = 0; j <= t; ++j) {
+          for (int j = 0; j <= t; ++j)
             drow[j] = std::signbit(arow[j]) ? 0.0f : drow[j] * keep_scale;
-            dot += std::fabs(arow[j]) * drow[j];
-          }
+          const float dot =
+              FixedOrderSum(t + 1, [&](int j) { return std::fabs(arow[j]) * drow[j]; });
           for (int j = 0; j <= t; ++j) drow[j] = std::fabs(arow[j]) * (drow[j] - dot);
           std::fill(drow + t + 1, drow + t1, 0.0f);
         }

@@ -112,15 +112,9 @@ void CpuKernels::LayerNormBackward(float* dinp, float* dw, float* db, const floa
     const float* x = inp + static_cast<size_t>(n) * C;
     const float* dy = dout + static_cast<size_t>(n) * C;
     const float m = mean[n], s = rstd[n];
-    float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
-    for (int c = 0; c < C; ++c) {
-      const float norm = (x[c] - m) * s;
-      const float dnorm = w[c] * dy[c];
-      dnorm_mean += dnorm;
-      dnorm_norm_mean += dnorm * norm;
-    }
-    dnorm_mean /= C;
-    dnorm_norm_mean /= C;
+    const float dnorm_mean = FixedOrderSum(C, [&](int c) { return w[c] * dy[c]; }) / C;
+    const float dnorm_norm_mean =
+        FixedOrderSum(C, [&](int c) { return w[c] * dy[c] * ((x[c] - m) * s); }) / C;
     float* dx = dinp + static_cast<size_t>(n) * C;
     for (int c = 0; c < C; ++c) {
       const float norm = (x[c] - m) * s;
