@@ -6,12 +6,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/exit_codes.h"
+#include "checkpoint/env.h"
+#include "checkpoint/format.h"
 
 namespace dropk {
 
@@ -25,11 +26,13 @@ CheckpointWatcher::CheckpointWatcher(std::string checkpoints_dir, Scheduler* sch
 CheckpointWatcher::~CheckpointWatcher() { Stop(); }
 
 std::string CheckpointWatcher::ReadLatest() const {
-  std::ifstream in(std::filesystem::path(dir_) / "LATEST", std::ios::binary);
-  if (!in) return "";
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
+  // Through the checkpoint Env, which refuses what is not a regular file: a
+  // FIFO in LATEST's place blocked std::ifstream's open for good, at start
+  // with SIGTERM and SIGINT already blocked, so only kill -9 ended it. What
+  // cannot be read reads as its error (FindServableCheckpoint reports it).
+  absl::StatusOr<std::string> latest =
+      ReadSmallFile(Env::Default(), dir_ + "/" + kLatestFileName, 4096);
+  return latest.ok() ? *std::move(latest) : std::string(latest.status().message());
 }
 
 absl::StatusOr<bool> CheckpointWatcher::LoadFrom(const std::string& /*latest_contents*/) {

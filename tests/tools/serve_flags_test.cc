@@ -50,6 +50,21 @@ TEST(ServeFlagsTest, AddressThatIsNotNumericIsNamedAsSuch) {
   }
 }
 
+// A FIFO in LATEST's place (or any file that is not a regular one) blocked
+// the start for good, in an open that waited for a writer, with SIGTERM
+// and SIGINT already blocked: only kill -9 ended it. It is now refused,
+// named, at once.
+TEST(ServeFlagsTest, ALatestThatIsAFifoIsRefusedWithoutHanging) {
+  const test_util::ScopedTempDir dir("serve_flags");
+  const std::string latest = dir.path() + "/LATEST";
+  ASSERT_EQ(mkfifo(latest.c_str(), 0600), 0);
+  // Bounded: a hang ends in timeout's kill (exit 137) instead of the test's.
+  const CommandResult r =
+      RunCommand("timeout -k 1 30 " + kBin + "dropk-serve --port 0 --checkpoints " + dir.path());
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find(latest + ": not a regular file"), std::string::npos) << r.err;
+}
+
 // --checkpoints naming one checkpoint (run/checkpoints/step-N) instead of
 // the run's directory of them was refused as only "no valid checkpoint".
 TEST(ServeFlagsTest, OneCheckpointInsteadOfTheRunsDirectoryIsNamedAsSuch) {
