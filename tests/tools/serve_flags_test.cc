@@ -65,6 +65,28 @@ TEST(ServeFlagsTest, ALatestThatIsAFifoIsRefusedWithoutHanging) {
   EXPECT_NE(r.err.find(latest + ": not a regular file"), std::string::npos) << r.err;
 }
 
+// --port-file's rename replaced whatever was there: a FIFO, or (as root) a
+// device node, /dev/full becoming a regular file holding the port. What is
+// not a regular file, or lies in a missing directory, is now refused at
+// start, before a model loads. (--watch starts without a checkpoint, so
+// before the fix the service ran on; the timeout bounds that.)
+TEST(ServeFlagsTest, APortFileThatIsNotARegularFileIsRefusedAndLeftAlone) {
+  const test_util::ScopedTempDir dir("serve_flags");
+  const std::string fifo = dir.path() + "/port";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  std::filesystem::create_directories(dir.path() + "/a_dir");
+  for (const std::string& target : {fifo, dir.path() + "/a_dir", dir.path() + "/no/such/port"}) {
+    SCOPED_TRACE(target);
+    const CommandResult r =
+        RunCommand("timeout -k 1 30 " + kBin + "dropk-serve --watch --port 0 --checkpoints " +
+                   dir.path() + "/none --port-file " + target);
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_EQ(r.err.rfind("dropk-serve: --port-file " + target + ": ", 0), 0u) << r.err;
+  }
+  EXPECT_TRUE(std::filesystem::is_fifo(fifo));
+  EXPECT_FALSE(std::filesystem::exists(fifo + ".tmp"));
+}
+
 // --checkpoints naming one checkpoint (run/checkpoints/step-N) instead of
 // the run's directory of them was refused as only "no valid checkpoint".
 TEST(ServeFlagsTest, OneCheckpointInsteadOfTheRunsDirectoryIsNamedAsSuch) {
