@@ -41,6 +41,11 @@ namespace {
 absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
   namespace fs = std::filesystem;
   Env* env = Env::Default();
+  if (path.empty()) {
+    return absl::InvalidArgumentError(
+        "the checkpoint path is empty; name a checkpoint (run/checkpoints/step-N), a checkpoints "
+        "directory holding LATEST, or a run directory");
+  }
   std::error_code ec;
   const fs::file_status status = fs::status(path, ec);
   if (!fs::exists(status)) {
@@ -59,7 +64,8 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
     absl::StatusOr<std::string> name = ReadSmallFile(env, latest, 4096);
     if (!name.ok()) return name.status();
     const std::string trimmed(absl::StripAsciiWhitespace(*name));
-    if (trimmed.empty() || trimmed.find('/') != std::string::npos) {
+    if (trimmed.empty() || trimmed == "." || trimmed == ".." ||
+        trimmed.find('/') != std::string::npos) {
       return absl::DataLossError(absl::StrCat(latest, ": does not name a checkpoint"));
     }
     if (!fs::is_directory(dir + "/" + trimmed, ec)) {
@@ -195,8 +201,15 @@ absl::Status CheckExportTarget(const std::string& out, const std::string& dir) {
 // The lock is a hidden file beside OUT, left there afterwards.
 absl::StatusOr<RunDirectoryLock> LockExportTarget(const std::string& out) {
   const std::filesystem::path target(out);
-  const std::string lock_path =
-      (target.parent_path() / ("." + target.filename().string() + ".export-lock")).string();
+  std::string name = target.filename().string();
+  // A name near the 255-byte limit, which OUT.tmp still fits, is cut and
+  // told apart by its checksum, so the lock file's name fits too.
+  constexpr size_t kMaxKeptName = 200;
+  if (name.size() > kMaxKeptName) {
+    name = absl::StrFormat("%s-%08x", name.substr(0, kMaxKeptName),
+                           crc32c::Value(name.data(), name.size()));
+  }
+  const std::string lock_path = (target.parent_path() / ("." + name + ".export-lock")).string();
   return RunDirectoryLock::AcquireFile(lock_path, "--out=" + out, "--out", "dropk ckpt export",
                                        std::cerr, {.same_host = {}, .other_host = {}});
 }

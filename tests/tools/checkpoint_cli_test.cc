@@ -283,6 +283,25 @@ TEST_F(CheckpointCliTest, CkptNamesThePathAtFaultAndAcceptsARunDirectory) {
       << r.output;
 }
 
+// An empty path said "checkpoint path : does not exist"; a LATEST holding
+// "." or ".." was taken for a checkpoint's name and failed on a missing
+// "checkpoints/./manifest.pb" (dropk-serve already refused both).
+TEST_F(CheckpointCliTest, CkptNamesAnEmptyPathAndALatestOfDots) {
+  CliResult r = RunCommand(Dropk("ckpt inspect ''"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_EQ(r.output.rfind("dropk: the checkpoint path is empty; name a checkpoint", 0), 0u)
+      << r.output;
+  fs::create_directories(out_ + "/checkpoints");
+  for (const char* name : {".", ".."}) {
+    SCOPED_TRACE(name);
+    std::ofstream(out_ + "/checkpoints/LATEST", std::ios::trunc) << name << "\n";
+    r = RunCommand(Dropk("ckpt verify " + out_));
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_EQ(r.output,
+              "dropk: " + out_ + "/checkpoints/LATEST: does not name a checkpoint\n");
+  }
+}
+
 // dropk sample --checkpoint (and dropk-serve, study topk) said only "no
 // valid checkpoint in PATH" for a missing path and for a run directory.
 TEST_F(CheckpointCliTest, SampleNamesAMissingPathAndHintsAtARunsCheckpoints) {
@@ -474,6 +493,16 @@ TEST_F(CheckpointCliTest, ConcurrentExportsToOneOutPublishOneCompleteExport) {
     EXPECT_TRUE(IsCompleteExport(model));
     EXPECT_FALSE(fs::exists(model + ".tmp"));
   }
+}
+
+// The export's lock file, ".OUT.export-lock", made a --out name of 244 to
+// 251 bytes (which OUT.tmp still fits) fail with "File name too long".
+TEST_F(CheckpointCliTest, ExportToANameNearTheLengthLimitWorks) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=2")).exit_code, 0);
+  const std::string model = out_ + "/" + std::string(250, 'm');
+  const CliResult r = RunCommand(Dropk("ckpt export " + out_ + "/checkpoints --out " + model));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(IsCompleteExport(model));
 }
 
 // After the last save, the closing sample ignored SIGTERM (the handler only
