@@ -88,6 +88,11 @@ int Main(int argc, char** argv) {
     std::cerr << "dropk-serve: " << e.what() << " (run with --help for usage)\n";
     return dropk::kExitUsage;
   }
+  if (o.checkpoints_dir.empty()) {
+    // --watch would otherwise wait, for good, for a checkpoint in "".
+    std::cerr << "dropk-serve: --checkpoints is empty; name the run's checkpoints directory\n";
+    return dropk::kExitUsage;
+  }
   o.scheduler.device =
       absl::AsciiStrToLower(device) == "cuda" ? dropk::Device::kCuda : dropk::Device::kCpu;
   o.watch_interval = std::chrono::milliseconds(watch_ms);

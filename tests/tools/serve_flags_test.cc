@@ -50,6 +50,18 @@ TEST(ServeFlagsTest, AddressThatIsNotNumericIsNamedAsSuch) {
   }
 }
 
+// An empty --checkpoints said ": does not exist", and with --watch the
+// service waited for good for a checkpoint to appear in "".
+TEST(ServeFlagsTest, AnEmptyCheckpointsDirectoryIsRefused) {
+  for (const char* watch : {"", "--watch"}) {
+    SCOPED_TRACE(watch);
+    const CommandResult r = RunCommand("timeout -k 1 30 " + kBin +
+                                       "dropk-serve --port 0 --checkpoints '' " + watch);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(r.err, "dropk-serve: --checkpoints is empty; name the run's checkpoints directory\n");
+  }
+}
+
 // A FIFO in LATEST's place (or any file that is not a regular one) blocked
 // the start for good, in an open that waited for a writer, with SIGTERM
 // and SIGINT already blocked: only kill -9 ended it. It is now refused,
