@@ -512,12 +512,19 @@ void Session::OnProbeTimer(beast::error_code ec) {
 // Decided: end of stream alone never means gone; a reset, an error or a
 // failed write does.
 void Session::WatchPeerReset() {
-  stream_.socket().async_wait(tcp::socket::wait_error,
-                              [self = shared_from_this()](beast::error_code ec) {
-                                if (ec || self->state_ != State::kGenerating) return;
-                                if (PeerReset(self->stream_.socket())) return self->ClientGone();
-                                self->WatchPeerReset();
-                              });
+  stream_.socket().async_wait(
+      tcp::socket::wait_error, [self = shared_from_this()](beast::error_code ec) {
+        if (ec || self->state_ != State::kGenerating) return;
+        tcp::socket& socket = self->stream_.socket();
+        // Reading SO_ERROR also clears it, so a pending error is reported once.
+        int error = 0;
+        socklen_t len = sizeof(error);
+        if (getsockopt(socket.native_handle(), SOL_SOCKET, SO_ERROR, &error, &len) != 0 ||
+            error != 0 || PeerReset(socket)) {
+          return self->ClientGone();
+        }
+        self->WatchPeerReset();  // urgent data, say: nothing about the peer
+      });
 }
 
 // A stream's next event would tell a gone client from a half-closed one, but
