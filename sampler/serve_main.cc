@@ -31,7 +31,12 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(10, 3600000));
   app.add_option("--address", o.http.address, "Address to bind (loopback by default)")
       ->capture_default_str();
-  app.add_option("--port", o.http.port, "TCP port; 0 picks a free one")->capture_default_str();
+  // Read as an int and range-checked: into the uint16_t, 70000 and -1 were
+  // only "Could not convert".
+  int port = o.http.port;
+  app.add_option("--port", port, "TCP port; 0 picks a free one")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
   app.add_option("--port-file", o.port_file, "Write the bound port here once listening");
   app.add_option("--io-threads", o.http.io_threads, "HTTP I/O threads")
       ->capture_default_str()
@@ -93,6 +98,7 @@ int Main(int argc, char** argv) {
     std::cerr << "dropk-serve: --checkpoints is empty; name the run's checkpoints directory\n";
     return dropk::kExitUsage;
   }
+  o.http.port = static_cast<uint16_t>(port);
   o.scheduler.device =
       absl::AsciiStrToLower(device) == "cuda" ? dropk::Device::kCuda : dropk::Device::kCpu;
   o.watch_interval = std::chrono::milliseconds(watch_ms);

@@ -36,6 +36,18 @@ TEST(ServeFlagsTest, QueueAndBodyLimitsThatServeNobodyAreRefused) {
   }
 }
 
+// A port out of range was only "Could not convert: --port = 70000".
+TEST(ServeFlagsTest, APortOutOfRangeNamesTheRange) {
+  for (const char* port : {"70000", "-1", "65536"}) {
+    SCOPED_TRACE(port);
+    const CommandResult r =
+        RunCommand(kBin + "dropk-serve --checkpoints /nonexistent --port " + port);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(r.err, "dropk-serve: --port: Value " + std::string(port) +
+                         " not in range 0 to 65535 (run with --help for usage)\n");
+  }
+}
+
 // --address takes a numeric address; "localhost" was refused with only
 // "Invalid argument". (--watch starts without a checkpoint, so the address
 // is what stops it.)
