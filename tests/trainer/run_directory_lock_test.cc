@@ -121,9 +121,9 @@ TEST(RunDirectoryLockTest, AHolderAboutToRecordItselfIsNamedEvenWithoutWaiting) 
     EXPECT_EQ(::pwrite(fd, who.data(), who.size(), 0), static_cast<ssize_t>(who.size()));
   });
   std::ostringstream log;
-  absl::StatusOr<RunDirectoryLock> refused =
-      RunDirectoryLock::AcquireFile(path, "--out=" + tmp.Path("model.bin"), "--out",
-                                    "dropk ckpt export", log, {.same_host = 0ms, .other_host = 0ms});
+  absl::StatusOr<RunDirectoryLock> refused = RunDirectoryLock::AcquireFile(
+      path, "--out=" + tmp.Path("model.bin"), "--out", "dropk ckpt export", log,
+      {.same_host = 0ms, .other_host = 0ms});
   note.join();
   ::close(fd);
   ASSERT_FALSE(refused.ok());
