@@ -112,7 +112,7 @@ std::vector<std::string> CheckpointCandidates(const std::string& checkpoints_dir
   if (env->FileExists(latest_path)) {
     absl::StatusOr<std::string> latest = ReadSmallFile(env, latest_path, kMaxLatestBytes);
     if (!latest.ok()) {
-      skip(absl::StrCat(latest_path, ": ", latest.status().message()));
+      skip(std::string(latest.status().message()));  // it names latest_path already
     } else {
       const std::string name(absl::StripAsciiWhitespace(*latest));
       if (name.empty()) {

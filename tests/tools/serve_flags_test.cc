@@ -86,7 +86,7 @@ TEST(ServeFlagsTest, ALatestThatIsAFifoIsRefusedWithoutHanging) {
   const CommandResult r =
       RunCommand("timeout -k 1 30 " + kBin + "dropk-serve --port 0 --checkpoints " + dir.path());
   EXPECT_EQ(r.exit_code, 1) << r.err;
-  EXPECT_NE(r.err.find(latest + ": not a regular file"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("(" + latest + ": not a regular file)"), std::string::npos) << r.err;
 }
 
 // --port-file's rename replaced whatever was there: a FIFO, or (as root) a
