@@ -135,13 +135,24 @@ int Main(int argc, char** argv) {
                    api_key_file.c_str());
       return dropk::kExitUsage;
     }
-    std::string key(buf, n);
-    while (!key.empty() && (key.back() == '\n' || key.back() == '\r' || key.back() == ' ')) {
-      key.pop_back();
-    }
+    // An HTTP field value loses its leading and trailing whitespace and holds
+    // no line break, so a key with either could never be matched: every
+    // request was a 401. The ends are trimmed; a control character inside
+    // (a file of two lines, say) is refused.
+    std::string key(absl::StripAsciiWhitespace(absl::string_view(buf, n)));
     if (key.empty()) {
       std::fprintf(stderr, "dropk-serve: --api-key-file %s: empty key\n", api_key_file.c_str());
       return dropk::kExitUsage;
+    }
+    for (size_t i = 0; i < key.size(); ++i) {
+      const unsigned char c = static_cast<unsigned char>(key[i]);
+      if (c < 0x20 || c == 0x7f) {
+        std::fprintf(stderr,
+                     "dropk-serve: --api-key-file %s: the key holds a control character (0x%02x "
+                     "at byte %zu); the file must hold one key on one line\n",
+                     api_key_file.c_str(), c, i);
+        return dropk::kExitUsage;
+      }
     }
     o.http.api_key = key;
   }

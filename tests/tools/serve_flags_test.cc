@@ -36,6 +36,34 @@ TEST(ServeFlagsTest, QueueAndBodyLimitsThatServeNobodyAreRefused) {
   }
 }
 
+// An HTTP field value holds no line break and loses its leading spaces, so
+// a key file of two lines, or one with an indented key, made every request
+// a 401. The ends are now trimmed, and a control character inside refused.
+TEST(ServeFlagsTest, AnApiKeyNoClientCouldSendIsRefusedOrTrimmed) {
+  const test_util::ScopedTempDir dir("serve_flags");
+  const std::string two_lines = dir.path() + "/two_lines";
+  std::ofstream(two_lines) << "key-one\nkey-two\n";
+  CommandResult r = RunCommand(kBin + "dropk-serve --checkpoints /nonexistent --port 0 " +
+                               "--api-key-file " + two_lines);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.err, "dropk-serve: --api-key-file " + two_lines +
+                       ": the key holds a control character (0x0a at byte 7); the file must "
+                       "hold one key on one line\n");
+
+  const std::string indented = dir.path() + "/indented";
+  std::ofstream(indented) << "  s3cret \r\n";
+  const std::string port_file = dir.path() + "/port";
+  // --watch serves without a checkpoint (/v1/models lists none).
+  r = RunCommand("timeout -k 1 60 bash -c '" + kBin +
+                 "dropk-serve --watch --checkpoints /nonexistent --port 0 --api-key-file " +
+                 indented + " --port-file " + port_file +
+                 " 2>/dev/null & pid=$!; for i in $(seq 1 300); do [ -s " + port_file +
+                 " ] && break; sleep 0.1; done; for key in s3cret wrong; do curl -s -o /dev/null"
+                 " -w \"%{http_code} \" -H \"Authorization: Bearer $key\" "
+                 "http://127.0.0.1:$(cat " + port_file + ")/v1/models; done; kill $pid; wait $pid'");
+  EXPECT_EQ(r.out, "200 401 ") << r.err;  // the trimmed key is accepted, another is not
+}
+
 // A port out of range was only "Could not convert: --port = 70000".
 TEST(ServeFlagsTest, APortOutOfRangeNamesTheRange) {
   for (const char* port : {"70000", "-1", "65536"}) {
