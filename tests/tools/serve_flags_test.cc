@@ -64,6 +64,25 @@ TEST(ServeFlagsTest, AnApiKeyNoClientCouldSendIsRefusedOrTrimmed) {
   EXPECT_EQ(r.out, "200 401 ") << r.err;  // the trimmed key is accepted, another is not
 }
 
+// A directory of hundreds of broken checkpoints made one error line of tens
+// of kilobytes, each reason naming its checkpoint twice ("DIR: checkpoint
+// DIR: ..."). The newest five are named, then how many more.
+TEST(ServeFlagsTest, ManyBrokenCheckpointsMakeOneShortLine) {
+  const test_util::ScopedTempDir dir("serve_flags");
+  for (int step = 1; step <= 300; ++step) {
+    std::filesystem::create_directories(dir.path() + "/step-" +
+                                        std::string(8 - std::to_string(step).size(), '0') +
+                                        std::to_string(step));
+  }
+  const CommandResult r = RunCommand(kBin + "dropk-serve --port 0 --checkpoints " + dir.path());
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_LT(r.err.size(), 2000u) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find("(checkpoint " + dir.path() + "/step-00000300: "), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("; and 295 more)"), std::string::npos) << r.err;
+}
+
 // A port out of range was only "Could not convert: --port = 70000".
 TEST(ServeFlagsTest, APortOutOfRangeNamesTheRange) {
   for (const char* port : {"70000", "-1", "65536"}) {
