@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "errors.h"
@@ -112,7 +113,7 @@ std::vector<std::string> CheckpointCandidates(const std::string& checkpoints_dir
   if (env->FileExists(latest_path)) {
     absl::StatusOr<std::string> latest = ReadSmallFile(env, latest_path, kMaxLatestBytes);
     if (!latest.ok()) {
-      skip(absl::StrCat(latest_path, ": ", latest.status().message()));
+      skip(std::string(latest.status().message()));  // it names latest_path already
     } else {
       const std::string name(absl::StripAsciiWhitespace(*latest));
       if (name.empty()) {
@@ -150,12 +151,23 @@ absl::StatusOr<std::string> FindLatestValidCheckpoint(const std::string& checkpo
       if (skipped != nullptr) skipped->insert(skipped->end(), reasons.begin(), reasons.end());
       return dir;
     }
-    reasons.push_back(absl::StrCat(dir, ": ", s.message()));
+    // Most reasons name the checkpoint already ("checkpoint DIR: ...").
+    reasons.push_back(absl::StrContains(s.message(), dir)
+                          ? std::string(s.message())
+                          : absl::StrCat(dir, ": ", s.message()));
   }
   if (skipped != nullptr) skipped->insert(skipped->end(), reasons.begin(), reasons.end());
-  return absl::NotFoundError(
-      absl::StrCat("no valid checkpoint in ", checkpoints_dir,
-                   reasons.empty() ? "" : absl::StrCat(" (", absl::StrJoin(reasons, "; "), ")")));
+  // The newest few, not all: a directory of hundreds of broken checkpoints
+  // made one error line of tens of kilobytes.
+  constexpr size_t kReasonsShown = 5;
+  std::string why;
+  if (!reasons.empty()) {
+    const size_t shown = std::min(reasons.size(), kReasonsShown);
+    why = absl::StrCat(
+        " (", absl::StrJoin(reasons.begin(), reasons.begin() + shown, "; "),
+        reasons.size() > shown ? absl::StrCat("; and ", reasons.size() - shown, " more") : "", ")");
+  }
+  return absl::NotFoundError(absl::StrCat("no valid checkpoint in ", checkpoints_dir, why));
 }
 
 }  // namespace dropk

@@ -13,10 +13,12 @@
 #include <deque>
 #include <future>
 #include <optional>
+#include <sstream>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/check.h"
 #include "sampler/completions.h"
 #include "sampler/http_api.h"
 
@@ -79,6 +81,7 @@ enum class State {
   kPreparing,      // a completion request is parsed and tokenized off the I/O threads
   kGenerating,     // a non-streaming completion runs; the peer is watched
   kProbing,        // the peer sent EOF while generating: is it half-closed or gone?
+                   // (a 1xx, or for HTTP/1.0 the answer's first bytes, was written)
   kStreamWriting,  // streaming: a write (header, event or end) is in flight
   kStreamIdle,     // streaming: waiting for the next event
   kWriting,        // a complete response is being written
@@ -151,6 +154,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void Probe();
   void OnProbeTimer(beast::error_code ec);
   void ProbeStream();
+  void WatchPeerReset();
   void ClientGone();
   // Streaming server-sent events.
   void StartStream();
@@ -169,6 +173,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // The completion in progress; null when there is none or it has finished.
   std::shared_ptr<CompletionJob> job_;
   CompletionResult answer_;         // a non-streaming answer that came while probing or preparing
+  // The first bytes of the answer, written early as an HTTP/1.0 client's
+  // probe (Probe); Send writes the rest. Empty when none were.
+  std::string answer_prefix_sent_;
   bool finished_early_ = false;     // the job finished before OnRouted ran
   std::deque<std::string> events_;  // SSE events not yet written
   size_t events_bytes_ = 0;         // their total size
@@ -379,6 +386,23 @@ void Session::Send(HttpResponse res, bool may_keep_alive) {
   res.keep_alive(keep_alive);
   server_->metrics_->CountRequest(res.result_int());
   SetState(State::kWriting);
+  if (!answer_prefix_sent_.empty()) {
+    // The probe wrote the status line's first bytes: the rest follows them,
+    // and the client, which has half-closed, gets the end of the connection
+    // as the end of the answer.
+    res.keep_alive(false);
+    std::ostringstream serialized;
+    serialized << res;
+    auto rest = std::make_shared<std::string>(std::move(serialized).str());
+    DROPK_CHECK(rest->starts_with(answer_prefix_sent_))
+        << "an answer does not begin with its probe '" << answer_prefix_sent_ << "'";
+    rest->erase(0, answer_prefix_sent_.size());
+    stream_.expires_after(server_->options_.write_timeout);
+    return net::async_write(stream_, net::buffer(*rest),
+                            [self = shared_from_this(), rest](beast::error_code, size_t) {
+                              self->EndRequest(false);
+                            });
+  }
   auto sp = std::make_shared<HttpResponse>(std::move(res));
   stream_.expires_after(server_->options_.write_timeout);
   http::async_write(stream_, *sp,
@@ -390,6 +414,7 @@ void Session::Send(HttpResponse res, bool may_keep_alive) {
 void Session::EndRequest(bool keep_alive) {
   job_.reset();
   answer_ = std::string();
+  answer_prefix_sent_.clear();
   finished_early_ = false;
   events_.clear();
   events_bytes_ = 0;
@@ -439,17 +464,30 @@ void Session::OnPeerReadable(beast::error_code ec) {
   if (n > 0 && !peek_ec) return;  // a pipelined request: read after this answer
   // End of stream: a client that half-closed after its request still wants
   // the answer; one that closed fully does not. Only a write tells them
-  // apart: a plain answer's 1xx probe does, and an SSE comment a stream's.
-  // (HTTP/1.0 allows no 1xx: that client is simply answered.)
-  if (state_ == State::kGenerating && req_.version() >= 11) return Probe();
-  if (state_ != State::kGenerating) ProbeStream();
+  // apart (a closed socket answers data with a reset): a plain answer's
+  // probe does, and an SSE comment a stream's. The keep-alive and the
+  // Connection: close cases are alike here: this watch runs for both.
+  if (state_ == State::kGenerating) return Probe();
+  ProbeStream();
 }
 
+// The probe of a plain answer: HTTP/1.1 clients accept (and skip) a 1xx
+// before the answer. HTTP/1.0 knows no 1xx, so a 1.0 client gets the
+// answer's own first bytes, "HTTP/1.0 ", which every answer begins with
+// whatever its status: a half-closed client reads the answer whole, in two
+// parts; before, the 1.0 client was not probed at all, and one that had
+// left kept its place in the queue and its model time until its answer
+// was written.
 void Session::Probe() {
   SetState(State::kProbing);
   stream_.expires_after(server_->options_.write_timeout);
+  std::string_view probe(kContinue);
+  if (req_.version() < 11) {
+    answer_prefix_sent_ = absl::StrCat("HTTP/", req_.version() / 10, ".", req_.version() % 10, " ");
+    probe = answer_prefix_sent_;
+  }
   net::async_write(
-      stream_, net::buffer(kContinue.data(), kContinue.size()),
+      stream_, net::buffer(probe.data(), probe.size()),
       [self = shared_from_this()](beast::error_code ec, size_t) {
         if (self->state_ != State::kProbing) return;
         if (ec) return self->ClientGone();
@@ -463,7 +501,30 @@ void Session::OnProbeTimer(beast::error_code ec) {
   if (PeerReset(stream_.socket())) return ClientGone();
   // Half-closed: answer when the job is done (it may be already).
   SetState(State::kGenerating);
-  if (job_ == nullptr) Send(AnswerResponse(std::move(answer_), req_.version()));
+  if (job_ == nullptr) return Send(AnswerResponse(std::move(answer_), req_.version()));
+  WatchPeerReset();
+}
+
+// A half-closed client reads nothing more of note until its answer, so its
+// socket stays readable (at EOF) and a read watch would fire at once,
+// forever. Only a reset still tells: a client that half-closed and then
+// went away with the probe unread (or was killed) resets the connection.
+// Decided: end of stream alone never means gone; a reset, an error or a
+// failed write does.
+void Session::WatchPeerReset() {
+  stream_.socket().async_wait(
+      tcp::socket::wait_error, [self = shared_from_this()](beast::error_code ec) {
+        if (ec || self->state_ != State::kGenerating) return;
+        tcp::socket& socket = self->stream_.socket();
+        // Reading SO_ERROR also clears it, so a pending error is reported once.
+        int error = 0;
+        socklen_t len = sizeof(error);
+        if (getsockopt(socket.native_handle(), SOL_SOCKET, SO_ERROR, &error, &len) != 0 ||
+            error != 0 || PeerReset(socket)) {
+          return self->ClientGone();
+        }
+        self->WatchPeerReset();  // urgent data, say: nothing about the peer
+      });
 }
 
 // A stream's next event would tell a gone client from a half-closed one, but

@@ -61,6 +61,10 @@ absl::StatusOr<std::shared_ptr<const ModelSnapshot>> LoadCheckpointSnapshot(
 
 absl::StatusOr<std::string> FindServableCheckpoint(const std::string& checkpoints_dir,
                                                    std::vector<std::string>* skipped) {
+  if (checkpoints_dir.empty()) {  // said ": does not exist"
+    return absl::InvalidArgumentError(
+        "the checkpoints directory is empty; name a run's checkpoints directory (run/checkpoints)");
+  }
   absl::StatusOr<std::string> found = FindLatestValidCheckpoint(checkpoints_dir, skipped);
   // An operator who names one checkpoint (run/checkpoints/step-N) instead
   // of the run's directory of them read only "no valid checkpoint in it".

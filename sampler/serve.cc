@@ -6,12 +6,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/exit_codes.h"
+#include "checkpoint/env.h"
+#include "checkpoint/format.h"
 
 namespace dropk {
 
@@ -25,11 +26,13 @@ CheckpointWatcher::CheckpointWatcher(std::string checkpoints_dir, Scheduler* sch
 CheckpointWatcher::~CheckpointWatcher() { Stop(); }
 
 std::string CheckpointWatcher::ReadLatest() const {
-  std::ifstream in(std::filesystem::path(dir_) / "LATEST", std::ios::binary);
-  if (!in) return "";
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
+  // Through the checkpoint Env, which refuses what is not a regular file: a
+  // FIFO in LATEST's place blocked std::ifstream's open for good, at start
+  // with SIGTERM and SIGINT already blocked, so only kill -9 ended it. What
+  // cannot be read reads as its error (FindServableCheckpoint reports it).
+  absl::StatusOr<std::string> latest =
+      ReadSmallFile(Env::Default(), dir_ + "/" + kLatestFileName, 4096);
+  return latest.ok() ? *std::move(latest) : std::string(latest.status().message());
 }
 
 absl::StatusOr<bool> CheckpointWatcher::LoadFrom(const std::string& /*latest_contents*/) {
@@ -127,9 +130,30 @@ void RaiseOpenFileLimit(LogSink* log) {
   }
 }
 
+// --port-file must name a regular file or a new one in a directory that
+// exists. Before, the rename replaced whatever was there: a FIFO a
+// supervisor waits on, or (as root) a device node such as /dev/full, which
+// became a regular file holding the port.
+absl::Status CheckPortFileTarget(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::file_status status = fs::symlink_status(path, ec);
+  if (fs::exists(status) && !fs::is_regular_file(status)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--port-file ", path, ": exists and is not a regular file; name a file to write"));
+  }
+  const fs::path parent = fs::absolute(path, ec).parent_path();
+  if (ec || !fs::is_directory(parent, ec)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--port-file ", path, ": directory ", parent.string(), " does not exist"));
+  }
+  return absl::OkStatus();
+}
+
 // Writes port to path through a temporary file and a rename, so a reader
 // never sees a partial number; an error names --port-file and the cause.
 absl::Status WritePortFile(const std::string& path, int port) {
+  if (absl::Status s = CheckPortFileTarget(path); !s.ok()) return s;
   const std::string tmp = path + ".tmp";
   std::ofstream out(tmp);
   out << port << "\n";
@@ -160,6 +184,10 @@ absl::Status RunServe(const ServeOptions& options) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // threads started below inherit this
   std::signal(SIGPIPE, SIG_IGN);
+  // Refused before the model loads, not after (WritePortFile checks again).
+  if (!options.port_file.empty()) {
+    if (absl::Status s = CheckPortFileTarget(options.port_file); !s.ok()) return s;
+  }
 
   ServiceMetrics metrics;
   absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =

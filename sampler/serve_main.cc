@@ -31,7 +31,12 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(10, 3600000));
   app.add_option("--address", o.http.address, "Address to bind (loopback by default)")
       ->capture_default_str();
-  app.add_option("--port", o.http.port, "TCP port; 0 picks a free one")->capture_default_str();
+  // Read as an int and range-checked: into the uint16_t, 70000 and -1 were
+  // only "Could not convert".
+  int port = o.http.port;
+  app.add_option("--port", port, "TCP port; 0 picks a free one")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
   app.add_option("--port-file", o.port_file, "Write the bound port here once listening");
   app.add_option("--io-threads", o.http.io_threads, "HTTP I/O threads")
       ->capture_default_str()
@@ -88,6 +93,12 @@ int Main(int argc, char** argv) {
     std::cerr << "dropk-serve: " << e.what() << " (run with --help for usage)\n";
     return dropk::kExitUsage;
   }
+  if (o.checkpoints_dir.empty()) {
+    // --watch would otherwise wait, for good, for a checkpoint in "".
+    std::cerr << "dropk-serve: --checkpoints is empty; name the run's checkpoints directory\n";
+    return dropk::kExitUsage;
+  }
+  o.http.port = static_cast<uint16_t>(port);
   o.scheduler.device =
       absl::AsciiStrToLower(device) == "cuda" ? dropk::Device::kCuda : dropk::Device::kCpu;
   o.watch_interval = std::chrono::milliseconds(watch_ms);
@@ -124,13 +135,24 @@ int Main(int argc, char** argv) {
                    api_key_file.c_str());
       return dropk::kExitUsage;
     }
-    std::string key(buf, n);
-    while (!key.empty() && (key.back() == '\n' || key.back() == '\r' || key.back() == ' ')) {
-      key.pop_back();
-    }
+    // An HTTP field value loses its leading and trailing whitespace and holds
+    // no line break, so a key with either could never be matched: every
+    // request was a 401. The ends are trimmed; a control character inside
+    // (a file of two lines, say) is refused.
+    std::string key(absl::StripAsciiWhitespace(absl::string_view(buf, n)));
     if (key.empty()) {
       std::fprintf(stderr, "dropk-serve: --api-key-file %s: empty key\n", api_key_file.c_str());
       return dropk::kExitUsage;
+    }
+    for (size_t i = 0; i < key.size(); ++i) {
+      const unsigned char c = static_cast<unsigned char>(key[i]);
+      if (c < 0x20 || c == 0x7f) {
+        std::fprintf(stderr,
+                     "dropk-serve: --api-key-file %s: the key holds a control character (0x%02x "
+                     "at byte %zu); the file must hold one key on one line\n",
+                     api_key_file.c_str(), c, i);
+        return dropk::kExitUsage;
+      }
     }
     o.http.api_key = key;
   }

@@ -1,6 +1,7 @@
 // dropk ckpt inspect PATH   step, config summary, tensors, total bytes
 // dropk ckpt verify PATH    recomputes every CRC32C; exit 0 ok, 1 corrupt
 // dropk ckpt export PATH --out FILE [--dtype fp32|fp16|bf16]
+//                           one export per FILE at a time; a second is refused
 //
 // PATH is a checkpoint directory (run/checkpoints/step-00001000), a
 // checkpoints directory holding LATEST, which then names the checkpoint, or a
@@ -26,6 +27,7 @@
 #include "checkpoint/reader.h"
 #include "checkpoint/writer.h"
 #include "model/param_layout.h"
+#include "trainer/run_directory_lock.h"
 
 namespace dropk {
 namespace {
@@ -39,6 +41,11 @@ namespace {
 absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
   namespace fs = std::filesystem;
   Env* env = Env::Default();
+  if (path.empty()) {
+    return absl::InvalidArgumentError(
+        "the checkpoint path is empty; name a checkpoint (run/checkpoints/step-N), a checkpoints "
+        "directory holding LATEST, or a run directory");
+  }
   std::error_code ec;
   const fs::file_status status = fs::status(path, ec);
   if (!fs::exists(status)) {
@@ -57,7 +64,8 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
     absl::StatusOr<std::string> name = ReadSmallFile(env, latest, 4096);
     if (!name.ok()) return name.status();
     const std::string trimmed(absl::StripAsciiWhitespace(*name));
-    if (trimmed.empty() || trimmed.find('/') != std::string::npos) {
+    if (trimmed.empty() || trimmed == "." || trimmed == ".." ||
+        trimmed.find('/') != std::string::npos) {
       return absl::DataLossError(absl::StrCat(latest, ": does not name a checkpoint"));
     }
     if (!fs::is_directory(dir + "/" + trimmed, ec)) {
@@ -185,11 +193,34 @@ absl::Status CheckExportTarget(const std::string& out, const std::string& dir) {
   return absl::OkStatus();
 }
 
+// The claim an export holds on `out` while it writes: two exports to one
+// --out at once shared the staging file OUT.tmp, so one could publish the
+// other's half-written bytes, or find its own OUT.tmp renamed away. The
+// second is refused at once, naming the first; the kernel drops the lock of
+// an export that dies (kill -9 included), so it never blocks the next one.
+// The lock is a hidden file beside OUT, left there afterwards.
+absl::StatusOr<RunDirectoryLock> LockExportTarget(const std::string& out) {
+  const std::filesystem::path target(out);
+  std::string name = target.filename().string();
+  // A name near the 255-byte limit, which OUT.tmp still fits, is cut and
+  // told apart by its checksum, so the lock file's name fits too.
+  constexpr size_t kMaxKeptName = 200;
+  if (name.size() > kMaxKeptName) {
+    name = absl::StrFormat("%s-%08x", name.substr(0, kMaxKeptName),
+                           crc32c::Value(name.data(), name.size()));
+  }
+  const std::string lock_path = (target.parent_path() / ("." + name + ".export-lock")).string();
+  return RunDirectoryLock::AcquireFile(lock_path, "--out=" + out, "--out", "dropk ckpt export",
+                                       std::cerr, {.same_host = {}, .other_host = {}});
+}
+
 absl::Status Export(const std::string& path, const std::string& out,
                     const std::string& dtype_name) {
   absl::StatusOr<std::string> dir = ResolveCheckpoint(path);
   if (!dir.ok()) return dir.status();
   if (absl::Status s = CheckExportTarget(out, *dir); !s.ok()) return s;
+  absl::StatusOr<RunDirectoryLock> lock = LockExportTarget(out);
+  if (!lock.ok()) return lock.status();
   ReadCheckpointOptions options;
   options.weights_only = true;
   absl::StatusOr<CheckpointData> data = ReadCheckpoint(*dir, options);
@@ -252,6 +283,16 @@ absl::Status Export(const std::string& path, const std::string& out,
   header.SerializeToString(&header_bytes);
   Env* env = Env::Default();
   const std::string tmp = out + ".tmp";
+  // Under the lock, OUT.tmp is this export's own: whatever is there was left
+  // by an export that died. Removed rather than opened, so that a link or a
+  // FIFO left there is not followed or waited on.
+  std::error_code ec;
+  std::filesystem::remove(tmp, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--out ", out, ": cannot remove the leftover staging file ", tmp, " (", ec.message(),
+        "); remove it by hand"));
+  }
   absl::StatusOr<std::unique_ptr<WritableFile>> file = env->NewWritableFile(tmp);
   if (!file.ok()) return file.status();
   uint64_t written = 0;

@@ -18,6 +18,9 @@
 namespace dropk {
 namespace {
 
+// How long a lock's holder may take to record itself in the lock file.
+constexpr auto kHolderNoteWait = std::chrono::seconds(1);
+
 std::string ThisHost() {
   char name[256] = {};
   if (::gethostname(name, sizeof(name) - 1) != 0) return "unknown";
@@ -62,19 +65,27 @@ absl::StatusOr<RunDirectoryLock> RunDirectoryLock::Acquire(const std::string& di
     return absl::PermissionDeniedError(
         absl::StrCat(field, "=", dir, ": cannot create it (", ec.message(), ")"));
   }
-  const std::string path = dir + "/" + kind.file_name;
+  return AcquireFile(dir + "/" + kind.file_name, absl::StrCat(field, "=", dir), field, kind.job,
+                     log, std::move(wait));
+}
+
+absl::StatusOr<RunDirectoryLock> RunDirectoryLock::AcquireFile(const std::string& path,
+                                                               const std::string& subject,
+                                                               const std::string& field,
+                                                               const char* job, std::ostream& log,
+                                                               RunLockWait wait) {
   // Non-blocking and no links: a FIFO or a link put there must not hang or
   // redirect the open.
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
   if (fd < 0) {
     return absl::PermissionDeniedError(
-        absl::StrCat(field, "=", dir, ": cannot open ", path, " (", std::strerror(errno), ")"));
+        absl::StrCat(subject, ": cannot open ", path, " (", std::strerror(errno), ")"));
   }
   RunDirectoryLock lock(fd);
   struct stat st;
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     return absl::FailedPreconditionError(
-        absl::StrCat(field, "=", dir, ": ", path, " is not a regular file; remove it"));
+        absl::StrCat(subject, ": ", path, " is not a regular file; remove it"));
   }
   const std::string me = ThisHost();
   const auto start = std::chrono::steady_clock::now();
@@ -86,24 +97,31 @@ absl::StatusOr<RunDirectoryLock> RunDirectoryLock::Acquire(const std::string& di
     if (err != EWOULDBLOCK) {
       // NFS mounted with nolock, some FUSE file systems: run unprotected.
       log << "warning: cannot lock " << path << " (" << std::strerror(err) << "); a second "
-          << kind.job << " on " << field << " at the same time would not be detected" << std::endl;
+          << job << " on " << field << " at the same time would not be detected" << std::endl;
       return RunDirectoryLock(-1);
     }
     const Holder holder = ReadHolder(fd);
     const std::chrono::milliseconds patience = holder.host == me ? wait.same_host : wait.other_host;
     const auto waited = std::chrono::steady_clock::now() - start;
-    if (waited >= patience) {
+    // A holder writes its note right after it locks: give it a moment, so
+    // that even a job that does not wait (patience 0) names the holder.
+    const bool note_pending = holder.host.empty() && waited < kHolderNoteWait;
+    if (waited >= patience && !note_pending) {
       return absl::FailedPreconditionError(absl::StrCat(
-          field, "=", dir, " is in use by another ", kind.job, " (", Describe(holder, me),
+          subject, " is in use by another ", job, " (", Describe(holder, me),
           ", holding ", path, "); let it end or stop it, or give this run its own ", field));
     }
     if (wait.stop_requested && wait.stop_requested()) {
-      return absl::CancelledError(absl::StrCat("stopped by a signal while waiting for ", field, "=",
-                                               dir, " (held by ", Describe(holder, me), ")"));
+      return absl::CancelledError(absl::StrCat("stopped by a signal while waiting for ", subject,
+                                               " (held by ", Describe(holder, me), ")"));
+    }
+    if (waited >= patience) {  // only the note is awaited
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      continue;
     }
     if (!announced) {
       announced = true;
-      log << field << "=" << dir << " is locked by " << Describe(holder, me) << "; waiting up to "
+      log << subject << " is locked by " << Describe(holder, me) << "; waiting up to "
           << std::chrono::duration_cast<std::chrono::seconds>(patience).count()
           << " s for it to end" << std::endl;
     }

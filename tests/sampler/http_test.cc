@@ -238,23 +238,27 @@ TEST(HttpTest, SameSeedReproducesUnderConcurrentLoad) {
 TEST(HttpTest, ClientDisconnectCancelsGeneration) {
   // A bigger model and a long generation, so the client leaves mid-stream.
   TestServer s({}, {.max_batch = 4, .num_threads = 1}, true, 1024, 4, 256);
-  for (const char* stream : {"true", "false"}) {
-    const uint64_t before = s.metrics.cancelled_sequences.load();
-    // The client stays 1 s, long enough to be admitted and generating on a
-    // loaded machine; 3000 tokens (past the 1024 context) take far longer.
-    testing::RunCommand(
-        "curl -s -N --max-time 1 -H 'Content-Type: application/json' "
-        "--data-binary '{\"prompt\":\"a\",\"max_tokens\":3000,\"stream\":" +
-        std::string(stream) + "}' http://127.0.0.1:" + std::to_string(s.port) +
-        "/v1/completions > /dev/null 2>&1");
-    bool cancelled = false;
-    for (int i = 0; i < 200 && !cancelled; ++i) {  // bounded: 10 s
-      cancelled = s.metrics.cancelled_sequences.load() > before;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  // HTTP/1.0 (a plain answer there could not be probed before) and 1.1.
+  for (const char* http : {"--http1.1", "--http1.0"}) {
+    for (const char* stream : {"true", "false"}) {
+      const uint64_t before = s.metrics.cancelled_sequences.load();
+      // The client stays 1 s, long enough to be admitted and generating on a
+      // loaded machine; 3000 tokens (past the 1024 context) take far longer.
+      testing::RunCommand(
+          "curl -s -N --max-time 1 " + std::string(http) +
+          " -H 'Content-Type: application/json' "
+          "--data-binary '{\"prompt\":\"a\",\"max_tokens\":3000,\"stream\":" +
+          std::string(stream) + "}' http://127.0.0.1:" + std::to_string(s.port) +
+          "/v1/completions > /dev/null 2>&1");
+      bool cancelled = false;
+      for (int i = 0; i < 200 && !cancelled; ++i) {  // bounded: 10 s
+        cancelled = s.metrics.cancelled_sequences.load() > before;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      EXPECT_TRUE(cancelled) << http << " stream=" << stream;
     }
-    EXPECT_TRUE(cancelled) << "stream=" << stream;
   }
-  EXPECT_LT(s.metrics.generated_tokens.load(), 5900u);
+  EXPECT_LT(s.metrics.generated_tokens.load(), 4 * 2900u);
   EXPECT_EQ(Curl(s.port, "POST", "/v1/completions", R"({"prompt":"a","max_tokens":2})").code, 200);
 }
 
@@ -520,6 +524,139 @@ TEST(HttpTest, StreamingClientThatLeavesWhileQueuedFreesItsPlace) {
   EXPECT_EQ(await(s.metrics.queue_length, 0), 0) << "the gone client still holds its place";
   EXPECT_EQ(s.metrics.running_batch.load(), 1);  // the long request still runs
   close(running);
+}
+
+// A plain (non-streaming) completion request, HTTP/1.0 or HTTP/1.1 with
+// `connection` ("close", "keep-alive", or "" for none).
+std::string PlainRequestBytes(int version, const std::string& connection, int max_tokens) {
+  const std::string text = json{{"prompt", "a"}, {"max_tokens", max_tokens}}.dump();
+  return "POST /v1/completions HTTP/1." + std::to_string(version % 10) +
+         "\r\nHost: x\r\nContent-Type: application/json\r\n" +
+         (connection.empty() ? "" : "Connection: " + connection + "\r\n") +
+         "Content-Length: " + std::to_string(text.size()) + "\r\n\r\n" + text;
+}
+
+// Closes `fd` with a reset (SO_LINGER 0) instead of a FIN.
+void CloseWithReset(int fd) {
+  const linger abort{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
+  close(fd);
+}
+
+// Waits (bounded: 10 s) for `gauge` to read `value`; returns what it reads.
+int64_t AwaitGauge(const std::atomic<int64_t>& gauge, int64_t value) {
+  for (int i = 0; i < 1000 && gauge.load() != value; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return gauge.load();
+}
+
+// What the server sends on `fd` until it closes (bounded: 30 s).
+std::string ReadUntilClosed(int fd) {
+  std::string received;
+  char buf[4096];
+  for (int i = 0; i < 300; ++i) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 100) != 1) continue;
+    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    received.append(buf, static_cast<size_t>(n));
+  }
+  return received;
+}
+
+// A plain request's client that left while its request waited in the queue:
+// an HTTP/1.0 one (EOF, no reset) kept its place there, and would have had
+// its model time, until its answer was written, since a 1.0 client could not
+// be sent the 1xx probe that tells a gone HTTP/1.1 client from a half-closed
+// one. It is now probed with its answer's first bytes, and every kind of
+// client frees its place at once: HTTP/1.0, HTTP/1.1 with Connection: close
+// or keep-alive, leaving with a FIN or a reset.
+TEST(HttpTest, PlainClientThatLeavesWhileQueuedFreesItsPlace) {
+  struct Case {
+    int version;
+    const char* connection;
+    bool reset;
+  };
+  for (const Case& c : {Case{10, "", false}, Case{10, "", true}, Case{11, "close", false},
+                        Case{11, "", false}, Case{10, "keep-alive", false}}) {
+    SCOPED_TRACE(::testing::Message() << "HTTP/" << c.version / 10 << "." << c.version % 10
+                                      << " Connection: " << c.connection
+                                      << (c.reset ? ", reset" : ", FIN"));
+    // A bigger model, so the long request runs far longer than this test.
+    TestServer s({}, {.max_batch = 1, .max_queue = 1, .num_threads = 1}, true, 1024, 4, 256);
+    const int running = ConnectAndSend(
+        s.port, CompletionRequestBytes({{"prompt", "a"}, {"max_tokens", 8192}, {"stream", true}}));
+    ASSERT_GE(running, 0);
+    ASSERT_EQ(AwaitGauge(s.metrics.running_batch, 1), 1);
+    const uint64_t cancelled = s.metrics.cancelled_sequences.load();
+    const int waiting = ConnectAndSend(s.port, PlainRequestBytes(c.version, c.connection, 4));
+    ASSERT_GE(waiting, 0);
+    ASSERT_EQ(AwaitGauge(s.metrics.queue_length, 1), 1);
+    if (c.reset) {
+      CloseWithReset(waiting);
+    } else {
+      close(waiting);
+    }
+    EXPECT_EQ(AwaitGauge(s.metrics.queue_length, 0), 0) << "the gone client still holds its place";
+    EXPECT_EQ(s.metrics.cancelled_sequences.load(), cancelled + 1);
+    EXPECT_EQ(s.metrics.running_batch.load(), 1);  // the long request still runs
+    close(running);
+  }
+}
+
+// End of stream alone never means gone: a client that sent its request and
+// shut down its sending side (HTTP/1.0 or 1.1) keeps its place while queued
+// and is answered whole once its turn comes. One that half-closed and then
+// reset the connection (killed, or aborting) is gone, and frees its place.
+TEST(HttpTest, HalfClosedPlainClientWhileQueuedIsAnsweredUnlessItResets) {
+  TestServer s({}, {.max_batch = 1, .max_queue = 1, .num_threads = 1}, true, 1024, 4, 256);
+  for (const int version : {10, 11}) {
+    SCOPED_TRACE(version);
+    const int running = ConnectAndSend(
+        s.port, CompletionRequestBytes({{"prompt", "a"}, {"max_tokens", 8192}, {"stream", true}}));
+    ASSERT_GE(running, 0);
+    ASSERT_EQ(AwaitGauge(s.metrics.running_batch, 1), 1);
+
+    // Half-closed, then reset: its place is freed.
+    const uint64_t cancelled = s.metrics.cancelled_sequences.load();
+    int waiting = ConnectAndSend(s.port, PlainRequestBytes(version, "", 4));
+    ASSERT_GE(waiting, 0);
+    ASSERT_EQ(AwaitGauge(s.metrics.queue_length, 1), 1);
+    shutdown(waiting, SHUT_WR);
+    // The probe (a 1xx, or for HTTP/1.0 the answer's first bytes) arrives
+    // and the client stays queued.
+    pollfd p{waiting, POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 10'000), 1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // past the probe's wait
+    EXPECT_EQ(s.metrics.queue_length.load(), 1);
+    CloseWithReset(waiting);
+    EXPECT_EQ(AwaitGauge(s.metrics.queue_length, 0), 0) << "the reset client still holds its place";
+    EXPECT_EQ(s.metrics.cancelled_sequences.load(), cancelled + 1);
+
+    // Half-closed and reading: answered whole when the long request ends.
+    waiting = ConnectAndSend(s.port, PlainRequestBytes(version, "", 4));
+    ASSERT_GE(waiting, 0);
+    ASSERT_EQ(AwaitGauge(s.metrics.queue_length, 1), 1);
+    shutdown(waiting, SHUT_WR);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // past the probe's wait
+    EXPECT_EQ(s.metrics.queue_length.load(), 1) << "a half-closed client was taken for gone";
+    close(running);  // the long request is cancelled; the waiting one runs
+    const std::string received = ReadUntilClosed(waiting);
+    close(waiting);
+    const std::string status = version == 10 ? "HTTP/1.0 200 OK\r\n" : "HTTP/1.1 200 OK\r\n";
+    const size_t at = received.find(status);
+    ASSERT_NE(at, std::string::npos) << received;
+    if (version == 10) {
+      EXPECT_EQ(at, 0u) << received;  // no interim response: 1.0 knows none
+    } else {
+      EXPECT_EQ(received.rfind("HTTP/1.1 100 Continue\r\n\r\n", 0), 0u) << received;
+    }
+    const json answer = json::parse(testing::RawBody(received.substr(at)), nullptr, false);
+    ASSERT_FALSE(answer.is_discarded()) << received;
+    EXPECT_EQ(answer["usage"]["completion_tokens"], 4) << received;
+    ASSERT_EQ(AwaitGauge(s.metrics.running_batch, 0), 0);
+  }
 }
 
 // An HTTP/1.0 client knows no 1xx responses: its "Expect: 100-continue"

@@ -28,6 +28,7 @@
 #include "checkpoint/reader.h"
 #include "checkpoint/writer.h"
 #include "support/shakespeare_data.h"
+#include "trainer/run_directory_lock.h"
 #include "support/subprocess.h"
 
 extern char** environ;
@@ -282,6 +283,25 @@ TEST_F(CheckpointCliTest, CkptNamesThePathAtFaultAndAcceptsARunDirectory) {
       << r.output;
 }
 
+// An empty path said "checkpoint path : does not exist"; a LATEST holding
+// "." or ".." was taken for a checkpoint's name and failed on a missing
+// "checkpoints/./manifest.pb" (dropk-serve already refused both).
+TEST_F(CheckpointCliTest, CkptNamesAnEmptyPathAndALatestOfDots) {
+  CliResult r = RunCommand(Dropk("ckpt inspect ''"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_EQ(r.output.rfind("dropk: the checkpoint path is empty; name a checkpoint", 0), 0u)
+      << r.output;
+  fs::create_directories(out_ + "/checkpoints");
+  for (const char* name : {".", ".."}) {
+    SCOPED_TRACE(name);
+    std::ofstream(out_ + "/checkpoints/LATEST", std::ios::trunc) << name << "\n";
+    r = RunCommand(Dropk("ckpt verify " + out_));
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_EQ(r.output,
+              "dropk: " + out_ + "/checkpoints/LATEST: does not name a checkpoint\n");
+  }
+}
+
 // dropk sample --checkpoint (and dropk-serve, study topk) said only "no
 // valid checkpoint in PATH" for a missing path and for a run directory.
 TEST_F(CheckpointCliTest, SampleNamesAMissingPathAndHintsAtARunsCheckpoints) {
@@ -370,6 +390,119 @@ bool WaitUntil(Pred pred) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return false;
+}
+
+// Whether `path` holds a complete export: the magic, a header that parses,
+// and every tensor's bytes there with a matching CRC32C.
+::testing::AssertionResult IsCompleteExport(const std::string& path) {
+  const std::string bytes = ReadAll(path);
+  if (bytes.size() < 16 || bytes.substr(0, 8) != "DROPKEXP") {
+    return ::testing::AssertionFailure() << path << ": no export magic (" << bytes.size()
+                                         << " bytes)";
+  }
+  uint64_t h;
+  std::memcpy(&h, bytes.data() + 8, 8);
+  ExportHeader header;
+  if (h > bytes.size() - 16 || !header.ParseFromString(bytes.substr(16, h))) {
+    return ::testing::AssertionFailure() << path << ": header does not parse";
+  }
+  for (const TensorEntry& e : header.tensors()) {
+    if (e.offset() + e.length() > bytes.size() ||
+        crc32c::Value(bytes.data() + e.offset(), e.length()) != e.crc32c()) {
+      return ::testing::AssertionFailure() << path << ": tensor " << e.name() << " is damaged";
+    }
+  }
+  const TensorEntry& last = header.tensors(header.tensors_size() - 1);
+  if (last.offset() + last.length() != bytes.size()) {
+    return ::testing::AssertionFailure() << path << ": " << bytes.size() << " bytes, expected "
+                                         << last.offset() + last.length();
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// Two exports to one --out at once shared the staging file OUT.tmp: the
+// second truncated and renamed away the first's half-written file (the
+// first then failed, or published the second's bytes mixed with its own).
+// An export in progress (here: this test, holding the export's lock with a
+// partial OUT.tmp) now makes a second one refuse, naming it, and touch
+// neither OUT nor OUT.tmp. Once it is gone (as if killed), its lock and its
+// stale OUT.tmp block nothing: the next export replaces both.
+TEST_F(CheckpointCliTest, ASecondExportToTheSameOutIsRefusedAndAStaleOneBlocksNothing) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=2")).exit_code, 0);
+  const std::string model = out_ + "/model.bin";
+  const std::string export_cmd = "ckpt export " + out_ + "/checkpoints --out " + model;
+  ASSERT_EQ(RunCommand(Dropk(export_cmd)).exit_code, 0);
+  const std::string published = ReadAll(model);
+  const std::string partial = "DROPKEXP half of an export in progress";
+  std::ofstream(model + ".tmp", std::ios::binary) << partial;
+  {
+    std::ostringstream log;
+    absl::StatusOr<RunDirectoryLock> running = RunDirectoryLock::AcquireFile(
+        out_ + "/.model.bin.export-lock", "--out=" + model, "--out", "dropk ckpt export", log);
+    ASSERT_TRUE(running.ok()) << running.status();
+    const CliResult r = RunCommand(Dropk(export_cmd + " --dtype bf16"));
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find("--out=" + model + " is in use by another dropk ckpt export (pid " +
+                            std::to_string(getpid()) + " on this host"),
+              std::string::npos)
+        << r.output;
+    EXPECT_EQ(ReadAll(model + ".tmp"), partial);
+    EXPECT_TRUE(ReadAll(model) == published) << "the published export changed";
+  }
+  // The lock is released, its file (naming this process) and the partial
+  // OUT.tmp are left behind, as by an export killed mid-write.
+  ASSERT_TRUE(fs::exists(out_ + "/.model.bin.export-lock"));
+  const CliResult r = RunCommand(Dropk(export_cmd + " --dtype bf16"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_FALSE(fs::exists(model + ".tmp"));
+  EXPECT_TRUE(IsCompleteExport(model));
+  EXPECT_TRUE(ReadAll(model) != published) << "the bf16 export did not replace the fp32 one";
+}
+
+// Many exports to one --out at once, in different dtypes: each either
+// publishes or is refused naming another, and OUT is always one complete
+// export, never a mix (before, the shared OUT.tmp could interleave them).
+TEST_F(CheckpointCliTest, ConcurrentExportsToOneOutPublishOneCompleteExport) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=2")).exit_code, 0);
+  const std::string model = out_ + "/model.bin";
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE(round);
+    std::vector<std::pair<pid_t, std::string>> exports;
+    for (const char* dtype : {"fp32", "fp16", "bf16", "fp32", "bf16", "fp16"}) {
+      const std::string log = out_ + "/export-" + std::to_string(exports.size()) + ".log";
+      exports.emplace_back(Spawn(Dropk("ckpt export " + out_ + "/checkpoints --out " + model +
+                                       " --dtype " + dtype),
+                                 log),
+                           log);
+    }
+    int published = 0;
+    for (const auto& [pid, log] : exports) {
+      int status = 0;
+      ASSERT_EQ(waitpid(pid, &status, 0), pid);
+      const std::string output = ReadAll(log);
+      ASSERT_TRUE(WIFEXITED(status)) << output;
+      if (WEXITSTATUS(status) == 0) {
+        ++published;
+      } else {
+        EXPECT_EQ(WEXITSTATUS(status), 1) << output;
+        EXPECT_NE(output.find("is in use by another dropk ckpt export (pid "), std::string::npos)
+            << output;
+      }
+    }
+    EXPECT_GE(published, 1);
+    EXPECT_TRUE(IsCompleteExport(model));
+    EXPECT_FALSE(fs::exists(model + ".tmp"));
+  }
+}
+
+// The export's lock file, ".OUT.export-lock", made a --out name of 244 to
+// 251 bytes (which OUT.tmp still fits) fail with "File name too long".
+TEST_F(CheckpointCliTest, ExportToANameNearTheLengthLimitWorks) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=2")).exit_code, 0);
+  const std::string model = out_ + "/" + std::string(250, 'm');
+  const CliResult r = RunCommand(Dropk("ckpt export " + out_ + "/checkpoints --out " + model));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(IsCompleteExport(model));
 }
 
 // After the last save, the closing sample ignored SIGTERM (the handler only

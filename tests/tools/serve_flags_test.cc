@@ -36,6 +36,65 @@ TEST(ServeFlagsTest, QueueAndBodyLimitsThatServeNobodyAreRefused) {
   }
 }
 
+// An HTTP field value holds no line break and loses its leading spaces, so
+// a key file of two lines, or one with an indented key, made every request
+// a 401. The ends are now trimmed, and a control character inside refused.
+TEST(ServeFlagsTest, AnApiKeyNoClientCouldSendIsRefusedOrTrimmed) {
+  const test_util::ScopedTempDir dir("serve_flags");
+  const std::string two_lines = dir.path() + "/two_lines";
+  std::ofstream(two_lines) << "key-one\nkey-two\n";
+  CommandResult r = RunCommand(kBin + "dropk-serve --checkpoints /nonexistent --port 0 " +
+                               "--api-key-file " + two_lines);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.err, "dropk-serve: --api-key-file " + two_lines +
+                       ": the key holds a control character (0x0a at byte 7); the file must "
+                       "hold one key on one line\n");
+
+  const std::string indented = dir.path() + "/indented";
+  std::ofstream(indented) << "  s3cret \r\n";
+  const std::string port_file = dir.path() + "/port";
+  // --watch serves without a checkpoint (/v1/models lists none).
+  r = RunCommand("timeout -k 1 60 bash -c '" + kBin +
+                 "dropk-serve --watch --checkpoints /nonexistent --port 0 --api-key-file " +
+                 indented + " --port-file " + port_file +
+                 " 2>/dev/null & pid=$!; for i in $(seq 1 300); do [ -s " + port_file +
+                 " ] && break; sleep 0.1; done; for key in s3cret wrong; do curl -s -o /dev/null"
+                 " -w \"%{http_code} \" -H \"Authorization: Bearer $key\" "
+                 "http://127.0.0.1:$(cat " + port_file + ")/v1/models; done; kill $pid; wait $pid'");
+  EXPECT_EQ(r.out, "200 401 ") << r.err;  // the trimmed key is accepted, another is not
+}
+
+// A directory of hundreds of broken checkpoints made one error line of tens
+// of kilobytes, each reason naming its checkpoint twice ("DIR: checkpoint
+// DIR: ..."). The newest five are named, then how many more.
+TEST(ServeFlagsTest, ManyBrokenCheckpointsMakeOneShortLine) {
+  const test_util::ScopedTempDir dir("serve_flags");
+  for (int step = 1; step <= 300; ++step) {
+    std::filesystem::create_directories(dir.path() + "/step-" +
+                                        std::string(8 - std::to_string(step).size(), '0') +
+                                        std::to_string(step));
+  }
+  const CommandResult r = RunCommand(kBin + "dropk-serve --port 0 --checkpoints " + dir.path());
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_LT(r.err.size(), 2000u) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find("(checkpoint " + dir.path() + "/step-00000300: "), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("; and 295 more)"), std::string::npos) << r.err;
+}
+
+// A port out of range was only "Could not convert: --port = 70000".
+TEST(ServeFlagsTest, APortOutOfRangeNamesTheRange) {
+  for (const char* port : {"70000", "-1", "65536"}) {
+    SCOPED_TRACE(port);
+    const CommandResult r =
+        RunCommand(kBin + "dropk-serve --checkpoints /nonexistent --port " + port);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(r.err, "dropk-serve: --port: Value " + std::string(port) +
+                         " not in range 0 to 65535 (run with --help for usage)\n");
+  }
+}
+
 // --address takes a numeric address; "localhost" was refused with only
 // "Invalid argument". (--watch starts without a checkpoint, so the address
 // is what stops it.)
@@ -48,6 +107,55 @@ TEST(ServeFlagsTest, AddressThatIsNotNumericIsNamedAsSuch) {
     EXPECT_NE(r.err.find("dropk-serve: --address '"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("not a numeric IPv4 or IPv6 address"), std::string::npos) << r.err;
   }
+}
+
+// An empty --checkpoints said ": does not exist", and with --watch the
+// service waited for good for a checkpoint to appear in "".
+TEST(ServeFlagsTest, AnEmptyCheckpointsDirectoryIsRefused) {
+  for (const char* watch : {"", "--watch"}) {
+    SCOPED_TRACE(watch);
+    const CommandResult r = RunCommand("timeout -k 1 30 " + kBin +
+                                       "dropk-serve --port 0 --checkpoints '' " + watch);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(r.err, "dropk-serve: --checkpoints is empty; name the run's checkpoints directory\n");
+  }
+}
+
+// A FIFO in LATEST's place (or any file that is not a regular one) blocked
+// the start for good, in an open that waited for a writer, with SIGTERM
+// and SIGINT already blocked: only kill -9 ended it. It is now refused,
+// named, at once.
+TEST(ServeFlagsTest, ALatestThatIsAFifoIsRefusedWithoutHanging) {
+  const test_util::ScopedTempDir dir("serve_flags");
+  const std::string latest = dir.path() + "/LATEST";
+  ASSERT_EQ(mkfifo(latest.c_str(), 0600), 0);
+  // Bounded: a hang ends in timeout's kill (exit 137) instead of the test's.
+  const CommandResult r =
+      RunCommand("timeout -k 1 30 " + kBin + "dropk-serve --port 0 --checkpoints " + dir.path());
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("(" + latest + ": not a regular file)"), std::string::npos) << r.err;
+}
+
+// --port-file's rename replaced whatever was there: a FIFO, or (as root) a
+// device node, /dev/full becoming a regular file holding the port. What is
+// not a regular file, or lies in a missing directory, is now refused at
+// start, before a model loads. (--watch starts without a checkpoint, so
+// before the fix the service ran on; the timeout bounds that.)
+TEST(ServeFlagsTest, APortFileThatIsNotARegularFileIsRefusedAndLeftAlone) {
+  const test_util::ScopedTempDir dir("serve_flags");
+  const std::string fifo = dir.path() + "/port";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  std::filesystem::create_directories(dir.path() + "/a_dir");
+  for (const std::string& target : {fifo, dir.path() + "/a_dir", dir.path() + "/no/such/port"}) {
+    SCOPED_TRACE(target);
+    const CommandResult r =
+        RunCommand("timeout -k 1 30 " + kBin + "dropk-serve --watch --port 0 --checkpoints " +
+                   dir.path() + "/none --port-file " + target);
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_EQ(r.err.rfind("dropk-serve: --port-file " + target + ": ", 0), 0u) << r.err;
+  }
+  EXPECT_TRUE(std::filesystem::is_fifo(fifo));
+  EXPECT_FALSE(std::filesystem::exists(fifo + ".tmp"));
 }
 
 // --checkpoints naming one checkpoint (run/checkpoints/step-N) instead of

@@ -8,7 +8,10 @@
 // reads requests, writes what HttpApi::Route answers, streams server-sent
 // events, and answers the failures of the connection itself: 408 for a
 // client that stops mid-request, 400 for malformed HTTP, 413, 431, each as
-// a JSON error before the connection closes.
+// a JSON error before the connection closes. A client that leaves while its
+// completion is queued or running (a reset, or an end of stream that a probe
+// write shows to be a full close) has it cancelled at once, whatever its
+// HTTP version or Connection header; one that only half-closed is answered.
 #ifndef DROPK_SAMPLER_HTTP_SERVER_H_
 #define DROPK_SAMPLER_HTTP_SERVER_H_
 

@@ -56,6 +56,17 @@ class RunDirectoryLock {
                                                   std::ostream& log, RunLockWait wait = {},
                                                   RunLockKind kind = kTrainingLock);
 
+  // Acquire for one lock file rather than a run directory: locks `lock_path`
+  // (created if needed; its directory must exist) for a `job` that claims
+  // `subject`, which messages name ("--out=/x/model.bin is in use by another
+  // JOB ..."); `field` is the flag a user changes to avoid the clash. The
+  // lock file stays when the lock is released: removing it could let a
+  // third process lock a new file while a second still locks the old one.
+  static absl::StatusOr<RunDirectoryLock> AcquireFile(const std::string& lock_path,
+                                                      const std::string& subject,
+                                                      const std::string& field, const char* job,
+                                                      std::ostream& log, RunLockWait wait = {});
+
   RunDirectoryLock(RunDirectoryLock&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
   RunDirectoryLock& operator=(RunDirectoryLock&& other) noexcept;
   RunDirectoryLock(const RunDirectoryLock&) = delete;
