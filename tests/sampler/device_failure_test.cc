@@ -4,6 +4,7 @@
 // requests are refused the same way, and dropk-serve (RunServe) stops with
 // the error so that it exits 1 and is restarted. An engine stands in for the
 // GPU, so no GPU is needed.
+#include <pthread.h>
 #include <signal.h>
 
 #include <atomic>
@@ -18,6 +19,7 @@
 #include <variant>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "base/device_error.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -279,7 +281,17 @@ TEST(DeviceFailureTest, RunServeAnswersThenStopsWithTheError) {
   options.http.address = "127.0.0.1";
   options.http.port = 0;
   options.scheduler = FailingGpuOptions(/*fail_decode=*/3, &calls_after_failure);
-  auto served = std::async(std::launch::async, [&options] { return RunServe(options); });
+  std::promise<absl::Status> result;
+  std::future<absl::Status> served = result.get_future();
+  std::thread serve([&options, &result] { result.set_value(RunServe(options)); });
+  // However the test ends, RunServe ends: a SIGTERM to its thread (which
+  // waits for one) drains it when it did not stop by itself.
+  absl::Cleanup stop = [&] {
+    if (served.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+      pthread_kill(serve.native_handle(), SIGTERM);
+    }
+    serve.join();
+  };
   int port = 0;
   for (int i = 0; i < 600 && port == 0; ++i) {
     std::ifstream in(options.port_file);
@@ -303,6 +315,7 @@ TEST(DeviceFailureTest, RunServeAnswersThenStopsWithTheError) {
   EXPECT_EQ(status.message(),
             std::string("the GPU failed: cuda inference engine: CachedAttention: ") + kCause);
   EXPECT_EQ(calls_after_failure.load(), 0);
+  std::move(stop).Invoke();
   fs::remove_all(dir);
 }
 
