@@ -287,7 +287,8 @@ TEST(DeviceFailureTest, RunServeAnswersThenStopsWithTheError) {
   // However the test ends, RunServe ends: a SIGTERM to its thread (which
   // waits for one) drains it when it did not stop by itself.
   absl::Cleanup stop = [&] {
-    if (served.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+    if (served.valid() &&  // not yet taken by get()
+        served.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
       pthread_kill(serve.native_handle(), SIGTERM);
     }
     serve.join();
