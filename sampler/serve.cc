@@ -3,8 +3,8 @@
 #include <sys/resource.h>
 
 #include <csignal>
-#include <ctime>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -204,12 +204,12 @@ absl::Status RunServe(const ServeOptions& options) {
     sig = sigtimedwait(&signals, nullptr, &poll_interval);
     if (sig > 0) break;
     if (std::string failure = (*scheduler)->DeviceFailure(); !failure.empty()) {
-      log->Write(absl::StrCat("dropk-serve: ", failure,
-                              "; stopping (exit 1) so that it is restarted"));
+      log->Write(
+          absl::StrCat("dropk-serve: ", failure, "; stopping (exit 1) so that it is restarted"));
       watcher.Stop();
       (*server)->StopAccepting();
       (*scheduler)->Shutdown(std::chrono::milliseconds(0));  // nothing runs any more
-      (*server)->Stop(std::chrono::milliseconds(2000));       // flush the failed answers
+      (*server)->Stop(std::chrono::milliseconds(2000));      // flush the failed answers
       server->reset();
       // The engine's destructor would call into the broken CUDA context
       // (which can hang after an Xid); the process is ending and the driver

@@ -587,9 +587,9 @@ absl::StatusOr<TrainingData> LoadTrainingData(const std::string& data_dir) {
 }
 
 absl::Status DeviceFailureStatus(const DeviceError& error) {
-  return absl::InternalError(absl::StrCat(
-      "the GPU failed: ", error.what(),
-      "; checkpoints saved so far are intact, resume with --resume=latest"));
+  return absl::InternalError(
+      absl::StrCat("the GPU failed: ", error.what(),
+                   "; checkpoints saved so far are intact, resume with --resume=latest"));
 }
 
 absl::StatusOr<TrainSummary> RunTraining(const TrainConfig& config, Communicator& comm,

@@ -67,7 +67,9 @@ class CudaEvent final : public DeviceEvent {
   CudaEvent(const CudaEvent&) = delete;
   CudaEvent& operator=(const CudaEvent&) = delete;
 
-  void Record() override { CUDA_CHECK_THROW(Op("DeviceEvent::Record"), cudaEventRecord(event_, stream_)); }
+  void Record() override {
+    CUDA_CHECK_THROW(Op("DeviceEvent::Record"), cudaEventRecord(event_, stream_));
+  }
   void HostWait() override {
     CUDA_CHECK_THROW(Op("DeviceEvent::HostWait"), cudaEventSynchronize(event_));
   }
@@ -171,14 +173,14 @@ class CudaKernels final : public Kernels {
 
   // Column-major D = alpha op(A) op(B) + beta D (+ bias broadcast over the n
   // columns), through cuBLASLt with a cached plan.
-  void Gemm(const char* op, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
-            const float* A, int lda, const float* B, int ldb, float beta, float* D, int ldd,
-            const float* bias);
+  void Gemm(const char* op, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+            float alpha, const float* A, int lda, const float* B, int ldb, float beta, float* D,
+            int ldd, const float* bias);
   absl::StatusOr<LtPlan*> PlanFor(const LtKey& key);
   // Strided-batched column-major products through cuBLAS (attention).
-  void BatchedGemm(const char* op, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
-                   const float* A, int lda, long long stride_a, const float* B, int ldb,
-                   long long stride_b, float* C, int ldc, long long stride_c, int batch);
+  void BatchedGemm(const char* op, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                   float alpha, const float* A, int lda, long long stride_a, const float* B,
+                   int ldb, long long stride_b, float* C, int ldc, long long stride_c, int batch);
 
   const int device_;
   const MatmulPrecision precision_;
@@ -272,13 +274,15 @@ void CudaKernels::CopyToDevice(void* dst, const void* host_src, size_t bytes) {
   // synchronous" (CUDA's API synchronization notes), from pinned memory it
   // is not. So wait for the copy; it is off the per-kernel hot path (a
   // step's inputs, weights at start).
-  CUDA_CHECK_THROW(Op(__func__), cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
+  CUDA_CHECK_THROW(Op(__func__),
+                   cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
   CUDA_CHECK_THROW(Op(__func__), cudaStreamSynchronize(stream_));
 }
 
 void CudaKernels::CopyToHost(void* host_dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
-  CUDA_CHECK_THROW(Op(__func__), cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK_THROW(Op(__func__),
+                   cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
   CUDA_CHECK_THROW(Op(__func__), cudaStreamSynchronize(stream_));
 }
 
@@ -365,9 +369,9 @@ absl::StatusOr<LtPlan*> CudaKernels::PlanFor(const LtKey& key) {
   return &stored;
 }
 
-void CudaKernels::Gemm(const char* op, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
-                       const float* A, int lda, const float* B, int ldb, float beta, float* D,
-                       int ldd, const float* bias) {
+void CudaKernels::Gemm(const char* op, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                       int k, float alpha, const float* A, int lda, const float* B, int ldb,
+                       float beta, float* D, int ldd, const float* bias) {
   if (m == 0 || n == 0) return;
   // cuBLASLt's bias epilogue reads the bias in vectors: a bias that is not
   // 16-byte aligned (a tensor at an odd offset of the flat buffer) takes the
@@ -396,11 +400,13 @@ void CudaKernels::Gemm(const char* op, cublasOperation_t ta, cublasOperation_t t
   }
   if (p != nullptr && p->has_algo) {
     if (bias != nullptr) {
-      CUBLAS_CHECK_THROW(Op(op), cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                        &bias, sizeof(bias)));
+      CUBLAS_CHECK_THROW(
+          Op(op), cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                 sizeof(bias)));
     }
-    CUBLAS_CHECK_THROW(Op(op), cublasLtMatmul(lt_, p->desc, &alpha, A, p->a, B, p->b, &beta, D, p->c, D,
-                                      p->c, &p->algo, lt_workspace_, kLtWorkspaceBytes, stream_));
+    CUBLAS_CHECK_THROW(
+        Op(op), cublasLtMatmul(lt_, p->desc, &alpha, A, p->a, B, p->b, &beta, D, p->c, D, p->c,
+                               &p->algo, lt_workspace_, kLtWorkspaceBytes, stream_));
     return;
   }
   // cuBLASLt offered no kernel (an unusual alignment or shape), or the bias
@@ -412,35 +418,38 @@ void CudaKernels::Gemm(const char* op, cublasOperation_t ta, cublasOperation_t t
     beta = 1.0f;
   }
   CUBLAS_CHECK_THROW(Op(op), cublasGemmEx(cublas_, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, B,
-                                  CUDA_R_32F, ldb, &beta, D, CUDA_R_32F, ldd,
-                                  ComputeTypeOf(precision_), CUBLAS_GEMM_DEFAULT));
+                                          CUDA_R_32F, ldb, &beta, D, CUDA_R_32F, ldd,
+                                          ComputeTypeOf(precision_), CUBLAS_GEMM_DEFAULT));
 }
 
-void CudaKernels::BatchedGemm(const char* op, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                              float alpha, const float* A, int lda, long long stride_a,
-                              const float* B, int ldb, long long stride_b, float* C, int ldc,
-                              long long stride_c, int batch) {
+void CudaKernels::BatchedGemm(const char* op, cublasOperation_t ta, cublasOperation_t tb, int m,
+                              int n, int k, float alpha, const float* A, int lda,
+                              long long stride_a, const float* B, int ldb, long long stride_b,
+                              float* C, int ldc, long long stride_c, int batch) {
   const float beta = 0.0f;
   CUBLAS_CHECK_THROW(Op(op), cublasGemmStridedBatchedEx(
-      cublas_, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, stride_a, B, CUDA_R_32F, ldb, stride_b,
-      &beta, C, CUDA_R_32F, ldc, stride_c, batch, ComputeTypeOf(precision_), CUBLAS_GEMM_DEFAULT));
+                                 cublas_, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, stride_a, B,
+                                 CUDA_R_32F, ldb, stride_b, &beta, C, CUDA_R_32F, ldc, stride_c,
+                                 batch, ComputeTypeOf(precision_), CUBLAS_GEMM_DEFAULT));
 }
 
 void CudaKernels::EmbeddingForward(float* out, const int32_t* tokens, const float* wte,
                                    const float* wpe, int B, int T, int C,
                                    const DropoutPlan* dropout) {
   const SiteDropout d = MakeSiteDropout(dropout, DropoutKind::kEmbedding, 0);
-  CUDA_CHECK_THROW(Op(__func__), cuda::EmbeddingForward(out, tokens, wte, wpe, B, T, C, d, stream_));
+  CUDA_CHECK_THROW(Op(__func__),
+                   cuda::EmbeddingForward(out, tokens, wte, wpe, B, T, C, d, stream_));
 }
 
 void CudaKernels::EmbeddingBackward(float* dwte, float* dwpe, float* dout, const int32_t* tokens,
                                     int B, int T, int C, const DropoutPlan* dropout) {
   const SiteDropout d = MakeSiteDropout(dropout, DropoutKind::kEmbedding, 0);
   if (d.p > 0.0f) {
-    CUDA_CHECK_THROW(Op(__func__), 
-        cuda::DropoutApply(dout, nullptr, dout, B, static_cast<uint64_t>(T) * C, d, stream_));
+    CUDA_CHECK_THROW(Op(__func__), cuda::DropoutApply(dout, nullptr, dout, B,
+                                                      static_cast<uint64_t>(T) * C, d, stream_));
   }
-  CUDA_CHECK_THROW(Op(__func__), cuda::EmbeddingBackward(dwte, dwpe, dout, tokens, B, T, C, stream_));
+  CUDA_CHECK_THROW(Op(__func__),
+                   cuda::EmbeddingBackward(dwte, dwpe, dout, tokens, B, T, C, stream_));
 }
 
 void CudaKernels::LayerNormForward(float* out, float* mean, float* rstd, const float* inp,
@@ -452,8 +461,8 @@ void CudaKernels::LayerNormBackward(float* dinp, float* dw, float* db, const flo
                                     const float* inp, const float* w, const float* mean,
                                     const float* rstd, int N, int C) {
   float* scratch = Scratch(__func__, kColumns, 2 * cuda::ColumnSumScratchFloats(N, C));
-  CUDA_CHECK_THROW(Op(__func__), 
-      cuda::LayerNormBackward(dinp, dw, db, dout, inp, w, mean, rstd, N, C, scratch, stream_));
+  CUDA_CHECK_THROW(Op(__func__), cuda::LayerNormBackward(dinp, dw, db, dout, inp, w, mean, rstd, N,
+                                                         C, scratch, stream_));
 }
 
 void CudaKernels::MatmulForward(float* out, const float* inp, const float* w, const float* bias,
@@ -469,8 +478,8 @@ void CudaKernels::MatmulBackward(float* dinp, float* dw, float* dbias, const flo
                                  bool accumulate_dinp) {
   if (dinp != nullptr) {
     // dinp (N,C) = dout (N,OC) w (OC,C): column-major dinp^T (C,N) = w^T (C,OC) dout^T (OC,N).
-    Gemm(__func__, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, 1.0f, w, C, dout, OC, accumulate_dinp ? 1.0f : 0.0f,
-         dinp, C, nullptr);
+    Gemm(__func__, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, 1.0f, w, C, dout, OC,
+         accumulate_dinp ? 1.0f : 0.0f, dinp, C, nullptr);
   }
   // dw (OC,C) += dout^T inp: column-major dw^T (C,OC) += inp^T (C,N) dout (N,OC).
   Gemm(__func__, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, 1.0f, inp, C, dout, OC, 1.0f, dw, C, nullptr);
@@ -496,14 +505,14 @@ void CudaKernels::AttentionForward(float* out, float* probs, const float* qkv, i
   const long long ths = static_cast<long long>(T) * hs, tt = static_cast<long long>(T) * T;
   // Row-major scores (T,T) = q k^T * scale, per (b, h): column-major
   // scores^T = k q^T.
-  BatchedGemm(__func__, CUBLAS_OP_T, CUBLAS_OP_N, T, T, hs, scale, k, hs, ths, q, hs, ths, probs, T, tt,
-              B * NH);
+  BatchedGemm(__func__, CUBLAS_OP_T, CUBLAS_OP_N, T, T, hs, scale, k, hs, ths, q, hs, ths, probs, T,
+              tt, B * NH);
   float* weights = probs;
   if (d.p > 0.0f) weights = Scratch(__func__, kWeights, static_cast<size_t>(B) * NH * tt);
   CUDA_CHECK_THROW(Op(__func__), cuda::SoftmaxForward(probs, weights, B, NH, T, d, stream_));
   // Row-major o (T,hs) = weights (T,T) v (T,hs): column-major o^T = v^T weights^T.
-  BatchedGemm(__func__, CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, 1.0f, v, hs, ths, weights, T, tt, o, hs, ths,
-              B * NH);
+  BatchedGemm(__func__, CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, 1.0f, v, hs, ths, weights, T, tt, o, hs,
+              ths, B * NH);
   CUDA_CHECK_THROW(Op(__func__), cuda::HeadsToRows(out, C, o, B, T, NH, hs, stream_));
 }
 
@@ -535,18 +544,18 @@ void CudaKernels::AttentionBackward(float* dqkv, const float* dout, const float*
     weights = w;
   }
   // dv (T,hs) = weights^T dout_h: column-major dv^T = dout_h^T weights.
-  BatchedGemm(__func__, CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, 1.0f, dout_heads, hs, ths, weights, T, tt, dv, hs,
-              ths, B * NH);
+  BatchedGemm(__func__, CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, 1.0f, dout_heads, hs, ths, weights, T,
+              tt, dv, hs, ths, B * NH);
   // d(weights) (T,T) = dout_h v^T: column-major = v dout_h^T.
-  BatchedGemm(__func__, CUBLAS_OP_T, CUBLAS_OP_N, T, T, hs, 1.0f, v, hs, ths, dout_heads, hs, ths, datt, T,
-              tt, B * NH);
+  BatchedGemm(__func__, CUBLAS_OP_T, CUBLAS_OP_N, T, T, hs, 1.0f, v, hs, ths, dout_heads, hs, ths,
+              datt, T, tt, B * NH);
   CUDA_CHECK_THROW(Op(__func__), cuda::SoftmaxBackward(datt, probs, B, NH, T, d, stream_));
   // dq (T,hs) = scale * dscores k: column-major dq^T = k^T dscores^T.
-  BatchedGemm(__func__, CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, scale, k, hs, ths, datt, T, tt, dq, hs, ths,
-              B * NH);
+  BatchedGemm(__func__, CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, scale, k, hs, ths, datt, T, tt, dq, hs,
+              ths, B * NH);
   // dk (T,hs) = scale * dscores^T q: column-major dk^T = q^T dscores.
-  BatchedGemm(__func__, CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, scale, q, hs, ths, datt, T, tt, dk, hs, ths,
-              B * NH);
+  BatchedGemm(__func__, CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, scale, q, hs, ths, datt, T, tt, dk, hs,
+              ths, B * NH);
   CUDA_CHECK_THROW(Op(__func__), cuda::HeadsToRows(dqkv, 3 * C, dq, B, T, NH, hs, stream_));
   CUDA_CHECK_THROW(Op(__func__), cuda::HeadsToRows(dqkv + C, 3 * C, dk, B, T, NH, hs, stream_));
   CUDA_CHECK_THROW(Op(__func__), cuda::HeadsToRows(dqkv + 2 * C, 3 * C, dv, B, T, NH, hs, stream_));
@@ -564,39 +573,42 @@ void CudaKernels::ResidualDropoutForward(float* out, const float* residual, cons
                                          int T, int C, DropoutKind kind, int layer,
                                          const DropoutPlan* dropout) {
   const SiteDropout d = MakeSiteDropout(dropout, kind, layer);
-  CUDA_CHECK_THROW(Op(__func__), 
-      cuda::DropoutApply(out, residual, x, B, static_cast<uint64_t>(T) * C, d, stream_));
+  CUDA_CHECK_THROW(Op(__func__), cuda::DropoutApply(out, residual, x, B,
+                                                    static_cast<uint64_t>(T) * C, d, stream_));
 }
 
 void CudaKernels::DropoutBackward(float* dx, const float* dout, int B, int T, int C,
                                   DropoutKind kind, int layer, const DropoutPlan* dropout) {
   const SiteDropout d = MakeSiteDropout(dropout, kind, layer);
   if (d.p == 0.0f && dx == dout) return;
-  CUDA_CHECK_THROW(Op(__func__), 
-      cuda::DropoutApply(dx, nullptr, dout, B, static_cast<uint64_t>(T) * C, d, stream_));
+  CUDA_CHECK_THROW(Op(__func__), cuda::DropoutApply(dx, nullptr, dout, B,
+                                                    static_cast<uint64_t>(T) * C, d, stream_));
 }
 
 void CudaKernels::CrossEntropyForward(float* losses, float* lse, const float* logits,
                                       const int32_t* targets, int N, int V) {
-  CUDA_CHECK_THROW(Op(__func__), cuda::CrossEntropyForward(losses, lse, logits, targets, N, V, stream_));
+  CUDA_CHECK_THROW(Op(__func__),
+                   cuda::CrossEntropyForward(losses, lse, logits, targets, N, V, stream_));
 }
 
 void CudaKernels::CrossEntropyBackward(float* logits, const float* lse, const int32_t* targets,
                                        int N, int V, float scale) {
-  CUDA_CHECK_THROW(Op(__func__), cuda::CrossEntropyBackward(logits, lse, targets, N, V, scale, stream_));
+  CUDA_CHECK_THROW(Op(__func__),
+                   cuda::CrossEntropyBackward(logits, lse, targets, N, V, scale, stream_));
 }
 
 double CudaKernels::SumSquares(const float* x, size_t n) {
   CUDA_CHECK_THROW(Op(__func__), cuda::SumSquares(sum_device_, x, n, sum_device_ + 1, stream_));
-  CUDA_CHECK_THROW(Op(__func__), 
-      cudaMemcpyAsync(sum_host_, sum_device_, sizeof(double), cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK_THROW(Op(__func__), cudaMemcpyAsync(sum_host_, sum_device_, sizeof(double),
+                                                 cudaMemcpyDeviceToHost, stream_));
   CUDA_CHECK_THROW(Op(__func__), cudaStreamSynchronize(stream_));
   return *sum_host_;
 }
 
 void CudaKernels::AdamW(float* params, const float* grads, float* m, float* v, size_t n,
                         const AdamWArgs& args) {
-  CUDA_CHECK_THROW(Op(__func__), cuda::AdamW(params, grads, m, v, n, AdamWConstantsOf(args), stream_));
+  CUDA_CHECK_THROW(Op(__func__),
+                   cuda::AdamW(params, grads, m, v, n, AdamWConstantsOf(args), stream_));
 }
 
 void CudaKernels::Scale(float* x, float alpha, size_t n) {

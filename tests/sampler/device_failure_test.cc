@@ -38,8 +38,7 @@ namespace {
 namespace http = boost::beast::http;
 using json = nlohmann::json;
 
-constexpr char kCause[] =
-    "cudaErrorIllegalAddress (an illegal memory access was encountered)";
+constexpr char kCause[] = "cudaErrorIllegalAddress (an illegal memory access was encountered)";
 
 // Forwards to a real engine until `fail_decode` (1-based) decode steps have
 // run, then throws DeviceError from that one and from every call after it,
@@ -256,8 +255,8 @@ TEST(DeviceFailureTest, WaitingRequestsFailTooWithoutTouchingTheGpu) {
 // serving on with a broken GPU or aborting.
 TEST(DeviceFailureTest, RunServeAnswersThenStopsWithTheError) {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::path(::testing::TempDir()) /
-                       ("dropk_serve_device_failure_" + std::to_string(getpid()));
+  const fs::path dir =
+      fs::path(::testing::TempDir()) / ("dropk_serve_device_failure_" + std::to_string(getpid()));
   fs::remove_all(dir);
   ASSERT_TRUE(test_util::PrepareShakespeareData((dir / "data").string()).ok());
   TrainConfig train = DefaultTrainConfig();

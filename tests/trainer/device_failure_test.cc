@@ -62,12 +62,13 @@ std::filesystem::path* DeviceFailureTest::dir_ = nullptr;
 // of the tiny model (2 layers, no gradient accumulation).
 TrainingSeams FailAtStep(int step, test_util::FailingKernels** out) {
   TrainingSeams seams;
-  seams.make_kernels = [step, out](Device, const KernelOptions& options)
-      -> absl::StatusOr<std::unique_ptr<Kernels>> {
+  seams.make_kernels =
+      [step, out](Device,
+                  const KernelOptions& options) -> absl::StatusOr<std::unique_ptr<Kernels>> {
     absl::StatusOr<std::unique_ptr<Kernels>> cpu = MakeKernels(Device::kCpu, options);
     if (!cpu.ok()) return cpu.status();
     auto failing = std::make_unique<test_util::FailingKernels>(*std::move(cpu), "AttentionBackward",
-                                                                /*fail_on_call=*/2 * step + 1);
+                                                               /*fail_on_call=*/2 * step + 1);
     *out = failing.get();
     return std::unique_ptr<Kernels>(std::move(failing));
   };
@@ -88,8 +89,7 @@ TEST_P(DeviceFailureTest, EndsWithOneLineExitOneAndTheLastCheckpointIntact) {
   test_util::FailingKernels* gpu = nullptr;
   // Steps 0..9 train; 4 and 8 are saved after steps 3 and 7; step 10 fails
   // in its backward pass.
-  const absl::StatusOr<TrainSummary> run =
-      RunTraining(config, *comm, log, FailAtStep(10, &gpu));
+  const absl::StatusOr<TrainSummary> run = RunTraining(config, *comm, log, FailAtStep(10, &gpu));
   ASSERT_NE(gpu, nullptr);
   EXPECT_TRUE(gpu->failed());
   ASSERT_FALSE(run.ok()) << log.str();

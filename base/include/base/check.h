@@ -127,14 +127,13 @@ inline std::string CudaErrorText(cudaError_t rc, const char* call, const char* f
           ::dropk::internal::CudaErrorText(dropk_cuda_rc, #call, __FILE__, __LINE__)); \
     }                                                                                  \
   } while (0)
-#define CUDA_CHECK_THROW(operation, call)                                                  \
-  do {                                                                                     \
-    const cudaError_t dropk_cuda_rc = (call);                                              \
-    if (dropk_cuda_rc != cudaSuccess) {                                                    \
-      throw ::dropk::DeviceError(                                                          \
-          (operation),                                                                     \
-          ::dropk::internal::CudaErrorText(dropk_cuda_rc, #call, __FILE__, __LINE__));     \
-    }                                                                                      \
+#define CUDA_CHECK_THROW(operation, call)                                                     \
+  do {                                                                                        \
+    const cudaError_t dropk_cuda_rc = (call);                                                 \
+    if (dropk_cuda_rc != cudaSuccess) {                                                       \
+      throw ::dropk::DeviceError((operation), ::dropk::internal::CudaErrorText(               \
+                                                  dropk_cuda_rc, #call, __FILE__, __LINE__)); \
+    }                                                                                         \
   } while (0)
 #define CUDA_CHECK_ABORT(call)                                                         \
   do {                                                                                 \
@@ -167,14 +166,13 @@ inline std::string CublasErrorText(cublasStatus_t rc, const char* call, const ch
           ::dropk::internal::CublasErrorText(dropk_cublas_rc, #call, __FILE__, __LINE__)); \
     }                                                                                      \
   } while (0)
-#define CUBLAS_CHECK_THROW(operation, call)                                                \
-  do {                                                                                     \
-    const cublasStatus_t dropk_cublas_rc = (call);                                         \
-    if (dropk_cublas_rc != CUBLAS_STATUS_SUCCESS) {                                        \
-      throw ::dropk::DeviceError(                                                          \
-          (operation),                                                                     \
-          ::dropk::internal::CublasErrorText(dropk_cublas_rc, #call, __FILE__, __LINE__)); \
-    }                                                                                      \
+#define CUBLAS_CHECK_THROW(operation, call)                                                     \
+  do {                                                                                          \
+    const cublasStatus_t dropk_cublas_rc = (call);                                              \
+    if (dropk_cublas_rc != CUBLAS_STATUS_SUCCESS) {                                             \
+      throw ::dropk::DeviceError((operation), ::dropk::internal::CublasErrorText(               \
+                                                  dropk_cublas_rc, #call, __FILE__, __LINE__)); \
+    }                                                                                           \
   } while (0)
 #define CUBLAS_CHECK_ABORT(call)                                                           \
   do {                                                                                     \

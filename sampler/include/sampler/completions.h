@@ -138,7 +138,7 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
   std::vector<std::unique_ptr<Choice>> choices_;  // touched on the scheduler thread only
   int unfinished_ = 0;
   int not_run_ = 0;  // choices the service stopped before running
-  int device_failed_ = 0;  // choices ended by a failed GPU
+  int device_failed_ = 0;           // choices ended by a failed GPU
   Scheduler* scheduler_ = nullptr;  // for its DeviceFailure(); outlives the job's output
 };
 

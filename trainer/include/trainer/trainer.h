@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "comm/communicator.h"
 #include "base/device_error.h"
+#include "comm/communicator.h"
 #include "config.pb.h"
 #include "model/kernels.h"
 #include "model/tokenizer.h"
