@@ -467,7 +467,12 @@ std::variant<std::shared_ptr<CompletionJob>, ApiError> CompletionJob::Start(
   }
   const ModelSnapshot& snap = model->snapshot();
   const int V = snap.config.vocab_size, T = snap.config.block_size;
+  if (std::string failure = scheduler->DeviceFailure(); !failure.empty()) {
+    return ApiError{503, absl::StrCat(failure, "; this server is restarting; retry the request"),
+                    "service_unavailable", "", "device_failed"};
+  }
   std::shared_ptr<CompletionJob> job(new CompletionJob());
+  job->scheduler_ = scheduler;
   job->listener_ = std::move(listener);
   job->model_ = model;
   job->created_ = std::chrono::duration_cast<std::chrono::seconds>(
@@ -519,7 +524,9 @@ std::variant<std::shared_ptr<CompletionJob>, ApiError> CompletionJob::Start(
     return ApiError{429, std::string(s.message()), "rate_limit_exceeded", "", "queue_full"};
   }
   if (absl::IsUnavailable(s)) {
-    return ApiError{503, std::string(s.message()), "service_unavailable", "", "shutting_down"};
+    // The device may have failed since the check above.
+    return ApiError{503, std::string(s.message()), "service_unavailable", "",
+                    scheduler->DeviceFailure().empty() ? "shutting_down" : "device_failed"};
   }
   if (!s.ok()) return Invalid("", std::string(s.message()));
   return job;
@@ -570,10 +577,12 @@ void CompletionJob::StreamSettledText(int index) {
 void CompletionJob::OnFinish(int index, FinishReason reason) {
   Choice& c = *choices_[index];
   c.finish_reason = c.stopped || reason == FinishReason::kStop ? "stop" : "length";
-  if (reason == FinishReason::kCancelled || reason == FinishReason::kNotRun) {
+  if (reason == FinishReason::kCancelled || reason == FinishReason::kNotRun ||
+      reason == FinishReason::kDeviceFailed) {
     c.finish_reason = "cancelled";
   }
   if (reason == FinishReason::kNotRun) ++not_run_;
+  if (reason == FinishReason::kDeviceFailed) ++device_failed_;
   // A cancelled choice still gets its last chunk: a stream cut short (the
   // service draining on SIGTERM) must not read as a complete one. When the
   // client is gone, nobody reads it.
@@ -585,8 +594,16 @@ void CompletionJob::OnFinish(int index, FinishReason reason) {
   }
   if (--unfinished_ > 0) return;
   if (stream_) {
+    // The 200 and its headers are gone already: the failure travels as an
+    // error event (OpenAI's shape) before the end of the stream.
+    if (device_failed_ > 0) {
+      listener_->OnEvent(absl::StrCat("data: ", ErrorBody(DeviceFailedError()), "\n\n"));
+    }
     listener_->OnEvent("data: [DONE]\n\n");
     listener_->OnDone(std::string());
+  } else if (device_failed_ > 0) {
+    // Part of the answer is missing, and this server cannot produce it.
+    listener_->OnDone(DeviceFailedError());
   } else if (not_run_ == static_cast<int>(choices_.size())) {
     // Nothing of it ran: a 200 of empty "cancelled" choices would read as
     // the model's answer; a 503 tells the client to send it again.
@@ -598,6 +615,16 @@ void CompletionJob::OnFinish(int index, FinishReason reason) {
   // Break the job <-> sink cycle: sinks hold the job; the job no longer
   // needs its listener.
   listener_.reset();
+}
+
+ApiError CompletionJob::DeviceFailedError() const {
+  // 503, not 500: nothing is wrong with the request, and another replica
+  // (or this one, restarted) can answer it.
+  return ApiError{503,
+                  absl::StrCat(scheduler_->DeviceFailure(),
+                               "; this server cannot generate any more and is restarting; "
+                               "retry the request"),
+                  "service_unavailable", "", "device_failed"};
 }
 
 std::string CompletionJob::ChunkJson(int index, std::string_view text, const char* finish_reason) {

@@ -162,11 +162,22 @@ HttpResponse HttpApi::Playground(unsigned version) const {
   return res;
 }
 
+std::optional<ApiError> HttpApi::DeviceFailed() const {
+  std::string failure = scheduler_->DeviceFailure();
+  if (failure.empty()) return std::nullopt;
+  return ApiError{503, absl::StrCat(failure, "; restart dropk-serve (it exits to be restarted)"),
+                  "service_unavailable", "", "device_failed"};
+}
+
 HttpResponse HttpApi::Healthz(unsigned version) const {
+  // Liveness: a process whose GPU failed is not alive in any useful sense
+  // (the CUDA context cannot recover); a probe must restart it.
+  if (std::optional<ApiError> failed = DeviceFailed()) return ErrorResponse(*failed, version);
   return JsonResponse(http::status::ok, version, R"({"status":"ok"})");
 }
 
 HttpResponse HttpApi::Readyz(unsigned version) const {
+  if (std::optional<ApiError> failed = DeviceFailed()) return ErrorResponse(*failed, version);
   const std::shared_ptr<ServingModel> model = scheduler_->CurrentModel();
   if (model == nullptr) {
     return ErrorResponse(

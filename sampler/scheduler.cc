@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "base/device_error.h"
 
 namespace dropk {
 
@@ -111,6 +112,7 @@ absl::Status Scheduler::Submit(std::vector<SequenceRequest> sequences) {
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (!device_failure_.empty()) return absl::UnavailableError(device_failure_);
     if (!accepting_) return absl::UnavailableError("the server is shutting down");
     if (pending_sequences_ + sequences.size() > static_cast<size_t>(options_.max_queue)) {
       return absl::ResourceExhaustedError(absl::StrCat("too many queued sequences (",
@@ -220,9 +222,12 @@ void Scheduler::Loop() {
     if (admission.stop) return CancelAll();
     Join(admission.joining);
     // A failed decode step (an allocation the machine cannot give, say) ends
-    // the sequences running in it as cancelled, not the service.
+    // the sequences running in it as cancelled, not the service. A failed
+    // device ends the service's usefulness: FailDevice.
     try {
       Step();
+    } catch (const DeviceError& e) {
+      FailDevice(e);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "dropk-serve: a decode step failed (%s); ending its %zu sequence(s)\n",
                    e.what(), active_.size());
@@ -314,11 +319,19 @@ void Scheduler::Join(std::vector<std::pair<uint64_t, SequenceRequest>>& joining)
     ServingModel& m = *a->request.model;
     a->slot = m.free_slots_.back();
     m.free_slots_.pop_back();
-    // A failed prefill ends this sequence as cancelled, not the service.
+    if (device_failed_) {  // an earlier one of these failed it: touch it no more
+      Finish(*a, FinishReason::kDeviceFailed);
+      continue;
+    }
+    // A failed prefill ends this sequence as cancelled, not the service; a
+    // failed device ends every sequence (FailDevice).
     try {
       m.engine_->Reset(a->slot);
       const float* logits = m.engine_->Prefill(a->slot, a->request.prompt);
       if (Emit(*a, logits)) active_.push_back(std::move(a));
+    } catch (const DeviceError& e) {
+      active_.push_back(std::move(a));
+      FailDevice(e);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "dropk-serve: a prefill failed (%s); ending that sequence\n", e.what());
       if (a->slot >= 0) Finish(*a, FinishReason::kCancelled);
@@ -406,6 +419,38 @@ void Scheduler::StepModel(ServingModel* m, const std::vector<Active*>& refill) {
   const float* logits = m->engine_->Decode(step_slots_, step_tokens_);
   const size_t V = m->snapshot().config.vocab_size;
   for (size_t i = 0; i < step_rows_.size(); ++i) Emit(*step_rows_[i], logits + i * V);
+}
+
+std::string Scheduler::DeviceFailure() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return device_failure_;
+}
+
+void Scheduler::FailDevice(const std::exception& error) {
+  const std::string why = absl::StrCat("the GPU failed: ", error.what());
+  std::vector<SequenceRequest> waiting;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (device_failure_.empty()) device_failure_ = why;
+    device_failed_ = true;
+    accepting_ = false;
+    for (PendingRequest& r : pending_) {
+      for (SequenceRequest& s : r.sequences) waiting.push_back(std::move(s));
+    }
+    pending_.clear();
+    pending_sequences_ = 0;
+    metrics_->queue_length = 0;
+  }
+  std::fprintf(stderr,
+               "dropk-serve: %s; failing %zu running and %zu waiting sequence(s); the GPU cannot "
+               "be used again by this process\n",
+               why.c_str(), active_.size(), waiting.size());
+  for (auto& a : active_) {
+    if (a->slot >= 0) Finish(*a, FinishReason::kDeviceFailed);
+  }
+  active_.clear();
+  metrics_->running_batch = 0;
+  for (SequenceRequest& s : waiting) s.sink->OnFinish(FinishReason::kDeviceFailed);
 }
 
 void Scheduler::CancelAll() {

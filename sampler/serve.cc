@@ -4,6 +4,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -212,8 +213,39 @@ absl::Status RunServe(const ServeOptions& options) {
                           (*server)->port()));
   if (options.watch) watcher.Start(options.watch_interval);
 
+  // Waits for SIGTERM/SIGINT, looking at the GPU's health between waits.
+  //
+  // After a device failure the process exits non-zero, after answering the
+  // requests the failure cut short. Why exit rather than only report: a
+  // sticky CUDA error (an illegal address, an Xid, ECC) leaves the process's
+  // GPU context unusable for good, so only a new process serves again, and
+  // every supervisor restarts one that exits non-zero at once (Kubernetes'
+  // restartPolicy Always, systemd Restart=on-failure, docker --restart;
+  // repeated failures show as CrashLoopBackOff, pointing at the node's GPU),
+  // whereas a liveness probe only notices after failureThreshold x
+  // periodSeconds (30 s in deploy/k8s/serve.yaml), all the while taking
+  // traffic it must fail. Until the exit, /healthz and /readyz answer 503
+  // naming the cause, so a probe or load balancer that asks sees why.
   int sig = 0;
-  sigwait(&signals, &sig);
+  const timespec poll_interval{0, 200'000'000};
+  for (;;) {
+    sig = sigtimedwait(&signals, nullptr, &poll_interval);
+    if (sig > 0) break;
+    if (std::string failure = (*scheduler)->DeviceFailure(); !failure.empty()) {
+      log->Write(
+          absl::StrCat("dropk-serve: ", failure, "; stopping (exit 1) so that it is restarted"));
+      watcher.Stop();
+      (*server)->StopAccepting();
+      (*scheduler)->Shutdown(std::chrono::milliseconds(0));  // nothing runs any more
+      (*server)->Stop(std::chrono::milliseconds(2000));      // flush the failed answers
+      server->reset();
+      // The engine's destructor would call into the broken CUDA context
+      // (which can hang after an Xid); the process is ending and the driver
+      // frees what it held. Its thread has been joined.
+      (void)scheduler->release();
+      return absl::InternalError(failure);
+    }
+  }
   log->Write(absl::StrCat("dropk-serve: ", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                           ", draining (deadline ", options.drain_deadline.count(),
                           " ms; a second SIGTERM or SIGINT stops at once)"));

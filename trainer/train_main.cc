@@ -2,6 +2,8 @@
 // prints a sample. Launch with `mpirun -np N dropk-train ...` for N ranks.
 // Exit codes (base/exit_codes.h): 0 done or --help, 2 a bad config value or
 // argument (or a named path missing), 1 any other failure.
+// A GPU that fails mid-run (RunTraining returns "the GPU failed: ...") is
+// such a failure too: one line, exit 1, no core dump, no checkpoint after it.
 // When one rank of a multi-rank job fails, it ends the whole job (MPI_Abort)
 // with a message naming the rank and the cause, instead of leaving the
 // others waiting; when the cause is a peer's unreachable host, it leaves the

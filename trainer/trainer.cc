@@ -44,14 +44,34 @@ double SecondsSince(Clock::time_point start) {
 // One rank's state for a whole run.
 class TrainingRun {
  public:
-  TrainingRun(const TrainConfig& config, Communicator& comm, std::ostream& log)
+  TrainingRun(const TrainConfig& config, Communicator& comm, std::ostream& log,
+              const TrainingSeams& seams)
       : config_(config),
+        seams_(seams),
         comm_(comm),
         log_(log),
         all_ranks_log_(log),
         rank_(comm.Rank()),
         world_(comm.Size()) {}
 
+  // Run(), with a failure of the device turned into DeviceFailureStatus.
+  absl::StatusOr<TrainSummary> RunUnlessDeviceFails() {
+    try {
+      return Run();
+    } catch (const DeviceError& e) {
+      // Nothing is read from the device any more. A background save that
+      // was started before the failure holds host copies taken while the
+      // device still worked (Save synchronises first, and a fault surfaces
+      // at the first synchronisation after it), so it is as sound as any
+      // earlier checkpoint: alone, finish it (file I/O only). With peers,
+      // leave it: finishing is collective and the peers are elsewhere in
+      // the loop; unwinding joins its writer and it stays invisible.
+      if (world_ == 1 && checkpointer_ != nullptr) (void)checkpointer_->Finish(RankLog());
+      return DeviceFailureStatus(e);
+    }
+  }
+
+ private:
   absl::StatusOr<TrainSummary> Run() {
     if (absl::Status s = Setup(); !s.ok()) return s;
     const int64_t max_steps = config_.max_iters();
@@ -142,7 +162,6 @@ class TrainingRun {
     return std::move(summary_);
   }
 
- private:
   absl::Status Setup() {
     absl::StatusOr<TrainingData> data = LoadTrainingData(config_.data_dir());
     if (!data.ok()) return data.status();
@@ -201,7 +220,8 @@ class TrainingRun {
     }
 
     absl::StatusOr<std::unique_ptr<Kernels>> kernels =
-        MakeKernels(TrainingDevice(config_), kernel_options);
+        seams_.make_kernels ? seams_.make_kernels(TrainingDevice(config_), kernel_options)
+                            : MakeKernels(TrainingDevice(config_), kernel_options);
     if (!kernels.ok()) return kernels.status();
     kernels_ = *std::move(kernels);
     if (config_.profile()) {
@@ -510,6 +530,7 @@ class TrainingRun {
   }
 
   const TrainConfig& config_;
+  const TrainingSeams& seams_;
   Communicator& comm_;
   std::ostream& log_;
   OstreamLogSink all_ranks_log_;  // log_ on every rank: a rank's own failures
@@ -565,10 +586,21 @@ absl::StatusOr<TrainingData> LoadTrainingData(const std::string& data_dir) {
   return TrainingData{std::move(*tokenizer), std::move(*train), std::move(*val)};
 }
 
+absl::Status DeviceFailureStatus(const DeviceError& error) {
+  return absl::InternalError(
+      absl::StrCat("the GPU failed: ", error.what(),
+                   "; checkpoints saved so far are intact, resume with --resume=latest"));
+}
+
 absl::StatusOr<TrainSummary> RunTraining(const TrainConfig& config, Communicator& comm,
-                                         std::ostream& log) {
-  TrainingRun run(config, comm, log);
-  return run.Run();
+                                         std::ostream& log, const TrainingSeams& seams) {
+  // A DeviceError leaves the loop from the failing op: nothing between it
+  // and RunUnlessDeviceFails catches it, and nothing saves. The run's
+  // destruction then joins the background checkpoint writer (file I/O
+  // only), releases the run-directory locks and frees device memory best
+  // effort (Free never throws); none of it waits on another rank.
+  TrainingRun run(config, comm, log, seams);
+  return run.RunUnlessDeviceFails();
 }
 
 }  // namespace dropk

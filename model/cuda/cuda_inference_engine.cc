@@ -4,13 +4,13 @@
 
 #include <algorithm>
 #include <cstring>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/check.h"
+#include "base/device_error.h"
 #include "cuda/cuda_kernels.h"
 #include "cuda/inference_launch.h"
 #include "cuda/launch.h"
@@ -19,14 +19,15 @@
 namespace dropk {
 namespace {
 
-// Throws with the call and CUDA's error: a failure mid-step cannot be
-// recovered inside the engine, and the scheduler turns it into failed
-// sequences rather than a dead process.
+// Throws DeviceError with the step's part and CUDA's error: a failure
+// mid-step cannot be recovered inside the engine (a sticky error leaves the
+// context unusable), and the scheduler turns it into failed requests and an
+// unhealthy server rather than a dead process.
 void ThrowIfFailed(cudaError_t rc, const char* what) {
   if (rc == cudaSuccess) return;
   cudaGetLastError();
-  throw std::runtime_error(absl::StrCat("cuda inference engine: ", what, " failed: ",
-                                        cudaGetErrorName(rc), " (", cudaGetErrorString(rc), ")"));
+  throw DeviceError(absl::StrCat("cuda inference engine: ", what),
+                    absl::StrCat(cudaGetErrorName(rc), " (", cudaGetErrorString(rc), ")"));
 }
 
 // One cudaMalloc'd array, freed with the engine.

@@ -27,9 +27,10 @@ namespace dropk {
 // past what the attention kernel holds, or the weights and caches do not fit
 // in the GPU's memory (naming the bytes wanted and free).
 //
-// A CUDA error during Prefill or Decode (a lost device) throws
-// std::runtime_error naming the call; the scheduler then fails the step's
-// sequences with it.
+// A CUDA error during Prefill or Decode (a lost device) throws DeviceError
+// (base/device_error.h) naming the part of the step and CUDA's error; the
+// engine must not be used again. The scheduler then fails the requests and
+// marks the service unhealthy (sampler/scheduler.h).
 absl::StatusOr<std::unique_ptr<InferenceEngine>> MakeCudaInferenceEngine(
     const GptConfig& config, std::span<const float> host_params, const InferenceOptions& options);
 

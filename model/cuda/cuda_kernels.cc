@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/check.h"
+#include "base/device_error.h"
 #include "cuda/launch.h"
 #include "kernel_math.h"
 
@@ -53,11 +54,12 @@ uint32_t AlignmentOf(const void* p) {
   return alignment;
 }
 
-// The readiness event of a CudaKernels' stream.
+// The readiness event of a CudaKernels' stream. A failing call throws
+// DeviceError naming the event's device.
 class CudaEvent final : public DeviceEvent {
  public:
-  explicit CudaEvent(cudaStream_t stream) : stream_(stream) {
-    CUDA_CHECK_ABORT(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming));
+  CudaEvent(cudaStream_t stream, int device) : stream_(stream), device_(device) {
+    CUDA_CHECK_THROW(Op("CreateEvent"), cudaEventCreateWithFlags(&event_, cudaEventDisableTiming));
   }
   ~CudaEvent() override {
     if (event_ != nullptr) cudaEventDestroy(event_);
@@ -65,12 +67,19 @@ class CudaEvent final : public DeviceEvent {
   CudaEvent(const CudaEvent&) = delete;
   CudaEvent& operator=(const CudaEvent&) = delete;
 
-  void Record() override { CUDA_CHECK_ABORT(cudaEventRecord(event_, stream_)); }
-  void HostWait() override { CUDA_CHECK_ABORT(cudaEventSynchronize(event_)); }
+  void Record() override {
+    CUDA_CHECK_THROW(Op("DeviceEvent::Record"), cudaEventRecord(event_, stream_));
+  }
+  void HostWait() override {
+    CUDA_CHECK_THROW(Op("DeviceEvent::HostWait"), cudaEventSynchronize(event_));
+  }
   void* native_handle() override { return event_; }
 
  private:
+  std::string Op(const char* name) const { return absl::StrCat(name, " on cuda:", device_); }
+
   cudaStream_t stream_;
+  int device_;
   cudaEvent_t event_ = nullptr;
 };
 
@@ -112,9 +121,11 @@ class CudaKernels final : public Kernels {
   void CopyToDevice(void* dst, const void* host_src, size_t bytes) override;
   void CopyToHost(void* host_dst, const void* src, size_t bytes) override;
   void Zero(void* dst, size_t bytes) override;
-  void Synchronize() override { CUDA_CHECK_ABORT(cudaStreamSynchronize(stream_)); }
+  void Synchronize() override {
+    CUDA_CHECK_THROW(Op("Synchronize"), cudaStreamSynchronize(stream_));
+  }
   std::unique_ptr<DeviceEvent> CreateEvent() override {
-    return std::make_unique<CudaEvent>(stream_);
+    return std::make_unique<CudaEvent>(stream_, device_);
   }
 
   void EmbeddingForward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
@@ -155,18 +166,21 @@ class CudaKernels final : public Kernels {
   // Scratch buffers that ops reuse; each grows (cudaMalloc) only when a
   // larger shape than before arrives, i.e. in the first step.
   enum ScratchSlot { kQ, kK, kV, kHeads, kWeights, kDatt, kDq, kDk, kDv, kColumns, kNumSlots };
-  float* Scratch(ScratchSlot slot, size_t floats);
+  // `op` is the calling op's name (__func__), for errors.
+  float* Scratch(const char* op, ScratchSlot slot, size_t floats);
+  // How a DeviceError names the op: "AttentionForward on cuda:0".
+  std::string Op(const char* name) const { return absl::StrCat(name, " on cuda:", device_); }
 
   // Column-major D = alpha op(A) op(B) + beta D (+ bias broadcast over the n
   // columns), through cuBLASLt with a cached plan.
-  void Gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
-            const float* A, int lda, const float* B, int ldb, float beta, float* D, int ldd,
-            const float* bias);
+  void Gemm(const char* op, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+            float alpha, const float* A, int lda, const float* B, int ldb, float beta, float* D,
+            int ldd, const float* bias);
   absl::StatusOr<LtPlan*> PlanFor(const LtKey& key);
   // Strided-batched column-major products through cuBLAS (attention).
-  void BatchedGemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
-                   const float* A, int lda, long long stride_a, const float* B, int ldb,
-                   long long stride_b, float* C, int ldc, long long stride_c, int batch);
+  void BatchedGemm(const char* op, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                   float alpha, const float* A, int lda, long long stride_a, const float* B,
+                   int ldb, long long stride_b, float* C, int ldc, long long stride_c, int batch);
 
   const int device_;
   const MatmulPrecision precision_;
@@ -238,16 +252,18 @@ void* CudaKernels::Allocate(size_t bytes) {
     throw std::bad_alloc();  // as the CPU's Allocate
   }
   // Zeroed and complete before the pointer is used on any stream.
-  CUDA_CHECK_ABORT(cudaMemsetAsync(ptr, 0, bytes, stream_));
-  CUDA_CHECK_ABORT(cudaStreamSynchronize(stream_));
+  CUDA_CHECK_THROW(Op(__func__), cudaMemsetAsync(ptr, 0, bytes, stream_));
+  CUDA_CHECK_THROW(Op(__func__), cudaStreamSynchronize(stream_));
   return ptr;
 }
 
 void CudaKernels::Free(void* ptr) {
   if (ptr == nullptr) return;
-  const cudaError_t rc = cudaFree(ptr);
-  // At process exit the runtime may already be gone; nothing is leaked then.
-  if (rc != cudaErrorCudartUnloading) CUDA_CHECK_ABORT(rc);
+  // Best effort, never a throw or an abort: Free runs in destructors
+  // (DeviceBuffer, Gpt), also while a DeviceError unwinds, when every call on
+  // a broken context fails again; at process exit the runtime may already be
+  // gone. The error that matters was reported by the op that met it.
+  if (cudaFree(ptr) != cudaSuccess) cudaGetLastError();
 }
 
 void CudaKernels::CopyToDevice(void* dst, const void* host_src, size_t bytes) {
@@ -258,28 +274,30 @@ void CudaKernels::CopyToDevice(void* dst, const void* host_src, size_t bytes) {
   // synchronous" (CUDA's API synchronization notes), from pinned memory it
   // is not. So wait for the copy; it is off the per-kernel hot path (a
   // step's inputs, weights at start).
-  CUDA_CHECK_ABORT(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
-  CUDA_CHECK_ABORT(cudaStreamSynchronize(stream_));
+  CUDA_CHECK_THROW(Op(__func__),
+                   cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
+  CUDA_CHECK_THROW(Op(__func__), cudaStreamSynchronize(stream_));
 }
 
 void CudaKernels::CopyToHost(void* host_dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
-  CUDA_CHECK_ABORT(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
-  CUDA_CHECK_ABORT(cudaStreamSynchronize(stream_));
+  CUDA_CHECK_THROW(Op(__func__),
+                   cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK_THROW(Op(__func__), cudaStreamSynchronize(stream_));
 }
 
 void CudaKernels::Zero(void* dst, size_t bytes) {
   if (bytes == 0) return;
-  CUDA_CHECK_ABORT(cudaMemsetAsync(dst, 0, bytes, stream_));
+  CUDA_CHECK_THROW(Op(__func__), cudaMemsetAsync(dst, 0, bytes, stream_));
 }
 
-float* CudaKernels::Scratch(ScratchSlot slot, size_t floats) {
+float* CudaKernels::Scratch(const char* op, ScratchSlot slot, size_t floats) {
   ScratchBuffer& s = scratch_[slot];
   if (floats > s.floats) {
     if (s.data != nullptr) {
       // Work queued on the stream may still read the old buffer.
-      CUDA_CHECK_ABORT(cudaStreamSynchronize(stream_));
-      CUDA_CHECK_ABORT(cudaFree(s.data));
+      CUDA_CHECK_THROW(Op(op), cudaStreamSynchronize(stream_));
+      CUDA_CHECK_THROW(Op(op), cudaFree(s.data));
       s.data = nullptr;
       s.floats = 0;
     }
@@ -351,9 +369,9 @@ absl::StatusOr<LtPlan*> CudaKernels::PlanFor(const LtKey& key) {
   return &stored;
 }
 
-void CudaKernels::Gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
-                       const float* A, int lda, const float* B, int ldb, float beta, float* D,
-                       int ldd, const float* bias) {
+void CudaKernels::Gemm(const char* op, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                       int k, float alpha, const float* A, int lda, const float* B, int ldb,
+                       float beta, float* D, int ldd, const float* bias) {
   if (m == 0 || n == 0) return;
   // cuBLASLt's bias epilogue reads the bias in vectors: a bias that is not
   // 16-byte aligned (a tensor at an odd offset of the flat buffer) takes the
@@ -374,17 +392,21 @@ void CudaKernels::Gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n,
                     AlignmentOf(B),
                     AlignmentOf(D)};
     absl::StatusOr<LtPlan*> plan = PlanFor(key);
-    DROPK_CHECK(plan.ok()) << "cuBLASLt plan for a " << m << "x" << n << "x" << k
-                           << " product: " << plan.status().message();
+    if (!plan.ok()) {
+      throw DeviceError(Op(op), absl::StrCat("cuBLASLt plan for a ", m, "x", n, "x", k,
+                                             " product: ", plan.status().message()));
+    }
     p = *plan;
   }
   if (p != nullptr && p->has_algo) {
     if (bias != nullptr) {
-      CUBLAS_CHECK_ABORT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                        &bias, sizeof(bias)));
+      CUBLAS_CHECK_THROW(
+          Op(op), cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                 sizeof(bias)));
     }
-    CUBLAS_CHECK_ABORT(cublasLtMatmul(lt_, p->desc, &alpha, A, p->a, B, p->b, &beta, D, p->c, D,
-                                      p->c, &p->algo, lt_workspace_, kLtWorkspaceBytes, stream_));
+    CUBLAS_CHECK_THROW(
+        Op(op), cublasLtMatmul(lt_, p->desc, &alpha, A, p->a, B, p->b, &beta, D, p->c, D, p->c,
+                               &p->algo, lt_workspace_, kLtWorkspaceBytes, stream_));
     return;
   }
   // cuBLASLt offered no kernel (an unusual alignment or shape), or the bias
@@ -392,52 +414,55 @@ void CudaKernels::Gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n,
   if (bias != nullptr) {
     // Column-major D (m, n) with the bias along m is row-major (n, m).
     DROPK_CHECK(ldd == m) << "bias fallback needs a dense output";
-    CUDA_CHECK_ABORT(cuda::BroadcastRows(D, bias, n, m, stream_));
+    CUDA_CHECK_THROW(Op(op), cuda::BroadcastRows(D, bias, n, m, stream_));
     beta = 1.0f;
   }
-  CUBLAS_CHECK_ABORT(cublasGemmEx(cublas_, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, B,
-                                  CUDA_R_32F, ldb, &beta, D, CUDA_R_32F, ldd,
-                                  ComputeTypeOf(precision_), CUBLAS_GEMM_DEFAULT));
+  CUBLAS_CHECK_THROW(Op(op), cublasGemmEx(cublas_, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, B,
+                                          CUDA_R_32F, ldb, &beta, D, CUDA_R_32F, ldd,
+                                          ComputeTypeOf(precision_), CUBLAS_GEMM_DEFAULT));
 }
 
-void CudaKernels::BatchedGemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                              float alpha, const float* A, int lda, long long stride_a,
-                              const float* B, int ldb, long long stride_b, float* C, int ldc,
-                              long long stride_c, int batch) {
+void CudaKernels::BatchedGemm(const char* op, cublasOperation_t ta, cublasOperation_t tb, int m,
+                              int n, int k, float alpha, const float* A, int lda,
+                              long long stride_a, const float* B, int ldb, long long stride_b,
+                              float* C, int ldc, long long stride_c, int batch) {
   const float beta = 0.0f;
-  CUBLAS_CHECK_ABORT(cublasGemmStridedBatchedEx(
-      cublas_, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, stride_a, B, CUDA_R_32F, ldb, stride_b,
-      &beta, C, CUDA_R_32F, ldc, stride_c, batch, ComputeTypeOf(precision_), CUBLAS_GEMM_DEFAULT));
+  CUBLAS_CHECK_THROW(Op(op), cublasGemmStridedBatchedEx(
+                                 cublas_, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, stride_a, B,
+                                 CUDA_R_32F, ldb, stride_b, &beta, C, CUDA_R_32F, ldc, stride_c,
+                                 batch, ComputeTypeOf(precision_), CUBLAS_GEMM_DEFAULT));
 }
 
 void CudaKernels::EmbeddingForward(float* out, const int32_t* tokens, const float* wte,
                                    const float* wpe, int B, int T, int C,
                                    const DropoutPlan* dropout) {
   const SiteDropout d = MakeSiteDropout(dropout, DropoutKind::kEmbedding, 0);
-  CUDA_CHECK_ABORT(cuda::EmbeddingForward(out, tokens, wte, wpe, B, T, C, d, stream_));
+  CUDA_CHECK_THROW(Op(__func__),
+                   cuda::EmbeddingForward(out, tokens, wte, wpe, B, T, C, d, stream_));
 }
 
 void CudaKernels::EmbeddingBackward(float* dwte, float* dwpe, float* dout, const int32_t* tokens,
                                     int B, int T, int C, const DropoutPlan* dropout) {
   const SiteDropout d = MakeSiteDropout(dropout, DropoutKind::kEmbedding, 0);
   if (d.p > 0.0f) {
-    CUDA_CHECK_ABORT(
-        cuda::DropoutApply(dout, nullptr, dout, B, static_cast<uint64_t>(T) * C, d, stream_));
+    CUDA_CHECK_THROW(Op(__func__), cuda::DropoutApply(dout, nullptr, dout, B,
+                                                      static_cast<uint64_t>(T) * C, d, stream_));
   }
-  CUDA_CHECK_ABORT(cuda::EmbeddingBackward(dwte, dwpe, dout, tokens, B, T, C, stream_));
+  CUDA_CHECK_THROW(Op(__func__),
+                   cuda::EmbeddingBackward(dwte, dwpe, dout, tokens, B, T, C, stream_));
 }
 
 void CudaKernels::LayerNormForward(float* out, float* mean, float* rstd, const float* inp,
                                    const float* w, const float* b, int N, int C) {
-  CUDA_CHECK_ABORT(cuda::LayerNormForward(out, mean, rstd, inp, w, b, N, C, stream_));
+  CUDA_CHECK_THROW(Op(__func__), cuda::LayerNormForward(out, mean, rstd, inp, w, b, N, C, stream_));
 }
 
 void CudaKernels::LayerNormBackward(float* dinp, float* dw, float* db, const float* dout,
                                     const float* inp, const float* w, const float* mean,
                                     const float* rstd, int N, int C) {
-  float* scratch = Scratch(kColumns, 2 * cuda::ColumnSumScratchFloats(N, C));
-  CUDA_CHECK_ABORT(
-      cuda::LayerNormBackward(dinp, dw, db, dout, inp, w, mean, rstd, N, C, scratch, stream_));
+  float* scratch = Scratch(__func__, kColumns, 2 * cuda::ColumnSumScratchFloats(N, C));
+  CUDA_CHECK_THROW(Op(__func__), cuda::LayerNormBackward(dinp, dw, db, dout, inp, w, mean, rstd, N,
+                                                         C, scratch, stream_));
 }
 
 void CudaKernels::MatmulForward(float* out, const float* inp, const float* w, const float* bias,
@@ -445,7 +470,7 @@ void CudaKernels::MatmulForward(float* out, const float* inp, const float* w, co
   // Row-major out (N,OC) = inp (N,C) w (OC,C)^T is column-major
   // out^T (OC,N) = op(A) B with A = w seen as column-major (C,OC), transposed,
   // and B = inp seen as column-major (C,N); the bias runs along OC.
-  Gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, 1.0f, w, C, inp, C, 0.0f, out, OC, bias);
+  Gemm(__func__, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, 1.0f, w, C, inp, C, 0.0f, out, OC, bias);
 }
 
 void CudaKernels::MatmulBackward(float* dinp, float* dw, float* dbias, const float* dout,
@@ -453,14 +478,14 @@ void CudaKernels::MatmulBackward(float* dinp, float* dw, float* dbias, const flo
                                  bool accumulate_dinp) {
   if (dinp != nullptr) {
     // dinp (N,C) = dout (N,OC) w (OC,C): column-major dinp^T (C,N) = w^T (C,OC) dout^T (OC,N).
-    Gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, 1.0f, w, C, dout, OC, accumulate_dinp ? 1.0f : 0.0f,
-         dinp, C, nullptr);
+    Gemm(__func__, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, 1.0f, w, C, dout, OC,
+         accumulate_dinp ? 1.0f : 0.0f, dinp, C, nullptr);
   }
   // dw (OC,C) += dout^T inp: column-major dw^T (C,OC) += inp^T (C,N) dout (N,OC).
-  Gemm(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, 1.0f, inp, C, dout, OC, 1.0f, dw, C, nullptr);
+  Gemm(__func__, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, 1.0f, inp, C, dout, OC, 1.0f, dw, C, nullptr);
   if (dbias != nullptr) {
-    float* scratch = Scratch(kColumns, 2 * cuda::ColumnSumScratchFloats(N, OC));
-    CUDA_CHECK_ABORT(cuda::ColumnSums(dbias, dout, N, OC, scratch, stream_));
+    float* scratch = Scratch(__func__, kColumns, 2 * cuda::ColumnSumScratchFloats(N, OC));
+    CUDA_CHECK_THROW(Op(__func__), cuda::ColumnSums(dbias, dout, N, OC, scratch, stream_));
   }
 }
 
@@ -470,25 +495,25 @@ void CudaKernels::AttentionForward(float* out, float* probs, const float* qkv, i
   const size_t btc = static_cast<size_t>(B) * T * C;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   const SiteDropout d = MakeSiteDropout(dropout, DropoutKind::kAttentionProbs, layer);
-  float* q = Scratch(kQ, btc);
-  float* k = Scratch(kK, btc);
-  float* v = Scratch(kV, btc);
-  float* o = Scratch(kHeads, btc);
-  CUDA_CHECK_ABORT(cuda::RowsToHeads(q, qkv, 3 * C, B, T, NH, hs, stream_));
-  CUDA_CHECK_ABORT(cuda::RowsToHeads(k, qkv + C, 3 * C, B, T, NH, hs, stream_));
-  CUDA_CHECK_ABORT(cuda::RowsToHeads(v, qkv + 2 * C, 3 * C, B, T, NH, hs, stream_));
+  float* q = Scratch(__func__, kQ, btc);
+  float* k = Scratch(__func__, kK, btc);
+  float* v = Scratch(__func__, kV, btc);
+  float* o = Scratch(__func__, kHeads, btc);
+  CUDA_CHECK_THROW(Op(__func__), cuda::RowsToHeads(q, qkv, 3 * C, B, T, NH, hs, stream_));
+  CUDA_CHECK_THROW(Op(__func__), cuda::RowsToHeads(k, qkv + C, 3 * C, B, T, NH, hs, stream_));
+  CUDA_CHECK_THROW(Op(__func__), cuda::RowsToHeads(v, qkv + 2 * C, 3 * C, B, T, NH, hs, stream_));
   const long long ths = static_cast<long long>(T) * hs, tt = static_cast<long long>(T) * T;
   // Row-major scores (T,T) = q k^T * scale, per (b, h): column-major
   // scores^T = k q^T.
-  BatchedGemm(CUBLAS_OP_T, CUBLAS_OP_N, T, T, hs, scale, k, hs, ths, q, hs, ths, probs, T, tt,
-              B * NH);
+  BatchedGemm(__func__, CUBLAS_OP_T, CUBLAS_OP_N, T, T, hs, scale, k, hs, ths, q, hs, ths, probs, T,
+              tt, B * NH);
   float* weights = probs;
-  if (d.p > 0.0f) weights = Scratch(kWeights, static_cast<size_t>(B) * NH * tt);
-  CUDA_CHECK_ABORT(cuda::SoftmaxForward(probs, weights, B, NH, T, d, stream_));
+  if (d.p > 0.0f) weights = Scratch(__func__, kWeights, static_cast<size_t>(B) * NH * tt);
+  CUDA_CHECK_THROW(Op(__func__), cuda::SoftmaxForward(probs, weights, B, NH, T, d, stream_));
   // Row-major o (T,hs) = weights (T,T) v (T,hs): column-major o^T = v^T weights^T.
-  BatchedGemm(CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, 1.0f, v, hs, ths, weights, T, tt, o, hs, ths,
-              B * NH);
-  CUDA_CHECK_ABORT(cuda::HeadsToRows(out, C, o, B, T, NH, hs, stream_));
+  BatchedGemm(__func__, CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, 1.0f, v, hs, ths, weights, T, tt, o, hs,
+              ths, B * NH);
+  CUDA_CHECK_THROW(Op(__func__), cuda::HeadsToRows(out, C, o, B, T, NH, hs, stream_));
 }
 
 void CudaKernels::AttentionBackward(float* dqkv, const float* dout, const float* qkv,
@@ -499,92 +524,95 @@ void CudaKernels::AttentionBackward(float* dqkv, const float* dout, const float*
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   const SiteDropout d = MakeSiteDropout(dropout, DropoutKind::kAttentionProbs, layer);
   const long long ths = static_cast<long long>(T) * hs, tt = static_cast<long long>(T) * T;
-  float* q = Scratch(kQ, btc);
-  float* k = Scratch(kK, btc);
-  float* v = Scratch(kV, btc);
-  float* dout_heads = Scratch(kHeads, btc);
-  float* datt = Scratch(kDatt, static_cast<size_t>(B) * NH * tt);
-  float* dq = Scratch(kDq, btc);
-  float* dk = Scratch(kDk, btc);
-  float* dv = Scratch(kDv, btc);
-  CUDA_CHECK_ABORT(cuda::RowsToHeads(q, qkv, 3 * C, B, T, NH, hs, stream_));
-  CUDA_CHECK_ABORT(cuda::RowsToHeads(k, qkv + C, 3 * C, B, T, NH, hs, stream_));
-  CUDA_CHECK_ABORT(cuda::RowsToHeads(v, qkv + 2 * C, 3 * C, B, T, NH, hs, stream_));
-  CUDA_CHECK_ABORT(cuda::RowsToHeads(dout_heads, dout, C, B, T, NH, hs, stream_));
+  float* q = Scratch(__func__, kQ, btc);
+  float* k = Scratch(__func__, kK, btc);
+  float* v = Scratch(__func__, kV, btc);
+  float* dout_heads = Scratch(__func__, kHeads, btc);
+  float* datt = Scratch(__func__, kDatt, static_cast<size_t>(B) * NH * tt);
+  float* dq = Scratch(__func__, kDq, btc);
+  float* dk = Scratch(__func__, kDk, btc);
+  float* dv = Scratch(__func__, kDv, btc);
+  CUDA_CHECK_THROW(Op(__func__), cuda::RowsToHeads(q, qkv, 3 * C, B, T, NH, hs, stream_));
+  CUDA_CHECK_THROW(Op(__func__), cuda::RowsToHeads(k, qkv + C, 3 * C, B, T, NH, hs, stream_));
+  CUDA_CHECK_THROW(Op(__func__), cuda::RowsToHeads(v, qkv + 2 * C, 3 * C, B, T, NH, hs, stream_));
+  CUDA_CHECK_THROW(Op(__func__), cuda::RowsToHeads(dout_heads, dout, C, B, T, NH, hs, stream_));
   // The probabilities that multiplied v in forward, with the same mask.
   const float* weights = probs;
   if (d.p > 0.0f) {
-    float* w = Scratch(kWeights, static_cast<size_t>(B) * NH * tt);
-    CUDA_CHECK_ABORT(cuda::AttentionDropWeights(w, probs, B, NH, T, d, stream_));
+    float* w = Scratch(__func__, kWeights, static_cast<size_t>(B) * NH * tt);
+    CUDA_CHECK_THROW(Op(__func__), cuda::AttentionDropWeights(w, probs, B, NH, T, d, stream_));
     weights = w;
   }
   // dv (T,hs) = weights^T dout_h: column-major dv^T = dout_h^T weights.
-  BatchedGemm(CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, 1.0f, dout_heads, hs, ths, weights, T, tt, dv, hs,
-              ths, B * NH);
+  BatchedGemm(__func__, CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, 1.0f, dout_heads, hs, ths, weights, T,
+              tt, dv, hs, ths, B * NH);
   // d(weights) (T,T) = dout_h v^T: column-major = v dout_h^T.
-  BatchedGemm(CUBLAS_OP_T, CUBLAS_OP_N, T, T, hs, 1.0f, v, hs, ths, dout_heads, hs, ths, datt, T,
-              tt, B * NH);
-  CUDA_CHECK_ABORT(cuda::SoftmaxBackward(datt, probs, B, NH, T, d, stream_));
+  BatchedGemm(__func__, CUBLAS_OP_T, CUBLAS_OP_N, T, T, hs, 1.0f, v, hs, ths, dout_heads, hs, ths,
+              datt, T, tt, B * NH);
+  CUDA_CHECK_THROW(Op(__func__), cuda::SoftmaxBackward(datt, probs, B, NH, T, d, stream_));
   // dq (T,hs) = scale * dscores k: column-major dq^T = k^T dscores^T.
-  BatchedGemm(CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, scale, k, hs, ths, datt, T, tt, dq, hs, ths,
-              B * NH);
+  BatchedGemm(__func__, CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, scale, k, hs, ths, datt, T, tt, dq, hs,
+              ths, B * NH);
   // dk (T,hs) = scale * dscores^T q: column-major dk^T = q^T dscores.
-  BatchedGemm(CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, scale, q, hs, ths, datt, T, tt, dk, hs, ths,
-              B * NH);
-  CUDA_CHECK_ABORT(cuda::HeadsToRows(dqkv, 3 * C, dq, B, T, NH, hs, stream_));
-  CUDA_CHECK_ABORT(cuda::HeadsToRows(dqkv + C, 3 * C, dk, B, T, NH, hs, stream_));
-  CUDA_CHECK_ABORT(cuda::HeadsToRows(dqkv + 2 * C, 3 * C, dv, B, T, NH, hs, stream_));
+  BatchedGemm(__func__, CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, scale, q, hs, ths, datt, T, tt, dk, hs,
+              ths, B * NH);
+  CUDA_CHECK_THROW(Op(__func__), cuda::HeadsToRows(dqkv, 3 * C, dq, B, T, NH, hs, stream_));
+  CUDA_CHECK_THROW(Op(__func__), cuda::HeadsToRows(dqkv + C, 3 * C, dk, B, T, NH, hs, stream_));
+  CUDA_CHECK_THROW(Op(__func__), cuda::HeadsToRows(dqkv + 2 * C, 3 * C, dv, B, T, NH, hs, stream_));
 }
 
 void CudaKernels::GeluForward(float* out, const float* inp, size_t n) {
-  CUDA_CHECK_ABORT(cuda::GeluForward(out, inp, n, stream_));
+  CUDA_CHECK_THROW(Op(__func__), cuda::GeluForward(out, inp, n, stream_));
 }
 
 void CudaKernels::GeluBackward(float* dinp, const float* inp, const float* dout, size_t n) {
-  CUDA_CHECK_ABORT(cuda::GeluBackward(dinp, inp, dout, n, stream_));
+  CUDA_CHECK_THROW(Op(__func__), cuda::GeluBackward(dinp, inp, dout, n, stream_));
 }
 
 void CudaKernels::ResidualDropoutForward(float* out, const float* residual, const float* x, int B,
                                          int T, int C, DropoutKind kind, int layer,
                                          const DropoutPlan* dropout) {
   const SiteDropout d = MakeSiteDropout(dropout, kind, layer);
-  CUDA_CHECK_ABORT(
-      cuda::DropoutApply(out, residual, x, B, static_cast<uint64_t>(T) * C, d, stream_));
+  CUDA_CHECK_THROW(Op(__func__), cuda::DropoutApply(out, residual, x, B,
+                                                    static_cast<uint64_t>(T) * C, d, stream_));
 }
 
 void CudaKernels::DropoutBackward(float* dx, const float* dout, int B, int T, int C,
                                   DropoutKind kind, int layer, const DropoutPlan* dropout) {
   const SiteDropout d = MakeSiteDropout(dropout, kind, layer);
   if (d.p == 0.0f && dx == dout) return;
-  CUDA_CHECK_ABORT(
-      cuda::DropoutApply(dx, nullptr, dout, B, static_cast<uint64_t>(T) * C, d, stream_));
+  CUDA_CHECK_THROW(Op(__func__), cuda::DropoutApply(dx, nullptr, dout, B,
+                                                    static_cast<uint64_t>(T) * C, d, stream_));
 }
 
 void CudaKernels::CrossEntropyForward(float* losses, float* lse, const float* logits,
                                       const int32_t* targets, int N, int V) {
-  CUDA_CHECK_ABORT(cuda::CrossEntropyForward(losses, lse, logits, targets, N, V, stream_));
+  CUDA_CHECK_THROW(Op(__func__),
+                   cuda::CrossEntropyForward(losses, lse, logits, targets, N, V, stream_));
 }
 
 void CudaKernels::CrossEntropyBackward(float* logits, const float* lse, const int32_t* targets,
                                        int N, int V, float scale) {
-  CUDA_CHECK_ABORT(cuda::CrossEntropyBackward(logits, lse, targets, N, V, scale, stream_));
+  CUDA_CHECK_THROW(Op(__func__),
+                   cuda::CrossEntropyBackward(logits, lse, targets, N, V, scale, stream_));
 }
 
 double CudaKernels::SumSquares(const float* x, size_t n) {
-  CUDA_CHECK_ABORT(cuda::SumSquares(sum_device_, x, n, sum_device_ + 1, stream_));
-  CUDA_CHECK_ABORT(
-      cudaMemcpyAsync(sum_host_, sum_device_, sizeof(double), cudaMemcpyDeviceToHost, stream_));
-  CUDA_CHECK_ABORT(cudaStreamSynchronize(stream_));
+  CUDA_CHECK_THROW(Op(__func__), cuda::SumSquares(sum_device_, x, n, sum_device_ + 1, stream_));
+  CUDA_CHECK_THROW(Op(__func__), cudaMemcpyAsync(sum_host_, sum_device_, sizeof(double),
+                                                 cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK_THROW(Op(__func__), cudaStreamSynchronize(stream_));
   return *sum_host_;
 }
 
 void CudaKernels::AdamW(float* params, const float* grads, float* m, float* v, size_t n,
                         const AdamWArgs& args) {
-  CUDA_CHECK_ABORT(cuda::AdamW(params, grads, m, v, n, AdamWConstantsOf(args), stream_));
+  CUDA_CHECK_THROW(Op(__func__),
+                   cuda::AdamW(params, grads, m, v, n, AdamWConstantsOf(args), stream_));
 }
 
 void CudaKernels::Scale(float* x, float alpha, size_t n) {
-  CUDA_CHECK_ABORT(cuda::Scale(x, alpha, n, stream_));
+  CUDA_CHECK_THROW(Op(__func__), cuda::Scale(x, alpha, n, stream_));
 }
 
 }  // namespace

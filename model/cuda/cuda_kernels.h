@@ -9,8 +9,11 @@
 // cudaMalloc. The object must be driven from one thread; the constructor
 // makes its device current on that thread.
 //
-// A failing CUDA call inside an op (an illegal address, a lost device) is not
-// recoverable mid-step: it aborts with the call, the error and file:line.
+// A failing CUDA or cuBLAS call inside an op (an illegal address, a lost
+// device, cuBLAS out of memory) is not recoverable mid-step: the op throws
+// DeviceError (base/device_error.h) naming the op, the device, the call, the
+// error's name and text and file:line, and the object must not be used
+// again except to destroy it. Free and the destructor never throw.
 #ifndef DROPK_MODEL_CUDA_CUDA_KERNELS_H_
 #define DROPK_MODEL_CUDA_CUDA_KERNELS_H_
 

@@ -9,6 +9,7 @@
 #include <ostream>
 #include <string>
 
+#include "base/exit_codes.h"
 #include "support/subprocess.h"
 #include "support/temp_dir.h"
 #include "trainer/prepare_data.h"
@@ -92,6 +93,18 @@ TEST(ExitCodesRuntimeTest, ToolVerifyOfACorruptCheckpointExits1) {
   const CommandResult r = RunCommand(kBin + "dropk ckpt verify " + dir.path());
   EXPECT_EQ(r.exit_code, 1) << r.err;
   ExpectOneLineError(r, "dropk");
+}
+
+// The last resort of every binary: a GPU failure that escapes its main
+// body is one line and exit 1, not an abort with a core dump.
+TEST(ExitCodesTest, AnEscapedDeviceErrorIsOneLineAndExitOne) {
+  ::testing::internal::CaptureStderr();
+  const int code = RunMainGuardingAllocation(
+      "dropk", "", [](int, char**) -> int { throw DeviceError("Synchronize on cuda:0", "lost"); },
+      0, nullptr);
+  EXPECT_EQ(code, kExitFailure);
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(),
+            "dropk: the GPU failed: Synchronize on cuda:0: lost\n");
 }
 
 }  // namespace

@@ -15,10 +15,15 @@
 //   guard, each behind its own guard, so including this header again after
 //   the library's header adds them. They need abseil's status and strings
 //   (absl::status, absl::strings) from the including target.
-// - <LIB>_CHECK_ABORT(call): the same trail for a call whose failure cannot
-//   be returned (inside a void kernel launch, a destructor): prints it and
-//   aborts. A failing device call mid-step (an illegal address, a lost GPU)
-//   leaves nothing to recover.
+// - <LIB>_CHECK_THROW(operation, call): the same trail for a call whose
+//   failure cannot be returned (inside a void Kernels op or an inference
+//   step): throws dropk::DeviceError (base/device_error.h) whose what() is
+//   "<operation>: <call> failed: <error name> (<text>) at file:line". The
+//   binaries catch it and end cleanly (one line, exit 1; dropk-serve fails
+//   the requests and reports itself unhealthy) instead of dumping core.
+//   CUDA_CHECK_THROW and CUBLAS_CHECK_THROW exist.
+// - <LIB>_CHECK_ABORT(call): the same trail where not even throwing is
+//   allowed (a destructor, a C callback): prints it and aborts.
 #ifndef DROPK_BASE_CHECK_H_
 #define DROPK_BASE_CHECK_H_
 
@@ -105,6 +110,7 @@ inline absl::Status MpiError(const char* call, int rc, const char* file, int lin
 #define DROPK_BASE_CHECK_CUDA_
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/device_error.h"
 
 namespace dropk::internal {
 inline std::string CudaErrorText(cudaError_t rc, const char* call, const char* file, int line) {
@@ -121,6 +127,14 @@ inline std::string CudaErrorText(cudaError_t rc, const char* call, const char* f
           ::dropk::internal::CudaErrorText(dropk_cuda_rc, #call, __FILE__, __LINE__)); \
     }                                                                                  \
   } while (0)
+#define CUDA_CHECK_THROW(operation, call)                                                     \
+  do {                                                                                        \
+    const cudaError_t dropk_cuda_rc = (call);                                                 \
+    if (dropk_cuda_rc != cudaSuccess) {                                                       \
+      throw ::dropk::DeviceError((operation), ::dropk::internal::CudaErrorText(               \
+                                                  dropk_cuda_rc, #call, __FILE__, __LINE__)); \
+    }                                                                                         \
+  } while (0)
 #define CUDA_CHECK_ABORT(call)                                                         \
   do {                                                                                 \
     const cudaError_t dropk_cuda_rc = (call);                                          \
@@ -134,6 +148,7 @@ inline std::string CudaErrorText(cudaError_t rc, const char* call, const char* f
 #define DROPK_BASE_CHECK_CUBLAS_
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/device_error.h"
 
 namespace dropk::internal {
 inline std::string CublasErrorText(cublasStatus_t rc, const char* call, const char* file,
@@ -150,6 +165,14 @@ inline std::string CublasErrorText(cublasStatus_t rc, const char* call, const ch
       return ::absl::InternalError(                                                        \
           ::dropk::internal::CublasErrorText(dropk_cublas_rc, #call, __FILE__, __LINE__)); \
     }                                                                                      \
+  } while (0)
+#define CUBLAS_CHECK_THROW(operation, call)                                                     \
+  do {                                                                                          \
+    const cublasStatus_t dropk_cublas_rc = (call);                                              \
+    if (dropk_cublas_rc != CUBLAS_STATUS_SUCCESS) {                                             \
+      throw ::dropk::DeviceError((operation), ::dropk::internal::CublasErrorText(               \
+                                                  dropk_cublas_rc, #call, __FILE__, __LINE__)); \
+    }                                                                                           \
   } while (0)
 #define CUBLAS_CHECK_ABORT(call)                                                           \
   do {                                                                                     \

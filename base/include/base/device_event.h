@@ -24,6 +24,8 @@ namespace dropk {
 // returns it so a communicator can make its own stream wait on it without
 // blocking the host. Record() must be called from the thread that drives
 // the Kernels; HostWait() may be called from any thread after Record().
+// Both throw DeviceError (device_error.h) when the device fails; a caller
+// on a thread of its own must catch it there.
 class DeviceEvent {
  public:
   virtual ~DeviceEvent() = default;

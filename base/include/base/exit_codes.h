@@ -11,6 +11,7 @@
 #include <new>
 
 #include "absl/status/status.h"
+#include "base/device_error.h"
 
 namespace dropk {
 
@@ -29,7 +30,9 @@ inline int ExitCodeFor(const absl::Status& status) {
 // Runs a binary's main body; an allocation failure that escapes it (sizes
 // that can be checked are checked before allocating) becomes one line,
 // "PROGRAM: out of memory (an allocation failed)[; HINT]", and kExitFailure,
-// never an abort. `hint` may be empty.
+// never an abort. `hint` may be empty. Likewise a failed GPU (DeviceError)
+// that a binary does not handle itself (dropk-train and dropk-serve do):
+// "PROGRAM: the GPU failed: <op>: <error>", kExitFailure, no core dump.
 inline int RunMainGuardingAllocation(const char* program, const char* hint,
                                      int (*main_body)(int, char**), int argc, char** argv) {
   try {
@@ -37,6 +40,9 @@ inline int RunMainGuardingAllocation(const char* program, const char* hint,
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "%s: out of memory (an allocation failed)%s%s\n", program,
                  hint[0] != '\0' ? "; " : "", hint);
+    return kExitFailure;
+  } catch (const DeviceError& e) {
+    std::fprintf(stderr, "%s: the GPU failed: %s\n", program, e.what());
     return kExitFailure;
   }
 }

@@ -12,6 +12,14 @@
 // micro-batches); all others overwrite. Calls are ordered on the device (a
 // CUDA implementation enqueues on one stream); Synchronize() waits for them.
 // A Kernels object is not thread-safe.
+//
+// Failures: Allocate throws std::bad_alloc when memory runs out. A failure
+// of the device itself inside any op (a CUDA or cuBLAS error: an illegal
+// address, an Xid, a lost GPU) throws DeviceError (base/device_error.h)
+// naming the op and the error, never an abort; after one, the object and
+// every buffer it holds are unusable except to be destroyed, so the caller
+// ends its work (dropk-train ends the job without saving). Free and
+// destructors never throw. The CPU backend throws no DeviceError.
 #ifndef DROPK_MODEL_KERNELS_H_
 #define DROPK_MODEL_KERNELS_H_
 
@@ -22,6 +30,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "base/device_error.h"
 #include "base/device_event.h"
 #include "model/dropout.h"
 

@@ -71,7 +71,11 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
 // A finished job: the JSON body (non-streaming), "" (streaming, after the
 // final `data: [DONE]` event), or an error to answer with instead of a body:
 // a 503 (code shutting_down) for a non-streaming request of which the
-// service ran nothing before it stopped, which a client may safely retry.
+// service ran nothing before it stopped, which a client may safely retry;
+// a 503 (code device_failed, the message naming the GPU's error) for one
+// that the GPU failed under (Scheduler::DeviceFailure). A stream that the
+// GPU failed under ends its choices with finish_reason "cancelled", then
+// sends `data: {"error": ...}` with that error, then `data: [DONE]`.
 using CompletionResult = std::variant<std::string, ApiError>;
 
 // Receives a job's output on the scheduler thread; must not block.
@@ -93,8 +97,9 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
   // submits its prompts x n sequences. Errors: 400 for the request (more
   // sequences than SchedulerOptions::max_queue included: code
   // too_many_sequences), 429 when the queue is full, 503 when shutting
-  // down. On success the listener gets the output; on error it is never
-  // called.
+  // down (code shutting_down) or after the GPU failed (code device_failed,
+  // naming the error). On success the listener gets the output; on error it
+  // is never called.
   static std::variant<std::shared_ptr<CompletionJob>, ApiError> Start(
       const CompletionRequest& request, std::shared_ptr<ServingModel> model, Scheduler* scheduler,
       std::shared_ptr<CompletionListener> listener);
@@ -115,6 +120,8 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
   // UTF-8). The one place that decides what streamed text is released.
   void StreamSettledText(int choice);
   std::string ChunkJson(int choice, std::string_view text, const char* finish_reason);
+  // The 503 for a job that the GPU failed under, naming the failure.
+  ApiError DeviceFailedError() const;
   std::string BodyJson();
 
   std::atomic<bool> cancelled_{false};
@@ -131,6 +138,8 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
   std::vector<std::unique_ptr<Choice>> choices_;  // touched on the scheduler thread only
   int unfinished_ = 0;
   int not_run_ = 0;  // choices the service stopped before running
+  int device_failed_ = 0;           // choices ended by a failed GPU
+  Scheduler* scheduler_ = nullptr;  // for its DeviceFailure(); outlives the job's output
 };
 
 // Runs `request` on the scheduler's current model and blocks until it is

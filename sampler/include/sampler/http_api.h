@@ -5,7 +5,9 @@
 // can be tested without a connection.
 //
 // Routes: POST /v1/completions; GET (and HEAD) / (the playground page,
-// playground.h), /v1/models, /healthz, /readyz, /metrics. Every error is an
+// playground.h), /v1/models, /healthz, /readyz, /metrics. /healthz and
+// /readyz answer 503 (code device_failed, naming the error) once the GPU
+// failed (Scheduler::DeviceFailure). Every error is an
 // OpenAI-style JSON body (completions.h ErrorBody). With an API key set,
 // every route but /healthz and the page needs "Authorization: Bearer <key>"
 // (the page's own API calls send the key its user types).
@@ -68,6 +70,9 @@ class HttpApi {
   // The error for a missing or wrong API key, or nullopt when allowed.
   std::optional<ApiError> Authorize(const HttpRequest& request, std::string_view path) const;
   HttpResponse Playground(unsigned version) const;
+  // The 503 that /healthz and /readyz answer once the GPU failed
+  // (Scheduler::DeviceFailure, code device_failed), else nullopt.
+  std::optional<ApiError> DeviceFailed() const;
   HttpResponse Healthz(unsigned version) const;
   HttpResponse Readyz(unsigned version) const;
   HttpResponse Metrics(unsigned version) const;

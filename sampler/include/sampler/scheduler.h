@@ -75,8 +75,10 @@ struct GeneratedToken {
 // How a sequence ended. kCancelled: cut short while running (client gone, a
 // failed step, the drain's deadline) or dropped waiting because its client
 // left. kNotRun: the service shut down before the sequence got a slot, so it
-// produced nothing; the client should retry it elsewhere.
-enum class FinishReason { kLength, kStop, kCancelled, kNotRun };
+// produced nothing; the client should retry it elsewhere. kDeviceFailed:
+// the GPU failed (Scheduler::DeviceFailure says how) while it ran or
+// waited; the client should retry it on another replica.
+enum class FinishReason { kLength, kStop, kCancelled, kNotRun, kDeviceFailed };
 
 // Receives one sequence's output. Called on the scheduler thread: must be
 // quick and must not block or call back into the scheduler.
@@ -156,6 +158,15 @@ class Scheduler {
   // to `deadline`, cancels the rest, and joins the thread. Idempotent.
   void Shutdown(std::chrono::milliseconds deadline);
 
+  // Empty while the device works; after an engine threw DeviceError (a
+  // sticky CUDA error: the process's GPU context is unusable until it
+  // restarts), "the GPU failed: <op>: <error>". From that moment every
+  // running and waiting sequence ends with kDeviceFailed, Submit refuses
+  // work (Unavailable, with this text), and it never becomes empty again:
+  // /healthz reports it and dropk-serve exits so that it is restarted.
+  // Thread-safe.
+  std::string DeviceFailure() const;
+
   const SchedulerOptions& options() const { return options_; }
 
  private:
@@ -193,6 +204,9 @@ class Scheduler {
   std::vector<Active*> ChooseRefills();
   // Ends every running sequence (shutdown).
   void CancelAll();
+  // After a DeviceError: records why, stops taking work, and ends every
+  // running and waiting sequence with kDeviceFailed. Scheduler thread.
+  void FailDevice(const std::exception& error);
   // Samples the token that follows `logits` for `seq`, reports it, and
   // returns whether the sequence goes on.
   bool Emit(Active& seq, const float* logits);
@@ -212,6 +226,7 @@ class Scheduler {
   bool stop_now_ = false;
   bool idle_ = true;
   bool shut_down_ = false;
+  std::string device_failure_;  // DeviceFailure()
 
   // Scheduler thread only.
   std::vector<std::unique_ptr<Active>> active_;
@@ -224,6 +239,7 @@ class Scheduler {
   std::vector<int32_t> step_tokens_;
   std::vector<Active*> step_rows_;
   std::vector<ServingModel*> step_models_;
+  bool device_failed_ = false;  // device_failure_ is set, read without the lock
 
   std::thread thread_;
 };

@@ -5,14 +5,18 @@
 #define DROPK_TRAINER_TRAINER_H_
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "base/device_error.h"
 #include "comm/communicator.h"
 #include "config.pb.h"
+#include "model/kernels.h"
 #include "model/tokenizer.h"
 #include "trainer/token_dataset.h"
 
@@ -44,6 +48,14 @@ struct TrainSummary {
   std::string resumed_from;         // the checkpoint resumed from, empty for a fresh start
 };
 
+// Seams of RunTraining for tests; a default-constructed one is production.
+struct TrainingSeams {
+  // Builds the run's kernels; empty means MakeKernels. A test wraps the CPU
+  // kernels in ones that fail like a GPU mid-run (DeviceError).
+  std::function<absl::StatusOr<std::unique_ptr<Kernels>>(Device, const KernelOptions&)>
+      make_kernels = nullptr;
+};
+
 // Runs the job described by config (validated by the caller with
 // ValidateTrainConfig) as one rank of comm: every rank of comm must call it
 // with the same config. Rank 0 writes progress lines to `log` and metrics to
@@ -51,8 +63,21 @@ struct TrainSummary {
 // directory, a collective that failed or timed out, ranks whose parameters
 // diverged) name what is wrong; a bad config value that needs the data
 // (block_size) is InvalidArgument.
+//
+// A failure of the device mid-run (a DeviceError from the kernels: an
+// illegal address, an Xid, a lost GPU) ends the run at once and returns
+// Internal (exit code 1) "the GPU failed: <op>: <error>; checkpoints saved
+// so far are intact, resume with --resume=latest". Nothing is read from the
+// device after it (its state is suspect). A background save started before
+// it (its data already copied to the host) is committed when the run has
+// one rank, else left invisible, as Finish is collective; the run
+// directories' locks are released before this returns. It never waits on
+// other ranks: the caller ends the job (dropk-train: AbortJob).
 absl::StatusOr<TrainSummary> RunTraining(const TrainConfig& config, Communicator& comm,
-                                         std::ostream& log);
+                                         std::ostream& log, const TrainingSeams& seams = {});
+
+// The status RunTraining returns for a DeviceError (above).
+absl::Status DeviceFailureStatus(const DeviceError& error);
 
 // Threads for this rank: num_threads when set, else the node's cores shared
 // among the ranks on this node (at least 1).
