@@ -523,7 +523,18 @@ void Session::WatchPeerReset() {
             error != 0 || PeerReset(socket)) {
           return self->ClientGone();
         }
-        self->WatchPeerReset();  // urgent data, say: nothing about the peer
+        // Urgent (out-of-band) data wakes this wait too and stays reported
+        // until read: a client that sent one byte with MSG_OOB kept this
+        // thread spinning for as long as its request waited. Discard it.
+        char urgent;
+        if (recv(socket.native_handle(), &urgent, 1, MSG_OOB | MSG_DONTWAIT) == 1) {
+          return self->WatchPeerReset();
+        }
+        // Woken for nothing known: look again after a pause, never in a loop.
+        self->timer_.expires_after(kProbeWait);
+        self->timer_.async_wait([self](beast::error_code timer_ec) {
+          if (!timer_ec && self->state_ == State::kGenerating) self->WatchPeerReset();
+        });
       });
 }
 

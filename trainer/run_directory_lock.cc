@@ -1,6 +1,7 @@
 #include "trainer/run_directory_lock.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -45,6 +46,15 @@ Holder ReadHolder(int fd) {
     holder.host = words[3];
   }
   return holder;
+}
+
+// Whether the note names a process of this host that no longer exists: the
+// last holder's note outlives it until the next holder, just after taking
+// the lock, writes its own.
+bool NoteOfAnEndedProcess(const Holder& holder, const std::string& me) {
+  int pid = 0;
+  if (holder.host != me || !absl::SimpleAtoi(holder.pid, &pid) || pid <= 0) return false;
+  return ::kill(pid, 0) != 0 && errno == ESRCH;
 }
 
 std::string Describe(const Holder& holder, const std::string& me) {
@@ -105,7 +115,8 @@ absl::StatusOr<RunDirectoryLock> RunDirectoryLock::AcquireFile(const std::string
     const auto waited = std::chrono::steady_clock::now() - start;
     // A holder writes its note right after it locks: give it a moment, so
     // that even a job that does not wait (patience 0) names the holder.
-    const bool note_pending = holder.host.empty() && waited < kHolderNoteWait;
+    const bool note_pending =
+        (holder.host.empty() || NoteOfAnEndedProcess(holder, me)) && waited < kHolderNoteWait;
     if (waited >= patience && !note_pending) {
       return absl::FailedPreconditionError(absl::StrCat(
           subject, " is in use by another ", job, " (", Describe(holder, me),

@@ -1,6 +1,8 @@
 // The HTTP service in process, queried with curl and the official openai npm
 // client: routes, errors (each with its status and OpenAI JSON body), auth,
 // streaming, client disconnects, reproducibility under concurrent load.
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -657,6 +659,47 @@ TEST(HttpTest, HalfClosedPlainClientWhileQueuedIsAnsweredUnlessItResets) {
     EXPECT_EQ(answer["usage"]["completion_tokens"], 4) << received;
     ASSERT_EQ(AwaitGauge(s.metrics.running_batch, 0), 0);
   }
+}
+
+// CPU seconds this process has used, all threads.
+double ProcessCpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_utime.tv_sec + usage.ru_stime.tv_sec +
+         (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) * 1e-6;
+}
+
+// Urgent (out-of-band) data stays reported on a socket until it is read,
+// and it wakes the watch that waits for a half-closed client's reset: one
+// byte sent with MSG_OOB before the half-close kept an I/O thread spinning
+// for as long as the request waited. While one request decodes (a core's
+// worth of CPU), the process must not burn a second core on the waiting one.
+TEST(HttpTest, UrgentDataFromAHalfClosedClientDoesNotSpinAnIoThread) {
+  TestServer s({}, {.max_batch = 1, .max_queue = 1, .num_threads = 1}, true, 1024, 4, 256);
+  const int running = ConnectAndSend(
+      s.port, CompletionRequestBytes({{"prompt", "a"}, {"max_tokens", 8192}, {"stream", true}}));
+  ASSERT_GE(running, 0);
+  ASSERT_EQ(AwaitGauge(s.metrics.running_batch, 1), 1);
+  const int waiting = ConnectAndSend(s.port, PlainRequestBytes(10, "", 4));
+  ASSERT_GE(waiting, 0);
+  ASSERT_EQ(AwaitGauge(s.metrics.queue_length, 1), 1);
+  ASSERT_EQ(send(waiting, "!", 1, MSG_OOB), 1);
+  shutdown(waiting, SHUT_WR);
+  pollfd p{waiting, POLLIN, 0};
+  ASSERT_EQ(poll(&p, 1, 10'000), 1);                            // the probe came
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // past the probe's wait
+  const auto wall0 = std::chrono::steady_clock::now();
+  const double cpu0 = ProcessCpuSeconds();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const double cpu = ProcessCpuSeconds() - cpu0;
+  const double wall =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+  EXPECT_LT(cpu, 1.5 * wall) << "CPU seconds per wall second while one request decodes";
+  EXPECT_EQ(s.metrics.queue_length.load(), 1) << "the half-closed client was taken for gone";
+  close(running);
+  const std::string received = ReadUntilClosed(waiting);
+  close(waiting);
+  EXPECT_EQ(received.rfind("HTTP/1.0 200 OK\r\n", 0), 0u) << received;
 }
 
 // An HTTP/1.0 client knows no 1xx responses: its "Expect: 100-continue"

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gmock/gmock.h>
@@ -133,6 +134,38 @@ TEST(RunDirectoryLockTest, AHolderAboutToRecordItselfIsNamedEvenWithoutWaiting) 
                               " is in use by another dropk ckpt export (pid 4242 on host node-7, "
                               "holding " + path + "); let it end or stop it, or give this run its "
                               "own --out")));
+}
+
+// The last holder's note outlives it: a job that took the lock but has not
+// yet written its own note is not reported as that ended process.
+TEST(RunDirectoryLockTest, TheNoteOfAnEndedHolderIsNotTakenForTheNewOne) {
+  test_util::ScopedTempDir tmp("runlock");
+  const std::string path = tmp.Path(".model.bin.export-lock");
+  const pid_t ended = ::fork();
+  ASSERT_GE(ended, 0);
+  if (ended == 0) ::_exit(0);
+  ASSERT_EQ(::waitpid(ended, nullptr, 0), ended);
+  char host[256] = {};
+  ASSERT_EQ(::gethostname(host, sizeof(host) - 1), 0);
+  std::ofstream(path) << "pid " << ended << " host " << host << "\n";
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);  // the new holder, not yet recorded
+  std::thread note([fd] {
+    std::this_thread::sleep_for(200ms);
+    const std::string who = "pid 4242 host node-7\n";
+    EXPECT_EQ(::ftruncate(fd, 0), 0);
+    EXPECT_EQ(::pwrite(fd, who.data(), who.size(), 0), static_cast<ssize_t>(who.size()));
+  });
+  std::ostringstream log;
+  absl::StatusOr<RunDirectoryLock> refused = RunDirectoryLock::AcquireFile(
+      path, "--out=" + tmp.Path("model.bin"), "--out", "dropk ckpt export", log,
+      {.same_host = 0ms, .other_host = 0ms});
+  note.join();
+  ::close(fd);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("in use by another dropk ckpt export (pid 4242 on host node-7"));
 }
 
 TEST(RunDirectoryLockTest, AFifoInPlaceOfTheLockFileIsRefusedWithoutBlocking) {
