@@ -107,6 +107,26 @@ TEST(RunDirectoryLockTest, ALockFromAnotherHostIsWaitedForThenTaken) {
   EXPECT_THAT(log.str(), HasSubstr("locked by pid 4242 on host node-7; waiting up to 30 s"));
 }
 
+// A job that holds the export lock on `path` (its fd, already locked) and
+// records itself as "pid 4242 host node-7" 200 ms later, while another
+// export tries the lock without waiting; returns that export's refusal.
+absl::Status ExportRefusedWhileTheHolderRecordsItself(int fd, const std::string& path,
+                                                      const std::string& out) {
+  std::thread note([fd] {
+    std::this_thread::sleep_for(200ms);
+    const std::string who = "pid 4242 host node-7\n";
+    EXPECT_EQ(::ftruncate(fd, 0), 0);
+    EXPECT_EQ(::pwrite(fd, who.data(), who.size(), 0), static_cast<ssize_t>(who.size()));
+  });
+  std::ostringstream log;
+  absl::StatusOr<RunDirectoryLock> taken =
+      RunDirectoryLock::AcquireFile(path, "--out=" + out, "--out", "dropk ckpt export", log,
+                                    {.same_host = 0ms, .other_host = 0ms});
+  note.join();
+  ::close(fd);
+  return taken.ok() ? absl::OkStatus() : taken.status();
+}
+
 // A holder records itself just after it locks. A job that does not wait
 // (dropk ckpt export, dropk data prepare) and came in between said "a
 // process that has not said who it is"; it now gives the note a moment.
@@ -116,23 +136,15 @@ TEST(RunDirectoryLockTest, AHolderAboutToRecordItselfIsNamedEvenWithoutWaiting) 
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   ASSERT_GE(fd, 0);
   ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
-  std::thread note([fd] {
-    std::this_thread::sleep_for(200ms);
-    const std::string who = "pid 4242 host node-7\n";
-    EXPECT_EQ(::pwrite(fd, who.data(), who.size(), 0), static_cast<ssize_t>(who.size()));
-  });
-  std::ostringstream log;
-  absl::StatusOr<RunDirectoryLock> refused = RunDirectoryLock::AcquireFile(
-      path, "--out=" + tmp.Path("model.bin"), "--out", "dropk ckpt export", log,
-      {.same_host = 0ms, .other_host = 0ms});
-  note.join();
-  ::close(fd);
-  ASSERT_FALSE(refused.ok());
-  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(std::string(refused.status().message()),
+  const absl::Status refused =
+      ExportRefusedWhileTheHolderRecordsItself(fd, path, tmp.Path("model.bin"));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.message()),
               AllOf(HasSubstr("--out=" + tmp.Path("model.bin") +
                               " is in use by another dropk ckpt export (pid 4242 on host node-7, "
-                              "holding " + path + "); let it end or stop it, or give this run its "
+                              "holding " +
+                              path +
+                              "); let it end or stop it, or give this run its "
                               "own --out")));
 }
 
@@ -151,20 +163,9 @@ TEST(RunDirectoryLockTest, TheNoteOfAnEndedHolderIsNotTakenForTheNewOne) {
   const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   ASSERT_GE(fd, 0);
   ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);  // the new holder, not yet recorded
-  std::thread note([fd] {
-    std::this_thread::sleep_for(200ms);
-    const std::string who = "pid 4242 host node-7\n";
-    EXPECT_EQ(::ftruncate(fd, 0), 0);
-    EXPECT_EQ(::pwrite(fd, who.data(), who.size(), 0), static_cast<ssize_t>(who.size()));
-  });
-  std::ostringstream log;
-  absl::StatusOr<RunDirectoryLock> refused = RunDirectoryLock::AcquireFile(
-      path, "--out=" + tmp.Path("model.bin"), "--out", "dropk ckpt export", log,
-      {.same_host = 0ms, .other_host = 0ms});
-  note.join();
-  ::close(fd);
-  ASSERT_FALSE(refused.ok());
-  EXPECT_THAT(std::string(refused.status().message()),
+  const absl::Status refused =
+      ExportRefusedWhileTheHolderRecordsItself(fd, path, tmp.Path("model.bin"));
+  EXPECT_THAT(std::string(refused.message()),
               HasSubstr("in use by another dropk ckpt export (pid 4242 on host node-7"));
 }
 
