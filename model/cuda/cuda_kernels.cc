@@ -168,6 +168,14 @@ class CudaKernels final : public Kernels {
   enum ScratchSlot { kQ, kK, kV, kHeads, kWeights, kDatt, kDq, kDk, kDv, kColumns, kNumSlots };
   // `op` is the calling op's name (__func__), for errors.
   float* Scratch(const char* op, ScratchSlot slot, size_t floats);
+  // q, k and v of qkv (B,T,3C) copied head by head, (B*NH,T,C/NH) each, into
+  // the kQ, kK and kV slots, for `op`.
+  struct Heads {
+    float* q;
+    float* k;
+    float* v;
+  };
+  Heads QkvHeads(const char* op, const float* qkv, int B, int T, int C, int NH);
   // How a DeviceError names the op: "AttentionForward on cuda:0".
   std::string Op(const char* name) const { return absl::StrCat(name, " on cuda:", device_); }
 
@@ -489,19 +497,25 @@ void CudaKernels::MatmulBackward(float* dinp, float* dw, float* dbias, const flo
   }
 }
 
+CudaKernels::Heads CudaKernels::QkvHeads(const char* op, const float* qkv, int B, int T, int C,
+                                         int NH) {
+  const int hs = C / NH;
+  const size_t btc = static_cast<size_t>(B) * T * C;
+  const Heads heads{Scratch(op, kQ, btc), Scratch(op, kK, btc), Scratch(op, kV, btc)};
+  CUDA_CHECK_THROW(Op(op), cuda::RowsToHeads(heads.q, qkv, 3 * C, B, T, NH, hs, stream_));
+  CUDA_CHECK_THROW(Op(op), cuda::RowsToHeads(heads.k, qkv + C, 3 * C, B, T, NH, hs, stream_));
+  CUDA_CHECK_THROW(Op(op), cuda::RowsToHeads(heads.v, qkv + 2 * C, 3 * C, B, T, NH, hs, stream_));
+  return heads;
+}
+
 void CudaKernels::AttentionForward(float* out, float* probs, const float* qkv, int B, int T, int C,
                                    int NH, int layer, const DropoutPlan* dropout) {
   const int hs = C / NH;
   const size_t btc = static_cast<size_t>(B) * T * C;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   const SiteDropout d = MakeSiteDropout(dropout, DropoutKind::kAttentionProbs, layer);
-  float* q = Scratch(__func__, kQ, btc);
-  float* k = Scratch(__func__, kK, btc);
-  float* v = Scratch(__func__, kV, btc);
+  const auto [q, k, v] = QkvHeads(__func__, qkv, B, T, C, NH);
   float* o = Scratch(__func__, kHeads, btc);
-  CUDA_CHECK_THROW(Op(__func__), cuda::RowsToHeads(q, qkv, 3 * C, B, T, NH, hs, stream_));
-  CUDA_CHECK_THROW(Op(__func__), cuda::RowsToHeads(k, qkv + C, 3 * C, B, T, NH, hs, stream_));
-  CUDA_CHECK_THROW(Op(__func__), cuda::RowsToHeads(v, qkv + 2 * C, 3 * C, B, T, NH, hs, stream_));
   const long long ths = static_cast<long long>(T) * hs, tt = static_cast<long long>(T) * T;
   // Row-major scores (T,T) = q k^T * scale, per (b, h): column-major
   // scores^T = k q^T.
@@ -524,17 +538,12 @@ void CudaKernels::AttentionBackward(float* dqkv, const float* dout, const float*
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   const SiteDropout d = MakeSiteDropout(dropout, DropoutKind::kAttentionProbs, layer);
   const long long ths = static_cast<long long>(T) * hs, tt = static_cast<long long>(T) * T;
-  float* q = Scratch(__func__, kQ, btc);
-  float* k = Scratch(__func__, kK, btc);
-  float* v = Scratch(__func__, kV, btc);
+  const auto [q, k, v] = QkvHeads(__func__, qkv, B, T, C, NH);
   float* dout_heads = Scratch(__func__, kHeads, btc);
   float* datt = Scratch(__func__, kDatt, static_cast<size_t>(B) * NH * tt);
   float* dq = Scratch(__func__, kDq, btc);
   float* dk = Scratch(__func__, kDk, btc);
   float* dv = Scratch(__func__, kDv, btc);
-  CUDA_CHECK_THROW(Op(__func__), cuda::RowsToHeads(q, qkv, 3 * C, B, T, NH, hs, stream_));
-  CUDA_CHECK_THROW(Op(__func__), cuda::RowsToHeads(k, qkv + C, 3 * C, B, T, NH, hs, stream_));
-  CUDA_CHECK_THROW(Op(__func__), cuda::RowsToHeads(v, qkv + 2 * C, 3 * C, B, T, NH, hs, stream_));
   CUDA_CHECK_THROW(Op(__func__), cuda::RowsToHeads(dout_heads, dout, C, B, T, NH, hs, stream_));
   // The probabilities that multiplied v in forward, with the same mask.
   const float* weights = probs;

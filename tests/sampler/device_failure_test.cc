@@ -9,11 +9,9 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <future>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <variant>
@@ -27,6 +25,7 @@
 #include "sampler/http_api.h"
 #include "sampler/scheduler.h"
 #include "sampler/serve.h"
+#include "support/completion_collector.h"
 #include "support/shakespeare_data.h"
 #include "test_util.h"
 #include "trainer/config.h"
@@ -107,36 +106,7 @@ SchedulerOptions FailingGpuOptions(int fail_decode, std::atomic<int>* calls_afte
   return options;
 }
 
-// Collects a job's output; Wait blocks until OnDone.
-class Collector final : public CompletionListener {
- public:
-  void OnEvent(std::string event) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    events_.push_back(std::move(event));
-  }
-  void OnDone(CompletionResult result) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    result_ = std::move(result);
-    done_ = true;
-    cv_.notify_all();
-  }
-  CompletionResult Wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [this] { return done_; });
-    return result_;
-  }
-  std::vector<std::string> events() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return events_;
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  CompletionResult result_;
-  std::vector<std::string> events_;
-};
+using Collector = testing::CompletionCollector;
 
 struct Api {
   explicit Api(SchedulerOptions options) {

@@ -3,13 +3,13 @@
 // completions outcomes), each error with its OpenAI JSON body.
 #include "sampler/http_api.h"
 
-#include <condition_variable>
-#include <mutex>
 #include <string>
 #include <thread>
+#include <variant>
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "support/completion_collector.h"
 #include "test_util.h"
 
 namespace dropk {
@@ -18,40 +18,13 @@ namespace {
 namespace http = boost::beast::http;
 using json = nlohmann::json;
 
-// Collects a job's output; Wait blocks until OnDone.
-class Collector final : public CompletionListener {
- public:
-  void OnEvent(std::string event) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    events_.push_back(std::move(event));
-  }
-  void OnDone(CompletionResult result) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (auto* error = std::get_if<ApiError>(&result)) {
-      body_ = ErrorBody(*error);
-    } else {
-      body_ = std::get<std::string>(std::move(result));
-    }
-    done_ = true;
-    cv_.notify_all();
-  }
-  std::string Wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [this] { return done_; });
-    return body_;
-  }
-  std::vector<std::string> events() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return events_;
-  }
+using Collector = testing::CompletionCollector;
 
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::string body_;
-  std::vector<std::string> events_;
-};
+// The body a completion's result makes: the answer, or the error's JSON.
+std::string BodyOf(CompletionResult result) {
+  if (const auto* error = std::get_if<ApiError>(&result)) return ErrorBody(*error);
+  return std::get<std::string>(std::move(result));
+}
 
 struct Api {
   explicit Api(HttpApiOptions options = {}, SchedulerOptions sched = {}, bool load = true) {
@@ -207,7 +180,7 @@ TEST(HttpApiTest, CompletionStartsAJobWhoseBodyIsTheAnswer) {
       a.Route(http::verb::post, "/v1/completions", R"({"prompt":"ab","max_tokens":5,"seed":1})");
   ASSERT_NE(r.job, nullptr);
   EXPECT_FALSE(r.stream);
-  const json body = json::parse(a.collector->Wait());
+  const json body = json::parse(BodyOf(a.collector->Wait()));
   EXPECT_EQ(body["usage"]["completion_tokens"], 5);
   EXPECT_EQ(body["seed"], 1);
 }
@@ -218,7 +191,7 @@ TEST(HttpApiTest, StreamedCompletionSendsEventsEndingInDone) {
                                 R"({"prompt":"ab","max_tokens":5,"stream":true})");
   ASSERT_NE(r.job, nullptr);
   EXPECT_TRUE(r.stream);
-  EXPECT_EQ(a.collector->Wait(), "");
+  EXPECT_EQ(BodyOf(a.collector->Wait()), "");
   ASSERT_FALSE(a.collector->events().empty());
   EXPECT_EQ(a.collector->events().back(), "data: [DONE]\n\n");
 }
