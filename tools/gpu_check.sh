@@ -7,6 +7,7 @@
 #   bash tools/gpu_check.sh            # logs and XML in build-gpu/gpu_check/
 #   DROPK_GPU_CHECK_BUDGET_S=900 bash tools/gpu_check.sh   # more than 570 s in all
 #   bash tools/gpu_check.sh --prebuilt gpu_bundle/dropk-gpu.tar.xz
+#   DROPK_GPU_CHECK_STEP_CAP_S=60 bash tools/gpu_check.sh  # no step over 60 s
 #
 # --prebuilt: the binaries come from tools/gpu_bundle.sh's archive, built on
 # a machine with dropk's Debian packages, instead of from a build here. The
@@ -52,6 +53,10 @@ elapsed() { echo $(( $(date +%s) - t_start )); }
 # remaining steps are not run (their rows read "did not run") and the summary
 # table is still printed. DROPK_GPU_CHECK_BUDGET_S=0: no budget.
 budget=${DROPK_GPU_CHECK_BUDGET_S:-570}
+# At most this many seconds for any one step (0: each step's own limit). A
+# first run on a new machine can set it low, so that one hanging step leaves
+# time for the others.
+step_cap=${DROPK_GPU_CHECK_STEP_CAP_S:-0}
 # Seconds of the budget left for a step (15 s are kept for the summary).
 budget_left() {
   if [ "$budget" -le 0 ]; then echo 1000000; else echo $((budget - $(elapsed) - 15)); fi
@@ -67,6 +72,7 @@ bounded() {
     return 124
   fi
   [ "$left" -lt "$secs" ] && secs=$left
+  [ "$step_cap" -gt 0 ] && [ "$step_cap" -lt "$secs" ] && secs=$step_cap
   timeout "$secs" "$@"
 }
 
@@ -176,6 +182,7 @@ build_s=$(elapsed)
 # reads the log.
 gtest_run() {
   local name=$1 secs=$2 bin=$3 filter=$4 started="" attempt rc crashed=0 left
+  [ "$step_cap" -gt 0 ] && [ "$step_cap" -lt "$secs" ] && secs=$step_cap
   local until=$((SECONDS + secs))
   : > "$out/$name.log"
   for attempt in 1 2 3; do
