@@ -10,6 +10,10 @@
 //                      SXM datasheet's dense bf16 rate, as llm.c counts MFU).
 //                      A step is what dropk-train does per optimizer step:
 //                      zero grads, forward, backward, global norm, AdamW.
+//                      With --profile, each run is followed by --steps more
+//                      steps timed op by op (ProfiledKernels: a device wait
+//                      after every op, so those steps are slower and are not
+//                      in the figures above) and the per-op table.
 //   --mode=track       nanoGPT's shakespeare_char shape (4 layers, 4 heads,
 //                      128 wide, context 64, batch 12) on Tiny Shakespeare,
 //                      --steps steps with dropout 0.1 on the CPU and on the
@@ -42,6 +46,7 @@
 
 #include "model/gpt.h"
 #include "model/kernels.h"
+#include "model/profiled_kernels.h"
 #include "trainer/optimizer.h"
 
 namespace dropk {
@@ -67,8 +72,8 @@ float TrainStep(Gpt* gpt, AdamWOptimizer* opt, const int32_t* x, const int32_t* 
   return loss;
 }
 
-int Throughput(const std::vector<MatmulPrecision>& precisions, int B, int steps,
-               double peak_tflops) {
+int Throughput(const std::vector<MatmulPrecision>& precisions, int B, int steps, double peak_tflops,
+               bool profile) {
   const GptConfig shape{50304, 1024, 12, 12, 768};
   const int T = shape.block_size;
   std::vector<int32_t> x(static_cast<size_t>(B) * T), y(x.size());
@@ -83,6 +88,13 @@ int Throughput(const std::vector<MatmulPrecision>& precisions, int B, int steps,
     if (!k.ok()) {
       std::fprintf(stderr, "gpu bench: %s\n", std::string(k.status().message()).c_str());
       return 2;
+    }
+    ProfiledKernels* profiler = nullptr;
+    if (profile) {
+      auto profiled = std::make_unique<ProfiledKernels>(*std::move(k));
+      profiler = profiled.get();
+      profiler->set_paused(true);
+      k = std::unique_ptr<Kernels>(std::move(profiled));
     }
     std::unique_ptr<Gpt> gpt = Gpt::Create(shape, B, k->get()).value();
     gpt->InitWeights(1337);
@@ -113,6 +125,21 @@ int Throughput(const std::vector<MatmulPrecision>& precisions, int B, int steps,
           "%9.0f tokens/s | %6.1f TFLOP/s | MFU %5.1f%% | loss %.3f\n",
           MatmulPrecisionName(precision), dropout, B, T, median * 1e3, steps,
           static_cast<double>(B) * T / median, tflops, 100.0 * tflops / peak_tflops, loss);
+      if (profiler != nullptr) {
+        profiler->Reset();
+        profiler->set_paused(false);
+        const Clock::time_point t0 = Clock::now();
+        for (int s = 0; s < steps; ++s) {
+          plan.step = static_cast<uint32_t>(3 + steps + s);
+          TrainStep(gpt.get(), &opt, x.data(), y.data(), B, T, p, 1e-4f);
+        }
+        (*k)->Synchronize();
+        const double total = std::chrono::duration<double>(Clock::now() - t0).count();
+        profiler->set_paused(true);
+        std::printf("profile %s dropout %.1f (%d steps, a device wait after each op):\n%s",
+                    MatmulPrecisionName(precision), dropout, steps,
+                    profiler->Report(steps, total).c_str());
+      }
       std::fflush(stdout);
     }
   }
@@ -224,6 +251,9 @@ int main(int argc, char** argv) {
   app.add_option("--peak_tflops", peak_tflops, "the rate MFU divides by")
       ->check(CLI::PositiveNumber);
   app.add_option("--corpus", corpus, "text for --mode=track");
+  bool profile = false;
+  app.add_flag("--profile", profile,
+               "throughput: after each run, time as many steps op by op and print the table");
   app.add_option("--threads", threads, "CPU threads for the track reference (0 = all)")
       ->check(CLI::NonNegativeNumber);
   if (std::optional<int> code = dropk::ParseBenchFlags(app, argc, argv, "dropk-gpu-train-bench")) {
@@ -247,5 +277,5 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (mode == "track") return dropk::Track(precisions, steps, corpus, threads);
-  return dropk::Throughput(precisions, batch, steps, peak_tflops);
+  return dropk::Throughput(precisions, batch, steps, peak_tflops, profile);
 }

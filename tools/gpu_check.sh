@@ -31,7 +31,8 @@
 #   - serving tokens/s on the GPU at 1, 4, 16 and 64 concurrent streams, GPT-2 124M shape
 #   - 200 steps of the shakespeare_char shape on the GPU tracking the CPU's losses
 #   - GPT-2 124M training tokens/s and MFU at fp32/tf32/bf16, dropout 0 and
-#     0.1, against PyTorch eager and torch.compile on the same GPU in the same run
+#     0.1, against PyTorch eager and torch.compile on the same GPU in the same run,
+#     and where a bf16 step with dropout 0.1 goes, op by op
 # Exit status: 0 when every check passed, 1 otherwise, 2 without a GPU.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -235,7 +236,7 @@ if [ $build_ok = PASS ]; then
     --corpus=data/tinyshakespeare.txt > "$out/track.log" 2>&1 || status=1
   echo "gpu_check: dropk GPT-2 124M throughput"
   bounded 240 "$build/bin/dropk-gpu-train-bench" --mode=throughput --batch=16 --steps=10 \
-    > "$out/bench_dropk.log" 2>&1 || status=1
+    --profile > "$out/bench_dropk.log" 2>&1 || status=1
 fi
 echo "gpu_check: PyTorch GPT-2 124M throughput"
 bounded 300 python3 bench/torch_gpt2_bench.py --batch=16 --steps=10 \
@@ -427,6 +428,15 @@ if goal and mine:
 if ("bf16", "0.0") in dropk and mine:
     cost = 1 - mine[0] / dropk[("bf16", "0.0")][0]
     print(f"dropk bf16 dropout cost (0.1 vs 0): {100 * cost:.1f}% (goal <= 5%)")
+# Where a bf16 step with dropout goes, op by op (the bench's --profile).
+try:
+    profile = open(f"{out}/bench_dropk.log", errors="replace").read()
+    start = profile.find("profile bf16 dropout 0.1")
+    if start >= 0:
+        print()
+        print(profile[start:].split("\ndropk ")[0].split("\nprofile ")[0].rstrip())
+except OSError:
+    pass
 try:
     serve = [l.rstrip() for l in open(f"{out}/serve_bench.log") if l.strip()]
 except OSError:

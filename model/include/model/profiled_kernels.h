@@ -58,7 +58,7 @@ class ProfiledKernels final : public Kernels {
   // Times the ops of `inner`, which it owns.
   explicit ProfiledKernels(std::unique_ptr<Kernels> inner);
 
-  // While paused, ops run untimed.
+  // While paused, ops run untimed and without the device wait.
   void set_paused(bool paused) { paused_ = paused; }
   void Reset() { totals_ = {}; }  // forgets every total
   const OpTotals& totals(KernelOp op) const { return totals_[static_cast<int>(op)]; }
