@@ -1,6 +1,8 @@
 // MakeKernels: the one place that chooses a device implementation.
 #include "model/kernels.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "cpu/cpu_kernels.h"
 // Declarations and constants only (no CUDA headers), so in every build.
@@ -96,7 +98,8 @@ double CudaFreeBytes(int ordinal) {
 #endif
 }
 
-double CudaKernelsScratchBytes(int B, int T, int C, int NH, bool attention_dropout) {
+double CudaKernelsScratchBytes(int B, int T, int C, int NH, int V, bool attention_dropout,
+                               bool bf16_operands) {
   // CudaKernels' scratch slots (cuda_kernels.cc) at their largest.
   const double btc = static_cast<double>(B) * T * C;
   const double scores = static_cast<double>(B) * NH * T * T;
@@ -106,8 +109,16 @@ double CudaKernelsScratchBytes(int B, int T, int C, int NH, bool attention_dropo
   if (attention_dropout) floats += scores;  // kWeights
   // kColumns: two partial sums per column of the widest bias, the MLP's 4C.
   floats += 2.0 * kCudaColumnSumMaxParts * 4.0 * C;
+  double bytes = floats * sizeof(float);
+  if (bf16_operands) {
+    // kBf16Weight, kBf16Input, kBf16Output: 2 bytes an element, at the
+    // widest projection (the MLP's 4C or the LM head's V).
+    const double widest = std::max(4.0 * C, static_cast<double>(V));
+    const double rows = static_cast<double>(B) * T;
+    bytes += 2.0 * (widest * C + rows * 4.0 * C + rows * widest);
+  }
   // And cuBLASLt's workspace (the sum of squares' 4 KiB of partials aside).
-  return floats * sizeof(float) + static_cast<double>(kCudaLtWorkspaceBytes);
+  return bytes + static_cast<double>(kCudaLtWorkspaceBytes);
 }
 
 absl::StatusOr<std::unique_ptr<Kernels>> MakeKernels(Device device, int num_threads) {

@@ -121,9 +121,9 @@ absl::StatusOr<TrainingMemory> TrainingMemoryNeed(const TrainConfig& config, int
   if (config.device() == TrainConfig::CUDA) {
     // Allocated by the kernels on the first step, not through the model: a
     // check without them passes runs that then fail inside that step.
-    need.device_scratch_bytes =
-        CudaKernelsScratchBytes(config.batch_size(), config.block_size(), config.n_embd(),
-                                config.n_head(), EffectiveDropout(config).attention_probs > 0);
+    need.device_scratch_bytes = CudaKernelsScratchBytes(
+        config.batch_size(), config.block_size(), config.n_embd(), config.n_head(), vocab_size,
+        EffectiveDropout(config).attention_probs > 0, config.precision() == TrainConfig::BF16);
   }
   const double T = config.block_size();
   need.scratch_bytes = 2.0 * sizeof(int32_t) * config.batch_size() * T +  // inputs, targets

@@ -36,13 +36,25 @@ using cuda::SiteDropout;
 
 constexpr size_t kLtWorkspaceBytes = kCudaLtWorkspaceBytes;
 
-cublasComputeType_t ComputeTypeOf(MatmulPrecision precision) {
+// The compute type of a product of fp32 operands. kBf16's projections do
+// not come here: they hand cuBLAS bf16 operands (see CudaKernels::Gemm),
+// because CUBLAS_COMPUTE_32F_FAST_16BF on fp32 operands ran at TF32's speed
+// with TF32's results on an H200 (bench/GPU_NOTES.md). Attention's products
+// stay on fp32 operands in TF32 under kBf16: rounding the T x T
+// probabilities and their gradient to bf16 first would move more bytes than
+// the faster product saves.
+cublasComputeType_t Fp32ComputeTypeOf(MatmulPrecision precision) {
   switch (precision) {
     case MatmulPrecision::kFp32: return CUBLAS_COMPUTE_32F;
     case MatmulPrecision::kTf32: return CUBLAS_COMPUTE_32F_FAST_TF32;
-    case MatmulPrecision::kBf16: return CUBLAS_COMPUTE_32F_FAST_16BF;
+    case MatmulPrecision::kBf16: return CUBLAS_COMPUTE_32F_FAST_TF32;
   }
   return CUBLAS_COMPUTE_32F;
+}
+
+// The compute type of a product whose operands are of type `operands`.
+cublasComputeType_t ComputeTypeOf(MatmulPrecision precision, cudaDataType_t operands) {
+  return operands == CUDA_R_16BF ? CUBLAS_COMPUTE_32F : Fp32ComputeTypeOf(precision);
 }
 
 // The largest power of two (up to 256) that divides p's address: cuBLASLt
@@ -84,14 +96,17 @@ class CudaEvent final : public DeviceEvent {
 };
 
 // One cached cuBLASLt product: column-major D (m,n) = alpha op(A) op(B) +
-// beta C (+ bias), with its descriptors and the heuristic's algorithm.
+// beta C (+ bias), with its descriptors and the heuristic's algorithm. A and
+// B are of type `operands` (CUDA_R_32F or CUDA_R_16BF); C, D and the bias
+// are fp32.
 struct LtKey {
   cublasOperation_t ta, tb;
   int m, n, k, lda, ldb, ldc;
   bool bias;
   uint32_t align_a, align_b, align_c;
+  cudaDataType_t operands;
   auto Tie() const {
-    return std::tie(ta, tb, m, n, k, lda, ldb, ldc, bias, align_a, align_b, align_c);
+    return std::tie(ta, tb, m, n, k, lda, ldb, ldc, bias, align_a, align_b, align_c, operands);
   }
   bool operator<(const LtKey& o) const { return Tie() < o.Tie(); }
 };
@@ -165,9 +180,31 @@ class CudaKernels final : public Kernels {
  private:
   // Scratch buffers that ops reuse; each grows (cudaMalloc) only when a
   // larger shape than before arrives, i.e. in the first step.
-  enum ScratchSlot { kQ, kK, kV, kHeads, kWeights, kDatt, kDq, kDk, kDv, kColumns, kNumSlots };
+  // kBf16Weight, kBf16Input and kBf16Output hold a projection's operands
+  // rounded to bf16 (kBf16 only): its weight, its input and its output's
+  // gradient.
+  enum ScratchSlot {
+    kQ,
+    kK,
+    kV,
+    kHeads,
+    kWeights,
+    kDatt,
+    kDq,
+    kDk,
+    kDv,
+    kColumns,
+    kBf16Weight,
+    kBf16Input,
+    kBf16Output,
+    kNumSlots
+  };
   // `op` is the calling op's name (__func__), for errors.
   float* Scratch(const char* op, ScratchSlot slot, size_t floats);
+  // Column-major src (rows, cols), leading dimension ld, rounded to bf16
+  // into `slot` as a dense matrix (leading dimension rows), for `op`.
+  const uint16_t* ToBf16(const char* op, ScratchSlot slot, const float* src, size_t rows,
+                         size_t cols, size_t ld);
   // q, k and v of qkv (B,T,3C) copied head by head, (B*NH,T,C/NH) each, into
   // the kQ, kK and kV slots, for `op`.
   struct Heads {
@@ -180,10 +217,11 @@ class CudaKernels final : public Kernels {
   std::string Op(const char* name) const { return absl::StrCat(name, " on cuda:", device_); }
 
   // Column-major D = alpha op(A) op(B) + beta D (+ bias broadcast over the n
-  // columns), through cuBLASLt with a cached plan.
+  // columns), through cuBLASLt with a cached plan. A and B are fp32, or bf16
+  // bits when `operands` is CUDA_R_16BF; D and the bias are fp32.
   void Gemm(const char* op, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-            float alpha, const float* A, int lda, const float* B, int ldb, float beta, float* D,
-            int ldd, const float* bias);
+            float alpha, const void* A, int lda, const void* B, int ldb, float beta, float* D,
+            int ldd, const float* bias, cudaDataType_t operands = CUDA_R_32F);
   absl::StatusOr<LtPlan*> PlanFor(const LtKey& key);
   // Strided-batched column-major products through cuBLAS (attention).
   void BatchedGemm(const char* op, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
@@ -322,11 +360,20 @@ float* CudaKernels::Scratch(const char* op, ScratchSlot slot, size_t floats) {
   return s.data;
 }
 
+const uint16_t* CudaKernels::ToBf16(const char* op, ScratchSlot slot, const float* src, size_t rows,
+                                    size_t cols, size_t ld) {
+  // Two bf16 values to a float of the slot.
+  uint16_t* dst = reinterpret_cast<uint16_t*>(Scratch(op, slot, (rows * cols + 1) / 2));
+  CUDA_CHECK_THROW(Op(op), cuda::ToBf16(dst, src, rows, cols, ld, stream_));
+  return dst;
+}
+
 absl::StatusOr<LtPlan*> CudaKernels::PlanFor(const LtKey& key) {
   auto it = plans_.find(key);
   if (it != plans_.end()) return &it->second;
   LtPlan plan;
-  CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan.desc, ComputeTypeOf(precision_), CUDA_R_32F));
+  CUBLAS_CHECK(
+      cublasLtMatmulDescCreate(&plan.desc, ComputeTypeOf(precision_, key.operands), CUDA_R_32F));
   // Owned by plans_ from here on, so the destructor frees it even on failure.
   LtPlan& stored = plans_.emplace(key, plan).first->second;
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(stored.desc, CUBLASLT_MATMUL_DESC_TRANSA, &key.ta,
@@ -339,9 +386,9 @@ absl::StatusOr<LtPlan*> CudaKernels::PlanFor(const LtKey& key) {
                                                 &epilogue, sizeof(epilogue)));
   }
   const bool na = key.ta == CUBLAS_OP_N, nb = key.tb == CUBLAS_OP_N;
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&stored.a, CUDA_R_32F, na ? key.m : key.k,
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&stored.a, key.operands, na ? key.m : key.k,
                                           na ? key.k : key.m, key.lda));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&stored.b, CUDA_R_32F, nb ? key.k : key.n,
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&stored.b, key.operands, nb ? key.k : key.n,
                                           nb ? key.n : key.k, key.ldb));
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&stored.c, CUDA_R_32F, key.m, key.n, key.ldc));
 
@@ -378,8 +425,8 @@ absl::StatusOr<LtPlan*> CudaKernels::PlanFor(const LtKey& key) {
 }
 
 void CudaKernels::Gemm(const char* op, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
-                       int k, float alpha, const float* A, int lda, const float* B, int ldb,
-                       float beta, float* D, int ldd, const float* bias) {
+                       int k, float alpha, const void* A, int lda, const void* B, int ldb,
+                       float beta, float* D, int ldd, const float* bias, cudaDataType_t operands) {
   if (m == 0 || n == 0) return;
   // cuBLASLt's bias epilogue reads the bias in vectors: a bias that is not
   // 16-byte aligned (a tensor at an odd offset of the flat buffer) takes the
@@ -398,7 +445,8 @@ void CudaKernels::Gemm(const char* op, cublasOperation_t ta, cublasOperation_t t
                     bias != nullptr,
                     AlignmentOf(A),
                     AlignmentOf(B),
-                    AlignmentOf(D)};
+                    AlignmentOf(D),
+                    operands};
     absl::StatusOr<LtPlan*> plan = PlanFor(key);
     if (!plan.ok()) {
       throw DeviceError(Op(op), absl::StrCat("cuBLASLt plan for a ", m, "x", n, "x", k,
@@ -425,9 +473,10 @@ void CudaKernels::Gemm(const char* op, cublasOperation_t ta, cublasOperation_t t
     CUDA_CHECK_THROW(Op(op), cuda::BroadcastRows(D, bias, n, m, stream_));
     beta = 1.0f;
   }
-  CUBLAS_CHECK_THROW(Op(op), cublasGemmEx(cublas_, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, B,
-                                          CUDA_R_32F, ldb, &beta, D, CUDA_R_32F, ldd,
-                                          ComputeTypeOf(precision_), CUBLAS_GEMM_DEFAULT));
+  CUBLAS_CHECK_THROW(
+      Op(op),
+      cublasGemmEx(cublas_, ta, tb, m, n, k, &alpha, A, operands, lda, B, operands, ldb, &beta, D,
+                   CUDA_R_32F, ldd, ComputeTypeOf(precision_, operands), CUBLAS_GEMM_DEFAULT));
 }
 
 void CudaKernels::BatchedGemm(const char* op, cublasOperation_t ta, cublasOperation_t tb, int m,
@@ -438,7 +487,7 @@ void CudaKernels::BatchedGemm(const char* op, cublasOperation_t ta, cublasOperat
   CUBLAS_CHECK_THROW(Op(op), cublasGemmStridedBatchedEx(
                                  cublas_, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, stride_a, B,
                                  CUDA_R_32F, ldb, stride_b, &beta, C, CUDA_R_32F, ldc, stride_c,
-                                 batch, ComputeTypeOf(precision_), CUBLAS_GEMM_DEFAULT));
+                                 batch, Fp32ComputeTypeOf(precision_), CUBLAS_GEMM_DEFAULT));
 }
 
 void CudaKernels::EmbeddingForward(float* out, const int32_t* tokens, const float* wte,
@@ -478,19 +527,39 @@ void CudaKernels::MatmulForward(float* out, const float* inp, const float* w, co
   // Row-major out (N,OC) = inp (N,C) w (OC,C)^T is column-major
   // out^T (OC,N) = op(A) B with A = w seen as column-major (C,OC), transposed,
   // and B = inp seen as column-major (C,N); the bias runs along OC.
+  if (precision_ == MatmulPrecision::kBf16) {
+    const uint16_t* w16 = ToBf16(__func__, kBf16Weight, w, C, OC, C);
+    const uint16_t* inp16 = ToBf16(__func__, kBf16Input, inp, C, N, C);
+    Gemm(__func__, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, 1.0f, w16, C, inp16, C, 0.0f, out, OC, bias,
+         CUDA_R_16BF);
+    return;
+  }
   Gemm(__func__, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, 1.0f, w, C, inp, C, 0.0f, out, OC, bias);
 }
 
 void CudaKernels::MatmulBackward(float* dinp, float* dw, float* dbias, const float* dout,
                                  const float* inp, const float* w, int N, int C, int OC,
                                  bool accumulate_dinp) {
+  // The operands of both products, as given or (kBf16) rounded to bf16 once
+  // each: dout is an operand of both.
+  const void* w_op = w;
+  const void* inp_op = inp;
+  const void* dout_op = dout;
+  cudaDataType_t operands = CUDA_R_32F;
+  if (precision_ == MatmulPrecision::kBf16) {
+    dout_op = ToBf16(__func__, kBf16Output, dout, OC, N, OC);
+    inp_op = ToBf16(__func__, kBf16Input, inp, C, N, C);
+    if (dinp != nullptr) w_op = ToBf16(__func__, kBf16Weight, w, C, OC, C);
+    operands = CUDA_R_16BF;
+  }
   if (dinp != nullptr) {
     // dinp (N,C) = dout (N,OC) w (OC,C): column-major dinp^T (C,N) = w^T (C,OC) dout^T (OC,N).
-    Gemm(__func__, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, 1.0f, w, C, dout, OC,
-         accumulate_dinp ? 1.0f : 0.0f, dinp, C, nullptr);
+    Gemm(__func__, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, 1.0f, w_op, C, dout_op, OC,
+         accumulate_dinp ? 1.0f : 0.0f, dinp, C, nullptr, operands);
   }
   // dw (OC,C) += dout^T inp: column-major dw^T (C,OC) += inp^T (C,N) dout (N,OC).
-  Gemm(__func__, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, 1.0f, inp, C, dout, OC, 1.0f, dw, C, nullptr);
+  Gemm(__func__, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, 1.0f, inp_op, C, dout_op, OC, 1.0f, dw, C,
+       nullptr, operands);
   if (dbias != nullptr) {
     float* scratch = Scratch(__func__, kColumns, 2 * cuda::ColumnSumScratchFloats(N, OC));
     CUDA_CHECK_THROW(Op(__func__), cuda::ColumnSums(dbias, dout, N, OC, scratch, stream_));

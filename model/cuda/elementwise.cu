@@ -1,6 +1,8 @@
 // Elementwise CUDA kernels: dropout (+ residual), GELU, cross-entropy, the
-// AdamW step, scaling and the sum of squares. Each thread of the dropout
+// AdamW step, scaling, the sum of squares and the rounding of product
+// operands to bf16. Each thread of the dropout
 // kernel takes four consecutive elements, which one Philox block decides.
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -114,6 +116,32 @@ __global__ void ScaleKernel(float* x, float alpha, size_t n) {
   }
 }
 
+__device__ __forceinline__ uint16_t Bf16Bits(float x) {
+  return __bfloat16_as_ushort(__float2bfloat16_rn(x));
+}
+
+// dst[i] = bf16(src[i]), four elements per thread (one 16-byte load, one
+// 8-byte store): src and dst 16- and 8-byte aligned, n a multiple of 4.
+__global__ void ToBf16Flat4Kernel(uint2* dst, const float4* src, size_t quads) {
+  for (size_t q = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; q < quads;
+       q += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const float4 v = src[q];
+    dst[q] = make_uint2(Bf16Bits(v.x) | (static_cast<uint32_t>(Bf16Bits(v.y)) << 16),
+                        Bf16Bits(v.z) | (static_cast<uint32_t>(Bf16Bits(v.w)) << 16));
+  }
+}
+
+// Dense column-major dst (rows, cols) = bf16 of column-major src (rows,
+// cols) with leading dimension ld, one element per thread.
+__global__ void ToBf16Kernel(uint16_t* dst, const float* src, size_t rows, size_t total,
+                             size_t ld) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const size_t col = i / rows;
+    dst[i] = Bf16Bits(src[col * ld + (i - col * rows)]);
+  }
+}
+
 __global__ void BroadcastRowsKernel(float* out, const float* bias, size_t total, int OC) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
@@ -182,6 +210,22 @@ cudaError_t AdamW(float* params, const float* grads, float* m, float* v, size_t 
                   const AdamWConstants& k, cudaStream_t stream) {
   if (n == 0) return cudaGetLastError();
   AdamWKernel<<<BlocksFor(n, kThreads), kThreads, 0, stream>>>(params, grads, m, v, n, k);
+  return cudaGetLastError();
+}
+
+cudaError_t ToBf16(uint16_t* dst, const float* src, size_t rows, size_t cols, size_t ld,
+                   cudaStream_t stream) {
+  const size_t total = rows * cols;
+  if (total == 0) return cudaGetLastError();
+  const bool flat = ld == rows || cols == 1;
+  if (flat && total % 4 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0 &&
+      reinterpret_cast<uintptr_t>(dst) % 8 == 0) {
+    ToBf16Flat4Kernel<<<BlocksFor(total / 4, kThreads), kThreads, 0, stream>>>(
+        reinterpret_cast<uint2*>(dst), reinterpret_cast<const float4*>(src), total / 4);
+  } else {
+    ToBf16Kernel<<<BlocksFor(total, kThreads), kThreads, 0, stream>>>(dst, src, rows, total,
+                                                                      flat ? rows : ld);
+  }
   return cudaGetLastError();
 }
 

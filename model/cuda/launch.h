@@ -95,6 +95,11 @@ cudaError_t SumSquares(double* result, const float* x, size_t n, double* scratch
 cudaError_t AdamW(float* params, const float* grads, float* m, float* v, size_t n,
                   const AdamWConstants& k, cudaStream_t stream);
 cudaError_t Scale(float* x, float alpha, size_t n, cudaStream_t stream);
+// Dense column-major dst (rows, cols) = src (column-major, leading dimension
+// ld >= rows) rounded to bf16, nearest even; dst holds the bf16 bits. The
+// operands of a bf16 product (MatmulPrecision::kBf16).
+cudaError_t ToBf16(uint16_t* dst, const float* src, size_t rows, size_t cols, size_t ld,
+                   cudaStream_t stream);
 // Every row of out (N,OC) = bias (OC): the starting value of a product that
 // then accumulates onto it (the fallback when cuBLASLt has no bias epilogue
 // for a shape).

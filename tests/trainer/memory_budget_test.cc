@@ -6,6 +6,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "trainer/config.h"
 
 namespace dropk {
@@ -147,6 +149,14 @@ TEST(MemoryBudgetTest, CudaRunsCountTheKernelsScratchOnTheGpu) {
   EXPECT_DOUBLE_EQ(TrainingMemoryNeed(config, kVocab, 2).value().device_scratch_bytes -
                        need.device_scratch_bytes,
                    B * NH * T * T * sizeof(float));
+  // bf16 operands: the largest projection's weight, input and output
+  // gradient rounded to bf16 (2 bytes each), the widest being 4C or V.
+  config.set_dropout_attention_probs(0.0f);
+  config.set_precision(TrainConfig::BF16);
+  const double widest = std::max(4.0 * C, static_cast<double>(kVocab));
+  EXPECT_DOUBLE_EQ(TrainingMemoryNeed(config, kVocab, 2).value().device_scratch_bytes -
+                       need.device_scratch_bytes,
+                   2.0 * (widest * C + B * T * 4 * C + B * T * widest));
   // None on the CPU.
   EXPECT_EQ(TrainingMemoryNeed(DefaultTrainConfig(), kVocab, 2).value().device_scratch_bytes, 0);
 }

@@ -167,8 +167,9 @@ class Kernels {
 enum class MatmulPrecision {
   kFp32,  // fp32 inputs and arithmetic
   kTf32,  // CUDA only: fp32 inputs rounded to TF32 on the tensor cores, fp32 accumulation
-  kBf16,  // inputs rounded to bf16, fp32 accumulation: tensor cores on CUDA; on the CPU the
-          // projections through oneDNN (AMX / AVX512-BF16 where present), attention in fp32
+  kBf16,  // projections' inputs rounded to bf16, fp32 accumulation: on CUDA bf16 operands to
+          // cuBLASLt's tensor cores, attention's products in TF32; on the CPU the projections
+          // through oneDNN (AMX / AVX512-BF16 where present), attention in fp32
 };
 const char* MatmulPrecisionName(MatmulPrecision precision);  // "fp32", "tf32", "bf16"
 
@@ -208,10 +209,14 @@ double CudaFreeBytes(int ordinal);
 // output gradient and of dq, dk, dv (7 x B*T*C floats), the gradient of the
 // scores (B*NH*T*T floats) and, with attention-probability dropout, the
 // dropped probabilities (B*NH*T*T more), the column-sum partials of the bias
-// and LayerNorm gradients, and cuBLASLt's workspace. Kept at the largest
-// shape run, so a memory budget adds it to Gpt::Footprint's buffers. In
-// double, so that any shape can be sized; the same figure in every build.
-double CudaKernelsScratchBytes(int B, int T, int C, int NH, bool attention_dropout);
+// and LayerNorm gradients, cuBLASLt's workspace and, with bf16 operands
+// (MatmulPrecision::kBf16), the bf16 copies of the largest projection's
+// weight, input and output gradient (the LM head's, V the padded vocabulary).
+// Kept at the largest shape run, so a memory budget adds it to
+// Gpt::Footprint's buffers. In double, so that any shape can be sized; the
+// same figure in every build.
+double CudaKernelsScratchBytes(int B, int T, int C, int NH, int V, bool attention_dropout,
+                               bool bf16_operands);
 
 // The same with default options and num_threads host threads (0 = all cores).
 absl::StatusOr<std::unique_ptr<Kernels>> MakeKernels(Device device, int num_threads);
