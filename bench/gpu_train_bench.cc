@@ -4,7 +4,10 @@
 //
 //   --mode=throughput  GPT-2 124M (12 layers, 12 heads, 768 wide, context
 //                      1024, vocab 50257 padded to 50304), batch --batch, at
-//                      each precision in --precisions and dropout 0 and 0.1:
+//                      each precision in --precisions (and, with
+//                      --attention=materialized,flash, each attention
+//                      kind: "bf16_flash" is bf16 through the flash
+//                      attention kernels) and dropout 0 and 0.1:
 //                      one line per run with the median step time, tokens/s
 //                      and MFU against --peak_tflops (default: the H100/H200
 //                      SXM datasheet's dense bf16 rate, as llm.c counts MFU).
@@ -72,7 +75,31 @@ float TrainStep(Gpt* gpt, AdamWOptimizer* opt, const int32_t* x, const int32_t* 
   return loss;
 }
 
-int Throughput(const std::vector<MatmulPrecision>& precisions, int B, int steps, double peak_tflops,
+// One configuration of the CUDA kernels that the bench runs, and its label
+// ("tf32", "bf16_flash").
+struct Variant {
+  MatmulPrecision precision;
+  bool flash_attention;
+  std::string label;
+};
+
+// --precisions x --attention; the flash kernels only where they apply (not
+// fp32).
+std::vector<Variant> Variants(const std::vector<MatmulPrecision>& precisions,
+                              const std::vector<std::string>& attention) {
+  std::vector<Variant> variants;
+  for (MatmulPrecision precision : precisions) {
+    for (const std::string& kind : attention) {
+      const bool flash = kind == "flash";
+      if (flash && precision == MatmulPrecision::kFp32) continue;
+      variants.push_back({precision, flash,
+                          std::string(MatmulPrecisionName(precision)) + (flash ? "_flash" : "")});
+    }
+  }
+  return variants;
+}
+
+int Throughput(const std::vector<Variant>& variants, int B, int steps, double peak_tflops,
                bool profile) {
   const GptConfig shape{50304, 1024, 12, 12, 768};
   const int T = shape.block_size;
@@ -81,9 +108,10 @@ int Throughput(const std::vector<MatmulPrecision>& precisions, int B, int steps,
     x[i] = static_cast<int32_t>((i * 2654435761u) % 50257);
     y[i] = static_cast<int32_t>((i * 40503u + 7) % 50257);
   }
-  for (MatmulPrecision precision : precisions) {
+  for (const Variant& variant : variants) {
     KernelOptions options;
-    options.precision = precision;
+    options.precision = variant.precision;
+    options.flash_attention = variant.flash_attention;
     absl::StatusOr<std::unique_ptr<Kernels>> k = MakeKernels(Device::kCuda, options);
     if (!k.ok()) {
       std::fprintf(stderr, "gpu bench: %s\n", std::string(k.status().message()).c_str());
@@ -123,7 +151,7 @@ int Throughput(const std::vector<MatmulPrecision>& precisions, int B, int steps,
       std::printf(
           "dropk %-4s dropout %.1f | GPT-2 124M B=%d T=%d | step %7.1f ms (median of %d) | "
           "%9.0f tokens/s | %6.1f TFLOP/s | MFU %5.1f%% | loss %.3f\n",
-          MatmulPrecisionName(precision), dropout, B, T, median * 1e3, steps,
+          variant.label.c_str(), dropout, B, T, median * 1e3, steps,
           static_cast<double>(B) * T / median, tflops, 100.0 * tflops / peak_tflops, loss);
       if (profiler != nullptr) {
         profiler->Reset();
@@ -137,8 +165,7 @@ int Throughput(const std::vector<MatmulPrecision>& precisions, int B, int steps,
         const double total = std::chrono::duration<double>(Clock::now() - t0).count();
         profiler->set_paused(true);
         std::printf("profile %s dropout %.1f (%d steps, a device wait after each op):\n%s",
-                    MatmulPrecisionName(precision), dropout, steps,
-                    profiler->Report(steps, total).c_str());
+                    variant.label.c_str(), dropout, steps, profiler->Report(steps, total).c_str());
       }
       std::fflush(stdout);
     }
@@ -161,8 +188,7 @@ absl::StatusOr<std::vector<int32_t>> ReadCorpus(const std::string& path, int* vo
   return tokens;
 }
 
-int Track(const std::vector<MatmulPrecision>& precisions, int steps, const std::string& corpus,
-          int threads) {
+int Track(const std::vector<Variant>& variants, int steps, const std::string& corpus, int threads) {
   int vocab = 0;
   absl::StatusOr<std::vector<int32_t>> data = ReadCorpus(corpus, &vocab);
   if (!data.ok()) {
@@ -200,9 +226,11 @@ int Track(const std::vector<MatmulPrecision>& precisions, int steps, const std::
   std::unique_ptr<Kernels> cpu = MakeKernels(Device::kCpu, threads).value();
   const std::vector<float> reference = run(cpu.get());
   int status = 0;
-  for (MatmulPrecision precision : precisions) {
+  for (const Variant& variant : variants) {
+    const MatmulPrecision precision = variant.precision;
     KernelOptions options;
     options.precision = precision;
+    options.flash_attention = variant.flash_attention;
     absl::StatusOr<std::unique_ptr<Kernels>> gpu = MakeKernels(Device::kCuda, options);
     if (!gpu.ok()) {
       std::fprintf(stderr, "gpu bench: %s\n", std::string(gpu.status().message()).c_str());
@@ -216,8 +244,8 @@ int Track(const std::vector<MatmulPrecision>& precisions, int steps, const std::
       const double diff = std::abs(static_cast<double>(losses[s]) - reference[s]);
       worst = std::isnan(diff) ? INFINITY : std::max(worst, diff);
       if (s % 20 == 0 || s == steps - 1) {
-        std::printf("track %-4s step %4d | cpu loss %.4f | gpu loss %.4f\n",
-                    MatmulPrecisionName(precision), s, reference[s], losses[s]);
+        std::printf("track %-4s step %4d | cpu loss %.4f | gpu loss %.4f\n", variant.label.c_str(),
+                    s, reference[s], losses[s]);
       }
     }
     const double bound = precision == MatmulPrecision::kFp32   ? 0.02
@@ -225,7 +253,7 @@ int Track(const std::vector<MatmulPrecision>& precisions, int steps, const std::
                                                                : 0.1;
     const bool ok = worst <= bound;
     std::printf("track %-4s %d steps, dropout 0.1: max |gpu - cpu| loss %.4f (bound %.2f) %s\n",
-                MatmulPrecisionName(precision), steps, worst, bound, ok ? "PASS" : "FAIL");
+                variant.label.c_str(), steps, worst, bound, ok ? "PASS" : "FAIL");
     std::fflush(stdout);
     if (!ok) status = 1;
   }
@@ -245,6 +273,11 @@ int main(int argc, char** argv) {
   app.add_option("--mode", mode, "throughput | track")
       ->check(CLI::IsMember({"throughput", "track"}));
   app.add_option("--precisions", precision_names, "fp32 tf32 bf16")->delimiter(',');
+  std::vector<std::string> attention = {"materialized"};
+  app.add_option("--attention", attention,
+                 "materialized and/or flash (the flash kernels, tf32 and bf16 only)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"materialized", "flash"}));
   app.add_option("--batch", batch, "sequences per step (throughput)")->check(CLI::PositiveNumber);
   app.add_option("--steps", steps, "timed steps (throughput) or steps (track)")
       ->check(CLI::PositiveNumber);
@@ -276,6 +309,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "gpu bench: %s\n", std::string(gpu.status().message()).c_str());
     return 2;
   }
-  if (mode == "track") return dropk::Track(precisions, steps, corpus, threads);
-  return dropk::Throughput(precisions, batch, steps, peak_tflops, profile);
+  const std::vector<dropk::Variant> variants = dropk::Variants(precisions, attention);
+  if (mode == "track") return dropk::Track(variants, steps, corpus, threads);
+  return dropk::Throughput(variants, batch, steps, peak_tflops, profile);
 }

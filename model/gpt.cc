@@ -60,10 +60,11 @@ struct Gpt::Activations {
 // memory (or 64 bits). The one list of activation sizes, so Footprint and
 // the constructor cannot disagree.
 template <typename N, typename Visit>
-void Gpt::VisitActivationBuffers(const GptConfig& config, int max_batch, Visit&& visit) {
+void Gpt::VisitActivationBuffers(const GptConfig& config, int max_batch, N attention_saved,
+                                 Visit&& visit) {
   using A = Activations;
   const N L = config.n_layer, B = max_batch, T = config.block_size, C = config.n_embd,
-          NH = config.n_head, V = config.vocab_size;
+          V = config.vocab_size;
   const N BT = B * T, BTC = BT * C;
   visit(&A::tokens, BT);
   visit(&A::targets, BT);
@@ -75,7 +76,7 @@ void Gpt::VisitActivationBuffers(const GptConfig& config, int max_batch, Visit&&
   visit(&A::ln2_mean, L * BT);
   visit(&A::ln2_rstd, L * BT);
   visit(&A::qkv, L * 3 * BTC);
-  visit(&A::probs, L * B * NH * T * T);
+  visit(&A::probs, L * attention_saved);
   visit(&A::atty, L * BTC);
   visit(&A::res2, L * BTC);
   visit(&A::fch, L * 4 * BTC);
@@ -104,11 +105,15 @@ absl::StatusOr<GptFootprint> Gpt::Footprint(const GptConfig& config, int max_bat
   if (!params.ok()) return params.status();
   GptFootprint f;
   f.params_bytes = f.grads_bytes = static_cast<double>(*params) * sizeof(float);
-  VisitActivationBuffers<double>(config, max_batch, [&f](auto member, double count) {
-    using Buffer = std::remove_reference_t<decltype(std::declval<Activations&>().*member)>;
-    using Element = std::remove_pointer_t<decltype(std::declval<Buffer&>().data())>;
-    f.activations_bytes += count * sizeof(Element);
-  });
+  // The default kernels' B*NH*T*T per layer, an upper bound for all.
+  const double attention_saved =
+      static_cast<double>(max_batch) * config.n_head * config.block_size * config.block_size;
+  VisitActivationBuffers<double>(
+      config, max_batch, attention_saved, [&f](auto member, double count) {
+        using Buffer = std::remove_reference_t<decltype(std::declval<Activations&>().*member)>;
+        using Element = std::remove_pointer_t<decltype(std::declval<Buffer&>().data())>;
+        f.activations_bytes += count * sizeof(Element);
+      });
   return f;
 }
 
@@ -146,14 +151,17 @@ Gpt::Gpt(const GptConfig& config, int max_batch, Kernels* kernels)
     ready_events_.push_back(kernels->CreateEvent());
   acts_ = std::make_unique<Activations>();
   Activations& a = *acts_;
-  VisitActivationBuffers<size_t>(config, max_batch, [&a, kernels](auto member, size_t count) {
-    using Buffer = std::remove_reference_t<decltype(a.*member)>;
-    if constexpr (std::is_same_v<Buffer, std::vector<float>>) {
-      (a.*member).resize(count);  // host memory
-    } else {
-      a.*member = Buffer(kernels, count);
-    }
-  });
+  const size_t attention_saved =
+      kernels->AttentionSavedFloats(max_batch, config.block_size, config.n_embd, config.n_head);
+  VisitActivationBuffers<size_t>(config, max_batch, attention_saved,
+                                 [&a, kernels](auto member, size_t count) {
+                                   using Buffer = std::remove_reference_t<decltype(a.*member)>;
+                                   if constexpr (std::is_same_v<Buffer, std::vector<float>>) {
+                                     (a.*member).resize(count);  // host memory
+                                   } else {
+                                     a.*member = Buffer(kernels, count);
+                                   }
+                                 });
 }
 
 Gpt::~Gpt() = default;
@@ -194,6 +202,7 @@ float Gpt::Forward(const int32_t* host_tokens, const int32_t* host_targets, int 
   const size_t BTC = static_cast<size_t>(N) * C;
   Activations& a = *acts_;
   Kernels& k = *kernels_;
+  const size_t attention_saved = k.AttentionSavedFloats(B, T, C, NH);
   float* p = params_.data();
 
   last_B_ = B;
@@ -217,7 +226,7 @@ float Gpt::Forward(const int32_t* host_tokens, const int32_t* host_targets, int 
     float* x_next = x + BTC;
     float* ln1 = a.ln1.data() + l * BTC;
     float* qkv = a.qkv.data() + l * 3 * BTC;
-    float* probs = a.probs.data() + static_cast<size_t>(l) * N * NH * T;
+    float* probs = a.probs.data() + static_cast<size_t>(l) * attention_saved;
     float* atty = a.atty.data() + l * BTC;
     float* res2 = a.res2.data() + l * BTC;
     float* ln2 = a.ln2.data() + l * BTC;
@@ -261,6 +270,7 @@ void Gpt::Backward(float loss_scale, const GradsReadyFn& on_ready) {
   const size_t BTC = static_cast<size_t>(N) * C;
   Activations& a = *acts_;
   Kernels& k = *kernels_;
+  const size_t attention_saved = k.AttentionSavedFloats(B, T, C, NH);
   float* p = params_.data();
   float* g = grads_.data();
   const DropoutPlan* plan = has_dropout_ ? &last_dropout_ : nullptr;
@@ -292,7 +302,7 @@ void Gpt::Backward(float loss_scale, const GradsReadyFn& on_ready) {
     const float* x = a.residual.data() + l * BTC;
     const float* ln1 = a.ln1.data() + l * BTC;
     const float* qkv = a.qkv.data() + l * 3 * BTC;
-    const float* probs = a.probs.data() + static_cast<size_t>(l) * N * NH * T;
+    const float* probs = a.probs.data() + static_cast<size_t>(l) * attention_saved;
     const float* atty = a.atty.data() + l * BTC;
     const float* res2 = a.res2.data() + l * BTC;
     const float* ln2 = a.ln2.data() + l * BTC;

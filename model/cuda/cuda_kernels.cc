@@ -120,7 +120,8 @@ struct LtPlan {
 
 class CudaKernels final : public Kernels {
  public:
-  CudaKernels(int device, MatmulPrecision precision) : device_(device), precision_(precision) {}
+  CudaKernels(int device, MatmulPrecision precision, bool flash_attention)
+      : device_(device), precision_(precision), flash_attention_(flash_attention) {}
   ~CudaKernels() override;
   CudaKernels(const CudaKernels&) = delete;
   CudaKernels& operator=(const CudaKernels&) = delete;
@@ -158,6 +159,10 @@ class CudaKernels final : public Kernels {
                       const float* w, int N, int C, int OC, bool accumulate_dinp) override;
   void AttentionForward(float* out, float* probs, const float* qkv, int B, int T, int C, int NH,
                         int layer, const DropoutPlan* dropout) override;
+  size_t AttentionSavedFloats(int B, int T, int C, int NH) const override {
+    return UsesFlashAttention(C / NH) ? cuda::FlashAttentionSavedFloats(B, T, C, NH)
+                                      : static_cast<size_t>(B) * NH * T * T;
+  }
   void AttentionBackward(float* dqkv, const float* dout, const float* qkv, const float* probs,
                          int B, int T, int C, int NH, int layer,
                          const DropoutPlan* dropout) override;
@@ -197,8 +202,15 @@ class CudaKernels final : public Kernels {
     kBf16Weight,
     kBf16Input,
     kBf16Output,
+    kDelta,
     kNumSlots
   };
+  // Whether attention of head size hs runs through the flash kernels (see
+  // KernelOptions::flash_attention).
+  bool UsesFlashAttention(int hs) const {
+    return flash_attention_ && precision_ != MatmulPrecision::kFp32 &&
+           cuda::FlashAttentionSupports(hs);
+  }
   // `op` is the calling op's name (__func__), for errors.
   float* Scratch(const char* op, ScratchSlot slot, size_t floats);
   // Column-major src (rows, cols), leading dimension ld, rounded to bf16
@@ -230,6 +242,7 @@ class CudaKernels final : public Kernels {
 
   const int device_;
   const MatmulPrecision precision_;
+  const bool flash_attention_;
   std::string description_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
@@ -263,7 +276,10 @@ absl::Status CudaKernels::Init() {
                    prop.multiProcessorCount, " SMs, ",
                    absl::StrFormat("%.1f", prop.totalGlobalMem / 1073741824.0), " GiB), ",
                    MatmulPrecisionName(precision_), " matmuls, CUDA runtime ", runtime / 1000, ".",
-                   (runtime % 1000) / 10, ", cuBLASLt ", cublasLtGetVersion());
+                   (runtime % 1000) / 10, ", cuBLASLt ", cublasLtGetVersion(),
+                   flash_attention_ && precision_ != MatmulPrecision::kFp32
+                       ? ", flash attention (head sizes 16, 32, 64)"
+                       : "");
   return absl::OkStatus();
 }
 
@@ -583,6 +599,11 @@ void CudaKernels::AttentionForward(float* out, float* probs, const float* qkv, i
   const size_t btc = static_cast<size_t>(B) * T * C;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   const SiteDropout d = MakeSiteDropout(dropout, DropoutKind::kAttentionProbs, layer);
+  if (UsesFlashAttention(hs)) {
+    CUDA_CHECK_THROW(Op(__func__),
+                     cuda::FlashAttentionForward(out, probs, qkv, B, T, C, NH, d, stream_));
+    return;
+  }
   const auto [q, k, v] = QkvHeads(__func__, qkv, B, T, C, NH);
   float* o = Scratch(__func__, kHeads, btc);
   const long long ths = static_cast<long long>(T) * hs, tt = static_cast<long long>(T) * T;
@@ -606,6 +627,12 @@ void CudaKernels::AttentionBackward(float* dqkv, const float* dout, const float*
   const size_t btc = static_cast<size_t>(B) * T * C;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   const SiteDropout d = MakeSiteDropout(dropout, DropoutKind::kAttentionProbs, layer);
+  if (UsesFlashAttention(hs)) {
+    float* delta = Scratch(__func__, kDelta, static_cast<size_t>(B) * NH * T);
+    CUDA_CHECK_THROW(Op(__func__), cuda::FlashAttentionBackward(dqkv, dout, qkv, probs, delta, B, T,
+                                                                C, NH, d, stream_));
+    return;
+  }
   const long long ths = static_cast<long long>(T) * hs, tt = static_cast<long long>(T) * T;
   const auto [q, k, v] = QkvHeads(__func__, qkv, B, T, C, NH);
   float* dout_heads = Scratch(__func__, kHeads, btc);
@@ -780,7 +807,8 @@ absl::StatusOr<std::unique_ptr<Kernels>> MakeCudaKernels(const KernelOptions& op
   if (std::string error = CublasLoadError(); !error.empty()) {
     return absl::FailedPreconditionError(absl::StrCat("cuda: ", error));
   }
-  auto kernels = std::make_unique<CudaKernels>(options.cuda_device, options.precision);
+  auto kernels = std::make_unique<CudaKernels>(options.cuda_device, options.precision,
+                                               options.flash_attention);
   if (absl::Status s = kernels->Init(); !s.ok()) {
     return absl::Status(s.code(),
                         absl::StrCat("cuda device ", options.cuda_device, ": ", s.message()));

@@ -128,6 +128,24 @@ cudaError_t AttentionDropWeights(float* weights, const float* probs, int B, int 
 cudaError_t SoftmaxBackward(float* datt, const float* probs, int B, int NH, int T,
                             const SiteDropout& d, cudaStream_t stream);
 
+// Flash-style causal attention (model/cuda/flash_attention.cu): TF32 tensor
+// cores, scores and probabilities only in shared memory, dropout d decided in
+// the kernels (the same mask as SoftmaxForward). For head sizes
+// FlashAttentionSupports accepts.
+bool FlashAttentionSupports(int hs);  // 16, 32 or 64
+// Floats of `saved` that FlashAttentionForward fills for backward: the
+// log-sum-exp of each (b, h, t) row, then a copy of out (B,T,C).
+size_t FlashAttentionSavedFloats(int B, int T, int C, int NH);
+// out (B,T,C) = causal softmax(q k^T / sqrt(hs)) with dropout, times v, per
+// head, from qkv (B,T,3C); saved as above.
+cudaError_t FlashAttentionForward(float* out, float* saved, const float* qkv, int B, int T, int C,
+                                  int NH, const SiteDropout& d, cudaStream_t stream);
+// dqkv (B,T,3C) overwritten from dout (B,T,C), qkv and what forward saved;
+// delta is scratch of B*NH*T floats.
+cudaError_t FlashAttentionBackward(float* dqkv, const float* dout, const float* qkv,
+                                   const float* saved, float* delta, int B, int T, int C, int NH,
+                                   const SiteDropout& d, cudaStream_t stream);
+
 }  // namespace dropk::cuda
 
 #endif  // DROPK_MODEL_CUDA_LAUNCH_H_

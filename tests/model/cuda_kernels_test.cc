@@ -89,6 +89,7 @@ class CudaKernelsTest : public ::testing::TestWithParam<MatmulPrecision> {
   }
 
   double Tolerance() const { return MatmulTolerance(GetParam()); }
+  void ExpectGptMatchesCpu(int n_head, int n_embd, int T);
 
   template <typename T>
   Twin<T> Upload(const std::vector<T>& host) {
@@ -394,14 +395,17 @@ TEST_P(CudaKernelsTest, DropoutMasksBitwiseEqualAtAllSitesBothStreamModes) {
 
 // Forward and backward of a whole small GPT with dropout on: loss and every
 // gradient against the CPU.
-TEST_P(CudaKernelsTest, GptForwardBackwardMatchesCpu) {
+// A whole GPT of n_head heads, n_embd wide, on sequences of T tokens: loss
+// and gradients on the GPU within 10x the product tolerance of the CPU's,
+// with dropout 0.1 at every site, in both stream modes.
+void CudaKernelsTest::ExpectGptMatchesCpu(int n_head, int n_embd, int T) {
   GptConfig config;
   config.vocab_size = 37;
-  config.block_size = 16;
+  config.block_size = T;
   config.n_layer = 2;
-  config.n_head = 2;
-  config.n_embd = 32;
-  const int B = 3, T = 16;
+  config.n_head = n_head;
+  config.n_embd = n_embd;
+  const int B = 3;
   std::unique_ptr<Gpt> cpu = Gpt::Create(config, B, cpu_.get()).value();
   std::unique_ptr<Gpt> gpu = Gpt::Create(config, B, gpu_.get()).value();
   cpu->InitWeights(7);
@@ -423,6 +427,8 @@ TEST_P(CudaKernelsTest, GptForwardBackwardMatchesCpu) {
     EXPECT_LE(RelativeError(gg, gc), 10 * Tolerance()) << "gradients, per_sample=" << per_sample;
   }
 }
+
+TEST_P(CudaKernelsTest, GptForwardBackwardMatchesCpu) { ExpectGptMatchesCpu(2, 32, 16); }
 
 // The same inputs twice on the GPU: the same bits (no atomics, fixed orders).
 TEST_P(CudaKernelsTest, BackwardIsReproducible) {
@@ -458,6 +464,107 @@ INSTANTIATE_TEST_SUITE_P(Precisions, CudaKernelsTest,
                                            MatmulPrecision::kBf16),
                          [](const ::testing::TestParamInfo<MatmulPrecision>& info) {
                            return std::string(MatmulPrecisionName(info.param));
+                         });
+
+// The flash attention kernels (KernelOptions::flash_attention), which run
+// attention's products in TF32 at both tf32 and bf16: held to tf32's
+// tolerance at both.
+class CudaKernelsFlashTest : public CudaKernelsTest {
+ protected:
+  void SetUp() override {
+    KernelOptions options;
+    options.precision = GetParam();
+    options.flash_attention = true;
+    absl::StatusOr<std::unique_ptr<Kernels>> gpu = MakeKernels(Device::kCuda, options);
+    if (!gpu.ok()) GTEST_SKIP() << "needs a GPU: " << gpu.status().message();
+    gpu_ = std::move(*gpu);
+    cpu_ = MakeKernels(Device::kCpu, 1).value();
+  }
+  // Attention's own outputs: tf32's tolerance at both precisions.
+  static double AttentionTolerance() { return MatmulTolerance(MatmulPrecision::kTf32); }
+};
+
+// Each head size the kernels take, sequences shorter than a tile, one tile,
+// and ending inside a later tile; no dropout and 0.1 in both stream modes.
+// Forward keeps the row statistics and a copy of the output, not T x T
+// probabilities.
+TEST_P(CudaKernelsFlashTest, AttentionMatchesTheCpuAtEveryHeadSize) {
+  for (int hs : {16, 32, 64}) {
+    for (int T : {1, 50, 64, 130}) {
+      const int B = 2, NH = 3, C = NH * hs;
+      const size_t saved = gpu_->AttentionSavedFloats(B, T, C, NH);
+      EXPECT_EQ(saved, static_cast<size_t>(B) * NH * T + static_cast<size_t>(B) * T * C);
+      auto qkv = Upload(Random(B * T * 3 * C, 1));
+      auto dout = Upload(Random(B * T * C, 2));
+      for (float p : {0.0f, 0.1f}) {
+        for (bool per_sample : {false, true}) {
+          SCOPED_TRACE(testing::Message()
+                       << "hs=" << hs << " T=" << T << " p=" << p << " per_sample=" << per_sample);
+          const DropoutPlan plan = Plan(per_sample, p);
+          const DropoutPlan* dp = p > 0 ? &plan : nullptr;
+          auto out = Zeros(B * T * C);
+          auto dqkv = Upload(Random(B * T * 3 * C, 3));  // overwritten
+          DeviceBuffer<float> cpu_probs(cpu_.get(), static_cast<size_t>(B) * NH * T * T);
+          DeviceBuffer<float> gpu_saved(gpu_.get(), saved);
+          cpu_->AttentionForward(out.cpu.data(), cpu_probs.data(), qkv.cpu.data(), B, T, C, NH, 1,
+                                 dp);
+          gpu_->AttentionForward(out.gpu.data(), gpu_saved.data(), qkv.gpu.data(), B, T, C, NH, 1,
+                                 dp);
+          cpu_->AttentionBackward(dqkv.cpu.data(), dout.cpu.data(), qkv.cpu.data(),
+                                  cpu_probs.data(), B, T, C, NH, 1, dp);
+          gpu_->AttentionBackward(dqkv.gpu.data(), dout.gpu.data(), qkv.gpu.data(),
+                                  gpu_saved.data(), B, T, C, NH, 1, dp);
+          ExpectClose("flash attention out", out, AttentionTolerance());
+          ExpectClose("flash attention dqkv", dqkv, AttentionTolerance());
+        }
+      }
+    }
+  }
+}
+
+// fp32 and head sizes the kernels do not take stay on the materialised
+// kernels (B*NH*T*T saved floats) and still match the CPU.
+TEST_P(CudaKernelsFlashTest, OtherShapesKeepTheMaterialisedKernels) {
+  const int B = 2, T = 13, NH = 3, C = 24;  // hs = 8
+  EXPECT_EQ(gpu_->AttentionSavedFloats(B, T, C, NH), static_cast<size_t>(B) * NH * T * T);
+  KernelOptions fp32;
+  fp32.flash_attention = true;
+  std::unique_ptr<Kernels> plain = MakeKernels(Device::kCuda, fp32).value();
+  EXPECT_EQ(plain->AttentionSavedFloats(B, T, 4 * 16, 4), static_cast<size_t>(B) * 4 * T * T);
+}
+
+// A whole GPT through the flash kernels: head sizes 32 and 16, over one
+// tile and over two.
+TEST_P(CudaKernelsFlashTest, GptForwardBackwardMatchesCpu) {
+  ExpectGptMatchesCpu(2, 64, 16);
+  ExpectGptMatchesCpu(4, 64, 80);
+}
+
+// The same inputs twice: the same bits (no atomics; dq has its own kernel).
+TEST_P(CudaKernelsFlashTest, AttentionIsReproducible) {
+  const int B = 2, T = 100, NH = 2, C = 128;
+  auto qkv = Upload(Random(B * T * 3 * C, 1));
+  auto dout = Upload(Random(B * T * C, 2));
+  const DropoutPlan plan = Plan(true, 0.1f);
+  std::vector<Vec> runs;
+  for (int run = 0; run < 2; ++run) {
+    DeviceBuffer<float> out(gpu_.get(), B * T * C), dqkv(gpu_.get(), B * T * 3 * C);
+    DeviceBuffer<float> saved(gpu_.get(), gpu_->AttentionSavedFloats(B, T, C, NH));
+    gpu_->AttentionForward(out.data(), saved.data(), qkv.gpu.data(), B, T, C, NH, 0, &plan);
+    gpu_->AttentionBackward(dqkv.data(), dout.gpu.data(), qkv.gpu.data(), saved.data(), B, T, C, NH,
+                            0, &plan);
+    Vec all(out.size() + dqkv.size());
+    gpu_->CopyToHost(all.data(), out.data(), out.size() * sizeof(float));
+    gpu_->CopyToHost(all.data() + out.size(), dqkv.data(), dqkv.size() * sizeof(float));
+    runs.push_back(all);
+  }
+  EXPECT_TRUE(BitwiseEqual(runs[0], runs[1]));
+}
+
+INSTANTIATE_TEST_SUITE_P(Flash, CudaKernelsFlashTest,
+                         ::testing::Values(MatmulPrecision::kTf32, MatmulPrecision::kBf16),
+                         [](const ::testing::TestParamInfo<MatmulPrecision>& info) {
+                           return std::string(MatmulPrecisionName(info.param)) + "_flash";
                          });
 
 // Without a GPU the request fails with one clear line, never a crash.

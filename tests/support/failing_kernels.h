@@ -95,6 +95,9 @@ class FailingKernels final : public Kernels {
     Tick("AttentionForward");
     inner_->AttentionForward(out, probs, qkv, B, T, C, NH, layer, dropout);
   }
+  size_t AttentionSavedFloats(int B, int T, int C, int NH) const override {
+    return inner_->AttentionSavedFloats(B, T, C, NH);
+  }
   void AttentionBackward(float* dqkv, const float* dout, const float* qkv, const float* probs,
                          int B, int T, int C, int NH, int layer,
                          const DropoutPlan* dropout) override {

@@ -93,8 +93,12 @@ class Gpt {
  private:
   Gpt(const GptConfig& config, int max_batch, Kernels* kernels);
   struct Activations;
+  // Calls visit(member, element count) for every activation buffer;
+  // attention_saved is what the kernels keep per layer for attention's
+  // backward at max_batch (Kernels::AttentionSavedFloats).
   template <typename N, typename Visit>
-  static void VisitActivationBuffers(const GptConfig& config, int max_batch, Visit&& visit);
+  static void VisitActivationBuffers(const GptConfig& config, int max_batch, N attention_saved,
+                                     Visit&& visit);
 
   GptConfig config_;
   ParamLayout layout_;

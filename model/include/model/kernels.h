@@ -106,13 +106,21 @@ class Kernels {
                               bool accumulate_dinp) = 0;
 
   // Causal multi-head self-attention. qkv (B,T,3C) holds q, k, v; head h uses
-  // columns [h*C/NH, (h+1)*C/NH) of each. Saves the softmax probabilities
-  // before dropout in probs (B,NH,T,T); applies dropout (site
-  // kAttentionProbs of `layer`) to them; out (B,T,C). probs is for
-  // AttentionBackward: a device may mark in it which entries dropout dropped
-  // by setting their sign bit (the CPU does; |probs| is the softmax).
+  // columns [h*C/NH, (h+1)*C/NH) of each. Applies dropout (site
+  // kAttentionProbs of `layer`) to the softmax probabilities; out (B,T,C).
+  // Leaves in probs (AttentionSavedFloats floats) what AttentionBackward
+  // needs. By default that is the probabilities before dropout, (B,NH,T,T);
+  // a device may mark in it which entries dropout dropped by setting their
+  // sign bit (the CPU does; |probs| is the softmax). A device that keeps no
+  // T x T probabilities (CUDA's flash attention) keeps less, in its own form.
   virtual void AttentionForward(float* out, float* probs, const float* qkv, int B, int T, int C,
                                 int NH, int layer, const DropoutPlan* dropout) = 0;
+  // The floats AttentionForward leaves in probs for AttentionBackward at this
+  // shape: B*NH*T*T unless a device keeps less.
+  virtual size_t AttentionSavedFloats(int B, int T, int C, int NH) const {
+    (void)C;
+    return static_cast<size_t>(B) * NH * T * T;
+  }
   // dqkv (B,T,3C) overwritten from dout (B,T,C) and the probs that
   // AttentionForward left, with the same dropout mask.
   virtual void AttentionBackward(float* dqkv, const float* dout, const float* qkv,
@@ -180,6 +188,12 @@ struct KernelOptions {
   int num_threads = 0;  // CPU: host threads; 0 = all cores
   MatmulPrecision precision = MatmulPrecision::kFp32;
   int cuda_device = 0;  // CUDA: device ordinal (a rank passes its local rank mod device count)
+  // CUDA: attention through the flash kernels (model/cuda/flash_attention.cu:
+  // TF32 tensor cores, no T x T probabilities in memory) where the precision
+  // is kTf32 or kBf16 and the head size is 16, 32 or 64; else, and by
+  // default, the materialised kernels. Off by default until it has run on a
+  // GPU (bench/GPU_NOTES.md).
+  bool flash_attention = false;
 };
 
 // The kernels of `device`. Fails with one clear line for a device this build

@@ -98,6 +98,9 @@ class ProfiledKernels final : public Kernels {
                       const float* w, int N, int C, int OC, bool accumulate_dinp) override;
   void AttentionForward(float* out, float* probs, const float* qkv, int B, int T, int C, int NH,
                         int layer, const DropoutPlan* dropout) override;
+  size_t AttentionSavedFloats(int B, int T, int C, int NH) const override {
+    return inner_->AttentionSavedFloats(B, T, C, NH);
+  }
   void AttentionBackward(float* dqkv, const float* dout, const float* qkv, const float* probs,
                          int B, int T, int C, int NH, int layer,
                          const DropoutPlan* dropout) override;
