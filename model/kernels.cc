@@ -110,6 +110,10 @@ double CudaKernelsScratchBytes(int B, int T, int C, int NH, int V, bool attentio
   // kColumns: two partial sums per column of the widest bias, the MLP's 4C.
   floats += 2.0 * kCudaColumnSumMaxParts * 4.0 * C;
   double bytes = floats * sizeof(float);
+  // kTokenSort (EmbeddingBackward): three int32 arrays of B*T and CUB's
+  // radix-sort workspace, about two more pairs of them plus its histograms;
+  // an upper estimate, as the exact figure needs CUB.
+  bytes += 7.0 * sizeof(int32_t) * B * T + (1 << 20);
   if (bf16_operands) {
     // kBf16Weight, kBf16Input, kBf16Output: 2 bytes an element, at the
     // widest projection (the MLP's 4C or the LM head's V).

@@ -203,13 +203,15 @@ class CudaKernels final : public Kernels {
     kBf16Input,
     kBf16Output,
     kDelta,
+    kTokenSort,  // EmbeddingBackward's sort of positions by token
     kNumSlots
   };
   // Whether attention of head size hs runs through the flash kernels (see
   // KernelOptions::flash_attention).
   bool UsesFlashAttention(int hs) const {
     return flash_attention_ && precision_ != MatmulPrecision::kFp32 &&
-           cuda::FlashAttentionSupports(hs);
+           cuda::FlashAttentionSupports(hs) &&
+           cuda::FlashAttentionSharedBytes(hs) <= max_shared_per_block_;
   }
   // `op` is the calling op's name (__func__), for errors.
   float* Scratch(const char* op, ScratchSlot slot, size_t floats);
@@ -243,6 +245,7 @@ class CudaKernels final : public Kernels {
   const int device_;
   const MatmulPrecision precision_;
   const bool flash_attention_;
+  size_t max_shared_per_block_ = 0;  // opt-in shared memory per block, bytes
   std::string description_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
@@ -262,6 +265,7 @@ absl::Status CudaKernels::Init() {
   CUDA_CHECK(cudaSetDevice(device_));
   cudaDeviceProp prop{};
   CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
+  max_shared_per_block_ = prop.sharedMemPerBlockOptin;
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   CUBLAS_CHECK(cublasCreate(&cublas_));
   CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
@@ -521,8 +525,11 @@ void CudaKernels::EmbeddingBackward(float* dwte, float* dwpe, float* dout, const
     CUDA_CHECK_THROW(Op(__func__), cuda::DropoutApply(dout, nullptr, dout, B,
                                                       static_cast<uint64_t>(T) * C, d, stream_));
   }
-  CUDA_CHECK_THROW(Op(__func__),
-                   cuda::EmbeddingBackward(dwte, dwpe, dout, tokens, B, T, C, stream_));
+  const size_t sort_bytes = cuda::EmbeddingBackwardScratchBytes(B * T);
+  float* sort_scratch =
+      Scratch(__func__, kTokenSort, (sort_bytes + sizeof(float) - 1) / sizeof(float));
+  CUDA_CHECK_THROW(Op(__func__), cuda::EmbeddingBackward(dwte, dwpe, dout, tokens, B, T, C,
+                                                         sort_scratch, stream_));
 }
 
 void CudaKernels::LayerNormForward(float* out, float* mean, float* rstd, const float* inp,

@@ -258,6 +258,41 @@ __global__ void FlashDeltaKernel(float* delta, const float* dout, const float* o
   }
 }
 
+// Both backward kernels' shared memory, carved from smem: the q, dO, k and v
+// tiles (64, HS); two score tiles, 16 rows per warp (a: scores, then
+// gradients; b: probabilities); the 64 query rows' lse and delta.
+template <int HS>
+struct BackwardTiles {
+  float *q, *dout, *k, *v, *a, *b, *lse, *delta;
+  __device__ explicit BackwardTiles(float* smem) {
+    constexpr int LD = HeadLd<HS>();
+    q = smem;
+    dout = q + kTile * LD;
+    k = dout + kTile * LD;
+    v = k + kTile * LD;
+    a = v + kTile * LD;
+    b = a + kTile * kScoreLd;
+    lse = b + kTile * kScoreLd;
+    delta = lse + kTile;
+  }
+};
+
+// Where this block's (b, h) reads: head h's columns of sample b in qkv
+// (B,T,3C; q at 0, k at C, v at 2C) and in dout (B,T,C).
+struct BlockHead {
+  int b, h, bh;
+  size_t row_stride;  // of qkv
+  const float* qkv;
+  const float* dout;
+  __device__ BlockHead(const float* qkv_all, const float* dout_all, int T, int C, int NH, int hs)
+      : b(static_cast<int>(blockIdx.x) / NH),
+        h(static_cast<int>(blockIdx.x) % NH),
+        bh(static_cast<int>(blockIdx.x)),
+        row_stride(3 * static_cast<size_t>(C)),
+        qkv(qkv_all + static_cast<size_t>(b) * T * row_stride + static_cast<size_t>(h) * hs),
+        dout(dout_all + static_cast<size_t>(b) * T * C + static_cast<size_t>(h) * hs) {}
+};
+
 // Grid (B*NH, key tiles): dk and dv of this key tile, summed over the query
 // tiles at or after it in order. Each lane takes two query columns (lane,
 // lane + 32) of its warp's 16 keys: a query's keys are consecutive Philox
@@ -268,26 +303,17 @@ __global__ void __launch_bounds__(kBlockThreads)
                           const float* delta, int T, int C, int NH, float scale, SiteDropout d) {
   constexpr int LD = HeadLd<HS>();
   extern __shared__ __align__(128) float smem[];
-  float* ks = smem;
-  float* vs = ks + kTile * LD;
-  float* qs = vs + kTile * LD;
-  float* dos = qs + kTile * LD;
-  float* pa = dos + kTile * LD;        // per warp: scores, dropped probs, then dS^T
-  float* pb = pa + kTile * kScoreLd;   // per warp: probabilities P^T
-  float* lse_s = pb + kTile * kScoreLd;
-  float* delta_s = lse_s + kTile;
+  const BackwardTiles<HS> tiles(smem);
+  const BlockHead block(qkv, dout, T, C, NH, HS);
+  const int b = block.b, h = block.h, bh = block.bh;
   const int q_tiles = (T + kTile - 1) / kTile;
   const int kt = blockIdx.y;  // the first key tiles have the most query tiles
-  const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
   const int k0 = kt * kTile;
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-  const size_t row_stride = 3 * static_cast<size_t>(C);
-  const float* head = qkv + static_cast<size_t>(b) * T * row_stride + static_cast<size_t>(h) * HS;
-  const float* dout_head = dout + static_cast<size_t>(b) * T * C + static_cast<size_t>(h) * HS;
-  LoadTile<HS>(ks, head + C, row_stride, k0, T);
-  LoadTile<HS>(vs, head + 2 * C, row_stride, k0, T);
-  float* warp_a = pa + warp * kWarpRows * kScoreLd;
-  float* warp_b = pb + warp * kWarpRows * kScoreLd;
+  LoadTile<HS>(tiles.k, block.qkv + C, block.row_stride, k0, T);
+  LoadTile<HS>(tiles.v, block.qkv + 2 * C, block.row_stride, k0, T);
+  float* warp_a = tiles.a + warp * kWarpRows * kScoreLd;
+  float* warp_b = tiles.b + warp * kWarpRows * kScoreLd;
   const int key0 = k0 + warp * kWarpRows;  // this warp's first key
   const bool drop = d.p > 0.0f;
   FragAcc dk[HS / 16], dv[HS / 16];
@@ -296,15 +322,15 @@ __global__ void __launch_bounds__(kBlockThreads)
   for (int qt = kt; qt < q_tiles; ++qt) {
     const int q0 = qt * kTile;
     __syncthreads();
-    LoadTile<HS>(qs, head, row_stride, q0, T);
-    LoadTile<HS>(dos, dout_head, C, q0, T);
-    LoadRowValues(lse_s, lse + static_cast<size_t>(bh) * T, q0, T);
-    LoadRowValues(delta_s, delta + static_cast<size_t>(bh) * T, q0, T);
+    LoadTile<HS>(tiles.q, block.qkv, block.row_stride, q0, T);
+    LoadTile<HS>(tiles.dout, block.dout, C, q0, T);
+    LoadRowValues(tiles.lse, lse + static_cast<size_t>(bh) * T, q0, T);
+    LoadRowValues(tiles.delta, delta + static_cast<size_t>(bh) * T, q0, T);
     __syncthreads();
     {
       FragAcc acc[kTile / 16];  // S^T (16 keys x 64 queries)
       ZeroAll(acc);
-      WarpProduct<HS, kTile, false>(acc, ks + warp * kWarpRows * LD, LD, qs, LD);
+      WarpProduct<HS, kTile, false>(acc, tiles.k + warp * kWarpRows * LD, LD, tiles.q, LD);
       StoreAll(warp_a, acc, kScoreLd);
     }
     __syncwarp();
@@ -319,18 +345,18 @@ __global__ void __launch_bounds__(kBlockThreads)
       }
       for (int r = 0; r < kWarpRows; ++r) {
         const float p =
-            r < valid ? expf(warp_a[r * kScoreLd + col] * scale - lse_s[col]) : 0.0f;
+            r < valid ? expf(warp_a[r * kScoreLd + col] * scale - tiles.lse[col]) : 0.0f;
         warp_b[r * kScoreLd + col] = p;
         warp_a[r * kScoreLd + col] = drop ? ((keep[j] >> r) & 1u ? p * d.keep_scale : 0.0f) : p;
       }
     }
     __syncwarp();
-    WarpProduct<kTile, HS, true>(dv, warp_a, kScoreLd, dos, LD);  // dv += W^T dO
+    WarpProduct<kTile, HS, true>(dv, warp_a, kScoreLd, tiles.dout, LD);  // dv += W^T dO
     __syncwarp();
     {
       FragAcc acc[kTile / 16];  // d(W)^T = V dO^T (16 keys x 64 queries)
       ZeroAll(acc);
-      WarpProduct<HS, kTile, false>(acc, vs + warp * kWarpRows * LD, LD, dos, LD);
+      WarpProduct<HS, kTile, false>(acc, tiles.v + warp * kWarpRows * LD, LD, tiles.dout, LD);
       StoreAll(warp_a, acc, kScoreLd);
     }
     __syncwarp();
@@ -339,11 +365,11 @@ __global__ void __launch_bounds__(kBlockThreads)
       for (int r = 0; r < kWarpRows; ++r) {
         float dp = warp_a[r * kScoreLd + col];
         if (drop) dp = (keep[j] >> r) & 1u ? dp * d.keep_scale : 0.0f;
-        warp_a[r * kScoreLd + col] = warp_b[r * kScoreLd + col] * (dp - delta_s[col]);
+        warp_a[r * kScoreLd + col] = warp_b[r * kScoreLd + col] * (dp - tiles.delta[col]);
       }
     }
     __syncwarp();
-    WarpProduct<kTile, HS, true>(dk, warp_a, kScoreLd, qs, LD);  // dk += dS^T Q
+    WarpProduct<kTile, HS, true>(dk, warp_a, kScoreLd, tiles.q, LD);  // dk += dS^T Q
     __syncwarp();
   }
   // Through shared memory to the (B,T,3C) rows: dk (times the score scale)
@@ -359,7 +385,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     for (int i = lane; i < kWarpRows * HS; i += kWarpSize) {
       const int r = i / HS, c = i % HS, tk = key0 + r;
       if (tk < T) {
-        dqkv[(static_cast<size_t>(b) * T + tk) * row_stride + part * C +
+        dqkv[(static_cast<size_t>(b) * T + tk) * block.row_stride + part * C +
              static_cast<size_t>(h) * HS + c] = warp_a[r * kScoreLd + c] * factor;
       }
     }
@@ -375,44 +401,35 @@ __global__ void __launch_bounds__(kBlockThreads)
                          const float* delta, int T, int C, int NH, float scale, SiteDropout d) {
   constexpr int LD = HeadLd<HS>();
   extern __shared__ __align__(128) float smem[];
-  float* qs = smem;
-  float* dos = qs + kTile * LD;
-  float* ks = dos + kTile * LD;
-  float* vs = ks + kTile * LD;
-  float* pa = vs + kTile * LD;
-  float* pb = pa + kTile * kScoreLd;
-  float* lse_s = pb + kTile * kScoreLd;
-  float* delta_s = lse_s + kTile;
+  const BackwardTiles<HS> tiles(smem);
+  const BlockHead block(qkv, dout, T, C, NH, HS);
+  const int b = block.b, h = block.h, bh = block.bh;
   const int q_tiles = (T + kTile - 1) / kTile;
   const int qt = q_tiles - 1 - static_cast<int>(blockIdx.y);
-  const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
   const int q0 = qt * kTile;
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-  const size_t row_stride = 3 * static_cast<size_t>(C);
-  const float* head = qkv + static_cast<size_t>(b) * T * row_stride + static_cast<size_t>(h) * HS;
-  const float* dout_head = dout + static_cast<size_t>(b) * T * C + static_cast<size_t>(h) * HS;
-  LoadTile<HS>(qs, head, row_stride, q0, T);
-  LoadTile<HS>(dos, dout_head, C, q0, T);
-  LoadRowValues(lse_s, lse + static_cast<size_t>(bh) * T, q0, T);
-  LoadRowValues(delta_s, delta + static_cast<size_t>(bh) * T, q0, T);
+  LoadTile<HS>(tiles.q, block.qkv, block.row_stride, q0, T);
+  LoadTile<HS>(tiles.dout, block.dout, C, q0, T);
+  LoadRowValues(tiles.lse, lse + static_cast<size_t>(bh) * T, q0, T);
+  LoadRowValues(tiles.delta, delta + static_cast<size_t>(bh) * T, q0, T);
   const int row = warp * kWarpRows + lane / 2, half = lane % 2;
   const int tq = q0 + row;
   const bool drop = d.p > 0.0f;
   const DropoutAddress address = RowStart(d, b, h, tq < T ? tq : 0, NH, T);
-  float* warp_a = pa + warp * kWarpRows * kScoreLd;
-  float* warp_b = pb + warp * kWarpRows * kScoreLd;
+  float* warp_a = tiles.a + warp * kWarpRows * kScoreLd;
+  float* warp_b = tiles.b + warp * kWarpRows * kScoreLd;
   FragAcc dq[HS / 16];
   ZeroAll(dq);
   for (int kt = 0; kt <= qt; ++kt) {
     const int k0 = kt * kTile;
     __syncthreads();
-    LoadTile<HS>(ks, head + C, row_stride, k0, T);
-    LoadTile<HS>(vs, head + 2 * C, row_stride, k0, T);
+    LoadTile<HS>(tiles.k, block.qkv + C, block.row_stride, k0, T);
+    LoadTile<HS>(tiles.v, block.qkv + 2 * C, block.row_stride, k0, T);
     __syncthreads();
     {
       FragAcc acc[kTile / 16];  // S (16 queries x 64 keys)
       ZeroAll(acc);
-      WarpProduct<HS, kTile, false>(acc, qs + warp * kWarpRows * LD, LD, ks, LD);
+      WarpProduct<HS, kTile, false>(acc, tiles.q + warp * kWarpRows * LD, LD, tiles.k, LD);
       StoreAll(warp_a, acc, kScoreLd);
     }
     __syncwarp();
@@ -422,22 +439,22 @@ __global__ void __launch_bounds__(kBlockThreads)
                                             : 0xffffffffu;
     float* x = warp_a + (lane / 2) * kScoreLd + half * 32;
     float* p = warp_b + (lane / 2) * kScoreLd + half * 32;
-    for (int c = 0; c < 32; ++c) p[c] = c < valid ? expf(x[c] * scale - lse_s[row]) : 0.0f;
+    for (int c = 0; c < 32; ++c) p[c] = c < valid ? expf(x[c] * scale - tiles.lse[row]) : 0.0f;
     __syncwarp();
     {
       FragAcc acc[kTile / 16];  // d(W) = dO V^T (16 queries x 64 keys)
       ZeroAll(acc);
-      WarpProduct<HS, kTile, false>(acc, dos + warp * kWarpRows * LD, LD, vs, LD);
+      WarpProduct<HS, kTile, false>(acc, tiles.dout + warp * kWarpRows * LD, LD, tiles.v, LD);
       StoreAll(warp_a, acc, kScoreLd);
     }
     __syncwarp();
     for (int c = 0; c < 32; ++c) {
       float dp = x[c];
       if (drop) dp = (keep >> c) & 1u ? dp * d.keep_scale : 0.0f;
-      x[c] = p[c] * (dp - delta_s[row]);
+      x[c] = p[c] * (dp - tiles.delta[row]);
     }
     __syncwarp();
-    WarpProduct<kTile, HS, true>(dq, warp_a, kScoreLd, ks, LD);  // dq += dS K
+    WarpProduct<kTile, HS, true>(dq, warp_a, kScoreLd, tiles.k, LD);  // dq += dS K
     __syncwarp();
   }
   StoreAll(warp_a, dq, kScoreLd);
@@ -445,7 +462,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   for (int i = lane; i < kWarpRows * HS; i += kWarpSize) {
     const int r = i / HS, c = i % HS, t = q0 + warp * kWarpRows + r;
     if (t < T) {
-      dqkv[(static_cast<size_t>(b) * T + t) * row_stride + static_cast<size_t>(h) * HS + c] =
+      dqkv[(static_cast<size_t>(b) * T + t) * block.row_stride + static_cast<size_t>(h) * HS + c] =
           warp_a[r * kScoreLd + c] * scale;
     }
   }
@@ -496,6 +513,15 @@ cudaError_t Backward(float* dqkv, const float* dout, const float* qkv, const flo
 }  // namespace
 
 bool FlashAttentionSupports(int hs) { return hs == 16 || hs == 32 || hs == 64; }
+
+size_t FlashAttentionSharedBytes(int hs) {
+  switch (hs) {
+    case 16: return BackwardSharedBytes<16>();
+    case 32: return BackwardSharedBytes<32>();
+    case 64: return BackwardSharedBytes<64>();
+  }
+  return 0;
+}
 
 size_t FlashAttentionSavedFloats(int B, int T, int C, int NH) {
   return static_cast<size_t>(B) * NH * T + static_cast<size_t>(B) * T * C;

@@ -51,8 +51,13 @@ cudaError_t EmbeddingForward(float* out, const int32_t* tokens, const float* wte
 // dwte (V,C) += dout rows gathered by token, summed for each token in
 // position order starting from dwte's value (the CPU's order); dwpe (T,C) +=
 // the batch sum of dout. dout (B,T,C) must already hold the masked gradient.
+// The positions are sorted by token first (CUB's stable radix sort), so the
+// work is linear in B*T; scratch holds EmbeddingBackwardScratchBytes(B*T)
+// bytes, 256-byte aligned.
 cudaError_t EmbeddingBackward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens,
-                              int B, int T, int C, cudaStream_t stream);
+                              int B, int T, int C, void* scratch, cudaStream_t stream);
+// Scratch bytes EmbeddingBackward needs for N = B*T positions.
+size_t EmbeddingBackwardScratchBytes(int N);
 
 // out = residual + x * scale (residual may be null: out = x * scale) over a
 // (B, per_sample) tensor, scale from dropout d (1 when d.p == 0). out may
@@ -133,6 +138,10 @@ cudaError_t SoftmaxBackward(float* datt, const float* probs, int B, int NH, int 
 // the kernels (the same mask as SoftmaxForward). For head sizes
 // FlashAttentionSupports accepts.
 bool FlashAttentionSupports(int hs);  // 16, 32 or 64
+// Shared memory per block the flash kernels need at head size hs (the
+// backward kernels', the larger): 111,104 bytes at 64, more than sm_86 and
+// sm_89 allow a block, so those keep the materialised kernels.
+size_t FlashAttentionSharedBytes(int hs);
 // Floats of `saved` that FlashAttentionForward fills for backward: the
 // log-sum-exp of each (b, h, t) row, then a copy of out (B,T,C).
 size_t FlashAttentionSavedFloats(int B, int T, int C, int NH);

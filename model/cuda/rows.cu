@@ -9,6 +9,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <cub/device/device_radix_sort.cuh>
+
 #include "cuda/device_util.cuh"
 #include "cuda/launch.h"
 #include "kernel_math.h"
@@ -63,21 +65,28 @@ __global__ void PositionGradKernel(float* dwpe, const float* dout, int B, int T,
   }
 }
 
-// dwte rows: one warp per position p. Only the warp of a token's first
-// position works: it adds the dout rows of every position holding that token,
-// in position order, onto dwte's row. One writer per row and a fixed order:
-// no atomics, and the CPU's exact sums.
-__global__ void TokenGradKernel(float* dwte, const float* dout, const int32_t* tokens, int N,
-                                int C) {
-  const int warps_per_block = blockDim.x / kWarpSize;
-  const int p = blockIdx.x * warps_per_block + threadIdx.x / kWarpSize;
-  const int lane = threadIdx.x % kWarpSize;
-  if (p >= N) return;  // uniform per warp
-  const int32_t token = tokens[p];
-  for (int q0 = 0; q0 < p; q0 += kWarpSize) {
-    const int q = q0 + lane;
-    if (__any_sync(kFullMask, q < p && tokens[q] == token)) return;  // not the first
+// Fills positions with 0, 1, ..., n-1: the values the token sort carries.
+__global__ void IotaKernel(int32_t* positions, int n) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    positions[i] = i;
   }
+}
+
+// dwte rows, from the positions sorted by token (a stable sort, so each
+// token's positions are in increasing order): one warp per sorted index i.
+// Only the warp at the start of a token's run works: it adds the dout rows of
+// the run, in position order, onto dwte's row. One writer per row and a fixed
+// order: no atomics, and the CPU's exact sums. Each dout row is read once.
+__global__ void TokenGradKernel(float* dwte, const float* dout, const int32_t* sorted_tokens,
+                                const int32_t* sorted_positions, int N, int C) {
+  const int warps_per_block = blockDim.x / kWarpSize;
+  const int i = blockIdx.x * warps_per_block + threadIdx.x / kWarpSize;
+  const int lane = threadIdx.x % kWarpSize;
+  if (i >= N) return;  // uniform per warp
+  const int32_t token = sorted_tokens[i];
+  if (i > 0 && sorted_tokens[i - 1] == token) return;  // not the run's first
+  int end = i + 1;
+  while (end < N && sorted_tokens[end] == token) ++end;
   float* row = dwte + static_cast<size_t>(token) * C;
   for (int c0 = 0; c0 < C; c0 += kWarpSize * kWteChannels) {
     float acc[kWteChannels];
@@ -86,18 +95,12 @@ __global__ void TokenGradKernel(float* dwte, const float* dout, const int32_t* t
       const int c = c0 + k * kWarpSize + lane;
       acc[k] = c < C ? row[c] : 0.0f;
     }
-    for (int q0 = p; q0 < N; q0 += kWarpSize) {
-      const int q = q0 + lane;
-      unsigned match = __ballot_sync(kFullMask, q < N && tokens[q] == token);
-      while (match != 0) {
-        const int qq = q0 + __ffs(match) - 1;
-        match &= match - 1;
-        const float* src = dout + static_cast<size_t>(qq) * C;
+    for (int j = i; j < end; ++j) {
+      const float* src = dout + static_cast<size_t>(sorted_positions[j]) * C;
 #pragma unroll
-        for (int k = 0; k < kWteChannels; ++k) {
-          const int c = c0 + k * kWarpSize + lane;
-          if (c < C) acc[k] += src[c];
-        }
+      for (int k = 0; k < kWteChannels; ++k) {
+        const int c = c0 + k * kWarpSize + lane;
+        if (c < C) acc[k] += src[c];
       }
     }
 #pragma unroll
@@ -106,6 +109,38 @@ __global__ void TokenGradKernel(float* dwte, const float* dout, const int32_t* t
       if (c < C) row[c] = acc[k];
     }
   }
+}
+
+// The token sort's scratch: CUB's workspace, then the sorted tokens, the
+// positions and the sorted positions, each 256-byte aligned.
+struct TokenSortScratch {
+  void* workspace;
+  size_t workspace_bytes;
+  int32_t* sorted_tokens;
+  int32_t* positions;
+  int32_t* sorted_positions;
+  size_t total_bytes;
+};
+
+size_t AlignUp(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+// Carves `base` (null: only sizes it) for N positions.
+cudaError_t CarveTokenSortScratch(void* base, int N, TokenSortScratch* out) {
+  size_t workspace = 0;
+  const cudaError_t rc = cub::DeviceRadixSort::SortPairs(
+      nullptr, workspace, static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr),
+      static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), N);
+  if (rc != cudaSuccess) return rc;
+  char* p = static_cast<char*>(base);
+  const size_t array = AlignUp(sizeof(int32_t) * static_cast<size_t>(N));
+  const size_t workspace_aligned = AlignUp(workspace);
+  out->workspace = p;
+  out->workspace_bytes = workspace;
+  out->sorted_tokens = reinterpret_cast<int32_t*>(p + workspace_aligned);
+  out->positions = reinterpret_cast<int32_t*>(p + workspace_aligned + array);
+  out->sorted_positions = reinterpret_cast<int32_t*>(p + workspace_aligned + 2 * array);
+  out->total_bytes = workspace_aligned + 3 * array;
+  return cudaSuccess;
 }
 
 // One warp per row.
@@ -248,13 +283,29 @@ cudaError_t EmbeddingForward(float* out, const int32_t* tokens, const float* wte
   return cudaGetLastError();
 }
 
+size_t EmbeddingBackwardScratchBytes(int N) {
+  TokenSortScratch sizes{};
+  if (N <= 0 || CarveTokenSortScratch(nullptr, N, &sizes) != cudaSuccess) return 0;
+  return sizes.total_bytes;
+}
+
 cudaError_t EmbeddingBackward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens,
-                              int B, int T, int C, cudaStream_t stream) {
+                              int B, int T, int C, void* scratch, cudaStream_t stream) {
   const int N = B * T;
   if (N == 0 || C == 0) return cudaGetLastError();
   PositionGradKernel<<<BlocksFor(static_cast<size_t>(T) * C, kThreads), kThreads, 0, stream>>>(
       dwpe, dout, B, T, C);
-  TokenGradKernel<<<RowBlocks(N), kRowWarps * kWarpSize, 0, stream>>>(dwte, dout, tokens, N, C);
+  TokenSortScratch sort{};
+  cudaError_t rc = CarveTokenSortScratch(scratch, N, &sort);
+  if (rc != cudaSuccess) return rc;
+  IotaKernel<<<BlocksFor(N, kThreads), kThreads, 0, stream>>>(sort.positions, N);
+  // Radix sort is stable: positions of one token stay in increasing order.
+  rc = cub::DeviceRadixSort::SortPairs(sort.workspace, sort.workspace_bytes, tokens,
+                                       sort.sorted_tokens, sort.positions, sort.sorted_positions, N,
+                                       0, static_cast<int>(sizeof(int32_t) * 8), stream);
+  if (rc != cudaSuccess) return rc;
+  TokenGradKernel<<<RowBlocks(N), kRowWarps * kWarpSize, 0, stream>>>(
+      dwte, dout, sort.sorted_tokens, sort.sorted_positions, N, C);
   return cudaGetLastError();
 }
 

@@ -223,7 +223,8 @@ double CudaFreeBytes(int ordinal);
 // output gradient and of dq, dk, dv (7 x B*T*C floats), the gradient of the
 // scores (B*NH*T*T floats) and, with attention-probability dropout, the
 // dropped probabilities (B*NH*T*T more), the column-sum partials of the bias
-// and LayerNorm gradients, cuBLASLt's workspace and, with bf16 operands
+// and LayerNorm gradients, the sort of positions by token that the embedding
+// gradient uses, cuBLASLt's workspace and, with bf16 operands
 // (MatmulPrecision::kBf16), the bf16 copies of the largest projection's
 // weight, input and output gradient (the LM head's, V the padded vocabulary).
 // Kept at the largest shape run, so a memory budget adds it to
