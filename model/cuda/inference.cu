@@ -18,6 +18,7 @@ constexpr int kMatmulWarps = 8;         // output columns per RowMatmul block, o
 constexpr int kMatmulRows = 8;          // rows per RowMatmul block, sharing each weight load
 constexpr int kMatmulLoads = 8;         // weight loads in flight per RowMatmul lane
 constexpr int kAttentionThreads = 128;  // threads per (row, head) of CachedAttention
+constexpr int kAttentionLoads = 8;      // cached values in flight per CachedAttention thread
 
 __global__ void EmbedRowsKernel(float* x, const int32_t* tokens, const int32_t* positions,
                                 const float* wte, const float* wpe, int R, int C) {
@@ -151,8 +152,19 @@ __global__ void CachedAttentionKernel(float* out, const float* qkv, const float*
   const float inv = 1.0f / BlockReduce<float, false>(local_sum, reduce);  // syncs scores too
   float* o = out + static_cast<size_t>(r) * C + h * hs;
   for (int d = threadIdx.x; d < hs; d += blockDim.x) {
+    // Position by position in order, with kAttentionLoads values loaded
+    // before any is used: each is another cache row, a round trip to memory
+    // that the sum would otherwise wait on one at a time.
     float acc = 0.0f;
-    for (int j = 0; j <= pos; ++j) acc = fmaf(scores[j], vb[static_cast<size_t>(j) * C + d], acc);
+    int j = 0;
+    for (; j + kAttentionLoads <= pos + 1; j += kAttentionLoads) {
+      float v[kAttentionLoads];
+#pragma unroll
+      for (int u = 0; u < kAttentionLoads; ++u) v[u] = vb[static_cast<size_t>(j + u) * C + d];
+#pragma unroll
+      for (int u = 0; u < kAttentionLoads; ++u) acc = fmaf(scores[j + u], v[u], acc);
+    }
+    for (; j <= pos; ++j) acc = fmaf(scores[j], vb[static_cast<size_t>(j) * C + d], acc);
     o[d] = acc * inv;
   }
 }
