@@ -16,14 +16,23 @@
 //
 // Then batched decode in the engine (no HTTP) at 1, 4, 16 and 64 rows per
 // step, against OpenBLAS sgemm running the same step's products alone (what
-// an engine without batch invariance would build on), in the same run.
+// an engine without batch invariance would build on), in the same run; on
+// the GPU, the engine's tokens/s and milliseconds per step alone (how the
+// step's cost grows with its rows).
+//
+// Last, the host path alone: the same HTTP serving over an engine that
+// returns fixed logits at once, at 1 and 64 streams, with each decode
+// step's token draws on one host thread against --threads of them, and the
+// cost of one draw. What the host adds to every token, whatever the engine
+// (bench/GPU_NOTES.md, "Serving on the GPU"). --only host runs this part
+// alone (it needs no GPU and little time with any model).
 //
 // --context N starts the single-stream decode after a prompt of N tokens
 // (default 4), to see what attention over a long context costs.
 //
 // Usage: serve_bench [--device cpu|cuda] [--model small|gpt2] [--gpt2-dir DIR]
 //                    [--threads N] [--max-tokens N] [--requests-per-client N]
-//                    [--context N]
+//                    [--context N] [--only all|host]
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
 
 #include <algorithm>
@@ -37,12 +46,14 @@
 #include <iterator>
 #include <mutex>
 #include <numeric>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <cblas.h>
 
+#include "model/generate.h"
 #include "model/gpt.h"
 #include "model/gpt2_vocab_files.h"
 #include "model/inference.h"
@@ -183,12 +194,111 @@ RequestTiming StreamOne(int port, int max_tokens, uint64_t seed) {
   return t;
 }
 
+// An engine that computes nothing: each step hands back rows of fixed
+// random logits at once. Serving through it measures what the host adds to
+// every token whatever the engine (the scheduler, drawing the token from
+// the logits, the completions job and HTTP): the ceiling it sets.
+class FixedLogitsEngine final : public dropk::InferenceEngine {
+ public:
+  FixedLogitsEngine(const dropk::GptConfig& config, int max_slots)
+      : config_(config),
+        max_slots_(max_slots),
+        lengths_(max_slots, 0),
+        logits_(static_cast<size_t>(max_slots) * config.vocab_size) {
+    // GPT-2's logits at initialisation spread about this wide; the draws'
+    // cost (a selection over the row) depends on the spread little.
+    std::mt19937 gen(1);
+    std::normal_distribution<float> normal(0.0f, 0.55f);
+    for (float& v : logits_) v = normal(gen);
+  }
+  const dropk::GptConfig& config() const override { return config_; }
+  int max_slots() const override { return max_slots_; }
+  void Reset(int slot) override { lengths_[slot] = 0; }
+  int Length(int slot) const override { return lengths_[slot]; }
+  const float* Prefill(int slot, std::span<const int32_t> tokens) override {
+    lengths_[slot] += static_cast<int>(tokens.size());
+    return logits_.data() + static_cast<size_t>(slot) * config_.vocab_size;
+  }
+  const float* Decode(std::span<const int> slots, std::span<const int32_t>) override {
+    for (const int s : slots) ++lengths_[s];
+    return logits_.data();
+  }
+
+ private:
+  const dropk::GptConfig config_;
+  const int max_slots_;
+  std::vector<int> lengths_;
+  std::vector<float> logits_;  // (max_slots, V)
+};
+
+// Streams per_client requests from each of `conc` clients at once for each
+// concurrency, prints a row per concurrency and returns the tokens/s.
+std::vector<double> ServeTable(int port, const std::vector<int>& concurrencies, int max_tokens,
+                               int per_client) {
+  std::printf("%-11s %10s %10s %10s %10s %10s %9s\n", "concurrency", "tokens/s", "lat_p50",
+              "lat_p99", "ttft_p50", "ttft_p99", "requests");
+  std::vector<double> out;
+  for (int conc : concurrencies) {
+    std::vector<RequestTiming> timings;
+    std::mutex mu;
+    const auto t0 = Clock::now();
+    std::vector<std::thread> clients;
+    for (int c = 0; c < conc; ++c) {
+      clients.emplace_back([&, c] {
+        for (int r = 0; r < per_client; ++r) {
+          RequestTiming t = StreamOne(port, max_tokens, c * 1000 + r);
+          std::lock_guard<std::mutex> lock(mu);
+          timings.push_back(t);
+        }
+      });
+    }
+    for (auto& t : clients) t.join();
+    const double wall = Seconds(Clock::now() - t0);
+    std::vector<double> lat, ttft;
+    int ok = 0;
+    for (const auto& t : timings) {
+      if (!t.ok) continue;
+      ++ok;
+      lat.push_back(t.latency);
+      ttft.push_back(t.ttft);
+    }
+    const double tps = static_cast<double>(ok) * max_tokens / wall;
+    out.push_back(tps);
+    std::printf("%-11d %10.1f %9.3fs %9.3fs %9.3fs %9.3fs %5d/%-3zu\n", conc, tps,
+                Percentile(lat, 0.5), Percentile(lat, 0.99), Percentile(ttft, 0.5),
+                Percentile(ttft, 0.99), ok, timings.size());
+  }
+  return out;
+}
+
+// Microseconds the host takes to draw one token from a row of V logits as
+// the scheduler does for the bench's requests (top_k 40, then the
+// log-softmax of the drawn token), on one thread.
+double DrawMicros(int V) {
+  std::vector<float> logits(V), scratch(V);
+  std::vector<int32_t> ids(V);
+  std::mt19937 gen(2);
+  std::normal_distribution<float> normal(0.0f, 0.55f);
+  for (float& v : logits) v = normal(gen);
+  const dropk::SamplingOptions options{.top_k = 40, .seed = 7};
+  constexpr int kDraws = 200;
+  int64_t keep = 0;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < kDraws; ++i) {
+    keep += dropk::SampleToken(logits, options, i, scratch, ids);
+    keep += static_cast<int64_t>(dropk::LogSumExp(logits));
+  }
+  const double us = Seconds(Clock::now() - t0) * 1e6 / kDraws;
+  if (keep == 42) std::printf(" ");  // keep the loop
+  return us;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int threads = 0, max_tokens = 64, per_client = 2, context = 4;
   dropk::Device device = dropk::Device::kCpu;
-  std::string model = "small", gpt2_dir = "data/gpt2";
+  std::string model = "small", gpt2_dir = "data/gpt2", only = "all";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--model")) model = argv[i + 1];
     if (!std::strcmp(argv[i], "--gpt2-dir")) gpt2_dir = argv[i + 1];
@@ -203,8 +313,13 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--max-tokens")) max_tokens = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--requests-per-client")) per_client = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--context")) context = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--only")) only = argv[i + 1];
   }
   if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
+  if (only != "all" && only != "host") {
+    std::fprintf(stderr, "serve_bench: --only %s: expected all or host\n", only.c_str());
+    return 2;
+  }
   if (model != "small" && model != "gpt2") {
     std::fprintf(stderr, "serve_bench: --model %s: expected small or gpt2\n", model.c_str());
     return 2;
@@ -235,6 +350,53 @@ int main(int argc, char** argv) {
       "%d tokens per request\n",
       model.c_str(), params.size(), weight_bytes / 1e6,
       device == dropk::Device::kCuda ? "cuda" : "cpu", threads, max_tokens);
+
+  auto snap = dropk::MakeSnapshot(config, *tok, params, 0, "bench-" + model, "");
+  if (!snap.ok()) return 1;
+  // Serves the model (or, with fixed_logits, an engine that computes
+  // nothing) over HTTP at each concurrency; tokens/s per concurrency.
+  auto serve = [&](const std::vector<int>& concurrencies, int draw_threads, bool fixed_logits) {
+    dropk::ServiceMetrics metrics;
+    dropk::SchedulerOptions options{
+        .device = device, .max_batch = 64, .max_queue = 1024, .num_threads = draw_threads};
+    if (fixed_logits) {
+      options.make_engine = [](const dropk::GptConfig& c, std::span<const float>,
+                               const dropk::InferenceOptions& io)
+          -> absl::StatusOr<std::unique_ptr<dropk::InferenceEngine>> {
+        return std::make_unique<FixedLogitsEngine>(c, io.max_slots);
+      };
+    }
+    auto scheduler = dropk::Scheduler::Create(options, &metrics);
+    if (!scheduler.ok() || !(*scheduler)->SetModel(*snap).ok()) return std::vector<double>();
+    auto server =
+        dropk::HttpServer::Start({.port = 0, .io_threads = 2}, scheduler->get(), &metrics);
+    if (!server.ok()) return std::vector<double>();
+    std::vector<double> tps = ServeTable((*server)->port(), concurrencies, max_tokens, per_client);
+    (*scheduler)->Shutdown(std::chrono::milliseconds(1000));
+    (*server)->Stop(std::chrono::milliseconds(1000));
+    return tps;
+  };
+
+  // The host's share of each token, apart from the engine: one draw on one
+  // thread, then the whole host path at 64 streams with the step's draws on
+  // one thread against `threads` of them, in the same run.
+  auto host_path = [&]() {
+    std::printf(
+        "host path (an engine that returns fixed logits at once: scheduler, token draws, "
+        "completions job, HTTP); one draw (top_k 40 + log-softmax over %d logits) takes %.0f us "
+        "on one thread\n",
+        config.vocab_size, DrawMicros(config.vocab_size));
+    std::printf("draws on 1 thread:\n");
+    const std::vector<double> host1 = serve({1, 64}, 1, true);
+    std::printf("draws on up to %d threads (at most one per core):\n", threads);
+    const std::vector<double> hostn = serve({1, 64}, threads, true);
+    if (host1.size() == 2 && hostn.size() == 2) {
+      std::printf("host path at 64 streams, %d draw threads vs 1: %.2fx\n", threads,
+                  hostn[1] / host1[1]);
+    }
+    return 0;
+  };
+  if (only == "host") return host_path();
 
   // Single-stream decode against the bandwidth estimate.
   const bool on_gpu = device == dropk::Device::kCuda;
@@ -277,10 +439,15 @@ int main(int argc, char** argv) {
   }
 
   // Batched decode: R sequences one token each per step, the engine's row
-  // kernels against sgemm doing the step's products alone, in the same run.
-  if (!on_gpu) {
-    std::printf("%-11s %16s %22s %14s\n", "batch rows", "engine tokens/s",
-                "sgemm products tok/s", "engine/sgemm");
+  // kernels against sgemm doing the step's products alone, in the same run
+  // (on the GPU, the engine alone).
+  {
+    if (on_gpu) {
+      std::printf("%-11s %16s %14s\n", "batch rows", "engine tokens/s", "ms per step");
+    } else {
+      std::printf("%-11s %16s %22s %14s\n", "batch rows", "engine tokens/s", "sgemm products tok/s",
+                  "engine/sgemm");
+    }
     for (int R : {1, 4, 16, 64}) {
       auto engine = dropk::MakeInferenceEngine(
           config, params, {.device = device, .max_slots = R, .num_threads = threads});
@@ -297,57 +464,19 @@ int main(int argc, char** argv) {
       const auto t0 = Clock::now();
       for (int i = 0; i < steps; ++i) (*engine)->Decode(slots, tokens);
       const double engine_tps = static_cast<double>(R) * steps / Seconds(Clock::now() - t0);
+      if (on_gpu) {  // the step's cost against its rows: what batching buys on the GPU
+        std::printf("%-11d %16.1f %14.3f\n", R, engine_tps, 1e3 * R / engine_tps);
+        continue;
+      }
       const double sgemm_tps = R / SgemmProductsSeconds(config, R, threads);
       std::printf("%-11d %16.1f %22.1f %13.2fx\n", R, engine_tps, sgemm_tps,
                   engine_tps / sgemm_tps);
     }
   }
 
-  dropk::ServiceMetrics metrics;
-  auto scheduler = dropk::Scheduler::Create(
-      {.device = device, .max_batch = 64, .max_queue = 1024, .num_threads = threads}, &metrics);
-  auto snap = dropk::MakeSnapshot(config, *tok, params, 0, "bench-" + model, "");
-  if (!(*scheduler)->SetModel(*snap).ok()) return 1;
-  auto server = dropk::HttpServer::Start({.port = 0, .io_threads = 2}, scheduler->get(), &metrics);
-  if (!server.ok()) return 1;
-  const int port = (*server)->port();
+  const std::vector<double> tps = serve({1, 4, 16, 64}, threads, false);
+  if (tps.size() != 4) return 1;
+  std::printf("aggregate throughput ratio 16 vs 1 concurrent: %.2fx\n", tps[2] / tps[0]);
 
-  std::printf("%-11s %10s %10s %10s %10s %10s %9s\n", "concurrency", "tokens/s", "lat_p50",
-              "lat_p99", "ttft_p50", "ttft_p99", "requests");
-  double tps1 = 0, tps16 = 0;
-  for (int conc : {1, 4, 16, 64}) {
-    std::vector<RequestTiming> timings;
-    std::mutex mu;
-    const auto t0 = Clock::now();
-    std::vector<std::thread> clients;
-    for (int c = 0; c < conc; ++c) {
-      clients.emplace_back([&, c] {
-        for (int r = 0; r < per_client; ++r) {
-          RequestTiming t = StreamOne(port, max_tokens, c * 1000 + r);
-          std::lock_guard<std::mutex> lock(mu);
-          timings.push_back(t);
-        }
-      });
-    }
-    for (auto& t : clients) t.join();
-    const double wall = Seconds(Clock::now() - t0);
-    std::vector<double> lat, ttft;
-    int ok = 0;
-    for (const auto& t : timings) {
-      if (!t.ok) continue;
-      ++ok;
-      lat.push_back(t.latency);
-      ttft.push_back(t.ttft);
-    }
-    const double tps = static_cast<double>(ok) * max_tokens / wall;
-    if (conc == 1) tps1 = tps;
-    if (conc == 16) tps16 = tps;
-    std::printf("%-11d %10.1f %9.3fs %9.3fs %9.3fs %9.3fs %5d/%-3zu\n", conc, tps,
-                Percentile(lat, 0.5), Percentile(lat, 0.99), Percentile(ttft, 0.5),
-                Percentile(ttft, 0.99), ok, timings.size());
-  }
-  std::printf("aggregate throughput ratio 16 vs 1 concurrent: %.2fx\n", tps16 / tps1);
-  (*scheduler)->Shutdown(std::chrono::milliseconds(1000));
-  (*server)->Stop(std::chrono::milliseconds(1000));
-  return 0;
+  return host_path();
 }

@@ -245,6 +245,20 @@ if [ $build_ok = PASS ]; then
     --attention=flash --corpus=data/tinyshakespeare.txt > "$out/track_flash.log" 2>&1 || status=1
   bounded 120 "$build/bin/dropk-gpu-train-bench" --mode=throughput --batch=16 --steps=10 \
     --precisions=tf32,bf16 --attention=flash --profile > "$out/bench_flash.log" 2>&1 || status=1
+  # The flash kernels under compute-sanitizer: out-of-bounds accesses
+  # (memcheck) and shared-memory races (racecheck) on one small case each.
+  sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+  for tool in memcheck racecheck; do
+    if [ -n "$sanitizer" ]; then
+      echo "gpu_check: compute-sanitizer --tool $tool on the flash kernels"
+      bounded 90 "$sanitizer" --tool "$tool" --error-exitcode 3 "$build/bin/dropk_model_tests" \
+        --gtest_filter='Flash/CudaKernelsFlashTest.AttentionIsReproducible/tf32_flash' \
+        > "$out/sanitizer_$tool.log" 2>&1
+      echo "sanitizer exit $?" >> "$out/sanitizer_$tool.log"
+    else
+      echo "gpu_check: not run: no compute-sanitizer on this machine" > "$out/sanitizer_$tool.log"
+    fi
+  done
 fi
 echo "gpu_check: PyTorch GPT-2 124M throughput"
 bounded 300 python3 bench/torch_gpt2_bench.py --batch=16 --steps=10 \
@@ -381,6 +395,25 @@ def mpi(path, check):
         # the check still passed.
         row(check, "PASS", f"{n_passed} passed" + (f", {n_skipped} skipped: {why}" if n_skipped else ""))
 
+def sanitizer(tool):
+    check = f"compute-sanitizer {tool}, flash kernels"
+    try:
+        text = open(f"{out}/sanitizer_{tool}.log", errors="replace").read()
+    except OSError:
+        row(check, "-", "did not run")
+        return
+    if "not run:" in text:
+        row(check, "SKIP", "no compute-sanitizer on this machine")
+        return
+    summary = re.search(r"ERROR SUMMARY: (\d+) error", text)
+    if re.search(r"sanitizer exit 0$", text, re.M) and summary and summary.group(1) == "0":
+        row(check, "PASS", "0 errors")
+    else:
+        row(check, "FAIL", (summary.group(0) if summary else "no summary") + " (see sanitizer_" +
+            tool + ".log)")
+
+sanitizer("memcheck")
+sanitizer("racecheck")
 mpi(f"{out}/mpi_np2.log", "MPI staging CUDA buffers, 2 ranks, bitwise equal")
 mpi(f"{out}/mpi_np1.log", "NCCL allreduce, 1 rank")
 

@@ -70,7 +70,7 @@ class CudaInferenceEngine final : public KvCacheEngine {
     const size_t L = config_.n_layer, S = max_slots(), T = config_.block_size, C = config_.n_embd,
                  V = config_.vocab_size, R = max_rows();
     const size_t cache = L * S * T * C;
-    const size_t floats = host_params.size() + 2 * cache + R * (C * 5 + 3 * C + 4 * C) + 2 * R +
+    const size_t floats = host_params.size() + 2 * cache + R * (C * 4 + 3 * C + 4 * C) + 2 * R +
                           std::max<size_t>(S, 1) * V;
     CUDA_CHECK(cudaSetDevice(device_));
     size_t free_bytes = 0, total_bytes = 0;
@@ -90,7 +90,6 @@ class CudaInferenceEngine final : public KvCacheEngine {
     CUDA_CHECK(x_.Allocate(R * C));
     CUDA_CHECK(ln_.Allocate(R * C));
     CUDA_CHECK(atty_.Allocate(R * C));
-    CUDA_CHECK(branch_.Allocate(R * C));
     CUDA_CHECK(gathered_.Allocate(R * C));
     CUDA_CHECK(qkv_.Allocate(R * 3 * C));
     CUDA_CHECK(fch_.Allocate(R * 4 * C));
@@ -148,20 +147,19 @@ class CudaInferenceEngine final : public KvCacheEngine {
       ThrowIfFailed(cuda::CachedAttention(atty_.get(), qkv_.get(), k_cache, v_cache, slots,
                                           positions, R, C, NH, T, stream_),
                     "CachedAttention");
-      ThrowIfFailed(
-          cuda::RowMatmul(branch_.get(), atty_.get(), w.attproj_w, w.attproj_b, R, C, C, stream_),
-          "RowMatmul (attention projection)");
-      AddInPlace(x, branch_.get(), R);
+      // The residual adds and the GELU ride in the products' epilogues (the
+      // same bits as separate kernels, inference_launch.h): 8 launches per
+      // layer, not 11, which is what a small decode step's time is made of.
+      ThrowIfFailed(cuda::RowMatmul(x, atty_.get(), w.attproj_w, w.attproj_b, R, C, C, stream_,
+                                    cuda::RowEpilogue::kAddToOut),
+                    "RowMatmul (attention projection + residual)");
       LayerNorm(ln_.get(), x, w.ln2_w, w.ln2_b, R);
-      ThrowIfFailed(cuda::RowMatmul(fch_.get(), ln_.get(), w.fc_w, w.fc_b, R, C, 4 * C, stream_),
-                    "RowMatmul (fc)");
-      ThrowIfFailed(
-          cuda::GeluForward(fch_.get(), fch_.get(), static_cast<size_t>(R) * 4 * C, stream_),
-          "GeluForward");
-      ThrowIfFailed(
-          cuda::RowMatmul(branch_.get(), fch_.get(), w.fcproj_w, w.fcproj_b, R, 4 * C, C, stream_),
-          "RowMatmul (fc projection)");
-      AddInPlace(x, branch_.get(), R);
+      ThrowIfFailed(cuda::RowMatmul(fch_.get(), ln_.get(), w.fc_w, w.fc_b, R, C, 4 * C, stream_,
+                                    cuda::RowEpilogue::kGelu),
+                    "RowMatmul (fc + GELU)");
+      ThrowIfFailed(cuda::RowMatmul(x, fch_.get(), w.fcproj_w, w.fcproj_b, R, 4 * C, C, stream_,
+                                    cuda::RowEpilogue::kAddToOut),
+                    "RowMatmul (fc projection + residual)");
     }
     // The final LayerNorm and the LM head (tied to wte) for the wanted rows.
     ThrowIfFailed(cuda::GatherRows(gathered_.get(), x, head_rows, H, C, stream_), "GatherRows");
@@ -183,19 +181,11 @@ class CudaInferenceEngine final : public KvCacheEngine {
                   "LayerNormForward");
   }
 
-  // x (rows,C) += y, through the training kernel's residual path with no
-  // dropout (scale exactly 1).
-  void AddInPlace(float* x, const float* y, int rows) {
-    ThrowIfFailed(cuda::DropoutApply(x, x, y, 1, static_cast<uint64_t>(rows) * config_.n_embd,
-                                     cuda::SiteDropout{}, stream_),
-                  "the residual add");
-  }
-
   ParamLayout layout_;
   int device_;
   cudaStream_t stream_ = nullptr;
   DeviceArray<float> params_, k_cache_, v_cache_;  // caches (L,S,T,C)
-  DeviceArray<float> x_, ln_, atty_, branch_, gathered_, qkv_, fch_, mean_, rstd_, logits_;
+  DeviceArray<float> x_, ln_, atty_, gathered_, qkv_, fch_, mean_, rstd_, logits_;
   DeviceArray<int32_t> meta_;     // (4, max_rows()): tokens, slots, positions, head rows
   int32_t* host_meta_ = nullptr;  // pinned twin of meta_
   float* host_logits_ = nullptr;  // pinned (max(S,1),V)

@@ -27,10 +27,17 @@ namespace dropk::cuda {
 cudaError_t EmbedRows(float* x, const int32_t* tokens, const int32_t* positions, const float* wte,
                       const float* wpe, int R, int C, cudaStream_t stream);
 
-// out (R,OC) = inp (R,C) · w (OC,C)^T [+ bias (OC), when not null]. One warp
-// computes one output column for a group of rows.
+// What RowMatmul does with each y = inp · w^T [+ bias]: store it, store
+// Gelu(y) (kernel_math.h's, as GeluForward), or add it to out in place
+// (out += y, the residual add). Each gives the same bits as storing y and
+// then running the separate kernel on it; fusing saves a launch and a pass.
+enum class RowEpilogue { kStore, kGelu, kAddToOut };
+
+// out (R,OC) = epilogue(inp (R,C) · w (OC,C)^T [+ bias (OC), when not null]).
+// One warp computes one output column for a group of rows. out must not
+// overlap inp or w (with kAddToOut it is read and written in place).
 cudaError_t RowMatmul(float* out, const float* inp, const float* w, const float* bias, int R, int C,
-                      int OC, cudaStream_t stream);
+                      int OC, cudaStream_t stream, RowEpilogue epilogue = RowEpilogue::kStore);
 
 // Writes row r's key and value (columns [C,2C) and [2C,3C) of qkv (R,3C))
 // into one layer's caches (slots, T, C) at (slots[r], positions[r]).

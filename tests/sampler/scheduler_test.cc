@@ -554,6 +554,49 @@ TEST(SchedulerTest, BadFairnessOptionsAreRefused) {
   EXPECT_FALSE(Scheduler::Create({.max_window_refills_per_step = 0}, &metrics).ok());
 }
 
+// num_threads sizes the host threads that draw a step's tokens, each with
+// scratch the size of the vocabulary: a negative count or a huge one is a
+// configuration error named at start, whatever the device (the CUDA engine
+// never looked at it).
+TEST(SchedulerTest, BadThreadCountsAreRefused) {
+  ServiceMetrics metrics;
+  for (const int threads : {-1, InferenceOptions::kMaxThreads + 1, 100000}) {
+    const auto s = Scheduler::Create({.num_threads = threads}, &metrics);
+    ASSERT_FALSE(s.ok()) << threads;
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(s.status().message().find("num_threads"), std::string_view::npos) << s.status();
+  }
+}
+
+// A decode step's tokens are drawn on several host threads at once: each
+// sequence's text, logprobs and alternatives are the same as when one
+// thread draws them all in turn. GPT-2's vocabulary makes each draw long
+// enough (about 0.3 ms) that rows sharing scratch would garble each other.
+TEST(SchedulerTest, DrawingOnManyThreadsGivesTheOneThreadTokens) {
+  const TextTokenizer tok = testing::Gpt2Tokenizer();
+  const GptConfig config = testing::TinyConfig(tok.vocab_size(), 32);
+  auto snap = MakeSnapshot(config, tok, testing::RandomParams(config, 5), 1, "gpt2-test", "");
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  const std::string req =
+      R"({"prompt":"To be","max_tokens":12,"temperature":0.8,"top_k":30,"seed":99,"n":16,)"
+      R"("logprobs":4})";
+  json by_threads[2];
+  for (const int threads : {1, 4}) {
+    ServiceMetrics metrics;
+    auto s = Scheduler::Create(
+        {.max_batch = 16, .num_threads = threads, .max_running_per_request = 16}, &metrics);
+    ASSERT_TRUE(s.ok()) << s.status();
+    ASSERT_TRUE((*s)->SetModel(*snap).ok());
+    by_threads[threads == 1 ? 0 : 1] = Complete(s->get(), req);
+  }
+  const json& one = by_threads[0];
+  ASSERT_EQ(one["choices"].size(), 16u);
+  std::set<std::string> texts;
+  for (const json& c : one["choices"]) texts.insert(c["text"].get<std::string>());
+  EXPECT_GT(texts.size(), 1u) << "16 seeds should not all draw the same text";
+  EXPECT_EQ(by_threads[1]["choices"], one["choices"]);
+}
+
 // With max_queue 0 every request was a 429 (every sequence waits in the
 // queue before it joins the batch): a service that refused all work.
 TEST(SchedulerTest, EmptyQueueIsRefusedAtStart) {
