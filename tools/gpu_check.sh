@@ -368,14 +368,22 @@ summarize("GPU serving: logits vs CPU engine (tol 1e-5), refusals",
 summarize("GPU serving: batch invariance bit for bit, same seed under load",
           {n: r for n, r in serving.items() if "BatchInvariant" in n or "DeviceCuda" in n})
 
-def mpi(path, check):
+def log_of(path, check, missing):
+    # The log's text; or None, after a row saying the step did not run, or
+    # (the script wrote "not run: no ...") that `missing` is not here.
     try:
         text = strip_colour(open(path, errors="replace").read())
     except OSError:
         row(check, "-", "did not run")
-        return
-    if "not run: no mpirun" in text:
-        row(check, "SKIP", "no mpirun on this machine")
+        return None
+    if "not run: no " in text:
+        row(check, "SKIP", f"no {missing} on this machine")
+        return None
+    return text
+
+def mpi(path, check):
+    text = log_of(path, check, "mpirun")
+    if text is None:
         return
     # gtest's own counts ("[  PASSED  ] N tests." excludes skipped ones), and
     # mpirun's exit status, which the script appends ("... exit N").
@@ -397,13 +405,8 @@ def mpi(path, check):
 
 def sanitizer(tool):
     check = f"compute-sanitizer {tool}, flash kernels"
-    try:
-        text = open(f"{out}/sanitizer_{tool}.log", errors="replace").read()
-    except OSError:
-        row(check, "-", "did not run")
-        return
-    if "not run:" in text:
-        row(check, "SKIP", "no compute-sanitizer on this machine")
+    text = log_of(f"{out}/sanitizer_{tool}.log", check, "compute-sanitizer")
+    if text is None:
         return
     summary = re.search(r"ERROR SUMMARY: (\d+) error", text)
     if re.search(r"sanitizer exit 0$", text, re.M) and summary and summary.group(1) == "0":
