@@ -352,7 +352,15 @@ int main(int argc, char** argv) {
       device == dropk::Device::kCuda ? "cuda" : "cpu", threads, max_tokens);
 
   auto snap = dropk::MakeSnapshot(config, *tok, params, 0, "bench-" + model, "");
-  if (!snap.ok()) return 1;
+  if (!snap.ok()) {
+    std::fprintf(stderr, "serve_bench: %s\n", std::string(snap.status().message()).c_str());
+    return 1;
+  }
+  // A step that cannot go on says why, in one line.
+  auto fail = [](const char* what, const absl::Status& status) {
+    std::fprintf(stderr, "serve_bench: %s: %s\n", what, std::string(status.message()).c_str());
+    return std::vector<double>();
+  };
   // Serves the model (or, with fixed_logits, an engine that computes
   // nothing) over HTTP at each concurrency; tokens/s per concurrency.
   auto serve = [&](const std::vector<int>& concurrencies, int draw_threads, bool fixed_logits) {
@@ -367,10 +375,11 @@ int main(int argc, char** argv) {
       };
     }
     auto scheduler = dropk::Scheduler::Create(options, &metrics);
-    if (!scheduler.ok() || !(*scheduler)->SetModel(*snap).ok()) return std::vector<double>();
+    if (!scheduler.ok()) return fail("scheduler", scheduler.status());
+    if (absl::Status s = (*scheduler)->SetModel(*snap); !s.ok()) return fail("model", s);
     auto server =
         dropk::HttpServer::Start({.port = 0, .io_threads = 2}, scheduler->get(), &metrics);
-    if (!server.ok()) return std::vector<double>();
+    if (!server.ok()) return fail("server", server.status());
     std::vector<double> tps = ServeTable((*server)->port(), concurrencies, max_tokens, per_client);
     (*scheduler)->Shutdown(std::chrono::milliseconds(1000));
     (*server)->Stop(std::chrono::milliseconds(1000));
@@ -451,7 +460,11 @@ int main(int argc, char** argv) {
     for (int R : {1, 4, 16, 64}) {
       auto engine = dropk::MakeInferenceEngine(
           config, params, {.device = device, .max_slots = R, .num_threads = threads});
-      if (!engine.ok()) return 1;
+      if (!engine.ok()) {
+        std::fprintf(stderr, "serve_bench: engine: %s\n",
+                     std::string(engine.status().message()).c_str());
+        return 1;
+      }
       std::vector<int> slots(R);
       std::vector<int32_t> tokens(R);
       for (int r = 0; r < R; ++r) {

@@ -1,5 +1,6 @@
 #include "model/gpt.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -39,7 +40,9 @@ struct Gpt::Activations {
   DeviceBuffer<float> ln1_mean, ln1_rstd;  // (L, B,T)
   DeviceBuffer<float> ln2_mean, ln2_rstd;  // (L, B,T)
   DeviceBuffer<float> qkv;                 // (L, B,T,3C)
-  DeviceBuffer<float> probs;               // (L, B,NH,T,T), softmax before dropout
+  // (L, Kernels::AttentionSavedFloats): by default (B,NH,T,T), the softmax
+  // before dropout; less with kernels that keep no T x T probabilities.
+  DeviceBuffer<float> probs;
   DeviceBuffer<float> atty;                // (L, B,T,C), attention output before projection
   DeviceBuffer<float> res2;                // (L, B,T,C), residual after the attention branch
   DeviceBuffer<float> fch, fch_gelu;       // (L, B,T,4C)
@@ -58,7 +61,8 @@ struct Gpt::Activations {
 // pointer to it and count its elements for (config, max_batch), computed in
 // type N: size_t to allocate, double to size a shape that may not fit in
 // memory (or 64 bits). The one list of activation sizes, so Footprint and
-// the constructor cannot disagree.
+// the constructor cannot disagree beyond attention_saved, which only the
+// kernels know exactly (Footprint takes the larger of the two forms).
 template <typename N, typename Visit>
 void Gpt::VisitActivationBuffers(const GptConfig& config, int max_batch, N attention_saved,
                                  Visit&& visit) {
@@ -105,9 +109,12 @@ absl::StatusOr<GptFootprint> Gpt::Footprint(const GptConfig& config, int max_bat
   if (!params.ok()) return params.status();
   GptFootprint f;
   f.params_bytes = f.grads_bytes = static_cast<double>(*params) * sizeof(float);
-  // The default kernels' B*NH*T*T per layer, an upper bound for all.
+  // The larger of the two forms kernels keep per layer: the probabilities,
+  // B*NH*T*T, or (CUDA's flash attention) a log-sum-exp per row and a copy of
+  // the output, B*NH*T + B*T*C, larger when T is at most the head size.
+  const double B = max_batch, T = config.block_size;
   const double attention_saved =
-      static_cast<double>(max_batch) * config.n_head * config.block_size * config.block_size;
+      std::max(B * config.n_head * T * T, B * config.n_head * T + B * T * config.n_embd);
   VisitActivationBuffers<double>(
       config, max_batch, attention_saved, [&f](auto member, double count) {
         using Buffer = std::remove_reference_t<decltype(std::declval<Activations&>().*member)>;

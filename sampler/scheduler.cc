@@ -202,12 +202,15 @@ Scheduler::Draw Scheduler::DrawToken(const Active& seq, const float* logits, int
   return draw;
 }
 
-void Scheduler::DrawStep(const float* logits, size_t V) {
+void Scheduler::DrawStep(const float* logits, size_t V, int engine_threads) {
   ReserveScratch(V);
   const int n = static_cast<int>(step_rows_.size());
   // One row per task; rows cost about the same. A single row (or a single
-  // thread) stays on this thread: no team to wake for it.
-  const int threads = std::min(draw_threads_, n);
+  // thread) stays on this thread: no team to wake for it. A CPU engine's
+  // team shrinks while other processes hold cores; more drawing threads than
+  // it has would wait too, and their waiting would shrink it further.
+  int threads = std::min(draw_threads_, n);
+  if (engine_threads > 0) threads = std::min(threads, engine_threads);
 #pragma omp parallel for schedule(static, 1) num_threads(threads) if (threads > 1)
   for (int i = 0; i < n; ++i) {
     draws_[i] = DrawToken(*step_rows_[i], logits + static_cast<size_t>(i) * V, omp_get_thread_num(),
@@ -462,7 +465,7 @@ void Scheduler::StepModel(ServingModel* m, const std::vector<Active*>& refill) {
   const float* logits = m->engine_->Decode(step_slots_, step_tokens_);
   // Draw every row's token (in parallel), then tell the sinks in batch
   // order on this thread, as they expect.
-  DrawStep(logits, m->snapshot().config.vocab_size);
+  DrawStep(logits, m->snapshot().config.vocab_size, m->engine_->HostThreads());
   for (size_t i = 0; i < step_rows_.size(); ++i) {
     Deliver(*step_rows_[i], draws_[i], draw_top_.data() + i * kMaxTopLogprobs);
   }

@@ -50,7 +50,8 @@ int Main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0, 1023));
   app.add_option("--threads", o.scheduler.num_threads,
-                 "Compute threads of the CPU engine (0 = all cores)")
+                 "Host threads (0 = all cores): the CPU engine's, and those that draw each "
+                 "step's tokens from the logits (also with --device cuda)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
   app.add_option("--max-batch", o.scheduler.max_batch, "Sequences decoded together")

@@ -93,6 +93,8 @@ class CpuInferenceEngine final : public KvCacheEngine {
     head_rows_.assign(R, 0);
   }
 
+  int HostThreads() const override { return threads_; }
+
  private:
   RowPlan Plan() override {
     return {row_token_.data(), row_slot_.data(), row_pos_.data(), head_rows_.data()};

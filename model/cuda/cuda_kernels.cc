@@ -280,10 +280,19 @@ absl::Status CudaKernels::Init() {
                    prop.multiProcessorCount, " SMs, ",
                    absl::StrFormat("%.1f", prop.totalGlobalMem / 1073741824.0), " GiB), ",
                    MatmulPrecisionName(precision_), " matmuls, CUDA runtime ", runtime / 1000, ".",
-                   (runtime % 1000) / 10, ", cuBLASLt ", cublasLtGetVersion(),
-                   flash_attention_ && precision_ != MatmulPrecision::kFp32
-                       ? ", flash attention (head sizes 16, 32, 64)"
-                       : "");
+                   (runtime % 1000) / 10, ", cuBLASLt ", cublasLtGetVersion());
+  // The head sizes that go through the flash kernels on this GPU.
+  std::string flash_sizes;
+  for (int hs : {16, 32, 64}) {
+    if (UsesFlashAttention(hs)) absl::StrAppend(&flash_sizes, flash_sizes.empty() ? "" : ", ", hs);
+  }
+  if (!flash_sizes.empty()) {
+    absl::StrAppend(&description_, ", flash attention at head sizes ", flash_sizes);
+  } else if (flash_attention_) {
+    absl::StrAppend(&description_, ", flash attention asked for, not used (",
+                    precision_ == MatmulPrecision::kFp32 ? "fp32" : "too little shared memory",
+                    ")");
+  }
   return absl::OkStatus();
 }
 

@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <ostream>
@@ -426,6 +427,21 @@ void CudaKernelsTest::ExpectGptMatchesCpu(int n_head, int n_embd, int T) {
     gpu_->CopyToHost(gg.data(), gpu->grads(), gg.size() * sizeof(float));
     EXPECT_LE(RelativeError(gg, gc), 10 * Tolerance()) << "gradients, per_sample=" << per_sample;
   }
+  // A smaller batch and a shorter sequence than the model was built for:
+  // the layers' saved attention then packs at the call's own size.
+  const int b = 2, t = T > 5 ? T - 5 : T;
+  const DropoutPlan plan = Plan(true, 0.1f);
+  cpu->ZeroGrad();
+  gpu->ZeroGrad();
+  const float lc = cpu->Forward(tokens.data(), targets.data(), b, t, &plan);
+  const float lg = gpu->Forward(tokens.data(), targets.data(), b, t, &plan);
+  EXPECT_NEAR(lg, lc, 10 * Tolerance() * std::abs(lc)) << "loss at B=" << b << " T=" << t;
+  cpu->Backward(1.0f);
+  gpu->Backward(1.0f);
+  Vec gc(cpu->num_params()), gg(gpu->num_params());
+  cpu_->CopyToHost(gc.data(), cpu->grads(), gc.size() * sizeof(float));
+  gpu_->CopyToHost(gg.data(), gpu->grads(), gg.size() * sizeof(float));
+  EXPECT_LE(RelativeError(gg, gc), 10 * Tolerance()) << "gradients at B=" << b << " T=" << t;
 }
 
 TEST_P(CudaKernelsTest, GptForwardBackwardMatchesCpu) { ExpectGptMatchesCpu(2, 32, 16); }
@@ -482,6 +498,13 @@ class CudaKernelsFlashTest : public CudaKernelsTest {
   }
   // Attention's own outputs: tf32's tolerance at both precisions.
   static double AttentionTolerance() { return MatmulTolerance(MatmulPrecision::kTf32); }
+  // Whether this GPU runs attention of this shape through the flash kernels
+  // (it keeps what they save): GPUs that give a block less shared memory
+  // than their backward needs (sm_86, sm_89 at head size 64) do not.
+  bool Flash(int B, int T, int C, int NH) const {
+    return gpu_->AttentionSavedFloats(B, T, C, NH) ==
+           static_cast<size_t>(B) * NH * T + static_cast<size_t>(B) * T * C;
+  }
 };
 
 // Each head size the kernels take, sequences shorter than a tile, one tile,
@@ -489,11 +512,18 @@ class CudaKernelsFlashTest : public CudaKernelsTest {
 // Forward keeps the row statistics and a copy of the output, not T x T
 // probabilities.
 TEST_P(CudaKernelsFlashTest, AttentionMatchesTheCpuAtEveryHeadSize) {
+  std::string materialised;  // head sizes this GPU keeps on the other kernels
+  int flash_sizes = 0;
   for (int hs : {16, 32, 64}) {
+    if (!Flash(2, 64, 3 * hs, 3)) {
+      materialised.append(1, ' ').append(std::to_string(hs));
+      continue;
+    }
+    ++flash_sizes;
     for (int T : {1, 50, 64, 130}) {
       const int B = 2, NH = 3, C = NH * hs;
       const size_t saved = gpu_->AttentionSavedFloats(B, T, C, NH);
-      EXPECT_EQ(saved, static_cast<size_t>(B) * NH * T + static_cast<size_t>(B) * T * C);
+      ASSERT_TRUE(Flash(B, T, C, NH)) << "hs=" << hs << " T=" << T;
       auto qkv = Upload(Random(B * T * 3 * C, 1));
       auto dout = Upload(Random(B * T * C, 2));
       for (float p : {0.0f, 0.1f}) {
@@ -520,6 +550,14 @@ TEST_P(CudaKernelsFlashTest, AttentionMatchesTheCpuAtEveryHeadSize) {
       }
     }
   }
+  if (flash_sizes == 0) {
+    GTEST_SKIP() << "this GPU keeps the materialised kernels at every head size (too little "
+                    "shared memory per block)";
+  }
+  if (!materialised.empty()) {
+    std::printf("note: this GPU keeps the materialised kernels at head size%s\n",
+                materialised.c_str());
+  }
 }
 
 // fp32 and head sizes the kernels do not take stay on the materialised
@@ -543,6 +581,7 @@ TEST_P(CudaKernelsFlashTest, GptForwardBackwardMatchesCpu) {
 // The same inputs twice: the same bits (no atomics; dq has its own kernel).
 TEST_P(CudaKernelsFlashTest, AttentionIsReproducible) {
   const int B = 2, T = 100, NH = 2, C = 128;
+  if (!Flash(B, T, C, NH)) GTEST_SKIP() << "this GPU keeps the materialised kernels at hs=64";
   auto qkv = Upload(Random(B * T * 3 * C, 1));
   auto dout = Upload(Random(B * T * C, 2));
   const DropoutPlan plan = Plan(true, 0.1f);

@@ -10,6 +10,7 @@
 #include <numeric>
 #include <set>
 #include <vector>
+#include "support/failing_kernels.h"
 
 namespace dropk {
 namespace {
@@ -231,6 +232,50 @@ TEST(GptTeamSizeTest, GradientsAndNormDoNotDependOnTheThreadCount) {
     EXPECT_EQ(many.sum_squares, one.sum_squares) << threads << " threads";
     EXPECT_TRUE(many.grads == one.grads) << threads << " threads";
   }
+}
+
+// Kernels may keep another amount per layer for attention's backward
+// (Kernels::AttentionSavedFloats; CUDA's flash kernels keep less). Each layer
+// then finds in backward what forward left it, packed at the call's own
+// batch and length, and the results are the plain kernels' bit for bit.
+TEST(GptLayoutTest, EachLayerFindsWhatItsKernelsSavedAtAnyBatchAndLength) {
+  const GptConfig config{/*vocab_size=*/11, /*block_size=*/8, /*n_layer=*/3, /*n_head=*/2,
+                         /*n_embd=*/8};
+  const int max_batch = 3, B = 2, T = 5, pad = 37;
+  std::unique_ptr<Kernels> plain = MakeKernels(Device::kCpu, 1).value();
+  test_util::FailingKernels padded(MakeKernels(Device::kCpu, 1).value(), "no op fails", 1);
+  padded.PadAttentionSaved(pad);
+  std::unique_ptr<Gpt> a = Gpt::Create(config, max_batch, plain.get()).value();
+  std::unique_ptr<Gpt> b = Gpt::Create(config, max_batch, &padded).value();
+  a->InitWeights(5);
+  b->InitWeights(5);
+  std::vector<int32_t> tokens(B * T), targets(B * T);
+  for (int i = 0; i < B * T; ++i) {
+    tokens[i] = (i * 7 + 3) % config.vocab_size;
+    targets[i] = (i * 5 + 1) % config.vocab_size;
+  }
+  DropoutPlan plan;
+  plan.seed = 3;
+  plan.rates = {0.1f, 0.2f, 0.15f, 0.25f};
+  const float la = a->Forward(tokens.data(), targets.data(), B, T, &plan);
+  const float lb = b->Forward(tokens.data(), targets.data(), B, T, &plan);
+  EXPECT_EQ(la, lb);
+  a->Backward(1.0f);
+  b->Backward(1.0f);
+  std::vector<float> ga(a->num_params()), gb(b->num_params());
+  plain->CopyToHost(ga.data(), a->grads(), ga.size() * sizeof(float));
+  padded.CopyToHost(gb.data(), b->grads(), gb.size() * sizeof(float));
+  EXPECT_EQ(ga, gb);
+  const std::vector<const float*>& fwd = padded.forward_probs();
+  std::vector<const float*> bwd = padded.backward_probs();
+  ASSERT_EQ(fwd.size(), 3u);
+  const size_t stride =
+      plain->AttentionSavedFloats(B, T, config.n_embd, config.n_head) + static_cast<size_t>(pad);
+  for (size_t l = 0; l < fwd.size(); ++l) {
+    EXPECT_EQ(static_cast<size_t>(fwd[l] - fwd[0]), l * stride) << "layer " << l;
+  }
+  std::reverse(bwd.begin(), bwd.end());  // backward runs the layers last to first
+  EXPECT_EQ(bwd, fwd);
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "base/device_error.h"
 #include "model/kernels.h"
@@ -30,6 +31,14 @@ class FailingKernels final : public Kernels {
       : inner_(std::move(inner)), op_(std::move(op)), fail_on_call_(fail_on_call) {}
 
   bool failed() const { return failed_; }
+
+  // Reports `extra` more floats from AttentionSavedFloats than the inner
+  // kernels keep (as kernels of another form would), and records where each
+  // AttentionForward and AttentionBackward found its probs: for tests of how
+  // a model lays out what its kernels keep.
+  void PadAttentionSaved(size_t extra) { attention_pad_ = extra; }
+  const std::vector<const float*>& forward_probs() const { return forward_probs_; }
+  const std::vector<const float*>& backward_probs() const { return backward_probs_; }
   // Ops called after the failure (each threw again).
   int64_t calls_after_failure() const { return calls_after_failure_; }
 
@@ -93,15 +102,17 @@ class FailingKernels final : public Kernels {
   void AttentionForward(float* out, float* probs, const float* qkv, int B, int T, int C, int NH,
                         int layer, const DropoutPlan* dropout) override {
     Tick("AttentionForward");
+    forward_probs_.push_back(probs);
     inner_->AttentionForward(out, probs, qkv, B, T, C, NH, layer, dropout);
   }
   size_t AttentionSavedFloats(int B, int T, int C, int NH) const override {
-    return inner_->AttentionSavedFloats(B, T, C, NH);
+    return inner_->AttentionSavedFloats(B, T, C, NH) + attention_pad_;
   }
   void AttentionBackward(float* dqkv, const float* dout, const float* qkv, const float* probs,
                          int B, int T, int C, int NH, int layer,
                          const DropoutPlan* dropout) override {
     Tick("AttentionBackward");
+    backward_probs_.push_back(probs);
     inner_->AttentionBackward(dqkv, dout, qkv, probs, B, T, C, NH, layer, dropout);
   }
   void GeluForward(float* out, const float* inp, size_t n) override {
@@ -168,6 +179,8 @@ class FailingKernels final : public Kernels {
   }
 
   std::unique_ptr<Kernels> inner_;
+  size_t attention_pad_ = 0;
+  std::vector<const float*> forward_probs_, backward_probs_;
   const std::string op_;
   const int64_t fail_on_call_;
   int64_t calls_ = 0;

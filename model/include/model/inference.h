@@ -57,6 +57,11 @@ class InferenceEngine {
   // Length < block_size) and returns logits (B,V), row i for slots[i]. Host
   // memory owned by the engine, valid until the next call.
   virtual const float* Decode(std::span<const int> slots, std::span<const int32_t> tokens) = 0;
+
+  // Host threads the engine's last step ran on (a CPU engine's team, which
+  // shrinks while other processes hold cores); 0 when its work is not on the
+  // host. A caller sizing its own host work between steps matches it.
+  virtual int HostThreads() const { return 0; }
 };
 
 // Builds an engine over host parameters in ParamLayout order (copied).

@@ -190,9 +190,10 @@ struct KernelOptions {
   int cuda_device = 0;  // CUDA: device ordinal (a rank passes its local rank mod device count)
   // CUDA: attention through the flash kernels (model/cuda/flash_attention.cu:
   // TF32 tensor cores, no T x T probabilities in memory) where the precision
-  // is kTf32 or kBf16 and the head size is 16, 32 or 64; else, and by
-  // default, the materialised kernels. Off by default until it has run on a
-  // GPU (bench/GPU_NOTES.md).
+  // is kTf32 or kBf16, the head size is 16, 32 or 64, and the GPU gives a
+  // block the shared memory their backward needs (at head size 64, 111 KB:
+  // not sm_86 or sm_89); else, and by default, the materialised kernels. Off
+  // by default until it has run on a GPU (bench/GPU_NOTES.md).
   bool flash_attention = false;
 };
 

@@ -58,8 +58,13 @@ class ProfiledKernels final : public Kernels {
   // Times the ops of `inner`, which it owns.
   explicit ProfiledKernels(std::unique_ptr<Kernels> inner);
 
-  // While paused, ops run untimed and without the device wait.
-  void set_paused(bool paused) { paused_ = paused; }
+  // While paused, ops run untimed and without the device wait. Unpausing
+  // waits for the device once, so work queued while paused is not counted
+  // against the next timed op.
+  void set_paused(bool paused) {
+    if (paused_ && !paused) inner_->Synchronize();
+    paused_ = paused;
+  }
   void Reset() { totals_ = {}; }  // forgets every total
   const OpTotals& totals(KernelOp op) const { return totals_[static_cast<int>(op)]; }
   double TotalSeconds() const;  // over all ops

@@ -224,10 +224,11 @@ class Scheduler {
   // draw does not depend on which thread made it. Does not throw.
   Draw DrawToken(const Active& seq, const float* logits, int thread, TokenLogprob* top);
   // Draws the tokens of step_rows_ from logits (one row of V per entry) into
-  // draws_ and draw_top_, on up to draw_threads_ host threads: a decode step
-  // of B sequences had B draws in a row on this thread (about 0.3 ms each
-  // for GPT-2's 50,257 tokens) while the GPU waited for the next step.
-  void DrawStep(const float* logits, size_t V);
+  // draws_ and draw_top_, on up to draw_threads_ host threads (and at most
+  // engine_threads, when positive: a CPU engine's current team): a decode
+  // step of B sequences had B draws in a row on this thread (about 0.3 ms
+  // each for GPT-2's 50,257 tokens) while the GPU waited for the next step.
+  void DrawStep(const float* logits, size_t V, int engine_threads);
   // Reports a drawn token to seq's sink and metrics, and returns whether the
   // sequence goes on. Scheduler thread only, in batch order.
   bool Deliver(Active& seq, const Draw& draw, const TokenLogprob* top);
