@@ -600,6 +600,44 @@ TEST(SchedulerTest, DrawingOnManyThreadsGivesTheOneThreadTokens) {
   EXPECT_EQ(by_threads[1]["choices"], one["choices"]);
 }
 
+// A hot reload to a model with a larger vocabulary (the character model,
+// then GPT-2's 50,257 tokens) while the old model's sequences may still
+// run: the drawing threads' scratch grows, and the new model's tokens and
+// logprobs are those of a service that only ever served it, on one thread.
+TEST(SchedulerTest, AReloadToALargerVocabularyDrawsWhatAFreshServiceDraws) {
+  const TextTokenizer tok = testing::Gpt2Tokenizer();
+  const GptConfig config = testing::TinyConfig(tok.vocab_size(), 32);
+  auto snap = MakeSnapshot(config, tok, testing::RandomParams(config, 5), 2, "gpt2-test", "");
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  const std::string req =
+      R"({"prompt":"To be","max_tokens":10,"temperature":0.8,"top_k":30,"seed":7,"n":8,)"
+      R"("logprobs":3})";
+  json fresh;
+  {
+    ServiceMetrics metrics;
+    auto s = Scheduler::Create({.max_batch = 16, .num_threads = 1, .max_running_per_request = 16},
+                               &metrics);
+    ASSERT_TRUE(s.ok()) << s.status();
+    ASSERT_TRUE((*s)->SetModel(*snap).ok());
+    fresh = Complete(s->get(), req);
+  }
+  ServiceMetrics metrics;
+  auto s = Scheduler::Create({.max_batch = 16, .num_threads = 4, .max_running_per_request = 16},
+                             &metrics);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_TRUE((*s)->SetModel(testing::TestSnapshot(3, 64)).ok());
+  json old;
+  std::thread old_client(
+      [&] { old = Complete(s->get(), R"({"prompt":"ab","max_tokens":40,"n":8,"seed":1})"); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE((*s)->SetModel(*snap).ok());
+  const json after = Complete(s->get(), req);
+  old_client.join();
+  ASSERT_EQ(old["choices"].size(), 8u) << old.dump();
+  ASSERT_EQ(fresh["choices"].size(), 8u) << fresh.dump();
+  EXPECT_EQ(after["choices"], fresh["choices"]);
+}
+
 // With max_queue 0 every request was a 429 (every sequence waits in the
 // queue before it joins the batch): a service that refused all work.
 TEST(SchedulerTest, EmptyQueueIsRefusedAtStart) {
