@@ -572,13 +572,19 @@ TEST(SchedulerTest, BadThreadCountsAreRefused) {
 // sequence's text, logprobs and alternatives are the same as when one
 // thread draws them all in turn. GPT-2's vocabulary makes each draw long
 // enough (about 0.3 ms) that rows sharing scratch would garble each other.
+// A tiny model over GPT-2's 50,257 tokens: drawing a token is real work, and
+// rows that shared scratch would disagree.
+auto Gpt2VocabSnapshot() {
+  const TextTokenizer tok = testing::Gpt2Tokenizer();
+  const GptConfig config = testing::TinyConfig(tok.vocab_size(), 32);
+  return MakeSnapshot(config, tok, testing::RandomParams(config, 5), 1, "gpt2-test", "");
+}
+
 TEST(SchedulerTest, DrawingOnManyThreadsGivesTheOneThreadTokens) {
   // Drawing threads are capped at the cores: one core would compare one
   // thread with itself.
   if (std::thread::hardware_concurrency() < 2) GTEST_SKIP() << "needs 2 cores to draw on 2 threads";
-  const TextTokenizer tok = testing::Gpt2Tokenizer();
-  const GptConfig config = testing::TinyConfig(tok.vocab_size(), 32);
-  auto snap = MakeSnapshot(config, tok, testing::RandomParams(config, 5), 1, "gpt2-test", "");
+  auto snap = Gpt2VocabSnapshot();
   ASSERT_TRUE(snap.ok()) << snap.status();
   const std::string req =
       R"({"prompt":"To be","max_tokens":12,"temperature":0.8,"top_k":30,"seed":99,"n":16,)"
@@ -605,9 +611,7 @@ TEST(SchedulerTest, DrawingOnManyThreadsGivesTheOneThreadTokens) {
 // run: the drawing threads' scratch grows, and the new model's tokens and
 // logprobs are those of a service that only ever served it, on one thread.
 TEST(SchedulerTest, AReloadToALargerVocabularyDrawsWhatAFreshServiceDraws) {
-  const TextTokenizer tok = testing::Gpt2Tokenizer();
-  const GptConfig config = testing::TinyConfig(tok.vocab_size(), 32);
-  auto snap = MakeSnapshot(config, tok, testing::RandomParams(config, 5), 2, "gpt2-test", "");
+  auto snap = Gpt2VocabSnapshot();
   ASSERT_TRUE(snap.ok()) << snap.status();
   const std::string req =
       R"({"prompt":"To be","max_tokens":10,"temperature":0.8,"top_k":30,"seed":7,"n":8,)"
