@@ -62,7 +62,7 @@ struct Gpt::Activations {
 // type N: size_t to allocate, double to size a shape that may not fit in
 // memory (or 64 bits). The one list of activation sizes, so Footprint and
 // the constructor cannot disagree beyond attention_saved, which only the
-// kernels know exactly (Footprint takes the larger of the two forms).
+// kernels know exactly (Footprint takes the default kernels', the largest).
 template <typename N, typename Visit>
 void Gpt::VisitActivationBuffers(const GptConfig& config, int max_batch, N attention_saved,
                                  Visit&& visit) {
@@ -109,12 +109,10 @@ absl::StatusOr<GptFootprint> Gpt::Footprint(const GptConfig& config, int max_bat
   if (!params.ok()) return params.status();
   GptFootprint f;
   f.params_bytes = f.grads_bytes = static_cast<double>(*params) * sizeof(float);
-  // The larger of the two forms kernels keep per layer: the probabilities,
-  // B*NH*T*T, or (CUDA's flash attention) a log-sum-exp per row and a copy of
-  // the output, B*NH*T + B*T*C, larger when T is at most the head size.
-  const double B = max_batch, T = config.block_size;
+  // The default kernels' probabilities, B*NH*T*T per layer: at least what
+  // any kernels keep (CUDA's flash attention keeps a log-sum-exp per row).
   const double attention_saved =
-      std::max(B * config.n_head * T * T, B * config.n_head * T + B * T * config.n_embd);
+      static_cast<double>(max_batch) * config.n_head * config.block_size * config.block_size;
   VisitActivationBuffers<double>(
       config, max_batch, attention_saved, [&f](auto member, double count) {
         using Buffer = std::remove_reference_t<decltype(std::declval<Activations&>().*member)>;
@@ -332,7 +330,7 @@ void Gpt::Backward(float loss_scale, const GradsReadyFn& on_ready) {
         DropoutGradient(k, dbranch, dresidual, B, T, C, DropoutKind::kAttentionOutput, l, plan);
     k.MatmulBackward(a.datty.data(), dw.attproj_w, dw.attproj_b, dattn, atty, w.attproj_w, N, C, C,
                      false);
-    k.AttentionBackward(a.dqkv.data(), a.datty.data(), qkv, probs, B, T, C, NH, l, plan);
+    k.AttentionBackward(a.dqkv.data(), a.datty.data(), qkv, atty, probs, B, T, C, NH, l, plan);
     k.MatmulBackward(dln, dw.qkv_w, dw.qkv_b, a.dqkv.data(), ln1, w.qkv_w, N, C, 3 * C, false);
     // dresidual becomes the gradient of this block's input x.
     k.LayerNormBackward(dresidual, dw.ln1_w, dw.ln1_b, dln, x, w.ln1_w, a.ln1_mean.data() + l * N,

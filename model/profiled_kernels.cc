@@ -152,10 +152,11 @@ void ProfiledKernels::AttentionForward(float* out, float* probs, const float* qk
 }
 
 void ProfiledKernels::AttentionBackward(float* dqkv, const float* dout, const float* qkv,
-                                        const float* probs, int B, int T, int C, int NH, int layer,
-                                        const DropoutPlan* dropout) {
-  Timed(KernelOp::kAttentionBackward,
-        [&] { inner_->AttentionBackward(dqkv, dout, qkv, probs, B, T, C, NH, layer, dropout); });
+                                        const float* out, const float* probs, int B, int T, int C,
+                                        int NH, int layer, const DropoutPlan* dropout) {
+  Timed(KernelOp::kAttentionBackward, [&] {
+    inner_->AttentionBackward(dqkv, dout, qkv, out, probs, B, T, C, NH, layer, dropout);
+  });
 }
 
 void ProfiledKernels::GeluForward(float* out, const float* inp, size_t n) {

@@ -154,6 +154,7 @@ void CpuKernels::AttentionForward(float* out, float* probs, const float* qkv, in
 }
 
 void CpuKernels::AttentionBackward(float* dqkv, const float* dout, const float* qkv,
+                                   const float* /*out: probs hold all this needs*/,
                                    const float* probs, int B, int T, int C, int NH, int layer,
                                    const DropoutPlan* dropout) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(C / NH));

@@ -65,8 +65,8 @@ class CpuKernels final : public Kernels {
                       const float* w, int N, int C, int OC, bool accumulate_dinp) override;
   void AttentionForward(float* out, float* probs, const float* qkv, int B, int T, int C, int NH,
                         int layer, const DropoutPlan* dropout) override;
-  void AttentionBackward(float* dqkv, const float* dout, const float* qkv, const float* probs,
-                         int B, int T, int C, int NH, int layer,
+  void AttentionBackward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                         const float* probs, int B, int T, int C, int NH, int layer,
                          const DropoutPlan* dropout) override;
   void GeluForward(float* out, const float* inp, size_t n) override;
   void GeluBackward(float* dinp, const float* inp, const float* dout, size_t n) override;

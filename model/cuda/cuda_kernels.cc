@@ -160,11 +160,11 @@ class CudaKernels final : public Kernels {
   void AttentionForward(float* out, float* probs, const float* qkv, int B, int T, int C, int NH,
                         int layer, const DropoutPlan* dropout) override;
   size_t AttentionSavedFloats(int B, int T, int C, int NH) const override {
-    return UsesFlashAttention(C / NH) ? cuda::FlashAttentionSavedFloats(B, T, C, NH)
+    return UsesFlashAttention(C / NH) ? cuda::FlashAttentionSavedFloats(B, T, NH)
                                       : static_cast<size_t>(B) * NH * T * T;
   }
-  void AttentionBackward(float* dqkv, const float* dout, const float* qkv, const float* probs,
-                         int B, int T, int C, int NH, int layer,
+  void AttentionBackward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                         const float* probs, int B, int T, int C, int NH, int layer,
                          const DropoutPlan* dropout) override;
   void GeluForward(float* out, const float* inp, size_t n) override;
   void GeluBackward(float* dinp, const float* inp, const float* dout, size_t n) override;
@@ -637,16 +637,16 @@ void CudaKernels::AttentionForward(float* out, float* probs, const float* qkv, i
 }
 
 void CudaKernels::AttentionBackward(float* dqkv, const float* dout, const float* qkv,
-                                    const float* probs, int B, int T, int C, int NH, int layer,
-                                    const DropoutPlan* dropout) {
+                                    const float* out, const float* probs, int B, int T, int C,
+                                    int NH, int layer, const DropoutPlan* dropout) {
   const int hs = C / NH;
   const size_t btc = static_cast<size_t>(B) * T * C;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   const SiteDropout d = MakeSiteDropout(dropout, DropoutKind::kAttentionProbs, layer);
   if (UsesFlashAttention(hs)) {
     float* delta = Scratch(__func__, kDelta, static_cast<size_t>(B) * NH * T);
-    CUDA_CHECK_THROW(Op(__func__), cuda::FlashAttentionBackward(dqkv, dout, qkv, probs, delta, B, T,
-                                                                C, NH, d, stream_));
+    CUDA_CHECK_THROW(Op(__func__), cuda::FlashAttentionBackward(dqkv, dout, qkv, out, probs, delta,
+                                                                B, T, C, NH, d, stream_));
     return;
   }
   const long long ths = static_cast<long long>(T) * hs, tt = static_cast<long long>(T) * T;

@@ -1,7 +1,8 @@
 // Flash-style causal attention on the tensor cores (TF32 through WMMA): the
 // T x T scores and probabilities live only in shared memory, one 64 x 64 tile
-// at a time, so a layer keeps the log-sum-exp of each row (and a copy of its
-// output) for backward instead of B*NH*T*T probabilities. Dropout is decided
+// at a time, so a layer keeps the log-sum-exp of each row for backward (with
+// forward's output, which the model keeps anyway) instead of B*NH*T*T
+// probabilities. Dropout is decided
 // inside the kernels from the same Philox address as the CPU and the
 // materialised kernels (element (h*T + t)*T + j of sample b at site
 // kAttentionProbs); no mask is stored.
@@ -143,12 +144,12 @@ constexpr size_t BackwardSharedBytes() {
   return sizeof(float) * (4 * kTile * HeadLd<HS>() + 2 * kTile * kScoreLd + 2 * kTile);
 }
 
-// Grid (B*NH, query tiles). out (B,T,C) and o_saved (the same values) for
-// rows of this tile, lse (B*NH*T) their log-sum-exp of the scaled scores.
+// Grid (B*NH, query tiles). out (B,T,C) for rows of this tile, lse
+// (B*NH*T) their log-sum-exp of the scaled scores.
 template <int HS>
 __global__ void __launch_bounds__(kBlockThreads)
-    FlashForwardKernel(float* out, float* lse, float* o_saved, const float* qkv, int T, int C,
-                       int NH, float scale, SiteDropout d) {
+    FlashForwardKernel(float* out, float* lse, const float* qkv, int T, int C, int NH, float scale,
+                       SiteDropout d) {
   constexpr int LD = HeadLd<HS>();
   extern __shared__ __align__(128) float smem[];
   float* qs = smem;
@@ -227,11 +228,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     const float* o_row = os + row * LD + half * (HS / 2);
     const size_t at = (static_cast<size_t>(b) * T + tq) * C + static_cast<size_t>(h) * HS +
                       half * (HS / 2);
-    for (int c = 0; c < HS / 2; ++c) {
-      const float v = o_row[c] * inv;
-      out[at + c] = v;
-      o_saved[at + c] = v;
-    }
+    for (int c = 0; c < HS / 2; ++c) out[at + c] = o_row[c] * inv;
     if (half == 0) lse[static_cast<size_t>(bh) * T + tq] = m + logf(l);
   }
 }
@@ -476,18 +473,16 @@ cudaError_t Forward(float* out, float* saved, const float* qkv, int B, int T, in
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
   if (rc != cudaSuccess) return rc;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
-  float* lse = saved;
-  float* o_saved = saved + static_cast<size_t>(B) * NH * T;
   const dim3 grid(B * NH, (T + kTile - 1) / kTile);
   FlashForwardKernel<HS>
-      <<<grid, kBlockThreads, shared, stream>>>(out, lse, o_saved, qkv, T, C, NH, scale, d);
+      <<<grid, kBlockThreads, shared, stream>>>(out, saved, qkv, T, C, NH, scale, d);
   return cudaGetLastError();
 }
 
 template <int HS>
-cudaError_t Backward(float* dqkv, const float* dout, const float* qkv, const float* saved,
-                     float* delta, int B, int T, int C, int NH, const SiteDropout& d,
-                     cudaStream_t stream) {
+cudaError_t Backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                     const float* saved, float* delta, int B, int T, int C, int NH,
+                     const SiteDropout& d, cudaStream_t stream) {
   constexpr size_t shared = BackwardSharedBytes<HS>();
   cudaError_t rc = cudaFuncSetAttribute(FlashBackwardKvKernel<HS>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
@@ -498,10 +493,9 @@ cudaError_t Backward(float* dqkv, const float* dout, const float* qkv, const flo
   if (rc != cudaSuccess) return rc;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   const float* lse = saved;
-  const float* o = saved + static_cast<size_t>(B) * NH * T;
   const size_t rows = static_cast<size_t>(B) * NH * T;
   FlashDeltaKernel<<<BlocksFor(rows * kWarpSize, kThreads), kThreads, 0, stream>>>(
-      delta, dout, o, B, T, C, NH);
+      delta, dout, out, B, T, C, NH);
   const dim3 grid(B * NH, (T + kTile - 1) / kTile);
   FlashBackwardKvKernel<HS>
       <<<grid, kBlockThreads, shared, stream>>>(dqkv, dout, qkv, lse, delta, T, C, NH, scale, d);
@@ -523,9 +517,7 @@ size_t FlashAttentionSharedBytes(int hs) {
   return 0;
 }
 
-size_t FlashAttentionSavedFloats(int B, int T, int C, int NH) {
-  return static_cast<size_t>(B) * NH * T + static_cast<size_t>(B) * T * C;
-}
+size_t FlashAttentionSavedFloats(int B, int T, int NH) { return static_cast<size_t>(B) * NH * T; }
 
 cudaError_t FlashAttentionForward(float* out, float* saved, const float* qkv, int B, int T, int C,
                                   int NH, const SiteDropout& d, cudaStream_t stream) {
@@ -539,13 +531,14 @@ cudaError_t FlashAttentionForward(float* out, float* saved, const float* qkv, in
 }
 
 cudaError_t FlashAttentionBackward(float* dqkv, const float* dout, const float* qkv,
-                                   const float* saved, float* delta, int B, int T, int C, int NH,
-                                   const SiteDropout& d, cudaStream_t stream) {
+                                   const float* out, const float* saved, float* delta, int B,
+                                   int T, int C, int NH, const SiteDropout& d,
+                                   cudaStream_t stream) {
   if (static_cast<size_t>(B) * T == 0) return cudaGetLastError();
   switch (C / NH) {
-    case 16: return Backward<16>(dqkv, dout, qkv, saved, delta, B, T, C, NH, d, stream);
-    case 32: return Backward<32>(dqkv, dout, qkv, saved, delta, B, T, C, NH, d, stream);
-    case 64: return Backward<64>(dqkv, dout, qkv, saved, delta, B, T, C, NH, d, stream);
+    case 16: return Backward<16>(dqkv, dout, qkv, out, saved, delta, B, T, C, NH, d, stream);
+    case 32: return Backward<32>(dqkv, dout, qkv, out, saved, delta, B, T, C, NH, d, stream);
+    case 64: return Backward<64>(dqkv, dout, qkv, out, saved, delta, B, T, C, NH, d, stream);
   }
   return cudaErrorInvalidValue;
 }

@@ -143,17 +143,17 @@ bool FlashAttentionSupports(int hs);  // 16, 32 or 64
 // sm_89 allow a block, so those keep the materialised kernels.
 size_t FlashAttentionSharedBytes(int hs);
 // Floats of `saved` that FlashAttentionForward fills for backward: the
-// log-sum-exp of each (b, h, t) row, then a copy of out (B,T,C).
-size_t FlashAttentionSavedFloats(int B, int T, int C, int NH);
+// log-sum-exp of each (b, h, t) row.
+size_t FlashAttentionSavedFloats(int B, int T, int NH);
 // out (B,T,C) = causal softmax(q k^T / sqrt(hs)) with dropout, times v, per
 // head, from qkv (B,T,3C); saved as above.
 cudaError_t FlashAttentionForward(float* out, float* saved, const float* qkv, int B, int T, int C,
                                   int NH, const SiteDropout& d, cudaStream_t stream);
-// dqkv (B,T,3C) overwritten from dout (B,T,C), qkv and what forward saved;
-// delta is scratch of B*NH*T floats.
+// dqkv (B,T,3C) overwritten from dout (B,T,C), qkv, forward's out and what
+// it saved; delta is scratch of B*NH*T floats.
 cudaError_t FlashAttentionBackward(float* dqkv, const float* dout, const float* qkv,
-                                   const float* saved, float* delta, int B, int T, int C, int NH,
-                                   const SiteDropout& d, cudaStream_t stream);
+                                   const float* out, const float* saved, float* delta, int B, int T,
+                                   int C, int NH, const SiteDropout& d, cudaStream_t stream);
 
 }  // namespace dropk::cuda
 

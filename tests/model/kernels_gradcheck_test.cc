@@ -114,7 +114,8 @@ TEST_P(AttentionGradTest, Attention) {
   };
   loss();
   Vec dqkv(B * T * 3 * C, 0.0f);
-  k_->AttentionBackward(dqkv.data(), r.data(), qkv.data(), probs.data(), B, T, C, NH, 1, &plan);
+  k_->AttentionBackward(dqkv.data(), r.data(), qkv.data(), out.data(), probs.data(), B, T, C, NH, 1,
+                        &plan);
   ExpectGradientMatches("dqkv", qkv, dqkv, loss, 1e-3f);
 }
 

@@ -108,12 +108,12 @@ class FailingKernels final : public Kernels {
   size_t AttentionSavedFloats(int B, int T, int C, int NH) const override {
     return inner_->AttentionSavedFloats(B, T, C, NH) + attention_pad_;
   }
-  void AttentionBackward(float* dqkv, const float* dout, const float* qkv, const float* probs,
-                         int B, int T, int C, int NH, int layer,
+  void AttentionBackward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                         const float* probs, int B, int T, int C, int NH, int layer,
                          const DropoutPlan* dropout) override {
     Tick("AttentionBackward");
     backward_probs_.push_back(probs);
-    inner_->AttentionBackward(dqkv, dout, qkv, probs, B, T, C, NH, layer, dropout);
+    inner_->AttentionBackward(dqkv, dout, qkv, out, probs, B, T, C, NH, layer, dropout);
   }
   void GeluForward(float* out, const float* inp, size_t n) override {
     Tick("GeluForward");

@@ -121,9 +121,10 @@ class Kernels {
     (void)C;
     return static_cast<size_t>(B) * NH * T * T;
   }
-  // dqkv (B,T,3C) overwritten from dout (B,T,C) and the probs that
-  // AttentionForward left, with the same dropout mask.
-  virtual void AttentionBackward(float* dqkv, const float* dout, const float* qkv,
+  // dqkv (B,T,3C) overwritten from dout (B,T,C), and from what
+  // AttentionForward left: its out (B,T,C), unchanged since, and probs, with
+  // the same dropout mask.
+  virtual void AttentionBackward(float* dqkv, const float* dout, const float* qkv, const float* out,
                                  const float* probs, int B, int T, int C, int NH, int layer,
                                  const DropoutPlan* dropout) = 0;
 

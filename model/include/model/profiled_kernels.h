@@ -106,8 +106,8 @@ class ProfiledKernels final : public Kernels {
   size_t AttentionSavedFloats(int B, int T, int C, int NH) const override {
     return inner_->AttentionSavedFloats(B, T, C, NH);
   }
-  void AttentionBackward(float* dqkv, const float* dout, const float* qkv, const float* probs,
-                         int B, int T, int C, int NH, int layer,
+  void AttentionBackward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                         const float* probs, int B, int T, int C, int NH, int layer,
                          const DropoutPlan* dropout) override;
   void GeluForward(float* out, const float* inp, size_t n) override;
   void GeluBackward(float* dinp, const float* inp, const float* dout, size_t n) override;
