@@ -33,7 +33,8 @@
 #   - GPT-2 124M training tokens/s and MFU at fp32/tf32/bf16, dropout 0 and
 #     0.1, against PyTorch eager and torch.compile on the same GPU in the same run,
 #     and where a bf16 step with dropout 0.1 goes, op by op
-# Exit status: 0 when every check passed, 1 otherwise, 2 without a GPU.
+# Exit status: 0 when every check passed, 1 otherwise, 2 without a GPU or
+# with a budget setting that is not a whole number of seconds.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root" || exit 1
@@ -58,6 +59,14 @@ budget=${DROPK_GPU_CHECK_BUDGET_S:-570}
 # first run on a new machine can set it low, so that one hanging step leaves
 # time for the others.
 step_cap=${DROPK_GPU_CHECK_STEP_CAP_S:-0}
+for setting in "DROPK_GPU_CHECK_BUDGET_S=$budget" "DROPK_GPU_CHECK_STEP_CAP_S=$step_cap"; do
+  case "${setting#*=}" in
+    '' | *[!0-9]*)
+      echo "gpu_check: ${setting%%=*}=${setting#*=}: must be a whole number of seconds (0: no limit)"
+      exit 2
+      ;;
+  esac
+done
 # Seconds of the budget left for a step (15 s are kept for the summary).
 budget_left() {
   if [ "$budget" -le 0 ]; then echo 1000000; else echo $((budget - $(elapsed) - 15)); fi
