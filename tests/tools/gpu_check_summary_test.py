@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""tools/gpu_check_summary.py on canned logs, without a GPU.
+
+The logs of the first H200 run (tests/data/gpu_check_h200) give the rows that
+run had; added logs stand for the steps written since (flash attention, the
+compute-sanitizer steps) and for the ways a step goes wrong: a crash inside a
+test, a sanitizer error, a step the budget cut. A GPU lease is short and
+rare: a summary that misreads a log wastes one.
+
+Usage: gpu_check_summary_test.py SOURCE_DIR
+"""
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+SOURCE = pathlib.Path(sys.argv[1])
+SUMMARY = SOURCE / "tools" / "gpu_check_summary.py"
+FIXTURE = SOURCE / "tests" / "data" / "gpu_check_h200"
+failures = []
+
+
+def run(out_dir):
+    """(exit status, {check: (result, detail)}, whole output) of the summary."""
+    p = subprocess.run([sys.executable, str(SUMMARY), str(out_dir), "PASS", "2", "170",
+                        "NVIDIA H200, 9.0", "prebuilt test"],
+                       capture_output=True, text=True, timeout=60)
+    rows = {}
+    for line in p.stdout.splitlines():
+        m = re.match(r"\| (.+?) +\| (PASS|FAIL|SKIP|-) +\| ?(.*)$", line)
+        if m:
+            rows[m.group(1)] = (m.group(2), m.group(3))
+    return p.returncode, rows, p.stdout + p.stderr
+
+
+def expect(what, condition, output=""):
+    if not condition:
+        failures.append(what + ("\n" + output if output else ""))
+
+
+def result_of(rows, prefix):
+    """The one row named prefix, or else the one row whose name starts with it."""
+    if prefix in rows:
+        return rows[prefix]
+    hits = [r for check, r in rows.items() if check.startswith(prefix)]
+    return hits[0] if len(hits) == 1 else (None, f"{len(hits)} rows start with {prefix!r}")
+
+
+def write(path, text):
+    path.write_text(text)
+
+
+FLASH_TESTS_PASSED = """[==========] Running 2 tests from 1 test suite.
+[ RUN      ] Flash/CudaKernelsFlashTest.AttentionMatchesTheCpuAtEveryHeadSize/tf32_flash
+[       OK ] Flash/CudaKernelsFlashTest.AttentionMatchesTheCpuAtEveryHeadSize/tf32_flash (40 ms)
+[ RUN      ] Flash/CudaKernelsFlashTest.AttentionIsReproducible/bf16_flash
+[       OK ] Flash/CudaKernelsFlashTest.AttentionIsReproducible/bf16_flash (3 ms)
+[  PASSED  ] 2 tests.
+"""
+
+
+def added_steps(out):
+    """Logs of the steps written after the H200 run, each passing."""
+    write(out / "flash_tests.log", FLASH_TESTS_PASSED)
+    write(out / "track_flash.log",
+          "track tf32_flash 200 steps, dropout 0.1: max |gpu - cpu| loss 0.0004 (bound 0.05) PASS\n"
+          "track bf16_flash 200 steps, dropout 0.1: max |gpu - cpu| loss 0.0006 (bound 0.10) PASS\n")
+    write(out / "bench_flash.log",
+          "dropk bf16_flash dropout 0.0 | GPT-2 124M B=16 T=1024 | step    70.0 ms (median of 10) |"
+          "    234057 tokens/s |  201.4 TFLOP/s | MFU  20.4% | loss 8.949\n"
+          "dropk bf16_flash dropout 0.1 | GPT-2 124M B=16 T=1024 | step    72.0 ms (median of 10) |"
+          "    227555 tokens/s |  195.8 TFLOP/s | MFU  19.8% | loss 7.977\n"
+          "profile bf16_flash dropout 0.1 (10 steps, a device wait after each op):\n"
+          "op                          ms/step calls/step  % step\n"
+          "AttentionBackward             9.000       12.0   12.0%\n"
+          "step                         75.000             100.0%\n")
+    write(out / "sanitizer_memcheck.log",
+          "========= COMPUTE-SANITIZER\n========= ERROR SUMMARY: 0 errors\nsanitizer exit 0\n")
+    write(out / "sanitizer_racecheck.log",
+          "========= COMPUTE-SANITIZER\n"
+          "========= RACECHECK SUMMARY: 0 hazards displayed (0 errors, 0 warnings)\n"
+          "sanitizer exit 0\n")
+
+
+with tempfile.TemporaryDirectory() as tmp:
+    # The H200 run as it was: its rows pass; the steps it did not have fail
+    # as "did not run", so the run as a whole fails.
+    out = pathlib.Path(tmp) / "h200"
+    shutil.copytree(FIXTURE, out)
+    status, rows, text = run(out)
+    expect("the b35e29d run fails for its missing flash steps", status == 1, text)
+    for check in ("kernels vs CPU, fp32", "kernels vs CPU, tf32", "kernels vs CPU, bf16",
+                  "dropout masks bitwise", "PyTorch golden fixture on the GPU",
+                  "bitwise exact resume", "GPU serving: logits", "GPU serving: batch invariance",
+                  "MPI staging CUDA buffers", "NCCL allreduce",
+                  "200 steps track CPU losses, fp32", "200 steps track CPU losses, bf16"):
+        expect(f"{check}: PASS", result_of(rows, check)[0] == "PASS", text)
+    expect("flash tests: did not run",
+           result_of(rows, "flash attention kernels") == ("FAIL", "did not run"), text)
+    expect("flash tracking: did not finish",
+           result_of(rows, "200 steps track CPU losses, tf32_flash")[0] == "FAIL", text)
+    expect("sanitizer rows: did not run",
+           result_of(rows, "compute-sanitizer memcheck") == ("-", "did not run"), text)
+    expect("throughput table", "| dropk bf16 | 0.1 | 132,408 | 11.5% |" in text, text)
+    expect("the serving table", "single-stream decode (engine on the GPU, no HTTP): 634.9" in text,
+           text)
+
+    # With the steps written since, all passing: every row passes.
+    added_steps(out)
+    status, rows, text = run(out)
+    bad = {c: r for c, r in rows.items() if r[0] != "PASS"}
+    expect(f"every row passes (not: {bad})", status == 0 and not bad, text)
+    expect("racecheck's own summary is read",
+           "RACECHECK SUMMARY: 0 hazards" in result_of(rows, "compute-sanitizer racecheck")[1],
+           text)
+    expect("the flash throughput and its goal lines",
+           "| dropk bf16_flash | 0.1 | 227,555 | 19.8% |" in text and
+           "dropk bf16_flash dropout cost (0.1 vs 0): 2.8% (goal <= 5%)" in text, text)
+    expect("the flash profile", "profile bf16_flash dropout 0.1" in text and
+           "AttentionBackward             9.000" in text, text)
+
+    # A flash test that died inside (an illegal address ends the process):
+    # that test fails, named.
+    write(out / "flash_tests.log",
+          FLASH_TESTS_PASSED.split("[  PASSED")[0].rsplit("[       OK ]", 1)[0] +
+          "gpu_check: flash_tests: exit 134 inside a test; running the rest again\n")
+    status, rows, text = run(out)
+    r = result_of(rows, "flash attention kernels")
+    expect("a crash inside a test fails it, named",
+           status == 1 and r[0] == "FAIL" and "AttentionIsReproducible" in r[1], text)
+
+    # racecheck finding a hazard (exit 3), memcheck cut by the budget.
+    write(out / "flash_tests.log", FLASH_TESTS_PASSED)
+    write(out / "sanitizer_racecheck.log",
+          "========= RACECHECK SUMMARY: 1 hazard displayed (1 error, 0 warnings)\n"
+          "sanitizer exit 3\n")
+    write(out / "sanitizer_memcheck.log",
+          "gpu_check: not run, the 570 s budget is spent (DROPK_GPU_CHECK_BUDGET_S): x\n"
+          "sanitizer exit 124\n")
+    status, rows, text = run(out)
+    expect("a racecheck hazard fails its row",
+           status == 1 and result_of(rows, "compute-sanitizer racecheck")[0] == "FAIL", text)
+    expect("a step the budget cut did not run",
+           result_of(rows, "compute-sanitizer memcheck") == ("-", "did not run (budget spent)"),
+           text)
+
+    # No compute-sanitizer on the machine: SKIP, saying so.
+    write(out / "sanitizer_racecheck.log",
+          "gpu_check: not run: no compute-sanitizer on this machine\n")
+    status, rows, text = run(out)
+    expect("a missing tool is a SKIP that names it",
+           result_of(rows, "compute-sanitizer racecheck") ==
+           ("SKIP", "no compute-sanitizer on this machine"), text)
+
+for f in failures:
+    print("FAIL:", f[:3000])
+print(f"gpu_check_summary: {'FAILED' if failures else 'passed'}")
+sys.exit(1 if failures else 0)
