@@ -161,7 +161,7 @@ class CudaKernels final : public Kernels {
                         int layer, const DropoutPlan* dropout) override;
   size_t AttentionSavedFloats(int B, int T, int C, int NH) const override {
     return UsesFlashAttention(C / NH) ? cuda::FlashAttentionSavedFloats(B, T, NH)
-                                      : static_cast<size_t>(B) * NH * T * T;
+                                      : Kernels::AttentionSavedFloats(B, T, C, NH);
   }
   void AttentionBackward(float* dqkv, const float* dout, const float* qkv, const float* out,
                          const float* probs, int B, int T, int C, int NH, int layer,
