@@ -143,23 +143,28 @@ void DropoutScales(uint64_t seed, uint32_t stream, uint32_t site, uint32_t step,
   const float keep_scale = DropoutKeepScale(p);
   const uint64_t first_block = e0 >> 2, end = e0 + static_cast<uint64_t>(n);
 #ifdef DROPK_PHILOX_AVX512
-  // Batches of 32 blocks (128 elements); whole batches are written with
-  // masked moves, the partial ones at either end element by element.
+  // Batches of 32 blocks (128 elements), stored 16 at a time: a group of 16
+  // that starts inside the run is one store, masked where the run ends; only
+  // the group holding e0, when e0 is not its first element, goes element by
+  // element (writing the whole group would write before `scale`).
   const __m512 kept = _mm512_set1_ps(keep_scale);
   for (uint64_t block0 = first_block; block0 * 4 < end; block0 += 32) {
     uint64_t keep[2];
     PhiloxKeepMasks(seed, block0, stream, site, step, threshold, keep);
-    const uint64_t lo = std::max(e0, block0 * 4), hi = std::min(end, (block0 + 32) * 4);
-    float* out = scale + (lo - e0);
-    if (lo == block0 * 4 && hi == lo + 128) {
-      for (int q = 0; q < 8; ++q) {
-        const __mmask16 mask = static_cast<__mmask16>(keep[q / 4] >> (16 * (q % 4)));
-        _mm512_storeu_ps(out + 16 * q, _mm512_maskz_mov_ps(mask, kept));
-      }
-    } else {
-      for (uint64_t e = lo; e < hi; ++e) {
-        const uint64_t bit = e - block0 * 4;
-        out[e - lo] = (keep[bit / 64] >> (bit % 64)) & 1 ? keep_scale : 0.0f;
+    const uint64_t base = block0 * 4;  // the element of keep's bit 0
+    const uint64_t lo = std::max(e0, base), hi = std::min(end, base + 128);
+    for (int q = 0; q < 8; ++q) {
+      const uint64_t g0 = base + 16 * q, g1 = std::min(hi, g0 + 16);
+      if (g1 <= lo || g0 >= hi) continue;
+      if (g0 >= lo) {
+        const __mmask16 keep16 = static_cast<__mmask16>(keep[q / 4] >> (16 * (q % 4)));
+        const __mmask16 in_run = static_cast<__mmask16>((1u << (g1 - g0)) - 1u);
+        _mm512_mask_storeu_ps(scale + (g0 - e0), in_run, _mm512_maskz_mov_ps(keep16, kept));
+      } else {
+        for (uint64_t e = lo; e < g1; ++e) {
+          const uint64_t bit = e - base;
+          scale[e - e0] = (keep[bit / 64] >> (bit % 64)) & 1 ? keep_scale : 0.0f;
+        }
       }
     }
   }

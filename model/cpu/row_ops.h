@@ -31,6 +31,23 @@ inline float FixedOrderSum(int n, Term term) {
   return sum;
 }
 
+// The largest of x[0..n), n >= 1, in kSumLanes running maxima, so the loop
+// vectorises where a single running maximum waits on each compare in turn.
+// A maximum does not depend on order, so this is exactly std::max over the
+// row (for rows without NaN).
+inline float RowMax(const float* x, int n) {
+  float lanes[kSumLanes];
+  for (int j = 0; j < kSumLanes; ++j) lanes[j] = x[0];
+  int i = 0;
+  for (; i + kSumLanes <= n; i += kSumLanes) {
+    for (int j = 0; j < kSumLanes; ++j) lanes[j] = lanes[j] < x[i + j] ? x[i + j] : lanes[j];
+  }
+  for (int j = 0; i < n; ++i, ++j) lanes[j] = lanes[j] < x[i] ? x[i] : lanes[j];
+  float m = lanes[0];
+  for (int j = 1; j < kSumLanes; ++j) m = m < lanes[j] ? lanes[j] : m;
+  return m;
+}
+
 // out (C) = LayerNorm(x (C)) * w + b; returns mean and 1/std through the
 // pointers when they are not null.
 inline void LayerNormRow(float* out, const float* x, const float* w, const float* b, int C,

@@ -85,15 +85,25 @@ TEST(DropoutTest, ScalesAgreeWithTheDefinitionAtEveryOffsetAndLength) {
   // both inside a batch, runs shorter than one block, and runs across the
   // wrap of the 32-bit block counter (element 2^34) all keep each element's
   // own decision.
+  // Every start within a group of 16 elements (the vector stores' width),
+  // and nothing is written outside the run: guards on both sides stay.
   const float p = 0.3f;
   const uint64_t threshold = DropoutKeepThreshold(p);
+  constexpr int kGuard = 32;
+  constexpr float kUntouched = -7.0f;
   for (uint64_t base : {uint64_t{0}, (uint64_t{1} << 34) - 150}) {
-    for (uint64_t start = base; start < base + 9; ++start) {
-      for (int64_t n : {0, 1, 2, 3, 5, 63, 64, 65, 127, 128, 129, 300}) {
-        const std::vector<float> s = Scales(13, 4, 6, 8, start, n, p);
+    for (uint64_t start = base; start < base + 17; ++start) {
+      for (int64_t n : {0, 1, 2, 3, 5, 15, 16, 17, 63, 64, 65, 127, 128, 129, 300}) {
+        std::vector<float> guarded(n + 2 * kGuard, kUntouched);
+        DropoutScales(13, 4, 6, 8, start, n, p, guarded.data() + kGuard);
         for (int64_t i = 0; i < n; ++i) {
-          ASSERT_EQ(s[i] != 0.0f, DropoutKeep(13, 4, 6, 8, start + i, threshold))
+          ASSERT_EQ(guarded[kGuard + i] != 0.0f, DropoutKeep(13, 4, 6, 8, start + i, threshold))
               << "start " << start << " n " << n << " i " << i;
+        }
+        for (int g = 0; g < kGuard; ++g) {
+          ASSERT_EQ(guarded[g], kUntouched) << "before the run: start " << start << " n " << n;
+          ASSERT_EQ(guarded[kGuard + n + g], kUntouched)
+              << "after the run: start " << start << " n " << n;
         }
       }
     }

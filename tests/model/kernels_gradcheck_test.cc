@@ -167,6 +167,46 @@ TEST_F(KernelGradTest, AttentionIsCausal) {
   for (int i = 0; i < (T - 1) * C; ++i) EXPECT_EQ(out[i], out2[i]) << i;
 }
 
+TEST_F(KernelGradTest, AttentionMatchesADoubleSoftmaxAtScoresThatOverflowWithoutTheMax) {
+  // Scores of several hundred: exp overflows unless each row's true maximum
+  // is subtracted first, so a row maximum that missed an entry (the kernel
+  // takes it 16 lanes at a time; T = 53 leaves tails) gives inf or zeros.
+  const int B = 2, T = 53, C = 8, NH = 2, hs = C / NH;
+  Vec qkv = Random(B * T * 3 * C, 17, 12.0f), out(B * T * C), probs(B * NH * T * T);
+  k_->AttentionForward(out.data(), probs.data(), qkv.data(), B, T, C, NH, 0, nullptr);
+  double largest_score = 0.0;
+  for (int b = 0; b < B; ++b) {
+    for (int h = 0; h < NH; ++h) {
+      for (int t = 0; t < T; ++t) {
+        const float* q = qkv.data() + (static_cast<size_t>(b) * T + t) * 3 * C + h * hs;
+        std::vector<double> score(t + 1);
+        double maxv = -INFINITY;
+        for (int j = 0; j <= t; ++j) {
+          const float* k = qkv.data() + (static_cast<size_t>(b) * T + j) * 3 * C + C + h * hs;
+          double s = 0.0;
+          for (int d = 0; d < hs; ++d) s += static_cast<double>(q[d]) * k[d];
+          score[j] = s / std::sqrt(static_cast<double>(hs));
+          maxv = std::max(maxv, score[j]);
+          largest_score = std::max(largest_score, std::abs(score[j]));
+        }
+        double sum = 0.0;
+        for (double& s : score) sum += (s = std::exp(s - maxv));
+        for (int d = 0; d < hs; ++d) {
+          double o = 0.0;
+          for (int j = 0; j <= t; ++j) {
+            o +=
+                score[j] / sum * qkv[(static_cast<size_t>(b) * T + j) * 3 * C + 2 * C + h * hs + d];
+          }
+          ASSERT_NEAR(out[(static_cast<size_t>(b) * T + t) * C + h * hs + d], o,
+                      1e-3 * (1.0 + std::abs(o)))
+              << "b " << b << " h " << h << " t " << t << " d " << d;
+        }
+      }
+    }
+  }
+  EXPECT_GT(largest_score, 200.0) << "the scores must be large enough to overflow exp";
+}
+
 TEST_F(KernelGradTest, Gelu) {
   const size_t n = 40;
   Vec x = Random(n, 1, 2.0f), r = Random(n, 2), out(n);

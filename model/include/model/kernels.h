@@ -111,7 +111,9 @@ class Kernels {
   // Leaves in probs (AttentionSavedFloats floats) what AttentionBackward
   // needs. By default that is the probabilities before dropout, (B,NH,T,T);
   // a device may mark in it which entries dropout dropped by setting their
-  // sign bit (the CPU does; |probs| is the softmax). A device that keeps no
+  // sign bit (the CPU does; |probs| is the softmax). Entries above the
+  // diagonal may be left as they were (the CPU writes only up to the end of
+  // each row's query block). A device that keeps no
   // T x T probabilities (CUDA's flash attention) keeps less, in its own form.
   virtual void AttentionForward(float* out, float* probs, const float* qkv, int B, int T, int C,
                                 int NH, int layer, const DropoutPlan* dropout) = 0;
