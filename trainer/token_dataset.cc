@@ -1,28 +1,42 @@
 #include "trainer/token_dataset.h"
 
 #include <algorithm>
+#include <charconv>
 #include <filesystem>
+#include <optional>
+#include <string_view>
 #include <system_error>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
 namespace dropk {
 
-bool IsShardName(const std::string& name, const std::string& split) {
-  const std::string example = ShardFileName(split, 0);
-  if (name.size() != example.size() || !name.starts_with(split + "-") || !name.ends_with(".bin")) {
-    return false;
-  }
-  for (size_t i = split.size() + 1; i < name.size() - 4; ++i) {
-    if (name[i] < '0' || name[i] > '9') return false;
-  }
-  return true;
-}
-
 std::string ShardFileName(const std::string& split, int index) {
   return absl::StrFormat("%s-%05d.bin", split, index);
+}
+
+std::optional<int> ShardIndex(const std::string& name, const std::string& split) {
+  const std::string prefix = split + "-";
+  constexpr std::string_view kSuffix = ".bin";
+  if (!name.starts_with(prefix) || !name.ends_with(kSuffix)) return std::nullopt;
+  const std::string_view digits =
+      std::string_view(name).substr(prefix.size(), name.size() - prefix.size() - kSuffix.size());
+  if (digits.size() < 5 || !std::all_of(digits.begin(), digits.end(), absl::ascii_isdigit)) {
+    return std::nullopt;
+  }
+  int index = 0;
+  const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), index);
+  if (error != std::errc() || end != digits.data() + digits.size()) return std::nullopt;  // > INT_MAX
+  // Only the name ShardFileName writes: "train-000001.bin" is not shard 1.
+  if (ShardFileName(split, index) != name) return std::nullopt;
+  return index;
+}
+
+bool IsShardName(const std::string& name, const std::string& split) {
+  return ShardIndex(name, split).has_value();
 }
 
 absl::StatusOr<TokenDataset> TokenDataset::Open(const std::string& dir, const std::string& split) {
@@ -46,9 +60,15 @@ absl::StatusOr<TokenDataset> TokenDataset::Open(const std::string& dir, const st
       paths.push_back(path.string());
     }
     // A shard numbered past the first gap would be silently left out.
+    // The range-for's increment throws on an error; increment(ec) does not.
     size_t shard_files = 0;
-    for (const auto& entry : fs::directory_iterator(dir, ec)) {
-      shard_files += IsShardName(entry.path().filename().string(), split);
+    for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator();
+         it.increment(ec)) {
+      shard_files += IsShardName(it->path().filename().string(), split);
+    }
+    if (ec) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot list data directory '", dir, "': ", ec.message()));
     }
     if (shard_files != paths.size()) {
       return absl::FailedPreconditionError(

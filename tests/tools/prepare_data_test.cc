@@ -239,6 +239,28 @@ TEST_F(PrepareDataTest, LargeSplitsBecomeShardsAndOldFilesGo) {
   EXPECT_EQ(AllTokens(options.out_dir, "train"), train);
 }
 
+// Shards from index 100000 on have six digits; the cleanup took only
+// five-digit names for shards and left them, to be read with the new data.
+TEST_F(PrepareDataTest, StaleShardsPastIndex99999AreRemovedToo) {
+  PrepareOptions options;
+  options.kind = Tokenizer::BYTE;
+  options.inputs = {kShakespeare};
+  options.out_dir = Path("bytes");
+  std::filesystem::create_directories(options.out_dir);
+  const std::vector<int32_t> tokens = {1, 2, 3};
+  for (const std::string& name : {ShardFileName("train", 99999), ShardFileName("train", 100000),
+                                  ShardFileName("val", 123456)}) {
+    ASSERT_TRUE(WriteTokenFile(options.out_dir + "/" + name, tokens, 256).ok()) << name;
+  }
+  std::ofstream(options.out_dir + "/train-000001.bin") << "not a name dropk writes\n";
+  ASSERT_TRUE(PrepareData(options).ok());
+  EXPECT_TRUE(std::filesystem::exists(options.out_dir + "/train.bin"));
+  EXPECT_FALSE(std::filesystem::exists(options.out_dir + "/train-99999.bin"));
+  EXPECT_FALSE(std::filesystem::exists(options.out_dir + "/train-100000.bin"));
+  EXPECT_FALSE(std::filesystem::exists(options.out_dir + "/val-123456.bin"));
+  EXPECT_TRUE(std::filesystem::exists(options.out_dir + "/train-000001.bin"));
+}
+
 TEST_F(PrepareDataTest, DirectoriesAndSeveralFilesAreReadInOrder) {
   std::filesystem::create_directories(Path("corpus/sub"));
   std::ofstream(Path("corpus/b.txt")) << "second file\n";

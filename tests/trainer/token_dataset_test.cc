@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -93,6 +94,35 @@ TEST_F(TokenDatasetTest, ErrorsNameTheDirectoryOrFile) {
   const absl::Status none = TokenDataset::Open(shards, "val").status();
   EXPECT_TRUE(absl::IsNotFound(none)) << none;
   EXPECT_THAT(std::string(none.message()), HasSubstr("val.bin"));
+}
+
+// Shard 100000 is written with six digits; the reader took only five-digit
+// names as shards, so it counted 100000 shards in a complete set of 100001
+// and called train-100001.bin missing.
+TEST(ShardNameTest, NamesPastShard99999AreShardsToo) {
+  EXPECT_EQ(ShardFileName("train", 0), "train-00000.bin");
+  EXPECT_EQ(ShardFileName("train", 99999), "train-99999.bin");
+  EXPECT_EQ(ShardFileName("train", 100000), "train-100000.bin");
+  for (int index : {0, 7, 99999, 100000, 123456, 2147483647}) {
+    EXPECT_EQ(ShardIndex(ShardFileName("val", index), "val"), index) << index;
+    EXPECT_TRUE(IsShardName(ShardFileName("train", index), "train")) << index;
+  }
+  for (const char* name : {"train-0001.bin", "train-000001.bin", "train-099999.bin",
+                           "train-2147483648.bin", "train-1234a.bin", "train-00001.bi",
+                           "train.bin", "val-00001.bin", "train-+0001.bin", "train- 0001.bin"}) {
+    EXPECT_FALSE(IsShardName(name, "train")) << name;
+    EXPECT_EQ(ShardIndex(name, "train"), std::nullopt) << name;
+  }
+}
+
+// A shard numbered 100000 past a gap was not counted, so the set opened
+// without it, silently.
+TEST_F(TokenDatasetTest, AShardNumberedPast99999IsNotLeftOutSilently) {
+  const std::string shards = (dir_ / "shards").string();
+  ASSERT_TRUE(WriteTokenFile(Shard("train", 100000), tokens_, 1000).ok());
+  const absl::Status status = TokenDataset::Open(shards, "train").status();
+  EXPECT_FALSE(status.ok());
+  EXPECT_THAT(std::string(status.message()), HasSubstr("has 5 train shards but train-00004.bin"));
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,9 +16,14 @@
 
 namespace dropk {
 
-// The name of shard `index` of `split` ("train-00003.bin").
+// The name of shard `index` (>= 0) of `split`: the index in at least five
+// digits ("train-00003.bin", "train-99999.bin", "train-100000.bin").
 std::string ShardFileName(const std::string& split, int index);
-// Whether `name` is a shard name of `split` (split-NNNNN.bin).
+// The index of shard name `name` of `split`: the inverse of ShardFileName,
+// so nullopt for any name it does not write ("train-0001.bin",
+// "train-000001.bin", "val-00001.bin" for split "train").
+std::optional<int> ShardIndex(const std::string& name, const std::string& split);
+// Whether `name` is a shard name of `split` (ShardIndex has a value).
 bool IsShardName(const std::string& name, const std::string& split);
 
 // Memory-mapped token files read as one sequence. Movable, not copyable;
