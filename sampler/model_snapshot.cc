@@ -2,10 +2,12 @@
 
 #include <cmath>
 #include <filesystem>
+#include <system_error>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
+#include "base/path_status.h"
 #include "checkpoint/format.h"
 #include "checkpoint/reader.h"
 
@@ -66,24 +68,27 @@ absl::StatusOr<std::string> FindServableCheckpoint(const std::string& checkpoint
         "the checkpoints directory is empty; name a run's checkpoints directory (run/checkpoints)");
   }
   absl::StatusOr<std::string> found = FindLatestValidCheckpoint(checkpoints_dir, skipped);
+  if (found.ok()) return found;
   // An operator who names one checkpoint (run/checkpoints/step-N) instead
   // of the run's directory of them read only "no valid checkpoint in it".
   std::filesystem::path dir = std::filesystem::path(checkpoints_dir).lexically_normal();
   if (!dir.has_filename()) dir = dir.parent_path();  // "run/checkpoints/step-N/"
+  // A path that is not there, or a run directory (the trainer's out_dir)
+  // given for its checkpoints directory, read only "no valid checkpoint in".
+  // A symlink loop or a directory that may not be searched read "does not
+  // exist": the OS's reason is said instead.
+  absl::StatusOr<bool> exists = PathExists(dir, checkpoints_dir);
+  if (!exists.ok()) return exists.status();
+  if (!*exists) return absl::NotFoundError(absl::StrCat(checkpoints_dir, ": does not exist"));
   std::error_code ec;
-  if (!found.ok() && std::filesystem::exists(dir / kManifestFileName, ec)) {
+  if (std::filesystem::exists(dir / kManifestFileName, ec)) {
     return absl::Status(found.status().code(),
                         absl::StrCat(found.status().message(), " (", checkpoints_dir,
                                      " is itself a checkpoint; give the run's checkpoints "
                                      "directory that holds it, ",
                                      dir.parent_path().string(), ")"));
   }
-  // A path that is not there, or a run directory (the trainer's out_dir)
-  // given for its checkpoints directory, read only "no valid checkpoint in".
-  if (!found.ok() && !std::filesystem::exists(dir, ec)) {
-    return absl::NotFoundError(absl::StrCat(checkpoints_dir, ": does not exist"));
-  }
-  if (!found.ok() && std::filesystem::is_directory(dir / "checkpoints", ec)) {
+  if (std::filesystem::is_directory(dir / "checkpoints", ec)) {
     return absl::Status(found.status().code(),
                         absl::StrCat(found.status().message(), " (", checkpoints_dir,
                                      " looks like a run directory; give its checkpoints "
@@ -91,6 +96,21 @@ absl::StatusOr<std::string> FindServableCheckpoint(const std::string& checkpoint
                                      (dir / "checkpoints").string(), ")"));
   }
   return found;
+}
+
+absl::StatusOr<std::string> ResolveCheckpointFlag(const std::string& path, const std::string& flag) {
+  const std::string what = absl::StrCat(flag, " ", path);
+  // The path itself first, so that an error names it rather than LATEST.
+  if (absl::Status s = PathStatus(path, what).status(); !s.ok()) return s;
+  const std::filesystem::path latest = std::filesystem::path(path) / kLatestFileName;
+  absl::StatusOr<bool> has_latest = PathExists(latest, absl::StrCat(what, ": ", latest.string()));
+  if (!has_latest.ok()) return has_latest.status();
+  const std::filesystem::path manifest = std::filesystem::path(path) / kManifestFileName;
+  absl::StatusOr<bool> has_manifest =
+      PathExists(manifest, absl::StrCat(what, ": ", manifest.string()));
+  if (!has_manifest.ok()) return has_manifest.status();
+  if (*has_manifest && !*has_latest) return path;
+  return FindServableCheckpoint(path, nullptr);
 }
 
 }  // namespace dropk

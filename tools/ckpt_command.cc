@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "base/path_status.h"
 #include "checkpoint/crc32c.h"
 #include "checkpoint/env.h"
 #include "checkpoint/format.h"
@@ -46,8 +47,12 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
         "the checkpoint path is empty; name a checkpoint (run/checkpoints/step-N), a checkpoints "
         "directory holding LATEST, or a run directory");
   }
+  // A symlink loop or a directory that may not be searched read "does not
+  // exist"; the OS's reason is said instead.
+  absl::StatusOr<fs::file_status> stat = PathStatus(path, absl::StrCat("checkpoint path ", path));
+  if (!stat.ok()) return stat.status();
+  const fs::file_status status = *stat;
   std::error_code ec;
-  const fs::file_status status = fs::status(path, ec);
   if (!fs::exists(status)) {
     return absl::NotFoundError(absl::StrCat("checkpoint path ", path, ": does not exist"));
   }
@@ -166,6 +171,12 @@ absl::Status CheckExportTarget(const std::string& out, const std::string& dir) {
         absl::StrCat("--out ", out, ": is a directory; name the file to write"));
   }
   const fs::path parent = fs::absolute(out, ec).parent_path();
+  // A parent the OS cannot look at (a symlink loop) is not "missing".
+  if (!ec) {
+    absl::StatusOr<fs::file_status> parent_status =
+        PathStatus(parent, absl::StrCat("--out ", out, ": directory ", parent.string()));
+    if (!parent_status.ok()) return parent_status.status();
+  }
   if (ec || !fs::is_directory(parent, ec)) {
     return absl::NotFoundError(
         absl::StrCat("--out ", out, ": directory ", parent.string(), " does not exist"));

@@ -178,15 +178,10 @@ absl::Status ErrorFromBody(int status, const std::string& body) {
 }
 
 absl::Status SampleOffline(const SampleFlags& f) {
-  std::string dir = f.checkpoint;
-  if (std::filesystem::exists(std::filesystem::path(dir) / "LATEST") ||
-      !std::filesystem::exists(std::filesystem::path(dir) / "manifest.pb")) {
-    // A run's checkpoints directory: serve what dropk-serve would.
-    absl::StatusOr<std::string> found = FindServableCheckpoint(dir, nullptr);
-    if (!found.ok()) return found.status();
-    dir = *found;
-  }
-  absl::StatusOr<std::shared_ptr<const ModelSnapshot>> snapshot = LoadCheckpointSnapshot(dir);
+  // A run's checkpoints directory gives what dropk-serve would serve.
+  absl::StatusOr<std::string> dir = ResolveCheckpointFlag(f.checkpoint, "--checkpoint");
+  if (!dir.ok()) return dir.status();
+  absl::StatusOr<std::shared_ptr<const ModelSnapshot>> snapshot = LoadCheckpointSnapshot(*dir);
   if (!snapshot.ok()) return snapshot.status();
   ServiceMetrics metrics;
   absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =

@@ -160,12 +160,10 @@ std::string TopKSummaryMarkdown(const std::vector<TopKStudyRow>& rows, int vocab
 
 absl::StatusOr<TopKStudyResult> RunTopKStudy(const TopKStudyOptions& options) {
   if (absl::Status s = CheckOptions(options); !s.ok()) return s;
-  std::string dir = options.checkpoint;
-  if (!fs::exists(fs::path(dir) / "manifest.pb")) {
-    absl::StatusOr<std::string> found = FindServableCheckpoint(dir, nullptr);
-    if (!found.ok()) return found.status();
-    dir = *found;
-  }
+  // The throwing exists() aborted on a symlink loop or a name too long.
+  absl::StatusOr<std::string> resolved = ResolveCheckpointFlag(options.checkpoint, "--checkpoint");
+  if (!resolved.ok()) return resolved.status();
+  const std::string& dir = *resolved;
   absl::StatusOr<std::shared_ptr<const ModelSnapshot>> snapshot = LoadCheckpointSnapshot(dir);
   if (!snapshot.ok()) return snapshot.status();
   const ModelSnapshot& model = **snapshot;

@@ -45,6 +45,13 @@ absl::StatusOr<std::shared_ptr<const ModelSnapshot>> LoadCheckpointSnapshot(
 absl::StatusOr<std::string> FindServableCheckpoint(const std::string& checkpoints_dir,
                                                    std::vector<std::string>* skipped);
 
+// The checkpoint a command's `flag` (--checkpoint) names with `path`: path
+// itself when it is one checkpoint (holds manifest.pb and no LATEST), else
+// FindServableCheckpoint(path). A path the OS cannot look at (a symlink
+// loop, a name too long, no permission) is an error naming the flag, the
+// path and the OS's reason (base/path_status.h); never throws.
+absl::StatusOr<std::string> ResolveCheckpointFlag(const std::string& path, const std::string& flag);
+
 }  // namespace dropk
 
 #endif  // DROPK_SAMPLER_MODEL_SNAPSHOT_H_

@@ -1,0 +1,60 @@
+// Asking the file system about a path the user named without the throwing
+// std::filesystem overloads: a symlink loop, a name too long or a directory
+// that may not be searched made `dropk sample --checkpoint loop` abort on an
+// uncaught filesystem_error, and the error_code overloads read such a path
+// as "does not exist". These say what the OS said, naming the path.
+#ifndef DROPK_BASE_PATH_STATUS_H_
+#define DROPK_BASE_PATH_STATUS_H_
+
+#include <cerrno>
+#include <filesystem>
+#include <string>
+#include <system_error>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+
+namespace dropk {
+
+// The status for the OS error `ec` met on a path: "<what>: <the OS's
+// reason>". `what` names the path, and the flag it came from when there is
+// one ("--checkpoint run/loop"). A path that cannot name a file (a symlink
+// loop, a name too long, a component that is not a directory, no search
+// permission) is the user's to fix: InvalidArgument (exit 2, base/exit_codes.h);
+// a missing path is NotFound (exit 2); anything else (EIO, ...) Unavailable.
+inline absl::Status PathError(const std::string& what, std::error_code ec) {
+  const std::string message = absl::StrCat(what, ": ", ec.message());
+  switch (ec.value()) {
+    case ENOENT: return absl::NotFoundError(message);
+    case ELOOP:
+    case ENAMETOOLONG:
+    case ENOTDIR:
+    case EACCES:
+    case EPERM: return absl::InvalidArgumentError(message);
+    default: return absl::UnavailableError(message);
+  }
+}
+
+// The status of `path`, following symlinks; a path that does not exist (or
+// under a regular file) gives file_type::not_found, not an error. Any other
+// failure is PathError(what, ...). Never throws.
+inline absl::StatusOr<std::filesystem::file_status> PathStatus(
+    const std::filesystem::path& path, const std::string& what) {
+  std::error_code ec;
+  std::filesystem::file_status status = std::filesystem::status(path, ec);
+  if (ec && status.type() != std::filesystem::file_type::not_found) return PathError(what, ec);
+  return status;
+}
+
+// Whether `path` exists (following symlinks); PathError(what, ...) when the
+// OS cannot tell (see PathStatus). Never throws.
+inline absl::StatusOr<bool> PathExists(const std::filesystem::path& path, const std::string& what) {
+  absl::StatusOr<std::filesystem::file_status> status = PathStatus(path, what);
+  if (!status.ok()) return status.status();
+  return std::filesystem::exists(*status);
+}
+
+}  // namespace dropk
+
+#endif  // DROPK_BASE_PATH_STATUS_H_
