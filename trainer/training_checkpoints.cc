@@ -3,13 +3,18 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <filesystem>
 #include <set>
+#include <system_error>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/text_format.h"
+#include "base/path_status.h"
+#include "checkpoint/format.h"
 
 namespace dropk {
 namespace {
@@ -25,6 +30,51 @@ extern "C" void OnStopSignal(int signo) {
     std::signal(signo, SIG_DFL);
     std::raise(signo);
   }
+}
+
+// What --resume=PATH names: one checkpoint, or a directory of them to try
+// newest first.
+struct ResumeTarget {
+  std::string root;     // the checkpoint, or the checkpoints directory
+  bool latest = false;  // root is a checkpoints directory
+};
+
+// Resolves --resume=PATH as `dropk ckpt` resolves its PATH: a checkpoint
+// (holds manifest.pb, or model.data: a damaged one, reported as corruption
+// when opened), a checkpoints directory (holds LATEST or step-*), or a run
+// directory (its checkpoints/). A missing path is NotFound and any other
+// path InvalidArgument (usage, exit 2), naming it. Before, both read as
+// corruption: "no checkpoint verifies: ... manifest.pb: stat: ..." (exit 1).
+absl::StatusOr<ResumeTarget> ResolveResumePath(const std::string& path, Env* fs) {
+  const std::string flag = absl::StrCat("--resume=", path);
+  const std::string kinds =
+      "name a checkpoint (CHECKPOINT_DIR/step-N), a checkpoints directory, a run directory (its "
+      "checkpoints/), or latest";
+  absl::StatusOr<std::filesystem::file_status> status = PathStatus(path, flag);
+  if (!status.ok()) return status.status();
+  if (!std::filesystem::exists(*status)) {
+    const bool meant_latest = absl::AsciiStrToLower(path) == "latest";
+    return absl::NotFoundError(absl::StrCat(
+        flag, ": does not exist; ",
+        meant_latest ? "--resume=latest (lower case) resumes from the newest checkpoint of "
+                       "checkpoint_dir"
+                     : kinds));
+  }
+  if (!std::filesystem::is_directory(*status)) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": not a directory; ", kinds));
+  }
+  const auto holds = [&](const std::string& name) { return fs->FileExists(path + "/" + name); };
+  if (holds(kManifestFileName)) return ResumeTarget{path, false};
+  if (holds(kLatestFileName)) return ResumeTarget{path, true};
+  std::error_code ec;
+  if (std::filesystem::is_directory(std::filesystem::path(path) / "checkpoints", ec)) {
+    return ResumeTarget{path + "/checkpoints", true};
+  }
+  if (holds(kModelDataFileName)) return ResumeTarget{path, false};
+  if (!CheckpointCandidates(path, nullptr, fs).empty()) return ResumeTarget{path, true};
+  return absl::InvalidArgumentError(absl::StrCat(
+      flag, ": holds no checkpoint (no ", kManifestFileName, ", ", kLatestFileName,
+      ", step-* or checkpoints/); ", kinds));
 }
 
 }  // namespace
@@ -64,20 +114,29 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
         " other(s)); pass --resume=latest to continue that run, or give this run its own "
         "--out_dir (or --checkpoint_dir)"));
   }
-  // "latest", or a checkpoints directory (with LATEST) rather than one checkpoint.
-  const bool latest =
-      config.resume() == "latest" || (fs->FileExists(config.resume() + "/" + kLatestFileName) &&
-                                      !fs->FileExists(config.resume() + "/" + kManifestFileName));
-  const std::string root = config.resume() == "latest" ? CheckpointsDirOf(config) : config.resume();
-  if (latest) {
-    candidates = CheckpointCandidates(root, &skipped, env);
+  // "latest", or a checkpoints directory (a run directory's included)
+  // rather than one checkpoint.
+  ResumeTarget resume_from{CheckpointsDirOf(config), true};
+  if (config.resume() != "latest") {
+    absl::StatusOr<ResumeTarget> named = ResolveResumePath(config.resume(), fs);
+    if (!named.ok()) return named.status();
+    resume_from = *std::move(named);
+  }
+  if (resume_from.latest) {
+    candidates = CheckpointCandidates(resume_from.root, &skipped, env);
     if (candidates.empty() && skipped.empty()) {
-      log << "dropk-train: --resume=latest: no checkpoint in " << root
+      // Only "latest" starts fresh (job scripts always pass it); a path
+      // named by hand is expected to hold a checkpoint.
+      if (config.resume() != "latest") {
+        return absl::InvalidArgumentError(absl::StrCat("--resume=", config.resume(),
+                                                       ": no checkpoint in ", resume_from.root));
+      }
+      log << "dropk-train: --resume=latest: no checkpoint in " << resume_from.root
           << ", starting from step 0\n";
       return point;
     }
   } else {
-    candidates.push_back(config.resume());
+    candidates.push_back(resume_from.root);
   }
   for (const std::string& dir : candidates) {
     absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(dir, env);

@@ -283,6 +283,57 @@ TEST_F(CheckpointCliTest, CkptNamesThePathAtFaultAndAcceptsARunDirectory) {
       << r.output;
 }
 
+// --resume=PATH read every path that is not one checkpoint as a corrupt
+// one: a run directory said "no checkpoint verifies: ... o/manifest.pb:
+// stat: No such file or directory" and a missing path (--resume=LATEST for
+// latest) "not a directory", both exit 1. A run directory is taken as
+// `dropk ckpt` takes it (its checkpoints/); a path that is not there, or
+// holds no checkpoint, is a usage error (exit 2) naming it; a corrupt
+// checkpoint stays exit 1.
+TEST_F(CheckpointCliTest, ResumeTakesARunDirectoryAndNamesAPathThatIsNoCheckpoint) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=2")).exit_code, 0);
+  const std::string again = out_ + "/again";
+  CliResult r = RunCommand(Train(again, "--max_iters=3 --resume=" + out_));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("resumed from " + out_ + "/checkpoints/step-00000002 at step 2"),
+            std::string::npos)
+      << r.output;
+
+  const std::string fresh = out_ + "/fresh";
+  r = RunCommand("cd " + out_ + " && " + Train(fresh, "--max_iters=3 --resume=LATEST"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("dropk-train: --resume=LATEST: does not exist; --resume=latest (lower "
+                          "case) resumes"),
+            std::string::npos)
+      << r.output;
+
+  r = RunCommand(Train(fresh, "--max_iters=3 --resume=" + out_ + "/nothing"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--resume=" + out_ + "/nothing: does not exist; name a checkpoint"),
+            std::string::npos)
+      << r.output;
+
+  fs::create_directories(out_ + "/empty");
+  r = RunCommand(Train(fresh, "--max_iters=3 --resume=" + out_ + "/empty"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--resume=" + out_ + "/empty: holds no checkpoint"), std::string::npos)
+      << r.output;
+
+  fs::create_symlink("loop", out_ + "/loop");
+  r = RunCommand(Train(fresh, "--max_iters=3 --resume=" + out_ + "/loop"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--resume=" + out_ + "/loop: Too many levels of symbolic links"),
+            std::string::npos)
+      << r.output;
+
+  // A damaged checkpoint named by hand is still corruption.
+  const std::string ckpt = out_ + "/checkpoints/step-00000002";
+  fs::remove(ckpt + "/manifest.pb");
+  r = RunCommand(Train(fresh, "--max_iters=3 --resume=" + ckpt));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("no checkpoint verifies"), std::string::npos) << r.output;
+}
+
 // An empty path said "checkpoint path : does not exist"; a LATEST holding
 // "." or ".." was taken for a checkpoint's name and failed on a missing
 // "checkpoints/./manifest.pb" (dropk-serve already refused both).
@@ -332,6 +383,12 @@ TEST_F(CheckpointCliTest, ExportRefusesTargetsThatWouldBreakTheCheckpointOrLeave
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("is a directory"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(out_ + "/exports.tmp"));
+  // A directory the OS cannot look at was said not to exist.
+  fs::create_symlink("loop", out_ + "/loop");
+  const CliResult loop = RunCommand(Dropk("ckpt export " + ckpt + " --out " + out_ + "/loop/x"));
+  EXPECT_EQ(loop.exit_code, 2) << loop.output;
+  EXPECT_EQ(loop.output, "dropk: --out " + out_ + "/loop/x: directory " + out_ +
+                             "/loop: Too many levels of symbolic links\n");
   EXPECT_EQ(RunCommand(Dropk("ckpt verify " + ckpt)).exit_code, 0);
 }
 

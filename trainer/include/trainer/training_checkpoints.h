@@ -46,7 +46,12 @@ struct ResumePoint {
 // user continues that run with "latest" or picks another one); "latest" loads the newest
 // checkpoint of CheckpointsDirOf(config) that verifies, logging each one it
 // skipped and why (no checkpoint at all starts fresh, saying so; candidates
-// that all fail refuse); a path loads that checkpoint. Parameters, moments
+// that all fail refuse); a path names a checkpoint, loaded as it is, or a
+// checkpoints directory or a run directory (its checkpoints/), tried as
+// "latest" is (none there refuses). A path that does not exist is NotFound,
+// one that is no checkpoint nor holds any InvalidArgument (usage, exit 2),
+// each naming it; a checkpoint that fails to verify is FailedPrecondition
+// (exit 1), naming what was skipped and why. Parameters, moments
 // and AdamW's step are loaded into gpt/optimizer. A config that contradicts
 // the checkpoint (CheckResumeConfig, tokenizer) is InvalidArgument naming the
 // field; allowed changes are logged.
