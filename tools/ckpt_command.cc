@@ -155,6 +155,42 @@ uint16_t ToFloat16(float f) {
   return bits;
 }
 
+// Whether a 16-bit value of `dtype` (FLOAT16 or BFLOAT16) is +-infinity.
+bool IsInfinity16(uint16_t v, TensorDtype dtype) {
+  return (v & 0x7FFF) == (dtype == FLOAT16 ? 0x7C00 : 0x7F80);
+}
+
+// Tensor `name`'s values `src`, converted to `dtype`. A value that is not
+// finite is DataLoss (the checkpoint holds it: exit 1), one the dtype cannot
+// hold InvalidArgument (--dtype does not fit: exit 2); each names the tensor,
+// the value and its index. fp16 turned weights beyond 65504 into infinity
+// silently, and non-finite weights were exported as they were.
+absl::StatusOr<std::string> ConvertTensor(const std::string& name, const float* src, size_t n,
+                                          TensorDtype dtype, const std::string& dtype_name) {
+  const size_t elem = dtype == FLOAT32 ? 4 : 2;
+  std::string blob(n * elem, '\0');
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(src[i])) {
+      return absl::DataLossError(absl::StrCat("tensor ", name, ": value ", src[i], " at index ",
+                                              i, " is not finite; nothing was exported"));
+    }
+    if (dtype == FLOAT32) {
+      std::memcpy(&blob[4 * i], &src[i], 4);
+      continue;
+    }
+    const uint16_t v = dtype == FLOAT16 ? ToFloat16(src[i]) : ToBfloat16(src[i]);
+    if (IsInfinity16(v, dtype)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "--dtype %s: tensor %s: value %g at index %d is outside %s's range (largest %s); "
+          "export with %s",
+          dtype_name, name, src[i], i, dtype_name, dtype == FLOAT16 ? "65504" : "3.39e38",
+          dtype == FLOAT16 ? "--dtype bf16 or --dtype fp32" : "--dtype fp32"));
+    }
+    std::memcpy(&blob[2 * i], &v, 2);
+  }
+  return blob;
+}
+
 // --out must name a new file, or an earlier export to replace, outside the
 // checkpoint `dir`, in a directory that exists. Before: an export onto one of
 // the checkpoint's files (model.data) broke it; onto a directory it failed
@@ -239,7 +275,6 @@ absl::Status Export(const std::string& path, const std::string& out,
   const TensorDtype dtype = dtype_name == "fp16"   ? FLOAT16
                             : dtype_name == "bf16" ? BFLOAT16
                                                    : FLOAT32;
-  const size_t elem = dtype == FLOAT32 ? 4 : 2;
   absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(*dir);
   if (!vm.ok()) return vm.status();
   const ParamLayout layout(vm->shape);
@@ -259,16 +294,10 @@ absl::Status Export(const std::string& path, const std::string& out,
   // pass that assumes a generous header size.
   std::vector<std::string> blobs;
   for (const ParamTensor& t : layout.tensors()) {
-    std::string blob(t.numel * elem, '\0');
-    const float* src = data->params.data() + t.offset;
-    for (size_t i = 0; i < t.numel; ++i) {
-      if (dtype == FLOAT32) {
-        std::memcpy(&blob[4 * i], &src[i], 4);
-      } else {
-        const uint16_t v = dtype == FLOAT16 ? ToFloat16(src[i]) : ToBfloat16(src[i]);
-        std::memcpy(&blob[2 * i], &v, 2);
-      }
-    }
+    absl::StatusOr<std::string> converted =
+        ConvertTensor(t.name, data->params.data() + t.offset, t.numel, dtype, dtype_name);
+    if (!converted.ok()) return converted.status();
+    std::string blob = *std::move(converted);
     TensorEntry* e = header.add_tensors();
     e->set_name(t.name);
     e->set_dtype(dtype);

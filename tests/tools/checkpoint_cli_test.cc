@@ -17,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -27,6 +28,8 @@
 #include "checkpoint/format.h"
 #include "checkpoint/reader.h"
 #include "checkpoint/writer.h"
+#include "comm/communicator.h"
+#include "model/kernels.h"
 #include "support/shakespeare_data.h"
 #include "trainer/run_directory_lock.h"
 #include "support/subprocess.h"
@@ -245,6 +248,73 @@ TEST_F(CheckpointCliTest, InspectAndExport) {
   r = RunCommand(Dropk("ckpt verify /nonexistent/ckpt"));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("/nonexistent/ckpt"), std::string::npos) << r.output;
+}
+
+// A copy of checkpoint `src` with parameter `index` set to `value`, written
+// as a valid checkpoint (every CRC right) into the checkpoints directory
+// `dst`; returns its directory.
+std::string CheckpointWithParam(const std::string& src, const std::string& dst, size_t index,
+                                float value) {
+  absl::StatusOr<CheckpointData> data = ReadCheckpoint(src);
+  EXPECT_TRUE(data.ok()) << data.status();
+  if (!data.ok()) return "";
+  data->params[index] = value;
+  absl::StatusOr<std::unique_ptr<Kernels>> kernels = MakeKernels(Device::kCpu, {.num_threads = 1});
+  EXPECT_TRUE(kernels.ok()) << kernels.status();
+  if (!kernels.ok()) return "";
+  std::unique_ptr<Communicator> comm = MakeSingleProcessCommunicator();
+  CheckpointState state;
+  state.config = &data->config;
+  state.tokenizer = &data->tokenizer;
+  state.step = data->step;
+  state.tokens_seen = data->tokens_seen;
+  state.optimizer_step = data->optimizer_step;
+  state.kernels = kernels->get();
+  state.params = data->params.data();
+  state.adam_m = data->adam_m.data();
+  state.adam_v = data->adam_v.data();
+  state.num_params = data->params.size();
+  absl::StatusOr<std::string> dir =
+      CheckpointWriter({.checkpoints_dir = dst}, comm.get()).Save(state);
+  EXPECT_TRUE(dir.ok()) << dir.status();
+  return dir.ok() ? *dir : "";
+}
+
+// fp16 turned weights beyond 65504 into infinity without a word, and
+// non-finite weights were exported as they were. Parameter 100 is in
+// transformer.wte.weight (the first tensor), at index 100.
+TEST_F(CheckpointCliTest, ExportRefusesValuesTheDtypeCannotHoldAndNonFiniteOnes) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=1")).exit_code, 0);
+  const std::string src = out_ + "/checkpoints/step-00000001";
+  const std::string big = CheckpointWithParam(src, out_ + "/big", 100, 70000.0f);
+  ASSERT_FALSE(big.empty());
+  const std::string file = out_ + "/model.export";
+  CliResult r = RunCommand(Dropk("ckpt export " + big + " --out " + file + " --dtype fp16"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_EQ(r.output,
+            "dropk: --dtype fp16: tensor transformer.wte.weight: value 70000 at index 100 is "
+            "outside fp16's range (largest 65504); export with --dtype bf16 or --dtype fp32\n");
+  EXPECT_FALSE(fs::exists(file));
+  EXPECT_FALSE(fs::exists(file + ".tmp"));
+  for (const char* dtype : {"bf16", "fp32"}) {
+    r = RunCommand(Dropk("ckpt export " + big + " --out " + file + " --dtype " + dtype));
+    EXPECT_EQ(r.exit_code, 0) << dtype << ": " << r.output;
+  }
+  // 65504 itself is fp16's largest value and exports.
+  const std::string edge = CheckpointWithParam(src, out_ + "/edge", 100, -65504.0f);
+  r = RunCommand(Dropk("ckpt export " + edge + " --out " + file + " --dtype fp16"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+
+  const std::string inf =
+      CheckpointWithParam(src, out_ + "/inf", 100, std::numeric_limits<float>::infinity());
+  for (const char* dtype : {"fp16", "bf16", "fp32"}) {
+    r = RunCommand(Dropk("ckpt export " + inf + " --out " + out_ + "/inf.export --dtype " + dtype));
+    EXPECT_EQ(r.exit_code, 1) << dtype << ": " << r.output;
+    EXPECT_EQ(r.output, "dropk: tensor transformer.wte.weight: value inf at index 100 is not "
+                        "finite; nothing was exported\n")
+        << dtype;
+  }
+  EXPECT_FALSE(fs::exists(out_ + "/inf.export"));
 }
 
 // Every path a user might hand `dropk ckpt`: a missing one was "not a
