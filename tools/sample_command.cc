@@ -13,10 +13,12 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "checkpoint/env.h"
 #include "nlohmann/json.hpp"
 #include "sampler/completions.h"
@@ -163,12 +165,28 @@ void PrintFooter(const json& j) {
   }
 }
 
+// `message`, an error of the completion request's validator about field
+// `param`, with the field named as the flag that set it: the validator is
+// the server's, and `dropk sample --max-tokens 100000` said
+// "'max_tokens' must be an integer in [1, 8192]".
+std::string InFlagTerms(const std::string& message, const std::string& param) {
+  static const auto* const kFlags = new std::vector<std::pair<std::string, std::string>>{
+      {"max_tokens", "--max-tokens"}, {"temperature", "--temperature"}, {"top_p", "--top-p"},
+      {"top_k", "--top-k"},           {"seed", "--seed"},               {"prompt", "--prompt"}};
+  for (const auto& [field, flag] : *kFlags) {
+    if (field == param) return absl::StrReplaceAll(message, {{"'" + field + "'", flag}});
+  }
+  return message;
+}
+
 absl::Status ErrorFromBody(int status, const std::string& body) {
   json j = json::parse(body, nullptr, false);
   std::string message = body;
   if (j.is_object() && j.contains("error") && j["error"].is_object() &&
       j["error"].contains("message") && j["error"]["message"].is_string()) {
     message = j["error"]["message"].get<std::string>();
+    const json& param = j["error"]["param"];
+    if (param.is_string()) message = InFlagTerms(message, param.get<std::string>());
   }
   // The server refusing the request itself (a prompt outside the vocabulary,
   // too long, a bad value) is a usage error, as the same flags are offline.
@@ -191,14 +209,18 @@ absl::Status SampleOffline(const SampleFlags& f) {
   absl::StatusOr<std::string> body = RequestBody(f);
   if (!body.ok()) return body.status();
   auto parsed = ParseCompletionRequest(*body);
-  if (auto* e = std::get_if<ApiError>(&parsed)) return absl::InvalidArgumentError(e->message);
+  if (auto* e = std::get_if<ApiError>(&parsed)) {
+    return absl::InvalidArgumentError(InFlagTerms(e->message, e->param));
+  }
   json last;
   auto out = RunCompletion(std::get<CompletionRequest>(parsed), scheduler->get(),
                            [&last](const std::string& e) {
                              // dropk's own chunks: each has its text.
                              PrintEvent(e, &last).status().IgnoreError();
                            });
-  if (auto* e = std::get_if<ApiError>(&out)) return absl::InvalidArgumentError(e->message);
+  if (auto* e = std::get_if<ApiError>(&out)) {
+    return absl::InvalidArgumentError(InFlagTerms(e->message, e->param));
+  }
   if (!f.stream) {
     last = json::parse(std::get<std::string>(out));
     absl::StatusOr<std::string> text = ChoiceText(last);

@@ -22,6 +22,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "checkpoint/crc32c.h"
@@ -436,6 +437,25 @@ TEST_F(CheckpointCliTest, SampleNamesAMissingPathAndHintsAtARunsCheckpoints) {
                           "/checkpoints"),
             std::string::npos)
       << r.output;
+}
+
+// The request validator is shared with dropk-serve, and its messages name
+// the JSON fields: `dropk sample --max-tokens 100000` said "'max_tokens'
+// must be an integer in [1, 8192]".
+TEST_F(CheckpointCliTest, SampleNamesItsOwnFlagsForValuesOutOfRange) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=1")).exit_code, 0);
+  const std::string sample =
+      Dropk("sample --threads 1 --prompt a --checkpoint " + out_ + "/checkpoints ");
+  for (const auto& [flags, expected] : std::vector<std::pair<std::string, std::string>>{
+           {"--max-tokens 100000", "dropk: --max-tokens must be an integer in [1, "},
+           {"--top-p 2", "dropk: --top-p must be a number in (0, 1], got 2"},
+           {"--temperature -1", "dropk: --temperature must be a number in [0, "},
+           {"--top-k -5", "dropk: --top-k must be an integer >= 1"}}) {
+    const CliResult r = RunCommand(sample + flags);
+    EXPECT_EQ(r.exit_code, 2) << flags << ": " << r.output;
+    EXPECT_EQ(r.output.rfind(expected, 0), 0u) << flags << ": " << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  }
 }
 
 // An export onto the checkpoint's own model.data replaced it and broke the

@@ -246,6 +246,19 @@ TEST(SampleCliTest, ARequestTheServerRefusesIsAUsageError) {
   EXPECT_EQ(r.err, "dropk: HTTP 400: 'max_tokens' must be an integer\n");
 }
 
+// dropk-serve's error names the JSON field (its "param"); the user gave the
+// flag, so the flag is named.
+TEST(SampleCliTest, ARefusedFieldIsNamedAsTheFlagThatSetIt) {
+  const std::string body =
+      R"({"error":{"message":"'max_tokens' must be an integer in [1, 8192], got 100000",)"
+      R"("param":"max_tokens"}})";
+  CannedServer server(Reply("400 Bad Request", body));
+  const CommandResult r = RunCommand(kBin + "dropk sample --prompt a --max-tokens 100000 --url " +
+                                     server.url());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "dropk: HTTP 400: --max-tokens must be an integer in [1, 8192], got 100000\n");
+}
+
 // A server that accepts and never answers is given up on after --timeout
 // seconds of silence, naming the flag: before, dropk waited for good (the
 // 300 s deadline it set binds only Beast's asynchronous calls). The limit is
