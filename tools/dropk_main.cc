@@ -73,8 +73,21 @@ void RegisterDataCommand(CLI::App& app, Action& action) {
       ->add_option("--gpt2-dir", flags->options.gpt2_dir,
                    "gpt2: directory of GPT-2's encoder.json and vocab.bpe")
       ->capture_default_str();
-  prepare->add_option("--threads", flags->options.threads, "Encoding threads (0: every core; at most 1024)")
-      ->capture_default_str();
+  // The range said at parse time, naming the flag.
+  const CLI::Validator thread_count(
+      [](std::string& text) -> std::string {
+        int value = 0;
+        return absl::SimpleAtoi(text, &value) && value >= 0 && value <= dropk::kMaxPrepareThreads
+                   ? std::string()
+                   : absl::StrCat(text, " must be a whole number in [0, ",
+                                  dropk::kMaxPrepareThreads, "] (0: every core)");
+      },
+      "N in [0, 1024]");
+  prepare
+      ->add_option("--threads", flags->options.threads,
+                   "Encoding threads (0: every core; at most 1024)")
+      ->capture_default_str()
+      ->check(thread_count);
   // CLI11 reads "-1" into a uint64_t as 2^64 - 1: checked as text first.
   const CLI::Validator whole_number_from_1(
       [](std::string& text) -> std::string {
@@ -101,6 +114,16 @@ void RegisterDataCommand(CLI::App& app, Action& action) {
   });
 }
 
+// CLI11's words for a parse error, where they do not say what happened:
+// a flag given twice read "--threads: At Most 1 required but received 2".
+std::string DescribeParseError(const std::string& what) {
+  static constexpr char kAtMostOne[] = ": At Most 1 required but received ";
+  const size_t at = what.find(kAtMostOne);
+  if (at == std::string::npos) return what;
+  return absl::StrCat(what.substr(0, at), " given ", what.substr(at + sizeof(kAtMostOne) - 1),
+                      " times; give it once");
+}
+
 int Main(int argc, char** argv) {
   CLI::App app{"dropk: data preparation, checkpoint and sampling tools", "dropk"};
   app.require_subcommand(1);
@@ -120,7 +143,7 @@ int Main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::cerr << "dropk: " << e.what() << " (run with --help for usage)\n";
+    std::cerr << "dropk: " << DescribeParseError(e.what()) << " (run with --help for usage)\n";
     return dropk::kExitUsage;
   }
   if (const absl::Status status = action(); !status.ok()) {

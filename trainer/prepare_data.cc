@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/path_status.h"
 #include "checkpoint/env.h"
 #include "model/gpt2_vocab_files.h"
 #include "model/tokenizer.h"
@@ -447,6 +448,16 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
                                                    " must be in [0, ", kMaxPrepareThreads,
                                                    "] (0: every core)"));
   }
+  // An --out that is a file (or a path the OS cannot look at) is the user's
+  // to fix (exit 2): it read "cannot create output directory: Not a
+  // directory", exit 1.
+  const std::string out_flag = absl::StrCat("--out ", options.out_dir);
+  absl::StatusOr<fs::file_status> out_status = PathStatus(options.out_dir, out_flag);
+  if (!out_status.ok()) return out_status.status();
+  if (fs::exists(*out_status) && !fs::is_directory(*out_status)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        out_flag, ": exists and is not a directory; name the directory to write into"));
+  }
   absl::StatusOr<std::vector<std::string>> files = ExpandInputs(options.inputs, options.out_dir);
   if (!files.ok()) return files.status();
   uint64_t input_bytes = 0;
@@ -472,8 +483,9 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
   std::error_code ec;
   fs::create_directories(options.out_dir, ec);
   if (ec) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot create output directory '", options.out_dir, "': ", ec.message()));
+    const absl::Status why = PathError(absl::StrCat(out_flag, ": cannot create it"), ec);
+    // A missing parent cannot be (create_directories makes parents).
+    return absl::IsNotFound(why) ? absl::UnavailableError(why.message()) : why;
   }
   const fs::path dir(options.out_dir);
   // One preparation per directory at a time (a prepare step run on every

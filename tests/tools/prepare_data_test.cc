@@ -479,6 +479,33 @@ TEST_F(PrepareDataTest, CliNamesTheSubdirectoryItCannotList) {
                          "'): Permission denied\n");
 }
 
+// --threads -1 was refused by the library without naming the flag, a flag
+// given twice read CLI11's "At Most 1 required but received 2", and an --out
+// naming a regular file (or under one) exited 1 as if the disk had failed.
+TEST_F(PrepareDataTest, CliNamesTheFlagForThreadsAndAnOutThatIsAFile) {
+  const std::string input = std::string(" '") + kShakespeare + "'";
+  test_util::CommandResult run =
+      RunDropk("data prepare --tokenizer char --out '" + Path("o") + "' --threads=-1" + input);
+  EXPECT_EQ(run.exit_code, 2) << run.err;
+  EXPECT_THAT(run.err, StartsWith("dropk: --threads: -1 must be a whole number in [0, 1024]"));
+  run = RunDropk("data prepare --tokenizer char --out '" + Path("o") + "' --threads 1 --threads 2" +
+                 input);
+  EXPECT_EQ(run.exit_code, 2) << run.err;
+  EXPECT_THAT(run.err, StartsWith("dropk: --threads given 2 times; give it once"));
+  EXPECT_FALSE(std::filesystem::exists(Path("o")));
+
+  std::ofstream(Path("tiny.txt")) << "a file\n";
+  run = RunDropk("data prepare --tokenizer char --out '" + Path("tiny.txt") + "'" + input);
+  EXPECT_EQ(run.exit_code, 2) << run.err;
+  EXPECT_EQ(run.err, "dropk: --out " + Path("tiny.txt") +
+                         ": exists and is not a directory; name the directory to write into\n");
+  run = RunDropk("data prepare --tokenizer char --out '" + Path("tiny.txt") + "/sub'" + input);
+  EXPECT_EQ(run.exit_code, 2) << run.err;
+  EXPECT_EQ(run.err,
+            "dropk: --out " + Path("tiny.txt") + "/sub: cannot create it: Not a directory\n");
+  EXPECT_EQ(test_util::ReadFile(Path("tiny.txt")), "a file\n");
+}
+
 TEST_F(PrepareDataTest, CliHelpExits0) {
   ASSERT_TRUE(std::filesystem::exists(kDropk)) << kDropk << " is not built";
   const test_util::CommandResult run = RunDropk("data prepare --help");
