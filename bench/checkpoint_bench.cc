@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <system_error>
 #include <string>
 #include <vector>
 
@@ -51,8 +52,14 @@ double Since(Clock::time_point t) {
 }
 
 void DropFromCache(const std::string& path) {
-  for (const auto& e : fs::recursive_directory_iterator(path)) {
-    if (!e.is_regular_file()) continue;
+  // The error_code forms: the throwing ones abort the bench on a file that
+  // vanishes while it is listed.
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(path, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    const fs::directory_entry& e = *it;
+    std::error_code type_ec;
+    if (!e.is_regular_file(type_ec)) continue;
     const int fd = ::open(e.path().c_str(), O_RDONLY);
     if (fd < 0) continue;
     ::fdatasync(fd);
@@ -142,6 +149,18 @@ int Main(int argc, char** argv) {
     return *code;
   }
 
+  // --dir is the user's: a path the OS refuses is one line and exit 2, not
+  // an uncaught filesystem_error, and before the buffers are allocated.
+  const std::string root = dir + "/dropk_checkpoint_bench";
+  std::error_code ec;
+  fs::remove_all(root, ec);
+  if (!ec) fs::create_directories(root, ec);
+  if (ec) {
+    std::fprintf(stderr, "dropk-checkpoint-bench: --dir %s: cannot create %s: %s\n", dir.c_str(),
+                 root.c_str(), ec.message().c_str());
+    return 2;
+  }
+
   // GPT-2 124M: vocab 50257, context 1024, 12 layers, 12 heads, 768 wide.
   TrainConfig config = DefaultTrainConfig();
   const int width = params_millions > 0 ? WidthForParams(params_millions * 1e6) : small ? 256 : 768;
@@ -178,9 +197,6 @@ int Main(int argc, char** argv) {
                 data.size() / 1e9 / Since(start));
   }
 
-  const std::string root = dir + "/dropk_checkpoint_bench";
-  fs::remove_all(root);
-  fs::create_directories(root);
   const std::string plain = root + "/plain.bin";
   auto comm = MakeSingleProcessCommunicator();
   // Retention off inside the timed region (old checkpoints are removed
@@ -223,11 +239,13 @@ int Main(int argc, char** argv) {
     double pw = 0, pr = 0, sw = 0, lr = 0;
     // Start every timed write with no dirty pages left from the round before.
     auto settle = [&] {
-      fs::remove(plain);
-      for (const auto& e : fs::directory_iterator(root)) {
-        if (e.path().filename() == "checkpoints") {
-          for (const auto& c : fs::directory_iterator(e.path())) fs::remove_all(c.path());
-        }
+      std::error_code ignored;  // best effort: what is left only costs disk space
+      fs::remove(plain, ignored);
+      const fs::path checkpoints = fs::path(root) / "checkpoints";
+      for (auto it = fs::directory_iterator(checkpoints, ignored);
+           !ignored && it != fs::directory_iterator(); it.increment(ignored)) {
+        std::error_code each;
+        fs::remove_all(it->path(), each);
       }
       ::sync();
     };
@@ -236,7 +254,8 @@ int Main(int argc, char** argv) {
       pw = PlainWrite(plain, bufs, bytes_each);
       DropFileFromCache(plain);
       pr = PlainRead(plain, bufs, bytes_each);
-      fs::remove(plain);
+      std::error_code ignored;
+      fs::remove(plain, ignored);
     };
     auto checkpoint_round = [&]() -> bool {
       settle();
@@ -328,7 +347,7 @@ int Main(int argc, char** argv) {
       "= %.1f%% (goal <= 10%%: %s)\n",
       repeats, median(sync_saves), 1e3 * median(async_pauses), 1e3 * median(copies),
       median(async_totals), 100 * ratio, ratio <= 0.10 ? "met" : "NOT met");
-  fs::remove_all(root);
+  fs::remove_all(root, ec);
   for (float* b : bufs) kernels->Free(b);
   return 0;
 }

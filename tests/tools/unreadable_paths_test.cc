@@ -78,5 +78,13 @@ TEST_F(UnreadablePathTest, ServeSaysTheReasonNotDoesNotExist) {
                 1, "dropk-serve: " + loop_ + ": ", "Too many levels of symbolic links");
 }
 
+// The benchmark's --dir too: remove_all threw before, after allocating the
+// model's buffers.
+TEST_F(UnreadablePathTest, CheckpointBenchNamesItsDirAndTheReason) {
+  ExpectOneLine(RunCommand(kBin + "dropk-checkpoint-bench --small --repeats 1 --dir " + loop_),
+                2, "dropk-checkpoint-bench: --dir " + loop_ + ": ",
+                "Too many levels of symbolic links");
+}
+
 }  // namespace
 }  // namespace dropk
