@@ -120,14 +120,30 @@ namespace {
 // would let about a thousand idle clients lock everyone else out (new
 // connections then wait in the kernel's queue), while the hard limit
 // usually allows far more; raise the soft limit to it.
-void RaiseOpenFileLimit(LogSink* log) {
+// Says so when --max-connections cannot be reached for want of descriptors
+// (the server then backs off accepting instead; http_server.h).
+void RaiseOpenFileLimit(int max_connections, LogSink* log) {
   rlimit limit{};
-  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
-  const rlim_t before = limit.rlim_cur;
-  limit.rlim_cur = limit.rlim_max;
-  if (setrlimit(RLIMIT_NOFILE, &limit) == 0) {
-    log->Write(absl::StrCat("dropk-serve: open-file limit raised from ", before, " to ",
-                            limit.rlim_cur, " (connections each hold one)"));
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  if (limit.rlim_cur < limit.rlim_max) {
+    const rlim_t before = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &limit) == 0) {
+      log->Write(absl::StrCat("dropk-serve: open-file limit raised from ", before, " to ",
+                              limit.rlim_cur, " (connections each hold one)"));
+    } else {
+      limit.rlim_cur = before;
+    }
+  }
+  // The process's own files (checkpoints, logs, the listener) need some too.
+  constexpr rlim_t kOwnDescriptors = 64;
+  if (limit.rlim_cur != RLIM_INFINITY &&
+      limit.rlim_cur < static_cast<rlim_t>(max_connections) + kOwnDescriptors) {
+    log->Write(absl::StrCat("dropk-serve: the open-file limit (", limit.rlim_cur,
+                            ") is below --max-connections (", max_connections, ") + ",
+                            kOwnDescriptors,
+                            "; connections past it wait in the kernel's queue (raise ulimit -n "
+                            "or lower --max-connections)"));
   }
 }
 
@@ -178,7 +194,7 @@ absl::Status WritePortFile(const std::string& path, int port) {
 
 absl::Status RunServe(const ServeOptions& options) {
   LogSink* log = OrDiscard(options.log);
-  RaiseOpenFileLimit(log);
+  RaiseOpenFileLimit(options.http.max_connections, log);
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
@@ -200,8 +216,10 @@ absl::Status RunServe(const ServeOptions& options) {
     log->Write(
         absl::StrCat("dropk-serve: no servable checkpoint yet (", s.message(), "); watching"));
   }
+  HttpServerOptions http = options.http;
+  if (http.log == nullptr) http.log = log;
   absl::StatusOr<std::unique_ptr<HttpServer>> server =
-      HttpServer::Start(options.http, scheduler->get(), &metrics);
+      HttpServer::Start(http, scheduler->get(), &metrics);
   if (!server.ok()) return server.status();
   if (!options.port_file.empty()) {
     if (absl::Status s = WritePortFile(options.port_file, (*server)->port()); !s.ok()) {
