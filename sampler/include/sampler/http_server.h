@@ -13,10 +13,11 @@
 // read buffer is bounded, so no line the parser waits on can grow without
 // end). A connection past max_connections gets a 503; when accepting fails
 // for want of descriptors or memory, the server logs it once and retries
-// with a growing pause (50 ms to 500 ms) instead of spinning. A client that leaves while its
-// completion is queued or running (a reset, or an end of stream that a probe
-// write shows to be a full close) has it cancelled at once, whatever its
-// HTTP version or Connection header; one that only half-closed is answered.
+// with a growing pause (50 ms to 500 ms) instead of spinning. A client
+// that leaves while its completion is queued or running (a reset, or an end
+// of stream that a probe write shows to be a full close) has it cancelled
+// at once, whatever its HTTP version or Connection header; one that only
+// half-closed is answered.
 #ifndef DROPK_SAMPLER_HTTP_SERVER_H_
 #define DROPK_SAMPLER_HTTP_SERVER_H_
 
