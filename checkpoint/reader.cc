@@ -28,11 +28,12 @@ absl::StatusOr<ValidatedManifest> OpenCheckpoint(const std::string& dir, Env* en
       *manifest, dir, [&](const std::string& file) { return env->FileSize(PathJoin(dir, file)); });
 }
 
-absl::Status VerifyCheckpoint(const std::string& dir, Env* env) {
+absl::Status VerifyCheckpoint(const std::string& dir, Env* env,
+                              const ReadCheckpointOptions& options) {
   if (env == nullptr) env = Env::Default();
   absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(dir, env);
   if (!vm.ok()) return vm.status();
-  return StreamEntries(dir, *vm, env, 8u << 20, /*weights_only=*/false, nullptr);
+  return StreamEntries(dir, *vm, env, 8u << 20, options.weights_only, nullptr);
 }
 
 absl::StatusOr<CheckpointManifest> LoadCheckpointInto(const std::string& dir,
@@ -143,10 +144,11 @@ std::vector<std::string> CheckpointCandidates(const std::string& checkpoints_dir
 }
 
 absl::StatusOr<std::string> FindLatestValidCheckpoint(const std::string& checkpoints_dir,
-                                                      std::vector<std::string>* skipped) {
+                                                      std::vector<std::string>* skipped,
+                                                      const ReadCheckpointOptions& options) {
   std::vector<std::string> reasons;
   for (const std::string& dir : CheckpointCandidates(checkpoints_dir, &reasons)) {
-    absl::Status s = VerifyCheckpoint(dir);
+    absl::Status s = VerifyCheckpoint(dir, nullptr, options);
     if (s.ok()) {
       if (skipped != nullptr) skipped->insert(skipped->end(), reasons.begin(), reasons.end());
       return dir;

@@ -183,16 +183,16 @@ std::optional<ApiError> ReadStrings(const json& body, const char* key, size_t mi
 }
 
 // A list of token ids (integers; the vocabulary is checked at submission).
-std::optional<ApiError> ReadTokenIds(const json& list, std::vector<int64_t>* out) {
+std::optional<ApiError> ReadTokenIds(const json& list, std::vector<uint64_t>* out) {
   if (list.empty()) return Invalid("prompt", "'prompt' token lists must not be empty");
   for (const json& id : list) {
     if (!id.is_number_integer()) return WrongType("prompt", "a token id (an integer)", id);
     if (!id.is_number_unsigned() && id.get<int64_t>() < 0) {
       return Invalid("prompt", absl::StrCat("'prompt' token ids must be >= 0, got ", Shown(id)));
     }
-    out->push_back(id.is_number_unsigned() && id.get<uint64_t>() > INT64_MAX
-                       ? INT64_MAX
-                       : id.get<int64_t>());
+    // As sent: clamping 2^64 - 1 to INT64_MAX made its error quote a number
+    // the client never sent.
+    out->push_back(id.get<uint64_t>());
   }
   return std::nullopt;
 }
@@ -397,9 +397,9 @@ std::variant<std::vector<int32_t>, ApiError> PromptIds(const CompletionRequest& 
     }
     ids = *std::move(encoded);
   } else {
-    const std::vector<int64_t>& given = request.token_prompts[p - request.prompts.size()];
+    const std::vector<uint64_t>& given = request.token_prompts[p - request.prompts.size()];
     for (size_t i = 0; i < given.size(); ++i) {
-      if (given[i] >= V) {
+      if (given[i] >= static_cast<uint64_t>(V)) {
         return Invalid("prompt",
                        absl::StrCat("prompt ", p, ": token id ", given[i], " at position ", i,
                                     " is outside the model's vocabulary [0, ", V, ")"),

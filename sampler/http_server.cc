@@ -4,6 +4,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -17,7 +18,10 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "base/check.h"
 #include "sampler/completions.h"
 #include "sampler/http_api.h"
@@ -29,18 +33,50 @@ namespace http = beast::http;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 
+namespace {
+// Room in a session's read buffer past the header limit: one read's worth
+// (Beast reads up to 64 KiB at a time). Only bytes the parser has not
+// consumed stay there: a header not yet whole (bounded by the header
+// limit), or a chunk's size line or a trailer not yet ended, which Beast
+// bounds by nothing else.
+constexpr size_t kReadBufferSlack = size_t{64} << 10;
+// The pause before accepting again after an accept failed for want of
+// descriptors or memory: doubled at each failure in a row, up to the cap.
+constexpr auto kFirstAcceptBackoff = std::chrono::milliseconds(50);
+constexpr auto kMaxAcceptBackoff = std::chrono::milliseconds(500);
+
+// Whether a failed accept says the process or system ran out of something
+// (retrying at once fails the same way) rather than that one connection
+// went wrong.
+bool OutOfResources(const beast::error_code& ec) {
+  return ec == net::error::no_descriptors || ec == net::error::no_buffer_space ||
+         ec == net::error::no_memory ||
+         (ec.category() == boost::system::system_category() && ec.value() == ENFILE);
+}
+}  // namespace
+
 class HttpServer::Impl {
  public:
   Impl(const HttpServerOptions& options, Scheduler* scheduler, ServiceMetrics* metrics)
       : options_(options),
         api_({options.api_key, options.retry_after_seconds}, scheduler, metrics),
         metrics_(metrics),
+        log_(OrDiscard(options.log)),
+        read_buffer_limit_(options.max_header_bytes + kReadBufferSlack),
+        over_capacity_response_(OverCapacityResponse(options)),
         ioc_(std::max(1, options.io_threads)),
         acceptor_(net::make_strand(ioc_)),
+        accept_retry_(acceptor_.get_executor()),
         prepare_pool_(std::max(1, options.io_threads)) {}
 
   absl::Status Listen();
   void DoAccept();
+  // After an accept that failed for want of descriptors or memory: one log
+  // line per episode, then DoAccept after a growing pause.
+  void BackOffAccepting(const beast::error_code& ec);
+  // Answers a connection past max_connections with over_capacity_response_
+  // and closes it, without waiting on the client.
+  void Refuse(tcp::socket socket);
   // Runs the I/O loop on this thread until it is stopped. A handler that
   // throws (an allocation that fails mid-request) loses its own connection,
   // which closes when its session is released, and the loop runs on:
@@ -57,11 +93,36 @@ class HttpServer::Impl {
   }
   void OnAccept(beast::error_code ec, tcp::socket socket);
 
+  // The 503 for a connection past max_connections, serialized once.
+  static std::string OverCapacityResponse(const HttpServerOptions& options) {
+    HttpResponse res = ErrorResponse(
+        {503,
+         absl::StrCat("the server is at its connection limit (", options.max_connections,
+                      " open connections, --max-connections); retry later"),
+         "service_unavailable", "", "too_many_connections"},
+        11, {{"Retry-After", std::to_string(options.retry_after_seconds)}});
+    res.keep_alive(false);
+    std::ostringstream out;
+    out << res;
+    return std::move(out).str();
+  }
+
   const HttpServerOptions options_;
   const HttpApi api_;
   ServiceMetrics* metrics_;
+  LogSink* log_;
+  // The most a session's read buffer holds (Session::buffer_).
+  const size_t read_buffer_limit_;
+  const std::string over_capacity_response_;
+  // Sessions alive, each holding a descriptor. Declared before ioc_: the
+  // sessions that ioc_'s destruction releases still count themselves out.
+  std::atomic<int> open_connections_{0};
   net::io_context ioc_;
   tcp::acceptor acceptor_;
+  // On the acceptor's strand, like accept_backoff_ and failed_accepts_.
+  net::steady_timer accept_retry_;
+  std::chrono::milliseconds accept_backoff_{0};  // 0: accepting normally
+  int failed_accepts_ = 0;                       // in the current episode
   // Where completion requests are parsed and their prompts tokenized, off
   // the I/O threads (Session::Dispatch).
   net::thread_pool prepare_pool_;
@@ -116,8 +177,16 @@ bool PeerReset(tcp::socket& socket) {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
+  // Counted in server->open_connections_ (by the acceptor) until destroyed.
   Session(tcp::socket&& socket, HttpServer::Impl* server)
-      : stream_(std::move(socket)), timer_(stream_.get_executor()), server_(server) {}
+      : stream_(std::move(socket)),
+        timer_(stream_.get_executor()),
+        server_(server),
+        buffer_(server->read_buffer_limit_) {}
+  ~Session() {
+    --server_->open_connections_;
+    --server_->metrics_->open_connections;
+  }
 
   void Run() {
     // Sessions run on their own strand; dispatch there before the first read.
@@ -166,6 +235,9 @@ class Session : public std::enable_shared_from_this<Session> {
   net::steady_timer timer_;  // the read deadline, or the wait after a probe
   HttpServer::Impl* server_;
   State state_ = State::kReadingHeader;
+  // Bounded (read_buffer_limit_): a chunk extension or trailer that never
+  // ends was read into it without limit (1 GiB in 4.5 s). A read past the
+  // bound fails with http::error::buffer_overflow (OnReadError).
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   HttpRequest req_;
@@ -211,6 +283,67 @@ class SessionListener final : public CompletionListener {
   std::shared_ptr<Session> session_;
   net::any_io_executor ex_;
 };
+
+// Whether the bytes a chunked body's parse left in `buffer` are its
+// trailer: the last chunk's line ("0", extensions, CRLF) is whole and what
+// follows has not ended. Otherwise they are a chunk's size line that has
+// not ended (after the CRLF closing the previous chunk's data).
+bool InTrailer(const beast::flat_buffer& buffer) {
+  std::string_view data(static_cast<const char*>(buffer.data().data()), buffer.size());
+  if (data.starts_with("\r\n")) data.remove_prefix(2);
+  return data.find("\r\n") != std::string_view::npos;
+}
+
+// Every Transfer-Encoding field of `req`, joined as one list (RFC 9110 5.3).
+std::string TransferEncodingOf(const http::fields& req) {
+  std::string joined;
+  const auto [first, last] = req.equal_range(http::field::transfer_encoding);
+  for (auto it = first; it != last; ++it) {
+    absl::StrAppend(&joined, joined.empty() ? "" : ", ",
+                    absl::string_view(it->value().data(), it->value().size()));
+  }
+  return joined;
+}
+
+// Null when the request's Transfer-Encoding (if any) is one dropk reads:
+// chunked, once, alone. `chunked` is the parser's view (the last coding is
+// chunked). Otherwise the error names the header's whole value.
+std::optional<ApiError> CheckTransferEncoding(const http::fields& req, bool chunked) {
+  const std::string full = TransferEncodingOf(req);
+  if (full.empty()) return std::nullopt;
+  constexpr size_t kMaxShown = 200;  // an error stays one readable line
+  const std::string te = full.size() > kMaxShown ? full.substr(0, kMaxShown) + "..." : full;
+  if (!chunked) {
+    // RFC 9112 6.3: a request whose last coding is not chunked has no
+    // knowable length.
+    return ApiError{400, absl::StrCat("Transfer-Encoding '", te, "' is not supported; only chunked"),
+                    "invalid_request_error", "", "bad_request"};
+  }
+  // The last coding is chunked, which Beast decodes. Any other coding in
+  // the list (gzip, chunked) would be left on the body undecoded: Beast
+  // ignored it, and the compressed bytes were parsed as JSON. RFC 9112 6.1:
+  // a coding the server does not understand is a 501.
+  int chunked_count = 0;
+  for (absl::string_view coding : absl::StrSplit(full, ',')) {
+    coding = absl::StripAsciiWhitespace(coding);
+    if (coding.empty()) continue;  // empty list elements are allowed (RFC 9110 5.6.1)
+    if (absl::EqualsIgnoreCase(coding, "chunked")) {
+      ++chunked_count;
+    } else {
+      return ApiError{501,
+                      absl::StrCat("Transfer-Encoding '", te, "' is not supported: coding '",
+                                   coding.substr(0, kMaxShown),
+                                   "' cannot be decoded; send the body with only chunked"),
+                      "invalid_request_error", "", "unsupported_transfer_coding"};
+    }
+  }
+  if (chunked_count > 1) {
+    // RFC 9112 7: a sender must not apply chunked more than once.
+    return ApiError{400, absl::StrCat("Transfer-Encoding '", te, "' applies chunked more than once"),
+                    "invalid_request_error", "", "bad_request"};
+  }
+  return std::nullopt;
+}
 
 void Session::SetState(State next) {
   const bool was = InFlight(state_), is = InFlight(next);
@@ -265,14 +398,8 @@ void Session::OnReadHeader(beast::error_code ec, size_t) {
     return SendError({413, absl::StrCat("request body exceeds the limit of ", limit, " bytes"),
                       "invalid_request_error", "", "request_too_large"});
   }
-  const auto te = parser_->get()[http::field::transfer_encoding];
-  if (!te.empty() && !parser_->chunked()) {
-    // RFC 9112 6.3: a request whose last coding is not chunked has no
-    // knowable length.
-    return SendError({400,
-                      absl::StrCat("Transfer-Encoding '", std::string(te.data(), te.size()),
-                                   "' is not supported; only chunked"),
-                      "invalid_request_error", "", "bad_request"});
+  if (std::optional<ApiError> error = CheckTransferEncoding(parser_->get(), parser_->chunked())) {
+    return SendError(*error);
   }
   SetState(State::kReadingBody);
   ArmReadDeadline(server_->options_.body_timeout);
@@ -314,6 +441,22 @@ void Session::OnReadError(beast::error_code ec) {
   if (ec == http::error::header_limit) {
     return SendError(
         {431, "request headers are too large", "invalid_request_error", "", "headers_too_large"});
+  }
+  if (ec == http::error::buffer_overflow) {
+    const size_t limit = server_->read_buffer_limit_;
+    if (state_ == State::kReadingBody && !InTrailer(buffer_)) {
+      return SendError({413,
+                        absl::StrCat("a chunk's size line (with its extensions) is longer than the "
+                                     "limit of ",
+                                     limit, " bytes"),
+                        "invalid_request_error", "", "request_too_large"});
+    }
+    return SendError({431,
+                      absl::StrCat("request ",
+                                   state_ == State::kReadingBody ? "trailer fields are"
+                                                                 : "headers are",
+                                   " longer than the limit of ", limit, " bytes"),
+                      "invalid_request_error", "", "headers_too_large"});
   }
   if (ec == http::error::partial_message) {
     // The client shut down its side mid-request; it may still read.
@@ -424,6 +567,9 @@ void Session::EndRequest(bool keep_alive) {
   beast::error_code ignored;
   stream_.socket().cancel(ignored);  // the peer watch; nothing else is pending now
   if (!keep_alive || server_->stopped_) return Close();
+  // An idle keep-alive connection keeps no more buffer than the bytes of a
+  // next request it has sent already (a long header left it tens of KiB).
+  buffer_.shrink_to_fit();
   // The next request on this connection; the parser must be fresh (DoRead).
   req_ = {};
   DoRead();
@@ -687,14 +833,64 @@ void HttpServer::Impl::DoAccept() {
 
 void HttpServer::Impl::OnAccept(beast::error_code ec, tcp::socket socket) {
   if (ec == net::error::operation_aborted || !acceptor_.is_open()) return;
-  if (!ec) {
+  // Out of descriptors, the connection waits in the kernel's queue and every
+  // accept fails at once: retrying at once burned a core, and /healthz
+  // timed out behind it.
+  if (ec && OutOfResources(ec)) return BackOffAccepting(ec);
+  if (!ec && accept_backoff_.count() > 0) {
+    log_->Write(absl::StrCat("dropk-serve: accepting connections again (after ",
+                             failed_accepts_, " failed attempts)"));
+    accept_backoff_ = std::chrono::milliseconds(0);
+    failed_accepts_ = 0;
+  }
+  if (!ec && open_connections_.load() >= options_.max_connections) {
+    Refuse(std::move(socket));
+  } else if (!ec) {
+    ++open_connections_;  // only here, on the acceptor's strand: the cap holds
+    ++metrics_->open_connections;
     // Streamed tokens are small writes: send each at once (no Nagle delay).
     beast::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
     std::make_shared<Session>(std::move(socket), this)->Run();
   }
-  // A failed accept (e.g. out of descriptors) ends only that connection.
+  // Any other failed accept (a connection reset before it was accepted)
+  // ends only that connection.
   DoAccept();
+}
+
+void HttpServer::Impl::BackOffAccepting(const beast::error_code& ec) {
+  ++failed_accepts_;
+  if (accept_backoff_.count() == 0) {
+    accept_backoff_ = kFirstAcceptBackoff;
+    rlimit limit{};
+    getrlimit(RLIMIT_NOFILE, &limit);
+    log_->Write(absl::StrCat(
+        "dropk-serve: cannot accept connections: ", ec.message(), " (open-file limit ",
+        limit.rlim_cur, ", ", open_connections_.load(),
+        " connections open); retrying every ", kFirstAcceptBackoff.count(), " to ",
+        kMaxAcceptBackoff.count(),
+        " ms until it succeeds (lower --max-connections or raise the limit with ulimit -n)"));
+  } else {
+    accept_backoff_ = std::min(accept_backoff_ * 2, std::chrono::milliseconds(kMaxAcceptBackoff));
+  }
+  accept_retry_.expires_after(accept_backoff_);
+  accept_retry_.async_wait([this](beast::error_code wait_ec) {
+    if (wait_ec || !acceptor_.is_open()) return;  // cancelled: stopping
+    DoAccept();
+  });
+}
+
+void HttpServer::Impl::Refuse(tcp::socket socket) {
+  ++metrics_->refused_connections;
+  metrics_->CountRequest(503);
+  beast::error_code ignored;
+  // A new connection's send buffer is empty, so the answer fits whole and
+  // a non-blocking write never waits on a client that does not read. The
+  // client reads it even when its unread request makes the close a reset.
+  socket.non_blocking(true, ignored);
+  net::write(socket, net::buffer(over_capacity_response_), ignored);
+  socket.shutdown(tcp::socket::shutdown_send, ignored);
+  socket.close(ignored);
 }
 
 HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -722,6 +918,7 @@ void HttpServer::StopAccepting() {
   net::post(p->acceptor_.get_executor(), [p, &done] {
     beast::error_code ignored;
     p->acceptor_.close(ignored);
+    p->accept_retry_.cancel();
     done.set_value();
   });
   if (!p->ioc_.stopped()) done.get_future().wait_for(std::chrono::seconds(5));

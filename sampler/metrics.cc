@@ -58,6 +58,11 @@ std::string ServiceMetrics::Render() const {
   scalar("dropk_running_batch_size", "gauge", "Sequences in the running decode batch.",
          running_batch.load());
   scalar("dropk_queue_length", "gauge", "Sequences waiting for a batch slot.", queue_length.load());
+  scalar("dropk_open_connections", "gauge", "HTTP connections open (at most --max-connections).",
+         open_connections.load());
+  scalar("dropk_refused_connections_total", "counter",
+         "Connections answered 503 because --max-connections were open.",
+         refused_connections.load());
   scalar("dropk_checkpoint_step", "gauge", "Training step of the served checkpoint (-1: none).",
          checkpoint_step.load());
   scalar("dropk_reloads_total", "counter", "Checkpoint hot reloads that succeeded.",

@@ -67,7 +67,15 @@ absl::StatusOr<std::string> FindServableCheckpoint(const std::string& checkpoint
     return absl::InvalidArgumentError(
         "the checkpoints directory is empty; name a run's checkpoints directory (run/checkpoints)");
   }
-  absl::StatusOr<std::string> found = FindLatestValidCheckpoint(checkpoints_dir, skipped);
+  // Verified as it is read (LoadCheckpointSnapshot): the manifest whole and
+  // the weights' CRCs. The optimizer state, which serving never reads, is
+  // not: a corrupt optimizer file (resume refuses it) does not stop the
+  // weights beside it from being served, and a scan no longer reads
+  // gigabytes of moments for nothing.
+  ReadCheckpointOptions weights_only;
+  weights_only.weights_only = true;
+  absl::StatusOr<std::string> found =
+      FindLatestValidCheckpoint(checkpoints_dir, skipped, weights_only);
   if (found.ok()) return found;
   // An operator who names one checkpoint (run/checkpoints/step-N) instead
   // of the run's directory of them read only "no valid checkpoint in it".

@@ -1,13 +1,16 @@
 #include "sampler/serve.h"
 
 #include <sys/resource.h>
+#include <sys/stat.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -16,6 +19,42 @@
 #include "checkpoint/format.h"
 
 namespace dropk {
+
+namespace {
+
+// What a scan for a servable checkpoint depends on, short of reading any
+// data: the names in the checkpoints directory and, in each step-*
+// directory, every file's name, inode, size and modification time (a file
+// repaired in place or replaced by a rename changes one of them). One stat
+// per file, where a scan CRC-checks every candidate's weights.
+std::string CheckpointsFingerprint(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> lines;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    lines.push_back(name);
+    if (ParseStepDirName(name) < 0) continue;
+    std::error_code sub_ec;
+    for (fs::directory_iterator f(it->path(), sub_ec), f_end; !sub_ec && f != f_end;
+         f.increment(sub_ec)) {
+      const std::string file = absl::StrCat(name, "/", f->path().filename().string());
+      struct stat st {};
+      if (::stat(f->path().c_str(), &st) != 0) {
+        lines.push_back(absl::StrCat(file, " cannot stat"));
+        continue;
+      }
+      lines.push_back(absl::StrCat(file, " ", st.st_ino, " ", st.st_size, " ", st.st_mtim.tv_sec,
+                                   ".", st.st_mtim.tv_nsec));
+    }
+    if (sub_ec) lines.push_back(absl::StrCat(name, ": ", sub_ec.message()));
+  }
+  if (ec) lines.push_back(absl::StrCat("error: ", ec.message()));
+  std::sort(lines.begin(), lines.end());
+  return absl::StrJoin(lines, "\n");
+}
+
+}  // namespace
 
 CheckpointWatcher::CheckpointWatcher(std::string checkpoints_dir, Scheduler* scheduler,
                                      ServiceMetrics* metrics, LogSink* log)
@@ -63,7 +102,10 @@ absl::StatusOr<bool> CheckpointWatcher::LoadFrom(const std::string& /*latest_con
 absl::Status CheckpointWatcher::LoadInitial() {
   std::lock_guard<std::mutex> lock(mu_);
   last_latest_ = ReadLatest();
+  last_fingerprint_ = CheckpointsFingerprint(dir_);  // before the scan: a change during it counts
   absl::StatusOr<bool> loaded = LoadFrom(last_latest_);
+  scanned_ = true;
+  last_status_ = loaded.status();
   if (!loaded.ok()) last_refusal_ = std::string(loaded.status().message());
   return loaded.status();
 }
@@ -72,16 +114,29 @@ absl::Status CheckpointWatcher::PollOnce() {
   std::lock_guard<std::mutex> lock(mu_);
   const std::string latest = ReadLatest();
   if (latest == last_latest_ && !serving_path_.empty()) return absl::OkStatus();
+  if (serving_path_.empty()) {
+    // Nothing served yet. A scan CRC-checks every candidate's weights (it
+    // once read every optimizer file too: 146 MB in 5 s for a 28 MB run,
+    // forever), and with nothing changed it would fail the same way: scan
+    // again only when LATEST or a candidate's files changed.
+    std::string fingerprint = CheckpointsFingerprint(dir_);
+    if (scanned_ && latest == last_latest_ && fingerprint == last_fingerprint_) {
+      return last_status_;
+    }
+    last_fingerprint_ = std::move(fingerprint);
+  }
   last_latest_ = latest;
   const bool first = serving_path_.empty();
   absl::StatusOr<bool> loaded = LoadFrom(latest);
+  scanned_ = true;
+  last_status_ = loaded.status();
   if (loaded.ok()) {
     if (*loaded && !first) ++metrics_->reloads_ok;
     last_refusal_.clear();
     return absl::OkStatus();
   }
-  // Until a first checkpoint loads, every poll tries again and would fail
-  // the same way: log and count a refusal once, not once a poll.
+  // A scan after a change may still fail the same way (a new file beside
+  // broken checkpoints): log and count a refusal once, not once a scan.
   const std::string why(loaded.status().message());
   if (why != last_refusal_) {
     last_refusal_ = why;
@@ -120,14 +175,30 @@ namespace {
 // would let about a thousand idle clients lock everyone else out (new
 // connections then wait in the kernel's queue), while the hard limit
 // usually allows far more; raise the soft limit to it.
-void RaiseOpenFileLimit(LogSink* log) {
+// Says so when --max-connections cannot be reached for want of descriptors
+// (the server then backs off accepting instead; http_server.h).
+void RaiseOpenFileLimit(int max_connections, LogSink* log) {
   rlimit limit{};
-  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
-  const rlim_t before = limit.rlim_cur;
-  limit.rlim_cur = limit.rlim_max;
-  if (setrlimit(RLIMIT_NOFILE, &limit) == 0) {
-    log->Write(absl::StrCat("dropk-serve: open-file limit raised from ", before, " to ",
-                            limit.rlim_cur, " (connections each hold one)"));
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  if (limit.rlim_cur < limit.rlim_max) {
+    const rlim_t before = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &limit) == 0) {
+      log->Write(absl::StrCat("dropk-serve: open-file limit raised from ", before, " to ",
+                              limit.rlim_cur, " (connections each hold one)"));
+    } else {
+      limit.rlim_cur = before;
+    }
+  }
+  // The process's own files (checkpoints, logs, the listener) need some too.
+  constexpr rlim_t kOwnDescriptors = 64;
+  if (limit.rlim_cur != RLIM_INFINITY &&
+      limit.rlim_cur < static_cast<rlim_t>(max_connections) + kOwnDescriptors) {
+    log->Write(absl::StrCat("dropk-serve: the open-file limit (", limit.rlim_cur,
+                            ") is below --max-connections (", max_connections, ") + ",
+                            kOwnDescriptors,
+                            "; connections past it wait in the kernel's queue (raise ulimit -n "
+                            "or lower --max-connections)"));
   }
 }
 
@@ -178,7 +249,7 @@ absl::Status WritePortFile(const std::string& path, int port) {
 
 absl::Status RunServe(const ServeOptions& options) {
   LogSink* log = OrDiscard(options.log);
-  RaiseOpenFileLimit(log);
+  RaiseOpenFileLimit(options.http.max_connections, log);
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
@@ -200,8 +271,10 @@ absl::Status RunServe(const ServeOptions& options) {
     log->Write(
         absl::StrCat("dropk-serve: no servable checkpoint yet (", s.message(), "); watching"));
   }
+  HttpServerOptions http = options.http;
+  if (http.log == nullptr) http.log = log;
   absl::StatusOr<std::unique_ptr<HttpServer>> server =
-      HttpServer::Start(options.http, scheduler->get(), &metrics);
+      HttpServer::Start(http, scheduler->get(), &metrics);
   if (!server.ok()) return server.status();
   if (!options.port_file.empty()) {
     if (absl::Status s = WritePortFile(options.port_file, (*server)->port()); !s.ok()) {

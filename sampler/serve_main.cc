@@ -73,6 +73,11 @@ int Main(int argc, char** argv) {
   app.add_option("--max-body-bytes", o.http.max_body_bytes, "Larger request bodies get 413")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+  app.add_option("--max-connections", o.http.max_connections,
+                 "Open connections at most; past it a new one gets 503 (with Retry-After) and is "
+                 "closed. Bounds the memory clients can pin: about this x --max-body-bytes")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
   app.add_option("--header-timeout-ms", header_ms, "Limit on reading request headers")
       ->capture_default_str()
       ->check(CLI::Range(1, 3600000));

@@ -223,6 +223,28 @@ TEST_F(CheckpointTest, FlippedByteInOptimizerState) {
   ReadCheckpointOptions weights_only;
   weights_only.weights_only = true;
   EXPECT_TRUE(ReadCheckpoint(ckpt, weights_only).ok());
+  // Nor does their verification (what dropk-serve's scan runs); the full
+  // one (resume, `dropk ckpt verify`) still refuses it.
+  EXPECT_TRUE(VerifyCheckpoint(ckpt, nullptr, weights_only).ok());
+  std::vector<std::string> skipped;
+  EXPECT_EQ(FindLatestValidCheckpoint(dir_ + "/ckpt", &skipped, weights_only).value_or(""), ckpt);
+  EXPECT_FALSE(FindLatestValidCheckpoint(dir_ + "/ckpt", &skipped).ok());
+}
+
+// Weights-only verification still checks the weights and the whole manifest.
+TEST_F(CheckpointTest, WeightsOnlyVerificationRefusesBadWeightsAndSizes) {
+  ReadCheckpointOptions weights_only;
+  weights_only.weights_only = true;
+  const std::string ckpt = *Save(1);
+  std::string bytes = ReadAll(ckpt + "/model.data");
+  bytes[bytes.size() - 3] ^= 0x10;
+  WriteAll(ckpt + "/model.data", bytes);
+  const absl::Status bad_weights = VerifyCheckpoint(ckpt, nullptr, weights_only);
+  EXPECT_NE(bad_weights.message().find("CRC32C mismatch"), std::string::npos) << bad_weights;
+  const std::string other = *Save(2);
+  const std::string optim = other + "/optim-rank00000-of-00001.data";
+  WriteAll(optim, ReadAll(optim) + "x");  // a size the manifest does not pin
+  EXPECT_FALSE(VerifyCheckpoint(other, nullptr, weights_only).ok());
 }
 
 TEST_F(CheckpointTest, TruncatedDataFile) {

@@ -108,10 +108,10 @@ TEST(CompletionsParseTest, PromptsOfTokenIds) {
   const CompletionRequest one = Parse(R"({"prompt":[5,0,18446744073709551615]})");
   EXPECT_TRUE(one.prompts.empty());
   ASSERT_EQ(one.token_prompts.size(), 1u);
-  EXPECT_EQ(one.token_prompts[0], (std::vector<int64_t>{5, 0, INT64_MAX}));
+  EXPECT_EQ(one.token_prompts[0], (std::vector<uint64_t>{5, 0, UINT64_MAX}));
   const CompletionRequest two = Parse(R"({"prompt":[[1,2],[3]],"n":2})");
   ASSERT_EQ(two.token_prompts.size(), 2u);
-  EXPECT_EQ(two.token_prompts[1], (std::vector<int64_t>{3}));
+  EXPECT_EQ(two.token_prompts[1], (std::vector<uint64_t>{3}));
   EXPECT_EQ(two.PromptCount(), 2u);
   std::string many = R"({"prompt":[)";
   for (int i = 0; i < CompletionRequest::kMaxPrompts + 1; ++i) many += i ? ",[1]" : "[1]";

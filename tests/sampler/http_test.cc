@@ -830,5 +830,156 @@ TEST(HttpTest, FloodRequestDoesNotStarveAShortOne) {
   flood_client.join();
 }
 
+// This process's resident set (bytes), from /proc/self/statm.
+size_t ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  size_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
+struct Offered {
+  testing::RawResult answer;
+  size_t filler_sent = 0;          // bytes of filler the server let in
+  size_t resident_growth = 0;      // this process's RSS growth, measured once sending stopped
+};
+
+// Sends `head`, then up to `filler_bytes` of 'a' (64 KiB at a time) while
+// reading what the server answers; stops sending once it answers or the
+// connection fails, and reads until it closes (bounded: 20 s).
+Offered OfferEndlessLine(int port, const std::string& head, size_t filler_bytes) {
+  Offered o;
+  const size_t resident_before = ResidentBytes();
+  const int fd = ConnectAndSend(port, head);
+  if (fd < 0) return o;
+  const std::string filler(64 << 10, 'a');
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  bool sending = true;
+  char buf[4096];
+  while (std::chrono::steady_clock::now() < until) {
+    pollfd p{fd, static_cast<short>(POLLIN | (sending ? POLLOUT : 0)), 0};
+    if (poll(&p, 1, 100) < 0) break;
+    if (p.revents & POLLIN) {
+      const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+      if (n <= 0) {
+        o.answer.closed = true;
+        break;
+      }
+      o.answer.received.append(buf, static_cast<size_t>(n));
+    }
+    if (sending && !o.answer.received.empty()) sending = false;  // answered: stop
+    if (sending && (p.revents & (POLLOUT | POLLERR | POLLHUP))) {
+      const size_t n = std::min(filler.size(), filler_bytes - o.filler_sent);
+      const ssize_t sent = send(fd, filler.data(), n, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (sent > 0) o.filler_sent += static_cast<size_t>(sent);
+      if (sent < 0 && errno != EAGAIN) sending = false;
+      if (o.filler_sent == filler_bytes) sending = false;
+      if (!sending) {
+        const size_t now = ResidentBytes();
+        o.resident_growth = now > resident_before ? now - resident_before : 0;
+      }
+    }
+  }
+  close(fd);
+  return o;
+}
+
+// A chunk extension or a trailer that never ends was buffered whole: the
+// session's read buffer had no bound and neither the header nor the body
+// limit applies to them (1 GiB was taken in 4.5 s and the process kept the
+// memory). The buffer is now bounded (header limit + 64 KiB): such a
+// request gets a JSON 413 (extension) or 431 (trailer) naming the limit,
+// then the close, and 64 MiB offered leave the process's memory alone.
+TEST(HttpTest, EndlessChunkExtensionOrTrailerIsRefusedInBoundedMemory) {
+  HttpServerOptions http;
+  http.body_timeout = std::chrono::seconds(3);  // before: this 408 came instead
+  TestServer s(http);
+  const std::string limit = std::to_string(http.max_header_bytes + (64 << 10));
+  const std::string post = "POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                           "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+  struct Case {
+    std::string head, status, code;
+  };
+  for (const Case& c : {Case{post + "5;", "HTTP/1.1 413", "request_too_large"},
+                        Case{post + "2\r\n{}\r\n0\r\nX: ", "HTTP/1.1 431", "headers_too_large"}}) {
+    SCOPED_TRACE(c.head);
+    const Offered o = OfferEndlessLine(s.port, c.head, size_t{64} << 20);
+    ExpectRawError(o.answer, c.status, c.code);
+    EXPECT_NE(testing::RawBody(o.answer.received).find(limit), std::string::npos)
+        << o.answer.received;
+    EXPECT_LT(o.resident_growth, size_t{32} << 20)
+        << "the server buffered " << o.filler_sent << " bytes of one line";
+  }
+  EXPECT_EQ(Curl(s.port, "GET", "/healthz").code, 200);
+}
+
+// Connections were accepted without limit, each able to pin up to
+// --max-body-bytes for --body-timeout-ms (400 pinned 400 MB; the raised
+// file limit allowed 20,000). Past max_connections a new connection gets a
+// JSON 503 with Retry-After and is closed; those under the cap are served,
+// /healthz and /metrics included, and the gauge counts them.
+TEST(HttpTest, ConnectionsPastTheCapGet503AndTheOthersAreServed) {
+  HttpServerOptions http;
+  http.max_connections = 3;
+  http.retry_after_seconds = 2;
+  TestServer s(http);
+  std::vector<int> held;
+  for (int i = 0; i < 3; ++i) {
+    held.push_back(ConnectAndSend(s.port, ""));
+    ASSERT_GE(held.back(), 0);
+  }
+  ASSERT_EQ(AwaitGauge(s.metrics.open_connections, 3), 3);
+  const testing::RawResult refused =
+      testing::RawExchange(s.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  ExpectRawError(refused, "HTTP/1.1 503", "too_many_connections");
+  EXPECT_NE(refused.received.find("Retry-After: 2\r\n"), std::string::npos) << refused.received;
+  EXPECT_NE(refused.received.find("connection limit (3 open connections"), std::string::npos)
+      << refused.received;
+  const std::string get = " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  ASSERT_EQ(send(held[0], ("GET /metrics" + get).data(), 12 + get.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(12 + get.size()));
+  const std::string metrics = ReadUntilClosed(held[0]);
+  EXPECT_EQ(metrics.rfind("HTTP/1.1 200", 0), 0u) << metrics;
+  EXPECT_NE(metrics.find("dropk_open_connections 3\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("dropk_refused_connections_total 1\n"), std::string::npos) << metrics;
+  ASSERT_EQ(send(held[1], ("GET /healthz" + get).data(), 12 + get.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(12 + get.size()));
+  EXPECT_EQ(ReadUntilClosed(held[1]).rfind("HTTP/1.1 200", 0), 0u);
+  for (const int fd : held) close(fd);
+  EXPECT_EQ(AwaitGauge(s.metrics.open_connections, 0), 0);
+  EXPECT_EQ(Curl(s.port, "GET", "/healthz").code, 200);
+}
+
+// A coding other than chunked in Transfer-Encoding (gzip, chunked; or one
+// field each) was ignored, and the still-encoded body read as JSON. It is a
+// JSON 501 naming the header's value (RFC 9112 6.1); chunked applied twice
+// is a 400.
+TEST(HttpTest, TransferCodingsOtherThanChunkedAre501) {
+  TestServer s;
+  const std::string post = "POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                           "Content-Type: application/json\r\n";
+  const std::string body = "\r\n2\r\n{}\r\n0\r\n\r\n";
+  for (const std::string& te :
+       {std::string("Transfer-Encoding: gzip, chunked\r\n"),
+        std::string("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n")}) {
+    SCOPED_TRACE(te);
+    const testing::RawResult r = testing::RawExchange(s.port, post + te + body);
+    ExpectRawError(r, "HTTP/1.1 501", "unsupported_transfer_coding");
+    EXPECT_NE(testing::RawBody(r.received).find("'gzip, chunked'"), std::string::npos)
+        << r.received;
+  }
+  const testing::RawResult twice =
+      testing::RawExchange(s.port, post + "Transfer-Encoding: chunked, chunked\r\n" + body);
+  ExpectRawError(twice, "HTTP/1.1 400", "bad_request");
+  // chunked alone still works.
+  const std::string ok_body = R"({"prompt":"ab","max_tokens":2})";
+  char size[16];
+  std::snprintf(size, sizeof(size), "%zx", ok_body.size());
+  const testing::RawResult ok = testing::RawExchange(
+      s.port, post + "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + size +
+                  "\r\n" + ok_body + "\r\n0\r\n\r\n");
+  EXPECT_EQ(ok.received.rfind("HTTP/1.1 200", 0), 0u) << ok.received;
+}
+
 }  // namespace
 }  // namespace dropk

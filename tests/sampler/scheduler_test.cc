@@ -196,6 +196,13 @@ TEST(SchedulerTest, TokenIdPromptsMatchTheirTextAndAreChecked) {
                                                      " at position 1"),
             std::string::npos)
       << std::get<ApiError>(outside).message;
+  // The id is quoted as sent: 2^64 - 1 was quoted as 9223372036854775807.
+  auto huge = run(R"({"prompt":[1,18446744073709551615]})");
+  ASSERT_TRUE(std::holds_alternative<ApiError>(huge));
+  EXPECT_NE(std::get<ApiError>(huge).message.find(
+                "prompt 0: token id 18446744073709551615 at position 1"),
+            std::string::npos)
+      << std::get<ApiError>(huge).message;
   auto too_long = run(json{{"prompt", std::vector<int>(16, 1)}}.dump());
   ASSERT_TRUE(std::holds_alternative<ApiError>(too_long));
   EXPECT_EQ(std::get<ApiError>(too_long).code, "context_length_exceeded");

@@ -55,9 +55,11 @@ absl::StatusOr<CheckpointData> ReadCheckpoint(const std::string& dir,
 // The checkpoint directory that checkpoints_dir/LATEST names, if it verifies;
 // otherwise the newest step-* directory that does. Each skipped candidate is
 // appended to *skipped (may be null) as "path: reason". NotFound when none
-// verifies.
+// verifies. With options.weights_only, a candidate verifies when what a
+// weights-only read uses does (VerifyCheckpoint).
 absl::StatusOr<std::string> FindLatestValidCheckpoint(const std::string& checkpoints_dir,
-                                                      std::vector<std::string>* skipped);
+                                                      std::vector<std::string>* skipped,
+                                                      const ReadCheckpointOptions& options = {});
 
 // A manifest that passed ValidateManifest: its entries are consistent with
 // the config, the tokenizer and the data files' sizes, so reading them can
@@ -92,8 +94,12 @@ absl::StatusOr<ValidatedManifest> ValidateManifest(const CheckpointManifest& man
 absl::StatusOr<ValidatedManifest> OpenCheckpoint(const std::string& dir, Env* env = nullptr);
 
 // Recomputes every CRC of checkpoint `dir`. OK or DataLoss naming the
-// checkpoint, file and tensor.
-absl::Status VerifyCheckpoint(const std::string& dir, Env* env = nullptr);
+// checkpoint, file and tensor. With options.weights_only, only the model
+// tensors' CRCs (what a weights-only read uses; serving): the manifest is
+// checked whole either way (its own CRC, every entry, every data file's
+// size), but the optimizer state's bytes are not read.
+absl::Status VerifyCheckpoint(const std::string& dir, Env* env = nullptr,
+                              const ReadCheckpointOptions& options = {});
 
 // Where a load puts the tensors: device memory of `kernels` (num_params
 // floats each, ParamLayout order). adam_m/adam_v may be null to skip them.

@@ -47,9 +47,10 @@ struct CompletionRequest {
   // The prompts, as text to encode or, in OpenAI's other form, as token ids
   // given directly (a list of integers, or a list of such lists). Exactly one
   // of the two is non-empty; ids are checked against the model's vocabulary
-  // when the request is submitted.
+  // when the request is submitted. Ids are kept as sent (any JSON integer
+  // >= 0), so an error about one quotes the client's own number.
   std::vector<std::string> prompts;
-  std::vector<std::vector<int64_t>> token_prompts;
+  std::vector<std::vector<uint64_t>> token_prompts;
 
   // How many prompts the request has, in whichever form.
   size_t PromptCount() const { return prompts.size() + token_prompts.size(); }

@@ -8,10 +8,16 @@
 // reads requests, writes what HttpApi::Route answers, streams server-sent
 // events, and answers the failures of the connection itself: 408 for a
 // client that stops mid-request, 400 for malformed HTTP, 413, 431, each as
-// a JSON error before the connection closes. A client that leaves while its
-// completion is queued or running (a reset, or an end of stream that a probe
-// write shows to be a full close) has it cancelled at once, whatever its
-// HTTP version or Connection header; one that only half-closed is answered.
+// a JSON error before the connection closes (413 also for a chunk's size
+// line, and 431 for a trailer, longer than max_header_bytes + 64 KiB: the
+// read buffer is bounded, so no line the parser waits on can grow without
+// end). A connection past max_connections gets a 503; when accepting fails
+// for want of descriptors or memory, the server logs it once and retries
+// with a growing pause (50 ms to 500 ms) instead of spinning. A client
+// that leaves while its completion is queued or running (a reset, or an end
+// of stream that a probe write shows to be a full close) has it cancelled
+// at once, whatever its HTTP version or Connection header; one that only
+// half-closed is answered.
 #ifndef DROPK_SAMPLER_HTTP_SERVER_H_
 #define DROPK_SAMPLER_HTTP_SERVER_H_
 
@@ -21,6 +27,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "base/log.h"
 #include "sampler/http_api.h"
 #include "sampler/metrics.h"
 #include "sampler/scheduler.h"
@@ -39,7 +46,13 @@ struct HttpServerOptions {
   std::chrono::milliseconds body_timeout{30000};
   std::chrono::milliseconds write_timeout{30000};
   std::string api_key{};        // non-empty: every route but /healthz needs "Bearer <key>"
-  int retry_after_seconds = 1;  // Retry-After on 429
+  int retry_after_seconds = 1;  // Retry-After on 429, and on 503 past max_connections
+  // Open connections at most. Each may hold up to max_body_bytes for up to
+  // body_timeout, so this bounds the memory clients can pin (about
+  // max_connections x max_body_bytes). A connection past it is answered 503
+  // (JSON, Retry-After) and closed at once; those under it are served as usual.
+  int max_connections = 512;
+  LogSink* log = nullptr;  // the server's own troubles (e.g. accept failing); null: nowhere
 };
 
 class HttpServer {

@@ -40,6 +40,8 @@ class ServiceMetrics {
   std::atomic<uint64_t> reloads_ok{0};
   std::atomic<uint64_t> reloads_failed{0};
   std::atomic<uint64_t> cancelled_sequences{0};
+  std::atomic<int64_t> open_connections{0};       // HTTP connections being served
+  std::atomic<uint64_t> refused_connections{0};   // turned away past --max-connections
   Histogram ttft_seconds;
   Histogram inter_token_seconds;
 

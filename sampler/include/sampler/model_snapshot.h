@@ -38,7 +38,9 @@ absl::StatusOr<std::shared_ptr<const ModelSnapshot>> LoadCheckpointSnapshot(
     const std::string& checkpoint_dir);
 
 // The checkpoint directory the service should serve from checkpoints_dir:
-// what LATEST names if it verifies, else the newest that does. Skipped
+// what LATEST names if it verifies, else the newest that does (verified as
+// served: the manifest and the weights' CRCs, not the optimizer state's,
+// which a resume checks and serving never reads). Skipped
 // candidates go to *skipped as "path: reason". When there is none, the
 // error says whether checkpoints_dir is missing (NotFound), is itself one
 // checkpoint, or is a run directory holding checkpoints/.

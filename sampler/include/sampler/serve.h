@@ -31,8 +31,11 @@ class CheckpointWatcher {
 
   // Loads what the run's LATEST (or the newest valid checkpoint) names.
   absl::Status LoadInitial();
-  // One poll: when LATEST changed since the last poll (or nothing is served
-  // yet), try to load it. Returns OK when nothing changed, LATEST names the
+  // One poll: when LATEST changed since the last poll, try to load it; while
+  // nothing is served yet, also when the checkpoints directory's listing or
+  // a candidate's files (names, sizes, modification times) changed, and
+  // otherwise return the last attempt's error without reading any
+  // checkpoint again. Returns OK when nothing changed, LATEST names the
   // checkpoint served already, or the new one was swapped in. A refusal is
   // logged and counted once, not again at each poll that fails the same way.
   absl::Status PollOnce();
@@ -54,6 +57,11 @@ class CheckpointWatcher {
   std::string last_latest_;   // contents of LATEST at the last attempt
   std::string serving_path_;  // checkpoint directory being served
   std::string last_refusal_;  // why the last poll failed (logged); "" after one that did not
+  // While nothing is served: what the last scan depended on
+  // (CheckpointsFingerprint in serve.cc) and what it returned.
+  bool scanned_ = false;
+  std::string last_fingerprint_;
+  absl::Status last_status_;
   std::condition_variable cv_;
   bool stop_ = false;
   std::thread thread_;
