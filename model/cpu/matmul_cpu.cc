@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "cpu/cpu_kernels.h"
+#include "cpu/tiled_sgemm.h"
 
 namespace dropk {
 namespace {
@@ -35,12 +36,20 @@ void CpuKernels::MatmulBackward(float* dinp, float* dw, float* dbias, const floa
   } else {
     // dinp (N,C) = dout (N,OC) · w (OC,C)
     if (dinp != nullptr) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, w, C,
-                  accumulate_dinp ? 1.0f : 0.0f, dinp, C);
+      if (UseTiledSgemm(N, C, OC)) {
+        TiledSgemm(false, N, C, OC, dout, OC, w, C, accumulate_dinp ? 1.0f : 0.0f, dinp, C);
+      } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, w, C,
+                    accumulate_dinp ? 1.0f : 0.0f, dinp, C);
+      }
     }
     // dw (OC,C) += dout^T (OC,N) · inp (N,C)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw,
-                C);
+    if (UseTiledSgemm(OC, C, N)) {
+      TiledSgemm(true, OC, C, N, dout, OC, inp, C, 1.0f, dw, C);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f,
+                  dw, C);
+    }
   }
   if (dbias != nullptr) AccumulateColumnSums(dbias, dout, N, OC);
 }

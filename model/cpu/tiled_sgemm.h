@@ -1,0 +1,38 @@
+// Small matrix products as fixed tiles of single-threaded sgemm calls, one
+// tile per OpenMP task. OpenBLAS's AVX-512 builds (its SkylakeX, Cooperlake
+// and Sapphire Rapids cores) multiply a call this small with their
+// small-matrix kernels, which skip packing and threading; on the small
+// products of a small model (nanoGPT's CPU recipe: 768 tokens, 128 wide)
+// that beats one threaded sgemm call over the whole product, whose packing
+// and team synchronisation dominate there. Used for the backward's two
+// products (dinp and dw); the forward's gained nothing measurable (its
+// right operand, w^T, would need a transposed copy for the fast kernels).
+// Hand-written only as a partition of the work; every product is still
+// OpenBLAS's.
+//
+// The tiles are fixed by the shape alone, and each tile sums its K in the
+// same fixed chunks, in order, on one thread: results do not depend on the
+// team size (the CPU kernels' promise; GptTeamSizeTest).
+// Private to model/cpu/.
+#ifndef DROPK_MODEL_CPU_TILED_SGEMM_H_
+#define DROPK_MODEL_CPU_TILED_SGEMM_H_
+
+#include <cstddef>
+
+namespace dropk {
+
+// Whether a product of M x N x K multiply-adds should go through TiledSgemm:
+// small enough that one threaded sgemm is overhead-bound, and this process's
+// OpenBLAS has the small-matrix kernels (on other cores, Haswell's say, the
+// tiles are slower).
+bool UseTiledSgemm(int M, int N, int K);
+
+// C (M,N) = beta * C + op(A) · B, row-major: op(A) is A (M,K), or with
+// transpose_a A is stored (K,M) and read transposed; B is (K,N). Opens its
+// own OpenMP parallel region; call it from outside one.
+void TiledSgemm(bool transpose_a, int M, int N, int K, const float* A, int lda, const float* B,
+                int ldb, float beta, float* C, int ldc);
+
+}  // namespace dropk
+
+#endif  // DROPK_MODEL_CPU_TILED_SGEMM_H_
