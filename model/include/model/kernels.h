@@ -113,8 +113,8 @@ class Kernels {
   // a device may mark in it which entries dropout dropped by setting their
   // sign bit (the CPU does; |probs| is the softmax). Entries above the
   // diagonal may be left as they were (the CPU writes only up to the end of
-  // each row's query block). A device that keeps no
-  // T x T probabilities (CUDA's flash attention) keeps less, in its own form.
+  // each row's query block). A device that keeps no T x T probabilities
+  // (CUDA's flash attention) keeps less, in its own form.
   virtual void AttentionForward(float* out, float* probs, const float* qkv, int B, int T, int C,
                                 int NH, int layer, const DropoutPlan* dropout) = 0;
   // The floats AttentionForward leaves in probs for AttentionBackward at this
