@@ -36,6 +36,21 @@ using testing::RunCommand;
 const std::string kBin = std::string(DROPK_BINARY_DIR) + "/bin/";
 const std::string kSrc = DROPK_SOURCE_DIR;
 
+// Opens `count` TCP connections to the service on 127.0.0.1:port that send
+// nothing, appending their descriptors to *fds (the caller closes them).
+void ConnectIdle(int port, int count, std::vector<int>* fds) {
+  for (int i = 0; i < count; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    fds->push_back(fd);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  }
+}
+
 class ServeE2eTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -284,16 +299,7 @@ TEST_F(ServeE2eTest, UnwritablePortFileIsOneLineNotACrash) {
 TEST_F(ServeE2eTest, IdleConnectionsPastTheSoftFileLimitDoNotLockOthersOut) {
   StartServer("", "ulimit -S -n 64; ");
   std::vector<int> idle;
-  for (int i = 0; i < 200; ++i) {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    ASSERT_GE(fd, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port_));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-    idle.push_back(fd);
-  }
+  ASSERT_NO_FATAL_FAILURE(ConnectIdle(port_, 200, &idle));
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let the service accept them
   const auto t0 = std::chrono::steady_clock::now();
   const auto r = Curl(port_, "GET", "/healthz");
@@ -381,16 +387,7 @@ double ProcessCpuSeconds(pid_t pid) {
 TEST_F(ServeE2eTest, OutOfDescriptorsBacksOffAndSaysSoOnce) {
   StartServer("", "ulimit -n 64; ");
   std::vector<int> idle;
-  for (int i = 0; i < 80; ++i) {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    ASSERT_GE(fd, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port_));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-    idle.push_back(fd);
-  }
+  ASSERT_NO_FATAL_FAILURE(ConnectIdle(port_, 80, &idle));
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // accepted until it ran out
   const double cpu0 = ProcessCpuSeconds(pid_);
   std::this_thread::sleep_for(std::chrono::seconds(2));
