@@ -15,7 +15,8 @@ TIMEOUT_S=5 MARGIN_S=45
 "$BIN/dropk" data prepare --tokenizer char --out "$D/shared/data" "$SRC/data/tinyshakespeare.txt" >/dev/null
 
 # start_job NAME: a long 3-host run in the background; returns once it has
-# saved a checkpoint and trained past it.
+# trained past step 15 and committed a checkpoint (saves are asynchronous: on
+# a slow machine step 10's could still be in flight at step 15).
 start_job() {
   cluster_mpirun -np 3 --map-by node "$BIN/dropk-train" --config "$SRC/configs/tiny_smoke.textproto" \
     --data_dir="$D/shared/data" --out_dir="$D/shared/$1" --n_layer=1 --n_embd=32 --block_size=32 \
@@ -23,7 +24,7 @@ start_job() {
     --eval_interval=1000000 --eval_iters=1 --log_interval=5 --sample_tokens=0 --num_threads=1 \
     --comm_timeout_s=$TIMEOUT_S >"$D/$1.log" 2>&1 &
   JOB=$!
-  until grep -q '^step 15/' "$D/$1.log" 2>/dev/null; do
+  until grep -q '^step 15/' "$D/$1.log" 2>/dev/null && [ -f "$D/shared/$1/checkpoints/LATEST" ]; do
     kill -0 $JOB 2>/dev/null || { echo "FAIL: $1 ended early:"; cat "$D/$1.log"; exit 1; }
     sleep 0.2
   done
