@@ -15,6 +15,7 @@ packages=(
   libcli11-dev                               # command-line flags
   nlohmann-json3-dev                         # JSON for metrics and the HTTP API
   libdnnl-dev                                # oneDNN: bf16 matmuls on the CPU (precision: BF16), AMX / AVX512-BF16 at run time
+  libxsmm-dev                                # libxsmm: JIT AVX-512 kernels for the fp32 projections (static; optional at build time)
   libpcre2-dev                               # GPT-2's pre-tokenization regex: Unicode categories, JIT
   libabsl-dev                                # absl::Status / StatusOr for errors users can cause
   libomp-dev                                 # not needed by g++ (libgomp), kept for clang builds

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cpu/cpu_kernels.h"
+#include "cpu/xsmm_gemm.h"
 #include "kernel_math.h"
 
 extern "C" {
@@ -42,7 +43,11 @@ void CpuKernels::FitThreadsToLoad() {
 
 std::string CpuKernels::Describe() const {
   std::string text = absl::StrCat("cpu, ", num_threads_, " threads, ", openblas_get_config());
-  if (bf16_ != nullptr) absl::StrAppend(&text, ", bf16 projections through oneDNN");
+  if (bf16_ != nullptr) {
+    absl::StrAppend(&text, ", bf16 projections through oneDNN");
+  } else {
+    absl::StrAppend(&text, ", ", XsmmGemmDescription());
+  }
   return text;
 }
 

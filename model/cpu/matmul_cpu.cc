@@ -1,5 +1,6 @@
-// Matrix products: OpenBLAS sgemm in fp32, or oneDNN with bf16 inputs
-// (precision bf16); bias sums in a fixed order either way.
+// Matrix products: in fp32, libxsmm's kernels as fixed tiles where it
+// generates AVX-512 code (xsmm_gemm.h), else OpenBLAS sgemm; oneDNN with
+// bf16 inputs (precision bf16); bias sums in a fixed order either way.
 #include <cblas.h>
 
 #include <algorithm>
@@ -7,6 +8,7 @@
 
 #include "cpu/cpu_kernels.h"
 #include "cpu/tiled_sgemm.h"
+#include "cpu/xsmm_gemm.h"
 
 namespace dropk {
 namespace {
@@ -16,6 +18,8 @@ constexpr int kColumnChunk = 64;  // columns per task in column reductions
 void CpuKernels::MatmulForward(float* out, const float* inp, const float* w, const float* bias,
                                int N, int C, int OC) {
   if (bf16_ != nullptr) return MatmulForwardBf16(out, inp, w, bias, N, C, OC);
+  // out (N,OC) = inp (N,C) · w (OC,C)^T + bias
+  if (UseXsmmGemm()) return XsmmGemmTransposedB(N, OC, C, inp, C, w, C, bias, out, OC);
   float beta = 0.0f;
   if (bias != nullptr) {
     // Start each output row from the bias and let sgemm add the product.
@@ -33,6 +37,10 @@ void CpuKernels::MatmulBackward(float* dinp, float* dw, float* dbias, const floa
                                 bool accumulate_dinp) {
   if (bf16_ != nullptr) {
     MatmulBackwardBf16(dinp, dw, dout, inp, w, N, C, OC, accumulate_dinp);
+  } else if (UseXsmmGemm()) {
+    // dinp (N,C) = dout (N,OC) · w (OC,C); dw (OC,C) += dout^T (OC,N) · inp (N,C)
+    if (dinp != nullptr) XsmmGemm(N, C, OC, dout, OC, w, C, accumulate_dinp, dinp, C);
+    XsmmGemmTransposedA(OC, C, N, dout, OC, inp, C, /*accumulate=*/true, dw, C);
   } else {
     // dinp (N,C) = dout (N,OC) · w (OC,C)
     if (dinp != nullptr) {

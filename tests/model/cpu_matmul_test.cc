@@ -1,13 +1,20 @@
 // The CPU's fp32 matrix products against a double-precision reference, at
-// shapes that take each of its paths: small backward products run as fixed
-// tiles of single-threaded sgemm (model/cpu/tiled_sgemm.h; edges, several
-// K chunks, accumulation), large ones as one threaded sgemm. And the tiles'
-// promise: the same bits at any team size.
+// shapes that take each path of the library in use, and the CPU kernels'
+// promise: the same bits at any team size. Where libxsmm generates AVX-512
+// code, every product is a fixed tile of its kernels (model/cpu/
+// xsmm_gemm.h: ragged edges, K in several chunks, the bias added per tile);
+// elsewhere, and in the OpenBLAS run of these tests that tests/CMakeLists.txt
+// registers (DROPK_CPU_GEMM=openblas), small backward products are fixed
+// tiles of single-threaded sgemm (model/cpu/tiled_sgemm.h) and large ones
+// one threaded sgemm.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "model/kernels.h"
@@ -74,12 +81,64 @@ void ExpectMatchesReference(const Grads& g, const Shape& s, bool accumulate_dinp
   }
 }
 
+// MatmulForward on fixed random inputs, with or without a bias.
+Vec Forward(Kernels& k, const Shape& s, bool with_bias) {
+  const Vec inp = Random(static_cast<size_t>(s.N) * s.C, 4);
+  const Vec w = Random(static_cast<size_t>(s.OC) * s.C, 5);
+  const Vec bias = Random(s.OC, 6);
+  Vec out(static_cast<size_t>(s.N) * s.OC, 7.0f);  // stale values must not survive
+  k.MatmulForward(out.data(), inp.data(), w.data(), with_bias ? bias.data() : nullptr, s.N, s.C,
+                  s.OC);
+  return out;
+}
+
+TEST(CpuMatmulTest, ForwardMatchesADoubleReferenceOnEveryPath) {
+  std::unique_ptr<Kernels> k = MakeKernels(Device::kCpu, 2).value();
+  // Ragged tiles in both directions (777 = 12 x 64 + 9, 450 = 7 x 64 + 2);
+  // C = 1,100 sums K in three chunks; a product smaller than one tile; and
+  // 1,024 x 384 x 384, which OpenBLAS takes as one threaded sgemm.
+  for (const Shape s : {Shape{777, 70, 450}, Shape{130, 1100, 70}, Shape{33, 65, 129},
+                        Shape{5, 3, 2}, Shape{1024, 384, 384}}) {
+    for (bool with_bias : {false, true}) {
+      SCOPED_TRACE(testing::Message()
+                   << "N " << s.N << " C " << s.C << " OC " << s.OC << " bias " << with_bias);
+      const Vec out = Forward(*k, s, with_bias);
+      const Vec inp = Random(static_cast<size_t>(s.N) * s.C, 4);
+      const Vec w = Random(static_cast<size_t>(s.OC) * s.C, 5);
+      const Vec bias = Random(s.OC, 6);
+      for (int n = 0; n < s.N; ++n) {
+        for (int o = 0; o < s.OC; ++o) {
+          double sum = with_bias ? bias[o] : 0.0;
+          for (int c = 0; c < s.C; ++c) {
+            sum += static_cast<double>(inp[static_cast<size_t>(n) * s.C + c]) *
+                   w[static_cast<size_t>(o) * s.C + c];
+          }
+          // fp32 sums of up to 1,100 terms of magnitude <= 1.
+          ASSERT_NEAR(out[static_cast<size_t>(n) * s.OC + o], sum, 3e-3) << n << "," << o;
+        }
+      }
+    }
+  }
+}
+
+TEST(CpuMatmulTest, ForwardGivesTheSameBitsAtEveryTeamSize) {
+  std::unique_ptr<Kernels> one = MakeKernels(Device::kCpu, 1).value();
+  for (const Shape s : {Shape{777, 70, 450}, Shape{130, 1100, 70}}) {
+    const Vec reference = Forward(*one, s, true);
+    for (int threads : {2, 3, 7}) {
+      std::unique_ptr<Kernels> k = MakeKernels(Device::kCpu, threads).value();
+      EXPECT_TRUE(Forward(*k, s, true) == reference) << threads << " threads, C " << s.C;
+    }
+  }
+}
+
 TEST(CpuMatmulTest, BackwardMatchesADoubleReferenceOnEveryPath) {
   std::unique_ptr<Kernels> k = MakeKernels(Device::kCpu, 2).value();
-  // Tiled: ragged edges, N = 777 sums dw's K in three chunks, OC = 450 two
-  // for dinp. Untiled: 1,024 x 384 x 384 (151M multiply-adds) takes one
-  // threaded sgemm.
-  for (const Shape s : {Shape{777, 70, 450}, Shape{33, 65, 129}, Shape{1024, 384, 384}}) {
+  // Ragged edges; N = 777 sums dw's K in several chunks, OC = 1,100 dinp's;
+  // a product smaller than one tile. With OpenBLAS, 1,024 x 384 x 384
+  // (151M multiply-adds) takes one threaded sgemm and the others tiles.
+  for (const Shape s : {Shape{777, 70, 450}, Shape{130, 70, 1100}, Shape{33, 65, 129},
+                        Shape{5, 3, 2}, Shape{1024, 384, 384}}) {
     for (bool accumulate : {false, true}) {
       SCOPED_TRACE(testing::Message() << "N " << s.N << " C " << s.C << " OC " << s.OC
                                       << " accumulate_dinp " << accumulate);
@@ -89,15 +148,30 @@ TEST(CpuMatmulTest, BackwardMatchesADoubleReferenceOnEveryPath) {
 }
 
 TEST(CpuMatmulTest, BackwardGivesTheSameBitsAtEveryTeamSize) {
-  const Shape s{777, 70, 450};
   std::unique_ptr<Kernels> one = MakeKernels(Device::kCpu, 1).value();
-  const Grads reference = Backward(*one, s, true);
-  for (int threads : {2, 3, 7}) {
-    std::unique_ptr<Kernels> k = MakeKernels(Device::kCpu, threads).value();
-    const Grads g = Backward(*k, s, true);
-    EXPECT_TRUE(g.dinp == reference.dinp) << threads << " threads";
-    EXPECT_TRUE(g.dw == reference.dw) << threads << " threads";
-    EXPECT_TRUE(g.dbias == reference.dbias) << threads << " threads";
+  for (const Shape s : {Shape{777, 70, 450}, Shape{130, 70, 1100}}) {
+    const Grads reference = Backward(*one, s, true);
+    for (int threads : {2, 3, 7}) {
+      std::unique_ptr<Kernels> k = MakeKernels(Device::kCpu, threads).value();
+      const Grads g = Backward(*k, s, true);
+      EXPECT_TRUE(g.dinp == reference.dinp) << threads << " threads, OC " << s.OC;
+      EXPECT_TRUE(g.dw == reference.dw) << threads << " threads, OC " << s.OC;
+      EXPECT_TRUE(g.dbias == reference.dbias) << threads << " threads, OC " << s.OC;
+    }
+  }
+}
+
+// Describe() names the library that multiplies the fp32 projections, and
+// DROPK_CPU_GEMM=openblas (the variable the OpenBLAS run of these tests
+// sets) is obeyed.
+TEST(CpuMatmulTest, DescribeNamesTheProjectionLibrary) {
+  const std::string described = MakeKernels(Device::kCpu, 1).value()->Describe();
+  const char* env = std::getenv("DROPK_CPU_GEMM");
+  if (env != nullptr && std::string(env) == "openblas") {
+    EXPECT_THAT(described, testing::HasSubstr("fp32 projections through OpenBLAS "
+                                              "(DROPK_CPU_GEMM=openblas)"));
+  } else {
+    EXPECT_THAT(described, testing::ContainsRegex("fp32 projections through (libxsmm|OpenBLAS)"));
   }
 }
 

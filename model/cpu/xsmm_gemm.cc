@@ -1,0 +1,213 @@
+#include "cpu/xsmm_gemm.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+#if DROPK_HAS_XSMM
+#include <libxsmm.h>
+#endif
+
+namespace dropk {
+namespace {
+
+constexpr int kTileRows = 64;  // rows of C per tile (tokens, in the projections)
+constexpr int kTileCols = 64;  // columns of C per tile
+// K per kernel call. A tile's operands for one call (64 x 512 of each) stay
+// in L2 while the tile's neighbours reuse one of them; longer K is summed in
+// chunks of this size, in order.
+constexpr int kDepth = 512;
+// K per kernel call in the weight gradient, whose K (tokens) is long: 256
+// was 2% faster than 512 there (noise-level, on the 2-core Zen 4).
+constexpr int kLongDepth = 256;
+
+struct Choice {
+  bool use = false;
+  std::string description;
+};
+
+Choice Decide() {
+  Choice choice;
+  const char* env = std::getenv("DROPK_CPU_GEMM");
+  const std::string asked = env == nullptr ? "" : env;
+  std::string note;
+  if (!asked.empty() && asked != "openblas" && asked != "libxsmm") {
+    note = absl::StrCat(" (DROPK_CPU_GEMM=", asked, " ignored: it takes openblas or libxsmm)");
+  }
+#if DROPK_HAS_XSMM
+  libxsmm_init();
+  const std::string target = libxsmm_get_target_arch();
+  const bool avx512 = libxsmm_get_target_archid() >= LIBXSMM_X86_AVX512_CORE;
+  if (asked == "openblas") {
+    choice.description = "fp32 projections through OpenBLAS (DROPK_CPU_GEMM=openblas)";
+  } else if (asked == "libxsmm" || avx512) {
+    choice.use = true;
+    choice.description = absl::StrCat("fp32 projections through libxsmm (", target, ")", note);
+  } else {
+    choice.description = absl::StrCat("fp32 projections through OpenBLAS (libxsmm targets ", target,
+                                      " here, not AVX-512)", note);
+  }
+#else
+  choice.description =
+      absl::StrCat("fp32 projections through OpenBLAS (built without libxsmm)",
+                   asked == "libxsmm" ? " (DROPK_CPU_GEMM=libxsmm ignored)" : note);
+#endif
+  return choice;
+}
+
+const Choice& TheChoice() {
+  static const Choice* choice = new Choice(Decide());
+  return *choice;
+}
+
+int TileCount(int n, int tile) { return (n + tile - 1) / tile; }
+
+// c (rows,cols) = a (rows,depth) · b (depth,cols), plus c's old value when
+// accumulate; row major, a stored transposed (depth,rows) when a_transposed.
+// One libxsmm kernel on this thread, or single-threaded OpenBLAS when
+// libxsmm cannot generate that kernel.
+void TileProduct(bool a_transposed, int rows, int cols, int depth, const float* a, int lda,
+                 const float* b, int ldb, bool accumulate, float* c, int ldc) {
+  const float beta = accumulate ? 1.0f : 0.0f;
+#if DROPK_HAS_XSMM
+  // libxsmm is column major: the row-major c = a · b is its c^T = b^T · a^T,
+  // so its left operand is our b and its right our a (a transposed a is its
+  // transposed right operand).
+  const float alpha = 1.0f;
+  const int flags = a_transposed ? LIBXSMM_GEMM_FLAG_TRANS_B : LIBXSMM_GEMM_FLAG_NONE;
+  const libxsmm_blasint m = cols, n = rows, k = depth;
+  const libxsmm_blasint xlda = ldb, xldb = lda, xldc = ldc;
+  // The dispatch is a lookup in libxsmm's code registry after the first
+  // call with a shape; generating the kernel happens once per process.
+  const libxsmm_smmfunction kernel =
+      libxsmm_smmdispatch(m, n, k, &xlda, &xldb, &xldc, &alpha, &beta, &flags, nullptr);
+  if (kernel != nullptr) {
+    kernel(b, a, c);
+    return;
+  }
+#endif
+  cblas_sgemm(CblasRowMajor, a_transposed ? CblasTrans : CblasNoTrans, CblasNoTrans, rows, cols,
+              depth, 1.0f, a, lda, b, ldb, beta, c, ldc);
+}
+
+// C (M,N) = 0 when nothing is summed (K == 0) and not accumulating.
+void ZeroUnlessAccumulating(int M, int N, bool accumulate, float* C, int ldc) {
+  if (accumulate) return;
+  for (int i = 0; i < M; ++i) std::fill_n(C + static_cast<size_t>(i) * ldc, N, 0.0f);
+}
+
+// c (rows,cols) += bias (cols) on every row.
+void AddBiasToRows(int rows, int cols, const float* bias, float* c, int ldc) {
+  for (int i = 0; i < rows; ++i) {
+    float* row = c + static_cast<size_t>(i) * ldc;
+    for (int j = 0; j < cols; ++j) row[j] += bias[j];
+  }
+}
+
+// Copies W's rows [n0, n0 + cols) (each K long, ldw apart) into panel as a
+// (K, kTileCols) row-major block: the tile's right operand, W^T's columns.
+void PackTransposedPanel(const float* W, int ldw, int n0, int cols, int K, float* panel) {
+  for (int j = 0; j < cols; ++j) {
+    const float* row = W + static_cast<size_t>(n0 + j) * ldw;
+    for (int k = 0; k < K; ++k) panel[static_cast<size_t>(k) * kTileCols + j] = row[k];
+  }
+}
+
+// The products whose tiles sum a short K: every thread takes a contiguous
+// run of tiles, column-tile major, so consecutive tiles share their right
+// operand (for the transposed one, a panel packed once per column tile).
+// bias (N, or null) is added to each finished tile.
+void ShortKProduct(bool b_is_transposed_w, int M, int N, int K, const float* A, int lda,
+                   const float* B, int ldb, const float* bias, bool accumulate, float* C, int ldc) {
+  if (K == 0) {
+    ZeroUnlessAccumulating(M, N, accumulate, C, ldc);
+    if (bias != nullptr) AddBiasToRows(M, N, bias, C, ldc);
+    return;
+  }
+  const int row_tiles = TileCount(M, kTileRows), col_tiles = TileCount(N, kTileCols);
+#pragma omp parallel
+  {
+    // The panel outlives the call (thread_local), so it is allocated only
+    // when a larger K than ever before is seen, i.e. in the first step.
+    thread_local std::vector<float> panel;
+    if (b_is_transposed_w && panel.size() < static_cast<size_t>(K) * kTileCols) {
+      panel.resize(static_cast<size_t>(K) * kTileCols);
+    }
+    int packed_col_tile = -1;
+#pragma omp for schedule(static)
+    for (int t = 0; t < row_tiles * col_tiles; ++t) {
+      const int ct = t / row_tiles, rt = t % row_tiles;
+      const int m0 = rt * kTileRows, n0 = ct * kTileCols;
+      const int rows = std::min(kTileRows, M - m0), cols = std::min(kTileCols, N - n0);
+      const float* right = B + n0;
+      int ld_right = ldb;
+      if (b_is_transposed_w) {
+        if (packed_col_tile != ct) PackTransposedPanel(B, ldb, n0, cols, K, panel.data());
+        packed_col_tile = ct;
+        right = panel.data();
+        ld_right = kTileCols;
+      }
+      float* c = C + static_cast<size_t>(m0) * ldc + n0;
+      for (int k0 = 0; k0 < K; k0 += kDepth) {
+        TileProduct(false, rows, cols, std::min(kDepth, K - k0),
+                    A + static_cast<size_t>(m0) * lda + k0, lda,
+                    right + static_cast<size_t>(k0) * ld_right, ld_right, accumulate || k0 > 0, c,
+                    ldc);
+      }
+      if (bias != nullptr) AddBiasToRows(rows, cols, bias + n0, c, ldc);
+    }
+  }
+}
+
+}  // namespace
+
+bool UseXsmmGemm() { return TheChoice().use; }
+
+std::string XsmmGemmDescription() { return TheChoice().description; }
+
+void XsmmGemmTransposedB(int M, int N, int K, const float* A, int lda, const float* W, int ldw,
+                         const float* bias, float* C, int ldc) {
+  ShortKProduct(true, M, N, K, A, lda, W, ldw, bias, /*accumulate=*/false, C, ldc);
+}
+
+void XsmmGemm(int M, int N, int K, const float* A, int lda, const float* B, int ldb,
+              bool accumulate, float* C, int ldc) {
+  ShortKProduct(false, M, N, K, A, lda, B, ldb, /*bias=*/nullptr, accumulate, C, ldc);
+}
+
+void XsmmGemmTransposedA(int M, int N, int K, const float* A, int lda, const float* B, int ldb,
+                         bool accumulate, float* C, int ldc) {
+  if (K == 0) return ZeroUnlessAccumulating(M, N, accumulate, C, ldc);
+  const int row_tiles = TileCount(M, kTileRows), col_tiles = TileCount(N, kTileCols);
+  const int tiles = row_tiles * col_tiles;
+#pragma omp parallel
+  {
+    // Each thread keeps a contiguous run of tiles (row-tile major) and
+    // walks K's chunks outermost: one chunk of A's and B's rows serves all
+    // of the thread's tiles while it is in cache. Summing a tile's whole K
+    // before moving on streams both long operands once per tile instead
+    // (8% slower than OpenBLAS on the small config's weight gradients).
+    const int team = omp_get_num_threads(), me = omp_get_thread_num();
+    const int t0 = static_cast<int>(static_cast<int64_t>(tiles) * me / team);
+    const int t1 = static_cast<int>(static_cast<int64_t>(tiles) * (me + 1) / team);
+    for (int k0 = 0; k0 < K; k0 += kLongDepth) {
+      const int depth = std::min(kLongDepth, K - k0);
+      for (int t = t0; t < t1; ++t) {
+        const int rt = t / col_tiles, ct = t % col_tiles;
+        const int m0 = rt * kTileRows, n0 = ct * kTileCols;
+        TileProduct(true, std::min(kTileRows, M - m0), std::min(kTileCols, N - n0), depth,
+                    A + static_cast<size_t>(k0) * lda + m0, lda,
+                    B + static_cast<size_t>(k0) * ldb + n0, ldb, accumulate || k0 > 0,
+                    C + static_cast<size_t>(m0) * ldc + n0, ldc);
+      }
+    }
+  }
+}
+
+}  // namespace dropk
