@@ -84,7 +84,16 @@ void CpuKernels::CopyToHost(void* host_dst, const void* src, size_t bytes) {
 
 void CpuKernels::Zero(void* dst, size_t bytes) {
   bf16_weights_.Invalidate(dst, bytes);
-  std::memset(dst, 0, bytes);
+  // The gradients are cleared every step; one thread's memset of the
+  // recipe's 3.2 MB took ~0.5 ms (3.5% of its step) on the 2-core Zen 4.
+  constexpr size_t kChunk = size_t{256} << 10;
+  const size_t chunks = (bytes + kChunk - 1) / kChunk;
+  if (chunks < 4) return static_cast<void>(std::memset(dst, 0, bytes));
+  char* base = static_cast<char*>(dst);
+#pragma omp parallel for schedule(static)
+  for (size_t c = 0; c < chunks; ++c) {
+    std::memset(base + c * kChunk, 0, std::min(kChunk, bytes - c * kChunk));
+  }
 }
 
 float* CpuKernels::ThreadScratch(size_t floats_per_thread) {
