@@ -14,6 +14,7 @@
 #include "absl/strings/ascii.h"
 #include "base/exit_codes.h"
 #include "base/log.h"
+#include "base/path_status.h"
 #include "sampler/serve.h"
 
 namespace {
@@ -161,6 +162,21 @@ int Main(int argc, char** argv) {
       }
     }
     o.http.api_key = key;
+  }
+  if (!o.watch) {
+    // A --checkpoints path that is not there, or that cannot name a file, is
+    // the caller's to fix: exit 2, as in every dropk binary (exit_codes.h),
+    // so a supervisor can tell it from a failure worth retrying. (--watch
+    // waits for the trainer to make it.)
+    const absl::StatusOr<bool> exists = dropk::PathExists(o.checkpoints_dir, o.checkpoints_dir);
+    absl::Status problem = exists.status();
+    if (exists.ok() && !*exists) {
+      problem = absl::NotFoundError(o.checkpoints_dir + ": does not exist");
+    }
+    if (!problem.ok()) {
+      std::cerr << "dropk-serve: --checkpoints " << problem.message() << "\n";
+      return dropk::ExitCodeFor(problem);
+    }
   }
   o.log = dropk::StderrLogSink();
   if (absl::Status s = dropk::RunServe(o); !s.ok()) {

@@ -121,6 +121,18 @@ TEST(ServeFlagsTest, AnEmptyCheckpointsDirectoryIsRefused) {
   }
 }
 
+// A --checkpoints directory that is not there is the caller's to fix:
+// exit 2 (it was 1, as for a corrupt checkpoint), naming the flag. With
+// --watch the service waits for the trainer to make it instead.
+TEST(ServeFlagsTest, AMissingCheckpointsDirectoryIsAUsageError) {
+  const test_util::ScopedTempDir dir("serve_flags");
+  const std::string missing = dir.path() + "/run/checkpoints";
+  const CommandResult r =
+      RunCommand("timeout -k 1 30 " + kBin + "dropk-serve --port 0 --checkpoints " + missing);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.err, "dropk-serve: --checkpoints " + missing + ": does not exist\n");
+}
+
 // A FIFO in LATEST's place (or any file that is not a regular one) blocked
 // the start for good, in an open that waited for a writer, with SIGTERM
 // and SIGINT already blocked: only kill -9 ended it. It is now refused,
