@@ -12,8 +12,10 @@ repeats=5
 steps=10
 while [ $# -gt 0 ]; do
   case "$1" in
-    --repeats) repeats=$2; shift 2 ;;
-    --steps) steps=$2; shift 2 ;;
+    --repeats|--steps)
+      [ $# -ge 2 ] || { echo "projection_library_bench: $1 needs a value (see --help)" >&2; exit 2; }
+      if [ "$1" = --repeats ]; then repeats=$2; else steps=$2; fi
+      shift 2 ;;
     -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "projection_library_bench: unknown flag $1 (see --help)" >&2; exit 2 ;;
     *) build=$1; shift ;;
@@ -38,7 +40,17 @@ for ((r = 1; r <= repeats; ++r)); do
     }
   done
 done
-grep -h -m1 -o 'fp32 projections through [^|,]*' "$out/libxsmm.1" "$out/openblas.1" | sed 's/^/  /'
+# Both columns must be what they say: a build without libxsmm, or a CPU it
+# does not take, ignores DROPK_CPU_GEMM=libxsmm.
+for library in libxsmm openblas; do
+  described=$(grep -h -m1 -o 'fp32 projections through [^|,]*' "$out/$library.1" || true)
+  echo "  $library run: ${described:-(no line naming the library)}"
+  case "$library:$described" in
+    libxsmm:*"through libxsmm"*|openblas:*"through OpenBLAS"*) ;;
+    *) echo "projection_library_bench: the $library runs did not use $library (see above); nothing to compare" >&2
+       exit 1 ;;
+  esac
+done
 
 # The median tokens/s of `config` over the runs of `library`.
 median_tokens() {

@@ -27,6 +27,26 @@ constexpr int kDepth = 512;
 // was 2% faster than 512 there (noise-level, on the 2-core Zen 4).
 constexpr int kLongDepth = 256;
 
+// Shapes where the tiles ran slower than OpenBLAS's threaded sgemm go to
+// it. Measured on GPT-2's shapes (768 wide, 2,048-8,192 tokens) on the
+// 2-core Zen 4: a side past kMaxTiledSide is a large vocabulary's LM head,
+// whose dinp sums K = 50,257 with each tile streaming both operands
+// (30% slower) and whose forward and weight gradient were 8% slower; a
+// weight gradient wider than kMaxTiledGradientWidth (N) no longer keeps a
+// chunk of its right operand in L2 across a thread's tiles (3,072 wide:
+// 17% slower). The small config's and the recipe's products are all tiled.
+constexpr int kMaxTiledSide = 8192;
+constexpr int kMaxTiledGradientWidth = 1536;
+
+// The products OpenBLAS takes instead (see above), threaded. Deterministic
+// across team sizes too: OpenBLAS splits M and N among threads, never K.
+void OpenBlasProduct(CBLAS_TRANSPOSE transpose_a, CBLAS_TRANSPOSE transpose_b, int M, int N, int K,
+                     const float* A, int lda, const float* B, int ldb, bool accumulate, float* C,
+                     int ldc) {
+  cblas_sgemm(CblasRowMajor, transpose_a, transpose_b, M, N, K, 1.0f, A, lda, B, ldb,
+              accumulate ? 1.0f : 0.0f, C, ldc);
+}
+
 struct Choice {
   bool use = false;
   std::string description;
@@ -43,20 +63,29 @@ Choice Decide() {
 #if DROPK_HAS_XSMM
   libxsmm_init();
   const std::string target = libxsmm_get_target_arch();
-  const bool avx512 = libxsmm_get_target_archid() >= LIBXSMM_X86_AVX512_CORE;
+  const int arch = libxsmm_get_target_archid();
   if (asked == "openblas") {
     choice.description = "fp32 projections through OpenBLAS (DROPK_CPU_GEMM=openblas)";
-  } else if (asked == "libxsmm" || avx512) {
+  } else if (arch >= LIBXSMM_X86_AVX512_CORE) {
     choice.use = true;
     choice.description = absl::StrCat("fp32 projections through libxsmm (", target, ")", note);
+  } else if (asked == "libxsmm" && arch >= LIBXSMM_X86_AVX2) {
+    // Asked for on a CPU where it was slower (AVX2): the user's call.
+    choice.use = true;
+    choice.description =
+        absl::StrCat("fp32 projections through libxsmm (", target, ", DROPK_CPU_GEMM=libxsmm)");
   } else {
-    choice.description = absl::StrCat("fp32 projections through OpenBLAS (libxsmm targets ", target,
-                                      " here, not AVX-512)", note);
+    // Below AVX2 libxsmm generates no code: every tile would be OpenBLAS's.
+    choice.description = absl::StrCat(
+        "fp32 projections through OpenBLAS (libxsmm targets ", target, " here, not AVX-512)",
+        asked == "libxsmm" ? " (DROPK_CPU_GEMM=libxsmm ignored: libxsmm needs AVX2 at least)"
+                           : note);
   }
 #else
-  choice.description =
-      absl::StrCat("fp32 projections through OpenBLAS (built without libxsmm)",
-                   asked == "libxsmm" ? " (DROPK_CPU_GEMM=libxsmm ignored)" : note);
+  choice.description = absl::StrCat("fp32 projections through OpenBLAS (built without libxsmm)",
+                                    asked == "openblas"  ? " (DROPK_CPU_GEMM=openblas)"
+                                    : asked == "libxsmm" ? " (DROPK_CPU_GEMM=libxsmm ignored)"
+                                                         : note);
 #endif
   return choice;
 }
@@ -85,8 +114,11 @@ void TileProduct(bool a_transposed, int rows, int cols, int depth, const float* 
   const libxsmm_blasint xlda = ldb, xldb = lda, xldc = ldc;
   // The dispatch is a lookup in libxsmm's code registry after the first
   // call with a shape; generating the kernel happens once per process.
+  // No prefetch: the kernels are called with three arguments (a prefetching
+  // kernel, which LIBXSMM_GEMM_PREFETCH would otherwise select, takes six).
+  const int prefetch = LIBXSMM_GEMM_PREFETCH_NONE;
   const libxsmm_smmfunction kernel =
-      libxsmm_smmdispatch(m, n, k, &xlda, &xldb, &xldc, &alpha, &beta, &flags, nullptr);
+      libxsmm_smmdispatch(m, n, k, &xlda, &xldb, &xldc, &alpha, &beta, &flags, &prefetch);
   if (kernel != nullptr) {
     kernel(b, a, c);
     return;
@@ -173,17 +205,31 @@ std::string XsmmGemmDescription() { return TheChoice().description; }
 
 void XsmmGemmTransposedB(int M, int N, int K, const float* A, int lda, const float* W, int ldw,
                          const float* bias, float* C, int ldc) {
+  if (K > 0 && (N > kMaxTiledSide || K > kMaxTiledSide)) {
+    if (bias != nullptr) {  // start each row from the bias; the product adds to it
+#pragma omp parallel for schedule(static)
+      for (int i = 0; i < M; ++i) std::copy_n(bias, N, C + static_cast<size_t>(i) * ldc);
+    }
+    return OpenBlasProduct(CblasNoTrans, CblasTrans, M, N, K, A, lda, W, ldw, bias != nullptr, C,
+                           ldc);
+  }
   ShortKProduct(true, M, N, K, A, lda, W, ldw, bias, /*accumulate=*/false, C, ldc);
 }
 
 void XsmmGemm(int M, int N, int K, const float* A, int lda, const float* B, int ldb,
               bool accumulate, float* C, int ldc) {
+  if (K > 0 && (N > kMaxTiledSide || K > kMaxTiledSide)) {
+    return OpenBlasProduct(CblasNoTrans, CblasNoTrans, M, N, K, A, lda, B, ldb, accumulate, C, ldc);
+  }
   ShortKProduct(false, M, N, K, A, lda, B, ldb, /*bias=*/nullptr, accumulate, C, ldc);
 }
 
 void XsmmGemmTransposedA(int M, int N, int K, const float* A, int lda, const float* B, int ldb,
                          bool accumulate, float* C, int ldc) {
   if (K == 0) return ZeroUnlessAccumulating(M, N, accumulate, C, ldc);
+  if (M > kMaxTiledSide || N > kMaxTiledGradientWidth) {
+    return OpenBlasProduct(CblasTrans, CblasNoTrans, M, N, K, A, lda, B, ldb, accumulate, C, ldc);
+  }
   const int row_tiles = TileCount(M, kTileRows), col_tiles = TileCount(N, kTileCols);
   const int tiles = row_tiles * col_tiles;
 #pragma omp parallel

@@ -9,9 +9,11 @@
 // work: every multiply-add is libxsmm's (or, for a tile it cannot generate a
 // kernel for, single-threaded OpenBLAS's).
 //
-// Each output tile of kXsmmTileRows x kXsmmTileCols sums K in fixed chunks,
-// in order, on one thread; the tiles depend on the shape alone, so results
-// do not depend on the team size (the CPU kernels' promise; GptTeamSizeTest).
+// Each 64 x 64 output tile sums K in fixed chunks, in order, on one thread;
+// the tiles depend on the shape alone, so results do not depend on the team
+// size (the CPU kernels' promise; GptTeamSizeTest). Shapes the tiles lost
+// on (a large vocabulary's LM head, weight gradients wider than 1,536) go to
+// OpenBLAS's threaded sgemm inside these functions.
 // Private to model/cpu/.
 #ifndef DROPK_MODEL_CPU_XSMM_GEMM_H_
 #define DROPK_MODEL_CPU_XSMM_GEMM_H_
@@ -21,11 +23,12 @@
 namespace dropk {
 
 // Whether the fp32 projections go through these functions: dropk was built
-// with libxsmm, libxsmm generates AVX-512 code on this CPU (its JIT for
-// older instruction sets lost to OpenBLAS), and the environment variable
-// DROPK_CPU_GEMM is not "openblas" (the way to compare the two, or to step
-// around a platform that forbids executable memory; a kernel libxsmm cannot
-// generate falls back to OpenBLAS per tile anyway). Decided once per process.
+// with libxsmm, libxsmm generates AVX-512 code on this CPU (its AVX2 code
+// lost to OpenBLAS; DROPK_CPU_GEMM=libxsmm asks for it there anyway), and
+// the environment variable DROPK_CPU_GEMM is not "openblas" (the way to
+// compare the two, or to step around a platform that forbids executable
+// memory; a kernel libxsmm cannot generate falls back to OpenBLAS per tile
+// anyway). Decided once per process.
 bool UseXsmmGemm();
 
 // Which library multiplies the fp32 projections and why, for Describe(): a

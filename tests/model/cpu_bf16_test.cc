@@ -102,49 +102,67 @@ TEST(CpuBf16Test, ProjectionsMatchFp32WithinBf16Rounding) {
 
 // Inputs are rounded to the nearest bf16, ties to even, NaN and infinities
 // kept: seen through out = inp · w^T with w = (1, 0), which is the rounded
-// first column of inp exactly. 1,001 rows put the special values both in the
-// vectorised body of the conversion and in its scalar tail. (Subnormals
+// first column of inp exactly. 1,007 rows make 2,014 values, so rows
+// 1,004-1,006 fall in the conversion's scalar tail (whether it runs 16 or 8
+// lanes) and the rest in its vector body; every case goes in the body, the
+// NaNs in the tail too.
+// The NaNs are ones that plain rounding would turn into an infinity
+// (0x7F800001) or into zero (0xFFFFFFFF), beside a quiet one. (Subnormals
 // cannot be seen this way: AVX512-BF16's dot product flushes them.)
 TEST(CpuBf16Test, InputsRoundToNearestEvenKeepingNaNAndInfinities) {
   std::unique_ptr<Kernels> k = Bf16KernelsOrSkip(2);
   SKIP_WITHOUT_BF16(k);
-  constexpr int N = 1001;
+  constexpr int N = 1007;
+  const auto from_bits = [](uint32_t bits) {
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+  };
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
   struct Case {
-    float in, want;
+    float in, want;  // want NaN: any NaN
   };
   const std::vector<Case> cases = {
       {1.0f + std::ldexp(1.0f, -8), 1.0f},  // halfway: down to the even 1
       {1.0f + 3 * std::ldexp(1.0f, -8), 1.0f + std::ldexp(1.0f, -6)},  // halfway: up to even
+      {from_bits(0x7F800001u), nan},
+      {from_bits(0xFFFFFFFFu), nan},
+      {nan, nan},
       {1.0f + std::ldexp(1.0f, -8) + std::ldexp(1.0f, -20), 1.0f + std::ldexp(1.0f, -7)},
       {-2.5f, -2.5f},
-      {std::numeric_limits<float>::infinity(), std::numeric_limits<float>::infinity()},
-      {std::numeric_limits<float>::max(), std::numeric_limits<float>::infinity()},
+      {inf, inf},
+      {std::numeric_limits<float>::max(), inf},
   };
   Vec inp(2 * N, 0.0f);
   std::mt19937 gen(5);
   std::uniform_real_distribution<float> dist(-4.0f, 4.0f);
   for (int n = 0; n < N; ++n) inp[2 * n] = dist(gen);
-  // Row 1,000 is the conversion's scalar tail (2,002 values, 16 or 8 lanes).
-  const std::vector<int> rows = {1000, 3, 17, 500, 998, 999};
-  for (size_t i = 0; i < cases.size(); ++i) inp[2 * rows[i]] = cases[i].in;
-  inp[2 * 42] = std::numeric_limits<float>::quiet_NaN();
+  // Case i goes to body row i; the three NaN cases also to the tail rows.
+  const std::vector<int> body_rows = {3, 17, 42, 100, 500, 700, 850, 998, 999};
+  const std::vector<int> tail_rows = {1004, 1005, 1006};
+  std::vector<int> case_of_row(N, -1);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    case_of_row[body_rows[i]] = static_cast<int>(i);
+    if (i < tail_rows.size()) case_of_row[tail_rows[i]] = static_cast<int>(i + 2);  // the NaNs
+  }
+  for (int n = 0; n < N; ++n) {
+    if (case_of_row[n] >= 0) inp[2 * n] = cases[case_of_row[n]].in;
+  }
   const Vec w = {1.0f, 0.0f};
   Vec out(N);
   k->MatmulForward(out.data(), inp.data(), w.data(), nullptr, N, 2, 1);
   for (int n = 0; n < N; ++n) {
     const float x = inp[2 * n];
-    if (std::isnan(x)) {
-      EXPECT_TRUE(std::isnan(out[n])) << "row " << n;
+    if (case_of_row[n] >= 0) {
+      const float want = cases[case_of_row[n]].want;
+      if (std::isnan(want)) {
+        EXPECT_TRUE(std::isnan(out[n])) << "row " << n << " gave " << out[n];
+      } else {
+        EXPECT_EQ(out[n], want) << "row " << n << " in " << x;
+      }
       continue;
     }
-    bool special = false;
-    for (const Case& c : cases) {
-      if (std::memcmp(&x, &c.in, sizeof x) == 0) {
-        EXPECT_EQ(out[n], c.want) << "row " << n << " in " << x;
-        special = true;
-      }
-    }
-    if (special) continue;
     // Others: within half a bf16 place (at most 2^-8 relative), and a bf16 value.
     EXPECT_LE(std::abs(out[n] - x), std::abs(x) * std::ldexp(1.0f, -8)) << "row " << n;
     uint32_t bits;

@@ -58,7 +58,7 @@ void ExpectMatchesReference(const Grads& g, const Shape& s, bool accumulate_dinp
   const Vec dout = Random(static_cast<size_t>(s.N) * s.OC, 1);
   const Vec inp = Random(static_cast<size_t>(s.N) * s.C, 2);
   const Vec w = Random(static_cast<size_t>(s.OC) * s.C, 3);
-  // fp32 sums of up to ~800 terms of magnitude <= 1: well within 2e-3.
+  // fp32 sums of up to 1,100 terms of magnitude <= 1: well within 3e-3.
   for (int n = 0; n < s.N; ++n) {
     for (int c = 0; c < s.C; ++c) {
       double sum = accumulate_dinp ? 0.25 : 0.0;
@@ -66,7 +66,7 @@ void ExpectMatchesReference(const Grads& g, const Shape& s, bool accumulate_dinp
         sum += static_cast<double>(dout[static_cast<size_t>(n) * s.OC + o]) *
                w[static_cast<size_t>(o) * s.C + c];
       }
-      ASSERT_NEAR(g.dinp[static_cast<size_t>(n) * s.C + c], sum, 2e-3) << "dinp " << n << "," << c;
+      ASSERT_NEAR(g.dinp[static_cast<size_t>(n) * s.C + c], sum, 3e-3) << "dinp " << n << "," << c;
     }
   }
   for (int o = 0; o < s.OC; ++o) {
@@ -76,7 +76,7 @@ void ExpectMatchesReference(const Grads& g, const Shape& s, bool accumulate_dinp
         sum += static_cast<double>(dout[static_cast<size_t>(n) * s.OC + o]) *
                inp[static_cast<size_t>(n) * s.C + c];
       }
-      ASSERT_NEAR(g.dw[static_cast<size_t>(o) * s.C + c], sum, 2e-3) << "dw " << o << "," << c;
+      ASSERT_NEAR(g.dw[static_cast<size_t>(o) * s.C + c], sum, 3e-3) << "dw " << o << "," << c;
     }
   }
 }
@@ -95,10 +95,11 @@ Vec Forward(Kernels& k, const Shape& s, bool with_bias) {
 TEST(CpuMatmulTest, ForwardMatchesADoubleReferenceOnEveryPath) {
   std::unique_ptr<Kernels> k = MakeKernels(Device::kCpu, 2).value();
   // Ragged tiles in both directions (777 = 12 x 64 + 9, 450 = 7 x 64 + 2);
-  // C = 1,100 sums K in three chunks; a product smaller than one tile; and
-  // 1,024 x 384 x 384, which OpenBLAS takes as one threaded sgemm.
+  // C = 1,100 sums K in three chunks; a product smaller than one tile;
+  // 1,024 x 384 x 384, which OpenBLAS takes as one threaded sgemm; and
+  // 8,200 outputs wide, which even with libxsmm goes to OpenBLAS.
   for (const Shape s : {Shape{777, 70, 450}, Shape{130, 1100, 70}, Shape{33, 65, 129},
-                        Shape{5, 3, 2}, Shape{1024, 384, 384}}) {
+                        Shape{5, 3, 2}, Shape{1024, 384, 384}, Shape{3, 5, 8200}}) {
     for (bool with_bias : {false, true}) {
       SCOPED_TRACE(testing::Message()
                    << "N " << s.N << " C " << s.C << " OC " << s.OC << " bias " << with_bias);
@@ -137,8 +138,11 @@ TEST(CpuMatmulTest, BackwardMatchesADoubleReferenceOnEveryPath) {
   // Ragged edges; N = 777 sums dw's K in several chunks, OC = 1,100 dinp's;
   // a product smaller than one tile. With OpenBLAS, 1,024 x 384 x 384
   // (151M multiply-adds) takes one threaded sgemm and the others tiles.
-  for (const Shape s : {Shape{777, 70, 450}, Shape{130, 70, 1100}, Shape{33, 65, 129},
-                        Shape{5, 3, 2}, Shape{1024, 384, 384}}) {
+  // With libxsmm, OC = 8,200 (dinp's K, dw's M) and a dw 1,600 wide go to
+  // OpenBLAS.
+  for (const Shape s :
+       {Shape{777, 70, 450}, Shape{130, 70, 1100}, Shape{33, 65, 129}, Shape{5, 3, 2},
+        Shape{1024, 384, 384}, Shape{3, 5, 8200}, Shape{20, 1600, 3}}) {
     for (bool accumulate : {false, true}) {
       SCOPED_TRACE(testing::Message() << "N " << s.N << " C " << s.C << " OC " << s.OC
                                       << " accumulate_dinp " << accumulate);
@@ -170,11 +174,17 @@ TEST(CpuMatmulTest, DescribeNamesTheProjectionLibrary) {
   const char* env = std::getenv("DROPK_CPU_GEMM");
   const std::string asked = env == nullptr ? "" : env;
   if (asked == "openblas") {
-    EXPECT_THAT(described, testing::HasSubstr("fp32 projections through OpenBLAS "
-                                              "(DROPK_CPU_GEMM=openblas)"));
+    EXPECT_THAT(described, testing::HasSubstr("fp32 projections through OpenBLAS ("));
+    EXPECT_THAT(described, testing::HasSubstr("DROPK_CPU_GEMM=openblas)"));
     return;
   }
   EXPECT_THAT(described, testing::ContainsRegex("fp32 projections through (libxsmm|OpenBLAS)"));
+  // On an AVX-512 CPU, libxsmm is chosen unless the build has none or
+  // libxsmm itself finds no AVX-512, and the description says which.
+  if (__builtin_cpu_supports("avx512f")) {
+    EXPECT_THAT(described, testing::ContainsRegex("fp32 projections through libxsmm|built without "
+                                                  "libxsmm|here, not AVX-512"));
+  }
   if (!asked.empty() && asked != "libxsmm") {
     EXPECT_THAT(described, testing::HasSubstr("(DROPK_CPU_GEMM=" + asked +
                                               " ignored: it takes openblas or libxsmm)"));
