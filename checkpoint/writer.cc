@@ -345,9 +345,20 @@ absl::Status CheckpointWriter::ApplyRetention(int64_t newest_step) {
     }
   }
   std::sort(steps.rbegin(), steps.rend());
+  // The newest checkpoint whose parameters are known good (steps is sorted
+  // newest first), kept whatever keep_last says.
+  const int64_t known_good = known_good_step_.load();
+  int64_t known_good_kept = -1;
+  for (const int64_t step : steps) {
+    if (step <= known_good) {
+      known_good_kept = step;
+      break;
+    }
+  }
   for (size_t i = 0; i < steps.size(); ++i) {
     const int64_t step = steps[i];
     const bool keep = step == newest_step || static_cast<int64_t>(i) < options_.keep_last ||
+                      step == known_good_kept ||
                       (options_.keep_every > 0 && step % options_.keep_every == 0);
     if (keep) continue;
     if (absl::Status s = env_->RemoveDirRecursively(PathJoin(root, CheckpointDirName(step)));

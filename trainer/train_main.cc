@@ -79,7 +79,10 @@ int Main(int argc, char** argv) {
     return code;
   }
   if (summary->stopped_by_signal) {
-    if (rank == 0) {
+    if (rank == 0 && summary->steps == 0) {
+      // Stopped in the first evaluation of a fresh run: nothing to save.
+      std::cerr << "dropk-train: stopped by signal before the first step; nothing was saved\n";
+    } else if (rank == 0) {
       std::cerr << "dropk-train: stopped by signal after step " << summary->steps
                 << ", checkpoint saved; resume with --resume=latest\n";
     }

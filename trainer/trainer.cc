@@ -57,7 +57,19 @@ class TrainingRun {
   // Run(), with a failure of the device turned into DeviceFailureStatus.
   absl::StatusOr<TrainSummary> RunUnlessDeviceFails() {
     try {
-      return Run();
+      absl::StatusOr<TrainSummary> summary = Run();
+      // Another failure (a full disk under metrics or the data, a peer's
+      // error) must not abandon a background save that was about to commit
+      // the steps since the last one: alone, finish it (file I/O only; with
+      // peers, finishing is collective and they are elsewhere). Not after a
+      // loss that is not finite: that save may hold the diverged parameters.
+      if (!summary.ok() && !diverged_ && world_ == 1 && checkpointer_ != nullptr) {
+        if (absl::Status s = checkpointer_->Finish(RankLog()); !s.ok()) {
+          RankLog() << "dropk-train: the background save in flight failed too: " << s.message()
+                    << "\n";
+        }
+      }
+      return summary;
     } catch (const DeviceError& e) {
       // Nothing is read from the device any more. A background save that
       // was started before the failure holds host copies taken while the
@@ -120,10 +132,27 @@ class TrainingRun {
         absl::StatusOr<float> mean_loss = MeanOverRanks(*loss);
         if (!mean_loss.ok()) return mean_loss.status();
         if (!std::isfinite(*mean_loss)) {
-          return absl::InternalError(absl::StrCat(
-              "step ", step, ": training loss is ", *mean_loss, "; lower learning_rate (",
-              config_.learning_rate(), ") or enable grad_clip"));
+          diverged_ = true;  // a save in flight may hold the diverged parameters: leave it
+          const std::string remedy =
+              config_.grad_clip() > 0
+                  ? absl::StrCat("lower learning_rate (", config_.learning_rate(),
+                                 ") or grad_clip (", config_.grad_clip(), ")")
+                  : absl::StrCat("lower learning_rate (", config_.learning_rate(),
+                                 ") or enable grad_clip");
+          // Resumed parameters that already give it are the checkpoint's fault,
+          // not the learning rate's.
+          const std::string resumed =
+              step == first_step_ && first_step_ > 0
+                  ? absl::StrCat("; the parameters resumed from (", CheckpointDirName(step),
+                                 ") already give it: resume from an earlier checkpoint")
+                  : "";
+          return absl::InternalError(absl::StrCat("step ", step, ": training loss is ", *mean_loss,
+                                                  "; ", remedy, resumed,
+                                                  checkpointer_->DivergenceAdvice(config_, step)));
         }
+        // The parameters this step started from (those after `step` steps)
+        // gave a finite loss: retention keeps a checkpoint of them or older.
+        checkpointer_->NoteGoodParameters(step);
         row.train_loss = summary_.last_train_loss = *mean_loss;
       }
       if (log) {
@@ -508,7 +537,17 @@ class TrainingRun {
                             1e3 * window_comm_.comm_s / steps, 100.0 * hidden);
     }
     log_ << line << "\n" << std::flush;
-    return metrics_->Append(row);
+    // metrics.jsonl is a record, not the run: a full disk under it warns once
+    // and training goes on (stopping here lost every step since the last
+    // save, and only rank 0 writes it: the peers would wait at the next
+    // collective). Rows that fail are missing from it; later ones are tried.
+    if (absl::Status s = metrics_->Append(row); !s.ok() && !metrics_failed_) {
+      metrics_failed_ = true;
+      log_ << "dropk-train: " << s.message() << "; training goes on without those rows (step "
+           << row.step << " on); checkpoints are unaffected\n"
+           << std::flush;
+    }
+    return absl::OkStatus();
   }
 
   absl::Status Sample() {
@@ -535,6 +574,8 @@ class TrainingRun {
   std::ostream& log_;
   OstreamLogSink all_ranks_log_;  // log_ on every rank: a rank's own failures
   const int rank_, world_;
+  bool diverged_ = false;        // a training loss was not finite
+  bool metrics_failed_ = false;  // a metrics.jsonl write failed (warned once)
   std::unique_ptr<TrainingData> data_;
   std::unique_ptr<MetricsLog> metrics_;  // rank 0 only
   std::vector<RunDirectoryLock> run_locks_;  // rank 0 only: out_dir, checkpoint_dir

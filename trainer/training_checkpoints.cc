@@ -90,6 +90,13 @@ void InstallStopSignalHandlers() {
   // a large checkpoint, but forwards SIGUSR1 to every rank: a launcher's
   // script passes its warning on as SIGUSR1 (deploy/slurm/train.sbatch).
   sigaction(SIGUSR1, &action, nullptr);
+  // A dropped ssh session or closed terminal (SIGHUP) stops the run the same
+  // way, saved, instead of killing it with its steps since the last save.
+  sigaction(SIGHUP, &action, nullptr);
+  // A closed pipe on stdout or stderr (`dropk-train ... | head`) made the
+  // next log line kill the run (SIGPIPE), unsaved and silent; the write now
+  // fails instead and training goes on.
+  std::signal(SIGPIPE, SIG_IGN);
 }
 
 bool StopRequested() { return g_stop_signal.load() != 0; }
@@ -290,6 +297,23 @@ absl::Status TrainingCheckpointer::Poll(std::ostream& log) {
   absl::Status s = async_writer_->Poll();
   LogCommitted(log);
   return s;
+}
+
+void TrainingCheckpointer::NoteGoodParameters(int64_t steps_done) {
+  good_step_ = steps_done;
+  if (writer_ != nullptr) writer_->KeepNewestAtOrBefore(steps_done);
+  if (async_writer_ != nullptr) async_writer_->KeepNewestAtOrBefore(steps_done);
+}
+
+std::string TrainingCheckpointer::DivergenceAdvice(const TrainConfig& config, int64_t step) const {
+  if (good_step_ < 0 || last_saved_step_ <= good_step_) return "";
+  return absl::StrCat("; the newest checkpoint, ", CheckpointDirName(last_saved_step_),
+                      ", was saved after step ", good_step_,
+                      ", the last known to give a finite loss, and may hold the parameters that "
+                      "gave step ",
+                      step, "'s: resume from the newest checkpoint at or before ",
+                      CheckpointDirName(good_step_), " in ", CheckpointsDirOf(config),
+                      " (kept for this), not from LATEST");
 }
 
 absl::Status TrainingCheckpointer::Finish(std::ostream& log) {

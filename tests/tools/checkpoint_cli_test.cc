@@ -17,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -675,17 +676,27 @@ TEST_F(CheckpointCliTest, SigtermDuringTheClosingSampleEndsItAndExitsZero) {
   EXPECT_EQ(RunCommand(Dropk("ckpt verify " + out_ + "/checkpoints")).exit_code, 0);
 }
 
-TEST_F(CheckpointCliTest, SigtermSavesTheCurrentStepAndExitsZero) {
-  const std::string log = out_ + ".log";
-  fs::create_directories(out_);
-  const pid_t pid = Spawn(Train(out_, "--max_iters=100000 --save_every=0"), log);
-  ASSERT_TRUE(WaitUntil(
-      [&] { return ReadAll(out_ + "/metrics.jsonl").find("\"step\":5,") != std::string::npos; }));
-  kill(pid, SIGTERM);
+// Sends `signo` to the spawned `pid`, waits for it, and returns its wait
+// status and its output (read from `log`, which is then removed).
+std::pair<int, std::string> SignalAndWait(pid_t pid, int signo, const std::string& log) {
+  kill(pid, signo);
   int status = 0;
   waitpid(pid, &status, 0);
-  const std::string output = ReadAll(log);
+  std::string output = ReadAll(log);
   fs::remove(log);
+  return {status, output};
+}
+
+// Trains until step 5 is logged, sends `signo`, and expects the current
+// step saved, LATEST naming it, and exit 0.
+void ExpectSignalSavesTheCurrentStep(const std::string& out, int signo,
+                                     const std::function<std::string(const std::string&)>& train) {
+  const std::string log = out + ".log";
+  fs::create_directories(out);
+  const pid_t pid = Spawn(train("--max_iters=100000 --save_every=0"), log);
+  ASSERT_TRUE(WaitUntil(
+      [&] { return ReadAll(out + "/metrics.jsonl").find("\"step\":5,") != std::string::npos; }));
+  const auto [status, output] = SignalAndWait(pid, signo, log);
   ASSERT_TRUE(WIFEXITED(status)) << output;
   EXPECT_EQ(WEXITSTATUS(status), 0) << output;
   const size_t at = output.find("stopped by signal after step ");
@@ -693,10 +704,108 @@ TEST_F(CheckpointCliTest, SigtermSavesTheCurrentStepAndExitsZero) {
   const int64_t step = std::stoll(output.substr(at + 29));
   EXPECT_GE(step, 6);
   absl::StatusOr<CheckpointData> data =
-      ReadCheckpoint(out_ + "/checkpoints/" + CheckpointDirName(step));
+      ReadCheckpoint(out + "/checkpoints/" + CheckpointDirName(step));
   ASSERT_TRUE(data.ok()) << data.status();
   EXPECT_EQ(data->step, step);
-  EXPECT_EQ(ReadAll(out_ + "/checkpoints/LATEST"), CheckpointDirName(step) + "\n");
+  EXPECT_EQ(ReadAll(out + "/checkpoints/LATEST"), CheckpointDirName(step) + "\n");
+}
+
+// A dropped ssh session or closed terminal (SIGHUP) killed the run with its
+// steps since the last save; it now saves as SIGTERM does.
+TEST_F(CheckpointCliTest, SighupSavesLikeSigterm) {
+  ExpectSignalSavesTheCurrentStep(out_, SIGHUP,
+                                  [&](const std::string& a) { return Train(out_, a); });
+}
+
+// `dropk-train ... | head` killed the run (SIGPIPE, exit 141) at the first
+// log line after head exited: no checkpoint, no message. The writes now
+// fail and training goes on to its end and its final save.
+TEST_F(CheckpointCliTest, AClosedStdoutDoesNotKillTheRun) {
+  const CliResult r = RunCommand("bash -c '" + Train(out_, "--max_iters=40 --save_every=0") +
+                                 " 2>&1 | head -c 1 > /dev/null; exit ${PIPESTATUS[0]}'");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(ReadAll(out_ + "/checkpoints/LATEST"), CheckpointDirName(40) + "\n");
+}
+
+// A full disk under out_dir (metrics.jsonl) stopped training with exit 1
+// and abandoned the checkpoint being written in the background: every step
+// since the last save lost. metrics.jsonl is a record; a failed write now
+// warns once and training goes on, saving as usual. The full disk is a
+// 64 KiB tmpfs as out_dir, in a mount namespace of its own (root only).
+TEST_F(CheckpointCliTest, AFullDiskUnderTheMetricsWarnsAndTrainingGoesOn) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root for a tmpfs in its own mount namespace";
+  const std::string small = out_ + "/small";  // out_dir, full after ~300 metrics rows
+  const std::string ckpts = out_ + "/checkpoints";
+  fs::create_directories(small);
+  const CliResult r =
+      RunCommand("unshare -m sh -c 'mount -t tmpfs -o size=64k tmpfs " + small + " && exec " +
+                 Train(small, "--max_iters=600 --save_every=100 --checkpoint_dir=" + ckpts) + "'");
+  if (r.output.find("unshare") != std::string::npos && r.exit_code != 0) {
+    GTEST_SKIP() << "no mount namespace here: " << r.output;
+  }
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("No space left on device; training goes on without those rows"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(ReadAll(ckpts + "/LATEST"), CheckpointDirName(600) + "\n");
+}
+
+// A run that diverged right after a save (learning rate 1e30) committed
+// that save, and keep_last=1 deleted the last good checkpoint: LATEST held
+// wrecked parameters and resuming from it failed at once with a hint that
+// blamed the learning rate. The newest checkpoint known good is now kept
+// whatever keep_last says, and the error names it.
+TEST_F(CheckpointCliTest, DivergenceKeepsTheLastGoodCheckpointAndNamesIt) {
+  for (const char* async : {"false", "true"}) {
+    SCOPED_TRACE(std::string("async_checkpoints=") + async);
+    const std::string out = out_ + "/async_" + async;
+    ASSERT_EQ(RunCommand(Train(out, "--max_iters=5 --save_every=5")).exit_code, 0);
+    const CliResult r = RunCommand(
+        Train(out, std::string("--resume=latest --max_iters=20 --learning_rate=1e30 --min_lr=0 "
+                               "--save_every=1 --keep_last=1 --async_checkpoints=") +
+                       async));
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find("training loss is"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("resume from the newest checkpoint at or before step-00000005"),
+              std::string::npos)
+        << r.output;
+    absl::StatusOr<CheckpointData> good =
+        ReadCheckpoint(out + "/checkpoints/" + CheckpointDirName(5));
+    ASSERT_TRUE(good.ok()) << good.status();
+    EXPECT_EQ(good->step, 5);
+    // Resuming from LATEST when it holds the diverged parameters says so.
+    if (ReadAll(out + "/checkpoints/LATEST") != CheckpointDirName(5) + "\n") {
+      const CliResult again = RunCommand(Train(out, "--resume=latest --max_iters=20"));
+      EXPECT_EQ(again.exit_code, 1) << again.output;
+      EXPECT_NE(again.output.find("already give it: resume from an earlier checkpoint"),
+                std::string::npos)
+          << again.output;
+    }
+  }
+}
+
+// A signal during the first evaluation of a fresh run said "checkpoint
+// saved; resume with --resume=latest", and there was none.
+TEST_F(CheckpointCliTest, ASignalBeforeTheFirstStepSaysNothingWasSaved) {
+  const std::string log = out_ + ".log";
+  fs::create_directories(out_);
+  const pid_t pid =
+      Spawn(Train(out_, "--max_iters=100000 --eval_interval=7 --eval_iters=100000000"), log);
+  ASSERT_TRUE(WaitUntil([&] { return ReadAll(log).find("parameters") != std::string::npos; }))
+      << ReadAll(log);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto [status, output] = SignalAndWait(pid, SIGTERM, log);
+  ASSERT_TRUE(WIFEXITED(status)) << output;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << output;
+  EXPECT_NE(output.find("stopped by signal before the first step; nothing was saved"),
+            std::string::npos)
+      << output;
+  EXPECT_FALSE(fs::exists(out_ + "/checkpoints/LATEST"));
+}
+
+TEST_F(CheckpointCliTest, SigtermSavesTheCurrentStepAndExitsZero) {
+  ExpectSignalSavesTheCurrentStep(out_, SIGTERM,
+                                  [&](const std::string& a) { return Train(out_, a); });
 }
 
 // A stop signal was acted on only after the evaluation in progress, which

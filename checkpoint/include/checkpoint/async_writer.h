@@ -82,6 +82,9 @@ class AsyncCheckpointWriter {
   // the previous checkpoint.
   absl::Status Finish();
 
+  // See CheckpointWriter::KeepNewestAtOrBefore. Local, any time.
+  void KeepNewestAtOrBefore(int64_t steps_done) { writer_.KeepNewestAtOrBefore(steps_done); }
+
   // Whether a save was started and not yet finished. Same on every rank.
   bool pending() const { return phase_ != Phase::kIdle; }
 

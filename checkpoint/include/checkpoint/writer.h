@@ -3,6 +3,7 @@
 #ifndef DROPK_CHECKPOINT_WRITER_H_
 #define DROPK_CHECKPOINT_WRITER_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -63,6 +64,14 @@ class CheckpointWriter {
   // changes: LATEST still names the previous checkpoint.
   absl::StatusOr<std::string> Save(const CheckpointState& state);
 
+  // Tells retention that the parameters after `steps_done` steps are known
+  // good (a training loss computed from them was finite): the newest
+  // checkpoint at or before that step is kept beside keep_last's, so a run
+  // that diverges right after a save (each later checkpoint holding the
+  // diverged parameters) still has one to resume from. Thread-safe (the
+  // asynchronous writer's retention runs on its own thread).
+  void KeepNewestAtOrBefore(int64_t steps_done) { known_good_step_.store(steps_done); }
+
  private:
   // AsyncCheckpointWriter (async_writer.h) runs the same phases, Write and
   // Publish on its own thread, over a snapshot of the state.
@@ -122,6 +131,7 @@ class CheckpointWriter {
   void RetainAfterCommit(int64_t newest_step);
 
   CheckpointWriterOptions options_;
+  std::atomic<int64_t> known_good_step_{-1};  // see KeepNewestAtOrBefore
   Communicator* comm_;
   Env* env_;
   LogSink* log_;

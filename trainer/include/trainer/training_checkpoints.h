@@ -26,9 +26,10 @@
 
 namespace dropk {
 
-// Installs SIGTERM, SIGINT and SIGUSR1 handlers that only set a flag (async-signal
-// safe); StopRequested() reads it. A second signal of either kind restores
-// the default action, so a second Ctrl-C kills at once.
+// Installs SIGTERM, SIGINT, SIGUSR1 and SIGHUP handlers that only set a flag
+// (async-signal safe); StopRequested() reads it. A second signal of either
+// kind restores the default action, so a second Ctrl-C kills at once.
+// Ignores SIGPIPE: a closed stdout fails writes instead of killing the run.
 void InstallStopSignalHandlers();
 bool StopRequested();
 
@@ -101,11 +102,22 @@ class TrainingCheckpointer {
   // background save and returns its failure, if any.
   absl::Status Finish(std::ostream& log);
 
+  // The parameters after `steps_done` steps gave a finite training loss:
+  // retention keeps the newest checkpoint at or before that step whatever
+  // keep_last says (CheckpointWriter::KeepNewestAtOrBefore). Local.
+  void NoteGoodParameters(int64_t steps_done);
+
+  // For the error of a loss that is not finite at step `step`: when a
+  // checkpoint was saved after the last step known good, which one to
+  // resume from instead of LATEST ("" when none was). Local.
+  std::string DivergenceAdvice(const TrainConfig& config, int64_t step) const;
+
  private:
   void LogCommitted(std::ostream& log);
 
   int save_every_;
   int64_t last_saved_step_ = -1;
+  int64_t good_step_ = -1;                               // NoteGoodParameters' newest
   std::unique_ptr<CheckpointWriter> writer_;             // synchronous saves
   std::unique_ptr<AsyncCheckpointWriter> async_writer_;  // or background ones
 };
