@@ -9,7 +9,10 @@
 // others waiting; when the cause is a peer's unreachable host, it leaves the
 // ending to mpirun for a while (AbortJobAfterLauncherGrace), whose abort
 // would otherwise wait on that host for good.
+#include <unistd.h>
+
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -25,6 +28,23 @@
 
 namespace {
 
+// The token files are memory-mapped: one shortened or rewritten in place
+// while training reads it (`truncate`, `cp` over it) makes the next read
+// of a page past its new end a SIGBUS, which killed the run with "Bus
+// error" and no word of why. One line instead, then exit 1 (a signal
+// handler cannot save; the last checkpoint stands). Only async-signal-safe
+// calls here.
+extern "C" void OnBusError(int) {
+  static const char kMessage[] =
+      "dropk-train: bus error reading a memory-mapped file: most likely a token file in "
+      "data_dir was shortened or rewritten in place during training (prepare new data into "
+      "another directory, or with `dropk data prepare`, which replaces files whole); "
+      "checkpoints saved so far are intact, resume with --resume=latest\n";
+  const ssize_t ignored = ::write(STDERR_FILENO, kMessage, sizeof kMessage - 1);
+  (void)ignored;
+  ::_exit(dropk::kExitFailure);
+}
+
 // The rank the launcher assigned, before MPI is initialised (so that only
 // rank 0 prints config errors, which every rank finds alike).
 bool IsLauncherRankZero() {
@@ -35,6 +55,7 @@ bool IsLauncherRankZero() {
 }
 
 int Main(int argc, char** argv) {
+  std::signal(SIGBUS, OnBusError);
   absl::StatusOr<dropk::TrainCommandLine> command_line = dropk::ParseTrainCommandLine(argc, argv);
   if (command_line.ok() && command_line->help) {
     if (IsLauncherRankZero()) std::cout << *command_line->help;

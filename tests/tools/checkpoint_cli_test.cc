@@ -803,6 +803,38 @@ TEST_F(CheckpointCliTest, ASignalBeforeTheFirstStepSaysNothingWasSaved) {
   EXPECT_FALSE(fs::exists(out_ + "/checkpoints/LATEST"));
 }
 
+// A token file shortened in place while training reads it (it is
+// memory-mapped) killed the run with "Bus error" (exit 135) and no word of
+// why. It is now one line naming the likely cause, exit 1, and the
+// checkpoints saved so far stay intact.
+TEST_F(CheckpointCliTest, ATokenFileShortenedDuringTrainingIsNamedNotABusError) {
+  const std::string data = out_ + "/data";
+  fs::create_directories(out_);
+  fs::copy(*data_, data, fs::copy_options::recursive);
+  const std::string log = out_ + ".log";
+  const std::string run = out_ + "/run";
+  const pid_t pid = Spawn(Train(run, "--max_iters=100000 --save_every=3 --data_dir=" + data), log);
+  // Once step 3's save has committed (saves are asynchronous).
+  ASSERT_TRUE(WaitUntil([&] { return fs::exists(run + "/checkpoints/LATEST"); }));
+  fs::resize_file(data + "/train.bin", 64);
+  int status = 0;
+  const bool exited = WaitUntil([&] { return waitpid(pid, &status, WNOHANG) == pid; });
+  if (!exited) {  // leave no process behind
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+  }
+  const std::string output = ReadAll(log);
+  fs::remove(log);
+  ASSERT_TRUE(exited) << "still training on a file of 64 bytes: " << output;
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status) << ": " << output;
+  EXPECT_EQ(WEXITSTATUS(status), 1) << output;
+  EXPECT_NE(output.find("dropk-train: bus error reading a memory-mapped file: most likely a "
+                        "token file in data_dir was shortened"),
+            std::string::npos)
+      << output;
+  EXPECT_EQ(RunCommand(Dropk("ckpt verify " + run + "/checkpoints")).exit_code, 0);
+}
+
 TEST_F(CheckpointCliTest, SigtermSavesTheCurrentStepAndExitsZero) {
   ExpectSignalSavesTheCurrentStep(out_, SIGTERM,
                                   [&](const std::string& a) { return Train(out_, a); });
