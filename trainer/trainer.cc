@@ -113,8 +113,13 @@ class TrainingRun {
         if (absl::Status s = Report(row, /*window_tokens=*/0, 0.0); !s.ok()) return s;
         break;
       }
-      absl::StatusOr<float> loss = TrainStep(step, row.lr);
-      if (!loss.ok()) return loss.status();
+      absl::StatusOr<std::optional<float>> trained = TrainStep(step, row.lr);
+      if (!trained.ok()) return trained.status();
+      if (!trained->has_value()) {  // a stop signal between micro-batches
+        if (absl::Status s = StopDuringStep(step); !s.ok()) return s;
+        break;
+      }
+      const absl::StatusOr<float> loss = **trained;
       summary_.steps = step + 1;
       // Moves a background save on: every rank, every step, while one is pending.
       if (absl::Status s = checkpointer_->Poll(RankLog()); !s.ok()) return s;
@@ -415,7 +420,11 @@ class TrainingRun {
 
   // Forward and backward over this rank's micro-batches, gradient average
   // over ranks, clipping, AdamW. Returns this rank's mean loss.
-  absl::StatusOr<float> TrainStep(int64_t step, float lr) {
+  // Trains step `step`: every micro-batch, the gradient average, the update.
+  // Empty, with nothing updated, when a stop signal reached any rank between
+  // micro-batches: with gradient accumulation a step can outlast a
+  // preemption's grace period, which belongs to the save.
+  absl::StatusOr<std::optional<float>> TrainStep(int64_t step, float lr) {
     kernels_->FitThreadsToLoad();  // fewer threads while another process holds cores
     const Clock::time_point step_start = Clock::now();
     if (profiler_ != nullptr) profiler_->set_paused(false);
@@ -427,6 +436,14 @@ class TrainingRun {
       bucketer_->OnGradsReady(begin, end, ready);
     };
     for (int micro = 0; micro < accum; ++micro) {
+      if (micro > 0) {  // one small collective per micro-batch, only with accumulation
+        absl::StatusOr<bool> stop = StopRequestedOnAnyRank();
+        if (!stop.ok()) return stop.status();
+        if (*stop) {
+          if (profiler_ != nullptr) profiler_->set_paused(true);
+          return std::optional<float>();
+        }
+      }
       train_batches_->Fill(step, FirstSampleOf(micro, rank_, world_, B), B, inputs_.data(),
                            targets_.data());
       const DropoutPlan plan = DropoutPlanFor(config_, step, micro, rank_, world_);
@@ -452,7 +469,7 @@ class TrainingRun {
     train_seconds_ += seconds;
     window_seconds_ += seconds;
     window_tokens_ += tokens_per_step_;
-    return static_cast<float>(loss_sum / accum);
+    return std::optional<float>(static_cast<float>(loss_sum / accum));
   }
 
   // Mean loss without dropout over eval_iters fixed held-out global batches
@@ -490,6 +507,15 @@ class TrainingRun {
   // `step` steps trained so far (unless nothing was trained since the start
   // or resume, whose checkpoint exists) and ends the loop like a stop
   // after a step.
+  // A stop signal between the micro-batches of step `step`: the step is
+  // dropped (the parameters are those after `step` steps) and they are saved.
+  absl::Status StopDuringStep(int64_t step) {
+    RankLog() << "stop signal during step " << step << ": its micro-batches abandoned" << std::endl;
+    summary_.stopped_by_signal = true;
+    if (step == first_step_) return absl::OkStatus();  // nothing trained since the start
+    return SaveCheckpoint(step);
+  }
+
   absl::Status StopDuringEvaluation(int64_t step) {
     RankLog() << "stop signal during the evaluation at step " << step << ": evaluation abandoned"
               << std::endl;

@@ -676,6 +676,18 @@ TEST_F(CheckpointCliTest, SigtermDuringTheClosingSampleEndsItAndExitsZero) {
   EXPECT_EQ(RunCommand(Dropk("ckpt verify " + out_ + "/checkpoints")).exit_code, 0);
 }
 
+// Waits up to 60 s for the spawned `pid` to exit (its wait status in
+// `status`); past that, kills it, so that no process is left behind, and
+// returns false.
+bool WaitForExit(pid_t pid, int* status) {
+  const bool exited = WaitUntil([&] { return waitpid(pid, status, WNOHANG) == pid; });
+  if (!exited) {
+    kill(pid, SIGKILL);
+    waitpid(pid, status, 0);
+  }
+  return exited;
+}
+
 // Sends `signo` to the spawned `pid`, waits for it, and returns its wait
 // status and its output (read from `log`, which is then removed).
 std::pair<int, std::string> SignalAndWait(pid_t pid, int signo, const std::string& log) {
@@ -803,6 +815,35 @@ TEST_F(CheckpointCliTest, ASignalBeforeTheFirstStepSaysNothingWasSaved) {
   EXPECT_FALSE(fs::exists(out_ + "/checkpoints/LATEST"));
 }
 
+// With gradient accumulation a step can outlast a preemption's grace
+// period; a stop signal waited for the whole step (here, 10^8 micro-batches:
+// for good). The step's micro-batches are now abandoned, nothing updated,
+// and the steps done so far saved.
+TEST_F(CheckpointCliTest, SigtermDuringALongAccumulatedStepSavesWithoutFinishingIt) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=3 --save_every=0")).exit_code, 0);
+  const std::string log = out_ + ".log";
+  const pid_t pid = Spawn(Train(out_,
+                                "--resume=latest --max_iters=100000 --save_every=0 "
+                                "--gradient_accumulation_steps=100000000"),
+                          log);
+  ASSERT_TRUE(WaitUntil([&] { return ReadAll(log).find("resumed from") != std::string::npos; }))
+      << ReadAll(log);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  kill(pid, SIGTERM);
+  int status = 0;
+  const bool exited = WaitForExit(pid, &status);
+  const std::string output = ReadAll(log);
+  fs::remove(log);
+  ASSERT_TRUE(exited) << "still in its step 60 s after SIGTERM: " << output;
+  ASSERT_TRUE(WIFEXITED(status)) << output;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << output;
+  EXPECT_NE(output.find("stop signal during step 3: its micro-batches abandoned"),
+            std::string::npos)
+      << output;
+  EXPECT_NE(output.find("stopped by signal after step 3"), std::string::npos) << output;
+  EXPECT_EQ(ReadAll(out_ + "/checkpoints/LATEST"), CheckpointDirName(3) + "\n");
+}
+
 // A token file shortened in place while training reads it (it is
 // memory-mapped) killed the run with "Bus error" (exit 135) and no word of
 // why. It is now one line naming the likely cause, exit 1, and the
@@ -818,11 +859,7 @@ TEST_F(CheckpointCliTest, ATokenFileShortenedDuringTrainingIsNamedNotABusError) 
   ASSERT_TRUE(WaitUntil([&] { return fs::exists(run + "/checkpoints/LATEST"); }));
   fs::resize_file(data + "/train.bin", 64);
   int status = 0;
-  const bool exited = WaitUntil([&] { return waitpid(pid, &status, WNOHANG) == pid; });
-  if (!exited) {  // leave no process behind
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-  }
+  const bool exited = WaitForExit(pid, &status);
   const std::string output = ReadAll(log);
   fs::remove(log);
   ASSERT_TRUE(exited) << "still training on a file of 64 bytes: " << output;
@@ -860,11 +897,7 @@ TEST_F(CheckpointCliTest, SigtermDuringAnEvaluationSavesWithoutWaitingForIt) {
   const auto signalled = std::chrono::steady_clock::now();
   kill(pid, SIGTERM);
   int status = 0;
-  const bool exited = WaitUntil([&] { return waitpid(pid, &status, WNOHANG) == pid; });
-  if (!exited) {  // leave no process behind
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-  }
+  const bool exited = WaitForExit(pid, &status);
   ASSERT_TRUE(exited) << "still evaluating 60 s after SIGTERM";
   EXPECT_LT(std::chrono::steady_clock::now() - signalled, std::chrono::seconds(10));
   const std::string output = ReadAll(log);
