@@ -7,6 +7,7 @@
 #include <regex>
 #include <set>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -33,6 +34,10 @@ std::set<std::string> AddressesOf(const std::string& host) {
 
 }  // namespace
 
+// What a host name, an IPv4 or IPv6 address, or Open MPI's user@host holds.
+constexpr char kHostNameCharacters[] =
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:@[]";
+
 absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
                                                      const std::string& path) {
   std::vector<HostEntry> hosts;
@@ -47,9 +52,27 @@ absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
     std::vector<std::string> words =
         absl::StrSplit(line, absl::ByAnyChar(" \t\v\f\r"), absl::SkipWhitespace());
     HostEntry entry{words[0], 1, std::string(line)};
+    // mpirun's own parse error names only its temporary copy of the file
+    // ("Open RTE detected a parse error in the hostfile: /tmp/..."): catch
+    // what it would refuse here, naming the user's file and line.
+    if (const size_t bad = entry.host.find_first_not_of(kHostNameCharacters);
+        bad != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ":", number, ": host name '", absl::CHexEscape(entry.host), "' holds '",
+          absl::CHexEscape(entry.host.substr(bad, 1)),
+          "', which no host name or address holds (letters, digits, '.', '-', '_', ':', '@', "
+          "'[', ']')"));
+    }
     for (size_t i = 1; i < words.size(); ++i) {
       absl::string_view value = words[i];
-      if (!absl::ConsumePrefix(&value, "slots=")) continue;
+      if (absl::ConsumePrefix(&value, "max_slots=") || absl::ConsumePrefix(&value, "max-slots=")) {
+        continue;  // Open MPI's; dropk launches one rank per slot, never more
+      }
+      if (!absl::ConsumePrefix(&value, "slots=")) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ":", number, ": '", absl::CHexEscape(words[i]),
+                         "' is not an option a hostfile line takes (slots=N, max_slots=N)"));
+      }
       if (!absl::SimpleAtoi(value, &entry.slots) || entry.slots < 1) {
         return absl::InvalidArgumentError(
             absl::StrCat(path, ":", number, ": slots=", value, " must be a whole number >= 1"));

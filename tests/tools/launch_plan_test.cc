@@ -28,6 +28,28 @@ TEST(LaunchPlanTest, RejectsBadHostfilesNamingTheLine) {
   EXPECT_EQ(ParseHostfile("# none\n", "H").status().message(), "H: lists no host");
 }
 
+// A host name no machine has, or an option Open MPI does not take, reached
+// mpirun, whose parse error named only its temporary copy of the file
+// ("/tmp/dropk-launch-XXXX/hostfile") and ended in "An internal error has
+// occurred in ORTE". They are refused here, naming the user's file and line.
+TEST(LaunchPlanTest, RejectsHostNamesAndOptionsMpirunCannotParse) {
+  EXPECT_EQ(ParseHostfile("a\nbad!host\n", "H").status().message(),
+            "H:2: host name 'bad!host' holds '!', which no host name or address holds "
+            "(letters, digits, '.', '-', '_', ':', '@', '[', ']')");
+  EXPECT_EQ(ParseHostfile("\x01\x02garbage\n", "H").status().message(),
+            "H:1: host name '\\x01\\x02garbage' holds '\\x01', which no host name or address "
+            "holds (letters, digits, '.', '-', '_', ':', '@', '[', ']')");
+  EXPECT_EQ(ParseHostfile("localhost slots=2 extra=1\n", "H").status().message(),
+            "H:1: 'extra=1' is not an option a hostfile line takes (slots=N, max_slots=N)");
+  // What Open MPI takes still parses.
+  absl::StatusOr<std::vector<HostEntry>> ok = ParseHostfile(
+      "user@node-1.example.com slots=2 max_slots=4\n10.0.0.2 max-slots=2\n[fe80::1]\nn_3\n", "H");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  ASSERT_EQ(ok->size(), 4u);
+  EXPECT_EQ((*ok)[0].slots, 2);
+  EXPECT_EQ((*ok)[1].slots, 1);
+}
+
 // Open MPI separates a host from its options by any whitespace: a tab made
 // "node1\tslots=4" one host name with 1 slot, so the job got 5 ranks, not 8.
 TEST(LaunchPlanTest, TabsSeparateAHostFromItsSlots) {
