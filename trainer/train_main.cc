@@ -25,6 +25,7 @@
 #include "trainer/comm_backend.h"
 #include "trainer/config.h"
 #include "trainer/trainer.h"
+#include "trainer/training_checkpoints.h"
 
 namespace {
 
@@ -68,6 +69,10 @@ int Main(int argc, char** argv) {
     if (IsLauncherRankZero()) std::cerr << "dropk-train: " << invalid.message() << "\n";
     return dropk::kExitUsage;
   }
+  // From here on a stop signal is noted, not fatal: one during setup (data,
+  // allocation, joining the job) stops the run before its first step with a
+  // line saying so, instead of exit 143 and no word.
+  dropk::InstallStopSignalHandlers();
   absl::StatusOr<std::unique_ptr<dropk::Communicator>> comm = dropk::JoinTrainingJob(*config);
   if (!comm.ok()) {
     std::cerr << "dropk-train: " << comm.status().message() << "\n";
