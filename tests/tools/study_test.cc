@@ -198,6 +198,21 @@ TEST_F(StudyFilesTest, PlotDrawsALogWithoutLossesAsAnEmptyFrame) {
             std::string::npos);
 }
 
+// Losses of +-1e308 make gnuplot fail on loss.gp ("all points y value
+// undefined"); the failure is one line, exit 1, and the loss.png gnuplot had
+// opened is not left behind empty (a plot of nothing, to a reader).
+TEST_F(StudyFilesTest, APlotGnuplotRefusesLeavesNoEmptyPng) {
+  fs::create_directories(dir_ / "run");
+  Write("run/metrics.jsonl",
+        "{\"step\":1,\"train_loss\":1e308,\"lr\":0.001,\"tokens_per_s\":50}\n"
+        "{\"step\":2,\"train_loss\":-1e308,\"lr\":0.001,\"tokens_per_s\":60}\n");
+  const auto r = RunCommand(DROPK_BINARY_DIR "/bin/dropk plot " + (dir_ / "run").string());
+  if (r.exit_code == 0) GTEST_SKIP() << "this gnuplot draws +-1e308; nothing to clean up";
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("gnuplot failed on"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir_ / "run/plots/loss.png"));
+}
+
 // A tiny dropout study (two rates, 20 steps) twice, then a top-k study on one
 // of its checkpoints twice: the same seed gives the same numbers.
 TEST_F(StudyFilesTest, StudiesAreReproducibleAndWritePlotsWithData) {

@@ -125,6 +125,10 @@ absl::StatusOr<std::vector<std::string>> PlotRun(const std::string& run_dir,
     if (absl::Status s =
             RunGnuplot(script, Preamble(png, absl::StrCat(title, ": ", plot.name)) + plot.body);
         !s.ok()) {
+      // gnuplot opens its output before it plots: an empty loss.png left
+      // behind would read as a plot of nothing.
+      std::error_code ignored;
+      fs::remove(png, ignored);
       return s;
     }
     pngs.push_back(png);
