@@ -440,7 +440,8 @@ class StagedFiles {
       return (*file)->Close();
     }();
     if (!status.ok() && status.message().find(tmp) == std::string_view::npos) {
-      return absl::Status(status.code(), absl::StrCat("cannot write ", tmp, ": ", status.message()));
+      return absl::Status(status.code(),
+                          absl::StrCat("cannot write ", tmp, ": ", status.message()));
     }
     return status;
   }
@@ -622,7 +623,8 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
   const std::string tokenizer_path = (dir / kTokenizerFile).string();
   absl::StatusOr<std::string> plain_tokenizer = TokenizerFileBytes(*tokenizer, 0, tokenizer_path);
   if (!plain_tokenizer.ok()) return plain_tokenizer.status();
-  const uint32_t dataset_id = DatasetId(tokens_crc, *plain_tokenizer, n_train, options.shard_tokens);
+  const uint32_t dataset_id =
+      DatasetId(tokens_crc, *plain_tokenizer, n_train, options.shard_tokens);
   absl::StatusOr<std::string> tokenizer_bytes =
       TokenizerFileBytes(*tokenizer, dataset_id, tokenizer_path);
   if (!tokenizer_bytes.ok()) return tokenizer_bytes.status();

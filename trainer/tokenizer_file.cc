@@ -9,8 +9,8 @@ namespace {
 constexpr uint64_t kMaxTokenizerBytes = uint64_t{128} << 20;
 }  // namespace
 
-absl::StatusOr<std::string> TokenizerFileBytes(const TextTokenizer& tokenizer,
-                                               uint32_t dataset_id, const std::string& path) {
+absl::StatusOr<std::string> TokenizerFileBytes(const TextTokenizer& tokenizer, uint32_t dataset_id,
+                                               const std::string& path) {
   Tokenizer proto = tokenizer.proto();
   proto.set_dataset_id(dataset_id);
   std::string bytes;
@@ -23,8 +23,9 @@ absl::StatusOr<std::string> TokenizerFileBytes(const TextTokenizer& tokenizer,
 absl::Status SaveTokenizer(const TextTokenizer& tokenizer, const std::string& path, Env* env) {
   absl::StatusOr<std::string> bytes = TokenizerFileBytes(tokenizer, 0, path);
   if (!bytes.ok()) return bytes.status();
-  return ReplaceFileAtomically(
-      env, path, [&bytes](WritableFile& file) { return file.Append(bytes->data(), bytes->size()); });
+  return ReplaceFileAtomically(env, path, [&bytes](WritableFile& file) {
+    return file.Append(bytes->data(), bytes->size());
+  });
 }
 
 absl::StatusOr<TextTokenizer> LoadTokenizer(const std::string& path, Env* env,

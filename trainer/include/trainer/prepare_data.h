@@ -80,14 +80,14 @@ struct PrepareSummary {
 // data set whole, and its temporaries are removed (a killed preparation's,
 // by the next one). Every token file and tokenizer.pb carry the same dataset
 // id (token_file.h, derived from the content), so files of two preparations
-// mixed by a kill between the renames are refused by the trainer. Errors (naming the path or option):
-// missing or unreadable input, a directory without files, empty input,
-// invalid UTF-8 for CHAR, missing or bad GPT-2 files, val_fraction outside
-// (0, 1), a named input that is a token file, a split that leaves train or
-// val empty, shard_tokens or chunk_bytes
-// of 0, an out_dir that cannot be created or written, an out_dir another
-// preparation is writing (FailedPrecondition: it holds a flock on
-// out_dir/.dropk-prepare.lock). Blocks.
+// mixed by a kill between the renames are refused by the trainer.
+// Errors (naming the path or option): missing or unreadable input, a
+// directory without files, empty input, invalid UTF-8 for CHAR, missing or
+// bad GPT-2 files, val_fraction outside (0, 1), a named input that is a
+// token file, a split that leaves train or val empty, shard_tokens or
+// chunk_bytes of 0, an out_dir that cannot be created or written, an
+// out_dir another preparation is writing (FailedPrecondition: it holds a
+// flock on out_dir/.dropk-prepare.lock). Blocks.
 absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options);
 
 }  // namespace dropk

@@ -16,8 +16,8 @@ namespace dropk {
 // The bytes of tokenizer.pb for `tokenizer`: its binary dropk.Tokenizer proto
 // with dataset_id set (0: unknown, left out). Internal error if it cannot be
 // serialized, naming `path`.
-absl::StatusOr<std::string> TokenizerFileBytes(const TextTokenizer& tokenizer,
-                                               uint32_t dataset_id, const std::string& path);
+absl::StatusOr<std::string> TokenizerFileBytes(const TextTokenizer& tokenizer, uint32_t dataset_id,
+                                               const std::string& path);
 
 // Writes `tokenizer` as a binary dropk.Tokenizer proto to `path` (normally
 // <dir>/tokenizer.pb), atomically (ReplaceFileAtomically), with dataset_id
