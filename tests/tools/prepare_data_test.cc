@@ -431,6 +431,29 @@ TEST_F(PrepareDataTest, FailingAtAnyStepNeverLeavesAMixThatLoads) {
   EXPECT_GT(refused_by_id, 0);  // a failure between the renames
 }
 
+// A preparation killed by SIGTERM leaves its spool (the whole corpus's
+// tokens) and staged files; the next one into the directory removes them,
+// and only them.
+TEST_F(PrepareDataTest, TemporariesOfAKilledPreparationAreRemovedByTheNext) {
+  const auto [a, b] = TwoCorpora();
+  PrepareOptions options;
+  options.inputs = {a};
+  options.out_dir = Path("data");
+  std::filesystem::create_directories(options.out_dir);
+  const std::vector<std::string> leftovers = {".prepare-tokens.tmp", "train.bin.tmp",
+                                              "train-00007.bin.tmp", "val.bin.tmp",
+                                              "tokenizer.pb.tmp"};
+  for (const std::string& name : leftovers) {
+    std::ofstream(options.out_dir + "/" + name) << "left by a killed run";
+  }
+  std::ofstream(options.out_dir + "/notes.tmp") << "not ours";
+  ASSERT_TRUE(PrepareData(options).ok());
+  for (const std::string& name : leftovers) {
+    EXPECT_FALSE(std::filesystem::exists(options.out_dir + "/" + name)) << name;
+  }
+  EXPECT_TRUE(std::filesystem::exists(options.out_dir + "/notes.tmp"));
+}
+
 TEST_F(PrepareDataTest, DirectoriesAndSeveralFilesAreReadInOrder) {
   std::filesystem::create_directories(Path("corpus/sub"));
   std::ofstream(Path("corpus/b.txt")) << "second file\n";
