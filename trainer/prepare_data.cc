@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <set>
@@ -19,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "base/path_status.h"
+#include "checkpoint/crc32c.h"
 #include "checkpoint/env.h"
 #include "model/gpt2_vocab_files.h"
 #include "model/tokenizer.h"
@@ -343,11 +345,12 @@ class SpoolRemover {
 };
 
 // Encodes every chunk of `files` with `threads` threads, appending the tokens
-// (token_width bytes each, little-endian) to `spool` in input order.
+// (token_width bytes each, little-endian) to `spool` in input order, and
+// extending *crc (CRC32C) over those bytes.
 absl::StatusOr<uint64_t> EncodeToSpool(const std::vector<std::string>& files,
                                        const TextTokenizer& tokenizer,
                                        const PrepareOptions& options, int threads,
-                                       WritableFile& spool) {
+                                       WritableFile& spool, uint32_t* crc) {
   const int width = TokenWidthFor(tokenizer.vocab_size());
   std::vector<std::unique_ptr<EncodeCache>> caches;
   for (int t = 0; t < threads; ++t) caches.push_back(std::make_unique<EncodeCache>());
@@ -384,6 +387,7 @@ absl::StatusOr<uint64_t> EncodeToSpool(const std::vector<std::string>& files,
         StoreLe(static_cast<uint32_t>(ids[k]), width, &bytes[k * width]);
       }
       if (absl::Status s = spool.Append(bytes.data(), bytes.size()); !s.ok()) return s;
+      *crc = crc32c::Extend(*crc, bytes.data(), bytes.size());
       count += ids.size();
       encoded[i] = std::vector<int32_t>();  // free it now
     }
@@ -391,13 +395,87 @@ absl::StatusOr<uint64_t> EncodeToSpool(const std::vector<std::string>& files,
   return count;
 }
 
-// Writes tokens [begin, end) of the spool as the split `split`: one file
-// <split>.bin when they fit in shard_tokens, else shards. Adds the names it
-// wrote to *written; returns how many files.
-absl::StatusOr<int> WriteSplit(const std::string& spool_path, const fs::path& dir,
+// Whether `name` is a temporary of a preparation: its spool, or a file it
+// writes with ".tmp" appended (see StagedFiles). A preparation killed (say
+// by SIGTERM) leaves them; the next one into the directory removes them.
+bool IsPrepareTemporary(const std::string& name) {
+  if (name == kSpoolFile) return true;
+  if (!name.ends_with(".tmp")) return false;
+  const std::string base = name.substr(0, name.size() - 4);
+  return base == kTokenizerFile || base == kTrainTokensFile || base == kValTokensFile ||
+         IsShardName(base, "train") || IsShardName(base, "val");
+}
+
+// The files of one preparation, each written first as <dir>/<name>.tmp
+// (fsynced), then renamed over <name> all together by Commit, after every
+// one is written. A failure while writing (a full disk at val.bin) so
+// leaves the directory's previous data set whole, rather than the new
+// train.bin beside the old val.bin and tokenizer.pb. A failure or a kill
+// between the renames can still mix the two; the dataset id in every file
+// is what lets the trainer refuse that (LoadTrainingData). Temporaries not
+// renamed are removed on destruction.
+class StagedFiles {
+ public:
+  StagedFiles(Env* env, fs::path dir) : env_(env), dir_(std::move(dir)) {}
+  StagedFiles(const StagedFiles&) = delete;
+  StagedFiles& operator=(const StagedFiles&) = delete;
+  ~StagedFiles() {
+    for (size_t i = committed_; i < names_.size(); ++i) {
+      const std::string tmp = TempPath(names_[i]);
+      if (env_->FileExists(tmp)) env_->RemoveFile(tmp).IgnoreError();
+    }
+  }
+
+  // Writes <name>.tmp with what `write` appends and fsyncs it. Errors name
+  // the path.
+  absl::Status Write(const std::string& name,
+                     const std::function<absl::Status(WritableFile&)>& write) {
+    const std::string tmp = TempPath(name);
+    names_.push_back(name);  // so a partial one is removed too
+    absl::Status status = [&]() -> absl::Status {
+      absl::StatusOr<std::unique_ptr<WritableFile>> file = env_->NewWritableFile(tmp);
+      if (!file.ok()) return file.status();
+      if (absl::Status s = write(**file); !s.ok()) return s;
+      if (absl::Status s = (*file)->Sync(); !s.ok()) return s;
+      return (*file)->Close();
+    }();
+    if (!status.ok() && status.message().find(tmp) == std::string_view::npos) {
+      return absl::Status(status.code(),
+                          absl::StrCat("cannot write ", tmp, ": ", status.message()));
+    }
+    return status;
+  }
+
+  // Renames every written temporary over its name, in the order written,
+  // then fsyncs the directory.
+  absl::Status Commit() {
+    for (; committed_ < names_.size(); ++committed_) {
+      const std::string& name = names_[committed_];
+      if (absl::Status s = env_->RenameFile(TempPath(name), (dir_ / name).string()); !s.ok()) {
+        return s;
+      }
+    }
+    return env_->SyncDir(dir_.string());
+  }
+
+  // The names written (committed or not).
+  std::set<std::string> names() const { return {names_.begin(), names_.end()}; }
+
+ private:
+  std::string TempPath(const std::string& name) const { return (dir_ / name).string() + ".tmp"; }
+
+  Env* env_;
+  fs::path dir_;
+  std::vector<std::string> names_;
+  size_t committed_ = 0;
+};
+
+// Stages tokens [begin, end) of the spool as the split `split`: one file
+// <split>.bin when they fit in shard_tokens, else shards; each stamped with
+// dataset_id. Returns how many files.
+absl::StatusOr<int> WriteSplit(Env* env, const std::string& spool_path, StagedFiles& staged,
                                const std::string& split, uint64_t begin, uint64_t end,
-                               int vocab_size, uint64_t shard_tokens,
-                               std::set<std::string>* written) {
+                               int vocab_size, uint64_t shard_tokens, uint32_t dataset_id) {
   const int width = TokenWidthFor(vocab_size);
   const uint64_t total = end - begin;
   const uint64_t shards = std::max<uint64_t>(1, (total + shard_tokens - 1) / shard_tokens);
@@ -407,27 +485,40 @@ absl::StatusOr<int> WriteSplit(const std::string& spool_path, const fs::path& di
     const uint64_t count = std::min(shard_tokens, end - first);
     const std::string name =
         shards == 1 ? split + ".bin" : ShardFileName(split, static_cast<int>(s));
-    const absl::Status status = ReplaceFileAtomically(
-        Env::Default(), (dir / name).string(), [&](WritableFile& file) -> absl::Status {
-          const auto header = TokenFileHeader(vocab_size, count);
-          if (absl::Status st = file.Append(header.data(), header.size()); !st.ok()) return st;
-          uint64_t at = first * width;
-          const uint64_t stop = (first + count) * width;
-          while (at < stop) {
-            const size_t n = static_cast<size_t>(std::min<uint64_t>(kCopyBytes, stop - at));
-            if (absl::Status st = Env::Default()->ReadFileRange(spool_path, at, n, buffer.data());
-                !st.ok()) {
-              return st;
-            }
-            if (absl::Status st = file.Append(buffer.data(), n); !st.ok()) return st;
-            at += n;
-          }
-          return absl::OkStatus();
-        });
+    const absl::Status status = staged.Write(name, [&](WritableFile& file) -> absl::Status {
+      const auto header = TokenFileHeader(vocab_size, count, dataset_id);
+      if (absl::Status st = file.Append(header.data(), header.size()); !st.ok()) return st;
+      uint64_t at = first * width;
+      const uint64_t stop = (first + count) * width;
+      while (at < stop) {
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(kCopyBytes, stop - at));
+        if (absl::Status st = env->ReadFileRange(spool_path, at, n, buffer.data()); !st.ok()) {
+          return st;
+        }
+        if (absl::Status st = file.Append(buffer.data(), n); !st.ok()) return st;
+        at += n;
+      }
+      return absl::OkStatus();
+    });
     if (!status.ok()) return status;
-    written->insert(name);
   }
   return static_cast<int>(shards);
+}
+
+// The dataset id of a preparation: a CRC32C over everything that decides
+// its files (the tokens, the tokenizer, where train ends, the shard size),
+// never 0. Derived from the content, not random, so preparing the same text
+// the same way writes the same bytes (and files of two such runs are
+// interchangeable anyway).
+uint32_t DatasetId(uint32_t tokens_crc, const std::string& tokenizer_bytes, uint64_t n_train,
+                   uint64_t shard_tokens) {
+  uint32_t crc = crc32c::Extend(tokens_crc, tokenizer_bytes.data(), tokenizer_bytes.size());
+  for (const uint64_t v : {n_train, shard_tokens}) {
+    uint8_t le[8];
+    for (int i = 0; i < 8; ++i) le[i] = static_cast<uint8_t>(v >> (8 * i));
+    crc = crc32c::Extend(crc, le, sizeof(le));
+  }
+  return crc == 0 ? 1 : crc;
 }
 
 }  // namespace
@@ -495,14 +586,24 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
   absl::StatusOr<RunDirectoryLock> lock = RunDirectoryLock::Acquire(
       options.out_dir, "--out", std::cerr, {.same_host = {}, .other_host = {}}, kPrepareLock);
   if (!lock.ok()) return lock.status();
+  Env* const env = options.env != nullptr ? options.env : Env::Default();
+  absl::StatusOr<std::vector<std::string>> names = env->ListDir(dir.string());
+  if (!names.ok()) return names.status();
+  for (const std::string& name : *names) {  // a killed preparation's
+    if (IsPrepareTemporary(name)) {
+      if (absl::Status s = env->RemoveFile((dir / name).string()); !s.ok()) return s;
+    }
+  }
   const std::string spool_path = (dir / kSpoolFile).string();
   SpoolRemover remove_spool(spool_path);
-  absl::StatusOr<std::unique_ptr<WritableFile>> spool = Env::Default()->NewWritableFile(spool_path);
+  absl::StatusOr<std::unique_ptr<WritableFile>> spool = env->NewWritableFile(spool_path);
   if (!spool.ok()) return spool.status();
   const int threads = options.threads > 0
                           ? options.threads
                           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  absl::StatusOr<uint64_t> n = EncodeToSpool(*files, *tokenizer, options, threads, **spool);
+  uint32_t tokens_crc = 0;
+  absl::StatusOr<uint64_t> n =
+      EncodeToSpool(*files, *tokenizer, options, threads, **spool, &tokens_crc);
   if (!n.ok()) return n.status();
   if (absl::Status s = (*spool)->Close(); !s.ok()) return s;
 
@@ -519,25 +620,45 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
                      " val tokens; both must be non-empty"));
   }
   const int vocab_size = tokenizer->vocab_size();
-  std::set<std::string> written;
-  absl::StatusOr<int> train_files =
-      WriteSplit(spool_path, dir, "train", 0, n_train, vocab_size, options.shard_tokens, &written);
-  if (!train_files.ok()) return train_files.status();
-  absl::StatusOr<int> val_files =
-      WriteSplit(spool_path, dir, "val", n_train, *n, vocab_size, options.shard_tokens, &written);
-  if (!val_files.ok()) return val_files.status();
-  if (absl::Status s = SaveTokenizer(*tokenizer, dir / kTokenizerFile); !s.ok()) return s;
+  const std::string tokenizer_path = (dir / kTokenizerFile).string();
+  absl::StatusOr<std::string> plain_tokenizer = TokenizerFileBytes(*tokenizer, 0, tokenizer_path);
+  if (!plain_tokenizer.ok()) return plain_tokenizer.status();
+  const uint32_t dataset_id =
+      DatasetId(tokens_crc, *plain_tokenizer, n_train, options.shard_tokens);
+  absl::StatusOr<std::string> tokenizer_bytes =
+      TokenizerFileBytes(*tokenizer, dataset_id, tokenizer_path);
+  if (!tokenizer_bytes.ok()) return tokenizer_bytes.status();
 
-  // Token files of an earlier preparation would be read with the new ones.
-  absl::StatusOr<std::vector<std::string>> names = Env::Default()->ListDir(dir.string());
+  StagedFiles staged(env, dir);
+  absl::StatusOr<int> train_files = WriteSplit(env, spool_path, staged, "train", 0, n_train,
+                                               vocab_size, options.shard_tokens, dataset_id);
+  if (!train_files.ok()) return train_files.status();
+  absl::StatusOr<int> val_files = WriteSplit(env, spool_path, staged, "val", n_train, *n,
+                                             vocab_size, options.shard_tokens, dataset_id);
+  if (!val_files.ok()) return val_files.status();
+  if (absl::Status s = staged.Write(kTokenizerFile,
+                                    [&](WritableFile& file) {
+                                      return file.Append(tokenizer_bytes->data(),
+                                                         tokenizer_bytes->size());
+                                    });
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = staged.Commit(); !s.ok()) return s;
+
+  // Token files of an earlier preparation would be read with the new ones
+  // (or, carrying another dataset id, refused).
+  names = env->ListDir(dir.string());
   if (!names.ok()) return names.status();
+  const std::set<std::string> written = staged.names();
   for (const std::string& name : *names) {
     const bool token_file = name == kTrainTokensFile || name == kValTokensFile ||
                             IsShardName(name, "train") || IsShardName(name, "val");
     if (token_file && !written.contains(name)) {
-      if (absl::Status s = Env::Default()->RemoveFile((dir / name).string()); !s.ok()) return s;
+      if (absl::Status s = env->RemoveFile((dir / name).string()); !s.ok()) return s;
     }
   }
+  if (absl::Status s = env->SyncDir(dir.string()); !s.ok()) return s;
   return PrepareSummary{.vocab_size = vocab_size,
                         .train_tokens = n_train,
                         .val_tokens = *n - n_train,

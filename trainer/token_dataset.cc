@@ -39,6 +39,16 @@ bool IsShardName(const std::string& name, const std::string& split) {
   return ShardIndex(name, split).has_value();
 }
 
+absl::Status MixedPreparationsError(const std::string& a, uint32_t a_id, const std::string& b,
+                                    uint32_t b_id) {
+  // An id of 0 is a file written before ids existed: still another run.
+  const auto id = [](uint32_t v) { return v == 0 ? std::string("none") : absl::StrCat(v); };
+  return absl::InvalidArgumentError(
+      absl::StrCat("'", a, "' (dataset id ", id(a_id), ") and '", b, "' (dataset id ", id(b_id),
+                   ") come from different `dropk data prepare` runs (one was interrupted?); "
+                   "run `dropk data prepare` again"));
+}
+
 absl::StatusOr<TokenDataset> TokenDataset::Open(const std::string& dir, const std::string& split) {
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -83,6 +93,10 @@ absl::StatusOr<TokenDataset> TokenDataset::Open(const std::string& dir, const st
   for (const std::string& path : paths) {
     absl::StatusOr<TokenFile> file = TokenFile::Open(path);
     if (!file.ok()) return file.status();
+    if (!data.files_.empty() && file->dataset_id() != data.files_.front().dataset_id()) {
+      return MixedPreparationsError(data.files_.front().path(), data.files_.front().dataset_id(),
+                                    path, file->dataset_id());
+    }
     if (!data.files_.empty() && file->vocab_size() != data.files_.front().vocab_size()) {
       return absl::FailedPreconditionError(
           absl::StrCat("token file '", path, "': vocab_size ", file->vocab_size(), " differs from ",

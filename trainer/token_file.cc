@@ -37,9 +37,9 @@ uint64_t LoadLe(const uint8_t* in, int width) {
 // encoded a chunk at a time so a large corpus needs no second full-size
 // buffer.
 absl::Status WriteContents(WritableFile& file, std::span<const int32_t> tokens, int vocab_size,
-                           int width) {
+                           int width, uint32_t dataset_id) {
   const std::array<uint8_t, kTokenFileHeaderSize> header =
-      TokenFileHeader(vocab_size, tokens.size());
+      TokenFileHeader(vocab_size, tokens.size(), dataset_id);
   if (absl::Status s = file.Append(header.data(), header.size()); !s.ok()) return s;
 
   constexpr size_t kChunkTokens = 1 << 16;
@@ -56,13 +56,14 @@ absl::Status WriteContents(WritableFile& file, std::span<const int32_t> tokens, 
 
 }  // namespace
 
-std::array<uint8_t, kTokenFileHeaderSize> TokenFileHeader(int vocab_size, uint64_t count) {
+std::array<uint8_t, kTokenFileHeaderSize> TokenFileHeader(int vocab_size, uint64_t count,
+                                                          uint32_t dataset_id) {
   std::array<uint8_t, kTokenFileHeaderSize> header = {};
   std::memcpy(header.data(), kTokenFileMagic, sizeof(kTokenFileMagic));
   StoreLe(kTokenFileVersion, 4, header.data() + 8);
   StoreLe(static_cast<uint32_t>(vocab_size), 4, header.data() + 12);
   StoreLe(static_cast<uint32_t>(TokenWidthFor(vocab_size)), 4, header.data() + 16);
-  StoreLe(0, 4, header.data() + 20);
+  StoreLe(dataset_id, 4, header.data() + 20);
   StoreLe(count, 8, header.data() + 24);
   return header;
 }
@@ -74,7 +75,7 @@ int TokenWidthFor(int vocab_size) {
 }
 
 absl::Status WriteTokenFile(const std::string& path, std::span<const int32_t> tokens,
-                            int vocab_size) {
+                            int vocab_size, uint32_t dataset_id) {
   if (vocab_size < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("token file '", path, "': vocab_size ", vocab_size, " must be >= 1"));
@@ -88,7 +89,7 @@ absl::Status WriteTokenFile(const std::string& path, std::span<const int32_t> to
   }
   const int width = TokenWidthFor(vocab_size);
   return ReplaceFileAtomically(Env::Default(), path, [&](WritableFile& file) {
-    return WriteContents(file, tokens, vocab_size, width);
+    return WriteContents(file, tokens, vocab_size, width, dataset_id);
   });
 }
 
@@ -166,6 +167,7 @@ absl::StatusOr<TokenFile> TokenFile::Open(const std::string& path) {
   file.count_ = count;
   file.vocab_size_ = static_cast<int>(vocab_size);
   file.width_ = static_cast<int>(width);
+  file.dataset_id_ = static_cast<uint32_t>(LoadLe(bytes + 20, 4));
 
   // A width that cannot represent vocab_size or more needs no scan.
   if (width == 4 || vocab_size < (uint64_t{1} << (8 * width))) {
@@ -191,6 +193,7 @@ TokenFile& TokenFile::operator=(TokenFile&& other) noexcept {
     count_ = std::exchange(other.count_, 0);
     vocab_size_ = std::exchange(other.vocab_size_, 0);
     width_ = std::exchange(other.width_, 0);
+    dataset_id_ = std::exchange(other.dataset_id_, 0);
   }
   return *this;
 }

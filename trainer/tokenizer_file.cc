@@ -9,16 +9,27 @@ namespace {
 constexpr uint64_t kMaxTokenizerBytes = uint64_t{128} << 20;
 }  // namespace
 
-absl::Status SaveTokenizer(const TextTokenizer& tokenizer, const std::string& path, Env* env) {
+absl::StatusOr<std::string> TokenizerFileBytes(const TextTokenizer& tokenizer, uint32_t dataset_id,
+                                               const std::string& path) {
+  Tokenizer proto = tokenizer.proto();
+  proto.set_dataset_id(dataset_id);
   std::string bytes;
-  if (!tokenizer.proto().SerializeToString(&bytes)) {
+  if (!proto.SerializeToString(&bytes)) {
     return absl::InternalError(absl::StrCat("cannot serialize the tokenizer for '", path, "'"));
   }
-  return ReplaceFileAtomically(
-      env, path, [&bytes](WritableFile& file) { return file.Append(bytes.data(), bytes.size()); });
+  return bytes;
 }
 
-absl::StatusOr<TextTokenizer> LoadTokenizer(const std::string& path, Env* env) {
+absl::Status SaveTokenizer(const TextTokenizer& tokenizer, const std::string& path, Env* env) {
+  absl::StatusOr<std::string> bytes = TokenizerFileBytes(tokenizer, 0, path);
+  if (!bytes.ok()) return bytes.status();
+  return ReplaceFileAtomically(env, path, [&bytes](WritableFile& file) {
+    return file.Append(bytes->data(), bytes->size());
+  });
+}
+
+absl::StatusOr<TextTokenizer> LoadTokenizer(const std::string& path, Env* env,
+                                            uint32_t* dataset_id) {
   absl::StatusOr<std::string> bytes = ReadSmallFile(env, path, kMaxTokenizerBytes);
   if (!bytes.ok()) return bytes.status();
   Tokenizer proto;
@@ -26,6 +37,8 @@ absl::StatusOr<TextTokenizer> LoadTokenizer(const std::string& path, Env* env) {
     return absl::DataLossError(
         absl::StrCat("tokenizer file '", path, "' is not a dropk.Tokenizer binary proto"));
   }
+  if (dataset_id != nullptr) *dataset_id = proto.dataset_id();
+  proto.clear_dataset_id();
   absl::StatusOr<TextTokenizer> tokenizer = TextTokenizer::FromProto(proto);
   if (!tokenizer.ok()) {
     return absl::DataLossError(

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/log.h"
+#include "checkpoint/env.h"
 #include "comm/consistency.h"
 #include "comm/gradient_bucketer.h"
 #include "comm/mpi_communicator.h"
@@ -637,12 +638,23 @@ int ThreadsPerRank(int num_threads, int local_ranks) {
 
 absl::StatusOr<TrainingData> LoadTrainingData(const std::string& data_dir) {
   const std::string tokenizer_path = data_dir + "/tokenizer.pb";
-  absl::StatusOr<TextTokenizer> tokenizer = LoadTokenizer(tokenizer_path);
+  uint32_t tokenizer_id = 0;
+  absl::StatusOr<TextTokenizer> tokenizer =
+      LoadTokenizer(tokenizer_path, Env::Default(), &tokenizer_id);
   if (!tokenizer.ok()) return tokenizer.status();
   absl::StatusOr<TokenDataset> train = TokenDataset::Open(data_dir, "train");
   if (!train.ok()) return train.status();
   absl::StatusOr<TokenDataset> val = TokenDataset::Open(data_dir, "val");
   if (!val.ok()) return val.status();
+  // A preparation interrupted between its renames, or files copied in by
+  // hand, mix two data sets; with the same vocabulary size nothing else
+  // would notice.
+  for (const TokenDataset* f : {&*train, &*val}) {
+    if (f->dataset_id() != tokenizer_id) {
+      return MixedPreparationsError(f->files().front().path(), f->dataset_id(), tokenizer_path,
+                                    tokenizer_id);
+    }
+  }
   for (const TokenDataset* f : {&*train, &*val}) {
     if (f->vocab_size() != tokenizer->vocab_size()) {
       return absl::FailedPreconditionError(absl::StrCat(

@@ -10,22 +10,28 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "checkpoint/env.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/tokenizer.h"
+#include "support/fault_injection_env.h"
 #include "support/subprocess.h"
 #include "trainer/token_dataset.h"
 #include "trainer/token_file.h"
 #include "trainer/tokenizer_file.h"
+#include "trainer/trainer.h"
 
 namespace dropk {
 namespace {
 
 using ::testing::AllOf;
+using ::testing::AnyOf;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
@@ -43,6 +49,70 @@ std::vector<int32_t> AllTokens(const std::string& dir, const std::string& split)
   return ids;
 }
 
+// The real Env, except that appending to a file whose path ends with
+// `full_suffix` fails as on a full disk.
+class FullDiskEnv : public Env {
+ public:
+  explicit FullDiskEnv(std::string full_suffix) : full_suffix_(std::move(full_suffix)) {}
+
+  absl::Status CreateDir(const std::string& path) override { return base_->CreateDir(path); }
+  absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override {
+    absl::StatusOr<std::unique_ptr<WritableFile>> file = base_->NewWritableFile(path);
+    if (!file.ok() || !path.ends_with(full_suffix_)) return file;
+    return std::unique_ptr<WritableFile>(std::make_unique<FullFile>(path, *std::move(file)));
+  }
+  absl::Status RenameFile(const std::string& from, const std::string& to) override {
+    return base_->RenameFile(from, to);
+  }
+  absl::Status RemoveFile(const std::string& path) override { return base_->RemoveFile(path); }
+  absl::Status RemoveDirRecursively(const std::string& path) override {
+    return base_->RemoveDirRecursively(path);
+  }
+  absl::Status SyncDir(const std::string& path) override { return base_->SyncDir(path); }
+  absl::Status ReadFileRange(const std::string& path, uint64_t offset, size_t n,
+                             void* out) override {
+    return base_->ReadFileRange(path, offset, n, out);
+  }
+  absl::StatusOr<std::vector<std::string>> ListDir(const std::string& path) override {
+    return base_->ListDir(path);
+  }
+  absl::StatusOr<uint64_t> FileSize(const std::string& path) override {
+    return base_->FileSize(path);
+  }
+  bool FileExists(const std::string& path) override { return base_->FileExists(path); }
+  bool IsDirectory(const std::string& path) override { return base_->IsDirectory(path); }
+
+ private:
+  class FullFile : public WritableFile {
+   public:
+    FullFile(std::string path, std::unique_ptr<WritableFile> file)
+        : path_(std::move(path)), file_(std::move(file)) {}
+    absl::Status Append(const void*, size_t) override {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cannot write '", path_, "': No space left on device"));
+    }
+    absl::Status Sync() override { return file_->Sync(); }
+    absl::Status Close() override { return file_->Close(); }
+
+   private:
+    std::string path_;
+    std::unique_ptr<WritableFile> file_;
+  };
+
+  Env* base_ = Env::Default();
+  std::string full_suffix_;
+};
+
+// Every file of `dir` (names, contents), the lock file left out.
+std::map<std::string, std::string> Files(const std::string& dir) {
+  std::map<std::string, std::string> files;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name != ".dropk-prepare.lock") files[name] = test_util::ReadFile(entry.path().string());
+  }
+  return files;
+}
+
 class PrepareDataTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -55,6 +125,20 @@ class PrepareDataTest : public ::testing::Test {
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
   std::string Path(const std::string& name) const { return (dir_ / name).string(); }
+
+  // Writes two corpora with the same number of distinct characters but other
+  // token ids (the audit's repro): the start of Shakespeare, and the same
+  // with every 'z' turned into '\x01' (which sorts first). Returns their
+  // paths.
+  std::pair<std::string, std::string> TwoCorpora() {
+    std::string a = test_util::ReadFile(kShakespeare).substr(0, 40000);
+    EXPECT_NE(a.find('z'), std::string::npos);
+    std::string b = a;
+    std::replace(b.begin(), b.end(), 'z', '\x01');
+    std::ofstream(Path("a.txt"), std::ios::binary) << a;
+    std::ofstream(Path("b.txt"), std::ios::binary) << b;
+    return {Path("a.txt"), Path("b.txt")};
+  }
 
   // Runs the dropk binary with `args` (already shell-quoted).
   test_util::CommandResult RunDropk(const std::string& args) {
@@ -259,6 +343,115 @@ TEST_F(PrepareDataTest, StaleShardsPastIndex99999AreRemovedToo) {
   EXPECT_FALSE(std::filesystem::exists(options.out_dir + "/train-100000.bin"));
   EXPECT_FALSE(std::filesystem::exists(options.out_dir + "/val-123456.bin"));
   EXPECT_TRUE(std::filesystem::exists(options.out_dir + "/train-000001.bin"));
+}
+
+// The audit's repro: a second preparation into the same --out whose disk
+// filled up at val.bin left its new train.bin beside the old val.bin and
+// tokenizer.pb, which trained without complaint (same vocabulary size).
+// Now nothing is renamed until every file is written: the earlier data set
+// stays byte for byte, and no temporary is left behind.
+TEST_F(PrepareDataTest, FullDiskAtValKeepsTheEarlierDataSetWhole) {
+  const auto [a, b] = TwoCorpora();
+  PrepareOptions options;
+  options.inputs = {a};
+  options.out_dir = Path("data");
+  options.val_fraction = 0.9;
+  ASSERT_TRUE(PrepareData(options).ok());
+  const std::map<std::string, std::string> before = Files(options.out_dir);
+
+  FullDiskEnv full_at_val("/val.bin.tmp");
+  options.inputs = {b};
+  options.val_fraction = 0.5;
+  options.env = &full_at_val;
+  const absl::Status failed = PrepareData(options).status();
+  EXPECT_TRUE(absl::IsResourceExhausted(failed)) << failed;
+  EXPECT_THAT(std::string(failed.message()), HasSubstr("val.bin.tmp"));
+  EXPECT_EQ(Files(options.out_dir), before);  // no new train.bin, no .tmp, no spool
+  auto data = LoadTrainingData(options.out_dir);
+  ASSERT_TRUE(data.ok()) << data.status();
+  std::vector<int32_t> ids(data->train.size());
+  data->train.Read(0, ids.size(), ids.data());
+  EXPECT_EQ(data->tokenizer.Decode(ids), test_util::ReadFile(a).substr(0, ids.size()));
+}
+
+// A preparation over an earlier one that fails at any file-system step
+// (write, fsync, rename, removal: the n-th, for every n) leaves either the
+// earlier data set, or the new one, or files of both that LoadTrainingData
+// refuses by their dataset ids; never a mix that trains.
+TEST_F(PrepareDataTest, FailingAtAnyStepNeverLeavesAMixThatLoads) {
+  const auto [a, b] = TwoCorpora();
+  const std::string text_a = test_util::ReadFile(a), text_b = test_util::ReadFile(b);
+  PrepareOptions options;
+  options.inputs = {a};
+  options.out_dir = Path("earlier");
+  options.val_fraction = 0.9;
+  ASSERT_TRUE(PrepareData(options).ok());
+
+  options.inputs = {b};
+  options.val_fraction = 0.5;
+  options.out_dir = Path("data");
+  int refused_by_id = 0;
+  // The same layout as the earlier data set, and shards (train and val
+  // two each) replacing its single files.
+  for (const uint64_t shard_tokens : {uint64_t{100'000'000}, uint64_t{15000}}) {
+    SCOPED_TRACE(absl::StrCat("shard_tokens ", shard_tokens));
+    options.shard_tokens = shard_tokens;
+    int earlier = 0, later = 0;
+    for (int64_t n = 0;; ++n) {
+      std::filesystem::remove_all(options.out_dir);
+      std::filesystem::copy(Path("earlier"), options.out_dir);
+      FaultInjectionEnv env(Env::Default());
+      env.FailWritesAfter(n);
+      options.env = &env;
+      const bool prepared = PrepareData(options).ok();
+      options.env = nullptr;
+      auto data = LoadTrainingData(options.out_dir);
+      if (!data.ok()) {
+        // By the dataset ids, or (old train.bin beside new shards) by the
+        // two forms of one split.
+        const std::string message(data.status().message());
+        EXPECT_THAT(message, AnyOf(HasSubstr("different `dropk data prepare` runs"),
+                                   HasSubstr("prepare the data again")))
+            << "n=" << n;
+        refused_by_id += message.find("dataset id") != std::string::npos;
+      } else {
+        std::vector<int32_t> ids(data->train.size() + data->val.size());
+        data->train.Read(0, data->train.size(), ids.data());
+        data->val.Read(0, data->val.size(), ids.data() + data->train.size());
+        const std::string text = data->tokenizer.Decode(ids);
+        EXPECT_TRUE(text == text_a || text == text_b) << "n=" << n << ": a mix loaded";
+        (text == text_a ? earlier : later) += 1;
+      }
+      if (prepared) break;
+      ASSERT_LT(n, 1000) << "the preparation never succeeded";
+    }
+    EXPECT_GT(earlier, 0);
+    EXPECT_GT(later, 0);
+  }
+  EXPECT_GT(refused_by_id, 0);  // a failure between the renames
+}
+
+// A preparation killed by SIGTERM leaves its spool (the whole corpus's
+// tokens) and staged files; the next one into the directory removes them,
+// and only them.
+TEST_F(PrepareDataTest, TemporariesOfAKilledPreparationAreRemovedByTheNext) {
+  const auto [a, b] = TwoCorpora();
+  PrepareOptions options;
+  options.inputs = {a};
+  options.out_dir = Path("data");
+  std::filesystem::create_directories(options.out_dir);
+  const std::vector<std::string> leftovers = {".prepare-tokens.tmp", "train.bin.tmp",
+                                              "train-00007.bin.tmp", "val.bin.tmp",
+                                              "tokenizer.pb.tmp"};
+  for (const std::string& name : leftovers) {
+    std::ofstream(options.out_dir + "/" + name) << "left by a killed run";
+  }
+  std::ofstream(options.out_dir + "/notes.tmp") << "not ours";
+  ASSERT_TRUE(PrepareData(options).ok());
+  for (const std::string& name : leftovers) {
+    EXPECT_FALSE(std::filesystem::exists(options.out_dir + "/" + name)) << name;
+  }
+  EXPECT_TRUE(std::filesystem::exists(options.out_dir + "/notes.tmp"));
 }
 
 TEST_F(PrepareDataTest, DirectoriesAndSeveralFilesAreReadInOrder) {

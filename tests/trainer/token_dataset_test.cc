@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -10,10 +11,13 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "trainer/batch_loader.h"
+#include "trainer/tokenizer_file.h"
+#include "trainer/trainer.h"
 
 namespace dropk {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 class TokenDatasetTest : public ::testing::Test {
@@ -94,6 +98,54 @@ TEST_F(TokenDatasetTest, ErrorsNameTheDirectoryOrFile) {
   const absl::Status none = TokenDataset::Open(shards, "val").status();
   EXPECT_TRUE(absl::IsNotFound(none)) << none;
   EXPECT_THAT(std::string(none.message()), HasSubstr("val.bin"));
+}
+
+// Files of two `dropk data prepare` runs (one interrupted between its
+// renames) were read as one data set when the vocabulary sizes agreed.
+TEST_F(TokenDatasetTest, FilesOfTwoPreparationsAreRefused) {
+  const std::string dir = (dir_ / "mixed").string();
+  std::filesystem::create_directories(dir);
+  const std::vector<int32_t> tokens = {1, 2, 3, 4};
+  auto tokenizer = TextTokenizer::FromCorpus(Tokenizer::BYTE, "");
+  ASSERT_TRUE(tokenizer.ok());
+  const auto write_tokenizer = [&](uint32_t id) {
+    auto bytes = TokenizerFileBytes(*tokenizer, id, dir + "/tokenizer.pb");
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    std::ofstream(dir + "/tokenizer.pb", std::ios::binary | std::ios::trunc) << *bytes;
+  };
+  // One preparation: loads, and the tokenizer's proto has no id left.
+  ASSERT_TRUE(WriteTokenFile(dir + "/train.bin", tokens, 256, 7).ok());
+  ASSERT_TRUE(WriteTokenFile(dir + "/val.bin", tokens, 256, 7).ok());
+  write_tokenizer(7);
+  auto data = LoadTrainingData(dir);
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(data->tokenizer.proto().dataset_id(), 0u);
+  EXPECT_EQ(data->train.dataset_id(), 7u);
+
+  // val.bin of another run.
+  ASSERT_TRUE(WriteTokenFile(dir + "/val.bin", tokens, 256, 8).ok());
+  absl::Status mixed = LoadTrainingData(dir).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(mixed)) << mixed;  // exit 2
+  EXPECT_THAT(std::string(mixed.message()), AllOf(HasSubstr(dir + "/val.bin' (dataset id 8)"),
+                                                  HasSubstr(dir + "/tokenizer.pb' (dataset id 7)"),
+                                                  HasSubstr("run `dropk data prepare` again")));
+  // A new train.bin beside files prepared before ids (id 0).
+  ASSERT_TRUE(WriteTokenFile(dir + "/val.bin", tokens, 256, 0).ok());
+  write_tokenizer(0);
+  mixed = LoadTrainingData(dir).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(mixed)) << mixed;
+  EXPECT_THAT(std::string(mixed.message()), HasSubstr("train.bin' (dataset id 7)"));
+  // Data prepared before ids: every id 0, still read.
+  ASSERT_TRUE(WriteTokenFile(dir + "/train.bin", tokens, 256, 0).ok());
+  EXPECT_TRUE(LoadTrainingData(dir).ok());
+
+  // Shards of two runs (a stale shard past the new run's last).
+  ASSERT_TRUE(WriteTokenFile(Shard("val", 0), tokens, 1000, 5).ok());
+  ASSERT_TRUE(WriteTokenFile(Shard("val", 1), tokens, 1000, 6).ok());
+  const absl::Status shards = TokenDataset::Open((dir_ / "shards").string(), "val").status();
+  EXPECT_TRUE(absl::IsInvalidArgument(shards)) << shards;
+  EXPECT_THAT(std::string(shards.message()), AllOf(HasSubstr("val-00000.bin' (dataset id 5)"),
+                                                   HasSubstr("val-00001.bin' (dataset id 6)")));
 }
 
 // Shard 100000 is written with six digits; the reader took only five-digit

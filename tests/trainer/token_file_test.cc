@@ -108,11 +108,24 @@ TEST_F(TokenFileTest, HeaderIsTheDocumentedLayout) {
       "\x01\0\0\0"          // version
       "\xE8\x03\0\0"        // vocab 1000
       "\x02\0\0\0"          // width 2
-      "\0\0\0\0"            // reserved
+      "\0\0\0\0"            // dataset_id: 0, unknown
       "\x02\0\0\0\0\0\0\0"  // count
       "\x02\x01\x04\x03",   // tokens, little-endian
       36);
   EXPECT_EQ(bytes, expected);
+}
+
+// The dataset id sits at offset 20 (a reserved 0 before ids existed, so old
+// files read as id 0) and comes back from Open.
+TEST_F(TokenFileTest, DatasetIdIsStoredAtOffset20) {
+  const std::string path = Path("id.bin");
+  ASSERT_TRUE(WriteTokenFile(path, std::vector<int32_t>{1, 2}, 7, 0xA1B2C3D4u).ok());
+  EXPECT_EQ(ReadBytes(path).substr(20, 4), std::string("\xD4\xC3\xB2\xA1", 4));
+  auto file = TokenFile::Open(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->dataset_id(), 0xA1B2C3D4u);
+  TokenFile moved = std::move(*file);
+  EXPECT_EQ(moved.dataset_id(), 0xA1B2C3D4u);
 }
 
 TEST_F(TokenFileTest, EmptyFileOfTokensIsValid) {

@@ -45,6 +45,28 @@ TEST_F(TokenizerFileTest, SaveLoadRoundTrip) {
   EXPECT_EQ(loaded->Decode(*ids), "not to be");
 }
 
+// tokenizer.pb of prepared data carries its dataset id; LoadTokenizer hands
+// it out and clears it, so a checkpoint's tokenizer (compared byte for byte
+// on resume) never depends on which preparation it came from.
+TEST_F(TokenizerFileTest, DatasetIdIsHandedOutAndCleared) {
+  auto tokenizer = TextTokenizer::FromCorpus(Tokenizer::CHAR, "abc");
+  ASSERT_TRUE(tokenizer.ok());
+  const std::string path = Path("tokenizer.pb");
+  auto bytes = TokenizerFileBytes(*tokenizer, 77, path);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  std::ofstream(path, std::ios::binary) << *bytes;
+  uint32_t id = 0;
+  auto loaded = LoadTokenizer(path, Env::Default(), &id);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(id, 77u);
+  EXPECT_EQ(loaded->proto().dataset_id(), 0u);
+  EXPECT_EQ(loaded->proto().SerializeAsString(), tokenizer->proto().SerializeAsString());
+  // SaveTokenizer's file has none.
+  ASSERT_TRUE(SaveTokenizer(*tokenizer, path).ok());
+  ASSERT_TRUE(LoadTokenizer(path, Env::Default(), &id).ok());
+  EXPECT_EQ(id, 0u);
+}
+
 TEST_F(TokenizerFileTest, LoadRefusesGarbageNamingThePath) {
   const std::string garbage = Path("garbage.pb");
   std::ofstream(garbage, std::ios::binary) << "this is not a protobuf\xFF\xFF\xFF";

@@ -20,6 +20,8 @@
 
 namespace dropk {
 
+class Env;  // checkpoint/env.h
+
 // File names inside a prepared-data directory (single-file splits).
 inline constexpr char kTrainTokensFile[] = "train.bin";
 inline constexpr char kValTokensFile[] = "val.bin";
@@ -51,6 +53,9 @@ struct PrepareOptions {
   // Text is encoded in chunks of about this many bytes (cut where the
   // tokenization cannot change, see prepare_data.cc), in parallel.
   size_t chunk_bytes = 1 << 20;
+  // The file system of out_dir (not owned); null: Env::Default(). Tests pass
+  // one that injects faults.
+  Env* env = nullptr;
 };
 
 // What PrepareData wrote.
@@ -68,16 +73,21 @@ struct PrepareSummary {
 // the inputs in parallel, and splits the tokens contiguously: the first
 // floor(n * (1 - val_fraction)) go to train, the rest to val (as nanoGPT's
 // prepare.py: train = data[:int(n*0.9)]). The tokens equal those of encoding
-// each input whole. Writes the splits and tokenizer.pb into out_dir, each
-// file atomically, and removes token files of an earlier preparation there
-// that the new one does not replace. Errors (naming the path or option):
-// missing or unreadable input, a directory without files, empty input,
-// invalid UTF-8 for CHAR, missing or bad GPT-2 files, val_fraction outside
-// (0, 1), a named input that is a token file, a split that leaves train or
-// val empty, shard_tokens or chunk_bytes
-// of 0, an out_dir that cannot be created or written, an out_dir another
-// preparation is writing (FailedPrecondition: it holds a flock on
-// out_dir/.dropk-prepare.lock). Blocks.
+// each input whole. Writes the splits and tokenizer.pb into out_dir: every
+// file first as <name>.tmp, and only when all are written renamed over the
+// earlier preparation's, whose token files the new one does not replace are
+// then removed. So a failure while writing (a full disk) leaves the earlier
+// data set whole, and its temporaries are removed (a killed preparation's,
+// by the next one). Every token file and tokenizer.pb carry the same dataset
+// id (token_file.h, derived from the content), so files of two preparations
+// mixed by a kill between the renames are refused by the trainer.
+// Errors (naming the path or option): missing or unreadable input, a
+// directory without files, empty input, invalid UTF-8 for CHAR, missing or
+// bad GPT-2 files, val_fraction outside (0, 1), a named input that is a
+// token file, a split that leaves train or val empty, shard_tokens or
+// chunk_bytes of 0, an out_dir that cannot be created or written, an
+// out_dir another preparation is writing (FailedPrecondition: it holds a
+// flock on out_dir/.dropk-prepare.lock). Blocks.
 absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options);
 
 }  // namespace dropk

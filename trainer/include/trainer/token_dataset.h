@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "trainer/token_file.h"
 
@@ -26,6 +27,12 @@ std::optional<int> ShardIndex(const std::string& name, const std::string& split)
 // Whether `name` is a shard name of `split` (ShardIndex has a value).
 bool IsShardName(const std::string& name, const std::string& split);
 
+// The error for prepared-data files of two different preparations (dataset
+// ids `a_id` of file `a`, `b_id` of file `b`): InvalidArgument, one line
+// naming both and saying to run `dropk data prepare` again.
+absl::Status MixedPreparationsError(const std::string& a, uint32_t a_id, const std::string& b,
+                                    uint32_t b_id);
+
 // Memory-mapped token files read as one sequence. Movable, not copyable;
 // const methods are safe from many threads.
 class TokenDataset {
@@ -34,7 +41,8 @@ class TokenDataset {
   // -00001.bin, ... (numbered from 0 without a gap). Errors name the
   // directory or file: neither form present, both present, a gap in the
   // numbering, an invalid file (see TokenFile::Open), shards that disagree on
-  // vocab_size.
+  // vocab_size, shards from different preparations (dataset ids that differ:
+  // InvalidArgument naming two of them and saying to prepare again).
   static absl::StatusOr<TokenDataset> Open(const std::string& dir, const std::string& split);
   // A data set of one file.
   static TokenDataset FromFile(TokenFile file);
@@ -42,6 +50,8 @@ class TokenDataset {
   // Total tokens, over every file.
   size_t size() const { return size_; }
   int vocab_size() const { return files_.front().vocab_size(); }
+  // The files' common dataset id (see token_file.h; 0: unknown).
+  uint32_t dataset_id() const { return files_.front().dataset_id(); }
   // The files, in order.
   const std::vector<TokenFile>& files() const { return files_; }
   // A name for messages: the single file's path, or "<dir>/<split>-*.bin".

@@ -7,7 +7,10 @@
 //   12     4     vocab_size (>= 1)
 //   16     4     token_width: bytes per token, 1 if vocab_size <= 256,
 //                2 if <= 65536, else 4
-//   20     4     reserved (0)
+//   20     4     dataset_id: the same in every token file (and in the
+//                tokenizer.pb) of one `dropk data prepare` run, never 0;
+//                0 means unknown (files written before ids, or by
+//                WriteTokenFile without one)
 //   24     8     count: number of tokens
 //   32     count * token_width bytes of tokens
 //
@@ -34,15 +37,18 @@ inline constexpr size_t kTokenFileHeaderSize = 32;
 int TokenWidthFor(int vocab_size);
 
 // The 32-byte header of a token file of `count` tokens of a vocabulary of
-// `vocab_size` (>= 1), for writers that stream the tokens themselves.
-std::array<uint8_t, kTokenFileHeaderSize> TokenFileHeader(int vocab_size, uint64_t count);
+// `vocab_size` (>= 1) stamped with `dataset_id` (0: unknown), for writers
+// that stream the tokens themselves.
+std::array<uint8_t, kTokenFileHeaderSize> TokenFileHeader(int vocab_size, uint64_t count,
+                                                          uint32_t dataset_id = 0);
 
 // Writes `tokens` (each in [0, vocab_size)) as a token file at `path`,
 // atomically: written to path + ".tmp", fsynced, then renamed over `path`.
 // InvalidArgument for vocab_size < 1 or a token out of range (naming its
 // index); I/O errors name the path. Blocks until the data is on disk.
+// `dataset_id` goes into the header (0: unknown).
 absl::Status WriteTokenFile(const std::string& path, std::span<const int32_t> tokens,
-                            int vocab_size);
+                            int vocab_size, uint32_t dataset_id = 0);
 
 // A read-only, memory-mapped token file. Open validates the whole file, so
 // every token a TokenFile hands out is in [0, vocab_size()). Movable, not
@@ -68,6 +74,8 @@ class TokenFile {
   int vocab_size() const { return vocab_size_; }
   // Bytes per token on disk: 1, 2 or 4.
   int token_width() const { return width_; }
+  // The header's dataset_id: files of one preparation share it; 0 unknown.
+  uint32_t dataset_id() const { return dataset_id_; }
 
   // Token i. Precondition: i < size().
   int32_t operator[](size_t i) const;
@@ -87,6 +95,7 @@ class TokenFile {
   size_t count_ = 0;
   int vocab_size_ = 0;
   int width_ = 0;
+  uint32_t dataset_id_ = 0;
 };
 
 }  // namespace dropk

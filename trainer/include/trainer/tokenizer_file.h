@@ -3,6 +3,7 @@
 #ifndef DROPK_TRAINER_TOKENIZER_FILE_H_
 #define DROPK_TRAINER_TOKENIZER_FILE_H_
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -12,16 +13,25 @@
 
 namespace dropk {
 
+// The bytes of tokenizer.pb for `tokenizer`: its binary dropk.Tokenizer proto
+// with dataset_id set (0: unknown, left out). Internal error if it cannot be
+// serialized, naming `path`.
+absl::StatusOr<std::string> TokenizerFileBytes(const TextTokenizer& tokenizer, uint32_t dataset_id,
+                                               const std::string& path);
+
 // Writes `tokenizer` as a binary dropk.Tokenizer proto to `path` (normally
-// <dir>/tokenizer.pb), atomically (ReplaceFileAtomically). Errors name the
-// path.
+// <dir>/tokenizer.pb), atomically (ReplaceFileAtomically), with dataset_id
+// (see tokenizer.proto) 0. Errors name the path.
 absl::Status SaveTokenizer(const TextTokenizer& tokenizer, const std::string& path,
                            Env* env = Env::Default());
 
-// Reads and validates a tokenizer written by SaveTokenizer. A missing file, a
-// file larger than any tokenizer, bytes that are not a Tokenizer proto, or an
-// invalid one are errors naming the path.
-absl::StatusOr<TextTokenizer> LoadTokenizer(const std::string& path, Env* env = Env::Default());
+// Reads and validates a tokenizer written by SaveTokenizer or `dropk data
+// prepare`. A missing file, a file larger than any tokenizer, bytes that are
+// not a Tokenizer proto, or an invalid one are errors naming the path. The
+// file's dataset_id goes to *dataset_id when that is not null; the returned
+// tokenizer's proto has it cleared.
+absl::StatusOr<TextTokenizer> LoadTokenizer(const std::string& path, Env* env = Env::Default(),
+                                            uint32_t* dataset_id = nullptr);
 
 }  // namespace dropk
 

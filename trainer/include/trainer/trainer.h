@@ -31,7 +31,8 @@ struct TrainingData {
 
 // Opens data_dir/tokenizer.pb and the train and val splits, each train.bin
 // or shards train-00000.bin, ... (see TokenDataset::Open), and checks they
-// agree (same vocabulary size). Errors name the file at fault.
+// agree (same vocabulary size, and the same dataset id: files of two
+// preparations are refused, InvalidArgument). Errors name the file at fault.
 absl::StatusOr<TrainingData> LoadTrainingData(const std::string& data_dir);
 
 // What a finished run reports (the same on every rank).
