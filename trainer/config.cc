@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -22,6 +23,7 @@
 #include "comm/gradient_bucketer.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/text_format.h"
 #include "trainer/comm_timeout.h"
 #include "trainer/device.h"
@@ -33,6 +35,12 @@ namespace pb = google::protobuf;
 
 // The longest sample printed after training, in tokens.
 constexpr int kMaxSampleTokens = 1'000'000;
+
+// The largest config file read, in bytes.
+constexpr uintmax_t kMaxConfigFileBytes = 16u << 20;
+
+// The most OpenMP/BLAS threads per rank.
+constexpr int kMaxNumThreads = 1024;
 
 // The largest gradient bucket cap, in MiB (1 TiB).
 constexpr float kMaxBucketCapMb = 1 << 20;
@@ -75,7 +83,8 @@ constexpr FieldHelp kFieldHelp[] = {
      "time every kernel op (waiting for the device after each); rank 0 prints ms per step per "
      "op at the end; --profile alone means true"},
     {"seed", "seed of initialization, data order and dropout"},
-    {"num_threads", "OpenMP/BLAS threads per rank; 0 = cores on this node / ranks on this node"},
+    {"num_threads",
+     "OpenMP/BLAS threads per rank, at most 1024; 0 = cores on this node / ranks on this node"},
     {"device", "cpu, or cuda (one GPU per rank, chosen by the rank on its node); unset = cpu"},
     {"precision",
      "matmul inputs: fp32, tf32 (cuda only) or bf16; weights, moments and sums stay fp32; "
@@ -343,6 +352,52 @@ class ConfigErrorCollector : public pb::io::ErrorCollector {
   std::vector<std::string> errors_;
 };
 
+// Drops the tokenizer's errors: FieldSetTwice reads only text that parsed.
+class IgnoreErrors : public pb::io::ErrorCollector {
+ public:
+  void AddError(int, pb::io::ColumnNumber, const std::string&) override {}
+};
+
+// "path:line:column: field NAME is set twice (first on line N)..." for the
+// first singular field `text` sets a second time; empty when none is. Text
+// format lets the later value win, so a file with `n_layer: 1` and, further
+// down, `n_layer: 3` trained a model the first line did not describe.
+// Protobuf's own check (TextFormat::Parser::ParseFromString) misses a first
+// value of zero (`dropout: 0.0` then `dropout: 0.1`): a proto3 field without
+// presence is not "set" by a zero. So the names are counted here, on text
+// that has parsed already (a field name is the identifier before a ':' at
+// the top level).
+std::string FieldSetTwice(const std::string& path, const std::string& text) {
+  pb::io::ArrayInputStream input(text.data(), static_cast<int>(text.size()));
+  IgnoreErrors ignore;
+  pb::io::Tokenizer tokenizer(&input, &ignore);
+  tokenizer.set_comment_style(pb::io::Tokenizer::SH_COMMENT_STYLE);
+  std::map<const pb::FieldDescriptor*, int> first_line;  // zero-based
+  pb::io::Tokenizer::Token previous;
+  int depth = 0;  // inside [] lists, {} or <> messages
+  while (tokenizer.Next()) {
+    const pb::io::Tokenizer::Token& token = tokenizer.current();
+    if (token.type == pb::io::Tokenizer::TYPE_SYMBOL) {
+      if (token.text == "[" || token.text == "{" || token.text == "<") ++depth;
+      if (token.text == "]" || token.text == "}" || token.text == ">") --depth;
+      const pb::FieldDescriptor* field =
+          depth == 0 && token.text == ":" && previous.type == pb::io::Tokenizer::TYPE_IDENTIFIER
+              ? TrainConfig::descriptor()->FindFieldByName(previous.text)
+              : nullptr;
+      if (field != nullptr && !field->is_repeated()) {
+        const auto [it, first] = first_line.emplace(field, previous.line);
+        if (!first) {
+          return absl::StrCat(path, ":", previous.line + 1, ":", previous.column + 1, ": field ",
+                              field->name(), " is set twice (first on line ", it->second + 1,
+                              "); a config file sets each field once");
+        }
+      }
+    }
+    previous = token;
+  }
+  return "";
+}
+
 // Appends problems found by the checks below, one line each.
 class Problems {
  public:
@@ -441,6 +496,17 @@ absl::Status MergeTrainConfigFile(const std::string& path, TrainConfig* config) 
                      std::filesystem::is_directory(status) ? "a directory" : "a special file",
                      "); --config must name a text-format dropk.TrainConfig file"));
   }
+  // A config is a page of text; a huge file (a sparse 3 GB one) was read
+  // whole and ended in "out of memory", naming neither the file nor why.
+  if (std::filesystem::is_regular_file(status)) {
+    const uintmax_t size = std::filesystem::file_size(path, ec);
+    if (!ec && size > kMaxConfigFileBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config file ", path, ": ", size, " bytes, more than the ", kMaxConfigFileBytes >> 20,
+          " MiB a config file may have; --config must name a text-format dropk.TrainConfig "
+          "file"));
+    }
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return absl::NotFoundError(
@@ -467,6 +533,9 @@ absl::Status MergeTrainConfigFile(const std::string& path, TrainConfig* config) 
     std::string message = errors.Errors();
     if (message.empty()) message = absl::StrCat(path, ": not a TrainConfig");
     return absl::InvalidArgumentError(message);
+  }
+  if (std::string twice = FieldSetTwice(path, text); !twice.empty()) {
+    return absl::InvalidArgumentError(twice);
   }
   *config = std::move(merged);
   return absl::OkStatus();
@@ -556,6 +625,8 @@ absl::StatusOr<TrainCommandLine> ParseTrainCommandLine(int argc, char** argv) {
   // message than CLI11's.
   app.allow_extras(true);
   std::string config_path;
+  // A second --config is refused below (count() counts every occurrence);
+  // TakeLast only keeps CLI11 from failing first with a vaguer message.
   CLI::Option* config_option = app.add_option("--config", config_path)
                                    ->type_name("FILE")
                                    ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
@@ -611,6 +682,12 @@ absl::StatusOr<TrainCommandLine> ParseTrainCommandLine(int argc, char** argv) {
                                                    "': every setting is a --flag (see --help)"));
   }
 
+  if (config_option->count() > 1) {
+    const std::vector<std::string>& paths = config_option->results();
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--config given ", paths.size(), " times (", absl::StrJoin(paths, ", "),
+        "): dropk-train reads one config file; merge them, or set fields with --FIELD flags"));
+  }
   TrainConfig config = DefaultTrainConfig();
   if (config_option->count() > 0) {
     if (absl::Status s = MergeTrainConfigFile(config_path, &config); !s.ok()) {
@@ -699,7 +776,13 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
   p.AtLeast("eval_interval", c.eval_interval(), 1);
   p.AtLeast("eval_iters", c.eval_iters(), 1);
   p.AtLeast("log_interval", c.log_interval(), 1);
-  p.AtLeast("num_threads", c.num_threads(), 0);
+  // More threads than any node has cores only oversubscribes, and under a
+  // container's pids limit 200 of them crashed inside libgomp with a line
+  // that named no field. The bound is `dropk data prepare --threads`'s.
+  if (c.num_threads() < 0 || c.num_threads() > kMaxNumThreads) {
+    p.Add(absl::StrCat("num_threads=", c.num_threads(), ": must be in [0, ", kMaxNumThreads,
+                       "] (0 = cores on this node / ranks on this node)"));
+  }
   if (c.comm_backend() == TrainConfig::COMM_BACKEND_UNSPECIFIED) {
     p.Add("comm_backend=COMM_BACKEND_UNSPECIFIED: must be AUTO, SINGLE_PROCESS, MPI or NCCL");
   }

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "base/path_status.h"
 
 namespace dropk {
 namespace {
@@ -72,8 +73,10 @@ absl::StatusOr<RunDirectoryLock> RunDirectoryLock::Acquire(const std::string& di
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) {
-    return absl::PermissionDeniedError(
-        absl::StrCat(field, "=", dir, ": cannot create it (", ec.message(), ")"));
+    // A file in the way (the directory named is a regular file, or under
+    // one) is the user's to fix: exit 2, not 1 (base/exit_codes.h).
+    const absl::Status why = PathError(absl::StrCat(field, "=", dir, ": cannot create it"), ec);
+    return absl::IsInvalidArgument(why) ? why : absl::PermissionDeniedError(why.message());
   }
   return AcquireFile(dir + "/" + kind.file_name, absl::StrCat(field, "=", dir), field, kind.job,
                      log, std::move(wait));

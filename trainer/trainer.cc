@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/log.h"
+#include "base/path_status.h"
 #include "checkpoint/env.h"
 #include "comm/consistency.h"
 #include "comm/gradient_bucketer.h"
@@ -226,8 +227,11 @@ class TrainingRun {
       std::error_code ec;
       std::filesystem::create_directories(config_.out_dir(), ec);
       if (ec) {
-        return absl::PermissionDeniedError(
-            absl::StrCat("out_dir=", config_.out_dir(), ": cannot create: ", ec.message()));
+        // A file in the way (out_dir names a regular file, or a path under
+        // one) is the user's to fix: exit 2, not 1 (base/exit_codes.h).
+        const absl::Status why =
+            PathError(absl::StrCat("out_dir=", config_.out_dir(), ": cannot create"), ec);
+        return absl::IsInvalidArgument(why) ? why : absl::PermissionDeniedError(why.message());
       }
     }
 

@@ -67,16 +67,17 @@ TEST(ExitCodesRuntimeTest, TrainerRuntimeFailureExits1) {
   prepare.inputs = {DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"};
   prepare.out_dir = dir.Path("data");
   ASSERT_TRUE(PrepareData(prepare).ok());
-  std::ofstream(dir.Path("a_file")) << "x";
-  // out_dir below a regular file cannot be created: the world's fault, not
-  // a usage error.
+  // A corrupt tokenizer.pb is the data's fault, not a usage error. (An
+  // out_dir below a regular file used to stand in here; it is the user's to
+  // fix and exits 2, see TrainCliTest.RunDirectoryThatIsAFileExitsTwoNamingIt.)
+  std::ofstream(dir.Path("data/tokenizer.pb"), std::ios::trunc) << "not a tokenizer";
   const CommandResult r = RunCommand(kBin +
                                      "dropk-train --config " DROPK_SOURCE_DIR
                                      "/configs/tiny_smoke.textproto --max_iters=1 --data_dir=" +
-                                     dir.Path("data") + " --out_dir=" + dir.Path("a_file/out"));
+                                     dir.Path("data") + " --out_dir=" + dir.Path("out"));
   EXPECT_EQ(r.exit_code, 1) << r.err;
   ExpectOneLineError(r, "dropk-train");
-  EXPECT_NE(r.err.find("out_dir"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(dir.Path("data/tokenizer.pb")), std::string::npos) << r.err;
 }
 
 TEST(ExitCodesRuntimeTest, ServeWithoutAServableCheckpointExits1) {

@@ -2,7 +2,9 @@
 // one line naming the field and the value.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "support/shakespeare_data.h"
@@ -57,6 +59,7 @@ TEST_F(TrainCliTest, InvalidValuesExitTwoNamingTheField) {
       {"--no_such_field=3", "no_such_field"},
       {"--n_layer=abc", "n_layer=abc"},
       {"--learning_rate=0", "learning_rate=0"},
+      {"--num_threads=100000", "num_threads=100000: must be in [0, 1024]"},
   };
   for (const BadArgs& c : cases) {
     const test_util::CommandResult r = RunTrainCli(Base() + " " + c.args);
@@ -77,6 +80,55 @@ TEST_F(TrainCliTest, ConfigThatIsADirectoryExitsTwoNamingIt) {
   const test_util::CommandResult r = RunTrainCli("--config " + dir + " --max_iters=1");
   EXPECT_EQ(r.exit_code, 2) << r.out;
   EXPECT_NE(r.out.find(dir + ": not a regular file"), std::string::npos) << r.out;
+}
+
+// Each of these named the wrong thing or nothing, or exited 1 (a runtime
+// failure) for a setting the user has to change.
+TEST_F(TrainCliTest, ConfigFileMistakesExitTwoWithOneLineNamingThem) {
+  const std::string a = scratch_->path() + "/a.textproto";
+  const std::string b = scratch_->path() + "/b.textproto";
+  std::ofstream(a) << "max_iters: 1\n";
+  std::ofstream(b) << "max_iters: 1\nn_layer: 1\nn_layer: 3\n";
+  const std::string huge = scratch_->path() + "/huge.textproto";
+  std::ofstream(huge) << "max_iters: 1\n";
+  std::filesystem::resize_file(huge, uintmax_t{3} << 30);  // sparse
+  const BadArgs cases[] = {
+      // The first --config was dropped without a word.
+      {"--config a.textproto --config b.textproto", "(a.textproto, b.textproto)"},
+      // The last n_layer won.
+      {"--config b.textproto", "b.textproto:3:1: field n_layer is set twice"},
+      // "out of memory ... lower the sizes in the configuration", exit 1.
+      {"--config huge.textproto", "huge.textproto: 3221225472 bytes, more than the 16 MiB"},
+  };
+  for (const BadArgs& c : cases) {
+    const test_util::CommandResult r = test_util::RunCommand(
+        "cd " + scratch_->path() + " && " DROPK_BINARY_DIR "/bin/dropk-train " + c.args +
+        " --data_dir=" + *data_ + " --out_dir=" + scratch_->path() + "/out_config_mistakes");
+    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.out << r.err;
+    EXPECT_NE(r.err.find(c.expected), std::string::npos) << c.args << "\n" << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << c.args << "\n" << r.err;
+  }
+  std::filesystem::remove(huge);
+}
+
+// A run directory that names a regular file read "cannot create: Not a
+// directory" and exited 1, as if the disk had failed.
+TEST_F(TrainCliTest, RunDirectoryThatIsAFileExitsTwoNamingIt) {
+  const std::string file = scratch_->path() + "/a_file";
+  std::ofstream(file) << "x";
+  const BadArgs cases[] = {
+      {"--out_dir=", "out_dir="},
+      {"--checkpoint_dir=", "checkpoint_dir="},
+  };
+  for (const BadArgs& c : cases) {
+    const test_util::CommandResult r =
+        RunTrainCli(Base() + " --out_dir=" + scratch_->path() + "/out_file_in_the_way" +
+                    " --max_iters=1 --sample_tokens=0 " + c.args + file);
+    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.out;
+    EXPECT_NE(r.out.find(std::string(c.expected) + file + ": cannot create"), std::string::npos)
+        << c.args << "\n"
+        << r.out;
+  }
 }
 
 // Runs too large for the machine are refused before anything is allocated,

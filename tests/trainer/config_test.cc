@@ -1,5 +1,6 @@
 #include "trainer/config.h"
 
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -102,6 +103,22 @@ TEST(ConfigTest, LastOfARepeatedFlagWins) {
   absl::StatusOr<TrainConfig> config = Load({"--n_layer=3", "--n_layer", "5"});
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->n_layer(), 5);
+}
+
+// CLI11 kept the last --config, so `--config a --config b` trained on b alone
+// and never said a was ignored.
+TEST(ConfigTest, SecondConfigFlagIsRefusedNamingBoth) {
+  const std::string a = WriteTempFile("a.textproto", "n_layer: 6\n");
+  const std::string b = WriteTempFile("b.textproto", "n_head: 2\n");
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"--config", a, "--config", b}, {"--config=" + a, "--n_layer=2", "--config=" + b}}) {
+    absl::StatusOr<TrainConfig> config = Load(args);
+    ASSERT_FALSE(config.ok()) << args[0];
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(config.status().message(),
+                AllOf(HasSubstr("--config given 2 times"), HasSubstr(a + ", " + b)));
+    EXPECT_THAT(config.status().message(), Not(HasSubstr("\n")));
+  }
 }
 
 TEST(ConfigTest, EnumFlagIsCaseInsensitive) {
@@ -253,6 +270,71 @@ TEST(ConfigTest, TypeErrorsInFileNameTheFieldAndWhatItTakes) {
       EXPECT_THAT(config.status().message(), HasSubstr(expected)) << c.contents;
     }
   }
+}
+
+// Text format lets a later value replace an earlier one: `n_layer: 1` and,
+// further down, `n_layer: 3` trained 3 layers without a word.
+TEST(ConfigTest, FieldSetTwiceInFileNamesFileLineAndField) {
+  const struct {
+    const char* contents;
+    const char* expected;
+  } cases[] = {
+      {"n_layer: 1\nn_head: 1\nn_layer: 3\n", ":3:1: field n_layer is set twice (first on line 1)"},
+      // A zero is not "set" in a proto3 field without presence, so protobuf's
+      // own check lets this one through.
+      {"# dropout\ndropout: 0.0\n\n  dropout: 0.1\n",
+       ":4:3: field dropout is set twice (first on line 2)"},
+      {"n_head: 2; n_head: 2\n", ":1:12: field n_head is set twice (first on line 1)"},
+      {"dropout_embedding: 0.1\ndropout_embedding: 0.2\n",
+       ":2:1: field dropout_embedding is set twice (first on line 1)"},
+      {"data_dir: \"a\"\nout_dir: \"b\"\ndata_dir: \"c\"\n",
+       ":3:1: field data_dir is set twice (first on line 1)"},
+  };
+  for (const auto& c : cases) {
+    const std::string path = WriteTempFile("twice.textproto", c.contents);
+    absl::StatusOr<TrainConfig> config = Load({"--config", path});
+    ASSERT_FALSE(config.ok()) << c.contents;
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(config.status().message(), HasSubstr(path + c.expected)) << c.contents;
+    EXPECT_THAT(config.status().message(), Not(HasSubstr("\n"))) << c.contents;
+    TrainConfig untouched = DefaultTrainConfig();
+    EXPECT_FALSE(MergeTrainConfigFile(path, &untouched).ok());
+    EXPECT_TRUE(Equal(untouched, DefaultTrainConfig())) << c.contents;
+  }
+}
+
+// Names in strings and comments are not settings.
+TEST(ConfigTest, FieldNamesInStringsAndCommentsAreNotSettings) {
+  const std::string path =
+      WriteTempFile("once.textproto",
+                    "# n_layer: 2 was too small\nn_layer: 3  # n_layer: 4 next\n"
+                    "sample_prompt: \"n_layer: 5\"\nout_dir: 'n_layer:'\n");
+  absl::StatusOr<TrainConfig> config = Load({"--config", path});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->n_layer(), 3);
+  EXPECT_EQ(config->sample_prompt(), "n_layer: 5");
+}
+
+// A huge file was read whole and ended in "out of memory", naming nothing.
+TEST(ConfigTest, HugeConfigFileIsRefusedNamingFileAndLimit) {
+  const std::string path = WriteTempFile("huge.textproto", "n_layer: 6\n");
+  std::filesystem::resize_file(path, (uintmax_t{16} << 20) + 1);  // sparse
+  absl::StatusOr<TrainConfig> config = Load({"--config", path});
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(config.status().message(),
+            "config file " + path +
+                ": 16777217 bytes, more than the 16 MiB a config file may have; --config must "
+                "name a text-format dropk.TrainConfig file");
+  // The limit itself is fine (trailing NULs would not parse, so spaces).
+  std::ofstream(path, std::ios::binary | std::ios::trunc)
+      << "n_layer: 6\n"
+      << std::string((size_t{16} << 20) - 11, ' ');
+  ASSERT_EQ(std::filesystem::file_size(path), uintmax_t{16} << 20);
+  config = Load({"--config", path});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->n_layer(), 6);
+  std::filesystem::remove(path);
 }
 
 TEST(ConfigTest, SyntaxErrorWithoutAFieldDoesNotBlameThePreviousLine) {
@@ -426,6 +508,10 @@ INSTANTIATE_TEST_SUITE_P(
             {"dropout_stream=DROPOUT_STREAM_UNSPECIFIED"}},
         BadValueCase{
             "NumThreads", [](TrainConfig* c) { c->set_num_threads(-1); }, {"num_threads=-1"}},
+        // 200 threads under a container's pids limit crashed in libgomp.
+        BadValueCase{"NumThreadsHuge",
+                     [](TrainConfig* c) { c->set_num_threads(1025); },
+                     {"num_threads=1025: must be in [0, 1024]"}},
         BadValueCase{
             "SampleTokens", [](TrainConfig* c) { c->set_sample_tokens(-1); }, {"sample_tokens=-1"}},
         BadValueCase{
@@ -479,6 +565,7 @@ TEST(ConfigTest, BoundaryValuesAreValid) {
   config.set_dropout_mlp_output(0);
   config.set_sample_tokens(0);
   config.set_sample_top_k(0);
+  config.set_num_threads(1024);
   EXPECT_TRUE(ValidateTrainConfig(config).ok()) << ValidateTrainConfig(config);
   // lr_decay_iters only matters once training goes past warmup.
   config.set_max_iters(100);

@@ -189,6 +189,13 @@ TEST(RunDirectoryLockTest, AnUncreatableDirectoryIsNamed) {
   ASSERT_FALSE(lock.ok());
   EXPECT_THAT(std::string(lock.status().message()),
               HasSubstr("out_dir=" + tmp.Path("file/out") + ": cannot create it"));
+  // A file in the way is the user's to fix: exit 2, not 1.
+  EXPECT_EQ(lock.status().code(), absl::StatusCode::kInvalidArgument);
+  lock = RunDirectoryLock::Acquire(tmp.Path("file"), "checkpoint_dir", log);
+  ASSERT_FALSE(lock.ok());
+  EXPECT_EQ(lock.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(lock.status().message()),
+              HasSubstr("checkpoint_dir=" + tmp.Path("file") + ": cannot create it"));
 }
 
 }  // namespace

@@ -37,8 +37,10 @@ struct TrainCommandLine {
 //   --help, -h          help listing every field, its type and default
 // Errors: InvalidArgument naming the flag and value for a value that does
 // not parse or is out of the type's range, an unknown flag or a stray
-// argument; InvalidArgument with file:line:column for a malformed config
-// file; NotFound naming the path for a config file that cannot be read.
+// argument; InvalidArgument naming both files for a second --config (one
+// would silently replace the other); InvalidArgument with file:line:column
+// for a malformed config file; NotFound naming the path for a config file
+// that cannot be read.
 absl::StatusOr<TrainCommandLine> ParseTrainCommandLine(int argc, char** argv);
 
 // ParseTrainCommandLine's config, for callers that show no help (tests,
@@ -52,7 +54,9 @@ absl::StatusOr<TrainConfig> LoadTrainConfig(int argc, char** argv);
 // "path:line:column: message" when it does not parse (unknown fields too),
 // naming the field whose value is at fault and what that field takes
 // ("field n_head: Expected integer, got: four (n_head takes an integer in
-// [-2147483648, 2147483647])").
+// [-2147483648, 2147483647])"), or that sets a singular field twice
+// ("path:line:column: field n_layer is set twice (first on line 2)...");
+// InvalidArgument naming the path and the limit for a file over 16 MiB.
 absl::Status MergeTrainConfigFile(const std::string& path, TrainConfig* config);
 
 // Sets the field named `name` of `*config` from its command-line spelling

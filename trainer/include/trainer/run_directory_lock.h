@@ -51,7 +51,9 @@ class RunDirectoryLock {
   // FailedPrecondition "FIELD=DIR is in use by another JOB (pid P on host H,
   // holding FILE); ...". A file system without locks (ENOLCK, ENOTSUP) logs
   // a warning and returns an unlocked claim: the job still runs. A directory
-  // or file that cannot be created or opened is an error naming it.
+  // or file that cannot be created or opened is an error naming it:
+  // InvalidArgument (exit 2) when `dir` cannot be a directory (a regular file
+  // is in the way) or may not be created, PermissionDenied otherwise.
   static absl::StatusOr<RunDirectoryLock> Acquire(const std::string& dir, const std::string& field,
                                                   std::ostream& log, RunLockWait wait = {},
                                                   RunLockKind kind = kTrainingLock);
