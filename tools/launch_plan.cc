@@ -3,7 +3,9 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <iterator>
 #include <regex>
 #include <set>
 
@@ -33,6 +35,18 @@ std::set<std::string> AddressesOf(const std::string& host) {
 }
 
 }  // namespace
+
+// The hostfile keys Open MPI reads as a host's slot count, and those it
+// takes that dropk passes through without using (maxima, login, ssh port).
+constexpr absl::string_view kSlotKeys[] = {"slots", "count", "cpu"};
+constexpr absl::string_view kPassedThroughKeys[] = {
+    "max_slots", "max-slots", "slots_max", "slots-max", "max_cpu",  "max-cpu",
+    "cpu_max",   "cpu-max",   "max_count", "max-count", "username", "port"};
+
+template <size_t N>
+bool IsOneOf(absl::string_view key, const absl::string_view (&keys)[N]) {
+  return std::find(std::begin(keys), std::end(keys), key) != std::end(keys);
+}
 
 // What a host name, an IPv4 or IPv6 address, or Open MPI's user@host holds.
 constexpr char kHostNameCharacters[] =
@@ -65,17 +79,21 @@ absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
     }
     for (size_t i = 1; i < words.size(); ++i) {
       absl::string_view value = words[i];
-      if (absl::ConsumePrefix(&value, "max_slots=") || absl::ConsumePrefix(&value, "max-slots=")) {
-        continue;  // Open MPI's; dropk launches one rank per slot, never more
+      const size_t equals = value.find('=');
+      const absl::string_view key = value.substr(0, equals);
+      if (equals != absl::string_view::npos && IsOneOf(key, kPassedThroughKeys)) {
+        continue;  // Open MPI's own (maxima, user, port); dropk runs one rank per slot
       }
-      if (!absl::ConsumePrefix(&value, "slots=")) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(path, ":", number, ": '", absl::CHexEscape(words[i]),
-                         "' is not an option a hostfile line takes (slots=N, max_slots=N)"));
+      if (equals == absl::string_view::npos || !IsOneOf(key, kSlotKeys)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            path, ":", number, ": '", absl::CHexEscape(words[i]),
+            "' is not an option a hostfile line takes (slots=N, or Open MPI's count=, cpu=, "
+            "max_slots=, slots_max=, username=, port=)"));
       }
+      value.remove_prefix(equals + 1);
       if (!absl::SimpleAtoi(value, &entry.slots) || entry.slots < 1) {
         return absl::InvalidArgumentError(
-            absl::StrCat(path, ":", number, ": slots=", value, " must be a whole number >= 1"));
+            absl::StrCat(path, ":", number, ": ", key, "=", value, " must be a whole number >= 1"));
       }
     }
     if (!seen.insert(entry.host).second) {

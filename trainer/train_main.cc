@@ -39,8 +39,9 @@ extern "C" void OnBusError(int) {
   static const char kMessage[] =
       "dropk-train: bus error reading a memory-mapped file: most likely a token file in "
       "data_dir was shortened or rewritten in place during training (prepare new data into "
-      "another directory, or with `dropk data prepare`, which replaces files whole); "
-      "checkpoints saved so far are intact, resume with --resume=latest\n";
+      "another directory, or with `dropk data prepare`, which replaces files whole), or "
+      "/dev/shm is full (MPI's shared memory); checkpoints saved so far are intact, resume "
+      "with --resume=latest\n";
   const ssize_t ignored = ::write(STDERR_FILENO, kMessage, sizeof kMessage - 1);
   (void)ignored;
   ::_exit(dropk::kExitFailure);

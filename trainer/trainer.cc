@@ -571,11 +571,12 @@ class TrainingRun {
     // metrics.jsonl is a record, not the run: a full disk under it warns once
     // and training goes on (stopping here lost every step since the last
     // save, and only rank 0 writes it: the peers would wait at the next
-    // collective). Rows that fail are missing from it; later ones are tried.
+    // collective). The log has no rows from the failed one on.
     if (absl::Status s = metrics_->Append(row); !s.ok() && !metrics_failed_) {
       metrics_failed_ = true;
-      log_ << "dropk-train: " << s.message() << "; training goes on without those rows (step "
-           << row.step << " on); checkpoints are unaffected\n"
+      log_ << "dropk-train: " << s.message() << "; training goes on, and " << config_.out_dir()
+           << "/metrics.jsonl has no rows from step " << row.step
+           << " on; checkpoints are unaffected\n"
            << std::flush;
     }
     return absl::OkStatus();

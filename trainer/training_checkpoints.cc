@@ -84,15 +84,22 @@ void InstallStopSignalHandlers() {
   action.sa_handler = OnStopSignal;
   sigemptyset(&action.sa_mask);
   action.sa_flags = SA_RESTART;
+  // A signal the launcher set to be ignored stays ignored: `nohup` (SIGHUP)
+  // and a script's background job (SIGINT) mean the run should outlive them.
+  const auto install = [&action](int signo) {
+    struct sigaction current = {};
+    if (sigaction(signo, nullptr, &current) == 0 && current.sa_handler == SIG_IGN) return;
+    sigaction(signo, &action, nullptr);
+  };
   sigaction(SIGTERM, &action, nullptr);
-  sigaction(SIGINT, &action, nullptr);
+  install(SIGINT);
   // mpirun kills the ranks a second after its own SIGTERM, too soon to save
   // a large checkpoint, but forwards SIGUSR1 to every rank: a launcher's
   // script passes its warning on as SIGUSR1 (deploy/slurm/train.sbatch).
   sigaction(SIGUSR1, &action, nullptr);
   // A dropped ssh session or closed terminal (SIGHUP) stops the run the same
   // way, saved, instead of killing it with its steps since the last save.
-  sigaction(SIGHUP, &action, nullptr);
+  install(SIGHUP);
   // A closed pipe on stdout or stderr (`dropk-train ... | head`) made the
   // next log line kill the run (SIGPIPE), unsaved and silent; the write now
   // fails instead and training goes on.

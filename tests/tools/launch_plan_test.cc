@@ -40,14 +40,21 @@ TEST(LaunchPlanTest, RejectsHostNamesAndOptionsMpirunCannotParse) {
             "H:1: host name '\\x01\\x02garbage' holds '\\x01', which no host name or address "
             "holds (letters, digits, '.', '-', '_', ':', '@', '[', ']')");
   EXPECT_EQ(ParseHostfile("localhost slots=2 extra=1\n", "H").status().message(),
-            "H:1: 'extra=1' is not an option a hostfile line takes (slots=N, max_slots=N)");
-  // What Open MPI takes still parses.
+            "H:1: 'extra=1' is not an option a hostfile line takes (slots=N, or Open MPI's "
+            "count=, cpu=, max_slots=, slots_max=, username=, port=)");
+  EXPECT_EQ(ParseHostfile("a count=0\n", "H").status().message(),
+            "H:1: count=0 must be a whole number >= 1");
+  // What Open MPI takes still parses; count= and cpu= are slot counts too.
   absl::StatusOr<std::vector<HostEntry>> ok = ParseHostfile(
-      "user@node-1.example.com slots=2 max_slots=4\n10.0.0.2 max-slots=2\n[fe80::1]\nn_3\n", "H");
+      "user@node-1.example.com slots=2 max_slots=4\n10.0.0.2 max-slots=2 username=me port=2222\n"
+      "[fe80::1] count=3\nn_3 cpu=4 slots_max=8\n",
+      "H");
   ASSERT_TRUE(ok.ok()) << ok.status();
   ASSERT_EQ(ok->size(), 4u);
   EXPECT_EQ((*ok)[0].slots, 2);
   EXPECT_EQ((*ok)[1].slots, 1);
+  EXPECT_EQ((*ok)[2].slots, 3);
+  EXPECT_EQ((*ok)[3].slots, 4);
 }
 
 // Open MPI separates a host from its options by any whitespace: a tab made

@@ -30,6 +30,8 @@ namespace dropk {
 // (async-signal safe); StopRequested() reads it. A second signal of either
 // kind restores the default action, so a second Ctrl-C kills at once.
 // Ignores SIGPIPE: a closed stdout fails writes instead of killing the run.
+// SIGINT and SIGHUP stay ignored when they already were (nohup, a script's
+// background job): the run was meant to outlive them.
 void InstallStopSignalHandlers();
 bool StopRequested();
 
