@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "checkpoint/env.h"
+#include "support/forwarding_env.h"
 
 namespace dropk {
 
@@ -31,9 +32,9 @@ namespace dropk {
 //   contents come back) unless its directory was synced after it. Renames
 //   of directories are not undone, which is the weaker model leveldb's test
 //   uses too.
-class FaultInjectionEnv : public Env {
+class FaultInjectionEnv : public ForwardingEnv {
  public:
-  explicit FaultInjectionEnv(Env* base) : base_(base) {}
+  explicit FaultInjectionEnv(Env* base) : ForwardingEnv(base) {}
 
   void FailWritesAfter(int64_t n);
   int64_t ops() const;
@@ -45,18 +46,6 @@ class FaultInjectionEnv : public Env {
   absl::Status RemoveFile(const std::string& path) override;
   absl::Status RemoveDirRecursively(const std::string& path) override;
   absl::Status SyncDir(const std::string& path) override;
-  absl::Status ReadFileRange(const std::string& path, uint64_t offset, size_t n,
-                             void* out) override {
-    return base_->ReadFileRange(path, offset, n, out);
-  }
-  absl::StatusOr<std::vector<std::string>> ListDir(const std::string& path) override {
-    return base_->ListDir(path);
-  }
-  absl::StatusOr<uint64_t> FileSize(const std::string& path) override {
-    return base_->FileSize(path);
-  }
-  bool FileExists(const std::string& path) override { return base_->FileExists(path); }
-  bool IsDirectory(const std::string& path) override { return base_->IsDirectory(path); }
 
   // Called by its files.
   absl::Status MaybeFail(const char* op, const std::string& path);
@@ -67,7 +56,6 @@ class FaultInjectionEnv : public Env {
     uint64_t synced_size = 0;
     bool dir_synced = false;  // its directory entry is durable
   };
-  Env* base_;
   mutable std::mutex mu_;
   int64_t fail_after_ = -1;
   int64_t ops_ = 0;

@@ -21,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "model/tokenizer.h"
 #include "support/fault_injection_env.h"
+#include "support/forwarding_env.h"
 #include "support/subprocess.h"
 #include "trainer/token_dataset.h"
 #include "trainer/token_file.h"
@@ -51,36 +52,16 @@ std::vector<int32_t> AllTokens(const std::string& dir, const std::string& split)
 
 // The real Env, except that appending to a file whose path ends with
 // `full_suffix` fails as on a full disk.
-class FullDiskEnv : public Env {
+class FullDiskEnv : public ForwardingEnv {
  public:
-  explicit FullDiskEnv(std::string full_suffix) : full_suffix_(std::move(full_suffix)) {}
+  explicit FullDiskEnv(std::string full_suffix)
+      : ForwardingEnv(Env::Default()), full_suffix_(std::move(full_suffix)) {}
 
-  absl::Status CreateDir(const std::string& path) override { return base_->CreateDir(path); }
   absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override {
     absl::StatusOr<std::unique_ptr<WritableFile>> file = base_->NewWritableFile(path);
     if (!file.ok() || !path.ends_with(full_suffix_)) return file;
     return std::unique_ptr<WritableFile>(std::make_unique<FullFile>(path, *std::move(file)));
   }
-  absl::Status RenameFile(const std::string& from, const std::string& to) override {
-    return base_->RenameFile(from, to);
-  }
-  absl::Status RemoveFile(const std::string& path) override { return base_->RemoveFile(path); }
-  absl::Status RemoveDirRecursively(const std::string& path) override {
-    return base_->RemoveDirRecursively(path);
-  }
-  absl::Status SyncDir(const std::string& path) override { return base_->SyncDir(path); }
-  absl::Status ReadFileRange(const std::string& path, uint64_t offset, size_t n,
-                             void* out) override {
-    return base_->ReadFileRange(path, offset, n, out);
-  }
-  absl::StatusOr<std::vector<std::string>> ListDir(const std::string& path) override {
-    return base_->ListDir(path);
-  }
-  absl::StatusOr<uint64_t> FileSize(const std::string& path) override {
-    return base_->FileSize(path);
-  }
-  bool FileExists(const std::string& path) override { return base_->FileExists(path); }
-  bool IsDirectory(const std::string& path) override { return base_->IsDirectory(path); }
 
  private:
   class FullFile : public WritableFile {
@@ -99,7 +80,6 @@ class FullDiskEnv : public Env {
     std::unique_ptr<WritableFile> file_;
   };
 
-  Env* base_ = Env::Default();
   std::string full_suffix_;
 };
 
