@@ -213,6 +213,11 @@ void ProfiledKernels::AdamW(float* params, const float* grads, float* m, float* 
   Timed(KernelOp::kAdamW, [&] { inner_->AdamW(params, grads, m, v, n, args); });
 }
 
+void ProfiledKernels::AdamWRanges(float* params, const float* grads, float* m, float* v,
+                                  const std::vector<AdamWRange>& ranges, const AdamWArgs& args) {
+  Timed(KernelOp::kAdamW, [&] { inner_->AdamWRanges(params, grads, m, v, ranges, args); });
+}
+
 void ProfiledKernels::Scale(float* x, float alpha, size_t n) {
   Timed(KernelOp::kScale, [&] { inner_->Scale(x, alpha, n); });
 }

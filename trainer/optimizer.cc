@@ -10,11 +10,12 @@ AdamWOptimizer::AdamWOptimizer(Gpt* gpt, const AdamWOptions& options)
       m_(gpt->kernels(), gpt->num_params()),
       v_(gpt->kernels(), gpt->num_params()) {
   for (const ParamTensor& t : gpt->layout().tensors()) {
-    if (!ranges_.empty() && ranges_.back().decay == t.weight_decay &&
+    const float decay = t.weight_decay ? options_.weight_decay : 0.0f;
+    if (!ranges_.empty() && ranges_.back().weight_decay == decay &&
         ranges_.back().end == t.offset) {
       ranges_.back().end = t.offset + t.numel;
     } else {
-      ranges_.push_back({t.offset, t.offset + t.numel, t.weight_decay});
+      ranges_.push_back({t.offset, t.offset + t.numel, decay});
     }
   }
 }
@@ -29,11 +30,7 @@ void AdamWOptimizer::Step(float lr, float grad_scale) {
   args.grad_scale = grad_scale;
   args.bias_correction1 = 1.0f - std::pow(options_.beta1, static_cast<float>(step_));
   args.bias_correction2 = 1.0f - std::pow(options_.beta2, static_cast<float>(step_));
-  for (const Range& r : ranges_) {
-    args.weight_decay = r.decay ? options_.weight_decay : 0.0f;
-    gpt_->kernels()->AdamW(gpt_->params() + r.begin, gpt_->grads() + r.begin, m_.data() + r.begin,
-                           v_.data() + r.begin, r.end - r.begin, args);
-  }
+  gpt_->kernels()->AdamWRanges(gpt_->params(), gpt_->grads(), m_.data(), v_.data(), ranges_, args);
 }
 
 float ClipScale(double norm, float max_norm) {

@@ -143,6 +143,42 @@ void CpuKernels::AdamW(float* params, const float* grads, float* m, float* v, si
   for (size_t i = 0; i < n; ++i) AdamWUpdate(&params[i], &m[i], &v[i], grads[i], k);
 }
 
+void CpuKernels::AdamWRanges(float* params, const float* grads, float* m, float* v,
+                             const std::vector<AdamWRange>& ranges, const AdamWArgs& args) {
+  // One parallel region for all ranges (a model's 30-100 tensors alternate
+  // between decayed and not, so one AdamW call each paid a team wake-up
+  // per range): each thread takes an equal share of the ranges'
+  // concatenation. Every parameter gets the same arithmetic as in AdamW,
+  // so the partition does not change a bit.
+  std::vector<size_t> starts(ranges.size() + 1, 0);  // ranges' offsets in the concatenation
+  std::vector<AdamWConstants> constants;
+  constants.reserve(ranges.size());
+  AdamWArgs range_args = args;
+  for (size_t r = 0; r < ranges.size(); ++r) {
+    bf16_weights_.Invalidate(params + ranges[r].begin,
+                             (ranges[r].end - ranges[r].begin) * sizeof(float));
+    starts[r + 1] = starts[r] + (ranges[r].end - ranges[r].begin);
+    range_args.weight_decay = ranges[r].weight_decay;
+    constants.push_back(AdamWConstantsOf(range_args));
+  }
+  const size_t total = starts.back();
+#pragma omp parallel
+  {
+    const size_t team = static_cast<size_t>(omp_get_num_threads());
+    const size_t me = static_cast<size_t>(omp_get_thread_num());
+    const size_t first = total * me / team, last = total * (me + 1) / team;
+    for (size_t r = 0; r < ranges.size(); ++r) {
+      const size_t lo = std::max(first, starts[r]), hi = std::min(last, starts[r + 1]);
+      if (lo >= hi) continue;
+      const size_t base = ranges[r].begin - starts[r];  // concatenation index -> buffer offset
+      const AdamWConstants& k = constants[r];
+      for (size_t i = base + lo; i < base + hi; ++i) {
+        AdamWUpdate(&params[i], &m[i], &v[i], grads[i], k);
+      }
+    }
+  }
+}
+
 void CpuKernels::Scale(float* x, float alpha, size_t n) {
   bf16_weights_.Invalidate(x, n * sizeof(float));
 #pragma omp parallel for schedule(static)

@@ -294,5 +294,54 @@ TEST_F(KernelGradTest, AdamWMatchesTheFormula) {
   for (int i = 0; i < 2; ++i) EXPECT_NEAR(p[i], expected[i], 1e-6f);
 }
 
+// The optimizer's one-pass AdamWRanges against one AdamW call per range, at
+// team sizes that split the ranges' concatenation at different places:
+// the same bits, each range with its own decay, and the gaps between the
+// ranges untouched.
+TEST(AdamWRangesTest, EqualsOneAdamWCallPerRangeBitForBit) {
+  const size_t n = 10007;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  Vec p0(n), g(n), m0(n), v0(n);
+  for (size_t i = 0; i < n; ++i) {
+    p0[i] = normal(rng);
+    g[i] = normal(rng);
+    m0[i] = 0.1f * normal(rng);
+    v0[i] = std::fabs(0.01f * normal(rng));
+  }
+  // Odd lengths, a one-element range and a gap [4100, 4200) left out.
+  const std::vector<AdamWRange> ranges = {
+      {0, 3001, 0.1f}, {3001, 3002, 0.0f}, {3002, 4100, 0.1f}, {4200, n, 0.0f}};
+  AdamWArgs a;
+  a.lr = 3e-3f;
+  a.beta2 = 0.99f;
+  a.grad_scale = 0.75f;
+  a.bias_correction1 = 1.0f - 0.9f * 0.9f * 0.9f;
+  a.bias_correction2 = 1.0f - 0.99f * 0.99f * 0.99f;
+  a.weight_decay = 123.0f;  // ignored: each range brings its own
+
+  Vec p_ref = p0, m_ref = m0, v_ref = v0;
+  std::unique_ptr<Kernels> ref = MakeKernels(Device::kCpu, 1).value();
+  for (const AdamWRange& r : ranges) {
+    AdamWArgs ra = a;
+    ra.weight_decay = r.weight_decay;
+    ref->AdamW(p_ref.data() + r.begin, g.data() + r.begin, m_ref.data() + r.begin,
+               v_ref.data() + r.begin, r.end - r.begin, ra);
+  }
+  ASSERT_NE(p_ref[10], p0[10]);
+  for (int threads : {1, 2, 3, 7}) {
+    SCOPED_TRACE(threads);
+    std::unique_ptr<Kernels> k = MakeKernels(Device::kCpu, threads).value();
+    Vec p = p0, m = m0, v = v0;
+    k->AdamWRanges(p.data(), g.data(), m.data(), v.data(), ranges, a);
+    for (size_t i = 0; i < n; ++i) {
+      ASSERT_EQ(p[i], p_ref[i]) << "parameter " << i;
+      ASSERT_EQ(m[i], m_ref[i]) << "first moment " << i;
+      ASSERT_EQ(v[i], v_ref[i]) << "second moment " << i;
+    }
+    for (size_t i = 4100; i < 4200; ++i) ASSERT_EQ(p[i], p0[i]) << "gap " << i;
+  }
+}
+
 }  // namespace
 }  // namespace dropk

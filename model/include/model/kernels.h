@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "base/device_error.h"
@@ -44,6 +45,13 @@ struct AdamWArgs {
   float lr = 0, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0;
   float grad_scale = 1.0f;
   float bias_correction1 = 1.0f, bias_correction2 = 1.0f;
+};
+
+// A stretch [begin, end) of a flat parameter buffer (offsets in floats) and
+// the weight decay its parameters take in AdamW.
+struct AdamWRange {
+  size_t begin = 0, end = 0;
+  float weight_decay = 0;
 };
 
 class Kernels {
@@ -168,6 +176,20 @@ class Kernels {
   // One AdamW step over n parameters; m and v are the moments.
   virtual void AdamW(float* params, const float* grads, float* m, float* v, size_t n,
                      const AdamWArgs& args) = 0;
+  // One AdamW step over each of `ranges` of the flat buffers params, grads,
+  // m and v, with the range's weight decay (args.weight_decay is ignored):
+  // the same values, bit for bit, as one AdamW call per range. A backend
+  // that can do all of them in one pass (the CPU: one parallel region, not
+  // one per range) overrides this; by default it is one AdamW call per range.
+  virtual void AdamWRanges(float* params, const float* grads, float* m, float* v,
+                           const std::vector<AdamWRange>& ranges, const AdamWArgs& args) {
+    AdamWArgs range_args = args;
+    for (const AdamWRange& r : ranges) {
+      range_args.weight_decay = r.weight_decay;
+      AdamW(params + r.begin, grads + r.begin, m + r.begin, v + r.begin, r.end - r.begin,
+            range_args);
+    }
+  }
   // x *= alpha over n values.
   virtual void Scale(float* x, float alpha, size_t n) = 0;
 };

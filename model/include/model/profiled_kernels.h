@@ -127,6 +127,8 @@ class ProfiledKernels final : public Kernels {
   double SumSquares(const float* x, size_t n) override;
   void AdamW(float* params, const float* grads, float* m, float* v, size_t n,
              const AdamWArgs& args) override;
+  void AdamWRanges(float* params, const float* grads, float* m, float* v,
+                   const std::vector<AdamWRange>& ranges, const AdamWArgs& args) override;
   void Scale(float* x, float alpha, size_t n) override;
 
  private:

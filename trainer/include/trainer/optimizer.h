@@ -35,14 +35,12 @@ class AdamWOptimizer {
   float* second_moment() { return v_.data(); }  // device memory, param layout
 
  private:
-  struct Range {
-    size_t begin, end;
-    bool decay;
-  };
   Gpt* gpt_;
   AdamWOptions options_;
   DeviceBuffer<float> m_, v_;
-  std::vector<Range> ranges_;  // maximal runs of tensors with the same decay
+  // Maximal runs of tensors with the same decay, updated in one
+  // Kernels::AdamWRanges call.
+  std::vector<AdamWRange> ranges_;
   int64_t step_ = 0;
 };
 
