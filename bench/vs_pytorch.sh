@@ -10,8 +10,10 @@
 #   (b) the "small" config of bench/train_throughput_bench.cc (6 layers, 6
 #       heads, 384 wide, T 256, B 8, vocab 256, dropout 0.1), tokens/s.
 #       fp32: dropk 1 x 2 threads against the better of PyTorch 1 x 2 threads
-#       and DDP (gloo) 2 x 1 thread; bf16: dropk --precision=bf16 against
-#       PyTorch's bf16 autocast, 1 x 2 threads.
+#       and DDP (gloo) 2 x 1 thread; bf16: dropk --precision=bf16, 1 x 2
+#       threads and mpirun -np 2 x 1, against the better of PyTorch's bf16
+#       autocast 1 x 2 threads and DDP 2 x 1 (and the better against the
+#       better).
 #   (c) the small config, 2 ranks x 1 thread: dropk under mpirun against
 #       PyTorch DDP (gloo).
 # The PyTorch side is bench/torch_gpt_cpu.py (dropk's model and recipe),
@@ -236,6 +238,14 @@ if [[ $cases == *b* || $cases == *c* ]]; then
       fi
       measure torch_bf16 "PyTorch bf16 1 x 2" torch_tps "$work/b_torch_bf16.$rep.log" 1 \
         --threads 2 --precision bf16
+      # bf16 as 2 ranks x 1 thread on both sides too, so that the bf16 ratio
+      # compares each side's better layout, as fp32's does.
+      measure torch_bf16_ddp "PyTorch bf16 DDP 2 x 1" torch_tps \
+        "$work/b_torch_bf16_ddp.$rep.log" 2 --threads 1 --precision bf16
+      if [ -z "$bf16_note" ]; then
+        measure dropk_bf16_2x1 "dropk bf16 mpirun -np 2 x 1" dropk_tps \
+          "$work/b_dropk_bf16_2x1.$rep.log" mpi --threads 1 --precision=bf16
+      fi
     fi
     measure torch_ddp "PyTorch DDP 2 x 1" torch_tps "$work/b_torch_ddp.$rep.log" 2 --threads 1
     if [[ $cases == *c* ]]; then
@@ -263,16 +273,30 @@ if [[ $cases == *b* || $cases == *c* ]]; then
       torch_fp32_best=$(max "$(fig torch_fp32)" "$(fig torch_ddp)")
     fi
     echo
-    echo "-- (b) fp32 and bf16, 1 process x 2 threads (DDP 2 x 1 for PyTorch's better fp32)"
+    echo "-- (b) fp32 and bf16, 1 process x 2 threads and 2 ranks x 1 thread; each ratio against PyTorch's better layout"
     printf '%-40s %12s %20s   %s\n' run "tokens/s" "dropk/PyTorch" "runs"
     show "PyTorch fp32 1 x 2 threads" torch_fp32 "-"
     show "PyTorch fp32 DDP gloo 2 x 1 thread" torch_ddp "-"
     show "dropk fp32 1 x 2 threads" dropk_fp32 "$(r dropk_fp32 "$torch_fp32_best") (vs better)"
+    torch_bf16_best="" dropk_bf16_best=""
+    if [ -n "$(fig torch_bf16)" ] && [ -n "$(fig torch_bf16_ddp)" ]; then
+      torch_bf16_best=$(max "$(fig torch_bf16)" "$(fig torch_bf16_ddp)")
+    fi
+    if [ -n "$(fig dropk_bf16)" ] && [ -n "$(fig dropk_bf16_2x1)" ]; then
+      dropk_bf16_best=$(max "$(fig dropk_bf16)" "$(fig dropk_bf16_2x1)")
+    fi
     show "PyTorch bf16 autocast 1 x 2 threads" torch_bf16 "-"
+    show "PyTorch bf16 autocast DDP 2 x 1 thread" torch_bf16_ddp "-"
     if [ -n "$bf16_note" ]; then
-      printf '%-40s %s\n' "dropk bf16 1 x 2 threads" "$bf16_note"
+      printf '%-40s %s\n' "dropk bf16" "$bf16_note"
     else
-      show "dropk bf16 1 x 2 threads" dropk_bf16 "$(r dropk_bf16 "$(fig torch_bf16)")"
+      show "dropk bf16 1 x 2 threads" dropk_bf16 "$(r dropk_bf16 "$torch_bf16_best") (vs better)"
+      show "dropk bf16 mpirun -np 2 x 1 thread" dropk_bf16_2x1 \
+        "$(r dropk_bf16_2x1 "$torch_bf16_best") (vs better)"
+      if [ -n "$dropk_bf16_best" ] && [ -n "$torch_bf16_best" ]; then
+        printf '%-40s %12s %20s\n' "bf16, better against better" "" \
+          "$(ratio "$dropk_bf16_best" "$torch_bf16_best")"
+      fi
     fi
   fi
   if [[ $cases == *c* ]]; then
