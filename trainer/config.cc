@@ -106,7 +106,9 @@ constexpr FieldHelp kFieldHelp[] = {
     {"save_every",
      "save a checkpoint every this many steps; 0 = only at the end and on a stop signal "
      "(SIGTERM, SIGINT, SIGUSR1, SIGHUP)"},
-    {"keep_last", "keep the newest this many checkpoints"},
+    {"keep_last",
+     "keep the newest this many checkpoints, and always the newest known good (whose parameters "
+     "gave a finite loss)"},
     {"keep_every", "also keep checkpoints at multiples of this step; 0 = none"},
     {"async_checkpoints",
      "write checkpoints on a background thread; training pauses only to copy the state "
