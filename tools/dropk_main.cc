@@ -1,6 +1,7 @@
-// dropk: the tool CLI (data, ckpt, sample, launch). Each command group registers its subcommands on
-// the app through one Register*Command function; the chosen subcommand's callback stores the work
-// to do in `action`, which main runs after parsing.
+// dropk: the tool CLI (data, ckpt, sample, study, plot, launch). Each command
+// group registers its subcommands on the app through one Register*Command
+// function; the chosen subcommand's callback stores the work to do in
+// `action`, which main runs after parsing.
 //
 // Exit codes (base/exit_codes.h): 0 success (and --help), 1 a runtime
 // failure (a checkpoint that fails verification, I/O, an unreachable
@@ -156,7 +157,8 @@ std::string UnknownSubcommandMessage(const CLI::App& app, int argc, char** argv)
 }
 
 int Main(int argc, char** argv) {
-  CLI::App app{"dropk: data preparation, checkpoint and sampling tools", "dropk"};
+  CLI::App app{"dropk: data preparation, checkpoints, sampling, studies, plots and launching",
+               "dropk"};
   app.require_subcommand(1);
   Action action;
   RegisterDataCommand(app, action);
