@@ -1,6 +1,7 @@
-// dropk: the tool CLI (data, ckpt, sample, launch). Each command group registers its subcommands on
-// the app through one Register*Command function; the chosen subcommand's callback stores the work
-// to do in `action`, which main runs after parsing.
+// dropk: the tool CLI (data, ckpt, sample, study, plot, launch). Each command
+// group registers its subcommands on the app through one Register*Command
+// function; the chosen subcommand's callback stores the work to do in
+// `action`, which main runs after parsing.
 //
 // Exit codes (base/exit_codes.h): 0 success (and --help), 1 a runtime
 // failure (a checkpoint that fails verification, I/O, an unreachable
@@ -12,11 +13,13 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "base/exit_codes.h"
 #include "tools/ckpt_command.h"
 #include "tools/launch_command.h"
@@ -124,8 +127,38 @@ std::string DescribeParseError(const std::string& what) {
                       " times; give it once");
 }
 
+// CLI11 reports a word that names no subcommand ("dropk bogus", "dropk ckpt
+// chek") as "A subcommand is required", which hides the typo. Returns a
+// message naming the word and the choices, or "" when the words before the
+// first flag all name subcommands.
+std::string UnknownSubcommandMessage(const CLI::App& app, int argc, char** argv) {
+  const CLI::App* current = &app;
+  std::string command = "dropk";
+  for (int i = 1; i < argc; ++i) {
+    const std::string word = argv[i];
+    if (word.empty() || word[0] == '-') return "";
+    const std::vector<const CLI::App*> subcommands =
+        current->get_subcommands(std::function<bool(const CLI::App*)>());
+    if (subcommands.empty()) return "";  // a leaf command: the word is its argument
+    const CLI::App* next = nullptr;
+    std::vector<std::string> names;
+    for (const CLI::App* subcommand : subcommands) {
+      names.push_back(subcommand->get_name());
+      if (subcommand->check_name(word)) next = subcommand;
+    }
+    if (next == nullptr) {
+      return absl::StrCat("'", word, "' is not a ", command, " subcommand; one of ",
+                          absl::StrJoin(names, ", "));
+    }
+    absl::StrAppend(&command, " ", word);
+    current = next;
+  }
+  return "";
+}
+
 int Main(int argc, char** argv) {
-  CLI::App app{"dropk: data preparation, checkpoint and sampling tools", "dropk"};
+  CLI::App app{"dropk: data preparation, checkpoints, sampling, studies, plots and launching",
+               "dropk"};
   app.require_subcommand(1);
   Action action;
   RegisterDataCommand(app, action);
@@ -143,7 +176,9 @@ int Main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::cerr << "dropk: " << DescribeParseError(e.what()) << " (run with --help for usage)\n";
+    std::string message = UnknownSubcommandMessage(app, argc, argv);
+    if (message.empty()) message = DescribeParseError(e.what());
+    std::cerr << "dropk: " << message << " (run with --help for usage)\n";
     return dropk::kExitUsage;
   }
   if (const absl::Status status = action(); !status.ok()) {

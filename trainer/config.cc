@@ -104,13 +104,18 @@ constexpr FieldHelp kFieldHelp[] = {
     {"sample_prompt", "prompt of that sample"},
     {"checkpoint_dir", "checkpoint directory; empty = out_dir/checkpoints"},
     {"save_every",
-     "save a checkpoint every this many steps; 0 = only at the end and on SIGTERM/SIGINT"},
-    {"keep_last", "keep the newest this many checkpoints"},
+     "save a checkpoint every this many steps; 0 = only at the end and on a stop signal "
+     "(SIGTERM, SIGINT, SIGUSR1, SIGHUP)"},
+    {"keep_last",
+     "keep the newest this many checkpoints, and always the newest known good (whose parameters "
+     "gave a finite loss)"},
     {"keep_every", "also keep checkpoints at multiples of this step; 0 = none"},
     {"async_checkpoints",
      "write checkpoints on a background thread; training pauses only to copy the state "
      "(needs host memory for a second copy of it)"},
-    {"resume", "empty = fresh start, latest = newest valid checkpoint, or a checkpoint directory"},
+    {"resume",
+     "empty = fresh start; latest = newest valid checkpoint (none yet: step 0); or a "
+     "checkpoint, a checkpoints directory or a run directory"},
 };
 
 // The description of a field missing from kFieldHelp (a test keeps it unused).

@@ -641,16 +641,31 @@ int ThreadsPerRank(int num_threads, int local_ranks) {
   return std::max(1, cores / std::max(1, local_ranks));
 }
 
+namespace {
+
+// A data file that is not there is usually a data set not prepared yet, or
+// a data_dir (relative to the current directory) read from elsewhere: the
+// message names the field and how to make the data.
+absl::Status NameDataDirIfMissing(const std::string& data_dir, const absl::Status& status) {
+  if (!absl::IsNotFound(status)) return status;
+  return absl::NotFoundError(absl::StrCat("data_dir=", data_dir, ": ", status.message(),
+                                          "; prepare it with `dropk data prepare --tokenizer "
+                                          "char|byte|gpt2 --out ",
+                                          data_dir, " TEXT...`"));
+}
+
+}  // namespace
+
 absl::StatusOr<TrainingData> LoadTrainingData(const std::string& data_dir) {
   const std::string tokenizer_path = data_dir + "/tokenizer.pb";
   uint32_t tokenizer_id = 0;
   absl::StatusOr<TextTokenizer> tokenizer =
       LoadTokenizer(tokenizer_path, Env::Default(), &tokenizer_id);
-  if (!tokenizer.ok()) return tokenizer.status();
+  if (!tokenizer.ok()) return NameDataDirIfMissing(data_dir, tokenizer.status());
   absl::StatusOr<TokenDataset> train = TokenDataset::Open(data_dir, "train");
-  if (!train.ok()) return train.status();
+  if (!train.ok()) return NameDataDirIfMissing(data_dir, train.status());
   absl::StatusOr<TokenDataset> val = TokenDataset::Open(data_dir, "val");
-  if (!val.ok()) return val.status();
+  if (!val.ok()) return NameDataDirIfMissing(data_dir, val.status());
   // A preparation interrupted between its renames, or files copied in by
   // hand, mix two data sets; with the same vocabulary size nothing else
   // would notice.

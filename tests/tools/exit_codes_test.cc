@@ -80,6 +80,29 @@ TEST(ExitCodesRuntimeTest, TrainerRuntimeFailureExits1) {
   EXPECT_NE(r.err.find(dir.Path("data/tokenizer.pb")), std::string::npos) << r.err;
 }
 
+// A mistyped subcommand is named with the choices; CLI11 alone said "A
+// subcommand is required", which hid the typo.
+TEST(ExitCodesUsageTest, ToolNamesAnUnknownSubcommandAndTheChoices) {
+  CommandResult r = RunCommand(kBin + "dropk bogus");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  ExpectOneLineError(r, "dropk");
+  EXPECT_NE(r.err.find("'bogus' is not a dropk subcommand; one of data, ckpt, sample"),
+            std::string::npos)
+      << r.err;
+
+  r = RunCommand(kBin + "dropk ckpt chek /tmp");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  ExpectOneLineError(r, "dropk");
+  EXPECT_NE(r.err.find("'chek' is not a dropk ckpt subcommand; one of inspect, verify, export"),
+            std::string::npos)
+      << r.err;
+
+  // A leaf command's own argument is not taken for a subcommand.
+  r = RunCommand(kBin + "dropk ckpt verify");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.err.find("subcommand"), std::string::npos) << r.err;
+}
+
 TEST(ExitCodesRuntimeTest, ServeWithoutAServableCheckpointExits1) {
   test_util::ScopedTempDir dir("exit_serve");
   const CommandResult r = RunCommand(kBin + "dropk-serve --port 0 --checkpoints " + dir.path());

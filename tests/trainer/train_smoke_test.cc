@@ -145,6 +145,35 @@ TEST_F(TrainSmokeTest, DataErrorsNameTheFile) {
       << too_long.status();
 }
 
+// Data that is not there (not prepared yet, or a relative data_dir read from
+// another directory) names the field and how to prepare it; it stays
+// NotFound, a usage error (exit 2).
+TEST_F(TrainSmokeTest, MissingDataNamesDataDirAndHowToPrepareIt) {
+  const std::filesystem::path empty = *dir_ / "empty_data";
+  std::filesystem::create_directories(empty);
+  const absl::StatusOr<TrainingData> no_tokenizer = LoadTrainingData(empty.string());
+  ASSERT_FALSE(no_tokenizer.ok());
+  EXPECT_TRUE(absl::IsNotFound(no_tokenizer.status())) << no_tokenizer.status();
+  const std::string no_tokenizer_message(no_tokenizer.status().message());
+  EXPECT_EQ(no_tokenizer_message.rfind("data_dir=" + empty.string() + ": ", 0), 0u)
+      << no_tokenizer_message;
+  EXPECT_NE(no_tokenizer_message.find("tokenizer.pb"), std::string::npos) << no_tokenizer_message;
+  EXPECT_NE(no_tokenizer_message.find("dropk data prepare"), std::string::npos)
+      << no_tokenizer_message;
+
+  const std::filesystem::path tokenizer_only = *dir_ / "tokenizer_only";
+  std::filesystem::create_directories(tokenizer_only);
+  std::filesystem::copy_file(*dir_ / "data" / "tokenizer.pb", tokenizer_only / "tokenizer.pb");
+  const absl::StatusOr<TrainingData> no_train = LoadTrainingData(tokenizer_only.string());
+  ASSERT_FALSE(no_train.ok());
+  EXPECT_TRUE(absl::IsNotFound(no_train.status())) << no_train.status();
+  const std::string no_train_message(no_train.status().message());
+  EXPECT_EQ(no_train_message.rfind("data_dir=" + tokenizer_only.string() + ": ", 0), 0u)
+      << no_train_message;
+  EXPECT_NE(no_train_message.find("train.bin"), std::string::npos) << no_train_message;
+  EXPECT_NE(no_train_message.find("dropk data prepare"), std::string::npos) << no_train_message;
+}
+
 // A checkpoint directory that cannot be written is refused before the first
 // step, not at the end of the run, when the training would already be spent.
 TEST_F(TrainSmokeTest, UnwritableCheckpointDirIsRefusedBeforeTraining) {
