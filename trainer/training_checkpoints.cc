@@ -122,10 +122,13 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
     const std::string dir = CheckpointsDirOf(config);
     candidates = CheckpointCandidates(dir, nullptr, env);
     if (candidates.empty()) return point;
-    return absl::FailedPreconditionError(absl::StrCat(
-        "checkpoint_dir ", dir, " already holds checkpoints (", candidates.front(),
-        " and ", candidates.size() - 1,
-        " other(s)); pass --resume=latest to continue that run, or give this run its own "
+    // InvalidArgument: the command needs changing (exit 2); running it again
+    // as it is fails the same way.
+    const std::string others =
+        candidates.size() == 1 ? "" : absl::StrCat(" and ", candidates.size() - 1, " more");
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint_dir ", dir, " already holds checkpoints (", candidates.front(), others,
+        "); pass --resume=latest to continue that run, or give this run its own "
         "--out_dir (or --checkpoint_dir)"));
   }
   // "latest", or a checkpoints directory (a run directory's included)
