@@ -8,6 +8,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -41,6 +42,10 @@ constexpr uintmax_t kMaxConfigFileBytes = 16u << 20;
 
 // The most OpenMP/BLAS threads per rank.
 constexpr int kMaxNumThreads = 1024;
+
+// The most batches one evaluation runs. nanoGPT's recipes use 200 (500 for
+// GPT-2 124M); 2^31 of them held the run at its first evaluation for days.
+constexpr int kMaxEvalIters = 10'000;
 
 // The largest gradient bucket cap, in MiB (1 TiB).
 constexpr float kMaxBucketCapMb = 1 << 20;
@@ -77,7 +82,7 @@ constexpr FieldHelp kFieldHelp[] = {
     {"dropout_mlp_output", "dropout on MLP output (unset: dropout)"},
     {"dropout_stream", "whose randomness masks use: per_rank or per_sample"},
     {"eval_interval", "evaluate train and val loss every this many steps"},
-    {"eval_iters", "batches per evaluation"},
+    {"eval_iters", "batches per evaluation, at most 10000"},
     {"log_interval", "log a progress line every this many steps"},
     {"profile",
      "time every kernel op (waiting for the device after each); rank 0 prints ms per step per "
@@ -160,6 +165,33 @@ absl::Status ParseInteger(const std::string& flag, const std::string& value, Int
                                                  std::numeric_limits<Int>::max(), "]"));
 }
 
+// True when the decimal or hexadecimal number `text` spells is not zero: it
+// has a nonzero digit before its exponent.
+bool SpellsNonZero(const std::string& text) {
+  const std::string lower = absl::AsciiStrToLower(text);
+  const size_t x = lower.find("0x");
+  const bool hex = x != std::string::npos;
+  for (size_t i = hex ? x + 2 : 0; i < lower.size(); ++i) {
+    const char c = lower[i];
+    if (c == (hex ? 'p' : 'e')) break;
+    if ((c >= '1' && c <= '9') || (hex && c >= 'a' && c <= 'f')) return true;
+  }
+  return false;
+}
+
+// Why the number spelled `text` does not survive as the Real `value` it
+// was read as, or "" when it does: a nonzero number below the type's range
+// read as 0 (1e-50 as a float). Quoting the text matters: the value the
+// checks would report, 0, is not what the user wrote.
+template <typename Real>
+std::string UnderflowProblem(const std::string& text, Real value) {
+  if (value != 0 || !SpellsNonZero(text)) return "";
+  return absl::StrCat(text, " is too small for a ",
+                      std::is_same_v<Real, float> ? "float" : "double",
+                      ": it would be read as 0 (the smallest nonzero magnitude is ",
+                      std::numeric_limits<Real>::denorm_min(), "); write 0 for zero");
+}
+
 template <typename Real>
 absl::Status ParseReal(const std::string& flag, const std::string& value, Real* out) {
   constexpr bool kIsFloat = std::is_same_v<Real, float>;
@@ -170,10 +202,18 @@ absl::Status ParseReal(const std::string& flag, const std::string& value, Real* 
     ok = absl::SimpleAtod(value, out);
   }
   // SimpleAtof turns an overflow into inf; a config never wants inf or nan.
-  if (ok && std::isfinite(*out)) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat(flag, ": expected a finite number (", kIsFloat ? "float" : "double",
-                   ", magnitude at most ", std::numeric_limits<Real>::max(), ")"));
+  if (!ok || !std::isfinite(*out)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": expected a finite number (", kIsFloat ? "float" : "double",
+                     ", magnitude at most ", std::numeric_limits<Real>::max(), ")"));
+  }
+  // ... and an underflow into 0, which validation then reported as
+  // "learning_rate=0: must be > 0" for --learning_rate=1e-50.
+  if (std::string why = UnderflowProblem(std::string(absl::StripAsciiWhitespace(value)), *out);
+      !why.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": ", why));
+  }
+  return absl::OkStatus();
 }
 
 std::string HelpText() {
@@ -398,6 +438,66 @@ std::string FieldSetTwice(const std::string& path, const std::string& text) {
   return "";
 }
 
+// "path:line:column: field NAME: ..." for the first float field `text` sets
+// to a number its type cannot hold: past the type's range (text format
+// reads 1e400 or, for a float, 1e39 as inf) or a nonzero number below it
+// (1e-50 reads as 0). Empty when there is none. `merged` is what `text`
+// parsed into. Validation would report the value as read ("learning_rate=0:
+// must be > 0", "learning_rate=inf"), which is not what the file says.
+std::string FloatOutOfRange(const std::string& path, const std::string& text,
+                            const TrainConfig& merged) {
+  pb::io::ArrayInputStream input(text.data(), static_cast<int>(text.size()));
+  IgnoreErrors ignore;
+  pb::io::Tokenizer tokenizer(&input, &ignore);
+  tokenizer.set_comment_style(pb::io::Tokenizer::SH_COMMENT_STYLE);
+  tokenizer.set_allow_f_after_float(true);  // as text format reads 1e-50f
+  const pb::Reflection* reflection = merged.GetReflection();
+  pb::io::Tokenizer::Token previous;
+  const pb::FieldDescriptor* field = nullptr;  // a float field whose value comes next
+  std::optional<pb::io::Tokenizer::Token> minus;  // before the number: -1e-50
+  int depth = 0;  // inside [] lists, {} or <> messages
+  while (tokenizer.Next()) {
+    const pb::io::Tokenizer::Token& token = tokenizer.current();
+    if (field != nullptr && token.type == pb::io::Tokenizer::TYPE_SYMBOL && token.text == "-" &&
+        !minus.has_value()) {
+      minus = token;
+      continue;
+    }
+    if (field != nullptr && token.type == pb::io::Tokenizer::TYPE_FLOAT) {
+      const std::string number = absl::StrCat(minus.has_value() ? "-" : "", token.text);
+      const pb::io::Tokenizer::Token& first = minus.has_value() ? *minus : token;
+      const std::string where = absl::StrCat(path, ":", first.line + 1, ":", first.column + 1,
+                                             ": field ", field->name(), ": ");
+      const bool is_float = field->cpp_type() == pb::FieldDescriptor::CPPTYPE_FLOAT;
+      const double value =
+          is_float ? reflection->GetFloat(merged, field) : reflection->GetDouble(merged, field);
+      if (std::isinf(value)) {
+        return absl::StrCat(where, number, " is out of range (", field->name(), " takes ",
+                            ExpectedValue(field), ")");
+      }
+      const std::string why = is_float ? UnderflowProblem(number, static_cast<float>(value))
+                                       : UnderflowProblem(number, value);
+      if (!why.empty()) return absl::StrCat(where, why);
+    }
+    field = nullptr;
+    minus.reset();
+    if (token.type == pb::io::Tokenizer::TYPE_SYMBOL) {
+      if (token.text == "[" || token.text == "{" || token.text == "<") ++depth;
+      if (token.text == "]" || token.text == "}" || token.text == ">") --depth;
+      if (depth == 0 && token.text == ":" && previous.type == pb::io::Tokenizer::TYPE_IDENTIFIER) {
+        field = TrainConfig::descriptor()->FindFieldByName(previous.text);
+        if (field != nullptr && (field->is_repeated() ||
+                                 (field->cpp_type() != pb::FieldDescriptor::CPPTYPE_FLOAT &&
+                                  field->cpp_type() != pb::FieldDescriptor::CPPTYPE_DOUBLE))) {
+          field = nullptr;
+        }
+      }
+    }
+    previous = token;
+  }
+  return "";
+}
+
 // Appends problems found by the checks below, one line each.
 class Problems {
  public:
@@ -536,6 +636,9 @@ absl::Status MergeTrainConfigFile(const std::string& path, TrainConfig* config) 
   }
   if (std::string twice = FieldSetTwice(path, text); !twice.empty()) {
     return absl::InvalidArgumentError(twice);
+  }
+  if (std::string out_of_range = FloatOutOfRange(path, text, merged); !out_of_range.empty()) {
+    return absl::InvalidArgumentError(out_of_range);
   }
   *config = std::move(merged);
   return absl::OkStatus();
@@ -775,6 +878,10 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
 
   p.AtLeast("eval_interval", c.eval_interval(), 1);
   p.AtLeast("eval_iters", c.eval_iters(), 1);
+  if (c.eval_iters() > kMaxEvalIters) {
+    p.Add(absl::StrCat("eval_iters=", c.eval_iters(), ": must be at most ", kMaxEvalIters,
+                       " (batches per evaluation; nanoGPT's recipes use 200)"));
+  }
   p.AtLeast("log_interval", c.log_interval(), 1);
   // More threads than any node has cores only oversubscribes, and under a
   // container's pids limit 200 of them crashed inside libgomp with a line

@@ -10,6 +10,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -167,6 +168,26 @@ TEST_F(StudyFilesTest, TopKThreadsOutsideTheRangeAreRefused) {
     EXPECT_EQ(r.exit_code, 2) << r.err;
     EXPECT_EQ(r.err, std::string("dropk: --threads ") + threads +
                          ": must be in [0, 1024] (0: all cores)\n");
+  }
+}
+
+// --samples and --max-tokens had no upper bound: 2^31 samples (compared
+// pairwise) or tokens ran for days. Both are refused before the model loads,
+// naming the flag, the value and the range.
+TEST_F(StudyFilesTest, TopKSamplesAndMaxTokensOutsideTheRangeAreRefused) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"--samples=1001", "dropk: --samples 1001: must be in [2, 1000]"},
+      {"--samples=2147483647", "dropk: --samples 2147483647: must be in [2, 1000]"},
+      {"--samples=1", "dropk: --samples 1: must be in [2, 1000]"},
+      {"--max-tokens=8193", "dropk: --max-tokens 8193: must be in [1, 8192]"},
+      {"--max-tokens=0", "dropk: --max-tokens 0: must be in [1, 8192]"},
+  };
+  for (const auto& [flag, expected] : cases) {
+    const auto r = RunCommand(std::string(DROPK_BINARY_DIR "/bin/dropk study topk --checkpoint ") +
+                              (dir_ / "none").string() + " --out " + (dir_ / "o").string() + " " +
+                              flag);
+    EXPECT_EQ(r.exit_code, 2) << flag << ": " << r.err;
+    EXPECT_EQ(r.err.rfind(expected, 0), 0u) << flag << ": " << r.err;
   }
 }
 
