@@ -113,18 +113,23 @@ absl::Status CheckpointWatcher::LoadInitial() {
 absl::Status CheckpointWatcher::PollOnce() {
   std::lock_guard<std::mutex> lock(mu_);
   const std::string latest = ReadLatest();
-  if (latest == last_latest_ && !serving_path_.empty()) return absl::OkStatus();
-  if (serving_path_.empty()) {
-    // Nothing served yet. A scan CRC-checks every candidate's weights (it
-    // once read every optimizer file too: 146 MB in 5 s for a 28 MB run,
-    // forever), and with nothing changed it would fail the same way: scan
-    // again only when LATEST or a candidate's files changed.
-    std::string fingerprint = CheckpointsFingerprint(dir_);
-    if (scanned_ && latest == last_latest_ && fingerprint == last_fingerprint_) {
-      return last_status_;
-    }
-    last_fingerprint_ = std::move(fingerprint);
+  // Serving what the last scan found for this LATEST: only a new LATEST is news.
+  if (latest == last_latest_ && !serving_path_.empty() && last_refusal_.empty()) {
+    return absl::OkStatus();
   }
+  // Nothing served yet, or the last scan refused what LATEST names. A scan
+  // CRC-checks every candidate's weights (it once read every optimizer file
+  // too: 146 MB in 5 s for a 28 MB run, forever), and with nothing changed
+  // it would fail the same way: scan again only when LATEST or a
+  // candidate's files changed. A refused checkpoint can become whole with
+  // LATEST unchanged: rsync copies LATEST before the step-* directory it
+  // names (it sorts first), and NFS may show it first; while a model was
+  // served, that checkpoint was never loaded.
+  std::string fingerprint = CheckpointsFingerprint(dir_);
+  if (scanned_ && latest == last_latest_ && fingerprint == last_fingerprint_) {
+    return last_status_;
+  }
+  last_fingerprint_ = std::move(fingerprint);
   last_latest_ = latest;
   const bool first = serving_path_.empty();
   absl::StatusOr<bool> loaded = LoadFrom(latest);

@@ -235,6 +235,40 @@ TEST_F(ServeE2eTest, WaitsQuietlyForAFirstCheckpointAndARewrittenLatestIsNoRefus
   EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
 }
 
+// LATEST that names a checkpoint not there yet (rsync copies LATEST before
+// the step-* directory it names; NFS may show it first) was refused, and
+// once the checkpoint arrived it was never served: while a model was
+// served, only a change of LATEST itself was looked at.
+TEST_F(ServeE2eTest, ALatestRefusedWhileServingIsServedOnceItsCheckpointArrives) {
+  const fs::path checkpoints = dir_ / "run/checkpoints";
+  const auto trained = RunCommand(Train(30, "--resume=latest"));
+  ASSERT_EQ(trained.exit_code, 0) << trained.out;
+  fs::rename(checkpoints / "step-00000030", dir_ / "held");
+  const auto point_latest_at = [&](const std::string& step_dir) {
+    std::ofstream(checkpoints / "LATEST.tmp") << step_dir << "\n";
+    fs::rename(checkpoints / "LATEST.tmp", checkpoints / "LATEST");
+  };
+  point_latest_at("step-00000020");
+  StartServer();
+  ASSERT_EQ(ServedStep(), 20) << Log();
+  point_latest_at("step-00000030");
+  bool refused = false;
+  for (int i = 0; i < 100 && !refused; ++i) {  // bounded: 10 s
+    refused = Curl(port_, "GET", "/metrics").body.find("dropk_reload_failures_total 1") !=
+              std::string::npos;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(refused) << Log();
+  EXPECT_EQ(ServedStep(), 20);
+  fs::rename(dir_ / "held", checkpoints / "step-00000030");
+  for (int i = 0; i < 100 && ServedStep() != 30; ++i) {  // bounded: 10 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(ServedStep(), 30) << Log();
+  EXPECT_NE(Curl(port_, "GET", "/metrics").body.find("dropk_reloads_total 1"), std::string::npos);
+  EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
+}
+
 TEST_F(ServeE2eTest, ApiKeyFile) {
   std::ofstream(dir_ / "key") << "k-123\n";
   StartServer("--api-key-file " + (dir_ / "key").string());

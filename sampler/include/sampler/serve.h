@@ -32,8 +32,9 @@ class CheckpointWatcher {
   // Loads what the run's LATEST (or the newest valid checkpoint) names.
   absl::Status LoadInitial();
   // One poll: when LATEST changed since the last poll, try to load it; while
-  // nothing is served yet, also when the checkpoints directory's listing or
-  // a candidate's files (names, sizes, modification times) changed, and
+  // nothing is served yet or the last attempt was refused, also when the
+  // checkpoints directory's listing or a candidate's files (names, sizes,
+  // modification times) changed (a checkpoint copied after its LATEST), and
   // otherwise return the last attempt's error without reading any
   // checkpoint again. Returns OK when nothing changed, LATEST names the
   // checkpoint served already, or the new one was swapped in. A refusal is
@@ -57,8 +58,8 @@ class CheckpointWatcher {
   std::string last_latest_;   // contents of LATEST at the last attempt
   std::string serving_path_;  // checkpoint directory being served
   std::string last_refusal_;  // why the last poll failed (logged); "" after one that did not
-  // While nothing is served: what the last scan depended on
-  // (CheckpointsFingerprint in serve.cc) and what it returned.
+  // What the last scan depended on (CheckpointsFingerprint in serve.cc) and
+  // what it returned; consulted while nothing is served or after a refusal.
   bool scanned_ = false;
   std::string last_fingerprint_;
   absl::Status last_status_;
