@@ -17,6 +17,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -924,6 +925,19 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
           /*inclusive=*/false);
   p.NonEmpty("data_dir", c.data_dir());
   p.NonEmpty("out_dir", c.out_dir());
+  // A path ends at its first NUL for the system: data_dir "d\0x" (text
+  // format's "\000") read d while the checkpoint's config said otherwise,
+  // and out_dir "a\0b" made a directory "a".
+  for (const auto& [name, path] : {std::pair<const char*, const std::string&>{"data_dir",
+                                                                             c.data_dir()},
+                                   {"out_dir", c.out_dir()},
+                                   {"checkpoint_dir", c.checkpoint_dir()},
+                                   {"resume", c.resume()}}) {
+    if (path.find('\0') != std::string::npos) {
+      p.Add(absl::StrCat(name, "=\"", absl::CEscape(path),
+                         "\": holds a NUL byte, which no path can hold"));
+    }
+  }
   p.AtLeast("save_every", c.save_every(), 0);
   p.AtLeast("keep_last", c.keep_last(), 1);
   p.AtLeast("keep_every", c.keep_every(), 0);

@@ -603,6 +603,20 @@ INSTANTIATE_TEST_SUITE_P(
             [](TrainConfig* c) { c->set_comm_backend(static_cast<TrainConfig::CommBackend>(9)); },
             {"comm_backend=9"}},
         BadValueCase{"DataDir", [](TrainConfig* c) { c->set_data_dir(""); }, {"data_dir=\"\""}},
+        // The system reads a path up to its first NUL: data_dir "d\0x"
+        // trained on d; out_dir "a\0b" made a directory "a".
+        BadValueCase{"DataDirWithNul",
+                     [](TrainConfig* c) { c->set_data_dir(std::string("d\0x", 3)); },
+                     {"data_dir=\"d\\000x\": holds a NUL byte"}},
+        BadValueCase{"OutDirWithNul",
+                     [](TrainConfig* c) { c->set_out_dir(std::string("a\0b", 3)); },
+                     {"out_dir=\"a\\000b\": holds a NUL byte"}},
+        BadValueCase{"CheckpointDirWithNul",
+                     [](TrainConfig* c) { c->set_checkpoint_dir(std::string("\0", 1)); },
+                     {"checkpoint_dir=\"\\000\""}},
+        BadValueCase{"ResumeWithNul",
+                     [](TrainConfig* c) { c->set_resume(std::string("latest\0", 7)); },
+                     {"resume=\"latest\\000\""}},
         BadValueCase{"OutDir", [](TrainConfig* c) { c->set_out_dir(""); }, {"out_dir=\"\""}}),
     [](const ::testing::TestParamInfo<BadValueCase>& info) { return info.param.name; });
 
