@@ -22,6 +22,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/number_text.h"
 #include "comm/gradient_bucketer.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/tokenizer.h"
@@ -164,33 +165,6 @@ absl::Status ParseInteger(const std::string& flag, const std::string& value, Int
   return absl::InvalidArgumentError(absl::StrCat(flag, ": expected an integer in [",
                                                  std::numeric_limits<Int>::min(), ", ",
                                                  std::numeric_limits<Int>::max(), "]"));
-}
-
-// True when the decimal or hexadecimal number `text` spells is not zero: it
-// has a nonzero digit before its exponent.
-bool SpellsNonZero(const std::string& text) {
-  const std::string lower = absl::AsciiStrToLower(text);
-  const size_t x = lower.find("0x");
-  const bool hex = x != std::string::npos;
-  for (size_t i = hex ? x + 2 : 0; i < lower.size(); ++i) {
-    const char c = lower[i];
-    if (c == (hex ? 'p' : 'e')) break;
-    if ((c >= '1' && c <= '9') || (hex && c >= 'a' && c <= 'f')) return true;
-  }
-  return false;
-}
-
-// Why the number spelled `text` does not survive as the Real `value` it
-// was read as, or "" when it does: a nonzero number below the type's range
-// read as 0 (1e-50 as a float). Quoting the text matters: the value the
-// checks would report, 0, is not what the user wrote.
-template <typename Real>
-std::string UnderflowProblem(const std::string& text, Real value) {
-  if (value != 0 || !SpellsNonZero(text)) return "";
-  return absl::StrCat(text, " is too small for a ",
-                      std::is_same_v<Real, float> ? "float" : "double",
-                      ": it would be read as 0 (the smallest nonzero magnitude is ",
-                      std::numeric_limits<Real>::denorm_min(), "); write 0 for zero");
 }
 
 template <typename Real>
