@@ -9,6 +9,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <new>
 #include <thread>
 #include <vector>
 
@@ -75,7 +76,21 @@ std::string CheckpointWatcher::ReadLatest() const {
   return latest.ok() ? *std::move(latest) : std::string(latest.status().message());
 }
 
-absl::StatusOr<bool> CheckpointWatcher::LoadFrom(const std::string& /*latest_contents*/) {
+absl::StatusOr<bool> CheckpointWatcher::LoadFrom(const std::string& latest_contents) {
+  // A checkpoint too large for the memory left (a bigger model, a smaller
+  // container) threw std::bad_alloc out of the watcher's thread: the service
+  // aborted (SIGABRT) while it served the old model fine. It is a refusal
+  // like any other; at start, it is RunServe's error (exit 1).
+  try {
+    return LoadNewest(latest_contents);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "out of memory loading the newest checkpoint of ", dir_,
+        " (an allocation failed; its model needs more memory than this process can get)"));
+  }
+}
+
+absl::StatusOr<bool> CheckpointWatcher::LoadNewest(const std::string& /*latest_contents*/) {
   std::vector<std::string> skipped;
   absl::StatusOr<std::string> path = FindServableCheckpoint(dir_, &skipped);
   if (!path.ok()) return path.status();
@@ -88,10 +103,18 @@ absl::StatusOr<bool> CheckpointWatcher::LoadFrom(const std::string& /*latest_con
     // is what the fallback found.
     return absl::DataLossError(absl::StrCat("LATEST refused: ", why_skipped));
   }
-  absl::StatusOr<std::shared_ptr<const ModelSnapshot>> snapshot = LoadCheckpointSnapshot(*path);
-  if (!snapshot.ok()) return snapshot.status();
-  if (absl::Status s = scheduler_->SetModel(*snapshot); !s.ok()) {
-    return absl::Status(s.code(), absl::StrCat(*path, ": ", s.message()));
+  // The path is known from here on: the error names it.
+  absl::StatusOr<std::shared_ptr<const ModelSnapshot>> snapshot;
+  try {
+    snapshot = LoadCheckpointSnapshot(*path);
+    if (!snapshot.ok()) return snapshot.status();
+    if (absl::Status s = scheduler_->SetModel(*snapshot); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat(*path, ": ", s.message()));
+    }
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(*path, ": out of memory loading it (an allocation failed; its model needs ",
+                     "more memory than this process can get)"));
   }
   serving_path_ = *path;
   log_->Write(absl::StrCat("dropk-serve: serving ", *path, " (step ", (*snapshot)->step, ")",

@@ -46,8 +46,12 @@ class CheckpointWatcher {
 
  private:
   // Loads the newest checkpoint that verifies unless it is served already:
-  // true when it swapped a model in, false when there was nothing new.
+  // true when it swapped a model in, false when there was nothing new. An
+  // allocation that fails on the way is ResourceExhausted, never an
+  // exception (the watcher's thread would abort the service).
   absl::StatusOr<bool> LoadFrom(const std::string& latest_contents);
+  // LoadFrom without the guard.
+  absl::StatusOr<bool> LoadNewest(const std::string& latest_contents);
   std::string ReadLatest() const;
 
   const std::string dir_;
