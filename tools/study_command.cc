@@ -4,6 +4,8 @@
 #include <iostream>
 #include <memory>
 
+#include "absl/strings/numbers.h"
+#include "base/number_text.h"
 #include "comm/communicator.h"
 #include "comm/mpi_communicator.h"
 #include "tools/study/dropout_study.h"
@@ -95,8 +97,19 @@ void RegisterTopKStudy(CLI::App& study, std::function<absl::Status()>& action) {
   cmd->add_option("--ks", options->ks, "Top-k values, comma-separated; 0 = whole vocabulary")
       ->delimiter(',')
       ->capture_default_str();
+  // Each checked as typed: read as a float first, 1e-50 was refused as
+  // "--temperatures: 0 is outside (0, 100]", a number the user never wrote.
   cmd->add_option("--temperatures", options->temperatures, "Temperatures, comma-separated")
       ->delimiter(',')
+      ->check(CLI::Validator(
+          [](const std::string& text) -> std::string {
+            float t = 0;
+            if (!absl::SimpleAtof(text, &t)) return text + " is not a number";
+            if (std::string why = UnderflowProblem(text, t); !why.empty()) return why;
+            if (!(t > 0.0f && t <= 100.0f)) return text + " is outside (0, 100]";
+            return "";
+          },
+          "FLOAT"))
       ->capture_default_str();
   cmd->add_option("--threads", options->num_threads, "Host threads (0 = all cores)")
       ->capture_default_str();

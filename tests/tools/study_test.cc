@@ -191,6 +191,24 @@ TEST_F(StudyFilesTest, TopKSamplesAndMaxTokensOutsideTheRangeAreRefused) {
   }
 }
 
+// --temperatures were read as floats before any check: 1e-50 was refused as
+// "--temperatures: 0 is outside (0, 100]". Each is checked as typed.
+TEST_F(StudyFilesTest, TopKTemperaturesAreCheckedAsTyped) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"0.8,1e-50", "dropk: --temperatures: 1e-50 is too small for a float: it would be read as 0"},
+      {"1e39", "dropk: --temperatures: 1e39 is outside (0, 100]"},
+      {"0", "dropk: --temperatures: 0 is outside (0, 100]"},
+      {"warm", "dropk: --temperatures: warm is not a number"},
+  };
+  for (const auto& [temperatures, expected] : cases) {
+    const auto r = RunCommand(std::string(DROPK_BINARY_DIR "/bin/dropk study topk --checkpoint ") +
+                              (dir_ / "none").string() + " --out " + (dir_ / "o").string() +
+                              " --temperatures " + temperatures);
+    EXPECT_EQ(r.exit_code, 2) << temperatures << ": " << r.err;
+    EXPECT_EQ(r.err.rfind(expected, 0), 0u) << temperatures << ": " << r.err;
+  }
+}
+
 // A negative --seed was taken as 2^64 - 1 (CLI11 wraps it into a uint64_t).
 TEST_F(StudyFilesTest, TopKNegativeSeedIsRefused) {
   const auto r =
