@@ -98,7 +98,10 @@ absl::StatusOr<bool> CheckpointWatcher::LoadNewest(const std::string& /*latest_c
   if (*path == serving_path_) {
     // Nothing newer verifies. With nothing skipped, LATEST names what is
     // served already (rewritten, or put back after a refused one): no news.
-    if (skipped.empty()) return false;
+    if (skipped.empty()) {
+      serving_skipped_ = false;
+      return false;
+    }
     // LATEST names something that does not verify; the older one we serve
     // is what the fallback found.
     return absl::DataLossError(absl::StrCat("LATEST refused: ", why_skipped));
@@ -117,6 +120,7 @@ absl::StatusOr<bool> CheckpointWatcher::LoadNewest(const std::string& /*latest_c
                      "more memory than this process can get)"));
   }
   serving_path_ = *path;
+  serving_skipped_ = !skipped.empty();
   log_->Write(absl::StrCat("dropk-serve: serving ", *path, " (step ", (*snapshot)->step, ")",
                            skipped.empty() ? "" : "; skipped: ", why_skipped));
   return true;
@@ -136,11 +140,14 @@ absl::Status CheckpointWatcher::LoadInitial() {
 absl::Status CheckpointWatcher::PollOnce() {
   std::lock_guard<std::mutex> lock(mu_);
   const std::string latest = ReadLatest();
-  // Serving what the last scan found for this LATEST: only a new LATEST is news.
-  if (latest == last_latest_ && !serving_path_.empty() && last_refusal_.empty()) {
+  // Serving what LATEST names, found by the last scan: only a new LATEST is
+  // news.
+  if (latest == last_latest_ && !serving_path_.empty() && last_refusal_.empty() &&
+      !serving_skipped_) {
     return absl::OkStatus();
   }
-  // Nothing served yet, or the last scan refused what LATEST names. A scan
+  // Nothing served yet, or the last scan refused or skipped what LATEST
+  // names (an older checkpoint is served). A scan
   // CRC-checks every candidate's weights (it once read every optimizer file
   // too: 146 MB in 5 s for a 28 MB run, forever), and with nothing changed
   // it would fail the same way: scan again only when LATEST or a

@@ -236,22 +236,34 @@ TEST_F(ServeE2eTest, WaitsQuietlyForAFirstCheckpointAndARewrittenLatestIsNoRefus
 }
 
 // LATEST that names a checkpoint not there yet (rsync copies LATEST before
-// the step-* directory it names; NFS may show it first) was refused, and
-// once the checkpoint arrived it was never served: while a model was
-// served, only a change of LATEST itself was looked at.
-TEST_F(ServeE2eTest, ALatestRefusedWhileServingIsServedOnceItsCheckpointArrives) {
+// the step-* directory it names; NFS may show it first) was skipped at
+// start (an older one served) or refused while serving, and once the
+// checkpoint arrived it was never served: with a model served, only a
+// change of LATEST itself was looked at.
+TEST_F(ServeE2eTest, ALatestWhoseCheckpointArrivesLateIsServedOnceItArrives) {
   const fs::path checkpoints = dir_ / "run/checkpoints";
-  const auto trained = RunCommand(Train(30, "--resume=latest"));
+  const auto trained = RunCommand(Train(40, "--resume=latest"));
   ASSERT_EQ(trained.exit_code, 0) << trained.out;
-  fs::rename(checkpoints / "step-00000030", dir_ / "held");
+  fs::rename(checkpoints / "step-00000030", dir_ / "held30");
+  fs::rename(checkpoints / "step-00000040", dir_ / "held40");
   const auto point_latest_at = [&](const std::string& step_dir) {
     std::ofstream(checkpoints / "LATEST.tmp") << step_dir << "\n";
     fs::rename(checkpoints / "LATEST.tmp", checkpoints / "LATEST");
   };
-  point_latest_at("step-00000020");
+  const auto served_within_10s = [&](int64_t step) {
+    for (int i = 0; i < 100 && ServedStep() != step; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return ServedStep() == step;
+  };
+  // At start: step 30 is skipped, step 20 served.
+  point_latest_at("step-00000030");
   StartServer();
   ASSERT_EQ(ServedStep(), 20) << Log();
-  point_latest_at("step-00000030");
+  fs::rename(dir_ / "held30", checkpoints / "step-00000030");
+  EXPECT_TRUE(served_within_10s(30)) << Log();
+  // While serving: step 40 is refused, step 30 kept.
+  point_latest_at("step-00000040");
   bool refused = false;
   for (int i = 0; i < 100 && !refused; ++i) {  // bounded: 10 s
     refused = Curl(port_, "GET", "/metrics").body.find("dropk_reload_failures_total 1") !=
@@ -259,13 +271,10 @@ TEST_F(ServeE2eTest, ALatestRefusedWhileServingIsServedOnceItsCheckpointArrives)
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   ASSERT_TRUE(refused) << Log();
-  EXPECT_EQ(ServedStep(), 20);
-  fs::rename(dir_ / "held", checkpoints / "step-00000030");
-  for (int i = 0; i < 100 && ServedStep() != 30; ++i) {  // bounded: 10 s
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  EXPECT_EQ(ServedStep(), 30) << Log();
-  EXPECT_NE(Curl(port_, "GET", "/metrics").body.find("dropk_reloads_total 1"), std::string::npos);
+  EXPECT_EQ(ServedStep(), 30);
+  fs::rename(dir_ / "held40", checkpoints / "step-00000040");
+  EXPECT_TRUE(served_within_10s(40)) << Log();
+  EXPECT_NE(Curl(port_, "GET", "/metrics").body.find("dropk_reloads_total 2"), std::string::npos);
   EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
 }
 

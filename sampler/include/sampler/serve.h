@@ -32,7 +32,8 @@ class CheckpointWatcher {
   // Loads what the run's LATEST (or the newest valid checkpoint) names.
   absl::Status LoadInitial();
   // One poll: when LATEST changed since the last poll, try to load it; while
-  // nothing is served yet or the last attempt was refused, also when the
+  // nothing is served yet, the last attempt was refused or what is served is
+  // older than a checkpoint the loading scan skipped, also when the
   // checkpoints directory's listing or a candidate's files (names, sizes,
   // modification times) changed (a checkpoint copied after its LATEST), and
   // otherwise return the last attempt's error without reading any
@@ -62,6 +63,9 @@ class CheckpointWatcher {
   std::string last_latest_;   // contents of LATEST at the last attempt
   std::string serving_path_;  // checkpoint directory being served
   std::string last_refusal_;  // why the last poll failed (logged); "" after one that did not
+  // The checkpoint served is older than what LATEST names: the scan that
+  // loaded it skipped newer ones (not there yet, incomplete, corrupt).
+  bool serving_skipped_ = false;
   // What the last scan depended on (CheckpointsFingerprint in serve.cc) and
   // what it returned; consulted while nothing is served or after a refusal.
   bool scanned_ = false;
