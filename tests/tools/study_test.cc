@@ -196,7 +196,7 @@ TEST_F(StudyFilesTest, TopKSamplesAndMaxTokensOutsideTheRangeAreRefused) {
 TEST_F(StudyFilesTest, TopKTemperaturesAreCheckedAsTyped) {
   const std::pair<std::string, std::string> cases[] = {
       {"0.8,1e-50", "dropk: --temperatures: 1e-50 is too small for a float: it would be read as 0"},
-      {"1e39", "dropk: --temperatures: 1e39 is outside (0, 100]"},
+      {"1e39", "dropk: --temperatures: 1e39 (inf as a float) is outside (0, 100]"},
       {"0", "dropk: --temperatures: 0 is outside (0, 100]"},
       {"warm", "dropk: --temperatures: warm is not a number"},
   };
@@ -206,6 +206,22 @@ TEST_F(StudyFilesTest, TopKTemperaturesAreCheckedAsTyped) {
                               " --temperatures " + temperatures);
     EXPECT_EQ(r.exit_code, 2) << temperatures << ": " << r.err;
     EXPECT_EQ(r.err.rfind(expected, 0), 0u) << temperatures << ": " << r.err;
+  }
+}
+
+// --rates were read as floats before any check: 0.99999999 was refused as
+// "--rates: 1 is outside [0, 1)".
+TEST_F(StudyFilesTest, DropoutRatesAreCheckedAsTyped) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"0.1,0.99999999", "dropk: --rates: 0.99999999 (1 as a float) is outside [0, 1)"},
+      {"1e-50", "dropk: --rates: 1e-50 is too small for a float: it would be read as 0"},
+      {"-0.5", "dropk: --rates: -0.5 is outside [0, 1)"},
+  };
+  for (const auto& [rates, expected] : cases) {
+    const auto r = RunCommand(std::string(DROPK_BINARY_DIR "/bin/dropk study dropout --out ") +
+                              (dir_ / "o").string() + " --rates " + rates);
+    EXPECT_EQ(r.exit_code, 2) << rates << ": " << r.err;
+    EXPECT_EQ(r.err.rfind(expected, 0), 0u) << rates << ": " << r.err;
   }
 }
 
