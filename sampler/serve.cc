@@ -147,14 +147,14 @@ absl::Status CheckpointWatcher::PollOnce() {
     return absl::OkStatus();
   }
   // Nothing served yet, or the last scan refused or skipped what LATEST
-  // names (an older checkpoint is served). A scan
-  // CRC-checks every candidate's weights (it once read every optimizer file
-  // too: 146 MB in 5 s for a 28 MB run, forever), and with nothing changed
-  // it would fail the same way: scan again only when LATEST or a
-  // candidate's files changed. A refused checkpoint can become whole with
-  // LATEST unchanged: rsync copies LATEST before the step-* directory it
-  // names (it sorts first), and NFS may show it first; while a model was
-  // served, that checkpoint was never loaded.
+  // names (an older checkpoint is served). A scan CRC-checks every
+  // candidate's weights (it once read every optimizer file too: 146 MB in
+  // 5 s for a 28 MB run, forever), and with nothing changed it would fail
+  // the same way: scan again only when LATEST or a candidate's files
+  // changed. A refused checkpoint can become whole with LATEST unchanged:
+  // rsync copies LATEST before the step-* directory it names (it sorts
+  // first), and NFS may show it first; while a model was served, that
+  // checkpoint was never loaded.
   std::string fingerprint = CheckpointsFingerprint(dir_);
   if (scanned_ && latest == last_latest_ && fingerprint == last_fingerprint_) {
     return last_status_;
