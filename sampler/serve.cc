@@ -280,6 +280,16 @@ absl::Status WritePortFile(const std::string& path, int port) {
   return absl::OkStatus();
 }
 
+// The name of a signal RunServe waits for, for its log lines.
+const char* SignalName(int sig) {
+  switch (sig) {
+    case SIGTERM: return "SIGTERM";
+    case SIGINT: return "SIGINT";
+    case SIGHUP: return "SIGHUP";
+  }
+  return "a signal";
+}
+
 }  // namespace
 
 absl::Status RunServe(const ServeOptions& options) {
@@ -289,6 +299,14 @@ absl::Status RunServe(const ServeOptions& options) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  // A hangup (the ssh session it was started from dropped) killed the
+  // service at once, its running requests lost, without a word: it drains
+  // like SIGTERM. Unless ignored at start (nohup): a blocked signal is never
+  // discarded on Linux, so waiting for an ignored one would act on it.
+  struct sigaction hup {};
+  if (sigaction(SIGHUP, nullptr, &hup) == 0 && hup.sa_handler != SIG_IGN) {
+    sigaddset(&signals, SIGHUP);
+  }
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // threads started below inherit this
   std::signal(SIGPIPE, SIG_IGN);
   // Refused before the model loads, not after (WritePortFile checks again).
@@ -321,7 +339,7 @@ absl::Status RunServe(const ServeOptions& options) {
                           (*server)->port()));
   if (options.watch) watcher.Start(options.watch_interval);
 
-  // Waits for SIGTERM/SIGINT, looking at the GPU's health between waits.
+  // Waits for SIGTERM/SIGINT/SIGHUP, looking at the GPU's health between waits.
   //
   // After a device failure the process exits non-zero, after answering the
   // requests the failure cut short. Why exit rather than only report: a
@@ -354,8 +372,8 @@ absl::Status RunServe(const ServeOptions& options) {
       return absl::InternalError(failure);
     }
   }
-  log->Write(absl::StrCat("dropk-serve: ", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-                          ", draining (deadline ", options.drain_deadline.count(),
+  log->Write(absl::StrCat("dropk-serve: ", SignalName(sig), ", draining (deadline ",
+                          options.drain_deadline.count(),
                           " ms; a second SIGTERM or SIGINT stops at once)"));
   // A second signal during the drain means the operator (a second Ctrl-C, an
   // orchestrator out of grace time) will not wait: exit now, without the
@@ -365,7 +383,7 @@ absl::Status RunServe(const ServeOptions& options) {
     int again = 0;
     if (sigwait(&signals, &again) != 0) return;
     std::fprintf(stderr, "dropk-serve: second %s during the drain: stopping now\n",
-                 again == SIGTERM ? "SIGTERM" : "SIGINT");
+                 SignalName(again));
     std::fflush(stderr);
     std::_Exit(kExitFailure);
   }).detach();

@@ -1,5 +1,5 @@
 // dropk-serve: serves a training run's checkpoints over HTTP (see sampler/).
-// Exit codes (base/exit_codes.h): 0 stopped by SIGTERM/SIGINT or --help,
+// Exit codes (base/exit_codes.h): 0 stopped by SIGTERM/SIGINT/SIGHUP or --help,
 // 1 the service could not start, 2 a bad flag.
 #include <sys/stat.h>
 

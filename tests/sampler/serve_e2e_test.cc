@@ -290,6 +290,43 @@ TEST_F(ServeE2eTest, ApiKeyFile) {
 // A second SIGTERM during the drain stops at once: it was blocked, so the
 // service went on draining a long stream (8 x 8192 tokens, about 9 s here)
 // until it ended or --drain-ms (here a minute) passed.
+// A hangup (the ssh session dropped) killed the service at once (exit 129),
+// the running request lost without a word. It drains like SIGTERM: the
+// request is answered and the service exits 0. Under nohup (SIGHUP ignored
+// at start) it stays ignored.
+TEST_F(ServeE2eTest, SighupDrainsLikeSigtermUnlessIgnored) {
+  StartServer("--drain-ms 60000");
+  testing::HttpResult answer;
+  std::thread request([&] {
+    answer = Curl(port_, "POST", "/v1/completions",
+                  R"({"prompt":"ROMEO:","max_tokens":8192,"n":4,"seed":5})", "--max-time 90");
+  });
+  absl::Cleanup stop_then_join = [&] {
+    StopServer(SIGKILL);
+    request.join();
+  };
+  bool running = false;
+  for (int i = 0; i < 100 && !running; ++i) {  // bounded: 10 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    running = Curl(port_, "GET", "/metrics").body.find("dropk_running_batch_size 0") ==
+              std::string::npos;
+  }
+  ASSERT_TRUE(running) << Curl(port_, "GET", "/metrics").body;
+  EXPECT_EQ(StopServer(SIGHUP), 0) << Log();
+  std::move(stop_then_join).Invoke();
+  EXPECT_EQ(answer.code, 200) << answer.body;
+  EXPECT_NE(Log().find("dropk-serve: SIGHUP, draining"), std::string::npos) << Log();
+
+  StartServer("", "trap '' HUP; ");
+  kill(pid_, SIGHUP);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  int status = 0;
+  EXPECT_EQ(waitpid(pid_, &status, WNOHANG), 0) << "a SIGHUP ignored at start stopped it\n"
+                                                << Log();
+  EXPECT_EQ(ServedStep(), 20);
+  EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
+}
+
 TEST_F(ServeE2eTest, SecondSigtermDuringTheDrainStopsAtOnce) {
   StartServer("--drain-ms 60000");
   const std::string body =

@@ -87,16 +87,17 @@ struct ServeOptions {
   LogSink* log = nullptr;  // progress and refused reloads; null: nowhere. Not owned.
 };
 
-// Runs the service until SIGTERM or SIGINT, then stops accepting, lets
-// running requests finish within drain_deadline, and returns OK. A second
-// SIGTERM or SIGINT during that drain ends the process at once (one line on
-// stderr, exit kExitFailure). Returns the
+// Runs the service until SIGTERM, SIGINT or SIGHUP (unless SIGHUP is
+// ignored, as under nohup), then stops accepting, lets running requests
+// finish within drain_deadline, and returns OK. A second such signal during
+// that drain ends the process at once (one line on stderr, exit
+// kExitFailure). Returns the
 // error (naming what is wrong) when it cannot start. When the GPU fails
 // (Scheduler::DeviceFailure), answers the requests it cut short (503,
 // device_failed), stops and returns Internal "the GPU failed: ..." within
 // about 2 s, so that dropk-serve exits 1 and is restarted (serve.cc says
-// why). Blocks SIGTERM and SIGINT in the calling thread; call before
-// starting other threads.
+// why). Blocks those signals in the calling thread; call before starting
+// other threads.
 absl::Status RunServe(const ServeOptions& options);
 
 }  // namespace dropk
