@@ -298,14 +298,17 @@ absl::Status RunServe(const ServeOptions& options) {
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
   // A hangup (the ssh session it was started from dropped) killed the
   // service at once, its running requests lost, without a word: it drains
-  // like SIGTERM. Unless ignored at start (nohup): a blocked signal is never
-  // discarded on Linux, so waiting for an ignored one would act on it.
-  struct sigaction hup {};
-  if (sigaction(SIGHUP, nullptr, &hup) == 0 && hup.sa_handler != SIG_IGN) {
-    sigaddset(&signals, SIGHUP);
+  // like SIGTERM. SIGINT and SIGHUP are left alone when ignored at start
+  // (nohup; a script's background job, which a Ctrl-C of the script must
+  // not stop): a blocked signal is never discarded on Linux, so waiting for
+  // an ignored one would act on it.
+  for (const int sig : {SIGINT, SIGHUP}) {
+    struct sigaction action {};
+    if (sigaction(sig, nullptr, &action) == 0 && action.sa_handler != SIG_IGN) {
+      sigaddset(&signals, sig);
+    }
   }
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // threads started below inherit this
   std::signal(SIGPIPE, SIG_IGN);

@@ -293,8 +293,9 @@ TEST_F(ServeE2eTest, ApiKeyFile) {
 // A hangup (the ssh session dropped) killed the service at once (exit 129),
 // the running request lost without a word. It drains like SIGTERM: the
 // request is answered and the service exits 0. Under nohup (SIGHUP ignored
-// at start) it stays ignored.
-TEST_F(ServeE2eTest, SighupDrainsLikeSigtermUnlessIgnored) {
+// at start) it stays ignored, as does a SIGINT ignored at start (a script's
+// background job), which drained the service.
+TEST_F(ServeE2eTest, SighupDrainsLikeSigtermAndSignalsIgnoredAtStartStayIgnored) {
   StartServer("--drain-ms 60000");
   testing::HttpResult answer;
   std::thread request([&] {
@@ -317,12 +318,14 @@ TEST_F(ServeE2eTest, SighupDrainsLikeSigtermUnlessIgnored) {
   EXPECT_EQ(answer.code, 200) << answer.body;
   EXPECT_NE(Log().find("dropk-serve: SIGHUP, draining"), std::string::npos) << Log();
 
-  StartServer("", "trap '' HUP; ");
+  StartServer("", "trap '' HUP INT; ");
   kill(pid_, SIGHUP);
+  kill(pid_, SIGINT);
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   int status = 0;
-  EXPECT_EQ(waitpid(pid_, &status, WNOHANG), 0) << "a SIGHUP ignored at start stopped it\n"
-                                                << Log();
+  EXPECT_EQ(waitpid(pid_, &status, WNOHANG), 0)
+      << "a SIGHUP or SIGINT ignored at start stopped it\n"
+      << Log();
   EXPECT_EQ(ServedStep(), 20);
   EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
 }

@@ -87,8 +87,9 @@ struct ServeOptions {
   LogSink* log = nullptr;  // progress and refused reloads; null: nowhere. Not owned.
 };
 
-// Runs the service until SIGTERM, SIGINT or SIGHUP (unless SIGHUP is
-// ignored, as under nohup), then stops accepting, lets running requests
+// Runs the service until SIGTERM, SIGINT or SIGHUP (the last two unless
+// ignored at start, as under nohup or in a script's background job), then
+// stops accepting, lets running requests
 // finish within drain_deadline, and returns OK. A second such signal during
 // that drain ends the process at once (one line on stderr, exit
 // kExitFailure). Returns the
