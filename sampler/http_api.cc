@@ -218,6 +218,23 @@ HttpResponse HttpApi::Models(unsigned version) const {
 
 RouteResult HttpApi::Completions(const HttpRequest& request,
                                  const std::shared_ptr<CompletionListener>& listener) const {
+  // RFC 9110 15.5.16: a content coding the server cannot decode is a 415. A
+  // gzipped body was read as JSON and refused as "not valid JSON (... invalid
+  // literal)", which named neither the header nor the fix.
+  const auto encoding = request[http::field::content_encoding];
+  if (!encoding.empty() && !absl::EqualsIgnoreCase(absl::string_view(encoding.data(),
+                                                                     encoding.size()),
+                                                   "identity")) {
+    constexpr size_t kMaxShown = 40;  // an error stays one readable line
+    return Reply(ErrorResponse(
+        {415,
+         absl::StrCat("Content-Encoding '",
+                      absl::string_view(encoding.data(), std::min(encoding.size(), kMaxShown)),
+                      encoding.size() > kMaxShown ? "..." : "",
+                      "' is not supported; send the JSON body uncompressed"),
+         "invalid_request_error", "", "unsupported_content_encoding"},
+        request.version(), {{"Accept-Encoding", "identity"}}));
+  }
   auto parsed = ParseCompletionRequest(request.body());
   if (auto* e = std::get_if<ApiError>(&parsed)) return Reply(ErrorResponse(*e, request.version()));
   const CompletionRequest& completion = std::get<CompletionRequest>(parsed);

@@ -801,15 +801,21 @@ void Session::OnStreamWritten(beast::error_code ec, size_t) {
 
 }  // namespace
 
+absl::Status CheckListenAddress(const std::string& address) {
+  beast::error_code ec;
+  net::ip::make_address(address, ec);
+  if (!ec) return absl::OkStatus();
+  // Names are not resolved (a slow resolver would stall the start): say so.
+  return absl::InvalidArgumentError(
+      absl::StrCat("--address '", address,
+                   "': not a numeric IPv4 or IPv6 address (e.g. 127.0.0.1, ::1, 0.0.0.0): ",
+                   ec.message()));
+}
+
 absl::Status HttpServer::Impl::Listen() {
+  if (absl::Status s = CheckListenAddress(options_.address); !s.ok()) return s;
   beast::error_code ec;
   const net::ip::address address = net::ip::make_address(options_.address, ec);
-  if (ec) {
-    // Names are not resolved (a slow resolver would stall the start): say so.
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--address '", options_.address,
-        "': not a numeric IPv4 or IPv6 address (e.g. 127.0.0.1, ::1, 0.0.0.0): ", ec.message()));
-  }
   const tcp::endpoint endpoint(address, options_.port);
   auto fail = [&](const char* what) {
     return absl::UnavailableError(

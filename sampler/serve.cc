@@ -9,6 +9,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <new>
 #include <thread>
 #include <vector>
 
@@ -75,7 +76,21 @@ std::string CheckpointWatcher::ReadLatest() const {
   return latest.ok() ? *std::move(latest) : std::string(latest.status().message());
 }
 
-absl::StatusOr<bool> CheckpointWatcher::LoadFrom(const std::string& /*latest_contents*/) {
+absl::StatusOr<bool> CheckpointWatcher::LoadFrom(const std::string& latest_contents) {
+  // A checkpoint too large for the memory left (a bigger model, a smaller
+  // container) threw std::bad_alloc out of the watcher's thread: the service
+  // aborted (SIGABRT) while it served the old model fine. It is a refusal
+  // like any other; at start, it is RunServe's error (exit 1).
+  try {
+    return LoadNewest(latest_contents);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "out of memory loading the newest checkpoint of ", dir_,
+        " (an allocation failed; its model needs more memory than this process can get)"));
+  }
+}
+
+absl::StatusOr<bool> CheckpointWatcher::LoadNewest(const std::string& /*latest_contents*/) {
   std::vector<std::string> skipped;
   absl::StatusOr<std::string> path = FindServableCheckpoint(dir_, &skipped);
   if (!path.ok()) return path.status();
@@ -83,17 +98,29 @@ absl::StatusOr<bool> CheckpointWatcher::LoadFrom(const std::string& /*latest_con
   if (*path == serving_path_) {
     // Nothing newer verifies. With nothing skipped, LATEST names what is
     // served already (rewritten, or put back after a refused one): no news.
-    if (skipped.empty()) return false;
+    if (skipped.empty()) {
+      serving_skipped_ = false;
+      return false;
+    }
     // LATEST names something that does not verify; the older one we serve
     // is what the fallback found.
     return absl::DataLossError(absl::StrCat("LATEST refused: ", why_skipped));
   }
-  absl::StatusOr<std::shared_ptr<const ModelSnapshot>> snapshot = LoadCheckpointSnapshot(*path);
-  if (!snapshot.ok()) return snapshot.status();
-  if (absl::Status s = scheduler_->SetModel(*snapshot); !s.ok()) {
-    return absl::Status(s.code(), absl::StrCat(*path, ": ", s.message()));
+  // The path is known from here on: the error names it.
+  absl::StatusOr<std::shared_ptr<const ModelSnapshot>> snapshot;
+  try {
+    snapshot = LoadCheckpointSnapshot(*path);
+    if (!snapshot.ok()) return snapshot.status();
+    if (absl::Status s = scheduler_->SetModel(*snapshot); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat(*path, ": ", s.message()));
+    }
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(*path, ": out of memory loading it (an allocation failed; its model needs ",
+                     "more memory than this process can get)"));
   }
   serving_path_ = *path;
+  serving_skipped_ = !skipped.empty();
   log_->Write(absl::StrCat("dropk-serve: serving ", *path, " (step ", (*snapshot)->step, ")",
                            skipped.empty() ? "" : "; skipped: ", why_skipped));
   return true;
@@ -113,18 +140,26 @@ absl::Status CheckpointWatcher::LoadInitial() {
 absl::Status CheckpointWatcher::PollOnce() {
   std::lock_guard<std::mutex> lock(mu_);
   const std::string latest = ReadLatest();
-  if (latest == last_latest_ && !serving_path_.empty()) return absl::OkStatus();
-  if (serving_path_.empty()) {
-    // Nothing served yet. A scan CRC-checks every candidate's weights (it
-    // once read every optimizer file too: 146 MB in 5 s for a 28 MB run,
-    // forever), and with nothing changed it would fail the same way: scan
-    // again only when LATEST or a candidate's files changed.
-    std::string fingerprint = CheckpointsFingerprint(dir_);
-    if (scanned_ && latest == last_latest_ && fingerprint == last_fingerprint_) {
-      return last_status_;
-    }
-    last_fingerprint_ = std::move(fingerprint);
+  // Serving what LATEST names, found by the last scan: only a new LATEST is
+  // news.
+  if (latest == last_latest_ && !serving_path_.empty() && last_refusal_.empty() &&
+      !serving_skipped_) {
+    return absl::OkStatus();
   }
+  // Nothing served yet, or the last scan refused or skipped what LATEST
+  // names (an older checkpoint is served). A scan CRC-checks every
+  // candidate's weights (it once read every optimizer file too: 146 MB in
+  // 5 s for a 28 MB run, forever), and with nothing changed it would fail
+  // the same way: scan again only when LATEST or a candidate's files
+  // changed. A refused checkpoint can become whole with LATEST unchanged:
+  // rsync copies LATEST before the step-* directory it names (it sorts
+  // first), and NFS may show it first; while a model was served, that
+  // checkpoint was never loaded.
+  std::string fingerprint = CheckpointsFingerprint(dir_);
+  if (scanned_ && latest == last_latest_ && fingerprint == last_fingerprint_) {
+    return last_status_;
+  }
+  last_fingerprint_ = std::move(fingerprint);
   last_latest_ = latest;
   const bool first = serving_path_.empty();
   absl::StatusOr<bool> loaded = LoadFrom(latest);
@@ -245,6 +280,16 @@ absl::Status WritePortFile(const std::string& path, int port) {
   return absl::OkStatus();
 }
 
+// The name of a signal RunServe waits for, for its log lines.
+const char* SignalName(int sig) {
+  switch (sig) {
+    case SIGTERM: return "SIGTERM";
+    case SIGINT: return "SIGINT";
+    case SIGHUP: return "SIGHUP";
+  }
+  return "a signal";
+}
+
 }  // namespace
 
 absl::Status RunServe(const ServeOptions& options) {
@@ -253,7 +298,18 @@ absl::Status RunServe(const ServeOptions& options) {
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
+  // A hangup (the ssh session it was started from dropped) killed the
+  // service at once, its running requests lost, without a word: it drains
+  // like SIGTERM. SIGINT and SIGHUP are left alone when ignored at start
+  // (nohup; a script's background job, which a Ctrl-C of the script must
+  // not stop): a blocked signal is never discarded on Linux, so waiting for
+  // an ignored one would act on it.
+  for (const int sig : {SIGINT, SIGHUP}) {
+    struct sigaction action {};
+    if (sigaction(sig, nullptr, &action) == 0 && action.sa_handler != SIG_IGN) {
+      sigaddset(&signals, sig);
+    }
+  }
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // threads started below inherit this
   std::signal(SIGPIPE, SIG_IGN);
   // Refused before the model loads, not after (WritePortFile checks again).
@@ -286,7 +342,7 @@ absl::Status RunServe(const ServeOptions& options) {
                           (*server)->port()));
   if (options.watch) watcher.Start(options.watch_interval);
 
-  // Waits for SIGTERM/SIGINT, looking at the GPU's health between waits.
+  // Waits for SIGTERM/SIGINT/SIGHUP, looking at the GPU's health between waits.
   //
   // After a device failure the process exits non-zero, after answering the
   // requests the failure cut short. Why exit rather than only report: a
@@ -319,8 +375,8 @@ absl::Status RunServe(const ServeOptions& options) {
       return absl::InternalError(failure);
     }
   }
-  log->Write(absl::StrCat("dropk-serve: ", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-                          ", draining (deadline ", options.drain_deadline.count(),
+  log->Write(absl::StrCat("dropk-serve: ", SignalName(sig), ", draining (deadline ",
+                          options.drain_deadline.count(),
                           " ms; a second SIGTERM or SIGINT stops at once)"));
   // A second signal during the drain means the operator (a second Ctrl-C, an
   // orchestrator out of grace time) will not wait: exit now, without the
@@ -330,7 +386,7 @@ absl::Status RunServe(const ServeOptions& options) {
     int again = 0;
     if (sigwait(&signals, &again) != 0) return;
     std::fprintf(stderr, "dropk-serve: second %s during the drain: stopping now\n",
-                 again == SIGTERM ? "SIGTERM" : "SIGINT");
+                 SignalName(again));
     std::fflush(stderr);
     std::_Exit(kExitFailure);
   }).detach();

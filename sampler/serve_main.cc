@@ -1,5 +1,5 @@
 // dropk-serve: serves a training run's checkpoints over HTTP (see sampler/).
-// Exit codes (base/exit_codes.h): 0 stopped by SIGTERM/SIGINT or --help,
+// Exit codes (base/exit_codes.h): 0 stopped by SIGTERM/SIGINT/SIGHUP or --help,
 // 1 the service could not start, 2 a bad flag.
 #include <sys/stat.h>
 
@@ -15,6 +15,7 @@
 #include "base/exit_codes.h"
 #include "base/log.h"
 #include "base/path_status.h"
+#include "sampler/http_server.h"
 #include "sampler/serve.h"
 
 namespace {
@@ -103,6 +104,12 @@ int Main(int argc, char** argv) {
   if (o.checkpoints_dir.empty()) {
     // --watch would otherwise wait, for good, for a checkpoint in "".
     std::cerr << "dropk-serve: --checkpoints is empty; name the run's checkpoints directory\n";
+    return dropk::kExitUsage;
+  }
+  // A bad --address is the caller's to fix (exit 2), and is refused before
+  // the model loads; RunServe found it only when it bound, exit 1.
+  if (absl::Status s = dropk::CheckListenAddress(o.http.address); !s.ok()) {
+    std::cerr << "dropk-serve: " << s.message() << "\n";
     return dropk::kExitUsage;
   }
   o.http.port = static_cast<uint16_t>(port);

@@ -13,12 +13,14 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "base/number_text.h"
 #include "checkpoint/env.h"
 #include "nlohmann/json.hpp"
 #include "sampler/completions.h"
@@ -40,7 +42,11 @@ constexpr int kConnectTimeoutS = 30;
 struct SampleFlags {
   std::string url, checkpoint, prompt, api_key_file;
   std::optional<int> top_k, max_tokens;
-  std::optional<float> temperature, top_p;
+  // As typed: parsed by ValidateFlags, so that an error quotes them as typed
+  // (read as floats, --top-p 1e-50 was refused as "got 0.0", --temperature
+  // 1e39 as "inf").
+  std::optional<std::string> temperature_text, top_p_text;
+  std::optional<double> temperature, top_p;
   std::optional<std::string> seed_text;  // parsed by ValidateFlags: CLI11 wraps "-1" to 2^64 - 1
   std::optional<uint64_t> seed;
   bool stream = false;
@@ -82,15 +88,17 @@ std::string DescribeHttpError(const boost::system::error_code& ec, const std::st
 
 // Checks what the request body cannot carry or the server would misread:
 // a NaN or infinite number becomes JSON null (read as "absent", so
-// --temperature nan sampled at temperature 1), and a seed outside
-// [0, 2^64 - 1] would be wrapped. Sets f->seed from f->seed_text.
+// --temperature nan sampled at temperature 1), a number below double's
+// range becomes 0, and a seed outside [0, 2^64 - 1] would be wrapped. Sets
+// f->temperature, f->top_p and f->seed from their texts.
 absl::Status ValidateFlags(SampleFlags* f) {
-  for (const auto& [flag, value] : {std::pair{"--temperature", f->temperature},
-                                    std::pair{"--top-p", f->top_p}}) {
-    if (value && !std::isfinite(*value)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(flag, " ", *value, ": must be a finite number"));
-    }
+  for (const auto& [flag, text, value] :
+       {std::tuple{"--temperature", &f->temperature_text, &f->temperature},
+        std::tuple{"--top-p", &f->top_p_text, &f->top_p}}) {
+    if (!text->has_value()) continue;
+    absl::StatusOr<double> parsed = ParseFiniteDouble(flag, **text);
+    if (!parsed.ok()) return parsed.status();
+    *value = *parsed;
   }
   if (f->seed_text) {
     uint64_t seed = 0;
@@ -387,9 +395,9 @@ void RegisterSampleCommand(CLI::App& app, std::function<absl::Status()>& action)
   url->excludes(ckpt);
   sample->add_option("--prompt", f->prompt, "The prompt")->required();
   sample->add_option("--max-tokens", f->max_tokens, "Tokens to generate (default 16)");
-  sample->add_option("--temperature", f->temperature, "0 = greedy (default 1)");
+  sample->add_option("--temperature", f->temperature_text, "0 = greedy (default 1)");
   sample->add_option("--top-k", f->top_k, "Keep the k most likely tokens; 0 or -1: off");
-  sample->add_option("--top-p", f->top_p, "Nucleus mass in (0, 1]");
+  sample->add_option("--top-p", f->top_p_text, "Nucleus mass in (0, 1]");
   sample->add_option("--seed", f->seed_text, "Sampling seed (drawn and printed when absent)");
   sample->add_flag("--stream", f->stream, "Print tokens as they are generated");
   sample->add_option("--api-key-file", f->api_key_file, "File with the server's API key (--url)");

@@ -4,6 +4,9 @@
 #include <iostream>
 #include <memory>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "base/number_text.h"
 #include "comm/communicator.h"
 #include "comm/mpi_communicator.h"
 #include "tools/study/dropout_study.h"
@@ -45,6 +48,25 @@ absl::Status RunTopK(const TopKStudyOptions& options) {
   return absl::OkStatus();
 }
 
+// Checks each value of a list of floats as typed, before CLI11 reads it
+// into a float: read first, 1e-50 was refused as "0 is outside (0, 100]"
+// and 0.99999999 as "1 is outside [0, 1)", numbers the user never wrote.
+// `in_range` takes the float the study will use; `range` words it.
+CLI::Validator FloatAsTyped(bool (*in_range)(float), const std::string& range) {
+  return CLI::Validator(
+      [in_range, range](const std::string& text) -> std::string {
+        float value = 0;
+        if (!absl::SimpleAtof(text, &value)) return text + " is not a number";
+        if (std::string why = UnderflowProblem(text, value); !why.empty()) return why;
+        if (in_range(value)) return "";
+        double typed = 0;
+        const bool rounded = absl::SimpleAtod(text, &typed) && typed != value;
+        return absl::StrCat(text, rounded ? absl::StrCat(" (", value, " as a float)") : "",
+                            " is outside ", range);
+      },
+      "FLOAT");
+}
+
 void RegisterDropoutStudy(CLI::App& study, std::function<absl::Status()>& action) {
   CLI::App* cmd = study.add_subcommand(
       "dropout",
@@ -59,6 +81,7 @@ void RegisterDropoutStudy(CLI::App& study, std::function<absl::Status()>& action
       ->check(CLI::Range(size_t{1000}, size_t{1} << 40));
   cmd->add_option("--rates", options->rates, "Dropout rates, comma-separated")
       ->delimiter(',')
+      ->check(FloatAsTyped([](float r) { return r >= 0.0f && r < 1.0f; }, "[0, 1)"))
       ->capture_default_str();
   cmd->add_option("--config", options->config_path,
                   "TrainConfig textproto applied over the study's defaults");
@@ -97,6 +120,7 @@ void RegisterTopKStudy(CLI::App& study, std::function<absl::Status()>& action) {
       ->capture_default_str();
   cmd->add_option("--temperatures", options->temperatures, "Temperatures, comma-separated")
       ->delimiter(',')
+      ->check(FloatAsTyped([](float t) { return t > 0.0f && t <= 100.0f; }, "(0, 100]"))
       ->capture_default_str();
   cmd->add_option("--threads", options->num_threads, "Host threads (0 = all cores)")
       ->capture_default_str();

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -16,10 +17,12 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/number_text.h"
 #include "comm/gradient_bucketer.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/tokenizer.h"
@@ -41,6 +44,10 @@ constexpr uintmax_t kMaxConfigFileBytes = 16u << 20;
 
 // The most OpenMP/BLAS threads per rank.
 constexpr int kMaxNumThreads = 1024;
+
+// The most batches one evaluation runs. nanoGPT's recipes use 200 (500 for
+// GPT-2 124M); 2^31 of them held the run at its first evaluation for days.
+constexpr int kMaxEvalIters = 10'000;
 
 // The largest gradient bucket cap, in MiB (1 TiB).
 constexpr float kMaxBucketCapMb = 1 << 20;
@@ -77,7 +84,7 @@ constexpr FieldHelp kFieldHelp[] = {
     {"dropout_mlp_output", "dropout on MLP output (unset: dropout)"},
     {"dropout_stream", "whose randomness masks use: per_rank or per_sample"},
     {"eval_interval", "evaluate train and val loss every this many steps"},
-    {"eval_iters", "batches per evaluation"},
+    {"eval_iters", "batches per evaluation, at most 10000"},
     {"log_interval", "log a progress line every this many steps"},
     {"profile",
      "time every kernel op (waiting for the device after each); rank 0 prints ms per step per "
@@ -175,10 +182,18 @@ absl::Status ParseReal(const std::string& flag, const std::string& value, Real* 
     ok = absl::SimpleAtod(value, out);
   }
   // SimpleAtof turns an overflow into inf; a config never wants inf or nan.
-  if (ok && std::isfinite(*out)) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat(flag, ": expected a finite number (", kIsFloat ? "float" : "double",
-                   ", magnitude at most ", std::numeric_limits<Real>::max(), ")"));
+  if (!ok || !std::isfinite(*out)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": expected a finite number (", kIsFloat ? "float" : "double",
+                     ", magnitude at most ", std::numeric_limits<Real>::max(), ")"));
+  }
+  // ... and an underflow into 0, which validation then reported as
+  // "learning_rate=0: must be > 0" for --learning_rate=1e-50.
+  if (std::string why = UnderflowProblem(std::string(absl::StripAsciiWhitespace(value)), *out);
+      !why.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": ", why));
+  }
+  return absl::OkStatus();
 }
 
 std::string HelpText() {
@@ -403,6 +418,66 @@ std::string FieldSetTwice(const std::string& path, const std::string& text) {
   return "";
 }
 
+// "path:line:column: field NAME: ..." for the first float field `text` sets
+// to a number its type cannot hold: past the type's range (text format
+// reads 1e400 or, for a float, 1e39 as inf) or a nonzero number below it
+// (1e-50 reads as 0). Empty when there is none. `merged` is what `text`
+// parsed into. Validation would report the value as read ("learning_rate=0:
+// must be > 0", "learning_rate=inf"), which is not what the file says.
+std::string FloatOutOfRange(const std::string& path, const std::string& text,
+                            const TrainConfig& merged) {
+  pb::io::ArrayInputStream input(text.data(), static_cast<int>(text.size()));
+  IgnoreErrors ignore;
+  pb::io::Tokenizer tokenizer(&input, &ignore);
+  tokenizer.set_comment_style(pb::io::Tokenizer::SH_COMMENT_STYLE);
+  tokenizer.set_allow_f_after_float(true);  // as text format reads 1e-50f
+  const pb::Reflection* reflection = merged.GetReflection();
+  pb::io::Tokenizer::Token previous;
+  const pb::FieldDescriptor* field = nullptr;  // a float field whose value comes next
+  std::optional<pb::io::Tokenizer::Token> minus;  // before the number: -1e-50
+  int depth = 0;  // inside [] lists, {} or <> messages
+  while (tokenizer.Next()) {
+    const pb::io::Tokenizer::Token& token = tokenizer.current();
+    if (field != nullptr && token.type == pb::io::Tokenizer::TYPE_SYMBOL && token.text == "-" &&
+        !minus.has_value()) {
+      minus = token;
+      continue;
+    }
+    if (field != nullptr && token.type == pb::io::Tokenizer::TYPE_FLOAT) {
+      const std::string number = absl::StrCat(minus.has_value() ? "-" : "", token.text);
+      const pb::io::Tokenizer::Token& first = minus.has_value() ? *minus : token;
+      const std::string where = absl::StrCat(path, ":", first.line + 1, ":", first.column + 1,
+                                             ": field ", field->name(), ": ");
+      const bool is_float = field->cpp_type() == pb::FieldDescriptor::CPPTYPE_FLOAT;
+      const double value =
+          is_float ? reflection->GetFloat(merged, field) : reflection->GetDouble(merged, field);
+      if (std::isinf(value)) {
+        return absl::StrCat(where, number, " is out of range (", field->name(), " takes ",
+                            ExpectedValue(field), ")");
+      }
+      const std::string why = is_float ? UnderflowProblem(number, static_cast<float>(value))
+                                       : UnderflowProblem(number, value);
+      if (!why.empty()) return absl::StrCat(where, why);
+    }
+    field = nullptr;
+    minus.reset();
+    if (token.type == pb::io::Tokenizer::TYPE_SYMBOL) {
+      if (token.text == "[" || token.text == "{" || token.text == "<") ++depth;
+      if (token.text == "]" || token.text == "}" || token.text == ">") --depth;
+      if (depth == 0 && token.text == ":" && previous.type == pb::io::Tokenizer::TYPE_IDENTIFIER) {
+        field = TrainConfig::descriptor()->FindFieldByName(previous.text);
+        if (field != nullptr && (field->is_repeated() ||
+                                 (field->cpp_type() != pb::FieldDescriptor::CPPTYPE_FLOAT &&
+                                  field->cpp_type() != pb::FieldDescriptor::CPPTYPE_DOUBLE))) {
+          field = nullptr;
+        }
+      }
+    }
+    previous = token;
+  }
+  return "";
+}
+
 // Appends problems found by the checks below, one line each.
 class Problems {
  public:
@@ -541,6 +616,9 @@ absl::Status MergeTrainConfigFile(const std::string& path, TrainConfig* config) 
   }
   if (std::string twice = FieldSetTwice(path, text); !twice.empty()) {
     return absl::InvalidArgumentError(twice);
+  }
+  if (std::string out_of_range = FloatOutOfRange(path, text, merged); !out_of_range.empty()) {
+    return absl::InvalidArgumentError(out_of_range);
   }
   *config = std::move(merged);
   return absl::OkStatus();
@@ -780,6 +858,10 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
 
   p.AtLeast("eval_interval", c.eval_interval(), 1);
   p.AtLeast("eval_iters", c.eval_iters(), 1);
+  if (c.eval_iters() > kMaxEvalIters) {
+    p.Add(absl::StrCat("eval_iters=", c.eval_iters(), ": must be at most ", kMaxEvalIters,
+                       " (batches per evaluation; nanoGPT's recipes use 200)"));
+  }
   p.AtLeast("log_interval", c.log_interval(), 1);
   // More threads than any node has cores only oversubscribes, and under a
   // container's pids limit 200 of them crashed inside libgomp with a line
@@ -822,6 +904,19 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
           /*inclusive=*/false);
   p.NonEmpty("data_dir", c.data_dir());
   p.NonEmpty("out_dir", c.out_dir());
+  // A path ends at its first NUL for the system: data_dir "d\0x" (text
+  // format's "\000") read d while the checkpoint's config said otherwise,
+  // and out_dir "a\0b" made a directory "a".
+  for (const auto& [name, path] : {std::pair<const char*, const std::string&>{"data_dir",
+                                                                             c.data_dir()},
+                                   {"out_dir", c.out_dir()},
+                                   {"checkpoint_dir", c.checkpoint_dir()},
+                                   {"resume", c.resume()}}) {
+    if (path.find('\0') != std::string::npos) {
+      p.Add(absl::StrCat(name, "=\"", absl::CEscape(path),
+                         "\": holds a NUL byte, which no path can hold"));
+    }
+  }
   p.AtLeast("save_every", c.save_every(), 0);
   p.AtLeast("keep_last", c.keep_last(), 1);
   p.AtLeast("keep_every", c.keep_every(), 0);

@@ -574,7 +574,9 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
   std::error_code ec;
   fs::create_directories(options.out_dir, ec);
   if (ec) {
-    const absl::Status why = PathError(absl::StrCat(out_flag, ": cannot create it"), ec);
+    const std::string what = absl::StrCat(out_flag, ": cannot create it");
+    if (absl::Status s = DanglingLinkOnPath(what, options.out_dir); !s.ok()) return s;
+    const absl::Status why = PathError(what, ec);
     // A missing parent cannot be (create_directories makes parents).
     return absl::IsNotFound(why) ? absl::UnavailableError(why.message()) : why;
   }

@@ -215,6 +215,31 @@ TEST(HttpApiTest, CompletionErrors) {
             0u);
 }
 
+// A compressed body was parsed as JSON and refused as "not valid JSON
+// (... invalid literal)", naming neither Content-Encoding nor the fix; it is
+// a 415 naming the coding (RFC 9110), with Accept-Encoding saying what works.
+TEST(HttpApiTest, ACompressedBodyIs415NamingTheCoding) {
+  Api a;
+  for (const char* coding : {"gzip", "br", "gzip, identity"}) {
+    HttpRequest req{http::verb::post, "/v1/completions", 11};
+    req.set(http::field::content_encoding, coding);
+    req.body() = R"({"prompt":"a","max_tokens":1})";
+    req.prepare_payload();
+    const RouteResult r = a.api->Route(req, a.collector);
+    ExpectError(r, 415, "unsupported_content_encoding");
+    EXPECT_EQ(json::parse(r.response.body())["error"]["message"],
+              std::string("Content-Encoding '") + coding +
+                  "' is not supported; send the JSON body uncompressed");
+    EXPECT_EQ(r.response["Accept-Encoding"], "identity");
+  }
+  // identity is no coding at all.
+  HttpRequest req{http::verb::post, "/v1/completions", 11};
+  req.set(http::field::content_encoding, "Identity");
+  req.body() = R"({"prompt":"a","max_tokens":1})";
+  req.prepare_payload();
+  EXPECT_NE(a.api->Route(req, a.collector).job, nullptr);
+}
+
 TEST(HttpApiTest, FullQueueIs429WithRetryAfter) {
   HttpApiOptions options;
   options.retry_after_seconds = 7;

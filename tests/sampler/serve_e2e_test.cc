@@ -235,6 +235,49 @@ TEST_F(ServeE2eTest, WaitsQuietlyForAFirstCheckpointAndARewrittenLatestIsNoRefus
   EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
 }
 
+// LATEST that names a checkpoint not there yet (rsync copies LATEST before
+// the step-* directory it names; NFS may show it first) was skipped at
+// start (an older one served) or refused while serving, and once the
+// checkpoint arrived it was never served: with a model served, only a
+// change of LATEST itself was looked at.
+TEST_F(ServeE2eTest, ALatestWhoseCheckpointArrivesLateIsServedOnceItArrives) {
+  const fs::path checkpoints = dir_ / "run/checkpoints";
+  const auto trained = RunCommand(Train(40, "--resume=latest"));
+  ASSERT_EQ(trained.exit_code, 0) << trained.out;
+  fs::rename(checkpoints / "step-00000030", dir_ / "held30");
+  fs::rename(checkpoints / "step-00000040", dir_ / "held40");
+  const auto point_latest_at = [&](const std::string& step_dir) {
+    std::ofstream(checkpoints / "LATEST.tmp") << step_dir << "\n";
+    fs::rename(checkpoints / "LATEST.tmp", checkpoints / "LATEST");
+  };
+  const auto served_within_10s = [&](int64_t step) {
+    for (int i = 0; i < 100 && ServedStep() != step; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return ServedStep() == step;
+  };
+  // At start: step 30 is skipped, step 20 served.
+  point_latest_at("step-00000030");
+  StartServer();
+  ASSERT_EQ(ServedStep(), 20) << Log();
+  fs::rename(dir_ / "held30", checkpoints / "step-00000030");
+  EXPECT_TRUE(served_within_10s(30)) << Log();
+  // While serving: step 40 is refused, step 30 kept.
+  point_latest_at("step-00000040");
+  bool refused = false;
+  for (int i = 0; i < 100 && !refused; ++i) {  // bounded: 10 s
+    refused = Curl(port_, "GET", "/metrics").body.find("dropk_reload_failures_total 1") !=
+              std::string::npos;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(refused) << Log();
+  EXPECT_EQ(ServedStep(), 30);
+  fs::rename(dir_ / "held40", checkpoints / "step-00000040");
+  EXPECT_TRUE(served_within_10s(40)) << Log();
+  EXPECT_NE(Curl(port_, "GET", "/metrics").body.find("dropk_reloads_total 2"), std::string::npos);
+  EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
+}
+
 TEST_F(ServeE2eTest, ApiKeyFile) {
   std::ofstream(dir_ / "key") << "k-123\n";
   StartServer("--api-key-file " + (dir_ / "key").string());
@@ -247,6 +290,46 @@ TEST_F(ServeE2eTest, ApiKeyFile) {
 // A second SIGTERM during the drain stops at once: it was blocked, so the
 // service went on draining a long stream (8 x 8192 tokens, about 9 s here)
 // until it ended or --drain-ms (here a minute) passed.
+// A hangup (the ssh session dropped) killed the service at once (exit 129),
+// the running request lost without a word. It drains like SIGTERM: the
+// request is answered and the service exits 0. Under nohup (SIGHUP ignored
+// at start) it stays ignored, as does a SIGINT ignored at start (a script's
+// background job), which drained the service.
+TEST_F(ServeE2eTest, SighupDrainsLikeSigtermAndSignalsIgnoredAtStartStayIgnored) {
+  StartServer("--drain-ms 60000");
+  testing::HttpResult answer;
+  std::thread request([&] {
+    answer = Curl(port_, "POST", "/v1/completions",
+                  R"({"prompt":"ROMEO:","max_tokens":8192,"n":4,"seed":5})", "--max-time 90");
+  });
+  absl::Cleanup stop_then_join = [&] {
+    StopServer(SIGKILL);
+    request.join();
+  };
+  bool running = false;
+  for (int i = 0; i < 100 && !running; ++i) {  // bounded: 10 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    running = Curl(port_, "GET", "/metrics").body.find("dropk_running_batch_size 0") ==
+              std::string::npos;
+  }
+  ASSERT_TRUE(running) << Curl(port_, "GET", "/metrics").body;
+  EXPECT_EQ(StopServer(SIGHUP), 0) << Log();
+  std::move(stop_then_join).Invoke();
+  EXPECT_EQ(answer.code, 200) << answer.body;
+  EXPECT_NE(Log().find("dropk-serve: SIGHUP, draining"), std::string::npos) << Log();
+
+  StartServer("", "trap '' HUP INT; ");
+  kill(pid_, SIGHUP);
+  kill(pid_, SIGINT);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  int status = 0;
+  EXPECT_EQ(waitpid(pid_, &status, WNOHANG), 0)
+      << "a SIGHUP or SIGINT ignored at start stopped it\n"
+      << Log();
+  EXPECT_EQ(ServedStep(), 20);
+  EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
+}
+
 TEST_F(ServeE2eTest, SecondSigtermDuringTheDrainStopsAtOnce) {
   StartServer("--drain-ms 60000");
   const std::string body =

@@ -827,8 +827,10 @@ TEST_F(CheckpointCliTest, DivergenceKeepsTheLastGoodCheckpointAndNamesIt) {
 TEST_F(CheckpointCliTest, ASignalBeforeTheFirstStepSaysNothingWasSaved) {
   const std::string log = out_ + ".log";
   fs::create_directories(out_);
+  // 10000 batches (the most eval_iters allows) per split: seconds, far
+  // longer than the 300 ms the test waits.
   const pid_t pid =
-      Spawn(Train(out_, "--max_iters=100000 --eval_interval=7 --eval_iters=100000000"), log);
+      Spawn(Train(out_, "--max_iters=100000 --eval_interval=7 --eval_iters=10000"), log);
   ASSERT_TRUE(WaitUntil([&] { return ReadAll(log).find("parameters") != std::string::npos; }))
       << ReadAll(log);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
@@ -912,10 +914,11 @@ TEST_F(CheckpointCliTest, SigtermDuringAnEvaluationSavesWithoutWaitingForIt) {
   ASSERT_EQ(RunCommand(Train(out_, "--max_iters=5 --save_every=5")).exit_code, 0);
   const std::string log = out_ + ".log";
   // Resumed at step 5, it trains steps 5 and 6, then evaluates at step 7
-  // for far longer than the test waits.
+  // for far longer than the test waits (10000 batches per split, the most
+  // eval_iters allows: seconds).
   const pid_t pid = Spawn(Train(out_,
                                 "--resume=latest --max_iters=100000 --save_every=0 "
-                                "--eval_interval=7 --eval_iters=100000000"),
+                                "--eval_interval=7 --eval_iters=10000"),
                           log);
   ASSERT_TRUE(WaitUntil(
       [&] { return ReadAll(out_ + "/metrics.jsonl").find("\"step\":6,") != std::string::npos; }));

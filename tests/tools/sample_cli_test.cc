@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -97,6 +98,10 @@ class CannedServer {
             break;
           }
         }
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          last_request_ = got;
+        }
         for (size_t i = 0; i < pieces_.size(); ++i) {
           if (i > 0) std::this_thread::sleep_for(gap_);
           send(c, pieces_[i].data(), pieces_[i].size(), MSG_NOSIGNAL);
@@ -111,8 +116,15 @@ class CannedServer {
     close(fd_);
   }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  // The last request received, header and body.
+  std::string last_request() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_request_;
+  }
 
  private:
+  std::mutex mu_;
+  std::string last_request_;  // guarded by mu_
   std::vector<std::string> pieces_;
   std::chrono::milliseconds gap_;
   int fd_ = -1;
@@ -244,6 +256,25 @@ TEST(SampleCliTest, ARequestTheServerRefusesIsAUsageError) {
   const CommandResult r = RunCommand(kBin + "dropk sample --prompt a --url " + server.url());
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_EQ(r.err, "dropk: HTTP 400: 'max_tokens' must be an integer\n");
+}
+
+// --temperature and --top-p were read as floats: --top-p 1e-50 went out as
+// 0 (and was refused as "got 0.0"), --temperature 1e39 was refused as
+// "--temperature inf". They go out as typed, and a number past double's
+// range is refused quoting it as typed.
+TEST(SampleCliTest, TemperatureAndTopPAreSentAndRefusedAsTyped) {
+  ExpectFlagError(Sample("--prompt a --temperature 1e400"),
+                  "--temperature 1e400: must be a finite number");
+  ExpectFlagError(Sample("--prompt a --top-p 1e-400"),
+                  "--top-p 1e-400 is too small for a double: it would be read as 0");
+  ExpectFlagError(Sample("--prompt a --top-p x"), "--top-p x: not a number");
+  CannedServer server(Reply("400 Bad Request", R"({"error":{"message":"refused"}})"));
+  const CommandResult r = RunCommand(kBin + "dropk sample --prompt a --top-p 1e-50 " +
+                                     "--temperature 1e39 --url " + server.url());
+  EXPECT_EQ(r.err, "dropk: HTTP 400: refused\n");
+  const std::string request = server.last_request();
+  EXPECT_NE(request.find(R"("top_p":1e-50)"), std::string::npos) << request;
+  EXPECT_NE(request.find(R"("temperature":1e+39)"), std::string::npos) << request;
 }
 
 // dropk-serve's error names the JSON field (its "param"); the user gave the

@@ -96,16 +96,27 @@ TEST(ServeFlagsTest, APortOutOfRangeNamesTheRange) {
 }
 
 // --address takes a numeric address; "localhost" was refused with only
-// "Invalid argument". (--watch starts without a checkpoint, so the address
-// is what stops it.)
+// "Invalid argument". A bad one is a bad flag: exit 2 (exit_codes.h), said
+// before anything else is done (it was exit 1, found only when binding,
+// after the model had loaded or, with --watch, after a line about waiting
+// for one).
 TEST(ServeFlagsTest, AddressThatIsNotNumericIsNamedAsSuch) {
   for (const char* address : {"localhost", "999.1.1.1", "''"}) {
     SCOPED_TRACE(address);
     const CommandResult r = RunCommand(
         kBin + "dropk-serve --checkpoints /nonexistent --watch --port 0 --address " + address);
-    EXPECT_EQ(r.exit_code, 1) << r.err;
-    EXPECT_NE(r.err.find("dropk-serve: --address '"), std::string::npos) << r.err;
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(r.err.rfind("dropk-serve: --address '", 0), 0u) << r.err;
     EXPECT_NE(r.err.find("not a numeric IPv4 or IPv6 address"), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+  // Numeric addresses pass the check (and the next problem is reported).
+  for (const char* address : {"::1", "0.0.0.0"}) {
+    SCOPED_TRACE(address);
+    const CommandResult r =
+        RunCommand(kBin + "dropk-serve --checkpoints /nonexistent --port 0 --address " + address);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(r.err, "dropk-serve: --checkpoints /nonexistent: does not exist\n");
   }
 }
 

@@ -10,6 +10,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -167,6 +168,60 @@ TEST_F(StudyFilesTest, TopKThreadsOutsideTheRangeAreRefused) {
     EXPECT_EQ(r.exit_code, 2) << r.err;
     EXPECT_EQ(r.err, std::string("dropk: --threads ") + threads +
                          ": must be in [0, 1024] (0: all cores)\n");
+  }
+}
+
+// --samples and --max-tokens had no upper bound: 2^31 samples (compared
+// pairwise) or tokens ran for days. Both are refused before the model loads,
+// naming the flag, the value and the range.
+TEST_F(StudyFilesTest, TopKSamplesAndMaxTokensOutsideTheRangeAreRefused) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"--samples=1001", "dropk: --samples 1001: must be in [2, 1000]"},
+      {"--samples=2147483647", "dropk: --samples 2147483647: must be in [2, 1000]"},
+      {"--samples=1", "dropk: --samples 1: must be in [2, 1000]"},
+      {"--max-tokens=8193", "dropk: --max-tokens 8193: must be in [1, 8192]"},
+      {"--max-tokens=0", "dropk: --max-tokens 0: must be in [1, 8192]"},
+  };
+  for (const auto& [flag, expected] : cases) {
+    const auto r = RunCommand(std::string(DROPK_BINARY_DIR "/bin/dropk study topk --checkpoint ") +
+                              (dir_ / "none").string() + " --out " + (dir_ / "o").string() + " " +
+                              flag);
+    EXPECT_EQ(r.exit_code, 2) << flag << ": " << r.err;
+    EXPECT_EQ(r.err.rfind(expected, 0), 0u) << flag << ": " << r.err;
+  }
+}
+
+// --temperatures were read as floats before any check: 1e-50 was refused as
+// "--temperatures: 0 is outside (0, 100]". Each is checked as typed.
+TEST_F(StudyFilesTest, TopKTemperaturesAreCheckedAsTyped) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"0.8,1e-50", "dropk: --temperatures: 1e-50 is too small for a float: it would be read as 0"},
+      {"1e39", "dropk: --temperatures: 1e39 (inf as a float) is outside (0, 100]"},
+      {"0", "dropk: --temperatures: 0 is outside (0, 100]"},
+      {"warm", "dropk: --temperatures: warm is not a number"},
+  };
+  for (const auto& [temperatures, expected] : cases) {
+    const auto r = RunCommand(std::string(DROPK_BINARY_DIR "/bin/dropk study topk --checkpoint ") +
+                              (dir_ / "none").string() + " --out " + (dir_ / "o").string() +
+                              " --temperatures " + temperatures);
+    EXPECT_EQ(r.exit_code, 2) << temperatures << ": " << r.err;
+    EXPECT_EQ(r.err.rfind(expected, 0), 0u) << temperatures << ": " << r.err;
+  }
+}
+
+// --rates were read as floats before any check: 0.99999999 was refused as
+// "--rates: 1 is outside [0, 1)".
+TEST_F(StudyFilesTest, DropoutRatesAreCheckedAsTyped) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"0.1,0.99999999", "dropk: --rates: 0.99999999 (1 as a float) is outside [0, 1)"},
+      {"1e-50", "dropk: --rates: 1e-50 is too small for a float: it would be read as 0"},
+      {"-0.5", "dropk: --rates: -0.5 is outside [0, 1)"},
+  };
+  for (const auto& [rates, expected] : cases) {
+    const auto r = RunCommand(std::string(DROPK_BINARY_DIR "/bin/dropk study dropout --out ") +
+                              (dir_ / "o").string() + " --rates " + rates);
+    EXPECT_EQ(r.exit_code, 2) << rates << ": " << r.err;
+    EXPECT_EQ(r.err.rfind(expected, 0), 0u) << rates << ": " << r.err;
   }
 }
 

@@ -131,6 +131,24 @@ TEST_F(TrainCliTest, RunDirectoryThatIsAFileExitsTwoNamingIt) {
   }
 }
 
+// A run directory behind a symbolic link to nothing (a file system that is
+// not mounted) read "cannot create: File exists" and exited 1: it is named,
+// with where it points, exit 2.
+TEST_F(TrainCliTest, RunDirectoryBehindALinkToNothingExitsTwoNamingTheLink) {
+  const std::string link = scratch_->path() + "/unmounted_run";
+  const std::string target = scratch_->path() + "/not_mounted/run";
+  std::filesystem::remove(link);
+  std::filesystem::create_directory_symlink(target, link);
+  const test_util::CommandResult r =
+      RunTrainCli(Base() + " --out_dir=" + link + " --max_iters=1 --sample_tokens=0");
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_NE(r.out.find("dropk-train: out_dir=" + link + ": cannot create: " + link +
+                       " is a symbolic link to " + target + ", which does not exist"),
+            std::string::npos)
+      << r.out;
+  std::filesystem::remove(link);
+}
+
 // Runs too large for the machine are refused before anything is allocated,
 // naming the memory needed and the memory available (they used to abort on
 // std::bad_alloc, or meet the OOM killer).

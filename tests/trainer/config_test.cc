@@ -155,6 +155,13 @@ INSTANTIATE_TEST_SUITE_P(
                                   "--learning_rate=1e50: expected a finite number (float, "
                                   "magnitude at most 3.40282e+38)"},
                       BadFlagCase{"--dropout=nan", "--dropout=nan: expected"},
+                      // A nonzero number below float's range read as 0: the
+                      // checks then said "learning_rate=0: must be > 0".
+                      BadFlagCase{"--learning_rate=1e-50",
+                                  "--learning_rate=1e-50: 1e-50 is too small for a float: it "
+                                  "would be read as 0"},
+                      BadFlagCase{"--weight_decay=-1e-46", "--weight_decay=-1e-46: -1e-46 is "
+                                                           "too small for a float"},
                       BadFlagCase{"--dropout_stream=per_step",
                                   "--dropout_stream=per_step: expected one of per_rank, "
                                   "per_sample"},
@@ -166,6 +173,55 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<BadFlagCase>& info) {
       return absl::StrCat("Case", info.index);
     });
+
+// Zero however it is spelled, and numbers float keeps only approximately
+// (subnormals), are values, not underflows.
+TEST(ConfigTest, ZerosAndSubnormalFlagsParse) {
+  for (const char* zero : {"0", "0.0", "-0.0", "0e5", "0.000e-99"}) {
+    absl::StatusOr<TrainConfig> config = Load({absl::StrCat("--weight_decay=", zero)});
+    ASSERT_TRUE(config.ok()) << zero << ": " << config.status();
+    EXPECT_EQ(config->weight_decay(), 0.0f) << zero;
+  }
+  absl::StatusOr<TrainConfig> config = Load({"--weight_decay=1e-40"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_GT(config->weight_decay(), 0.0f);
+}
+
+// A config file's float past float's range was reported as validation saw
+// it: 1e400 and 1e39 as "learning_rate=inf", 1e-50 as "learning_rate=0".
+// Each is refused naming the file, line, column and field, quoting the
+// number as the file has it.
+TEST(ConfigTest, FloatsOutOfRangeInFileAreQuotedAsWritten) {
+  struct Case {
+    std::string line;
+    std::string expected;
+  };
+  const Case cases[] = {
+      {"learning_rate: 1e400", ":2:16: field learning_rate: 1e400 is out of range (learning_rate "
+                               "takes a finite number (float, magnitude at most 3.40282e+38))"},
+      {"learning_rate: 1e39", ":2:16: field learning_rate: 1e39 is out of range"},
+      {"learning_rate: 1e-50", ":2:16: field learning_rate: 1e-50 is too small for a float: it "
+                               "would be read as 0"},
+      {"dropout: -1e-50f", ":2:10: field dropout: -1e-50f is too small for a float"},
+      {"grad_clip:-1e-400", ":2:11: field grad_clip: -1e-400 is too small for a float"},
+  };
+  for (const Case& c : cases) {
+    const std::string path = WriteTempFile("run.textproto", "# first line\n" + c.line + "\n");
+    TrainConfig config = DefaultTrainConfig();
+    const absl::Status status = MergeTrainConfigFile(path, &config);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.line;
+    EXPECT_THAT(std::string(status.message()), ::testing::StartsWith(path + c.expected))
+        << c.line;
+    EXPECT_TRUE(Equal(config, DefaultTrainConfig())) << c.line;
+  }
+  // Zeros and numbers float holds pass; inf as written is left to validation.
+  const std::string path = WriteTempFile(
+      "ok.textproto", "weight_decay: 0.0e-99\ngrad_clip: -0.0\nmin_lr: 1e-40\nbeta1: inf\n");
+  TrainConfig config = DefaultTrainConfig();
+  ASSERT_TRUE(MergeTrainConfigFile(path, &config).ok());
+  EXPECT_EQ(config.weight_decay(), 0.0f);
+  EXPECT_GT(config.min_lr(), 0.0f);
+}
 
 TEST(ConfigTest, FlagWithoutValueIsAnError) {
   absl::StatusOr<TrainConfig> config = Load({"--n_layer"});
@@ -455,6 +511,10 @@ INSTANTIATE_TEST_SUITE_P(
                      {"gradient_accumulation_steps=0"}},
         BadValueCase{"MaxIters", [](TrainConfig* c) { c->set_max_iters(-1); }, {"max_iters=-1"}},
         BadValueCase{"EvalIters", [](TrainConfig* c) { c->set_eval_iters(0); }, {"eval_iters=0"}},
+        // 2^31 batches held the run at its first evaluation for days.
+        BadValueCase{"EvalItersHuge",
+                     [](TrainConfig* c) { c->set_eval_iters(10'001); },
+                     {"eval_iters=10001: must be at most 10000"}},
         BadValueCase{
             "EvalInterval", [](TrainConfig* c) { c->set_eval_interval(0); }, {"eval_interval=0"}},
         BadValueCase{
@@ -543,6 +603,20 @@ INSTANTIATE_TEST_SUITE_P(
             [](TrainConfig* c) { c->set_comm_backend(static_cast<TrainConfig::CommBackend>(9)); },
             {"comm_backend=9"}},
         BadValueCase{"DataDir", [](TrainConfig* c) { c->set_data_dir(""); }, {"data_dir=\"\""}},
+        // The system reads a path up to its first NUL: data_dir "d\0x"
+        // trained on d; out_dir "a\0b" made a directory "a".
+        BadValueCase{"DataDirWithNul",
+                     [](TrainConfig* c) { c->set_data_dir(std::string("d\0x", 3)); },
+                     {"data_dir=\"d\\000x\": holds a NUL byte"}},
+        BadValueCase{"OutDirWithNul",
+                     [](TrainConfig* c) { c->set_out_dir(std::string("a\0b", 3)); },
+                     {"out_dir=\"a\\000b\": holds a NUL byte"}},
+        BadValueCase{"CheckpointDirWithNul",
+                     [](TrainConfig* c) { c->set_checkpoint_dir(std::string("\0", 1)); },
+                     {"checkpoint_dir=\"\\000\""}},
+        BadValueCase{"ResumeWithNul",
+                     [](TrainConfig* c) { c->set_resume(std::string("latest\0", 7)); },
+                     {"resume=\"latest\\000\""}},
         BadValueCase{"OutDir", [](TrainConfig* c) { c->set_out_dir(""); }, {"out_dir=\"\""}}),
     [](const ::testing::TestParamInfo<BadValueCase>& info) { return info.param.name; });
 
@@ -566,6 +640,7 @@ TEST(ConfigTest, BoundaryValuesAreValid) {
   config.set_sample_tokens(0);
   config.set_sample_top_k(0);
   config.set_num_threads(1024);
+  config.set_eval_iters(10'000);
   EXPECT_TRUE(ValidateTrainConfig(config).ok()) << ValidateTrainConfig(config);
   // lr_decay_iters only matters once training goes past warmup.
   config.set_max_iters(100);

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -196,6 +197,29 @@ TEST(RunDirectoryLockTest, AnUncreatableDirectoryIsNamed) {
   EXPECT_EQ(lock.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(lock.status().message()),
               HasSubstr("checkpoint_dir=" + tmp.Path("file") + ": cannot create it"));
+}
+
+// A symbolic link to nothing on the way (run/checkpoints -> a file system
+// that is not mounted) failed with "cannot create it: File exists", exit 1,
+// naming neither the link nor its target.
+TEST(RunDirectoryLockTest, ALinkToNothingOnTheWayIsNamedWithItsTarget) {
+  test_util::ScopedTempDir tmp("runlock");
+  const std::string missing = tmp.Path("unmounted/share");
+  std::filesystem::create_directories(tmp.Path("run"));
+  std::filesystem::create_directory_symlink(missing, tmp.Path("run/checkpoints"));
+  std::ostringstream log;
+  for (const std::string& dir : {tmp.Path("run/checkpoints"), tmp.Path("run/checkpoints/x")}) {
+    absl::StatusOr<RunDirectoryLock> lock = RunDirectoryLock::Acquire(dir, "checkpoint_dir", log);
+    ASSERT_FALSE(lock.ok());
+    EXPECT_EQ(lock.status().code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(lock.status().message(),
+              "checkpoint_dir=" + dir + ": cannot create it: " + tmp.Path("run/checkpoints") +
+                  " is a symbolic link to " + missing +
+                  ", which does not exist (a file system that is not mounted?)");
+  }
+  // A link to a directory that exists is followed as before.
+  std::filesystem::create_directories(missing);
+  EXPECT_TRUE(RunDirectoryLock::Acquire(tmp.Path("run/checkpoints"), "checkpoint_dir", log).ok());
 }
 
 }  // namespace

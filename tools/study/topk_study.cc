@@ -65,9 +65,18 @@ Completion Generate(InferenceEngine& engine, std::span<const int32_t> prompt, in
 }
 
 absl::Status CheckOptions(const TopKStudyOptions& o) {
-  if (o.samples < 2)
-    return absl::InvalidArgumentError("--samples must be at least 2 (overlap compares pairs)");
-  if (o.max_tokens < 1) return absl::InvalidArgumentError("--max-tokens must be at least 1");
+  // At least two: the overlap compares pairs. At most kMaxTopKStudySamples:
+  // the overlap compares every pair, so 2^31 samples never finished.
+  if (o.samples < 2 || o.samples > kMaxTopKStudySamples) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--samples ", o.samples, ": must be in [2, ", kMaxTopKStudySamples,
+                     "] (at least 2: the overlap compares pairs)"));
+  }
+  if (o.max_tokens < 1 || o.max_tokens > kMaxTopKStudyTokens) {
+    return absl::InvalidArgumentError(absl::StrCat("--max-tokens ", o.max_tokens,
+                                                   ": must be in [1, ", kMaxTopKStudyTokens,
+                                                   "] (dropk-serve's max_tokens limit)"));
+  }
   // The engine starts every thread at once: 100000 crashed the process.
   if (o.num_threads < 0 || o.num_threads > kMaxTopKStudyThreads) {
     return absl::InvalidArgumentError(absl::StrCat("--threads ", o.num_threads, ": must be in [0, ",

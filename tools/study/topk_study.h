@@ -15,12 +15,22 @@ namespace dropk {
 // The most host threads a top-k study takes (as `dropk sample --threads`).
 inline constexpr int kMaxTopKStudyThreads = 1024;
 
+// The most completions per prompt and setting: every pair of them is
+// compared, so the cost grows with the square.
+inline constexpr int kMaxTopKStudySamples = 1000;
+
+// The most tokens per completion, dropk-serve's max_tokens limit: each is a
+// forward pass, and every one is kept.
+inline constexpr int kMaxTopKStudyTokens = 8192;
+
 struct TopKStudyOptions {
   std::string checkpoint;  // a checkpoint directory, or a run's checkpoints directory (LATEST)
   std::string out_dir;     // topk_study.{csv,png,gp}, topk_samples.jsonl
   std::vector<std::string> prompts = {"ROMEO:", "JULIET:"};
-  int samples = 20;  // completions per prompt and setting (seeds seed, seed+1, ...)
-  int max_tokens = 200;
+  // Completions per prompt and setting (seeds seed, seed+1, ...), in
+  // [2, kMaxTopKStudySamples].
+  int samples = 20;
+  int max_tokens = 200;  // tokens per completion, in [1, kMaxTopKStudyTokens]
   uint64_t seed = 1;
   std::vector<int> ks = {1, 5, 10, 40, 0};  // 0: the whole vocabulary (top-k off)
   std::vector<float> temperatures = {0.8f, 1.0f};

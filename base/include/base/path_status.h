@@ -55,6 +55,29 @@ inline absl::StatusOr<bool> PathExists(const std::filesystem::path& path, const 
   return std::filesystem::exists(*status);
 }
 
+// For a directory creation that failed on `dir`: NotFound "<what>: LINK is a
+// symbolic link to TARGET, which does not exist (a file system that is not
+// mounted?)" when a component of `dir` (the whole path included) is such a
+// link, else OK. mkdir says only "File exists" there, naming neither the
+// link nor where it points. Never throws.
+inline absl::Status DanglingLinkOnPath(const std::string& what, const std::filesystem::path& dir) {
+  std::filesystem::path prefix;
+  for (const std::filesystem::path& part : dir) {
+    prefix /= part;
+    std::error_code ec;
+    if (!std::filesystem::is_symlink(std::filesystem::symlink_status(prefix, ec))) continue;
+    if (std::filesystem::status(prefix, ec).type() != std::filesystem::file_type::not_found) {
+      continue;
+    }
+    const std::filesystem::path target = std::filesystem::read_symlink(prefix, ec);
+    return absl::NotFoundError(absl::StrCat(what, ": ", prefix.string(),
+                                            " is a symbolic link to ", target.string(),
+                                            ", which does not exist (a file system that is not "
+                                            "mounted?)"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace dropk
 
 #endif  // DROPK_BASE_PATH_STATUS_H_

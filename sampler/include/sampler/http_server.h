@@ -55,6 +55,12 @@ struct HttpServerOptions {
   LogSink* log = nullptr;  // the server's own troubles (e.g. accept failing); null: nowhere
 };
 
+// OK when `address` is one HttpServer can bind: a numeric IPv4 or IPv6
+// address (names are not resolved: a slow resolver would stall the start).
+// Else InvalidArgument naming --address and the value, so a binary can
+// refuse the flag (exit 2) before it loads a model.
+absl::Status CheckListenAddress(const std::string& address);
+
 class HttpServer {
  public:
   // Binds, listens and starts the I/O threads. scheduler and metrics must

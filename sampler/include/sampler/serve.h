@@ -32,8 +32,10 @@ class CheckpointWatcher {
   // Loads what the run's LATEST (or the newest valid checkpoint) names.
   absl::Status LoadInitial();
   // One poll: when LATEST changed since the last poll, try to load it; while
-  // nothing is served yet, also when the checkpoints directory's listing or
-  // a candidate's files (names, sizes, modification times) changed, and
+  // nothing is served yet, the last attempt was refused or what is served is
+  // older than a checkpoint the loading scan skipped, also when the
+  // checkpoints directory's listing or a candidate's files (names, sizes,
+  // modification times) changed (a checkpoint copied after its LATEST), and
   // otherwise return the last attempt's error without reading any
   // checkpoint again. Returns OK when nothing changed, LATEST names the
   // checkpoint served already, or the new one was swapped in. A refusal is
@@ -45,8 +47,12 @@ class CheckpointWatcher {
 
  private:
   // Loads the newest checkpoint that verifies unless it is served already:
-  // true when it swapped a model in, false when there was nothing new.
+  // true when it swapped a model in, false when there was nothing new. An
+  // allocation that fails on the way is ResourceExhausted, never an
+  // exception (the watcher's thread would abort the service).
   absl::StatusOr<bool> LoadFrom(const std::string& latest_contents);
+  // LoadFrom without the guard.
+  absl::StatusOr<bool> LoadNewest(const std::string& latest_contents);
   std::string ReadLatest() const;
 
   const std::string dir_;
@@ -57,8 +63,11 @@ class CheckpointWatcher {
   std::string last_latest_;   // contents of LATEST at the last attempt
   std::string serving_path_;  // checkpoint directory being served
   std::string last_refusal_;  // why the last poll failed (logged); "" after one that did not
-  // While nothing is served: what the last scan depended on
-  // (CheckpointsFingerprint in serve.cc) and what it returned.
+  // The checkpoint served is older than what LATEST names: the scan that
+  // loaded it skipped newer ones (not there yet, incomplete, corrupt).
+  bool serving_skipped_ = false;
+  // What the last scan depended on (CheckpointsFingerprint in serve.cc) and
+  // what it returned; consulted while nothing is served or after a refusal.
   bool scanned_ = false;
   std::string last_fingerprint_;
   absl::Status last_status_;
@@ -78,16 +87,18 @@ struct ServeOptions {
   LogSink* log = nullptr;  // progress and refused reloads; null: nowhere. Not owned.
 };
 
-// Runs the service until SIGTERM or SIGINT, then stops accepting, lets
-// running requests finish within drain_deadline, and returns OK. A second
-// SIGTERM or SIGINT during that drain ends the process at once (one line on
-// stderr, exit kExitFailure). Returns the
+// Runs the service until SIGTERM, SIGINT or SIGHUP (the last two unless
+// ignored at start, as under nohup or in a script's background job), then
+// stops accepting, lets running requests
+// finish within drain_deadline, and returns OK. A second such signal during
+// that drain ends the process at once (one line on stderr, exit
+// kExitFailure). Returns the
 // error (naming what is wrong) when it cannot start. When the GPU fails
 // (Scheduler::DeviceFailure), answers the requests it cut short (503,
 // device_failed), stops and returns Internal "the GPU failed: ..." within
 // about 2 s, so that dropk-serve exits 1 and is restarted (serve.cc says
-// why). Blocks SIGTERM and SIGINT in the calling thread; call before
-// starting other threads.
+// why). Blocks those signals in the calling thread; call before starting
+// other threads.
 absl::Status RunServe(const ServeOptions& options);
 
 }  // namespace dropk

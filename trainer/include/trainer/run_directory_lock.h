@@ -53,7 +53,9 @@ class RunDirectoryLock {
   // a warning and returns an unlocked claim: the job still runs. A directory
   // or file that cannot be created or opened is an error naming it:
   // InvalidArgument (exit 2) when `dir` cannot be a directory (a regular file
-  // is in the way) or may not be created, PermissionDenied otherwise.
+  // is in the way) or may not be created, NotFound (exit 2) naming the link
+  // and its target when a symbolic link on the way points to nothing,
+  // PermissionDenied otherwise.
   static absl::StatusOr<RunDirectoryLock> Acquire(const std::string& dir, const std::string& field,
                                                   std::ostream& log, RunLockWait wait = {},
                                                   RunLockKind kind = kTrainingLock);

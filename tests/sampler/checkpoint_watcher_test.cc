@@ -1,0 +1,124 @@
+// CheckpointWatcher (sampler/serve.h) on a real run's checkpoints: what a
+// hot reload does when the new checkpoint cannot be loaded.
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "gtest/gtest.h"
+#include "model/inference.h"
+#include "sampler/metrics.h"
+#include "sampler/scheduler.h"
+#include "sampler/serve.h"
+#include "support/shakespeare_data.h"
+#include "trainer/config.h"
+#include "trainer/trainer.h"
+
+namespace dropk {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Keeps every line written to it.
+class RecordingLog : public LogSink {
+ public:
+  void Write(std::string_view line) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    lines_.emplace_back(line);
+  }
+  std::string All() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::string all;
+    for (const std::string& line : lines_) all += line + "\n";
+    return all;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::string> lines_;
+};
+
+// Trains a tiny model for two steps in a fresh directory, saving after each:
+// checkpoints step-00000001 and step-00000002, LATEST naming the second.
+class CheckpointWatcherTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::path(::testing::TempDir()) / ("dropk_watcher_test_" + std::to_string(getpid()));
+    fs::remove_all(dir_);
+    ASSERT_TRUE(test_util::PrepareShakespeareData((dir_ / "data").string()).ok());
+    TrainConfig train = DefaultTrainConfig();
+    ASSERT_TRUE(
+        MergeTrainConfigFile(DROPK_SOURCE_DIR "/configs/tiny_smoke.textproto", &train).ok());
+    train.set_data_dir((dir_ / "data").string());
+    train.set_out_dir((dir_ / "run").string());
+    train.set_max_iters(2);
+    train.set_lr_decay_iters(2);
+    train.set_save_every(1);
+    train.set_eval_iters(1);
+    train.set_sample_tokens(0);
+    train.set_num_threads(1);
+    ASSERT_TRUE(ValidateTrainConfig(train).ok());
+    auto comm = MakeSingleProcessCommunicator();
+    std::ostringstream train_log;
+    ASSERT_TRUE(RunTraining(train, *comm, train_log).ok()) << train_log.str();
+    checkpoints_ = (dir_ / "run" / "checkpoints").string();
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  void PointLatestAt(const std::string& step_dir) {
+    std::ofstream(checkpoints_ + "/LATEST.tmp") << step_dir << "\n";
+    fs::rename(checkpoints_ + "/LATEST.tmp", checkpoints_ + "/LATEST");
+  }
+
+  fs::path dir_;
+  std::string checkpoints_;
+};
+
+// A new checkpoint whose model needs more memory than the process can get
+// threw std::bad_alloc out of the watcher's thread, and the whole service
+// aborted (SIGABRT) while it served the old model fine. Here the engine of
+// the second model fails to allocate, as a real one that does not fit would:
+// the reload is refused naming the checkpoint, logged and counted, and the
+// old model keeps serving.
+TEST_F(CheckpointWatcherTest, AModelThatDoesNotFitInMemoryIsRefusedAndTheOldOneKeepsServing) {
+  std::atomic<int> engines{0};
+  SchedulerOptions options{.max_batch = 2, .num_threads = 1};
+  options.make_engine =
+      [&engines](const GptConfig& config, std::span<const float> params,
+                 const InferenceOptions& io) -> absl::StatusOr<std::unique_ptr<InferenceEngine>> {
+    if (engines++ > 0) throw std::bad_alloc();
+    return MakeInferenceEngine(config, params, io);
+  };
+  ServiceMetrics metrics;
+  std::unique_ptr<Scheduler> scheduler = Scheduler::Create(options, &metrics).value();
+  RecordingLog log;
+  CheckpointWatcher watcher(checkpoints_, scheduler.get(), &metrics, &log);
+  PointLatestAt("step-00000001");
+  ASSERT_TRUE(watcher.LoadInitial().ok()) << log.All();
+  ASSERT_EQ(scheduler->CurrentModel()->snapshot().step, 1);
+
+  PointLatestAt("step-00000002");
+  const absl::Status status = watcher.PollOnce();
+  EXPECT_TRUE(absl::IsResourceExhausted(status)) << status;
+  EXPECT_EQ(status.message(), checkpoints_ +
+                                  "/step-00000002: out of memory loading it (an allocation "
+                                  "failed; its model needs more memory than this process can get)");
+  EXPECT_EQ(scheduler->CurrentModel()->snapshot().step, 1);
+  EXPECT_EQ(metrics.reloads_failed.load(), 1u);
+  EXPECT_NE(log.All().find("reload refused, keeping " + checkpoints_ + "/step-00000001: " +
+                           checkpoints_ + "/step-00000002: out of memory"),
+            std::string::npos)
+      << log.All();
+}
+
+}  // namespace
+}  // namespace dropk
