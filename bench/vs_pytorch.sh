@@ -88,7 +88,7 @@ max() { awk -v a="$1" -v b="$2" 'BEGIN {print (a > b) ? a : b}'; }
 fail() {  # fail LOG WHAT: the run failed; keep its log and say where
   keep_work=1
   echo "vs_pytorch: $2 failed; last lines of $1:" >&2
-  tail -n 5 "$1" >&2
+  tail -n 12 "$1" >&2
 }
 
 # torch_ddp LOG WORLD ARGS...: bench/torch_gpt_cpu.py as WORLD processes
@@ -103,6 +103,11 @@ torch_ddp() {
   done
   for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
   cat "$log.rank0" > "$log"
+  if [ $rc -ne 0 ]; then  # the failing rank may not be rank 0: keep every rank's end
+    for ((r = 1; r < world; ++r)); do
+      { echo "-- rank $r:"; tail -n 5 "$log.rank$r"; } >> "$log"
+    done
+  fi
   return $rc
 }
 
@@ -194,8 +199,9 @@ if [[ $cases == *a* ]]; then
   run_recipe torch_2x1 "$work/a_torch_2x1.log" \
     torch_ddp "$work/a_torch_2x1.log" 2 --mode train --threads 1 --data_dir $data \
     --iters "$iters" --lr_decay_iters "$iters" --batch_size 6
-  torch_best=""
+  torch_best="" torch_runs=0
   for name in torch_1x2 torch_2x1; do
+    [ -z "${wall[$name]}" ] || torch_runs=$((torch_runs + 1))
     [ -n "${wall[$name]}" ] || continue
     if [ -z "$torch_best" ] || awk -v a="${wall[$name]}" -v b="$torch_best" 'BEGIN {exit !(a < b)}'; then
       torch_best=${wall[$name]}
@@ -203,6 +209,8 @@ if [[ $cases == *a* ]]; then
   done
   echo "ratios: PyTorch's wall time / dropk's, against nanoGPT's recipe as published (PyTorch" \
     "1 x 2) and against the faster of PyTorch's two runs"
+  [ $torch_runs -eq 2 ] ||
+    echo "(only $torch_runs PyTorch run(s) succeeded: 'vs faster' is against what ran)"
   printf '%-34s %10s %10s %14s %16s\n' run "wall s" "val loss" "vs 1 x 2" "vs faster"
   printf '%-34s %10s %10s %14s %16s\n' "PyTorch 1 x 2 threads" "${wall[torch_1x2]:-failed}" \
     "${loss[torch_1x2]:--}" "-" "-"
@@ -290,23 +298,26 @@ if [[ $cases == *b* || $cases == *c* ]]; then
     if [ -n "$a" ] && [ -n "$2" ]; then ratio "$a" "$2"; else echo "-"; fi
   }
   if [[ $cases == *b* ]]; then
-    torch_fp32_best=""
-    if [ -n "$(fig torch_fp32)" ] && [ -n "$(fig torch_ddp)" ]; then
-      torch_fp32_best=$(max "$(fig torch_fp32)" "$(fig torch_ddp)")
-    fi
+    best() {  # best KEY...: the largest median among the KEYs that have runs, or nothing
+      local b="" k v
+      for k in "$@"; do
+        v=$(fig "$k")
+        [ -n "$v" ] || continue
+        if [ -z "$b" ]; then b=$v; else b=$(max "$b" "$v"); fi
+      done
+      echo "$b"
+    }
+    torch_fp32_best=$(best torch_fp32 torch_ddp)
     echo
     echo "-- (b) fp32 and bf16, 1 process x 2 threads and 2 ranks x 1 thread; each ratio against PyTorch's better layout"
     printf '%-40s %12s %20s   %s\n' run "tokens/s" "dropk/PyTorch" "runs"
     show "PyTorch fp32 1 x 2 threads" torch_fp32 "-"
     show "PyTorch fp32 DDP gloo 2 x 1 thread" torch_ddp "-"
     show "dropk fp32 1 x 2 threads" dropk_fp32 "$(r dropk_fp32 "$torch_fp32_best") (vs better)"
-    torch_bf16_best="" dropk_bf16_best=""
-    if [ -n "$(fig torch_bf16)" ] && [ -n "$(fig torch_bf16_ddp)" ]; then
-      torch_bf16_best=$(max "$(fig torch_bf16)" "$(fig torch_bf16_ddp)")
-    fi
-    if [ -n "$(fig dropk_bf16)" ] && [ -n "$(fig dropk_bf16_2x1)" ]; then
-      dropk_bf16_best=$(max "$(fig dropk_bf16)" "$(fig dropk_bf16_2x1)")
-    fi
+    # A layout that failed is left out (and reported above); the ratios then
+    # compare what ran.
+    torch_bf16_best=$(best torch_bf16 torch_bf16_ddp)
+    dropk_bf16_best=$(best dropk_bf16 dropk_bf16_2x1)
     show "PyTorch bf16 autocast 1 x 2 threads" torch_bf16 "-"
     show "PyTorch bf16 autocast DDP 2 x 1 thread" torch_bf16_ddp "-"
     if [ -n "$bf16_note" ]; then

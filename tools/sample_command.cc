@@ -395,10 +395,12 @@ void RegisterSampleCommand(CLI::App& app, std::function<absl::Status()>& action)
   url->excludes(ckpt);
   sample->add_option("--prompt", f->prompt, "The prompt")->required();
   sample->add_option("--max-tokens", f->max_tokens, "Tokens to generate (default 16)");
-  sample->add_option("--temperature", f->temperature_text, "0 = greedy (default 1)");
+  sample->add_option("--temperature", f->temperature_text, "0 = greedy (default 1)")
+      ->type_name("FLOAT");
   sample->add_option("--top-k", f->top_k, "Keep the k most likely tokens; 0 or -1: off");
-  sample->add_option("--top-p", f->top_p_text, "Nucleus mass in (0, 1]");
-  sample->add_option("--seed", f->seed_text, "Sampling seed (drawn and printed when absent)");
+  sample->add_option("--top-p", f->top_p_text, "Nucleus mass in (0, 1]")->type_name("FLOAT");
+  sample->add_option("--seed", f->seed_text, "Sampling seed (drawn and printed when absent)")
+      ->type_name("UINT");
   sample->add_flag("--stream", f->stream, "Print tokens as they are generated");
   sample->add_option("--api-key-file", f->api_key_file, "File with the server's API key (--url)");
   sample

@@ -1,5 +1,6 @@
 #include "tools/study_command.h"
 
+#include <cmath>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -56,11 +57,14 @@ CLI::Validator FloatAsTyped(bool (*in_range)(float), const std::string& range) {
   return CLI::Validator(
       [in_range, range](const std::string& text) -> std::string {
         float value = 0;
-        if (!absl::SimpleAtof(text, &value)) return text + " is not a number";
+        if (!absl::SimpleAtof(text, &value) || std::isnan(value)) return text + " is not a number";
         if (std::string why = UnderflowProblem(text, value); !why.empty()) return why;
         if (in_range(value)) return "";
+        // The float is named only when rounding changed the number shown:
+        // 0.99999999 is 1 as a float, while 100.1 prints as itself.
         double typed = 0;
-        const bool rounded = absl::SimpleAtod(text, &typed) && typed != value;
+        const bool rounded =
+            absl::SimpleAtod(text, &typed) && typed != value && absl::StrCat(value) != text;
         return absl::StrCat(text, rounded ? absl::StrCat(" (", value, " as a float)") : "",
                             " is outside ", range);
       },

@@ -443,7 +443,10 @@ std::string FloatOutOfRange(const std::string& path, const std::string& text,
       minus = token;
       continue;
     }
-    if (field != nullptr && token.type == pb::io::Tokenizer::TYPE_FLOAT) {
+    // Text format also reads a whole number into a float field, and one of
+    // 40 digits is past float's range too.
+    if (field != nullptr && (token.type == pb::io::Tokenizer::TYPE_FLOAT ||
+                             token.type == pb::io::Tokenizer::TYPE_INTEGER)) {
       const std::string number = absl::StrCat(minus.has_value() ? "-" : "", token.text);
       const pb::io::Tokenizer::Token& first = minus.has_value() ? *minus : token;
       const std::string where = absl::StrCat(path, ":", first.line + 1, ":", first.column + 1,

@@ -8,7 +8,7 @@
 // Contract: the copy of [w, w + n) that Get returns stays in use until
 // Invalidate is told of a write overlapping those bytes, or InvalidateAll.
 // It is the owner's job to report every write to weight memory; CpuKernels
-// reports its own (CopyToDevice, Zero, Scale, AdamW, Free) and those that
+// reports its own (CopyToDevice, Zero, Scale, AdamW, AdamWRanges, Free) and those that
 // callers announce through Kernels::NoteExternalWrite. A write it is not
 // told of leaves a stale copy: the products would use old weights.
 //

@@ -32,7 +32,7 @@ class CpuKernels final : public Kernels {
   // projections (MatmulForward/MatmulBackward) round their inputs to bf16
   // and multiply through it (precision bf16); attention stays fp32. The
   // bf16 copy of each weight w is kept (Bf16WeightCache) until a write to
-  // it: CopyToDevice, Zero, Scale and AdamW report theirs, Free forgets all,
+  // it: CopyToDevice, Zero, Scale, AdamW and AdamWRanges report theirs, Free forgets all,
   // other writers must call NoteExternalWrite (see Kernels).
   explicit CpuKernels(int num_threads, std::unique_ptr<Bf16Matmul> bf16 = nullptr);
 

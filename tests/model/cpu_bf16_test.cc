@@ -295,9 +295,7 @@ TEST(CpuBf16Test, EveryWriteToAWeightDropsItsBf16Copy) {
        },
        [&](Vec& w) { w = w1; }},
       {"CopyToDevice of a part",
-       [&](Kernels& k, float* w, float*) {
-         k.CopyToDevice(w + 100, w1.data(), 7 * sizeof(float));
-       },
+       [&](Kernels& k, float* w, float*) { k.CopyToDevice(w + 100, w1.data(), 7 * sizeof(float)); },
        [&](Vec& w) { std::copy(w1.begin(), w1.begin() + 7, w.begin() + 100); }},
       {"Zero", [&](Kernels& k, float* w, float*) { k.Zero(w + C, C * sizeof(float)); },
        [&](Vec& w) { std::fill(w.begin() + C, w.begin() + 2 * C, 0.0f); }},
@@ -312,6 +310,18 @@ TEST(CpuBf16Test, EveryWriteToAWeightDropsItsBf16Copy) {
          AdamWArgs args;
          args.lr = 0.1f;
          k.AdamW(w, g, m, v, OC * C, args);
+       },
+       nullptr},
+      // The optimizer's path: two ranges covering w, with a gap of one
+      // weight between them (which keeps its value).
+      {"AdamWRanges",
+       [&](Kernels& k, float* w, float* scratch) {
+         float *g = scratch, *m = scratch + OC * C, *v = scratch + 2 * OC * C;
+         k.CopyToDevice(g, w1.data(), w1.size() * sizeof(float));
+         AdamWArgs args;
+         args.lr = 0.1f;
+         const std::vector<AdamWRange> ranges = {{0, 40, 0.1f}, {41, size_t{OC} * C, 0.0f}};
+         k.AdamWRanges(w, g, m, v, ranges, args);
        },
        nullptr},
       {"NoteExternalWrite",

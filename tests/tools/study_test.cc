@@ -199,6 +199,9 @@ TEST_F(StudyFilesTest, TopKTemperaturesAreCheckedAsTyped) {
       {"1e39", "dropk: --temperatures: 1e39 (inf as a float) is outside (0, 100]"},
       {"0", "dropk: --temperatures: 0 is outside (0, 100]"},
       {"warm", "dropk: --temperatures: warm is not a number"},
+      // Rounding to a float changed nothing shown: no "as a float".
+      {"100.1", "dropk: --temperatures: 100.1 is outside (0, 100]"},
+      {"nan", "dropk: --temperatures: nan is not a number"},
   };
   for (const auto& [temperatures, expected] : cases) {
     const auto r = RunCommand(std::string(DROPK_BINARY_DIR "/bin/dropk study topk --checkpoint ") +
@@ -216,6 +219,7 @@ TEST_F(StudyFilesTest, DropoutRatesAreCheckedAsTyped) {
       {"0.1,0.99999999", "dropk: --rates: 0.99999999 (1 as a float) is outside [0, 1)"},
       {"1e-50", "dropk: --rates: 1e-50 is too small for a float: it would be read as 0"},
       {"-0.5", "dropk: --rates: -0.5 is outside [0, 1)"},
+      {"NaN", "dropk: --rates: NaN is not a number"},
   };
   for (const auto& [rates, expected] : cases) {
     const auto r = RunCommand(std::string(DROPK_BINARY_DIR "/bin/dropk study dropout --out ") +

@@ -197,13 +197,18 @@ TEST(ConfigTest, FloatsOutOfRangeInFileAreQuotedAsWritten) {
     std::string expected;
   };
   const Case cases[] = {
-      {"learning_rate: 1e400", ":2:16: field learning_rate: 1e400 is out of range (learning_rate "
-                               "takes a finite number (float, magnitude at most 3.40282e+38))"},
+      {"learning_rate: 1e400",
+       ":2:16: field learning_rate: 1e400 is out of range (learning_rate "
+       "takes a finite number (float, magnitude at most 3.40282e+38))"},
       {"learning_rate: 1e39", ":2:16: field learning_rate: 1e39 is out of range"},
-      {"learning_rate: 1e-50", ":2:16: field learning_rate: 1e-50 is too small for a float: it "
-                               "would be read as 0"},
+      {"learning_rate: 1e-50",
+       ":2:16: field learning_rate: 1e-50 is too small for a float: it "
+       "would be read as 0"},
       {"dropout: -1e-50f", ":2:10: field dropout: -1e-50f is too small for a float"},
       {"grad_clip:-1e-400", ":2:11: field grad_clip: -1e-400 is too small for a float"},
+      // A whole number: text format reads it into the float too.
+      {"learning_rate: 1000000000000000000000000000000000000000000",
+       ":2:16: field learning_rate: 1000000000000000000000000000000000000000000 is out of range"},
   };
   for (const Case& c : cases) {
     const std::string path = WriteTempFile("run.textproto", "# first line\n" + c.line + "\n");
@@ -215,12 +220,15 @@ TEST(ConfigTest, FloatsOutOfRangeInFileAreQuotedAsWritten) {
     EXPECT_TRUE(Equal(config, DefaultTrainConfig())) << c.line;
   }
   // Zeros and numbers float holds pass; inf as written is left to validation.
-  const std::string path = WriteTempFile(
-      "ok.textproto", "weight_decay: 0.0e-99\ngrad_clip: -0.0\nmin_lr: 1e-40\nbeta1: inf\n");
+  const std::string path =
+      WriteTempFile("ok.textproto",
+                    "weight_decay: 0.0e-99\ngrad_clip: -0.0\nmin_lr: 1e-40\nbeta1: inf\n"
+                    "learning_rate: 3\n");
   TrainConfig config = DefaultTrainConfig();
   ASSERT_TRUE(MergeTrainConfigFile(path, &config).ok());
   EXPECT_EQ(config.weight_decay(), 0.0f);
   EXPECT_GT(config.min_lr(), 0.0f);
+  EXPECT_EQ(config.learning_rate(), 3.0f);
 }
 
 TEST(ConfigTest, FlagWithoutValueIsAnError) {

@@ -83,7 +83,7 @@ class Kernels {
   // the parameters. A backend that keeps derived copies of weights (the
   // CPU's bf16 copies with precision bf16, reused until the weights change)
   // drops those of that range; others ignore it. Writes made through
-  // CopyToDevice, Zero, Scale or AdamW need no such call. Weights written
+  // CopyToDevice, Zero, Scale, AdamW or AdamWRanges need no such call. Weights written
   // any other way without it may be multiplied with their old values.
   virtual void NoteExternalWrite(const void* /*dst*/, size_t /*bytes*/) {}
 
@@ -177,7 +177,8 @@ class Kernels {
   virtual void AdamW(float* params, const float* grads, float* m, float* v, size_t n,
                      const AdamWArgs& args) = 0;
   // One AdamW step over each of `ranges` of the flat buffers params, grads,
-  // m and v, with the range's weight decay (args.weight_decay is ignored):
+  // m and v, with the range's weight decay (args.weight_decay is ignored).
+  // The ranges must not overlap (the CPU updates them concurrently):
   // the same values, bit for bit, as one AdamW call per range. A backend
   // that can do all of them in one pass (the CPU: one parallel region, not
   // one per range) overrides this; by default it is one AdamW call per range.
