@@ -76,13 +76,13 @@ std::string CheckpointWatcher::ReadLatest() const {
   return latest.ok() ? *std::move(latest) : std::string(latest.status().message());
 }
 
-absl::StatusOr<bool> CheckpointWatcher::LoadFrom(const std::string& latest_contents) {
+absl::StatusOr<bool> CheckpointWatcher::LoadFrom() {
   // A checkpoint too large for the memory left (a bigger model, a smaller
   // container) threw std::bad_alloc out of the watcher's thread: the service
   // aborted (SIGABRT) while it served the old model fine. It is a refusal
   // like any other; at start, it is RunServe's error (exit 1).
   try {
-    return LoadNewest(latest_contents);
+    return LoadNewest();
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "out of memory loading the newest checkpoint of ", dir_,
@@ -90,7 +90,7 @@ absl::StatusOr<bool> CheckpointWatcher::LoadFrom(const std::string& latest_conte
   }
 }
 
-absl::StatusOr<bool> CheckpointWatcher::LoadNewest(const std::string& /*latest_contents*/) {
+absl::StatusOr<bool> CheckpointWatcher::LoadNewest() {
   std::vector<std::string> skipped;
   absl::StatusOr<std::string> path = FindServableCheckpoint(dir_, &skipped);
   if (!path.ok()) return path.status();
@@ -129,8 +129,10 @@ absl::StatusOr<bool> CheckpointWatcher::LoadNewest(const std::string& /*latest_c
 absl::Status CheckpointWatcher::LoadInitial() {
   std::lock_guard<std::mutex> lock(mu_);
   last_latest_ = ReadLatest();
-  last_fingerprint_ = CheckpointsFingerprint(dir_);  // before the scan: a change during it counts
-  absl::StatusOr<bool> loaded = LoadFrom(last_latest_);
+  // Before the scan: a change during it counts.
+  last_scanned_state_ = absl::StrCat(last_latest_, "\n--\n", CheckpointsFingerprint(dir_));
+  previous_poll_state_ = last_scanned_state_;
+  absl::StatusOr<bool> loaded = LoadFrom();
   scanned_ = true;
   last_status_ = loaded.status();
   if (!loaded.ok()) last_refusal_ = std::string(loaded.status().message());
@@ -155,14 +157,26 @@ absl::Status CheckpointWatcher::PollOnce() {
   // rsync copies LATEST before the step-* directory it names (it sorts
   // first), and NFS may show it first; while a model was served, that
   // checkpoint was never loaded.
-  std::string fingerprint = CheckpointsFingerprint(dir_);
-  if (scanned_ && latest == last_latest_ && fingerprint == last_fingerprint_) {
+  //
+  // And only once the change has settled: the same LATEST and fingerprint
+  // at two polls in a row. While rsync copied a checkpoint in (a file
+  // growing for minutes), every poll saw a new fingerprint and scanned,
+  // re-reading the weights of the checkpoint served (hundreds of GB for a
+  // 500 MB model), and logging and counting a refusal again whenever its
+  // reason changed with the copy. A new LATEST while LATEST's checkpoint is served is
+  // looked at at once: the trainer writes it after its checkpoint is whole.
+  std::string state = absl::StrCat(latest, "\n--\n", CheckpointsFingerprint(dir_));
+  const bool settled = state == previous_poll_state_;
+  previous_poll_state_ = state;
+  const bool serving_latest =
+      !serving_path_.empty() && last_refusal_.empty() && !serving_skipped_;
+  if (scanned_ && (state == last_scanned_state_ || (!settled && !serving_latest))) {
     return last_status_;
   }
-  last_fingerprint_ = std::move(fingerprint);
+  last_scanned_state_ = std::move(state);
   last_latest_ = latest;
   const bool first = serving_path_.empty();
-  absl::StatusOr<bool> loaded = LoadFrom(latest);
+  absl::StatusOr<bool> loaded = LoadFrom();
   scanned_ = true;
   last_status_ = loaded.status();
   if (loaded.ok()) {
