@@ -88,6 +88,12 @@ class ServeE2eTest : public ::testing::Test {
                             " 2>>" + (dir_ / "serve.log").string();
     pid_ = fork();
     if (pid_ == 0) {
+      // A runner that ignores SIGHUP or SIGINT (nohup ctest, a script's
+      // background job) would pass that on, and the service would keep
+      // ignoring them; a test that wants them ignored says so in
+      // shell_prefix ("trap '' HUP INT; ").
+      signal(SIGHUP, SIG_DFL);
+      signal(SIGINT, SIG_DFL);
       execl("/bin/sh", "sh", "-c", (shell_prefix + "exec " + cmd).c_str(), nullptr);
       _exit(127);
     }
@@ -287,9 +293,6 @@ TEST_F(ServeE2eTest, ApiKeyFile) {
   EXPECT_EQ(StopServer(SIGTERM), 0);
 }
 
-// A second SIGTERM during the drain stops at once: it was blocked, so the
-// service went on draining a long stream (8 x 8192 tokens, about 9 s here)
-// until it ended or --drain-ms (here a minute) passed.
 // A hangup (the ssh session dropped) killed the service at once (exit 129),
 // the running request lost without a word. It drains like SIGTERM: the
 // request is answered and the service exits 0. Under nohup (SIGHUP ignored
@@ -330,6 +333,9 @@ TEST_F(ServeE2eTest, SighupDrainsLikeSigtermAndSignalsIgnoredAtStartStayIgnored)
   EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
 }
 
+// A second SIGTERM during the drain stops at once: it was blocked, so the
+// service went on draining a long stream (8 x 8192 tokens, about 9 s here)
+// until it ended or --drain-ms (here a minute) passed.
 TEST_F(ServeE2eTest, SecondSigtermDuringTheDrainStopsAtOnce) {
   StartServer("--drain-ms 60000");
   const std::string body =
