@@ -13,11 +13,14 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "base/exit_codes.h"
 #include "checkpoint/env.h"
 #include "checkpoint/format.h"
+#include "model/kernels.h"
 
 namespace dropk {
 
@@ -304,6 +307,23 @@ const char* SignalName(int sig) {
   return "a signal";
 }
 
+// OK when the scheduler's device can run a model; otherwise one line naming
+// --device and the reason. The CPU always can; an injected engine
+// (options.make_engine, tests) is its own affair.
+absl::Status ProbeDevice(const SchedulerOptions& options) {
+  if (options.device != Device::kCuda || options.make_engine) return absl::OkStatus();
+  KernelOptions kernel_options;
+  kernel_options.num_threads = 1;
+  kernel_options.cuda_device = options.cuda_device;
+  absl::StatusOr<std::unique_ptr<Kernels>> kernels = MakeKernels(Device::kCuda, kernel_options);
+  if (kernels.ok()) return absl::OkStatus();
+  absl::string_view why = kernels.status().message();
+  absl::ConsumePrefix(&why, "device cuda: ");
+  return absl::FailedPreconditionError(
+      absl::StrCat("--device cuda --cuda-device ", options.cuda_device, ": ", why,
+                   absl::StrContains(why, "cpu device") ? "" : " (or use --device cpu)"));
+}
+
 }  // namespace
 
 absl::Status RunServe(const ServeOptions& options) {
@@ -330,6 +350,13 @@ absl::Status RunServe(const ServeOptions& options) {
   if (!options.port_file.empty()) {
     if (absl::Status s = CheckPortFileTarget(options.port_file); !s.ok()) return s;
   }
+
+  // With --device cuda on a machine whose GPU cannot be used (no driver,
+  // none visible, a bad --cuda-device), every model load failed: without
+  // --watch that was exit 1, but with it the service said "no servable
+  // checkpoint yet (... no CUDA device ...); watching" and never became
+  // ready. The device is checked once, before anything listens.
+  if (absl::Status s = ProbeDevice(options.scheduler); !s.ok()) return s;
 
   ServiceMetrics metrics;
   absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =

@@ -533,5 +533,24 @@ TEST_F(ServeE2eTest, DeviceCudaSameSeedUnderLoadOrOneLineWithoutGpu) {
   EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
 }
 
+// --device cuda with --watch where the GPU cannot be used: every load failed,
+// and the service logged "no servable checkpoint yet (... no CUDA device
+// ...); watching" and ran for good, never ready (without --watch, exit 1).
+// The device is probed before anything listens: exit 1 and one line naming
+// --device, in both modes. --cuda-device 99 is unusable on every machine (no
+// GPU, too few GPUs, or a build without CUDA). timeout bounds a hang.
+TEST_F(ServeE2eTest, AnUnusableCudaDeviceStopsAtStartAlsoWithWatch) {
+  const fs::path empty = dir_ / "empty_checkpoints";
+  fs::create_directories(empty);
+  for (const std::string watch : {"", "--watch "}) {
+    const auto r = RunCommand("timeout 30 " + kBin + "dropk-serve --port 0 --device cuda " +
+                              "--cuda-device 99 " + watch + "--checkpoints " + empty.string());
+    EXPECT_EQ(r.exit_code, 1) << watch << r.out << r.err;
+    EXPECT_NE(r.err.find("--device cuda"), std::string::npos) << watch << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << watch << r.err;
+    EXPECT_EQ(r.err.find("listening"), std::string::npos) << watch << r.err;
+  }
+}
+
 }  // namespace
 }  // namespace dropk
