@@ -416,9 +416,20 @@ absl::Status RunServe(const ServeOptions& options) {
       return absl::InternalError(failure);
     }
   }
+  // Names the signals that stop it, those waited for: one ignored at start
+  // (nohup's SIGHUP) does not.
+  std::vector<std::string> stoppers;
+  for (const int stopper : {SIGTERM, SIGINT, SIGHUP}) {
+    if (sigismember(&signals, stopper) == 1) stoppers.push_back(SignalName(stopper));
+  }
   log->Write(absl::StrCat("dropk-serve: ", SignalName(sig), ", draining (deadline ",
-                          options.drain_deadline.count(),
-                          " ms; a second SIGTERM or SIGINT stops at once)"));
+                          options.drain_deadline.count(), " ms; a second ",
+                          stoppers.size() == 1
+                              ? stoppers.back()
+                              : absl::StrCat(absl::StrJoin(stoppers.begin(), stoppers.end() - 1,
+                                                           ", "),
+                                             " or ", stoppers.back()),
+                          " stops at once)"));
   // A second signal during the drain means the operator (a second Ctrl-C, an
   // orchestrator out of grace time) will not wait: exit now, without the
   // running requests. The set is copied; stderr needs no object that the

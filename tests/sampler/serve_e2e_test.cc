@@ -319,7 +319,10 @@ TEST_F(ServeE2eTest, SighupDrainsLikeSigtermAndSignalsIgnoredAtStartStayIgnored)
   EXPECT_EQ(StopServer(SIGHUP), 0) << Log();
   std::move(stop_then_join).Invoke();
   EXPECT_EQ(answer.code, 200) << answer.body;
-  EXPECT_NE(Log().find("dropk-serve: SIGHUP, draining"), std::string::npos) << Log();
+  EXPECT_NE(Log().find("dropk-serve: SIGHUP, draining (deadline 60000 ms; a second SIGTERM, "
+                       "SIGINT or SIGHUP stops at once)"),
+            std::string::npos)
+      << Log();
 
   StartServer("", "trap '' HUP INT; ");
   kill(pid_, SIGHUP);
@@ -331,6 +334,8 @@ TEST_F(ServeE2eTest, SighupDrainsLikeSigtermAndSignalsIgnoredAtStartStayIgnored)
       << Log();
   EXPECT_EQ(ServedStep(), 20);
   EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
+  // The drain's line names only what stops it: not the ignored ones.
+  EXPECT_NE(Log().find("a second SIGTERM stops at once)"), std::string::npos) << Log();
 }
 
 // A second SIGTERM during the drain stops at once: it was blocked, so the
