@@ -221,10 +221,19 @@ RouteResult HttpApi::Completions(const HttpRequest& request,
   // RFC 9110 15.5.16: a content coding the server cannot decode is a 415. A
   // gzipped body was read as JSON and refused as "not valid JSON (... invalid
   // literal)", which named neither the header nor the fix.
-  const auto encoding = request[http::field::content_encoding];
-  if (!encoding.empty() && !absl::EqualsIgnoreCase(absl::string_view(encoding.data(),
-                                                                     encoding.size()),
-                                                   "identity")) {
+  // Every Content-Encoding header counts (the codings apply in order): one
+  // saying "identity" before another saying "gzip" let the gzipped body
+  // through, as only the first was looked at.
+  absl::string_view encoding;
+  const auto headers = request.equal_range(http::field::content_encoding);
+  for (auto it = headers.first; it != headers.second; ++it) {
+    const absl::string_view value(it->value().data(), it->value().size());
+    if (!value.empty() && !absl::EqualsIgnoreCase(value, "identity")) {
+      encoding = value;
+      break;
+    }
+  }
+  if (!encoding.empty()) {
     constexpr size_t kMaxShown = 40;  // an error stays one readable line
     return Reply(ErrorResponse(
         {415,

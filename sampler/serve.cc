@@ -13,11 +13,14 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "base/exit_codes.h"
 #include "checkpoint/env.h"
 #include "checkpoint/format.h"
+#include "model/kernels.h"
 
 namespace dropk {
 
@@ -76,13 +79,13 @@ std::string CheckpointWatcher::ReadLatest() const {
   return latest.ok() ? *std::move(latest) : std::string(latest.status().message());
 }
 
-absl::StatusOr<bool> CheckpointWatcher::LoadFrom(const std::string& latest_contents) {
+absl::StatusOr<bool> CheckpointWatcher::LoadFrom() {
   // A checkpoint too large for the memory left (a bigger model, a smaller
   // container) threw std::bad_alloc out of the watcher's thread: the service
   // aborted (SIGABRT) while it served the old model fine. It is a refusal
   // like any other; at start, it is RunServe's error (exit 1).
   try {
-    return LoadNewest(latest_contents);
+    return LoadNewest();
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "out of memory loading the newest checkpoint of ", dir_,
@@ -90,7 +93,7 @@ absl::StatusOr<bool> CheckpointWatcher::LoadFrom(const std::string& latest_conte
   }
 }
 
-absl::StatusOr<bool> CheckpointWatcher::LoadNewest(const std::string& /*latest_contents*/) {
+absl::StatusOr<bool> CheckpointWatcher::LoadNewest() {
   std::vector<std::string> skipped;
   absl::StatusOr<std::string> path = FindServableCheckpoint(dir_, &skipped);
   if (!path.ok()) return path.status();
@@ -129,8 +132,10 @@ absl::StatusOr<bool> CheckpointWatcher::LoadNewest(const std::string& /*latest_c
 absl::Status CheckpointWatcher::LoadInitial() {
   std::lock_guard<std::mutex> lock(mu_);
   last_latest_ = ReadLatest();
-  last_fingerprint_ = CheckpointsFingerprint(dir_);  // before the scan: a change during it counts
-  absl::StatusOr<bool> loaded = LoadFrom(last_latest_);
+  // Before the scan: a change during it counts.
+  last_scanned_state_ = absl::StrCat(last_latest_, "\n--\n", CheckpointsFingerprint(dir_));
+  previous_poll_state_ = last_scanned_state_;
+  absl::StatusOr<bool> loaded = LoadFrom();
   scanned_ = true;
   last_status_ = loaded.status();
   if (!loaded.ok()) last_refusal_ = std::string(loaded.status().message());
@@ -155,14 +160,26 @@ absl::Status CheckpointWatcher::PollOnce() {
   // rsync copies LATEST before the step-* directory it names (it sorts
   // first), and NFS may show it first; while a model was served, that
   // checkpoint was never loaded.
-  std::string fingerprint = CheckpointsFingerprint(dir_);
-  if (scanned_ && latest == last_latest_ && fingerprint == last_fingerprint_) {
+  //
+  // And only once the change has settled: the same LATEST and fingerprint
+  // at two polls in a row. While rsync copied a checkpoint in (a file
+  // growing for minutes), every poll saw a new fingerprint and scanned,
+  // re-reading the weights of the checkpoint served (hundreds of GB for a
+  // 500 MB model), and logging and counting a refusal again whenever its
+  // reason changed with the copy. A new LATEST while LATEST's checkpoint is served is
+  // looked at at once: the trainer writes it after its checkpoint is whole.
+  std::string state = absl::StrCat(latest, "\n--\n", CheckpointsFingerprint(dir_));
+  const bool settled = state == previous_poll_state_;
+  previous_poll_state_ = state;
+  const bool serving_latest =
+      !serving_path_.empty() && last_refusal_.empty() && !serving_skipped_;
+  if (scanned_ && (state == last_scanned_state_ || (!settled && !serving_latest))) {
     return last_status_;
   }
-  last_fingerprint_ = std::move(fingerprint);
+  last_scanned_state_ = std::move(state);
   last_latest_ = latest;
   const bool first = serving_path_.empty();
-  absl::StatusOr<bool> loaded = LoadFrom(latest);
+  absl::StatusOr<bool> loaded = LoadFrom();
   scanned_ = true;
   last_status_ = loaded.status();
   if (loaded.ok()) {
@@ -290,6 +307,23 @@ const char* SignalName(int sig) {
   return "a signal";
 }
 
+// OK when the scheduler's device can run a model; otherwise one line naming
+// --device and the reason. The CPU always can; an injected engine
+// (options.make_engine, tests) is its own affair.
+absl::Status ProbeDevice(const SchedulerOptions& options) {
+  if (options.device != Device::kCuda || options.make_engine) return absl::OkStatus();
+  KernelOptions kernel_options;
+  kernel_options.num_threads = 1;
+  kernel_options.cuda_device = options.cuda_device;
+  absl::StatusOr<std::unique_ptr<Kernels>> kernels = MakeKernels(Device::kCuda, kernel_options);
+  if (kernels.ok()) return absl::OkStatus();
+  absl::string_view why = kernels.status().message();
+  absl::ConsumePrefix(&why, "device cuda: ");
+  return absl::FailedPreconditionError(
+      absl::StrCat("--device cuda --cuda-device ", options.cuda_device, ": ", why,
+                   absl::StrContains(why, "cpu device") ? "" : " (or use --device cpu)"));
+}
+
 }  // namespace
 
 absl::Status RunServe(const ServeOptions& options) {
@@ -316,6 +350,13 @@ absl::Status RunServe(const ServeOptions& options) {
   if (!options.port_file.empty()) {
     if (absl::Status s = CheckPortFileTarget(options.port_file); !s.ok()) return s;
   }
+
+  // With --device cuda on a machine whose GPU cannot be used (no driver,
+  // none visible, a bad --cuda-device), every model load failed: without
+  // --watch that was exit 1, but with it the service said "no servable
+  // checkpoint yet (... no CUDA device ...); watching" and never became
+  // ready. The device is checked once, before anything listens.
+  if (absl::Status s = ProbeDevice(options.scheduler); !s.ok()) return s;
 
   ServiceMetrics metrics;
   absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
@@ -375,9 +416,20 @@ absl::Status RunServe(const ServeOptions& options) {
       return absl::InternalError(failure);
     }
   }
+  // Names the signals that stop it, those waited for: one ignored at start
+  // (nohup's SIGHUP) does not.
+  std::vector<std::string> stoppers;
+  for (const int stopper : {SIGTERM, SIGINT, SIGHUP}) {
+    if (sigismember(&signals, stopper) == 1) stoppers.push_back(SignalName(stopper));
+  }
   log->Write(absl::StrCat("dropk-serve: ", SignalName(sig), ", draining (deadline ",
-                          options.drain_deadline.count(),
-                          " ms; a second SIGTERM or SIGINT stops at once)"));
+                          options.drain_deadline.count(), " ms; a second ",
+                          stoppers.size() == 1
+                              ? stoppers.back()
+                              : absl::StrCat(absl::StrJoin(stoppers.begin(), stoppers.end() - 1,
+                                                           ", "),
+                                             " or ", stoppers.back()),
+                          " stops at once)"));
   // A second signal during the drain means the operator (a second Ctrl-C, an
   // orchestrator out of grace time) will not wait: exit now, without the
   // running requests. The set is copied; stderr needs no object that the

@@ -120,5 +120,68 @@ TEST_F(CheckpointWatcherTest, AModelThatDoesNotFitInMemoryIsRefusedAndTheOldOneK
       << log.All();
 }
 
+
+// Bytes this process has read so far (Linux's /proc/self/io rchar).
+int64_t BytesReadByThisProcess() {
+  std::ifstream io("/proc/self/io");
+  std::string key;
+  int64_t value = 0;
+  while (io >> key >> value) {
+    if (key == "rchar:") return value;
+  }
+  return -1;
+}
+
+// While LATEST named a checkpoint still being copied in (rsync writes a
+// temporary file that grows for minutes) and an older one was served, every
+// poll saw a new fingerprint and scanned: the served checkpoint's weights
+// were read and CRC-checked again at every poll (hundreds of GB for a 500 MB
+// model). Now a scan waits for the change to hold still across two polls:
+// no checkpoint is read while the file grows, and the checkpoint is served
+// once it is whole and still.
+TEST_F(CheckpointWatcherTest, ACheckpointBeingCopiedInIsNotScannedAtEveryPoll) {
+  const fs::path step2 = fs::path(checkpoints_) / "step-00000002";
+  fs::rename(step2, dir_ / "held2");
+  fs::create_directory(step2);
+  PointLatestAt("step-00000002");
+  ServiceMetrics metrics;
+  std::unique_ptr<Scheduler> scheduler =
+      Scheduler::Create(SchedulerOptions{.max_batch = 2, .num_threads = 1}, &metrics).value();
+  RecordingLog log;
+  CheckpointWatcher watcher(checkpoints_, scheduler.get(), &metrics, &log);
+  ASSERT_TRUE(watcher.LoadInitial().ok()) << log.All();  // step 2 skipped, step 1 served
+  ASSERT_EQ(scheduler->CurrentModel()->snapshot().step, 1);
+  const int64_t weights_bytes =
+      static_cast<int64_t>(fs::file_size(fs::path(checkpoints_) / "step-00000001/model.data"));
+  ASSERT_GT(weights_bytes, 0);
+
+  const int64_t read_before = BytesReadByThisProcess();
+  ASSERT_GE(read_before, 0);
+  for (int i = 0; i < 20; ++i) {  // rsync's temporary file grows between polls
+    std::ofstream(step2 / ".model.data.Xy12", std::ios::app) << std::string(1000, 'x');
+    (void)watcher.PollOnce();
+  }
+  const int64_t read_while_copying = BytesReadByThisProcess() - read_before;
+  // Before: 20 scans, each reading step 1's weights (20 x weights_bytes).
+  EXPECT_LT(read_while_copying, weights_bytes) << log.All();
+  EXPECT_LE(metrics.reloads_failed.load(), 1u) << log.All();
+  EXPECT_EQ(scheduler->CurrentModel()->snapshot().step, 1);
+
+  // The copy completes (rsync renames its file into place) and holds still.
+  fs::remove(step2 / ".model.data.Xy12");
+  for (const fs::directory_entry& file : fs::directory_iterator(dir_ / "held2")) {
+    fs::copy(file.path(), step2 / file.path().filename());
+  }
+  for (int i = 0; i < 3 && scheduler->CurrentModel()->snapshot().step != 2; ++i) {
+    EXPECT_TRUE(watcher.PollOnce().ok()) << log.All();
+  }
+  EXPECT_EQ(scheduler->CurrentModel()->snapshot().step, 2) << log.All();
+  EXPECT_EQ(metrics.reloads_ok.load(), 1u);
+  // Nothing changes any more: no scan, no read of a checkpoint.
+  const int64_t read_settled = BytesReadByThisProcess();
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(watcher.PollOnce().ok());
+  EXPECT_LT(BytesReadByThisProcess() - read_settled, weights_bytes);
+}
+
 }  // namespace
 }  // namespace dropk

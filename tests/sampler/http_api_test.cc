@@ -240,6 +240,28 @@ TEST(HttpApiTest, ACompressedBodyIs415NamingTheCoding) {
   EXPECT_NE(a.api->Route(req, a.collector).job, nullptr);
 }
 
+// Only the first Content-Encoding header was looked at: "identity" then
+// "gzip" let a gzipped body through to the JSON parser.
+TEST(HttpApiTest, EveryContentEncodingHeaderCounts) {
+  Api a;
+  HttpRequest req{http::verb::post, "/v1/completions", 11};
+  req.insert(http::field::content_encoding, "identity");
+  req.insert(http::field::content_encoding, "gzip");
+  req.body() = R"({"prompt":"a","max_tokens":1})";
+  req.prepare_payload();
+  const RouteResult r = a.api->Route(req, a.collector);
+  ExpectError(r, 415, "unsupported_content_encoding");
+  EXPECT_EQ(json::parse(r.response.body())["error"]["message"],
+            "Content-Encoding 'gzip' is not supported; send the JSON body uncompressed");
+  // Two saying identity are still no coding at all.
+  HttpRequest plain{http::verb::post, "/v1/completions", 11};
+  plain.insert(http::field::content_encoding, "identity");
+  plain.insert(http::field::content_encoding, "IDENTITY");
+  plain.body() = R"({"prompt":"a","max_tokens":1})";
+  plain.prepare_payload();
+  EXPECT_NE(a.api->Route(plain, a.collector).job, nullptr);
+}
+
 TEST(HttpApiTest, FullQueueIs429WithRetryAfter) {
   HttpApiOptions options;
   options.retry_after_seconds = 7;

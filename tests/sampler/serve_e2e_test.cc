@@ -88,6 +88,12 @@ class ServeE2eTest : public ::testing::Test {
                             " 2>>" + (dir_ / "serve.log").string();
     pid_ = fork();
     if (pid_ == 0) {
+      // A runner that ignores SIGHUP or SIGINT (nohup ctest, a script's
+      // background job) would pass that on, and the service would keep
+      // ignoring them; a test that wants them ignored says so in
+      // shell_prefix ("trap '' HUP INT; ").
+      signal(SIGHUP, SIG_DFL);
+      signal(SIGINT, SIG_DFL);
       execl("/bin/sh", "sh", "-c", (shell_prefix + "exec " + cmd).c_str(), nullptr);
       _exit(127);
     }
@@ -287,9 +293,6 @@ TEST_F(ServeE2eTest, ApiKeyFile) {
   EXPECT_EQ(StopServer(SIGTERM), 0);
 }
 
-// A second SIGTERM during the drain stops at once: it was blocked, so the
-// service went on draining a long stream (8 x 8192 tokens, about 9 s here)
-// until it ended or --drain-ms (here a minute) passed.
 // A hangup (the ssh session dropped) killed the service at once (exit 129),
 // the running request lost without a word. It drains like SIGTERM: the
 // request is answered and the service exits 0. Under nohup (SIGHUP ignored
@@ -316,7 +319,10 @@ TEST_F(ServeE2eTest, SighupDrainsLikeSigtermAndSignalsIgnoredAtStartStayIgnored)
   EXPECT_EQ(StopServer(SIGHUP), 0) << Log();
   std::move(stop_then_join).Invoke();
   EXPECT_EQ(answer.code, 200) << answer.body;
-  EXPECT_NE(Log().find("dropk-serve: SIGHUP, draining"), std::string::npos) << Log();
+  EXPECT_NE(Log().find("dropk-serve: SIGHUP, draining (deadline 60000 ms; a second SIGTERM, "
+                       "SIGINT or SIGHUP stops at once)"),
+            std::string::npos)
+      << Log();
 
   StartServer("", "trap '' HUP INT; ");
   kill(pid_, SIGHUP);
@@ -328,8 +334,13 @@ TEST_F(ServeE2eTest, SighupDrainsLikeSigtermAndSignalsIgnoredAtStartStayIgnored)
       << Log();
   EXPECT_EQ(ServedStep(), 20);
   EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
+  // The drain's line names only what stops it: not the ignored ones.
+  EXPECT_NE(Log().find("a second SIGTERM stops at once)"), std::string::npos) << Log();
 }
 
+// A second SIGTERM during the drain stops at once: it was blocked, so the
+// service went on draining a long stream (8 x 8192 tokens, about 9 s here)
+// until it ended or --drain-ms (here a minute) passed.
 TEST_F(ServeE2eTest, SecondSigtermDuringTheDrainStopsAtOnce) {
   StartServer("--drain-ms 60000");
   const std::string body =
@@ -525,6 +536,25 @@ TEST_F(ServeE2eTest, DeviceCudaSameSeedUnderLoadOrOneLineWithoutGpu) {
   EXPECT_EQ(json::parse(alone.body)["choices"][0]["text"],
             json::parse(loaded.body)["choices"][0]["text"]);
   EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
+}
+
+// --device cuda with --watch where the GPU cannot be used: every load failed,
+// and the service logged "no servable checkpoint yet (... no CUDA device
+// ...); watching" and ran for good, never ready (without --watch, exit 1).
+// The device is probed before anything listens: exit 1 and one line naming
+// --device, in both modes. --cuda-device 99 is unusable on every machine (no
+// GPU, too few GPUs, or a build without CUDA). timeout bounds a hang.
+TEST_F(ServeE2eTest, AnUnusableCudaDeviceStopsAtStartAlsoWithWatch) {
+  const fs::path empty = dir_ / "empty_checkpoints";
+  fs::create_directories(empty);
+  for (const std::string watch : {"", "--watch "}) {
+    const auto r = RunCommand("timeout 30 " + kBin + "dropk-serve --port 0 --device cuda " +
+                              "--cuda-device 99 " + watch + "--checkpoints " + empty.string());
+    EXPECT_EQ(r.exit_code, 1) << watch << r.out << r.err;
+    EXPECT_NE(r.err.find("--device cuda"), std::string::npos) << watch << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << watch << r.err;
+    EXPECT_EQ(r.err.find("listening"), std::string::npos) << watch << r.err;
+  }
 }
 
 }  // namespace

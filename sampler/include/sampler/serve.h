@@ -35,9 +35,10 @@ class CheckpointWatcher {
   // nothing is served yet, the last attempt was refused or what is served is
   // older than a checkpoint the loading scan skipped, also when the
   // checkpoints directory's listing or a candidate's files (names, sizes,
-  // modification times) changed (a checkpoint copied after its LATEST), and
-  // otherwise return the last attempt's error without reading any
-  // checkpoint again. Returns OK when nothing changed, LATEST names the
+  // modification times) changed (a checkpoint copied after its LATEST) and
+  // then held still across two polls (a checkpoint still being copied in is
+  // not scanned at every poll), and otherwise return the last attempt's
+  // error without reading any checkpoint again. Returns OK when nothing changed, LATEST names the
   // checkpoint served already, or the new one was swapped in. A refusal is
   // logged and counted once, not again at each poll that fails the same way.
   absl::Status PollOnce();
@@ -50,9 +51,9 @@ class CheckpointWatcher {
   // true when it swapped a model in, false when there was nothing new. An
   // allocation that fails on the way is ResourceExhausted, never an
   // exception (the watcher's thread would abort the service).
-  absl::StatusOr<bool> LoadFrom(const std::string& latest_contents);
+  absl::StatusOr<bool> LoadFrom();
   // LoadFrom without the guard.
-  absl::StatusOr<bool> LoadNewest(const std::string& latest_contents);
+  absl::StatusOr<bool> LoadNewest();
   std::string ReadLatest() const;
 
   const std::string dir_;
@@ -66,10 +67,13 @@ class CheckpointWatcher {
   // The checkpoint served is older than what LATEST names: the scan that
   // loaded it skipped newer ones (not there yet, incomplete, corrupt).
   bool serving_skipped_ = false;
-  // What the last scan depended on (CheckpointsFingerprint in serve.cc) and
-  // what it returned; consulted while nothing is served or after a refusal.
+  // What the last scan depended on (LATEST and CheckpointsFingerprint in
+  // serve.cc) and what it returned, and the same state as the previous poll
+  // saw it; consulted while nothing is served or after a refusal or skip,
+  // where a scan waits for a change to hold still across two polls.
   bool scanned_ = false;
-  std::string last_fingerprint_;
+  std::string last_scanned_state_;
+  std::string previous_poll_state_;
   absl::Status last_status_;
   std::condition_variable cv_;
   bool stop_ = false;
