@@ -18,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "base/exit_codes.h"
+#include "base/ignored_signal.h"
 #include "checkpoint/env.h"
 #include "checkpoint/format.h"
 #include "model/kernels.h"
@@ -339,10 +340,7 @@ absl::Status RunServe(const ServeOptions& options) {
   // not stop): a blocked signal is never discarded on Linux, so waiting for
   // an ignored one would act on it.
   for (const int sig : {SIGINT, SIGHUP}) {
-    struct sigaction action {};
-    if (sigaction(sig, nullptr, &action) == 0 && action.sa_handler != SIG_IGN) {
-      sigaddset(&signals, sig);
-    }
+    if (!SignalIgnoredAtStart(sig)) sigaddset(&signals, sig);
   }
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // threads started below inherit this
   std::signal(SIGPIPE, SIG_IGN);

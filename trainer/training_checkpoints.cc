@@ -11,10 +11,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "google/protobuf/descriptor.h"
-#include "google/protobuf/text_format.h"
+#include "base/ignored_signal.h"
 #include "base/path_status.h"
 #include "checkpoint/format.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/text_format.h"
 
 namespace dropk {
 namespace {
@@ -87,9 +88,7 @@ void InstallStopSignalHandlers() {
   // A signal the launcher set to be ignored stays ignored: `nohup` (SIGHUP)
   // and a script's background job (SIGINT) mean the run should outlive them.
   const auto install = [&action](int signo) {
-    struct sigaction current = {};
-    if (sigaction(signo, nullptr, &current) == 0 && current.sa_handler == SIG_IGN) return;
-    sigaction(signo, &action, nullptr);
+    if (!SignalIgnoredAtStart(signo)) sigaction(signo, &action, nullptr);
   };
   sigaction(SIGTERM, &action, nullptr);
   install(SIGINT);

@@ -19,7 +19,7 @@
 #include "sampler/metrics.h"
 #include "sampler/scheduler.h"
 #include "sampler/serve.h"
-#include "support/shakespeare_data.h"
+#include "support/tiny_smoke_run.h"
 #include "trainer/config.h"
 #include "trainer/trainer.h"
 
@@ -54,22 +54,8 @@ class CheckpointWatcherTest : public ::testing::Test {
   void SetUp() override {
     dir_ = fs::path(::testing::TempDir()) / ("dropk_watcher_test_" + std::to_string(getpid()));
     fs::remove_all(dir_);
-    ASSERT_TRUE(test_util::PrepareShakespeareData((dir_ / "data").string()).ok());
-    TrainConfig train = DefaultTrainConfig();
-    ASSERT_TRUE(
-        MergeTrainConfigFile(DROPK_SOURCE_DIR "/configs/tiny_smoke.textproto", &train).ok());
-    train.set_data_dir((dir_ / "data").string());
-    train.set_out_dir((dir_ / "run").string());
-    train.set_max_iters(2);
-    train.set_lr_decay_iters(2);
-    train.set_save_every(1);
-    train.set_eval_iters(1);
-    train.set_sample_tokens(0);
-    train.set_num_threads(1);
-    ASSERT_TRUE(ValidateTrainConfig(train).ok());
-    auto comm = MakeSingleProcessCommunicator();
-    std::ostringstream train_log;
-    ASSERT_TRUE(RunTraining(train, *comm, train_log).ok()) << train_log.str();
+    const absl::Status trained = test_util::TrainTinySmokeRun(dir_, /*save_every=*/1);
+    ASSERT_TRUE(trained.ok()) << trained;
     checkpoints_ = (dir_ / "run" / "checkpoints").string();
   }
   void TearDown() override { fs::remove_all(dir_); }

@@ -26,7 +26,7 @@
 #include "sampler/scheduler.h"
 #include "sampler/serve.h"
 #include "support/completion_collector.h"
-#include "support/shakespeare_data.h"
+#include "support/tiny_smoke_run.h"
 #include "test_util.h"
 #include "trainer/config.h"
 #include "trainer/trainer.h"
@@ -228,20 +228,10 @@ TEST(DeviceFailureTest, RunServeAnswersThenStopsWithTheError) {
   const fs::path dir =
       fs::path(::testing::TempDir()) / ("dropk_serve_device_failure_" + std::to_string(getpid()));
   fs::remove_all(dir);
-  ASSERT_TRUE(test_util::PrepareShakespeareData((dir / "data").string()).ok());
-  TrainConfig train = DefaultTrainConfig();
-  ASSERT_TRUE(MergeTrainConfigFile(DROPK_SOURCE_DIR "/configs/tiny_smoke.textproto", &train).ok());
-  train.set_data_dir((dir / "data").string());
-  train.set_out_dir((dir / "run").string());
-  train.set_max_iters(2);
-  train.set_lr_decay_iters(2);
-  train.set_eval_iters(1);
-  train.set_sample_tokens(0);
-  train.set_num_threads(1);
-  ASSERT_TRUE(ValidateTrainConfig(train).ok());
-  auto comm = MakeSingleProcessCommunicator();
-  std::ostringstream train_log;
-  ASSERT_TRUE(RunTraining(train, *comm, train_log).ok()) << train_log.str();
+  {
+    const absl::Status trained = test_util::TrainTinySmokeRun(dir);
+    ASSERT_TRUE(trained.ok()) << trained;
+  }
 
   std::atomic<int> calls_after_failure{0};
   ServeOptions options;

@@ -124,6 +124,18 @@ class ServeE2eTest : public ::testing::Test {
     if (r.code != 200) return -1;
     return json::parse(r.body)["checkpoint_step"].get<int64_t>();
   }
+  // Waits (at most 10 s) until the service is generating for some request,
+  // per /metrics' running batch size; false if it never was.
+  bool WaitUntilGenerating() {
+    for (int i = 0; i < 100; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (Curl(port_, "GET", "/metrics").body.find("dropk_running_batch_size 0") ==
+          std::string::npos) {
+        return true;
+      }
+    }
+    return false;
+  }
   std::string Log() {
     std::ifstream in(dir_ / "serve.log");
     return std::string(std::istreambuf_iterator<char>(in), {});
@@ -309,13 +321,7 @@ TEST_F(ServeE2eTest, SighupDrainsLikeSigtermAndSignalsIgnoredAtStartStayIgnored)
     StopServer(SIGKILL);
     request.join();
   };
-  bool running = false;
-  for (int i = 0; i < 100 && !running; ++i) {  // bounded: 10 s
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    running = Curl(port_, "GET", "/metrics").body.find("dropk_running_batch_size 0") ==
-              std::string::npos;
-  }
-  ASSERT_TRUE(running) << Curl(port_, "GET", "/metrics").body;
+  ASSERT_TRUE(WaitUntilGenerating()) << Curl(port_, "GET", "/metrics").body;
   EXPECT_EQ(StopServer(SIGHUP), 0) << Log();
   std::move(stop_then_join).Invoke();
   EXPECT_EQ(answer.code, 200) << answer.body;
@@ -353,13 +359,7 @@ TEST_F(ServeE2eTest, SecondSigtermDuringTheDrainStopsAtOnce) {
     StopServer(SIGKILL);
     stream.join();
   };
-  bool running = false;
-  for (int i = 0; i < 100 && !running; ++i) {  // bounded: 10 s
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    running = Curl(port_, "GET", "/metrics").body.find("dropk_running_batch_size 0") ==
-              std::string::npos;
-  }
-  ASSERT_TRUE(running) << Curl(port_, "GET", "/metrics").body;
+  ASSERT_TRUE(WaitUntilGenerating()) << Curl(port_, "GET", "/metrics").body;
   kill(pid_, SIGTERM);
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   int status = 0;
