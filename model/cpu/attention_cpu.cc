@@ -1,8 +1,15 @@
 // Causal multi-head self-attention on the CPU: one task per (batch, head),
-// each running single-threaded sgemm (the OpenMP build of OpenBLAS does not
-// spawn threads inside our parallel region) on strided views of qkv, with k
-// (forward) or v (backward) first copied transposed so that every product
-// with a T-long side takes it as a plain operand.
+// each running its small products on its own thread (GemmOnThisThread:
+// libxsmm's JIT kernels on AVX-512 CPUs, single-threaded OpenBLAS
+// elsewhere) on strided views of qkv, with k (forward) or v (backward)
+// first copied transposed so that every product with a T-long side takes it
+// as a plain operand. On the 2-core Zen 4, libxsmm's kernels ran the
+// products 2-3x faster than OpenBLAS's sgemm calls (whose Haswell kernels
+// and per-call packing dominate at 32-256 x 32-64 sizes).
+//
+// The 1/sqrt(hs) scale is folded into the softmax (forward) and into
+// d(pre-softmax) (backward) rather than into the products, whose kernels
+// take alpha = 1.
 //
 // Causality is exploited, not masked: queries go in row blocks of
 // kQueryBlock, and the block [t0, t1) multiplies only keys and values
@@ -14,8 +21,6 @@
 // With attention dropout, forward marks each dropped probability by setting
 // its sign bit in probs, and backward reads the mask back from there rather
 // than drawing the same Philox numbers a second time.
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -24,6 +29,7 @@
 
 #include "cpu/cpu_kernels.h"
 #include "cpu/row_ops.h"
+#include "cpu/xsmm_gemm.h"
 #include "kernel_math.h"
 
 namespace dropk {
@@ -33,22 +39,24 @@ namespace {
 // enough that each sgemm still runs near its peak.
 constexpr int kQueryBlock = 32;
 
-// Softmax in place of the causal row `row` of length t + 1 (the entries up to
-// and including the diagonal), then zeros up to `width`. The exponentials
-// and the sum are separate loops so that the first vectorises; the sum
-// keeps FixedOrderSum's lanes.
-void CausalSoftmaxRow(float* row, int t, int width) {
+// Softmax of scale * row in place of the causal row `row` of length t + 1
+// (the entries up to and including the diagonal), then zeros up to
+// `width`. scale > 0, so the largest scaled entry is scale * the largest.
+// The exponentials and the sum are separate loops so that the first
+// vectorises; the sum keeps FixedOrderSum's lanes.
+void CausalSoftmaxRow(float* row, int t, int width, float scale) {
   const float maxv = RowMax(row, t + 1);
-  for (int j = 0; j <= t; ++j) row[j] = FastExp(row[j] - maxv);
+  for (int j = 0; j <= t; ++j) row[j] = FastExp((row[j] - maxv) * scale);
   const float inv = 1.0f / FixedOrderSum(t + 1, [row](int j) { return row[j]; });
   for (int j = 0; j <= t; ++j) row[j] *= inv;
   std::fill(row + t + 1, row + width, 0.0f);
 }
 
 // dst (hs,T) = the (T,hs) head view src (row stride C3), transposed. The
-// products q·k^T and dout·v^T then take a plain right operand, which
-// OpenBLAS's small-matrix kernels multiply ~1.5x faster than a transposed
-// one (AVX-512 cores, these shapes); the copy costs a few percent of that.
+// products q·k^T and dout·v^T then take a plain right operand: libxsmm 1.17
+// generates no kernel for a transposed one (in its column-major terms, a
+// transposed left operand), and OpenBLAS multiplied a transposed one ~1.5x
+// slower at these shapes; the copy costs a few percent of a product.
 void TransposeHead(float* dst, const float* src, int T, int hs, int C3) {
   for (int t = 0; t < T; ++t) {
     const float* row = src + static_cast<size_t>(t) * C3;
@@ -151,21 +159,21 @@ void CpuKernels::AttentionForward(float* out, float* probs, const float* qkv, in
       for (int t0 = 0; t0 < T; t0 += kQueryBlock) {
         const int t1 = std::min(T, t0 + kQueryBlock), rows = t1 - t0;
         float* att_block = att + static_cast<size_t>(t0) * T;
-        // att[t0:t1, 0:t1] = q[t0:t1] k[0:t1]^T / sqrt(hs)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, t1, hs, scale,
-                    view.q + static_cast<size_t>(t0) * C3, C3, kt, T, 0.0f, att_block, T);
+        // att[t0:t1, 0:t1] = q[t0:t1] k[0:t1]^T (scaled by 1/sqrt(hs) in the softmax)
+        GemmOnThisThread(false, rows, t1, hs, view.q + static_cast<size_t>(t0) * C3, C3, kt, T,
+                         /*accumulate=*/false, att_block, T);
         for (int t = t0; t < t1; ++t) {
           float* row = att + static_cast<size_t>(t) * T;
           // The keys in [t + 1, t1) get probability 0; those past t1 are
           // never read (writing them would double att's memory traffic).
-          CausalSoftmaxRow(row, t, t1);
+          CausalSoftmaxRow(row, t, t1, scale);
         }
         // Dropped probabilities go to scratch; att keeps the softmax (and
         // the mask, in its signs) for backward.
         const float* weights = view.DropWeights(dropped, scales, att, t0, t1);
         // out[t0:t1] (rows,hs) = weights (rows,t1) · v[0:t1] (t1,hs)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, t1, 1.0f, weights, T,
-                    view.v, C3, 0.0f, o + static_cast<size_t>(t0) * C, C);
+        GemmOnThisThread(false, rows, hs, t1, weights, T, view.v, C3, /*accumulate=*/false,
+                         o + static_cast<size_t>(t0) * C, C);
       }
     }
   }
@@ -213,28 +221,28 @@ void CpuKernels::AttentionBackward(float* dqkv, const float* dout, const float* 
           weights = dropped;
         }
         // dv[0:t1] += weights^T (t1,rows) · dout[t0:t1] (rows,hs)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, rows, 1.0f, weights, T,
-                    dout_block, C, 1.0f, dv, C3);
+        GemmOnThisThread(true, t1, hs, rows, weights, T, dout_block, C, /*accumulate=*/true, dv,
+                         C3);
         // d(weights) (rows,t1) = dout[t0:t1] · v[0:t1]^T
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, t1, hs, 1.0f, dout_block, C,
-                    vt, T, 0.0f, datt, T);
+        GemmOnThisThread(false, rows, t1, hs, dout_block, C, vt, T, /*accumulate=*/false, datt, T);
         for (int t = t0; t < t1; ++t) {
           float* drow = datt + static_cast<size_t>(t - t0) * T;
           const float* arow = att + static_cast<size_t>(t) * T;
-          // Softmax backward: dpre = att * (datt - sum(att * datt)), att = |arow|.
+          // Softmax backward: dpre = att * (datt - sum(att * datt)), att = |arow|,
+          // times the forward's scale (the products below take alpha = 1).
           for (int j = 0; j <= t; ++j)
             drow[j] = std::signbit(arow[j]) ? 0.0f : drow[j] * keep_scale;
           const float dot =
               FixedOrderSum(t + 1, [&](int j) { return std::fabs(arow[j]) * drow[j]; });
-          for (int j = 0; j <= t; ++j) drow[j] = std::fabs(arow[j]) * (drow[j] - dot);
+          for (int j = 0; j <= t; ++j) drow[j] = std::fabs(arow[j]) * (drow[j] - dot) * scale;
           std::fill(drow + t + 1, drow + t1, 0.0f);
         }
         // dq[t0:t1] = scale * dpre (rows,t1) · k[0:t1]
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, t1, scale, datt, T, view.k,
-                    C3, 0.0f, dq + static_cast<size_t>(t0) * C3, C3);
+        GemmOnThisThread(false, rows, hs, t1, datt, T, view.k, C3, /*accumulate=*/false,
+                         dq + static_cast<size_t>(t0) * C3, C3);
         // dk[0:t1] += scale * dpre^T (t1,rows) · q[t0:t1]
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, rows, scale, datt, T,
-                    view.q + static_cast<size_t>(t0) * C3, C3, 1.0f, dk, C3);
+        GemmOnThisThread(true, t1, hs, rows, datt, T, view.q + static_cast<size_t>(t0) * C3, C3,
+                         /*accumulate=*/true, dk, C3);
       }
     }
   }

@@ -1,8 +1,7 @@
 // Matrix products: in fp32, libxsmm's kernels as fixed tiles where it
-// generates AVX-512 code (xsmm_gemm.h), else OpenBLAS sgemm; oneDNN with
+// generates AVX-512 code (xsmm_gemm.h), else OpenBLAS sgemm in tiles fixed
+// by the shape (tiled_sgemm.h); oneDNN with
 // bf16 inputs (precision bf16); bias sums in a fixed order either way.
-#include <cblas.h>
-
 #include <algorithm>
 #include <cstring>
 
@@ -29,7 +28,7 @@ void CpuKernels::MatmulForward(float* out, const float* inp, const float* w, con
     beta = 1.0f;
   }
   // out (N,OC) = inp (N,C) · w (OC,C)^T
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, w, C, beta, out, OC);
+  FixedTileSgemm(false, true, N, OC, C, inp, C, w, C, beta, out, OC);
 }
 
 void CpuKernels::MatmulBackward(float* dinp, float* dw, float* dbias, const float* dout,
@@ -47,16 +46,15 @@ void CpuKernels::MatmulBackward(float* dinp, float* dw, float* dbias, const floa
       if (UseTiledSgemm(N, C, OC)) {
         TiledSgemm(false, N, C, OC, dout, OC, w, C, accumulate_dinp ? 1.0f : 0.0f, dinp, C);
       } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, w, C,
-                    accumulate_dinp ? 1.0f : 0.0f, dinp, C);
+        FixedTileSgemm(false, false, N, C, OC, dout, OC, w, C, accumulate_dinp ? 1.0f : 0.0f, dinp,
+                       C);
       }
     }
     // dw (OC,C) += dout^T (OC,N) · inp (N,C)
     if (UseTiledSgemm(OC, C, N)) {
       TiledSgemm(true, OC, C, N, dout, OC, inp, C, 1.0f, dw, C);
     } else {
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f,
-                  dw, C);
+      FixedTileSgemm(true, false, OC, C, N, dout, OC, inp, C, 1.0f, dw, C);
     }
   }
   if (dbias != nullptr) AccumulateColumnSums(dbias, dout, N, OC);

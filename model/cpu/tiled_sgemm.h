@@ -33,6 +33,20 @@ bool UseTiledSgemm(int M, int N, int K);
 void TiledSgemm(bool transpose_a, int M, int N, int K, const float* A, int lda, const float* B,
                 int ldb, float beta, float* C, int ldc);
 
+// C (M,N) = beta * C + op(A) · op(B), row-major, op(X) being X or X stored
+// transposed: OpenBLAS's sgemm with the output split into tiles fixed by
+// the shape alone (kFixedTileRows x kFixedTileCols), one single-threaded
+// call per tile over the whole K, the tiles shared out over the OpenMP
+// team. A single threaded sgemm call gives results that depend on its
+// thread count: OpenBLAS 0.3.21's Haswell kernels (its choice on AVX2
+// CPUs and on AMD's Zen 4) sum some outputs in another order when the
+// rows are split among more threads (tests/model/cpu_matmul_test.cc's team
+// size tests). This is the products' path where neither libxsmm nor
+// TiledSgemm takes them. Opens its own OpenMP parallel region; call it from
+// outside one.
+void FixedTileSgemm(bool transpose_a, bool transpose_b, int M, int N, int K, const float* A,
+                    int lda, const float* B, int ldb, float beta, float* C, int ldc);
+
 }  // namespace dropk
 
 #endif  // DROPK_MODEL_CPU_TILED_SGEMM_H_

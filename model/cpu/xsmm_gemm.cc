@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "cpu/tiled_sgemm.h"
 
 #if DROPK_HAS_XSMM
 #include <libxsmm.h>
@@ -38,13 +39,13 @@ constexpr int kLongDepth = 256;
 constexpr int kMaxTiledSide = 8192;
 constexpr int kMaxTiledGradientWidth = 1536;
 
-// The products OpenBLAS takes instead (see above), threaded. Deterministic
-// across team sizes too: OpenBLAS splits M and N among threads, never K.
-void OpenBlasProduct(CBLAS_TRANSPOSE transpose_a, CBLAS_TRANSPOSE transpose_b, int M, int N, int K,
-                     const float* A, int lda, const float* B, int ldb, bool accumulate, float* C,
-                     int ldc) {
-  cblas_sgemm(CblasRowMajor, transpose_a, transpose_b, M, N, K, 1.0f, A, lda, B, ldb,
-              accumulate ? 1.0f : 0.0f, C, ldc);
+// The products OpenBLAS takes instead (see above), in its tiles fixed by
+// the shape (FixedTileSgemm), so that they too do not depend on the team
+// size: one threaded sgemm call does on OpenBLAS's Haswell kernels.
+void OpenBlasProduct(bool transpose_a, bool transpose_b, int M, int N, int K, const float* A,
+                     int lda, const float* B, int ldb, bool accumulate, float* C, int ldc) {
+  FixedTileSgemm(transpose_a, transpose_b, M, N, K, A, lda, B, ldb, accumulate ? 1.0f : 0.0f, C,
+                 ldc);
 }
 
 struct Choice {
@@ -99,30 +100,35 @@ int TileCount(int n, int tile) { return (n + tile - 1) / tile; }
 
 // c (rows,cols) = a (rows,depth) · b (depth,cols), plus c's old value when
 // accumulate; row major, a stored transposed (depth,rows) when a_transposed.
-// One libxsmm kernel on this thread, or single-threaded OpenBLAS when
-// libxsmm cannot generate that kernel.
+// One libxsmm kernel on this thread when use_xsmm, or single-threaded
+// OpenBLAS when not or when libxsmm cannot generate that kernel.
 void TileProduct(bool a_transposed, int rows, int cols, int depth, const float* a, int lda,
-                 const float* b, int ldb, bool accumulate, float* c, int ldc) {
+                 const float* b, int ldb, bool accumulate, float* c, int ldc,
+                 bool use_xsmm = true) {
   const float beta = accumulate ? 1.0f : 0.0f;
 #if DROPK_HAS_XSMM
-  // libxsmm is column major: the row-major c = a · b is its c^T = b^T · a^T,
-  // so its left operand is our b and its right our a (a transposed a is its
-  // transposed right operand).
-  const float alpha = 1.0f;
-  const int flags = a_transposed ? LIBXSMM_GEMM_FLAG_TRANS_B : LIBXSMM_GEMM_FLAG_NONE;
-  const libxsmm_blasint m = cols, n = rows, k = depth;
-  const libxsmm_blasint xlda = ldb, xldb = lda, xldc = ldc;
-  // The dispatch is a lookup in libxsmm's code registry after the first
-  // call with a shape; generating the kernel happens once per process.
-  // No prefetch: the kernels are called with three arguments (a prefetching
-  // kernel, which LIBXSMM_GEMM_PREFETCH would otherwise select, takes six).
-  const int prefetch = LIBXSMM_GEMM_PREFETCH_NONE;
-  const libxsmm_smmfunction kernel =
-      libxsmm_smmdispatch(m, n, k, &xlda, &xldb, &xldc, &alpha, &beta, &flags, &prefetch);
-  if (kernel != nullptr) {
-    kernel(b, a, c);
-    return;
+  if (use_xsmm) {
+    // libxsmm is column major: the row-major c = a · b is its c^T = b^T · a^T,
+    // so its left operand is our b and its right our a (a transposed a is its
+    // transposed right operand).
+    const float alpha = 1.0f;
+    const int flags = a_transposed ? LIBXSMM_GEMM_FLAG_TRANS_B : LIBXSMM_GEMM_FLAG_NONE;
+    const libxsmm_blasint m = cols, n = rows, k = depth;
+    const libxsmm_blasint xlda = ldb, xldb = lda, xldc = ldc;
+    // The dispatch is a lookup in libxsmm's code registry after the first
+    // call with a shape; generating the kernel happens once per process.
+    // No prefetch: the kernels are called with three arguments (a prefetching
+    // kernel, which LIBXSMM_GEMM_PREFETCH would otherwise select, takes six).
+    const int prefetch = LIBXSMM_GEMM_PREFETCH_NONE;
+    const libxsmm_smmfunction kernel =
+        libxsmm_smmdispatch(m, n, k, &xlda, &xldb, &xldc, &alpha, &beta, &flags, &prefetch);
+    if (kernel != nullptr) {
+      kernel(b, a, c);
+      return;
+    }
   }
+#else
+  (void)use_xsmm;
 #endif
   cblas_sgemm(CblasRowMajor, a_transposed ? CblasTrans : CblasNoTrans, CblasNoTrans, rows, cols,
               depth, 1.0f, a, lda, b, ldb, beta, c, ldc);
@@ -203,6 +209,13 @@ bool UseXsmmGemm() { return TheChoice().use; }
 
 std::string XsmmGemmDescription() { return TheChoice().description; }
 
+void GemmOnThisThread(bool a_transposed, int rows, int cols, int depth, const float* a, int lda,
+                      const float* b, int ldb, bool accumulate, float* c, int ldc) {
+  if (rows == 0 || cols == 0) return;
+  if (depth == 0) return ZeroUnlessAccumulating(rows, cols, accumulate, c, ldc);
+  TileProduct(a_transposed, rows, cols, depth, a, lda, b, ldb, accumulate, c, ldc, UseXsmmGemm());
+}
+
 void XsmmGemmTransposedB(int M, int N, int K, const float* A, int lda, const float* W, int ldw,
                          const float* bias, float* C, int ldc) {
   if (K > 0 && (N > kMaxTiledSide || K > kMaxTiledSide)) {
@@ -210,8 +223,7 @@ void XsmmGemmTransposedB(int M, int N, int K, const float* A, int lda, const flo
 #pragma omp parallel for schedule(static)
       for (int i = 0; i < M; ++i) std::copy_n(bias, N, C + static_cast<size_t>(i) * ldc);
     }
-    return OpenBlasProduct(CblasNoTrans, CblasTrans, M, N, K, A, lda, W, ldw, bias != nullptr, C,
-                           ldc);
+    return OpenBlasProduct(false, true, M, N, K, A, lda, W, ldw, bias != nullptr, C, ldc);
   }
   ShortKProduct(true, M, N, K, A, lda, W, ldw, bias, /*accumulate=*/false, C, ldc);
 }
@@ -219,7 +231,7 @@ void XsmmGemmTransposedB(int M, int N, int K, const float* A, int lda, const flo
 void XsmmGemm(int M, int N, int K, const float* A, int lda, const float* B, int ldb,
               bool accumulate, float* C, int ldc) {
   if (K > 0 && (N > kMaxTiledSide || K > kMaxTiledSide)) {
-    return OpenBlasProduct(CblasNoTrans, CblasNoTrans, M, N, K, A, lda, B, ldb, accumulate, C, ldc);
+    return OpenBlasProduct(false, false, M, N, K, A, lda, B, ldb, accumulate, C, ldc);
   }
   ShortKProduct(false, M, N, K, A, lda, B, ldb, /*bias=*/nullptr, accumulate, C, ldc);
 }
@@ -228,7 +240,7 @@ void XsmmGemmTransposedA(int M, int N, int K, const float* A, int lda, const flo
                          bool accumulate, float* C, int ldc) {
   if (K == 0) return ZeroUnlessAccumulating(M, N, accumulate, C, ldc);
   if (M > kMaxTiledSide || N > kMaxTiledGradientWidth) {
-    return OpenBlasProduct(CblasTrans, CblasNoTrans, M, N, K, A, lda, B, ldb, accumulate, C, ldc);
+    return OpenBlasProduct(true, false, M, N, K, A, lda, B, ldb, accumulate, C, ldc);
   }
   const int row_tiles = TileCount(M, kTileRows), col_tiles = TileCount(N, kTileCols);
   const int tiles = row_tiles * col_tiles;

@@ -13,7 +13,8 @@
 // the tiles depend on the shape alone, so results do not depend on the team
 // size (the CPU kernels' promise; GptTeamSizeTest). Shapes the tiles lost
 // on (a large vocabulary's LM head, weight gradients wider than 1,536) go to
-// OpenBLAS's threaded sgemm inside these functions.
+// OpenBLAS's sgemm inside these functions, in tiles fixed by the shape
+// (tiled_sgemm.h: FixedTileSgemm).
 // Private to model/cpu/.
 #ifndef DROPK_MODEL_CPU_XSMM_GEMM_H_
 #define DROPK_MODEL_CPU_XSMM_GEMM_H_
@@ -51,6 +52,17 @@ void XsmmGemm(int M, int N, int K, const float* A, int lda, const float* B, int 
 // accumulate: the weight gradient, whose K (tokens) is long. As above.
 void XsmmGemmTransposedA(int M, int N, int K, const float* A, int lda, const float* B, int ldb,
                          bool accumulate, float* C, int ldc);
+
+// c (rows,cols) = a (rows,depth) · b (depth,cols), plus c's old value when
+// accumulate; row major with leading dimensions lda, ldb, ldc, and a stored
+// transposed (depth,rows) when a_transposed. Runs on the calling thread
+// alone: call it inside a parallel region, one product per thread (the
+// small per-head products of attention). libxsmm's kernel for the shape when
+// UseXsmmGemm() and libxsmm generates one, else single-threaded OpenBLAS
+// (which an OpenMP build runs on the caller inside a parallel region). The
+// sum over depth is in one fixed order for a given shape either way.
+void GemmOnThisThread(bool a_transposed, int rows, int cols, int depth, const float* a, int lda,
+                      const float* b, int ldb, bool accumulate, float* c, int ldc);
 
 }  // namespace dropk
 

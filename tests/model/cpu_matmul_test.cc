@@ -5,8 +5,11 @@
 // xsmm_gemm.h: ragged edges, K in several chunks, the bias added per tile);
 // elsewhere, and in the OpenBLAS run of these tests that tests/CMakeLists.txt
 // registers (DROPK_CPU_GEMM=openblas), small backward products are fixed
-// tiles of single-threaded sgemm (model/cpu/tiled_sgemm.h) and large ones
-// one threaded sgemm.
+// tiles of single-threaded sgemm on OpenBLAS's AVX-512 cores
+// (model/cpu/tiled_sgemm.h) and the others larger fixed tiles of it
+// (FixedTileSgemm); a third run takes OpenBLAS's Haswell kernels
+// (OPENBLAS_CORETYPE=Haswell), whose threaded sgemm gave other bits at
+// other thread counts.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -122,9 +125,12 @@ TEST(CpuMatmulTest, ForwardMatchesADoubleReferenceOnEveryPath) {
   }
 }
 
+// The team-size tests take, besides the tiled shapes, the shapes that go to
+// OpenBLAS even where libxsmm is in use (8,200 outputs wide; a weight
+// gradient 1,600 wide), each several of OpenBLAS's fixed tiles.
 TEST(CpuMatmulTest, ForwardGivesTheSameBitsAtEveryTeamSize) {
   std::unique_ptr<Kernels> one = MakeKernels(Device::kCpu, 1).value();
-  for (const Shape s : {Shape{777, 70, 450}, Shape{130, 1100, 70}}) {
+  for (const Shape s : {Shape{777, 70, 450}, Shape{130, 1100, 70}, Shape{300, 40, 8200}}) {
     const Vec reference = Forward(*one, s, true);
     for (int threads : {2, 3, 7}) {
       std::unique_ptr<Kernels> k = MakeKernels(Device::kCpu, threads).value();
@@ -153,7 +159,8 @@ TEST(CpuMatmulTest, BackwardMatchesADoubleReferenceOnEveryPath) {
 
 TEST(CpuMatmulTest, BackwardGivesTheSameBitsAtEveryTeamSize) {
   std::unique_ptr<Kernels> one = MakeKernels(Device::kCpu, 1).value();
-  for (const Shape s : {Shape{777, 70, 450}, Shape{130, 70, 1100}}) {
+  for (const Shape s :
+       {Shape{777, 70, 450}, Shape{130, 70, 1100}, Shape{300, 1600, 40}, Shape{300, 40, 8200}}) {
     const Grads reference = Backward(*one, s, true);
     for (int threads : {2, 3, 7}) {
       std::unique_ptr<Kernels> k = MakeKernels(Device::kCpu, threads).value();

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <functional>
 #include <memory>
+#include <ostream>
 #include <random>
 #include <vector>
 
@@ -96,11 +97,23 @@ TEST_F(KernelGradTest, Matmul) {
   for (int i = 0; i < N * C; ++i) EXPECT_FLOAT_EQ(dx2[i], dx[i] + 1.0f);
 }
 
-class AttentionGradTest : public KernelGradTest, public ::testing::WithParamInterface<float> {};
+// An attention gradient check: the dropout rate of the probabilities and
+// the sequence length. T = 70 gives the CPU kernel's query blocks of 32 rows
+// two whole blocks and a ragged third, whose products read keys and values
+// of the blocks before it and whose backward adds into their dk and dv.
+struct AttentionCase {
+  float p;
+  int T;
+};
+
+void PrintTo(const AttentionCase& c, std::ostream* os) { *os << "p " << c.p << ", T " << c.T; }
+
+class AttentionGradTest : public KernelGradTest,
+                          public ::testing::WithParamInterface<AttentionCase> {};
 
 TEST_P(AttentionGradTest, Attention) {
-  const float p = GetParam();
-  const int B = 2, T = 5, C = 8, NH = 2;
+  const float p = GetParam().p;
+  const int B = 2, T = GetParam().T, C = 8, NH = 2;
   Vec qkv = Random(B * T * 3 * C, 1), r = Random(B * T * C, 2);
   Vec out(B * T * C), probs(B * NH * T * T);
   DropoutPlan plan;
@@ -119,7 +132,9 @@ TEST_P(AttentionGradTest, Attention) {
   ExpectGradientMatches("dqkv", qkv, dqkv, loss, 1e-3f);
 }
 
-INSTANTIATE_TEST_SUITE_P(DropoutRates, AttentionGradTest, ::testing::Values(0.0f, 0.3f));
+INSTANTIATE_TEST_SUITE_P(RatesAndLengths, AttentionGradTest,
+                         ::testing::Values(AttentionCase{0.0f, 5}, AttentionCase{0.3f, 5},
+                                           AttentionCase{0.2f, 70}));
 
 TEST_F(KernelGradTest, AttentionProbsCarryTheDropoutMaskInTheirSigns) {
   // The CPU's backward reads the mask from probs: a dropped entry has its
