@@ -39,8 +39,8 @@ void TiledSgemm(bool transpose_a, int M, int N, int K, const float* A, int lda, 
 // call per tile over the whole K, the tiles shared out over the OpenMP
 // team. A single threaded sgemm call gives results that depend on its
 // thread count: OpenBLAS 0.3.21's Haswell kernels (its choice on AVX2
-// CPUs and on AMD's Zen 4) sum some outputs in another order when the
-// rows are split among more threads (tests/model/cpu_matmul_test.cc's team
+// CPUs, or wherever OPENBLAS_CORETYPE=Haswell) sum some outputs in another
+// order when the rows are split among more threads (tests/model/cpu_matmul_test.cc's team
 // size tests). This is the products' path where neither libxsmm nor
 // TiledSgemm takes them. Opens its own OpenMP parallel region; call it from
 // outside one.
