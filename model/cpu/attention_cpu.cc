@@ -39,7 +39,7 @@ namespace dropk {
 namespace {
 
 // Query rows per block: small enough to skip most of the masked half, large
-// enough that each sgemm still runs near its peak.
+// enough that each product still runs near its kernel's peak.
 constexpr int kQueryBlock = 32;
 
 // Softmax of scale * row in place of the causal row `row` of length t + 1
@@ -240,10 +240,10 @@ void CpuKernels::AttentionBackward(float* dqkv, const float* dout, const float* 
           for (int j = 0; j <= t; ++j) drow[j] = std::fabs(arow[j]) * (drow[j] - dot) * scale;
           std::fill(drow + t + 1, drow + t1, 0.0f);
         }
-        // dq[t0:t1] = scale * dpre (rows,t1) · k[0:t1]
+        // dq[t0:t1] = dpre (rows,t1, scale included) · k[0:t1]
         GemmOnThisThread(false, rows, hs, t1, datt, T, view.k, C3, /*accumulate=*/false,
                          dq + static_cast<size_t>(t0) * C3, C3);
-        // dk[0:t1] += scale * dpre^T (t1,rows) · q[t0:t1]
+        // dk[0:t1] += dpre^T (t1,rows, scale included) · q[t0:t1]
         GemmOnThisThread(true, t1, hs, rows, datt, T, view.q + static_cast<size_t>(t0) * C3, C3,
                          /*accumulate=*/true, dk, C3);
       }

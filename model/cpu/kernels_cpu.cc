@@ -19,9 +19,23 @@ extern "C" {
 // so a reference-BLAS header still compiles).
 void openblas_set_num_threads(int num_threads);
 char* openblas_get_config(void);
+int openblas_get_parallel(void);  // 0: single-threaded build, 1: pthreads, 2: OpenMP
 }
 
 namespace dropk {
+namespace {
+
+// Every OpenBLAS call of the CPU kernels runs inside their own OpenMP
+// regions, one call per thread (FixedTileSgemm, TiledSgemm,
+// GemmOnThisThread), where OpenBLAS's OpenMP build stays on the calling
+// thread. Its OpenMP build follows the team (as it always did); a pthreads
+// build would start threads of its own inside each call, team x team of
+// them, and sum in an order that depends on their count, so it gets one.
+void SetOpenBlasThreads(int team) {
+  openblas_set_num_threads(openblas_get_parallel() == 2 ? team : 1);
+}
+
+}  // namespace
 
 CpuKernels::CpuKernels(int num_threads, std::unique_ptr<Bf16Matmul> bf16)
     : num_threads_(num_threads > 0 ? num_threads : omp_get_num_procs()),
@@ -29,7 +43,7 @@ CpuKernels::CpuKernels(int num_threads, std::unique_ptr<Bf16Matmul> bf16)
       governor_(num_threads_),
       bf16_(std::move(bf16)) {
   omp_set_num_threads(num_threads_);
-  openblas_set_num_threads(num_threads_);
+  SetOpenBlasThreads(num_threads_);
 }
 
 void CpuKernels::FitThreadsToLoad() {
@@ -38,7 +52,7 @@ void CpuKernels::FitThreadsToLoad() {
   active_threads_ = threads;
   // The OpenMP build of OpenBLAS runs its sgemm on OpenMP teams as well.
   omp_set_num_threads(threads);
-  openblas_set_num_threads(threads);
+  SetOpenBlasThreads(threads);
 }
 
 std::string CpuKernels::Describe() const {

@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
 #include <string>
+#include <utility>
 
 extern "C" char* openblas_get_corename(void);
 
@@ -30,14 +32,33 @@ bool CoreHasSmallMatrixKernels() {
 }
 
 // FixedTileSgemm's tiles. Each call packs its own operands, so a tile
-// costs more than its share of one threaded call: on the 2-core Zen 4
-// (Haswell kernels, DROPK_CPU_GEMM=openblas) the small config's products
-// took 6-8% longer than one threaded sgemm call each, the recipe's none
-// longer (they split more evenly). 128 x 256 ran both configs as fast as or
-// faster than 256 x 256 and 512 x 512 (where the recipe's 768-row products
-// split unevenly over two threads).
-constexpr int kFixedTileRows = 128;
-constexpr int kFixedTileCols = 256;
+// costs more than its share of one threaded call: a product's left operand
+// is packed once per column tile and its right once per row tile. Tiles
+// therefore start at kLargestTile x kLargestTile outputs and are halved,
+// down to kSmallestTileRows x kSmallestTileCols, only while the product has
+// fewer than kEnoughTiles of them to share out. The rule reads the shape
+// alone. On the 2-core Zen 4 (2026-11-30, scratch program, two threads,
+// OpenBLAS's own core pick) GPT-2's LM head products (2,048 tokens,
+// 50,304 x 768) ran as fast this way as one threaded call (485 / 499 / 470
+// ms against 485 / 513 / 475 for forward / dinp / dw), where fixed 128 x
+// 256 tiles took 19-27% longer.
+constexpr int kLargestTile = 1024;
+constexpr int kSmallestTileRows = 128;
+constexpr int kSmallestTileCols = 256;
+constexpr int64_t kEnoughTiles = 8;
+
+int TileCount(int n, int tile) { return (n + tile - 1) / tile; }
+
+// The tile FixedTileSgemm splits an M x N output into.
+std::pair<int, int> FixedTileShape(int M, int N) {
+  int rows = kLargestTile, cols = kLargestTile;
+  while ((rows > kSmallestTileRows || cols > kSmallestTileCols) &&
+         static_cast<int64_t>(TileCount(M, rows)) * TileCount(N, cols) < kEnoughTiles) {
+    rows = std::max(kSmallestTileRows, rows / 2);
+    cols = std::max(kSmallestTileCols, cols / 2);
+  }
+  return {rows, cols};
+}
 
 // c (rows,cols) = beta * c when there is no product (K == 0).
 void ScaleTile(int rows, int cols, float beta, float* c, int ldc) {
@@ -84,13 +105,13 @@ void TiledSgemm(bool transpose_a, int M, int N, int K, const float* A, int lda, 
 
 void FixedTileSgemm(bool transpose_a, bool transpose_b, int M, int N, int K, const float* A,
                     int lda, const float* B, int ldb, float beta, float* C, int ldc) {
-  const int row_tiles = (M + kFixedTileRows - 1) / kFixedTileRows;
-  const int col_tiles = (N + kFixedTileCols - 1) / kFixedTileCols;
+  const auto [tile_rows, tile_cols] = FixedTileShape(M, N);
+  const int row_tiles = TileCount(M, tile_rows), col_tiles = TileCount(N, tile_cols);
 #pragma omp parallel for collapse(2) schedule(static)
   for (int rt = 0; rt < row_tiles; ++rt) {
     for (int ct = 0; ct < col_tiles; ++ct) {
-      const int m0 = rt * kFixedTileRows, n0 = ct * kFixedTileCols;
-      const int rows = std::min(kFixedTileRows, M - m0), cols = std::min(kFixedTileCols, N - n0);
+      const int m0 = rt * tile_rows, n0 = ct * tile_cols;
+      const int rows = std::min(tile_rows, M - m0), cols = std::min(tile_cols, N - n0);
       float* c = C + static_cast<size_t>(m0) * ldc + n0;
       if (K == 0) {
         ScaleTile(rows, cols, beta, c, ldc);

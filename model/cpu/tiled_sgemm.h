@@ -1,5 +1,10 @@
-// Small matrix products as fixed tiles of single-threaded sgemm calls, one
-// tile per OpenMP task. OpenBLAS's AVX-512 builds (its SkylakeX, Cooperlake
+// OpenBLAS's sgemm as tiles fixed by the shape, one single-threaded call per
+// tile, shared out over the OpenMP team: TiledSgemm's small tiles for small
+// products on OpenBLAS's AVX-512 cores, FixedTileSgemm's larger ones for
+// every other product OpenBLAS multiplies.
+//
+// TiledSgemm: small matrix products as fixed tiles of single-threaded sgemm
+// calls, one tile per OpenMP task. OpenBLAS's AVX-512 builds (its SkylakeX, Cooperlake
 // and Sapphire Rapids cores) multiply a call this small with their
 // small-matrix kernels, which skip packing and threading; on the small
 // products of a small model (nanoGPT's CPU recipe: 768 tokens, 128 wide)
@@ -35,8 +40,9 @@ void TiledSgemm(bool transpose_a, int M, int N, int K, const float* A, int lda, 
 
 // C (M,N) = beta * C + op(A) · op(B), row-major, op(X) being X or X stored
 // transposed: OpenBLAS's sgemm with the output split into tiles fixed by
-// the shape alone (kFixedTileRows x kFixedTileCols), one single-threaded
-// call per tile over the whole K, the tiles shared out over the OpenMP
+// the shape alone (1,024 x 1,024 outputs, halved down to 128 x 256 while
+// the product has fewer than 8 tiles), one single-threaded call per tile
+// over the whole K, the tiles shared out over the OpenMP
 // team. A single threaded sgemm call gives results that depend on its
 // thread count: OpenBLAS 0.3.21's Haswell kernels (its choice on AVX2
 // CPUs, or wherever OPENBLAS_CORETYPE=Haswell) sum some outputs in another

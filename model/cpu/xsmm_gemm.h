@@ -23,7 +23,8 @@
 
 namespace dropk {
 
-// Whether the fp32 projections go through these functions: dropk was built
+// Whether the fp32 projections (and attention's per-head products, through
+// GemmOnThisThread) go through libxsmm: dropk was built
 // with libxsmm, libxsmm generates AVX-512 code on this CPU (its AVX2 code
 // lost to OpenBLAS; DROPK_CPU_GEMM=libxsmm asks for it there anyway), and
 // the environment variable DROPK_CPU_GEMM is not "openblas" (the way to

@@ -99,7 +99,7 @@ TEST(CpuMatmulTest, ForwardMatchesADoubleReferenceOnEveryPath) {
   std::unique_ptr<Kernels> k = MakeKernels(Device::kCpu, 2).value();
   // Ragged tiles in both directions (777 = 12 x 64 + 9, 450 = 7 x 64 + 2);
   // C = 1,100 sums K in three chunks; a product smaller than one tile;
-  // 1,024 x 384 x 384, which OpenBLAS takes as one threaded sgemm; and
+  // 1,024 x 384 x 384, which OpenBLAS takes in its large fixed tiles; and
   // 8,200 outputs wide, which even with libxsmm goes to OpenBLAS.
   for (const Shape s : {Shape{777, 70, 450}, Shape{130, 1100, 70}, Shape{33, 65, 129},
                         Shape{5, 3, 2}, Shape{1024, 384, 384}, Shape{3, 5, 8200}}) {
@@ -128,10 +128,12 @@ TEST(CpuMatmulTest, ForwardMatchesADoubleReferenceOnEveryPath) {
 // The team-size tests take, besides the tiled shapes, the shapes that go to
 // OpenBLAS even where libxsmm is in use (8,200 outputs wide; a weight
 // gradient 1,600 wide), each several of OpenBLAS's fixed tiles.
+// Each reference is computed right after making its one-thread kernels:
+// making kernels sets the process's team size, so a reference computed
+// after the 7-thread kernels were made would run on 7 threads.
 TEST(CpuMatmulTest, ForwardGivesTheSameBitsAtEveryTeamSize) {
-  std::unique_ptr<Kernels> one = MakeKernels(Device::kCpu, 1).value();
   for (const Shape s : {Shape{777, 70, 450}, Shape{130, 1100, 70}, Shape{300, 40, 8200}}) {
-    const Vec reference = Forward(*one, s, true);
+    const Vec reference = Forward(*MakeKernels(Device::kCpu, 1).value(), s, true);
     for (int threads : {2, 3, 7}) {
       std::unique_ptr<Kernels> k = MakeKernels(Device::kCpu, threads).value();
       EXPECT_TRUE(Forward(*k, s, true) == reference) << threads << " threads, C " << s.C;
@@ -143,7 +145,8 @@ TEST(CpuMatmulTest, BackwardMatchesADoubleReferenceOnEveryPath) {
   std::unique_ptr<Kernels> k = MakeKernels(Device::kCpu, 2).value();
   // Ragged edges; N = 777 sums dw's K in several chunks, OC = 1,100 dinp's;
   // a product smaller than one tile. With OpenBLAS, 1,024 x 384 x 384
-  // (151M multiply-adds) takes one threaded sgemm and the others tiles.
+  // (151M multiply-adds) takes FixedTileSgemm's tiles and the others
+  // TiledSgemm's small ones (on OpenBLAS's AVX-512 cores).
   // With libxsmm, OC = 8,200 (dinp's K, dw's M) and a dw 1,600 wide go to
   // OpenBLAS.
   for (const Shape s :
@@ -158,10 +161,9 @@ TEST(CpuMatmulTest, BackwardMatchesADoubleReferenceOnEveryPath) {
 }
 
 TEST(CpuMatmulTest, BackwardGivesTheSameBitsAtEveryTeamSize) {
-  std::unique_ptr<Kernels> one = MakeKernels(Device::kCpu, 1).value();
   for (const Shape s :
        {Shape{777, 70, 450}, Shape{130, 70, 1100}, Shape{300, 1600, 40}, Shape{300, 40, 8200}}) {
-    const Grads reference = Backward(*one, s, true);
+    const Grads reference = Backward(*MakeKernels(Device::kCpu, 1).value(), s, true);
     for (int threads : {2, 3, 7}) {
       std::unique_ptr<Kernels> k = MakeKernels(Device::kCpu, threads).value();
       const Grads g = Backward(*k, s, true);
