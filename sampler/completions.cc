@@ -337,13 +337,16 @@ std::optional<ApiError> RefuseUnsupported(const json& body) {
   return std::nullopt;
 }
 
-// The top-logprob alternatives a request asks for in all, prompts x n x
-// max_tokens x logprobs, at most CompletionRequest::kMaxTopLogprobEntries:
+// The top-logprob alternatives a non-streaming request asks for in all,
+// prompts x n x max_tokens x logprobs, at most
+// CompletionRequest::kMaxTopLogprobEntries:
 // each is held as JSON until the answer is sent, and the 65536 tokens of
 // the default cost budget with 20 alternatives each held hundreds of
 // megabytes for one request.
 std::optional<ApiError> CheckTopLogprobs(const CompletionRequest& r) {
-  if (r.logprobs <= 0) return std::nullopt;
+  // A stream sends each token's entries as it goes and drops them, and a
+  // client that stops reading is cancelled once its backlog passes 4 MiB.
+  if (r.logprobs <= 0 || r.stream) return std::nullopt;
   const int64_t max_tokens = r.max_tokens.value_or(kDefaultMaxTokens);
   const int64_t entries = static_cast<int64_t>(r.PromptCount()) * r.n * max_tokens * r.logprobs;
   if (entries <= CompletionRequest::kMaxTopLogprobEntries) return std::nullopt;

@@ -320,8 +320,8 @@ TEST(CompletionsParseTest, ANumberPastDoublesRangeNamesItsField) {
       << nested.message;
 }
 
-// top_logprobs are held as JSON until the answer is sent: 64 prompts x n 16
-// x max_tokens 8192 x logprobs 20 held gigabytes for one request.
+// A non-streaming answer holds its top_logprobs as JSON until it is sent:
+// 64 prompts x n 16 x max_tokens 8192 x logprobs 20 held gigabytes.
 TEST(CompletionsParseTest, TopLogprobsInAllAreBounded) {
   const ApiError e = ErrorOf(R"({"prompt":["a","b"],"n":2,"max_tokens":8192,"logprobs":20})");
   EXPECT_EQ(e.status, 400);
@@ -344,6 +344,9 @@ TEST(CompletionsParseTest, TopLogprobsInAllAreBounded) {
   EXPECT_EQ(Parse(R"({"prompt":"a","max_tokens":8192,"logprobs":20})").logprobs, 20);
   EXPECT_EQ(Parse(R"({"prompt":["a","b"],"n":16,"max_tokens":8192,"logprobs":0})").logprobs, 0);
   EXPECT_GE(CompletionRequest::kMaxTopLogprobEntries, 8192 * 20);
+  // A stream sends and drops each token's entries as it goes: not counted.
+  EXPECT_TRUE(
+      Parse(R"({"prompt":["a","b"],"n":2,"max_tokens":8192,"logprobs":20,"stream":true})").stream);
 }
 
 TEST(CompletionsParseTest, DeepOrHugeJsonDoesNotCrash) {
