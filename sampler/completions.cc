@@ -10,6 +10,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/number_text.h"
+#include "json_numbers.h"
 #include "model/utf8.h"
 #include "nlohmann/json.hpp"
 
@@ -88,6 +90,62 @@ std::string WhyNotJson(std::string_view body) {
     return why;
   }
   return "unknown error";  // unreachable: the same body failed to parse just before
+}
+
+// The fields a completion body is read for (ParseCompletionRequest and
+// RefuseUnsupported): a number in one of them that a double cannot hold is
+// refused quoting it; one in a field dropk ignores is let be.
+bool IsFieldRead(const std::string& field) {
+  static const char* const kFields[] = {"prompt",
+                                        "max_tokens",
+                                        "top_k",
+                                        "n",
+                                        "logprobs",
+                                        "temperature",
+                                        "top_p",
+                                        "seed",
+                                        "stop",
+                                        "stream",
+                                        "model",
+                                        "echo",
+                                        "suffix",
+                                        "presence_penalty",
+                                        "frequency_penalty",
+                                        "logit_bias",
+                                        "best_of"};
+  for (const char* f : kFields) {
+    if (field == f) return true;
+  }
+  return false;
+}
+
+// True when `v` is, or holds, a float that reads as 0: 1e-400 does.
+bool HoldsFloatZero(const json& v) {
+  if (v.is_number_float()) return v.get<double>() == 0.0;
+  if (v.is_structured()) {
+    for (const json& item : v) {
+      if (HoldsFloatZero(item)) return true;
+    }
+  }
+  return false;
+}
+
+// The 400 for a number a double cannot hold, quoting it as the client wrote
+// it: nlohmann reads 1e-400 as 0, and the error said "got 0", a number the
+// client never sent (and refused top_p 1e-400 as outside (0, 1]); it
+// refuses 1e400 whole, and the error said "not valid JSON" naming no field.
+ApiError UnreadableNumberError(const UnreadableNumber& number) {
+  const std::string where =
+      number.field.empty() ? std::string("the request body") : absl::StrCat("'", number.field, "'");
+  if (number.overflow) {
+    return Invalid(number.field,
+                   absl::StrCat(where, ": ", number.text,
+                                " is past double's range (number overflow; a number dropk reads "
+                                "has magnitude at most ",
+                                std::numeric_limits<double>::max(), ")"),
+                   "invalid_json");
+  }
+  return Invalid(number.field, absl::StrCat(where, ": ", UnderflowProblem(number.text, 0.0)));
 }
 
 // The value as the client sent it, cut short so an error stays one line.
@@ -279,6 +337,28 @@ std::optional<ApiError> RefuseUnsupported(const json& body) {
   return std::nullopt;
 }
 
+// The top-logprob alternatives a non-streaming request asks for in all,
+// prompts x n x max_tokens x logprobs, at most
+// CompletionRequest::kMaxTopLogprobEntries:
+// each is held as JSON until the answer is sent, and the 65536 tokens of
+// the default cost budget with 20 alternatives each held hundreds of
+// megabytes for one request.
+std::optional<ApiError> CheckTopLogprobs(const CompletionRequest& r) {
+  // A stream sends each token's entries as it goes and drops them, and a
+  // client that stops reading is cancelled once its backlog passes 4 MiB.
+  if (r.logprobs <= 0 || r.stream) return std::nullopt;
+  const int64_t max_tokens = r.max_tokens.value_or(kDefaultMaxTokens);
+  const int64_t entries = static_cast<int64_t>(r.PromptCount()) * r.n * max_tokens * r.logprobs;
+  if (entries <= CompletionRequest::kMaxTopLogprobEntries) return std::nullopt;
+  return Invalid(
+      "logprobs",
+      absl::StrCat("the request asks for up to ", entries, " top logprobs (", r.PromptCount(),
+                   " prompts x n ", r.n, " x max_tokens ", max_tokens, " x logprobs ", r.logprobs,
+                   "); the limit per request is ", CompletionRequest::kMaxTopLogprobEntries,
+                   ": ask for fewer alternatives, tokens or choices"),
+      "request_too_costly");
+}
+
 }  // namespace
 
 std::string ErrorBody(const ApiError& e) {
@@ -297,10 +377,19 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
   }
   const json j = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
+    if (std::optional<UnreadableNumber> number = FindUnreadableNumber(body, IsFieldRead);
+        number.has_value() && number->overflow) {
+      return UnreadableNumberError(*number);
+    }
     return Invalid("", absl::StrCat("the request body is not valid JSON (", WhyNotJson(body), ")"),
                    "invalid_json");
   }
   if (!j.is_object()) return Invalid("", "the request body must be a JSON object", "invalid_type");
+  if (HoldsFloatZero(j)) {
+    if (std::optional<UnreadableNumber> number = FindUnreadableNumber(body, IsFieldRead)) {
+      return UnreadableNumberError(*number);
+    }
+  }
   CompletionRequest r;
   if (auto e = ReadPrompts(j, &r)) return *e;
   std::optional<int64_t> max_tokens, top_k, n, logprobs;
@@ -349,6 +438,7 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
   // A p below float's range would round to 0, outside (0, 1]: the smallest
   // float nucleus keeps the likeliest token, which is what such a p asks for.
   if (top_p) r.top_p = std::max(static_cast<float>(*top_p), std::numeric_limits<float>::min());
+  if (auto e = CheckTopLogprobs(r)) return *e;
   return r;
 }
 

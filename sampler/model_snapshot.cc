@@ -77,33 +77,41 @@ absl::StatusOr<std::string> FindServableCheckpoint(const std::string& checkpoint
   absl::StatusOr<std::string> found =
       FindLatestValidCheckpoint(checkpoints_dir, skipped, weights_only);
   if (found.ok()) return found;
-  // An operator who names one checkpoint (run/checkpoints/step-N) instead
-  // of the run's directory of them read only "no valid checkpoint in it".
-  std::filesystem::path dir = std::filesystem::path(checkpoints_dir).lexically_normal();
-  if (!dir.has_filename()) dir = dir.parent_path();  // "run/checkpoints/step-N/"
   // A path that is not there, or a run directory (the trainer's out_dir)
   // given for its checkpoints directory, read only "no valid checkpoint in".
   // A symlink loop or a directory that may not be searched read "does not
   // exist": the OS's reason is said instead.
+  std::filesystem::path dir = std::filesystem::path(checkpoints_dir).lexically_normal();
+  if (!dir.has_filename()) dir = dir.parent_path();
   absl::StatusOr<bool> exists = PathExists(dir, checkpoints_dir);
   if (!exists.ok()) return exists.status();
   if (!*exists) return absl::NotFoundError(absl::StrCat(checkpoints_dir, ": does not exist"));
-  std::error_code ec;
-  if (std::filesystem::exists(dir / kManifestFileName, ec)) {
+  if (std::string hint = CheckpointsDirHint(checkpoints_dir); !hint.empty()) {
     return absl::Status(found.status().code(),
-                        absl::StrCat(found.status().message(), " (", checkpoints_dir,
-                                     " is itself a checkpoint; give the run's checkpoints "
-                                     "directory that holds it, ",
-                                     dir.parent_path().string(), ")"));
-  }
-  if (std::filesystem::is_directory(dir / "checkpoints", ec)) {
-    return absl::Status(found.status().code(),
-                        absl::StrCat(found.status().message(), " (", checkpoints_dir,
-                                     " looks like a run directory; give its checkpoints "
-                                     "directory, ",
-                                     (dir / "checkpoints").string(), ")"));
+                        absl::StrCat(found.status().message(), " (", hint, ")"));
   }
   return found;
+}
+
+std::string CheckpointsDirHint(const std::string& checkpoints_dir) {
+  std::filesystem::path dir = std::filesystem::path(checkpoints_dir).lexically_normal();
+  if (!dir.has_filename()) dir = dir.parent_path();  // "run/checkpoints/step-N/"
+  std::error_code ec;
+  if (std::filesystem::exists(dir / kLatestFileName, ec)) return "";
+  // An operator who names one checkpoint (run/checkpoints/step-N) instead
+  // of the run's directory of them read only "no valid checkpoint in it".
+  if (std::filesystem::exists(dir / kManifestFileName, ec)) {
+    return absl::StrCat(checkpoints_dir,
+                        " is itself a checkpoint; give the run's checkpoints directory that "
+                        "holds it, ",
+                        dir.parent_path().string());
+  }
+  if (std::filesystem::is_directory(dir / "checkpoints", ec)) {
+    return absl::StrCat(checkpoints_dir,
+                        " looks like a run directory; give its checkpoints directory, ",
+                        (dir / "checkpoints").string());
+  }
+  return "";
 }
 
 absl::StatusOr<std::string> ResolveCheckpointFlag(const std::string& path, const std::string& flag) {

@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "base/path_status.h"
 #include "sampler/http_server.h"
+#include "sampler/model_snapshot.h"
 #include "sampler/serve.h"
 
 namespace {
@@ -184,6 +185,14 @@ int Main(int argc, char** argv) {
       std::cerr << "dropk-serve: --checkpoints " << problem.message() << "\n";
       return dropk::ExitCodeFor(problem);
     }
+  }
+  // A run directory (or one checkpoint) given for the checkpoints directory
+  // was refused only as "no valid checkpoint" (exit 1) and, with --watch,
+  // watched for good for a LATEST the trainer writes elsewhere. It is the
+  // caller's to fix: exit 2, naming the path that would work.
+  if (std::string hint = dropk::CheckpointsDirHint(o.checkpoints_dir); !hint.empty()) {
+    std::cerr << "dropk-serve: --checkpoints " << hint << "\n";
+    return dropk::kExitUsage;
   }
   o.log = dropk::StderrLogSink();
   if (absl::Status s = dropk::RunServe(o); !s.ok()) {

@@ -5,7 +5,6 @@
 #include <iostream>
 #include <memory>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/number_text.h"
 #include "comm/communicator.h"
@@ -57,16 +56,13 @@ CLI::Validator FloatAsTyped(bool (*in_range)(float), const std::string& range) {
   return CLI::Validator(
       [in_range, range](const std::string& text) -> std::string {
         float value = 0;
-        if (!absl::SimpleAtof(text, &value) || std::isnan(value)) return text + " is not a number";
-        if (std::string why = UnderflowProblem(text, value); !why.empty()) return why;
+        const RealText read = ReadRealText(text, &value);
+        if (read == RealText::kNotANumber || std::isnan(value)) return text + " is not a number";
+        if (read == RealText::kUnderflow) return UnderflowProblem(text, value);
         if (in_range(value)) return "";
         // The float is named only when rounding changed the number shown:
         // 0.99999999 is 1 as a float, while 100.1 prints as itself.
-        double typed = 0;
-        const bool rounded =
-            absl::SimpleAtod(text, &typed) && typed != value && absl::StrCat(value) != text;
-        return absl::StrCat(text, rounded ? absl::StrCat(" (", value, " as a float)") : "",
-                            " is outside ", range);
+        return absl::StrCat(text, AsFloatNote(text, value), " is outside ", range);
       },
       "FLOAT");
 }

@@ -49,6 +49,16 @@ constexpr int kMaxNumThreads = 1024;
 // GPT-2 124M); 2^31 of them held the run at its first evaluation for days.
 constexpr int kMaxEvalIters = 10'000;
 
+// The most micro-batches per optimizer step. A step runs all of them before
+// it ends (2^31 of them never ended); nanoGPT's GPT-2 recipe uses 40, and
+// dropk launch raises it only to keep a global batch on fewer ranks.
+constexpr int kMaxGradientAccumulationSteps = 1 << 16;
+
+// The most micro-batches a run may train, max_iters x
+// gradient_accumulation_steps: the PER_RANK dropout masks number them with
+// a 32-bit counter (DropoutPlanFor), so past it masks would repeat.
+constexpr int64_t kMaxMicroBatches = int64_t{1} << 32;
+
 // The largest gradient bucket cap, in MiB (1 TiB).
 constexpr float kMaxBucketCapMb = 1 << 20;
 
@@ -67,7 +77,7 @@ constexpr FieldHelp kFieldHelp[] = {
     {"n_embd", "embedding width; a multiple of n_head"},
     {"block_size", "context length in tokens"},
     {"batch_size", "sequences per micro-batch per process"},
-    {"gradient_accumulation_steps", "micro-batches per optimizer step"},
+    {"gradient_accumulation_steps", "micro-batches per optimizer step, at most 65536"},
     {"learning_rate", "peak learning rate (after warmup)"},
     {"min_lr", "learning rate at and after lr_decay_iters"},
     {"warmup_iters", "steps of linear warmup from 0"},
@@ -174,26 +184,78 @@ absl::Status ParseInteger(const std::string& flag, const std::string& value, Int
 
 template <typename Real>
 absl::Status ParseReal(const std::string& flag, const std::string& value, Real* out) {
-  constexpr bool kIsFloat = std::is_same_v<Real, float>;
-  bool ok;
-  if constexpr (kIsFloat) {
-    ok = absl::SimpleAtof(value, out);
-  } else {
-    ok = absl::SimpleAtod(value, out);
+  switch (ReadRealText(value, out)) {
+    case RealText::kFinite: return absl::OkStatus();
+    // SimpleAtof turns an overflow into inf; a config never wants inf or nan.
+    case RealText::kNotANumber:
+    case RealText::kNotFinite:
+      return absl::InvalidArgumentError(absl::StrCat(
+          flag, ": expected a finite number (", std::is_same_v<Real, float> ? "float" : "double",
+          ", magnitude at most ", std::numeric_limits<Real>::max(), ")"));
+    // ... and an underflow into 0, which validation then reported as
+    // "learning_rate=0: must be > 0" for --learning_rate=1e-50.
+    case RealText::kUnderflow: break;
   }
-  // SimpleAtof turns an overflow into inf; a config never wants inf or nan.
-  if (!ok || !std::isfinite(*out)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag, ": expected a finite number (", kIsFloat ? "float" : "double",
-                     ", magnitude at most ", std::numeric_limits<Real>::max(), ")"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      flag, ": ", UnderflowProblem(std::string(absl::StripAsciiWhitespace(value)), *out)));
+}
+
+// A bound of a float field's range that a number typed on one side of it
+// can round onto as a float. 0.99999999 is 1 as a float: --dropout
+// 0.99999999 was refused as "dropout=1: must be in [0, 1)", naming a number
+// the user never typed; and --bucket_cap_mb=1048576.01 passed as the
+// largest cap, 1048576. Lower bounds are 0, which only an underflow
+// crosses (UnderflowProblem).
+struct FloatBound {
+  std::string field;
+  double bound;
+  bool inclusive;     // the field may equal the bound (an upper bound: at most)
+  std::string range;  // what validation says of the field's values
+};
+
+const std::vector<FloatBound>& FloatBounds() {
+  static const std::vector<FloatBound>* bounds = [] {
+    auto* b = new std::vector<FloatBound>;
+    for (const char* unit :
+         {"beta1", "beta2", "dropout", "dropout_embedding", "dropout_attention_probs",
+          "dropout_attention_output", "dropout_mlp_output"}) {
+      b->push_back({unit, 1, false, "in [0, 1)"});
+    }
+    b->push_back({"bucket_cap_mb", kMaxBucketCapMb, true,
+                  absl::StrCat("at most ", static_cast<int64_t>(kMaxBucketCapMb), " (1 TiB)")});
+    b->push_back(
+        {"comm_timeout_s", kCommTimeoutMaxS, true,
+         absl::StrCat("at most ", static_cast<int64_t>(kCommTimeoutMaxS), " (30 days); 0 = auto")});
+    return b;
+  }();
+  return *bounds;
+}
+
+// Why the number `text` (as typed; text format's trailing f allowed), read
+// into the float field `field` as `value`, crossed one of the field's
+// bounds in the rounding, or "" when it did not: "0.99999999 (1 as a
+// float) must be in [0, 1); the largest float below 1 is 0.99999994".
+std::string RoundedAcrossBound(const std::string& field, const std::string& text, float value) {
+  std::string number(absl::StripAsciiWhitespace(text));
+  if (!number.empty() && (number.back() == 'f' || number.back() == 'F') &&
+      !absl::StrContains(absl::AsciiStrToLower(number), "0x")) {
+    number.pop_back();
   }
-  // ... and an underflow into 0, which validation then reported as
-  // "learning_rate=0: must be > 0" for --learning_rate=1e-50.
-  if (std::string why = UnderflowProblem(std::string(absl::StripAsciiWhitespace(value)), *out);
-      !why.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(flag, ": ", why));
+  double typed = 0;
+  if (!absl::SimpleAtod(number, &typed) || !std::isfinite(typed)) return "";
+  for (const FloatBound& b : FloatBounds()) {
+    if (field != b.field) continue;
+    const bool typed_inside = b.inclusive ? typed <= b.bound : typed < b.bound;
+    const bool read_inside = b.inclusive ? value <= b.bound : value < b.bound;
+    if (typed_inside == read_inside) return "";
+    std::string why = absl::StrCat(text, AsFloatNote(number, value), " must be ", b.range);
+    if (!b.inclusive) {
+      absl::StrAppend(&why, "; the largest float below ", b.bound, " is ",
+                      ShortestFloatText(std::nextafter(static_cast<float>(b.bound), 0.0f)));
+    }
+    return why;
   }
-  return absl::OkStatus();
+  return "";
 }
 
 std::string HelpText() {
@@ -421,7 +483,8 @@ std::string FieldSetTwice(const std::string& path, const std::string& text) {
 // "path:line:column: field NAME: ..." for the first float field `text` sets
 // to a number its type cannot hold: past the type's range (text format
 // reads 1e400 or, for a float, 1e39 as inf) or a nonzero number below it
-// (1e-50 reads as 0). Empty when there is none. `merged` is what `text`
+// (1e-50 reads as 0), or a number the float rounding carries across a bound
+// of the field's range (RoundedAcrossBound). Empty when there is none. `merged` is what `text`
 // parsed into. Validation would report the value as read ("learning_rate=0:
 // must be > 0", "learning_rate=inf"), which is not what the file says.
 std::string FloatOutOfRange(const std::string& path, const std::string& text,
@@ -461,6 +524,11 @@ std::string FloatOutOfRange(const std::string& path, const std::string& text,
       const std::string why = is_float ? UnderflowProblem(number, static_cast<float>(value))
                                        : UnderflowProblem(number, value);
       if (!why.empty()) return absl::StrCat(where, why);
+      if (is_float) {
+        const std::string crossed =
+            RoundedAcrossBound(field->name(), number, static_cast<float>(value));
+        if (!crossed.empty()) return absl::StrCat(where, crossed);
+      }
     }
     field = nullptr;
     minus.reset();
@@ -667,6 +735,9 @@ absl::Status SetTrainConfigField(const std::string& name, const std::string& val
     case pb::FieldDescriptor::CPPTYPE_FLOAT: {
       float v;
       if (absl::Status s = ParseReal(flag, value, &v); !s.ok()) return s;
+      if (std::string why = RoundedAcrossBound(name, value, v); !why.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(flag, ": ", why));
+      }
       reflection->SetFloat(config, field, v);
       break;
     }
@@ -808,6 +879,12 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
   p.AtLeast("block_size", c.block_size(), 1);
   p.AtLeast("batch_size", c.batch_size(), 1);
   p.AtLeast("gradient_accumulation_steps", c.gradient_accumulation_steps(), 1);
+  if (c.gradient_accumulation_steps() > kMaxGradientAccumulationSteps) {
+    p.Add(absl::StrCat("gradient_accumulation_steps=", c.gradient_accumulation_steps(),
+                       ": must be at most ", kMaxGradientAccumulationSteps,
+                       " (micro-batches per optimizer step, all run before the step ends; "
+                       "nanoGPT's GPT-2 recipe uses 40)"));
+  }
 
   p.Above("learning_rate", c.learning_rate(), 0.0f, /*inclusive=*/false);
   if (!std::isfinite(c.min_lr()) || !(c.min_lr() >= 0.0f) ||
@@ -818,6 +895,15 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
   p.AtLeast("warmup_iters", c.warmup_iters(), 0);
   p.AtLeast("lr_decay_iters", c.lr_decay_iters(), 0);
   p.AtLeast("max_iters", c.max_iters(), 0);
+  if (const int64_t micro_batches =
+          static_cast<int64_t>(c.max_iters()) * c.gradient_accumulation_steps();
+      micro_batches > kMaxMicroBatches) {
+    p.Add(absl::StrCat("max_iters=", c.max_iters(),
+                       " x gradient_accumulation_steps=", c.gradient_accumulation_steps(), " = ",
+                       micro_batches, " micro-batches: must be at most ", kMaxMicroBatches,
+                       " (dropout masks number micro-batches with a 32-bit counter; past it "
+                       "they would repeat)"));
+  }
   // The cosine phase divides by lr_decay_iters - warmup_iters; it is reached
   // only when training runs past warmup.
   if (c.max_iters() > c.warmup_iters() && c.lr_decay_iters() <= c.warmup_iters()) {

@@ -1,5 +1,6 @@
 #include "trainer/data_parallel.h"
 
+#include "base/check.h"
 #include "trainer/config.h"
 
 namespace dropk {
@@ -21,7 +22,12 @@ DropoutPlan DropoutPlanFor(const TrainConfig& config, int64_t step, int micro, i
         static_cast<uint32_t>(FirstSampleOf(micro, rank, world_size, config.batch_size()));
   } else {
     plan.per_sample = false;
-    plan.step = static_cast<uint32_t>(step * config.gradient_accumulation_steps() + micro);
+    // ValidateTrainConfig bounds max_iters x gradient_accumulation_steps to
+    // what the counter holds; a wrapped counter would repeat earlier masks.
+    const int64_t micro_batches = step * config.gradient_accumulation_steps() + micro;
+    DROPK_CHECK(micro_batches >= 0 && micro_batches <= int64_t{UINT32_MAX})
+        << "dropout step counter " << micro_batches << " does not fit 32 bits";
+    plan.step = static_cast<uint32_t>(micro_batches);
     plan.stream_base = static_cast<uint32_t>(rank);
   }
   return plan;

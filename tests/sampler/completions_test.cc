@@ -271,6 +271,84 @@ TEST(CompletionsParseTest, ANumberPastDoublesRangeIsA400) {
   }
 }
 
+// nlohmann reads a number below double's range as 0: top_p 1e-400 was
+// refused as "'top_p' must be a number in (0, 1], got 0", a number the
+// client never sent (and 1e-400 is in (0, 1]). It is quoted as written.
+TEST(CompletionsParseTest, ANumberBelowDoublesRangeIsQuotedAsWritten) {
+  struct Case {
+    std::string body, param, quoted;
+  };
+  const Case cases[] = {
+      {R"({"prompt":"a","top_p":1e-400})", "top_p", "'top_p': 1e-400 is too small for a double"},
+      {R"({"prompt":"a","temperature":-1E-400})", "temperature",
+       "'temperature': -1E-400 is too small for a double"},
+      {R"({"prompt":"a","n":1e-400})", "n", "'n': 1e-400 is too small for a double"},
+      {R"({"prompt":[[1,2e-999]]})", "prompt", "'prompt': 2e-999 is too small for a double"},
+      {R"({"prompt":"a","presence_penalty":0.5e-330})", "presence_penalty",
+       "'presence_penalty': 0.5e-330 is too small"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.body);
+    const ApiError e = ErrorOf(c.body);
+    EXPECT_EQ(e.status, 400);
+    EXPECT_EQ(e.param, c.param);
+    EXPECT_EQ(e.code, "invalid_value");
+    EXPECT_EQ(e.message.rfind(c.quoted, 0), 0u) << e.message;
+    EXPECT_NE(e.message.find("it would be read as 0"), std::string::npos) << e.message;
+    EXPECT_EQ(e.message.find("got 0"), std::string::npos) << e.message;
+  }
+  // Zeros however written, numbers a double holds, and fields dropk does
+  // not read are not refused for it.
+  EXPECT_EQ(Parse(R"({"prompt":"a","temperature":0e-400})").temperature, 0.0f);
+  EXPECT_EQ(Parse(R"({"prompt":"a","temperature":-0.0,"presence_penalty":0.0})").temperature, 0.0f);
+  EXPECT_GT(Parse(R"({"prompt":"a","top_p":1e-300})").top_p, 0.0f);
+  EXPECT_EQ(Parse(R"({"prompt":"a","user_score":1e-400,"n":2})").n, 2);
+}
+
+// 1e400 is JSON that nlohmann cannot read (past double's range): the
+// error said "not valid JSON" and named no field. It names the field and
+// quotes the number.
+TEST(CompletionsParseTest, ANumberPastDoublesRangeNamesItsField) {
+  const ApiError e = ErrorOf(R"({"prompt":"a","temperature":1e400})");
+  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.param, "temperature");
+  EXPECT_EQ(e.message.rfind("'temperature': 1e400 is past double's range (number overflow", 0), 0u)
+      << e.message;
+  const ApiError nested = ErrorOf(R"({"prompt":[[1,-1e999]],"n":1})");
+  EXPECT_EQ(nested.param, "prompt");
+  EXPECT_EQ(nested.message.rfind("'prompt': -1e999 is past double's range", 0), 0u)
+      << nested.message;
+}
+
+// A non-streaming answer holds its top_logprobs as JSON until it is sent:
+// 64 prompts x n 16 x max_tokens 8192 x logprobs 20 held gigabytes.
+TEST(CompletionsParseTest, TopLogprobsInAllAreBounded) {
+  const ApiError e = ErrorOf(R"({"prompt":["a","b"],"n":2,"max_tokens":8192,"logprobs":20})");
+  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.param, "logprobs");
+  EXPECT_EQ(e.code, "request_too_costly");
+  EXPECT_EQ(e.message,
+            "the request asks for up to 655360 top logprobs (2 prompts x n 2 x max_tokens 8192 x "
+            "logprobs 20); the limit per request is 262144: ask for fewer alternatives, tokens "
+            "or choices");
+  // An absent max_tokens counts as its default, 16.
+  std::string prompts = R"("a")";
+  for (int i = 1; i < 64; ++i) prompts += R"(,"a")";
+  const ApiError by_default = ErrorOf(R"({"prompt":[)" + prompts + R"(],"n":16,"logprobs":20})");
+  EXPECT_EQ(by_default.param, "logprobs");
+  EXPECT_NE(by_default.message.find("(64 prompts x n 16 x max_tokens 16 x logprobs 20)"),
+            std::string::npos)
+      << by_default.message;
+  // One choice of the longest max_tokens with every alternative fits, and
+  // logprobs 0 (the chosen token's alone) is not counted.
+  EXPECT_EQ(Parse(R"({"prompt":"a","max_tokens":8192,"logprobs":20})").logprobs, 20);
+  EXPECT_EQ(Parse(R"({"prompt":["a","b"],"n":16,"max_tokens":8192,"logprobs":0})").logprobs, 0);
+  EXPECT_GE(CompletionRequest::kMaxTopLogprobEntries, 8192 * 20);
+  // A stream sends and drops each token's entries as it goes: not counted.
+  EXPECT_TRUE(
+      Parse(R"({"prompt":["a","b"],"n":2,"max_tokens":8192,"logprobs":20,"stream":true})").stream);
+}
+
 TEST(CompletionsParseTest, DeepOrHugeJsonDoesNotCrash) {
   std::string deep(100000, '[');
   EXPECT_EQ(ErrorOf(deep).status, 400);

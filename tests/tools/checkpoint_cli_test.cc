@@ -844,15 +844,15 @@ TEST_F(CheckpointCliTest, ASignalBeforeTheFirstStepSaysNothingWasSaved) {
 }
 
 // With gradient accumulation a step can outlast a preemption's grace
-// period; a stop signal waited for the whole step (here, 10^8 micro-batches:
-// for good). The step's micro-batches are now abandoned, nothing updated,
-// and the steps done so far saved.
+// period; a stop signal waited for the whole step (here, 65536 micro-batches,
+// the most a step may have: minutes). The step's micro-batches are now
+// abandoned, nothing updated, and the steps done so far saved.
 TEST_F(CheckpointCliTest, SigtermDuringALongAccumulatedStepSavesWithoutFinishingIt) {
   ASSERT_EQ(RunCommand(Train(out_, "--max_iters=3 --save_every=0")).exit_code, 0);
   const std::string log = out_ + ".log";
   const pid_t pid = Spawn(Train(out_,
-                                "--resume=latest --max_iters=100000 --save_every=0 "
-                                "--gradient_accumulation_steps=100000000"),
+                                "--resume=latest --max_iters=65536 --save_every=0 "
+                                "--gradient_accumulation_steps=65536"),
                           log);
   ASSERT_TRUE(WaitUntil([&] { return ReadAll(log).find("resumed from") != std::string::npos; }))
       << ReadAll(log);

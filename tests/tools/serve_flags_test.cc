@@ -182,19 +182,41 @@ TEST(ServeFlagsTest, APortFileThatIsNotARegularFileIsRefusedAndLeftAlone) {
 }
 
 // --checkpoints naming one checkpoint (run/checkpoints/step-N) instead of
-// the run's directory of them was refused as only "no valid checkpoint".
+// the run's directory of them was refused as only "no valid checkpoint";
+// then with the hint, but exit 1 as for a corrupt checkpoint. It is a
+// usage error (exit 2) naming the directory that would work.
 TEST(ServeFlagsTest, OneCheckpointInsteadOfTheRunsDirectoryIsNamedAsSuch) {
   const test_util::ScopedTempDir dir("serve_flags");
   const std::string step = dir.path() + "/checkpoints/step-00000010";
   std::filesystem::create_directories(step);
   std::ofstream(step + "/manifest.pb") << "not a manifest";
   const CommandResult r = RunCommand(kBin + "dropk-serve --port 0 --checkpoints " + step + "/");
-  EXPECT_EQ(r.exit_code, 1) << r.err;
-  EXPECT_NE(r.err.find("is itself a checkpoint; give the run's checkpoints directory that holds "
-                       "it, " + dir.path() + "/checkpoints)"),
-            std::string::npos)
-      << r.err;
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.err, "dropk-serve: --checkpoints " + step +
+                       "/ is itself a checkpoint; give the run's checkpoints directory that "
+                       "holds it, " +
+                       dir.path() + "/checkpoints\n");
+}
+
+// A training run's directory (holding checkpoints/) given for --checkpoints
+// was refused with exit 1, and with --watch it was watched for good for a
+// LATEST the trainer writes in checkpoints/. Either way it is a usage error
+// (exit 2) at once, naming RUN/checkpoints.
+TEST(ServeFlagsTest, ARunDirectoryIsAUsageErrorNamingItsCheckpoints) {
+  const test_util::ScopedTempDir dir("serve_flags");
+  std::filesystem::create_directories(dir.path() + "/checkpoints/step-00000002");
+  std::ofstream(dir.path() + "/checkpoints/LATEST") << "step-00000002\n";
+  std::ofstream(dir.path() + "/metrics.jsonl") << "{}\n";
+  for (const char* watch : {"", "--watch "}) {
+    SCOPED_TRACE(watch);
+    // Bounded: before the fix --watch waited for good (timeout's exit 124).
+    const CommandResult r = RunCommand("timeout -k 1 30 " + kBin + "dropk-serve --port 0 " + watch +
+                                       "--checkpoints " + dir.path());
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(r.err, "dropk-serve: --checkpoints " + dir.path() +
+                         " looks like a run directory; give its checkpoints directory, " +
+                         dir.path() + "/checkpoints\n");
+  }
 }
 
 // An --api-key-file that is a directory (a Secret's mount point, say) was

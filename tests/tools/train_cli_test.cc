@@ -60,6 +60,10 @@ TEST_F(TrainCliTest, InvalidValuesExitTwoNamingTheField) {
       {"--n_layer=abc", "n_layer=abc"},
       {"--learning_rate=0", "learning_rate=0"},
       {"--num_threads=100000", "num_threads=100000: must be in [0, 1024]"},
+      // 1 as a float: quoted as typed, not as "dropout=1".
+      {"--dropout 0.99999999", "--dropout=0.99999999: 0.99999999 (1 as a float) must be in"},
+      {"--gradient_accumulation_steps=100000",
+       "gradient_accumulation_steps=100000: must be at most 65536"},
   };
   for (const BadArgs& c : cases) {
     const test_util::CommandResult r = RunTrainCli(Base() + " " + c.args);

@@ -160,8 +160,27 @@ INSTANTIATE_TEST_SUITE_P(
                       BadFlagCase{"--learning_rate=1e-50",
                                   "--learning_rate=1e-50: 1e-50 is too small for a float: it "
                                   "would be read as 0"},
-                      BadFlagCase{"--weight_decay=-1e-46", "--weight_decay=-1e-46: -1e-46 is "
-                                                           "too small for a float"},
+                      BadFlagCase{"--weight_decay=-1e-46",
+                                  "--weight_decay=-1e-46: -1e-46 is "
+                                  "too small for a float"},
+                      // A number inside [0, 1) that is 1 as a float was
+                      // refused as "dropout=1: must be in [0, 1)".
+                      BadFlagCase{"--dropout=0.99999999",
+                                  "--dropout=0.99999999: 0.99999999 (1 as a float) must be in "
+                                  "[0, 1); the largest float below 1 is 0.99999994"},
+                      BadFlagCase{"--beta2=0.999999999",
+                                  "--beta2=0.999999999: 0.999999999 (1 as a float) must be in "
+                                  "[0, 1)"},
+                      BadFlagCase{"--dropout_mlp_output=0.99999998",
+                                  "--dropout_mlp_output=0.99999998: 0.99999998 (1 as a float)"},
+                      // ... and one above an upper bound that is the bound
+                      // as a float passed as the bound.
+                      BadFlagCase{"--bucket_cap_mb=1048576.01",
+                                  "--bucket_cap_mb=1048576.01: 1048576.01 (1048576 as a float) "
+                                  "must be at most 1048576 (1 TiB)"},
+                      BadFlagCase{"--comm_timeout_s=2592000.1",
+                                  "--comm_timeout_s=2592000.1: 2592000.1 (2592000 as a float) "
+                                  "must be at most 2592000 (30 days)"},
                       BadFlagCase{"--dropout_stream=per_step",
                                   "--dropout_stream=per_step: expected one of per_rank, "
                                   "per_sample"},
@@ -173,6 +192,24 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<BadFlagCase>& info) {
       return absl::StrCat("Case", info.index);
     });
+
+// A bound only refuses what rounding carries across it: the largest float
+// below 1, and a bound typed as itself, pass.
+TEST(ConfigTest, NumbersThatStayInsideTheirBoundAsFloatsParse) {
+  for (const std::string flag :
+       {"--dropout=0.99999994", "--beta2=0.9999999", "--bucket_cap_mb=1048576",
+        "--comm_timeout_s=2592000", "--bucket_cap_mb=1048575.99", "--dropout_embedding=0"}) {
+    absl::StatusOr<TrainConfig> config = Load({flag});
+    ASSERT_TRUE(config.ok()) << flag << ": " << config.status();
+    EXPECT_TRUE(ValidateTrainConfig(*config).ok()) << flag << ": " << ValidateTrainConfig(*config);
+  }
+  EXPECT_LT(Load({"--dropout=0.99999994"})->dropout(), 1.0f);
+  const std::string path =
+      WriteTempFile("ok.textproto", "dropout: 0.99999994\nbeta1: 0.9999999f\n");
+  TrainConfig config = DefaultTrainConfig();
+  ASSERT_TRUE(MergeTrainConfigFile(path, &config).ok());
+  EXPECT_TRUE(ValidateTrainConfig(config).ok()) << ValidateTrainConfig(config);
+}
 
 // Zero however it is spelled, and numbers float keeps only approximately
 // (subnormals), are values, not underflows.
@@ -206,6 +243,16 @@ TEST(ConfigTest, FloatsOutOfRangeInFileAreQuotedAsWritten) {
        "would be read as 0"},
       {"dropout: -1e-50f", ":2:10: field dropout: -1e-50f is too small for a float"},
       {"grad_clip:-1e-400", ":2:11: field grad_clip: -1e-400 is too small for a float"},
+      // Inside [0, 1) as written, 1 as a float: it was "dropout=1: must be
+      // in [0, 1)", a number the file does not hold.
+      {"dropout: 0.99999999",
+       ":2:10: field dropout: 0.99999999 (1 as a float) must be in [0, 1); the largest float "
+       "below 1 is 0.99999994"},
+      {"beta1: 0.99999999f", ":2:8: field beta1: 0.99999999f (1 as a float) must be in [0, 1)"},
+      {"dropout_attention_probs: 0.999999999999",
+       ":2:26: field dropout_attention_probs: 0.999999999999 (1 as a float)"},
+      {"bucket_cap_mb: 1048576.01",
+       ":2:16: field bucket_cap_mb: 1048576.01 (1048576 as a float) must be at most 1048576"},
       // A whole number: text format reads it into the float too.
       {"learning_rate: 1000000000000000000000000000000000000000000",
        ":2:16: field learning_rate: 1000000000000000000000000000000000000000000 is out of range"},
@@ -518,6 +565,28 @@ INSTANTIATE_TEST_SUITE_P(
                      [](TrainConfig* c) { c->set_gradient_accumulation_steps(0); },
                      {"gradient_accumulation_steps=0"}},
         BadValueCase{"MaxIters", [](TrainConfig* c) { c->set_max_iters(-1); }, {"max_iters=-1"}},
+        // A step runs every micro-batch before it ends: 2^31 never ended.
+        BadValueCase{"GradAccumHuge",
+                     [](TrainConfig* c) { c->set_gradient_accumulation_steps(65'537); },
+                     {"gradient_accumulation_steps=65537: must be at most 65536 (micro-batches "
+                      "per optimizer step"}},
+        // The PER_RANK dropout step, step x accumulation + micro, is 32 bits:
+        // past 2^32 micro-batches it wrapped and masks repeated.
+        BadValueCase{"MicroBatchesPastTheDropoutCounter",
+                     [](TrainConfig* c) {
+                       c->set_max_iters(65'537);
+                       c->set_gradient_accumulation_steps(65'536);
+                     },
+                     {"max_iters=65537 x gradient_accumulation_steps=65536 = 4295032832 "
+                      "micro-batches: must be at most 4294967296 (dropout masks number "
+                      "micro-batches with a 32-bit counter"}},
+        BadValueCase{"MicroBatchesPastTheDropoutCounterSmallAccumulation",
+                     [](TrainConfig* c) {
+                       c->set_max_iters(std::numeric_limits<int32_t>::max());
+                       c->set_gradient_accumulation_steps(3);
+                     },
+                     {"max_iters=2147483647 x gradient_accumulation_steps=3 = 6442450941 "
+                      "micro-batches: must be at most 4294967296"}},
         BadValueCase{"EvalIters", [](TrainConfig* c) { c->set_eval_iters(0); }, {"eval_iters=0"}},
         // 2^31 batches held the run at its first evaluation for days.
         BadValueCase{"EvalItersHuge",
@@ -650,6 +719,13 @@ TEST(ConfigTest, BoundaryValuesAreValid) {
   config.set_num_threads(1024);
   config.set_eval_iters(10'000);
   EXPECT_TRUE(ValidateTrainConfig(config).ok()) << ValidateTrainConfig(config);
+  // The largest accumulation, and exactly 2^32 micro-batches in all.
+  config.set_gradient_accumulation_steps(65'536);
+  EXPECT_TRUE(ValidateTrainConfig(config).ok()) << ValidateTrainConfig(config);
+  config.set_max_iters(65'536);
+  EXPECT_TRUE(ValidateTrainConfig(config).ok()) << ValidateTrainConfig(config);
+  config.set_max_iters(0);
+  config.set_gradient_accumulation_steps(1);
   // lr_decay_iters only matters once training goes past warmup.
   config.set_max_iters(100);
   config.set_lr_decay_iters(0);

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <set>
 
 #include "trainer/config.h"
@@ -40,6 +41,25 @@ TEST(DataParallelTest, PerRankPlansDifferByRankAndMicroBatch) {
   EXPECT_EQ(r0.step, 15u) << "micro-batches since the start: 7 * 2 + 1";
   EXPECT_FALSE(r0.per_sample);
   EXPECT_FLOAT_EQ(r0.rates.attention_probs, 0.1f);
+}
+
+// The largest run validation allows, 2^32 micro-batches, numbers its last
+// micro-batch 2^32 - 1: every PER_RANK plan of it has its own step.
+TEST(DataParallelTest, TheLargestValidRunFillsTheDropoutCounterExactly) {
+  TrainConfig c = DefaultTrainConfig();
+  c.set_max_iters(65'536);
+  c.set_gradient_accumulation_steps(65'536);
+  ASSERT_TRUE(ValidateTrainConfig(c).ok()) << ValidateTrainConfig(c);
+  EXPECT_EQ(DropoutPlanFor(c, c.max_iters() - 1, 65'535, 0, 1).step, UINT32_MAX);
+}
+
+// A counter past 32 bits wrapped silently (2^32 read as step 0, repeating
+// the first micro-batch's masks); validation keeps runs below it, and a
+// caller that goes past it is a broken invariant.
+TEST(DataParallelDeathTest, APerRankStepPastTheCounterIsACheckFailure) {
+  TrainConfig c = DefaultTrainConfig();
+  c.set_gradient_accumulation_steps(65'536);
+  EXPECT_DEATH(DropoutPlanFor(c, 65'536, 0, 0, 1), "does not fit 32 bits");
 }
 
 TEST(DataParallelTest, PerSamplePlansDoNotDependOnTheSplit) {

@@ -5,6 +5,7 @@
 #ifndef DROPK_BASE_NUMBER_TEXT_H_
 #define DROPK_BASE_NUMBER_TEXT_H_
 
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -45,6 +46,55 @@ std::string UnderflowProblem(const std::string& text, Real value) {
                       std::numeric_limits<Real>::denorm_min(), "); write 0 for zero");
 }
 
+// How a number's text reads as a Real.
+enum class RealText {
+  kFinite,      // a finite number the type holds (0 only when the text is zero)
+  kNotANumber,  // not a number at all ("abc", "")
+  kNotFinite,   // inf or nan, or past the type's range (1e400; 1e39 for a float)
+  kUnderflow,   // a nonzero number below the type's range, read as 0 (1e-50)
+};
+
+// Reads `text` (absl's SimpleAtof or SimpleAtod: surrounding whitespace,
+// hexadecimal, inf and nan accepted) into *value and says how it reads.
+// The one parse behind ParseFiniteDouble, dropk-train's float flags and
+// dropk study's float lists, which word each case their own way.
+template <typename Real>
+RealText ReadRealText(const std::string& text, Real* value) {
+  static_assert(std::is_floating_point_v<Real>);
+  *value = 0;
+  bool ok;
+  if constexpr (std::is_same_v<Real, float>) {
+    ok = absl::SimpleAtof(text, value);
+  } else {
+    ok = absl::SimpleAtod(text, value);
+  }
+  if (!ok) return RealText::kNotANumber;
+  if (!std::isfinite(*value)) return RealText::kNotFinite;
+  if (*value == 0 && SpellsNonZero(text)) return RealText::kUnderflow;
+  return RealText::kFinite;
+}
+
+// The float `value` as the shortest text that reads back as it: "1" for
+// 1.0f, "100.1" for 100.1f, "1048576" (absl::StrCat's six digits write
+// 1.04858e+06, a number the float is not).
+inline std::string ShortestFloatText(float value) {
+  char buffer[32];
+  const std::to_chars_result end = std::to_chars(buffer, buffer + sizeof(buffer), value);
+  return std::string(buffer, end.ptr);
+}
+
+// " (1 as a float)" when the float `value` that `text` was read as differs
+// from the number `text` spells and shows as another text: 0.99999999 is 1
+// as a float. "" otherwise: 100.1 shows as itself, so a message names the
+// float only when rounding changed what the user would see.
+inline std::string AsFloatNote(const std::string& text, float value) {
+  double typed = 0;
+  if (!absl::SimpleAtod(text, &typed) || typed == value) return "";
+  const std::string shown = ShortestFloatText(value);
+  if (shown == absl::StripAsciiWhitespace(text)) return "";
+  return absl::StrCat(" (", shown, " as a float)");
+}
+
 // `text`, the value of `what` (a flag, "--top-p"), as a finite double.
 // InvalidArgument quoting the text as typed when it is not a number
 // ("--top-p abc: not a number"), past double's range or not finite
@@ -52,19 +102,18 @@ std::string UnderflowProblem(const std::string& text, Real value) {
 // 1.79769e+308"), or a nonzero number below it (UnderflowProblem).
 inline absl::StatusOr<double> ParseFiniteDouble(const std::string& what, const std::string& text) {
   double value = 0;
-  if (!absl::SimpleAtod(text, &value)) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " ", text, ": not a number"));
+  switch (ReadRealText(text, &value)) {
+    case RealText::kFinite: return value;
+    case RealText::kNotANumber:
+      return absl::InvalidArgumentError(absl::StrCat(what, " ", text, ": not a number"));
+    case RealText::kNotFinite:
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " ", text, ": must be a finite number, magnitude at most ",
+                       std::numeric_limits<double>::max()));
+    case RealText::kUnderflow: break;
   }
-  if (!std::isfinite(value)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " ", text, ": must be a finite number, magnitude at most ",
-                     std::numeric_limits<double>::max()));
-  }
-  const std::string stripped(absl::StripAsciiWhitespace(text));
-  if (std::string why = UnderflowProblem(stripped, value); !why.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " ", why));
-  }
-  return value;
+  return absl::InvalidArgumentError(absl::StrCat(
+      what, " ", UnderflowProblem(std::string(absl::StripAsciiWhitespace(text)), value)));
 }
 
 }  // namespace dropk

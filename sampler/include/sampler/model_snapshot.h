@@ -47,6 +47,14 @@ absl::StatusOr<std::shared_ptr<const ModelSnapshot>> LoadCheckpointSnapshot(
 absl::StatusOr<std::string> FindServableCheckpoint(const std::string& checkpoints_dir,
                                                    std::vector<std::string>* skipped);
 
+// Where `checkpoints_dir`, given for a directory of checkpoints, is not one
+// but something a user may name instead, the path that would work: "RUN
+// looks like a run directory; give its checkpoints directory,
+// RUN/checkpoints" (it holds checkpoints/ and no LATEST), or "STEP is itself
+// a checkpoint; give the run's checkpoints directory that holds it, RUN"
+// (it holds manifest.pb and no LATEST). "" otherwise. Never throws.
+std::string CheckpointsDirHint(const std::string& checkpoints_dir);
+
 // The checkpoint a command's `flag` (--checkpoint) names with `path`: path
 // itself when it is one checkpoint (holds manifest.pb and no LATEST), else
 // FindServableCheckpoint(path). A path the OS cannot look at (a symlink

@@ -1,0 +1,83 @@
+#include "json_numbers.h"
+
+#include <cstddef>
+
+#include "base/number_text.h"
+#include "nlohmann/json.hpp"
+
+namespace dropk {
+namespace {
+
+using json = nlohmann::json;
+
+// nlohmann's id of "number overflow parsing '...'" (an out_of_range error).
+constexpr int kNumberOverflowId = 406;
+
+std::string Cut(std::string text) {
+  constexpr size_t kMaxShown = 40;
+  if (text.size() > kMaxShown) text = text.substr(0, kMaxShown) + "...";
+  return text;
+}
+
+// Walks the parse, remembering the top-level field it is in; stops at the
+// first number a double cannot hold.
+class NumberFinder final : public json::json_sax_t {
+ public:
+  explicit NumberFinder(bool (*counts)(const std::string&)) : counts_(counts) {}
+
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(json::number_integer_t) override { return true; }
+  bool number_unsigned(json::number_unsigned_t) override { return true; }
+  bool number_float(json::number_float_t value, const json::string_t& text) override {
+    if (value != 0 || !SpellsNonZero(text) || !counts_(field_)) return true;
+    found_ = UnreadableNumber{field_, Cut(text), /*overflow=*/false};
+    return false;
+  }
+  bool string(json::string_t&) override { return true; }
+  bool binary(json::binary_t&) override { return true; }
+  bool start_object(std::size_t) override {
+    ++depth_;
+    return true;
+  }
+  bool key(json::string_t& key) override {
+    if (depth_ == 1) field_ = key;
+    return true;
+  }
+  bool end_object() override {
+    if (--depth_ == 0) field_.clear();
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    ++depth_;
+    return true;
+  }
+  bool end_array() override {
+    if (--depth_ == 0) field_.clear();
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string& last_token,
+                   const json::exception& error) override {
+    if (error.id == kNumberOverflowId) found_ = UnreadableNumber{field_, Cut(last_token), true};
+    return false;
+  }
+
+  const std::optional<UnreadableNumber>& found() const { return found_; }
+
+ private:
+  bool (*counts_)(const std::string&);
+  int depth_ = 0;      // arrays and objects open around the current value
+  std::string field_;  // the top-level key being read; "" outside the top object
+  std::optional<UnreadableNumber> found_;
+};
+
+}  // namespace
+
+std::optional<UnreadableNumber> FindUnreadableNumber(std::string_view body,
+                                                     bool (*counts)(const std::string& field)) {
+  NumberFinder finder(counts);
+  json::sax_parse(body.begin(), body.end(), &finder);
+  return finder.found();
+}
+
+}  // namespace dropk

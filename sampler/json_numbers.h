@@ -1,0 +1,33 @@
+// Numbers of a JSON body as the client wrote them. nlohmann's parser reads
+// a number below double's range (1e-400) as 0 and refuses one past it
+// (1e400) as a parse error naming no field, so a message built from the
+// parsed body named a number the client never sent ("'top_p' must be a
+// number in (0, 1], got 0"). Private to sampler/.
+#ifndef DROPK_SAMPLER_JSON_NUMBERS_H_
+#define DROPK_SAMPLER_JSON_NUMBERS_H_
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace dropk {
+
+// A number of a JSON body that a double cannot hold.
+struct UnreadableNumber {
+  std::string field;  // the top-level field it sits in ("top_p"); "" outside any
+  std::string text;   // as written ("1e-400"), cut to 40 characters and "..."
+  bool overflow;      // past double's range (the parse failed), else below it (read as 0)
+};
+
+// The first number in `body` that a double cannot hold: one below double's
+// range that is not zero (1e-400), when `counts(field)` says its top-level
+// field matters, or one past the range (1e400: nlohmann refuses the whole
+// body), whatever its field. nullopt when there is none, or when the body
+// fails to parse for another reason. Reads the whole body again: call it
+// only when the parsed body holds a float 0, or failed to parse.
+std::optional<UnreadableNumber> FindUnreadableNumber(std::string_view body,
+                                                     bool (*counts)(const std::string& field));
+
+}  // namespace dropk
+
+#endif  // DROPK_SAMPLER_JSON_NUMBERS_H_

@@ -1,0 +1,141 @@
+// base/number_text.h: reading a number as typed, so that an error quotes
+// what the user wrote rather than what a float or double made of it.
+#include "base/number_text.h"
+
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace dropk {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(NumberTextTest, SpellsNonZero) {
+  for (const char* nonzero :
+       {"1", "1e-50", "-1e-400", "0.0001", " 1e-400 ", "0x1p-2000", "0X0.8P-1100", "5e0"}) {
+    EXPECT_TRUE(SpellsNonZero(nonzero)) << nonzero;
+  }
+  // Digits after the exponent mark do not count: 0e5 is zero however big
+  // its exponent.
+  for (const char* zero : {"0", "-0.0", "0e5", "0.000e-99", "0x0p5", "0X0.0P+9", "", " 0 "}) {
+    EXPECT_FALSE(SpellsNonZero(zero)) << zero;
+  }
+}
+
+TEST(NumberTextTest, UnderflowProblemForFloat) {
+  EXPECT_EQ(UnderflowProblem("1e-50", 0.0f),
+            "1e-50 is too small for a float: it would be read as 0 (the smallest nonzero "
+            "magnitude is 1.4013e-45); write 0 for zero");
+  EXPECT_THAT(UnderflowProblem("-1e-46", -0.0f), HasSubstr("-1e-46 is too small for a float"));
+  // A subnormal float holds 1e-40, and a zero is no underflow.
+  EXPECT_EQ(UnderflowProblem("1e-40", 1e-40f), "");
+  EXPECT_EQ(UnderflowProblem("0.0e-99", 0.0f), "");
+}
+
+TEST(NumberTextTest, UnderflowProblemForDouble) {
+  EXPECT_EQ(UnderflowProblem("1e-400", 0.0),
+            "1e-400 is too small for a double: it would be read as 0 (the smallest nonzero "
+            "magnitude is 4.94066e-324); write 0 for zero");
+  EXPECT_EQ(UnderflowProblem("1e-50", 1e-50), "");
+  EXPECT_EQ(UnderflowProblem("-0", 0.0), "");
+}
+
+TEST(NumberTextTest, ReadRealTextSaysHowTheTextReads) {
+  float f = -1;
+  EXPECT_EQ(ReadRealText("0.5", &f), RealText::kFinite);
+  EXPECT_EQ(f, 0.5f);
+  EXPECT_EQ(ReadRealText("abc", &f), RealText::kNotANumber);
+  EXPECT_EQ(ReadRealText("", &f), RealText::kNotANumber);
+  EXPECT_EQ(ReadRealText("1e39", &f), RealText::kNotFinite);  // past float, not double
+  EXPECT_EQ(ReadRealText("nan", &f), RealText::kNotFinite);
+  EXPECT_EQ(ReadRealText("1e-50", &f), RealText::kUnderflow);
+  EXPECT_EQ(f, 0.0f);
+  double d = -1;
+  EXPECT_EQ(ReadRealText("1e39", &d), RealText::kFinite);
+  EXPECT_EQ(ReadRealText("1e-50", &d), RealText::kFinite);
+  EXPECT_EQ(ReadRealText("-1e-400", &d), RealText::kUnderflow);
+  EXPECT_EQ(ReadRealText("0e-400", &d), RealText::kFinite);
+}
+
+TEST(NumberTextTest, ParseFiniteDoubleNotANumber) {
+  for (const char* text : {"abc", "", "1.5x", "--1"}) {
+    const absl::StatusOr<double> v = ParseFiniteDouble("--top-p", text);
+    ASSERT_FALSE(v.ok()) << text;
+    EXPECT_EQ(v.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(v.status().message(), absl::StrCat("--top-p ", text, ": not a number"));
+  }
+}
+
+TEST(NumberTextTest, ParseFiniteDoubleRefusesInfAndPastTheRange) {
+  for (const char* text : {"inf", "-inf", "nan", "1e400", "-1e400"}) {
+    const absl::StatusOr<double> v = ParseFiniteDouble("--temperature", text);
+    ASSERT_FALSE(v.ok()) << text;
+    EXPECT_EQ(v.status().message(),
+              absl::StrCat("--temperature ", text,
+                           ": must be a finite number, magnitude at most 1.79769e+308"));
+  }
+}
+
+TEST(NumberTextTest, ParseFiniteDoubleQuotesAnUnderflowAsTyped) {
+  const absl::StatusOr<double> v = ParseFiniteDouble("--top-p", "1e-400");
+  ASSERT_FALSE(v.ok());
+  EXPECT_EQ(v.status().message(),
+            "--top-p 1e-400 is too small for a double: it would be read as 0 (the smallest "
+            "nonzero magnitude is 4.94066e-324); write 0 for zero");
+  // Surrounding whitespace is read past, and not quoted.
+  const absl::StatusOr<double> spaced = ParseFiniteDouble("--top-p", " 1e-400\t");
+  ASSERT_FALSE(spaced.ok());
+  EXPECT_THAT(spaced.status().message(), HasSubstr("--top-p 1e-400 is too small"));
+}
+
+TEST(NumberTextTest, ParseFiniteDoubleReadsWhatADoubleHolds) {
+  const std::pair<const char*, double> cases[] = {{"1e-50", 1e-50}, {"0.25", 0.25}, {" 2.5 ", 2.5},
+                                                  {"+3", 3.0},      {"-0", 0.0},    {"0e-400", 0.0},
+                                                  {"1e308", 1e308}};
+  for (const auto& [text, expected] : cases) {
+    const absl::StatusOr<double> v = ParseFiniteDouble("--x", text);
+    ASSERT_TRUE(v.ok()) << text << ": " << v.status();
+    EXPECT_EQ(*v, expected) << text;
+  }
+}
+
+// absl's SimpleAtod reads hexadecimal floats too, and an underflow in hex
+// is one as well (SpellsNonZero reads hex digits).
+TEST(NumberTextTest, ParseFiniteDoubleHex) {
+  const absl::StatusOr<double> v = ParseFiniteDouble("--x", "0x1p3");
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(*v, 8.0);
+  const absl::StatusOr<double> tiny = ParseFiniteDouble("--x", "0x1p-2000");
+  ASSERT_FALSE(tiny.ok());
+  EXPECT_THAT(tiny.status().message(), HasSubstr("--x 0x1p-2000 is too small for a double"));
+  EXPECT_TRUE(ParseFiniteDouble("--x", "0x0p-2000").ok());
+  const absl::StatusOr<double> huge = ParseFiniteDouble("--x", "0x1p2000");
+  ASSERT_FALSE(huge.ok());
+  EXPECT_THAT(huge.status().message(), HasSubstr("must be a finite number"));
+}
+
+TEST(NumberTextTest, ShortestFloatTextReadsBackAsTheFloat) {
+  EXPECT_EQ(ShortestFloatText(1.0f), "1");
+  EXPECT_EQ(ShortestFloatText(0.1f), "0.1");
+  EXPECT_EQ(ShortestFloatText(1048576.0f), "1048576");
+  EXPECT_EQ(ShortestFloatText(std::nextafter(1.0f, 0.0f)), "0.99999994");
+  EXPECT_EQ(ShortestFloatText(std::numeric_limits<float>::infinity()), "inf");
+}
+
+TEST(NumberTextTest, AsFloatNoteOnlyWhenRoundingChangedWhatIsShown) {
+  EXPECT_EQ(AsFloatNote("0.99999999", 0.99999999f), " (1 as a float)");
+  EXPECT_EQ(AsFloatNote("1048576.01", 1048576.01f), " (1048576 as a float)");
+  EXPECT_EQ(AsFloatNote("1e39", std::numeric_limits<float>::infinity()), " (inf as a float)");
+  EXPECT_EQ(AsFloatNote("100.1", 100.1f), "");  // the float shows as typed
+  EXPECT_EQ(AsFloatNote("1.5", 1.5f), "");      // exact
+  EXPECT_EQ(AsFloatNote("1e0", 1.0f), "");      // another spelling, the same number
+  // absl's six digits showed this float as 100, a number inside (0, 100].
+  EXPECT_EQ(AsFloatNote("100.00001", 100.00001f), "");
+}
+
+}  // namespace
+}  // namespace dropk
