@@ -145,7 +145,7 @@ ApiError UnreadableNumberError(const UnreadableNumber& number) {
                                 std::numeric_limits<double>::max(), ")"),
                    "invalid_json");
   }
-  return Invalid(number.field, absl::StrCat(where, ": ", UnderflowProblem(number.text, 0.0)));
+  return Invalid(number.field, absl::StrCat(where, ": ", number.underflow_problem));
 }
 
 // The value as the client sent it, cut short so an error stays one line.

@@ -31,7 +31,9 @@ class NumberFinder final : public json::json_sax_t {
   bool number_unsigned(json::number_unsigned_t) override { return true; }
   bool number_float(json::number_float_t value, const json::string_t& text) override {
     if (value != 0 || !SpellsNonZero(text) || !counts_(field_)) return true;
-    found_ = UnreadableNumber{field_, Cut(text), /*overflow=*/false};
+    const std::string shown = Cut(text);
+    found_ = UnreadableNumber{field_, shown, /*overflow=*/false,
+                              shown + UnderflowProblem(text, 0.0).substr(text.size())};
     return false;
   }
   bool string(json::string_t&) override { return true; }
@@ -58,7 +60,9 @@ class NumberFinder final : public json::json_sax_t {
   }
   bool parse_error(std::size_t, const std::string& last_token,
                    const json::exception& error) override {
-    if (error.id == kNumberOverflowId) found_ = UnreadableNumber{field_, Cut(last_token), true};
+    if (error.id == kNumberOverflowId) {
+      found_ = UnreadableNumber{field_, Cut(last_token), /*overflow=*/true, ""};
+    }
     return false;
   }
 

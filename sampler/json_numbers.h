@@ -17,6 +17,10 @@ struct UnreadableNumber {
   std::string field;  // the top-level field it sits in ("top_p"); "" outside any
   std::string text;   // as written ("1e-400"), cut to 40 characters and "..."
   bool overflow;      // past double's range (the parse failed), else below it (read as 0)
+  // For a number below the range: why it cannot be read, quoting `text`
+  // (UnderflowProblem of the whole number, so a nonzero digit past the cut
+  // still counts).
+  std::string underflow_problem;
 };
 
 // The first number in `body` that a double cannot hold: one below double's

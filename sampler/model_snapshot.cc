@@ -104,7 +104,8 @@ std::string CheckpointsDirHint(const std::string& checkpoints_dir) {
     return absl::StrCat(checkpoints_dir,
                         " is itself a checkpoint; give the run's checkpoints directory that "
                         "holds it, ",
-                        dir.parent_path().string());
+                        // step-N given relative to the directory that holds it
+                        dir.has_parent_path() ? dir.parent_path().string() : std::string("."));
   }
   if (std::filesystem::is_directory(dir / "checkpoints", ec)) {
     return absl::StrCat(checkpoints_dir,

@@ -897,12 +897,13 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
   p.AtLeast("max_iters", c.max_iters(), 0);
   if (const int64_t micro_batches =
           static_cast<int64_t>(c.max_iters()) * c.gradient_accumulation_steps();
-      micro_batches > kMaxMicroBatches) {
+      micro_batches > kMaxMicroBatches && MasksCountMicroBatches(c)) {
     p.Add(absl::StrCat("max_iters=", c.max_iters(),
                        " x gradient_accumulation_steps=", c.gradient_accumulation_steps(), " = ",
                        micro_batches, " micro-batches: must be at most ", kMaxMicroBatches,
-                       " (dropout masks number micro-batches with a 32-bit counter; past it "
-                       "they would repeat)"));
+                       " with dropout on and dropout_stream: per_rank (its masks number "
+                       "micro-batches with a 32-bit counter; past it they would repeat); "
+                       "lower max_iters or use dropout_stream: per_sample"));
   }
   // The cosine phase divides by lr_decay_iters - warmup_iters; it is reached
   // only when training runs past warmup.
@@ -1041,6 +1042,12 @@ std::string ConfigToText(const TrainConfig& config) {
     absl::StrAppend(&text, field->name(), ": ", FieldValueText(config, field), "\n");
   }
   return text;
+}
+
+bool MasksCountMicroBatches(const TrainConfig& config) {
+  if (config.dropout_stream() == TrainConfig::PER_SAMPLE) return false;
+  const SiteDropout r = EffectiveDropout(config);
+  return r.embedding > 0 || r.attention_probs > 0 || r.attention_output > 0 || r.mlp_output > 0;
 }
 
 SiteDropout EffectiveDropout(const TrainConfig& config) {

@@ -23,9 +23,12 @@ DropoutPlan DropoutPlanFor(const TrainConfig& config, int64_t step, int micro, i
   } else {
     plan.per_sample = false;
     // ValidateTrainConfig bounds max_iters x gradient_accumulation_steps to
-    // what the counter holds; a wrapped counter would repeat earlier masks.
+    // what the counter holds when masks are drawn (MasksCountMicroBatches);
+    // a wrapped counter would repeat earlier masks. Without dropout no mask
+    // reads it.
     const int64_t micro_batches = step * config.gradient_accumulation_steps() + micro;
-    DROPK_CHECK(micro_batches >= 0 && micro_batches <= int64_t{UINT32_MAX})
+    DROPK_CHECK(!MasksCountMicroBatches(config) ||
+                (micro_batches >= 0 && micro_batches <= int64_t{UINT32_MAX}))
         << "dropout step counter " << micro_batches << " does not fit 32 bits";
     plan.step = static_cast<uint32_t>(micro_batches);
     plan.stream_base = static_cast<uint32_t>(rank);

@@ -286,6 +286,9 @@ TEST(CompletionsParseTest, ANumberBelowDoublesRangeIsQuotedAsWritten) {
       {R"({"prompt":[[1,2e-999]]})", "prompt", "'prompt': 2e-999 is too small for a double"},
       {R"({"prompt":"a","presence_penalty":0.5e-330})", "presence_penalty",
        "'presence_penalty': 0.5e-330 is too small"},
+      // The nonzero digit lies past the 40 characters the message shows.
+      {R"({"prompt":"a","top_p":0.0000000000000000000000000000000000000001e-300})", "top_p",
+       "'top_p': 0.00000000000000000000000000000000000000... is too small for a double"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.body);

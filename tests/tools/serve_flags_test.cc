@@ -198,6 +198,21 @@ TEST(ServeFlagsTest, OneCheckpointInsteadOfTheRunsDirectoryIsNamedAsSuch) {
                        dir.path() + "/checkpoints\n");
 }
 
+// A checkpoint named relative to the directory that holds it: the hint
+// names that directory as ".", not as an empty path.
+TEST(ServeFlagsTest, ARelativeCheckpointNamesTheCurrentDirectory) {
+  const test_util::ScopedTempDir dir("serve_flags");
+  const std::string step = dir.path() + "/checkpoints/step-00000010";
+  std::filesystem::create_directories(step);
+  std::ofstream(step + "/manifest.pb") << "not a manifest";
+  const CommandResult r = RunCommand("cd " + dir.path() + "/checkpoints && " + kBin +
+                                     "dropk-serve --port 0 --checkpoints step-00000010");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.err,
+            "dropk-serve: --checkpoints step-00000010 is itself a checkpoint; give the run's "
+            "checkpoints directory that holds it, .\n");
+}
+
 // A training run's directory (holding checkpoints/) given for --checkpoints
 // was refused with exit 1, and with --watch it was watched for good for a
 // LATEST the trainer writes in checkpoints/. Either way it is a usage error

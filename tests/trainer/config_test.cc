@@ -278,6 +278,23 @@ TEST(ConfigTest, FloatsOutOfRangeInFileAreQuotedAsWritten) {
   EXPECT_EQ(config.learning_rate(), 3.0f);
 }
 
+// The 32-bit micro-batch counter numbers PER_RANK masks only: a run without
+// dropout, or with PER_SAMPLE masks, may train past 2^32 micro-batches
+// (max_iters = 2^31 - 1, "until stopped", with accumulation 3).
+TEST(ConfigTest, LongRunsWithoutPerRankMasksAreNotBoundByTheirCounter) {
+  TrainConfig no_dropout = DefaultTrainConfig();
+  no_dropout.set_max_iters(std::numeric_limits<int32_t>::max());
+  no_dropout.set_gradient_accumulation_steps(3);
+  EXPECT_TRUE(ValidateTrainConfig(no_dropout).ok()) << ValidateTrainConfig(no_dropout);
+  TrainConfig per_sample = no_dropout;
+  per_sample.set_dropout(0.1f);
+  per_sample.set_dropout_stream(TrainConfig::PER_SAMPLE);
+  EXPECT_TRUE(ValidateTrainConfig(per_sample).ok()) << ValidateTrainConfig(per_sample);
+  TrainConfig per_rank = per_sample;
+  per_rank.set_dropout_stream(TrainConfig::PER_RANK);
+  EXPECT_FALSE(ValidateTrainConfig(per_rank).ok());
+}
+
 TEST(ConfigTest, FlagWithoutValueIsAnError) {
   absl::StatusOr<TrainConfig> config = Load({"--n_layer"});
   ASSERT_FALSE(config.ok());
@@ -574,6 +591,7 @@ INSTANTIATE_TEST_SUITE_P(
         // past 2^32 micro-batches it wrapped and masks repeated.
         BadValueCase{"MicroBatchesPastTheDropoutCounter",
                      [](TrainConfig* c) {
+                       c->set_dropout(0.1f);
                        c->set_max_iters(65'537);
                        c->set_gradient_accumulation_steps(65'536);
                      },
@@ -582,11 +600,13 @@ INSTANTIATE_TEST_SUITE_P(
                       "micro-batches with a 32-bit counter"}},
         BadValueCase{"MicroBatchesPastTheDropoutCounterSmallAccumulation",
                      [](TrainConfig* c) {
+                       c->set_dropout_mlp_output(0.1f);
                        c->set_max_iters(std::numeric_limits<int32_t>::max());
                        c->set_gradient_accumulation_steps(3);
                      },
                      {"max_iters=2147483647 x gradient_accumulation_steps=3 = 6442450941 "
-                      "micro-batches: must be at most 4294967296"}},
+                      "micro-batches: must be at most 4294967296",
+                      "dropout_stream: per_sample"}},
         BadValueCase{"EvalIters", [](TrainConfig* c) { c->set_eval_iters(0); }, {"eval_iters=0"}},
         // 2^31 batches held the run at its first evaluation for days.
         BadValueCase{"EvalItersHuge",

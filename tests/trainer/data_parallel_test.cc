@@ -47,6 +47,7 @@ TEST(DataParallelTest, PerRankPlansDifferByRankAndMicroBatch) {
 // micro-batch 2^32 - 1: every PER_RANK plan of it has its own step.
 TEST(DataParallelTest, TheLargestValidRunFillsTheDropoutCounterExactly) {
   TrainConfig c = DefaultTrainConfig();
+  c.set_dropout(0.1f);
   c.set_max_iters(65'536);
   c.set_gradient_accumulation_steps(65'536);
   ASSERT_TRUE(ValidateTrainConfig(c).ok()) << ValidateTrainConfig(c);
@@ -58,6 +59,7 @@ TEST(DataParallelTest, TheLargestValidRunFillsTheDropoutCounterExactly) {
 // caller that goes past it is a broken invariant.
 TEST(DataParallelDeathTest, APerRankStepPastTheCounterIsACheckFailure) {
   TrainConfig c = DefaultTrainConfig();
+  c.set_dropout(0.1f);
   c.set_gradient_accumulation_steps(65'536);
   EXPECT_DEATH(DropoutPlanFor(c, 65'536, 0, 0, 1), "does not fit 32 bits");
 }

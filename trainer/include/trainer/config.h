@@ -96,6 +96,12 @@ struct SiteDropout {
 // Each site's own rate when its field is set, else `config.dropout`.
 SiteDropout EffectiveDropout(const TrainConfig& config);
 
+// Whether the run's dropout masks are numbered by a 32-bit count of
+// micro-batches since the start (PER_RANK streams with any dropout site on):
+// then max_iters x gradient_accumulation_steps must fit that counter
+// (ValidateTrainConfig), and DropoutPlanFor checks it does.
+bool MasksCountMicroBatches(const TrainConfig& config);
+
 }  // namespace dropk
 
 #endif  // DROPK_TRAINER_CONFIG_H_
