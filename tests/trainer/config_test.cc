@@ -596,8 +596,9 @@ INSTANTIATE_TEST_SUITE_P(
                        c->set_gradient_accumulation_steps(65'536);
                      },
                      {"max_iters=65537 x gradient_accumulation_steps=65536 = 4295032832 "
-                      "micro-batches: must be at most 4294967296 (dropout masks number "
-                      "micro-batches with a 32-bit counter"}},
+                      "micro-batches: must be at most 4294967296 with dropout on and "
+                      "dropout_stream: per_rank (its masks number micro-batches with a 32-bit "
+                      "counter"}},
         BadValueCase{"MicroBatchesPastTheDropoutCounterSmallAccumulation",
                      [](TrainConfig* c) {
                        c->set_dropout_mlp_output(0.1f);
