@@ -62,12 +62,18 @@ start_job cut
 t0=$(now_ms)
 host_link 2 down
 wait_job cut "$t0"
-report=$(grep -m1 "rank 0 of 3: .* #[0-9]* .*did not complete within $TIMEOUT_S s" "$D/cut.log" || true)
+# Rank 0 or rank 1 reports first: both wait on rank 2, and the first to
+# report ends the job, so Open MPI may kill the other before it prints (a
+# CI run saw rank 1's report alone). Either must name the operation and
+# rank 2, never a reachable rank, as the one lost.
+report=$(grep -m1 -E "rank [01] of 3: .* #[0-9]+ .*did not complete within $TIMEOUT_S s" \
+  "$D/cut.log" || true)
 if [ -z "$report" ] || ! grep -q "rank 2 (10.77.0.3) is unreachable" <<<"$report" ||
-    grep -q "rank 1 " <<<"$report"; then
-  echo "FAIL: rank 0 did not name the operation and the unreachable rank 2:"; cat "$D/cut.log"; exit 1
+    grep -qE "rank [01] \([0-9.]+\) is unreachable" <<<"$report"; then
+  echo "FAIL: no reachable rank named the operation and the unreachable rank 2:"; cat "$D/cut.log"
+  exit 1
 fi
-echo "cut link: rank 0 reported ${REPORTED_AFTER} and the job ended ${ENDED_AFTER} s after the cut"
+echo "cut link: a rank reported ${REPORTED_AFTER} and the job ended ${ENDED_AFTER} s after the cut"
 echo "$report"
 # The cut-off host's rank and daemon could not be told (they stop after
 # their own timeout and grace): a fresh cluster for the second case.
