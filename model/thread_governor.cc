@@ -54,20 +54,27 @@ int ThreadGovernor::Update() {
       static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count());
   window_start_ = now;
   delay_at_window_start_ = *delay;
+  // One window's burst (a short job, a kernel thread) is no reason to
+  // shrink: only kContendedWindows in a row are.
+  contended_windows_ = waiting_cores > kContendedCores ? contended_windows_ + 1 : 0;
+  if (probing_) ++probe_windows_;
 
-  if (waiting_cores > kContendedCores && threads_ > 1) {
+  if (contended_windows_ >= kContendedWindows && threads_ > 1) {
     --threads_;
+    contended_windows_ = 0;
     // A failed probe means the load is still there: probe less often.
     if (probing_) probe_interval_ = std::min<Clock::duration>(2 * probe_interval_, kLongestProbe);
     probing_ = false;
     next_probe_ = now + probe_interval_;
-  } else if (probing_) {
-    probing_ = false;  // the extra thread cost nothing: keep it
+  } else if (probing_ && probe_windows_ >= kContendedWindows) {
+    probing_ = false;  // the extra thread ran without lasting waits: keep it
     probe_interval_ = kFirstProbe;
     next_probe_ = now;
-  } else if (threads_ < max_threads_ && now >= next_probe_) {
+  } else if (!probing_ && threads_ < max_threads_ && now >= next_probe_) {
     ++threads_;
     probing_ = true;
+    probe_windows_ = 0;
+    contended_windows_ = 0;
   }
   return threads_;
 }

@@ -658,6 +658,13 @@ absl::Status NameDataDirIfMissing(const std::string& data_dir, const absl::Statu
 }  // namespace
 
 absl::StatusOr<TrainingData> LoadTrainingData(const std::string& data_dir) {
+  // A file given as data_dir (the corpus itself, say) is a usage error.
+  if (Env::Default()->FileExists(data_dir) && !Env::Default()->IsDirectory(data_dir)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data_dir=", data_dir,
+        ": not a directory; data_dir names the directory `dropk data prepare --out DIR` wrote "
+        "(tokenizer.pb, train.bin, val.bin), not a text file"));
+  }
   const std::string tokenizer_path = data_dir + "/tokenizer.pb";
   uint32_t tokenizer_id = 0;
   absl::StatusOr<TextTokenizer> tokenizer =

@@ -67,27 +67,31 @@ Choice Decide() {
   const std::string target = libxsmm_get_target_arch();
   const int arch = libxsmm_get_target_archid();
   if (asked == "openblas") {
-    choice.description = "fp32 projections through OpenBLAS (DROPK_CPU_GEMM=openblas)";
+    choice.description =
+        "fp32 projections and attention through OpenBLAS (DROPK_CPU_GEMM=openblas)";
   } else if (arch >= LIBXSMM_X86_AVX512_CORE) {
     choice.use = true;
-    choice.description = absl::StrCat("fp32 projections through libxsmm (", target, ")", note);
+    choice.description =
+        absl::StrCat("fp32 projections and attention through libxsmm (", target, ")", note);
   } else if (asked == "libxsmm" && arch >= LIBXSMM_X86_AVX2) {
     // Asked for on a CPU where it was slower (AVX2): the user's call.
     choice.use = true;
-    choice.description =
-        absl::StrCat("fp32 projections through libxsmm (", target, ", DROPK_CPU_GEMM=libxsmm)");
+    choice.description = absl::StrCat("fp32 projections and attention through libxsmm (", target,
+                                      ", DROPK_CPU_GEMM=libxsmm)");
   } else {
     // Below AVX2 libxsmm generates no code: every tile would be OpenBLAS's.
     choice.description = absl::StrCat(
-        "fp32 projections through OpenBLAS (libxsmm targets ", target, " here, not AVX-512)",
+        "fp32 projections and attention through OpenBLAS (libxsmm targets ", target,
+        " here, not AVX-512)",
         asked == "libxsmm" ? " (DROPK_CPU_GEMM=libxsmm ignored: libxsmm needs AVX2 at least)"
                            : note);
   }
 #else
-  choice.description = absl::StrCat("fp32 projections through OpenBLAS (built without libxsmm)",
-                                    asked == "openblas"  ? " (DROPK_CPU_GEMM=openblas)"
-                                    : asked == "libxsmm" ? " (DROPK_CPU_GEMM=libxsmm ignored)"
-                                                         : note);
+  choice.description =
+      absl::StrCat("fp32 projections and attention through OpenBLAS (built without libxsmm)",
+                   asked == "openblas"  ? " (DROPK_CPU_GEMM=openblas)"
+                   : asked == "libxsmm" ? " (DROPK_CPU_GEMM=libxsmm ignored)"
+                                        : note);
 #endif
   return choice;
 }

@@ -183,16 +183,18 @@ TEST(CpuMatmulTest, DescribeNamesTheProjectionLibrary) {
   const char* env = std::getenv("DROPK_CPU_GEMM");
   const std::string asked = env == nullptr ? "" : env;
   if (asked == "openblas") {
-    EXPECT_THAT(described, testing::HasSubstr("fp32 projections through OpenBLAS ("));
+    EXPECT_THAT(described, testing::HasSubstr("fp32 projections and attention through OpenBLAS ("));
     EXPECT_THAT(described, testing::HasSubstr("DROPK_CPU_GEMM=openblas)"));
     return;
   }
-  EXPECT_THAT(described, testing::ContainsRegex("fp32 projections through (libxsmm|OpenBLAS)"));
+  EXPECT_THAT(described,
+              testing::ContainsRegex("fp32 projections and attention through (libxsmm|OpenBLAS)"));
   // On an AVX-512 CPU, libxsmm is chosen unless the build has none or
   // libxsmm itself finds no AVX-512, and the description says which.
   if (__builtin_cpu_supports("avx512f")) {
-    EXPECT_THAT(described, testing::ContainsRegex("fp32 projections through libxsmm|built without "
-                                                  "libxsmm|here, not AVX-512"));
+    EXPECT_THAT(described, testing::ContainsRegex(
+                               "fp32 projections and attention through libxsmm|built without "
+                               "libxsmm|here, not AVX-512"));
   }
   if (!asked.empty() && asked != "libxsmm") {
     EXPECT_THAT(described, testing::HasSubstr("(DROPK_CPU_GEMM=" + asked +

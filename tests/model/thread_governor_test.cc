@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -54,8 +55,32 @@ TEST(ThreadGovernorTest, KeepsTheFullTeamOnAQuietMachine) {
 TEST(ThreadGovernorTest, ShrinksWhileAnotherProcessHoldsACore) {
   SimulatedLoad load;
   ThreadGovernor g(2, load.Sources());
-  // Within the first window or two of contention the team shrinks.
-  EXPECT_EQ(RunFor(g, load, 2 * ThreadGovernor::kWindow + milliseconds(30), 1), 1);
+  // After kContendedWindows windows of contention (and one more for the
+  // window edges) the team shrinks.
+  EXPECT_EQ(
+      RunFor(g, load,
+             (ThreadGovernor::kContendedWindows + 1) * ThreadGovernor::kWindow + milliseconds(30),
+             1),
+      1);
+}
+
+// A burst of another process shorter than kContendedWindows windows (a
+// process listing, a kernel thread), even every half second, keeps the full
+// team: before, one contended window shrank it, and bursts like these kept
+// a training run on one of two cores most of the time.
+TEST(ThreadGovernorTest, ShortBurstsKeepTheFullTeam) {
+  SimulatedLoad load;
+  ThreadGovernor g(2, load.Sources());
+  const milliseconds unit(10);
+  int smallest = 2;
+  for (milliseconds t(0); t < milliseconds(20000); t += unit) {
+    const int team = g.Update();
+    smallest = std::min(smallest, team);
+    // Every 500 ms, 150 ms (one and a half windows) with a core taken.
+    const bool burst = t.count() % 500 < 150;
+    load.Run(unit, team, burst ? 1 : 2);
+  }
+  EXPECT_EQ(smallest, 2);
 }
 
 TEST(ThreadGovernorTest, ProbesLessOftenWhileTheLoadStays) {

@@ -174,6 +174,19 @@ TEST_F(TrainSmokeTest, MissingDataNamesDataDirAndHowToPrepareIt) {
   EXPECT_NE(no_train_message.find("dropk data prepare"), std::string::npos) << no_train_message;
 }
 
+// The corpus itself given as data_dir is a usage error (exit 2) that names
+// the field and what it should name, not a bare "Not a directory".
+TEST_F(TrainSmokeTest, FileAsDataDirNamesTheFieldAndWhatItNames) {
+  const std::filesystem::path corpus = *dir_ / "corpus.txt";
+  std::ofstream(corpus) << "To be, or not to be\n";
+  const absl::StatusOr<TrainingData> data = LoadTrainingData(corpus.string());
+  ASSERT_FALSE(data.ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(data.status())) << data.status();
+  const std::string message(data.status().message());
+  EXPECT_EQ(message.rfind("data_dir=" + corpus.string() + ": not a directory", 0), 0u) << message;
+  EXPECT_NE(message.find("dropk data prepare"), std::string::npos) << message;
+}
+
 // A checkpoint directory that cannot be written is refused before the first
 // step, not at the end of the run, when the training would already be spent.
 TEST_F(TrainSmokeTest, UnwritableCheckpointDirIsRefusedBeforeTraining) {

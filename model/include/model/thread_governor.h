@@ -57,8 +57,17 @@ class ThreadGovernor {
   // Wall time of one measurement window: long against a scheduler slice
   // (a few ms), short against the seconds a load lasts.
   static constexpr std::chrono::milliseconds kWindow{100};
-  // Average cores' worth of waiting above which the team shrinks.
+  // Average cores' worth of waiting above which a window counts as
+  // contended.
   static constexpr double kContendedCores = 0.25;
+  // Contended windows in a row that shrink the team, and the windows a
+  // probe of one thread more must run without that to be kept. One
+  // contended window is not enough: on a 2-core VM, short bursts of other
+  // processes (a process listing, a kernel thread) made single windows
+  // contended often enough that a training run on an otherwise idle
+  // machine spent most of its steps on one thread (the recipe: 21,000
+  // tokens/s against 35,000 with both; 2026-11-30).
+  static constexpr int kContendedWindows = 3;
   // How long a reduced team runs before trying one thread more; doubled
   // after each failed try, up to kLongestProbe.
   static constexpr std::chrono::milliseconds kFirstProbe{1000};
@@ -70,6 +79,8 @@ class ThreadGovernor {
   int threads_;
   bool enabled_;
   bool probing_ = false;  // the current window runs one thread more, on trial
+  int contended_windows_ = 0;  // contended windows in a row, up to now
+  int probe_windows_ = 0;      // windows the current probe has run
   Clock::time_point window_start_;
   uint64_t delay_at_window_start_ = 0;
   Clock::time_point next_probe_;
