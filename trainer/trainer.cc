@@ -213,6 +213,7 @@ class TrainingRun {
         !s.ok()) {
       return s;
     }
+    if (absl::Status s = CheckSampleStreamsFit(config_, world_); !s.ok()) return s;
     if (config_.sample_tokens() > 0) {
       absl::StatusOr<std::vector<int32_t>> encoded =
           data_->tokenizer.Encode(config_.sample_prompt());

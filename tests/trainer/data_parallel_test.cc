@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <set>
+#include <string>
 
 #include "trainer/config.h"
 
@@ -62,6 +63,33 @@ TEST(DataParallelDeathTest, APerRankStepPastTheCounterIsACheckFailure) {
   c.set_dropout(0.1f);
   c.set_gradient_accumulation_steps(65'536);
   EXPECT_DEATH(DropoutPlanFor(c, 65'536, 0, 0, 1), "does not fit 32 bits");
+}
+
+// PER_SAMPLE masks number a global batch's samples with 32 bits: a step of
+// more samples is refused at start, naming the product, where before the
+// stream numbers wrapped silently and later samples reused earlier masks.
+TEST(DataParallelTest, PerSampleStreamsMustFitInThirtyTwoBits) {
+  TrainConfig c = DefaultTrainConfig();
+  c.set_dropout(0.1f);
+  c.set_dropout_stream(TrainConfig::PER_SAMPLE);
+  c.set_gradient_accumulation_steps(65'536);
+  c.set_batch_size(1024);
+  // 64 x 65,536 x 1,024 = 2^32 samples: the last is stream 2^32 - 1.
+  EXPECT_TRUE(CheckSampleStreamsFit(c, 64).ok());
+  EXPECT_EQ(DropoutPlanFor(c, 0, 65'535, 63, 64).stream_base + 1023u, UINT32_MAX);
+  const absl::Status too_many = CheckSampleStreamsFit(c, 65);
+  EXPECT_TRUE(absl::IsInvalidArgument(too_many)) << too_many;
+  EXPECT_NE(too_many.message().find("65 ranks x gradient_accumulation_steps=65536 x "
+                                    "batch_size=1024"),
+            std::string::npos)
+      << too_many;
+  EXPECT_NE(too_many.message().find("dropout_stream: per_sample"), std::string::npos);
+  // Without dropout, or with PER_RANK masks, no stream numbers samples.
+  c.set_dropout(0.0f);
+  EXPECT_TRUE(CheckSampleStreamsFit(c, 65).ok());
+  c.set_dropout(0.1f);
+  c.set_dropout_stream(TrainConfig::PER_RANK);
+  EXPECT_TRUE(CheckSampleStreamsFit(c, 65).ok());
 }
 
 TEST(DataParallelTest, PerSamplePlansDoNotDependOnTheSplit) {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "absl/status/status.h"
 #include "config.pb.h"
 #include "model/dropout.h"
 
@@ -26,6 +27,14 @@ uint64_t FirstSampleOf(int micro, int rank, int world_size, int batch_size);
 //               micro-batches.
 DropoutPlan DropoutPlanFor(const TrainConfig& config, int64_t step, int micro, int rank,
                            int world_size);
+
+// OK unless PER_SAMPLE masks are drawn (dropout on, dropout_stream:
+// per_sample) and a global batch of world_size x gradient_accumulation_steps
+// x batch_size samples has more samples than their 32-bit stream numbers
+// (past it, later samples would reuse earlier samples' masks); then
+// InvalidArgument naming the three and the limit. Checked at start, once the
+// world size is known.
+absl::Status CheckSampleStreamsFit(const TrainConfig& config, int world_size);
 
 }  // namespace dropk
 
