@@ -110,8 +110,8 @@ class TrainingRun {
       }
       if (step == max_steps) {  // the last iteration only evaluates the final parameters
         // The loss of the last step trained (step max_steps - 1, or the
-        // checkpoint's when a resume starts here).
-        row.train_loss = summary_.last_train_loss;
+        // checkpoint's when a resume starts here); max_iters 0 trains none.
+        if (step > 0) row.train_loss = summary_.last_train_loss;
         if (absl::Status s = Report(row, /*window_tokens=*/0, 0.0); !s.ok()) return s;
         break;
       }

@@ -128,6 +128,25 @@ TEST_F(TrainSmokeTest, FinalRowReportsTheLastStepsOwnLoss) {
   EXPECT_EQ(a.last_train_loss, step5);
 }
 
+// max_iters 0 evaluates the initial parameters and trains no step: its one
+// row has no training loss (it printed "loss 0.0000" and wrote train_loss 0).
+TEST_F(TrainSmokeTest, MaxItersZeroReportsNoTrainingLoss) {
+  TrainConfig c = TinyConfig("run_no_steps");
+  c.set_max_iters(0);
+  c.set_eval_iters(1);
+  c.set_sample_tokens(0);
+  std::ostringstream log;
+  const absl::StatusOr<TrainSummary> summary = RunTraining(c, *comm_, log);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->steps, 0);
+  const std::vector<nlohmann::json> rows = ReadMetrics(c);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0]["step"], 0);
+  EXPECT_TRUE(rows[0].contains("val_loss")) << rows[0].dump();
+  EXPECT_FALSE(rows[0].contains("train_loss")) << rows[0].dump();
+  EXPECT_EQ(log.str().find("| loss "), std::string::npos) << log.str();
+}
+
 TEST_F(TrainSmokeTest, DataErrorsNameTheFile) {
   std::ostringstream log;
   TrainConfig c = TinyConfig("run_missing");
