@@ -74,9 +74,10 @@ absl::StatusOr<Buffer> DeviceStaging::StageIn(const Buffer& b, int slot, bool co
 }
 
 absl::Status DeviceStaging::StageOut(const Buffer& b, int slot) {
+  DROPK_CHECK(slot >= 0 && slot < kSlots) << "staging slot " << slot;
   // An empty buffer staged in never allocated its slot: nothing to copy back.
   if (b.bytes() == 0) return absl::OkStatus();
-  DROPK_CHECK(slot >= 0 && slot < kSlots && host_[slot] != nullptr) << "staging slot " << slot;
+  DROPK_CHECK(host_[slot] != nullptr) << "staging slot " << slot << " was never staged in";
   cudaStream_t stream = static_cast<cudaStream_t>(stream_);
   CUDA_CHECK(cudaMemcpyAsync(b.data, host_[slot], b.bytes(), cudaMemcpyHostToDevice, stream));
   CUDA_CHECK(cudaStreamSynchronize(stream));

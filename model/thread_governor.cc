@@ -16,6 +16,7 @@ ThreadGovernor::ThreadGovernor(int max_threads, Sources sources)
   window_start_ = sources_.now();
   delay_at_window_start_ = delay.value_or(0);
   next_probe_ = window_start_;
+  kept_at_ = window_start_ - kLongestProbe;  // no probe kept yet
 }
 
 std::optional<uint64_t> ProcessRunDelayNs() {
@@ -54,27 +55,36 @@ int ThreadGovernor::Update() {
       static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count());
   window_start_ = now;
   delay_at_window_start_ = *delay;
-  // One window's burst (a short job, a kernel thread) is no reason to
-  // shrink: only kContendedWindows in a row are.
-  contended_windows_ = waiting_cores > kContendedCores ? contended_windows_ + 1 : 0;
-  if (probing_) ++probe_windows_;
+  // A burst shorter than kContendedTime (a short job, a kernel thread) is
+  // no reason to shrink. Time, not windows, counts: a window lasts a whole
+  // step, so a long step's single window already averages bursts away.
+  contended_time_ =
+      waiting_cores > kContendedCores ? contended_time_ + elapsed : Clock::duration::zero();
+  if (probing_) probe_time_ += elapsed;
 
-  if (contended_windows_ >= kContendedWindows && threads_ > 1) {
+  if (contended_time_ >= kContendedTime && threads_ > 1) {
     --threads_;
-    contended_windows_ = 0;
-    // A failed probe means the load is still there: probe less often.
-    if (probing_) probe_interval_ = std::min<Clock::duration>(2 * probe_interval_, kLongestProbe);
+    contended_time_ = Clock::duration::zero();
+    // A failed probe, or a kept one undone this soon, means the load is
+    // still there: probe less often. A load that comes after a settled
+    // spell starts the back-off afresh.
+    const bool load_stayed = probing_ || now - kept_at_ < kLongestProbe;
+    probe_interval_ =
+        load_stayed ? std::min<Clock::duration>(2 * probe_interval_, kLongestProbe) : kFirstProbe;
     probing_ = false;
     next_probe_ = now + probe_interval_;
-  } else if (probing_ && probe_windows_ >= kContendedWindows) {
-    probing_ = false;  // the extra thread ran without lasting waits: keep it
-    probe_interval_ = kFirstProbe;
+  } else if (probing_ && probe_time_ >= kContendedTime &&
+             contended_time_ == Clock::duration::zero()) {
+    // The extra thread ran kContendedTime and its latest window waited
+    // little: keep it, and try the next one at once.
+    probing_ = false;
+    kept_at_ = now;
     next_probe_ = now;
   } else if (!probing_ && threads_ < max_threads_ && now >= next_probe_) {
     ++threads_;
     probing_ = true;
-    probe_windows_ = 0;
-    contended_windows_ = 0;
+    probe_time_ = Clock::duration::zero();
+    contended_time_ = Clock::duration::zero();
   }
   return threads_;
 }

@@ -1046,8 +1046,7 @@ std::string ConfigToText(const TrainConfig& config) {
 
 bool MasksCountMicroBatches(const TrainConfig& config) {
   if (config.dropout_stream() == TrainConfig::PER_SAMPLE) return false;
-  const SiteDropout r = EffectiveDropout(config);
-  return r.embedding > 0 || r.attention_probs > 0 || r.attention_output > 0 || r.mlp_output > 0;
+  return EffectiveDropout(config).Any();
 }
 
 SiteDropout EffectiveDropout(const TrainConfig& config) {

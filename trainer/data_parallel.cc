@@ -41,9 +41,7 @@ DropoutPlan DropoutPlanFor(const TrainConfig& config, int64_t step, int micro, i
 }
 
 absl::Status CheckSampleStreamsFit(const TrainConfig& config, int world_size) {
-  if (config.dropout_stream() != TrainConfig::PER_SAMPLE) return absl::OkStatus();
-  const SiteDropout r = EffectiveDropout(config);
-  if (r.embedding == 0 && r.attention_probs == 0 && r.attention_output == 0 && r.mlp_output == 0) {
+  if (config.dropout_stream() != TrainConfig::PER_SAMPLE || !EffectiveDropout(config).Any()) {
     return absl::OkStatus();
   }
   const uint64_t samples = static_cast<uint64_t>(world_size) *

@@ -55,19 +55,25 @@ TEST(ThreadGovernorTest, KeepsTheFullTeamOnAQuietMachine) {
 TEST(ThreadGovernorTest, ShrinksWhileAnotherProcessHoldsACore) {
   SimulatedLoad load;
   ThreadGovernor g(2, load.Sources());
-  // After kContendedWindows windows of contention (and one more for the
-  // window edges) the team shrinks.
-  EXPECT_EQ(
-      RunFor(g, load,
-             (ThreadGovernor::kContendedWindows + 1) * ThreadGovernor::kWindow + milliseconds(30),
-             1),
-      1);
+  // After 300 ms of contention (kContendedTime, and one window more for
+  // the window edges) the team shrinks.
+  EXPECT_EQ(RunFor(g, load, milliseconds(300) + ThreadGovernor::kWindow + milliseconds(30), 1), 1);
 }
 
-// A burst of another process shorter than kContendedWindows windows (a
-// process listing, a kernel thread), even every half second, keeps the full
-// team: before, one contended window shrank it, and bursts like these kept
-// a training run on one of two cores most of the time.
+// A step longer than the contended time is one window: one contended step
+// shrinks the team, as one contended window always did. (Counting three
+// windows, that is three steps, let a 600 ms step run three times at a
+// fraction of its speed first.)
+TEST(ThreadGovernorTest, OneLongContendedStepShrinks) {
+  SimulatedLoad load;
+  ThreadGovernor g(2, load.Sources());
+  EXPECT_EQ(RunFor(g, load, milliseconds(700), /*free_cores=*/1, /*unit=*/milliseconds(600)), 1);
+}
+
+// A burst of another process shorter than 300 ms (a process listing, a
+// kernel thread), even every half second, keeps the full team: before, one
+// contended window shrank it, and bursts like these kept a training run on
+// one of two cores most of the time.
 TEST(ThreadGovernorTest, ShortBurstsKeepTheFullTeam) {
   SimulatedLoad load;
   ThreadGovernor g(2, load.Sources());
@@ -81,6 +87,30 @@ TEST(ThreadGovernorTest, ShortBurstsKeepTheFullTeam) {
     load.Run(unit, team, burst ? 1 : 2);
   }
   EXPECT_EQ(smallest, 2);
+}
+
+// A co-tenant busy in most 100 ms slots, idle in some (a fixed pseudo-random
+// pattern, 80% busy): a probe kept in an idle moment and undone soon after
+// counts as failed, so probes still back off rather than come every second
+// or so all along.
+TEST(ThreadGovernorTest, ProbesBackOffUnderAnIntermittentLoad) {
+  SimulatedLoad load;
+  ThreadGovernor g(2, load.Sources());
+  const milliseconds unit(20);
+  uint32_t state = 12345;
+  bool busy = true;
+  int probes = 0, last = g.Update();
+  for (milliseconds t(0); t < milliseconds(60000); t += unit) {
+    if (t.count() % 100 == 0) {
+      state = state * 1664525u + 1013904223u;
+      busy = (state >> 8) % 10 < 8;
+    }
+    const int team = g.Update();
+    if (team > last) ++probes;
+    last = team;
+    load.Run(unit, team, busy ? 1 : 2);
+  }
+  EXPECT_LE(probes, 12);
 }
 
 TEST(ThreadGovernorTest, ProbesLessOftenWhileTheLoadStays) {

@@ -65,15 +65,22 @@ TEST(DataParallelDeathTest, APerRankStepPastTheCounterIsACheckFailure) {
   EXPECT_DEATH(DropoutPlanFor(c, 65'536, 0, 0, 1), "does not fit 32 bits");
 }
 
-// PER_SAMPLE masks number a global batch's samples with 32 bits: a step of
-// more samples is refused at start, naming the product, where before the
-// stream numbers wrapped silently and later samples reused earlier masks.
-TEST(DataParallelTest, PerSampleStreamsMustFitInThirtyTwoBits) {
+// PER_SAMPLE dropout 0.1 with 65,536 micro-batches of 1,024 samples per
+// rank: 64 ranks give exactly 2^32 samples a step.
+TrainConfig PerSampleConfigOf64KSamplesPerRank() {
   TrainConfig c = DefaultTrainConfig();
   c.set_dropout(0.1f);
   c.set_dropout_stream(TrainConfig::PER_SAMPLE);
   c.set_gradient_accumulation_steps(65'536);
   c.set_batch_size(1024);
+  return c;
+}
+
+// PER_SAMPLE masks number a global batch's samples with 32 bits: a step of
+// more samples is refused at start, naming the product, where before the
+// stream numbers wrapped silently and later samples reused earlier masks.
+TEST(DataParallelTest, PerSampleStreamsMustFitInThirtyTwoBits) {
+  TrainConfig c = PerSampleConfigOf64KSamplesPerRank();
   // 64 x 65,536 x 1,024 = 2^32 samples: the last is stream 2^32 - 1.
   EXPECT_TRUE(CheckSampleStreamsFit(c, 64).ok());
   EXPECT_EQ(DropoutPlanFor(c, 0, 65'535, 63, 64).stream_base + 1023u, UINT32_MAX);
@@ -90,6 +97,12 @@ TEST(DataParallelTest, PerSampleStreamsMustFitInThirtyTwoBits) {
   c.set_dropout(0.1f);
   c.set_dropout_stream(TrainConfig::PER_RANK);
   EXPECT_TRUE(CheckSampleStreamsFit(c, 65).ok());
+}
+
+// A caller past the checked bound is a broken invariant, not a silent wrap.
+TEST(DataParallelDeathTest, APerSampleStreamPastThirtyTwoBitsIsACheckFailure) {
+  TrainConfig c = PerSampleConfigOf64KSamplesPerRank();
+  EXPECT_DEATH(DropoutPlanFor(c, 0, 65'535, 64, 65), "does not fit 32 bits");
 }
 
 TEST(DataParallelTest, PerSamplePlansDoNotDependOnTheSplit) {

@@ -128,6 +128,31 @@ TEST_F(TrainSmokeTest, FinalRowReportsTheLastStepsOwnLoss) {
   EXPECT_EQ(a.last_train_loss, step5);
 }
 
+// Training itself checks that PER_SAMPLE stream numbers fit a global
+// batch, before any step: one rank x 65,536 micro-batches x 65,537 samples
+// is refused with the product named (exit 2), not run with repeated masks.
+TEST_F(TrainSmokeTest, PerSampleStreamsPastThirtyTwoBitsAreRefusedAtStart) {
+  TrainConfig c = TinyConfig("run_too_many_samples");
+  c.set_dropout(0.1f);
+  c.set_dropout_stream(TrainConfig::PER_SAMPLE);
+  c.set_gradient_accumulation_steps(65'536);
+  c.set_batch_size(65'537);
+  // Small enough that, were the check missing, the run would end at once
+  // (and this test fail) rather than train on 2^32 samples a step.
+  c.set_block_size(2);
+  c.set_max_iters(0);
+  c.set_eval_iters(1);
+  c.set_sample_tokens(0);
+  std::ostringstream log;
+  const absl::StatusOr<TrainSummary> run = RunTraining(c, *comm_, log);
+  ASSERT_FALSE(run.ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(run.status())) << run.status();
+  EXPECT_NE(
+      run.status().message().find("1 ranks x gradient_accumulation_steps=65536 x batch_size=65537"),
+      std::string::npos)
+      << run.status();
+}
+
 // max_iters 0 evaluates the initial parameters and trains no step: its one
 // row has no training loss (it printed "loss 0.0000" and wrote train_loss 0).
 TEST_F(TrainSmokeTest, MaxItersZeroReportsNoTrainingLoss) {

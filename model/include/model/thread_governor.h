@@ -10,8 +10,8 @@
 // /proc/self/task/*/schedstat): while it is a sizeable share of the wall
 // time, another process holds cores we asked for, so the team shrinks by
 // one; from time to time it probes one thread more and keeps it when that
-// costs no run delay. The kernels' results do not depend on the team size,
-// so resizing between steps changes timing only.
+// leaves the run delay low (kContendedTime below). The kernels' results do not depend on the team
+// size, so resizing between steps changes timing only.
 //
 // Not thread-safe: one driving thread calls Update.
 #ifndef DROPK_MODEL_THREAD_GOVERNOR_H_
@@ -60,16 +60,20 @@ class ThreadGovernor {
   // Average cores' worth of waiting above which a window counts as
   // contended.
   static constexpr double kContendedCores = 0.25;
-  // Contended windows in a row that shrink the team, and the windows a
-  // probe of one thread more must run without that to be kept. One
-  // contended window is not enough: on a 2-core VM, short bursts of other
-  // processes (a process listing, a kernel thread) made single windows
-  // contended often enough that a training run on an otherwise idle
-  // machine spent most of its steps on one thread (the recipe: 21,000
-  // tokens/s against 35,000 with both; 2026-11-30).
-  static constexpr int kContendedWindows = 3;
+  // Wall time contended without a break that shrinks the team; also how
+  // long a probe of one thread more runs before it is kept (when its latest
+  // window was not contended). One contended window used to shrink it: on a
+  // 2-core VM, short bursts of other processes (a process listing, a kernel
+  // thread) made single windows contended often enough that a training run
+  // on an otherwise idle machine spent most of its steps on one thread (the
+  // recipe: ~21,000 tokens/s against ~37,000 with both; 2026-11-30). A
+  // window closes at the first Update after kWindow, so with units longer
+  // than kContendedTime one contended unit shrinks the team, as before.
+  // Each thread shed takes kContendedTime of contention.
+  static constexpr std::chrono::milliseconds kContendedTime{300};
   // How long a reduced team runs before trying one thread more; doubled
-  // after each failed try, up to kLongestProbe.
+  // after each failed try (and after a kept one undone within
+  // kLongestProbe), up to kLongestProbe.
   static constexpr std::chrono::milliseconds kFirstProbe{1000};
   static constexpr std::chrono::milliseconds kLongestProbe{16000};
 
@@ -79,8 +83,9 @@ class ThreadGovernor {
   int threads_;
   bool enabled_;
   bool probing_ = false;  // the current window runs one thread more, on trial
-  int contended_windows_ = 0;  // contended windows in a row, up to now
-  int probe_windows_ = 0;      // windows the current probe has run
+  Clock::duration contended_time_{};  // contended wall time without a break, up to now
+  Clock::duration probe_time_{};      // wall time the current probe has run
+  Clock::time_point kept_at_{};       // when a probe was last kept
   Clock::time_point window_start_;
   uint64_t delay_at_window_start_ = 0;
   Clock::time_point next_probe_;

@@ -91,6 +91,11 @@ struct SiteDropout {
   float attention_probs;   // attention probabilities (after softmax)
   float attention_output;  // attention block output projection
   float mlp_output;        // MLP block output projection
+
+  // Whether any site drops anything.
+  bool Any() const {
+    return embedding > 0 || attention_probs > 0 || attention_output > 0 || mlp_output > 0;
+  }
 };
 
 // Each site's own rate when its field is set, else `config.dropout`.

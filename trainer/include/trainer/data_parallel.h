@@ -25,6 +25,7 @@ uint64_t FirstSampleOf(int micro, int rank, int world_size, int batch_size);
 //   PER_SAMPLE: stream = the sample's index in the global batch, step = the
 //               optimizer step; masks do not depend on the number of ranks or
 //               micro-batches.
+// Precondition: CheckSampleStreamsFit(config, world_size) is OK (checked).
 DropoutPlan DropoutPlanFor(const TrainConfig& config, int64_t step, int micro, int rank,
                            int world_size);
 
