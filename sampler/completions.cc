@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <limits>
 #include <random>
+#include <set>
 #include <span>
 #include <string_view>
 #include <utility>
@@ -368,7 +369,21 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
                                 kMaxJsonDepth, " levels"),
                    "invalid_json");
   }
-  const json j = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  // A field given twice: nlohmann keeps the last, so {"max_tokens": 2,
+  // "max_tokens": 3000} ran 3000 tokens, silently, where other parsers (and
+  // a reader of the client's code) take another. Found in the same parse.
+  std::set<std::string> keys;
+  std::string repeated;  // the first field dropk reads that is given twice
+  const json::parser_callback_t note_repeated_fields = [&](int depth, json::parse_event_t event,
+                                                           json& parsed) {
+    if (event == json::parse_event_t::key && depth == 1 && repeated.empty()) {
+      std::string key = parsed.get<std::string>();
+      if (!keys.insert(key).second && IsFieldRead(key)) repeated = std::move(key);
+    }
+    return true;
+  };
+  const json j =
+      json::parse(body.begin(), body.end(), note_repeated_fields, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
     if (std::vector<UnreadableNumber> numbers = FindUnreadableNumbers(body, IsFieldRead);
         !numbers.empty()) {
@@ -378,6 +393,13 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
                    "invalid_json");
   }
   if (!j.is_object()) return Invalid("", "the request body must be a JSON object", "invalid_type");
+  if (!repeated.empty()) {
+    return Invalid(repeated,
+                   absl::StrCat("'", repeated,
+                                "' is given more than once; give each field once (JSON parsers "
+                                "differ on which value counts)"),
+                   "invalid_json");
+  }
   if (HoldsFloatZero(j)) {
     if (std::vector<UnreadableNumber> numbers = FindUnreadableNumbers(body, IsFieldRead);
         !numbers.empty()) {

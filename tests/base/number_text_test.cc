@@ -6,6 +6,7 @@
 #include <limits>
 #include <string>
 
+#include "base/exact_decimal.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

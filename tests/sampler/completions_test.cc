@@ -344,6 +344,23 @@ TEST(CompletionsParseTest, AnUnderflowBeforeAnOverflowHidesNeither) {
   EXPECT_EQ(broken.message.rfind("the request body is not valid JSON", 0), 0u) << broken.message;
 }
 
+// nlohmann keeps the last of a field given twice: {"max_tokens":2,
+// "max_tokens":3000} ran 3000 tokens without a word, where other parsers
+// take the first. A field dropk reads may be given once.
+TEST(CompletionsParseTest, AFieldGivenTwiceIsRefusedNamingIt) {
+  const ApiError e = ErrorOf(R"({"prompt":"a","max_tokens":2,"n":1,"max_tokens":3000})");
+  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.param, "max_tokens");
+  EXPECT_EQ(e.code, "invalid_json");
+  EXPECT_EQ(e.message,
+            "'max_tokens' is given more than once; give each field once (JSON parsers differ on "
+            "which value counts)");
+  EXPECT_EQ(ErrorOf(R"({"prompt":"a","prompt":"b"})").param, "prompt");
+  // Nested objects, and fields dropk ignores, are not its concern.
+  EXPECT_EQ(Parse(R"({"prompt":"a","user":"x","user":"y","logit_bias":{}})").prompts.size(), 1u);
+  EXPECT_EQ(Parse(R"({"prompt":"a","metadata":{"k":1,"k":2}})").prompts.size(), 1u);
+}
+
 // The token budget (--max-request-tokens, checked by CompletionJob::Start)
 // bounds a non-streaming answer's top logprobs; parsing once refused, on a
 // fixed 262144 of them, 4 prompts x n 4 x 4096 tokens x logprobs 5, which
