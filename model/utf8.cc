@@ -20,4 +20,41 @@ size_t CompleteUtf8Prefix(std::string_view text, size_t end) {
   return end;  // only continuation bytes: not a character that could complete
 }
 
+std::optional<size_t> FirstNonUtf8Byte(std::string_view text) {
+  size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<uint8_t>(text[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    // The length the lead byte announces, and the range its second byte
+    // must fall in (narrower after E0, ED, F0 and F4: overlongs, surrogates
+    // and code points past U+10FFFF).
+    size_t length = 0;
+    uint8_t low = 0x80, high = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+      length = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      length = 3;
+      if (c == 0xE0) low = 0xA0;
+      if (c == 0xED) high = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      length = 4;
+      if (c == 0xF0) low = 0x90;
+      if (c == 0xF4) high = 0x8F;
+    } else {
+      return i;  // a continuation byte, C0, C1 or F5..FF
+    }
+    if (i + length > text.size()) return i;
+    for (size_t k = 1; k < length; ++k) {
+      const auto b = static_cast<uint8_t>(text[i + k]);
+      const uint8_t lo = k == 1 ? low : 0x80, hi = k == 1 ? high : 0xBF;
+      if (b < lo || b > hi) return i;
+    }
+    i += length;
+  }
+  return std::nullopt;
+}
+
 }  // namespace dropk

@@ -6,7 +6,11 @@
 #include <condition_variable>
 #include <limits>
 #include <random>
+#include <set>
+#include <span>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -134,18 +138,30 @@ bool HoldsFloatZero(const json& v) {
 // it: nlohmann reads 1e-400 as 0, and the error said "got 0", a number the
 // client never sent (and refused top_p 1e-400 as outside (0, 1]); it
 // refuses 1e400 whole, and the error said "not valid JSON" naming no field.
-ApiError UnreadableNumberError(const UnreadableNumber& number) {
-  const std::string where =
-      number.field.empty() ? std::string("the request body") : absl::StrCat("'", number.field, "'");
-  if (number.overflow) {
-    return Invalid(number.field,
-                   absl::StrCat(where, ": ", number.text,
-                                " is past double's range (number overflow; a number dropk reads "
-                                "has magnitude at most ",
-                                std::numeric_limits<double>::max(), ")"),
-                   "invalid_json");
+//
+// `numbers` (non-empty, in body order, as FindUnreadableNumbers gives them)
+// are all named, so an underflow written first does not hide an overflow's
+// field; param is the first one's field, and the code invalid_json when one
+// is past the range (the body could not be read at all).
+ApiError UnreadableNumberError(const std::vector<UnreadableNumber>& numbers) {
+  std::string message;
+  bool overflow = false;
+  for (const UnreadableNumber& number : numbers) {
+    const std::string where = number.field.empty() ? std::string("the request body")
+                                                   : absl::StrCat("'", number.field, "'");
+    absl::StrAppend(&message, message.empty() ? "" : "; and ", where, ": ");
+    if (number.overflow) {
+      overflow = true;
+      absl::StrAppend(&message, number.text,
+                      " is past double's range (number overflow; a number dropk reads has "
+                      "magnitude at most ",
+                      std::numeric_limits<double>::max(), ")");
+    } else {
+      absl::StrAppend(&message, number.underflow_problem);
+    }
   }
-  return Invalid(number.field, absl::StrCat(where, ": ", number.underflow_problem));
+  return Invalid(numbers.front().field, std::move(message),
+                 overflow ? "invalid_json" : "invalid_value");
 }
 
 // The value as the client sent it, cut short so an error stays one line.
@@ -337,28 +353,6 @@ std::optional<ApiError> RefuseUnsupported(const json& body) {
   return std::nullopt;
 }
 
-// The top-logprob alternatives a non-streaming request asks for in all,
-// prompts x n x max_tokens x logprobs, at most
-// CompletionRequest::kMaxTopLogprobEntries:
-// each is held as JSON until the answer is sent, and the 65536 tokens of
-// the default cost budget with 20 alternatives each held hundreds of
-// megabytes for one request.
-std::optional<ApiError> CheckTopLogprobs(const CompletionRequest& r) {
-  // A stream sends each token's entries as it goes and drops them, and a
-  // client that stops reading is cancelled once its backlog passes 4 MiB.
-  if (r.logprobs <= 0 || r.stream) return std::nullopt;
-  const int64_t max_tokens = r.max_tokens.value_or(kDefaultMaxTokens);
-  const int64_t entries = static_cast<int64_t>(r.PromptCount()) * r.n * max_tokens * r.logprobs;
-  if (entries <= CompletionRequest::kMaxTopLogprobEntries) return std::nullopt;
-  return Invalid(
-      "logprobs",
-      absl::StrCat("the request asks for up to ", entries, " top logprobs (", r.PromptCount(),
-                   " prompts x n ", r.n, " x max_tokens ", max_tokens, " x logprobs ", r.logprobs,
-                   "); the limit per request is ", CompletionRequest::kMaxTopLogprobEntries,
-                   ": ask for fewer alternatives, tokens or choices"),
-      "request_too_costly");
-}
-
 }  // namespace
 
 std::string ErrorBody(const ApiError& e) {
@@ -375,19 +369,41 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
                                 kMaxJsonDepth, " levels"),
                    "invalid_json");
   }
-  const json j = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  // A field given twice: nlohmann keeps the last, so {"max_tokens": 2,
+  // "max_tokens": 3000} ran 3000 tokens, silently, where other parsers (and
+  // a reader of the client's code) take another. Found in the same parse.
+  std::set<std::string> keys;
+  std::string repeated;  // the first field dropk reads that is given twice
+  const json::parser_callback_t note_repeated_fields = [&](int depth, json::parse_event_t event,
+                                                           json& parsed) {
+    if (event == json::parse_event_t::key && depth == 1 && repeated.empty()) {
+      std::string key = parsed.get<std::string>();
+      if (!keys.insert(key).second && IsFieldRead(key)) repeated = std::move(key);
+    }
+    return true;
+  };
+  const json j =
+      json::parse(body.begin(), body.end(), note_repeated_fields, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
-    if (std::optional<UnreadableNumber> number = FindUnreadableNumber(body, IsFieldRead);
-        number.has_value() && number->overflow) {
-      return UnreadableNumberError(*number);
+    if (std::vector<UnreadableNumber> numbers = FindUnreadableNumbers(body, IsFieldRead);
+        !numbers.empty()) {
+      return UnreadableNumberError(numbers);
     }
     return Invalid("", absl::StrCat("the request body is not valid JSON (", WhyNotJson(body), ")"),
                    "invalid_json");
   }
   if (!j.is_object()) return Invalid("", "the request body must be a JSON object", "invalid_type");
+  if (!repeated.empty()) {
+    return Invalid(repeated,
+                   absl::StrCat("'", repeated,
+                                "' is given more than once; give each field once (JSON parsers "
+                                "differ on which value counts)"),
+                   "invalid_json");
+  }
   if (HoldsFloatZero(j)) {
-    if (std::optional<UnreadableNumber> number = FindUnreadableNumber(body, IsFieldRead)) {
-      return UnreadableNumberError(*number);
+    if (std::vector<UnreadableNumber> numbers = FindUnreadableNumbers(body, IsFieldRead);
+        !numbers.empty()) {
+      return UnreadableNumberError(numbers);
     }
   }
   CompletionRequest r;
@@ -438,13 +454,17 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
   // A p below float's range would round to 0, outside (0, 1]: the smallest
   // float nucleus keeps the likeliest token, which is what such a p asks for.
   if (top_p) r.top_p = std::max(static_cast<float>(*top_p), std::numeric_limits<float>::min());
-  if (auto e = CheckTopLogprobs(r)) return *e;
   return r;
 }
 
 namespace {
 // The per-request cost budget: the tokens a request may ask for in all,
 // prompts x n x max_tokens, so that one request cannot buy hours of decoding.
+// It bounds a non-streaming answer's top logprobs too: at most budget x
+// Scheduler::kMaxTopLogprobs alternatives, held as 8 bytes each until the
+// answer is written (BodyJson), whose JSON is about 600 bytes a token with
+// 20 alternatives. So any request within the budget may ask for the most
+// alternatives, and the memory one holds follows --max-request-tokens.
 std::optional<ApiError> CheckCost(const CompletionRequest& request, int64_t limit) {
   const int64_t max_tokens = request.max_tokens.value_or(kDefaultMaxTokens);
   const int64_t cost = static_cast<int64_t>(request.PromptCount()) * request.n * max_tokens;
@@ -515,6 +535,37 @@ std::optional<ApiError> CheckQueueFits(const CompletionRequest& request, int max
                               "); at most ", max_queue, " can wait at once (--max-queue)"),
                  "too_many_sequences");
 }
+
+// A generated token as the answer's logprobs report it.
+struct LoggedToken {
+  TokenLogprob drawn;
+  size_t text_offset = 0;  // where its text starts in the choice's text
+  size_t top_count = 0;    // its alternatives: the next top_count in Choice::top
+};
+
+// The OpenAI "logprobs" object of `entries`, whose alternatives are `top`
+// in order: tokens, token_logprobs, top_logprobs (text -> logprob, best
+// first) and text_offset.
+json LogprobsJson(std::span<const LoggedToken> entries, std::span<const TokenLogprob> top,
+                  const TextTokenizer& tok) {
+  json tokens = json::array(), token_logprobs = json::array(), top_logprobs = json::array(),
+       text_offset = json::array();
+  size_t next = 0;
+  for (const LoggedToken& e : entries) {
+    tokens.push_back(tok.DecodeOne(e.drawn.token));
+    token_logprobs.push_back(e.drawn.logprob);
+    json alternatives = json::object();
+    for (size_t i = 0; i < e.top_count; ++i, ++next) {
+      alternatives[tok.DecodeOne(top[next].token)] = top[next].logprob;
+    }
+    top_logprobs.push_back(std::move(alternatives));
+    text_offset.push_back(e.text_offset);
+  }
+  return json{{"tokens", std::move(tokens)},
+              {"token_logprobs", std::move(token_logprobs)},
+              {"top_logprobs", std::move(top_logprobs)},
+              {"text_offset", std::move(text_offset)}};
+}
 }  // namespace
 
 // Output state of one choice; scheduler thread only.
@@ -524,9 +575,11 @@ struct CompletionJob::Choice {
   int tokens = 0;
   bool stopped = false;  // a stop string was found
   std::string finish_reason;
-  // Per token; streaming keeps only the entries not yet sent.
-  json token_strs = json::array(), token_logprobs = json::array(), top_logprobs = json::array(),
-       text_offset = json::array();
+  // With logprobs, per token, held as ids and floats (8 bytes an
+  // alternative, not a JSON object of kilobytes) until they are sent:
+  // streaming keeps only the tokens not yet sent.
+  std::vector<LoggedToken> entries;
+  std::vector<TokenLogprob> top;  // every entry's alternatives, in order
 };
 
 class CompletionJob::ChoiceSink final : public SequenceSink {
@@ -629,12 +682,8 @@ bool CompletionJob::OnToken(int index, const GeneratedToken& token) {
   const size_t before = c.text.size();
   c.text += tok.DecodeOne(token.token);
   if (logprobs_ >= 0) {
-    c.token_strs.push_back(tok.DecodeOne(token.token));
-    c.token_logprobs.push_back(token.logprob);
-    json top = json::object();
-    for (const TokenLogprob& t : token.top) top[tok.DecodeOne(t.token)] = t.logprob;
-    c.top_logprobs.push_back(std::move(top));
-    c.text_offset.push_back(before);
+    c.entries.push_back({{token.token, token.logprob}, before, token.top.size()});
+    c.top.insert(c.top.end(), token.top.begin(), token.top.end());
   }
   if (max_stop_ > 0) {
     // Only a stop string that ends in the new piece can be new.
@@ -657,7 +706,7 @@ void CompletionJob::StreamSettledText(int index) {
   size_t safe = c.text.size();
   if (max_stop_ > 0) safe = safe >= max_stop_ - 1 ? safe - (max_stop_ - 1) : 0;
   safe = CompleteUtf8Prefix(c.text, safe);
-  if (safe > c.sent || (logprobs_ >= 0 && !c.token_strs.empty())) {
+  if (safe > c.sent || (logprobs_ >= 0 && !c.entries.empty())) {
     std::string delta = safe > c.sent ? c.text.substr(c.sent, safe - c.sent) : "";
     c.sent = std::max(c.sent, safe);
     listener_->OnEvent(absl::StrCat("data: ", ChunkJson(index, delta, nullptr), "\n\n"));
@@ -723,10 +772,9 @@ std::string CompletionJob::ChunkJson(int index, std::string_view text, const cha
   if (logprobs_ >= 0) {
     // Each entry is streamed once and then dropped: a long stream asking for
     // top logprobs held every token's alternatives (kilobytes each) to its end.
-    choice["logprobs"] = {{"tokens", std::exchange(c.token_strs, json::array())},
-                          {"token_logprobs", std::exchange(c.token_logprobs, json::array())},
-                          {"top_logprobs", std::exchange(c.top_logprobs, json::array())},
-                          {"text_offset", std::exchange(c.text_offset, json::array())}};
+    choice["logprobs"] = LogprobsJson(c.entries, c.top, model_->snapshot().tokenizer);
+    c.entries.clear();
+    c.top.clear();
   } else {
     choice["logprobs"] = nullptr;
   }
@@ -779,34 +827,35 @@ CompletionResult RunCompletion(const CompletionRequest& request, Scheduler* sche
 }
 
 std::string CompletionJob::BodyJson() {
-  json choices = json::array();
+  // Each choice becomes text on its own and drops its entries, so at most
+  // one choice's logprobs (max_tokens x 20 alternatives) are ever a JSON
+  // tree, never a whole request's (a budget's worth of tokens).
+  std::string choices = "[";
   int completion_tokens = 0;
+  const ModelSnapshot& snap = model_->snapshot();
   for (size_t i = 0; i < choices_.size(); ++i) {
     Choice& c = *choices_[i];
     completion_tokens += c.tokens;
     json choice = {{"text", c.text}, {"index", i}, {"finish_reason", c.finish_reason}};
-    if (logprobs_ >= 0) {
-      choice["logprobs"] = {{"tokens", c.token_strs},
-                            {"token_logprobs", c.token_logprobs},
-                            {"top_logprobs", c.top_logprobs},
-                            {"text_offset", c.text_offset}};
-    } else {
-      choice["logprobs"] = nullptr;
-    }
-    choices.push_back(std::move(choice));
+    choice["logprobs"] =
+        logprobs_ >= 0 ? LogprobsJson(c.entries, c.top, snap.tokenizer) : json(nullptr);
+    c.entries = {};
+    c.top = {};
+    absl::StrAppend(&choices, i > 0 ? "," : "", Dump(choice));
   }
-  const ModelSnapshot& snap = model_->snapshot();
-  return Dump(json{{"id", id_},
-                   {"object", "text_completion"},
-                   {"created", created_},
-                   {"model", snap.id},
-                   {"choices", std::move(choices)},
-                   {"usage",
-                    {{"prompt_tokens", prompt_tokens_},
-                     {"completion_tokens", completion_tokens},
-                     {"total_tokens", prompt_tokens_ + completion_tokens}}},
-                   {"checkpoint_step", snap.step},
-                   {"seed", seed_}});
+  choices += "]";
+  const std::string rest = Dump(json{{"id", id_},
+                                     {"object", "text_completion"},
+                                     {"created", created_},
+                                     {"model", snap.id},
+                                     {"usage",
+                                      {{"prompt_tokens", prompt_tokens_},
+                                       {"completion_tokens", completion_tokens},
+                                       {"total_tokens", prompt_tokens_ + completion_tokens}}},
+                                     {"checkpoint_step", snap.step},
+                                     {"seed", seed_}});
+  // rest is "{...}" with at least one member: "choices" goes first.
+  return absl::StrCat("{\"choices\":", choices, ",", rest.substr(1));
 }
 
 }  // namespace dropk

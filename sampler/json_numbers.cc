@@ -19,8 +19,9 @@ std::string Cut(std::string text) {
   return text;
 }
 
-// Walks the parse, remembering the top-level field it is in; stops at the
-// first number a double cannot hold.
+// Walks the parse, remembering the top-level field it is in: keeps the
+// first number below double's range and goes on, since one past the range
+// may follow (and only that one explains why the parse failed).
 class NumberFinder final : public json::json_sax_t {
  public:
   explicit NumberFinder(bool (*counts)(const std::string&)) : counts_(counts) {}
@@ -30,11 +31,13 @@ class NumberFinder final : public json::json_sax_t {
   bool number_integer(json::number_integer_t) override { return true; }
   bool number_unsigned(json::number_unsigned_t) override { return true; }
   bool number_float(json::number_float_t value, const json::string_t& text) override {
-    if (value != 0 || !SpellsNonZero(text) || !counts_(field_)) return true;
+    if (underflow_.has_value() || value != 0 || !SpellsNonZero(text) || !counts_(field_)) {
+      return true;
+    }
     const std::string shown = Cut(text);
-    found_ = UnreadableNumber{field_, shown, /*overflow=*/false,
-                              shown + UnderflowProblem(text, 0.0).substr(text.size())};
-    return false;
+    underflow_ = UnreadableNumber{field_, shown, /*overflow=*/false,
+                                  shown + UnderflowProblem(text, 0.0).substr(text.size())};
+    return true;
   }
   bool string(json::string_t&) override { return true; }
   bool binary(json::binary_t&) override { return true; }
@@ -60,28 +63,37 @@ class NumberFinder final : public json::json_sax_t {
   }
   bool parse_error(std::size_t, const std::string& last_token,
                    const json::exception& error) override {
+    failed_ = true;
     if (error.id == kNumberOverflowId) {
-      found_ = UnreadableNumber{field_, Cut(last_token), /*overflow=*/true, ""};
+      overflow_ = UnreadableNumber{field_, Cut(last_token), /*overflow=*/true, ""};
     }
     return false;
   }
 
-  const std::optional<UnreadableNumber>& found() const { return found_; }
+  // What FindUnreadableNumbers returns, once the parse is over.
+  std::vector<UnreadableNumber> Found() const {
+    std::vector<UnreadableNumber> found;
+    if (failed_ && !overflow_.has_value()) return found;  // broken for another reason
+    if (underflow_.has_value()) found.push_back(*underflow_);
+    if (overflow_.has_value()) found.push_back(*overflow_);
+    return found;
+  }
 
  private:
   bool (*counts_)(const std::string&);
   int depth_ = 0;      // arrays and objects open around the current value
   std::string field_;  // the top-level key being read; "" outside the top object
-  std::optional<UnreadableNumber> found_;
+  bool failed_ = false;  // the parse ended in an error
+  std::optional<UnreadableNumber> underflow_, overflow_;
 };
 
 }  // namespace
 
-std::optional<UnreadableNumber> FindUnreadableNumber(std::string_view body,
-                                                     bool (*counts)(const std::string& field)) {
+std::vector<UnreadableNumber> FindUnreadableNumbers(std::string_view body,
+                                                    bool (*counts)(const std::string& field)) {
   NumberFinder finder(counts);
   json::sax_parse(body.begin(), body.end(), &finder);
-  return finder.found();
+  return finder.Found();
 }
 
 }  // namespace dropk

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace dropk {
 
@@ -23,14 +24,16 @@ struct UnreadableNumber {
   std::string underflow_problem;
 };
 
-// The first number in `body` that a double cannot hold: one below double's
-// range that is not zero (1e-400), when `counts(field)` says its top-level
-// field matters, or one past the range (1e400: nlohmann refuses the whole
-// body), whatever its field. nullopt when there is none, or when the body
+// The numbers of `body` that a double cannot hold and that keep it from
+// being read, in body order: the first one below double's range that is not
+// zero (1e-400), when `counts(field)` says its top-level field matters, and
+// one past the range (1e400: nlohmann refuses the whole body, so the parse
+// ends there), whatever its field. So an overflow is never hidden by an
+// underflow written before it. Empty when there is none, or when the body
 // fails to parse for another reason. Reads the whole body again: call it
 // only when the parsed body holds a float 0, or failed to parse.
-std::optional<UnreadableNumber> FindUnreadableNumber(std::string_view body,
-                                                     bool (*counts)(const std::string& field));
+std::vector<UnreadableNumber> FindUnreadableNumbers(std::string_view body,
+                                                    bool (*counts)(const std::string& field));
 
 }  // namespace dropk
 

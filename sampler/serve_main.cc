@@ -3,15 +3,18 @@
 // 1 the service could not start, 2 a bad flag.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
+#include "base/cli_flag_values.h"
 #include "base/exit_codes.h"
 #include "base/log.h"
 #include "base/path_status.h"
@@ -93,6 +96,13 @@ int Main(int argc, char** argv) {
   app.add_option("--api-key-file", api_key_file,
                  "File holding the API key; every route but /healthz then needs "
                  "'Authorization: Bearer <key>'");
+  // CLI11 would take the flag after one given without its value as the value.
+  if (const std::string missing = dropk::FlagMissingItsValue(
+          app, std::vector<std::string>(argv + std::min(argc, 1), argv + argc));
+      !missing.empty()) {
+    std::cerr << "dropk-serve: " << missing << "\n";
+    return dropk::kExitUsage;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {

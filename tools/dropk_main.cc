@@ -7,6 +7,7 @@
 // failure (a checkpoint that fails verification, I/O, an unreachable
 // service), 2 bad usage (a bad flag or value, a named path missing); the
 // reason is one line on stderr starting "dropk: ".
+#include <algorithm>
 #include <cstdio>
 #include <functional>
 #include <iostream>
@@ -20,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/cli_flag_values.h"
 #include "base/exit_codes.h"
 #include "tools/ckpt_command.h"
 #include "tools/launch_command.h"
@@ -167,6 +169,13 @@ int Main(int argc, char** argv) {
   dropk::RegisterStudyCommand(app, action);
   dropk::RegisterPlotCommand(app, action);
   dropk::RegisterLaunchCommand(app, action);
+  // CLI11 would take the flag after one given without its value as the value.
+  if (const std::string missing = dropk::FlagMissingItsValue(
+          app, std::vector<std::string>(argv + std::min(argc, 1), argv + argc));
+      !missing.empty()) {
+    std::cerr << "dropk: " << missing << "\n";
+    return dropk::kExitUsage;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

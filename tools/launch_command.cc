@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <wordexp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -15,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -179,6 +181,34 @@ class JobDir {
   std::string path_;
 };
 
+// Refuses, before anything runs, a job that a relaunch on the fewest ranks
+// its hosts and --max-restarts allow would stop: the relaunch raises
+// gradient_accumulation_steps to keep the global batch, and the trainer
+// exits 2 mid-job when that passes its caps (65536 micro-batches a step;
+// max_iters x that within 2^32 when dropout masks count micro-batches). A
+// config invalid as it stands is left to the trainer to name.
+absl::Status CheckRelaunchAccumulation(const TrainConfig& config,
+                                       const std::vector<HostEntry>& hosts, int max_restarts) {
+  if (!ValidateTrainConfig(config).ok()) return absl::OkStatus();
+  int ranks = 0;
+  for (const HostEntry& h : hosts) ranks += h.slots;
+  const int fewest = FewestRanksAfterRestarts(hosts, max_restarts);
+  if (fewest == ranks) return absl::OkStatus();
+  const int64_t micro_batches = int64_t{config.gradient_accumulation_steps()} * ranks;
+  const int64_t needed = (micro_batches + fewest - 1) / fewest;
+  TrainConfig relaunched = config;
+  relaunched.set_gradient_accumulation_steps(
+      static_cast<int32_t>(std::min<int64_t>(needed, std::numeric_limits<int32_t>::max())));
+  const absl::Status valid = ValidateTrainConfig(relaunched);
+  if (valid.ok()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--max-restarts=", max_restarts, ": a relaunch may run on as few as ", fewest, " of ", ranks,
+      " rank(s), and keeping the global batch (gradient_accumulation_steps ",
+      config.gradient_accumulation_steps(), " x ", ranks, " rank(s)) there needs ", needed,
+      " micro-batches per rank, which the trainer would refuse mid-job: ", valid.message(),
+      "; lower --max-restarts or gradient_accumulation_steps"));
+}
+
 absl::Status Launch(const Flags& flags) {
   // A hostfile is small: this refuses a directory, a FIFO (the read blocked)
   // and /dev/zero (read until memory ran out), naming the path.
@@ -203,6 +233,9 @@ absl::Status Launch(const Flags& flags) {
   if (!config.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("the training command's arguments: ", config.status().message()));
+  }
+  if (absl::Status s = CheckRelaunchAccumulation(*config, *hosts, flags.max_restarts); !s.ok()) {
+    return s;
   }
   auto ranks_of = [](const std::vector<HostEntry>& list) {
     int n = 0;

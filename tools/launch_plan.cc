@@ -143,4 +143,14 @@ absl::StatusOr<int> AccumulationFor(int accumulation, int ranks, int new_ranks) 
   return static_cast<int>(sequences / new_ranks);
 }
 
+int FewestRanksAfterRestarts(std::vector<HostEntry> hosts, int max_restarts) {
+  if (hosts.empty()) return 0;
+  std::sort(hosts.begin(), hosts.end(),
+            [](const HostEntry& a, const HostEntry& b) { return a.slots < b.slots; });
+  const size_t lost = std::min<size_t>(std::max(max_restarts, 0), hosts.size() - 1);
+  int ranks = 0;
+  for (size_t i = 0; i + lost < hosts.size(); ++i) ranks += hosts[i].slots;
+  return ranks;
+}
+
 }  // namespace dropk

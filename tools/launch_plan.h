@@ -43,6 +43,11 @@ std::optional<std::string> FindLostHost(const std::string& output,
 // what would be needed, when it does not divide.
 absl::StatusOr<int> AccumulationFor(int accumulation, int ranks, int new_ranks);
 
+// The fewest ranks a job on `hosts` may be relaunched on after at most
+// `max_restarts` lost hosts (each relaunch drops the one host it lost, and
+// one host always stays): the slots left once the largest hosts are gone.
+int FewestRanksAfterRestarts(std::vector<HostEntry> hosts, int max_restarts);
+
 }  // namespace dropk
 
 #endif  // DROPK_TOOLS_LAUNCH_PLAN_H_

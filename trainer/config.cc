@@ -22,12 +22,14 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/cli_flag_values.h"
 #include "base/number_text.h"
 #include "comm/gradient_bucketer.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/text_format.h"
+#include "model/utf8.h"
 #include "trainer/comm_timeout.h"
 #include "trainer/device.h"
 
@@ -245,7 +247,11 @@ std::string RoundedAcrossBound(const std::string& field, const std::string& text
   if (!absl::SimpleAtod(number, &typed) || !std::isfinite(typed)) return "";
   for (const FloatBound& b : FloatBounds()) {
     if (field != b.field) continue;
-    const bool typed_inside = b.inclusive ? typed <= b.bound : typed < b.bound;
+    // Compared as typed: 0.99999999999999999999 is 1 even as a double, and
+    // "dropout=1: must be in [0, 1)" named a number the user never typed.
+    const int order = CompareDecimalExactly(number, b.bound)
+                          .value_or(typed < b.bound ? -1 : (typed > b.bound ? 1 : 0));
+    const bool typed_inside = b.inclusive ? order <= 0 : order < 0;
     const bool read_inside = b.inclusive ? value <= b.bound : value < b.bound;
     if (typed_inside == read_inside) return "";
     std::string why = absl::StrCat(text, AsFloatNote(number, value), " must be ", b.range);
@@ -817,6 +823,13 @@ absl::StatusOr<TrainCommandLine> ParseTrainCommandLine(int argc, char** argv) {
       args.push_back(arg);
     }
   }
+  // `--resume --max_iters=5` resumed from a checkpoint named "--max_iters=5".
+  if (const std::string missing = FlagMissingItsValue(
+          app,
+          std::vector<std::string>(args.begin() + std::min<size_t>(1, args.size()), args.end()));
+      !missing.empty()) {
+    return absl::InvalidArgumentError(missing);
+  }
   std::vector<char*> arg_pointers;
   for (std::string& arg : args) arg_pointers.push_back(arg.data());
   try {
@@ -1005,6 +1018,20 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
     if (path.find('\0') != std::string::npos) {
       p.Add(absl::StrCat(name, "=\"", absl::CEscape(path),
                          "\": holds a NUL byte, which no path can hold"));
+    }
+  }
+  // Every checkpoint's manifest holds the config as protobuf, which refuses
+  // to read back a `string` that is not UTF-8: a run with out_dir
+  // "runs/\xff" trained and wrote checkpoints that no resume, serve or
+  // `dropk ckpt` could open ("manifest body does not parse").
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const pb::FieldDescriptor* field = descriptor->field(i);
+    if (field->type() != pb::FieldDescriptor::TYPE_STRING || field->is_repeated()) continue;
+    const std::string value = c.GetReflection()->GetString(c, field);
+    if (const std::optional<size_t> at = FirstNonUtf8Byte(value)) {
+      p.Add(absl::StrCat(field->name(), "=\"", absl::CHexEscape(value), "\": byte ", *at + 1,
+                         " is not UTF-8; the config is saved in every checkpoint, which could "
+                         "not be read back with it"));
     }
   }
   p.AtLeast("save_every", c.save_every(), 0);

@@ -6,6 +6,7 @@
 #include <limits>
 #include <string>
 
+#include "base/exact_decimal.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -135,6 +136,27 @@ TEST(NumberTextTest, AsFloatNoteOnlyWhenRoundingChangedWhatIsShown) {
   EXPECT_EQ(AsFloatNote("1e0", 1.0f), "");      // another spelling, the same number
   // absl's six digits showed this float as 100, a number inside (0, 100].
   EXPECT_EQ(AsFloatNote("100.00001", 100.00001f), "");
+  // 1 as a double too, and still not the number typed.
+  EXPECT_EQ(AsFloatNote("0.99999999999999999999", 1.0f), " (1 as a float)");
+  EXPECT_EQ(AsFloatNote("1.00000000000000000000", 1.0f), "");
+}
+
+TEST(NumberTextTest, CompareDecimalExactlyDoesNotRound) {
+  EXPECT_EQ(CompareDecimalExactly("0.99999999999999999999", 1.0), -1);
+  EXPECT_EQ(CompareDecimalExactly("1.00000000000000000001", 1.0), 1);
+  EXPECT_EQ(CompareDecimalExactly(" 1.000e0 ", 1.0), 0);
+  EXPECT_EQ(CompareDecimalExactly("100e-2", 1.0), 0);
+  EXPECT_EQ(CompareDecimalExactly("0.001", 0.001), -1);  // 0.001 as a double is above it
+  EXPECT_EQ(CompareDecimalExactly("0.1", 0.1f), -1);     // 0.1f is above 0.1
+  EXPECT_EQ(CompareDecimalExactly("-0", 0.0), 0);
+  EXPECT_EQ(CompareDecimalExactly("-1e-400", 0.0), -1);
+  EXPECT_EQ(CompareDecimalExactly("1048576.01", 1048576.0), 1);
+  EXPECT_EQ(CompareDecimalExactly("1e999999999999999999999", 1e308), 1);
+  EXPECT_EQ(CompareDecimalExactly("-2", -1.0), -1);
+  for (const char* not_decimal : {"0x1p0", "inf", "nan", "", "1e", "1.2.3", "abc", "."}) {
+    EXPECT_EQ(CompareDecimalExactly(not_decimal, 1.0), std::nullopt) << not_decimal;
+  }
+  EXPECT_EQ(CompareDecimalExactly("1", std::numeric_limits<double>::infinity()), std::nullopt);
 }
 
 }  // namespace

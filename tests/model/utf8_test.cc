@@ -52,5 +52,19 @@ TEST(Utf8Test, StreamingByteByByteSendsEveryCharacterWhole) {
   EXPECT_EQ(joined, text);
 }
 
+TEST(Utf8Test, FirstNonUtf8ByteFollowsRfc3629) {
+  EXPECT_EQ(FirstNonUtf8Byte(""), std::nullopt);
+  EXPECT_EQ(FirstNonUtf8Byte("runs/h\xC3\xA9 \xE4\xB8\x96 \xF0\x9F\x91\x8D \xF4\x8F\xBF\xBF"),
+            std::nullopt);
+  EXPECT_EQ(FirstNonUtf8Byte("runs/\xFF"), 5u);         // never in UTF-8
+  EXPECT_EQ(FirstNonUtf8Byte("ab\x80"), 2u);            // a stray continuation byte
+  EXPECT_EQ(FirstNonUtf8Byte("a\xC3"), 1u);             // cut short
+  EXPECT_EQ(FirstNonUtf8Byte("a\xC3x"), 1u);            // not continued
+  EXPECT_EQ(FirstNonUtf8Byte("\xC0\xAF"), 0u);          // overlong '/'
+  EXPECT_EQ(FirstNonUtf8Byte("\xE0\x80\xAF"), 0u);      // overlong '/'
+  EXPECT_EQ(FirstNonUtf8Byte("x\xED\xA0\x80"), 1u);     // a surrogate, U+D800
+  EXPECT_EQ(FirstNonUtf8Byte("\xF4\x90\x80\x80"), 0u);  // past U+10FFFF
+}
+
 }  // namespace
 }  // namespace dropk

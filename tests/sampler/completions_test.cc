@@ -323,33 +323,54 @@ TEST(CompletionsParseTest, ANumberPastDoublesRangeNamesItsField) {
       << nested.message;
 }
 
-// A non-streaming answer holds its top_logprobs as JSON until it is sent:
-// 64 prompts x n 16 x max_tokens 8192 x logprobs 20 held gigabytes.
-TEST(CompletionsParseTest, TopLogprobsInAllAreBounded) {
-  const ApiError e = ErrorOf(R"({"prompt":["a","b"],"n":2,"max_tokens":8192,"logprobs":20})");
+// An underflow written before an overflow hid it: the walk stopped at the
+// underflow, which did not explain the failed parse, and the error fell back
+// to "not valid JSON (number overflow parsing '1e400')", naming no field.
+TEST(CompletionsParseTest, AnUnderflowBeforeAnOverflowHidesNeither) {
+  const ApiError e = ErrorOf(R"({"prompt":"a","temperature":1e-400,"top_p":1e400})");
   EXPECT_EQ(e.status, 400);
-  EXPECT_EQ(e.param, "logprobs");
-  EXPECT_EQ(e.code, "request_too_costly");
+  EXPECT_EQ(e.code, "invalid_json");
+  EXPECT_EQ(e.param, "temperature");
+  EXPECT_EQ(e.message.rfind("'temperature': 1e-400 is too small for a double", 0), 0u) << e.message;
+  EXPECT_NE(e.message.find("; and 'top_p': 1e400 is past double's range"), std::string::npos)
+      << e.message;
+  // An underflow in a field dropk ignores is not named; the overflow is.
+  const ApiError ignored = ErrorOf(R"({"prompt":"a","user_score":1e-400,"n":1e400})");
+  EXPECT_EQ(ignored.param, "n");
+  EXPECT_EQ(ignored.message.rfind("'n': 1e400 is past double's range", 0), 0u) << ignored.message;
+  // A body broken for another reason after an underflow is not JSON.
+  const ApiError broken = ErrorOf(R"({"prompt":"a","top_p":1e-400,)");
+  EXPECT_EQ(broken.param, "");
+  EXPECT_EQ(broken.message.rfind("the request body is not valid JSON", 0), 0u) << broken.message;
+}
+
+// nlohmann keeps the last of a field given twice: {"max_tokens":2,
+// "max_tokens":3000} ran 3000 tokens without a word, where other parsers
+// take the first. A field dropk reads may be given once.
+TEST(CompletionsParseTest, AFieldGivenTwiceIsRefusedNamingIt) {
+  const ApiError e = ErrorOf(R"({"prompt":"a","max_tokens":2,"n":1,"max_tokens":3000})");
+  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.param, "max_tokens");
+  EXPECT_EQ(e.code, "invalid_json");
   EXPECT_EQ(e.message,
-            "the request asks for up to 655360 top logprobs (2 prompts x n 2 x max_tokens 8192 x "
-            "logprobs 20); the limit per request is 262144: ask for fewer alternatives, tokens "
-            "or choices");
-  // An absent max_tokens counts as its default, 16.
-  std::string prompts = R"("a")";
-  for (int i = 1; i < 64; ++i) prompts += R"(,"a")";
-  const ApiError by_default = ErrorOf(R"({"prompt":[)" + prompts + R"(],"n":16,"logprobs":20})");
-  EXPECT_EQ(by_default.param, "logprobs");
-  EXPECT_NE(by_default.message.find("(64 prompts x n 16 x max_tokens 16 x logprobs 20)"),
-            std::string::npos)
-      << by_default.message;
-  // One choice of the longest max_tokens with every alternative fits, and
-  // logprobs 0 (the chosen token's alone) is not counted.
+            "'max_tokens' is given more than once; give each field once (JSON parsers differ on "
+            "which value counts)");
+  EXPECT_EQ(ErrorOf(R"({"prompt":"a","prompt":"b"})").param, "prompt");
+  // Nested objects, and fields dropk ignores, are not its concern.
+  EXPECT_EQ(Parse(R"({"prompt":"a","user":"x","user":"y","logit_bias":{}})").prompts.size(), 1u);
+  EXPECT_EQ(Parse(R"({"prompt":"a","metadata":{"k":1,"k":2}})").prompts.size(), 1u);
+}
+
+// The token budget (--max-request-tokens, checked by CompletionJob::Start)
+// bounds a non-streaming answer's top logprobs; parsing once refused, on a
+// fixed 262144 of them, 4 prompts x n 4 x 4096 tokens x logprobs 5, which
+// is within the default budget of 65536 tokens.
+TEST(CompletionsParseTest, TopLogprobsWithinTheTokenBudgetAreAccepted) {
+  const CompletionRequest r =
+      Parse(R"({"prompt":["a","b","c","d"],"n":4,"max_tokens":4096,"logprobs":5})");
+  EXPECT_EQ(r.logprobs, 5);
+  EXPECT_EQ(r.PromptCount() * r.n * *r.max_tokens, 65536u);
   EXPECT_EQ(Parse(R"({"prompt":"a","max_tokens":8192,"logprobs":20})").logprobs, 20);
-  EXPECT_EQ(Parse(R"({"prompt":["a","b"],"n":16,"max_tokens":8192,"logprobs":0})").logprobs, 0);
-  EXPECT_GE(CompletionRequest::kMaxTopLogprobEntries, 8192 * 20);
-  // A stream sends and drops each token's entries as it goes: not counted.
-  EXPECT_TRUE(
-      Parse(R"({"prompt":["a","b"],"n":2,"max_tokens":8192,"logprobs":20,"stream":true})").stream);
 }
 
 TEST(CompletionsParseTest, DeepOrHugeJsonDoesNotCrash) {

@@ -535,6 +535,33 @@ TEST(SchedulerTest, CostBudgetIs400NamingTheLimitAndTheValue) {
   EXPECT_NE(std::get<ApiError>(over).message.find("102"), std::string::npos);
 }
 
+// The token budget bounds the top logprobs a non-streaming answer holds:
+// a fixed cap of 262144 refused 4 prompts x n 4 x 4096 tokens x logprobs 5,
+// which is within the default budget of 65536 tokens. Every choice comes
+// back whole, and past the budget the request is refused as costly.
+TEST(SchedulerTest, TopLogprobsWithinTheTokenBudgetAreAnswered) {
+  Service svc({.max_batch = 16}, /*block_size=*/4096);
+  const json r = Complete(svc.scheduler.get(),
+                          R"({"prompt":["a","b","c","d"],"n":4,"max_tokens":4096,"logprobs":5,)"
+                          R"("seed":3})");
+  ASSERT_EQ(r["choices"].size(), 16u);
+  for (const json& choice : r["choices"]) {
+    const json& lp = choice["logprobs"];
+    ASSERT_EQ(lp["tokens"].size(), 4096u);
+    ASSERT_EQ(lp["top_logprobs"].size(), 4096u);
+    EXPECT_EQ(lp["top_logprobs"][4095].size(), 5u);
+    EXPECT_EQ(lp["text_offset"][4095], choice["text"].get<std::string>().size() -
+                                           lp["tokens"][4095].get<std::string>().size());
+  }
+  Service small({.max_request_tokens = 100});
+  auto over = RunCompletion(std::get<CompletionRequest>(ParseCompletionRequest(
+                                R"({"prompt":["ab","cd"],"n":2,"max_tokens":26,"logprobs":20})")),
+                            small.scheduler.get());
+  ASSERT_TRUE(std::holds_alternative<ApiError>(over));
+  EXPECT_EQ(std::get<ApiError>(over).code, "request_too_costly");
+  EXPECT_EQ(std::get<ApiError>(over).param, "max_tokens");
+}
+
 // With several sequences past the context and others decoding, at most
 // max_window_refills_per_step windows are re-run per step; a sequence that
 // waits a step still draws exactly the tokens it draws alone.

@@ -69,6 +69,37 @@ TEST_F(LaunchCliTest, BadInputsAreRefusedNamingThem) {
   EXPECT_NE(r.err.find("n_layer=0"), std::string::npos) << r.err;
 }
 
+// A relaunch on fewer ranks raises gradient_accumulation_steps to keep the
+// global batch; past the trainer's caps the relaunched job exited 2 mid-run
+// (and the first attempt had trained for nothing). It is refused before
+// mpirun runs (`echo` stands in for it: it would exit 0).
+TEST_F(LaunchCliTest, ARelaunchPastTheAccumulationCapsIsRefusedUpFront) {
+  std::ofstream(dir_ / "two") << "h1 slots=1\nh2 slots=1\n";
+  const std::string launch = "--hostfile " + (dir_ / "two").string() + " --mpirun echo ";
+  test_util::CommandResult r =
+      Launch(launch + "-- dropk-train --gradient_accumulation_steps=40000");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.out, "");
+  EXPECT_NE(r.err.find("--max-restarts=3: a relaunch may run on as few as 1 of 2 rank(s)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("gradient_accumulation_steps=80000: must be at most 65536"),
+            std::string::npos)
+      << r.err;
+  // max_iters x the raised accumulation past 2^32 with PER_RANK dropout.
+  r = Launch(launch +
+             "-- dropk-train --gradient_accumulation_steps=1000 --max_iters=3000000 "
+             "--lr_decay_iters=3000000 --dropout=0.1 --dropout_stream=per_rank");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("max_iters=3000000 x gradient_accumulation_steps=2000"), std::string::npos)
+      << r.err;
+  // Without restarts, or with a job that fits on one rank, it launches.
+  r = Launch("--max-restarts 0 " + launch + "-- dropk-train --gradient_accumulation_steps=40000");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = Launch(launch + "-- dropk-train --gradient_accumulation_steps=32768");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
 // A missing mpirun printed the child's "cannot run", then "the job failed
 // (mpirun exit status 127) without losing a host", and exited 1.
 TEST_F(LaunchCliTest, AMissingMpirunIsOneLineNamingTheFlag) {

@@ -106,5 +106,13 @@ TEST(LaunchPlanTest, KeepsTheGlobalBatchOnFewerRanks) {
   EXPECT_EQ(AccumulationFor(1, 3, 2).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
+TEST(LaunchPlanTest, FewestRanksLoseTheLargestHostsAndKeepOne) {
+  const std::vector<HostEntry> hosts = {{"a", 4, "a slots=4"}, {"b", 1, "b"}, {"c", 2, "c"}};
+  EXPECT_EQ(FewestRanksAfterRestarts(hosts, 0), 7);
+  EXPECT_EQ(FewestRanksAfterRestarts(hosts, 1), 3);   // a lost
+  EXPECT_EQ(FewestRanksAfterRestarts(hosts, 2), 1);   // a and c lost
+  EXPECT_EQ(FewestRanksAfterRestarts(hosts, 50), 1);  // b always stays
+}
+
 }  // namespace
 }  // namespace dropk

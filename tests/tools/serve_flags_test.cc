@@ -36,6 +36,33 @@ TEST(ServeFlagsTest, QueueAndBodyLimitsThatServeNobodyAreRefused) {
   }
 }
 
+// CLI11 took the flag after one given without its value as the value:
+// `--checkpoints --watch` served a directory named "--watch" and did not
+// watch; `dropk data prepare --out --threads=2 in.txt` wrote into a
+// directory named "--threads=2".
+TEST(ServeFlagsTest, AFlagWithoutItsValueIsRefusedNotFedTheNextFlag) {
+  CommandResult r = RunCommand(kBin + "dropk-serve --port 0 --checkpoints --watch");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.err,
+            "dropk-serve: --checkpoints: no value given (the next argument, --watch, is a flag); "
+            "write --checkpoints=VALUE, which also takes a value starting with --\n");
+  const test_util::ScopedTempDir dir("flag_values");
+  const std::string input = dir.path() + "/in.txt";
+  std::ofstream(input) << "hello\n";
+  r = RunCommand("cd " + dir.path() + " && " + kBin +
+                 "dropk data prepare --tokenizer char --out --threads=2 " + input);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.err,
+            "dropk: --out: no value given (the next argument, --threads=2, is a flag); write "
+            "--out=VALUE, which also takes a value starting with --\n");
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/--threads=2"));
+  // A value that names no flag stays a value, and what follows -- is
+  // another command's.
+  r = RunCommand(kBin + "dropk launch --hostfile /nonexistent --mpirun echo -- x --out --help");
+  EXPECT_EQ(r.err.find("no value given"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--hostfile /nonexistent: cannot read"), std::string::npos) << r.err;
+}
+
 // An HTTP field value holds no line break and loses its leading spaces, so
 // a key file of two lines, or one with an indented key, made every request
 // a 401. The ends are now trimmed, and a control character inside refused.

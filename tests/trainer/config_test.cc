@@ -105,6 +105,35 @@ TEST(ConfigTest, LastOfARepeatedFlagWins) {
   EXPECT_EQ(config->n_layer(), 5);
 }
 
+// A flag's value left out took the next flag as the value: `--resume
+// --max_iters=5` resumed from a checkpoint named "--max_iters=5" and lost
+// max_iters; `--data_dir --help` looked for data in "--help".
+TEST(ConfigTest, AFlagWithoutItsValueIsRefusedNotFedTheNextFlag) {
+  const std::vector<std::vector<std::string>> cases = {{"--resume", "--max_iters=5"},
+                                                       {"--data_dir", "--help"},
+                                                       {"--sample_prompt", "--n_layer", "0"},
+                                                       {"--config", "--seed=3"},
+                                                       {"--n_layer=2", "--out_dir", "--profile"}};
+  for (const std::vector<std::string>& args : cases) {
+    absl::StatusOr<TrainConfig> config = Load(args);
+    ASSERT_FALSE(config.ok()) << args[0];
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+    const std::string& flag = args[0].find('=') == std::string::npos ? args[0] : args[1];
+    const std::string& next = args[0].find('=') == std::string::npos ? args[1] : args[2];
+    EXPECT_EQ(
+        config.status().message(),
+        absl::StrCat(flag, ": no value given (the next argument, ", next, ", is a flag); write ",
+                     flag, "=VALUE, which also takes a value starting with --"));
+  }
+  // A value starting with -- that names no flag, and the = spelling, stay values.
+  absl::StatusOr<TrainConfig> config =
+      Load({"--sample_prompt", "--not-a-flag", "--resume=--max_iters=5", "--profile", "--seed=1"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->sample_prompt(), "--not-a-flag");
+  EXPECT_EQ(config->resume(), "--max_iters=5");
+  EXPECT_TRUE(config->profile());
+}
+
 // CLI11 kept the last --config, so `--config a --config b` trained on b alone
 // and never said a was ignored.
 TEST(ConfigTest, SecondConfigFlagIsRefusedNamingBoth) {
@@ -168,6 +197,15 @@ INSTANTIATE_TEST_SUITE_P(
                       BadFlagCase{"--dropout=0.99999999",
                                   "--dropout=0.99999999: 0.99999999 (1 as a float) must be in "
                                   "[0, 1); the largest float below 1 is 0.99999994"},
+                      // ... even when it is 1 as a double too.
+                      BadFlagCase{"--dropout=0.99999999999999999999",
+                                  "--dropout=0.99999999999999999999: 0.99999999999999999999 (1 "
+                                  "as a float) must be in [0, 1); the largest float below 1 is "
+                                  "0.99999994"},
+                      BadFlagCase{"--bucket_cap_mb=1048576.00000000000000000001",
+                                  "--bucket_cap_mb=1048576.00000000000000000001: "
+                                  "1048576.00000000000000000001 (1048576 as a float) must be at "
+                                  "most 1048576 (1 TiB)"},
                       BadFlagCase{"--beta2=0.999999999",
                                   "--beta2=0.999999999: 0.999999999 (1 as a float) must be in "
                                   "[0, 1)"},
@@ -249,6 +287,9 @@ TEST(ConfigTest, FloatsOutOfRangeInFileAreQuotedAsWritten) {
        ":2:10: field dropout: 0.99999999 (1 as a float) must be in [0, 1); the largest float "
        "below 1 is 0.99999994"},
       {"beta1: 0.99999999f", ":2:8: field beta1: 0.99999999f (1 as a float) must be in [0, 1)"},
+      // ... even when it is 1 as a double too.
+      {"dropout: 0.99999999999999999999",
+       ":2:10: field dropout: 0.99999999999999999999 (1 as a float) must be in [0, 1)"},
       {"dropout_attention_probs: 0.999999999999",
        ":2:26: field dropout_attention_probs: 0.999999999999 (1 as a float)"},
       {"bucket_cap_mb: 1048576.01",
@@ -715,6 +756,16 @@ INSTANTIATE_TEST_SUITE_P(
         BadValueCase{"ResumeWithNul",
                      [](TrainConfig* c) { c->set_resume(std::string("latest\0", 7)); },
                      {"resume=\"latest\\000\""}},
+        // A checkpoint's manifest holds the config as protobuf, which does
+        // not read back a string that is not UTF-8: such a run trained and
+        // wrote checkpoints nothing could open.
+        BadValueCase{"OutDirNotUtf8",
+                     [](TrainConfig* c) { c->set_out_dir("runs/\xff"); },
+                     {"out_dir=\"runs/\\xff\": byte 6 is not UTF-8; the config is saved in every "
+                      "checkpoint, which could not be read back with it"}},
+        BadValueCase{"SamplePromptNotUtf8",
+                     [](TrainConfig* c) { c->set_sample_prompt("caf\xc3"); },
+                     {"sample_prompt=\"caf\\xc3\": byte 4 is not UTF-8"}},
         BadValueCase{"OutDir", [](TrainConfig* c) { c->set_out_dir(""); }, {"out_dir=\"\""}}),
     [](const ::testing::TestParamInfo<BadValueCase>& info) { return info.param.name; });
 

@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <string>
 #include <type_traits>
 
@@ -15,6 +16,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "base/exact_decimal.h"
 
 namespace dropk {
 
@@ -88,8 +90,11 @@ inline std::string ShortestFloatText(float value) {
 // as a float. "" otherwise: 100.1 shows as itself, so a message names the
 // float only when rounding changed what the user would see.
 inline std::string AsFloatNote(const std::string& text, float value) {
+  // Exactly, not as a double: 0.99999999999999999999 is 1 as one too.
   double typed = 0;
-  if (!absl::SimpleAtod(text, &typed) || typed == value) return "";
+  if (!absl::SimpleAtod(text, &typed)) return "";
+  const std::optional<int> order = CompareDecimalExactly(text, value);
+  if (order.has_value() ? *order == 0 : typed == value) return "";
   const std::string shown = ShortestFloatText(value);
   if (shown == absl::StripAsciiWhitespace(text)) return "";
   return absl::StrCat(" (", shown, " as a float)");

@@ -5,6 +5,7 @@
 #define DROPK_MODEL_UTF8_H_
 
 #include <cstddef>
+#include <optional>
 #include <string_view>
 
 namespace dropk {
@@ -16,6 +17,12 @@ namespace dropk {
 // continuation byte, 0xF8..0xFF) are never held back, so a stream of invalid
 // bytes still flows. Precondition: end <= text.size().
 size_t CompleteUtf8Prefix(std::string_view text, size_t end);
+
+// The offset of the first byte of `text` that does not begin a well-formed
+// UTF-8 character (RFC 3629: no overlong forms, no surrogates, nothing past
+// U+10FFFF, as protobuf requires of a `string` field), or nullopt when all
+// of `text` is UTF-8.
+std::optional<size_t> FirstNonUtf8Byte(std::string_view text);
 
 }  // namespace dropk
 

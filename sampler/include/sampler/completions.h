@@ -43,12 +43,6 @@ struct CompletionRequest {
   static constexpr int kMaxN = 16;
   static constexpr int kMaxPrompts = 64;
   static constexpr int kMaxStops = 4;
-  // The most top-logprob alternatives one non-streaming request may ask
-  // for, prompts x n x max_tokens x logprobs (more is a 400, code
-  // request_too_costly): each is held as JSON until the answer is sent (a
-  // stream sends and drops them as it goes). One choice of the longest
-  // max_tokens (8192) with the most alternatives (20) fits.
-  static constexpr int64_t kMaxTopLogprobEntries = int64_t{1} << 18;
 
   // The prompts, as text to encode or, in OpenAI's other form, as token ids
   // given directly (a list of integers, or a list of such lists). Exactly one
@@ -72,10 +66,10 @@ struct CompletionRequest {
 };
 
 // Parses and validates a /v1/completions body. Errors are 400s naming the
-// field (param) with code invalid_json, invalid_type or invalid_value, or
-// request_too_costly for more top logprobs than kMaxTopLogprobEntries
-// (non-streaming). A
-// number a double cannot hold (1e-400, 1e400) is quoted as written.
+// field (param) with code invalid_json, invalid_type or invalid_value. A
+// number a double cannot hold (1e-400, 1e400) is quoted as written. What a
+// request costs is checked against the server's limits by
+// CompletionJob::Start.
 std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_view body);
 
 // A finished job: the JSON body (non-streaming), "" (streaming, after the
@@ -103,7 +97,9 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
  public:
   // Validates `request` against `model` (prompt encoding, context length)
   // and the scheduler's cost budget (prompts x n x max_tokens at most
-  // SchedulerOptions::max_request_tokens, code request_too_costly) and
+  // SchedulerOptions::max_request_tokens, code request_too_costly; the same
+  // budget bounds the top logprobs a non-streaming answer holds, at most
+  // budget x Scheduler::kMaxTopLogprobs) and
   // submits its prompts x n sequences. Errors: 400 for the request (more
   // sequences than SchedulerOptions::max_queue included: code
   // too_many_sequences), 429 when the queue is full, 503 when shutting
