@@ -141,8 +141,8 @@ bool HoldsFloatZero(const json& v) {
 //
 // `numbers` (non-empty, in body order, as FindUnreadableNumbers gives them)
 // are all named, so an underflow written first does not hide an overflow's
-// field; param is the first one's field, and the code invalid_json when one
-// is past the range (the body could not be read at all).
+// field; param is the first overflow's field (what kept the body from being
+// read, code invalid_json), else the first underflow's (invalid_value).
 ApiError UnreadableNumberError(const std::vector<UnreadableNumber>& numbers) {
   std::string message;
   bool overflow = false;
@@ -160,8 +160,12 @@ ApiError UnreadableNumberError(const std::vector<UnreadableNumber>& numbers) {
       absl::StrAppend(&message, number.underflow_problem);
     }
   }
-  return Invalid(numbers.front().field, std::move(message),
-                 overflow ? "invalid_json" : "invalid_value");
+  const auto first_overflow =
+      std::find_if(numbers.begin(), numbers.end(),
+                   [](const UnreadableNumber& number) { return number.overflow; });
+  const std::string& param =
+      first_overflow != numbers.end() ? first_overflow->field : numbers.front().field;
+  return Invalid(param, std::move(message), overflow ? "invalid_json" : "invalid_value");
 }
 
 // The value as the client sent it, cut short so an error stays one line.
@@ -460,21 +464,36 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
 namespace {
 // The per-request cost budget: the tokens a request may ask for in all,
 // prompts x n x max_tokens, so that one request cannot buy hours of decoding.
-// It bounds a non-streaming answer's top logprobs too: at most budget x
-// Scheduler::kMaxTopLogprobs alternatives, held as 8 bytes each until the
-// answer is written (BodyJson), whose JSON is about 600 bytes a token with
-// 20 alternatives. So any request within the budget may ask for the most
-// alternatives, and the memory one holds follows --max-request-tokens.
+// A non-streaming answer's top logprobs are held, 8 bytes an alternative,
+// until the answer is written (BodyJson), whose JSON is about 600 bytes a
+// token with 20 alternatives: they are bounded by the budget with the most
+// alternatives, and never past kMaxHeldAlternatives, whatever
+// --max-request-tokens says (a streamed answer sends and drops each
+// token's). So any request within the default budget may ask for the most
+// alternatives, and one answer holds at most ~10 MB of them (~40 MB of
+// JSON).
+constexpr int64_t kMaxHeldAlternatives = int64_t{65536} * Scheduler::kMaxTopLogprobs;
+
 std::optional<ApiError> CheckCost(const CompletionRequest& request, int64_t limit) {
   const int64_t max_tokens = request.max_tokens.value_or(kDefaultMaxTokens);
   const int64_t cost = static_cast<int64_t>(request.PromptCount()) * request.n * max_tokens;
-  if (cost <= limit) return std::nullopt;
-  return Invalid(
-      "max_tokens",
-      absl::StrCat("the request asks for up to ", cost, " tokens (", request.PromptCount(),
-                   " prompts x n ", request.n, " x max_tokens ", max_tokens,
-                   "); the limit per request is ", limit, " (--max-request-tokens)"),
-      "request_too_costly");
+  if (cost > limit) {
+    return Invalid(
+        "max_tokens",
+        absl::StrCat("the request asks for up to ", cost, " tokens (", request.PromptCount(),
+                     " prompts x n ", request.n, " x max_tokens ", max_tokens,
+                     "); the limit per request is ", limit, " (--max-request-tokens)"),
+        "request_too_costly");
+  }
+  if (!request.stream && request.logprobs > 0 && cost * request.logprobs > kMaxHeldAlternatives) {
+    return Invalid("logprobs",
+                   absl::StrCat("the answer would hold up to ", cost * request.logprobs,
+                                " top logprobs (", cost, " tokens x logprobs ", request.logprobs,
+                                "); a non-streaming answer holds at most ", kMaxHeldAlternatives,
+                                "; stream it (\"stream\": true) or ask for fewer"),
+                   "request_too_costly");
+  }
+  return std::nullopt;
 }
 
 // Prompt p of `request` as token ids, checked against the model: a text
@@ -544,8 +563,8 @@ struct LoggedToken {
 };
 
 // The OpenAI "logprobs" object of `entries`, whose alternatives are `top`
-// in order: tokens, token_logprobs, top_logprobs (text -> logprob, best
-// first) and text_offset.
+// in order: tokens, token_logprobs, top_logprobs (text -> logprob, an
+// object whose keys nlohmann orders by text) and text_offset.
 json LogprobsJson(std::span<const LoggedToken> entries, std::span<const TokenLogprob> top,
                   const TextTokenizer& tok) {
   json tokens = json::array(), token_logprobs = json::array(), top_logprobs = json::array(),

@@ -1024,14 +1024,21 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
   // to read back a `string` that is not UTF-8: a run with out_dir
   // "runs/\xff" trained and wrote checkpoints that no resume, serve or
   // `dropk ckpt` could open ("manifest body does not parse").
+  // (TrainConfig holds no nested messages; a repeated string field is
+  // checked value by value.)
   for (int i = 0; i < descriptor->field_count(); ++i) {
     const pb::FieldDescriptor* field = descriptor->field(i);
-    if (field->type() != pb::FieldDescriptor::TYPE_STRING || field->is_repeated()) continue;
-    const std::string value = c.GetReflection()->GetString(c, field);
-    if (const std::optional<size_t> at = FirstNonUtf8Byte(value)) {
-      p.Add(absl::StrCat(field->name(), "=\"", absl::CHexEscape(value), "\": byte ", *at + 1,
-                         " is not UTF-8; the config is saved in every checkpoint, which could "
-                         "not be read back with it"));
+    if (field->type() != pb::FieldDescriptor::TYPE_STRING) continue;
+    const pb::Reflection* reflection = c.GetReflection();
+    const int values = field->is_repeated() ? reflection->FieldSize(c, field) : 1;
+    for (int k = 0; k < values; ++k) {
+      const std::string value = field->is_repeated() ? reflection->GetRepeatedString(c, field, k)
+                                                     : reflection->GetString(c, field);
+      if (const std::optional<size_t> at = FirstNonUtf8Byte(value)) {
+        p.Add(absl::StrCat(field->name(), "=\"", absl::CHexEscape(value), "\": byte ", *at + 1,
+                           " is not UTF-8; the config is saved in every checkpoint, which could "
+                           "not be read back with it"));
+      }
     }
   }
   p.AtLeast("save_every", c.save_every(), 0);

@@ -330,7 +330,7 @@ TEST(CompletionsParseTest, AnUnderflowBeforeAnOverflowHidesNeither) {
   const ApiError e = ErrorOf(R"({"prompt":"a","temperature":1e-400,"top_p":1e400})");
   EXPECT_EQ(e.status, 400);
   EXPECT_EQ(e.code, "invalid_json");
-  EXPECT_EQ(e.param, "temperature");
+  EXPECT_EQ(e.param, "top_p") << "param names the overflow, which broke the parse";
   EXPECT_EQ(e.message.rfind("'temperature': 1e-400 is too small for a double", 0), 0u) << e.message;
   EXPECT_NE(e.message.find("; and 'top_p': 1e400 is past double's range"), std::string::npos)
       << e.message;

@@ -540,18 +540,19 @@ TEST(SchedulerTest, CostBudgetIs400NamingTheLimitAndTheValue) {
 // which is within the default budget of 65536 tokens. Every choice comes
 // back whole, and past the budget the request is refused as costly.
 TEST(SchedulerTest, TopLogprobsWithinTheTokenBudgetAreAnswered) {
-  Service svc({.max_batch = 16}, /*block_size=*/4096);
+  Service svc({.max_batch = 16}, /*block_size=*/1024);
+  // 16 x 1,024 tokens x 20 alternatives: past the old fixed 262,144.
   const json r = Complete(svc.scheduler.get(),
-                          R"({"prompt":["a","b","c","d"],"n":4,"max_tokens":4096,"logprobs":5,)"
+                          R"({"prompt":["a","b","c","d"],"n":4,"max_tokens":1024,"logprobs":20,)"
                           R"("seed":3})");
   ASSERT_EQ(r["choices"].size(), 16u);
   for (const json& choice : r["choices"]) {
     const json& lp = choice["logprobs"];
-    ASSERT_EQ(lp["tokens"].size(), 4096u);
-    ASSERT_EQ(lp["top_logprobs"].size(), 4096u);
-    EXPECT_EQ(lp["top_logprobs"][4095].size(), 5u);
-    EXPECT_EQ(lp["text_offset"][4095], choice["text"].get<std::string>().size() -
-                                           lp["tokens"][4095].get<std::string>().size());
+    ASSERT_EQ(lp["tokens"].size(), 1024u);
+    ASSERT_EQ(lp["top_logprobs"].size(), 1024u);
+    EXPECT_EQ(lp["top_logprobs"][1023].size(), 20u);
+    EXPECT_EQ(lp["text_offset"][1023], choice["text"].get<std::string>().size() -
+                                           lp["tokens"][1023].get<std::string>().size());
   }
   Service small({.max_request_tokens = 100});
   auto over = RunCompletion(std::get<CompletionRequest>(ParseCompletionRequest(
@@ -560,6 +561,22 @@ TEST(SchedulerTest, TopLogprobsWithinTheTokenBudgetAreAnswered) {
   ASSERT_TRUE(std::holds_alternative<ApiError>(over));
   EXPECT_EQ(std::get<ApiError>(over).code, "request_too_costly");
   EXPECT_EQ(std::get<ApiError>(over).param, "max_tokens");
+}
+
+// A budget raised past the default does not raise what a non-streaming
+// answer holds: 9 prompts x 8,192 tokens x 20 alternatives (past 65,536 x
+// 20) is refused, param logprobs, before any decoding, with the way out.
+TEST(SchedulerTest, HeldTopLogprobsStayBoundedWhenTheBudgetIsRaised) {
+  Service big({.max_request_tokens = int64_t{1} << 30});
+  const std::string body =
+      R"({"prompt":["a","b","c","d","e","f","g","h","i"],"max_tokens":8192,"logprobs":20})";
+  auto held =
+      RunCompletion(std::get<CompletionRequest>(ParseCompletionRequest(body)), big.scheduler.get());
+  ASSERT_TRUE(std::holds_alternative<ApiError>(held));
+  EXPECT_EQ(std::get<ApiError>(held).code, "request_too_costly");
+  EXPECT_EQ(std::get<ApiError>(held).param, "logprobs");
+  EXPECT_NE(std::get<ApiError>(held).message.find("\"stream\": true"), std::string::npos)
+      << std::get<ApiError>(held).message;
 }
 
 // With several sequences past the context and others decoding, at most

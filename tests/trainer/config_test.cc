@@ -132,6 +132,15 @@ TEST(ConfigTest, AFlagWithoutItsValueIsRefusedNotFedTheNextFlag) {
   EXPECT_EQ(config->sample_prompt(), "--not-a-flag");
   EXPECT_EQ(config->resume(), "--max_iters=5");
   EXPECT_TRUE(config->profile());
+  // A negative number is a value, not a flag: it reaches the field (and
+  // validation's own check of it).
+  absl::StatusOr<TrainConfig> negative = Load({"--learning_rate", "-1e-3", "--max_iters", "10"});
+  ASSERT_TRUE(negative.ok()) << negative.status();
+  EXPECT_FLOAT_EQ(negative->learning_rate(), -1e-3f);
+  EXPECT_EQ(negative->max_iters(), 10);
+  absl::StatusOr<TrainConfig> tolerance = Load({"--sample_prompt", "-1", "--max_iters", "10"});
+  ASSERT_TRUE(tolerance.ok()) << tolerance.status();
+  EXPECT_EQ(tolerance->sample_prompt(), "-1");
 }
 
 // CLI11 kept the last --config, so `--config a --config b` trained on b alone

@@ -99,7 +99,8 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
   // and the scheduler's cost budget (prompts x n x max_tokens at most
   // SchedulerOptions::max_request_tokens, code request_too_costly; the same
   // budget bounds the top logprobs a non-streaming answer holds, at most
-  // budget x Scheduler::kMaxTopLogprobs) and
+  // budget x Scheduler::kMaxTopLogprobs and never past 65,536 x that,
+  // code request_too_costly, param logprobs) and
   // submits its prompts x n sequences. Errors: 400 for the request (more
   // sequences than SchedulerOptions::max_queue included: code
   // too_many_sequences), 429 when the queue is full, 503 when shutting
