@@ -849,7 +849,7 @@ std::string CompletionJob::BodyJson() {
   // Each choice becomes text on its own and drops its entries, so at most
   // one choice's logprobs (max_tokens x 20 alternatives) are ever a JSON
   // tree, never a whole request's (a budget's worth of tokens).
-  std::string choices = "[";
+  std::string body = "{\"choices\":[";
   int completion_tokens = 0;
   const ModelSnapshot& snap = model_->snapshot();
   for (size_t i = 0; i < choices_.size(); ++i) {
@@ -860,9 +860,8 @@ std::string CompletionJob::BodyJson() {
         logprobs_ >= 0 ? LogprobsJson(c.entries, c.top, snap.tokenizer) : json(nullptr);
     c.entries = {};
     c.top = {};
-    absl::StrAppend(&choices, i > 0 ? "," : "", Dump(choice));
+    absl::StrAppend(&body, i > 0 ? "," : "", Dump(choice));
   }
-  choices += "]";
   const std::string rest = Dump(json{{"id", id_},
                                      {"object", "text_completion"},
                                      {"created", created_},
@@ -873,8 +872,10 @@ std::string CompletionJob::BodyJson() {
                                        {"total_tokens", prompt_tokens_ + completion_tokens}}},
                                      {"checkpoint_step", snap.step},
                                      {"seed", seed_}});
-  // rest is "{...}" with at least one member: "choices" goes first.
-  return absl::StrCat("{\"choices\":", choices, ",", rest.substr(1));
+  // rest is "{...}" with at least one member: "choices" goes first, and
+  // the body is built in place rather than copied once more at the end.
+  absl::StrAppend(&body, "],", absl::string_view(rest).substr(1));
+  return body;
 }
 
 }  // namespace dropk

@@ -190,8 +190,7 @@ class JobDir {
 absl::Status CheckRelaunchAccumulation(const TrainConfig& config,
                                        const std::vector<HostEntry>& hosts, int max_restarts) {
   if (!ValidateTrainConfig(config).ok()) return absl::OkStatus();
-  int ranks = 0;
-  for (const HostEntry& h : hosts) ranks += h.slots;
+  const int ranks = RanksOf(hosts);
   const int fewest = FewestRanksAfterRestarts(hosts, max_restarts);
   if (fewest == ranks) return absl::OkStatus();
   const int64_t micro_batches = int64_t{config.gradient_accumulation_steps()} * ranks;
@@ -237,12 +236,7 @@ absl::Status Launch(const Flags& flags) {
   if (absl::Status s = CheckRelaunchAccumulation(*config, *hosts, flags.max_restarts); !s.ok()) {
     return s;
   }
-  auto ranks_of = [](const std::vector<HostEntry>& list) {
-    int n = 0;
-    for (const HostEntry& h : list) n += h.slots;
-    return n;
-  };
-  const int first_ranks = ranks_of(*hosts);
+  const int first_ranks = RanksOf(*hosts);
   const bool user_keepalive = flags.mpirun_args.find("oob_tcp_keepalive") != std::string::npos;
   // The job's hostfile (the user's, less lost hosts) is only read by mpirun
   // here, so it lives in a private temporary directory: beside the user's it
@@ -256,7 +250,7 @@ absl::Status Launch(const Flags& flags) {
   sigaction(SIGTERM, &forward, nullptr);
 
   for (int attempt = 0;; ++attempt) {
-    const int ranks = ranks_of(*hosts);
+    const int ranks = RanksOf(*hosts);
     std::vector<std::string> argv = {flags.mpirun, "--hostfile", job_hostfile, "-np",
                                      std::to_string(ranks)};
     if (!user_keepalive)
@@ -307,7 +301,7 @@ absl::Status Launch(const Flags& flags) {
     if (hosts->empty()) return absl::AbortedError(absl::StrCat("host ", *lost, " lost: none left"));
     std::cerr << "dropk launch: restart " << attempt + 1 << " of at most " << flags.max_restarts
               << ": host " << *lost << " lost (mpirun exit status " << code << "); relaunching on "
-              << hosts->size() << " host(s), " << ranks_of(*hosts)
+              << hosts->size() << " host(s), " << RanksOf(*hosts)
               << " rank(s), from the newest checkpoint" << std::endl;
   }
 }

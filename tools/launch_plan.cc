@@ -143,6 +143,12 @@ absl::StatusOr<int> AccumulationFor(int accumulation, int ranks, int new_ranks) 
   return static_cast<int>(sequences / new_ranks);
 }
 
+int RanksOf(const std::vector<HostEntry>& hosts) {
+  int ranks = 0;
+  for (const HostEntry& h : hosts) ranks += h.slots;
+  return ranks;
+}
+
 int FewestRanksAfterRestarts(std::vector<HostEntry> hosts, int max_restarts) {
   if (hosts.empty()) return 0;
   std::sort(hosts.begin(), hosts.end(),

@@ -43,6 +43,9 @@ std::optional<std::string> FindLostHost(const std::string& output,
 // what would be needed, when it does not divide.
 absl::StatusOr<int> AccumulationFor(int accumulation, int ranks, int new_ranks);
 
+// The ranks a job on `hosts` runs: their slots added up.
+int RanksOf(const std::vector<HostEntry>& hosts);
+
 // The fewest ranks a job on `hosts` may be relaunched on after at most
 // `max_restarts` lost hosts (each relaunch drops the one host it lost, and
 // one host always stays): the slots left once the largest hosts are gone.
