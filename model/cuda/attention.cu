@@ -1,9 +1,12 @@
 // The non-matmul parts of causal attention on CUDA: moving heads between the
 // (B,T,C) row layout and a (B,NH,T,hs) layout that strided-batched GEMMs
 // take, and the row-wise causal softmax with its dropout, forward and
-// backward. Dropout is decided inside the kernels from the same Philox
-// address as the CPU (element (h*T + t)*T + j of sample b at site
-// kAttentionProbs of the layer); no mask is ever stored.
+// backward. Dropout is decided inside the forward kernel from the same
+// Philox address as the CPU (element (h*T + t)*T + j of sample b at site
+// kAttentionProbs of the layer); no mask tensor is ever stored: as on the
+// CPU, forward sets the sign bit of each dropped probability it saves
+// (probabilities are >= 0, so |probs| stays the softmax), and backward reads
+// the mask back from those signs instead of drawing it again.
 //
 // Row kernels use one warp per row (b, h, t). A lane takes whole Philox
 // blocks (four consecutive addresses), so each block is computed once, and
@@ -118,7 +121,7 @@ __global__ void SoftmaxForwardKernel(float* att, float* weights, int rows, int N
   const RowAddress a = AttentionRowAddress(d, row, NH, T);
   ForLaneElements(d, a, len, lane, [&](int j, bool keep) {
     const float p = expf(x[j] - maxv) * inv;
-    x[j] = p;
+    x[j] = keep ? p : -p;  // -0.0f too: the sign bit marks a dropped entry
     if (drop) wrow[j] = keep ? p * d.keep_scale : 0.0f;
   });
   for (int j = len + lane; j < T; j += kWarpSize) {
@@ -127,40 +130,43 @@ __global__ void SoftmaxForwardKernel(float* att, float* weights, int rows, int N
   }
 }
 
-__global__ void DropWeightsKernel(float* weights, const float* probs, int rows, int NH, int T,
-                                  SiteDropout d) {
+// Whether SoftmaxForwardKernel marked this saved probability as dropped.
+__device__ __forceinline__ bool Dropped(float saved) { return __float_as_uint(saved) >> 31; }
+
+// weights = the dropped probabilities that multiplied v in forward, from
+// the probabilities and signs forward saved (no Philox draw).
+__global__ void DropWeightsKernel(float* weights, const float* probs, int rows, int T,
+                                  float keep_scale) {
   const int row = blockIdx.x * kRowWarps + threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   if (row >= rows) return;
   const int len = row % T + 1;
   const float* p = probs + static_cast<size_t>(row) * T;
   float* wrow = weights + static_cast<size_t>(row) * T;
-  const RowAddress a = AttentionRowAddress(d, row, NH, T);
-  ForLaneElements(d, a, len, lane,
-                  [&](int j, bool keep) { wrow[j] = keep ? p[j] * d.keep_scale : 0.0f; });
+  for (int j = lane; j < len; j += kWarpSize) wrow[j] = Dropped(p[j]) ? 0.0f : p[j] * keep_scale;
   for (int j = len + lane; j < T; j += kWarpSize) wrow[j] = 0.0f;
 }
 
-__global__ void SoftmaxBackwardKernel(float* datt, const float* probs, int rows, int NH, int T,
-                                      SiteDropout d) {
+// datt (the gradient of the weights) becomes the gradient of the scores:
+// through the mask (d(probs) = d(weights) * keep_scale where kept, 0 where
+// dropped), then the softmax's backward with probabilities |probs|.
+__global__ void SoftmaxBackwardKernel(float* datt, const float* probs, int rows, int T,
+                                      float keep_scale) {
   const int row = blockIdx.x * kRowWarps + threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   if (row >= rows) return;
   const int len = row % T + 1;
   float* g = datt + static_cast<size_t>(row) * T;
   const float* p = probs + static_cast<size_t>(row) * T;
-  const bool drop = d.p > 0.0f;
-  const RowAddress a = AttentionRowAddress(d, row, NH, T);
   float dot = 0.0f;
-  // Through the mask first: d(probs) = d(weights) * scale where kept.
-  ForLaneElements(d, a, len, lane, [&](int j, bool keep) {
-    float gj = g[j];
-    if (drop) gj = keep ? gj * d.keep_scale : 0.0f;
+  for (int j = lane; j < len; j += kWarpSize) {
+    const float pj = p[j];
+    const float gj = Dropped(pj) ? 0.0f : g[j] * keep_scale;
     g[j] = gj;
-    dot += p[j] * gj;
-  });
+    dot += fabsf(pj) * gj;
+  }
   dot = WarpSum(dot);
-  ForLaneElements(d, a, len, lane, [&](int j, bool) { g[j] = p[j] * (g[j] - dot); });
+  for (int j = lane; j < len; j += kWarpSize) g[j] = fabsf(p[j]) * (g[j] - dot);
   for (int j = len + lane; j < T; j += kWarpSize) g[j] = 0.0f;
 }
 
@@ -202,7 +208,7 @@ cudaError_t AttentionDropWeights(float* weights, const float* probs, int B, int 
   const size_t rows = static_cast<size_t>(B) * NH * T;
   if (rows == 0) return cudaGetLastError();
   DropWeightsKernel<<<RowBlocks(rows), kRowWarps * kWarpSize, 0, stream>>>(
-      weights, probs, static_cast<int>(rows), NH, T, d);
+      weights, probs, static_cast<int>(rows), T, d.keep_scale);
   return cudaGetLastError();
 }
 
@@ -211,7 +217,7 @@ cudaError_t SoftmaxBackward(float* datt, const float* probs, int B, int NH, int 
   const size_t rows = static_cast<size_t>(B) * NH * T;
   if (rows == 0) return cudaGetLastError();
   SoftmaxBackwardKernel<<<RowBlocks(rows), kRowWarps * kWarpSize, 0, stream>>>(
-      datt, probs, static_cast<int>(rows), NH, T, d);
+      datt, probs, static_cast<int>(rows), T, d.p > 0.0f ? d.keep_scale : 1.0f);
   return cudaGetLastError();
 }
 

@@ -93,15 +93,56 @@ __device__ __forceinline__ void StoreAll(float* dst, FragAcc (&acc)[N], int ld) 
 }
 
 // tile (64, HS) = rows t0.. of src (row t at src + t * row_stride), zero past
-// T. The whole block.
+// T, read as Elem (float, or float4 where src and row_stride allow). The
+// whole block (kBlockThreads threads). Every load of a thread is issued
+// before its first store to shared memory, so a tile costs about one round
+// trip to memory rather than one per element.
+template <int HS, typename Elem>
+__device__ __forceinline__ void LoadTileAs(float* tile, const float* src, size_t row_stride, int t0,
+                                           int T) {
+  constexpr int kWidth = sizeof(Elem) / sizeof(float);
+  constexpr int kPerRow = HS / kWidth;
+  constexpr int kPerThread = kTile * kPerRow / kBlockThreads;
+  static_assert(kTile * kPerRow % kBlockThreads == 0, "whole elements per thread");
+  Elem v[kPerThread];
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const int i = static_cast<int>(threadIdx.x) + k * kBlockThreads;
+    const int t = t0 + i / kPerRow;
+    v[k] = t < T ? *reinterpret_cast<const Elem*>(src + static_cast<size_t>(t) * row_stride +
+                                                   kWidth * (i % kPerRow))
+                 : Elem{};
+  }
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const int i = static_cast<int>(threadIdx.x) + k * kBlockThreads;
+    *reinterpret_cast<Elem*>(tile + (i / kPerRow) * HeadLd<HS>() + kWidth * (i % kPerRow)) = v[k];
+  }
+}
+
+// LoadTileAs with float4s when vec (Float4Rows of the source; uniform over
+// the block), else floats.
 template <int HS>
 __device__ __forceinline__ void LoadTile(float* tile, const float* src, size_t row_stride, int t0,
-                                         int T) {
-  for (int i = threadIdx.x; i < kTile * HS; i += blockDim.x) {
-    const int r = i / HS, c = i % HS;
-    const int t = t0 + r;
-    tile[r * HeadLd<HS>() + c] = t < T ? src[static_cast<size_t>(t) * row_stride + c] : 0.0f;
+                                         int T, bool vec) {
+  if (vec) {
+    LoadTileAs<HS, float4>(tile, src, row_stride, t0, T);
+  } else {
+    LoadTileAs<HS, float>(tile, src, row_stride, t0, T);
   }
+}
+
+// Where a lane that owns half a score row (row lane / 2 of its warp's 16,
+// half lane % 2) starts its walk over the row's 32 columns: with rows
+// kScoreLd = 72 floats apart (8 banks) and halves 32 floats apart (0 banks),
+// column (i + rotation) % 32 of the 32 lanes falls in 32 different banks at
+// every step i. Any rotation gives the same set of elements; this one makes
+// the walk free of bank conflicts.
+__device__ __forceinline__ int RotationOf(int lane) { return ((lane / 2) >> 2) + 4 * (lane % 2); }
+
+// Whether rows of `row_stride` floats from `base` can be read as float4s.
+__device__ __forceinline__ bool Float4Rows(const float* base, size_t row_stride) {
+  return reinterpret_cast<uintptr_t>(base) % 16 == 0 && row_stride % 4 == 0;
 }
 
 // Row statistics (log-sum-exp, delta) of rows t0.. of one (b, h), 0 past T.
@@ -164,11 +205,15 @@ __global__ void __launch_bounds__(kBlockThreads)
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const size_t row_stride = 3 * static_cast<size_t>(C);
   const float* head = qkv + static_cast<size_t>(b) * T * row_stride + static_cast<size_t>(h) * HS;
-  LoadTile<HS>(qs, head, row_stride, q0, T);
+  const bool vec = Float4Rows(qkv, row_stride);
+  LoadTile<HS>(qs, head, row_stride, q0, T, vec);
   for (int i = threadIdx.x; i < kTile * LD; i += blockDim.x) os[i] = 0.0f;
 
-  // This lane's share of the elementwise work: half a row (32 columns).
+  // This lane's share of the elementwise work: half a row (32 columns),
+  // walked from column RotationOf(lane) on so that the warp's 32 lanes read
+  // 32 different shared-memory banks.
   const int row = warp * kWarpRows + lane / 2, half = lane % 2;
+  const int rot = RotationOf(lane);
   const int tq = q0 + row;
   const bool drop = d.p > 0.0f;
   const DropoutAddress address = RowStart(d, b, h, tq < T ? tq : 0, NH, T);
@@ -177,8 +222,8 @@ __global__ void __launch_bounds__(kBlockThreads)
   for (int kt = 0; kt <= qt; ++kt) {
     const int k0 = kt * kTile;
     __syncthreads();  // every warp is done with the previous k and v
-    LoadTile<HS>(ks, head + C, row_stride, k0, T);
-    LoadTile<HS>(vs, head + 2 * C, row_stride, k0, T);
+    LoadTile<HS>(ks, head + C, row_stride, k0, T, vec);
+    LoadTile<HS>(vs, head + 2 * C, row_stride, k0, T, vec);
     __syncthreads();
     {
       FragAcc acc[kTile / 16];
@@ -192,7 +237,11 @@ __global__ void __launch_bounds__(kBlockThreads)
     // Keys past tq (and rows past T) are masked.
     const int valid = tq < T ? min(32, max(0, tq - c0 + 1)) : 0;
     float tile_max = -INFINITY;
-    for (int c = 0; c < valid; ++c) tile_max = fmaxf(tile_max, x[c] * scale);
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+      const int c = (i + rot) & 31;
+      if (c < valid) tile_max = fmaxf(tile_max, x[c] * scale);
+    }
     tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 1));
     const float m_new = fmaxf(m, tile_max);
     // m == -inf: nothing seen yet (l and the output are 0).
@@ -200,7 +249,9 @@ __global__ void __launch_bounds__(kBlockThreads)
     const uint32_t keep = drop && valid > 0 ? KeepBits(d, address.stream, address.element + c0, valid)
                                             : 0xffffffffu;
     float sum = 0.0f;
-    for (int c = 0; c < 32; ++c) {
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+      const int c = (i + rot) & 31;
       const float p = c < valid ? expf(x[c] * scale - m_new) : 0.0f;
       sum += p;
       x[c] = drop ? ((keep >> c) & 1u ? p * d.keep_scale : 0.0f) : p;
@@ -209,7 +260,8 @@ __global__ void __launch_bounds__(kBlockThreads)
     l = l * alpha + sum;
     m = m_new;
     float* o_row = os + row * LD + half * (HS / 2);
-    for (int c = 0; c < HS / 2; ++c) o_row[c] *= alpha;
+#pragma unroll
+    for (int i = 0; i < HS / 2; ++i) o_row[(i + rot) & (HS / 2 - 1)] *= alpha;
     __syncwarp();
     {
       FragAcc acc[HS / 16];
@@ -228,7 +280,10 @@ __global__ void __launch_bounds__(kBlockThreads)
     const float* o_row = os + row * LD + half * (HS / 2);
     const size_t at = (static_cast<size_t>(b) * T + tq) * C + static_cast<size_t>(h) * HS +
                       half * (HS / 2);
-    for (int c = 0; c < HS / 2; ++c) out[at + c] = o_row[c] * inv;
+    for (int i = 0; i < HS / 2; ++i) {
+      const int c = (i + rot) & (HS / 2 - 1);
+      out[at + c] = o_row[c] * inv;
+    }
     if (half == 0) lse[static_cast<size_t>(bh) * T + tq] = m + logf(l);
   }
 }
@@ -281,13 +336,16 @@ struct BlockHead {
   size_t row_stride;  // of qkv
   const float* qkv;
   const float* dout;
+  bool vec_qkv, vec_dout;  // rows readable as float4s (LoadTile)
   __device__ BlockHead(const float* qkv_all, const float* dout_all, int T, int C, int NH, int hs)
       : b(static_cast<int>(blockIdx.x) / NH),
         h(static_cast<int>(blockIdx.x) % NH),
         bh(static_cast<int>(blockIdx.x)),
         row_stride(3 * static_cast<size_t>(C)),
         qkv(qkv_all + static_cast<size_t>(b) * T * row_stride + static_cast<size_t>(h) * hs),
-        dout(dout_all + static_cast<size_t>(b) * T * C + static_cast<size_t>(h) * hs) {}
+        dout(dout_all + static_cast<size_t>(b) * T * C + static_cast<size_t>(h) * hs),
+        vec_qkv(Float4Rows(qkv_all, row_stride)),
+        vec_dout(Float4Rows(dout_all, static_cast<size_t>(C))) {}
 };
 
 // Grid (B*NH, key tiles): dk and dv of this key tile, summed over the query
@@ -307,8 +365,8 @@ __global__ void __launch_bounds__(kBlockThreads)
   const int kt = blockIdx.y;  // the first key tiles have the most query tiles
   const int k0 = kt * kTile;
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-  LoadTile<HS>(tiles.k, block.qkv + C, block.row_stride, k0, T);
-  LoadTile<HS>(tiles.v, block.qkv + 2 * C, block.row_stride, k0, T);
+  LoadTile<HS>(tiles.k, block.qkv + C, block.row_stride, k0, T, block.vec_qkv);
+  LoadTile<HS>(tiles.v, block.qkv + 2 * C, block.row_stride, k0, T, block.vec_qkv);
   float* warp_a = tiles.a + warp * kWarpRows * kScoreLd;
   float* warp_b = tiles.b + warp * kWarpRows * kScoreLd;
   const int key0 = k0 + warp * kWarpRows;  // this warp's first key
@@ -319,8 +377,8 @@ __global__ void __launch_bounds__(kBlockThreads)
   for (int qt = kt; qt < q_tiles; ++qt) {
     const int q0 = qt * kTile;
     __syncthreads();
-    LoadTile<HS>(tiles.q, block.qkv, block.row_stride, q0, T);
-    LoadTile<HS>(tiles.dout, block.dout, C, q0, T);
+    LoadTile<HS>(tiles.q, block.qkv, block.row_stride, q0, T, block.vec_qkv);
+    LoadTile<HS>(tiles.dout, block.dout, C, q0, T, block.vec_dout);
     LoadRowValues(tiles.lse, lse + static_cast<size_t>(bh) * T, q0, T);
     LoadRowValues(tiles.delta, delta + static_cast<size_t>(bh) * T, q0, T);
     __syncthreads();
@@ -405,11 +463,12 @@ __global__ void __launch_bounds__(kBlockThreads)
   const int qt = q_tiles - 1 - static_cast<int>(blockIdx.y);
   const int q0 = qt * kTile;
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-  LoadTile<HS>(tiles.q, block.qkv, block.row_stride, q0, T);
-  LoadTile<HS>(tiles.dout, block.dout, C, q0, T);
+  LoadTile<HS>(tiles.q, block.qkv, block.row_stride, q0, T, block.vec_qkv);
+  LoadTile<HS>(tiles.dout, block.dout, C, q0, T, block.vec_dout);
   LoadRowValues(tiles.lse, lse + static_cast<size_t>(bh) * T, q0, T);
   LoadRowValues(tiles.delta, delta + static_cast<size_t>(bh) * T, q0, T);
   const int row = warp * kWarpRows + lane / 2, half = lane % 2;
+  const int rot = RotationOf(lane);
   const int tq = q0 + row;
   const bool drop = d.p > 0.0f;
   const DropoutAddress address = RowStart(d, b, h, tq < T ? tq : 0, NH, T);
@@ -420,8 +479,8 @@ __global__ void __launch_bounds__(kBlockThreads)
   for (int kt = 0; kt <= qt; ++kt) {
     const int k0 = kt * kTile;
     __syncthreads();
-    LoadTile<HS>(tiles.k, block.qkv + C, block.row_stride, k0, T);
-    LoadTile<HS>(tiles.v, block.qkv + 2 * C, block.row_stride, k0, T);
+    LoadTile<HS>(tiles.k, block.qkv + C, block.row_stride, k0, T, block.vec_qkv);
+    LoadTile<HS>(tiles.v, block.qkv + 2 * C, block.row_stride, k0, T, block.vec_qkv);
     __syncthreads();
     {
       FragAcc acc[kTile / 16];  // S (16 queries x 64 keys)
@@ -436,7 +495,12 @@ __global__ void __launch_bounds__(kBlockThreads)
                                             : 0xffffffffu;
     float* x = warp_a + (lane / 2) * kScoreLd + half * 32;
     float* p = warp_b + (lane / 2) * kScoreLd + half * 32;
-    for (int c = 0; c < 32; ++c) p[c] = c < valid ? expf(x[c] * scale - tiles.lse[row]) : 0.0f;
+    const float row_lse = tiles.lse[row], row_delta = tiles.delta[row];
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+      const int c = (i + rot) & 31;
+      p[c] = c < valid ? expf(x[c] * scale - row_lse) : 0.0f;
+    }
     __syncwarp();
     {
       FragAcc acc[kTile / 16];  // d(W) = dO V^T (16 queries x 64 keys)
@@ -445,10 +509,12 @@ __global__ void __launch_bounds__(kBlockThreads)
       StoreAll(warp_a, acc, kScoreLd);
     }
     __syncwarp();
-    for (int c = 0; c < 32; ++c) {
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+      const int c = (i + rot) & 31;
       float dp = x[c];
       if (drop) dp = (keep >> c) & 1u ? dp * d.keep_scale : 0.0f;
-      x[c] = p[c] * (dp - tiles.delta[row]);
+      x[c] = p[c] * (dp - row_delta);
     }
     __syncwarp();
     WarpProduct<kTile, HS, true>(dq, warp_a, kScoreLd, tiles.k, LD);  // dq += dS K

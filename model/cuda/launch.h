@@ -120,16 +120,18 @@ cudaError_t HeadsToRows(float* rows, int row_stride, const float* heads, int B, 
 // In place over att (B,NH,T,T), which holds the scaled scores: each row t
 // becomes the causal softmax over columns [0, t], zeros after. When d.p > 0,
 // weights (B,NH,T,T) receives the probabilities with dropout applied (site
-// d, element (h*T + t)*T + j of sample b), else weights is not touched.
+// d, element (h*T + t)*T + j of sample b), and each dropped probability in
+// att gets its sign bit set (|att| stays the softmax; the CPU's convention),
+// else weights is not touched and no sign is set.
 cudaError_t SoftmaxForward(float* att, float* weights, int B, int NH, int T, const SiteDropout& d,
                            cudaStream_t stream);
-// weights = dropout(probs), the same mask as SoftmaxForward; zeros above the
-// diagonal.
+// weights = dropout(|probs|) with the mask read from the signs SoftmaxForward
+// set in probs (no Philox draw); zeros above the diagonal.
 cudaError_t AttentionDropWeights(float* weights, const float* probs, int B, int NH, int T,
                                  const SiteDropout& d, cudaStream_t stream);
 // In place over datt (B,NH,T,T), which holds d(weights): each row becomes
-// d(scores) = p * (g - sum(p * g)) with g = d(weights) through the mask;
-// zeros above the diagonal.
+// d(scores) = p * (g - sum(p * g)) with p = |probs| and g = d(weights)
+// through the mask that probs' signs carry; zeros above the diagonal.
 cudaError_t SoftmaxBackward(float* datt, const float* probs, int B, int NH, int T,
                             const SiteDropout& d, cudaStream_t stream);
 

@@ -238,9 +238,22 @@ TEST_P(CudaKernelsTest, AttentionForwardAndBackward) {
                               probs.gpu.data(), B, T, C, NH, 2, dp);
       SCOPED_TRACE(testing::Message() << "p=" << p << " per_sample=" << per_sample);
       ExpectClose("attention out", out, Tolerance());
-      // The CPU marks dropped entries with a set sign bit; the softmax is |probs|.
-      for (size_t i = 0; i < probs.cpu.size(); ++i)
-        probs.cpu.data()[i] = std::fabs(probs.cpu.data()[i]);
+      // Both devices mark the entries dropout dropped by setting their sign
+      // bit (the softmax is |probs|): the marks agree bit for bit at and below
+      // the diagonal, and there are some exactly when dropout is on.
+      auto [cp, gp] = Download(probs);
+      int marked = 0, marks_differ = 0;
+      for (size_t i = 0; i < cp.size(); ++i) {
+        if (i % T > (i / T) % T) continue;  // above the diagonal
+        marked += std::signbit(cp[i]);
+        marks_differ += std::signbit(cp[i]) != std::signbit(gp[i]);
+        cp[i] = std::fabs(cp[i]);
+        gp[i] = std::fabs(gp[i]);
+      }
+      EXPECT_EQ(marks_differ, 0) << "dropped-entry signs, CPU vs GPU";
+      EXPECT_EQ(marked > 0, p > 0) << marked << " entries marked dropped";
+      cpu_->CopyToDevice(probs.cpu.data(), cp.data(), cp.size() * sizeof(float));
+      gpu_->CopyToDevice(probs.gpu.data(), gp.data(), gp.size() * sizeof(float));
       ExpectClose("attention probs", probs, Tolerance());
       ExpectClose("attention dqkv", dqkv, Tolerance());
     }
