@@ -133,25 +133,37 @@ __global__ void SoftmaxForwardKernel(float* att, float* weights, int rows, int N
 // Whether SoftmaxForwardKernel marked this saved probability as dropped.
 __device__ __forceinline__ bool Dropped(float saved) { return __float_as_uint(saved) >> 31; }
 
+// The row kernels below give each lane runs of kRun consecutive elements
+// (lane * kRun + 128 * i ...), each run's loads issued before its stores, so
+// a lane keeps kRun loads in flight as the Philox-block walk of forward does.
+constexpr int kRun = 4;
+
 // weights = the dropped probabilities that multiplied v in forward, from
 // the probabilities and signs forward saved (no Philox draw).
-__global__ void DropWeightsKernel(float* weights, const float* probs, int rows, int T,
-                                  float keep_scale) {
+__global__ void DropWeightsKernel(float* __restrict__ weights, const float* __restrict__ probs,
+                                  int rows, int T, float keep_scale) {
   const int row = blockIdx.x * kRowWarps + threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   if (row >= rows) return;
   const int len = row % T + 1;
   const float* p = probs + static_cast<size_t>(row) * T;
   float* wrow = weights + static_cast<size_t>(row) * T;
-  for (int j = lane; j < len; j += kWarpSize) wrow[j] = Dropped(p[j]) ? 0.0f : p[j] * keep_scale;
-  for (int j = len + lane; j < T; j += kWarpSize) wrow[j] = 0.0f;
+  for (int j0 = lane * kRun; j0 < T; j0 += kWarpSize * kRun) {
+    float pv[kRun];
+#pragma unroll
+    for (int r = 0; r < kRun; ++r) pv[r] = j0 + r < len ? p[j0 + r] : -0.0f;  // -0: a zero weight
+#pragma unroll
+    for (int r = 0; r < kRun; ++r) {
+      if (j0 + r < T) wrow[j0 + r] = Dropped(pv[r]) ? 0.0f : pv[r] * keep_scale;
+    }
+  }
 }
 
 // datt (the gradient of the weights) becomes the gradient of the scores:
 // through the mask (d(probs) = d(weights) * keep_scale where kept, 0 where
 // dropped), then the softmax's backward with probabilities |probs|.
-__global__ void SoftmaxBackwardKernel(float* datt, const float* probs, int rows, int T,
-                                      float keep_scale) {
+__global__ void SoftmaxBackwardKernel(float* __restrict__ datt, const float* __restrict__ probs,
+                                      int rows, int T, float keep_scale) {
   const int row = blockIdx.x * kRowWarps + threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   if (row >= rows) return;
@@ -159,15 +171,33 @@ __global__ void SoftmaxBackwardKernel(float* datt, const float* probs, int rows,
   float* g = datt + static_cast<size_t>(row) * T;
   const float* p = probs + static_cast<size_t>(row) * T;
   float dot = 0.0f;
-  for (int j = lane; j < len; j += kWarpSize) {
-    const float pj = p[j];
-    const float gj = Dropped(pj) ? 0.0f : g[j] * keep_scale;
-    g[j] = gj;
-    dot += fabsf(pj) * gj;
+  for (int j0 = lane * kRun; j0 < len; j0 += kWarpSize * kRun) {
+    float pv[kRun], gv[kRun];
+#pragma unroll
+    for (int r = 0; r < kRun; ++r) {
+      pv[r] = j0 + r < len ? p[j0 + r] : 0.0f;
+      gv[r] = j0 + r < len ? g[j0 + r] : 0.0f;
+    }
+#pragma unroll
+    for (int r = 0; r < kRun; ++r) {
+      gv[r] = Dropped(pv[r]) ? 0.0f : gv[r] * keep_scale;
+      dot += fabsf(pv[r]) * gv[r];
+      if (j0 + r < len) g[j0 + r] = gv[r];
+    }
   }
   dot = WarpSum(dot);
-  for (int j = lane; j < len; j += kWarpSize) g[j] = fabsf(p[j]) * (g[j] - dot);
-  for (int j = len + lane; j < T; j += kWarpSize) g[j] = 0.0f;
+  for (int j0 = lane * kRun; j0 < T; j0 += kWarpSize * kRun) {
+    float pv[kRun], gv[kRun];
+#pragma unroll
+    for (int r = 0; r < kRun; ++r) {
+      pv[r] = j0 + r < len ? p[j0 + r] : 0.0f;
+      gv[r] = j0 + r < len ? g[j0 + r] : 0.0f;
+    }
+#pragma unroll
+    for (int r = 0; r < kRun; ++r) {
+      if (j0 + r < T) g[j0 + r] = j0 + r < len ? fabsf(pv[r]) * (gv[r] - dot) : 0.0f;
+    }
+  }
 }
 
 unsigned RowBlocks(size_t rows) {

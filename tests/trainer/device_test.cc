@@ -42,6 +42,8 @@ TEST(DeviceTest, CudaIsAcceptedInABuildWithIt) {
   }
   EXPECT_EQ(TrainingKernelOptions(config, 3, 0).precision, MatmulPrecision::kBf16);
   EXPECT_EQ(TrainingKernelOptions(config, 3, 0).num_threads, 3);
+  // Training takes the flash attention kernels where they apply.
+  EXPECT_TRUE(TrainingKernelOptions(config, 3, 0).flash_attention);
 }
 
 TEST(DeviceTest, Tf32IsRefusedOnTheCpuNamingTheField) {

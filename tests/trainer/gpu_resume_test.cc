@@ -41,12 +41,14 @@ class GpuResumeTest : public ::testing::Test {
 
   // tiny_smoke with dropout on; the schedule ends at step 20 whatever
   // max_iters is, so a run stopped at 10 and resumed matches a straight one.
-  TrainConfig Config(const std::string& run, int max_iters, TrainConfig::Device device) {
+  TrainConfig Config(const std::string& run, int max_iters, TrainConfig::Device device,
+                     TrainConfig::Precision precision = TrainConfig::FP32) {
     TrainConfig c = DefaultTrainConfig();
     EXPECT_TRUE(MergeTrainConfigFile(DROPK_SOURCE_DIR "/configs/tiny_smoke.textproto", &c).ok());
     c.set_data_dir((*dir_ / "data").string());
     c.set_out_dir((*dir_ / run).string());
     c.set_device(device);
+    c.set_precision(precision);
     c.set_max_iters(max_iters);
     c.set_warmup_iters(5);
     c.set_lr_decay_iters(20);
@@ -66,10 +68,10 @@ class GpuResumeTest : public ::testing::Test {
   }
 
   // The run `first` saved at step 10, resumed for 10 more steps on `then`.
-  TrainSummary SplitRun(const std::string& run, TrainConfig::Device first,
-                        TrainConfig::Device then) {
-    Train(Config(run, 10, first));
-    TrainConfig resumed = Config(run, 20, then);
+  TrainSummary SplitRun(const std::string& run, TrainConfig::Device first, TrainConfig::Device then,
+                        TrainConfig::Precision precision = TrainConfig::FP32) {
+    Train(Config(run, 10, first, precision));
+    TrainConfig resumed = Config(run, 20, then, precision);
     resumed.set_resume("latest");
     return Train(resumed);
   }
@@ -84,6 +86,18 @@ fs::path* GpuResumeTest::dir_ = nullptr;
 TEST_F(GpuResumeTest, StopAndResumeOnTheGpuIsBitwiseTheSameAsStraight) {
   const TrainSummary straight = Train(Config("gpu_straight", 20, TrainConfig::CUDA));
   const TrainSummary split = SplitRun("gpu_split", TrainConfig::CUDA, TrainConfig::CUDA);
+  ASSERT_EQ(split.steps, 20);
+  EXPECT_EQ(straight.final_params, split.final_params) << "parameters differ after resume";
+  EXPECT_EQ(straight.last_train_loss, split.last_train_loss);
+}
+
+// BF16 on the GPU: bf16 projections and, at tiny_smoke's head size 16, the
+// flash attention kernels that training picks (dropout inside the kernels).
+TEST_F(GpuResumeTest, StopAndResumeInBf16WithFlashAttentionIsBitwiseTheSame) {
+  const TrainSummary straight =
+      Train(Config("gpu_bf16_straight", 20, TrainConfig::CUDA, TrainConfig::BF16));
+  const TrainSummary split =
+      SplitRun("gpu_bf16_split", TrainConfig::CUDA, TrainConfig::CUDA, TrainConfig::BF16);
   ASSERT_EQ(split.steps, 20);
   EXPECT_EQ(straight.final_params, split.final_params) << "parameters differ after resume";
   EXPECT_EQ(straight.last_train_loss, split.last_train_loss);

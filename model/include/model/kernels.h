@@ -218,8 +218,9 @@ struct KernelOptions {
   // TF32 tensor cores, no T x T probabilities in memory) where the precision
   // is kTf32 or kBf16, the head size is 16, 32 or 64, and the GPU gives a
   // block the shared memory their backward needs (at head size 64, 111 KB:
-  // not sm_86 or sm_89); else, and by default, the materialised kernels. Off
-  // by default until it has run on a GPU (bench/GPU_NOTES.md).
+  // not sm_86 or sm_89); else, and by default, the materialised kernels.
+  // Training turns it on (TrainingKernelOptions); the kernel tests choose per
+  // case.
   bool flash_attention = false;
 };
 
