@@ -159,6 +159,17 @@ __global__ void DropWeightsKernel(float* __restrict__ weights, const float* __re
   }
 }
 
+// pv, gv = elements j0 .. j0 + kRun - 1 of p and g; 0 from len on.
+__device__ __forceinline__ void LoadRun(float (&pv)[kRun], float (&gv)[kRun],
+                                        const float* __restrict__ p, const float* g, int j0,
+                                        int len) {
+#pragma unroll
+  for (int r = 0; r < kRun; ++r) {
+    pv[r] = j0 + r < len ? p[j0 + r] : 0.0f;
+    gv[r] = j0 + r < len ? g[j0 + r] : 0.0f;
+  }
+}
+
 // datt (the gradient of the weights) becomes the gradient of the scores:
 // through the mask (d(probs) = d(weights) * keep_scale where kept, 0 where
 // dropped), then the softmax's backward with probabilities |probs|.
@@ -173,11 +184,7 @@ __global__ void SoftmaxBackwardKernel(float* __restrict__ datt, const float* __r
   float dot = 0.0f;
   for (int j0 = lane * kRun; j0 < len; j0 += kWarpSize * kRun) {
     float pv[kRun], gv[kRun];
-#pragma unroll
-    for (int r = 0; r < kRun; ++r) {
-      pv[r] = j0 + r < len ? p[j0 + r] : 0.0f;
-      gv[r] = j0 + r < len ? g[j0 + r] : 0.0f;
-    }
+    LoadRun(pv, gv, p, g, j0, len);
 #pragma unroll
     for (int r = 0; r < kRun; ++r) {
       gv[r] = Dropped(pv[r]) ? 0.0f : gv[r] * keep_scale;
@@ -188,11 +195,7 @@ __global__ void SoftmaxBackwardKernel(float* __restrict__ datt, const float* __r
   dot = WarpSum(dot);
   for (int j0 = lane * kRun; j0 < T; j0 += kWarpSize * kRun) {
     float pv[kRun], gv[kRun];
-#pragma unroll
-    for (int r = 0; r < kRun; ++r) {
-      pv[r] = j0 + r < len ? p[j0 + r] : 0.0f;
-      gv[r] = j0 + r < len ? g[j0 + r] : 0.0f;
-    }
+    LoadRun(pv, gv, p, g, j0, len);
 #pragma unroll
     for (int r = 0; r < kRun; ++r) {
       if (j0 + r < T) g[j0 + r] = j0 + r < len ? fabsf(pv[r]) * (gv[r] - dot) : 0.0f;
