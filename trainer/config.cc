@@ -108,6 +108,9 @@ constexpr FieldHelp kFieldHelp[] = {
     {"precision",
      "matmul inputs: fp32, tf32 (cuda only) or bf16; weights, moments and sums stay fp32; "
      "unset = fp32"},
+    {"attention_kernels",
+     "cuda attention: flash_where_supported (tf32/bf16, head size 16, 32 or 64; no T x T "
+     "probabilities in memory) or materialised; unset = flash_where_supported"},
     {"comm_backend",
      "auto (under mpirun: NCCL on CUDA with one GPU per rank, else MPI), single_process, mpi "
      "or nccl"},

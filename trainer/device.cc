@@ -46,11 +46,12 @@ KernelOptions TrainingKernelOptions(const TrainConfig& config, int num_threads, 
     // One GPU per rank of a node; ranks beyond the GPU count share them.
     const int gpus = CudaDeviceCount();
     options.cuda_device = gpus > 0 ? local_rank % gpus : 0;
-    // Flash attention wherever the kernels take the shape (TF32 or BF16, head
-    // size 16, 32 or 64): on an H200 it ran GPT-2 124M's bf16 step 4.7%
-    // faster than the materialised kernels at dropout 0.1 and as fast at 0,
-    // and keeps no (B,NH,T,T) probabilities (bench/GPU_NOTES.md).
-    options.flash_attention = true;
+    // Unless the config says MATERIALISED, flash attention wherever the
+    // kernels take the shape (TF32 or BF16, head size 16, 32 or 64): on an
+    // H200 it ran GPT-2 124M's bf16 step 3.5% faster than the materialised
+    // kernels at dropout 0.1 and 2% slower at 0, and keeps no (B,NH,T,T)
+    // probabilities (bench/GPU_NOTES.md).
+    options.flash_attention = config.attention_kernels() != TrainConfig::MATERIALISED;
   }
   return options;
 }

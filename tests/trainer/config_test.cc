@@ -747,6 +747,11 @@ INSTANTIATE_TEST_SUITE_P(
             [](TrainConfig* c) { c->set_precision(static_cast<TrainConfig::Precision>(17)); },
             {"precision=17", "fp32, tf32, bf16"}},
         BadValueCase{
+            "AttentionKernelsUnknownNumber",
+            [](TrainConfig*
+                   c) { c->set_attention_kernels(static_cast<TrainConfig::AttentionKernels>(5)); },
+            {"attention_kernels=5", "flash_where_supported, materialised"}},
+        BadValueCase{
             "CommBackendUnknownNumber",
             [](TrainConfig* c) { c->set_comm_backend(static_cast<TrainConfig::CommBackend>(9)); },
             {"comm_backend=9"}},

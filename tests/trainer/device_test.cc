@@ -42,8 +42,13 @@ TEST(DeviceTest, CudaIsAcceptedInABuildWithIt) {
   }
   EXPECT_EQ(TrainingKernelOptions(config, 3, 0).precision, MatmulPrecision::kBf16);
   EXPECT_EQ(TrainingKernelOptions(config, 3, 0).num_threads, 3);
-  // Training takes the flash attention kernels where they apply.
+  // Training takes the flash attention kernels where they apply, unless the
+  // config asks for the materialised ones.
   EXPECT_TRUE(TrainingKernelOptions(config, 3, 0).flash_attention);
+  config.set_attention_kernels(TrainConfig::FLASH_WHERE_SUPPORTED);
+  EXPECT_TRUE(TrainingKernelOptions(config, 3, 0).flash_attention);
+  config.set_attention_kernels(TrainConfig::MATERIALISED);
+  EXPECT_FALSE(TrainingKernelOptions(config, 3, 0).flash_attention);
 }
 
 TEST(DeviceTest, Tf32IsRefusedOnTheCpuNamingTheField) {
