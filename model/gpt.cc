@@ -103,16 +103,21 @@ void Gpt::VisitActivationBuffers(const GptConfig& config, int max_batch, N atten
 double GptFootprint::TotalBytes() const { return params_bytes + grads_bytes + activations_bytes; }
 
 absl::StatusOr<GptFootprint> Gpt::Footprint(const GptConfig& config, int max_batch) {
+  // The default kernels' probabilities, B*NH*T*T per layer: at least what
+  // any kernels keep (CUDA's flash attention keeps a log-sum-exp per row).
+  return Footprint(
+      config, max_batch,
+      static_cast<double>(max_batch) * config.n_head * config.block_size * config.block_size);
+}
+
+absl::StatusOr<GptFootprint> Gpt::Footprint(const GptConfig& config, int max_batch,
+                                            double attention_saved) {
   if (absl::Status s = config.Validate(); !s.ok()) return s;
   if (max_batch <= 0) return absl::InvalidArgumentError("max_batch must be positive");
   absl::StatusOr<uint64_t> params = ParamLayout::CountParams(config);
   if (!params.ok()) return params.status();
   GptFootprint f;
   f.params_bytes = f.grads_bytes = static_cast<double>(*params) * sizeof(float);
-  // The default kernels' probabilities, B*NH*T*T per layer: at least what
-  // any kernels keep (CUDA's flash attention keeps a log-sum-exp per row).
-  const double attention_saved =
-      static_cast<double>(max_batch) * config.n_head * config.block_size * config.block_size;
   VisitActivationBuffers<double>(
       config, max_batch, attention_saved, [&f](auto member, double count) {
         using Buffer = std::remove_reference_t<decltype(std::declval<Activations&>().*member)>;

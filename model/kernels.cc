@@ -89,6 +89,16 @@ std::array<uint8_t, 16> CudaDeviceUuid(int ordinal) {
 #endif
 }
 
+bool CudaFlashAttentionApplies(const KernelOptions& options, int hs) {
+#ifdef DROPK_HAS_CUDA
+  return CudaFlashAttentionAppliesOnDevice(options, hs);
+#else
+  (void)options;
+  (void)hs;
+  return false;
+#endif
+}
+
 double CudaFreeBytes(int ordinal) {
 #ifdef DROPK_HAS_CUDA
   return CudaFreeBytesOrNegative(ordinal);
@@ -99,14 +109,19 @@ double CudaFreeBytes(int ordinal) {
 }
 
 double CudaKernelsScratchBytes(int B, int T, int C, int NH, int V, bool attention_dropout,
-                               bool bf16_operands) {
+                               bool bf16_operands, bool flash_attention) {
   // CudaKernels' scratch slots (cuda_kernels.cc) at their largest.
   const double btc = static_cast<double>(B) * T * C;
   const double scores = static_cast<double>(B) * NH * T * T;
-  // kQ, kK, kV, kHeads (q, k, v, the output or its gradient), kDq, kDk, kDv.
-  double floats = 7 * btc;
-  floats += scores;                          // kDatt
-  if (attention_dropout) floats += scores;  // kWeights
+  double floats = 0;
+  if (flash_attention) {
+    floats += static_cast<double>(B) * NH * T;  // kDelta
+  } else {
+    // kQ, kK, kV, kHeads (q, k, v, the output or its gradient), kDq, kDk, kDv.
+    floats += 7 * btc;
+    floats += scores;                         // kDatt
+    if (attention_dropout) floats += scores;  // kWeights
+  }
   // kColumns: two partial sums per column of the widest bias, the MLP's 4C.
   floats += 2.0 * kCudaColumnSumMaxParts * 4.0 * C;
   double bytes = floats * sizeof(float);

@@ -100,10 +100,17 @@ double TrainingMemory::DeviceBytes() const {
 double TrainingMemory::HostOnlyBytes() const { return TotalBytes() - DeviceBytes(); }
 
 absl::StatusOr<TrainingMemory> TrainingMemoryNeed(const TrainConfig& config, int vocab_size,
-                                                  int threads, int world_size) {
+                                                  int threads, int world_size,
+                                                  bool flash_attention) {
   const GptConfig shape{vocab_size, config.block_size(), config.n_layer(), config.n_head(),
                         config.n_embd()};
-  absl::StatusOr<GptFootprint> model = Gpt::Footprint(shape, config.batch_size());
+  flash_attention = flash_attention && config.device() == TrainConfig::CUDA;
+  // The flash kernels keep each row's log-sum-exp (FlashAttentionSavedFloats).
+  absl::StatusOr<GptFootprint> model =
+      flash_attention ? Gpt::Footprint(shape, config.batch_size(),
+                                       static_cast<double>(config.batch_size()) * config.n_head() *
+                                           config.block_size())
+                      : Gpt::Footprint(shape, config.batch_size());
   if (!model.ok()) return model.status();
   TrainingMemory need;
   need.model = *model;
@@ -123,7 +130,8 @@ absl::StatusOr<TrainingMemory> TrainingMemoryNeed(const TrainConfig& config, int
     // check without them passes runs that then fail inside that step.
     need.device_scratch_bytes = CudaKernelsScratchBytes(
         config.batch_size(), config.block_size(), config.n_embd(), config.n_head(), vocab_size,
-        EffectiveDropout(config).attention_probs > 0, config.precision() == TrainConfig::BF16);
+        EffectiveDropout(config).attention_probs > 0, config.precision() == TrainConfig::BF16,
+        flash_attention);
   }
   const double T = config.block_size();
   need.scratch_bytes = 2.0 * sizeof(int32_t) * config.batch_size() * T +  // inputs, targets

@@ -239,17 +239,20 @@ class TrainingRun {
 
     // Refuse a run that cannot fit before allocating any of it: an
     // allocation failure or the OOM killer mid-setup explains nothing.
-    absl::StatusOr<TrainingMemory> need =
-        TrainingMemoryNeed(config_, data_->tokenizer.vocab_size(),
-                           ThreadsPerRank(config_.num_threads(), LocalWorldSize()), world_);
+    const KernelOptions kernel_options = TrainingKernelOptions(
+        config_, ThreadsPerRank(config_.num_threads(), LocalWorldSize()), LocalRank());
+    const bool flash_attention =
+        config_.device() == TrainConfig::CUDA &&
+        CudaFlashAttentionApplies(kernel_options, config_.n_embd() / config_.n_head());
+    absl::StatusOr<TrainingMemory> need = TrainingMemoryNeed(
+        config_, data_->tokenizer.vocab_size(),
+        ThreadsPerRank(config_.num_threads(), LocalWorldSize()), world_, flash_attention);
     if (!need.ok()) return need.status();
     if (absl::Status s =
             CheckTrainingMemory(config_, *need, LocalWorldSize(), AvailableMemoryNow());
         !s.ok()) {
       return s;
     }
-    const KernelOptions kernel_options = TrainingKernelOptions(
-        config_, ThreadsPerRank(config_.num_threads(), LocalWorldSize()), LocalRank());
     if (config_.device() == TrainConfig::CUDA) {
       const int sharing =
           RanksSharingGpu(LocalWorldSize(), CudaDeviceCount(), kernel_options.cuda_device);

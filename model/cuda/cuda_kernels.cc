@@ -209,9 +209,7 @@ class CudaKernels final : public Kernels {
   // Whether attention of head size hs runs through the flash kernels (see
   // KernelOptions::flash_attention).
   bool UsesFlashAttention(int hs) const {
-    return flash_attention_ && precision_ != MatmulPrecision::kFp32 &&
-           cuda::FlashAttentionSupports(hs) &&
-           cuda::FlashAttentionSharedBytes(hs) <= max_shared_per_block_;
+    return FlashAttentionApplies(flash_attention_, precision_, hs, max_shared_per_block_);
   }
   // `op` is the calling op's name (__func__), for errors.
   float* Scratch(const char* op, ScratchSlot slot, size_t floats);
@@ -791,6 +789,24 @@ std::array<uint8_t, 16> CudaDeviceUuidOrZero(int ordinal) {
   static_assert(sizeof(prop.uuid.bytes) == 16);
   std::memcpy(uuid.data(), prop.uuid.bytes, uuid.size());
   return uuid;
+}
+
+bool FlashAttentionApplies(bool wanted, MatmulPrecision precision, int hs,
+                           size_t max_shared_per_block) {
+  return wanted && precision != MatmulPrecision::kFp32 && cuda::FlashAttentionSupports(hs) &&
+         cuda::FlashAttentionSharedBytes(hs) <= max_shared_per_block;
+}
+
+bool CudaFlashAttentionAppliesOnDevice(const KernelOptions& options, int hs) {
+  int shared = 0;
+  if (options.cuda_device < 0 || options.cuda_device >= CudaDeviceCountOrZero() ||
+      cudaDeviceGetAttribute(&shared, cudaDevAttrMaxSharedMemoryPerBlockOptin,
+                             options.cuda_device) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return FlashAttentionApplies(options.flash_attention, options.precision, hs,
+                               static_cast<size_t>(shared));
 }
 
 double CudaFreeBytesOrNegative(int ordinal) {

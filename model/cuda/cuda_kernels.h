@@ -56,6 +56,14 @@ std::array<uint8_t, 16> CudaDeviceUuidOrZero(int ordinal);
 // the calling thread's current device as it was.
 double CudaFreeBytesOrNegative(int ordinal);
 
+// The flash attention rule (KernelOptions::flash_attention): wanted, at TF32
+// or BF16, a head size the flash kernels take, and their shared memory
+// within the GPU's opt-in shared memory per block.
+bool FlashAttentionApplies(bool wanted, MatmulPrecision precision, int hs,
+                           size_t max_shared_per_block);
+// The rule for GPU options.cuda_device; false when it cannot be asked.
+bool CudaFlashAttentionAppliesOnDevice(const KernelOptions& options, int hs);
+
 // Empty when cuBLAS and cuBLASLt load (cublas_loader.cc opens them on first
 // use), else why not.
 std::string CublasLoadError();

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 
+#include "model/kernels.h"
 #include "trainer/config.h"
 
 namespace dropk {
@@ -161,6 +162,43 @@ TEST(MemoryBudgetTest, CudaRunsCountTheKernelsScratchOnTheGpu) {
                    2.0 * (widest * C + B * T * 4 * C + B * T * widest));
   // None on the CPU.
   EXPECT_EQ(TrainingMemoryNeed(DefaultTrainConfig(), kVocab, 2).value().device_scratch_bytes, 0);
+}
+
+// With the flash attention kernels a layer keeps one float per row, not its
+// (B,NH,T,T) probabilities, and the kernels keep no per-head copies or score
+// buffers: a run that only flash fits is not refused. Asked on the CPU, the
+// flag changes nothing.
+TEST(MemoryBudgetTest, FlashAttentionRunsCountARowFloatInsteadOfTheProbabilities) {
+  TrainConfig config = DefaultTrainConfig();
+  config.set_device(TrainConfig::CUDA);
+  config.set_precision(TrainConfig::BF16);
+  config.set_dropout_attention_probs(0.1f);
+  const double B = config.batch_size(), T = config.block_size(), C = config.n_embd(),
+               NH = config.n_head(), L = config.n_layer();
+  const TrainingMemory materialised = TrainingMemoryNeed(config, kVocab, 2).value();
+  const TrainingMemory flash =
+      TrainingMemoryNeed(config, kVocab, 2, /*world_size=*/1, /*flash_attention=*/true).value();
+  EXPECT_DOUBLE_EQ(materialised.model.activations_bytes - flash.model.activations_bytes,
+                   L * (B * NH * T * T - B * NH * T) * sizeof(float));
+  // Gone: q, k, v, heads, dq, dk, dv and two score buffers; added: a float
+  // per row (the backward's delta).
+  EXPECT_DOUBLE_EQ(materialised.device_scratch_bytes - flash.device_scratch_bytes,
+                   (7 * B * T * C + 2 * B * NH * T * T - B * NH * T) * sizeof(float));
+  EXPECT_EQ(flash.model.params_bytes, materialised.model.params_bytes);
+
+  TrainConfig cpu = DefaultTrainConfig();
+  EXPECT_EQ(TrainingMemoryNeed(cpu, kVocab, 2, 1, true).value().TotalBytes(),
+            TrainingMemoryNeed(cpu, kVocab, 2).value().TotalBytes());
+}
+
+// No GPU here, or a build without CUDA: the rule says no, and asking does
+// not fail. (On a GPU the flash kernel tests check the rule.)
+TEST(MemoryBudgetTest, FlashAttentionRuleWithoutAGpuSaysNo) {
+  if (CudaDeviceCount() > 0) GTEST_SKIP() << "a GPU is here";
+  KernelOptions options;
+  options.flash_attention = true;
+  options.precision = MatmulPrecision::kBf16;
+  EXPECT_FALSE(CudaFlashAttentionApplies(options, 64));
 }
 
 TEST(MemoryBudgetTest, RunThatFitsPasses) {

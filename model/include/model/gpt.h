@@ -41,7 +41,13 @@ class Gpt {
   // What Create(config, max_batch, ...) allocates, computed from the same
   // layout and buffer list, without allocating. InvalidArgument for an
   // invalid config or max_batch, or a parameter count past 64 bits.
+  // Attention's saved state is taken at the default kernels' size, (B,NH,T,T)
+  // per layer, the largest any kernels keep.
   static absl::StatusOr<GptFootprint> Footprint(const GptConfig& config, int max_batch);
+  // The same with attention_saved floats per layer
+  // (Kernels::AttentionSavedFloats of the kernels that will run).
+  static absl::StatusOr<GptFootprint> Footprint(const GptConfig& config, int max_batch,
+                                                double attention_saved);
 
   // Allocates parameters, gradients and activations for batches of up to
   // max_batch sequences of up to config.block_size tokens. Fails on an invalid

@@ -258,8 +258,17 @@ double CudaFreeBytes(int ordinal);
 // Kept at the largest shape run, so a memory budget adds it to
 // Gpt::Footprint's buffers. In double, so that any shape can be sized; the
 // same figure in every build.
+// With flash_attention (CudaFlashAttentionApplies), attention keeps none of
+// those per-head copies and score buffers, only a float per row (B*NH*T).
 double CudaKernelsScratchBytes(int B, int T, int C, int NH, int V, bool attention_dropout,
-                               bool bf16_operands);
+                               bool bf16_operands, bool flash_attention);
+
+// Whether CUDA kernels made with `options` run attention of head size hs
+// through the flash kernels: the rule the kernels apply
+// (KernelOptions::flash_attention), asked of GPU options.cuda_device. False
+// in a build without CUDA, on a machine without that GPU, or when the GPU
+// cannot be asked.
+bool CudaFlashAttentionApplies(const KernelOptions& options, int hs);
 
 // The same with default options and num_threads host threads (0 = all cores).
 absl::StatusOr<std::unique_ptr<Kernels>> MakeKernels(Device device, int num_threads);

@@ -44,9 +44,13 @@ struct TrainingMemory {
 
 // The need of one rank of `config` (rank 0's, the largest) over a vocabulary
 // of vocab_size with `threads` compute threads, in a job of world_size
-// ranks. InvalidArgument for a shape the model rejects.
+// ranks. With device CUDA and flash_attention (CudaFlashAttentionApplies for
+// the run's kernel options and head size), attention keeps a float per row
+// instead of (B,NH,T,T) probabilities per layer, and its kernel scratch no
+// score buffers. InvalidArgument for a shape the model rejects.
 absl::StatusOr<TrainingMemory> TrainingMemoryNeed(const TrainConfig& config, int vocab_size,
-                                                  int threads, int world_size = 1);
+                                                  int threads, int world_size = 1,
+                                                  bool flash_attention = false);
 
 // Memory this process can still take: the smaller of /proc/meminfo's
 // MemAvailable and, under a cgroup memory limit (v2 memory.max of this
