@@ -62,7 +62,8 @@ struct Gpt::Activations {
 // type N: size_t to allocate, double to size a shape that may not fit in
 // memory (or 64 bits). The one list of activation sizes, so Footprint and
 // the constructor cannot disagree beyond attention_saved, which only the
-// kernels know exactly (Footprint takes the default kernels', the largest).
+// kernels know exactly (Footprint takes it as an argument, by default the
+// default kernels', the largest).
 template <typename N, typename Visit>
 void Gpt::VisitActivationBuffers(const GptConfig& config, int max_batch, N attention_saved,
                                  Visit&& visit) {

@@ -257,8 +257,8 @@ echo "gpu_check: PyTorch GPT-2 124M throughput"
 bounded 300 python3 bench/torch_gpt2_bench.py --batch=16 --steps=10 \
   > "$out/bench_torch.log" 2>&1
 if [ $build_ok = PASS ]; then
-  # The flash attention kernels (KernelOptions::flash_attention, off by
-  # default until they pass here) in their own processes: a kernel fault
+  # The flash attention kernels (KernelOptions::flash_attention; what
+  # training uses at TF32 and BF16) in their own processes: a kernel fault
   # there leaves the rows above intact.
   echo "gpu_check: the flash attention kernels: tests, 200 steps tracking the CPU, throughput"
   gtest_run flash_tests 90 "$build/bin/dropk_model_tests" 'Flash/*' || status=1

@@ -8,10 +8,10 @@
 // (probabilities are >= 0, so |probs| stays the softmax), and backward reads
 // the mask back from those signs instead of drawing it again.
 //
-// Row kernels use one warp per row (b, h, t). A lane takes whole Philox
-// blocks (four consecutive addresses), so each block is computed once, and
-// every pass of a kernel gives a lane the same elements, so a lane only reads
-// what it wrote itself.
+// Row kernels use one warp per row (b, h, t). A lane takes runs of four
+// consecutive elements (in forward, whole Philox blocks, so each block is
+// computed once), and every pass of a kernel gives a lane the same elements,
+// so a lane only reads what it wrote itself.
 #include <cuda_runtime.h>
 
 #include <cstddef>
