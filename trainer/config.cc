@@ -4,12 +4,8 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <limits>
-#include <map>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -25,9 +21,8 @@
 #include "base/cli_flag_values.h"
 #include "base/number_text.h"
 #include "comm/gradient_bucketer.h"
+#include "config_text.h"
 #include "google/protobuf/descriptor.h"
-#include "google/protobuf/io/tokenizer.h"
-#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/text_format.h"
 #include "model/utf8.h"
 #include "trainer/comm_timeout.h"
@@ -40,9 +35,6 @@ namespace pb = google::protobuf;
 
 // The longest sample printed after training, in tokens.
 constexpr int kMaxSampleTokens = 1'000'000;
-
-// The largest config file read, in bytes.
-constexpr uintmax_t kMaxConfigFileBytes = 16u << 20;
 
 // The most OpenMP/BLAS threads per rank.
 constexpr int kMaxNumThreads = 1024;
@@ -60,9 +52,6 @@ constexpr int kMaxGradientAccumulationSteps = 1 << 16;
 // gradient_accumulation_steps: the PER_RANK dropout masks number them with
 // a 32-bit counter (DropoutPlanFor), so past it masks would repeat.
 constexpr int64_t kMaxMicroBatches = int64_t{1} << 32;
-
-// The largest gradient bucket cap, in MiB (1 TiB).
-constexpr float kMaxBucketCapMb = 1 << 20;
 
 // One line of --help per field. A field missing here still gets its flag
 // (flags come from the descriptor), only with a generic description.
@@ -155,16 +144,6 @@ bool IsFlagField(const pb::FieldDescriptor* field) {
   return !field->is_repeated() && field->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE;
 }
 
-std::string EnumNames(const pb::EnumDescriptor* type, const char* separator) {
-  std::vector<std::string> names;
-  for (int i = 0; i < type->value_count(); ++i) {
-    // The zero value of a proto3 enum means "unset", never a choice.
-    if (type->value(i)->number() == 0) continue;
-    names.push_back(absl::AsciiStrToLower(type->value(i)->name()));
-  }
-  return absl::StrJoin(names, separator);
-}
-
 std::string TypeName(const pb::FieldDescriptor* field) {
   if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM) {
     return EnumNames(field->enum_type(), "|");
@@ -203,68 +182,6 @@ absl::Status ParseReal(const std::string& flag, const std::string& value, Real* 
   }
   return absl::InvalidArgumentError(absl::StrCat(
       flag, ": ", UnderflowProblem(std::string(absl::StripAsciiWhitespace(value)), *out)));
-}
-
-// A bound of a float field's range that a number typed on one side of it
-// can round onto as a float. 0.99999999 is 1 as a float: --dropout
-// 0.99999999 was refused as "dropout=1: must be in [0, 1)", naming a number
-// the user never typed; and --bucket_cap_mb=1048576.01 passed as the
-// largest cap, 1048576. Lower bounds are 0, which only an underflow
-// crosses (UnderflowProblem).
-struct FloatBound {
-  std::string field;
-  double bound;
-  bool inclusive;     // the field may equal the bound (an upper bound: at most)
-  std::string range;  // what validation says of the field's values
-};
-
-const std::vector<FloatBound>& FloatBounds() {
-  static const std::vector<FloatBound>* bounds = [] {
-    auto* b = new std::vector<FloatBound>;
-    for (const char* unit :
-         {"beta1", "beta2", "dropout", "dropout_embedding", "dropout_attention_probs",
-          "dropout_attention_output", "dropout_mlp_output"}) {
-      b->push_back({unit, 1, false, "in [0, 1)"});
-    }
-    b->push_back({"bucket_cap_mb", kMaxBucketCapMb, true,
-                  absl::StrCat("at most ", static_cast<int64_t>(kMaxBucketCapMb), " (1 TiB)")});
-    b->push_back(
-        {"comm_timeout_s", kCommTimeoutMaxS, true,
-         absl::StrCat("at most ", static_cast<int64_t>(kCommTimeoutMaxS), " (30 days); 0 = auto")});
-    return b;
-  }();
-  return *bounds;
-}
-
-// Why the number `text` (as typed; text format's trailing f allowed), read
-// into the float field `field` as `value`, crossed one of the field's
-// bounds in the rounding, or "" when it did not: "0.99999999 (1 as a
-// float) must be in [0, 1); the largest float below 1 is 0.99999994".
-std::string RoundedAcrossBound(const std::string& field, const std::string& text, float value) {
-  std::string number(absl::StripAsciiWhitespace(text));
-  if (!number.empty() && (number.back() == 'f' || number.back() == 'F') &&
-      !absl::StrContains(absl::AsciiStrToLower(number), "0x")) {
-    number.pop_back();
-  }
-  double typed = 0;
-  if (!absl::SimpleAtod(number, &typed) || !std::isfinite(typed)) return "";
-  for (const FloatBound& b : FloatBounds()) {
-    if (field != b.field) continue;
-    // Compared as typed: 0.99999999999999999999 is 1 even as a double, and
-    // "dropout=1: must be in [0, 1)" named a number the user never typed.
-    const int order = CompareDecimalExactly(number, b.bound)
-                          .value_or(typed < b.bound ? -1 : (typed > b.bound ? 1 : 0));
-    const bool typed_inside = b.inclusive ? order <= 0 : order < 0;
-    const bool read_inside = b.inclusive ? value <= b.bound : value < b.bound;
-    if (typed_inside == read_inside) return "";
-    std::string why = absl::StrCat(text, AsFloatNote(number, value), " must be ", b.range);
-    if (!b.inclusive) {
-      absl::StrAppend(&why, "; the largest float below ", b.bound, " is ",
-                      ShortestFloatText(std::nextafter(static_cast<float>(b.bound), 0.0f)));
-    }
-    return why;
-  }
-  return "";
 }
 
 std::string HelpText() {
@@ -314,248 +231,6 @@ std::string HelpText() {
                     pad(row.default_text, default_width), row.description, "\n");
   }
   return text;
-}
-
-// What a value of `field` must look like, for error messages: the type and,
-// for numbers, the range the type allows.
-std::string ExpectedValue(const pb::FieldDescriptor* field) {
-  switch (field->cpp_type()) {
-    case pb::FieldDescriptor::CPPTYPE_INT32:
-      return absl::StrCat("an integer in [", std::numeric_limits<int32_t>::min(), ", ",
-                          std::numeric_limits<int32_t>::max(), "]");
-    case pb::FieldDescriptor::CPPTYPE_INT64:
-      return absl::StrCat("an integer in [", std::numeric_limits<int64_t>::min(), ", ",
-                          std::numeric_limits<int64_t>::max(), "]");
-    case pb::FieldDescriptor::CPPTYPE_UINT32:
-      return absl::StrCat("an integer in [0, ", std::numeric_limits<uint32_t>::max(), "]");
-    case pb::FieldDescriptor::CPPTYPE_UINT64:
-      return absl::StrCat("an integer in [0, ", std::numeric_limits<uint64_t>::max(), "]");
-    case pb::FieldDescriptor::CPPTYPE_FLOAT:
-      return absl::StrCat("a finite number (float, magnitude at most ",
-                          std::numeric_limits<float>::max(), ")");
-    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
-      return absl::StrCat("a finite number (double, magnitude at most ",
-                          std::numeric_limits<double>::max(), ")");
-    case pb::FieldDescriptor::CPPTYPE_BOOL: return "true or false";
-    case pb::FieldDescriptor::CPPTYPE_STRING: return "a quoted string";
-    case pb::FieldDescriptor::CPPTYPE_ENUM:
-      return absl::StrCat("one of ", EnumNames(field->enum_type(), ", "));
-    case pb::FieldDescriptor::CPPTYPE_MESSAGE: break;
-  }
-  return absl::StrCat("a ", field->type_name());
-}
-
-// The field of dropk.TrainConfig whose value text format was reading at
-// (line, column) of `text`, both counted from zero as protobuf's tokenizer
-// counts them: the last `name:` on that line before that point, outside
-// comments and strings. nullptr when there is none or the name is not a
-// field (an unknown field's error already names it). Only the error's own
-// line is searched, so an error in a line without a colon never blames the
-// field of the line before.
-const pb::FieldDescriptor* FieldBeingRead(const std::string& text, int line, int column) {
-  constexpr int kTabWidth = 8;  // as pb::io::Tokenizer advances columns
-  size_t begin = 0;
-  for (int l = 0; l < line && begin != std::string::npos; ++l) {
-    begin = text.find('\n', begin);
-    if (begin != std::string::npos) ++begin;
-  }
-  if (begin == std::string::npos) return nullptr;
-  std::string name, last_name;
-  bool name_ended = false;  // whitespace after a name: "n_layer : 4"
-  char quote = 0;
-  int current_column = 0;
-  for (size_t i = begin; i < text.size() && text[i] != '\n' && current_column < column; ++i) {
-    const char c = text[i];
-    current_column += c == '\t' ? kTabWidth - current_column % kTabWidth : 1;
-    if (quote != 0) {
-      if (c == '\\') {
-        ++i;
-        ++current_column;
-      } else if (c == quote) {
-        quote = 0;
-      }
-    } else if (c == '#') {
-      break;
-    } else if (c == '"' || c == '\'') {
-      quote = c;
-      name.clear();
-    } else if (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_') {
-      if (name_ended) name.clear();
-      name_ended = false;
-      name.push_back(c);
-    } else if (c == ':') {
-      if (!name.empty()) last_name = name;
-      name.clear();
-      name_ended = false;
-    } else if (c == ' ' || c == '\t' || c == '\r') {
-      name_ended = !name.empty();
-    } else {
-      name.clear();
-      name_ended = false;
-    }
-  }
-  if (last_name.empty()) return nullptr;
-  return TrainConfig::descriptor()->FindFieldByName(last_name);
-}
-
-// The field of dropk.TrainConfig a protobuf message names as `field "x"`
-// (its bool and enum value errors do), or nullptr.
-const pb::FieldDescriptor* FieldQuotedIn(const std::string& message) {
-  const std::string marker = "field \"";
-  const size_t begin = message.find(marker);
-  if (begin == std::string::npos) return nullptr;
-  const size_t name_begin = begin + marker.size();
-  const size_t end = message.find('"', name_begin);
-  if (end == std::string::npos) return nullptr;
-  return TrainConfig::descriptor()->FindFieldByName(message.substr(name_begin, end - name_begin));
-}
-
-// Collects text-format parse errors as "path:line:column: message" lines,
-// naming the field whose value is at fault and what it must look like
-// (protobuf's own messages say only "Expected integer, got: four").
-class ConfigErrorCollector : public pb::io::ErrorCollector {
- public:
-  ConfigErrorCollector(std::string path, const std::string* text)
-      : path_(std::move(path)), text_(text) {}
-
-  void AddError(int line, pb::io::ColumnNumber column, const std::string& message) override {
-    // The tokenizer counts from zero; editors count from one.
-    std::string error = absl::StrCat(path_, ":", line + 1, ":", column + 1, ": ");
-    const pb::FieldDescriptor* field = FieldBeingRead(*text_, line, column);
-    if (field == nullptr) field = FieldQuotedIn(message);
-    if (field != nullptr && absl::StrContains(message, absl::StrCat("\"", field->name(), "\""))) {
-      // Protobuf named it already (bool and enum values): add what it takes.
-      absl::StrAppend(&error, message, " (", field->name(), " takes ", ExpectedValue(field), ")");
-    } else if (field != nullptr) {
-      absl::StrAppend(&error, "field ", field->name(), ": ", message, " (", field->name(),
-                      " takes ", ExpectedValue(field), ")");
-    } else {
-      absl::StrAppend(&error, message);
-    }
-    errors_.push_back(std::move(error));
-  }
-
-  std::string Errors() const { return absl::StrJoin(errors_, "\n"); }
-
- private:
-  std::string path_;
-  const std::string* text_;  // the file's contents; outlives the collector
-  std::vector<std::string> errors_;
-};
-
-// Drops the tokenizer's errors: FieldSetTwice reads only text that parsed.
-class IgnoreErrors : public pb::io::ErrorCollector {
- public:
-  void AddError(int, pb::io::ColumnNumber, const std::string&) override {}
-};
-
-// "path:line:column: field NAME is set twice (first on line N)..." for the
-// first singular field `text` sets a second time; empty when none is. Text
-// format lets the later value win, so a file with `n_layer: 1` and, further
-// down, `n_layer: 3` trained a model the first line did not describe.
-// Protobuf's own check (TextFormat::Parser::ParseFromString) misses a first
-// value of zero (`dropout: 0.0` then `dropout: 0.1`): a proto3 field without
-// presence is not "set" by a zero. So the names are counted here, on text
-// that has parsed already (a field name is the identifier before a ':' at
-// the top level).
-std::string FieldSetTwice(const std::string& path, const std::string& text) {
-  pb::io::ArrayInputStream input(text.data(), static_cast<int>(text.size()));
-  IgnoreErrors ignore;
-  pb::io::Tokenizer tokenizer(&input, &ignore);
-  tokenizer.set_comment_style(pb::io::Tokenizer::SH_COMMENT_STYLE);
-  std::map<const pb::FieldDescriptor*, int> first_line;  // zero-based
-  pb::io::Tokenizer::Token previous;
-  int depth = 0;  // inside [] lists, {} or <> messages
-  while (tokenizer.Next()) {
-    const pb::io::Tokenizer::Token& token = tokenizer.current();
-    if (token.type == pb::io::Tokenizer::TYPE_SYMBOL) {
-      if (token.text == "[" || token.text == "{" || token.text == "<") ++depth;
-      if (token.text == "]" || token.text == "}" || token.text == ">") --depth;
-      const pb::FieldDescriptor* field =
-          depth == 0 && token.text == ":" && previous.type == pb::io::Tokenizer::TYPE_IDENTIFIER
-              ? TrainConfig::descriptor()->FindFieldByName(previous.text)
-              : nullptr;
-      if (field != nullptr && !field->is_repeated()) {
-        const auto [it, first] = first_line.emplace(field, previous.line);
-        if (!first) {
-          return absl::StrCat(path, ":", previous.line + 1, ":", previous.column + 1, ": field ",
-                              field->name(), " is set twice (first on line ", it->second + 1,
-                              "); a config file sets each field once");
-        }
-      }
-    }
-    previous = token;
-  }
-  return "";
-}
-
-// "path:line:column: field NAME: ..." for the first float field `text` sets
-// to a number its type cannot hold: past the type's range (text format
-// reads 1e400 or, for a float, 1e39 as inf) or a nonzero number below it
-// (1e-50 reads as 0), or a number the float rounding carries across a bound
-// of the field's range (RoundedAcrossBound). Empty when there is none. `merged` is what `text`
-// parsed into. Validation would report the value as read ("learning_rate=0:
-// must be > 0", "learning_rate=inf"), which is not what the file says.
-std::string FloatOutOfRange(const std::string& path, const std::string& text,
-                            const TrainConfig& merged) {
-  pb::io::ArrayInputStream input(text.data(), static_cast<int>(text.size()));
-  IgnoreErrors ignore;
-  pb::io::Tokenizer tokenizer(&input, &ignore);
-  tokenizer.set_comment_style(pb::io::Tokenizer::SH_COMMENT_STYLE);
-  tokenizer.set_allow_f_after_float(true);  // as text format reads 1e-50f
-  const pb::Reflection* reflection = merged.GetReflection();
-  pb::io::Tokenizer::Token previous;
-  const pb::FieldDescriptor* field = nullptr;  // a float field whose value comes next
-  std::optional<pb::io::Tokenizer::Token> minus;  // before the number: -1e-50
-  int depth = 0;  // inside [] lists, {} or <> messages
-  while (tokenizer.Next()) {
-    const pb::io::Tokenizer::Token& token = tokenizer.current();
-    if (field != nullptr && token.type == pb::io::Tokenizer::TYPE_SYMBOL && token.text == "-" &&
-        !minus.has_value()) {
-      minus = token;
-      continue;
-    }
-    // Text format also reads a whole number into a float field, and one of
-    // 40 digits is past float's range too.
-    if (field != nullptr && (token.type == pb::io::Tokenizer::TYPE_FLOAT ||
-                             token.type == pb::io::Tokenizer::TYPE_INTEGER)) {
-      const std::string number = absl::StrCat(minus.has_value() ? "-" : "", token.text);
-      const pb::io::Tokenizer::Token& first = minus.has_value() ? *minus : token;
-      const std::string where = absl::StrCat(path, ":", first.line + 1, ":", first.column + 1,
-                                             ": field ", field->name(), ": ");
-      const bool is_float = field->cpp_type() == pb::FieldDescriptor::CPPTYPE_FLOAT;
-      const double value =
-          is_float ? reflection->GetFloat(merged, field) : reflection->GetDouble(merged, field);
-      if (std::isinf(value)) {
-        return absl::StrCat(where, number, " is out of range (", field->name(), " takes ",
-                            ExpectedValue(field), ")");
-      }
-      const std::string why = is_float ? UnderflowProblem(number, static_cast<float>(value))
-                                       : UnderflowProblem(number, value);
-      if (!why.empty()) return absl::StrCat(where, why);
-      if (is_float) {
-        const std::string crossed =
-            RoundedAcrossBound(field->name(), number, static_cast<float>(value));
-        if (!crossed.empty()) return absl::StrCat(where, crossed);
-      }
-    }
-    field = nullptr;
-    minus.reset();
-    if (token.type == pb::io::Tokenizer::TYPE_SYMBOL) {
-      if (token.text == "[" || token.text == "{" || token.text == "<") ++depth;
-      if (token.text == "]" || token.text == "}" || token.text == ">") --depth;
-      if (depth == 0 && token.text == ":" && previous.type == pb::io::Tokenizer::TYPE_IDENTIFIER) {
-        field = TrainConfig::descriptor()->FindFieldByName(previous.text);
-        if (field != nullptr && (field->is_repeated() ||
-                                 (field->cpp_type() != pb::FieldDescriptor::CPPTYPE_FLOAT &&
-                                  field->cpp_type() != pb::FieldDescriptor::CPPTYPE_DOUBLE))) {
-          field = nullptr;
-        }
-      }
-    }
-    previous = token;
-  }
-  return "";
 }
 
 // Appends problems found by the checks below, one line each.
@@ -642,66 +317,6 @@ TrainConfig DefaultTrainConfig() {
   config.set_async_checkpoints(true);
   config.set_resume("");
   return config;
-}
-
-absl::Status MergeTrainConfigFile(const std::string& path, TrainConfig* config) {
-  // An ifstream opens a directory without complaint and reads nothing, which
-  // would merge an empty config: only a regular file (or a link to one) is
-  // a config.
-  std::error_code ec;
-  const std::filesystem::file_status status = std::filesystem::status(path, ec);
-  if (std::filesystem::exists(status) && !std::filesystem::is_regular_file(status)) {
-    return absl::NotFoundError(
-        absl::StrCat("config file ", path, ": not a regular file (",
-                     std::filesystem::is_directory(status) ? "a directory" : "a special file",
-                     "); --config must name a text-format dropk.TrainConfig file"));
-  }
-  // A config is a page of text; a huge file (a sparse 3 GB one) was read
-  // whole and ended in "out of memory", naming neither the file nor why.
-  if (std::filesystem::is_regular_file(status)) {
-    const uintmax_t size = std::filesystem::file_size(path, ec);
-    if (!ec && size > kMaxConfigFileBytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config file ", path, ": ", size, " bytes, more than the ", kMaxConfigFileBytes >> 20,
-          " MiB a config file may have; --config must name a text-format dropk.TrainConfig "
-          "file"));
-    }
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(
-        absl::StrCat("config file ", path, ": cannot open: ", std::strerror(errno)));
-  }
-  std::stringstream contents;
-  contents << in.rdbuf();
-  if (in.bad()) {
-    return absl::NotFoundError(
-        absl::StrCat("config file ", path, ": cannot read: ", std::strerror(errno)));
-  }
-  // Parse into a copy so a failed parse leaves *config untouched. Merging
-  // parses straight into the message, so a file's explicit zero (n_layer: 0)
-  // does replace the default, unlike Message::MergeFrom.
-  TrainConfig merged = *config;
-  std::string text = contents.str();
-  // Editors on Windows start UTF-8 files with a byte-order mark, which text
-  // format rejects as "non ascii codepoint 239"; it is not content.
-  if (text.starts_with("\xEF\xBB\xBF")) text.erase(0, 3);
-  ConfigErrorCollector errors(path, &text);
-  pb::TextFormat::Parser parser;
-  parser.RecordErrorsTo(&errors);
-  if (!parser.MergeFromString(text, &merged)) {
-    std::string message = errors.Errors();
-    if (message.empty()) message = absl::StrCat(path, ": not a TrainConfig");
-    return absl::InvalidArgumentError(message);
-  }
-  if (std::string twice = FieldSetTwice(path, text); !twice.empty()) {
-    return absl::InvalidArgumentError(twice);
-  }
-  if (std::string out_of_range = FloatOutOfRange(path, text, merged); !out_of_range.empty()) {
-    return absl::InvalidArgumentError(out_of_range);
-  }
-  *config = std::move(merged);
-  return absl::OkStatus();
 }
 
 absl::Status SetTrainConfigField(const std::string& name, const std::string& value,
@@ -1001,8 +616,8 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
   // Each token is a forward pass over the context, and every one is kept:
   // 2^31 tokens ran for days and wanted 16 GiB no memory check counted.
   if (c.sample_tokens() > kMaxSampleTokens) {
-    p.Add(absl::StrCat("sample_tokens=", c.sample_tokens(), ": must be at most ",
-                       kMaxSampleTokens, " (the sample printed after training; dropk sample "
+    p.Add(absl::StrCat("sample_tokens=", c.sample_tokens(), ": must be at most ", kMaxSampleTokens,
+                       " (the sample printed after training; dropk sample "
                        "generates more)"));
   }
   p.AtLeast("sample_top_k", c.sample_top_k(), 0);
@@ -1013,11 +628,11 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
   // A path ends at its first NUL for the system: data_dir "d\0x" (text
   // format's "\000") read d while the checkpoint's config said otherwise,
   // and out_dir "a\0b" made a directory "a".
-  for (const auto& [name, path] : {std::pair<const char*, const std::string&>{"data_dir",
-                                                                             c.data_dir()},
-                                   {"out_dir", c.out_dir()},
-                                   {"checkpoint_dir", c.checkpoint_dir()},
-                                   {"resume", c.resume()}}) {
+  for (const auto& [name, path] :
+       {std::pair<const char*, const std::string&>{"data_dir", c.data_dir()},
+        {"out_dir", c.out_dir()},
+        {"checkpoint_dir", c.checkpoint_dir()},
+        {"resume", c.resume()}}) {
     if (path.find('\0') != std::string::npos) {
       p.Add(absl::StrCat(name, "=\"", absl::CEscape(path),
                          "\": holds a NUL byte, which no path can hold"));
