@@ -12,6 +12,7 @@
 #include "gmock/gmock.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/message_differencer.h"
+#include "model/kernels.h"
 #include "gtest/gtest.h"
 
 namespace dropk {
@@ -893,6 +894,25 @@ TEST(ConfigTest, ShippedCpuRecipeLoadsAndValidates) {
   EXPECT_EQ(config->max_iters(), 2000);
   EXPECT_FLOAT_EQ(config->beta2(), 0.99f);
   EXPECT_EQ(config->dropout(), 0.0f);
+}
+
+// The GPU recipe loads everywhere; it validates in a build with the CUDA
+// kernels and is refused, naming the device, in one without.
+TEST(ConfigTest, ShippedCudaRecipeLoadsAndValidatesWhereCudaIsBuilt) {
+  absl::StatusOr<TrainConfig> config =
+      Load({"--config", DROPK_SOURCE_DIR "/configs/shakespeare_char_cuda.textproto"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->device(), TrainConfig::CUDA);
+  EXPECT_EQ(config->precision(), TrainConfig::BF16);
+  EXPECT_EQ(config->n_embd() / config->n_head(), 64);  // a head size flash takes
+  EXPECT_EQ(config->block_size(), 256);
+  EXPECT_FLOAT_EQ(config->dropout(), 0.2f);
+  const absl::Status s = ValidateTrainConfig(*config);
+  if (CudaCompiledIn()) {
+    EXPECT_TRUE(s.ok()) << s;
+  } else {
+    EXPECT_THAT(s.message(), ::testing::HasSubstr("device: CUDA is not available")) << s;
+  }
 }
 
 TEST(ConfigTest, ShippedSmokeConfigLoadsAndValidates) {
