@@ -9,6 +9,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -545,8 +546,12 @@ void CloseWithReset(int fd) {
   close(fd);
 }
 
-// Waits (bounded: 10 s) for `gauge` to read `value`; returns what it reads.
-int64_t AwaitGauge(const std::atomic<int64_t>& gauge, int64_t value) {
+// Waits (bounded: 10 s) for `gauge` (a gauge or a counter) to read `value`;
+// returns what it reads. The scheduler updates one metric after another
+// (the queue length, then the cancelled count), so a test that saw one
+// change awaits the next rather than reading it at once.
+template <typename T>
+T AwaitGauge(const std::atomic<T>& gauge, std::type_identity_t<T> value) {
   for (int i = 0; i < 1000 && gauge.load() != value; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
@@ -601,7 +606,7 @@ TEST(HttpTest, PlainClientThatLeavesWhileQueuedFreesItsPlace) {
       close(waiting);
     }
     EXPECT_EQ(AwaitGauge(s.metrics.queue_length, 0), 0) << "the gone client still holds its place";
-    EXPECT_EQ(s.metrics.cancelled_sequences.load(), cancelled + 1);
+    EXPECT_EQ(AwaitGauge(s.metrics.cancelled_sequences, cancelled + 1), cancelled + 1);
     EXPECT_EQ(s.metrics.running_batch.load(), 1);  // the long request still runs
     close(running);
   }
@@ -634,7 +639,7 @@ TEST(HttpTest, HalfClosedPlainClientWhileQueuedIsAnsweredUnlessItResets) {
     EXPECT_EQ(s.metrics.queue_length.load(), 1);
     CloseWithReset(waiting);
     EXPECT_EQ(AwaitGauge(s.metrics.queue_length, 0), 0) << "the reset client still holds its place";
-    EXPECT_EQ(s.metrics.cancelled_sequences.load(), cancelled + 1);
+    EXPECT_EQ(AwaitGauge(s.metrics.cancelled_sequences, cancelled + 1), cancelled + 1);
 
     // Half-closed and reading: answered whole when the long request ends.
     waiting = ConnectAndSend(s.port, PlainRequestBytes(version, "", 4));
