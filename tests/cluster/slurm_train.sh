@@ -86,15 +86,20 @@ sinfo -h -o %t 2>/dev/null | grep -qx idle ||
   skip "slurmd did not become idle" "$T/slurmd.log"
 
 "$BIN/dropk" data prepare --tokenizer char --out "$T/data" "$SRC/data/tinyshakespeare.txt" >/dev/null
-# 10000 steps (about 35 s here): an idle node trains 300 in 1.2 s, over
-# before scancel's signal arrives, and on a loaded one slurmd took over 10 s
-# to deliver it (3000 steps finished first).
+# The first run cannot end before the signal: its config asks for 10^6
+# steps. With a fixed 10000 (about 35 s here) an idle node finished first
+# in early versions of this test (300 steps), and on a loaded one slurmd
+# took over 30 s to deliver scancel's signal while the job ran all 10000.
+# After the signal's save, the config file (the job's first argument, read
+# again when the job is requeued) asks for 300 steps past the saved one.
+grep -v '^max_iters:' "$SRC/configs/tiny_smoke.textproto" > "$T/job.textproto"
+echo 'max_iters: 1000000' >> "$T/job.textproto"
 submit() {  # the recipe, shrunk to this one 2-CPU node
   sbatch --parsable --chdir="$SRC" --nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --time=5 \
     --output="$T/job-%j.out" --export=ALL,DROPK_BIN="$BIN",OMPI_MCA_rmaps_base_oversubscribe=1 \
-    "$SRC/deploy/slurm/train.sbatch" "$SRC/configs/tiny_smoke.textproto" --data_dir="$T/data" \
-    --out_dir="$T/run" --n_layer=2 --n_embd=64 --block_size=64 --batch_size=4 --max_iters=10000 \
-    --lr_decay_iters=10000 --save_every=10000 --eval_interval=10000 --eval_iters=1 --log_interval=10 \
+    "$SRC/deploy/slurm/train.sbatch" "$T/job.textproto" --data_dir="$T/data" \
+    --out_dir="$T/run" --n_layer=2 --n_embd=64 --block_size=64 --batch_size=4 \
+    --lr_decay_iters=10000 --save_every=0 --eval_interval=10000 --eval_iters=1 --log_interval=10 \
     --sample_tokens=0
 }
 job=$(submit)
@@ -102,25 +107,25 @@ out="$T/job-$job.out"
 for _ in $(seq 300); do grep -q '^step 50/' "$out" 2>/dev/null && break; sleep 0.2; done
 grep -q '^step 50/' "$out" 2>/dev/null || fail "job $job did not start training" "$out" "$T/slurmd.log"
 scancel --batch --signal=TERM "$job"
-for _ in $(seq 400); do  # bounded: 80 s
+for _ in $(seq 600); do  # bounded: 120 s
   state=$(scontrol show job "$job" 2>/dev/null | grep -o 'JobState=[A-Z]*' || true)
   case $state in JobState=RUNNING | JobState=PENDING | JobState=COMPLETING) sleep 0.2 ;; *) break ;; esac
 done
-# Saved on the signal: LATEST names a step before the end (the only
-# scheduled save).
+# Saved on the signal: save_every=0 schedules no save before the end.
 latest=$(cat "$T/run/checkpoints/LATEST" 2>/dev/null || true)
+[ -n "$latest" ] || fail "SIGTERM did not make job $job save ($state, no LATEST)" "$out"
 step=$((10#${latest#step-}0 / 10))
-[ -n "$latest" ] && [ $step -lt 10000 ] ||
-  fail "SIGTERM did not make job $job save ($state, LATEST=$latest)" "$out"
 "$BIN/dropk" ckpt verify "$T/run/checkpoints" >/dev/null || fail "LATEST does not verify" "$out"
 echo "signalled: job $job saved $latest on SIGTERM and ended ($state)"
 
+final=$((step + 300))
+sed -i "s/^max_iters: .*/max_iters: $final/" "$T/job.textproto"
 scontrol requeue "$job"  # eligible again after cred_expire (10 s here, 120 by default)
 for _ in $(seq 900); do  # bounded: 180 s
   state=$(scontrol show job "$job" 2>/dev/null | grep -o 'JobState=[A-Z]*' || true)
-  [ "$state" = JobState=COMPLETED ] && grep -q "done, 10000 steps" "$out" && break
+  [ "$state" = JobState=COMPLETED ] && grep -q "done, $final steps" "$out" && break
   sleep 0.2
 done
-grep -q "resumed from $T/run/checkpoints/step-" "$out" && grep -q "done, 10000 steps" "$out" ||
-  fail "the requeued job $job did not resume and finish ($state)" "$out"
+grep -q "resumed from $T/run/checkpoints/step-" "$out" && grep -q "done, $final steps" "$out" ||
+  fail "the requeued job $job did not resume and finish at step $final ($state)" "$out"
 echo "requeued: $(grep -m1 'resumed from' "$out")"
