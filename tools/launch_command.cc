@@ -208,6 +208,30 @@ absl::Status CheckRelaunchAccumulation(const TrainConfig& config,
       "; lower --max-restarts or gradient_accumulation_steps"));
 }
 
+// A warning (empty when none) for a job whose global batch some relaunch
+// could not keep: the relaunch after a lost host needs the micro-batches of
+// a step (gradient_accumulation_steps x ranks) to divide among the ranks
+// left, and stops the job, checkpoints kept, where they do not. Not a
+// refusal: which host is lost is not known ahead, and a user may accept
+// the risk.
+std::string IndivisibleRelaunchWarning(const TrainConfig& config,
+                                       const std::vector<HostEntry>& hosts, int max_restarts) {
+  const int ranks = RanksOf(hosts);
+  const int64_t micro_batches = int64_t{config.gradient_accumulation_steps()} * ranks;
+  std::vector<std::string> stuck;
+  for (const int left : RankCountsAfterLosses(hosts, max_restarts)) {
+    if (micro_batches % left != 0) stuck.push_back(std::to_string(left));
+  }
+  if (stuck.empty()) return "";
+  return absl::StrCat("dropk launch: warning: a step's ", micro_batches,
+                      " micro-batches (gradient_accumulation_steps ",
+                      config.gradient_accumulation_steps(), " x ", ranks,
+                      " rank(s)) do not divide among ", absl::StrJoin(stuck, ", "),
+                      " rank(s), which lost hosts can leave (--max-restarts=", max_restarts,
+                      "); a relaunch there would stop the job (its checkpoints kept) rather than "
+                      "change the global batch");
+}
+
 absl::Status Launch(const Flags& flags) {
   // A hostfile is small: this refuses a directory, a FIFO (the read blocked)
   // and /dev/zero (read until memory ran out), naming the path.
@@ -235,6 +259,10 @@ absl::Status Launch(const Flags& flags) {
   }
   if (absl::Status s = CheckRelaunchAccumulation(*config, *hosts, flags.max_restarts); !s.ok()) {
     return s;
+  }
+  if (const std::string warning = IndivisibleRelaunchWarning(*config, *hosts, flags.max_restarts);
+      !warning.empty()) {
+    std::cerr << warning << std::endl;
   }
   const int first_ranks = RanksOf(*hosts);
   const bool user_keepalive = flags.mpirun_args.find("oob_tcp_keepalive") != std::string::npos;

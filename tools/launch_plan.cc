@@ -159,4 +159,24 @@ int FewestRanksAfterRestarts(std::vector<HostEntry> hosts, int max_restarts) {
   return ranks;
 }
 
+std::vector<int> RankCountsAfterLosses(const std::vector<HostEntry>& hosts, int max_losses) {
+  const int ranks = RanksOf(hosts);
+  const int losses = std::min<int>(std::max(max_losses, 0), static_cast<int>(hosts.size()) - 1);
+  if (losses <= 0) return {};
+  // lost[k]: the slot totals that losing exactly k of the hosts seen so far
+  // can take away (a subset-sum over the hosts, at most `losses` of them).
+  std::vector<std::set<int>> lost(losses + 1);
+  lost[0].insert(0);
+  for (const HostEntry& h : hosts) {
+    for (int k = losses; k >= 1; --k) {
+      for (const int taken : lost[k - 1]) lost[k].insert(taken + h.slots);
+    }
+  }
+  std::set<int> counts;
+  for (int k = 1; k <= losses; ++k) {
+    for (const int taken : lost[k]) counts.insert(ranks - taken);
+  }
+  return {counts.begin(), counts.end()};
+}
+
 }  // namespace dropk

@@ -51,6 +51,11 @@ int RanksOf(const std::vector<HostEntry>& hosts);
 // one host always stays): the slots left once the largest hosts are gone.
 int FewestRanksAfterRestarts(std::vector<HostEntry> hosts, int max_restarts);
 
+// Every number of ranks a job on `hosts` may be relaunched on after losing
+// 1 to `max_losses` of its hosts (one host always stays), ascending, without
+// repeats: {3, 5, 6} for hosts of 4, 1 and 2 slots and one loss.
+std::vector<int> RankCountsAfterLosses(const std::vector<HostEntry>& hosts, int max_losses);
+
 }  // namespace dropk
 
 #endif  // DROPK_TOOLS_LAUNCH_PLAN_H_

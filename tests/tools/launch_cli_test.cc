@@ -100,6 +100,26 @@ TEST_F(LaunchCliTest, ARelaunchPastTheAccumulationCapsIsRefusedUpFront) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
+// A relaunch keeps the global batch only where a step's micro-batches divide
+// among the ranks left; where some loss would leave a count they do not
+// divide among, the job still launches, with a warning naming that count.
+TEST_F(LaunchCliTest, AGlobalBatchSomeLossCannotKeepIsWarnedOfButLaunched) {
+  std::ofstream(dir_ / "uneven") << "h1 slots=2\nh2 slots=1\n";
+  const std::string launch = "--hostfile " + (dir_ / "uneven").string() + " --mpirun echo ";
+  // 1 x 3 micro-batches: losing h2 leaves 2 ranks, which 3 does not divide
+  // among; losing h1 leaves 1, which it does.
+  test_util::CommandResult r = Launch(launch + "-- dropk-train --gradient_accumulation_steps=1");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("warning: a step's 3 micro-batches (gradient_accumulation_steps 1 x 3 "
+                       "rank(s)) do not divide among 2 rank(s)"),
+            std::string::npos)
+      << r.err;
+  // 2 x 3 = 6 divide among 1 and 2.
+  r = Launch(launch + "-- dropk-train --gradient_accumulation_steps=2");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err.find("warning"), std::string::npos) << r.err;
+}
+
 // A missing mpirun printed the child's "cannot run", then "the job failed
 // (mpirun exit status 127) without losing a host", and exited 1.
 TEST_F(LaunchCliTest, AMissingMpirunIsOneLineNamingTheFlag) {

@@ -114,5 +114,16 @@ TEST(LaunchPlanTest, FewestRanksLoseTheLargestHostsAndKeepOne) {
   EXPECT_EQ(FewestRanksAfterRestarts(hosts, 50), 1);  // b always stays
 }
 
+TEST(LaunchPlanTest, RankCountsAfterLossesListEveryReachableCountOnce) {
+  const std::vector<HostEntry> hosts = {{"a", 4, "a slots=4"}, {"b", 1, "b"}, {"c", 2, "c"}};
+  EXPECT_EQ(RankCountsAfterLosses(hosts, 0), std::vector<int>{});
+  EXPECT_EQ(RankCountsAfterLosses(hosts, 1), (std::vector<int>{3, 5, 6}));  // a, c or b lost
+  EXPECT_EQ(RankCountsAfterLosses(hosts, 2), (std::vector<int>{1, 2, 3, 4, 5, 6}));
+  EXPECT_EQ(RankCountsAfterLosses(hosts, 50), RankCountsAfterLosses(hosts, 2));  // one stays
+  const std::vector<HostEntry> even = {
+      {"a", 2, "a slots=2"}, {"b", 2, "b slots=2"}, {"c", 2, "c slots=2"}};
+  EXPECT_EQ(RankCountsAfterLosses(even, 3), (std::vector<int>{2, 4}));  // repeats once
+}
+
 }  // namespace
 }  // namespace dropk
