@@ -39,6 +39,19 @@ TEST(SampleTokenTest, TopKNeverLeavesTheKMostLikely) {
   EXPECT_EQ(seen, (std::set<int32_t>{1, 3, 5}));
 }
 
+// Ties at the k-th place go to the lower id, so which candidates a seed
+// draws from does not depend on the C++ library's selection algorithm.
+TEST(SampleTokenTest, TopKBreaksTiesByTheLowerId) {
+  const std::vector<float> logits(10, 0.5f);
+  std::vector<float> scratch(logits.size());
+  std::vector<int32_t> ids(logits.size());
+  std::set<int32_t> drawn;
+  for (uint64_t position = 0; position < 2000; ++position) {
+    drawn.insert(SampleToken(logits, {.top_k = 3, .seed = 11}, position, scratch, ids));
+  }
+  EXPECT_EQ(drawn, (std::set<int32_t>{0, 1, 2}));
+}
+
 TEST(SampleTokenTest, TopPKeepsTheSmallestSufficientPrefix) {
   SamplingOptions o;
   o.top_p = 0.01f;  // only the single most likely token
