@@ -149,14 +149,9 @@ int RanksOf(const std::vector<HostEntry>& hosts) {
   return ranks;
 }
 
-int FewestRanksAfterRestarts(std::vector<HostEntry> hosts, int max_restarts) {
-  if (hosts.empty()) return 0;
-  std::sort(hosts.begin(), hosts.end(),
-            [](const HostEntry& a, const HostEntry& b) { return a.slots < b.slots; });
-  const size_t lost = std::min<size_t>(std::max(max_restarts, 0), hosts.size() - 1);
-  int ranks = 0;
-  for (size_t i = 0; i + lost < hosts.size(); ++i) ranks += hosts[i].slots;
-  return ranks;
+int FewestRanksAfterRestarts(const std::vector<HostEntry>& hosts, int max_restarts) {
+  const std::vector<int> counts = RankCountsAfterLosses(hosts, max_restarts);
+  return counts.empty() ? RanksOf(hosts) : counts.front();
 }
 
 std::vector<int> RankCountsAfterLosses(const std::vector<HostEntry>& hosts, int max_losses) {

@@ -49,7 +49,7 @@ int RanksOf(const std::vector<HostEntry>& hosts);
 // The fewest ranks a job on `hosts` may be relaunched on after at most
 // `max_restarts` lost hosts (each relaunch drops the one host it lost, and
 // one host always stays): the slots left once the largest hosts are gone.
-int FewestRanksAfterRestarts(std::vector<HostEntry> hosts, int max_restarts);
+int FewestRanksAfterRestarts(const std::vector<HostEntry>& hosts, int max_restarts);
 
 // Every number of ranks a job on `hosts` may be relaunched on after losing
 // 1 to `max_losses` of its hosts (one host always stays), ascending, without
