@@ -8,7 +8,8 @@
 // with a message naming the rank and the cause, instead of leaving the
 // others waiting; when the cause is a peer's unreachable host, it leaves the
 // ending to mpirun for a while (AbortJobAfterLauncherGrace), whose abort
-// would otherwise wait on that host for good.
+// would otherwise wait on that host for good. Each failing rank also
+// appends its line to OUT_DIR/failures/rank-NNNNN.log (failure_record.h).
 #include <unistd.h>
 
 #include <chrono>
@@ -24,6 +25,7 @@
 #include "comm/mpi_communicator.h"
 #include "trainer/comm_backend.h"
 #include "trainer/config.h"
+#include "trainer/failure_record.h"
 #include "trainer/trainer.h"
 #include "trainer/training_checkpoints.h"
 
@@ -91,16 +93,17 @@ int Main(int argc, char** argv) {
   }
   if (!summary.ok()) {
     const int code = dropk::ExitCodeFor(summary.status());
+    const std::string failure =
+        absl::StrCat("rank ", rank, " of ", world, ": ", summary.status().message());
+    // Kept in the run directory first: the launcher may drop stderr lines
+    // still in flight when it ends the job.
+    dropk::RecordFailure(config->out_dir(), rank, failure);
     if (world > 1 && absl::IsUnavailable(summary.status())) {
-      dropk::AbortJobAfterLauncherGrace(
-          absl::StrCat("dropk-train: rank ", rank, " of ", world, ": ", summary.status().message(),
-                       " (ending the job)"),
-          code, std::chrono::seconds(120));
+      dropk::AbortJobAfterLauncherGrace(absl::StrCat("dropk-train: ", failure, " (ending the job)"),
+                                        code, std::chrono::seconds(120));
     }
     if (world > 1) {
-      dropk::AbortJob(absl::StrCat("dropk-train: rank ", rank, " of ", world, ": ",
-                                   summary.status().message(), " (ending the job)"),
-                      code);
+      dropk::AbortJob(absl::StrCat("dropk-train: ", failure, " (ending the job)"), code);
     }
     std::cerr << "dropk-train: " << summary.status().message() << "\n";
     return code;

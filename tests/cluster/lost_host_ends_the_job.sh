@@ -1,8 +1,9 @@
 #!/bin/bash
 # A host lost mid-training ends the whole job, mpirun included, by itself:
-#  1. host 2's link cut: rank 0 names the stalled operation and rank 2 as
-#     unreachable after the collective timeout (5 s here), and mpirun exits
-#     within that plus a margin;
+#  1. host 2's link cut: rank 0 or 1 names the stalled operation and rank 2
+#     as unreachable after the collective timeout (5 s here), on stderr and
+#     in its failure record in the run directory, and mpirun exits within
+#     that plus a margin;
 #  2. host 2's processes SIGKILLed: the job ends the same way.
 # Either way the newest checkpoint still verifies.
 # Usage: lost_host_ends_the_job.sh BIN_DIR SOURCE_DIR
@@ -29,13 +30,20 @@ start_job() {
     sleep 0.2
   done
 }
+# reports NAME: the failure reports of job NAME's ranks: those each rank
+# keeps in the run directory (OUT_DIR/failures/rank-N.log), then mpirun's
+# output, which can lose a report still in flight when mpirun ends the job.
+reports() {
+  cat "$D/shared/$1/failures/"rank-*.log 2>/dev/null || true
+  cat "$D/$1.log"
+}
 # wait_job NAME T0: mpirun must exit non-zero within TIMEOUT_S + MARGIN_S of
 # T0; sets REPORTED_AFTER (a rank's timeout report) and ENDED_AFTER.
 wait_job() {
   local limit=$(($2 + (TIMEOUT_S + MARGIN_S) * 1000))
   REPORTED_AFTER="no report"
   while kill -0 $JOB 2>/dev/null; do
-    if [ "$REPORTED_AFTER" = "no report" ] && grep -q "did not complete within" "$D/$1.log"; then
+    if [ "$REPORTED_AFTER" = "no report" ] && reports "$1" | grep -q "did not complete within"; then
       REPORTED_AFTER="$(seconds $(($(now_ms) - $2))) s"
     fi
     if [ "$(now_ms)" -gt $limit ]; then
@@ -66,13 +74,20 @@ wait_job cut "$t0"
 # report ends the job, so Open MPI may kill the other before it prints (a
 # CI run saw rank 1's report alone). Either must name the operation and
 # rank 2, never a reachable rank, as the one lost.
-report=$(grep -m1 -E "rank [01] of 3: .* #[0-9]+ .*did not complete within $TIMEOUT_S s" \
-  "$D/cut.log" || true)
+report=$(reports cut | grep -m1 -E "rank [01] of 3: .* #[0-9]+ .*did not complete within $TIMEOUT_S s" || true)
 if [ -z "$report" ] || ! grep -q "rank 2 (10.77.0.3) is unreachable" <<<"$report" ||
     grep -qE "rank [01] \([0-9.]+\) is unreachable" <<<"$report"; then
-  echo "FAIL: no reachable rank named the operation and the unreachable rank 2:"; cat "$D/cut.log"
+  echo "FAIL: no reachable rank named the operation and the unreachable rank 2:"; reports cut
   exit 1
 fi
+# Each reachable rank that reported kept its line in the run directory.
+for r in 0 1; do
+  record="$D/shared/cut/failures/rank-0000$r.log"
+  if grep -q "rank $r of 3: .*did not complete within" "$D/cut.log" &&
+      ! grep -q "rank $r of 3: .*did not complete within" "$record" 2>/dev/null; then
+    echo "FAIL: rank $r reported on stderr but kept no line in $record"; reports cut; exit 1
+  fi
+done
 echo "cut link: a rank reported ${REPORTED_AFTER} and the job ended ${ENDED_AFTER} s after the cut"
 echo "$report"
 # The cut-off host's rank and daemon could not be told (they stop after

@@ -96,6 +96,10 @@ TEST_F(DdpFaultTest, ARankThatFailsEndsTheJobNamingItselfAndTheCause) {
   const std::string text = test_util::ReadFile(log);
   EXPECT_NE(text.find("rank 1 of 2"), std::string::npos) << text;
   EXPECT_NE(text.find("/nonexistent/dropk_data"), std::string::npos) << text;
+  // The same line is kept in the run directory, where mpirun cannot drop it.
+  const std::string record = test_util::ReadFile(out + "/failures/rank-00001.log");
+  EXPECT_NE(record.find("rank 1 of 2: "), std::string::npos) << record;
+  EXPECT_NE(record.find("/nonexistent/dropk_data"), std::string::npos) << record;
 }
 
 TEST_F(DdpFaultTest, RanksStartedWithDifferentShapesEndTheJobNamingTheField) {

@@ -1,0 +1,62 @@
+// RecordFailure keeps each failing rank's line in the run directory.
+#include "trainer/failure_record.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+namespace dropk {
+namespace {
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::filesystem::path FreshDir(const std::string& name) {
+  const std::filesystem::path dir =
+      std::filesystem::path(::testing::TempDir()) / (name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+TEST(FailureRecordTest, PathNamesTheRankZeroPadded) {
+  EXPECT_EQ(FailureRecordPath("/runs/a", 3), "/runs/a/failures/rank-00003.log");
+}
+
+TEST(FailureRecordTest, AppendsOneTimestampedLinePerFailureAndKeepsEarlierOnes) {
+  const std::filesystem::path out = FreshDir("failure_record_append");
+  ASSERT_TRUE(RecordFailure(out.string(), 2, "rank 2 of 4: first"));
+  ASSERT_TRUE(RecordFailure(out.string(), 2, "rank 2 of 4: second"));
+  const std::string text = ReadAll(FailureRecordPath(out.string(), 2));
+  const size_t first = text.find(": rank 2 of 4: first\n");
+  const size_t second = text.find(": rank 2 of 4: second\n");
+  ASSERT_NE(first, std::string::npos) << text;
+  ASSERT_NE(second, std::string::npos) << text;
+  EXPECT_LT(first, second);
+  // Each line starts with the UTC time, then host and pid.
+  EXPECT_EQ(text[4], '-') << text;
+  EXPECT_EQ(text[19], 'Z') << text;
+  EXPECT_NE(text.find(" pid " + std::to_string(::getpid()) + ": "), std::string::npos) << text;
+  EXPECT_FALSE(std::filesystem::exists(FailureRecordPath(out.string(), 0)));
+  std::filesystem::remove_all(out);
+}
+
+TEST(FailureRecordTest, AnOutDirThatCannotHoldItIsReportedNotFatal) {
+  const std::filesystem::path dir = FreshDir("failure_record_blocked");
+  const std::string not_a_dir = (dir / "file").string();
+  std::ofstream(not_a_dir) << "x";
+  EXPECT_FALSE(RecordFailure(not_a_dir, 0, "rank 0 of 1: lost"));
+  EXPECT_FALSE(RecordFailure("", 0, "rank 0 of 1: lost"));
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace dropk

@@ -1,0 +1,68 @@
+#include "trainer/failure_record.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <ctime>
+#include <filesystem>
+#include <future>
+#include <memory>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace dropk {
+namespace {
+
+std::string UtcNow() {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return text;
+}
+
+std::string HostName() {
+  char name[256] = {};
+  if (gethostname(name, sizeof name - 1) != 0) return "?";
+  return name;
+}
+
+// Appends `line` to `path` and fsyncs it; false on any failure.
+bool AppendAndSync(const std::string& dir, const std::string& path, const std::string& line) {
+  std::error_code ignored;  // the open below fails if the directory is not there
+  std::filesystem::create_directories(dir, ignored);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
+  if (fd < 0) return false;
+  // One write(2) of the whole line: with O_APPEND it lands in one piece.
+  const bool written = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+  const bool synced = written && ::fsync(fd) == 0;
+  ::close(fd);
+  return synced;
+}
+
+}  // namespace
+
+std::string FailureRecordPath(const std::string& out_dir, int rank) {
+  return absl::StrFormat("%s/failures/rank-%05d.log", out_dir, rank);
+}
+
+bool RecordFailure(const std::string& out_dir, int rank, const std::string& message,
+                   std::chrono::milliseconds limit) {
+  if (out_dir.empty()) return false;
+  const std::string line =
+      absl::StrCat(UtcNow(), " host ", HostName(), " pid ", ::getpid(), ": ", message, "\n");
+  // The write runs on a thread of its own so that a filesystem that never
+  // answers cannot hold the caller; a thread left blocked there is ended
+  // with the process, which is about to exit.
+  auto done = std::make_shared<std::promise<bool>>();
+  std::future<bool> written = done->get_future();
+  std::thread([done, dir = out_dir + "/failures", path = FailureRecordPath(out_dir, rank), line] {
+    done->set_value(AppendAndSync(dir, path, line));
+  }).detach();
+  return written.wait_for(limit) == std::future_status::ready && written.get();
+}
+
+}  // namespace dropk

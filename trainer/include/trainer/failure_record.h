@@ -1,0 +1,34 @@
+// A rank's fatal error, kept in the run directory. A job's stderr is the
+// launcher's to forward, and it is lost at the moment it matters most: when
+// mpirun ends the job it may drop lines still on their way from a remote
+// daemon, a Slurm step's output can go to a node-local file, and a
+// Kubernetes pod's log goes with the pod. So each rank that fails also
+// appends its one line to OUT_DIR/failures/rank-NNNNN.log, which outlives
+// the job on the run directory's (shared) filesystem:
+//   2026-11-30T21:40:02Z host h0 pid 1234: rank 0 of 3: allreduce ...
+// The file is appended to, never truncated, so a job relaunched after
+// failures keeps the history of every attempt.
+#ifndef DROPK_TRAINER_FAILURE_RECORD_H_
+#define DROPK_TRAINER_FAILURE_RECORD_H_
+
+#include <chrono>
+#include <string>
+
+namespace dropk {
+
+// The file rank `rank` records its failures in, under `out_dir`.
+std::string FailureRecordPath(const std::string& out_dir, int rank);
+
+// Appends one timestamped line (UTC, host, pid, `message`) to rank `rank`'s
+// failure file under `out_dir`, creating out_dir/failures (and out_dir) if
+// needed, and fsyncs it. Best effort, and bounded: a failure to write is ignored (the
+// caller reports the error on stderr as well), and a write still blocked
+// after `limit` (a shared filesystem gone with the network) is abandoned
+// so the caller can still end the job. Returns whether the line was
+// written and synced within the limit.
+bool RecordFailure(const std::string& out_dir, int rank, const std::string& message,
+                   std::chrono::milliseconds limit = std::chrono::seconds(5));
+
+}  // namespace dropk
+
+#endif  // DROPK_TRAINER_FAILURE_RECORD_H_
