@@ -163,6 +163,37 @@ def sanitizer(tool):
     passed = re.search(r"sanitizer exit 0$", text, re.M) is not None
     row(check, "PASS" if passed else "FAIL", said + ("" if passed else f" (see sanitizer_{tool}.log)"))
 
+def train(name, check, steps, must=(), must_not=()):
+    # One dropk-train run of the script's train_run: its log ends with
+    # "train exit N" and then "verify exit N" (dropk ckpt verify).
+    text = log_of(f"{out}/{name}.log", check, "dropk-train")
+    if text is None:
+        return
+    if "budget is spent" in text:
+        row(check, "-", "did not run (budget spent)")
+        return
+    done = re.search(r"dropk-train: done, (\d+) steps(, val loss [\d.]+)?", text)
+    wrong = [f"no {m!r}" for m in must if m not in text]
+    wrong += [f"says {m!r}" for m in must_not if m in text]
+    if re.search(r"^train exit 0$", text, re.M) is None:
+        wrong.append("dropk-train failed or timed out")
+    elif not done or done.group(1) != str(steps):
+        wrong.append(f"did not end at step {steps}")
+    if re.search(r"^verify exit 0$", text, re.M) is None:
+        wrong.append("checkpoints do not verify")
+    said = done.group(0)[len("dropk-train: "):] if done else "no closing line"
+    if wrong:
+        row(check, "FAIL", "; ".join(wrong) + f" (see {name}.log)")
+    else:
+        row(check, "PASS", said + "; checkpoints verify")
+
+flash_said = "flash attention at head sizes"
+train("train_flash", "dropk-train, CUDA recipe config, flash attention, 60 steps", 60,
+      must=(flash_said,))
+train("train_flash_resumed", "dropk-train, the same run resumed to 90 steps", 90,
+      must=("resumed from", flash_said))
+train("train_materialised", "dropk-train, attention_kernels: MATERIALISED, 60 steps", 60,
+      must_not=(flash_said,))
 sanitizer("memcheck")
 sanitizer("racecheck")
 mpi(f"{out}/mpi_np2.log", "MPI staging CUDA buffers, 2 ranks, bitwise equal")

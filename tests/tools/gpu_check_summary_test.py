@@ -82,6 +82,24 @@ def added_steps(out):
           "========= COMPUTE-SANITIZER\n"
           "========= RACECHECK SUMMARY: 0 hazards displayed (0 errors, 0 warnings)\n"
           "sanitizer exit 0\n")
+    for name, text in TRAIN_RUNS_PASSED.items():
+        write(out / f"{name}.log", text)
+
+
+HEADER = ("dropk-train: 10745472 parameters (6 layers, 6 heads, 384 embd, vocab 65, context 256), "
+          "16384 tokens/step, 1 rank(s) over single-process, cuda:0 NVIDIA H200 (sm_90, 132 SMs, "
+          "139.8 GiB), bf16 matmuls, CUDA runtime 13.0, cuBLASLt 130000")
+FLASH = ", flash attention at head sizes 16, 32, 64"
+CLOSING = "train exit 0\nOK x/checkpoints/step-{0:08d}: step {0}, every CRC32C matches\nverify exit 0\n"
+TRAIN_RUNS_PASSED = {
+    "train_flash": HEADER + FLASH + "\ndropk-train: done, 60 steps, val loss 2.4, 3.1 s\n" +
+                   CLOSING.format(60),
+    "train_flash_resumed": "dropk-train: resumed from x/checkpoints/step-00000060 at step 60\n" +
+                           HEADER + FLASH + "\ndropk-train: done, 90 steps, val loss 2.3, 2.0 s\n" +
+                           CLOSING.format(90),
+    "train_materialised": HEADER + "\ndropk-train: done, 60 steps, val loss 2.4, 3.5 s\n" +
+                          CLOSING.format(60),
+}
 
 
 with tempfile.TemporaryDirectory() as tmp:
@@ -120,6 +138,31 @@ with tempfile.TemporaryDirectory() as tmp:
            "dropk bf16_flash dropout cost (0.1 vs 0): 2.8% (goal <= 5%)" in text, text)
     expect("the flash profile", "profile bf16_flash dropout 0.1" in text and
            "AttentionBackward             9.000" in text, text)
+
+    expect("a dropk-train run's row quotes its closing line",
+           result_of(rows, "dropk-train, the same run resumed") ==
+           ("PASS", "done, 90 steps, val loss 2.3; checkpoints verify"), text)
+
+    # The materialised run using flash anyway, the resumed run's checkpoints
+    # failing to verify, the first run cut by the budget.
+    write(out / "train_materialised.log", TRAIN_RUNS_PASSED["train_flash"])
+    write(out / "train_flash_resumed.log",
+          TRAIN_RUNS_PASSED["train_flash_resumed"].replace("verify exit 0", "verify exit 1"))
+    write(out / "train_flash.log",
+          "gpu_check: not run, the 570 s budget is spent (DROPK_GPU_CHECK_BUDGET_S): x\n"
+          "train exit 124\nverify exit 2\n")
+    status, rows, text = run(out)
+    r = result_of(rows, "dropk-train, attention_kernels: MATERIALISED")
+    expect("flash named in the materialised run fails it",
+           status == 1 and r[0] == "FAIL" and "says 'flash attention" in r[1], text)
+    r = result_of(rows, "dropk-train, the same run resumed")
+    expect("checkpoints that do not verify fail the row",
+           r[0] == "FAIL" and "checkpoints do not verify" in r[1], text)
+    expect("a run the budget cut did not run",
+           result_of(rows, "dropk-train, CUDA recipe config") == ("-", "did not run (budget spent)"),
+           text)
+    for name, text in TRAIN_RUNS_PASSED.items():
+        write(out / f"{name}.log", text)
 
     # A flash test that died inside (an illegal address ends the process):
     # that test fails, named.
