@@ -113,8 +113,9 @@ summarize("GPU serving: batch invariance bit for bit, same seed under load",
           {n: r for n, r in serving.items() if "BatchInvariant" in n or "DeviceCuda" in n})
 
 def log_of(path, check, missing):
-    # The log's text; or None, after a row saying the step did not run, or
-    # (the script wrote "not run: no ...") that `missing` is not here.
+    # The log's text; or None, after a row saying the step did not run, that
+    # (the script wrote "not run: no ...") `missing` is not here, or that the
+    # budget was spent before it.
     try:
         text = strip_colour(open(path, errors="replace").read())
     except OSError:
@@ -122,6 +123,9 @@ def log_of(path, check, missing):
         return None
     if "not run: no " in text:
         row(check, "SKIP", f"no {missing} on this machine")
+        return None
+    if "budget is spent" in text:
+        row(check, "-", "did not run (budget spent)")
         return None
     return text
 
@@ -152,9 +156,6 @@ def sanitizer(tool):
     text = log_of(f"{out}/sanitizer_{tool}.log", check, "compute-sanitizer")
     if text is None:
         return
-    if "budget is spent" in text:
-        row(check, "-", "did not run (budget spent)")
-        return
     # memcheck ends with "ERROR SUMMARY: N errors", racecheck with
     # "RACECHECK SUMMARY: N hazards displayed (E errors, W warnings)"; the
     # exit status (3 on any error, --error-exitcode) decides.
@@ -168,9 +169,6 @@ def train(name, check, steps, must=(), must_not=()):
     # "train exit N" and then "verify exit N" (dropk ckpt verify).
     text = log_of(f"{out}/{name}.log", check, "dropk-train")
     if text is None:
-        return
-    if "budget is spent" in text:
-        row(check, "-", "did not run (budget spent)")
         return
     done = re.search(r"dropk-train: done, (\d+) steps(, val loss [\d.]+)?", text)
     wrong = [f"no {m!r}" for m in must if m not in text]
