@@ -6,11 +6,17 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <vector>
 
+#include "bench_flags.h"
 #include "checkpoint/crc32c.h"
 
-int main() {
+int main(int argc, char** argv) {
+  CLI::App app{"dropk-crc32c-bench: CRC32C over 64 MiB, dropk's against Boost.CRC (no options)"};
+  if (std::optional<int> code = dropk::ParseBenchFlags(app, argc, argv, "dropk-crc32c-bench")) {
+    return *code;
+  }
   std::vector<uint8_t> data(64u << 20);
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 131);
   auto time_gbps = [&](auto&& fn) {

@@ -28,11 +28,13 @@
 // alone (it needs no GPU and little time with any model).
 //
 // --context N starts the single-stream decode after a prompt of N tokens
-// (default 4), to see what attention over a long context costs.
+// (default 4), to see what attention over a long context costs. --only
+// engine prints the two engine tables alone (bench/vs_pytorch.sh's serving
+// case sets them beside PyTorch's decode of the same shape).
 //
 // Usage: serve_bench [--device cpu|cuda] [--model small|gpt2] [--gpt2-dir DIR]
 //                    [--threads N] [--max-tokens N] [--requests-per-client N]
-//                    [--context N] [--only all|host]
+//                    [--context N] [--only all|host|engine]
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
 
 #include <algorithm>
@@ -46,6 +48,7 @@
 #include <iterator>
 #include <mutex>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -53,6 +56,7 @@
 
 #include <cblas.h>
 
+#include "bench_flags.h"
 #include "model/generate.h"
 #include "model/gpt.h"
 #include "model/gpt2_vocab_files.h"
@@ -297,33 +301,27 @@ double DrawMicros(int V) {
 
 int main(int argc, char** argv) {
   int threads = 0, max_tokens = 64, per_client = 2, context = 4;
-  dropk::Device device = dropk::Device::kCpu;
-  std::string model = "small", gpt2_dir = "data/gpt2", only = "all";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--model")) model = argv[i + 1];
-    if (!std::strcmp(argv[i], "--gpt2-dir")) gpt2_dir = argv[i + 1];
-    if (!std::strcmp(argv[i], "--device")) {
-      if (std::strcmp(argv[i + 1], "cpu") && std::strcmp(argv[i + 1], "cuda")) {
-        std::fprintf(stderr, "serve_bench: --device %s: expected cpu or cuda\n", argv[i + 1]);
-        return 2;
-      }
-      if (!std::strcmp(argv[i + 1], "cuda")) device = dropk::Device::kCuda;
-    }
-    if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--max-tokens")) max_tokens = std::atoi(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--requests-per-client")) per_client = std::atoi(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--context")) context = std::atoi(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--only")) only = argv[i + 1];
+  std::string device_name = "cpu", model = "small", gpt2_dir = "data/gpt2", only = "all";
+  CLI::App app{"dropk-serve-bench: the sampling service's speed (engine, HTTP, host path)"};
+  app.add_option("--device", device_name, "where the engine runs")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--model", model, "small (6 x 384, vocab 256) or gpt2 (GPT-2 124M shape)")
+      ->check(CLI::IsMember({"small", "gpt2"}));
+  app.add_option("--gpt2-dir", gpt2_dir, "GPT-2's encoder.json and vocab.bpe (--model gpt2)");
+  app.add_option("--threads", threads, "compute threads (0 = all cores)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-tokens", max_tokens, "tokens per HTTP request")->check(CLI::PositiveNumber);
+  app.add_option("--requests-per-client", per_client, "requests each HTTP client sends")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--context", context, "prompt length before the single-stream decode")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--only", only, "all, host (the host path alone) or engine (the engine tables)")
+      ->check(CLI::IsMember({"all", "host", "engine"}));
+  if (std::optional<int> code = dropk::ParseBenchFlags(app, argc, argv, "dropk-serve-bench")) {
+    return *code;
   }
+  const dropk::Device device = device_name == "cuda" ? dropk::Device::kCuda : dropk::Device::kCpu;
   if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
-  if (only != "all" && only != "host") {
-    std::fprintf(stderr, "serve_bench: --only %s: expected all or host\n", only.c_str());
-    return 2;
-  }
-  if (model != "small" && model != "gpt2") {
-    std::fprintf(stderr, "serve_bench: --model %s: expected small or gpt2\n", model.c_str());
-    return 2;
-  }
   // The service's tokenizer: bytes for the small model, GPT-2's BPE for its shape.
   absl::StatusOr<dropk::TextTokenizer> tok =
       dropk::TextTokenizer::FromCorpus(dropk::Tokenizer::BYTE, "x");
@@ -486,6 +484,8 @@ int main(int argc, char** argv) {
                   engine_tps / sgemm_tps);
     }
   }
+
+  if (only == "engine") return 0;
 
   const std::vector<double> tps = serve({1, 4, 16, 64}, threads, false);
   if (tps.size() != 4) return 1;

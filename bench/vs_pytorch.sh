@@ -17,6 +17,12 @@
 #       better).
 #   (c) the small config, 2 ranks x 1 thread: dropk under mpirun against
 #       PyTorch DDP (gloo).
+#   (d) serving: batched decode, tokens/s at 1, 4, 16 and 64 rows a step,
+#       2 threads, fp32, for serve_bench's small shape and GPT-2 124M's:
+#       dropk's inference engine (dropk-serve-bench --only engine) against
+#       the same model in PyTorch with a key/value cache (as HuggingFace's
+#       GPT-2 decodes) and nanoGPT's generate() (the whole sequence again
+#       each token), step for step alike (bench/torch_decode_cpu.py).
 # The PyTorch side is bench/torch_gpt_cpu.py (dropk's model and recipe),
 # run by Debian's python3 with Debian's python3-torch, which this script
 # installs when it is missing (tools/setup.sh does not). Throughput runs take
@@ -25,16 +31,17 @@
 # runs, interleaved so a slow spell of a shared machine hits both sides.
 #
 # Usage: bench/vs_pytorch.sh [--build DIR] [--iters N] [--steps N]
-#            [--repeats N] [--cases abc]
+#            [--repeats N] [--cases abcd] [--decode-shapes small,gpt2]
 #   --iters N    steps of the recipe in (a) (default 2000; its cosine decay
 #                then ends at N on both sides)
 #   --steps N    timed steps per throughput run (default 10)
 #   --repeats N  throughput runs per figure, median taken (default 3)
-#   --cases abc  which cases to run (default all)
+#   --cases abcd which cases to run (default all)
+#   --decode-shapes LIST  the shapes of (d) (default small,gpt2)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-build=build iters=2000 steps=10 repeats=3 cases=abc
+build=build iters=2000 steps=10 repeats=3 cases=abcd decode_shapes=small,gpt2
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
@@ -42,10 +49,13 @@ while [ $# -gt 0 ]; do
     --steps) steps=$2; shift 2 ;;
     --repeats) repeats=$2; shift 2 ;;
     --cases) cases=$2; shift 2 ;;
+    --decode-shapes) decode_shapes=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "vs_pytorch: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
+[[ "$decode_shapes" =~ ^(small|gpt2)(,(small|gpt2))*$ ]] ||
+  { echo "vs_pytorch: --decode-shapes '$decode_shapes': expected small, gpt2 or both, comma-separated" >&2; exit 2; }
 for n in "$iters" "$steps" "$repeats"; do
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "vs_pytorch: '$n' is not a positive integer" >&2; exit 2; }
 done
@@ -56,7 +66,9 @@ py=/usr/bin/python3
 torch_script=bench/torch_gpt_cpu.py
 train_bin=$build/bin/dropk-train
 bench_bin=$build/bin/dropk-train-throughput-bench
-for b in "$train_bin" "$bench_bin" "$build/bin/dropk"; do
+serve_bench_bin=$build/bin/dropk-serve-bench
+decode_script=bench/torch_decode_cpu.py
+for b in "$train_bin" "$bench_bin" "$serve_bench_bin" "$build/bin/dropk"; do
   [ -x "$b" ] || { echo "vs_pytorch: $b not built (cmake --build $build)" >&2; exit 1; }
 done
 mpi=(mpirun -np 2 --oversubscribe)
@@ -339,6 +351,60 @@ if [[ $cases == *b* || $cases == *c* ]]; then
     show "PyTorch DDP gloo 2 x 1 thread" torch_ddp "-"
     show "dropk mpirun -np 2 x 1 thread" dropk_2x1 "$(r dropk_2x1 "$(fig torch_ddp)")"
   fi
+fi
+
+# ---- (d) serving: batched decode -------------------------------------------
+
+if [[ $cases == *d* ]]; then
+  declare -A dec  # dec[SIDE.MODEL.ROWS]: that side's tokens/s, one per run
+  # dropk_decode LOG MODEL: "ROWS TOKENS/S" lines of the engine's batched table.
+  dropk_decode() {
+    "$serve_bench_bin" --model "$2" --only engine --threads 2 > "$1" 2>&1 || return 1
+    awk '/^batch rows/ {on = 1; next} on && $1 ~ /^[0-9]+$/ {print $1, $2}' "$1"
+  }
+  # torch_decode LOG MODEL MODE: the same lines from bench/torch_decode_cpu.py.
+  torch_decode() {
+    "$py" "$decode_script" --model "$2" --mode "$3" --threads 2 > "$1" 2>&1 || return 1
+    sed -n 's/^RESULT decode mode=[a-z]* rows=\([0-9]*\) tokens_per_s=\([0-9.]*\)$/\1 \2/p' "$1"
+  }
+  # keep SIDE MODEL: "ROWS TOKENS/S" lines on stdin into dec[].
+  keep() {
+    local rows v
+    while read -r rows v; do dec[$1.$2.$rows]="${dec[$1.$2.$rows]:-} $v"; done
+  }
+  for model in ${decode_shapes//,/ }; do
+    for ((rep = 1; rep <= repeats; ++rep)); do
+      log="$work/d_dropk_$model.$rep.log"
+      if out=$(dropk_decode "$log" $model) && [ -n "$out" ]; then keep dropk $model <<< "$out"
+      else fail "$log" "dropk decode ($model)"; fi
+      for mode in kv recompute; do
+        log="$work/d_torch_${mode}_$model.$rep.log"
+        if out=$(torch_decode "$log" $model $mode) && [ -n "$out" ]; then keep $mode $model <<< "$out"
+        else fail "$log" "PyTorch decode $mode ($model)"; fi
+      done
+    done
+  done
+  dmed() {  # dmed KEY: the median of dec[KEY]'s runs, or nothing
+    local runs
+    read -ra runs <<< "${dec[$1]:-}"
+    if [ ${#runs[@]} -gt 0 ]; then median "${runs[@]}"; fi
+  }
+  echo
+  echo "== (d) serving: batched decode, tokens/s (every row one token a step, logits over the" \
+    "whole vocabulary), 2 threads, fp32, median of $repeats run(s); a 4-token prompt, then 40" \
+    "steps (1 and 4 rows) or 16; ratios dropk / PyTorch"
+  printf '%-7s %5s %12s %18s %18s %12s %14s\n' shape rows dropk "PyTorch KV cache" \
+    "nanoGPT generate" "vs KV cache" "vs generate"
+  for model in ${decode_shapes//,/ }; do
+    for rows in 1 4 16 64; do
+      d=$(dmed dropk.$model.$rows) kv=$(dmed kv.$model.$rows) re=$(dmed recompute.$model.$rows)
+      r_kv="-" r_re="-"
+      [ -z "$d" ] || [ -z "$kv" ] || r_kv=$(ratio "$d" "$kv")
+      [ -z "$d" ] || [ -z "$re" ] || r_re=$(ratio "$d" "$re")
+      printf '%-7s %5s %12s %18s %18s %12s %14s\n' $model $rows "${d:-failed}" "${kv:-failed}" \
+        "${re:-failed}" "$r_kv" "$r_re"
+    done
+  done
 fi
 
 echo

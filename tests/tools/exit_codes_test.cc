@@ -1,5 +1,5 @@
 // One exit-code vocabulary across the binaries (base/exit_codes.h): each of
-// dropk-train, dropk-serve, dropk and dropk-train-throughput-bench exits 2 on a bad flag, 0 on --help
+// dropk-train, dropk-serve, dropk and the benchmarks exits 2 on a bad flag, 0 on --help
 // (help on stdout), and 1 on a runtime failure, with one line on stderr
 // naming the binary.
 #include <gtest/gtest.h>
@@ -49,17 +49,23 @@ TEST_P(ExitCodesTest, HelpExits0WithHelpOnStdout) {
   EXPECT_EQ(r.err, "");
 }
 
-INSTANTIATE_TEST_SUITE_P(Binaries, ExitCodesTest,
-                         ::testing::Values(Binary{"dropk-train", "--n_layer"},
-                                           Binary{"dropk-serve", "--checkpoints"},
-                                           Binary{"dropk", "ckpt"},
-                                           Binary{"dropk-train-throughput-bench",
-                                                  "--bucket-cap-mib"}),
-                         [](const auto& info) {
-                           std::string name = info.param.name;
-                           std::replace(name.begin(), name.end(), '-', '_');
-                           return name;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Binaries, ExitCodesTest,
+    ::testing::Values(
+        Binary{"dropk-train", "--n_layer"}, Binary{"dropk-serve", "--checkpoints"},
+        Binary{"dropk", "ckpt"}, Binary{"dropk-train-throughput-bench", "--bucket-cap-mib"},
+        // The other benchmarks: --help used to run
+        // dropk-serve-bench's whole benchmark, and
+        // dropk-crc32c-bench's, which took no flags.
+        Binary{"dropk-serve-bench", "--only"}, Binary{"dropk-crc32c-bench", "--help"},
+        Binary{"dropk-allreduce-bench", "--max-mib"}, Binary{"dropk-attention-bench", "--threads"},
+        Binary{"dropk-checkpoint-bench", "--repeats"}, Binary{"dropk-gpu-train-bench", "--mode"},
+        Binary{"dropk-tokenizer-bench", "--gpt2-dir"}),
+    [](const auto& info) {
+      std::string name = info.param.name;
+      std::replace(name.begin(), name.end(), '-', '_');
+      return name;
+    });
 
 TEST(ExitCodesRuntimeTest, TrainerRuntimeFailureExits1) {
   test_util::ScopedTempDir dir("exit_train");
