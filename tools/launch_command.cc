@@ -30,6 +30,7 @@
 #include "checkpoint/env.h"
 #include "tools/launch_plan.h"
 #include "trainer/config.h"
+#include "trainer/failure_record.h"
 
 namespace dropk {
 namespace {
@@ -181,6 +182,19 @@ class JobDir {
   std::string path_;
 };
 
+// "; first failure a rank reported: LINE" (and how many more) from the
+// failure records dropk-train's ranks appended under `out_dir` since
+// `marks` (trainer/failure_record.h), or "" when none did (a rank killed
+// outright, or an out_dir this host cannot see).
+std::string FirstFailureReported(const std::string& out_dir, const FailureRecordMarks& marks) {
+  const std::vector<std::string> lines = FailureRecordsSince(out_dir, marks);
+  if (lines.empty()) return "";
+  std::string text =
+      absl::StrCat("; first failure a rank reported (", out_dir, "/failures): ", lines.front());
+  if (lines.size() > 1) absl::StrAppend(&text, " (and ", lines.size() - 1, " more there)");
+  return text;
+}
+
 // Refuses, before anything runs, a job that a relaunch on the fewest ranks
 // its hosts and --max-restarts allow would stop: the relaunch raises
 // gradient_accumulation_steps to keep the global batch, and the trainer
@@ -299,9 +313,11 @@ absl::Status Launch(const Flags& flags) {
     }
     std::cerr << "dropk launch: attempt " << attempt + 1 << ": " << absl::StrJoin(argv, " ")
               << std::endl;
+    const FailureRecordMarks marks = MarkFailureRecords(config->out_dir());
     absl::StatusOr<std::pair<int, std::string>> run = RunAndCapture(argv);
     if (!run.ok()) return run.status();
     const auto& [code, output] = *run;
+    const std::string reported = FirstFailureReported(config->out_dir(), marks);
     if (g_signals > 0) {
       return code == 0 ? absl::OkStatus()
                        : absl::AbortedError(
@@ -315,7 +331,7 @@ absl::Status Launch(const Flags& flags) {
     const std::optional<std::string> lost = FindLostHost(output, *hosts);
     if (!lost) {
       const std::string why = absl::StrCat("the job failed (mpirun exit status ", code,
-                                           ") without losing a host; not restarting");
+                                           ") without losing a host; not restarting", reported);
       // The job's own usage error (exit 2: a bad flag or config value) stays a
       // usage error, so `dropk launch` exits 2 as dropk-train would.
       return code == kExitUsage ? absl::InvalidArgumentError(why) : absl::AbortedError(why);
@@ -323,14 +339,14 @@ absl::Status Launch(const Flags& flags) {
     if (attempt >= flags.max_restarts) {
       return absl::AbortedError(absl::StrCat("host ", *lost, " lost (mpirun exit status ", code,
                                              "), and --max-restarts=", flags.max_restarts,
-                                             " restart(s) are used up"));
+                                             " restart(s) are used up", reported));
     }
     std::erase_if(*hosts, [&](const HostEntry& h) { return h.host == *lost; });
     if (hosts->empty()) return absl::AbortedError(absl::StrCat("host ", *lost, " lost: none left"));
     std::cerr << "dropk launch: restart " << attempt + 1 << " of at most " << flags.max_restarts
               << ": host " << *lost << " lost (mpirun exit status " << code << "); relaunching on "
               << hosts->size() << " host(s), " << RanksOf(*hosts)
-              << " rank(s), from the newest checkpoint" << std::endl;
+              << " rank(s), from the newest checkpoint" << reported << std::endl;
   }
 }
 

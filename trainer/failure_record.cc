@@ -3,8 +3,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <memory>
 #include <thread>
@@ -63,6 +65,33 @@ bool RecordFailure(const std::string& out_dir, int rank, const std::string& mess
     done->set_value(AppendAndSync(dir, path, line));
   }).detach();
   return written.wait_for(limit) == std::future_status::ready && written.get();
+}
+
+FailureRecordMarks MarkFailureRecords(const std::string& out_dir) {
+  FailureRecordMarks marks;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(out_dir + "/failures", ec)) {
+    std::error_code size_error;
+    const uint64_t size = entry.file_size(size_error);
+    if (!size_error && entry.path().extension() == ".log") marks[entry.path().string()] = size;
+  }
+  return marks;
+}
+
+std::vector<std::string> FailureRecordsSince(const std::string& out_dir,
+                                             const FailureRecordMarks& marks) {
+  std::vector<std::string> lines;
+  for (const auto& [path, size] : MarkFailureRecords(out_dir)) {
+    const auto mark = marks.find(path);
+    const uint64_t from = mark != marks.end() && mark->second <= size ? mark->second : 0;
+    std::ifstream in(path, std::ios::binary);
+    in.seekg(static_cast<std::streamoff>(from));
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty()) lines.push_back(line);
+    }
+  }
+  std::sort(lines.begin(), lines.end());  // by their leading UTC time
+  return lines;
 }
 
 }  // namespace dropk

@@ -193,6 +193,25 @@ TEST_F(LaunchCliTest, AFailureWithoutALostHostIsNotRestarted) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("without losing a host; not restarting"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("attempt 2"), std::string::npos) << r.err;
+  // Its last line names the cause, from the ranks' failure records, so it
+  // need not be dug out of every rank's output above it.
+  const std::string last = r.err.substr(r.err.rfind("dropk: "));
+  EXPECT_NE(last.find("first failure a rank reported (" + (dir_ / "run").string() + "/failures): "),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(last.find((dir_ / "data").string()), std::string::npos) << r.err;
+}
+
+TEST_F(LaunchCliTest, OnlyThisAttemptsFailuresAreReported) {
+  // An earlier run's record in the same run directory is not this one's cause.
+  std::filesystem::create_directories(dir_ / "run" / "failures");
+  std::ofstream(dir_ / "run" / "failures" / "rank-00000.log")
+      << "2020-01-01T00:00:00Z host old pid 1: rank 0 of 2: an earlier failure\n";
+  test_util::CommandResult r = Launch("--hostfile " + (dir_ / "hosts").string() +
+                                      " --mpirun-args --oversubscribe -- " + TrainArgs(""));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err.find("an earlier failure"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("first failure a rank reported"), std::string::npos) << r.err;
 }
 
 TEST_F(LaunchCliTest, SigtermMakesTheRanksSaveAndStop) {

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace dropk {
 namespace {
@@ -46,6 +47,27 @@ TEST(FailureRecordTest, AppendsOneTimestampedLinePerFailureAndKeepsEarlierOnes) 
   EXPECT_EQ(text[19], 'Z') << text;
   EXPECT_NE(text.find(" pid " + std::to_string(::getpid()) + ": "), std::string::npos) << text;
   EXPECT_FALSE(std::filesystem::exists(FailureRecordPath(out.string(), 0)));
+  std::filesystem::remove_all(out);
+}
+
+TEST(FailureRecordTest, RecordsSinceAMarkAreTheNewLinesOfEveryRankOldestFirst) {
+  const std::filesystem::path out = FreshDir("failure_record_since");
+  EXPECT_TRUE(MarkFailureRecords(out.string()).empty());  // no failures/ yet
+  ASSERT_TRUE(RecordFailure(out.string(), 0, "rank 0 of 2: before"));
+  const FailureRecordMarks marks = MarkFailureRecords(out.string());
+  ASSERT_EQ(marks.size(), 1u);
+  // Written out of time order, on purpose: rank 1's line is the older.
+  std::ofstream(FailureRecordPath(out.string(), 1), std::ios::app)
+      << "2026-11-30T10:00:05Z host b pid 2: rank 1 of 2: second\n";
+  std::ofstream(FailureRecordPath(out.string(), 0), std::ios::app)
+      << "2026-11-30T10:00:09Z host a pid 1: rank 0 of 2: third\n";
+  std::ofstream(FailureRecordPath(out.string(), 1), std::ios::app)
+      << "2026-11-30T10:00:01Z host b pid 2: rank 1 of 2: first\n";
+  const std::vector<std::string> lines = FailureRecordsSince(out.string(), marks);
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_NE(lines[0].find(": first"), std::string::npos) << lines[0];
+  EXPECT_NE(lines[1].find(": second"), std::string::npos) << lines[1];
+  EXPECT_NE(lines[2].find(": third"), std::string::npos) << lines[2];
   std::filesystem::remove_all(out);
 }
 

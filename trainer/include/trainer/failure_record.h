@@ -12,7 +12,10 @@
 #define DROPK_TRAINER_FAILURE_RECORD_H_
 
 #include <chrono>
+#include <cstdint>
+#include <map>
 #include <string>
+#include <vector>
 
 namespace dropk {
 
@@ -28,6 +31,20 @@ std::string FailureRecordPath(const std::string& out_dir, int rank);
 // written and synced within the limit.
 bool RecordFailure(const std::string& out_dir, int rank, const std::string& message,
                    std::chrono::milliseconds limit = std::chrono::seconds(5));
+
+// How far each rank's failure file under an out_dir reached at some moment
+// (path -> size in bytes), to tell the lines a later run appended.
+using FailureRecordMarks = std::map<std::string, uint64_t>;
+
+// The current size of every rank's failure file under `out_dir` (none when
+// there is no out_dir/failures).
+FailureRecordMarks MarkFailureRecords(const std::string& out_dir);
+
+// The lines appended to the failure files under `out_dir` since `marks`,
+// from every rank, oldest first (the lines start with their UTC time). A
+// file that shrank since (replaced) is read whole.
+std::vector<std::string> FailureRecordsSince(const std::string& out_dir,
+                                             const FailureRecordMarks& marks);
 
 }  // namespace dropk
 
