@@ -386,10 +386,11 @@ void RegisterCkptCommand(CLI::App& app, std::function<absl::Status()>& action) {
       ->required();
   verify->callback([&action, flags] { action = [flags] { return Verify(flags->path); }; });
 
-  CLI::App* exp =
-      ckpt->add_subcommand("export",
-                           "Write the weights, model shape and tokenizer as one file for serving "
-                           "(format: ExportHeader in proto/checkpoint.proto)");
+  CLI::App* exp = ckpt->add_subcommand(
+      "export",
+      "Write the weights, model shape and tokenizer as one self-contained "
+      "file for use outside dropk (format: ExportHeader in "
+      "proto/checkpoint.proto; dropk-serve and dropk sample read checkpoints)");
   exp->add_option("path", flags->path, "Checkpoint directory, checkpoints directory with LATEST, or run directory")
       ->required();
   exp->add_option("--out", flags->out, "Output file")->required();
