@@ -116,6 +116,28 @@ std::optional<ApiError> CheckQueueFits(const CompletionRequest& request, int max
                       "too_many_sequences");
 }
 
+// A token as logprobs name it: its text when that is UTF-8, else OpenAI's
+// "bytes:" form, in which every byte that is not printable ASCII (a
+// backslash included) is written \xNN. Before, such tokens were written
+// with U+FFFD for their bytes, so GPT-2's and BYTE's partial characters
+// all became the same "\ufffd" key of top_logprobs: of 20 alternatives a
+// client parsed as few as 7, and top_logprobs[i][tokens[i]] could give
+// another token's logprob.
+std::string LogprobToken(const TextTokenizer& tok, int32_t id) {
+  std::string text = tok.DecodeOne(id);
+  if (!FirstNonUtf8Byte(text).has_value()) return text;
+  std::string named = "bytes:";
+  for (const char ch : text) {
+    const unsigned char c = static_cast<unsigned char>(ch);
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      named += ch;
+    } else {
+      absl::StrAppendFormat(&named, "\\x%02x", c);
+    }
+  }
+  return named;
+}
+
 // A generated token as the answer's logprobs report it.
 struct LoggedToken {
   TokenLogprob drawn;
@@ -132,11 +154,11 @@ json LogprobsJson(std::span<const LoggedToken> entries, std::span<const TokenLog
        text_offset = json::array();
   size_t next = 0;
   for (const LoggedToken& e : entries) {
-    tokens.push_back(tok.DecodeOne(e.drawn.token));
+    tokens.push_back(LogprobToken(tok, e.drawn.token));
     token_logprobs.push_back(e.drawn.logprob);
     json alternatives = json::object();
     for (size_t i = 0; i < e.top_count; ++i, ++next) {
-      alternatives[tok.DecodeOne(top[next].token)] = top[next].logprob;
+      alternatives[LogprobToken(tok, top[next].token)] = top[next].logprob;
     }
     top_logprobs.push_back(std::move(alternatives));
     text_offset.push_back(e.text_offset);

@@ -90,11 +90,17 @@ std::optional<ApiError> HttpApi::Authorize(const HttpRequest& request,
   // every API call it makes carries the key the user types.
   if (options_.api_key.empty() || path == "/healthz" || path == "/") return std::nullopt;
   const auto auth = request[http::field::authorization];
-  const std::string_view given(auth.data(), auth.size());
-  constexpr std::string_view kBearer = "Bearer ";
-  if (given.size() > kBearer.size() && given.substr(0, kBearer.size()) == kBearer &&
-      ConstantTimeEquals(given.substr(kBearer.size()), options_.api_key)) {
-    return std::nullopt;
+  absl::string_view given(auth.data(), auth.size());
+  // RFC 9110 11.4: the scheme is case-insensitive and one or more spaces
+  // follow it; "bearer KEY" (as some clients write it) was a 401.
+  constexpr absl::string_view kBearer = "Bearer ";
+  if (given.size() > kBearer.size() &&
+      absl::EqualsIgnoreCase(given.substr(0, kBearer.size()), kBearer)) {
+    given.remove_prefix(kBearer.size());
+    while (!given.empty() && given.front() == ' ') given.remove_prefix(1);
+    if (ConstantTimeEquals(std::string_view(given.data(), given.size()), options_.api_key)) {
+      return std::nullopt;
+    }
   }
   return ApiError{401, "missing or invalid API key (Authorization: Bearer <key>)",
                   "authentication_error", "", "invalid_api_key"};

@@ -97,6 +97,16 @@ std::string CheckpointsDirHint(const std::string& checkpoints_dir) {
   std::filesystem::path dir = std::filesystem::path(checkpoints_dir).lexically_normal();
   if (!dir.has_filename()) dir = dir.parent_path();  // "run/checkpoints/step-N/"
   std::error_code ec;
+  // A file named for the directory (its LATEST, say) was "no valid
+  // checkpoint in" it, exit 1, and with --watch was watched for good.
+  const std::filesystem::file_status status = std::filesystem::status(dir, ec);
+  if (std::filesystem::exists(status) && !std::filesystem::is_directory(status)) {
+    return absl::StrCat(checkpoints_dir,
+                        " is not a directory; give the run's checkpoints directory",
+                        dir.has_parent_path() && dir.filename() == kLatestFileName
+                            ? absl::StrCat(", ", dir.parent_path().string())
+                            : std::string());
+  }
   if (std::filesystem::exists(dir / kLatestFileName, ec)) return "";
   // An operator who names one checkpoint (run/checkpoints/step-N) instead
   // of the run's directory of them read only "no valid checkpoint in it".

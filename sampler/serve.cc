@@ -255,26 +255,6 @@ void RaiseOpenFileLimit(int max_connections, LogSink* log) {
   }
 }
 
-// --port-file must name a regular file or a new one in a directory that
-// exists. Before, the rename replaced whatever was there: a FIFO a
-// supervisor waits on, or (as root) a device node such as /dev/full, which
-// became a regular file holding the port.
-absl::Status CheckPortFileTarget(const std::string& path) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const fs::file_status status = fs::symlink_status(path, ec);
-  if (fs::exists(status) && !fs::is_regular_file(status)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "--port-file ", path, ": exists and is not a regular file; name a file to write"));
-  }
-  const fs::path parent = fs::absolute(path, ec).parent_path();
-  if (ec || !fs::is_directory(parent, ec)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("--port-file ", path, ": directory ", parent.string(), " does not exist"));
-  }
-  return absl::OkStatus();
-}
-
 // Writes port to path through a temporary file and a rename, so a reader
 // never sees a partial number; an error names --port-file and the cause.
 absl::Status WritePortFile(const std::string& path, int port) {
@@ -326,6 +306,25 @@ absl::Status ProbeDevice(const SchedulerOptions& options) {
 }
 
 }  // namespace
+
+// Before, the rename replaced whatever was there: a FIFO a supervisor waits
+// on, or (as root) a device node such as /dev/full, which became a regular
+// file holding the port.
+absl::Status CheckPortFileTarget(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::file_status status = fs::symlink_status(path, ec);
+  if (fs::exists(status) && !fs::is_regular_file(status)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--port-file ", path, ": exists and is not a regular file; name a file to write"));
+  }
+  const fs::path parent = fs::absolute(path, ec).parent_path();
+  if (ec || !fs::is_directory(parent, ec)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--port-file ", path, ": directory ", parent.string(), " does not exist"));
+  }
+  return absl::OkStatus();
+}
 
 absl::Status RunServe(const ServeOptions& options) {
   LogSink* log = OrDiscard(options.log);

@@ -123,6 +123,14 @@ int Main(int argc, char** argv) {
     std::cerr << "dropk-serve: " << s.message() << "\n";
     return dropk::kExitUsage;
   }
+  // Likewise a --port-file that cannot be written (a directory, a missing
+  // one): RunServe refused it as a failure, exit 1.
+  if (!o.port_file.empty()) {
+    if (absl::Status s = dropk::CheckPortFileTarget(o.port_file); !s.ok()) {
+      std::cerr << "dropk-serve: " << s.message() << "\n";
+      return dropk::kExitUsage;
+    }
+  }
   o.http.port = static_cast<uint16_t>(port);
   o.scheduler.device =
       absl::AsciiStrToLower(device) == "cuda" ? dropk::Device::kCuda : dropk::Device::kCpu;

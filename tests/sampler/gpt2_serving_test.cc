@@ -1,5 +1,7 @@
 // Serving a GPT-2 BPE model: any UTF-8 prompt is accepted, logprobs carry
-// tokens as text, and a stream never splits a UTF-8 character across events.
+// tokens as text (a token that is not whole characters in OpenAI's
+// "bytes:\xNN" form), and a stream never splits a UTF-8 character across
+// events.
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -139,7 +141,7 @@ TEST_F(Gpt2ServingTest, StreamNeverSplitsACharacterAndLogprobsAreText) {
     characters += WholeNonAsciiCharacters(text);
     for (const json& t : tokens) {
       ASSERT_TRUE(t.is_string());
-      fragments += t.get<std::string>().find("\xEF\xBF\xBD") != std::string::npos;
+      fragments += t.get<std::string>().starts_with("bytes:");
     }
 
     json streamed_request = request;
@@ -160,6 +162,38 @@ TEST_F(Gpt2ServingTest, StreamNeverSplitsACharacterAndLogprobsAreText) {
   EXPECT_GT(characters, 0) << "no character was made of several tokens";
   std::printf("%d of 256 tokens end inside a character; %d characters span tokens\n", fragments,
               characters);
+}
+
+// Tokens that end inside a character were all written with U+FFFD, so in
+// top_logprobs they were one key "\ufffd" many times over: a client asking
+// for 20 alternatives parsed 7 to 14, and top_logprobs[i][tokens[i]] gave
+// another token's logprob. Each token now has its own name.
+TEST_F(Gpt2ServingTest, EveryTopLogprobIsItsOwnKey) {
+  ASSERT_TRUE(scheduler_->SetModel(ByteBpeSnapshot()).ok());
+  auto out = Run({{"prompt", "Hello"}, {"max_tokens", 8}, {"logprobs", 20}, {"temperature", 0}});
+  ASSERT_TRUE(std::holds_alternative<std::string>(out)) << std::get<ApiError>(out).message;
+  const std::string& text = std::get<std::string>(out);
+  // Counted in the text itself: a JSON parser keeps one of a repeated key.
+  size_t keys = 0;
+  const json::parser_callback_t count_keys = [&](int depth, json::parse_event_t event, json&) {
+    keys += event == json::parse_event_t::key && depth == 6;  // inside one top_logprobs entry
+    return true;
+  };
+  const json body = json::parse(text, count_keys);
+  const json& logprobs = body["choices"][0]["logprobs"];
+  ASSERT_EQ(logprobs["top_logprobs"].size(), 8u);
+  EXPECT_EQ(keys, 8u * 20);
+  int byte_names = 0;
+  for (size_t i = 0; i < 8; ++i) {
+    const json& top = logprobs["top_logprobs"][i];
+    EXPECT_EQ(top.size(), 20u) << top.dump();
+    for (const auto& [name, logprob] : top.items()) byte_names += name.starts_with("bytes:\\x");
+    // Greedy: the drawn token is the likeliest, so it is among them.
+    const std::string drawn = logprobs["tokens"][i];
+    ASSERT_TRUE(top.contains(drawn)) << drawn;
+    EXPECT_EQ(top[drawn], logprobs["token_logprobs"][i]) << drawn;
+  }
+  EXPECT_GT(byte_names, 0) << "no alternative ended inside a character: the test cannot fail";
 }
 
 }  // namespace

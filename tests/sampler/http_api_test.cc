@@ -174,6 +174,20 @@ TEST(HttpApiTest, ApiKey) {
             200);
 }
 
+// RFC 9110 11.4: the auth scheme is case-insensitive and may be followed by
+// several spaces; "bearer k3y" was a 401. The key itself is still exact.
+TEST(HttpApiTest, ApiKeySchemeIsCaseInsensitive) {
+  Api a({.api_key = "k3y"});
+  for (const char* auth : {"bearer k3y", "BEARER k3y", "Bearer  k3y"}) {
+    SCOPED_TRACE(auth);
+    EXPECT_EQ(a.Route(http::verb::get, "/v1/models", "", 11, auth).response.result_int(), 200);
+  }
+  for (const char* auth : {"bearer K3Y", "Bearer", "Bearer ", "Bearerk3y", "Basic k3y"}) {
+    SCOPED_TRACE(auth);
+    ExpectError(a.Route(http::verb::get, "/v1/models", "", 11, auth), 401, "invalid_api_key");
+  }
+}
+
 TEST(HttpApiTest, CompletionStartsAJobWhoseBodyIsTheAnswer) {
   Api a;
   const RouteResult r =

@@ -377,12 +377,13 @@ TEST_F(ServeE2eTest, SecondSigtermDuringTheDrainStopsAtOnce) {
 }
 
 // A --port-file that cannot be written stops the service with one line
-// naming it (it was an uncaught std::filesystem exception: an abort).
+// naming it (it was an uncaught std::filesystem exception: an abort), as a
+// bad flag: exit 2.
 TEST_F(ServeE2eTest, UnwritablePortFileIsOneLineNotACrash) {
   const auto r = RunCommand(kBin + "dropk-serve --port 0 --checkpoints " +
                             (dir_ / "run/checkpoints").string() + " --port-file " +
                             (dir_ / "no_such_dir/port").string());
-  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("--port-file " + (dir_ / "no_such_dir/port").string()), std::string::npos)
       << r.err;
 }

@@ -189,8 +189,9 @@ TEST(ServeFlagsTest, ALatestThatIsAFifoIsRefusedWithoutHanging) {
 // --port-file's rename replaced whatever was there: a FIFO, or (as root) a
 // device node, /dev/full becoming a regular file holding the port. What is
 // not a regular file, or lies in a missing directory, is now refused at
-// start, before a model loads. (--watch starts without a checkpoint, so
-// before the fix the service ran on; the timeout bounds that.)
+// start, before a model loads, as a bad flag (exit 2; it was 1, as for a
+// service that failed). (--watch starts without a checkpoint, so before
+// the first fix the service ran on; the timeout bounds that.)
 TEST(ServeFlagsTest, APortFileThatIsNotARegularFileIsRefusedAndLeftAlone) {
   const test_util::ScopedTempDir dir("serve_flags");
   const std::string fifo = dir.path() + "/port";
@@ -201,8 +202,9 @@ TEST(ServeFlagsTest, APortFileThatIsNotARegularFileIsRefusedAndLeftAlone) {
     const CommandResult r =
         RunCommand("timeout -k 1 30 " + kBin + "dropk-serve --watch --port 0 --checkpoints " +
                    dir.path() + "/none --port-file " + target);
-    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_EQ(r.exit_code, 2) << r.err;
     EXPECT_EQ(r.err.rfind("dropk-serve: --port-file " + target + ": ", 0), 0u) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   }
   EXPECT_TRUE(std::filesystem::is_fifo(fifo));
   EXPECT_FALSE(std::filesystem::exists(fifo + ".tmp"));
@@ -258,6 +260,29 @@ TEST(ServeFlagsTest, ARunDirectoryIsAUsageErrorNamingItsCheckpoints) {
     EXPECT_EQ(r.err, "dropk-serve: --checkpoints " + dir.path() +
                          " looks like a run directory; give its checkpoints directory, " +
                          dir.path() + "/checkpoints\n");
+  }
+}
+
+// A file given for --checkpoints (its LATEST, /dev/null) was "no valid
+// checkpoint in" it, exit 1, and with --watch it was watched for good for
+// checkpoints a file cannot hold. It is a usage error at once.
+TEST(ServeFlagsTest, AFileForTheCheckpointsDirectoryIsAUsageError) {
+  const test_util::ScopedTempDir dir("serve_flags");
+  std::ofstream(dir.Path("LATEST")) << "step-00000002\n";
+  const struct {
+    std::string path, says;
+  } cases[] = {{dir.Path("LATEST"),
+                " is not a directory; give the run's checkpoints directory, " + dir.path()},
+               {"/dev/null", " is not a directory; give the run's checkpoints directory"}};
+  for (const auto& c : cases) {
+    for (const char* watch : {"", "--watch "}) {
+      SCOPED_TRACE(c.path + " " + watch);
+      // Bounded: before the fix --watch waited for good (timeout's exit 124).
+      const CommandResult r = RunCommand("timeout -k 1 20 " + kBin + "dropk-serve --port 0 " +
+                                         watch + "--checkpoints " + c.path);
+      EXPECT_EQ(r.exit_code, 2) << r.err;
+      EXPECT_EQ(r.err, "dropk-serve: --checkpoints " + c.path + c.says + "\n");
+    }
   }
 }
 

@@ -67,7 +67,8 @@ class HttpApi {
                     const std::shared_ptr<CompletionListener>& listener) const;
 
  private:
-  // The error for a missing or wrong API key, or nullopt when allowed.
+  // The error for a missing or wrong API key, or nullopt when allowed:
+  // "Bearer KEY", the scheme in any case and followed by one or more spaces.
   std::optional<ApiError> Authorize(const HttpRequest& request, std::string_view path) const;
   HttpResponse Playground(unsigned version) const;
   // The 503 that /healthz and /readyz answer once the GPU failed

@@ -52,7 +52,9 @@ absl::StatusOr<std::string> FindServableCheckpoint(const std::string& checkpoint
 // looks like a run directory; give its checkpoints directory,
 // RUN/checkpoints" (it holds checkpoints/ and no LATEST), or "STEP is itself
 // a checkpoint; give the run's checkpoints directory that holds it, RUN"
-// (it holds manifest.pb and no LATEST). "" otherwise. Never throws.
+// (it holds manifest.pb and no LATEST), or "PATH is not a directory; give
+// the run's checkpoints directory[, DIR]" (a file; DIR when it is DIR's
+// LATEST). "" otherwise, a path that does not exist included. Never throws.
 std::string CheckpointsDirHint(const std::string& checkpoints_dir);
 
 // The checkpoint a command's `flag` (--checkpoint) names with `path`: path

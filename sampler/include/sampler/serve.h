@@ -91,6 +91,12 @@ struct ServeOptions {
   LogSink* log = nullptr;  // progress and refused reloads; null: nowhere. Not owned.
 };
 
+// OK when --port-file `path` can be written: a regular file or a new one, in
+// a directory that exists. Otherwise FailedPrecondition naming --port-file,
+// the path and why, so a binary can refuse the flag (exit 2) before it
+// loads a model; RunServe checks again.
+absl::Status CheckPortFileTarget(const std::string& path);
+
 // Runs the service until SIGTERM, SIGINT or SIGHUP (the last two unless
 // ignored at start, as under nohup or in a script's background job), then
 // stops accepting, lets running requests
