@@ -15,10 +15,12 @@ Two ways a PyTorch user decodes:
              through the model and keeps the last position's logits.
 
 fp32, torch.inference_mode(), --threads intra-op threads. Prints one line per
-R: "RESULT decode mode=kv rows=R tokens_per_s=X".
+R: "RESULT decode mode=kv rows=R tokens_per_s=X". --check instead compares the
+KV-cache decode's logits with the full forward's over the first positions of
+3 rows and exits 1 past 1e-4.
 
 Usage: /usr/bin/python3 bench/torch_decode_cpu.py --model small|gpt2 \\
-           --mode kv|recompute --threads 2 [--rows 1,4,16,64]
+           --mode kv|recompute --threads 2 [--rows 1,4,16,64] [--check]
 """
 import argparse
 import math
@@ -89,12 +91,28 @@ def tokens_per_s(model, shape, mode, rows):
     return rows * steps / (time.perf_counter() - start)
 
 
+def check(model, shape, positions=12, rows=3):
+    """The largest |KV-cache logits - full-forward logits| over `positions`."""
+    V, T, L, NH, C = shape
+    idx = torch.randint(0, V, (rows, positions))
+    caches = [(torch.zeros(rows, NH, T, C // NH), torch.zeros(rows, NH, T, C // NH))
+              for _ in range(L)]
+    worst = 0.0
+    for pos in range(positions):
+        kv = decode_step_kv(model, idx[:, pos], pos, caches)
+        full = logits_recompute(model, idx[:, :pos + 1])
+        worst = max(worst, (kv - full).abs().max().item())
+    return worst
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=sorted(SHAPES), default="small")
     parser.add_argument("--mode", choices=["kv", "recompute"], default="kv")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rows", default="1,4,16,64")
+    parser.add_argument("--check", action="store_true",
+                        help="compare the KV-cache decode with the full forward, then exit")
     args = parser.parse_args()
     if args.threads < 1:
         sys.exit(f"torch_decode_cpu: --threads {args.threads}: must be at least 1")
@@ -109,6 +127,12 @@ def main():
     V, T, L, NH, C = SHAPES[args.model]
     model = GPT(V, T, L, NH, C, dropout=0.0).eval()
     with torch.inference_mode():
+        if args.check:
+            worst = check(model, SHAPES[args.model])
+            ok = worst <= 1e-4
+            print(f"RESULT check kv vs full forward: max |difference| {worst:.2e} "
+                  f"({'ok' if ok else 'FAILED, bound 1e-4'})")
+            sys.exit(0 if ok else 1)
         for r in rows:
             tps = tokens_per_s(model, SHAPES[args.model], args.mode, r)
             print(f"RESULT decode mode={args.mode} rows={r} tokens_per_s={tps:.1f}", flush=True)

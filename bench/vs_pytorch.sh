@@ -68,7 +68,9 @@ train_bin=$build/bin/dropk-train
 bench_bin=$build/bin/dropk-train-throughput-bench
 serve_bench_bin=$build/bin/dropk-serve-bench
 decode_script=bench/torch_decode_cpu.py
-for b in "$train_bin" "$bench_bin" "$serve_bench_bin" "$build/bin/dropk"; do
+needed=("$train_bin" "$bench_bin" "$build/bin/dropk")
+[[ $cases != *d* ]] || needed+=("$serve_bench_bin")
+for b in "${needed[@]}"; do
   [ -x "$b" ] || { echo "vs_pytorch: $b not built (cmake --build $build)" >&2; exit 1; }
 done
 mpi=(mpirun -np 2 --oversubscribe)
@@ -373,6 +375,10 @@ if [[ $cases == *d* ]]; then
     while read -r rows v; do dec[$1.$2.$rows]="${dec[$1.$2.$rows]:-} $v"; done
   }
   for model in ${decode_shapes//,/ }; do
+    # The PyTorch KV-cache decode must give the full forward's logits before
+    # its speed means anything.
+    log="$work/d_torch_check_$model.log"
+    "$py" "$decode_script" --model "$model" --check > "$log" 2>&1 || fail "$log" "PyTorch decode check ($model)"
     for ((rep = 1; rep <= repeats; ++rep)); do
       log="$work/d_dropk_$model.$rep.log"
       if out=$(dropk_decode "$log" $model) && [ -n "$out" ]; then keep dropk $model <<< "$out"
@@ -409,4 +415,7 @@ fi
 
 echo
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-[ $keep_work = 0 ] || echo "vs_pytorch: logs of the failed runs kept in $work"
+if [ $keep_work = 1 ]; then
+  echo "vs_pytorch: logs of the failed runs kept in $work"
+  exit 1
+fi

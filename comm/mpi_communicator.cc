@@ -541,9 +541,10 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator() {
       new MpiCommunicator(rank, size, std::move(probes), ring_comm));
 }
 
-void AbortJob(const std::string& reason, int exit_code) {
+void AbortJob(const std::string& reason, int exit_code, const std::function<void()>& after_report) {
   std::fprintf(stderr, "%s\n", reason.c_str());
   std::fflush(stderr);
+  if (after_report) after_report();
   int initialized = 0, finalized = 0;
   MPI_Initialized(&initialized);
   MPI_Finalized(&finalized);
@@ -552,12 +553,14 @@ void AbortJob(const std::string& reason, int exit_code) {
 }
 
 void AbortJobAfterLauncherGrace(const std::string& reason, int exit_code,
-                                std::chrono::seconds grace) {
+                                std::chrono::seconds grace,
+                                const std::function<void()>& after_report) {
   std::fprintf(stderr, "%s; waiting up to %lld s for the launcher to end the job\n", reason.c_str(),
                static_cast<long long>(grace.count()));
   std::fflush(stderr);
   std::signal(SIGTERM, SIG_DFL);
   std::signal(SIGINT, SIG_DFL);
+  if (after_report) after_report();
   std::this_thread::sleep_for(grace);
   AbortJob("the launcher did not end the job; aborting it", exit_code);
 }

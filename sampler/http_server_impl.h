@@ -4,10 +4,12 @@
 #ifndef DROPK_SAMPLER_HTTP_SERVER_IMPL_H_
 #define DROPK_SAMPLER_HTTP_SERVER_IMPL_H_
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <chrono>
 #include <cstdio>
 #include <sstream>
 #include <string>

@@ -94,8 +94,8 @@ int Main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0, 3600000));
   app.add_option("--api-key-file", api_key_file,
-                 "File holding the API key; every route but /healthz then needs "
-                 "'Authorization: Bearer <key>'");
+                 "File holding the API key; every route but /healthz and the playground "
+                 "page (GET /) then needs 'Authorization: Bearer <key>'");
   // CLI11 would take the flag after one given without its value as the value.
   if (const std::string missing = dropk::FlagMissingItsValue(
           app, std::vector<std::string>(argv + std::min(argc, 1), argv + argc));

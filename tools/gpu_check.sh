@@ -32,7 +32,7 @@
 #   - 200 steps of the shakespeare_char shape on the GPU tracking the CPU's losses
 #   - dropk-train as a user runs it, with configs/shakespeare_char_cuda.textproto:
 #     60 steps (flash attention), resumed to 90, and 60 with the materialised
-#     kernels (attention_kernels), each run's checkpoints verified
+#     kernels (attention_kernels), each run's newest checkpoint verified
 #   - GPT-2 124M training tokens/s and MFU at fp32/tf32/bf16, dropout 0 and
 #     0.1, against PyTorch eager and torch.compile on the same GPU in the same run,
 #     and where a bf16 step with dropout 0.1 goes, op by op
@@ -269,32 +269,6 @@ if [ $build_ok = PASS ]; then
     --attention=flash --corpus=data/tinyshakespeare.txt > "$out/track_flash.log" 2>&1 || status=1
   bounded 120 "$build/bin/dropk-gpu-train-bench" --mode=throughput --batch=16 --steps=10 \
     --precisions=tf32,bf16 --attention=flash --profile > "$out/bench_flash.log" 2>&1 || status=1
-  # dropk-train itself on the GPU, as a user runs it: the CUDA recipe config
-  # (its memory check, flash attention by default), a resume from its
-  # checkpoint, the materialised kernels through the config field, and the
-  # saved checkpoints verified. Short runs: 60 steps, then 30 more.
-  echo "gpu_check: dropk-train with configs/shakespeare_char_cuda.textproto (flash, resume, materialised)"
-  train_data=$out/train_data
-  rm -rf "$train_data" "$out"/train_run_*
-  "$build/bin/dropk" data prepare --tokenizer char --out "$train_data" data/tinyshakespeare.txt \
-    > "$out/train_prepare.log" 2>&1
-  # train_run NAME RUN_DIR SECONDS ARGS...: one dropk-train run into
-  # $out/NAME.log, which ends with its exit status and then the verdict of
-  # `dropk ckpt verify` on RUN_DIR's checkpoints.
-  train_run() {
-    local name=$1 run_dir=$2 secs=$3
-    shift 3
-    bounded "$secs" "$build/bin/dropk-train" --config configs/shakespeare_char_cuda.textproto \
-      --data_dir="$train_data" --out_dir="$run_dir" --eval_interval=30 --eval_iters=5 \
-      --save_every=30 --sample_tokens=40 "$@" > "$out/$name.log" 2>&1
-    echo "train exit $?" >> "$out/$name.log"
-    "$build/bin/dropk" ckpt verify "$run_dir/checkpoints" >> "$out/$name.log" 2>&1
-    echo "verify exit $?" >> "$out/$name.log"
-  }
-  train_run train_flash "$out/train_run_flash" 90 --max_iters=60
-  train_run train_flash_resumed "$out/train_run_flash" 60 --max_iters=90 --resume=latest
-  train_run train_materialised "$out/train_run_materialised" 90 --max_iters=60 \
-    --attention_kernels=materialised
   # The flash kernels under compute-sanitizer: out-of-bounds accesses
   # (memcheck: every head size, partial tiles) and shared-memory races
   # (racecheck, slower: one case). --error-exitcode makes the exit status
@@ -312,6 +286,39 @@ if [ $build_ok = PASS ]; then
       echo "gpu_check: not run: no compute-sanitizer on this machine" > "$out/sanitizer_$tool.log"
     fi
   done
+  # dropk-train itself on the GPU, as a user runs it: the CUDA recipe config
+  # (its memory check, flash attention by default), a resume from its
+  # checkpoint, the materialised kernels through the config field, and the
+  # newest checkpoint of each run verified. Short runs: 60 steps, then 30
+  # more. After the sanitizer steps, which the budget must reach first; the
+  # runs' directories (checkpoints of ~130 MB each) stay out of $out, whose
+  # logs are what a lent machine sends back.
+  echo "gpu_check: dropk-train with configs/shakespeare_char_cuda.textproto (flash, resume, materialised)"
+  runs=$build/gpu_check_runs
+  train_data=$runs/data
+  rm -rf "$runs"
+  if ! "$build/bin/dropk" data prepare --tokenizer char --out "$train_data" \
+      data/tinyshakespeare.txt > "$out/train_prepare.log" 2>&1; then
+    echo "gpu_check: dropk data prepare failed (see $out/train_prepare.log)"
+    status=1
+  fi
+  # train_run NAME RUN_DIR SECONDS ARGS...: one dropk-train run into
+  # $out/NAME.log, which ends with its exit status and then the verdict of
+  # `dropk ckpt verify` on RUN_DIR's newest checkpoint.
+  train_run() {
+    local name=$1 run_dir=$2 secs=$3
+    shift 3
+    bounded "$secs" "$build/bin/dropk-train" --config configs/shakespeare_char_cuda.textproto \
+      --data_dir="$train_data" --out_dir="$run_dir" --eval_interval=30 --eval_iters=5 \
+      --save_every=30 --sample_tokens=40 "$@" > "$out/$name.log" 2>&1
+    echo "train exit $?" >> "$out/$name.log"
+    "$build/bin/dropk" ckpt verify "$run_dir/checkpoints" >> "$out/$name.log" 2>&1
+    echo "verify exit $?" >> "$out/$name.log"
+  }
+  train_run train_flash "$runs/flash" 90 --max_iters=60
+  train_run train_flash_resumed "$runs/flash" 60 --max_iters=90 --resume=latest
+  train_run train_materialised "$runs/materialised" 90 --max_iters=60 \
+    --attention_kernels=materialised
 fi
 
 # The summary table, from the logs above (tools/gpu_check_summary.py; its

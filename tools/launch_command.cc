@@ -182,7 +182,8 @@ class JobDir {
   std::string path_;
 };
 
-// "; first failure a rank reported: LINE" (and how many more) from the
+// "; first failure a rank reported (OUT_DIR/failures): LINE" (and how many
+// more) from the
 // failure records dropk-train's ranks appended under `out_dir` since
 // `marks` (trainer/failure_record.h), or "" when none did (a rank killed
 // outright, or an out_dir this host cannot see).

@@ -17,13 +17,18 @@
 namespace dropk {
 namespace {
 
+// "2026-11-30T21:40:02.123Z": milliseconds, so that lines written within
+// one second still sort in the order they were written.
 std::string UtcNow() {
-  const std::time_t now = std::time(nullptr);
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
+  const auto millis =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
   std::tm utc{};
-  gmtime_r(&now, &utc);
+  gmtime_r(&seconds, &utc);
   char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &utc);
-  return text;
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &utc);
+  return absl::StrFormat("%s.%03dZ", text, static_cast<int>(millis));
 }
 
 std::string HostName() {
@@ -52,19 +57,30 @@ std::string FailureRecordPath(const std::string& out_dir, int rank) {
 }
 
 bool RecordFailure(const std::string& out_dir, int rank, const std::string& message,
-                   std::chrono::milliseconds limit) {
+                   std::chrono::milliseconds limit) noexcept {
   if (out_dir.empty()) return false;
-  const std::string line =
-      absl::StrCat(UtcNow(), " host ", HostName(), " pid ", ::getpid(), ": ", message, "\n");
-  // The write runs on a thread of its own so that a filesystem that never
-  // answers cannot hold the caller; a thread left blocked there is ended
-  // with the process, which is about to exit.
-  auto done = std::make_shared<std::promise<bool>>();
-  std::future<bool> written = done->get_future();
-  std::thread([done, dir = out_dir + "/failures", path = FailureRecordPath(out_dir, rank), line] {
-    done->set_value(AppendAndSync(dir, path, line));
-  }).detach();
-  return written.wait_for(limit) == std::future_status::ready && written.get();
+  // Whatever goes wrong here (no memory, no thread), the caller must still
+  // end the job: nothing escapes.
+  try {
+    const std::string line =
+        absl::StrCat(UtcNow(), " host ", HostName(), " pid ", ::getpid(), ": ", message, "\n");
+    // The write runs on a thread of its own so that a filesystem that never
+    // answers cannot hold the caller; a thread left blocked there is ended
+    // with the process, which is about to exit.
+    auto done = std::make_shared<std::promise<bool>>();
+    std::future<bool> written = done->get_future();
+    std::thread([done, dir = out_dir + "/failures", path = FailureRecordPath(out_dir, rank), line] {
+      bool ok = false;
+      try {
+        ok = AppendAndSync(dir, path, line);
+      } catch (...) {  // an allocation in create_directories
+      }
+      done->set_value(ok);
+    }).detach();
+    return written.wait_for(limit) == std::future_status::ready && written.get();
+  } catch (...) {
+    return false;
+  }
 }
 
 FailureRecordMarks MarkFailureRecords(const std::string& out_dir) {
@@ -90,7 +106,11 @@ std::vector<std::string> FailureRecordsSince(const std::string& out_dir,
       if (!line.empty()) lines.push_back(line);
     }
   }
-  std::sort(lines.begin(), lines.end());  // by their leading UTC time
+  // By their leading UTC time alone: lines of one millisecond keep their
+  // files' order.
+  std::stable_sort(lines.begin(), lines.end(), [](const std::string& a, const std::string& b) {
+    return a.substr(0, a.find(' ')) < b.substr(0, b.find(' '));
+  });
   return lines;
 }
 

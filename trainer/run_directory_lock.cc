@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -22,6 +23,8 @@ namespace {
 
 // How long a lock's holder may take to record itself in the lock file.
 constexpr auto kHolderNoteWait = std::chrono::seconds(1);
+// The payload that marks Acquire's refusal for a lock another job holds.
+constexpr absl::string_view kHeldElsewherePayload = "dropk/run-directory-held-elsewhere";
 
 std::string ThisHost() {
   char name[256] = {};
@@ -65,6 +68,10 @@ std::string Describe(const Holder& holder, const std::string& me) {
 }
 
 }  // namespace
+
+bool IsRunDirectoryHeldElsewhere(const absl::Status& status) {
+  return status.GetPayload(kHeldElsewherePayload).has_value();
+}
 
 absl::StatusOr<RunDirectoryLock> RunDirectoryLock::Acquire(const std::string& dir,
                                                            const std::string& field,
@@ -123,9 +130,11 @@ absl::StatusOr<RunDirectoryLock> RunDirectoryLock::AcquireFile(const std::string
     const bool note_pending =
         (holder.host.empty() || NoteOfAnEndedProcess(holder, me)) && waited < kHolderNoteWait;
     if (waited >= patience && !note_pending) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          subject, " is in use by another ", job, " (", Describe(holder, me),
-          ", holding ", path, "); let it end or stop it, or give this run its own ", field));
+      absl::Status held = absl::FailedPreconditionError(absl::StrCat(
+          subject, " is in use by another ", job, " (", Describe(holder, me), ", holding ", path,
+          "); let it end or stop it, or give this run its own ", field));
+      held.SetPayload(kHeldElsewherePayload, absl::Cord(path));
+      return held;
     }
     if (wait.stop_requested && wait.stop_requested()) {
       return absl::CancelledError(absl::StrCat("stopped by a signal while waiting for ", subject,

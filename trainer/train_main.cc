@@ -16,6 +16,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <iostream>
 #include <new>
 
@@ -26,6 +27,7 @@
 #include "trainer/comm_backend.h"
 #include "trainer/config.h"
 #include "trainer/failure_record.h"
+#include "trainer/run_directory_lock.h"
 #include "trainer/trainer.h"
 #include "trainer/training_checkpoints.h"
 
@@ -95,17 +97,23 @@ int Main(int argc, char** argv) {
     const int code = dropk::ExitCodeFor(summary.status());
     const std::string failure =
         absl::StrCat("rank ", rank, " of ", world, ": ", summary.status().message());
-    // Kept in the run directory first: the launcher may drop stderr lines
-    // still in flight when it ends the job.
-    dropk::RecordFailure(config->out_dir(), rank, failure);
+    // The line is also kept in the run directory, after it is printed: the
+    // launcher may drop stderr lines still in flight when it ends the job.
+    // Not when the run directory is another job's (this one was refused it).
+    const std::function<void()> keep = [&] {
+      if (!dropk::IsRunDirectoryHeldElsewhere(summary.status())) {
+        dropk::RecordFailure(config->out_dir(), rank, failure);
+      }
+    };
     if (world > 1 && absl::IsUnavailable(summary.status())) {
       dropk::AbortJobAfterLauncherGrace(absl::StrCat("dropk-train: ", failure, " (ending the job)"),
-                                        code, std::chrono::seconds(120));
+                                        code, std::chrono::seconds(120), keep);
     }
     if (world > 1) {
-      dropk::AbortJob(absl::StrCat("dropk-train: ", failure, " (ending the job)"), code);
+      dropk::AbortJob(absl::StrCat("dropk-train: ", failure, " (ending the job)"), code, keep);
     }
-    std::cerr << "dropk-train: " << summary.status().message() << "\n";
+    std::cerr << "dropk-train: " << summary.status().message() << std::endl;
+    keep();
     return code;
   }
   if (summary->stopped_by_signal) {

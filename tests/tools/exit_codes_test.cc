@@ -57,7 +57,7 @@ INSTANTIATE_TEST_SUITE_P(
         // The other benchmarks: --help used to run
         // dropk-serve-bench's whole benchmark, and
         // dropk-crc32c-bench's, which took no flags.
-        Binary{"dropk-serve-bench", "--only"}, Binary{"dropk-crc32c-bench", "--help"},
+        Binary{"dropk-serve-bench", "--only"}, Binary{"dropk-crc32c-bench", "CRC32C"},
         Binary{"dropk-allreduce-bench", "--max-mib"}, Binary{"dropk-attention-bench", "--threads"},
         Binary{"dropk-checkpoint-bench", "--repeats"}, Binary{"dropk-gpu-train-bench", "--mode"},
         Binary{"dropk-tokenizer-bench", "--gpt2-dir"}),

@@ -141,7 +141,7 @@ with tempfile.TemporaryDirectory() as tmp:
 
     expect("a dropk-train run's row quotes its closing line",
            result_of(rows, "dropk-train, the same run resumed") ==
-           ("PASS", "done, 90 steps, val loss 2.3; checkpoints verify"), text)
+           ("PASS", "done, 90 steps, val loss 2.3; newest checkpoint verifies"), text)
 
     # The materialised run using flash anyway, the resumed run's checkpoints
     # failing to verify, the first run cut by the budget.
@@ -157,10 +157,16 @@ with tempfile.TemporaryDirectory() as tmp:
            status == 1 and r[0] == "FAIL" and "says 'flash attention" in r[1], text)
     r = result_of(rows, "dropk-train, the same run resumed")
     expect("checkpoints that do not verify fail the row",
-           r[0] == "FAIL" and "checkpoints do not verify" in r[1], text)
+           r[0] == "FAIL" and "newest checkpoint does not verify" in r[1], text)
     expect("a run the budget cut did not run",
            result_of(rows, "dropk-train, CUDA recipe config") == ("-", "did not run (budget spent)"),
            text)
+    # A run on the CPU (no "cuda:" in its header) does not pass for the GPU's.
+    write(out / "train_materialised.log",
+          TRAIN_RUNS_PASSED["train_materialised"].replace("cuda:0", "cpu"))
+    status, rows, text = run(out)
+    r = result_of(rows, "dropk-train, attention_kernels: MATERIALISED")
+    expect("a run that did not name the GPU fails", r[0] == "FAIL" and "no 'cuda:'" in r[1], text)
     for name, text in TRAIN_RUNS_PASSED.items():
         write(out / f"{name}.log", text)
 

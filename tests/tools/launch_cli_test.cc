@@ -195,7 +195,9 @@ TEST_F(LaunchCliTest, AFailureWithoutALostHostIsNotRestarted) {
   EXPECT_EQ(r.err.find("attempt 2"), std::string::npos) << r.err;
   // Its last line names the cause, from the ranks' failure records, so it
   // need not be dug out of every rank's output above it.
-  const std::string last = r.err.substr(r.err.rfind("dropk: "));
+  const size_t last_line = r.err.rfind("dropk: ");
+  ASSERT_NE(last_line, std::string::npos) << r.err;
+  const std::string last = r.err.substr(last_line);
   EXPECT_NE(last.find("first failure a rank reported (" + (dir_ / "run").string() + "/failures): "),
             std::string::npos)
       << r.err;

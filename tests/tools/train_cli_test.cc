@@ -5,11 +5,13 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 
 #include "support/shakespeare_data.h"
 #include "support/subprocess.h"
 #include "support/temp_dir.h"
+#include "trainer/run_directory_lock.h"
 
 namespace dropk {
 namespace {
@@ -133,6 +135,22 @@ TEST_F(TrainCliTest, RunDirectoryThatIsAFileExitsTwoNamingIt) {
         << c.args << "\n"
         << r.out;
   }
+}
+
+// A job refused a run directory that another job holds leaves nothing there:
+// its failure record (OUT_DIR/failures) would read as that job's own.
+TEST_F(TrainCliTest, AJobRefusedAnotherJobsRunDirectoryRecordsNothingThere) {
+  const std::string out = scratch_->path() + "/held_by_another";
+  std::ostringstream log;
+  absl::StatusOr<RunDirectoryLock> other = RunDirectoryLock::Acquire(out, "out_dir", log);
+  ASSERT_TRUE(other.ok()) << other.status();
+  const test_util::CommandResult r =
+      RunTrainCli(Base() + " --out_dir=" + out + " --max_iters=1 --sample_tokens=0");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("out_dir=" + out + " is in use by another dropk-train job"),
+            std::string::npos)
+      << r.out;
+  EXPECT_FALSE(std::filesystem::exists(out + "/failures")) << r.out;
 }
 
 // A run directory behind a symbolic link to nothing (a file system that is

@@ -2,8 +2,10 @@
 #include "trainer/failure_record.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -42,9 +44,10 @@ TEST(FailureRecordTest, AppendsOneTimestampedLinePerFailureAndKeepsEarlierOnes) 
   ASSERT_NE(first, std::string::npos) << text;
   ASSERT_NE(second, std::string::npos) << text;
   EXPECT_LT(first, second);
-  // Each line starts with the UTC time, then host and pid.
+  // Each line starts with the UTC time to the millisecond, then host and pid.
   EXPECT_EQ(text[4], '-') << text;
-  EXPECT_EQ(text[19], 'Z') << text;
+  EXPECT_EQ(text[19], '.') << text;
+  EXPECT_EQ(text[23], 'Z') << text;
   EXPECT_NE(text.find(" pid " + std::to_string(::getpid()) + ": "), std::string::npos) << text;
   EXPECT_FALSE(std::filesystem::exists(FailureRecordPath(out.string(), 0)));
   std::filesystem::remove_all(out);
@@ -69,6 +72,22 @@ TEST(FailureRecordTest, RecordsSinceAMarkAreTheNewLinesOfEveryRankOldestFirst) {
   EXPECT_NE(lines[1].find(": second"), std::string::npos) << lines[1];
   EXPECT_NE(lines[2].find(": third"), std::string::npos) << lines[2];
   std::filesystem::remove_all(out);
+}
+
+// A write that does not finish (here a FIFO nobody reads, as a shared
+// filesystem gone with the network would) is given up after the limit.
+TEST(FailureRecordTest, AWriteThatNeverEndsIsAbandonedAfterTheLimit) {
+  const std::filesystem::path out = FreshDir("failure_record_stuck");
+  std::filesystem::create_directories(out / "failures");
+  ASSERT_EQ(::mkfifo(FailureRecordPath(out.string(), 0).c_str(), 0600), 0);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(RecordFailure(out.string(), 0, "rank 0 of 1: lost", std::chrono::milliseconds(200)));
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, std::chrono::milliseconds(200));
+  EXPECT_LT(took, std::chrono::seconds(2));
+  // The writer thread stays blocked in open(2) on the FIFO until this test
+  // process exits, as a rank's would until the rank exits. (Freeing it by
+  // opening the FIFO would make its write a SIGPIPE once the reader closes.)
 }
 
 TEST(FailureRecordTest, AnOutDirThatCannotHoldItIsReportedNotFatal) {

@@ -81,6 +81,8 @@ TEST(RunDirectoryLockTest, ASecondJobOnThisHostIsRefusedNamingTheFirst) {
                 AllOf(HasSubstr("out_dir=" + tmp.path() + " is in use by another dropk-train job"),
                       HasSubstr("pid " + std::to_string(::getpid()) + " on this host")));
     EXPECT_THAT(log.str(), HasSubstr("waiting up to 0 s"));
+    EXPECT_TRUE(IsRunDirectoryHeldElsewhere(second.status()));
+    EXPECT_FALSE(IsRunDirectoryHeldElsewhere(absl::FailedPreconditionError("other")));
   }
   // Once the first job has ended, the directory is free again.
   EXPECT_TRUE(RunDirectoryLock::Acquire(tmp.path(), "out_dir", log).ok());

@@ -15,6 +15,7 @@
 #define DROPK_COMM_MPI_COMMUNICATOR_H_
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -30,12 +31,16 @@ namespace dropk {
 absl::StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator();
 
 // Ends every rank of the job now (MPI_Abort with exit_code) after printing
-// `reason` to stderr. For unrecoverable errors on one rank (a timeout, a
-// failed step): the others would otherwise wait forever. Does not return.
-[[noreturn]] void AbortJob(const std::string& reason, int exit_code);
+// `reason` to stderr and then running `after_report` (when given; the
+// caller keeps it short and bounded, e.g. a copy of the reason kept on
+// disk). For unrecoverable errors on one rank (a timeout, a failed step):
+// the others would otherwise wait forever. Does not return.
+[[noreturn]] void AbortJob(const std::string& reason, int exit_code,
+                           const std::function<void()>& after_report = nullptr);
 
 // For a rank that found a peer's host unreachable (a collective's
-// Unavailable status): prints `reason`, then leaves ending the job to the
+// Unavailable status): prints `reason`, runs `after_report` (as AbortJob
+// does, with SIGTERM and SIGINT already fatal), then leaves ending the job to the
 // launcher for up to `grace` and only then calls AbortJob. MPI_Abort at once
 // would make mpirun order the lost host's daemon to kill its ranks and wait
 // for an answer that never comes (Open MPI 4 then hangs until TCP gives up,
@@ -43,7 +48,8 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator();
 // (mpirun --mca oob_tcp_keepalive_time ...) and ends every rank. SIGTERM
 // and SIGINT end the process at once meanwhile. Does not return.
 [[noreturn]] void AbortJobAfterLauncherGrace(const std::string& reason, int exit_code,
-                                             std::chrono::seconds grace);
+                                             std::chrono::seconds grace,
+                                             const std::function<void()>& after_report = nullptr);
 
 // True when this process was started by an MPI launcher (Open MPI, PMIx or
 // Slurm's PMI set their rank variables).

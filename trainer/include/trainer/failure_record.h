@@ -5,7 +5,7 @@
 // Kubernetes pod's log goes with the pod. So each rank that fails also
 // appends its one line to OUT_DIR/failures/rank-NNNNN.log, which outlives
 // the job on the run directory's (shared) filesystem:
-//   2026-11-30T21:40:02Z host h0 pid 1234: rank 0 of 3: allreduce ...
+//   2026-11-30T21:40:02.123Z host h0 pid 1234: rank 0 of 3: allreduce ...
 // The file is appended to, never truncated, so a job relaunched after
 // failures keeps the history of every attempt.
 #ifndef DROPK_TRAINER_FAILURE_RECORD_H_
@@ -27,10 +27,11 @@ std::string FailureRecordPath(const std::string& out_dir, int rank);
 // needed, and fsyncs it. Best effort, and bounded: a failure to write is ignored (the
 // caller reports the error on stderr as well), and a write still blocked
 // after `limit` (a shared filesystem gone with the network) is abandoned
-// so the caller can still end the job. Returns whether the line was
-// written and synced within the limit.
+// so the caller can still end the job. Throws nothing. Returns whether the
+// line was written and synced within the limit. A run that fails before
+// training would have created out_dir (a missing data_dir) creates it here.
 bool RecordFailure(const std::string& out_dir, int rank, const std::string& message,
-                   std::chrono::milliseconds limit = std::chrono::seconds(5));
+                   std::chrono::milliseconds limit = std::chrono::seconds(5)) noexcept;
 
 // How far each rank's failure file under an out_dir reached at some moment
 // (path -> size in bytes), to tell the lines a later run appended.
@@ -42,7 +43,9 @@ FailureRecordMarks MarkFailureRecords(const std::string& out_dir);
 
 // The lines appended to the failure files under `out_dir` since `marks`,
 // from every rank, oldest first (the lines start with their UTC time). A
-// file that shrank since (replaced) is read whole.
+// file that shrank since (replaced) is read whole. Both this and
+// MarkFailureRecords read the filesystem unbounded: a shared out_dir whose
+// server hangs hangs them.
 std::vector<std::string> FailureRecordsSince(const std::string& out_dir,
                                              const FailureRecordMarks& marks);
 

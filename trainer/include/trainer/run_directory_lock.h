@@ -42,6 +42,11 @@ struct RunLockWait {
   std::function<bool()> stop_requested = nullptr;
 };
 
+// Whether `status` is Acquire's refusal because another job holds the
+// directory (its FailedPrecondition carries a payload saying so): a failure
+// that must leave nothing in that directory, which is the other job's.
+bool IsRunDirectoryHeldElsewhere(const absl::Status& status);
+
 // An exclusive claim on one run directory, held until destroyed. Move-only.
 class RunDirectoryLock {
  public:
