@@ -399,6 +399,13 @@ absl::Status CreateComm(Communicator* bootstrap, int cuda_device, NcclState* sta
   if (std::string error = NcclLoadError(); !error.empty()) {
     return absl::FailedPreconditionError(error);
   }
+  // Every peer connection at init, under InitWatchdog below, unless the user
+  // chose otherwise: NCCL >= 2.22 connects lazily by default, inside the
+  // first collective of each algorithm, a host call that no deadline bounds
+  // (a stuck peer would hang it for good), and allocates its buffers then,
+  // after the memory check. Older NCCL connects at init anyway. Set before
+  // NCCL's first call (ncclGetUniqueId) reads its environment.
+  setenv("NCCL_RUNTIME_CONNECT", "0", /*overwrite=*/0);
   int count = 0;
   const cudaError_t rc = cudaGetDeviceCount(&count);
   if (rc != cudaSuccess || count == 0) {

@@ -46,6 +46,17 @@ bool MayUseNccl(const TrainConfig& config, bool launched_by_mpi) {
           (config.comm_backend() == TrainConfig::AUTO && launched_by_mpi));
 }
 
+// `failure`, for a rank that cannot join. In a job of several ranks the
+// host communicator is left alive (released, not destroyed): a collective
+// of it may still be pending on its thread, one a peer never entered or
+// still runs, and destroying it would wait for that collective for good
+// (MpiCommunicator joins its thread) instead of returning; the caller ends
+// the job (dropk-train: AbortJob), which needs MPI still initialised.
+absl::Status LeavingTheJobToItsEnd(std::unique_ptr<Communicator> host, absl::Status failure) {
+  if (host->Size() > 1) static_cast<void>(host.release());
+  return failure;
+}
+
 }  // namespace
 
 int RanksSharingGpu(const std::vector<std::array<uint8_t, 16>>& uuids, int rank) {
@@ -93,8 +104,60 @@ CommFacts GatherCommFacts(const TrainConfig& config) {
   return facts;
 }
 
+absl::StatusOr<std::vector<std::array<uint8_t, 16>>> ExchangeGpuUuids(
+    Communicator& comm, const std::array<uint8_t, 16>& mine, const CollectiveOptions& options) {
+  std::vector<std::array<uint8_t, 16>> uuids(comm.Size());
+  std::array<uint8_t, 16> sent = mine;
+  if (absl::Status s =
+          comm.AllGather(Buffer{sent.data(), sent.size(), DataType::kUint8, MemoryKind::kHost},
+                         Buffer{uuids.data(), sent.size() * uuids.size(), DataType::kUint8,
+                                MemoryKind::kHost},
+                         options)
+              ->Wait();
+      !s.ok()) {
+    return s;
+  }
+  return uuids;
+}
+
+absl::StatusOr<CommBackendChoice> AgreeOnCommBackend(const TrainConfig& config, CommFacts facts,
+                                                     const std::array<uint8_t, 16>& my_gpu_uuid,
+                                                     Communicator& bootstrap,
+                                                     const CollectiveOptions& options) {
+  if (!MayUseNccl(config, facts.launched_by_mpi)) return ChooseCommBackend(config, facts);
+  // Which ranks share a GPU: by UUID, since ranks that each see only their
+  // own GPU (srun --gpus-per-task) all number it 0. Every rank takes part,
+  // one that sees no GPU with a zero UUID: were it to skip this, its next
+  // collective (the AllReduce below) would meet the others' AllGather, and
+  // the job would hang instead of saying which rank cannot use NCCL.
+  const std::array<uint8_t, 16> mine =
+      facts.cuda_devices > 0 ? my_gpu_uuid : std::array<uint8_t, 16>{};
+  absl::StatusOr<std::vector<std::array<uint8_t, 16>>> uuids =
+      ExchangeGpuUuids(bootstrap, mine, options);
+  if (!uuids.ok()) return uuids.status();
+  // An unknown UUID of this rank's GPU leaves the node's counts to judge.
+  if (mine != std::array<uint8_t, 16>{}) {
+    facts.ranks_sharing_my_gpu = RanksSharingGpu(*uuids, bootstrap.Rank());
+  }
+  absl::StatusOr<CommBackendChoice> choice = ChooseCommBackend(config, facts);
+  // Agree on NCCL, so that no two ranks pick different backends: find the
+  // lowest rank that cannot use it (ReduceOp has no minimum: the maximum of
+  // Size() - rank does).
+  const bool fits = choice.ok() && *choice == CommBackendChoice::kNccl;
+  int64_t unfit = fits ? 0 : bootstrap.Size() - bootstrap.Rank();
+  if (absl::Status s = bootstrap.AllReduce(HostBuffer(&unfit, 1), ReduceOp::kMax, options)->Wait();
+      !s.ok()) {
+    return s;
+  }
+  if (unfit == 0) return CommBackendChoice::kNccl;
+  if (config.comm_backend() == TrainConfig::AUTO) return CommBackendChoice::kMpi;
+  if (!choice.ok()) return choice.status();
+  return NcclProblem(
+      absl::StrCat("rank ", bootstrap.Size() - unfit, " cannot use NCCL (its own line says why)"));
+}
+
 absl::StatusOr<std::unique_ptr<Communicator>> JoinTrainingJob(const TrainConfig& config) {
-  CommFacts facts = GatherCommFacts(config);
+  const CommFacts facts = GatherCommFacts(config);
   absl::StatusOr<CommBackendChoice> mine = ChooseCommBackend(config, facts);
   if (mine.ok() && *mine == CommBackendChoice::kSingleProcess) {
     return MakeSingleProcessCommunicator();
@@ -109,43 +172,15 @@ absl::StatusOr<std::unique_ptr<Communicator>> JoinTrainingJob(const TrainConfig&
   // NCCL on the CPU never gets here (validation refuses it), so every rank
   // whose config may lead to NCCL takes part in agreeing on it.
   if (!host.ok() || !MayUseNccl(config, facts.launched_by_mpi)) return host;
-  Communicator& bootstrap = **host;
-  // Which ranks share a GPU: by UUID, since ranks that each see only their
-  // own GPU (srun --gpus-per-task) all number it 0. Then choose again.
-  if (facts.cuda_devices > 0) {
-    std::vector<std::array<uint8_t, 16>> uuids(bootstrap.Size());
-    uuids[bootstrap.Rank()] = CudaDeviceUuid(LocalRank() % facts.cuda_devices);
-    std::array<uint8_t, 16> my_uuid = uuids[bootstrap.Rank()];
-    if (absl::Status s =
-            bootstrap
-                .AllGather(
-                    Buffer{my_uuid.data(), 16, DataType::kUint8, MemoryKind::kHost},
-                    Buffer{uuids.data(), 16 * uuids.size(), DataType::kUint8, MemoryKind::kHost})
-                ->Wait();
-        !s.ok()) {
-      return s;
-    }
-    facts.ranks_sharing_my_gpu = RanksSharingGpu(uuids, bootstrap.Rank());
-    mine = ChooseCommBackend(config, facts);
-  }
-  // Agree on NCCL, so that no two ranks pick different backends: find the
-  // lowest rank that cannot use it (ReduceOp has no minimum: the maximum of
-  // Size() - rank does).
-  const bool fits = mine.ok() && *mine == CommBackendChoice::kNccl;
-  int64_t unfit = fits ? 0 : bootstrap.Size() - bootstrap.Rank();
-  if (absl::Status s = bootstrap.AllReduce(HostBuffer(&unfit, 1), ReduceOp::kMax)->Wait();
-      !s.ok()) {
-    return s;
-  }
-  if (unfit > 0) {
-    if (config.comm_backend() == TrainConfig::AUTO) return host;  // MPI then
-    if (!mine.ok()) return mine.status();
-    return NcclProblem(absl::StrCat("rank ", bootstrap.Size() - unfit,
-                                    " cannot use NCCL (its own line says why)"));
-  }
+  const int cuda_device = facts.cuda_devices > 0 ? LocalRank() % facts.cuda_devices : -1;
+  absl::StatusOr<CommBackendChoice> agreed = AgreeOnCommBackend(
+      config, facts, cuda_device >= 0 ? CudaDeviceUuid(cuda_device) : std::array<uint8_t, 16>{},
+      **host);
+  if (!agreed.ok()) return LeavingTheJobToItsEnd(*std::move(host), agreed.status());
+  if (*agreed != CommBackendChoice::kNccl) return host;  // MPI (AUTO)
   absl::StatusOr<std::unique_ptr<Communicator>> nccl =
-      MakeNcclCommunicator(&bootstrap, LocalRank() % facts.cuda_devices);
-  if (!nccl.ok()) return nccl.status();
+      MakeNcclCommunicator(host->get(), cuda_device);
+  if (!nccl.ok()) return LeavingTheJobToItsEnd(*std::move(host), nccl.status());
   return MakeRoutedCommunicator(*std::move(host), *std::move(nccl));
 }
 

@@ -1,17 +1,20 @@
 #include "trainer/memory_budget.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <fstream>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "model/kernels.h"
+#include "trainer/comm_backend.h"
 #include "trainer/config.h"
 
 namespace dropk {
@@ -134,8 +137,12 @@ absl::StatusOr<TrainingMemory> TrainingMemoryNeed(const TrainConfig& config, int
         flash_attention);
   }
   const double T = config.block_size();
-  need.scratch_bytes = 2.0 * sizeof(int32_t) * config.batch_size() * T +  // inputs, targets
-                       static_cast<double>(std::max(threads, 1)) * 2 * T * T * sizeof(float);
+  need.scratch_bytes = 2.0 * sizeof(int32_t) * config.batch_size() * T;  // inputs, targets
+  if (config.device() != TrainConfig::CUDA) {
+    // The CPU kernels' attention scratch; the CUDA kernels take none on the host.
+    need.scratch_bytes +=
+        CpuAttentionScratchBytes(threads, config.block_size(), config.n_embd() / config.n_head());
+  }
   if (config.precision() == TrainConfig::BF16 && config.device() != TrainConfig::CUDA) {
     // oneDNN's operands on the CPU: a bf16 copy of every weight (2 bytes a
     // parameter, an upper bound) and of the two operands of the largest
@@ -208,11 +215,25 @@ int RanksSharingGpu(int local_ranks, int gpus, int cuda_device) {
   return (local_ranks - cuda_device + gpus - 1) / gpus;
 }
 
+int RanksOnMyGpu(const std::vector<std::array<uint8_t, 16>>& gpu_uuids, int rank, int local_ranks,
+                 int gpus, int cuda_device) {
+  if (rank >= 0 && rank < static_cast<int>(gpu_uuids.size()) &&
+      gpu_uuids[rank] != std::array<uint8_t, 16>{}) {
+    return 1 + RanksSharingGpu(gpu_uuids, rank);
+  }
+  return RanksSharingGpu(local_ranks, gpus, cuda_device);
+}
+
+double GpuMemoryMarginBytes(double gpu_free_bytes) {
+  return std::max(0.05 * gpu_free_bytes, 1024.0 * 1024.0 * 1024.0);
+}
+
 absl::Status CheckGpuMemory(const TrainConfig& config, const TrainingMemory& need, int cuda_device,
                             int ranks_on_device, double gpu_free_bytes) {
   if (config.device() != TrainConfig::CUDA || gpu_free_bytes < 0) return absl::OkStatus();
   const int sharing = std::max(1, ranks_on_device);
-  if (need.DeviceBytes() * sharing <= gpu_free_bytes) return absl::OkStatus();
+  const double margin = GpuMemoryMarginBytes(gpu_free_bytes);
+  if (need.DeviceBytes() * sharing + margin <= gpu_free_bytes) return absl::OkStatus();
   const std::string shared = sharing > 1 ? absl::StrCat(" x ", sharing, " ranks sharing the GPU = ",
                                                         FormatBytes(need.DeviceBytes() * sharing))
                                          : "";
@@ -222,8 +243,10 @@ absl::Status CheckGpuMemory(const TrainConfig& config, const TrainingMemory& nee
       ", AdamW moments ", FormatBytes(need.optimizer_bytes), ", activations ",
       FormatBytes(need.model.activations_bytes), ", kernel scratch ",
       FormatBytes(need.device_scratch_bytes), ")", shared, ", but cuda device ", cuda_device,
-      " has ", FormatBytes(gpu_free_bytes), " free; lower batch_size=", config.batch_size(),
-      ", block_size=", config.block_size(), ", n_layer=", config.n_layer(),
+      " has ", FormatBytes(gpu_free_bytes), " free, of which ", FormatBytes(margin),
+      " (5% or at least 1 GiB) is kept for what the check cannot count (cuBLAS workspaces, "
+      "allocation rounding, NCCL buffers); lower batch_size=",
+      config.batch_size(), ", block_size=", config.block_size(), ", n_layer=", config.n_layer(),
       " or n_embd=", config.n_embd()));
 }
 

@@ -19,6 +19,7 @@
 #include <functional>
 #include <iostream>
 #include <new>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "base/exit_codes.h"
@@ -51,14 +52,17 @@ extern "C" void OnBusError(int) {
   ::_exit(dropk::kExitFailure);
 }
 
-// The rank the launcher assigned, before MPI is initialised (so that only
-// rank 0 prints config errors, which every rank finds alike).
-bool IsLauncherRankZero() {
+// The rank the launcher assigned, read before MPI is initialised (or where
+// joining it failed); 0 outside a launcher.
+int LauncherRank() {
   for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"}) {
-    if (const char* v = std::getenv(var)) return std::string(v) == "0";
+    if (const char* v = std::getenv(var)) return std::atoi(v);
   }
-  return true;
+  return 0;
 }
+
+// So that only rank 0 prints config errors, which every rank finds alike.
+bool IsLauncherRankZero() { return LauncherRank() == 0; }
 
 int Main(int argc, char** argv) {
   std::signal(SIGBUS, OnBusError);
@@ -80,6 +84,17 @@ int Main(int argc, char** argv) {
   dropk::InstallStopSignalHandlers();
   absl::StatusOr<std::unique_ptr<dropk::Communicator>> comm = dropk::JoinTrainingJob(*config);
   if (!comm.ok()) {
+    const int rank = LauncherRank(), world = dropk::LauncherWorldSize();
+    const std::string failure =
+        absl::StrCat("rank ", rank, " of ", world, ": ", comm.status().message());
+    dropk::RecordFailure(config->out_dir(), rank, failure);
+    // The other ranks may have joined, or wait in a collective of joining
+    // (agreeing on NCCL, NCCL's init) that this rank will never enter:
+    // returning would leave them, and mpirun, waiting for good.
+    if (world > 1) {
+      dropk::AbortJob(absl::StrCat("dropk-train: ", failure, " (ending the job)"),
+                      dropk::kExitFailure);
+    }
     std::cerr << "dropk-train: " << comm.status().message() << "\n";
     return dropk::kExitFailure;
   }

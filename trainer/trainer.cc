@@ -1,7 +1,9 @@
 #include "trainer/trainer.h"
 
+#include <array>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <thread>
@@ -20,6 +22,7 @@
 #include "model/kernels.h"
 #include "model/profiled_kernels.h"
 #include "trainer/batch_loader.h"
+#include "trainer/comm_backend.h"
 #include "trainer/comm_timeout.h"
 #include "trainer/config.h"
 #include "trainer/data_parallel.h"
@@ -209,6 +212,20 @@ class TrainingRun {
         !s.ok()) {
       return s;
     }
+    const KernelOptions kernel_options = TrainingKernelOptions(
+        config_, ThreadsPerRank(config_.num_threads(), LocalWorldSize()), LocalRank());
+    // Which ranks use this rank's GPU, for the memory check below: by UUID,
+    // since ranks that each see only their own GPU (srun --gpus-per-task=1)
+    // all number it 0. Here, where every rank arrives (the check above was a
+    // collective), not after a check that may fail on one rank only.
+    int ranks_on_my_gpu = 1;
+    if (config_.device() == TrainConfig::CUDA) {
+      absl::StatusOr<std::vector<std::array<uint8_t, 16>>> uuids =
+          ExchangeGpuUuids(comm_, CudaDeviceUuid(kernel_options.cuda_device), CommOptions());
+      if (!uuids.ok()) return uuids.status();
+      ranks_on_my_gpu = RanksOnMyGpu(*uuids, rank_, LocalWorldSize(), CudaDeviceCount(),
+                                     kernel_options.cuda_device);
+    }
     if (absl::Status s = ValidateAgainstData(config_, data_->train.size(), data_->val.size());
         !s.ok()) {
       return s;
@@ -239,8 +256,6 @@ class TrainingRun {
 
     // Refuse a run that cannot fit before allocating any of it: an
     // allocation failure or the OOM killer mid-setup explains nothing.
-    const KernelOptions kernel_options = TrainingKernelOptions(
-        config_, ThreadsPerRank(config_.num_threads(), LocalWorldSize()), LocalRank());
     const bool flash_attention =
         config_.device() == TrainConfig::CUDA &&
         CudaFlashAttentionApplies(kernel_options, config_.n_embd() / config_.n_head());
@@ -254,10 +269,9 @@ class TrainingRun {
       return s;
     }
     if (config_.device() == TrainConfig::CUDA) {
-      const int sharing =
-          RanksSharingGpu(LocalWorldSize(), CudaDeviceCount(), kernel_options.cuda_device);
-      if (absl::Status s = CheckGpuMemory(config_, *need, kernel_options.cuda_device, sharing,
-                                          CudaFreeBytes(kernel_options.cuda_device));
+      if (absl::Status s =
+              CheckGpuMemory(config_, *need, kernel_options.cuda_device, ranks_on_my_gpu,
+                             CudaFreeBytes(kernel_options.cuda_device));
           !s.ok()) {
         return s;
       }

@@ -34,6 +34,7 @@
 #include "cpu/row_ops.h"
 #include "cpu/xsmm_gemm.h"
 #include "kernel_math.h"
+#include "model/kernels.h"
 
 namespace dropk {
 namespace {
@@ -138,14 +139,25 @@ HeadView MakeHeadView(const float* qkv, int b, int h, int T, int C, int NH, int 
   return view;
 }
 
+// Floats of scratch each thread takes in AttentionForward and
+// AttentionBackward: two (kQueryBlock, T) blocks and a transposed (hs, T)
+// head.
+size_t AttentionScratchFloatsPerThread(int T, int hs) {
+  return (2 * static_cast<size_t>(kQueryBlock) + static_cast<size_t>(hs)) * T;
+}
+
 }  // namespace
+
+double CpuAttentionScratchBytes(int threads, int T, int hs) {
+  return static_cast<double>(std::max(threads, 1)) *
+         static_cast<double>(AttentionScratchFloatsPerThread(T, hs)) * sizeof(float);
+}
 
 void CpuKernels::AttentionForward(float* out, float* probs, const float* qkv, int B, int T, int C,
                                   int NH, int layer, const DropoutPlan* dropout) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(C / NH));
   const size_t block = static_cast<size_t>(kQueryBlock) * T;
-  const size_t head = static_cast<size_t>(C / NH) * T;
-  float* scratch = ThreadScratch(2 * block + head);
+  float* scratch = ThreadScratch(AttentionScratchFloatsPerThread(T, C / NH));
   const size_t scratch_stride = scratch_per_thread_;
 
 #pragma omp parallel for collapse(2) schedule(static)
@@ -188,8 +200,7 @@ void CpuKernels::AttentionBackward(float* dqkv, const float* dout, const float* 
                                    const DropoutPlan* dropout) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(C / NH));
   const size_t block = static_cast<size_t>(kQueryBlock) * T;
-  const size_t head = static_cast<size_t>(C / NH) * T;
-  float* scratch = ThreadScratch(2 * block + head);
+  float* scratch = ThreadScratch(AttentionScratchFloatsPerThread(T, C / NH));
   const size_t scratch_stride = scratch_per_thread_;
 
 #pragma omp parallel for collapse(2) schedule(static)

@@ -810,15 +810,17 @@ bool CudaFlashAttentionAppliesOnDevice(const KernelOptions& options, int hs) {
 }
 
 double CudaFreeBytesOrNegative(int ordinal) {
-  int previous = 0;
-  if (ordinal < 0 || ordinal >= CudaDeviceCountOrZero() ||
-      cudaGetDevice(&previous) != cudaSuccess || cudaSetDevice(ordinal) != cudaSuccess) {
+  // No switching back afterwards: since CUDA 12 cudaSetDevice creates the
+  // device's primary context at once, and the "previous" device of a thread
+  // that never chose one is 0, so every rank whose GPU is not 0 left a
+  // context (hundreds of MiB) on GPU 0 for the rest of the run, unseen by
+  // the free memory GPU 0's own ranks had measured.
+  if (ordinal < 0 || ordinal >= CudaDeviceCountOrZero() || cudaSetDevice(ordinal) != cudaSuccess) {
     cudaGetLastError();
     return -1;
   }
   size_t free_bytes = 0, total_bytes = 0;
   const cudaError_t rc = cudaMemGetInfo(&free_bytes, &total_bytes);
-  cudaSetDevice(previous);
   if (rc != cudaSuccess) {
     cudaGetLastError();
     return -1;

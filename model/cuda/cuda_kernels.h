@@ -52,8 +52,9 @@ std::string NoCudaDeviceReason();
 // cudaDeviceProp::uuid of GPU `ordinal`, or all zeros when it fails.
 std::array<uint8_t, 16> CudaDeviceUuidOrZero(int ordinal);
 
-// cudaMemGetInfo's free bytes on GPU `ordinal`, or -1 when it fails. Leaves
-// the calling thread's current device as it was.
+// cudaMemGetInfo's free bytes on GPU `ordinal`, or -1 when it fails. Makes
+// `ordinal` the calling thread's current device (creating its primary
+// context) and leaves it so: meant for the GPU the process goes on to use.
 double CudaFreeBytesOrNegative(int ordinal);
 
 // The flash attention rule (KernelOptions::flash_attention): wanted, at TF32

@@ -3,18 +3,24 @@
 // and skips, saying so, where there are none.
 #include "trainer/comm_backend.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "comm/nccl_communicator.h"
 #include "model/kernels.h"
+#include "support/thread_communicator.h"
 #include "trainer/config.h"
 
 namespace dropk {
 namespace {
+
+using ::testing::HasSubstr;
 
 TrainConfig ConfigWith(TrainConfig::CommBackend backend, TrainConfig::Device device) {
   TrainConfig config = DefaultTrainConfig();
@@ -138,6 +144,80 @@ TEST(CommBackendTest, RanksSharingGpuCountsOtherRanksWithTheSameUuid) {
   EXPECT_EQ(RanksSharingGpu({a, b, a, a}, 1), 0);
   EXPECT_EQ(RanksSharingGpu({unknown, unknown}, 0), 0);  // unknown: never a match
   EXPECT_EQ(RanksSharingGpu({a}, 0), 0);
+}
+
+// Each rank of a `facts_of.size()`-rank job (thread ranks) agrees with the
+// others, giving its facts and GPU UUID; returns every rank's answer.
+std::vector<absl::StatusOr<CommBackendChoice>> Agree(
+    const TrainConfig& config, const std::vector<CommFacts>& facts_of,
+    const std::vector<std::array<uint8_t, 16>>& uuid_of) {
+  const int world = static_cast<int>(facts_of.size());
+  std::vector<absl::StatusOr<CommBackendChoice>> answers(world, absl::UnknownError("not run"));
+  CollectiveOptions options;
+  options.timeout = std::chrono::seconds(20);  // a mismatch fails, rather than hangs, the test
+  test_util::RunRanks(world, [&](Communicator& comm) {
+    answers[comm.Rank()] =
+        AgreeOnCommBackend(config, facts_of[comm.Rank()], uuid_of[comm.Rank()], comm, options);
+  });
+  return answers;
+}
+
+// `world` ranks of one node that each see one GPU of their own, numbered 0
+// (srun --gpus-per-task=1).
+std::vector<CommFacts> OwnGpuEach(int world) {
+  return std::vector<CommFacts>(world, Node(world, 1));
+}
+
+// UUIDs 1, 2, ...: a GPU for each rank.
+std::vector<std::array<uint8_t, 16>> DistinctUuids(int world) {
+  std::vector<std::array<uint8_t, 16>> uuids;
+  for (int r = 0; r < world; ++r) uuids.push_back({static_cast<uint8_t>(r + 1)});
+  return uuids;
+}
+
+TEST(CommBackendTest, RanksAgreeOnNcclByUuid) {
+  for (auto answer :
+       Agree(ConfigWith(TrainConfig::AUTO, TrainConfig::CUDA), OwnGpuEach(3), DistinctUuids(3))) {
+    ASSERT_TRUE(answer.ok()) << answer.status();
+    EXPECT_EQ(*answer, CommBackendChoice::kNccl);
+  }
+  // Ranks 0 and 2 on one GPU: MPI for all under AUTO; under NCCL ranks 0
+  // and 2 say why and rank 1 names the lowest of them.
+  std::vector<std::array<uint8_t, 16>> shared = DistinctUuids(3);
+  shared[2] = shared[0];
+  for (auto answer :
+       Agree(ConfigWith(TrainConfig::AUTO, TrainConfig::CUDA), OwnGpuEach(3), shared)) {
+    ASSERT_TRUE(answer.ok()) << answer.status();
+    EXPECT_EQ(*answer, CommBackendChoice::kMpi);
+  }
+  const auto nccl = Agree(ConfigWith(TrainConfig::NCCL, TrainConfig::CUDA), OwnGpuEach(3), shared);
+  EXPECT_THAT(nccl[0].status().message(), HasSubstr("this rank's GPU is also the GPU of 1 other"));
+  EXPECT_THAT(nccl[1].status().message(), HasSubstr("rank 0 cannot use NCCL"));
+  EXPECT_THAT(nccl[2].status().message(), HasSubstr("this rank's GPU is also the GPU of 1 other"));
+}
+
+// A rank that sees no GPU (driver missing on its node, empty
+// CUDA_VISIBLE_DEVICES) skipped the UUID exchange the others entered, so
+// the job's collectives paired up wrongly and it hung without a word. It
+// takes part with a zero UUID, and every rank answers at once: under NCCL
+// that rank says why and the others name it; under AUTO all take MPI.
+TEST(CommBackendTest, ARankWithoutAGpuStillTakesPartInTheAgreement) {
+  std::vector<CommFacts> facts = OwnGpuEach(3);
+  facts[1].cuda_devices = 0;
+  std::vector<std::array<uint8_t, 16>> uuids = DistinctUuids(3);
+  uuids[1] = {};  // CudaDeviceUuid where there is no GPU
+  const auto nccl = Agree(ConfigWith(TrainConfig::NCCL, TrainConfig::CUDA), facts, uuids);
+  for (int r = 0; r < 3; ++r) {
+    ASSERT_FALSE(nccl[r].ok()) << "rank " << r;
+    EXPECT_TRUE(absl::IsFailedPrecondition(nccl[r].status())) << nccl[r].status();
+  }
+  EXPECT_THAT(nccl[1].status().message(), HasSubstr("no CUDA device is visible to this rank"));
+  EXPECT_THAT(nccl[0].status().message(), HasSubstr("rank 1 cannot use NCCL"));
+  EXPECT_THAT(nccl[2].status().message(), HasSubstr("rank 1 cannot use NCCL"));
+  for (auto answer : Agree(ConfigWith(TrainConfig::AUTO, TrainConfig::CUDA), facts, uuids)) {
+    ASSERT_TRUE(answer.ok()) << answer.status();
+    EXPECT_EQ(*answer, CommBackendChoice::kMpi);
+  }
 }
 
 TEST(CommBackendTest, ValidationRefusesNcclOnTheCpu) {

@@ -7,6 +7,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
+#include <cstdint>
+#include <vector>
 
 #include "model/kernels.h"
 #include "trainer/config.h"
@@ -18,6 +21,7 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 constexpr int kVocab = 65;
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
 TEST(MemoryBudgetTest, NeedAddsTheOptimizerAndHostCopiesToTheModel) {
   const TrainConfig config = DefaultTrainConfig();
@@ -71,8 +75,11 @@ TEST(MemoryBudgetTest, CpuBf16CountsItsOperandCopies) {
   const double rows = static_cast<double>(config.batch_size()) * config.block_size();
   EXPECT_DOUBLE_EQ(bf16.scratch_bytes - fp32.scratch_bytes,
                    fp32.model.params_bytes / 2 + 2 * (rows * widest + widest * config.n_embd()));
-  config.set_device(TrainConfig::CUDA);  // cuBLASLt converts on the fly: no copies
-  EXPECT_EQ(TrainingMemoryNeed(config, kVocab, 2).value().scratch_bytes, fp32.scratch_bytes);
+  // cuBLASLt converts on the fly: no copies (and the CUDA kernels take no
+  // host scratch), so only the batches remain.
+  config.set_device(TrainConfig::CUDA);
+  EXPECT_EQ(TrainingMemoryNeed(config, kVocab, 2).value().scratch_bytes,
+            2.0 * sizeof(int32_t) * rows);
 }
 
 // With device CUDA the model, its gradients, moments and activations are
@@ -86,8 +93,9 @@ TEST(MemoryBudgetTest, CudaRunsSplitTheNeedBetweenGpuAndHost) {
   EXPECT_DOUBLE_EQ(need.DeviceBytes(),
                    need.model.TotalBytes() + need.optimizer_bytes + need.device_scratch_bytes);
 
-  EXPECT_TRUE(CheckGpuMemory(config, need, 3, 1, need.DeviceBytes()).ok());
-  const absl::Status gpu = CheckGpuMemory(config, need, 3, 1, need.DeviceBytes() - 1);
+  const double fits = need.DeviceBytes() + kGiB;  // the margin of a small GPU
+  EXPECT_TRUE(CheckGpuMemory(config, need, 3, 1, fits).ok());
+  const absl::Status gpu = CheckGpuMemory(config, need, 3, 1, fits - 1);
   EXPECT_TRUE(absl::IsInvalidArgument(gpu));
   EXPECT_THAT(gpu.message(), AllOf(HasSubstr("of GPU memory per rank"), HasSubstr("cuda device 3"),
                                    HasSubstr("batch_size=")));
@@ -117,10 +125,92 @@ TEST(MemoryBudgetTest, RanksSharingAGpuAreCheckedTogether) {
   TrainConfig config = DefaultTrainConfig();
   config.set_device(TrainConfig::CUDA);
   const TrainingMemory need = TrainingMemoryNeed(config, kVocab, 2).value();
-  EXPECT_TRUE(CheckGpuMemory(config, need, 0, 3, 3 * need.DeviceBytes()).ok());
-  const absl::Status s = CheckGpuMemory(config, need, 0, 3, 2 * need.DeviceBytes());
+  EXPECT_TRUE(CheckGpuMemory(config, need, 0, 3, 3 * need.DeviceBytes() + kGiB).ok());
+  const absl::Status s = CheckGpuMemory(config, need, 0, 3, 2 * need.DeviceBytes() + kGiB);
   EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
   EXPECT_THAT(s.message(), HasSubstr(" x 3 ranks sharing the GPU = "));
+}
+
+// Ranks that each see only their own GPU, as device 0 (srun
+// --gpus-per-task=1, or CUDA_VISIBLE_DEVICES set per rank), do not share
+// it: eight such ranks on a node were counted as eight on one GPU and a run
+// needing more than an eighth of it was refused. Counted by UUID; by the
+// node's rank and GPU counts only where this rank's UUID is unknown.
+TEST(MemoryBudgetTest, RanksOnMyGpuCountsByUuid) {
+  const std::array<uint8_t, 16> a{1}, b{2}, c{3}, d{4}, unknown{};
+  // Eight ranks, one GPU visible to each, all numbered 0.
+  std::vector<std::array<uint8_t, 16>> own_each;
+  for (uint8_t r = 1; r <= 8; ++r) own_each.push_back({r});
+  for (int rank = 0; rank < 8; ++rank) {
+    EXPECT_EQ(RanksOnMyGpu(own_each, rank, /*local_ranks=*/8, /*gpus=*/1, /*cuda_device=*/0), 1);
+  }
+  EXPECT_EQ(RanksOnMyGpu({a, b, c, d}, 2, 4, 1, 0), 1);
+  EXPECT_EQ(RanksOnMyGpu({a, a, b}, 0, 3, 2, 0), 2);
+  EXPECT_EQ(RanksOnMyGpu({a, a, b}, 1, 3, 2, 1), 2);
+  EXPECT_EQ(RanksOnMyGpu({a, a, b}, 2, 3, 2, 0), 1);
+  // A rank with no GPU (zero UUID) shares nobody's.
+  EXPECT_EQ(RanksOnMyGpu({a, unknown, a}, 0, 3, 1, 0), 2);
+  // This rank's UUID unknown: the count formula (rank r takes GPU r % gpus).
+  EXPECT_EQ(RanksOnMyGpu({unknown, unknown, unknown}, 0, 3, 1, 0), 3);
+  EXPECT_EQ(RanksOnMyGpu({unknown, unknown, unknown, unknown, unknown}, 1, 5, 2, 1), 2);
+  EXPECT_EQ(RanksOnMyGpu({}, 0, 2, 2, 0), 1);  // nothing exchanged
+
+  // So the GPU check of such a rank asks for one rank's need, not eight's.
+  TrainConfig config = DefaultTrainConfig();
+  config.set_device(TrainConfig::CUDA);
+  const TrainingMemory need = TrainingMemoryNeed(config, kVocab, 2).value();
+  const double free = 2 * need.DeviceBytes() + kGiB;
+  EXPECT_TRUE(CheckGpuMemory(config, need, 0, RanksOnMyGpu(own_each, 3, 8, 1, 0), free).ok());
+  EXPECT_FALSE(CheckGpuMemory(config, need, 0, RanksSharingGpu(8, 1, 0), free).ok());
+}
+
+// Allocations the check cannot count come after it (cuBLAS's workspaces,
+// cudaMalloc's rounding, NCCL's buffers): it keeps back the larger of 5% of
+// the free memory and 1 GiB, so a run at the boundary is refused up front
+// instead of failing in its first step.
+TEST(MemoryBudgetTest, GpuCheckKeepsAMargin) {
+  EXPECT_DOUBLE_EQ(GpuMemoryMarginBytes(0), kGiB);
+  EXPECT_DOUBLE_EQ(GpuMemoryMarginBytes(10 * kGiB), kGiB);
+  EXPECT_DOUBLE_EQ(GpuMemoryMarginBytes(20 * kGiB), kGiB);
+  EXPECT_DOUBLE_EQ(GpuMemoryMarginBytes(140 * kGiB), 7 * kGiB);
+
+  TrainConfig config = DefaultTrainConfig();
+  config.set_device(TrainConfig::CUDA);
+  const TrainingMemory need = TrainingMemoryNeed(config, kVocab, 2).value();
+  // Exactly the need free: refused, naming the margin.
+  const absl::Status exact = CheckGpuMemory(config, need, 0, 1, need.DeviceBytes());
+  EXPECT_TRUE(absl::IsInvalidArgument(exact)) << exact;
+  EXPECT_THAT(exact.message(),
+              AllOf(HasSubstr("1.0 GiB (5% or at least 1 GiB) is kept"), HasSubstr("batch_size=")));
+  // A large GPU: 5% of it is kept, 1 GiB would not do.
+  const double big_free = 100 * kGiB;
+  const double room = big_free - GpuMemoryMarginBytes(big_free);  // 95 GiB
+  const int fitting = static_cast<int>(room / need.DeviceBytes());
+  EXPECT_TRUE(CheckGpuMemory(config, need, 0, fitting, big_free).ok());
+  EXPECT_FALSE(CheckGpuMemory(config, need, 0, fitting + 1, big_free).ok());
+  EXPECT_LT((fitting + 1) * need.DeviceBytes(), big_free - kGiB)
+      << "the case must be one that a 1 GiB margin alone would pass";
+}
+
+// The host scratch is what the kernels allocate: the CPU attention's
+// per-thread blocks, (2 x 32 + hs) x T floats per thread
+// (model/cpu/attention_cpu.cc), and none for CUDA, whose kernels keep their
+// scratch on the GPU. It was charged as threads x 2 x T^2 floats to both:
+// 128 threads at T=4096 added 16 GiB of host memory to a GPU run.
+TEST(MemoryBudgetTest, HostScratchIsWhatTheKernelsAllocate) {
+  TrainConfig config = DefaultTrainConfig();
+  config.set_block_size(1024);
+  config.set_async_checkpoints(false);
+  const double B = config.batch_size(), T = config.block_size();
+  const double hs = config.n_embd() / config.n_head();
+  const double batches = 2.0 * sizeof(int32_t) * B * T;
+  const int threads = 16;
+  EXPECT_DOUBLE_EQ(TrainingMemoryNeed(config, kVocab, threads).value().scratch_bytes,
+                   batches + threads * (2 * 32 + hs) * T * sizeof(float));
+  EXPECT_DOUBLE_EQ(CpuAttentionScratchBytes(threads, config.block_size(), static_cast<int>(hs)),
+                   threads * (2 * 32 + hs) * T * sizeof(float));
+  config.set_device(TrainConfig::CUDA);
+  EXPECT_DOUBLE_EQ(TrainingMemoryNeed(config, kVocab, threads).value().scratch_bytes, batches);
 }
 
 // The CUDA kernels' own scratch (attention's per-head buffers and score
@@ -143,7 +233,8 @@ TEST(MemoryBudgetTest, CudaRunsCountTheKernelsScratchOnTheGpu) {
   EXPECT_GT(need.DeviceBytes(), need.model.TotalBytes() + need.optimizer_bytes);
 
   const double model_and_moments = need.model.TotalBytes() + need.optimizer_bytes;
-  const absl::Status s = CheckGpuMemory(config, need, 0, 1, model_and_moments);
+  ASSERT_LT(model_and_moments + kGiB, 20 * kGiB);  // so the margin is 1 GiB
+  const absl::Status s = CheckGpuMemory(config, need, 0, 1, model_and_moments + kGiB);
   EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
   EXPECT_THAT(s.message(), HasSubstr("kernel scratch"));
 

@@ -195,12 +195,16 @@ inline std::string NcclErrorText(ncclResult_t rc, const char* call, const char* 
 }
 }  // namespace dropk::internal
 
-// ncclInProgress is not a failure: a non-blocking communicator's call is
-// still running (ncclCommGetAsyncError reports how it ends).
+// ncclInProgress is a failure too. dropk's NCCL communicator is blocking
+// (ncclCommInitRank: no ncclConfig_t with blocking = 0), so no call returns
+// it; one that did would be a collective not yet on the stream when the
+// caller records its completion event, and Wait would report a reduction
+// done before it ran. Whoever makes the communicator non-blocking must wait
+// out ncclInProgress (ncclCommGetAsyncError) before recording that event.
 #define NCCL_CHECK(call)                                                               \
   do {                                                                                 \
     const ncclResult_t dropk_nccl_rc = (call);                                         \
-    if (dropk_nccl_rc != ncclSuccess && dropk_nccl_rc != ncclInProgress) {             \
+    if (dropk_nccl_rc != ncclSuccess) {                                                \
       return ::absl::InternalError(                                                    \
           ::dropk::internal::NcclErrorText(dropk_nccl_rc, #call, __FILE__, __LINE__)); \
     }                                                                                  \
@@ -208,7 +212,7 @@ inline std::string NcclErrorText(ncclResult_t rc, const char* call, const char* 
 #define NCCL_CHECK_ABORT(call)                                                         \
   do {                                                                                 \
     const ncclResult_t dropk_nccl_rc = (call);                                         \
-    DROPK_CHECK(dropk_nccl_rc == ncclSuccess || dropk_nccl_rc == ncclInProgress)       \
+    DROPK_CHECK(dropk_nccl_rc == ncclSuccess)                                          \
         << ::dropk::internal::NcclErrorText(dropk_nccl_rc, #call, __FILE__, __LINE__); \
   } while (0)
 #endif  // NCCL

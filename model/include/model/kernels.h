@@ -242,7 +242,10 @@ int CudaDeviceCount();
 std::array<uint8_t, 16> CudaDeviceUuid(int ordinal);
 
 // Free memory of GPU `ordinal` in bytes (cudaMemGetInfo), or -1 when it
-// cannot be read (no such GPU, a build without CUDA).
+// cannot be read (no such GPU, a build without CUDA). Makes `ordinal` the
+// calling thread's current device and leaves it current (switching back to
+// a device no one chose would create a context on GPU 0): call it for the
+// GPU this process uses.
 double CudaFreeBytes(int ordinal);
 
 // Device memory the CUDA kernels allocate for themselves, beyond the buffers
@@ -262,6 +265,13 @@ double CudaFreeBytes(int ordinal);
 // those per-head copies and score buffers, only a float per row (B*NH*T).
 double CudaKernelsScratchBytes(int B, int T, int C, int NH, int V, bool attention_dropout,
                                bool bf16_operands, bool flash_attention);
+
+// The host memory the CPU kernels' attention takes as per-thread scratch
+// (CpuKernels::ThreadScratch) with `threads` threads at context T and head
+// size hs: a (kQueryBlock, T) block of dropped probabilities or their
+// gradient, one of scales, and a transposed (hs, T) head, in floats, per
+// thread. In double, so that any shape can be sized.
+double CpuAttentionScratchBytes(int threads, int T, int hs);
 
 // Whether CUDA kernels made with `options` run attention of head size hs
 // through the flash kernels: the rule the kernels apply

@@ -53,6 +53,29 @@ absl::StatusOr<CommBackendChoice> ChooseCommBackend(const TrainConfig& config,
 // AUTO under an MPI launcher.
 CommFacts GatherCommFacts(const TrainConfig& config);
 
+// Every rank's GPU UUID, in rank order, each rank giving its own as
+// `mine` (all zeros: no GPU, or unknown). A collective over `comm`: every
+// rank calls it; blocks until all have, or fails after options.timeout.
+absl::StatusOr<std::vector<std::array<uint8_t, 16>>> ExchangeGpuUuids(
+    Communicator& comm, const std::array<uint8_t, 16>& mine, const CollectiveOptions& options = {});
+
+// The ranks of `bootstrap` (the job's host communicator) agree on NCCL for
+// a validated config, given this rank's facts and its GPU's UUID
+// (CudaDeviceUuid of the GPU it would use; zeros when it sees none). Where
+// the config could choose NCCL (device CUDA, and comm_backend NCCL, or AUTO
+// under an MPI launcher: the same on every rank) this is a collective that
+// every rank enters, whatever GPUs it sees: the ranks exchange UUIDs (so
+// ranks sharing a GPU are found even where each sees only its own), then
+// the lowest rank that cannot use NCCL. Returns kNccl when every rank can;
+// else under AUTO kMpi; under NCCL FailedPrecondition, this rank's own
+// reason on the rank at fault and "comm_backend=NCCL: rank R cannot use
+// NCCL" on the others. Elsewhere ChooseCommBackend's answer, with no
+// collective. A failed collective's error is returned as it is.
+absl::StatusOr<CommBackendChoice> AgreeOnCommBackend(const TrainConfig& config, CommFacts facts,
+                                                     const std::array<uint8_t, 16>& my_gpu_uuid,
+                                                     Communicator& bootstrap,
+                                                     const CollectiveOptions& options = {});
+
 // Joins the job as a validated config says, and returns its communicator:
 // single-process; MPI; or for NCCL, NCCL for CUDA buffers beside MPI (or
 // single-process outside mpirun) for host buffers
@@ -62,7 +85,10 @@ CommFacts GatherCommFacts(const TrainConfig& config);
 // can use it; NCCL fails on every rank when one cannot, with that rank's
 // reason there and "comm_backend=NCCL: rank R cannot use NCCL" elsewhere.
 // A collective: every rank of the job calls it, once (MPI is initialised
-// here).
+// here). When a rank of a job of several fails after MPI is up (agreeing on
+// NCCL, or NCCL's init), its MPI communicator is left alive, not finalised,
+// since a peer may be inside a collective this rank never finishes: the
+// caller must end the job (AbortJob) rather than return.
 absl::StatusOr<std::unique_ptr<Communicator>> JoinTrainingJob(const TrainConfig& config);
 
 }  // namespace dropk

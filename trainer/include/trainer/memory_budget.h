@@ -8,8 +8,11 @@
 #ifndef DROPK_TRAINER_MEMORY_BUDGET_H_
 #define DROPK_TRAINER_MEMORY_BUDGET_H_
 
+#include <array>
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -24,7 +27,8 @@ struct TrainingMemory {
   double optimizer_bytes;  // AdamW's first and second moments
   double host_bytes;       // host copies of the parameters (initial weights,
                            // final parameters; params and moments on resume)
-  double scratch_bytes;    // input batches, per-thread attention scratch, bf16 operands
+  double scratch_bytes;    // input batches; on the CPU also the kernels' per-thread
+                           // attention scratch (CpuKernelsScratchBytes) and bf16 operands
   // async_checkpoints' staging buffer (checkpoint/async_writer.h), a second
   // host copy of this rank's share of a checkpoint: the parameters (rank 0
   // only; counted once per node) and its slice of both moments.
@@ -72,20 +76,38 @@ std::optional<AvailableMemory> AvailableMemoryNow();
 absl::Status CheckTrainingMemory(const TrainConfig& config, const TrainingMemory& need,
                                  int local_ranks, const std::optional<AvailableMemory>& available);
 
-// With device CUDA: OK when `ranks_on_device` ranks' need.DeviceBytes() fit
-// in gpu_free_bytes, the free memory of this rank's GPU `cuda_device`
-// (negative: unknown, then OK: the allocation itself reports). Ranks beyond
-// a node's GPU count share GPUs, and each measures the free memory before
-// any of them allocates, so alone each would pass. Else InvalidArgument
-// naming the GPU memory needed and its parts, the ranks sharing the GPU, the
-// GPU and its free memory, and the fields that size the run. OK for any
-// other device.
+// The GPU memory CheckGpuMemory keeps back from `gpu_free_bytes`, for what
+// it cannot count and what is allocated after it reads the free memory:
+// cuBLAS's own workspaces, cudaMalloc's rounding of each buffer, kernel
+// modules loaded on first use, NCCL's buffers, other processes. The larger
+// of 5% of the free memory and 1 GiB.
+double GpuMemoryMarginBytes(double gpu_free_bytes);
+
+// With device CUDA: OK when `ranks_on_device` ranks' need.DeviceBytes() plus
+// GpuMemoryMarginBytes fit in gpu_free_bytes, the free memory of this rank's
+// GPU `cuda_device` (negative: unknown, then OK: the allocation itself
+// reports). Ranks that share a GPU each measure the free memory before any
+// of them allocates, so alone each would pass. Else InvalidArgument naming
+// the GPU memory needed and its parts, the ranks sharing the GPU, the GPU,
+// its free memory and the margin, and the fields that size the run. OK for
+// any other device.
 absl::Status CheckGpuMemory(const TrainConfig& config, const TrainingMemory& need, int cuda_device,
                             int ranks_on_device, double gpu_free_bytes);
 
 // How many of a node's `local_ranks` ranks use GPU `cuda_device` when rank r
-// takes GPU r % gpus (TrainingKernelOptions); at least 1.
+// takes GPU r % gpus (TrainingKernelOptions); at least 1. Right only where
+// every rank sees all of the node's GPUs: RanksOnMyGpu's fallback.
 int RanksSharingGpu(int local_ranks, int gpus, int cuda_device);
+
+// How many ranks of the job use this rank's GPU, this rank included (at
+// least 1), for CheckGpuMemory. `gpu_uuids` holds every rank's GPU UUID in
+// rank order (ExchangeGpuUuids; all zeros where unknown) and `rank` is this
+// rank's index in it. Counted by UUID when this rank's is known, so ranks
+// that each see only their own GPU as device 0 (srun --gpus-per-task=1, or
+// CUDA_VISIBLE_DEVICES set per rank) are not taken for ranks sharing it;
+// else by RanksSharingGpu(local_ranks, gpus, cuda_device). Pure.
+int RanksOnMyGpu(const std::vector<std::array<uint8_t, 16>>& gpu_uuids, int rank, int local_ranks,
+                 int gpus, int cuda_device);
 
 // Human-readable bytes: "512 B", "3.1 GiB", "2.9 TiB", "1.2e+25 B".
 std::string FormatBytes(double bytes);
