@@ -87,15 +87,18 @@ int Main(int argc, char** argv) {
     const int rank = LauncherRank(), world = dropk::LauncherWorldSize();
     const std::string failure =
         absl::StrCat("rank ", rank, " of ", world, ": ", comm.status().message());
-    dropk::RecordFailure(config->out_dir(), rank, failure);
+    const std::function<void()> keep = [&] {
+      dropk::RecordFailure(config->out_dir(), rank, failure);
+    };
     // The other ranks may have joined, or wait in a collective of joining
     // (agreeing on NCCL, NCCL's init) that this rank will never enter:
     // returning would leave them, and mpirun, waiting for good.
     if (world > 1) {
       dropk::AbortJob(absl::StrCat("dropk-train: ", failure, " (ending the job)"),
-                      dropk::kExitFailure);
+                      dropk::kExitFailure, keep);
     }
-    std::cerr << "dropk-train: " << comm.status().message() << "\n";
+    std::cerr << "dropk-train: " << comm.status().message() << std::endl;
+    keep();
     return dropk::kExitFailure;
   }
   const int rank = (*comm)->Rank(), world = (*comm)->Size();
