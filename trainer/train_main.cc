@@ -17,6 +17,8 @@
 #include <cstdlib>
 #include <iostream>
 #include <new>
+#include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "base/exit_codes.h"
@@ -47,13 +49,36 @@ extern "C" void OnBusError(int) {
   ::_exit(dropk::kExitFailure);
 }
 
-// The rank the launcher assigned, before MPI is initialised (so that only
-// rank 0 prints config errors, which every rank finds alike).
-bool IsLauncherRankZero() {
+// The rank the launcher assigned, before MPI is initialised; "0" when no
+// launcher started this process.
+std::string LauncherRank() {
   for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"}) {
-    if (const char* v = std::getenv(var)) return std::string(v) == "0";
+    if (const char* v = std::getenv(var)) return v;
   }
-  return true;
+  return "0";
+}
+
+bool IsLauncherRankZero() { return LauncherRank() == "0"; }
+
+// How long a rank other than 0 waits before it reports a bad config. Rank
+// 0 reports at once, and a launcher ends the job when it exits: a problem
+// every rank finds alike is then printed once, by rank 0, while one of this
+// rank's own (an MPMD launch, a host whose config file differs) is still
+// printed, naming the rank. Before, such a rank exited 2 without a word and
+// mpirun said only "exit code 2".
+constexpr std::chrono::seconds kOtherRankReportDelay{2};
+
+// Prints the config problem `invalid` (rank 0 at once, another rank after
+// kOtherRankReportDelay, naming itself) and returns the usage exit code.
+int ReportInvalidConfig(const absl::Status& invalid) {
+  const std::string rank = LauncherRank();
+  if (rank == "0") {
+    std::cerr << "dropk-train: " << invalid.message() << "\n";
+  } else {
+    std::this_thread::sleep_for(kOtherRankReportDelay);
+    std::cerr << "dropk-train: rank " << rank << ": " << invalid.message() << "\n";
+  }
+  return dropk::kExitUsage;
 }
 
 int Main(int argc, char** argv) {
@@ -66,10 +91,7 @@ int Main(int argc, char** argv) {
   const dropk::TrainConfig* config = command_line.ok() ? &command_line->config : nullptr;
   absl::Status invalid =
       config != nullptr ? dropk::ValidateTrainConfig(*config) : command_line.status();
-  if (!invalid.ok()) {
-    if (IsLauncherRankZero()) std::cerr << "dropk-train: " << invalid.message() << "\n";
-    return dropk::kExitUsage;
-  }
+  if (!invalid.ok()) return ReportInvalidConfig(invalid);
   // From here on a stop signal is noted, not fatal: one during setup (data,
   // allocation, joining the job) stops the run before its first step with a
   // line saying so, instead of exit 143 and no word.
