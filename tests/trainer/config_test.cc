@@ -549,6 +549,19 @@ TEST(ConfigTest, MissingFileNamesThePath) {
   EXPECT_THAT(config.status().message(), HasSubstr(path));
 }
 
+// `--config=$CONFIG` with CONFIG unset said "config file : cannot open".
+TEST(ConfigTest, AnEmptyConfigPathIsNamedAsSuch) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"--config="}, std::vector<std::string>{"--config", ""}}) {
+    absl::StatusOr<TrainConfig> config = Load(args);
+    ASSERT_FALSE(config.ok());
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(config.status().message(),
+              "--config=\"\": names no file; --config must name a text-format dropk.TrainConfig "
+              "file");
+  }
+}
+
 TEST(ConfigTest, FailedMergeLeavesConfigUntouched) {
   const std::string path = WriteTempFile("half.textproto", "n_layer: 7\nn_head: four\n");
   TrainConfig config = DefaultTrainConfig();
