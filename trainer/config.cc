@@ -478,6 +478,13 @@ absl::StatusOr<TrainCommandLine> ParseTrainCommandLine(int argc, char** argv) {
   }
   TrainConfig config = DefaultTrainConfig();
   if (config_option->count() > 0) {
+    // `--config=` (a variable that was never set) said "config file : cannot
+    // open", naming nothing.
+    if (config_path.empty()) {
+      return absl::InvalidArgumentError(
+          "--config=\"\": names no file; --config must name a text-format dropk.TrainConfig "
+          "file");
+    }
     if (absl::Status s = MergeTrainConfigFile(config_path, &config); !s.ok()) {
       return s;
     }

@@ -9,6 +9,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -96,6 +97,37 @@ const pb::FieldDescriptor* FieldQuotedIn(const std::string& message) {
   return TrainConfig::descriptor()->FindFieldByName(message.substr(name_begin, end - name_begin));
 }
 
+// Drops the tokenizer's errors: FieldSetTwice reads only text that parsed.
+class IgnoreErrors : public pb::io::ErrorCollector {
+ public:
+  void AddError(int, pb::io::ColumnNumber, const std::string&) override {}
+};
+
+// Where the value of the last `name:` before (line, column) of `text`
+// starts, counted from zero as protobuf's tokenizer counts; nullopt when
+// there is none.
+std::optional<std::pair<int, int>> ValueStartBefore(const std::string& text,
+                                                    const std::string& name, int line, int column) {
+  pb::io::ArrayInputStream input(text.data(), static_cast<int>(text.size()));
+  IgnoreErrors ignore;
+  pb::io::Tokenizer tokenizer(&input, &ignore);
+  tokenizer.set_comment_style(pb::io::Tokenizer::SH_COMMENT_STYLE);
+  std::optional<std::pair<int, int>> start;
+  pb::io::Tokenizer::Token before_previous, previous;
+  while (tokenizer.Next()) {
+    const pb::io::Tokenizer::Token& token = tokenizer.current();
+    if (std::make_pair(token.line, token.column) >= std::make_pair(line, column)) break;
+    if (previous.type == pb::io::Tokenizer::TYPE_SYMBOL && previous.text == ":" &&
+        before_previous.type == pb::io::Tokenizer::TYPE_IDENTIFIER &&
+        before_previous.text == name) {
+      start = std::make_pair(token.line, token.column);
+    }
+    before_previous = previous;
+    previous = token;
+  }
+  return start;
+}
+
 // Collects text-format parse errors as "path:line:column: message" lines,
 // naming the field whose value is at fault and what it must look like
 // (protobuf's own messages say only "Expected integer, got: four").
@@ -105,6 +137,15 @@ class ConfigErrorCollector : public pb::io::ErrorCollector {
       : path_(std::move(path)), text_(text) {}
 
   void AddError(int line, pb::io::ColumnNumber column, const std::string& message) override {
+    // Protobuf reports a bad bool or enum value (a message that quotes the
+    // field) where the token after it starts: `device: GPU` followed by a
+    // blank line and `n_layer: 2` was "4:1", n_layer's line. The value's own
+    // place instead.
+    if (const pb::FieldDescriptor* quoted = FieldQuotedIn(message); quoted != nullptr) {
+      if (const auto value = ValueStartBefore(*text_, quoted->name(), line, column)) {
+        std::tie(line, column) = *value;
+      }
+    }
     // The tokenizer counts from zero; editors count from one.
     std::string error = absl::StrCat(path_, ":", line + 1, ":", column + 1, ": ");
     const pb::FieldDescriptor* field = FieldBeingRead(*text_, line, column);
@@ -127,12 +168,6 @@ class ConfigErrorCollector : public pb::io::ErrorCollector {
   std::string path_;
   const std::string* text_;  // the file's contents; outlives the collector
   std::vector<std::string> errors_;
-};
-
-// Drops the tokenizer's errors: FieldSetTwice reads only text that parsed.
-class IgnoreErrors : public pb::io::ErrorCollector {
- public:
-  void AddError(int, pb::io::ColumnNumber, const std::string&) override {}
 };
 
 // "path:line:column: field NAME is set twice (first on line N)..." for the

@@ -20,6 +20,7 @@
 #include <iostream>
 #include <new>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "base/exit_codes.h"
@@ -61,6 +62,27 @@ int LauncherRank() {
   return 0;
 }
 
+// How long a rank other than 0 waits before it reports a bad config. Rank
+// 0 reports at once, and a launcher ends the job when it exits: a problem
+// every rank finds alike is then printed once, by rank 0, while one of this
+// rank's own (an MPMD launch, a host whose config file differs) is still
+// printed, naming the rank. Before, such a rank exited 2 without a word and
+// mpirun said only "exit code 2".
+constexpr std::chrono::seconds kOtherRankReportDelay{2};
+
+// Prints the config problem `invalid` (rank 0 at once, another rank after
+// kOtherRankReportDelay, naming itself) and returns the usage exit code.
+int ReportInvalidConfig(const absl::Status& invalid) {
+  const int rank = LauncherRank();
+  if (rank == 0) {
+    std::cerr << "dropk-train: " << invalid.message() << "\n";
+  } else {
+    std::this_thread::sleep_for(kOtherRankReportDelay);
+    std::cerr << "dropk-train: rank " << rank << ": " << invalid.message() << "\n";
+  }
+  return dropk::kExitUsage;
+}
+
 // So that only rank 0 prints config errors, which every rank finds alike.
 bool IsLauncherRankZero() { return LauncherRank() == 0; }
 
@@ -74,10 +96,7 @@ int Main(int argc, char** argv) {
   const dropk::TrainConfig* config = command_line.ok() ? &command_line->config : nullptr;
   absl::Status invalid =
       config != nullptr ? dropk::ValidateTrainConfig(*config) : command_line.status();
-  if (!invalid.ok()) {
-    if (IsLauncherRankZero()) std::cerr << "dropk-train: " << invalid.message() << "\n";
-    return dropk::kExitUsage;
-  }
+  if (!invalid.ok()) return ReportInvalidConfig(invalid);
   // From here on a stop signal is noted, not fatal: one during setup (data,
   // allocation, joining the job) stops the run before its first step with a
   // line saying so, instead of exit 143 and no word.

@@ -78,6 +78,41 @@ absl::StatusOr<ResumeTarget> ResolveResumePath(const std::string& path, Env* fs)
       ", step-* or checkpoints/); ", kinds));
 }
 
+// The checkpoints directory that holds what resume_from names.
+std::filesystem::path CheckpointsDirHolding(const ResumeTarget& resume_from) {
+  if (resume_from.latest) return resume_from.root;
+  // Canonical, so that "step-N/", "step-N/." and links name step-N's parent.
+  std::error_code ec;
+  const std::filesystem::path checkpoint = std::filesystem::canonical(resume_from.root, ec);
+  return ec ? std::filesystem::path() : checkpoint.parent_path();
+}
+
+// A resume from a checkpoint outside checkpoint_dir into a checkpoint_dir
+// that already holds checkpoints would mix two runs there, as a fresh start
+// would: `--resume=runA/checkpoints/step-10 --out_dir=runB` saved runA's
+// continuation beside runB's own step-*, pointed LATEST at it and let
+// keep_last delete runB's checkpoints (and a later save of the same step
+// replace one). InvalidArgument (exit 2) naming both; OK otherwise.
+absl::Status RefuseResumingIntoAnotherRun(const TrainConfig& config,
+                                          const ResumeTarget& resume_from, Env* env) {
+  const std::string own = CheckpointsDirOf(config);
+  const std::vector<std::string> held = CheckpointCandidates(own, nullptr, env);
+  if (held.empty()) return absl::OkStatus();
+  std::error_code ec;
+  // (An error, such as a path that no longer exists, reads as not the same.)
+  if (std::filesystem::equivalent(CheckpointsDirHolding(resume_from), own, ec)) {
+    return absl::OkStatus();
+  }
+  const std::string others =
+      held.size() == 1 ? "" : absl::StrCat(" and ", held.size() - 1, " more");
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--resume=", config.resume(), ": resumes from outside checkpoint_dir ", own,
+      ", which already holds checkpoints (", held.front(), others,
+      "); saving this run there would mix it with theirs and let keep_last delete them: pass "
+      "--resume=latest to continue the run in ",
+      own, ", or give this run its own --out_dir (or --checkpoint_dir)"));
+}
+
 }  // namespace
 
 void InstallStopSignalHandlers() {
@@ -137,6 +172,9 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
     absl::StatusOr<ResumeTarget> named = ResolveResumePath(config.resume(), fs);
     if (!named.ok()) return named.status();
     resume_from = *std::move(named);
+    if (absl::Status s = RefuseResumingIntoAnotherRun(config, resume_from, env); !s.ok()) {
+      return s;
+    }
   }
   if (resume_from.latest) {
     candidates = CheckpointCandidates(resume_from.root, &skipped, env);

@@ -45,6 +45,18 @@ class DdpFaultTest : public ::testing::Test {
             "--sample_tokens=0",
             "--comm_timeout_s=600"};
   }
+  // An MPMD mpirun of two ranks of TrainArgs on the bundled data, rank 1
+  // with rank1_extra appended.
+  static std::vector<std::string> TwoRanksSecondWith(const std::string& out_dir,
+                                                     const std::string& rank1_extra) {
+    const std::string data = (*root_ / "data").string();
+    std::vector<std::string> argv = {"mpirun", "--oversubscribe", "-np", "1"};
+    for (const std::string& a : TrainArgs(out_dir, data)) argv.push_back(a);
+    argv.insert(argv.end(), {":", "-np", "1"});
+    for (const std::string& a : TrainArgs(out_dir, data)) argv.push_back(a);
+    argv.push_back(rank1_extra);
+    return argv;
+  }
   static size_t Lines(const std::string& path) {
     const std::string text = test_util::ReadFile(path);
     return std::count(text.begin(), text.end(), '\n');
@@ -107,19 +119,28 @@ TEST_F(DdpFaultTest, RanksStartedWithDifferentShapesEndTheJobNamingTheField) {
   // of another size, so the initial broadcast and the allreduces overran
   // rank 0's buffers (malloc: corrupted top size, SIGABRT).
   const std::string out = (*root_ / "mismatch_run").string();
-  std::vector<std::string> argv = {"mpirun", "--oversubscribe", "-np", "1"};
-  for (const std::string& a : TrainArgs(out, (*root_ / "data").string())) argv.push_back(a);
-  argv.insert(argv.end(), {":", "-np", "1"});
-  for (const std::string& a : TrainArgs(out, (*root_ / "data").string())) argv.push_back(a);
-  argv.push_back("--n_layer=3");
   const std::string log = (*root_ / "mismatch.log").string();
-  test_util::ChildProcess job(argv, log);
+  test_util::ChildProcess job(TwoRanksSecondWith(out, "--n_layer=3"), log);
   const std::optional<int> code = job.WaitFor(seconds(60));
   ASSERT_TRUE(code.has_value()) << "the job hung:\n" << test_util::ReadFile(log);
   EXPECT_NE(*code, 0);
   const std::string text = test_util::ReadFile(log);
   EXPECT_NE(text.find("n_layer is 2 on rank 0 but 3 on rank 1"), std::string::npos) << text;
   EXPECT_EQ(text.find("Signal:"), std::string::npos) << "a rank crashed:\n" << text;
+}
+
+// MPMD launch: only rank 1 is given a value validation refuses (a host
+// whose config differs). That rank exited 2 without a word, since only
+// rank 0 printed config problems, and mpirun said only "Exit code: 2".
+TEST_F(DdpFaultTest, ABadConfigOnOneRankIsPrintedNamingThatRank) {
+  const std::string out = (*root_ / "bad_config_run").string();
+  const std::string log = (*root_ / "bad_config.log").string();
+  test_util::ChildProcess job(TwoRanksSecondWith(out, "--n_layer=0"), log);
+  const std::optional<int> code = job.WaitFor(seconds(60));
+  ASSERT_TRUE(code.has_value()) << "the job hung:\n" << test_util::ReadFile(log);
+  EXPECT_EQ(*code, 2) << test_util::ReadFile(log);
+  const std::string text = test_util::ReadFile(log);
+  EXPECT_NE(text.find("dropk-train: rank 1: n_layer=0: must be >= 1"), std::string::npos) << text;
 }
 
 }  // namespace

@@ -432,10 +432,15 @@ TEST(ConfigTest, TypeErrorsInFileNameTheFieldAndWhatItTakes) {
       {"  dropout : \"high\"  # no\n",
        ":1:13:",
        {"field dropout", "a finite number (float, magnitude at most 3.40282e+38)"}},
-      // Protobuf names the field of a bad bool or enum itself (at the next
-      // token's position); the message adds what the field takes.
-      {"overlap_comm: maybe\n", ":", {"\"overlap_comm\"", "true or false"}},
-      {"dropout_stream: PER_BATCH\n", ":", {"\"dropout_stream\"", "one of per_rank, per_sample"}},
+      // Protobuf names the field of a bad bool or enum itself; the message
+      // adds what the field takes, at the value's place (protobuf gave the
+      // next token's: ":2:1:" for these, ":4:1:" for device, n_layer's line).
+      {"overlap_comm: maybe\n", ":1:15:", {"\"overlap_comm\"", "true or false"}},
+      {"dropout_stream: PER_BATCH\n",
+       ":1:17:",
+       {"\"dropout_stream\"", "one of per_rank, per_sample"}},
+      {"device: GPU\n\n\nn_layer: 2\n", ":1:9:", {"\"device\"", "one of cpu, cuda"}},
+      {"n_layer: 2  device:\tGPU  # not yet\nn_head: 2\n", ":1:25:", {"\"device\""}},
       {"data_dir: 7\n", ":1:11:", {"field data_dir", "a quoted string"}},
       {"seed: -1\n", ":1:7:", {"field seed"}},
   };
@@ -542,6 +547,19 @@ TEST(ConfigTest, MissingFileNamesThePath) {
   ASSERT_FALSE(config.ok());
   EXPECT_EQ(config.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(config.status().message(), HasSubstr(path));
+}
+
+// `--config=$CONFIG` with CONFIG unset said "config file : cannot open".
+TEST(ConfigTest, AnEmptyConfigPathIsNamedAsSuch) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"--config="}, std::vector<std::string>{"--config", ""}}) {
+    absl::StatusOr<TrainConfig> config = Load(args);
+    ASSERT_FALSE(config.ok());
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(config.status().message(),
+              "--config=\"\": names no file; --config must name a text-format dropk.TrainConfig "
+              "file");
+  }
 }
 
 TEST(ConfigTest, FailedMergeLeavesConfigUntouched) {

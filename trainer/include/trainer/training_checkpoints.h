@@ -45,8 +45,10 @@ struct ResumePoint {
 };
 
 // Resumes per config.resume(): "" starts fresh, unless CheckpointsDirOf(config)
-// already holds checkpoints (FailedPrecondition naming the directory: the
-// user continues that run with "latest" or picks another one); "latest" loads the newest
+// already holds checkpoints (InvalidArgument naming the directory: the
+// user continues that run with "latest" or picks another one), and so does a
+// path outside CheckpointsDirOf(config) while it holds checkpoints (saving
+// there would mix two runs); "latest" loads the newest
 // checkpoint of CheckpointsDirOf(config) that verifies, logging each one it
 // skipped and why (no checkpoint at all starts fresh, saying so; candidates
 // that all fail refuse); a path names a checkpoint, loaded as it is, or a
