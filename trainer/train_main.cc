@@ -83,14 +83,35 @@ int ReportInvalidConfig(const absl::Status& invalid) {
   return dropk::kExitUsage;
 }
 
-// So that only rank 0 prints config errors, which every rank finds alike.
-bool IsLauncherRankZero() { return LauncherRank() == 0; }
+// Ends this rank's run on `status`, rank `rank` of `world`: prints its line,
+// then keeps it in out_dir's failure record (unless the run directory is
+// another job's, which refused this one), and in a job of several ranks
+// ends the whole job (after the launcher's grace when `launcher_grace`: a
+// peer's host is unreachable). Returns `code` for a single rank; otherwise
+// does not return.
+int FailRank(const absl::Status& status, int rank, int world, int code, bool launcher_grace,
+             const std::string& out_dir) {
+  const std::string failure = absl::StrCat("rank ", rank, " of ", world, ": ", status.message());
+  const std::function<void()> keep = [&] {
+    if (!dropk::IsRunDirectoryHeldElsewhere(status)) dropk::RecordFailure(out_dir, rank, failure);
+  };
+  if (world > 1 && launcher_grace) {
+    dropk::AbortJobAfterLauncherGrace(absl::StrCat("dropk-train: ", failure, " (ending the job)"),
+                                      code, std::chrono::seconds(120), keep);
+  }
+  if (world > 1) {
+    dropk::AbortJob(absl::StrCat("dropk-train: ", failure, " (ending the job)"), code, keep);
+  }
+  std::cerr << "dropk-train: " << status.message() << std::endl;
+  keep();
+  return code;
+}
 
 int Main(int argc, char** argv) {
   std::signal(SIGBUS, OnBusError);
   absl::StatusOr<dropk::TrainCommandLine> command_line = dropk::ParseTrainCommandLine(argc, argv);
   if (command_line.ok() && command_line->help) {
-    if (IsLauncherRankZero()) std::cout << *command_line->help;
+    if (LauncherRank() == 0) std::cout << *command_line->help;  // once per job
     return dropk::kExitOk;
   }
   const dropk::TrainConfig* config = command_line.ok() ? &command_line->config : nullptr;
@@ -103,22 +124,11 @@ int Main(int argc, char** argv) {
   dropk::InstallStopSignalHandlers();
   absl::StatusOr<std::unique_ptr<dropk::Communicator>> comm = dropk::JoinTrainingJob(*config);
   if (!comm.ok()) {
-    const int rank = LauncherRank(), world = dropk::LauncherWorldSize();
-    const std::string failure =
-        absl::StrCat("rank ", rank, " of ", world, ": ", comm.status().message());
-    const std::function<void()> keep = [&] {
-      dropk::RecordFailure(config->out_dir(), rank, failure);
-    };
     // The other ranks may have joined, or wait in a collective of joining
     // (agreeing on NCCL, NCCL's init) that this rank will never enter:
     // returning would leave them, and mpirun, waiting for good.
-    if (world > 1) {
-      dropk::AbortJob(absl::StrCat("dropk-train: ", failure, " (ending the job)"),
-                      dropk::kExitFailure, keep);
-    }
-    std::cerr << "dropk-train: " << comm.status().message() << std::endl;
-    keep();
-    return dropk::kExitFailure;
+    return FailRank(comm.status(), LauncherRank(), dropk::LauncherWorldSize(), dropk::kExitFailure,
+                    /*launcher_grace=*/false, config->out_dir());
   }
   const int rank = (*comm)->Rank(), world = (*comm)->Size();
   absl::StatusOr<dropk::TrainSummary> summary;
@@ -131,27 +141,8 @@ int Main(int argc, char** argv) {
         "n_layer or n_embd");
   }
   if (!summary.ok()) {
-    const int code = dropk::ExitCodeFor(summary.status());
-    const std::string failure =
-        absl::StrCat("rank ", rank, " of ", world, ": ", summary.status().message());
-    // The line is also kept in the run directory, after it is printed: the
-    // launcher may drop stderr lines still in flight when it ends the job.
-    // Not when the run directory is another job's (this one was refused it).
-    const std::function<void()> keep = [&] {
-      if (!dropk::IsRunDirectoryHeldElsewhere(summary.status())) {
-        dropk::RecordFailure(config->out_dir(), rank, failure);
-      }
-    };
-    if (world > 1 && absl::IsUnavailable(summary.status())) {
-      dropk::AbortJobAfterLauncherGrace(absl::StrCat("dropk-train: ", failure, " (ending the job)"),
-                                        code, std::chrono::seconds(120), keep);
-    }
-    if (world > 1) {
-      dropk::AbortJob(absl::StrCat("dropk-train: ", failure, " (ending the job)"), code, keep);
-    }
-    std::cerr << "dropk-train: " << summary.status().message() << std::endl;
-    keep();
-    return code;
+    return FailRank(summary.status(), rank, world, dropk::ExitCodeFor(summary.status()),
+                    absl::IsUnavailable(summary.status()), config->out_dir());
   }
   if (summary->stopped_by_signal) {
     if (rank == 0 && summary->steps == 0) {
