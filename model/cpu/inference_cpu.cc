@@ -4,7 +4,9 @@
 // reduction that depends only on that row's inputs, and OpenMP threads split
 // output columns (or (row, head) pairs), never a reduction. So a row's result
 // does not depend on how many rows a step has, which rows they are, or the
-// thread count: the batch invariance DESIGN invariant 5 asks for.
+// thread count: the batch invariance DESIGN invariant 5 asks for. The
+// products are PanelMatmul's (cpu/panel_matmul.h) on weights packed when the
+// engine is made; attention's dot products are FixedOrderDot's.
 //
 // Legend: R rows of a step (prefill tokens of one slot, or one token of each
 // decoding slot), C channels, NH heads, hs = C/NH, T block_size, S slots,
@@ -25,6 +27,7 @@
 #include "kv_cache_engine.h"
 
 #include "cpu/fixed_order_dot.h"
+#include "cpu/panel_matmul.h"
 #include "cpu/row_ops.h"
 #include "model/thread_governor.h"
 
@@ -35,48 +38,24 @@
 namespace dropk {
 namespace {
 
-constexpr int kColumnBlock = 16;  // output columns per task in RowMatmul
+// One transformer block's weights as the engine holds them: the products'
+// packed, the LayerNorms' as they are.
+struct EngineBlock {
+  std::vector<float> ln1_w, ln1_b, ln2_w, ln2_b;  // (C)
+  PackedLinear qkv, attproj, fc, fcproj;
+};
 
-// out rows [r, r + kRows) x columns [o0, o1) of inp (R,C) · w (OC,C)^T +
-// bias: one row a column at a time, several in tiles of kDotTileCols columns
-// (then single columns).
-template <int kRows>
-void MatmulRows(float* out, const float* inp, const float* w, const float* bias, int r, int o0,
-                int o1, int C, int OC) {
-  const float* rows[kRows];
-  for (int i = 0; i < kRows; ++i) rows[i] = inp + static_cast<size_t>(r + i) * C;
-  auto store = [&](int i, int j, float d) {
-    out[static_cast<size_t>(r + i) * OC + j] = bias != nullptr ? d + bias[j] : d;
-  };
-  int j = o0;
-  constexpr int kCols = kRows == 1 ? 1 : kDotTileCols;
-  for (; j + kCols <= o1; j += kCols) {
-    const float* cols[kCols];
-    for (int c = 0; c < kCols; ++c) cols[c] = w + static_cast<size_t>(j + c) * C;
-    float d[kRows][kCols];
-    DotTile<kRows, kCols>(rows, cols, C, d);
-    for (int i = 0; i < kRows; ++i) {
-      for (int c = 0; c < kCols; ++c) store(i, j + c, d[i][c]);
-    }
-  }
-  for (; j < o1; ++j) {
-    const float* col[1] = {w + static_cast<size_t>(j) * C};
-    float d[kRows][1];
-    DotTile<kRows, 1>(rows, col, C, d);
-    for (int i = 0; i < kRows; ++i) store(i, j, d[i][0]);
-  }
-}
+std::vector<float> CopyOf(const float* p, size_t n) { return std::vector<float>(p, p + n); }
 
 class CpuInferenceEngine final : public KvCacheEngine {
  public:
   CpuInferenceEngine(const GptConfig& config, std::span<const float> params, int max_slots,
                      int num_threads)
       : KvCacheEngine(config, max_slots),
-        layout_(config),
-        params_(params.begin(), params.end()),
         threads_(num_threads > 0 ? num_threads : omp_get_num_procs()) {
     const size_t L = config.n_layer, S = max_slots, T = config.block_size, C = config.n_embd,
                  V = config.vocab_size, R = max_rows();
+    PackWeights(params);
     k_cache_.assign(L * S * T * C, 0.0f);
     v_cache_.assign(L * S * T * C, 0.0f);
     x_.assign(R * C, 0.0f);
@@ -96,6 +75,32 @@ class CpuInferenceEngine final : public KvCacheEngine {
   int HostThreads() const override { return threads_; }
 
  private:
+  // The engine's own copy of the parameters: the products' weights packed
+  // (the LM head is the token embedding, tied, and the embedding lookup
+  // reads its rows back from there), the rest as they are.
+  void PackWeights(std::span<const float> params) {
+    const ParamLayout layout(config_);
+    const int C = config_.n_embd, V = config_.vocab_size;
+    float* p = const_cast<float*>(params.data());  // Block() hands out float*; only read here
+    lm_head_ = PackedLinear(p + layout.wte(), nullptr, V, C);
+    wpe_ = CopyOf(p + layout.wpe(), static_cast<size_t>(config_.block_size) * C);
+    lnf_w_ = CopyOf(p + layout.lnf_w(), C);
+    lnf_b_ = CopyOf(p + layout.lnf_b(), C);
+    blocks_.resize(config_.n_layer);
+    for (int l = 0; l < config_.n_layer; ++l) {
+      const BlockTensors w = layout.Block(p, l);
+      EngineBlock& b = blocks_[l];
+      b.ln1_w = CopyOf(w.ln1_w, C);
+      b.ln1_b = CopyOf(w.ln1_b, C);
+      b.ln2_w = CopyOf(w.ln2_w, C);
+      b.ln2_b = CopyOf(w.ln2_b, C);
+      b.qkv = PackedLinear(w.qkv_w, w.qkv_b, 3 * C, C);
+      b.attproj = PackedLinear(w.attproj_w, w.attproj_b, C, C);
+      b.fc = PackedLinear(w.fc_w, w.fc_b, 4 * C, C);
+      b.fcproj = PackedLinear(w.fcproj_w, w.fcproj_b, C, 4 * C);
+    }
+  }
+
   RowPlan Plan() override {
     return {row_token_.data(), row_slot_.data(), row_pos_.data(), head_rows_.data()};
   }
@@ -106,28 +111,24 @@ class CpuInferenceEngine final : public KvCacheEngine {
     // Fewer threads while another process holds cores (at most the team
     // scores_ is sized for); results do not depend on it.
     threads_ = governor_.Update();
-    const int L = config_.n_layer, C = config_.n_embd, V = config_.vocab_size;
-    const float* p = params_.data();
-    const float* wte = p + layout_.wte();
-    const float* wpe = p + layout_.wpe();
+    const int L = config_.n_layer, C = config_.n_embd;
     for (int r = 0; r < R; ++r) {
-      const int32_t tok = row_token_[r];
-      const float* e = wte + static_cast<size_t>(tok) * C;
-      const float* q = wpe + static_cast<size_t>(row_pos_[r]) * C;
       float* x = x_.data() + static_cast<size_t>(r) * C;
-      for (int c = 0; c < C; ++c) x[c] = e[c] + q[c];
+      lm_head_.CopyRow(row_token_[r], x);  // the token's embedding (tied)
+      const float* q = wpe_.data() + static_cast<size_t>(row_pos_[r]) * C;
+      for (int c = 0; c < C; ++c) x[c] += q[c];
     }
     for (int l = 0; l < L; ++l) {
-      const BlockTensors w = layout_.Block(const_cast<float*>(p), l);
-      LayerNorm(ln_.data(), x_.data(), w.ln1_w, w.ln1_b, R, C);
-      RowMatmul(qkv_.data(), ln_.data(), w.qkv_w, w.qkv_b, R, C, 3 * C);
+      const EngineBlock& w = blocks_[l];
+      LayerNorm(ln_.data(), x_.data(), w.ln1_w.data(), w.ln1_b.data(), R, C);
+      PanelMatmul(qkv_.data(), ln_.data(), w.qkv, R, threads_);
       Attention(l, R);
-      RowMatmul(branch_.data(), atty_.data(), w.attproj_w, w.attproj_b, R, C, C);
+      PanelMatmul(branch_.data(), atty_.data(), w.attproj, R, threads_);
       AddInPlace(x_.data(), branch_.data(), static_cast<size_t>(R) * C);
-      LayerNorm(ln_.data(), x_.data(), w.ln2_w, w.ln2_b, R, C);
-      RowMatmul(fch_.data(), ln_.data(), w.fc_w, w.fc_b, R, C, 4 * C);
+      LayerNorm(ln_.data(), x_.data(), w.ln2_w.data(), w.ln2_b.data(), R, C);
+      PanelMatmul(fch_.data(), ln_.data(), w.fc, R, threads_);
       Gelu(fch_.data(), static_cast<size_t>(R) * 4 * C);
-      RowMatmul(branch_.data(), fch_.data(), w.fcproj_w, w.fcproj_b, R, 4 * C, C);
+      PanelMatmul(branch_.data(), fch_.data(), w.fcproj, R, threads_);
       AddInPlace(x_.data(), branch_.data(), static_cast<size_t>(R) * C);
     }
     // Final LayerNorm of the rows whose logits are wanted, packed into ln_.
@@ -137,29 +138,10 @@ class CpuInferenceEngine final : public KvCacheEngine {
                     x_.data() + static_cast<size_t>(head_rows_[h]) * C, C * sizeof(float));
       }
     }
-    LayerNorm(ln_.data(), x_.data(), p + layout_.lnf_w(), p + layout_.lnf_b(), H, C);
+    LayerNorm(ln_.data(), x_.data(), lnf_w_.data(), lnf_b_.data(), H, C);
     // The LM head is tied to the token embedding.
-    RowMatmul(logits_.data(), ln_.data(), wte, nullptr, H, C, V);
+    PanelMatmul(logits_.data(), ln_.data(), lm_head_, H, threads_);
     return logits_.data();
-  }
-
-  // out (R,OC) = inp (R,C) · w (OC,C)^T + bias (OC). Threads take blocks of
-  // output columns and run every row over them, so the weight block stays in
-  // cache across rows and no reduction is split; rows go in tiles of
-  // kDotTileRows, which share each load of the weights (fixed_order_dot.h:
-  // an output's bits do not depend on its tile).
-  void RowMatmul(float* out, const float* inp, const float* w, const float* bias, int R, int C,
-                 int OC) {
-    const int blocks = (OC + kColumnBlock - 1) / kColumnBlock;
-#pragma omp parallel for schedule(static) num_threads(threads_)
-    for (int blk = 0; blk < blocks; ++blk) {
-      const int o0 = blk * kColumnBlock, o1 = std::min(OC, o0 + kColumnBlock);
-      int r = 0;
-      for (; r + kDotTileRows <= R; r += kDotTileRows) {
-        MatmulRows<kDotTileRows>(out, inp, w, bias, r, o0, o1, C, OC);
-      }
-      for (; r < R; ++r) MatmulRows<1>(out, inp, w, bias, r, o0, o1, C, OC);
-    }
   }
 
   void LayerNorm(float* out, const float* inp, const float* w, const float* b, int R, int C) {
@@ -227,8 +209,9 @@ class CpuInferenceEngine final : public KvCacheEngine {
            config_.n_embd;
   }
 
-  ParamLayout layout_;
-  std::vector<float> params_;
+  std::vector<EngineBlock> blocks_;         // (L)
+  PackedLinear lm_head_;                    // wte (V,C), tied
+  std::vector<float> wpe_, lnf_w_, lnf_b_;  // (T,C), (C), (C)
   int threads_;  // the team of the next step's regions, at most the constructor's
   ThreadGovernor governor_{threads_};
   std::vector<float> k_cache_, v_cache_;                             // (L,S,T,C)
