@@ -8,10 +8,10 @@
 // column, never on how many rows a step has, which rows share its tile, or
 // the thread count: the batch invariance DESIGN invariant 5 asks for.
 //
-// Why not the dot-product tiles of fixed_order_dot.h: a dot product puts the
-// reduction inside each vector (16 lanes of one output), so every output
-// ends in a horizontal sum and a tile reloads both operands for every 16
-// channels. Here a vector holds 16 outputs and runs along the channels: one
+// Why not dot products in fixed_order_dot.h's order (which these products
+// used, in tiles, until 2026-12-01): a dot product puts the reduction inside
+// each vector (16 lanes of one output), so every output ends in a
+// horizontal sum and a tile reloads both operands for every 16 channels. Here a vector holds 16 outputs and runs along the channels: one
 // broadcast input value times one vector of packed weights per multiply-add,
 // the shape of a BLAS micro-kernel, with no split of any sum. Measured on
 // the 2-core Zen 5 VM at 64 rows of GPT-2's products: about 2.5x the dot
