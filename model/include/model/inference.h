@@ -6,9 +6,10 @@
 // Batch invariance (DESIGN invariant 5): every output row is computed by the
 // same arithmetic in the same order whatever the other rows of the step are,
 // so a sequence's logits are bit for bit the same alone or among many. The
-// CPU engine gets this from row-wise kernels (each output element is one
-// fixed-order dot product; threads split output columns, never a reduction),
-// not from sgemm, whose blocking may depend on the number of rows.
+// CPU engine gets this from row-wise kernels (each product output is one
+// multiply-add chain in channel order, each attention score one fixed-order
+// dot product; threads split output columns, never a reduction), not from
+// sgemm, whose blocking may depend on the number of rows.
 //
 // The interface is device-neutral; MakeInferenceEngine is the one place that
 // chooses the implementation (model/cpu/inference_cpu.cc, or
