@@ -223,6 +223,13 @@ class FixedLogitsEngine final : public dropk::InferenceEngine {
     lengths_[slot] += static_cast<int>(tokens.size());
     return logits_.data() + static_cast<size_t>(slot) * config_.vocab_size;
   }
+  const float* PrefillMany(std::span<const int> slots,
+                           std::span<const std::span<const int32_t>> prompts) override {
+    for (size_t i = 0; i < slots.size(); ++i) {
+      lengths_[slots[i]] += static_cast<int>(prompts[i].size());
+    }
+    return logits_.data();
+  }
   const float* Decode(std::span<const int> slots, std::span<const int32_t>) override {
     for (const int s : slots) ++lengths_[s];
     return logits_.data();

@@ -25,6 +25,8 @@ class KvCacheEngine : public InferenceEngine {
   // range, a full window, a token id >= V) is a DROPK_CHECK failure, since
   // the scheduler checks requests before they get here.
   const float* Prefill(int slot, std::span<const int32_t> tokens) final;
+  const float* PrefillMany(std::span<const int> slots,
+                           std::span<const std::span<const int32_t>> prompts) final;
   const float* Decode(std::span<const int> slots, std::span<const int32_t> tokens) final;
 
  protected:

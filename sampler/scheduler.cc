@@ -355,6 +355,10 @@ void Scheduler::DropCancelledWaiting(std::vector<SequenceRequest>* dropped) {
 }
 
 void Scheduler::Join(std::vector<std::pair<uint64_t, SequenceRequest>>& joining) {
+  // Joining sequences of one model are prefilled together, as many as one
+  // step takes: one pass over the weights for all their prompts.
+  std::vector<std::unique_ptr<Active>> batch;
+  int batch_tokens = 0;
   for (auto& [request_id, s] : joining) {
     auto a = std::make_unique<Active>();
     a->request = std::move(s);
@@ -365,25 +369,54 @@ void Scheduler::Join(std::vector<std::pair<uint64_t, SequenceRequest>>& joining)
     ServingModel& m = *a->request.model;
     a->slot = m.free_slots_.back();
     m.free_slots_.pop_back();
-    if (device_failed_) {  // an earlier one of these failed it: touch it no more
-      Finish(*a, FinishReason::kDeviceFailed);
-      continue;
+    const int tokens = static_cast<int>(a->request.prompt.size());
+    if (!batch.empty() && (batch[0]->request.model != a->request.model ||
+                           batch_tokens + tokens > m.engine_->MaxStepTokens())) {
+      PrefillTogether(batch);
+      batch_tokens = 0;
     }
-    // A failed prefill ends this sequence as cancelled, not the service; a
-    // failed device ends every sequence (FailDevice).
-    try {
-      m.engine_->Reset(a->slot);
-      const float* logits = m.engine_->Prefill(a->slot, a->request.prompt);
-      if (Emit(*a, logits)) active_.push_back(std::move(a));
-    } catch (const DeviceError& e) {
-      active_.push_back(std::move(a));
-      FailDevice(e);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "dropk-serve: a prefill failed (%s); ending that sequence\n", e.what());
-      if (a->slot >= 0) Finish(*a, FinishReason::kCancelled);
+    batch.push_back(std::move(a));
+    batch_tokens += tokens;
+  }
+  if (!batch.empty()) PrefillTogether(batch);
+  joining.clear();
+}
+
+void Scheduler::PrefillTogether(std::vector<std::unique_ptr<Active>>& batch) {
+  ServingModel& m = *batch[0]->request.model;
+  if (device_failed_) {  // an earlier batch failed it: touch it no more
+    for (auto& a : batch) Finish(*a, FinishReason::kDeviceFailed);
+    batch.clear();
+    return;
+  }
+  prefill_slots_.clear();
+  prefill_prompts_.clear();
+  for (const auto& a : batch) {
+    prefill_slots_.push_back(a->slot);
+    prefill_prompts_.emplace_back(a->request.prompt);
+  }
+  // A failed prefill ends these sequences as cancelled, not the service; a
+  // failed device ends every sequence (FailDevice).
+  try {
+    for (const auto& a : batch) m.engine_->Reset(a->slot);
+    const float* logits = m.engine_->PrefillMany(prefill_slots_, prefill_prompts_);
+    const size_t V = m.snapshot().config.vocab_size;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (Emit(*batch[i], logits + i * V)) active_.push_back(std::move(batch[i]));
+    }
+  } catch (const DeviceError& e) {
+    for (auto& a : batch) {
+      if (a != nullptr) active_.push_back(std::move(a));
+    }
+    FailDevice(e);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "dropk-serve: a prefill failed (%s); ending its %zu sequence(s)\n",
+                 e.what(), batch.size());
+    for (auto& a : batch) {
+      if (a != nullptr && a->slot >= 0) Finish(*a, FinishReason::kCancelled);
     }
   }
-  joining.clear();
+  batch.clear();
 }
 
 void Scheduler::Step() {

@@ -59,6 +59,11 @@ class GpuFailingEngine final : public InferenceEngine {
     ThrowIfBroken();
     return inner_->Prefill(slot, tokens);
   }
+  const float* PrefillMany(std::span<const int> slots,
+                           std::span<const std::span<const int32_t>> prompts) override {
+    ThrowIfBroken();
+    return inner_->PrefillMany(slots, prompts);
+  }
   const float* Decode(std::span<const int> slots, std::span<const int32_t> tokens) override {
     ThrowIfBroken();
     if (++decodes_ == fail_decode_) {

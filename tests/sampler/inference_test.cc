@@ -1,5 +1,6 @@
 // The KV-cache engine against the full re-forward, and its batch invariance.
 #include <cstring>
+#include <span>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -50,10 +51,11 @@ TEST(InferenceTest, DecodeIsBatchInvariantBitForBit) {
   testing::ExpectDecodeBatchInvariant(**alone, **crowd);
 }
 
-// Widths that are no multiple of the 16 summing lanes (40 channels, 20 per
-// head) and a crowd of 15, no multiple of the row tile: every output also
-// takes the tail and the single-row and single-column paths of the tiled
-// products, and must still match the same sequence decoded alone.
+// Widths that are no multiple of the 16 summing lanes of attention's dots or
+// of a panel's 48 columns (40 channels, 20 per head) and a crowd of 15, no
+// multiple of the row tiles: every output also takes the tails and the
+// smaller tiles of the products, and must still match the same sequence
+// decoded alone.
 TEST(InferenceTest, DecodeIsBatchInvariantAtRaggedWidths) {
   GptConfig config = testing::TinyConfig(61, 64);
   config.n_embd = 40;
@@ -62,6 +64,38 @@ TEST(InferenceTest, DecodeIsBatchInvariantAtRaggedWidths) {
   auto crowd = MakeInferenceEngine(config, params, {.max_slots = 16, .num_threads = 2});
   ASSERT_TRUE(alone.ok() && crowd.ok());
   testing::ExpectDecodeBatchInvariant(**alone, **crowd, /*crowd_size=*/15);
+}
+
+// Several prompts prefilled in one step give each one's logits bit for bit
+// as prefilled alone, and leave each slot's cache as a prefill alone does
+// (the next decode step agrees too).
+TEST(InferenceTest, PrefillManyGivesEachPromptItsOwnBits) {
+  const GptConfig config = testing::TinyConfig(61, 64);
+  const std::vector<float> params = testing::RandomParams(config, 13);
+  auto alone = MakeInferenceEngine(config, params, {.max_slots = 8, .num_threads = 1});
+  auto together = MakeInferenceEngine(config, params, {.max_slots = 8, .num_threads = 2});
+  ASSERT_TRUE(alone.ok() && together.ok());
+  const std::vector<std::vector<int32_t>> prompts = {
+      {5}, {1, 2, 3, 4, 5}, {9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 11, 12, 13}, {40, 41, 42}, {60, 3}};
+  const std::vector<int> slots = {6, 0, 3, 1, 7};  // not in order, not contiguous
+  const std::vector<std::span<const int32_t>> spans(prompts.begin(), prompts.end());
+  const size_t V = config.vocab_size;
+  const float* got = (*together)->PrefillMany(slots, spans);
+  const std::vector<float> all(got, got + prompts.size() * V);
+  const std::vector<int32_t> next = {17, 18, 19, 20, 21};
+  const float* stepped = (*together)->Decode(slots, next);
+  const std::vector<float> all_next(stepped, stepped + prompts.size() * V);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    (*alone)->Reset(0);
+    const float* want = (*alone)->Prefill(0, prompts[i]);
+    EXPECT_EQ(std::memcmp(want, all.data() + i * V, V * sizeof(float)), 0) << "prompt " << i;
+    const int slot = 0;
+    want = (*alone)->Decode(std::span<const int>(&slot, 1), std::span<const int32_t>(&next[i], 1));
+    EXPECT_EQ(std::memcmp(want, all_next.data() + i * V, V * sizeof(float)), 0)
+        << "the step after prompt " << i;
+    EXPECT_EQ((*together)->Length(slots[i]), static_cast<int>(prompts[i].size()) + 1);
+  }
+  EXPECT_EQ((*together)->MaxStepTokens(), 64);  // max(8 slots, block_size 64)
 }
 
 TEST(InferenceTest, RejectsBadShapes) {

@@ -721,6 +721,14 @@ class FailingEngine final : public InferenceEngine {
     }
     return inner_->Prefill(slot, tokens);
   }
+  const float* PrefillMany(std::span<const int> slots,
+                           std::span<const std::span<const int32_t>> prompts) override {
+    if (fail_prefills_->load() > 0) {
+      --*fail_prefills_;
+      throw std::bad_alloc();
+    }
+    return inner_->PrefillMany(slots, prompts);
+  }
   const float* Decode(std::span<const int> slots, std::span<const int32_t> tokens) override {
     if (fail_decodes_->load() > 0) {
       --*fail_decodes_;

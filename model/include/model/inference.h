@@ -17,6 +17,7 @@
 #ifndef DROPK_MODEL_INFERENCE_H_
 #define DROPK_MODEL_INFERENCE_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -53,6 +54,17 @@ class InferenceEngine {
   // slot's sequence and returns the logits (V) that follow the last of them.
   // The pointer is host memory owned by the engine, valid until the next call.
   virtual const float* Prefill(int slot, std::span<const int32_t> tokens) = 0;
+
+  // Prefills several sequences in one step: appends prompts[i] to slots[i]
+  // (distinct slots, each prompt as Prefill asks, at most MaxStepTokens()
+  // tokens in all) and returns logits (n,V), row i the logits after the last
+  // token of prompts[i]: the bits Prefill(slots[i], prompts[i]) alone gives
+  // (batch invariance), for one pass over the weights instead of n. Host
+  // memory owned by the engine, valid until the next call.
+  virtual const float* PrefillMany(std::span<const int> slots,
+                                   std::span<const std::span<const int32_t>> prompts) = 0;
+  // The most tokens one PrefillMany takes: max(max_slots(), block_size).
+  int MaxStepTokens() const { return std::max(max_slots(), config().block_size); }
 
   // One decode step: appends tokens[i] to slots[i] (distinct slots, each with
   // Length < block_size) and returns logits (B,V), row i for slots[i]. Host

@@ -196,8 +196,13 @@ class Scheduler {
   // behind a batch of long requests that turn may be minutes away, and the
   // places they held would have the queue refuse everyone meanwhile.
   void DropCancelledWaiting(std::vector<SequenceRequest>* dropped);
-  // Prefills each joining sequence and draws its first token.
+  // Prefills the joining sequences (those of one model together, as many as
+  // a step takes) and draws each one's first token.
   void Join(std::vector<std::pair<uint64_t, SequenceRequest>>& joining);
+  // One PrefillMany of batch (sequences of one model, their slots taken),
+  // then each one's first token; moves those that go on into active_ and
+  // leaves batch empty.
+  void PrefillTogether(std::vector<std::unique_ptr<Active>>& batch);
   // Drops cancelled sequences, then runs one decode step per model.
   void Step();
   // One decode step of the running sequences of model m; `refill` says
@@ -268,6 +273,8 @@ class Scheduler {
   std::vector<int32_t> step_tokens_;
   std::vector<Active*> step_rows_;
   std::vector<ServingModel*> step_models_;
+  std::vector<int> prefill_slots_;                         // PrefillTogether's
+  std::vector<std::span<const int32_t>> prefill_prompts_;  // PrefillTogether's
   bool device_failed_ = false;  // device_failure_ is set, read without the lock
 
   std::thread thread_;
