@@ -153,17 +153,34 @@ ApiError UnreadableNumberError(const std::vector<UnreadableNumber>& numbers) {
   return InvalidParam(param, std::move(message), overflow ? "invalid_json" : "invalid_value");
 }
 
-// The value as the client sent it, cut short so an error stays one line.
-std::string Shown(const json& v) {
+// A parsed completions body and the text it was parsed from, so that an
+// error can quote a number as the client wrote it.
+struct Body {
+  const json& fields;
+  std::string_view text;
+};
+
+// The value `v` of the top-level field `param` as the client sent it, cut
+// short so an error stays one line. A number nlohmann read as a double is
+// quoted from the body's text: 2^64 (past every 64-bit integer) was quoted
+// as 1.8446744073709552e+19, a number the client never wrote.
+std::string Shown(const Body& body, const std::string& param, const json& v) {
   constexpr size_t kMaxShown = 40;
+  if (v.is_number_float()) {
+    if (std::optional<std::string> written = FloatAsWritten(body.text, param, v.get<double>())) {
+      return *written;
+    }
+  }
   std::string text = JsonText(v);
   if (text.size() > kMaxShown) text = text.substr(0, kMaxShown) + "...";
   return text;
 }
 
-ApiError WrongType(const std::string& param, const char* expected, const json& got) {
-  return InvalidParam(param, absl::StrCat("'", param, "' must be ", expected, ", got ", Shown(got)),
-                      "invalid_type");
+ApiError WrongType(const Body& body, const std::string& param, const char* expected,
+                   const json& got) {
+  return InvalidParam(
+      param, absl::StrCat("'", param, "' must be ", expected, ", got ", Shown(body, param, got)),
+      "invalid_type");
 }
 
 // Field readers of the completions body. Each reads one optional field:
@@ -172,52 +189,60 @@ ApiError WrongType(const std::string& param, const char* expected, const json& g
 // value sent.
 
 // The field `key` of `body`, or null when it is absent or JSON null.
-const json* Field(const json& body, const char* key) {
-  const auto it = body.find(key);
-  return it == body.end() || it->is_null() ? nullptr : &*it;
+const json* Field(const Body& body, const char* key) {
+  const auto it = body.fields.find(key);
+  return it == body.fields.end() || it->is_null() ? nullptr : &*it;
 }
 
 // What ReadInt does with a value above its range.
 enum class Above { kRefuse, kClamp };
 
 // An integer in [lo, hi]; `range` words the allowed values for the message.
-std::optional<ApiError> ReadInt(const json& body, const char* key, int64_t lo, int64_t hi,
+std::optional<ApiError> ReadInt(const Body& body, const char* key, int64_t lo, int64_t hi,
                                 const std::string& range, std::optional<int64_t>* out,
                                 Above above = Above::kRefuse) {
   const json* v = Field(body, key);
   if (v == nullptr) return std::nullopt;
   const std::string expected = absl::StrCat("an integer ", range);
-  if (!v->is_number_integer()) return WrongType(key, expected.c_str(), *v);
+  if (!v->is_number_integer()) return WrongType(body, key, expected.c_str(), *v);
   // Unsigned values past INT64_MAX are out of every range read here.
   const bool huge = v->is_number_unsigned() &&
                     v->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
   int64_t x = huge ? std::numeric_limits<int64_t>::max() : v->get<int64_t>();
   if (above == Above::kClamp) x = std::min(x, hi);
   if (x < lo || x > hi) {
-    return InvalidParam(key, absl::StrCat("'", key, "' must be ", expected, ", got ", Shown(*v)));
+    return InvalidParam(
+        key, absl::StrCat("'", key, "' must be ", expected, ", got ", Shown(body, key, *v)));
   }
   *out = x;
   return std::nullopt;
 }
 
 // A number accepted by `in_range`, worded by `range` ("in (0, 1]").
-std::optional<ApiError> ReadNumber(const json& body, const char* key, bool (*in_range)(double),
+std::optional<ApiError> ReadNumber(const Body& body, const char* key, bool (*in_range)(double),
                                    const std::string& range, std::optional<double>* out) {
   const json* v = Field(body, key);
   if (v == nullptr) return std::nullopt;
   const std::string expected = absl::StrCat("a number ", range);
-  if (!v->is_number()) return WrongType(key, expected.c_str(), *v);
+  if (!v->is_number()) return WrongType(body, key, expected.c_str(), *v);
   const double x = v->get<double>();
   if (!std::isfinite(x) || !in_range(x)) {
-    return InvalidParam(key, absl::StrCat("'", key, "' must be ", expected, ", got ", Shown(*v)));
+    return InvalidParam(
+        key, absl::StrCat("'", key, "' must be ", expected, ", got ", Shown(body, key, *v)));
   }
   *out = x;
   return std::nullopt;
 }
 
-// A string or a list of min_items..max_items strings, none empty.
-std::optional<ApiError> ReadStrings(const json& body, const char* key, size_t min_items,
-                                    size_t max_items, const char* items,
+// "1 prompt", "4 prompts": `count` of `item`.
+std::string CountOf(size_t count, const char* item) {
+  return absl::StrCat(count, " ", item, count == 1 ? "" : "s");
+}
+
+// A string or a list of min_items..max_items strings, none empty; `item`
+// names one in messages ("prompt").
+std::optional<ApiError> ReadStrings(const Body& body, const char* key, size_t min_items,
+                                    size_t max_items, const char* item,
                                     std::vector<std::string>* out) {
   const json* v = Field(body, key);
   if (v == nullptr) return std::nullopt;
@@ -226,19 +251,19 @@ std::optional<ApiError> ReadStrings(const json& body, const char* key, size_t mi
     out->push_back(v->get<std::string>());
   } else if (v->is_array()) {
     if (v->size() < min_items) {
-      return InvalidParam(key,
-                          absl::StrCat("'", key, "' must list at least ", min_items, " ", items));
+      return InvalidParam(
+          key, absl::StrCat("'", key, "' must list at least ", CountOf(min_items, item)));
     }
     if (v->size() > max_items) {
-      return InvalidParam(key, absl::StrCat("'", key, "' may list at most ", max_items, " ", items,
-                                            ", got ", v->size()));
+      return InvalidParam(key, absl::StrCat("'", key, "' may list at most ",
+                                            CountOf(max_items, item), ", got ", v->size()));
     }
     for (const json& s : *v) {
-      if (!s.is_string()) return WrongType(key, kShape, s);
+      if (!s.is_string()) return WrongType(body, key, kShape, s);
       out->push_back(s.get<std::string>());
     }
   } else {
-    return WrongType(key, kShape, *v);
+    return WrongType(body, key, kShape, *v);
   }
   for (const std::string& s : *out) {
     if (s.empty()) return InvalidParam(key, absl::StrCat("'", key, "' strings must not be empty"));
@@ -247,13 +272,14 @@ std::optional<ApiError> ReadStrings(const json& body, const char* key, size_t mi
 }
 
 // A list of token ids (integers; the vocabulary is checked at submission).
-std::optional<ApiError> ReadTokenIds(const json& list, std::vector<uint64_t>* out) {
+std::optional<ApiError> ReadTokenIds(const Body& body, const json& list,
+                                     std::vector<uint64_t>* out) {
   if (list.empty()) return InvalidParam("prompt", "'prompt' token lists must not be empty");
   for (const json& id : list) {
-    if (!id.is_number_integer()) return WrongType("prompt", "a token id (an integer)", id);
+    if (!id.is_number_integer()) return WrongType(body, "prompt", "a token id (an integer)", id);
     if (!id.is_number_unsigned() && id.get<int64_t>() < 0) {
-      return InvalidParam("prompt",
-                          absl::StrCat("'prompt' token ids must be >= 0, got ", Shown(id)));
+      return InvalidParam("prompt", absl::StrCat("'prompt' token ids must be >= 0, got ",
+                                                 Shown(body, "prompt", id)));
     }
     // As sent: clamping 2^64 - 1 to INT64_MAX made its error quote a number
     // the client never sent.
@@ -264,17 +290,17 @@ std::optional<ApiError> ReadTokenIds(const json& list, std::vector<uint64_t>* ou
 
 // 'prompt' in OpenAI's four forms: a string, a list of strings, a list of
 // token ids, or a list of lists of token ids (at most kMaxPrompts prompts).
-std::optional<ApiError> ReadPrompts(const json& body, CompletionRequest* r) {
+std::optional<ApiError> ReadPrompts(const Body& body, CompletionRequest* r) {
   const json* v = Field(body, "prompt");
   if (v == nullptr) return InvalidParam("prompt", "'prompt' is required", "missing_required");
   const bool ids = v->is_array() && !v->empty() && (*v)[0].is_number();
   const bool id_lists = v->is_array() && !v->empty() && (*v)[0].is_array();
   if (!ids && !id_lists) {
-    return ReadStrings(body, "prompt", 1, CompletionRequest::kMaxPrompts, "prompts", &r->prompts);
+    return ReadStrings(body, "prompt", 1, CompletionRequest::kMaxPrompts, "prompt", &r->prompts);
   }
   if (ids) {
     r->token_prompts.emplace_back();
-    return ReadTokenIds(*v, &r->token_prompts.back());
+    return ReadTokenIds(body, *v, &r->token_prompts.back());
   }
   if (v->size() > CompletionRequest::kMaxPrompts) {
     return InvalidParam("prompt",
@@ -284,29 +310,30 @@ std::optional<ApiError> ReadPrompts(const json& body, CompletionRequest* r) {
   for (const json& list : *v) {
     constexpr const char* kShape =
         "a string, a list of strings, a list of token ids or a list of such lists";
-    if (!list.is_array()) return WrongType("prompt", kShape, list);
+    if (!list.is_array()) return WrongType(body, "prompt", kShape, list);
     r->token_prompts.emplace_back();
-    if (auto e = ReadTokenIds(list, &r->token_prompts.back())) return e;
+    if (auto e = ReadTokenIds(body, list, &r->token_prompts.back())) return e;
   }
   return std::nullopt;
 }
 
-std::optional<ApiError> ReadBool(const json& body, const char* key, bool* out) {
+std::optional<ApiError> ReadBool(const Body& body, const char* key, bool* out) {
   const json* v = Field(body, key);
   if (v == nullptr) return std::nullopt;
-  if (!v->is_boolean()) return WrongType(key, "a boolean", *v);
+  if (!v->is_boolean()) return WrongType(body, key, "a boolean", *v);
   *out = v->get<bool>();
   return std::nullopt;
 }
 
 // A seed: any integer in [0, 2^64 - 1].
-std::optional<ApiError> ReadSeed(const json& body, std::optional<uint64_t>* out) {
+std::optional<ApiError> ReadSeed(const Body& body, std::optional<uint64_t>* out) {
   const json* v = Field(body, "seed");
   if (v == nullptr) return std::nullopt;
   constexpr const char* kExpected = "an integer in [0, 18446744073709551615]";
-  if (!v->is_number_integer()) return WrongType("seed", kExpected, *v);
+  if (!v->is_number_integer()) return WrongType(body, "seed", kExpected, *v);
   if (!v->is_number_unsigned() && v->get<int64_t>() < 0) {
-    return InvalidParam("seed", absl::StrCat("'seed' must be ", kExpected, ", got ", Shown(*v)));
+    return InvalidParam(
+        "seed", absl::StrCat("'seed' must be ", kExpected, ", got ", Shown(body, "seed", *v)));
   }
   *out = v->get<uint64_t>();
   return std::nullopt;
@@ -317,11 +344,11 @@ std::optional<ApiError> ReadSeed(const json& body, std::optional<uint64_t>* out)
 // without what it asked for; their neutral values (what SDKs send by
 // default: 0 penalties, echo false, best_of 1, an empty logit_bias, a null
 // suffix) pass.
-std::optional<ApiError> RefuseUnsupported(const json& body) {
-  const auto unsupported = [](const char* param, const json& v) {
+std::optional<ApiError> RefuseUnsupported(const Body& body) {
+  const auto unsupported = [&body](const char* param, const json& v) {
     return InvalidParam(param,
                         absl::StrCat("'", param, "' is not supported by dropk-serve (got ",
-                                     Shown(v), "); leave it out"),
+                                     Shown(body, param, v), "); leave it out"),
                         "unsupported_parameter");
   };
   for (const char* penalty : {"presence_penalty", "frequency_penalty"}) {
@@ -400,46 +427,47 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
       return UnreadableNumberError(numbers);
     }
   }
+  const Body request{j, body};
   CompletionRequest r;
-  if (auto e = ReadPrompts(j, &r)) return *e;
+  if (auto e = ReadPrompts(request, &r)) return *e;
   std::optional<int64_t> max_tokens, top_k, n, logprobs;
-  if (auto e = ReadInt(j, "max_tokens", 1, kMaxTokensLimit,
+  if (auto e = ReadInt(request, "max_tokens", 1, kMaxTokensLimit,
                        absl::StrCat("in [1, ", kMaxTokensLimit, "]"), &max_tokens)) {
     return *e;
   }
   // top_k: -1 and 0 turn it off; a k past the vocabulary means all of it
   // (clamped to V later), so every larger integer is accepted.
-  if (auto e = ReadInt(j, "top_k", -1, INT32_MAX, ">= 1, or 0 or -1 to disable", &top_k,
+  if (auto e = ReadInt(request, "top_k", -1, INT32_MAX, ">= 1, or 0 or -1 to disable", &top_k,
                        Above::kClamp)) {
     return *e;
   }
-  if (auto e = ReadInt(j, "n", 1, CompletionRequest::kMaxN,
+  if (auto e = ReadInt(request, "n", 1, CompletionRequest::kMaxN,
                        absl::StrCat("in [1, ", CompletionRequest::kMaxN, "]"), &n)) {
     return *e;
   }
-  if (auto e = ReadInt(j, "logprobs", 0, Scheduler::kMaxTopLogprobs,
+  if (auto e = ReadInt(request, "logprobs", 0, Scheduler::kMaxTopLogprobs,
                        absl::StrCat("in [0, ", Scheduler::kMaxTopLogprobs, "]"), &logprobs)) {
     return *e;
   }
   std::optional<double> temperature, top_p;
   if (auto e = ReadNumber(
-          j, "temperature", [](double t) { return t >= 0.0 && t <= kMaxTemperature; },
+          request, "temperature", [](double t) { return t >= 0.0 && t <= kMaxTemperature; },
           absl::StrCat("in [0, ", kMaxTemperature, "] (0: greedy)"), &temperature)) {
     return *e;
   }
   if (auto e = ReadNumber(
-          j, "top_p", [](double p) { return p > 0.0 && p <= 1.0; }, "in (0, 1]", &top_p)) {
+          request, "top_p", [](double p) { return p > 0.0 && p <= 1.0; }, "in (0, 1]", &top_p)) {
     return *e;
   }
-  if (auto e = ReadSeed(j, &r.seed)) return *e;
-  if (auto e = ReadStrings(j, "stop", 0, CompletionRequest::kMaxStops, "strings", &r.stop)) {
+  if (auto e = ReadSeed(request, &r.seed)) return *e;
+  if (auto e = ReadStrings(request, "stop", 0, CompletionRequest::kMaxStops, "string", &r.stop)) {
     return *e;
   }
-  if (auto e = ReadBool(j, "stream", &r.stream)) return *e;
-  if (const json* model = Field(j, "model"); model != nullptr && !model->is_string()) {
-    return WrongType("model", "a string", *model);
+  if (auto e = ReadBool(request, "stream", &r.stream)) return *e;
+  if (const json* model = Field(request, "model"); model != nullptr && !model->is_string()) {
+    return WrongType(request, "model", "a string", *model);
   }
-  if (auto e = RefuseUnsupported(j)) return *e;
+  if (auto e = RefuseUnsupported(request)) return *e;
   if (max_tokens) r.max_tokens = static_cast<int>(*max_tokens);
   if (top_k) r.top_k = *top_k == -1 ? 0 : static_cast<int>(*top_k);
   if (n) r.n = static_cast<int>(*n);

@@ -35,6 +35,15 @@ struct UnreadableNumber {
 std::vector<UnreadableNumber> FindUnreadableNumbers(std::string_view body,
                                                     bool (*counts)(const std::string& field));
 
+// The first number in the top-level field `field` of `body` (JSON that
+// parses) that nlohmann reads as the double `value`, as the client wrote it
+// ("18446744073709551616", "1e3"), cut to 40 characters and "..."; nullopt
+// when there is none. nlohmann keeps such a number as a double, and writes
+// it back as the shortest text of the double (1.8446744073709552e+19,
+// 1000.0). Reads the whole body again: for error messages only.
+std::optional<std::string> FloatAsWritten(std::string_view body, const std::string& field,
+                                          double value);
+
 }  // namespace dropk
 
 #endif  // DROPK_SAMPLER_JSON_NUMBERS_H_

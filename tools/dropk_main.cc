@@ -94,19 +94,23 @@ void RegisterDataCommand(CLI::App& app, Action& action) {
       ->capture_default_str()
       ->check(thread_count);
   // CLI11 reads "-1" into a uint64_t as 2^64 - 1: checked as text first.
-  const CLI::Validator whole_number_from_1(
+  const CLI::Validator shard_size(
       [](std::string& text) -> std::string {
         uint64_t value = 0;
-        return absl::SimpleAtoi(text, &value) && value >= 1
+        return absl::SimpleAtoi(text, &value) && value >= dropk::kMinShardTokens
                    ? std::string()
-                   : absl::StrCat(text, " must be a whole number >= 1");
+                   : absl::StrCat(text, " ", dropk::ShardTokensRule());
       },
-      "N >= 1");
+      absl::StrCat("N >= ", dropk::kMinShardTokens));
   prepare
       ->add_option("--shard-tokens", flags->options.shard_tokens,
-                   "Most tokens per token file; larger splits become shards")
+                   absl::StrCat("Most tokens per token file; larger splits become shards (at "
+                                "least ",
+                                dropk::kMinShardTokens,
+                                ": every training rank memory-maps each shard, a 4 KiB page at "
+                                "least)"))
       ->capture_default_str()
-      ->check(whole_number_from_1);
+      ->check(shard_size);
   prepare
       ->add_option("input", flags->options.inputs,
                    "Input text files or directories (read recursively)")

@@ -18,6 +18,7 @@
 #include <iostream>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -182,17 +183,29 @@ class JobDir {
   std::string path_;
 };
 
+// How long the launcher waits for the failure records of out_dir: a shared
+// filesystem whose server went with a lost host would otherwise hang it
+// there, before the relaunch that host's loss calls for.
+constexpr std::chrono::seconds kFailureRecordsLimit(5);
+
 // "; first failure a rank reported (OUT_DIR/failures): LINE" (and how many
-// more) from the
-// failure records dropk-train's ranks appended under `out_dir` since
-// `marks` (trainer/failure_record.h), or "" when none did (a rank killed
-// outright, or an out_dir this host cannot see).
-std::string FirstFailureReported(const std::string& out_dir, const FailureRecordMarks& marks) {
-  const std::vector<std::string> lines = FailureRecordsSince(out_dir, marks);
-  if (lines.empty()) return "";
+// more) from the failure records dropk-train's ranks appended under
+// `out_dir` since `marks` (trainer/failure_record.h), "" when none did (a
+// rank killed outright, or an out_dir this host cannot see), or "; failure
+// records (OUT_DIR/failures) not readable within 5 s" when the marks or the
+// records did not come within kFailureRecordsLimit.
+std::string FirstFailureReported(const std::string& out_dir,
+                                 const std::optional<FailureRecordMarks>& marks) {
+  const std::optional<std::vector<std::string>> lines =
+      marks ? FailureRecordsSinceWithin(out_dir, *marks, kFailureRecordsLimit) : std::nullopt;
+  if (!lines) {
+    return absl::StrCat("; failure records (", out_dir, "/failures) not readable within ",
+                        kFailureRecordsLimit.count(), " s");
+  }
+  if (lines->empty()) return "";
   std::string text =
-      absl::StrCat("; first failure a rank reported (", out_dir, "/failures): ", lines.front());
-  if (lines.size() > 1) absl::StrAppend(&text, " (and ", lines.size() - 1, " more there)");
+      absl::StrCat("; first failure a rank reported (", out_dir, "/failures): ", lines->front());
+  if (lines->size() > 1) absl::StrAppend(&text, " (and ", lines->size() - 1, " more there)");
   return text;
 }
 
@@ -314,7 +327,8 @@ absl::Status Launch(const Flags& flags) {
     }
     std::cerr << "dropk launch: attempt " << attempt + 1 << ": " << absl::StrJoin(argv, " ")
               << std::endl;
-    const FailureRecordMarks marks = MarkFailureRecords(config->out_dir());
+    const std::optional<FailureRecordMarks> marks =
+        MarkFailureRecordsWithin(config->out_dir(), kFailureRecordsLimit);
     absl::StatusOr<std::pair<int, std::string>> run = RunAndCapture(argv);
     if (!run.ok()) return run.status();
     const auto& [code, output] = *run;

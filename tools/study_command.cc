@@ -1,6 +1,8 @@
 #include "tools/study_command.h"
 
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -105,12 +107,16 @@ void RegisterTopKStudy(CLI::App& study, std::function<absl::Status()>& action) {
       ->capture_default_str();
   cmd->add_option("--max-tokens", options->max_tokens, "Tokens per completion")
       ->capture_default_str();
-  // CLI11 reads "-1" into a uint64_t as 2^64 - 1: a sign is refused first.
+  // CLI11 reads "-1" into a uint64_t as 2^64 - 1, and 2^64 or more as
+  // 2^64 - 1 too (strtoull's overflow), without a word: both are refused
+  // first, quoting the number as typed.
   cmd->add_option("--seed", options->seed, "Seed of the first sample (then seed+1, ...)")
       ->check(CLI::Validator(
           [](const std::string& text) {
-            return text.find('-') != std::string::npos
-                       ? std::string("must be an integer in [0, 18446744073709551615]")
+            errno = 0;
+            std::strtoull(text.c_str(), nullptr, 0);
+            return text.find('-') != std::string::npos || errno == ERANGE
+                       ? absl::StrCat("must be an integer in [0, 18446744073709551615], got ", text)
                        : std::string();
           },
           "UINT64"))

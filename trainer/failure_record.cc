@@ -6,13 +6,16 @@
 #include <algorithm>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
+#include <functional>
 #include <future>
 #include <memory>
+#include <optional>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 
 namespace dropk {
 namespace {
@@ -50,6 +53,29 @@ bool AppendAndSync(const std::string& dir, const std::string& path, const std::s
   return synced;
 }
 
+// `work`'s result, run on a thread of its own so that a filesystem that
+// never answers cannot hold the caller: nullopt when it has not returned
+// within `limit`, or threw. A thread given up on is left blocked, to end
+// with the process. Throws only when no thread can be started.
+template <typename T>
+std::optional<T> WithinLimit(std::function<T()> work, std::chrono::milliseconds limit) {
+  auto done = std::make_shared<std::promise<T>>();
+  std::future<T> result = done->get_future();
+  std::thread([done, work = std::move(work)] {
+    try {
+      done->set_value(work());
+    } catch (...) {  // an allocation failure, in the filesystem library or here
+      done->set_exception(std::current_exception());
+    }
+  }).detach();
+  if (result.wait_for(limit) != std::future_status::ready) return std::nullopt;
+  try {
+    return result.get();
+  } catch (...) {
+    return std::nullopt;
+  }
+}
+
 }  // namespace
 
 std::string FailureRecordPath(const std::string& out_dir, int rank) {
@@ -64,46 +90,41 @@ bool RecordFailure(const std::string& out_dir, int rank, const std::string& mess
   try {
     const std::string line =
         absl::StrCat(UtcNow(), " host ", HostName(), " pid ", ::getpid(), ": ", message, "\n");
-    // The write runs on a thread of its own so that a filesystem that never
-    // answers cannot hold the caller; a thread left blocked there is ended
-    // with the process, which is about to exit.
-    auto done = std::make_shared<std::promise<bool>>();
-    std::future<bool> written = done->get_future();
-    std::thread([done, dir = out_dir + "/failures", path = FailureRecordPath(out_dir, rank), line] {
-      bool ok = false;
-      try {
-        ok = AppendAndSync(dir, path, line);
-      } catch (...) {  // an allocation in create_directories
-      }
-      done->set_value(ok);
-    }).detach();
-    return written.wait_for(limit) == std::future_status::ready && written.get();
+    return WithinLimit<bool>([dir = out_dir + "/failures", path = FailureRecordPath(out_dir, rank),
+                              line] { return AppendAndSync(dir, path, line); },
+                             limit)
+        .value_or(false);
   } catch (...) {
     return false;
   }
 }
 
-FailureRecordMarks MarkFailureRecords(const std::string& out_dir) {
+FailureRecordMarks MarkFailureRecords(const std::string& out_dir, Env* env) {
+  Env* const fs = env != nullptr ? env : Env::Default();
   FailureRecordMarks marks;
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(out_dir + "/failures", ec)) {
-    std::error_code size_error;
-    const uint64_t size = entry.file_size(size_error);
-    if (!size_error && entry.path().extension() == ".log") marks[entry.path().string()] = size;
+  const std::string dir = out_dir + "/failures";
+  absl::StatusOr<std::vector<std::string>> names = fs->ListDir(dir);
+  if (!names.ok()) return marks;
+  for (const std::string& name : *names) {
+    if (!absl::EndsWith(name, ".log")) continue;
+    const std::string path = dir + "/" + name;
+    absl::StatusOr<uint64_t> size = fs->FileSize(path);  // not a regular file: an error
+    if (size.ok()) marks[path] = *size;
   }
   return marks;
 }
 
 std::vector<std::string> FailureRecordsSince(const std::string& out_dir,
-                                             const FailureRecordMarks& marks) {
+                                             const FailureRecordMarks& marks, Env* env) {
+  Env* const fs = env != nullptr ? env : Env::Default();
   std::vector<std::string> lines;
-  for (const auto& [path, size] : MarkFailureRecords(out_dir)) {
+  for (const auto& [path, size] : MarkFailureRecords(out_dir, fs)) {
     const auto mark = marks.find(path);
     const uint64_t from = mark != marks.end() && mark->second <= size ? mark->second : 0;
-    std::ifstream in(path, std::ios::binary);
-    in.seekg(static_cast<std::streamoff>(from));
-    for (std::string line; std::getline(in, line);) {
-      if (!line.empty()) lines.push_back(line);
+    std::string text(static_cast<size_t>(size - from), '\0');
+    if (!fs->ReadFileRange(path, from, text.size(), text.data()).ok()) continue;
+    for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+      lines.emplace_back(line);
     }
   }
   // By their leading UTC time alone: lines of one millisecond keep their
@@ -112,6 +133,21 @@ std::vector<std::string> FailureRecordsSince(const std::string& out_dir,
     return a.substr(0, a.find(' ')) < b.substr(0, b.find(' '));
   });
   return lines;
+}
+
+std::optional<FailureRecordMarks> MarkFailureRecordsWithin(const std::string& out_dir,
+                                                           std::chrono::milliseconds limit,
+                                                           Env* env) {
+  return WithinLimit<FailureRecordMarks>(
+      [out_dir, env] { return MarkFailureRecords(out_dir, env); }, limit);
+}
+
+std::optional<std::vector<std::string>> FailureRecordsSinceWithin(const std::string& out_dir,
+                                                                  const FailureRecordMarks& marks,
+                                                                  std::chrono::milliseconds limit,
+                                                                  Env* env) {
+  return WithinLimit<std::vector<std::string>>(
+      [out_dir, marks, env] { return FailureRecordsSince(out_dir, marks, env); }, limit);
 }
 
 }  // namespace dropk

@@ -6,9 +6,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
@@ -31,14 +33,46 @@ std::string CannotWrite(const std::string& path) {
   return absl::StrCat("cannot write ", path, ": ", std::strerror(errno));
 }
 
+// Whether `path` names anything, a dangling link included.
+bool Exists(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
 }  // namespace
 
-absl::StatusOr<MetricsLog> MetricsLog::Create(const std::string& path) {
+std::string KeptEarlierLogPath(const std::string& path, std::time_t last_write,
+                               bool (*taken)(const std::string& candidate)) {
+  std::string stem = path;
+  if (absl::EndsWith(stem, ".jsonl")) stem.resize(stem.size() - std::string(".jsonl").size());
+  std::tm utc = {};
+  ::gmtime_r(&last_write, &utc);
+  char stamp[32] = {};
+  std::strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &utc);
+  const std::string base = absl::StrCat(stem, ".earlier-run-", stamp);
+  std::string candidate = base + ".jsonl";
+  for (int n = 2; taken(candidate); ++n) candidate = absl::StrCat(base, "-", n, ".jsonl");
+  return candidate;
+}
+
+absl::StatusOr<MetricsLog> MetricsLog::Create(const std::string& path, std::ostream& log) {
   if (absl::Status s = CheckRegularOrMissing(path); !s.ok()) return s;
-  MetricsLog log(path);
-  log.out_.open(path, std::ios::out | std::ios::trunc);
-  if (!log.out_) return absl::PermissionDeniedError(CannotWrite(path));
-  return log;
+  // An earlier run's log (another checkpoint_dir, or none saved, with this
+  // out_dir) was truncated here, its metrics lost without a word.
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && st.st_size > 0) {
+    const std::string kept = KeptEarlierLogPath(path, st.st_mtime, Exists);
+    if (std::rename(path.c_str(), kept.c_str()) != 0) {
+      return absl::PermissionDeniedError(absl::StrCat("cannot keep the earlier run's ", path,
+                                                      " as ", kept, ": ", std::strerror(errno)));
+    }
+    log << "dropk-train: " << path << " held an earlier run's metrics; kept as " << kept
+        << std::endl;
+  }
+  MetricsLog log_file(path);
+  log_file.out_.open(path, std::ios::out | std::ios::trunc);
+  if (!log_file.out_) return absl::PermissionDeniedError(CannotWrite(path));
+  return log_file;
 }
 
 absl::StatusOr<MetricsLog> MetricsLog::OpenForResume(const std::string& path, int64_t resume_step) {

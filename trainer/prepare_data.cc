@@ -523,6 +523,11 @@ uint32_t DatasetId(uint32_t tokens_crc, const std::string& tokenizer_bytes, uint
 
 }  // namespace
 
+std::string ShardTokensRule() {
+  return absl::StrCat("must be a whole number >= ", kMinShardTokens,
+                      " (every training rank memory-maps each shard, a 4 KiB page at least)");
+}
+
 absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
   // Written as a negated conjunction so NaN is rejected too.
   if (!(options.val_fraction > 0.0 && options.val_fraction < 1.0)) {
@@ -532,7 +537,10 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
   if (options.out_dir.empty()) {
     return absl::InvalidArgumentError("the output directory is empty");
   }
-  if (options.shard_tokens == 0) return absl::InvalidArgumentError("shard_tokens must be >= 1");
+  if (options.shard_tokens < kMinShardTokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--shard-tokens ", options.shard_tokens, " ", ShardTokensRule()));
+  }
   if (options.chunk_bytes == 0) return absl::InvalidArgumentError("chunk_bytes must be >= 1");
   if (options.threads < 0 || options.threads > kMaxPrepareThreads) {
     return absl::InvalidArgumentError(absl::StrCat("threads ", options.threads,

@@ -100,8 +100,12 @@ absl::StatusOr<RunDirectoryLock> RunDirectoryLock::AcquireFile(const std::string
   // redirect the open.
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
   if (fd < 0) {
-    return absl::PermissionDeniedError(
-        absl::StrCat(subject, ": cannot open ", path, " (", std::strerror(errno), ")"));
+    // A directory the user may not write (EACCES, a read-only file system)
+    // is the user's to fix, as one that cannot be created is: exit 2, not 1.
+    const absl::Status why =
+        PathError(absl::StrCat(subject, ": cannot write there: cannot open ", path),
+                  std::error_code(errno, std::generic_category()));
+    return absl::IsInvalidArgument(why) ? why : absl::PermissionDeniedError(why.message());
   }
   RunDirectoryLock lock(fd);
   struct stat st;

@@ -2,8 +2,12 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstring>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <optional>
+#include <span>
 #include <string_view>
 #include <system_error>
 #include <utility>
@@ -116,6 +120,38 @@ TokenDataset TokenDataset::FromFile(TokenFile file) {
   data.starts_.push_back(0);
   data.files_.push_back(std::move(file));
   return data;
+}
+
+std::vector<std::pair<size_t, size_t>> IdenticalTokenFiles(
+    const std::vector<const TokenFile*>& files) {
+  // Bytes read at each of three places to sort files into look-alike
+  // groups, one pass over the files; only files in one group are compared
+  // whole.
+  constexpr size_t kProbeBytes = 4096;
+  std::map<std::pair<size_t, size_t>, std::vector<size_t>> groups;  // (length, probe hash)
+  for (size_t i = 0; i < files.size(); ++i) {
+    const std::span<const uint8_t> bytes = files[i]->token_bytes();
+    const size_t n = std::min(kProbeBytes, bytes.size());
+    std::string probes;
+    for (const size_t at : {size_t{0}, (bytes.size() - n) / 2, bytes.size() - n}) {
+      probes.append(reinterpret_cast<const char*>(bytes.data()) + at, n);
+    }
+    groups[{bytes.size(), std::hash<std::string>()(probes)}].push_back(i);
+  }
+  std::vector<std::pair<size_t, size_t>> identical;
+  for (const auto& [key, members] : groups) {
+    for (size_t a = 0; a < members.size(); ++a) {
+      for (size_t b = a + 1; b < members.size(); ++b) {
+        const std::span<const uint8_t> x = files[members[a]]->token_bytes();
+        const std::span<const uint8_t> y = files[members[b]]->token_bytes();
+        if (std::memcmp(x.data(), y.data(), x.size()) == 0) {
+          identical.emplace_back(members[a], members[b]);
+        }
+      }
+    }
+  }
+  std::sort(identical.begin(), identical.end());
+  return identical;
 }
 
 int32_t TokenDataset::operator[](size_t i) const {

@@ -206,12 +206,14 @@ class TrainingRun {
     if (!data.ok()) return data.status();
     data_ = std::make_unique<TrainingData>(*std::move(data));
     // Before any collective whose size the config decides.
-    if (absl::Status s = CheckRanksAgree(RunFingerprint(config_, data_->tokenizer.proto(),
-                                                        data_->train.size(), data_->val.size()),
-                                         comm_, CommOptions());
+    if (absl::Status s =
+            CheckRanksAgree(RunFingerprint(config_, data_->tokenizer.proto(), data_->train.size(),
+                                           data_->val.size(), data_->train.dataset_id()),
+                            comm_, CommOptions());
         !s.ok()) {
       return s;
     }
+    if (rank_ == 0) WarnOfIdenticalTokenFiles();
     const KernelOptions kernel_options = TrainingKernelOptions(
         config_, ThreadsPerRank(config_.num_threads(), LocalWorldSize()), LocalRank());
     // Which ranks use this rank's GPU, for the memory check below: by UUID,
@@ -352,6 +354,21 @@ class TrainingRun {
     return absl::OkStatus();
   }
 
+  // One warning line for each two token files of data_dir (either split)
+  // that hold the same tokens: a copied shard is trained on twice.
+  void WarnOfIdenticalTokenFiles() {
+    std::vector<const TokenFile*> files;
+    for (const TokenDataset* split : {&data_->train, &data_->val}) {
+      for (const TokenFile& file : split->files()) files.push_back(&file);
+    }
+    for (const auto& [a, b] : IdenticalTokenFiles(files)) {
+      log_ << "dropk-train: warning: data_dir=" << config_.data_dir() << ": " << files[a]->path()
+           << " and " << files[b]->path() << " hold the same " << files[a]->size()
+           << " tokens (a token file copied by hand?); both are read, so they count twice\n";
+    }
+    log_ << std::flush;
+  }
+
   // Claims out_dir and the checkpoint directory for this job (both: another
   // job may share either one alone), before anything is read or written there.
   absl::Status LockRunDirectories() {
@@ -406,7 +423,7 @@ class TrainingRun {
       const std::string path = config_.out_dir() + "/metrics.jsonl";
       absl::StatusOr<MetricsLog> metrics = resume->resumed
                                                ? MetricsLog::OpenForResume(path, resume->step)
-                                               : MetricsLog::Create(path);
+                                               : MetricsLog::Create(path, log_);
       if (!metrics.ok()) return metrics.status();
       metrics_ = std::make_unique<MetricsLog>(*std::move(metrics));
     }

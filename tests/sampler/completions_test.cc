@@ -1,5 +1,6 @@
 // Request parsing and validation: every bad input is a 400 naming its field.
 #include <string>
+#include <tuple>
 #include <variant>
 
 #include "gtest/gtest.h"
@@ -191,7 +192,7 @@ TEST(CompletionsParseTest, RangeErrorsNameTheFieldTheRangeAndTheValue) {
   const Case cases[] = {
       {R"({"prompt":"a","temperature":1e7})",
        "temperature",
-       {"'temperature'", "[0, 1000000]", "10000000"}},
+       {"'temperature'", "[0, 1000000]", "got 1e7"}},  // as written
       {R"({"prompt":"a","temperature":-0.5})",
        "temperature",
        {"'temperature'", "[0, 1000000]", "-0.5"}},
@@ -224,6 +225,46 @@ TEST(CompletionsParseTest, RangeErrorsNameTheFieldTheRangeAndTheValue) {
   EXPECT_FLOAT_EQ(Parse(R"({"prompt":"a","temperature":1000000})").temperature, 1e6f);
   EXPECT_EQ(*Parse(R"({"prompt":"a","seed":18446744073709551615})").seed, UINT64_MAX);
   EXPECT_TRUE(Parse(R"({"prompt":"a","stop":[]})").stop.empty());
+}
+
+// An integer past 64 bits (a seed of 2^64) is a double to nlohmann, and the
+// error quoted it as 1.8446744073709552e+19, a number the client never
+// wrote; so did "1e3" (as 1000.0). Each is quoted as written, in whichever
+// field and list it sits.
+TEST(CompletionsParseTest, ANumberReadAsADoubleIsQuotedAsWritten) {
+  const struct {
+    const char* body;
+    const char* param;
+    const char* message;
+  } cases[] = {
+      {R"({"prompt":"a","seed":18446744073709551616})", "seed",
+       "'seed' must be an integer in [0, 18446744073709551615], got 18446744073709551616"},
+      {R"({"prompt":"a","seed":-9223372036854775809})", "seed",
+       "'seed' must be an integer in [0, 18446744073709551615], got -9223372036854775809"},
+      {R"({"prompt":"a","seed":1e3})", "seed",
+       "'seed' must be an integer in [0, 18446744073709551615], got 1e3"},
+      {R"({"prompt":"a","n":99999999999999999999})", "n",
+       "'n' must be an integer in [1, 16], got 99999999999999999999"},
+      // The same double elsewhere in the body is not the one quoted.
+      {R"({"top_p":1e3,"prompt":"a","max_tokens":1000.0})", "max_tokens",
+       "'max_tokens' must be an integer in [1, 8192], got 1000.0"},
+      {R"({"prompt":[[1],[2,18446744073709551616]]})", "prompt",
+       "'prompt' must be a token id (an integer), got 18446744073709551616"},
+      {R"({"prompt":"a","best_of":20000000000000000000})", "best_of",
+       "'best_of' is not supported by dropk-serve (got 20000000000000000000); leave it out"},
+  };
+  for (const auto& c : cases) {
+    const ApiError e = ErrorOf(c.body);
+    EXPECT_EQ(std::tuple(e.status, e.param, e.message), std::tuple(400, c.param, c.message))
+        << c.body;
+  }
+}
+
+// An empty list of prompts read "'prompt' must list at least 1 prompts".
+TEST(CompletionsParseTest, ListCountsAreWordedInTheRightNumber) {
+  EXPECT_EQ(ErrorOf(R"({"prompt":[]})").message, "'prompt' must list at least 1 prompt");
+  EXPECT_EQ(ErrorOf(R"({"prompt":"a","stop":["a","b","c","d","e"]})").message,
+            "'stop' may list at most 4 strings, got 5");
 }
 
 // Invalid JSON was refused as only "not valid JSON"; the message now says

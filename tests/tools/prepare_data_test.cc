@@ -609,6 +609,27 @@ TEST_F(PrepareDataTest, CliMissingInputExits2NamingThePath) {
   EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << run.err;
 }
 
+// --shard-tokens 1 wrote a file per token (180,000 files for 200 kB of
+// text), each a memory map on every training rank; the minimum and its
+// reason are named.
+TEST_F(PrepareDataTest, ShardTokensBelowAPageAreRefusedSayingWhy) {
+  const test_util::CommandResult run =
+      RunDropk("data prepare --tokenizer char --out '" + Path("o") + "' --shard-tokens 1 '" +
+               kShakespeare + "'");
+  EXPECT_EQ(run.exit_code, 2) << run.err;
+  EXPECT_THAT(run.err, StartsWith("dropk: --shard-tokens: 1 must be a whole number >= 4096 (every "
+                                  "training rank memory-maps each shard"));
+  PrepareOptions options;
+  options.inputs = {kShakespeare};
+  options.out_dir = Path("o");
+  options.shard_tokens = kMinShardTokens - 1;
+  const absl::StatusOr<PrepareSummary> summary = PrepareData(options);
+  EXPECT_EQ(summary.status().code(), absl::StatusCode::kInvalidArgument) << summary.status();
+  EXPECT_THAT(std::string(summary.status().message()),
+              StartsWith("--shard-tokens 4095 must be a whole number >= 4096"));
+  EXPECT_FALSE(std::filesystem::exists(Path("o")));
+}
+
 TEST_F(PrepareDataTest, CliRejectsBadUsageWithExit2) {
   ASSERT_TRUE(std::filesystem::exists(kDropk)) << kDropk << " is not built";
   const std::string input = std::string("'") + kShakespeare + "'";
@@ -619,6 +640,9 @@ TEST_F(PrepareDataTest, CliRejectsBadUsageWithExit2) {
         "data prepare --tokenizer char --out '" + Path("o") + "' --val-fraction 2 " + input,
         // CLI11 read -1 as 2^64 - 1: one shard of any size, silently.
         "data prepare --tokenizer char --out '" + Path("o") + "' --shard-tokens -1 " + input,
+        // A file per token: --shard-tokens had no lower bound.
+        "data prepare --tokenizer char --out '" + Path("o") + "' --shard-tokens 1 " + input,
+        "data prepare --tokenizer char --out '" + Path("o") + "' --shard-tokens 4095 " + input,
         std::string("data"), std::string(""), std::string("frobnicate")}) {
     const test_util::CommandResult run = RunDropk(args);
     EXPECT_EQ(run.exit_code, 2) << args << "\n" << run.err;

@@ -240,6 +240,20 @@ TEST_F(StudyFilesTest, TopKNegativeSeedIsRefused) {
       << r.err;
 }
 
+// A --seed of 2^64 or more was taken as 2^64 - 1 without a word (CLI11
+// reads it with strtoull, which saturates).
+TEST_F(StudyFilesTest, TopKSeedPast64BitsIsRefused) {
+  const auto r = RunCommand(std::string(DROPK_BINARY_DIR "/bin/dropk study topk --checkpoint ") +
+                            (dir_ / "none").string() + " --out " + (dir_ / "o").string() +
+                            " --seed=18446744073709551616");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.err.rfind("dropk: --seed: must be an integer in [0, 18446744073709551615], got "
+                        "18446744073709551616",
+                        0),
+            0u)
+      << r.err;
+}
+
 // A log without a single loss (every train_loss null, no evaluation) made
 // gnuplot fail on loss.gp ("x range is invalid"), exit 1 with its messages
 // over eight lines.

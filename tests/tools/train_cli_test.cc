@@ -1,12 +1,15 @@
 // dropk-train's command line: every invalid value stops with exit code 2 and
 // one line naming the field and the value.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "support/shakespeare_data.h"
 #include "support/subprocess.h"
@@ -137,6 +140,32 @@ TEST_F(TrainCliTest, RunDirectoryThatIsAFileExitsTwoNamingIt) {
   }
 }
 
+// A run directory that exists but may not be written (no permission, a
+// read-only file system) exited 1 ("cannot open .../.dropk-train.lock"), as
+// if the disk had failed: it is the user's to fix, exit 2 naming the field.
+// /sys stands for it: no process, root included, may create a file there.
+TEST_F(TrainCliTest, RunDirectoryThatCannotBeWrittenExitsTwoNamingIt) {
+  const int probe = ::open("/sys/.dropk-probe", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (probe >= 0) {
+    ::close(probe);
+    ::unlink("/sys/.dropk-probe");
+    GTEST_SKIP() << "/sys is writable here";
+  }
+  if (!std::filesystem::is_directory("/sys")) GTEST_SKIP() << "no /sys here";
+  const BadArgs cases[] = {
+      {"--out_dir=/sys", "out_dir=/sys: cannot write there: cannot open /sys/.dropk-train.lock: "},
+      {"--checkpoint_dir=/sys",
+       "checkpoint_dir=/sys: cannot write there: cannot open /sys/.dropk-train.lock: "},
+  };
+  for (const BadArgs& c : cases) {
+    const test_util::CommandResult r =
+        RunTrainCli(Base() + " --out_dir=" + scratch_->path() + "/out_unwritable" +
+                    " --max_iters=1 --sample_tokens=0 " + c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.out;
+    EXPECT_NE(r.out.find(c.expected), std::string::npos) << c.args << "\n" << r.out;
+  }
+}
+
 // A job refused a run directory that another job holds leaves nothing there:
 // its failure record (OUT_DIR/failures) would read as that job's own.
 TEST_F(TrainCliTest, AJobRefusedAnotherJobsRunDirectoryRecordsNothingThere) {
@@ -200,6 +229,76 @@ TEST_F(TrainCliTest, AllocationFailureExitsOneWithOneLineNotAnAbort) {
                             " --max_iters=1 --eval_iters=1 --sample_tokens=0");
   EXPECT_EQ(raw.exit_code, 1) << raw.out << raw.err;
   EXPECT_NE(raw.err.find("dropk-train: out of memory"), std::string::npos) << raw.err;
+}
+
+// The rows of every metrics file in `dir` (metrics.jsonl and any kept
+// beside it), one string per row, files in name order.
+std::vector<std::string> MetricsRowsIn(const std::string& dir) {
+  std::vector<std::string> files;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("metrics", 0) == 0 && name.size() > 6 &&
+        name.substr(name.size() - 6) == ".jsonl") {
+      files.push_back(entry.path().string());
+    }
+  }
+  std::sort(files.begin(), files.end());
+  std::vector<std::string> rows;
+  for (const std::string& file : files) {
+    std::ifstream in(file);
+    for (std::string line; std::getline(in, line);) rows.push_back(line);
+  }
+  return rows;
+}
+
+// A fresh run with the same out_dir as an earlier one and another
+// checkpoint_dir truncated the earlier run's metrics.jsonl: its metrics were
+// lost without a word. They are kept beside it, and a line says where.
+TEST_F(TrainCliTest, AFreshRunKeepsTheEarlierRunsMetrics) {
+  const std::string out = scratch_->path() + "/two_runs";
+  const std::string common = Base() + " --out_dir=" + out +
+                             " --max_iters=2 --log_interval=1 --eval_interval=2 --eval_iters=1 "
+                             "--sample_tokens=0 --save_every=2";
+  const test_util::CommandResult first = RunTrainCli(common + " --checkpoint_dir=" + out + "/c1");
+  ASSERT_EQ(first.exit_code, 0) << first.out;
+  const std::vector<std::string> first_rows = MetricsRowsIn(out);
+  ASSERT_FALSE(first_rows.empty());
+  const test_util::CommandResult second =
+      RunTrainCli(common + " --checkpoint_dir=" + out + "/c2 --seed=7");
+  ASSERT_EQ(second.exit_code, 0) << second.out;
+  const std::vector<std::string> rows = MetricsRowsIn(out);
+  ASSERT_EQ(rows.size(), 2 * first_rows.size()) << second.out;
+  EXPECT_EQ(std::vector<std::string>(rows.begin(), rows.begin() + first_rows.size()), first_rows);
+  EXPECT_NE(second.out.find("dropk-train: " + out +
+                            "/metrics.jsonl held an earlier run's "
+                            "metrics; kept as " +
+                            out + "/metrics.earlier-run-"),
+            std::string::npos)
+      << second.out;
+}
+
+// A shard copied by hand passed every check of the data (one preparation's
+// dataset id, sizes the ranks agree on) and was trained on twice without a
+// word: it is named in a warning.
+TEST_F(TrainCliTest, ACopiedShardIsNamedInAWarning) {
+  const std::string dup = scratch_->path() + "/data_with_a_copied_shard";
+  std::filesystem::create_directories(dup);
+  for (const char* name : {"tokenizer.pb", "val.bin"}) {
+    std::filesystem::copy_file(*data_ + "/" + name, dup + "/" + name,
+                               std::filesystem::copy_options::overwrite_existing);
+  }
+  for (const char* shard : {"train-00000.bin", "train-00001.bin"}) {
+    std::filesystem::copy_file(*data_ + "/train.bin", dup + "/" + shard,
+                               std::filesystem::copy_options::overwrite_existing);
+  }
+  const test_util::CommandResult r =
+      RunTrainCli(Base() + " --data_dir=" + dup + " --out_dir=" + scratch_->path() +
+                  "/out_copied_shard --max_iters=1 --eval_iters=1 --sample_tokens=0");
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("dropk-train: warning: data_dir=" + dup + ": " + dup +
+                       "/train-00000.bin and " + dup + "/train-00001.bin hold the same "),
+            std::string::npos)
+      << r.out;
 }
 
 TEST_F(TrainCliTest, HelpListsFieldsWithDefaults) {

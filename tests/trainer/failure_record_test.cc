@@ -6,11 +6,16 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "support/forwarding_env.h"
 
 namespace dropk {
 namespace {
@@ -97,6 +102,60 @@ TEST(FailureRecordTest, AnOutDirThatCannotHoldItIsReportedNotFatal) {
   EXPECT_FALSE(RecordFailure(not_a_dir, 0, "rank 0 of 1: lost"));
   EXPECT_FALSE(RecordFailure("", 0, "rank 0 of 1: lost"));
   std::filesystem::remove_all(dir);
+}
+
+// An Env whose ListDir does not answer until released (a shared filesystem
+// whose server is gone), or until 20 s have passed, so that a read that is
+// not bounded fails the test instead of hanging it. Never deleted: a thread
+// given up on goes on using it after the test.
+class HangingListEnv : public ForwardingEnv {
+ public:
+  HangingListEnv() : ForwardingEnv(Env::Default()) {}
+  absl::StatusOr<std::vector<std::string>> ListDir(const std::string& path) override {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::seconds(20), [this] { return released_; });
+    }
+    return base_->ListDir(path);
+  }
+  void Release() {
+    std::lock_guard<std::mutex> lock(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool released_ = false;
+};
+
+// dropk launch read the failure records with no time bound: an out_dir on a
+// shared filesystem whose server went with a lost host hung the launcher
+// before the relaunch. Each read is given up after its limit.
+TEST(FailureRecordTest, ReadsThatNeverEndAreGivenUpAfterTheLimit) {
+  const std::filesystem::path out = FreshDir("failure_record_hanging_read");
+  ASSERT_TRUE(RecordFailure(out.string(), 0, "rank 0 of 1: lost"));
+  HangingListEnv& env = *new HangingListEnv;
+  constexpr std::chrono::milliseconds kLimit(200);
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(MarkFailureRecordsWithin(out.string(), kLimit, &env).has_value());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(FailureRecordsSinceWithin(out.string(), {}, kLimit, &env).has_value());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  // Answered in time, they read what is there.
+  env.Release();
+  const std::optional<std::vector<std::string>> lines =
+      FailureRecordsSinceWithin(out.string(), {}, std::chrono::seconds(10), &env);
+  ASSERT_TRUE(lines.has_value());
+  ASSERT_EQ(lines->size(), 1u);
+  EXPECT_NE(lines->front().find(": rank 0 of 1: lost"), std::string::npos) << lines->front();
+  const std::optional<FailureRecordMarks> marks =
+      MarkFailureRecordsWithin(out.string(), std::chrono::seconds(10), &env);
+  ASSERT_TRUE(marks.has_value());
+  EXPECT_EQ(marks->size(), 1u);
+  std::filesystem::remove_all(out);
 }
 
 }  // namespace

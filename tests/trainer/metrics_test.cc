@@ -5,6 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <set>
+#include <sstream>
 
 #include "support/fifo.h"
 #include "support/temp_dir.h"
@@ -23,13 +29,63 @@ TEST(MetricsLogTest, AFifoIsRefusedWithoutBlocking) {
   for (bool resume : {false, true}) {
     const auto start = std::chrono::steady_clock::now();
     absl::StatusOr<MetricsLog> log = resume ? MetricsLog::OpenForResume(fifo.path(), 5)
-                                            : MetricsLog::Create(fifo.path());
+                                            : MetricsLog::Create(fifo.path(), std::cerr);
     EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5))
         << "open blocked (resume " << resume << ")";
     ASSERT_FALSE(log.ok());
     EXPECT_THAT(std::string(log.status().message()),
                 AllOf(HasSubstr(fifo.path()), HasSubstr("not a regular file")));
   }
+}
+
+// A fresh run in an out_dir that an earlier run used (with another
+// checkpoint_dir, or with no checkpoint saved) truncated its metrics.jsonl:
+// the earlier run's metrics were lost without a word. They are kept beside
+// it, and the line says where.
+TEST(MetricsLogTest, AFreshLogKeepsTheEarlierRunsLog) {
+  test_util::ScopedTempDir dir("metrics");
+  const std::string path = dir.Path("metrics.jsonl");
+  std::ofstream(path) << R"({"step":0,"lr":0.001})"
+                      << "\n";
+  std::ostringstream said;
+  absl::StatusOr<MetricsLog> log = MetricsLog::Create(path, said);
+  ASSERT_TRUE(log.ok()) << log.status();
+  MetricsRow row;
+  row.lr = 0.5f;
+  ASSERT_TRUE(log->Append(row).ok());
+  std::vector<std::string> kept;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
+    if (entry.path().filename() != "metrics.jsonl") kept.push_back(entry.path().string());
+  }
+  ASSERT_EQ(kept.size(), 1u);
+  EXPECT_THAT(kept[0],
+              ::testing::MatchesRegex(".*/metrics\\.earlier-run-[0-9]{8}T[0-9]{6}Z\\.jsonl"));
+  std::ifstream earlier(kept[0]);
+  std::string line;
+  std::getline(earlier, line);
+  EXPECT_EQ(line, R"({"step":0,"lr":0.001})");
+  EXPECT_EQ(said.str(),
+            "dropk-train: " + path + " held an earlier run's metrics; kept as " + kept[0] + "\n");
+  // An empty log holds nothing to keep.
+  std::ofstream(path, std::ios::trunc).flush();
+  std::ostringstream quiet;
+  ASSERT_TRUE(MetricsLog::Create(path, quiet).ok());
+  EXPECT_EQ(quiet.str(), "");
+}
+
+// The kept log's name says what it is and when that run last wrote, and
+// never takes a name in use.
+TEST(MetricsLogTest, KeptEarlierLogNamesAreDatedAndFree) {
+  const std::time_t last_write = 1796084456;  // 2026-12-01 00:20:56 UTC
+  static std::set<std::string> taken;
+  taken.clear();
+  const auto is_taken = [](const std::string& p) { return taken.count(p) > 0; };
+  EXPECT_EQ(KeptEarlierLogPath("run/metrics.jsonl", last_write, is_taken),
+            "run/metrics.earlier-run-20261201T002056Z.jsonl");
+  taken = {"run/metrics.earlier-run-20261201T002056Z.jsonl",
+           "run/metrics.earlier-run-20261201T002056Z-2.jsonl"};
+  EXPECT_EQ(KeptEarlierLogPath("run/metrics.jsonl", last_write, is_taken),
+            "run/metrics.earlier-run-20261201T002056Z-3.jsonl");
 }
 
 }  // namespace

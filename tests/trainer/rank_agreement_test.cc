@@ -46,7 +46,7 @@ TEST(RankAgreementTest, SameRunAgreesWhatEachRankMaySetForItselfAside) {
     c.set_out_dir("/scratch/" + std::to_string(rank));
     c.set_checkpoint_dir("/shared" + std::string(rank, '/') + "/ckpt");
     c.set_num_threads(rank + 1);
-    return RunFingerprint(c, tokenizer, 1000, 100);
+    return RunFingerprint(c, tokenizer, 1000, 100, 7);
   });
   for (const absl::Status& s : results) EXPECT_TRUE(s.ok()) << s;
 }
@@ -56,7 +56,7 @@ TEST(RankAgreementTest, AnotherModelShapeIsRefusedOnEveryRankNamingFieldValuesAn
   const std::vector<absl::Status> results = Check(3, [&](int rank) {
     TrainConfig c = DefaultTrainConfig();
     if (rank == 2) c.set_n_layer(6);
-    return RunFingerprint(c, tokenizer, 1000, 100);
+    return RunFingerprint(c, tokenizer, 1000, 100, 7);
   });
   for (const absl::Status& s : results) {
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
@@ -69,7 +69,7 @@ TEST(RankAgreementTest, AnotherModelShapeIsRefusedOnEveryRankNamingFieldValuesAn
 TEST(RankAgreementTest, DifferentDataIsRefusedNamingTheTokenizerAndTheSplit) {
   const std::vector<absl::Status> results = Check(2, [&](int rank) {
     return RunFingerprint(DefaultTrainConfig(), CharTokenizer(rank == 0 ? "abc" : "abd"), 1000,
-                          rank == 0 ? 100 : 99);
+                          rank == 0 ? 100 : 99, 7);
   });
   for (const absl::Status& s : results) {
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
@@ -77,6 +77,22 @@ TEST(RankAgreementTest, DifferentDataIsRefusedNamingTheTokenizerAndTheSplit) {
                                    HasSubstr("the validation split of data_dir is 100 tokens on "
                                              "rank 0 but 99 tokens on rank 1")));
     EXPECT_THAT(s.message(), ::testing::Not(HasSubstr("training split")));
+  }
+}
+
+// Data of the same sizes and tokenizer but other text (another corpus, a
+// copy that differs) passed: the ranks compared sizes and the tokenizer
+// only. The dataset ids in the token files' headers, checksums of the
+// tokens, are compared too, naming the rank.
+TEST(RankAgreementTest, DataOfOtherContentIsRefusedNamingTheRank) {
+  const std::vector<absl::Status> results = Check(3, [&](int rank) {
+    return RunFingerprint(DefaultTrainConfig(), CharTokenizer("abc"), 1000, 100, rank == 1 ? 8 : 7);
+  });
+  for (const absl::Status& s : results) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_THAT(s.message(), HasSubstr("the content of data_dir is dataset id 7 on rank 0 but "
+                                       "dataset id 8 on rank 1"));
+    EXPECT_THAT(s.message(), ::testing::Not(HasSubstr("rank 2"))) << "rank 2 agrees";
   }
 }
 
@@ -91,7 +107,7 @@ TEST(RankAgreementTest, ManyDifferencesStayOneLine) {
       c.set_batch_size(1);
       c.set_sample_prompt("a\nb");
     }
-    return RunFingerprint(c, CharTokenizer("ab"), 10, 10);
+    return RunFingerprint(c, CharTokenizer("ab"), 10, 10, 7);
   });
   for (const absl::Status& s : results) {
     EXPECT_THAT(s.message(), HasSubstr("and 2 more"));

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -175,6 +176,35 @@ TEST_F(TokenDatasetTest, AShardNumberedPast99999IsNotLeftOutSilently) {
   const absl::Status status = TokenDataset::Open(shards, "train").status();
   EXPECT_FALSE(status.ok());
   EXPECT_THAT(std::string(status.message()), HasSubstr("has 5 train shards but train-00004.bin"));
+}
+
+// A token file copied by hand (a shard beside itself, or into the other
+// split) was read twice without a word. IdenticalTokenFiles names each two
+// files of the same tokens, and only those: files alike in the bytes it
+// samples (first, middle and last 4 KiB) but not whole are told apart.
+TEST_F(TokenDatasetTest, IdenticalTokenFilesFindsCopiesAndOnlyCopies) {
+  std::vector<int32_t> tokens(20000);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((i * 31) % 1000);
+  std::vector<int32_t> differs_unsampled = tokens;
+  differs_unsampled[3000] = (differs_unsampled[3000] + 1) % 1000;  // between the samples
+  std::vector<std::string> paths;
+  for (const std::vector<int32_t>* content :
+       {&tokens, &differs_unsampled, &tokens, &tokens_, &tokens}) {
+    paths.push_back((dir_ / ("file" + std::to_string(paths.size()) + ".bin")).string());
+    ASSERT_TRUE(WriteTokenFile(paths.back(), *content, 1000).ok());
+  }
+  std::vector<TokenFile> files;
+  std::vector<const TokenFile*> pointers;
+  for (const std::string& path : paths) {
+    absl::StatusOr<TokenFile> file = TokenFile::Open(path);
+    ASSERT_TRUE(file.ok()) << file.status();
+    files.push_back(*std::move(file));
+  }
+  for (const TokenFile& file : files) pointers.push_back(&file);
+  using Pairs = std::vector<std::pair<size_t, size_t>>;
+  EXPECT_EQ(IdenticalTokenFiles(pointers), (Pairs{{0, 2}, {0, 4}, {2, 4}}));
+  pointers.erase(pointers.begin() + 2, pointers.end());
+  EXPECT_EQ(IdenticalTokenFiles(pointers), Pairs{});
 }
 
 }  // namespace

@@ -20,8 +20,9 @@ namespace dropk {
 // The status for the OS error `ec` met on a path: "<what>: <the OS's
 // reason>". `what` names the path, and the flag it came from when there is
 // one ("--checkpoint run/loop"). A path that cannot name a file (a symlink
-// loop, a name too long, a component that is not a directory, no search
-// permission) is the user's to fix: InvalidArgument (exit 2, base/exit_codes.h);
+// loop, a name too long, a component that is not a directory, no search or
+// write permission, a read-only file system) is the user's to fix:
+// InvalidArgument (exit 2, base/exit_codes.h);
 // a missing path is NotFound (exit 2); anything else (EIO, ...) Unavailable.
 inline absl::Status PathError(const std::string& what, std::error_code ec) {
   const std::string message = absl::StrCat(what, ": ", ec.message());
@@ -31,7 +32,8 @@ inline absl::Status PathError(const std::string& what, std::error_code ec) {
     case ENAMETOOLONG:
     case ENOTDIR:
     case EACCES:
-    case EPERM: return absl::InvalidArgumentError(message);
+    case EPERM:
+    case EROFS: return absl::InvalidArgumentError(message);
     default: return absl::UnavailableError(message);
   }
 }

@@ -14,8 +14,11 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "checkpoint/env.h"
 
 namespace dropk {
 
@@ -38,16 +41,29 @@ bool RecordFailure(const std::string& out_dir, int rank, const std::string& mess
 using FailureRecordMarks = std::map<std::string, uint64_t>;
 
 // The current size of every rank's failure file under `out_dir` (none when
-// there is no out_dir/failures).
-FailureRecordMarks MarkFailureRecords(const std::string& out_dir);
+// there is no out_dir/failures), read through `env` (null: Env::Default()).
+FailureRecordMarks MarkFailureRecords(const std::string& out_dir, Env* env = nullptr);
 
 // The lines appended to the failure files under `out_dir` since `marks`,
-// from every rank, oldest first (the lines start with their UTC time). A
-// file that shrank since (replaced) is read whole. Both this and
-// MarkFailureRecords read the filesystem unbounded: a shared out_dir whose
-// server hangs hangs them.
+// from every rank, oldest first (the lines start with their UTC time), read
+// through `env` (null: Env::Default()). A file that shrank since (replaced)
+// is read whole. Both this and MarkFailureRecords read the filesystem
+// unbounded: a shared out_dir whose server hangs hangs them.
 std::vector<std::string> FailureRecordsSince(const std::string& out_dir,
-                                             const FailureRecordMarks& marks);
+                                             const FailureRecordMarks& marks, Env* env = nullptr);
+
+// MarkFailureRecords and FailureRecordsSince on a thread of their own,
+// given up after `limit`: nullopt when the filesystem has not answered by
+// then (a shared out_dir whose server is gone with a lost host), so that
+// the caller goes on. A thread given up on is left blocked, to end with the
+// process; `env` must outlive it (Env::Default() does).
+std::optional<FailureRecordMarks> MarkFailureRecordsWithin(const std::string& out_dir,
+                                                           std::chrono::milliseconds limit,
+                                                           Env* env = nullptr);
+std::optional<std::vector<std::string>> FailureRecordsSinceWithin(const std::string& out_dir,
+                                                                  const FailureRecordMarks& marks,
+                                                                  std::chrono::milliseconds limit,
+                                                                  Env* env = nullptr);
 
 }  // namespace dropk
 

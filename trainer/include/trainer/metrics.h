@@ -4,8 +4,10 @@
 #define DROPK_TRAINER_METRICS_H_
 
 #include <cstdint>
+#include <ctime>
 #include <fstream>
 #include <optional>
+#include <ostream>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -28,8 +30,12 @@ struct MetricsRow {
 // so a crash loses at most the row being written.
 class MetricsLog {
  public:
-  // Creates or truncates path. Error names the path.
-  static absl::StatusOr<MetricsLog> Create(const std::string& path);
+  // Starts a new log at `path` (RUN/metrics.jsonl) for a run from step 0.
+  // A non-empty log already there, an earlier run's in the same out_dir,
+  // is kept, not truncated: renamed to KeptEarlierLogPath's name, which
+  // `log` is told in one line. Error names the path. The caller holds the
+  // run directory (RunDirectoryLock), so no other run renames there.
+  static absl::StatusOr<MetricsLog> Create(const std::string& path, std::ostream& log);
   // Resuming at `resume_step`: keeps the rows of steps before it (rows the
   // interrupted run wrote after its checkpoint are dropped, as are torn
   // lines; they will be written again) and appends after them.
@@ -41,6 +47,13 @@ class MetricsLog {
   std::string path_;
   std::ofstream out_;
 };
+
+// Where Create keeps an earlier run's log `path` ("RUN/metrics.jsonl") whose
+// last write was at `last_write` (UTC): "RUN/metrics.earlier-run-
+// 20261201T001234Z.jsonl", with "-2", "-3", ... before ".jsonl" while
+// `taken(candidate)` says the name is in use.
+std::string KeptEarlierLogPath(const std::string& path, std::time_t last_write,
+                               bool (*taken)(const std::string& candidate));
 
 // "step 250/2000 | loss 1.9876 | lr 9.51e-04 | 25,310 tok/s | 12.3s elapsed | ETA 1m25s"
 // with " | train 1.90 val 2.01" appended on evaluation steps.

@@ -32,6 +32,17 @@ inline constexpr char kTokenizerFile[] = "tokenizer.pb";
 // creation fails inside OpenMP, which aborts or crashes the process.
 inline constexpr int kMaxPrepareThreads = 1024;
 
+// The fewest tokens a shard may hold (--shard-tokens). The trainer reads a
+// split's shards as one sequence, so a training window may span shards and
+// no shard needs a window's tokens; but every rank memory-maps every shard,
+// and a mapping costs a 4 KiB page and one of the process's maps (65,530 by
+// default on Linux) however few tokens it holds: 4096 one-byte tokens fill
+// a page. --shard-tokens 1 wrote a file per token.
+inline constexpr uint64_t kMinShardTokens = 4096;
+// Why --shard-tokens has its minimum, for its error and help: "must be a
+// whole number >= 4096 (every training rank memory-maps each shard, ...)".
+std::string ShardTokensRule();
+
 // What to prepare and where.
 struct PrepareOptions {
   Tokenizer::Kind kind = Tokenizer::CHAR;
@@ -49,6 +60,7 @@ struct PrepareOptions {
   // output does not depend on it.
   int threads = 0;
   // The most tokens per token file; a larger split is written as shards.
+  // At least kMinShardTokens.
   uint64_t shard_tokens = 100'000'000;
   // Text is encoded in chunks of about this many bytes (cut where the
   // tokenization cannot change, see prepare_data.cc), in parallel.
@@ -84,8 +96,8 @@ struct PrepareSummary {
 // Errors (naming the path or option): missing or unreadable input, a
 // directory without files, empty input, invalid UTF-8 for CHAR, missing or
 // bad GPT-2 files, val_fraction outside (0, 1), a named input that is a
-// token file, a split that leaves train or val empty, shard_tokens or
-// chunk_bytes of 0, an out_dir that cannot be created or written, an
+// token file, a split that leaves train or val empty, shard_tokens below
+// kMinShardTokens, chunk_bytes of 0, an out_dir that cannot be created or written, an
 // out_dir another preparation is writing (FailedPrecondition: it holds a
 // flock on out_dir/.dropk-prepare.lock). Blocks.
 absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options);

@@ -79,6 +79,8 @@ class TokenFile {
 
   // Token i. Precondition: i < size().
   int32_t operator[](size_t i) const;
+  // The tokens as stored (size() * token_width() bytes, after the header).
+  std::span<const uint8_t> token_bytes() const { return {tokens_, count_ * width_}; }
 
   // Copies tokens [offset, offset + n) to out[0, n). Precondition:
   // offset + n <= size() and out holds n values.
