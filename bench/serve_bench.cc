@@ -412,20 +412,22 @@ int main(int argc, char** argv) {
   };
   if (only == "host") return host_path();
 
-  // Single-stream decode against the bandwidth estimate.
+  // Single-stream decode against the bandwidth estimate (on the GPU, with
+  // the decode step as one CUDA graph, then launched kernel by kernel).
   const bool on_gpu = device == dropk::Device::kCuda;
   const double bandwidth = on_gpu ? 0.0 : MeasureReadBandwidth(threads);
-  {
+  if (context < 1 || context >= config.block_size) {
+    std::fprintf(stderr, "serve_bench: --context %d: expected 1 to %d\n", context,
+                 config.block_size - 1);
+    return 2;
+  }
+  for (const bool graphs : on_gpu ? std::vector<bool>{true, false} : std::vector<bool>{true}) {
     auto engine = dropk::MakeInferenceEngine(
-        config, params, {.device = device, .max_slots = 1, .num_threads = threads});
+        config, params,
+        {.device = device, .max_slots = 1, .num_threads = threads, .cuda_graphs = graphs});
     if (!engine.ok()) {
       std::fprintf(stderr, "serve_bench: %s\n", std::string(engine.status().message()).c_str());
       return 1;
-    }
-    if (context < 1 || context >= config.block_size) {
-      std::fprintf(stderr, "serve_bench: --context %d: expected 1 to %d\n", context,
-                   config.block_size - 1);
-      return 2;
     }
     std::vector<int32_t> prompt(context);
     for (int i = 0; i < context; ++i) prompt[i] = 1 + i % 200;
@@ -441,7 +443,8 @@ int main(int argc, char** argv) {
     }
     const double tps = steps / Seconds(Clock::now() - t0);
     if (on_gpu)
-      std::printf("single-stream decode (engine on the GPU, no HTTP): %.1f tokens/s\n", tps);
+      std::printf("single-stream decode (engine on the GPU, no HTTP, %s): %.1f tokens/s\n",
+                  graphs ? "CUDA graphs" : "kernel launches", tps);
     const double bound = bandwidth / weight_bytes;  // tokens/s at the loop's speed
     if (!on_gpu)
       std::printf(
@@ -454,41 +457,48 @@ int main(int argc, char** argv) {
 
   // Batched decode: R sequences one token each per step, the engine's row
   // kernels against sgemm doing the step's products alone, in the same run
-  // (on the GPU, the engine alone).
+  // (on the GPU, the engine alone, its steps as CUDA graphs and as separate
+  // launches).
   {
     if (on_gpu) {
-      std::printf("%-11s %16s %14s\n", "batch rows", "engine tokens/s", "ms per step");
+      std::printf("%-11s %16s %14s %22s %14s\n", "batch rows", "graphs tokens/s", "ms per step",
+                  "launches tokens/s", "ms per step");
     } else {
       std::printf("%-11s %16s %22s %14s\n", "batch rows", "engine tokens/s", "sgemm products tok/s",
                   "engine/sgemm");
     }
     for (int R : {1, 4, 16, 64}) {
-      auto engine = dropk::MakeInferenceEngine(
-          config, params, {.device = device, .max_slots = R, .num_threads = threads});
-      if (!engine.ok()) {
-        std::fprintf(stderr, "serve_bench: engine: %s\n",
-                     std::string(engine.status().message()).c_str());
-        return 1;
+      std::vector<double> engine_tps;  // graphs, then launches (on the GPU)
+      for (const bool graphs : on_gpu ? std::vector<bool>{true, false} : std::vector<bool>{true}) {
+        auto engine = dropk::MakeInferenceEngine(
+            config, params,
+            {.device = device, .max_slots = R, .num_threads = threads, .cuda_graphs = graphs});
+        if (!engine.ok()) {
+          std::fprintf(stderr, "serve_bench: engine: %s\n",
+                       std::string(engine.status().message()).c_str());
+          return 1;
+        }
+        std::vector<int> slots(R);
+        std::vector<int32_t> tokens(R);
+        for (int r = 0; r < R; ++r) {
+          slots[r] = r;
+          tokens[r] = 1 + r % 200;
+          (*engine)->Prefill(r, std::vector<int32_t>{tokens[r], 7, 9, 11});
+        }
+        const int steps = std::min(R <= 4 ? 40 : 16, config.block_size - 8);
+        (*engine)->Decode(slots, tokens);  // warm-up (and, with graphs, the capture)
+        const auto t0 = Clock::now();
+        for (int i = 0; i < steps; ++i) (*engine)->Decode(slots, tokens);
+        engine_tps.push_back(static_cast<double>(R) * steps / Seconds(Clock::now() - t0));
       }
-      std::vector<int> slots(R);
-      std::vector<int32_t> tokens(R);
-      for (int r = 0; r < R; ++r) {
-        slots[r] = r;
-        tokens[r] = 1 + r % 200;
-        (*engine)->Prefill(r, std::vector<int32_t>{tokens[r], 7, 9, 11});
-      }
-      const int steps = std::min(R <= 4 ? 40 : 16, config.block_size - 8);
-      (*engine)->Decode(slots, tokens);  // warm-up
-      const auto t0 = Clock::now();
-      for (int i = 0; i < steps; ++i) (*engine)->Decode(slots, tokens);
-      const double engine_tps = static_cast<double>(R) * steps / Seconds(Clock::now() - t0);
       if (on_gpu) {  // the step's cost against its rows: what batching buys on the GPU
-        std::printf("%-11d %16.1f %14.3f\n", R, engine_tps, 1e3 * R / engine_tps);
+        std::printf("%-11d %16.1f %14.3f %22.1f %14.3f\n", R, engine_tps[0],
+                    1e3 * R / engine_tps[0], engine_tps[1], 1e3 * R / engine_tps[1]);
         continue;
       }
       const double sgemm_tps = R / SgemmProductsSeconds(config, R, threads);
-      std::printf("%-11d %16.1f %22.1f %13.2fx\n", R, engine_tps, sgemm_tps,
-                  engine_tps / sgemm_tps);
+      std::printf("%-11d %16.1f %22.1f %13.2fx\n", R, engine_tps[0], sgemm_tps,
+                  engine_tps[0] / sgemm_tps);
     }
   }
 

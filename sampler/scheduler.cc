@@ -83,6 +83,7 @@ absl::Status Scheduler::SetModel(std::shared_ptr<const ModelSnapshot> snapshot) 
   io.max_slots = options_.max_batch;
   io.num_threads = options_.num_threads;
   io.cuda_device = options_.cuda_device;
+  io.cuda_graphs = options_.cuda_graphs;
   absl::StatusOr<std::unique_ptr<InferenceEngine>> engine =
       options_.make_engine ? options_.make_engine(snapshot->config, snapshot->params, io)
                            : MakeInferenceEngine(snapshot->config, snapshot->params, io);

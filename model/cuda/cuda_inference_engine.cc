@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -51,13 +52,20 @@ class DeviceArray {
 
 class CudaInferenceEngine final : public KvCacheEngine {
  public:
-  CudaInferenceEngine(const GptConfig& config, int device, int max_slots)
-      : KvCacheEngine(config, max_slots), layout_(config), device_(device) {}
+  CudaInferenceEngine(const GptConfig& config, int device, int max_slots, bool use_graphs)
+      : KvCacheEngine(config, max_slots),
+        layout_(config),
+        device_(device),
+        use_graphs_(use_graphs),
+        decode_graphs_(static_cast<size_t>(max_slots) + 1, nullptr) {}
 
   ~CudaInferenceEngine() override {
     if (stream_ != nullptr) {
       cudaSetDevice(device_);
       cudaStreamSynchronize(stream_);
+      for (cudaGraphExec_t graph : decode_graphs_) {
+        if (graph != nullptr) cudaGraphExecDestroy(graph);
+      }
       cudaStreamDestroy(stream_);
     }
     if (host_meta_ != nullptr) cudaFreeHost(host_meta_);
@@ -116,9 +124,78 @@ class CudaInferenceEngine final : public KvCacheEngine {
   }
 
   // The plan's rows through the model: K and V into the caches, then the
-  // logits of the head rows copied into host_logits_ (H,V).
+  // logits of the head rows copied into host_logits_ (H,V). A decode-shaped
+  // step (every row wants its logits, R == H) replays the step's launches as
+  // one CUDA graph for that R, captured the first time R comes; any other
+  // step, or every step once a capture failed, launches them one by one.
+  // Both run the same kernels on the same arguments, so the same bits.
   const float* Step(int R, int H) override {
     ThrowIfFailed(cudaSetDevice(device_), "cudaSetDevice");
+    if (!(use_graphs_ && R == H && R < static_cast<int>(decode_graphs_.size()) &&
+          LaunchDecodeGraph(R))) {
+      EnqueueStep(R, H);
+    }
+    ThrowIfFailed(cudaStreamSynchronize(stream_), "the step");
+    return host_logits_;
+  }
+
+  // Launches the graph of an R-row decode step, capturing it first if this
+  // is the first step of R rows. False (after one line on stderr, and with
+  // graphs off for the engine's life) where capture or instantiation failed,
+  // so the caller launches the step itself; a failed graph launch throws
+  // like any failed launch.
+  bool LaunchDecodeGraph(int R) {
+    cudaGraphExec_t& graph = decode_graphs_[R];
+    if (graph == nullptr) {
+      std::string why = CaptureStep(R, &graph);
+      if (!why.empty()) {
+        std::fprintf(stderr,
+                     "dropk: cuda inference engine: CUDA graph capture of a %d-row step failed "
+                     "(%s); launching each kernel instead from now on\n",
+                     R, why.c_str());
+        use_graphs_ = false;
+        return false;
+      }
+    }
+    ThrowIfFailed(cudaGraphLaunch(graph, stream_), "cudaGraphLaunch (the step's graph)");
+    return true;
+  }
+
+  // Records EnqueueStep(R, R) on the stream into *graph (instantiated).
+  // Returns why it could not, empty on success; the stream is out of
+  // capture mode either way.
+  std::string CaptureStep(int R, cudaGraphExec_t* graph) {
+    cudaError_t rc = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
+    if (rc != cudaSuccess) {
+      cudaGetLastError();
+      return absl::StrCat("cudaStreamBeginCapture: ", cudaGetErrorString(rc));
+    }
+    std::string why;
+    try {
+      EnqueueStep(R, R);
+    } catch (const DeviceError& e) {
+      why = e.what();
+    }
+    cudaGraph_t captured = nullptr;
+    rc = cudaStreamEndCapture(stream_, &captured);
+    if (why.empty() && rc != cudaSuccess) {
+      why = absl::StrCat("cudaStreamEndCapture: ", cudaGetErrorString(rc));
+    }
+    if (why.empty()) {
+      rc = cudaGraphInstantiate(graph, captured, 0);
+      if (rc != cudaSuccess) {
+        *graph = nullptr;
+        why = absl::StrCat("cudaGraphInstantiate: ", cudaGetErrorString(rc));
+      }
+    }
+    if (captured != nullptr) cudaGraphDestroy(captured);
+    if (!why.empty()) cudaGetLastError();
+    return why;
+  }
+
+  // Enqueues the whole step on stream_: the plan's upload, every kernel, and
+  // the logits' copy to host_logits_. Does not wait for it.
+  void EnqueueStep(int R, int H) {
     const int L = config_.n_layer, C = config_.n_embd, NH = config_.n_head, V = config_.vocab_size,
               T = config_.block_size;
     const size_t layer_cache = static_cast<size_t>(max_slots()) * T * C;
@@ -171,8 +248,6 @@ class CudaInferenceEngine final : public KvCacheEngine {
         cudaMemcpyAsync(host_logits_, logits_.get(), static_cast<size_t>(H) * V * sizeof(float),
                         cudaMemcpyDeviceToHost, stream_),
         "copying the logits to the host");
-    ThrowIfFailed(cudaStreamSynchronize(stream_), "the step");
-    return host_logits_;
   }
 
   void LayerNorm(float* out, const float* inp, const float* w, const float* b, int rows) {
@@ -183,6 +258,10 @@ class CudaInferenceEngine final : public KvCacheEngine {
 
   ParamLayout layout_;
   int device_;
+  bool use_graphs_;  // InferenceOptions::cuda_graphs, until a capture fails
+  // decode_graphs_[R]: the instantiated graph of an R-row decode step, or
+  // null until the first such step (R <= max_slots).
+  std::vector<cudaGraphExec_t> decode_graphs_;
   cudaStream_t stream_ = nullptr;
   DeviceArray<float> params_, k_cache_, v_cache_;  // caches (L,S,T,C)
   DeviceArray<float> x_, ln_, atty_, gathered_, qkv_, fch_, mean_, rstd_, logits_;
@@ -210,8 +289,8 @@ absl::StatusOr<std::unique_ptr<InferenceEngine>> MakeCudaInferenceEngine(
         absl::StrCat("block_size ", config.block_size, ": the CUDA inference engine holds at most ",
                      cuda::kMaxCachedAttentionPositions, " positions per sequence"));
   }
-  auto engine =
-      std::make_unique<CudaInferenceEngine>(config, options.cuda_device, options.max_slots);
+  auto engine = std::make_unique<CudaInferenceEngine>(config, options.cuda_device,
+                                                      options.max_slots, options.cuda_graphs);
   if (absl::Status s = engine->Init(host_params); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("cuda inference engine: ", s.message()));
   }

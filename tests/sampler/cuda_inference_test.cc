@@ -92,5 +92,44 @@ TEST(CudaInferenceTest, DecodeIsBatchInvariantBitForBit) {
   testing::ExpectDecodeBatchInvariant(**alone, **crowd);
 }
 
+// Decode steps replayed as CUDA graphs give the bits of the same steps
+// launched kernel by kernel: row counts 1, 3 and 8, each seen again after
+// others (a graph replayed with another plan), over prompts of several
+// lengths (prefill, which launches, between them).
+TEST(CudaInferenceTest, GraphsGiveTheBitsOfSeparateLaunches) {
+  const GptConfig config = testing::TinyConfig(61, 64);
+  const std::vector<float> params = testing::RandomParams(config, 13);
+  InferenceOptions graphs = CudaOptions(8), launches = CudaOptions(8);
+  graphs.cuda_graphs = true;
+  launches.cuda_graphs = false;
+  auto a = MakeInferenceEngine(config, params, graphs);
+  if (!a.ok()) GTEST_SKIP() << "needs a GPU: " << a.status().message();
+  auto b = MakeInferenceEngine(config, params, launches);
+  ASSERT_TRUE(b.ok()) << b.status();
+  const int V = config.vocab_size;
+  for (int slot = 0; slot < 8; ++slot) {
+    const std::vector<int32_t> prompt(1 + slot % 4, static_cast<int32_t>(3 + slot));
+    const float* la = (*a)->Prefill(slot, prompt);
+    const std::vector<float> want(la, la + V);
+    const float* lb = (*b)->Prefill(slot, prompt);
+    ASSERT_EQ(std::memcmp(want.data(), lb, V * sizeof(float)), 0) << "prefill of slot " << slot;
+  }
+  int step = 0;
+  for (int rows : {1, 3, 8, 3, 1, 8, 3}) {
+    std::vector<int> slots(rows);
+    std::vector<int32_t> tokens(rows);
+    for (int r = 0; r < rows; ++r) {
+      slots[r] = (r * 3 + step) % 8;  // distinct: 3 is prime to 8
+      tokens[r] = static_cast<int32_t>((step * 11 + r * 5 + 1) % V);
+    }
+    const float* la = (*a)->Decode(slots, tokens);
+    const std::vector<float> want(la, la + slots.size() * V);
+    const float* lb = (*b)->Decode(slots, tokens);
+    ASSERT_EQ(std::memcmp(want.data(), lb, want.size() * sizeof(float)), 0)
+        << "decode step " << step << " of " << slots.size() << " rows";
+    ++step;
+  }
+}
+
 }  // namespace
 }  // namespace dropk

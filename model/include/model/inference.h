@@ -34,6 +34,10 @@ struct InferenceOptions {
   int num_threads = 0;  // host threads for the CPU engine; 0 = all cores; at most kMaxThreads
   static constexpr int kMaxThreads = 1024;
   int cuda_device = 0;  // the GPU of the CUDA engine (a cudaSetDevice ordinal)
+  // CUDA engine: replay each decode step as one CUDA graph per row count
+  // (captured on first use) instead of ~100 separate launches. The same
+  // kernels and bits either way; off is for comparison and for debugging.
+  bool cuda_graphs = true;
 };
 
 // Holds a copy of the weights and a KV cache of block_size positions for each
