@@ -18,7 +18,10 @@
 // step, against OpenBLAS sgemm running the same step's products alone (what
 // an engine without batch invariance would build on), in the same run; on
 // the GPU, the engine's tokens/s and milliseconds per step alone (how the
-// step's cost grows with its rows).
+// step's cost grows with its rows). Both engine tables set two variants
+// side by side: on the CPU the engine with fp32 weights and with bf16
+// weights (dropk-serve --weights bf16), on the GPU decode steps as CUDA
+// graphs and as separate kernel launches (--cuda-graphs false).
 //
 // Last, the host path alone: the same HTTP serving over an engine that
 // returns fixed logits at once, at 1 and 64 streams, with each decode
@@ -421,10 +424,22 @@ int main(int argc, char** argv) {
                  config.block_size - 1);
     return 2;
   }
-  for (const bool graphs : on_gpu ? std::vector<bool>{true, false} : std::vector<bool>{true}) {
-    auto engine = dropk::MakeInferenceEngine(
-        config, params,
-        {.device = device, .max_slots = 1, .num_threads = threads, .cuda_graphs = graphs});
+  // The variants each engine table compares in one run: on the GPU, decode
+  // steps as CUDA graphs against kernel launches; on the CPU, fp32 weights
+  // against bf16 ones.
+  std::vector<dropk::InferenceOptions> variants(2);
+  for (int i = 0; i < 2; ++i) {
+    variants[i].device = device;
+    variants[i].num_threads = threads;
+    if (on_gpu) {
+      variants[i].cuda_graphs = i == 0;
+    } else {
+      variants[i].weights = i == 0 ? dropk::EngineWeights::kFp32 : dropk::EngineWeights::kBf16;
+    }
+  }
+  for (dropk::InferenceOptions options : variants) {
+    options.max_slots = 1;
+    auto engine = dropk::MakeInferenceEngine(config, params, options);
     if (!engine.ok()) {
       std::fprintf(stderr, "serve_bench: %s\n", std::string(engine.status().message()).c_str());
       return 1;
@@ -442,17 +457,21 @@ int main(int argc, char** argv) {
       next = static_cast<int32_t>(std::max_element(l, l + config.vocab_size) - l);
     }
     const double tps = steps / Seconds(Clock::now() - t0);
-    if (on_gpu)
+    if (on_gpu) {
       std::printf("single-stream decode (engine on the GPU, no HTTP, %s): %.1f tokens/s\n",
-                  graphs ? "CUDA graphs" : "kernel launches", tps);
-    const double bound = bandwidth / weight_bytes;  // tokens/s at the loop's speed
-    if (!on_gpu)
-      std::printf(
-          "single-stream decode (engine, no HTTP, from position %d): %.1f tokens/s; memory read "
-          "bandwidth %.2f GB/s (a summing loop) -> %.1f tokens/s at that speed (weights read once "
-          "per token); %.0f%% of it (an estimate, not a ceiling: the engine's tiled reads can go "
-          "faster than the loop)\n",
-          context, tps, bandwidth / 1e9, bound, 100.0 * tps / bound);
+                  options.cuda_graphs ? "CUDA graphs" : "kernel launches", tps);
+      continue;
+    }
+    // Tokens/s at the loop's speed, the weights read once per token.
+    const bool bf16 = options.weights == dropk::EngineWeights::kBf16;
+    const double bound = bandwidth / (bf16 ? weight_bytes / 2 : weight_bytes);
+    std::printf(
+        "single-stream decode (engine, %s weights, no HTTP, from position %d): %.1f tokens/s; "
+        "memory read bandwidth %.2f GB/s (a summing loop) -> %.1f tokens/s at that speed (%s "
+        "weights read once per token); %.0f%% of it (an estimate, not a ceiling: the engine's "
+        "tiled reads can go faster than the loop)\n",
+        dropk::EngineWeightsName(options.weights), context, tps, bandwidth / 1e9, bound,
+        dropk::EngineWeightsName(options.weights), 100.0 * tps / bound);
   }
 
   // Batched decode: R sequences one token each per step, the engine's row
@@ -464,15 +483,14 @@ int main(int argc, char** argv) {
       std::printf("%-11s %16s %14s %22s %14s\n", "batch rows", "graphs tokens/s", "ms per step",
                   "launches tokens/s", "ms per step");
     } else {
-      std::printf("%-11s %16s %22s %14s\n", "batch rows", "engine tokens/s", "sgemm products tok/s",
-                  "engine/sgemm");
+      std::printf("%-11s %16s %22s %14s %16s %10s\n", "batch rows", "engine tokens/s",
+                  "sgemm products tok/s", "engine/sgemm", "bf16 weights", "bf16/fp32");
     }
     for (int R : {1, 4, 16, 64}) {
-      std::vector<double> engine_tps;  // graphs, then launches (on the GPU)
-      for (const bool graphs : on_gpu ? std::vector<bool>{true, false} : std::vector<bool>{true}) {
-        auto engine = dropk::MakeInferenceEngine(
-            config, params,
-            {.device = device, .max_slots = R, .num_threads = threads, .cuda_graphs = graphs});
+      std::vector<double> engine_tps;  // per variant
+      for (dropk::InferenceOptions options : variants) {
+        options.max_slots = R;
+        auto engine = dropk::MakeInferenceEngine(config, params, options);
         if (!engine.ok()) {
           std::fprintf(stderr, "serve_bench: engine: %s\n",
                        std::string(engine.status().message()).c_str());
@@ -497,8 +515,8 @@ int main(int argc, char** argv) {
         continue;
       }
       const double sgemm_tps = R / SgemmProductsSeconds(config, R, threads);
-      std::printf("%-11d %16.1f %22.1f %13.2fx\n", R, engine_tps[0], sgemm_tps,
-                  engine_tps[0] / sgemm_tps);
+      std::printf("%-11d %16.1f %22.1f %13.2fx %16.1f %9.2fx\n", R, engine_tps[0], sgemm_tps,
+                  engine_tps[0] / sgemm_tps, engine_tps[1], engine_tps[1] / engine_tps[0]);
     }
   }
 

@@ -14,13 +14,16 @@ Two ways a PyTorch user decodes:
   recompute  nanoGPT's generate(): each step runs the whole sequence so far
              through the model and keeps the last position's logits.
 
-fp32, torch.inference_mode(), --threads intra-op threads. Prints one line per
-R: "RESULT decode mode=kv rows=R tokens_per_s=X". --check instead compares the
-KV-cache decode's logits with the full forward's over the first positions of
-3 rows and exits 1 past 1e-4.
+fp32 (or, with --dtype bf16, the model and caches in bf16, as a PyTorch user
+serves bf16 weights: model.to(torch.bfloat16)), torch.inference_mode(),
+--threads intra-op threads. Prints one line per R: "RESULT decode mode=kv
+rows=R tokens_per_s=X". --check instead compares the KV-cache decode's
+logits with the full forward's over the first positions of 3 rows and exits
+1 past 1e-4 (fp32 only).
 
 Usage: /usr/bin/python3 bench/torch_decode_cpu.py --model small|gpt2 \\
-           --mode kv|recompute --threads 2 [--rows 1,4,16,64] [--check]
+           --mode kv|recompute --threads 2 [--rows 1,4,16,64] [--dtype fp32|bf16]
+           [--check]
 """
 import argparse
 import math
@@ -67,14 +70,14 @@ def logits_recompute(model, idx):
     return F.linear(model.ln_f(x[:, -1, :]), model.wte.weight)
 
 
-def tokens_per_s(model, shape, mode, rows):
+def tokens_per_s(model, shape, mode, rows, dtype=torch.float32):
     V, T, L, NH, C = shape
     steps = 40 if rows <= 4 else 16
     first = torch.arange(rows) % 200 + 1
     prompt = torch.stack([first] + [torch.full((rows,), t) for t in (7, 9, 11)], dim=1)
     if mode == "kv":
-        caches = [(torch.zeros(rows, NH, T, C // NH), torch.zeros(rows, NH, T, C // NH))
-                  for _ in range(L)]
+        caches = [(torch.zeros(rows, NH, T, C // NH, dtype=dtype),
+                   torch.zeros(rows, NH, T, C // NH, dtype=dtype)) for _ in range(L)]
         for pos in range(PROMPT_TOKENS):
             decode_step_kv(model, prompt[:, pos], pos, caches)
         decode_step_kv(model, first, PROMPT_TOKENS, caches)  # untimed, as serve_bench's warm-up
@@ -111,6 +114,7 @@ def main():
     parser.add_argument("--mode", choices=["kv", "recompute"], default="kv")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rows", default="1,4,16,64")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--check", action="store_true",
                         help="compare the KV-cache decode with the full forward, then exit")
     args = parser.parse_args()
@@ -126,6 +130,10 @@ def main():
     torch.manual_seed(1)
     V, T, L, NH, C = SHAPES[args.model]
     model = GPT(V, T, L, NH, C, dropout=0.0).eval()
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    if args.check and args.dtype != "fp32":
+        sys.exit("torch_decode_cpu: --check compares fp32 logits; drop --dtype bf16")
+    model = model.to(dtype)
     with torch.inference_mode():
         if args.check:
             worst = check(model, SHAPES[args.model])
@@ -134,7 +142,7 @@ def main():
                   f"({'ok' if ok else 'FAILED, bound 1e-4'})")
             sys.exit(0 if ok else 1)
         for r in rows:
-            tps = tokens_per_s(model, SHAPES[args.model], args.mode, r)
+            tps = tokens_per_s(model, SHAPES[args.model], args.mode, r, dtype)
             print(f"RESULT decode mode={args.mode} rows={r} tokens_per_s={tps:.1f}", flush=True)
 
 

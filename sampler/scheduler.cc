@@ -84,6 +84,7 @@ absl::Status Scheduler::SetModel(std::shared_ptr<const ModelSnapshot> snapshot) 
   io.num_threads = options_.num_threads;
   io.cuda_device = options_.cuda_device;
   io.cuda_graphs = options_.cuda_graphs;
+  io.weights = options_.weights;
   absl::StatusOr<std::unique_ptr<InferenceEngine>> engine =
       options_.make_engine ? options_.make_engine(snapshot->config, snapshot->params, io)
                            : MakeInferenceEngine(snapshot->config, snapshot->params, io);

@@ -50,12 +50,13 @@ std::vector<float> CopyOf(const float* p, size_t n) { return std::vector<float>(
 class CpuInferenceEngine final : public KvCacheEngine {
  public:
   CpuInferenceEngine(const GptConfig& config, std::span<const float> params, int max_slots,
-                     int num_threads)
+                     int num_threads, EngineWeights weights)
       : KvCacheEngine(config, max_slots),
         threads_(num_threads > 0 ? num_threads : omp_get_num_procs()) {
     const size_t L = config.n_layer, S = max_slots, T = config.block_size, C = config.n_embd,
                  V = config.vocab_size, R = max_rows();
-    PackWeights(params);
+    PackWeights(params,
+                weights == EngineWeights::kBf16 ? PanelWeights::kBf16 : PanelWeights::kFp32);
     k_cache_.assign(L * S * T * C, 0.0f);
     v_cache_.assign(L * S * T * C, 0.0f);
     x_.assign(R * C, 0.0f);
@@ -76,13 +77,13 @@ class CpuInferenceEngine final : public KvCacheEngine {
 
  private:
   // The engine's own copy of the parameters: the products' weights packed
-  // (the LM head is the token embedding, tied, and the embedding lookup
-  // reads its rows back from there), the rest as they are.
-  void PackWeights(std::span<const float> params) {
+  // as `packed` says (the LM head is the token embedding, tied, and the
+  // embedding lookup reads its rows back from there), the rest as they are.
+  void PackWeights(std::span<const float> params, PanelWeights packed) {
     const ParamLayout layout(config_);
     const int C = config_.n_embd, V = config_.vocab_size;
     float* p = const_cast<float*>(params.data());  // Block() hands out float*; only read here
-    lm_head_ = PackedLinear(p + layout.wte(), nullptr, V, C);
+    lm_head_ = PackedLinear(p + layout.wte(), nullptr, V, C, packed);
     wpe_ = CopyOf(p + layout.wpe(), static_cast<size_t>(config_.block_size) * C);
     lnf_w_ = CopyOf(p + layout.lnf_w(), C);
     lnf_b_ = CopyOf(p + layout.lnf_b(), C);
@@ -94,10 +95,10 @@ class CpuInferenceEngine final : public KvCacheEngine {
       b.ln1_b = CopyOf(w.ln1_b, C);
       b.ln2_w = CopyOf(w.ln2_w, C);
       b.ln2_b = CopyOf(w.ln2_b, C);
-      b.qkv = PackedLinear(w.qkv_w, w.qkv_b, 3 * C, C);
-      b.attproj = PackedLinear(w.attproj_w, w.attproj_b, C, C);
-      b.fc = PackedLinear(w.fc_w, w.fc_b, 4 * C, C);
-      b.fcproj = PackedLinear(w.fcproj_w, w.fcproj_b, C, 4 * C);
+      b.qkv = PackedLinear(w.qkv_w, w.qkv_b, 3 * C, C, packed);
+      b.attproj = PackedLinear(w.attproj_w, w.attproj_b, C, C, packed);
+      b.fc = PackedLinear(w.fc_w, w.fc_b, 4 * C, C, packed);
+      b.fcproj = PackedLinear(w.fcproj_w, w.fcproj_b, C, 4 * C, packed);
     }
   }
 
@@ -225,6 +226,10 @@ class CpuInferenceEngine final : public KvCacheEngine {
 
 }  // namespace
 
+const char* EngineWeightsName(EngineWeights weights) {
+  return weights == EngineWeights::kBf16 ? "bf16" : "fp32";
+}
+
 absl::StatusOr<std::unique_ptr<InferenceEngine>> MakeInferenceEngine(
     const GptConfig& config, std::span<const float> host_params, const InferenceOptions& options) {
   if (absl::Status s = config.Validate(); !s.ok()) return s;
@@ -244,10 +249,14 @@ absl::StatusOr<std::unique_ptr<InferenceEngine>> MakeInferenceEngine(
     return absl::InvalidArgumentError(absl::StrCat(
         "parameters: ", host_params.size(), " values, the config needs ", layout.num_params()));
   }
+  if (options.weights == EngineWeights::kBf16 && options.device != Device::kCpu) {
+    return absl::InvalidArgumentError(
+        "weights bf16: only the CPU engine holds bf16 weights; the CUDA engine holds fp32");
+  }
   switch (options.device) {
     case Device::kCpu:
-      return std::unique_ptr<InferenceEngine>(
-          new CpuInferenceEngine(config, host_params, options.max_slots, options.num_threads));
+      return std::unique_ptr<InferenceEngine>(new CpuInferenceEngine(
+          config, host_params, options.max_slots, options.num_threads, options.weights));
     case Device::kCuda:
 #ifdef DROPK_HAS_CUDA
       return MakeCudaInferenceEngine(config, host_params, options);

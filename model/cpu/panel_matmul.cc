@@ -7,12 +7,22 @@
 #include <algorithm>
 #include <cstring>
 
+#include "cpu/bf16_matmul.h"
+
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 #endif
 
 namespace dropk {
 namespace {
+
+// The float a bf16 bit pattern stands for (exact).
+inline float Bf16BitsToFloat(uint16_t bits) {
+  const uint32_t u = static_cast<uint32_t>(bits) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
 
 // The target's float vector, and the four operations the tiles use. Fma is
 // one rounding where the target has FMA; elsewhere c + a * b, which the
@@ -26,6 +36,15 @@ inline Vec Load(const float* p) { return _mm512_loadu_ps(p); }
 inline void Store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
 inline Vec Splat(float x) { return _mm512_set1_ps(x); }
 inline Vec Fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+// kWidth bf16 values at p, widened to floats (exactly: the bits shifted up).
+// The all-lanes masked forms: GCC 12's unmasked ones start from an
+// "undefined" vector that -Wmaybe-uninitialized reports.
+inline Vec Load(const uint16_t* p) {
+  constexpr __mmask16 kAll = 0xFFFF;
+  const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(
+      _mm512_maskz_slli_epi32(kAll, _mm512_maskz_cvtepu16_epi32(kAll, bits), 16));
+}
 // Rows of the largest tile: 8 x 3 accumulators, 3 weight vectors and a
 // broadcast fill 28 of the 32 vector registers.
 constexpr int kBigTileRows = 8;
@@ -36,6 +55,10 @@ inline Vec Load(const float* p) { return _mm256_loadu_ps(p); }
 inline void Store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
 inline Vec Splat(float x) { return _mm256_set1_ps(x); }
 inline Vec Fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+inline Vec Load(const uint16_t* p) {
+  const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+}
 constexpr int kBigTileRows = 4;  // 12 accumulators of the 16 registers
 #else
 typedef float Vec __attribute__((vector_size(16)));
@@ -48,29 +71,37 @@ inline Vec Load(const float* p) {
 inline void Store(float* p, Vec v) { std::memcpy(p, &v, sizeof v); }
 inline Vec Splat(float x) { return Vec{x, x, x, x}; }
 inline Vec Fma(Vec a, Vec b, Vec c) { return c + a * b; }
+inline Vec Load(const uint16_t* p) {
+  Vec v;
+  for (int i = 0; i < kWidth; ++i) v[i] = Bf16BitsToFloat(p[i]);
+  return v;
+}
 constexpr int kBigTileRows = 4;
 #endif
 
 constexpr int kVectors = 3;  // vectors per panel
 constexpr int kColumns = kVectors * kWidth;
 
-// What every tile of one product reads and writes.
+// What every tile of one product reads and writes; Weight is float, or
+// uint16_t for bf16 panels.
+template <typename Weight>
 struct Product {
   float* out;
   const float* inp;
   const PackedLinear* w;
+  const Weight* panels;
 };
 
 // Rows [r, r + kRows) x panels [p, p + kPanels): the accumulators start at
 // the bias, take one multiply-add per channel in order, and are stored to
 // the columns that exist (the last panel's padding is dropped).
-template <int kRows, int kPanels>
-inline void Tile(const Product& a, int r, int p) {
+template <int kRows, int kPanels, typename Weight>
+inline void Tile(const Product<Weight>& a, int r, int p) {
   const int C = a.w->in_features(), OC = a.w->out_features();
   Vec acc[kRows][kPanels][kVectors];
-  const float* panel[kPanels];
+  const Weight* panel[kPanels];
   for (int q = 0; q < kPanels; ++q) {
-    panel[q] = a.w->panels() + static_cast<size_t>(p + q) * C * kColumns;
+    panel[q] = a.panels + static_cast<size_t>(p + q) * C * kColumns;
     for (int v = 0; v < kVectors; ++v) {
       const Vec b = Load(a.w->padded_bias() + (p + q) * kColumns + v * kWidth);
       for (int i = 0; i < kRows; ++i) acc[i][q][v] = b;
@@ -107,8 +138,8 @@ inline void Tile(const Product& a, int r, int p) {
 
 // Tiles of kRows rows from row *r on while they fit in R, over panels
 // [p0, p1): kPanels at a time, then two (if kPanels > 2), then one.
-template <int kRows, int kPanels>
-inline void RowTiles(const Product& a, int R, int* r, int p0, int p1) {
+template <int kRows, int kPanels, typename Weight>
+inline void RowTiles(const Product<Weight>& a, int R, int* r, int p0, int p1) {
   for (; *r + kRows <= R; *r += kRows) {
     int p = p0;
     for (; p + kPanels <= p1; p += kPanels) Tile<kRows, kPanels>(a, *r, p);
@@ -123,30 +154,53 @@ inline void RowTiles(const Product& a, int R, int* r, int p0, int p1) {
 
 const int PackedLinear::kPanelColumns = kColumns;
 
-PackedLinear::PackedLinear(const float* w, const float* bias, int out_features, int in_features)
+PackedLinear::PackedLinear(const float* w, const float* bias, int out_features, int in_features,
+                           PanelWeights weights)
     : out_features_(out_features),
       in_features_(in_features),
       num_panels_((out_features + kColumns - 1) / kColumns),
-      panels_(static_cast<size_t>(num_panels_) * in_features * kColumns, 0.0f),
+      weights_(weights),
       bias_(static_cast<size_t>(num_panels_) * kColumns, 0.0f) {
+  const size_t packed = static_cast<size_t>(num_panels_) * in_features * kColumns;
+  if (weights == PanelWeights::kBf16) {
+    bf16_panels_.assign(packed, 0);
+  } else {
+    panels_.assign(packed, 0.0f);
+  }
   for (int o = 0; o < out_features; ++o) {
-    float* column =
-        panels_.data() + static_cast<size_t>(o / kColumns) * in_features * kColumns + o % kColumns;
+    const size_t column = static_cast<size_t>(o / kColumns) * in_features * kColumns + o % kColumns;
     const float* row = w + static_cast<size_t>(o) * in_features;
-    for (int c = 0; c < in_features; ++c) column[static_cast<size_t>(c) * kColumns] = row[c];
+    for (int c = 0; c < in_features; ++c) {
+      const size_t at = column + static_cast<size_t>(c) * kColumns;
+      if (weights == PanelWeights::kBf16) {
+        bf16_panels_[at] = ToBf16Bits(row[c]);
+      } else {
+        panels_[at] = row[c];
+      }
+    }
     if (bias != nullptr) bias_[o] = bias[o];
   }
 }
 
 void PackedLinear::CopyRow(int o, float* dst) const {
-  const float* column =
-      panels_.data() + static_cast<size_t>(o / kColumns) * in_features_ * kColumns + o % kColumns;
-  for (int c = 0; c < in_features_; ++c) dst[c] = column[static_cast<size_t>(c) * kColumns];
+  const size_t column = static_cast<size_t>(o / kColumns) * in_features_ * kColumns + o % kColumns;
+  for (int c = 0; c < in_features_; ++c) {
+    const size_t at = column + static_cast<size_t>(c) * kColumns;
+    dst[c] = weights_ == PanelWeights::kBf16 ? Bf16BitsToFloat(bf16_panels_[at]) : panels_[at];
+  }
 }
 
-void PanelMatmul(float* out, const float* inp, const PackedLinear& w, int R, int threads) {
-  const Product a{out, inp, &w};
-  const int panels = w.num_panels();
+size_t PackedLinear::bytes() const {
+  return panels_.size() * sizeof(float) + bf16_panels_.size() * sizeof(uint16_t) +
+         bias_.size() * sizeof(float);
+}
+
+namespace {
+
+// PanelMatmul over panels of Weight (float, or bf16 bits).
+template <typename Weight>
+void PanelMatmulOf(const Product<Weight>& a, int R, int threads) {
+  const int panels = a.w->num_panels();
   // Up to 4 panels a task (what one row tile runs over while its inputs stay
   // in L1), fewer where that would leave threads without work.
   const int per_task = std::clamp(panels / (4 * std::max(threads, 1)), 1, 4);
@@ -162,6 +216,16 @@ void PanelMatmul(float* out, const float* inp, const PackedLinear& w, int R, int
     // panels at a time (or two) keep more of them in flight (measured
     // 1.0-1.4x one).
     RowTiles<1, 4>(a, R, &r, p0, p1);
+  }
+}
+
+}  // namespace
+
+void PanelMatmul(float* out, const float* inp, const PackedLinear& w, int R, int threads) {
+  if (w.weights() == PanelWeights::kBf16) {
+    PanelMatmulOf(Product<uint16_t>{out, inp, &w, w.bf16_panels()}, R, threads);
+  } else {
+    PanelMatmulOf(Product<float>{out, inp, &w, w.panels()}, R, threads);
   }
 }
 

@@ -6,6 +6,7 @@
 #include "gtest/gtest.h"
 #include "model/gpt.h"
 #include "model/inference.h"
+#include "support/relative_error.h"
 #include "test_util.h"
 
 namespace dropk {
@@ -96,6 +97,52 @@ TEST(InferenceTest, PrefillManyGivesEachPromptItsOwnBits) {
     EXPECT_EQ((*together)->Length(slots[i]), static_cast<int>(prompts[i].size()) + 1);
   }
   EXPECT_EQ((*together)->MaxStepTokens(), 64);  // max(8 slots, block_size 64)
+}
+
+// bf16 weights: the logits stay near fp32's through prefill and 20 decode
+// steps (each weight is off by at most 2^-9 of itself), are not fp32's
+// (the weights really are rounded), and keep batch invariance bit for bit.
+TEST(InferenceTest, Bf16WeightsStayNearFp32AndBatchInvariant) {
+  const GptConfig config = testing::TinyConfig(61, 64);
+  const std::vector<float> params = testing::RandomParams(config, 17);
+  const InferenceOptions bf16{.max_slots = 16, .num_threads = 1, .weights = EngineWeights::kBf16};
+  auto fp32 = MakeInferenceEngine(config, params, {.max_slots = 16, .num_threads = 1});
+  auto rounded = MakeInferenceEngine(config, params, bf16);
+  ASSERT_TRUE(fp32.ok() && rounded.ok());
+  const int V = config.vocab_size, slot = 5;
+  const std::vector<int32_t> prompt = {3, 14, 15, 9, 26, 5};
+  std::vector<float> want(V), got(V);
+  std::memcpy(want.data(), (*fp32)->Prefill(slot, prompt), V * sizeof(float));
+  std::memcpy(got.data(), (*rounded)->Prefill(slot, prompt), V * sizeof(float));
+  double largest = test_util::RelativeError(got, want);
+  EXPECT_NE(std::memcmp(got.data(), want.data(), V * sizeof(float)), 0);
+  for (int step = 0; step < 20; ++step) {
+    const int32_t next = (step * 5 + 2) % V;
+    std::memcpy(want.data(), (*fp32)->Decode({&slot, 1}, {&next, 1}), V * sizeof(float));
+    std::memcpy(got.data(), (*rounded)->Decode({&slot, 1}, {&next, 1}), V * sizeof(float));
+    largest = std::max(largest, test_util::RelativeError(got, want));
+  }
+  EXPECT_LT(largest, 2e-2);
+  EXPECT_GT(largest, 1e-5);
+
+  InferenceOptions two_threads = bf16;
+  two_threads.num_threads = 2;
+  auto alone = MakeInferenceEngine(config, params, bf16);
+  auto crowd = MakeInferenceEngine(config, params, two_threads);
+  ASSERT_TRUE(alone.ok() && crowd.ok());
+  testing::ExpectDecodeBatchInvariant(**alone, **crowd);
+}
+
+// Only the CPU engine holds bf16 weights; the CUDA engine's refusal names
+// them (whether or not this machine has a GPU, or the build CUDA).
+TEST(InferenceTest, Bf16WeightsOnCudaAreRefusedByName) {
+  const GptConfig config = testing::TinyConfig(61, 32);
+  const std::vector<float> params = testing::RandomParams(config, 1);
+  const auto engine = MakeInferenceEngine(
+      config, params, {.device = Device::kCuda, .weights = EngineWeights::kBf16});
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument) << engine.status();
+  EXPECT_NE(engine.status().message().find("weights bf16"), std::string::npos) << engine.status();
 }
 
 TEST(InferenceTest, RejectsBadShapes) {

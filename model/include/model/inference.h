@@ -28,12 +28,23 @@
 
 namespace dropk {
 
+// How the engine holds the products' weights (the four per block and the LM
+// head, which is also the token embedding): fp32, or bf16, each weight
+// rounded to the nearest bf16 once (half the memory and the bytes a step
+// reads; the products still sum in fp32, in the same fixed order, so batch
+// invariance holds). A seed's text under bf16 is its own, reproducible, but
+// not fp32's. LayerNorms, biases, position embeddings and the KV cache stay
+// fp32. The CPU engine only.
+enum class EngineWeights { kFp32, kBf16 };
+const char* EngineWeightsName(EngineWeights weights);  // "fp32", "bf16"
+
 struct InferenceOptions {
   Device device = Device::kCpu;
   int max_slots = 16;   // sequences that can hold a KV cache at once (batch limit)
   int num_threads = 0;  // host threads for the CPU engine; 0 = all cores; at most kMaxThreads
   static constexpr int kMaxThreads = 1024;
   int cuda_device = 0;  // the GPU of the CUDA engine (a cudaSetDevice ordinal)
+  EngineWeights weights = EngineWeights::kFp32;
   // CUDA engine: replay each decode step as one CUDA graph per row count
   // (captured on first use) instead of ~100 separate launches. The same
   // kernels and bits either way; off is for comparison and for debugging.
