@@ -17,7 +17,9 @@
 #       better).
 #   (c) the small config, 2 ranks x 1 thread: dropk under mpirun against
 #       PyTorch DDP (gloo).
-#   (d) serving: batched decode, tokens/s at 1, 4, 16 and 64 rows a step,
+#   (d) serving: batched decode, tokens/s at 1, 4, 16 and 64 rows a step
+#       (and a second table: dropk's engine with bf16 weights against
+#       PyTorch's model and cache in bf16),
 #       2 threads, fp32, for serve_bench's small shape and GPT-2 124M's:
 #       dropk's inference engine (dropk-serve-bench --only engine) against
 #       the same model in PyTorch with a key/value cache (as HuggingFace's
@@ -359,14 +361,17 @@ fi
 
 if [[ $cases == *d* ]]; then
   declare -A dec  # dec[SIDE.MODEL.ROWS]: that side's tokens/s, one per run
-  # dropk_decode LOG MODEL: "ROWS TOKENS/S" lines of the engine's batched table.
+  # dropk_decode LOG MODEL: "ROWS FP32_TOKENS/S BF16_TOKENS/S" lines of the
+  # engine's batched table (fp32 weights, and bf16 weights, in one run).
   dropk_decode() {
     "$serve_bench_bin" --model "$2" --only engine --threads 2 > "$1" 2>&1 || return 1
-    awk '/^batch rows/ {on = 1; next} on && $1 ~ /^[0-9]+$/ {print $1, $2}' "$1"
+    awk '/^batch rows/ {on = 1; next} on && $1 ~ /^[0-9]+$/ {print $1, $2, $5}' "$1"
   }
-  # torch_decode LOG MODEL MODE: the same lines from bench/torch_decode_cpu.py.
+  # torch_decode LOG MODEL MODE [DTYPE]: the same lines from
+  # bench/torch_decode_cpu.py (one figure each).
   torch_decode() {
-    "$py" "$decode_script" --model "$2" --mode "$3" --threads 2 > "$1" 2>&1 || return 1
+    "$py" "$decode_script" --model "$2" --mode "$3" --threads 2 --dtype "${4:-fp32}" > "$1" 2>&1 ||
+      return 1
     sed -n 's/^RESULT decode mode=[a-z]* rows=\([0-9]*\) tokens_per_s=\([0-9.]*\)$/\1 \2/p' "$1"
   }
   # keep SIDE MODEL: "ROWS TOKENS/S" lines on stdin into dec[].
@@ -381,13 +386,18 @@ if [[ $cases == *d* ]]; then
     "$py" "$decode_script" --model "$model" --check > "$log" 2>&1 || fail "$log" "PyTorch decode check ($model)"
     for ((rep = 1; rep <= repeats; ++rep)); do
       log="$work/d_dropk_$model.$rep.log"
-      if out=$(dropk_decode "$log" $model) && [ -n "$out" ]; then keep dropk $model <<< "$out"
+      if out=$(dropk_decode "$log" $model) && [ -n "$out" ]; then
+        keep dropk $model <<< "$(cut -d' ' -f1,2 <<< "$out")"
+        keep dropk_bf16 $model <<< "$(cut -d' ' -f1,3 <<< "$out")"
       else fail "$log" "dropk decode ($model)"; fi
       for mode in kv recompute; do
         log="$work/d_torch_${mode}_$model.$rep.log"
         if out=$(torch_decode "$log" $model $mode) && [ -n "$out" ]; then keep $mode $model <<< "$out"
         else fail "$log" "PyTorch decode $mode ($model)"; fi
       done
+      log="$work/d_torch_kv_bf16_$model.$rep.log"
+      if out=$(torch_decode "$log" $model kv bf16) && [ -n "$out" ]; then keep kv_bf16 $model <<< "$out"
+      else fail "$log" "PyTorch decode kv bf16 ($model)"; fi
     done
   done
   dmed() {  # dmed KEY: the median of dec[KEY]'s runs, or nothing
@@ -409,6 +419,22 @@ if [[ $cases == *d* ]]; then
       [ -z "$d" ] || [ -z "$re" ] || r_re=$(ratio "$d" "$re")
       printf '%-7s %5s %12s %18s %18s %12s %14s\n' $model $rows "${d:-failed}" "${kv:-failed}" \
         "${re:-failed}" "$r_kv" "$r_re"
+    done
+  done
+  echo
+  echo "-- (d) bf16 weights: dropk-serve --weights bf16 (weights rounded to bf16, activations," \
+    "sums and KV cache fp32) against PyTorch's model and KV cache in bf16 (model.to(bfloat16))," \
+    "same runs"
+  printf '%-7s %5s %12s %18s %14s %14s\n' shape rows "dropk bf16" "PyTorch bf16 KV" \
+    "vs PyTorch" "dropk bf16/fp32"
+  for model in ${decode_shapes//,/ }; do
+    for rows in 1 4 16 64; do
+      b=$(dmed dropk_bf16.$model.$rows) kb=$(dmed kv_bf16.$model.$rows) d=$(dmed dropk.$model.$rows)
+      r_kb="-" r_bd="-"
+      [ -z "$b" ] || [ -z "$kb" ] || r_kb=$(ratio "$b" "$kb")
+      [ -z "$b" ] || [ -z "$d" ] || r_bd=$(ratio "$b" "$d")
+      printf '%-7s %5s %12s %18s %14s %14s\n' $model $rows "${b:-failed}" "${kb:-failed}" \
+        "$r_kb" "$r_bd"
     done
   done
 fi

@@ -376,8 +376,9 @@ absl::Status RunServe(const ServeOptions& options) {
       return s;
     }
   }
-  log->Write(absl::StrCat("dropk-serve: listening on http://", options.http.address, ":",
-                          (*server)->port()));
+  log->Write(absl::StrCat(
+      "dropk-serve: listening on http://", options.http.address, ":", (*server)->port(),
+      options.scheduler.weights == EngineWeights::kBf16 ? " (weights rounded to bf16)" : ""));
   if (options.watch) watcher.Start(options.watch_interval);
 
   // Waits for SIGTERM/SIGINT/SIGHUP, looking at the GPU's health between waits.

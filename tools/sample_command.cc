@@ -51,6 +51,7 @@ struct SampleFlags {
   std::optional<uint64_t> seed;
   bool stream = false;
   int threads = 0;
+  std::string weights = "fp32";  // --checkpoint: the engine's weights, as dropk-serve --weights
   int timeout_s = 300;  // --url: the longest wait for the server's next bytes
 };
 
@@ -210,8 +211,13 @@ absl::Status SampleOffline(const SampleFlags& f) {
   absl::StatusOr<std::shared_ptr<const ModelSnapshot>> snapshot = LoadCheckpointSnapshot(*dir);
   if (!snapshot.ok()) return snapshot.status();
   ServiceMetrics metrics;
-  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
-      Scheduler::Create({.max_batch = 1, .max_queue = 1, .num_threads = f.threads}, &metrics);
+  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = Scheduler::Create(
+      {.weights =
+           absl::AsciiStrToLower(f.weights) == "bf16" ? EngineWeights::kBf16 : EngineWeights::kFp32,
+       .max_batch = 1,
+       .max_queue = 1,
+       .num_threads = f.threads},
+      &metrics);
   if (!scheduler.ok()) return scheduler.status();
   if (absl::Status s = (*scheduler)->SetModel(*snapshot); !s.ok()) return s;
   absl::StatusOr<std::string> body = RequestBody(f);
@@ -410,6 +416,13 @@ void RegisterSampleCommand(CLI::App& app, std::function<absl::Status()>& action)
       ->check(CLI::Range(1, 86400));
   sample->add_option("--threads", f->threads, "Compute threads offline (0 = all cores)")
       ->check(CLI::Range(0, 1024));
+  sample
+      ->add_option("--weights", f->weights,
+                   "--checkpoint: fp32, or bf16 weights, as dropk-serve --weights (the same text "
+                   "as a server with that setting)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16"}, CLI::ignore_case))
+      ->excludes(url);
   sample->callback([&action, f] {
     action = [f]() -> absl::Status {
       if (f->url.empty() == f->checkpoint.empty()) {

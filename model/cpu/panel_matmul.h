@@ -42,7 +42,9 @@ enum class PanelWeights { kFp32, kBf16 };
 // column) and bias, packed for PanelMatmul: panel p holds columns
 // [p*W, p*W + W) as C groups of W values (channel c of the W columns side by
 // side), W = kPanelColumns, the last panel padded with zeros; the bias is
-// padded alike (all zeros without one).
+// padded alike (all zeros without one). bf16 panels hold the channels in
+// pairs, interleaved so that each load splits into two vectors by integer
+// operations alone (panel_matmul.cc, Bf16Slot).
 class PackedLinear {
  public:
   // Output columns per panel: three vectors of the widest float vector the
@@ -72,6 +74,10 @@ class PackedLinear {
 
  private:
   int out_features_ = 0, in_features_ = 0, num_panels_ = 0;
+  // Where weight (o, c) is in panels_, or in bf16_panels_.
+  size_t Fp32At(int o, int c) const;
+  size_t Bf16At(int o, int c) const;
+
   PanelWeights weights_ = PanelWeights::kFp32;
   std::vector<float> panels_, bias_;
   std::vector<uint16_t> bf16_panels_;

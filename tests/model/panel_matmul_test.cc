@@ -139,7 +139,8 @@ TEST(PackedLinearTest, CopyRowGivesBackEachRowOfTheWeights) {
 }
 
 // bf16 panels hold each weight rounded to the nearest bf16, which CopyRow
-// gives back (the tied embedding under bf16 weights), in half the bytes.
+// gives back (the tied embedding under bf16 weights), in half the bytes
+// (C = 23 is odd: its last channel pairs with padding).
 TEST(PackedLinearTest, Bf16PanelsHoldTheRoundedWeightsInHalfTheBytes) {
   const int OC = 97, C = 23;
   std::vector<float> w = RandomValues(static_cast<size_t>(OC) * C, 9);
@@ -150,7 +151,10 @@ TEST(PackedLinearTest, Bf16PanelsHoldTheRoundedWeightsInHalfTheBytes) {
   EXPECT_EQ(bf16.weights(), PanelWeights::kBf16);
   const size_t bias_bytes =
       static_cast<size_t>(fp32.num_panels()) * PackedLinear::kPanelColumns * 4;
-  EXPECT_EQ(bf16.bytes() - bias_bytes, (fp32.bytes() - bias_bytes) / 2);
+  // Two bytes a weight; an odd channel count takes one channel of padding.
+  EXPECT_EQ(fp32.bytes() - bias_bytes,
+            static_cast<size_t>(fp32.num_panels()) * C * PackedLinear::kPanelColumns * 4);
+  EXPECT_EQ(bf16.bytes() - bias_bytes, (fp32.bytes() - bias_bytes) / 2 * (C + 1) / C);
   const std::vector<float> rounded = StoredWeights(w, PanelWeights::kBf16);
   EXPECT_EQ(rounded[5], 1.0f);
   EXPECT_EQ(rounded[6], 1.0f + 4.0f / 256.0f);

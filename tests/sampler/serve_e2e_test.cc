@@ -220,6 +220,35 @@ TEST_F(ServeE2eTest, ServesReloadsRefusesBadCheckpointsAndDrains) {
   EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
 }
 
+// --weights bf16: the service says so at start, a seed's text reproduces,
+// and `dropk sample --checkpoint --weights bf16` prints the server's text.
+// With --device cuda, or with dropk sample --url, the flag is refused.
+TEST_F(ServeE2eTest, Bf16WeightsReproduceAndMatchOfflineSampling) {
+  StartServer("--weights bf16");
+  ASSERT_EQ(ServedStep(), 20) << Log();
+  EXPECT_NE(Log().find("(weights rounded to bf16)"), std::string::npos) << Log();
+  const std::string req = R"({"prompt":"ROMEO:","max_tokens":20,"top_k":5,"seed":3})";
+  const auto a = Curl(port_, "POST", "/v1/completions", req);
+  const auto b = Curl(port_, "POST", "/v1/completions", req);
+  ASSERT_EQ(a.code, 200) << a.body;
+  EXPECT_EQ(json::parse(a.body)["choices"], json::parse(b.body)["choices"]);
+  const std::string flags = " --prompt 'ROMEO:' --max-tokens 20 --top-k 5 --seed 3";
+  const auto offline = RunCommand(kBin + "dropk sample --weights bf16 --checkpoint " +
+                                  (dir_ / "run/checkpoints").string() + flags + " 2>/dev/null");
+  ASSERT_EQ(offline.exit_code, 0);
+  EXPECT_EQ(offline.out, json::parse(a.body)["choices"][0]["text"].get<std::string>() + "\n");
+  const auto via_url = RunCommand(kBin + "dropk sample --weights bf16 --url http://127.0.0.1:" +
+                                  std::to_string(port_) + flags + " 2>&1");
+  EXPECT_EQ(via_url.exit_code, 2) << via_url.out;
+  EXPECT_NE(via_url.out.find("--weights"), std::string::npos) << via_url.out;
+  EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
+
+  const auto cuda = RunCommand(kBin + "dropk-serve --port 0 --device cuda --weights bf16 " +
+                               "--checkpoints " + (dir_ / "run/checkpoints").string() + " 2>&1");
+  EXPECT_EQ(cuda.exit_code, 2) << cuda.out;
+  EXPECT_NE(cuda.out.find("--weights bf16: only the CPU engine"), std::string::npos) << cuda.out;
+}
+
 // A service started before the run's first checkpoint logged "reload
 // refused" and counted a failure at every poll (10 lines a second at 100 ms)
 // until one came; LATEST rewritten to name the checkpoint already served
