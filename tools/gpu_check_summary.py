@@ -106,11 +106,16 @@ summarize("bitwise exact resume on the GPU",
 summarize("checkpoints CPU -> GPU and GPU -> CPU (params within 1e-4)",
           {n: r for n, r in resume.items() if "BetweenCpuAndGpu" in n})
 serving = cases(f"{out}/serving_tests.xml") or {}
+# The tests that compare bits (batch invariance; batched prefill against
+# each prompt alone; CUDA graphs against separate launches), apart from
+# those within a tolerance of the CPU engine and the refusals.
+bitwise = ("BatchInvariant", "DeviceCuda", "PrefillMany", "Graphs")
 summarize("GPU serving: logits vs CPU engine (tol 1e-5), refusals",
           {n: r for n, r in serving.items() if n.startswith("CudaInferenceTest") and
-           "BatchInvariant" not in n and "NoGpu" not in n})
-summarize("GPU serving: batch invariance bit for bit, same seed under load",
-          {n: r for n, r in serving.items() if "BatchInvariant" in n or "DeviceCuda" in n})
+           not any(b in n for b in bitwise) and "NoGpu" not in n})
+summarize("GPU serving: batch invariance, batched prefill, CUDA graphs: bit for bit; "
+          "same seed under load",
+          {n: r for n, r in serving.items() if any(b in n for b in bitwise)})
 
 def log_of(path, check, missing):
     # The log's text; or None, after a row saying the step did not run, that

@@ -140,20 +140,23 @@ class CudaInferenceEngine final : public KvCacheEngine {
   }
 
   // Launches the graph of an R-row decode step, capturing it first if this
-  // is the first step of R rows. False (after one line on stderr, and with
-  // graphs off for the engine's life) where capture or instantiation failed,
-  // so the caller launches the step itself; a failed graph launch throws
-  // like any failed launch.
+  // is the first step of R rows. False (after one line on stderr) where
+  // capture or instantiation failed, so the caller launches the step
+  // itself; after kMaxFailedCaptures such failures graphs are off for the
+  // engine's life. A failed graph launch throws like any failed launch.
   bool LaunchDecodeGraph(int R) {
     cudaGraphExec_t& graph = decode_graphs_[R];
     if (graph == nullptr) {
       std::string why = CaptureStep(R, &graph);
       if (!why.empty()) {
+        const bool give_up = ++failed_captures_ >= kMaxFailedCaptures;
         std::fprintf(stderr,
                      "dropk: cuda inference engine: CUDA graph capture of a %d-row step failed "
-                     "(%s); launching each kernel instead from now on\n",
-                     R, why.c_str());
-        use_graphs_ = false;
+                     "(%s); %s\n",
+                     R, why.c_str(),
+                     give_up ? "launching each kernel instead from now on"
+                             : "this step launches each kernel, the next such step captures again");
+        if (give_up) use_graphs_ = false;
         return false;
       }
     }
@@ -258,7 +261,14 @@ class CudaInferenceEngine final : public KvCacheEngine {
 
   ParamLayout layout_;
   int device_;
-  bool use_graphs_;  // InferenceOptions::cuda_graphs, until a capture fails
+  bool use_graphs_;  // InferenceOptions::cuda_graphs, until kMaxFailedCaptures captures fail
+  // A capture can fail for a passing reason: another thread's synchronising
+  // call on the same GPU (cudaFree in the destructor of a replaced model's
+  // engine, which an HTTP thread may drop after a reload) is reported to
+  // invalidate a capture in progress even in cudaStreamCaptureModeThreadLocal.
+  // So graphs stay on until this many captures have failed, not one.
+  static constexpr int kMaxFailedCaptures = 3;
+  int failed_captures_ = 0;
   // decode_graphs_[R]: the instantiated graph of an R-row decode step, or
   // null until the first such step (R <= max_slots).
   std::vector<cudaGraphExec_t> decode_graphs_;

@@ -22,6 +22,35 @@ InferenceOptions CudaOptions(int max_slots) {
   return o;
 }
 
+// Prefills slots 0-7 (prompts of 1 to 4 tokens) in both engines, then
+// decodes steps of 1, 3 and 8 rows in each, expecting the same bits from
+// both every time. Fatal on the first difference.
+void CompareGraphsWithLaunches(InferenceEngine& graphs, InferenceEngine& launches) {
+  const int V = graphs.config().vocab_size;
+  for (int slot = 0; slot < 8; ++slot) {
+    const std::vector<int32_t> prompt(1 + slot % 4, static_cast<int32_t>(3 + slot));
+    const float* la = graphs.Prefill(slot, prompt);
+    const std::vector<float> want(la, la + V);
+    const float* lb = launches.Prefill(slot, prompt);
+    ASSERT_EQ(std::memcmp(want.data(), lb, V * sizeof(float)), 0) << "prefill of slot " << slot;
+  }
+  int step = 0;
+  for (int rows : {1, 3, 8, 3, 1, 8, 3}) {
+    std::vector<int> slots(rows);
+    std::vector<int32_t> tokens(rows);
+    for (int r = 0; r < rows; ++r) {
+      slots[r] = (r * 3 + step) % 8;  // distinct: 3 is prime to 8
+      tokens[r] = static_cast<int32_t>((step * 11 + r * 5 + 1) % V);
+    }
+    const float* la = graphs.Decode(slots, tokens);
+    const std::vector<float> want(la, la + slots.size() * V);
+    const float* lb = launches.Decode(slots, tokens);
+    ASSERT_EQ(std::memcmp(want.data(), lb, want.size() * sizeof(float)), 0)
+        << "decode step " << step << " of " << slots.size() << " rows";
+    ++step;
+  }
+}
+
 // The engine on the GPU, or the reason there is none (for GTEST_SKIP).
 absl::StatusOr<std::unique_ptr<InferenceEngine>> CudaEngine(const GptConfig& config,
                                                             const std::vector<float>& params,
@@ -92,10 +121,25 @@ TEST(CudaInferenceTest, DecodeIsBatchInvariantBitForBit) {
   testing::ExpectDecodeBatchInvariant(**alone, **crowd);
 }
 
+// Several prompts prefilled in one step on the GPU (the scheduler's joins,
+// InferenceEngine::PrefillMany) give each prompt the bits of its prefill
+// alone, and the caches the next decode step needs.
+TEST(CudaInferenceTest, PrefillManyGivesEachPromptItsOwnBits) {
+  const GptConfig config = testing::TinyConfig(61, 64);
+  const std::vector<float> params = testing::RandomParams(config, 13);
+  auto alone = CudaEngine(config, params, 8);
+  if (!alone.ok()) GTEST_SKIP() << "needs a GPU: " << alone.status().message();
+  auto together = CudaEngine(config, params, 8);
+  ASSERT_TRUE(together.ok()) << together.status();
+  testing::ExpectPrefillManyGivesEachPromptItsOwnBits(**alone, **together);
+}
+
 // Decode steps replayed as CUDA graphs give the bits of the same steps
 // launched kernel by kernel: row counts 1, 3 and 8, each seen again after
 // others (a graph replayed with another plan), over prompts of several
-// lengths (prefill, which launches, between them).
+// lengths (prefill, which launches, between them). A failed capture would
+// fall back to launches and still give the bits, so the engine's stderr
+// must not say that one failed: else this compared launches with launches.
 TEST(CudaInferenceTest, GraphsGiveTheBitsOfSeparateLaunches) {
   const GptConfig config = testing::TinyConfig(61, 64);
   const std::vector<float> params = testing::RandomParams(config, 13);
@@ -106,29 +150,10 @@ TEST(CudaInferenceTest, GraphsGiveTheBitsOfSeparateLaunches) {
   if (!a.ok()) GTEST_SKIP() << "needs a GPU: " << a.status().message();
   auto b = MakeInferenceEngine(config, params, launches);
   ASSERT_TRUE(b.ok()) << b.status();
-  const int V = config.vocab_size;
-  for (int slot = 0; slot < 8; ++slot) {
-    const std::vector<int32_t> prompt(1 + slot % 4, static_cast<int32_t>(3 + slot));
-    const float* la = (*a)->Prefill(slot, prompt);
-    const std::vector<float> want(la, la + V);
-    const float* lb = (*b)->Prefill(slot, prompt);
-    ASSERT_EQ(std::memcmp(want.data(), lb, V * sizeof(float)), 0) << "prefill of slot " << slot;
-  }
-  int step = 0;
-  for (int rows : {1, 3, 8, 3, 1, 8, 3}) {
-    std::vector<int> slots(rows);
-    std::vector<int32_t> tokens(rows);
-    for (int r = 0; r < rows; ++r) {
-      slots[r] = (r * 3 + step) % 8;  // distinct: 3 is prime to 8
-      tokens[r] = static_cast<int32_t>((step * 11 + r * 5 + 1) % V);
-    }
-    const float* la = (*a)->Decode(slots, tokens);
-    const std::vector<float> want(la, la + slots.size() * V);
-    const float* lb = (*b)->Decode(slots, tokens);
-    ASSERT_EQ(std::memcmp(want.data(), lb, want.size() * sizeof(float)), 0)
-        << "decode step " << step << " of " << slots.size() << " rows";
-    ++step;
-  }
+  ::testing::internal::CaptureStderr();
+  CompareGraphsWithLaunches(**a, **b);
+  const std::string said = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(said.find("CUDA graph capture"), std::string::npos) << said;
 }
 
 }  // namespace

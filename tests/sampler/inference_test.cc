@@ -76,26 +76,7 @@ TEST(InferenceTest, PrefillManyGivesEachPromptItsOwnBits) {
   auto alone = MakeInferenceEngine(config, params, {.max_slots = 8, .num_threads = 1});
   auto together = MakeInferenceEngine(config, params, {.max_slots = 8, .num_threads = 2});
   ASSERT_TRUE(alone.ok() && together.ok());
-  const std::vector<std::vector<int32_t>> prompts = {
-      {5}, {1, 2, 3, 4, 5}, {9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 11, 12, 13}, {40, 41, 42}, {60, 3}};
-  const std::vector<int> slots = {6, 0, 3, 1, 7};  // not in order, not contiguous
-  const std::vector<std::span<const int32_t>> spans(prompts.begin(), prompts.end());
-  const size_t V = config.vocab_size;
-  const float* got = (*together)->PrefillMany(slots, spans);
-  const std::vector<float> all(got, got + prompts.size() * V);
-  const std::vector<int32_t> next = {17, 18, 19, 20, 21};
-  const float* stepped = (*together)->Decode(slots, next);
-  const std::vector<float> all_next(stepped, stepped + prompts.size() * V);
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    (*alone)->Reset(0);
-    const float* want = (*alone)->Prefill(0, prompts[i]);
-    EXPECT_EQ(std::memcmp(want, all.data() + i * V, V * sizeof(float)), 0) << "prompt " << i;
-    const int slot = 0;
-    want = (*alone)->Decode(std::span<const int>(&slot, 1), std::span<const int32_t>(&next[i], 1));
-    EXPECT_EQ(std::memcmp(want, all_next.data() + i * V, V * sizeof(float)), 0)
-        << "the step after prompt " << i;
-    EXPECT_EQ((*together)->Length(slots[i]), static_cast<int>(prompts[i].size()) + 1);
-  }
+  testing::ExpectPrefillManyGivesEachPromptItsOwnBits(**alone, **together);
   EXPECT_EQ((*together)->MaxStepTokens(), 64);  // max(8 slots, block_size 64)
 }
 

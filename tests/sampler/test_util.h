@@ -17,6 +17,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -204,6 +205,36 @@ inline void ExpectDecodeBatchInvariant(InferenceEngine& alone, InferenceEngine& 
     const int row = static_cast<int>(std::find(slots.begin(), slots.end(), 11) - slots.begin());
     ASSERT_EQ(0, std::memcmp(a.data(), rows + static_cast<size_t>(row) * V, V * sizeof(float)))
         << "step " << step;
+  }
+}
+
+// PrefillMany for any engine pair over the same weights (at least 8 slots
+// each, block_size at least 14): five prompts of 1 to 13 tokens prefilled in
+// one step of `together`, in slots out of order and not contiguous, give
+// each prompt's logits bit for bit as `alone` gives them for that prompt
+// prefilled by itself in slot 0, and leave each slot's cache as such a
+// prefill does (the next decode step, all five rows together, agrees too).
+inline void ExpectPrefillManyGivesEachPromptItsOwnBits(InferenceEngine& alone,
+                                                       InferenceEngine& together) {
+  const std::vector<std::vector<int32_t>> prompts = {
+      {5}, {1, 2, 3, 4, 5}, {9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 11, 12, 13}, {40, 41, 42}, {60, 3}};
+  const std::vector<int> slots = {6, 0, 3, 1, 7};  // not in order, not contiguous
+  const std::vector<std::span<const int32_t>> spans(prompts.begin(), prompts.end());
+  const size_t V = together.config().vocab_size;
+  const float* got = together.PrefillMany(slots, spans);
+  const std::vector<float> all(got, got + prompts.size() * V);
+  const std::vector<int32_t> next = {17, 18, 19, 20, 21};
+  const float* stepped = together.Decode(slots, next);
+  const std::vector<float> all_next(stepped, stepped + prompts.size() * V);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    alone.Reset(0);
+    const float* want = alone.Prefill(0, prompts[i]);
+    EXPECT_EQ(std::memcmp(want, all.data() + i * V, V * sizeof(float)), 0) << "prompt " << i;
+    const int slot = 0;
+    want = alone.Decode(std::span<const int>(&slot, 1), std::span<const int32_t>(&next[i], 1));
+    EXPECT_EQ(std::memcmp(want, all_next.data() + i * V, V * sizeof(float)), 0)
+        << "the step after prompt " << i;
+    EXPECT_EQ(together.Length(slots[i]), static_cast<int>(prompts[i].size()) + 1);
   }
 }
 
