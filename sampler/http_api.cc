@@ -37,8 +37,8 @@ std::string Allowed(const Endpoint& e) {
   return e.method == http::verb::get ? "GET, HEAD" : std::string(http::to_string(e.method));
 }
 
-// A HEAD answer: the GET answer's status and headers, Content-Length
-// included (prepared before), and no body.
+// A HEAD answer: the status and headers the request would get as a GET,
+// Content-Length included (prepared before), and no body.
 HttpResponse WithoutBody(HttpResponse res) {
   res.body().clear();
   return res;
@@ -108,6 +108,19 @@ std::optional<ApiError> HttpApi::Authorize(const HttpRequest& request,
 
 RouteResult HttpApi::Route(const HttpRequest& request,
                            const std::shared_ptr<CompletionListener>& listener) const {
+  RouteResult routed = RouteAny(request, listener);
+  // RFC 9110 9.3.2: no answer to a HEAD carries content, an error's
+  // included. A 404, 405 or 401 sent its JSON body, which a client reading
+  // the answer's header alone took for the start of the next answer on the
+  // connection (Go's and Node's clients read it as a malformed response).
+  // HEAD never starts a job (POST /v1/completions is its only route).
+  if (request.method() == http::verb::head)
+    routed.response = WithoutBody(std::move(routed.response));
+  return routed;
+}
+
+RouteResult HttpApi::RouteAny(const HttpRequest& request,
+                              const std::shared_ptr<CompletionListener>& listener) const {
   const unsigned version = request.version();
   if (version != 10 && version != 11) {
     return Reply(ErrorResponse({400,
@@ -153,7 +166,7 @@ RouteResult HttpApi::Route(const HttpRequest& request,
                      : path == "/readyz"  ? Readyz(version)
                      : path == "/metrics" ? Metrics(version)
                                           : Models(version);
-  return Reply(head ? WithoutBody(std::move(res)) : std::move(res));
+  return Reply(std::move(res));  // a HEAD's body is dropped by Route
 }
 
 HttpResponse HttpApi::Playground(unsigned version) const {

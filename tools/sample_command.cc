@@ -152,6 +152,17 @@ absl::StatusOr<std::string> ChoiceText(const json& j) {
       absl::StrCat("the server's answer has no choices[0].text (", shown, ")"));
 }
 
+// The message of an OpenAI error object ({"error": {"message": ...}}) in
+// `j`, or nullopt when `j` is not one.
+std::optional<std::string> ErrorMessage(const json& j) {
+  if (!j.is_object()) return std::nullopt;
+  const auto error = j.find("error");
+  if (error == j.end() || !error->is_object()) return std::nullopt;
+  const auto message = error->find("message");
+  if (message == error->end() || !message->is_string()) return std::nullopt;
+  return message->get<std::string>();
+}
+
 // Prints one SSE event's text; returns false at [DONE], and an error for an
 // event that is not a completion chunk.
 absl::StatusOr<bool> PrintEvent(const std::string& event, json* last) {
@@ -159,6 +170,14 @@ absl::StatusOr<bool> PrintEvent(const std::string& event, json* last) {
   const std::string data = event.substr(6, event.find_last_not_of('\n') - 5);
   if (data == "[DONE]") return false;
   json j = json::parse(data, nullptr, false);
+  // A stream whose 200 was sent reports a failure as an error event
+  // (dropk-serve's when its GPU fails): it was "the server's answer has no
+  // choices[0].text ({"error":{"code":"device_failed","message":"the GPU
+  // fail...)", the reason cut off.
+  if (std::optional<std::string> message = ErrorMessage(j)) {
+    return absl::UnavailableError(
+        absl::StrCat("the server ended the stream with an error: ", OneLine(*message)));
+  }
   absl::StatusOr<std::string> text = ChoiceText(j);
   if (!text.ok()) return text.status();
   std::cout << *text << std::flush;
@@ -191,9 +210,8 @@ std::string InFlagTerms(const std::string& message, const std::string& param) {
 absl::Status ErrorFromBody(int status, const std::string& body) {
   json j = json::parse(body, nullptr, false);
   std::string message = body;
-  if (j.is_object() && j.contains("error") && j["error"].is_object() &&
-      j["error"].contains("message") && j["error"]["message"].is_string()) {
-    message = j["error"]["message"].get<std::string>();
+  if (std::optional<std::string> error_message = ErrorMessage(j)) {
+    message = *std::move(error_message);
     const json& param = j["error"]["param"];
     if (param.is_string()) message = InFlagTerms(message, param.get<std::string>());
   }
@@ -332,10 +350,18 @@ absl::Status SampleHttp(const SampleFlags& f) {
     stream.expires_after(timeout);
     run([&](auto done) { http::async_write(stream, req, done); });
     beast::flat_buffer buffer;
-    http::response_parser<http::string_body> parser;
-    parser.body_limit(64 << 20);
-    stream.expires_after(timeout);
-    run([&](auto done) { http::async_read_header(stream, buffer, parser, done); });
+    // RFC 9110 15.2: a client must accept 1xx answers before the final one
+    // (dropk-serve sends "100 Continue" to a client it probes, proxies send
+    // them too); each is a header alone, skipped. "HTTP 100: " was the error.
+    // A parser reads one message, so each answer gets a fresh one.
+    std::optional<http::response_parser<http::string_body>> parsers;
+    do {
+      parsers.emplace();
+      parsers->body_limit(64 << 20);
+      stream.expires_after(timeout);
+      run([&](auto done) { http::async_read_header(stream, buffer, *parsers, done); });
+    } while (parsers->get().result_int() / 100 == 1);
+    http::response_parser<http::string_body>& parser = *parsers;
     const int status = parser.get().result_int();
     if (status != 200 || !f.stream) {
       stream.expires_after(timeout);

@@ -238,6 +238,48 @@ TEST(SampleCliTest, AServerThatHangsUpIsNamedAndTheTextKeepsItsLine) {
   EXPECT_NE(r.err.find("closed the connection without answering"), std::string::npos) << r.err;
 }
 
+// dropk-serve reports a failure after a stream's 200 (its GPU failed) as an
+// OpenAI error event before data: [DONE]. dropk said "the server's answer
+// has no choices[0].text ({"error":{"code":"device_failed","message":"the
+// GPU fail...)", the reason cut off; now the server's message is the line.
+TEST(SampleCliTest, AnErrorEventInAStreamIsNamedWithItsMessage) {
+  const std::string why =
+      "the GPU failed: cudaMemcpy: an illegal memory access was encountered; this server "
+      "cannot generate any more and is restarting; retry the request";
+  CannedServer server(
+      StreamHead() + TextEvent("ab") +
+      Chunk(R"(data: {"error":{"message":")" + why +
+            R"(","type":"service_unavailable","param":null,"code":"device_failed"}})"
+            "\n\n") +
+      Chunk("data: [DONE]\n\n") + "0\r\n\r\n");
+  const CommandResult r =
+      RunCommand(kBin + "dropk sample --stream --prompt a --url " + server.url());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out, "ab\n");
+  EXPECT_EQ(r.err, "dropk: the server ended the stream with an error: " + why + "\n");
+}
+
+// RFC 9110 15.2: a client must accept 1xx answers before the final one, and
+// dropk-serve itself sends "100 Continue" to clients it probes. dropk took
+// the 100 for the answer: "HTTP 100: ", exit 1.
+TEST(SampleCliTest, InterimAnswersBeforeTheFinalOneAreSkipped) {
+  const std::string interim = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n";
+  CannedServer plain(interim + Reply200(R"({"choices":[{"text":"hi"}]})"));
+  CommandResult r = RunCommand(kBin + "dropk sample --prompt a --url " + plain.url());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "hi\n");
+  CannedServer streamed(
+      {interim, StreamHead() + TextEvent("yo"), Chunk("data: [DONE]\n\n") + "0\r\n\r\n"},
+      std::chrono::milliseconds(100));
+  r = RunCommand(kBin + "dropk sample --stream --prompt a --url " + streamed.url());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "yo\n");
+  CannedServer refused(interim + Reply("400 Bad Request", R"({"error":{"message":"no"}})"));
+  r = RunCommand(kBin + "dropk sample --prompt a --url " + refused.url());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "dropk: HTTP 400: no\n");
+}
+
 // A proxy's HTML error page (or a message with line breaks) was printed as
 // it came: several lines.
 TEST(SampleCliTest, AnErrorPageBecomesOneLine) {

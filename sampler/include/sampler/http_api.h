@@ -59,7 +59,8 @@ class HttpApi {
   HttpApi(HttpApiOptions options, Scheduler* scheduler, ServiceMetrics* metrics);
 
   // Answers one complete request. A HEAD gets the GET route's status and
-  // headers (Content-Length included) without the body. Only a valid POST
+  // headers (Content-Length included) without the body; its errors (401,
+  // 404, 405...) too are headers alone. Only a valid POST
   // /v1/completions starts a job, with `listener`; it is not used otherwise.
   // The response's keep-alive is left to the caller, which knows the
   // connection.
@@ -70,6 +71,9 @@ class HttpApi {
   // The error for a missing or wrong API key, or nullopt when allowed:
   // "Bearer KEY", the scheme in any case and followed by one or more spaces.
   std::optional<ApiError> Authorize(const HttpRequest& request, std::string_view path) const;
+  // Route's answer with its body, for any method; Route drops a HEAD's.
+  RouteResult RouteAny(const HttpRequest& request,
+                       const std::shared_ptr<CompletionListener>& listener) const;
   HttpResponse Playground(unsigned version) const;
   // The 503 that /healthz and /readyz answer once the GPU failed
   // (Scheduler::DeviceFailure, code device_failed), else nullopt.
