@@ -168,7 +168,8 @@ int Main(int argc, char** argv) {
     }
     std::FILE* f = std::fopen(api_key_file.c_str(), "rb");
     if (f == nullptr) {
-      std::fprintf(stderr, "dropk-serve: --api-key-file %s: cannot open\n", api_key_file.c_str());
+      std::fprintf(stderr, "dropk-serve: --api-key-file %s: cannot open (%s)\n",
+                   api_key_file.c_str(), std::strerror(errno));
       return dropk::kExitUsage;
     }
     // One byte more than a key may hold tells a longer file from a full one.

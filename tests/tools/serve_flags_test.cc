@@ -289,6 +289,7 @@ TEST(ServeFlagsTest, AFileForTheCheckpointsDirectoryIsAUsageError) {
 // An --api-key-file that is a directory (a Secret's mount point, say) was
 // refused as an "empty key"; one longer than 4096 bytes was cut to 4096
 // without a word, so no client's key could match; a FIFO hung the start.
+// One that cannot be opened says why.
 TEST(ServeFlagsTest, ApiKeyFileThatIsADirectoryOrTooLongIsNamedAsSuch) {
   const test_util::ScopedTempDir dir("serve_flags");
   std::ofstream(dir.Path("long")) << std::string(5000, 'k');
@@ -298,7 +299,9 @@ TEST(ServeFlagsTest, ApiKeyFileThatIsADirectoryOrTooLongIsNamedAsSuch) {
     std::string file, says;
   } cases[] = {{dir.path(), ": cannot read (Is a directory)"},
                {dir.Path("long"), ": longer than 4096 bytes"},
-               {dir.Path("fifo"), ": not a regular file"}};
+               {dir.Path("fifo"), ": not a regular file"},
+               // It said "cannot open" without the reason.
+               {dir.Path("missing"), ": cannot open (No such file or directory)"}};
   for (const auto& c : cases) {
     SCOPED_TRACE(c.file);
     const CommandResult r = RunCommand("timeout 20 " + kBin +
