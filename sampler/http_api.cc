@@ -148,9 +148,14 @@ RouteResult HttpApi::RouteAny(const HttpRequest& request,
   }
   const Endpoint* endpoint = FindEndpoint(path);
   if (endpoint == nullptr) {
-    return Reply(ErrorResponse({404, absl::StrCat("no route ", std::string(path)),
-                                "invalid_request_error", "", "not_found"},
-                               version));
+    // The path at most kMaxShownPath bytes: a 15 KB path made a 15 KB line.
+    constexpr size_t kMaxShownPath = 200;
+    const std::string shown = path.size() > kMaxShownPath
+                                  ? std::string(path.substr(0, kMaxShownPath)) + "..."
+                                  : std::string(path);
+    return Reply(ErrorResponse(
+        {404, absl::StrCat("no route ", shown), "invalid_request_error", "", "not_found"},
+        version));
   }
   const http::verb method = request.method();
   const bool head = method == http::verb::head && endpoint->method == http::verb::get;

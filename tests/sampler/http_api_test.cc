@@ -167,6 +167,12 @@ TEST(HttpApiTest, UnknownRouteAndWrongMethod) {
   ExpectError(r, 405, "method_not_allowed");
   EXPECT_EQ(r.response[http::field::allow], "GET, HEAD");
   ExpectError(a.Route(http::verb::get, "/v1/completions"), 405, "method_not_allowed");
+  // A long path is named by its first 200 bytes (it was repeated whole).
+  const RouteResult long_path = a.Route(http::verb::get, "/" + std::string(15000, 'x'));
+  ExpectError(long_path, 404, "not_found");
+  const std::string message =
+      json::parse(long_path.response.body())["error"]["message"].get<std::string>();
+  EXPECT_EQ(message, "no route /" + std::string(199, 'x') + "...");
 }
 
 // A request target in absolute form (what a client configured with a proxy
