@@ -474,8 +474,11 @@ void Session::Close() {
 }
 
 // While generating, a readable socket means the client closed or
-// half-closed (or sent a pipelined request, which is left for the next
-// read).
+// half-closed, or sent a pipelined request: its bytes are moved into the
+// read buffer for the next read (while the buffer has room), and the watch
+// goes on, so a client that pipelines and then leaves is still seen to
+// leave. Before, the first pipelined byte ended the watch, and a client that
+// left after it had its request generated to the end for nobody.
 void Session::WatchPeer() {
   stream_.socket().async_wait(
       tcp::socket::wait_read,
@@ -497,7 +500,19 @@ void Session::OnPeerReadable(beast::error_code ec) {
   if (!peek_ec) n = socket.receive(net::buffer(&byte, 1), tcp::socket::message_peek, peek_ec);
   if (peek_ec == net::error::would_block) return WatchPeer();
   if (peek_ec && peek_ec != net::error::eof) return ClientGone();
-  if (n > 0 && !peek_ec) return;  // a pipelined request: read after this answer
+  if (n > 0 && !peek_ec) {
+    // A pipelined request: keep its bytes for the next read, and keep
+    // watching. A full buffer stops the watch (the next read finds the rest
+    // in the socket), as every pipelined byte once did.
+    const size_t room = buffer_.max_size() - buffer_.size();
+    if (room == 0) return;
+    beast::error_code read_ec;
+    const size_t got = socket.read_some(buffer_.prepare(std::min<size_t>(room, 4096)), read_ec);
+    if (read_ec == net::error::would_block) return WatchPeer();
+    if (read_ec && read_ec != net::error::eof) return ClientGone();
+    buffer_.commit(got);
+    return WatchPeer();
+  }
   // End of stream: a client that half-closed after its request still wants
   // the answer; one that closed fully does not. Only a write tells them
   // apart (a closed socket answers data with a reset): a plain answer's

@@ -572,6 +572,40 @@ std::string ReadUntilClosed(int fd) {
   return received;
 }
 
+// A client that pipelines its next request while its first is generated,
+// and then leaves: the first is cancelled. The first pipelined byte used to
+// end the watch for the client leaving, and the request ran to its end for
+// nobody. A client that pipelines and stays gets both answers, in order.
+TEST(HttpTest, PipelinedRequestThenLeavingCancelsAndStayingGetsBothAnswers) {
+  TestServer s({}, {.max_batch = 4, .num_threads = 1}, true, 1024, 4, 256);
+  const std::string next = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  const uint64_t cancelled = s.metrics.cancelled_sequences.load();
+  const int leaving = ConnectAndSend(s.port, PlainRequestBytes(11, "", 3000));
+  ASSERT_GE(leaving, 0);
+  ASSERT_EQ(AwaitGauge(s.metrics.running_batch, 1), 1);
+  ASSERT_EQ(send(leaving, next.data(), next.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(next.size()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the watch takes the bytes
+  close(leaving);
+  EXPECT_EQ(AwaitGauge(s.metrics.cancelled_sequences, cancelled + 1), cancelled + 1)
+      << "the request of a client that left after pipelining ran on";
+  ASSERT_EQ(AwaitGauge(s.metrics.running_batch, 0), 0);
+
+  const int staying = ConnectAndSend(s.port, PlainRequestBytes(11, "", 4));
+  ASSERT_GE(staying, 0);
+  ASSERT_EQ(send(staying, next.data(), next.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(next.size()));
+  const std::string received = ReadUntilClosed(staying);
+  close(staying);
+  const size_t first = received.find("HTTP/1.1 200 OK\r\n");
+  ASSERT_NE(first, std::string::npos) << received;
+  const size_t second = received.find("HTTP/1.1 200 OK\r\n", first + 1);
+  ASSERT_NE(second, std::string::npos) << received;
+  EXPECT_NE(received.find("completion_tokens"), std::string::npos) << received;
+  EXPECT_LT(received.find("completion_tokens"), second) << "answers out of order: " << received;
+  EXPECT_NE(received.find("\"ok\"", second), std::string::npos) << received;
+}
+
 // A plain request's client that left while its request waited in the queue:
 // an HTTP/1.0 one (EOF, no reset) kept its place there, and would have had
 // its model time, until its answer was written, since a 1.0 client could not
