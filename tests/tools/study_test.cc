@@ -254,6 +254,23 @@ TEST_F(StudyFilesTest, TopKSeedPast64BitsIsRefused) {
       << r.err;
 }
 
+// CLI11 reads a negative number into a size_t by strtoull, which negates it
+// modulo 2^64: --chars -18446744073709550616 passed the range check as 1000.
+// Every 64-bit integer flag is checked as written (IntegerFlagRange).
+TEST_F(StudyFilesTest, DropoutCharsOutOfRangeAsWrittenAreRefused) {
+  for (const std::string chars : {"-18446744073709550616", "18446744073709551616", "999"}) {
+    const auto r = RunCommand(std::string(DROPK_BINARY_DIR "/bin/dropk study dropout --out ") +
+                              (dir_ / "o").string() + " --corpus " + (dir_ / "none").string() +
+                              " --chars=" + chars);
+    EXPECT_EQ(r.exit_code, 2) << chars << ": " << r.err;
+    EXPECT_EQ(r.err.rfind("dropk: --chars: must be an integer in [1000, 1099511627776], got " +
+                              chars + " (run with --help for usage)\n",
+                          0),
+              0u)
+        << chars << ": " << r.err;
+  }
+}
+
 // A log without a single loss (every train_loss null, no evaluation) made
 // gnuplot fail on loss.gp ("x range is invalid"), exit 1 with its messages
 // over eight lines.
