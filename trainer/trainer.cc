@@ -418,7 +418,7 @@ class TrainingRun {
     if (rank_ == 0) {
       const std::string path = config_.out_dir() + "/metrics.jsonl";
       absl::StatusOr<MetricsLog> metrics = resume->resumed
-                                               ? MetricsLog::OpenForResume(path, resume->step)
+                                               ? MetricsLog::OpenForResume(path, resume->step, log_)
                                                : MetricsLog::Create(path, log_);
       if (!metrics.ok()) return metrics.status();
       metrics_ = std::make_unique<MetricsLog>(*std::move(metrics));
