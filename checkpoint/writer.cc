@@ -307,9 +307,15 @@ absl::Status CheckpointWriter::Publish(const std::string& tmp, const std::string
   }
   if (absl::Status s = env_->SyncDir(tmp); !s.ok()) return s;
   // A directory of the same step left by an earlier run (one we resumed
-  // before, or a corrupt one we skipped) is moved aside, then deleted.
+  // before, or a corrupt one we skipped) is moved aside, then deleted. So is
+  // anything else of its name, a symbolic link to nothing or a loop too:
+  // FileExists follows links and reads those as missing, and the rename
+  // below then failed the save ("Not a directory") after the steps since
+  // the checkpoint before it had been trained.
+  absl::StatusOr<std::vector<std::string>> names = env_->ListDir(root);
+  if (!names.ok()) return names.status();
   std::string aside;
-  if (env_->FileExists(final_dir)) {
+  if (std::find(names->begin(), names->end(), CheckpointDirName(manifest.step())) != names->end()) {
     aside = absl::StrCat(tmp, ".old");
     if (absl::Status s = env_->RenameFile(final_dir, aside); !s.ok()) return s;
   }

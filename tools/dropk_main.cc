@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <functional>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <new>
 #include <string>
@@ -93,11 +94,13 @@ void RegisterDataCommand(CLI::App& app, Action& action) {
                    "Encoding threads (0: every core; at most 1024)")
       ->capture_default_str()
       ->check(thread_count);
-  // CLI11 reads "-1" into a uint64_t as 2^64 - 1: checked as text first.
+  // The minimum said with its reason; what is not a whole number of 64
+  // bits (-1, 2^64: CLI11 keeps what strtoull wraps or saturates them to)
+  // is left to IntegerFlagRange, checked next, which says so.
   const CLI::Validator shard_size(
       [](std::string& text) -> std::string {
         uint64_t value = 0;
-        return absl::SimpleAtoi(text, &value) && value >= dropk::kMinShardTokens
+        return !absl::SimpleAtoi(text, &value) || value >= dropk::kMinShardTokens
                    ? std::string()
                    : absl::StrCat(text, " ", dropk::ShardTokensRule());
       },
@@ -110,7 +113,9 @@ void RegisterDataCommand(CLI::App& app, Action& action) {
                                 ": every training rank memory-maps each shard, a 4 KiB page at "
                                 "least)"))
       ->capture_default_str()
-      ->check(shard_size);
+      ->check(shard_size)
+      ->check(dropk::IntegerFlagRange(dropk::kMinShardTokens, std::numeric_limits<uint64_t>::max())
+                  .description(""));  // the help says N >= 4096 already
   prepare
       ->add_option("input", flags->options.inputs,
                    "Input text files or directories (read recursively)")

@@ -1,13 +1,14 @@
 #include "tools/study_command.h"
 
-#include <cerrno>
 #include <cmath>
-#include <cstdlib>
+#include <cstdint>
 #include <filesystem>
 #include <iostream>
+#include <limits>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "base/cli_flag_values.h"
 #include "base/number_text.h"
 #include "comm/communicator.h"
 #include "comm/mpi_communicator.h"
@@ -80,7 +81,7 @@ void RegisterDropoutStudy(CLI::App& study, std::function<absl::Status()>& action
   cmd->add_option("--corpus", options->corpus_path, "UTF-8 text file")->capture_default_str();
   cmd->add_option("--chars", options->chars, "Use the first this many bytes of the corpus")
       ->capture_default_str()
-      ->check(CLI::Range(size_t{1000}, size_t{1} << 40));
+      ->check(IntegerFlagRange(size_t{1000}, size_t{1} << 40));
   cmd->add_option("--rates", options->rates, "Dropout rates, comma-separated")
       ->delimiter(',')
       ->check(FloatAsTyped([](float r) { return r >= 0.0f && r < 1.0f; }, "[0, 1)"))
@@ -107,19 +108,8 @@ void RegisterTopKStudy(CLI::App& study, std::function<absl::Status()>& action) {
       ->capture_default_str();
   cmd->add_option("--max-tokens", options->max_tokens, "Tokens per completion")
       ->capture_default_str();
-  // CLI11 reads "-1" into a uint64_t as 2^64 - 1, and 2^64 or more as
-  // 2^64 - 1 too (strtoull's overflow), without a word: both are refused
-  // first, quoting the number as typed.
   cmd->add_option("--seed", options->seed, "Seed of the first sample (then seed+1, ...)")
-      ->check(CLI::Validator(
-          [](const std::string& text) {
-            errno = 0;
-            std::strtoull(text.c_str(), nullptr, 0);
-            return text.find('-') != std::string::npos || errno == ERANGE
-                       ? absl::StrCat("must be an integer in [0, 18446744073709551615], got ", text)
-                       : std::string();
-          },
-          "UINT64"))
+      ->check(IntegerFlagRange(uint64_t{0}, std::numeric_limits<uint64_t>::max()))
       ->capture_default_str();
   cmd->add_option("--ks", options->ks, "Top-k values, comma-separated; 0 = whole vocabulary")
       ->delimiter(',')

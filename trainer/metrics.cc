@@ -42,14 +42,15 @@ bool Exists(const std::string& path) {
 }  // namespace
 
 std::string KeptEarlierLogPath(const std::string& path, std::time_t last_write,
-                               bool (*taken)(const std::string& candidate)) {
+                               bool (*taken)(const std::string& candidate),
+                               const std::string& label) {
   std::string stem = path;
   if (absl::EndsWith(stem, ".jsonl")) stem.resize(stem.size() - std::string(".jsonl").size());
   std::tm utc = {};
   ::gmtime_r(&last_write, &utc);
   char stamp[32] = {};
   std::strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &utc);
-  const std::string base = absl::StrCat(stem, ".earlier-run-", stamp);
+  const std::string base = absl::StrCat(stem, ".", label, "-", stamp);
   std::string candidate = base + ".jsonl";
   for (int n = 2; taken(candidate); ++n) candidate = absl::StrCat(base, "-", n, ".jsonl");
   return candidate;
@@ -75,20 +76,23 @@ absl::StatusOr<MetricsLog> MetricsLog::Create(const std::string& path, std::ostr
   return log_file;
 }
 
-absl::StatusOr<MetricsLog> MetricsLog::OpenForResume(const std::string& path, int64_t resume_step) {
+absl::StatusOr<MetricsLog> MetricsLog::OpenForResume(const std::string& path, int64_t resume_step,
+                                                     std::ostream& log) {
   const std::string tmp = path + ".tmp";
   for (const std::string& p : {path, tmp}) {
     if (absl::Status s = CheckRegularOrMissing(p); !s.ok()) return s;
   }
   std::string kept;
+  int not_rows = 0, first_not_row = 0;  // whole lines (ended by '\n') that are not rows
   {
     std::ifstream in(path);
     std::string line;
-    while (std::getline(in, line)) {
+    for (int number = 1; std::getline(in, line); ++number) {
       const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
-          j["step"].get<int64_t>() < resume_step) {
-        kept += line + "\n";
+      if (j.is_object() && j.contains("step") && j["step"].is_number_integer()) {
+        if (j["step"].get<int64_t>() < resume_step) kept += line + "\n";
+      } else if (!in.eof() && not_rows++ == 0) {  // eof: the last line, torn by a crash
+        first_not_row = number;
       }
     }
   }
@@ -98,13 +102,26 @@ absl::StatusOr<MetricsLog> MetricsLog::OpenForResume(const std::string& path, in
     out.flush();
     if (!out) return absl::PermissionDeniedError(CannotWrite(tmp));
   }
+  // Such lines were dropped without a word; the log is kept as it was.
+  if (not_rows > 0) {
+    struct stat st;
+    const std::time_t last_write =
+        ::stat(path.c_str(), &st) == 0 ? st.st_mtime : std::time(nullptr);
+    const std::string aside = KeptEarlierLogPath(path, last_write, Exists, "before-resume");
+    if (std::rename(path.c_str(), aside.c_str()) != 0) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("cannot keep ", path, " as ", aside, ": ", std::strerror(errno)));
+    }
+    log << "dropk-train: " << path << " line " << first_not_row << " is not a metrics row ("
+        << not_rows << " such line(s)); the log as it was is kept as " << aside << std::endl;
+  }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     return absl::PermissionDeniedError(absl::StrCat("cannot replace ", path));
   }
-  MetricsLog log(path);
-  log.out_.open(path, std::ios::out | std::ios::app);
-  if (!log.out_) return absl::PermissionDeniedError(CannotWrite(path));
-  return log;
+  MetricsLog log_file(path);
+  log_file.out_.open(path, std::ios::out | std::ios::app);
+  if (!log_file.out_) return absl::PermissionDeniedError(CannotWrite(path));
+  return log_file;
 }
 
 absl::Status MetricsLog::Append(const MetricsRow& row) {

@@ -88,12 +88,13 @@ absl::StatusOr<std::vector<std::string>> ExpandInputs(const std::vector<std::str
   if (inputs.empty()) return absl::InvalidArgumentError("no input files given");
   std::vector<std::string> files;
   for (const std::string& input : inputs) {
+    // A symbolic link loop or a directory that may not be searched is the
+    // user's to fix (exit 2; it was 1, as for a failing disk).
+    absl::StatusOr<fs::file_status> looked_up =
+        PathStatus(input, absl::StrCat("cannot access input '", input, "'"));
+    if (!looked_up.ok()) return looked_up.status();
+    const fs::file_status status = *looked_up;
     std::error_code ec;
-    const fs::file_status status = fs::status(input, ec);
-    if (ec && ec != std::errc::no_such_file_or_directory) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot access input '", input, "': ", ec.message()));
-    }
     if (!fs::exists(status)) {
       return absl::NotFoundError(absl::StrCat("input file '", input, "' does not exist"));
     }
@@ -505,6 +506,22 @@ absl::StatusOr<int> WriteSplit(Env* env, const std::string& spool_path, StagedFi
   return static_cast<int>(shards);
 }
 
+// InvalidArgument naming --shard-tokens when `tokens` tokens of the split
+// `split` in files of at most `shard_tokens` would make more than
+// kMaxShardsPerSplit files, saying the smallest --shard-tokens that fits.
+absl::Status CheckShardCount(const std::string& split, uint64_t tokens, uint64_t shard_tokens) {
+  // Not (tokens + shard_tokens - 1) / shard_tokens: that overflows.
+  const uint64_t shards = tokens / shard_tokens + (tokens % shard_tokens != 0);
+  if (shards <= kMaxShardsPerSplit) return absl::OkStatus();
+  const uint64_t fewest = tokens / kMaxShardsPerSplit + (tokens % kMaxShardsPerSplit != 0);
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--shard-tokens ", shard_tokens, ": the ", split, " split's ", tokens, " tokens would make ",
+      shards, " shards, more than the ", kMaxShardsPerSplit,
+      " a split may have (every training rank memory-maps each shard of both splits); give "
+      "--shard-tokens ",
+      fewest, " or more"));
+}
+
 // The dataset id of a preparation: a CRC32C over everything that decides
 // its files (the tokens, the tokenizer, where train ends, the shard size),
 // never 0. Derived from the content, not random, so preparing the same text
@@ -582,11 +599,8 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
   std::error_code ec;
   fs::create_directories(options.out_dir, ec);
   if (ec) {
-    const std::string what = absl::StrCat(out_flag, ": cannot create it");
-    if (absl::Status s = DanglingLinkOnPath(what, options.out_dir); !s.ok()) return s;
-    const absl::Status why = PathError(what, ec);
-    // A missing parent cannot be (create_directories makes parents).
-    return absl::IsNotFound(why) ? absl::UnavailableError(why.message()) : why;
+    return DirectoryCreationError(absl::StrCat(out_flag, ": cannot create it"), options.out_dir,
+                                  ec);
   }
   const fs::path dir(options.out_dir);
   // One preparation per directory at a time (a prepare step run on every
@@ -628,6 +642,10 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
                                         : absl::StrCat(files->size(), " input files"),
                      " into ", n_train, " train and ", *n - std::min(*n, n_train),
                      " val tokens; both must be non-empty"));
+  }
+  if (absl::Status s = CheckShardCount("train", n_train, options.shard_tokens); !s.ok()) return s;
+  if (absl::Status s = CheckShardCount("val", *n - n_train, options.shard_tokens); !s.ok()) {
+    return s;
   }
   const int vocab_size = tokenizer->vocab_size();
   const std::string tokenizer_path = (dir / kTokenizerFile).string();

@@ -80,12 +80,7 @@ absl::StatusOr<RunDirectoryLock> RunDirectoryLock::Acquire(const std::string& di
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) {
-    const std::string what = absl::StrCat(field, "=", dir, ": cannot create it");
-    if (absl::Status s = DanglingLinkOnPath(what, dir); !s.ok()) return s;
-    // A file in the way (the directory named is a regular file, or under
-    // one) is the user's to fix: exit 2, not 1 (base/exit_codes.h).
-    const absl::Status why = PathError(what, ec);
-    return absl::IsInvalidArgument(why) ? why : absl::PermissionDeniedError(why.message());
+    return DirectoryCreationError(absl::StrCat(field, "=", dir, ": cannot create it"), dir, ec);
   }
   return AcquireFile(dir + "/" + kind.file_name, absl::StrCat(field, "=", dir), field, kind.job,
                      log, std::move(wait));

@@ -247,12 +247,8 @@ class TrainingRun {
       std::error_code ec;
       std::filesystem::create_directories(config_.out_dir(), ec);
       if (ec) {
-        const std::string what = absl::StrCat("out_dir=", config_.out_dir(), ": cannot create");
-        if (absl::Status s = DanglingLinkOnPath(what, config_.out_dir()); !s.ok()) return s;
-        // A file in the way (out_dir names a regular file, or a path under
-        // one) is the user's to fix: exit 2, not 1 (base/exit_codes.h).
-        const absl::Status why = PathError(what, ec);
-        return absl::IsInvalidArgument(why) ? why : absl::PermissionDeniedError(why.message());
+        return DirectoryCreationError(
+            absl::StrCat("out_dir=", config_.out_dir(), ": cannot create"), config_.out_dir(), ec);
       }
     }
 
@@ -422,7 +418,7 @@ class TrainingRun {
     if (rank_ == 0) {
       const std::string path = config_.out_dir() + "/metrics.jsonl";
       absl::StatusOr<MetricsLog> metrics = resume->resumed
-                                               ? MetricsLog::OpenForResume(path, resume->step)
+                                               ? MetricsLog::OpenForResume(path, resume->step, log_)
                                                : MetricsLog::Create(path, log_);
       if (!metrics.ok()) return metrics.status();
       metrics_ = std::make_unique<MetricsLog>(*std::move(metrics));

@@ -448,6 +448,24 @@ TEST_F(CheckpointTest, SavingTheSameStepAgainReplacesIt) {
   EXPECT_TRUE(VerifyCheckpoint(dir_ + "/ckpt/step-00000003").ok());
 }
 
+// A symbolic link to nothing, or a loop, where a checkpoint of the step is
+// saved (the reader skips it: "not a directory"): the save failed on it
+// ("Not a directory"), so a resumed run trained up to that step and then
+// exited 1. It is replaced, as a corrupt checkpoint of the step is.
+TEST_F(CheckpointTest, SavingOverALinkToNothingOrALoopReplacesIt) {
+  ASSERT_TRUE(Save(1).ok());
+  for (const std::string target : {"step-00000003", "nowhere"}) {
+    SCOPED_TRACE(target);
+    fs::remove_all(dir_ + "/ckpt/step-00000003");
+    fs::create_directory_symlink(target, dir_ + "/ckpt/step-00000003");
+    const absl::StatusOr<std::string> saved = Save(3);
+    ASSERT_TRUE(saved.ok()) << saved.status();
+    EXPECT_FALSE(fs::is_symlink(dir_ + "/ckpt/step-00000003"));
+    EXPECT_TRUE(VerifyCheckpoint(dir_ + "/ckpt/step-00000003").ok());
+    EXPECT_EQ(Latest(), "step-00000003\n");
+  }
+}
+
 // A FIFO where the writer puts LATEST.tmp: opening it for writing waited for
 // a reader, and the run hung at its save.
 TEST_F(CheckpointTest, AFifoInTheWayFailsTheSaveWithoutBlockingAndKeepsLatest) {

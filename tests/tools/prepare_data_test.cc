@@ -34,6 +34,7 @@ namespace {
 using ::testing::AllOf;
 using ::testing::AnyOf;
 using ::testing::HasSubstr;
+using ::testing::MatchesRegex;
 using ::testing::StartsWith;
 
 const char kShakespeare[] = DROPK_SOURCE_DIR "/data/tinyshakespeare.txt";
@@ -630,6 +631,21 @@ TEST_F(PrepareDataTest, ShardTokensBelowAPageAreRefusedSayingWhy) {
   EXPECT_FALSE(std::filesystem::exists(Path("o")));
 }
 
+// 2^64 was refused as "18446744073709551616 must be a whole number >=
+// 4096", which it is: past 64 bits (or negative) it is said so.
+TEST_F(PrepareDataTest, ShardTokensPast64BitsAreRefusedAsWritten) {
+  for (const std::string tokens : {"18446744073709551616", "-1"}) {
+    const test_util::CommandResult run =
+        RunDropk("data prepare --tokenizer char --out '" + Path("o") +
+                 "' --shard-tokens=" + tokens + " '" + kShakespeare + "'");
+    EXPECT_EQ(run.exit_code, 2) << run.err;
+    EXPECT_THAT(run.err, StartsWith("dropk: --shard-tokens: must be an integer in [4096, "
+                                    "18446744073709551615], got " +
+                                    tokens + " ("));
+  }
+  EXPECT_FALSE(std::filesystem::exists(Path("o")));
+}
+
 TEST_F(PrepareDataTest, CliRejectsBadUsageWithExit2) {
   ASSERT_TRUE(std::filesystem::exists(kDropk)) << kDropk << " is not built";
   const std::string input = std::string("'") + kShakespeare + "'";
@@ -701,6 +717,67 @@ TEST_F(PrepareDataTest, CliNamesTheFlagForThreadsAndAnOutThatIsAFile) {
   EXPECT_EQ(run.err,
             "dropk: --out " + Path("tiny.txt") + "/sub: cannot create it: Not a directory\n");
   EXPECT_EQ(test_util::ReadFile(Path("tiny.txt")), "a file\n");
+}
+
+// An input that is a symbolic link loop exited 1, as if the disk had
+// failed: it is the user's to fix.
+TEST_F(PrepareDataTest, CliNamesAnInputThatIsALinkLoop) {
+  std::filesystem::create_symlink(Path("loop"), Path("loop"));
+  const test_util::CommandResult run =
+      RunDropk("data prepare --tokenizer char --out '" + Path("o") + "' '" + Path("loop") + "'");
+  EXPECT_EQ(run.exit_code, 2) << run.err;
+  EXPECT_EQ(run.err, "dropk: cannot access input '" + Path("loop") +
+                         "': Too many levels of symbolic links\n");
+  EXPECT_FALSE(std::filesystem::exists(Path("o")));
+}
+
+// An --out where no directory can be made (mkdir under /proc fails with
+// ENOENT) exited 1, as if the disk had failed: it is the user's to fix.
+TEST_F(PrepareDataTest, CliNamesAnOutThatCannotBeMadeThere) {
+  std::error_code ec;
+  std::filesystem::create_directory("/proc/dropk-probe", ec);
+  if (ec != std::errc::no_such_file_or_directory) {
+    GTEST_SKIP() << "mkdir under /proc says " << ec.message() << " here";
+  }
+  const test_util::CommandResult run = RunDropk(
+      std::string("data prepare --tokenizer char --out /proc/dropk/data '") + kShakespeare + "'");
+  EXPECT_EQ(run.exit_code, 2) << run.err;
+  EXPECT_EQ(run.err,
+            "dropk: --out /proc/dropk/data: cannot create it: No such file or directory\n");
+}
+
+// A split of more than kMaxShardsPerSplit shards is refused before anything
+// is written, saying which --shard-tokens fits: with no cap, --shard-tokens
+// 4096 cut 4 x 10^9 tokens into a million files, and every training rank
+// would have failed to memory-map them all.
+TEST_F(PrepareDataTest, ASplitOfTooManyShardsIsRefusedNamingTheFlag) {
+  // The val split's, give or take the rounding of val_fraction.
+  const uint64_t tokens = kMinShardTokens * kMaxShardsPerSplit + 100;
+  {
+    std::ofstream big(Path("big.txt"), std::ios::binary);
+    const std::string line(4095, 'a');
+    for (uint64_t written = 0; written < tokens + 100; written += line.size() + 1) {
+      big << line << '\n';
+    }
+  }
+  PrepareOptions options;
+  options.kind = Tokenizer::BYTE;
+  options.inputs = {Path("big.txt")};
+  options.out_dir = Path("o");
+  options.shard_tokens = kMinShardTokens;
+  const uint64_t n = std::filesystem::file_size(Path("big.txt"));
+  options.val_fraction = static_cast<double>(tokens) / static_cast<double>(n);
+  const absl::StatusOr<PrepareSummary> summary = PrepareData(options);
+  ASSERT_EQ(summary.status().code(), absl::StatusCode::kInvalidArgument) << summary.status();
+  EXPECT_THAT(std::string(summary.status().message()),
+              MatchesRegex("--shard-tokens 4096: the val split's [0-9]+ tokens would make 10001 "
+                           "shards, more than the 10000 a split may have \\(every training rank "
+                           "memory-maps each shard of both splits\\); give --shard-tokens 4097 or "
+                           "more"));
+  for (const auto& entry : std::filesystem::directory_iterator(Path("o"))) {
+    EXPECT_EQ(entry.path().filename().string().find(".bin"), std::string::npos)
+        << entry.path() << " written anyway";
+  }
 }
 
 TEST_F(PrepareDataTest, CliHelpExits0) {

@@ -146,6 +146,30 @@ TEST_F(StudyFilesTest, PlotWritesPngsWithTheirDataAndNamesAMissingRun) {
       << missing.err;
 }
 
+// An --out where no directory can be made (mkdir under /proc fails with
+// ENOENT) read "cannot create DIR: No such file or directory", not naming
+// --out, and exited 1 as if the disk had failed.
+TEST_F(StudyFilesTest, PlotAndDropoutStudyNameAnOutThatCannotBeMade) {
+  std::error_code ec;
+  fs::create_directory("/proc/dropk-probe", ec);
+  if (ec != std::errc::no_such_file_or_directory) {
+    GTEST_SKIP() << "mkdir under /proc says " << ec.message() << " here";
+  }
+  fs::create_directories(dir_ / "run");
+  Write("run/metrics.jsonl", "{\"step\":0,\"train_loss\":4.0,\"lr\":0.0,\"tokens_per_s\":0}\n");
+  auto r = RunCommand(DROPK_BINARY_DIR "/bin/dropk plot " + (dir_ / "run").string() +
+                      " --out /proc/dropk/plots");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.err, "dropk: --out /proc/dropk/plots: cannot create it: No such file or directory\n");
+  Write("corpus.txt", std::string(2000, 'a'));
+  r = RunCommand(DROPK_BINARY_DIR "/bin/dropk study dropout --corpus " +
+                 (dir_ / "corpus.txt").string() + " --chars 1000 --out /proc/dropk/study");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.err,
+            "dropk: --out /proc/dropk/study: cannot create /proc/dropk/study/data: No such file "
+            "or directory\n");
+}
+
 // A corpus that is not UTF-8 was reported as "input file
 // 'OUT/data/corpus.txt': invalid UTF-8": the study's private copy.
 TEST_F(StudyFilesTest, ABadCorpusIsNamedAsTheUserGaveIt) {
@@ -252,6 +276,23 @@ TEST_F(StudyFilesTest, TopKSeedPast64BitsIsRefused) {
                         0),
             0u)
       << r.err;
+}
+
+// CLI11 reads a negative number into a size_t by strtoull, which negates it
+// modulo 2^64: --chars -18446744073709550616 passed the range check as 1000.
+// Every 64-bit integer flag is checked as written (IntegerFlagRange).
+TEST_F(StudyFilesTest, DropoutCharsOutOfRangeAsWrittenAreRefused) {
+  for (const std::string chars : {"-18446744073709550616", "18446744073709551616", "999"}) {
+    const auto r = RunCommand(std::string(DROPK_BINARY_DIR "/bin/dropk study dropout --out ") +
+                              (dir_ / "o").string() + " --corpus " + (dir_ / "none").string() +
+                              " --chars=" + chars);
+    EXPECT_EQ(r.exit_code, 2) << chars << ": " << r.err;
+    EXPECT_EQ(r.err.rfind("dropk: --chars: must be an integer in [1000, 1099511627776], got " +
+                              chars + " (run with --help for usage)\n",
+                          0),
+              0u)
+        << chars << ": " << r.err;
+  }
 }
 
 // A log without a single loss (every train_loss null, no evaluation) made

@@ -166,6 +166,28 @@ TEST_F(TrainCliTest, RunDirectoryThatCannotBeWrittenExitsTwoNamingIt) {
   }
 }
 
+// A run directory where no directory can be made (mkdir under /proc fails
+// with ENOENT, "No such file or directory") exited 1, as if the disk had
+// failed, where a missing permission exits 2: the path is the user's to fix.
+TEST_F(TrainCliTest, RunDirectoryThatCannotBeMadeThereExitsTwoNamingIt) {
+  std::error_code ec;
+  std::filesystem::create_directory("/proc/dropk-probe", ec);
+  if (ec != std::errc::no_such_file_or_directory) {
+    GTEST_SKIP() << "mkdir under /proc says " << ec.message() << " here";
+  }
+  const BadArgs cases[] = {
+      {"--out_dir=/proc/dropk/run", "out_dir=/proc/dropk/run: cannot create"},
+      {"--checkpoint_dir=/proc/dropk/run", "checkpoint_dir=/proc/dropk/run: cannot create it: "},
+  };
+  for (const BadArgs& c : cases) {
+    const test_util::CommandResult r =
+        RunTrainCli(Base() + " --out_dir=" + scratch_->path() + "/out_cannot_be_made" +
+                    " --max_iters=1 --sample_tokens=0 " + c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.out;
+    EXPECT_NE(r.out.find(c.expected), std::string::npos) << c.args << "\n" << r.out;
+  }
+}
+
 // A job refused a run directory that another job holds leaves nothing there:
 // its failure record (OUT_DIR/failures) would read as that job's own.
 TEST_F(TrainCliTest, AJobRefusedAnotherJobsRunDirectoryRecordsNothingThere) {

@@ -9,8 +9,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <set>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "support/fifo.h"
 #include "support/temp_dir.h"
@@ -28,7 +31,7 @@ TEST(MetricsLogTest, AFifoIsRefusedWithoutBlocking) {
   test_util::FifoWithUnblocker fifo(dir.Path("metrics.jsonl"), std::chrono::seconds(10));
   for (bool resume : {false, true}) {
     const auto start = std::chrono::steady_clock::now();
-    absl::StatusOr<MetricsLog> log = resume ? MetricsLog::OpenForResume(fifo.path(), 5)
+    absl::StatusOr<MetricsLog> log = resume ? MetricsLog::OpenForResume(fifo.path(), 5, std::cerr)
                                             : MetricsLog::Create(fifo.path(), std::cerr);
     EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5))
         << "open blocked (resume " << resume << ")";
@@ -71,6 +74,46 @@ TEST(MetricsLogTest, AFreshLogKeepsTheEarlierRunsLog) {
   std::ostringstream quiet;
   ASSERT_TRUE(MetricsLog::Create(path, quiet).ok());
   EXPECT_EQ(quiet.str(), "");
+}
+
+// A whole line of metrics.jsonl that is not a row (a torn last line is one
+// a crash cut short) was dropped on resume without a word, the log
+// rewritten without it. The log is kept as it was first, and a line says so.
+TEST(MetricsLogTest, ResumingALogWithLinesThatAreNotRowsKeepsItAsItWas) {
+  test_util::ScopedTempDir dir("metrics");
+  const std::string path = dir.Path("metrics.jsonl");
+  const std::string before =
+      "{\"step\":1,\"lr\":0.1}\nnot a row\n{\"step\":2,\"lr\":0.2}\n{\"step\":7,\"lr\":0.7}\n"
+      "{\"step\":3,";
+  std::ofstream(path) << before;
+  std::ostringstream said;
+  absl::StatusOr<MetricsLog> log = MetricsLog::OpenForResume(path, 5, said);
+  ASSERT_TRUE(log.ok()) << log.status();
+  std::vector<std::string> kept;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
+    if (entry.path().filename() != "metrics.jsonl") kept.push_back(entry.path().string());
+  }
+  ASSERT_EQ(kept.size(), 1u) << said.str();
+  EXPECT_THAT(kept[0],
+              ::testing::MatchesRegex(".*/metrics\\.before-resume-[0-9]{8}T[0-9]{6}Z\\.jsonl"));
+  std::ifstream kept_file(kept[0]);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(kept_file), {}), before);
+  std::ifstream now(path);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(now), {}),
+            "{\"step\":1,\"lr\":0.1}\n{\"step\":2,\"lr\":0.2}\n");
+  EXPECT_EQ(said.str(), "dropk-train: " + path +
+                            " line 2 is not a metrics row (1 such line(s)); the log as it was is "
+                            "kept as " +
+                            kept[0] + "\n");
+  // Only a torn last line: rewritten without it, quietly, as before.
+  std::filesystem::remove(kept[0]);
+  std::ofstream(path, std::ios::trunc) << "{\"step\":1}\n{\"step\":2";
+  std::ostringstream quiet;
+  ASSERT_TRUE(MetricsLog::OpenForResume(path, 5, quiet).ok());
+  EXPECT_EQ(quiet.str(), "");
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()),
+                          std::filesystem::directory_iterator()),
+            1);
 }
 
 // The kept log's name says what it is and when that run last wrote, and

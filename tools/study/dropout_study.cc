@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/path_status.h"
 #include "tools/study/gnuplot.h"
 #include "trainer/config.h"
 #include "trainer/prepare_data.h"
@@ -56,7 +57,10 @@ absl::Status PrepareCorpus(const DropoutStudyOptions& options, const std::string
   if (text.empty())
     return absl::InvalidArgumentError(absl::StrCat(options.corpus_path, " is empty"));
   fs::create_directories(data_dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot create ", data_dir, ": ", ec.message()));
+  if (ec) {
+    return DirectoryCreationError(
+        absl::StrCat("--out ", options.out_dir, ": cannot create ", data_dir), data_dir, ec);
+  }
   const std::string corpus = (fs::path(data_dir) / "corpus.txt").string();
   {
     std::ofstream out(corpus, std::ios::binary | std::ios::trunc);

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "base/path_status.h"
 #include "tools/study/gnuplot.h"
 #include "tools/study/run_metrics.h"
 
@@ -86,7 +87,10 @@ absl::StatusOr<std::vector<std::string>> PlotRun(const std::string& run_dir,
   if (!rows.ok()) return rows.status();
   std::error_code ec;
   fs::create_directories(out_dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot create ", out_dir, ": ", ec.message()));
+  if (ec) {
+    return DirectoryCreationError(absl::StrCat("--out ", out_dir, ": cannot create it"), out_dir,
+                                  ec);
+  }
   const std::string csv = (fs::path(out_dir) / "metrics.csv").string();
   if (absl::Status s = WriteCsv(*rows, csv); !s.ok()) return s;
 

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/path_status.h"
 #include "model/generate.h"
 #include "model/inference.h"
 #include "nlohmann/json.hpp"
@@ -197,8 +198,10 @@ absl::StatusOr<TopKStudyResult> RunTopKStudy(const TopKStudyOptions& options) {
   }
   std::error_code ec;
   fs::create_directories(options.out_dir, ec);
-  if (ec)
-    return absl::InternalError(absl::StrCat("cannot create ", options.out_dir, ": ", ec.message()));
+  if (ec) {
+    return DirectoryCreationError(absl::StrCat("--out ", options.out_dir, ": cannot create it"),
+                                  options.out_dir, ec);
+  }
   std::ofstream samples_out((fs::path(options.out_dir) / "topk_samples.jsonl").string(),
                             std::ios::trunc);
 

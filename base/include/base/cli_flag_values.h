@@ -1,16 +1,24 @@
+// Flag values CLI11 takes wrongly without a word.
 // A flag written without its value before another flag. CLI11 takes the
 // argument after a flag that needs a value as that value, whatever it is:
 // `dropk-train --resume --max_iters=5` resumed from a checkpoint named
 // "--max_iters=5" and dropped max_iters; `dropk data prepare --out
 // --threads=2 in.txt` wrote into a directory named "--threads=2".
+// And a 64-bit integer out of range: CLI11 (2.1) reads one with strtoull or
+// strtoll and keeps what they saturate or wrap to.
 #ifndef DROPK_BASE_CLI_FLAG_VALUES_H_
 #define DROPK_BASE_CLI_FLAG_VALUES_H_
 
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
 
 namespace dropk {
 
@@ -54,6 +62,42 @@ inline std::string FlagMissingItsValue(const CLI::App& app, const std::vector<st
            ", is a flag); write " + args[i] + "=VALUE, which also takes a value starting with --";
   }
   return "";
+}
+
+// A CLI11 check for an integer flag read into the 64-bit `Int` (int64_t,
+// uint64_t, size_t), which refuses every text that is not an integer in
+// [min, max] as written: "must be an integer in [MIN, MAX], got TEXT" (CLI11
+// puts the flag first). CLI11 converts such a flag with strtoull or strtoll
+// and checks nothing more: 18446744073709551616 became 2^64 - 1, "-1" into
+// an unsigned flag 2^64 - 1 and "-18446744073709550616" 1000, so a
+// CLI::Range saw numbers nobody typed. Reads numbers as CLI11 does (base 0:
+// 0x10 is 16, a leading 0 is octal). Help shows "INT in [MIN - MAX]" as
+// CLI::Range's does ("UINT" for an unsigned Int).
+template <typename Int>
+CLI::Validator IntegerFlagRange(Int min, Int max) {
+  static_assert(std::is_integral_v<Int> && sizeof(Int) == 8);
+  return CLI::Validator(
+      [min, max](const std::string& text) -> std::string {
+        const auto problem = [&] {
+          return absl::StrCat("must be an integer in [", min, ", ", max, "], got ", text);
+        };
+        char* end = nullptr;
+        errno = 0;
+        Int value;
+        if constexpr (std::is_unsigned_v<Int>) {
+          // strtoull negates a number after a '-' in unsigned arithmetic.
+          if (text.find('-') != std::string::npos) return problem();
+          value = std::strtoull(text.c_str(), &end, 0);
+        } else {
+          value = std::strtoll(text.c_str(), &end, 0);
+        }
+        if (text.empty() || errno == ERANGE || end != text.c_str() + text.size() || value < min ||
+            value > max) {
+          return problem();
+        }
+        return std::string();
+      },
+      absl::StrCat(std::is_unsigned_v<Int> ? "UINT" : "INT", " in [", min, " - ", max, "]"));
 }
 
 }  // namespace dropk

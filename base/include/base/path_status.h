@@ -80,6 +80,22 @@ inline absl::Status DanglingLinkOnPath(const std::string& what, const std::files
   return absl::OkStatus();
 }
 
+// The status for create_directories(dir) failing with `ec`, `what` naming
+// the directory and the field or flag it came from ("out_dir=x: cannot
+// create it"). A path the user can fix is exit 2 (base/exit_codes.h): a
+// dangling symbolic link on it (DanglingLinkOnPath), a parent where no
+// directory can be made (ENOENT: under /proc; a component removed meanwhile),
+// a file in the way, no permission, a read-only file system (PathError).
+// Anything else (EIO, ENOSPC) is PermissionDenied, exit 1. Never throws.
+inline absl::Status DirectoryCreationError(const std::string& what,
+                                           const std::filesystem::path& dir, std::error_code ec) {
+  if (absl::Status s = DanglingLinkOnPath(what, dir); !s.ok()) return s;
+  const absl::Status why = PathError(what, ec);
+  return absl::IsInvalidArgument(why) || absl::IsNotFound(why)
+             ? why
+             : absl::PermissionDeniedError(why.message());
+}
+
 }  // namespace dropk
 
 #endif  // DROPK_BASE_PATH_STATUS_H_

@@ -37,9 +37,13 @@ class MetricsLog {
   // run directory (RunDirectoryLock), so no other run renames there.
   static absl::StatusOr<MetricsLog> Create(const std::string& path, std::ostream& log);
   // Resuming at `resume_step`: keeps the rows of steps before it (rows the
-  // interrupted run wrote after its checkpoint are dropped, as are torn
-  // lines; they will be written again) and appends after them.
-  static absl::StatusOr<MetricsLog> OpenForResume(const std::string& path, int64_t resume_step);
+  // interrupted run wrote after its checkpoint are dropped, as is a torn
+  // last line; they will be written again) and appends after them. A log
+  // holding whole lines that are not rows is first kept as it was, renamed
+  // to KeptEarlierLogPath's name with label "before-resume", which `log` is
+  // told in one line.
+  static absl::StatusOr<MetricsLog> OpenForResume(const std::string& path, int64_t resume_step,
+                                                  std::ostream& log);
   absl::Status Append(const MetricsRow& row);
 
  private:
@@ -50,10 +54,11 @@ class MetricsLog {
 
 // Where Create keeps an earlier run's log `path` ("RUN/metrics.jsonl") whose
 // last write was at `last_write` (UTC): "RUN/metrics.earlier-run-
-// 20261201T001234Z.jsonl", with "-2", "-3", ... before ".jsonl" while
-// `taken(candidate)` says the name is in use.
+// 20261201T001234Z.jsonl" (`label` after "metrics."), with "-2", "-3", ...
+// before ".jsonl" while `taken(candidate)` says the name is in use.
 std::string KeptEarlierLogPath(const std::string& path, std::time_t last_write,
-                               bool (*taken)(const std::string& candidate));
+                               bool (*taken)(const std::string& candidate),
+                               const std::string& label = "earlier-run");
 
 // "step 250/2000 | loss 1.9876 | lr 9.51e-04 | 25,310 tok/s | 12.3s elapsed | ETA 1m25s"
 // with " | train 1.90 val 2.01" appended on evaluation steps.

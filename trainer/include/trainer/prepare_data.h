@@ -39,6 +39,13 @@ inline constexpr int kMaxPrepareThreads = 1024;
 // default on Linux) however few tokens it holds: 4096 one-byte tokens fill
 // a page. --shard-tokens 1 wrote a file per token.
 inline constexpr uint64_t kMinShardTokens = 4096;
+// The most token files a split may have. Every training rank maps every
+// shard of both splits, and Linux allows a process 65,530 maps by default
+// (vm.max_map_count), its libraries, thread stacks and large allocations
+// included: 2 x 10,000 leaves room. A corpus of 4 x 10^9 tokens cut into
+// shards of 4096 would have made about a million files, and a trainer that
+// failed to map them.
+inline constexpr uint64_t kMaxShardsPerSplit = 10'000;
 // Why --shard-tokens has its minimum, for its error and help: "must be a
 // whole number >= 4096 (every training rank memory-maps each shard, ...)".
 std::string ShardTokensRule();
@@ -97,8 +104,10 @@ struct PrepareSummary {
 // directory without files, empty input, invalid UTF-8 for CHAR, missing or
 // bad GPT-2 files, val_fraction outside (0, 1), a named input that is a
 // token file, a split that leaves train or val empty, shard_tokens below
-// kMinShardTokens, chunk_bytes of 0, an out_dir that cannot be created or written, an
-// out_dir another preparation is writing (FailedPrecondition: it holds a
+// kMinShardTokens or so small that a split would have more than
+// kMaxShardsPerSplit files (found after encoding, before anything is
+// written; InvalidArgument naming --shard-tokens), chunk_bytes of 0, an out_dir that cannot be
+// created or written, an out_dir another preparation is writing (FailedPrecondition: it holds a
 // flock on out_dir/.dropk-prepare.lock). Blocks.
 absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options);
 
