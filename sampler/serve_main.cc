@@ -120,7 +120,8 @@ int Main(int argc, char** argv) {
     std::cout << app.help();
     return dropk::kExitOk;
   } catch (const CLI::ParseError& e) {
-    std::cerr << "dropk-serve: " << e.what() << " (run with --help for usage)\n";
+    std::cerr << "dropk-serve: " << dropk::DescribeParseError(e.what())
+              << " (run with --help for usage)\n";
     return dropk::kExitUsage;
   }
   if (o.checkpoints_dir.empty()) {

@@ -128,16 +128,6 @@ void RegisterDataCommand(CLI::App& app, Action& action) {
   });
 }
 
-// CLI11's words for a parse error, where they do not say what happened:
-// a flag given twice read "--threads: At Most 1 required but received 2".
-std::string DescribeParseError(const std::string& what) {
-  static constexpr char kAtMostOne[] = ": At Most 1 required but received ";
-  const size_t at = what.find(kAtMostOne);
-  if (at == std::string::npos) return what;
-  return absl::StrCat(what.substr(0, at), " given ", what.substr(at + sizeof(kAtMostOne) - 1),
-                      " times; give it once");
-}
-
 // CLI11 reports a word that names no subcommand ("dropk bogus", "dropk ckpt
 // chek") as "A subcommand is required", which hides the typo. Returns a
 // message naming the word and the choices, or "" when the words before the
@@ -195,7 +185,7 @@ int Main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::string message = UnknownSubcommandMessage(app, argc, argv);
-    if (message.empty()) message = DescribeParseError(e.what());
+    if (message.empty()) message = dropk::DescribeParseError(e.what());
     std::cerr << "dropk: " << message << " (run with --help for usage)\n";
     return dropk::kExitUsage;
   }

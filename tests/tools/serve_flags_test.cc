@@ -36,6 +36,15 @@ TEST(ServeFlagsTest, QueueAndBodyLimitsThatServeNobodyAreRefused) {
   }
 }
 
+// A flag given twice read CLI11's "--port: At Most 1 required but
+// received 2"; it says what happened now, as dropk's subcommands do.
+TEST(ServeFlagsTest, AFlagGivenTwiceIsNamedAsSuch) {
+  const CommandResult r =
+      RunCommand(kBin + "dropk-serve --checkpoints /nonexistent --port 1 --port 2");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.err, "dropk-serve: --port given 2 times; give it once (run with --help for usage)\n");
+}
+
 // CLI11 took the flag after one given without its value as the value:
 // `--checkpoints --watch` served a directory named "--watch" and did not
 // watch; `dropk data prepare --out --threads=2 in.txt` wrote into a

@@ -100,6 +100,18 @@ CLI::Validator IntegerFlagRange(Int min, Int max) {
       absl::StrCat(std::is_unsigned_v<Int> ? "UINT" : "INT", " in [", min, " - ", max, "]"));
 }
 
+// CLI11's words for a parse error, where they do not say what happened: a
+// flag given twice read "--threads: At Most 1 required but received 2";
+// it becomes "--threads given 2 times; give it once". Other messages are
+// returned as they are.
+inline std::string DescribeParseError(const std::string& what) {
+  static constexpr char kAtMostOne[] = ": At Most 1 required but received ";
+  const size_t at = what.find(kAtMostOne);
+  if (at == std::string::npos) return what;
+  return absl::StrCat(what.substr(0, at), " given ", what.substr(at + sizeof(kAtMostOne) - 1),
+                      " times; give it once");
+}
+
 }  // namespace dropk
 
 #endif  // DROPK_BASE_CLI_FLAG_VALUES_H_
