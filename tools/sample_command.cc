@@ -440,8 +440,11 @@ void RegisterSampleCommand(CLI::App& app, std::function<absl::Status()>& action)
                    "--url: seconds to wait for the server's next bytes before giving up")
       ->capture_default_str()
       ->check(CLI::Range(1, 86400));
-  sample->add_option("--threads", f->threads, "Compute threads offline (0 = all cores)")
-      ->check(CLI::Range(0, 1024));
+  // Offline only: with --url the server's threads count, and the flag was
+  // accepted and ignored.
+  sample->add_option("--threads", f->threads, "--checkpoint: compute threads (0 = all cores)")
+      ->check(CLI::Range(0, 1024))
+      ->excludes(url);
   sample
       ->add_option("--weights", f->weights,
                    "--checkpoint: fp32, or bf16 weights, as dropk-serve --weights (the same text "

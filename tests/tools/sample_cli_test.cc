@@ -56,6 +56,13 @@ TEST(SampleCliTest, NonFiniteTemperatureOrTopPIsRefused) {
   ExpectFlagError(Sample("--prompt a --top-p -inf"), "--top-p -inf: must be a finite");
 }
 
+// --threads and --weights set up the offline engine; with --url the server
+// decides, and --threads was accepted and ignored.
+TEST(SampleCliTest, OfflineOnlyFlagsAreRefusedWithUrl) {
+  ExpectFlagError(Sample("--prompt a --threads 2"), "--url excludes --threads");
+  ExpectFlagError(Sample("--prompt a --weights bf16"), "--url excludes --weights");
+}
+
 // CLI11 turned --seed -1 and --seed 2^64 into 2^64 - 1 silently.
 TEST(SampleCliTest, SeedOutsideUint64IsRefused) {
   for (const char* seed : {"-1", "18446744073709551616", "1.5", "x"}) {
