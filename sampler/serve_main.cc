@@ -146,8 +146,7 @@ int Main(int argc, char** argv) {
   o.http.port = static_cast<uint16_t>(port);
   o.scheduler.device =
       absl::AsciiStrToLower(device) == "cuda" ? dropk::Device::kCuda : dropk::Device::kCpu;
-  o.scheduler.weights = absl::AsciiStrToLower(weights) == "bf16" ? dropk::EngineWeights::kBf16
-                                                                 : dropk::EngineWeights::kFp32;
+  o.scheduler.weights = dropk::EngineWeightsFromName(weights);
   if (o.scheduler.weights == dropk::EngineWeights::kBf16 &&
       o.scheduler.device == dropk::Device::kCuda) {
     std::cerr << "dropk-serve: --weights bf16: only the CPU engine holds bf16 weights; use "

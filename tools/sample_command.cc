@@ -229,13 +229,12 @@ absl::Status SampleOffline(const SampleFlags& f) {
   absl::StatusOr<std::shared_ptr<const ModelSnapshot>> snapshot = LoadCheckpointSnapshot(*dir);
   if (!snapshot.ok()) return snapshot.status();
   ServiceMetrics metrics;
-  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = Scheduler::Create(
-      {.weights =
-           absl::AsciiStrToLower(f.weights) == "bf16" ? EngineWeights::kBf16 : EngineWeights::kFp32,
-       .max_batch = 1,
-       .max_queue = 1,
-       .num_threads = f.threads},
-      &metrics);
+  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
+      Scheduler::Create({.weights = EngineWeightsFromName(f.weights),
+                         .max_batch = 1,
+                         .max_queue = 1,
+                         .num_threads = f.threads},
+                        &metrics);
   if (!scheduler.ok()) return scheduler.status();
   if (absl::Status s = (*scheduler)->SetModel(*snapshot); !s.ok()) return s;
   absl::StatusOr<std::string> body = RequestBody(f);

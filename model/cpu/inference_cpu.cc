@@ -20,6 +20,7 @@
 #include <cstring>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
 #include "model/inference.h"
@@ -228,6 +229,12 @@ class CpuInferenceEngine final : public KvCacheEngine {
 
 const char* EngineWeightsName(EngineWeights weights) {
   return weights == EngineWeights::kBf16 ? "bf16" : "fp32";
+}
+
+EngineWeights EngineWeightsFromName(std::string_view name) {
+  return absl::EqualsIgnoreCase(absl::string_view(name.data(), name.size()), "bf16")
+             ? EngineWeights::kBf16
+             : EngineWeights::kFp32;
 }
 
 absl::StatusOr<std::unique_ptr<InferenceEngine>> MakeInferenceEngine(

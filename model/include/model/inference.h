@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "model/kernels.h"
@@ -37,6 +38,9 @@ namespace dropk {
 // fp32. The CPU engine only.
 enum class EngineWeights { kFp32, kBf16 };
 const char* EngineWeightsName(EngineWeights weights);  // "fp32", "bf16"
+// The inverse, for a flag its parser has limited to fp32 and bf16 (in any
+// case): kBf16 for "bf16", kFp32 otherwise.
+EngineWeights EngineWeightsFromName(std::string_view name);
 
 struct InferenceOptions {
   Device device = Device::kCpu;
