@@ -76,24 +76,29 @@ float TrainStep(Gpt* gpt, AdamWOptimizer* opt, const int32_t* x, const int32_t* 
 }
 
 // One configuration of the CUDA kernels that the bench runs, and its label
-// ("tf32", "bf16_flash").
+// ("tf32", "bf16_flash", "bf16_flash_tc").
 struct Variant {
   MatmulPrecision precision;
   bool flash_attention;
+  bool flash_bf16_tensor_cores;
   std::string label;
 };
 
 // --precisions x --attention; the flash kernels only where they apply (not
-// fp32).
+// fp32), the bf16 tensor-core ones (flash_bf16_tensor_cores) at bf16 only.
 std::vector<Variant> Variants(const std::vector<MatmulPrecision>& precisions,
                               const std::vector<std::string>& attention) {
   std::vector<Variant> variants;
   for (MatmulPrecision precision : precisions) {
     for (const std::string& kind : attention) {
-      const bool flash = kind == "flash";
+      const bool tensor_cores = kind == "flash_bf16_tensor_cores";
+      const bool flash = kind == "flash" || tensor_cores;
       if (flash && precision == MatmulPrecision::kFp32) continue;
-      variants.push_back({precision, flash,
-                          std::string(MatmulPrecisionName(precision)) + (flash ? "_flash" : "")});
+      if (tensor_cores && precision != MatmulPrecision::kBf16) continue;
+      variants.push_back({precision, flash, tensor_cores,
+                          std::string(MatmulPrecisionName(precision)) + (tensor_cores ? "_flash_tc"
+                                                                         : flash      ? "_flash"
+                                                                                      : "")});
     }
   }
   return variants;
@@ -112,6 +117,7 @@ int Throughput(const std::vector<Variant>& variants, int B, int steps, double pe
     KernelOptions options;
     options.precision = variant.precision;
     options.flash_attention = variant.flash_attention;
+    options.flash_bf16_tensor_cores = variant.flash_bf16_tensor_cores;
     absl::StatusOr<std::unique_ptr<Kernels>> k = MakeKernels(Device::kCuda, options);
     if (!k.ok()) {
       std::fprintf(stderr, "gpu bench: %s\n", std::string(k.status().message()).c_str());
@@ -231,6 +237,7 @@ int Track(const std::vector<Variant>& variants, int steps, const std::string& co
     KernelOptions options;
     options.precision = precision;
     options.flash_attention = variant.flash_attention;
+    options.flash_bf16_tensor_cores = variant.flash_bf16_tensor_cores;
     absl::StatusOr<std::unique_ptr<Kernels>> gpu = MakeKernels(Device::kCuda, options);
     if (!gpu.ok()) {
       std::fprintf(stderr, "gpu bench: %s\n", std::string(gpu.status().message()).c_str());
@@ -277,9 +284,10 @@ int main(int argc, char** argv) {
   // American spelling is taken too.
   std::vector<std::string> attention = {"materialised"};
   app.add_option("--attention", attention,
-                 "materialised and/or flash (the flash kernels, tf32 and bf16 only)")
+                 "materialised, flash (the flash kernels, tf32 and bf16 only) and/or "
+                 "flash_bf16_tensor_cores (bf16 only)")
       ->delimiter(',')
-      ->check(CLI::IsMember({"materialised", "materialized", "flash"}));
+      ->check(CLI::IsMember({"materialised", "materialized", "flash", "flash_bf16_tensor_cores"}));
   app.add_option("--batch", batch, "sequences per step (throughput)")->check(CLI::PositiveNumber);
   app.add_option("--steps", steps, "timed steps (throughput) or steps (track)")
       ->check(CLI::PositiveNumber);

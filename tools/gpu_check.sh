@@ -265,10 +265,15 @@ if [ $build_ok = PASS ]; then
   # there leaves the rows above intact.
   echo "gpu_check: the flash attention kernels: tests, 200 steps tracking the CPU, throughput"
   gtest_run flash_tests 90 "$build/bin/dropk_model_tests" 'Flash/*' || status=1
-  bounded 120 "$build/bin/dropk-gpu-train-bench" --mode=track --steps=200 --precisions=tf32,bf16 \
-    --attention=flash --corpus=data/tinyshakespeare.txt > "$out/track_flash.log" 2>&1 || status=1
-  bounded 120 "$build/bin/dropk-gpu-train-bench" --mode=throughput --batch=16 --steps=10 \
-    --precisions=tf32,bf16 --attention=flash --profile > "$out/bench_flash.log" 2>&1 || status=1
+  # The bf16 tensor-core flash kernels (attention_kernels:
+  # FLASH_BF16_TENSOR_CORES), never run on a GPU before this check.
+  gtest_run flash_bf16_tests 90 "$build/bin/dropk_model_tests" 'FlashBf16/*' || status=1
+  bounded 150 "$build/bin/dropk-gpu-train-bench" --mode=track --steps=200 --precisions=tf32,bf16 \
+    --attention=flash,flash_bf16_tensor_cores --corpus=data/tinyshakespeare.txt \
+    > "$out/track_flash.log" 2>&1 || status=1
+  bounded 150 "$build/bin/dropk-gpu-train-bench" --mode=throughput --batch=16 --steps=10 \
+    --precisions=tf32,bf16 --attention=flash,flash_bf16_tensor_cores --profile \
+    > "$out/bench_flash.log" 2>&1 || status=1
   # The flash kernels under compute-sanitizer: out-of-bounds accesses
   # (memcheck: every head size, partial tiles) and shared-memory races
   # (racecheck, slower: one case). --error-exitcode makes the exit status
@@ -278,8 +283,9 @@ if [ $build_ok = PASS ]; then
     if [ -n "$sanitizer" ]; then
       echo "gpu_check: compute-sanitizer --tool $tool on the flash kernels"
       case_filter='Flash/CudaKernelsFlashTest.AttentionMatchesTheCpuAtEveryHeadSize/tf32_flash'
-      [ $tool = racecheck ] && case_filter='Flash/CudaKernelsFlashTest.AttentionIsReproducible/tf32_flash'
-      bounded 75 "$sanitizer" --tool "$tool" --error-exitcode 3 "$build/bin/dropk_model_tests" \
+      case_filter+=':FlashBf16/CudaKernelsFlashBf16Test.AttentionMatchesTheCpuAtEveryHeadSize/*'
+      [ $tool = racecheck ] && case_filter='Flash/CudaKernelsFlashTest.AttentionIsReproducible/tf32_flash:FlashBf16/CudaKernelsFlashBf16Test.AttentionIsReproducible/*'
+      bounded 120 "$sanitizer" --tool "$tool" --error-exitcode 3 "$build/bin/dropk_model_tests" \
         --gtest_filter="$case_filter" > "$out/sanitizer_$tool.log" 2>&1
       echo "sanitizer exit $?" >> "$out/sanitizer_$tool.log"
     else

@@ -92,6 +92,8 @@ for p in ("fp32", "tf32", "bf16"):
               {n: r for n, r in model.items() if n.endswith("/" + p) and "DropoutMasks" not in n})
 summarize("flash attention kernels vs CPU, tf32 and bf16 (attention 2e-3, GPT 10x matmul tol)",
           cases(f"{out}/flash_tests.xml") or {})
+summarize("bf16 tensor-core flash kernels vs CPU (2e-2; dropout zeros == CPU's)",
+          cases(f"{out}/flash_bf16_tests.xml") or {})
 summarize("dropout masks bitwise CPU == GPU (4 sites, 2 modes)",
           {n: r for n, r in model.items() if "DropoutMasks" in n and n.endswith("/fp32")})
 summarize("PyTorch golden fixture on the GPU",
@@ -216,7 +218,7 @@ for m in re.finditer(r"track (\w+)\s+(\d+) steps, dropout 0.1: max \|gpu - cpu\|
         f"max loss difference {m.group(3)} (bound {m.group(4)})")
 # A run that stopped early (a crash, the timeout) has no line for the
 # precisions it did not reach: each of them is a failure too.
-for p in ("fp32", "tf32", "bf16", "tf32_flash", "bf16_flash"):
+for p in ("fp32", "tf32", "bf16", "tf32_flash", "bf16_flash", "bf16_flash_tc"):
     if p not in tracked:
         row(f"200 steps track CPU losses, {p}", "FAIL" if build_ok == "PASS" else "-",
             "did not finish (see track.log, track_flash.log)")
@@ -253,7 +255,7 @@ for (name, d), (tps, mfu) in sorted(dropk.items()):
 for (name, d), (tps, mfu) in sorted(torch.items()):
     print(f"| {name} | {d} | {tps:,.0f} | {mfu:.1f}% |")
 goal = torch.get(("torch.compile bf16", "0.1"))
-for name in ("bf16", "bf16_flash"):
+for name in ("bf16", "bf16_flash", "bf16_flash_tc"):
     mine = dropk.get((name, "0.1"))
     if goal and mine:
         print(f"dropk {name} / torch.compile bf16, dropout 0.1: {mine[0] / goal[0]:.2f}x "
@@ -262,7 +264,8 @@ for name in ("bf16", "bf16_flash"):
         cost = 1 - mine[0] / dropk[(name, "0.0")][0]
         print(f"dropk {name} dropout cost (0.1 vs 0): {100 * cost:.1f}% (goal <= 5%)")
 # Where a bf16 step with dropout goes, op by op (the bench's --profile).
-for log, name in (("bench_dropk.log", "bf16"), ("bench_flash.log", "bf16_flash")):
+for log, name in (("bench_dropk.log", "bf16"), ("bench_flash.log", "bf16_flash"),
+                  ("bench_flash.log", "bf16_flash_tc")):
     try:
         profile = open(f"{out}/{log}", errors="replace").read()
     except OSError:

@@ -99,7 +99,8 @@ constexpr FieldHelp kFieldHelp[] = {
      "unset = fp32"},
     {"attention_kernels",
      "cuda attention: flash_where_supported (tf32/bf16, head size 16, 32 or 64; no T x T "
-     "probabilities in memory) or materialised; unset = flash_where_supported"},
+     "probabilities in memory), materialised, or flash_bf16_tensor_cores (bf16 only; not yet "
+     "run on a GPU); unset = flash_where_supported"},
     {"comm_backend",
      "auto (under mpirun: NCCL on CUDA with one GPU per rank, else MPI), single_process, mpi "
      "or nccl"},

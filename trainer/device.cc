@@ -27,6 +27,12 @@ std::vector<std::string> DeviceProblems(const TrainConfig& config) {
     problems.push_back(
         "precision: TF32 needs device: CUDA (a tensor-core format; the CPU offers FP32 and BF16)");
   }
+  if (config.attention_kernels() == TrainConfig::FLASH_BF16_TENSOR_CORES &&
+      !(cuda && config.precision() == TrainConfig::BF16)) {
+    problems.push_back(
+        "attention_kernels: FLASH_BF16_TENSOR_CORES needs device: CUDA and precision: BF16 (bf16 "
+        "tensor-core kernels)");
+  }
   return problems;
 }
 
@@ -52,6 +58,8 @@ KernelOptions TrainingKernelOptions(const TrainConfig& config, int num_threads, 
     // kernels at dropout 0.1 and 2% slower at 0, and keeps no (B,NH,T,T)
     // probabilities (bench/GPU_NOTES.md).
     options.flash_attention = config.attention_kernels() != TrainConfig::MATERIALISED;
+    options.flash_bf16_tensor_cores =
+        config.attention_kernels() == TrainConfig::FLASH_BF16_TENSOR_CORES;
   }
   return options;
 }

@@ -68,13 +68,8 @@ struct RowAddress {
 __device__ __forceinline__ RowAddress AttentionRowAddress(const SiteDropout& d, int row, int NH,
                                                           int T) {
   if (!(d.p > 0.0f)) return {0, 0};
-  const int t = row % T;
   const int bh = row / T;
-  const int h = bh % NH;
-  const int b = bh / NH;
-  const uint64_t per_sample = static_cast<uint64_t>(NH) * T * T;
-  const DropoutAddress a =
-      DropoutAddressOf(d.plan, b, per_sample, (static_cast<uint64_t>(h) * T + t) * T);
+  const DropoutAddress a = AttentionRowAddress(d, bh / NH, bh % NH, row % T, NH, T);
   return {a.stream, a.element};
 }
 

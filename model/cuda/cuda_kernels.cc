@@ -120,8 +120,12 @@ struct LtPlan {
 
 class CudaKernels final : public Kernels {
  public:
-  CudaKernels(int device, MatmulPrecision precision, bool flash_attention)
-      : device_(device), precision_(precision), flash_attention_(flash_attention) {}
+  CudaKernels(int device, MatmulPrecision precision, bool flash_attention,
+              bool flash_bf16_tensor_cores)
+      : device_(device),
+        precision_(precision),
+        flash_attention_(flash_attention),
+        flash_bf16_(FlashUsesBf16TensorCores(flash_bf16_tensor_cores, precision)) {}
   ~CudaKernels() override;
   CudaKernels(const CudaKernels&) = delete;
   CudaKernels& operator=(const CudaKernels&) = delete;
@@ -209,7 +213,8 @@ class CudaKernels final : public Kernels {
   // Whether attention of head size hs runs through the flash kernels (see
   // KernelOptions::flash_attention).
   bool UsesFlashAttention(int hs) const {
-    return FlashAttentionApplies(flash_attention_, precision_, hs, max_shared_per_block_);
+    return FlashAttentionApplies(flash_attention_, precision_, hs, max_shared_per_block_,
+                                 flash_bf16_);
   }
   // `op` is the calling op's name (__func__), for errors.
   float* Scratch(const char* op, ScratchSlot slot, size_t floats);
@@ -243,6 +248,7 @@ class CudaKernels final : public Kernels {
   const int device_;
   const MatmulPrecision precision_;
   const bool flash_attention_;
+  const bool flash_bf16_;            // the flash kernels are the bf16 tensor-core ones
   size_t max_shared_per_block_ = 0;  // opt-in shared memory per block, bytes
   std::string description_;
   cudaStream_t stream_ = nullptr;
@@ -285,7 +291,8 @@ absl::Status CudaKernels::Init() {
     if (UsesFlashAttention(hs)) absl::StrAppend(&flash_sizes, flash_sizes.empty() ? "" : ", ", hs);
   }
   if (!flash_sizes.empty()) {
-    absl::StrAppend(&description_, ", flash attention at head sizes ", flash_sizes);
+    absl::StrAppend(&description_, flash_bf16_ ? ", bf16 tensor-core" : "",
+                    " flash attention at head sizes ", flash_sizes);
   } else if (flash_attention_) {
     absl::StrAppend(&description_, ", flash attention asked for, not used (",
                     precision_ == MatmulPrecision::kFp32 ? "fp32" : "too little shared memory",
@@ -615,7 +622,9 @@ void CudaKernels::AttentionForward(float* out, float* probs, const float* qkv, i
   const SiteDropout d = MakeSiteDropout(dropout, DropoutKind::kAttentionProbs, layer);
   if (UsesFlashAttention(hs)) {
     CUDA_CHECK_THROW(Op(__func__),
-                     cuda::FlashAttentionForward(out, probs, qkv, B, T, C, NH, d, stream_));
+                     flash_bf16_
+                         ? cuda::FlashBf16AttentionForward(out, probs, qkv, B, T, C, NH, d, stream_)
+                         : cuda::FlashAttentionForward(out, probs, qkv, B, T, C, NH, d, stream_));
     return;
   }
   const auto [q, k, v] = QkvHeads(__func__, qkv, B, T, C, NH);
@@ -643,8 +652,10 @@ void CudaKernels::AttentionBackward(float* dqkv, const float* dout, const float*
   const SiteDropout d = MakeSiteDropout(dropout, DropoutKind::kAttentionProbs, layer);
   if (UsesFlashAttention(hs)) {
     float* delta = Scratch(__func__, kDelta, static_cast<size_t>(B) * NH * T);
-    CUDA_CHECK_THROW(Op(__func__), cuda::FlashAttentionBackward(dqkv, dout, qkv, out, probs, delta,
-                                                                B, T, C, NH, d, stream_));
+    const auto backward =
+        flash_bf16_ ? cuda::FlashBf16AttentionBackward : cuda::FlashAttentionBackward;
+    CUDA_CHECK_THROW(Op(__func__),
+                     backward(dqkv, dout, qkv, out, probs, delta, B, T, C, NH, d, stream_));
     return;
   }
   const long long ths = static_cast<long long>(T) * hs, tt = static_cast<long long>(T) * T;
@@ -791,10 +802,17 @@ std::array<uint8_t, 16> CudaDeviceUuidOrZero(int ordinal) {
   return uuid;
 }
 
+bool FlashUsesBf16TensorCores(bool bf16_tensor_cores, MatmulPrecision precision) {
+  return bf16_tensor_cores && precision == MatmulPrecision::kBf16;
+}
+
 bool FlashAttentionApplies(bool wanted, MatmulPrecision precision, int hs,
-                           size_t max_shared_per_block) {
+                           size_t max_shared_per_block, bool bf16_tensor_cores) {
+  const size_t shared = FlashUsesBf16TensorCores(bf16_tensor_cores, precision)
+                            ? cuda::FlashBf16AttentionSharedBytes(hs)
+                            : cuda::FlashAttentionSharedBytes(hs);
   return wanted && precision != MatmulPrecision::kFp32 && cuda::FlashAttentionSupports(hs) &&
-         cuda::FlashAttentionSharedBytes(hs) <= max_shared_per_block;
+         shared <= max_shared_per_block;
 }
 
 bool CudaFlashAttentionAppliesOnDevice(const KernelOptions& options, int hs) {
@@ -806,7 +824,7 @@ bool CudaFlashAttentionAppliesOnDevice(const KernelOptions& options, int hs) {
     return false;
   }
   return FlashAttentionApplies(options.flash_attention, options.precision, hs,
-                               static_cast<size_t>(shared));
+                               static_cast<size_t>(shared), options.flash_bf16_tensor_cores);
 }
 
 double CudaFreeBytesOrNegative(int ordinal) {
@@ -841,8 +859,9 @@ absl::StatusOr<std::unique_ptr<Kernels>> MakeCudaKernels(const KernelOptions& op
   if (std::string error = CublasLoadError(); !error.empty()) {
     return absl::FailedPreconditionError(absl::StrCat("cuda: ", error));
   }
-  auto kernels = std::make_unique<CudaKernels>(options.cuda_device, options.precision,
-                                               options.flash_attention);
+  auto kernels =
+      std::make_unique<CudaKernels>(options.cuda_device, options.precision, options.flash_attention,
+                                    options.flash_bf16_tensor_cores);
   if (absl::Status s = kernels->Init(); !s.ok()) {
     return absl::Status(s.code(),
                         absl::StrCat("cuda device ", options.cuda_device, ": ", s.message()));

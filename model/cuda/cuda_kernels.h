@@ -59,9 +59,13 @@ double CudaFreeBytesOrNegative(int ordinal);
 
 // The flash attention rule (KernelOptions::flash_attention): wanted, at TF32
 // or BF16, a head size the flash kernels take, and their shared memory
-// within the GPU's opt-in shared memory per block.
+// within the GPU's opt-in shared memory per block. bf16_tensor_cores: the
+// kernels asked for are the bf16 ones (KernelOptions::flash_bf16_tensor_cores,
+// which apply at BF16 only; TF32 keeps the TF32 kernels).
 bool FlashAttentionApplies(bool wanted, MatmulPrecision precision, int hs,
-                           size_t max_shared_per_block);
+                           size_t max_shared_per_block, bool bf16_tensor_cores = false);
+// Whether that rule, applying, picks the bf16 tensor-core kernels.
+bool FlashUsesBf16TensorCores(bool bf16_tensor_cores, MatmulPrecision precision);
 // The rule for GPU options.cuda_device; false when it cannot be asked.
 bool CudaFlashAttentionAppliesOnDevice(const KernelOptions& options, int hs);
 

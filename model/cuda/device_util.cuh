@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/launch.h"
 #include "model/dropout.h"
@@ -26,6 +27,19 @@ inline unsigned BlocksFor(size_t n, size_t per_block) {
   if (blocks == 0) blocks = 1;
   if (blocks > kMaxBlocks) blocks = kMaxBlocks;
   return static_cast<unsigned>(blocks);
+}
+
+// fn(std::integral_constant<int, HS>{}) for hs = HS of 16, 32 or 64, the
+// flash kernels' head sizes (a template argument each); cudaErrorInvalidValue
+// for any other.
+template <typename Fn>
+cudaError_t WithFlashHeadSize(int hs, Fn&& fn) {
+  switch (hs) {
+    case 16: return fn(std::integral_constant<int, 16>{});
+    case 32: return fn(std::integral_constant<int, 32>{});
+    case 64: return fn(std::integral_constant<int, 64>{});
+  }
+  return cudaErrorInvalidValue;
 }
 
 // Butterfly reductions: every lane ends with the result; the order of the

@@ -168,14 +168,6 @@ __device__ __forceinline__ uint32_t KeepBits(const SiteDropout& d, uint32_t stre
   return bits;
 }
 
-// The Philox address of element (t, 0) of head h's T x T probabilities of
-// sample b.
-__device__ __forceinline__ DropoutAddress RowStart(const SiteDropout& d, int b, int h, int t, int NH,
-                                                   int T) {
-  const uint64_t per_sample = static_cast<uint64_t>(NH) * T * T;
-  return DropoutAddressOf(d.plan, b, per_sample, (static_cast<uint64_t>(h) * T + t) * T);
-}
-
 template <int HS>
 constexpr size_t ForwardSharedBytes() {
   return sizeof(float) * (4 * kTile * HeadLd<HS>() + kTile * kScoreLd);
@@ -216,7 +208,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   const int rot = RotationOf(lane);
   const int tq = q0 + row;
   const bool drop = d.p > 0.0f;
-  const DropoutAddress address = RowStart(d, b, h, tq < T ? tq : 0, NH, T);
+  const DropoutAddress address = AttentionRowAddress(d, b, h, tq < T ? tq : 0, NH, T);
   float m = -INFINITY, l = 0.0f;
   float* warp_scores = ss + warp * kWarpRows * kScoreLd;
   for (int kt = 0; kt <= qt; ++kt) {
@@ -395,7 +387,7 @@ __global__ void __launch_bounds__(kBlockThreads)
       // Keys key0 .. key0 + valid - 1 are at or before tq.
       const int valid = tq < T ? min(kWarpRows, max(0, tq - key0 + 1)) : 0;
       if (drop && valid > 0) {
-        const DropoutAddress a = RowStart(d, b, h, tq, NH, T);
+        const DropoutAddress a = AttentionRowAddress(d, b, h, tq, NH, T);
         keep[j] = KeepBits(d, a.stream, a.element + key0, valid);
       }
       for (int r = 0; r < kWarpRows; ++r) {
@@ -471,7 +463,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   const int rot = RotationOf(lane);
   const int tq = q0 + row;
   const bool drop = d.p > 0.0f;
-  const DropoutAddress address = RowStart(d, b, h, tq < T ? tq : 0, NH, T);
+  const DropoutAddress address = AttentionRowAddress(d, b, h, tq < T ? tq : 0, NH, T);
   float* warp_a = tiles.a + warp * kWarpRows * kScoreLd;
   float* warp_b = tiles.b + warp * kWarpRows * kScoreLd;
   FragAcc dq[HS / 16];
@@ -559,9 +551,8 @@ cudaError_t Backward(float* dqkv, const float* dout, const float* qkv, const flo
   if (rc != cudaSuccess) return rc;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   const float* lse = saved;
-  const size_t rows = static_cast<size_t>(B) * NH * T;
-  FlashDeltaKernel<<<BlocksFor(rows * kWarpSize, kThreads), kThreads, 0, stream>>>(
-      delta, dout, out, B, T, C, NH);
+  rc = FlashAttentionDelta(delta, dout, out, B, T, C, NH, stream);
+  if (rc != cudaSuccess) return rc;
   const dim3 grid(B * NH, (T + kTile - 1) / kTile);
   FlashBackwardKvKernel<HS>
       <<<grid, kBlockThreads, shared, stream>>>(dqkv, dout, qkv, lse, delta, T, C, NH, scale, d);
@@ -583,17 +574,22 @@ size_t FlashAttentionSharedBytes(int hs) {
   return 0;
 }
 
+cudaError_t FlashAttentionDelta(float* delta, const float* dout, const float* out, int B, int T,
+                                int C, int NH, cudaStream_t stream) {
+  const size_t rows = static_cast<size_t>(B) * NH * T;
+  FlashDeltaKernel<<<BlocksFor(rows * kWarpSize, kThreads), kThreads, 0, stream>>>(
+      delta, dout, out, B, T, C, NH);
+  return cudaGetLastError();
+}
+
 size_t FlashAttentionSavedFloats(int B, int T, int NH) { return static_cast<size_t>(B) * NH * T; }
 
 cudaError_t FlashAttentionForward(float* out, float* saved, const float* qkv, int B, int T, int C,
                                   int NH, const SiteDropout& d, cudaStream_t stream) {
   if (static_cast<size_t>(B) * T == 0) return cudaGetLastError();
-  switch (C / NH) {
-    case 16: return Forward<16>(out, saved, qkv, B, T, C, NH, d, stream);
-    case 32: return Forward<32>(out, saved, qkv, B, T, C, NH, d, stream);
-    case 64: return Forward<64>(out, saved, qkv, B, T, C, NH, d, stream);
-  }
-  return cudaErrorInvalidValue;
+  return WithFlashHeadSize(C / NH, [&](auto hs) {
+    return Forward<decltype(hs)::value>(out, saved, qkv, B, T, C, NH, d, stream);
+  });
 }
 
 cudaError_t FlashAttentionBackward(float* dqkv, const float* dout, const float* qkv,
@@ -601,12 +597,10 @@ cudaError_t FlashAttentionBackward(float* dqkv, const float* dout, const float* 
                                    int T, int C, int NH, const SiteDropout& d,
                                    cudaStream_t stream) {
   if (static_cast<size_t>(B) * T == 0) return cudaGetLastError();
-  switch (C / NH) {
-    case 16: return Backward<16>(dqkv, dout, qkv, out, saved, delta, B, T, C, NH, d, stream);
-    case 32: return Backward<32>(dqkv, dout, qkv, out, saved, delta, B, T, C, NH, d, stream);
-    case 64: return Backward<64>(dqkv, dout, qkv, out, saved, delta, B, T, C, NH, d, stream);
-  }
-  return cudaErrorInvalidValue;
+  return WithFlashHeadSize(C / NH, [&](auto hs) {
+    return Backward<decltype(hs)::value>(dqkv, dout, qkv, out, saved, delta, B, T, C, NH, d,
+                                         stream);
+  });
 }
 
 }  // namespace dropk::cuda

@@ -17,33 +17,11 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "cuda/site_dropout.h"
 #include "kernel_math.h"
 #include "model/dropout.h"
 
 namespace dropk::cuda {
-
-// One dropout site as the kernels see it: the plan, the site id and its rate.
-// p == 0 means no dropout (every scale is 1).
-struct SiteDropout {
-  DropoutPlan plan;
-  uint32_t site = 0;
-  float p = 0.0f;
-  uint64_t threshold = 0;   // DropoutKeepThreshold(p)
-  float keep_scale = 1.0f;  // DropoutKeepScale(p)
-};
-
-// The site (kind, layer) of `plan`; no dropout when plan is null or its rate
-// for kind is 0 (evaluation).
-inline SiteDropout MakeSiteDropout(const DropoutPlan* plan, DropoutKind kind, int layer) {
-  SiteDropout d;
-  if (plan == nullptr || !(plan->rates.Of(kind) > 0.0f)) return d;
-  d.plan = *plan;
-  d.site = DropoutSiteId(kind, layer);
-  d.p = plan->rates.Of(kind);
-  d.threshold = DropoutKeepThreshold(d.p);
-  d.keep_scale = DropoutKeepScale(d.p);
-  return d;
-}
 
 // out (B,T,C) = wte[tokens] + wpe[0:T], then dropout d.
 cudaError_t EmbeddingForward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
@@ -156,6 +134,26 @@ cudaError_t FlashAttentionForward(float* out, float* saved, const float* qkv, in
 cudaError_t FlashAttentionBackward(float* dqkv, const float* dout, const float* qkv,
                                    const float* out, const float* saved, float* delta, int B, int T,
                                    int C, int NH, const SiteDropout& d, cudaStream_t stream);
+// delta (B*NH*T) = each row's dout . out over its head: the row term of the
+// flash kernels' score gradients.
+cudaError_t FlashAttentionDelta(float* delta, const float* dout, const float* out, int B, int T,
+                                int C, int NH, cudaStream_t stream);
+
+// The same attention through bf16 tensor cores (model/cuda/
+// flash_attention_bf16.cu: mma.sync with scores, probabilities and output in
+// registers, FA2's scheme): q, k, v, the probabilities and the score
+// gradients rounded to bf16, every sum in fp32. The same head sizes, saved
+// floats and dropout decisions as the TF32 flash kernels; at most 37,376
+// bytes of shared memory a block, so any GPU from sm_80 takes them.
+// Shared memory per block of the bf16 kernels at head size hs (the larger
+// backward kernel's), 0 for a head size they do not take.
+size_t FlashBf16AttentionSharedBytes(int hs);
+cudaError_t FlashBf16AttentionForward(float* out, float* saved, const float* qkv, int B, int T,
+                                      int C, int NH, const SiteDropout& d, cudaStream_t stream);
+cudaError_t FlashBf16AttentionBackward(float* dqkv, const float* dout, const float* qkv,
+                                       const float* out, const float* saved, float* delta, int B,
+                                       int T, int C, int NH, const SiteDropout& d,
+                                       cudaStream_t stream);
 
 }  // namespace dropk::cuda
 

@@ -504,13 +504,22 @@ class CudaKernelsFlashTest : public CudaKernelsTest {
     KernelOptions options;
     options.precision = GetParam();
     options.flash_attention = true;
+    options.flash_bf16_tensor_cores = Bf16TensorCores();
     absl::StatusOr<std::unique_ptr<Kernels>> gpu = MakeKernels(Device::kCuda, options);
     if (!gpu.ok()) GTEST_SKIP() << "needs a GPU: " << gpu.status().message();
     gpu_ = std::move(*gpu);
     cpu_ = MakeKernels(Device::kCpu, 1).value();
   }
-  // Attention's own outputs: tf32's tolerance at both precisions.
-  static double AttentionTolerance() { return MatmulTolerance(MatmulPrecision::kTf32); }
+  // Whether the kernels under test are the bf16 tensor-core ones
+  // (KernelOptions::flash_bf16_tensor_cores).
+  virtual bool Bf16TensorCores() const { return false; }
+  // Attention's own outputs: tf32's tolerance at both precisions for the
+  // TF32 kernels, bf16's for the bf16 ones.
+  double AttentionTolerance() const {
+    return MatmulTolerance(Bf16TensorCores() ? MatmulPrecision::kBf16 : MatmulPrecision::kTf32);
+  }
+  void ExpectAttentionMatchesTheCpuAtEveryHeadSize();
+  void ExpectAttentionReproducible();
   // Whether this GPU runs attention of this shape through the flash kernels
   // (it keeps what they save): GPUs that give a block less shared memory
   // than their backward needs (sm_86, sm_89 at head size 64) do not.
@@ -524,6 +533,10 @@ class CudaKernelsFlashTest : public CudaKernelsTest {
 // Forward keeps a log-sum-exp per row, not T x T probabilities; backward
 // reads forward's output.
 TEST_P(CudaKernelsFlashTest, AttentionMatchesTheCpuAtEveryHeadSize) {
+  ExpectAttentionMatchesTheCpuAtEveryHeadSize();
+}
+
+void CudaKernelsFlashTest::ExpectAttentionMatchesTheCpuAtEveryHeadSize() {
   std::string materialised;  // head sizes this GPU keeps on the other kernels
   int flash_sizes = 0;
   for (int hs : {16, 32, 64}) {
@@ -591,7 +604,9 @@ TEST_P(CudaKernelsFlashTest, GptForwardBackwardMatchesCpu) {
 }
 
 // The same inputs twice: the same bits (no atomics; dq has its own kernel).
-TEST_P(CudaKernelsFlashTest, AttentionIsReproducible) {
+TEST_P(CudaKernelsFlashTest, AttentionIsReproducible) { ExpectAttentionReproducible(); }
+
+void CudaKernelsFlashTest::ExpectAttentionReproducible() {
   const int B = 2, T = 100, NH = 2, C = 128;
   if (!Flash(B, T, C, NH)) GTEST_SKIP() << "this GPU keeps the materialised kernels at hs=64";
   auto qkv = Upload(Random(B * T * 3 * C, 1));
@@ -616,6 +631,76 @@ INSTANTIATE_TEST_SUITE_P(Flash, CudaKernelsFlashTest,
                          ::testing::Values(MatmulPrecision::kTf32, MatmulPrecision::kBf16),
                          [](const ::testing::TestParamInfo<MatmulPrecision>& info) {
                            return std::string(MatmulPrecisionName(info.param)) + "_flash";
+                         });
+
+// The bf16 tensor-core flash kernels (KernelOptions::flash_bf16_tensor_cores,
+// model/cuda/flash_bf16_body.h), held to bf16's tolerance; the warp-emulated
+// test (flash_bf16_emulated_test.cc) checks the same bodies without a GPU.
+class CudaKernelsFlashBf16Test : public CudaKernelsFlashTest {
+ protected:
+  bool Bf16TensorCores() const override { return true; }
+};
+
+TEST_P(CudaKernelsFlashBf16Test, AttentionMatchesTheCpuAtEveryHeadSize) {
+  ExpectAttentionMatchesTheCpuAtEveryHeadSize();
+}
+
+TEST_P(CudaKernelsFlashBf16Test, GptForwardBackwardMatchesCpu) {
+  ExpectGptMatchesCpu(2, 64, 16);
+  ExpectGptMatchesCpu(4, 64, 80);
+}
+
+TEST_P(CudaKernelsFlashBf16Test, AttentionIsReproducible) { ExpectAttentionReproducible(); }
+
+// Inputs that show every dropout decision in the outputs: q = 0 gives row t
+// the probabilities 1/(t+1); v one-hot (v_j = e_j) makes out[t][j] nonzero
+// exactly where (t, j) is kept, and dout one-hot (dout_t = e_t) does the same
+// for dv[j][t]. The GPU's zeros must be the CPU's, element for element.
+TEST_P(CudaKernelsFlashBf16Test, DropoutZerosAreTheCpus) {
+  const int B = 2, T = 61, NH = 2, hs = 64, C = NH * hs;
+  if (!Flash(B, T, C, NH)) GTEST_SKIP() << "no flash kernels at hs=64 here";
+  Vec qkv(static_cast<size_t>(B) * T * 3 * C, 0.0f), dout(static_cast<size_t>(B) * T * C, 0.0f);
+  for (int b = 0; b < B; ++b) {
+    for (int t = 0; t < T; ++t) {
+      for (int h = 0; h < NH; ++h) {
+        qkv[(static_cast<size_t>(b) * T + t) * 3 * C + 2 * C + h * hs + t] = 1.0f;
+        dout[(static_cast<size_t>(b) * T + t) * C + h * hs + t] = 1.0f;
+      }
+    }
+  }
+  auto qkv_twin = Upload(qkv);
+  auto dout_twin = Upload(dout);
+  for (bool per_sample : {false, true}) {
+    const DropoutPlan plan = Plan(per_sample, 0.3f);
+    auto out = Zeros(B * T * C);
+    auto dqkv = Zeros(B * T * 3 * C);
+    DeviceBuffer<float> cpu_probs(cpu_.get(), static_cast<size_t>(B) * NH * T * T);
+    DeviceBuffer<float> gpu_saved(gpu_.get(), gpu_->AttentionSavedFloats(B, T, C, NH));
+    cpu_->AttentionForward(out.cpu.data(), cpu_probs.data(), qkv_twin.cpu.data(), B, T, C, NH, 1,
+                           &plan);
+    gpu_->AttentionForward(out.gpu.data(), gpu_saved.data(), qkv_twin.gpu.data(), B, T, C, NH, 1,
+                           &plan);
+    cpu_->AttentionBackward(dqkv.cpu.data(), dout_twin.cpu.data(), qkv_twin.cpu.data(),
+                            out.cpu.data(), cpu_probs.data(), B, T, C, NH, 1, &plan);
+    gpu_->AttentionBackward(dqkv.gpu.data(), dout_twin.gpu.data(), qkv_twin.gpu.data(),
+                            out.gpu.data(), gpu_saved.data(), B, T, C, NH, 1, &plan);
+    for (const Twin<float>* twin : {&out, &dqkv}) {
+      auto [c, g] = Download(*twin);
+      size_t differ = 0, zeros = 0;
+      for (size_t i = 0; i < c.size(); ++i) {
+        differ += (c[i] == 0.0f) != (g[i] == 0.0f);
+        zeros += c[i] == 0.0f;
+      }
+      EXPECT_EQ(differ, 0u) << (twin == &out ? "out" : "dqkv") << " per_sample=" << per_sample;
+      EXPECT_GT(zeros, 0u);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(FlashBf16, CudaKernelsFlashBf16Test,
+                         ::testing::Values(MatmulPrecision::kBf16),
+                         [](const ::testing::TestParamInfo<MatmulPrecision>&) {
+                           return std::string("bf16_tensor_cores");
                          });
 
 // Without a GPU the request fails with one clear line, never a crash.

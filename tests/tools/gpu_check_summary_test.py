@@ -61,12 +61,23 @@ FLASH_TESTS_PASSED = """[==========] Running 2 tests from 1 test suite.
 """
 
 
+FLASH_BF16_TESTS_PASSED = """[==========] Running 2 tests from 1 test suite.
+[ RUN      ] FlashBf16/CudaKernelsFlashBf16Test.DropoutZerosAreTheCpus/bf16_tensor_cores
+[       OK ] FlashBf16/CudaKernelsFlashBf16Test.DropoutZerosAreTheCpus/bf16_tensor_cores (40 ms)
+[ RUN      ] FlashBf16/CudaKernelsFlashBf16Test.AttentionIsReproducible/bf16_tensor_cores
+[       OK ] FlashBf16/CudaKernelsFlashBf16Test.AttentionIsReproducible/bf16_tensor_cores (3 ms)
+[  PASSED  ] 2 tests.
+"""
+
+
 def added_steps(out):
     """Logs of the steps written after the H200 run, each passing."""
     write(out / "flash_tests.log", FLASH_TESTS_PASSED)
+    write(out / "flash_bf16_tests.log", FLASH_BF16_TESTS_PASSED)
     write(out / "track_flash.log",
           "track tf32_flash 200 steps, dropout 0.1: max |gpu - cpu| loss 0.0004 (bound 0.05) PASS\n"
-          "track bf16_flash 200 steps, dropout 0.1: max |gpu - cpu| loss 0.0006 (bound 0.10) PASS\n")
+          "track bf16_flash 200 steps, dropout 0.1: max |gpu - cpu| loss 0.0006 (bound 0.10) PASS\n"
+          "track bf16_flash_tc 200 steps, dropout 0.1: max |gpu - cpu| loss 0.0020 (bound 0.10) PASS\n")
     write(out / "bench_flash.log",
           "dropk bf16_flash dropout 0.0 | GPT-2 124M B=16 T=1024 | step    70.0 ms (median of 10) |"
           "    234057 tokens/s |  201.4 TFLOP/s | MFU  20.4% | loss 8.949\n"
@@ -119,6 +130,8 @@ with tempfile.TemporaryDirectory() as tmp:
            result_of(rows, "flash attention kernels") == ("FAIL", "did not run"), text)
     expect("flash tracking: did not finish",
            result_of(rows, "200 steps track CPU losses, tf32_flash")[0] == "FAIL", text)
+    expect("bf16 tensor-core flash tests: did not run",
+           result_of(rows, "bf16 tensor-core flash kernels") == ("FAIL", "did not run"), text)
     expect("sanitizer rows: did not run",
            result_of(rows, "compute-sanitizer memcheck") == ("-", "did not run"), text)
     expect("throughput table", "| dropk bf16 | 0.1 | 132,408 | 11.5% |" in text, text)

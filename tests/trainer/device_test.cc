@@ -49,6 +49,32 @@ TEST(DeviceTest, CudaIsAcceptedInABuildWithIt) {
   EXPECT_TRUE(TrainingKernelOptions(config, 3, 0).flash_attention);
   config.set_attention_kernels(TrainConfig::MATERIALISED);
   EXPECT_FALSE(TrainingKernelOptions(config, 3, 0).flash_attention);
+  EXPECT_FALSE(TrainingKernelOptions(config, 3, 0).flash_bf16_tensor_cores);
+  // The bf16 tensor-core flash kernels only when asked for by name.
+  config.set_attention_kernels(TrainConfig::FLASH_BF16_TENSOR_CORES);
+  EXPECT_TRUE(DeviceProblems(config).empty());
+  EXPECT_TRUE(TrainingKernelOptions(config, 3, 0).flash_attention);
+  EXPECT_TRUE(TrainingKernelOptions(config, 3, 0).flash_bf16_tensor_cores);
+}
+
+// FLASH_BF16_TENSOR_CORES names bf16 CUDA kernels: with another precision,
+// or on the CPU, the config is refused naming both fields.
+TEST(DeviceTest, Bf16TensorCoreFlashNeedsCudaAndBf16) {
+  TrainConfig config = DefaultTrainConfig();
+  config.set_attention_kernels(TrainConfig::FLASH_BF16_TENSOR_CORES);
+  config.set_precision(TrainConfig::BF16);
+  const absl::Status s = ValidateTrainConfig(config);  // the CPU
+  ASSERT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_NE(s.message().find("attention_kernels: FLASH_BF16_TENSOR_CORES needs device: CUDA and "
+                             "precision: BF16"),
+            std::string::npos)
+      << s;
+  if (!CudaCompiledIn()) return;
+  config.set_device(TrainConfig::CUDA);
+  config.set_precision(TrainConfig::TF32);
+  EXPECT_EQ(DeviceProblems(config).size(), 1u);
+  config.set_precision(TrainConfig::BF16);
+  EXPECT_TRUE(DeviceProblems(config).empty());
 }
 
 TEST(DeviceTest, Tf32IsRefusedOnTheCpuNamingTheField) {

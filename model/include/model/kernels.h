@@ -222,6 +222,14 @@ struct KernelOptions {
   // Training turns it on (TrainingKernelOptions); the kernel tests choose per
   // case.
   bool flash_attention = false;
+  // CUDA, with flash_attention at kBf16: attention through the bf16
+  // tensor-core flash kernels (model/cuda/flash_bf16_body.h: mma.sync, FA2's
+  // scheme; q, k, v, probabilities and score gradients in bf16, sums in
+  // fp32; 37 KB of shared memory a block at most, so every GPU from sm_80)
+  // instead of the TF32 ones. Off by default: written where no GPU was at
+  // hand and checked there only on a warp emulator; the config's
+  // attention_kernels: FLASH_BF16_TENSOR_CORES asks for it.
+  bool flash_bf16_tensor_cores = false;
 };
 
 // The kernels of `device`. Fails with one clear line for a device this build
