@@ -1,5 +1,17 @@
 #include "comm/nccl_communicator.h"
 
+#include <cstdlib>
+
+namespace dropk {
+
+void SetNcclEnvironmentDefaults() {
+  // overwrite=0: a user's own setting stands; an existing variable is left
+  // as is, so a second call changes nothing.
+  setenv("NCCL_RUNTIME_CONNECT", "0", /*overwrite=*/0);
+}
+
+}  // namespace dropk
+
 #ifndef DROPK_HAS_NCCL
 
 namespace dropk {
@@ -404,8 +416,9 @@ absl::Status CreateComm(Communicator* bootstrap, int cuda_device, NcclState* sta
   // first collective of each algorithm, a host call that no deadline bounds
   // (a stuck peer would hang it for good), and allocates its buffers then,
   // after the memory check. Older NCCL connects at init anyway. Set before
-  // NCCL's first call (ncclGetUniqueId) reads its environment.
-  setenv("NCCL_RUNTIME_CONNECT", "0", /*overwrite=*/0);
+  // NCCL's first call (ncclGetUniqueId) reads its environment; dropk-train
+  // has set it already, before its threads started.
+  SetNcclEnvironmentDefaults();
   int count = 0;
   const cudaError_t rc = cudaGetDeviceCount(&count);
   if (rc != cudaSuccess || count == 0) {

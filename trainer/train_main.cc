@@ -26,6 +26,7 @@
 #include "base/exit_codes.h"
 #include "comm/communicator.h"
 #include "comm/mpi_communicator.h"
+#include "comm/nccl_communicator.h"
 #include "trainer/comm_backend.h"
 #include "trainer/config.h"
 #include "trainer/failure_record.h"
@@ -169,6 +170,8 @@ int Main(int argc, char** argv) {
 // fit is refused with exit 2); this is the last resort for an allocation
 // that fails anyway: one clear line and exit 1, never an abort.
 int main(int argc, char** argv) {
+  // Before MPI or anything else starts a thread (setenv is not thread-safe).
+  dropk::SetNcclEnvironmentDefaults();
   return dropk::RunMainGuardingAllocation(
       "dropk-train", "free memory or lower the sizes in the configuration", Main, argc, argv);
 }

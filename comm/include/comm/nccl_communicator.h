@@ -32,6 +32,15 @@
 
 namespace dropk {
 
+// Sets the environment NCCL reads that dropk's backend relies on, where the
+// user has not set it: NCCL_RUNTIME_CONNECT=0 (every peer connection at init,
+// under the join deadline, instead of lazily inside a first collective that
+// no deadline bounds). Call it first thing in main, before any thread exists:
+// setenv is not safe while another thread reads the environment (MPI's
+// threads do). MakeNcclCommunicator calls it too, for programs that did not;
+// there it only reads, once main has.
+void SetNcclEnvironmentDefaults();
+
 // True when this build has the NCCL backend.
 bool NcclAvailable();
 
