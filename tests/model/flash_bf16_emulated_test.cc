@@ -237,7 +237,9 @@ TEST_P(FlashBf16EmulatedTest, MatchesDoublePrecisionAttention) {
 INSTANTIATE_TEST_SUITE_P(
     Shapes, FlashBf16EmulatedTest,
     ::testing::Values(Case{{1, 130, 2, 64}, 0.0f, false}, Case{{1, 130, 2, 64}, 0.1f, true},
-                      Case{{2, 70, 1, 32}, 0.1f, false}, Case{{1, 67, 3, 16}, 0.2f, true}),
+                      Case{{2, 70, 1, 32}, 0.1f, false}, Case{{1, 67, 3, 16}, 0.2f, true},
+                      // One position, and exactly one tile.
+                      Case{{2, 1, 2, 16}, 0.1f, true}, Case{{1, 64, 2, 32}, 0.1f, false}),
     [](const ::testing::TestParamInfo<Case>& info) {
       const Case& k = info.param;
       return "B" + std::to_string(k.shape.B) + "T" + std::to_string(k.shape.T) + "NH" +
