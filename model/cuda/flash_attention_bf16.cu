@@ -84,6 +84,15 @@ cudaError_t Backward(float* dqkv, const float* dout, const float* qkv, const flo
 
 static_assert(fb::BackwardKvSharedBytes<64>() == 37376, "the size launch.h promises");
 static_assert(fb::BackwardKvSharedBytes<64>() <= 48 * 1024, "no opt-in shared memory needed");
+// FlashBf16AttentionSharedBytes gives the dk/dv kernel's bytes as the most
+// any of the three needs.
+template <int HS>
+constexpr bool KvKernelNeedsTheMost() {
+  return fb::BackwardKvSharedBytes<HS>() >= fb::ForwardSharedBytes<HS>() &&
+         fb::BackwardKvSharedBytes<HS>() >= fb::BackwardQSharedBytes<HS>();
+}
+static_assert(KvKernelNeedsTheMost<16>() && KvKernelNeedsTheMost<32>() &&
+              KvKernelNeedsTheMost<64>());
 
 }  // namespace
 

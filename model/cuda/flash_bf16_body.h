@@ -53,10 +53,10 @@ struct Params {
   SiteDropout dropout;
 };
 
-// 32-bit words in one shared-memory row of a bf16 tile with `cols` columns:
-// 4 words of padding put the 8 rows a fragment load touches (row stride = 4
-// mod 32 words) in 8 different groups of 4 banks, so a warp's 32 loads hit
-// 32 banks.
+// 32-bit words in one shared-memory row of a bf16 tile with `cols` columns
+// (16, 32 or 64): with 4 words of padding the row stride is an odd multiple
+// of 4 words, so the 8 rows a fragment load touches start in 8 different
+// groups of 4 banks and a warp's 32 loads hit 32 banks.
 DROPK_HOST_DEVICE constexpr int WordsPerRow(int cols) { return cols / 2 + 4; }
 
 // Shared-memory bytes of each kernel for head size HS.
