@@ -169,34 +169,53 @@ DROPK_WARP_FN void AccumulateOverTile(float (&acc)[HS / 8][4], const float (&x)[
   }
 }
 
-// The keep bits (warp_mma layout above) of a lane's scores when a row's 64
-// columns are consecutive Philox elements: rows[r] is the address of column
-// k0 of row g + 8r. The four lanes of a group share a row: each draws one of
-// the (at most three) Philox blocks an 8-column n-tile touches, and two
-// shuffles give every lane all four. All lanes call it.
-DROPK_WARP_FN uint32_t RowKeepBits(const SiteDropout& d, const DropoutAddress (&rows)[2], int c) {
-  uint32_t bits = 0;
+// Bit w (0..3) set when word w of Philox block `block` of (stream, site,
+// step) keeps its element: DropoutKeep's decision for elements 4*block + w.
+DROPK_WARP_FN uint32_t KeepNibble(const SiteDropout& d, uint64_t block, uint32_t stream) {
+  const Philox4x32Block r =
+      Philox(d.plan.seed, static_cast<uint32_t>(block), stream, d.site, d.plan.step);
+  uint32_t nibble = 0;
   DROPK_UNROLL
-  for (int r = 0; r < 2; ++r) {
-    DROPK_UNROLL
-    for (int nt = 0; nt < kNTiles; ++nt) {
-      const uint64_t base = rows[r].element + static_cast<uint64_t>(nt * 8);
-      const Philox4x32Block block = Philox(d.plan.seed, static_cast<uint32_t>((base >> 2) + c),
-                                           rows[r].stream, d.site, d.plan.step);
-      uint32_t mine = 0;
-      DROPK_UNROLL
-      for (int w = 0; w < 4; ++w) mine |= (block.v[w] < d.threshold ? 1u : 0u) << w;
-      uint32_t all = mine << (4 * c);
-      all |= ShflXor(all, 1);
-      all |= ShflXor(all, 2);
-      DROPK_UNROLL
-      for (int i = 0; i < 2; ++i) {
-        const int at = static_cast<int>(base & 3) + 2 * c + i;
-        bits |= ((all >> at) & 1u) << (4 * nt + 2 * r + i);
-      }
+  for (int w = 0; w < 4; ++w) nibble |= (r.v[w] < d.threshold ? 1u : 0u) << w;
+  return nibble;
+}
+
+// The keep bits (warp_mma layout above) of a lane's scores in row g + 8r,
+// when the row's 64 columns are consecutive Philox elements from `row` (the
+// address of column k0). The four lanes of a group share the row, whose 64
+// columns touch at most 17 Philox blocks: lane c draws blocks c, c + 4, ...
+// of them (4 or 5 each, every block once), and each lane fetches the bit of
+// each of its columns from the lane that drew it. All lanes call it. Its
+// loops stay rolled: unrolled, the forward kernel needed 245 registers
+// instead of 168.
+DROPK_WARP_FN uint32_t RowKeepBits(const SiteDropout& d, const DropoutAddress& row, int r, int g,
+                                   int c) {
+  constexpr int kBlocks = (3 + kTile + 3) / 4;  // a row's blocks at the worst offset: 17
+  const uint64_t first = row.element >> 2;
+  const int offset = static_cast<int>(row.element & 3);
+  uint32_t mine = 0;  // block c + 4k's nibble at bits 4k
+  for (int k = 0; 4 * k < kBlocks; ++k) {
+    const int j = c + 4 * k;
+    if (j < kBlocks) mine |= KeepNibble(d, first + j, row.stream) << (4 * k);
+  }
+  uint32_t bits = 0;
+  for (int nt = 0; nt < kNTiles; ++nt) {
+    for (int i = 0; i < 2; ++i) {
+      const int at = offset + nt * 8 + 2 * c + i;  // from element 4 * first
+      const int j = at >> 2;
+      const uint32_t theirs = ShflIdx(mine, 4 * g + (j & 3));
+      bits |= ((theirs >> (4 * (j >> 2) + (at & 3))) & 1u) << (4 * nt + 2 * r + i);
     }
   }
   return bits;
+}
+
+// RowKeepBits of both of a lane's rows; rows[r] is row g + 8r's address of
+// column k0.
+DROPK_WARP_FN uint32_t RowPairKeepBits(const SiteDropout& d, const DropoutAddress (&rows)[2],
+                                       int k0, int g, int c) {
+  return RowKeepBits(d, {rows[0].stream, rows[0].element + k0}, 0, g, c) |
+         RowKeepBits(d, {rows[1].stream, rows[1].element + k0}, 1, g, c);
 }
 
 // The keep bits of a lane's scores in the transposed orientation of the dk
@@ -214,11 +233,7 @@ DROPK_WARP_FN uint32_t ColumnKeepBits(const SiteDropout& d, int b, int h, int NH
       const int tq = q0 + nt * 8 + 2 * c + i;
       const DropoutAddress row = AttentionRowAddress(d, b, h, tq < T ? tq : 0, NH, T);
       const uint64_t base = row.element + static_cast<uint64_t>(key0);
-      const Philox4x32Block block = Philox(d.plan.seed, static_cast<uint32_t>((base >> 2) + g),
-                                           row.stream, d.site, d.plan.step);
-      uint32_t mine = 0;
-      DROPK_UNROLL
-      for (int w = 0; w < 4; ++w) mine |= (block.v[w] < d.threshold ? 1u : 0u) << w;
+      const uint32_t mine = KeepNibble(d, (base >> 2) + g, row.stream);
       DROPK_UNROLL
       for (int r = 0; r < 2; ++r) {
         const int at = static_cast<int>(base & 3) + g + 8 * r;
@@ -355,11 +370,7 @@ DROPK_WARP_FN void Forward(const Params& p, ThreadCoord at, uint32_t* smem) {
         o[dt][2 * r + 1] *= alpha;
       }
     }
-    if (drop) {
-      const DropoutAddress at_k0[2] = {{rows[0].stream, rows[0].element + k0},
-                                       {rows[1].stream, rows[1].element + k0}};
-      ApplyKeep(s, RowKeepBits(p.dropout, at_k0, c), p.dropout.keep_scale);
-    }
+    if (drop) ApplyKeep(s, RowPairKeepBits(p.dropout, rows, k0, g, c), p.dropout.keep_scale);
     AccumulateOverTile<HS>(o, s, v_tile_t, g, c);
   }
   float inv[2];
@@ -497,11 +508,7 @@ DROPK_WARP_FN void BackwardQ(const Params& p, ThreadCoord at, uint32_t* smem) {
     }
     float x[kNTiles][4];                           // dP, then dS
     ProductOverHead<HS>(x, dout_a, v_tile, g, c);  // dP = dO V^T
-    if (drop) {
-      const DropoutAddress at_k0[2] = {{rows[0].stream, rows[0].element + k0},
-                                       {rows[1].stream, rows[1].element + k0}};
-      ApplyKeep(x, RowKeepBits(p.dropout, at_k0, c), p.dropout.keep_scale);
-    }
+    if (drop) ApplyKeep(x, RowPairKeepBits(p.dropout, rows, k0, g, c), p.dropout.keep_scale);
     DROPK_UNROLL
     for (int nt = 0; nt < kNTiles; ++nt) {
       DROPK_UNROLL
