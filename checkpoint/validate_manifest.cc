@@ -6,6 +6,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/cut_for_message.h"
 #include "checkpoint/format.h"
 #include "checkpoint/reader.h"
 #include "errors.h"
@@ -113,9 +114,7 @@ class ManifestValidator {
     return absl::OkStatus();
   }
 
-  static std::string Shorten(const std::string& name) {
-    return name.size() > 200 ? name.substr(0, 200) + "..." : name;
-  }
+  static std::string Shorten(const std::string& name) { return CutForMessage(name, 200); }
 
   // Name, file, dtype, shape x dtype = length, and the bytes inside the file.
   absl::Status CheckEntry(int i) {

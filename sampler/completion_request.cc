@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/cut_for_message.h"
 #include "base/number_text.h"
 #include "completion_text.h"
 #include "json_numbers.h"
@@ -64,7 +65,6 @@ bool NestedDeeperThan(std::string_view body, int limit) {
 // overflow parsing '1e999'"), without nlohmann's exception id and its "last
 // read" tail, which echoes the client's bytes (a whole prompt), and cut short.
 std::string WhyNotJson(std::string_view body) {
-  constexpr size_t kMaxWhy = 160;
   try {
     [[maybe_unused]] const json parsed = json::parse(body.begin(), body.end());
   } catch (const json::exception& e) {  // parse_error, or out_of_range for a huge number
@@ -75,8 +75,7 @@ std::string WhyNotJson(std::string_view body) {
     }
     const size_t tail = why.find("; last read");
     if (tail != std::string::npos) why.resize(tail);
-    if (why.size() > kMaxWhy) why = why.substr(0, kMaxWhy) + "...";
-    return why;
+    return CutForMessage(why, 160);
   }
   return "unknown error";  // unreachable: the same body failed to parse just before
 }
@@ -165,15 +164,12 @@ struct Body {
 // quoted from the body's text: 2^64 (past every 64-bit integer) was quoted
 // as 1.8446744073709552e+19, a number the client never wrote.
 std::string Shown(const Body& body, const std::string& param, const json& v) {
-  constexpr size_t kMaxShown = 40;
   if (v.is_number_float()) {
     if (std::optional<std::string> written = FloatAsWritten(body.text, param, v.get<double>())) {
       return *written;
     }
   }
-  std::string text = JsonText(v);
-  if (text.size() > kMaxShown) text = text.substr(0, kMaxShown) + "...";
-  return text;
+  return CutForMessage(JsonText(v), 40);
 }
 
 ApiError WrongType(const Body& body, const std::string& param, const char* expected,
@@ -265,8 +261,16 @@ std::optional<ApiError> ReadStrings(const Body& body, const char* key, size_t mi
   } else {
     return WrongType(body, key, kShape, *v);
   }
-  for (const std::string& s : *out) {
-    if (s.empty()) return InvalidParam(key, absl::StrCat("'", key, "' strings must not be empty"));
+  // Which string is empty, in words that still read right once dropk sample
+  // names its flag for the field: "--prompt strings must not be empty" said
+  // neither that the one prompt given was empty nor, in a list, which.
+  for (size_t i = 0; i < out->size(); ++i) {
+    if (!(*out)[i].empty()) continue;
+    return InvalidParam(key, v->is_string()
+                                 ? absl::StrCat("'", key, "' must not be an empty string")
+                                 : absl::StrCat("'", key, "' item ", i,
+                                                " is an empty string; each must have at least "
+                                                "one character"));
   }
   return std::nullopt;
 }
@@ -464,8 +468,9 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
     return *e;
   }
   if (auto e = ReadBool(request, "stream", &r.stream)) return *e;
-  if (const json* model = Field(request, "model"); model != nullptr && !model->is_string()) {
-    return WrongType(request, "model", "a string", *model);
+  if (const json* model = Field(request, "model"); model != nullptr) {
+    if (!model->is_string()) return WrongType(request, "model", "a string", *model);
+    r.model = model->get<std::string>();
   }
   if (auto e = RefuseUnsupported(request)) return *e;
   if (max_tokens) r.max_tokens = static_cast<int>(*max_tokens);

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/cut_for_message.h"
 #include "base/number_text.h"
 #include "completion_text.h"
 #include "model/utf8.h"
@@ -116,6 +117,21 @@ std::optional<ApiError> CheckQueueFits(const CompletionRequest& request, int max
                       "too_many_sequences");
 }
 
+// OpenAI's answer to a model it does not serve: a 404, code model_not_found.
+// The id compared is the snapshot's the job would run on (after a hot
+// reload, the new checkpoint's), so what a client reads in /v1/models is
+// what it may send. The requested name is cut short: it is the client's.
+std::optional<ApiError> CheckModelName(const CompletionRequest& request,
+                                       const std::string& served) {
+  if (!request.model.has_value() || *request.model == served) return std::nullopt;
+  return ApiError{404,
+                  absl::StrCat("the model '", CutForMessage(*request.model, 100),
+                               "' does not exist; this server serves '", served,
+                               "' (GET /v1/models lists it; leave 'model' out to use whichever "
+                               "model is served)"),
+                  "invalid_request_error", "model", "model_not_found"};
+}
+
 // A token as logprobs name it: its text when that is UTF-8, else OpenAI's
 // "bytes:" form, in which every byte that is not printable ASCII (a
 // backslash included) is written \xNN. Before, such tokens were written
@@ -204,6 +220,7 @@ std::variant<std::shared_ptr<CompletionJob>, ApiError> CompletionJob::Start(
     return ApiError{503, "no checkpoint is loaded yet", "service_unavailable", "",
                     "model_not_ready"};
   }
+  if (std::optional<ApiError> e = CheckModelName(request, model->snapshot().id)) return *e;
   if (std::optional<ApiError> e = CheckCost(request, scheduler->options().max_request_tokens)) {
     return *e;
   }

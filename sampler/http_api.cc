@@ -1,9 +1,12 @@
 #include "sampler/http_api.h"
 
 #include <algorithm>
+#include <optional>
+#include <string_view>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "base/cut_for_message.h"
 #include "nlohmann/json.hpp"
 #include "sampler/playground.h"
 
@@ -24,12 +27,35 @@ constexpr Endpoint kEndpoints[] = {
     {"/", http::verb::get},          {"/v1/completions", http::verb::post},
     {"/v1/models", http::verb::get}, {"/healthz", http::verb::get},
     {"/readyz", http::verb::get},    {"/metrics", http::verb::get}};
+// OpenAI's "retrieve model", GET /v1/models/{model}: every path under it.
+constexpr std::string_view kModelPrefix = "/v1/models/";
+constexpr Endpoint kModelEndpoint = {kModelPrefix, http::verb::get};
+
+// The model id of a /v1/models/{model} path, else nullopt.
+std::optional<std::string_view> ModelIdOf(std::string_view path) {
+  if (path.size() <= kModelPrefix.size() || path.substr(0, kModelPrefix.size()) != kModelPrefix) {
+    return std::nullopt;
+  }
+  return path.substr(kModelPrefix.size());
+}
 
 const Endpoint* FindEndpoint(std::string_view path) {
   for (const Endpoint& e : kEndpoints) {
     if (e.path == path) return &e;
   }
+  if (ModelIdOf(path)) return &kModelEndpoint;
   return nullptr;
+}
+
+// The OpenAI model object of `s`, as /v1/models lists it.
+json ModelObject(const ModelSnapshot& s) {
+  return {{"id", s.id},
+          {"object", "model"},
+          {"created", 0},
+          {"owned_by", "dropk"},
+          {"checkpoint_step", s.step},
+          {"context_length", s.config.block_size},
+          {"vocab_size", s.config.vocab_size}};
 }
 
 // What a route accepts, for the 405 message and the Allow header.
@@ -148,24 +174,21 @@ RouteResult HttpApi::RouteAny(const HttpRequest& request,
   }
   const Endpoint* endpoint = FindEndpoint(path);
   if (endpoint == nullptr) {
-    // The path at most kMaxShownPath bytes: a 15 KB path made a 15 KB line.
-    constexpr size_t kMaxShownPath = 200;
-    const std::string shown = path.size() > kMaxShownPath
-                                  ? std::string(path.substr(0, kMaxShownPath)) + "..."
-                                  : std::string(path);
-    return Reply(ErrorResponse(
-        {404, absl::StrCat("no route ", shown), "invalid_request_error", "", "not_found"},
-        version));
+    // The path at most 200 bytes: a 15 KB path made a 15 KB line.
+    return Reply(ErrorResponse({404, absl::StrCat("no route ", CutForMessage(path, 200)),
+                                "invalid_request_error", "", "not_found"},
+                               version));
   }
   const http::verb method = request.method();
   const bool head = method == http::verb::head && endpoint->method == http::verb::get;
   if (method != endpoint->method && !head) {
-    return Reply(
-        ErrorResponse({405, absl::StrCat(std::string(path), " accepts only ", Allowed(*endpoint)),
-                       "invalid_request_error", "", "method_not_allowed"},
-                      version, {{"Allow", Allowed(*endpoint)}}));
+    return Reply(ErrorResponse(
+        {405, absl::StrCat(CutForMessage(path, 200), " accepts only ", Allowed(*endpoint)),
+         "invalid_request_error", "", "method_not_allowed"},
+        version, {{"Allow", Allowed(*endpoint)}}));
   }
   if (path == "/v1/completions") return Completions(request, listener);
+  if (std::optional<std::string_view> id = ModelIdOf(path)) return Reply(Model(*id, version));
   HttpResponse res = path == "/"          ? Playground(version)
                      : path == "/healthz" ? Healthz(version)
                      : path == "/readyz"  ? Readyz(version)
@@ -227,17 +250,26 @@ HttpResponse HttpApi::Metrics(unsigned version) const {
 HttpResponse HttpApi::Models(unsigned version) const {
   const std::shared_ptr<ServingModel> model = scheduler_->CurrentModel();
   json data = json::array();
-  if (model != nullptr) {
-    const ModelSnapshot& s = model->snapshot();
-    data.push_back({{"id", s.id},
-                    {"object", "model"},
-                    {"created", 0},
-                    {"owned_by", "dropk"},
-                    {"checkpoint_step", s.step},
-                    {"context_length", s.config.block_size},
-                    {"vocab_size", s.config.vocab_size}});
-  }
+  if (model != nullptr) data.push_back(ModelObject(model->snapshot()));
   return JsonResponse(http::status::ok, version, json{{"object", "list"}, {"data", data}}.dump());
+}
+
+HttpResponse HttpApi::Model(std::string_view id, unsigned version) const {
+  const std::shared_ptr<ServingModel> model = scheduler_->CurrentModel();
+  if (model == nullptr) {
+    return ErrorResponse(
+        {503, "no checkpoint is loaded yet", "service_unavailable", "", "model_not_ready"},
+        version);
+  }
+  const ModelSnapshot& s = model->snapshot();
+  if (id != s.id) {
+    return ErrorResponse({404,
+                          absl::StrCat("the model '", CutForMessage(id, 100),
+                                       "' does not exist; this server serves '", s.id, "'"),
+                          "invalid_request_error", "model", "model_not_found"},
+                         version);
+  }
+  return JsonResponse(http::status::ok, version, ModelObject(s).dump());
 }
 
 RouteResult HttpApi::Completions(const HttpRequest& request,
@@ -258,12 +290,10 @@ RouteResult HttpApi::Completions(const HttpRequest& request,
     }
   }
   if (!encoding.empty()) {
-    constexpr size_t kMaxShown = 40;  // an error stays one readable line
     return Reply(ErrorResponse(
         {415,
          absl::StrCat("Content-Encoding '",
-                      absl::string_view(encoding.data(), std::min(encoding.size(), kMaxShown)),
-                      encoding.size() > kMaxShown ? "..." : "",
+                      CutForMessage(std::string_view(encoding.data(), encoding.size()), 40),
                       "' is not supported; send the JSON body uncompressed"),
          "invalid_request_error", "", "unsupported_content_encoding"},
         request.version(), {{"Accept-Encoding", "identity"}}));

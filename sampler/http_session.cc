@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/check.h"
+#include "base/cut_for_message.h"
 #include "http_server_impl.h"
 #include "sampler/completions.h"
 #include "sampler/http_api.h"
@@ -201,7 +202,7 @@ std::optional<ApiError> CheckTransferEncoding(const http::fields& req, bool chun
   const std::string full = TransferEncodingOf(req);
   if (full.empty()) return std::nullopt;
   constexpr size_t kMaxShown = 200;  // an error stays one readable line
-  const std::string te = full.size() > kMaxShown ? full.substr(0, kMaxShown) + "..." : full;
+  const std::string te = CutForMessage(full, kMaxShown);
   if (!chunked) {
     // RFC 9112 6.3: a request whose last coding is not chunked has no
     // knowable length.
@@ -220,11 +221,12 @@ std::optional<ApiError> CheckTransferEncoding(const http::fields& req, bool chun
     if (absl::EqualsIgnoreCase(coding, "chunked")) {
       ++chunked_count;
     } else {
-      return ApiError{501,
-                      absl::StrCat("Transfer-Encoding '", te, "' is not supported: coding '",
-                                   coding.substr(0, kMaxShown),
-                                   "' cannot be decoded; send the body with only chunked"),
-                      "invalid_request_error", "", "unsupported_transfer_coding"};
+      return ApiError{
+          501,
+          absl::StrCat("Transfer-Encoding '", te, "' is not supported: coding '",
+                       CutForMessage(std::string_view(coding.data(), coding.size()), kMaxShown),
+                       "' cannot be decoded; send the body with only chunked"),
+          "invalid_request_error", "", "unsupported_transfer_coding"};
     }
   }
   if (chunked_count > 1) {

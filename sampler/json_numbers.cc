@@ -2,6 +2,7 @@
 
 #include <cstddef>
 
+#include "base/cut_for_message.h"
 #include "base/number_text.h"
 #include "nlohmann/json.hpp"
 
@@ -13,11 +14,7 @@ using json = nlohmann::json;
 // nlohmann's id of "number overflow parsing '...'" (an out_of_range error).
 constexpr int kNumberOverflowId = 406;
 
-std::string Cut(std::string text) {
-  constexpr size_t kMaxShown = 40;
-  if (text.size() > kMaxShown) text = text.substr(0, kMaxShown) + "...";
-  return text;
-}
+std::string Cut(std::string_view text) { return CutForMessage(text, 40); }
 
 // A walk over a parse that knows the top-level field it is in; what it
 // does with numbers and errors is the subclass's.

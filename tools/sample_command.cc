@@ -20,6 +20,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "base/cut_for_message.h"
 #include "base/number_text.h"
 #include "checkpoint/env.h"
 #include "nlohmann/json.hpp"
@@ -68,8 +69,7 @@ std::string OneLine(const std::string& text, size_t max = 200) {
     }
   }
   while (!out.empty() && out.back() == ' ') out.pop_back();
-  if (out.size() > max) out = out.substr(0, max) + "...";
-  return out;
+  return CutForMessage(out, max);
 }
 
 // What a failed exchange with the server means, for the user: Beast's own
@@ -114,9 +114,10 @@ absl::Status ValidateFlags(SampleFlags* f) {
 
 // The /v1/completions body for the flags. JSON text must be UTF-8, so a
 // prompt that is not is an error naming --prompt (it was an uncaught
-// exception: an abort).
+// exception: an abort). No 'model': the server's, whichever it serves (it
+// refuses a model it does not serve, as "dropk" was).
 absl::StatusOr<std::string> RequestBody(const SampleFlags& f) {
-  json j = {{"model", "dropk"}, {"prompt", f.prompt}, {"stream", f.stream}};
+  json j = {{"prompt", f.prompt}, {"stream", f.stream}};
   if (f.max_tokens) j["max_tokens"] = *f.max_tokens;
   if (f.temperature) j["temperature"] = *f.temperature;
   if (f.top_k) j["top_k"] = *f.top_k;
@@ -146,8 +147,7 @@ absl::StatusOr<std::string> ChoiceText(const json& j) {
       if (text != choices->front().end() && text->is_string()) return text->get<std::string>();
     }
   }
-  std::string shown = j.is_discarded() ? "not JSON" : j.dump();
-  if (shown.size() > 80) shown = shown.substr(0, 80) + "...";
+  const std::string shown = j.is_discarded() ? "not JSON" : CutForMessage(j.dump(), 80);
   return absl::DataLossError(
       absl::StrCat("the server's answer has no choices[0].text (", shown, ")"));
 }
@@ -183,6 +183,24 @@ absl::StatusOr<bool> PrintEvent(const std::string& event, json* last) {
   std::cout << *text << std::flush;
   *last = std::move(j);
   return true;
+}
+
+// An error when the answer `j` (a body, or a stream's last chunk) says its
+// text was cut short: finish_reason "cancelled", which dropk-serve sends
+// when it stops before a choice is done (SIGTERM's drain deadline, a failed
+// GPU). The text printed before read as a complete one, exit 0.
+absl::Status CheckFinished(const json& j) {
+  if (!j.is_object()) return absl::OkStatus();
+  const auto choices = j.find("choices");
+  if (choices == j.end() || !choices->is_array() || choices->empty() ||
+      !choices->front().is_object()) {
+    return absl::OkStatus();
+  }
+  const auto reason = choices->front().find("finish_reason");
+  if (reason == choices->front().end() || *reason != "cancelled") return absl::OkStatus();
+  return absl::UnavailableError(
+      "the server stopped generating before the completion was finished (finish_reason "
+      "\"cancelled\": it shut down or its device failed); the text above is cut short");
 }
 
 void PrintFooter(const json& j) {
@@ -260,7 +278,7 @@ absl::Status SampleOffline(const SampleFlags& f) {
   }
   std::cout << "\n";
   PrintFooter(last);
-  return absl::OkStatus();
+  return CheckFinished(last);
 }
 
 absl::Status SampleHttp(const SampleFlags& f) {
@@ -372,7 +390,7 @@ absl::Status SampleHttp(const SampleFlags& f) {
       if (!text.ok()) return text.status();
       std::cout << *text << "\n";
       PrintFooter(j);
-      return absl::OkStatus();
+      return CheckFinished(j);
     }
     // Streamed: print each event as it arrives.
     json last;
@@ -406,7 +424,7 @@ absl::Status SampleHttp(const SampleFlags& f) {
           "what answered is not a completions stream)");
     }
     PrintFooter(last);
-    return absl::OkStatus();
+    return CheckFinished(last);
   } catch (const boost::system::system_error& e) {
     return absl::UnavailableError(
         absl::StrCat(f.url, ": ", DescribeHttpError(e.code(), on_timeout)));

@@ -1,4 +1,5 @@
 // Request parsing and validation: every bad input is a 400 naming its field.
+#include <optional>
 #include <string>
 #include <tuple>
 #include <variant>
@@ -179,6 +180,27 @@ TEST(CompletionsParseTest, EveryBadInputIsA400NamingItsField) {
     ASSERT_TRUE(j.contains("error"));
     for (const char* k : {"message", "type", "param", "code"}) EXPECT_TRUE(j["error"].contains(k));
   }
+}
+
+// An empty string was "'prompt' strings must not be empty", which named no
+// string of a list and, with dropk sample naming its flag for the field,
+// read "--prompt strings must not be empty".
+TEST(CompletionsParseTest, AnEmptyStringIsNamedByItsPlace) {
+  EXPECT_EQ(ErrorOf(R"({"prompt":""})").message, "'prompt' must not be an empty string");
+  EXPECT_EQ(ErrorOf(R"({"prompt":["a","",""]})").message,
+            "'prompt' item 1 is an empty string; each must have at least one character");
+  EXPECT_EQ(ErrorOf(R"({"prompt":"a","stop":""})").message, "'stop' must not be an empty string");
+  EXPECT_EQ(ErrorOf(R"({"prompt":"a","stop":["x",""]})").message,
+            "'stop' item 1 is an empty string; each must have at least one character");
+}
+
+// 'model' is kept as sent, for CompletionJob::Start to compare with the
+// served model; left out or null, it is absent.
+TEST(CompletionsParseTest, ModelIsKeptAsSent) {
+  EXPECT_EQ(Parse(R"({"prompt":"a","model":"dropk-step-00000020"})").model,
+            std::optional<std::string>("dropk-step-00000020"));
+  EXPECT_EQ(Parse(R"({"prompt":"a"})").model, std::nullopt);
+  EXPECT_EQ(Parse(R"({"prompt":"a","model":null})").model, std::nullopt);
 }
 
 // Every numeric field's refusal names the field, the allowed range and the

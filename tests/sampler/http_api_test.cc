@@ -62,6 +62,11 @@ void ExpectError(const RouteResult& r, int status, const std::string& code) {
   EXPECT_EQ(j["error"]["code"], code) << r.response.body();
 }
 
+// The error message of a route's answer.
+std::string MessageOf(const RouteResult& r) {
+  return json::parse(r.response.body())["error"]["message"].get<std::string>();
+}
+
 TEST(HttpApiTest, GetRoutes) {
   Api a;
   const RouteResult health = a.Route(http::verb::get, "/healthz");
@@ -173,6 +178,10 @@ TEST(HttpApiTest, UnknownRouteAndWrongMethod) {
   const std::string message =
       json::parse(long_path.response.body())["error"]["message"].get<std::string>();
   EXPECT_EQ(message, "no route /" + std::string(199, 'x') + "...");
+  // A cut that falls inside a UTF-8 character keeps the character out
+  // whole: it showed half of it, which the JSON body made U+FFFD.
+  const RouteResult accented = a.Route(http::verb::get, "/" + std::string(198, 'x') + "\xc3\xa9z");
+  EXPECT_EQ(MessageOf(accented), "no route /" + std::string(198, 'x') + "...");
 }
 
 // A request target in absolute form (what a client configured with a proxy
@@ -268,6 +277,79 @@ TEST(HttpApiTest, CompletionErrors) {
   ExpectError(none.Route(http::verb::get, "/readyz"), 503, "model_not_ready");
   EXPECT_EQ(json::parse(none.Route(http::verb::get, "/v1/models").response.body())["data"].size(),
             0u);
+}
+
+// 'model' was read for its type only: a request for a model the server does
+// not serve ("gpt-4", a checkpoint replaced since) ran on whatever was
+// loaded. OpenAI answers 404 model_not_found; so does dropk-serve, naming
+// what was asked for and what is served. Left out, it means the served one.
+TEST(HttpApiTest, AnUnknownModelIs404NamingBothModels) {
+  Api a;
+  const RouteResult r = a.Route(http::verb::post, "/v1/completions",
+                                R"({"model":"gpt-4","prompt":"ab","max_tokens":2})");
+  ExpectError(r, 404, "model_not_found");
+  EXPECT_EQ(json::parse(r.response.body())["error"]["param"], "model");
+  EXPECT_EQ(MessageOf(r),
+            "the model 'gpt-4' does not exist; this server serves 'dropk-step-100' (GET "
+            "/v1/models lists it; leave 'model' out to use whichever model is served)");
+  // The check comes before the request's other limits: the model is what is wrong.
+  ExpectError(a.Route(http::verb::post, "/v1/completions",
+                      R"({"model":"x","prompt":["a","b"],"n":16,"max_tokens":8192})"),
+              404, "model_not_found");
+  // A hostile name is quoted by its first 100 bytes, not whole.
+  const RouteResult huge = a.Route(
+      http::verb::post, "/v1/completions",
+      json{{"model", std::string(100000, 'm')}, {"prompt", "ab"}, {"max_tokens", 1}}.dump());
+  ExpectError(huge, 404, "model_not_found");
+  EXPECT_LT(MessageOf(huge).size(), 300u);
+  EXPECT_NE(MessageOf(huge).find(std::string(100, 'm') + "..."), std::string::npos);
+  // The served id, as /v1/models lists it, runs; so does no model at all.
+  const std::string served =
+      json::parse(a.Route(http::verb::get, "/v1/models").response.body())["data"][0]["id"]
+          .get<std::string>();
+  EXPECT_EQ(served, "dropk-step-100");
+  for (const std::string& body :
+       {json{{"model", served}, {"prompt", "ab"}, {"max_tokens", 1}}.dump(),
+        json{{"prompt", "ab"}, {"max_tokens", 1}}.dump(),
+        json{{"model", nullptr}, {"prompt", "ab"}, {"max_tokens", 1}}.dump()}) {
+    SCOPED_TRACE(body);
+    a.collector = std::make_shared<Collector>();
+    const RouteResult ok = a.Route(http::verb::post, "/v1/completions", body);
+    ASSERT_NE(ok.job, nullptr) << ok.response.body();
+    EXPECT_EQ(json::parse(BodyOf(a.collector->Wait()))["model"], served);
+  }
+  // A model that is not a string is the request's shape: a 400 naming it.
+  const RouteResult typed =
+      a.Route(http::verb::post, "/v1/completions", R"({"model":["x"],"prompt":"ab"})");
+  ExpectError(typed, 400, "invalid_type");
+  EXPECT_EQ(json::parse(typed.response.body())["error"]["param"], "model");
+  // With nothing loaded the answer is still "not ready", not "no such model".
+  Api none({}, {}, /*load=*/false);
+  ExpectError(none.Route(http::verb::post, "/v1/completions", R"({"model":"x","prompt":"a"})"), 503,
+              "model_not_ready");
+}
+
+// OpenAI's retrieve-model route, GET /v1/models/{model}: the served model's
+// object, or a 404 model_not_found. It was a 404 "no route" for every id.
+TEST(HttpApiTest, RetrieveModelByItsId) {
+  Api a;
+  const RouteResult got = a.Route(http::verb::get, "/v1/models/dropk-step-100");
+  ASSERT_EQ(got.response.result_int(), 200) << got.response.body();
+  const json listed = json::parse(a.Route(http::verb::get, "/v1/models").response.body());
+  EXPECT_EQ(json::parse(got.response.body()), listed["data"][0]);
+  const RouteResult unknown = a.Route(http::verb::get, "/v1/models/gpt-4");
+  ExpectError(unknown, 404, "model_not_found");
+  EXPECT_EQ(MessageOf(unknown),
+            "the model 'gpt-4' does not exist; this server serves 'dropk-step-100'");
+  const RouteResult head = a.Route(http::verb::head, "/v1/models/dropk-step-100");
+  EXPECT_EQ(head.response.result_int(), 200);
+  EXPECT_EQ(head.response.body(), "");
+  const RouteResult post = a.Route(http::verb::post, "/v1/models/" + std::string(5000, 'x'));
+  ExpectError(post, 405, "method_not_allowed");
+  EXPECT_EQ(post.response[http::field::allow], "GET, HEAD");
+  EXPECT_LT(MessageOf(post).size(), 300u);  // the path is quoted cut short
+  Api none({}, {}, /*load=*/false);
+  ExpectError(none.Route(http::verb::get, "/v1/models/dropk-step-100"), 503, "model_not_ready");
 }
 
 // A compressed body was parsed as JSON and refused as "not valid JSON

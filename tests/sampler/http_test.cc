@@ -265,7 +265,8 @@ TEST(HttpTest, ClientDisconnectCancelsGeneration) {
   EXPECT_EQ(Curl(s.port, "POST", "/v1/completions", R"({"prompt":"a","max_tokens":2})").code, 200);
 }
 
-// The official openai npm client (v6; v7 needs Node 22), plain and streamed.
+// The official openai npm client (v6; v7 needs Node 22), plain and streamed,
+// with the model id /v1/models lists; another model is its NotFoundError.
 TEST(HttpTest, OpenAiNpmClient) {
   const std::string dir = std::string(DROPK_BINARY_DIR) + "/e2e_npm";
   if (!std::filesystem::exists(dir + "/node_modules/openai/package.json")) {
@@ -280,15 +281,21 @@ TEST(HttpTest, OpenAiNpmClient) {
   std::ofstream(script) << R"JS(
 import OpenAI from 'openai';
 const client = new OpenAI({ baseURL: `http://127.0.0.1:${process.argv[2]}/v1`, apiKey: 'npm-key' });
-const plain = await client.completions.create({ model: 'dropk', prompt: 'ab', max_tokens: 12, seed: 5, top_k: 3 });
+const model = (await client.models.list()).data[0].id;
+const retrieved = (await client.models.retrieve(model)).id;
+const plain = await client.completions.create({ model, prompt: 'ab', max_tokens: 12, seed: 5, top_k: 3 });
 let streamed = '';
 let chunks = 0;
-const stream = await client.completions.create({ model: 'dropk', prompt: 'ab', max_tokens: 12, seed: 5, top_k: 3, stream: true });
+const stream = await client.completions.create({ model, prompt: 'ab', max_tokens: 12, seed: 5, top_k: 3, stream: true });
 for await (const chunk of stream) { streamed += chunk.choices[0].text; chunks++; }
 let status = 0;
-try { await client.completions.create({ model: 'dropk', prompt: 'ab', top_p: 7 }); }
+try { await client.completions.create({ model, prompt: 'ab', top_p: 7 }); }
 catch (e) { status = e.status; }
-console.log(JSON.stringify({ plain: plain.choices[0].text, streamed, chunks, status, seed: plain.seed }));
+let unknown = {};
+try { await client.completions.create({ model: 'gpt-3.5-turbo-instruct', prompt: 'ab' }); }
+catch (e) { unknown = { status: e.status, code: e.code, name: e.constructor.name }; }
+console.log(JSON.stringify({ model, retrieved, plain: plain.choices[0].text, streamed, chunks, status,
+                             seed: plain.seed, unknown }));
 )JS";
   const auto r = testing::RunCommand("timeout 60 node " + script + " " + std::to_string(s.port));
   ASSERT_EQ(r.exit_code, 0) << r.out;
@@ -298,6 +305,9 @@ console.log(JSON.stringify({ plain: plain.choices[0].text, streamed, chunks, sta
   EXPECT_GE(j["chunks"], 2);
   EXPECT_EQ(j["status"], 400);
   EXPECT_EQ(j["seed"], 5);
+  EXPECT_EQ(j["model"], j["retrieved"]);
+  EXPECT_EQ(j["unknown"],
+            json({{"status", 404}, {"code", "model_not_found"}, {"name", "NotFoundError"}}));
 }
 
 // The status line, and the JSON error code of a raw response.

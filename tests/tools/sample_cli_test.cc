@@ -266,6 +266,38 @@ TEST(SampleCliTest, AnErrorEventInAStreamIsNamedWithItsMessage) {
   EXPECT_EQ(r.err, "dropk: the server ended the stream with an error: " + why + "\n");
 }
 
+// dropk-serve ends a choice it stops early (SIGTERM past --drain-ms, a
+// failed GPU) with finish_reason "cancelled". dropk printed the cut text
+// and exited 0, as if it were the whole completion; now the text is printed,
+// then one line saying it was cut short, exit 1. Other reasons pass.
+TEST(SampleCliTest, ACompletionTheServerCutShortIsSaidSoAndFails) {
+  const std::string cut =
+      "dropk: the server stopped generating before the completion was finished (finish_reason "
+      "\"cancelled\": it shut down or its device failed); the text above is cut short\n";
+  CannedServer plain(Reply200(
+      R"({"choices":[{"text":"ab","finish_reason":"cancelled"}],"seed":4,"checkpoint_step":7})"));
+  CommandResult r = RunCommand(kBin + "dropk sample --prompt a --url " + plain.url());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out, "ab\n");
+  EXPECT_EQ(r.err, "seed 4, checkpoint step 7\n" + cut);
+  CannedServer streamed(StreamHead() + TextEvent("ab") +
+                        Chunk(R"(data: {"choices":[{"text":"c","finish_reason":"cancelled"}]})"
+                              "\n\n") +
+                        Chunk("data: [DONE]\n\n") + "0\r\n\r\n");
+  r = RunCommand(kBin + "dropk sample --stream --prompt a --url " + streamed.url());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out, "abc\n");
+  EXPECT_EQ(r.err, cut);
+  for (const char* reason : {"length", "stop"}) {
+    SCOPED_TRACE(reason);
+    CannedServer done(Reply200(std::string(R"({"choices":[{"text":"ab","finish_reason":")") +
+                               reason + R"("}]})"));
+    r = RunCommand(kBin + "dropk sample --prompt a --url " + done.url());
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, "ab\n");
+  }
+}
+
 // RFC 9110 15.2: a client must accept 1xx answers before the final one, and
 // dropk-serve itself sends "100 Continue" to clients it probes. dropk took
 // the 100 for the answer: "HTTP 100: ", exit 1.

@@ -63,10 +63,15 @@ struct CompletionRequest {
   int n = 1;
   bool stream = false;
   int logprobs = -1;  // -1: none; else alternatives per token (0..20)
+  // The model the client asked for, as sent; absent: whichever is served.
+  // CompletionJob::Start refuses one that is not the served model's id.
+  std::optional<std::string> model;
 };
 
 // Parses and validates a /v1/completions body. Errors are 400s naming the
-// field (param) with code invalid_json, invalid_type or invalid_value. A
+// field (param) with code invalid_json, invalid_type or invalid_value ('model'
+// must be a string when given; whether it names the served model is
+// CompletionJob::Start's to say). A
 // number a double cannot hold (1e-400, 1e400) is quoted as written. What a
 // request costs is checked against the server's limits by
 // CompletionJob::Start.
@@ -95,7 +100,8 @@ class CompletionListener {
 // One request in flight. Thread-safe to Cancel from any thread.
 class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
  public:
-  // Validates `request` against `model` (prompt encoding, context length)
+  // Validates `request` against `model` (the model it names, prompt
+  // encoding, context length)
   // and the scheduler's cost budget (prompts x n x max_tokens at most
   // SchedulerOptions::max_request_tokens, code request_too_costly; the same
   // budget bounds the top logprobs a non-streaming answer holds, at most
@@ -103,7 +109,9 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
   // code request_too_costly, param logprobs) and
   // submits its prompts x n sequences. Errors: 400 for the request (more
   // sequences than SchedulerOptions::max_queue included: code
-  // too_many_sequences), 429 when the queue is full, 503 when shutting
+  // too_many_sequences), 404 when request.model is given and is not the
+  // id of `model` (code model_not_found, param model, naming both), 429 when
+  // the queue is full, 503 when shutting
   // down (code shutting_down) or after the GPU failed (code device_failed,
   // naming the error). On success the listener gets the output; on error it
   // is never called.

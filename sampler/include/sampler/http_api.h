@@ -5,7 +5,7 @@
 // can be tested without a connection.
 //
 // Routes: POST /v1/completions; GET (and HEAD) / (the playground page,
-// playground.h), /v1/models, /healthz, /readyz, /metrics. /healthz and
+// playground.h), /v1/models, /v1/models/{model}, /healthz, /readyz, /metrics. /healthz and
 // /readyz answer 503 (code device_failed, naming the error) once the GPU
 // failed (Scheduler::DeviceFailure). Every error is an
 // OpenAI-style JSON body (completions.h ErrorBody). With an API key set,
@@ -82,6 +82,10 @@ class HttpApi {
   HttpResponse Readyz(unsigned version) const;
   HttpResponse Metrics(unsigned version) const;
   HttpResponse Models(unsigned version) const;
+  // GET /v1/models/{id}: the served model's object when `id` is its id, else
+  // a 404 model_not_found naming `id` and the served id (a 503
+  // model_not_ready while nothing is loaded).
+  HttpResponse Model(std::string_view id, unsigned version) const;
   RouteResult Completions(const HttpRequest& request,
                           const std::shared_ptr<CompletionListener>& listener) const;
 
