@@ -19,6 +19,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "base/number_text.h"
 
 namespace dropk {
 
@@ -98,6 +99,31 @@ CLI::Validator IntegerFlagRange(Int min, Int max) {
         return std::string();
       },
       absl::StrCat(std::is_unsigned_v<Int> ? "UINT" : "INT", " in [", min, " - ", max, "]"));
+}
+
+// A CLI11 check for a real-number flag that must lie strictly between `low`
+// and `high`, which refuses every other text quoting it as typed: "must be
+// a number strictly between LOW and HIGH, got TEXT" (CLI11 puts the flag
+// first). CLI11 reads such a flag with strtod and keeps what it rounds to:
+// --val-fraction 1e-400 became 0, and the range check after parsing said
+// "val_fraction 0", a number nobody typed. Reads numbers as
+// ReadRealText does (base/number_text.h). Help shows "FLOAT in (LOW, HIGH)".
+inline CLI::Validator RealFlagOpenRange(double low, double high) {
+  return CLI::Validator(
+      [low, high](const std::string& text) -> std::string {
+        const std::string rule =
+            absl::StrCat("must be a number strictly between ", low, " and ", high, ", got ", text);
+        double value = 0;
+        switch (ReadRealText(text, &value)) {
+          case RealText::kFinite: return value > low && value < high ? std::string() : rule;
+          case RealText::kUnderflow:
+            return absl::StrCat(rule, ", too small for a double: it would be read as 0");
+          case RealText::kNotANumber:
+          case RealText::kNotFinite: break;
+        }
+        return rule;
+      },
+      absl::StrCat("FLOAT in (", low, ", ", high, ")"));
 }
 
 // CLI11's words for a parse error, where they do not say what happened: a
