@@ -672,6 +672,11 @@ TEST_F(PrepareDataTest, ValFractionIsQuotedAsTyped) {
         << c.typed;
     EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << c.typed << "\n" << run.err;
   }
+  const test_util::CommandResult empty =
+      RunDropk("data prepare --tokenizer char --out '" + Path("o") + "' --val-fraction '' '" +
+               kShakespeare + "'");
+  EXPECT_THAT(empty.err, StartsWith("dropk: --val-fraction: must be a number strictly between 0 "
+                                    "and 1, got \"\""));
   EXPECT_FALSE(std::filesystem::exists(Path("o")));
   // A fraction a double holds but the split cannot use is quoted whole too,
   // not as StrCat's six digits (1.23457e-17).
@@ -680,6 +685,17 @@ TEST_F(PrepareDataTest, ValFractionIsQuotedAsTyped) {
                "' --val-fraction=0.000000000000000012345678 '" + kShakespeare + "'");
   EXPECT_EQ(run.exit_code, 2) << run.err;
   EXPECT_THAT(run.err, StartsWith("dropk: val_fraction 1.2345678e-17 splits the "));
+}
+
+// `--out= in.txt`: CLI11 took in.txt as --out's value and said "input is
+// required", hiding both mistakes.
+TEST_F(PrepareDataTest, AFlagWithAnEmptyValueAfterItsEqualsSignIsNamed) {
+  const test_util::CommandResult run =
+      RunDropk("data prepare --tokenizer char --out= '" + std::string(kShakespeare) + "'");
+  EXPECT_EQ(run.exit_code, 2) << run.err;
+  EXPECT_EQ(run.err, "dropk: --out= gives no value after its '=' (the next argument, " +
+                         std::string(kShakespeare) +
+                         ", would be taken as it); give the value after '='\n");
 }
 
 TEST_F(PrepareDataTest, CliRejectsBadUsageWithExit2) {

@@ -4,6 +4,7 @@
 // `dropk-train --resume --max_iters=5` resumed from a checkpoint named
 // "--max_iters=5" and dropped max_iters; `dropk data prepare --out
 // --threads=2 in.txt` wrote into a directory named "--threads=2".
+// So is one written with '=' and nothing after it (`--out= in.txt`).
 // And a 64-bit integer out of range: CLI11 (2.1) reads one with strtoull or
 // strtoll and keeps what they saturate or wrap to.
 #ifndef DROPK_BASE_CLI_FLAG_VALUES_H_
@@ -27,7 +28,8 @@ namespace dropk {
 // program's name) that names a long flag needing a value and is followed by
 // an argument that names a flag itself (up to its '='), or "" when there is
 // none. Flags are those of `app` and of the subcommands the words of `args`
-// name so far ("dropk data prepare --out"). Stops at "--": what follows is
+// name so far ("dropk data prepare --out"), or that is written "--flag=" with
+// nothing after the '=' and followed by any argument. Stops at "--": what follows is
 // another command's. A value that only starts with '-' ("-1", "--x" naming
 // no flag) stays a value.
 inline std::string FlagMissingItsValue(const CLI::App& app, const std::vector<std::string>& args) {
@@ -50,6 +52,16 @@ inline std::string FlagMissingItsValue(const CLI::App& app, const std::vector<st
         break;
       }
       continue;
+    }
+    // "--out=" with nothing after the '=': CLI11 takes the next argument as
+    // the value, so `dropk data prepare --out= in.txt` wrote into in.txt's
+    // name and said "input is required".
+    if (i + 1 < args.size() && args[i].starts_with("--") && args[i].ends_with("=")) {
+      const CLI::Option* option = find(args[i]);
+      if (option != nullptr && option->get_items_expected_min() >= 1) {
+        return args[i] + " gives no value after its '=' (the next argument, " + args[i + 1] +
+               ", would be taken as it); give the value after '='";
+      }
     }
     if (i + 1 == args.size() || !args[i].starts_with("--") ||
         args[i].find('=') != std::string::npos) {
@@ -111,8 +123,8 @@ CLI::Validator IntegerFlagRange(Int min, Int max) {
 inline CLI::Validator RealFlagOpenRange(double low, double high) {
   return CLI::Validator(
       [low, high](const std::string& text) -> std::string {
-        const std::string rule =
-            absl::StrCat("must be a number strictly between ", low, " and ", high, ", got ", text);
+        const std::string rule = absl::StrCat("must be a number strictly between ", low, " and ",
+                                              high, ", got ", text.empty() ? "\"\"" : text);
         double value = 0;
         switch (ReadRealText(text, &value)) {
           case RealText::kFinite: return value > low && value < high ? std::string() : rule;
