@@ -74,7 +74,8 @@ void RegisterDataCommand(CLI::App& app, Action& action) {
   prepare
       ->add_option("--val-fraction", flags->options.val_fraction,
                    "Fraction of tokens, taken from the end, for val.bin (0 < F < 1)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(dropk::RealFlagOpenRange(0, 1));
   prepare
       ->add_option("--gpt2-dir", flags->options.gpt2_dir,
                    "gpt2: directory of GPT-2's encoder.json and vocab.bpe")

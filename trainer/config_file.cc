@@ -2,9 +2,12 @@
 // diagnostics that name the file, line, column and field at fault where
 // protobuf's own messages name none of them.
 #include <cerrno>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -13,9 +16,13 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "base/number_text.h"
 #include "config_text.h"
 #include "google/protobuf/descriptor.h"
@@ -137,6 +144,19 @@ class ConfigErrorCollector : public pb::io::ErrorCollector {
       : path_(std::move(path)), text_(text) {}
 
   void AddError(int line, pb::io::ColumnNumber column, const std::string& message) override {
+    // A byte past ASCII where text format reads names and values (a binary
+    // file, text in another encoding) was two lines: protobuf's "Interpreting
+    // non ascii codepoint 255." and what its parser then expected. One line
+    // saying what is wrong with the file, and nothing after it.
+    if (non_text_) return;
+    if (const std::optional<int> byte = NonAsciiByte(message)) {
+      non_text_ = true;
+      errors_ = {absl::StrFormat(
+          "%s:%d:%d: byte 0x%02X is not text: outside quoted strings and comments a config file "
+          "holds ASCII only (is it a binary file, or text in another encoding?)",
+          path_, line + 1, column + 1, *byte)};
+      return;
+    }
     // Protobuf reports a bad bool or enum value (a message that quotes the
     // field) where the token after it starts: `device: GPU` followed by a
     // blank line and `n_layer: 2` was "4:1", n_layer's line. The value's own
@@ -165,9 +185,21 @@ class ConfigErrorCollector : public pb::io::ErrorCollector {
   std::string Errors() const { return absl::StrJoin(errors_, "\n"); }
 
  private:
+  // The byte of protobuf's tokenizer error "Interpreting non ascii codepoint
+  // N.", or nullopt for another message.
+  static std::optional<int> NonAsciiByte(const std::string& message) {
+    constexpr absl::string_view kPrefix = "Interpreting non ascii codepoint ";
+    if (!absl::StartsWith(message, kPrefix)) return std::nullopt;
+    int byte = 0;
+    const absl::string_view number = absl::StripSuffix(message.substr(kPrefix.size()), ".");
+    if (!absl::SimpleAtoi(number, &byte)) return std::nullopt;
+    return byte;
+  }
+
   std::string path_;
   const std::string* text_;  // the file's contents; outlives the collector
   std::vector<std::string> errors_;
+  bool non_text_ = false;  // errors_ holds the one line for a byte past ASCII
 };
 
 // "path:line:column: field NAME is set twice (first on line N)..." for the
@@ -210,24 +242,77 @@ std::string FieldSetTwice(const std::string& path, const std::string& text) {
   return "";
 }
 
-// "path:line:column: field NAME: ..." for the first float field `text` sets
-// to a number its type cannot hold: past the type's range (text format
-// reads 1e400 or, for a float, 1e39 as inf) or a nonzero number below it
-// (1e-50 reads as 0), or a number the float rounding carries across a bound
-// of the field's range (RoundedAcrossBound). Empty when there is none. `merged` is what `text`
-// parsed into. Validation would report the value as read ("learning_rate=0:
-// must be > 0", "learning_rate=inf"), which is not what the file says.
-std::string FloatOutOfRange(const std::string& path, const std::string& text,
-                            const TrainConfig& merged) {
+// Why the number or identifier `written` (the value token `token`, after
+// a minus sign when `written` starts with one), read into the float or
+// double field `field` of `merged`, is not the number the file says, or ""
+// when it is: past the type's range (text format reads 1e400 or, for a
+// float, 1e39 as inf), a nonzero number below it (1e-50 reads as 0), a
+// number the float rounding carries across a bound of the field's range
+// (RoundedAcrossBound), or not finite as written (nan, inf, infinity: text
+// format reads them, a config never wants them).
+std::string FloatValueProblem(const pb::FieldDescriptor* field,
+                              const pb::io::Tokenizer::Token& token, const std::string& written,
+                              const TrainConfig& merged) {
+  const std::string takes = absl::StrCat(" (", field->name(), " takes ", ExpectedValue(field), ")");
+  if (token.type == pb::io::Tokenizer::TYPE_IDENTIFIER) {
+    const std::string word = absl::AsciiStrToLower(token.text);
+    if (word == "nan" || word == "inf" || word == "infinity") {
+      return absl::StrCat(written, " is not a finite number", takes);
+    }
+    return "";
+  }
+  // Text format also reads a whole number into a float field, and one of
+  // 40 digits is past float's range too.
+  if (token.type != pb::io::Tokenizer::TYPE_FLOAT &&
+      token.type != pb::io::Tokenizer::TYPE_INTEGER) {
+    return "";
+  }
+  const pb::Reflection* reflection = merged.GetReflection();
+  const bool is_float = field->cpp_type() == pb::FieldDescriptor::CPPTYPE_FLOAT;
+  const double value =
+      is_float ? reflection->GetFloat(merged, field) : reflection->GetDouble(merged, field);
+  if (std::isinf(value)) return absl::StrCat(written, " is out of range", takes);
+  const std::string why = is_float ? UnderflowProblem(written, static_cast<float>(value))
+                                   : UnderflowProblem(written, value);
+  if (!why.empty() || !is_float) return why;
+  return RoundedAcrossBound(field->name(), written, static_cast<float>(value));
+}
+
+// Why the integer `written` (the value token `token`, after a minus sign
+// when `written` starts with one) is no value of the enum field `field`, or
+// "" when it is one. Text format takes any number into a proto3 enum, and
+// validation then named the field but not where the file set it.
+std::string EnumValueProblem(const pb::FieldDescriptor* field,
+                             const pb::io::Tokenizer::Token& token, const std::string& written) {
+  if (token.type != pb::io::Tokenizer::TYPE_INTEGER) return "";
+  errno = 0;
+  char* end = nullptr;
+  const long long number = std::strtoll(written.c_str(), &end, 0);  // 0x7 and 07 too
+  if (errno == 0 && *end == '\0' && number >= std::numeric_limits<int>::min() &&
+      number <= std::numeric_limits<int>::max() &&
+      field->enum_type()->FindValueByNumber(static_cast<int>(number)) != nullptr) {
+    return "";
+  }
+  return absl::StrCat(written, " names no ", field->enum_type()->name(), " (", field->name(),
+                      " takes ", ExpectedValue(field), ")");
+}
+
+// "path:line:column: field NAME: ..." for the first float or enum field
+// `text` sets to a value that does not mean what the file says
+// (FloatValueProblem, EnumValueProblem). Empty when there is none.
+// `merged` is what `text` parsed into. Validation would report the value
+// as read ("learning_rate=0: must be > 0", "learning_rate=inf") and where
+// it came from no more than a flag's.
+std::string ValueNotAsWritten(const std::string& path, const std::string& text,
+                              const TrainConfig& merged) {
   pb::io::ArrayInputStream input(text.data(), static_cast<int>(text.size()));
   IgnoreErrors ignore;
   pb::io::Tokenizer tokenizer(&input, &ignore);
   tokenizer.set_comment_style(pb::io::Tokenizer::SH_COMMENT_STYLE);
   tokenizer.set_allow_f_after_float(true);  // as text format reads 1e-50f
-  const pb::Reflection* reflection = merged.GetReflection();
   pb::io::Tokenizer::Token previous;
-  const pb::FieldDescriptor* field = nullptr;     // a float field whose value comes next
-  std::optional<pb::io::Tokenizer::Token> minus;  // before the number: -1e-50
+  const pb::FieldDescriptor* field = nullptr;     // a float or enum field whose value comes next
+  std::optional<pb::io::Tokenizer::Token> minus;  // before the value: -1e-50, -inf
   int depth = 0;                                  // inside [] lists, {} or <> messages
   while (tokenizer.Next()) {
     const pb::io::Tokenizer::Token& token = tokenizer.current();
@@ -236,28 +321,15 @@ std::string FloatOutOfRange(const std::string& path, const std::string& text,
       minus = token;
       continue;
     }
-    // Text format also reads a whole number into a float field, and one of
-    // 40 digits is past float's range too.
-    if (field != nullptr && (token.type == pb::io::Tokenizer::TYPE_FLOAT ||
-                             token.type == pb::io::Tokenizer::TYPE_INTEGER)) {
-      const std::string number = absl::StrCat(minus.has_value() ? "-" : "", token.text);
-      const pb::io::Tokenizer::Token& first = minus.has_value() ? *minus : token;
-      const std::string where = absl::StrCat(path, ":", first.line + 1, ":", first.column + 1,
-                                             ": field ", field->name(), ": ");
-      const bool is_float = field->cpp_type() == pb::FieldDescriptor::CPPTYPE_FLOAT;
-      const double value =
-          is_float ? reflection->GetFloat(merged, field) : reflection->GetDouble(merged, field);
-      if (std::isinf(value)) {
-        return absl::StrCat(where, number, " is out of range (", field->name(), " takes ",
-                            ExpectedValue(field), ")");
-      }
-      const std::string why = is_float ? UnderflowProblem(number, static_cast<float>(value))
-                                       : UnderflowProblem(number, value);
-      if (!why.empty()) return absl::StrCat(where, why);
-      if (is_float) {
-        const std::string crossed =
-            RoundedAcrossBound(field->name(), number, static_cast<float>(value));
-        if (!crossed.empty()) return absl::StrCat(where, crossed);
+    if (field != nullptr) {
+      const std::string written = absl::StrCat(minus.has_value() ? "-" : "", token.text);
+      const std::string problem = field->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM
+                                      ? EnumValueProblem(field, token, written)
+                                      : FloatValueProblem(field, token, written, merged);
+      if (!problem.empty()) {
+        const pb::io::Tokenizer::Token& first = minus.has_value() ? *minus : token;
+        return absl::StrCat(path, ":", first.line + 1, ":", first.column + 1, ": field ",
+                            field->name(), ": ", problem);
       }
     }
     field = nullptr;
@@ -267,11 +339,11 @@ std::string FloatOutOfRange(const std::string& path, const std::string& text,
       if (token.text == "]" || token.text == "}" || token.text == ">") --depth;
       if (depth == 0 && token.text == ":" && previous.type == pb::io::Tokenizer::TYPE_IDENTIFIER) {
         field = TrainConfig::descriptor()->FindFieldByName(previous.text);
-        if (field != nullptr &&
-            (field->is_repeated() || (field->cpp_type() != pb::FieldDescriptor::CPPTYPE_FLOAT &&
-                                      field->cpp_type() != pb::FieldDescriptor::CPPTYPE_DOUBLE))) {
-          field = nullptr;
-        }
+        const bool checked = field != nullptr && !field->is_repeated() &&
+                             (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_FLOAT ||
+                              field->cpp_type() == pb::FieldDescriptor::CPPTYPE_DOUBLE ||
+                              field->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM);
+        if (!checked) field = nullptr;
       }
     }
     previous = token;
@@ -334,8 +406,8 @@ absl::Status MergeTrainConfigFile(const std::string& path, TrainConfig* config) 
   if (std::string twice = FieldSetTwice(path, text); !twice.empty()) {
     return absl::InvalidArgumentError(twice);
   }
-  if (std::string out_of_range = FloatOutOfRange(path, text, merged); !out_of_range.empty()) {
-    return absl::InvalidArgumentError(out_of_range);
+  if (std::string not_as_written = ValueNotAsWritten(path, text, merged); !not_as_written.empty()) {
+    return absl::InvalidArgumentError(not_as_written);
   }
   *config = std::move(merged);
   return absl::OkStatus();

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <set>
 #include <system_error>
@@ -19,11 +20,13 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/number_text.h"
 #include "base/path_status.h"
 #include "checkpoint/crc32c.h"
 #include "checkpoint/env.h"
 #include "model/gpt2_vocab_files.h"
 #include "model/tokenizer.h"
+#include "trainer/data_checksums.h"
 #include "trainer/run_directory_lock.h"
 #include "trainer/token_dataset.h"
 #include "trainer/token_file.h"
@@ -473,10 +476,12 @@ class StagedFiles {
 
 // Stages tokens [begin, end) of the spool as the split `split`: one file
 // <split>.bin when they fit in shard_tokens, else shards; each stamped with
-// dataset_id. Returns how many files.
+// dataset_id, its CRC32C added to *checksums by name. Returns how many
+// files.
 absl::StatusOr<int> WriteSplit(Env* env, const std::string& spool_path, StagedFiles& staged,
                                const std::string& split, uint64_t begin, uint64_t end,
-                               int vocab_size, uint64_t shard_tokens, uint32_t dataset_id) {
+                               int vocab_size, uint64_t shard_tokens, uint32_t dataset_id,
+                               std::map<std::string, uint32_t>* checksums) {
   const int width = TokenWidthFor(vocab_size);
   const uint64_t total = end - begin;
   const uint64_t shards = std::max<uint64_t>(1, (total + shard_tokens - 1) / shard_tokens);
@@ -486,9 +491,11 @@ absl::StatusOr<int> WriteSplit(Env* env, const std::string& spool_path, StagedFi
     const uint64_t count = std::min(shard_tokens, end - first);
     const std::string name =
         shards == 1 ? split + ".bin" : ShardFileName(split, static_cast<int>(s));
+    uint32_t& crc = (*checksums)[name] = 0;
     const absl::Status status = staged.Write(name, [&](WritableFile& file) -> absl::Status {
       const auto header = TokenFileHeader(vocab_size, count, dataset_id);
       if (absl::Status st = file.Append(header.data(), header.size()); !st.ok()) return st;
+      crc = crc32c::Extend(crc, header.data(), header.size());
       uint64_t at = first * width;
       const uint64_t stop = (first + count) * width;
       while (at < stop) {
@@ -497,6 +504,7 @@ absl::StatusOr<int> WriteSplit(Env* env, const std::string& spool_path, StagedFi
           return st;
         }
         if (absl::Status st = file.Append(buffer.data(), n); !st.ok()) return st;
+        crc = crc32c::Extend(crc, buffer.data(), n);
         at += n;
       }
       return absl::OkStatus();
@@ -522,22 +530,6 @@ absl::Status CheckShardCount(const std::string& split, uint64_t tokens, uint64_t
       fewest, " or more"));
 }
 
-// The dataset id of a preparation: a CRC32C over everything that decides
-// its files (the tokens, the tokenizer, where train ends, the shard size),
-// never 0. Derived from the content, not random, so preparing the same text
-// the same way writes the same bytes (and files of two such runs are
-// interchangeable anyway).
-uint32_t DatasetId(uint32_t tokens_crc, const std::string& tokenizer_bytes, uint64_t n_train,
-                   uint64_t shard_tokens) {
-  uint32_t crc = crc32c::Extend(tokens_crc, tokenizer_bytes.data(), tokenizer_bytes.size());
-  for (const uint64_t v : {n_train, shard_tokens}) {
-    uint8_t le[8];
-    for (int i = 0; i < 8; ++i) le[i] = static_cast<uint8_t>(v >> (8 * i));
-    crc = crc32c::Extend(crc, le, sizeof(le));
-  }
-  return crc == 0 ? 1 : crc;
-}
-
 }  // namespace
 
 std::string ShardTokensRule() {
@@ -548,8 +540,9 @@ std::string ShardTokensRule() {
 absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
   // Written as a negated conjunction so NaN is rejected too.
   if (!(options.val_fraction > 0.0 && options.val_fraction < 1.0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("val_fraction ", options.val_fraction, " must be strictly between 0 and 1"));
+    return absl::InvalidArgumentError(absl::StrCat("val_fraction ",
+                                                   ShortestDoubleText(options.val_fraction),
+                                                   " must be strictly between 0 and 1"));
   }
   if (options.out_dir.empty()) {
     return absl::InvalidArgumentError("the output directory is empty");
@@ -637,7 +630,8 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
       static_cast<uint64_t>(static_cast<double>(*n) * (1.0 - options.val_fraction));
   if (n_train == 0 || n_train >= *n) {
     return absl::InvalidArgumentError(
-        absl::StrCat("val_fraction ", options.val_fraction, " splits the ", *n, " tokens of ",
+        absl::StrCat("val_fraction ", ShortestDoubleText(options.val_fraction), " splits the ", *n,
+                     " tokens of ",
                      files->size() == 1 ? absl::StrCat("'", files->front(), "'")
                                         : absl::StrCat(files->size(), " input files"),
                      " into ", n_train, " train and ", *n - std::min(*n, n_train),
@@ -653,17 +647,21 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
   if (!plain_tokenizer.ok()) return plain_tokenizer.status();
   const uint32_t dataset_id =
       DatasetId(tokens_crc, *plain_tokenizer, n_train, options.shard_tokens);
-  absl::StatusOr<std::string> tokenizer_bytes =
-      TokenizerFileBytes(*tokenizer, dataset_id, tokenizer_path);
-  if (!tokenizer_bytes.ok()) return tokenizer_bytes.status();
 
   StagedFiles staged(env, dir);
-  absl::StatusOr<int> train_files = WriteSplit(env, spool_path, staged, "train", 0, n_train,
-                                               vocab_size, options.shard_tokens, dataset_id);
+  std::map<std::string, uint32_t> checksums;
+  absl::StatusOr<int> train_files =
+      WriteSplit(env, spool_path, staged, "train", 0, n_train, vocab_size, options.shard_tokens,
+                 dataset_id, &checksums);
   if (!train_files.ok()) return train_files.status();
-  absl::StatusOr<int> val_files = WriteSplit(env, spool_path, staged, "val", n_train, *n,
-                                             vocab_size, options.shard_tokens, dataset_id);
+  absl::StatusOr<int> val_files =
+      WriteSplit(env, spool_path, staged, "val", n_train, *n, vocab_size, options.shard_tokens,
+                 dataset_id, &checksums);
   if (!val_files.ok()) return val_files.status();
+  // Written last, it records the checksums of the files just written.
+  absl::StatusOr<std::string> tokenizer_bytes =
+      TokenizerFileBytes(*tokenizer, dataset_id, tokenizer_path, checksums);
+  if (!tokenizer_bytes.ok()) return tokenizer_bytes.status();
   if (absl::Status s = staged.Write(kTokenizerFile,
                                     [&](WritableFile& file) {
                                       return file.Append(tokenizer_bytes->data(),

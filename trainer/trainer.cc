@@ -25,6 +25,7 @@
 #include "trainer/comm_backend.h"
 #include "trainer/comm_timeout.h"
 #include "trainer/config.h"
+#include "trainer/data_checksums.h"
 #include "trainer/data_parallel.h"
 #include "trainer/device.h"
 #include "trainer/memory_budget.h"
@@ -696,10 +697,11 @@ absl::StatusOr<TrainingData> LoadTrainingData(const std::string& data_dir) {
         ": not a directory; data_dir names the directory `dropk data prepare --out DIR` wrote "
         "(tokenizer.pb, train.bin, val.bin), not a text file"));
   }
-  const std::string tokenizer_path = data_dir + "/tokenizer.pb";
-  uint32_t tokenizer_id = 0;
+  PreparedDataRecord record;
+  record.tokenizer_path = data_dir + "/tokenizer.pb";
+  const std::string& tokenizer_path = record.tokenizer_path;
   absl::StatusOr<TextTokenizer> tokenizer =
-      LoadTokenizer(tokenizer_path, Env::Default(), &tokenizer_id);
+      LoadTokenizer(tokenizer_path, Env::Default(), &record.dataset_id, &record.file_checksums);
   if (!tokenizer.ok()) return NameDataDirIfMissing(data_dir, tokenizer.status());
   absl::StatusOr<TokenDataset> train = TokenDataset::Open(data_dir, "train");
   if (!train.ok()) return NameDataDirIfMissing(data_dir, train.status());
@@ -709,9 +711,9 @@ absl::StatusOr<TrainingData> LoadTrainingData(const std::string& data_dir) {
   // hand, mix two data sets; with the same vocabulary size nothing else
   // would notice.
   for (const TokenDataset* f : {&*train, &*val}) {
-    if (f->dataset_id() != tokenizer_id) {
+    if (f->dataset_id() != record.dataset_id) {
       return MixedPreparationsError(f->files().front().path(), f->dataset_id(), tokenizer_path,
-                                    tokenizer_id);
+                                    record.dataset_id);
     }
   }
   for (const TokenDataset* f : {&*train, &*val}) {
@@ -721,6 +723,11 @@ absl::StatusOr<TrainingData> LoadTrainingData(const std::string& data_dir) {
           tokenizer->vocab_size(), "; prepare the data again with `dropk data prepare`"));
     }
   }
+  // Last, as the only check that reads every byte. Each rank checks the
+  // files it reads itself (hosts may hold copies of their own); one that
+  // finds a mismatch ends the job (dropk-train's FailRank), so no rank is
+  // left waiting in the collective after this.
+  if (absl::Status s = VerifyPreparedData(record, *tokenizer, *train, *val); !s.ok()) return s;
   return TrainingData{std::move(*tokenizer), std::move(*train), std::move(*val)};
 }
 

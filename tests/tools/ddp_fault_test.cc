@@ -143,5 +143,32 @@ TEST_F(DdpFaultTest, ABadConfigOnOneRankIsPrintedNamingThatRank) {
   EXPECT_NE(text.find("dropk-train: rank 1: n_layer=0: must be >= 1"), std::string::npos) << text;
 }
 
+// MPMD launch: rank 1 reads a copy of the data in which one token was
+// changed into another valid one (a host whose copy was damaged). Every
+// rank checks the files it reads; the one that finds the change ends the
+// job with exit 2 naming itself and the file, and no rank is left waiting.
+TEST_F(DdpFaultTest, ADamagedTokenFileOnOneRankEndsTheJobNamingIt) {
+  const std::string damaged = (*root_ / "damaged_data").string();
+  std::filesystem::copy(*root_ / "data", damaged, std::filesystem::copy_options::recursive);
+  ASSERT_TRUE(test_util::ChangeOneByteToken(damaged + "/train.bin", 500));
+  const std::string out = (*root_ / "damaged_run").string();
+  std::vector<std::string> argv = {"mpirun", "--oversubscribe", "-np", "1"};
+  for (const std::string& a : TrainArgs(out, (*root_ / "data").string())) argv.push_back(a);
+  argv.insert(argv.end(), {":", "-np", "1"});
+  for (const std::string& a : TrainArgs(out, damaged)) argv.push_back(a);
+  const std::string log = (*root_ / "damaged.log").string();
+  test_util::ChildProcess job(argv, log);
+  const std::optional<int> code = job.WaitFor(seconds(60));
+  ASSERT_TRUE(code.has_value()) << "the job hung:\n" << test_util::ReadFile(log);
+  EXPECT_EQ(*code, 2) << test_util::ReadFile(log);
+  const std::string text = test_util::ReadFile(log);
+  EXPECT_NE(
+      text.find("rank 1 of 2: token file '" + damaged +
+                "/train.bin' does not match its checksum recorded in " + damaged + "/tokenizer.pb"),
+      std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("Signal:"), std::string::npos) << "a rank crashed:\n" << text;
+}
+
 }  // namespace
 }  // namespace dropk

@@ -646,6 +646,58 @@ TEST_F(PrepareDataTest, ShardTokensPast64BitsAreRefusedAsWritten) {
   EXPECT_FALSE(std::filesystem::exists(Path("o")));
 }
 
+// --val-fraction 1e-400 was read as 0 and refused as "val_fraction 0 must
+// be strictly between 0 and 1", a number nobody typed: every refused value
+// is quoted as typed, naming the flag.
+TEST_F(PrepareDataTest, ValFractionIsQuotedAsTyped) {
+  const struct {
+    const char* typed;
+    const char* expected;  // after "dropk: --val-fraction: "
+  } cases[] = {
+      {"1e-400",
+       "must be a number strictly between 0 and 1, got 1e-400, too small for a double: it would "
+       "be read as 0"},
+      {"-1e-400", "must be a number strictly between 0 and 1, got -1e-400, too small"},
+      {"1.00000000000000001", "must be a number strictly between 0 and 1, got 1.00000000000000001"},
+      {"nan", "must be a number strictly between 0 and 1, got nan"},
+      {"1e400", "must be a number strictly between 0 and 1, got 1e400"},
+      {"0.5x", "must be a number strictly between 0 and 1, got 0.5x"},
+  };
+  for (const auto& c : cases) {
+    const test_util::CommandResult run =
+        RunDropk("data prepare --tokenizer char --out '" + Path("o") +
+                 "' --val-fraction=" + c.typed + " '" + kShakespeare + "'");
+    EXPECT_EQ(run.exit_code, 2) << c.typed << "\n" << run.err;
+    EXPECT_THAT(run.err, StartsWith(std::string("dropk: --val-fraction: ") + c.expected))
+        << c.typed;
+    EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << c.typed << "\n" << run.err;
+  }
+  const test_util::CommandResult empty =
+      RunDropk("data prepare --tokenizer char --out '" + Path("o") + "' --val-fraction '' '" +
+               kShakespeare + "'");
+  EXPECT_THAT(empty.err, StartsWith("dropk: --val-fraction: must be a number strictly between 0 "
+                                    "and 1, got \"\""));
+  EXPECT_FALSE(std::filesystem::exists(Path("o")));
+  // A fraction a double holds but the split cannot use is quoted whole too,
+  // not as StrCat's six digits (1.23457e-17).
+  const test_util::CommandResult run =
+      RunDropk("data prepare --tokenizer char --out '" + Path("o") +
+               "' --val-fraction=0.000000000000000012345678 '" + kShakespeare + "'");
+  EXPECT_EQ(run.exit_code, 2) << run.err;
+  EXPECT_THAT(run.err, StartsWith("dropk: val_fraction 1.2345678e-17 splits the "));
+}
+
+// `--out= in.txt`: CLI11 took in.txt as --out's value and said "input is
+// required", hiding both mistakes.
+TEST_F(PrepareDataTest, AFlagWithAnEmptyValueAfterItsEqualsSignIsNamed) {
+  const test_util::CommandResult run =
+      RunDropk("data prepare --tokenizer char --out= '" + std::string(kShakespeare) + "'");
+  EXPECT_EQ(run.exit_code, 2) << run.err;
+  EXPECT_EQ(run.err, "dropk: --out= gives no value after its '=' (the next argument, " +
+                         std::string(kShakespeare) +
+                         ", would be taken as it); give the value after '='\n");
+}
+
 TEST_F(PrepareDataTest, CliRejectsBadUsageWithExit2) {
   ASSERT_TRUE(std::filesystem::exists(kDropk)) << kDropk << " is not built";
   const std::string input = std::string("'") + kShakespeare + "'";

@@ -42,6 +42,17 @@ class TrainCliTest : public ::testing::Test {
     return "--config " DROPK_SOURCE_DIR "/configs/tiny_smoke.textproto --data_dir=" + *data_ +
            " --out_dir=" + scratch_->path() + "/out";
   }
+  // A copy of the prepared data, scratch/<name>, for a test to change.
+  static std::string CopyOfData(const std::string& name) {
+    const std::string copy = scratch_->path() + "/" + name;
+    std::filesystem::copy(*data_, copy, std::filesystem::copy_options::recursive);
+    return copy;
+  }
+  // One training step on `data_dir`, into its own out_dir.
+  static test_util::CommandResult TrainOneStepOn(const std::string& data_dir) {
+    return RunTrainCli(Base() + " --data_dir=" + data_dir + " --out_dir=" + data_dir +
+                       "_out --max_iters=1 --eval_iters=1 --sample_tokens=0");
+  }
   static test_util::ScopedTempDir* scratch_;
   static std::string* data_;
 };
@@ -301,26 +312,35 @@ TEST_F(TrainCliTest, AFreshRunKeepsTheEarlierRunsMetrics) {
 
 // A shard copied by hand passed every check of the data (one preparation's
 // dataset id, sizes the ranks agree on) and was trained on twice without a
-// word: it is named in a warning.
-TEST_F(TrainCliTest, ACopiedShardIsNamedInAWarning) {
-  const std::string dup = scratch_->path() + "/data_with_a_copied_shard";
-  std::filesystem::create_directories(dup);
-  for (const char* name : {"tokenizer.pb", "val.bin"}) {
-    std::filesystem::copy_file(*data_ + "/" + name, dup + "/" + name,
-                               std::filesystem::copy_options::overwrite_existing);
-  }
-  for (const char* shard : {"train-00000.bin", "train-00001.bin"}) {
-    std::filesystem::copy_file(*data_ + "/train.bin", dup + "/" + shard,
-                               std::filesystem::copy_options::overwrite_existing);
-  }
-  const test_util::CommandResult r =
-      RunTrainCli(Base() + " --data_dir=" + dup + " --out_dir=" + scratch_->path() +
-                  "/out_copied_shard --max_iters=1 --eval_iters=1 --sample_tokens=0");
-  EXPECT_EQ(r.exit_code, 0) << r.out;
-  EXPECT_NE(r.out.find("dropk-train: warning: data_dir=" + dup + ": " + dup +
-                       "/train-00000.bin and " + dup + "/train-00001.bin hold the same "),
+// word; then it was named in a warning. The files are now checked against
+// those tokenizer.pb records, and a file it does not record is refused.
+TEST_F(TrainCliTest, ACopiedShardIsRefusedNamingIt) {
+  const std::string dup = CopyOfData("data_with_a_copied_shard");
+  std::filesystem::rename(dup + "/train.bin", dup + "/train-00000.bin");
+  std::filesystem::copy_file(dup + "/train-00000.bin", dup + "/train-00001.bin");
+  const test_util::CommandResult r = TrainOneStepOn(dup);
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_NE(
+      r.out.find("dropk-train: token file '" + dup + "/train-00000.bin' is not one of the files " +
+                 dup + "/tokenizer.pb records for its preparation (train.bin, val.bin)"),
+      std::string::npos)
+      << r.out;
+}
+
+// A token changed into another valid token id passed every check of the
+// data and was trained on without a word.
+TEST_F(TrainCliTest, AChangedTokenExitsTwoNamingTheFile) {
+  const std::string changed = CopyOfData("data_with_a_changed_token");
+  ASSERT_TRUE(test_util::ChangeOneByteToken(changed + "/train.bin", 12345));
+  const test_util::CommandResult r = TrainOneStepOn(changed);
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+  EXPECT_NE(r.out.find("dropk-train: token file '" + changed +
+                       "/train.bin' does not match its checksum recorded in " + changed +
+                       "/tokenizer.pb when it was prepared"),
             std::string::npos)
       << r.out;
+  EXPECT_NE(r.out.find("run `dropk data prepare` again"), std::string::npos) << r.out;
 }
 
 TEST_F(TrainCliTest, HelpListsFieldsWithDefaults) {

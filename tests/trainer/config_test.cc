@@ -317,11 +317,10 @@ TEST(ConfigTest, FloatsOutOfRangeInFileAreQuotedAsWritten) {
         << c.line;
     EXPECT_TRUE(Equal(config, DefaultTrainConfig())) << c.line;
   }
-  // Zeros and numbers float holds pass; inf as written is left to validation.
-  const std::string path =
-      WriteTempFile("ok.textproto",
-                    "weight_decay: 0.0e-99\ngrad_clip: -0.0\nmin_lr: 1e-40\nbeta1: inf\n"
-                    "learning_rate: 3\n");
+  // Zeros and numbers float holds pass (inf as written is refused too:
+  // UnknownEnumNumbersAndNonFiniteFloatsInFileNameTheirPlace).
+  const std::string path = WriteTempFile(
+      "ok.textproto", "weight_decay: 0.0e-99\ngrad_clip: -0.0\nmin_lr: 1e-40\nlearning_rate: 3\n");
   TrainConfig config = DefaultTrainConfig();
   ASSERT_TRUE(MergeTrainConfigFile(path, &config).ok());
   EXPECT_EQ(config.weight_decay(), 0.0f);
@@ -380,13 +379,69 @@ TEST(ConfigTest, ByteOrderMarkAndCrlfAreAccepted) {
   EXPECT_EQ(config->sample_prompt(), "ab");
 }
 
-TEST(ConfigTest, UnknownEnumNumberInFileIsRefusedByValidation) {
-  const std::string path = WriteTempFile("run.textproto", "device: 9\n");
+// Text format takes any number into a proto3 enum, and `device: 7` was
+// then refused by validation as "device=7: not a value of ...", naming
+// neither the file nor where in it; `learning_rate: nan` likewise. Both
+// name file:line:column, as every other config file error does.
+TEST(ConfigTest, UnknownEnumNumbersAndNonFiniteFloatsInFileNameTheirPlace) {
+  const struct {
+    const char* line;
+    const char* expected;  // after the path
+  } cases[] = {
+      {"device: 7", ":2:9: field device: 7 names no Device (device takes one of cpu, cuda)"},
+      {"  device:-3", ":2:10: field device: -3 names no Device"},
+      {"dropout_stream: 0x10",
+       ":2:17: field dropout_stream: 0x10 names no DropoutStream "
+       "(dropout_stream takes one of per_rank, per_sample)"},
+      // Past int: protobuf's own error, already at its place.
+      {"device: 99999999999", ":2:9: field device: Integer out of range (99999999999)"},
+      {"learning_rate: nan",
+       ":2:16: field learning_rate: nan is not a finite number (learning_rate takes a finite "
+       "number (float, magnitude at most 3.40282e+38))"},
+      {"learning_rate: -NaN", ":2:16: field learning_rate: -NaN is not a finite number"},
+      {"beta1: inf", ":2:8: field beta1: inf is not a finite number"},
+      {"grad_clip: -Infinity", ":2:12: field grad_clip: -Infinity is not a finite number"},
+  };
+  for (const auto& c : cases) {
+    const std::string path =
+        WriteTempFile("run.textproto", std::string("n_layer: 2\n") + c.line + "\n");
+    absl::StatusOr<TrainConfig> config = Load({"--config", path});
+    ASSERT_FALSE(config.ok()) << c.line;
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument) << c.line;
+    EXPECT_THAT(std::string(config.status().message()), ::testing::StartsWith(path + c.expected))
+        << c.line;
+    EXPECT_THAT(std::string(config.status().message()), Not(HasSubstr("\n"))) << c.line;
+  }
+  // Numbers that name a value are values.
+  const std::string path = WriteTempFile("ok.textproto", "device: 1\ndropout_stream: 2\n");
   absl::StatusOr<TrainConfig> config = Load({"--config", path});
-  ASSERT_TRUE(config.ok()) << "text format accepts the number: " << config.status();
-  const absl::Status status = ValidateTrainConfig(*config);
-  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(status.message(), HasSubstr("device=9: not a value of"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->device(), TrainConfig::CPU);
+}
+
+// A byte that is not text (0xFF: a binary file, or text in another
+// encoding) gave two protobuf lines ("Interpreting non ascii codepoint
+// 255." and what the parser then expected), neither saying what is wrong
+// with the file. One line, naming file, line and column.
+TEST(ConfigTest, ANonTextByteInFileIsOneLineNamingItsPlace) {
+  for (const std::string& contents :
+       {std::string("n_layer: 2\n\xFF\n"), std::string("n_layer: 2\nn_head: \xFF\n"),
+        std::string("n_layer: 2\n\xFF\xFE\x00\x01garbage")}) {
+    const std::string path = WriteTempFile("binary.textproto", contents);
+    absl::StatusOr<TrainConfig> config = Load({"--config", path});
+    ASSERT_FALSE(config.ok());
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+    const std::string message(config.status().message());
+    EXPECT_THAT(message, AllOf(::testing::StartsWith(path + ":2:"), HasSubstr("byte 0xFF"),
+                               Not(HasSubstr("\n"))))
+        << message;
+  }
+  // In a string or a comment, any UTF-8 is fine.
+  const std::string path =
+      WriteTempFile("utf8.textproto", "# caf\xC3\xA9\nsample_prompt: \"caf\xC3\xA9\"\n");
+  absl::StatusOr<TrainConfig> config = Load({"--config", path});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->sample_prompt(), "caf\xC3\xA9");
 }
 
 TEST(ConfigTest, BadFlagValueIsReportedEvenWithAFile) {

@@ -9,9 +9,13 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "checkpoint/crc32c.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "trainer/batch_loader.h"
+#include "trainer/data_checksums.h"
+#include "trainer/prepare_data.h"
 #include "trainer/tokenizer_file.h"
 #include "trainer/trainer.h"
 
@@ -114,28 +118,37 @@ TEST_F(TokenDatasetTest, FilesOfTwoPreparationsAreRefused) {
     ASSERT_TRUE(bytes.ok()) << bytes.status();
     std::ofstream(dir + "/tokenizer.pb", std::ios::binary | std::ios::trunc) << *bytes;
   };
+  // The id a preparation of these files would stamp (the trainer checks
+  // the tokens against it).
+  auto plain = TokenizerFileBytes(*tokenizer, 0, dir + "/tokenizer.pb");
+  ASSERT_TRUE(plain.ok());
+  const std::vector<uint8_t> bytes = {1, 2, 3, 4, 1, 2, 3, 4};  // train then val
+  const uint32_t id = DatasetId(crc32c::Value(bytes.data(), bytes.size()), *plain, tokens.size(),
+                                kDefaultShardTokens);
+  ASSERT_NE(id, 8u);
+  const std::string id_text = absl::StrCat("(dataset id ", id, ")");
   // One preparation: loads, and the tokenizer's proto has no id left.
-  ASSERT_TRUE(WriteTokenFile(dir + "/train.bin", tokens, 256, 7).ok());
-  ASSERT_TRUE(WriteTokenFile(dir + "/val.bin", tokens, 256, 7).ok());
-  write_tokenizer(7);
+  ASSERT_TRUE(WriteTokenFile(dir + "/train.bin", tokens, 256, id).ok());
+  ASSERT_TRUE(WriteTokenFile(dir + "/val.bin", tokens, 256, id).ok());
+  write_tokenizer(id);
   auto data = LoadTrainingData(dir);
   ASSERT_TRUE(data.ok()) << data.status();
   EXPECT_EQ(data->tokenizer.proto().dataset_id(), 0u);
-  EXPECT_EQ(data->train.dataset_id(), 7u);
+  EXPECT_EQ(data->train.dataset_id(), id);
 
   // val.bin of another run.
   ASSERT_TRUE(WriteTokenFile(dir + "/val.bin", tokens, 256, 8).ok());
   absl::Status mixed = LoadTrainingData(dir).status();
   EXPECT_TRUE(absl::IsInvalidArgument(mixed)) << mixed;  // exit 2
   EXPECT_THAT(std::string(mixed.message()), AllOf(HasSubstr(dir + "/val.bin' (dataset id 8)"),
-                                                  HasSubstr(dir + "/tokenizer.pb' (dataset id 7)"),
+                                                  HasSubstr(dir + "/tokenizer.pb' " + id_text),
                                                   HasSubstr("run `dropk data prepare` again")));
   // A new train.bin beside files prepared before ids (id 0).
   ASSERT_TRUE(WriteTokenFile(dir + "/val.bin", tokens, 256, 0).ok());
   write_tokenizer(0);
   mixed = LoadTrainingData(dir).status();
   EXPECT_TRUE(absl::IsInvalidArgument(mixed)) << mixed;
-  EXPECT_THAT(std::string(mixed.message()), HasSubstr("train.bin' (dataset id 7)"));
+  EXPECT_THAT(std::string(mixed.message()), HasSubstr("train.bin' " + id_text));
   // Data prepared before ids: every id 0, still read.
   ASSERT_TRUE(WriteTokenFile(dir + "/train.bin", tokens, 256, 0).ok());
   EXPECT_TRUE(LoadTrainingData(dir).ok());

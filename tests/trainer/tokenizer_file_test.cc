@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -65,6 +66,25 @@ TEST_F(TokenizerFileTest, DatasetIdIsHandedOutAndCleared) {
   ASSERT_TRUE(SaveTokenizer(*tokenizer, path).ok());
   ASSERT_TRUE(LoadTokenizer(path, Env::Default(), &id).ok());
   EXPECT_EQ(id, 0u);
+}
+
+// ... and so are the token files' checksums recorded beside it.
+TEST_F(TokenizerFileTest, FileChecksumsAreHandedOutAndCleared) {
+  auto tokenizer = TextTokenizer::FromCorpus(Tokenizer::CHAR, "abc");
+  ASSERT_TRUE(tokenizer.ok());
+  const std::string path = Path("tokenizer.pb");
+  const std::map<std::string, uint32_t> checksums = {{"train.bin", 0xdeadbeef}, {"val.bin", 7}};
+  auto bytes = TokenizerFileBytes(*tokenizer, 77, path, checksums);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  std::ofstream(path, std::ios::binary) << *bytes;
+  uint32_t id = 0;
+  std::map<std::string, uint32_t> loaded_checksums = {{"stale.bin", 1}};
+  auto loaded = LoadTokenizer(path, Env::Default(), &id, &loaded_checksums);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(id, 77u);
+  EXPECT_EQ(loaded_checksums, checksums);
+  EXPECT_EQ(loaded->proto().token_files_size(), 0);
+  EXPECT_EQ(loaded->proto().SerializeAsString(), tokenizer->proto().SerializeAsString());
 }
 
 TEST_F(TokenizerFileTest, LoadRefusesGarbageNamingThePath) {

@@ -4,6 +4,7 @@
 // `dropk-train --resume --max_iters=5` resumed from a checkpoint named
 // "--max_iters=5" and dropped max_iters; `dropk data prepare --out
 // --threads=2 in.txt` wrote into a directory named "--threads=2".
+// So is one written with '=' and nothing after it (`--out= in.txt`).
 // And a 64-bit integer out of range: CLI11 (2.1) reads one with strtoull or
 // strtoll and keeps what they saturate or wrap to.
 #ifndef DROPK_BASE_CLI_FLAG_VALUES_H_
@@ -19,6 +20,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "base/number_text.h"
 
 namespace dropk {
 
@@ -26,7 +28,8 @@ namespace dropk {
 // program's name) that names a long flag needing a value and is followed by
 // an argument that names a flag itself (up to its '='), or "" when there is
 // none. Flags are those of `app` and of the subcommands the words of `args`
-// name so far ("dropk data prepare --out"). Stops at "--": what follows is
+// name so far ("dropk data prepare --out"), or that is written "--flag=" with
+// nothing after the '=' and followed by any argument. Stops at "--": what follows is
 // another command's. A value that only starts with '-' ("-1", "--x" naming
 // no flag) stays a value.
 inline std::string FlagMissingItsValue(const CLI::App& app, const std::vector<std::string>& args) {
@@ -49,6 +52,16 @@ inline std::string FlagMissingItsValue(const CLI::App& app, const std::vector<st
         break;
       }
       continue;
+    }
+    // "--out=" with nothing after the '=': CLI11 takes the next argument as
+    // the value, so `dropk data prepare --out= in.txt` wrote into in.txt's
+    // name and said "input is required".
+    if (i + 1 < args.size() && args[i].starts_with("--") && args[i].ends_with("=")) {
+      const CLI::Option* option = find(args[i]);
+      if (option != nullptr && option->get_items_expected_min() >= 1) {
+        return args[i] + " gives no value after its '=' (the next argument, " + args[i + 1] +
+               ", would be taken as it); give the value after '='";
+      }
     }
     if (i + 1 == args.size() || !args[i].starts_with("--") ||
         args[i].find('=') != std::string::npos) {
@@ -98,6 +111,31 @@ CLI::Validator IntegerFlagRange(Int min, Int max) {
         return std::string();
       },
       absl::StrCat(std::is_unsigned_v<Int> ? "UINT" : "INT", " in [", min, " - ", max, "]"));
+}
+
+// A CLI11 check for a real-number flag that must lie strictly between `low`
+// and `high`, which refuses every other text quoting it as typed: "must be
+// a number strictly between LOW and HIGH, got TEXT" (CLI11 puts the flag
+// first). CLI11 reads such a flag with strtod and keeps what it rounds to:
+// --val-fraction 1e-400 became 0, and the range check after parsing said
+// "val_fraction 0", a number nobody typed. Reads numbers as
+// ReadRealText does (base/number_text.h). Help shows "FLOAT in (LOW, HIGH)".
+inline CLI::Validator RealFlagOpenRange(double low, double high) {
+  return CLI::Validator(
+      [low, high](const std::string& text) -> std::string {
+        const std::string rule = absl::StrCat("must be a number strictly between ", low, " and ",
+                                              high, ", got ", text.empty() ? "\"\"" : text);
+        double value = 0;
+        switch (ReadRealText(text, &value)) {
+          case RealText::kFinite: return value > low && value < high ? std::string() : rule;
+          case RealText::kUnderflow:
+            return absl::StrCat(rule, ", too small for a double: it would be read as 0");
+          case RealText::kNotANumber:
+          case RealText::kNotFinite: break;
+        }
+        return rule;
+      },
+      absl::StrCat("FLOAT in (", low, ", ", high, ")"));
 }
 
 // CLI11's words for a parse error, where they do not say what happened: a

@@ -85,6 +85,14 @@ inline std::string ShortestFloatText(float value) {
   return std::string(buffer, end.ptr);
 }
 
+// The same for a double: "0.1", "1e-320" (absl::StrCat writes
+// 9.99989e-321, and 0.12345678 as 0.123457).
+inline std::string ShortestDoubleText(double value) {
+  char buffer[32];
+  const std::to_chars_result end = std::to_chars(buffer, buffer + sizeof(buffer), value);
+  return std::string(buffer, end.ptr);
+}
+
 // " (1 as a float)" when the float `value` that `text` was read as differs
 // from the number `text` spells and shows as another text: 0.99999999 is 1
 // as a float. "" otherwise: 100.1 shows as itself, so a message names the

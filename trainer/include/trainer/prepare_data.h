@@ -39,6 +39,8 @@ inline constexpr int kMaxPrepareThreads = 1024;
 // default on Linux) however few tokens it holds: 4096 one-byte tokens fill
 // a page. --shard-tokens 1 wrote a file per token.
 inline constexpr uint64_t kMinShardTokens = 4096;
+// The most tokens per token file unless --shard-tokens says otherwise.
+inline constexpr uint64_t kDefaultShardTokens = 100'000'000;
 // The most token files a split may have. Every training rank maps every
 // shard of both splits, and Linux allows a process 65,530 maps by default
 // (vm.max_map_count), its libraries, thread stacks and large allocations
@@ -68,7 +70,7 @@ struct PrepareOptions {
   int threads = 0;
   // The most tokens per token file; a larger split is written as shards.
   // At least kMinShardTokens.
-  uint64_t shard_tokens = 100'000'000;
+  uint64_t shard_tokens = kDefaultShardTokens;
   // Text is encoded in chunks of about this many bytes (cut where the
   // tokenization cannot change, see prepare_data.cc), in parallel.
   size_t chunk_bytes = 1 << 20;
@@ -99,7 +101,9 @@ struct PrepareSummary {
 // data set whole, and its temporaries are removed (a killed preparation's,
 // by the next one). Every token file and tokenizer.pb carry the same dataset
 // id (token_file.h, derived from the content), so files of two preparations
-// mixed by a kill between the renames are refused by the trainer.
+// mixed by a kill between the renames are refused by the trainer; and
+// tokenizer.pb records each token file's CRC32C (tokenizer.proto's
+// token_files), so the trainer refuses a file changed since, naming it.
 // Errors (naming the path or option): missing or unreadable input, a
 // directory without files, empty input, invalid UTF-8 for CHAR, missing or
 // bad GPT-2 files, val_fraction outside (0, 1), a named input that is a

@@ -81,6 +81,10 @@ class TokenFile {
   int32_t operator[](size_t i) const;
   // The tokens as stored (size() * token_width() bytes, after the header).
   std::span<const uint8_t> token_bytes() const { return {tokens_, count_ * width_}; }
+  // The whole file as stored, header and tokens.
+  std::span<const uint8_t> file_bytes() const {
+    return {static_cast<const uint8_t*>(mapping_), mapping_size_};
+  }
 
   // Copies tokens [offset, offset + n) to out[0, n). Precondition:
   // offset + n <= size() and out holds n values.

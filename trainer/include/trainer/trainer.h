@@ -32,7 +32,10 @@ struct TrainingData {
 // Opens data_dir/tokenizer.pb and the train and val splits, each train.bin
 // or shards train-00000.bin, ... (see TokenDataset::Open), and checks they
 // agree (same vocabulary size, and the same dataset id: files of two
-// preparations are refused, InvalidArgument). Errors name the file at fault.
+// preparations are refused, InvalidArgument), then checks every file against
+// the checksums tokenizer.pb recorded when they were prepared
+// (VerifyPreparedData: InvalidArgument naming a file that changed since).
+// Reads all the data once. Errors name the file at fault.
 absl::StatusOr<TrainingData> LoadTrainingData(const std::string& data_dir);
 
 // What a finished run reports (the same on every rank).
