@@ -15,7 +15,6 @@ KvCache::KvCache(const GptConfig& config, int max_slots, EngineKvCache format)
     : format_(format),
       max_slots_(max_slots),
       T_(config.block_size),
-      C_(config.n_embd),
       NH_(config.n_head),
       hs_(config.n_embd / config.n_head) {
   const size_t n =
@@ -33,26 +32,26 @@ size_t KvCache::bytes() const {
   return (k_.size() + v_.size()) * sizeof(float) + (k16_.size() + v16_.size()) * sizeof(uint16_t);
 }
 
-size_t KvCache::RowAt(int layer, int slot, int pos) const {
-  return ((static_cast<size_t>(layer) * max_slots_ + slot) * T_ + pos) * C_;
+size_t KvCache::HeadAt(int layer, int slot, int head, int pos) const {
+  return (((static_cast<size_t>(layer) * max_slots_ + slot) * NH_ + head) * T_ + pos) * hs_;
 }
 
 void KvCache::Write(int layer, int slot, int pos, const float* k, const float* v) {
-  const size_t at = RowAt(layer, slot, pos);
-  if (format_ == EngineKvCache::kBf16) {
-    for (int h = 0; h < NH_; ++h) {
-      PackBf16Head(k16_.data() + at + h * hs_, k + h * hs_, hs_);
-      PackBf16Head(v16_.data() + at + h * hs_, v + h * hs_, hs_);
+  for (int h = 0; h < NH_; ++h) {
+    const size_t at = HeadAt(layer, slot, h, pos);
+    if (format_ == EngineKvCache::kBf16) {
+      PackBf16Head(k16_.data() + at, k + h * hs_, hs_);
+      PackBf16Head(v16_.data() + at, v + h * hs_, hs_);
+    } else {
+      std::memcpy(k_.data() + at, k + h * hs_, hs_ * sizeof(float));
+      std::memcpy(v_.data() + at, v + h * hs_, hs_ * sizeof(float));
     }
-  } else {
-    std::memcpy(k_.data() + at, k, C_ * sizeof(float));
-    std::memcpy(v_.data() + at, v, C_ * sizeof(float));
   }
 }
 
 void KvCache::Attend(float* out, const float* q, int layer, int slot, int pos, int head,
                      float* scores) const {
-  const size_t at = RowAt(layer, slot, 0) + static_cast<size_t>(head) * hs_;
+  const size_t at = HeadAt(layer, slot, head, 0);
   if (format_ == EngineKvCache::kBf16) {
     AttendOf(k16_.data() + at, v16_.data() + at, out, q, pos, scores);
   } else {
@@ -61,7 +60,7 @@ void KvCache::Attend(float* out, const float* q, int layer, int slot, int pos, i
 }
 
 // keys and values point at the head's values of position 0; position j's
-// are C_ further on per j.
+// follow hs_ further on per j.
 template <typename Element>
 void KvCache::AttendOf(const Element* keys, const Element* values, float* out, const float* q,
                        int pos, float* scores) const {
@@ -70,7 +69,7 @@ void KvCache::AttendOf(const Element* keys, const Element* values, float* out, c
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   float maxv = -INFINITY;
   for (int j = 0; j <= pos; ++j) {
-    const Element* k = keys + static_cast<size_t>(j) * C_;
+    const Element* k = keys + static_cast<size_t>(j) * hs;
     if constexpr (kBf16) {
       scores[j] = FixedOrderDotBf16(q, k, hs) * scale;
     } else {
@@ -87,7 +86,7 @@ void KvCache::AttendOf(const Element* keys, const Element* values, float* out, c
   for (int d = 0; d < hs; ++d) out[d] = 0.0f;
   for (int j = 0; j <= pos; ++j) {
     const float pj = scores[j] * inv;
-    const Element* v = values + static_cast<size_t>(j) * C_;
+    const Element* v = values + static_cast<size_t>(j) * hs;
     if constexpr (kBf16) {
       AddScaledBf16(out, pj, v, hs);
     } else {
