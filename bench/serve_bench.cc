@@ -14,14 +14,19 @@
 // instead (12 layers, 12 heads, 768 channels, context 1024, GPT-2's 50,257
 // tokens from --gpt2-dir, default data/gpt2), the shape issue 10 measures.
 //
+// Then, on the CPU, the KV cache's share of a decode step: tokens/s with the
+// cache in fp32 and in bf16 (dropk-serve --kv-cache bf16) side by side, every
+// slot at 16 cached positions and at 900 (at most block_size - 25), 1 and 4
+// rows a step, with fp32 weights and with bf16 ones.
+//
 // Then batched decode in the engine (no HTTP) at 1, 4, 16 and 64 rows per
 // step, against OpenBLAS sgemm running the same step's products alone (what
 // an engine without batch invariance would build on), in the same run; on
 // the GPU, the engine's tokens/s and milliseconds per step alone (how the
-// step's cost grows with its rows). Both engine tables set two variants
-// side by side: on the CPU the engine with fp32 weights and with bf16
-// weights (dropk-serve --weights bf16), on the GPU decode steps as CUDA
-// graphs and as separate kernel launches (--cuda-graphs false).
+// step's cost grows with its rows). The single-stream figures and the
+// batched table set two variants side by side: on the CPU the engine with fp32 weights and with
+// bf16 weights (dropk-serve --weights bf16), on the GPU decode steps as CUDA graphs and as separate
+// kernel launches (--cuda-graphs false).
 //
 // Last, the host path alone: the same HTTP serving over an engine that
 // returns fixed logits at once, at 1 and 64 streams, with each decode
@@ -32,7 +37,7 @@
 //
 // --context N starts the single-stream decode after a prompt of N tokens
 // (default 4), to see what attention over a long context costs. --only
-// engine prints the two engine tables alone (bench/vs_pytorch.sh's serving
+// engine prints the engine tables alone (bench/vs_pytorch.sh's serving
 // case sets them beside PyTorch's decode of the same shape).
 //
 // Usage: serve_bench [--device cpu|cuda] [--model small|gpt2] [--gpt2-dir DIR]
@@ -307,6 +312,76 @@ double DrawMicros(int V) {
   return us;
 }
 
+// KvCacheTable's timing: alternating rounds of steps per engine, after one
+// untimed step.
+constexpr int kKvRounds = 3, kKvRoundSteps = 8;
+constexpr int kKvSteps = 1 + kKvRounds * kKvRoundSteps;  // decode steps each engine runs
+
+// The KV cache's share of a decode step: for each context (positions
+// already cached) and row count, the engine's decode tokens/s with the cache
+// in fp32 and in bf16 (dropk-serve --kv-cache bf16), side by side, the
+// weights as `weights` says. Both engines are prefilled alike, then timed in
+// alternating rounds of kKvRoundSteps steps (the best round of each), so
+// that a neighbour's load falls on both. Returns false when an engine cannot
+// be made (the error printed).
+bool KvCacheTable(const dropk::GptConfig& config, const std::vector<float>& params, int threads,
+                  dropk::EngineWeights weights, const std::vector<int>& contexts,
+                  const std::vector<int>& row_counts) {
+  std::printf(
+      "KV cache: decode tokens/s with the cache in fp32 and in bf16 (--kv-cache), %s weights, "
+      "every slot at `context` cached positions; best of %d alternating rounds of %d steps\n",
+      dropk::EngineWeightsName(weights), kKvRounds, kKvRoundSteps);
+  std::printf("%-8s %5s %16s %16s %10s %24s\n", "context", "rows", "fp32 cache tok/s",
+              "bf16 cache tok/s", "bf16/fp32", "cache read/step MB f/b");
+  for (const int rows : row_counts) {
+    for (const int context : contexts) {
+      std::unique_ptr<dropk::InferenceEngine> engines[2];
+      for (int i = 0; i < 2; ++i) {
+        auto engine = dropk::MakeInferenceEngine(
+            config, params,
+            {.max_slots = rows,
+             .num_threads = threads,
+             .weights = weights,
+             .kv_cache = i == 0 ? dropk::EngineKvCache::kFp32 : dropk::EngineKvCache::kBf16});
+        if (!engine.ok()) {
+          std::fprintf(stderr, "serve_bench: %s\n", std::string(engine.status().message()).c_str());
+          return false;
+        }
+        engines[i] = *std::move(engine);
+        std::vector<int32_t> prompt(context);
+        for (int r = 0; r < rows; ++r) {
+          for (int t = 0; t < context; ++t) prompt[t] = 1 + (t * 7 + r) % 200;
+          engines[i]->Prefill(r, prompt);
+        }
+      }
+      std::vector<int> slots(rows);
+      std::vector<int32_t> tokens(rows);
+      for (int r = 0; r < rows; ++r) {
+        slots[r] = r;
+        tokens[r] = 3 + r;
+      }
+      double best_seconds[2] = {1e30, 1e30};
+      for (int i = 0; i < 2; ++i) engines[i]->Decode(slots, tokens);  // warm-up
+      for (int round = 0; round < kKvRounds; ++round) {
+        for (int i = 0; i < 2; ++i) {
+          const auto t0 = Clock::now();
+          for (int step = 0; step < kKvRoundSteps; ++step) engines[i]->Decode(slots, tokens);
+          best_seconds[i] = std::min(best_seconds[i], Seconds(Clock::now() - t0));
+        }
+      }
+      const double tps[2] = {rows * kKvRoundSteps / best_seconds[0],
+                             rows * kKvRoundSteps / best_seconds[1]};
+      // Keys and values of `context` positions, every layer, every row, in
+      // fp32 (about what a step reads of them).
+      const double cache_mb =
+          2.0 * config.n_layer * config.n_embd * rows * context * sizeof(float) / 1e6;
+      std::printf("%-8d %5d %16.1f %16.1f %9.2fx %15.1f / %-6.1f\n", context, rows, tps[0], tps[1],
+                  tps[1] / tps[0], cache_mb, cache_mb / 2);
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -476,6 +551,18 @@ int main(int argc, char** argv) {
         "tiled reads can go faster than the loop)\n",
         dropk::EngineWeightsName(options.weights), context, tps, bandwidth / 1e9, bound,
         dropk::EngineWeightsName(options.weights), 100.0 * tps / bound);
+  }
+
+  // The KV cache in fp32 against bf16, at a short and a long context (room
+  // is left for the timed steps), on the CPU: the CUDA engine's cache is
+  // fp32 alone. Printed before the batched table, whose rows
+  // bench/vs_pytorch.sh reads to the end of the output.
+  if (!on_gpu) {
+    const int long_context = std::min(900, config.block_size - kKvSteps);
+    for (const dropk::EngineWeights weights :
+         {dropk::EngineWeights::kFp32, dropk::EngineWeights::kBf16}) {
+      if (!KvCacheTable(config, params, threads, weights, {16, long_context}, {1, 4})) return 1;
+    }
   }
 
   // Batched decode: R sequences one token each per step, the engine's row

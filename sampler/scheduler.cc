@@ -85,6 +85,7 @@ absl::Status Scheduler::SetModel(std::shared_ptr<const ModelSnapshot> snapshot) 
   io.cuda_device = options_.cuda_device;
   io.cuda_graphs = options_.cuda_graphs;
   io.weights = options_.weights;
+  io.kv_cache = options_.kv_cache;
   absl::StatusOr<std::unique_ptr<InferenceEngine>> engine =
       options_.make_engine ? options_.make_engine(snapshot->config, snapshot->params, io)
                            : MakeInferenceEngine(snapshot->config, snapshot->params, io);

@@ -378,7 +378,8 @@ absl::Status RunServe(const ServeOptions& options) {
   }
   log->Write(absl::StrCat(
       "dropk-serve: listening on http://", options.http.address, ":", (*server)->port(),
-      options.scheduler.weights == EngineWeights::kBf16 ? " (weights rounded to bf16)" : ""));
+      options.scheduler.weights == EngineWeights::kBf16 ? " (weights rounded to bf16)" : "",
+      options.scheduler.kv_cache == EngineKvCache::kBf16 ? " (KV cache in bf16)" : ""));
   if (options.watch) watcher.Start(options.watch_interval);
 
   // Waits for SIGTERM/SIGINT/SIGHUP, looking at the GPU's health between waits.

@@ -62,6 +62,13 @@ int Main(int argc, char** argv) {
                  "fp32, so a seed's text differs from fp32's)")
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "bf16"}, CLI::ignore_case));
+  std::string kv_cache = "fp32";
+  app.add_option("--kv-cache", kv_cache,
+                 "How the CPU engine holds the KV cache: fp32, or bf16 (half the memory a slot "
+                 "takes, and half the bytes attention reads at long contexts; keys and values "
+                 "rounded to bf16, sums still fp32, so a seed's text differs from fp32's)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16"}, CLI::ignore_case));
   app.add_option("--cuda-graphs", o.scheduler.cuda_graphs,
                  "With --device cuda, run each decode step as one CUDA graph (false: launch its "
                  "~100 kernels one by one; the same results)")
@@ -151,6 +158,13 @@ int Main(int argc, char** argv) {
       o.scheduler.device == dropk::Device::kCuda) {
     std::cerr << "dropk-serve: --weights bf16: only the CPU engine holds bf16 weights; use "
                  "--device cpu, or --weights fp32 with --device cuda\n";
+    return dropk::kExitUsage;
+  }
+  o.scheduler.kv_cache = dropk::EngineKvCacheFromName(kv_cache);
+  if (o.scheduler.kv_cache == dropk::EngineKvCache::kBf16 &&
+      o.scheduler.device == dropk::Device::kCuda) {
+    std::cerr << "dropk-serve: --kv-cache bf16: only the CPU engine holds a bf16 KV cache; use "
+                 "--device cpu, or --kv-cache fp32 with --device cuda\n";
     return dropk::kExitUsage;
   }
   o.watch_interval = std::chrono::milliseconds(watch_ms);

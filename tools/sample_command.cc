@@ -53,6 +53,7 @@ struct SampleFlags {
   bool stream = false;
   int threads = 0;
   std::string weights = "fp32";  // --checkpoint: the engine's weights, as dropk-serve --weights
+  std::string kv_cache = "fp32";  // --checkpoint: the engine's KV cache, as dropk-serve --kv-cache
   int timeout_s = 300;  // --url: the longest wait for the server's next bytes
 };
 
@@ -203,11 +204,15 @@ absl::Status CheckFinished(const json& j) {
       "\"cancelled\": it shut down or its device failed); the text above is cut short");
 }
 
-void PrintFooter(const json& j) {
+// The line after the text, on stderr: the seed and checkpoint step of
+// answer j, and `offline_engine` (how an offline run held the model, which
+// decides its text as the seed does) in parentheses when not empty.
+void PrintFooter(const json& j, const std::string& offline_engine = "") {
   if (j.is_object() && j.contains("seed")) {
     const auto step = j.find("checkpoint_step");
     std::cerr << "seed " << j["seed"] << ", checkpoint step "
-              << (step == j.end() ? json(-1) : *step) << "\n";
+              << (step == j.end() ? json(-1) : *step)
+              << (offline_engine.empty() ? "" : " (" + offline_engine + ")") << "\n";
   }
 }
 
@@ -247,12 +252,12 @@ absl::Status SampleOffline(const SampleFlags& f) {
   absl::StatusOr<std::shared_ptr<const ModelSnapshot>> snapshot = LoadCheckpointSnapshot(*dir);
   if (!snapshot.ok()) return snapshot.status();
   ServiceMetrics metrics;
-  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
-      Scheduler::Create({.weights = EngineWeightsFromName(f.weights),
-                         .max_batch = 1,
-                         .max_queue = 1,
-                         .num_threads = f.threads},
-                        &metrics);
+  const SchedulerOptions options{.weights = EngineWeightsFromName(f.weights),
+                                 .kv_cache = EngineKvCacheFromName(f.kv_cache),
+                                 .max_batch = 1,
+                                 .max_queue = 1,
+                                 .num_threads = f.threads};
+  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = Scheduler::Create(options, &metrics);
   if (!scheduler.ok()) return scheduler.status();
   if (absl::Status s = (*scheduler)->SetModel(*snapshot); !s.ok()) return s;
   absl::StatusOr<std::string> body = RequestBody(f);
@@ -277,7 +282,8 @@ absl::Status SampleOffline(const SampleFlags& f) {
     std::cout << *text;
   }
   std::cout << "\n";
-  PrintFooter(last);
+  PrintFooter(last, absl::StrCat("offline: weights ", EngineWeightsName(options.weights),
+                                 ", KV cache ", EngineKvCacheName(options.kv_cache)));
   return CheckFinished(last);
 }
 
@@ -466,6 +472,13 @@ void RegisterSampleCommand(CLI::App& app, std::function<absl::Status()>& action)
       ->add_option("--weights", f->weights,
                    "--checkpoint: fp32, or bf16 weights, as dropk-serve --weights (the same text "
                    "as a server with that setting)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16"}, CLI::ignore_case))
+      ->excludes(url);
+  sample
+      ->add_option("--kv-cache", f->kv_cache,
+                   "--checkpoint: fp32, or a bf16 KV cache, as dropk-serve --kv-cache (the same "
+                   "text as a server with that setting)")
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "bf16"}, CLI::ignore_case))
       ->excludes(url);

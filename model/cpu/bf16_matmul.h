@@ -66,6 +66,15 @@ inline uint16_t ToBf16Bits(float f) {
   return static_cast<uint16_t>(nan ? ((u >> 16) | 0x0040u) : rounded);
 }
 
+// The float a bf16 bit pattern stands for (exact: a bf16 is a float's upper
+// half).
+inline float Bf16BitsToFloat(uint16_t bits) {
+  const uint32_t u = static_cast<uint32_t>(bits) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
 // dst[i] = src[i] rounded to the nearest bf16 (ties to even), i < n; NaN
 // stays NaN. Parallel over the current OpenMP team.
 void ConvertToBf16(uint16_t* dst, const float* src, size_t n);

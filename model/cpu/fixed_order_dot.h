@@ -10,6 +10,7 @@
 #ifndef DROPK_MODEL_CPU_FIXED_ORDER_DOT_H_
 #define DROPK_MODEL_CPU_FIXED_ORDER_DOT_H_
 
+#include <cmath>
 #include <cstring>
 
 namespace dropk {
@@ -56,15 +57,35 @@ inline Lanes4 FoldTo4(const Lanes* acc) {
   }
 }
 
-// The end of one dot: the fixed tree over its 16 lanes, then a[from, n) *
-// b[from, n) in index order.
+// acc + x * y: one rounding where the target has FMA, else two. Written out
+// for the scalar loops of attention (a dot's tail, the weighted sum of
+// values), so that each takes this arithmetic whatever the vectorizer makes
+// of the loop around it: at -O3 GCC turned one such loop into vector
+// products and in-order adds (two roundings) and a loop of the same shape
+// over widened bf16 keys into fused multiply-adds.
+inline float MulAdd(float x, float y, float acc) {
+#if defined(__FMA__)
+  return std::fma(x, y, acc);
+#else
+  return acc + x * y;
+#endif
+}
+
+// The fixed tree over the 16 lanes of acc, to one sum.
 template <typename Lanes>
-inline float FinishDot(const Lanes* acc, const float* a, const float* b, int from, int n) {
+inline float SumLanes(const Lanes* acc) {
   const Lanes4 s4 = FoldTo4(acc);
   const Lanes2 s2 = __builtin_shufflevector(s4, s4, 0, 1) + __builtin_shufflevector(s4, s4, 2, 3);
+  return s2[0] + s2[1];
+}
+
+// The end of one dot: the fixed tree over its 16 lanes, plus a[from, n) *
+// b[from, n) summed in index order (MulAdd).
+template <typename Lanes>
+inline float FinishDot(const Lanes* acc, const float* a, const float* b, int from, int n) {
   float tail = 0.0f;
-  for (int i = from; i < n; ++i) tail += a[i] * b[i];
-  return (s2[0] + s2[1]) + tail;
+  for (int i = from; i < n; ++i) tail = MulAdd(a[i], b[i], tail);
+  return SumLanes(acc) + tail;
 }
 
 // a · b over n values, in the fixed order above.

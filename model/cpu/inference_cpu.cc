@@ -6,7 +6,8 @@
 // does not depend on how many rows a step has, which rows they are, or the
 // thread count: the batch invariance DESIGN invariant 5 asks for. The
 // products are PanelMatmul's (cpu/panel_matmul.h) on weights packed when the
-// engine is made; attention's dot products are FixedOrderDot's.
+// engine is made; attention is the KV cache's (cpu/kv_cache.h: fp32 or bf16
+// keys and values, FixedOrderDot's scores).
 //
 // Legend: R rows of a step (prefill tokens of one slot, or one token of each
 // decoding slot), C channels, NH heads, hs = C/NH, T block_size, S slots,
@@ -27,7 +28,7 @@
 
 #include "kv_cache_engine.h"
 
-#include "cpu/fixed_order_dot.h"
+#include "cpu/kv_cache.h"
 #include "cpu/panel_matmul.h"
 #include "cpu/row_ops.h"
 #include "model/thread_governor.h"
@@ -51,15 +52,14 @@ std::vector<float> CopyOf(const float* p, size_t n) { return std::vector<float>(
 class CpuInferenceEngine final : public KvCacheEngine {
  public:
   CpuInferenceEngine(const GptConfig& config, std::span<const float> params, int max_slots,
-                     int num_threads, EngineWeights weights)
+                     int num_threads, EngineWeights weights, EngineKvCache kv_cache)
       : KvCacheEngine(config, max_slots),
-        threads_(num_threads > 0 ? num_threads : omp_get_num_procs()) {
-    const size_t L = config.n_layer, S = max_slots, T = config.block_size, C = config.n_embd,
-                 V = config.vocab_size, R = max_rows();
+        threads_(num_threads > 0 ? num_threads : omp_get_num_procs()),
+        kv_(config, max_slots, kv_cache) {
+    const size_t S = max_slots, T = config.block_size, C = config.n_embd, V = config.vocab_size,
+                 R = max_rows();
     PackWeights(params,
                 weights == EngineWeights::kBf16 ? PanelWeights::kBf16 : PanelWeights::kFp32);
-    k_cache_.assign(L * S * T * C, 0.0f);
-    v_cache_.assign(L * S * T * C, 0.0f);
     x_.assign(R * C, 0.0f);
     ln_.assign(R * C, 0.0f);
     qkv_.assign(R * 3 * C, 0.0f);
@@ -169,46 +169,19 @@ class CpuInferenceEngine final : public KvCacheEngine {
   void Attention(int l, int R) {
     const int C = config_.n_embd, NH = config_.n_head, T = config_.block_size;
     const int hs = C / NH;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
     for (int r = 0; r < R; ++r) {
       const float* qkv = qkv_.data() + static_cast<size_t>(r) * 3 * C;
-      const size_t at = CacheIndex(l, row_slot_[r], row_pos_[r]);
-      std::memcpy(k_cache_.data() + at, qkv + C, C * sizeof(float));
-      std::memcpy(v_cache_.data() + at, qkv + 2 * C, C * sizeof(float));
+      kv_.Write(l, row_slot_[r], row_pos_[r], qkv + C, qkv + 2 * C);
     }
 #pragma omp parallel for collapse(2) schedule(static) num_threads(threads_)
     for (int r = 0; r < R; ++r) {
       for (int h = 0; h < NH; ++h) {
         float* scores = scores_.data() + static_cast<size_t>(omp_get_thread_num()) * T;
         const float* q = qkv_.data() + static_cast<size_t>(r) * 3 * C + h * hs;
-        const int pos = row_pos_[r];
-        const float* kbase = k_cache_.data() + CacheIndex(l, row_slot_[r], 0) + h * hs;
-        const float* vbase = v_cache_.data() + CacheIndex(l, row_slot_[r], 0) + h * hs;
-        float maxv = -INFINITY;
-        for (int j = 0; j <= pos; ++j) {
-          scores[j] = FixedOrderDot(q, kbase + static_cast<size_t>(j) * C, hs) * scale;
-          maxv = std::max(maxv, scores[j]);
-        }
-        float sum = 0.0f;
-        for (int j = 0; j <= pos; ++j) {
-          scores[j] = std::exp(scores[j] - maxv);
-          sum += scores[j];
-        }
-        const float inv = 1.0f / sum;
         float* o = atty_.data() + static_cast<size_t>(r) * C + h * hs;
-        for (int d = 0; d < hs; ++d) o[d] = 0.0f;
-        for (int j = 0; j <= pos; ++j) {
-          const float pj = scores[j] * inv;
-          const float* v = vbase + static_cast<size_t>(j) * C;
-          for (int d = 0; d < hs; ++d) o[d] += pj * v[d];
-        }
+        kv_.Attend(o, q, l, row_slot_[r], row_pos_[r], h, scores);
       }
     }
-  }
-
-  size_t CacheIndex(int l, int slot, int pos) const {
-    return ((static_cast<size_t>(l) * max_slots() + slot) * config_.block_size + pos) *
-           config_.n_embd;
   }
 
   std::vector<EngineBlock> blocks_;         // (L)
@@ -216,7 +189,7 @@ class CpuInferenceEngine final : public KvCacheEngine {
   std::vector<float> wpe_, lnf_w_, lnf_b_;  // (T,C), (C), (C)
   int threads_;  // the team of the next step's regions, at most the constructor's
   ThreadGovernor governor_{threads_};
-  std::vector<float> k_cache_, v_cache_;                             // (L,S,T,C)
+  KvCache kv_;                                                       // (L,S,T,C) keys, values
   std::vector<float> x_, ln_, atty_, branch_;                        // (R,C)
   std::vector<float> qkv_;                                           // (R,3C)
   std::vector<float> fch_;                                           // (R,4C)
@@ -231,10 +204,24 @@ const char* EngineWeightsName(EngineWeights weights) {
   return weights == EngineWeights::kBf16 ? "bf16" : "fp32";
 }
 
+namespace {
+
+bool NamesBf16(std::string_view name) {
+  return absl::EqualsIgnoreCase(absl::string_view(name.data(), name.size()), "bf16");
+}
+
+}  // namespace
+
 EngineWeights EngineWeightsFromName(std::string_view name) {
-  return absl::EqualsIgnoreCase(absl::string_view(name.data(), name.size()), "bf16")
-             ? EngineWeights::kBf16
-             : EngineWeights::kFp32;
+  return NamesBf16(name) ? EngineWeights::kBf16 : EngineWeights::kFp32;
+}
+
+const char* EngineKvCacheName(EngineKvCache kv_cache) {
+  return kv_cache == EngineKvCache::kBf16 ? "bf16" : "fp32";
+}
+
+EngineKvCache EngineKvCacheFromName(std::string_view name) {
+  return NamesBf16(name) ? EngineKvCache::kBf16 : EngineKvCache::kFp32;
 }
 
 absl::StatusOr<std::unique_ptr<InferenceEngine>> MakeInferenceEngine(
@@ -260,10 +247,15 @@ absl::StatusOr<std::unique_ptr<InferenceEngine>> MakeInferenceEngine(
     return absl::InvalidArgumentError(
         "weights bf16: only the CPU engine holds bf16 weights; the CUDA engine holds fp32");
   }
+  if (options.kv_cache == EngineKvCache::kBf16 && options.device != Device::kCpu) {
+    return absl::InvalidArgumentError(
+        "kv_cache bf16: only the CPU engine holds a bf16 KV cache; the CUDA engine's is fp32");
+  }
   switch (options.device) {
     case Device::kCpu:
-      return std::unique_ptr<InferenceEngine>(new CpuInferenceEngine(
-          config, host_params, options.max_slots, options.num_threads, options.weights));
+      return std::unique_ptr<InferenceEngine>(
+          new CpuInferenceEngine(config, host_params, options.max_slots, options.num_threads,
+                                 options.weights, options.kv_cache));
     case Device::kCuda:
 #ifdef DROPK_HAS_CUDA
       return MakeCudaInferenceEngine(config, host_params, options);

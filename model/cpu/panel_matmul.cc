@@ -17,14 +17,6 @@
 namespace dropk {
 namespace {
 
-// The float a bf16 bit pattern stands for (exact).
-inline float Bf16BitsToFloat(uint16_t bits) {
-  const uint32_t u = static_cast<uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
 // The target's float vector, and the four operations the tiles use. Fma is
 // one rounding where the target has FMA; elsewhere c + a * b, which the
 // compiler then evaluates the same way in every tile (the same inline

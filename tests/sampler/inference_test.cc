@@ -1,6 +1,7 @@
 // The KV-cache engine against the full re-forward, and its batch invariance.
 #include <cstring>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -80,6 +81,26 @@ TEST(InferenceTest, PrefillManyGivesEachPromptItsOwnBits) {
   EXPECT_EQ((*together)->MaxStepTokens(), 64);  // max(8 slots, block_size 64)
 }
 
+// The largest relative error of `got`'s logits against `want`'s (engines
+// over the same parameters) through a prefill of `prompt` into `slot` and 20
+// decode steps after it; the prefill's logits must differ in some bit.
+double LargestErrorThroughDecode(InferenceEngine& want_engine, InferenceEngine& got_engine,
+                                 const std::vector<int32_t>& prompt, int slot) {
+  const int V = want_engine.config().vocab_size;
+  std::vector<float> want(V), got(V);
+  std::memcpy(want.data(), want_engine.Prefill(slot, prompt), V * sizeof(float));
+  std::memcpy(got.data(), got_engine.Prefill(slot, prompt), V * sizeof(float));
+  double largest = test_util::RelativeError(got, want);
+  EXPECT_NE(std::memcmp(got.data(), want.data(), V * sizeof(float)), 0);
+  for (int step = 0; step < 20; ++step) {
+    const int32_t next = (step * 5 + 2) % V;
+    std::memcpy(want.data(), want_engine.Decode({&slot, 1}, {&next, 1}), V * sizeof(float));
+    std::memcpy(got.data(), got_engine.Decode({&slot, 1}, {&next, 1}), V * sizeof(float));
+    largest = std::max(largest, test_util::RelativeError(got, want));
+  }
+  return largest;
+}
+
 // bf16 weights: the logits stay near fp32's through prefill and 20 decode
 // steps (each weight is off by at most 2^-9 of itself), are not fp32's
 // (the weights really are rounded), and keep batch invariance bit for bit.
@@ -90,19 +111,8 @@ TEST(InferenceTest, Bf16WeightsStayNearFp32AndBatchInvariant) {
   auto fp32 = MakeInferenceEngine(config, params, {.max_slots = 16, .num_threads = 1});
   auto rounded = MakeInferenceEngine(config, params, bf16);
   ASSERT_TRUE(fp32.ok() && rounded.ok());
-  const int V = config.vocab_size, slot = 5;
-  const std::vector<int32_t> prompt = {3, 14, 15, 9, 26, 5};
-  std::vector<float> want(V), got(V);
-  std::memcpy(want.data(), (*fp32)->Prefill(slot, prompt), V * sizeof(float));
-  std::memcpy(got.data(), (*rounded)->Prefill(slot, prompt), V * sizeof(float));
-  double largest = test_util::RelativeError(got, want);
-  EXPECT_NE(std::memcmp(got.data(), want.data(), V * sizeof(float)), 0);
-  for (int step = 0; step < 20; ++step) {
-    const int32_t next = (step * 5 + 2) % V;
-    std::memcpy(want.data(), (*fp32)->Decode({&slot, 1}, {&next, 1}), V * sizeof(float));
-    std::memcpy(got.data(), (*rounded)->Decode({&slot, 1}, {&next, 1}), V * sizeof(float));
-    largest = std::max(largest, test_util::RelativeError(got, want));
-  }
+  const double largest =
+      LargestErrorThroughDecode(**fp32, **rounded, {3, 14, 15, 9, 26, 5}, /*slot=*/5);
   EXPECT_LT(largest, 2e-2);
   EXPECT_GT(largest, 1e-5);
 
@@ -124,6 +134,71 @@ TEST(InferenceTest, Bf16WeightsOnCudaAreRefusedByName) {
   ASSERT_FALSE(engine.ok());
   EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument) << engine.status();
   EXPECT_NE(engine.status().message().find("weights bf16"), std::string::npos) << engine.status();
+}
+
+// A bf16 KV cache: the logits stay near fp32's through prefill and 20 decode
+// steps (each cached key and value is off by at most 2^-9 of itself), are
+// not fp32's (the cache really is rounded), and keep batch invariance bit
+// for bit, with bf16 weights too.
+TEST(InferenceTest, Bf16KvCacheStaysNearFp32AndBatchInvariant) {
+  const GptConfig config = testing::TinyConfig(61, 64);
+  const std::vector<float> params = testing::RandomParams(config, 19);
+  const InferenceOptions bf16{.max_slots = 16, .num_threads = 1, .kv_cache = EngineKvCache::kBf16};
+  auto fp32 = MakeInferenceEngine(config, params, {.max_slots = 16, .num_threads = 1});
+  auto rounded = MakeInferenceEngine(config, params, bf16);
+  ASSERT_TRUE(fp32.ok() && rounded.ok());
+  const double largest =
+      LargestErrorThroughDecode(**fp32, **rounded, {3, 14, 15, 9, 26, 5, 35, 8}, /*slot=*/3);
+  EXPECT_LT(largest, 1e-2);
+  EXPECT_GT(largest, 1e-5);
+
+  for (const EngineWeights weights : {EngineWeights::kFp32, EngineWeights::kBf16}) {
+    SCOPED_TRACE(EngineWeightsName(weights));
+    InferenceOptions one_thread = bf16;
+    one_thread.weights = weights;
+    InferenceOptions two_threads = one_thread;
+    two_threads.num_threads = 2;
+    auto alone = MakeInferenceEngine(config, params, one_thread);
+    auto crowd = MakeInferenceEngine(config, params, two_threads);
+    ASSERT_TRUE(alone.ok() && crowd.ok());
+    testing::ExpectDecodeBatchInvariant(**alone, **crowd);
+    auto prefill_alone = MakeInferenceEngine(config, params, one_thread);
+    auto prefill_together = MakeInferenceEngine(config, params, two_threads);
+    ASSERT_TRUE(prefill_alone.ok() && prefill_together.ok());
+    testing::ExpectPrefillManyGivesEachPromptItsOwnBits(**prefill_alone, **prefill_together);
+  }
+}
+
+// Head sizes that are no multiple of the 16 lanes a bf16 head is packed in
+// (12: all of it past the last 16; 20: one 16 and a tail of 4) keep batch
+// invariance with a bf16 cache too.
+TEST(InferenceTest, Bf16KvCacheIsBatchInvariantAtOddHeadSizes) {
+  for (const auto& [n_embd, n_head] : {std::pair{24, 2}, std::pair{40, 2}}) {
+    SCOPED_TRACE(n_embd / n_head);
+    GptConfig config = testing::TinyConfig(61, 64);
+    config.n_embd = n_embd;
+    config.n_head = n_head;
+    const std::vector<float> params = testing::RandomParams(config, 23);
+    const InferenceOptions one{.max_slots = 16, .num_threads = 1, .kv_cache = EngineKvCache::kBf16};
+    InferenceOptions two = one;
+    two.num_threads = 2;
+    auto alone = MakeInferenceEngine(config, params, one);
+    auto crowd = MakeInferenceEngine(config, params, two);
+    ASSERT_TRUE(alone.ok() && crowd.ok());
+    testing::ExpectDecodeBatchInvariant(**alone, **crowd, /*crowd_size=*/15);
+  }
+}
+
+// Only the CPU engine holds a bf16 KV cache; the CUDA engine's refusal names
+// it (whether or not this machine has a GPU, or the build CUDA).
+TEST(InferenceTest, Bf16KvCacheOnCudaIsRefusedByName) {
+  const GptConfig config = testing::TinyConfig(61, 32);
+  const std::vector<float> params = testing::RandomParams(config, 1);
+  const auto engine = MakeInferenceEngine(
+      config, params, {.device = Device::kCuda, .kv_cache = EngineKvCache::kBf16});
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument) << engine.status();
+  EXPECT_NE(engine.status().message().find("kv_cache bf16"), std::string::npos) << engine.status();
 }
 
 TEST(InferenceTest, RejectsBadShapes) {

@@ -136,6 +136,34 @@ class ServeE2eTest : public ::testing::Test {
     }
     return false;
   }
+  // What a CPU engine flag (`flag`, e.g. "--weights bf16") promises beside
+  // the server started with it, whose answer to kSeededRequest had `text`:
+  // `dropk sample --checkpoint` with the flag prints that text and says
+  // (`setting`, e.g. "weights bf16, KV cache fp32") that it held the model so;
+  // with --url the flag is refused (exit 2), as it is by dropk-serve
+  // --device cuda, which names it.
+  void ExpectOfflineSamplingMatchesAndCudaRefuses(const std::string& flag,
+                                                  const std::string& setting,
+                                                  const std::string& text) {
+    const std::string flag_name = flag.substr(0, flag.find(' '));
+    const std::string sample_flags = " --prompt 'ROMEO:' --max-tokens 20 --top-k 5 --seed 3";
+    const auto offline = RunCommand(kBin + "dropk sample " + flag + " --checkpoint " +
+                                    (dir_ / "run/checkpoints").string() + sample_flags);
+    ASSERT_EQ(offline.exit_code, 0) << offline.err;
+    EXPECT_EQ(offline.out, text + "\n");
+    EXPECT_NE(offline.err.find("(offline: " + setting + ")"), std::string::npos) << offline.err;
+    const auto via_url = RunCommand(kBin + "dropk sample " + flag + " --url http://127.0.0.1:" +
+                                    std::to_string(port_) + sample_flags + " 2>&1");
+    EXPECT_EQ(via_url.exit_code, 2) << via_url.out;
+    EXPECT_NE(via_url.out.find(flag_name), std::string::npos) << via_url.out;
+    const auto cuda = RunCommand(kBin + "dropk-serve --port 0 --device cuda " + flag +
+                                 " --checkpoints " + (dir_ / "run/checkpoints").string() + " 2>&1");
+    EXPECT_EQ(cuda.exit_code, 2) << cuda.out;
+    EXPECT_NE(cuda.out.find(flag + ": only the CPU engine"), std::string::npos) << cuda.out;
+  }
+  // The request ExpectOfflineSamplingMatchesAndCudaRefuses samples offline.
+  static constexpr char kSeededRequest[] =
+      R"({"prompt":"ROMEO:","max_tokens":20,"top_k":5,"seed":3})";
   std::string Log() {
     std::ifstream in(dir_ / "serve.log");
     return std::string(std::istreambuf_iterator<char>(in), {});
@@ -227,26 +255,45 @@ TEST_F(ServeE2eTest, Bf16WeightsReproduceAndMatchOfflineSampling) {
   StartServer("--weights bf16");
   ASSERT_EQ(ServedStep(), 20) << Log();
   EXPECT_NE(Log().find("(weights rounded to bf16)"), std::string::npos) << Log();
-  const std::string req = R"({"prompt":"ROMEO:","max_tokens":20,"top_k":5,"seed":3})";
-  const auto a = Curl(port_, "POST", "/v1/completions", req);
-  const auto b = Curl(port_, "POST", "/v1/completions", req);
+  const auto a = Curl(port_, "POST", "/v1/completions", kSeededRequest);
+  const auto b = Curl(port_, "POST", "/v1/completions", kSeededRequest);
   ASSERT_EQ(a.code, 200) << a.body;
   EXPECT_EQ(json::parse(a.body)["choices"], json::parse(b.body)["choices"]);
-  const std::string flags = " --prompt 'ROMEO:' --max-tokens 20 --top-k 5 --seed 3";
-  const auto offline = RunCommand(kBin + "dropk sample --weights bf16 --checkpoint " +
-                                  (dir_ / "run/checkpoints").string() + flags + " 2>/dev/null");
-  ASSERT_EQ(offline.exit_code, 0);
-  EXPECT_EQ(offline.out, json::parse(a.body)["choices"][0]["text"].get<std::string>() + "\n");
-  const auto via_url = RunCommand(kBin + "dropk sample --weights bf16 --url http://127.0.0.1:" +
-                                  std::to_string(port_) + flags + " 2>&1");
-  EXPECT_EQ(via_url.exit_code, 2) << via_url.out;
-  EXPECT_NE(via_url.out.find("--weights"), std::string::npos) << via_url.out;
+  ExpectOfflineSamplingMatchesAndCudaRefuses(
+      "--weights bf16", "weights bf16, KV cache fp32",
+      json::parse(a.body)["choices"][0]["text"].get<std::string>());
+  EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
+}
+
+// --kv-cache bf16: the service says so at start, a seed's text reproduces,
+// its logprobs are not those of an fp32 cache (the flag reaches the engine),
+// and `dropk sample --checkpoint --kv-cache bf16` prints the server's text.
+// With --device cuda, or with dropk sample --url, the flag is refused.
+TEST_F(ServeE2eTest, Bf16KvCacheReproducesAndMatchesOfflineSampling) {
+  // kSeededRequest with the chosen token's logprob, which shows the cache's
+  // rounding where the text may not.
+  const std::string with_logprobs =
+      R"({"prompt":"ROMEO:","max_tokens":20,"top_k":5,"seed":3,"logprobs":0})";
+  StartServer();
+  ASSERT_EQ(ServedStep(), 20) << Log();
+  const auto fp32 = Curl(port_, "POST", "/v1/completions", with_logprobs);
+  ASSERT_EQ(fp32.code, 200) << fp32.body;
   EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
 
-  const auto cuda = RunCommand(kBin + "dropk-serve --port 0 --device cuda --weights bf16 " +
-                               "--checkpoints " + (dir_ / "run/checkpoints").string() + " 2>&1");
-  EXPECT_EQ(cuda.exit_code, 2) << cuda.out;
-  EXPECT_NE(cuda.out.find("--weights bf16: only the CPU engine"), std::string::npos) << cuda.out;
+  StartServer("--kv-cache bf16");
+  ASSERT_EQ(ServedStep(), 20) << Log();
+  EXPECT_NE(Log().find("(KV cache in bf16)"), std::string::npos) << Log();
+  const auto a = Curl(port_, "POST", "/v1/completions", with_logprobs);
+  const auto b = Curl(port_, "POST", "/v1/completions", with_logprobs);
+  ASSERT_EQ(a.code, 200) << a.body;
+  EXPECT_EQ(json::parse(a.body)["choices"], json::parse(b.body)["choices"]);
+  const json logprobs = json::parse(a.body)["choices"][0]["logprobs"];
+  ASSERT_TRUE(logprobs.is_object()) << a.body;
+  EXPECT_NE(logprobs, json::parse(fp32.body)["choices"][0]["logprobs"]);
+  ExpectOfflineSamplingMatchesAndCudaRefuses(
+      "--kv-cache bf16", "weights fp32, KV cache bf16",
+      json::parse(a.body)["choices"][0]["text"].get<std::string>());
+  EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
 }
 
 // A service started before the run's first checkpoint logged "reload

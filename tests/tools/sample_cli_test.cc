@@ -56,11 +56,12 @@ TEST(SampleCliTest, NonFiniteTemperatureOrTopPIsRefused) {
   ExpectFlagError(Sample("--prompt a --top-p -inf"), "--top-p -inf: must be a finite");
 }
 
-// --threads and --weights set up the offline engine; with --url the server
+// --threads, --weights and --kv-cache set up the offline engine; with --url the server
 // decides, and --threads was accepted and ignored.
 TEST(SampleCliTest, OfflineOnlyFlagsAreRefusedWithUrl) {
   ExpectFlagError(Sample("--prompt a --threads 2"), "--url excludes --threads");
   ExpectFlagError(Sample("--prompt a --weights bf16"), "--url excludes --weights");
+  ExpectFlagError(Sample("--prompt a --kv-cache bf16"), "--url excludes --kv-cache");
 }
 
 // CLI11 turned --seed -1 and --seed 2^64 into 2^64 - 1 silently.

@@ -34,13 +34,26 @@ namespace dropk {
 // rounded to the nearest bf16 once (half the memory and the bytes a step
 // reads; the products still sum in fp32, in the same fixed order, so batch
 // invariance holds). A seed's text under bf16 is its own, reproducible, but
-// not fp32's. LayerNorms, biases, position embeddings and the KV cache stay
-// fp32. The CPU engine only.
+// not fp32's. LayerNorms, biases and position embeddings stay fp32; the KV
+// cache is as EngineKvCache says. The CPU engine only.
 enum class EngineWeights { kFp32, kBf16 };
 const char* EngineWeightsName(EngineWeights weights);  // "fp32", "bf16"
 // The inverse, for a flag its parser has limited to fp32 and bf16 (in any
 // case): kBf16 for "bf16", kFp32 otherwise.
 EngineWeights EngineWeightsFromName(std::string_view name);
+
+// How the engine holds its KV cache: fp32, or bf16, each key and value
+// rounded to the nearest bf16 (ties to even) as it is written and widened
+// exactly as it is read. Half the memory a slot takes (GPT-2 124M: 38 MB a
+// slot of 1,024 positions, against 75) and half the bytes attention reads at
+// long contexts; scores, softmax and the weighted sums stay fp32, in the same
+// fixed order, so batch invariance holds. A seed's text under bf16 is its
+// own, reproducible, but not fp32's. The CPU engine only.
+enum class EngineKvCache { kFp32, kBf16 };
+const char* EngineKvCacheName(EngineKvCache kv_cache);  // "fp32", "bf16"
+// The inverse, for a flag its parser has limited to fp32 and bf16 (in any
+// case): kBf16 for "bf16", kFp32 otherwise.
+EngineKvCache EngineKvCacheFromName(std::string_view name);
 
 struct InferenceOptions {
   Device device = Device::kCpu;
@@ -49,6 +62,7 @@ struct InferenceOptions {
   static constexpr int kMaxThreads = 1024;
   int cuda_device = 0;  // the GPU of the CUDA engine (a cudaSetDevice ordinal)
   EngineWeights weights = EngineWeights::kFp32;
+  EngineKvCache kv_cache = EngineKvCache::kFp32;
   // CUDA engine: replay each decode step as one CUDA graph per row count
   // (captured on first use) instead of ~100 separate launches. The same
   // kernels and bits either way; off is for comparison and for debugging.

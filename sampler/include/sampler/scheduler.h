@@ -108,6 +108,7 @@ struct SchedulerOptions {
   int cuda_device = 0;  // the GPU when device is kCuda
   bool cuda_graphs = true;  // InferenceOptions::cuda_graphs: decode steps as CUDA graphs
   EngineWeights weights = EngineWeights::kFp32;  // InferenceOptions::weights (CPU engine)
+  EngineKvCache kv_cache = EngineKvCache::kFp32;  // InferenceOptions::kv_cache (CPU engine)
   int max_batch = 16;   // sequences decoded together
   int max_queue = 256;  // sequences waiting (>= 1); more is ResourceExhausted
   // Host threads (0 = all cores, at most InferenceOptions::kMaxThreads): the
