@@ -13,6 +13,7 @@
 #include "base/check.h"
 #include "base/device_error.h"
 #include "cuda/cuda_kernels.h"
+#include "cuda/engine_memory.h"
 #include "cuda/inference_launch.h"
 #include "cuda/launch.h"
 #include "kv_cache_engine.h"
@@ -78,18 +79,17 @@ class CudaInferenceEngine final : public KvCacheEngine {
     const size_t L = config_.n_layer, S = max_slots(), T = config_.block_size, C = config_.n_embd,
                  V = config_.vocab_size, R = max_rows();
     const size_t cache = L * S * T * C;
-    const size_t floats = host_params.size() + 2 * cache + R * (C * 4 + 3 * C + 4 * C) + 2 * R +
-                          std::max<size_t>(S, 1) * V;
     CUDA_CHECK(cudaSetDevice(device_));
     size_t free_bytes = 0, total_bytes = 0;
     CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-    const size_t wanted = floats * sizeof(float) + 4 * R * sizeof(int32_t);
-    if (wanted > free_bytes) {
+    const cuda::EngineMemory wanted =
+        cuda::EngineMemoryFor(config_, host_params.size(), max_slots(), use_graphs_);
+    if (wanted.total() > free_bytes) {
       return absl::ResourceExhaustedError(absl::StrFormat(
-          "cuda device %d: the weights and KV caches (%d slots x %d positions) need %.2f GiB, and "
-          "the GPU has %.2f GiB free; lower --max-batch",
-          device_, max_slots(), config_.block_size, wanted / 1073741824.0,
-          free_bytes / 1073741824.0));
+          "cuda device %d: %d slots x %d positions need %.2f GiB (%s), and the GPU has %.2f GiB "
+          "free; lower --max-batch",
+          device_, max_slots(), config_.block_size, wanted.total() / 1073741824.0,
+          wanted.Describe(), free_bytes / 1073741824.0));
     }
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     CUDA_CHECK(params_.Allocate(host_params.size()));
