@@ -67,15 +67,15 @@ inline int DecodeStepNodes(int n_layer) { return 2 + 8 * n_layer + 4; }
 // logits. Graphs are counted only when `graphs` is on.
 inline EngineMemory EngineMemoryFor(const GptConfig& config, size_t num_params, int slots,
                                     bool graphs) {
-  const size_t L = config.n_layer, S = std::max(slots, 0), T = config.block_size,
-               C = config.n_embd, V = config.vocab_size, R = std::max(S, T), H = std::max<size_t>(S, 1);
+  const size_t L = config.n_layer, S = std::max(slots, 0), T = config.block_size, C = config.n_embd,
+               V = config.vocab_size, R = std::max(S, T), H = std::max<size_t>(S, 1);
   EngineMemory m;
   m.weights = DeviceArrayBytes(num_params, sizeof(float));
   m.kv_caches = 2 * DeviceArrayBytes(L * S * T * C, sizeof(float));
   // x, ln, atty, gathered (R,C); qkv (R,3C); fch (R,4C); mean, rstd (R).
-  m.activations = 4 * DeviceArrayBytes(R * C, sizeof(float)) +
-                  DeviceArrayBytes(R * 3 * C, sizeof(float)) +
-                  DeviceArrayBytes(R * 4 * C, sizeof(float)) + 2 * DeviceArrayBytes(R, sizeof(float));
+  m.activations =
+      4 * DeviceArrayBytes(R * C, sizeof(float)) + DeviceArrayBytes(R * 3 * C, sizeof(float)) +
+      DeviceArrayBytes(R * 4 * C, sizeof(float)) + 2 * DeviceArrayBytes(R, sizeof(float));
   m.logits = DeviceArrayBytes(H * V, sizeof(float)) + DeviceArrayBytes(4 * R, sizeof(int32_t));
   if (graphs) m.graphs = S * DecodeStepNodes(config.n_layer) * EngineMemory::kGraphNodeBytes;
   return m;

@@ -42,8 +42,7 @@ TEST(EngineMemoryTest, Gpt2SmallAt64SlotsByHand) {
   // 64 graphs of 2 + 8 * 12 + 4 = 102 nodes.
   EXPECT_EQ(m.graphs, size_t{64} * 102 * EngineMemory::kGraphNodeBytes);
   EXPECT_EQ(m.headroom, EngineMemory::kRuntimeHeadroom);
-  EXPECT_EQ(m.total(),
-            m.weights + m.kv_caches + m.activations + m.logits + m.graphs + m.headroom);
+  EXPECT_EQ(m.total(), m.weights + m.kv_caches + m.activations + m.logits + m.graphs + m.headroom);
 }
 
 TEST(EngineMemoryTest, GraphsCountOnlyWhenOnAndGrowWithSlots) {
