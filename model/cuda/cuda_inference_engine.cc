@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -176,7 +177,7 @@ class CudaInferenceEngine final : public KvCacheEngine {
     std::string why;
     try {
       EnqueueStep(R, R);
-    } catch (const DeviceError& e) {
+    } catch (const std::exception& e) {  // DeviceError, or anything else: end the capture first
       why = e.what();
     }
     cudaGraph_t captured = nullptr;
