@@ -42,6 +42,7 @@ CheckpointManifest ManifestHeader(const CheckpointState& state, int world) {
   manifest.set_tokens_seen(state.tokens_seen);
   *manifest.mutable_config() = *state.config;
   *manifest.mutable_tokenizer() = *state.tokenizer;
+  if (state.data != nullptr) *manifest.mutable_data() = *state.data;
   manifest.set_data_step(state.step);
   manifest.set_schedule_step(state.step);
   manifest.set_dropout_step(state.step);

@@ -29,6 +29,7 @@
 #include "checkpoint/writer.h"
 #include "model/param_layout.h"
 #include "trainer/run_directory_lock.h"
+#include "trainer/training_checkpoints.h"
 
 namespace dropk {
 namespace {
@@ -108,6 +109,12 @@ absl::Status Inspect(const std::string& path) {
       c.warmup_iters(), c.lr_decay_iters(), c.max_iters(), c.batch_size(),
       c.gradient_accumulation_steps(), c.dropout(),
       TrainConfig::DropoutStream_Name(c.dropout_stream()), c.seed(), c.data_dir());
+  // Checkpoints written before the data was recorded have no `data`.
+  if (m.has_data()) {
+    std::cout << "  data: " << DescribeData(m.data()) << "\n";
+  } else {
+    std::cout << "  data: not recorded (written before dropk recorded it)\n";
+  }
   std::cout << absl::StrFormat("  %-48s %-8s %-16s %-32s %12s %12s %10s\n", "tensor", "dtype",
                                "shape", "file", "offset", "bytes", "crc32c");
   uint64_t total = 0;

@@ -128,6 +128,9 @@ constexpr FieldHelp kFieldHelp[] = {
     {"resume",
      "empty = fresh start; latest = newest valid checkpoint (none yet: step 0); or a "
      "checkpoint, a checkpoints directory or a run directory"},
+    {"allow_data_change",
+     "resume even when data_dir holds other data than the checkpoint was trained on (same "
+     "tokenizer); the data order then does not match the original run's"},
 };
 
 // The description of a field missing from kFieldHelp (a test keeps it unused).

@@ -206,6 +206,9 @@ class TrainingRun {
     absl::StatusOr<TrainingData> data = LoadTrainingData(config_.data_dir());
     if (!data.ok()) return data.status();
     data_ = std::make_unique<TrainingData>(*std::move(data));
+    data_identity_.set_dataset_id(data_->train.dataset_id());
+    data_identity_.set_train_tokens(data_->train.size());
+    data_identity_.set_val_tokens(data_->val.size());
     // Before any collective whose size the config decides.
     if (absl::Status s =
             CheckRanksAgree(RunFingerprint(config_, data_->tokenizer.proto(), data_->train.size(),
@@ -407,8 +410,8 @@ class TrainingRun {
           "checkpoint_dir=", CheckpointsDirOf(config_), ": ", latest,
           " is a directory; remove it (each save writes the newest checkpoint's name there)"));
     }
-    absl::StatusOr<ResumePoint> resume =
-        MaybeResume(config_, data_->tokenizer.proto(), *gpt_, *optimizer_, world_, RankLog());
+    absl::StatusOr<ResumePoint> resume = MaybeResume(
+        config_, data_->tokenizer.proto(), data_identity_, *gpt_, *optimizer_, world_, RankLog());
     if (!resume.ok()) return resume.status();
     first_step_ = resume->step;
     summary_.steps = resume->step;
@@ -428,8 +431,9 @@ class TrainingRun {
   }
 
   absl::Status SaveCheckpoint(int64_t steps_done) {
-    return checkpointer_->Save(config_, data_->tokenizer.proto(), *gpt_, *optimizer_, steps_done,
-                               tokens_per_step_ * steps_done, summary_.last_train_loss, RankLog());
+    return checkpointer_->Save(config_, data_->tokenizer.proto(), data_identity_, *gpt_,
+                               *optimizer_, steps_done, tokens_per_step_ * steps_done,
+                               summary_.last_train_loss, RankLog());
   }
 
   // SIGTERM/SIGINT may reach ranks at different steps (or only some ranks):
@@ -642,6 +646,7 @@ class TrainingRun {
   bool diverged_ = false;        // a training loss was not finite
   bool metrics_failed_ = false;  // a metrics.jsonl write failed (warned once)
   std::unique_ptr<TrainingData> data_;
+  DataIdentity data_identity_;           // of data_, recorded in checkpoints and checked on resume
   std::unique_ptr<MetricsLog> metrics_;  // rank 0 only
   std::vector<RunDirectoryLock> run_locks_;  // rank 0 only: out_dir, checkpoint_dir
   std::unique_ptr<Kernels> kernels_;

@@ -113,6 +113,16 @@ absl::Status RefuseResumingIntoAnotherRun(const TrainConfig& config,
       own, ", or give this run its own --out_dir (or --checkpoint_dir)"));
 }
 
+// Whether `now` is other data than the checkpoint's `recorded`. Ids are
+// compared only where both are known (0: prepared before ids, told apart by
+// token counts alone); token counts always.
+bool DataChanged(const DataIdentity& recorded, const DataIdentity& now) {
+  const bool ids_differ = recorded.dataset_id() != 0 && now.dataset_id() != 0 &&
+                          recorded.dataset_id() != now.dataset_id();
+  return ids_differ || recorded.train_tokens() != now.train_tokens() ||
+         recorded.val_tokens() != now.val_tokens();
+}
+
 }  // namespace
 
 void InstallStopSignalHandlers() {
@@ -142,8 +152,15 @@ void InstallStopSignalHandlers() {
 
 bool StopRequested() { return g_stop_signal.load() != 0; }
 
+std::string DescribeData(const DataIdentity& data) {
+  return absl::StrCat("dataset id ",
+                      data.dataset_id() == 0 ? "none" : absl::StrCat(data.dataset_id()), ", ",
+                      data.train_tokens(), " train and ", data.val_tokens(), " val tokens");
+}
+
 absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokenizer& tokenizer,
-                                        Gpt& gpt, AdamWOptimizer& optimizer, int world_size,
+                                        const DataIdentity& data, Gpt& gpt,
+                                        AdamWOptimizer& optimizer, int world_size,
                                         std::ostream& log, Env* env) {
   ResumePoint point;
   std::vector<std::string> candidates;
@@ -220,6 +237,18 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
                        Tokenizer::Kind_Name(m.tokenizer().kind()), ", ",
                        m.tokenizer().code_points_size(), " code points)"));
     }
+    // Batches are a pure function of (seed, step) over the tokens: on other
+    // data the run goes on, but not as the original would have. Checkpoints
+    // written before the data was recorded are not checked.
+    const bool data_changed = m.has_data() && DataChanged(m.data(), data);
+    if (data_changed && !config.allow_data_change()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--resume: the data of data_dir=", config.data_dir(), " (", DescribeData(data),
+          ") differs from checkpoint ", dir, "'s, trained on data_dir=", m.config().data_dir(),
+          " (", DescribeData(m.data()),
+          "); point data_dir at that data to resume the run, or pass --allow_data_change to "
+          "train on this data (its data order will not match the original run's)"));
+    }
     CheckpointLoadTarget target{gpt.kernels(), gpt.params(), optimizer.first_moment(),
                                 optimizer.second_moment(), gpt.num_params()};
     absl::StatusOr<CheckpointManifest> loaded = LoadCheckpointInto(dir, target, env);
@@ -230,6 +259,11 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
     for (const std::string& reason : skipped) log << "dropk-train: skipped " << reason << "\n";
     for (const std::string& change : changes) {
       log << "dropk-train: resume: config " << change << " (allowed)\n";
+    }
+    if (data_changed) {
+      log << "dropk-train: warning: --allow_data_change: the data changed since checkpoint " << dir
+          << " (" << DescribeData(m.data()) << " -> " << DescribeData(data)
+          << "); the data order will not match the original run's\n";
     }
     if (m.world_size() != world_size) {
       log << "dropk-train: resume: written by " << m.world_size() << " rank(s), now " << world_size
@@ -256,7 +290,8 @@ absl::Status CheckResumeConfig(const TrainConfig& checkpoint, const TrainConfig&
                                std::vector<std::string>* changes) {
   static const std::set<std::string> kMustMatch = {"n_layer",    "n_head", "n_embd",
                                                    "block_size", "seed",   "dropout_stream"};
-  static const std::set<std::string> kIgnored = {"resume", "checkpoint_dir", "out_dir"};
+  static const std::set<std::string> kIgnored = {"resume", "checkpoint_dir", "out_dir",
+                                                 "allow_data_change"};
   const pb::Descriptor* d = TrainConfig::descriptor();
   const pb::Reflection* r = TrainConfig::GetReflection();
   for (int i = 0; i < d->field_count(); ++i) {
@@ -299,7 +334,8 @@ bool TrainingCheckpointer::Due(int64_t steps_done, int64_t max_steps) const {
 }
 
 absl::Status TrainingCheckpointer::Save(const TrainConfig& config, const Tokenizer& tokenizer,
-                                        Gpt& gpt, AdamWOptimizer& optimizer, int64_t steps_done,
+                                        const DataIdentity& data, Gpt& gpt,
+                                        AdamWOptimizer& optimizer, int64_t steps_done,
                                         int64_t tokens_seen, float last_train_loss,
                                         std::ostream& log) {
   if (steps_done == last_saved_step_) return absl::OkStatus();
@@ -307,6 +343,7 @@ absl::Status TrainingCheckpointer::Save(const TrainConfig& config, const Tokeniz
   CheckpointState state;
   state.config = &config;
   state.tokenizer = &tokenizer;
+  state.data = &data;
   state.step = steps_done;
   state.tokens_seen = tokens_seen;
   state.optimizer_step = optimizer.step();

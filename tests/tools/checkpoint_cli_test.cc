@@ -156,6 +156,28 @@ TEST_F(CheckpointCliTest, ContradictingConfigIsRefusedNamingTheField) {
   EXPECT_NE(r.output.find("seed=5"), std::string::npos) << r.output;
 }
 
+// The same corpus split another way (same tokenizer, other dataset id)
+// resumed silently; now exit 2 naming both, unless --allow_data_change.
+TEST_F(CheckpointCliTest, ResumeOnOtherDataExitsTwoUnlessAllowed) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=2")).exit_code, 0);
+  const std::string other = out_ + "/other_data";
+  CliResult r = RunCommand(Dropk("data prepare --tokenizer char --val-fraction 0.2 --out " + other +
+                                 " " DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = RunCommand(Train(out_, "--max_iters=3 --resume=latest --data_dir=" + other));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  for (const std::string& part :
+       {"data_dir=" + other, "data_dir=" + *data_, std::string("--allow_data_change")}) {
+    EXPECT_NE(r.output.find(part), std::string::npos) << part << "\n" << r.output;
+  }
+  r = RunCommand(
+      Train(out_, "--max_iters=3 --resume=latest --allow_data_change --data_dir=" + other));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("dropk-train: warning: --allow_data_change: the data changed"),
+            std::string::npos)
+      << r.output;
+}
+
 // Issue 9 item 7: 7 zero bytes appended to model.data passed verification.
 TEST_F(CheckpointCliTest, VerifyRefusesBytesAppendedToModelData) {
   ASSERT_EQ(RunCommand(Train(out_, "--max_iters=2")).exit_code, 0);
@@ -210,8 +232,9 @@ TEST_F(CheckpointCliTest, InspectAndExport) {
   ASSERT_EQ(RunCommand(Train(out_, "--max_iters=3")).exit_code, 0);
   CliResult r = RunCommand(Dropk("ckpt inspect " + out_ + "/checkpoints"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  for (const char* part : {"step 3", "2 layers, 2 heads, n_embd 32", "model/transformer.wte.weight",
-                           "[65, 32]", "optimizer/adam_m[0:", "tensors,", "bytes"}) {
+  for (const char* part :
+       {"step 3", "2 layers, 2 heads, n_embd 32", "model/transformer.wte.weight", "[65, 32]",
+        "optimizer/adam_m[0:", "tensors,", "bytes", "data: dataset id "}) {
     EXPECT_NE(r.output.find(part), std::string::npos) << part << "\n" << r.output;
   }
   for (const char* dtype : {"fp32", "fp16", "bf16"}) {

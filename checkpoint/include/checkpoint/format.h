@@ -19,7 +19,9 @@
 //                                         deleted by the next save's retention pass
 //
 // A CheckpointManifest holds the step, the full config, the tokenizer, the
-// data/schedule/dropout position and one TensorEntry per run of bytes:
+// identity of the data trained on (DataIdentity; absent in older
+// checkpoints, same format version), the data/schedule/dropout position and
+// one TensorEntry per run of bytes:
 //
 //   TensorEntry { name, dtype=FLOAT32, shape, file, offset, length, crc32c, slice_start }
 //                 length == product(shape) * 4; [offset, offset+length) lies inside `file`;

@@ -25,6 +25,7 @@ namespace dropk {
 struct CheckpointState {
   const TrainConfig* config = nullptr;
   const Tokenizer* tokenizer = nullptr;
+  const DataIdentity* data = nullptr;  // the data trained on; null: not recorded
   int64_t step = 0;  // optimizer steps completed
   int64_t tokens_seen = 0;
   int64_t optimizer_step = 0;

@@ -35,6 +35,10 @@ namespace dropk {
 void InstallStopSignalHandlers();
 bool StopRequested();
 
+// "dataset id 123, 900 train and 100 val tokens"; an id of 0 (data
+// prepared before ids) reads "none".
+std::string DescribeData(const DataIdentity& data);
+
 // Where training starts.
 struct ResumePoint {
   bool resumed = false;
@@ -59,9 +63,14 @@ struct ResumePoint {
 // (exit 1), naming what was skipped and why. Parameters, moments
 // and AdamW's step are loaded into gpt/optimizer. A config that contradicts
 // the checkpoint (CheckResumeConfig, tokenizer) is InvalidArgument naming the
-// field; allowed changes are logged.
+// field; allowed changes are logged. `data` is what data_dir holds now: a
+// checkpoint that records other data (another dataset id or token count)
+// is InvalidArgument naming both data_dirs and identities, unless
+// config.allow_data_change, which logs one warning line instead; one that
+// records none (written before the record existed) is not checked.
 absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokenizer& tokenizer,
-                                        Gpt& gpt, AdamWOptimizer& optimizer, int world_size,
+                                        const DataIdentity& data, Gpt& gpt,
+                                        AdamWOptimizer& optimizer, int world_size,
                                         std::ostream& log, Env* env = nullptr);
 
 // Saves on schedule: every save_every steps, at the end, and when stopped.
@@ -70,7 +79,8 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
 // block_size, seed, dropout_stream) must match: InvalidArgument naming the
 // field and both values. Every other difference (max_iters, lr_decay_iters,
 // save_every, eval_interval, data_dir, ...) is allowed and described, one
-// line each, in *changes (resume, checkpoint_dir and out_dir excepted).
+// line each, in *changes (resume, checkpoint_dir, out_dir and
+// allow_data_change excepted).
 absl::Status CheckResumeConfig(const TrainConfig& checkpoint, const TrainConfig& now,
                                std::vector<std::string>* changes);
 
@@ -93,9 +103,10 @@ class TrainingCheckpointer {
   // Saves the state after `steps_done` steps. Synchronous: returns once it
   // is committed. Asynchronous: first waits for the previous save and
   // returns its failure if it failed (naming its step, directory and cause);
-  // then returns as soon as the state is copied.
-  absl::Status Save(const TrainConfig& config, const Tokenizer& tokenizer, Gpt& gpt,
-                    AdamWOptimizer& optimizer, int64_t steps_done, int64_t tokens_seen,
+  // then returns as soon as the state is copied. `data` is recorded in the
+  // manifest (what data_dir holds; see MaybeResume).
+  absl::Status Save(const TrainConfig& config, const Tokenizer& tokenizer, const DataIdentity& data,
+                    Gpt& gpt, AdamWOptimizer& optimizer, int64_t steps_done, int64_t tokens_seen,
                     float last_train_loss, std::ostream& log);
 
   // After every step: moves a background save on (never waits for I/O) and

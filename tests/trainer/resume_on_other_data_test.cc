@@ -1,0 +1,216 @@
+// --resume with data_dir holding other prepared data than the checkpoint was
+// trained on (same tokenizer): refused naming both, unless
+// --allow_data_change. Resuming used to go on silently, drawing batches
+// from the new tokens as if the run had always trained on them.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "checkpoint/format.h"
+#include "checkpoint/reader.h"
+#include "support/temp_dir.h"
+#include "trainer/config.h"
+#include "trainer/prepare_data.h"
+#include "trainer/tokenizer_file.h"
+#include "trainer/trainer.h"
+
+namespace dropk {
+namespace {
+
+// What one `dropk data prepare` wrote.
+struct Prepared {
+  std::string dir;
+  uint32_t dataset_id = 0;
+  PrepareSummary summary;
+};
+
+class ResumeOnOtherDataTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // Tiny Shakespeare split two ways: the same characters, so the same
+    // tokenizer, but other train and val tokens.
+    original_ = Prepare("data", 0.1);
+    other_ = Prepare("other_data", 0.2);
+    ASSERT_NE(original_.dataset_id, other_.dataset_id);
+  }
+
+  Prepared Prepare(const std::string& name, double val_fraction) {
+    Prepared p;
+    p.dir = tmp_.Path(name);
+    PrepareOptions options;
+    options.inputs = {DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"};
+    options.out_dir = p.dir;
+    options.val_fraction = val_fraction;
+    options.threads = 1;
+    absl::StatusOr<PrepareSummary> summary = PrepareData(options);
+    EXPECT_TRUE(summary.ok()) << summary.status();
+    if (summary.ok()) p.summary = *summary;
+    EXPECT_TRUE(LoadTokenizer(p.dir + "/tokenizer.pb", Env::Default(), &p.dataset_id).ok());
+    return p;
+  }
+
+  // The tiny smoke model on `data`, trained to max_iters into tmp/run,
+  // saving every step.
+  TrainConfig Config(const Prepared& data, int max_iters) {
+    TrainConfig c = DefaultTrainConfig();
+    EXPECT_TRUE(MergeTrainConfigFile(DROPK_SOURCE_DIR "/configs/tiny_smoke.textproto", &c).ok());
+    c.set_data_dir(data.dir);
+    c.set_out_dir(tmp_.Path("run"));
+    c.set_max_iters(max_iters);
+    c.set_lr_decay_iters(4);
+    c.set_warmup_iters(0);
+    c.set_save_every(1);
+    c.set_eval_iters(1);
+    c.set_sample_tokens(0);
+    c.set_num_threads(1);
+    EXPECT_TRUE(ValidateTrainConfig(c).ok());
+    return c;
+  }
+
+  absl::StatusOr<TrainSummary> Train(const TrainConfig& c, std::ostringstream* log) {
+    return RunTraining(c, *comm_, *log);
+  }
+
+  std::string Checkpoint(int64_t step) {
+    return tmp_.Path("run") + "/checkpoints/" + CheckpointDirName(step);
+  }
+
+  std::string Latest() {
+    std::ifstream latest(tmp_.Path("run") + "/checkpoints/LATEST");
+    return std::string(std::istreambuf_iterator<char>(latest), {});
+  }
+
+  // "dataset id N, T train and V val tokens", as the messages write it.
+  static std::string Described(const Prepared& p) {
+    return absl::StrCat("dataset id ", p.dataset_id, ", ", p.summary.train_tokens, " train and ",
+                        p.summary.val_tokens, " val tokens");
+  }
+
+  test_util::ScopedTempDir tmp_{"resume_other_data"};
+  std::unique_ptr<Communicator> comm_ = MakeSingleProcessCommunicator();
+  Prepared original_, other_;
+};
+
+TEST_F(ResumeOnOtherDataTest, CheckpointsRecordTheDataTheyWereTrainedOn) {
+  std::ostringstream log;
+  ASSERT_TRUE(Train(Config(original_, 1), &log).ok()) << log.str();
+  absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(Checkpoint(1));
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  ASSERT_TRUE(vm->manifest.has_data());
+  EXPECT_EQ(vm->manifest.data().dataset_id(), original_.dataset_id);
+  EXPECT_EQ(vm->manifest.data().train_tokens(), original_.summary.train_tokens);
+  EXPECT_EQ(vm->manifest.data().val_tokens(), original_.summary.val_tokens);
+}
+
+TEST_F(ResumeOnOtherDataTest, IsRefusedNamingBothDataDirsAndIdentities) {
+  std::ostringstream log;
+  ASSERT_TRUE(Train(Config(original_, 2), &log).ok()) << log.str();
+  TrainConfig resume = Config(other_, 3);
+  resume.set_resume("latest");
+  std::ostringstream resume_log;
+  const absl::StatusOr<TrainSummary> s = Train(resume, &resume_log);
+  ASSERT_FALSE(s.ok()) << resume_log.str();
+  const absl::Status& status = s.status();
+  EXPECT_TRUE(absl::IsInvalidArgument(status)) << status;  // exit 2
+  for (const std::string& part :
+       {"checkpoint " + Checkpoint(2), "data_dir=" + original_.dir, "data_dir=" + other_.dir,
+        Described(original_), Described(other_), std::string("--allow_data_change")}) {
+    EXPECT_NE(status.message().find(part), std::string::npos) << part << "\n" << status;
+  }
+  EXPECT_EQ(resume_log.str().find("resumed from"), std::string::npos) << resume_log.str();
+  EXPECT_EQ(Latest(), CheckpointDirName(2) + "\n");
+}
+
+TEST_F(ResumeOnOtherDataTest, AllowDataChangeResumesWithOneWarning) {
+  std::ostringstream log;
+  ASSERT_TRUE(Train(Config(original_, 2), &log).ok()) << log.str();
+  TrainConfig resume = Config(other_, 3);
+  resume.set_resume(Checkpoint(2));
+  resume.set_allow_data_change(true);
+  std::ostringstream resume_log;
+  const absl::StatusOr<TrainSummary> s = Train(resume, &resume_log);
+  ASSERT_TRUE(s.ok()) << s.status() << "\n" << resume_log.str();
+  EXPECT_EQ(s->resumed_from, Checkpoint(2));
+  EXPECT_EQ(s->steps, 3);
+  const std::string warning =
+      "dropk-train: warning: --allow_data_change: the data changed since "
+      "checkpoint " +
+      Checkpoint(2) + " (" + Described(original_) + " -> " + Described(other_) +
+      "); the data order will not match the original run's\n";
+  const std::string out = resume_log.str();
+  ASSERT_NE(out.find(warning), std::string::npos) << out;
+  EXPECT_EQ(out.find(warning, out.find(warning) + 1), std::string::npos) << out;
+  // The continuation records the data it trained on: resuming it on that
+  // data needs no flag.
+  absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(Checkpoint(3));
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  EXPECT_EQ(vm->manifest.data().dataset_id(), other_.dataset_id);
+  TrainConfig again = Config(other_, 4);
+  again.set_resume("latest");
+  std::ostringstream again_log;
+  ASSERT_TRUE(Train(again, &again_log).ok()) << again_log.str();
+  EXPECT_EQ(again_log.str().find("warning: --allow_data_change"), std::string::npos)
+      << again_log.str();
+}
+
+TEST_F(ResumeOnOtherDataTest, SameDataResumesExactlyWithoutWarning) {
+  std::ostringstream log;
+  absl::StatusOr<TrainSummary> straight = Train(Config(original_, 4), &log);
+  ASSERT_TRUE(straight.ok()) << straight.status() << "\n" << log.str();
+  std::filesystem::remove_all(tmp_.Path("run"));
+
+  ASSERT_TRUE(Train(Config(original_, 2), &log).ok()) << log.str();
+  TrainConfig resume = Config(original_, 4);
+  resume.set_resume("latest");
+  std::ostringstream resume_log;
+  absl::StatusOr<TrainSummary> resumed = Train(resume, &resume_log);
+  ASSERT_TRUE(resumed.ok()) << resumed.status() << "\n" << resume_log.str();
+  EXPECT_EQ(resumed->resumed_from, Checkpoint(2));
+  EXPECT_EQ(resume_log.str().find("warning"), std::string::npos) << resume_log.str();
+  EXPECT_EQ(resumed->final_params, straight->final_params);
+}
+
+TEST_F(ResumeOnOtherDataTest, CheckpointWithoutTheRecordResumesUnchecked) {
+  std::ostringstream log;
+  ASSERT_TRUE(Train(Config(original_, 2), &log).ok()) << log.str();
+  // A checkpoint as dropk wrote it before the data was recorded.
+  const std::string manifest_path = Checkpoint(2) + "/" + kManifestFileName;
+  absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(Checkpoint(2));
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  CheckpointManifest manifest = vm->manifest;
+  ASSERT_TRUE(manifest.has_data());
+  manifest.clear_data();
+  {
+    std::ofstream out(manifest_path, std::ios::binary | std::ios::trunc);
+    out << SerializeManifestFile(manifest);
+    ASSERT_TRUE(out.good());
+  }
+  // Nothing to compare with: even other data resumes, with no warning.
+  TrainConfig resume = Config(other_, 3);
+  resume.set_resume("latest");
+  std::ostringstream resume_log;
+  absl::StatusOr<TrainSummary> s = Train(resume, &resume_log);
+  ASSERT_TRUE(s.ok()) << s.status() << "\n" << resume_log.str();
+  EXPECT_EQ(s->resumed_from, Checkpoint(2));
+  EXPECT_EQ(resume_log.str().find("warning: --allow_data_change"), std::string::npos)
+      << resume_log.str();
+}
+
+TEST(AllowDataChangeFlagTest, IsABoolFlagOffByDefault) {
+  EXPECT_FALSE(DefaultTrainConfig().allow_data_change());
+  std::string flag = "--allow_data_change";
+  std::string program = "dropk-train";
+  char* argv[] = {program.data(), flag.data()};
+  absl::StatusOr<TrainCommandLine> parsed = ParseTrainCommandLine(2, argv);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_TRUE(parsed->config.allow_data_change());
+}
+
+}  // namespace
+}  // namespace dropk
