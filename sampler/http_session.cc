@@ -184,6 +184,13 @@ bool InTrailer(const beast::flat_buffer& buffer) {
   return data.find("\r\n") != std::string_view::npos;
 }
 
+// Whether the bytes in `buffer` hold a line's end: a header read that
+// overflowed without one never saw the end of its request line.
+bool HasLineEnd(const beast::flat_buffer& buffer) {
+  const std::string_view data(static_cast<const char*>(buffer.data().data()), buffer.size());
+  return data.find("\r\n") != std::string_view::npos;
+}
+
 // Every Transfer-Encoding field of `req`, joined as one list (RFC 9110 5.3).
 std::string TransferEncodingOf(const http::fields& req) {
   std::string joined;
@@ -196,13 +203,25 @@ std::string TransferEncodingOf(const http::fields& req) {
 }
 
 // Null when the request's Transfer-Encoding (if any) is one dropk reads:
-// chunked, once, alone. `chunked` is the parser's view (the last coding is
-// chunked). Otherwise the error names the header's whole value.
-std::optional<ApiError> CheckTransferEncoding(const http::fields& req, bool chunked) {
+// chunked, once, alone, in HTTP/1.1. `chunked` is the parser's view (the
+// last coding is chunked). Otherwise the error names the header's whole
+// value.
+std::optional<ApiError> CheckTransferEncoding(const http::request_header<>& req, bool chunked) {
   const std::string full = TransferEncodingOf(req);
   if (full.empty()) return std::nullopt;
   constexpr size_t kMaxShown = 200;  // an error stays one readable line
   const std::string te = CutForMessage(full, kMaxShown);
+  if (req.version() < 11) {
+    // RFC 9112 6.1: HTTP/1.0 has no transfer codings, so such a request's
+    // framing is faulty (a 1.0 proxy in between would have framed it by
+    // Content-Length or the close: the smuggling RFC 9112 11.2 warns of).
+    // Beast decoded its chunks as in 1.1.
+    return ApiError{400,
+                    absl::StrCat("Transfer-Encoding '", te,
+                                 "' in an HTTP/1.0 request: HTTP/1.0 has no transfer codings; "
+                                 "send the body with Content-Length"),
+                    "invalid_request_error", "", "bad_request"};
+  }
   if (!chunked) {
     // RFC 9112 6.3: a request whose last coding is not chunked has no
     // knowable length.
@@ -330,6 +349,18 @@ void Session::OnReadError(beast::error_code ec) {
                       absl::StrCat("request body exceeds the limit of ",
                                    server_->options_.max_body_bytes, " bytes"),
                       "invalid_request_error", "", "request_too_large"});
+  }
+  const bool header_too_long =
+      ec == http::error::header_limit ||
+      (ec == http::error::buffer_overflow && state_ == State::kReadingHeader);
+  if (header_too_long && !HasLineEnd(buffer_)) {
+    // RFC 9112 3: a target longer than the server parses is a 414; "request
+    // headers are too large" (431) sent a client with a 20 KB URL looking
+    // among its headers.
+    return SendError({414,
+                      absl::StrCat("the request line (its target) is longer than the limit of ",
+                                   server_->options_.max_header_bytes, " bytes"),
+                      "invalid_request_error", "", "uri_too_long"});
   }
   if (ec == http::error::header_limit) {
     return SendError(

@@ -5,7 +5,12 @@
 // can be tested without a connection.
 //
 // Routes: POST /v1/completions; GET (and HEAD) / (the playground page,
-// playground.h), /v1/models, /v1/models/{model}, /healthz, /readyz, /metrics. /healthz and
+// playground.h), /v1/models, /v1/models/{model}, /healthz, /readyz, /metrics. Before
+// routing: an HTTP/1.1 request without a Host header, or any with two or a
+// malformed one, is a 400 (RFC 9112 3.2); a method other than GET, HEAD and
+// POST is a 501 on every target (CONNECT, OPTIONS * included); a target
+// that is neither a path nor an http:// URL is a 400. A known route asked
+// with the wrong one of those three methods is a 405 with Allow. /healthz and
 // /readyz answer 503 (code device_failed, naming the error) once the GPU
 // failed (Scheduler::DeviceFailure). Every error is an
 // OpenAI-style JSON body (completions.h ErrorBody). With an API key set,

@@ -7,7 +7,9 @@
 // Routing and the endpoints live in http_api.h (socket-free); this file
 // reads requests, writes what HttpApi::Route answers, streams server-sent
 // events, and answers the failures of the connection itself: 408 for a
-// client that stops mid-request, 400 for malformed HTTP, 413, 431, each as
+// client that stops mid-request, 400 for malformed HTTP (Transfer-Encoding
+// in HTTP/1.0 included), 413, 414 for a request line past the header
+// limit, 431, each as
 // a JSON error before the connection closes (413 also for a chunk's size
 // line, and 431 for a trailer, longer than max_header_bytes + 64 KiB: the
 // read buffer is bounded, so no line the parser waits on can grow without
