@@ -92,6 +92,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void SetState(State next);
   // Reading a request.
   void DoRead();
+  // Reads the next request's header with a fresh parser, within the
+  // deadline DoRead armed.
+  void ReadHeader();
   void ArmReadDeadline(std::chrono::milliseconds limit);
   void OnReadDeadline(beast::error_code ec);
   void OnReadHeader(beast::error_code ec, size_t bytes);
@@ -184,6 +187,15 @@ bool InTrailer(const beast::flat_buffer& buffer) {
   return data.find("\r\n") != std::string_view::npos;
 }
 
+// Drops the CR and LF bytes at the start of `buffer`; whether there were
+// any.
+bool SkipEmptyLines(beast::flat_buffer* buffer) {
+  const std::string_view data(static_cast<const char*>(buffer->data().data()), buffer->size());
+  const size_t n = std::min(data.find_first_not_of("\r\n"), data.size());
+  buffer->consume(n);
+  return n > 0;
+}
+
 // Whether the bytes in `buffer` hold a line's end: a header read that
 // overflowed without one never saw the end of its request line.
 bool HasLineEnd(const beast::flat_buffer& buffer) {
@@ -267,14 +279,18 @@ void Session::SetState(State next) {
 void Session::DoRead() {
   if (server_->stopped_) return Close();
   SetState(State::kReadingHeader);
-  // A fresh parser per request: a parser is single-use.
-  parser_.emplace();
-  parser_->header_limit(static_cast<std::uint32_t>(server_->options_.max_header_bytes));
-  parser_->body_limit(server_->options_.max_body_bytes);
   // Reads are bounded by timer_, not by the stream's own expiry, which would
   // close the socket before the 408 could be written.
   stream_.expires_never();
   ArmReadDeadline(server_->options_.header_timeout);
+  ReadHeader();
+}
+
+void Session::ReadHeader() {
+  // A fresh parser per request: a parser is single-use.
+  parser_.emplace();
+  parser_->header_limit(static_cast<std::uint32_t>(server_->options_.max_header_bytes));
+  parser_->body_limit(server_->options_.max_body_bytes);
   http::async_read_header(stream_, buffer_, *parser_,
                           beast::bind_front_handler(&Session::OnReadHeader, shared_from_this()));
 }
@@ -343,6 +359,14 @@ void Session::OnRead(beast::error_code ec, size_t) {
 }
 
 void Session::OnReadError(beast::error_code ec) {
+  // RFC 9112 2.2: empty lines before a request line should be ignored; a
+  // client that ends a body with an extra CRLF (as old ones do) had its
+  // next request refused as "bad method" and the connection closed. The
+  // header deadline still runs: empty lines never hold a connection open.
+  if (state_ == State::kReadingHeader && ec == http::error::bad_method &&
+      SkipEmptyLines(&buffer_)) {
+    return ReadHeader();
+  }
   timer_.cancel();
   if (ec == http::error::body_limit) {
     return SendError({413,

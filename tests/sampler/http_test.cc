@@ -1085,5 +1085,29 @@ TEST(HttpTest, TransferEncodingInHttp10IsRefused) {
       << r.received;
 }
 
+// RFC 9112 2.2: a server should ignore empty lines before a request line.
+// A client that ends a body with an extra CRLF (old ones do) had its next
+// request refused as "malformed HTTP request: bad method" and the
+// connection closed.
+TEST(HttpTest, EmptyLinesBeforeARequestAreIgnored) {
+  TestServer s;
+  const testing::RawResult leading = testing::RawExchange(
+      s.port, "\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(leading.received.rfind("HTTP/1.1 200", 0), 0u) << leading.received;
+  const std::string body = R"({"prompt":"ab","max_tokens":2})";
+  const testing::RawResult after_body = testing::RawExchange(
+      s.port,
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) +
+          "\r\n\r\n" + body + "\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(after_body.received.rfind("HTTP/1.1 200", 0), 0u) << after_body.received;
+  EXPECT_NE(after_body.received.find(R"(HTTP/1.1 200 OK)", 1), std::string::npos)
+      << after_body.received;
+  EXPECT_NE(after_body.received.find(R"({"status":"ok"})"), std::string::npos)
+      << after_body.received;
+  // Other bytes before a request line are still malformed.
+  ExpectRawError(testing::RawExchange(s.port, "\x16\x03\x01\x00\xa5\x01\x00"), "HTTP/1.1 400",
+                 "bad_request");
+}
+
 }  // namespace
 }  // namespace dropk
