@@ -111,6 +111,24 @@ std::string_view MethodName(const HttpRequest& request) {
   return std::string_view(name.data(), name.size());
 }
 
+// The target of `request` with an absolute form's scheme and authority
+// dropped: RFC 9112 3.2.2 says a server must accept the absolute form (what
+// a client configured with a proxy sends): "http://host:port/v1/models" is
+// the route /v1/models. Other targets are returned as they are.
+std::string_view RouteTarget(const HttpRequest& request) {
+  std::string_view target(request.target().data(), request.target().size());
+  for (const std::string_view scheme : {"http://", "https://"}) {
+    // Debian's absl::string_view is its own type, not std::string_view.
+    if (target.size() > scheme.size() &&
+        absl::EqualsIgnoreCase(absl::string_view(target.data(), scheme.size()),
+                               absl::string_view(scheme.data(), scheme.size()))) {
+      const size_t slash = target.find('/', scheme.size());
+      target = slash == std::string_view::npos ? "/" : target.substr(slash);
+    }
+  }
+  return target;
+}
+
 // What a route accepts, for the 405 message and the Allow header.
 std::string Allowed(const Endpoint& e) {
   return e.method == http::verb::get ? "GET, HEAD" : std::string(http::to_string(e.method));
@@ -198,72 +216,74 @@ RouteResult HttpApi::Route(const HttpRequest& request,
   return routed;
 }
 
-RouteResult HttpApi::RouteAny(const HttpRequest& request,
-                              const std::shared_ptr<CompletionListener>& listener) const {
+std::optional<HttpResponse> HttpApi::RefuseEarly(const HttpRequest& request) const {
+  std::optional<HttpResponse> refused = Refusal(request);
+  if (refused && request.method() == http::verb::head) *refused = WithoutBody(std::move(*refused));
+  return refused;
+}
+
+std::optional<HttpResponse> HttpApi::Refusal(const HttpRequest& request) const {
   const unsigned version = request.version();
   if (version != 10 && version != 11) {
-    return Reply(ErrorResponse({400,
-                                absl::StrCat("HTTP/", version / 10, ".", version % 10,
-                                             " is not supported; use HTTP/1.1 or HTTP/1.0"),
-                                "invalid_request_error", "", "unsupported_http_version"},
-                               11));
+    return ErrorResponse({400,
+                          absl::StrCat("HTTP/", version / 10, ".", version % 10,
+                                       " is not supported; use HTTP/1.1 or HTTP/1.0"),
+                          "invalid_request_error", "", "unsupported_http_version"},
+                         11);
   }
   if (std::optional<ApiError> bad_host = CheckHost(request)) {
-    return Reply(ErrorResponse(*bad_host, version));
+    return ErrorResponse(*bad_host, version);
   }
   // RFC 9110 9.1 and 15.6.2: a method the server supports for no target is
   // a 501, whatever the target; CONNECT (authority form, "host:port") and
   // OPTIONS (asterisk form, "*") were 404s naming the target as a route.
   if (!Implemented(request.method())) {
-    return Reply(
-        ErrorResponse({501,
-                       absl::StrCat("the method ", CutForMessage(MethodName(request), 40),
-                                    " is not implemented; dropk-serve answers GET, HEAD and POST"),
-                       "invalid_request_error", "", "method_not_implemented"},
-                      version));
+    return ErrorResponse(
+        {501,
+         absl::StrCat("the method ", CutForMessage(MethodName(request), 40),
+                      " is not implemented; dropk-serve answers GET, HEAD and POST"),
+         "invalid_request_error", "", "method_not_implemented"},
+        version);
   }
-  std::string_view target(request.target().data(), request.target().size());
-  // RFC 9112 3.2.2: a server must accept the absolute form (what a client
-  // configured with a proxy sends): "http://host:port/v1/models" is the
-  // route /v1/models.
-  for (const std::string_view scheme : {"http://", "https://"}) {
-    // Debian's absl::string_view is its own type, not std::string_view.
-    if (target.size() > scheme.size() &&
-        absl::EqualsIgnoreCase(absl::string_view(target.data(), scheme.size()),
-                               absl::string_view(scheme.data(), scheme.size()))) {
-      const size_t slash = target.find('/', scheme.size());
-      target = slash == std::string_view::npos ? "/" : target.substr(slash);
-    }
-  }
+  const std::string_view target = RouteTarget(request);
   // RFC 9112 3.2: GET, HEAD and POST take a path (origin form) or an
   // absolute URL; "*" and "host:port" belong to OPTIONS and CONNECT.
   if (!target.starts_with('/')) {
-    return Reply(
-        ErrorResponse({400,
-                       absl::StrCat("the request target '", CutForMessage(target, 200),
-                                    "' is neither a path starting with '/' nor an http:// URL"),
-                       "invalid_request_error", "", "bad_request"},
-                      version));
+    return ErrorResponse({400,
+                          absl::StrCat("the request target '", CutForMessage(target, 200),
+                                       "' is neither a path starting with '/' nor an http:// URL"),
+                          "invalid_request_error", "", "bad_request"},
+                         version);
   }
   const std::string_view path = target.substr(0, target.find('?'));
   if (std::optional<ApiError> denied = Authorize(request, path)) {
-    return Reply(ErrorResponse(*denied, version, {{"WWW-Authenticate", "Bearer"}}));
+    return ErrorResponse(*denied, version, {{"WWW-Authenticate", "Bearer"}});
   }
   const Endpoint* endpoint = FindEndpoint(path);
   if (endpoint == nullptr) {
     // The path at most 200 bytes: a 15 KB path made a 15 KB line.
-    return Reply(ErrorResponse({404, absl::StrCat("no route ", CutForMessage(path, 200)),
-                                "invalid_request_error", "", "not_found"},
-                               version));
+    return ErrorResponse({404, absl::StrCat("no route ", CutForMessage(path, 200)),
+                          "invalid_request_error", "", "not_found"},
+                         version);
   }
   const http::verb method = request.method();
   const bool head = method == http::verb::head && endpoint->method == http::verb::get;
   if (method != endpoint->method && !head) {
-    return Reply(ErrorResponse(
+    return ErrorResponse(
         {405, absl::StrCat(CutForMessage(path, 200), " accepts only ", Allowed(*endpoint)),
          "invalid_request_error", "", "method_not_allowed"},
-        version, {{"Allow", Allowed(*endpoint)}}));
+        version, {{"Allow", Allowed(*endpoint)}});
   }
+  return std::nullopt;
+}
+
+RouteResult HttpApi::RouteAny(const HttpRequest& request,
+                              const std::shared_ptr<CompletionListener>& listener) const {
+  if (std::optional<HttpResponse> refused = Refusal(request)) return Reply(std::move(*refused));
+  // Refusal saw a path: an endpoint's, with its method.
+  const std::string_view target = RouteTarget(request);
+  const std::string_view path = target.substr(0, target.find('?'));
+  const unsigned version = request.version();
   if (path == "/v1/completions") return Completions(request, listener);
   if (std::optional<std::string_view> id = ModelIdOf(path)) return Reply(Model(*id, version));
   HttpResponse res = path == "/"          ? Playground(version)

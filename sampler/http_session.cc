@@ -329,12 +329,24 @@ void Session::OnReadHeader(beast::error_code ec, size_t) {
   if (std::optional<ApiError> error = CheckTransferEncoding(parser_->get(), parser_->chunked())) {
     return SendError(*error);
   }
-  SetState(State::kReadingBody);
-  ArmReadDeadline(server_->options_.body_timeout);
   // RFC 9110 10.1.1: an HTTP/1.0 request's 100-continue is ignored (such a
   // client knows no 1xx and would read "100 Continue" as its answer).
-  if (parser_->get().version() >= 11 &&
-      beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
+  const bool expects_continue = parser_->get().version() >= 11 &&
+                                beast::iequals(parser_->get()[http::field::expect], "100-continue");
+  if (expects_continue) {
+    // A request its header refuses (no route, a wrong key, a missing Host...)
+    // is answered now, its body never asked for: it got "100 Continue" and
+    // then had its body, which a client holds back for the 100 (curl does
+    // for a large one), sent only to be thrown away; one that sent nothing
+    // more got a 408. The body is unread: close after.
+    if (std::optional<HttpResponse> refused = server_->api_.RefuseEarly(parser_->get())) {
+      timer_.cancel();
+      return Send(std::move(*refused), /*may_keep_alive=*/false);
+    }
+  }
+  SetState(State::kReadingBody);
+  ArmReadDeadline(server_->options_.body_timeout);
+  if (expects_continue) {
     return net::async_write(stream_, net::buffer(kContinue.data(), kContinue.size()),
                             [self = shared_from_this()](beast::error_code ec, size_t) {
                               if (self->state_ != State::kReadingBody) return;

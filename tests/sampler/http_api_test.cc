@@ -413,6 +413,42 @@ TEST(HttpApiTest, UnimplementedMethodsAre501OnEveryTarget) {
   }
 }
 
+// What a session answers "Expect: 100-continue" with when the header alone
+// refuses the request: Route's own refusal, decided without a body; nothing
+// for a request whose body decides.
+TEST(HttpApiTest, RefuseEarlyDecidesFromTheHeaderAlone) {
+  Api a({.api_key = "k3y"});
+  const auto header = [](http::verb method, const std::string& target, const std::string& auth) {
+    HttpRequest req = Request(method, target);
+    if (!auth.empty()) req.set(http::field::authorization, auth);
+    return req;
+  };
+  EXPECT_FALSE(a.api->RefuseEarly(header(http::verb::post, "/v1/completions", "Bearer k3y")));
+  EXPECT_FALSE(a.api->RefuseEarly(header(http::verb::get, "/healthz", "")));
+  const struct {
+    HttpRequest request;
+    int status;
+  } kCases[] = {{header(http::verb::post, "/v1/completions", ""), 401},
+                {header(http::verb::post, "/nope", "Bearer k3y"), 404},
+                {header(http::verb::post, "/v1/models", "Bearer k3y"), 405},
+                {header(http::verb::put, "/v1/completions", "Bearer k3y"), 501},
+                {HttpRequest{http::verb::post, "/v1/completions", 11}, 400}};
+  for (const auto& c : kCases) {
+    SCOPED_TRACE(c.status);
+    const std::optional<HttpResponse> early = a.api->RefuseEarly(c.request);
+    ASSERT_TRUE(early.has_value());
+    const RouteResult routed = a.api->Route(c.request, a.collector);
+    ASSERT_EQ(routed.job, nullptr);
+    EXPECT_EQ(early->result_int(), c.status);
+    EXPECT_EQ(early->body(), routed.response.body());
+  }
+  const std::optional<HttpResponse> head =
+      a.api->RefuseEarly(header(http::verb::head, "/nope", "Bearer k3y"));
+  ASSERT_TRUE(head.has_value());
+  EXPECT_EQ(head->result_int(), 404);
+  EXPECT_EQ(head->body(), "");
+}
+
 // OpenAI's retrieve-model route, GET /v1/models/{model}: the served model's
 // object, or a 404 model_not_found. It was a 404 "no route" for every id.
 TEST(HttpApiTest, RetrieveModelByItsId) {

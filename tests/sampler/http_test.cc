@@ -1109,5 +1109,39 @@ TEST(HttpTest, EmptyLinesBeforeARequestAreIgnored) {
                  "bad_request");
 }
 
+// A request waiting on "Expect: 100-continue" that its header already
+// refuses (no route, no API key, a missing Host) got "100 Continue" and was
+// then refused only after its body came, for nothing, or answered 408 when
+// the client sent none. It gets its refusal at once, no 100, then the close.
+TEST(HttpTest, ExpectContinueOnARefusedRequestGetsTheRefusalAtOnce) {
+  TestServer s(WithApiKey("k3y"));
+  const std::string expect = "Expect: 100-continue\r\nContent-Length: 100000\r\n\r\n";
+  const struct {
+    std::string head;
+    std::string status_line;
+    std::string code;
+  } kCases[] = {
+      {"POST /nope HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\n", "HTTP/1.1 404",
+       "not_found"},
+      {"POST /v1/completions HTTP/1.1\r\nHost: x\r\n", "HTTP/1.1 401", "invalid_api_key"},
+      {"POST /v1/completions HTTP/1.1\r\nAuthorization: Bearer k3y\r\n", "HTTP/1.1 400",
+       "missing_host_header"},
+  };
+  for (const auto& c : kCases) {
+    SCOPED_TRACE(c.head);
+    const testing::RawResult r = testing::RawExchange(s.port, c.head + expect);
+    EXPECT_EQ(r.received.find("100 Continue"), std::string::npos) << r.received;
+    ExpectRawError(r, c.status_line, c.code);
+  }
+  // A request the header does not refuse is still asked for its body.
+  const std::string body = R"({"prompt":"ab","max_tokens":2})";
+  const testing::RawResult ok = testing::RawExchange(
+      s.port,
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\n"
+      "Expect: 100-continue\r\nConnection: close\r\nContent-Length: " +
+          std::to_string(body.size()) + "\r\n\r\n" + body);
+  EXPECT_EQ(ok.received.rfind("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200", 0), 0u) << ok.received;
+}
+
 }  // namespace
 }  // namespace dropk

@@ -72,7 +72,16 @@ class HttpApi {
   RouteResult Route(const HttpRequest& request,
                     const std::shared_ptr<CompletionListener>& listener) const;
 
+  // Route's answer when the request's header alone refuses it (version,
+  // Host, method, target, API key, route, the route's method: the 400,
+  // 401, 404, 405 and 501 above), else nullopt. Reads no body: a session
+  // answers with it a request that waits on "Expect: 100-continue", whose
+  // body would be sent only to be ignored.
+  std::optional<HttpResponse> RefuseEarly(const HttpRequest& request) const;
+
  private:
+  // RefuseEarly's answer, with a HEAD's body still in it.
+  std::optional<HttpResponse> Refusal(const HttpRequest& request) const;
   // The error for a missing or wrong API key, or nullopt when allowed:
   // "Bearer KEY", the scheme in any case and followed by one or more spaces.
   std::optional<ApiError> Authorize(const HttpRequest& request, std::string_view path) const;
