@@ -13,7 +13,10 @@
 // a JSON error before the connection closes (413 also for a chunk's size
 // line, and 431 for a trailer, longer than max_header_bytes + 64 KiB: the
 // read buffer is bounded, so no line the parser waits on can grow without
-// end). A connection past max_connections gets a 503; when accepting fails
+// end). Empty lines before a request line are skipped (RFC 9112 2.2); a
+// request waiting on "Expect: 100-continue" that its header already
+// refuses (HttpApi::RefuseEarly) gets the refusal instead of the 100, then
+// the close. A connection past max_connections gets a 503; when accepting fails
 // for want of descriptors or memory, the server logs it once and retries
 // with a growing pause (50 ms to 500 ms) instead of spinning. A client
 // that leaves while its completion is queued or running (a reset, or an end
