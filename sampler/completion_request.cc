@@ -22,11 +22,8 @@ namespace {
 
 using json = nlohmann::json;
 
-// The most tokens one choice may generate (the window slides past the
-// context, so the context does not bound it).
-constexpr int64_t kMaxTokensLimit = 8192;
-// Past this the distribution is uniform to float precision anyway.
-constexpr int64_t kMaxTemperature = 1000000;
+constexpr int64_t kMaxTokensLimit = CompletionRequest::kMaxTokens;
+constexpr int64_t kMaxTemperature = CompletionRequest::kMaxTemperature;
 
 // How deep a request may nest arrays and objects. A completion needs 3 (the
 // body, a list of prompts, a prompt of token ids); nlohmann's serializer,

@@ -4,6 +4,7 @@
 #include <optional>
 #include <string_view>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/cut_for_message.h"
@@ -56,6 +57,76 @@ json ModelObject(const ModelSnapshot& s) {
           {"checkpoint_step", s.step},
           {"context_length", s.config.block_size},
           {"vocab_size", s.config.vocab_size}};
+}
+
+// Whether the server implements `method` for some route (RFC 9110 9.1):
+// GET, HEAD and POST. Any other (PUT, OPTIONS, CONNECT, an unknown token)
+// is a 501 on every target; a 405 is for one of these on a route that
+// does not take it.
+bool Implemented(http::verb method) {
+  return method == http::verb::get || method == http::verb::head || method == http::verb::post;
+}
+
+// Whether `c` may appear in a Host field value: uri-host [ ":" port ] is
+// made of unreserved, pct-encoded and sub-delims characters, ':' and, for an
+// IP literal, '[' and ']' (RFC 3986 3.2.2).
+bool IsHostChar(char c) {
+  return absl::ascii_isalnum(static_cast<unsigned char>(c)) ||
+         std::string_view("-._~%!$&'()*+,;=:[]").find(c) != std::string_view::npos;
+}
+
+// The 400 for a request whose Host fields break RFC 9112 3.2, else nullopt:
+// an HTTP/1.1 request without one (HTTP/1.0 clients need not send it), any
+// request with more than one, or one whose value is not a host[:port].
+std::optional<ApiError> CheckHost(const HttpRequest& request) {
+  const size_t count = request.count(http::field::host);
+  if (count == 0 && request.version() == 11) {
+    return ApiError{400,
+                    "the request has no Host header, which every HTTP/1.1 request must carry "
+                    "(RFC 9112 3.2); send 'Host: <host>[:<port>]'",
+                    "invalid_request_error", "", "missing_host_header"};
+  }
+  if (count > 1) {
+    return ApiError{
+        400,
+        absl::StrCat("the request has ", count, " Host headers (RFC 9112 3.2 allows exactly one)"),
+        "invalid_request_error", "", "invalid_host_header"};
+  }
+  if (count == 1) {
+    const auto value = request[http::field::host];
+    const std::string_view host(value.data(), value.size());
+    if (!std::all_of(host.begin(), host.end(), IsHostChar)) {
+      return ApiError{400,
+                      absl::StrCat("the Host header '", CutForMessage(host, 100),
+                                   "' is not a host[:port] (RFC 9112 3.2)"),
+                      "invalid_request_error", "", "invalid_host_header"};
+    }
+  }
+  return std::nullopt;
+}
+
+// The request's method as it was sent ("PUT", or an unknown token).
+std::string_view MethodName(const HttpRequest& request) {
+  const auto name = request.method_string();
+  return std::string_view(name.data(), name.size());
+}
+
+// The target of `request` with an absolute form's scheme and authority
+// dropped: RFC 9112 3.2.2 says a server must accept the absolute form (what
+// a client configured with a proxy sends): "http://host:port/v1/models" is
+// the route /v1/models. Other targets are returned as they are.
+std::string_view RouteTarget(const HttpRequest& request) {
+  std::string_view target(request.target().data(), request.target().size());
+  for (const std::string_view scheme : {"http://", "https://"}) {
+    // Debian's absl::string_view is its own type, not std::string_view.
+    if (target.size() > scheme.size() &&
+        absl::EqualsIgnoreCase(absl::string_view(target.data(), scheme.size()),
+                               absl::string_view(scheme.data(), scheme.size()))) {
+      const size_t slash = target.find('/', scheme.size());
+      target = slash == std::string_view::npos ? "/" : target.substr(slash);
+    }
+  }
+  return target;
 }
 
 // What a route accepts, for the 405 message and the Allow header.
@@ -145,48 +216,74 @@ RouteResult HttpApi::Route(const HttpRequest& request,
   return routed;
 }
 
-RouteResult HttpApi::RouteAny(const HttpRequest& request,
-                              const std::shared_ptr<CompletionListener>& listener) const {
+std::optional<HttpResponse> HttpApi::RefuseEarly(const HttpRequest& request) const {
+  std::optional<HttpResponse> refused = Refusal(request);
+  if (refused && request.method() == http::verb::head) *refused = WithoutBody(std::move(*refused));
+  return refused;
+}
+
+std::optional<HttpResponse> HttpApi::Refusal(const HttpRequest& request) const {
   const unsigned version = request.version();
   if (version != 10 && version != 11) {
-    return Reply(ErrorResponse({400,
-                                absl::StrCat("HTTP/", version / 10, ".", version % 10,
-                                             " is not supported; use HTTP/1.1 or HTTP/1.0"),
-                                "invalid_request_error", "", "unsupported_http_version"},
-                               11));
+    return ErrorResponse({400,
+                          absl::StrCat("HTTP/", version / 10, ".", version % 10,
+                                       " is not supported; use HTTP/1.1 or HTTP/1.0"),
+                          "invalid_request_error", "", "unsupported_http_version"},
+                         11);
   }
-  std::string_view target(request.target().data(), request.target().size());
-  // RFC 9112 3.2.2: a server must accept the absolute form (what a client
-  // configured with a proxy sends): "http://host:port/v1/models" is the
-  // route /v1/models.
-  for (const std::string_view scheme : {"http://", "https://"}) {
-    // Debian's absl::string_view is its own type, not std::string_view.
-    if (target.size() > scheme.size() &&
-        absl::EqualsIgnoreCase(absl::string_view(target.data(), scheme.size()),
-                               absl::string_view(scheme.data(), scheme.size()))) {
-      const size_t slash = target.find('/', scheme.size());
-      target = slash == std::string_view::npos ? "/" : target.substr(slash);
-    }
+  if (std::optional<ApiError> bad_host = CheckHost(request)) {
+    return ErrorResponse(*bad_host, version);
+  }
+  // RFC 9110 9.1 and 15.6.2: a method the server supports for no target is
+  // a 501, whatever the target; CONNECT (authority form, "host:port") and
+  // OPTIONS (asterisk form, "*") were 404s naming the target as a route.
+  if (!Implemented(request.method())) {
+    return ErrorResponse(
+        {501,
+         absl::StrCat("the method ", CutForMessage(MethodName(request), 40),
+                      " is not implemented; dropk-serve answers GET, HEAD and POST"),
+         "invalid_request_error", "", "method_not_implemented"},
+        version);
+  }
+  const std::string_view target = RouteTarget(request);
+  // RFC 9112 3.2: GET, HEAD and POST take a path (origin form) or an
+  // absolute URL; "*" and "host:port" belong to OPTIONS and CONNECT.
+  if (!target.starts_with('/')) {
+    return ErrorResponse({400,
+                          absl::StrCat("the request target '", CutForMessage(target, 200),
+                                       "' is neither a path starting with '/' nor an http:// URL"),
+                          "invalid_request_error", "", "bad_request"},
+                         version);
   }
   const std::string_view path = target.substr(0, target.find('?'));
   if (std::optional<ApiError> denied = Authorize(request, path)) {
-    return Reply(ErrorResponse(*denied, version, {{"WWW-Authenticate", "Bearer"}}));
+    return ErrorResponse(*denied, version, {{"WWW-Authenticate", "Bearer"}});
   }
   const Endpoint* endpoint = FindEndpoint(path);
   if (endpoint == nullptr) {
     // The path at most 200 bytes: a 15 KB path made a 15 KB line.
-    return Reply(ErrorResponse({404, absl::StrCat("no route ", CutForMessage(path, 200)),
-                                "invalid_request_error", "", "not_found"},
-                               version));
+    return ErrorResponse({404, absl::StrCat("no route ", CutForMessage(path, 200)),
+                          "invalid_request_error", "", "not_found"},
+                         version);
   }
   const http::verb method = request.method();
   const bool head = method == http::verb::head && endpoint->method == http::verb::get;
   if (method != endpoint->method && !head) {
-    return Reply(ErrorResponse(
+    return ErrorResponse(
         {405, absl::StrCat(CutForMessage(path, 200), " accepts only ", Allowed(*endpoint)),
          "invalid_request_error", "", "method_not_allowed"},
-        version, {{"Allow", Allowed(*endpoint)}}));
+        version, {{"Allow", Allowed(*endpoint)}});
   }
+  return std::nullopt;
+}
+
+RouteResult HttpApi::RouteAny(const HttpRequest& request,
+                              const std::shared_ptr<CompletionListener>& listener) const {
+  if (std::optional<HttpResponse> refused = Refusal(request)) return Reply(std::move(*refused));
+  // Refusal saw a path: an endpoint's, with its method.
+  const std::string_view target = RouteTarget(request);
+  const std::string_view path = target.substr(0, target.find('?'));
+  const unsigned version = request.version();
   if (path == "/v1/completions") return Completions(request, listener);
   if (std::optional<std::string_view> id = ModelIdOf(path)) return Reply(Model(*id, version));
   HttpResponse res = path == "/"          ? Playground(version)

@@ -92,6 +92,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void SetState(State next);
   // Reading a request.
   void DoRead();
+  // Reads the next request's header with a fresh parser, within the
+  // deadline DoRead armed.
+  void ReadHeader();
   void ArmReadDeadline(std::chrono::milliseconds limit);
   void OnReadDeadline(beast::error_code ec);
   void OnReadHeader(beast::error_code ec, size_t bytes);
@@ -184,6 +187,22 @@ bool InTrailer(const beast::flat_buffer& buffer) {
   return data.find("\r\n") != std::string_view::npos;
 }
 
+// Drops the CR and LF bytes at the start of `buffer`; whether there were
+// any.
+bool SkipEmptyLines(beast::flat_buffer* buffer) {
+  const std::string_view data(static_cast<const char*>(buffer->data().data()), buffer->size());
+  const size_t n = std::min(data.find_first_not_of("\r\n"), data.size());
+  buffer->consume(n);
+  return n > 0;
+}
+
+// Whether the bytes in `buffer` hold a line's end: a header read that
+// overflowed without one never saw the end of its request line.
+bool HasLineEnd(const beast::flat_buffer& buffer) {
+  const std::string_view data(static_cast<const char*>(buffer.data().data()), buffer.size());
+  return data.find("\r\n") != std::string_view::npos;
+}
+
 // Every Transfer-Encoding field of `req`, joined as one list (RFC 9110 5.3).
 std::string TransferEncodingOf(const http::fields& req) {
   std::string joined;
@@ -196,13 +215,25 @@ std::string TransferEncodingOf(const http::fields& req) {
 }
 
 // Null when the request's Transfer-Encoding (if any) is one dropk reads:
-// chunked, once, alone. `chunked` is the parser's view (the last coding is
-// chunked). Otherwise the error names the header's whole value.
-std::optional<ApiError> CheckTransferEncoding(const http::fields& req, bool chunked) {
+// chunked, once, alone, in HTTP/1.1. `chunked` is the parser's view (the
+// last coding is chunked). Otherwise the error names the header's whole
+// value.
+std::optional<ApiError> CheckTransferEncoding(const http::request_header<>& req, bool chunked) {
   const std::string full = TransferEncodingOf(req);
   if (full.empty()) return std::nullopt;
   constexpr size_t kMaxShown = 200;  // an error stays one readable line
   const std::string te = CutForMessage(full, kMaxShown);
+  if (req.version() < 11) {
+    // RFC 9112 6.1: HTTP/1.0 has no transfer codings, so such a request's
+    // framing is faulty (a 1.0 proxy in between would have framed it by
+    // Content-Length or the close: the smuggling RFC 9112 11.2 warns of).
+    // Beast decoded its chunks as in 1.1.
+    return ApiError{400,
+                    absl::StrCat("Transfer-Encoding '", te,
+                                 "' in an HTTP/1.0 request: HTTP/1.0 has no transfer codings; "
+                                 "send the body with Content-Length"),
+                    "invalid_request_error", "", "bad_request"};
+  }
   if (!chunked) {
     // RFC 9112 6.3: a request whose last coding is not chunked has no
     // knowable length.
@@ -248,14 +279,18 @@ void Session::SetState(State next) {
 void Session::DoRead() {
   if (server_->stopped_) return Close();
   SetState(State::kReadingHeader);
-  // A fresh parser per request: a parser is single-use.
-  parser_.emplace();
-  parser_->header_limit(static_cast<std::uint32_t>(server_->options_.max_header_bytes));
-  parser_->body_limit(server_->options_.max_body_bytes);
   // Reads are bounded by timer_, not by the stream's own expiry, which would
   // close the socket before the 408 could be written.
   stream_.expires_never();
   ArmReadDeadline(server_->options_.header_timeout);
+  ReadHeader();
+}
+
+void Session::ReadHeader() {
+  // A fresh parser per request: a parser is single-use.
+  parser_.emplace();
+  parser_->header_limit(static_cast<std::uint32_t>(server_->options_.max_header_bytes));
+  parser_->body_limit(server_->options_.max_body_bytes);
   http::async_read_header(stream_, buffer_, *parser_,
                           beast::bind_front_handler(&Session::OnReadHeader, shared_from_this()));
 }
@@ -294,12 +329,24 @@ void Session::OnReadHeader(beast::error_code ec, size_t) {
   if (std::optional<ApiError> error = CheckTransferEncoding(parser_->get(), parser_->chunked())) {
     return SendError(*error);
   }
-  SetState(State::kReadingBody);
-  ArmReadDeadline(server_->options_.body_timeout);
   // RFC 9110 10.1.1: an HTTP/1.0 request's 100-continue is ignored (such a
   // client knows no 1xx and would read "100 Continue" as its answer).
-  if (parser_->get().version() >= 11 &&
-      beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
+  const bool expects_continue = parser_->get().version() >= 11 &&
+                                beast::iequals(parser_->get()[http::field::expect], "100-continue");
+  if (expects_continue) {
+    // A request its header refuses (no route, a wrong key, a missing Host...)
+    // is answered now, its body never asked for: it got "100 Continue" and
+    // then had its body, which a client holds back for the 100 (curl does
+    // for a large one), sent only to be thrown away; one that sent nothing
+    // more got a 408. The body is unread: close after.
+    if (std::optional<HttpResponse> refused = server_->api_.RefuseEarly(parser_->get())) {
+      timer_.cancel();
+      return Send(std::move(*refused), /*may_keep_alive=*/false);
+    }
+  }
+  SetState(State::kReadingBody);
+  ArmReadDeadline(server_->options_.body_timeout);
+  if (expects_continue) {
     return net::async_write(stream_, net::buffer(kContinue.data(), kContinue.size()),
                             [self = shared_from_this()](beast::error_code ec, size_t) {
                               if (self->state_ != State::kReadingBody) return;
@@ -324,12 +371,32 @@ void Session::OnRead(beast::error_code ec, size_t) {
 }
 
 void Session::OnReadError(beast::error_code ec) {
+  // RFC 9112 2.2: empty lines before a request line should be ignored; a
+  // client that ends a body with an extra CRLF (as old ones do) had its
+  // next request refused as "bad method" and the connection closed. The
+  // header deadline still runs: empty lines never hold a connection open.
+  if (state_ == State::kReadingHeader && ec == http::error::bad_method &&
+      SkipEmptyLines(&buffer_)) {
+    return ReadHeader();
+  }
   timer_.cancel();
   if (ec == http::error::body_limit) {
     return SendError({413,
                       absl::StrCat("request body exceeds the limit of ",
                                    server_->options_.max_body_bytes, " bytes"),
                       "invalid_request_error", "", "request_too_large"});
+  }
+  const bool header_too_long =
+      ec == http::error::header_limit ||
+      (ec == http::error::buffer_overflow && state_ == State::kReadingHeader);
+  if (header_too_long && !HasLineEnd(buffer_)) {
+    // RFC 9112 3: a target longer than the server parses is a 414; "request
+    // headers are too large" (431) sent a client with a 20 KB URL looking
+    // among its headers.
+    return SendError({414,
+                      absl::StrCat("the request line (its target) is longer than the limit of ",
+                                   server_->options_.max_header_bytes, " bytes"),
+                      "invalid_request_error", "", "uri_too_long"});
   }
   if (ec == http::error::header_limit) {
     return SendError(

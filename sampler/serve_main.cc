@@ -24,6 +24,9 @@
 
 namespace {
 
+// Every integer flag is checked with dropk::IntegerFlagRange, as written and
+// before CLI11 converts it: one past its type (--port 99999999999) was only
+// CLI11's "Could not convert", and CLI::Range said "Value 1.5 not in range".
 int Main(int argc, char** argv) {
   dropk::ServeOptions o;
   CLI::App app{"dropk-serve: OpenAI-compatible completions from a dropk run's checkpoints",
@@ -34,7 +37,7 @@ int Main(int argc, char** argv) {
   app.add_flag("--watch", o.watch, "Hot-reload a new LATEST when it verifies");
   app.add_option("--watch-interval-ms", watch_ms, "How often LATEST is checked")
       ->capture_default_str()
-      ->check(CLI::Range(10, 3600000));
+      ->check(dropk::IntegerFlagRange(10, 3600000));
   app.add_option("--address", o.http.address, "Address to bind (loopback by default)")
       ->capture_default_str();
   // Read as an int and range-checked: into the uint16_t, 70000 and -1 were
@@ -42,11 +45,11 @@ int Main(int argc, char** argv) {
   int port = o.http.port;
   app.add_option("--port", port, "TCP port; 0 picks a free one")
       ->capture_default_str()
-      ->check(CLI::Range(0, 65535));
+      ->check(dropk::IntegerFlagRange(0, 65535));
   app.add_option("--port-file", o.port_file, "Write the bound port here once listening");
   app.add_option("--io-threads", o.http.io_threads, "HTTP I/O threads")
       ->capture_default_str()
-      ->check(CLI::Range(1, 64));
+      ->check(dropk::IntegerFlagRange(1, 64));
   std::string device = "cpu";
   app.add_option("--device", device,
                  "Where the model runs: cpu, or cuda (the KV cache and weights on one GPU)")
@@ -54,7 +57,7 @@ int Main(int argc, char** argv) {
       ->check(CLI::IsMember({"cpu", "cuda"}, CLI::ignore_case));
   app.add_option("--cuda-device", o.scheduler.cuda_device, "The GPU ordinal with --device cuda")
       ->capture_default_str()
-      ->check(CLI::Range(0, 1023));
+      ->check(dropk::IntegerFlagRange(0, 1023));
   std::string weights = "fp32";
   app.add_option("--weights", weights,
                  "How the CPU engine holds the weights: fp32, or bf16 (half the memory and about "
@@ -77,40 +80,40 @@ int Main(int argc, char** argv) {
                  "Host threads (0 = all cores): the CPU engine's, and those that draw each "
                  "step's tokens from the logits (also with --device cuda)")
       ->capture_default_str()
-      ->check(CLI::Range(0, 1024));
+      ->check(dropk::IntegerFlagRange(0, 1024));
   app.add_option("--max-batch", o.scheduler.max_batch, "Sequences decoded together")
       ->capture_default_str()
-      ->check(CLI::Range(1, 1024));
+      ->check(dropk::IntegerFlagRange(1, 1024));
   app.add_option("--max-queue", o.scheduler.max_queue, "Queued sequences before 429")
       ->capture_default_str()
-      ->check(CLI::Range(1, 1000000));
+      ->check(dropk::IntegerFlagRange(1, 1000000));
   app.add_option("--max-request-tokens", o.scheduler.max_request_tokens,
                  "Most tokens one request may ask for (prompts x n x max_tokens); more is 400")
       ->capture_default_str()
-      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+      ->check(dropk::IntegerFlagRange(int64_t{1}, int64_t{1} << 40));
   app.add_option("--max-running-per-request", o.scheduler.max_running_per_request,
                  "Most sequences of one request decoded at once (0 = half of --max-batch)")
       ->capture_default_str()
-      ->check(CLI::Range(0, 1024));
-  // Checked as a signed number: CLI11 reads "-1" into a size_t as 2^64 - 1,
-  // which would lift the limit (a body is held in memory whole).
+      ->check(dropk::IntegerFlagRange(0, 1024));
+  // Checked as written (IntegerFlagRange): CLI11 reads "-1" into a size_t
+  // as 2^64 - 1, which would lift the limit (a body is held in memory whole).
   app.add_option("--max-body-bytes", o.http.max_body_bytes, "Larger request bodies get 413")
       ->capture_default_str()
-      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+      ->check(dropk::IntegerFlagRange(size_t{1}, size_t{1} << 30));
   app.add_option("--max-connections", o.http.max_connections,
                  "Open connections at most; past it a new one gets 503 (with Retry-After) and is "
                  "closed. Bounds the memory clients can pin: about this x --max-body-bytes")
       ->capture_default_str()
-      ->check(CLI::Range(1, 1000000));
+      ->check(dropk::IntegerFlagRange(1, 1000000));
   app.add_option("--header-timeout-ms", header_ms, "Limit on reading request headers")
       ->capture_default_str()
-      ->check(CLI::Range(1, 3600000));
+      ->check(dropk::IntegerFlagRange(1, 3600000));
   app.add_option("--body-timeout-ms", body_ms, "Limit on reading a request body")
       ->capture_default_str()
-      ->check(CLI::Range(1, 3600000));
+      ->check(dropk::IntegerFlagRange(1, 3600000));
   app.add_option("--drain-ms", drain_ms, "On SIGTERM, how long running requests may finish")
       ->capture_default_str()
-      ->check(CLI::Range(0, 3600000));
+      ->check(dropk::IntegerFlagRange(0, 3600000));
   app.add_option("--api-key-file", api_key_file,
                  "File holding the API key; every route but /healthz and the playground "
                  "page (GET /) then needs 'Authorization: Bearer <key>'");

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -20,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "base/cli_flag_values.h"
 #include "base/cut_for_message.h"
 #include "base/number_text.h"
 #include "checkpoint/env.h"
@@ -91,15 +93,27 @@ std::string DescribeHttpError(const boost::system::error_code& ec, const std::st
 // Checks what the request body cannot carry or the server would misread:
 // a NaN or infinite number becomes JSON null (read as "absent", so
 // --temperature nan sampled at temperature 1), a number below double's
-// range becomes 0, and a seed outside [0, 2^64 - 1] would be wrapped. Sets
-// f->temperature, f->top_p and f->seed from their texts.
+// range becomes 0, and a seed outside [0, 2^64 - 1] would be wrapped. A
+// number outside the range the request allows is refused here, quoting it
+// as typed: the server's refusal quoted the body, so `--top-p 0` was "got
+// 0.0". Sets f->temperature, f->top_p and f->seed from their texts.
 absl::Status ValidateFlags(SampleFlags* f) {
-  for (const auto& [flag, text, value] :
-       {std::tuple{"--temperature", &f->temperature_text, &f->temperature},
-        std::tuple{"--top-p", &f->top_p_text, &f->top_p}}) {
+  const std::string temperature_range =
+      absl::StrCat("[0, ", CompletionRequest::kMaxTemperature, "] (0: greedy)");
+  for (const auto& [flag, text, value, in_range, range] :
+       {std::tuple{"--temperature", &f->temperature_text, &f->temperature,
+                   +[](double t) { return t >= 0.0 && t <= CompletionRequest::kMaxTemperature; },
+                   temperature_range.c_str()},
+        // OpenAI's range: a nucleus of mass 0 holds no token.
+        std::tuple{"--top-p", &f->top_p_text, &f->top_p,
+                   +[](double p) { return p > 0.0 && p <= 1.0; }, "(0, 1]"}}) {
     if (!text->has_value()) continue;
     absl::StatusOr<double> parsed = ParseFiniteDouble(flag, **text);
     if (!parsed.ok()) return parsed.status();
+    if (!in_range(*parsed)) {
+      return absl::InvalidArgumentError(absl::StrCat(flag, " must be a number in ", range, ", got ",
+                                                     absl::StripAsciiWhitespace(**text)));
+    }
     *value = *parsed;
   }
   if (f->seed_text) {
@@ -449,10 +463,14 @@ void RegisterSampleCommand(CLI::App& app, std::function<absl::Status()>& action)
                                   "A checkpoint directory, or a run's checkpoints directory");
   url->excludes(ckpt);
   sample->add_option("--prompt", f->prompt, "The prompt")->required();
-  sample->add_option("--max-tokens", f->max_tokens, "Tokens to generate (default 16)");
+  // Integer flags are checked as typed (IntegerFlagRange): --max-tokens
+  // 99999999999 was CLI11's "Could not convert", naming no range.
+  sample->add_option("--max-tokens", f->max_tokens, "Tokens to generate (default 16)")
+      ->check(IntegerFlagRange(1, CompletionRequest::kMaxTokens));
   sample->add_option("--temperature", f->temperature_text, "0 = greedy (default 1)")
       ->type_name("FLOAT");
-  sample->add_option("--top-k", f->top_k, "Keep the k most likely tokens; 0 or -1: off");
+  sample->add_option("--top-k", f->top_k, "Keep the k most likely tokens; 0 or -1: off")
+      ->check(IntegerFlagRange(-1, std::numeric_limits<int>::max()));
   sample->add_option("--top-p", f->top_p_text, "Nucleus mass in (0, 1]")->type_name("FLOAT");
   sample->add_option("--seed", f->seed_text, "Sampling seed (drawn and printed when absent)")
       ->type_name("UINT");
@@ -462,11 +480,11 @@ void RegisterSampleCommand(CLI::App& app, std::function<absl::Status()>& action)
       ->add_option("--timeout", f->timeout_s,
                    "--url: seconds to wait for the server's next bytes before giving up")
       ->capture_default_str()
-      ->check(CLI::Range(1, 86400));
+      ->check(IntegerFlagRange(1, 86400));
   // Offline only: with --url the server's threads count, and the flag was
   // accepted and ignored.
   sample->add_option("--threads", f->threads, "--checkpoint: compute threads (0 = all cores)")
-      ->check(CLI::Range(0, 1024))
+      ->check(IntegerFlagRange(0, 1024))
       ->excludes(url);
   sample
       ->add_option("--weights", f->weights,

@@ -122,6 +122,7 @@ struct Api {
   RouteResult Route(http::verb method, const std::string& target,
                     std::shared_ptr<CompletionListener> listener, const std::string& body = "") {
     HttpRequest req{method, target, 11};
+    req.set(http::field::host, "127.0.0.1:8080");  // as every HTTP/1.1 client sends
     req.body() = body;
     req.prepare_payload();
     return api->Route(req, listener);

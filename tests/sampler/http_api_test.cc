@@ -26,6 +26,13 @@ std::string BodyOf(CompletionResult result) {
   return std::get<std::string>(std::move(result));
 }
 
+// A request as clients send it: with a Host header (RFC 9112 3.2).
+HttpRequest Request(http::verb method, const std::string& target, unsigned version = 11) {
+  HttpRequest req{method, target, version};
+  req.set(http::field::host, "127.0.0.1:8080");
+  return req;
+}
+
 struct Api {
   explicit Api(HttpApiOptions options = {}, SchedulerOptions sched = {}, bool load = true) {
     scheduler = Scheduler::Create(sched, &metrics).value();
@@ -36,7 +43,7 @@ struct Api {
   }
   RouteResult Route(http::verb method, const std::string& target, const std::string& body = "",
                     unsigned version = 11, const std::string& auth = "") {
-    HttpRequest req{method, target, version};
+    HttpRequest req = Request(method, target, version);
     if (!auth.empty()) req.set(http::field::authorization, auth);
     req.body() = body;
     req.prepare_payload();
@@ -329,6 +336,119 @@ TEST(HttpApiTest, AnUnknownModelIs404NamingBothModels) {
               "model_not_ready");
 }
 
+// RFC 9112 3.2: an HTTP/1.1 request without a Host header was answered
+// 200. It is a 400 naming the header, as is any request with two Host
+// headers or one that is not a host[:port]; HTTP/1.0 may omit it.
+TEST(HttpApiTest, HostHeaderIsRequiredInHttp11) {
+  Api a;
+  HttpRequest bare{http::verb::get, "/healthz", 11};
+  const RouteResult missing = a.api->Route(bare, a.collector);
+  ExpectError(missing, 400, "missing_host_header");
+  EXPECT_NE(MessageOf(missing).find("no Host header"), std::string::npos) << MessageOf(missing);
+  HttpRequest head{http::verb::head, "/healthz", 11};
+  const RouteResult head_missing = a.api->Route(head, a.collector);
+  EXPECT_EQ(head_missing.response.result_int(), 400);
+  EXPECT_EQ(head_missing.response.body(), "");
+  HttpRequest post{http::verb::post, "/v1/completions", 11};
+  post.body() = R"({"prompt":"a","max_tokens":1})";
+  post.prepare_payload();
+  ExpectError(a.api->Route(post, a.collector), 400, "missing_host_header");
+  // HTTP/1.0 predates Host: still served.
+  HttpRequest old{http::verb::get, "/healthz", 10};
+  EXPECT_EQ(a.api->Route(old, a.collector).response.result_int(), 200);
+  HttpRequest twice = Request(http::verb::get, "/healthz");
+  twice.insert(http::field::host, "other");
+  const RouteResult two = a.api->Route(twice, a.collector);
+  ExpectError(two, 400, "invalid_host_header");
+  EXPECT_EQ(MessageOf(two), "the request has 2 Host headers (RFC 9112 3.2 allows exactly one)");
+  HttpRequest twice_old = Request(http::verb::get, "/healthz", 10);
+  twice_old.insert(http::field::host, "other");
+  ExpectError(a.api->Route(twice_old, a.collector), 400, "invalid_host_header");
+  HttpRequest spaced = Request(http::verb::get, "/healthz");
+  spaced.set(http::field::host, "a b/c");
+  const RouteResult bad = a.api->Route(spaced, a.collector);
+  ExpectError(bad, 400, "invalid_host_header");
+  EXPECT_EQ(MessageOf(bad), "the Host header 'a b/c' is not a host[:port] (RFC 9112 3.2)");
+  for (const char* host : {"[::1]:8080", "localhost", "", "xn--bcher-kva.example:80"}) {
+    HttpRequest fine = Request(http::verb::get, "/healthz");
+    fine.set(http::field::host, host);
+    EXPECT_EQ(a.api->Route(fine, a.collector).response.result_int(), 200) << host;
+  }
+}
+
+// CONNECT (authority form) and OPTIONS * (asterisk form) were 404s naming
+// their target as a route. A method the server implements for no target is
+// a 501 on every target (RFC 9110 9.1, 15.6.2); a 405 with Allow stays for
+// GET, HEAD or POST on a route that does not take it.
+TEST(HttpApiTest, UnimplementedMethodsAre501OnEveryTarget) {
+  Api a;
+  const struct {
+    http::verb method;
+    const char* target;
+  } kCases[] = {{http::verb::connect, "127.0.0.1:443"},
+                {http::verb::options, "*"},
+                {http::verb::options, "/v1/models"},
+                {http::verb::put, "/healthz"},
+                {http::verb::delete_, "/v1/models/x"},
+                {http::verb::patch, "/nope"},
+                {http::verb::trace, "/"}};
+  for (const auto& c : kCases) {
+    SCOPED_TRACE(c.target);
+    const RouteResult r = a.Route(c.method, c.target);
+    ExpectError(r, 501, "method_not_implemented");
+    EXPECT_EQ(MessageOf(r), std::string("the method ") + std::string(http::to_string(c.method)) +
+                                " is not implemented; dropk-serve answers GET, HEAD and POST");
+  }
+  HttpRequest unknown = Request(http::verb::unknown, "/healthz");
+  unknown.method_string("BREW");
+  const RouteResult brew = a.api->Route(unknown, a.collector);
+  ExpectError(brew, 501, "method_not_implemented");
+  EXPECT_NE(MessageOf(brew).find("BREW"), std::string::npos);
+  // The forms of CONNECT and OPTIONS with an implemented method: a 400.
+  for (const char* target : {"*", "127.0.0.1:443", "healthz"}) {
+    const RouteResult r = a.Route(http::verb::get, target);
+    ExpectError(r, 400, "bad_request");
+    EXPECT_EQ(MessageOf(r), std::string("the request target '") + target +
+                                "' is neither a path starting with '/' nor an http:// URL");
+  }
+}
+
+// What a session answers "Expect: 100-continue" with when the header alone
+// refuses the request: Route's own refusal, decided without a body; nothing
+// for a request whose body decides.
+TEST(HttpApiTest, RefuseEarlyDecidesFromTheHeaderAlone) {
+  Api a({.api_key = "k3y"});
+  const auto header = [](http::verb method, const std::string& target, const std::string& auth) {
+    HttpRequest req = Request(method, target);
+    if (!auth.empty()) req.set(http::field::authorization, auth);
+    return req;
+  };
+  EXPECT_FALSE(a.api->RefuseEarly(header(http::verb::post, "/v1/completions", "Bearer k3y")));
+  EXPECT_FALSE(a.api->RefuseEarly(header(http::verb::get, "/healthz", "")));
+  const struct {
+    HttpRequest request;
+    int status;
+  } kCases[] = {{header(http::verb::post, "/v1/completions", ""), 401},
+                {header(http::verb::post, "/nope", "Bearer k3y"), 404},
+                {header(http::verb::post, "/v1/models", "Bearer k3y"), 405},
+                {header(http::verb::put, "/v1/completions", "Bearer k3y"), 501},
+                {HttpRequest{http::verb::post, "/v1/completions", 11}, 400}};
+  for (const auto& c : kCases) {
+    SCOPED_TRACE(c.status);
+    const std::optional<HttpResponse> early = a.api->RefuseEarly(c.request);
+    ASSERT_TRUE(early.has_value());
+    const RouteResult routed = a.api->Route(c.request, a.collector);
+    ASSERT_EQ(routed.job, nullptr);
+    EXPECT_EQ(early->result_int(), c.status);
+    EXPECT_EQ(early->body(), routed.response.body());
+  }
+  const std::optional<HttpResponse> head =
+      a.api->RefuseEarly(header(http::verb::head, "/nope", "Bearer k3y"));
+  ASSERT_TRUE(head.has_value());
+  EXPECT_EQ(head->result_int(), 404);
+  EXPECT_EQ(head->body(), "");
+}
+
 // OpenAI's retrieve-model route, GET /v1/models/{model}: the served model's
 // object, or a 404 model_not_found. It was a 404 "no route" for every id.
 TEST(HttpApiTest, RetrieveModelByItsId) {
@@ -358,7 +478,7 @@ TEST(HttpApiTest, RetrieveModelByItsId) {
 TEST(HttpApiTest, ACompressedBodyIs415NamingTheCoding) {
   Api a;
   for (const char* coding : {"gzip", "br", "gzip, identity"}) {
-    HttpRequest req{http::verb::post, "/v1/completions", 11};
+    HttpRequest req = Request(http::verb::post, "/v1/completions");
     req.set(http::field::content_encoding, coding);
     req.body() = R"({"prompt":"a","max_tokens":1})";
     req.prepare_payload();
@@ -370,7 +490,7 @@ TEST(HttpApiTest, ACompressedBodyIs415NamingTheCoding) {
     EXPECT_EQ(r.response["Accept-Encoding"], "identity");
   }
   // identity is no coding at all.
-  HttpRequest req{http::verb::post, "/v1/completions", 11};
+  HttpRequest req = Request(http::verb::post, "/v1/completions");
   req.set(http::field::content_encoding, "Identity");
   req.body() = R"({"prompt":"a","max_tokens":1})";
   req.prepare_payload();
@@ -381,7 +501,7 @@ TEST(HttpApiTest, ACompressedBodyIs415NamingTheCoding) {
 // "gzip" let a gzipped body through to the JSON parser.
 TEST(HttpApiTest, EveryContentEncodingHeaderCounts) {
   Api a;
-  HttpRequest req{http::verb::post, "/v1/completions", 11};
+  HttpRequest req = Request(http::verb::post, "/v1/completions");
   req.insert(http::field::content_encoding, "identity");
   req.insert(http::field::content_encoding, "gzip");
   req.body() = R"({"prompt":"a","max_tokens":1})";
@@ -391,7 +511,7 @@ TEST(HttpApiTest, EveryContentEncodingHeaderCounts) {
   EXPECT_EQ(json::parse(r.response.body())["error"]["message"],
             "Content-Encoding 'gzip' is not supported; send the JSON body uncompressed");
   // Two saying identity are still no coding at all.
-  HttpRequest plain{http::verb::post, "/v1/completions", 11};
+  HttpRequest plain = Request(http::verb::post, "/v1/completions");
   plain.insert(http::field::content_encoding, "identity");
   plain.insert(http::field::content_encoding, "IDENTITY");
   plain.body() = R"({"prompt":"a","max_tokens":1})";

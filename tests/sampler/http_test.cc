@@ -375,10 +375,19 @@ TEST(HttpTest, MalformedHttpIs400WithJson) {
   EXPECT_EQ(Curl(s.port, "GET", "/healthz").code, 200);
 }
 
-TEST(HttpTest, OversizedHeaderIs431WithJson) {
+TEST(HttpTest, OversizedHeaderIs431AndOversizedRequestLine414) {
   TestServer s;
   ExpectRawError(testing::RawExchange(s.port, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " +
                                                   std::string(20000, 'a') + "\r\n\r\n"),
+                 "HTTP/1.1 431", "headers_too_large");
+  // A request line past the limit is a target too long (RFC 9112 3): 414,
+  // where it was a 431 about headers. A long line within it is no 414.
+  ExpectRawError(testing::RawExchange(
+                     s.port, "GET /" + std::string(20000, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n"),
+                 "HTTP/1.1 414", "uri_too_long");
+  ExpectRawError(testing::RawExchange(s.port, "GET /" + std::string(10000, 'a') +
+                                                  " HTTP/1.1\r\nHost: x\r\nX-Big: " +
+                                                  std::string(10000, 'a') + "\r\n\r\n"),
                  "HTTP/1.1 431", "headers_too_large");
 }
 
@@ -1028,6 +1037,110 @@ TEST(HttpTest, TransferCodingsOtherThanChunkedAre501) {
       s.port, post + "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + size +
                   "\r\n" + ok_body + "\r\n0\r\n\r\n");
   EXPECT_EQ(ok.received.rfind("HTTP/1.1 200", 0), 0u) << ok.received;
+}
+
+// Through the socket and Beast's parser: an HTTP/1.1 request without Host
+// was answered 200, and CONNECT (authority form) and OPTIONS * (asterisk
+// form) were 404s. Now 400 missing_host_header and 501s, each with its JSON
+// body; the connection stays usable (the request was read whole).
+TEST(HttpTest, MissingHostAndUnimplementedMethodsOverTheWire) {
+  TestServer s;
+  const testing::RawResult missing =
+      testing::RawExchange(s.port, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+  ExpectRawError(missing, "HTTP/1.1 400", "missing_host_header");
+  const testing::RawResult old = testing::RawExchange(s.port, "GET /healthz HTTP/1.0\r\n\r\n");
+  EXPECT_EQ(old.received.rfind("HTTP/1.0 200", 0), 0u) << old.received;
+  for (const std::string request :
+       {"CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\nConnection: close\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "BREW /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"}) {
+    SCOPED_TRACE(request);
+    ExpectRawError(testing::RawExchange(s.port, request), "HTTP/1.1 501", "method_not_implemented");
+  }
+  // Kept alive: a 501 and then a 200 on one connection.
+  const testing::RawResult both = testing::RawExchange(
+      s.port,
+      "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n"
+      "Connection: close\r\n\r\n");
+  EXPECT_EQ(both.received.rfind("HTTP/1.1 501", 0), 0u) << both.received;
+  EXPECT_NE(both.received.find("HTTP/1.1 200"), std::string::npos) << both.received;
+}
+
+// RFC 9112 6.1: an HTTP/1.0 request with Transfer-Encoding has faulty
+// framing (HTTP/1.0 has no transfer codings; a 1.0 intermediary frames it
+// otherwise). Beast decoded its chunks and the completion ran; it is a 400
+// naming the header, then the close.
+TEST(HttpTest, TransferEncodingInHttp10IsRefused) {
+  TestServer s;
+  const std::string body = R"({"prompt":"ab","max_tokens":2})";
+  char size[16];
+  std::snprintf(size, sizeof(size), "%zx", body.size());
+  const testing::RawResult r = testing::RawExchange(
+      s.port, std::string("POST /v1/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
+                          "Transfer-Encoding: chunked\r\n\r\n") +
+                  size + "\r\n" + body + "\r\n0\r\n\r\n");
+  ExpectRawError(r, "HTTP/1.0 400", "bad_request");
+  EXPECT_NE(testing::RawBody(r.received).find("HTTP/1.0 has no transfer codings"),
+            std::string::npos)
+      << r.received;
+}
+
+// RFC 9112 2.2: a server should ignore empty lines before a request line.
+// A client that ends a body with an extra CRLF (old ones do) had its next
+// request refused as "malformed HTTP request: bad method" and the
+// connection closed.
+TEST(HttpTest, EmptyLinesBeforeARequestAreIgnored) {
+  TestServer s;
+  const testing::RawResult leading = testing::RawExchange(
+      s.port, "\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(leading.received.rfind("HTTP/1.1 200", 0), 0u) << leading.received;
+  const std::string body = R"({"prompt":"ab","max_tokens":2})";
+  const testing::RawResult after_body = testing::RawExchange(
+      s.port,
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) +
+          "\r\n\r\n" + body + "\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(after_body.received.rfind("HTTP/1.1 200", 0), 0u) << after_body.received;
+  EXPECT_NE(after_body.received.find(R"(HTTP/1.1 200 OK)", 1), std::string::npos)
+      << after_body.received;
+  EXPECT_NE(after_body.received.find(R"({"status":"ok"})"), std::string::npos)
+      << after_body.received;
+  // Other bytes before a request line are still malformed.
+  ExpectRawError(testing::RawExchange(s.port, "\x16\x03\x01\x00\xa5\x01\x00"), "HTTP/1.1 400",
+                 "bad_request");
+}
+
+// A request waiting on "Expect: 100-continue" that its header already
+// refuses (no route, no API key, a missing Host) got "100 Continue" and was
+// then refused only after its body came, for nothing, or answered 408 when
+// the client sent none. It gets its refusal at once, no 100, then the close.
+TEST(HttpTest, ExpectContinueOnARefusedRequestGetsTheRefusalAtOnce) {
+  TestServer s(WithApiKey("k3y"));
+  const std::string expect = "Expect: 100-continue\r\nContent-Length: 100000\r\n\r\n";
+  const struct {
+    std::string head;
+    std::string status_line;
+    std::string code;
+  } kCases[] = {
+      {"POST /nope HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\n", "HTTP/1.1 404",
+       "not_found"},
+      {"POST /v1/completions HTTP/1.1\r\nHost: x\r\n", "HTTP/1.1 401", "invalid_api_key"},
+      {"POST /v1/completions HTTP/1.1\r\nAuthorization: Bearer k3y\r\n", "HTTP/1.1 400",
+       "missing_host_header"},
+  };
+  for (const auto& c : kCases) {
+    SCOPED_TRACE(c.head);
+    const testing::RawResult r = testing::RawExchange(s.port, c.head + expect);
+    EXPECT_EQ(r.received.find("100 Continue"), std::string::npos) << r.received;
+    ExpectRawError(r, c.status_line, c.code);
+  }
+  // A request the header does not refuse is still asked for its body.
+  const std::string body = R"({"prompt":"ab","max_tokens":2})";
+  const testing::RawResult ok = testing::RawExchange(
+      s.port,
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\n"
+      "Expect: 100-continue\r\nConnection: close\r\nContent-Length: " +
+          std::to_string(body.size()) + "\r\n\r\n" + body);
+  EXPECT_EQ(ok.received.rfind("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200", 0), 0u) << ok.received;
 }
 
 }  // namespace

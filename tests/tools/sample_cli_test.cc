@@ -350,26 +350,73 @@ TEST(SampleCliTest, TemperatureAndTopPAreSentAndRefusedAsTyped) {
   ExpectFlagError(Sample("--prompt a --top-p 1e-400"),
                   "--top-p 1e-400 is too small for a double: it would be read as 0");
   ExpectFlagError(Sample("--prompt a --top-p x"), "--top-p x: not a number");
+  // Past the request's range (a float's too): refused as typed, not as inf.
+  ExpectFlagError(Sample("--prompt a --temperature 1e39"),
+                  "--temperature must be a number in [0, 1000000] (0: greedy), got 1e39");
   CannedServer server(Reply("400 Bad Request", R"({"error":{"message":"refused"}})"));
   const CommandResult r = RunCommand(kBin + "dropk sample --prompt a --top-p 1e-50 " +
-                                     "--temperature 1e39 --url " + server.url());
+                                     "--temperature 1e-50 --url " + server.url());
   EXPECT_EQ(r.err, "dropk: HTTP 400: refused\n");
   const std::string request = server.last_request();
   EXPECT_NE(request.find(R"("top_p":1e-50)"), std::string::npos) << request;
-  EXPECT_NE(request.find(R"("temperature":1e+39)"), std::string::npos) << request;
+  EXPECT_NE(request.find(R"("temperature":1e-50)"), std::string::npos) << request;
+}
+
+// --top-p 0 went to the server as 0.0 and came back "got 0.0", a number
+// not typed (offline too); --top-p is OpenAI's (0, 1]: a nucleus of mass 0
+// holds no token. Each is refused before any connection, quoting it as
+// typed and naming the range.
+TEST(SampleCliTest, TopPAndTemperatureOutsideTheirRangeAreRefusedAsTyped) {
+  for (const char* top_p : {"0", "0.0", "-0", "1.5", "-1e-300"}) {
+    SCOPED_TRACE(top_p);
+    ExpectFlagError(Sample(std::string("--prompt a --top-p ") + top_p),
+                    std::string("--top-p must be a number in (0, 1], got ") + top_p + "\n");
+  }
+  ExpectFlagError(Sample("--prompt a --temperature -1"),
+                  "--temperature must be a number in [0, 1000000] (0: greedy), got -1\n");
+  ExpectFlagError(Sample("--prompt a --temperature 1000001"),
+                  "--temperature must be a number in [0, 1000000] (0: greedy), got 1000001\n");
+}
+
+// An integer flag past int (--max-tokens 99999999999) was CLI11's "Could
+// not convert: --max-tokens = 99999999999", naming no range. Each names
+// the flag, the value as typed and the range, before any connection.
+TEST(SampleCliTest, IntegerFlagsOutOfRangeNameFlagValueAndRange) {
+  const struct {
+    const char* flags;
+    const char* expected;
+  } kCases[] = {
+      {"--max-tokens 99999999999",
+       "--max-tokens: must be an integer in [1, 8192], got 99999999999"},
+      {"--max-tokens 8193", "--max-tokens: must be an integer in [1, 8192], got 8193"},
+      {"--max-tokens 0", "--max-tokens: must be an integer in [1, 8192], got 0"},
+      {"--max-tokens 1.5", "--max-tokens: must be an integer in [1, 8192], got 1.5"},
+      {"--top-k 99999999999", "--top-k: must be an integer in [-1, 2147483647], got 99999999999"},
+      {"--top-k -2", "--top-k: must be an integer in [-1, 2147483647], got -2"},
+      {"--timeout 99999999999", "--timeout: must be an integer in [1, 86400], got 99999999999"},
+      {"--timeout 0", "--timeout: must be an integer in [1, 86400], got 0"},
+  };
+  for (const auto& c : kCases) {
+    SCOPED_TRACE(c.flags);
+    ExpectFlagError(Sample(std::string("--prompt a ") + c.flags),
+                    std::string(c.expected) + " (run with --help for usage)\n");
+  }
+  ExpectFlagError(RunCommand(kBin + "dropk sample --prompt a --checkpoint /nonexistent --threads " +
+                             "99999999999"),
+                  "--threads: must be an integer in [0, 1024], got 99999999999");
 }
 
 // dropk-serve's error names the JSON field (its "param"); the user gave the
 // flag, so the flag is named.
 TEST(SampleCliTest, ARefusedFieldIsNamedAsTheFlagThatSetIt) {
   const std::string body =
-      R"({"error":{"message":"'max_tokens' must be an integer in [1, 8192], got 100000",)"
+      R"({"error":{"message":"'max_tokens' must be an integer in [1, 4096], got 5000",)"
       R"("param":"max_tokens"}})";
   CannedServer server(Reply("400 Bad Request", body));
-  const CommandResult r = RunCommand(kBin + "dropk sample --prompt a --max-tokens 100000 --url " +
-                                     server.url());
+  const CommandResult r =
+      RunCommand(kBin + "dropk sample --prompt a --max-tokens 5000 --url " + server.url());
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_EQ(r.err, "dropk: HTTP 400: --max-tokens must be an integer in [1, 8192], got 100000\n");
+  EXPECT_EQ(r.err, "dropk: HTTP 400: --max-tokens must be an integer in [1, 4096], got 5000\n");
 }
 
 // A server that accepts and never answers is given up on after --timeout

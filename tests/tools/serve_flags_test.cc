@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
 
 #include "support/subprocess.h"
 #include "support/temp_dir.h"
@@ -31,7 +32,7 @@ TEST(ServeFlagsTest, QueueAndBodyLimitsThatServeNobodyAreRefused) {
         RunCommand(kBin + "dropk-serve --checkpoints /nonexistent --port 0 " + flag);
     EXPECT_EQ(r.exit_code, 2) << r.err;
     const std::string name = std::string(flag).substr(0, std::string(flag).find(' '));
-    EXPECT_EQ(r.err.rfind("dropk-serve: " + name + ": Value ", 0), 0u) << r.err;
+    EXPECT_EQ(r.err.rfind("dropk-serve: " + name + ": must be an integer in [1, ", 0), 0u) << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   }
 }
@@ -126,8 +127,39 @@ TEST(ServeFlagsTest, APortOutOfRangeNamesTheRange) {
     const CommandResult r =
         RunCommand(kBin + "dropk-serve --checkpoints /nonexistent --port " + port);
     EXPECT_EQ(r.exit_code, 2) << r.err;
-    EXPECT_EQ(r.err, "dropk-serve: --port: Value " + std::string(port) +
-                         " not in range 0 to 65535 (run with --help for usage)\n");
+    EXPECT_EQ(r.err, "dropk-serve: --port: must be an integer in [0, 65535], got " +
+                         std::string(port) + " (run with --help for usage)\n");
+  }
+}
+
+// An integer flag given a number past its type (int) was CLI11's "Could not
+// convert", naming no range; CLI::Range said "Value 1.5 not in range 1 to
+// 64". Every integer flag names itself, the value as typed and its range.
+TEST(ServeFlagsTest, EveryIntegerFlagOutOfRangeNamesFlagValueAndRange) {
+  const std::pair<const char*, const char*> kFlags[] = {
+      {"--watch-interval-ms", "[10, 3600000]"},
+      {"--port", "[0, 65535]"},
+      {"--io-threads", "[1, 64]"},
+      {"--cuda-device", "[0, 1023]"},
+      {"--threads", "[0, 1024]"},
+      {"--max-batch", "[1, 1024]"},
+      {"--max-queue", "[1, 1000000]"},
+      {"--max-request-tokens", "[1, 1099511627776]"},
+      {"--max-running-per-request", "[0, 1024]"},
+      {"--max-body-bytes", "[1, 1073741824]"},
+      {"--max-connections", "[1, 1000000]"},
+      {"--header-timeout-ms", "[1, 3600000]"},
+      {"--body-timeout-ms", "[1, 3600000]"},
+      {"--drain-ms", "[0, 3600000]"}};
+  for (const auto& [flag, range] : kFlags) {
+    for (const char* value : {"99999999999999", "99999999999999999999999", "1.5"}) {
+      SCOPED_TRACE(std::string(flag) + " " + value);
+      const CommandResult r =
+          RunCommand(kBin + "dropk-serve --checkpoints /nonexistent " + flag + " " + value);
+      EXPECT_EQ(r.exit_code, 2) << r.err;
+      EXPECT_EQ(r.err, std::string("dropk-serve: ") + flag + ": must be an integer in " + range +
+                           ", got " + value + " (run with --help for usage)\n");
+    }
   }
 }
 

@@ -5,8 +5,9 @@
 // "--max_iters=5" and dropped max_iters; `dropk data prepare --out
 // --threads=2 in.txt` wrote into a directory named "--threads=2".
 // So is one written with '=' and nothing after it (`--out= in.txt`).
-// And a 64-bit integer out of range: CLI11 (2.1) reads one with strtoull or
-// strtoll and keeps what they saturate or wrap to.
+// And an integer out of range: CLI11 (2.1) reads a 64-bit one with strtoull
+// or strtoll and keeps what they saturate or wrap to, and refuses a 32-bit
+// one past its type as "Could not convert", naming no range.
 #ifndef DROPK_BASE_CLI_FLAG_VALUES_H_
 #define DROPK_BASE_CLI_FLAG_VALUES_H_
 
@@ -77,18 +78,21 @@ inline std::string FlagMissingItsValue(const CLI::App& app, const std::vector<st
   return "";
 }
 
-// A CLI11 check for an integer flag read into the 64-bit `Int` (int64_t,
-// uint64_t, size_t), which refuses every text that is not an integer in
+// A CLI11 check for an integer flag read into `Int` (int, int64_t,
+// uint64_t, size_t...), which refuses every text that is not an integer in
 // [min, max] as written: "must be an integer in [MIN, MAX], got TEXT" (CLI11
-// puts the flag first). CLI11 converts such a flag with strtoull or strtoll
-// and checks nothing more: 18446744073709551616 became 2^64 - 1, "-1" into
-// an unsigned flag 2^64 - 1 and "-18446744073709550616" 1000, so a
-// CLI::Range saw numbers nobody typed. Reads numbers as CLI11 does (base 0:
-// 0x10 is 16, a leading 0 is octal). Help shows "INT in [MIN - MAX]" as
-// CLI::Range's does ("UINT" for an unsigned Int).
+// puts the flag first). It runs before CLI11 converts the text. Without it,
+// a 64-bit flag was converted with strtoull or strtoll and checked no more:
+// 18446744073709551616 became 2^64 - 1, "-1" into an unsigned flag 2^64 - 1
+// and "-18446744073709550616" 1000, so a CLI::Range saw numbers nobody
+// typed; a 32-bit one past its type (`dropk sample --max-tokens
+// 99999999999`) was CLI11's "Could not convert", naming no range; and
+// CLI::Range said "Value 1.5 not in range 1 to 64". Reads numbers as CLI11
+// does (base 0: 0x10 is 16, a leading 0 is octal). Help shows "INT in [MIN -
+// MAX]" as CLI::Range's does ("UINT" for an unsigned Int).
 template <typename Int>
 CLI::Validator IntegerFlagRange(Int min, Int max) {
-  static_assert(std::is_integral_v<Int> && sizeof(Int) == 8);
+  static_assert(std::is_integral_v<Int> && !std::is_same_v<Int, bool>);
   return CLI::Validator(
       [min, max](const std::string& text) -> std::string {
         const auto problem = [&] {
@@ -96,16 +100,17 @@ CLI::Validator IntegerFlagRange(Int min, Int max) {
         };
         char* end = nullptr;
         errno = 0;
-        Int value;
+        bool in_range;
         if constexpr (std::is_unsigned_v<Int>) {
           // strtoull negates a number after a '-' in unsigned arithmetic.
           if (text.find('-') != std::string::npos) return problem();
-          value = std::strtoull(text.c_str(), &end, 0);
+          const unsigned long long value = std::strtoull(text.c_str(), &end, 0);
+          in_range = value >= min && value <= max;
         } else {
-          value = std::strtoll(text.c_str(), &end, 0);
+          const long long value = std::strtoll(text.c_str(), &end, 0);
+          in_range = value >= min && value <= max;
         }
-        if (text.empty() || errno == ERANGE || end != text.c_str() + text.size() || value < min ||
-            value > max) {
+        if (text.empty() || errno == ERANGE || end != text.c_str() + text.size() || !in_range) {
           return problem();
         }
         return std::string();

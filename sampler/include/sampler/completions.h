@@ -43,6 +43,12 @@ struct CompletionRequest {
   static constexpr int kMaxN = 16;
   static constexpr int kMaxPrompts = 64;
   static constexpr int kMaxStops = 4;
+  // The most tokens one choice may generate (the window slides past the
+  // context, so the context does not bound it).
+  static constexpr int kMaxTokens = 8192;
+  // The highest temperature; past it the distribution is uniform to float
+  // precision anyway.
+  static constexpr int kMaxTemperature = 1000000;
 
   // The prompts, as text to encode or, in OpenAI's other form, as token ids
   // given directly (a list of integers, or a list of such lists). Exactly one

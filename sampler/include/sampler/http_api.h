@@ -5,7 +5,12 @@
 // can be tested without a connection.
 //
 // Routes: POST /v1/completions; GET (and HEAD) / (the playground page,
-// playground.h), /v1/models, /v1/models/{model}, /healthz, /readyz, /metrics. /healthz and
+// playground.h), /v1/models, /v1/models/{model}, /healthz, /readyz, /metrics. Before
+// routing: an HTTP/1.1 request without a Host header, or any with two or a
+// malformed one, is a 400 (RFC 9112 3.2); a method other than GET, HEAD and
+// POST is a 501 on every target (CONNECT, OPTIONS * included); a target
+// that is neither a path nor an http:// URL is a 400. A known route asked
+// with the wrong one of those three methods is a 405 with Allow. /healthz and
 // /readyz answer 503 (code device_failed, naming the error) once the GPU
 // failed (Scheduler::DeviceFailure). Every error is an
 // OpenAI-style JSON body (completions.h ErrorBody). With an API key set,
@@ -67,7 +72,16 @@ class HttpApi {
   RouteResult Route(const HttpRequest& request,
                     const std::shared_ptr<CompletionListener>& listener) const;
 
+  // Route's answer when the request's header alone refuses it (version,
+  // Host, method, target, API key, route, the route's method: the 400,
+  // 401, 404, 405 and 501 above), else nullopt. Reads no body: a session
+  // answers with it a request that waits on "Expect: 100-continue", whose
+  // body would be sent only to be ignored.
+  std::optional<HttpResponse> RefuseEarly(const HttpRequest& request) const;
+
  private:
+  // RefuseEarly's answer, with a HEAD's body still in it.
+  std::optional<HttpResponse> Refusal(const HttpRequest& request) const;
   // The error for a missing or wrong API key, or nullopt when allowed:
   // "Bearer KEY", the scheme in any case and followed by one or more spaces.
   std::optional<ApiError> Authorize(const HttpRequest& request, std::string_view path) const;

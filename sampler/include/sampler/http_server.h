@@ -7,11 +7,16 @@
 // Routing and the endpoints live in http_api.h (socket-free); this file
 // reads requests, writes what HttpApi::Route answers, streams server-sent
 // events, and answers the failures of the connection itself: 408 for a
-// client that stops mid-request, 400 for malformed HTTP, 413, 431, each as
+// client that stops mid-request, 400 for malformed HTTP (Transfer-Encoding
+// in HTTP/1.0 included), 413, 414 for a request line past the header
+// limit, 431, each as
 // a JSON error before the connection closes (413 also for a chunk's size
 // line, and 431 for a trailer, longer than max_header_bytes + 64 KiB: the
 // read buffer is bounded, so no line the parser waits on can grow without
-// end). A connection past max_connections gets a 503; when accepting fails
+// end). Empty lines before a request line are skipped (RFC 9112 2.2); a
+// request waiting on "Expect: 100-continue" that its header already
+// refuses (HttpApi::RefuseEarly) gets the refusal instead of the 100, then
+// the close. A connection past max_connections gets a 503; when accepting fails
 // for want of descriptors or memory, the server logs it once and retries
 // with a growing pause (50 ms to 500 ms) instead of spinning. A client
 // that leaves while its completion is queued or running (a reset, or an end
