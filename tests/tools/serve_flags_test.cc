@@ -163,6 +163,28 @@ TEST(ServeFlagsTest, EveryIntegerFlagOutOfRangeNamesFlagValueAndRange) {
   }
 }
 
+// CLI11 read a bool option as any number: --cuda-graphs 5 was true, and
+// 0.5 "Could not convert". It takes the usual words and 1/0, nothing else.
+TEST(ServeFlagsTest, CudaGraphsTakesTrueOrFalseOnly) {
+  for (const char* value : {"5", "0.5", "maybe", "-1"}) {
+    SCOPED_TRACE(value);
+    const CommandResult r =
+        RunCommand(kBin + "dropk-serve --checkpoints /nonexistent --cuda-graphs " + value);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(r.err, std::string("dropk-serve: --cuda-graphs: must be true or false (also "
+                                 "on/off, yes/no, 1/0), got ") +
+                         value + " (run with --help for usage)\n");
+  }
+  // An accepted value gets past the flags to the missing directory.
+  for (const char* value : {"false", "TRUE", "off", "1"}) {
+    SCOPED_TRACE(value);
+    const CommandResult r =
+        RunCommand(kBin + "dropk-serve --checkpoints /nonexistent --cuda-graphs " + value);
+    EXPECT_EQ(r.err.find("--cuda-graphs"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("/nonexistent"), std::string::npos) << r.err;
+  }
+}
+
 // --address takes a numeric address; "localhost" was refused with only
 // "Invalid argument". A bad one is a bad flag: exit 2 (exit_codes.h), said
 // before anything else is done (it was exit 1, found only when binding,

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/number_text.h"
 
@@ -116,6 +117,25 @@ CLI::Validator IntegerFlagRange(Int min, Int max) {
         return std::string();
       },
       absl::StrCat(std::is_unsigned_v<Int> ? "UINT" : "INT", " in [", min, " - ", max, "]"));
+}
+
+// A CLI11 check for a flag that takes a yes-or-no value (`--cuda-graphs
+// false`): true, false, on, off, yes, no, 1 or 0, in any case. Anything else
+// is refused quoting it, "must be true or false (also on/off, yes/no, 1/0),
+// got TEXT" (CLI11 puts the flag first). CLI11 reads a bool option as any
+// number (non-zero is true) or one of its words, so `--cuda-graphs 5` was
+// true and `--cuda-graphs 0.5` refused as "Could not convert". Help shows
+// "BOOLEAN".
+inline CLI::Validator BoolFlagValue() {
+  return CLI::Validator(
+      [](const std::string& text) -> std::string {
+        for (const char* word : {"true", "false", "on", "off", "yes", "no", "1", "0"}) {
+          if (absl::EqualsIgnoreCase(text, word)) return std::string();
+        }
+        return absl::StrCat("must be true or false (also on/off, yes/no, 1/0), got ",
+                            text.empty() ? "\"\"" : text);
+      },
+      "BOOLEAN");
 }
 
 // A CLI11 check for a real-number flag that must lie strictly between `low`
