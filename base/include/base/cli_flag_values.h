@@ -120,20 +120,19 @@ CLI::Validator IntegerFlagRange(Int min, Int max) {
 }
 
 // A CLI11 check for a flag that takes a yes-or-no value (`--cuda-graphs
-// false`): true, false, on, off, yes, no, 1 or 0, in any case. Anything else
-// is refused quoting it, "must be true or false (also on/off, yes/no, 1/0),
-// got TEXT" (CLI11 puts the flag first). CLI11 reads a bool option as any
+// false`): true, false, 1 or 0 (the words in any case), as dropk-train's
+// bool fields take. Anything else is refused quoting it, "must be true,
+// false, 1 or 0, got TEXT" (CLI11 puts the flag first). CLI11 reads a bool option as any
 // number (non-zero is true) or one of its words, so `--cuda-graphs 5` was
 // true and `--cuda-graphs 0.5` refused as "Could not convert". Help shows
 // "BOOLEAN".
 inline CLI::Validator BoolFlagValue() {
   return CLI::Validator(
       [](const std::string& text) -> std::string {
-        for (const char* word : {"true", "false", "on", "off", "yes", "no", "1", "0"}) {
+        for (const char* word : {"true", "false", "1", "0"}) {
           if (absl::EqualsIgnoreCase(text, word)) return std::string();
         }
-        return absl::StrCat("must be true or false (also on/off, yes/no, 1/0), got ",
-                            text.empty() ? "\"\"" : text);
+        return absl::StrCat("must be true, false, 1 or 0, got ", text.empty() ? "\"\"" : text);
       },
       "BOOLEAN");
 }
