@@ -177,12 +177,17 @@ class SessionListener final : public CompletionListener {
   net::any_io_executor ex_;
 };
 
+// The bytes read into `buffer` and not yet consumed.
+std::string_view BufferedText(const beast::flat_buffer& buffer) {
+  return std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size());
+}
+
 // Whether the bytes a chunked body's parse left in `buffer` are its
 // trailer: the last chunk's line ("0", extensions, CRLF) is whole and what
 // follows has not ended. Otherwise they are a chunk's size line that has
 // not ended (after the CRLF closing the previous chunk's data).
 bool InTrailer(const beast::flat_buffer& buffer) {
-  std::string_view data(static_cast<const char*>(buffer.data().data()), buffer.size());
+  std::string_view data = BufferedText(buffer);
   if (data.starts_with("\r\n")) data.remove_prefix(2);
   return data.find("\r\n") != std::string_view::npos;
 }
@@ -190,7 +195,7 @@ bool InTrailer(const beast::flat_buffer& buffer) {
 // Drops the CR and LF bytes at the start of `buffer`; whether there were
 // any.
 bool SkipEmptyLines(beast::flat_buffer* buffer) {
-  const std::string_view data(static_cast<const char*>(buffer->data().data()), buffer->size());
+  const std::string_view data = BufferedText(*buffer);
   const size_t n = std::min(data.find_first_not_of("\r\n"), data.size());
   buffer->consume(n);
   return n > 0;
@@ -199,8 +204,7 @@ bool SkipEmptyLines(beast::flat_buffer* buffer) {
 // Whether the bytes in `buffer` hold a line's end: a header read that
 // overflowed without one never saw the end of its request line.
 bool HasLineEnd(const beast::flat_buffer& buffer) {
-  const std::string_view data(static_cast<const char*>(buffer.data().data()), buffer.size());
-  return data.find("\r\n") != std::string_view::npos;
+  return BufferedText(buffer).find("\r\n") != std::string_view::npos;
 }
 
 // Every Transfer-Encoding field of `req`, joined as one list (RFC 9110 5.3).

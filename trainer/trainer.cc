@@ -47,6 +47,15 @@ double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+// What checkpoints record of the data trained on, and resume checks.
+DataIdentity IdentityOf(const TrainingData& data) {
+  DataIdentity identity;
+  identity.set_dataset_id(data.train.dataset_id());
+  identity.set_train_tokens(data.train.size());
+  identity.set_val_tokens(data.val.size());
+  return identity;
+}
+
 // One rank's state for a whole run.
 class TrainingRun {
  public:
@@ -206,9 +215,6 @@ class TrainingRun {
     absl::StatusOr<TrainingData> data = LoadTrainingData(config_.data_dir());
     if (!data.ok()) return data.status();
     data_ = std::make_unique<TrainingData>(*std::move(data));
-    data_identity_.set_dataset_id(data_->train.dataset_id());
-    data_identity_.set_train_tokens(data_->train.size());
-    data_identity_.set_val_tokens(data_->val.size());
     // Before any collective whose size the config decides.
     if (absl::Status s =
             CheckRanksAgree(RunFingerprint(config_, data_->tokenizer.proto(), data_->train.size(),
@@ -410,8 +416,9 @@ class TrainingRun {
           "checkpoint_dir=", CheckpointsDirOf(config_), ": ", latest,
           " is a directory; remove it (each save writes the newest checkpoint's name there)"));
     }
-    absl::StatusOr<ResumePoint> resume = MaybeResume(
-        config_, data_->tokenizer.proto(), data_identity_, *gpt_, *optimizer_, world_, RankLog());
+    absl::StatusOr<ResumePoint> resume =
+        MaybeResume(config_, data_->tokenizer.proto(), IdentityOf(*data_), *gpt_, *optimizer_,
+                    world_, RankLog());
     if (!resume.ok()) return resume.status();
     first_step_ = resume->step;
     summary_.steps = resume->step;
@@ -431,7 +438,7 @@ class TrainingRun {
   }
 
   absl::Status SaveCheckpoint(int64_t steps_done) {
-    return checkpointer_->Save(config_, data_->tokenizer.proto(), data_identity_, *gpt_,
+    return checkpointer_->Save(config_, data_->tokenizer.proto(), IdentityOf(*data_), *gpt_,
                                *optimizer_, steps_done, tokens_per_step_ * steps_done,
                                summary_.last_train_loss, RankLog());
   }
@@ -646,7 +653,6 @@ class TrainingRun {
   bool diverged_ = false;        // a training loss was not finite
   bool metrics_failed_ = false;  // a metrics.jsonl write failed (warned once)
   std::unique_ptr<TrainingData> data_;
-  DataIdentity data_identity_;           // of data_, recorded in checkpoints and checked on resume
   std::unique_ptr<MetricsLog> metrics_;  // rank 0 only
   std::vector<RunDirectoryLock> run_locks_;  // rank 0 only: out_dir, checkpoint_dir
   std::unique_ptr<Kernels> kernels_;
