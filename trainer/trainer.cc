@@ -53,6 +53,7 @@ DataIdentity IdentityOf(const TrainingData& data) {
   identity.set_dataset_id(data.train.dataset_id());
   identity.set_train_tokens(data.train.size());
   identity.set_val_tokens(data.val.size());
+  identity.set_tokens_crc32c(data.tokens_crc);
   return identity;
 }
 
@@ -738,8 +739,11 @@ absl::StatusOr<TrainingData> LoadTrainingData(const std::string& data_dir) {
   // files it reads itself (hosts may hold copies of their own); one that
   // finds a mismatch ends the job (dropk-train's FailRank), so no rank is
   // left waiting in the collective after this.
-  if (absl::Status s = VerifyPreparedData(record, *tokenizer, *train, *val); !s.ok()) return s;
-  return TrainingData{std::move(*tokenizer), std::move(*train), std::move(*val)};
+  uint32_t tokens_crc = 0;
+  if (absl::Status s = VerifyPreparedData(record, *tokenizer, *train, *val, &tokens_crc); !s.ok()) {
+    return s;
+  }
+  return TrainingData{std::move(*tokenizer), std::move(*train), std::move(*val), tokens_crc};
 }
 
 absl::Status DeviceFailureStatus(const DeviceError& error) {
