@@ -219,7 +219,7 @@ class TrainingRun {
     // Before any collective whose size the config decides.
     if (absl::Status s =
             CheckRanksAgree(RunFingerprint(config_, data_->tokenizer.proto(), data_->train.size(),
-                                           data_->val.size(), data_->train.dataset_id()),
+                                           data_->val.size(), data_->tokens_crc),
                             comm_, CommOptions());
         !s.ok()) {
       return s;
