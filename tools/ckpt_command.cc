@@ -29,9 +29,10 @@
 #include "checkpoint/env.h"
 #include "checkpoint/format.h"
 #include "checkpoint/reader.h"
+#include "checkpoint/safetensors.h"
 #include "checkpoint/writer.h"
 #include "model/param_layout.h"
-#include "tools/safetensors_export.h"
+#include "trainer/hf_gpt2_weights.h"
 #include "trainer/run_directory_lock.h"
 #include "trainer/training_checkpoints.h"
 
@@ -200,6 +201,15 @@ absl::StatusOr<std::string> ConvertTensor(const std::string& name, const float* 
     std::memcpy(&blob[2 * i], &v, 2);
   }
   return blob;
+}
+
+// Whether the file at `out` is a safetensors file an export wrote (its
+// metadata names dropk as its producer), which an export may replace.
+bool IsDropkSafetensorsFile(const std::string& out) {
+  absl::StatusOr<SafetensorsFile> file = ReadSafetensors(out);
+  if (!file.ok()) return false;
+  const auto producer = file->metadata().find("producer");
+  return producer != file->metadata().end() && producer->second == "dropk ckpt export";
 }
 
 // --out must name a new file, or an earlier export to replace, outside the

@@ -19,8 +19,9 @@ namespace pb = google::protobuf;
 
 // Fields each rank may set for itself.
 const std::set<std::string>& PerRankFields() {
+  // init_from is read by rank 0 alone (the others receive its parameters).
   static const std::set<std::string> fields = {"data_dir", "out_dir", "checkpoint_dir",
-                                               "num_threads"};
+                                               "num_threads", "init_from"};
   return fields;
 }
 

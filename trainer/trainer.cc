@@ -28,6 +28,7 @@
 #include "trainer/data_checksums.h"
 #include "trainer/data_parallel.h"
 #include "trainer/device.h"
+#include "trainer/hf_gpt2_weights.h"
 #include "trainer/memory_budget.h"
 #include "trainer/metrics.h"
 #include "trainer/optimizer.h"
@@ -306,6 +307,9 @@ class TrainingRun {
     if (!gpt.ok()) return gpt.status();
     gpt_ = *std::move(gpt);
     gpt_->InitWeights(config_.seed());
+    if (rank_ == 0 && !config_.init_from().empty()) {
+      if (absl::Status s = InitFromFile(shape); !s.ok()) return s;
+    }
     // InitWeights' upload is queued on the compute stream; the broadcast runs
     // on the communicator's own stream (NCCL) or staging stream (MPI), which
     // would otherwise read (root) or overwrite (others) the parameters while
@@ -358,6 +362,18 @@ class TrainingRun {
                   config_.overlap_comm() ? "on" : "off", kernels_->Describe())
            << std::flush;
     }
+    return absl::OkStatus();
+  }
+
+  // Overwrites the parameters with config.init_from's (rank 0 only: the
+  // broadcast after it gives them to every rank).
+  absl::Status InitFromFile(const GptConfig& shape) {
+    absl::StatusOr<HfGpt2Weights> weights =
+        ReadHfGpt2Weights(config_.init_from(), shape, data_->tokenizer);
+    if (!weights.ok()) return weights.status();
+    kernels_->CopyToDevice(gpt_->params(), weights->params.data(),
+                           weights->params.size() * sizeof(float));
+    log_ << "dropk-train: " << weights->note << "\n" << std::flush;
     return absl::OkStatus();
   }
 

@@ -306,7 +306,7 @@ absl::Status CheckResumeConfig(const TrainConfig& checkpoint, const TrainConfig&
   static const std::set<std::string> kMustMatch = {"n_layer",    "n_head", "n_embd",
                                                    "block_size", "seed",   "dropout_stream"};
   static const std::set<std::string> kIgnored = {"resume", "checkpoint_dir", "out_dir",
-                                                 "allow_data_change"};
+                                                 "allow_data_change", "init_from"};
   const pb::Descriptor* d = TrainConfig::descriptor();
   const pb::Reflection* r = TrainConfig::GetReflection();
   for (int i = 0; i < d->field_count(); ++i) {

@@ -12,13 +12,17 @@ Checks, on a tiny model trained here on the bundled corpus:
     of this independent forward (within 1e-4 of it), which a transposed or
     misnamed weight would break;
   - the bf16 and fp16 exports hold the fp32 export's values rounded (bf16
-    to the nearest even, as dropk documents; fp16 through struct's "e").
+    to the nearest even, as dropk documents; fp16 through struct's "e");
+  - dropk-train's init_from reads the export, and the same weights laid out
+    as GPT-2's own model.safetensors, back: a run of 0 steps from either
+    prints the trained run's val loss to the last digit.
 
 Usage: safetensors_export_test.py SOURCE_DIR BUILD_DIR
 """
 import json
 import math
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -138,11 +142,45 @@ def bf16_round(value):
     return struct.unpack("<f", struct.pack("<I", (bits >> 16) << 16 & 0xFFFFFFFF))[0]
 
 
-def run(*args):
+def write_hub_style(source_path, path, config):
+    """Rewrites a dropk export as GPT-2's model.safetensors is laid out: names
+    without "transformer.", an attn.bias mask buffer in every block and
+    lm_head.weight written out (equal to wte)."""
+    with open(source_path, "rb") as f:
+        blob = f.read()
+    (header_len,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + header_len])
+    data = blob[8 + header_len:]
+    pieces, entries, offset = [], {}, 0
+
+    def add(name, dtype, shape, raw):
+        nonlocal offset
+        entries[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(raw)]}
+        pieces.append(raw)
+        offset += len(raw)
+
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = entry["data_offsets"]
+        add(name[len("transformer."):], entry["dtype"], entry["shape"], data[begin:end])
+        if name == "transformer.wte.weight":
+            add("lm_head.weight", entry["dtype"], entry["shape"], data[begin:end])
+    t = config["n_positions"]
+    for layer in range(config["n_layer"]):
+        mask = b"".join(struct.pack("<f", 1.0 if j <= i else 0.0) for i in range(t) for j in range(t))
+        add(f"h.{layer}.attn.bias", "F32", [1, 1, t, t], mask)
+    text = json.dumps({"__metadata__": {"format": "pt"}, **entries}).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(pieces))
+
+
+def run(*args, log=False):
+    """Runs args, exiting on failure; returns its stdout (with stderr after it, for log=True)."""
     result = subprocess.run(args, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"FAILED: {' '.join(args)}: exit {result.returncode}\n{result.stderr}")
-    return result.stdout
+    return result.stdout + result.stderr if log else result.stdout
 
 
 def main():
@@ -152,9 +190,10 @@ def main():
         corpus = os.path.join(source, "data", "tinyshakespeare.txt")
         data, out = os.path.join(tmp, "data"), os.path.join(tmp, "run")
         run(dropk, "data", "prepare", "--tokenizer", "char", "--out", data, corpus)
-        run(os.path.join(build, "bin", "dropk-train"), "--config",
-            os.path.join(source, "configs", "tiny_smoke.textproto"), f"--data_dir={data}",
-            f"--out_dir={out}", "--num_threads=1", "--sample_tokens=0")
+        trained = run(os.path.join(build, "bin", "dropk-train"), "--config",
+                      os.path.join(source, "configs", "tiny_smoke.textproto"),
+                      f"--data_dir={data}", f"--out_dir={out}", "--num_threads=1",
+                      "--sample_tokens=0", log=True)
         exports = {}
         for dtype in ("fp32", "bf16", "fp16"):
             path = os.path.join(tmp, f"model-{dtype}.safetensors")
@@ -217,9 +256,30 @@ def main():
             assert gap <= 1e-4, (f"token {position} ({ch!r}): dropk chose a logit {gap:.6f} below "
                                  f"this forward's largest ({vocab[logits.index(max(logits))]!r})")
             logits = model.step(chosen)
+        # init_from reads the export back: a run of 0 steps from it evaluates
+        # the trained model's val loss to the last digit; so does one from
+        # the same weights laid out as GPT-2's own file (no "transformer."
+        # prefix, attention mask buffers, the tied LM head written out).
+        trained_val = re.search(r"done, 200 steps, val loss (\S+),", trained).group(1)
+        hub_style = os.path.join(tmp, "hub-style.safetensors")
+        write_hub_style(os.path.join(tmp, "model-fp32.safetensors"), hub_style, config)
+        for init_from in ("model-fp32.safetensors", "hub-style.safetensors"):
+            log = run(os.path.join(build, "bin", "dropk-train"), "--config",
+                      os.path.join(source, "configs", "tiny_smoke.textproto"),
+                      f"--data_dir={data}", f"--out_dir={tmp}/from-{init_from}",
+                      "--num_threads=1", "--sample_tokens=0", "--max_iters=0",
+                      f"--init_from={os.path.join(tmp, init_from)}", log=True)
+            assert f"done, 0 steps, val loss {trained_val}," in log, (init_from, trained_val, log)
+        refused = subprocess.run(
+            [os.path.join(build, "bin", "dropk-train"), "--config",
+             os.path.join(source, "configs", "tiny_smoke.textproto"), f"--data_dir={data}",
+             f"--out_dir={tmp}/wrong-shape", "--num_threads=1", "--n_layer=3",
+             f"--init_from={hub_style}"], capture_output=True, text=True)
+        assert refused.returncode == 2 and "n_layer=3" in refused.stderr + refused.stdout, refused
+
         print(f"safetensors export: {len(tensors)} tensors; the 24 greedy tokens of dropk sample "
               f"({completion!r}) are this forward's largest logits (largest gap {worst:.2e}); "
-              f"bf16 and fp16 exports are the fp32 values rounded")
+              f"bf16 and fp16 exports are the fp32 values rounded; init_from reads it back (val loss {trained_val})")
 
 
 if __name__ == "__main__":
