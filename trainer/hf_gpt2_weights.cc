@@ -18,24 +18,28 @@ namespace {
 
 constexpr char kHfPrefix[] = "transformer.";
 
-// Element i of a tensor's bytes as fp32, for the dtypes a model is stored in.
-float ValueAt(std::string_view bytes, const std::string& dtype, size_t i) {
+// A tensor's `n` values as fp32, from the dtypes a model is stored in (F32,
+// BF16 or F16), one dtype test per tensor.
+std::vector<float> WidenedValues(std::string_view bytes, const std::string& dtype, size_t n) {
+  std::vector<float> values(n);
   if (dtype == "F32") {
-    float f;
-    std::memcpy(&f, bytes.data() + 4 * i, 4);
-    return f;
+    std::memcpy(values.data(), bytes.data(), n * sizeof(float));
+    return values;
   }
-  uint16_t half;
-  std::memcpy(&half, bytes.data() + 2 * i, 2);
-  if (dtype == "BF16") {
-    const uint32_t bits = uint32_t{half} << 16;
-    float f;
-    std::memcpy(&f, &bits, 4);
-    return f;
+  const bool bf16 = dtype == "BF16";
+  for (size_t i = 0; i < n; ++i) {
+    uint16_t half;
+    std::memcpy(&half, bytes.data() + 2 * i, 2);
+    if (bf16) {
+      const uint32_t bits = uint32_t{half} << 16;
+      std::memcpy(&values[i], &bits, 4);
+    } else {
+      _Float16 h;
+      std::memcpy(&h, &half, 2);
+      values[i] = static_cast<float>(h);
+    }
   }
-  _Float16 h;
-  std::memcpy(&h, &half, 2);
-  return static_cast<float>(h);
+  return values;
 }
 
 std::string ShapeText(const std::vector<int64_t>& shape) {
@@ -183,9 +187,8 @@ absl::StatusOr<HfGpt2Weights> ReadHfGpt2Weights(const std::string& path, const G
                                                      ShapeText(expected), why));
     }
     const std::string_view bytes = file->bytes(t);
-    std::vector<float> values(p.numel);
+    std::vector<float> values = WidenedValues(bytes, t.dtype, p.numel);
     for (size_t i = 0; i < p.numel; ++i) {
-      values[i] = ValueAt(bytes, t.dtype, i);
       if (!std::isfinite(values[i])) {
         return absl::InvalidArgumentError(
             absl::StrCat(at, "tensor ", name, ": value ", values[i], " at index ", i));
