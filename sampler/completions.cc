@@ -154,6 +154,13 @@ std::string LogprobToken(const TextTokenizer& tok, int32_t id) {
   return named;
 }
 
+// OpenAI's usage object.
+json UsageJson(int prompt_tokens, int completion_tokens) {
+  return json{{"prompt_tokens", prompt_tokens},
+              {"completion_tokens", completion_tokens},
+              {"total_tokens", prompt_tokens + completion_tokens}};
+}
+
 // A generated token as the answer's logprobs report it.
 struct LoggedToken {
   TokenLogprob drawn;
@@ -249,6 +256,7 @@ std::variant<std::shared_ptr<CompletionJob>, ApiError> CompletionJob::Start(
   std::random_device rd;
   job->id_ = absl::StrFormat("cmpl-%08x%08x", rd(), rd());
   job->stream_ = request.stream;
+  job->include_usage_ = request.stream && request.include_usage;
   job->logprobs_ = request.logprobs;
   job->stop_ = request.stop;
   for (const std::string& s : job->stop_) job->max_stop_ = std::max(job->max_stop_, s.size());
@@ -354,6 +362,7 @@ void CompletionJob::OnFinish(int index, FinishReason reason) {
   if (stream_) {
     // The 200 and its headers are gone already: the failure travels as an
     // error event (OpenAI's shape) before the end of the stream.
+    if (include_usage_) listener_->OnEvent(absl::StrCat("data: ", UsageChunkJson(), "\n\n"));
     if (device_failed_ > 0) {
       listener_->OnEvent(absl::StrCat("data: ", ErrorBody(DeviceFailedError()), "\n\n"));
     }
@@ -399,13 +408,33 @@ std::string CompletionJob::ChunkJson(int index, std::string_view text, const cha
   }
   choice["finish_reason"] = finish_reason == nullptr ? json(nullptr) : json(finish_reason);
   const ModelSnapshot& snap = model_->snapshot();
+  json chunk = {{"id", id_},
+                {"object", "text_completion"},
+                {"created", created_},
+                {"model", snap.id},
+                {"choices", json::array({std::move(choice)})},
+                {"checkpoint_step", snap.step},
+                {"seed", seed_}};
+  if (include_usage_) chunk["usage"] = nullptr;  // OpenAI's: only the last chunk has it
+  return JsonText(chunk);
+}
+
+std::string CompletionJob::UsageChunkJson() const {
+  const ModelSnapshot& snap = model_->snapshot();
   return JsonText(json{{"id", id_},
                        {"object", "text_completion"},
                        {"created", created_},
                        {"model", snap.id},
-                       {"choices", json::array({std::move(choice)})},
+                       {"choices", json::array()},
+                       {"usage", UsageJson(prompt_tokens_, CompletionTokens())},
                        {"checkpoint_step", snap.step},
                        {"seed", seed_}});
+}
+
+int CompletionJob::CompletionTokens() const {
+  int tokens = 0;
+  for (const std::unique_ptr<Choice>& c : choices_) tokens += c->tokens;
+  return tokens;
 }
 
 namespace {
@@ -450,11 +479,9 @@ std::string CompletionJob::BodyJson() {
   // one choice's logprobs (max_tokens x 20 alternatives) are ever a JSON
   // tree, never a whole request's (a budget's worth of tokens).
   std::string body = "{\"choices\":[";
-  int completion_tokens = 0;
   const ModelSnapshot& snap = model_->snapshot();
   for (size_t i = 0; i < choices_.size(); ++i) {
     Choice& c = *choices_[i];
-    completion_tokens += c.tokens;
     json choice = {{"text", c.text}, {"index", i}, {"finish_reason", c.finish_reason}};
     choice["logprobs"] =
         logprobs_ >= 0 ? LogprobsJson(c.entries, c.top, snap.tokenizer) : json(nullptr);
@@ -466,10 +493,7 @@ std::string CompletionJob::BodyJson() {
                                          {"object", "text_completion"},
                                          {"created", created_},
                                          {"model", snap.id},
-                                         {"usage",
-                                          {{"prompt_tokens", prompt_tokens_},
-                                           {"completion_tokens", completion_tokens},
-                                           {"total_tokens", prompt_tokens_ + completion_tokens}}},
+                                         {"usage", UsageJson(prompt_tokens_, CompletionTokens())},
                                          {"checkpoint_step", snap.step},
                                          {"seed", seed_}});
   // rest is "{...}" with at least one member: "choices" goes first, and

@@ -166,6 +166,43 @@ TEST(SchedulerTest, StreamConcatenatesToTheSameTextAndEndsWithDone) {
   EXPECT_EQ(logprobs, plain["choices"][0]["logprobs"]);
 }
 
+// stream_options.include_usage: every chunk has "usage": null and one more,
+// before data: [DONE], has no choices and the usage the same request's
+// non-streaming answer reports (prompts counted once, each choice's tokens,
+// the one that met a stop string included). Before, a stream had no usage.
+TEST(SchedulerTest, StreamWithIncludeUsageEndsWithTheUsageOfTheWholeAnswer) {
+  Service svc;
+  const json plain =
+      Complete(svc.scheduler.get(), R"({"prompt":["abc","de"],"n":2,"max_tokens":12,"seed":4,
+          "stop":"e"})");
+  auto parsed = std::get<CompletionRequest>(ParseCompletionRequest(
+      R"({"prompt":["abc","de"],"n":2,"max_tokens":12,"seed":4,"stop":"e","stream":true,
+          "stream_options":{"include_usage":true}})"));
+  std::vector<std::string> events;
+  auto out = RunCompletion(parsed, svc.scheduler.get(),
+                           [&events](const std::string& e) { events.push_back(e); });
+  ASSERT_TRUE(std::holds_alternative<std::string>(out));
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events.back(), "data: [DONE]\n\n");
+  const std::string& last = events[events.size() - 2];
+  ASSERT_EQ(last.rfind("data: ", 0), 0u) << last;
+  const json usage_chunk = json::parse(last.substr(6));
+  EXPECT_EQ(usage_chunk["choices"], json::array()) << last;
+  EXPECT_EQ(usage_chunk["usage"], plain["usage"]) << last;
+  EXPECT_EQ(usage_chunk["id"], json::parse(events[0].substr(6))["id"]);
+  for (size_t i = 0; i + 2 < events.size(); ++i) {
+    const json chunk = json::parse(events[i].substr(6));
+    ASSERT_TRUE(chunk.contains("usage")) << events[i];
+    EXPECT_TRUE(chunk["usage"].is_null()) << events[i];
+  }
+  // Without include_usage, no chunk has the field, as before.
+  parsed.include_usage = false;
+  events.clear();
+  RunCompletion(parsed, svc.scheduler.get(),
+                [&events](const std::string& e) { events.push_back(e); });
+  for (const std::string& e : events) EXPECT_EQ(e.find("usage"), std::string::npos) << e;
+}
+
 // A prompt given as token ids generates what the same prompt given as text
 // does (same seed, same ids); ids outside the vocabulary and token prompts
 // that fill the context are request errors naming the prompt.
