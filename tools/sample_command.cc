@@ -2,6 +2,7 @@
 
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
 
+#include <algorithm>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -14,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -178,13 +180,61 @@ std::optional<std::string> ErrorMessage(const json& j) {
   return message->get<std::string>();
 }
 
-// Prints one SSE event's text; returns false at [DONE], and an error for an
-// event that is not a completion chunk.
-absl::StatusOr<bool> PrintEvent(const std::string& event, json* last) {
-  if (event.rfind("data: ", 0) != 0) return true;  // an SSE comment or other field
-  const std::string data = event.substr(6, event.find_last_not_of('\n') - 5);
+// Server-sent events as the WHATWG HTML standard (9.2.6) reads them, from
+// bytes as they arrive: lines end in CRLF, LF or CR; an empty line ends an
+// event; a "data:" line (one space after the colon optional) adds its value
+// to the event's data, joined by LF; comments (":") and other fields are
+// let be. dropk looked for "data: " and "\n\n" only: a stream whose lines
+// ended in CRLF, or whose fields had no space after the colon (both valid,
+// and what some servers and proxies send), was "the stream ended before its
+// last event", its text never printed.
+class SseReader {
+ public:
+  // Reads `bytes`; returns the data of each event they complete, in order.
+  std::vector<std::string> Feed(std::string_view bytes) {
+    std::vector<std::string> events;
+    for (const char c : bytes) {
+      const bool lf_of_crlf = c == '\n' && after_cr_;
+      after_cr_ = c == '\r';
+      if (lf_of_crlf) continue;
+      if (c != '\r' && c != '\n') {
+        line_ += c;
+        continue;
+      }
+      if (line_.empty()) {
+        if (has_data_) events.push_back(std::move(data_));
+        data_.clear();
+        has_data_ = false;
+      } else if (line_.rfind("data", 0) == 0 && (line_.size() == 4 || line_[4] == ':')) {
+        std::string_view value = std::string_view(line_).substr(std::min<size_t>(5, line_.size()));
+        if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+        if (has_data_) data_ += '\n';
+        data_ += value;
+        has_data_ = true;
+      }
+      line_.clear();
+    }
+    return events;
+  }
+
+ private:
+  std::string line_;  // the line read so far
+  std::string data_;  // the event's data so far
+  bool has_data_ = false;
+  bool after_cr_ = false;  // the last byte was CR: an LF next ends no other line
+};
+
+// Prints the text of one SSE event, given as its data; returns false at
+// [DONE], and an error for an event that is not a completion chunk. A chunk
+// without choices (OpenAI's usage chunk, sent before [DONE] to a client
+// that asks stream_options.include_usage, and by some servers unasked) is
+// let be: it was "the server's answer has no choices[0].text".
+absl::StatusOr<bool> PrintEvent(const std::string& data, json* last) {
   if (data == "[DONE]") return false;
   json j = json::parse(data, nullptr, false);
+  if (j.is_object() && j.contains("choices") && j["choices"].is_array() && j["choices"].empty()) {
+    return true;
+  }
   // A stream whose 200 was sent reports a failure as an error event
   // (dropk-serve's when its GPU fails): it was "the server's answer has no
   // choices[0].text ({"error":{"code":"device_failed","message":"the GPU
@@ -281,10 +331,13 @@ absl::Status SampleOffline(const SampleFlags& f) {
     return absl::InvalidArgumentError(InFlagTerms(e->message, e->param));
   }
   json last;
+  SseReader events;
   auto out = RunCompletion(std::get<CompletionRequest>(parsed), scheduler->get(),
-                           [&last](const std::string& e) {
+                           [&last, &events](const std::string& e) {
                              // dropk's own chunks: each has its text.
-                             PrintEvent(e, &last).status().IgnoreError();
+                             for (const std::string& data : events.Feed(e)) {
+                               PrintEvent(data, &last).status().IgnoreError();
+                             }
                            });
   if (auto* e = std::get_if<ApiError>(&out)) {
     return absl::InvalidArgumentError(InFlagTerms(e->message, e->param));
@@ -414,7 +467,7 @@ absl::Status SampleHttp(const SampleFlags& f) {
     }
     // Streamed: print each event as it arrives.
     json last;
-    std::string pending;
+    SseReader events;
     size_t used = 0;
     bool more = true;
     // Ends the line of text printed so far before an error line follows.
@@ -426,15 +479,13 @@ absl::Status SampleHttp(const SampleFlags& f) {
       stream.expires_after(timeout);
       run([&](auto done) { http::async_read_some(stream, buffer, parser, done); });
       std::string& body = parser.get().body();
-      pending.append(body, used, std::string::npos);
+      const std::vector<std::string> datas = events.Feed(std::string_view(body).substr(used));
       used = body.size();
-      size_t end;
-      while (more && (end = pending.find("\n\n")) != std::string::npos) {
+      for (size_t i = 0; more && i < datas.size(); ++i) {
         if (!end_line) end_line.emplace();
-        absl::StatusOr<bool> printed = PrintEvent(pending.substr(0, end + 2), &last);
+        absl::StatusOr<bool> printed = PrintEvent(datas[i], &last);
         if (!printed.ok()) return printed.status();
         more = *printed;
-        pending.erase(0, end + 2);
       }
     }
     end_line.reset();
