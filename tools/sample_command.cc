@@ -43,6 +43,8 @@ using json = nlohmann::json;
 
 // How long `dropk sample --url` waits for a connection.
 constexpr int kConnectTimeoutS = 30;
+// The largest answer `dropk sample --url` reads (a stream's events included).
+constexpr uint64_t kMaxAnswerBytes = uint64_t{64} << 20;
 
 struct SampleFlags {
   std::string url, checkpoint, prompt, api_key_file;
@@ -89,6 +91,16 @@ std::string DescribeHttpError(const boost::system::error_code& ec, const std::st
     return "the server closed the connection in the middle of its answer";
   }
   if (ec == beast::error::timeout) return on_timeout;
+  // Beast's parser's other words ("bad version", "body limit exceeded")
+  // named no party: a TLS or other service at --url's port was "bad version".
+  if (ec == beast::http::error::body_limit) {
+    return absl::StrCat("the server's answer is longer than the ", kMaxAnswerBytes >> 20,
+                        " MiB dropk reads");
+  }
+  if (ec.category() == beast::http::make_error_code(beast::http::error::bad_version).category()) {
+    return absl::StrCat("what answered does not speak HTTP/1.x (", ec.message(),
+                        "); is --url the address of an HTTP service, not an https:// one?");
+  }
   return ec.message();
 }
 
@@ -294,9 +306,18 @@ std::string InFlagTerms(const std::string& message, const std::string& param) {
   return message;
 }
 
-absl::Status ErrorFromBody(int status, const std::string& body) {
+// The error for an answer with `status` (not 200) and `body` to the POST of
+// `url`: the body's OpenAI error message, else the body as one line, else
+// (an empty body: "HTTP 404: " said nothing) the status's reason and the URL
+// asked, as a --url with a wrong path or port gets from another server.
+absl::Status ErrorFromBody(int status, const std::string& reason, const std::string& body,
+                           const std::string& url) {
   json j = json::parse(body, nullptr, false);
   std::string message = body;
+  if (OneLine(body).empty()) {
+    message = absl::StrCat(reason.empty() ? "" : absl::StrCat(reason, ": "), "the answer to POST ",
+                           url, " has no body");
+  }
   if (std::optional<std::string> error_message = ErrorMessage(j)) {
     message = *std::move(error_message);
     const json& param = j["error"]["param"];
@@ -447,7 +468,7 @@ absl::Status SampleHttp(const SampleFlags& f) {
     std::optional<http::response_parser<http::string_body>> parsers;
     do {
       parsers.emplace();
-      parsers->body_limit(64 << 20);
+      parsers->body_limit(kMaxAnswerBytes);
       stream.expires_after(timeout);
       run([&](auto done) { http::async_read_header(stream, buffer, *parsers, done); });
     } while (parsers->get().result_int() / 100 == 1);
@@ -457,7 +478,10 @@ absl::Status SampleHttp(const SampleFlags& f) {
       stream.expires_after(timeout);
       run([&](auto done) { http::async_read(stream, buffer, parser, done); });
       const std::string body = parser.get().body();
-      if (status != 200) return ErrorFromBody(status, body);
+      if (status != 200) {
+        return ErrorFromBody(status, std::string(parser.get().reason()), body,
+                             absl::StrCat("http://", hostport, path));
+      }
       const json j = json::parse(body, nullptr, false);
       absl::StatusOr<std::string> text = ChoiceText(j);
       if (!text.ok()) return text.status();

@@ -246,6 +246,31 @@ TEST(SampleCliTest, AServerThatHangsUpIsNamedAndTheTextKeepsItsLine) {
   EXPECT_NE(r.err.find("closed the connection without answering"), std::string::npos) << r.err;
 }
 
+// Answers that said nothing of who was at fault: what does not speak HTTP
+// (a TLS port, another protocol) was Beast's "bad version", an answer past
+// the size dropk reads "body limit exceeded", and an error with an empty
+// body (a --url with a wrong path, at another server) "HTTP 404: ".
+TEST(SampleCliTest, AnswersThatAreNotHttpTooLongOrEmptyAreNamed) {
+  CannedServer garbage(std::string("\x15\x03\x01\x00\x02\x02\x50\r\n\r\n", 11));
+  CommandResult r = RunCommand(kBin + "dropk sample --prompt a --url " + garbage.url());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "dropk: " + garbage.url() +
+                       ": what answered does not speak HTTP/1.x (bad version); is --url the "
+                       "address of an HTTP service, not an https:// one?\n");
+
+  CannedServer huge("HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n{");
+  r = RunCommand(kBin + "dropk sample --prompt a --url " + huge.url());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "dropk: " + huge.url() +
+                       ": the server's answer is longer than the 64 MiB dropk reads\n");
+
+  CannedServer empty(Reply("404 Not Found", ""));
+  r = RunCommand(kBin + "dropk sample --prompt a --url " + empty.url() + "/api");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "dropk: HTTP 404: Not Found: the answer to POST " + empty.url() +
+                       "/api/v1/completions has no body\n");
+}
+
 // dropk-serve reports a failure after a stream's 200 (its GPU failed) as an
 // OpenAI error event before data: [DONE]. dropk said "the server's answer
 // has no choices[0].text ({"error":{"code":"device_failed","message":"the
