@@ -161,10 +161,21 @@ json UsageJson(int prompt_tokens, int completion_tokens) {
               {"total_tokens", prompt_tokens + completion_tokens}};
 }
 
+// The characters of `piece` as the answer's JSON gives them to the client:
+// its code points, each stretch of bytes that is not UTF-8 being one U+FFFD
+// (JsonText's replacement, which is what is counted).
+size_t CharactersOf(std::string_view piece) {
+  const std::string sent =
+      json::parse(JsonText(json(std::string(piece)))).get<std::string>();  // valid UTF-8
+  return static_cast<size_t>(std::count_if(sent.begin(), sent.end(), [](char ch) {
+    return (static_cast<unsigned char>(ch) & 0xC0) != 0x80;  // not a continuation byte
+  }));
+}
+
 // A generated token as the answer's logprobs report it.
 struct LoggedToken {
   TokenLogprob drawn;
-  size_t text_offset = 0;  // where its text starts in the choice's text
+  size_t text_offset = 0;  // its text_offset: characters of the choice's text before it
   size_t top_count = 0;    // its alternatives: the next top_count in Choice::top
 };
 
@@ -197,6 +208,10 @@ json LogprobsJson(std::span<const LoggedToken> entries, std::span<const TokenLog
 struct CompletionJob::Choice {
   std::string text;  // decoded output so far (cut at a stop string)
   size_t sent = 0;   // bytes of text already streamed
+  // With logprobs: the first counted_bytes bytes of text (whole characters)
+  // are counted_chars characters, for text_offset.
+  size_t counted_bytes = 0;
+  size_t counted_chars = 0;
   int tokens = 0;
   bool stopped = false;  // a stop string was found
   std::string finish_reason;
@@ -309,7 +324,22 @@ bool CompletionJob::OnToken(int index, const GeneratedToken& token) {
   const size_t before = c.text.size();
   c.text += tok.DecodeOne(token.token);
   if (logprobs_ >= 0) {
-    c.entries.push_back({{token.token, token.logprob}, before, token.top.size()});
+    // OpenAI's text_offset is a character position (a client slices the
+    // text with it); it was the byte offset, past the token's place in any
+    // text with a character of two or more bytes. The characters finished
+    // before the token's first byte: a token that finishes a character
+    // another began stands where that character does; an unfinished one
+    // that the token does not continue is a U+FFFD before it. Counted as
+    // the text grows, from the last whole character on.
+    const bool continues_a_character =
+        before < c.text.size() && (static_cast<unsigned char>(c.text[before]) & 0xC0) == 0x80;
+    const size_t whole = continues_a_character ? CompleteUtf8Prefix(c.text, before) : before;
+    if (whole > c.counted_bytes) {
+      c.counted_chars +=
+          CharactersOf(std::string_view(c.text).substr(c.counted_bytes, whole - c.counted_bytes));
+      c.counted_bytes = whole;
+    }
+    c.entries.push_back({{token.token, token.logprob}, c.counted_chars, token.top.size()});
     c.top.insert(c.top.end(), token.top.begin(), token.top.end());
   }
   if (max_stop_ > 0) {
