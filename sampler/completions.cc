@@ -23,6 +23,11 @@ namespace {
 
 using json = nlohmann::json;
 
+// "1 prompt", "3 prompts": the request's prompt count, for messages.
+std::string PromptsText(const CompletionRequest& request) {
+  return absl::StrCat(request.PromptCount(), request.PromptCount() == 1 ? " prompt" : " prompts");
+}
+
 // The per-request cost budget: the tokens a request may ask for in all,
 // prompts x n x max_tokens, so that one request cannot buy hours of decoding.
 // A non-streaming answer's top logprobs are held, 8 bytes an alternative,
@@ -41,8 +46,8 @@ std::optional<ApiError> CheckCost(const CompletionRequest& request, int64_t limi
   if (cost > limit) {
     return InvalidParam(
         "max_tokens",
-        absl::StrCat("the request asks for up to ", cost, " tokens (", request.PromptCount(),
-                     " prompts x n ", request.n, " x max_tokens ", max_tokens,
+        absl::StrCat("the request asks for up to ", cost, " tokens (", PromptsText(request),
+                     " x n ", request.n, " x max_tokens ", max_tokens,
                      "); the limit per request is ", limit, " (--max-request-tokens)"),
         "request_too_costly");
   }
@@ -110,11 +115,11 @@ std::variant<std::vector<int32_t>, ApiError> PromptIds(const CompletionRequest& 
 std::optional<ApiError> CheckQueueFits(const CompletionRequest& request, int max_queue) {
   const int64_t sequences = static_cast<int64_t>(request.PromptCount()) * request.n;
   if (sequences <= max_queue) return std::nullopt;
-  return InvalidParam("n",
-                      absl::StrCat("the request needs ", sequences, " sequences (",
-                                   request.PromptCount(), " prompts x n ", request.n, "); at most ",
-                                   max_queue, " can wait at once (--max-queue)"),
-                      "too_many_sequences");
+  return InvalidParam(
+      "n",
+      absl::StrCat("the request needs ", sequences, " sequences (", PromptsText(request), " x n ",
+                   request.n, "); at most ", max_queue, " can wait at once (--max-queue)"),
+      "too_many_sequences");
 }
 
 // OpenAI's answer to a model it does not serve: a 404, code model_not_found.

@@ -498,6 +498,13 @@ TEST(SchedulerTest, MoreSequencesThanTheQueueHoldsIs400NotA429) {
   EXPECT_NE(e.message.find("6 sequences (2 prompts x n 3); at most 4"), std::string::npos)
       << e.message;
   EXPECT_NE(e.message.find("--max-queue"), std::string::npos) << e.message;
+  // One prompt is "1 prompt" (it was "1 prompts").
+  auto one = std::get<CompletionRequest>(ParseCompletionRequest(R"({"prompt":"a","n":5})"));
+  auto one_out = RunCompletion(one, svc.scheduler.get());
+  ASSERT_TRUE(std::holds_alternative<ApiError>(one_out));
+  EXPECT_NE(std::get<ApiError>(one_out).message.find("5 sequences (1 prompt x n 5); at most 4"),
+            std::string::npos)
+      << std::get<ApiError>(one_out).message;
   // The queue's own size still fits.
   req.n = 2;
   EXPECT_TRUE(std::holds_alternative<std::string>(RunCompletion(req, svc.scheduler.get())));
