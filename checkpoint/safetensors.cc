@@ -1,8 +1,11 @@
 #include "checkpoint/safetensors.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <utility>
 
@@ -15,16 +18,39 @@ namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the format's own limit
 
-// Reads all of `path`; NotFound when it is not there.
+// Reads all of the regular file `path`; NotFound when it is not there,
+// InvalidArgument naming it for anything else (a directory, a FIFO, which
+// is never waited on, a read error).
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
     const int err = errno;
     const std::string why = absl::StrCat(path, ": cannot open (", std::strerror(err), ")");
     return err == ENOENT ? absl::NotFoundError(why) : absl::InvalidArgumentError(why);
   }
-  std::string contents((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) return absl::InvalidArgumentError(absl::StrCat(path, ": read failed"));
+  struct stat st = {};
+  std::string contents;
+  std::string error;
+  if (::fstat(fd, &st) != 0) {
+    error = absl::StrCat("cannot stat (", std::strerror(errno), ")");
+  } else if (!S_ISREG(st.st_mode)) {
+    error = "not a regular file";
+  } else {
+    contents.resize(static_cast<size_t>(st.st_size));
+    size_t done = 0;
+    while (done < contents.size()) {
+      const ssize_t n = ::read(fd, contents.data() + done, contents.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        error = n < 0 ? absl::StrCat("read failed (", std::strerror(errno), ")")
+                      : absl::StrCat("shorter than its size: it changed while read");
+        break;
+      }
+      done += static_cast<size_t>(n);
+    }
+  }
+  ::close(fd);
+  if (!error.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", error));
   return contents;
 }
 

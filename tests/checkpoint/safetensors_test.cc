@@ -4,6 +4,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cstring>
 #include <fstream>
@@ -69,6 +70,18 @@ TEST_F(SafetensorsTest, AMissingFileIsNotFound) {
   const absl::Status s = ReadSafetensors(tmp_.Path("none.safetensors")).status();
   EXPECT_TRUE(absl::IsNotFound(s)) << s;
   EXPECT_THAT(std::string(s.message()), HasSubstr("none.safetensors"));
+}
+
+// A directory threw out of the reader (std::ios_base::failure: dropk-train
+// aborted), and a FIFO would have been waited on forever.
+TEST_F(SafetensorsTest, WhatIsNotARegularFileIsRefusedNamingIt) {
+  const std::string fifo = tmp_.Path("fifo");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  for (const std::string& path : {tmp_.path(), fifo}) {
+    const absl::Status s = ReadSafetensors(path).status();
+    EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr(path + ": not a regular file"));
+  }
 }
 
 TEST_F(SafetensorsTest, ShortFilesAndHeaderLengthsPastTheEndAreRefused) {
