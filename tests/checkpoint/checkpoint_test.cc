@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/exit_codes.h"
+#include "checkpoint/async_writer.h"
 #include "checkpoint/crc32c.h"
 #include "checkpoint/env.h"
 #include "checkpoint/format.h"
@@ -22,6 +24,7 @@
 #include "model/kernels.h"
 #include "support/fault_injection_env.h"
 #include "support/fifo.h"
+#include "support/forwarding_env.h"
 #include "support/tiny_config.h"
 #include "trainer/config.h"
 #include "trainer/optimizer.h"
@@ -479,6 +482,42 @@ TEST_F(CheckpointTest, AFifoInTheWayFailsTheSaveWithoutBlockingAndKeepsLatest) {
       << saved.status();
   EXPECT_EQ(Latest(), "step-00000001\n");
   EXPECT_TRUE(VerifyCheckpoint(dir_ + "/ckpt/step-00000001").ok());
+}
+
+// Removes a file's directory just before the file is opened for writing,
+// as a user's `rm -rf` of the checkpoints directory during a save does.
+class DirectoryVanishesEnv : public ForwardingEnv {
+ public:
+  using ForwardingEnv::ForwardingEnv;
+  absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override {
+    fs::remove_all(fs::path(path).parent_path());
+    return base_->NewWritableFile(path);
+  }
+};
+
+// A directory that vanishes during a save (ENOENT, NotFound) failed the
+// save with NotFound, and dropk-train exited 2, the code of a bad command
+// line, for a failure of the run. Synchronous and background saves alike:
+// exit 1, naming the file and the OS's reason, LATEST unchanged.
+TEST_F(CheckpointTest, ADirectoryThatVanishesDuringASaveIsARunFailureNotUsage) {
+  ASSERT_TRUE(Save(1).ok());
+  DirectoryVanishesEnv env(Env::Default());
+  const absl::StatusOr<std::string> saved = Save(2, &env);
+  ASSERT_FALSE(saved.ok());
+  EXPECT_EQ(ExitCodeFor(saved.status()), kExitFailure) << saved.status();
+  EXPECT_NE(
+      saved.status().message().find("model.data: open for writing: No such file or directory"),
+      std::string::npos)
+      << saved.status();
+  EXPECT_EQ(Latest(), "step-00000001\n");
+
+  AsyncCheckpointWriter background({.checkpoints_dir = dir_ + "/ckpt", .env = &env}, comm_.get());
+  ASSERT_TRUE(background.Start(State(3)).ok());
+  const absl::Status finished = background.Finish();
+  ASSERT_FALSE(finished.ok());
+  EXPECT_EQ(ExitCodeFor(finished), kExitFailure) << finished;
+  EXPECT_NE(finished.message().find("No such file or directory"), std::string::npos) << finished;
+  EXPECT_EQ(Latest(), "step-00000001\n");
 }
 
 TEST_F(CheckpointTest, LatestFallsBackToNewestValid) {

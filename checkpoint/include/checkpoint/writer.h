@@ -62,7 +62,11 @@ class CheckpointWriter {
   CheckpointWriter(CheckpointWriterOptions options, Communicator* comm);
 
   // Returns the committed checkpoint directory. On error nothing visible
-  // changes: LATEST still names the previous checkpoint.
+  // changes: LATEST still names the previous checkpoint. An error is never
+  // NotFound or InvalidArgument (a save fails mid-run: a failure of the
+  // run, not of its command line, base/exit_codes.h), and a lost peer's
+  // collective keeps its mark (comm/peer_lost.h); another rank's failure
+  // is Aborted.
   absl::StatusOr<std::string> Save(const CheckpointState& state);
 
   // Tells retention that the parameters after `steps_done` steps are known
