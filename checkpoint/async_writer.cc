@@ -157,6 +157,7 @@ absl::Status AsyncCheckpointWriter::Exchange() {
 }
 
 absl::Status AsyncCheckpointWriter::Finish() {
+  failed_alike_ = false;
   if (phase_ == Phase::kIdle) return absl::OkStatus();
   if (phase_ == Phase::kWriting) {
     JoinWorker();  // this rank's files are written (or failed)
@@ -168,9 +169,11 @@ absl::Status AsyncCheckpointWriter::Finish() {
   }
   JoinWorker();  // rank 0: the commit
   phase_ = Phase::kIdle;
+  bool agreed = false;
   absl::StatusOr<std::string> outcome =
-      writer_.AgreeOnOutcome(write_status_, failed_ranks_, publish_status_, *save_);
+      writer_.AgreeOnOutcome(write_status_, failed_ranks_, publish_status_, *save_, &agreed);
   if (!outcome.ok()) {
+    failed_alike_ = agreed;
     return WithContext(outcome.status(),
                        absl::StrCat("background save of step ", save_->step, " failed"));
   }

@@ -255,12 +255,14 @@ absl::Status CheckpointWriter::CompleteOrDiscard(SaveInProgress& save, int64_t f
 absl::StatusOr<std::string> CheckpointWriter::AgreeOnOutcome(const absl::Status& local,
                                                              int64_t failed_ranks,
                                                              const absl::Status& publish_status,
-                                                             SaveInProgress& save) {
+                                                             SaveInProgress& save, bool* agreed) {
   int64_t committed = comm_->Rank() == 0 && failed_ranks == 0 && publish_status.ok() ? 1 : 0;
+  if (agreed != nullptr) *agreed = false;
   if (absl::Status s = WaitFor(comm_->Broadcast(HostBuffer(&committed, 1), 0), "broadcast");
       !s.ok()) {
     return s;
   }
+  if (agreed != nullptr) *agreed = true;
   if (committed != 0) return save.final_dir;
   if (!local.ok()) return SaveFailure(local, absl::StrCat("checkpoint ", save.tmp));
   if (!publish_status.ok()) {
