@@ -274,6 +274,7 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
           << "\n";
     }
     optimizer.set_step(m.optimizer_step());
+    point.skipped = skipped;
     point.resumed = true;
     point.dir = dir;
     point.step = m.step();

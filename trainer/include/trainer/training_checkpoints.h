@@ -46,6 +46,7 @@ struct ResumePoint {
   int64_t step = 0;
   int64_t tokens_seen = 0;
   float last_train_loss = 0;
+  std::vector<std::string> skipped;  // the checkpoints passed over first, each with why
 };
 
 // Resumes per config.resume(): "" starts fresh, unless CheckpointsDirOf(config)
