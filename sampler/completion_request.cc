@@ -91,6 +91,7 @@ bool IsFieldRead(const std::string& field) {
                                         "seed",
                                         "stop",
                                         "stream",
+                                        "stream_options",
                                         "model",
                                         "echo",
                                         "suffix",
@@ -326,6 +327,29 @@ std::optional<ApiError> ReadBool(const Body& body, const char* key, bool* out) {
   return std::nullopt;
 }
 
+// OpenAI's stream_options: an object whose include_usage (a boolean)
+// asks for a last chunk holding the request's usage. Only with "stream":
+// true, as OpenAI has it. Its other members are let be. Before, the field
+// was ignored: a client that asked for usage got none, without a word.
+std::optional<ApiError> ReadStreamOptions(const Body& body, bool stream, bool* include_usage) {
+  const json* v = Field(body, "stream_options");
+  if (v == nullptr) return std::nullopt;
+  if (!v->is_object()) return WrongType(body, "stream_options", "an object", *v);
+  if (!stream) {
+    return InvalidParam("stream_options", "'stream_options' is only allowed when 'stream' is true");
+  }
+  const auto include = v->find("include_usage");
+  if (include == v->end() || include->is_null()) return std::nullopt;
+  if (!include->is_boolean()) {
+    return InvalidParam("stream_options",
+                        absl::StrCat("'stream_options.include_usage' must be a boolean, got ",
+                                     CutForMessage(JsonText(*include), 40)),
+                        "invalid_type");
+  }
+  *include_usage = include->get<bool>();
+  return std::nullopt;
+}
+
 // A seed: any integer in [0, 2^64 - 1].
 std::optional<ApiError> ReadSeed(const Body& body, std::optional<uint64_t>* out) {
   const json* v = Field(body, "seed");
@@ -465,6 +489,7 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
     return *e;
   }
   if (auto e = ReadBool(request, "stream", &r.stream)) return *e;
+  if (auto e = ReadStreamOptions(request, r.stream, &r.include_usage)) return *e;
   if (const json* model = Field(request, "model"); model != nullptr) {
     if (!model->is_string()) return WrongType(request, "model", "a string", *model);
     r.model = model->get<std::string>();

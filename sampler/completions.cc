@@ -23,6 +23,11 @@ namespace {
 
 using json = nlohmann::json;
 
+// "1 prompt", "3 prompts": the request's prompt count, for messages.
+std::string PromptsText(const CompletionRequest& request) {
+  return absl::StrCat(request.PromptCount(), request.PromptCount() == 1 ? " prompt" : " prompts");
+}
+
 // The per-request cost budget: the tokens a request may ask for in all,
 // prompts x n x max_tokens, so that one request cannot buy hours of decoding.
 // A non-streaming answer's top logprobs are held, 8 bytes an alternative,
@@ -41,8 +46,8 @@ std::optional<ApiError> CheckCost(const CompletionRequest& request, int64_t limi
   if (cost > limit) {
     return InvalidParam(
         "max_tokens",
-        absl::StrCat("the request asks for up to ", cost, " tokens (", request.PromptCount(),
-                     " prompts x n ", request.n, " x max_tokens ", max_tokens,
+        absl::StrCat("the request asks for up to ", cost, " tokens (", PromptsText(request),
+                     " x n ", request.n, " x max_tokens ", max_tokens,
                      "); the limit per request is ", limit, " (--max-request-tokens)"),
         "request_too_costly");
   }
@@ -110,11 +115,11 @@ std::variant<std::vector<int32_t>, ApiError> PromptIds(const CompletionRequest& 
 std::optional<ApiError> CheckQueueFits(const CompletionRequest& request, int max_queue) {
   const int64_t sequences = static_cast<int64_t>(request.PromptCount()) * request.n;
   if (sequences <= max_queue) return std::nullopt;
-  return InvalidParam("n",
-                      absl::StrCat("the request needs ", sequences, " sequences (",
-                                   request.PromptCount(), " prompts x n ", request.n, "); at most ",
-                                   max_queue, " can wait at once (--max-queue)"),
-                      "too_many_sequences");
+  return InvalidParam(
+      "n",
+      absl::StrCat("the request needs ", sequences, " sequences (", PromptsText(request), " x n ",
+                   request.n, "); at most ", max_queue, " can wait at once (--max-queue)"),
+      "too_many_sequences");
 }
 
 // OpenAI's answer to a model it does not serve: a 404, code model_not_found.
@@ -154,10 +159,28 @@ std::string LogprobToken(const TextTokenizer& tok, int32_t id) {
   return named;
 }
 
+// OpenAI's usage object.
+json UsageJson(int prompt_tokens, int completion_tokens) {
+  return json{{"prompt_tokens", prompt_tokens},
+              {"completion_tokens", completion_tokens},
+              {"total_tokens", prompt_tokens + completion_tokens}};
+}
+
+// The characters of `piece` as the answer's JSON gives them to the client:
+// its code points, each stretch of bytes that is not UTF-8 being one U+FFFD
+// (JsonText's replacement, which is what is counted).
+size_t CharactersOf(std::string_view piece) {
+  const std::string sent =
+      json::parse(JsonText(json(std::string(piece)))).get<std::string>();  // valid UTF-8
+  return static_cast<size_t>(std::count_if(sent.begin(), sent.end(), [](char ch) {
+    return (static_cast<unsigned char>(ch) & 0xC0) != 0x80;  // not a continuation byte
+  }));
+}
+
 // A generated token as the answer's logprobs report it.
 struct LoggedToken {
   TokenLogprob drawn;
-  size_t text_offset = 0;  // where its text starts in the choice's text
+  size_t text_offset = 0;  // its text_offset: characters of the choice's text before it
   size_t top_count = 0;    // its alternatives: the next top_count in Choice::top
 };
 
@@ -190,6 +213,10 @@ json LogprobsJson(std::span<const LoggedToken> entries, std::span<const TokenLog
 struct CompletionJob::Choice {
   std::string text;  // decoded output so far (cut at a stop string)
   size_t sent = 0;   // bytes of text already streamed
+  // With logprobs: the first counted_bytes bytes of text (whole characters)
+  // are counted_chars characters, for text_offset.
+  size_t counted_bytes = 0;
+  size_t counted_chars = 0;
   int tokens = 0;
   bool stopped = false;  // a stop string was found
   std::string finish_reason;
@@ -249,6 +276,7 @@ std::variant<std::shared_ptr<CompletionJob>, ApiError> CompletionJob::Start(
   std::random_device rd;
   job->id_ = absl::StrFormat("cmpl-%08x%08x", rd(), rd());
   job->stream_ = request.stream;
+  job->include_usage_ = request.stream && request.include_usage;
   job->logprobs_ = request.logprobs;
   job->stop_ = request.stop;
   for (const std::string& s : job->stop_) job->max_stop_ = std::max(job->max_stop_, s.size());
@@ -301,7 +329,22 @@ bool CompletionJob::OnToken(int index, const GeneratedToken& token) {
   const size_t before = c.text.size();
   c.text += tok.DecodeOne(token.token);
   if (logprobs_ >= 0) {
-    c.entries.push_back({{token.token, token.logprob}, before, token.top.size()});
+    // OpenAI's text_offset is a character position (a client slices the
+    // text with it); it was the byte offset, past the token's place in any
+    // text with a character of two or more bytes. The characters finished
+    // before the token's first byte: a token that finishes a character
+    // another began stands where that character does; an unfinished one
+    // that the token does not continue is a U+FFFD before it. Counted as
+    // the text grows, from the last whole character on.
+    const bool continues_a_character =
+        before < c.text.size() && (static_cast<unsigned char>(c.text[before]) & 0xC0) == 0x80;
+    const size_t whole = continues_a_character ? CompleteUtf8Prefix(c.text, before) : before;
+    if (whole > c.counted_bytes) {
+      c.counted_chars +=
+          CharactersOf(std::string_view(c.text).substr(c.counted_bytes, whole - c.counted_bytes));
+      c.counted_bytes = whole;
+    }
+    c.entries.push_back({{token.token, token.logprob}, c.counted_chars, token.top.size()});
     c.top.insert(c.top.end(), token.top.begin(), token.top.end());
   }
   if (max_stop_ > 0) {
@@ -354,6 +397,7 @@ void CompletionJob::OnFinish(int index, FinishReason reason) {
   if (stream_) {
     // The 200 and its headers are gone already: the failure travels as an
     // error event (OpenAI's shape) before the end of the stream.
+    if (include_usage_) listener_->OnEvent(absl::StrCat("data: ", UsageChunkJson(), "\n\n"));
     if (device_failed_ > 0) {
       listener_->OnEvent(absl::StrCat("data: ", ErrorBody(DeviceFailedError()), "\n\n"));
     }
@@ -399,13 +443,33 @@ std::string CompletionJob::ChunkJson(int index, std::string_view text, const cha
   }
   choice["finish_reason"] = finish_reason == nullptr ? json(nullptr) : json(finish_reason);
   const ModelSnapshot& snap = model_->snapshot();
+  json chunk = {{"id", id_},
+                {"object", "text_completion"},
+                {"created", created_},
+                {"model", snap.id},
+                {"choices", json::array({std::move(choice)})},
+                {"checkpoint_step", snap.step},
+                {"seed", seed_}};
+  if (include_usage_) chunk["usage"] = nullptr;  // OpenAI's: only the last chunk has it
+  return JsonText(chunk);
+}
+
+std::string CompletionJob::UsageChunkJson() const {
+  const ModelSnapshot& snap = model_->snapshot();
   return JsonText(json{{"id", id_},
                        {"object", "text_completion"},
                        {"created", created_},
                        {"model", snap.id},
-                       {"choices", json::array({std::move(choice)})},
+                       {"choices", json::array()},
+                       {"usage", UsageJson(prompt_tokens_, CompletionTokens())},
                        {"checkpoint_step", snap.step},
                        {"seed", seed_}});
+}
+
+int CompletionJob::CompletionTokens() const {
+  int tokens = 0;
+  for (const std::unique_ptr<Choice>& c : choices_) tokens += c->tokens;
+  return tokens;
 }
 
 namespace {
@@ -450,11 +514,9 @@ std::string CompletionJob::BodyJson() {
   // one choice's logprobs (max_tokens x 20 alternatives) are ever a JSON
   // tree, never a whole request's (a budget's worth of tokens).
   std::string body = "{\"choices\":[";
-  int completion_tokens = 0;
   const ModelSnapshot& snap = model_->snapshot();
   for (size_t i = 0; i < choices_.size(); ++i) {
     Choice& c = *choices_[i];
-    completion_tokens += c.tokens;
     json choice = {{"text", c.text}, {"index", i}, {"finish_reason", c.finish_reason}};
     choice["logprobs"] =
         logprobs_ >= 0 ? LogprobsJson(c.entries, c.top, snap.tokenizer) : json(nullptr);
@@ -466,10 +528,7 @@ std::string CompletionJob::BodyJson() {
                                          {"object", "text_completion"},
                                          {"created", created_},
                                          {"model", snap.id},
-                                         {"usage",
-                                          {{"prompt_tokens", prompt_tokens_},
-                                           {"completion_tokens", completion_tokens},
-                                           {"total_tokens", prompt_tokens_ + completion_tokens}}},
+                                         {"usage", UsageJson(prompt_tokens_, CompletionTokens())},
                                          {"checkpoint_step", snap.step},
                                          {"seed", seed_}});
   // rest is "{...}" with at least one member: "choices" goes first, and

@@ -335,8 +335,23 @@ void Session::OnReadHeader(beast::error_code ec, size_t) {
   }
   // RFC 9110 10.1.1: an HTTP/1.0 request's 100-continue is ignored (such a
   // client knows no 1xx and would read "100 Continue" as its answer).
-  const bool expects_continue = parser_->get().version() >= 11 &&
-                                beast::iequals(parser_->get()[http::field::expect], "100-continue");
+  const bool http11 = parser_->get().version() >= 11;
+  const auto expect = parser_->get().find(http::field::expect);
+  const bool expects_continue =
+      http11 && expect != parser_->get().end() && beast::iequals(expect->value(), "100-continue");
+  // Any other expectation is one dropk cannot meet: 417, before its body is
+  // read (RFC 9110 10.1.1), rather than serving a request whose client waits
+  // on something that never comes.
+  if (http11 && expect != parser_->get().end() && !expects_continue) {
+    constexpr size_t kMaxShown = 200;  // an error stays one readable line
+    const std::string value =
+        CutForMessage(std::string_view(expect->value().data(), expect->value().size()), kMaxShown);
+    return SendError(
+        ApiError{417,
+                 absl::StrCat("Expect: ", value,
+                              " is not an expectation this server meets; only 100-continue is"),
+                 "invalid_request_error", "", "expectation_failed"});
+  }
   if (expects_continue) {
     // A request its header refuses (no route, a wrong key, a missing Host...)
     // is answered now, its body never asked for: it got "100 Continue" and

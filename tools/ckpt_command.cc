@@ -1,6 +1,6 @@
 // dropk ckpt inspect PATH   step, config summary, tensors, total bytes
 // dropk ckpt verify PATH    recomputes every CRC32C; exit 0 ok, 1 corrupt
-// dropk ckpt export PATH --out FILE [--dtype fp32|fp16|bf16]
+// dropk ckpt export PATH --out FILE [--dtype fp32|fp16|bf16] [--format dropk|safetensors]
 //                           one export per FILE at a time; a second is refused
 //
 // PATH is a checkpoint directory (run/checkpoints/step-00001000), a
@@ -13,9 +13,12 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -26,8 +29,10 @@
 #include "checkpoint/env.h"
 #include "checkpoint/format.h"
 #include "checkpoint/reader.h"
+#include "checkpoint/safetensors.h"
 #include "checkpoint/writer.h"
 #include "model/param_layout.h"
+#include "trainer/hf_gpt2_weights.h"
 #include "trainer/run_directory_lock.h"
 #include "trainer/training_checkpoints.h"
 
@@ -211,6 +216,15 @@ absl::StatusOr<std::string> ConvertTensor(const std::string& name, const float* 
   return blob;
 }
 
+// Whether the file at `out` is a safetensors file an export wrote (its
+// metadata names dropk as its producer), which an export may replace.
+bool IsDropkSafetensorsFile(const std::string& out) {
+  absl::StatusOr<SafetensorsFile> file = ReadSafetensors(out);
+  if (!file.ok()) return false;
+  const auto producer = file->metadata().find("producer");
+  return producer != file->metadata().end() && producer->second == "dropk ckpt export";
+}
+
 // --out must name a new file, or an earlier export to replace, outside the
 // checkpoint `dir`, in a directory that exists. Before: an export onto one of
 // the checkpoint's files (model.data) broke it; onto a directory it failed
@@ -250,7 +264,7 @@ absl::Status CheckExportTarget(const std::string& out, const std::string& dir) {
     }
     char magic[8] = {};
     std::ifstream(out, std::ios::binary).read(magic, sizeof(magic));
-    if (std::string_view(magic, sizeof(magic)) != "DROPKEXP") {
+    if (std::string_view(magic, sizeof(magic)) != "DROPKEXP" && !IsDropkSafetensorsFile(out)) {
       return absl::InvalidArgumentError(
           absl::StrCat("--out ", out,
                        ": exists and is not a dropk export, so it is not replaced; remove it "
@@ -281,41 +295,31 @@ absl::StatusOr<RunDirectoryLock> LockExportTarget(const std::string& out) {
                                        std::cerr, {.same_host = {}, .other_host = {}});
 }
 
-absl::Status Export(const std::string& path, const std::string& out,
-                    const std::string& dtype_name) {
-  absl::StatusOr<std::string> dir = ResolveCheckpoint(path);
-  if (!dir.ok()) return dir.status();
-  if (absl::Status s = CheckExportTarget(out, *dir); !s.ok()) return s;
-  absl::StatusOr<RunDirectoryLock> lock = LockExportTarget(out);
-  if (!lock.ok()) return lock.status();
-  ReadCheckpointOptions options;
-  options.weights_only = true;
-  absl::StatusOr<CheckpointData> data = ReadCheckpoint(*dir, options);
-  if (!data.ok()) return data.status();
-  const TensorDtype dtype = dtype_name == "fp16"   ? FLOAT16
-                            : dtype_name == "bf16" ? BFLOAT16
-                                                   : FLOAT32;
-  absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(*dir);
-  if (!vm.ok()) return vm.status();
-  const ParamLayout layout(vm->shape);
-
+// The pieces of a dropk export (ExportHeader in proto/checkpoint.proto) of
+// `params`, in file order: magic, header length, header, then each tensor
+// after zero padding to a 64-byte boundary.
+absl::StatusOr<std::vector<std::string>> DropkExportPieces(const ValidatedManifest& vm,
+                                                           const CheckpointData& data,
+                                                           TensorDtype dtype,
+                                                           const std::string& dtype_name) {
+  const ParamLayout layout(vm.shape);
   ExportHeader header;
   header.set_format_version(1);
-  header.set_vocab_size(vm->shape.vocab_size);
-  header.set_block_size(vm->shape.block_size);
-  header.set_n_layer(vm->shape.n_layer);
-  header.set_n_head(vm->shape.n_head);
-  header.set_n_embd(vm->shape.n_embd);
-  *header.mutable_tokenizer() = data->tokenizer;
+  header.set_vocab_size(vm.shape.vocab_size);
+  header.set_block_size(vm.shape.block_size);
+  header.set_n_layer(vm.shape.n_layer);
+  header.set_n_head(vm.shape.n_head);
+  header.set_n_embd(vm.shape.n_embd);
+  *header.mutable_tokenizer() = data.tokenizer;
   header.set_dtype(dtype);
-  header.set_step(data->step);
+  header.set_step(data.step);
   // Converted tensors, in layout order; offsets need the header's size,
   // which depends on the offsets' varint widths, so fix them with a first
   // pass that assumes a generous header size.
   std::vector<std::string> blobs;
   for (const ParamTensor& t : layout.tensors()) {
     absl::StatusOr<std::string> converted =
-        ConvertTensor(t.name, data->params.data() + t.offset, t.numel, dtype, dtype_name);
+        ConvertTensor(t.name, data.params.data() + t.offset, t.numel, dtype, dtype_name);
     if (!converted.ok()) return converted.status();
     std::string blob = *std::move(converted);
     TensorEntry* e = header.add_tensors();
@@ -341,6 +345,70 @@ absl::Status Export(const std::string& path, const std::string& out,
   }
   std::string header_bytes;
   header.SerializeToString(&header_bytes);
+  const uint64_t h = header_bytes.size();
+  std::vector<std::string> pieces = {"DROPKEXP", std::string(reinterpret_cast<const char*>(&h), 8),
+                                     std::move(header_bytes)};
+  uint64_t written = 16 + h;
+  for (int i = 0; i < header.tensors_size(); ++i) {
+    pieces.push_back(std::string(header.tensors(i).offset() - written, '\0'));
+    written = header.tensors(i).offset() + blobs[i].size();
+    pieces.push_back(std::move(blobs[i]));
+  }
+  return pieces;
+}
+
+// The pieces of a safetensors export (tools/safetensors_export.h) of
+// `params`, in file order: header, then every tensor under Hugging Face
+// GPT2LMHeadModel's name and layout (the tied lm_head.weight left to the
+// reader, as Transformers' own files do).
+absl::StatusOr<std::vector<std::string>> SafetensorsExportPieces(const ValidatedManifest& vm,
+                                                                 const CheckpointData& data,
+                                                                 TensorDtype dtype,
+                                                                 const std::string& dtype_name) {
+  const ParamLayout layout(vm.shape);
+  std::vector<SafetensorsTensor> tensors;
+  for (const ParamTensor& t : layout.tensors()) {
+    const float* values = data.params.data() + t.offset;
+    std::vector<int64_t> shape = t.shape;
+    std::vector<float> transposed;
+    if (IsHfConv1DWeight(t.name)) {
+      transposed = Transposed(values, shape[0], shape[1]);
+      values = transposed.data();
+      std::swap(shape[0], shape[1]);
+    }
+    absl::StatusOr<std::string> converted =
+        ConvertTensor(t.name, values, t.numel, dtype, dtype_name);
+    if (!converted.ok()) return converted.status();
+    tensors.push_back({t.name,
+                       dtype == FLOAT32   ? "F32"
+                       : dtype == FLOAT16 ? "F16"
+                                          : "BF16",
+                       std::move(shape), *std::move(converted)});
+  }
+  std::map<std::string, std::string> metadata = {
+      {"format", "pt"},
+      {"producer", "dropk ckpt export"},
+      {"dropk_step", absl::StrCat(data.step)},
+      {"dropk_tokenizer", Tokenizer::Kind_Name(data.tokenizer.kind())},
+      {"hf_config", HfGpt2ConfigJson(vm.shape)},
+  };
+  // BYTE ids are the bytes, GPT2_BPE ids GPT-2's own (Hugging Face's "gpt2"
+  // tokenizer); a CHAR model's ids mean nothing without its characters.
+  if (data.tokenizer.kind() == Tokenizer::CHAR) {
+    absl::StatusOr<TextTokenizer> tokenizer = TextTokenizer::FromProto(data.tokenizer);
+    if (!tokenizer.ok()) return tokenizer.status();
+    metadata["dropk_char_vocab"] = CharVocabJson(*tokenizer);
+  }
+  std::vector<std::string> pieces = {SafetensorsHeader(tensors, metadata)};
+  for (SafetensorsTensor& t : tensors) pieces.push_back(std::move(t.bytes));
+  return pieces;
+}
+
+// Writes `pieces` one after another as the file `out`, through OUT.tmp
+// renamed into place, so `out` is always one complete export. Returns the
+// bytes written.
+absl::StatusOr<uint64_t> WriteExportFile(const std::string& out,
+                                         const std::vector<std::string>& pieces) {
   Env* env = Env::Default();
   const std::string tmp = out + ".tmp";
   // Under the lock, OUT.tmp is this export's own: whatever is there was left
@@ -356,18 +424,11 @@ absl::Status Export(const std::string& path, const std::string& out,
   absl::StatusOr<std::unique_ptr<WritableFile>> file = env->NewWritableFile(tmp);
   if (!file.ok()) return file.status();
   uint64_t written = 0;
-  auto put = [&](const void* p, size_t n) {
-    written += n;
-    return (*file)->Append(p, n);
-  };
-  const uint64_t h = header_bytes.size();
-  absl::Status s = put("DROPKEXP", 8);
-  if (s.ok()) s = put(&h, 8);
-  if (s.ok()) s = put(header_bytes.data(), header_bytes.size());
-  for (int i = 0; s.ok() && i < header.tensors_size(); ++i) {
-    const std::string padding(header.tensors(i).offset() - written, '\0');
-    s = put(padding.data(), padding.size());
-    if (s.ok()) s = put(blobs[i].data(), blobs[i].size());
+  absl::Status s;
+  for (const std::string& piece : pieces) {
+    s = (*file)->Append(piece.data(), piece.size());
+    if (!s.ok()) break;
+    written += piece.size();
   }
   if (s.ok()) s = (*file)->Sync();
   if (s.ok()) s = (*file)->Close();
@@ -376,8 +437,34 @@ absl::Status Export(const std::string& path, const std::string& out,
     env->RemoveFile(tmp).IgnoreError();  // a partial export (a full disk) is nobody's file
     return s;
   }
-  std::cout << absl::StrFormat("exported %s (step %d, %d parameters, %s) -> %s (%d bytes)\n", *dir,
-                               data->step, data->params.size(), dtype_name, out, written);
+  return written;
+}
+
+absl::Status Export(const std::string& path, const std::string& out, const std::string& dtype_name,
+                    const std::string& format) {
+  absl::StatusOr<std::string> dir = ResolveCheckpoint(path);
+  if (!dir.ok()) return dir.status();
+  if (absl::Status s = CheckExportTarget(out, *dir); !s.ok()) return s;
+  absl::StatusOr<RunDirectoryLock> lock = LockExportTarget(out);
+  if (!lock.ok()) return lock.status();
+  ReadCheckpointOptions options;
+  options.weights_only = true;
+  absl::StatusOr<CheckpointData> data = ReadCheckpoint(*dir, options);
+  if (!data.ok()) return data.status();
+  const TensorDtype dtype = dtype_name == "fp16"   ? FLOAT16
+                            : dtype_name == "bf16" ? BFLOAT16
+                                                   : FLOAT32;
+  absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(*dir);
+  if (!vm.ok()) return vm.status();
+  absl::StatusOr<std::vector<std::string>> pieces =
+      format == "safetensors" ? SafetensorsExportPieces(*vm, *data, dtype, dtype_name)
+                              : DropkExportPieces(*vm, *data, dtype, dtype_name);
+  if (!pieces.ok()) return pieces.status();
+  absl::StatusOr<uint64_t> written = WriteExportFile(out, *pieces);
+  if (!written.ok()) return written.status();
+  std::cout << absl::StrFormat("exported %s (step %d, %d parameters, %s, %s) -> %s (%d bytes)\n",
+                               *dir, data->step, data->params.size(), dtype_name, format, out,
+                               *written);
   return absl::OkStatus();
 }
 
@@ -387,7 +474,7 @@ void RegisterCkptCommand(CLI::App& app, std::function<absl::Status()>& action) {
   CLI::App* ckpt = app.add_subcommand("ckpt", "Inspect, verify and export checkpoints");
   ckpt->require_subcommand(1);
   struct Flags {
-    std::string path, out, dtype = "fp32";
+    std::string path, out, dtype = "fp32", format = "dropk";
   };
   auto flags = std::make_shared<Flags>();
 
@@ -417,8 +504,13 @@ void RegisterCkptCommand(CLI::App& app, std::function<absl::Status()>& action) {
   exp->add_option("--dtype", flags->dtype, "fp32, fp16 or bf16")
       ->check(CLI::IsMember({"fp32", "fp16", "bf16"}))
       ->capture_default_str();
+  exp->add_option("--format", flags->format,
+                  "dropk (ExportHeader), or safetensors: Hugging Face GPT-2's tensor names and "
+                  "layout, its config.json in the metadata's hf_config")
+      ->check(CLI::IsMember({"dropk", "safetensors"}))
+      ->capture_default_str();
   exp->callback([&action, flags] {
-    action = [flags] { return Export(flags->path, flags->out, flags->dtype); };
+    action = [flags] { return Export(flags->path, flags->out, flags->dtype, flags->format); };
   });
 }
 

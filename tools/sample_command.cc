@@ -2,6 +2,7 @@
 
 #include <utility>  // before Asio: Boost 1.74's awaitable.hpp needs std::exchange
 
+#include <algorithm>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -14,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -41,6 +43,8 @@ using json = nlohmann::json;
 
 // How long `dropk sample --url` waits for a connection.
 constexpr int kConnectTimeoutS = 30;
+// The largest answer `dropk sample --url` reads (a stream's events included).
+constexpr uint64_t kMaxAnswerBytes = uint64_t{64} << 20;
 
 struct SampleFlags {
   std::string url, checkpoint, prompt, api_key_file;
@@ -87,6 +91,16 @@ std::string DescribeHttpError(const boost::system::error_code& ec, const std::st
     return "the server closed the connection in the middle of its answer";
   }
   if (ec == beast::error::timeout) return on_timeout;
+  // Beast's parser's other words ("bad version", "body limit exceeded")
+  // named no party: a TLS or other service at --url's port was "bad version".
+  if (ec == beast::http::error::body_limit) {
+    return absl::StrCat("the server's answer is longer than the ", kMaxAnswerBytes >> 20,
+                        " MiB dropk reads");
+  }
+  if (ec.category() == beast::http::make_error_code(beast::http::error::bad_version).category()) {
+    return absl::StrCat("what answered does not speak HTTP/1.x (", ec.message(),
+                        "); is --url the address of an HTTP service, not an https:// one?");
+  }
   return ec.message();
 }
 
@@ -178,13 +192,61 @@ std::optional<std::string> ErrorMessage(const json& j) {
   return message->get<std::string>();
 }
 
-// Prints one SSE event's text; returns false at [DONE], and an error for an
-// event that is not a completion chunk.
-absl::StatusOr<bool> PrintEvent(const std::string& event, json* last) {
-  if (event.rfind("data: ", 0) != 0) return true;  // an SSE comment or other field
-  const std::string data = event.substr(6, event.find_last_not_of('\n') - 5);
+// Server-sent events as the WHATWG HTML standard (9.2.6) reads them, from
+// bytes as they arrive: lines end in CRLF, LF or CR; an empty line ends an
+// event; a "data:" line (one space after the colon optional) adds its value
+// to the event's data, joined by LF; comments (":") and other fields are
+// let be. dropk looked for "data: " and "\n\n" only: a stream whose lines
+// ended in CRLF, or whose fields had no space after the colon (both valid,
+// and what some servers and proxies send), was "the stream ended before its
+// last event", its text never printed.
+class SseReader {
+ public:
+  // Reads `bytes`; returns the data of each event they complete, in order.
+  std::vector<std::string> Feed(std::string_view bytes) {
+    std::vector<std::string> events;
+    for (const char c : bytes) {
+      const bool lf_of_crlf = c == '\n' && after_cr_;
+      after_cr_ = c == '\r';
+      if (lf_of_crlf) continue;
+      if (c != '\r' && c != '\n') {
+        line_ += c;
+        continue;
+      }
+      if (line_.empty()) {
+        if (has_data_) events.push_back(std::move(data_));
+        data_.clear();
+        has_data_ = false;
+      } else if (line_.rfind("data", 0) == 0 && (line_.size() == 4 || line_[4] == ':')) {
+        std::string_view value = std::string_view(line_).substr(std::min<size_t>(5, line_.size()));
+        if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+        if (has_data_) data_ += '\n';
+        data_ += value;
+        has_data_ = true;
+      }
+      line_.clear();
+    }
+    return events;
+  }
+
+ private:
+  std::string line_;  // the line read so far
+  std::string data_;  // the event's data so far
+  bool has_data_ = false;
+  bool after_cr_ = false;  // the last byte was CR: an LF next ends no other line
+};
+
+// Prints the text of one SSE event, given as its data; returns false at
+// [DONE], and an error for an event that is not a completion chunk. A chunk
+// without choices (OpenAI's usage chunk, sent before [DONE] to a client
+// that asks stream_options.include_usage, and by some servers unasked) is
+// let be: it was "the server's answer has no choices[0].text".
+absl::StatusOr<bool> PrintEvent(const std::string& data, json* last) {
   if (data == "[DONE]") return false;
   json j = json::parse(data, nullptr, false);
+  if (j.is_object() && j.contains("choices") && j["choices"].is_array() && j["choices"].empty()) {
+    return true;
+  }
   // A stream whose 200 was sent reports a failure as an error event
   // (dropk-serve's when its GPU fails): it was "the server's answer has no
   // choices[0].text ({"error":{"code":"device_failed","message":"the GPU
@@ -244,9 +306,18 @@ std::string InFlagTerms(const std::string& message, const std::string& param) {
   return message;
 }
 
-absl::Status ErrorFromBody(int status, const std::string& body) {
+// The error for an answer with `status` (not 200) and `body` to the POST of
+// `url`: the body's OpenAI error message, else the body as one line, else
+// (an empty body: "HTTP 404: " said nothing) the status's reason and the URL
+// asked, as a --url with a wrong path or port gets from another server.
+absl::Status ErrorFromBody(int status, const std::string& reason, const std::string& body,
+                           const std::string& url) {
   json j = json::parse(body, nullptr, false);
   std::string message = body;
+  if (OneLine(body).empty()) {
+    message = absl::StrCat(reason.empty() ? "" : absl::StrCat(reason, ": "), "the answer to POST ",
+                           url, " has no body");
+  }
   if (std::optional<std::string> error_message = ErrorMessage(j)) {
     message = *std::move(error_message);
     const json& param = j["error"]["param"];
@@ -281,10 +352,13 @@ absl::Status SampleOffline(const SampleFlags& f) {
     return absl::InvalidArgumentError(InFlagTerms(e->message, e->param));
   }
   json last;
+  SseReader events;
   auto out = RunCompletion(std::get<CompletionRequest>(parsed), scheduler->get(),
-                           [&last](const std::string& e) {
+                           [&last, &events](const std::string& e) {
                              // dropk's own chunks: each has its text.
-                             PrintEvent(e, &last).status().IgnoreError();
+                             for (const std::string& data : events.Feed(e)) {
+                               PrintEvent(data, &last).status().IgnoreError();
+                             }
                            });
   if (auto* e = std::get_if<ApiError>(&out)) {
     return absl::InvalidArgumentError(InFlagTerms(e->message, e->param));
@@ -394,7 +468,7 @@ absl::Status SampleHttp(const SampleFlags& f) {
     std::optional<http::response_parser<http::string_body>> parsers;
     do {
       parsers.emplace();
-      parsers->body_limit(64 << 20);
+      parsers->body_limit(kMaxAnswerBytes);
       stream.expires_after(timeout);
       run([&](auto done) { http::async_read_header(stream, buffer, *parsers, done); });
     } while (parsers->get().result_int() / 100 == 1);
@@ -404,7 +478,10 @@ absl::Status SampleHttp(const SampleFlags& f) {
       stream.expires_after(timeout);
       run([&](auto done) { http::async_read(stream, buffer, parser, done); });
       const std::string body = parser.get().body();
-      if (status != 200) return ErrorFromBody(status, body);
+      if (status != 200) {
+        return ErrorFromBody(status, std::string(parser.get().reason()), body,
+                             absl::StrCat("http://", hostport, path));
+      }
       const json j = json::parse(body, nullptr, false);
       absl::StatusOr<std::string> text = ChoiceText(j);
       if (!text.ok()) return text.status();
@@ -414,7 +491,7 @@ absl::Status SampleHttp(const SampleFlags& f) {
     }
     // Streamed: print each event as it arrives.
     json last;
-    std::string pending;
+    SseReader events;
     size_t used = 0;
     bool more = true;
     // Ends the line of text printed so far before an error line follows.
@@ -426,15 +503,13 @@ absl::Status SampleHttp(const SampleFlags& f) {
       stream.expires_after(timeout);
       run([&](auto done) { http::async_read_some(stream, buffer, parser, done); });
       std::string& body = parser.get().body();
-      pending.append(body, used, std::string::npos);
+      const std::vector<std::string> datas = events.Feed(std::string_view(body).substr(used));
       used = body.size();
-      size_t end;
-      while (more && (end = pending.find("\n\n")) != std::string::npos) {
+      for (size_t i = 0; more && i < datas.size(); ++i) {
         if (!end_line) end_line.emplace();
-        absl::StatusOr<bool> printed = PrintEvent(pending.substr(0, end + 2), &last);
+        absl::StatusOr<bool> printed = PrintEvent(datas[i], &last);
         if (!printed.ok()) return printed.status();
         more = *printed;
-        pending.erase(0, end + 2);
       }
     }
     end_line.reset();

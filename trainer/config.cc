@@ -131,6 +131,10 @@ constexpr FieldHelp kFieldHelp[] = {
     {"allow_data_change",
      "resume even when data_dir holds other data than the checkpoint was trained on (same "
      "tokenizer); the data order then does not match the original run's"},
+    {"init_from",
+     "start from the weights of this safetensors file (Hugging Face GPT-2's layout: GPT-2's "
+     "model.safetensors or a dropk export) instead of random ones; a checkpoint to resume "
+     "from takes precedence; empty = random"},
 };
 
 // The description of a field missing from kFieldHelp (a test keeps it unused).

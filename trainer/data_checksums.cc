@@ -1,5 +1,6 @@
 #include "trainer/data_checksums.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <iterator>
 #include <set>
@@ -33,10 +34,29 @@ std::string FewNames(const Names& names) {
   return absl::StrCat(absl::StrJoin(first, ", "), " and ", names.size() - kMaxListed, " more");
 }
 
+// The CRC32C of all of `file`'s bytes, header and tokens, with *tokens_crc
+// extended over its tokens alone on the way: one pass over the file, in
+// chunks that are still in cache for the second CRC.
+uint32_t FileCrcExtendingTokensCrc(const TokenFile& file, uint32_t* tokens_crc) {
+  const std::span<const uint8_t> bytes = file.file_bytes();
+  const std::span<const uint8_t> tokens = file.token_bytes();
+  const size_t tokens_at = static_cast<size_t>(tokens.data() - bytes.data());
+  uint32_t crc = crc32c::Value(bytes.data(), tokens_at);
+  constexpr size_t kChunk = size_t{1} << 16;
+  for (size_t at = 0; at < tokens.size(); at += kChunk) {
+    const size_t n = std::min(kChunk, tokens.size() - at);
+    crc = crc32c::Extend(crc, tokens.data() + at, n);
+    *tokens_crc = crc32c::Extend(*tokens_crc, tokens.data() + at, n);
+  }
+  const size_t tokens_end = tokens_at + tokens.size();
+  return crc32c::Extend(crc, bytes.data() + tokens_end, bytes.size() - tokens_end);
+}
+
 // Checks each of `files` against the CRC32C `record` holds for its name, and
-// that the names read are exactly those recorded.
+// that the names read are exactly those recorded; extends *tokens_crc over
+// their tokens, in order.
 absl::Status VerifyFileChecksums(const PreparedDataRecord& record,
-                                 const std::vector<const TokenFile*>& files) {
+                                 const std::vector<const TokenFile*>& files, uint32_t* tokens_crc) {
   std::vector<std::string> recorded_names;  // sorted, as the map is
   for (const auto& [name, crc] : record.file_checksums) recorded_names.push_back(name);
   std::set<std::string> unread(recorded_names.begin(), recorded_names.end());
@@ -50,8 +70,7 @@ absl::Status VerifyFileChecksums(const PreparedDataRecord& record,
                        FewNames(recorded_names), "): a file put there by hand?; ", kPrepareAgain));
     }
     unread.erase(name);
-    const std::span<const uint8_t> bytes = file->file_bytes();
-    const uint32_t crc = crc32c::Value(bytes.data(), bytes.size());
+    const uint32_t crc = FileCrcExtendingTokensCrc(*file, tokens_crc);
     if (crc != recorded->second) {
       return absl::InvalidArgumentError(absl::StrCat(
           "token file '", file->path(), "' does not match its checksum recorded in ",
@@ -72,14 +91,8 @@ absl::Status VerifyFileChecksums(const PreparedDataRecord& record,
 // first shard where a split has several; where neither has, only the
 // default is likely, and is assumed.
 absl::Status VerifyDatasetId(const PreparedDataRecord& record, const TextTokenizer& tokenizer,
-                             const TokenDataset& train, const TokenDataset& val) {
-  uint32_t tokens_crc = 0;
-  for (const TokenDataset* split : {&train, &val}) {
-    for (const TokenFile& file : split->files()) {
-      const std::span<const uint8_t> bytes = file.token_bytes();
-      tokens_crc = crc32c::Extend(tokens_crc, bytes.data(), bytes.size());
-    }
-  }
+                             const TokenDataset& train, const TokenDataset& val,
+                             uint32_t tokens_crc) {
   bool shard_tokens_known = true;
   uint64_t shard_tokens = kDefaultShardTokens;
   if (train.files().size() > 1) {
@@ -121,17 +134,31 @@ uint32_t DatasetId(uint32_t tokens_crc, const std::string& tokenizer_bytes, uint
   return crc == 0 ? 1 : crc;
 }
 
+uint32_t TokensCrc(const TokenDataset& train, const TokenDataset& val) {
+  uint32_t crc = 0;
+  for (const TokenDataset* split : {&train, &val}) {
+    for (const TokenFile& file : split->files()) {
+      const std::span<const uint8_t> bytes = file.token_bytes();
+      crc = crc32c::Extend(crc, bytes.data(), bytes.size());
+    }
+  }
+  return crc;
+}
+
 absl::Status VerifyPreparedData(const PreparedDataRecord& record, const TextTokenizer& tokenizer,
-                                const TokenDataset& train, const TokenDataset& val) {
+                                const TokenDataset& train, const TokenDataset& val,
+                                uint32_t* tokens_crc) {
+  *tokens_crc = 0;
   if (!record.file_checksums.empty()) {
     std::vector<const TokenFile*> files;
     for (const TokenDataset* split : {&train, &val}) {
       for (const TokenFile& file : split->files()) files.push_back(&file);
     }
-    return VerifyFileChecksums(record, files);
+    return VerifyFileChecksums(record, files, tokens_crc);
   }
+  *tokens_crc = TokensCrc(train, val);
   if (record.dataset_id == 0) return absl::OkStatus();
-  return VerifyDatasetId(record, tokenizer, train, val);
+  return VerifyDatasetId(record, tokenizer, train, val, *tokens_crc);
 }
 
 }  // namespace dropk

@@ -19,8 +19,9 @@ namespace pb = google::protobuf;
 
 // Fields each rank may set for itself.
 const std::set<std::string>& PerRankFields() {
+  // init_from is read by rank 0 alone (the others receive its parameters).
   static const std::set<std::string> fields = {"data_dir", "out_dir", "checkpoint_dir",
-                                               "num_threads"};
+                                               "num_threads", "init_from"};
   return fields;
 }
 
@@ -43,7 +44,7 @@ std::string ValueOf(const std::string& line) {
 
 std::vector<std::string> RunFingerprint(const TrainConfig& config, const Tokenizer& tokenizer,
                                         uint64_t train_tokens, uint64_t val_tokens,
-                                        uint32_t dataset_id) {
+                                        uint32_t tokens_crc) {
   std::vector<std::string> lines;
   const pb::Descriptor* d = TrainConfig::descriptor();
   const pb::Reflection* r = TrainConfig::GetReflection();
@@ -63,9 +64,10 @@ std::vector<std::string> RunFingerprint(const TrainConfig& config, const Tokeniz
                                   tokenizer.code_points_size(), Digest(bytes.data(), bytes.size())));
   lines.push_back(absl::StrCat("the training split of data_dir: ", train_tokens, " tokens"));
   lines.push_back(absl::StrCat("the validation split of data_dir: ", val_tokens, " tokens"));
-  // A checksum of the tokens (token_file.h), in every file's header: data
-  // of the same sizes and tokenizer but other text differs here.
-  lines.push_back(absl::StrCat("the content of data_dir: dataset id ", dataset_id));
+  // Data of the same sizes and tokenizer but other text differs here; the
+  // same tokens in other shards (a host's copy prepared with another
+  // --shard-tokens, so another dataset id) do not.
+  lines.push_back(absl::StrFormat("the content of data_dir: tokens CRC32C %08x", tokens_crc));
   return lines;
 }
 

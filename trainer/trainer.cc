@@ -30,6 +30,7 @@
 #include "trainer/data_checksums.h"
 #include "trainer/data_parallel.h"
 #include "trainer/device.h"
+#include "trainer/hf_gpt2_weights.h"
 #include "trainer/memory_budget.h"
 #include "trainer/metrics.h"
 #include "trainer/optimizer.h"
@@ -55,6 +56,7 @@ DataIdentity IdentityOf(const TrainingData& data) {
   identity.set_dataset_id(data.train.dataset_id());
   identity.set_train_tokens(data.train.size());
   identity.set_val_tokens(data.val.size());
+  identity.set_tokens_crc32c(data.tokens_crc);
   return identity;
 }
 
@@ -220,7 +222,7 @@ class TrainingRun {
     // Before any collective whose size the config decides.
     if (absl::Status s =
             CheckRanksAgree(RunFingerprint(config_, data_->tokenizer.proto(), data_->train.size(),
-                                           data_->val.size(), data_->train.dataset_id()),
+                                           data_->val.size(), data_->tokens_crc),
                             comm_, CommOptions());
         !s.ok()) {
       return s;
@@ -307,6 +309,9 @@ class TrainingRun {
     if (!gpt.ok()) return gpt.status();
     gpt_ = *std::move(gpt);
     gpt_->InitWeights(config_.seed());
+    if (rank_ == 0 && !config_.init_from().empty()) {
+      if (absl::Status s = InitFromFile(shape); !s.ok()) return s;
+    }
     // InitWeights' upload is queued on the compute stream; the broadcast runs
     // on the communicator's own stream (NCCL) or staging stream (MPI), which
     // would otherwise read (root) or overwrite (others) the parameters while
@@ -359,6 +364,18 @@ class TrainingRun {
                   config_.overlap_comm() ? "on" : "off", kernels_->Describe())
            << std::flush;
     }
+    return absl::OkStatus();
+  }
+
+  // Overwrites the parameters with config.init_from's (rank 0 only: the
+  // broadcast after it gives them to every rank).
+  absl::Status InitFromFile(const GptConfig& shape) {
+    absl::StatusOr<HfGpt2Weights> weights =
+        ReadHfGpt2Weights(config_.init_from(), shape, data_->tokenizer);
+    if (!weights.ok()) return weights.status();
+    kernels_->CopyToDevice(gpt_->params(), weights->params.data(),
+                           weights->params.size() * sizeof(float));
+    log_ << "dropk-train: " << weights->note << "\n" << std::flush;
     return absl::OkStatus();
   }
 
@@ -783,8 +800,11 @@ absl::StatusOr<TrainingData> LoadTrainingData(const std::string& data_dir) {
   // files it reads itself (hosts may hold copies of their own); one that
   // finds a mismatch ends the job (dropk-train's FailRank), so no rank is
   // left waiting in the collective after this.
-  if (absl::Status s = VerifyPreparedData(record, *tokenizer, *train, *val); !s.ok()) return s;
-  return TrainingData{std::move(*tokenizer), std::move(*train), std::move(*val)};
+  uint32_t tokens_crc = 0;
+  if (absl::Status s = VerifyPreparedData(record, *tokenizer, *train, *val, &tokens_crc); !s.ok()) {
+    return s;
+  }
+  return TrainingData{std::move(*tokenizer), std::move(*train), std::move(*val), tokens_crc};
 }
 
 absl::Status DeviceFailureStatus(const DeviceError& error) {

@@ -113,14 +113,21 @@ absl::Status RefuseResumingIntoAnotherRun(const TrainConfig& config,
       own, ", or give this run its own --out_dir (or --checkpoint_dir)"));
 }
 
-// Whether `now` is other data than the checkpoint's `recorded`. Ids are
-// compared only where both are known (0: prepared before ids, told apart by
-// token counts alone); token counts always.
+// Whether `now` is other data than the checkpoint's `recorded`: other token
+// counts, or other tokens. Where both record the tokens' checksum, that
+// decides, so the same tokens split into other shards or prepared again
+// (another dataset id) are the same data: batches are drawn from the
+// tokens alone. Otherwise dataset ids are compared where both are known (0:
+// prepared before ids, told apart by token counts alone).
 bool DataChanged(const DataIdentity& recorded, const DataIdentity& now) {
-  const bool ids_differ = recorded.dataset_id() != 0 && now.dataset_id() != 0 &&
-                          recorded.dataset_id() != now.dataset_id();
-  return ids_differ || recorded.train_tokens() != now.train_tokens() ||
-         recorded.val_tokens() != now.val_tokens();
+  if (recorded.train_tokens() != now.train_tokens() || recorded.val_tokens() != now.val_tokens()) {
+    return true;
+  }
+  if (recorded.has_tokens_crc32c() && now.has_tokens_crc32c()) {
+    return recorded.tokens_crc32c() != now.tokens_crc32c();
+  }
+  return recorded.dataset_id() != 0 && now.dataset_id() != 0 &&
+         recorded.dataset_id() != now.dataset_id();
 }
 
 }  // namespace
@@ -260,6 +267,14 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
     for (const std::string& change : changes) {
       log << "dropk-train: resume: config " << change << " (allowed)\n";
     }
+    // Equal checksums of the tokens: the same data, prepared again.
+    if (m.has_data() && !data_changed && m.data().has_tokens_crc32c() && data.has_tokens_crc32c() &&
+        m.data().dataset_id() != data.dataset_id()) {
+      log << "dropk-train: resume: data_dir=" << config.data_dir()
+          << " holds the tokens checkpoint " << dir
+          << " was trained on, from another preparation (dataset id " << m.data().dataset_id()
+          << " -> " << data.dataset_id() << "); the data order is the original run's\n";
+    }
     if (data_changed) {
       log << "dropk-train: warning: --allow_data_change: the data changed since checkpoint " << dir
           << " (" << DescribeData(m.data()) << " -> " << DescribeData(data)
@@ -292,7 +307,7 @@ absl::Status CheckResumeConfig(const TrainConfig& checkpoint, const TrainConfig&
   static const std::set<std::string> kMustMatch = {"n_layer",    "n_head", "n_embd",
                                                    "block_size", "seed",   "dropout_stream"};
   static const std::set<std::string> kIgnored = {"resume", "checkpoint_dir", "out_dir",
-                                                 "allow_data_change"};
+                                                 "allow_data_change", "init_from"};
   const pb::Descriptor* d = TrainConfig::descriptor();
   const pb::Reflection* r = TrainConfig::GetReflection();
   for (int i = 0; i < d->field_count(); ++i) {

@@ -14,6 +14,7 @@
 #include "mpi_test_env.h"
 #include "trainer/config.h"
 #include "trainer/data_parallel.h"
+#include "trainer/prepare_data.h"
 #include "trainer/trainer.h"
 
 namespace dropk {
@@ -139,6 +140,30 @@ TEST_F(TrainingTest, PerRankMasksDifferAcrossRanksAndRepeatOnRerun) {
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(first->final_params, again->final_params);
   EXPECT_EQ(first->last_train_loss, again->last_train_loss);
+}
+
+// Hosts holding their own copies of the data (an MPMD launch, a node-local
+// disk) may have prepared them with another --shard-tokens: other files,
+// another dataset id, the same tokens. Ranks then agree and train as on one
+// copy, bit for bit; they used to be refused as reading other data.
+TEST_F(TrainingTest, RanksReadingTheSameTokensInOtherShardsTrainAsOnOneCopy) {
+  const std::filesystem::path copy =
+      *root_ / ("data_in_shards_rank" + std::to_string(World().Rank()));
+  PrepareOptions options;
+  options.inputs = {DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"};
+  options.out_dir = copy.string();
+  options.shard_tokens = 200'000 + 100'000 * World().Rank();  // another split on every rank
+  ASSERT_TRUE(PrepareData(options).ok());
+
+  TrainConfig c = Tiny("one_copy");
+  std::ostringstream log;
+  absl::StatusOr<TrainSummary> one_copy = RunTraining(c, World(), log);
+  ASSERT_TRUE(one_copy.ok()) << one_copy.status();
+  c.set_data_dir(copy.string());
+  c.set_out_dir(c.out_dir() + "_own_copies");
+  absl::StatusOr<TrainSummary> own_copies = RunTraining(c, World(), log);
+  ASSERT_TRUE(own_copies.ok()) << own_copies.status();
+  EXPECT_EQ(own_copies->final_params, one_copy->final_params) << "bitwise";
 }
 
 }  // namespace

@@ -78,6 +78,32 @@ TEST(CompletionsParseTest, UnsupportedOpenAiFieldsAreRefusedUnlessNeutral) {
       "echo":false,"best_of":1,"suffix":null,"user":"me"})");
 }
 
+// OpenAI's stream_options was ignored: a client that asked for usage in a
+// stream got none, without a word. include_usage is read (a boolean, only
+// with "stream": true, as OpenAI has it); its other members are let be.
+TEST(CompletionsParseTest, StreamOptionsIncludeUsageIsReadAndChecked) {
+  EXPECT_TRUE(Parse(R"({"prompt":"a","stream":true,"stream_options":{"include_usage":true}})")
+                  .include_usage);
+  EXPECT_FALSE(Parse(R"({"prompt":"a","stream":true,"stream_options":{"include_usage":false}})")
+                   .include_usage);
+  EXPECT_FALSE(Parse(R"({"prompt":"a","stream":true,"stream_options":{}})").include_usage);
+  EXPECT_FALSE(Parse(R"({"prompt":"a","stream_options":null})").include_usage);
+  EXPECT_TRUE(Parse(R"({"prompt":"a","stream":true,
+      "stream_options":{"include_usage":true,"continuous_usage_stats":false}})")
+                  .include_usage);
+  for (const char* body : {R"({"prompt":"a","stream_options":{"include_usage":true}})",
+                           R"({"prompt":"a","stream":false,"stream_options":{}})",
+                           R"({"prompt":"a","stream":true,"stream_options":true})",
+                           R"({"prompt":"a","stream":true,"stream_options":{"include_usage":1}})",
+                           R"({"prompt":"a","stream":true,"stream_options":{},
+                               "stream_options":{"include_usage":true}})"}) {
+    const ApiError e = ErrorOf(body);
+    EXPECT_EQ(e.status, 400) << body;
+    EXPECT_EQ(e.param, "stream_options") << body;
+    EXPECT_NE(e.message.find("stream_options"), std::string::npos) << e.message;
+  }
+}
+
 TEST(CompletionsParseTest, TopKConventions) {
   EXPECT_EQ(Parse(R"({"prompt":"a"})").top_k, 0);
   EXPECT_EQ(Parse(R"({"prompt":"a","top_k":0})").top_k, 0);

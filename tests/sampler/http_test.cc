@@ -1143,5 +1143,27 @@ TEST(HttpTest, ExpectContinueOnARefusedRequestGetsTheRefusalAtOnce) {
   EXPECT_EQ(ok.received.rfind("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200", 0), 0u) << ok.received;
 }
 
+// An expectation other than 100-continue was ignored and the request served
+// as if none were asked. It is a 417 (RFC 9110 10.1.1), before any body is
+// read, then the close; "100-CONTINUE" is the same token.
+TEST(HttpTest, AnExpectationOtherThanContinueIs417) {
+  TestServer s;
+  for (const std::string expect : {"Expect: 100-continue, 200-ok\r\n", "Expect: magic\r\n"}) {
+    SCOPED_TRACE(expect);
+    const testing::RawResult r =
+        testing::RawExchange(s.port, "POST /v1/completions HTTP/1.1\r\nHost: x\r\n" + expect +
+                                         "Content-Length: 100000\r\n\r\n");
+    EXPECT_EQ(r.received.find("100 Continue"), std::string::npos) << r.received;
+    ExpectRawError(r, "HTTP/1.1 417", "expectation_failed");
+  }
+  const std::string body = R"({"prompt":"ab","max_tokens":2})";
+  const testing::RawResult ok =
+      testing::RawExchange(s.port,
+                           "POST /v1/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-CONTINUE\r\n"
+                           "Connection: close\r\nContent-Length: " +
+                               std::to_string(body.size()) + "\r\n\r\n" + body);
+  EXPECT_EQ(ok.received.rfind("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200", 0), 0u) << ok.received;
+}
+
 }  // namespace
 }  // namespace dropk

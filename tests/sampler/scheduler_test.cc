@@ -166,6 +166,131 @@ TEST(SchedulerTest, StreamConcatenatesToTheSameTextAndEndsWithDone) {
   EXPECT_EQ(logprobs, plain["choices"][0]["logprobs"]);
 }
 
+// stream_options.include_usage: every chunk has "usage": null and one more,
+// before data: [DONE], has no choices and the usage the same request's
+// non-streaming answer reports (prompts counted once, each choice's tokens,
+// the one that met a stop string included). Before, a stream had no usage.
+TEST(SchedulerTest, StreamWithIncludeUsageEndsWithTheUsageOfTheWholeAnswer) {
+  Service svc;
+  const json plain =
+      Complete(svc.scheduler.get(), R"({"prompt":["abc","de"],"n":2,"max_tokens":12,"seed":4,
+          "stop":"e"})");
+  auto parsed = std::get<CompletionRequest>(ParseCompletionRequest(
+      R"({"prompt":["abc","de"],"n":2,"max_tokens":12,"seed":4,"stop":"e","stream":true,
+          "stream_options":{"include_usage":true}})"));
+  std::vector<std::string> events;
+  auto out = RunCompletion(parsed, svc.scheduler.get(),
+                           [&events](const std::string& e) { events.push_back(e); });
+  ASSERT_TRUE(std::holds_alternative<std::string>(out));
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events.back(), "data: [DONE]\n\n");
+  const std::string& last = events[events.size() - 2];
+  ASSERT_EQ(last.rfind("data: ", 0), 0u) << last;
+  const json usage_chunk = json::parse(last.substr(6));
+  EXPECT_EQ(usage_chunk["choices"], json::array()) << last;
+  EXPECT_EQ(usage_chunk["usage"], plain["usage"]) << last;
+  EXPECT_EQ(usage_chunk["id"], json::parse(events[0].substr(6))["id"]);
+  for (size_t i = 0; i + 2 < events.size(); ++i) {
+    const json chunk = json::parse(events[i].substr(6));
+    ASSERT_TRUE(chunk.contains("usage")) << events[i];
+    EXPECT_TRUE(chunk["usage"].is_null()) << events[i];
+  }
+  // Without include_usage, no chunk has the field, as before.
+  parsed.include_usage = false;
+  events.clear();
+  RunCompletion(parsed, svc.scheduler.get(),
+                [&events](const std::string& e) { events.push_back(e); });
+  for (const std::string& e : events) EXPECT_EQ(e.find("usage"), std::string::npos) << e;
+}
+
+// The code points of UTF-8 `text`, one string each.
+std::vector<std::string> CodePoints(const std::string& text) {
+  std::vector<std::string> out;
+  for (const char ch : text) {
+    if ((static_cast<unsigned char>(ch) & 0xC0) != 0x80) out.emplace_back();
+    out.back() += ch;
+  }
+  return out;
+}
+
+// A scheduler serving a model of random weights with `tokenizer`.
+std::unique_ptr<Scheduler> ServingRandomModel(const TextTokenizer& tokenizer,
+                                              ServiceMetrics* metrics) {
+  auto scheduler = Scheduler::Create({}, metrics);
+  EXPECT_TRUE(scheduler.ok());
+  const GptConfig config = testing::TinyConfig(tokenizer.vocab_size());
+  auto snap =
+      MakeSnapshot(config, tokenizer, testing::RandomParams(config, 5), 1, "dropk-step-1", "");
+  EXPECT_TRUE(snap.ok()) << snap.status();
+  EXPECT_TRUE((*scheduler)->SetModel(*snap).ok());
+  return *std::move(scheduler);
+}
+
+// text_offset is OpenAI's character position of each token in the text,
+// what a client slices the text with; it was the byte offset, so after an
+// "é" every offset was one past its token (text[offset:] in Python skipped
+// characters). Streamed and not, with a model whose tokens are characters
+// of one to four bytes.
+TEST(SchedulerTest, TextOffsetsCountCharactersNotBytes) {
+  ServiceMetrics metrics;
+  auto tok = TextTokenizer::FromCorpus(Tokenizer::CHAR, "ab \u00e9\u65e5\U0001F600");
+  ASSERT_TRUE(tok.ok());
+  const std::unique_ptr<Scheduler> scheduler = ServingRandomModel(*tok, &metrics);
+  const std::string body = R"({"prompt":"a","max_tokens":40,"seed":2,"logprobs":0})";
+  const json plain = Complete(scheduler.get(), body);
+  const std::string text = plain["choices"][0]["text"];
+  const json& lp = plain["choices"][0]["logprobs"];
+  const std::vector<std::string> chars = CodePoints(text);
+  ASSERT_GT(text.size(), chars.size()) << "no character of two or more bytes: " << text;
+  size_t expected = 0;
+  for (size_t i = 0; i < lp["tokens"].size(); ++i) {
+    ASSERT_EQ(lp["text_offset"][i], expected) << i << " in " << text;
+    ASSERT_LT(expected, chars.size());
+    EXPECT_EQ(chars[expected], lp["tokens"][i]) << i;  // the character the offset names
+    ++expected;
+  }
+  auto parsed = std::get<CompletionRequest>(ParseCompletionRequest(body));
+  parsed.stream = true;
+  json streamed = json::array();
+  RunCompletion(parsed, scheduler.get(), [&streamed](const std::string& e) {
+    if (e == "data: [DONE]\n\n") return;
+    const json chunk = json::parse(e.substr(6));
+    for (const json& offset : chunk["choices"][0]["logprobs"]["text_offset"]) {
+      streamed.push_back(offset);
+    }
+  });
+  EXPECT_EQ(streamed, lp["text_offset"]);
+}
+
+// With a byte-level model, tokens end inside characters and bytes that are
+// not UTF-8 reach the client as U+FFFD: each token that is whole characters
+// still stands at its offset in the text the client reads.
+TEST(SchedulerTest, TextOffsetsOfAByteLevelModelNameEachTokensPlace) {
+  ServiceMetrics metrics;
+  auto tok = TextTokenizer::FromCorpus(Tokenizer::BYTE, "");
+  ASSERT_TRUE(tok.ok());
+  const std::unique_ptr<Scheduler> scheduler = ServingRandomModel(*tok, &metrics);
+  const json r = Complete(scheduler.get(), R"({"prompt":"a","max_tokens":200,"seed":2,"logprobs":0,
+      "temperature":2})");
+  const std::string text = r["choices"][0]["text"];
+  const json& lp = r["choices"][0]["logprobs"];
+  const std::vector<std::string> chars = CodePoints(text);
+  ASSERT_GT(text.size(), chars.size()) << "no character of two or more bytes: " << text;
+  size_t whole_tokens = 0, previous = 0;
+  for (size_t i = 0; i < lp["tokens"].size(); ++i) {
+    const size_t offset = lp["text_offset"][i];
+    EXPECT_GE(offset, previous) << i;
+    previous = offset;
+    ASSERT_LE(offset, chars.size()) << i;
+    const std::string token = lp["tokens"][i];
+    if (token.rfind("bytes:", 0) == 0) continue;  // part of a character, or not UTF-8
+    ++whole_tokens;
+    ASSERT_LT(offset, chars.size()) << i;
+    EXPECT_EQ(chars[offset], token) << i << " at " << offset << " in " << text;
+  }
+  EXPECT_GT(whole_tokens, 20u);
+}
+
 // A prompt given as token ids generates what the same prompt given as text
 // does (same seed, same ids); ids outside the vocabulary and token prompts
 // that fill the context are request errors naming the prompt.
@@ -373,6 +498,13 @@ TEST(SchedulerTest, MoreSequencesThanTheQueueHoldsIs400NotA429) {
   EXPECT_NE(e.message.find("6 sequences (2 prompts x n 3); at most 4"), std::string::npos)
       << e.message;
   EXPECT_NE(e.message.find("--max-queue"), std::string::npos) << e.message;
+  // One prompt is "1 prompt" (it was "1 prompts").
+  auto one = std::get<CompletionRequest>(ParseCompletionRequest(R"({"prompt":"a","n":5})"));
+  auto one_out = RunCompletion(one, svc.scheduler.get());
+  ASSERT_TRUE(std::holds_alternative<ApiError>(one_out));
+  EXPECT_NE(std::get<ApiError>(one_out).message.find("5 sequences (1 prompt x n 5); at most 4"),
+            std::string::npos)
+      << std::get<ApiError>(one_out).message;
   // The queue's own size still fits.
   req.n = 2;
   EXPECT_TRUE(std::holds_alternative<std::string>(RunCompletion(req, svc.scheduler.get())));

@@ -246,6 +246,31 @@ TEST(SampleCliTest, AServerThatHangsUpIsNamedAndTheTextKeepsItsLine) {
   EXPECT_NE(r.err.find("closed the connection without answering"), std::string::npos) << r.err;
 }
 
+// Answers that said nothing of who was at fault: what does not speak HTTP
+// (a TLS port, another protocol) was Beast's "bad version", an answer past
+// the size dropk reads "body limit exceeded", and an error with an empty
+// body (a --url with a wrong path, at another server) "HTTP 404: ".
+TEST(SampleCliTest, AnswersThatAreNotHttpTooLongOrEmptyAreNamed) {
+  CannedServer garbage(std::string("\x15\x03\x01\x00\x02\x02\x50\r\n\r\n", 11));
+  CommandResult r = RunCommand(kBin + "dropk sample --prompt a --url " + garbage.url());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "dropk: " + garbage.url() +
+                       ": what answered does not speak HTTP/1.x (bad version); is --url the "
+                       "address of an HTTP service, not an https:// one?\n");
+
+  CannedServer huge("HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n{");
+  r = RunCommand(kBin + "dropk sample --prompt a --url " + huge.url());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "dropk: " + huge.url() +
+                       ": the server's answer is longer than the 64 MiB dropk reads\n");
+
+  CannedServer empty(Reply("404 Not Found", ""));
+  r = RunCommand(kBin + "dropk sample --prompt a --url " + empty.url() + "/api");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "dropk: HTTP 404: Not Found: the answer to POST " + empty.url() +
+                       "/api/v1/completions has no body\n");
+}
+
 // dropk-serve reports a failure after a stream's 200 (its GPU failed) as an
 // OpenAI error event before data: [DONE]. dropk said "the server's answer
 // has no choices[0].text ({"error":{"code":"device_failed","message":"the
@@ -265,6 +290,37 @@ TEST(SampleCliTest, AnErrorEventInAStreamIsNamedWithItsMessage) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.out, "ab\n");
   EXPECT_EQ(r.err, "dropk: the server ended the stream with an error: " + why + "\n");
+}
+
+// Server-sent events may end their lines in CRLF or CR as well as LF, and
+// need no space after "data:" (WHATWG HTML 9.2.6); an event's data may span
+// lines, and comments come anywhere. dropk looked for "data: " and "\n\n":
+// such a stream was "the stream ended before its last event", its text
+// never printed. A chunk with no choices (OpenAI's usage chunk before
+// [DONE]) was "the server's answer has no choices[0].text".
+TEST(SampleCliTest, ServerSentEventsAreReadAsTheStandardWritesThem) {
+  const std::string a = R"({"choices":[{"text":"he","finish_reason":null}]})";
+  const std::string b = R"({"choices":[{"text":"llo","finish_reason":"length"}],"seed":3})";
+  const std::string usage = R"({"choices":[],"usage":{"prompt_tokens":1},"seed":3})";
+  for (const std::string events :
+       {"data: " + a + "\r\n\r\ndata: " + b + "\r\n\r\ndata: [DONE]\r\n\r\n",
+        "data: " + a + "\r\rdata: " + b + "\r\rdata: [DONE]\r\r",
+        "data:" + a + "\n\n: a comment\n\ndata:" + b + "\n\ndata:[DONE]\n\n",
+        "data: {\"choices\":\ndata: [{\"text\":\"he\"}]}\n\ndata: " + b + "\n\ndata: [DONE]\n\n",
+        "data: " + a + "\n\ndata: " + b + "\n\ndata: " + usage + "\n\ndata: [DONE]\n\n"}) {
+    SCOPED_TRACE(events);
+    // Sent in pieces of 3 bytes, so that a CR ends one piece and its LF
+    // starts the next.
+    std::vector<std::string> pieces;
+    for (size_t i = 0; i < events.size(); i += 3) pieces.push_back(Chunk(events.substr(i, 3)));
+    pieces.front() = StreamHead() + pieces.front();
+    pieces.push_back("0\r\n\r\n");
+    CannedServer server(pieces, std::chrono::milliseconds(1));
+    const CommandResult r =
+        RunCommand(kBin + "dropk sample --stream --prompt a --url " + server.url());
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, "hello\n");
+  }
 }
 
 // dropk-serve ends a choice it stops early (SIGTERM past --drain-ms, a

@@ -4,13 +4,16 @@
 // calls (trainer/data_checksums.h does the checking).
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
+#include "checkpoint/crc32c.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "support/shakespeare_data.h"
 #include "support/temp_dir.h"
 #include "tokenizer.pb.h"
+#include "trainer/data_checksums.h"
 #include "trainer/prepare_data.h"
 #include "trainer/token_dataset.h"
 #include "trainer/trainer.h"
@@ -73,6 +76,38 @@ TEST_F(DataChecksumsTest, PreparedDataVerifies) {
   absl::StatusOr<TrainingData> shards = LoadTrainingData(prepared_->Path("shards"));
   ASSERT_TRUE(shards.ok());
   EXPECT_GT(shards->train.files().size(), 1u);
+}
+
+// The token bytes of the file at `path` (its last `token_bytes` bytes),
+// read past dropk's loader.
+std::string TokenBytesOf(const std::string& path, size_t token_bytes) {
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes(std::istreambuf_iterator<char>(in), {});
+  return bytes.substr(bytes.size() - token_bytes);
+}
+
+// LoadTrainingData hands back the checksum of the tokens themselves: the
+// CRC32C of train's then val's token bytes, the same for the corpus in one
+// file or in shards, with per-file checksums or only a dataset id.
+TEST_F(DataChecksumsTest, TokensCrcIsOfTheTokensWhateverTheirFiles) {
+  absl::StatusOr<TrainingData> single = LoadTrainingData(prepared_->Path("single"));
+  ASSERT_TRUE(single.ok()) << single.status();
+  const size_t width = single->train.files().front().token_width();
+  const std::string tokens =
+      TokenBytesOf(prepared_->Path("single") + "/train.bin", single->train.size() * width) +
+      TokenBytesOf(prepared_->Path("single") + "/val.bin", single->val.size() * width);
+  EXPECT_EQ(single->tokens_crc, crc32c::Value(tokens.data(), tokens.size()));
+  EXPECT_EQ(TokensCrc(single->train, single->val), single->tokens_crc);
+
+  absl::StatusOr<TrainingData> shards = LoadTrainingData(prepared_->Path("shards"));
+  ASSERT_TRUE(shards.ok()) << shards.status();
+  EXPECT_NE(shards->train.dataset_id(), single->train.dataset_id());
+  EXPECT_EQ(shards->tokens_crc, single->tokens_crc);
+  const std::string before_checksums = CopyOf("shards");
+  DropFileChecksums(before_checksums);
+  absl::StatusOr<TrainingData> old = LoadTrainingData(before_checksums);
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->tokens_crc, single->tokens_crc);
 }
 
 TEST_F(DataChecksumsTest, AChangedTokenIsRefusedNamingTheFile) {

@@ -82,16 +82,16 @@ TEST(RankAgreementTest, DifferentDataIsRefusedNamingTheTokenizerAndTheSplit) {
 
 // Data of the same sizes and tokenizer but other text (another corpus, a
 // copy that differs) passed: the ranks compared sizes and the tokenizer
-// only. The dataset ids in the token files' headers, checksums of the
-// tokens, are compared too, naming the rank.
+// only. Checksums of the tokens are compared too, naming the rank.
 TEST(RankAgreementTest, DataOfOtherContentIsRefusedNamingTheRank) {
   const std::vector<absl::Status> results = Check(3, [&](int rank) {
     return RunFingerprint(DefaultTrainConfig(), CharTokenizer("abc"), 1000, 100, rank == 1 ? 8 : 7);
   });
   for (const absl::Status& s : results) {
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
-    EXPECT_THAT(s.message(), HasSubstr("the content of data_dir is dataset id 7 on rank 0 but "
-                                       "dataset id 8 on rank 1"));
+    EXPECT_THAT(s.message(),
+                HasSubstr("the content of data_dir is tokens CRC32C 00000007 on rank 0 but "
+                          "tokens CRC32C 00000008 on rank 1"));
     EXPECT_THAT(s.message(), ::testing::Not(HasSubstr("rank 2"))) << "rank 2 agrees";
   }
 }

@@ -16,7 +16,9 @@
 #include "checkpoint/reader.h"
 #include "support/temp_dir.h"
 #include "trainer/config.h"
+#include "trainer/data_checksums.h"
 #include "trainer/prepare_data.h"
+#include "trainer/token_dataset.h"
 #include "trainer/tokenizer_file.h"
 #include "trainer/trainer.h"
 
@@ -40,13 +42,15 @@ class ResumeOnOtherDataTest : public ::testing::Test {
     ASSERT_NE(original_.dataset_id, other_.dataset_id);
   }
 
-  Prepared Prepare(const std::string& name, double val_fraction) {
+  Prepared Prepare(const std::string& name, double val_fraction,
+                   uint64_t shard_tokens = kDefaultShardTokens) {
     Prepared p;
     p.dir = tmp_.Path(name);
     PrepareOptions options;
     options.inputs = {DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"};
     options.out_dir = p.dir;
     options.val_fraction = val_fraction;
+    options.shard_tokens = shard_tokens;
     options.threads = 1;
     absl::StatusOr<PrepareSummary> summary = PrepareData(options);
     EXPECT_TRUE(summary.ok()) << summary.status();
@@ -75,6 +79,25 @@ class ResumeOnOtherDataTest : public ::testing::Test {
 
   absl::StatusOr<TrainSummary> Train(const TrainConfig& c, std::ostringstream* log) {
     return RunTraining(c, *comm_, *log);
+  }
+
+  // Trains 4 steps on original_, then again in a fresh run directory
+  // stopping after 2 and resuming on `resume_on` up to 4 (log in
+  // *resume_log). Expects both to succeed and the resume to start from
+  // step 2 and end with the straight run's parameters, bit for bit.
+  void ExpectResumeOnToMatchStraight(const Prepared& resume_on, std::ostringstream* resume_log) {
+    std::ostringstream log;
+    absl::StatusOr<TrainSummary> straight = Train(Config(original_, 4), &log);
+    ASSERT_TRUE(straight.ok()) << straight.status() << "\n" << log.str();
+    std::filesystem::remove_all(tmp_.Path("run"));
+
+    ASSERT_TRUE(Train(Config(original_, 2), &log).ok()) << log.str();
+    TrainConfig resume = Config(resume_on, 4);
+    resume.set_resume("latest");
+    absl::StatusOr<TrainSummary> resumed = Train(resume, resume_log);
+    ASSERT_TRUE(resumed.ok()) << resumed.status() << "\n" << resume_log->str();
+    EXPECT_EQ(resumed->resumed_from, Checkpoint(2));
+    EXPECT_EQ(resumed->final_params, straight->final_params);
   }
 
   std::string Checkpoint(int64_t step) {
@@ -106,6 +129,31 @@ TEST_F(ResumeOnOtherDataTest, CheckpointsRecordTheDataTheyWereTrainedOn) {
   EXPECT_EQ(vm->manifest.data().dataset_id(), original_.dataset_id);
   EXPECT_EQ(vm->manifest.data().train_tokens(), original_.summary.train_tokens);
   EXPECT_EQ(vm->manifest.data().val_tokens(), original_.summary.val_tokens);
+  absl::StatusOr<TokenDataset> train = TokenDataset::Open(original_.dir, "train");
+  absl::StatusOr<TokenDataset> val = TokenDataset::Open(original_.dir, "val");
+  ASSERT_TRUE(train.ok() && val.ok());
+  ASSERT_TRUE(vm->manifest.data().has_tokens_crc32c());
+  EXPECT_EQ(vm->manifest.data().tokens_crc32c(), TokensCrc(*train, *val));
+}
+
+// The same tokens prepared again in other shards have another dataset id,
+// but batches are drawn from the tokens alone: the run resumes as if
+// nothing changed, bit for bit, saying so in one line. It used to be
+// refused as other data.
+TEST_F(ResumeOnOtherDataTest, SameTokensInOtherShardsResumeExactly) {
+  const Prepared resharded = Prepare("resharded", 0.1, /*shard_tokens=*/300'000);
+  ASSERT_NE(resharded.dataset_id, original_.dataset_id);
+  ASSERT_TRUE(std::filesystem::exists(resharded.dir + "/train-00001.bin"));
+  std::ostringstream resume_log;
+  ExpectResumeOnToMatchStraight(resharded, &resume_log);
+  const std::string out = resume_log.str();
+  EXPECT_EQ(out.find("warning"), std::string::npos) << out;
+  EXPECT_NE(out.find(absl::StrCat("dropk-train: resume: data_dir=", resharded.dir,
+                                  " holds the tokens checkpoint ", Checkpoint(2),
+                                  " was trained on, from another preparation (dataset id ",
+                                  original_.dataset_id, " -> ", resharded.dataset_id, ")")),
+            std::string::npos)
+      << out;
 }
 
 TEST_F(ResumeOnOtherDataTest, IsRefusedNamingBothDataDirsAndIdentities) {
@@ -160,20 +208,10 @@ TEST_F(ResumeOnOtherDataTest, AllowDataChangeResumesWithOneWarning) {
 }
 
 TEST_F(ResumeOnOtherDataTest, SameDataResumesExactlyWithoutWarning) {
-  std::ostringstream log;
-  absl::StatusOr<TrainSummary> straight = Train(Config(original_, 4), &log);
-  ASSERT_TRUE(straight.ok()) << straight.status() << "\n" << log.str();
-  std::filesystem::remove_all(tmp_.Path("run"));
-
-  ASSERT_TRUE(Train(Config(original_, 2), &log).ok()) << log.str();
-  TrainConfig resume = Config(original_, 4);
-  resume.set_resume("latest");
   std::ostringstream resume_log;
-  absl::StatusOr<TrainSummary> resumed = Train(resume, &resume_log);
-  ASSERT_TRUE(resumed.ok()) << resumed.status() << "\n" << resume_log.str();
-  EXPECT_EQ(resumed->resumed_from, Checkpoint(2));
+  ExpectResumeOnToMatchStraight(original_, &resume_log);
   EXPECT_EQ(resume_log.str().find("warning"), std::string::npos) << resume_log.str();
-  EXPECT_EQ(resumed->final_params, straight->final_params);
+  EXPECT_EQ(resume_log.str().find("another preparation"), std::string::npos) << resume_log.str();
 }
 
 TEST_F(ResumeOnOtherDataTest, CheckpointWithoutTheRecordResumesUnchecked) {

@@ -68,6 +68,10 @@ struct CompletionRequest {
   std::vector<std::string> stop;
   int n = 1;
   bool stream = false;
+  // stream_options.include_usage (stream only): every chunk has "usage":
+  // null, and one more chunk before `data: [DONE]` has no choices and the
+  // request's usage, as the non-streaming answer counts it.
+  bool include_usage = false;
   int logprobs = -1;  // -1: none; else alternatives per token (0..20)
   // The model the client asked for, as sent; absent: whichever is served.
   // CompletionJob::Start refuses one that is not the served model's id.
@@ -141,6 +145,11 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
   // UTF-8). The one place that decides what streamed text is released.
   void StreamSettledText(int choice);
   std::string ChunkJson(int choice, std::string_view text, const char* finish_reason);
+  // Streaming with include_usage: the last chunk before `data: [DONE]`, no
+  // choices and the request's usage.
+  std::string UsageChunkJson() const;
+  // The tokens generated so far, every choice's.
+  int CompletionTokens() const;
   // The 503 for a job that the GPU failed under, naming the failure.
   ApiError DeviceFailedError() const;
   std::string BodyJson();
@@ -152,6 +161,7 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
   int64_t created_ = 0;
   uint64_t seed_ = 0;
   bool stream_ = false;
+  bool include_usage_ = false;  // CompletionRequest::include_usage
   int logprobs_ = -1;
   std::vector<std::string> stop_;
   size_t max_stop_ = 0;

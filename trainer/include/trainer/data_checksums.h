@@ -47,10 +47,19 @@ struct PreparedDataRecord {
 // tokens against the dataset id. InvalidArgument on a mismatch, one line
 // naming the file (or, with only a dataset id, the data directory) and
 // saying that `dropk data prepare` writes it anew. OK when the record holds
-// nothing to check. Reads every byte of every file once (CRC32C at several
-// GB/s: the cost is reading the data); blocks; touches nothing shared.
+// nothing to check. Sets *tokens_crc to TokensCrc(train, val), computed in
+// the same pass (0 on an error). Reads every byte of every file once
+// (CRC32C at several GB/s: the cost is reading the data); blocks; touches
+// nothing shared.
 absl::Status VerifyPreparedData(const PreparedDataRecord& record, const TextTokenizer& tokenizer,
-                                const TokenDataset& train, const TokenDataset& val);
+                                const TokenDataset& train, const TokenDataset& val,
+                                uint32_t* tokens_crc);
+
+// The CRC32C of all tokens as stored (token_width bytes each), train then
+// val: what the data holds, whichever files it is split into (a
+// preparation's --shard-tokens) and whichever preparation wrote it (its
+// dataset id). Reads every token once.
+uint32_t TokensCrc(const TokenDataset& train, const TokenDataset& val);
 
 }  // namespace dropk
 

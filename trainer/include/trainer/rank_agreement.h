@@ -23,11 +23,11 @@ namespace dropk {
 // `config` except those each rank may set for itself (data_dir, out_dir,
 // checkpoint_dir, num_threads: paths differ between hosts, cores between
 // machines), then the data: a digest of the tokenizer, the token count of
-// each split and the data's `dataset_id` (a checksum of its tokens that
-// `dropk data prepare` stamps in every token file; 0: unknown).
+// each split and `tokens_crc`, the CRC32C of the tokens themselves
+// (TokensCrc), so copies of the data split into other shards agree.
 std::vector<std::string> RunFingerprint(const TrainConfig& config, const Tokenizer& tokenizer,
                                         uint64_t train_tokens, uint64_t val_tokens,
-                                        uint32_t dataset_id);
+                                        uint32_t tokens_crc);
 
 // Exchanges every rank's RunFingerprint and compares it with rank 0's. OK
 // when all agree (always with one rank); otherwise InvalidArgument naming

@@ -28,6 +28,7 @@ struct TrainingData {
   TextTokenizer tokenizer;
   TokenDataset train;
   TokenDataset val;
+  uint32_t tokens_crc = 0;  // TokensCrc(train, val), computed as the data is verified
 };
 
 // Opens data_dir/tokenizer.pb and the train and val splits, each train.bin

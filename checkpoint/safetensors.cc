@@ -1,0 +1,133 @@
+#include "checkpoint/safetensors.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+
+namespace dropk {
+namespace {
+
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the format's own limit
+
+// Reads all of `path`; NotFound when it is not there.
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int err = errno;
+    const std::string why = absl::StrCat(path, ": cannot open (", std::strerror(err), ")");
+    return err == ENOENT ? absl::NotFoundError(why) : absl::InvalidArgumentError(why);
+  }
+  std::string contents((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) return absl::InvalidArgumentError(absl::StrCat(path, ": read failed"));
+  return contents;
+}
+
+}  // namespace
+
+std::string SafetensorsHeader(const std::vector<SafetensorsTensor>& tensors,
+                              const std::map<std::string, std::string>& metadata) {
+  nlohmann::ordered_json header;
+  header["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (const SafetensorsTensor& t : tensors) {
+    header[t.name] = {{"dtype", t.dtype},
+                      {"shape", t.shape},
+                      {"data_offsets", {offset, offset + t.bytes.size()}}};
+    offset += t.bytes.size();
+  }
+  std::string json = header.dump();
+  json.append((8 - json.size() % 8) % 8, ' ');
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(uint64_t{json.size()} >> (8 * i));
+  return out + json;
+}
+
+int SafetensorsDtypeSize(std::string_view dtype) {
+  static const std::map<std::string_view, int> kSizes = {
+      {"F64", 8}, {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"I64", 8}, {"U64", 8}, {"I32", 4},
+      {"U32", 4}, {"I16", 2}, {"U16", 2}, {"I8", 1},   {"U8", 1},  {"BOOL", 1}};
+  const auto it = kSizes.find(dtype);
+  return it == kSizes.end() ? 0 : it->second;
+}
+
+absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
+  absl::StatusOr<std::string> contents = ReadWholeFile(path);
+  if (!contents.ok()) return contents.status();
+  auto invalid = [&path](auto&&... parts) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not a valid safetensors file: ", parts...));
+  };
+  if (contents->size() < 8) return invalid(contents->size(), " bytes, less than its header length");
+  uint64_t header_bytes = 0;
+  for (int i = 0; i < 8; ++i) {
+    header_bytes |= uint64_t{static_cast<uint8_t>((*contents)[i])} << (8 * i);
+  }
+  if (header_bytes > kMaxHeaderBytes || header_bytes > contents->size() - 8) {
+    return invalid("a header of ", header_bytes, " bytes in a file of ", contents->size());
+  }
+  const nlohmann::json header = nlohmann::json::parse(
+      contents->begin() + 8, contents->begin() + 8 + static_cast<std::ptrdiff_t>(header_bytes),
+      nullptr, /*allow_exceptions=*/false);
+  if (!header.is_object()) return invalid("its header is not a JSON object");
+
+  SafetensorsFile file;
+  file.data_start_ = 8 + header_bytes;
+  const uint64_t data_bytes = contents->size() - file.data_start_;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") {
+      if (!entry.is_object()) return invalid("__metadata__ is not an object");
+      for (const auto& [key, value] : entry.items()) {
+        if (!value.is_string()) return invalid("metadata ", key, " is not a string");
+        file.metadata_[key] = value.get<std::string>();
+      }
+      continue;
+    }
+    const auto dtype = entry.is_object() ? entry.find("dtype") : entry.end();
+    const auto shape = entry.is_object() ? entry.find("shape") : entry.end();
+    const auto offsets = entry.is_object() ? entry.find("data_offsets") : entry.end();
+    if (dtype == entry.end() || shape == entry.end() || offsets == entry.end() ||
+        !dtype->is_string() || !shape->is_array() || !offsets->is_array() || offsets->size() != 2 ||
+        !(*offsets)[0].is_number_unsigned() || !(*offsets)[1].is_number_unsigned()) {
+      return invalid("tensor ", name, ": needs dtype, shape and two data_offsets");
+    }
+    SafetensorsFile::Tensor t;
+    t.dtype = dtype->get<std::string>();
+    const int size = SafetensorsDtypeSize(t.dtype);
+    if (size == 0) return invalid("tensor ", name, ": unknown dtype ", t.dtype);
+    unsigned __int128 bytes = static_cast<unsigned>(size);
+    for (const nlohmann::json& d : *shape) {
+      if (!d.is_number_unsigned() ||
+          d.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+        return invalid("tensor ", name, ": a shape of ", shape->dump());
+      }
+      t.shape.push_back(static_cast<int64_t>(d.get<uint64_t>()));
+      bytes *= d.get<uint64_t>();
+      constexpr unsigned __int128 kPast64Bits = static_cast<unsigned __int128>(1) << 64;
+      if (bytes > kPast64Bits) bytes = kPast64Bits;  // a size times another fits 128 bits
+    }
+    t.begin = (*offsets)[0].get<uint64_t>();
+    t.end = (*offsets)[1].get<uint64_t>();
+    if (t.begin > t.end || t.end > data_bytes) {
+      return invalid("tensor ", name, ": bytes [", t.begin, ", ", t.end, ") outside the ",
+                     data_bytes, " bytes after the header");
+    }
+    if (bytes != t.end - t.begin) {
+      return invalid("tensor ", name, ": shape ", shape->dump(), " of ", t.dtype, " needs ",
+                     bytes > std::numeric_limits<uint64_t>::max()
+                         ? "more than 2^64 bytes"
+                         : absl::StrCat(static_cast<uint64_t>(bytes), " bytes"),
+                     ", its range holds ", t.end - t.begin);
+    }
+    file.tensors_[name] = std::move(t);
+  }
+  file.contents_ = *std::move(contents);
+  return file;
+}
+
+}  // namespace dropk
