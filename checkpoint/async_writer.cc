@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "checkpoint/format.h"
+#include "comm/peer_lost.h"
 #include "errors.h"
 
 namespace dropk {
@@ -130,8 +131,7 @@ absl::Status AsyncCheckpointWriter::Exchange() {
   absl::Status gathered =
       comm_->AllGather(HostBuffer(mine, 3), HostBuffer(all.data(), all.size()))->Wait();
   if (!gathered.ok()) {
-    return absl::Status(gathered.code(), absl::StrCat("checkpoint of step ", save_->step,
-                                                      ": allgather: ", gathered.message()));
+    return WithContext(gathered, absl::StrCat("checkpoint of step ", save_->step, ": allgather"));
   }
   std::vector<uint32_t> crcs;
   int64_t failed = 0;
@@ -157,6 +157,7 @@ absl::Status AsyncCheckpointWriter::Exchange() {
 }
 
 absl::Status AsyncCheckpointWriter::Finish() {
+  failed_alike_ = false;
   if (phase_ == Phase::kIdle) return absl::OkStatus();
   if (phase_ == Phase::kWriting) {
     JoinWorker();  // this rank's files are written (or failed)
@@ -168,12 +169,13 @@ absl::Status AsyncCheckpointWriter::Finish() {
   }
   JoinWorker();  // rank 0: the commit
   phase_ = Phase::kIdle;
+  bool agreed = false;
   absl::StatusOr<std::string> outcome =
-      writer_.AgreeOnOutcome(write_status_, failed_ranks_, publish_status_, *save_);
+      writer_.AgreeOnOutcome(write_status_, failed_ranks_, publish_status_, *save_, &agreed);
   if (!outcome.ok()) {
-    return absl::Status(outcome.status().code(),
-                        absl::StrCat("background save of step ", save_->step,
-                                     " failed: ", outcome.status().message()));
+    failed_alike_ = agreed;
+    return WithContext(outcome.status(),
+                       absl::StrCat("background save of step ", save_->step, " failed"));
   }
   if (!reported_) {  // not yet reported early by rank 0
     report_.background_s = background_s_;

@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "checkpoint/crc32c.h"
 #include "checkpoint/format.h"
+#include "comm/peer_lost.h"
 #include "errors.h"
 #include "model/param_layout.h"
 
@@ -24,11 +25,21 @@ int64_t NowUnixMs() {
       .count();
 }
 
-// Waits on a collective and turns its failure into a status naming `what`.
+// Waits on a collective and turns its failure into a status naming `what`
+// (a lost peer stays one, comm/peer_lost.h).
 absl::Status WaitFor(std::unique_ptr<Work> work, const char* what) {
-  absl::Status s = work->Wait();
-  if (!s.ok()) return absl::Status(s.code(), absl::StrCat("checkpoint ", what, ": ", s.message()));
-  return absl::OkStatus();
+  return WithContext(work->Wait(), absl::StrCat("checkpoint ", what));
+}
+
+// `failure`, met by a save, with `context` before its message. A save fails
+// mid-run, after the command was checked: a directory that vanished (ENOENT,
+// NotFound) or a path that became unusable is a failure of the run
+// (FailedPrecondition, exit 1), not a usage error (exit 2,
+// base/exit_codes.h) as the OS's code would make it.
+absl::Status SaveFailure(const absl::Status& failure, const std::string& context) {
+  const bool reads_as_usage = absl::IsNotFound(failure) || absl::IsInvalidArgument(failure);
+  return WithContext(failure, context,
+                     reads_as_usage ? absl::StatusCode::kFailedPrecondition : failure.code());
 }
 
 std::string TmpDirName(const std::string& final_name, int64_t nonce) {
@@ -139,13 +150,14 @@ absl::StatusOr<CheckpointWriter::SaveInProgress> CheckpointWriter::Stage(
   // Rank 0 names the temporary directory and creates it; every rank learns
   // both the name and whether that worked.
   int64_t header[2] = {0, 0};  // nonce, failed
+  absl::Status created;
   if (rank == 0) {
     header[0] = static_cast<int64_t>(std::random_device{}() & 0x7FFFFFFF);
-    absl::Status s = env_->CreateDir(root);
-    if (s.ok()) s = env_->CreateDir(PathJoin(root, TmpDirName(final_name, header[0])));
-    if (!s.ok()) {
+    created = env_->CreateDir(root);
+    if (created.ok()) created = env_->CreateDir(PathJoin(root, TmpDirName(final_name, header[0])));
+    if (!created.ok()) {
       header[1] = 1;
-      log_->Write(absl::StrCat("dropk checkpoint: ", s.message()));
+      log_->Write(absl::StrCat("dropk checkpoint: ", created.message()));
     }
   }
   if (absl::Status s = WaitFor(comm_->Broadcast(HostBuffer(header, 2), 0), "broadcast"); !s.ok()) {
@@ -155,8 +167,12 @@ absl::StatusOr<CheckpointWriter::SaveInProgress> CheckpointWriter::Stage(
   save.step = state.step;
   save.tmp = PathJoin(root, TmpDirName(final_name, header[0]));
   save.final_dir = PathJoin(root, final_name);
-  if (header[1] != 0)
-    return absl::UnavailableError(absl::StrCat("checkpoint: cannot create ", save.tmp));
+  if (header[1] != 0) {
+    // Rank 0 names the cause; the others know only that it failed.
+    const std::string context = absl::StrCat("checkpoint: cannot create ", save.tmp);
+    if (rank == 0) return SaveFailure(created, context);
+    return absl::AbortedError(absl::StrCat(context, " (rank 0 could not; its line says why)"));
+  }
 
   save.manifest = ManifestHeader(state, world);
   if (rank == 0) {  // model parameters: one entry per tensor, all in model.data
@@ -239,28 +255,28 @@ absl::Status CheckpointWriter::CompleteOrDiscard(SaveInProgress& save, int64_t f
 absl::StatusOr<std::string> CheckpointWriter::AgreeOnOutcome(const absl::Status& local,
                                                              int64_t failed_ranks,
                                                              const absl::Status& publish_status,
-                                                             SaveInProgress& save) {
+                                                             SaveInProgress& save, bool* agreed) {
   int64_t committed = comm_->Rank() == 0 && failed_ranks == 0 && publish_status.ok() ? 1 : 0;
+  if (agreed != nullptr) *agreed = false;
   if (absl::Status s = WaitFor(comm_->Broadcast(HostBuffer(&committed, 1), 0), "broadcast");
       !s.ok()) {
     return s;
   }
+  if (agreed != nullptr) *agreed = true;
   if (committed != 0) return save.final_dir;
-  if (!local.ok()) {
-    return absl::Status(local.code(), absl::StrCat("checkpoint ", save.tmp, ": ", local.message()));
-  }
+  if (!local.ok()) return SaveFailure(local, absl::StrCat("checkpoint ", save.tmp));
   if (!publish_status.ok()) {
-    return absl::Status(publish_status.code(), absl::StrCat("checkpoint ", save.final_dir, ": ",
-                                                            publish_status.message()));
+    return SaveFailure(publish_status, absl::StrCat("checkpoint ", save.final_dir));
   }
+  // Another rank's failure: Aborted, never Unavailable, which a lost peer's
+  // collective is (comm/peer_lost.h).
   if (failed_ranks == 0) {
     // Rank 0 alone knows why its publish failed; it names the cause.
-    return absl::UnavailableError(absl::StrCat("checkpoint ", save.final_dir,
-                                               ": rank 0 failed to commit it; LATEST unchanged"));
+    return absl::AbortedError(absl::StrCat("checkpoint ", save.final_dir,
+                                           ": rank 0 failed to commit it; LATEST unchanged"));
   }
-  return absl::UnavailableError(
-      absl::StrCat("checkpoint ", save.final_dir, ": ", failed_ranks,
-                   " rank(s) failed to write their part; LATEST unchanged"));
+  return absl::AbortedError(absl::StrCat("checkpoint ", save.final_dir, ": ", failed_ranks,
+                                         " rank(s) failed to write their part; LATEST unchanged"));
 }
 
 absl::Status CheckpointWriter::WriteRun(const std::string& path,

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/check.h"  // after mpi.h: MPI_CHECK
+#include "comm/peer_lost.h"
 #include "comm/peer_probe.h"
 #include "device_staging.h"
 #include "ring_allreduce.h"
@@ -104,7 +105,9 @@ struct ProbeTable {
 
 // Why the collective `name` did not finish on `rank`: the peers that do not
 // answer a TCP probe are named (Unavailable); when all answer, the cause is
-// one that a probe cannot see (DeadlineExceeded).
+// one that a probe cannot see (DeadlineExceeded). The former is marked as a
+// lost peer (comm/peer_lost.h): only that cause leaves ending the job to
+// the launcher.
 absl::Status DescribeTimeout(const std::string& name, int rank, std::chrono::milliseconds timeout,
                              const ProbeTable* probes) {
   const std::string head = absl::StrCat(name, " on rank ", rank, " did not complete within ",
@@ -127,7 +130,7 @@ absl::Status DescribeTimeout(const std::string& name, int rank, std::chrono::mil
       }
     }
   }
-  if (!lost.empty()) return absl::UnavailableError(head + absl::StrJoin(lost, "; "));
+  if (!lost.empty()) return PeerLostError(head + absl::StrJoin(lost, "; "));
   return absl::DeadlineExceededError(
       head +
       "another rank is not taking part (stuck, or issuing collectives in a different "

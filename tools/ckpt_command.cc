@@ -39,12 +39,18 @@
 namespace dropk {
 namespace {
 
-// The checkpoint `path` names: itself when it holds manifest.pb, else the one
-// LATEST names in it (a checkpoints directory) or in path/checkpoints (a run
-// directory, the trainer's out_dir). A missing path is NotFound and the
-// wrong kind of path InvalidArgument (usage, exit 2), each naming it; a
-// LATEST that names nothing is DataLoss. Before, a missing path was "not a
-// directory" (exit 1) and a run directory "run/manifest.pb: stat: ...".
+// The checkpoint `path` names: itself when it holds manifest.pb (or
+// model.data: a checkpoint whose manifest is gone, corrupt when opened, as
+// --resume=PATH reads it), else the one LATEST names in it (a checkpoints
+// directory) or in path/checkpoints (a run directory, the trainer's
+// out_dir), or there, without a LATEST, the newest step-N (the one
+// --resume=latest tries first). A missing path is NotFound and the wrong
+// kind of path InvalidArgument (usage, exit 2), each naming it; a LATEST
+// that names nothing is DataLoss. Before, a missing path was "not a
+// directory" (exit 1) and a run directory "run/manifest.pb: stat: ...";
+// a checkpoint without its manifest, or checkpoints without LATEST (lost,
+// or a first save cut off before it), were "holds neither manifest.pb nor
+// LATEST" (exit 2), though verify's corrupt is exit 1.
 absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
   namespace fs = std::filesystem;
   Env* env = Env::Default();
@@ -68,10 +74,17 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
   if (!fs::is_directory(status)) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a directory; ", kinds));
   }
-  if (env->FileExists(path + "/" + kManifestFileName)) return path;
+  if (env->FileExists(path + "/" + kManifestFileName) ||
+      env->FileExists(path + "/" + kModelDataFileName)) {
+    return path;
+  }
   for (const std::string& dir : {path, path + "/checkpoints"}) {
     const std::string latest = dir + "/" + kLatestFileName;
-    if (!env->FileExists(latest)) continue;
+    if (!env->FileExists(latest)) {
+      const std::vector<std::string> newest_first = CheckpointCandidates(dir, nullptr, env);
+      if (!newest_first.empty()) return newest_first.front();
+      continue;
+    }
     absl::StatusOr<std::string> name = ReadSmallFile(env, latest, 4096);
     if (!name.ok()) return name.status();
     const std::string trimmed(absl::StripAsciiWhitespace(*name));

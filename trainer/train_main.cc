@@ -27,6 +27,7 @@
 #include "comm/communicator.h"
 #include "comm/mpi_communicator.h"
 #include "comm/nccl_communicator.h"
+#include "comm/peer_lost.h"
 #include "trainer/comm_backend.h"
 #include "trainer/config.h"
 #include "trainer/failure_record.h"
@@ -143,7 +144,7 @@ int Main(int argc, char** argv) {
   }
   if (!summary.ok()) {
     return FailRank(summary.status(), rank, world, dropk::ExitCodeFor(summary.status()),
-                    absl::IsUnavailable(summary.status()), config->out_dir());
+                    dropk::IsPeerLost(summary.status()), config->out_dir());
   }
   if (summary->stopped_by_signal) {
     if (rank == 0 && summary->steps == 0) {

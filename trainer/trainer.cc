@@ -1,5 +1,6 @@
 #include "trainer/trainer.h"
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cmath>
@@ -11,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "base/log.h"
 #include "base/path_status.h"
 #include "checkpoint/env.h"
@@ -435,8 +437,9 @@ class TrainingRun {
     }
     absl::StatusOr<ResumePoint> resume =
         MaybeResume(config_, data_->tokenizer.proto(), IdentityOf(*data_), *gpt_, *optimizer_,
-                    world_, RankLog());
+                    world_, RankLog(), seams_.checkpoint_env);
     if (!resume.ok()) return resume.status();
+    if (absl::Status s = CheckRanksResumedAlike(*resume); !s.ok()) return s;
     first_step_ = resume->step;
     summary_.steps = resume->step;
     summary_.last_train_loss = resume->last_train_loss;
@@ -452,6 +455,48 @@ class TrainingRun {
       metrics_ = std::make_unique<MetricsLog>(*std::move(metrics));
     }
     return absl::OkStatus();
+  }
+
+  // Each rank reads the checkpoint it resumes from itself (so any world
+  // size resumes any checkpoint), and skips one that does not verify: a
+  // read error on one host, or a file system that shows the hosts other
+  // files, made ranks resume from different steps unnoticed. They then
+  // trained on different parameters and moments, failed saves whose
+  // directory other ranks named otherwise, and ended apart (one rank in a
+  // collective the others never entered, until the timeout). Compares the
+  // steps (-1: a fresh start): FailedPrecondition, the same on every rank,
+  // naming each rank's step and this rank's checkpoint and what it skipped.
+  absl::Status CheckRanksResumedAlike(const ResumePoint& resume) {
+    if (world_ == 1) return absl::OkStatus();
+    int64_t mine = resume.resumed ? resume.step : -1;
+    std::vector<int64_t> all(world_);
+    if (absl::Status s =
+            comm_.AllGather(HostBuffer(&mine, 1), HostBuffer(all.data(), world_), CommOptions())
+                ->Wait();
+        !s.ok()) {
+      return s;
+    }
+    if (std::all_of(all.begin(), all.end(), [&](int64_t step) { return step == all[0]; })) {
+      return absl::OkStatus();
+    }
+    std::vector<std::string> steps;
+    for (int r = 0; r < world_; ++r) {
+      steps.push_back(all[r] < 0 ? absl::StrCat("rank ", r, " started fresh")
+                                 : absl::StrCat("rank ", r, " at step ", all[r]));
+    }
+    const std::string here = resume.resumed ? absl::StrCat("this rank resumed from ", resume.dir)
+                                            : std::string("this rank found no checkpoint");
+    const std::string skipped =
+        resume.skipped.empty()
+            ? ""
+            : absl::StrCat(" after skipping ", absl::StrJoin(resume.skipped, "; "));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--resume=", config_.resume(), ": the ranks resumed from different checkpoints (",
+        absl::StrJoin(steps, ", "), "); ", here, skipped,
+        ". Each rank reads the checkpoint itself: one that a rank cannot read (a read error on "
+        "its host, a file system that shows the hosts different files) is skipped there alone. "
+        "Check the checkpoint_dir on every host (dropk ckpt verify), or resume from one that "
+        "every rank reads alike (--resume=PATH)"));
   }
 
   absl::Status SaveCheckpoint(int64_t steps_done) {

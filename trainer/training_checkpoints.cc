@@ -289,6 +289,7 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
           << "\n";
     }
     optimizer.set_step(m.optimizer_step());
+    point.skipped = skipped;
     point.resumed = true;
     point.dir = dir;
     point.step = m.step();
@@ -370,12 +371,31 @@ absl::Status TrainingCheckpointer::Save(const TrainConfig& config, const Tokeniz
   state.num_params = gpt.num_params();
   gpt.kernels()->Synchronize();
   if (async_writer_ != nullptr) {
-    // The previous save's line, when it committed since the last Poll.
+    absl::Status previous = async_writer_->Finish();
+    LogCommitted(log);  // the previous save's line, when it committed since the last Poll
+    if (!previous.ok() && !async_writer_->failed_alike_on_every_rank()) return previous;
     absl::Status started = async_writer_->Start(state);
+    if (previous.ok()) {
+      if (!started.ok()) return started;
+      last_saved_step_ = steps_done;
+      return absl::OkStatus();
+    }
+    // The previous save failed: the run stops on that failure, but first
+    // this state is saved, in full, so the steps since the last checkpoint
+    // are not lost with it (the disk may have room again, a network file
+    // system may be back). Returning at once lost them: the save a signal
+    // or the end of training asks for was never tried.
+    const absl::Status now = started.ok() ? async_writer_->Finish() : started;
     LogCommitted(log);
-    if (!started.ok()) return started;
+    if (!now.ok()) {
+      return absl::Status(previous.code(),
+                          absl::StrCat(previous.message(), "; saving step ", steps_done,
+                                       " failed too: ", now.message()));
+    }
     last_saved_step_ = steps_done;
-    return absl::OkStatus();
+    return absl::Status(previous.code(),
+                        absl::StrCat(previous.message(), "; step ", steps_done,
+                                     " was saved after it, resume with --resume=latest"));
   }
   absl::StatusOr<std::string> dir = writer_->Save(state);
   if (!dir.ok()) return dir.status();

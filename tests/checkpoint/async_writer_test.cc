@@ -320,9 +320,12 @@ TEST_F(AsyncWriterTest, NextSaveReportsFailureAndDestructorJoins) {
 // are durable. A failure on any rank reaches every rank; LATEST unchanged.
 class AsyncWriterRanksTest : public AsyncWriterTest, public ::testing::WithParamInterface<int> {
  protected:
-  std::vector<absl::Status> SaveOnAllRanks(int64_t step, int failing_rank) {
+  // *alike (when given): each rank's failed_alike_on_every_rank() after it.
+  std::vector<absl::Status> SaveOnAllRanks(int64_t step, int failing_rank,
+                                           std::vector<int>* alike = nullptr) {
     const int world = GetParam();
     std::vector<absl::Status> results(world);
+    if (alike != nullptr) alike->assign(world, -1);
     test_util::RunRanks(world, [&](Communicator& comm) {
       const int r = comm.Rank();
       FaultInjectionEnv env(Env::Default());
@@ -335,6 +338,7 @@ class AsyncWriterRanksTest : public AsyncWriterTest, public ::testing::WithParam
       for (int i = 0; status.ok() && i < 5; ++i) status = writer.Poll();
       if (status.ok()) status = writer.Finish();
       results[r] = status;
+      if (alike != nullptr) (*alike)[r] = writer.failed_alike_on_every_rank() ? 1 : 0;
     });
     return results;
   }
@@ -357,10 +361,14 @@ TEST_P(AsyncWriterRanksTest, EveryRankWritesItsSliceInTheBackground) {
 TEST_P(AsyncWriterRanksTest, OneRankFailingFailsEveryRankAndLatestStays) {
   for (const absl::Status& s : SaveOnAllRanks(1, -1)) ASSERT_TRUE(s.ok()) << s;
   const int failing = GetParam() - 1;
-  for (const absl::Status& s : SaveOnAllRanks(2, failing)) {
+  std::vector<int> alike;
+  for (const absl::Status& s : SaveOnAllRanks(2, failing, &alike)) {
     EXPECT_FALSE(s.ok());
     EXPECT_NE(s.message().find("background save of step 2 failed"), std::string::npos) << s;
   }
+  // Every rank knows it as the save's own failure: the next save may be
+  // tried (TrainingCheckpointer does, before the run stops).
+  EXPECT_EQ(alike, std::vector<int>(GetParam(), 1));
   EXPECT_EQ(Latest(dir_ + "/ckpt"), "step-00000001\n");
   EXPECT_FALSE(fs::exists(dir_ + "/ckpt/step-00000002"));
 }

@@ -8,10 +8,13 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/exit_codes.h"
+#include "checkpoint/async_writer.h"
 #include "checkpoint/crc32c.h"
 #include "checkpoint/env.h"
 #include "checkpoint/format.h"
@@ -22,6 +25,7 @@
 #include "model/kernels.h"
 #include "support/fault_injection_env.h"
 #include "support/fifo.h"
+#include "support/forwarding_env.h"
 #include "support/tiny_config.h"
 #include "trainer/config.h"
 #include "trainer/optimizer.h"
@@ -479,6 +483,86 @@ TEST_F(CheckpointTest, AFifoInTheWayFailsTheSaveWithoutBlockingAndKeepsLatest) {
       << saved.status();
   EXPECT_EQ(Latest(), "step-00000001\n");
   EXPECT_TRUE(VerifyCheckpoint(dir_ + "/ckpt/step-00000001").ok());
+}
+
+// Removes a file's directory just before the file is opened for writing,
+// as a user's `rm -rf` of the checkpoints directory during a save does.
+class DirectoryVanishesEnv : public ForwardingEnv {
+ public:
+  using ForwardingEnv::ForwardingEnv;
+  absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override {
+    fs::remove_all(fs::path(path).parent_path());
+    return base_->NewWritableFile(path);
+  }
+};
+
+// A directory that vanishes during a save (ENOENT, NotFound) failed the
+// save with NotFound, and dropk-train exited 2, the code of a bad command
+// line, for a failure of the run. Synchronous and background saves alike:
+// exit 1, naming the file and the OS's reason, LATEST unchanged.
+TEST_F(CheckpointTest, ADirectoryThatVanishesDuringASaveIsARunFailureNotUsage) {
+  ASSERT_TRUE(Save(1).ok());
+  DirectoryVanishesEnv env(Env::Default());
+  const absl::StatusOr<std::string> saved = Save(2, &env);
+  ASSERT_FALSE(saved.ok());
+  EXPECT_EQ(ExitCodeFor(saved.status()), kExitFailure) << saved.status();
+  EXPECT_NE(
+      saved.status().message().find("model.data: open for writing: No such file or directory"),
+      std::string::npos)
+      << saved.status();
+  EXPECT_EQ(Latest(), "step-00000001\n");
+
+  AsyncCheckpointWriter background({.checkpoints_dir = dir_ + "/ckpt", .env = &env}, comm_.get());
+  ASSERT_TRUE(background.Start(State(3)).ok());
+  const absl::Status finished = background.Finish();
+  ASSERT_FALSE(finished.ok());
+  EXPECT_EQ(ExitCodeFor(finished), kExitFailure) << finished;
+  EXPECT_NE(finished.message().find("No such file or directory"), std::string::npos) << finished;
+  EXPECT_EQ(Latest(), "step-00000001\n");
+}
+
+// Fails every file of one step's save (a disk full for a while, a network
+// file system that went away and came back).
+class FailsOneStepEnv : public ForwardingEnv {
+ public:
+  FailsOneStepEnv(Env* base, std::string step_dir) : ForwardingEnv(base), step_dir_(step_dir) {}
+  absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override {
+    if (path.find("/" + step_dir_ + ".tmp-") != std::string::npos) {
+      return absl::ResourceExhaustedError(path + ": write: No space left on device");
+    }
+    return base_->NewWritableFile(path);
+  }
+
+ private:
+  std::string step_dir_;
+};
+
+// A background save that failed made the next save (the one due, the final
+// one, the one a stop signal asks for) return that failure at once, so the
+// run ended without saving the steps trained since the last checkpoint,
+// though the disk took them fine. Now that state is saved, then the run
+// still stops on the failure, saying which step it saved.
+TEST_F(CheckpointTest, AFailedBackgroundSaveDoesNotCostTheNextOne) {
+  config_.set_checkpoint_dir(dir_ + "/ckpt");
+  config_.set_async_checkpoints(true);
+  FailsOneStepEnv env(Env::Default(), "step-00000002");
+  TrainingCheckpointer checkpointer(config_, gpt_->num_params(), comm_.get(), nullptr, &env);
+  const DataIdentity data;
+  std::ostringstream log;
+  const auto save = [&](int64_t step) {
+    return checkpointer.Save(config_, tokenizer_, data, *gpt_, *optimizer_, step, step * 100, 1.5f,
+                             log);
+  };
+  ASSERT_TRUE(save(1).ok());
+  ASSERT_TRUE(save(2).ok());  // started; its files fail in the background
+  const absl::Status saved = save(3);
+  ASSERT_FALSE(saved.ok());
+  EXPECT_NE(saved.message().find("background save of step 2 failed"), std::string::npos) << saved;
+  EXPECT_NE(saved.message().find("No space left on device"), std::string::npos) << saved;
+  EXPECT_NE(saved.message().find("step 3 was saved after it"), std::string::npos) << saved;
+  EXPECT_EQ(Latest(), "step-00000003\n");
+  EXPECT_TRUE(VerifyCheckpoint(dir_ + "/ckpt/step-00000003").ok());
+  EXPECT_TRUE(checkpointer.Finish(log).ok());
 }
 
 TEST_F(CheckpointTest, LatestFallsBackToNewestValid) {

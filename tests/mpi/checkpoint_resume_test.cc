@@ -8,10 +8,12 @@
 #include <sstream>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "checkpoint/format.h"
 #include "checkpoint/reader.h"
 #include "checkpoint/writer.h"
 #include "mpi_test_env.h"
+#include "support/forwarding_env.h"
 #include "trainer/config.h"
 #include "trainer/trainer.h"
 
@@ -125,6 +127,56 @@ TEST_F(CheckpointResumeTest, ResumingOnOneRankContinuesAsAnUninterruptedOneRankR
   EXPECT_LT(std::sqrt(diff / norm), 1e-5);
   EXPECT_NEAR(continued.last_train_loss, reference.last_train_loss,
               1e-5 * reference.last_train_loss);
+}
+
+// Fails every read under one checkpoint directory, as a read error on one
+// host's file system does.
+class UnreadableCheckpointEnv : public ForwardingEnv {
+ public:
+  UnreadableCheckpointEnv(std::string dir) : ForwardingEnv(Env::Default()), dir_(dir) {}
+  absl::Status ReadFileRange(const std::string& path, uint64_t offset, size_t n,
+                             void* out) override {
+    if (path.rfind(dir_ + "/", 0) == 0) return absl::DataLossError(path + ": read: I/O error");
+    return base_->ReadFileRange(path, offset, n, out);
+  }
+
+ private:
+  std::string dir_;
+};
+
+// The newest checkpoint unreadable on the last rank alone: that rank
+// skipped it and resumed from the one before, the others from the newest,
+// and the job trained on mismatched parameters and ended apart (the
+// ranks that were done left the others in a collective until its
+// timeout). Every rank now refuses, naming each rank's step.
+TEST_F(CheckpointResumeTest, RanksThatResumeFromDifferentCheckpointsAreRefused) {
+  const int n = World().Size();
+  if (n < 2) GTEST_SKIP() << "needs 2 or more ranks";
+  TrainConfig first = Tiny("resumed_apart", 4);
+  first.set_save_every(2);
+  Train(first, World());
+  TrainConfig resumed = Tiny("resumed_apart", 8);
+  resumed.set_resume("latest");
+  resumed.set_comm_timeout_s(10);  // the old code's stranded collective ends soon
+  UnreadableCheckpointEnv env((*root_ / "resumed_apart/checkpoints/step-00000004").string());
+  TrainingSeams seams;
+  if (World().Rank() == n - 1) seams.checkpoint_env = &env;
+  std::ostringstream log;
+  const absl::StatusOr<TrainSummary> s = RunTraining(resumed, World(), log, seams);
+  ASSERT_FALSE(s.ok()) << log.str();
+  EXPECT_TRUE(absl::IsFailedPrecondition(s.status())) << s.status();
+  EXPECT_NE(s.status().message().find("the ranks resumed from different checkpoints (rank 0 at "
+                                      "step 4, "),
+            std::string::npos)
+      << s.status();
+  EXPECT_NE(s.status().message().find(absl::StrCat("rank ", n - 1, " at step 2)")),
+            std::string::npos)
+      << s.status();
+  if (World().Rank() == n - 1) {
+    EXPECT_NE(s.status().message().find("step-00000002 after skipping "), std::string::npos)
+        << s.status();
+    EXPECT_NE(s.status().message().find("read: I/O error"), std::string::npos) << s.status();
+  }
 }
 
 }  // namespace

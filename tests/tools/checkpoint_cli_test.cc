@@ -378,6 +378,32 @@ TEST_F(CheckpointCliTest, CkptNamesThePathAtFaultAndAcceptsARunDirectory) {
       << r.output;
 }
 
+// Checkpoints without LATEST (deleted, or a first save cut off before it)
+// and a checkpoint without its manifest (a copy cut short) were "holds
+// neither manifest.pb nor LATEST", exit 2, though --resume=PATH took both:
+// the first is the newest step-N, the second a corrupt checkpoint (exit 1).
+TEST_F(CheckpointCliTest, CkptTakesCheckpointsWithoutLatestAndOneWithoutItsManifest) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=4 --save_every=2")).exit_code, 0);
+  const std::string ckpts = out_ + "/checkpoints";
+  fs::remove(ckpts + "/LATEST");
+  for (const std::string& path : {out_, ckpts}) {
+    const CliResult r = RunCommand(Dropk("ckpt inspect " + path));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("checkpoint " + ckpts + "/step-00000004\n"), std::string::npos)
+        << r.output;
+  }
+  EXPECT_EQ(RunCommand(Dropk("ckpt verify " + ckpts)).exit_code, 0);
+
+  fs::remove(ckpts + "/step-00000004/manifest.pb");
+  for (const std::string& path : {ckpts + "/step-00000004", ckpts}) {
+    const CliResult r = RunCommand(Dropk("ckpt verify " + path));
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find("checkpoint " + ckpts + "/step-00000004: file manifest.pb"),
+              std::string::npos)
+        << r.output;
+  }
+}
+
 // --resume=PATH read every path that is not one checkpoint as a corrupt
 // one: a run directory said "no checkpoint verifies: ... o/manifest.pb:
 // stat: No such file or directory" and a missing path (--resume=LATEST for

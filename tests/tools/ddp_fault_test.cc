@@ -7,6 +7,7 @@
 #include <chrono>
 
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "support/shakespeare_data.h"
@@ -168,6 +169,42 @@ TEST_F(DdpFaultTest, ADamagedTokenFileOnOneRankEndsTheJobNamingIt) {
       std::string::npos)
       << text;
   EXPECT_EQ(text.find("Signal:"), std::string::npos) << "a rank crashed:\n" << text;
+}
+
+// The checkpoints directory replaced by a file while two ranks train (a
+// disk swapped, a directory removed by hand): the save that SIGUSR1 asks
+// for cannot create its directory. Every rank took that failure (an
+// Unavailable status) for a lost peer's, and waited 120 s "for the
+// launcher to end the job" before aborting it. Only a lost peer waits now:
+// the job ends at once, rank 0 naming the path and what the OS said.
+TEST_F(DdpFaultTest, ACheckpointDirectoryGoneMidRunEndsTheJobAtOnceNamingIt) {
+  const std::string out = (*root_ / "checkpoint_dir_gone_run").string();
+  const std::string log = (*root_ / "checkpoint_dir_gone.log").string();
+  std::vector<std::string> argv = {"mpirun", "-np", "2", "--oversubscribe"};
+  for (const std::string& a : TrainArgs(out, (*root_ / "data").string())) argv.push_back(a);
+  argv.push_back("--save_every=0");
+  test_util::ChildProcess job(argv, log);
+  const auto started = std::chrono::steady_clock::now();
+  while (Lines(out + "/metrics.jsonl") < 5) {
+    ASSERT_FALSE(job.WaitFor(milliseconds(100)).has_value()) << "the job ended early:\n"
+                                                             << test_util::ReadFile(log);
+    ASSERT_LT(std::chrono::steady_clock::now() - started, seconds(120)) << "training never started";
+  }
+  const std::string checkpoints = out + "/checkpoints";
+  std::filesystem::rename(checkpoints, out + "/checkpoints.moved");
+  std::ofstream(checkpoints) << "not a directory\n";
+  ASSERT_EQ(kill(job.pid(), SIGUSR1), 0);  // mpirun passes it to every rank: save and stop
+
+  const std::optional<int> code = job.WaitFor(seconds(60));
+  ASSERT_TRUE(code.has_value()) << "mpirun still running 60 s after the save failed:\n"
+                                << test_util::ReadFile(log);
+  EXPECT_EQ(*code, 1) << test_util::ReadFile(log);
+  const std::string text = test_util::ReadFile(log);
+  EXPECT_NE(text.find("rank 0 of 2: checkpoint: cannot create " + checkpoints + "/step-"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find(checkpoints + ": mkdir: File exists"), std::string::npos) << text;
+  EXPECT_EQ(text.find("waiting up to"), std::string::npos) << text;
 }
 
 }  // namespace

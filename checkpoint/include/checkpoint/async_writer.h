@@ -82,6 +82,12 @@ class AsyncCheckpointWriter {
   // the previous checkpoint.
   absl::Status Finish();
 
+  // After Finish (or Start) failed: whether that was the save's own failure
+  // (a file that could not be written, a commit that failed), which every
+  // rank learnt alike, so collectives work and another save can be tried;
+  // false when a collective itself failed. Same on every rank that knows.
+  bool failed_alike_on_every_rank() const { return failed_alike_; }
+
   // See CheckpointWriter::KeepNewestAtOrBefore. Local, any time.
   void KeepNewestAtOrBefore(int64_t steps_done) { writer_.KeepNewestAtOrBefore(steps_done); }
 
@@ -114,6 +120,7 @@ class AsyncCheckpointWriter {
   absl::Status publish_status_;  // rank 0: the commit
   double background_s_ = 0;
   int64_t failed_ranks_ = 0;
+  bool failed_alike_ = false;                 // see failed_alike_on_every_rank()
   AsyncSaveReport report_;                    // of the save in flight
   bool reported_ = false;                     // report_ already moved to committed_
   std::optional<AsyncSaveReport> committed_;  // committed, not yet taken

@@ -62,7 +62,11 @@ class CheckpointWriter {
   CheckpointWriter(CheckpointWriterOptions options, Communicator* comm);
 
   // Returns the committed checkpoint directory. On error nothing visible
-  // changes: LATEST still names the previous checkpoint.
+  // changes: LATEST still names the previous checkpoint. An error is never
+  // NotFound or InvalidArgument (a save fails mid-run: a failure of the
+  // run, not of its command line, base/exit_codes.h), and a lost peer's
+  // collective keeps its mark (comm/peer_lost.h); another rank's failure
+  // is Aborted.
   absl::StatusOr<std::string> Save(const CheckpointState& state);
 
   // Tells retention that the parameters after `steps_done` steps are known
@@ -117,10 +121,11 @@ class CheckpointWriter {
                                  const std::vector<uint32_t>& crcs);
   // AgreeOnOutcome (collective): rank 0 tells every rank whether it
   // committed; returns the directory, or an error naming the checkpoint and
-  // the cause (this rank's own failure first).
+  // the cause (this rank's own failure first). *agreed (when given): whether
+  // that exchange completed, so every rank knows the outcome.
   absl::StatusOr<std::string> AgreeOnOutcome(const absl::Status& local, int64_t failed_ranks,
                                              const absl::Status& publish_status,
-                                             SaveInProgress& save);
+                                             SaveInProgress& save, bool* agreed = nullptr);
 
   // Rank 0: manifest, fsync, rename into place, LATEST.
   absl::Status Publish(const std::string& tmp, const std::string& final_dir,

@@ -38,8 +38,8 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator();
 [[noreturn]] void AbortJob(const std::string& reason, int exit_code,
                            const std::function<void()>& after_report = nullptr);
 
-// For a rank that found a peer's host unreachable (a collective's
-// Unavailable status): prints `reason`, runs `after_report` (as AbortJob
+// For a rank that found a peer's host unreachable (a collective's status
+// that IsPeerLost, comm/peer_lost.h): prints `reason`, runs `after_report` (as AbortJob
 // does, with SIGTERM and SIGINT already fatal), then leaves ending the job to the
 // launcher for up to `grace` and only then calls AbortJob. MPI_Abort at once
 // would make mpirun order the lost host's daemon to kill its ranks and wait

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "base/device_error.h"
+#include "checkpoint/env.h"
 #include "comm/communicator.h"
 #include "config.pb.h"
 #include "model/kernels.h"
@@ -59,6 +60,9 @@ struct TrainingSeams {
   // kernels in ones that fail like a GPU mid-run (DeviceError).
   std::function<absl::StatusOr<std::unique_ptr<Kernels>>(Device, const KernelOptions&)>
       make_kernels = nullptr;
+  // What --resume reads checkpoints through; null means Env::Default(). A
+  // test fails one rank's reads, as a read error on one host does.
+  Env* checkpoint_env = nullptr;
 };
 
 // Runs the job described by config (validated by the caller with

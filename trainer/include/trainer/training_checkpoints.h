@@ -46,6 +46,7 @@ struct ResumePoint {
   int64_t step = 0;
   int64_t tokens_seen = 0;
   float last_train_loss = 0;
+  std::vector<std::string> skipped;  // the checkpoints passed over first, each with why
 };
 
 // Resumes per config.resume(): "" starts fresh, unless CheckpointsDirOf(config)
@@ -101,9 +102,10 @@ class TrainingCheckpointer {
   bool Due(int64_t steps_done, int64_t max_steps) const;
 
   // Saves the state after `steps_done` steps. Synchronous: returns once it
-  // is committed. Asynchronous: first waits for the previous save and
-  // returns its failure if it failed (naming its step, directory and cause);
-  // then returns as soon as the state is copied. `data` is recorded in the
+  // is committed. Asynchronous: first waits for the previous save; when
+  // that one failed, saves this state in full before returning that
+  // failure (naming its step, directory and cause, and whether this step
+  // was saved); else returns as soon as the state is copied. `data` is recorded in the
   // manifest (what data_dir holds; see MaybeResume).
   absl::Status Save(const TrainConfig& config, const Tokenizer& tokenizer, const DataIdentity& data,
                     Gpt& gpt, AdamWOptimizer& optimizer, int64_t steps_done, int64_t tokens_seen,
