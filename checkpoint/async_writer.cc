@@ -129,7 +129,8 @@ absl::Status AsyncCheckpointWriter::Exchange() {
   }
   std::vector<int64_t> all(3 * world);
   absl::Status gathered =
-      comm_->AllGather(HostBuffer(mine, 3), HostBuffer(all.data(), all.size()))->Wait();
+      comm_->AllGather(HostBuffer(mine, 3), HostBuffer(all.data(), all.size()), writer_.Timeout())
+          ->Wait();
   if (!gathered.ok()) {
     return WithContext(gathered, absl::StrCat("checkpoint of step ", save_->step, ": allgather"));
   }

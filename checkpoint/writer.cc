@@ -160,7 +160,8 @@ absl::StatusOr<CheckpointWriter::SaveInProgress> CheckpointWriter::Stage(
       log_->Write(absl::StrCat("dropk checkpoint: ", created.message()));
     }
   }
-  if (absl::Status s = WaitFor(comm_->Broadcast(HostBuffer(header, 2), 0), "broadcast"); !s.ok()) {
+  if (absl::Status s = WaitFor(comm_->Broadcast(HostBuffer(header, 2), 0, Timeout()), "broadcast");
+      !s.ok()) {
     return s;
   }
   SaveInProgress save;
@@ -219,7 +220,8 @@ absl::StatusOr<std::string> CheckpointWriter::Commit(const absl::Status& local,
                      save.slices[2 * rank + 1].crc32c()};
   std::vector<int64_t> all(3 * world);
   if (absl::Status s = WaitFor(
-          comm_->AllGather(HostBuffer(mine, 3), HostBuffer(all.data(), all.size())), "allgather");
+          comm_->AllGather(HostBuffer(mine, 3), HostBuffer(all.data(), all.size()), Timeout()),
+          "allgather");
       !s.ok()) {
     return s;
   }
@@ -258,7 +260,8 @@ absl::StatusOr<std::string> CheckpointWriter::AgreeOnOutcome(const absl::Status&
                                                              SaveInProgress& save, bool* agreed) {
   int64_t committed = comm_->Rank() == 0 && failed_ranks == 0 && publish_status.ok() ? 1 : 0;
   if (agreed != nullptr) *agreed = false;
-  if (absl::Status s = WaitFor(comm_->Broadcast(HostBuffer(&committed, 1), 0), "broadcast");
+  if (absl::Status s =
+          WaitFor(comm_->Broadcast(HostBuffer(&committed, 1), 0, Timeout()), "broadcast");
       !s.ok()) {
     return s;
   }

@@ -1,5 +1,6 @@
 #include "trainer/training_checkpoints.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -332,11 +333,16 @@ absl::Status CheckResumeConfig(const TrainConfig& checkpoint, const TrainConfig&
 TrainingCheckpointer::TrainingCheckpointer(const TrainConfig& config, size_t num_params,
                                            Communicator* comm, LogSink* log, Env* env)
     : save_every_(config.save_every()) {
+  // A save's collectives wait while rank 0 writes the model: at least the
+  // writer's default, longer when comm_timeout_s asks for more.
   CheckpointWriterOptions options{.checkpoints_dir = CheckpointsDirOf(config),
                                   .keep_last = config.keep_last(),
                                   .keep_every = config.keep_every(),
                                   .env = env,
                                   .log = log};
+  const auto configured = std::chrono::milliseconds(
+      static_cast<int64_t>(static_cast<double>(config.comm_timeout_s()) * 1000.0));
+  options.collective_timeout = std::max(options.collective_timeout, configured);
   if (config.async_checkpoints()) {
     async_writer_ = std::make_unique<AsyncCheckpointWriter>(std::move(options), comm);
     async_writer_->Reserve(num_params);

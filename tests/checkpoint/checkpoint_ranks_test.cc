@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <barrier>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -132,6 +133,46 @@ TEST_P(CheckpointRanksTest, OneRankFailingLeavesLatestUnchangedOnAllRanks) {
 }
 
 INSTANTIATE_TEST_SUITE_P(WorldSizes, CheckpointRanksTest, ::testing::Values(1, 2, 3));
+
+// A save's collectives wait collective_timeout for the other ranks (the
+// trainer raises it to comm_timeout_s when that is longer: rank 0 may take
+// long to write a large model). The writer ignored it and always waited
+// the communicator's default 5 minutes. Here rank 1 never saves.
+TEST(CheckpointWriterTimeoutTest, ASaveWaitsForOtherRanksOnlyItsCollectiveTimeout) {
+  const fs::path dir =
+      fs::path(::testing::TempDir()) / ("dropk_ckpt_timeout_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  const TrainConfig config = test_util::TinyTrainConfig(1, 2, 8, 4);
+  Tokenizer tokenizer;
+  tokenizer.set_kind(Tokenizer::BYTE);
+  const size_t n = ParamLayout(GptConfig{256, 4, 1, 2, 8}).num_params();
+  absl::Status rank0 = absl::UnknownError("not run");
+  std::chrono::steady_clock::duration took{};
+  test_util::RunRanks(2, [&](Communicator& comm) {
+    if (comm.Rank() != 0) return;
+    std::unique_ptr<Kernels> kernels = *MakeKernels(Device::kCpu, 1);
+    DeviceBuffer<float> p(kernels.get(), n), m(kernels.get(), n), v(kernels.get(), n);
+    CheckpointWriter writer(
+        {.checkpoints_dir = dir.string(), .collective_timeout = std::chrono::milliseconds(300)},
+        &comm);
+    CheckpointState s;
+    s.config = &config;
+    s.tokenizer = &tokenizer;
+    s.step = 1;
+    s.kernels = kernels.get();
+    s.params = p.data();
+    s.adam_m = m.data();
+    s.adam_v = v.data();
+    s.num_params = n;
+    const auto start = std::chrono::steady_clock::now();
+    rank0 = writer.Save(s).status();
+    took = std::chrono::steady_clock::now() - start;
+  });
+  EXPECT_FALSE(rank0.ok());
+  EXPECT_LT(took, std::chrono::minutes(1)) << "waited the default, not collective_timeout";
+  EXPECT_FALSE(fs::exists(dir / "LATEST"));
+  fs::remove_all(dir);
+}
 
 }  // namespace
 }  // namespace dropk

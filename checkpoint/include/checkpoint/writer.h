@@ -4,6 +4,7 @@
 #define DROPK_CHECKPOINT_WRITER_H_
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -46,6 +47,10 @@ struct CheckpointWriterOptions {
   // Where a rank's own write failure and retention problems are logged
   // (every rank logs its own; null: nowhere). Not owned.
   LogSink* log = nullptr;
+  // How long a save's collectives wait for the other ranks. The other ranks
+  // wait there while rank 0 writes the model, so a large model on a slow
+  // disk needs more than the communicator's default.
+  std::chrono::milliseconds collective_timeout{std::chrono::minutes(5)};
 };
 
 // Writes checkpoints: into step-N.tmp-XXXX, every file fsynced, the
@@ -81,6 +86,9 @@ class CheckpointWriter {
   // AsyncCheckpointWriter (async_writer.h) runs the same phases, Write and
   // Publish on its own thread, over a snapshot of the state.
   friend class AsyncCheckpointWriter;
+
+  // The options of a save's collectives (options_.collective_timeout).
+  CollectiveOptions Timeout() const { return {.timeout = options_.collective_timeout}; }
 
   // One save between its three phases.
   struct SaveInProgress {
