@@ -1,16 +1,11 @@
 #include "checkpoint/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 #include <limits>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "checkpoint/env.h"
 #include "nlohmann/json.hpp"
 
 namespace dropk {
@@ -18,40 +13,14 @@ namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the format's own limit
 
-// Reads all of the regular file `path`; NotFound when it is not there,
-// InvalidArgument naming it for anything else (a directory, a FIFO, which
-// is never waited on, a read error).
+// Reads all of the regular file `path` through the Env (which refuses a
+// directory or FIFO without waiting on it); NotFound when it is not there,
+// InvalidArgument naming it for anything else.
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    const std::string why = absl::StrCat(path, ": cannot open (", std::strerror(err), ")");
-    return err == ENOENT ? absl::NotFoundError(why) : absl::InvalidArgumentError(why);
-  }
-  struct stat st = {};
-  std::string contents;
-  std::string error;
-  if (::fstat(fd, &st) != 0) {
-    error = absl::StrCat("cannot stat (", std::strerror(errno), ")");
-  } else if (!S_ISREG(st.st_mode)) {
-    error = "not a regular file";
-  } else {
-    contents.resize(static_cast<size_t>(st.st_size));
-    size_t done = 0;
-    while (done < contents.size()) {
-      const ssize_t n = ::read(fd, contents.data() + done, contents.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        error = n < 0 ? absl::StrCat("read failed (", std::strerror(errno), ")")
-                      : absl::StrCat("shorter than its size: it changed while read");
-        break;
-      }
-      done += static_cast<size_t>(n);
-    }
-  }
-  ::close(fd);
-  if (!error.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", error));
-  return contents;
+  absl::StatusOr<std::string> contents =
+      ReadSmallFile(Env::Default(), path, std::numeric_limits<uint64_t>::max());
+  if (contents.ok() || absl::IsNotFound(contents.status())) return contents;
+  return absl::InvalidArgumentError(contents.status().message());
 }
 
 }  // namespace
