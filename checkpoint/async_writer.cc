@@ -67,6 +67,15 @@ void AsyncCheckpointWriter::JoinWorker() {
   if (worker_.joinable()) worker_.join();
 }
 
+bool AsyncCheckpointWriter::WaitForWorker(std::chrono::milliseconds limit) const {
+  const Clock::time_point until = Clock::now() + limit;
+  while (!worker_done_.load(std::memory_order_acquire)) {
+    if (Clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
 absl::Status AsyncCheckpointWriter::Start(const CheckpointState& state) {
   const Clock::time_point start = Clock::now();
   if (absl::Status s = Finish(); !s.ok()) return s;
@@ -128,9 +137,10 @@ absl::Status AsyncCheckpointWriter::Exchange() {
     mine[2] = save_->slices[2 * rank + 1].crc32c();
   }
   std::vector<int64_t> all(3 * world);
-  absl::Status gathered =
-      comm_->AllGather(HostBuffer(mine, 3), HostBuffer(all.data(), all.size()), writer_.Timeout())
-          ->Wait();
+  absl::Status gathered = comm_
+                              ->AllGather(HostBuffer(mine, 3), HostBuffer(all.data(), all.size()),
+                                          writer_.PeerTimeout())
+                              ->Wait();
   if (!gathered.ok()) {
     return WithContext(gathered, absl::StrCat("checkpoint of step ", save_->step, ": allgather"));
   }
@@ -160,19 +170,21 @@ absl::Status AsyncCheckpointWriter::Exchange() {
 absl::Status AsyncCheckpointWriter::Finish() {
   failed_alike_ = false;
   if (phase_ == Phase::kIdle) return absl::OkStatus();
-  if (phase_ == Phase::kWriting) {
-    JoinWorker();  // this rank's files are written (or failed)
-    // Every rank joined its own first, so this one exchange sees all done.
-    if (absl::Status s = Exchange(); !s.ok()) {
-      phase_ = Phase::kIdle;
-      return s;
-    }
+  // Rounds, none of which waits on a disk: each rank waits for its own
+  // files a while, then all exchange (Exchange moves to kCommitting once
+  // every rank's are durable), then they wait for rank 0's commit alike.
+  absl::Status met;
+  while (met.ok() && phase_ == Phase::kWriting) {
+    WaitForWorker(kFinishRound);
+    met = Exchange();
   }
-  JoinWorker();  // rank 0: the commit
+  if (met.ok()) met = AwaitCommit();
+  JoinWorker();  // done already, unless a collective failed: local I/O only
   phase_ = Phase::kIdle;
+  if (!met.ok()) return met;
   bool agreed = false;
-  absl::StatusOr<std::string> outcome =
-      writer_.AgreeOnOutcome(write_status_, failed_ranks_, publish_status_, *save_, &agreed);
+  absl::StatusOr<std::string> outcome = writer_.AgreeOnOutcome(
+      write_status_, failed_ranks_, publish_status_, *save_, writer_.PeerTimeout(), &agreed);
   if (!outcome.ok()) {
     failed_alike_ = agreed;
     return WithContext(outcome.status(),
@@ -184,6 +196,18 @@ absl::Status AsyncCheckpointWriter::Finish() {
     reported_ = true;
   }
   return absl::OkStatus();
+}
+
+absl::Status AsyncCheckpointWriter::AwaitCommit() {
+  for (;;) {
+    int64_t done = comm_->Rank() != 0 || WaitForWorker(kFinishRound) ? 1 : 0;
+    absl::Status s = comm_->Broadcast(HostBuffer(&done, 1), 0, writer_.PeerTimeout())->Wait();
+    if (!s.ok()) {
+      return WithContext(s, absl::StrCat("checkpoint of step ", save_->step,
+                                         ": waiting for rank 0's commit: broadcast"));
+    }
+    if (done != 0) return absl::OkStatus();
+  }
 }
 
 std::optional<AsyncSaveReport> AsyncCheckpointWriter::TakeCommitted() {

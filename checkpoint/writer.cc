@@ -104,6 +104,7 @@ void ListDataFiles(CheckpointManifest& manifest) {
 
 CheckpointWriter::CheckpointWriter(CheckpointWriterOptions options, Communicator* comm)
     : options_(std::move(options)),
+      peer_timeout_(options_.collective_timeout),
       comm_(comm),
       env_(options_.env != nullptr ? options_.env : Env::Default()),
       log_(OrDiscard(options_.log)),
@@ -160,7 +161,8 @@ absl::StatusOr<CheckpointWriter::SaveInProgress> CheckpointWriter::Stage(
       log_->Write(absl::StrCat("dropk checkpoint: ", created.message()));
     }
   }
-  if (absl::Status s = WaitFor(comm_->Broadcast(HostBuffer(header, 2), 0, Timeout()), "broadcast");
+  if (absl::Status s =
+          WaitFor(comm_->Broadcast(HostBuffer(header, 2), 0, PeerTimeout()), "broadcast");
       !s.ok()) {
     return s;
   }
@@ -234,7 +236,7 @@ absl::StatusOr<std::string> CheckpointWriter::Commit(const absl::Status& local,
   }
   const absl::Status publish_status =
       rank == 0 ? CompleteOrDiscard(save, failed_ranks, crcs) : absl::OkStatus();
-  return AgreeOnOutcome(local, failed_ranks, publish_status, save);
+  return AgreeOnOutcome(local, failed_ranks, publish_status, save, Timeout());
 }
 
 absl::Status CheckpointWriter::CompleteOrDiscard(SaveInProgress& save, int64_t failed_ranks,
@@ -254,14 +256,13 @@ absl::Status CheckpointWriter::CompleteOrDiscard(SaveInProgress& save, int64_t f
   return publish_status;
 }
 
-absl::StatusOr<std::string> CheckpointWriter::AgreeOnOutcome(const absl::Status& local,
-                                                             int64_t failed_ranks,
-                                                             const absl::Status& publish_status,
-                                                             SaveInProgress& save, bool* agreed) {
+absl::StatusOr<std::string> CheckpointWriter::AgreeOnOutcome(
+    const absl::Status& local, int64_t failed_ranks, const absl::Status& publish_status,
+    SaveInProgress& save, const CollectiveOptions& options, bool* agreed) {
   int64_t committed = comm_->Rank() == 0 && failed_ranks == 0 && publish_status.ok() ? 1 : 0;
   if (agreed != nullptr) *agreed = false;
   if (absl::Status s =
-          WaitFor(comm_->Broadcast(HostBuffer(&committed, 1), 0, Timeout()), "broadcast");
+          WaitFor(comm_->Broadcast(HostBuffer(&committed, 1), 0, options), "broadcast");
       !s.ok()) {
     return s;
   }

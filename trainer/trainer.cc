@@ -140,7 +140,10 @@ class TrainingRun {
       }
       const absl::StatusOr<float> loss = **trained;
       summary_.steps = step + 1;
-      // Moves a background save on: every rank, every step, while one is pending.
+      // Moves a background save on: every rank, every step, while one is
+      // pending. Its collectives and the next save's wait for the other
+      // ranks as long as a step's do.
+      checkpointer_->set_peer_timeout(CommOptions().timeout);
       if (absl::Status s = checkpointer_->Poll(RankLog()); !s.ok()) return s;
       const int check_every = config_.consistency_check_every();
       if (world_ > 1 && check_every > 0 && (step + 1) % check_every == 0) {

@@ -333,8 +333,8 @@ absl::Status CheckResumeConfig(const TrainConfig& checkpoint, const TrainConfig&
 TrainingCheckpointer::TrainingCheckpointer(const TrainConfig& config, size_t num_params,
                                            Communicator* comm, LogSink* log, Env* env)
     : save_every_(config.save_every()) {
-  // A save's collectives wait while rank 0 writes the model: at least the
-  // writer's default, longer when comm_timeout_s asks for more.
+  // A synchronous save's collectives wait while rank 0 writes the model: at
+  // least the writer's default, longer when comm_timeout_s asks for more.
   CheckpointWriterOptions options{.checkpoints_dir = CheckpointsDirOf(config),
                                   .keep_last = config.keep_last(),
                                   .keep_every = config.keep_every(),
@@ -422,6 +422,11 @@ absl::Status TrainingCheckpointer::Poll(std::ostream& log) {
   absl::Status s = async_writer_->Poll();
   LogCommitted(log);
   return s;
+}
+
+void TrainingCheckpointer::set_peer_timeout(std::chrono::milliseconds timeout) {
+  if (writer_ != nullptr) writer_->set_peer_timeout(timeout);
+  if (async_writer_ != nullptr) async_writer_->set_peer_timeout(timeout);
 }
 
 void TrainingCheckpointer::NoteGoodParameters(int64_t steps_done) {

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -374,6 +375,76 @@ TEST_P(AsyncWriterRanksTest, OneRankFailingFailsEveryRankAndLatestStays) {
 }
 
 INSTANTIATE_TEST_SUITE_P(WorldSizes, AsyncWriterRanksTest, ::testing::Values(1, 2, 3));
+
+// An Env whose files take `delay` to open: a slow disk.
+class SlowEnv : public FaultInjectionEnv {
+ public:
+  explicit SlowEnv(std::chrono::milliseconds delay)
+      : FaultInjectionEnv(Env::Default()), delay_(delay) {}
+  absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override {
+    std::this_thread::sleep_for(delay_);
+    return FaultInjectionEnv::NewWritableFile(path);
+  }
+
+ private:
+  std::chrono::milliseconds delay_;
+};
+
+// A peer lost while a background save is in flight is named after the peer
+// timeout (the trainer's step timeout), not after the long
+// collective_timeout: Poll waited up to 5 minutes there, and on a cluster
+// mpirun ended the job first without any rank's report (a CI run of
+// cluster.lost_host_ends_the_job). Rank 1 starts the save, then is gone.
+TEST_F(AsyncWriterTest, APeerLostDuringABackgroundSaveIsNamedAfterThePeerTimeout) {
+  absl::Status rank0 = absl::UnknownError("not run");
+  std::chrono::steady_clock::duration took{};
+  test_util::RunRanks(2, [&](Communicator& comm) {
+    std::unique_ptr<Kernels> kernels = *MakeKernels(Device::kCpu, 1);
+    CheckpointWriterOptions options = Options(dir_ + "/ckpt");
+    options.collective_timeout = std::chrono::seconds(30);
+    AsyncCheckpointWriter writer(options, &comm);
+    writer.set_peer_timeout(std::chrono::milliseconds(300));
+    CheckpointState s = State(4);
+    s.kernels = kernels.get();
+    ASSERT_TRUE(writer.Start(s).ok());
+    if (comm.Rank() != 0) return;  // lost
+    const auto start = std::chrono::steady_clock::now();
+    absl::Status status;
+    for (int i = 0; status.ok() && i < 100; ++i) status = writer.Poll();
+    if (status.ok()) status = writer.Finish();
+    rank0 = status;
+    took = std::chrono::steady_clock::now() - start;
+  });
+  EXPECT_FALSE(rank0.ok());
+  EXPECT_NE(rank0.message().find("checkpoint of step 4"), std::string::npos) << rank0;
+  EXPECT_NE(rank0.message().find("did not complete within 300 ms"), std::string::npos) << rank0;
+  EXPECT_LT(took, std::chrono::seconds(10)) << "waited collective_timeout, not the peer timeout";
+  EXPECT_FALSE(fs::exists(dir_ + "/ckpt/LATEST"));
+}
+
+// A disk slower than the peer timeout does not fail the save: Finish's
+// rounds keep every rank meeting while rank 0 still writes, and none waits
+// in a collective for the disk.
+TEST_F(AsyncWriterTest, ADiskSlowerThanThePeerTimeoutStillCommits) {
+  std::vector<absl::Status> results(3);
+  test_util::RunRanks(3, [&](Communicator& comm) {
+    std::unique_ptr<Kernels> kernels = *MakeKernels(Device::kCpu, 1);
+    SlowEnv slow(std::chrono::milliseconds(comm.Rank() == 0 ? 400 : 0));
+    AsyncCheckpointWriter writer(Options(dir_ + "/ckpt", &slow), &comm);
+    writer.set_peer_timeout(std::chrono::milliseconds(100));
+    CheckpointState s = State(7);
+    s.kernels = kernels.get();
+    absl::Status status = writer.Start(s);
+    if (status.ok()) status = writer.Poll();
+    if (status.ok()) status = writer.Finish();
+    results[comm.Rank()] = status;
+  });
+  for (const absl::Status& s : results) EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(Latest(dir_ + "/ckpt"), "step-00000007\n");
+  absl::StatusOr<CheckpointData> data = ReadCheckpoint(dir_ + "/ckpt/step-00000007");
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(data->params, params_);
+}
 
 }  // namespace
 }  // namespace dropk

@@ -14,6 +14,7 @@
 #define DROPK_CHECKPOINT_ASYNC_WRITER_H_
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -79,8 +80,19 @@ class AsyncCheckpointWriter {
   // Collective, blocking: waits for the pending save to be committed or to
   // fail. Returns OK (also when nothing is pending), or an error naming the
   // step, the checkpoint directory and the cause; LATEST then still names
-  // the previous checkpoint.
+  // the previous checkpoint. While a rank still writes or rank 0 commits,
+  // the ranks meet in short rounds (one every kFinishRound at most) instead
+  // of one collective that waits on a disk: a lost peer is named after the
+  // peer timeout however long the writes take.
   absl::Status Finish();
+
+  // See CheckpointWriter::set_peer_timeout: the timeout of every collective
+  // here (Poll's, Finish's rounds, staging the next save). Local.
+  void set_peer_timeout(std::chrono::milliseconds timeout) { writer_.set_peer_timeout(timeout); }
+
+  // The longest a rank waits for its own background thread between two of
+  // Finish's rounds.
+  static constexpr std::chrono::milliseconds kFinishRound{50};
 
   // After Finish (or Start) failed: whether that was the save's own failure
   // (a file that could not be written, a commit that failed), which every
@@ -106,6 +118,12 @@ class AsyncCheckpointWriter {
   // The collective exchange of Poll: every rank's write outcome and CRCs.
   // Moves to kCommitting (and starts rank 0's commit) once all are written.
   absl::Status Exchange();
+  // kCommitting, collective: rounds of rank 0 telling whether its commit
+  // thread is done, until it is.
+  absl::Status AwaitCommit();
+  // Waits up to `limit` for the background thread to set worker_done_;
+  // returns whether it did. Local.
+  bool WaitForWorker(std::chrono::milliseconds limit) const;
   void JoinWorker();
 
   CheckpointWriter writer_;

@@ -47,9 +47,10 @@ struct CheckpointWriterOptions {
   // Where a rank's own write failure and retention problems are logged
   // (every rank logs its own; null: nowhere). Not owned.
   LogSink* log = nullptr;
-  // How long a save's collectives wait for the other ranks. The other ranks
-  // wait there while rank 0 writes the model, so a large model on a slow
-  // disk needs more than the communicator's default.
+  // How long a synchronous save's collectives wait for the other ranks
+  // where they wait on another rank's disk (every rank's files durable,
+  // rank 0's commit): a large model on a slow disk needs more than the
+  // communicator's default. Also the default of set_peer_timeout().
   std::chrono::milliseconds collective_timeout{std::chrono::minutes(5)};
 };
 
@@ -82,13 +83,23 @@ class CheckpointWriter {
   // asynchronous writer's retention runs on its own thread).
   void KeepNewestAtOrBefore(int64_t steps_done) { known_good_step_.store(steps_done); }
 
+  // How long a collective waits for the other ranks where none of them waits
+  // on a disk (agreeing on the temporary directory; the asynchronous
+  // writer's exchanges): the training loop passes its step collectives'
+  // timeout, so a peer lost during a save is named as soon as one lost
+  // during a step. Default: options.collective_timeout. Local.
+  void set_peer_timeout(std::chrono::milliseconds timeout) { peer_timeout_ = timeout; }
+
  private:
   // AsyncCheckpointWriter (async_writer.h) runs the same phases, Write and
   // Publish on its own thread, over a snapshot of the state.
   friend class AsyncCheckpointWriter;
 
-  // The options of a save's collectives (options_.collective_timeout).
+  // The options of the collectives that wait on another rank's disk
+  // (options_.collective_timeout), and of those that wait only for the
+  // other ranks to arrive (set_peer_timeout).
   CollectiveOptions Timeout() const { return {.timeout = options_.collective_timeout}; }
+  CollectiveOptions PeerTimeout() const { return {.timeout = peer_timeout_}; }
 
   // One save between its three phases.
   struct SaveInProgress {
@@ -130,10 +141,13 @@ class CheckpointWriter {
   // AgreeOnOutcome (collective): rank 0 tells every rank whether it
   // committed; returns the directory, or an error naming the checkpoint and
   // the cause (this rank's own failure first). *agreed (when given): whether
-  // that exchange completed, so every rank knows the outcome.
+  // that exchange completed, so every rank knows the outcome. `options`:
+  // Timeout() when rank 0 may still be committing, PeerTimeout() when every
+  // rank knows it is done.
   absl::StatusOr<std::string> AgreeOnOutcome(const absl::Status& local, int64_t failed_ranks,
                                              const absl::Status& publish_status,
-                                             SaveInProgress& save, bool* agreed = nullptr);
+                                             SaveInProgress& save, const CollectiveOptions& options,
+                                             bool* agreed = nullptr);
 
   // Rank 0: manifest, fsync, rename into place, LATEST.
   absl::Status Publish(const std::string& tmp, const std::string& final_dir,
@@ -146,6 +160,7 @@ class CheckpointWriter {
 
   CheckpointWriterOptions options_;
   std::atomic<int64_t> known_good_step_{-1};  // see KeepNewestAtOrBefore
+  std::chrono::milliseconds peer_timeout_;    // see set_peer_timeout
   Communicator* comm_;
   Env* env_;
   LogSink* log_;

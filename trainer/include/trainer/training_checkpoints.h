@@ -6,6 +6,7 @@
 #ifndef DROPK_TRAINER_TRAINING_CHECKPOINTS_H_
 #define DROPK_TRAINER_TRAINING_CHECKPOINTS_H_
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <ostream>
@@ -114,6 +115,13 @@ class TrainingCheckpointer {
   // After every step: moves a background save on (never waits for I/O) and
   // logs it once committed. Errors are the communicator's only.
   absl::Status Poll(std::ostream& log);
+
+  // The step collectives' timeout (CommTimeout), for the save collectives
+  // that wait only for the other ranks (CheckpointWriter::set_peer_timeout):
+  // a peer lost during a save is then named as soon as one lost in a step.
+  // Those that wait on rank 0's disk in a synchronous save wait at least
+  // comm_timeout_s and 5 minutes. Local; call before Poll, Save and Finish.
+  void set_peer_timeout(std::chrono::milliseconds timeout);
 
   // Before training ends (also after a signal's final save): waits for the
   // background save and returns its failure, if any.
