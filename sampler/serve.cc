@@ -130,8 +130,17 @@ absl::StatusOr<bool> CheckpointWatcher::LoadNewest() {
   return true;
 }
 
+bool CheckpointWatcher::LatestRemoved() {
+  Env* env = Env::Default();
+  const bool present = env->FileExists(dir_ + "/" + kLatestFileName);
+  const bool removed = latest_present_ && !present && env->IsDirectory(dir_);
+  if (!removed) latest_present_ = present;
+  return removed;
+}
+
 absl::Status CheckpointWatcher::LoadInitial() {
   std::lock_guard<std::mutex> lock(mu_);
+  latest_present_ = Env::Default()->FileExists(dir_ + "/" + kLatestFileName);
   last_latest_ = ReadLatest();
   // Before the scan: a change during it counts.
   last_scanned_state_ = absl::StrCat(last_latest_, "\n--\n", CheckpointsFingerprint(dir_));
@@ -145,6 +154,20 @@ absl::Status CheckpointWatcher::LoadInitial() {
 
 absl::Status CheckpointWatcher::PollOnce() {
   std::lock_guard<std::mutex> lock(mu_);
+  // LATEST deleted while a model is served (a cleanup script, rsync
+  // --delete): a scan would fall back to the newest step-* directory, and
+  // nothing was logged. The model served stays, said once, until a LATEST
+  // appears again. A directory gone as a whole is a refusal (below).
+  if (!serving_path_.empty() && LatestRemoved()) {
+    if (!latest_removed_logged_) {
+      latest_removed_logged_ = true;
+      log_->Write(absl::StrCat("dropk-serve: ", dir_, "/", kLatestFileName,
+                               " was removed; keeping ", serving_path_,
+                               " until a new LATEST names a checkpoint"));
+    }
+    return absl::OkStatus();
+  }
+  latest_removed_logged_ = false;
   const std::string latest = ReadLatest();
   // Serving what LATEST names, found by the last scan: only a new LATEST is
   // news.

@@ -41,6 +41,8 @@ class CheckpointWatcher {
   // error without reading any checkpoint again. Returns OK when nothing changed, LATEST names the
   // checkpoint served already, or the new one was swapped in. A refusal is
   // logged and counted once, not again at each poll that fails the same way.
+  // While LATEST, there before, is removed and a model is served, logs that
+  // once, keeps the model and returns OK without scanning.
   absl::Status PollOnce();
 
   void Start(std::chrono::milliseconds interval);
@@ -55,6 +57,10 @@ class CheckpointWatcher {
   // LoadFrom without the guard.
   absl::StatusOr<bool> LoadNewest();
   std::string ReadLatest() const;
+  // True when LATEST, there at the last look, is gone while the
+  // checkpoints directory is still there; it stays "removed" until LATEST
+  // is back. Updates latest_present_.
+  bool LatestRemoved();
 
   const std::string dir_;
   Scheduler* scheduler_;
@@ -62,6 +68,8 @@ class CheckpointWatcher {
   LogSink* log_;
   std::mutex mu_;
   std::string last_latest_;   // contents of LATEST at the last attempt
+  bool latest_present_ = false;         // LATEST existed at the last look
+  bool latest_removed_logged_ = false;  // its removal has been logged
   std::string serving_path_;  // checkpoint directory being served
   std::string last_refusal_;  // why the last poll failed (logged); "" after one that did not
   // The checkpoint served is older than what LATEST names: the scan that
