@@ -408,7 +408,12 @@ void Session::OnReadError(beast::error_code ec) {
   const bool header_too_long =
       ec == http::error::header_limit ||
       (ec == http::error::buffer_overflow && state_ == State::kReadingHeader);
-  if (header_too_long && !HasLineEnd(buffer_)) {
+  // Beast consumes the request line once it has parsed it, so a header
+  // field too long to end in the buffer left no line end there either: the
+  // parsed target tells them apart (a 100 KB header field was a 414 about
+  // the request line).
+  const bool request_line_read = !parser_->get().target().empty();
+  if (header_too_long && !request_line_read && !HasLineEnd(buffer_)) {
     // RFC 9112 3: a target longer than the server parses is a 414; "request
     // headers are too large" (431) sent a client with a 20 KB URL looking
     // among its headers.

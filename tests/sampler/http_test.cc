@@ -389,6 +389,11 @@ TEST(HttpTest, OversizedHeaderIs431AndOversizedRequestLine414) {
                                                   " HTTP/1.1\r\nHost: x\r\nX-Big: " +
                                                   std::string(10000, 'a') + "\r\n\r\n"),
                  "HTTP/1.1 431", "headers_too_large");
+  // One header field longer than the read buffer: the parser had consumed
+  // the request line, no line end was left, and this was a 414.
+  ExpectRawError(testing::RawExchange(s.port, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " +
+                                                  std::string(100000, 'a') + "\r\n\r\n"),
+                 "HTTP/1.1 431", "headers_too_large");
 }
 
 // Issue 9: an HTTP/1.0 client asking for a stream got Transfer-Encoding:
