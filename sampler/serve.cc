@@ -400,7 +400,7 @@ absl::Status RunServe(const ServeOptions& options) {
     }
   }
   log->Write(absl::StrCat(
-      "dropk-serve: listening on http://", options.http.address, ":", (*server)->port(),
+      "dropk-serve: listening on http://", HostPortText(options.http.address, (*server)->port()),
       options.scheduler.weights == EngineWeights::kBf16 ? " (weights rounded to bf16)" : "",
       options.scheduler.kv_cache == EngineKvCache::kBf16 ? " (KV cache in bf16)" : ""));
   if (options.watch) watcher.Start(options.watch_interval);

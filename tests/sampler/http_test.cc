@@ -396,6 +396,31 @@ TEST(HttpTest, OversizedHeaderIs431AndOversizedRequestLine414) {
                  "HTTP/1.1 431", "headers_too_large");
 }
 
+// An IPv6 address was written bare beside its port ("bind ::1:8080", and
+// "listening on http://::1:8080", which curl and dropk sample --url refuse):
+// in brackets now, as a URL writes it.
+TEST(HttpTest, Ipv6AddressIsBracketedBesideItsPort) {
+  EXPECT_EQ(HostPortText("::1", 8080), "[::1]:8080");
+  EXPECT_EQ(HostPortText("127.0.0.1", 8080), "127.0.0.1:8080");
+  HttpServerOptions first;
+  first.address = "::1";
+  first.port = 0;
+  ServiceMetrics metrics;
+  std::unique_ptr<Scheduler> scheduler = Scheduler::Create({}, &metrics).value();
+  absl::StatusOr<std::unique_ptr<HttpServer>> holder =
+      HttpServer::Start(first, scheduler.get(), &metrics);
+  if (!holder.ok()) GTEST_SKIP() << "no IPv6 loopback here: " << holder.status();
+  HttpServerOptions second = first;
+  second.port = (*holder)->port();
+  const absl::StatusOr<std::unique_ptr<HttpServer>> refused =
+      HttpServer::Start(second, scheduler.get(), &metrics);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("bind [::1]:" + std::to_string(second.port) + ": "),
+            std::string::npos)
+      << refused.status();
+  (*holder)->Stop(std::chrono::milliseconds(100));
+}
+
 // Issue 9: an HTTP/1.0 client asking for a stream got Transfer-Encoding:
 // chunked, which 1.0 does not have. Now the stream is close-delimited.
 TEST(HttpTest, Http10StreamIsCloseDelimited) {
