@@ -29,9 +29,11 @@ namespace {
 
 // What a scan for a servable checkpoint depends on, short of reading any
 // data: the names in the checkpoints directory and, in each step-*
-// directory, every file's name, inode, size and modification time (a file
-// repaired in place or replaced by a rename changes one of them). One stat
-// per file, where a scan CRC-checks every candidate's weights.
+// directory, every file's name, inode, size, modification and status
+// change times (a file repaired in place or replaced by a rename changes
+// one of them, and a chmod that makes it readable changes the last; without
+// it, a checkpoint refused for its permissions was never looked at again).
+// One stat per file, where a scan CRC-checks every candidate's weights.
 std::string CheckpointsFingerprint(const std::string& dir) {
   namespace fs = std::filesystem;
   std::vector<std::string> lines;
@@ -50,7 +52,8 @@ std::string CheckpointsFingerprint(const std::string& dir) {
         continue;
       }
       lines.push_back(absl::StrCat(file, " ", st.st_ino, " ", st.st_size, " ", st.st_mtim.tv_sec,
-                                   ".", st.st_mtim.tv_nsec));
+                                   ".", st.st_mtim.tv_nsec, " ", st.st_ctim.tv_sec, ".",
+                                   st.st_ctim.tv_nsec));
     }
     if (sub_ec) lines.push_back(absl::StrCat(name, ": ", sub_ec.message()));
   }
@@ -131,16 +134,22 @@ absl::StatusOr<bool> CheckpointWatcher::LoadNewest() {
 }
 
 bool CheckpointWatcher::LatestRemoved() {
-  Env* env = Env::Default();
-  const bool present = env->FileExists(dir_ + "/" + kLatestFileName);
-  const bool removed = latest_present_ && !present && env->IsDirectory(dir_);
+  namespace fs = std::filesystem;
+  // Only "no such file" is a removal: a LATEST that cannot be looked at (a
+  // directory that may not be searched) is the scan's refusal, naming why.
+  std::error_code ec;
+  const bool present =
+      fs::symlink_status(dir_ + "/" + kLatestFileName, ec).type() != fs::file_type::not_found;
+  const bool removed = latest_present_ && !present && fs::is_directory(dir_, ec);
   if (!removed) latest_present_ = present;
   return removed;
 }
 
 absl::Status CheckpointWatcher::LoadInitial() {
   std::lock_guard<std::mutex> lock(mu_);
-  latest_present_ = Env::Default()->FileExists(dir_ + "/" + kLatestFileName);
+  std::error_code ec;
+  latest_present_ = std::filesystem::symlink_status(dir_ + "/" + kLatestFileName, ec).type() !=
+                    std::filesystem::file_type::not_found;
   last_latest_ = ReadLatest();
   // Before the scan: a change during it counts.
   last_scanned_state_ = absl::StrCat(last_latest_, "\n--\n", CheckpointsFingerprint(dir_));

@@ -35,7 +35,7 @@ class CheckpointWatcher {
   // nothing is served yet, the last attempt was refused or what is served is
   // older than a checkpoint the loading scan skipped, also when the
   // checkpoints directory's listing or a candidate's files (names, sizes,
-  // modification times) changed (a checkpoint copied after its LATEST) and
+  // modification or status change times) changed (a checkpoint copied after its LATEST) and
   // then held still across two polls (a checkpoint still being copied in is
   // not scanned at every poll), and otherwise return the last attempt's
   // error without reading any checkpoint again. Returns OK when nothing changed, LATEST names the
