@@ -428,6 +428,26 @@ TEST_F(ServeE2eTest, ACheckpointMadeReadableIsServedAndAnUnsearchableDirectoryIs
   EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
 }
 
+// A checkpoints directory the service's user may not list read "no valid
+// checkpoint in DIR" alone, as if it held none; the reason is named now.
+TEST_F(ServeE2eTest, AnUnlistableCheckpointsDirectoryIsNamedWithItsReason) {
+  const std::string runner =
+      ::geteuid() != 0 ? "" : "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+  if (!runner.empty() && std::system("command -v setpriv > /dev/null") != 0) {
+    GTEST_SKIP() << "running as root without setpriv: cannot make a directory unlistable";
+  }
+  const fs::path checkpoints = dir_ / "run/checkpoints";
+  fs::permissions(checkpoints, fs::perms::none);
+  const auto r = RunCommand(runner + kBin + "dropk-serve --port 0 --checkpoints " +
+                            checkpoints.string() + " 2>&1");
+  fs::permissions(checkpoints, fs::perms::owner_all);
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("no valid checkpoint in " + checkpoints.string() + " (" +
+                       checkpoints.string() + ": list directory: Permission denied)"),
+            std::string::npos)
+      << r.out;
+}
+
 TEST_F(ServeE2eTest, ApiKeyFile) {
   std::ofstream(dir_ / "key") << "k-123\n";
   StartServer("--api-key-file " + (dir_ / "key").string());
