@@ -207,6 +207,13 @@ bool HasLineEnd(const beast::flat_buffer& buffer) {
   return BufferedText(buffer).find("\r\n") != std::string_view::npos;
 }
 
+// Whether the first line in `buffer` ends in a bare LF, not CRLF.
+bool FirstLineEndsInBareLf(const beast::flat_buffer& buffer) {
+  const std::string_view data = BufferedText(buffer);
+  const size_t lf = data.find('\n');
+  return lf != std::string_view::npos && (lf == 0 || data[lf - 1] != '\r');
+}
+
 // Every Transfer-Encoding field of `req`, joined as one list (RFC 9110 5.3).
 std::string TransferEncodingOf(const http::fields& req) {
   std::string joined;
@@ -446,6 +453,14 @@ void Session::OnReadError(beast::error_code ec) {
     // The client shut down its side mid-request; it may still read.
     return SendError({400, "the request ended before it was complete", "invalid_request_error", "",
                       "bad_request"});
+  }
+  if (ec == http::error::bad_version && state_ == State::kReadingHeader &&
+      FirstLineEndsInBareLf(buffer_)) {
+    // A request typed by hand (printf '...\n' | nc) read "bad version".
+    return SendError({400,
+                      "malformed HTTP request: the request line ends in a bare LF; HTTP/1.1 "
+                      "lines end in CRLF (\\r\\n)",
+                      "invalid_request_error", "", "bad_request"});
   }
   if (ec.category() == http::make_error_code(http::error::bad_method).category() &&
       ec != http::error::end_of_stream) {

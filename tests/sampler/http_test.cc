@@ -375,6 +375,17 @@ TEST(HttpTest, MalformedHttpIs400WithJson) {
   EXPECT_EQ(Curl(s.port, "GET", "/healthz").code, 200);
 }
 
+// A request line ended by a bare LF (typed by hand: printf '...\n' | nc)
+// was "malformed HTTP request: bad version", naming a version that was fine.
+TEST(HttpTest, ARequestLineEndingInABareLfIsNamed) {
+  TestServer s;
+  const testing::RawResult r = testing::RawExchange(s.port, "GET /healthz HTTP/1.1\nHost: x\n\n");
+  ExpectRawError(r, "HTTP/1.1 400", "bad_request");
+  EXPECT_NE(r.received.find("the request line ends in a bare LF; HTTP/1.1 lines end in CRLF"),
+            std::string::npos)
+      << r.received;
+}
+
 TEST(HttpTest, OversizedHeaderIs431AndOversizedRequestLine414) {
   TestServer s;
   ExpectRawError(testing::RawExchange(s.port, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " +
