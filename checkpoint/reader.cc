@@ -139,6 +139,10 @@ std::vector<std::string> CheckpointCandidates(const std::string& checkpoints_dir
     }
     std::sort(steps.rbegin(), steps.rend());
     for (const auto& [step, name] : steps) candidates.push_back(PathJoin(checkpoints_dir, name));
+  } else if (env->IsDirectory(checkpoints_dir)) {
+    // A directory that may not be listed read "no valid checkpoint in DIR"
+    // alone, as if it held none.
+    skip(std::string(names.status().message()));  // "DIR: list directory: Permission denied"
   }
   return candidates;
 }

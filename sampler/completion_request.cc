@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "base/cut_for_message.h"
 #include "base/number_text.h"
@@ -425,6 +426,15 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
     }
     return true;
   };
+  // A POST without a body (curl -X POST, no -d) read "not valid JSON (parse
+  // error at line 1, column 1: ... unexpected end of input ...)".
+  if (std::all_of(body.begin(), body.end(),
+                  [](char c) { return absl::ascii_isspace(static_cast<unsigned char>(c)); })) {
+    return InvalidParam("",
+                        "the request body is empty; send a JSON object such as "
+                        "{\"prompt\": \"...\"} (Content-Type: application/json)",
+                        "invalid_json");
+  }
   const json j =
       json::parse(body.begin(), body.end(), note_repeated_fields, /*allow_exceptions=*/false);
   if (j.is_discarded()) {

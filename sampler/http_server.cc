@@ -41,6 +41,12 @@ absl::Status CheckListenAddress(const std::string& address) {
                    ec.message()));
 }
 
+std::string HostPortText(const std::string& address, int port) {
+  // "::1:8080" is no URL (curl, dropk sample --url refuse it).
+  const bool ipv6 = address.find(':') != std::string::npos;
+  return absl::StrCat(ipv6 ? "[" : "", address, ipv6 ? "]:" : ":", port);
+}
+
 absl::Status HttpServer::Impl::Listen() {
   if (absl::Status s = CheckListenAddress(options_.address); !s.ok()) return s;
   beast::error_code ec;
@@ -48,7 +54,7 @@ absl::Status HttpServer::Impl::Listen() {
   const tcp::endpoint endpoint(address, options_.port);
   auto fail = [&](const char* what) {
     return absl::UnavailableError(
-        absl::StrCat(what, " ", options_.address, ":", options_.port, ": ", ec.message()));
+        absl::StrCat(what, " ", HostPortText(options_.address, options_.port), ": ", ec.message()));
   };
   acceptor_.open(endpoint.protocol(), ec);
   if (ec) return fail("open");

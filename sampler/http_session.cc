@@ -207,6 +207,13 @@ bool HasLineEnd(const beast::flat_buffer& buffer) {
   return BufferedText(buffer).find("\r\n") != std::string_view::npos;
 }
 
+// Whether the first line in `buffer` ends in a bare LF, not CRLF.
+bool FirstLineEndsInBareLf(const beast::flat_buffer& buffer) {
+  const std::string_view data = BufferedText(buffer);
+  const size_t lf = data.find('\n');
+  return lf != std::string_view::npos && (lf == 0 || data[lf - 1] != '\r');
+}
+
 // Every Transfer-Encoding field of `req`, joined as one list (RFC 9110 5.3).
 std::string TransferEncodingOf(const http::fields& req) {
   std::string joined;
@@ -408,7 +415,12 @@ void Session::OnReadError(beast::error_code ec) {
   const bool header_too_long =
       ec == http::error::header_limit ||
       (ec == http::error::buffer_overflow && state_ == State::kReadingHeader);
-  if (header_too_long && !HasLineEnd(buffer_)) {
+  // Beast consumes the request line once it has parsed it, so a header
+  // field too long to end in the buffer left no line end there either: the
+  // parsed target tells them apart (a 100 KB header field was a 414 about
+  // the request line).
+  const bool request_line_read = !parser_->get().target().empty();
+  if (header_too_long && !request_line_read && !HasLineEnd(buffer_)) {
     // RFC 9112 3: a target longer than the server parses is a 414; "request
     // headers are too large" (431) sent a client with a 20 KB URL looking
     // among its headers.
@@ -441,6 +453,14 @@ void Session::OnReadError(beast::error_code ec) {
     // The client shut down its side mid-request; it may still read.
     return SendError({400, "the request ended before it was complete", "invalid_request_error", "",
                       "bad_request"});
+  }
+  if (ec == http::error::bad_version && state_ == State::kReadingHeader &&
+      FirstLineEndsInBareLf(buffer_)) {
+    // A request typed by hand (printf '...\n' | nc) read "bad version".
+    return SendError({400,
+                      "malformed HTTP request: the request line ends in a bare LF; HTTP/1.1 "
+                      "lines end in CRLF (\\r\\n)",
+                      "invalid_request_error", "", "bad_request"});
   }
   if (ec.category() == http::make_error_code(http::error::bad_method).category() &&
       ec != http::error::end_of_stream) {

@@ -29,9 +29,11 @@ namespace {
 
 // What a scan for a servable checkpoint depends on, short of reading any
 // data: the names in the checkpoints directory and, in each step-*
-// directory, every file's name, inode, size and modification time (a file
-// repaired in place or replaced by a rename changes one of them). One stat
-// per file, where a scan CRC-checks every candidate's weights.
+// directory, every file's name, inode, size, modification and status
+// change times (a file repaired in place or replaced by a rename changes
+// one of them, and a chmod that makes it readable changes the last; without
+// it, a checkpoint refused for its permissions was never looked at again).
+// One stat per file, where a scan CRC-checks every candidate's weights.
 std::string CheckpointsFingerprint(const std::string& dir) {
   namespace fs = std::filesystem;
   std::vector<std::string> lines;
@@ -50,7 +52,8 @@ std::string CheckpointsFingerprint(const std::string& dir) {
         continue;
       }
       lines.push_back(absl::StrCat(file, " ", st.st_ino, " ", st.st_size, " ", st.st_mtim.tv_sec,
-                                   ".", st.st_mtim.tv_nsec));
+                                   ".", st.st_mtim.tv_nsec, " ", st.st_ctim.tv_sec, ".",
+                                   st.st_ctim.tv_nsec));
     }
     if (sub_ec) lines.push_back(absl::StrCat(name, ": ", sub_ec.message()));
   }
@@ -130,8 +133,23 @@ absl::StatusOr<bool> CheckpointWatcher::LoadNewest() {
   return true;
 }
 
+bool CheckpointWatcher::LatestRemoved() {
+  namespace fs = std::filesystem;
+  // Only "no such file" is a removal: a LATEST that cannot be looked at (a
+  // directory that may not be searched) is the scan's refusal, naming why.
+  std::error_code ec;
+  const bool present =
+      fs::symlink_status(dir_ + "/" + kLatestFileName, ec).type() != fs::file_type::not_found;
+  const bool removed = latest_present_ && !present && fs::is_directory(dir_, ec);
+  if (!removed) latest_present_ = present;
+  return removed;
+}
+
 absl::Status CheckpointWatcher::LoadInitial() {
   std::lock_guard<std::mutex> lock(mu_);
+  std::error_code ec;
+  latest_present_ = std::filesystem::symlink_status(dir_ + "/" + kLatestFileName, ec).type() !=
+                    std::filesystem::file_type::not_found;
   last_latest_ = ReadLatest();
   // Before the scan: a change during it counts.
   last_scanned_state_ = absl::StrCat(last_latest_, "\n--\n", CheckpointsFingerprint(dir_));
@@ -145,6 +163,20 @@ absl::Status CheckpointWatcher::LoadInitial() {
 
 absl::Status CheckpointWatcher::PollOnce() {
   std::lock_guard<std::mutex> lock(mu_);
+  // LATEST deleted while a model is served (a cleanup script, rsync
+  // --delete): a scan would fall back to the newest step-* directory, and
+  // nothing was logged. The model served stays, said once, until a LATEST
+  // appears again. A directory gone as a whole is a refusal (below).
+  if (!serving_path_.empty() && LatestRemoved()) {
+    if (!latest_removed_logged_) {
+      latest_removed_logged_ = true;
+      log_->Write(absl::StrCat("dropk-serve: ", dir_, "/", kLatestFileName,
+                               " was removed; keeping ", serving_path_,
+                               " until a new LATEST names a checkpoint"));
+    }
+    return absl::OkStatus();
+  }
+  latest_removed_logged_ = false;
   const std::string latest = ReadLatest();
   // Serving what LATEST names, found by the last scan: only a new LATEST is
   // news.
@@ -377,7 +409,7 @@ absl::Status RunServe(const ServeOptions& options) {
     }
   }
   log->Write(absl::StrCat(
-      "dropk-serve: listening on http://", options.http.address, ":", (*server)->port(),
+      "dropk-serve: listening on http://", HostPortText(options.http.address, (*server)->port()),
       options.scheduler.weights == EngineWeights::kBf16 ? " (weights rounded to bf16)" : "",
       options.scheduler.kv_cache == EngineKvCache::kBf16 ? " (KV cache in bf16)" : ""));
   if (options.watch) watcher.Start(options.watch_interval);

@@ -106,6 +106,36 @@ TEST_F(CheckpointWatcherTest, AModelThatDoesNotFitInMemoryIsRefusedAndTheOldOneK
       << log.All();
 }
 
+// LATEST deleted while serving (a cleanup script, rsync --delete): nothing
+// was logged, and the next poll fell back to the newest step-* directory,
+// swapping in a checkpoint nobody had named. Now one line says so and the
+// model served stays until a LATEST appears again.
+TEST_F(CheckpointWatcherTest, LatestRemovedWhileServingIsLoggedOnceAndTheModelKeepsServing) {
+  ServiceMetrics metrics;
+  std::unique_ptr<Scheduler> scheduler =
+      Scheduler::Create(SchedulerOptions{.max_batch = 2, .num_threads = 1}, &metrics).value();
+  RecordingLog log;
+  CheckpointWatcher watcher(checkpoints_, scheduler.get(), &metrics, &log);
+  PointLatestAt("step-00000001");
+  ASSERT_TRUE(watcher.LoadInitial().ok()) << log.All();
+  ASSERT_EQ(scheduler->CurrentModel()->snapshot().step, 1);
+
+  fs::remove(fs::path(checkpoints_) / "LATEST");
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(watcher.PollOnce().ok()) << log.All();
+  EXPECT_EQ(scheduler->CurrentModel()->snapshot().step, 1) << log.All();
+  const std::string removed = "dropk-serve: " + checkpoints_ + "/LATEST was removed; keeping " +
+                              checkpoints_ + "/step-00000001 until a new LATEST names a checkpoint";
+  const std::string lines = log.All();
+  const size_t first = lines.find(removed);
+  EXPECT_NE(first, std::string::npos) << lines;
+  EXPECT_EQ(lines.find(removed, first + 1), std::string::npos)
+      << "logged more than once: " << lines;
+  EXPECT_EQ(metrics.reloads_failed.load(), 0u);
+
+  PointLatestAt("step-00000002");  // a new LATEST is served as usual
+  EXPECT_TRUE(watcher.PollOnce().ok()) << log.All();
+  EXPECT_EQ(scheduler->CurrentModel()->snapshot().step, 2) << log.All();
+}
 
 // Bytes this process has read so far (Linux's /proc/self/io rchar).
 int64_t BytesReadByThisProcess() {

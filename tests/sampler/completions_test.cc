@@ -315,6 +315,19 @@ TEST(CompletionsParseTest, ListCountsAreWordedInTheRightNumber) {
             "'stop' may list at most 4 strings, got 5");
 }
 
+// A POST without a body (curl -X POST, no -d) read "not valid JSON (parse
+// error at line 1, column 1: ... unexpected end of input ...)".
+TEST(CompletionsParseTest, AnEmptyBodySaysSo) {
+  for (const std::string body : {"", " \r\n\t"}) {
+    const ApiError e = ErrorOf(body);
+    EXPECT_EQ(e.status, 400);
+    EXPECT_EQ(e.code, "invalid_json");
+    EXPECT_EQ(e.message,
+              "the request body is empty; send a JSON object such as {\"prompt\": \"...\"} "
+              "(Content-Type: application/json)");
+  }
+}
+
 // Invalid JSON was refused as only "not valid JSON"; the message now says
 // where and why (a lone surrogate, bytes that are not UTF-8, a NaN), and
 // does not echo the client's text back.

@@ -375,6 +375,17 @@ TEST(HttpTest, MalformedHttpIs400WithJson) {
   EXPECT_EQ(Curl(s.port, "GET", "/healthz").code, 200);
 }
 
+// A request line ended by a bare LF (typed by hand: printf '...\n' | nc)
+// was "malformed HTTP request: bad version", naming a version that was fine.
+TEST(HttpTest, ARequestLineEndingInABareLfIsNamed) {
+  TestServer s;
+  const testing::RawResult r = testing::RawExchange(s.port, "GET /healthz HTTP/1.1\nHost: x\n\n");
+  ExpectRawError(r, "HTTP/1.1 400", "bad_request");
+  EXPECT_NE(r.received.find("the request line ends in a bare LF; HTTP/1.1 lines end in CRLF"),
+            std::string::npos)
+      << r.received;
+}
+
 TEST(HttpTest, OversizedHeaderIs431AndOversizedRequestLine414) {
   TestServer s;
   ExpectRawError(testing::RawExchange(s.port, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " +
@@ -389,6 +400,36 @@ TEST(HttpTest, OversizedHeaderIs431AndOversizedRequestLine414) {
                                                   " HTTP/1.1\r\nHost: x\r\nX-Big: " +
                                                   std::string(10000, 'a') + "\r\n\r\n"),
                  "HTTP/1.1 431", "headers_too_large");
+  // One header field longer than the read buffer: the parser had consumed
+  // the request line, no line end was left, and this was a 414.
+  ExpectRawError(testing::RawExchange(s.port, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " +
+                                                  std::string(100000, 'a') + "\r\n\r\n"),
+                 "HTTP/1.1 431", "headers_too_large");
+}
+
+// An IPv6 address was written bare beside its port ("bind ::1:8080", and
+// "listening on http://::1:8080", which curl and dropk sample --url refuse):
+// in brackets now, as a URL writes it.
+TEST(HttpTest, Ipv6AddressIsBracketedBesideItsPort) {
+  EXPECT_EQ(HostPortText("::1", 8080), "[::1]:8080");
+  EXPECT_EQ(HostPortText("127.0.0.1", 8080), "127.0.0.1:8080");
+  HttpServerOptions first;
+  first.address = "::1";
+  first.port = 0;
+  ServiceMetrics metrics;
+  std::unique_ptr<Scheduler> scheduler = Scheduler::Create({}, &metrics).value();
+  absl::StatusOr<std::unique_ptr<HttpServer>> holder =
+      HttpServer::Start(first, scheduler.get(), &metrics);
+  if (!holder.ok()) GTEST_SKIP() << "no IPv6 loopback here: " << holder.status();
+  HttpServerOptions second = first;
+  second.port = (*holder)->port();
+  const absl::StatusOr<std::unique_ptr<HttpServer>> refused =
+      HttpServer::Start(second, scheduler.get(), &metrics);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("bind [::1]:" + std::to_string(second.port) + ": "),
+            std::string::npos)
+      << refused.status();
+  (*holder)->Stop(std::chrono::milliseconds(100));
 }
 
 // Issue 9: an HTTP/1.0 client asking for a stream got Transfer-Encoding:

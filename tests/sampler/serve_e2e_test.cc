@@ -78,8 +78,9 @@ class ServeE2eTest : public ::testing::Test {
            extra + " 2>&1";
   }
   // Starts dropk-serve with `extra` flags; `shell_prefix` runs first in its
-  // shell (e.g. "ulimit -S -n 64; ").
-  void StartServer(const std::string& extra = "", const std::string& shell_prefix = "") {
+  // shell (e.g. "ulimit -S -n 64; "), `runner` runs it (e.g. "setpriv ... ").
+  void StartServer(const std::string& extra = "", const std::string& shell_prefix = "",
+                   const std::string& runner = "") {
     const std::string port_file = (dir_ / "port").string();
     fs::remove(port_file);
     const std::string cmd = kBin + "dropk-serve --checkpoints " +
@@ -94,7 +95,7 @@ class ServeE2eTest : public ::testing::Test {
       // shell_prefix ("trap '' HUP INT; ").
       signal(SIGHUP, SIG_DFL);
       signal(SIGINT, SIG_DFL);
-      execl("/bin/sh", "sh", "-c", (shell_prefix + "exec " + cmd).c_str(), nullptr);
+      execl("/bin/sh", "sh", "-c", (shell_prefix + "exec " + runner + cmd).c_str(), nullptr);
       _exit(127);
     }
     for (int i = 0; i < 300 && !fs::exists(port_file); ++i) {  // bounded: 30 s
@@ -370,6 +371,81 @@ TEST_F(ServeE2eTest, ALatestWhoseCheckpointArrivesLateIsServedOnceItArrives) {
   EXPECT_TRUE(served_within_10s(40)) << Log();
   EXPECT_NE(Curl(port_, "GET", "/metrics").body.find("dropk_reloads_total 2"), std::string::npos);
   EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
+}
+
+// Permissions, as the service's user sees them. A checkpoint refused for a
+// file it may not read (copied in as another user, mode 600) was never
+// looked at again once made readable: a chmod changes no size and no
+// modification time, all the watcher compared. A checkpoints directory that
+// may not be searched is a refusal naming why, not "LATEST was removed".
+TEST_F(ServeE2eTest, ACheckpointMadeReadableIsServedAndAnUnsearchableDirectoryIsNoRemoval) {
+  // Root reads anything: the service then runs as nobody.
+  const std::string runner =
+      ::geteuid() != 0 ? "" : "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+  if (!runner.empty() && std::system("command -v setpriv > /dev/null") != 0) {
+    GTEST_SKIP() << "running as root without setpriv: cannot make a file unreadable";
+  }
+  fs::permissions(dir_, fs::perms::all);  // nobody writes the port file
+  const fs::path checkpoints = dir_ / "run/checkpoints";
+  const auto point_latest_at = [&](const std::string& step_dir) {
+    std::ofstream(checkpoints / "LATEST.tmp") << step_dir << "\n";
+    fs::rename(checkpoints / "LATEST.tmp", checkpoints / "LATEST");
+  };
+  point_latest_at("step-00000010");
+  StartServer("", "", runner);
+  ASSERT_EQ(ServedStep(), 10) << Log();
+
+  fs::permissions(checkpoints / "step-00000020/model.data", fs::perms::none);
+  point_latest_at("step-00000020");
+  for (int i = 0; i < 100 && Log().find("Permission denied") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // bounded: 10 s
+  }
+  ASSERT_NE(Log().find("reload refused"), std::string::npos) << Log();
+  EXPECT_EQ(ServedStep(), 10);
+  fs::permissions(checkpoints / "step-00000020/model.data",
+                  fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                      fs::perms::others_read);
+  for (int i = 0; i < 100 && ServedStep() != 20; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // bounded: 10 s
+  }
+  EXPECT_EQ(ServedStep(), 20) << Log();
+
+  const size_t before = Log().size();
+  fs::permissions(checkpoints, fs::perms::none);
+  std::string since;
+  for (int i = 0; i < 100 && since.find("Permission denied") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // bounded: 10 s
+    since = Log().substr(before);
+  }
+  fs::permissions(checkpoints, fs::perms::owner_all | fs::perms::group_read |
+                                   fs::perms::group_exec | fs::perms::others_read |
+                                   fs::perms::others_exec);
+  EXPECT_NE(since.find("reload refused, keeping " + checkpoints.string() + "/step-00000020"),
+            std::string::npos)
+      << since;
+  EXPECT_EQ(since.find("was removed"), std::string::npos) << since;
+  EXPECT_EQ(ServedStep(), 20);
+  EXPECT_EQ(StopServer(SIGTERM), 0) << Log();
+}
+
+// A checkpoints directory the service's user may not list read "no valid
+// checkpoint in DIR" alone, as if it held none; the reason is named now.
+TEST_F(ServeE2eTest, AnUnlistableCheckpointsDirectoryIsNamedWithItsReason) {
+  const std::string runner =
+      ::geteuid() != 0 ? "" : "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+  if (!runner.empty() && std::system("command -v setpriv > /dev/null") != 0) {
+    GTEST_SKIP() << "running as root without setpriv: cannot make a directory unlistable";
+  }
+  const fs::path checkpoints = dir_ / "run/checkpoints";
+  fs::permissions(checkpoints, fs::perms::none);
+  const auto r = RunCommand(runner + kBin + "dropk-serve --port 0 --checkpoints " +
+                            checkpoints.string() + " 2>&1");
+  fs::permissions(checkpoints, fs::perms::owner_all);
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("no valid checkpoint in " + checkpoints.string() + " (" +
+                       checkpoints.string() + ": list directory: Permission denied)"),
+            std::string::npos)
+      << r.out;
 }
 
 TEST_F(ServeE2eTest, ApiKeyFile) {

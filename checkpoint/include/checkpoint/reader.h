@@ -122,7 +122,8 @@ absl::StatusOr<CheckpointManifest> LoadCheckpointInto(const std::string& dir,
 
 // Candidates for resuming from checkpoints_dir: the one LATEST names first
 // (when LATEST is readable), then every step-* directory, newest first.
-// Problems with LATEST itself are appended to *skipped (may be null).
+// Problems with LATEST itself, and a directory that exists but cannot be
+// listed, are appended to *skipped (may be null).
 std::vector<std::string> CheckpointCandidates(const std::string& checkpoints_dir,
                                               std::vector<std::string>* skipped,
                                               Env* env = nullptr);

@@ -66,6 +66,10 @@ struct HttpServerOptions {
 // refuse the flag (exit 2) before it loads a model.
 absl::Status CheckListenAddress(const std::string& address);
 
+// "address:port" as a URL writes it: an IPv6 address in brackets
+// ("[::1]:8080"), so that the listening line can be pasted into curl.
+std::string HostPortText(const std::string& address, int port);
+
 class HttpServer {
  public:
   // Binds, listens and starts the I/O threads. scheduler and metrics must

@@ -35,12 +35,14 @@ class CheckpointWatcher {
   // nothing is served yet, the last attempt was refused or what is served is
   // older than a checkpoint the loading scan skipped, also when the
   // checkpoints directory's listing or a candidate's files (names, sizes,
-  // modification times) changed (a checkpoint copied after its LATEST) and
+  // modification or status change times) changed (a checkpoint copied after its LATEST) and
   // then held still across two polls (a checkpoint still being copied in is
   // not scanned at every poll), and otherwise return the last attempt's
   // error without reading any checkpoint again. Returns OK when nothing changed, LATEST names the
   // checkpoint served already, or the new one was swapped in. A refusal is
   // logged and counted once, not again at each poll that fails the same way.
+  // While LATEST, there before, is removed and a model is served, logs that
+  // once, keeps the model and returns OK without scanning.
   absl::Status PollOnce();
 
   void Start(std::chrono::milliseconds interval);
@@ -55,6 +57,10 @@ class CheckpointWatcher {
   // LoadFrom without the guard.
   absl::StatusOr<bool> LoadNewest();
   std::string ReadLatest() const;
+  // True when LATEST, there at the last look, is gone while the
+  // checkpoints directory is still there; it stays "removed" until LATEST
+  // is back. Updates latest_present_.
+  bool LatestRemoved();
 
   const std::string dir_;
   Scheduler* scheduler_;
@@ -62,6 +68,8 @@ class CheckpointWatcher {
   LogSink* log_;
   std::mutex mu_;
   std::string last_latest_;   // contents of LATEST at the last attempt
+  bool latest_present_ = false;         // LATEST existed at the last look
+  bool latest_removed_logged_ = false;  // its removal has been logged
   std::string serving_path_;  // checkpoint directory being served
   std::string last_refusal_;  // why the last poll failed (logged); "" after one that did not
   // The checkpoint served is older than what LATEST names: the scan that
