@@ -131,6 +131,33 @@ bool DataChanged(const DataIdentity& recorded, const DataIdentity& now) {
          recorded.dataset_id() != now.dataset_id();
 }
 
+// A warning naming the newest checkpoint of `candidates` (after the first,
+// `resumed`, the one LATEST names) that is newer than it and opens (its
+// manifest and file sizes check out; no CRC is read), or "" when there is
+// none. Such a checkpoint is a save cut off between its rename and
+// LATEST's update (a crash, a kill -9, a lost host), or a later run's
+// branch after resuming from an older checkpoint here: --resume=latest
+// goes by LATEST, and passed it over in silence, and this run's saves then
+// replaced or deleted it.
+std::string NewerThanLatestWarning(const std::vector<std::string>& candidates,
+                                   const std::string& root, int64_t resumed_step, Env* env) {
+  for (size_t i = 1; i < candidates.size(); ++i) {
+    const std::string& dir = candidates[i];
+    const int64_t step = ParseStepDirName(std::filesystem::path(dir).filename().string());
+    if (step <= resumed_step) break;  // newest first: none newer after it
+    if (!OpenCheckpoint(dir, env).ok()) continue;
+    return absl::StrCat(
+        "dropk-train: warning: ", dir, " (step ", step, ") is newer than ", candidates.front(),
+        ", which ", root, "/", kLatestFileName,
+        " names, and looks complete: a save cut off before it updated ", kLatestFileName,
+        ", or a run that went on from an older checkpoint; resumed from ", kLatestFileName,
+        "'s step ", resumed_step, " as it says, and this run's saves may replace or delete ", dir,
+        ". To go on from step ", step, " instead, stop this run, check it with `dropk ckpt ",
+        "verify ", dir, "` and pass --resume=", dir, "\n");
+  }
+  return "";
+}
+
 }  // namespace
 
 void InstallStopSignalHandlers() {
@@ -217,6 +244,11 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
   } else {
     candidates.push_back(resume_from.root);
   }
+  // Whether candidates.front() is the checkpoint LATEST names (step-*
+  // directories follow it, newest first).
+  const bool latest_first = resume_from.latest && !candidates.empty() &&
+                            fs->FileExists(resume_from.root + "/" + kLatestFileName) &&
+                            skipped.empty();
   for (const std::string& dir : candidates) {
     absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(dir, env);
     if (!vm.ok()) {
@@ -296,7 +328,11 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
     point.step = m.step();
     point.tokens_seen = m.tokens_seen();
     point.last_train_loss = m.last_train_loss();
-    log << "dropk-train: resumed from " << dir << " at step " << m.step() << "\n" << std::flush;
+    log << "dropk-train: resumed from " << dir << " at step " << m.step() << "\n";
+    if (latest_first && dir == candidates.front()) {
+      log << NewerThanLatestWarning(candidates, resume_from.root, m.step(), env);
+    }
+    log << std::flush;
     return point;
   }
   return absl::FailedPreconditionError(absl::StrCat(

@@ -15,6 +15,7 @@
 #include "checkpoint/format.h"
 #include "checkpoint/reader.h"
 #include "support/temp_dir.h"
+#include "support/tiny_smoke_run.h"
 #include "trainer/config.h"
 #include "trainer/data_checksums.h"
 #include "trainer/prepare_data.h"
@@ -62,17 +63,8 @@ class ResumeOnOtherDataTest : public ::testing::Test {
   // The tiny smoke model on `data`, trained to max_iters into tmp/run,
   // saving every step.
   TrainConfig Config(const Prepared& data, int max_iters) {
-    TrainConfig c = DefaultTrainConfig();
-    EXPECT_TRUE(MergeTrainConfigFile(DROPK_SOURCE_DIR "/configs/tiny_smoke.textproto", &c).ok());
-    c.set_data_dir(data.dir);
-    c.set_out_dir(tmp_.Path("run"));
-    c.set_max_iters(max_iters);
-    c.set_lr_decay_iters(4);
-    c.set_warmup_iters(0);
-    c.set_save_every(1);
-    c.set_eval_iters(1);
-    c.set_sample_tokens(0);
-    c.set_num_threads(1);
+    TrainConfig c = test_util::TinySmokeEveryStepConfig(data.dir, tmp_.Path("run"), max_iters);
+    c.set_lr_decay_iters(4);  // the straight run's schedule, whatever max_iters
     EXPECT_TRUE(ValidateTrainConfig(c).ok());
     return c;
   }
