@@ -16,7 +16,11 @@ using namespace checkpoint_internal;  // NOLINT: the library's own private helpe
 
 absl::StatusOr<ValidatedManifest> OpenCheckpoint(const std::string& dir, Env* env) {
   if (env == nullptr) env = Env::Default();
-  if (!env->IsDirectory(dir)) return CheckpointError(dir, "", "", "not a directory");
+  if (!env->IsDirectory(dir)) {
+    // LATEST naming a checkpoint deleted by hand read "not a directory".
+    return CheckpointError(dir, "", "",
+                           env->FileExists(dir) ? "not a directory" : "does not exist");
+  }
   absl::StatusOr<std::string> bytes =
       ReadSmallFile(env, PathJoin(dir, kManifestFileName), kMaxManifestBytes);
   if (!bytes.ok()) {
