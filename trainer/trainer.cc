@@ -763,6 +763,21 @@ absl::Status NameDataDirIfMissing(const std::string& data_dir, const absl::Statu
                                           data_dir, " TEXT...`"));
 }
 
+// A collective that timed out (DeadlineExceeded: every peer answers, so no
+// host is lost) under a configured comm_timeout_s says that the setting
+// set the limit: the message blamed only a stuck rank, while a rank that
+// is merely slower (a long evaluation, a slow disk, a large data set's
+// checksum pass) outlasts a comm_timeout_s set too low just the same.
+absl::StatusOr<TrainSummary> NameConfiguredCommTimeout(const TrainConfig& config,
+                                                       absl::StatusOr<TrainSummary> summary) {
+  if (summary.ok() || !absl::IsDeadlineExceeded(summary.status()) || config.comm_timeout_s() <= 0) {
+    return summary;
+  }
+  return absl::DeadlineExceededError(absl::StrCat(
+      summary.status().message(), "; that limit is comm_timeout_s=", config.comm_timeout_s(),
+      ": raise it, or set 0 (auto), if a rank is only slower"));
+}
+
 }  // namespace
 
 absl::StatusOr<TrainingData> LoadTrainingData(const std::string& data_dir) {
@@ -824,7 +839,8 @@ absl::StatusOr<TrainSummary> RunTraining(const TrainConfig& config, Communicator
   // only), releases the run-directory locks and frees device memory best
   // effort (Free never throws); none of it waits on another rank.
   TrainingRun run(config, comm, log, seams);
-  return run.RunUnlessDeviceFails();
+  absl::StatusOr<TrainSummary> summary = run.RunUnlessDeviceFails();
+  return NameConfiguredCommTimeout(config, std::move(summary));
 }
 
 }  // namespace dropk
