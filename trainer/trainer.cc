@@ -313,7 +313,7 @@ class TrainingRun {
     gpt_ = *std::move(gpt);
     gpt_->InitWeights(config_.seed());
     if (rank_ == 0 && !config_.init_from().empty()) {
-      if (absl::Status s = InitFromFile(shape); !s.ok()) return s;
+      if (absl::Status s = InitFromFileUnlessResuming(shape); !s.ok()) return s;
     }
     // InitWeights' upload is queued on the compute stream; the broadcast runs
     // on the communicator's own stream (NCCL) or staging stream (MPI), which
@@ -367,6 +367,25 @@ class TrainingRun {
                   config_.overlap_comm() ? "on" : "off", kernels_->Describe())
            << std::flush;
     }
+    return absl::OkStatus();
+  }
+
+  // InitFromFile, unless the run resumes: a checkpoint takes precedence
+  // over init_from, so it is not read. A fine-tuning job restarted with its
+  // command (--init_from and --resume=latest) read the whole file again
+  // first, and could not resume when the file had gone. Resuming is
+  // --resume=PATH, or latest with a checkpoint there: MaybeResume then
+  // loads one or fails.
+  absl::Status InitFromFileUnlessResuming(const GptConfig& shape) {
+    const bool resuming =
+        !config_.resume().empty() &&
+        (config_.resume() != "latest" ||
+         !CheckpointCandidates(CheckpointsDirOf(config_), nullptr, seams_.checkpoint_env).empty());
+    if (!resuming) return InitFromFile(shape);
+    log_ << "dropk-train: init_from=" << config_.init_from()
+         << " not read: --resume=" << config_.resume()
+         << " resumes from a checkpoint, which takes precedence\n"
+         << std::flush;
     return absl::OkStatus();
   }
 
