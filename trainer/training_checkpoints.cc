@@ -158,6 +158,14 @@ std::string NewerThanLatestWarning(const std::vector<std::string>& candidates,
   return "";
 }
 
+// A tokenizer's kind, and its code point count where it has code points
+// (CHAR): "BYTE", "CHAR, 65 code points".
+std::string DescribeTokenizer(const Tokenizer& tokenizer) {
+  if (tokenizer.kind() != Tokenizer::CHAR) return Tokenizer::Kind_Name(tokenizer.kind());
+  return absl::StrCat(Tokenizer::Kind_Name(tokenizer.kind()), ", ", tokenizer.code_points_size(),
+                      " code points");
+}
+
 }  // namespace
 
 void InstallStopSignalHandlers() {
@@ -272,10 +280,8 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
     if (m.tokenizer().SerializeAsString() != tokenizer.SerializeAsString()) {
       return absl::InvalidArgumentError(
           absl::StrCat("--resume: the tokenizer of data_dir=", config.data_dir(), " (",
-                       Tokenizer::Kind_Name(tokenizer.kind()), ", ", tokenizer.code_points_size(),
-                       " code points) differs from checkpoint ", dir, "'s (",
-                       Tokenizer::Kind_Name(m.tokenizer().kind()), ", ",
-                       m.tokenizer().code_points_size(), " code points)"));
+                       DescribeTokenizer(tokenizer), ") differs from checkpoint ", dir, "'s (",
+                       DescribeTokenizer(m.tokenizer()), ")"));
     }
     // Batches are a pure function of (seed, step) over the tokens: on other
     // data the run goes on, but not as the original would have. Checkpoints

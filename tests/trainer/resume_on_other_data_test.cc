@@ -44,10 +44,12 @@ class ResumeOnOtherDataTest : public ::testing::Test {
   }
 
   Prepared Prepare(const std::string& name, double val_fraction,
-                   uint64_t shard_tokens = kDefaultShardTokens) {
+                   uint64_t shard_tokens = kDefaultShardTokens,
+                   Tokenizer::Kind kind = Tokenizer::CHAR) {
     Prepared p;
     p.dir = tmp_.Path(name);
     PrepareOptions options;
+    options.kind = kind;
     options.inputs = {DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"};
     options.out_dir = p.dir;
     options.val_fraction = val_fraction;
@@ -165,6 +167,25 @@ TEST_F(ResumeOnOtherDataTest, IsRefusedNamingBothDataDirsAndIdentities) {
   }
   EXPECT_EQ(resume_log.str().find("resumed from"), std::string::npos) << resume_log.str();
   EXPECT_EQ(Latest(), CheckpointDirName(2) + "\n");
+}
+
+// Data of another tokenizer kind is named by its kind: a byte tokenizer has
+// no code points, and read "(BYTE, 0 code points)".
+TEST_F(ResumeOnOtherDataTest, AnotherTokenizerKindIsRefusedNamingBoth) {
+  std::ostringstream log;
+  ASSERT_TRUE(Train(Config(original_, 2), &log).ok()) << log.str();
+  const Prepared bytes = Prepare("byte_data", 0.1, kDefaultShardTokens, Tokenizer::BYTE);
+  TrainConfig resume = Config(bytes, 3);
+  resume.set_resume("latest");
+  std::ostringstream resume_log;
+  const absl::Status s = Train(resume, &resume_log).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_NE(s.message().find("the tokenizer of data_dir=" + bytes.dir +
+                             " (BYTE) differs from "
+                             "checkpoint " +
+                             Checkpoint(2) + "'s (CHAR, 65 code points)"),
+            std::string::npos)
+      << s;
 }
 
 TEST_F(ResumeOnOtherDataTest, AllowDataChangeResumesWithOneWarning) {
