@@ -147,6 +147,24 @@ std::vector<std::string> CheckpointCandidates(const std::string& checkpoints_dir
   return candidates;
 }
 
+std::string NewerCheckpointThanLatest(const std::string& checkpoints_dir, Env* env) {
+  if (env == nullptr) env = Env::Default();
+  if (!env->FileExists(PathJoin(checkpoints_dir, kLatestFileName))) return "";
+  std::vector<std::string> latest_problems;
+  const std::vector<std::string> candidates =
+      CheckpointCandidates(checkpoints_dir, &latest_problems, env);
+  if (!latest_problems.empty() || candidates.empty()) return "";
+  const auto step_of = [](const std::string& dir) {
+    return ParseStepDirName(dir.substr(dir.rfind('/') + 1));
+  };
+  // candidates.front() is LATEST's; the rest follow newest first.
+  const int64_t latest_step = step_of(candidates.front());
+  for (size_t i = 1; i < candidates.size() && step_of(candidates[i]) > latest_step; ++i) {
+    if (OpenCheckpoint(candidates[i], env).ok()) return candidates[i];
+  }
+  return "";
+}
+
 absl::StatusOr<std::string> FindLatestValidCheckpoint(const std::string& checkpoints_dir,
                                                       std::vector<std::string>* skipped,
                                                       const ReadCheckpointOptions& options) {

@@ -131,31 +131,21 @@ bool DataChanged(const DataIdentity& recorded, const DataIdentity& now) {
          recorded.dataset_id() != now.dataset_id();
 }
 
-// A warning naming the newest checkpoint of `candidates` (after the first,
-// `resumed`, the one LATEST names) that is newer than it and opens (its
-// manifest and file sizes check out; no CRC is read), or "" when there is
-// none. Such a checkpoint is a save cut off between its rename and
-// LATEST's update (a crash, a kill -9, a lost host), or a later run's
-// branch after resuming from an older checkpoint here: --resume=latest
-// goes by LATEST, and passed it over in silence, and this run's saves then
-// replaced or deleted it.
-std::string NewerThanLatestWarning(const std::vector<std::string>& candidates,
-                                   const std::string& root, int64_t resumed_step, Env* env) {
-  for (size_t i = 1; i < candidates.size(); ++i) {
-    const std::string& dir = candidates[i];
-    const int64_t step = ParseStepDirName(std::filesystem::path(dir).filename().string());
-    if (step <= resumed_step) break;  // newest first: none newer after it
-    if (!OpenCheckpoint(dir, env).ok()) continue;
-    return absl::StrCat(
-        "dropk-train: warning: ", dir, " (step ", step, ") is newer than ", candidates.front(),
-        ", which ", root, "/", kLatestFileName,
-        " names, and looks complete: a save cut off before it updated ", kLatestFileName,
-        ", or a run that went on from an older checkpoint; resumed from ", kLatestFileName,
-        "'s step ", resumed_step, " as it says, and this run's saves may replace or delete ", dir,
-        ". To go on from step ", step, " instead, stop this run, check it with `dropk ckpt ",
-        "verify ", dir, "` and pass --resume=", dir, "\n");
-  }
-  return "";
+// A warning naming `newer`, a checkpoint newer than the one LATEST names
+// in `root` (NewerCheckpointThanLatest), which this run resumed from at
+// `resumed_step`: --resume=latest passed it over in silence, and this run's
+// saves then replaced or deleted it.
+std::string NewerThanLatestWarning(const std::string& newer, const std::string& root,
+                                   int64_t resumed_step) {
+  const int64_t step = ParseStepDirName(std::filesystem::path(newer).filename().string());
+  return absl::StrCat(
+      "dropk-train: warning: ", newer, " (step ", step, ") is newer than the checkpoint ", root,
+      "/", kLatestFileName, " names, and looks complete: a save cut off before it updated ",
+      kLatestFileName, ", or a run that went on from an older checkpoint; resumed from ",
+      kLatestFileName, "'s step ", resumed_step,
+      " as it says, and this run's saves may replace or ", "delete ", newer,
+      ". To go on from step ", step, " instead, stop this run, check it with ",
+      "`dropk ckpt verify ", newer, "` and pass --resume=", newer, "\n");
 }
 
 // A tokenizer's kind, and its code point count where it has code points
@@ -336,7 +326,8 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
     point.last_train_loss = m.last_train_loss();
     log << "dropk-train: resumed from " << dir << " at step " << m.step() << "\n";
     if (latest_first && dir == candidates.front()) {
-      log << NewerThanLatestWarning(candidates, resume_from.root, m.step(), env);
+      const std::string newer = NewerCheckpointThanLatest(resume_from.root, env);
+      if (!newer.empty()) log << NewerThanLatestWarning(newer, resume_from.root, m.step());
     }
     log << std::flush;
     return point;

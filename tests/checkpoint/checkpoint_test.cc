@@ -611,6 +611,25 @@ TEST_F(CheckpointTest, LatestNamingADeletedCheckpointSaysItDoesNotExist) {
             "checkpoint " + dir_ + "/ckpt/step-00000002: not a directory");
 }
 
+// A save cut off between its rename and LATEST's update leaves a complete
+// checkpoint newer than LATEST's: found, the newest that opens; none when
+// LATEST names the newest, is missing, or names nothing.
+TEST_F(CheckpointTest, NewerCheckpointThanLatestIsTheNewestThatOpens) {
+  ASSERT_TRUE(Save(1).ok());
+  ASSERT_TRUE(Save(2).ok());
+  ASSERT_TRUE(Save(3).ok());
+  const std::string ckpt = dir_ + "/ckpt";
+  EXPECT_EQ(NewerCheckpointThanLatest(ckpt), "");
+  WriteAll(ckpt + "/LATEST", "step-00000001\n");
+  EXPECT_EQ(NewerCheckpointThanLatest(ckpt), ckpt + "/step-00000003");
+  fs::remove(ckpt + "/step-00000003/manifest.pb");
+  EXPECT_EQ(NewerCheckpointThanLatest(ckpt), ckpt + "/step-00000002");
+  WriteAll(ckpt + "/LATEST", "garbage");
+  EXPECT_EQ(NewerCheckpointThanLatest(ckpt), "");
+  fs::remove(ckpt + "/LATEST");
+  EXPECT_EQ(NewerCheckpointThanLatest(ckpt), "");
+}
+
 // Fails the n-th mutating file operation of a save, for every n, then drops
 // whatever was not fsynced: LATEST must still name a loadable checkpoint,
 // the previous one unless the save got as far as replacing LATEST.
