@@ -16,7 +16,11 @@ using namespace checkpoint_internal;  // NOLINT: the library's own private helpe
 
 absl::StatusOr<ValidatedManifest> OpenCheckpoint(const std::string& dir, Env* env) {
   if (env == nullptr) env = Env::Default();
-  if (!env->IsDirectory(dir)) return CheckpointError(dir, "", "", "not a directory");
+  if (!env->IsDirectory(dir)) {
+    // LATEST naming a checkpoint deleted by hand read "not a directory".
+    return CheckpointError(dir, "", "",
+                           env->FileExists(dir) ? "not a directory" : "does not exist");
+  }
   absl::StatusOr<std::string> bytes =
       ReadSmallFile(env, PathJoin(dir, kManifestFileName), kMaxManifestBytes);
   if (!bytes.ok()) {
@@ -145,6 +149,24 @@ std::vector<std::string> CheckpointCandidates(const std::string& checkpoints_dir
     skip(std::string(names.status().message()));  // "DIR: list directory: Permission denied"
   }
   return candidates;
+}
+
+std::string NewerCheckpointThanLatest(const std::string& checkpoints_dir, Env* env) {
+  if (env == nullptr) env = Env::Default();
+  if (!env->FileExists(PathJoin(checkpoints_dir, kLatestFileName))) return "";
+  std::vector<std::string> latest_problems;
+  const std::vector<std::string> candidates =
+      CheckpointCandidates(checkpoints_dir, &latest_problems, env);
+  if (!latest_problems.empty() || candidates.empty()) return "";
+  const auto step_of = [](const std::string& dir) {
+    return ParseStepDirName(dir.substr(dir.rfind('/') + 1));
+  };
+  // candidates.front() is LATEST's; the rest follow newest first.
+  const int64_t latest_step = step_of(candidates.front());
+  for (size_t i = 1; i < candidates.size() && step_of(candidates[i]) > latest_step; ++i) {
+    if (OpenCheckpoint(candidates[i], env).ok()) return candidates[i];
+  }
+  return "";
 }
 
 absl::StatusOr<std::string> FindLatestValidCheckpoint(const std::string& checkpoints_dir,

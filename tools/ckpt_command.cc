@@ -96,6 +96,13 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
       return absl::DataLossError(
           absl::StrCat(latest, " names ", trimmed, ", which is not a directory there"));
     }
+    // One that goes by LATEST passed it over in silence.
+    if (const std::string newer = NewerCheckpointThanLatest(dir, env); !newer.empty()) {
+      std::cerr << "dropk: note: " << newer << " is newer than " << trimmed << ", which " << latest
+                << " names, and looks complete (a save cut off before it updated "
+                << kLatestFileName << "?); this reads " << trimmed << ", name " << newer
+                << " to read it\n";
+    }
     return dir + "/" + trimmed;
   }
   return absl::InvalidArgumentError(absl::StrCat(

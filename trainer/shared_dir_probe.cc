@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "checkpoint/env.h"
 
 namespace dropk {
 namespace {
@@ -19,18 +20,16 @@ std::string ReadWhole(const std::string& path) {
   return text.str();
 }
 
-// Creates dir and writes content to probe in it; "" when that worked, else
-// why not.
-std::string WriteProbe(const std::string& dir, const std::string& probe,
-                       const std::string& content) {
+// Creates dir and writes content to probe in it, durably, as a save writes;
+// "" when that worked, else why not, with the system's reason (a full disk
+// read "cannot write a file there").
+std::string WriteProbe(const std::string& dir, const std::string& probe, const std::string& content,
+                       Env* env) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  std::ofstream out(probe, std::ios::binary | std::ios::trunc);
-  out << content;
-  out.close();
   if (ec) return ec.message();
-  if (!out) return "cannot write a file there";
-  return "";
+  absl::Status written = WriteDurableFile(env, probe, content);
+  return written.ok() ? "" : std::string(written.message());
 }
 
 absl::Status CannotWrite(const std::string& dir, const std::string& flag, const std::string& why) {
@@ -41,12 +40,14 @@ absl::Status CannotWrite(const std::string& dir, const std::string& flag, const 
 }  // namespace
 
 absl::Status CheckDirectorySharedByAllRanks(const std::string& dir, const std::string& flag,
-                                            Communicator& comm, const CollectiveOptions& options) {
+                                            Communicator& comm, const CollectiveOptions& options,
+                                            Env* env) {
+  if (env == nullptr) env = Env::Default();
   if (comm.Size() == 1) {
     // No one to share with, but a directory that cannot be written would
     // still fail only at the first save.
     const std::string probe = absl::StrCat(dir, "/.write-probe");
-    const std::string why = WriteProbe(dir, probe, "dropk write probe\n");
+    const std::string why = WriteProbe(dir, probe, "dropk write probe\n", env);
     std::error_code ignored;
     std::filesystem::remove(probe, ignored);
     return why.empty() ? absl::OkStatus() : CannotWrite(dir, flag, why);
@@ -63,7 +64,7 @@ absl::Status CheckDirectorySharedByAllRanks(const std::string& dir, const std::s
   const std::string content = absl::StrCat("dropk shared-directory probe ", nonce, "\n");
   int64_t written = 1;
   if (comm.Rank() == 0) {
-    write_error = WriteProbe(dir, probe, content);
+    write_error = WriteProbe(dir, probe, content, env);
     if (!write_error.empty()) written = 0;
   }
   if (absl::Status s = comm.Broadcast(HostBuffer(&written, 1), 0, options)->Wait(); !s.ok()) {

@@ -313,7 +313,7 @@ class TrainingRun {
     gpt_ = *std::move(gpt);
     gpt_->InitWeights(config_.seed());
     if (rank_ == 0 && !config_.init_from().empty()) {
-      if (absl::Status s = InitFromFile(shape); !s.ok()) return s;
+      if (absl::Status s = InitFromFileUnlessResuming(shape); !s.ok()) return s;
     }
     // InitWeights' upload is queued on the compute stream; the broadcast runs
     // on the communicator's own stream (NCCL) or staging stream (MPI), which
@@ -367,6 +367,25 @@ class TrainingRun {
                   config_.overlap_comm() ? "on" : "off", kernels_->Describe())
            << std::flush;
     }
+    return absl::OkStatus();
+  }
+
+  // InitFromFile, unless the run resumes: a checkpoint takes precedence
+  // over init_from, so it is not read. A fine-tuning job restarted with its
+  // command (--init_from and --resume=latest) read the whole file again
+  // first, and could not resume when the file had gone. Resuming is
+  // --resume=PATH, or latest with a checkpoint there: MaybeResume then
+  // loads one or fails.
+  absl::Status InitFromFileUnlessResuming(const GptConfig& shape) {
+    const bool resuming =
+        !config_.resume().empty() &&
+        (config_.resume() != "latest" ||
+         !CheckpointCandidates(CheckpointsDirOf(config_), nullptr, seams_.checkpoint_env).empty());
+    if (!resuming) return InitFromFile(shape);
+    log_ << "dropk-train: init_from=" << config_.init_from()
+         << " not read: --resume=" << config_.resume()
+         << " resumes from a checkpoint, which takes precedence\n"
+         << std::flush;
     return absl::OkStatus();
   }
 
@@ -763,6 +782,21 @@ absl::Status NameDataDirIfMissing(const std::string& data_dir, const absl::Statu
                                           data_dir, " TEXT...`"));
 }
 
+// A collective that timed out (DeadlineExceeded: every peer answers, so no
+// host is lost) under a configured comm_timeout_s says that the setting
+// set the limit: the message blamed only a stuck rank, while a rank that
+// is merely slower (a long evaluation, a slow disk, a large data set's
+// checksum pass) outlasts a comm_timeout_s set too low just the same.
+absl::StatusOr<TrainSummary> NameConfiguredCommTimeout(const TrainConfig& config,
+                                                       absl::StatusOr<TrainSummary> summary) {
+  if (summary.ok() || !absl::IsDeadlineExceeded(summary.status()) || config.comm_timeout_s() <= 0) {
+    return summary;
+  }
+  return absl::DeadlineExceededError(absl::StrCat(
+      summary.status().message(), "; that limit is comm_timeout_s=", config.comm_timeout_s(),
+      ": raise it, or set 0 (auto), if a rank is only slower"));
+}
+
 }  // namespace
 
 absl::StatusOr<TrainingData> LoadTrainingData(const std::string& data_dir) {
@@ -824,7 +858,8 @@ absl::StatusOr<TrainSummary> RunTraining(const TrainConfig& config, Communicator
   // only), releases the run-directory locks and frees device memory best
   // effort (Free never throws); none of it waits on another rank.
   TrainingRun run(config, comm, log, seams);
-  return run.RunUnlessDeviceFails();
+  absl::StatusOr<TrainSummary> summary = run.RunUnlessDeviceFails();
+  return NameConfiguredCommTimeout(config, std::move(summary));
 }
 
 }  // namespace dropk

@@ -131,6 +131,31 @@ bool DataChanged(const DataIdentity& recorded, const DataIdentity& now) {
          recorded.dataset_id() != now.dataset_id();
 }
 
+// A warning naming `newer`, a checkpoint newer than the one LATEST names
+// in `root` (NewerCheckpointThanLatest), which this run resumed from at
+// `resumed_step`: --resume=latest passed it over in silence, and this run's
+// saves then replaced or deleted it.
+std::string NewerThanLatestWarning(const std::string& newer, const std::string& root,
+                                   int64_t resumed_step) {
+  const int64_t step = ParseStepDirName(std::filesystem::path(newer).filename().string());
+  return absl::StrCat(
+      "dropk-train: warning: ", newer, " (step ", step, ") is newer than the checkpoint ", root,
+      "/", kLatestFileName, " names, and looks complete: a save cut off before it updated ",
+      kLatestFileName, ", or a run that went on from an older checkpoint; resumed from ",
+      kLatestFileName, "'s step ", resumed_step,
+      " as it says, and this run's saves may replace or ", "delete ", newer,
+      ". To go on from step ", step, " instead, stop this run, check it with ",
+      "`dropk ckpt verify ", newer, "` and pass --resume=", newer, "\n");
+}
+
+// A tokenizer's kind, and its code point count where it has code points
+// (CHAR): "BYTE", "CHAR, 65 code points".
+std::string DescribeTokenizer(const Tokenizer& tokenizer) {
+  if (tokenizer.kind() != Tokenizer::CHAR) return Tokenizer::Kind_Name(tokenizer.kind());
+  return absl::StrCat(Tokenizer::Kind_Name(tokenizer.kind()), ", ", tokenizer.code_points_size(),
+                      " code points");
+}
+
 }  // namespace
 
 void InstallStopSignalHandlers() {
@@ -217,6 +242,11 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
   } else {
     candidates.push_back(resume_from.root);
   }
+  // Whether candidates.front() is the checkpoint LATEST names (step-*
+  // directories follow it, newest first).
+  const bool latest_first = resume_from.latest && !candidates.empty() &&
+                            fs->FileExists(resume_from.root + "/" + kLatestFileName) &&
+                            skipped.empty();
   for (const std::string& dir : candidates) {
     absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(dir, env);
     if (!vm.ok()) {
@@ -240,10 +270,8 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
     if (m.tokenizer().SerializeAsString() != tokenizer.SerializeAsString()) {
       return absl::InvalidArgumentError(
           absl::StrCat("--resume: the tokenizer of data_dir=", config.data_dir(), " (",
-                       Tokenizer::Kind_Name(tokenizer.kind()), ", ", tokenizer.code_points_size(),
-                       " code points) differs from checkpoint ", dir, "'s (",
-                       Tokenizer::Kind_Name(m.tokenizer().kind()), ", ",
-                       m.tokenizer().code_points_size(), " code points)"));
+                       DescribeTokenizer(tokenizer), ") differs from checkpoint ", dir, "'s (",
+                       DescribeTokenizer(m.tokenizer()), ")"));
     }
     // Batches are a pure function of (seed, step) over the tokens: on other
     // data the run goes on, but not as the original would have. Checkpoints
@@ -296,7 +324,12 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
     point.step = m.step();
     point.tokens_seen = m.tokens_seen();
     point.last_train_loss = m.last_train_loss();
-    log << "dropk-train: resumed from " << dir << " at step " << m.step() << "\n" << std::flush;
+    log << "dropk-train: resumed from " << dir << " at step " << m.step() << "\n";
+    if (latest_first && dir == candidates.front()) {
+      const std::string newer = NewerCheckpointThanLatest(resume_from.root, env);
+      if (!newer.empty()) log << NewerThanLatestWarning(newer, resume_from.root, m.step());
+    }
+    log << std::flush;
     return point;
   }
   return absl::FailedPreconditionError(absl::StrCat(

@@ -595,6 +595,41 @@ TEST_F(CheckpointTest, LatestFallsBackToNewestValid) {
   EXPECT_EQ(skipped.size(), 4u);
 }
 
+// LATEST naming a checkpoint that was deleted (by hand, to free space) is
+// skipped saying it does not exist; it read "not a directory".
+TEST_F(CheckpointTest, LatestNamingADeletedCheckpointSaysItDoesNotExist) {
+  ASSERT_TRUE(Save(1).ok());
+  ASSERT_TRUE(Save(2).ok());
+  fs::remove_all(dir_ + "/ckpt/step-00000002");
+  std::vector<std::string> skipped;
+  EXPECT_EQ(*FindLatestValidCheckpoint(dir_ + "/ckpt", &skipped), dir_ + "/ckpt/step-00000001");
+  ASSERT_EQ(skipped.size(), 1u);
+  EXPECT_EQ(skipped[0], "checkpoint " + dir_ + "/ckpt/step-00000002: does not exist");
+  // A file in its place is still "not a directory".
+  WriteAll(dir_ + "/ckpt/step-00000002", "x");
+  EXPECT_EQ(OpenCheckpoint(dir_ + "/ckpt/step-00000002").status().message(),
+            "checkpoint " + dir_ + "/ckpt/step-00000002: not a directory");
+}
+
+// A save cut off between its rename and LATEST's update leaves a complete
+// checkpoint newer than LATEST's: found, the newest that opens; none when
+// LATEST names the newest, is missing, or names nothing.
+TEST_F(CheckpointTest, NewerCheckpointThanLatestIsTheNewestThatOpens) {
+  ASSERT_TRUE(Save(1).ok());
+  ASSERT_TRUE(Save(2).ok());
+  ASSERT_TRUE(Save(3).ok());
+  const std::string ckpt = dir_ + "/ckpt";
+  EXPECT_EQ(NewerCheckpointThanLatest(ckpt), "");
+  WriteAll(ckpt + "/LATEST", "step-00000001\n");
+  EXPECT_EQ(NewerCheckpointThanLatest(ckpt), ckpt + "/step-00000003");
+  fs::remove(ckpt + "/step-00000003/manifest.pb");
+  EXPECT_EQ(NewerCheckpointThanLatest(ckpt), ckpt + "/step-00000002");
+  WriteAll(ckpt + "/LATEST", "garbage");
+  EXPECT_EQ(NewerCheckpointThanLatest(ckpt), "");
+  fs::remove(ckpt + "/LATEST");
+  EXPECT_EQ(NewerCheckpointThanLatest(ckpt), "");
+}
+
 // Fails the n-th mutating file operation of a save, for every n, then drops
 // whatever was not fsynced: LATEST must still name a loadable checkpoint,
 // the previous one unless the save got as far as replacing LATEST.

@@ -4,6 +4,8 @@
 #ifndef DROPK_TESTS_SUPPORT_TINY_SMOKE_RUN_H_
 #define DROPK_TESTS_SUPPORT_TINY_SMOKE_RUN_H_
 
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <optional>
 #include <sstream>
@@ -17,6 +19,26 @@
 #include "trainer/trainer.h"
 
 namespace dropk::test_util {
+
+// The tiny smoke model's config for a run of max_iters steps from data_dir
+// into out_dir that saves every step, without warmup, with one evaluation
+// batch, no closing sample and one thread (EXPECTs it valid).
+inline TrainConfig TinySmokeEveryStepConfig(const std::string& data_dir, const std::string& out_dir,
+                                            int max_iters) {
+  TrainConfig c = DefaultTrainConfig();
+  EXPECT_TRUE(MergeTrainConfigFile(DROPK_SOURCE_DIR "/configs/tiny_smoke.textproto", &c).ok());
+  c.set_data_dir(data_dir);
+  c.set_out_dir(out_dir);
+  c.set_max_iters(max_iters);
+  c.set_lr_decay_iters(max_iters);
+  c.set_warmup_iters(0);
+  c.set_save_every(1);
+  c.set_eval_iters(1);
+  c.set_sample_tokens(0);
+  c.set_num_threads(1);
+  EXPECT_TRUE(ValidateTrainConfig(c).ok());
+  return c;
+}
 
 // Prepares the data in dir/data and trains two steps into dir/run (saving
 // every save_every steps when given, else at dropk-train's default). OK, or

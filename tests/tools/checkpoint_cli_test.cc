@@ -228,6 +228,27 @@ TEST_F(CheckpointCliTest, ResumeLatestFallsBackPastCorruptCheckpoint) {
   EXPECT_NE(r.output.find("no checkpoint verifies"), std::string::npos) << r.output;
 }
 
+// A checkpoint newer than the one LATEST names (a save cut off between its
+// rename and LATEST's update) is named by what goes by LATEST, with how to
+// read it: dropk ckpt and --resume=latest passed it over in silence.
+TEST_F(CheckpointCliTest, ACheckpointNewerThanLatestIsNamed) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=3 --save_every=1")).exit_code, 0);
+  const std::string ckpts = out_ + "/checkpoints";
+  std::ofstream(ckpts + "/LATEST", std::ios::trunc) << "step-00000002\n";
+  CliResult r = RunCommand(Dropk("ckpt inspect " + out_));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("checkpoint " + ckpts + "/step-00000002"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("dropk: note: " + ckpts + "/step-00000003 is newer than step-00000002"),
+            std::string::npos)
+      << r.output;
+
+  r = RunCommand(Train(out_, "--max_iters=4 --resume=latest"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("resumed from " + ckpts + "/step-00000002 at step 2"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("--resume=" + ckpts + "/step-00000003\n"), std::string::npos) << r.output;
+}
+
 TEST_F(CheckpointCliTest, InspectAndExport) {
   ASSERT_EQ(RunCommand(Train(out_, "--max_iters=3")).exit_code, 0);
   CliResult r = RunCommand(Dropk("ckpt inspect " + out_ + "/checkpoints"));

@@ -2,6 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include <sstream>
+
+#include "support/temp_dir.h"
+#include "support/thread_communicator.h"
+#include "support/tiny_smoke_run.h"
+#include "trainer/trainer.h"
+
 namespace dropk {
 namespace {
 
@@ -31,6 +38,27 @@ TEST(CommTimeoutTest, StaysWithinWhatADeadlineCanHold) {
 
 TEST(CommTimeoutTest, ATinyConfiguredTimeoutIsNotZero) {
   EXPECT_EQ(CommTimeout(1e-6, 0), milliseconds(1));
+}
+
+// A collective that outlasts a configured comm_timeout_s names the setting:
+// the message blamed a stuck rank only, though a rank that is just slower
+// (a long evaluation, a slow disk) ends the job the same way. Rank 1 never
+// joins here, so rank 0's first collective times out.
+TEST(CommTimeoutTest, AConfiguredTimeoutThatRunsOutIsNamed) {
+  test_util::ScopedTempDir tmp("comm_timeout");
+  ASSERT_TRUE(test_util::PrepareShakespeareData(tmp.Path("data")).ok());
+  TrainConfig config = test_util::TinySmokeEveryStepConfig(tmp.Path("data"), tmp.Path("run"), 2);
+  config.set_comm_timeout_s(0.5);
+  absl::Status rank0;
+  test_util::RunRanks(2, [&](Communicator& comm) {
+    if (comm.Rank() != 0) return;
+    std::ostringstream log;
+    rank0 = RunTraining(config, comm, log).status();
+  });
+  EXPECT_TRUE(absl::IsDeadlineExceeded(rank0)) << rank0;
+  EXPECT_NE(rank0.message().find("; that limit is comm_timeout_s=0.5: raise it, or set 0 (auto)"),
+            std::string::npos)
+      << rank0;
 }
 
 }  // namespace

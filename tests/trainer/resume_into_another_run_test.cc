@@ -13,6 +13,7 @@
 
 #include "support/shakespeare_data.h"
 #include "support/temp_dir.h"
+#include "support/tiny_smoke_run.h"
 #include "trainer/config.h"
 #include "trainer/trainer.h"
 
@@ -27,19 +28,9 @@ class ResumeIntoAnotherRunTest : public ::testing::Test {
 
   // The tiny smoke model trained to max_iters into tmp/run, saving every step.
   TrainConfig Config(const std::string& run, int max_iters) {
-    TrainConfig c = DefaultTrainConfig();
-    EXPECT_TRUE(MergeTrainConfigFile(DROPK_SOURCE_DIR "/configs/tiny_smoke.textproto", &c).ok());
-    c.set_data_dir(tmp_.Path("data"));
-    c.set_out_dir(tmp_.Path(run));
-    c.set_max_iters(max_iters);
-    c.set_lr_decay_iters(max_iters);
-    c.set_warmup_iters(0);
-    c.set_save_every(1);
+    TrainConfig c =
+        test_util::TinySmokeEveryStepConfig(tmp_.Path("data"), tmp_.Path(run), max_iters);
     c.set_keep_last(1);
-    c.set_eval_iters(1);
-    c.set_sample_tokens(0);
-    c.set_num_threads(1);
-    EXPECT_TRUE(ValidateTrainConfig(c).ok());
     return c;
   }
 

@@ -15,6 +15,7 @@
 #include "checkpoint/format.h"
 #include "checkpoint/reader.h"
 #include "support/temp_dir.h"
+#include "support/tiny_smoke_run.h"
 #include "trainer/config.h"
 #include "trainer/data_checksums.h"
 #include "trainer/prepare_data.h"
@@ -43,10 +44,12 @@ class ResumeOnOtherDataTest : public ::testing::Test {
   }
 
   Prepared Prepare(const std::string& name, double val_fraction,
-                   uint64_t shard_tokens = kDefaultShardTokens) {
+                   uint64_t shard_tokens = kDefaultShardTokens,
+                   Tokenizer::Kind kind = Tokenizer::CHAR) {
     Prepared p;
     p.dir = tmp_.Path(name);
     PrepareOptions options;
+    options.kind = kind;
     options.inputs = {DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"};
     options.out_dir = p.dir;
     options.val_fraction = val_fraction;
@@ -62,17 +65,8 @@ class ResumeOnOtherDataTest : public ::testing::Test {
   // The tiny smoke model on `data`, trained to max_iters into tmp/run,
   // saving every step.
   TrainConfig Config(const Prepared& data, int max_iters) {
-    TrainConfig c = DefaultTrainConfig();
-    EXPECT_TRUE(MergeTrainConfigFile(DROPK_SOURCE_DIR "/configs/tiny_smoke.textproto", &c).ok());
-    c.set_data_dir(data.dir);
-    c.set_out_dir(tmp_.Path("run"));
-    c.set_max_iters(max_iters);
-    c.set_lr_decay_iters(4);
-    c.set_warmup_iters(0);
-    c.set_save_every(1);
-    c.set_eval_iters(1);
-    c.set_sample_tokens(0);
-    c.set_num_threads(1);
+    TrainConfig c = test_util::TinySmokeEveryStepConfig(data.dir, tmp_.Path("run"), max_iters);
+    c.set_lr_decay_iters(4);  // the straight run's schedule, whatever max_iters
     EXPECT_TRUE(ValidateTrainConfig(c).ok());
     return c;
   }
@@ -173,6 +167,25 @@ TEST_F(ResumeOnOtherDataTest, IsRefusedNamingBothDataDirsAndIdentities) {
   }
   EXPECT_EQ(resume_log.str().find("resumed from"), std::string::npos) << resume_log.str();
   EXPECT_EQ(Latest(), CheckpointDirName(2) + "\n");
+}
+
+// Data of another tokenizer kind is named by its kind: a byte tokenizer has
+// no code points, and read "(BYTE, 0 code points)".
+TEST_F(ResumeOnOtherDataTest, AnotherTokenizerKindIsRefusedNamingBoth) {
+  std::ostringstream log;
+  ASSERT_TRUE(Train(Config(original_, 2), &log).ok()) << log.str();
+  const Prepared bytes = Prepare("byte_data", 0.1, kDefaultShardTokens, Tokenizer::BYTE);
+  TrainConfig resume = Config(bytes, 3);
+  resume.set_resume("latest");
+  std::ostringstream resume_log;
+  const absl::Status s = Train(resume, &resume_log).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_NE(s.message().find("the tokenizer of data_dir=" + bytes.dir +
+                             " (BYTE) differs from "
+                             "checkpoint " +
+                             Checkpoint(2) + "'s (CHAR, 65 code points)"),
+            std::string::npos)
+      << s;
 }
 
 TEST_F(ResumeOnOtherDataTest, AllowDataChangeResumesWithOneWarning) {

@@ -128,6 +128,14 @@ std::vector<std::string> CheckpointCandidates(const std::string& checkpoints_dir
                                               std::vector<std::string>* skipped,
                                               Env* env = nullptr);
 
+// The newest checkpoint of checkpoints_dir newer than the one its LATEST
+// names that opens (OpenCheckpoint: its manifest and file sizes; no CRC is
+// read), or "" when there is none or LATEST is missing or names nothing.
+// Such a checkpoint is a save cut off between its rename and LATEST's
+// update, or a run that went on from an older checkpoint there: what goes
+// by LATEST (--resume=latest, dropk ckpt) passes it over.
+std::string NewerCheckpointThanLatest(const std::string& checkpoints_dir, Env* env = nullptr);
+
 }  // namespace dropk
 
 #endif  // DROPK_CHECKPOINT_READER_H_

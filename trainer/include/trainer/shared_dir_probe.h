@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "checkpoint/env.h"
 #include "comm/communicator.h"
 
 namespace dropk {
@@ -19,10 +20,12 @@ namespace dropk {
 // same result: OK, or FailedPrecondition naming `flag`=dir, the ranks that
 // did not see the file and saying that the directory must be shared. A
 // failed collective (a dead peer) comes back as its own error; a directory
-// rank 0 cannot create or write is PermissionDenied naming it. With one rank
-// only that last check runs.
+// rank 0 cannot create or write is PermissionDenied naming it and the
+// system's reason (a full disk too). With one rank only that last check
+// runs. The probe is written through `env` (null: Env::Default()).
 absl::Status CheckDirectorySharedByAllRanks(const std::string& dir, const std::string& flag,
-                                            Communicator& comm, const CollectiveOptions& options);
+                                            Communicator& comm, const CollectiveOptions& options,
+                                            Env* env = nullptr);
 
 }  // namespace dropk
 

@@ -70,8 +70,9 @@ struct TrainingSeams {
 // with the same config. Rank 0 writes progress lines to `log` and metrics to
 // out_dir/metrics.jsonl; other ranks write nothing. Errors (data, output
 // directory, a collective that failed or timed out, ranks whose parameters
-// diverged) name what is wrong; a bad config value that needs the data
-// (block_size) is InvalidArgument.
+// diverged) name what is wrong (a timeout under a configured comm_timeout_s
+// names it); a bad config value that needs the data (block_size) is
+// InvalidArgument.
 //
 // A failure of the device mid-run (a DeviceError from the kernels: an
 // illegal address, an Xid, a lost GPU) ends the run at once and returns

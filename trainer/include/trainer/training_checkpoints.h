@@ -54,11 +54,12 @@ struct ResumePoint {
 // already holds checkpoints (InvalidArgument naming the directory: the
 // user continues that run with "latest" or picks another one), and so does a
 // path outside CheckpointsDirOf(config) while it holds checkpoints (saving
-// there would mix two runs); "latest" loads the newest
-// checkpoint of CheckpointsDirOf(config) that verifies, logging each one it
-// skipped and why (no checkpoint at all starts fresh, saying so; candidates
-// that all fail refuse); a path names a checkpoint, loaded as it is, or a
-// checkpoints directory or a run directory (its checkpoints/), tried as
+// there would mix two runs); "latest" loads the one LATEST names, else the
+// newest checkpoint of CheckpointsDirOf(config) that verifies, logging each
+// one it skipped and why (no checkpoint at all starts fresh, saying so;
+// candidates that all fail refuse), and one warning line naming a newer
+// checkpoint than LATEST's that opens, with the flag that resumes it; a path names a checkpoint,
+// loaded as it is, or a checkpoints directory or a run directory (its checkpoints/), tried as
 // "latest" is (none there refuses). A path that does not exist is NotFound,
 // one that is no checkpoint nor holds any InvalidArgument (usage, exit 2),
 // each naming it; a checkpoint that fails to verify is FailedPrecondition
