@@ -156,6 +156,61 @@ std::string DescribeTokenizer(const Tokenizer& tokenizer) {
                       " code points");
 }
 
+// "2 rank(s) x batch_size=4 x gradient_accumulation_steps=1 x block_size=64":
+// how a run of `config` on `world_size` ranks makes up its global batch.
+std::string DescribeGlobalBatch(const TrainConfig& config, int world_size) {
+  return absl::StrCat(world_size, " rank(s) x batch_size=", config.batch_size(),
+                      " x gradient_accumulation_steps=", config.gradient_accumulation_steps(),
+                      " x block_size=", config.block_size());
+}
+
+// Sequences one optimizer step trains on, over all ranks.
+int64_t SequencesPerStep(const TrainConfig& config, int world_size) {
+  return static_cast<int64_t>(world_size) * config.batch_size() *
+         config.gradient_accumulation_steps();
+}
+
+// The flags that give a run of `now` on `world_size` ranks `sequences` per
+// step, changing one of batch_size and gradient_accumulation_steps where
+// that suffices: "--batch_size=4 or --gradient_accumulation_steps=2".
+std::string FlagsKeepingGlobalBatch(const TrainConfig& now, int world_size, int64_t sequences) {
+  if (sequences % world_size != 0) {
+    return absl::StrCat("no batch_size x gradient_accumulation_steps on ", world_size,
+                        " rank(s) keeps it (its ", sequences,
+                        " sequences per step do not divide by ", world_size, ")");
+  }
+  const int64_t per_rank = sequences / world_size;
+  std::vector<std::string> flags;
+  if (per_rank % now.gradient_accumulation_steps() == 0) {
+    flags.push_back(absl::StrCat("--batch_size=", per_rank / now.gradient_accumulation_steps()));
+  }
+  if (per_rank % now.batch_size() == 0) {
+    flags.push_back(absl::StrCat("--gradient_accumulation_steps=", per_rank / now.batch_size()));
+  }
+  if (flags.empty()) {
+    flags.push_back(absl::StrCat("--batch_size=", per_rank, " --gradient_accumulation_steps=1"));
+  }
+  return absl::StrCat("pass ", absl::StrJoin(flags, " or "));
+}
+
+// One log line when resuming `checkpoint` (written by `checkpoint_ranks`)
+// as `now` on `world_size` ranks trains on another number of tokens per
+// step than the checkpoint's run did, naming both and the flags that keep
+// the checkpoint's; "" when they are equal. batch_size is per rank, so
+// resuming on another number of ranks changes it unless a flag does too.
+std::string GlobalBatchChangeLine(const TrainConfig& checkpoint, int checkpoint_ranks,
+                                  const TrainConfig& now, int world_size) {
+  const int64_t before = SequencesPerStep(checkpoint, checkpoint_ranks);
+  const int64_t after = SequencesPerStep(now, world_size);
+  if (before * checkpoint.block_size() == after * now.block_size()) return "";
+  return absl::StrCat("dropk-train: warning: resume: the global batch changes from ",
+                      before * checkpoint.block_size(), " tokens per step (",
+                      DescribeGlobalBatch(checkpoint, checkpoint_ranks), ") to ",
+                      after * now.block_size(), " (", DescribeGlobalBatch(now, world_size),
+                      "); to keep ", before * checkpoint.block_size(), " on ", world_size,
+                      " rank(s), ", FlagsKeepingGlobalBatch(now, world_size, before), "\n");
+}
+
 }  // namespace
 
 void InstallStopSignalHandlers() {
@@ -317,6 +372,7 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
                   : "")
           << "\n";
     }
+    log << GlobalBatchChangeLine(m.config(), m.world_size(), config, world_size);
     optimizer.set_step(m.optimizer_step());
     point.skipped = skipped;
     point.resumed = true;

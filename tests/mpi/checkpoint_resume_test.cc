@@ -53,10 +53,13 @@ class CheckpointResumeTest : public ::testing::Test {
     return c;
   }
 
-  static TrainSummary Train(const TrainConfig& c, Communicator& comm) {
+  // Trains per `c`, EXPECTing success; its log goes to *log_out when given.
+  static TrainSummary Train(const TrainConfig& c, Communicator& comm,
+                            std::string* log_out = nullptr) {
     std::ostringstream log;
     absl::StatusOr<TrainSummary> s = RunTraining(c, comm, log);
     EXPECT_TRUE(s.ok()) << s.status() << "\n" << log.str();
+    if (log_out != nullptr) *log_out = log.str();
     return s.ok() ? *std::move(s) : TrainSummary{};
   }
 
@@ -111,7 +114,13 @@ TEST_F(CheckpointResumeTest, ResumingOnOneRankContinuesAsAnUninterruptedOneRankR
   resumed.set_dropout_stream(TrainConfig::PER_SAMPLE);
   resumed.set_batch_size(2 * n);
   resumed.set_resume((*root_ / "n_ranks/checkpoints").string());
-  const TrainSummary continued = Train(resumed, *single);
+  std::string log;
+  const TrainSummary continued = Train(resumed, *single, &log);
+  EXPECT_NE(log.find(absl::StrCat("dropk-train: resume: written by ", n,
+                                  " rank(s), now 1; optimizer state re-sliced")),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("global batch"), std::string::npos) << log;
   // ... and compare with one rank from the start.
   TrainConfig straight = Tiny("one_rank_straight", 8);
   straight.set_dropout_stream(TrainConfig::PER_SAMPLE);
@@ -127,6 +136,36 @@ TEST_F(CheckpointResumeTest, ResumingOnOneRankContinuesAsAnUninterruptedOneRankR
   EXPECT_LT(std::sqrt(diff / norm), 1e-5);
   EXPECT_NEAR(continued.last_train_loss, reference.last_train_loss,
               1e-5 * reference.last_train_loss);
+}
+
+// batch_size is per rank: resuming an N-rank run on one rank with the same
+// batch_size trains on 1/N of the tokens per step. Only "written by N
+// rank(s), now 1" said so; a warning now names both global batches and the
+// flags that keep the checkpoint's.
+TEST_F(CheckpointResumeTest, ResumingOnFewerRanksNamesTheGlobalBatchChange) {
+  const int n = World().Size();
+  if (n < 2) GTEST_SKIP() << "needs 2 or more ranks";
+  Train(Tiny("fewer_ranks", 2), World());  // N ranks x batch_size=2 x block_size=32
+  if (World().Rank() != 0) return;
+  std::unique_ptr<Communicator> single = MakeSingleProcessCommunicator();
+  TrainConfig resumed = Tiny("fewer_ranks", 3);
+  resumed.set_resume("latest");
+  std::string log;
+  Train(resumed, *single, &log);
+  EXPECT_NE(log.find(absl::StrCat("dropk-train: resume: written by ", n,
+                                  " rank(s), now 1; optimizer state re-sliced")),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find(absl::StrCat(
+                "dropk-train: warning: resume: the global batch changes from ", 64 * n,
+                " tokens per step (", n,
+                " rank(s) x batch_size=2 x gradient_accumulation_steps=1 x block_size=32) to 64 "
+                "(1 rank(s) x batch_size=2 x gradient_accumulation_steps=1 x block_size=32); to "
+                "keep ",
+                64 * n, " on 1 rank(s), pass --batch_size=", 2 * n,
+                " or --gradient_accumulation_steps=", n, "\n")),
+            std::string::npos)
+      << log;
 }
 
 // Fails every read under one checkpoint directory, as a read error on one

@@ -70,7 +70,11 @@ struct ResumePoint {
 // checkpoint that records other data (another dataset id or token count)
 // is InvalidArgument naming both data_dirs and identities, unless
 // config.allow_data_change, which logs one warning line instead; one that
-// records none (written before the record existed) is not checked.
+// records none (written before the record existed) is not checked. A
+// checkpoint written by another number of ranks logs both counts; a global
+// batch (ranks x batch_size x gradient_accumulation_steps x block_size) other
+// than the checkpoint's run's logs one warning line naming both, and the
+// batch_size or gradient_accumulation_steps that keeps the checkpoint's.
 absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokenizer& tokenizer,
                                         const DataIdentity& data, Gpt& gpt,
                                         AdamWOptimizer& optimizer, int world_size,
