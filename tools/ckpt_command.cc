@@ -299,7 +299,7 @@ absl::StatusOr<RunDirectoryLock> LockExportTarget(const std::string& out) {
   }
   const std::string lock_path = (target.parent_path() / ("." + name + ".export-lock")).string();
   return RunDirectoryLock::AcquireFile(lock_path, "--out=" + out, "--out", "dropk ckpt export",
-                                       std::cerr, {.same_host = {}, .other_host = {}});
+                                       "dropk", std::cerr, {.same_host = {}, .other_host = {}});
 }
 
 // The pieces of a dropk export (ExportHeader in proto/checkpoint.proto) of

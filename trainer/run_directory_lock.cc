@@ -83,14 +83,12 @@ absl::StatusOr<RunDirectoryLock> RunDirectoryLock::Acquire(const std::string& di
     return DirectoryCreationError(absl::StrCat(field, "=", dir, ": cannot create it"), dir, ec);
   }
   return AcquireFile(dir + "/" + kind.file_name, absl::StrCat(field, "=", dir), field, kind.job,
-                     log, std::move(wait));
+                     kind.program, log, std::move(wait));
 }
 
-absl::StatusOr<RunDirectoryLock> RunDirectoryLock::AcquireFile(const std::string& path,
-                                                               const std::string& subject,
-                                                               const std::string& field,
-                                                               const char* job, std::ostream& log,
-                                                               RunLockWait wait) {
+absl::StatusOr<RunDirectoryLock> RunDirectoryLock::AcquireFile(
+    const std::string& path, const std::string& subject, const std::string& field, const char* job,
+    const char* program, std::ostream& log, RunLockWait wait) {
   // Non-blocking and no links: a FIFO or a link put there must not hang or
   // redirect the open.
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
@@ -117,8 +115,9 @@ absl::StatusOr<RunDirectoryLock> RunDirectoryLock::AcquireFile(const std::string
     if (err == EINTR) continue;
     if (err != EWOULDBLOCK) {
       // NFS mounted with nolock, some FUSE file systems: run unprotected.
-      log << "warning: cannot lock " << path << " (" << std::strerror(err) << "); a second "
-          << job << " on " << field << " at the same time would not be detected" << std::endl;
+      log << program << ": warning: cannot lock " << path << " (" << std::strerror(err)
+          << "); a second " << job << " on " << field << " at the same time would not be detected"
+          << std::endl;
       return RunDirectoryLock(-1);
     }
     const Holder holder = ReadHolder(fd);
@@ -145,7 +144,8 @@ absl::StatusOr<RunDirectoryLock> RunDirectoryLock::AcquireFile(const std::string
     }
     if (!announced) {
       announced = true;
-      log << subject << " is locked by " << Describe(holder, me) << "; waiting up to "
+      log << program << ": " << subject << " is locked by " << Describe(holder, me)
+          << "; waiting up to "
           << std::chrono::duration_cast<std::chrono::seconds>(patience).count()
           << " s for it to end" << std::endl;
     }
@@ -154,8 +154,8 @@ absl::StatusOr<RunDirectoryLock> RunDirectoryLock::AcquireFile(const std::string
   const std::string who = absl::StrCat("pid ", ::getpid(), " host ", me, "\n");
   if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, who.data(), who.size(), 0) < 0) {
     // The lock holds without the note; another job's message says less.
-    log << "warning: cannot record the holder in " << path << " (" << std::strerror(errno) << ")"
-        << std::endl;
+    log << program << ": warning: cannot record the holder in " << path << " ("
+        << std::strerror(errno) << ")" << std::endl;
   }
   return lock;
 }

@@ -656,8 +656,9 @@ TEST_F(CheckpointCliTest, ASecondExportToTheSameOutIsRefusedAndAStaleOneBlocksNo
   std::ofstream(model + ".tmp", std::ios::binary) << partial;
   {
     std::ostringstream log;
-    absl::StatusOr<RunDirectoryLock> running = RunDirectoryLock::AcquireFile(
-        out_ + "/.model.bin.export-lock", "--out=" + model, "--out", "dropk ckpt export", log);
+    absl::StatusOr<RunDirectoryLock> running =
+        RunDirectoryLock::AcquireFile(out_ + "/.model.bin.export-lock", "--out=" + model, "--out",
+                                      "dropk ckpt export", "dropk", log);
     ASSERT_TRUE(running.ok()) << running.status();
     const CliResult r = RunCommand(Dropk(export_cmd + " --dtype bf16"));
     EXPECT_EQ(r.exit_code, 1) << r.output;

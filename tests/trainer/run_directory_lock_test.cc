@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,12 +11,14 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "support/fifo.h"
 #include "support/temp_dir.h"
 
@@ -24,6 +27,7 @@ namespace {
 
 using ::testing::AllOf;
 using ::testing::HasSubstr;
+using ::testing::StartsWith;
 using namespace std::chrono_literals;
 
 std::string ReadFile(const std::string& path) {
@@ -107,7 +111,50 @@ TEST(RunDirectoryLockTest, ALockFromAnotherHostIsWaitedForThenTaken) {
       tmp.path(), "checkpoint_dir", log, {.same_host = 0ms, .other_host = 30'000ms});
   release.join();
   ASSERT_TRUE(taken.ok()) << taken.status();
-  EXPECT_THAT(log.str(), HasSubstr("locked by pid 4242 on host node-7; waiting up to 30 s"));
+  EXPECT_THAT(log.str(), HasSubstr("dropk-train: checkpoint_dir=" + tmp.path() +
+                                   " is locked by pid 4242 on host node-7; waiting up to 30 s"));
+}
+
+// While alive, no write may grow a file past 0 bytes (RLIMIT_FSIZE, with
+// SIGXFSZ ignored): writes fail with EFBIG, as on a file system out of
+// space or quota. Restores both when destroyed.
+class NoFileGrowth {
+ public:
+  NoFileGrowth() : old_handler_(std::signal(SIGXFSZ, SIG_IGN)) {
+    EXPECT_EQ(::getrlimit(RLIMIT_FSIZE, &saved_), 0);
+    rlimit none = saved_;
+    none.rlim_cur = 0;
+    EXPECT_EQ(::setrlimit(RLIMIT_FSIZE, &none), 0);
+  }
+  ~NoFileGrowth() {
+    ::setrlimit(RLIMIT_FSIZE, &saved_);
+    std::signal(SIGXFSZ, old_handler_);
+  }
+
+ private:
+  void (*old_handler_)(int);
+  rlimit saved_{};
+};
+
+// The lock is held but its holder note cannot be written: a warning that
+// starts with the program's name, as the other lines of its log do. It
+// started with "warning: " alone, in dropk-train's log and dropk's alike.
+TEST(RunDirectoryLockTest, AHolderNoteThatCannotBeWrittenIsAWarningNamingTheProgram) {
+  test_util::ScopedTempDir tmp("runlock");
+  for (const RunLockKind& kind : {kTrainingLock, kPrepareLock}) {
+    SCOPED_TRACE(kind.file_name);
+    std::ostringstream log;
+    NoFileGrowth no_growth;
+    absl::StatusOr<RunDirectoryLock> lock =
+        RunDirectoryLock::Acquire(tmp.path(), "out_dir", log, {}, kind);
+    ASSERT_TRUE(lock.ok()) << lock.status();
+    EXPECT_TRUE(lock->held());
+    EXPECT_THAT(log.str(),
+                StartsWith(absl::StrCat(kind.program, ": warning: cannot record the holder in ",
+                                        tmp.path(), "/", kind.file_name, " (")));
+  }
+  EXPECT_EQ(std::string(kTrainingLock.program), "dropk-train");
+  EXPECT_EQ(std::string(kPrepareLock.program), "dropk");
 }
 
 // A job that holds the export lock on `path` (its fd, already locked) and
@@ -123,8 +170,8 @@ absl::Status ExportRefusedWhileTheHolderRecordsItself(int fd, const std::string&
   });
   std::ostringstream log;
   absl::StatusOr<RunDirectoryLock> taken =
-      RunDirectoryLock::AcquireFile(path, "--out=" + out, "--out", "dropk ckpt export", log,
-                                    {.same_host = 0ms, .other_host = 0ms});
+      RunDirectoryLock::AcquireFile(path, "--out=" + out, "--out", "dropk ckpt export", "dropk",
+                                    log, {.same_host = 0ms, .other_host = 0ms});
   note.join();
   ::close(fd);
   return taken.ok() ? absl::OkStatus() : taken.status();

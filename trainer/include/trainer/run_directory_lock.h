@@ -20,14 +20,16 @@
 
 namespace dropk {
 
-// Which kind of job a lock is for: its lock file's name, and how messages
-// name a job of the kind.
+// Which kind of job a lock is for: its lock file's name, how messages
+// name a job of the kind, and the program whose name starts the lines it
+// logs ("dropk-train: warning: cannot lock ...").
 struct RunLockKind {
   const char* file_name;
   const char* job;
+  const char* program;
 };
-inline constexpr RunLockKind kTrainingLock{".dropk-train.lock", "dropk-train job"};
-inline constexpr RunLockKind kPrepareLock{".dropk-prepare.lock", "dropk data prepare"};
+inline constexpr RunLockKind kTrainingLock{".dropk-train.lock", "dropk-train job", "dropk-train"};
+inline constexpr RunLockKind kPrepareLock{".dropk-prepare.lock", "dropk data prepare", "dropk"};
 
 // How long Acquire waits for a lock held by a process that may be ending.
 struct RunLockWait {
@@ -68,13 +70,15 @@ class RunDirectoryLock {
   // Acquire for one lock file rather than a run directory: locks `lock_path`
   // (created if needed; its directory must exist) for a `job` that claims
   // `subject`, which messages name ("--out=/x/model.bin is in use by another
-  // JOB ..."); `field` is the flag a user changes to avoid the clash. The
+  // JOB ..."); `field` is the flag a user changes to avoid the clash, and
+  // the lines logged to `log` start with "PROGRAM: ". The
   // lock file stays when the lock is released: removing it could let a
   // third process lock a new file while a second still locks the old one.
   static absl::StatusOr<RunDirectoryLock> AcquireFile(const std::string& lock_path,
                                                       const std::string& subject,
                                                       const std::string& field, const char* job,
-                                                      std::ostream& log, RunLockWait wait = {});
+                                                      const char* program, std::ostream& log,
+                                                      RunLockWait wait = {});
 
   RunDirectoryLock(RunDirectoryLock&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
   RunDirectoryLock& operator=(RunDirectoryLock&& other) noexcept;
