@@ -19,8 +19,10 @@
 #include <functional>
 #include <iostream>
 #include <new>
+#include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "base/exit_codes.h"
@@ -71,6 +73,11 @@ int LauncherRank() {
 // printed, naming the rank. Before, such a rank exited 2 without a word and
 // mpirun said only "exit code 2".
 constexpr std::chrono::seconds kOtherRankReportDelay{2};
+
+// How long rank 0 waits on OUT_DIR/failures (a shared filesystem that may
+// hang) when it starts and when a stop signal ends the run: mpirun kills
+// the ranks about a second after its SIGTERM.
+constexpr std::chrono::milliseconds kFailureRecordWait{300};
 
 // Prints the config problem `invalid` (rank 0 at once, another rank after
 // kOtherRankReportDelay, naming itself) and returns the usage exit code.
@@ -133,6 +140,12 @@ int Main(int argc, char** argv) {
                     /*launcher_grace=*/false, config->out_dir());
   }
   const int rank = (*comm)->Rank(), world = (*comm)->Size();
+  // What OUT_DIR/failures holds before this run: a stop report then names
+  // a failure that another rank recorded during it.
+  std::optional<dropk::FailureRecordMarks> failure_marks;
+  if (rank == 0 && world > 1) {
+    failure_marks = dropk::MarkFailureRecordsWithin(config->out_dir(), kFailureRecordWait);
+  }
   absl::StatusOr<dropk::TrainSummary> summary;
   try {
     summary = dropk::RunTraining(*config, **comm, std::cerr);
@@ -147,12 +160,17 @@ int Main(int argc, char** argv) {
                     dropk::IsPeerLost(summary.status()), config->out_dir());
   }
   if (summary->stopped_by_signal) {
-    if (rank == 0 && summary->steps == 0) {
-      // Stopped in the first evaluation of a fresh run: nothing to save.
-      std::cerr << "dropk-train: stopped by signal before the first step; nothing was saved\n";
-    } else if (rank == 0) {
-      std::cerr << "dropk-train: stopped by signal after step " << summary->steps
-                << ", checkpoint saved; resume with --resume=latest\n";
+    if (rank == 0) {
+      // steps 0: stopped in the first evaluation of a fresh run, nothing to save.
+      std::vector<std::string> failures;
+      if (failure_marks.has_value() && dropk::StopSignal() == SIGTERM) {
+        failures =
+            dropk::FailureRecordsSinceWithin(config->out_dir(), *failure_marks, kFailureRecordWait)
+                .value_or(std::vector<std::string>());
+      }
+      std::cerr << dropk::StoppedBySignalLine(dropk::StopSignal(), summary->steps, world,
+                                              config->out_dir(), failures)
+                << "\n";
     }
     return dropk::kExitOk;
   }

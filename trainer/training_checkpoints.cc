@@ -240,6 +240,30 @@ void InstallStopSignalHandlers() {
 
 bool StopRequested() { return g_stop_signal.load() != 0; }
 
+int StopSignal() { return g_stop_signal.load(); }
+
+std::string StoppedBySignalLine(int signo, int64_t steps, int world_size,
+                                const std::string& out_dir,
+                                const std::vector<std::string>& failures) {
+  std::string line = steps == 0
+                         ? "dropk-train: stopped by signal before the first step; nothing was saved"
+                         : absl::StrCat("dropk-train: stopped by signal after step ", steps,
+                                        ", checkpoint saved; resume with --resume=latest");
+  // The process cannot tell who sent it; it can tell what else it knows.
+  if (signo == SIGTERM && world_size > 1) {
+    if (!failures.empty()) {
+      absl::StrAppend(&line, "; the signal was a SIGTERM, and ", out_dir,
+                      "/failures recorded a failure since this run started (", failures.back(),
+                      "): mpirun may have sent it on ending the job after that failure");
+    } else {
+      absl::StrAppend(&line, "; the signal was a SIGTERM: from a user or a scheduler, or from ",
+                      "mpirun ending the job after another rank failed (see that rank's report ",
+                      "or ", out_dir, "/failures/)");
+    }
+  }
+  return line;
+}
+
 std::string DescribeData(const DataIdentity& data) {
   return absl::StrCat("dataset id ",
                       data.dataset_id() == 0 ? "none" : absl::StrCat(data.dataset_id()), ", ",

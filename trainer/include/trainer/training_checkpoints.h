@@ -36,6 +36,20 @@ namespace dropk {
 void InstallStopSignalHandlers();
 bool StopRequested();
 
+// The signal StopRequested() noted first (SIGTERM, SIGINT, SIGUSR1 or
+// SIGHUP); 0 when none came.
+int StopSignal();
+
+// The line rank 0 prints when a run of `world_size` ranks into `out_dir`
+// stopped on signal `signo` after `steps` steps (0: before the first, nothing
+// saved). A SIGTERM in a job of several ranks need not be a user's: mpirun
+// sends one to every rank when another rank fails. The line then says so,
+// quoting the last of `failures` (the lines the ranks appended to
+// OUT_DIR/failures since the run started) or, with none, pointing there.
+std::string StoppedBySignalLine(int signo, int64_t steps, int world_size,
+                                const std::string& out_dir,
+                                const std::vector<std::string>& failures);
+
 // "dataset id 123, 900 train and 100 val tokens"; an id of 0 (data
 // prepared before ids) reads "none".
 std::string DescribeData(const DataIdentity& data);
