@@ -202,7 +202,12 @@ std::string GlobalBatchChangeLine(const TrainConfig& checkpoint, int checkpoint_
                                   const TrainConfig& now, int world_size) {
   const int64_t before = SequencesPerStep(checkpoint, checkpoint_ranks);
   const int64_t after = SequencesPerStep(now, world_size);
-  if (before * checkpoint.block_size() == after * now.block_size()) return "";
+  // A manifest's config is not validated: one without a batch to speak of
+  // (0: a config that does not record it) has no figure to compare with.
+  if (checkpoint.batch_size() <= 0 || checkpoint.gradient_accumulation_steps() <= 0 ||
+      before * checkpoint.block_size() == after * now.block_size()) {
+    return "";
+  }
   return absl::StrCat("dropk-train: warning: resume: the global batch changes from ",
                       before * checkpoint.block_size(), " tokens per step (",
                       DescribeGlobalBatch(checkpoint, checkpoint_ranks), ") to ",
