@@ -106,6 +106,19 @@ absl::StatusOr<CheckpointData> ReadCheckpoint(const std::string& dir,
   return data;
 }
 
+absl::StatusOr<std::string> ReadLatestFile(const std::string& latest_path, Env* env) {
+  if (env == nullptr) env = Env::Default();
+  absl::StatusOr<std::string> latest = ReadSmallFile(env, latest_path, kMaxLatestBytes);
+  // A LATEST linked to its step directory, as other tools keep a "latest"
+  // link, read only "LATEST: not a regular file", with no word of what it
+  // must be.
+  if (latest.ok() || !env->IsDirectory(latest_path)) return latest;
+  return absl::FailedPreconditionError(absl::StrCat(
+      latest_path, ": not a regular file but a directory (or a link to one); ", kLatestFileName,
+      " must be a file holding the checkpoint directory's name (e.g. \"", CheckpointDirName(100),
+      "\"): remove it and write one, echo step-N > ", latest_path));
+}
+
 std::vector<std::string> CheckpointCandidates(const std::string& checkpoints_dir,
                                               std::vector<std::string>* skipped, Env* env) {
   if (env == nullptr) env = Env::Default();
@@ -116,7 +129,7 @@ std::vector<std::string> CheckpointCandidates(const std::string& checkpoints_dir
   const std::string latest_path = PathJoin(checkpoints_dir, kLatestFileName);
   std::string latest_name;
   if (env->FileExists(latest_path)) {
-    absl::StatusOr<std::string> latest = ReadSmallFile(env, latest_path, kMaxLatestBytes);
+    absl::StatusOr<std::string> latest = ReadLatestFile(latest_path, env);
     if (!latest.ok()) {
       skip(std::string(latest.status().message()));  // it names latest_path already
     } else {

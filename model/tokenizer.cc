@@ -6,6 +6,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "base/cut_for_message.h"
 #include "gpt2_bpe.h"
 
 namespace dropk {
@@ -214,10 +215,10 @@ absl::StatusOr<std::vector<int32_t>> TextTokenizer::Encode(std::string_view text
     if (len == 0) return InvalidUtf8Error(text, pos);
     const auto it = std::lower_bound(vocab.begin(), vocab.end(), cp);
     if (it == vocab.end() || *it != cp) {
-      // Quote the character itself only when it prints as something visible.
-      const std::string quoted = cp > 0x20 && cp != 0x7F
-                                     ? absl::StrCat("'", std::string(text.substr(pos, len)), "' ")
-                                     : std::string();
+      // The user's character, escaped where it would not print as itself.
+      const std::string quoted =
+          cp == 0x20 ? std::string()
+                     : absl::StrCat("'", EscapeForMessage(text.substr(pos, len)), "' ");
       return absl::InvalidArgumentError(
           absl::StrCat("character ", quoted, "(", CodePointName(cp), ") at byte offset ", pos,
                        " is not in the tokenizer's vocabulary of ", vocab.size(), " characters"));

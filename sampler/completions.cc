@@ -125,12 +125,13 @@ std::optional<ApiError> CheckQueueFits(const CompletionRequest& request, int max
 // OpenAI's answer to a model it does not serve: a 404, code model_not_found.
 // The id compared is the snapshot's the job would run on (after a hot
 // reload, the new checkpoint's), so what a client reads in /v1/models is
-// what it may send. The requested name is cut short: it is the client's.
+// what it may send. The requested name is cut short and escaped
+// (EscapeForMessage): it is the client's.
 std::optional<ApiError> CheckModelName(const CompletionRequest& request,
                                        const std::string& served) {
   if (!request.model.has_value() || *request.model == served) return std::nullopt;
   return ApiError{404,
-                  absl::StrCat("the model '", CutForMessage(*request.model, 100),
+                  absl::StrCat("the model '", EscapeForMessage(CutForMessage(*request.model, 100)),
                                "' does not exist; this server serves '", served,
                                "' (GET /v1/models lists it; leave 'model' out to use whichever "
                                "model is served)"),

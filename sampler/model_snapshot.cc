@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <system_error>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
@@ -137,7 +138,14 @@ absl::StatusOr<std::string> ResolveCheckpointFlag(const std::string& path, const
       PathExists(manifest, absl::StrCat(what, ": ", manifest.string()));
   if (!has_manifest.ok()) return has_manifest.status();
   if (*has_manifest && !*has_latest) return path;
-  return FindServableCheckpoint(path, nullptr);
+  absl::StatusOr<std::string> found = FindServableCheckpoint(path, nullptr);
+  if (found.ok()) return found;
+  // "PATH: does not exist" or "no valid checkpoint in PATH" named no flag,
+  // unlike every other error of the command.
+  const absl::string_view message = found.status().message();
+  return absl::Status(found.status().code(), absl::StartsWith(message, absl::StrCat(path, ": "))
+                                                 ? absl::StrCat(flag, " ", message)
+                                                 : absl::StrCat(flag, ": ", message));
 }
 
 }  // namespace dropk

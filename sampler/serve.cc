@@ -217,6 +217,12 @@ absl::Status CheckpointWatcher::PollOnce() {
   last_status_ = loaded.status();
   if (loaded.ok()) {
     if (*loaded && !first) ++metrics_->reloads_ok;
+    // The refusal was the last word (a checkpoints directory moved away and
+    // restored, LATEST put back): say that what is served reads again.
+    if (!*loaded && !last_refusal_.empty()) {
+      log_->Write(absl::StrCat("dropk-serve: ", serving_path_,
+                               " is readable again; still serving it (no reload needed)"));
+    }
     last_refusal_.clear();
     return absl::OkStatus();
   }

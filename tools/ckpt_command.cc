@@ -85,7 +85,7 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
       if (!newest_first.empty()) return newest_first.front();
       continue;
     }
-    absl::StatusOr<std::string> name = ReadSmallFile(env, latest, 4096);
+    absl::StatusOr<std::string> name = ReadLatestFile(latest, env);
     if (!name.ok()) return name.status();
     const std::string trimmed(absl::StripAsciiWhitespace(*name));
     if (trimmed.empty() || trimmed == "." || trimmed == ".." ||

@@ -611,6 +611,28 @@ TEST_F(CheckpointTest, LatestNamingADeletedCheckpointSaysItDoesNotExist) {
             "checkpoint " + dir_ + "/ckpt/step-00000002: not a directory");
 }
 
+// A LATEST that is a symbolic link to its step directory (as other tools
+// keep a "latest" link) read only "LATEST: not a regular file"; it now says
+// what LATEST must hold and how to write it, for dropk-serve, --resume and
+// dropk ckpt alike (all read it through ReadLatestFile).
+TEST_F(CheckpointTest, ALatestLinkedToItsStepDirectorySaysWhatLatestMustBe) {
+  ASSERT_TRUE(Save(2).ok());
+  const std::string latest = dir_ + "/ckpt/LATEST";
+  fs::remove(latest);
+  fs::create_directory_symlink("step-00000002", latest);
+  const std::string expected =
+      latest +
+      ": not a regular file but a directory (or a link to one); LATEST must be a file holding "
+      "the checkpoint directory's name (e.g. \"step-00000100\"): remove it and write one, echo "
+      "step-N > " +
+      latest;
+  EXPECT_EQ(ReadLatestFile(latest).status().message(), expected);
+  std::vector<std::string> skipped;
+  EXPECT_EQ(CheckpointCandidates(dir_ + "/ckpt", &skipped),
+            std::vector<std::string>{dir_ + "/ckpt/step-00000002"});
+  EXPECT_EQ(skipped, std::vector<std::string>{expected});
+}
+
 // A save cut off between its rename and LATEST's update leaves a complete
 // checkpoint newer than LATEST's: found, the newest that opens; none when
 // LATEST names the newest, is missing, or names nothing.

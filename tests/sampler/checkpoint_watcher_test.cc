@@ -47,6 +47,19 @@ class RecordingLog : public LogSink {
   std::vector<std::string> lines_;
 };
 
+// A watcher of a checkpoints directory over a one-thread scheduler,
+// keeping what it logs.
+struct Watched {
+  explicit Watched(const std::string& checkpoints)
+      : scheduler(Scheduler::Create(SchedulerOptions{.max_batch = 2, .num_threads = 1}, &metrics)
+                      .value()),
+        watcher(checkpoints, scheduler.get(), &metrics, &log) {}
+  ServiceMetrics metrics;
+  std::unique_ptr<Scheduler> scheduler;
+  RecordingLog log;
+  CheckpointWatcher watcher;
+};
+
 // Trains a tiny model for two steps in a fresh directory, saving after each:
 // checkpoints step-00000001 and step-00000002, LATEST naming the second.
 class CheckpointWatcherTest : public ::testing::Test {
@@ -111,30 +124,53 @@ TEST_F(CheckpointWatcherTest, AModelThatDoesNotFitInMemoryIsRefusedAndTheOldOneK
 // swapping in a checkpoint nobody had named. Now one line says so and the
 // model served stays until a LATEST appears again.
 TEST_F(CheckpointWatcherTest, LatestRemovedWhileServingIsLoggedOnceAndTheModelKeepsServing) {
-  ServiceMetrics metrics;
-  std::unique_ptr<Scheduler> scheduler =
-      Scheduler::Create(SchedulerOptions{.max_batch = 2, .num_threads = 1}, &metrics).value();
-  RecordingLog log;
-  CheckpointWatcher watcher(checkpoints_, scheduler.get(), &metrics, &log);
+  Watched w(checkpoints_);
   PointLatestAt("step-00000001");
-  ASSERT_TRUE(watcher.LoadInitial().ok()) << log.All();
-  ASSERT_EQ(scheduler->CurrentModel()->snapshot().step, 1);
+  ASSERT_TRUE(w.watcher.LoadInitial().ok()) << w.log.All();
+  ASSERT_EQ(w.scheduler->CurrentModel()->snapshot().step, 1);
 
   fs::remove(fs::path(checkpoints_) / "LATEST");
-  for (int i = 0; i < 4; ++i) EXPECT_TRUE(watcher.PollOnce().ok()) << log.All();
-  EXPECT_EQ(scheduler->CurrentModel()->snapshot().step, 1) << log.All();
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(w.watcher.PollOnce().ok()) << w.log.All();
+  EXPECT_EQ(w.scheduler->CurrentModel()->snapshot().step, 1) << w.log.All();
   const std::string removed = "dropk-serve: " + checkpoints_ + "/LATEST was removed; keeping " +
                               checkpoints_ + "/step-00000001 until a new LATEST names a checkpoint";
-  const std::string lines = log.All();
+  const std::string lines = w.log.All();
   const size_t first = lines.find(removed);
   EXPECT_NE(first, std::string::npos) << lines;
   EXPECT_EQ(lines.find(removed, first + 1), std::string::npos)
       << "logged more than once: " << lines;
-  EXPECT_EQ(metrics.reloads_failed.load(), 0u);
+  EXPECT_EQ(w.metrics.reloads_failed.load(), 0u);
 
   PointLatestAt("step-00000002");  // a new LATEST is served as usual
-  EXPECT_TRUE(watcher.PollOnce().ok()) << log.All();
-  EXPECT_EQ(scheduler->CurrentModel()->snapshot().step, 2) << log.All();
+  EXPECT_TRUE(w.watcher.PollOnce().ok()) << w.log.All();
+  EXPECT_EQ(w.scheduler->CurrentModel()->snapshot().step, 2) << w.log.All();
+}
+
+// A refused reload that recovered with the model already served (the
+// checkpoints directory moved away and restored) logged nothing: the last
+// line stayed the refusal. One line now says the checkpoint reads again.
+TEST_F(CheckpointWatcherTest, ARefusalThatRecoversWithTheServedModelIsLogged) {
+  Watched w(checkpoints_);
+  ASSERT_TRUE(w.watcher.LoadInitial().ok()) << w.log.All();
+  const std::string served = checkpoints_ + "/step-00000002";
+
+  fs::rename(checkpoints_, dir_ / "aside");
+  EXPECT_FALSE(w.watcher.PollOnce().ok()) << w.log.All();
+  ASSERT_EQ(w.metrics.reloads_failed.load(), 1u) << w.log.All();
+  fs::rename(dir_ / "aside", checkpoints_);
+  // A change is scanned once it holds still across two polls (until then a
+  // poll answers the last scan's refusal).
+  (void)w.watcher.PollOnce();
+  EXPECT_TRUE(w.watcher.PollOnce().ok()) << w.log.All();
+  EXPECT_TRUE(w.watcher.PollOnce().ok()) << w.log.All();
+  EXPECT_EQ(w.scheduler->CurrentModel()->snapshot().step, 2);
+  const std::string lines = w.log.All();
+  const std::string again =
+      "dropk-serve: " + served + " is readable again; still serving it (no reload needed)\n";
+  ASSERT_GE(lines.size(), again.size());
+  EXPECT_EQ(lines.substr(lines.size() - again.size()), again) << lines;
+  EXPECT_EQ(lines.find(again), lines.size() - again.size()) << "logged more than once: " << lines;
+  EXPECT_EQ(w.metrics.reloads_ok.load(), 0u);
 }
 
 // Bytes this process has read so far (Linux's /proc/self/io rchar).

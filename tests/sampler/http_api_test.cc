@@ -286,6 +286,18 @@ TEST(HttpApiTest, CompletionErrors) {
             0u);
 }
 
+// A requested model name holding a U+202E (right-to-left override) was
+// quoted raw: the rest of the 404's message showed backwards. It is escaped.
+TEST(HttpApiTest, AnUnknownModelNameIsQuotedEscaped) {
+  Api a;
+  const RouteResult r =
+      a.Route(http::verb::post, "/v1/completions",
+              json{{"model", "gpt\u202E-4\u0085"}, {"prompt", "ab"}, {"max_tokens", 1}}.dump());
+  ExpectError(r, 404, "model_not_found");
+  EXPECT_EQ(MessageOf(r).rfind("the model 'gpt\\u202e-4\\u0085' does not exist; ", 0), 0u)
+      << MessageOf(r);
+}
+
 // 'model' was read for its type only: a request for a model the server does
 // not serve ("gpt-4", a checkpoint replaced since) ran on whatever was
 // loaded. OpenAI answers 404 model_not_found; so does dropk-serve, naming

@@ -291,6 +291,27 @@ TEST(SchedulerTest, TextOffsetsOfAByteLevelModelNameEachTokensPlace) {
   EXPECT_GT(whole_tokens, 20u);
 }
 
+// A character outside the vocabulary that would reorder or hide the error
+// line (U+202E, a C1 control) was quoted raw: "character '\xE2\x80\xAE'
+// (U+202E) at byte offset 1 ..." showed the rest of the line backwards.
+// It is quoted escaped; a visible character is still quoted as it is.
+TEST(SchedulerTest, APromptCharacterThatHidesOrMovesTextIsQuotedEscaped) {
+  Service svc({}, 16);
+  for (const auto& [prompt, quoted] :
+       {std::pair<std::string, std::string>{"a\u202Eb", "'\\u202e' (U+202E) at byte offset 1 "},
+        {"a\u0085", "'\\u0085' (U+0085) at byte offset 1 "},
+        {"a\u00e9", "'\u00e9' (U+00E9) at byte offset 1 "}}) {
+    auto refused = RunCompletion(
+        std::get<CompletionRequest>(ParseCompletionRequest(json{{"prompt", prompt}}.dump())),
+        svc.scheduler.get());
+    ASSERT_TRUE(std::holds_alternative<ApiError>(refused));
+    EXPECT_EQ(std::get<ApiError>(refused).code, "invalid_prompt");
+    EXPECT_NE(std::get<ApiError>(refused).message.find("prompt 0: character " + quoted),
+              std::string::npos)
+        << std::get<ApiError>(refused).message;
+  }
+}
+
 // A prompt given as token ids generates what the same prompt given as text
 // does (same seed, same ids); ids outside the vocabulary and token prompts
 // that fill the context are request errors naming the prompt.

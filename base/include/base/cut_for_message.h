@@ -6,6 +6,7 @@
 #define DROPK_BASE_CUT_FOR_MESSAGE_H_
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -31,6 +32,50 @@ inline std::string CutForMessage(std::string_view text, size_t max_bytes) {
   std::string shown(text.substr(0, cut));
   shown += "...";
   return shown;
+}
+
+// Whether code point `cp` would not show as itself on a terminal or log
+// line: C0 and C1 controls and DEL, and the invisible format characters
+// that reorder or hide the text around them (bidi marks, embeddings,
+// overrides and isolates, zero-width characters, line and paragraph
+// separators, the byte order mark). A U+202E quoted raw turned the rest of
+// the error line around.
+inline bool HidesOrMovesText(uint32_t cp) {
+  return cp < 0x20 || (cp >= 0x7F && cp <= 0x9F) || cp == 0x061C ||
+         (cp >= 0x200B && cp <= 0x200F) || (cp >= 0x2028 && cp <= 0x202E) ||
+         (cp >= 0x2060 && cp <= 0x2069) || cp == 0xFEFF;
+}
+
+// `text` as an error message may quote it: every character for which
+// HidesOrMovesText holds is written as \uXXXX (lower-case hex, "\u202e"),
+// everything else, bytes that are not UTF-8 included, is kept as it is.
+// Pure, never throws beyond std::bad_alloc.
+inline std::string EscapeForMessage(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  const auto byte = [&text](size_t i) { return static_cast<unsigned char>(text[i]); };
+  const auto continues = [&](size_t i) { return i < text.size() && (byte(i) & 0xC0) == 0x80; };
+  for (size_t i = 0; i < text.size();) {
+    // Only one- to three-byte characters can be escaped; others are copied.
+    uint32_t cp = byte(i);
+    size_t len = 1;
+    if (cp >= 0xC2 && cp <= 0xDF && continues(i + 1)) {
+      cp = ((cp & 0x1F) << 6) | (byte(i + 1) & 0x3F), len = 2;
+    } else if (cp >= 0xE0 && cp <= 0xEF && continues(i + 1) && continues(i + 2)) {
+      cp = ((cp & 0x0F) << 12) | ((byte(i + 1) & 0x3F) << 6) | (byte(i + 2) & 0x3F), len = 3;
+    } else if (cp >= 0x80) {
+      cp = 0x20;  // a byte of a longer or broken sequence: kept
+    }
+    if (HidesOrMovesText(cp)) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\u";
+      for (int shift = 12; shift >= 0; shift -= 4) out += kHex[(cp >> shift) & 0xF];
+    } else {
+      out.append(text.substr(i, len));
+    }
+    i += len;
+  }
+  return out;
 }
 
 }  // namespace dropk

@@ -120,6 +120,15 @@ absl::StatusOr<CheckpointManifest> LoadCheckpointInto(const std::string& dir,
                                                       Env* env = nullptr,
                                                       size_t buffer_bytes = 8u << 20);
 
+// The bytes of the LATEST file at latest_path (at most kMaxLatestBytes),
+// through `env` (null: Env::Default()). A LATEST that is a directory, or a
+// symbolic link to one (`ln -s step-N LATEST`), is FailedPrecondition
+// "PATH: not a regular file but a directory (or a link to one); LATEST must
+// be a file holding the checkpoint directory's name ...", with how to
+// write one; other errors are ReadSmallFile's. Used by every reader of
+// LATEST (dropk-serve, --resume, dropk ckpt), so all say the same.
+absl::StatusOr<std::string> ReadLatestFile(const std::string& latest_path, Env* env = nullptr);
+
 // Candidates for resuming from checkpoints_dir: the one LATEST names first
 // (when LATEST is readable), then every step-* directory, newest first.
 // Problems with LATEST itself, and a directory that exists but cannot be

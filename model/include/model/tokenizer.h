@@ -76,7 +76,8 @@ class TextTokenizer {
   size_t max_token_bytes() const { return max_token_bytes_; }
 
   // The ids of `text`. CHAR: invalid UTF-8, or a code point outside the
-  // vocabulary, is InvalidArgument naming the character and its byte offset.
+  // vocabulary, is InvalidArgument naming the character and its byte offset
+  // (quoted by EscapeForMessage, base/cut_for_message.h: '\u202e' (U+202E)).
   // BYTE: never fails. GPT2_BPE: fails only if PCRE2 hits a resource limit
   // (ResourceExhausted), which no text short of pathological does. `cache` (optional, this thread's
   // own) speeds up GPT2_BPE; the ids do not depend on it.

@@ -59,9 +59,11 @@ std::string CheckpointsDirHint(const std::string& checkpoints_dir);
 
 // The checkpoint a command's `flag` (--checkpoint) names with `path`: path
 // itself when it is one checkpoint (holds manifest.pb and no LATEST), else
-// FindServableCheckpoint(path). A path the OS cannot look at (a symlink
-// loop, a name too long, no permission) is an error naming the flag, the
-// path and the OS's reason (base/path_status.h); never throws.
+// FindServableCheckpoint(path). Every error names the flag: "--checkpoint
+// PATH: does not exist", "--checkpoint: no valid checkpoint in PATH ...". A
+// path the OS cannot look at (a symlink loop, a name too long, no
+// permission) is an error naming the flag, the path and the OS's reason
+// (base/path_status.h); never throws.
 absl::StatusOr<std::string> ResolveCheckpointFlag(const std::string& path, const std::string& flag);
 
 }  // namespace dropk

@@ -40,7 +40,9 @@ class CheckpointWatcher {
   // not scanned at every poll), and otherwise return the last attempt's
   // error without reading any checkpoint again. Returns OK when nothing changed, LATEST names the
   // checkpoint served already, or the new one was swapped in. A refusal is
-  // logged and counted once, not again at each poll that fails the same way.
+  // logged and counted once, not again at each poll that fails the same way;
+  // a scan after a refusal that finds the model served still readable logs
+  // "PATH is readable again; still serving it".
   // While LATEST, there before, is removed and a model is served, logs that
   // once, keeps the model and returns OK without scanning.
   absl::Status PollOnce();
