@@ -13,6 +13,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -165,6 +166,14 @@ class ServeE2eTest : public ::testing::Test {
   // The request ExpectOfflineSamplingMatchesAndCudaRefuses samples offline.
   static constexpr char kSeededRequest[] =
       R"({"prompt":"ROMEO:","max_tokens":20,"top_k":5,"seed":3})";
+  // The StartServer runner that makes the service see permissions as a user
+  // does: root reads anything, so under root it runs as nobody (setpriv);
+  // "" otherwise. nullopt: root without setpriv, the test cannot run.
+  static std::optional<std::string> UnprivilegedRunner() {
+    if (::geteuid() != 0) return "";
+    if (std::system("command -v setpriv > /dev/null") != 0) return std::nullopt;
+    return "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+  }
   std::string Log() {
     std::ifstream in(dir_ / "serve.log");
     return std::string(std::istreambuf_iterator<char>(in), {});
@@ -379,12 +388,9 @@ TEST_F(ServeE2eTest, ALatestWhoseCheckpointArrivesLateIsServedOnceItArrives) {
 // modification time, all the watcher compared. A checkpoints directory that
 // may not be searched is a refusal naming why, not "LATEST was removed".
 TEST_F(ServeE2eTest, ACheckpointMadeReadableIsServedAndAnUnsearchableDirectoryIsNoRemoval) {
-  // Root reads anything: the service then runs as nobody.
-  const std::string runner =
-      ::geteuid() != 0 ? "" : "setpriv --reuid=65534 --regid=65534 --clear-groups ";
-  if (!runner.empty() && std::system("command -v setpriv > /dev/null") != 0) {
-    GTEST_SKIP() << "running as root without setpriv: cannot make a file unreadable";
-  }
+  const std::optional<std::string> runner_or = UnprivilegedRunner();
+  if (!runner_or) GTEST_SKIP() << "running as root without setpriv: cannot make a file unreadable";
+  const std::string runner = *runner_or;
   fs::permissions(dir_, fs::perms::all);  // nobody writes the port file
   const fs::path checkpoints = dir_ / "run/checkpoints";
   const auto point_latest_at = [&](const std::string& step_dir) {
@@ -431,11 +437,11 @@ TEST_F(ServeE2eTest, ACheckpointMadeReadableIsServedAndAnUnsearchableDirectoryIs
 // A checkpoints directory the service's user may not list read "no valid
 // checkpoint in DIR" alone, as if it held none; the reason is named now.
 TEST_F(ServeE2eTest, AnUnlistableCheckpointsDirectoryIsNamedWithItsReason) {
-  const std::string runner =
-      ::geteuid() != 0 ? "" : "setpriv --reuid=65534 --regid=65534 --clear-groups ";
-  if (!runner.empty() && std::system("command -v setpriv > /dev/null") != 0) {
+  const std::optional<std::string> runner_or = UnprivilegedRunner();
+  if (!runner_or) {
     GTEST_SKIP() << "running as root without setpriv: cannot make a directory unlistable";
   }
+  const std::string runner = *runner_or;
   const fs::path checkpoints = dir_ / "run/checkpoints";
   fs::permissions(checkpoints, fs::perms::none);
   const auto r = RunCommand(runner + kBin + "dropk-serve --port 0 --checkpoints " +
