@@ -78,6 +78,13 @@ inline std::string EscapeForMessage(std::string_view text) {
   return out;
 }
 
+// Client text as an error message quotes it: cut to `max_bytes`
+// (CutForMessage) and then escaped (EscapeForMessage), so that the cut
+// never splits an escape. Pure, never throws beyond std::bad_alloc.
+inline std::string CutAndEscapeForMessage(std::string_view text, size_t max_bytes) {
+  return EscapeForMessage(CutForMessage(text, max_bytes));
+}
+
 }  // namespace dropk
 
 #endif  // DROPK_BASE_CUT_FOR_MESSAGE_H_
