@@ -73,7 +73,7 @@ std::string WhyNotJson(std::string_view body) {
     }
     const size_t tail = why.find("; last read");
     if (tail != std::string::npos) why.resize(tail);
-    return CutForMessage(why, 160);
+    return CutAndEscapeForMessage(why, 160);
   }
   return "unknown error";  // unreachable: the same body failed to parse just before
 }
@@ -168,7 +168,7 @@ std::string Shown(const Body& body, const std::string& param, const json& v) {
       return *written;
     }
   }
-  return CutForMessage(JsonText(v), 40);
+  return CutAndEscapeForMessage(JsonText(v), 40);
 }
 
 ApiError WrongType(const Body& body, const std::string& param, const char* expected,
@@ -344,7 +344,7 @@ std::optional<ApiError> ReadStreamOptions(const Body& body, bool stream, bool* i
   if (!include->is_boolean()) {
     return InvalidParam("stream_options",
                         absl::StrCat("'stream_options.include_usage' must be a boolean, got ",
-                                     CutForMessage(JsonText(*include), 40)),
+                                     CutAndEscapeForMessage(JsonText(*include), 40)),
                         "invalid_type");
   }
   *include_usage = include->get<bool>();

@@ -131,7 +131,7 @@ std::optional<ApiError> CheckModelName(const CompletionRequest& request,
                                        const std::string& served) {
   if (!request.model.has_value() || *request.model == served) return std::nullopt;
   return ApiError{404,
-                  absl::StrCat("the model '", EscapeForMessage(CutForMessage(*request.model, 100)),
+                  absl::StrCat("the model '", CutAndEscapeForMessage(*request.model, 100),
                                "' does not exist; this server serves '", served,
                                "' (GET /v1/models lists it; leave 'model' out to use whichever "
                                "model is served)"),

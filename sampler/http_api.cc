@@ -97,7 +97,7 @@ std::optional<ApiError> CheckHost(const HttpRequest& request) {
     const std::string_view host(value.data(), value.size());
     if (!std::all_of(host.begin(), host.end(), IsHostChar)) {
       return ApiError{400,
-                      absl::StrCat("the Host header '", CutForMessage(host, 100),
+                      absl::StrCat("the Host header '", CutAndEscapeForMessage(host, 100),
                                    "' is not a host[:port] (RFC 9112 3.2)"),
                       "invalid_request_error", "", "invalid_host_header"};
     }
@@ -240,7 +240,7 @@ std::optional<HttpResponse> HttpApi::Refusal(const HttpRequest& request) const {
   if (!Implemented(request.method())) {
     return ErrorResponse(
         {501,
-         absl::StrCat("the method ", CutForMessage(MethodName(request), 40),
+         absl::StrCat("the method ", CutAndEscapeForMessage(MethodName(request), 40),
                       " is not implemented; dropk-serve answers GET, HEAD and POST"),
          "invalid_request_error", "", "method_not_implemented"},
         version);
@@ -250,7 +250,7 @@ std::optional<HttpResponse> HttpApi::Refusal(const HttpRequest& request) const {
   // absolute URL; "*" and "host:port" belong to OPTIONS and CONNECT.
   if (!target.starts_with('/')) {
     return ErrorResponse({400,
-                          absl::StrCat("the request target '", CutForMessage(target, 200),
+                          absl::StrCat("the request target '", CutAndEscapeForMessage(target, 200),
                                        "' is neither a path starting with '/' nor an http:// URL"),
                           "invalid_request_error", "", "bad_request"},
                          version);
@@ -261,8 +261,9 @@ std::optional<HttpResponse> HttpApi::Refusal(const HttpRequest& request) const {
   }
   const Endpoint* endpoint = FindEndpoint(path);
   if (endpoint == nullptr) {
-    // The path at most 200 bytes: a 15 KB path made a 15 KB line.
-    return ErrorResponse({404, absl::StrCat("no route ", CutForMessage(path, 200)),
+    // The path at most 200 bytes (a 15 KB path made a 15 KB line), escaped:
+    // a U+202E in it turned the rest of the message around.
+    return ErrorResponse({404, absl::StrCat("no route ", CutAndEscapeForMessage(path, 200)),
                           "invalid_request_error", "", "not_found"},
                          version);
   }
@@ -270,7 +271,7 @@ std::optional<HttpResponse> HttpApi::Refusal(const HttpRequest& request) const {
   const bool head = method == http::verb::head && endpoint->method == http::verb::get;
   if (method != endpoint->method && !head) {
     return ErrorResponse(
-        {405, absl::StrCat(CutForMessage(path, 200), " accepts only ", Allowed(*endpoint)),
+        {405, absl::StrCat(CutAndEscapeForMessage(path, 200), " accepts only ", Allowed(*endpoint)),
          "invalid_request_error", "", "method_not_allowed"},
         version, {{"Allow", Allowed(*endpoint)}});
   }
@@ -361,7 +362,7 @@ HttpResponse HttpApi::Model(std::string_view id, unsigned version) const {
   const ModelSnapshot& s = model->snapshot();
   if (id != s.id) {
     return ErrorResponse({404,
-                          absl::StrCat("the model '", CutForMessage(id, 100),
+                          absl::StrCat("the model '", CutAndEscapeForMessage(id, 100),
                                        "' does not exist; this server serves '", s.id, "'"),
                           "invalid_request_error", "model", "model_not_found"},
                          version);
@@ -389,9 +390,10 @@ RouteResult HttpApi::Completions(const HttpRequest& request,
   if (!encoding.empty()) {
     return Reply(ErrorResponse(
         {415,
-         absl::StrCat("Content-Encoding '",
-                      CutForMessage(std::string_view(encoding.data(), encoding.size()), 40),
-                      "' is not supported; send the JSON body uncompressed"),
+         absl::StrCat(
+             "Content-Encoding '",
+             CutAndEscapeForMessage(std::string_view(encoding.data(), encoding.size()), 40),
+             "' is not supported; send the JSON body uncompressed"),
          "invalid_request_error", "", "unsupported_content_encoding"},
         request.version(), {{"Accept-Encoding", "identity"}}));
   }

@@ -233,7 +233,7 @@ std::optional<ApiError> CheckTransferEncoding(const http::request_header<>& req,
   const std::string full = TransferEncodingOf(req);
   if (full.empty()) return std::nullopt;
   constexpr size_t kMaxShown = 200;  // an error stays one readable line
-  const std::string te = CutForMessage(full, kMaxShown);
+  const std::string te = CutAndEscapeForMessage(full, kMaxShown);
   if (req.version() < 11) {
     // RFC 9112 6.1: HTTP/1.0 has no transfer codings, so such a request's
     // framing is faulty (a 1.0 proxy in between would have framed it by
@@ -263,12 +263,12 @@ std::optional<ApiError> CheckTransferEncoding(const http::request_header<>& req,
     if (absl::EqualsIgnoreCase(coding, "chunked")) {
       ++chunked_count;
     } else {
-      return ApiError{
-          501,
-          absl::StrCat("Transfer-Encoding '", te, "' is not supported: coding '",
-                       CutForMessage(std::string_view(coding.data(), coding.size()), kMaxShown),
-                       "' cannot be decoded; send the body with only chunked"),
-          "invalid_request_error", "", "unsupported_transfer_coding"};
+      return ApiError{501,
+                      absl::StrCat("Transfer-Encoding '", te, "' is not supported: coding '",
+                                   CutAndEscapeForMessage(
+                                       std::string_view(coding.data(), coding.size()), kMaxShown),
+                                   "' cannot be decoded; send the body with only chunked"),
+                      "invalid_request_error", "", "unsupported_transfer_coding"};
     }
   }
   if (chunked_count > 1) {
@@ -351,8 +351,8 @@ void Session::OnReadHeader(beast::error_code ec, size_t) {
   // on something that never comes.
   if (http11 && expect != parser_->get().end() && !expects_continue) {
     constexpr size_t kMaxShown = 200;  // an error stays one readable line
-    const std::string value =
-        CutForMessage(std::string_view(expect->value().data(), expect->value().size()), kMaxShown);
+    const std::string value = CutAndEscapeForMessage(
+        std::string_view(expect->value().data(), expect->value().size()), kMaxShown);
     return SendError(
         ApiError{417,
                  absl::StrCat("Expect: ", value,

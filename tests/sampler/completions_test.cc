@@ -208,6 +208,17 @@ TEST(CompletionsParseTest, EveryBadInputIsA400NamingItsField) {
   }
 }
 
+// A value of the wrong type is quoted as JSON text, which keeps a U+202E
+// or a C1 control raw: the rest of the message showed backwards. Escaped.
+TEST(CompletionsParseTest, AWrongValueIsQuotedEscaped) {
+  EXPECT_EQ(ErrorOf("{\"prompt\":\"a\",\"model\":[\"x\u202Ey\u0085\"]}").message,
+            "'model' must be a string, got [\"x\\u202ey\\u0085\"]");
+  EXPECT_EQ(ErrorOf("{\"prompt\":\"a\",\"stream\":true,"
+                    "\"stream_options\":{\"include_usage\":\"\u2066\"}}")
+                .message,
+            "'stream_options.include_usage' must be a boolean, got \"\\u2066\"");
+}
+
 // An empty string was "'prompt' strings must not be empty", which named no
 // string of a list and, with dropk sample naming its flag for the field,
 // read "--prompt strings must not be empty".

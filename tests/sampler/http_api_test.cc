@@ -298,6 +298,49 @@ TEST(HttpApiTest, AnUnknownModelNameIsQuotedEscaped) {
       << MessageOf(r);
 }
 
+// Client text that the routing errors quote (the Host header, the request
+// target, a path with no route or the wrong method, a model id, a
+// Content-Encoding) was quoted raw: a U+202E turned the rest of the message
+// around and a control byte reached the log line. Each is escaped
+// (EscapeForMessage) after being cut short.
+TEST(HttpApiTest, ClientTextInRoutingErrorsIsQuotedEscaped) {
+  Api a;
+  HttpRequest host = Request(http::verb::get, "/healthz");
+  host.set(http::field::host, "ev\u202Eil\x01:80");
+  const RouteResult bad_host = a.api->Route(host, a.collector);
+  ExpectError(bad_host, 400, "invalid_host_header");
+  EXPECT_EQ(MessageOf(bad_host),
+            "the Host header 'ev\\u202eil\\u0001:80' is not a host[:port] (RFC 9112 3.2)");
+  const RouteResult target = a.Route(http::verb::get, "x\u202Ey");
+  ExpectError(target, 400, "bad_request");
+  EXPECT_EQ(MessageOf(target),
+            "the request target 'x\\u202ey' is neither a path starting with '/' nor an "
+            "http:// URL");
+  const RouteResult route = a.Route(http::verb::get, "/a\u202Eb\u200B?q=\u2066");
+  ExpectError(route, 404, "not_found");
+  EXPECT_EQ(MessageOf(route), "no route /a\\u202eb\\u200b");
+  const RouteResult method = a.Route(http::verb::post, "/v1/models/m\u202Ex");
+  ExpectError(method, 405, "method_not_allowed");
+  EXPECT_EQ(MessageOf(method), "/v1/models/m\\u202ex accepts only GET, HEAD");
+  const RouteResult model = a.Route(http::verb::get, "/v1/models/m\u202Ex\u0085");
+  ExpectError(model, 404, "model_not_found");
+  EXPECT_EQ(MessageOf(model),
+            "the model 'm\\u202ex\\u0085' does not exist; this server serves 'dropk-step-100'");
+  // Cut first, then escaped: the escape is never split by the cut.
+  const RouteResult long_model =
+      a.Route(http::verb::get, "/v1/models/" + std::string(99, 'm') + "\u202E");
+  EXPECT_EQ(MessageOf(long_model), "the model '" + std::string(99, 'm') +
+                                       "...' does not exist; this server serves 'dropk-step-100'");
+  HttpRequest coded = Request(http::verb::post, "/v1/completions");
+  coded.set(http::field::content_encoding, "gz\u202Eip");
+  coded.body() = R"({"prompt":"a","max_tokens":1})";
+  coded.prepare_payload();
+  const RouteResult encoding = a.api->Route(coded, a.collector);
+  ExpectError(encoding, 415, "unsupported_content_encoding");
+  EXPECT_EQ(MessageOf(encoding),
+            "Content-Encoding 'gz\\u202eip' is not supported; send the JSON body uncompressed");
+}
+
 // 'model' was read for its type only: a request for a model the server does
 // not serve ("gpt-4", a checkpoint replaced since) ran on whatever was
 // loaded. OpenAI answers 404 model_not_found; so does dropk-serve, naming

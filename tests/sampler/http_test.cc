@@ -1206,5 +1206,25 @@ TEST(HttpTest, AnExpectationOtherThanContinueIs417) {
   EXPECT_EQ(ok.received.rfind("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200", 0), 0u) << ok.received;
 }
 
+// The header values the connection's own errors quote (Transfer-Encoding,
+// Expect) may carry any byte from 0x80 up (obs-text): a U+202E in them was
+// quoted raw and turned the rest of the message around. Escaped.
+TEST(HttpTest, HeaderValuesInConnectionErrorsAreQuotedEscaped) {
+  TestServer s;
+  const std::string post = "POST /v1/completions HTTP/1.1\r\nHost: x\r\n";
+  const testing::RawResult te = testing::RawExchange(
+      s.port, post + "Transfer-Encoding: gz\u202Eip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n");
+  // Beast reads no list of codings out of a value that is not tokens.
+  ExpectRawError(te, "HTTP/1.1 400", "bad_request");
+  EXPECT_EQ(json::parse(testing::RawBody(te.received))["error"]["message"],
+            "Transfer-Encoding 'gz\\u202eip, chunked' is not supported; only chunked");
+  const testing::RawResult expect = testing::RawExchange(
+      s.port, post + "Expect: 100-\u202Econtinue\r\nContent-Length: 10\r\n\r\n");
+  ExpectRawError(expect, "HTTP/1.1 417", "expectation_failed");
+  EXPECT_EQ(json::parse(testing::RawBody(expect.received))["error"]["message"],
+            "Expect: 100-\\u202econtinue is not an expectation this server meets; only "
+            "100-continue is");
+}
+
 }  // namespace
 }  // namespace dropk
