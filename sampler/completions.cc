@@ -183,7 +183,22 @@ struct LoggedToken {
   TokenLogprob drawn;
   size_t text_offset = 0;  // its text_offset: characters of the choice's text before it
   size_t top_count = 0;    // its alternatives: the next top_count in Choice::top
+  // Its bytes in the choice's text, [byte_begin, byte_end), as generated
+  // (before any cut at a stop string).
+  size_t byte_begin = 0;
+  size_t byte_end = 0;
 };
+
+// Whether `token` is part of the first `text_bytes` bytes of its choice's
+// text: some of its bytes are, or it has none and ends within them. The
+// logprobs of a choice report exactly the tokens of the text it returns (or
+// has streamed so far): a token that a stop string cut off, or one whose
+// text a stream still holds back, is not reported. A token that the cut
+// splits (its first bytes returned, the rest the stop string's) is. Holds
+// for a prefix of a choice's tokens, which are in text order.
+bool InText(const LoggedToken& token, size_t text_bytes) {
+  return token.byte_begin < text_bytes || token.byte_end <= text_bytes;
+}
 
 // The OpenAI "logprobs" object of `entries`, whose alternatives are `top`
 // in order: tokens, token_logprobs, top_logprobs (text -> logprob, an
@@ -226,6 +241,23 @@ struct CompletionJob::Choice {
   // streaming keeps only the tokens not yet sent.
   std::vector<LoggedToken> entries;
   std::vector<TokenLogprob> top;  // every entry's alternatives, in order
+
+  // How many entries, from the first, are in the first text_bytes bytes of
+  // text (InText).
+  size_t LoggedTokensIn(size_t text_bytes) const {
+    return static_cast<size_t>(
+        std::find_if(entries.begin(), entries.end(),
+                     [text_bytes](const LoggedToken& e) { return !InText(e, text_bytes); }) -
+        entries.begin());
+  }
+  // Drops the entries past the first text_bytes bytes of text, with their
+  // alternatives.
+  void DropLoggedTokensPast(size_t text_bytes) {
+    entries.resize(LoggedTokensIn(text_bytes));
+    size_t kept_top = 0;
+    for (const LoggedToken& e : entries) kept_top += e.top_count;
+    top.resize(kept_top);
+  }
 };
 
 class CompletionJob::ChoiceSink final : public SequenceSink {
@@ -345,7 +377,8 @@ bool CompletionJob::OnToken(int index, const GeneratedToken& token) {
           CharactersOf(std::string_view(c.text).substr(c.counted_bytes, whole - c.counted_bytes));
       c.counted_bytes = whole;
     }
-    c.entries.push_back({{token.token, token.logprob}, c.counted_chars, token.top.size()});
+    c.entries.push_back(
+        {{token.token, token.logprob}, c.counted_chars, token.top.size(), before, c.text.size()});
     c.top.insert(c.top.end(), token.top.begin(), token.top.end());
   }
   if (max_stop_ > 0) {
@@ -356,6 +389,9 @@ bool CompletionJob::OnToken(int index, const GeneratedToken& token) {
     if (cut != std::string::npos) {
       c.text.resize(cut);
       c.stopped = true;
+      // The stop string's tokens go with its text: their logprobs were
+      // reported while the text they made was not returned.
+      c.DropLoggedTokensPast(cut);
       return false;
     }
   }
@@ -369,10 +405,15 @@ void CompletionJob::StreamSettledText(int index) {
   size_t safe = c.text.size();
   if (max_stop_ > 0) safe = safe >= max_stop_ - 1 ? safe - (max_stop_ - 1) : 0;
   safe = CompleteUtf8Prefix(c.text, safe);
-  if (safe > c.sent || (logprobs_ >= 0 && !c.entries.empty())) {
+  // The tokens of the text sent so far, and no others: a token held back
+  // with its text (a possible stop string's start) was sent before it, and
+  // stayed in the logprobs when the stop string then cut it off.
+  const size_t settled_tokens = c.LoggedTokensIn(safe);
+  if (safe > c.sent || settled_tokens > 0) {
     std::string delta = safe > c.sent ? c.text.substr(c.sent, safe - c.sent) : "";
     c.sent = std::max(c.sent, safe);
-    listener_->OnEvent(absl::StrCat("data: ", ChunkJson(index, delta, nullptr), "\n\n"));
+    listener_->OnEvent(
+        absl::StrCat("data: ", ChunkJson(index, delta, nullptr, settled_tokens), "\n\n"));
   }
 }
 
@@ -391,8 +432,8 @@ void CompletionJob::OnFinish(int index, FinishReason reason) {
   if (stream_) {
     const std::string delta = c.sent < c.text.size() ? c.text.substr(c.sent) : "";
     c.sent = c.text.size();
-    listener_->OnEvent(
-        absl::StrCat("data: ", ChunkJson(index, delta, c.finish_reason.c_str()), "\n\n"));
+    listener_->OnEvent(absl::StrCat(
+        "data: ", ChunkJson(index, delta, c.finish_reason.c_str(), c.entries.size()), "\n\n"));
   }
   if (--unfinished_ > 0) return;
   if (stream_) {
@@ -430,15 +471,19 @@ ApiError CompletionJob::DeviceFailedError() const {
                   "service_unavailable", "", "device_failed"};
 }
 
-std::string CompletionJob::ChunkJson(int index, std::string_view text, const char* finish_reason) {
+std::string CompletionJob::ChunkJson(int index, std::string_view text, const char* finish_reason,
+                                     size_t tokens) {
   Choice& c = *choices_[index];
   json choice = {{"text", text}, {"index", index}};
   if (logprobs_ >= 0) {
     // Each entry is streamed once and then dropped: a long stream asking for
     // top logprobs held every token's alternatives (kilobytes each) to its end.
-    choice["logprobs"] = LogprobsJson(c.entries, c.top, model_->snapshot().tokenizer);
-    c.entries.clear();
-    c.top.clear();
+    const std::span<const LoggedToken> sent(c.entries.data(), tokens);
+    size_t sent_top = 0;
+    for (const LoggedToken& e : sent) sent_top += e.top_count;
+    choice["logprobs"] = LogprobsJson(sent, c.top, model_->snapshot().tokenizer);
+    c.entries.erase(c.entries.begin(), c.entries.begin() + static_cast<ptrdiff_t>(tokens));
+    c.top.erase(c.top.begin(), c.top.begin() + static_cast<ptrdiff_t>(sent_top));
   } else {
     choice["logprobs"] = nullptr;
   }

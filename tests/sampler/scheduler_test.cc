@@ -136,6 +136,82 @@ TEST(SchedulerTest, StopStringCutsTheText) {
   EXPECT_EQ(free_run["choices"][0]["finish_reason"], "length");
 }
 
+// A logprobs object of no tokens, to which a stream's chunks are appended.
+json NoLogprobs() {
+  return {{"tokens", json::array()},
+          {"token_logprobs", json::array()},
+          {"top_logprobs", json::array()},
+          {"text_offset", json::array()}};
+}
+
+// Appends the entries of a chunk's logprobs object to `all`'s.
+void AppendLogprobs(const json& chunk, json* all) {
+  for (auto& [key, entries] : all->items()) {
+    for (const json& entry : chunk[key]) entries.push_back(entry);
+  }
+}
+
+// The tokens a logprobs object reports, joined: for the char-level test
+// model, each token's text is one character of the answer's text.
+std::string JoinedTokens(const json& logprobs) {
+  std::string joined;
+  for (const json& token : logprobs["tokens"]) joined += token.get<std::string>();
+  return joined;
+}
+
+// The logprobs reported the tokens of a matched stop string while the text
+// left it out: tokens, token_logprobs, top_logprobs and text_offset ran past
+// the text. They now report the tokens of the text returned, and a stream
+// sends a token's logprobs with its text: the token that began a possible
+// stop string was sent (in a chunk of no text) before the stop string
+// matched, and stayed.
+TEST(SchedulerTest, LogprobsCoverExactlyTheTextReturnedWhenAStopStringMatches) {
+  Service svc;
+  const json free_run =
+      Complete(svc.scheduler.get(), R"({"prompt":"abc","max_tokens":40,"seed":5,"logprobs":2})");
+  const std::string text = free_run["choices"][0]["text"];
+  const json& all = free_run["choices"][0]["logprobs"];
+  ASSERT_EQ(JoinedTokens(all), text);
+  ASSERT_GE(text.size(), 12u);
+  for (const size_t at : {size_t{0}, size_t{6}}) {
+    const std::string stop = text.substr(at, 3);
+    const size_t cut = text.find(stop);
+    SCOPED_TRACE("stop '" + stop + "'");
+    const std::string body =
+        json{{"prompt", "abc"}, {"max_tokens", 40}, {"seed", 5}, {"logprobs", 2}, {"stop", stop}}
+            .dump();
+    const json stopped = Complete(svc.scheduler.get(), body);
+    const json& choice = stopped["choices"][0];
+    ASSERT_EQ(choice["text"], text.substr(0, cut));
+    ASSERT_EQ(choice["finish_reason"], "stop");
+    const json& lp = choice["logprobs"];
+    EXPECT_EQ(JoinedTokens(lp), text.substr(0, cut));
+    for (const char* key : {"tokens", "token_logprobs", "top_logprobs", "text_offset"}) {
+      ASSERT_EQ(lp[key].size(), cut) << key;
+      for (size_t i = 0; i < cut; ++i) EXPECT_EQ(lp[key][i], all[key][i]) << key << " " << i;
+    }
+    // Usage still counts every token generated, the stop string's included.
+    EXPECT_EQ(stopped["usage"]["completion_tokens"], cut + 3);
+
+    auto parsed = std::get<CompletionRequest>(ParseCompletionRequest(body));
+    parsed.stream = true;
+    std::vector<std::string> events;
+    ASSERT_TRUE(std::holds_alternative<std::string>(RunCompletion(
+        parsed, svc.scheduler.get(), [&events](const std::string& e) { events.push_back(e); })));
+    std::string streamed_text;
+    json streamed = NoLogprobs();
+    for (size_t i = 0; i + 1 < events.size(); ++i) {
+      const json chunk = json::parse(events[i].substr(6))["choices"][0];
+      streamed_text += chunk["text"].get<std::string>();
+      AppendLogprobs(chunk["logprobs"], &streamed);
+      // Never a token ahead of its text.
+      EXPECT_EQ(JoinedTokens(streamed), streamed_text) << "after event " << i;
+    }
+    EXPECT_EQ(streamed_text, text.substr(0, cut));
+    EXPECT_EQ(streamed, lp);
+  }
+}
+
 TEST(SchedulerTest, StreamConcatenatesToTheSameTextAndEndsWithDone) {
   Service svc;
   const std::string body = R"({"prompt":"abc","max_tokens":30,"seed":11,"stop":"zz","logprobs":2})";
@@ -149,18 +225,13 @@ TEST(SchedulerTest, StreamConcatenatesToTheSameTextAndEndsWithDone) {
   ASSERT_FALSE(events.empty());
   EXPECT_EQ(events.back(), "data: [DONE]\n\n");
   std::string text;
-  json logprobs = {{"tokens", json::array()},
-                   {"token_logprobs", json::array()},
-                   {"top_logprobs", json::array()},
-                   {"text_offset", json::array()}};
+  json logprobs = NoLogprobs();
   for (size_t i = 0; i + 1 < events.size(); ++i) {
     ASSERT_EQ(events[i].rfind("data: ", 0), 0u);
     const json choice = json::parse(events[i].substr(6))["choices"][0];
     text += choice["text"].get<std::string>();
     // Each token's logprobs come once, in order, in some chunk.
-    for (auto& [key, all] : logprobs.items()) {
-      for (const json& entry : choice["logprobs"][key]) all.push_back(entry);
-    }
+    AppendLogprobs(choice["logprobs"], &logprobs);
   }
   EXPECT_EQ(text, plain["choices"][0]["text"]);
   EXPECT_EQ(logprobs, plain["choices"][0]["logprobs"]);

@@ -144,7 +144,10 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
   // no longer change (neither a possible stop-string prefix nor partial
   // UTF-8). The one place that decides what streamed text is released.
   void StreamSettledText(int choice);
-  std::string ChunkJson(int choice, std::string_view text, const char* finish_reason);
+  // One chunk of a stream: `text`, and the logprobs of the choice's first
+  // `tokens` held tokens, which it then drops.
+  std::string ChunkJson(int choice, std::string_view text, const char* finish_reason,
+                        size_t tokens);
   // Streaming with include_usage: the last chunk before `data: [DONE]`, no
   // choices and the request's usage.
   std::string UsageChunkJson() const;
