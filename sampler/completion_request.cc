@@ -416,13 +416,27 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
   // A field given twice: nlohmann keeps the last, so {"max_tokens": 2,
   // "max_tokens": 3000} ran 3000 tokens, silently, where other parsers (and
   // a reader of the client's code) take another. Found in the same parse.
+  // The same holds for stream_options.include_usage, the one field dropk
+  // reads inside an object: given true then false, it was read as false.
   std::set<std::string> keys;
-  std::string repeated;  // the first field dropk reads that is given twice
+  std::string field;           // the top-level field being read
+  bool include_usage = false;  // the object it holds gave include_usage
+  std::string repeated;  // the first field dropk reads that is given twice, as named in errors
+  std::string repeated_param;  // its top-level field
   const json::parser_callback_t note_repeated_fields = [&](int depth, json::parse_event_t event,
                                                            json& parsed) {
-    if (event == json::parse_event_t::key && depth == 1 && repeated.empty()) {
-      std::string key = parsed.get<std::string>();
-      if (!keys.insert(key).second && IsFieldRead(key)) repeated = std::move(key);
+    if (event == json::parse_event_t::object_start && depth == 1) include_usage = false;
+    if (event != json::parse_event_t::key || !repeated.empty()) return true;
+    std::string key = parsed.get<std::string>();
+    if (depth == 1) {
+      field = key;
+      if (!keys.insert(key).second && IsFieldRead(key)) repeated = repeated_param = key;
+    } else if (depth == 2 && field == "stream_options" && key == "include_usage") {
+      if (include_usage) {
+        repeated = "stream_options.include_usage";
+        repeated_param = field;
+      }
+      include_usage = true;
     }
     return true;
   };
@@ -450,7 +464,7 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
     return InvalidParam("", "the request body must be a JSON object", "invalid_type");
   if (!repeated.empty()) {
     return InvalidParam(
-        repeated,
+        repeated_param,
         absl::StrCat("'", repeated,
                      "' is given more than once; give each field once (JSON parsers "
                      "differ on which value counts)"),

@@ -478,6 +478,27 @@ TEST(CompletionsParseTest, AFieldGivenTwiceIsRefusedNamingIt) {
 // bounds a non-streaming answer's top logprobs; parsing once refused, on a
 // fixed 262144 of them, 4 prompts x n 4 x 4096 tokens x logprobs 5, which
 // is within the default budget of 65536 tokens.
+// stream_options.include_usage given true, then false, was read as false
+// without a word, as a top-level field given twice once was. Refused alike,
+// naming it; the same key in another object, or in another field, is not
+// a repeat.
+TEST(CompletionsParseTest, IncludeUsageGivenTwiceIsRefusedNamingIt) {
+  const ApiError e =
+      ErrorOf(R"({"prompt":"a","stream":true,)"
+              R"("stream_options":{"include_usage":true,"x":1,"include_usage":false}})");
+  EXPECT_EQ(e.param, "stream_options");
+  EXPECT_EQ(e.code, "invalid_json");
+  EXPECT_EQ(e.message,
+            "'stream_options.include_usage' is given more than once; give each field once (JSON "
+            "parsers differ on which value counts)");
+  EXPECT_TRUE(Parse(R"({"prompt":"a","stream":true,"metadata":{"include_usage":1},)"
+                    R"("stream_options":{"include_usage":true},"user":{"include_usage":2}})")
+                  .include_usage);
+  EXPECT_TRUE(Parse(R"({"prompt":"a","stream":true,"stream_options":{"include_usage":true,)"
+                    R"("x":{"include_usage":false}}})")
+                  .include_usage);
+}
+
 TEST(CompletionsParseTest, TopLogprobsWithinTheTokenBudgetAreAccepted) {
   const CompletionRequest r =
       Parse(R"({"prompt":["a","b","c","d"],"n":4,"max_tokens":4096,"logprobs":5})");
