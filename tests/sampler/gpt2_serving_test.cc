@@ -2,8 +2,10 @@
 // tokens as text (a token that is not whole characters in OpenAI's
 // "bytes:\xNN" form), and a stream never splits a UTF-8 character across
 // events.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -194,6 +196,63 @@ TEST_F(Gpt2ServingTest, EveryTopLogprobIsItsOwnKey) {
     EXPECT_EQ(top[drawn], logprobs["token_logprobs"][i]) << drawn;
   }
   EXPECT_GT(byte_names, 0) << "no alternative ended inside a character: the test cannot fail";
+}
+
+// A stop string that begins inside a multi-character token cuts that
+// token's text: the logprobs keep the token (its first bytes are returned)
+// and drop every token after it, streamed or not.
+TEST_F(Gpt2ServingTest, ATokenAStopStringSplitsStaysInTheLogprobs) {
+  ASSERT_TRUE(scheduler_->SetModel(Gpt2Snapshot()).ok());
+  const json request = {
+      {"prompt", "Hello"}, {"max_tokens", 24}, {"seed", 4}, {"logprobs", 1}, {"temperature", 0.7}};
+  auto free_run = Run(request);
+  ASSERT_TRUE(std::holds_alternative<std::string>(free_run));
+  const json all = json::parse(std::get<std::string>(free_run))["choices"][0]["logprobs"];
+  const std::string text = json::parse(std::get<std::string>(free_run))["choices"][0]["text"];
+  // A token of two or more characters, after the first and in ASCII text
+  // (so that text_offset counts bytes), with a token after it, whose tail
+  // and the next token make a stop string that does not occur earlier.
+  std::optional<size_t> split;
+  std::string stop;
+  for (size_t i = 1; i + 1 < all["tokens"].size() && !split; ++i) {
+    const std::string token = all["tokens"][i], next = all["tokens"][i + 1];
+    const size_t offset = all["text_offset"][i];
+    const size_t end = offset + token.size() + next.size();
+    if (token.size() < 2 || end > text.size() ||
+        !std::all_of(text.begin(), text.begin() + end,
+                     [](char c) { return c >= ' ' && c < 0x7f; })) {
+      continue;
+    }
+    stop = token.substr(1) + next;
+    if (text.find(stop) == offset + 1) split = i;
+  }
+  ASSERT_TRUE(split.has_value()) << "no token to split in: " << text;
+  const size_t cut = static_cast<size_t>(all["text_offset"][*split]) + 1;
+  json stopped_request = request;
+  stopped_request["stop"] = stop;
+  for (const bool stream : {false, true}) {
+    SCOPED_TRACE(stream ? "stream" : "one body");
+    stopped_request["stream"] = stream;
+    std::vector<std::string> events;
+    auto out = Run(stopped_request, &events);
+    ASSERT_TRUE(std::holds_alternative<std::string>(out));
+    std::string got_text;
+    std::vector<std::string> tokens;
+    const auto read_choice = [&](const json& choice) {
+      got_text += choice["text"].get<std::string>();
+      for (const json& t : choice["logprobs"]["tokens"]) tokens.push_back(t);
+    };
+    if (stream) {
+      for (size_t i = 0; i + 1 < events.size(); ++i) {
+        read_choice(json::parse(events[i].substr(6))["choices"][0]);
+      }
+    } else {
+      read_choice(json::parse(std::get<std::string>(out))["choices"][0]);
+    }
+    EXPECT_EQ(got_text, text.substr(0, cut));
+    ASSERT_EQ(tokens.size(), *split + 1);
+    for (size_t i = 0; i <= *split; ++i) EXPECT_EQ(tokens[i], all["tokens"][i]) << i;
+  }
 }
 
 }  // namespace
