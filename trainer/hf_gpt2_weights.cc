@@ -86,6 +86,20 @@ absl::Status CheckTokenizer(const SafetensorsFile& file, const std::string& path
   return absl::OkStatus();
 }
 
+// Whether tensors `a` and `b` of `file` hold the same dtype and bytes; the
+// bytes are read only when the dtypes and lengths agree.
+absl::StatusOr<bool> SameTensorBytes(const SafetensorsFile& file, const std::string& a,
+                                     const std::string& b) {
+  const SafetensorsFile::Tensor& ta = file.tensors().at(a);
+  const SafetensorsFile::Tensor& tb = file.tensors().at(b);
+  if (ta.dtype != tb.dtype || ta.end - ta.begin != tb.end - tb.begin) return false;
+  absl::StatusOr<std::string> bytes_a = file.ReadTensorBytes(a);
+  if (!bytes_a.ok()) return bytes_a.status();
+  absl::StatusOr<std::string> bytes_b = file.ReadTensorBytes(b);
+  if (!bytes_b.ok()) return bytes_b.status();
+  return *bytes_a == *bytes_b;
+}
+
 }  // namespace
 
 bool IsHfConv1DWeight(const std::string& name) {
@@ -186,8 +200,12 @@ absl::StatusOr<HfGpt2Weights> ReadHfGpt2Weights(const std::string& path, const G
                                                      ShapeText(t.shape), ", the model needs ",
                                                      ShapeText(expected), why));
     }
-    const std::string_view bytes = file->bytes(t);
-    std::vector<float> values = WidenedValues(bytes, t.dtype, p.numel);
+    absl::StatusOr<std::string> bytes = file->ReadTensorBytes(name);
+    if (!bytes.ok()) {
+      return absl::Status(bytes.status().code(),
+                          absl::StrCat("init_from=", bytes.status().message()));
+    }
+    std::vector<float> values = WidenedValues(*bytes, t.dtype, p.numel);
     for (size_t i = 0; i < p.numel; ++i) {
       if (!std::isfinite(values[i])) {
         return absl::InvalidArgumentError(
@@ -202,7 +220,12 @@ absl::StatusOr<HfGpt2Weights> ReadHfGpt2Weights(const std::string& path, const G
     if (name == "lm_head.weight") {
       const auto wte = file->tensors().find(
           used.count("transformer.wte.weight") ? "transformer.wte.weight" : "wte.weight");
-      if (t.dtype == wte->second.dtype && file->bytes(t) == file->bytes(wte->second)) continue;
+      if (absl::StatusOr<bool> same = SameTensorBytes(*file, name, wte->first); !same.ok()) {
+        return absl::Status(same.status().code(),
+                            absl::StrCat("init_from=", same.status().message()));
+      } else if (*same) {
+        continue;
+      }
       return absl::InvalidArgumentError(
           absl::StrCat(at, "lm_head.weight differs from the token embedding; dropk ties the two"));
     }
