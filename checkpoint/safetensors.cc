@@ -1,5 +1,6 @@
 #include "checkpoint/safetensors.h"
 
+#include <algorithm>
 #include <limits>
 #include <utility>
 
@@ -22,6 +23,30 @@ absl::StatusOr<std::string> ReadRange(const std::string& path, uint64_t offset, 
   if (s.ok()) return bytes;
   if (absl::IsNotFound(s)) return s;
   return absl::InvalidArgumentError(s.message());
+}
+
+// Every tensor's bytes are its own (the format forbids shared bytes, and
+// its writers refuse tied tensors): two ranges that overlap mean a header
+// that lies about where the data is. Ranges of no bytes overlap nothing.
+absl::Status CheckNoOverlap(const std::map<std::string, SafetensorsFile::Tensor>& tensors,
+                            const std::string& path) {
+  std::vector<std::pair<const std::string*, const SafetensorsFile::Tensor*>> by_begin;
+  for (const auto& [name, t] : tensors) {
+    if (t.end > t.begin) by_begin.emplace_back(&name, &t);
+  }
+  std::stable_sort(by_begin.begin(), by_begin.end(),
+                   [](const auto& a, const auto& b) { return a.second->begin < b.second->begin; });
+  for (size_t i = 1; i < by_begin.size(); ++i) {
+    const auto& [before_name, before] = by_begin[i - 1];
+    const auto& [name, t] = by_begin[i];
+    if (t->begin < before->end) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": not a valid safetensors file: tensor ", *name, ": bytes [",
+                       t->begin, ", ", t->end, ") overlap tensor ", *before_name, "'s [",
+                       before->begin, ", ", before->end, "); each tensor's bytes are its own"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -132,6 +157,7 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
     }
     file.tensors_[name] = std::move(t);
   }
+  if (absl::Status s = CheckNoOverlap(file.tensors(), path); !s.ok()) return s;
   return file;
 }
 

@@ -150,6 +150,20 @@ TEST_F(SafetensorsTest, MalformedHeadersNameWhatIsWrong) {
               HasSubstr("tensor w: bytes [0, 8) outside the 4 bytes after the header"));
   EXPECT_THAT(ErrorFor(R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}})", "abcd"),
               HasSubstr("tensor w: shape [2] of F32 needs 8 bytes, its range holds 4"));
+  // Two tensors over the same bytes: the header lies about where the data
+  // is (the old code gave both tensors the first one's values). Empty
+  // ranges overlap nothing.
+  EXPECT_THAT(
+      ErrorFor(
+          R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})",
+          "abcdefgh"),
+      HasSubstr("tensor b: bytes [4, 8) overlap tensor a's [0, 8)"));
+  EXPECT_TRUE(
+      ReadSafetensors(
+          WithHeader(
+              R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "e": {"dtype": "F32", "shape": [0], "data_offsets": [4, 4]}})",
+              "abcdefgh"))
+          .ok());
   // A shape whose byte count overflows 64 bits is not wrapped into a fit.
   EXPECT_THAT(
       ErrorFor(

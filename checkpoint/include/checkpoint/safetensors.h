@@ -72,7 +72,8 @@ int SafetensorsDtypeSize(std::string_view dtype);
 // Reads the header of the file at `path` and checks it trusting no size: a header length
 // within the file (and within the format's 100 MB), a JSON object, every
 // tensor with a known dtype, a shape of non-negative sizes whose byte count
-// is its range's length, and a range inside the file. NotFound for a
+// is its range's length, and a range inside the file that overlaps no
+// other tensor's. NotFound for a
 // missing file; InvalidArgument naming the file (and the tensor) for
 // anything else. Reads the header alone (at most 100 MB), whatever the
 // file's size; nothing is allocated for a size the header claims.
