@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <regex>
@@ -10,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "checkpoint/env.h"
 #include "checkpoint/safetensors.h"
 #include "nlohmann/json.hpp"
 
@@ -100,6 +102,41 @@ absl::StatusOr<bool> SameTensorBytes(const SafetensorsFile& file, const std::str
   return *bytes_a == *bytes_b;
 }
 
+// Why `path`, which init_from names, is one of the near misses for a
+// safetensors file, with what to pass instead; "" when it is none. A Hugging
+// Face model directory (as a download of GPT-2 leaves, holding
+// model.safetensors), a dropk checkpoint or run directory, which --resume
+// reads, and `dropk ckpt export`'s own format all read "not a regular file"
+// or "a header of 5789453510757012036 bytes".
+std::string NearMissForWeights(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    const fs::path dir(path);
+    if (fs::is_regular_file(dir / "model.safetensors", ec)) {
+      return absl::StrCat("a directory; init_from names the weights file in it: --init_from=",
+                          (dir / "model.safetensors").string());
+    }
+    for (const char* checkpoint_file : {"manifest.pb", "LATEST", "checkpoints"}) {
+      if (fs::exists(dir / checkpoint_file, ec)) {
+        return absl::StrCat(
+            "a dropk checkpoint directory; init_from reads a safetensors file (dropk ckpt export "
+            "--format safetensors writes one), --resume=",
+            path, " goes on from the checkpoint");
+      }
+    }
+    return "a directory; init_from names a safetensors file";
+  }
+  char magic[8] = {};
+  if (fs::is_regular_file(path, ec) &&
+      Env::Default()->ReadFileRange(path, 0, sizeof(magic), magic).ok() &&
+      std::string_view(magic, sizeof(magic)) == "DROPKEXP") {
+    return "a dropk export of its own format; init_from reads safetensors: export with dropk ckpt "
+           "export --format safetensors";
+  }
+  return "";
+}
+
 }  // namespace
 
 bool IsHfConv1DWeight(const std::string& name) {
@@ -146,6 +183,9 @@ std::string CharVocabJson(const TextTokenizer& tokenizer) {
 
 absl::StatusOr<HfGpt2Weights> ReadHfGpt2Weights(const std::string& path, const GptConfig& shape,
                                                 const TextTokenizer& tokenizer) {
+  if (const std::string near_miss = NearMissForWeights(path); !near_miss.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("init_from=", path, ": ", near_miss));
+  }
   absl::StatusOr<SafetensorsFile> file = ReadSafetensors(path);
   if (!file.ok()) {
     return absl::Status(file.status().code(), absl::StrCat("init_from=", file.status().message()));
