@@ -54,6 +54,12 @@ std::string SerializeManifestFile(const CheckpointManifest& manifest) {
   return out;
 }
 
+uint32_t DeclaredFormatVersion(const std::string& bytes) {
+  CheckpointManifestFile file;
+  if (!file.ParseFromString(bytes) || file.magic() != kCheckpointMagic) return 0;
+  return file.format_version();
+}
+
 absl::StatusOr<CheckpointManifest> ParseManifestFile(const std::string& bytes,
                                                      const std::string& where) {
   const auto fail = [&](const std::string& message) {

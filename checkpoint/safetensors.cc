@@ -1,5 +1,6 @@
 #include "checkpoint/safetensors.h"
 
+#include <algorithm>
 #include <limits>
 #include <utility>
 
@@ -13,14 +14,39 @@ namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the format's own limit
 
-// Reads all of the regular file `path` through the Env (which refuses a
-// directory or FIFO without waiting on it); NotFound when it is not there,
-// InvalidArgument naming it for anything else.
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  absl::StatusOr<std::string> contents =
-      ReadSmallFile(Env::Default(), path, std::numeric_limits<uint64_t>::max());
-  if (contents.ok() || absl::IsNotFound(contents.status())) return contents;
-  return absl::InvalidArgumentError(contents.status().message());
+// Reads `n` bytes at `offset` of the file at `path` through the Env (which
+// refuses a directory or FIFO without waiting on it); NotFound when it is
+// not there, InvalidArgument naming it for anything else.
+absl::StatusOr<std::string> ReadRange(const std::string& path, uint64_t offset, size_t n) {
+  std::string bytes(n, '\0');
+  absl::Status s = Env::Default()->ReadFileRange(path, offset, n, bytes.data());
+  if (s.ok()) return bytes;
+  if (absl::IsNotFound(s)) return s;
+  return absl::InvalidArgumentError(s.message());
+}
+
+// Every tensor's bytes are its own (the format forbids shared bytes, and
+// its writers refuse tied tensors): two ranges that overlap mean a header
+// that lies about where the data is. Ranges of no bytes overlap nothing.
+absl::Status CheckNoOverlap(const std::map<std::string, SafetensorsFile::Tensor>& tensors,
+                            const std::string& path) {
+  std::vector<std::pair<const std::string*, const SafetensorsFile::Tensor*>> by_begin;
+  for (const auto& [name, t] : tensors) {
+    if (t.end > t.begin) by_begin.emplace_back(&name, &t);
+  }
+  std::stable_sort(by_begin.begin(), by_begin.end(),
+                   [](const auto& a, const auto& b) { return a.second->begin < b.second->begin; });
+  for (size_t i = 1; i < by_begin.size(); ++i) {
+    const auto& [before_name, before] = by_begin[i - 1];
+    const auto& [name, t] = by_begin[i];
+    if (t->begin < before->end) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": not a valid safetensors file: tensor ", *name, ": bytes [",
+                       t->begin, ", ", t->end, ") overlap tensor ", *before_name, "'s [",
+                       before->begin, ", ", before->end, "); each tensor's bytes are its own"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -52,28 +78,38 @@ int SafetensorsDtypeSize(std::string_view dtype) {
 }
 
 absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
-  absl::StatusOr<std::string> contents = ReadWholeFile(path);
-  if (!contents.ok()) return contents.status();
+  // Only the header is read: the file may be far larger than memory (a
+  // model of billions of parameters, or a sparse file), and the tensors'
+  // bytes are read one at a time by ReadTensorBytes once they are wanted.
+  absl::StatusOr<uint64_t> file_bytes = Env::Default()->FileSize(path);
+  if (!file_bytes.ok()) {
+    if (absl::IsNotFound(file_bytes.status())) return file_bytes.status();
+    return absl::InvalidArgumentError(file_bytes.status().message());
+  }
   auto invalid = [&path](auto&&... parts) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": not a valid safetensors file: ", parts...));
   };
-  if (contents->size() < 8) return invalid(contents->size(), " bytes, less than its header length");
+  if (*file_bytes < 8) return invalid(*file_bytes, " bytes, less than its header length");
+  absl::StatusOr<std::string> length = ReadRange(path, 0, 8);
+  if (!length.ok()) return length.status();
   uint64_t header_bytes = 0;
   for (int i = 0; i < 8; ++i) {
-    header_bytes |= uint64_t{static_cast<uint8_t>((*contents)[i])} << (8 * i);
+    header_bytes |= uint64_t{static_cast<uint8_t>((*length)[i])} << (8 * i);
   }
-  if (header_bytes > kMaxHeaderBytes || header_bytes > contents->size() - 8) {
-    return invalid("a header of ", header_bytes, " bytes in a file of ", contents->size());
+  if (header_bytes > kMaxHeaderBytes || header_bytes > *file_bytes - 8) {
+    return invalid("a header of ", header_bytes, " bytes in a file of ", *file_bytes);
   }
-  const nlohmann::json header = nlohmann::json::parse(
-      contents->begin() + 8, contents->begin() + 8 + static_cast<std::ptrdiff_t>(header_bytes),
-      nullptr, /*allow_exceptions=*/false);
+  absl::StatusOr<std::string> header_text = ReadRange(path, 8, header_bytes);
+  if (!header_text.ok()) return header_text.status();
+  const nlohmann::json header =
+      nlohmann::json::parse(*header_text, nullptr, /*allow_exceptions=*/false);
   if (!header.is_object()) return invalid("its header is not a JSON object");
 
   SafetensorsFile file;
+  file.path_ = path;
   file.data_start_ = 8 + header_bytes;
-  const uint64_t data_bytes = contents->size() - file.data_start_;
+  const uint64_t data_bytes = *file_bytes - file.data_start_;
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
       if (!entry.is_object()) return invalid("__metadata__ is not an object");
@@ -121,8 +157,17 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
     }
     file.tensors_[name] = std::move(t);
   }
-  file.contents_ = *std::move(contents);
+  if (absl::Status s = CheckNoOverlap(file.tensors(), path); !s.ok()) return s;
   return file;
+}
+
+absl::StatusOr<std::string> SafetensorsFile::ReadTensorBytes(const std::string& name) const {
+  const Tensor& t = tensors_.at(name);
+  absl::StatusOr<std::string> bytes = ReadRange(path_, data_start_ + t.begin, t.end - t.begin);
+  if (bytes.ok() || absl::IsNotFound(bytes.status())) return bytes;
+  return absl::InvalidArgumentError(
+      absl::StrCat(bytes.status().message(), " (tensor ", name,
+                   "; did the file change since its header was read?)"));
 }
 
 }  // namespace dropk

@@ -167,6 +167,16 @@ absl::Status Gpt2Bpe::Encode(std::string_view text, Gpt2BpeScratch* scratch,
   return absl::OkStatus();
 }
 
+bool Gpt2Bpe::IsOnePiece(std::string_view text) const {
+  pcre2_match_data* match_data = pcre2_match_data_create_from_pattern(regex_->code, nullptr);
+  DROPK_CHECK(match_data != nullptr) << "PCRE2 could not allocate match data";
+  const int rc = pcre2_match(regex_->code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(),
+                             0, PCRE2_ANCHORED, match_data, nullptr);
+  const bool whole = rc > 0 && pcre2_get_ovector_pointer(match_data)[1] == text.size();
+  pcre2_match_data_free(match_data);
+  return whole;
+}
+
 void Gpt2Bpe::EncodePiece(std::string_view piece, Gpt2BpeScratch* scratch,
                           std::vector<int32_t>* ids) const {
   if (piece.size() == 1) {

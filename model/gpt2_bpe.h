@@ -47,6 +47,12 @@ class Gpt2Bpe {
   absl::Status Encode(std::string_view text, Gpt2BpeScratch* scratch,
                       std::vector<int32_t>* ids) const;
 
+  // Whether pre-tokenization leaves `text` whole: one match of GPT-2's
+  // regex spans all of it (" gazed" does; "<|endoftext|>" is three pieces,
+  // and invalid UTF-8 matches nothing). Such a piece is what BPE merges
+  // make tokens of.
+  bool IsOnePiece(std::string_view text) const;
+
  private:
   struct Merge {
     int32_t rank;    // index in Tokenizer.merges: lower merges first

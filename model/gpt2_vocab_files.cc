@@ -1,12 +1,14 @@
 #include "model/gpt2_vocab_files.h"
 
 #include <array>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "gpt2_bpe.h"
 #include "nlohmann/json.hpp"
 
 namespace dropk {
@@ -49,6 +51,30 @@ bool ToBytes(std::string_view spelt, const std::array<int, 512>& to_byte, std::s
   return !out->empty();
 }
 
+// A token no merge makes is taken for a special token (GPT-2's
+// <|endoftext|>, which pre-tokenization cuts into "<|", "endoftext" and
+// "|>", so it never comes out of text). One that pre-tokenization leaves
+// whole (" gazed") is ordinary text whose merge is missing: a vocab.bpe cut
+// at a line boundary (a partial copy) gave such tokens by the thousand, and
+// its data other ids than OpenAI's, in silence. `spelling` is each token as
+// encoder.json writes it. Tables that do not build are left to
+// TextTokenizer::FromProto to name.
+absl::Status CheckSpecialTokens(const Tokenizer& proto, const std::vector<std::string>& spelling) {
+  absl::StatusOr<std::unique_ptr<const Gpt2Bpe>> bpe = Gpt2Bpe::Build(proto);
+  if (!bpe.ok()) return absl::OkStatus();
+  std::vector<uint32_t> ordinary;
+  for (const uint32_t id : proto.special_ids()) {
+    if ((*bpe)->IsOnePiece(proto.vocab(static_cast<int>(id)))) ordinary.push_back(id);
+  }
+  if (ordinary.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "vocab.bpe: no merge makes encoder.json's token \"",
+      absl::Utf8SafeCHexEscape(spelling[ordinary[0]]), "\" (id ", ordinary[0], ")",
+      ordinary.size() > 1 ? absl::StrCat(" nor ", ordinary.size() - 1, " more like it") : "",
+      ", though it is a piece of ordinary text that only a merge can make; vocab.bpe holds ",
+      proto.merges_size(), " merges: is it truncated?"));
+}
+
 }  // namespace
 
 absl::StatusOr<Tokenizer> Gpt2TokenizerFromFiles(std::string_view encoder_json,
@@ -60,6 +86,7 @@ absl::StatusOr<Tokenizer> Gpt2TokenizerFromFiles(std::string_view encoder_json,
   }
   const size_t n = encoder.size();
   std::vector<std::string> vocab(n);
+  std::vector<std::string> spelling(n);  // as encoder.json writes it, for messages
   std::vector<bool> filled(n, false);
   std::string bytes;
   for (const auto& [spelt, id_json] : encoder.items()) {
@@ -79,6 +106,7 @@ absl::StatusOr<Tokenizer> Gpt2TokenizerFromFiles(std::string_view encoder_json,
                        "\" is not spelt in GPT-2's byte-to-unicode alphabet"));
     }
     vocab[id] = bytes;
+    spelling[id] = spelt;
     filled[id] = true;
   }
   absl::flat_hash_map<std::string_view, uint32_t> ids;
@@ -131,6 +159,7 @@ absl::StatusOr<Tokenizer> Gpt2TokenizerFromFiles(std::string_view encoder_json,
     proto.add_vocab(vocab[i]);
     if (vocab[i].size() > 1 && !made[i]) proto.add_special_ids(static_cast<uint32_t>(i));
   }
+  if (absl::Status s = CheckSpecialTokens(proto, spelling); !s.ok()) return s;
   return proto;
 }
 

@@ -297,9 +297,34 @@ std::string EnumValueProblem(const pb::FieldDescriptor* field,
                       " takes ", ExpectedValue(field), ")");
 }
 
-// "path:line:column: field NAME: ..." for the first float or enum field
+// Why the integer `written` (the value token `token`, after a minus sign
+// when `written` starts with one) in the integer field `field` is not the
+// number it reads as in decimal, or "" when it is: text format reads a
+// leading zero as octal, so "max_iters: 0100" trained 64 steps where the
+// flag --max_iters=0100 trains 100. Hexadecimal (0x...) says what it is.
+std::string IntegerValueProblem(const pb::FieldDescriptor* field,
+                                const pb::io::Tokenizer::Token& token, const std::string& written) {
+  const std::string& digits = token.text;
+  if (token.type != pb::io::Tokenizer::TYPE_INTEGER || digits.size() < 2 || digits[0] != '0' ||
+      digits[1] == 'x' || digits[1] == 'X') {
+    return "";
+  }
+  uint64_t octal = 0, decimal = 0;
+  if (!pb::io::Tokenizer::ParseInteger(digits, std::numeric_limits<uint64_t>::max(), &octal)) {
+    return "";  // text format has refused it already
+  }
+  const size_t first = digits.find_first_not_of('0');
+  const std::string stripped = first == std::string::npos ? "0" : digits.substr(first);
+  if (absl::SimpleAtoi(stripped, &decimal) && decimal == octal) return "";  // 00 to 07
+  const std::string sign = written[0] == '-' ? "-" : "";
+  return absl::StrCat(written, " has a leading zero, which text format reads as octal: ", sign,
+                      octal, ", not ", sign, stripped, "; write the number without the zero (",
+                      field->name(), " takes ", ExpectedValue(field), ")");
+}
+
+// "path:line:column: field NAME: ..." for the first number or enum field
 // `text` sets to a value that does not mean what the file says
-// (FloatValueProblem, EnumValueProblem). Empty when there is none.
+// (FloatValueProblem, EnumValueProblem, IntegerValueProblem). Empty when there is none.
 // `merged` is what `text` parsed into. Validation would report the value
 // as read ("learning_rate=0: must be > 0", "learning_rate=inf") and where
 // it came from no more than a flag's.
@@ -311,7 +336,7 @@ std::string ValueNotAsWritten(const std::string& path, const std::string& text,
   tokenizer.set_comment_style(pb::io::Tokenizer::SH_COMMENT_STYLE);
   tokenizer.set_allow_f_after_float(true);  // as text format reads 1e-50f
   pb::io::Tokenizer::Token previous;
-  const pb::FieldDescriptor* field = nullptr;     // a float or enum field whose value comes next
+  const pb::FieldDescriptor* field = nullptr;     // a number or enum field whose value comes next
   std::optional<pb::io::Tokenizer::Token> minus;  // before the value: -1e-50, -inf
   int depth = 0;                                  // inside [] lists, {} or <> messages
   while (tokenizer.Next()) {
@@ -323,9 +348,13 @@ std::string ValueNotAsWritten(const std::string& path, const std::string& text,
     }
     if (field != nullptr) {
       const std::string written = absl::StrCat(minus.has_value() ? "-" : "", token.text);
-      const std::string problem = field->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM
+      const pb::FieldDescriptor::CppType type = field->cpp_type();
+      const std::string problem = type == pb::FieldDescriptor::CPPTYPE_ENUM
                                       ? EnumValueProblem(field, token, written)
-                                      : FloatValueProblem(field, token, written, merged);
+                                  : type == pb::FieldDescriptor::CPPTYPE_FLOAT ||
+                                          type == pb::FieldDescriptor::CPPTYPE_DOUBLE
+                                      ? FloatValueProblem(field, token, written, merged)
+                                      : IntegerValueProblem(field, token, written);
       if (!problem.empty()) {
         const pb::io::Tokenizer::Token& first = minus.has_value() ? *minus : token;
         return absl::StrCat(path, ":", first.line + 1, ":", first.column + 1, ": field ",
@@ -340,9 +369,9 @@ std::string ValueNotAsWritten(const std::string& path, const std::string& text,
       if (depth == 0 && token.text == ":" && previous.type == pb::io::Tokenizer::TYPE_IDENTIFIER) {
         field = TrainConfig::descriptor()->FindFieldByName(previous.text);
         const bool checked = field != nullptr && !field->is_repeated() &&
-                             (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_FLOAT ||
-                              field->cpp_type() == pb::FieldDescriptor::CPPTYPE_DOUBLE ||
-                              field->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM);
+                             field->cpp_type() != pb::FieldDescriptor::CPPTYPE_STRING &&
+                             field->cpp_type() != pb::FieldDescriptor::CPPTYPE_BOOL &&
+                             field->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE;
         if (!checked) field = nullptr;
       }
     }

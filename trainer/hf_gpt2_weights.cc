@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <regex>
@@ -10,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "checkpoint/env.h"
 #include "checkpoint/safetensors.h"
 #include "nlohmann/json.hpp"
 
@@ -86,6 +88,55 @@ absl::Status CheckTokenizer(const SafetensorsFile& file, const std::string& path
   return absl::OkStatus();
 }
 
+// Whether tensors `a` and `b` of `file` hold the same dtype and bytes; the
+// bytes are read only when the dtypes and lengths agree.
+absl::StatusOr<bool> SameTensorBytes(const SafetensorsFile& file, const std::string& a,
+                                     const std::string& b) {
+  const SafetensorsFile::Tensor& ta = file.tensors().at(a);
+  const SafetensorsFile::Tensor& tb = file.tensors().at(b);
+  if (ta.dtype != tb.dtype || ta.end - ta.begin != tb.end - tb.begin) return false;
+  absl::StatusOr<std::string> bytes_a = file.ReadTensorBytes(a);
+  if (!bytes_a.ok()) return bytes_a.status();
+  absl::StatusOr<std::string> bytes_b = file.ReadTensorBytes(b);
+  if (!bytes_b.ok()) return bytes_b.status();
+  return *bytes_a == *bytes_b;
+}
+
+// Why `path`, which init_from names, is one of the near misses for a
+// safetensors file, with what to pass instead; "" when it is none. A Hugging
+// Face model directory (as a download of GPT-2 leaves, holding
+// model.safetensors), a dropk checkpoint or run directory, which --resume
+// reads, and `dropk ckpt export`'s own format all read "not a regular file"
+// or "a header of 5789453510757012036 bytes".
+std::string NearMissForWeights(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    const fs::path dir(path);
+    if (fs::is_regular_file(dir / "model.safetensors", ec)) {
+      return absl::StrCat("a directory; init_from names the weights file in it: --init_from=",
+                          (dir / "model.safetensors").string());
+    }
+    for (const char* checkpoint_file : {"manifest.pb", "LATEST", "checkpoints"}) {
+      if (fs::exists(dir / checkpoint_file, ec)) {
+        return absl::StrCat(
+            "a dropk checkpoint directory; init_from reads a safetensors file (dropk ckpt export "
+            "--format safetensors writes one), --resume=",
+            path, " goes on from the checkpoint");
+      }
+    }
+    return "a directory; init_from names a safetensors file";
+  }
+  char magic[8] = {};
+  if (fs::is_regular_file(path, ec) &&
+      Env::Default()->ReadFileRange(path, 0, sizeof(magic), magic).ok() &&
+      std::string_view(magic, sizeof(magic)) == "DROPKEXP") {
+    return "a dropk export of its own format; init_from reads safetensors: export with dropk ckpt "
+           "export --format safetensors";
+  }
+  return "";
+}
+
 }  // namespace
 
 bool IsHfConv1DWeight(const std::string& name) {
@@ -132,6 +183,9 @@ std::string CharVocabJson(const TextTokenizer& tokenizer) {
 
 absl::StatusOr<HfGpt2Weights> ReadHfGpt2Weights(const std::string& path, const GptConfig& shape,
                                                 const TextTokenizer& tokenizer) {
+  if (const std::string near_miss = NearMissForWeights(path); !near_miss.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("init_from=", path, ": ", near_miss));
+  }
   absl::StatusOr<SafetensorsFile> file = ReadSafetensors(path);
   if (!file.ok()) {
     return absl::Status(file.status().code(), absl::StrCat("init_from=", file.status().message()));
@@ -186,8 +240,12 @@ absl::StatusOr<HfGpt2Weights> ReadHfGpt2Weights(const std::string& path, const G
                                                      ShapeText(t.shape), ", the model needs ",
                                                      ShapeText(expected), why));
     }
-    const std::string_view bytes = file->bytes(t);
-    std::vector<float> values = WidenedValues(bytes, t.dtype, p.numel);
+    absl::StatusOr<std::string> bytes = file->ReadTensorBytes(name);
+    if (!bytes.ok()) {
+      return absl::Status(bytes.status().code(),
+                          absl::StrCat("init_from=", bytes.status().message()));
+    }
+    std::vector<float> values = WidenedValues(*bytes, t.dtype, p.numel);
     for (size_t i = 0; i < p.numel; ++i) {
       if (!std::isfinite(values[i])) {
         return absl::InvalidArgumentError(
@@ -202,7 +260,12 @@ absl::StatusOr<HfGpt2Weights> ReadHfGpt2Weights(const std::string& path, const G
     if (name == "lm_head.weight") {
       const auto wte = file->tensors().find(
           used.count("transformer.wte.weight") ? "transformer.wte.weight" : "wte.weight");
-      if (t.dtype == wte->second.dtype && file->bytes(t) == file->bytes(wte->second)) continue;
+      if (absl::StatusOr<bool> same = SameTensorBytes(*file, name, wte->first); !same.ok()) {
+        return absl::Status(same.status().code(),
+                            absl::StrCat("init_from=", same.status().message()));
+      } else if (*same) {
+        continue;
+      }
       return absl::InvalidArgumentError(
           absl::StrCat(at, "lm_head.weight differs from the token embedding; dropk ties the two"));
     }

@@ -537,6 +537,40 @@ std::string ShardTokensRule() {
                       " (every training rank memory-maps each shard, a 4 KiB page at least)");
 }
 
+// Refuses when a file of `dir` that a preparation replaces or removes (the
+// tokenizer, token files and shards; `names` lists `dir`) is not dropk's
+// own. nanoGPT's prepare.py writes a train.bin and val.bin of its own (bare
+// uint16 tokens): --out at its data directory replaced them in silence. A
+// token file is dropk's by its magic, tokenizer.pb when it loads.
+absl::Status RefuseReplacingForeignFiles(Env* env, const fs::path& dir,
+                                         const std::vector<std::string>& names,
+                                         const std::string& out_flag) {
+  for (const std::string& name : names) {
+    const std::string path = (dir / name).string();
+    std::string foreign;
+    if (name == kTokenizerFile) {
+      if (LoadTokenizer(path, env).ok()) continue;
+      foreign = "is not a tokenizer dropk wrote (it does not load as one)";
+    } else if (name == kTrainTokensFile || name == kValTokensFile || IsShardName(name, "train") ||
+               IsShardName(name, "val")) {
+      char magic[sizeof(kTokenFileMagic)] = {};
+      if (env->ReadFileRange(path, 0, sizeof(magic), magic).ok() &&
+          std::equal(magic, magic + sizeof(magic), kTokenFileMagic)) {
+        continue;
+      }
+      foreign =
+          "is not a dropk token file (its first bytes are not DROPKTOK; nanoGPT's prepare.py "
+          "writes a train.bin and val.bin of its own)";
+    } else {
+      continue;
+    }
+    return absl::InvalidArgumentError(absl::StrCat(out_flag, ": ", path, " ", foreign,
+                                                   ", so it is not replaced; move it away, or "
+                                                   "name another --out"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
   // Written as a negated conjunction so NaN is rejected too.
   if (!(options.val_fraction > 0.0 && options.val_fraction < 1.0)) {
@@ -610,6 +644,9 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
     if (IsPrepareTemporary(name)) {
       if (absl::Status s = env->RemoveFile((dir / name).string()); !s.ok()) return s;
     }
+  }
+  if (absl::Status s = RefuseReplacingForeignFiles(env, dir, *names, out_flag); !s.ok()) {
+    return s;
   }
   const std::string spool_path = (dir / kSpoolFile).string();
   SpoolRemover remove_spool(spool_path);

@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "base/ignored_signal.h"
 #include "base/path_status.h"
+#include "checkpoint/env.h"
 #include "checkpoint/format.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/text_format.h"
@@ -275,6 +276,39 @@ std::string DescribeData(const DataIdentity& data) {
                       data.train_tokens(), " train and ", data.val_tokens(), " val tokens");
 }
 
+namespace {
+
+// A checkpoint of checkpoints_dir that a newer dropk wrote (its manifest
+// declares a format version this build cannot read) was skipped like a
+// corrupt one, and this run's saves then replaced it (the same step's
+// directory) or keep_last deleted it: going back to an older build lost the
+// run's newest checkpoint. Refused before anything is loaded, naming it.
+absl::Status RefuseNewerFormatCheckpoints(const std::string& checkpoints_dir, Env* env) {
+  absl::StatusOr<std::vector<std::string>> names = env->ListDir(checkpoints_dir);
+  if (!names.ok()) return absl::OkStatus();  // CheckpointCandidates names it
+  std::sort(names->begin(), names->end());
+  for (const std::string& name : *names) {
+    if (ParseStepDirName(name) < 0) continue;
+    const std::string dir = checkpoints_dir + "/" + name;
+    absl::StatusOr<std::string> bytes =
+        ReadSmallFile(env, dir + "/" + kManifestFileName, kMaxManifestBytes);
+    if (!bytes.ok()) continue;  // judged, and named, as a candidate
+    if (const uint32_t version = DeclaredFormatVersion(*bytes);
+        version > kCheckpointFormatVersion) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--resume: checkpoint ", dir, " was written by a newer dropk (checkpoint format version ",
+          version, "; this build reads ", kOldestReadableFormatVersion, " to ",
+          kCheckpointFormatVersion,
+          "), and this run's saves would replace or delete it; resume "
+          "with the dropk that wrote it, or move it out of ",
+          checkpoints_dir, " first"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokenizer& tokenizer,
                                         const DataIdentity& data, Gpt& gpt,
                                         AdamWOptimizer& optimizer, int world_size,
@@ -309,6 +343,9 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
     if (absl::Status s = RefuseResumingIntoAnotherRun(config, resume_from, env); !s.ok()) {
       return s;
     }
+  }
+  if (absl::Status s = RefuseNewerFormatCheckpoints(CheckpointsDirOf(config), fs); !s.ok()) {
+    return s;
   }
   if (resume_from.latest) {
     candidates = CheckpointCandidates(resume_from.root, &skipped, env);

@@ -4,7 +4,9 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <fstream>
@@ -60,10 +62,49 @@ TEST_F(SafetensorsTest, WhatIsWrittenReadsBack) {
   const SafetensorsFile::Tensor& a = file->tensors().at("a");
   EXPECT_EQ(a.dtype, "F32");
   EXPECT_EQ(a.shape, std::vector<int64_t>{3});
-  EXPECT_EQ(file->bytes(a), tensors[0].bytes);
+  EXPECT_EQ(file->ReadTensorBytes("a").value_or(""), tensors[0].bytes);
   const SafetensorsFile::Tensor& b = file->tensors().at("b.weight");
   EXPECT_EQ(b.shape, (std::vector<int64_t>{2, 1}));
-  EXPECT_EQ(file->bytes(b), tensors[1].bytes);
+  EXPECT_EQ(file->ReadTensorBytes("b.weight").value_or(""), tensors[1].bytes);
+}
+
+// The whole file was read into memory: a file larger than memory (a sparse
+// 1 TiB one here, or a big model's weights) threw std::bad_alloc, which
+// dropk-train reported as "out of memory; lower batch_size, ...", naming
+// neither init_from nor the file. Only the header is read now, and a
+// tensor's bytes when asked. Run in a child limited to 1 GiB of address
+// space, so the old code fails the same way however the machine
+// overcommits memory.
+TEST_F(SafetensorsTest, AFileLargerThanMemoryIsReadByItsHeaderAlone) {
+  const float values[2] = {0.5f, -1.0f};
+  std::vector<SafetensorsTensor> tensors = {
+      {"w", "F32", {2}, std::string(reinterpret_cast<const char*>(values), sizeof(values))}};
+  const std::string path = Write(SafetensorsHeader(tensors, {}) + tensors[0].bytes);
+  ASSERT_EQ(truncate(path.c_str(), off_t{1} << 40), 0) << "a sparse 1 TiB file";
+  const auto read_within_1_gib = [&] {
+    const rlimit limit{1u << 30, 1u << 30};
+    setrlimit(RLIMIT_AS, &limit);
+    absl::StatusOr<SafetensorsFile> file = ReadSafetensors(path);
+    const bool read = file.ok() && file->tensors().size() == 1 &&
+                      file->ReadTensorBytes("w").value_or("") == tensors[0].bytes;
+    std::_Exit(read ? 0 : 1);
+  };
+  EXPECT_EXIT(read_within_1_gib(), ::testing::ExitedWithCode(0), "");
+}
+
+// The header is read first and a tensor's bytes later: a file cut short
+// in between is an error naming the file and the tensor, not a short read.
+TEST_F(SafetensorsTest, AFileShortenedAfterItsHeaderWasReadIsNamed) {
+  std::vector<SafetensorsTensor> tensors = {{"w", "F32", {2}, std::string(8, '\1')}};
+  const std::string path = Write(SafetensorsHeader(tensors, {}) + tensors[0].bytes);
+  absl::StatusOr<SafetensorsFile> file = ReadSafetensors(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  struct stat st;
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  ASSERT_EQ(truncate(path.c_str(), st.st_size - 4), 0);
+  const absl::StatusOr<std::string> bytes = file->ReadTensorBytes("w");
+  EXPECT_TRUE(absl::IsInvalidArgument(bytes.status())) << bytes.status();
+  EXPECT_THAT(std::string(bytes.status().message()), AllOf(HasSubstr(path), HasSubstr("tensor w")));
 }
 
 TEST_F(SafetensorsTest, AMissingFileIsNotFound) {
@@ -109,6 +150,20 @@ TEST_F(SafetensorsTest, MalformedHeadersNameWhatIsWrong) {
               HasSubstr("tensor w: bytes [0, 8) outside the 4 bytes after the header"));
   EXPECT_THAT(ErrorFor(R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}})", "abcd"),
               HasSubstr("tensor w: shape [2] of F32 needs 8 bytes, its range holds 4"));
+  // Two tensors over the same bytes: the header lies about where the data
+  // is (the old code gave both tensors the first one's values). Empty
+  // ranges overlap nothing.
+  EXPECT_THAT(
+      ErrorFor(
+          R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})",
+          "abcdefgh"),
+      HasSubstr("tensor b: bytes [4, 8) overlap tensor a's [0, 8)"));
+  EXPECT_TRUE(
+      ReadSafetensors(
+          WithHeader(
+              R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "e": {"dtype": "F32", "shape": [0], "data_offsets": [4, 4]}})",
+              "abcdefgh"))
+          .ok());
   // A shape whose byte count overflows 64 bits is not wrapped into a fit.
   EXPECT_THAT(
       ErrorFor(

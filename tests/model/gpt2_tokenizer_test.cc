@@ -15,6 +15,7 @@
 namespace dropk {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
@@ -276,6 +277,32 @@ TEST(Gpt2TokenizerTest, FromFilesNamesTheFaultyLine) {
               HasSubstr("want 0..1"));
   EXPECT_THAT(TextTokenizer::FromCorpus(Tokenizer::GPT2_BPE, "x").status().message(),
               HasSubstr("encoder.json"));
+}
+
+// A vocab.bpe cut at a line boundary (a partial copy) parsed: every token
+// its lost merges made was taken for a special token like <|endoftext|>,
+// and data was prepared with other ids than OpenAI's, in silence. GPT-2's
+// last merge is "Ġg azed"; a special token that pre-tokenization would cut
+// into pieces (<|endoftext|>, "<pad>") still passes.
+TEST(Gpt2TokenizerTest, AVocabBpeCutAtALineIsNamedNotTakenForSpecialTokens) {
+  const std::string encoder = ReadFile(SourcePath("data/gpt2/encoder.json"));
+  const std::string merges = ReadFile(SourcePath("data/gpt2/vocab.bpe"));
+  ASSERT_TRUE(merges.ends_with("\304\240g azed\n"));
+  const std::string without_last =
+      merges.substr(0, merges.size() - std::string("Ġg azed\n").size());
+  EXPECT_THAT(Gpt2TokenizerFromFiles(encoder, without_last).status().message(),
+              AllOf(HasSubstr("no merge makes encoder.json's token \"Ġgazed\" (id 50255)"),
+                    HasSubstr("holds 49999 merges: is it truncated?")));
+  const std::string first_lines = merges.substr(0, merges.find("\n", merges.find("\n") + 1) + 1);
+  EXPECT_THAT(Gpt2TokenizerFromFiles(encoder, first_lines).status().message(),
+              HasSubstr("more like it"));
+
+  const size_t end = encoder.rfind('}');
+  ASSERT_NE(end, std::string::npos);
+  const std::string with_pad = encoder.substr(0, end) + R"(, "<pad>": 50257})";
+  const absl::StatusOr<Tokenizer> proto = Gpt2TokenizerFromFiles(with_pad, merges);
+  ASSERT_TRUE(proto.ok()) << proto.status();
+  EXPECT_THAT(proto->special_ids(), ElementsAre(50256, 50257));
 }
 
 }  // namespace

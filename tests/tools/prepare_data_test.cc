@@ -571,6 +571,45 @@ TEST_F(PrepareDataTest, TruncatedGpt2FilesAreNamed) {
               AllOf(HasSubstr(gpt2), HasSubstr("vocab.bpe")));
 }
 
+// nanoGPT's prepare.py writes train.bin and val.bin (bare uint16 tokens)
+// too: --out at its data directory replaced them in silence. Files of the
+// names a preparation writes that are not dropk's are refused, named, and
+// left as they were; dropk's own are replaced as before.
+TEST_F(PrepareDataTest, FilesOfItsNamesThatAreNotDropksAreNotReplaced) {
+  std::ofstream(Path("in.txt")) << test_util::ReadFile(kShakespeare).substr(0, 5000);
+  PrepareOptions options;
+  options.kind = Tokenizer::CHAR;
+  options.inputs = {Path("in.txt")};
+  options.out_dir = Path("nanogpt");
+  std::filesystem::create_directories(options.out_dir);
+  const std::string uint16_tokens("\x12\x00\x05\x00\x20\x00", 6);
+  for (const char* name : {"train.bin", "val.bin", "meta.pkl"}) {
+    std::ofstream(options.out_dir + "/" + name, std::ios::binary) << uint16_tokens;
+  }
+  const std::map<std::string, std::string> before = Files(options.out_dir);
+  auto summary = PrepareData(options);
+  ASSERT_FALSE(summary.ok());
+  EXPECT_EQ(summary.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(summary.status().message()),
+              HasSubstr("--out " + options.out_dir + ": " + options.out_dir +
+                        "/train.bin is not a dropk token file"));
+  EXPECT_EQ(Files(options.out_dir), before);
+
+  options.out_dir = Path("other_tokenizer");
+  std::filesystem::create_directories(options.out_dir);
+  std::ofstream(options.out_dir + "/tokenizer.pb") << "a sentencepiece model, say";
+  summary = PrepareData(options);
+  ASSERT_FALSE(summary.ok());
+  EXPECT_THAT(std::string(summary.status().message()),
+              HasSubstr(options.out_dir + "/tokenizer.pb is not a tokenizer dropk wrote"));
+  EXPECT_EQ(test_util::ReadFile(options.out_dir + "/tokenizer.pb"), "a sentencepiece model, say");
+
+  options.out_dir = Path("dropk");
+  ASSERT_TRUE(PrepareData(options).ok());
+  options.inputs = {kShakespeare};
+  ASSERT_TRUE(PrepareData(options).ok()) << "dropk's own data is replaced";
+}
+
 TEST_F(PrepareDataTest, CliPreparesGpt2) {
   ASSERT_TRUE(std::filesystem::exists(kDropk)) << kDropk << " is not built";
   const std::string out = Path("cli_gpt2");

@@ -264,6 +264,28 @@ TEST_F(TrainCliTest, AllocationFailureExitsOneWithOneLineNotAnAbort) {
   EXPECT_NE(raw.err.find("dropk-train: out of memory"), std::string::npos) << raw.err;
 }
 
+// init_from read the whole safetensors file into memory before looking at
+// its header: a file larger than memory (a sparse 16 GiB one here, under a
+// 2 GB address-space limit) failed with "out of memory (an allocation
+// failed); ... lower batch_size, ...", exit 1, naming neither init_from nor
+// the file. Only the header is read first, so the file is judged by it.
+TEST_F(TrainCliTest, AnInitFromFileLargerThanMemoryIsJudgedByItsHeader) {
+  const std::string path = scratch_->path() + "/huge.safetensors";
+  const std::string json =
+      R"({"wte.weight": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})";
+  std::string length(8, '\0');
+  for (int i = 0; i < 8; ++i) length[i] = static_cast<char>(uint64_t{json.size()} >> (8 * i));
+  std::ofstream(path, std::ios::binary) << length << json;
+  ASSERT_EQ(truncate(path.c_str(), off_t{16} << 30), 0) << "a sparse 16 GiB file";
+  const test_util::CommandResult raw = test_util::RunCommand(
+      "ulimit -v 2000000 && " DROPK_BINARY_DIR "/bin/dropk-train " + Base() +
+      " --init_from=" + path + " --max_iters=1 --eval_iters=1 --sample_tokens=0");
+  EXPECT_EQ(raw.exit_code, 2) << raw.err;
+  EXPECT_NE(raw.err.find("init_from=" + path + ": holds 0 transformer blocks"), std::string::npos)
+      << raw.err;
+  EXPECT_EQ(raw.err.find("out of memory"), std::string::npos) << raw.err;
+}
+
 // The rows of every metrics file in `dir` (metrics.jsonl and any kept
 // beside it), one string per row, files in name order.
 std::vector<std::string> MetricsRowsIn(const std::string& dir) {

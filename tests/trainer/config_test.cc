@@ -383,6 +383,44 @@ TEST(ConfigTest, ByteOrderMarkAndCrlfAreAccepted) {
 // then refused by validation as "device=7: not a value of ...", naming
 // neither the file nor where in it; `learning_rate: nan` likewise. Both
 // name file:line:column, as every other config file error does.
+// Text format reads an integer with a leading zero as octal: "max_iters:
+// 0100" trained 64 steps and "n_layer: 010" built 8 layers, where the flags
+// --max_iters=0100 and --n_layer=010 read 100 and 10. Refused where the
+// file sets it; 00 to 07 and hexadecimal mean what they say.
+TEST(ConfigTest, IntegersWithALeadingZeroInFileAreRefusedNotReadAsOctal) {
+  const struct {
+    const char* line;
+    const char* expected;  // after the path
+  } cases[] = {
+      {"max_iters: 0100",
+       ":2:12: field max_iters: 0100 has a leading zero, which text format reads as octal: 64, "
+       "not 100; write the number without the zero (max_iters takes an integer in "},
+      {"n_layer: 010",
+       ":2:10: field n_layer: 010 has a leading zero, which text format reads as "
+       "octal: 8, not 10"},
+      {"seed: 0777", ":2:7: field seed: 0777 has a leading zero"},
+      {"warmup_iters: -010",
+       ":2:15: field warmup_iters: -010 has a leading zero, which text "
+       "format reads as octal: -8, not -10"},
+  };
+  for (const auto& c : cases) {
+    const std::string path =
+        WriteTempFile("run.textproto", std::string("n_head: 2\n") + c.line + "\n");
+    TrainConfig config = DefaultTrainConfig();
+    const absl::Status status = MergeTrainConfigFile(path, &config);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.line;
+    EXPECT_THAT(std::string(status.message()), ::testing::StartsWith(path + c.expected)) << c.line;
+    EXPECT_TRUE(Equal(config, DefaultTrainConfig())) << c.line;
+  }
+  const std::string path =
+      WriteTempFile("ok.textproto", "n_layer: 06\nn_head: 00\nmax_iters: 0x10\neval_iters: 0\n");
+  TrainConfig config = DefaultTrainConfig();
+  ASSERT_TRUE(MergeTrainConfigFile(path, &config).ok());
+  EXPECT_EQ(config.n_layer(), 6);
+  EXPECT_EQ(config.n_head(), 0);
+  EXPECT_EQ(config.max_iters(), 16);
+}
+
 TEST(ConfigTest, UnknownEnumNumbersAndNonFiniteFloatsInFileNameTheirPlace) {
   const struct {
     const char* line;

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -200,6 +201,38 @@ TEST_F(HfGpt2WeightsTest, WhatDoesNotFitIsNamed) {
 
 // A dropk export records its tokenizer: another data set's characters
 // would give every id another meaning.
+// A model directory, a checkpoint directory or a dropk-format export read
+// "not a regular file" or "not a valid safetensors file: a header of
+// 5789453510757012036 bytes", with no word of what to pass instead.
+TEST_F(HfGpt2WeightsTest, NearMissesForAWeightsFileSayWhatToPass) {
+  const std::string weights = Write(HfTensors(""));  // tmp/model.safetensors
+  const std::string checkpoint = tmp_.Path("run/checkpoints/step-00000001");
+  std::filesystem::create_directories(checkpoint);
+  std::ofstream(checkpoint + "/manifest.pb") << "m";
+  const std::string other = tmp_.Path("empty");
+  std::filesystem::create_directories(other);
+  const std::string exported = tmp_.Path("model.dropk");
+  std::ofstream(exported, std::ios::binary) << std::string("DROPKEXP\x10\0\0\0\0\0\0\0", 16);
+  const struct {
+    std::string path, expected;
+  } cases[] = {
+      {tmp_.path(), "a directory; init_from names the weights file in it: --init_from=" + weights},
+      {checkpoint,
+       "a dropk checkpoint directory; init_from reads a safetensors file (dropk ckpt "
+       "export --format safetensors writes one), --resume=" +
+           checkpoint},
+      {tmp_.Path("run"), "a dropk checkpoint directory"},
+      {other, "a directory; init_from names a safetensors file"},
+      {exported, "a dropk export of its own format; init_from reads safetensors"},
+  };
+  for (const auto& c : cases) {
+    absl::StatusOr<HfGpt2Weights> w = ReadHfGpt2Weights(c.path, kShape, tokenizer_);
+    EXPECT_TRUE(absl::IsInvalidArgument(w.status())) << w.status();
+    EXPECT_THAT(std::string(w.status().message()),
+                HasSubstr("init_from=" + c.path + ": " + c.expected));
+  }
+}
+
 TEST_F(HfGpt2WeightsTest, ADropkExportOfOtherCharactersIsRefused) {
   const std::string path = Write(
       HfTensors("transformer."),

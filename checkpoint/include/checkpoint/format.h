@@ -87,6 +87,12 @@ std::string SerializeManifestFile(const CheckpointManifest& manifest);
 absl::StatusOr<CheckpointManifest> ParseManifestFile(const std::string& bytes,
                                                      const std::string& where);
 
+// The format version that manifest.pb's `bytes` declare, when they parse as
+// a CheckpointManifestFile with dropk's magic; 0 otherwise (nothing else is
+// checked). One above kCheckpointFormatVersion means a newer dropk wrote
+// the checkpoint: valid there, unreadable here.
+uint32_t DeclaredFormatVersion(const std::string& bytes);
+
 }  // namespace dropk
 
 #endif  // DROPK_CHECKPOINT_FORMAT_H_

@@ -37,10 +37,11 @@ struct SafetensorsTensor {
 std::string SafetensorsHeader(const std::vector<SafetensorsTensor>& tensors,
                               const std::map<std::string, std::string>& metadata);
 
-// A safetensors file read whole and checked (ReadSafetensors).
+// A safetensors file's header, read and checked (ReadSafetensors); the
+// tensors' bytes stay in the file until ReadTensorBytes reads them.
 class SafetensorsFile {
  public:
-  // One tensor of the file; bytes() gives its data.
+  // One tensor of the file; ReadTensorBytes gives its data.
   struct Tensor {
     std::string dtype;
     std::vector<int64_t> shape;
@@ -49,15 +50,16 @@ class SafetensorsFile {
 
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const std::map<std::string, Tensor>& tensors() const { return tensors_; }
-  // Tensor t's bytes, valid as long as this object. Precondition: t is one
-  // of tensors().
-  std::string_view bytes(const Tensor& t) const {
-    return std::string_view(contents_).substr(data_start_ + t.begin, t.end - t.begin);
-  }
+  // Reads the bytes of the tensor called `name` from the file (those
+  // alone: the file may be larger than memory). Precondition: `name` is a
+  // key of tensors(). An error names the file and the tensor (a file
+  // shortened since ReadSafetensors, an I/O error); NotFound when the file
+  // has gone.
+  absl::StatusOr<std::string> ReadTensorBytes(const std::string& name) const;
 
  private:
   friend absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path);
-  std::string contents_;
+  std::string path_;
   uint64_t data_start_ = 0;
   std::map<std::string, std::string> metadata_;
   std::map<std::string, Tensor> tensors_;
@@ -67,12 +69,14 @@ class SafetensorsFile {
 // for a name the format does not define.
 int SafetensorsDtypeSize(std::string_view dtype);
 
-// Reads the file at `path` and checks it trusting no size: a header length
+// Reads the header of the file at `path` and checks it trusting no size: a header length
 // within the file (and within the format's 100 MB), a JSON object, every
 // tensor with a known dtype, a shape of non-negative sizes whose byte count
-// is its range's length, and a range inside the file. NotFound for a
+// is its range's length, and a range inside the file that overlaps no
+// other tensor's. NotFound for a
 // missing file; InvalidArgument naming the file (and the tensor) for
-// anything else. Holds the whole file in memory.
+// anything else. Reads the header alone (at most 100 MB), whatever the
+// file's size; nothing is allocated for a size the header claims.
 absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path);
 
 }  // namespace dropk

@@ -16,7 +16,9 @@ namespace dropk {
 // exactly 0..n-1. `vocab_bpe` is vocab.bpe's text: a "#version" line, then
 // one merge per line, two tokens in the same alphabet separated by a space,
 // highest priority first. Tokens that are neither a byte nor the result of a
-// merge (GPT-2's <|endoftext|>) become special_ids. The result passes
+// merge (GPT-2's <|endoftext|>) become special_ids; one that GPT-2's
+// pre-tokenization would leave whole (" gazed") is refused as a merge
+// missing from vocab.bpe (a truncated copy). The result passes
 // TextTokenizer::FromProto. InvalidArgument naming "encoder.json" or
 // "vocab.bpe line N" and the problem otherwise.
 absl::StatusOr<Tokenizer> Gpt2TokenizerFromFiles(std::string_view encoder_json,

@@ -89,6 +89,9 @@ struct ResumePoint {
 // batch (ranks x batch_size x gradient_accumulation_steps x block_size) other
 // than the checkpoint's run's logs one warning line naming both, and the
 // batch_size or gradient_accumulation_steps that keeps the checkpoint's.
+// Any resume into a CheckpointsDirOf(config) that holds a checkpoint of a
+// newer format (a newer dropk's, which this run's saves would replace or
+// delete) is InvalidArgument naming it, before anything is loaded.
 absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokenizer& tokenizer,
                                         const DataIdentity& data, Gpt& gpt,
                                         AdamWOptimizer& optimizer, int world_size,
