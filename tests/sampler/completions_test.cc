@@ -4,6 +4,7 @@
 #include <tuple>
 #include <variant>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "sampler/completions.h"
@@ -76,6 +77,39 @@ TEST(CompletionsParseTest, UnsupportedOpenAiFieldsAreRefusedUnlessNeutral) {
   }
   Parse(R"({"prompt":"a","logit_bias":{},"presence_penalty":0,"frequency_penalty":0.0,
       "echo":false,"best_of":1,"suffix":null,"user":"me"})");
+}
+
+// An integer past 64 bits (2^64, -2^63 - 1) is a double to nlohmann: it was
+// a 400 invalid_type ("must be an integer ..., got 18446744073709551616"),
+// though it is one. It is invalid_value, as 99999999999 is, in every
+// integer field; top_k, which clamps large values, takes it as "all".
+TEST(CompletionsParseTest, AnIntegerPast64BitsIsAnInvalidValueNotAType) {
+  for (const char* field : {"max_tokens", "n", "logprobs", "top_k", "seed"}) {
+    for (const char* number : {"18446744073709551616", "-9223372036854775809",
+                               "-100000000000000000000000000000000000000000000000000"}) {
+      const std::string body = absl::StrCat(R"({"prompt":"a",")", field, "\":", number, "}");
+      if (std::string_view(field) == "top_k" && number[0] != '-') {
+        EXPECT_EQ(Parse(body).top_k, INT32_MAX);
+        continue;
+      }
+      const ApiError e = ErrorOf(body);
+      EXPECT_EQ(std::tuple(e.status, e.param, e.code), std::tuple(400, field, "invalid_value"))
+          << body << ": " << e.message;
+      EXPECT_NE(e.message.find(absl::StrCat("got ", std::string(number).substr(0, 30))),
+                std::string::npos)
+          << e.message;
+    }
+  }
+  for (const char* id : {"18446744073709551616", "-9223372036854775809"}) {
+    const ApiError e = ErrorOf(absl::StrCat(R"({"prompt":[[1],[2,)", id, "]]}"));
+    EXPECT_EQ(std::tuple(e.status, e.param, e.code), std::tuple(400, "prompt", "invalid_value"))
+        << e.message;
+  }
+  EXPECT_EQ(ErrorOf(R"({"prompt":[18446744073709551616]})").message,
+            "'prompt' token ids must be at most 18446744073709551615, got 18446744073709551616");
+  // A float is still not an integer, past 64 bits or not.
+  EXPECT_EQ(ErrorOf(R"({"prompt":"a","max_tokens":1e20})").code, "invalid_type");
+  EXPECT_EQ(ErrorOf(R"({"prompt":"a","seed":18446744073709551616.0})").code, "invalid_type");
 }
 
 // OpenAI's stream_options was ignored: a client that asked for usage in a
@@ -308,7 +342,7 @@ TEST(CompletionsParseTest, ANumberReadAsADoubleIsQuotedAsWritten) {
       {R"({"top_p":1e3,"prompt":"a","max_tokens":1000.0})", "max_tokens",
        "'max_tokens' must be an integer in [1, 8192], got 1000.0"},
       {R"({"prompt":[[1],[2,18446744073709551616]]})", "prompt",
-       "'prompt' must be a token id (an integer), got 18446744073709551616"},
+       "'prompt' token ids must be at most 18446744073709551615, got 18446744073709551616"},
       {R"({"prompt":"a","best_of":20000000000000000000})", "best_of",
        "'best_of' is not supported by dropk-serve (got 20000000000000000000); leave it out"},
   };
