@@ -395,8 +395,11 @@ std::optional<ApiError> ReadSeed(const Body& body, std::optional<uint64_t>* out)
 // they would change the output, so that a client never gets text generated
 // without what it asked for; their neutral values (what SDKs send by
 // default: 0 penalties, echo false, best_of 1, an empty logit_bias, a null
-// suffix) pass.
-std::optional<ApiError> RefuseUnsupported(const Body& body) {
+// suffix) pass. best_of is read as an integer first, as max_tokens and n
+// are (1.0 is not one: invalid_type, not unsupported_parameter), and must
+// be >= n, as OpenAI has it: best_of 1 with `n` choices (the request's n)
+// is a 400 naming both.
+std::optional<ApiError> RefuseUnsupported(const Body& body, int64_t n) {
   const auto unsupported = [&body](const char* param, const json& v) {
     return InvalidParam(param,
                         absl::StrCat("'", param, "' is not supported by dropk-serve (got ",
@@ -415,10 +418,16 @@ std::optional<ApiError> RefuseUnsupported(const Body& body) {
   if (const json* v = Field(body, "echo"); v != nullptr && !(v->is_boolean() && !v->get<bool>())) {
     return unsupported("echo", *v);
   }
-  if (const json* v = Field(body, "best_of");
-      v != nullptr && !(v->is_number_integer() && v->get<int64_t>() == 1)) {
-    return unsupported("best_of", *v);
+  std::optional<int64_t> best_of;
+  if (auto e = ReadInt(body, "best_of", 1, std::numeric_limits<int64_t>::max(), ">= 1", &best_of)) {
+    return e;
   }
+  if (best_of.has_value() && *best_of < n) {
+    return InvalidParam("best_of", absl::StrCat("'best_of' (", *best_of, ") must be >= 'n' (", n,
+                                                "): of best_of choices generated, the best n are "
+                                                "returned; leave best_of out"));
+  }
+  if (best_of.has_value() && *best_of != 1) return unsupported("best_of", *Field(body, "best_of"));
   if (const json* v = Field(body, "suffix"); v != nullptr) return unsupported("suffix", *v);
   return std::nullopt;
 }
@@ -544,7 +553,7 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
     if (!model->is_string()) return WrongType(request, "model", "a string", *model);
     r.model = model->get<std::string>();
   }
-  if (auto e = RefuseUnsupported(request)) return *e;
+  if (auto e = RefuseUnsupported(request, n.value_or(1))) return *e;
   if (max_tokens) r.max_tokens = static_cast<int>(*max_tokens);
   if (top_k) r.top_k = *top_k == -1 ? 0 : static_cast<int>(*top_k);
   if (n) r.n = static_cast<int>(*n);

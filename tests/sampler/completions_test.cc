@@ -79,17 +79,49 @@ TEST(CompletionsParseTest, UnsupportedOpenAiFieldsAreRefusedUnlessNeutral) {
       "echo":false,"best_of":1,"suffix":null,"user":"me"})");
 }
 
+// best_of is an integer, as max_tokens and n are: 1.0, the neutral value
+// written as a float, was refused as "not supported" while max_tokens 1.0
+// is refused as not an integer; now both say it. best_of 1 with n 2 was
+// accepted where OpenAI answers 400 (best_of must be >= n): it names both.
+TEST(CompletionsParseTest, BestOfIsAnIntegerOfAtLeastN) {
+  for (const char* field : {"max_tokens", "n", "best_of"}) {
+    const ApiError e = ErrorOf(absl::StrCat(R"({"prompt":"a",")", field, R"(":1.0})"));
+    EXPECT_EQ(std::tuple(e.status, e.param, e.code), std::tuple(400, field, "invalid_type"));
+    EXPECT_NE(e.message.find(absl::StrCat("'", field, "' must be an integer")), std::string::npos)
+        << e.message;
+  }
+  EXPECT_EQ(ErrorOf(R"({"prompt":"a","best_of":1.0})").message,
+            "'best_of' must be an integer >= 1, got 1.0");
+  EXPECT_EQ(ErrorOf(R"({"prompt":"a","best_of":0})").code, "invalid_value");
+  for (const char* body :
+       {R"({"prompt":"a","best_of":1,"n":2})", R"({"n":16,"prompt":"a","best_of":1})"}) {
+    const ApiError e = ErrorOf(body);
+    EXPECT_EQ(std::tuple(e.status, e.param, e.code), std::tuple(400, "best_of", "invalid_value"))
+        << body;
+    EXPECT_EQ(e.message.rfind("'best_of' (1) must be >= 'n' (", 0), 0u) << e.message;
+  }
+  // At least n, but not 1: what dropk does not implement.
+  EXPECT_EQ(ErrorOf(R"({"prompt":"a","best_of":2,"n":2})").code, "unsupported_parameter");
+  EXPECT_EQ(Parse(R"({"prompt":"a","best_of":1,"n":1})").n, 1);
+  EXPECT_EQ(Parse(R"({"prompt":"a","best_of":null,"n":2})").n, 2);
+}
+
 // An integer past 64 bits (2^64, -2^63 - 1) is a double to nlohmann: it was
 // a 400 invalid_type ("must be an integer ..., got 18446744073709551616"),
 // though it is one. It is invalid_value, as 99999999999 is, in every
-// integer field; top_k, which clamps large values, takes it as "all".
+// integer field; top_k, which clamps large values, takes it as "all", and
+// best_of, past 1, is not supported.
 TEST(CompletionsParseTest, AnIntegerPast64BitsIsAnInvalidValueNotAType) {
-  for (const char* field : {"max_tokens", "n", "logprobs", "top_k", "seed"}) {
+  for (const char* field : {"max_tokens", "n", "logprobs", "top_k", "seed", "best_of"}) {
     for (const char* number : {"18446744073709551616", "-9223372036854775809",
                                "-100000000000000000000000000000000000000000000000000"}) {
       const std::string body = absl::StrCat(R"({"prompt":"a",")", field, "\":", number, "}");
       if (std::string_view(field) == "top_k" && number[0] != '-') {
         EXPECT_EQ(Parse(body).top_k, INT32_MAX);
+        continue;
+      }
+      if (std::string_view(field) == "best_of" && number[0] != '-') {
+        EXPECT_EQ(ErrorOf(body).code, "unsupported_parameter");  // >= n and not 1
         continue;
       }
       const ApiError e = ErrorOf(body);
