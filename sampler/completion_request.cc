@@ -189,6 +189,16 @@ const json* Field(const Body& body, const char* key) {
   return it == body.fields.end() || it->is_null() ? nullptr : &*it;
 }
 
+// True when `v` is an integer as the client wrote it: a JSON integer, or
+// one past 64 bits, which nlohmann keeps as a double (2^64, -2^63 - 1).
+// Such an integer has the right type and is outside every range read here:
+// a 400 invalid_value, as 99999 for max_tokens is, not invalid_type. 1.0
+// and 1e3 are not integers.
+bool IsInteger(const Body& body, const std::string& param, const json& v) {
+  return v.is_number_integer() ||
+         (v.is_number_float() && WrittenAsInteger(body.text, param, v.get<double>()));
+}
+
 // What ReadInt does with a value above its range.
 enum class Above { kRefuse, kClamp };
 
@@ -199,11 +209,19 @@ std::optional<ApiError> ReadInt(const Body& body, const char* key, int64_t lo, i
   const json* v = Field(body, key);
   if (v == nullptr) return std::nullopt;
   const std::string expected = absl::StrCat("an integer ", range);
-  if (!v->is_number_integer()) return WrongType(body, key, expected.c_str(), *v);
-  // Unsigned values past INT64_MAX are out of every range read here.
-  const bool huge = v->is_number_unsigned() &&
-                    v->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
-  int64_t x = huge ? std::numeric_limits<int64_t>::max() : v->get<int64_t>();
+  if (!IsInteger(body, key, *v)) return WrongType(body, key, expected.c_str(), *v);
+  // Unsigned values past INT64_MAX, and integers past 64 bits, are out of
+  // every range read here, on the side of their sign.
+  int64_t x = 0;
+  if (v->is_number_float()) {
+    x = v->get<double>() > 0 ? std::numeric_limits<int64_t>::max()
+                             : std::numeric_limits<int64_t>::min();
+  } else if (v->is_number_unsigned() &&
+             v->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    x = std::numeric_limits<int64_t>::max();
+  } else {
+    x = v->get<int64_t>();
+  }
   if (above == Above::kClamp) x = std::min(x, hi);
   if (x < lo || x > hi) {
     return InvalidParam(
@@ -279,9 +297,17 @@ std::optional<ApiError> ReadTokenIds(const Body& body, const json& list,
                                      std::vector<uint64_t>* out) {
   if (list.empty()) return InvalidParam("prompt", "'prompt' token lists must not be empty");
   for (const json& id : list) {
-    if (!id.is_number_integer()) return WrongType(body, "prompt", "a token id (an integer)", id);
-    if (!id.is_number_unsigned() && id.get<int64_t>() < 0) {
+    if (!IsInteger(body, "prompt", id)) {
+      return WrongType(body, "prompt", "a token id (an integer)", id);
+    }
+    if (id.is_number_float() ? id.get<double>() < 0
+                             : !id.is_number_unsigned() && id.get<int64_t>() < 0) {
       return InvalidParam("prompt", absl::StrCat("'prompt' token ids must be >= 0, got ",
+                                                 Shown(body, "prompt", id)));
+    }
+    if (id.is_number_float()) {  // past 64 bits
+      return InvalidParam("prompt", absl::StrCat("'prompt' token ids must be at most ",
+                                                 std::numeric_limits<uint64_t>::max(), ", got ",
                                                  Shown(body, "prompt", id)));
     }
     // As sent: clamping 2^64 - 1 to INT64_MAX made its error quote a number
@@ -356,8 +382,8 @@ std::optional<ApiError> ReadSeed(const Body& body, std::optional<uint64_t>* out)
   const json* v = Field(body, "seed");
   if (v == nullptr) return std::nullopt;
   constexpr const char* kExpected = "an integer in [0, 18446744073709551615]";
-  if (!v->is_number_integer()) return WrongType(body, "seed", kExpected, *v);
-  if (!v->is_number_unsigned() && v->get<int64_t>() < 0) {
+  if (!IsInteger(body, "seed", *v)) return WrongType(body, "seed", kExpected, *v);
+  if (v->is_number_float() || (!v->is_number_unsigned() && v->get<int64_t>() < 0)) {
     return InvalidParam(
         "seed", absl::StrCat("'seed' must be ", kExpected, ", got ", Shown(body, "seed", *v)));
   }
@@ -369,8 +395,11 @@ std::optional<ApiError> ReadSeed(const Body& body, std::optional<uint64_t>* out)
 // they would change the output, so that a client never gets text generated
 // without what it asked for; their neutral values (what SDKs send by
 // default: 0 penalties, echo false, best_of 1, an empty logit_bias, a null
-// suffix) pass.
-std::optional<ApiError> RefuseUnsupported(const Body& body) {
+// suffix) pass. best_of is read as an integer first, as max_tokens and n
+// are (1.0 is not one: invalid_type, not unsupported_parameter), and must
+// be >= n, as OpenAI has it: best_of 1 with `n` choices (the request's n)
+// is a 400 naming both.
+std::optional<ApiError> RefuseUnsupported(const Body& body, int64_t n) {
   const auto unsupported = [&body](const char* param, const json& v) {
     return InvalidParam(param,
                         absl::StrCat("'", param, "' is not supported by dropk-serve (got ",
@@ -389,10 +418,16 @@ std::optional<ApiError> RefuseUnsupported(const Body& body) {
   if (const json* v = Field(body, "echo"); v != nullptr && !(v->is_boolean() && !v->get<bool>())) {
     return unsupported("echo", *v);
   }
-  if (const json* v = Field(body, "best_of");
-      v != nullptr && !(v->is_number_integer() && v->get<int64_t>() == 1)) {
-    return unsupported("best_of", *v);
+  std::optional<int64_t> best_of;
+  if (auto e = ReadInt(body, "best_of", 1, std::numeric_limits<int64_t>::max(), ">= 1", &best_of)) {
+    return e;
   }
+  if (best_of.has_value() && *best_of < n) {
+    return InvalidParam("best_of", absl::StrCat("'best_of' (", *best_of, ") must be >= 'n' (", n,
+                                                "): of best_of choices generated, the best n are "
+                                                "returned; leave best_of out"));
+  }
+  if (best_of.has_value() && *best_of != 1) return unsupported("best_of", *Field(body, "best_of"));
   if (const json* v = Field(body, "suffix"); v != nullptr) return unsupported("suffix", *v);
   return std::nullopt;
 }
@@ -518,7 +553,7 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
     if (!model->is_string()) return WrongType(request, "model", "a string", *model);
     r.model = model->get<std::string>();
   }
-  if (auto e = RefuseUnsupported(request)) return *e;
+  if (auto e = RefuseUnsupported(request, n.value_or(1))) return *e;
   if (max_tokens) r.max_tokens = static_cast<int>(*max_tokens);
   if (top_k) r.top_k = *top_k == -1 ? 0 : static_cast<int>(*top_k);
   if (n) r.n = static_cast<int>(*n);

@@ -235,6 +235,7 @@ struct CompletionJob::Choice {
   size_t counted_chars = 0;
   int tokens = 0;
   bool stopped = false;  // a stop string was found
+  StopStrings::Progress stop;  // where text stands against the stop strings
   std::string finish_reason;
   // With logprobs, per token, held as ids and floats (8 bytes an
   // alternative, not a JSON object of kilobytes) until they are sent:
@@ -311,8 +312,7 @@ std::variant<std::shared_ptr<CompletionJob>, ApiError> CompletionJob::Start(
   job->stream_ = request.stream;
   job->include_usage_ = request.stream && request.include_usage;
   job->logprobs_ = request.logprobs;
-  job->stop_ = request.stop;
-  for (const std::string& s : job->stop_) job->max_stop_ = std::max(job->max_stop_, s.size());
+  job->stop_ = StopStrings(request.stop);
 
   std::vector<SequenceRequest> sequences;
   for (size_t p = 0; p < request.PromptCount(); ++p) {
@@ -381,11 +381,8 @@ bool CompletionJob::OnToken(int index, const GeneratedToken& token) {
         {{token.token, token.logprob}, c.counted_chars, token.top.size(), before, c.text.size()});
     c.top.insert(c.top.end(), token.top.begin(), token.top.end());
   }
-  if (max_stop_ > 0) {
-    // Only a stop string that ends in the new piece can be new.
-    const size_t from = before >= max_stop_ ? before - max_stop_ + 1 : 0;
-    size_t cut = std::string::npos;
-    for (const std::string& s : stop_) cut = std::min(cut, c.text.find(s, from));
+  if (!stop_.empty()) {
+    const size_t cut = stop_.Append(std::string_view(c.text).substr(before), &c.stop);
     if (cut != std::string::npos) {
       c.text.resize(cut);
       c.stopped = true;
@@ -401,10 +398,10 @@ bool CompletionJob::OnToken(int index, const GeneratedToken& token) {
 
 void CompletionJob::StreamSettledText(int index) {
   Choice& c = *choices_[index];
-  // Hold back what could still become a stop string, and partial UTF-8.
-  size_t safe = c.text.size();
-  if (max_stop_ > 0) safe = safe >= max_stop_ - 1 ? safe - (max_stop_ - 1) : 0;
-  safe = CompleteUtf8Prefix(c.text, safe);
+  // Hold back what could still become a stop string (the longest end of
+  // the text that begins one, none of it sent yet: StopStrings), and
+  // partial UTF-8.
+  const size_t safe = CompleteUtf8Prefix(c.text, c.text.size() - stop_.PossibleStopStart(c.stop));
   // The tokens of the text sent so far, and no others: a token held back
   // with its text (a possible stop string's start) was sent before it, and
   // stayed in the logprobs when the stop string then cut it off.

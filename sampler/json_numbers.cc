@@ -97,14 +97,14 @@ class NumberFinder final : public FieldTrackingSax {
 };
 
 // Walks the parse to the first float in one top-level field that reads as
-// one value, and keeps its text.
+// one value, and keeps its text, whole.
 class FloatTextFinder final : public FieldTrackingSax {
  public:
   FloatTextFinder(const std::string& field, double value) : wanted_field_(field), value_(value) {}
 
   bool number_float(json::number_float_t value, const json::string_t& text) override {
     if (field() != wanted_field_ || value != value_) return true;
-    found_ = Cut(text);
+    found_ = text;
     return false;  // found: the rest of the body does not matter
   }
   bool parse_error(std::size_t, const std::string&, const json::exception&) override {
@@ -119,13 +119,29 @@ class FloatTextFinder final : public FieldTrackingSax {
   std::optional<std::string> found_;
 };
 
+// The text of the first float in the top-level field `field` of `body` that
+// reads as `value`, whole; nullopt when there is none.
+std::optional<std::string> FloatText(std::string_view body, const std::string& field,
+                                     double value) {
+  FloatTextFinder finder(field, value);
+  json::sax_parse(body.begin(), body.end(), &finder);
+  return finder.Found();
+}
+
 }  // namespace
 
 std::optional<std::string> FloatAsWritten(std::string_view body, const std::string& field,
                                           double value) {
-  FloatTextFinder finder(field, value);
-  json::sax_parse(body.begin(), body.end(), &finder);
-  return finder.Found();
+  const std::optional<std::string> text = FloatText(body, field, value);
+  if (!text.has_value()) return std::nullopt;
+  return Cut(*text);
+}
+
+bool WrittenAsInteger(std::string_view body, const std::string& field, double value) {
+  const std::optional<std::string> text = FloatText(body, field, value);
+  // JSON's grammar leaves a number without '.', 'e' or 'E' an optional
+  // minus and digits.
+  return text.has_value() && text->find_first_of(".eE") == std::string::npos;
 }
 
 std::vector<UnreadableNumber> FindUnreadableNumbers(std::string_view body,

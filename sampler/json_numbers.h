@@ -44,6 +44,13 @@ std::vector<UnreadableNumber> FindUnreadableNumbers(std::string_view body,
 std::optional<std::string> FloatAsWritten(std::string_view body, const std::string& field,
                                           double value);
 
+// Whether that same number (the first in `field` that nlohmann reads as
+// `value`) is written as an integer, with no fraction or exponent: an
+// integer past 64 bits (2^64, -2^63 - 1), which nlohmann keeps as a double,
+// and not 1.0 or 1e3. False when there is none. Reads the whole body again:
+// call it only for a double where an integer was wanted.
+bool WrittenAsInteger(std::string_view body, const std::string& field, double value);
+
 }  // namespace dropk
 
 #endif  // DROPK_SAMPLER_JSON_NUMBERS_H_

@@ -4,6 +4,7 @@
 #include <tuple>
 #include <variant>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "sampler/completions.h"
@@ -76,6 +77,71 @@ TEST(CompletionsParseTest, UnsupportedOpenAiFieldsAreRefusedUnlessNeutral) {
   }
   Parse(R"({"prompt":"a","logit_bias":{},"presence_penalty":0,"frequency_penalty":0.0,
       "echo":false,"best_of":1,"suffix":null,"user":"me"})");
+}
+
+// best_of is an integer, as max_tokens and n are: 1.0, the neutral value
+// written as a float, was refused as "not supported" while max_tokens 1.0
+// is refused as not an integer; now both say it. best_of 1 with n 2 was
+// accepted where OpenAI answers 400 (best_of must be >= n): it names both.
+TEST(CompletionsParseTest, BestOfIsAnIntegerOfAtLeastN) {
+  for (const char* field : {"max_tokens", "n", "best_of"}) {
+    const ApiError e = ErrorOf(absl::StrCat(R"({"prompt":"a",")", field, R"(":1.0})"));
+    EXPECT_EQ(std::tuple(e.status, e.param, e.code), std::tuple(400, field, "invalid_type"));
+    EXPECT_NE(e.message.find(absl::StrCat("'", field, "' must be an integer")), std::string::npos)
+        << e.message;
+  }
+  EXPECT_EQ(ErrorOf(R"({"prompt":"a","best_of":1.0})").message,
+            "'best_of' must be an integer >= 1, got 1.0");
+  EXPECT_EQ(ErrorOf(R"({"prompt":"a","best_of":0})").code, "invalid_value");
+  for (const char* body :
+       {R"({"prompt":"a","best_of":1,"n":2})", R"({"n":16,"prompt":"a","best_of":1})"}) {
+    const ApiError e = ErrorOf(body);
+    EXPECT_EQ(std::tuple(e.status, e.param, e.code), std::tuple(400, "best_of", "invalid_value"))
+        << body;
+    EXPECT_EQ(e.message.rfind("'best_of' (1) must be >= 'n' (", 0), 0u) << e.message;
+  }
+  // At least n, but not 1: what dropk does not implement.
+  EXPECT_EQ(ErrorOf(R"({"prompt":"a","best_of":2,"n":2})").code, "unsupported_parameter");
+  EXPECT_EQ(Parse(R"({"prompt":"a","best_of":1,"n":1})").n, 1);
+  EXPECT_EQ(Parse(R"({"prompt":"a","best_of":null,"n":2})").n, 2);
+}
+
+// An integer past 64 bits (2^64, -2^63 - 1) is a double to nlohmann: it was
+// a 400 invalid_type ("must be an integer ..., got 18446744073709551616"),
+// though it is one. It is invalid_value, as 99999999999 is, in every
+// integer field; top_k, which clamps large values, takes it as "all", and
+// best_of, past 1, is not supported.
+TEST(CompletionsParseTest, AnIntegerPast64BitsIsAnInvalidValueNotAType) {
+  for (const char* field : {"max_tokens", "n", "logprobs", "top_k", "seed", "best_of"}) {
+    for (const char* number : {"18446744073709551616", "-9223372036854775809",
+                               "-100000000000000000000000000000000000000000000000000"}) {
+      const std::string body = absl::StrCat(R"({"prompt":"a",")", field, "\":", number, "}");
+      if (std::string_view(field) == "top_k" && number[0] != '-') {
+        EXPECT_EQ(Parse(body).top_k, INT32_MAX);
+        continue;
+      }
+      if (std::string_view(field) == "best_of" && number[0] != '-') {
+        EXPECT_EQ(ErrorOf(body).code, "unsupported_parameter");  // >= n and not 1
+        continue;
+      }
+      const ApiError e = ErrorOf(body);
+      EXPECT_EQ(std::tuple(e.status, e.param, e.code), std::tuple(400, field, "invalid_value"))
+          << body << ": " << e.message;
+      EXPECT_NE(e.message.find(absl::StrCat("got ", std::string(number).substr(0, 30))),
+                std::string::npos)
+          << e.message;
+    }
+  }
+  for (const char* id : {"18446744073709551616", "-9223372036854775809"}) {
+    const ApiError e = ErrorOf(absl::StrCat(R"({"prompt":[[1],[2,)", id, "]]}"));
+    EXPECT_EQ(std::tuple(e.status, e.param, e.code), std::tuple(400, "prompt", "invalid_value"))
+        << e.message;
+  }
+  EXPECT_EQ(ErrorOf(R"({"prompt":[18446744073709551616]})").message,
+            "'prompt' token ids must be at most 18446744073709551615, got 18446744073709551616");
+  // A float is still not an integer, past 64 bits or not.
+  EXPECT_EQ(ErrorOf(R"({"prompt":"a","max_tokens":1e20})").code, "invalid_type");
+  EXPECT_EQ(ErrorOf(R"({"prompt":"a","seed":18446744073709551616.0})").code, "invalid_type");
 }
 
 // OpenAI's stream_options was ignored: a client that asked for usage in a
@@ -308,7 +374,7 @@ TEST(CompletionsParseTest, ANumberReadAsADoubleIsQuotedAsWritten) {
       {R"({"top_p":1e3,"prompt":"a","max_tokens":1000.0})", "max_tokens",
        "'max_tokens' must be an integer in [1, 8192], got 1000.0"},
       {R"({"prompt":[[1],[2,18446744073709551616]]})", "prompt",
-       "'prompt' must be a token id (an integer), got 18446744073709551616"},
+       "'prompt' token ids must be at most 18446744073709551615, got 18446744073709551616"},
       {R"({"prompt":"a","best_of":20000000000000000000})", "best_of",
        "'best_of' is not supported by dropk-serve (got 20000000000000000000); leave it out"},
   };

@@ -1,6 +1,7 @@
 // Generation through the scheduler and the completions job, in process:
 // reproducibility alone vs. among 15 others, top-k semantics via logprobs,
 // queue limits, stop strings and streaming.
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <new>
@@ -159,6 +160,52 @@ std::string JoinedTokens(const json& logprobs) {
   return joined;
 }
 
+// The answer the stop-string tests cut: 40 tokens, one character each, with
+// their logprobs.
+constexpr char kUncutBody[] = R"({"prompt":"abc","max_tokens":40,"seed":5,"logprobs":2})";
+
+// kUncutBody with `stop`.
+std::string CutBody(const json& stop) {
+  json body = json::parse(kUncutBody);
+  body["stop"] = stop;
+  return body.dump();
+}
+
+// Expects the logprobs object `lp` to report the first `count` tokens of
+// `all`, every field.
+void ExpectFirstTokens(const json& lp, const json& all, size_t count) {
+  for (const char* key : {"tokens", "token_logprobs", "top_logprobs", "text_offset"}) {
+    ASSERT_EQ(lp[key].size(), count) << key;
+    for (size_t i = 0; i < count; ++i) EXPECT_EQ(lp[key][i], all[key][i]) << key << " " << i;
+  }
+}
+
+// A stream's first choice, its chunks joined.
+struct JoinedStream {
+  std::string text;
+  json logprobs = NoLogprobs();
+  std::string text_before_the_last_chunk;  // the one with a finish_reason
+};
+
+// Runs `body` as a stream and joins its chunks, expecting no chunk to send
+// a token's logprobs ahead of its text.
+JoinedStream RunStream(Scheduler* s, const std::string& body) {
+  auto parsed = std::get<CompletionRequest>(ParseCompletionRequest(body));
+  parsed.stream = true;
+  std::vector<std::string> events;
+  EXPECT_TRUE(std::holds_alternative<std::string>(
+      RunCompletion(parsed, s, [&events](const std::string& e) { events.push_back(e); })));
+  JoinedStream out;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    const json chunk = json::parse(events[i].substr(6))["choices"][0];
+    if (!chunk["finish_reason"].is_null()) out.text_before_the_last_chunk = out.text;
+    out.text += chunk["text"].get<std::string>();
+    AppendLogprobs(chunk["logprobs"], &out.logprobs);
+    EXPECT_EQ(JoinedTokens(out.logprobs), out.text) << "after event " << i;
+  }
+  return out;
+}
+
 // The logprobs reported the tokens of a matched stop string while the text
 // left it out: tokens, token_logprobs, top_logprobs and text_offset ran past
 // the text. They now report the tokens of the text returned, and a stream
@@ -167,8 +214,7 @@ std::string JoinedTokens(const json& logprobs) {
 // matched, and stayed.
 TEST(SchedulerTest, LogprobsCoverExactlyTheTextReturnedWhenAStopStringMatches) {
   Service svc;
-  const json free_run =
-      Complete(svc.scheduler.get(), R"({"prompt":"abc","max_tokens":40,"seed":5,"logprobs":2})");
+  const json free_run = Complete(svc.scheduler.get(), kUncutBody);
   const std::string text = free_run["choices"][0]["text"];
   const json& all = free_run["choices"][0]["logprobs"];
   ASSERT_EQ(JoinedTokens(all), text);
@@ -177,38 +223,77 @@ TEST(SchedulerTest, LogprobsCoverExactlyTheTextReturnedWhenAStopStringMatches) {
     const std::string stop = text.substr(at, 3);
     const size_t cut = text.find(stop);
     SCOPED_TRACE("stop '" + stop + "'");
-    const std::string body =
-        json{{"prompt", "abc"}, {"max_tokens", 40}, {"seed", 5}, {"logprobs", 2}, {"stop", stop}}
-            .dump();
+    const std::string body = CutBody(stop);
     const json stopped = Complete(svc.scheduler.get(), body);
     const json& choice = stopped["choices"][0];
     ASSERT_EQ(choice["text"], text.substr(0, cut));
     ASSERT_EQ(choice["finish_reason"], "stop");
     const json& lp = choice["logprobs"];
     EXPECT_EQ(JoinedTokens(lp), text.substr(0, cut));
-    for (const char* key : {"tokens", "token_logprobs", "top_logprobs", "text_offset"}) {
-      ASSERT_EQ(lp[key].size(), cut) << key;
-      for (size_t i = 0; i < cut; ++i) EXPECT_EQ(lp[key][i], all[key][i]) << key << " " << i;
-    }
+    ExpectFirstTokens(lp, all, cut);
     // Usage still counts every token generated, the stop string's included.
     EXPECT_EQ(stopped["usage"]["completion_tokens"], cut + 3);
 
-    auto parsed = std::get<CompletionRequest>(ParseCompletionRequest(body));
-    parsed.stream = true;
-    std::vector<std::string> events;
-    ASSERT_TRUE(std::holds_alternative<std::string>(RunCompletion(
-        parsed, svc.scheduler.get(), [&events](const std::string& e) { events.push_back(e); })));
-    std::string streamed_text;
-    json streamed = NoLogprobs();
-    for (size_t i = 0; i + 1 < events.size(); ++i) {
-      const json chunk = json::parse(events[i].substr(6))["choices"][0];
-      streamed_text += chunk["text"].get<std::string>();
-      AppendLogprobs(chunk["logprobs"], &streamed);
-      // Never a token ahead of its text.
-      EXPECT_EQ(JoinedTokens(streamed), streamed_text) << "after event " << i;
+    const JoinedStream streamed = RunStream(svc.scheduler.get(), body);
+    EXPECT_EQ(streamed.text, text.substr(0, cut));
+    EXPECT_EQ(streamed.logprobs, lp);
+  }
+}
+
+// How many bytes of `text` a stream may have sent: all but its longest end
+// that is a proper prefix of one of `stops`. The definition, checked
+// naively.
+size_t SettledLength(const std::string& text, const std::vector<std::string>& stops) {
+  for (size_t begin = 0; begin < text.size(); ++begin) {
+    const std::string end = text.substr(begin);
+    for (const std::string& stop : stops) {
+      if (end.size() < stop.size() && stop.compare(0, end.size(), end) == 0) return begin;
     }
-    EXPECT_EQ(streamed_text, text.substr(0, cut));
-    EXPECT_EQ(streamed, lp);
+  }
+  return text.size();
+}
+
+// A stream held back the last (longest stop string's length - 1) bytes of
+// its text, so with a stop string of 1000 characters a 40-token answer sent
+// nothing until it ended. It holds back only the end of the text that could
+// still begin a stop string. Text and logprobs are as before: the
+// non-streaming answer's, and the tokens of the text up to a matched stop
+// string, whether a long stop string never matches, begins to match and
+// then does not, or matches partway.
+TEST(SchedulerTest, AStreamHoldsBackOnlyTextThatCouldBeginAStopString) {
+  Service svc;
+  const json free_run = Complete(svc.scheduler.get(), kUncutBody);
+  const std::string text = free_run["choices"][0]["text"];
+  ASSERT_EQ(text.size(), 40u) << text;  // one character a token
+  const std::string filler(997, '~');   // '~' is not in the model's vocabulary
+  const struct {
+    std::vector<std::string> stop;
+    size_t cut;  // where the text ends
+  } cases[] = {
+      {{"~~~" + filler}, 40},
+      // Begins to match at 6 for 3 characters, then does not.
+      {{text.substr(6, 3) + filler, "~"}, 40},
+      // A long stop string that matches at 6, and one that never does.
+      {{"~~~" + filler, text.substr(6, 30)}, 6},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE("stop '" + c.stop[0].substr(0, 20) + "...' and " +
+                 std::to_string(c.stop.size() - 1) + " more");
+    const std::string body = CutBody(c.stop);
+    const json plain = Complete(svc.scheduler.get(), body);
+    const json& choice = plain["choices"][0];
+    ASSERT_EQ(choice["text"], text.substr(0, c.cut));
+    ExpectFirstTokens(choice["logprobs"], free_run["choices"][0]["logprobs"], c.cut);
+    const JoinedStream streamed = RunStream(svc.scheduler.get(), body);
+    EXPECT_EQ(streamed.text, choice["text"]);
+    EXPECT_EQ(streamed.logprobs, choice["logprobs"]);
+    // Before its last chunk the stream had sent all the text but the end
+    // that could begin a stop string, as it stood after the last token that
+    // did not complete one.
+    const size_t tokens = plain["usage"]["completion_tokens"];
+    const size_t settled = SettledLength(text.substr(0, c.cut < 40 ? tokens - 1 : 40), c.stop);
+    EXPECT_EQ(streamed.text_before_the_last_chunk, text.substr(0, std::min(settled, c.cut)));
+    EXPECT_GT(settled, 0u);
   }
 }
 

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "sampler/scheduler.h"
+#include "sampler/stop_strings.h"
 
 namespace dropk {
 
@@ -166,8 +167,7 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
   bool stream_ = false;
   bool include_usage_ = false;  // CompletionRequest::include_usage
   int logprobs_ = -1;
-  std::vector<std::string> stop_;
-  size_t max_stop_ = 0;
+  StopStrings stop_;  // the request's; each choice follows its text (Choice::stop)
   int prompt_tokens_ = 0;
   std::vector<std::unique_ptr<Choice>> choices_;  // touched on the scheduler thread only
   int unfinished_ = 0;
