@@ -149,6 +149,28 @@ absl::StatusOr<std::vector<std::string>> ExpandInputs(const std::vector<std::str
   return files;
 }
 
+// The bytes input file `path` holds: its size, or, where the file system
+// gives it as 0 (a /proc or /sys file, whose size is not known before it is
+// read), the bytes read from it to its end. A file of such a size read "is
+// empty" though it held text. Unavailable naming it when it cannot be read.
+absl::StatusOr<uint64_t> InputFileBytes(const std::string& path) {
+  std::error_code ec;
+  const uint64_t size = fs::file_size(path, ec);
+  if (!ec && size > 0) return size;
+  std::ifstream in(path, std::ios::binary);
+  if (!in.is_open()) {
+    return absl::UnavailableError(absl::StrCat("cannot open input file '", path,
+                                               "': ", std::generic_category().message(errno)));
+  }
+  std::array<char, 1 << 16> buffer;
+  uint64_t read = 0;
+  while (in.read(buffer.data(), buffer.size()) || in.gcount() > 0) {
+    read += static_cast<uint64_t>(in.gcount());
+  }
+  if (in.bad()) return absl::UnavailableError(absl::StrCat("cannot read input file '", path, "'"));
+  return read;
+}
+
 bool IsVisibleAscii(char c) { return c > 0x20 && c < 0x7F; }
 bool IsUtf8Continuation(char c) { return (static_cast<uint8_t>(c) & 0xC0) == 0x80; }
 
@@ -605,8 +627,9 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
   if (!files.ok()) return files.status();
   uint64_t input_bytes = 0;
   for (const std::string& f : *files) {
-    std::error_code ec;
-    input_bytes += fs::file_size(f, ec);
+    absl::StatusOr<uint64_t> bytes = InputFileBytes(f);
+    if (!bytes.ok()) return bytes.status();
+    input_bytes += *bytes;
   }
   if (input_bytes == 0) {
     return absl::InvalidArgumentError(
