@@ -82,6 +82,19 @@ bool IsPreparedData(const fs::path& path) {
   return false;
 }
 
+// What a file that is neither a regular file nor a directory is, for a
+// message: "a FIFO (named pipe)", "a character device", ... A FIFO read
+// "is not a regular file or a directory" alone, saying what it is not.
+std::string SpecialFileKind(fs::file_type type) {
+  switch (type) {
+    case fs::file_type::fifo: return "a FIFO (named pipe)";
+    case fs::file_type::character: return "a character device";
+    case fs::file_type::block: return "a block device";
+    case fs::file_type::socket: return "a socket";
+    default: return "a special file";
+  }
+}
+
 // The regular files of `inputs`: files as given, directories walked
 // recursively, their files sorted by path. Outputs of a preparation into
 // `out_dir`, and prepared data anywhere (IsPreparedData), found in a
@@ -116,8 +129,9 @@ absl::StatusOr<std::vector<std::string>> ExpandInputs(const std::vector<std::str
       continue;
     }
     if (!fs::is_directory(status)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("input '", input, "' is not a regular file or a directory"));
+      return absl::InvalidArgumentError(absl::StrCat("input '", input, "' is ",
+                                                     SpecialFileKind(status.type()),
+                                                     ", not a regular file or a directory"));
     }
     std::vector<std::string> found;
     // The entry last seen: when stepping past it fails, it is usually the

@@ -230,6 +230,12 @@ TEST_F(PrepareDataTest, AFileOfSizeZeroThatHoldsTextIsReadToItsEnd) {
   ASSERT_TRUE(summary.ok()) << summary.status();
   EXPECT_EQ(summary->input_bytes, text.size());
   EXPECT_EQ(summary->train_tokens + summary->val_tokens, text.size());
+
+  // One that is not a file at all says what it is.
+  options.inputs = {"/dev/null"};
+  summary = PrepareData(options);
+  EXPECT_EQ(summary.status().message(),
+            "input '/dev/null' is a character device, not a regular file or a directory");
 }
 
 // --threads 100000: OpenMP could not start the team and the process died
