@@ -16,6 +16,14 @@ absl::Status CheckpointError(const std::string& where, const std::string& file,
   return absl::DataLossError(text);
 }
 
+absl::Status CheckpointReadError(const std::string& where, const std::string& file,
+                                 const std::string& tensor, const absl::Status& cause,
+                                 const std::string& prefix) {
+  absl::Status error = CheckpointError(where, file, tensor, absl::StrCat(prefix, cause.message()));
+  if (!absl::IsPermissionDenied(cause)) return error;
+  return absl::PermissionDeniedError(error.message());
+}
+
 absl::StatusOr<GptConfig> ShapeOf(const TrainConfig& config, const Tokenizer& tokenizer) {
   absl::StatusOr<TextTokenizer> tok = TextTokenizer::FromProto(tokenizer);
   if (!tok.ok()) return tok.status();

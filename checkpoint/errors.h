@@ -31,6 +31,15 @@ inline std::string PathJoin(const std::string& dir, const std::string& name) {
 absl::Status CheckpointError(const std::string& where, const std::string& file,
                              const std::string& tensor, const std::string& message);
 
+// CheckpointError(where, file, tensor, cause's message) for a read that
+// failed with `cause`, but PermissionDenied, not DataLoss, when the cause
+// is: a file or directory the reader may not read (mode 000, another
+// user's) is the operator's to fix, not a torn or corrupt checkpoint, and
+// callers that pass over corrupt checkpoints must not pass over it.
+absl::Status CheckpointReadError(const std::string& where, const std::string& file,
+                                 const std::string& tensor, const absl::Status& cause,
+                                 const std::string& prefix = "");
+
 // The model shape a config and tokenizer describe (validated).
 absl::StatusOr<GptConfig> ShapeOf(const TrainConfig& config, const Tokenizer& tokenizer);
 

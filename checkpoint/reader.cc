@@ -24,7 +24,7 @@ absl::StatusOr<ValidatedManifest> OpenCheckpoint(const std::string& dir, Env* en
   absl::StatusOr<std::string> bytes =
       ReadSmallFile(env, PathJoin(dir, kManifestFileName), kMaxManifestBytes);
   if (!bytes.ok()) {
-    return CheckpointError(dir, kManifestFileName, "", std::string(bytes.status().message()));
+    return CheckpointReadError(dir, kManifestFileName, "", bytes.status());
   }
   absl::StatusOr<CheckpointManifest> manifest = ParseManifestFile(*bytes, dir);
   if (!manifest.ok()) return manifest.status();

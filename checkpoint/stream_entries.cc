@@ -137,7 +137,7 @@ absl::Status ConsumeChunks(const std::string& dir, const ValidatedManifest& vm,
     if (slot.last) return absl::OkStatus();
     const TensorEntry& e = entries[slot.entry];
     if (!slot.status.ok()) {
-      return CheckpointError(dir, e.file(), e.name(), std::string(slot.status.message()));
+      return CheckpointReadError(dir, e.file(), e.name(), slot.status);
     }
     if (slot.done == 0) crc = 0;
     crc = crc32c::Extend(crc, slot.ptr, slot.n);

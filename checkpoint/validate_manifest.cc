@@ -146,7 +146,7 @@ class ManifestValidator {
     }
     absl::StatusOr<uint64_t> size = SizeOf(e.file());
     if (!size.ok()) {
-      return Fail(e.file(), name, absl::StrCat("missing or unreadable: ", size.status().message()));
+      return CheckpointReadError(where_, e.file(), name, size.status(), "missing or unreadable: ");
     }
     if (static_cast<U128>(e.offset()) + e.length() > *size) {
       return Fail(
@@ -267,7 +267,7 @@ class ManifestValidator {
       }
       absl::StatusOr<uint64_t> size = SizeOf(f.name());
       if (!size.ok()) {
-        return Fail(f.name(), "", absl::StrCat("missing or unreadable: ", size.status().message()));
+        return CheckpointReadError(where_, f.name(), "", size.status(), "missing or unreadable: ");
       }
       if (*size != f.size()) {
         return Fail(f.name(), "",

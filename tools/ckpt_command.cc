@@ -74,6 +74,12 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
   if (!fs::is_directory(status)) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a directory; ", kinds));
   }
+  // A checkpoint that may not be searched (mode 000) read "holds neither
+  // manifest.pb nor LATEST", as if it were none.
+  absl::StatusOr<fs::file_status> manifest =
+      PathStatus(path + "/" + kManifestFileName,
+                 absl::StrCat("checkpoint ", path, ": file ", kManifestFileName));
+  if (!manifest.ok()) return manifest.status();
   if (env->FileExists(path + "/" + kManifestFileName) ||
       env->FileExists(path + "/" + kModelDataFileName)) {
     return path;

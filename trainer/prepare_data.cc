@@ -82,6 +82,19 @@ bool IsPreparedData(const fs::path& path) {
   return false;
 }
 
+// What a file that is neither a regular file nor a directory is, for a
+// message: "a FIFO (named pipe)", "a character device", ... A FIFO read
+// "is not a regular file or a directory" alone, saying what it is not.
+std::string SpecialFileKind(fs::file_type type) {
+  switch (type) {
+    case fs::file_type::fifo: return "a FIFO (named pipe)";
+    case fs::file_type::character: return "a character device";
+    case fs::file_type::block: return "a block device";
+    case fs::file_type::socket: return "a socket";
+    default: return "a special file";
+  }
+}
+
 // The regular files of `inputs`: files as given, directories walked
 // recursively, their files sorted by path. Outputs of a preparation into
 // `out_dir`, and prepared data anywhere (IsPreparedData), found in a
@@ -116,8 +129,9 @@ absl::StatusOr<std::vector<std::string>> ExpandInputs(const std::vector<std::str
       continue;
     }
     if (!fs::is_directory(status)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("input '", input, "' is not a regular file or a directory"));
+      return absl::InvalidArgumentError(absl::StrCat("input '", input, "' is ",
+                                                     SpecialFileKind(status.type()),
+                                                     ", not a regular file or a directory"));
     }
     std::vector<std::string> found;
     // The entry last seen: when stepping past it fails, it is usually the
@@ -147,6 +161,28 @@ absl::StatusOr<std::vector<std::string>> ExpandInputs(const std::vector<std::str
     files.insert(files.end(), found.begin(), found.end());
   }
   return files;
+}
+
+// The bytes input file `path` holds: its size, or, where the file system
+// gives it as 0 (a /proc or /sys file, whose size is not known before it is
+// read), the bytes read from it to its end. A file of such a size read "is
+// empty" though it held text. Unavailable naming it when it cannot be read.
+absl::StatusOr<uint64_t> InputFileBytes(const std::string& path) {
+  std::error_code ec;
+  const uint64_t size = fs::file_size(path, ec);
+  if (!ec && size > 0) return size;
+  std::ifstream in(path, std::ios::binary);
+  if (!in.is_open()) {
+    return absl::UnavailableError(absl::StrCat("cannot open input file '", path,
+                                               "': ", std::generic_category().message(errno)));
+  }
+  std::array<char, 1 << 16> buffer;
+  uint64_t read = 0;
+  while (in.read(buffer.data(), buffer.size()) || in.gcount() > 0) {
+    read += static_cast<uint64_t>(in.gcount());
+  }
+  if (in.bad()) return absl::UnavailableError(absl::StrCat("cannot read input file '", path, "'"));
+  return read;
 }
 
 bool IsVisibleAscii(char c) { return c > 0x20 && c < 0x7F; }
@@ -605,8 +641,9 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
   if (!files.ok()) return files.status();
   uint64_t input_bytes = 0;
   for (const std::string& f : *files) {
-    std::error_code ec;
-    input_bytes += fs::file_size(f, ec);
+    absl::StatusOr<uint64_t> bytes = InputFileBytes(f);
+    if (!bytes.ok()) return bytes.status();
+    input_bytes += *bytes;
   }
   if (input_bytes == 0) {
     return absl::InvalidArgumentError(

@@ -307,6 +307,20 @@ absl::Status RefuseNewerFormatCheckpoints(const std::string& checkpoints_dir, En
   return absl::OkStatus();
 }
 
+// A checkpoint that this run may not read (a file or directory at mode 000,
+// another user's: PermissionDenied from the checkpoint reader) was skipped
+// like a corrupt one, and this run's save of its step then replaced it. It
+// is the operator's to fix: refused, naming the checkpoint, the file and the
+// system's reason. `unreadable` is the reader's status for checkpoint `dir`.
+absl::Status RefuseUnreadableCheckpoint(const std::string& dir, const absl::Status& unreadable) {
+  const std::string parent = dir.substr(0, dir.find_last_of('/'));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--resume: ", unreadable.message(),
+      "; a checkpoint this run may not read is not passed over like a corrupt one, since this "
+      "run's saves would replace or delete it: give the run's user read access to ",
+      dir, " and its files, or move it out of ", parent, " first"));
+}
+
 }  // namespace
 
 absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokenizer& tokenizer,
@@ -370,6 +384,7 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
                             skipped.empty();
   for (const std::string& dir : candidates) {
     absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(dir, env);
+    if (absl::IsPermissionDenied(vm.status())) return RefuseUnreadableCheckpoint(dir, vm.status());
     if (!vm.ok()) {
       skipped.push_back(std::string(vm.status().message()));
       continue;
@@ -409,6 +424,9 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
     CheckpointLoadTarget target{gpt.kernels(), gpt.params(), optimizer.first_moment(),
                                 optimizer.second_moment(), gpt.num_params()};
     absl::StatusOr<CheckpointManifest> loaded = LoadCheckpointInto(dir, target, env);
+    if (absl::IsPermissionDenied(loaded.status())) {
+      return RefuseUnreadableCheckpoint(dir, loaded.status());
+    }
     if (!loaded.ok()) {
       skipped.push_back(std::string(loaded.status().message()));
       continue;

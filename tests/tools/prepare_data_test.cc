@@ -211,6 +211,33 @@ TEST_F(PrepareDataTest, RejectsBadInputs) {
   }
 }
 
+// A file whose size the file system gives as 0 but that holds text (a
+// /proc file: its size is not known before it is read) read "is empty".
+// It is read to its end instead.
+TEST_F(PrepareDataTest, AFileOfSizeZeroThatHoldsTextIsReadToItsEnd) {
+  const std::string proc_file = "/proc/version";  // the same text at every read
+  std::error_code ec;
+  if (std::filesystem::file_size(proc_file, ec) != 0 || ec) {
+    GTEST_SKIP() << proc_file << " is missing or gives its size: nothing to test here";
+  }
+  const std::string text = test_util::ReadFile(proc_file);
+  ASSERT_GT(text.size(), 20u);
+  PrepareOptions options;
+  options.kind = Tokenizer::BYTE;
+  options.inputs = {proc_file};
+  options.out_dir = Path("proc");
+  auto summary = PrepareData(options);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->input_bytes, text.size());
+  EXPECT_EQ(summary->train_tokens + summary->val_tokens, text.size());
+
+  // One that is not a file at all says what it is.
+  options.inputs = {"/dev/null"};
+  summary = PrepareData(options);
+  EXPECT_EQ(summary.status().message(),
+            "input '/dev/null' is a character device, not a regular file or a directory");
+}
+
 // --threads 100000: OpenMP could not start the team and the process died
 // (SIGSEGV, or libgomp's "Thread creation failed" and exit).
 TEST_F(PrepareDataTest, MoreThreadsThanItStartsAreRefused) {

@@ -3,7 +3,10 @@
 // CRC, every entry's shape x dtype against its length, offsets and data file
 // sizes against the files on disk, overlapping entries, and every tensor's
 // CRC32C are checked, sizes before anything is allocated from them. Errors
-// are DataLoss naming the checkpoint, the file and the tensor at fault.
+// are DataLoss naming the checkpoint, the file and the tensor at fault,
+// except a file or directory the OS will not let this user read (EACCES,
+// EPERM): PermissionDenied, with the same naming and the system's reason,
+// since that is no corruption and must not be passed over as one.
 //
 // This header is the contract between the trainer (resumes), the sampling
 // service (reads weights, watches LATEST) and `dropk ckpt`. Every function

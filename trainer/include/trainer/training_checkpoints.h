@@ -91,7 +91,9 @@ struct ResumePoint {
 // batch_size or gradient_accumulation_steps that keeps the checkpoint's.
 // Any resume into a CheckpointsDirOf(config) that holds a checkpoint of a
 // newer format (a newer dropk's, which this run's saves would replace or
-// delete) is InvalidArgument naming it, before anything is loaded.
+// delete) is InvalidArgument naming it, before anything is loaded. So is a
+// checkpoint it would try that it may not read (a permission problem, not
+// a corrupt one: not skipped), naming it, the file and the system's reason.
 absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokenizer& tokenizer,
                                         const DataIdentity& data, Gpt& gpt,
                                         AdamWOptimizer& optimizer, int world_size,
