@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -60,6 +61,12 @@ std::string CheckpointsFingerprint(const std::string& dir) {
   if (ec) lines.push_back(absl::StrCat("error: ", ec.message()));
   std::sort(lines.begin(), lines.end());
   return absl::StrJoin(lines, "\n");
+}
+
+// LATEST's text as the checkpoint name it holds (the trainer ends it with
+// a newline).
+std::string StripLatest(const std::string& latest) {
+  return std::string(absl::StripAsciiWhitespace(latest));
 }
 
 }  // namespace
@@ -133,6 +140,10 @@ absl::StatusOr<bool> CheckpointWatcher::LoadNewest() {
   return true;
 }
 
+bool CheckpointWatcher::NamesServed(const std::string& latest) const {
+  return !serving_path_.empty() && serving_path_ == absl::StrCat(dir_, "/", StripLatest(latest));
+}
+
 bool CheckpointWatcher::LatestRemoved() {
   namespace fs = std::filesystem;
   // Only "no such file" is a removal: a LATEST that cannot be looked at (a
@@ -150,9 +161,8 @@ absl::Status CheckpointWatcher::LoadInitial() {
   std::error_code ec;
   latest_present_ = std::filesystem::symlink_status(dir_ + "/" + kLatestFileName, ec).type() !=
                     std::filesystem::file_type::not_found;
-  last_latest_ = ReadLatest();
   // Before the scan: a change during it counts.
-  last_scanned_state_ = absl::StrCat(last_latest_, "\n--\n", CheckpointsFingerprint(dir_));
+  last_scanned_state_ = absl::StrCat(ReadLatest(), "\n--\n", CheckpointsFingerprint(dir_));
   previous_poll_state_ = last_scanned_state_;
   absl::StatusOr<bool> loaded = LoadFrom();
   scanned_ = true;
@@ -178,10 +188,11 @@ absl::Status CheckpointWatcher::PollOnce() {
   }
   latest_removed_logged_ = false;
   const std::string latest = ReadLatest();
-  // Serving what LATEST names, found by the last scan: only a new LATEST is
-  // news.
-  if (latest == last_latest_ && !serving_path_.empty() && last_refusal_.empty() &&
-      !serving_skipped_) {
+  // Serving what LATEST names, found by the last scan: nothing to do. Asked
+  // of the model served, not of LATEST's text at the last scan: a scan reads
+  // LATEST again, and when it flipped in between and back, "unchanged" kept
+  // the other checkpoint served for good.
+  if (NamesServed(latest) && last_refusal_.empty() && !serving_skipped_) {
     return absl::OkStatus();
   }
   // Nothing served yet, or the last scan refused or skipped what LATEST
@@ -210,11 +221,18 @@ absl::Status CheckpointWatcher::PollOnce() {
     return last_status_;
   }
   last_scanned_state_ = std::move(state);
-  last_latest_ = latest;
   const bool first = serving_path_.empty();
   absl::StatusOr<bool> loaded = LoadFrom();
   scanned_ = true;
   last_status_ = loaded.status();
+  // A scan that skipped nothing serves what LATEST named as it read it. Not
+  // `latest`'s checkpoint, though `latest` named one: LATEST changed between
+  // the two reads, and the state recorded is not the one scanned; the next
+  // poll scans again.
+  if (loaded.ok() && !serving_skipped_ && ParseStepDirName(StripLatest(latest)) >= 0 &&
+      !NamesServed(latest)) {
+    last_scanned_state_.clear();
+  }
   if (loaded.ok()) {
     if (*loaded && !first) ++metrics_->reloads_ok;
     // The refusal was the last word (a checkpoints directory moved away and

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -171,6 +172,41 @@ TEST_F(CheckpointWatcherTest, ARefusalThatRecoversWithTheServedModelIsLogged) {
   EXPECT_EQ(lines.substr(lines.size() - again.size()), again) << lines;
   EXPECT_EQ(lines.find(again), lines.size() - again.size()) << "logged more than once: " << lines;
   EXPECT_EQ(w.metrics.reloads_ok.load(), 0u);
+}
+
+// LATEST flipping between checkpoints while the watcher polls (a trainer
+// and an operator both writing it, a sync tool replaying its history): a
+// poll remembered the LATEST it read before its scan, while the scan read
+// LATEST again. When the two differed and LATEST then settled on the first,
+// every later poll took "LATEST unchanged" for "serving what LATEST names"
+// and served the other checkpoint for good. Once LATEST holds still, the
+// checkpoint it names is served.
+TEST_F(CheckpointWatcherTest, ALatestThatFlipsDuringScansEndsServingWhatItNames) {
+  Watched w(checkpoints_);
+  ASSERT_TRUE(w.watcher.LoadInitial().ok()) << w.log.All();
+  for (int round = 0; round < 60; ++round) {
+    SCOPED_TRACE(round);
+    // An odd or even number of flips: the round ends on either checkpoint.
+    std::atomic<bool> done{false};
+    std::thread flipper([&] {
+      for (int i = 0; i < 40 + round % 2; ++i) {
+        PointLatestAt(i % 2 == 0 ? "step-00000001" : "step-00000002");
+      }
+      done = true;
+    });
+    while (!done.load()) (void)w.watcher.PollOnce();
+    flipper.join();
+    const std::string latest = checkpoints_ + "/" + [&] {
+      std::ifstream in(checkpoints_ + "/LATEST");
+      std::string name;
+      in >> name;
+      return name;
+    }();
+    // A change is scanned once it holds still across two polls.
+    for (int i = 0; i < 3; ++i) EXPECT_TRUE(w.watcher.PollOnce().ok()) << w.log.All();
+    ASSERT_EQ(w.scheduler->CurrentModel()->snapshot().path, latest) << w.log.All();
+  }
+  EXPECT_EQ(w.metrics.reloads_failed.load(), 0u) << w.log.All();
 }
 
 // Bytes this process has read so far (Linux's /proc/self/io rchar).

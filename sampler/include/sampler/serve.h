@@ -31,7 +31,9 @@ class CheckpointWatcher {
 
   // Loads what the run's LATEST (or the newest valid checkpoint) names.
   absl::Status LoadInitial();
-  // One poll: when LATEST changed since the last poll, try to load it; while
+  // One poll: when LATEST names a checkpoint other than the one served, try
+  // to load it (LATEST flipping during a scan ends with its final checkpoint
+  // served); while
   // nothing is served yet, the last attempt was refused or what is served is
   // older than a checkpoint the loading scan skipped, also when the
   // checkpoints directory's listing or a candidate's files (names, sizes,
@@ -59,6 +61,8 @@ class CheckpointWatcher {
   // LoadFrom without the guard.
   absl::StatusOr<bool> LoadNewest();
   std::string ReadLatest() const;
+  // True when `latest`, LATEST's text, names the checkpoint served.
+  bool NamesServed(const std::string& latest) const;
   // True when LATEST, there at the last look, is gone while the
   // checkpoints directory is still there; it stays "removed" until LATEST
   // is back. Updates latest_present_.
@@ -69,7 +73,6 @@ class CheckpointWatcher {
   ServiceMetrics* metrics_;
   LogSink* log_;
   std::mutex mu_;
-  std::string last_latest_;   // contents of LATEST at the last attempt
   bool latest_present_ = false;         // LATEST existed at the last look
   bool latest_removed_logged_ = false;  // its removal has been logged
   std::string serving_path_;  // checkpoint directory being served
