@@ -69,6 +69,12 @@ std::string StripLatest(const std::string& latest) {
   return std::string(absl::StripAsciiWhitespace(latest));
 }
 
+// The step a checkpoint directory's path names by its last component
+// (step-N), or -1.
+int64_t StepOfPath(const std::string& path) {
+  return ParseStepDirName(std::filesystem::path(path).filename().string());
+}
+
 }  // namespace
 
 CheckpointWatcher::CheckpointWatcher(std::string checkpoints_dir, Scheduler* scheduler,
@@ -119,6 +125,14 @@ absl::StatusOr<bool> CheckpointWatcher::LoadNewest() {
     // LATEST names something that does not verify; the older one we serve
     // is what the fallback found.
     return absl::DataLossError(absl::StrCat("LATEST refused: ", why_skipped));
+  }
+  // LATEST's checkpoint refused, and the fallback older than the model
+  // served (whose directory is gone or broken on disk): that model was
+  // swapped out for an older one nobody named. It stays, as when LATEST is
+  // removed.
+  if (!skipped.empty() && !serving_path_.empty() && StepOfPath(*path) < StepOfPath(serving_path_)) {
+    return absl::DataLossError(absl::StrCat("LATEST refused: ", why_skipped,
+                                            " (not going back to the older ", *path, ")"));
   }
   // The path is known from here on: the error names it.
   absl::StatusOr<std::shared_ptr<const ModelSnapshot>> snapshot;

@@ -184,7 +184,7 @@ TEST_F(CheckpointWatcherTest, ARefusalThatRecoversWithTheServedModelIsLogged) {
 TEST_F(CheckpointWatcherTest, ALatestThatFlipsDuringScansEndsServingWhatItNames) {
   Watched w(checkpoints_);
   ASSERT_TRUE(w.watcher.LoadInitial().ok()) << w.log.All();
-  for (int round = 0; round < 60; ++round) {
+  for (int round = 0; round < 40; ++round) {
     SCOPED_TRACE(round);
     // An odd or even number of flips: the round ends on either checkpoint.
     std::atomic<bool> done{false};
@@ -207,6 +207,38 @@ TEST_F(CheckpointWatcherTest, ALatestThatFlipsDuringScansEndsServingWhatItNames)
     ASSERT_EQ(w.scheduler->CurrentModel()->snapshot().path, latest) << w.log.All();
   }
   EXPECT_EQ(w.metrics.reloads_failed.load(), 0u) << w.log.All();
+}
+
+// The checkpoint served removed from disk (deleted while it was loaded, or
+// after), then LATEST naming one that cannot be loaded: the scan fell back
+// to the newest checkpoint still on disk, older than the one served, and
+// swapped it in; the service went back to a model nobody had named. The
+// model served stays, and the refusal is logged once.
+TEST_F(CheckpointWatcherTest, ARefusedLatestNeverSwapsInAnOlderCheckpointThanTheOneServed) {
+  Watched w(checkpoints_);
+  ASSERT_TRUE(w.watcher.LoadInitial().ok()) << w.log.All();
+  ASSERT_EQ(w.scheduler->CurrentModel()->snapshot().step, 2);
+  fs::rename(fs::path(checkpoints_) / "step-00000002", dir_ / "gone");
+  PointLatestAt("step-00000003");  // not there
+  for (int i = 0; i < 4; ++i) EXPECT_FALSE(w.watcher.PollOnce().ok()) << w.log.All();
+  EXPECT_EQ(w.scheduler->CurrentModel()->snapshot().step, 2) << w.log.All();
+  const std::string lines = w.log.All();
+  const std::string refused =
+      "dropk-serve: reload refused, keeping " + checkpoints_ + "/step-00000002: LATEST refused: ";
+  const size_t first = lines.find(refused);
+  EXPECT_NE(first, std::string::npos) << lines;
+  EXPECT_NE(lines.find("(not going back to the older " + checkpoints_ + "/step-00000001)"),
+            std::string::npos)
+      << lines;
+  EXPECT_EQ(lines.find(refused, first + 1), std::string::npos)
+      << "logged more than once: " << lines;
+  EXPECT_EQ(w.metrics.reloads_failed.load(), 1u);
+
+  PointLatestAt("step-00000001");  // named: an older checkpoint is served
+  for (int i = 0; i < 3 && w.scheduler->CurrentModel()->snapshot().step != 1; ++i) {
+    (void)w.watcher.PollOnce();
+  }
+  EXPECT_EQ(w.scheduler->CurrentModel()->snapshot().step, 1) << w.log.All();
 }
 
 // Bytes this process has read so far (Linux's /proc/self/io rchar).

@@ -46,7 +46,9 @@ class CheckpointWatcher {
   // a scan after a refusal that finds the model served still readable logs
   // "PATH is readable again; still serving it".
   // While LATEST, there before, is removed and a model is served, logs that
-  // once, keeps the model and returns OK without scanning.
+  // once, keeps the model and returns OK without scanning. When LATEST's
+  // checkpoint is refused, a fallback older than the model served is
+  // refused too: that model stays.
   absl::Status PollOnce();
 
   void Start(std::chrono::milliseconds interval);
