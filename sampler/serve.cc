@@ -75,6 +75,17 @@ int64_t StepOfPath(const std::string& path) {
   return ParseStepDirName(std::filesystem::path(path).filename().string());
 }
 
+// Which manifest file `checkpoint_dir` holds: its device, inode, size and
+// modification time ("" when it cannot be looked at). A checkpoint
+// directory replaced under its name (by a symlink to another, the
+// checkpoints directory swapped for another run's) has another.
+std::string ManifestIdentity(const std::string& checkpoint_dir) {
+  struct stat st {};
+  if (::stat(absl::StrCat(checkpoint_dir, "/", kManifestFileName).c_str(), &st) != 0) return "";
+  return absl::StrCat(st.st_dev, ":", st.st_ino, ":", st.st_size, ":", st.st_mtim.tv_sec, ".",
+                      st.st_mtim.tv_nsec);
+}
+
 }  // namespace
 
 CheckpointWatcher::CheckpointWatcher(std::string checkpoints_dir, Scheduler* scheduler,
@@ -115,7 +126,9 @@ absl::StatusOr<bool> CheckpointWatcher::LoadNewest() {
   absl::StatusOr<std::string> path = FindServableCheckpoint(dir_, &skipped);
   if (!path.ok()) return path.status();
   std::string why_skipped = absl::StrJoin(skipped, "; ");
-  if (*path == serving_path_) {
+  // Before the load: a change during it is seen at the next poll.
+  const std::string identity = ManifestIdentity(*path);
+  if (*path == serving_path_ && identity == serving_identity_) {
     // Nothing newer verifies. With nothing skipped, LATEST names what is
     // served already (rewritten, or put back after a refused one): no news.
     if (skipped.empty()) {
@@ -148,6 +161,7 @@ absl::StatusOr<bool> CheckpointWatcher::LoadNewest() {
                      "more memory than this process can get)"));
   }
   serving_path_ = *path;
+  serving_identity_ = identity;
   serving_skipped_ = !skipped.empty();
   log_->Write(absl::StrCat("dropk-serve: serving ", *path, " (step ", (*snapshot)->step, ")",
                            skipped.empty() ? "" : "; skipped: ", why_skipped));
@@ -155,7 +169,8 @@ absl::StatusOr<bool> CheckpointWatcher::LoadNewest() {
 }
 
 bool CheckpointWatcher::NamesServed(const std::string& latest) const {
-  return !serving_path_.empty() && serving_path_ == absl::StrCat(dir_, "/", StripLatest(latest));
+  return !serving_path_.empty() && serving_path_ == absl::StrCat(dir_, "/", StripLatest(latest)) &&
+         ManifestIdentity(serving_path_) == serving_identity_;
 }
 
 bool CheckpointWatcher::LatestRemoved() {

@@ -241,6 +241,35 @@ TEST_F(CheckpointWatcherTest, ARefusedLatestNeverSwapsInAnOlderCheckpointThanThe
   EXPECT_EQ(w.scheduler->CurrentModel()->snapshot().step, 1) << w.log.All();
 }
 
+// The checkpoints directory swapped for another run's (a symlink moved into
+// its place) whose LATEST names a checkpoint of the same name: the watcher
+// compared names only, took "LATEST names what is served" for no news, and
+// served the old run's weights for good. The checkpoint now under the name
+// is loaded. (Here the other run's step-00000002 holds step 1's weights.)
+TEST_F(CheckpointWatcherTest, ACheckpointReplacedUnderItsNameIsLoaded) {
+  Watched w(checkpoints_);
+  ASSERT_TRUE(w.watcher.LoadInitial().ok()) << w.log.All();
+  ASSERT_EQ(w.scheduler->CurrentModel()->snapshot().step, 2);
+  const fs::path other = dir_ / "other_run_checkpoints";
+  fs::create_directories(other / "step-00000002");
+  for (const fs::directory_entry& file :
+       fs::directory_iterator(fs::path(checkpoints_) / "step-00000001")) {
+    fs::copy(file.path(), other / "step-00000002" / file.path().filename());
+  }
+  std::ofstream(other / "LATEST") << "step-00000002\n";
+  fs::create_directory_symlink(other, dir_ / "run" / "swap");
+  fs::rename(checkpoints_, dir_ / "run" / "old_checkpoints");
+  fs::rename(dir_ / "run" / "swap", checkpoints_);
+  for (int i = 0; i < 3 && w.scheduler->CurrentModel()->snapshot().step != 1; ++i) {
+    EXPECT_TRUE(w.watcher.PollOnce().ok()) << w.log.All();
+  }
+  EXPECT_EQ(w.scheduler->CurrentModel()->snapshot().step, 1) << w.log.All();
+  EXPECT_EQ(w.metrics.reloads_ok.load(), 1u) << w.log.All();
+  // Held still: nothing more is loaded.
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(w.watcher.PollOnce().ok()) << w.log.All();
+  EXPECT_EQ(w.metrics.reloads_ok.load(), 1u) << w.log.All();
+}
+
 // Bytes this process has read so far (Linux's /proc/self/io rchar).
 int64_t BytesReadByThisProcess() {
   std::ifstream io("/proc/self/io");

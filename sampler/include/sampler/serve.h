@@ -63,7 +63,8 @@ class CheckpointWatcher {
   // LoadFrom without the guard.
   absl::StatusOr<bool> LoadNewest();
   std::string ReadLatest() const;
-  // True when `latest`, LATEST's text, names the checkpoint served.
+  // True when `latest`, LATEST's text, names the checkpoint served, and its
+  // directory still holds the manifest that was loaded.
   bool NamesServed(const std::string& latest) const;
   // True when LATEST, there at the last look, is gone while the
   // checkpoints directory is still there; it stays "removed" until LATEST
@@ -78,6 +79,9 @@ class CheckpointWatcher {
   bool latest_present_ = false;         // LATEST existed at the last look
   bool latest_removed_logged_ = false;  // its removal has been logged
   std::string serving_path_;  // checkpoint directory being served
+  // Its manifest file as it was loaded (ManifestIdentity in serve.cc): the
+  // same path may come to hold another checkpoint.
+  std::string serving_identity_;
   std::string last_refusal_;  // why the last poll failed (logged); "" after one that did not
   // The checkpoint served is older than what LATEST names: the scan that
   // loaded it skipped newer ones (not there yet, incomplete, corrupt).
