@@ -264,9 +264,10 @@ absl::Status CheckpointWatcher::PollOnce() {
   }
   if (loaded.ok()) {
     if (*loaded && !first) ++metrics_->reloads_ok;
+    if (*loaded) logged_refusals_.clear();
     // The refusal was the last word (a checkpoints directory moved away and
     // restored, LATEST put back): say that what is served reads again.
-    if (!*loaded && !last_refusal_.empty()) {
+    if (!*loaded && !last_refusal_.empty() && last_refusal_logged_) {
       log_->Write(absl::StrCat("dropk-serve: ", serving_path_,
                                " is readable again; still serving it (no reload needed)"));
     }
@@ -274,13 +275,23 @@ absl::Status CheckpointWatcher::PollOnce() {
     return absl::OkStatus();
   }
   // A scan after a change may still fail the same way (a new file beside
-  // broken checkpoints): log and count a refusal once, not once a scan.
+  // broken checkpoints): log and count a refusal once, not once a scan. Nor
+  // again when LATEST flaps between the model served and a broken
+  // checkpoint: each flip logged and counted it anew.
   const std::string why(loaded.status().message());
   if (why != last_refusal_) {
     last_refusal_ = why;
-    ++metrics_->reloads_failed;
-    log_->Write(absl::StrCat("dropk-serve: reload refused, keeping ",
-                             serving_path_.empty() ? "no model" : serving_path_, ": ", why));
+    last_refusal_logged_ =
+        std::find(logged_refusals_.begin(), logged_refusals_.end(), why) == logged_refusals_.end();
+    if (last_refusal_logged_) {
+      constexpr size_t kRefusalsRemembered = 64;
+      if (logged_refusals_.size() == kRefusalsRemembered)
+        logged_refusals_.erase(logged_refusals_.begin());
+      logged_refusals_.push_back(why);
+      ++metrics_->reloads_failed;
+      log_->Write(absl::StrCat("dropk-serve: reload refused, keeping ",
+                               serving_path_.empty() ? "no model" : serving_path_, ": ", why));
+    }
   }
   return loaded.status();
 }

@@ -2,6 +2,7 @@
 // hot reload does when the new checkpoint cannot be loaded.
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -268,6 +269,37 @@ TEST_F(CheckpointWatcherTest, ACheckpointReplacedUnderItsNameIsLoaded) {
   // Held still: nothing more is loaded.
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(w.watcher.PollOnce().ok()) << w.log.All();
   EXPECT_EQ(w.metrics.reloads_ok.load(), 1u) << w.log.All();
+}
+
+// LATEST flapping between the checkpoint served and a broken one (two
+// writers, a sync tool replaying its history): each flip to the broken one
+// logged and counted its refusal again, and each flip back "is readable
+// again". A refusal is logged and counted once until another checkpoint is
+// swapped in.
+TEST_F(CheckpointWatcherTest, ARefusalIsLoggedOnceWhileLatestFlapsBetweenItAndTheServedOne) {
+  const fs::path broken = fs::path(checkpoints_) / "step-00000003";
+  fs::create_directories(broken);
+  std::ofstream(broken / "manifest.pb") << "garbage";
+  Watched w(checkpoints_);
+  ASSERT_TRUE(w.watcher.LoadInitial().ok()) << w.log.All();
+  ASSERT_EQ(w.scheduler->CurrentModel()->snapshot().step, 2);
+  for (int flip = 0; flip < 4; ++flip) {
+    PointLatestAt("step-00000003");
+    for (int i = 0; i < 3; ++i) (void)w.watcher.PollOnce();
+    PointLatestAt("step-00000002");
+    for (int i = 0; i < 3; ++i) (void)w.watcher.PollOnce();
+  }
+  EXPECT_EQ(w.scheduler->CurrentModel()->snapshot().step, 2);
+  const std::string lines = w.log.All();
+  const std::string refused = "reload refused, keeping " + checkpoints_ + "/step-00000002: ";
+  const size_t first = lines.find(refused);
+  EXPECT_NE(first, std::string::npos) << lines;
+  EXPECT_EQ(lines.find(refused, first + 1), std::string::npos)
+      << "logged more than once: " << lines;
+  const std::string again = "is readable again";
+  EXPECT_LE(std::count(lines.begin(), lines.end(), '\n'), 3) << lines;
+  EXPECT_EQ(w.metrics.reloads_failed.load(), 1u) << lines;
+  EXPECT_EQ(lines.find(again, lines.find(again) + 1), std::string::npos) << lines;
 }
 
 // Bytes this process has read so far (Linux's /proc/self/io rchar).

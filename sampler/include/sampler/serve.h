@@ -8,6 +8,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -42,7 +43,8 @@ class CheckpointWatcher {
   // not scanned at every poll), and otherwise return the last attempt's
   // error without reading any checkpoint again. Returns OK when nothing changed, LATEST names the
   // checkpoint served already, or the new one was swapped in. A refusal is
-  // logged and counted once, not again at each poll that fails the same way;
+  // logged and counted once, not again at each poll that fails the same way
+  // nor when it comes back before another checkpoint is swapped in;
   // a scan after a refusal that finds the model served still readable logs
   // "PATH is readable again; still serving it".
   // While LATEST, there before, is removed and a model is served, logs that
@@ -83,6 +85,11 @@ class CheckpointWatcher {
   // same path may come to hold another checkpoint.
   std::string serving_identity_;
   std::string last_refusal_;  // why the last poll failed (logged); "" after one that did not
+  // Whether last_refusal_ was logged, not a repeat of logged_refusals_.
+  bool last_refusal_logged_ = false;
+  // The refusals logged since a checkpoint was last swapped in (the newest
+  // 64): one that comes back is not logged or counted again.
+  std::vector<std::string> logged_refusals_;
   // The checkpoint served is older than what LATEST names: the scan that
   // loaded it skipped newer ones (not there yet, incomplete, corrupt).
   bool serving_skipped_ = false;
