@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -62,6 +63,29 @@ std::string CheckpointsFingerprint(const std::string& dir) {
   return absl::StrJoin(lines, "\n");
 }
 
+// LATEST's text as the checkpoint name it holds (the trainer ends it with
+// a newline).
+std::string StripLatest(const std::string& latest) {
+  return std::string(absl::StripAsciiWhitespace(latest));
+}
+
+// The step a checkpoint directory's path names by its last component
+// (step-N), or -1.
+int64_t StepOfPath(const std::string& path) {
+  return ParseStepDirName(std::filesystem::path(path).filename().string());
+}
+
+// Which manifest file `checkpoint_dir` holds: its device, inode, size and
+// modification time ("" when it cannot be looked at). A checkpoint
+// directory replaced under its name (by a symlink to another, the
+// checkpoints directory swapped for another run's) has another.
+std::string ManifestIdentity(const std::string& checkpoint_dir) {
+  struct stat st {};
+  if (::stat(absl::StrCat(checkpoint_dir, "/", kManifestFileName).c_str(), &st) != 0) return "";
+  return absl::StrCat(st.st_dev, ":", st.st_ino, ":", st.st_size, ":", st.st_mtim.tv_sec, ".",
+                      st.st_mtim.tv_nsec);
+}
+
 }  // namespace
 
 CheckpointWatcher::CheckpointWatcher(std::string checkpoints_dir, Scheduler* scheduler,
@@ -102,7 +126,9 @@ absl::StatusOr<bool> CheckpointWatcher::LoadNewest() {
   absl::StatusOr<std::string> path = FindServableCheckpoint(dir_, &skipped);
   if (!path.ok()) return path.status();
   std::string why_skipped = absl::StrJoin(skipped, "; ");
-  if (*path == serving_path_) {
+  // Before the load: a change during it is seen at the next poll.
+  const std::string identity = ManifestIdentity(*path);
+  if (*path == serving_path_ && identity == serving_identity_) {
     // Nothing newer verifies. With nothing skipped, LATEST names what is
     // served already (rewritten, or put back after a refused one): no news.
     if (skipped.empty()) {
@@ -112,6 +138,14 @@ absl::StatusOr<bool> CheckpointWatcher::LoadNewest() {
     // LATEST names something that does not verify; the older one we serve
     // is what the fallback found.
     return absl::DataLossError(absl::StrCat("LATEST refused: ", why_skipped));
+  }
+  // LATEST's checkpoint refused, and the fallback older than the model
+  // served (whose directory is gone or broken on disk): that model was
+  // swapped out for an older one nobody named. It stays, as when LATEST is
+  // removed.
+  if (!skipped.empty() && !serving_path_.empty() && StepOfPath(*path) < StepOfPath(serving_path_)) {
+    return absl::DataLossError(absl::StrCat("LATEST refused: ", why_skipped,
+                                            " (not going back to the older ", *path, ")"));
   }
   // The path is known from here on: the error names it.
   absl::StatusOr<std::shared_ptr<const ModelSnapshot>> snapshot;
@@ -127,10 +161,16 @@ absl::StatusOr<bool> CheckpointWatcher::LoadNewest() {
                      "more memory than this process can get)"));
   }
   serving_path_ = *path;
+  serving_identity_ = identity;
   serving_skipped_ = !skipped.empty();
   log_->Write(absl::StrCat("dropk-serve: serving ", *path, " (step ", (*snapshot)->step, ")",
                            skipped.empty() ? "" : "; skipped: ", why_skipped));
   return true;
+}
+
+bool CheckpointWatcher::NamesServed(const std::string& latest) const {
+  return !serving_path_.empty() && serving_path_ == absl::StrCat(dir_, "/", StripLatest(latest)) &&
+         ManifestIdentity(serving_path_) == serving_identity_;
 }
 
 bool CheckpointWatcher::LatestRemoved() {
@@ -150,9 +190,8 @@ absl::Status CheckpointWatcher::LoadInitial() {
   std::error_code ec;
   latest_present_ = std::filesystem::symlink_status(dir_ + "/" + kLatestFileName, ec).type() !=
                     std::filesystem::file_type::not_found;
-  last_latest_ = ReadLatest();
   // Before the scan: a change during it counts.
-  last_scanned_state_ = absl::StrCat(last_latest_, "\n--\n", CheckpointsFingerprint(dir_));
+  last_scanned_state_ = absl::StrCat(ReadLatest(), "\n--\n", CheckpointsFingerprint(dir_));
   previous_poll_state_ = last_scanned_state_;
   absl::StatusOr<bool> loaded = LoadFrom();
   scanned_ = true;
@@ -178,10 +217,11 @@ absl::Status CheckpointWatcher::PollOnce() {
   }
   latest_removed_logged_ = false;
   const std::string latest = ReadLatest();
-  // Serving what LATEST names, found by the last scan: only a new LATEST is
-  // news.
-  if (latest == last_latest_ && !serving_path_.empty() && last_refusal_.empty() &&
-      !serving_skipped_) {
+  // Serving what LATEST names, found by the last scan: nothing to do. Asked
+  // of the model served, not of LATEST's text at the last scan: a scan reads
+  // LATEST again, and when it flipped in between and back, "unchanged" kept
+  // the other checkpoint served for good.
+  if (NamesServed(latest) && last_refusal_.empty() && !serving_skipped_) {
     return absl::OkStatus();
   }
   // Nothing served yet, or the last scan refused or skipped what LATEST
@@ -210,16 +250,24 @@ absl::Status CheckpointWatcher::PollOnce() {
     return last_status_;
   }
   last_scanned_state_ = std::move(state);
-  last_latest_ = latest;
   const bool first = serving_path_.empty();
   absl::StatusOr<bool> loaded = LoadFrom();
   scanned_ = true;
   last_status_ = loaded.status();
+  // A scan that skipped nothing serves what LATEST named as it read it. Not
+  // `latest`'s checkpoint, though `latest` named one: LATEST changed between
+  // the two reads, and the state recorded is not the one scanned; the next
+  // poll scans again.
+  if (loaded.ok() && !serving_skipped_ && ParseStepDirName(StripLatest(latest)) >= 0 &&
+      !NamesServed(latest)) {
+    last_scanned_state_.clear();
+  }
   if (loaded.ok()) {
     if (*loaded && !first) ++metrics_->reloads_ok;
+    if (*loaded) logged_refusals_.clear();
     // The refusal was the last word (a checkpoints directory moved away and
     // restored, LATEST put back): say that what is served reads again.
-    if (!*loaded && !last_refusal_.empty()) {
+    if (!*loaded && !last_refusal_.empty() && last_refusal_logged_) {
       log_->Write(absl::StrCat("dropk-serve: ", serving_path_,
                                " is readable again; still serving it (no reload needed)"));
     }
@@ -227,13 +275,23 @@ absl::Status CheckpointWatcher::PollOnce() {
     return absl::OkStatus();
   }
   // A scan after a change may still fail the same way (a new file beside
-  // broken checkpoints): log and count a refusal once, not once a scan.
+  // broken checkpoints): log and count a refusal once, not once a scan. Nor
+  // again when LATEST flaps between the model served and a broken
+  // checkpoint: each flip logged and counted it anew.
   const std::string why(loaded.status().message());
   if (why != last_refusal_) {
     last_refusal_ = why;
-    ++metrics_->reloads_failed;
-    log_->Write(absl::StrCat("dropk-serve: reload refused, keeping ",
-                             serving_path_.empty() ? "no model" : serving_path_, ": ", why));
+    last_refusal_logged_ =
+        std::find(logged_refusals_.begin(), logged_refusals_.end(), why) == logged_refusals_.end();
+    if (last_refusal_logged_) {
+      constexpr size_t kRefusalsRemembered = 64;
+      if (logged_refusals_.size() == kRefusalsRemembered)
+        logged_refusals_.erase(logged_refusals_.begin());
+      logged_refusals_.push_back(why);
+      ++metrics_->reloads_failed;
+      log_->Write(absl::StrCat("dropk-serve: reload refused, keeping ",
+                               serving_path_.empty() ? "no model" : serving_path_, ": ", why));
+    }
   }
   return loaded.status();
 }

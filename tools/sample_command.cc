@@ -45,6 +45,8 @@ using json = nlohmann::json;
 constexpr int kConnectTimeoutS = 30;
 // The largest answer `dropk sample --url` reads (a stream's events included).
 constexpr uint64_t kMaxAnswerBytes = uint64_t{64} << 20;
+// The largest answer header it reads (Beast's default).
+constexpr uint32_t kMaxHeaderBytes = 8 << 10;
 
 struct SampleFlags {
   std::string url, checkpoint, prompt, api_key_file;
@@ -96,6 +98,12 @@ std::string DescribeHttpError(const boost::system::error_code& ec, const std::st
   if (ec == beast::http::error::body_limit) {
     return absl::StrCat("the server's answer is longer than the ", kMaxAnswerBytes >> 20,
                         " MiB dropk reads");
+  }
+  // Said "does not speak HTTP/1.x (header limit exceeded)": an HTTP server
+  // whose header is too long is no TLS port.
+  if (ec == beast::http::error::header_limit) {
+    return absl::StrCat("the server's answer header is longer than the ", kMaxHeaderBytes >> 10,
+                        " KiB dropk reads");
   }
   if (ec.category() == beast::http::make_error_code(beast::http::error::bad_version).category()) {
     return absl::StrCat("what answered does not speak HTTP/1.x (", ec.message(),
@@ -210,6 +218,7 @@ class SseReader {
       after_cr_ = c == '\r';
       if (lf_of_crlf) continue;
       if (c != '\r' && c != '\n') {
+        if ((line_.empty() ? c : line_.front()) != ':') progressed_ = true;
         line_ += c;
         continue;
       }
@@ -229,10 +238,15 @@ class SseReader {
     return events;
   }
 
+  // True when the bytes fed since the last call held more than comments
+  // (": keep-alive") and blank lines: some part of an event.
+  bool TakeProgress() { return std::exchange(progressed_, false); }
+
  private:
   std::string line_;  // the line read so far
   std::string data_;  // the event's data so far
   bool has_data_ = false;
+  bool progressed_ = false;  // a byte of a field line was read since TakeProgress
   bool after_cr_ = false;  // the last byte was CR: an LF next ends no other line
 };
 
@@ -307,11 +321,22 @@ std::string InFlagTerms(const std::string& message, const std::string& param) {
 }
 
 // The error for an answer with `status` (not 200) and `body` to the POST of
-// `url`: the body's OpenAI error message, else the body as one line, else
-// (an empty body: "HTTP 404: " said nothing) the status's reason and the URL
-// asked, as a --url with a wrong path or port gets from another server.
+// `url`: a redirect's target (`location`), else the body's OpenAI error
+// message, else the body as one line, else (an empty body: "HTTP 404: "
+// said nothing) the status's reason and the URL asked, as a --url with a
+// wrong path or port gets from another server.
 absl::Status ErrorFromBody(int status, const std::string& reason, const std::string& body,
-                           const std::string& url) {
+                           const std::string& url, const std::string& location) {
+  // A redirect (a proxy moving the service, http:// to https://) was its
+  // body, often an HTML page, or "the answer has no body": where it points
+  // went unsaid. dropk does not follow it: a POST's body is not re-sent to
+  // an address the user did not give.
+  if (status / 100 == 3) {
+    return absl::UnavailableError(absl::StrCat(
+        "HTTP ", status, ": POST ", url, " is redirected ",
+        location.empty() ? "(with no Location)" : "to " + OneLine(location),
+        ", which dropk does not follow", location.empty() ? "" : "; give that address as --url"));
+  }
   json j = json::parse(body, nullptr, false);
   std::string message = body;
   if (OneLine(body).empty()) {
@@ -375,7 +400,8 @@ absl::Status SampleOffline(const SampleFlags& f) {
   return CheckFinished(last);
 }
 
-absl::Status SampleHttp(const SampleFlags& f) {
+// SampleHttp without --url's name in its errors about what answered.
+absl::Status AskServer(const SampleFlags& f) {
   // http://host[:port][/prefix]; the path defaults to /v1/completions.
   std::string rest = f.url;
   if (rest.rfind("http://", 0) != 0) {
@@ -443,8 +469,13 @@ absl::Status SampleHttp(const SampleFlags& f) {
       ioc.run();
       if (ec) throw boost::system::system_error(ec);
     };
-    stream.expires_after(std::chrono::seconds(kConnectTimeoutS));
-    on_timeout = absl::StrCat("no connection within ", kConnectTimeoutS, " s");
+    // At most kConnectTimeoutS, and no longer than --timeout: a --timeout 5
+    // still waited 30 s for a host that did not answer, and the message
+    // named no flag.
+    const int connect_timeout_s = std::min(kConnectTimeoutS, f.timeout_s);
+    stream.expires_after(std::chrono::seconds(connect_timeout_s));
+    on_timeout = absl::StrCat("no connection within ", connect_timeout_s, " s (--timeout, at most ",
+                              kConnectTimeoutS, " s for the connection)");
     const auto endpoints = resolver.resolve(host, port);
     run([&](auto done) { stream.async_connect(endpoints, done); });
     http::request<http::string_body> req{http::verb::post, path, 11};
@@ -456,8 +487,9 @@ absl::Status SampleHttp(const SampleFlags& f) {
     // An idle limit, renewed before each step: a total one cut off long
     // streamed generations, and a server that stalls is still noticed.
     const auto timeout = std::chrono::seconds(f.timeout_s);
-    on_timeout = absl::StrCat("the server sent nothing for ", f.timeout_s,
-                              " s (--timeout); it is stalled or still busy");
+    const std::string silent = absl::StrCat("the server sent nothing for ", f.timeout_s,
+                                            " s (--timeout); it is stalled or still busy");
+    on_timeout = silent;
     stream.expires_after(timeout);
     run([&](auto done) { http::async_write(stream, req, done); });
     beast::flat_buffer buffer;
@@ -469,6 +501,7 @@ absl::Status SampleHttp(const SampleFlags& f) {
     do {
       parsers.emplace();
       parsers->body_limit(kMaxAnswerBytes);
+      parsers->header_limit(kMaxHeaderBytes);
       stream.expires_after(timeout);
       run([&](auto done) { http::async_read_header(stream, buffer, *parsers, done); });
     } while (parsers->get().result_int() / 100 == 1);
@@ -480,7 +513,8 @@ absl::Status SampleHttp(const SampleFlags& f) {
       const std::string body = parser.get().body();
       if (status != 200) {
         return ErrorFromBody(status, std::string(parser.get().reason()), body,
-                             absl::StrCat("http://", hostport, path));
+                             absl::StrCat("http://", hostport, path),
+                             std::string(parser.get()[http::field::location]));
       }
       const json j = json::parse(body, nullptr, false);
       absl::StatusOr<std::string> text = ChoiceText(j);
@@ -499,12 +533,22 @@ absl::Status SampleHttp(const SampleFlags& f) {
       ~EndLine() { std::cout << "\n" << std::flush; }
     };
     std::optional<EndLine> end_line;
+    // Comments (": keep-alive") do not renew the deadline: a server that
+    // sent nothing else kept dropk waiting for good.
+    auto progress_at = std::chrono::steady_clock::now();
     while (more && !parser.is_done()) {
-      stream.expires_after(timeout);
+      stream.expires_at(progress_at + timeout);
       run([&](auto done) { http::async_read_some(stream, buffer, parser, done); });
       std::string& body = parser.get().body();
       const std::vector<std::string> datas = events.Feed(std::string_view(body).substr(used));
       used = body.size();
+      if (events.TakeProgress()) {
+        progress_at = std::chrono::steady_clock::now();
+        on_timeout = silent;
+      } else {
+        on_timeout = absl::StrCat("the server sent only keep-alive comments, no event, for ",
+                                  f.timeout_s, " s (--timeout); it is stalled or still busy");
+      }
       for (size_t i = 0; more && i < datas.size(); ++i) {
         if (!end_line) end_line.emplace();
         absl::StatusOr<bool> printed = PrintEvent(datas[i], &last);
@@ -521,9 +565,18 @@ absl::Status SampleHttp(const SampleFlags& f) {
     PrintFooter(last);
     return CheckFinished(last);
   } catch (const boost::system::system_error& e) {
-    return absl::UnavailableError(
-        absl::StrCat(f.url, ": ", DescribeHttpError(e.code(), on_timeout)));
+    return absl::UnavailableError(DescribeHttpError(e.code(), on_timeout));
   }
+}
+
+// Asks the server at f.url; an error about what answered (a 500, an answer
+// that is not a completion, a stream cut short) names f.url first, as one
+// about the connection did: "HTTP 502: <html>..." named no server. Errors
+// about the request (a flag, a 400 naming one) are left as they are.
+absl::Status SampleHttp(const SampleFlags& f) {
+  absl::Status s = AskServer(f);
+  if (s.ok() || absl::IsInvalidArgument(s) || absl::IsNotFound(s)) return s;
+  return absl::Status(s.code(), absl::StrCat(f.url, ": ", s.message()));
 }
 
 }  // namespace

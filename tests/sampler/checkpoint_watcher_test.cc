@@ -2,6 +2,7 @@
 // hot reload does when the new checkpoint cannot be loaded.
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -11,6 +12,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -171,6 +173,133 @@ TEST_F(CheckpointWatcherTest, ARefusalThatRecoversWithTheServedModelIsLogged) {
   EXPECT_EQ(lines.substr(lines.size() - again.size()), again) << lines;
   EXPECT_EQ(lines.find(again), lines.size() - again.size()) << "logged more than once: " << lines;
   EXPECT_EQ(w.metrics.reloads_ok.load(), 0u);
+}
+
+// LATEST flipping between checkpoints while the watcher polls (a trainer
+// and an operator both writing it, a sync tool replaying its history): a
+// poll remembered the LATEST it read before its scan, while the scan read
+// LATEST again. When the two differed and LATEST then settled on the first,
+// every later poll took "LATEST unchanged" for "serving what LATEST names"
+// and served the other checkpoint for good. Once LATEST holds still, the
+// checkpoint it names is served.
+TEST_F(CheckpointWatcherTest, ALatestThatFlipsDuringScansEndsServingWhatItNames) {
+  Watched w(checkpoints_);
+  ASSERT_TRUE(w.watcher.LoadInitial().ok()) << w.log.All();
+  for (int round = 0; round < 40; ++round) {
+    SCOPED_TRACE(round);
+    // An odd or even number of flips: the round ends on either checkpoint.
+    std::atomic<bool> done{false};
+    std::thread flipper([&] {
+      for (int i = 0; i < 40 + round % 2; ++i) {
+        PointLatestAt(i % 2 == 0 ? "step-00000001" : "step-00000002");
+      }
+      done = true;
+    });
+    while (!done.load()) (void)w.watcher.PollOnce();
+    flipper.join();
+    const std::string latest = checkpoints_ + "/" + [&] {
+      std::ifstream in(checkpoints_ + "/LATEST");
+      std::string name;
+      in >> name;
+      return name;
+    }();
+    // A change is scanned once it holds still across two polls.
+    for (int i = 0; i < 3; ++i) EXPECT_TRUE(w.watcher.PollOnce().ok()) << w.log.All();
+    ASSERT_EQ(w.scheduler->CurrentModel()->snapshot().path, latest) << w.log.All();
+  }
+  EXPECT_EQ(w.metrics.reloads_failed.load(), 0u) << w.log.All();
+}
+
+// The checkpoint served removed from disk (deleted while it was loaded, or
+// after), then LATEST naming one that cannot be loaded: the scan fell back
+// to the newest checkpoint still on disk, older than the one served, and
+// swapped it in; the service went back to a model nobody had named. The
+// model served stays, and the refusal is logged once.
+TEST_F(CheckpointWatcherTest, ARefusedLatestNeverSwapsInAnOlderCheckpointThanTheOneServed) {
+  Watched w(checkpoints_);
+  ASSERT_TRUE(w.watcher.LoadInitial().ok()) << w.log.All();
+  ASSERT_EQ(w.scheduler->CurrentModel()->snapshot().step, 2);
+  fs::rename(fs::path(checkpoints_) / "step-00000002", dir_ / "gone");
+  PointLatestAt("step-00000003");  // not there
+  for (int i = 0; i < 4; ++i) EXPECT_FALSE(w.watcher.PollOnce().ok()) << w.log.All();
+  EXPECT_EQ(w.scheduler->CurrentModel()->snapshot().step, 2) << w.log.All();
+  const std::string lines = w.log.All();
+  const std::string refused =
+      "dropk-serve: reload refused, keeping " + checkpoints_ + "/step-00000002: LATEST refused: ";
+  const size_t first = lines.find(refused);
+  EXPECT_NE(first, std::string::npos) << lines;
+  EXPECT_NE(lines.find("(not going back to the older " + checkpoints_ + "/step-00000001)"),
+            std::string::npos)
+      << lines;
+  EXPECT_EQ(lines.find(refused, first + 1), std::string::npos)
+      << "logged more than once: " << lines;
+  EXPECT_EQ(w.metrics.reloads_failed.load(), 1u);
+
+  PointLatestAt("step-00000001");  // named: an older checkpoint is served
+  for (int i = 0; i < 3 && w.scheduler->CurrentModel()->snapshot().step != 1; ++i) {
+    (void)w.watcher.PollOnce();
+  }
+  EXPECT_EQ(w.scheduler->CurrentModel()->snapshot().step, 1) << w.log.All();
+}
+
+// The checkpoints directory swapped for another run's (a symlink moved into
+// its place) whose LATEST names a checkpoint of the same name: the watcher
+// compared names only, took "LATEST names what is served" for no news, and
+// served the old run's weights for good. The checkpoint now under the name
+// is loaded. (Here the other run's step-00000002 holds step 1's weights.)
+TEST_F(CheckpointWatcherTest, ACheckpointReplacedUnderItsNameIsLoaded) {
+  Watched w(checkpoints_);
+  ASSERT_TRUE(w.watcher.LoadInitial().ok()) << w.log.All();
+  ASSERT_EQ(w.scheduler->CurrentModel()->snapshot().step, 2);
+  const fs::path other = dir_ / "other_run_checkpoints";
+  fs::create_directories(other / "step-00000002");
+  for (const fs::directory_entry& file :
+       fs::directory_iterator(fs::path(checkpoints_) / "step-00000001")) {
+    fs::copy(file.path(), other / "step-00000002" / file.path().filename());
+  }
+  std::ofstream(other / "LATEST") << "step-00000002\n";
+  fs::create_directory_symlink(other, dir_ / "run" / "swap");
+  fs::rename(checkpoints_, dir_ / "run" / "old_checkpoints");
+  fs::rename(dir_ / "run" / "swap", checkpoints_);
+  for (int i = 0; i < 3 && w.scheduler->CurrentModel()->snapshot().step != 1; ++i) {
+    EXPECT_TRUE(w.watcher.PollOnce().ok()) << w.log.All();
+  }
+  EXPECT_EQ(w.scheduler->CurrentModel()->snapshot().step, 1) << w.log.All();
+  EXPECT_EQ(w.metrics.reloads_ok.load(), 1u) << w.log.All();
+  // Held still: nothing more is loaded.
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(w.watcher.PollOnce().ok()) << w.log.All();
+  EXPECT_EQ(w.metrics.reloads_ok.load(), 1u) << w.log.All();
+}
+
+// LATEST flapping between the checkpoint served and a broken one (two
+// writers, a sync tool replaying its history): each flip to the broken one
+// logged and counted its refusal again, and each flip back "is readable
+// again". A refusal is logged and counted once until another checkpoint is
+// swapped in.
+TEST_F(CheckpointWatcherTest, ARefusalIsLoggedOnceWhileLatestFlapsBetweenItAndTheServedOne) {
+  const fs::path broken = fs::path(checkpoints_) / "step-00000003";
+  fs::create_directories(broken);
+  std::ofstream(broken / "manifest.pb") << "garbage";
+  Watched w(checkpoints_);
+  ASSERT_TRUE(w.watcher.LoadInitial().ok()) << w.log.All();
+  ASSERT_EQ(w.scheduler->CurrentModel()->snapshot().step, 2);
+  for (int flip = 0; flip < 4; ++flip) {
+    PointLatestAt("step-00000003");
+    for (int i = 0; i < 3; ++i) (void)w.watcher.PollOnce();
+    PointLatestAt("step-00000002");
+    for (int i = 0; i < 3; ++i) (void)w.watcher.PollOnce();
+  }
+  EXPECT_EQ(w.scheduler->CurrentModel()->snapshot().step, 2);
+  const std::string lines = w.log.All();
+  const std::string refused = "reload refused, keeping " + checkpoints_ + "/step-00000002: ";
+  const size_t first = lines.find(refused);
+  EXPECT_NE(first, std::string::npos) << lines;
+  EXPECT_EQ(lines.find(refused, first + 1), std::string::npos)
+      << "logged more than once: " << lines;
+  const std::string again = "is readable again";
+  EXPECT_LE(std::count(lines.begin(), lines.end(), '\n'), 3) << lines;
+  EXPECT_EQ(w.metrics.reloads_failed.load(), 1u) << lines;
+  EXPECT_EQ(lines.find(again, lines.find(again) + 1), std::string::npos) << lines;
 }
 
 // Bytes this process has read so far (Linux's /proc/self/io rchar).

@@ -159,11 +159,16 @@ TEST(SampleCliTest, AnswersThatAreNotCompletionsAreOneLineNotAnAbort) {
     const CommandResult r =
         RunCommand(kBin + "dropk sample --prompt a --url " + server.url());
     EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
-    EXPECT_EQ(r.err.rfind("dropk: the server's answer has no choices[0].text (", 0), 0u) << r.err;
+    EXPECT_EQ(
+        r.err.rfind("dropk: " + server.url() + ": the server's answer has no choices[0].text (", 0),
+        0u)
+        << r.err;
     const CommandResult streamed =
         RunCommand(kBin + "dropk sample --stream --prompt a --url " + server.url());
     EXPECT_EQ(streamed.exit_code, 1) << streamed.out << streamed.err;
-    EXPECT_EQ(streamed.err.rfind("dropk: the stream ended before its last event", 0), 0u)
+    EXPECT_EQ(streamed.err.rfind(
+                  "dropk: " + server.url() + ": the stream ended before its last event", 0),
+              0u)
         << streamed.err;
   }
   CannedServer bad_event(Reply200("data: {\"choices\":[{\"text\":7}]}\n\n"));
@@ -176,7 +181,7 @@ TEST(SampleCliTest, AnswersThatAreNotCompletionsAreOneLineNotAnAbort) {
   CannedServer error(Reply("500 Internal Server Error", odd_error));
   const CommandResult e = RunCommand(kBin + "dropk sample --prompt a --url " + error.url());
   EXPECT_EQ(e.exit_code, 1) << e.err;
-  EXPECT_EQ(e.err, "dropk: HTTP 500: " + odd_error + "\n");
+  EXPECT_EQ(e.err, "dropk: " + error.url() + ": HTTP 500: " + odd_error + "\n");
 }
 
 // A streamed completion as chunks of HTTP/1.1 chunked encoding.
@@ -267,8 +272,16 @@ TEST(SampleCliTest, AnswersThatAreNotHttpTooLongOrEmptyAreNamed) {
   CannedServer empty(Reply("404 Not Found", ""));
   r = RunCommand(kBin + "dropk sample --prompt a --url " + empty.url() + "/api");
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(r.err, "dropk: HTTP 404: Not Found: the answer to POST " + empty.url() +
-                       "/api/v1/completions has no body\n");
+  EXPECT_EQ(r.err, "dropk: " + empty.url() + "/api: HTTP 404: Not Found: the answer to POST " +
+                       empty.url() + "/api/v1/completions has no body\n");
+
+  // Said "does not speak HTTP/1.x (header limit exceeded)": no TLS port.
+  CannedServer long_header("HTTP/1.1 200 OK\r\nX-Padding: " + std::string(10000, 'a') +
+                           "\r\nContent-Length: 2\r\n\r\n{}");
+  r = RunCommand(kBin + "dropk sample --prompt a --url " + long_header.url());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "dropk: " + long_header.url() +
+                       ": the server's answer header is longer than the 8 KiB dropk reads\n");
 }
 
 // dropk-serve reports a failure after a stream's 200 (its GPU failed) as an
@@ -289,7 +302,8 @@ TEST(SampleCliTest, AnErrorEventInAStreamIsNamedWithItsMessage) {
       RunCommand(kBin + "dropk sample --stream --prompt a --url " + server.url());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.out, "ab\n");
-  EXPECT_EQ(r.err, "dropk: the server ended the stream with an error: " + why + "\n");
+  EXPECT_EQ(r.err, "dropk: " + server.url() +
+                       ": the server ended the stream with an error: " + why + "\n");
 }
 
 // Server-sent events may end their lines in CRLF or CR as well as LF, and
@@ -329,14 +343,14 @@ TEST(SampleCliTest, ServerSentEventsAreReadAsTheStandardWritesThem) {
 // then one line saying it was cut short, exit 1. Other reasons pass.
 TEST(SampleCliTest, ACompletionTheServerCutShortIsSaidSoAndFails) {
   const std::string cut =
-      "dropk: the server stopped generating before the completion was finished (finish_reason "
+      ": the server stopped generating before the completion was finished (finish_reason "
       "\"cancelled\": it shut down or its device failed); the text above is cut short\n";
   CannedServer plain(Reply200(
       R"({"choices":[{"text":"ab","finish_reason":"cancelled"}],"seed":4,"checkpoint_step":7})"));
   CommandResult r = RunCommand(kBin + "dropk sample --prompt a --url " + plain.url());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.out, "ab\n");
-  EXPECT_EQ(r.err, "seed 4, checkpoint step 7\n" + cut);
+  EXPECT_EQ(r.err, "seed 4, checkpoint step 7\ndropk: " + plain.url() + cut);
   CannedServer streamed(StreamHead() + TextEvent("ab") +
                         Chunk(R"(data: {"choices":[{"text":"c","finish_reason":"cancelled"}]})"
                               "\n\n") +
@@ -344,7 +358,7 @@ TEST(SampleCliTest, ACompletionTheServerCutShortIsSaidSoAndFails) {
   r = RunCommand(kBin + "dropk sample --stream --prompt a --url " + streamed.url());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.out, "abc\n");
-  EXPECT_EQ(r.err, cut);
+  EXPECT_EQ(r.err, "dropk: " + streamed.url() + cut);
   for (const char* reason : {"length", "stop"}) {
     SCOPED_TRACE(reason);
     CannedServer done(Reply200(std::string(R"({"choices":[{"text":"ab","finish_reason":")") +
@@ -377,13 +391,38 @@ TEST(SampleCliTest, InterimAnswersBeforeTheFinalOneAreSkipped) {
 }
 
 // A proxy's HTML error page (or a message with line breaks) was printed as
-// it came: several lines.
+// it came: several lines. And it named no server ("HTTP 502: <html>..."),
+// where a refused connection named --url: now every error about what
+// answered begins with --url.
 TEST(SampleCliTest, AnErrorPageBecomesOneLine) {
   const std::string page = "<html>\n<body>\n<h1>502 Bad Gateway</h1>\n</body>\n</html>\n";
   CannedServer proxy(Reply("502 Bad Gateway", page));
   const CommandResult r = RunCommand(kBin + "dropk sample --prompt a --url " + proxy.url());
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(r.err, "dropk: HTTP 502: <html> <body> <h1>502 Bad Gateway</h1> </body> </html>\n");
+  EXPECT_EQ(r.err, "dropk: " + proxy.url() +
+                       ": HTTP 502: <html> <body> <h1>502 Bad Gateway</h1> </body> </html>\n");
+}
+
+// A redirect was reported as its body (an HTML page) or as "the answer has
+// no body": where it pointed went unsaid. dropk does not follow it (the
+// POST would go to an address the user did not give); it names it.
+TEST(SampleCliTest, ARedirectNamesWhereItPoints) {
+  const std::string page = "<html><body>Moved <a href=\"https://x/\">here</a></body></html>";
+  CannedServer moved(
+      "HTTP/1.1 308 Permanent Redirect\r\nLocation: https://example.com/v1/completions\r\n"
+      "Content-Length: " +
+      std::to_string(page.size()) + "\r\nConnection: close\r\n\r\n" + page);
+  CommandResult r = RunCommand(kBin + "dropk sample --prompt a --url " + moved.url());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "dropk: " + moved.url() + ": HTTP 308: POST " + moved.url() +
+                       "/v1/completions is redirected to https://example.com/v1/completions, "
+                       "which dropk does not follow; give that address as --url\n");
+  CannedServer nowhere(Reply("302 Found", ""));
+  r = RunCommand(kBin + "dropk sample --stream --prompt a --url " + nowhere.url());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "dropk: " + nowhere.url() + ": HTTP 302: POST " + nowhere.url() +
+                       "/v1/completions is redirected (with no Location), which dropk does not "
+                       "follow\n");
 }
 
 // The server refusing the request (HTTP 400: a prompt outside the
@@ -475,21 +514,33 @@ TEST(SampleCliTest, ARefusedFieldIsNamedAsTheFlagThatSetIt) {
   EXPECT_EQ(r.err, "dropk: HTTP 400: --max-tokens must be an integer in [1, 4096], got 5000\n");
 }
 
+// A loopback socket listening with `backlog` that nobody accepts from; its
+// address goes to *addr. The caller closes it.
+int IdleListener(int backlog, sockaddr_in* addr) {
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  *addr = sockaddr_in{};
+  addr->sin_family = AF_INET;
+  addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(*addr);
+  EXPECT_EQ(bind(listener, reinterpret_cast<sockaddr*>(addr), len), 0);
+  EXPECT_EQ(listen(listener, backlog), 0);
+  getsockname(listener, reinterpret_cast<sockaddr*>(addr), &len);
+  return listener;
+}
+
+std::string UrlOf(const sockaddr_in& addr) {
+  return "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+}
+
 // A server that accepts and never answers is given up on after --timeout
 // seconds of silence, naming the flag: before, dropk waited for good (the
 // 300 s deadline it set binds only Beast's asynchronous calls). The limit is
 // on silence, not on the whole answer: a stream that outlasts it while
 // sending stays whole (a total limit cut long generations off).
 TEST(SampleCliTest, TimeoutLimitsSilenceNotTheWholeStream) {
-  const int listener = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), len), 0);
-  ASSERT_EQ(listen(listener, 8), 0);  // the kernel accepts; nobody answers
-  getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
-  const std::string url = "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  sockaddr_in addr;
+  const int listener = IdleListener(8, &addr);  // the kernel accepts; nobody answers
+  const std::string url = UrlOf(addr);
   CommandResult r = RunCommand(kBin + "dropk sample --prompt a --timeout 1 --url " + url);
   close(listener);
   EXPECT_EQ(r.exit_code, 1);
@@ -504,6 +555,52 @@ TEST(SampleCliTest, TimeoutLimitsSilenceNotTheWholeStream) {
   r = RunCommand(kBin + "dropk sample --stream --prompt a --timeout 2 --url " + drip.url());
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, "xxxxxx\n");
+}
+
+// A stream of keep-alive comments and nothing else renewed --timeout at
+// each comment: dropk waited for as long as the server kept it up (for good,
+// for one that never ends). Comments keep a stream open but are no
+// progress: after --timeout seconds without an event, dropk gives up,
+// saying what it got.
+TEST(SampleCliTest, KeepAliveCommentsAloneDoNotHoldOffTheTimeout) {
+  std::vector<std::string> pieces = {StreamHead() + Chunk(": keep-alive\n\n")};
+  for (int i = 0; i < 12; ++i) pieces.push_back(Chunk(": keep-alive\n\n"));
+  pieces.push_back(Chunk("data: [DONE]\n\n") + "0\r\n\r\n");
+  CannedServer server(pieces, std::chrono::milliseconds(250));  // 3.25 s in all
+  const auto start = std::chrono::steady_clock::now();
+  const CommandResult r =
+      RunCommand(kBin + "dropk sample --stream --prompt a --timeout 1 --url " + server.url());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(2500));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "dropk: " + server.url() +
+                       ": the server sent only keep-alive comments, no event, for 1 s "
+                       "(--timeout); it is stalled or still busy\n");
+}
+
+// A host that never completes the connection (a firewall dropping packets,
+// here a listener whose queue is full) was waited for 30 s whatever
+// --timeout said, and the message named no flag. --timeout bounds the
+// connection too.
+TEST(SampleCliTest, AConnectionNeverCompletedIsBoundedByTimeout) {
+  sockaddr_in addr;
+  const int listener = IdleListener(0, &addr);
+  // Connections nobody accepts fill the queue; the kernel then drops SYNs.
+  std::vector<int> fillers;
+  for (int i = 0; i < 8; ++i) {
+    fillers.push_back(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0));
+    connect(fillers.back(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const std::string url = UrlOf(addr);
+  // timeout(1) ends the old 30 s wait: the test fails, not waits.
+  const CommandResult r =
+      RunCommand("timeout 20 " + kBin + "dropk sample --prompt a --timeout 2 --url " + url);
+  for (const int fd : fillers) close(fd);
+  close(listener);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "dropk: " + url +
+                       ": no connection within 2 s (--timeout, at most 30 s for the "
+                       "connection)\n");
 }
 
 }  // namespace

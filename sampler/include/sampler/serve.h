@@ -8,6 +8,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -31,7 +32,9 @@ class CheckpointWatcher {
 
   // Loads what the run's LATEST (or the newest valid checkpoint) names.
   absl::Status LoadInitial();
-  // One poll: when LATEST changed since the last poll, try to load it; while
+  // One poll: when LATEST names a checkpoint other than the one served, try
+  // to load it (LATEST flipping during a scan ends with its final checkpoint
+  // served); while
   // nothing is served yet, the last attempt was refused or what is served is
   // older than a checkpoint the loading scan skipped, also when the
   // checkpoints directory's listing or a candidate's files (names, sizes,
@@ -40,11 +43,14 @@ class CheckpointWatcher {
   // not scanned at every poll), and otherwise return the last attempt's
   // error without reading any checkpoint again. Returns OK when nothing changed, LATEST names the
   // checkpoint served already, or the new one was swapped in. A refusal is
-  // logged and counted once, not again at each poll that fails the same way;
+  // logged and counted once, not again at each poll that fails the same way
+  // nor when it comes back before another checkpoint is swapped in;
   // a scan after a refusal that finds the model served still readable logs
   // "PATH is readable again; still serving it".
   // While LATEST, there before, is removed and a model is served, logs that
-  // once, keeps the model and returns OK without scanning.
+  // once, keeps the model and returns OK without scanning. When LATEST's
+  // checkpoint is refused, a fallback older than the model served is
+  // refused too: that model stays.
   absl::Status PollOnce();
 
   void Start(std::chrono::milliseconds interval);
@@ -59,6 +65,9 @@ class CheckpointWatcher {
   // LoadFrom without the guard.
   absl::StatusOr<bool> LoadNewest();
   std::string ReadLatest() const;
+  // True when `latest`, LATEST's text, names the checkpoint served, and its
+  // directory still holds the manifest that was loaded.
+  bool NamesServed(const std::string& latest) const;
   // True when LATEST, there at the last look, is gone while the
   // checkpoints directory is still there; it stays "removed" until LATEST
   // is back. Updates latest_present_.
@@ -69,11 +78,18 @@ class CheckpointWatcher {
   ServiceMetrics* metrics_;
   LogSink* log_;
   std::mutex mu_;
-  std::string last_latest_;   // contents of LATEST at the last attempt
   bool latest_present_ = false;         // LATEST existed at the last look
   bool latest_removed_logged_ = false;  // its removal has been logged
   std::string serving_path_;  // checkpoint directory being served
+  // Its manifest file as it was loaded (ManifestIdentity in serve.cc): the
+  // same path may come to hold another checkpoint.
+  std::string serving_identity_;
   std::string last_refusal_;  // why the last poll failed (logged); "" after one that did not
+  // Whether last_refusal_ was logged, not a repeat of logged_refusals_.
+  bool last_refusal_logged_ = false;
+  // The refusals logged since a checkpoint was last swapped in (the newest
+  // 64): one that comes back is not logged or counted again.
+  std::vector<std::string> logged_refusals_;
   // The checkpoint served is older than what LATEST names: the scan that
   // loaded it skipped newer ones (not there yet, incomplete, corrupt).
   bool serving_skipped_ = false;
