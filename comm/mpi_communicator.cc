@@ -3,6 +3,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
@@ -49,6 +50,9 @@ struct Operation {
   // The run honours its deadline (a polled host AllReduce), so a caller
   // waiting on it may run it itself without giving up its timeout.
   bool caller_may_run = false;
+  // Where it stands when it times out (a ring AllReduce says which peer it
+  // waits on); null: nothing to say.
+  std::function<std::optional<RingAllReducer::Stall>()> stall;
   Clock::time_point issued;
   std::chrono::milliseconds timeout;
   std::mutex mu;
@@ -109,7 +113,8 @@ struct ProbeTable {
 // lost peer (comm/peer_lost.h): only that cause leaves ending the job to
 // the launcher.
 absl::Status DescribeTimeout(const std::string& name, int rank, std::chrono::milliseconds timeout,
-                             const ProbeTable* probes) {
+                             const ProbeTable* probes,
+                             const std::optional<RingAllReducer::Stall>& stall) {
   const std::string head = absl::StrCat(name, " on rank ", rank, " did not complete within ",
                                         timeout.count() / 1000.0, " s: ");
   std::vector<std::string> lost;
@@ -131,10 +136,23 @@ absl::Status DescribeTimeout(const std::string& name, int rank, std::chrono::mil
     }
   }
   if (!lost.empty()) return PeerLostError(head + absl::StrJoin(lost, "; "));
+  // The peer a ring AllReduce waits on: with two ranks the one not taking
+  // part; with more, the stuck rank or one it holds up, nearer in the ring.
+  std::string waiting;
+  if (stall) {
+    const bool known = probes != nullptr && stall->peer < static_cast<int>(probes->peers.size());
+    const std::string who = absl::StrCat(
+        "rank ", stall->peer,
+        known ? absl::StrCat(" (", FirstAddressText(probes->peers[stall->peer]), ")") : "");
+    waiting = absl::StrCat("; this rank waits ",
+                           stall->receiving ? absl::StrCat("on data from ", who)
+                                            : absl::StrCat("for ", who, " to take its data"),
+                           ", step ", stall->step, " of ", stall->steps, " of the ring");
+  }
   return absl::DeadlineExceededError(
-      head +
-      "another rank is not taking part (stuck, or issuing collectives in a different "
-      "order; every peer answers on the network)");
+      head + "another rank is not taking part" + waiting +
+      " (stuck, or issuing collectives in a different order; every peer answers on the "
+      "network)");
 }
 
 class MpiWork final : public Work {
@@ -148,12 +166,14 @@ class MpiWork final : public Work {
       std::lock_guard<std::mutex> lock(op_->mu);
       if (op_->done) return op_->status;
       // Not done by the deadline: the communication thread goes on with it.
-      return DescribeTimeout(op_->name, rank_, op_->timeout, probes_.get());
+      return DescribeTimeout(op_->name, rank_, op_->timeout, probes_.get(),
+                             op_->stall ? op_->stall() : std::nullopt);
     }
     std::unique_lock<std::mutex> lock(op_->mu);
     if (!op_->done_cv.wait_for(lock, op_->timeout, [&] { return op_->done; })) {
       lock.unlock();
-      return DescribeTimeout(op_->name, rank_, op_->timeout, probes_.get());
+      return DescribeTimeout(op_->name, rank_, op_->timeout, probes_.get(),
+                             op_->stall ? op_->stall() : std::nullopt);
     }
     return op_->status;
   }
@@ -249,17 +269,18 @@ class MpiCommunicator final : public Communicator {
     if (absl::Status s = CheckMemory(buffer, name); !s.ok()) return Failed(name, s);
     if (buffer.memory == MemoryKind::kHost) {
       // Polled, so that the caller's Wait() may run it (see MpiWork).
-      bool started = false;
-      return Enqueue(name, options, /*caller_may_run=*/true,
-                     [this, buffer, op,
-                      started](Clock::time_point deadline) mutable -> std::optional<absl::Status> {
-                       if (!started) ring_.Start(buffer, op);
-                       started = true;
-                       absl::StatusOr<bool> done = ring_.Poll(deadline);
-                       if (!done.ok()) return done.status();
-                       if (!*done) return std::nullopt;
-                       return absl::OkStatus();
-                     });
+      auto ring_id = std::make_shared<std::atomic<uint64_t>>(0);
+      return Enqueue(
+          name, options, /*caller_may_run=*/true,
+          [this, buffer, op,
+           ring_id](Clock::time_point deadline) mutable -> std::optional<absl::Status> {
+            if (ring_id->load() == 0) ring_id->store(ring_.Start(buffer, op));
+            absl::StatusOr<bool> done = ring_.Poll(deadline);
+            if (!done.ok()) return done.status();
+            if (!*done) return std::nullopt;
+            return absl::OkStatus();
+          },
+          [this, ring_id] { return ring_.StallOf(ring_id->load()); });
     }
     void* ready = options.ready_event;
     return Enqueue(name, options, [this, buffer, op, ready]() -> absl::Status {
@@ -421,11 +442,13 @@ class MpiCommunicator final : public Communicator {
         [run = std::move(run)](Clock::time_point) -> std::optional<absl::Status> { return run(); });
   }
 
-  std::unique_ptr<Work> Enqueue(const std::string& name, const CollectiveOptions& options,
-                                bool caller_may_run, RunFn run) {
+  std::unique_ptr<Work> Enqueue(
+      const std::string& name, const CollectiveOptions& options, bool caller_may_run, RunFn run,
+      std::function<std::optional<RingAllReducer::Stall>()> stall = nullptr) {
     auto op = std::make_shared<Operation>();
     op->name = name;
     op->run = std::move(run);
+    op->stall = std::move(stall);
     op->caller_may_run = caller_may_run;
     op->issued = Clock::now();
     op->timeout = options.timeout;

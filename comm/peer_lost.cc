@@ -8,6 +8,14 @@ namespace {
 
 constexpr absl::string_view kPeerLostPayload = "dropk.comm/peer_lost";
 
+// `wrapped` with every payload of `status` added.
+absl::Status WithPayloadsOf(const absl::Status& status, absl::Status wrapped) {
+  status.ForEachPayload([&wrapped](absl::string_view type_url, const absl::Cord& payload) {
+    wrapped.SetPayload(type_url, payload);
+  });
+  return wrapped;
+}
+
 }  // namespace
 
 absl::Status PeerLostError(const std::string& message) {
@@ -27,11 +35,12 @@ absl::Status WithContext(const absl::Status& status, const std::string& context)
 
 absl::Status WithContext(const absl::Status& status, const std::string& context,
                          absl::StatusCode code) {
-  absl::Status wrapped(code, absl::StrCat(context, ": ", status.message()));
-  status.ForEachPayload([&wrapped](absl::string_view type_url, const absl::Cord& payload) {
-    wrapped.SetPayload(type_url, payload);
-  });
-  return wrapped;
+  return WithPayloadsOf(status, absl::Status(code, absl::StrCat(context, ": ", status.message())));
+}
+
+absl::Status WithMessage(const absl::Status& status, const std::string& message) {
+  if (status.ok()) return status;
+  return WithPayloadsOf(status, absl::Status(status.code(), message));
 }
 
 }  // namespace dropk

@@ -97,18 +97,30 @@ int RingAllReducer::SendBlock() const {
 
 int RingAllReducer::ReceiveBlock() const { return (SendBlock() + size_ - 1) % size_; }
 
-void RingAllReducer::Start(const Buffer& b, ReduceOp op) {
+uint64_t RingAllReducer::Start(const Buffer& b, ReduceOp op) {
   buffer_ = b;
   op_ = op;
   step_ = 0;
   posted_ = false;
+  stall_step_.store(0, std::memory_order_relaxed);
+  stall_peer_.store((rank_ + size_ - 1) % size_, std::memory_order_relaxed);
+  id_.store(++last_id_, std::memory_order_release);
   if (size_ == 1 || b.count == 0) {
     step_ = 2 * (size_ - 1);  // nothing to do (an average over one rank is the value)
-    return;
+    id_.store(0, std::memory_order_release);
+    return last_id_;
   }
   const size_t largest_block = BlockCount(0) * DataTypeSize(b.type);
   // Touched once here (resize zero-fills), then reused: no page faults later.
   if (scratch_.size() < largest_block) scratch_.resize(largest_block);
+  return last_id_;
+}
+
+std::optional<RingAllReducer::Stall> RingAllReducer::StallOf(uint64_t id) const {
+  if (id == 0 || id_.load(std::memory_order_acquire) != id) return std::nullopt;
+  const int peer = stall_peer_.load(std::memory_order_relaxed);
+  return Stall{stall_step_.load(std::memory_order_relaxed) + 1, 2 * (size_ - 1),
+               peer >= 0 ? peer : -1 - peer, peer >= 0};
 }
 
 absl::Status RingAllReducer::PostStep() {
@@ -177,8 +189,14 @@ absl::StatusOr<bool> RingAllReducer::Poll(std::chrono::steady_clock::time_point 
         continue;
       }
     }
+    // Noted for StallOf: what this step still waits for.
+    stall_step_.store(step_, std::memory_order_relaxed);
+    stall_peer_.store(
+        next_receive_ < receives_.size() ? (rank_ + size_ - 1) % size_ : -1 - (rank_ + 1) % size_,
+        std::memory_order_relaxed);
     if (std::chrono::steady_clock::now() >= deadline) return false;
   }
+  id_.store(0, std::memory_order_release);
   return true;
 }
 

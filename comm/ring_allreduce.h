@@ -25,8 +25,11 @@
 
 #include <mpi.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -61,7 +64,21 @@ class RingAllReducer {
   // every rank) is to become the reduction over ranks (kAverage: sum /
   // size). Every rank must call it, in the same order. b must stay valid
   // until Poll() returns true. Only one allreduce at a time.
-  void Start(const Buffer& b, ReduceOp op);
+  // Returns the allreduce's id (never 0), for Stall().
+  uint64_t Start(const Buffer& b, ReduceOp op);
+
+  // Where allreduce `id` stands while it is not done: the step it is in and
+  // the peer it waits on there (receiving: for that peer's data; else for
+  // that peer to take this rank's). nullopt when `id` is not the allreduce
+  // in progress or it has completed. Safe to call from any thread while
+  // another runs Poll() (a snapshot; its fields may be one poll apart).
+  struct Stall {
+    int step;   // 1-based
+    int steps;  // 2 (size - 1)
+    int peer;
+    bool receiving;
+  };
+  std::optional<Stall> StallOf(uint64_t id) const;
 
   // Goes on with the started allreduce until it completes (true) or
   // `deadline` passes (false: call again to go on). Busy-polls, as MPI_Wait
@@ -93,6 +110,13 @@ class RingAllReducer {
   size_t next_receive_ = 0;                    // segments of the current step received so far
   std::vector<char> scratch_;                  // grows to the largest block, then stays
   std::vector<MPI_Request> sends_, receives_;  // of the current step
+  // For StallOf, read by other threads: the id of the allreduce in progress
+  // (0: none), its step, and the peer it last waited on (-1 - peer when
+  // waiting on a send).
+  std::atomic<uint64_t> id_{0};
+  std::atomic<int> stall_step_{0};
+  std::atomic<int> stall_peer_{0};
+  uint64_t last_id_ = 0;
 };
 
 }  // namespace dropk

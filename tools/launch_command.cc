@@ -1,7 +1,9 @@
 #include "tools/launch_command.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <limits>
 #include <memory>
@@ -68,6 +71,8 @@ struct Flags {
   int max_restarts = 3;
   std::string mpirun = "mpirun";
   std::string mpirun_args;
+  int failure_grace_s = 60;
+  int lost_host_grace_s = 5;
   std::vector<std::string> command;
 };
 
@@ -104,14 +109,43 @@ absl::Status CheckExecutable(const std::string& program) {
                                           "mpirun with --mpirun /path/to/mpirun)"));
 }
 
-// Runs argv, copying its stdout and stderr to ours as they come, and returns
-// its exit status (128 + signal when killed) and the end of what it printed.
-absl::StatusOr<std::pair<int, std::string>> RunAndCapture(const std::vector<std::string>& argv) {
+// How a run of mpirun ended: its exit status (128 + signal when killed),
+// the end of what it printed, and why the watchdog ended it ("" when it
+// ended by itself).
+struct RunResult {
+  int code = 0;
+  std::string output;
+  std::string ended_by_watchdog;
+};
+
+// Asked about once a second while mpirun runs: a reason to end it now, or
+// nullopt to let it run on.
+using Watchdog = std::function<std::optional<std::string>()>;
+
+// How long the output of a process group killed by the watchdog is read
+// for: a process outside the group (a daemonised helper) may hold the pipes.
+constexpr std::chrono::seconds kDrainAfterKill(5);
+
+// Runs argv in a process group of its own (stdin from /dev/null: no
+// terminal read stops it there; SIGTERM when the launcher dies), copying its stdout and stderr to
+// ours as they come. When `watchdog` gives a reason, SIGKILLs the whole group (mpirun and the ranks
+// and helpers it started here) and returns that reason with the result.
+absl::StatusOr<RunResult> RunAndCapture(const std::vector<std::string>& argv,
+                                        const Watchdog& watchdog) {
   int out[2], err[2];
   if (pipe(out) != 0 || pipe(err) != 0) return absl::InternalError("pipe failed");
+  const pid_t launcher = getpid();
   const pid_t pid = fork();
   if (pid < 0) return absl::InternalError("fork failed");
   if (pid == 0) {
+    setpgid(0, 0);
+    // Out of the launcher's process group, mpirun would outlive a launcher
+    // killed outright (kill -9, an OOM kill) with the whole job: it gets
+    // SIGTERM then (and ends its ranks, which save and stop).
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != launcher) _exit(128 + SIGTERM);  // the launcher died before prctl
+    const int null = open("/dev/null", O_RDONLY);
+    if (null >= 0) dup2(null, 0);
     dup2(out[1], 1);
     dup2(err[1], 2);
     close(out[0]), close(out[1]), close(err[0]), close(err[1]);
@@ -122,18 +156,33 @@ absl::StatusOr<std::pair<int, std::string>> RunAndCapture(const std::vector<std:
     std::fprintf(stderr, "dropk launch: cannot run %s\n", args[0]);
     _exit(127);
   }
+  setpgid(pid, pid);  // also here: the group must exist before any kill(-pid)
   g_mpirun = pid;
   close(out[1]), close(err[1]);
-  std::string captured;
+  RunResult result;
+  std::string& captured = result.output;
   pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
   int open = 2;
   char buffer[4096];
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point next_check = Clock::now() + std::chrono::seconds(1);
+  std::optional<Clock::time_point> killed_at;
   while (open > 0) {
-    if (poll(fds, 2, -1) < 0) {
+    if (killed_at && Clock::now() - *killed_at > kDrainAfterKill) break;
+    const int ready = poll(fds, 2, 1000);
+    if (ready < 0) {
       if (errno == EINTR) continue;
       break;
     }
-    for (int i = 0; i < 2; ++i) {
+    if (!killed_at && watchdog && Clock::now() >= next_check) {
+      next_check = Clock::now() + std::chrono::seconds(1);
+      if (std::optional<std::string> reason = watchdog()) {
+        result.ended_by_watchdog = *std::move(reason);
+        kill(-pid, SIGKILL);
+        killed_at = Clock::now();
+      }
+    }
+    for (int i = 0; i < 2 && ready > 0; ++i) {
       if (fds[i].fd < 0 || fds[i].revents == 0) continue;
       const ssize_t n = read(fds[i].fd, buffer, sizeof(buffer));
       if (n <= 0) {
@@ -149,12 +198,15 @@ absl::StatusOr<std::pair<int, std::string>> RunAndCapture(const std::vector<std:
         captured.erase(0, captured.size() - kKeptOutputBytes);
     }
   }
+  for (int i = 0; i < 2; ++i) {
+    if (fds[i].fd >= 0) close(fds[i].fd);
+  }
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   g_mpirun = 0;
-  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return std::make_pair(code, std::move(captured));
+  result.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return result;
 }
 
 // A private temporary directory, removed with everything in it when the
@@ -188,16 +240,22 @@ class JobDir {
 // there, before the relaunch that host's loss calls for.
 constexpr std::chrono::seconds kFailureRecordsLimit(5);
 
+// The lines dropk-train's ranks appended to the failure records under
+// `out_dir` since `marks` (trainer/failure_record.h), oldest first; nullopt
+// when the marks or the records did not come within kFailureRecordsLimit.
+std::optional<std::vector<std::string>> FailureRecordsOf(
+    const std::string& out_dir, const std::optional<FailureRecordMarks>& marks,
+    std::chrono::milliseconds limit = kFailureRecordsLimit) {
+  if (!marks) return std::nullopt;
+  return FailureRecordsSinceWithin(out_dir, *marks, limit);
+}
+
 // "; first failure a rank reported (OUT_DIR/failures): LINE" (and how many
-// more) from the failure records dropk-train's ranks appended under
-// `out_dir` since `marks` (trainer/failure_record.h), "" when none did (a
-// rank killed outright, or an out_dir this host cannot see), or "; failure
-// records (OUT_DIR/failures) not readable within 5 s" when the marks or the
-// records did not come within kFailureRecordsLimit.
+// more) from `lines` (FailureRecordsOf), "" when there are none (a rank
+// killed outright, or an out_dir this host cannot see), or "; failure
+// records (OUT_DIR/failures) not readable within 5 s" when they did not come.
 std::string FirstFailureReported(const std::string& out_dir,
-                                 const std::optional<FailureRecordMarks>& marks) {
-  const std::optional<std::vector<std::string>> lines =
-      marks ? FailureRecordsSinceWithin(out_dir, *marks, kFailureRecordsLimit) : std::nullopt;
+                                 const std::optional<std::vector<std::string>>& lines) {
   if (!lines) {
     return absl::StrCat("; failure records (", out_dir, "/failures) not readable within ",
                         kFailureRecordsLimit.count(), " s");
@@ -208,6 +266,56 @@ std::string FirstFailureReported(const std::string& out_dir,
   if (lines->size() > 1) absl::StrAppend(&text, " (and ", lines->size() - 1, " more there)");
   return text;
 }
+
+// Watches a job's failure records while its mpirun runs (a Watchdog). A
+// rank that recorded a fatal error has ended the job (MPI_Abort) or left it
+// to mpirun (a lost peer), so mpirun should end soon; when it has not within
+// the grace, a reason to end it. The grace is `lost_host_grace` when the
+// first record names a peer of `hosts` unreachable (mpirun then waits on
+// that host's daemon until TCP keepalive gives up), else `failure_grace`.
+class FailureWatchdog {
+ public:
+  FailureWatchdog(std::string out_dir, std::optional<FailureRecordMarks> marks,
+                  std::chrono::seconds failure_grace, std::chrono::seconds lost_host_grace,
+                  const std::vector<HostEntry>& hosts)
+      : out_dir_(std::move(out_dir)),
+        marks_(std::move(marks)),
+        failure_grace_(failure_grace),
+        lost_host_grace_(lost_host_grace),
+        hosts_(hosts) {}
+
+  // Reads the records (bounded: a hung filesystem makes it wait no more than
+  // a second) and says whether mpirun has outlived its grace.
+  std::optional<std::string> operator()() {
+    const auto now = std::chrono::steady_clock::now();
+    if (!first_seen_) {
+      const std::optional<std::vector<std::string>> lines =
+          FailureRecordsOf(out_dir_, marks_, std::chrono::seconds(1));
+      if (!lines || lines->empty()) return std::nullopt;
+      first_seen_ = now;
+      first_line_ = lines->front();
+      lost_host_ = FindLostHost(first_line_, hosts_);
+    }
+    const std::chrono::seconds grace = lost_host_ ? lost_host_grace_ : failure_grace_;
+    if (now - *first_seen_ < grace) return std::nullopt;
+    const std::string flag = lost_host_ ? "--lost-host-grace-s" : "--failure-grace-s";
+    return absl::StrCat(
+        "mpirun still running ", grace.count(), " s (", flag, ") after a rank recorded ",
+        lost_host_ ? absl::StrCat("host ", *lost_host_, " lost") : std::string("a fatal error"),
+        " in ", out_dir_, "/failures (", first_line_,
+        "); ended mpirun's process group (mpirun, its local ranks and helpers)");
+  }
+
+ private:
+  const std::string out_dir_;
+  const std::optional<FailureRecordMarks> marks_;
+  const std::chrono::seconds failure_grace_;
+  const std::chrono::seconds lost_host_grace_;
+  const std::vector<HostEntry>& hosts_;
+  std::optional<std::chrono::steady_clock::time_point> first_seen_;
+  std::string first_line_;
+  std::optional<std::string> lost_host_;
+};
 
 // Refuses, before anything runs, a job that a relaunch on the fewest ranks
 // its hosts and --max-restarts allow would stop: the relaunch raises
@@ -329,10 +437,25 @@ absl::Status Launch(const Flags& flags) {
               << std::endl;
     const std::optional<FailureRecordMarks> marks =
         MarkFailureRecordsWithin(config->out_dir(), kFailureRecordsLimit);
-    absl::StatusOr<std::pair<int, std::string>> run = RunAndCapture(argv);
+    FailureWatchdog watchdog(config->out_dir(), marks, std::chrono::seconds(flags.failure_grace_s),
+                             std::chrono::seconds(flags.lost_host_grace_s), *hosts);
+    absl::StatusOr<RunResult> run = RunAndCapture(argv, std::ref(watchdog));
     if (!run.ok()) return run.status();
-    const auto& [code, output] = *run;
-    const std::string reported = FirstFailureReported(config->out_dir(), marks);
+    const int code = run->code;
+    // "mpirun exit status N", or that the watchdog ended it.
+    const std::string ended = run->ended_by_watchdog.empty()
+                                  ? absl::StrCat("mpirun exit status ", code)
+                                  : std::string("mpirun killed by dropk launch past its grace");
+    const std::optional<std::vector<std::string>> records =
+        FailureRecordsOf(config->out_dir(), marks);
+    const std::string reported = FirstFailureReported(config->out_dir(), records);
+    if (!run->ended_by_watchdog.empty()) {
+      std::cerr << "dropk launch: " << run->ended_by_watchdog << std::endl;
+    }
+    // A lost host named in mpirun's output, else in the records (mpirun
+    // ended by the watchdog printed no report of its own).
+    std::string evidence = run->output;
+    if (records) absl::StrAppend(&evidence, "\n", absl::StrJoin(*records, "\n"));
     if (g_signals > 0) {
       return code == 0 ? absl::OkStatus()
                        : absl::AbortedError(
@@ -343,25 +466,25 @@ absl::Status Launch(const Flags& flags) {
                 << attempt << " restart(s)" << std::endl;
       return absl::OkStatus();
     }
-    const std::optional<std::string> lost = FindLostHost(output, *hosts);
+    const std::optional<std::string> lost = FindLostHost(evidence, *hosts);
     if (!lost) {
-      const std::string why = absl::StrCat("the job failed (mpirun exit status ", code,
+      const std::string why = absl::StrCat("the job failed (", ended,
                                            ") without losing a host; not restarting", reported);
       // The job's own usage error (exit 2: a bad flag or config value) stays a
       // usage error, so `dropk launch` exits 2 as dropk-train would.
       return code == kExitUsage ? absl::InvalidArgumentError(why) : absl::AbortedError(why);
     }
     if (attempt >= flags.max_restarts) {
-      return absl::AbortedError(absl::StrCat("host ", *lost, " lost (mpirun exit status ", code,
+      return absl::AbortedError(absl::StrCat("host ", *lost, " lost (", ended,
                                              "), and --max-restarts=", flags.max_restarts,
                                              " restart(s) are used up", reported));
     }
     std::erase_if(*hosts, [&](const HostEntry& h) { return h.host == *lost; });
     if (hosts->empty()) return absl::AbortedError(absl::StrCat("host ", *lost, " lost: none left"));
     std::cerr << "dropk launch: restart " << attempt + 1 << " of at most " << flags.max_restarts
-              << ": host " << *lost << " lost (mpirun exit status " << code << "); relaunching on "
-              << hosts->size() << " host(s), " << RanksOf(*hosts)
-              << " rank(s), from the newest checkpoint" << reported << std::endl;
+              << ": host " << *lost << " lost (" << ended << "); relaunching on " << hosts->size()
+              << " host(s), " << RanksOf(*hosts) << " rank(s), from the newest checkpoint"
+              << reported << std::endl;
   }
 }
 
@@ -381,6 +504,18 @@ void RegisterLaunchCommand(CLI::App& app, std::function<absl::Status()>& action)
   launch->add_option("--mpirun", flags->mpirun, "The mpirun to run")->capture_default_str();
   launch->add_option("--mpirun-args", flags->mpirun_args,
                      "Extra mpirun options, split like a shell would (quotes allowed)");
+  launch
+      ->add_option("--failure-grace-s", flags->failure_grace_s,
+                   "Seconds mpirun may run on after a rank recorded a fatal error in "
+                   "OUT_DIR/failures before its process group is killed")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86400));
+  launch
+      ->add_option("--lost-host-grace-s", flags->lost_host_grace_s,
+                   "The same when the record names a host lost (mpirun would wait on its "
+                   "daemon); the job is then relaunched without that host")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86400));
   launch->add_option("command", flags->command, "-- dropk-train ARGS: the job")->required();
   launch->callback([&action, flags] { action = [flags] { return Launch(*flags); }; });
 }

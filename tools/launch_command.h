@@ -18,7 +18,13 @@ namespace dropk {
 // gradient_accumulation_steps raised so the global batch stays the same, up
 // to --max-restarts times, logging each restart's cause and lost host.
 // Any other failure ends it with mpirun's status (Aborted). SIGINT/SIGTERM
-// reach the ranks as SIGUSR1: they save a checkpoint and stop.
+// reach the ranks as SIGUSR1: they save a checkpoint and stop. mpirun runs
+// in a process group of its own, stdin from /dev/null; once a rank has
+// recorded a failure (trainer/failure_record.h), mpirun gets
+// --failure-grace-s (60) to end, or --lost-host-grace-s (5) when the record
+// names a host lost, before that group is killed and the launch goes on as
+// if mpirun had ended (a lost host named in the records is dropped and the
+// job relaunched), saying so.
 void RegisterLaunchCommand(CLI::App& app, std::function<absl::Status()>& action);
 
 }  // namespace dropk

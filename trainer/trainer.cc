@@ -19,6 +19,7 @@
 #include "comm/consistency.h"
 #include "comm/gradient_bucketer.h"
 #include "comm/mpi_communicator.h"
+#include "comm/peer_lost.h"
 #include "model/generate.h"
 #include "model/gpt.h"
 #include "model/kernels.h"
@@ -792,9 +793,11 @@ absl::StatusOr<TrainSummary> NameConfiguredCommTimeout(const TrainConfig& config
   if (summary.ok() || !absl::IsDeadlineExceeded(summary.status()) || config.comm_timeout_s() <= 0) {
     return summary;
   }
-  return absl::DeadlineExceededError(absl::StrCat(
-      summary.status().message(), "; that limit is comm_timeout_s=", config.comm_timeout_s(),
-      ": raise it, or set 0 (auto), if a rank is only slower"));
+  // Its payloads (marks a caller may test for) are kept.
+  return WithMessage(summary.status(),
+                     absl::StrCat(summary.status().message(),
+                                  "; that limit is comm_timeout_s=", config.comm_timeout_s(),
+                                  ": raise it, or set 0 (auto), if a rank is only slower"));
 }
 
 }  // namespace

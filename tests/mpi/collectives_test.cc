@@ -175,6 +175,11 @@ TEST(CollectivesTest, AStuckCollectiveTimesOutNamingOperationAndRank) {
     EXPECT_TRUE(absl::IsDeadlineExceeded(s)) << s;
     EXPECT_NE(s.message().find("AllReduce"), std::string::npos) << s;
     EXPECT_NE(s.message().find("rank 0"), std::string::npos) << s;
+    // It names the peer it waits on (rank 0 receives from the last rank
+    // first): with two ranks, the one not taking part.
+    EXPECT_NE(s.message().find(absl::StrCat("this rank waits on data from rank ", w.Size() - 1)),
+              std::string::npos)
+        << s;
     // The late ranks arrive; the operation then completes.
     CollectiveOptions patient;
     EXPECT_TRUE(w.Barrier(patient)->Wait().ok());

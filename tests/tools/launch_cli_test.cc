@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include "support/subprocess.h"
 #include "trainer/prepare_data.h"
@@ -43,6 +44,37 @@ class LaunchCliTest : public ::testing::Test {
                                         "/configs/tiny_smoke.textproto --data_dir=") +
            (dir_ / "data").string() + " --out_dir=" + (dir_ / "run").string() +
            " --num_threads=1 --sample_tokens=0 " + extra;
+  }
+  // A stand-in for mpirun (for --mpirun) that records `record` as rank 0's
+  // failure in the job's --out_dir, starts a helper (its pid in
+  // OUT_DIR/helper.pid, its own in OUT_DIR/mpirun.pid) and then hangs, as mpirun does when it waits
+  // on a daemon; run with -np 1 it exits 0 at once.
+  std::string HangingMpirun(const std::string& record) {
+    const std::filesystem::path path = dir_ / "hanging-mpirun";
+    std::ofstream(path) << "#!/bin/sh\n"
+                           "np= out= prev=\n"
+                           "for a in \"$@\"; do\n"
+                           "  case \"$a\" in --out_dir=*) out=${a#--out_dir=};; esac\n"
+                           "  [ \"$prev\" = -np ] && np=$a\n"
+                           "  prev=$a\n"
+                           "done\n"
+                           "[ \"$np\" = 1 ] && exit 0\n"
+                           "mkdir -p \"$out/failures\"\n"
+                           "echo $$ > \"$out/mpirun.pid\"\n"
+                           "echo \"2026-12-02T00:00:00.000Z host h0 pid 1: rank 0 of 2: "
+                        << record
+                        << "\" >> \"$out/failures/rank-00000.log\"\n"
+                           "sleep 3600 &\n"
+                           "echo $! > \"$out/helper.pid\"\n"
+                           "wait\n";
+    std::filesystem::permissions(path, std::filesystem::perms::owner_all);
+    return path.string();
+  }
+  // Whether process `pid` has ended (gone, or a zombie no one reaped yet).
+  static bool Ended(pid_t pid) {
+    const std::string stat = test_util::ReadFile("/proc/" + std::to_string(pid) + "/stat");
+    const size_t paren = stat.rfind(')');
+    return stat.empty() || (paren != std::string::npos && stat.substr(paren + 2, 1) == "Z");
   }
   test_util::CommandResult Launch(const std::string& args) {
     return test_util::RunCommand(Dropk() + " launch " + args);
@@ -241,6 +273,100 @@ TEST_F(LaunchCliTest, SigtermMakesTheRanksSaveAndStop) {
   EXPECT_NE(test_util::ReadFile(log).find("stopped by signal after step"), std::string::npos)
       << test_util::ReadFile(log);
   EXPECT_TRUE(std::filesystem::exists(dir_ / "run" / "checkpoints" / "LATEST"));
+}
+
+// A rank that recorded a fatal error has ended the job, yet mpirun can hang
+// on (a daemon it waits for): `dropk launch` waited with it for good. Past
+// --failure-grace-s it kills mpirun's process group, helpers included, and
+// ends naming the grace and the rank's record.
+TEST_F(LaunchCliTest, AnMpirunHangingAfterARanksFailureIsKilledAfterTheGrace) {
+  const std::string mpirun = HangingMpirun(
+      "AllReduce #3 on rank 0 did not complete within 5 s: another rank is not taking part");
+  const std::string log = (dir_ / "launch.log").string();
+  test_util::ChildProcess job(
+      {Dropk(), "launch", "--hostfile", (dir_ / "hosts").string(), "--mpirun", mpirun,
+       "--failure-grace-s", "2", "--", "dropk-train", "--out_dir=" + (dir_ / "run").string()},
+      log);
+  const std::optional<int> code = job.WaitFor(seconds(90));
+  ASSERT_TRUE(code.has_value()) << "dropk launch still waiting on a hung mpirun after 90 s:\n"
+                                << test_util::ReadFile(log);
+  EXPECT_EQ(*code, 1) << test_util::ReadFile(log);
+  const std::string err = test_util::ReadFile(log);
+  EXPECT_NE(err.find("mpirun still running 2 s (--failure-grace-s) after a rank recorded a fatal "
+                     "error in " +
+                     (dir_ / "run").string() + "/failures (2026-12-02T00:00:00.000Z host h0"),
+            std::string::npos)
+      << err;
+  EXPECT_NE(err.find("the job failed (mpirun killed by dropk launch past its grace) without "
+                     "losing a host"),
+            std::string::npos)
+      << err;
+  const std::string helper = test_util::ReadFile((dir_ / "run" / "helper.pid").string());
+  ASSERT_FALSE(helper.empty());
+  EXPECT_TRUE(Ended(std::stoi(helper))) << "mpirun's helper " << helper << " outlived it";
+}
+
+// A rank that recorded a peer's host lost leaves ending the job to mpirun,
+// which waits on that host's daemon until TCP keepalive gives up (20 s to
+// minutes). After --lost-host-grace-s the launcher ends mpirun itself and
+// relaunches without the host the record names.
+TEST_F(LaunchCliTest, AHostARankRecordedLostIsDroppedWithoutWaitingForMpirun) {
+  std::ofstream(dir_ / "two") << "127.0.0.1 slots=1\n127.0.0.2 slots=1\n";
+  const std::string mpirun = HangingMpirun(
+      "AllReduce #3 on rank 0 did not complete within 5 s: rank 1 (127.0.0.2) is unreachable "
+      "(no answer within 2 s: link down or host lost)");
+  const std::string log = (dir_ / "launch.log").string();
+  const auto start = std::chrono::steady_clock::now();
+  test_util::ChildProcess job(
+      {Dropk(), "launch", "--hostfile", (dir_ / "two").string(), "--mpirun", mpirun,
+       "--max-restarts", "1", "--lost-host-grace-s", "2", "--failure-grace-s", "3600", "--",
+       "dropk-train", "--out_dir=" + (dir_ / "run").string()},
+      log);
+  const std::optional<int> code = job.WaitFor(seconds(90));
+  ASSERT_TRUE(code.has_value()) << "dropk launch still waiting on a hung mpirun after 90 s:\n"
+                                << test_util::ReadFile(log);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(60));
+  const std::string err = test_util::ReadFile(log);
+  EXPECT_EQ(*code, 0) << err;
+  EXPECT_NE(err.find("mpirun still running 2 s (--lost-host-grace-s) after a rank recorded host "
+                     "127.0.0.2 lost"),
+            std::string::npos)
+      << err;
+  EXPECT_NE(err.find("restart 1 of at most 1: host 127.0.0.2 lost (mpirun killed by dropk launch "
+                     "past its grace); relaunching on 1 host(s)"),
+            std::string::npos)
+      << err;
+  EXPECT_NE(err.find("finished on 1 host(s) after 1 restart(s)"), std::string::npos) << err;
+}
+
+// mpirun runs in a process group of its own (so that the launcher can kill
+// it with its ranks); a launcher killed outright must not leave it, and the
+// job, running unsupervised.
+TEST_F(LaunchCliTest, MpirunEndsWhenTheLauncherIsKilled) {
+  const std::string mpirun = HangingMpirun("an error");
+  const std::string log = (dir_ / "launch.log").string();
+  test_util::ChildProcess job(
+      {Dropk(), "launch", "--hostfile", (dir_ / "hosts").string(), "--mpirun", mpirun,
+       "--failure-grace-s", "3600", "--", "dropk-train", "--out_dir=" + (dir_ / "run").string()},
+      log);
+  const std::filesystem::path pid_file = dir_ / "run" / "mpirun.pid";
+  const auto start = std::chrono::steady_clock::now();
+  while (test_util::ReadFile(pid_file.string()).empty()) {
+    ASSERT_LT(std::chrono::steady_clock::now() - start, seconds(60)) << test_util::ReadFile(log);
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  const pid_t mpirun_pid = std::stoi(test_util::ReadFile(pid_file.string()));
+  ASSERT_EQ(kill(job.pid(), SIGKILL), 0);  // the launcher alone, not its group
+  job.WaitFor(seconds(10));
+  const auto killed = std::chrono::steady_clock::now();
+  while (!Ended(mpirun_pid) && std::chrono::steady_clock::now() - killed < seconds(30)) {
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  EXPECT_TRUE(Ended(mpirun_pid)) << "mpirun " << mpirun_pid << " outlived its launcher by 30 s";
+  if (!Ended(mpirun_pid)) kill(mpirun_pid, SIGKILL);
+  // Its helper outlives a SIGTERMed shell; it is not mpirun's to end here.
+  const std::string helper = test_util::ReadFile((dir_ / "run" / "helper.pid").string());
+  if (!helper.empty()) kill(std::stoi(helper), SIGKILL);
 }
 
 }  // namespace

@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <sstream>
+
+#include "absl/strings/cord.h"
 
 #include "support/temp_dir.h"
 #include "support/thread_communicator.h"
@@ -59,6 +62,57 @@ TEST(CommTimeoutTest, AConfiguredTimeoutThatRunsOutIsNamed) {
   EXPECT_NE(rank0.message().find("; that limit is comm_timeout_s=0.5: raise it, or set 0 (auto)"),
             std::string::npos)
       << rank0;
+}
+
+// Rank 0 of 2 whose every collective fails with `status` (a timeout
+// carrying a payload here).
+class FailingCommunicator final : public Communicator {
+ public:
+  explicit FailingCommunicator(absl::Status status) : status_(std::move(status)) {}
+  int Rank() const override { return 0; }
+  int Size() const override { return 2; }
+  std::string BackendName() const override { return "failing"; }
+  std::unique_ptr<Work> AllReduce(Buffer, ReduceOp, const CollectiveOptions&) override {
+    return Fail();
+  }
+  std::unique_ptr<Work> Broadcast(Buffer, int, const CollectiveOptions&) override { return Fail(); }
+  std::unique_ptr<Work> AllGather(Buffer, Buffer, const CollectiveOptions&) override {
+    return Fail();
+  }
+  std::unique_ptr<Work> ReduceScatter(Buffer, Buffer, ReduceOp, const CollectiveOptions&) override {
+    return Fail();
+  }
+  std::unique_ptr<Work> Barrier(const CollectiveOptions&) override { return Fail(); }
+
+ private:
+  class Failed final : public Work {
+   public:
+    explicit Failed(absl::Status status) : status_(std::move(status)) {}
+    absl::Status Wait() override { return status_; }
+    bool IsCompleted() override { return true; }
+
+   private:
+    absl::Status status_;
+  };
+  std::unique_ptr<Work> Fail() { return std::make_unique<Failed>(status_); }
+  absl::Status status_;
+};
+
+// Naming comm_timeout_s rebuilt the status from its code and message, so a
+// mark the communicator set on the timeout (a payload) was dropped.
+TEST(CommTimeoutTest, NamingTheConfiguredTimeoutKeepsTheStatusPayloads) {
+  test_util::ScopedTempDir tmp("comm_timeout_payload");
+  ASSERT_TRUE(test_util::PrepareShakespeareData(tmp.Path("data")).ok());
+  TrainConfig config = test_util::TinySmokeEveryStepConfig(tmp.Path("data"), tmp.Path("run"), 2);
+  config.set_comm_timeout_s(0.5);
+  absl::Status timeout = absl::DeadlineExceededError("AllReduce #1 on rank 0 did not complete");
+  timeout.SetPayload("dropk.test/mark", absl::Cord("kept"));
+  FailingCommunicator comm(timeout);
+  std::ostringstream log;
+  const absl::Status status = RunTraining(config, comm, log).status();
+  ASSERT_TRUE(absl::IsDeadlineExceeded(status)) << status;
+  EXPECT_NE(status.message().find("that limit is comm_timeout_s=0.5"), std::string::npos) << status;
+  EXPECT_EQ(status.GetPayload("dropk.test/mark"), absl::Cord("kept")) << status;
 }
 
 }  // namespace

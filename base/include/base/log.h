@@ -51,13 +51,17 @@ inline LogSink* DiscardLogSink() {
 inline LogSink* OrDiscard(LogSink* sink) { return sink != nullptr ? sink : DiscardLogSink(); }
 
 // Writes lines to a std::ostream the caller owns (which must outlive it),
-// one line at a time under a mutex.
+// one line at a time under a mutex, each with its newline in one insertion:
+// on std::cerr (unbuffered) that is one write(2), so the lines of processes
+// that share a pipe (the ranks under mpirun) never run into each other.
 class OstreamLogSink : public LogSink {
  public:
   explicit OstreamLogSink(std::ostream& out) : out_(out) {}
   void Write(std::string_view line) override {
+    std::string text(line);
+    text.push_back('\n');
     std::lock_guard<std::mutex> lock(mu_);
-    out_ << line << "\n" << std::flush;
+    out_ << text << std::flush;
   }
 
  private:

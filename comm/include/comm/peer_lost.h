@@ -29,6 +29,10 @@ absl::Status WithContext(const absl::Status& status, const std::string& context)
 absl::Status WithContext(const absl::Status& status, const std::string& context,
                          absl::StatusCode code);
 
+// `status` with `message` in place of its own, its code and its marks (every
+// payload) kept; OK stays OK. For a message that adds after the original.
+absl::Status WithMessage(const absl::Status& status, const std::string& message);
+
 }  // namespace dropk
 
 #endif  // DROPK_COMM_PEER_LOST_H_
