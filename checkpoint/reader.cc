@@ -17,6 +17,13 @@ using namespace checkpoint_internal;  // NOLINT: the library's own private helpe
 absl::StatusOr<ValidatedManifest> OpenCheckpoint(const std::string& dir, Env* env) {
   if (env == nullptr) env = Env::Default();
   if (!env->IsDirectory(dir)) {
+    // A directory under one that may not be searched (or a link into one)
+    // cannot be looked at: that is a permission problem, not a checkpoint
+    // that "does not exist", which callers pass over like a corrupt one.
+    if (absl::StatusOr<uint64_t> seen = env->FileSize(dir);
+        absl::IsPermissionDenied(seen.status())) {
+      return CheckpointReadError(dir, "", "", seen.status());
+    }
     // LATEST naming a checkpoint deleted by hand read "not a directory".
     return CheckpointError(dir, "", "",
                            env->FileExists(dir) ? "not a directory" : "does not exist");
