@@ -14,6 +14,18 @@ namespace dropk {
 
 using namespace checkpoint_internal;  // NOLINT: the library's own private helpers
 
+namespace {
+
+// Whether `path` is a directory, or one this user may not look at (stat
+// says Permission denied: a link into another user's directory), which
+// OpenCheckpoint names as PermissionDenied. Left out of the candidates, such
+// a checkpoint was passed over in silence, and --resume's saves replaced it.
+bool DirectoryOrUnreachable(Env* env, const std::string& path) {
+  return env->IsDirectory(path) || absl::IsPermissionDenied(env->FileSize(path).status());
+}
+
+}  // namespace
+
 absl::StatusOr<ValidatedManifest> OpenCheckpoint(const std::string& dir, Env* env) {
   if (env == nullptr) env = Env::Default();
   if (!env->IsDirectory(dir)) {
@@ -157,7 +169,8 @@ std::vector<std::string> CheckpointCandidates(const std::string& checkpoints_dir
     std::vector<std::pair<int64_t, std::string>> steps;
     for (const std::string& name : *names) {
       const int64_t step = ParseStepDirName(name);
-      if (step >= 0 && name != latest_name && env->IsDirectory(PathJoin(checkpoints_dir, name))) {
+      if (step >= 0 && name != latest_name &&
+          DirectoryOrUnreachable(env, PathJoin(checkpoints_dir, name))) {
         steps.push_back({step, name});
       }
     }

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -334,6 +335,36 @@ TEST_F(CheckpointTest, ACheckpointDirectoryThatMayNotBeReachedIsPermissionDenied
   };
   EXPECT_EXIT(open_as_a_user(), ::testing::ExitedWithCode(0), "");
   fs::permissions(parent, fs::perms::owner_all);
+}
+
+// A step-* entry this user may not look at (here a link into a directory
+// of mode 000) was left out of the candidates in silence: without a
+// readable LATEST, --resume took the one before and its save of that step
+// replaced the link. It is a candidate (found by listing: LATEST names step
+// 1 here), which OpenCheckpoint names as PermissionDenied. Run as nobody
+// when root.
+TEST_F(CheckpointTest, AStepEntryThatMayNotBeReachedIsACandidate) {
+  ASSERT_TRUE(Save(1).ok());
+  const std::string newest = *Save(2);
+  const std::string hidden = dir_ + "/hidden";
+  fs::create_directories(hidden);
+  fs::rename(newest, hidden + "/step-00000002");
+  fs::create_directory_symlink(hidden + "/step-00000002", newest);
+  WriteAll(dir_ + "/ckpt/LATEST", "step-00000001");
+  fs::permissions(hidden, fs::perms::none);
+  const auto list_as_a_user = [&] {
+    if (::geteuid() == 0 &&
+        (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0)) {
+      std::fprintf(stderr, "cannot become nobody\n");
+      std::_Exit(2);
+    }
+    const std::vector<std::string> candidates = CheckpointCandidates(dir_ + "/ckpt", nullptr);
+    for (const std::string& c : candidates) std::fprintf(stderr, "candidate %s\n", c.c_str());
+    const bool listed = std::find(candidates.begin(), candidates.end(), newest) != candidates.end();
+    std::_Exit(listed && absl::IsPermissionDenied(OpenCheckpoint(newest).status()) ? 0 : 1);
+  };
+  EXPECT_EXIT(list_as_a_user(), ::testing::ExitedWithCode(0), "");
+  fs::permissions(hidden, fs::perms::owner_all);
 }
 
 TEST_F(CheckpointTest, ManifestProblems) {
