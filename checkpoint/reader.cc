@@ -14,9 +14,28 @@ namespace dropk {
 
 using namespace checkpoint_internal;  // NOLINT: the library's own private helpers
 
+namespace {
+
+// Whether `path` is a directory, or one this user may not look at (stat
+// says Permission denied: a link into another user's directory), which
+// OpenCheckpoint names as PermissionDenied. Left out of the candidates, such
+// a checkpoint was passed over in silence, and --resume's saves replaced it.
+bool DirectoryOrUnreachable(Env* env, const std::string& path) {
+  return env->IsDirectory(path) || absl::IsPermissionDenied(env->FileSize(path).status());
+}
+
+}  // namespace
+
 absl::StatusOr<ValidatedManifest> OpenCheckpoint(const std::string& dir, Env* env) {
   if (env == nullptr) env = Env::Default();
   if (!env->IsDirectory(dir)) {
+    // A directory under one that may not be searched (or a link into one)
+    // cannot be looked at: that is a permission problem, not a checkpoint
+    // that "does not exist", which callers pass over like a corrupt one.
+    if (absl::StatusOr<uint64_t> seen = env->FileSize(dir);
+        absl::IsPermissionDenied(seen.status())) {
+      return CheckpointReadError(dir, "", "", seen.status());
+    }
     // LATEST naming a checkpoint deleted by hand read "not a directory".
     return CheckpointError(dir, "", "",
                            env->FileExists(dir) ? "not a directory" : "does not exist");
@@ -150,7 +169,8 @@ std::vector<std::string> CheckpointCandidates(const std::string& checkpoints_dir
     std::vector<std::pair<int64_t, std::string>> steps;
     for (const std::string& name : *names) {
       const int64_t step = ParseStepDirName(name);
-      if (step >= 0 && name != latest_name && env->IsDirectory(PathJoin(checkpoints_dir, name))) {
+      if (step >= 0 && name != latest_name &&
+          DirectoryOrUnreachable(env, PathJoin(checkpoints_dir, name))) {
         steps.push_back({step, name});
       }
     }

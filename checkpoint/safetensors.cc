@@ -164,10 +164,12 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
 absl::StatusOr<std::string> SafetensorsFile::ReadTensorBytes(const std::string& name) const {
   const Tensor& t = tensors_.at(name);
   absl::StatusOr<std::string> bytes = ReadRange(path_, data_start_ + t.begin, t.end - t.begin);
-  if (bytes.ok() || absl::IsNotFound(bytes.status())) return bytes;
-  return absl::InvalidArgumentError(
-      absl::StrCat(bytes.status().message(), " (tensor ", name,
-                   "; did the file change since its header was read?)"));
+  if (bytes.ok()) return bytes;
+  // ReadRange's code (NotFound: the file has gone; InvalidArgument), with
+  // the tensor named: "open: No such file or directory" alone named the file.
+  return absl::Status(bytes.status().code(),
+                      absl::StrCat(bytes.status().message(), " (tensor ", name,
+                                   "; did the file change since its header was read?)"));
 }
 
 }  // namespace dropk

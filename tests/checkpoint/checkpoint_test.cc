@@ -1,10 +1,14 @@
 // Checkpoint writer and reader: round trip, every corruption a reader must
 // refuse (naming checkpoint, file and tensor), fault injection at every
 // write of a save, retention, LATEST fallback, resume config checks.
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -12,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/exit_codes.h"
 #include "checkpoint/async_writer.h"
@@ -303,6 +308,63 @@ TEST_F(CheckpointTest, MissingDataFile) {
   const std::string ckpt = *Save(1);
   fs::remove(ckpt + "/optim-rank00000-of-00001.data");
   ExpectRefused(ckpt, {"optim-rank00000-of-00001.data", "optimizer/adam_m", "missing"});
+}
+
+// A checkpoint directory under one that may not be searched (no x bit, or
+// a link into another user's directory) read "does not exist", DataLoss,
+// which --resume passes over like a corrupt checkpoint before its saves
+// replace it. reader.h promises PermissionDenied for what the OS will not
+// let this user read. Opened in a child, as nobody when root (root may
+// search anything).
+TEST_F(CheckpointTest, ACheckpointDirectoryThatMayNotBeReachedIsPermissionDenied) {
+  const std::string ckpt = *Save(1);
+  const std::string parent = dir_ + "/ckpt";
+  fs::permissions(parent, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                              fs::perms::others_read);
+  const auto open_as_a_user = [&] {
+    if (::geteuid() == 0 &&
+        (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0)) {
+      std::fprintf(stderr, "cannot become nobody\n");
+      std::_Exit(2);
+    }
+    const absl::Status s = OpenCheckpoint(ckpt).status();
+    std::fprintf(stderr, "%s\n", s.ToString().c_str());
+    const bool named = absl::StrContains(s.message(), "checkpoint " + ckpt) &&
+                       absl::StrContains(s.message(), "Permission denied");
+    std::_Exit(absl::IsPermissionDenied(s) && named ? 0 : 1);
+  };
+  EXPECT_EXIT(open_as_a_user(), ::testing::ExitedWithCode(0), "");
+  fs::permissions(parent, fs::perms::owner_all);
+}
+
+// A step-* entry this user may not look at (here a link into a directory
+// of mode 000) was left out of the candidates in silence: without a
+// readable LATEST, --resume took the one before and its save of that step
+// replaced the link. It is a candidate (found by listing: LATEST names step
+// 1 here), which OpenCheckpoint names as PermissionDenied. Run as nobody
+// when root.
+TEST_F(CheckpointTest, AStepEntryThatMayNotBeReachedIsACandidate) {
+  ASSERT_TRUE(Save(1).ok());
+  const std::string newest = *Save(2);
+  const std::string hidden = dir_ + "/hidden";
+  fs::create_directories(hidden);
+  fs::rename(newest, hidden + "/step-00000002");
+  fs::create_directory_symlink(hidden + "/step-00000002", newest);
+  WriteAll(dir_ + "/ckpt/LATEST", "step-00000001");
+  fs::permissions(hidden, fs::perms::none);
+  const auto list_as_a_user = [&] {
+    if (::geteuid() == 0 &&
+        (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0)) {
+      std::fprintf(stderr, "cannot become nobody\n");
+      std::_Exit(2);
+    }
+    const std::vector<std::string> candidates = CheckpointCandidates(dir_ + "/ckpt", nullptr);
+    for (const std::string& c : candidates) std::fprintf(stderr, "candidate %s\n", c.c_str());
+    const bool listed = std::find(candidates.begin(), candidates.end(), newest) != candidates.end();
+    std::_Exit(listed && absl::IsPermissionDenied(OpenCheckpoint(newest).status()) ? 0 : 1);
+  };
+  EXPECT_EXIT(list_as_a_user(), ::testing::ExitedWithCode(0), "");
+  fs::permissions(hidden, fs::perms::owner_all);
 }
 
 TEST_F(CheckpointTest, ManifestProblems) {

@@ -107,6 +107,20 @@ TEST_F(SafetensorsTest, AFileShortenedAfterItsHeaderWasReadIsNamed) {
   EXPECT_THAT(std::string(bytes.status().message()), AllOf(HasSubstr(path), HasSubstr("tensor w")));
 }
 
+// A file removed after its header was read is NotFound, as a missing file
+// is, and names the tensor too: it said "open: No such file or directory"
+// with the file alone.
+TEST_F(SafetensorsTest, AFileRemovedAfterItsHeaderWasReadIsNotFoundNamingTheTensor) {
+  std::vector<SafetensorsTensor> tensors = {{"w", "F32", {2}, std::string(8, '\1')}};
+  const std::string path = Write(SafetensorsHeader(tensors, {}) + tensors[0].bytes);
+  absl::StatusOr<SafetensorsFile> file = ReadSafetensors(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  ASSERT_EQ(unlink(path.c_str()), 0);
+  const absl::StatusOr<std::string> bytes = file->ReadTensorBytes("w");
+  EXPECT_TRUE(absl::IsNotFound(bytes.status())) << bytes.status();
+  EXPECT_THAT(std::string(bytes.status().message()), AllOf(HasSubstr(path), HasSubstr("tensor w")));
+}
+
 TEST_F(SafetensorsTest, AMissingFileIsNotFound) {
   const absl::Status s = ReadSafetensors(tmp_.Path("none.safetensors")).status();
   EXPECT_TRUE(absl::IsNotFound(s)) << s;

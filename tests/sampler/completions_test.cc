@@ -540,10 +540,6 @@ TEST(CompletionsParseTest, AFieldGivenTwiceIsRefusedNamingIt) {
   EXPECT_EQ(Parse(R"({"prompt":"a","metadata":{"k":1,"k":2}})").prompts.size(), 1u);
 }
 
-// The token budget (--max-request-tokens, checked by CompletionJob::Start)
-// bounds a non-streaming answer's top logprobs; parsing once refused, on a
-// fixed 262144 of them, 4 prompts x n 4 x 4096 tokens x logprobs 5, which
-// is within the default budget of 65536 tokens.
 // stream_options.include_usage given true, then false, was read as false
 // without a word, as a top-level field given twice once was. Refused alike,
 // naming it; the same key in another object, or in another field, is not
@@ -565,6 +561,10 @@ TEST(CompletionsParseTest, IncludeUsageGivenTwiceIsRefusedNamingIt) {
                   .include_usage);
 }
 
+// The token budget (--max-request-tokens, checked by CompletionJob::Start)
+// bounds a non-streaming answer's top logprobs; parsing once refused, on a
+// fixed 262144 of them, 4 prompts x n 4 x 4096 tokens x logprobs 5, which
+// is within the default budget of 65536 tokens.
 TEST(CompletionsParseTest, TopLogprobsWithinTheTokenBudgetAreAccepted) {
   const CompletionRequest r =
       Parse(R"({"prompt":["a","b","c","d"],"n":4,"max_tokens":4096,"logprobs":5})");

@@ -199,8 +199,6 @@ TEST_F(HfGpt2WeightsTest, WhatDoesNotFitIsNamed) {
   EXPECT_THAT(ErrorFor(tensors), HasSubstr("is I32; weights must be F32, F16 or BF16"));
 }
 
-// A dropk export records its tokenizer: another data set's characters
-// would give every id another meaning.
 // A model directory, a checkpoint directory or a dropk-format export read
 // "not a regular file" or "not a valid safetensors file: a header of
 // 5789453510757012036 bytes", with no word of what to pass instead.
@@ -233,6 +231,8 @@ TEST_F(HfGpt2WeightsTest, NearMissesForAWeightsFileSayWhatToPass) {
   }
 }
 
+// A dropk export records its tokenizer: another data set's characters
+// would give every id another meaning.
 TEST_F(HfGpt2WeightsTest, ADropkExportOfOtherCharactersIsRefused) {
   const std::string path = Write(
       HfTensors("transformer."),

@@ -133,7 +133,9 @@ absl::StatusOr<CheckpointManifest> LoadCheckpointInto(const std::string& dir,
 absl::StatusOr<std::string> ReadLatestFile(const std::string& latest_path, Env* env = nullptr);
 
 // Candidates for resuming from checkpoints_dir: the one LATEST names first
-// (when LATEST is readable), then every step-* directory, newest first.
+// (when LATEST is readable), then every step-* directory, newest first,
+// with every step-* entry this user may not look at (OpenCheckpoint calls
+// it PermissionDenied).
 // Problems with LATEST itself, and a directory that exists but cannot be
 // listed, are appended to *skipped (may be null).
 std::vector<std::string> CheckpointCandidates(const std::string& checkpoints_dir,

@@ -52,9 +52,9 @@ class SafetensorsFile {
   const std::map<std::string, Tensor>& tensors() const { return tensors_; }
   // Reads the bytes of the tensor called `name` from the file (those
   // alone: the file may be larger than memory). Precondition: `name` is a
-  // key of tensors(). An error names the file and the tensor (a file
-  // shortened since ReadSafetensors, an I/O error); NotFound when the file
-  // has gone.
+  // key of tensors(). Every error names the file and the tensor: NotFound
+  // when the file has gone since ReadSafetensors, InvalidArgument for
+  // anything else (a file shortened since, an I/O error).
   absl::StatusOr<std::string> ReadTensorBytes(const std::string& name) const;
 
  private:
