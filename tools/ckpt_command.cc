@@ -277,7 +277,7 @@ absl::Status CheckExportTarget(const std::string& out, const std::string& dir) {
     }
     char magic[8] = {};
     std::ifstream(out, std::ios::binary).read(magic, sizeof(magic));
-    if (std::string_view(magic, sizeof(magic)) != "DROPKEXP" && !IsDropkSafetensorsFile(out)) {
+    if (std::string_view(magic, sizeof(magic)) != kExportMagic && !IsDropkSafetensorsFile(out)) {
       return absl::InvalidArgumentError(
           absl::StrCat("--out ", out,
                        ": exists and is not a dropk export, so it is not replaced; remove it "
@@ -359,8 +359,8 @@ absl::StatusOr<std::vector<std::string>> DropkExportPieces(const ValidatedManife
   std::string header_bytes;
   header.SerializeToString(&header_bytes);
   const uint64_t h = header_bytes.size();
-  std::vector<std::string> pieces = {"DROPKEXP", std::string(reinterpret_cast<const char*>(&h), 8),
-                                     std::move(header_bytes)};
+  std::vector<std::string> pieces = {
+      kExportMagic, std::string(reinterpret_cast<const char*>(&h), 8), std::move(header_bytes)};
   uint64_t written = 16 + h;
   for (int i = 0; i < header.tensors_size(); ++i) {
     pieces.push_back(std::string(header.tensors(i).offset() - written, '\0'));

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "checkpoint/env.h"
+#include "checkpoint/format.h"
 #include "checkpoint/safetensors.h"
 #include "nlohmann/json.hpp"
 
@@ -117,7 +118,7 @@ std::string NearMissForWeights(const std::string& path) {
       return absl::StrCat("a directory; init_from names the weights file in it: --init_from=",
                           (dir / "model.safetensors").string());
     }
-    for (const char* checkpoint_file : {"manifest.pb", "LATEST", "checkpoints"}) {
+    for (const char* checkpoint_file : {kManifestFileName, kLatestFileName, "checkpoints"}) {
       if (fs::exists(dir / checkpoint_file, ec)) {
         return absl::StrCat(
             "a dropk checkpoint directory; init_from reads a safetensors file (dropk ckpt export "
@@ -130,7 +131,7 @@ std::string NearMissForWeights(const std::string& path) {
   char magic[8] = {};
   if (fs::is_regular_file(path, ec) &&
       Env::Default()->ReadFileRange(path, 0, sizeof(magic), magic).ok() &&
-      std::string_view(magic, sizeof(magic)) == "DROPKEXP") {
+      std::string_view(magic, sizeof(magic)) == kExportMagic) {
     return "a dropk export of its own format; init_from reads safetensors: export with dropk ckpt "
            "export --format safetensors";
   }

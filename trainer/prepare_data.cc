@@ -61,6 +61,14 @@ bool IsPrepareOutput(const fs::path& path, const fs::path& out_dir) {
          IsShardName(name, "train") || IsShardName(name, "val");
 }
 
+// Whether the file at `path` begins with a token file's magic (DROPKTOK);
+// false when it is shorter or cannot be read.
+bool StartsWithTokenFileMagic(Env* env, const std::string& path) {
+  char magic[sizeof(kTokenFileMagic)] = {};
+  return env->ReadFileRange(path, 0, sizeof(magic), magic).ok() &&
+         std::equal(magic, magic + sizeof(magic), kTokenFileMagic);
+}
+
 // Whether `path` is prepared data rather than text: a token file (by its
 // magic, whatever its name), the tokenizer.pb beside one, or the lock file
 // of a preparation or a training run (which names its holder). A corpus
@@ -70,9 +78,7 @@ bool IsPreparedData(const fs::path& path) {
   if (path.filename() == kPrepareLock.file_name || path.filename() == kTrainingLock.file_name) {
     return true;
   }
-  char magic[sizeof(kTokenFileMagic)] = {};
-  std::ifstream(path, std::ios::binary).read(magic, sizeof(magic));
-  if (std::equal(magic, magic + sizeof(magic), kTokenFileMagic)) return true;
+  if (StartsWithTokenFileMagic(Env::Default(), path.string())) return true;
   if (path.filename() != kTokenizerFile) return false;
   std::error_code ec;
   for (const std::string& name : {std::string(kTrainTokensFile), std::string(kValTokensFile),
@@ -589,11 +595,7 @@ absl::Status RefuseReplacingForeignFiles(Env* env, const fs::path& dir,
       foreign = "is not a tokenizer dropk wrote (it does not load as one)";
     } else if (name == kTrainTokensFile || name == kValTokensFile || IsShardName(name, "train") ||
                IsShardName(name, "val")) {
-      char magic[sizeof(kTokenFileMagic)] = {};
-      if (env->ReadFileRange(path, 0, sizeof(magic), magic).ok() &&
-          std::equal(magic, magic + sizeof(magic), kTokenFileMagic)) {
-        continue;
-      }
+      if (StartsWithTokenFileMagic(env, path)) continue;
       foreign =
           "is not a dropk token file (its first bytes are not DROPKTOK; nanoGPT's prepare.py "
           "writes a train.bin and val.bin of its own)";

@@ -56,6 +56,9 @@ inline constexpr uint32_t kOldestReadableFormatVersion = 1;
 inline constexpr char kManifestFileName[] = "manifest.pb";
 inline constexpr char kLatestFileName[] = "LATEST";
 inline constexpr char kModelDataFileName[] = "model.data";
+// The first 8 bytes of a file `dropk ckpt export --format dropk` writes
+// (then a little-endian u64 header length and the header).
+inline constexpr char kExportMagic[] = "DROPKEXP";
 inline constexpr char kAdamMName[] = "optimizer/adam_m";
 inline constexpr char kAdamVName[] = "optimizer/adam_v";
 inline constexpr char kModelTensorPrefix[] = "model/";
