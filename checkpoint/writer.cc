@@ -126,11 +126,26 @@ absl::StatusOr<std::string> CheckpointWriter::Save(const CheckpointState& state)
 }
 
 void CheckpointWriter::RetainAfterCommit(int64_t newest_step) {
+  last_committed_step_.store(newest_step);
   if (absl::Status s = ApplyRetention(newest_step); !s.ok()) {
     // The new checkpoint is committed; failing to delete old ones is not
     // worth stopping training for.
     log_->Write(absl::StrCat("dropk checkpoint: retention: ", s.message()));
   }
+}
+
+void CheckpointWriter::WarnIfLastCommittedIsGone(int64_t step) {
+  const int64_t committed = last_committed_step_.load();
+  if (committed < 0) return;
+  const std::string& root = options_.checkpoints_dir;
+  const std::string name = CheckpointDirName(committed);
+  if (env_->IsDirectory(PathJoin(root, name))) return;
+  // Only now, so a save costs one stat: was the whole directory deleted?
+  const std::string what =
+      env_->IsDirectory(root) ? "is gone" : "is gone, with checkpoint_dir itself";
+  log_->Write(absl::StrCat("dropk checkpoint: warning: checkpoint_dir ", root, ": ", name,
+                           ", committed by this run, ", what, " (deleted from outside?); saving ",
+                           CheckpointDirName(step), " anyway"));
 }
 
 absl::StatusOr<CheckpointWriter::SaveInProgress> CheckpointWriter::Stage(
@@ -154,6 +169,7 @@ absl::StatusOr<CheckpointWriter::SaveInProgress> CheckpointWriter::Stage(
   absl::Status created;
   if (rank == 0) {
     header[0] = static_cast<int64_t>(std::random_device{}() & 0x7FFFFFFF);
+    WarnIfLastCommittedIsGone(state.step);
     created = env_->CreateDir(root);
     if (created.ok()) created = env_->CreateDir(PathJoin(root, TmpDirName(final_name, header[0])));
     if (!created.ok()) {

@@ -86,6 +86,40 @@ std::string ManifestIdentity(const std::string& checkpoint_dir) {
                       st.st_mtim.tv_nsec);
 }
 
+// A tokenizer as a reload's line names it: "CHAR (65 code points)",
+// "BYTE (256 tokens)".
+std::string DescribeTokenizer(const TextTokenizer& tokenizer) {
+  const std::string kind = Tokenizer::Kind_Name(tokenizer.kind());
+  if (tokenizer.kind() == Tokenizer::CHAR) {
+    return absl::StrCat(kind, " (", tokenizer.proto().code_points_size(), " code points)");
+  }
+  return absl::StrCat(kind, " (", tokenizer.vocab_size(), " tokens)");
+}
+
+// What differs between the model served and the one swapped in, "field old
+// -> new" each: the shape (ParamLayout's fields) and the tokenizer (its
+// kind and size, or "other tokens" where only its table differs).
+std::vector<std::string> ModelChanges(const ModelSnapshot& before, const ModelSnapshot& after) {
+  std::vector<std::string> changes;
+  const auto field = [&changes](const char* name, int64_t a, int64_t b) {
+    if (a != b) changes.push_back(absl::StrCat(name, " ", a, " -> ", b));
+  };
+  field("n_layer", before.config.n_layer, after.config.n_layer);
+  field("n_head", before.config.n_head, after.config.n_head);
+  field("n_embd", before.config.n_embd, after.config.n_embd);
+  field("vocab_size", before.config.vocab_size, after.config.vocab_size);
+  field("block_size", before.config.block_size, after.config.block_size);
+  const std::string a = DescribeTokenizer(before.tokenizer);
+  const std::string b = DescribeTokenizer(after.tokenizer);
+  if (a != b) {
+    changes.push_back(absl::StrCat("tokenizer ", a, " -> ", b));
+  } else if (before.tokenizer.proto().SerializeAsString() !=
+             after.tokenizer.proto().SerializeAsString()) {
+    changes.push_back(absl::StrCat("tokenizer ", a, ", other tokens"));
+  }
+  return changes;
+}
+
 }  // namespace
 
 CheckpointWatcher::CheckpointWatcher(std::string checkpoints_dir, Scheduler* scheduler,
@@ -160,9 +194,28 @@ absl::StatusOr<bool> CheckpointWatcher::LoadNewest() {
         absl::StrCat(*path, ": out of memory loading it (an allocation failed; its model needs ",
                      "more memory than this process can get)"));
   }
+  // Another model under LATEST (another run's checkpoints, a config
+  // changed and trained afresh): served, as LATEST names it, but said,
+  // since its model id tells only the step and clients see another model.
+  if (serving_ != nullptr) {
+    const std::vector<std::string> changes = ModelChanges(*serving_, **snapshot);
+    if (!changes.empty()) {
+      log_->Write(absl::StrCat("dropk-serve: warning: ", *path, " is another model than ",
+                               serving_->path, ": ", absl::StrJoin(changes, ", "),
+                               "; serving it as ", (*snapshot)->id));
+    }
+  }
   serving_path_ = *path;
   serving_identity_ = identity;
   serving_skipped_ = !skipped.empty();
+  // Only the shape and tokenizer are compared later: the weights are the
+  // scheduler's to keep or drop.
+  serving_ = std::make_shared<ModelSnapshot>(ModelSnapshot{(*snapshot)->config,
+                                                           (*snapshot)->tokenizer,
+                                                           {},
+                                                           (*snapshot)->step,
+                                                           (*snapshot)->id,
+                                                           (*snapshot)->path});
   log_->Write(absl::StrCat("dropk-serve: serving ", *path, " (step ", (*snapshot)->step, ")",
                            skipped.empty() ? "" : "; skipped: ", why_skipped));
   return true;

@@ -364,5 +364,41 @@ TEST_F(CheckpointWatcherTest, ACheckpointBeingCopiedInIsNotScannedAtEveryPoll) {
   EXPECT_LT(BytesReadByThisProcess() - read_settled, weights_bytes);
 }
 
+// A checkpoint of another model under LATEST (another run's checkpoints
+// copied in, a config changed and trained afresh) was swapped in without a
+// word, and its model id, from the step alone, could equal the old one's.
+// It is still served, as LATEST names it, with one line naming each field
+// that changed; a reload of the same model says nothing of the kind.
+TEST_F(CheckpointWatcherTest, AnotherModelShapeSwappedInIsLoggedNamingWhatChanged) {
+  Watched w(checkpoints_);
+  PointLatestAt("step-00000001");
+  ASSERT_TRUE(w.watcher.LoadInitial().ok()) << w.log.All();
+  PointLatestAt("step-00000002");
+  ASSERT_TRUE(w.watcher.PollOnce().ok()) << w.log.All();
+  ASSERT_EQ(w.scheduler->CurrentModel()->snapshot().step, 2) << w.log.All();
+  EXPECT_EQ(w.log.All().find("another model"), std::string::npos) << w.log.All();
+
+  // Three steps of a wider, shallower model with a longer context.
+  TrainConfig other =
+      test_util::TinySmokeEveryStepConfig((dir_ / "data").string(), (dir_ / "other").string(), 3);
+  other.set_n_layer(1);
+  other.set_n_embd(48);
+  other.set_block_size(48);
+  ASSERT_TRUE(ValidateTrainConfig(other).ok());
+  std::ostringstream train_log;
+  ASSERT_TRUE(RunTraining(other, *MakeSingleProcessCommunicator(), train_log).ok())
+      << train_log.str();
+  fs::copy(dir_ / "other/checkpoints/step-00000003", fs::path(checkpoints_) / "step-00000003");
+  PointLatestAt("step-00000003");
+  ASSERT_TRUE(w.watcher.PollOnce().ok()) << w.log.All();
+  ASSERT_EQ(w.scheduler->CurrentModel()->snapshot().step, 3) << w.log.All();
+  EXPECT_EQ(w.scheduler->CurrentModel()->snapshot().config.n_layer, 1);
+  const std::string line = "dropk-serve: warning: " + checkpoints_ +
+                           "/step-00000003 is another model than " + checkpoints_ +
+                           "/step-00000002: n_layer 2 -> 1, n_embd 32 -> 48, block_size 32 -> 48; "
+                           "serving it as dropk-step-00000003\n";
+  EXPECT_NE(w.log.All().find(line), std::string::npos) << w.log.All();
+}
+
 }  // namespace
 }  // namespace dropk

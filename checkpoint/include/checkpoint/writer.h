@@ -157,9 +157,18 @@ class CheckpointWriter {
   absl::Status ApplyRetention(int64_t newest_step);
   // Rank 0, after a commit: retention, whose failure is only logged.
   void RetainAfterCommit(int64_t newest_step);
+  // Rank 0, before saving `step`: one stat of the checkpoint this writer
+  // committed last; when it is gone (the directory or the checkpoint deleted
+  // from outside), logs one warning line naming checkpoints_dir, it and
+  // `step`, as the save goes on and recreates what is missing. The next
+  // commit replaces it, so one deletion warns once.
+  void WarnIfLastCommittedIsGone(int64_t step);
 
   CheckpointWriterOptions options_;
   std::atomic<int64_t> known_good_step_{-1};  // see KeepNewestAtOrBefore
+  // Rank 0: the step of the checkpoint this writer committed last; -1 none.
+  // Set on the asynchronous writer's thread, read on the caller's.
+  std::atomic<int64_t> last_committed_step_{-1};
   std::chrono::milliseconds peer_timeout_;    // see set_peer_timeout
   Communicator* comm_;
   Env* env_;

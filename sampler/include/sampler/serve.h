@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -50,7 +51,9 @@ class CheckpointWatcher {
   // While LATEST, there before, is removed and a model is served, logs that
   // once, keeps the model and returns OK without scanning. When LATEST's
   // checkpoint is refused, a fallback older than the model served is
-  // refused too: that model stays.
+  // refused too: that model stays. A model swapped in whose shape or
+  // tokenizer differs from the one served is served, with one warning line
+  // naming each field that changed, old -> new.
   absl::Status PollOnce();
 
   void Start(std::chrono::milliseconds interval);
@@ -81,6 +84,9 @@ class CheckpointWatcher {
   bool latest_present_ = false;         // LATEST existed at the last look
   bool latest_removed_logged_ = false;  // its removal has been logged
   std::string serving_path_;  // checkpoint directory being served
+  // Its model without the weights (shape, tokenizer, id), to name what
+  // another model swapped in changes; null before the first load.
+  std::shared_ptr<const ModelSnapshot> serving_;
   // Its manifest file as it was loaded (ManifestIdentity in serve.cc): the
   // same path may come to hold another checkpoint.
   std::string serving_identity_;
