@@ -73,6 +73,7 @@ struct Flags {
   std::string mpirun_args;
   int failure_grace_s = 60;
   int lost_host_grace_s = 5;
+  int startup_timeout_s = 120;
   std::vector<std::string> command;
 };
 
@@ -317,6 +318,58 @@ class FailureWatchdog {
   std::optional<std::string> lost_host_;
 };
 
+// How long the watchdog waits on the filesystem for the start markers.
+constexpr std::chrono::seconds kStartMarkersLimit(5);
+
+// Watches a launch attempt's start (a Watchdog): each rank marks that it
+// started under OUT_DIR/started/ATTEMPT before it joins the job
+// (RecordRankStarted). Open MPI starts no rank until every host's daemon has
+// reported back, and waits for good on one that never does (a dead host, a
+// cut link): once `timeout` has passed, a host of `hosts` on which no rank
+// has marked its start is named silent, and the reason ends mpirun.
+class StartupWatchdog {
+ public:
+  StartupWatchdog(std::string out_dir, std::string attempt, std::chrono::seconds timeout,
+                  const std::vector<HostEntry>& hosts)
+      : out_dir_(std::move(out_dir)),
+        attempt_(std::move(attempt)),
+        timeout_(timeout),
+        hosts_(hosts),
+        start_(std::chrono::steady_clock::now()) {}
+
+  std::optional<std::string> operator()() {
+    if (checked_ || std::chrono::steady_clock::now() - start_ < timeout_) return std::nullopt;
+    checked_ = true;
+    const std::string dir = StartMarkerDir(out_dir_, attempt_);
+    const std::optional<std::vector<StartedRank>> ranks =
+        StartedRanksWithin(out_dir_, attempt_, kStartMarkersLimit);
+    std::vector<StartedRankHost> started;
+    for (const StartedRank& r : ranks.value_or(std::vector<StartedRank>())) {
+      started.push_back({r.host, r.addresses});
+    }
+    silent_ = HostsWithoutStartedRank(hosts_, started);
+    if (silent_.empty()) return std::nullopt;
+    return absl::StrCat(
+        "no rank started on host(s) ", absl::StrJoin(silent_, ", "), " within ", timeout_.count(),
+        " s (--startup-timeout-s; no start marker in ", dir,
+        ranks ? "" : absl::StrCat(", not readable within ", kStartMarkersLimit.count(), " s"),
+        "): mpirun likely waits on a daemon there (host down or unreachable); ended mpirun's "
+        "process group (mpirun, its local ranks and helpers)");
+  }
+
+  // The hosts named silent (empty unless the watchdog ended mpirun).
+  const std::vector<std::string>& silent() const { return silent_; }
+
+ private:
+  const std::string out_dir_;
+  const std::string attempt_;
+  const std::chrono::seconds timeout_;
+  const std::vector<HostEntry>& hosts_;
+  const std::chrono::steady_clock::time_point start_;
+  bool checked_ = false;
+  std::vector<std::string> silent_;
+};
+
 // Refuses, before anything runs, a job that a relaunch on the fewest ranks
 // its hosts and --max-restarts allow would stop: the relaunch raises
 // gradient_accumulation_steps to keep the global batch, and the trainer
@@ -415,8 +468,17 @@ absl::Status Launch(const Flags& flags) {
 
   for (int attempt = 0;; ++attempt) {
     const int ranks = RanksOf(*hosts);
-    std::vector<std::string> argv = {flags.mpirun, "--hostfile", job_hostfile, "-np",
-                                     std::to_string(ranks)};
+    // Unique per attempt, so that an earlier attempt's start markers do not count.
+    const std::string attempt_id = absl::StrCat(
+        getpid(), "-", attempt + 1, "-",
+        std::chrono::system_clock::now().time_since_epoch() / std::chrono::milliseconds(1));
+    std::vector<std::string> argv = {flags.mpirun,
+                                     "--hostfile",
+                                     job_hostfile,
+                                     "-np",
+                                     std::to_string(ranks),
+                                     "-x",
+                                     absl::StrCat(kLaunchAttemptEnv, "=", attempt_id)};
     if (!user_keepalive)
       argv.insert(argv.end(), std::begin(kKeepaliveArgs), std::end(kKeepaliveArgs));
     argv.insert(argv.end(), mpirun_args->begin(), mpirun_args->end());
@@ -439,7 +501,13 @@ absl::Status Launch(const Flags& flags) {
         MarkFailureRecordsWithin(config->out_dir(), kFailureRecordsLimit);
     FailureWatchdog watchdog(config->out_dir(), marks, std::chrono::seconds(flags.failure_grace_s),
                              std::chrono::seconds(flags.lost_host_grace_s), *hosts);
-    absl::StatusOr<RunResult> run = RunAndCapture(argv, std::ref(watchdog));
+    StartupWatchdog startup(config->out_dir(), attempt_id,
+                            std::chrono::seconds(flags.startup_timeout_s), *hosts);
+    absl::StatusOr<RunResult> run = RunAndCapture(argv, [&]() -> std::optional<std::string> {
+      if (std::optional<std::string> reason = startup()) return reason;
+      return watchdog();
+    });
+    RemoveStartMarkersWithin(config->out_dir(), attempt_id, kStartMarkersLimit);
     if (!run.ok()) return run.status();
     const int code = run->code;
     // "mpirun exit status N", or that the watchdog ended it.
@@ -465,6 +533,30 @@ absl::Status Launch(const Flags& flags) {
       std::cerr << "dropk launch: the job finished on " << hosts->size() << " host(s) after "
                 << attempt << " restart(s)" << std::endl;
       return absl::OkStatus();
+    }
+    if (!startup.silent().empty()) {
+      const std::vector<std::string>& silent = startup.silent();
+      const std::string named =
+          absl::StrCat("no rank started on host(s) ", absl::StrJoin(silent, ", "), " within ",
+                       flags.startup_timeout_s, " s (--startup-timeout-s)");
+      if (silent.size() == hosts->size()) {
+        return absl::AbortedError(
+            absl::StrCat(named,
+                         ": none of the job's hosts is left; check that mpirun reaches "
+                         "each (ssh, firewall) and that OUT_DIR ",
+                         config->out_dir(), " is shared by all"));
+      }
+      if (attempt >= flags.max_restarts) {
+        return absl::AbortedError(absl::StrCat(named, ", and --max-restarts=", flags.max_restarts,
+                                               " restart(s) are used up"));
+      }
+      std::erase_if(*hosts, [&](const HostEntry& h) {
+        return std::find(silent.begin(), silent.end(), h.host) != silent.end();
+      });
+      std::cerr << "dropk launch: restart " << attempt + 1 << " of at most " << flags.max_restarts
+                << ": " << named << "; relaunching on " << hosts->size() << " host(s), "
+                << RanksOf(*hosts) << " rank(s), from the newest checkpoint" << std::endl;
+      continue;
     }
     const std::optional<std::string> lost = FindLostHost(evidence, *hosts);
     if (!lost) {
@@ -514,6 +606,13 @@ void RegisterLaunchCommand(CLI::App& app, std::function<absl::Status()>& action)
       ->add_option("--lost-host-grace-s", flags->lost_host_grace_s,
                    "The same when the record names a host lost (mpirun would wait on its "
                    "daemon); the job is then relaunched without that host")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86400));
+  launch
+      ->add_option("--startup-timeout-s", flags->startup_timeout_s,
+                   "Seconds every host has for one of its ranks to start (mark it under "
+                   "OUT_DIR/started); past it mpirun's process group is killed and the job "
+                   "relaunched without the hosts on which none did")
       ->capture_default_str()
       ->check(CLI::Range(1, 86400));
   launch->add_option("command", flags->command, "-- dropk-train ARGS: the job")->required();
