@@ -64,6 +64,11 @@ class LaunchCliTest : public ::testing::Test {
     std::filesystem::permissions(path, std::filesystem::perms::owner_all);
     return path.string();
   }
+  // For a StandInMpirun body: run with -np 1 (the relaunch on one host),
+  // keep the hostfile given in OUT_DIR/relaunch-hosts and exit 0.
+  static constexpr char kKeepTheRelaunchHostfile[] =
+      "if [ \"$np\" = 1 ]; then mkdir -p \"$out\"; cp \"$hostfile\" \"$out/relaunch-hosts\"; "
+      "exit 0; fi\n";
   // A stand-in for mpirun that records `record` as rank 0's failure in the
   // job's --out_dir, starts a helper (its pid in OUT_DIR/helper.pid, its
   // own in OUT_DIR/mpirun.pid) and then hangs, as mpirun does when it waits
@@ -357,14 +362,13 @@ TEST_F(LaunchCliTest, AHostARankRecordedLostIsDroppedWithoutWaitingForMpirun) {
 // the launcher names h2, drops it and relaunches on h1.
 TEST_F(LaunchCliTest, AHostNoRankStartedOnIsDroppedAfterTheStartupTimeout) {
   std::ofstream(dir_ / "two") << "h1 slots=1\nh2 slots=1\n";
-  const std::string mpirun = StandInMpirun(
-      "silent-host-mpirun",
-      "if [ \"$np\" = 1 ]; then cp \"$hostfile\" \"$out/relaunch-hosts\"; exit 0; fi\n"
-      "mkdir -p \"$out/started/$attempt\"\n"
-      "echo h1 > \"$out/started/$attempt/rank-00000\"\n"
-      "sleep 3600 &\n"
-      "echo $! > \"$out/helper.pid\"\n"
-      "wait\n");
+  const std::string mpirun =
+      StandInMpirun("silent-host-mpirun", std::string(kKeepTheRelaunchHostfile) +
+                                              "mkdir -p \"$out/started/$attempt\"\n"
+                                              "echo h1 > \"$out/started/$attempt/rank-00000\"\n"
+                                              "sleep 3600 &\n"
+                                              "echo $! > \"$out/helper.pid\"\n"
+                                              "wait\n");
   // A marker of an earlier attempt naming h2 does not count for this one.
   std::filesystem::create_directories(dir_ / "run" / "started" / "old");
   std::ofstream(dir_ / "run" / "started" / "old" / "rank-00001") << "h2\n";
@@ -393,19 +397,42 @@ TEST_F(LaunchCliTest, AHostNoRankStartedOnIsDroppedAfterTheStartupTimeout) {
   EXPECT_TRUE(Ended(std::stoi(helper))) << "mpirun's helper " << helper << " outlived it";
 }
 
-// With no host that any rank started on, the launcher ends with an error
-// naming them all rather than relaunching on none.
+// Open MPI starts no rank until every host's daemon has reported: a dead
+// host leaves every host without a started rank. The launcher then runs
+// mpirun on each host alone (`-np 1 ... true`); the stand-in here hangs on
+// h2 only, and on the job's 2 ranks. The relaunch runs on h1.
+TEST_F(LaunchCliTest, WhenNoRankStartedAHostMpirunAloneCannotStartOnIsDropped) {
+  std::ofstream(dir_ / "two") << "h1 slots=1\nh2 slots=1\n";
+  const std::string mpirun = StandInMpirun(
+      "dead-host-mpirun",
+      std::string("for last in \"$@\"; do :; done\n"
+                  "if [ \"$last\" = true ]; then grep -q h2 \"$hostfile\" && exec sleep 3600; "
+                  "exit 0; fi\n") +
+          kKeepTheRelaunchHostfile + "exec sleep 3600\n");
+  const test_util::CommandResult r =
+      Launch("--hostfile " + (dir_ / "two").string() + " --mpirun " + mpirun +
+             " --startup-timeout-s 2 -- dropk-train --out_dir=" + (dir_ / "run").string());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("restart 1 of at most 3: no rank started on host(s) h1, h2 within 2 s "
+                       "(--startup-timeout-s); mpirun alone cannot start on host(s) h2 either; "
+                       "relaunching on 1 host(s), 1 rank(s)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(test_util::ReadFile((dir_ / "run" / "relaunch-hosts").string()), "h1 slots=1\n");
+}
+
+// Where mpirun alone cannot start on any host either, the launcher ends
+// with an error naming them all rather than relaunching on none.
 TEST_F(LaunchCliTest, NoRankStartedAnywhereEndsTheLaunchNamingEveryHost) {
   std::ofstream(dir_ / "two") << "h1 slots=1\nh2 slots=1\n";
-  const std::filesystem::path mpirun = dir_ / "stuck-mpirun";
-  std::ofstream(mpirun) << "#!/bin/sh\nexec sleep 3600\n";
-  std::filesystem::permissions(mpirun, std::filesystem::perms::owner_all);
+  const std::string mpirun = StandInMpirun("stuck-mpirun", "exec sleep 3600\n");
   const test_util::CommandResult r =
-      Launch("--hostfile " + (dir_ / "two").string() + " --mpirun " + mpirun.string() +
+      Launch("--hostfile " + (dir_ / "two").string() + " --mpirun " + mpirun +
              " --startup-timeout-s 1 -- dropk-train --out_dir=" + (dir_ / "run").string());
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("dropk: no rank started on host(s) h1, h2 within 1 s "
-                       "(--startup-timeout-s): none of the job's hosts is left"),
+                       "(--startup-timeout-s); mpirun alone could start on none of them, so none "
+                       "of the job's hosts is left"),
             std::string::npos)
       << r.err;
 }
