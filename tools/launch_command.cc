@@ -24,6 +24,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -73,6 +74,7 @@ struct Flags {
   std::string mpirun_args;
   int failure_grace_s = 60;
   int lost_host_grace_s = 5;
+  int startup_timeout_s = 120;
   std::vector<std::string> command;
 };
 
@@ -126,6 +128,30 @@ using Watchdog = std::function<std::optional<std::string>()>;
 // for: a process outside the group (a daemonised helper) may hold the pipes.
 constexpr std::chrono::seconds kDrainAfterKill(5);
 
+// In a child just forked from the launcher (pid `launcher`): moves it to a
+// process group of its own that gets SIGTERM when the launcher dies, reads
+// stdin from /dev/null, writes stdout to `out` and stderr to `err` (both
+// closed once copied, unless they are 1 or 2) and execs `args`
+// (null-terminated; on failure a line on `err` and exit 127).
+[[noreturn]] void ExecInGroupOfItsOwn(const std::vector<char*>& args, pid_t launcher, int out,
+                                      int err) {
+  setpgid(0, 0);
+  // Out of the launcher's process group, mpirun would outlive a launcher
+  // killed outright (kill -9, an OOM kill) with the whole job: it gets
+  // SIGTERM then (and ends its ranks, which save and stop).
+  prctl(PR_SET_PDEATHSIG, SIGTERM);
+  if (getppid() != launcher) _exit(128 + SIGTERM);  // the launcher died before prctl
+  const int null = open("/dev/null", O_RDONLY);
+  if (null >= 0) dup2(null, 0);
+  dup2(out, 1);
+  dup2(err, 2);
+  if (out > 2) close(out);
+  if (err > 2 && err != out) close(err);
+  execvp(args[0], args.data());
+  std::fprintf(stderr, "dropk launch: cannot run %s\n", args[0]);
+  _exit(127);
+}
+
 // Runs argv in a process group of its own (stdin from /dev/null: no
 // terminal read stops it there; SIGTERM when the launcher dies), copying its stdout and stderr to
 // ours as they come. When `watchdog` gives a reason, SIGKILLs the whole group (mpirun and the ranks
@@ -134,27 +160,15 @@ absl::StatusOr<RunResult> RunAndCapture(const std::vector<std::string>& argv,
                                         const Watchdog& watchdog) {
   int out[2], err[2];
   if (pipe(out) != 0 || pipe(err) != 0) return absl::InternalError("pipe failed");
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
   const pid_t launcher = getpid();
   const pid_t pid = fork();
   if (pid < 0) return absl::InternalError("fork failed");
   if (pid == 0) {
-    setpgid(0, 0);
-    // Out of the launcher's process group, mpirun would outlive a launcher
-    // killed outright (kill -9, an OOM kill) with the whole job: it gets
-    // SIGTERM then (and ends its ranks, which save and stop).
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() != launcher) _exit(128 + SIGTERM);  // the launcher died before prctl
-    const int null = open("/dev/null", O_RDONLY);
-    if (null >= 0) dup2(null, 0);
-    dup2(out[1], 1);
-    dup2(err[1], 2);
-    close(out[0]), close(out[1]), close(err[0]), close(err[1]);
-    std::vector<char*> args;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execvp(args[0], args.data());
-    std::fprintf(stderr, "dropk launch: cannot run %s\n", args[0]);
-    _exit(127);
+    close(out[0]), close(err[0]);
+    ExecInGroupOfItsOwn(args, launcher, out[1], err[1]);
   }
   setpgid(pid, pid);  // also here: the group must exist before any kill(-pid)
   g_mpirun = pid;
@@ -317,6 +331,58 @@ class FailureWatchdog {
   std::optional<std::string> lost_host_;
 };
 
+// How long the watchdog waits on the filesystem for the start markers.
+constexpr std::chrono::seconds kStartMarkersLimit(5);
+
+// Watches a launch attempt's start (a Watchdog): each rank marks that it
+// started under OUT_DIR/started/ATTEMPT before it joins the job
+// (RecordRankStarted). Open MPI starts no rank until every host's daemon has
+// reported back, and waits for good on one that never does (a dead host, a
+// cut link): once `timeout` has passed, a host of `hosts` on which no rank
+// has marked its start is named silent, and the reason ends mpirun.
+class StartupWatchdog {
+ public:
+  StartupWatchdog(std::string out_dir, std::string attempt, std::chrono::seconds timeout,
+                  const std::vector<HostEntry>& hosts)
+      : out_dir_(std::move(out_dir)),
+        attempt_(std::move(attempt)),
+        timeout_(timeout),
+        hosts_(hosts),
+        start_(std::chrono::steady_clock::now()) {}
+
+  std::optional<std::string> operator()() {
+    if (checked_ || std::chrono::steady_clock::now() - start_ < timeout_) return std::nullopt;
+    checked_ = true;
+    const std::string dir = StartMarkerDir(out_dir_, attempt_);
+    const std::optional<std::vector<StartedRank>> ranks =
+        StartedRanksWithin(out_dir_, attempt_, kStartMarkersLimit);
+    std::vector<StartedRankHost> started;
+    for (const StartedRank& r : ranks.value_or(std::vector<StartedRank>())) {
+      started.push_back({r.host, r.addresses});
+    }
+    silent_ = HostsWithoutStartedRank(hosts_, started);
+    if (silent_.empty()) return std::nullopt;
+    return absl::StrCat(
+        "no rank started on host(s) ", absl::StrJoin(silent_, ", "), " within ", timeout_.count(),
+        " s (--startup-timeout-s; no start marker in ", dir,
+        ranks ? "" : absl::StrCat(", not readable within ", kStartMarkersLimit.count(), " s"),
+        "): mpirun likely waits on a daemon there (host down or unreachable); ended mpirun's "
+        "process group (mpirun, its local ranks and helpers)");
+  }
+
+  // The hosts named silent (empty unless the watchdog ended mpirun).
+  const std::vector<std::string>& silent() const { return silent_; }
+
+ private:
+  const std::string out_dir_;
+  const std::string attempt_;
+  const std::chrono::seconds timeout_;
+  const std::vector<HostEntry>& hosts_;
+  const std::chrono::steady_clock::time_point start_;
+  bool checked_ = false;
+  std::vector<std::string> silent_;
+};
+
 // Refuses, before anything runs, a job that a relaunch on the fewest ranks
 // its hosts and --max-restarts allow would stop: the relaunch raises
 // gradient_accumulation_steps to keep the global batch, and the trainer
@@ -368,6 +434,64 @@ std::string IndivisibleRelaunchWarning(const TrainConfig& config,
                       "change the global batch");
 }
 
+// The hosts of `hosts` (their names, in hostfile order) that mpirun cannot
+// start a process on: for each at once, `mpirun --hostfile (that host's
+// line) -np 1 OPTIONS... true` (`mpirun` and `options` as the job's, in a
+// process group of its own, its output dropped), and a host whose run has
+// not exited 0 within `limit` (its process group then killed) is one.
+// Needed where no rank started anywhere: Open MPI starts no rank until
+// every host's daemon has reported, so the job alone cannot tell which
+// host held it up. Hostfiles go in `dir`.
+std::vector<std::string> HostsMpirunCannotStartOn(const std::string& mpirun,
+                                                  const std::vector<std::string>& options,
+                                                  const std::vector<HostEntry>& hosts,
+                                                  const std::string& dir,
+                                                  std::chrono::seconds limit) {
+  std::vector<pid_t> probes(hosts.size(), -1);
+  std::vector<bool> started(hosts.size(), false);
+  const pid_t launcher = getpid();
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    const std::string hostfile = absl::StrCat(dir, "/probe-", i);
+    std::ofstream(hostfile) << hosts[i].line << "\n";
+    std::vector<std::string> argv = {mpirun, "--hostfile", hostfile, "-np", "1"};
+    argv.insert(argv.end(), options.begin(), options.end());
+    argv.push_back("true");
+    std::vector<char*> args;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    const pid_t pid = fork();
+    if (pid == 0) {
+      const int null = open("/dev/null", O_WRONLY);
+      ExecInGroupOfItsOwn(args, launcher, null, null);
+    }
+    if (pid > 0) setpgid(pid, pid);
+    probes[i] = pid;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  size_t running = std::count_if(probes.begin(), probes.end(), [](pid_t p) { return p > 0; });
+  while (running > 0 && std::chrono::steady_clock::now() < deadline) {
+    for (size_t i = 0; i < hosts.size(); ++i) {
+      int status = 0;
+      if (probes[i] <= 0 || waitpid(probes[i], &status, WNOHANG) != probes[i]) continue;
+      started[i] = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+      kill(-probes[i], SIGKILL);  // helpers it left
+      probes[i] = -1;
+      --running;
+    }
+    if (running > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::vector<std::string> cannot;
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    if (probes[i] > 0) {
+      kill(-probes[i], SIGKILL);
+      while (waitpid(probes[i], nullptr, 0) < 0 && errno == EINTR) {
+      }
+    }
+    if (!started[i]) cannot.push_back(hosts[i].host);
+  }
+  return cannot;
+}
+
 absl::Status Launch(const Flags& flags) {
   // A hostfile is small: this refuses a directory, a FIFO (the read blocked)
   // and /dev/zero (read until memory ran out), naming the path.
@@ -413,13 +537,27 @@ absl::Status Launch(const Flags& flags) {
   sigaction(SIGINT, &forward, nullptr);
   sigaction(SIGTERM, &forward, nullptr);
 
+  // mpirun's options other than the hostfile, the rank count and the attempt id.
+  std::vector<std::string> mpirun_options;
+  if (!user_keepalive) {
+    mpirun_options.insert(mpirun_options.end(), std::begin(kKeepaliveArgs),
+                          std::end(kKeepaliveArgs));
+  }
+  mpirun_options.insert(mpirun_options.end(), mpirun_args->begin(), mpirun_args->end());
   for (int attempt = 0;; ++attempt) {
     const int ranks = RanksOf(*hosts);
-    std::vector<std::string> argv = {flags.mpirun, "--hostfile", job_hostfile, "-np",
-                                     std::to_string(ranks)};
-    if (!user_keepalive)
-      argv.insert(argv.end(), std::begin(kKeepaliveArgs), std::end(kKeepaliveArgs));
-    argv.insert(argv.end(), mpirun_args->begin(), mpirun_args->end());
+    // Unique per attempt, so that an earlier attempt's start markers do not count.
+    const std::string attempt_id = absl::StrCat(
+        getpid(), "-", attempt + 1, "-",
+        std::chrono::system_clock::now().time_since_epoch() / std::chrono::milliseconds(1));
+    std::vector<std::string> argv = {flags.mpirun,
+                                     "--hostfile",
+                                     job_hostfile,
+                                     "-np",
+                                     std::to_string(ranks),
+                                     "-x",
+                                     absl::StrCat(kLaunchAttemptEnv, "=", attempt_id)};
+    argv.insert(argv.end(), mpirun_options.begin(), mpirun_options.end());
     argv.insert(argv.end(), flags.command.begin(), flags.command.end());
     if (attempt > 0) {
       absl::StatusOr<int> accumulation =
@@ -439,7 +577,13 @@ absl::Status Launch(const Flags& flags) {
         MarkFailureRecordsWithin(config->out_dir(), kFailureRecordsLimit);
     FailureWatchdog watchdog(config->out_dir(), marks, std::chrono::seconds(flags.failure_grace_s),
                              std::chrono::seconds(flags.lost_host_grace_s), *hosts);
-    absl::StatusOr<RunResult> run = RunAndCapture(argv, std::ref(watchdog));
+    StartupWatchdog startup(config->out_dir(), attempt_id,
+                            std::chrono::seconds(flags.startup_timeout_s), *hosts);
+    absl::StatusOr<RunResult> run = RunAndCapture(argv, [&]() -> std::optional<std::string> {
+      if (std::optional<std::string> reason = startup()) return reason;
+      return watchdog();
+    });
+    RemoveStartMarkersWithin(config->out_dir(), attempt_id, kStartMarkersLimit);
     if (!run.ok()) return run.status();
     const int code = run->code;
     // "mpirun exit status N", or that the watchdog ended it.
@@ -465,6 +609,42 @@ absl::Status Launch(const Flags& flags) {
       std::cerr << "dropk launch: the job finished on " << hosts->size() << " host(s) after "
                 << attempt << " restart(s)" << std::endl;
       return absl::OkStatus();
+    }
+    if (!startup.silent().empty()) {
+      std::vector<std::string> silent = startup.silent();
+      std::string named =
+          absl::StrCat("no rank started on host(s) ", absl::StrJoin(silent, ", "), " within ",
+                       flags.startup_timeout_s, " s (--startup-timeout-s)");
+      if (silent.size() == hosts->size()) {
+        // None started anywhere: the hosts mpirun alone cannot start on are
+        // the ones that held the job up.
+        std::cerr << "dropk launch: " << named << "; trying mpirun on each host alone (at most "
+                  << flags.startup_timeout_s << " s)" << std::endl;
+        silent = HostsMpirunCannotStartOn(flags.mpirun, mpirun_options, *hosts, job_dir->path(),
+                                          std::chrono::seconds(flags.startup_timeout_s));
+        if (g_signals > 0) return absl::AbortedError("stopped by a signal");
+        if (silent.empty() || silent.size() == hosts->size()) {
+          return absl::AbortedError(
+              absl::StrCat(named, "; mpirun alone could start on ",
+                           silent.empty() ? "every one of them, so no host is to blame"
+                                          : "none of them, so none of the job's hosts is left",
+                           "; check that mpirun reaches each (ssh, firewall) and that OUT_DIR ",
+                           config->out_dir(), " is shared by all"));
+        }
+        named = absl::StrCat(named, "; mpirun alone cannot start on host(s) ",
+                             absl::StrJoin(silent, ", "), " either");
+      }
+      if (attempt >= flags.max_restarts) {
+        return absl::AbortedError(absl::StrCat(named, ", and --max-restarts=", flags.max_restarts,
+                                               " restart(s) are used up"));
+      }
+      std::erase_if(*hosts, [&](const HostEntry& h) {
+        return std::find(silent.begin(), silent.end(), h.host) != silent.end();
+      });
+      std::cerr << "dropk launch: restart " << attempt + 1 << " of at most " << flags.max_restarts
+                << ": " << named << "; relaunching on " << hosts->size() << " host(s), "
+                << RanksOf(*hosts) << " rank(s), from the newest checkpoint" << std::endl;
+      continue;
     }
     const std::optional<std::string> lost = FindLostHost(evidence, *hosts);
     if (!lost) {
@@ -514,6 +694,13 @@ void RegisterLaunchCommand(CLI::App& app, std::function<absl::Status()>& action)
       ->add_option("--lost-host-grace-s", flags->lost_host_grace_s,
                    "The same when the record names a host lost (mpirun would wait on its "
                    "daemon); the job is then relaunched without that host")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86400));
+  launch
+      ->add_option("--startup-timeout-s", flags->startup_timeout_s,
+                   "Seconds every host has for one of its ranks to start (mark it under "
+                   "OUT_DIR/started); past it mpirun's process group is killed and the job "
+                   "relaunched without the hosts on which none did")
       ->capture_default_str()
       ->check(CLI::Range(1, 86400));
   launch->add_option("command", flags->command, "-- dropk-train ARGS: the job")->required();

@@ -132,6 +132,28 @@ std::optional<std::string> FindLostHost(const std::string& output,
   return std::nullopt;  // a host not in the list: nothing to drop
 }
 
+std::vector<std::string> HostsWithoutStartedRank(const std::vector<HostEntry>& hosts,
+                                                 const std::vector<StartedRankHost>& started) {
+  // Each rank's names for its host: its name, its addresses, and what the
+  // name resolves to here.
+  std::set<std::string> seen;
+  for (const StartedRankHost& rank : started) {
+    const std::set<std::string> resolved = AddressesOf(rank.host);
+    seen.insert(resolved.begin(), resolved.end());
+    seen.insert(rank.addresses.begin(), rank.addresses.end());
+  }
+  std::vector<std::string> silent;
+  for (const HostEntry& h : hosts) {
+    const std::string name = h.host.substr(h.host.find('@') + 1);  // npos + 1 == 0
+    const std::set<std::string> names = AddressesOf(name);
+    if (std::none_of(names.begin(), names.end(),
+                     [&](const std::string& n) { return seen.count(n) > 0; })) {
+      silent.push_back(h.host);
+    }
+  }
+  return silent;
+}
+
 absl::StatusOr<int> AccumulationFor(int accumulation, int ranks, int new_ranks) {
   const long long sequences = static_cast<long long>(accumulation) * ranks;
   if (new_ranks < 1 || sequences % new_ranks != 0) {

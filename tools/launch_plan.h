@@ -38,6 +38,20 @@ absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
 std::optional<std::string> FindLostHost(const std::string& output,
                                         const std::vector<HostEntry>& hosts);
 
+// What a rank's start marker says (trainer/failure_record.h): its host's
+// name and IPv4 addresses.
+struct StartedRankHost {
+  std::string host;
+  std::vector<std::string> addresses;
+};
+
+// The hosts of `hosts` (their names, in hostfile order) on which none of
+// `started` runs: a rank runs on a hostfile line when the line's host (less
+// any user@) is the rank's host name, or resolves to one of the rank's
+// addresses or of its host name's.
+std::vector<std::string> HostsWithoutStartedRank(const std::vector<HostEntry>& hosts,
+                                                 const std::vector<StartedRankHost>& started);
+
 // gradient_accumulation_steps that keeps `accumulation` x `ranks` sequences
 // per micro-batch slot on `new_ranks` ranks. FailedPrecondition, saying
 // what would be needed, when it does not divide.

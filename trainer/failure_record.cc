@@ -1,11 +1,15 @@
 #include "trainer/failure_record.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <memory>
@@ -13,6 +17,7 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -38,6 +43,21 @@ std::string HostName() {
   char name[256] = {};
   if (gethostname(name, sizeof name - 1) != 0) return "?";
   return name;
+}
+
+// This machine's IPv4 addresses, loopback included ("" none readable).
+std::string OwnAddresses() {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return "";
+  std::string out;
+  for (ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
+    if (a->ifa_addr == nullptr || a->ifa_addr->sa_family != AF_INET) continue;
+    char text[INET_ADDRSTRLEN] = {};
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, text, sizeof text);
+    absl::StrAppend(&out, " ", text);
+  }
+  freeifaddrs(list);
+  return out;
 }
 
 // Appends `line` to `path` and fsyncs it; false on any failure.
@@ -148,6 +168,67 @@ std::optional<std::vector<std::string>> FailureRecordsSinceWithin(const std::str
                                                                   Env* env) {
   return WithinLimit<std::vector<std::string>>(
       [out_dir, marks, env] { return FailureRecordsSince(out_dir, marks, env); }, limit);
+}
+
+std::string StartMarkerDir(const std::string& out_dir, const std::string& attempt) {
+  return absl::StrCat(out_dir, "/started/", attempt);
+}
+
+bool RecordRankStarted(const std::string& out_dir, const std::string& attempt, int rank,
+                       std::chrono::milliseconds limit) noexcept {
+  if (out_dir.empty() || attempt.empty()) return false;
+  try {
+    const std::string dir = StartMarkerDir(out_dir, attempt);
+    const std::string path = absl::StrFormat("%s/rank-%05d", dir, rank);
+    const std::string line = absl::StrCat(HostName(), OwnAddresses(), "\n");
+    return WithinLimit<bool>([dir, path, line] { return AppendAndSync(dir, path, line); }, limit)
+        .value_or(false);
+  } catch (...) {
+    return false;
+  }
+}
+
+std::optional<std::vector<StartedRank>> StartedRanksWithin(const std::string& out_dir,
+                                                           const std::string& attempt,
+                                                           std::chrono::milliseconds limit) {
+  const std::string dir = StartMarkerDir(out_dir, attempt);
+  return WithinLimit<std::vector<StartedRank>>(
+      [dir] {
+        std::vector<StartedRank> ranks;
+        std::error_code ec;
+        for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+          const std::string name = entry.path().filename().string();
+          StartedRank started;
+          if (!absl::StartsWith(name, "rank-") ||
+              !absl::SimpleAtoi(absl::string_view(name).substr(5), &started.rank)) {
+            continue;
+          }
+          std::string line;
+          std::getline(std::ifstream(entry.path()), line);
+          std::vector<std::string> words = absl::StrSplit(line, ' ', absl::SkipEmpty());
+          if (words.empty()) continue;  // not written yet
+          started.host = words[0];
+          started.addresses.assign(words.begin() + 1, words.end());
+          ranks.push_back(std::move(started));
+        }
+        return ranks;
+      },
+      limit);
+}
+
+void RemoveStartMarkersWithin(const std::string& out_dir, const std::string& attempt,
+                              std::chrono::milliseconds limit) noexcept {
+  try {
+    WithinLimit<bool>(
+        [out_dir, attempt] {
+          std::error_code ignored;
+          std::filesystem::remove_all(StartMarkerDir(out_dir, attempt), ignored);
+          std::filesystem::remove(out_dir + "/started", ignored);  // only when empty
+          return true;
+        },
+        limit);
+  } catch (...) {
+  }
 }
 
 }  // namespace dropk

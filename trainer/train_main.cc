@@ -131,6 +131,11 @@ int Main(int argc, char** argv) {
   // allocation, joining the job) stops the run before its first step with a
   // line saying so, instead of exit 143 and no word.
   dropk::InstallStopSignalHandlers();
+  // Before joining (MPI_Init waits on every rank): under `dropk launch`,
+  // which names the hosts no rank started on after --startup-timeout-s.
+  if (const char* attempt = std::getenv(dropk::kLaunchAttemptEnv)) {
+    dropk::RecordRankStarted(config->out_dir(), attempt, LauncherRank());
+  }
   absl::StatusOr<std::unique_ptr<dropk::Communicator>> comm = dropk::JoinTrainingJob(*config);
   if (!comm.ok()) {
     // The other ranks may have joined, or wait in a collective of joining

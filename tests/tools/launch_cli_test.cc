@@ -45,30 +45,45 @@ class LaunchCliTest : public ::testing::Test {
            (dir_ / "data").string() + " --out_dir=" + (dir_ / "run").string() +
            " --num_threads=1 --sample_tokens=0 " + extra;
   }
-  // A stand-in for mpirun (for --mpirun) that records `record` as rank 0's
-  // failure in the job's --out_dir, starts a helper (its pid in
-  // OUT_DIR/helper.pid, its own in OUT_DIR/mpirun.pid) and then hangs, as mpirun does when it waits
-  // on a daemon; run with -np 1 it exits 0 at once.
-  std::string HangingMpirun(const std::string& record) {
-    const std::filesystem::path path = dir_ / "hanging-mpirun";
+  // A stand-in for mpirun (for --mpirun), written to dir_/`name`: a shell
+  // script that reads its -np into $np, --hostfile into $hostfile, -x
+  // DROPK_LAUNCH_ATTEMPT=ID into $attempt and the job's --out_dir into $out,
+  // then runs `body`.
+  std::string StandInMpirun(const std::string& name, const std::string& body) {
+    const std::filesystem::path path = dir_ / name;
     std::ofstream(path) << "#!/bin/sh\n"
-                           "np= out= prev=\n"
+                           "np= out= attempt= hostfile= prev=\n"
                            "for a in \"$@\"; do\n"
                            "  case \"$a\" in --out_dir=*) out=${a#--out_dir=};; esac\n"
                            "  [ \"$prev\" = -np ] && np=$a\n"
+                           "  [ \"$prev\" = --hostfile ] && hostfile=$a\n"
+                           "  [ \"$prev\" = -x ] && attempt=${a#DROPK_LAUNCH_ATTEMPT=}\n"
                            "  prev=$a\n"
                            "done\n"
-                           "[ \"$np\" = 1 ] && exit 0\n"
-                           "mkdir -p \"$out/failures\"\n"
-                           "echo $$ > \"$out/mpirun.pid\"\n"
-                           "echo \"2026-12-02T00:00:00.000Z host h0 pid 1: rank 0 of 2: "
-                        << record
-                        << "\" >> \"$out/failures/rank-00000.log\"\n"
-                           "sleep 3600 &\n"
-                           "echo $! > \"$out/helper.pid\"\n"
-                           "wait\n";
+                        << body;
     std::filesystem::permissions(path, std::filesystem::perms::owner_all);
     return path.string();
+  }
+  // For a StandInMpirun body: run with -np 1 (the relaunch on one host),
+  // keep the hostfile given in OUT_DIR/relaunch-hosts and exit 0.
+  static constexpr char kKeepTheRelaunchHostfile[] =
+      "if [ \"$np\" = 1 ]; then mkdir -p \"$out\"; cp \"$hostfile\" \"$out/relaunch-hosts\"; "
+      "exit 0; fi\n";
+  // A stand-in for mpirun that records `record` as rank 0's failure in the
+  // job's --out_dir, starts a helper (its pid in OUT_DIR/helper.pid, its
+  // own in OUT_DIR/mpirun.pid) and then hangs, as mpirun does when it waits
+  // on a daemon; run with -np 1 it exits 0 at once.
+  std::string HangingMpirun(const std::string& record) {
+    return StandInMpirun("hanging-mpirun",
+                         "[ \"$np\" = 1 ] && exit 0\n"
+                         "mkdir -p \"$out/failures\"\n"
+                         "echo $$ > \"$out/mpirun.pid\"\n"
+                         "echo \"2026-12-02T00:00:00.000Z host h0 pid 1: rank 0 of 2: " +
+                             record +
+                             "\" >> \"$out/failures/rank-00000.log\"\n"
+                             "sleep 3600 &\n"
+                             "echo $! > \"$out/helper.pid\"\n"
+                             "wait\n");
   }
   // Whether process `pid` has ended (gone, or a zombie no one reaped yet).
   static bool Ended(pid_t pid) {
@@ -337,6 +352,89 @@ TEST_F(LaunchCliTest, AHostARankRecordedLostIsDroppedWithoutWaitingForMpirun) {
             std::string::npos)
       << err;
   EXPECT_NE(err.find("finished on 1 host(s) after 1 restart(s)"), std::string::npos) << err;
+}
+
+// A host whose daemon never reports back (a dead host at start) left mpirun
+// waiting for good before any rank ran: no failure record, no output, and
+// `dropk launch` waited with it. The stand-in mpirun here starts rank 0
+// (its start marker names host h1) but never h2's, and hangs; with -np 1
+// it keeps the relaunch's hostfile and exits 0. Past --startup-timeout-s
+// the launcher names h2, drops it and relaunches on h1.
+TEST_F(LaunchCliTest, AHostNoRankStartedOnIsDroppedAfterTheStartupTimeout) {
+  std::ofstream(dir_ / "two") << "h1 slots=1\nh2 slots=1\n";
+  const std::string mpirun =
+      StandInMpirun("silent-host-mpirun", std::string(kKeepTheRelaunchHostfile) +
+                                              "mkdir -p \"$out/started/$attempt\"\n"
+                                              "echo h1 > \"$out/started/$attempt/rank-00000\"\n"
+                                              "sleep 3600 &\n"
+                                              "echo $! > \"$out/helper.pid\"\n"
+                                              "wait\n");
+  // A marker of an earlier attempt naming h2 does not count for this one.
+  std::filesystem::create_directories(dir_ / "run" / "started" / "old");
+  std::ofstream(dir_ / "run" / "started" / "old" / "rank-00001") << "h2\n";
+  const std::string log = (dir_ / "launch.log").string();
+  test_util::ChildProcess job({Dropk(), "launch", "--hostfile", (dir_ / "two").string(), "--mpirun",
+                               mpirun, "--max-restarts", "1", "--startup-timeout-s", "2", "--",
+                               "dropk-train", "--out_dir=" + (dir_ / "run").string()},
+                              log);
+  const std::optional<int> code = job.WaitFor(seconds(90));
+  ASSERT_TRUE(code.has_value()) << "dropk launch still waiting on mpirun after 90 s:\n"
+                                << test_util::ReadFile(log);
+  const std::string err = test_util::ReadFile(log);
+  EXPECT_EQ(*code, 0) << err;
+  EXPECT_NE(err.find("no rank started on host(s) h2 within 2 s (--startup-timeout-s; no start "
+                     "marker in " +
+                     (dir_ / "run" / "started").string() + "/"),
+            std::string::npos)
+      << err;
+  EXPECT_NE(err.find("restart 1 of at most 1: no rank started on host(s) h2 within 2 s "
+                     "(--startup-timeout-s); relaunching on 1 host(s), 1 rank(s)"),
+            std::string::npos)
+      << err;
+  EXPECT_EQ(test_util::ReadFile((dir_ / "run" / "relaunch-hosts").string()), "h1 slots=1\n");
+  const std::string helper = test_util::ReadFile((dir_ / "run" / "helper.pid").string());
+  ASSERT_FALSE(helper.empty());
+  EXPECT_TRUE(Ended(std::stoi(helper))) << "mpirun's helper " << helper << " outlived it";
+}
+
+// Open MPI starts no rank until every host's daemon has reported: a dead
+// host leaves every host without a started rank. The launcher then runs
+// mpirun on each host alone (`-np 1 ... true`); the stand-in here hangs on
+// h2 only, and on the job's 2 ranks. The relaunch runs on h1.
+TEST_F(LaunchCliTest, WhenNoRankStartedAHostMpirunAloneCannotStartOnIsDropped) {
+  std::ofstream(dir_ / "two") << "h1 slots=1\nh2 slots=1\n";
+  const std::string mpirun = StandInMpirun(
+      "dead-host-mpirun",
+      std::string("for last in \"$@\"; do :; done\n"
+                  "if [ \"$last\" = true ]; then grep -q h2 \"$hostfile\" && exec sleep 3600; "
+                  "exit 0; fi\n") +
+          kKeepTheRelaunchHostfile + "exec sleep 3600\n");
+  const test_util::CommandResult r =
+      Launch("--hostfile " + (dir_ / "two").string() + " --mpirun " + mpirun +
+             " --startup-timeout-s 2 -- dropk-train --out_dir=" + (dir_ / "run").string());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("restart 1 of at most 3: no rank started on host(s) h1, h2 within 2 s "
+                       "(--startup-timeout-s); mpirun alone cannot start on host(s) h2 either; "
+                       "relaunching on 1 host(s), 1 rank(s)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(test_util::ReadFile((dir_ / "run" / "relaunch-hosts").string()), "h1 slots=1\n");
+}
+
+// Where mpirun alone cannot start on any host either, the launcher ends
+// with an error naming them all rather than relaunching on none.
+TEST_F(LaunchCliTest, NoRankStartedAnywhereEndsTheLaunchNamingEveryHost) {
+  std::ofstream(dir_ / "two") << "h1 slots=1\nh2 slots=1\n";
+  const std::string mpirun = StandInMpirun("stuck-mpirun", "exec sleep 3600\n");
+  const test_util::CommandResult r =
+      Launch("--hostfile " + (dir_ / "two").string() + " --mpirun " + mpirun +
+             " --startup-timeout-s 1 -- dropk-train --out_dir=" + (dir_ / "run").string());
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("dropk: no rank started on host(s) h1, h2 within 1 s "
+                       "(--startup-timeout-s); mpirun alone could start on none of them, so none "
+                       "of the job's hosts is left"),
+            std::string::npos)
+      << r.err;
 }
 
 // mpirun runs in a process group of its own (so that the launcher can kill

@@ -21,6 +21,19 @@ TEST(LaunchPlanTest, ParsesHostsAndSlots) {
   EXPECT_EQ(hosts[2].line, "10.77.0.3 slots=2");
 }
 
+// A hostfile line is matched to a rank's start marker by name, by the
+// rank's own addresses, or by what the rank's host name resolves to.
+TEST(LaunchPlanTest, HostsWithoutAStartedRankAreThoseNoMarkerNames) {
+  absl::StatusOr<std::vector<HostEntry>> hosts =
+      ParseHostfile("node-a slots=2\nme@10.77.0.2\nnode-c\n127.0.0.1\n", "H");
+  ASSERT_TRUE(hosts.ok()) << hosts.status();
+  EXPECT_EQ(HostsWithoutStartedRank(*hosts, {{"node-a", {"10.77.0.1"}}, {"b", {"10.77.0.2"}}}),
+            (std::vector<std::string>{"node-c", "127.0.0.1"}));
+  EXPECT_EQ(HostsWithoutStartedRank(*hosts, {{"localhost", {}}}),
+            (std::vector<std::string>{"node-a", "me@10.77.0.2", "node-c"}));
+  EXPECT_EQ(HostsWithoutStartedRank(*hosts, {}).size(), 4u);
+}
+
 TEST(LaunchPlanTest, RejectsBadHostfilesNamingTheLine) {
   EXPECT_EQ(ParseHostfile("a\nb slots=0\n", "H").status().message(),
             "H:2: slots=0 must be a whole number >= 1");

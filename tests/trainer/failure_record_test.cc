@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
@@ -37,6 +38,31 @@ std::filesystem::path FreshDir(const std::string& name) {
 
 TEST(FailureRecordTest, PathNamesTheRankZeroPadded) {
   EXPECT_EQ(FailureRecordPath("/runs/a", 3), "/runs/a/failures/rank-00003.log");
+}
+
+// `dropk launch` tells the hosts no rank started on by these markers; only
+// the markers of the attempt asked about count.
+TEST(FailureRecordTest, StartMarkersNameRankAndHostOfTheirAttemptOnly) {
+  const std::filesystem::path out = FreshDir("failure_record_started");
+  ASSERT_TRUE(RecordRankStarted(out.string(), "a1", 3));
+  ASSERT_TRUE(RecordRankStarted(out.string(), "a2", 0));
+  char host[256] = {};
+  ASSERT_EQ(gethostname(host, sizeof host - 1), 0);
+  const std::optional<std::vector<StartedRank>> ranks =
+      StartedRanksWithin(out.string(), "a1", std::chrono::seconds(5));
+  ASSERT_TRUE(ranks.has_value());
+  ASSERT_EQ(ranks->size(), 1u);
+  EXPECT_EQ((*ranks)[0].rank, 3);
+  EXPECT_EQ((*ranks)[0].host, host);
+  EXPECT_NE(std::find((*ranks)[0].addresses.begin(), (*ranks)[0].addresses.end(), "127.0.0.1"),
+            (*ranks)[0].addresses.end());
+  EXPECT_TRUE(StartedRanksWithin(out.string(), "a3", std::chrono::seconds(5))->empty());
+  RemoveStartMarkersWithin(out.string(), "a1", std::chrono::seconds(5));
+  EXPECT_FALSE(std::filesystem::exists(StartMarkerDir(out.string(), "a1")));
+  EXPECT_TRUE(std::filesystem::exists(StartMarkerDir(out.string(), "a2")));
+  RemoveStartMarkersWithin(out.string(), "a2", std::chrono::seconds(5));
+  EXPECT_FALSE(std::filesystem::exists(out / "started"));
+  std::filesystem::remove_all(out);
 }
 
 TEST(FailureRecordTest, AppendsOneTimestampedLinePerFailureAndKeepsEarlierOnes) {

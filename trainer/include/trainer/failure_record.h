@@ -65,6 +65,42 @@ std::optional<std::vector<std::string>> FailureRecordsSinceWithin(const std::str
                                                                   std::chrono::milliseconds limit,
                                                                   Env* env = nullptr);
 
+// The environment variable `dropk launch` sets (mpirun -x) to the id of
+// each attempt it starts; a rank that finds it marks that it started.
+inline constexpr char kLaunchAttemptEnv[] = "DROPK_LAUNCH_ATTEMPT";
+
+// A rank's word that it started in a launch attempt: its rank, the host name
+// it runs on and that host's IPv4 addresses (to match a hostfile line that
+// names the host by address).
+struct StartedRank {
+  int rank = 0;
+  std::string host;
+  std::vector<std::string> addresses;
+};
+
+// The directory the ranks of launch attempt `attempt` mark their start in:
+// OUT_DIR/started/ATTEMPT, one file rank-NNNNN a rank ("HOST ADDR...").
+std::string StartMarkerDir(const std::string& out_dir, const std::string& attempt);
+
+// Writes rank `rank`'s start marker for `attempt` under `out_dir` (creating
+// the directories), bounded by `limit` like RecordFailure; best effort,
+// throws nothing. Returns whether it was written and synced in time.
+bool RecordRankStarted(const std::string& out_dir, const std::string& attempt, int rank,
+                       std::chrono::milliseconds limit = std::chrono::seconds(5)) noexcept;
+
+// The ranks that marked their start in `attempt` under `out_dir` (none when
+// the directory is not there), read on a thread given up after `limit`:
+// nullopt when the filesystem has not answered by then.
+std::optional<std::vector<StartedRank>> StartedRanksWithin(const std::string& out_dir,
+                                                           const std::string& attempt,
+                                                           std::chrono::milliseconds limit);
+
+// Removes attempt `attempt`'s start markers under `out_dir` (and
+// OUT_DIR/started when that leaves it empty), given up after `limit`;
+// best effort, throws nothing.
+void RemoveStartMarkersWithin(const std::string& out_dir, const std::string& attempt,
+                              std::chrono::milliseconds limit) noexcept;
+
 }  // namespace dropk
 
 #endif  // DROPK_TRAINER_FAILURE_RECORD_H_
