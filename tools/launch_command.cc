@@ -286,7 +286,9 @@ std::string FirstFailureReported(const std::string& out_dir,
 // to mpirun (a lost peer), so mpirun should end soon; when it has not within
 // the grace, a reason to end it. The grace is `lost_host_grace` when the
 // first record names a peer of `hosts` unreachable (mpirun then waits on
-// that host's daemon until TCP keepalive gives up), else `failure_grace`.
+// that host's daemon until TCP keepalive gives up), else `failure_grace`;
+// the host it names lost is judged from every record there at the grace's
+// end (FindLostHost).
 class FailureWatchdog {
  public:
   FailureWatchdog(std::string out_dir, std::optional<FailureRecordMarks> marks,
@@ -312,6 +314,17 @@ class FailureWatchdog {
     }
     const std::chrono::seconds grace = lost_host_ ? lost_host_grace_ : failure_grace_;
     if (now - *first_seen_ < grace) return std::nullopt;
+    if (lost_host_) {
+      // Every rank's record by now: the first may be the cut-off rank's,
+      // naming the hosts it can no longer reach (FindLostHost counts them).
+      if (const std::optional<std::vector<std::string>> lines =
+              FailureRecordsOf(out_dir_, marks_, std::chrono::seconds(1));
+          lines && !lines->empty()) {
+        if (std::optional<std::string> lost = FindLostHost(absl::StrJoin(*lines, "\n"), hosts_)) {
+          lost_host_ = std::move(lost);
+        }
+      }
+    }
     const std::string flag = lost_host_ ? "--lost-host-grace-s" : "--failure-grace-s";
     return absl::StrCat(
         "mpirun still running ", grace.count(), " s (", flag, ") after a rank recorded ",

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <iterator>
+#include <map>
 #include <regex>
 #include <set>
 
@@ -117,19 +118,31 @@ std::optional<std::string> FindLostHost(const std::string& output,
   static const std::regex kOrteLostDaemon(
       R"((?:Remote daemon: \S+ on node|daemon has unexpectedly failed[^\n]*\n?[^\n]*on node) (\S+))");
   static const std::regex kUnreachableRank(R"(rank \d+ \(([0-9.]+)\) is unreachable)");
+  const auto host_named = [&hosts](const std::string& named) -> const HostEntry* {
+    for (const HostEntry& h : hosts) {
+      if (h.host == named || AddressesOf(h.host).count(named) > 0) return &h;
+    }
+    return nullptr;  // a host not in the list: nothing to drop
+  };
   std::smatch m;
-  std::string named;
   if (std::regex_search(output, m, kOrteLostDaemon)) {
-    named = m[1];
-  } else if (std::regex_search(output, m, kUnreachableRank)) {
-    named = m[1];
-  } else {
-    return std::nullopt;
+    const HostEntry* lost = host_named(m[1]);
+    return lost ? std::optional<std::string>(lost->host) : std::nullopt;
   }
-  for (const HostEntry& h : hosts) {
-    if (h.host == named || AddressesOf(h.host).count(named) > 0) return h.host;
+  // A host cut off names every other host unreachable, and each of them
+  // names it: the host named most often is the lost one (ties: the first
+  // named). Taking the first mention lost the wrong host when the cut-off
+  // rank's line came first.
+  std::map<const HostEntry*, int> mentions;
+  const HostEntry* lost = nullptr;
+  for (auto it = std::sregex_iterator(output.begin(), output.end(), kUnreachableRank);
+       it != std::sregex_iterator(); ++it) {
+    const HostEntry* named = host_named((*it)[1]);
+    if (named == nullptr) continue;
+    const int count = ++mentions[named];
+    if (lost == nullptr || count > mentions[lost]) lost = named;
   }
-  return std::nullopt;  // a host not in the list: nothing to drop
+  return lost ? std::optional<std::string>(lost->host) : std::nullopt;
 }
 
 std::vector<std::string> HostsWithoutStartedRank(const std::vector<HostEntry>& hosts,

@@ -31,9 +31,11 @@ absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
 
 // The host a failed job lost, read from mpirun's output: Open MPI's report
 // of a lost daemon ("Remote daemon: ... on node HOST", "... daemon has
-// unexpectedly failed ... on node HOST"), else the first rank dropk-train
-// named unreachable ("rank R (ADDR) is unreachable"), mapped to a host of
-// `hosts` by name or resolved address. nullopt when no host was lost (a
+// unexpectedly failed ... on node HOST"), else the host dropk-train's ranks
+// named unreachable ("rank R (ADDR) is unreachable") most often (a cut-off
+// host's ranks name all the others, and each of the others names it; ties go
+// to the first named), mapped to a host of `hosts` by name or resolved
+// address. nullopt when no host was lost (a
 // bad config, a failed step): then relaunching would fail again.
 std::optional<std::string> FindLostHost(const std::string& output,
                                         const std::vector<HostEntry>& hosts);

@@ -108,6 +108,18 @@ TEST(LaunchPlanTest, FindsTheHostARankNamedUnreachable) {
             "10.77.0.2");
 }
 
+// A cut-off host's rank names every other host unreachable, and each of
+// them names it. Its line came first in the failure records of a 3-host job
+// and host 10.77.0.1 (where mpirun ran) was called lost.
+TEST(LaunchPlanTest, TheHostNamedUnreachableMostOftenIsTheLostOne) {
+  EXPECT_EQ(FindLostHost("rank 2 of 3: ...: rank 0 (10.77.0.1) is unreachable (...); rank 1 "
+                         "(10.77.0.2) is unreachable (...)\n"
+                         "rank 0 of 3: ...: rank 2 (10.77.0.3) is unreachable (...)\n"
+                         "rank 1 of 3: ...: rank 2 (10.77.0.3) is unreachable (...)\n",
+                         Hosts()),
+            "10.77.0.3");
+}
+
 TEST(LaunchPlanTest, AFailureWithoutALostHostIsNotOne) {
   EXPECT_EQ(FindLostHost("dropk-train: learning_rate=-1: must be > 0\n", Hosts()), std::nullopt);
   EXPECT_EQ(FindLostHost("Remote daemon: [[1,0],2] on node elsewhere\n", Hosts()), std::nullopt);
