@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -404,7 +405,8 @@ absl::Status SampleOffline(const SampleFlags& f) {
 absl::Status AskServer(const SampleFlags& f) {
   // http://host[:port][/prefix]; the path defaults to /v1/completions.
   std::string rest = f.url;
-  if (rest.rfind("http://", 0) != 0) {
+  // A scheme is case-insensitive (RFC 3986 3.1): HTTP:// was refused.
+  if (!absl::StartsWithIgnoreCase(rest, "http://")) {
     return absl::InvalidArgumentError(absl::StrCat("--url ", f.url, ": must start with http://"));
   }
   absl::StatusOr<std::string> body = RequestBody(f);
@@ -413,6 +415,15 @@ absl::Status AskServer(const SampleFlags& f) {
   const size_t slash = rest.find('/');
   std::string hostport = rest.substr(0, slash);
   std::string path = slash == std::string::npos ? "" : rest.substr(slash);
+  // http://user:password@host was looked up as the host "user:password@host"
+  // ("Host not found"); dropk sends a key with --api-key-file, never one in
+  // the URL.
+  if (hostport.find('@') != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--url ", f.url,
+        ": holds user information (USER@HOST), which dropk does not send; give the key with "
+        "--api-key-file and the URL as http://HOST[:PORT][/PATH]"));
+  }
   while (!path.empty() && path.back() == '/') path.pop_back();
   if (path.size() < 15 || path.compare(path.size() - 15, 15, "/v1/completions") != 0) {
     path += path.ends_with("/v1") ? "/completions" : "/v1/completions";

@@ -210,6 +210,20 @@ TEST(SampleCliTest, AUrlWithoutAHostOrWithABadPortIsAFlagError) {
   }
 }
 
+// A scheme is case-insensitive: HTTP:// was refused as not http://. A URL
+// with user information was looked up as the host "user@127.0.0.1" (Host
+// not found, exit 1).
+TEST(SampleCliTest, TheSchemeIsCaseInsensitiveAndUserInformationIsAFlagError) {
+  CannedServer server(Reply200(R"({"choices":[{"text":"hi","finish_reason":"length"}]})"));
+  const std::string upper = "HTTP" + server.url().substr(4);
+  const CommandResult r = RunCommand(kBin + "dropk sample --prompt a --url " + upper);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("hi"), std::string::npos) << r.out;
+  const std::string with_user = "http://user@" + server.url().substr(7);
+  ExpectFlagError(RunCommand(kBin + "dropk sample --prompt a --url " + with_user),
+                  "--url " + with_user + ": holds user information (USER@HOST)");
+}
+
 // --api-key-file on a FIFO waited for a writer for good; a directory sent
 // the request with an empty key.
 TEST(SampleCliTest, AnApiKeyFileThatIsNotASmallRegularFileIsAFlagError) {
