@@ -156,8 +156,12 @@ absl::StatusOr<bool> CheckpointWatcher::LoadFrom() {
 }
 
 absl::StatusOr<bool> CheckpointWatcher::LoadNewest() {
+  found_no_checkpoint_ = false;
   std::vector<std::string> skipped;
   absl::StatusOr<std::string> path = FindServableCheckpoint(dir_, &skipped);
+  // Not found, and no checkpoint skipped: the directory held none to try (a
+  // path the OS cannot look at is another error, and refused as before).
+  found_no_checkpoint_ = absl::IsNotFound(path.status()) && skipped.empty();
   if (!path.ok()) return path.status();
   std::string why_skipped = absl::StrJoin(skipped, "; ");
   // Before the load: a change during it is seen at the next poll.
@@ -326,6 +330,15 @@ absl::Status CheckpointWatcher::PollOnce() {
     }
     last_refusal_.clear();
     return absl::OkStatus();
+  }
+  // Nothing served and nothing there to refuse: the directory is missing or
+  // empty, or the trainer's first save is still under its temporary name.
+  // That is the wait RunServe announced ("no servable checkpoint yet"), not
+  // a refused reload: an empty directory, as dropk-train makes it at start,
+  // logged "reload refused, keeping no model" and counted a failure.
+  if (serving_path_.empty() && found_no_checkpoint_) {
+    last_refusal_.clear();
+    return loaded.status();
   }
   // A scan after a change may still fail the same way (a new file beside
   // broken checkpoints): log and count a refusal once, not once a scan. Nor

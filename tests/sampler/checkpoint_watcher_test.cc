@@ -149,6 +149,38 @@ TEST_F(CheckpointWatcherTest, LatestRemovedWhileServingIsLoggedOnceAndTheModelKe
 }
 
 // A refused reload that recovered with the model already served (the
+
+// dropk-train makes its checkpoints directory at start (its lock file in
+// it) and writes the first checkpoint under a temporary name, step-N.tmp-X,
+// only at its first save, minutes later. A service started beforehand with
+// --watch logged "reload refused, keeping no model: no valid checkpoint in
+// DIR" and counted a failed reload once that empty directory held still,
+// though nothing had been refused. Nothing there to refuse is the wait
+// RunServe announced ("no servable checkpoint yet"): no line, no count, and
+// the first checkpoint is served when it comes.
+TEST_F(CheckpointWatcherTest, ACheckpointsDirectoryWithNoCheckpointYetIsWaitedForNotRefused) {
+  const fs::path later = dir_ / "later" / "checkpoints";
+  Watched w(later.string());
+  ASSERT_FALSE(w.watcher.LoadInitial().ok());  // not there yet
+  fs::create_directories(later);
+  std::ofstream(later / ".dropk-train.lock") << "pid 1 on this host\n";
+  for (int i = 0; i < 3; ++i) (void)w.watcher.PollOnce();      // empty, and holding still
+  fs::create_directory(later / "step-00000001.tmp-0a1b2c3d");  // the first save under way
+  for (int i = 0; i < 3; ++i) (void)w.watcher.PollOnce();
+  EXPECT_EQ(w.log.All().find("reload refused"), std::string::npos) << w.log.All();
+  EXPECT_EQ(w.metrics.reloads_failed.load(), 0u) << w.log.All();
+  EXPECT_EQ(w.scheduler->CurrentModel(), nullptr);
+
+  fs::remove(later / "step-00000001.tmp-0a1b2c3d");  // the save commits
+  fs::copy(fs::path(checkpoints_) / "step-00000001", later / "step-00000001");
+  std::ofstream(later / "LATEST") << "step-00000001\n";
+  for (int i = 0; i < 3 && w.scheduler->CurrentModel() == nullptr; ++i) {
+    (void)w.watcher.PollOnce();
+  }
+  ASSERT_NE(w.scheduler->CurrentModel(), nullptr) << w.log.All();
+  EXPECT_EQ(w.scheduler->CurrentModel()->snapshot().step, 1);
+  EXPECT_EQ(w.metrics.reloads_failed.load(), 0u) << w.log.All();
+}
 // checkpoints directory moved away and restored) logged nothing: the last
 // line stayed the refusal. One line now says the checkpoint reads again.
 TEST_F(CheckpointWatcherTest, ARefusalThatRecoversWithTheServedModelIsLogged) {

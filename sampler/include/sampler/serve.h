@@ -45,7 +45,9 @@ class CheckpointWatcher {
   // error without reading any checkpoint again. Returns OK when nothing changed, LATEST names the
   // checkpoint served already, or the new one was swapped in. A refusal is
   // logged and counted once, not again at each poll that fails the same way
-  // nor when it comes back before another checkpoint is swapped in;
+  // nor when it comes back before another checkpoint is swapped in; while
+  // nothing is served, a directory with no checkpoint in it (missing, empty,
+  // a first save under its temporary name) is waited for, not a refusal;
   // a scan after a refusal that finds the model served still readable logs
   // "PATH is readable again; still serving it".
   // While LATEST, there before, is removed and a model is served, logs that
@@ -99,6 +101,9 @@ class CheckpointWatcher {
   // The checkpoint served is older than what LATEST names: the scan that
   // loaded it skipped newer ones (not there yet, incomplete, corrupt).
   bool serving_skipped_ = false;
+  // The last scan found no checkpoint in the directory to try (none there,
+  // or the directory missing), as opposed to refusing some.
+  bool found_no_checkpoint_ = false;
   // What the last scan depended on (LATEST and CheckpointsFingerprint in
   // serve.cc) and what it returned, and the same state as the previous poll
   // saw it; consulted while nothing is served or after a refusal or skip,
