@@ -4,8 +4,8 @@
 //                           one export per FILE at a time; a second is refused
 //
 // PATH is a checkpoint directory (run/checkpoints/step-00001000), a
-// checkpoints directory holding LATEST, which then names the checkpoint, or a
-// run directory (its checkpoints/LATEST).
+// checkpoints directory (its LATEST names the checkpoint; without one, its
+// newest step-N), or a run directory (its checkpoints/, likewise).
 #include "tools/ckpt_command.h"
 
 #include <cmath>
@@ -39,6 +39,16 @@
 namespace dropk {
 namespace {
 
+// What PATH may name, as errors and --help say it. A checkpoints directory
+// without LATEST is read (its newest step-N): "holding LATEST", as this
+// said until 2026-12-02, sent users to make one.
+constexpr char kPathKinds[] =
+    "name a checkpoint (run/checkpoints/step-N), a checkpoints directory (its LATEST, else its "
+    "newest step-N), or a run directory";
+constexpr char kPathHelp[] =
+    "Checkpoint directory, checkpoints directory (its LATEST, else its newest step-N), or run "
+    "directory (its checkpoints/)";
+
 // The checkpoint `path` names: itself when it holds manifest.pb (or
 // model.data: a checkpoint whose manifest is gone, corrupt when opened, as
 // --resume=PATH reads it), else the one LATEST names in it (a checkpoints
@@ -55,9 +65,7 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
   namespace fs = std::filesystem;
   Env* env = Env::Default();
   if (path.empty()) {
-    return absl::InvalidArgumentError(
-        "the checkpoint path is empty; name a checkpoint (run/checkpoints/step-N), a checkpoints "
-        "directory holding LATEST, or a run directory");
+    return absl::InvalidArgumentError(absl::StrCat("the checkpoint path is empty; ", kPathKinds));
   }
   // A symlink loop or a directory that may not be searched read "does not
   // exist"; the OS's reason is said instead.
@@ -68,11 +76,8 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
   if (!fs::exists(status)) {
     return absl::NotFoundError(absl::StrCat("checkpoint path ", path, ": does not exist"));
   }
-  const std::string kinds =
-      "name a checkpoint (run/checkpoints/step-N), a checkpoints directory holding LATEST, or a "
-      "run directory";
   if (!fs::is_directory(status)) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a directory; ", kinds));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a directory; ", kPathKinds));
   }
   // A checkpoint that may not be searched (mode 000) read "holds neither
   // manifest.pb nor LATEST", as if it were none.
@@ -111,8 +116,9 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
     }
     return dir + "/" + trimmed;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      path, ": holds neither ", kManifestFileName, " nor ", kLatestFileName, "; ", kinds));
+  return absl::InvalidArgumentError(absl::StrCat(path, ": holds no checkpoint (neither ",
+                                                 kManifestFileName, ", ", kLatestFileName,
+                                                 " nor a step-N directory); ", kPathKinds));
 }
 
 std::string Shape(const TensorEntry& e) {
@@ -492,18 +498,12 @@ void RegisterCkptCommand(CLI::App& app, std::function<absl::Status()>& action) {
   auto flags = std::make_shared<Flags>();
 
   CLI::App* inspect = ckpt->add_subcommand("inspect", "Step, config summary, tensors, total bytes");
-  inspect
-      ->add_option("path", flags->path,
-                   "Checkpoint directory, checkpoints directory with LATEST, or run directory")
-      ->required();
+  inspect->add_option("path", flags->path, kPathHelp)->required();
   inspect->callback([&action, flags] { action = [flags] { return Inspect(flags->path); }; });
 
   CLI::App* verify = ckpt->add_subcommand(
       "verify", "Recompute every CRC32C; exit 0 when the checkpoint is intact, 1 when corrupt");
-  verify
-      ->add_option("path", flags->path,
-                   "Checkpoint directory, checkpoints directory with LATEST, or run directory")
-      ->required();
+  verify->add_option("path", flags->path, kPathHelp)->required();
   verify->callback([&action, flags] { action = [flags] { return Verify(flags->path); }; });
 
   CLI::App* exp = ckpt->add_subcommand(
@@ -511,8 +511,7 @@ void RegisterCkptCommand(CLI::App& app, std::function<absl::Status()>& action) {
       "Write the weights, model shape and tokenizer as one self-contained "
       "file for use outside dropk (format: ExportHeader in "
       "proto/checkpoint.proto; dropk-serve and dropk sample read checkpoints)");
-  exp->add_option("path", flags->path, "Checkpoint directory, checkpoints directory with LATEST, or run directory")
-      ->required();
+  exp->add_option("path", flags->path, kPathHelp)->required();
   exp->add_option("--out", flags->out, "Output file")->required();
   exp->add_option("--dtype", flags->dtype, "fp32, fp16 or bf16")
       ->check(CLI::IsMember({"fp32", "fp16", "bf16"}))

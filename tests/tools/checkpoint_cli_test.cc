@@ -387,9 +387,20 @@ TEST_F(CheckpointCliTest, CkptNamesThePathAtFaultAndAcceptsARunDirectory) {
   fs::create_directories(out_ + "/empty");
   r = RunCommand(Dropk("ckpt export " + out_ + "/empty --out " + out_ + "/x.bin"));
   EXPECT_EQ(r.exit_code, 2) << r.output;
-  EXPECT_NE(r.output.find(out_ + "/empty: holds neither manifest.pb nor LATEST"),
-            std::string::npos)
+  // A checkpoints directory without LATEST is read (its newest step-N), so
+  // the error no longer asks for one "holding LATEST".
+  EXPECT_NE(
+      r.output.find(out_ + "/empty: holds no checkpoint (neither manifest.pb, LATEST nor a step-N "
+                           "directory); name a checkpoint (run/checkpoints/step-N), a checkpoints "
+                           "directory (its LATEST, else its newest step-N), or a run directory"),
+      std::string::npos)
       << r.output;
+  for (const char* verb : {"inspect", "verify", "export"}) {
+    const CliResult help = RunCommand(Dropk(std::string("ckpt ") + verb + " --help"));
+    EXPECT_EQ(help.exit_code, 0) << help.output;
+    EXPECT_NE(help.output.find("(its LATEST, else its newest step-N)"), std::string::npos)
+        << help.output;
+  }
 
   std::ofstream(out_ + "/checkpoints/LATEST", std::ios::trunc) << "step-00000099\n";
   r = RunCommand(Dropk("ckpt verify " + out_ + "/checkpoints"));

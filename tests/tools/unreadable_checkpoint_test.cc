@@ -111,7 +111,7 @@ TEST_F(UnreadableCheckpointTest, CkptSaysPermissionDeniedNotCorruptOrMissing) {
       EXPECT_NE(r.err.find(newest_), std::string::npos) << verb << " " << path << "\n" << r.err;
       EXPECT_NE(r.err.find("manifest.pb"), std::string::npos) << r.err;
       EXPECT_NE(r.err.find("Permission denied"), std::string::npos) << r.err;
-      EXPECT_EQ(r.err.find("holds neither"), std::string::npos) << r.err;
+      EXPECT_EQ(r.err.find("holds no checkpoint"), std::string::npos) << r.err;
     }
   }
   fs::permissions(newest_, before);
