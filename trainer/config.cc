@@ -217,10 +217,14 @@ std::string HelpText() {
     rows.push_back({absl::StrCat("--", field->name()), TypeName(field), default_text,
                     DescriptionOf(field->name())});
   }
+  // One enum's names (attention_kernels': 58 characters) set the type
+  // column's width for every row, and pushed each description past column
+  // 118. A type wider than this ends its row's line; the row goes on below.
+  constexpr size_t kMaxTypeWidth = 28;  // auto|single_process|mpi|nccl
   size_t flag_width = 0, type_width = 0, default_width = 0;
   for (const Row& row : rows) {
     flag_width = std::max(flag_width, row.flag.size());
-    type_width = std::max(type_width, row.type.size());
+    if (row.type.size() <= kMaxTypeWidth) type_width = std::max(type_width, row.type.size());
     default_width = std::max(default_width, row.default_text.size());
   }
   auto pad = [](const std::string& s, size_t width) {
@@ -235,6 +239,12 @@ std::string HelpText() {
   absl::StrAppend(&text, "  ", pad("flag", flag_width), pad("type", type_width),
                   pad("default", default_width), "description\n");
   for (const Row& row : rows) {
+    if (row.type.size() > type_width) {
+      absl::StrAppend(&text, "  ", pad(row.flag, flag_width), row.type, "\n  ", pad("", flag_width),
+                      pad("", type_width), pad(row.default_text, default_width), row.description,
+                      "\n");
+      continue;
+    }
     absl::StrAppend(&text, "  ", pad(row.flag, flag_width), pad(row.type, type_width),
                     pad(row.default_text, default_width), row.description, "\n");
   }

@@ -8,12 +8,14 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/message_differencer.h"
-#include "model/kernels.h"
 #include "gtest/gtest.h"
+#include "model/kernels.h"
 
 namespace dropk {
 namespace {
@@ -29,6 +31,14 @@ absl::StatusOr<TrainConfig> Load(std::vector<std::string> args) {
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
   return LoadTrainConfig(static_cast<int>(args.size()), argv.data());
+}
+
+// Runs ParseTrainCommandLine on `args` as if typed after "dropk-train".
+absl::StatusOr<TrainCommandLine> Parse(std::vector<std::string> args) {
+  args.insert(args.begin(), "dropk-train");
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  return ParseTrainCommandLine(static_cast<int>(argv.size()), argv.data());
 }
 
 // Writes `contents` to a fresh file in the test's temporary directory.
@@ -664,11 +674,7 @@ TEST(ConfigTest, FailedMergeLeavesConfigUntouched) {
 
 TEST(ConfigTest, HelpListsEveryFieldWithTypeAndDefault) {
   for (const char* flag : {"--help", "-h"}) {
-    std::vector<std::string> args = {"dropk-train", "--n_layer=8", flag};
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    absl::StatusOr<TrainCommandLine> command_line =
-        ParseTrainCommandLine(static_cast<int>(argv.size()), argv.data());
+    absl::StatusOr<TrainCommandLine> command_line = Parse({"--n_layer=8", flag});
     ASSERT_TRUE(command_line.ok()) << command_line.status();
     ASSERT_TRUE(command_line->help.has_value());
     const std::string help = *command_line->help;
@@ -690,6 +696,38 @@ TEST(ConfigTest, HelpListsEveryFieldWithTypeAndDefault) {
   }
   absl::StatusOr<TrainConfig> config = Load({"--help"});
   EXPECT_TRUE(absl::IsInvalidArgument(config.status())) << config.status();
+}
+
+// attention_kernels' 58-character list of names set the type column's width
+// for every row: each description began at column 118, past any terminal's
+// edge. A type that wide now ends its own line, and the columns stay narrow.
+TEST(ConfigTest, HelpColumnsAreNotWidenedByOneLongEnumType) {
+  absl::StatusOr<TrainCommandLine> command_line = Parse({"--help"});
+  ASSERT_TRUE(command_line.ok()) << command_line.status();
+  ASSERT_TRUE(command_line->help.has_value());
+  const std::vector<std::string> lines = absl::StrSplit(*command_line->help, '\n');
+  size_t description_column = std::string::npos;
+  for (const std::string& line : lines) {
+    if (absl::StartsWith(line, "  flag ")) description_column = line.find("description");
+  }
+  ASSERT_NE(description_column, std::string::npos) << *command_line->help;
+  EXPECT_LE(description_column, 90u) << *command_line->help;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (absl::StartsWith(lines[i], "  --n_layer ")) {
+      EXPECT_EQ(lines[i].substr(description_column), "transformer blocks") << lines[i];
+    }
+    // The wide type whole on the flag's line; its default and description
+    // on the next, in their columns.
+    if (absl::StartsWith(lines[i], "  --attention_kernels ")) {
+      EXPECT_TRUE(
+          absl::EndsWith(lines[i], " flash_where_supported|materialised|flash_bf16_tensor_cores"))
+          << lines[i];
+      ASSERT_LT(i + 1, lines.size());
+      const std::string& next = lines[i + 1];
+      EXPECT_EQ(next.find_first_not_of(' '), next.find("unset")) << next;
+      EXPECT_TRUE(absl::StartsWith(next.substr(description_column), "cuda attention: ")) << next;
+    }
+  }
 }
 
 TEST(ConfigTest, EveryFieldIsSettableByFlag) {
