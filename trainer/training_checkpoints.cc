@@ -18,6 +18,7 @@
 #include "checkpoint/format.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/text_format.h"
+#include "trainer/config.h"
 
 namespace dropk {
 namespace {
@@ -451,7 +452,8 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
     if (m.world_size() != world_size) {
       log << "dropk-train: resume: written by " << m.world_size() << " rank(s), now " << world_size
           << "; optimizer state re-sliced"
-          << (config.dropout_stream() == TrainConfig::PER_RANK
+          // Only masks numbered by rank differ, and only where some are drawn.
+          << (MasksCountMicroBatches(config)
                   ? "; per_rank dropout masks differ from the original run's"
                   : "")
           << "\n";
