@@ -25,6 +25,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "base/exit_codes.h"
 #include "comm/communicator.h"
 #include "comm/mpi_communicator.h"
@@ -79,16 +81,19 @@ constexpr std::chrono::seconds kOtherRankReportDelay{2};
 // the ranks about a second after its SIGTERM.
 constexpr std::chrono::milliseconds kFailureRecordWait{300};
 
-// Prints the config problem `invalid` (rank 0 at once, another rank after
-// kOtherRankReportDelay, naming itself) and returns the usage exit code.
+// Prints the config problems `invalid` holds, one a line (rank 0 at once,
+// another rank after kOtherRankReportDelay, naming itself on each line) and
+// returns the usage exit code.
 int ReportInvalidConfig(const absl::Status& invalid) {
   const int rank = LauncherRank();
-  if (rank == 0) {
-    std::cerr << "dropk-train: " << invalid.message() << "\n";
-  } else {
-    std::this_thread::sleep_for(kOtherRankReportDelay);
-    std::cerr << "dropk-train: rank " << rank << ": " << invalid.message() << "\n";
+  if (rank != 0) std::this_thread::sleep_for(kOtherRankReportDelay);
+  const std::string prefix =
+      rank == 0 ? "dropk-train: " : absl::StrCat("dropk-train: rank ", rank, ": ");
+  std::string lines;
+  for (absl::string_view line : absl::StrSplit(invalid.message(), '\n')) {
+    absl::StrAppend(&lines, prefix, line, "\n");
   }
+  std::cerr << lines;
   return dropk::kExitUsage;
 }
 

@@ -88,6 +88,25 @@ TEST_F(TrainCliTest, InvalidValuesExitTwoNamingTheField) {
   }
 }
 
+// Every problem of a config is one line, and each begins as the first
+// does: only the first said "dropk-train:", and under mpirun "rank N:", so
+// a second problem of rank 1's read as a line of nobody's among the other
+// ranks' output. (A launcher's rank is read from its environment.)
+TEST_F(TrainCliTest, EveryLineOfSeveralConfigProblemsNamesTheProgramAndRank) {
+  const test_util::CommandResult r = RunTrainCli(Base() + " --n_layer=0 --dropout=2");
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_EQ(r.out,
+            "dropk-train: n_layer=0: must be >= 1\n"
+            "dropk-train: dropout=2: must be in [0, 1)\n");
+  const test_util::CommandResult rank1 =
+      test_util::RunCommand("OMPI_COMM_WORLD_RANK=1 " DROPK_BINARY_DIR "/bin/dropk-train " +
+                            Base() + " --n_layer=0 --dropout=2");
+  EXPECT_EQ(rank1.exit_code, 2) << rank1.err;
+  EXPECT_EQ(rank1.err,
+            "dropk-train: rank 1: n_layer=0: must be >= 1\n"
+            "dropk-train: rank 1: dropout=2: must be in [0, 1)\n");
+}
+
 TEST_F(TrainCliTest, MissingConfigFileExitsTwoNamingIt) {
   const test_util::CommandResult r = RunTrainCli("--config /nonexistent/run.textproto");
   EXPECT_EQ(r.exit_code, 2) << r.out;
