@@ -75,7 +75,7 @@ int Main(int argc, char** argv) {
   app.add_option("--cuda-graphs", o.scheduler.cuda_graphs,
                  "With --device cuda, run each decode step as one CUDA graph (false: launch its "
                  "~100 kernels one by one; the same results)")
-      ->capture_default_str()
+      ->default_str(o.scheduler.cuda_graphs ? "true" : "false")  // not CLI11's "1"
       ->check(dropk::BoolFlagValue());
   app.add_option("--threads", o.scheduler.num_threads,
                  "Host threads (0 = all cores): the CPU engine's, and those that draw each "

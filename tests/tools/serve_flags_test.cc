@@ -184,6 +184,15 @@ TEST(ServeFlagsTest, CudaGraphsTakesTrueOrFalseOnly) {
   }
 }
 
+// --help said "--cuda-graphs BOOLEAN:BOOLEAN=1": the type twice (the option's
+// and its check's) and the default as CLI11 prints a bool, where the flag
+// is documented and written as true or false.
+TEST(ServeFlagsTest, HelpShowsCudaGraphsAsABooleanDefaultingToTrue) {
+  const CommandResult r = RunCommand(kBin + "dropk-serve --help");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("--cuda-graphs BOOLEAN=true "), std::string::npos) << r.out;
+}
+
 // --address takes a numeric address; "localhost" was refused with only
 // "Invalid argument". A bad one is a bad flag: exit 2 (exit_codes.h), said
 // before anything else is done (it was exit 1, found only when binding,

@@ -125,7 +125,7 @@ CLI::Validator IntegerFlagRange(Int min, Int max) {
 // false, 1 or 0, got TEXT" (CLI11 puts the flag first). CLI11 reads a bool option as any
 // number (non-zero is true) or one of its words, so `--cuda-graphs 5` was
 // true and `--cuda-graphs 0.5` refused as "Could not convert". Help shows
-// "BOOLEAN".
+// the option's type alone, "BOOLEAN" (this check adds no second name).
 inline CLI::Validator BoolFlagValue() {
   return CLI::Validator(
       [](const std::string& text) -> std::string {
@@ -134,7 +134,7 @@ inline CLI::Validator BoolFlagValue() {
         }
         return absl::StrCat("must be true, false, 1 or 0, got ", text.empty() ? "\"\"" : text);
       },
-      "BOOLEAN");
+      "");
 }
 
 // A CLI11 check for a real-number flag that must lie strictly between `low`
