@@ -100,13 +100,18 @@ void RegisterTopKStudy(CLI::App& study, std::function<absl::Status()>& action) {
       "diversity and the model's likelihood of the samples against k");
   auto options = std::make_shared<TopKStudyOptions>();
   cmd->add_option("--checkpoint", options->checkpoint,
-                  "A checkpoint directory, or a run's checkpoints directory (uses LATEST)")
+                  "A checkpoint directory, or a run's checkpoints directory (LATEST's "
+                  "checkpoint, else the newest that verifies)")
       ->required();
   cmd->add_option("--out", options->out_dir, "Output directory")->required();
   cmd->add_option("--prompt", options->prompts, "Prompt (repeatable)")->capture_default_str();
-  cmd->add_option("--samples", options->samples, "Completions per prompt and setting")
+  // The bounds RunTopK checks, said here as the other commands' ranges are.
+  cmd->add_option("--samples", options->samples,
+                  absl::StrCat("Completions per prompt and setting, in [2, ", kMaxTopKStudySamples,
+                               "] (the overlap compares pairs)"))
       ->capture_default_str();
-  cmd->add_option("--max-tokens", options->max_tokens, "Tokens per completion")
+  cmd->add_option("--max-tokens", options->max_tokens,
+                  absl::StrCat("Tokens per completion, in [1, ", kMaxTopKStudyTokens, "]"))
       ->capture_default_str();
   cmd->add_option("--seed", options->seed, "Seed of the first sample (then seed+1, ...)")
       ->check(IntegerFlagRange(uint64_t{0}, std::numeric_limits<uint64_t>::max()))
@@ -118,7 +123,8 @@ void RegisterTopKStudy(CLI::App& study, std::function<absl::Status()>& action) {
       ->delimiter(',')
       ->check(FloatAsTyped([](float t) { return t > 0.0f && t <= 100.0f; }, "(0, 100]"))
       ->capture_default_str();
-  cmd->add_option("--threads", options->num_threads, "Host threads (0 = all cores)")
+  cmd->add_option("--threads", options->num_threads,
+                  absl::StrCat("Host threads, in [0, ", kMaxTopKStudyThreads, "] (0 = all cores)"))
       ->capture_default_str();
   cmd->callback([&action, options] { action = [options] { return RunTopK(*options); }; });
 }

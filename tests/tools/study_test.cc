@@ -215,6 +215,18 @@ TEST_F(StudyFilesTest, TopKSamplesAndMaxTokensOutsideTheRangeAreRefused) {
   }
 }
 
+// --help showed "--samples INT=20", "--max-tokens INT=200" and "--threads
+// INT=0" with no bound, where every other command's help gives its range:
+// the bounds were found only by passing a value past them.
+TEST(StudyHelpTest, TopKHelpGivesTheRangeOfEachCount) {
+  const auto r = RunCommand(DROPK_BINARY_DIR "/bin/dropk study topk --help");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  for (const char* range : {"Completions per prompt and setting, in [2, 1000]",
+                            "Tokens per completion, in [1, 8192]", "Host threads, in [0, 1024]"}) {
+    EXPECT_NE(r.out.find(range), std::string::npos) << range << "\n" << r.out;
+  }
+}
+
 // --temperatures were read as floats before any check: 1e-50 was refused as
 // "--temperatures: 0 is outside (0, 100]". Each is checked as typed.
 TEST_F(StudyFilesTest, TopKTemperaturesAreCheckedAsTyped) {
