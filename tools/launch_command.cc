@@ -585,6 +585,7 @@ absl::Status Launch(const Flags& flags) {
   if (absl::Status s = CheckExecutable(flags.mpirun); !s.ok()) return s;
   absl::StatusOr<std::vector<std::string>> mpirun_args = SplitShellWords(flags.mpirun_args);
   if (!mpirun_args.ok()) return mpirun_args.status();
+  if (absl::Status s = CheckMpirunArgs(*mpirun_args); !s.ok()) return s;
   // The job's own config, for its gradient_accumulation_steps.
   std::vector<char*> train_argv;
   for (const std::string& a : flags.command) train_argv.push_back(const_cast<char*>(a.c_str()));

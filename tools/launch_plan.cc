@@ -10,12 +10,15 @@
 #include <regex>
 #include <set>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "trainer/failure_record.h"
 
 namespace dropk {
 namespace {
@@ -99,7 +102,7 @@ constexpr char kHostNameCharacters[] =
 absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
                                                      const std::string& path) {
   std::vector<HostEntry> hosts;
-  std::set<std::string> seen;
+  std::map<std::string, std::string> seen;  // a host's key -> the host as first written
   int number = 0;
   int64_t total_slots = 0;
   for (absl::string_view raw : absl::StrSplit(text, '\n')) {
@@ -140,9 +143,21 @@ absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
             absl::StrCat(path, ":", number, ": ", key, "=", value, " must be a whole number >= 1"));
       }
     }
-    if (!seen.insert(entry.host).second) {
+    const std::string name = absl::AsciiStrToLower(entry.host.substr(entry.host.find('@') + 1));
+    if (name.empty()) {
       return absl::InvalidArgumentError(
-          absl::StrCat(path, ":", number, ": host ", entry.host, " listed twice"));
+          absl::StrCat(path, ":", number, ": '", entry.host, "' names no host after its user@"));
+    }
+    // DNS names ignore case; Open MPI takes localhost and 127.0.0.1 (not
+    // 127.0.0.2: that it reaches over ssh) for the node it runs on, and
+    // refuses the two with a slot count each, naming its own copy of the
+    // file. Names that resolve alike are left to it (that needs DNS).
+    const std::string key = name == "127.0.0.1" ? "localhost" : name;
+    if (const auto [it, added] = seen.emplace(key, entry.host); !added) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ":", number, ": host ", entry.host, " listed twice (as ", it->second,
+          key == "localhost" ? " before: both name the machine mpirun runs on" : " before",
+          "); list it once, with its slots added up"));
     }
     // The sum becomes mpirun's -np, an int: past it the job got a negative count.
     total_slots += entry.slots;
@@ -154,6 +169,46 @@ absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
   }
   if (hosts.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": lists no host"));
   return hosts;
+}
+
+absl::Status CheckMpirunArgs(const std::vector<std::string>& args) {
+  // Open MPI 4 takes long options after one dash or two.
+  constexpr absl::string_view kRankCount[] = {"np", "n", "c", "N", "npernode"};
+  constexpr absl::string_view kHosts[] = {
+      "hostfile", "machinefile", "H", "host", "add-host", "add-hostfile", "default-hostfile"};
+  for (size_t i = 0; i < args.size(); ++i) {
+    absl::string_view option = args[i];
+    if (!absl::ConsumePrefix(&option, "--")) {
+      if (!absl::ConsumePrefix(&option, "-")) continue;
+    }
+    option = option.substr(0, option.find('='));
+    if (option == "mca" || option == "gmca") {
+      i += 2;  // a parameter's name and value, which may start with '-'
+      continue;
+    }
+    const auto refuse = [&](absl::string_view why) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--mpirun-args: ", args[i], " ", why, "; leave it out"));
+    };
+    if (IsOneOf(option, kRankCount)) {
+      return refuse(
+          "sets the rank count, which dropk launch sets (one rank per hostfile slot; a relaunch's "
+          "gradient_accumulation_steps counts on it)");
+    }
+    if (IsOneOf(option, kHosts)) {
+      return refuse(
+          "names hosts, which dropk launch gives mpirun from --hostfile (and drops a lost one "
+          "from)");
+    }
+    if (option == "app") return refuse("replaces the job dropk launch runs");
+    if (option == "x" && i + 1 < args.size() && absl::StartsWith(args[i + 1], kLaunchAttemptEnv)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--mpirun-args: -x ", args[i + 1],
+                       " sets the variable dropk launch sets to tell its attempts' start "
+                       "markers apart; leave it out"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 std::vector<std::string> HostsNamedLost(const std::string& output,

@@ -23,11 +23,22 @@ struct HostEntry {
 inline constexpr int kMaxRanks = 1 << 20;
 
 // Parses an Open MPI hostfile (# comments, blank lines, words separated by
-// any whitespace). InvalidArgument naming path:line for a bad slots value, a
-// repeated host, or slots adding up to more than kMaxRanks; an empty list is
-// InvalidArgument too.
+// any whitespace). InvalidArgument naming path:line for a bad slots value,
+// no host after user@, a repeated host (names compared ignoring case and
+// user@; localhost and 127.0.0.1 both name the machine mpirun runs on,
+// which Open MPI refuses to have two slot counts for), or slots adding
+// up to more than kMaxRanks; an empty list is InvalidArgument too.
 absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
                                                      const std::string& path);
+
+// OK unless `args` (--mpirun-args, split into words) hold an mpirun option
+// that overrides what dropk launch sets: the rank count (-np, -n, -c,
+// -N, --npernode: one rank per hostfile slot, which the relaunch's
+// gradient_accumulation_steps counts on), the hosts (--hostfile,
+// --machinefile, -H/--host, --add-host, --add-hostfile, --default-hostfile:
+// a lost host is dropped from the hostfile), an app file (--app), or -x
+// DROPK_LAUNCH_ATTEMPT. InvalidArgument naming the option.
+absl::Status CheckMpirunArgs(const std::vector<std::string>& args);
 
 // The hosts a failed job may have lost, read from mpirun's output: Open
 // MPI's report of a lost daemon ("Remote daemon: ... on node HOST", "...

@@ -148,6 +148,19 @@ TEST_F(LaunchCliTest, BadInputsAreRefusedNamingThem) {
 // global batch; past the trainer's caps the relaunched job exited 2 mid-run
 // (and the first attempt had trained for nothing). It is refused before
 // mpirun runs (`echo` stands in for it: it would exit 0).
+// An -np in --mpirun-args won over the launcher's (mpirun takes the last):
+// the job ran 1 rank where the launcher counted 2 for the relaunch's batch.
+TEST_F(LaunchCliTest, AnMpirunOptionTheLauncherSetsIsRefused) {
+  const std::string mpirun = StandInMpirun("ok-mpirun", "exit 0\n");
+  const test_util::CommandResult r = Launch(
+      "--hostfile " + (dir_ / "hosts").string() + " --mpirun " + mpirun +
+      " --mpirun-args '--oversubscribe -np 1' -- dropk-train --out_dir=" + (dir_ / "run").string());
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("dropk: --mpirun-args: -np sets the rank count, which dropk launch sets"),
+            std::string::npos)
+      << r.err;
+}
+
 TEST_F(LaunchCliTest, ARelaunchPastTheAccumulationCapsIsRefusedUpFront) {
   std::ofstream(dir_ / "two") << "h1 slots=1\nh2 slots=1\n";
   const std::string launch = "--hostfile " + (dir_ / "two").string() + " --mpirun echo ";
