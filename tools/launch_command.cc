@@ -183,8 +183,10 @@ constexpr std::chrono::seconds kDrainAfterKill(5);
 // terminal read stops it there; SIGTERM when the launcher dies), copying its stdout and stderr to
 // ours as they come. When `watchdog` gives a reason, SIGKILLs the whole group (mpirun and the ranks
 // and helpers it started here) and returns that reason with the result.
-// Aborted, starting nothing, when a stop signal has come already (a signal
-// before mpirun is known would not reach it).
+// Once mpirun has ended, reads on for kDrainAfterKill at most, then
+// SIGKILLs what is left in the group. Aborted, starting nothing, when a
+// stop signal has come already (a signal before mpirun is known would not
+// reach it).
 absl::StatusOr<RunResult> RunAndCapture(const std::vector<std::string>& argv,
                                         const Watchdog& watchdog) {
   std::vector<char*> args;
@@ -226,12 +228,25 @@ absl::StatusOr<RunResult> RunAndCapture(const std::vector<std::string>& argv,
   using Clock = std::chrono::steady_clock;
   Clock::time_point next_check = Clock::now() + std::chrono::seconds(1);
   std::optional<Clock::time_point> killed_at;
+  // When mpirun has ended (reaped here) while something it left in its
+  // group, an ssh to a lost host say, still holds the pipes: the launcher
+  // read on for good, deaf to signals (forwarded to a dead mpirun).
+  std::optional<Clock::time_point> exited_at;
+  int status = 0;
   while (open > 0) {
     if (killed_at && Clock::now() - *killed_at > kDrainAfterKill) break;
+    if (exited_at && Clock::now() - *exited_at > kDrainAfterKill) {
+      kill(-pid, SIGKILL);  // what mpirun left in its group
+      break;
+    }
     const int ready = poll(fds, 2, 1000);
     if (ready < 0) {
       if (errno == EINTR) continue;
       break;
+    }
+    if (!exited_at && waitpid(pid, &status, WNOHANG) == pid) {
+      g_mpirun = 0;  // its pid may be reused: no signal goes there now
+      exited_at = Clock::now();
     }
     if (!killed_at && watchdog && Clock::now() >= next_check) {
       next_check = Clock::now() + std::chrono::seconds(1);
@@ -260,8 +275,7 @@ absl::StatusOr<RunResult> RunAndCapture(const std::vector<std::string>& argv,
   for (int i = 0; i < 2; ++i) {
     if (fds[i].fd >= 0) close(fds[i].fd);
   }
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  while (!exited_at && waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   g_mpirun = 0;
   result.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);

@@ -550,6 +550,32 @@ TEST_F(LaunchCliTest, ASignalBeforeAnyRankStartedEndsTheLaunchAtOnce) {
   EXPECT_TRUE(Ended(PidsIn(pid_file).front()));
 }
 
+// mpirun ended, but a process it left in its group (an ssh to a lost host,
+// say) held its output pipes: the launcher read them for good and forwarded
+// signals to the dead mpirun. It now reads 5 s more, then kills that group.
+TEST_F(LaunchCliTest, AProcessHoldingMpirunsOutputAfterItEndedDoesNotHangTheLaunch) {
+  const std::string pid_file = (dir_ / "helper.pid").string();
+  const std::string mpirun =
+      StandInMpirun("leaving-mpirun",
+                    "sleep 3600 &\necho $! > " + pid_file + "\necho 'ranks failed' >&2\nexit 1\n");
+  const std::string log = (dir_ / "launch.log").string();
+  test_util::ChildProcess job(
+      {Dropk(), "launch", "--hostfile", (dir_ / "hosts").string(), "--mpirun", mpirun, "--",
+       "dropk-train", "--out_dir=" + (dir_ / "run").string()},
+      log);
+  const std::optional<int> code = job.WaitFor(seconds(30));
+  ASSERT_TRUE(code.has_value()) << "dropk launch still reading mpirun's output 30 s after it "
+                                   "ended:\n"
+                                << test_util::ReadFile(log);
+  EXPECT_EQ(*code, 1) << test_util::ReadFile(log);
+  EXPECT_NE(test_util::ReadFile(log).find("the job failed (mpirun exit status 1) without losing a "
+                                          "host"),
+            std::string::npos)
+      << test_util::ReadFile(log);
+  ASSERT_FALSE(PidsIn(pid_file).empty());
+  EXPECT_TRUE(Ended(PidsIn(pid_file).front())) << "the helper mpirun left outlived the launch";
+}
+
 // With two hosts a cut link makes each side's rank name the other
 // unreachable, and the tie went to the first named: here the healthy host
 // 127.0.0.1 (where mpirun runs) was dropped. The launcher now tries mpirun
