@@ -52,15 +52,39 @@ constexpr const char* kKeepaliveArgs[] = {"--mca", "oob_tcp_keepalive_time",   "
                                           "--mca", "oob_tcp_keepalive_probes", "6"};
 
 std::atomic<pid_t> g_mpirun{0};  // forwarded SIGINT/SIGTERM go here
-std::atomic<int> g_signals{0};
+std::atomic<int> g_signals{0};   // every SIGINT/SIGTERM, mpirun running or not
+std::atomic<int> g_first_signal{0};  // the first one's number
 static_assert(std::atomic<pid_t>::is_always_lock_free && std::atomic<int>::is_always_lock_free);
 
 // The first SIGINT/SIGTERM goes to mpirun as SIGUSR1, which it forwards to
 // every rank (dropk-train then saves and exits 0; mpirun's own SIGTERM would
-// kill the ranks a second later); a second one is passed on as it is.
+// kill the ranks a second later); a second one is passed on as it is. Each
+// is counted even when no mpirun runs (the launcher is checking hosts, or
+// between attempts): the launcher's waits look at the count and stop.
 extern "C" void ForwardSignal(int signo) {
+  int none = 0;
+  g_first_signal.compare_exchange_strong(none, signo);
+  const int earlier = g_signals.fetch_add(1);
   const pid_t pid = g_mpirun.load();
-  if (pid > 0) kill(pid, g_signals.fetch_add(1) == 0 ? SIGUSR1 : signo);
+  if (pid > 0) kill(pid, earlier == 0 ? SIGUSR1 : signo);
+}
+
+// SIGINT and SIGTERM, the signals the launcher takes as a request to stop.
+sigset_t StopSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+
+// The error the launcher ends with when a stop signal came while `what`
+// (e.g. "while trying mpirun on each host alone"): exit status 1, as when
+// a signal stops the job itself.
+absl::Status StoppedBySignal(const std::string& what) {
+  const int signo = g_first_signal.load();
+  const char* name = signo == SIGINT ? "SIGINT" : signo == SIGTERM ? "SIGTERM" : "a signal";
+  return absl::AbortedError(absl::StrCat("stopped by ", name, " ", what));
 }
 
 // What is kept of mpirun's output to look for a lost host: the reports come
@@ -136,6 +160,9 @@ constexpr std::chrono::seconds kDrainAfterKill(5);
 [[noreturn]] void ExecInGroupOfItsOwn(const std::vector<char*>& args, pid_t launcher, int out,
                                       int err) {
   setpgid(0, 0);
+  // The launcher blocks them around fork (RunAndCapture); the mask outlives exec.
+  const sigset_t stop_signals = StopSignals();
+  sigprocmask(SIG_UNBLOCK, &stop_signals, nullptr);
   // Out of the launcher's process group, mpirun would outlive a launcher
   // killed outright (kill -9, an OOM kill) with the whole job: it gets
   // SIGTERM then (and ends its ranks, which save and stop).
@@ -156,22 +183,42 @@ constexpr std::chrono::seconds kDrainAfterKill(5);
 // terminal read stops it there; SIGTERM when the launcher dies), copying its stdout and stderr to
 // ours as they come. When `watchdog` gives a reason, SIGKILLs the whole group (mpirun and the ranks
 // and helpers it started here) and returns that reason with the result.
+// Once mpirun has ended, reads on for kDrainAfterKill at most, then
+// SIGKILLs what is left in the group. Aborted, starting nothing, when a
+// stop signal has come already (a signal before mpirun is known would not
+// reach it).
 absl::StatusOr<RunResult> RunAndCapture(const std::vector<std::string>& argv,
                                         const Watchdog& watchdog) {
-  int out[2], err[2];
-  if (pipe(out) != 0 || pipe(err) != 0) return absl::InternalError("pipe failed");
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   const pid_t launcher = getpid();
+  // Held until g_mpirun is set, so that a signal either comes before the
+  // check below or is forwarded to mpirun.
+  const sigset_t stop_signals = StopSignals();
+  sigset_t before;
+  sigprocmask(SIG_BLOCK, &stop_signals, &before);
+  if (g_signals > 0) {
+    sigprocmask(SIG_SETMASK, &before, nullptr);
+    return StoppedBySignal("before mpirun started");
+  }
+  int out[2], err[2];
+  if (pipe(out) != 0 || pipe(err) != 0) {
+    sigprocmask(SIG_SETMASK, &before, nullptr);
+    return absl::InternalError("pipe failed");
+  }
   const pid_t pid = fork();
-  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid < 0) {
+    sigprocmask(SIG_SETMASK, &before, nullptr);
+    return absl::InternalError("fork failed");
+  }
   if (pid == 0) {
     close(out[0]), close(err[0]);
     ExecInGroupOfItsOwn(args, launcher, out[1], err[1]);
   }
   setpgid(pid, pid);  // also here: the group must exist before any kill(-pid)
   g_mpirun = pid;
+  sigprocmask(SIG_SETMASK, &before, nullptr);
   close(out[1]), close(err[1]);
   RunResult result;
   std::string& captured = result.output;
@@ -181,12 +228,25 @@ absl::StatusOr<RunResult> RunAndCapture(const std::vector<std::string>& argv,
   using Clock = std::chrono::steady_clock;
   Clock::time_point next_check = Clock::now() + std::chrono::seconds(1);
   std::optional<Clock::time_point> killed_at;
+  // When mpirun has ended (reaped here) while something it left in its
+  // group, an ssh to a lost host say, still holds the pipes: the launcher
+  // read on for good, deaf to signals (forwarded to a dead mpirun).
+  std::optional<Clock::time_point> exited_at;
+  int status = 0;
   while (open > 0) {
     if (killed_at && Clock::now() - *killed_at > kDrainAfterKill) break;
+    if (exited_at && Clock::now() - *exited_at > kDrainAfterKill) {
+      kill(-pid, SIGKILL);  // what mpirun left in its group
+      break;
+    }
     const int ready = poll(fds, 2, 1000);
     if (ready < 0) {
       if (errno == EINTR) continue;
       break;
+    }
+    if (!exited_at && waitpid(pid, &status, WNOHANG) == pid) {
+      g_mpirun = 0;  // its pid may be reused: no signal goes there now
+      exited_at = Clock::now();
     }
     if (!killed_at && watchdog && Clock::now() >= next_check) {
       next_check = Clock::now() + std::chrono::seconds(1);
@@ -215,8 +275,7 @@ absl::StatusOr<RunResult> RunAndCapture(const std::vector<std::string>& argv,
   for (int i = 0; i < 2; ++i) {
     if (fds[i].fd >= 0) close(fds[i].fd);
   }
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  while (!exited_at && waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   g_mpirun = 0;
   result.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -314,23 +373,25 @@ class FailureWatchdog {
     }
     const std::chrono::seconds grace = lost_host_ ? lost_host_grace_ : failure_grace_;
     if (now - *first_seen_ < grace) return std::nullopt;
+    std::string lost = lost_host_ ? absl::StrCat("host ", *lost_host_, " lost") : "";
     if (lost_host_) {
       // Every rank's record by now: the first may be the cut-off rank's,
-      // naming the hosts it can no longer reach (FindLostHost counts them).
+      // naming the hosts it can no longer reach (HostsNamedLost counts them).
       if (const std::optional<std::vector<std::string>> lines =
               FailureRecordsOf(out_dir_, marks_, std::chrono::seconds(1));
           lines && !lines->empty()) {
-        if (std::optional<std::string> lost = FindLostHost(absl::StrJoin(*lines, "\n"), hosts_)) {
-          lost_host_ = std::move(lost);
+        const std::vector<std::string> named = HostsNamedLost(absl::StrJoin(*lines, "\n"), hosts_);
+        if (named.size() == 1) lost = absl::StrCat("host ", named.front(), " lost");
+        if (named.size() > 1) {
+          lost = absl::StrCat("hosts ", absl::StrJoin(named, ", "), " unreachable as often each");
         }
       }
     }
     const std::string flag = lost_host_ ? "--lost-host-grace-s" : "--failure-grace-s";
-    return absl::StrCat(
-        "mpirun still running ", grace.count(), " s (", flag, ") after a rank recorded ",
-        lost_host_ ? absl::StrCat("host ", *lost_host_, " lost") : std::string("a fatal error"),
-        " in ", out_dir_, "/failures (", first_line_,
-        "); ended mpirun's process group (mpirun, its local ranks and helpers)");
+    return absl::StrCat("mpirun still running ", grace.count(), " s (", flag,
+                        ") after a rank recorded ", lost_host_ ? lost : "a fatal error", " in ",
+                        out_dir_, "/failures (", first_line_,
+                        "); ended mpirun's process group (mpirun, its local ranks and helpers)");
   }
 
  private:
@@ -344,6 +405,11 @@ class FailureWatchdog {
   std::optional<std::string> lost_host_;
 };
 
+// The longest mpirun alone is tried on each of two hosts that ranks named
+// unreachable as often each (less when --startup-timeout-s is less): a host
+// this side reaches starts `true` in seconds, and the relaunch waits on it.
+constexpr std::chrono::seconds kTieProbeLimit(30);
+
 // How long the watchdog waits on the filesystem for the start markers.
 constexpr std::chrono::seconds kStartMarkersLimit(5);
 
@@ -355,13 +421,24 @@ constexpr std::chrono::seconds kStartMarkersLimit(5);
 // has marked its start is named silent, and the reason ends mpirun.
 class StartupWatchdog {
  public:
+  // `launcher`: this machine, as a start marker names it (for hostfile
+  // lines naming loopback, HostsWithoutStartedRank).
   StartupWatchdog(std::string out_dir, std::string attempt, std::chrono::seconds timeout,
-                  const std::vector<HostEntry>& hosts)
+                  const std::vector<HostEntry>& hosts, const StartedRankHost& launcher)
       : out_dir_(std::move(out_dir)),
         attempt_(std::move(attempt)),
         timeout_(timeout),
         hosts_(hosts),
+        launcher_(launcher),
         start_(std::chrono::steady_clock::now()) {}
+
+  // Whether the markers show that no rank of the attempt has started yet
+  // (false when they are not readable within a second: it cannot tell).
+  bool NoRankStartedYet() const {
+    const std::optional<std::vector<StartedRank>> ranks =
+        StartedRanksWithin(out_dir_, attempt_, std::chrono::seconds(1));
+    return ranks && ranks->empty();
+  }
 
   std::optional<std::string> operator()() {
     if (checked_ || std::chrono::steady_clock::now() - start_ < timeout_) return std::nullopt;
@@ -373,7 +450,7 @@ class StartupWatchdog {
     for (const StartedRank& r : ranks.value_or(std::vector<StartedRank>())) {
       started.push_back({r.host, r.addresses});
     }
-    silent_ = HostsWithoutStartedRank(hosts_, started);
+    silent_ = HostsWithoutStartedRank(hosts_, started, launcher_);
     if (silent_.empty()) return std::nullopt;
     return absl::StrCat(
         "no rank started on host(s) ", absl::StrJoin(silent_, ", "), " within ", timeout_.count(),
@@ -391,6 +468,7 @@ class StartupWatchdog {
   const std::string attempt_;
   const std::chrono::seconds timeout_;
   const std::vector<HostEntry>& hosts_;
+  const StartedRankHost launcher_;
   const std::chrono::steady_clock::time_point start_;
   bool checked_ = false;
   std::vector<std::string> silent_;
@@ -454,12 +532,11 @@ std::string IndivisibleRelaunchWarning(const TrainConfig& config,
 // not exited 0 within `limit` (its process group then killed) is one.
 // Needed where no rank started anywhere: Open MPI starts no rank until
 // every host's daemon has reported, so the job alone cannot tell which
-// host held it up. Hostfiles go in `dir`.
-std::vector<std::string> HostsMpirunCannotStartOn(const std::string& mpirun,
-                                                  const std::vector<std::string>& options,
-                                                  const std::vector<HostEntry>& hosts,
-                                                  const std::string& dir,
-                                                  std::chrono::seconds limit) {
+// host held it up. Hostfiles go in `dir`. nullopt when a stop signal came
+// first (checked every 100 ms): every probe's process group is killed then.
+std::optional<std::vector<std::string>> HostsMpirunCannotStartOn(
+    const std::string& mpirun, const std::vector<std::string>& options,
+    const std::vector<HostEntry>& hosts, const std::string& dir, std::chrono::seconds limit) {
   std::vector<pid_t> probes(hosts.size(), -1);
   std::vector<bool> started(hosts.size(), false);
   const pid_t launcher = getpid();
@@ -482,7 +559,7 @@ std::vector<std::string> HostsMpirunCannotStartOn(const std::string& mpirun,
   }
   const auto deadline = std::chrono::steady_clock::now() + limit;
   size_t running = std::count_if(probes.begin(), probes.end(), [](pid_t p) { return p > 0; });
-  while (running > 0 && std::chrono::steady_clock::now() < deadline) {
+  while (running > 0 && std::chrono::steady_clock::now() < deadline && g_signals == 0) {
     for (size_t i = 0; i < hosts.size(); ++i) {
       int status = 0;
       if (probes[i] <= 0 || waitpid(probes[i], &status, WNOHANG) != probes[i]) continue;
@@ -502,6 +579,7 @@ std::vector<std::string> HostsMpirunCannotStartOn(const std::string& mpirun,
     }
     if (!started[i]) cannot.push_back(hosts[i].host);
   }
+  if (g_signals > 0) return std::nullopt;
   return cannot;
 }
 
@@ -521,6 +599,7 @@ absl::Status Launch(const Flags& flags) {
   if (absl::Status s = CheckExecutable(flags.mpirun); !s.ok()) return s;
   absl::StatusOr<std::vector<std::string>> mpirun_args = SplitShellWords(flags.mpirun_args);
   if (!mpirun_args.ok()) return mpirun_args.status();
+  if (absl::Status s = CheckMpirunArgs(*mpirun_args); !s.ok()) return s;
   // The job's own config, for its gradient_accumulation_steps.
   std::vector<char*> train_argv;
   for (const std::string& a : flags.command) train_argv.push_back(const_cast<char*>(a.c_str()));
@@ -538,6 +617,7 @@ absl::Status Launch(const Flags& flags) {
     std::cerr << warning << std::endl;
   }
   const int first_ranks = RanksOf(*hosts);
+  const StartedRankHost launcher{ThisHostName(), ThisHostAddresses()};
   const bool user_keepalive = flags.mpirun_args.find("oob_tcp_keepalive") != std::string::npos;
   // The job's hostfile (the user's, less lost hosts) is only read by mpirun
   // here, so it lives in a private temporary directory: beside the user's it
@@ -591,8 +671,23 @@ absl::Status Launch(const Flags& flags) {
     FailureWatchdog watchdog(config->out_dir(), marks, std::chrono::seconds(flags.failure_grace_s),
                              std::chrono::seconds(flags.lost_host_grace_s), *hosts);
     StartupWatchdog startup(config->out_dir(), attempt_id,
-                            std::chrono::seconds(flags.startup_timeout_s), *hosts);
+                            std::chrono::seconds(flags.startup_timeout_s), *hosts, launcher);
+    bool signal_seen = false;
     absl::StatusOr<RunResult> run = RunAndCapture(argv, [&]() -> std::optional<std::string> {
+      // mpirun passes the stop signal to the ranks, but where none has
+      // started it waits on the hosts' daemons as before (up to
+      // --startup-timeout-s): no rank has anything to save, so it goes now.
+      if (g_signals > 0 && !signal_seen) {
+        signal_seen = true;
+        if (startup.NoRankStartedYet()) {
+          return std::string(
+              StoppedBySignal(absl::StrCat("before any rank of attempt ", attempt + 1,
+                                           " started (no start marker in ",
+                                           StartMarkerDir(config->out_dir(), attempt_id),
+                                           "); ended mpirun's process group"))
+                  .message());
+        }
+      }
       if (std::optional<std::string> reason = startup()) return reason;
       return watchdog();
     });
@@ -606,6 +701,14 @@ absl::Status Launch(const Flags& flags) {
     const std::optional<std::vector<std::string>> records =
         FailureRecordsOf(config->out_dir(), marks);
     const std::string reported = FirstFailureReported(config->out_dir(), records);
+    if (g_signals > 0) {
+      if (code == 0) return absl::OkStatus();
+      // The watchdog's reason says why mpirun went (before any rank started, or past a grace).
+      return absl::AbortedError(
+          run->ended_by_watchdog.empty()
+              ? absl::StrCat("stopped by a signal (mpirun exit status ", code, ")")
+              : run->ended_by_watchdog);
+    }
     if (!run->ended_by_watchdog.empty()) {
       std::cerr << "dropk launch: " << run->ended_by_watchdog << std::endl;
     }
@@ -613,11 +716,6 @@ absl::Status Launch(const Flags& flags) {
     // ended by the watchdog printed no report of its own).
     std::string evidence = run->output;
     if (records) absl::StrAppend(&evidence, "\n", absl::StrJoin(*records, "\n"));
-    if (g_signals > 0) {
-      return code == 0 ? absl::OkStatus()
-                       : absl::AbortedError(
-                             absl::StrCat("stopped by a signal (mpirun exit status ", code, ")"));
-    }
     if (code == 0) {
       std::cerr << "dropk launch: the job finished on " << hosts->size() << " host(s) after "
                 << attempt << " restart(s)" << std::endl;
@@ -633,9 +731,15 @@ absl::Status Launch(const Flags& flags) {
         // the ones that held the job up.
         std::cerr << "dropk launch: " << named << "; trying mpirun on each host alone (at most "
                   << flags.startup_timeout_s << " s)" << std::endl;
-        silent = HostsMpirunCannotStartOn(flags.mpirun, mpirun_options, *hosts, job_dir->path(),
-                                          std::chrono::seconds(flags.startup_timeout_s));
-        if (g_signals > 0) return absl::AbortedError("stopped by a signal");
+        const std::optional<std::vector<std::string>> cannot =
+            HostsMpirunCannotStartOn(flags.mpirun, mpirun_options, *hosts, job_dir->path(),
+                                     std::chrono::seconds(flags.startup_timeout_s));
+        if (!cannot) {
+          return StoppedBySignal(
+              "while trying mpirun on each host alone (no rank had started within "
+              "--startup-timeout-s); ended those mpirun runs' process groups");
+        }
+        silent = *cannot;
         if (silent.empty() || silent.size() == hosts->size()) {
           return absl::AbortedError(
               absl::StrCat(named, "; mpirun alone could start on ",
@@ -659,8 +763,8 @@ absl::Status Launch(const Flags& flags) {
                 << RanksOf(*hosts) << " rank(s), from the newest checkpoint" << std::endl;
       continue;
     }
-    const std::optional<std::string> lost = FindLostHost(evidence, *hosts);
-    if (!lost) {
+    const std::vector<std::string> named_lost = HostsNamedLost(evidence, *hosts);
+    if (named_lost.empty()) {
       const std::string why = absl::StrCat("the job failed (", ended,
                                            ") without losing a host; not restarting", reported);
       // The job's own usage error (exit 2: a bad flag or config value) stays a
@@ -668,16 +772,43 @@ absl::Status Launch(const Flags& flags) {
       return code == kExitUsage ? absl::InvalidArgumentError(why) : absl::AbortedError(why);
     }
     if (attempt >= flags.max_restarts) {
-      return absl::AbortedError(absl::StrCat("host ", *lost, " lost (", ended,
-                                             "), and --max-restarts=", flags.max_restarts,
-                                             " restart(s) are used up", reported));
+      return absl::AbortedError(absl::StrCat(
+          named_lost.size() == 1 ? absl::StrCat("host ", named_lost.front())
+                                 : absl::StrCat("one of hosts ", absl::StrJoin(named_lost, ", "),
+                                                " (named unreachable as often each)"),
+          " lost (", ended, "), and --max-restarts=", flags.max_restarts, " restart(s) are used up",
+          reported));
     }
-    std::erase_if(*hosts, [&](const HostEntry& h) { return h.host == *lost; });
-    if (hosts->empty()) return absl::AbortedError(absl::StrCat("host ", *lost, " lost: none left"));
+    // A cut link between two hosts names each unreachable once: mpirun
+    // alone, from here, tells which of them this side can still reach.
+    std::vector<std::string> unanswering;
+    const int probe_s = std::min<int>(flags.startup_timeout_s, kTieProbeLimit.count());
+    if (named_lost.size() > 1) {
+      std::vector<HostEntry> tied;
+      std::copy_if(hosts->begin(), hosts->end(), std::back_inserter(tied), [&](const HostEntry& h) {
+        return std::find(named_lost.begin(), named_lost.end(), h.host) != named_lost.end();
+      });
+      std::cerr << "dropk launch: the ranks named hosts " << absl::StrJoin(named_lost, ", ")
+                << " unreachable as often each; trying mpirun on each of them alone (at most "
+                << probe_s << " s)" << std::endl;
+      const std::optional<std::vector<std::string>> cannot = HostsMpirunCannotStartOn(
+          flags.mpirun, mpirun_options, tied, job_dir->path(), std::chrono::seconds(probe_s));
+      if (!cannot) {
+        return StoppedBySignal(absl::StrCat("while trying mpirun on hosts ",
+                                            absl::StrJoin(named_lost, ", "),
+                                            " alone (to tell which one is lost); ended those "
+                                            "mpirun runs' process groups"));
+      }
+      unanswering = *cannot;
+    }
+    const LostHostChoice choice = BreakLostHostTie(named_lost, unanswering, probe_s);
+    const std::string& lost = *choice.host;
+    std::erase_if(*hosts, [&](const HostEntry& h) { return h.host == lost; });
+    if (hosts->empty()) return absl::AbortedError(absl::StrCat("host ", lost, " lost: none left"));
     std::cerr << "dropk launch: restart " << attempt + 1 << " of at most " << flags.max_restarts
-              << ": host " << *lost << " lost (" << ended << "); relaunching on " << hosts->size()
-              << " host(s), " << RanksOf(*hosts) << " rank(s), from the newest checkpoint"
-              << reported << std::endl;
+              << ": host " << lost << " lost (" << ended << (choice.reason.empty() ? "" : "; ")
+              << choice.reason << "); relaunching on " << hosts->size() << " host(s), "
+              << RanksOf(*hosts) << " rank(s), from the newest checkpoint" << reported << std::endl;
   }
 }
 

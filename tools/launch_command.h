@@ -18,7 +18,10 @@ namespace dropk {
 // gradient_accumulation_steps raised so the global batch stays the same, up
 // to --max-restarts times, logging each restart's cause and lost host.
 // Any other failure ends it with mpirun's status (Aborted). SIGINT/SIGTERM
-// reach the ranks as SIGUSR1: they save a checkpoint and stop. mpirun runs
+// reach the ranks as SIGUSR1: they save a checkpoint and stop; where there
+// is nothing to save (no rank of the attempt started yet, hosts being tried
+// with mpirun alone, between attempts) the first ends the launch within
+// about a second, Aborted, naming what it stopped. mpirun runs
 // in a process group of its own, stdin from /dev/null; once a rank has
 // recorded a failure (trainer/failure_record.h), mpirun gets
 // --failure-grace-s (60) to end, or --lost-host-grace-s (5) when the record

@@ -10,11 +10,15 @@
 #include <regex>
 #include <set>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "trainer/failure_record.h"
 
 namespace dropk {
 namespace {
@@ -33,6 +37,48 @@ std::set<std::string> AddressesOf(const std::string& host) {
   }
   freeaddrinfo(list);
   return out;
+}
+
+// Whether `address` is a loopback address: IPv4 127.0.0.0/8 or IPv6 ::1
+// (bracketed or not).
+bool IsLoopback(const std::string& address) {
+  in_addr v4;
+  if (inet_pton(AF_INET, address.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  return address == "::1" || address == "[::1]";
+}
+
+// Whether hostfile host `name`, resolving here to `resolved` (AddressesOf),
+// names loopback, the machine mpirun runs on: "localhost", a loopback
+// address, or a name whose every IPv4 address is one.
+bool NamesLoopback(const std::string& name, const std::set<std::string>& resolved) {
+  if (name == "localhost" || IsLoopback(name)) return true;
+  bool any = false;
+  for (const std::string& a : resolved) {
+    in_addr v4;
+    if (inet_pton(AF_INET, a.c_str(), &v4) != 1) continue;  // the name itself
+    if (!IsLoopback(a)) return false;
+    any = true;
+  }
+  return any;
+}
+
+// Whether start-marker host `rank` is the machine `launcher`: the same host
+// name, and a shared address outside loopback unless one side has none
+// (the network namespaces of one machine share its name; two machines may
+// share a name, or docker0's 172.17.0.1, but not both).
+bool IsSameMachine(const StartedRankHost& rank, const StartedRankHost& launcher) {
+  if (rank.host != launcher.host) return false;
+  std::set<std::string> ours;
+  for (const std::string& a : launcher.addresses) {
+    if (!IsLoopback(a)) ours.insert(a);
+  }
+  bool theirs = false;
+  for (const std::string& a : rank.addresses) {
+    if (IsLoopback(a)) continue;
+    if (ours.count(a) > 0) return true;
+    theirs = true;
+  }
+  return ours.empty() || !theirs;
 }
 
 }  // namespace
@@ -56,7 +102,7 @@ constexpr char kHostNameCharacters[] =
 absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
                                                      const std::string& path) {
   std::vector<HostEntry> hosts;
-  std::set<std::string> seen;
+  std::map<std::string, std::string> seen;  // a host's key -> the host as first written
   int number = 0;
   int64_t total_slots = 0;
   for (absl::string_view raw : absl::StrSplit(text, '\n')) {
@@ -97,9 +143,21 @@ absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
             absl::StrCat(path, ":", number, ": ", key, "=", value, " must be a whole number >= 1"));
       }
     }
-    if (!seen.insert(entry.host).second) {
+    const std::string name = absl::AsciiStrToLower(entry.host.substr(entry.host.find('@') + 1));
+    if (name.empty()) {
       return absl::InvalidArgumentError(
-          absl::StrCat(path, ":", number, ": host ", entry.host, " listed twice"));
+          absl::StrCat(path, ":", number, ": '", entry.host, "' names no host after its user@"));
+    }
+    // DNS names ignore case; Open MPI takes localhost and 127.0.0.1 (not
+    // 127.0.0.2: that it reaches over ssh) for the node it runs on, and
+    // refuses the two with a slot count each, naming its own copy of the
+    // file. Names that resolve alike are left to it (that needs DNS).
+    const std::string key = name == "127.0.0.1" ? "localhost" : name;
+    if (const auto [it, added] = seen.emplace(key, entry.host); !added) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ":", number, ": host ", entry.host, " listed twice (as ", it->second,
+          key == "localhost" ? " before: both name the machine mpirun runs on" : " before",
+          "); list it once, with its slots added up"));
     }
     // The sum becomes mpirun's -np, an int: past it the job got a negative count.
     total_slots += entry.slots;
@@ -113,7 +171,47 @@ absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
   return hosts;
 }
 
-std::optional<std::string> FindLostHost(const std::string& output,
+absl::Status CheckMpirunArgs(const std::vector<std::string>& args) {
+  // Open MPI 4 takes long options after one dash or two.
+  constexpr absl::string_view kRankCount[] = {"np", "n", "c", "N", "npernode"};
+  constexpr absl::string_view kHosts[] = {
+      "hostfile", "machinefile", "H", "host", "add-host", "add-hostfile", "default-hostfile"};
+  for (size_t i = 0; i < args.size(); ++i) {
+    absl::string_view option = args[i];
+    if (!absl::ConsumePrefix(&option, "--")) {
+      if (!absl::ConsumePrefix(&option, "-")) continue;
+    }
+    option = option.substr(0, option.find('='));
+    if (option == "mca" || option == "gmca") {
+      i += 2;  // a parameter's name and value, which may start with '-'
+      continue;
+    }
+    const auto refuse = [&](absl::string_view why) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--mpirun-args: ", args[i], " ", why, "; leave it out"));
+    };
+    if (IsOneOf(option, kRankCount)) {
+      return refuse(
+          "sets the rank count, which dropk launch sets (one rank per hostfile slot; a relaunch's "
+          "gradient_accumulation_steps counts on it)");
+    }
+    if (IsOneOf(option, kHosts)) {
+      return refuse(
+          "names hosts, which dropk launch gives mpirun from --hostfile (and drops a lost one "
+          "from)");
+    }
+    if (option == "app") return refuse("replaces the job dropk launch runs");
+    if (option == "x" && i + 1 < args.size() && absl::StartsWith(args[i + 1], kLaunchAttemptEnv)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--mpirun-args: -x ", args[i + 1],
+                       " sets the variable dropk launch sets to tell its attempts' start "
+                       "markers apart; leave it out"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::string> HostsNamedLost(const std::string& output,
                                         const std::vector<HostEntry>& hosts) {
   static const std::regex kOrteLostDaemon(
       R"((?:Remote daemon: \S+ on node|daemon has unexpectedly failed[^\n]*\n?[^\n]*on node) (\S+))");
@@ -127,42 +225,84 @@ std::optional<std::string> FindLostHost(const std::string& output,
   std::smatch m;
   if (std::regex_search(output, m, kOrteLostDaemon)) {
     const HostEntry* lost = host_named(m[1]);
-    return lost ? std::optional<std::string>(lost->host) : std::nullopt;
+    return lost ? std::vector<std::string>{lost->host} : std::vector<std::string>{};
   }
   // A host cut off names every other host unreachable, and each of them
-  // names it: the host named most often is the lost one (ties: the first
-  // named). Taking the first mention lost the wrong host when the cut-off
-  // rank's line came first.
+  // names it: the host named most often is the lost one. Taking the first
+  // mention lost the wrong host when the cut-off rank's line came first.
   std::map<const HostEntry*, int> mentions;
-  const HostEntry* lost = nullptr;
+  std::vector<const HostEntry*> first_named;  // each once, in the order first named
   for (auto it = std::sregex_iterator(output.begin(), output.end(), kUnreachableRank);
        it != std::sregex_iterator(); ++it) {
     const HostEntry* named = host_named((*it)[1]);
     if (named == nullptr) continue;
-    const int count = ++mentions[named];
-    if (lost == nullptr || count > mentions[lost]) lost = named;
+    if (++mentions[named] == 1) first_named.push_back(named);
   }
-  return lost ? std::optional<std::string>(lost->host) : std::nullopt;
+  int most = 0;
+  for (const auto& [host, count] : mentions) most = std::max(most, count);
+  std::vector<std::string> lost;
+  for (const HostEntry* h : first_named) {
+    if (mentions[h] == most) lost.push_back(h->host);
+  }
+  return lost;
+}
+
+std::optional<std::string> FindLostHost(const std::string& output,
+                                        const std::vector<HostEntry>& hosts) {
+  const std::vector<std::string> lost = HostsNamedLost(output, hosts);
+  return lost.empty() ? std::nullopt : std::optional<std::string>(lost.front());
+}
+
+LostHostChoice BreakLostHostTie(const std::vector<std::string>& tied,
+                                const std::vector<std::string>& unanswering, int probe_limit_s) {
+  if (tied.empty()) return {};
+  if (tied.size() == 1) return {tied.front(), ""};
+  const auto answered = [&](const std::string& h) {
+    return std::find(unanswering.begin(), unanswering.end(), h) == unanswering.end();
+  };
+  std::vector<std::string> answering, silent;
+  for (const std::string& h : tied) (answered(h) ? answering : silent).push_back(h);
+  const std::string named =
+      absl::StrCat("the ranks named hosts ", absl::StrJoin(tied, ", "),
+                   " unreachable as often each; mpirun alone, run from here on each for at most ",
+                   probe_limit_s, " s, ");
+  if (silent.empty() || answering.empty()) {
+    return {tied.front(), absl::StrCat(named, "started on ", silent.empty() ? "every one" : "none",
+                                       " of them, so nothing here tells which is cut off: "
+                                       "dropping the first named, ",
+                                       tied.front())};
+  }
+  return {silent.front(), absl::StrCat(named, "started on ", absl::StrJoin(answering, ", "),
+                                       " but not on ", absl::StrJoin(silent, ", "))};
 }
 
 std::vector<std::string> HostsWithoutStartedRank(const std::vector<HostEntry>& hosts,
-                                                 const std::vector<StartedRankHost>& started) {
+                                                 const std::vector<StartedRankHost>& started,
+                                                 const StartedRankHost& launcher) {
   // Each rank's names for its host: its name, its addresses, and what the
-  // name resolves to here.
+  // name resolves to here, loopback left out (every host has 127.0.0.1).
   std::set<std::string> seen;
+  bool on_launcher = false;
   for (const StartedRankHost& rank : started) {
-    const std::set<std::string> resolved = AddressesOf(rank.host);
-    seen.insert(resolved.begin(), resolved.end());
-    seen.insert(rank.addresses.begin(), rank.addresses.end());
+    for (const std::string& name : AddressesOf(rank.host)) {
+      if (!IsLoopback(name)) seen.insert(name);
+    }
+    for (const std::string& address : rank.addresses) {
+      if (!IsLoopback(address)) seen.insert(address);
+    }
+    on_launcher = on_launcher || IsSameMachine(rank, launcher);
   }
   std::vector<std::string> silent;
   for (const HostEntry& h : hosts) {
     const std::string name = h.host.substr(h.host.find('@') + 1);  // npos + 1 == 0
     const std::set<std::string> names = AddressesOf(name);
-    if (std::none_of(names.begin(), names.end(),
-                     [&](const std::string& n) { return seen.count(n) > 0; })) {
-      silent.push_back(h.host);
-    }
+    const bool started_there =
+        NamesLoopback(name, names)
+            ? on_launcher
+            : std::any_of(names.begin(), names.end(), [&](const std::string& n) {
+                return !IsLoopback(n) && seen.count(n) > 0;
+              });
+    if (!started_there) silent.push_back(h.host);
   }
   return silent;
 }

@@ -23,22 +23,52 @@ struct HostEntry {
 inline constexpr int kMaxRanks = 1 << 20;
 
 // Parses an Open MPI hostfile (# comments, blank lines, words separated by
-// any whitespace). InvalidArgument naming path:line for a bad slots value, a
-// repeated host, or slots adding up to more than kMaxRanks; an empty list is
-// InvalidArgument too.
+// any whitespace). InvalidArgument naming path:line for a bad slots value,
+// no host after user@, a repeated host (names compared ignoring case and
+// user@; localhost and 127.0.0.1 both name the machine mpirun runs on,
+// which Open MPI refuses to have two slot counts for), or slots adding
+// up to more than kMaxRanks; an empty list is InvalidArgument too.
 absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
                                                      const std::string& path);
 
-// The host a failed job lost, read from mpirun's output: Open MPI's report
-// of a lost daemon ("Remote daemon: ... on node HOST", "... daemon has
-// unexpectedly failed ... on node HOST"), else the host dropk-train's ranks
-// named unreachable ("rank R (ADDR) is unreachable") most often (a cut-off
-// host's ranks name all the others, and each of the others names it; ties go
-// to the first named), mapped to a host of `hosts` by name or resolved
-// address. nullopt when no host was lost (a
-// bad config, a failed step): then relaunching would fail again.
+// OK unless `args` (--mpirun-args, split into words) hold an mpirun option
+// that overrides what dropk launch sets: the rank count (-np, -n, -c,
+// -N, --npernode: one rank per hostfile slot, which the relaunch's
+// gradient_accumulation_steps counts on), the hosts (--hostfile,
+// --machinefile, -H/--host, --add-host, --add-hostfile, --default-hostfile:
+// a lost host is dropped from the hostfile), an app file (--app), or -x
+// DROPK_LAUNCH_ATTEMPT. InvalidArgument naming the option.
+absl::Status CheckMpirunArgs(const std::vector<std::string>& args);
+
+// The hosts a failed job may have lost, read from mpirun's output: Open
+// MPI's report of a lost daemon ("Remote daemon: ... on node HOST", "...
+// daemon has unexpectedly failed ... on node HOST") names one; else the
+// hosts dropk-train's ranks named unreachable ("rank R (ADDR) is
+// unreachable") most often, in the order first named (a cut-off host's ranks
+// name all the others, and each of the others names it; with two hosts a cut
+// link names each once, a tie). Each mapped to a host of `hosts` by name or
+// resolved address. Empty when no host was lost (a bad config, a failed
+// step): then relaunching would fail again.
+std::vector<std::string> HostsNamedLost(const std::string& output,
+                                        const std::vector<HostEntry>& hosts);
+
+// The first of HostsNamedLost, nullopt when there is none.
 std::optional<std::string> FindLostHost(const std::string& output,
                                         const std::vector<HostEntry>& hosts);
+
+// The host to drop among `tied` (HostsNamedLost, named as often each), and
+// why in words ("" when there was no tie): the launcher ran mpirun alone on
+// each of them for at most `probe_limit_s` seconds, and `unanswering` are
+// those where it did not exit 0 in time. When exactly some of them did not
+// answer, the first named of those is dropped; when all or none answered,
+// the evidence does not tell them apart: the first named is dropped, and
+// the reason says so. nullopt host when `tied` is empty.
+struct LostHostChoice {
+  std::optional<std::string> host;
+  std::string reason;
+};
+LostHostChoice BreakLostHostTie(const std::vector<std::string>& tied,
+                                const std::vector<std::string>& unanswering, int probe_limit_s);
 
 // What a rank's start marker says (trainer/failure_record.h): its host's
 // name and IPv4 addresses.
@@ -48,11 +78,21 @@ struct StartedRankHost {
 };
 
 // The hosts of `hosts` (their names, in hostfile order) on which none of
-// `started` runs: a rank runs on a hostfile line when the line's host (less
-// any user@) is the rank's host name, or resolves to one of the rank's
-// addresses or of its host name's.
+// `started` runs. `launcher` is the machine running mpirun, as a start
+// marker written there would name it. A hostfile line naming loopback (every
+// IPv4 address its host resolves to here is 127.0.0.0/8: localhost,
+// 127.0.0.1, a name /etc/hosts maps to 127.0.1.1) is where mpirun itself
+// runs, the launcher's machine: a rank runs there when it ran on the
+// launcher's machine, i.e. its marker names the launcher's host name and
+// either side has no address outside loopback or they share one (hosts in
+// network namespaces share a name, not their addresses). Any other line
+// (less any user@) runs a rank whose host name it is, or whose addresses,
+// or its host name's as resolved here, it resolves to, loopback addresses
+// left out: every marker lists 127.0.0.1, so matching on it made a
+// 127.0.0.1 line "started" by any rank anywhere.
 std::vector<std::string> HostsWithoutStartedRank(const std::vector<HostEntry>& hosts,
-                                                 const std::vector<StartedRankHost>& started);
+                                                 const std::vector<StartedRankHost>& started,
+                                                 const StartedRankHost& launcher);
 
 // gradient_accumulation_steps that keeps `accumulation` x `ranks` sequences
 // per micro-batch slot on `new_ranks` ranks. FailedPrecondition, saying

@@ -39,24 +39,10 @@ std::string UtcNow() {
   return absl::StrFormat("%s.%03dZ", text, static_cast<int>(millis));
 }
 
-std::string HostName() {
-  char name[256] = {};
-  if (gethostname(name, sizeof name - 1) != 0) return "?";
-  return name;
-}
-
-// This machine's IPv4 addresses, loopback included ("" none readable).
+// This machine's IPv4 addresses, each after a space ("" none readable).
 std::string OwnAddresses() {
-  ifaddrs* list = nullptr;
-  if (getifaddrs(&list) != 0) return "";
   std::string out;
-  for (ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
-    if (a->ifa_addr == nullptr || a->ifa_addr->sa_family != AF_INET) continue;
-    char text[INET_ADDRSTRLEN] = {};
-    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, text, sizeof text);
-    absl::StrAppend(&out, " ", text);
-  }
-  freeifaddrs(list);
+  for (const std::string& address : ThisHostAddresses()) absl::StrAppend(&out, " ", address);
   return out;
 }
 
@@ -109,7 +95,7 @@ bool RecordFailure(const std::string& out_dir, int rank, const std::string& mess
   // end the job: nothing escapes.
   try {
     const std::string line =
-        absl::StrCat(UtcNow(), " host ", HostName(), " pid ", ::getpid(), ": ", message, "\n");
+        absl::StrCat(UtcNow(), " host ", ThisHostName(), " pid ", ::getpid(), ": ", message, "\n");
     return WithinLimit<bool>([dir = out_dir + "/failures", path = FailureRecordPath(out_dir, rank),
                               line] { return AppendAndSync(dir, path, line); },
                              limit)
@@ -170,6 +156,26 @@ std::optional<std::vector<std::string>> FailureRecordsSinceWithin(const std::str
       [out_dir, marks, env] { return FailureRecordsSince(out_dir, marks, env); }, limit);
 }
 
+std::string ThisHostName() {
+  char name[256] = {};
+  if (gethostname(name, sizeof name - 1) != 0) return "?";
+  return name;
+}
+
+std::vector<std::string> ThisHostAddresses() {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return {};
+  std::vector<std::string> out;
+  for (ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
+    if (a->ifa_addr == nullptr || a->ifa_addr->sa_family != AF_INET) continue;
+    char text[INET_ADDRSTRLEN] = {};
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, text, sizeof text);
+    out.push_back(text);
+  }
+  freeifaddrs(list);
+  return out;
+}
+
 std::string StartMarkerDir(const std::string& out_dir, const std::string& attempt) {
   return absl::StrCat(out_dir, "/started/", attempt);
 }
@@ -180,7 +186,7 @@ bool RecordRankStarted(const std::string& out_dir, const std::string& attempt, i
   try {
     const std::string dir = StartMarkerDir(out_dir, attempt);
     const std::string path = absl::StrFormat("%s/rank-%05d", dir, rank);
-    const std::string line = absl::StrCat(HostName(), OwnAddresses(), "\n");
+    const std::string line = absl::StrCat(ThisHostName(), OwnAddresses(), "\n");
     return WithinLimit<bool>([dir, path, line] { return AppendAndSync(dir, path, line); }, limit)
         .value_or(false);
   } catch (...) {

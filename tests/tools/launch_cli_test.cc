@@ -11,8 +11,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "support/subprocess.h"
 #include "trainer/prepare_data.h"
@@ -69,6 +71,16 @@ class LaunchCliTest : public ::testing::Test {
   static constexpr char kKeepTheRelaunchHostfile[] =
       "if [ \"$np\" = 1 ]; then mkdir -p \"$out\"; cp \"$hostfile\" \"$out/relaunch-hosts\"; "
       "exit 0; fi\n";
+  // For a StandInMpirun body: the last argument in $last ("true" for the
+  // launcher's runs of mpirun on one host alone).
+  static constexpr char kLastArgument[] = "for last in \"$@\"; do :; done\n";
+  // For a StandInMpirun body: what the ranks of 127.0.0.1 and 127.0.0.2
+  // print when the link between them is cut (each names the other), and
+  // mpirun's exit.
+  static constexpr char kCutLinkBetweenTwoHosts[] =
+      "echo 'rank 1 of 2: AllReduce #3: rank 0 (127.0.0.1) is unreachable (...)' >&2\n"
+      "echo 'rank 0 of 2: AllReduce #3: rank 1 (127.0.0.2) is unreachable (...)' >&2\n"
+      "exit 1\n";
   // A stand-in for mpirun that records `record` as rank 0's failure in the
   // job's --out_dir, starts a helper (its pid in OUT_DIR/helper.pid, its
   // own in OUT_DIR/mpirun.pid) and then hangs, as mpirun does when it waits
@@ -90,6 +102,22 @@ class LaunchCliTest : public ::testing::Test {
     const std::string stat = test_util::ReadFile("/proc/" + std::to_string(pid) + "/stat");
     const size_t paren = stat.rfind(')');
     return stat.empty() || (paren != std::string::npos && stat.substr(paren + 2, 1) == "Z");
+  }
+  // Waits up to `limit` for `text` in file `log`; false if it did not come.
+  static bool WaitForText(const std::string& log, const std::string& text, seconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (test_util::ReadFile(log).find(text) == std::string::npos) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+    return true;
+  }
+  // The pids listed one a line in file `path`.
+  static std::vector<pid_t> PidsIn(const std::string& path) {
+    std::vector<pid_t> pids;
+    std::istringstream in(test_util::ReadFile(path));
+    for (pid_t pid; in >> pid;) pids.push_back(pid);
+    return pids;
   }
   test_util::CommandResult Launch(const std::string& args) {
     return test_util::RunCommand(Dropk() + " launch " + args);
@@ -120,6 +148,19 @@ TEST_F(LaunchCliTest, BadInputsAreRefusedNamingThem) {
 // global batch; past the trainer's caps the relaunched job exited 2 mid-run
 // (and the first attempt had trained for nothing). It is refused before
 // mpirun runs (`echo` stands in for it: it would exit 0).
+// An -np in --mpirun-args won over the launcher's (mpirun takes the last):
+// the job ran 1 rank where the launcher counted 2 for the relaunch's batch.
+TEST_F(LaunchCliTest, AnMpirunOptionTheLauncherSetsIsRefused) {
+  const std::string mpirun = StandInMpirun("ok-mpirun", "exit 0\n");
+  const test_util::CommandResult r = Launch(
+      "--hostfile " + (dir_ / "hosts").string() + " --mpirun " + mpirun +
+      " --mpirun-args '--oversubscribe -np 1' -- dropk-train --out_dir=" + (dir_ / "run").string());
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("dropk: --mpirun-args: -np sets the rank count, which dropk launch sets"),
+            std::string::npos)
+      << r.err;
+}
+
 TEST_F(LaunchCliTest, ARelaunchPastTheAccumulationCapsIsRefusedUpFront) {
   std::ofstream(dir_ / "two") << "h1 slots=1\nh2 slots=1\n";
   const std::string launch = "--hostfile " + (dir_ / "two").string() + " --mpirun echo ";
@@ -405,9 +446,9 @@ TEST_F(LaunchCliTest, WhenNoRankStartedAHostMpirunAloneCannotStartOnIsDropped) {
   std::ofstream(dir_ / "two") << "h1 slots=1\nh2 slots=1\n";
   const std::string mpirun = StandInMpirun(
       "dead-host-mpirun",
-      std::string("for last in \"$@\"; do :; done\n"
-                  "if [ \"$last\" = true ]; then grep -q h2 \"$hostfile\" && exec sleep 3600; "
-                  "exit 0; fi\n") +
+      std::string(kLastArgument) +
+          std::string("if [ \"$last\" = true ]; then grep -q h2 \"$hostfile\" && exec sleep 3600; "
+                      "exit 0; fi\n") +
           kKeepTheRelaunchHostfile + "exec sleep 3600\n");
   const test_util::CommandResult r =
       Launch("--hostfile " + (dir_ / "two").string() + " --mpirun " + mpirun +
@@ -435,6 +476,184 @@ TEST_F(LaunchCliTest, NoRankStartedAnywhereEndsTheLaunchNamingEveryHost) {
                        "of the job's hosts is left"),
             std::string::npos)
       << r.err;
+}
+
+// Ctrl-C while the launcher tried mpirun on each host alone (no rank had
+// started) went unheard: the handler only counted signals while the job's
+// mpirun ran, so the probes ran their full --startup-timeout-s (120 s by
+// default) and the launch went on. It now ends within a second or two,
+// the probes' process groups killed, with one line naming what it stopped.
+TEST_F(LaunchCliTest, ASignalWhileEachHostIsTriedAloneEndsTheLaunchAtOnce) {
+  std::ofstream(dir_ / "two") << "h1 slots=1\nh2 slots=1\n";
+  const std::string probes = (dir_ / "probe.pids").string();
+  const std::string mpirun = StandInMpirun(
+      "stuck-mpirun", std::string(kLastArgument) + "[ \"$last\" = true ] && echo $$ >> " + probes +
+                          "\nexec sleep 3600\n");
+  const std::string log = (dir_ / "launch.log").string();
+  test_util::ChildProcess job(
+      {Dropk(), "launch", "--hostfile", (dir_ / "two").string(), "--mpirun", mpirun,
+       "--startup-timeout-s", "8", "--", "dropk-train", "--out_dir=" + (dir_ / "run").string()},
+      log);
+  ASSERT_TRUE(WaitForText(log, "trying mpirun on each host alone", seconds(60)))
+      << test_util::ReadFile(log);
+  const auto listed = std::chrono::steady_clock::now();
+  while (PidsIn(probes).size() < 2 && std::chrono::steady_clock::now() - listed < seconds(5)) {
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  ASSERT_EQ(PidsIn(probes).size(), 2u) << test_util::ReadFile(log);
+  ASSERT_EQ(kill(job.pid(), SIGINT), 0);
+  const auto signalled = std::chrono::steady_clock::now();
+  const std::optional<int> code = job.WaitFor(seconds(30));
+  ASSERT_TRUE(code.has_value()) << test_util::ReadFile(log);
+  EXPECT_LT(std::chrono::steady_clock::now() - signalled, seconds(2)) << test_util::ReadFile(log);
+  EXPECT_EQ(*code, 1) << test_util::ReadFile(log);
+  const std::string err = test_util::ReadFile(log);
+  EXPECT_NE(err.find("dropk: stopped by SIGINT while trying mpirun on each host alone (no rank "
+                     "had started within --startup-timeout-s); ended those mpirun runs' process "
+                     "groups\n"),
+            std::string::npos)
+      << err;
+  for (const pid_t probe : PidsIn(probes)) EXPECT_TRUE(Ended(probe)) << "probe " << probe;
+}
+
+// mpirun passes the first Ctrl-C on to the ranks (SIGUSR1: save and stop),
+// but where no rank has started it waits on the hosts' daemons as before,
+// and the launcher with it, up to --startup-timeout-s. With no start marker
+// there is nothing to save: the launcher ends mpirun's group at once.
+TEST_F(LaunchCliTest, ASignalBeforeAnyRankStartedEndsTheLaunchAtOnce) {
+  const std::string pid_file = (dir_ / "mpirun.pid").string();
+  // Like mpirun waiting on a daemon: SIGUSR1 (forwarded to no rank) does not end it.
+  const std::string mpirun = StandInMpirun(
+      "waiting-mpirun", "trap '' USR1\necho $$ > " + pid_file + "\nexec sleep 3600\n");
+  const std::string log = (dir_ / "launch.log").string();
+  test_util::ChildProcess job(
+      {Dropk(), "launch", "--hostfile", (dir_ / "hosts").string(), "--mpirun", mpirun,
+       "--startup-timeout-s", "60", "--", "dropk-train", "--out_dir=" + (dir_ / "run").string()},
+      log);
+  const auto start = std::chrono::steady_clock::now();
+  while (PidsIn(pid_file).empty()) {
+    ASSERT_LT(std::chrono::steady_clock::now() - start, seconds(60)) << test_util::ReadFile(log);
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  ASSERT_EQ(kill(job.pid(), SIGINT), 0);
+  const auto signalled = std::chrono::steady_clock::now();
+  const std::optional<int> code = job.WaitFor(seconds(90));
+  ASSERT_TRUE(code.has_value()) << test_util::ReadFile(log);
+  EXPECT_LT(std::chrono::steady_clock::now() - signalled, seconds(4)) << test_util::ReadFile(log);
+  EXPECT_EQ(*code, 1) << test_util::ReadFile(log);
+  const std::string err = test_util::ReadFile(log);
+  EXPECT_NE(err.find("dropk: stopped by SIGINT before any rank of attempt 1 started (no start "
+                     "marker in " +
+                     (dir_ / "run" / "started").string() + "/"),
+            std::string::npos)
+      << err;
+  EXPECT_TRUE(Ended(PidsIn(pid_file).front()));
+}
+
+// mpirun ended, but a process it left in its group (an ssh to a lost host,
+// say) held its output pipes: the launcher read them for good and forwarded
+// signals to the dead mpirun. It now reads 5 s more, then kills that group.
+TEST_F(LaunchCliTest, AProcessHoldingMpirunsOutputAfterItEndedDoesNotHangTheLaunch) {
+  const std::string pid_file = (dir_ / "helper.pid").string();
+  const std::string mpirun =
+      StandInMpirun("leaving-mpirun",
+                    "sleep 3600 &\necho $! > " + pid_file + "\necho 'ranks failed' >&2\nexit 1\n");
+  const std::string log = (dir_ / "launch.log").string();
+  test_util::ChildProcess job(
+      {Dropk(), "launch", "--hostfile", (dir_ / "hosts").string(), "--mpirun", mpirun, "--",
+       "dropk-train", "--out_dir=" + (dir_ / "run").string()},
+      log);
+  const std::optional<int> code = job.WaitFor(seconds(30));
+  ASSERT_TRUE(code.has_value()) << "dropk launch still reading mpirun's output 30 s after it "
+                                   "ended:\n"
+                                << test_util::ReadFile(log);
+  EXPECT_EQ(*code, 1) << test_util::ReadFile(log);
+  EXPECT_NE(test_util::ReadFile(log).find("the job failed (mpirun exit status 1) without losing a "
+                                          "host"),
+            std::string::npos)
+      << test_util::ReadFile(log);
+  ASSERT_FALSE(PidsIn(pid_file).empty());
+  EXPECT_TRUE(Ended(PidsIn(pid_file).front())) << "the helper mpirun left outlived the launch";
+}
+
+// With two hosts a cut link makes each side's rank name the other
+// unreachable, and the tie went to the first named: here the healthy host
+// 127.0.0.1 (where mpirun runs) was dropped. The launcher now tries mpirun
+// alone on each (the stand-in hangs on 127.0.0.2, the cut-off one) and
+// drops the one it cannot start on.
+TEST_F(LaunchCliTest, ACutLinkBetweenTwoHostsDropsTheOneMpirunAloneCannotReach) {
+  std::ofstream(dir_ / "two") << "127.0.0.1 slots=1\n127.0.0.2 slots=1\n";
+  const std::string mpirun = StandInMpirun(
+      "cut-link-mpirun",
+      std::string(kLastArgument) +
+          "if [ \"$last\" = true ]; then grep -q '^127.0.0.2 ' \"$hostfile\" && exec sleep 3600; "
+          "exit 0; fi\n" +
+          kKeepTheRelaunchHostfile + kCutLinkBetweenTwoHosts);
+  const test_util::CommandResult r =
+      Launch("--hostfile " + (dir_ / "two").string() + " --mpirun " + mpirun +
+             " --max-restarts 1 --startup-timeout-s 2 -- dropk-train --out_dir=" +
+             (dir_ / "run").string());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("restart 1 of at most 1: host 127.0.0.2 lost (mpirun exit status 1; the "
+                       "ranks named hosts 127.0.0.1, 127.0.0.2 unreachable as often each; mpirun "
+                       "alone, run from here on each for at most 2 s, started on 127.0.0.1 but "
+                       "not on 127.0.0.2); relaunching on 1 host(s)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(test_util::ReadFile((dir_ / "run" / "relaunch-hosts").string()), "127.0.0.1 slots=1\n");
+}
+
+// The same tie while neither host answers mpirun: a signal ends the wait.
+TEST_F(LaunchCliTest, ASignalWhileATiedHostIsTriedEndsTheLaunchAtOnce) {
+  std::ofstream(dir_ / "two") << "127.0.0.1 slots=1\n127.0.0.2 slots=1\n";
+  const std::string mpirun = StandInMpirun(
+      "cut-link-mpirun", std::string(kLastArgument) + "[ \"$last\" = true ] && exec sleep 3600\n" +
+                             kCutLinkBetweenTwoHosts);
+  const std::string log = (dir_ / "launch.log").string();
+  test_util::ChildProcess job(
+      {Dropk(), "launch", "--hostfile", (dir_ / "two").string(), "--mpirun", mpirun,
+       "--max-restarts", "1", "--", "dropk-train", "--out_dir=" + (dir_ / "run").string()},
+      log);
+  ASSERT_TRUE(WaitForText(log, "trying mpirun on each of them alone (at most 30 s)", seconds(60)))
+      << test_util::ReadFile(log);
+  ASSERT_EQ(kill(job.pid(), SIGTERM), 0);
+  const auto signalled = std::chrono::steady_clock::now();
+  const std::optional<int> code = job.WaitFor(seconds(60));
+  ASSERT_TRUE(code.has_value()) << test_util::ReadFile(log);
+  EXPECT_LT(std::chrono::steady_clock::now() - signalled, seconds(2)) << test_util::ReadFile(log);
+  EXPECT_EQ(*code, 1) << test_util::ReadFile(log);
+  EXPECT_NE(test_util::ReadFile(log).find("dropk: stopped by SIGTERM while trying mpirun on hosts "
+                                          "127.0.0.1, 127.0.0.2 alone (to tell which one is "
+                                          "lost)"),
+            std::string::npos)
+      << test_util::ReadFile(log);
+}
+
+// Every start marker lists 127.0.0.1, so a hostfile line 127.0.0.1 counted
+// as started by a rank on any host. Here the only rank runs on h1 (another
+// machine): the 127.0.0.1 line, this machine, is the silent one.
+TEST_F(LaunchCliTest, ALoopbackHostIsStartedOnlyByARankOnThisMachine) {
+  std::ofstream(dir_ / "two") << "127.0.0.1 slots=1\nh1 slots=1\n";
+  const std::string mpirun =
+      StandInMpirun("remote-rank-mpirun",
+                    std::string(kKeepTheRelaunchHostfile) +
+                        "mkdir -p \"$out/started/$attempt\"\n"
+                        "echo h1 127.0.0.1 10.254.0.7 > \"$out/started/$attempt/rank-00001\"\n"
+                        "exec sleep 3600\n");
+  const std::string log = (dir_ / "launch.log").string();
+  test_util::ChildProcess job({Dropk(), "launch", "--hostfile", (dir_ / "two").string(), "--mpirun",
+                               mpirun, "--max-restarts", "1", "--startup-timeout-s", "2", "--",
+                               "dropk-train", "--out_dir=" + (dir_ / "run").string()},
+                              log);
+  const std::optional<int> code = job.WaitFor(seconds(60));
+  ASSERT_TRUE(code.has_value()) << "dropk launch still waiting on mpirun after 60 s:\n"
+                                << test_util::ReadFile(log);
+  const std::string err = test_util::ReadFile(log);
+  EXPECT_EQ(*code, 0) << err;
+  EXPECT_NE(err.find("restart 1 of at most 1: no rank started on host(s) 127.0.0.1 within 2 s"),
+            std::string::npos)
+      << err;
+  EXPECT_EQ(test_util::ReadFile((dir_ / "run" / "relaunch-hosts").string()), "h1 slots=1\n");
 }
 
 // mpirun runs in a process group of its own (so that the launcher can kill

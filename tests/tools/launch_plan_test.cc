@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/match.h"
+
 namespace dropk {
 namespace {
 
@@ -21,24 +23,93 @@ TEST(LaunchPlanTest, ParsesHostsAndSlots) {
   EXPECT_EQ(hosts[2].line, "10.77.0.3 slots=2");
 }
 
+// The machine the launcher runs on, as its start marker would name it.
+const StartedRankHost kLauncher = {"launcher-vm", {"127.0.0.1", "10.77.0.9"}};
+
 // A hostfile line is matched to a rank's start marker by name, by the
 // rank's own addresses, or by what the rank's host name resolves to.
 TEST(LaunchPlanTest, HostsWithoutAStartedRankAreThoseNoMarkerNames) {
   absl::StatusOr<std::vector<HostEntry>> hosts =
       ParseHostfile("node-a slots=2\nme@10.77.0.2\nnode-c\n127.0.0.1\n", "H");
   ASSERT_TRUE(hosts.ok()) << hosts.status();
-  EXPECT_EQ(HostsWithoutStartedRank(*hosts, {{"node-a", {"10.77.0.1"}}, {"b", {"10.77.0.2"}}}),
-            (std::vector<std::string>{"node-c", "127.0.0.1"}));
-  EXPECT_EQ(HostsWithoutStartedRank(*hosts, {{"localhost", {}}}),
-            (std::vector<std::string>{"node-a", "me@10.77.0.2", "node-c"}));
-  EXPECT_EQ(HostsWithoutStartedRank(*hosts, {}).size(), 4u);
+  EXPECT_EQ(
+      HostsWithoutStartedRank(*hosts, {{"node-a", {"10.77.0.1"}}, {"b", {"10.77.0.2"}}}, kLauncher),
+      (std::vector<std::string>{"node-c", "127.0.0.1"}));
+  EXPECT_EQ(
+      HostsWithoutStartedRank(*hosts, {{"launcher-vm", {"127.0.0.1", "10.77.0.9"}}}, kLauncher),
+      (std::vector<std::string>{"node-a", "me@10.77.0.2", "node-c"}));
+  EXPECT_EQ(HostsWithoutStartedRank(*hosts, {}, kLauncher).size(), 4u);
+}
+
+// Every marker lists 127.0.0.1, so a hostfile line 127.0.0.1 (or localhost:
+// where mpirun runs, the launcher's machine) counted as started whenever
+// any rank anywhere had. It counts only for a rank on the launcher's
+// machine: the same host name and, where both have one, an address outside
+// loopback in common (network namespaces of one machine share its name).
+TEST(LaunchPlanTest, ALoopbackLineStartsOnlyWithARankOnTheLaunchersMachine) {
+  // (A hostfile may not hold both localhost and 127.0.0.1: ParseHostfile.)
+  const std::vector<HostEntry> hosts = {
+      {"127.0.0.1", 1, "127.0.0.1"}, {"10.77.0.2", 1, "10.77.0.2"}, {"localhost", 1, "localhost"}};
+  const StartedRankHost remote = {"node-b", {"127.0.0.1", "10.77.0.2"}};
+  EXPECT_EQ(HostsWithoutStartedRank(hosts, {remote}, kLauncher),
+            (std::vector<std::string>{"127.0.0.1", "localhost"}));
+  // Another namespace of the launcher's machine: its name, not its address.
+  const StartedRankHost same_name = {"launcher-vm", {"127.0.0.1", "10.77.0.2"}};
+  EXPECT_EQ(HostsWithoutStartedRank(hosts, {same_name}, kLauncher),
+            (std::vector<std::string>{"127.0.0.1", "localhost"}));
+  const StartedRankHost here = {"launcher-vm", {"127.0.0.1", "10.77.0.9"}};
+  EXPECT_EQ(HostsWithoutStartedRank(hosts, {here}, kLauncher),
+            (std::vector<std::string>{"10.77.0.2"}));
+  // A machine with loopback only is told by its name.
+  EXPECT_EQ(HostsWithoutStartedRank(hosts, {{"launcher-vm", {"127.0.0.1"}}}, kLauncher),
+            (std::vector<std::string>{"10.77.0.2"}));
+  EXPECT_EQ(HostsWithoutStartedRank(hosts, {{"other", {"127.0.0.1"}}}, kLauncher),
+            (std::vector<std::string>{"127.0.0.1", "10.77.0.2", "localhost"}));
 }
 
 TEST(LaunchPlanTest, RejectsBadHostfilesNamingTheLine) {
   EXPECT_EQ(ParseHostfile("a\nb slots=0\n", "H").status().message(),
             "H:2: slots=0 must be a whole number >= 1");
-  EXPECT_EQ(ParseHostfile("a\na\n", "H").status().message(), "H:2: host a listed twice");
+  EXPECT_EQ(ParseHostfile("a\na\n", "H").status().message(),
+            "H:2: host a listed twice (as a before); list it once, with its slots added up");
   EXPECT_EQ(ParseHostfile("# none\n", "H").status().message(), "H: lists no host");
+}
+
+// Names of one host that differ in case or user@ made the launcher count
+// one host as two; localhost with 127.0.0.1 reached mpirun, which refused
+// them naming its own copy of the file; "@" or "me@" named no host at all.
+TEST(LaunchPlanTest, RejectsTwoNamesOfOneHostAndAnEmptyHost) {
+  EXPECT_EQ(ParseHostfile("node1\nme@NODE1 slots=2\n", "H").status().message(),
+            "H:2: host me@NODE1 listed twice (as node1 before); list it once, with its slots "
+            "added up");
+  EXPECT_EQ(ParseHostfile("localhost slots=1\n127.0.0.1 slots=1\n", "H").status().message(),
+            "H:2: host 127.0.0.1 listed twice (as localhost before: both name the machine mpirun "
+            "runs on); list it once, with its slots added up");
+  EXPECT_EQ(ParseHostfile("a\n@ slots=1\n", "H").status().message(),
+            "H:2: '@' names no host after its user@");
+  EXPECT_EQ(ParseHostfile("me@\n", "H").status().message(),
+            "H:1: 'me@' names no host after its user@");
+  // 127.0.0.2 is another host to Open MPI (it goes there over ssh).
+  EXPECT_TRUE(ParseHostfile("localhost\nnode1\nme@node2\n127.0.0.2\n", "H").ok());
+}
+
+// mpirun takes the last -np (the job silently ran on fewer ranks than the
+// launcher counted), refuses a second --hostfile with a message naming no
+// dropk flag, and runs on -H's hosts whatever the hostfile says.
+TEST(LaunchPlanTest, MpirunArgsOverridingTheLaunchersAreRefused) {
+  for (const std::string& option :
+       {"-np", "--np", "-n", "-c", "-N", "--npernode", "--hostfile", "-machinefile", "-H", "--host",
+        "--add-host", "--default-hostfile", "--app"}) {
+    const absl::Status status = CheckMpirunArgs({"--oversubscribe", option, "1"});
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << option;
+    EXPECT_TRUE(absl::StartsWith(status.message(), "--mpirun-args: " + option + " "))
+        << status.message();
+  }
+  EXPECT_EQ(CheckMpirunArgs({"-x", "DROPK_LAUNCH_ATTEMPT=1"}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(CheckMpirunArgs({"--oversubscribe", "--map-by", "socket:PE=16", "--bind-to", "core",
+                               "-x", "OMP_NUM_THREADS=4", "--mca", "plm_rsh_args", "-n"})
+                  .ok());
 }
 
 // A host name no machine has, or an option Open MPI does not take, reached
@@ -118,6 +189,40 @@ TEST(LaunchPlanTest, TheHostNamedUnreachableMostOftenIsTheLostOne) {
                          "rank 1 of 3: ...: rank 2 (10.77.0.3) is unreachable (...)\n",
                          Hosts()),
             "10.77.0.3");
+}
+
+// With two hosts a cut link makes each rank name the other unreachable:
+// a tie, which the first named won, so the healthy host could be dropped.
+TEST(LaunchPlanTest, ATieIsBrokenByWhichHostMpirunAloneCannotStartOn) {
+  const std::string cut =
+      "rank 1 of 2: ...: rank 0 (10.77.0.1) is unreachable (...)\n"
+      "rank 0 of 2: ...: rank 1 (10.77.0.2) is unreachable (...)\n";
+  EXPECT_EQ(HostsNamedLost(cut, Hosts()), (std::vector<std::string>{"10.77.0.1", "10.77.0.2"}));
+  const LostHostChoice choice =
+      BreakLostHostTie({"10.77.0.1", "10.77.0.2"}, {"10.77.0.2"}, /*probe_limit_s=*/30);
+  EXPECT_EQ(choice.host, "10.77.0.2");
+  EXPECT_EQ(choice.reason,
+            "the ranks named hosts 10.77.0.1, 10.77.0.2 unreachable as often each; mpirun alone, "
+            "run from here on each for at most 30 s, started on 10.77.0.1 but not on "
+            "10.77.0.2");
+  // Both or neither answering tells nothing: the first named goes, saying so.
+  for (const std::vector<std::string>& unanswering :
+       {std::vector<std::string>{}, std::vector<std::string>{"10.77.0.1", "10.77.0.2"}}) {
+    const LostHostChoice same = BreakLostHostTie({"10.77.0.1", "10.77.0.2"}, unanswering, 30);
+    EXPECT_EQ(same.host, "10.77.0.1");
+    EXPECT_NE(same.reason.find(unanswering.empty() ? "started on every one of them"
+                                                   : "started on none of them"),
+              std::string::npos)
+        << same.reason;
+    EXPECT_NE(same.reason.find("nothing here tells which is cut off: dropping the first named, "
+                               "10.77.0.1"),
+              std::string::npos)
+        << same.reason;
+  }
+  // No tie: the one named, and no probe needed.
+  EXPECT_EQ(BreakLostHostTie({"10.77.0.3"}, {}, 30).host, "10.77.0.3");
+  EXPECT_EQ(BreakLostHostTie({"10.77.0.3"}, {}, 30).reason, "");
+  EXPECT_EQ(BreakLostHostTie({}, {}, 30).host, std::nullopt);
 }
 
 TEST(LaunchPlanTest, AFailureWithoutALostHostIsNotOne) {

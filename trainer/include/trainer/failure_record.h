@@ -78,6 +78,12 @@ struct StartedRank {
   std::vector<std::string> addresses;
 };
 
+// This machine's host name ("?" when unreadable) and IPv4 addresses
+// (loopback included; none when unreadable), as a start marker written here
+// names them (RecordRankStarted).
+std::string ThisHostName();
+std::vector<std::string> ThisHostAddresses();
+
 // The directory the ranks of launch attempt `attempt` mark their start in:
 // OUT_DIR/started/ATTEMPT, one file rank-NNNNN a rank ("HOST ADDR...").
 std::string StartMarkerDir(const std::string& out_dir, const std::string& attempt);
