@@ -32,6 +32,7 @@
 #include "sampler/completions.h"
 #include "sampler/model_snapshot.h"
 #include "sampler/scheduler.h"
+#include "tools/host_lookup.h"
 
 namespace dropk {
 namespace {
@@ -44,8 +45,17 @@ using json = nlohmann::json;
 
 // How long `dropk sample --url` waits for a connection.
 constexpr int kConnectTimeoutS = 30;
-// The largest answer `dropk sample --url` reads (a stream's events included).
+// The largest answer `dropk sample --url` reads whole (a body not streamed).
 constexpr uint64_t kMaxAnswerBytes = uint64_t{64} << 20;
+// The largest event of a stream it reads: a stream is read event by event
+// and its bytes let go, so it may be of any length (until 2026-12-02 the
+// whole stream was kept, 135 MB of memory for a 60 MiB stream, and one past
+// 64 MiB was refused).
+constexpr size_t kMaxEventBytes = size_t{16} << 20;
+// A Beast body limit that limits nothing.
+constexpr uint64_t kNoBodyLimit = std::numeric_limits<uint64_t>::max();
+// How much of a stream's body is read at a time.
+constexpr size_t kStreamPieceBytes = 64 << 10;
 // The largest answer header it reads (Beast's default).
 constexpr uint32_t kMaxHeaderBytes = 8 << 10;
 
@@ -209,10 +219,14 @@ std::optional<std::string> ErrorMessage(const json& j) {
 // ended in CRLF, or whose fields had no space after the colon (both valid,
 // and what some servers and proxies send), was "the stream ended before its
 // last event", its text never printed.
+//
+// An event is kept only until it is complete: what it holds (a line and
+// the data so far) is at most kMaxEventBytes.
 class SseReader {
  public:
-  // Reads `bytes`; returns the data of each event they complete, in order.
-  std::vector<std::string> Feed(std::string_view bytes) {
+  // Reads `bytes`; returns the data of each event they complete, in order,
+  // or DataLoss once an event grows past kMaxEventBytes.
+  absl::StatusOr<std::vector<std::string>> Feed(std::string_view bytes) {
     std::vector<std::string> events;
     for (const char c : bytes) {
       const bool lf_of_crlf = c == '\n' && after_cr_;
@@ -220,6 +234,10 @@ class SseReader {
       if (lf_of_crlf) continue;
       if (c != '\r' && c != '\n') {
         if ((line_.empty() ? c : line_.front()) != ':') progressed_ = true;
+        if (line_.size() + data_.size() >= kMaxEventBytes) {
+          return absl::DataLossError(absl::StrCat("the server sent a stream event longer than the ",
+                                                  kMaxEventBytes >> 20, " MiB dropk reads"));
+        }
         line_ += c;
         continue;
       }
@@ -381,8 +399,11 @@ absl::Status SampleOffline(const SampleFlags& f) {
   SseReader events;
   auto out = RunCompletion(std::get<CompletionRequest>(parsed), scheduler->get(),
                            [&last, &events](const std::string& e) {
-                             // dropk's own chunks: each has its text.
-                             for (const std::string& data : events.Feed(e)) {
+                             // dropk's own chunks: each has its text, and
+                             // none nears kMaxEventBytes.
+                             absl::StatusOr<std::vector<std::string>> datas = events.Feed(e);
+                             if (!datas.ok()) return;
+                             for (const std::string& data : *datas) {
                                PrintEvent(data, &last).status().IgnoreError();
                              }
                            });
@@ -467,28 +488,44 @@ absl::Status AskServer(const SampleFlags& f) {
   std::string on_timeout;
   try {
     net::io_context ioc;
-    tcp::resolver resolver(ioc);
     beast::tcp_stream stream(ioc);
     // Beast's deadlines (expires_after) bind asynchronous operations only:
     // with the blocking calls, a server that accepted and never answered
     // kept dropk waiting for good. Each step is therefore started
-    // asynchronously and run to completion here.
-    auto run = [&ioc](auto start) {
+    // asynchronously and run to completion here; `allowed` is an error that
+    // is no failure (a full body buffer), returned instead of thrown.
+    auto run = [&ioc](auto start, beast::error_code allowed = {}) {
       beast::error_code ec;
       start([&ec](beast::error_code e, auto&&...) { ec = e; });
       ioc.restart();
       ioc.run();
-      if (ec) throw boost::system::system_error(ec);
+      if (ec && ec != allowed) throw boost::system::system_error(ec);
+      return ec;
     };
-    // At most kConnectTimeoutS, and no longer than --timeout: a --timeout 5
-    // still waited 30 s for a host that did not answer, and the message
-    // named no flag.
+    // The lookup and the connection share one deadline: at most
+    // kConnectTimeoutS, and no longer than --timeout. A --timeout 5 still
+    // waited 30 s for a host that did not answer, and the message named no
+    // flag; the lookup was bound by the system resolver alone (10 s and more
+    // a try with DNS dead).
     const int connect_timeout_s = std::min(kConnectTimeoutS, f.timeout_s);
-    stream.expires_after(std::chrono::seconds(connect_timeout_s));
-    on_timeout = absl::StrCat("no connection within ", connect_timeout_s, " s (--timeout, at most ",
-                              kConnectTimeoutS, " s for the connection)");
-    const auto endpoints = resolver.resolve(host, port);
-    run([&](auto done) { stream.async_connect(endpoints, done); });
+    const auto connect_deadline =
+        std::chrono::steady_clock::now() + std::chrono::seconds(connect_timeout_s);
+    const std::string connect_limit = absl::StrCat(connect_timeout_s, " s (--timeout, at most ",
+                                                   kConnectTimeoutS, " s for the connection)");
+    absl::StatusOr<std::vector<tcp::endpoint>> endpoints =
+        LookUpWithin(host, port, std::chrono::seconds(connect_timeout_s));
+    if (absl::IsDeadlineExceeded(endpoints.status())) {
+      return absl::UnavailableError(absl::StrCat("the name lookup of ", host,
+                                                 " gave no answer within ", connect_limit,
+                                                 "; is a DNS server reachable from here?"));
+    }
+    if (!endpoints.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot look up the host ", endpoints.status().message()));
+    }
+    stream.expires_at(connect_deadline);
+    on_timeout = absl::StrCat("no connection within ", connect_limit);
+    run([&](auto done) { stream.async_connect(*endpoints, done); });
     http::request<http::string_body> req{http::verb::post, path, 11};
     req.set(http::field::host, hostport);
     req.set(http::field::content_type, "application/json");
@@ -507,18 +544,26 @@ absl::Status AskServer(const SampleFlags& f) {
     // RFC 9110 15.2: a client must accept 1xx answers before the final one
     // (dropk-serve sends "100 Continue" to a client it probes, proxies send
     // them too); each is a header alone, skipped. "HTTP 100: " was the error.
-    // A parser reads one message, so each answer gets a fresh one.
-    std::optional<http::response_parser<http::string_body>> parsers;
+    // A parser reads one message, so each answer gets a fresh one. The
+    // header is read alone: what it says decides whether the body is kept.
+    std::optional<http::response_parser<http::empty_body>> header;
     do {
-      parsers.emplace();
-      parsers->body_limit(kMaxAnswerBytes);
-      parsers->header_limit(kMaxHeaderBytes);
+      header.emplace();
+      // Checked below, once it is known what is kept. Not boost::none:
+      // Boost 1.74's parser compares a Content-Length with it as greater.
+      header->body_limit(kNoBodyLimit);
+      header->header_limit(kMaxHeaderBytes);
       stream.expires_after(timeout);
-      run([&](auto done) { http::async_read_header(stream, buffer, *parsers, done); });
-    } while (parsers->get().result_int() / 100 == 1);
-    http::response_parser<http::string_body>& parser = *parsers;
-    const int status = parser.get().result_int();
+      run([&](auto done) { http::async_read_header(stream, buffer, *header, done); });
+    } while (header->get().result_int() / 100 == 1);
+    const int status = header->get().result_int();
     if (status != 200 || !f.stream) {
+      // Kept whole: at most kMaxAnswerBytes, a declared length too.
+      if (header->content_length().value_or(0) > kMaxAnswerBytes) {
+        throw boost::system::system_error(http::error::body_limit);
+      }
+      http::response_parser<http::string_body> parser(std::move(*header));
+      parser.body_limit(kMaxAnswerBytes);
       stream.expires_after(timeout);
       run([&](auto done) { http::async_read(stream, buffer, parser, done); });
       const std::string body = parser.get().body();
@@ -534,10 +579,14 @@ absl::Status AskServer(const SampleFlags& f) {
       PrintFooter(j);
       return CheckFinished(j);
     }
-    // Streamed: print each event as it arrives.
+    // Streamed: read piece by piece into one buffer, each event printed as
+    // it is complete and its bytes let go, so memory stays bounded by one
+    // event whatever the stream's length.
+    http::response_parser<http::buffer_body> parser(std::move(*header));
+    parser.body_limit(kNoBodyLimit);
+    std::vector<char> piece(kStreamPieceBytes);
     json last;
     SseReader events;
-    size_t used = 0;
     bool more = true;
     // Ends the line of text printed so far before an error line follows.
     struct EndLine {
@@ -548,11 +597,16 @@ absl::Status AskServer(const SampleFlags& f) {
     // sent nothing else kept dropk waiting for good.
     auto progress_at = std::chrono::steady_clock::now();
     while (more && !parser.is_done()) {
+      parser.get().body().data = piece.data();
+      parser.get().body().size = piece.size();
       stream.expires_at(progress_at + timeout);
-      run([&](auto done) { http::async_read_some(stream, buffer, parser, done); });
-      std::string& body = parser.get().body();
-      const std::vector<std::string> datas = events.Feed(std::string_view(body).substr(used));
-      used = body.size();
+      // need_buffer: the piece is full, which is no failure.
+      run([&](auto done) { http::async_read_some(stream, buffer, parser, done); },
+          http::error::need_buffer);
+      const size_t got = piece.size() - parser.get().body().size;
+      absl::StatusOr<std::vector<std::string>> datas =
+          events.Feed(std::string_view(piece.data(), got));
+      if (!datas.ok()) return datas.status();
       if (events.TakeProgress()) {
         progress_at = std::chrono::steady_clock::now();
         on_timeout = silent;
@@ -560,9 +614,9 @@ absl::Status AskServer(const SampleFlags& f) {
         on_timeout = absl::StrCat("the server sent only keep-alive comments, no event, for ",
                                   f.timeout_s, " s (--timeout); it is stalled or still busy");
       }
-      for (size_t i = 0; more && i < datas.size(); ++i) {
+      for (size_t i = 0; more && i < datas->size(); ++i) {
         if (!end_line) end_line.emplace();
-        absl::StatusOr<bool> printed = PrintEvent(datas[i], &last);
+        absl::StatusOr<bool> printed = PrintEvent((*datas)[i], &last);
         if (!printed.ok()) return printed.status();
         more = *printed;
       }
