@@ -226,6 +226,47 @@ TEST(SampleCliTest, TheSchemeIsCaseInsensitiveAndUserInformationIsAFlagError) {
                   "--url " + with_user + ": holds user information (USER@HOST)");
 }
 
+// The authority ends at '/', '?' or '#' (RFC 3986 3.2): http://HOST:PORT?q
+// was a flag error (the query read as part of the port), and a query after
+// a path got /v1/completions added after it: POST /v1?x=1/v1/completions.
+// The query goes after the path; a fragment is never sent.
+TEST(SampleCliTest, AQueryInTheUrlFollowsThePathAndAFragmentIsNotSent) {
+  CannedServer server(Reply200(R"({"choices":[{"text":"hi"}]})"));
+  const struct {
+    const char* suffix;
+    const char* request_line;
+  } kCases[] = {
+      {"?key=v", "POST /v1/completions?key=v HTTP/1.1\r\n"},
+      {"/v1?x=1#top", "POST /v1/completions?x=1 HTTP/1.1\r\n"},
+      {"/api/v1/completions/?x=/v1", "POST /api/v1/completions?x=/v1 HTTP/1.1\r\n"},
+      {"#top", "POST /v1/completions HTTP/1.1\r\n"},
+  };
+  for (const auto& c : kCases) {
+    SCOPED_TRACE(c.suffix);
+    const CommandResult r =
+        RunCommand(kBin + "dropk sample --prompt a --url '" + server.url() + c.suffix + "'");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, "hi\n");
+    EXPECT_EQ(server.last_request().rfind(c.request_line, 0), 0u) << server.last_request();
+  }
+}
+
+// A port with a sign ("+80") was read as 80 and sent as typed in the Host
+// header; a space or a control character in the URL went out raw in the
+// request line. Each is a flag error naming --url.
+TEST(SampleCliTest, AUrlWithASignedPortOrASpaceIsAFlagError) {
+  ExpectFlagError(RunCommand(kBin + "dropk sample --prompt a --url http://127.0.0.1:+80"),
+                  "--url http://127.0.0.1:+80: not http://HOST[:PORT][/PATH]");
+  for (const std::string url :
+       {"http://127.0.0.1:1/a b", "http://127.0.0.1: 80", "http://127.0.0.1:1/a\tb"}) {
+    SCOPED_TRACE(url);
+    ExpectFlagError(RunCommand(kBin + "dropk sample --prompt a --url '" + url + "'"),
+                    "--url " + url +
+                        ": holds a space or a control character, which a URL may "
+                        "not (write a space as %20)\n");
+  }
+}
+
 // --api-key-file on a FIFO waited for a writer for good; a directory sent
 // the request with an empty key.
 TEST(SampleCliTest, AnApiKeyFileThatIsNotASmallRegularFileIsAFlagError) {
@@ -290,6 +331,18 @@ TEST(SampleCliTest, AnswersThatAreNotHttpTooLongOrEmptyAreNamed) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.err, "dropk: " + empty.url() + "/api: HTTP 404: Not Found: the answer to POST " +
                        empty.url() + "/api/v1/completions has no body\n");
+
+  // An HTTP answer whose framing then breaks is a faulty server, not an
+  // https:// port: it said "does not speak HTTP/1.x (bad chunk); is --url
+  // the address of an HTTP service, not an https:// one?".
+  for (const bool stream : {false, true}) {
+    CannedServer bad_chunk(StreamHead() + "zz\r\nabc\r\n0\r\n\r\n");
+    r = RunCommand(kBin + "dropk sample --prompt a " + (stream ? "--stream " : "") + "--url " +
+                   bad_chunk.url());
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.err, "dropk: " + bad_chunk.url() +
+                         ": the server's answer is not valid HTTP/1.1 (bad chunk)\n");
+  }
 
   // Said "does not speak HTTP/1.x (header limit exceeded)": no TLS port.
   CannedServer long_header("HTTP/1.1 200 OK\r\nX-Padding: " + std::string(10000, 'a') +
