@@ -713,12 +713,16 @@ void RegisterSampleCommand(CLI::App& app, std::function<absl::Status()>& action)
   sample->add_option("--seed", f->seed_text, "Sampling seed (drawn and printed when absent)")
       ->type_name("UINT");
   sample->add_flag("--stream", f->stream, "Print tokens as they are generated");
-  sample->add_option("--api-key-file", f->api_key_file, "File with the server's API key (--url)");
+  // --url only, as --threads is --checkpoint only: offline both were
+  // accepted and ignored.
+  sample->add_option("--api-key-file", f->api_key_file, "File with the server's API key (--url)")
+      ->excludes(ckpt);
   sample
       ->add_option("--timeout", f->timeout_s,
                    "--url: seconds to wait for the server's next bytes before giving up")
       ->capture_default_str()
-      ->check(IntegerFlagRange(1, 86400));
+      ->check(IntegerFlagRange(1, 86400))
+      ->excludes(ckpt);
   // Offline only: with --url the server's threads count, and the flag was
   // accepted and ignored.
   sample->add_option("--threads", f->threads, "--checkpoint: compute threads (0 = all cores)")

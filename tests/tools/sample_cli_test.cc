@@ -66,6 +66,15 @@ TEST(SampleCliTest, OfflineOnlyFlagsAreRefusedWithUrl) {
   ExpectFlagError(Sample("--prompt a --kv-cache bf16"), "--url excludes --kv-cache");
 }
 
+// --timeout and --api-key-file are the client's; offline they were
+// accepted and ignored, where --threads with --url is refused.
+TEST(SampleCliTest, ClientOnlyFlagsAreRefusedWithCheckpoint) {
+  const std::string offline = kBin + "dropk sample --checkpoint /nonexistent --prompt a ";
+  ExpectFlagError(RunCommand(offline + "--timeout 5"), "--checkpoint excludes --timeout");
+  ExpectFlagError(RunCommand(offline + "--api-key-file /etc/hostname"),
+                  "--checkpoint excludes --api-key-file");
+}
+
 // CLI11 turned --seed -1 and --seed 2^64 into 2^64 - 1 silently.
 TEST(SampleCliTest, SeedOutsideUint64IsRefused) {
   for (const char* seed : {"-1", "18446744073709551616", "1.5", "x"}) {
