@@ -292,6 +292,23 @@ std::optional<ApiError> ReadStrings(const Body& body, const char* key, size_t mi
   return std::nullopt;
 }
 
+// The stop strings: up to CompletionRequest::kMaxStops, each of at most
+// CompletionRequest::kMaxStopBytes. Without a length of their own, four
+// stop strings could each be as long as the body (memory linear in it).
+std::optional<ApiError> ReadStops(const Body& body, std::vector<std::string>* out) {
+  if (auto e = ReadStrings(body, "stop", 0, CompletionRequest::kMaxStops, "string", out)) return e;
+  const bool one = out->size() == 1 && Field(body, "stop")->is_string();
+  for (size_t i = 0; i < out->size(); ++i) {
+    const size_t bytes = (*out)[i].size();
+    if (bytes <= CompletionRequest::kMaxStopBytes) continue;
+    return InvalidParam(
+        "stop", absl::StrCat(one ? std::string("'stop'") : absl::StrCat("'stop[", i, "]'"), " is ",
+                             bytes, " bytes long (UTF-8); a stop string may have at most ",
+                             CompletionRequest::kMaxStopBytes, " bytes"));
+  }
+  return std::nullopt;
+}
+
 // A list of token ids (integers; the vocabulary is checked at submission).
 std::optional<ApiError> ReadTokenIds(const Body& body, const json& list,
                                      std::vector<uint64_t>* out) {
@@ -544,9 +561,7 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
     return *e;
   }
   if (auto e = ReadSeed(request, &r.seed)) return *e;
-  if (auto e = ReadStrings(request, "stop", 0, CompletionRequest::kMaxStops, "string", &r.stop)) {
-    return *e;
-  }
+  if (auto e = ReadStops(request, &r.stop)) return *e;
   if (auto e = ReadBool(request, "stream", &r.stream)) return *e;
   if (auto e = ReadStreamOptions(request, r.stream, &r.include_usage)) return *e;
   if (const json* model = Field(request, "model"); model != nullptr) {

@@ -32,6 +32,7 @@
 #include "sampler/completions.h"
 #include "sampler/model_snapshot.h"
 #include "sampler/scheduler.h"
+#include "tools/host_lookup.h"
 
 namespace dropk {
 namespace {
@@ -44,8 +45,17 @@ using json = nlohmann::json;
 
 // How long `dropk sample --url` waits for a connection.
 constexpr int kConnectTimeoutS = 30;
-// The largest answer `dropk sample --url` reads (a stream's events included).
+// The largest answer `dropk sample --url` reads whole (a body not streamed).
 constexpr uint64_t kMaxAnswerBytes = uint64_t{64} << 20;
+// The largest event of a stream it reads: a stream is read event by event
+// and its bytes let go, so it may be of any length (until 2026-12-02 the
+// whole stream was kept, 135 MB of memory for a 60 MiB stream, and one past
+// 64 MiB was refused).
+constexpr size_t kMaxEventBytes = size_t{16} << 20;
+// A Beast body limit that limits nothing.
+constexpr uint64_t kNoBodyLimit = std::numeric_limits<uint64_t>::max();
+// How much of a stream's body is read at a time.
+constexpr size_t kStreamPieceBytes = 64 << 10;
 // The largest answer header it reads (Beast's default).
 constexpr uint32_t kMaxHeaderBytes = 8 << 10;
 
@@ -106,9 +116,16 @@ std::string DescribeHttpError(const boost::system::error_code& ec, const std::st
     return absl::StrCat("the server's answer header is longer than the ", kMaxHeaderBytes >> 10,
                         " KiB dropk reads");
   }
-  if (ec.category() == beast::http::make_error_code(beast::http::error::bad_version).category()) {
+  // What is not an HTTP/1.x status line at all (a TLS server's first
+  // bytes) may well be an https:// port; an answer that began as HTTP and
+  // then broke its framing (a chunk size that is not hex, two lengths) is
+  // a faulty server, and the https:// hint misled.
+  if (ec == beast::http::error::bad_version) {
     return absl::StrCat("what answered does not speak HTTP/1.x (", ec.message(),
                         "); is --url the address of an HTTP service, not an https:// one?");
+  }
+  if (ec.category() == beast::http::make_error_code(beast::http::error::bad_version).category()) {
+    return absl::StrCat("the server's answer is not valid HTTP/1.1 (", ec.message(), ")");
   }
   return ec.message();
 }
@@ -209,10 +226,14 @@ std::optional<std::string> ErrorMessage(const json& j) {
 // ended in CRLF, or whose fields had no space after the colon (both valid,
 // and what some servers and proxies send), was "the stream ended before its
 // last event", its text never printed.
+//
+// An event is kept only until it is complete: what it holds (a line and
+// the data so far) is at most kMaxEventBytes.
 class SseReader {
  public:
-  // Reads `bytes`; returns the data of each event they complete, in order.
-  std::vector<std::string> Feed(std::string_view bytes) {
+  // Reads `bytes`; returns the data of each event they complete, in order,
+  // or DataLoss once an event grows past kMaxEventBytes.
+  absl::StatusOr<std::vector<std::string>> Feed(std::string_view bytes) {
     std::vector<std::string> events;
     for (const char c : bytes) {
       const bool lf_of_crlf = c == '\n' && after_cr_;
@@ -220,6 +241,10 @@ class SseReader {
       if (lf_of_crlf) continue;
       if (c != '\r' && c != '\n') {
         if ((line_.empty() ? c : line_.front()) != ':') progressed_ = true;
+        if (line_.size() + data_.size() >= kMaxEventBytes) {
+          return absl::DataLossError(absl::StrCat("the server sent a stream event longer than the ",
+                                                  kMaxEventBytes >> 20, " MiB dropk reads"));
+        }
         line_ += c;
         continue;
       }
@@ -381,8 +406,11 @@ absl::Status SampleOffline(const SampleFlags& f) {
   SseReader events;
   auto out = RunCompletion(std::get<CompletionRequest>(parsed), scheduler->get(),
                            [&last, &events](const std::string& e) {
-                             // dropk's own chunks: each has its text.
-                             for (const std::string& data : events.Feed(e)) {
+                             // dropk's own chunks: each has its text, and
+                             // none nears kMaxEventBytes.
+                             absl::StatusOr<std::vector<std::string>> datas = events.Feed(e);
+                             if (!datas.ok()) return;
+                             for (const std::string& data : *datas) {
                                PrintEvent(data, &last).status().IgnoreError();
                              }
                            });
@@ -401,52 +429,90 @@ absl::Status SampleOffline(const SampleFlags& f) {
   return CheckFinished(last);
 }
 
-// SampleHttp without --url's name in its errors about what answered.
-absl::Status AskServer(const SampleFlags& f) {
-  // http://host[:port][/prefix]; the path defaults to /v1/completions.
-  std::string rest = f.url;
+// Where --url points: what the connection and the request need of it.
+struct ServerUrl {
+  std::string hostport;  // as written, for the Host header: "[::1]:8080"
+  std::string host;      // for the lookup: an IPv6 literal bare, "::1"
+  std::string port;      // digits, 1 to 65535
+  std::string target;    // the request's path and query: "/v1/completions?x=1"
+};
+
+// Reads `url`, http://HOST[:PORT][/PATH][?QUERY][#FRAGMENT]; the path
+// defaults to /v1/completions, and one that does not end in it gets it
+// added. InvalidArgument naming --url for what the resolver or the server
+// would misread.
+absl::StatusOr<ServerUrl> ParseServerUrl(const std::string& url) {
+  const auto refused = [&url](const std::string& why) {
+    return absl::InvalidArgumentError(absl::StrCat("--url ", url, ": ", why));
+  };
   // A scheme is case-insensitive (RFC 3986 3.1): HTTP:// was refused.
-  if (!absl::StartsWithIgnoreCase(rest, "http://")) {
-    return absl::InvalidArgumentError(absl::StrCat("--url ", f.url, ": must start with http://"));
+  if (!absl::StartsWithIgnoreCase(url, "http://")) return refused("must start with http://");
+  // A space or a control character went out raw in the request line, which
+  // the server then refused (400) or misread.
+  if (std::any_of(url.begin(), url.end(),
+                  [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; })) {
+    return refused(
+        "holds a space or a control character, which a URL may not (write a space "
+        "as %20)");
   }
-  absl::StatusOr<std::string> body = RequestBody(f);
-  if (!body.ok()) return body.status();
-  rest = rest.substr(7);
-  const size_t slash = rest.find('/');
-  std::string hostport = rest.substr(0, slash);
-  std::string path = slash == std::string::npos ? "" : rest.substr(slash);
+  // The authority ends at the first '/', '?' or '#' (RFC 3986 3.2): a query
+  // right after it (http://host:8080?key=v) was read as part of the port,
+  // and a query after a path got /v1/completions added after it
+  // (/v1?x=1/v1/completions). A fragment is the client's own, never sent
+  // (RFC 9110 7.1).
+  std::string rest = url.substr(7);
+  rest.resize(std::min(rest.find('#'), rest.size()));
+  const size_t authority_end = std::min(rest.find_first_of("/?"), rest.size());
+  ServerUrl out;
+  out.hostport = rest.substr(0, authority_end);
+  std::string path = rest.substr(authority_end);
+  const size_t question = std::min(path.find('?'), path.size());
+  const std::string query = path.substr(question);
+  path.resize(question);
   // http://user:password@host was looked up as the host "user:password@host"
   // ("Host not found"); dropk sends a key with --api-key-file, never one in
   // the URL.
-  if (hostport.find('@') != std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--url ", f.url,
-        ": holds user information (USER@HOST), which dropk does not send; give the key with "
-        "--api-key-file and the URL as http://HOST[:PORT][/PATH]"));
+  if (out.hostport.find('@') != std::string::npos) {
+    return refused(
+        "holds user information (USER@HOST), which dropk does not send; give the key with "
+        "--api-key-file and the URL as http://HOST[:PORT][/PATH]");
   }
   while (!path.empty() && path.back() == '/') path.pop_back();
   if (path.size() < 15 || path.compare(path.size() - 15, 15, "/v1/completions") != 0) {
     path += path.ends_with("/v1") ? "/completions" : "/v1/completions";
   }
+  out.target = path + query;
   // An IPv6 literal is bracketed ([::1]:8080); the resolver wants it bare.
-  const size_t bracket = hostport.rfind(']');
-  const size_t colon = hostport.find(':', bracket == std::string::npos ? 0 : bracket);
-  std::string host = hostport.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
+  const size_t bracket = out.hostport.rfind(']');
+  const size_t colon = out.hostport.find(':', bracket == std::string::npos ? 0 : bracket);
+  out.host = out.hostport.substr(0, colon);
+  if (out.host.size() >= 2 && out.host.front() == '[' && out.host.back() == ']') {
+    out.host = out.host.substr(1, out.host.size() - 2);
   }
-  const std::string port = colon == std::string::npos ? "80" : hostport.substr(colon + 1);
+  out.port = colon == std::string::npos ? "80" : out.hostport.substr(colon + 1);
   // What the resolver would misread is refused naming --url: an empty host
   // reached this machine, port 99999 was "Connection refused", "[::1" was
-  // "Service not found".
+  // "Service not found". A port is digits alone (RFC 3986 3.2.3): "+80"
+  // was read as 80, and sent as it was in the Host header.
   int port_number = 0;
-  if (host.empty() || host.find_first_of("[] ") != std::string::npos ||
-      !absl::SimpleAtoi(port, &port_number) || port_number < 1 || port_number > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--url ", f.url,
-                     ": not http://HOST[:PORT][/PATH] (HOST a name, an IPv4 address or "
-                     "[IPv6], PORT 1 to 65535)"));
+  if (out.host.empty() || out.host.find_first_of("[] ") != std::string::npos || out.port.empty() ||
+      !std::all_of(out.port.begin(), out.port.end(), absl::ascii_isdigit) ||
+      !absl::SimpleAtoi(out.port, &port_number) || port_number < 1 || port_number > 65535) {
+    return refused(
+        "not http://HOST[:PORT][/PATH] (HOST a name, an IPv4 address or [IPv6], PORT 1 to "
+        "65535)");
   }
+  return out;
+}
+
+// SampleHttp without --url's name in its errors about what answered.
+absl::Status AskServer(const SampleFlags& f) {
+  absl::StatusOr<ServerUrl> url = ParseServerUrl(f.url);
+  if (!url.ok()) return url.status();
+  absl::StatusOr<std::string> body = RequestBody(f);
+  if (!body.ok()) return body.status();
+  const std::string& host = url->host;
+  const std::string& hostport = url->hostport;
   std::string api_key;
   if (!f.api_key_file.empty()) {
     // ReadSmallFile refuses what is not a regular file: fopen on a FIFO
@@ -467,29 +533,45 @@ absl::Status AskServer(const SampleFlags& f) {
   std::string on_timeout;
   try {
     net::io_context ioc;
-    tcp::resolver resolver(ioc);
     beast::tcp_stream stream(ioc);
     // Beast's deadlines (expires_after) bind asynchronous operations only:
     // with the blocking calls, a server that accepted and never answered
     // kept dropk waiting for good. Each step is therefore started
-    // asynchronously and run to completion here.
-    auto run = [&ioc](auto start) {
+    // asynchronously and run to completion here; `allowed` is an error that
+    // is no failure (a full body buffer), returned instead of thrown.
+    auto run = [&ioc](auto start, beast::error_code allowed = {}) {
       beast::error_code ec;
       start([&ec](beast::error_code e, auto&&...) { ec = e; });
       ioc.restart();
       ioc.run();
-      if (ec) throw boost::system::system_error(ec);
+      if (ec && ec != allowed) throw boost::system::system_error(ec);
+      return ec;
     };
-    // At most kConnectTimeoutS, and no longer than --timeout: a --timeout 5
-    // still waited 30 s for a host that did not answer, and the message
-    // named no flag.
+    // The lookup and the connection share one deadline: at most
+    // kConnectTimeoutS, and no longer than --timeout. A --timeout 5 still
+    // waited 30 s for a host that did not answer, and the message named no
+    // flag; the lookup was bound by the system resolver alone (10 s and more
+    // a try with DNS dead).
     const int connect_timeout_s = std::min(kConnectTimeoutS, f.timeout_s);
-    stream.expires_after(std::chrono::seconds(connect_timeout_s));
-    on_timeout = absl::StrCat("no connection within ", connect_timeout_s, " s (--timeout, at most ",
-                              kConnectTimeoutS, " s for the connection)");
-    const auto endpoints = resolver.resolve(host, port);
-    run([&](auto done) { stream.async_connect(endpoints, done); });
-    http::request<http::string_body> req{http::verb::post, path, 11};
+    const auto connect_deadline =
+        std::chrono::steady_clock::now() + std::chrono::seconds(connect_timeout_s);
+    const std::string connect_limit = absl::StrCat(connect_timeout_s, " s (--timeout, at most ",
+                                                   kConnectTimeoutS, " s for the connection)");
+    absl::StatusOr<std::vector<tcp::endpoint>> endpoints =
+        LookUpWithin(host, url->port, std::chrono::seconds(connect_timeout_s));
+    if (absl::IsDeadlineExceeded(endpoints.status())) {
+      return absl::UnavailableError(absl::StrCat("the name lookup of ", host,
+                                                 " gave no answer within ", connect_limit,
+                                                 "; is a DNS server reachable from here?"));
+    }
+    if (!endpoints.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot look up the host ", endpoints.status().message()));
+    }
+    stream.expires_at(connect_deadline);
+    on_timeout = absl::StrCat("no connection within ", connect_limit);
+    run([&](auto done) { stream.async_connect(*endpoints, done); });
+    http::request<http::string_body> req{http::verb::post, url->target, 11};
     req.set(http::field::host, hostport);
     req.set(http::field::content_type, "application/json");
     if (!api_key.empty()) req.set(http::field::authorization, "Bearer " + api_key);
@@ -507,24 +589,32 @@ absl::Status AskServer(const SampleFlags& f) {
     // RFC 9110 15.2: a client must accept 1xx answers before the final one
     // (dropk-serve sends "100 Continue" to a client it probes, proxies send
     // them too); each is a header alone, skipped. "HTTP 100: " was the error.
-    // A parser reads one message, so each answer gets a fresh one.
-    std::optional<http::response_parser<http::string_body>> parsers;
+    // A parser reads one message, so each answer gets a fresh one. The
+    // header is read alone: what it says decides whether the body is kept.
+    std::optional<http::response_parser<http::empty_body>> header;
     do {
-      parsers.emplace();
-      parsers->body_limit(kMaxAnswerBytes);
-      parsers->header_limit(kMaxHeaderBytes);
+      header.emplace();
+      // Checked below, once it is known what is kept. Not boost::none:
+      // Boost 1.74's parser compares a Content-Length with it as greater.
+      header->body_limit(kNoBodyLimit);
+      header->header_limit(kMaxHeaderBytes);
       stream.expires_after(timeout);
-      run([&](auto done) { http::async_read_header(stream, buffer, *parsers, done); });
-    } while (parsers->get().result_int() / 100 == 1);
-    http::response_parser<http::string_body>& parser = *parsers;
-    const int status = parser.get().result_int();
+      run([&](auto done) { http::async_read_header(stream, buffer, *header, done); });
+    } while (header->get().result_int() / 100 == 1);
+    const int status = header->get().result_int();
     if (status != 200 || !f.stream) {
+      // Kept whole: at most kMaxAnswerBytes, a declared length too.
+      if (header->content_length().value_or(0) > kMaxAnswerBytes) {
+        throw boost::system::system_error(http::error::body_limit);
+      }
+      http::response_parser<http::string_body> parser(std::move(*header));
+      parser.body_limit(kMaxAnswerBytes);
       stream.expires_after(timeout);
       run([&](auto done) { http::async_read(stream, buffer, parser, done); });
       const std::string body = parser.get().body();
       if (status != 200) {
         return ErrorFromBody(status, std::string(parser.get().reason()), body,
-                             absl::StrCat("http://", hostport, path),
+                             absl::StrCat("http://", hostport, url->target),
                              std::string(parser.get()[http::field::location]));
       }
       const json j = json::parse(body, nullptr, false);
@@ -534,10 +624,14 @@ absl::Status AskServer(const SampleFlags& f) {
       PrintFooter(j);
       return CheckFinished(j);
     }
-    // Streamed: print each event as it arrives.
+    // Streamed: read piece by piece into one buffer, each event printed as
+    // it is complete and its bytes let go, so memory stays bounded by one
+    // event whatever the stream's length.
+    http::response_parser<http::buffer_body> parser(std::move(*header));
+    parser.body_limit(kNoBodyLimit);
+    std::vector<char> piece(kStreamPieceBytes);
     json last;
     SseReader events;
-    size_t used = 0;
     bool more = true;
     // Ends the line of text printed so far before an error line follows.
     struct EndLine {
@@ -548,11 +642,16 @@ absl::Status AskServer(const SampleFlags& f) {
     // sent nothing else kept dropk waiting for good.
     auto progress_at = std::chrono::steady_clock::now();
     while (more && !parser.is_done()) {
+      parser.get().body().data = piece.data();
+      parser.get().body().size = piece.size();
       stream.expires_at(progress_at + timeout);
-      run([&](auto done) { http::async_read_some(stream, buffer, parser, done); });
-      std::string& body = parser.get().body();
-      const std::vector<std::string> datas = events.Feed(std::string_view(body).substr(used));
-      used = body.size();
+      // need_buffer: the piece is full, which is no failure.
+      run([&](auto done) { http::async_read_some(stream, buffer, parser, done); },
+          http::error::need_buffer);
+      const size_t got = piece.size() - parser.get().body().size;
+      absl::StatusOr<std::vector<std::string>> datas =
+          events.Feed(std::string_view(piece.data(), got));
+      if (!datas.ok()) return datas.status();
       if (events.TakeProgress()) {
         progress_at = std::chrono::steady_clock::now();
         on_timeout = silent;
@@ -560,9 +659,9 @@ absl::Status AskServer(const SampleFlags& f) {
         on_timeout = absl::StrCat("the server sent only keep-alive comments, no event, for ",
                                   f.timeout_s, " s (--timeout); it is stalled or still busy");
       }
-      for (size_t i = 0; more && i < datas.size(); ++i) {
+      for (size_t i = 0; more && i < datas->size(); ++i) {
         if (!end_line) end_line.emplace();
-        absl::StatusOr<bool> printed = PrintEvent(datas[i], &last);
+        absl::StatusOr<bool> printed = PrintEvent((*datas)[i], &last);
         if (!printed.ok()) return printed.status();
         more = *printed;
       }
@@ -614,12 +713,16 @@ void RegisterSampleCommand(CLI::App& app, std::function<absl::Status()>& action)
   sample->add_option("--seed", f->seed_text, "Sampling seed (drawn and printed when absent)")
       ->type_name("UINT");
   sample->add_flag("--stream", f->stream, "Print tokens as they are generated");
-  sample->add_option("--api-key-file", f->api_key_file, "File with the server's API key (--url)");
+  // --url only, as --threads is --checkpoint only: offline both were
+  // accepted and ignored.
+  sample->add_option("--api-key-file", f->api_key_file, "File with the server's API key (--url)")
+      ->excludes(ckpt);
   sample
       ->add_option("--timeout", f->timeout_s,
                    "--url: seconds to wait for the server's next bytes before giving up")
       ->capture_default_str()
-      ->check(IntegerFlagRange(1, 86400));
+      ->check(IntegerFlagRange(1, 86400))
+      ->excludes(ckpt);
   // Offline only: with --url the server's threads count, and the flag was
   // accepted and ignored.
   sample->add_option("--threads", f->threads, "--checkpoint: compute threads (0 = all cores)")

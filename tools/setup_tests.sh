@@ -14,8 +14,9 @@ missing=()
 # tests/cluster: simulated hosts (iproute2), parameter comparison (python3),
 # Slurm for real on one node (slurmd, slurmctld, slurm-client, munge);
 # tests/tools/deploy_recipes_test.py reads the Kubernetes manifests
-# (python3-yaml).
-for p in iproute2 python3 python3-yaml slurmd slurmctld slurm-client munge; do
+# (python3-yaml); tests/tools/sample_cli_test.cc measures a stream's peak
+# memory with GNU time (time).
+for p in iproute2 python3 python3-yaml slurmd slurmctld slurm-client munge time; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 [ -x /usr/bin/chromium ] || missing+=(chromium)

@@ -392,6 +392,41 @@ TEST(CompletionsParseTest, ListCountsAreWordedInTheRightNumber) {
             "'stop' may list at most 4 strings, got 5");
 }
 
+// A stop string had no length of its own: four of them could each be as
+// long as the body, and matching costs a size_t per byte. Each may have
+// kMaxStopBytes bytes of UTF-8 (é is two); a longer one is a 400
+// invalid_value naming it and the limit.
+TEST(CompletionsParseTest, AStopStringLongerThanTheLimitIsRefusedNamingIt) {
+  const std::string at_limit(1024, 's');
+  EXPECT_EQ(Parse(R"({"prompt":"a","stop":")" + at_limit + R"("})").stop,
+            std::vector<std::string>{at_limit});
+  EXPECT_EQ(Parse(R"({"prompt":"a","stop":["x",")" + at_limit + R"("]})").stop.size(), 2u);
+  const struct {
+    std::string stop;
+    std::string message;
+  } cases[] = {
+      {'"' + std::string(1025, 's') + '"',
+       "'stop' is 1025 bytes long (UTF-8); a stop string may have at most 1024 bytes"},
+      {R"(["x","y",")" + std::string(2000, 's') + R"(","z"])",
+       "'stop[2]' is 2000 bytes long (UTF-8); a stop string may have at most 1024 bytes"},
+      // 513 characters, each \u00e9 two bytes of UTF-8.
+      {"[\"" +
+           [] {
+             std::string e;
+             for (int i = 0; i < 513; ++i) e += "\\u00e9";
+             return e;
+           }() +
+           "\"]",
+       "'stop[0]' is 1026 bytes long (UTF-8); a stop string may have at most 1024 bytes"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.stop.substr(0, 40));
+    const ApiError e = ErrorOf(R"({"prompt":"a","stop":)" + c.stop + "}");
+    EXPECT_EQ(std::tuple(e.status, e.param, e.code, e.message),
+              std::tuple(400, std::string("stop"), std::string("invalid_value"), c.message));
+  }
+}
+
 // A POST without a body (curl -X POST, no -d) read "not valid JSON (parse
 // error at line 1, column 1: ... unexpected end of input ...)".
 TEST(CompletionsParseTest, AnEmptyBodySaysSo) {

@@ -13,8 +13,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -62,6 +64,15 @@ TEST(SampleCliTest, OfflineOnlyFlagsAreRefusedWithUrl) {
   ExpectFlagError(Sample("--prompt a --threads 2"), "--url excludes --threads");
   ExpectFlagError(Sample("--prompt a --weights bf16"), "--url excludes --weights");
   ExpectFlagError(Sample("--prompt a --kv-cache bf16"), "--url excludes --kv-cache");
+}
+
+// --timeout and --api-key-file are the client's; offline they were
+// accepted and ignored, where --threads with --url is refused.
+TEST(SampleCliTest, ClientOnlyFlagsAreRefusedWithCheckpoint) {
+  const std::string offline = kBin + "dropk sample --checkpoint /nonexistent --prompt a ";
+  ExpectFlagError(RunCommand(offline + "--timeout 5"), "--checkpoint excludes --timeout");
+  ExpectFlagError(RunCommand(offline + "--api-key-file /etc/hostname"),
+                  "--checkpoint excludes --api-key-file");
 }
 
 // CLI11 turned --seed -1 and --seed 2^64 into 2^64 - 1 silently.
@@ -224,6 +235,47 @@ TEST(SampleCliTest, TheSchemeIsCaseInsensitiveAndUserInformationIsAFlagError) {
                   "--url " + with_user + ": holds user information (USER@HOST)");
 }
 
+// The authority ends at '/', '?' or '#' (RFC 3986 3.2): http://HOST:PORT?q
+// was a flag error (the query read as part of the port), and a query after
+// a path got /v1/completions added after it: POST /v1?x=1/v1/completions.
+// The query goes after the path; a fragment is never sent.
+TEST(SampleCliTest, AQueryInTheUrlFollowsThePathAndAFragmentIsNotSent) {
+  CannedServer server(Reply200(R"({"choices":[{"text":"hi"}]})"));
+  const struct {
+    const char* suffix;
+    const char* request_line;
+  } kCases[] = {
+      {"?key=v", "POST /v1/completions?key=v HTTP/1.1\r\n"},
+      {"/v1?x=1#top", "POST /v1/completions?x=1 HTTP/1.1\r\n"},
+      {"/api/v1/completions/?x=/v1", "POST /api/v1/completions?x=/v1 HTTP/1.1\r\n"},
+      {"#top", "POST /v1/completions HTTP/1.1\r\n"},
+  };
+  for (const auto& c : kCases) {
+    SCOPED_TRACE(c.suffix);
+    const CommandResult r =
+        RunCommand(kBin + "dropk sample --prompt a --url '" + server.url() + c.suffix + "'");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, "hi\n");
+    EXPECT_EQ(server.last_request().rfind(c.request_line, 0), 0u) << server.last_request();
+  }
+}
+
+// A port with a sign ("+80") was read as 80 and sent as typed in the Host
+// header; a space or a control character in the URL went out raw in the
+// request line. Each is a flag error naming --url.
+TEST(SampleCliTest, AUrlWithASignedPortOrASpaceIsAFlagError) {
+  ExpectFlagError(RunCommand(kBin + "dropk sample --prompt a --url http://127.0.0.1:+80"),
+                  "--url http://127.0.0.1:+80: not http://HOST[:PORT][/PATH]");
+  for (const std::string url :
+       {"http://127.0.0.1:1/a b", "http://127.0.0.1: 80", "http://127.0.0.1:1/a\tb"}) {
+    SCOPED_TRACE(url);
+    ExpectFlagError(RunCommand(kBin + "dropk sample --prompt a --url '" + url + "'"),
+                    "--url " + url +
+                        ": holds a space or a control character, which a URL may "
+                        "not (write a space as %20)\n");
+  }
+}
+
 // --api-key-file on a FIFO waited for a writer for good; a directory sent
 // the request with an empty key.
 TEST(SampleCliTest, AnApiKeyFileThatIsNotASmallRegularFileIsAFlagError) {
@@ -289,6 +341,18 @@ TEST(SampleCliTest, AnswersThatAreNotHttpTooLongOrEmptyAreNamed) {
   EXPECT_EQ(r.err, "dropk: " + empty.url() + "/api: HTTP 404: Not Found: the answer to POST " +
                        empty.url() + "/api/v1/completions has no body\n");
 
+  // An HTTP answer whose framing then breaks is a faulty server, not an
+  // https:// port: it said "does not speak HTTP/1.x (bad chunk); is --url
+  // the address of an HTTP service, not an https:// one?".
+  for (const bool stream : {false, true}) {
+    CannedServer bad_chunk(StreamHead() + "zz\r\nabc\r\n0\r\n\r\n");
+    r = RunCommand(kBin + "dropk sample --prompt a " + (stream ? "--stream " : "") + "--url " +
+                   bad_chunk.url());
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.err, "dropk: " + bad_chunk.url() +
+                         ": the server's answer is not valid HTTP/1.1 (bad chunk)\n");
+  }
+
   // Said "does not speak HTTP/1.x (header limit exceeded)": no TLS port.
   CannedServer long_header("HTTP/1.1 200 OK\r\nX-Padding: " + std::string(10000, 'a') +
                            "\r\nContent-Length: 2\r\n\r\n{}");
@@ -296,6 +360,54 @@ TEST(SampleCliTest, AnswersThatAreNotHttpTooLongOrEmptyAreNamed) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.err, "dropk: " + long_header.url() +
                        ": the server's answer header is longer than the 8 KiB dropk reads\n");
+}
+
+// A stream was kept whole in memory until it ended (135 MB at the peak for
+// a stream of 60 MiB), and one past 64 MiB was refused as "longer than the
+// 64 MiB dropk reads". It is read event by event and let go: a 72 MiB
+// stream prints whole, in a fraction of its size. One event past 16 MiB is
+// refused, naming the limit.
+TEST(SampleCliTest, AStreamIsReadEventByEventNotKeptWhole) {
+  std::string events;
+  for (int i = 0; i < 1024; ++i) {
+    events += "data: {\"choices\":[{\"text\":\"" + std::string(1000, 'x') + "\"}]}\n\n";
+  }
+  constexpr int kMiBs = 72;  // past the 64 MiB that an answer kept whole may have
+  std::vector<std::string> pieces = {StreamHead()};
+  for (int i = 0; i < kMiBs; ++i) pieces.push_back(Chunk(events));
+  pieces.push_back(Chunk("data: [DONE]\n\n") + "0\r\n\r\n");
+  CannedServer server(pieces, std::chrono::milliseconds(0));
+  const std::string dir = ::testing::TempDir() + "/dropk_sample_stream_" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  // GNU time's %M: the peak resident memory, in KiB.
+  const bool gnu_time = access("/usr/bin/time", X_OK) == 0;
+  const CommandResult r =
+      RunCommand((gnu_time ? "/usr/bin/time -f %M -o " + dir + "/rss_kib " : std::string()) + kBin +
+                 "dropk sample --stream --prompt a --url " + server.url() + " > " + dir + "/out");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(std::filesystem::file_size(dir + "/out"), uint64_t{kMiBs} * 1024 * 1000 + 1);
+  if (gnu_time) {
+    // Its last line (a failed command's is after "Command exited with ...").
+    std::string rss = test_util::ReadFile(dir + "/rss_kib");
+    while (!rss.empty() && rss.back() == '\n') rss.pop_back();
+    const int rss_kib = std::atoi(rss.substr(rss.rfind('\n') + 1).c_str());
+    EXPECT_GT(rss_kib, 0) << rss;
+    EXPECT_LT(rss_kib, 48 << 10) << "a " << kMiBs << " MiB stream peaked at " << rss_kib << " KiB";
+  } else {
+    std::cout << "[  NOTE    ] no /usr/bin/time (GNU time): the stream's peak memory is not "
+                 "checked\n";
+  }
+  std::filesystem::remove_all(dir);
+
+  CannedServer huge_event(
+      {StreamHead() + TextEvent("ab"), Chunk("data: " + std::string((16 << 20) + 1, 'y'))},
+      std::chrono::milliseconds(0));
+  const CommandResult e =
+      RunCommand(kBin + "dropk sample --stream --prompt a --url " + huge_event.url());
+  EXPECT_EQ(e.exit_code, 1);
+  EXPECT_EQ(e.out, "ab\n");
+  EXPECT_EQ(e.err, "dropk: " + huge_event.url() +
+                       ": the server sent a stream event longer than the 16 MiB dropk reads\n");
 }
 
 // dropk-serve reports a failure after a stream's 200 (its GPU failed) as an
@@ -615,6 +727,43 @@ TEST(SampleCliTest, AConnectionNeverCompletedIsBoundedByTimeout) {
   EXPECT_EQ(r.err, "dropk: " + url +
                        ": no connection within 2 s (--timeout, at most 30 s for the "
                        "connection)\n");
+}
+
+// The host name lookup was bound only by the system resolver: with a DNS
+// server that never answers, `--timeout 1` waited the resolver's own
+// timeout and retries (here 30 s; 10 s and more a try by default). The
+// lookup shares the connection's deadline, and the message names the host
+// and the timeout. The dead DNS server is a UDP socket that never answers,
+// named by a resolv.conf of this test's own, in a mount namespace (root).
+TEST(SampleCliTest, AHostNameLookupThatNeverAnswersIsBoundedByTimeout) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root for a resolv.conf in its own mount namespace";
+  const int dns = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(53);  // resolv.conf names no port
+  addr.sin_addr.s_addr = inet_addr("127.0.0.77");
+  ASSERT_EQ(bind(dns, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0) << errno;
+  const std::string dir = ::testing::TempDir() + "/dropk_sample_dns_" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/resolv.conf") << "nameserver 127.0.0.77\noptions timeout:30 attempts:1\n";
+  const std::string url = "http://dropk-lookup-test.invalid:8080";
+  const auto start = std::chrono::steady_clock::now();
+  // timeout(1) ends the old 30 s wait: the test fails, not waits.
+  const CommandResult r = RunCommand("unshare -m sh -c 'mount --bind " + dir +
+                                     "/resolv.conf /etc/resolv.conf && exec timeout 20 " + kBin +
+                                     "dropk sample --prompt a --timeout 1 --url " + url + "'");
+  const auto took = std::chrono::steady_clock::now() - start;
+  close(dns);
+  std::filesystem::remove_all(dir);
+  if (r.exit_code != 0 && r.err.find("dropk") == std::string::npos && r.exit_code != 124) {
+    GTEST_SKIP() << "no private resolv.conf in a mount namespace here: " << r.err;
+  }
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "dropk: " + url +
+                       ": the name lookup of dropk-lookup-test.invalid gave no answer within 1 s "
+                       "(--timeout, at most 30 s for the connection); is a DNS server reachable "
+                       "from here?\n");
+  EXPECT_LT(took, std::chrono::seconds(5));
 }
 
 }  // namespace

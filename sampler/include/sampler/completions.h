@@ -44,6 +44,12 @@ struct CompletionRequest {
   static constexpr int kMaxN = 16;
   static constexpr int kMaxPrompts = 64;
   static constexpr int kMaxStops = 4;
+  // The longest stop string, in bytes of UTF-8 (a longer one is a 400
+  // invalid_value naming it). Matching one costs a size_t per byte, shared
+  // by the request's choices (StopStrings), and a stream holds back at most
+  // its length of a choice's text; OpenAI sets no figure, and a stop string
+  // is a short marker ("\n\n", "</s>", "END").
+  static constexpr size_t kMaxStopBytes = 1024;
   // The most tokens one choice may generate (the window slides past the
   // context, so the context does not bound it).
   static constexpr int kMaxTokens = 8192;
