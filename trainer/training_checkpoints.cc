@@ -602,6 +602,11 @@ void TrainingCheckpointer::set_peer_timeout(std::chrono::milliseconds timeout) {
   if (async_writer_ != nullptr) async_writer_->set_peer_timeout(timeout);
 }
 
+void TrainingCheckpointer::NoteResumedFrom(const std::string& dir) {
+  if (writer_ != nullptr) writer_->NoteResumedFrom(dir);
+  if (async_writer_ != nullptr) async_writer_->NoteResumedFrom(dir);
+}
+
 void TrainingCheckpointer::NoteGoodParameters(int64_t steps_done) {
   good_step_ = steps_done;
   if (writer_ != nullptr) writer_->KeepNewestAtOrBefore(steps_done);

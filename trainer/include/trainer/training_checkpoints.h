@@ -156,6 +156,12 @@ class TrainingCheckpointer {
   // keep_last says (CheckpointWriter::KeepNewestAtOrBefore). Local.
   void NoteGoodParameters(int64_t steps_done);
 
+  // This run resumed from checkpoint `dir` (ResumePoint::dir): rank 0's
+  // first save warns when it was deleted from outside since, as it does for
+  // a checkpoint this run committed (CheckpointWriter::NoteResumedFrom).
+  // Local; call before the first Save.
+  void NoteResumedFrom(const std::string& dir);
+
   // For the error of a loss that is not finite at step `step`: when a
   // checkpoint was saved after the last step known good, which one to
   // resume from instead of LATEST ("" when none was). Local.
