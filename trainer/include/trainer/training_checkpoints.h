@@ -93,7 +93,9 @@ struct ResumePoint {
 // newer format (a newer dropk's, which this run's saves would replace or
 // delete) is InvalidArgument naming it, before anything is loaded. So is a
 // checkpoint it would try that it may not read (a permission problem, not
-// a corrupt one: not skipped), naming it, the file and the system's reason.
+// a corrupt one: not skipped), naming it, the file and the system's reason,
+// and a LATEST it may not read (InvalidArgument naming it, the system's
+// reason and how to fix it).
 absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokenizer& tokenizer,
                                         const DataIdentity& data, Gpt& gpt,
                                         AdamWOptimizer& optimizer, int world_size,
