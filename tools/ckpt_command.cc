@@ -45,8 +45,10 @@ namespace {
 // directory) or in path/checkpoints (a run directory, the trainer's
 // out_dir), or there, without a LATEST, the newest step-N (the one
 // --resume=latest tries first). A missing path is NotFound and the wrong
-// kind of path InvalidArgument (usage, exit 2), each naming it; a LATEST
-// that names nothing is DataLoss. Before, a missing path was "not a
+// kind of path InvalidArgument (usage, exit 2), each naming it, as is a
+// path the OS cannot look at (PathError: a symlink loop, no search
+// permission, on the way to manifest.pb or LATEST); a LATEST that names
+// nothing is DataLoss. Before, a missing path was "not a
 // directory" (exit 1) and a run directory "run/manifest.pb: stat: ...";
 // a checkpoint without its manifest, or checkpoints without LATEST (lost,
 // or a first save cut off before it), were "holds neither manifest.pb nor
@@ -86,6 +88,13 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
   }
   for (const std::string& dir : {path, path + "/checkpoints"}) {
     const std::string latest = dir + "/" + kLatestFileName;
+    // A run's checkpoints/ that may not be searched (mode 000) or is a
+    // symlink loop, and a LATEST that is one, read "holds neither
+    // manifest.pb nor LATEST" (or were passed over); the OS's reason is
+    // said instead. (A checkpoints/ that does not exist, or is a file,
+    // reads as missing here.)
+    absl::StatusOr<fs::file_status> latest_status = PathStatus(latest, latest);
+    if (!latest_status.ok()) return latest_status.status();
     if (!env->FileExists(latest)) {
       const std::vector<std::string> newest_first = CheckpointCandidates(dir, nullptr, env);
       if (!newest_first.empty()) return newest_first.front();

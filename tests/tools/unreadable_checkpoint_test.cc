@@ -125,6 +125,21 @@ TEST_F(UnreadableCheckpointTest, AnUnreadableLatestIsRefusedNamingItAndTheFix) {
   EXPECT_FALSE(fs::exists(dir_.Path("run/checkpoints/step-00000003")));
 }
 
+// A run directory whose checkpoints/ may not be searched read "holds
+// neither manifest.pb nor LATEST", as if it were no run directory.
+TEST_F(UnreadableCheckpointTest, CkptSaysWhyARunsCheckpointsCannotBeLookedAt) {
+  const std::string checkpoints = dir_.Path("run/checkpoints");
+  const fs::perms before = fs::status(checkpoints).permissions();
+  fs::permissions(checkpoints, fs::perms::none);
+  for (const char* verb : {"inspect", "verify"}) {
+    const CommandResult r =
+        RunCommand(as_nobody_ + kBin + "dropk ckpt " + verb + " " + dir_.Path("run"));
+    EXPECT_EQ(r.exit_code, 2) << verb << "\n" << r.out << r.err;
+    EXPECT_EQ(r.err, "dropk: " + checkpoints + "/LATEST: Permission denied\n") << verb;
+  }
+  fs::permissions(checkpoints, before);
+}
+
 TEST_F(UnreadableCheckpointTest, CkptSaysPermissionDeniedNotCorruptOrMissing) {
   const fs::perms before = fs::status(newest_).permissions();
   fs::permissions(newest_, fs::perms::none);
