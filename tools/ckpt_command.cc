@@ -103,8 +103,10 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
     absl::StatusOr<std::string> name = ReadLatestFile(latest, env);
     if (!name.ok()) return name.status();
     const std::string trimmed(absl::StripAsciiWhitespace(*name));
-    if (trimmed.empty() || trimmed == "." || trimmed == ".." ||
-        trimmed.find('/') != std::string::npos) {
+    // A step-N name, as --resume and dropk-serve take from LATEST: any other
+    // name was read too, a partial save's step-N.tmp-X, or "step-N\0junk",
+    // whose NUL cut the path short and read the directory as manifest.pb.
+    if (ParseStepDirName(trimmed) < 0) {
       return absl::DataLossError(absl::StrCat(latest, ": does not name a checkpoint"));
     }
     if (!fs::is_directory(dir + "/" + trimmed, ec)) {
