@@ -41,10 +41,42 @@ std::string CheckpointsDirOf(const TrainConfig& config) {
                                          : config.checkpoint_dir();
 }
 
+uint32_t FormatVersionCrc32c(uint32_t version) {
+  const unsigned char bytes[4] = {
+      static_cast<unsigned char>(version), static_cast<unsigned char>(version >> 8),
+      static_cast<unsigned char>(version >> 16), static_cast<unsigned char>(version >> 24)};
+  return crc32c::Value(reinterpret_cast<const char*>(bytes), sizeof(bytes));
+}
+
+namespace {
+
+// Why the format version that `file` declares cannot be trusted (a corrupt
+// version field); "" when it can: it matches its CRC32C or, without one,
+// it is a version that dropk wrote before it recorded that CRC.
+std::string FormatVersionProblem(const CheckpointManifestFile& file) {
+  const uint32_t version = file.format_version();
+  if (file.has_format_version_crc32c()) {
+    const uint32_t crc = FormatVersionCrc32c(version);
+    if (crc == file.format_version_crc32c()) return "";
+    return absl::StrFormat(
+        "format version %d does not match its CRC32C (stored 0x%08x, computed 0x%08x): a corrupt "
+        "version field",
+        version, file.format_version_crc32c(), crc);
+  }
+  if (version <= kLastFormatVersionWithoutItsCrc) return "";
+  return absl::StrCat("format version ", version,
+                      " without the CRC32C that every dropk writing a version above ",
+                      kLastFormatVersionWithoutItsCrc,
+                      " records: a corrupt version field, not a newer dropk's checkpoint");
+}
+
+}  // namespace
+
 std::string SerializeManifestFile(const CheckpointManifest& manifest) {
   CheckpointManifestFile file;
   file.set_magic(kCheckpointMagic);
   file.set_format_version(kCheckpointFormatVersion);
+  file.set_format_version_crc32c(FormatVersionCrc32c(kCheckpointFormatVersion));
   std::string bytes;
   manifest.SerializeToString(&bytes);
   file.set_manifest_crc32c(crc32c::Value(bytes.data(), bytes.size()));
@@ -57,6 +89,7 @@ std::string SerializeManifestFile(const CheckpointManifest& manifest) {
 uint32_t DeclaredFormatVersion(const std::string& bytes) {
   CheckpointManifestFile file;
   if (!file.ParseFromString(bytes) || file.magic() != kCheckpointMagic) return 0;
+  if (!FormatVersionProblem(file).empty()) return 0;
   return file.format_version();
 }
 
@@ -73,6 +106,9 @@ absl::StatusOr<CheckpointManifest> ParseManifestFile(const std::string& bytes,
   if (file.magic() != kCheckpointMagic) {
     return fail(absl::StrCat("wrong magic \"", absl::CHexEscape(file.magic().substr(0, 32)),
                              "\", expected \"", kCheckpointMagic, "\""));
+  }
+  if (const std::string problem = FormatVersionProblem(file); !problem.empty()) {
+    return fail(problem);
   }
   if (file.format_version() < kOldestReadableFormatVersion ||
       file.format_version() > kCheckpointFormatVersion) {

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "checkpoint/env.h"
 #include "nlohmann/json.hpp"
@@ -14,15 +15,33 @@ namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the format's own limit
 
-// Reads `n` bytes at `offset` of the file at `path` through the Env (which
-// refuses a directory or FIFO without waiting on it); NotFound when it is
-// not there, InvalidArgument naming it for anything else.
-absl::StatusOr<std::string> ReadRange(const std::string& path, uint64_t offset, size_t n) {
+// The status for reading the file at `path` failing with the Env's `cause`,
+// naming the file. Only what the path itself gets wrong is a bad argument:
+// a directory or FIFO (the Env's "not a regular file") is InvalidArgument;
+// a missing file stays NotFound and one this user may not read
+// PermissionDenied, as the checkpoint reader says (reader.h); a file
+// shorter than its header says (cut since) is DataLoss; any other failure
+// of the OS (EIO, ...) is Unavailable, as base/path_status.h names an I/O
+// error. Every I/O error read as InvalidArgument before: exit 2, "usage".
+absl::Status ReadError(const std::string& path, const absl::Status& cause) {
+  absl::StatusCode code = absl::StatusCode::kUnavailable;
+  if (absl::IsFailedPrecondition(cause)) code = absl::StatusCode::kInvalidArgument;
+  if (absl::IsNotFound(cause) || absl::IsPermissionDenied(cause)) code = cause.code();
+  if (absl::IsOutOfRange(cause)) code = absl::StatusCode::kDataLoss;
+  // The Env's messages start with the path; one that does not gets it.
+  if (absl::StartsWith(cause.message(), path)) return absl::Status(code, cause.message());
+  return absl::Status(code, absl::StrCat(path, ": ", cause.message()));
+}
+
+// Reads `n` bytes at `offset` of the file at `path` through `env` (which
+// refuses a directory or FIFO without waiting on it); errors are
+// ReadError's.
+absl::StatusOr<std::string> ReadRange(Env* env, const std::string& path, uint64_t offset,
+                                      size_t n) {
   std::string bytes(n, '\0');
-  absl::Status s = Env::Default()->ReadFileRange(path, offset, n, bytes.data());
+  absl::Status s = env->ReadFileRange(path, offset, n, bytes.data());
   if (s.ok()) return bytes;
-  if (absl::IsNotFound(s)) return s;
-  return absl::InvalidArgumentError(s.message());
+  return ReadError(path, s);
 }
 
 // Every tensor's bytes are its own (the format forbids shared bytes, and
@@ -77,21 +96,19 @@ int SafetensorsDtypeSize(std::string_view dtype) {
   return it == kSizes.end() ? 0 : it->second;
 }
 
-absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
+absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path, Env* env) {
+  if (env == nullptr) env = Env::Default();
   // Only the header is read: the file may be far larger than memory (a
   // model of billions of parameters, or a sparse file), and the tensors'
   // bytes are read one at a time by ReadTensorBytes once they are wanted.
-  absl::StatusOr<uint64_t> file_bytes = Env::Default()->FileSize(path);
-  if (!file_bytes.ok()) {
-    if (absl::IsNotFound(file_bytes.status())) return file_bytes.status();
-    return absl::InvalidArgumentError(file_bytes.status().message());
-  }
+  absl::StatusOr<uint64_t> file_bytes = env->FileSize(path);
+  if (!file_bytes.ok()) return ReadError(path, file_bytes.status());
   auto invalid = [&path](auto&&... parts) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": not a valid safetensors file: ", parts...));
   };
   if (*file_bytes < 8) return invalid(*file_bytes, " bytes, less than its header length");
-  absl::StatusOr<std::string> length = ReadRange(path, 0, 8);
+  absl::StatusOr<std::string> length = ReadRange(env, path, 0, 8);
   if (!length.ok()) return length.status();
   uint64_t header_bytes = 0;
   for (int i = 0; i < 8; ++i) {
@@ -100,7 +117,7 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
   if (header_bytes > kMaxHeaderBytes || header_bytes > *file_bytes - 8) {
     return invalid("a header of ", header_bytes, " bytes in a file of ", *file_bytes);
   }
-  absl::StatusOr<std::string> header_text = ReadRange(path, 8, header_bytes);
+  absl::StatusOr<std::string> header_text = ReadRange(env, path, 8, header_bytes);
   if (!header_text.ok()) return header_text.status();
   const nlohmann::json header =
       nlohmann::json::parse(*header_text, nullptr, /*allow_exceptions=*/false);
@@ -108,6 +125,7 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
 
   SafetensorsFile file;
   file.path_ = path;
+  file.env_ = env;
   file.data_start_ = 8 + header_bytes;
   const uint64_t data_bytes = *file_bytes - file.data_start_;
   for (const auto& [name, entry] : header.items()) {
@@ -163,10 +181,12 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
 
 absl::StatusOr<std::string> SafetensorsFile::ReadTensorBytes(const std::string& name) const {
   const Tensor& t = tensors_.at(name);
-  absl::StatusOr<std::string> bytes = ReadRange(path_, data_start_ + t.begin, t.end - t.begin);
+  absl::StatusOr<std::string> bytes =
+      ReadRange(env_, path_, data_start_ + t.begin, t.end - t.begin);
   if (bytes.ok()) return bytes;
-  // ReadRange's code (NotFound: the file has gone; InvalidArgument), with
-  // the tensor named: "open: No such file or directory" alone named the file.
+  // ReadRange's code (NotFound: the file has gone; DataLoss: cut short; ...),
+  // with the tensor named: "open: No such file or directory" alone named the
+  // file.
   return absl::Status(bytes.status().code(),
                       absl::StrCat(bytes.status().message(), " (tensor ", name,
                                    "; did the file change since its header was read?)"));

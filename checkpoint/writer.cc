@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <future>
 #include <map>
 #include <random>
@@ -134,18 +135,32 @@ void CheckpointWriter::RetainAfterCommit(int64_t newest_step) {
   }
 }
 
+void CheckpointWriter::NoteResumedFrom(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path checkpoint = fs::path(dir).lexically_normal();
+  if (!checkpoint.has_filename()) checkpoint = checkpoint.parent_path();  // "step-N/"
+  const fs::path parent = checkpoint.has_parent_path() ? checkpoint.parent_path() : ".";
+  // Equivalent, not equal: --resume=PATH may name it by another path.
+  if (!fs::equivalent(parent, options_.checkpoints_dir, ec) || ec) {
+    return;  // another run's checkpoint: not this writer's to watch
+  }
+  resumed_from_ = checkpoint.filename().string();
+}
+
 void CheckpointWriter::WarnIfLastCommittedIsGone(int64_t step) {
   const int64_t committed = last_committed_step_.load();
-  if (committed < 0) return;
+  if (committed < 0 && resumed_from_.empty()) return;
   const std::string& root = options_.checkpoints_dir;
-  const std::string name = CheckpointDirName(committed);
+  const std::string name = committed >= 0 ? CheckpointDirName(committed) : resumed_from_;
   if (env_->IsDirectory(PathJoin(root, name))) return;
   // Only now, so a save costs one stat: was the whole directory deleted?
   const std::string what =
       env_->IsDirectory(root) ? "is gone" : "is gone, with checkpoint_dir itself";
-  log_->Write(absl::StrCat("dropk checkpoint: warning: checkpoint_dir ", root, ": ", name,
-                           ", committed by this run, ", what, " (deleted from outside?); saving ",
-                           CheckpointDirName(step), " anyway"));
+  log_->Write(
+      absl::StrCat("dropk checkpoint: warning: checkpoint_dir ", root, ": ", name,
+                   committed >= 0 ? ", committed by this run, " : ", which this run resumed from, ",
+                   what, " (deleted from outside?); saving ", CheckpointDirName(step), " anyway"));
 }
 
 absl::StatusOr<CheckpointWriter::SaveInProgress> CheckpointWriter::Stage(

@@ -55,8 +55,10 @@ constexpr char kPathHelp[] =
 // directory) or in path/checkpoints (a run directory, the trainer's
 // out_dir), or there, without a LATEST, the newest step-N (the one
 // --resume=latest tries first). A missing path is NotFound and the wrong
-// kind of path InvalidArgument (usage, exit 2), each naming it; a LATEST
-// that names nothing is DataLoss. Before, a missing path was "not a
+// kind of path InvalidArgument (usage, exit 2), each naming it, as is a
+// path the OS cannot look at (PathError: a symlink loop, no search
+// permission, on the way to manifest.pb or LATEST); a LATEST that names
+// nothing is DataLoss. Before, a missing path was "not a
 // directory" (exit 1) and a run directory "run/manifest.pb: stat: ...";
 // a checkpoint without its manifest, or checkpoints without LATEST (lost,
 // or a first save cut off before it), were "holds neither manifest.pb nor
@@ -91,6 +93,13 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
   }
   for (const std::string& dir : {path, path + "/checkpoints"}) {
     const std::string latest = dir + "/" + kLatestFileName;
+    // A run's checkpoints/ that may not be searched (mode 000) or is a
+    // symlink loop, and a LATEST that is one, read "holds neither
+    // manifest.pb nor LATEST" (or were passed over); the OS's reason is
+    // said instead. (A checkpoints/ that does not exist, or is a file,
+    // reads as missing here.)
+    absl::StatusOr<fs::file_status> latest_status = PathStatus(latest, latest);
+    if (!latest_status.ok()) return latest_status.status();
     if (!env->FileExists(latest)) {
       const std::vector<std::string> newest_first = CheckpointCandidates(dir, nullptr, env);
       if (!newest_first.empty()) return newest_first.front();
@@ -99,8 +108,10 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
     absl::StatusOr<std::string> name = ReadLatestFile(latest, env);
     if (!name.ok()) return name.status();
     const std::string trimmed(absl::StripAsciiWhitespace(*name));
-    if (trimmed.empty() || trimmed == "." || trimmed == ".." ||
-        trimmed.find('/') != std::string::npos) {
+    // A step-N name, as --resume and dropk-serve take from LATEST: any other
+    // name was read too, a partial save's step-N.tmp-X, or "step-N\0junk",
+    // whose NUL cut the path short and read the directory as manifest.pb.
+    if (ParseStepDirName(trimmed) < 0) {
       return absl::DataLossError(absl::StrCat(latest, ": does not name a checkpoint"));
     }
     if (!fs::is_directory(dir + "/" + trimmed, ec)) {

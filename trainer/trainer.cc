@@ -469,6 +469,7 @@ class TrainingRun {
     summary_.resumed_from = resume->dir;
     checkpointer_ = std::make_unique<TrainingCheckpointer>(config_, gpt_->num_params(), &comm_,
                                                            &all_ranks_log_);
+    if (resume->resumed) checkpointer_->NoteResumedFrom(resume->dir);
     if (rank_ == 0) {
       const std::string path = config_.out_dir() + "/metrics.jsonl";
       absl::StatusOr<MetricsLog> metrics = resume->resumed

@@ -322,6 +322,26 @@ absl::Status RefuseUnreadableCheckpoint(const std::string& dir, const absl::Stat
       dir, " and its files, or move it out of ", parent, " first"));
 }
 
+// A LATEST that this run may not read (mode 000, another user's) was
+// passed over with the step-* directories tried instead, and this run's
+// first save then replaced it: the checkpoint it named may not be the one
+// resumed from. Refused like an unreadable checkpoint, naming LATEST, the
+// system's reason and the fix; OK when LATEST is readable or missing (other
+// problems with it are named as skipped).
+absl::Status RefuseUnreadableLatest(const std::string& checkpoints_dir, Env* env) {
+  const std::string latest_path = checkpoints_dir + "/" + kLatestFileName;
+  if (!env->FileExists(latest_path)) return absl::OkStatus();
+  absl::StatusOr<std::string> latest = ReadLatestFile(latest_path, env);
+  if (!absl::IsPermissionDenied(latest.status())) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--resume: ", latest.status().message(),  // "DIR/LATEST: open: Permission denied"
+      "; a ", kLatestFileName,
+      " this run may not read is not passed over, since it names the checkpoint to resume from "
+      "and this run's saves would replace it: give the run's user read access to ",
+      latest_path, ", or remove it to resume from the newest checkpoint of ", checkpoints_dir,
+      " that verifies"));
+}
+
 }  // namespace
 
 absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokenizer& tokenizer,
@@ -363,6 +383,7 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
     return s;
   }
   if (resume_from.latest) {
+    if (absl::Status s = RefuseUnreadableLatest(resume_from.root, fs); !s.ok()) return s;
     candidates = CheckpointCandidates(resume_from.root, &skipped, env);
     if (candidates.empty() && skipped.empty()) {
       // Only "latest" starts fresh (job scripts always pass it); a path
@@ -602,6 +623,11 @@ absl::Status TrainingCheckpointer::Poll(std::ostream& log) {
 void TrainingCheckpointer::set_peer_timeout(std::chrono::milliseconds timeout) {
   if (writer_ != nullptr) writer_->set_peer_timeout(timeout);
   if (async_writer_ != nullptr) async_writer_->set_peer_timeout(timeout);
+}
+
+void TrainingCheckpointer::NoteResumedFrom(const std::string& dir) {
+  if (writer_ != nullptr) writer_->NoteResumedFrom(dir);
+  if (async_writer_ != nullptr) async_writer_->NoteResumedFrom(dir);
 }
 
 void TrainingCheckpointer::NoteGoodParameters(int64_t steps_done) {

@@ -409,6 +409,47 @@ void EditManifest(const std::string& ckpt, const std::function<void(CheckpointMa
   WriteAll(ckpt + "/manifest.pb", SerializeManifestFile(*m));
 }
 
+// manifest_crc32c does not cover format_version: a flipped bit there (2 ->
+// 3) read as "written by a newer dropk", which --resume refuses instead of
+// skipping a corrupt checkpoint. format_version_crc32c covers it now; a
+// manifest without it (what dropk wrote before) is still read, and a
+// version above 2 without it is a corrupt field, since every dropk that
+// writes such a version writes its CRC.
+TEST_F(CheckpointTest, AFlippedFormatVersionIsCorruptionNotANewerFormat) {
+  const std::string ckpt = *Save(1);
+  const std::string manifest_path = ckpt + "/manifest.pb";
+  CheckpointManifestFile file;
+  ASSERT_TRUE(file.ParseFromString(ReadAll(manifest_path)));
+  ASSERT_TRUE(file.has_format_version_crc32c());
+  EXPECT_EQ(DeclaredFormatVersion(ReadAll(manifest_path)), kCheckpointFormatVersion);
+
+  CheckpointManifestFile flipped = file;
+  flipped.set_format_version(kCheckpointFormatVersion ^ 1);  // 2 -> 3
+  WriteAll(manifest_path, flipped.SerializeAsString());
+  EXPECT_EQ(DeclaredFormatVersion(ReadAll(manifest_path)), 0u);
+  ExpectRefused(ckpt, {"manifest.pb", "does not match its CRC32C", "corrupt version field"});
+
+  // As dropk wrote it before format_version_crc32c: still read, and a
+  // flipped version is corrupt there too.
+  CheckpointManifestFile before = file;
+  before.clear_format_version_crc32c();
+  WriteAll(manifest_path, before.SerializeAsString());
+  EXPECT_TRUE(VerifyCheckpoint(ckpt).ok()) << VerifyCheckpoint(ckpt);
+  EXPECT_EQ(DeclaredFormatVersion(ReadAll(manifest_path)), kCheckpointFormatVersion);
+  before.set_format_version(kCheckpointFormatVersion ^ 1);
+  WriteAll(manifest_path, before.SerializeAsString());
+  EXPECT_EQ(DeclaredFormatVersion(ReadAll(manifest_path)), 0u);
+  ExpectRefused(ckpt, {"manifest.pb", "without the CRC32C", "corrupt version field"});
+
+  // What a newer dropk writes: a higher version with its CRC.
+  CheckpointManifestFile newer = file;
+  newer.set_format_version(kCheckpointFormatVersion + 1);
+  newer.set_format_version_crc32c(FormatVersionCrc32c(kCheckpointFormatVersion + 1));
+  WriteAll(manifest_path, newer.SerializeAsString());
+  EXPECT_EQ(DeclaredFormatVersion(ReadAll(manifest_path)), kCheckpointFormatVersion + 1);
+  ExpectRefused(ckpt, {"manifest.pb", "is not supported"});
+}
+
 TEST_F(CheckpointTest, EntryProblemsAreRefusedBeforeAnyAllocation) {
   const std::string ckpt = *Save(1);
   const std::string good = ReadAll(ckpt + "/manifest.pb");

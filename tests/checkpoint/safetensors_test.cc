@@ -3,15 +3,20 @@
 #include "checkpoint/safetensors.h"
 
 #include <gmock/gmock.h>
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
 
+#include "absl/strings/match.h"
+#include "support/forwarding_env.h"
 #include "support/temp_dir.h"
 
 namespace dropk {
@@ -103,8 +108,73 @@ TEST_F(SafetensorsTest, AFileShortenedAfterItsHeaderWasReadIsNamed) {
   ASSERT_EQ(stat(path.c_str(), &st), 0);
   ASSERT_EQ(truncate(path.c_str(), st.st_size - 4), 0);
   const absl::StatusOr<std::string> bytes = file->ReadTensorBytes("w");
-  EXPECT_TRUE(absl::IsInvalidArgument(bytes.status())) << bytes.status();
+  // The file changed under the reader: no bad argument (exit 2) but lost data.
+  EXPECT_TRUE(absl::IsDataLoss(bytes.status())) << bytes.status();
   EXPECT_THAT(std::string(bytes.status().message()), AllOf(HasSubstr(path), HasSubstr("tensor w")));
+}
+
+// An Env whose reads of the file fail as a disk that fails does (EIO).
+class FailingReadsEnv : public ForwardingEnv {
+ public:
+  FailingReadsEnv() : ForwardingEnv(Env::Default()) {}
+  absl::Status ReadFileRange(const std::string& path, uint64_t offset, size_t n,
+                             void* out) override {
+    if (fail_reads) return absl::InternalError(path + ": read: Input/output error");
+    return base_->ReadFileRange(path, offset, n, out);
+  }
+  absl::StatusOr<uint64_t> FileSize(const std::string& path) override {
+    if (fail_stat) return absl::InternalError("stat: Input/output error");  // no path: added
+    return base_->FileSize(path);
+  }
+  bool fail_reads = true, fail_stat = false;
+};
+
+// Every read error was InvalidArgument, which dropk-train exits 2 for (a
+// bad command line): an I/O error is no bad argument. Unavailable (exit 1),
+// naming the file, as base/path_status.h names an I/O error.
+TEST_F(SafetensorsTest, AnIoErrorIsUnavailableNamingTheFile) {
+  std::vector<SafetensorsTensor> tensors = {{"w", "F32", {2}, std::string(8, '\1')}};
+  const std::string path = Write(SafetensorsHeader(tensors, {}) + tensors[0].bytes);
+  FailingReadsEnv env;
+  absl::Status s = ReadSafetensors(path, &env).status();
+  EXPECT_TRUE(absl::IsUnavailable(s)) << s;
+  EXPECT_THAT(std::string(s.message()), AllOf(HasSubstr(path), HasSubstr("Input/output error")));
+  env.fail_stat = true;
+  s = ReadSafetensors(path, &env).status();
+  EXPECT_TRUE(absl::IsUnavailable(s)) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr(path + ": stat: Input/output error"));
+
+  env.fail_reads = env.fail_stat = false;
+  absl::StatusOr<SafetensorsFile> file = ReadSafetensors(path, &env);
+  ASSERT_TRUE(file.ok()) << file.status();
+  env.fail_reads = true;
+  const absl::StatusOr<std::string> bytes = file->ReadTensorBytes("w");
+  EXPECT_TRUE(absl::IsUnavailable(bytes.status())) << bytes.status();
+  EXPECT_THAT(std::string(bytes.status().message()), AllOf(HasSubstr(path), HasSubstr("tensor w")));
+}
+
+// A file this user may not read was InvalidArgument (exit 2) too. It is
+// PermissionDenied, naming the file and the system's reason, as the
+// checkpoint reader says. Read in a child, as nobody when root (root reads
+// anything).
+TEST_F(SafetensorsTest, AFileThatMayNotBeReadIsPermissionDenied) {
+  std::vector<SafetensorsTensor> tensors = {{"w", "F32", {2}, std::string(8, '\1')}};
+  const std::string path = Write(SafetensorsHeader(tensors, {}) + tensors[0].bytes);
+  ASSERT_EQ(chmod(tmp_.path().c_str(), 0755), 0);
+  ASSERT_EQ(chmod(path.c_str(), 0), 0);
+  const auto read_as_a_user = [&] {
+    if (::geteuid() == 0 &&
+        (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0)) {
+      std::fprintf(stderr, "cannot become nobody\n");
+      std::_Exit(2);
+    }
+    const absl::Status s = ReadSafetensors(path).status();
+    std::fprintf(stderr, "%s\n", s.ToString().c_str());
+    const bool named =
+        absl::StrContains(s.message(), path) && absl::StrContains(s.message(), "Permission denied");
+    std::_Exit(absl::IsPermissionDenied(s) && named ? 0 : 1);
+  };
+  EXPECT_EXIT(read_as_a_user(), ::testing::ExitedWithCode(0), "");
 }
 
 // A file removed after its header was read is NotFound, as a missing file

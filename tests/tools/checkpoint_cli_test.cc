@@ -506,6 +506,24 @@ TEST_F(CheckpointCliTest, CkptNamesAnEmptyPathAndALatestOfDots) {
   }
 }
 
+// LATEST names a checkpoint by its step-N name, as --resume and dropk-serve
+// read it. Any other name was read: a partial save (step-N.tmp-X) as if
+// it were a checkpoint, and "step-N", a NUL and junk as step-N's directory
+// taken for its manifest.pb ("manifest.pb: not a regular file").
+TEST_F(CheckpointCliTest, CkptTakesOnlyAStepNameFromLatest) {
+  const std::string ckpts = out_ + "/checkpoints";
+  fs::create_directories(ckpts + "/step-00000002");
+  fs::create_directories(ckpts + "/step-00000002.tmp-1a2b3c4d");
+  for (const std::string& name :
+       {std::string("step-00000002\0junk", 18), std::string("step-00000002.tmp-1a2b3c4d")}) {
+    SCOPED_TRACE(name);
+    std::ofstream(ckpts + "/LATEST", std::ios::trunc) << name << "\n";
+    const CliResult r = RunCommand(Dropk("ckpt inspect " + out_));
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_EQ(r.output, "dropk: " + ckpts + "/LATEST: does not name a checkpoint\n");
+  }
+}
+
 // dropk sample --checkpoint (and dropk-serve, study topk) said only "no
 // valid checkpoint in PATH" for a missing path and for a run directory; the
 // error names the flag.

@@ -101,6 +101,45 @@ TEST_F(UnreadableCheckpointTest, ResumeNamesItWithTheReasonAndKeepsIt) {
       << r.out;
 }
 
+// A LATEST the run's user may not read was passed over: the run resumed
+// from the newest step-* that verifies and its first save replaced LATEST,
+// whatever it named. Refused like an unreadable checkpoint: exit 2, naming
+// LATEST, the system's reason and the fix, with LATEST and the checkpoints
+// kept.
+TEST_F(UnreadableCheckpointTest, AnUnreadableLatestIsRefusedNamingItAndTheFix) {
+  const std::string latest = dir_.Path("run/checkpoints/LATEST");
+  const std::string named = test_util::ReadFile(latest);
+  ASSERT_FALSE(named.empty());
+  fs::permissions(latest, fs::perms::none);
+  const CommandResult r = ResumeLatest();
+  fs::permissions(latest, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                              fs::perms::others_read);
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_EQ(r.err.rfind("dropk-train: --resume: " + latest + ": open: Permission denied", 0), 0u)
+      << r.err;
+  EXPECT_NE(r.err.find("give the run's user read access to " + latest + ", or remove it"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ((r.out + r.err).find("resumed from"), std::string::npos) << r.out << r.err;
+  EXPECT_EQ(test_util::ReadFile(latest), named);
+  EXPECT_FALSE(fs::exists(dir_.Path("run/checkpoints/step-00000003")));
+}
+
+// A run directory whose checkpoints/ may not be searched read "holds
+// neither manifest.pb nor LATEST", as if it were no run directory.
+TEST_F(UnreadableCheckpointTest, CkptSaysWhyARunsCheckpointsCannotBeLookedAt) {
+  const std::string checkpoints = dir_.Path("run/checkpoints");
+  const fs::perms before = fs::status(checkpoints).permissions();
+  fs::permissions(checkpoints, fs::perms::none);
+  for (const char* verb : {"inspect", "verify"}) {
+    const CommandResult r =
+        RunCommand(as_nobody_ + kBin + "dropk ckpt " + verb + " " + dir_.Path("run"));
+    EXPECT_EQ(r.exit_code, 2) << verb << "\n" << r.out << r.err;
+    EXPECT_EQ(r.err, "dropk: " + checkpoints + "/LATEST: Permission denied\n") << verb;
+  }
+  fs::permissions(checkpoints, before);
+}
+
 TEST_F(UnreadableCheckpointTest, CkptSaysPermissionDeniedNotCorruptOrMissing) {
   const fs::perms before = fs::status(newest_).permissions();
   fs::permissions(newest_, fs::perms::none);

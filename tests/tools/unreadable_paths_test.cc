@@ -78,6 +78,27 @@ TEST_F(UnreadablePathTest, ServeSaysTheReasonNotDoesNotExist) {
       "dropk-serve: --checkpoints " + loop_ + ": ", "Too many levels of symbolic links");
 }
 
+// A run directory whose checkpoints/ is a symlink loop, and a checkpoints
+// directory whose LATEST is one: `dropk ckpt` said "holds neither
+// manifest.pb nor LATEST" (exit 2) for the first and passed the second
+// over in silence, reading the newest step-N instead of the one LATEST was
+// meant to name.
+TEST_F(UnreadablePathTest, CkptSaysWhyARunsCheckpointsOrItsLatestCannotBeLookedAt) {
+  const std::string run = dir_.Path("run");
+  ASSERT_TRUE(std::filesystem::create_directory(run));
+  ASSERT_EQ(::symlink((run + "/checkpoints").c_str(), (run + "/checkpoints").c_str()), 0);
+  const std::string checkpoints = dir_.Path("checkpoints");
+  ASSERT_TRUE(std::filesystem::create_directory(checkpoints));
+  ASSERT_TRUE(std::filesystem::create_directory(checkpoints + "/step-00000001"));
+  ASSERT_EQ(::symlink((checkpoints + "/LATEST").c_str(), (checkpoints + "/LATEST").c_str()), 0);
+  for (const char* verb : {"inspect", "verify"}) {
+    ExpectOneLine(RunCommand(kBin + "dropk ckpt " + verb + " " + run), 2,
+                  "dropk: " + run + "/checkpoints/LATEST: ", "Too many levels of symbolic links");
+    ExpectOneLine(RunCommand(kBin + "dropk ckpt " + verb + " " + checkpoints), 2,
+                  "dropk: " + checkpoints + "/LATEST: ", "Too many levels of symbolic links");
+  }
+}
+
 // The benchmark's --dir too: remove_all threw before, after allocating the
 // model's buffers.
 TEST_F(UnreadablePathTest, CheckpointBenchNamesItsDirAndTheReason) {

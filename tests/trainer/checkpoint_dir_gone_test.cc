@@ -95,6 +95,35 @@ TEST_F(CheckpointDirGoneTest, DeletedCheckpointIsNamedInAnAsyncRun) {
   EXPECT_TRUE(std::filesystem::is_directory(Checkpoints() + "/step-00000004")) << log;
 }
 
+// The checkpoint a run resumed from, deleted before its first save: the
+// writer knew only the checkpoints this run committed, so nothing was said.
+// It is named now, as one this run committed would be.
+TEST_F(CheckpointDirGoneTest, TheCheckpointResumedFromIsNamedWhenDeletedBeforeTheFirstSave) {
+  for (const bool async : {false, true}) {
+    const std::string run = tmp_.Path(async ? "run_async" : "run_sync");
+    std::ostringstream first;
+    TrainConfig c = test_util::TinySmokeEveryStepConfig(tmp_.Path("data"), run, 2);
+    c.set_async_checkpoints(async);
+    ASSERT_TRUE(RunTraining(c, *comm_, first).ok()) << first.str();
+    const std::string resumed_from = run + "/checkpoints/step-00000002";
+    TriggeringLog buffer("resumed from " + resumed_from, [resumed_from] {
+      std::error_code ec;
+      std::filesystem::remove_all(resumed_from, ec);
+    });
+    std::ostream log(&buffer);
+    c = test_util::TinySmokeEveryStepConfig(tmp_.Path("data"), run, 4);
+    c.set_async_checkpoints(async);
+    c.set_resume("latest");
+    absl::StatusOr<TrainSummary> summary = RunTraining(c, *comm_, log);
+    ASSERT_TRUE(summary.ok()) << summary.status() << "\n" << buffer.str();
+    const std::string warning = "warning: checkpoint_dir " + run +
+                                "/checkpoints: step-00000002, which this run resumed from, is gone "
+                                "(deleted from outside?); saving step-00000003 anyway";
+    EXPECT_EQ(Count(buffer.str(), warning), 1) << "async " << async << "\n" << buffer.str();
+    EXPECT_EQ(Count(buffer.str(), "is gone"), 1) << buffer.str();  // not again at step 4
+  }
+}
+
 // Retention deleting the run's older checkpoints is no deletion from outside.
 TEST_F(CheckpointDirGoneTest, RetentionAloneWarnsOfNothing) {
   TrainConfig c = test_util::TinySmokeEveryStepConfig(tmp_.Path("data"), tmp_.Path("run"), 4);

@@ -103,6 +103,9 @@ class AsyncCheckpointWriter {
   // See CheckpointWriter::KeepNewestAtOrBefore. Local, any time.
   void KeepNewestAtOrBefore(int64_t steps_done) { writer_.KeepNewestAtOrBefore(steps_done); }
 
+  // See CheckpointWriter::NoteResumedFrom. Local; call before the first Start.
+  void NoteResumedFrom(const std::string& dir) { writer_.NoteResumedFrom(dir); }
+
   // Whether a save was started and not yet finished. Same on every rank.
   bool pending() const { return phase_ != Phase::kIdle; }
 

@@ -10,7 +10,8 @@
 //   |-- step-00001000/
 //   |   |-- manifest.pb                   CheckpointManifestFile (proto/checkpoint.proto):
 //   |   |                                   magic "dropk-checkpoint", format_version,
-//   |   |                                   manifest_crc32c, manifest = CheckpointManifest
+//   |   |                                   manifest_crc32c, manifest = CheckpointManifest,
+//   |   |                                   format_version_crc32c (since 2026-12-02)
 //   |   |-- model.data                    rank 0: every model tensor, ParamLayout order,
 //   |   |                                   raw little-endian float32, back to back
 //   |   |-- optim-rank00000-of-00002.data rank 0's slice of AdamW's m, then of v
@@ -53,6 +54,10 @@ inline constexpr char kCheckpointMagic[] = "dropk-checkpoint";
 // 2: the manifest pins every data file's size. Readers accept 1 and 2.
 inline constexpr uint32_t kCheckpointFormatVersion = 2;
 inline constexpr uint32_t kOldestReadableFormatVersion = 1;
+// The newest format version that dropk wrote without format_version_crc32c
+// (proto/checkpoint.proto). Fixed for ever: every version above it comes
+// with that CRC, so one that does not is a corrupt version field.
+inline constexpr uint32_t kLastFormatVersionWithoutItsCrc = 2;
 inline constexpr char kManifestFileName[] = "manifest.pb";
 inline constexpr char kLatestFileName[] = "LATEST";
 inline constexpr char kModelDataFileName[] = "model.data";
@@ -84,16 +89,24 @@ std::string CheckpointsDirOf(const TrainConfig& config);
 // Serializes a manifest into manifest.pb bytes (the current format version).
 std::string SerializeManifestFile(const CheckpointManifest& manifest);
 
-// Parses the bytes of manifest.pb: magic, format version, manifest CRC; a
-// version-2 manifest must list its data files. Errors are DataLoss naming
+// Parses the bytes of manifest.pb: magic, format version (against its CRC,
+// where recorded), manifest CRC; a version-2 manifest must list its data
+// files. Errors are DataLoss naming
 // `where` (the checkpoint directory) and manifest.pb.
 absl::StatusOr<CheckpointManifest> ParseManifestFile(const std::string& bytes,
                                                      const std::string& where);
 
+// The CRC32C of `version` as 4 little-endian bytes: what manifest.pb's
+// format_version_crc32c holds.
+uint32_t FormatVersionCrc32c(uint32_t version);
+
 // The format version that manifest.pb's `bytes` declare, when they parse as
-// a CheckpointManifestFile with dropk's magic; 0 otherwise (nothing else is
-// checked). One above kCheckpointFormatVersion means a newer dropk wrote
-// the checkpoint: valid there, unreadable here.
+// a CheckpointManifestFile with dropk's magic and the version verifies (its
+// format_version_crc32c matches, or, without one, it is at most
+// kLastFormatVersionWithoutItsCrc); 0 otherwise (nothing else is checked).
+// One above kCheckpointFormatVersion means a newer dropk wrote the
+// checkpoint: valid there, unreadable here. A version field with a flipped
+// bit reads 0, as the corruption it is (ParseManifestFile says so).
 uint32_t DeclaredFormatVersion(const std::string& bytes);
 
 }  // namespace dropk

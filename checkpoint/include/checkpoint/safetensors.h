@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "checkpoint/env.h"
 
 namespace dropk {
 
@@ -53,13 +54,15 @@ class SafetensorsFile {
   // Reads the bytes of the tensor called `name` from the file (those
   // alone: the file may be larger than memory). Precondition: `name` is a
   // key of tensors(). Every error names the file and the tensor: NotFound
-  // when the file has gone since ReadSafetensors, InvalidArgument for
-  // anything else (a file shortened since, an I/O error).
+  // when the file has gone since ReadSafetensors, DataLoss when it was cut
+  // short since, PermissionDenied when this user may no longer read it,
+  // Unavailable for another I/O error.
   absl::StatusOr<std::string> ReadTensorBytes(const std::string& name) const;
 
  private:
-  friend absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path);
+  friend absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path, Env* env);
   std::string path_;
+  Env* env_ = nullptr;  // what ReadSafetensors read through; not owned
   uint64_t data_start_ = 0;
   std::map<std::string, std::string> metadata_;
   std::map<std::string, Tensor> tensors_;
@@ -73,11 +76,14 @@ int SafetensorsDtypeSize(std::string_view dtype);
 // within the file (and within the format's 100 MB), a JSON object, every
 // tensor with a known dtype, a shape of non-negative sizes whose byte count
 // is its range's length, and a range inside the file that overlaps no
-// other tensor's. NotFound for a
-// missing file; InvalidArgument naming the file (and the tensor) for
-// anything else. Reads the header alone (at most 100 MB), whatever the
-// file's size; nothing is allocated for a size the header claims.
-absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path);
+// other tensor's. Errors name the file (and the tensor): InvalidArgument
+// for what is wrong with the file or its path (not a safetensors file, a
+// directory or FIFO), NotFound for a missing file, PermissionDenied for one
+// this user may not read, Unavailable for another I/O error (EIO). Reads
+// the header alone (at most 100 MB), whatever the file's size; nothing is
+// allocated for a size the header claims. Reads through `env` (null:
+// Env::Default()), which must outlive the result.
+absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path, Env* env = nullptr);
 
 }  // namespace dropk
 

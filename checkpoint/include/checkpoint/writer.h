@@ -83,6 +83,13 @@ class CheckpointWriter {
   // asynchronous writer's retention runs on its own thread).
   void KeepNewestAtOrBefore(int64_t steps_done) { known_good_step_.store(steps_done); }
 
+  // Tells the writer that this run resumed from checkpoint `dir`. When `dir`
+  // is a checkpoint of checkpoints_dir (its parent is that directory), it
+  // counts as the checkpoint this writer committed last until the writer
+  // commits one, so a deletion from outside before the first save is named
+  // too (WarnIfLastCommittedIsGone). Local; call before the first Save.
+  void NoteResumedFrom(const std::string& dir);
+
   // How long a collective waits for the other ranks where none of them waits
   // on a disk (agreeing on the temporary directory; the asynchronous
   // writer's exchanges): the training loop passes its step collectives'
@@ -158,10 +165,11 @@ class CheckpointWriter {
   // Rank 0, after a commit: retention, whose failure is only logged.
   void RetainAfterCommit(int64_t newest_step);
   // Rank 0, before saving `step`: one stat of the checkpoint this writer
-  // committed last; when it is gone (the directory or the checkpoint deleted
-  // from outside), logs one warning line naming checkpoints_dir, it and
-  // `step`, as the save goes on and recreates what is missing. The next
-  // commit replaces it, so one deletion warns once.
+  // committed last (before its first commit: the one NoteResumedFrom
+  // named); when it is gone (the directory or the checkpoint deleted from
+  // outside), logs one warning line naming checkpoints_dir, it and `step`,
+  // as the save goes on and recreates what is missing. The next commit
+  // replaces it, so one deletion warns once.
   void WarnIfLastCommittedIsGone(int64_t step);
 
   CheckpointWriterOptions options_;
@@ -169,6 +177,9 @@ class CheckpointWriter {
   // Rank 0: the step of the checkpoint this writer committed last; -1 none.
   // Set on the asynchronous writer's thread, read on the caller's.
   std::atomic<int64_t> last_committed_step_{-1};
+  // The name of the checkpoint of checkpoints_dir this run resumed from
+  // (NoteResumedFrom); "" none. Set before the first save, then only read.
+  std::string resumed_from_;
   std::chrono::milliseconds peer_timeout_;    // see set_peer_timeout
   Communicator* comm_;
   Env* env_;

@@ -93,7 +93,9 @@ struct ResumePoint {
 // newer format (a newer dropk's, which this run's saves would replace or
 // delete) is InvalidArgument naming it, before anything is loaded. So is a
 // checkpoint it would try that it may not read (a permission problem, not
-// a corrupt one: not skipped), naming it, the file and the system's reason.
+// a corrupt one: not skipped), naming it, the file and the system's reason,
+// and a LATEST it may not read (InvalidArgument naming it, the system's
+// reason and how to fix it).
 absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokenizer& tokenizer,
                                         const DataIdentity& data, Gpt& gpt,
                                         AdamWOptimizer& optimizer, int world_size,
@@ -155,6 +157,12 @@ class TrainingCheckpointer {
   // retention keeps the newest checkpoint at or before that step whatever
   // keep_last says (CheckpointWriter::KeepNewestAtOrBefore). Local.
   void NoteGoodParameters(int64_t steps_done);
+
+  // This run resumed from checkpoint `dir` (ResumePoint::dir): rank 0's
+  // first save warns when it was deleted from outside since, as it does for
+  // a checkpoint this run committed (CheckpointWriter::NoteResumedFrom).
+  // Local; call before the first Save.
+  void NoteResumedFrom(const std::string& dir);
 
   // For the error of a loss that is not finite at step `step`: when a
   // checkpoint was saved after the last step known good, which one to
