@@ -5,7 +5,10 @@
 # told to notice a lost daemon only after minutes (TCP keepalive from
 # 300 s idle), would wait on host 2's daemon that long. The launcher ends
 # mpirun itself --lost-host-grace-s (5) after the record, names why, and
-# resumes on the other 2 hosts, which finish the job.
+# resumes on the other 2 hosts, which finish the job. The job is kept short
+# (120 steps, about 95 after the relaunch): comm_timeout_s=5 also ends a job
+# whose rank is starved 5 s, which a 2-core machine running tests in
+# parallel did once in 370 steps after the relaunch.
 # Usage: launch_drops_a_cut_off_host.sh BIN_DIR SOURCE_DIR
 set -eu
 BIN=$1 SRC=$2
@@ -20,7 +23,7 @@ mpirun_args=$(cluster_mpirun_args | sed 's/oob_tcp_keepalive_time 10/oob_tcp_kee
   --mpirun-args "$mpirun_args --map-by node" -- "$BIN/dropk-train" \
   --config "$SRC/configs/tiny_smoke.textproto" --data_dir="$D/shared/data" \
   --out_dir="$D/shared/run" --n_layer=1 --n_embd=32 --block_size=32 --batch_size=2 \
-  --gradient_accumulation_steps=2 --max_iters=400 --warmup_iters=4 --lr_decay_iters=400 \
+  --gradient_accumulation_steps=2 --max_iters=120 --warmup_iters=4 --lr_decay_iters=120 \
   --save_every=5 --eval_interval=1000 --eval_iters=1 --log_interval=1 --sample_tokens=0 \
   --num_threads=1 --comm_timeout_s=5 >"$D/launch.log" 2>&1 &
 LAUNCH=$!
