@@ -418,7 +418,8 @@ constexpr std::chrono::seconds kStartMarkersLimit(5);
 // (RecordRankStarted). Open MPI starts no rank until every host's daemon has
 // reported back, and waits for good on one that never does (a dead host, a
 // cut link): once `timeout` has passed, a host of `hosts` on which no rank
-// has marked its start is named silent, and the reason ends mpirun.
+// has marked its start is named silent, and the reason ends mpirun. Start
+// markers that cannot be read end nothing: they only draw a warning.
 class StartupWatchdog {
  public:
   // `launcher`: this machine, as a start marker names it (for hostfile
@@ -446,16 +447,24 @@ class StartupWatchdog {
     const std::string dir = StartMarkerDir(out_dir_, attempt_);
     const std::optional<std::vector<StartedRank>> ranks =
         StartedRanksWithin(out_dir_, attempt_, kStartMarkersLimit);
-    std::vector<StartedRankHost> started;
-    for (const StartedRank& r : ranks.value_or(std::vector<StartedRank>())) {
-      started.push_back({r.host, r.addresses});
+    if (!ranks) {
+      // Markers that cannot be read say nothing about the hosts: a job
+      // that may be training is not ended on that.
+      std::cerr << "dropk launch: warning: the start markers in " << dir
+                << " could not be read within " << kStartMarkersLimit.count()
+                << " s: past --startup-timeout-s=" << timeout_.count()
+                << " no host can be named silent, so mpirun keeps running (check that OUT_DIR "
+                   "is readable)"
+                << std::endl;
+      return std::nullopt;
     }
+    std::vector<StartedRankHost> started;
+    for (const StartedRank& r : *ranks) started.push_back({r.host, r.addresses});
     silent_ = HostsWithoutStartedRank(hosts_, started, launcher_);
     if (silent_.empty()) return std::nullopt;
     return absl::StrCat(
         "no rank started on host(s) ", absl::StrJoin(silent_, ", "), " within ", timeout_.count(),
         " s (--startup-timeout-s; no start marker in ", dir,
-        ranks ? "" : absl::StrCat(", not readable within ", kStartMarkersLimit.count(), " s"),
         "): mpirun likely waits on a daemon there (host down or unreachable); ended mpirun's "
         "process group (mpirun, its local ranks and helpers)");
   }
@@ -618,6 +627,9 @@ absl::Status Launch(const Flags& flags) {
   }
   const int first_ranks = RanksOf(*hosts);
   const StartedRankHost launcher{ThisHostName(), ThisHostAddresses()};
+  if (absl::Status s = CheckLauncherListedOnce(*hosts, launcher, flags.hostfile); !s.ok()) {
+    return s;
+  }
   const bool user_keepalive = flags.mpirun_args.find("oob_tcp_keepalive") != std::string::npos;
   // The job's hostfile (the user's, less lost hosts) is only read by mpirun
   // here, so it lives in a private temporary directory: beside the user's it

@@ -9,6 +9,7 @@
 #include <map>
 #include <regex>
 #include <set>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -216,6 +217,7 @@ std::vector<std::string> HostsNamedLost(const std::string& output,
   static const std::regex kOrteLostDaemon(
       R"((?:Remote daemon: \S+ on node|daemon has unexpectedly failed[^\n]*\n?[^\n]*on node) (\S+))");
   static const std::regex kUnreachableRank(R"(rank \d+ \(([0-9.]+)\) is unreachable)");
+  static const std::regex kReportingRank(R"(rank (\d+) of \d+:)");
   const auto host_named = [&hosts](const std::string& named) -> const HostEntry* {
     for (const HostEntry& h : hosts) {
       if (h.host == named || AddressesOf(h.host).count(named) > 0) return &h;
@@ -230,13 +232,26 @@ std::vector<std::string> HostsNamedLost(const std::string& output,
   // A host cut off names every other host unreachable, and each of them
   // names it: the host named most often is the lost one. Taking the first
   // mention lost the wrong host when the cut-off rank's line came first.
+  // A rank's report can arrive more than once (its failure record and
+  // mpirun's copy of its stderr): each reporting rank counts once per host
+  // it names. A line with no "rank R of N:" counts on its own.
   std::map<const HostEntry*, int> mentions;
   std::vector<const HostEntry*> first_named;  // each once, in the order first named
-  for (auto it = std::sregex_iterator(output.begin(), output.end(), kUnreachableRank);
-       it != std::sregex_iterator(); ++it) {
-    const HostEntry* named = host_named((*it)[1]);
-    if (named == nullptr) continue;
-    if (++mentions[named] == 1) first_named.push_back(named);
+  std::set<std::pair<std::string, const HostEntry*>> counted;  // (reporting rank, host named)
+  int line_number = 0;
+  for (const absl::string_view view : absl::StrSplit(output, '\n')) {
+    const std::string line(view);
+    ++line_number;
+    std::smatch reporter;
+    const std::string reporter_key = std::regex_search(line, reporter, kReportingRank)
+                                         ? "rank " + reporter[1].str()
+                                         : "line " + std::to_string(line_number);
+    for (auto it = std::sregex_iterator(line.begin(), line.end(), kUnreachableRank);
+         it != std::sregex_iterator(); ++it) {
+      const HostEntry* named = host_named((*it)[1]);
+      if (named == nullptr || !counted.insert({reporter_key, named}).second) continue;
+      if (++mentions[named] == 1) first_named.push_back(named);
+    }
   }
   int most = 0;
   for (const auto& [host, count] : mentions) most = std::max(most, count);
@@ -305,6 +320,36 @@ std::vector<std::string> HostsWithoutStartedRank(const std::vector<HostEntry>& h
     if (!started_there) silent.push_back(h.host);
   }
   return silent;
+}
+
+absl::Status CheckLauncherListedOnce(const std::vector<HostEntry>& hosts,
+                                     const StartedRankHost& launcher, const std::string& path) {
+  const auto names_launcher = [&launcher](const HostEntry& h) {
+    const std::string name = h.host.substr(h.host.find('@') + 1);  // npos + 1 == 0
+    // What Open MPI itself takes for the local machine (127.0.0.2 it
+    // reaches over ssh, as another host).
+    if (absl::EqualsIgnoreCase(name, "localhost") || name == "127.0.0.1" || name == "::1" ||
+        name == "[::1]") {
+      return true;
+    }
+    if (!launcher.host.empty() && absl::EqualsIgnoreCase(name, launcher.host)) return true;
+    return std::find(launcher.addresses.begin(), launcher.addresses.end(), name) !=
+           launcher.addresses.end();
+  };
+  const HostEntry* first = nullptr;
+  for (const HostEntry& h : hosts) {
+    if (!names_launcher(h)) continue;
+    if (first == nullptr) {
+      first = &h;
+      continue;
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": lines '", first->line, "' and '", h.line, "' both name this machine (",
+        launcher.host, "), where mpirun runs; Open MPI counts a machine once, so the job "
+        "would not get the ranks the hostfile adds up to: give it one line with the slots "
+        "added up"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<int> AccumulationFor(int accumulation, int ranks, int new_ranks) {

@@ -46,7 +46,10 @@ absl::Status CheckMpirunArgs(const std::vector<std::string>& args);
 // hosts dropk-train's ranks named unreachable ("rank R (ADDR) is
 // unreachable") most often, in the order first named (a cut-off host's ranks
 // name all the others, and each of the others names it; with two hosts a cut
-// link names each once, a tie). Each mapped to a host of `hosts` by name or
+// link names each once, a tie); each reporting rank ("rank R of N: ...")
+// counts once per host it names, however often its report arrives (its
+// failure record and mpirun's copy of its stderr). Each mapped to a host of
+// `hosts` by name or
 // resolved address. Empty when no host was lost (a bad config, a failed
 // step): then relaunching would fail again.
 std::vector<std::string> HostsNamedLost(const std::string& output,
@@ -93,6 +96,15 @@ struct StartedRankHost {
 std::vector<std::string> HostsWithoutStartedRank(const std::vector<HostEntry>& hosts,
                                                  const std::vector<StartedRankHost>& started,
                                                  const StartedRankHost& launcher);
+
+// OK unless two lines of hostfile `path` name the machine running mpirun,
+// `launcher`: localhost, 127.0.0.1 or ::1 (as Open MPI takes them), the
+// launcher's host name (ignoring case and user@), or one of its addresses
+// outside loopback, written as such (no name is looked up). Open MPI
+// counts one machine once, so such a job would not start with the ranks
+// the hostfile adds up to. InvalidArgument naming both lines.
+absl::Status CheckLauncherListedOnce(const std::vector<HostEntry>& hosts,
+                                     const StartedRankHost& launcher, const std::string& path);
 
 // gradient_accumulation_steps that keeps `accumulation` x `ranks` sequences
 // per micro-batch slot on `new_ranks` ranks. FailedPrecondition, saying

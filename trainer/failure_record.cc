@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +15,7 @@
 #include <future>
 #include <memory>
 #include <optional>
+#include <system_error>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -201,16 +203,23 @@ std::optional<std::vector<StartedRank>> StartedRanksWithin(const std::string& ou
   return WithinLimit<std::vector<StartedRank>>(
       [dir] {
         std::vector<StartedRank> ranks;
+        // Absent: no rank has started. Any other error (not a directory, no
+        // permission, an I/O error) cannot tell, and throws: nullopt.
         std::error_code ec;
-        for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+        std::filesystem::directory_iterator entries(dir, ec);
+        if (ec && ec != std::errc::no_such_file_or_directory) throw std::system_error(ec, dir);
+        for (; !ec && entries != std::filesystem::directory_iterator(); entries.increment(ec)) {
+          const std::filesystem::directory_entry& entry = *entries;
           const std::string name = entry.path().filename().string();
           StartedRank started;
           if (!absl::StartsWith(name, "rank-") ||
               !absl::SimpleAtoi(absl::string_view(name).substr(5), &started.rank)) {
             continue;
           }
+          std::ifstream marker(entry.path());
+          if (!marker) throw std::system_error(errno, std::generic_category(), entry.path().string());
           std::string line;
-          std::getline(std::ifstream(entry.path()), line);
+          std::getline(marker, line);
           std::vector<std::string> words = absl::StrSplit(line, ' ', absl::SkipEmpty());
           if (words.empty()) continue;  // not written yet
           started.host = words[0];

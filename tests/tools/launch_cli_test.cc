@@ -144,6 +144,22 @@ TEST_F(LaunchCliTest, BadInputsAreRefusedNamingThem) {
   EXPECT_NE(r.err.find("n_layer=0"), std::string::npos) << r.err;
 }
 
+// localhost and this machine's name are one machine to Open MPI: refused
+// before mpirun runs (`echo` stands in for it), naming both lines.
+TEST_F(LaunchCliTest, ThisMachineListedTwiceIsRefused) {
+  char host[256] = {};
+  ASSERT_EQ(gethostname(host, sizeof host - 1), 0);
+  std::ofstream(dir_ / "twice") << "localhost slots=1\n" << host << " slots=1\n";
+  const test_util::CommandResult r = Launch("--hostfile " + (dir_ / "twice").string() +
+                                            " --mpirun echo -- " + TrainArgs(""));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("lines 'localhost slots=1' and '" + std::string(host) +
+                       " slots=1' both name this machine"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.out.find("dropk-train"), std::string::npos) << "mpirun ran:\n" << r.out;
+}
+
 // A relaunch on fewer ranks raises gradient_accumulation_steps to keep the
 // global batch; past the trainer's caps the relaunched job exited 2 mid-run
 // (and the first attempt had trained for nothing). It is refused before
@@ -393,6 +409,32 @@ TEST_F(LaunchCliTest, AHostARankRecordedLostIsDroppedWithoutWaitingForMpirun) {
             std::string::npos)
       << err;
   EXPECT_NE(err.find("finished on 1 host(s) after 1 restart(s)"), std::string::npos) << err;
+}
+
+// Start markers that cannot be read (here a file where the attempt's
+// marker directory should be) cannot tell a silent host from a busy one:
+// past --startup-timeout-s the launcher warns and leaves mpirun running
+// rather than ending a job that may be training.
+TEST_F(LaunchCliTest, StartMarkersThatCannotBeReadDoNotEndTheJob) {
+  std::ofstream(dir_ / "two") << "h1 slots=1\nh2 slots=1\n";
+  const std::string mpirun =
+      StandInMpirun("unreadable-markers-mpirun", "mkdir -p \"$out/started\"\n"
+                                                 "echo x > \"$out/started/$attempt\"\n"
+                                                 "sleep 4\n"
+                                                 "echo trained > \"$out/finished\"\n"
+                                                 "exit 0\n");
+  const test_util::CommandResult r =
+      Launch("--hostfile " + (dir_ / "two").string() + " --mpirun " + mpirun +
+             " --max-restarts 1 --startup-timeout-s 1 -- dropk-train --out_dir=" +
+             (dir_ / "run").string());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err.find("no rank started on host(s)"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("warning: the start markers in " + (dir_ / "run" / "started").string() +
+                       "/"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("could not be read within 5 s"), std::string::npos) << r.err;
+  EXPECT_EQ(test_util::ReadFile((dir_ / "run" / "finished").string()), "trained\n");
 }
 
 // A host whose daemon never reports back (a dead host at start) left mpirun

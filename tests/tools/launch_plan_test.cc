@@ -164,6 +164,25 @@ TEST(LaunchPlanTest, RefusesSlotsThatAddUpPastTheRankLimit) {
   EXPECT_NE(status.message().find("ranks"), std::string::npos) << status;
 }
 
+// localhost and this machine's own name (or address) are one machine to
+// Open MPI: listed as two lines, the job did not get the ranks they add up
+// to, and the relaunch could drop "one" of them.
+TEST(LaunchPlanTest, TheLaunchersMachineListedTwiceIsRefusedNamingBothLines) {
+  const StartedRankHost launcher{"Vm1", {"127.0.0.1", "10.77.0.9"}};
+  const auto check = [&launcher](const std::string& text) {
+    return CheckLauncherListedOnce(*ParseHostfile(text, "H"), launcher, "H");
+  };
+  EXPECT_EQ(check("localhost slots=2\nvm1 slots=2\n").message(),
+            "H: lines 'localhost slots=2' and 'vm1 slots=2' both name this machine (Vm1), where "
+            "mpirun runs; Open MPI counts a machine once, so the job would not get the ranks the "
+            "hostfile adds up to: give it one line with the slots added up");
+  EXPECT_EQ(check("10.77.0.9\nnode2\nme@LOCALHOST\n").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(check("::1\nvm1\n").code(), absl::StatusCode::kInvalidArgument);
+  // Other hosts, and 127.0.0.2 (another host to Open MPI), are not this machine.
+  EXPECT_TRUE(check("localhost slots=2\nnode2\n127.0.0.2\n10.77.0.8\n").ok());
+  EXPECT_TRUE(check("vm1 slots=4\n").ok());
+}
+
 TEST(LaunchPlanTest, FindsTheHostOpenMpiLost) {
   EXPECT_EQ(FindLostHost("ORTE has lost communication with a remote daemon.\n\n"
                          "  HNP daemon   : [[1,0],0] on node vm\n"
@@ -189,6 +208,24 @@ TEST(LaunchPlanTest, TheHostNamedUnreachableMostOftenIsTheLostOne) {
                          "rank 1 of 3: ...: rank 2 (10.77.0.3) is unreachable (...)\n",
                          Hosts()),
             "10.77.0.3");
+}
+
+// A rank's report arrives in its failure record and again in mpirun's copy
+// of its stderr. Counted each time, the cut-off rank's repeated report
+// outweighed the two healthy ranks naming it, and a healthy host was lost.
+TEST(LaunchPlanTest, EachRanksReportCountsOnceHoweverOftenItArrives) {
+  const std::string cut_off_report =
+      "rank 2 of 3: ...: rank 0 (10.77.0.1) is unreachable (...); rank 1 (10.77.0.2) is "
+      "unreachable (...)\n";
+  const std::string output = cut_off_report + cut_off_report + cut_off_report +
+                             "rank 0 of 3: ...: rank 2 (10.77.0.3) is unreachable (...)\n"
+                             "rank 1 of 3: ...: rank 2 (10.77.0.3) is unreachable (...)\n";
+  EXPECT_EQ(HostsNamedLost(output, Hosts()), std::vector<std::string>{"10.77.0.3"});
+  // Lines naming no reporting rank still count one each.
+  EXPECT_EQ(HostsNamedLost("rank 1 (10.77.0.2) is unreachable\nrank 1 (10.77.0.2) is unreachable\n"
+                           "rank 0 (10.77.0.1) is unreachable\n",
+                           Hosts()),
+            std::vector<std::string>{"10.77.0.2"});
 }
 
 // With two hosts a cut link makes each rank name the other unreachable:

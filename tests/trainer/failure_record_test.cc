@@ -65,6 +65,21 @@ TEST(FailureRecordTest, StartMarkersNameRankAndHostOfTheirAttemptOnly) {
   std::filesystem::remove_all(out);
 }
 
+// A marker directory that is absent says no rank started; one that cannot
+// be read (here a file where the directory should be) says nothing, and
+// `dropk launch` must not name hosts silent on it.
+TEST(FailureRecordTest, StartMarkersThatCannotBeReadAreToldFromAbsentOnes) {
+  const std::filesystem::path out = FreshDir("failure_record_unreadable_started");
+  const std::optional<std::vector<StartedRank>> absent =
+      StartedRanksWithin(out.string(), "a1", std::chrono::seconds(5));
+  ASSERT_TRUE(absent.has_value());
+  EXPECT_TRUE(absent->empty());
+  std::filesystem::create_directories(out / "started");
+  std::ofstream(StartMarkerDir(out.string(), "a1")) << "not a directory\n";
+  EXPECT_FALSE(StartedRanksWithin(out.string(), "a1", std::chrono::seconds(5)).has_value());
+  std::filesystem::remove_all(out);
+}
+
 TEST(FailureRecordTest, AppendsOneTimestampedLinePerFailureAndKeepsEarlierOnes) {
   const std::filesystem::path out = FreshDir("failure_record_append");
   ASSERT_TRUE(RecordFailure(out.string(), 2, "rank 2 of 4: first"));

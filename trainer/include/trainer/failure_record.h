@@ -96,7 +96,9 @@ bool RecordRankStarted(const std::string& out_dir, const std::string& attempt, i
 
 // The ranks that marked their start in `attempt` under `out_dir` (none when
 // the directory is not there), read on a thread given up after `limit`:
-// nullopt when the filesystem has not answered by then.
+// nullopt when the filesystem has not answered by then, or when the
+// markers cannot be read (the directory or a marker gives an error other
+// than the directory being absent): then no one can tell who started.
 std::optional<std::vector<StartedRank>> StartedRanksWithin(const std::string& out_dir,
                                                            const std::string& attempt,
                                                            std::chrono::milliseconds limit);
