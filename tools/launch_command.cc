@@ -360,12 +360,12 @@ class FailureWatchdog {
         hosts_(hosts) {}
 
   // Reads the records (bounded: a hung filesystem makes it wait no more than
-  // a second) and says whether mpirun has outlived its grace.
+  // a second, and holds one blocked read, not one more each call) and says
+  // whether mpirun has outlived its grace.
   std::optional<std::string> operator()() {
     const auto now = std::chrono::steady_clock::now();
     if (!first_seen_) {
-      const std::optional<std::vector<std::string>> lines =
-          FailureRecordsOf(out_dir_, marks_, std::chrono::seconds(1));
+      const std::optional<std::vector<std::string>> lines = Records();
       if (!lines || lines->empty()) return std::nullopt;
       first_seen_ = now;
       first_line_ = lines->front();
@@ -377,8 +377,7 @@ class FailureWatchdog {
     if (lost_host_) {
       // Every rank's record by now: the first may be the cut-off rank's,
       // naming the hosts it can no longer reach (HostsNamedLost counts them).
-      if (const std::optional<std::vector<std::string>> lines =
-              FailureRecordsOf(out_dir_, marks_, std::chrono::seconds(1));
+      if (const std::optional<std::vector<std::string>> lines = Records();
           lines && !lines->empty()) {
         const std::vector<std::string> named = HostsNamedLost(absl::StrJoin(*lines, "\n"), hosts_);
         if (named.size() == 1) lost = absl::StrCat("host ", named.front(), " lost");
@@ -395,8 +394,17 @@ class FailureWatchdog {
   }
 
  private:
+  // The records since the marks, nullopt when there are no marks or the
+  // filesystem has not answered within a second.
+  std::optional<std::vector<std::string>> Records() {
+    if (!marks_) return std::nullopt;
+    if (!poller_) poller_.emplace(out_dir_, *marks_);
+    return poller_->Poll(std::chrono::seconds(1));
+  }
+
   const std::string out_dir_;
   const std::optional<FailureRecordMarks> marks_;
+  std::optional<FailureRecordPoller> poller_;
   const std::chrono::seconds failure_grace_;
   const std::chrono::seconds lost_host_grace_;
   const std::vector<HostEntry>& hosts_;

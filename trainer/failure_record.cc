@@ -158,6 +158,34 @@ std::optional<std::vector<std::string>> FailureRecordsSinceWithin(const std::str
       [out_dir, marks, env] { return FailureRecordsSince(out_dir, marks, env); }, limit);
 }
 
+FailureRecordPoller::FailureRecordPoller(std::string out_dir, FailureRecordMarks marks, Env* env)
+    : out_dir_(std::move(out_dir)), marks_(std::move(marks)), env_(env) {}
+
+std::optional<std::vector<std::string>> FailureRecordPoller::Poll(std::chrono::milliseconds wait) {
+  if (!in_flight_.valid()) {
+    try {
+      auto done = std::make_shared<std::promise<std::vector<std::string>>>();
+      in_flight_ = done->get_future();
+      std::thread([done, out_dir = out_dir_, marks = marks_, env = env_] {
+        try {
+          done->set_value(FailureRecordsSince(out_dir, marks, env));
+        } catch (...) {  // an allocation failure, in the filesystem library or here
+          done->set_exception(std::current_exception());
+        }
+      }).detach();
+    } catch (...) {  // no memory or no thread: nothing read this time
+      in_flight_ = {};
+      return std::nullopt;
+    }
+  }
+  if (in_flight_.wait_for(wait) != std::future_status::ready) return std::nullopt;
+  try {
+    return in_flight_.get();  // leaves in_flight_ invalid: the next poll reads anew
+  } catch (...) {
+    return std::nullopt;
+  }
+}
+
 std::string ThisHostName() {
   char name[256] = {};
   if (gethostname(name, sizeof name - 1) != 0) return "?";

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
@@ -153,6 +154,7 @@ class HangingListEnv : public ForwardingEnv {
  public:
   HangingListEnv() : ForwardingEnv(Env::Default()) {}
   absl::StatusOr<std::vector<std::string>> ListDir(const std::string& path) override {
+    ++lists_;
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait_for(lock, std::chrono::seconds(20), [this] { return released_; });
@@ -164,8 +166,11 @@ class HangingListEnv : public ForwardingEnv {
     released_ = true;
     cv_.notify_all();
   }
+  // How many ListDir calls began.
+  int lists() const { return lists_; }
 
  private:
+  std::atomic<int> lists_{0};
   std::mutex mu_;
   std::condition_variable cv_;
   bool released_ = false;
@@ -196,6 +201,33 @@ TEST(FailureRecordTest, ReadsThatNeverEndAreGivenUpAfterTheLimit) {
       MarkFailureRecordsWithin(out.string(), std::chrono::seconds(10), &env);
   ASSERT_TRUE(marks.has_value());
   EXPECT_EQ(marks->size(), 1u);
+  std::filesystem::remove_all(out);
+}
+
+// dropk launch polls the failure records every second while mpirun runs;
+// on a hung filesystem each poll left one more thread blocked for good. A
+// poll while a read is in flight waits on that read instead.
+TEST(FailureRecordTest, PollsHoldOneReadInFlightHoweverOftenTheyCome) {
+  const std::filesystem::path out = FreshDir("failure_record_poller");
+  ASSERT_TRUE(RecordFailure(out.string(), 0, "rank 0 of 1: lost"));
+  HangingListEnv& env = *new HangingListEnv;
+  FailureRecordPoller poller(out.string(), {}, &env);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_FALSE(poller.Poll(std::chrono::milliseconds(20)).has_value());
+  }
+  EXPECT_EQ(env.lists(), 1);
+  env.Release();
+  std::optional<std::vector<std::string>> lines = poller.Poll(std::chrono::seconds(10));
+  ASSERT_TRUE(lines.has_value());
+  ASSERT_EQ(lines->size(), 1u);
+  EXPECT_NE(lines->front().find(": rank 0 of 1: lost"), std::string::npos) << lines->front();
+  EXPECT_EQ(env.lists(), 1);
+  // A finished read is used once: the next poll reads what is there now.
+  ASSERT_TRUE(RecordFailure(out.string(), 1, "rank 1 of 2: lost too"));
+  lines = poller.Poll(std::chrono::seconds(10));
+  ASSERT_TRUE(lines.has_value());
+  EXPECT_EQ(lines->size(), 2u);
+  EXPECT_EQ(env.lists(), 2);
   std::filesystem::remove_all(out);
 }
 

@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <future>
 #include <map>
 #include <optional>
 #include <string>
@@ -64,6 +65,29 @@ std::optional<std::vector<std::string>> FailureRecordsSinceWithin(const std::str
                                                                   const FailureRecordMarks& marks,
                                                                   std::chrono::milliseconds limit,
                                                                   Env* env = nullptr);
+
+// Reads the lines appended to the failure files under an out_dir since
+// some marks (FailureRecordsSince) again and again while a job runs, each
+// read on a thread of its own, with at most one read in flight: a poll
+// while the last read is still blocked (a hung shared filesystem) waits on
+// that read rather than starting another, so a watcher polling every second
+// holds one blocked thread, not one more each second. Not thread-safe: one
+// caller polls. `env` (null: Env::Default()) must outlive the reads.
+class FailureRecordPoller {
+ public:
+  FailureRecordPoller(std::string out_dir, FailureRecordMarks marks, Env* env = nullptr);
+
+  // The lines, when the read in flight (started now if none is) ends within
+  // `wait`; nullopt when it has not (it stays in flight for the next poll)
+  // or it failed. Each finished read is used once: the next poll reads anew.
+  std::optional<std::vector<std::string>> Poll(std::chrono::milliseconds wait);
+
+ private:
+  const std::string out_dir_;
+  const FailureRecordMarks marks_;
+  Env* const env_;
+  std::future<std::vector<std::string>> in_flight_;
+};
 
 // The environment variable `dropk launch` sets (mpirun -x) to the id of
 // each attempt it starts; a rank that finds it marks that it started.
