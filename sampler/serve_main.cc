@@ -131,8 +131,9 @@ int Main(int argc, char** argv) {
     std::cout << app.help();
     return dropk::kExitOk;
   } catch (const CLI::ParseError& e) {
-    std::cerr << "dropk-serve: " << dropk::DescribeParseError(e.what())
-              << " (run with --help for usage)\n";
+    std::string message = dropk::UnknownFlagAfterParse(app);
+    if (message.empty()) message = dropk::DescribeParseError(e.what());
+    std::cerr << "dropk-serve: " << message << " (run with --help for usage)\n";
     return dropk::kExitUsage;
   }
   if (o.checkpoints_dir.empty()) {

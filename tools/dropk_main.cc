@@ -186,6 +186,7 @@ int Main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::string message = UnknownSubcommandMessage(app, argc, argv);
+    if (message.empty()) message = dropk::UnknownFlagAfterParse(app);
     if (message.empty()) message = dropk::DescribeParseError(e.what());
     std::cerr << "dropk: " << message << " (run with --help for usage)\n";
     return dropk::kExitUsage;

@@ -479,9 +479,14 @@ absl::StatusOr<TrainCommandLine> ParseTrainCommandLine(int argc, char** argv) {
   if (!extras.empty()) {
     for (const std::string& extra : extras) {
       if (extra.size() > 1 && extra[0] == '-') {
-        return absl::InvalidArgumentError(
-            absl::StrCat("unknown flag ", extra.substr(0, extra.find('=')),
-                         ": not --config nor a field of dropk.TrainConfig (see --help)"));
+        std::vector<std::string> known = {"--config", "--help"};
+        for (const CLI::Option* option : options) {
+          if (option != nullptr) known.push_back(option->get_name());
+        }
+        const std::string name = extra.substr(0, extra.find('='));
+        return absl::InvalidArgumentError(absl::StrCat("unknown flag ", name, DidYouMean(name, known),
+                                                       ": not --config nor a field of "
+                                                       "dropk.TrainConfig (see --help)"));
       }
     }
     return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", extras.front(),

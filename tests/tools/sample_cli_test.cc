@@ -50,6 +50,14 @@ TEST(SampleCliTest, PromptThatIsNotUtf8IsAFlagErrorNotAnAbort) {
   EXPECT_NE(r.err.find("index 2: 0xFF"), std::string::npos) << r.err;
 }
 
+// An unknown flag is named with the flag it was likely meant as, before a
+// required flag it leaves missing (CLI11 said only "--prompt is required").
+TEST(SampleCliTest, AnUnknownFlagNamesTheFlagItWasLikelyMeantAs) {
+  ExpectFlagError(RunCommand(kBin + "dropk sample --checkpoin /nonexistent --promt a"),
+                  "unknown flag --checkpoin (did you mean --checkpoint?)");
+  ExpectFlagError(Sample("--prompt a --top_k 5"), "unknown flag --top_k (did you mean --top-k?)");
+}
+
 // NaN and infinity became JSON null, which the server reads as absent: the
 // text was sampled at temperature 1 (or top_p 1) without a word.
 TEST(SampleCliTest, NonFiniteTemperatureOrTopPIsRefused) {

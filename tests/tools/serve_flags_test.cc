@@ -46,6 +46,21 @@ TEST(ServeFlagsTest, AFlagGivenTwiceIsNamedAsSuch) {
   EXPECT_EQ(r.err, "dropk-serve: --port given 2 times; give it once (run with --help for usage)\n");
 }
 
+// CLI11 reports a missing required flag before an unknown one:
+// `--checkpoint DIR` said "--checkpoints is required" and nothing of the
+// flag given.
+TEST(ServeFlagsTest, AnUnknownFlagIsNamedWithTheFlagItWasLikelyMeantAs) {
+  CommandResult r = RunCommand(kBin + "dropk-serve --checkpoint /nonexistent --port 0");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.err,
+            "dropk-serve: unknown flag --checkpoint (did you mean --checkpoints?) (run with --help "
+            "for usage)\n");
+  r = RunCommand(kBin + "dropk-serve --checkpoints /nonexistent --max_batch=4");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("unknown flag --max_batch (did you mean --max-batch?)"), std::string::npos)
+      << r.err;
+}
+
 // CLI11 took the flag after one given without its value as the value:
 // `--checkpoints --watch` served a directory named "--watch" and did not
 // watch; `dropk data prepare --out --threads=2 in.txt` wrote into a

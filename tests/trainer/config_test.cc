@@ -245,7 +245,11 @@ INSTANTIATE_TEST_SUITE_P(
                       BadFlagCase{"--dropout_stream=dropout_stream_unspecified",
                                   "--dropout_stream=dropout_stream_unspecified"},
                       BadFlagCase{"--resume_from=latest", "unknown flag --resume_from"},
-                      BadFlagCase{"--n_layers=4", "unknown flag --n_layers"},
+                      BadFlagCase{"--n_layers=4",
+                                  "unknown flag --n_layers (did you mean --n_layer?): not "
+                                  "--config"},
+                      BadFlagCase{"--max-iters=4", "unknown flag --max-iters (did you mean "
+                                                   "--max_iters?)"},
                       BadFlagCase{"stray", "unexpected argument 'stray'"}),
     [](const ::testing::TestParamInfo<BadFlagCase>& info) {
       return absl::StrCat("Case", info.index);
