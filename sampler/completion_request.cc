@@ -12,6 +12,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "base/closest_name.h"
 #include "base/cut_for_message.h"
 #include "base/number_text.h"
 #include "completion_text.h"
@@ -81,8 +82,8 @@ std::string WhyNotJson(std::string_view body) {
 // The fields a completion body is read for (ParseCompletionRequest and
 // RefuseUnsupported): a number in one of them that a double cannot hold is
 // refused quoting it; one in a field dropk ignores is let be.
-bool IsFieldRead(const std::string& field) {
-  static const char* const kFields[] = {"prompt",
+const std::vector<std::string>& FieldsRead() {
+  static const std::vector<std::string> kFields = {"prompt",
                                         "max_tokens",
                                         "top_k",
                                         "n",
@@ -100,10 +101,29 @@ bool IsFieldRead(const std::string& field) {
                                         "frequency_penalty",
                                         "logit_bias",
                                         "best_of"};
-  for (const char* f : kFields) {
-    if (field == f) return true;
+  return kFields;
+}
+bool IsFieldRead(const std::string& field) {
+  const std::vector<std::string>& fields = FieldsRead();
+  return std::find(fields.begin(), fields.end(), field) != fields.end();
+}
+
+// A field dropk does not read is let be (clients send their own metadata:
+// "user", "metadata"), unless it is so close to one dropk reads that it is
+// a misspelling of it: {"max_token": 50} ran the default 16 tokens, and
+// {"temprature": 0} sampled at temperature 1, without a word.
+std::optional<ApiError> RefuseMisspelledFields(const json& body) {
+  for (const auto& [key, value] : body.items()) {
+    if (IsFieldRead(key)) continue;
+    const std::string meant = ClosestName(key, FieldsRead());
+    if (meant.empty()) continue;
+    return InvalidParam(key,
+                        absl::StrCat("'", key, "' is not a field dropk-serve reads "
+                                     "(did you mean '", meant, "'?); fix its name, or leave it "
+                                     "out"),
+                        "unknown_parameter");
   }
-  return false;
+  return std::nullopt;
 }
 
 // True when `v` is, or holds, a float that reads as 0: 1e-400 does.
@@ -522,6 +542,7 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
                      "differ on which value counts)"),
         "invalid_json");
   }
+  if (auto e = RefuseMisspelledFields(j)) return *e;
   if (HoldsFloatZero(j)) {
     if (std::vector<UnreadableNumber> numbers = FindUnreadableNumbers(body, IsFieldRead);
         !numbers.empty()) {

@@ -15,27 +15,27 @@ const std::vector<std::string> kServeFlags = {"--checkpoints", "--watch", "--por
 const std::vector<std::string> kTrainFlags = {"--max_iters", "--n_layer", "--n_head",
                                               "--learning_rate", "--resume"};
 
-TEST(ClosestFlagNameTest, ATypoOrAMissingLetterNamesTheFlagMeant) {
-  EXPECT_EQ(ClosestFlagName("--checkpoint", kServeFlags), "--checkpoints");
-  EXPECT_EQ(ClosestFlagName("--max_iter", kTrainFlags), "--max_iters");
-  EXPECT_EQ(ClosestFlagName("--n_layers", kTrainFlags), "--n_layer");
-  EXPECT_EQ(ClosestFlagName("--prot", kServeFlags), "--port");  // two letters swapped
-  EXPECT_EQ(ClosestFlagName("--lerning_rate", kTrainFlags), "--learning_rate");
+TEST(ClosestNameTest, ATypoOrAMissingLetterNamesTheFlagMeant) {
+  EXPECT_EQ(ClosestName("--checkpoint", kServeFlags), "--checkpoints");
+  EXPECT_EQ(ClosestName("--max_iter", kTrainFlags), "--max_iters");
+  EXPECT_EQ(ClosestName("--n_layers", kTrainFlags), "--n_layer");
+  EXPECT_EQ(ClosestName("--prot", kServeFlags), "--port");  // two letters swapped
+  EXPECT_EQ(ClosestName("--lerning_rate", kTrainFlags), "--learning_rate");
 }
 
 // dropk-train's flags are spelled with '_', dropk-serve's with '-'.
-TEST(ClosestFlagNameTest, DashesForUnderscoresAndCaseAreTheSameFlag) {
-  EXPECT_EQ(ClosestFlagName("--max-iters", kTrainFlags), "--max_iters");
-  EXPECT_EQ(ClosestFlagName("--max_batch", kServeFlags), "--max-batch");
-  EXPECT_EQ(ClosestFlagName("--Port-File", kServeFlags), "--port-file");
+TEST(ClosestNameTest, DashesForUnderscoresAndCaseAreTheSameFlag) {
+  EXPECT_EQ(ClosestName("--max-iters", kTrainFlags), "--max_iters");
+  EXPECT_EQ(ClosestName("--max_batch", kServeFlags), "--max-batch");
+  EXPECT_EQ(ClosestName("--Port-File", kServeFlags), "--port-file");
 }
 
-TEST(ClosestFlagNameTest, NothingCloseSuggestsNothing) {
-  EXPECT_EQ(ClosestFlagName("--temperature", kServeFlags), "");
-  EXPECT_EQ(ClosestFlagName("--x", kServeFlags), "");
-  EXPECT_EQ(ClosestFlagName("--p", kServeFlags), "");  // 3 edits from --port: too far for its length
-  EXPECT_EQ(ClosestFlagName("--", kServeFlags), "");
-  EXPECT_EQ(ClosestFlagName("-", {}), "");
+TEST(ClosestNameTest, NothingCloseSuggestsNothing) {
+  EXPECT_EQ(ClosestName("--temperature", kServeFlags), "");
+  EXPECT_EQ(ClosestName("--x", kServeFlags), "");
+  EXPECT_EQ(ClosestName("--p", kServeFlags), "");  // 3 edits from --port: too far for its length
+  EXPECT_EQ(ClosestName("--", kServeFlags), "");
+  EXPECT_EQ(ClosestName("-", {}), "");
   EXPECT_EQ(DidYouMean("--wach", kServeFlags), " (did you mean --watch?)");
   EXPECT_EQ(DidYouMean("--nothing-like-it", kServeFlags), "");
 }

@@ -459,8 +459,7 @@ TEST(CompletionsParseTest, InvalidJsonSaysWhereAndWhy) {
     SCOPED_TRACE(c.body.substr(0, 40));
     const ApiError e = ErrorOf(c.body);
     EXPECT_EQ(e.code, "invalid_json");
-    EXPECT_EQ(e.message.rfind("the request body is not valid JSON (parse error at line 1, ", 0),
-              0u)
+    EXPECT_EQ(e.message.rfind("the request body is not valid JSON (parse error at line 1, ", 0), 0u)
         << e.message;
     for (const std::string& w : c.words) {
       EXPECT_NE(e.message.find(w), std::string::npos) << "'" << w << "' not in: " << e.message;
@@ -573,6 +572,28 @@ TEST(CompletionsParseTest, AFieldGivenTwiceIsRefusedNamingIt) {
   // Nested objects, and fields dropk ignores, are not its concern.
   EXPECT_EQ(Parse(R"({"prompt":"a","user":"x","user":"y","logit_bias":{}})").prompts.size(), 1u);
   EXPECT_EQ(Parse(R"({"prompt":"a","metadata":{"k":1,"k":2}})").prompts.size(), 1u);
+}
+
+// {"max_token": 50} ran the default 16 tokens and {"temprature": 0}
+// sampled at temperature 1, without a word: a field this close to one dropk
+// reads is a misspelling, and refused naming both. Fields far from every
+// one dropk reads (a client's metadata) are still let be.
+TEST(CompletionsParseTest, AMisspelledFieldIsRefusedNamingTheFieldMeant) {
+  ApiError e = ErrorOf(R"({"prompt":"a","max_token":50})");
+  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.param, "max_token");
+  EXPECT_EQ(e.code, "unknown_parameter");
+  EXPECT_EQ(e.message,
+            "'max_token' is not a field dropk-serve reads (did you mean 'max_tokens'?); fix its "
+            "name, or leave it out");
+  EXPECT_NE(ErrorOf(R"({"prompt":"a","temprature":0})").message.find("did you mean 'temperature'"),
+            std::string::npos);
+  EXPECT_EQ(ErrorOf(R"({"prompt":"a","top-k":5})").param, "top-k");
+  EXPECT_EQ(ErrorOf(R"({"Prompt":"a","prompt":"b"})").param, "Prompt");
+  EXPECT_NE(ErrorOf(R"({"prompt":"a","N":2})").message.find("did you mean 'n'?"),
+            std::string::npos);
+  EXPECT_EQ(Parse(R"({"prompt":"a","user":"x","metadata":{"k":1},"min_p":0.1})").prompts.size(),
+            1u);
 }
 
 // stream_options.include_usage given true, then false, was read as false
