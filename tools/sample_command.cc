@@ -33,6 +33,7 @@
 #include "sampler/model_snapshot.h"
 #include "sampler/scheduler.h"
 #include "tools/host_lookup.h"
+#include "tools/server_url.h"
 
 namespace dropk {
 namespace {
@@ -427,82 +428,6 @@ absl::Status SampleOffline(const SampleFlags& f) {
   PrintFooter(last, absl::StrCat("offline: weights ", EngineWeightsName(options.weights),
                                  ", KV cache ", EngineKvCacheName(options.kv_cache)));
   return CheckFinished(last);
-}
-
-// Where --url points: what the connection and the request need of it.
-struct ServerUrl {
-  std::string hostport;  // as written, for the Host header: "[::1]:8080"
-  std::string host;      // for the lookup: an IPv6 literal bare, "::1"
-  std::string port;      // digits, 1 to 65535
-  std::string target;    // the request's path and query: "/v1/completions?x=1"
-};
-
-// Reads `url`, http://HOST[:PORT][/PATH][?QUERY][#FRAGMENT]; the path
-// defaults to /v1/completions, and one that does not end in it gets it
-// added. InvalidArgument naming --url for what the resolver or the server
-// would misread.
-absl::StatusOr<ServerUrl> ParseServerUrl(const std::string& url) {
-  const auto refused = [&url](const std::string& why) {
-    return absl::InvalidArgumentError(absl::StrCat("--url ", url, ": ", why));
-  };
-  // A scheme is case-insensitive (RFC 3986 3.1): HTTP:// was refused.
-  if (!absl::StartsWithIgnoreCase(url, "http://")) return refused("must start with http://");
-  // A space or a control character went out raw in the request line, which
-  // the server then refused (400) or misread.
-  if (std::any_of(url.begin(), url.end(),
-                  [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; })) {
-    return refused(
-        "holds a space or a control character, which a URL may not (write a space "
-        "as %20)");
-  }
-  // The authority ends at the first '/', '?' or '#' (RFC 3986 3.2): a query
-  // right after it (http://host:8080?key=v) was read as part of the port,
-  // and a query after a path got /v1/completions added after it
-  // (/v1?x=1/v1/completions). A fragment is the client's own, never sent
-  // (RFC 9110 7.1).
-  std::string rest = url.substr(7);
-  rest.resize(std::min(rest.find('#'), rest.size()));
-  const size_t authority_end = std::min(rest.find_first_of("/?"), rest.size());
-  ServerUrl out;
-  out.hostport = rest.substr(0, authority_end);
-  std::string path = rest.substr(authority_end);
-  const size_t question = std::min(path.find('?'), path.size());
-  const std::string query = path.substr(question);
-  path.resize(question);
-  // http://user:password@host was looked up as the host "user:password@host"
-  // ("Host not found"); dropk sends a key with --api-key-file, never one in
-  // the URL.
-  if (out.hostport.find('@') != std::string::npos) {
-    return refused(
-        "holds user information (USER@HOST), which dropk does not send; give the key with "
-        "--api-key-file and the URL as http://HOST[:PORT][/PATH]");
-  }
-  while (!path.empty() && path.back() == '/') path.pop_back();
-  if (path.size() < 15 || path.compare(path.size() - 15, 15, "/v1/completions") != 0) {
-    path += path.ends_with("/v1") ? "/completions" : "/v1/completions";
-  }
-  out.target = path + query;
-  // An IPv6 literal is bracketed ([::1]:8080); the resolver wants it bare.
-  const size_t bracket = out.hostport.rfind(']');
-  const size_t colon = out.hostport.find(':', bracket == std::string::npos ? 0 : bracket);
-  out.host = out.hostport.substr(0, colon);
-  if (out.host.size() >= 2 && out.host.front() == '[' && out.host.back() == ']') {
-    out.host = out.host.substr(1, out.host.size() - 2);
-  }
-  out.port = colon == std::string::npos ? "80" : out.hostport.substr(colon + 1);
-  // What the resolver would misread is refused naming --url: an empty host
-  // reached this machine, port 99999 was "Connection refused", "[::1" was
-  // "Service not found". A port is digits alone (RFC 3986 3.2.3): "+80"
-  // was read as 80, and sent as it was in the Host header.
-  int port_number = 0;
-  if (out.host.empty() || out.host.find_first_of("[] ") != std::string::npos || out.port.empty() ||
-      !std::all_of(out.port.begin(), out.port.end(), absl::ascii_isdigit) ||
-      !absl::SimpleAtoi(out.port, &port_number) || port_number < 1 || port_number > 65535) {
-    return refused(
-        "not http://HOST[:PORT][/PATH] (HOST a name, an IPv4 address or [IPv6], PORT 1 to "
-        "65535)");
-  }
-  return out;
 }
 
 // SampleHttp without --url's name in its errors about what answered.
