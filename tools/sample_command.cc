@@ -24,6 +24,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "base/cli_flag_values.h"
 #include "base/cut_for_message.h"
 #include "base/number_text.h"
@@ -59,6 +60,8 @@ constexpr uint64_t kNoBodyLimit = std::numeric_limits<uint64_t>::max();
 constexpr size_t kStreamPieceBytes = 64 << 10;
 // The largest answer header it reads (Beast's default).
 constexpr uint32_t kMaxHeaderBytes = 8 << 10;
+// The most interim (1xx) answers it skips before the answer.
+constexpr int kMaxInterimAnswers = 16;
 
 struct SampleFlags {
   std::string url, checkpoint, prompt, api_key_file;
@@ -129,6 +132,37 @@ std::string DescribeHttpError(const boost::system::error_code& ec, const std::st
     return absl::StrCat("the server's answer is not valid HTTP/1.1 (", ec.message(), ")");
   }
   return ec.message();
+}
+
+// An error when the answer whose header `header` holds has its body in a
+// coding dropk does not decode: a Transfer-Encoding other than chunked, a
+// Content-Encoding other than identity. Such a body was read as its coded
+// bytes (gzip's were "not JSON"), or, not chunked, up to the connection's
+// end. The error names the header field and its value.
+absl::Status CheckCodings(const http::response_parser<http::empty_body>& header) {
+  for (const auto& [field, allowed, why] :
+       {std::tuple{http::field::transfer_encoding, "chunked", "it reads chunked only"},
+        std::tuple{http::field::content_encoding, "identity", "it asks for identity"}}) {
+    std::string value;
+    bool refused = false;
+    const auto [begin, end] = header.get().equal_range(field);
+    for (auto line = begin; line != end; ++line) {
+      const std::string text(line->value());
+      absl::StrAppend(&value, value.empty() ? "" : ", ", text);
+      for (absl::string_view coding : absl::StrSplit(text, ',')) {
+        // A coding may carry parameters ("gzip;q=1"): its name is the token.
+        coding = absl::StripAsciiWhitespace(coding.substr(0, coding.find(';')));
+        if (!coding.empty() && !absl::EqualsIgnoreCase(coding, allowed)) refused = true;
+      }
+    }
+    if (refused) {
+      return absl::UnavailableError(absl::StrCat(
+          "the server's answer (HTTP ", header.get().result_int(), ") has ",
+          std::string(http::to_string(field)), ": ", OneLine(value, 80),
+          ", which dropk does not decode (", why, ")"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 // Checks what the request body cannot carry or the server would misread:
@@ -500,6 +534,8 @@ absl::Status AskServer(const SampleFlags& f) {
     req.set(http::field::host, hostport);
     req.set(http::field::content_type, "application/json");
     if (!api_key.empty()) req.set(http::field::authorization, "Bearer " + api_key);
+    // dropk decodes no content coding (CheckCodings).
+    req.set(http::field::accept_encoding, "identity");
     req.body() = *std::move(body);
     req.prepare_payload();
     // An idle limit, renewed before each step: a total one cut off long
@@ -516,17 +552,39 @@ absl::Status AskServer(const SampleFlags& f) {
     // them too); each is a header alone, skipped. "HTTP 100: " was the error.
     // A parser reads one message, so each answer gets a fresh one. The
     // header is read alone: what it says decides whether the body is kept.
+    // Interim answers are no progress: they share one --timeout with the
+    // final header (each renewed it, so a server sending "100 Continue"
+    // every few seconds kept dropk waiting for good), and past
+    // kMaxInterimAnswers the server is given up on.
     std::optional<http::response_parser<http::empty_body>> header;
-    do {
+    stream.expires_after(timeout);
+    for (int interim = 0;; ++interim) {
       header.emplace();
       // Checked below, once it is known what is kept. Not boost::none:
       // Boost 1.74's parser compares a Content-Length with it as greater.
       header->body_limit(kNoBodyLimit);
       header->header_limit(kMaxHeaderBytes);
-      stream.expires_after(timeout);
       run([&](auto done) { http::async_read_header(stream, buffer, *header, done); });
-    } while (header->get().result_int() / 100 == 1);
+      const int status = header->get().result_int();
+      // 101 answers an Upgrade, which dropk never asks for; what followed
+      // was read as HTTP.
+      if (status == 101) {
+        return absl::UnavailableError(absl::StrCat(
+            "the server switched protocols (HTTP 101, Upgrade: ",
+            OneLine(std::string(header->get()[http::field::upgrade]), 80),
+            "), which dropk did not ask for"));
+      }
+      if (status / 100 != 1) break;
+      if (interim == kMaxInterimAnswers) {
+        return absl::UnavailableError(absl::StrCat("the server sent more than ",
+                                                   kMaxInterimAnswers,
+                                                   " interim (1xx) answers before its answer"));
+      }
+      on_timeout = absl::StrCat("the server sent only interim (1xx) answers, no answer, for ",
+                                f.timeout_s, " s (--timeout); it is stalled or still busy");
+    }
     const int status = header->get().result_int();
+    if (absl::Status s = CheckCodings(*header); !s.ok()) return s;
     if (status != 200 || !f.stream) {
       // Kept whole: at most kMaxAnswerBytes, a declared length too.
       if (header->content_length().value_or(0) > kMaxAnswerBytes) {

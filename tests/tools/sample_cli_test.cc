@@ -580,6 +580,82 @@ TEST(SampleCliTest, InterimAnswersBeforeTheFinalOneAreSkipped) {
   EXPECT_EQ(r.err, "dropk: HTTP 400: no\n");
 }
 
+// Interim answers renewed --timeout each: a server that sent "100 Continue"
+// every 300 ms kept dropk waiting for as long as it went on (for good, for
+// one that never stops). They share the one deadline of the answer, and
+// more than 16 are refused. A 101 (an Upgrade dropk never asks for) was
+// skipped as interim, and what followed read as HTTP.
+TEST(SampleCliTest, InterimAnswersShareTheTimeoutAndAreBounded) {
+  const std::string answer = Reply200(R"({"choices":[{"text":"hi"}]})");
+  std::string interim16;
+  for (int i = 0; i < 16; ++i) interim16 += "HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n";
+  CannedServer sixteen(interim16 + answer);
+  CommandResult r = RunCommand(kBin + "dropk sample --prompt a --url " + sixteen.url());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "hi\n");
+  CannedServer seventeen(interim16 + "HTTP/1.1 100 Continue\r\n\r\n" + answer);
+  r = RunCommand(kBin + "dropk sample --prompt a --url " + seventeen.url());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "dropk: " + seventeen.url() +
+                       ": the server sent more than 16 interim (1xx) answers before its answer\n");
+  // Eight interim answers 300 ms apart, then the connection closes: with
+  // --timeout 1, dropk gives up after the fourth.
+  CannedServer trickle(std::vector<std::string>(8, "HTTP/1.1 100 Continue\r\n\r\n"),
+                       std::chrono::milliseconds(300));
+  r = RunCommand(kBin + "dropk sample --timeout 1 --prompt a --url " + trickle.url());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "dropk: " + trickle.url() +
+                       ": the server sent only interim (1xx) answers, no answer, for 1 s "
+                       "(--timeout); it is stalled or still busy\n");
+  CannedServer upgrade(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n" +
+      answer);
+  r = RunCommand(kBin + "dropk sample --prompt a --url " + upgrade.url());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "dropk: " + upgrade.url() +
+                       ": the server switched protocols (HTTP 101, Upgrade: websocket), which "
+                       "dropk did not ask for\n");
+}
+
+// dropk decodes no content coding and reads chunked framing alone, but a
+// body in another coding was read as its bytes: gzip's were "the server's
+// answer has no choices[0].text (not JSON)". It asks for identity, and an
+// answer in another coding is refused naming the header and its value.
+TEST(SampleCliTest, AnAnswerInACodingDropkDoesNotDecodeIsNamed) {
+  const std::string gzip("\x1f\x8b\x08\x00\x00\x00\x00\x00", 8);
+  const std::string text = R"({"choices":[{"text":"hi"}]})";
+  CannedServer identity("HTTP/1.1 200 OK\r\nContent-Encoding: identity\r\nContent-Length: " +
+                        std::to_string(text.size()) + "\r\nConnection: close\r\n\r\n" + text);
+  CommandResult r = RunCommand(kBin + "dropk sample --prompt a --url " + identity.url());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "hi\n");
+  EXPECT_NE(identity.last_request().find("\r\nAccept-Encoding: identity\r\n"), std::string::npos)
+      << identity.last_request();
+  const struct {
+    std::string header, body, named;
+  } kCases[] = {
+      {"Content-Encoding: gzip\r\nContent-Length: 8", gzip,
+       "(HTTP 200) has Content-Encoding: gzip, which dropk does not decode (it asks for "
+       "identity)"},
+      {"Transfer-Encoding: gzip", gzip,
+       "(HTTP 200) has Transfer-Encoding: gzip, which dropk does not decode (it reads chunked "
+       "only)"},
+      {"Transfer-Encoding: gzip, chunked", Chunk(gzip) + "0\r\n\r\n",
+       "(HTTP 200) has Transfer-Encoding: gzip, chunked, which dropk does not decode (it reads "
+       "chunked only)"},
+  };
+  for (const auto& c : kCases) {
+    SCOPED_TRACE(c.header);
+    for (const std::string stream : {"", "--stream "}) {
+      CannedServer server("HTTP/1.1 200 OK\r\n" + c.header + "\r\nConnection: close\r\n\r\n" +
+                          c.body);
+      r = RunCommand(kBin + "dropk sample " + stream + "--prompt a --url " + server.url());
+      EXPECT_EQ(r.exit_code, 1);
+      EXPECT_EQ(r.err, "dropk: " + server.url() + ": the server's answer " + c.named + "\n");
+    }
+  }
+}
+
 // A proxy's HTML error page (or a message with line breaks) was printed as
 // it came: several lines. And it named no server ("HTTP 502: <html>..."),
 // where a refused connection named --url: now every error about what
