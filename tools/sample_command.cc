@@ -376,7 +376,15 @@ std::string InFlagTerms(const std::string& message, const std::string& param) {
       {"max_tokens", "--max-tokens"}, {"temperature", "--temperature"}, {"top_p", "--top-p"},
       {"top_k", "--top-k"},           {"seed", "--seed"},               {"prompt", "--prompt"}};
   for (const auto& [field, flag] : *kFlags) {
-    if (field == param) return absl::StrReplaceAll(message, {{"'" + field + "'", flag}});
+    if (field != param) continue;
+    // The checks against the model name a prompt by its index, as a request
+    // may list several: "prompt 0 is 40 tokens; the model's context is 32".
+    // dropk sends one, --prompt.
+    if (field == "prompt" && absl::StartsWith(message, "prompt 0") &&
+        (message.size() == 8 || message[8] == ' ' || message[8] == ':')) {
+      return absl::StrCat(flag, message.substr(8));
+    }
+    return absl::StrReplaceAll(message, {{"'" + field + "'", flag}});
   }
   return message;
 }

@@ -780,6 +780,19 @@ TEST(SampleCliTest, ARefusedFieldIsNamedAsTheFlagThatSetIt) {
   EXPECT_EQ(r.err, "dropk: HTTP 400: --max-tokens must be an integer in [1, 4096], got 5000\n");
 }
 
+// dropk-serve names a prompt it refuses by its index in the request's list
+// ("prompt 0 is 40 tokens; ..."): dropk said "HTTP 400: prompt 0 is ...",
+// naming no flag. It sends one prompt, --prompt.
+TEST(SampleCliTest, ARefusedPromptIsNamedAsTheFlag) {
+  const std::string body =
+      R"({"error":{"message":"prompt 0 is 40 tokens; the model's context is 32 tokens",)"
+      R"("param":"prompt"}})";
+  CannedServer server(Reply("400 Bad Request", body));
+  const CommandResult r = RunCommand(kBin + "dropk sample --prompt a --url " + server.url());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "dropk: HTTP 400: --prompt is 40 tokens; the model's context is 32 tokens\n");
+}
+
 // A loopback socket listening with `backlog` that nobody accepts from; its
 // address goes to *addr. The caller closes it.
 int IdleListener(int backlog, sockaddr_in* addr) {
