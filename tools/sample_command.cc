@@ -24,6 +24,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "base/cli_flag_values.h"
 #include "base/cut_for_message.h"
 #include "base/number_text.h"
@@ -33,6 +34,7 @@
 #include "sampler/model_snapshot.h"
 #include "sampler/scheduler.h"
 #include "tools/host_lookup.h"
+#include "tools/server_url.h"
 
 namespace dropk {
 namespace {
@@ -58,6 +60,8 @@ constexpr uint64_t kNoBodyLimit = std::numeric_limits<uint64_t>::max();
 constexpr size_t kStreamPieceBytes = 64 << 10;
 // The largest answer header it reads (Beast's default).
 constexpr uint32_t kMaxHeaderBytes = 8 << 10;
+// The most interim (1xx) answers it skips before the answer.
+constexpr int kMaxInterimAnswers = 16;
 
 struct SampleFlags {
   std::string url, checkpoint, prompt, api_key_file;
@@ -128,6 +132,37 @@ std::string DescribeHttpError(const boost::system::error_code& ec, const std::st
     return absl::StrCat("the server's answer is not valid HTTP/1.1 (", ec.message(), ")");
   }
   return ec.message();
+}
+
+// An error when the answer whose header `header` holds has its body in a
+// coding dropk does not decode: a Transfer-Encoding other than chunked, a
+// Content-Encoding other than identity. Such a body was read as its coded
+// bytes (gzip's were "not JSON"), or, not chunked, up to the connection's
+// end. The error names the header field and its value.
+absl::Status CheckCodings(const http::response_parser<http::empty_body>& header) {
+  for (const auto& [field, allowed, why] :
+       {std::tuple{http::field::transfer_encoding, "chunked", "it reads chunked only"},
+        std::tuple{http::field::content_encoding, "identity", "it asks for identity"}}) {
+    std::string value;
+    bool refused = false;
+    const auto [begin, end] = header.get().equal_range(field);
+    for (auto line = begin; line != end; ++line) {
+      const std::string text(line->value());
+      absl::StrAppend(&value, value.empty() ? "" : ", ", text);
+      for (absl::string_view coding : absl::StrSplit(text, ',')) {
+        // A coding may carry parameters ("gzip;q=1"): its name is the token.
+        coding = absl::StripAsciiWhitespace(coding.substr(0, coding.find(';')));
+        if (!coding.empty() && !absl::EqualsIgnoreCase(coding, allowed)) refused = true;
+      }
+    }
+    if (refused) {
+      return absl::UnavailableError(absl::StrCat(
+          "the server's answer (HTTP ", header.get().result_int(), ") has ",
+          std::string(http::to_string(field)), ": ", OneLine(value, 80),
+          ", which dropk does not decode (", why, ")"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 // Checks what the request body cannot carry or the server would misread:
@@ -341,7 +376,15 @@ std::string InFlagTerms(const std::string& message, const std::string& param) {
       {"max_tokens", "--max-tokens"}, {"temperature", "--temperature"}, {"top_p", "--top-p"},
       {"top_k", "--top-k"},           {"seed", "--seed"},               {"prompt", "--prompt"}};
   for (const auto& [field, flag] : *kFlags) {
-    if (field == param) return absl::StrReplaceAll(message, {{"'" + field + "'", flag}});
+    if (field != param) continue;
+    // The checks against the model name a prompt by its index, as a request
+    // may list several: "prompt 0 is 40 tokens; the model's context is 32".
+    // dropk sends one, --prompt.
+    if (field == "prompt" && absl::StartsWith(message, "prompt 0") &&
+        (message.size() == 8 || message[8] == ' ' || message[8] == ':')) {
+      return absl::StrCat(flag, message.substr(8));
+    }
+    return absl::StrReplaceAll(message, {{"'" + field + "'", flag}});
   }
   return message;
 }
@@ -429,82 +472,6 @@ absl::Status SampleOffline(const SampleFlags& f) {
   return CheckFinished(last);
 }
 
-// Where --url points: what the connection and the request need of it.
-struct ServerUrl {
-  std::string hostport;  // as written, for the Host header: "[::1]:8080"
-  std::string host;      // for the lookup: an IPv6 literal bare, "::1"
-  std::string port;      // digits, 1 to 65535
-  std::string target;    // the request's path and query: "/v1/completions?x=1"
-};
-
-// Reads `url`, http://HOST[:PORT][/PATH][?QUERY][#FRAGMENT]; the path
-// defaults to /v1/completions, and one that does not end in it gets it
-// added. InvalidArgument naming --url for what the resolver or the server
-// would misread.
-absl::StatusOr<ServerUrl> ParseServerUrl(const std::string& url) {
-  const auto refused = [&url](const std::string& why) {
-    return absl::InvalidArgumentError(absl::StrCat("--url ", url, ": ", why));
-  };
-  // A scheme is case-insensitive (RFC 3986 3.1): HTTP:// was refused.
-  if (!absl::StartsWithIgnoreCase(url, "http://")) return refused("must start with http://");
-  // A space or a control character went out raw in the request line, which
-  // the server then refused (400) or misread.
-  if (std::any_of(url.begin(), url.end(),
-                  [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; })) {
-    return refused(
-        "holds a space or a control character, which a URL may not (write a space "
-        "as %20)");
-  }
-  // The authority ends at the first '/', '?' or '#' (RFC 3986 3.2): a query
-  // right after it (http://host:8080?key=v) was read as part of the port,
-  // and a query after a path got /v1/completions added after it
-  // (/v1?x=1/v1/completions). A fragment is the client's own, never sent
-  // (RFC 9110 7.1).
-  std::string rest = url.substr(7);
-  rest.resize(std::min(rest.find('#'), rest.size()));
-  const size_t authority_end = std::min(rest.find_first_of("/?"), rest.size());
-  ServerUrl out;
-  out.hostport = rest.substr(0, authority_end);
-  std::string path = rest.substr(authority_end);
-  const size_t question = std::min(path.find('?'), path.size());
-  const std::string query = path.substr(question);
-  path.resize(question);
-  // http://user:password@host was looked up as the host "user:password@host"
-  // ("Host not found"); dropk sends a key with --api-key-file, never one in
-  // the URL.
-  if (out.hostport.find('@') != std::string::npos) {
-    return refused(
-        "holds user information (USER@HOST), which dropk does not send; give the key with "
-        "--api-key-file and the URL as http://HOST[:PORT][/PATH]");
-  }
-  while (!path.empty() && path.back() == '/') path.pop_back();
-  if (path.size() < 15 || path.compare(path.size() - 15, 15, "/v1/completions") != 0) {
-    path += path.ends_with("/v1") ? "/completions" : "/v1/completions";
-  }
-  out.target = path + query;
-  // An IPv6 literal is bracketed ([::1]:8080); the resolver wants it bare.
-  const size_t bracket = out.hostport.rfind(']');
-  const size_t colon = out.hostport.find(':', bracket == std::string::npos ? 0 : bracket);
-  out.host = out.hostport.substr(0, colon);
-  if (out.host.size() >= 2 && out.host.front() == '[' && out.host.back() == ']') {
-    out.host = out.host.substr(1, out.host.size() - 2);
-  }
-  out.port = colon == std::string::npos ? "80" : out.hostport.substr(colon + 1);
-  // What the resolver would misread is refused naming --url: an empty host
-  // reached this machine, port 99999 was "Connection refused", "[::1" was
-  // "Service not found". A port is digits alone (RFC 3986 3.2.3): "+80"
-  // was read as 80, and sent as it was in the Host header.
-  int port_number = 0;
-  if (out.host.empty() || out.host.find_first_of("[] ") != std::string::npos || out.port.empty() ||
-      !std::all_of(out.port.begin(), out.port.end(), absl::ascii_isdigit) ||
-      !absl::SimpleAtoi(out.port, &port_number) || port_number < 1 || port_number > 65535) {
-    return refused(
-        "not http://HOST[:PORT][/PATH] (HOST a name, an IPv4 address or [IPv6], PORT 1 to "
-        "65535)");
-  }
-  return out;
-}
-
 // SampleHttp without --url's name in its errors about what answered.
 absl::Status AskServer(const SampleFlags& f) {
   absl::StatusOr<ServerUrl> url = ParseServerUrl(f.url);
@@ -575,6 +542,8 @@ absl::Status AskServer(const SampleFlags& f) {
     req.set(http::field::host, hostport);
     req.set(http::field::content_type, "application/json");
     if (!api_key.empty()) req.set(http::field::authorization, "Bearer " + api_key);
+    // dropk decodes no content coding (CheckCodings).
+    req.set(http::field::accept_encoding, "identity");
     req.body() = *std::move(body);
     req.prepare_payload();
     // An idle limit, renewed before each step: a total one cut off long
@@ -591,17 +560,39 @@ absl::Status AskServer(const SampleFlags& f) {
     // them too); each is a header alone, skipped. "HTTP 100: " was the error.
     // A parser reads one message, so each answer gets a fresh one. The
     // header is read alone: what it says decides whether the body is kept.
+    // Interim answers are no progress: they share one --timeout with the
+    // final header (each renewed it, so a server sending "100 Continue"
+    // every few seconds kept dropk waiting for good), and past
+    // kMaxInterimAnswers the server is given up on.
     std::optional<http::response_parser<http::empty_body>> header;
-    do {
+    stream.expires_after(timeout);
+    for (int interim = 0;; ++interim) {
       header.emplace();
       // Checked below, once it is known what is kept. Not boost::none:
       // Boost 1.74's parser compares a Content-Length with it as greater.
       header->body_limit(kNoBodyLimit);
       header->header_limit(kMaxHeaderBytes);
-      stream.expires_after(timeout);
       run([&](auto done) { http::async_read_header(stream, buffer, *header, done); });
-    } while (header->get().result_int() / 100 == 1);
+      const int status = header->get().result_int();
+      // 101 answers an Upgrade, which dropk never asks for; what followed
+      // was read as HTTP.
+      if (status == 101) {
+        return absl::UnavailableError(absl::StrCat(
+            "the server switched protocols (HTTP 101, Upgrade: ",
+            OneLine(std::string(header->get()[http::field::upgrade]), 80),
+            "), which dropk did not ask for"));
+      }
+      if (status / 100 != 1) break;
+      if (interim == kMaxInterimAnswers) {
+        return absl::UnavailableError(absl::StrCat("the server sent more than ",
+                                                   kMaxInterimAnswers,
+                                                   " interim (1xx) answers before its answer"));
+      }
+      on_timeout = absl::StrCat("the server sent only interim (1xx) answers, no answer, for ",
+                                f.timeout_s, " s (--timeout); it is stalled or still busy");
+    }
     const int status = header->get().result_int();
+    if (absl::Status s = CheckCodings(*header); !s.ok()) return s;
     if (status != 200 || !f.stream) {
       // Kept whole: at most kMaxAnswerBytes, a declared length too.
       if (header->content_length().value_or(0) > kMaxAnswerBytes) {

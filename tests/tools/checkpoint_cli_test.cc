@@ -560,6 +560,19 @@ TEST_F(CheckpointCliTest, SampleNamesItsOwnFlagsForValuesOutOfRange) {
   }
 }
 
+// The checks against the model name a prompt by its index in the request
+// ("prompt 0 is at least 40 tokens ..."), which dropk said as it was: it
+// names --prompt, as `dropk sample --url` does.
+TEST_F(CheckpointCliTest, SampleNamesThePromptFlagForAPromptTheModelRefuses) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=1")).exit_code, 0);
+  // tiny_smoke's context is 32 tokens; the char tokenizer makes one a byte.
+  const CliResult r = RunCommand(Dropk("sample --threads 1 --checkpoint " + out_ +
+                                       "/checkpoints --prompt " + std::string(40, 'a')));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_EQ(r.output.rfind("dropk: --prompt is at least 40 tokens", 0), 0u) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+}
+
 // An export onto the checkpoint's own model.data replaced it and broke the
 // checkpoint; onto a directory it left OUT.tmp behind.
 TEST_F(CheckpointCliTest, ExportRefusesTargetsThatWouldBreakTheCheckpointOrLeaveTmp) {

@@ -94,21 +94,30 @@ TEST(SampleCliTest, SeedOutsideUint64IsRefused) {
 
 // A loopback server that answers every request it gets with `reply`
 // (status line, headers and body), then closes the connection. With
-// `pieces`, the reply is sent piece by piece, `gap` apart.
+// `pieces`, the reply is sent piece by piece, `gap` apart. With `ipv6`, it
+// listens on ::1 (HasIpv6Loopback says whether it can).
 class CannedServer {
  public:
   explicit CannedServer(std::string reply) : CannedServer(std::vector<std::string>{reply}, {}) {}
-  CannedServer(std::vector<std::string> pieces, std::chrono::milliseconds gap)
-      : pieces_(std::move(pieces)), gap_(gap) {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(addr);
+  CannedServer(std::vector<std::string> pieces, std::chrono::milliseconds gap, bool ipv6 = false)
+      : pieces_(std::move(pieces)), gap_(gap), ipv6_(ipv6) {
+    fd_ = socket(ipv6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
+    sockaddr_storage addr{};
+    if (ipv6) {
+      auto* in6 = reinterpret_cast<sockaddr_in6*>(&addr);
+      in6->sin6_family = AF_INET6;
+      in6->sin6_addr = in6addr_loopback;
+    } else {
+      auto* in = reinterpret_cast<sockaddr_in*>(&addr);
+      in->sin_family = AF_INET;
+      in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    }
+    socklen_t len = ipv6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
     EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&addr), len), 0);
     EXPECT_EQ(listen(fd_, 8), 0);
     getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
+    port_ = ntohs(ipv6 ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
+                       : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
     thread_ = std::thread([this] {
       for (;;) {
         const int c = accept(fd_, nullptr, nullptr);
@@ -142,7 +151,10 @@ class CannedServer {
     thread_.join();
     close(fd_);
   }
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::string url() const {
+    return (ipv6_ ? "http://[::1]:" : "http://127.0.0.1:") + std::to_string(port_);
+  }
+  int port() const { return port_; }
   // The last request received, header and body.
   std::string last_request() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -154,6 +166,7 @@ class CannedServer {
   std::string last_request_;  // guarded by mu_
   std::vector<std::string> pieces_;
   std::chrono::milliseconds gap_;
+  bool ipv6_ = false;
   int fd_ = -1;
   int port_ = 0;
   std::thread thread_;
@@ -282,6 +295,57 @@ TEST(SampleCliTest, AUrlWithASignedPortOrASpaceIsAFlagError) {
                         ": holds a space or a control character, which a URL may "
                         "not (write a space as %20)\n");
   }
+}
+
+// Whether this machine can listen on the IPv6 loopback address ::1.
+bool HasIpv6Loopback() {
+  const int fd = socket(AF_INET6, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in6 addr{};
+  addr.sin6_family = AF_INET6;
+  addr.sin6_addr = in6addr_loopback;
+  const bool bound = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return bound;
+}
+
+// An IPv6 zone ID, RFC 6874's [ADDRESS%25ZONE], went to the resolver as
+// written ("::1%251"): Host not found, exit 1. The zone is looked up and
+// the Host header leaves it out. (A numeric zone on ::1: a link-local
+// address would need an interface that reaches a server.)
+TEST(SampleCliTest, AnIpv6ZoneIdIsLookedUpAndNotSent) {
+  if (!HasIpv6Loopback()) GTEST_SKIP() << "no IPv6 loopback (::1) on this machine";
+  CannedServer server({Reply200(R"({"choices":[{"text":"hi"}]})")}, {}, /*ipv6=*/true);
+  const std::string port = std::to_string(server.port());
+  const CommandResult r =
+      RunCommand(kBin + "dropk sample --prompt a --url 'http://[::1%251]:" + port + "'");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "hi\n");
+  EXPECT_NE(server.last_request().find("\r\nHost: [::1]:" + port + "\r\n"), std::string::npos)
+      << server.last_request();
+}
+
+// A host with %XX escapes was looked up as written, and an
+// internationalized one as its UTF-8 bytes: both "Host not found", exit 1.
+// Escapes are decoded (and what decodes to no host name refused); a
+// non-ASCII host is a flag error pointing at the xn-- form.
+TEST(SampleCliTest, AnEscapedHostIsDecodedAndANonAsciiOneIsAFlagError) {
+  CannedServer server(Reply200(R"({"choices":[{"text":"hi"}]})"));
+  const std::string port = std::to_string(server.port());
+  const CommandResult r =
+      RunCommand(kBin + "dropk sample --prompt a --url http://127.0.0.%31:" + port);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "hi\n");
+  EXPECT_NE(server.last_request().find("\r\nHost: 127.0.0.1:" + port + "\r\n"),
+            std::string::npos)
+      << server.last_request();
+  for (const std::string url : {"http://b\xC3\xBC" "cher.example", "http://b%C3%BC" "cher.example"}) {
+    ExpectFlagError(RunCommand(kBin + "dropk sample --prompt a --url '" + url + "'"),
+                    "--url " + url + ": the host is not ASCII; give an internationalized name "
+                                     "in its ASCII (xn--, punycode) form");
+  }
+  ExpectFlagError(RunCommand(kBin + "dropk sample --prompt a --url 'http://[fe80::1%25]:1'"),
+                  "--url http://[fe80::1%25]:1: the IPv6 zone ID is not an interface name");
 }
 
 // --api-key-file on a FIFO waited for a writer for good; a directory sent
@@ -524,6 +588,82 @@ TEST(SampleCliTest, InterimAnswersBeforeTheFinalOneAreSkipped) {
   EXPECT_EQ(r.err, "dropk: HTTP 400: no\n");
 }
 
+// Interim answers renewed --timeout each: a server that sent "100 Continue"
+// every 300 ms kept dropk waiting for as long as it went on (for good, for
+// one that never stops). They share the one deadline of the answer, and
+// more than 16 are refused. A 101 (an Upgrade dropk never asks for) was
+// skipped as interim, and what followed read as HTTP.
+TEST(SampleCliTest, InterimAnswersShareTheTimeoutAndAreBounded) {
+  const std::string answer = Reply200(R"({"choices":[{"text":"hi"}]})");
+  std::string interim16;
+  for (int i = 0; i < 16; ++i) interim16 += "HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n";
+  CannedServer sixteen(interim16 + answer);
+  CommandResult r = RunCommand(kBin + "dropk sample --prompt a --url " + sixteen.url());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "hi\n");
+  CannedServer seventeen(interim16 + "HTTP/1.1 100 Continue\r\n\r\n" + answer);
+  r = RunCommand(kBin + "dropk sample --prompt a --url " + seventeen.url());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "dropk: " + seventeen.url() +
+                       ": the server sent more than 16 interim (1xx) answers before its answer\n");
+  // Eight interim answers 300 ms apart, then the connection closes: with
+  // --timeout 1, dropk gives up after the fourth.
+  CannedServer trickle(std::vector<std::string>(8, "HTTP/1.1 100 Continue\r\n\r\n"),
+                       std::chrono::milliseconds(300));
+  r = RunCommand(kBin + "dropk sample --timeout 1 --prompt a --url " + trickle.url());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "dropk: " + trickle.url() +
+                       ": the server sent only interim (1xx) answers, no answer, for 1 s "
+                       "(--timeout); it is stalled or still busy\n");
+  CannedServer upgrade(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n" +
+      answer);
+  r = RunCommand(kBin + "dropk sample --prompt a --url " + upgrade.url());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "dropk: " + upgrade.url() +
+                       ": the server switched protocols (HTTP 101, Upgrade: websocket), which "
+                       "dropk did not ask for\n");
+}
+
+// dropk decodes no content coding and reads chunked framing alone, but a
+// body in another coding was read as its bytes: gzip's were "the server's
+// answer has no choices[0].text (not JSON)". It asks for identity, and an
+// answer in another coding is refused naming the header and its value.
+TEST(SampleCliTest, AnAnswerInACodingDropkDoesNotDecodeIsNamed) {
+  const std::string gzip("\x1f\x8b\x08\x00\x00\x00\x00\x00", 8);
+  const std::string text = R"({"choices":[{"text":"hi"}]})";
+  CannedServer identity("HTTP/1.1 200 OK\r\nContent-Encoding: identity\r\nContent-Length: " +
+                        std::to_string(text.size()) + "\r\nConnection: close\r\n\r\n" + text);
+  CommandResult r = RunCommand(kBin + "dropk sample --prompt a --url " + identity.url());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "hi\n");
+  EXPECT_NE(identity.last_request().find("\r\nAccept-Encoding: identity\r\n"), std::string::npos)
+      << identity.last_request();
+  const struct {
+    std::string header, body, named;
+  } kCases[] = {
+      {"Content-Encoding: gzip\r\nContent-Length: 8", gzip,
+       "(HTTP 200) has Content-Encoding: gzip, which dropk does not decode (it asks for "
+       "identity)"},
+      {"Transfer-Encoding: gzip", gzip,
+       "(HTTP 200) has Transfer-Encoding: gzip, which dropk does not decode (it reads chunked "
+       "only)"},
+      {"Transfer-Encoding: gzip, chunked", Chunk(gzip) + "0\r\n\r\n",
+       "(HTTP 200) has Transfer-Encoding: gzip, chunked, which dropk does not decode (it reads "
+       "chunked only)"},
+  };
+  for (const auto& c : kCases) {
+    SCOPED_TRACE(c.header);
+    for (const std::string stream : {"", "--stream "}) {
+      CannedServer server("HTTP/1.1 200 OK\r\n" + c.header + "\r\nConnection: close\r\n\r\n" +
+                          c.body);
+      r = RunCommand(kBin + "dropk sample " + stream + "--prompt a --url " + server.url());
+      EXPECT_EQ(r.exit_code, 1);
+      EXPECT_EQ(r.err, "dropk: " + server.url() + ": the server's answer " + c.named + "\n");
+    }
+  }
+}
+
 // A proxy's HTML error page (or a message with line breaks) was printed as
 // it came: several lines. And it named no server ("HTTP 502: <html>..."),
 // where a refused connection named --url: now every error about what
@@ -646,6 +786,19 @@ TEST(SampleCliTest, ARefusedFieldIsNamedAsTheFlagThatSetIt) {
       RunCommand(kBin + "dropk sample --prompt a --max-tokens 5000 --url " + server.url());
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_EQ(r.err, "dropk: HTTP 400: --max-tokens must be an integer in [1, 4096], got 5000\n");
+}
+
+// dropk-serve names a prompt it refuses by its index in the request's list
+// ("prompt 0 is 40 tokens; ..."): dropk said "HTTP 400: prompt 0 is ...",
+// naming no flag. It sends one prompt, --prompt.
+TEST(SampleCliTest, ARefusedPromptIsNamedAsTheFlag) {
+  const std::string body =
+      R"({"error":{"message":"prompt 0 is 40 tokens; the model's context is 32 tokens",)"
+      R"("param":"prompt"}})";
+  CannedServer server(Reply("400 Bad Request", body));
+  const CommandResult r = RunCommand(kBin + "dropk sample --prompt a --url " + server.url());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "dropk: HTTP 400: --prompt is 40 tokens; the model's context is 32 tokens\n");
 }
 
 // A loopback socket listening with `backlog` that nobody accepts from; its
