@@ -137,11 +137,18 @@ class PosixEnv : public Env {
     DIR* dir = ::opendir(path.c_str());
     if (dir == nullptr) return PosixError("list directory", path, errno);
     std::vector<std::string> names;
+    // readdir says end and failure alike with null, failure by errno: a
+    // failed read (EIO, a stale NFS handle) listed the entries before it,
+    // maybe none, as if that were all.
+    errno = 0;
     while (const dirent* e = ::readdir(dir)) {
       const std::string name = e->d_name;
       if (name != "." && name != "..") names.push_back(name);
+      errno = 0;
     }
+    const int err = errno;
     ::closedir(dir);
+    if (err != 0) return PosixError("list directory", path, err);
     return names;
   }
   absl::StatusOr<uint64_t> FileSize(const std::string& path) override {

@@ -11,7 +11,6 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -24,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "base/cut_for_message.h"
 #include "base/path_status.h"
 #include "checkpoint/crc32c.h"
 #include "checkpoint/env.h"
@@ -48,6 +48,43 @@ constexpr char kPathKinds[] =
 constexpr char kPathHelp[] =
     "Checkpoint directory, checkpoints directory (its LATEST, else its newest step-N), or run "
     "directory (its checkpoints/)";
+
+// `status` as a ckpt command reports it: a checkpoint file or directory this
+// user may not read or write (the Env's PermissionDenied, from EACCES or
+// EPERM) is the user's to fix, as every path the OS refuses is
+// (base/path_status.h, the export lock, dropk-train --resume): exit 2. A
+// manifest.pb, model.data or LATEST at mode 000 exited 1, the directory
+// holding them at mode 000 exited 2.
+absl::Status PermissionIsUsage(const absl::Status& status) {
+  if (!absl::IsPermissionDenied(status)) return status;
+  return absl::InvalidArgumentError(status.message());
+}
+
+// What a ckpt command ends with: its error as one line whatever the paths
+// in it hold (EscapeForMessage: a newline in a path split the error in two,
+// an ESC restyled the terminal).
+absl::Status OneLine(const absl::Status& status) {
+  if (status.ok()) return status;
+  return absl::Status(status.code(), EscapeForMessage(std::string(status.message())));
+}
+
+// For a directory without LATEST whose listing (Env::ListDir) failed with
+// `cause`: "DIR: cannot be listed (<reason>)", and how to get on. With mode
+// --x, or readdir failing, it read "holds no checkpoint". A permission
+// problem is exit 2 (PermissionIsUsage), another (EIO) exit 1.
+absl::Status ListingError(const std::string& dir, const absl::Status& cause) {
+  // cause is "DIR: list directory: <strerror>".
+  const std::string message(cause.message());
+  const size_t colon = message.rfind(": ");
+  const std::string reason = colon == std::string::npos ? message : message.substr(colon + 2);
+  const std::string text = absl::StrCat(
+      dir, ": cannot be listed (", reason, "), and without ", kLatestFileName,
+      " its newest step-N is found by listing it; give this user read access to it, or name the "
+      "checkpoint (",
+      dir, "/step-N)");
+  return absl::IsPermissionDenied(cause) ? absl::InvalidArgumentError(text)
+                                         : absl::Status(cause.code(), text);
+}
 
 // The checkpoint `path` names: itself when it holds manifest.pb (or
 // model.data: a checkpoint whose manifest is gone, corrupt when opened, as
@@ -91,6 +128,9 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
       env->FileExists(path + "/" + kModelDataFileName)) {
     return path;
   }
+  // Why a directory to search for step-N could not be listed: said, rather
+  // than "holds no checkpoint", when neither holds one.
+  absl::Status unlisted;
   for (const std::string& dir : {path, path + "/checkpoints"}) {
     const std::string latest = dir + "/" + kLatestFileName;
     // A run's checkpoints/ that may not be searched (mode 000) or is a
@@ -103,10 +143,14 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
     if (!env->FileExists(latest)) {
       const std::vector<std::string> newest_first = CheckpointCandidates(dir, nullptr, env);
       if (!newest_first.empty()) return newest_first.front();
+      if (absl::StatusOr<std::vector<std::string>> names = env->ListDir(dir);
+          !names.ok() && env->IsDirectory(dir) && unlisted.ok()) {
+        unlisted = ListingError(dir, names.status());
+      }
       continue;
     }
     absl::StatusOr<std::string> name = ReadLatestFile(latest, env);
-    if (!name.ok()) return name.status();
+    if (!name.ok()) return PermissionIsUsage(name.status());
     const std::string trimmed(absl::StripAsciiWhitespace(*name));
     // A step-N name, as --resume and dropk-serve take from LATEST: any other
     // name was read too, a partial save's step-N.tmp-X, or "step-N\0junk",
@@ -120,13 +164,17 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
     }
     // One that goes by LATEST passed it over in silence.
     if (const std::string newer = NewerCheckpointThanLatest(dir, env); !newer.empty()) {
-      std::cerr << "dropk: note: " << newer << " is newer than " << trimmed << ", which " << latest
-                << " names, and looks complete (a save cut off before it updated "
-                << kLatestFileName << "?); this reads " << trimmed << ", name " << newer
-                << " to read it\n";
+      std::cerr << "dropk: note: "
+                << EscapeForMessage(
+                       absl::StrCat(newer, " is newer than ", trimmed, ", which ", latest,
+                                    " names, and looks complete (a save cut off before it updated ",
+                                    kLatestFileName, "?); this reads ", trimmed, ", name ", newer,
+                                    " to read it"))
+                << "\n";
     }
     return dir + "/" + trimmed;
   }
+  if (!unlisted.ok()) return unlisted;
   return absl::InvalidArgumentError(absl::StrCat(path, ": holds no checkpoint (neither ",
                                                  kManifestFileName, ", ", kLatestFileName,
                                                  " nor a step-N directory); ", kPathKinds));
@@ -140,7 +188,7 @@ absl::Status Inspect(const std::string& path) {
   absl::StatusOr<std::string> dir = ResolveCheckpoint(path);
   if (!dir.ok()) return dir.status();
   absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(*dir);
-  if (!vm.ok()) return vm.status();
+  if (!vm.ok()) return PermissionIsUsage(vm.status());
   const CheckpointManifest& m = vm->manifest;
   const TrainConfig& c = m.config();
   std::cout << absl::StrFormat(
@@ -185,8 +233,8 @@ absl::Status Verify(const std::string& path) {
   absl::StatusOr<std::string> dir = ResolveCheckpoint(path);
   if (!dir.ok()) return dir.status();
   absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(*dir);
-  if (!vm.ok()) return vm.status();
-  if (absl::Status s = VerifyCheckpoint(*dir); !s.ok()) return s;
+  if (!vm.ok()) return PermissionIsUsage(vm.status());
+  if (absl::Status s = VerifyCheckpoint(*dir); !s.ok()) return PermissionIsUsage(s);
   uint64_t total = 0;
   for (const TensorEntry& e : vm->manifest.tensors()) total += e.length();
   std::cout << "OK " << *dir << ": step " << vm->manifest.step() << ", "
@@ -255,8 +303,37 @@ bool IsDropkSafetensorsFile(const std::string& out) {
   return producer != file->metadata().end() && producer->second == "dropk ckpt export";
 }
 
+// The checkpoints directory that directory `dir` (canonical) is or lies
+// in, or "" when none: the nearest of dir and the directories above it that
+// holds LATEST, or whose entry there is a checkpoint (holds manifest.pb) or
+// a save's step-N or step-N.tmp-X; or dir itself when it holds a step-N
+// directory (checkpoints whose LATEST is not written yet).
+std::string CheckpointsDirAround(const std::filesystem::path& dir) {
+  Env* env = Env::Default();
+  for (std::filesystem::path at = dir;; at = at.parent_path()) {
+    if (env->FileExists((at / kLatestFileName).string())) return at.string();
+    const std::string name = at.filename().string();
+    const bool save_dir = ParseStepDirName(name) >= 0 ||
+                          (name.rfind("step-", 0) == 0 && name.find(".tmp-") != std::string::npos);
+    if (save_dir || env->FileExists((at / kManifestFileName).string())) {
+      return at.parent_path().string();
+    }
+    if (at == at.parent_path() || !at.has_relative_path()) break;
+  }
+  absl::StatusOr<std::vector<std::string>> names = env->ListDir(dir.string());
+  for (const std::string& name : names.ok() ? *names : std::vector<std::string>()) {
+    if (ParseStepDirName(name) >= 0 && env->IsDirectory((dir / name).string())) {
+      return dir.string();
+    }
+  }
+  return "";
+}
+
 // --out must name a new file, or an earlier export to replace, outside the
-// checkpoint `dir`, in a directory that exists. Before: an export onto one of
+// checkpoint `dir`, in a directory that exists, and outside any checkpoints
+// directory: there a running trainer's keep_last deleted an export named
+// step-N, or one inside an older checkpoint, and the export could be taken
+// for a checkpoint. Before: an export onto one of
 // the checkpoint's files (model.data) broke it; onto a directory it failed
 // only after writing OUT.tmp beside it; an empty --out aborted on an uncaught
 // filesystem_error; and the rename replaced whatever was there: a user's
@@ -282,10 +359,18 @@ absl::Status CheckExportTarget(const std::string& out, const std::string& dir) {
         absl::StrCat("--out ", out, ": directory ", parent.string(), " does not exist"));
   }
   const fs::path out_dir = fs::weakly_canonical(parent, ec);
+  const bool out_dir_known = !ec;
   if (!ec && out_dir == fs::weakly_canonical(dir, ec) && !ec) {
     return absl::InvalidArgumentError(
         absl::StrCat("--out ", out, ": inside checkpoint ", dir,
                      ", whose files it could replace; write the export elsewhere"));
+  }
+  if (const std::string checkpoints = out_dir_known ? CheckpointsDirAround(out_dir) : "";
+      !checkpoints.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--out ", out, ": inside checkpoints directory ", checkpoints,
+        ", where a trainer's keep_last pruning could delete it or it could be taken for a "
+        "checkpoint; write the export elsewhere"));
   }
   if (fs::exists(status)) {
     if (!fs::is_regular_file(status)) {
@@ -293,7 +378,15 @@ absl::Status CheckExportTarget(const std::string& out, const std::string& dir) {
           "--out ", out, ": exists and is not a regular file; name a new file to write"));
     }
     char magic[8] = {};
-    std::ifstream(out, std::ios::binary).read(magic, sizeof(magic));
+    // One this user may not read read "is not a dropk export".
+    if (const absl::Status read = Env::Default()->ReadFileRange(out, 0, sizeof(magic), magic);
+        absl::IsPermissionDenied(read)) {
+      return PermissionIsUsage(
+          absl::Status(read.code(), absl::StrCat("--out ", out,
+                                                 ": exists and cannot be read to tell whether "
+                                                 "it is an earlier export (",
+                                                 read.message(), ")")));
+    }
     if (std::string_view(magic, sizeof(magic)) != kExportMagic && !IsDropkSafetensorsFile(out)) {
       return absl::InvalidArgumentError(
           absl::StrCat("--out ", out,
@@ -452,7 +545,10 @@ absl::StatusOr<uint64_t> WriteExportFile(const std::string& out,
         "); remove it by hand"));
   }
   absl::StatusOr<std::unique_ptr<WritableFile>> file = env->NewWritableFile(tmp);
-  if (!file.ok()) return file.status();
+  if (!file.ok()) {
+    return PermissionIsUsage(absl::Status(
+        file.status().code(), absl::StrCat("--out ", out, ": ", file.status().message())));
+  }
   uint64_t written = 0;
   absl::Status s;
   for (const std::string& piece : pieces) {
@@ -465,7 +561,8 @@ absl::StatusOr<uint64_t> WriteExportFile(const std::string& out,
   if (s.ok()) s = env->RenameFile(tmp, out);
   if (!s.ok()) {
     env->RemoveFile(tmp).IgnoreError();  // a partial export (a full disk) is nobody's file
-    return s;
+    return PermissionIsUsage(
+        absl::Status(s.code(), absl::StrCat("--out ", out, ": ", s.message())));
   }
   return written;
 }
@@ -480,12 +577,12 @@ absl::Status Export(const std::string& path, const std::string& out, const std::
   ReadCheckpointOptions options;
   options.weights_only = true;
   absl::StatusOr<CheckpointData> data = ReadCheckpoint(*dir, options);
-  if (!data.ok()) return data.status();
+  if (!data.ok()) return PermissionIsUsage(data.status());
   const TensorDtype dtype = dtype_name == "fp16"   ? FLOAT16
                             : dtype_name == "bf16" ? BFLOAT16
                                                    : FLOAT32;
   absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(*dir);
-  if (!vm.ok()) return vm.status();
+  if (!vm.ok()) return PermissionIsUsage(vm.status());
   absl::StatusOr<std::vector<std::string>> pieces =
       format == "safetensors" ? SafetensorsExportPieces(*vm, *data, dtype, dtype_name)
                               : DropkExportPieces(*vm, *data, dtype, dtype_name);
@@ -510,12 +607,13 @@ void RegisterCkptCommand(CLI::App& app, std::function<absl::Status()>& action) {
 
   CLI::App* inspect = ckpt->add_subcommand("inspect", "Step, config summary, tensors, total bytes");
   inspect->add_option("path", flags->path, kPathHelp)->required();
-  inspect->callback([&action, flags] { action = [flags] { return Inspect(flags->path); }; });
+  inspect->callback(
+      [&action, flags] { action = [flags] { return OneLine(Inspect(flags->path)); }; });
 
   CLI::App* verify = ckpt->add_subcommand(
       "verify", "Recompute every CRC32C; exit 0 when the checkpoint is intact, 1 when corrupt");
   verify->add_option("path", flags->path, kPathHelp)->required();
-  verify->callback([&action, flags] { action = [flags] { return Verify(flags->path); }; });
+  verify->callback([&action, flags] { action = [flags] { return OneLine(Verify(flags->path)); }; });
 
   CLI::App* exp = ckpt->add_subcommand(
       "export",
@@ -533,7 +631,9 @@ void RegisterCkptCommand(CLI::App& app, std::function<absl::Status()>& action) {
       ->check(CLI::IsMember({"dropk", "safetensors"}))
       ->capture_default_str();
   exp->callback([&action, flags] {
-    action = [flags] { return Export(flags->path, flags->out, flags->dtype, flags->format); };
+    action = [flags] {
+      return OneLine(Export(flags->path, flags->out, flags->dtype, flags->format));
+    };
   });
 }
 

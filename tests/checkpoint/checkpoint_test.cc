@@ -6,11 +6,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -365,6 +367,50 @@ TEST_F(CheckpointTest, AStepEntryThatMayNotBeReachedIsACandidate) {
   };
   EXPECT_EXIT(list_as_a_user(), ::testing::ExitedWithCode(0), "");
   fs::permissions(hidden, fs::perms::owner_all);
+}
+
+// What a checkpoint file does to a reader when it goes away or shrinks
+// after its manifest was read (a running trainer's keep_last pruning the
+// checkpoint): its first read of model.data runs `change` first.
+class ChangingBeforeFirstReadEnv : public ForwardingEnv {
+ public:
+  ChangingBeforeFirstReadEnv(Env* base, std::function<void(const std::string&)> change)
+      : ForwardingEnv(base), change_(std::move(change)) {}
+  absl::Status ReadFileRange(const std::string& path, uint64_t offset, size_t n,
+                             void* out) override {
+    if (!changed_ && absl::EndsWith(path, "/model.data")) {
+      changed_ = true;
+      change_(path);
+    }
+    return base_->ReadFileRange(path, offset, n, out);
+  }
+
+ private:
+  std::function<void(const std::string&)> change_;
+  std::atomic<bool> changed_{false};
+};
+
+// Such a read is DataLoss naming the checkpoint and the file (exit 1 in
+// dropk ckpt), not NotFound or InvalidArgument, which the tools report as
+// a usage error (exit 2).
+TEST_F(CheckpointTest, AFileThatVanishesOrShrinksMidReadIsDataLossNamingIt) {
+  const std::string ckpt = *Save(1);
+  const std::function<void(const std::string&)> changes[] = {
+      [](const std::string& path) { fs::remove(path); },
+      [](const std::string& path) { fs::resize_file(path, 100); },
+  };
+  const char* const reasons[] = {"No such file or directory", "file ends at byte 100"};
+  for (int i = 0; i < 2; ++i) {
+    SCOPED_TRACE(reasons[i]);
+    const std::string copy = dir_ + "/copy";
+    fs::remove_all(copy);
+    fs::copy(ckpt, copy);
+    ChangingBeforeFirstReadEnv env(Env::Default(), changes[i]);
+    const absl::Status s = VerifyCheckpoint(copy, &env);
+    EXPECT_TRUE(absl::IsDataLoss(s)) << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), "checkpoint " + copy + ": file model.data")) << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), reasons[i])) << s;
+  }
 }
 
 TEST_F(CheckpointTest, ManifestProblems) {

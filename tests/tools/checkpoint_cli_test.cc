@@ -597,6 +597,62 @@ TEST_F(CheckpointCliTest, ExportRefusesTargetsThatWouldBreakTheCheckpointOrLeave
   EXPECT_EQ(RunCommand(Dropk("ckpt verify " + ckpt)).exit_code, 0);
 }
 
+// An export written into a run's checkpoints directory was accepted: named
+// step-N, or inside an older checkpoint, a running trainer's keep_last
+// deleted it, and beside the checkpoints it could be taken for one. Refused,
+// naming --out and the checkpoints directory, exit 2, with nothing written;
+// so is one there without LATEST (a first save cut off before it).
+TEST_F(CheckpointCliTest, ExportRefusesAnOutInsideACheckpointsDirectory) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=2 --save_every=1")).exit_code, 0);
+  const std::string ckpts = out_ + "/checkpoints";
+  const std::string canonical = fs::weakly_canonical(ckpts).string();
+  const auto entries = [](const std::string& dir) {
+    std::vector<std::string> names;
+    for (const fs::directory_entry& e : fs::recursive_directory_iterator(dir)) {
+      names.push_back(e.path().string());
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+  };
+  const std::vector<std::string> before = entries(ckpts);
+  for (const bool with_latest : {true, false}) {
+    if (!with_latest) fs::rename(ckpts + "/LATEST", out_ + "/LATEST.kept");
+    for (const std::string& target :
+         {ckpts + "/export.bin", ckpts + "/step-00000009", ckpts + "/step-00000001/export.bin"}) {
+      SCOPED_TRACE(target + (with_latest ? "" : " (no LATEST)"));
+      const CliResult r = RunCommand(Dropk("ckpt export " + out_ + " --out " + target));
+      EXPECT_EQ(r.exit_code, 2) << r.output;
+      EXPECT_EQ(r.output, "dropk: --out " + target + ": inside checkpoints directory " + canonical +
+                              ", where a trainer's keep_last pruning could delete it or it "
+                              "could be taken for a checkpoint; write the export elsewhere\n");
+    }
+    if (!with_latest) fs::rename(out_ + "/LATEST.kept", ckpts + "/LATEST");
+  }
+  EXPECT_EQ(entries(ckpts), before);
+  // Beside the checkpoints directory, in the run directory, is fine.
+  const CliResult r = RunCommand(Dropk("ckpt export " + out_ + " --out " + out_ + "/export.bin"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
+// A path holding a newline or an ESC was written raw into the error: one
+// error read as two lines, or restyled the terminal. Such characters are
+// escaped (\u000a), so every error is one line.
+TEST_F(CheckpointCliTest, CkptErrorsEscapeControlCharactersInPaths) {
+  const std::string odd = out_ + "/odd\nname\x1b[2J";
+  const std::string shown = out_ + "/odd\\u000aname\\u001b[2J";
+  fs::create_directories(odd);
+  for (const char* verb : {"inspect", "verify"}) {
+    SCOPED_TRACE(verb);
+    CliResult r = RunCommand(Dropk(std::string("ckpt ") + verb + " '" + odd + "'"));
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_EQ(r.output.rfind("dropk: " + shown + ": holds no checkpoint", 0), 0u) << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+    r = RunCommand(Dropk(std::string("ckpt ") + verb + " '" + odd + "/missing'"));
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_EQ(r.output, "dropk: checkpoint path " + shown + "/missing: does not exist\n");
+  }
+}
+
 // The export's rename replaced whatever --out named: a user's file, or (as
 // root) a device node (/dev/full became a regular file); an empty --out
 // aborted on an uncaught filesystem_error. An earlier export is replaced.

@@ -10,7 +10,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "support/subprocess.h"
@@ -154,6 +156,66 @@ TEST_F(UnreadableCheckpointTest, CkptSaysPermissionDeniedNotCorruptOrMissing) {
     }
   }
   fs::permissions(newest_, before);
+}
+
+// A checkpoint file or directory the user may not read or write is the
+// user's to fix, as every path the OS refuses: exit 2, one line naming the
+// file and the OS's reason. A manifest.pb, model.data or LATEST at mode 000
+// exited 1, and the directory holding them 2; an export whose OUT.tmp may
+// not be written exited 1 without naming --out.
+TEST_F(UnreadableCheckpointTest, CkptPermissionProblemsExitTwoNamingTheFileAndReason) {
+  const std::string exports = dir_.Path("exports");
+  fs::create_directory(exports);
+  fs::permissions(exports, fs::perms::all);
+  for (const std::string& locked :
+       {newest_ + "/manifest.pb", newest_ + "/model.data", dir_.Path("run/checkpoints/LATEST")}) {
+    const fs::perms before = fs::status(locked).permissions();
+    fs::permissions(locked, fs::perms::none);
+    for (const char* verb : {"verify", "export"}) {
+      SCOPED_TRACE(locked + " " + verb);
+      const std::string out = std::string(verb) == "export" ? " --out " + exports + "/e.bin" : "";
+      const CommandResult r =
+          RunCommand(as_nobody_ + kBin + "dropk ckpt " + verb + " " + dir_.Path("run") + out);
+      EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+      EXPECT_EQ(r.err.rfind("dropk: ", 0), 0u) << r.err;
+      EXPECT_NE(r.err.find(locked + ": open: Permission denied\n"), std::string::npos) << r.err;
+      EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    }
+    fs::permissions(locked, before);
+  }
+  EXPECT_FALSE(fs::exists(exports + "/e.bin"));
+  // An --out directory that may not be written, whose lock file an earlier
+  // export left writable: OUT.tmp cannot be made.
+  std::ofstream(exports + "/.e.bin.export-lock").close();
+  fs::permissions(exports + "/.e.bin.export-lock", fs::perms::all & ~exec_bits_);
+  fs::permissions(exports, fs::perms::all & ~(fs::perms::owner_write | fs::perms::group_write |
+                                              fs::perms::others_write));
+  const CommandResult r = RunCommand(as_nobody_ + kBin + "dropk ckpt export " + dir_.Path("run") +
+                                     " --out " + exports + "/e.bin");
+  fs::permissions(exports, fs::perms::all);
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_EQ(r.err, "dropk: --out " + exports + "/e.bin: " + exports +
+                       "/e.bin.tmp: open for writing: Permission denied\n");
+}
+
+// A checkpoints directory without LATEST that may be searched but not
+// listed (mode --x) read "holds no checkpoint": its newest step-N cannot be
+// found, and the error says why, naming it.
+TEST_F(UnreadableCheckpointTest, CkptSaysACheckpointsDirectoryCannotBeListed) {
+  const std::string checkpoints = dir_.Path("run/checkpoints");
+  fs::remove(checkpoints + "/LATEST");
+  fs::permissions(checkpoints, exec_bits_);
+  for (const std::string& path : {dir_.Path("run"), checkpoints}) {
+    SCOPED_TRACE(path);
+    const CommandResult r = RunCommand(as_nobody_ + kBin + "dropk ckpt inspect " + path);
+    EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+    EXPECT_EQ(r.err, "dropk: " + checkpoints +
+                         ": cannot be listed (Permission denied), and without LATEST its newest "
+                         "step-N is found by listing it; give this user read access to it, or "
+                         "name the checkpoint (" +
+                         checkpoints + "/step-N)\n");
+  }
+  fs::permissions(checkpoints, fs::perms::all);
 }
 
 }  // namespace

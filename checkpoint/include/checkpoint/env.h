@@ -54,7 +54,9 @@ class Env {
   // Reads exactly n bytes at `offset` into out; a short file is OutOfRange.
   virtual absl::Status ReadFileRange(const std::string& path, uint64_t offset, size_t n,
                                      void* out) = 0;
-  // Names (not paths) of the entries of directory `path`, without . and ..
+  // Names (not paths) of the entries of directory `path`, without . and ..;
+  // one that cannot be opened or read through (readdir failing) is an error
+  // "PATH: list directory: <reason>", never a partial list.
   virtual absl::StatusOr<std::vector<std::string>> ListDir(const std::string& path) = 0;
   virtual absl::StatusOr<uint64_t> FileSize(const std::string& path) = 0;
   virtual bool FileExists(const std::string& path) = 0;
