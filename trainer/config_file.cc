@@ -12,6 +12,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "base/closest_name.h"
 #include "absl/strings/strip.h"
 #include "base/number_text.h"
 #include "config_text.h"
@@ -177,7 +179,7 @@ class ConfigErrorCollector : public pb::io::ErrorCollector {
       absl::StrAppend(&error, "field ", field->name(), ": ", message, " (", field->name(),
                       " takes ", ExpectedValue(field), ")");
     } else {
-      absl::StrAppend(&error, message);
+      absl::StrAppend(&error, message, UnknownFieldHint(message));
     }
     errors_.push_back(std::move(error));
   }
@@ -185,6 +187,23 @@ class ConfigErrorCollector : public pb::io::ErrorCollector {
   std::string Errors() const { return absl::StrJoin(errors_, "\n"); }
 
  private:
+  // " (did you mean max_iters?)" for protobuf's 'Message type
+  // "dropk.TrainConfig" has no field named "max_iter".', naming the field
+  // of TrainConfig it was likely meant as; "" for any other message.
+  static std::string UnknownFieldHint(const std::string& message) {
+    constexpr std::string_view kNoField = "has no field named \"";
+    const size_t at = message.find(kNoField);
+    if (at == std::string::npos) return "";
+    const size_t start = at + kNoField.size();
+    const size_t end = message.find('"', start);
+    if (end == std::string::npos) return "";
+    std::vector<std::string> names;
+    const pb::Descriptor* config = TrainConfig::descriptor();
+    for (int i = 0; i < config->field_count(); ++i) names.push_back(config->field(i)->name());
+    const std::string meant = ClosestName(message.substr(start, end - start), names);
+    return meant.empty() ? "" : absl::StrCat(" (did you mean ", meant, "?)");
+  }
+
   // The byte of protobuf's tokenizer error "Interpreting non ascii codepoint
   // N.", or nullopt for another message.
   static std::optional<int> NonAsciiByte(const std::string& message) {

@@ -517,6 +517,10 @@ TEST(ConfigTest, UnknownFieldInFileNamesFileLineAndField) {
   absl::StatusOr<TrainConfig> config = Load({"--config", path});
   ASSERT_FALSE(config.ok());
   EXPECT_THAT(config.status().message(), AllOf(HasSubstr(path + ":2:"), HasSubstr("n_layers")));
+  // It names the field likely meant, as an unknown flag does.
+  EXPECT_THAT(config.status().message(), HasSubstr("\"n_layers\". (did you mean n_layer?)"));
+  const std::string far = WriteTempFile("far.textproto", "colour: 6\n");
+  EXPECT_THAT(Load({"--config", far}).status().message(), Not(HasSubstr("did you mean")));
 }
 
 // Protobuf's own messages ("Expected integer, got: four") say what is wrong
