@@ -1,7 +1,7 @@
 // dropk-train: parses the config, joins the job's communicator, trains,
 // prints a sample. Launch with `mpirun -np N dropk-train ...` for N ranks.
-// Exit codes (base/exit_codes.h): 0 done or --help, 2 a bad config value or
-// argument (or a named path missing), 1 any other failure.
+// Exit codes (base/exit_codes.h): 0 done, --help or --version, 2 a bad
+// config value or argument (or a named path missing), 1 any other failure.
 // A GPU that fails mid-run (RunTraining returns "the GPU failed: ...") is
 // such a failure too: one line, exit 1, no core dump, no checkpoint after it.
 // When one rank of a multi-rank job fails, it ends the whole job (MPI_Abort)
@@ -124,8 +124,11 @@ int FailRank(const absl::Status& status, int rank, int world, int code, bool lau
 int Main(int argc, char** argv) {
   std::signal(SIGBUS, OnBusError);
   absl::StatusOr<dropk::TrainCommandLine> command_line = dropk::ParseTrainCommandLine(argc, argv);
-  if (command_line.ok() && command_line->help) {
-    if (LauncherRank() == 0) std::cout << *command_line->help;  // once per job
+  if (command_line.ok() && (command_line->help || command_line->version)) {
+    // Once per job.
+    if (LauncherRank() == 0) {
+      std::cout << (command_line->help ? *command_line->help : *command_line->version);
+    }
     return dropk::kExitOk;
   }
   const dropk::TrainConfig* config = command_line.ok() ? &command_line->config : nullptr;
