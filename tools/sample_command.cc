@@ -387,6 +387,10 @@ absl::Status SampleOffline(const SampleFlags& f) {
   if (!dir.ok()) return dir.status();
   absl::StatusOr<std::shared_ptr<const ModelSnapshot>> snapshot = LoadCheckpointSnapshot(*dir);
   if (!snapshot.ok()) return snapshot.status();
+  // A directory of checkpoints was named: which one is used, before the text.
+  if (*dir != f.checkpoint) {
+    std::cerr << "dropk: " << PickedCheckpointLine((*snapshot)->step, *dir) << "\n";
+  }
   ServiceMetrics metrics;
   const SchedulerOptions options{.weights = EngineWeightsFromName(f.weights),
                                  .kv_cache = EngineKvCacheFromName(f.kv_cache),
