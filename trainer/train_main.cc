@@ -9,7 +9,8 @@
 // others waiting; when the cause is a peer's unreachable host, it leaves the
 // ending to mpirun for a while (AbortJobAfterLauncherGrace), whose abort
 // would otherwise wait on that host for good. Each failing rank also
-// appends its line to OUT_DIR/failures/rank-NNNNN.log (failure_record.h).
+// appends its line to OUT_DIR/failures/rank-NNNNN.log (failure_record.h);
+// a single process started by hand and refused (exit 2) writes nothing there.
 #include <unistd.h>
 
 #include <chrono>
@@ -99,15 +100,26 @@ int ReportInvalidConfig(const absl::Status& invalid) {
 
 // Ends this rank's run on `status`, rank `rank` of `world`: prints its line,
 // then keeps it in out_dir's failure record (unless the run directory is
-// another job's, which refused this one), and in a job of several ranks
-// ends the whole job (after the launcher's grace when `launcher_grace`: a
-// peer's host is unreachable). Returns `code` for a single rank; otherwise
+// another job's, which refused this one, or a single process started by
+// hand was refused for the user to fix, `code` kExitUsage), and in a job of
+// several ranks ends the whole job (after the launcher's grace when
+// `launcher_grace`: a peer's host is unreachable). Returns `code` for a single rank; otherwise
 // does not return.
 int FailRank(const absl::Status& status, int rank, int world, int code, bool launcher_grace,
              const std::string& out_dir) {
   const std::string failure = absl::StrCat("rank ", rank, " of ", world, ": ", status.message());
+  // A single process started by hand and refused for the user to fix (a
+  // bad value, a missing path, a resume that contradicts its checkpoint)
+  // never began a run, and its line is on the user's terminal: out_dir,
+  // often an earlier run's, is left as it was (its failure record gained
+  // lines of starts that never ran). A rank of a job, or one `dropk launch`
+  // started, still records it: its line may be lost with the launcher's
+  // output, and the launcher names the cause from the record.
+  const bool by_hand = world == 1 && std::getenv(dropk::kLaunchAttemptEnv) == nullptr;
+  const bool record =
+      !(by_hand && code == dropk::kExitUsage) && !dropk::IsRunDirectoryHeldElsewhere(status);
   const std::function<void()> keep = [&] {
-    if (!dropk::IsRunDirectoryHeldElsewhere(status)) dropk::RecordFailure(out_dir, rank, failure);
+    if (record) dropk::RecordFailure(out_dir, rank, failure);
   };
   if (world > 1 && launcher_grace) {
     dropk::AbortJobAfterLauncherGrace(absl::StrCat("dropk-train: ", failure, " (ending the job)"),
