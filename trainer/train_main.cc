@@ -199,6 +199,14 @@ int Main(int argc, char** argv) {
     }
     return dropk::kExitOk;
   }
+  if (summary->nothing_to_train) {
+    // No rate: nothing was timed.
+    if (rank == 0) {
+      std::cerr << "dropk-train: already at step " << summary->steps
+                << " of max_iters=" << config->max_iters() << "; nothing to train\n";
+    }
+    return dropk::kExitOk;
+  }
   if (rank == 0) {
     std::cerr << "dropk-train: done, " << summary->steps << " steps";
     if (summary->val_loss) std::cerr << ", val loss " << *summary->val_loss;

@@ -390,6 +390,24 @@ TEST_F(TrainCliTest, ARefusedStartLeavesAnEarlierRunsDirectoryAsItWas) {
   }
 }
 
+// Resuming a run that had reached max_iters evaluated again, appended a
+// second row for the step to metrics.jsonl, and logged "0 tok/s" and
+// "done, 2 steps".
+TEST_F(TrainCliTest, ResumingAtMaxItersSaysNothingToTrain) {
+  const std::string out = scratch_->path() + "/finished_run";
+  const std::string run = TwoStepRunThatSaves(out);
+  ASSERT_EQ(RunTrainCli(run).exit_code, 0);
+  const std::vector<std::string> rows = MetricsRowsIn(out);
+  const test_util::CommandResult again = RunTrainCli(run + " --resume=latest");
+  EXPECT_EQ(again.exit_code, 0) << again.out;
+  EXPECT_NE(again.out.find("dropk-train: already at step 2 of max_iters=2; nothing to train\n"),
+            std::string::npos)
+      << again.out;
+  EXPECT_EQ(again.out.find("tok/s"), std::string::npos) << again.out;
+  EXPECT_EQ(again.out.find("done,"), std::string::npos) << again.out;
+  EXPECT_EQ(MetricsRowsIn(out), rows);
+}
+
 // A shard copied by hand passed every check of the data (one preparation's
 // dataset id, sizes the ranks agree on) and was trained on twice without a
 // word; then it was named in a warning. The files are now checked against
