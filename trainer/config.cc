@@ -592,7 +592,8 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
     p.UnitInterval("dropout_mlp_output", c.dropout_mlp_output());
   }
   if (c.dropout_stream() == TrainConfig::DROPOUT_STREAM_UNSPECIFIED) {
-    p.Add("dropout_stream=DROPOUT_STREAM_UNSPECIFIED: must be PER_RANK or PER_SAMPLE");
+    p.Add(absl::StrCat("dropout_stream=DROPOUT_STREAM_UNSPECIFIED: must be one of ",
+                       EnumNames(TrainConfig::DropoutStream_descriptor(), ", ")));
   }
   // proto3 enums are open: a config file's `device: 9` parses, and code that
   // checks for CUDA ran it on the CPU. Only the values the schema names.
@@ -623,7 +624,8 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
                        "] (0 = cores on this node / ranks on this node)"));
   }
   if (c.comm_backend() == TrainConfig::COMM_BACKEND_UNSPECIFIED) {
-    p.Add("comm_backend=COMM_BACKEND_UNSPECIFIED: must be AUTO, SINGLE_PROCESS, MPI or NCCL");
+    p.Add(absl::StrCat("comm_backend=COMM_BACKEND_UNSPECIFIED: must be one of ",
+                       EnumNames(TrainConfig::CommBackend_descriptor(), ", ")));
   }
   if (c.comm_backend() == TrainConfig::NCCL && c.device() != TrainConfig::CUDA) {
     p.Add(
