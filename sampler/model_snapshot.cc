@@ -138,14 +138,29 @@ absl::StatusOr<std::string> ResolveCheckpointFlag(const std::string& path, const
       PathExists(manifest, absl::StrCat(what, ": ", manifest.string()));
   if (!has_manifest.ok()) return has_manifest.status();
   if (*has_manifest && !*has_latest) return path;
-  absl::StatusOr<std::string> found = FindServableCheckpoint(path, nullptr);
+  // A run directory (the trainer's out_dir) stands for its checkpoints
+  // directory: it was refused with "give its checkpoints directory".
+  std::string checkpoints_dir = path;
+  if (!*has_latest && !*has_manifest) {
+    const std::filesystem::path nested = std::filesystem::path(path) / "checkpoints";
+    absl::StatusOr<std::filesystem::file_status> nested_status =
+        PathStatus(nested, absl::StrCat(what, ": ", nested.string()));
+    if (!nested_status.ok()) return nested_status.status();
+    if (std::filesystem::is_directory(*nested_status)) checkpoints_dir = nested.string();
+  }
+  absl::StatusOr<std::string> found = FindServableCheckpoint(checkpoints_dir, nullptr);
   if (found.ok()) return found;
   // "PATH: does not exist" or "no valid checkpoint in PATH" named no flag,
   // unlike every other error of the command.
   const absl::string_view message = found.status().message();
-  return absl::Status(found.status().code(), absl::StartsWith(message, absl::StrCat(path, ": "))
-                                                 ? absl::StrCat(flag, " ", message)
-                                                 : absl::StrCat(flag, ": ", message));
+  return absl::Status(found.status().code(),
+                      absl::StartsWith(message, absl::StrCat(checkpoints_dir, ": "))
+                          ? absl::StrCat(flag, " ", message)
+                          : absl::StrCat(flag, ": ", message));
+}
+
+std::string PickedCheckpointLine(int64_t step, const std::string& checkpoint_dir) {
+  return absl::StrCat("using step ", step, " (", checkpoint_dir, ")");
 }
 
 }  // namespace dropk

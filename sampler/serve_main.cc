@@ -1,6 +1,6 @@
 // dropk-serve: serves a training run's checkpoints over HTTP (see sampler/).
-// Exit codes (base/exit_codes.h): 0 stopped by SIGTERM/SIGINT/SIGHUP or --help,
-// 1 the service could not start, 2 a bad flag.
+// Exit codes (base/exit_codes.h): 0 stopped by SIGTERM/SIGINT/SIGHUP, or
+// --help or --version, 1 the service could not start, 2 a bad flag.
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -14,10 +14,12 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "base/cli_flag_values.h"
 #include "base/exit_codes.h"
 #include "base/log.h"
 #include "base/path_status.h"
+#include "base/version.h"
 #include "sampler/http_server.h"
 #include "sampler/model_snapshot.h"
 #include "sampler/serve.h"
@@ -31,6 +33,7 @@ int Main(int argc, char** argv) {
   dropk::ServeOptions o;
   CLI::App app{"dropk-serve: OpenAI-compatible completions from a dropk run's checkpoints",
                "dropk-serve"};
+  app.set_version_flag("--version", absl::StrCat("dropk-serve ", dropk::kVersion));
   int watch_ms = 1000, drain_ms = 10000, header_ms = 10000, body_ms = 30000;
   std::string api_key_file;
   app.add_option("--checkpoints", o.checkpoints_dir, "The run's checkpoints directory")->required();
@@ -129,6 +132,9 @@ int Main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
     std::cout << app.help();
+    return dropk::kExitOk;
+  } catch (const CLI::CallForVersion& e) {
+    std::cout << e.what() << "\n";
     return dropk::kExitOk;
   } catch (const CLI::ParseError& e) {
     std::string message = dropk::UnknownFlagAfterParse(app);

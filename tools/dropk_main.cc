@@ -3,7 +3,7 @@
 // function; the chosen subcommand's callback stores the work to do in
 // `action`, which main runs after parsing.
 //
-// Exit codes (base/exit_codes.h): 0 success (and --help), 1 a runtime
+// Exit codes (base/exit_codes.h): 0 success (and --help, --version), 1 a runtime
 // failure (a checkpoint that fails verification, I/O, an unreachable
 // service), 2 bad usage (a bad flag or value, a named path missing); the
 // reason is one line on stderr starting "dropk: ".
@@ -24,6 +24,7 @@
 #include "absl/strings/str_join.h"
 #include "base/cli_flag_values.h"
 #include "base/exit_codes.h"
+#include "base/version.h"
 #include "tools/ckpt_command.h"
 #include "tools/launch_command.h"
 #include "tools/sample_command.h"
@@ -162,6 +163,7 @@ int Main(int argc, char** argv) {
   CLI::App app{"dropk: data preparation, checkpoints, sampling, studies, plots and launching",
                "dropk"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", absl::StrCat("dropk ", dropk::kVersion));
   Action action;
   RegisterDataCommand(app, action);
   dropk::RegisterCkptCommand(app, action);

@@ -430,6 +430,10 @@ absl::Status SampleOffline(const SampleFlags& f) {
   if (!dir.ok()) return dir.status();
   absl::StatusOr<std::shared_ptr<const ModelSnapshot>> snapshot = LoadCheckpointSnapshot(*dir);
   if (!snapshot.ok()) return snapshot.status();
+  // A directory of checkpoints was named: which one is used, before the text.
+  if (*dir != f.checkpoint) {
+    std::cerr << "dropk: " << PickedCheckpointLine((*snapshot)->step, *dir) << "\n";
+  }
   ServiceMetrics metrics;
   const SchedulerOptions options{.weights = EngineWeightsFromName(f.weights),
                                  .kv_cache = EngineKvCacheFromName(f.kv_cache),
@@ -714,29 +718,41 @@ void RegisterSampleCommand(CLI::App& app, std::function<absl::Status()>& action)
       ->capture_default_str()
       ->check(IntegerFlagRange(1, 86400))
       ->excludes(ckpt);
-  // Offline only: with --url the server's threads count, and the flag was
-  // accepted and ignored.
-  sample->add_option("--threads", f->threads, "--checkpoint: compute threads (0 = all cores)")
-      ->check(IntegerFlagRange(0, 1024))
-      ->excludes(url);
-  sample
-      ->add_option("--weights", f->weights,
-                   "--checkpoint: fp32, or bf16 weights, as dropk-serve --weights (the same text "
-                   "as a server with that setting)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"fp32", "bf16"}, CLI::ignore_case))
-      ->excludes(url);
-  sample
-      ->add_option("--kv-cache", f->kv_cache,
-                   "--checkpoint: fp32, or a bf16 KV cache, as dropk-serve --kv-cache (the same "
-                   "text as a server with that setting)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"fp32", "bf16"}, CLI::ignore_case))
-      ->excludes(url);
-  sample->callback([&action, f] {
-    action = [f]() -> absl::Status {
+  // Offline only: with --url the server's settings count, and the flags
+  // were accepted and ignored. Refused in the callback, saying why (CLI11's
+  // "--url excludes --threads" did not).
+  CLI::Option* threads =
+      sample->add_option("--threads", f->threads, "--checkpoint: compute threads (0 = all cores)")
+          ->check(IntegerFlagRange(0, 1024));
+  CLI::Option* weights =
+      sample
+          ->add_option(
+              "--weights", f->weights,
+              "--checkpoint: fp32, or bf16 weights, as dropk-serve --weights (the same text "
+              "as a server with that setting)")
+          ->capture_default_str()
+          ->check(CLI::IsMember({"fp32", "bf16"}, CLI::ignore_case));
+  CLI::Option* kv_cache =
+      sample
+          ->add_option(
+              "--kv-cache", f->kv_cache,
+              "--checkpoint: fp32, or a bf16 KV cache, as dropk-serve --kv-cache (the same "
+              "text as a server with that setting)")
+          ->capture_default_str()
+          ->check(CLI::IsMember({"fp32", "bf16"}, CLI::ignore_case));
+  sample->callback([&action, f, offline_only = std::vector{threads, weights, kv_cache}] {
+    action = [f, offline_only]() -> absl::Status {
       if (f->url.empty() == f->checkpoint.empty()) {
         return absl::InvalidArgumentError("give exactly one of --url and --checkpoint");
+      }
+      for (const CLI::Option* flag : offline_only) {
+        if (!f->url.empty() && flag->count() > 0) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(flag->get_name(),
+                           " is for offline sampling (--checkpoint); with --url the server "
+                           "decides it (dropk-serve ",
+                           flag->get_name(), ")"));
+        }
       }
       if (absl::Status s = ValidateFlags(f.get()); !s.ok()) return s;
       return f->url.empty() ? SampleOffline(*f) : SampleHttp(*f);

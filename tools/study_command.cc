@@ -41,7 +41,7 @@ absl::Status RunDropout(const DropoutStudyOptions& options) {
 }
 
 absl::Status RunTopK(const TopKStudyOptions& options) {
-  absl::StatusOr<TopKStudyResult> result = RunTopKStudy(options);
+  absl::StatusOr<TopKStudyResult> result = RunTopKStudy(options, std::cerr);
   if (!result.ok()) return result.status();
   std::cout << result->checkpoint_id << "\n\n"
             << TopKSummaryMarkdown(result->rows, result->vocab_size)

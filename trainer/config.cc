@@ -20,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "base/cli_flag_values.h"
 #include "base/number_text.h"
+#include "base/version.h"
 #include "comm/gradient_bucketer.h"
 #include "config_text.h"
 #include "google/protobuf/descriptor.h"
@@ -202,6 +203,7 @@ std::string HelpText() {
   rows.push_back(
       {"--config", "FILE", "none", "text-format dropk.TrainConfig merged over the defaults"});
   rows.push_back({"--help, -h", "", "", "print this help and exit"});
+  rows.push_back({"--version", "", "", "print the version and exit"});
   for (int i = 0; i < descriptor->field_count(); ++i) {
     const pb::FieldDescriptor* field = descriptor->field(i);
     if (!IsFlagField(field)) continue;
@@ -423,6 +425,7 @@ absl::StatusOr<TrainCommandLine> ParseTrainCommandLine(int argc, char** argv) {
   // Unknown arguments are collected and reported below with a clearer
   // message than CLI11's.
   app.allow_extras(true);
+  app.set_version_flag("--version", absl::StrCat("dropk-train ", kVersion));
   std::string config_path;
   // A second --config is refused below (count() counts every occurrence);
   // TakeLast only keeps CLI11 from failing first with a vaguer message.
@@ -471,7 +474,9 @@ absl::StatusOr<TrainCommandLine> ParseTrainCommandLine(int argc, char** argv) {
   try {
     app.parse(static_cast<int>(arg_pointers.size()), arg_pointers.data());
   } catch (const CLI::CallForHelp&) {
-    return TrainCommandLine{DefaultTrainConfig(), HelpText()};
+    return TrainCommandLine{DefaultTrainConfig(), HelpText(), std::nullopt};
+  } catch (const CLI::CallForVersion& e) {
+    return TrainCommandLine{DefaultTrainConfig(), std::nullopt, absl::StrCat(e.what(), "\n")};
   } catch (const CLI::ParseError& e) {
     return absl::InvalidArgumentError(e.what());
   }
@@ -519,13 +524,14 @@ absl::StatusOr<TrainCommandLine> ParseTrainCommandLine(int argc, char** argv) {
       return s;
     }
   }
-  return TrainCommandLine{std::move(config), std::nullopt};
+  return TrainCommandLine{std::move(config), std::nullopt, std::nullopt};
 }
 
 absl::StatusOr<TrainConfig> LoadTrainConfig(int argc, char** argv) {
   absl::StatusOr<TrainCommandLine> command_line = ParseTrainCommandLine(argc, argv);
   if (!command_line.ok()) return command_line.status();
   if (command_line->help) return absl::InvalidArgumentError("--help: no help shown here");
+  if (command_line->version) return absl::InvalidArgumentError("--version: no version shown here");
   return std::move(command_line->config);
 }
 
@@ -591,7 +597,8 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
     p.UnitInterval("dropout_mlp_output", c.dropout_mlp_output());
   }
   if (c.dropout_stream() == TrainConfig::DROPOUT_STREAM_UNSPECIFIED) {
-    p.Add("dropout_stream=DROPOUT_STREAM_UNSPECIFIED: must be PER_RANK or PER_SAMPLE");
+    p.Add(absl::StrCat("dropout_stream=DROPOUT_STREAM_UNSPECIFIED: must be one of ",
+                       EnumNames(TrainConfig::DropoutStream_descriptor(), ", ")));
   }
   // proto3 enums are open: a config file's `device: 9` parses, and code that
   // checks for CUDA ran it on the CPU. Only the values the schema names.
@@ -622,7 +629,8 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
                        "] (0 = cores on this node / ranks on this node)"));
   }
   if (c.comm_backend() == TrainConfig::COMM_BACKEND_UNSPECIFIED) {
-    p.Add("comm_backend=COMM_BACKEND_UNSPECIFIED: must be AUTO, SINGLE_PROCESS, MPI or NCCL");
+    p.Add(absl::StrCat("comm_backend=COMM_BACKEND_UNSPECIFIED: must be one of ",
+                       EnumNames(TrainConfig::CommBackend_descriptor(), ", ")));
   }
   if (c.comm_backend() == TrainConfig::NCCL && c.device() != TrainConfig::CUDA) {
     p.Add(

@@ -41,6 +41,10 @@ namespace pb = google::protobuf;
 // The largest config file read, in bytes.
 constexpr uintmax_t kMaxConfigFileBytes = 16u << 20;
 
+// How far a tab advances protobuf's tokenizer's column: to the next
+// multiple of this.
+constexpr int kTabWidth = 8;
+
 // The field of dropk.TrainConfig whose value text format was reading at
 // (line, column) of `text`, both counted from zero as protobuf's tokenizer
 // counts them: the last `name:` on that line before that point, outside
@@ -49,7 +53,6 @@ constexpr uintmax_t kMaxConfigFileBytes = 16u << 20;
 // line is searched, so an error in a line without a colon never blames the
 // field of the line before.
 const pb::FieldDescriptor* FieldBeingRead(const std::string& text, int line, int column) {
-  constexpr int kTabWidth = 8;  // as pb::io::Tokenizer advances columns
   size_t begin = 0;
   for (int l = 0; l < line && begin != std::string::npos; ++l) {
     begin = text.find('\n', begin);
@@ -297,6 +300,70 @@ std::string FloatValueProblem(const pb::FieldDescriptor* field,
   return RoundedAcrossBound(field->name(), written, static_cast<float>(value));
 }
 
+// The byte of `text` at (line, column), both counted from zero as protobuf's
+// tokenizer counts them; std::string::npos when there is none.
+size_t ByteAt(const std::string& text, int line, int column) {
+  size_t at = 0;
+  for (int l = 0; l < line; ++l) {
+    at = text.find('\n', at);
+    if (at == std::string::npos) return at;
+    ++at;
+  }
+  for (int c = 0; c < column; ++at) {
+    if (at >= text.size() || text[at] == '\n') return std::string::npos;
+    c += text[at] == '\t' ? kTabWidth - c % kTabWidth : 1;
+  }
+  return at;
+}
+
+// `text` with every enum value of a top-level field that names a value in
+// another case than the schema's (`device: cuda`, `precision: Bf16`)
+// written as the schema writes it (CUDA, BF16): the command line takes any
+// case (--device=cuda) and --help writes them in lower case, which text
+// format refused as "Unknown enumeration value". Only the case changes, so
+// every line and column an error names stays as the file has it. A name
+// that is no value of the field is left for the parser to refuse.
+void EnumValuesInSchemaCase(std::string* text) {
+  pb::io::ArrayInputStream input(text->data(), static_cast<int>(text->size()));
+  IgnoreErrors ignore;
+  pb::io::Tokenizer tokenizer(&input, &ignore);
+  tokenizer.set_comment_style(pb::io::Tokenizer::SH_COMMENT_STYLE);
+  std::vector<std::pair<size_t, std::string>> changes;  // byte, value as the schema writes it
+  pb::io::Tokenizer::Token previous;
+  const pb::FieldDescriptor* field = nullptr;  // an enum field whose value comes next
+  int depth = 0;                               // inside [] lists, {} or <> messages
+  while (tokenizer.Next()) {
+    const pb::io::Tokenizer::Token& token = tokenizer.current();
+    if (field != nullptr && token.type == pb::io::Tokenizer::TYPE_IDENTIFIER) {
+      const pb::EnumValueDescriptor* value =
+          field->enum_type()->FindValueByName(absl::AsciiStrToUpper(token.text));
+      if (value != nullptr && value->name() != token.text) {
+        changes.emplace_back(ByteAt(*text, token.line, token.column), value->name());
+      }
+    }
+    field = nullptr;
+    if (token.type == pb::io::Tokenizer::TYPE_SYMBOL) {
+      if (token.text == "[" || token.text == "{" || token.text == "<") ++depth;
+      if (token.text == "]" || token.text == "}" || token.text == ">") --depth;
+      if (depth == 0 && token.text == ":" && previous.type == pb::io::Tokenizer::TYPE_IDENTIFIER) {
+        field = TrainConfig::descriptor()->FindFieldByName(previous.text);
+        if (field != nullptr &&
+            (field->is_repeated() || field->cpp_type() != pb::FieldDescriptor::CPPTYPE_ENUM)) {
+          field = nullptr;
+        }
+      }
+    }
+    previous = token;
+  }
+  // After the tokenizer, which reads `text` in place.
+  for (const auto& [at, name] : changes) {
+    if (at != std::string::npos &&
+        absl::EqualsIgnoreCase(absl::string_view(*text).substr(at, name.size()), name)) {
+      text->replace(at, name.size(), name);
+    }
+  }
+}
+
 // Why the integer `written` (the value token `token`, after a minus sign
 // when `written` starts with one) is no value of the enum field `field`, or
 // "" when it is one. Text format takes any number into a proto3 enum, and
@@ -443,6 +510,7 @@ absl::Status MergeTrainConfigFile(const std::string& path, TrainConfig* config) 
   // Editors on Windows start UTF-8 files with a byte-order mark, which text
   // format rejects as "non ascii codepoint 239"; it is not content.
   if (text.starts_with("\xEF\xBB\xBF")) text.erase(0, 3);
+  EnumValuesInSchemaCase(&text);
   ConfigErrorCollector errors(path, &text);
   pb::TextFormat::Parser parser;
   parser.RecordErrorsTo(&errors);

@@ -25,7 +25,7 @@ std::vector<std::string> DeviceProblems(const TrainConfig& config) {
   }
   if (!cuda && config.precision() == TrainConfig::TF32) {
     problems.push_back(
-        "precision: TF32 needs device: CUDA (a tensor-core format; the CPU offers FP32 and BF16)");
+        "precision: TF32 needs device: CUDA (a tensor-core format; the CPU offers fp32 and bf16)");
   }
   if (config.attention_kernels() == TrainConfig::FLASH_BF16_TENSOR_CORES &&
       !(cuda && config.precision() == TrainConfig::BF16)) {

@@ -1,7 +1,7 @@
 // dropk-train: parses the config, joins the job's communicator, trains,
 // prints a sample. Launch with `mpirun -np N dropk-train ...` for N ranks.
-// Exit codes (base/exit_codes.h): 0 done or --help, 2 a bad config value or
-// argument (or a named path missing), 1 any other failure.
+// Exit codes (base/exit_codes.h): 0 done, --help or --version, 2 a bad
+// config value or argument (or a named path missing), 1 any other failure.
 // A GPU that fails mid-run (RunTraining returns "the GPU failed: ...") is
 // such a failure too: one line, exit 1, no core dump, no checkpoint after it.
 // When one rank of a multi-rank job fails, it ends the whole job (MPI_Abort)
@@ -9,7 +9,8 @@
 // others waiting; when the cause is a peer's unreachable host, it leaves the
 // ending to mpirun for a while (AbortJobAfterLauncherGrace), whose abort
 // would otherwise wait on that host for good. Each failing rank also
-// appends its line to OUT_DIR/failures/rank-NNNNN.log (failure_record.h).
+// appends its line to OUT_DIR/failures/rank-NNNNN.log (failure_record.h);
+// a single process started by hand and refused (exit 2) writes nothing there.
 #include <unistd.h>
 
 #include <chrono>
@@ -99,15 +100,26 @@ int ReportInvalidConfig(const absl::Status& invalid) {
 
 // Ends this rank's run on `status`, rank `rank` of `world`: prints its line,
 // then keeps it in out_dir's failure record (unless the run directory is
-// another job's, which refused this one), and in a job of several ranks
-// ends the whole job (after the launcher's grace when `launcher_grace`: a
-// peer's host is unreachable). Returns `code` for a single rank; otherwise
+// another job's, which refused this one, or a single process started by
+// hand was refused for the user to fix, `code` kExitUsage), and in a job of
+// several ranks ends the whole job (after the launcher's grace when
+// `launcher_grace`: a peer's host is unreachable). Returns `code` for a single rank; otherwise
 // does not return.
 int FailRank(const absl::Status& status, int rank, int world, int code, bool launcher_grace,
              const std::string& out_dir) {
   const std::string failure = absl::StrCat("rank ", rank, " of ", world, ": ", status.message());
+  // A single process started by hand and refused for the user to fix (a
+  // bad value, a missing path, a resume that contradicts its checkpoint)
+  // never began a run, and its line is on the user's terminal: out_dir,
+  // often an earlier run's, is left as it was (its failure record gained
+  // lines of starts that never ran). A rank of a job, or one `dropk launch`
+  // started, still records it: its line may be lost with the launcher's
+  // output, and the launcher names the cause from the record.
+  const bool by_hand = world == 1 && std::getenv(dropk::kLaunchAttemptEnv) == nullptr;
+  const bool record =
+      !(by_hand && code == dropk::kExitUsage) && !dropk::IsRunDirectoryHeldElsewhere(status);
   const std::function<void()> keep = [&] {
-    if (!dropk::IsRunDirectoryHeldElsewhere(status)) dropk::RecordFailure(out_dir, rank, failure);
+    if (record) dropk::RecordFailure(out_dir, rank, failure);
   };
   if (world > 1 && launcher_grace) {
     dropk::AbortJobAfterLauncherGrace(absl::StrCat("dropk-train: ", failure, " (ending the job)"),
@@ -124,8 +136,11 @@ int FailRank(const absl::Status& status, int rank, int world, int code, bool lau
 int Main(int argc, char** argv) {
   std::signal(SIGBUS, OnBusError);
   absl::StatusOr<dropk::TrainCommandLine> command_line = dropk::ParseTrainCommandLine(argc, argv);
-  if (command_line.ok() && command_line->help) {
-    if (LauncherRank() == 0) std::cout << *command_line->help;  // once per job
+  if (command_line.ok() && (command_line->help || command_line->version)) {
+    // Once per job.
+    if (LauncherRank() == 0) {
+      std::cout << (command_line->help ? *command_line->help : *command_line->version);
+    }
     return dropk::kExitOk;
   }
   const dropk::TrainConfig* config = command_line.ok() ? &command_line->config : nullptr;
@@ -181,6 +196,14 @@ int Main(int argc, char** argv) {
       std::cerr << dropk::StoppedBySignalLine(dropk::StopSignal(), summary->steps, world,
                                               config->out_dir(), failures)
                 << "\n";
+    }
+    return dropk::kExitOk;
+  }
+  if (summary->nothing_to_train) {
+    // No rate: nothing was timed.
+    if (rank == 0) {
+      std::cerr << "dropk-train: already at step " << summary->steps
+                << " of max_iters=" << config->max_iters() << "; nothing to train\n";
     }
     return dropk::kExitOk;
   }

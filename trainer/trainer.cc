@@ -106,6 +106,12 @@ class TrainingRun {
  private:
   absl::StatusOr<TrainSummary> Run() {
     if (absl::Status s = Setup(); !s.ok()) return s;
+    if (summary_.nothing_to_train) {
+      summary_.final_params.resize(gpt_->num_params());
+      kernels_->CopyToHost(summary_.final_params.data(), gpt_->params(),
+                           gpt_->num_params() * sizeof(float));
+      return std::move(summary_);
+    }
     const int64_t max_steps = config_.max_iters();
     start_ = Clock::now();
     for (int64_t step = first_step_; step <= max_steps; ++step) {
@@ -335,6 +341,7 @@ class TrainingRun {
     optimizer_ = std::make_unique<AdamWOptimizer>(
         gpt_.get(), AdamWOptions{config_.beta1(), config_.beta2(), 1e-8f, config_.weight_decay()});
     if (absl::Status s = SetUpCheckpoints(); !s.ok()) return s;
+    if (summary_.nothing_to_train) return absl::OkStatus();
 
     const int B = config_.batch_size(), T = config_.block_size();
     const int accum = config_.gradient_accumulation_steps();
@@ -467,6 +474,13 @@ class TrainingRun {
     summary_.steps = resume->step;
     summary_.last_train_loss = resume->last_train_loss;
     summary_.resumed_from = resume->dir;
+    // A job relaunched after it finished: evaluating again appended a
+    // second row for the step and logged "0 tok/s". Every rank resumed
+    // alike (checked above), so all stop here.
+    if (resume->resumed && resume->step == config_.max_iters()) {
+      summary_.nothing_to_train = true;
+      return absl::OkStatus();
+    }
     checkpointer_ = std::make_unique<TrainingCheckpointer>(config_, gpt_->num_params(), &comm_,
                                                            &all_ranks_log_);
     if (resume->resumed) checkpointer_->NoteResumedFrom(resume->dir);

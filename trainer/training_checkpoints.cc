@@ -418,12 +418,12 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
       return absl::InvalidArgumentError(absl::StrCat(s.message(), " [checkpoint ", dir, "]"));
     }
     // The training loop would not run at all: no step, no evaluation, and
-    // "done" with the checkpoint's step count.
+    // "done" with the checkpoint's step count. (At max_iters itself the run
+    // says it has nothing to train and ends.)
     if (m.step() > config.max_iters()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--resume: checkpoint ", dir, " is at step ", m.step(), ", past max_iters=",
-          config.max_iters(), "; raise max_iters to train on (max_iters=", m.step(),
-          " only evaluates it)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--resume: checkpoint ", dir, " is at step ", m.step(),
+                       ", past max_iters=", config.max_iters(), "; raise max_iters to train on"));
     }
     if (m.tokenizer().SerializeAsString() != tokenizer.SerializeAsString()) {
       return absl::InvalidArgumentError(

@@ -1,7 +1,7 @@
 // One exit-code vocabulary across the binaries (base/exit_codes.h): each of
-// dropk-train, dropk-serve, dropk and the benchmarks exits 2 on a bad flag, 0 on --help
-// (help on stdout), and 1 on a runtime failure, with one line on stderr
-// naming the binary.
+// dropk-train, dropk-serve, dropk and the benchmarks exits 2 on a bad flag, 0
+// on --help (help on stdout; the first three on --version too), and 1 on a
+// runtime failure, with one line on stderr naming the binary.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -10,6 +10,7 @@
 #include <string>
 
 #include "base/exit_codes.h"
+#include "base/version.h"
 #include "support/subprocess.h"
 #include "support/temp_dir.h"
 #include "trainer/prepare_data.h"
@@ -66,6 +67,19 @@ INSTANTIATE_TEST_SUITE_P(
       std::replace(name.begin(), name.end(), '-', '_');
       return name;
     });
+
+// --version was an unknown flag (exit 2) on dropk-train and dropk-serve,
+// and on dropk a missing subcommand; dropk-serve wants --checkpoints
+// otherwise and dropk-train would train.
+TEST(ExitCodesVersionTest, VersionAloneExits0WithTheVersionOnStdout) {
+  for (const std::string binary : {"dropk", "dropk-train", "dropk-serve"}) {
+    SCOPED_TRACE(binary);
+    const CommandResult r = RunCommand(kBin + binary + " --version");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, binary + " " + kVersion + "\n");
+    EXPECT_EQ(r.err, "");
+  }
+}
 
 TEST(ExitCodesRuntimeTest, TrainerRuntimeFailureExits1) {
   test_util::ScopedTempDir dir("exit_train");

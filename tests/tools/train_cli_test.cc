@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -52,6 +54,11 @@ class TrainCliTest : public ::testing::Test {
   static test_util::CommandResult TrainOneStepOn(const std::string& data_dir) {
     return RunTrainCli(Base() + " --data_dir=" + data_dir + " --out_dir=" + data_dir +
                        "_out --max_iters=1 --eval_iters=1 --sample_tokens=0");
+  }
+  // The arguments of a two-step run into `out` that saves at its end.
+  static std::string TwoStepRunThatSaves(const std::string& out) {
+    return Base() + " --out_dir=" + out +
+           " --max_iters=2 --save_every=2 --eval_iters=1 --sample_tokens=0";
   }
   static test_util::ScopedTempDir* scratch_;
   static std::string* data_;
@@ -349,6 +356,56 @@ TEST_F(TrainCliTest, AFreshRunKeepsTheEarlierRunsMetrics) {
                             out + "/metrics.earlier-run-"),
             std::string::npos)
       << second.out;
+}
+
+// Every file under `dir` but the lock files (whose note names the last
+// process that held them) as path -> contents.
+std::map<std::string, std::string> FilesUnder(const std::string& dir) {
+  std::map<std::string, std::string> files;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
+    if (!entry.is_regular_file() || entry.path().filename() == kTrainingLock.file_name) continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    files[entry.path().string()] = std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  return files;
+}
+
+// A start by hand refused for the user to fix (exit 2) appended its line to
+// the failure record (OUT_DIR/failures) of the run directory it named, often
+// an earlier run's, whose history then held starts that never ran. (A rank
+// of a job still records it: DdpFaultTest, LaunchCliTest.)
+TEST_F(TrainCliTest, ARefusedStartLeavesAnEarlierRunsDirectoryAsItWas) {
+  const std::string out = scratch_->path() + "/earlier_run";
+  const std::string run = TwoStepRunThatSaves(out);
+  ASSERT_EQ(RunTrainCli(run).exit_code, 0);
+  const std::map<std::string, std::string> before = FilesUnder(out);
+  for (const std::string& refused :
+       {std::string(" --resume=latest --n_layer=3"), " --data_dir=" + scratch_->path() + "/none",
+        std::string(" --block_size=2000000 --batch_size=1")}) {
+    SCOPED_TRACE(refused);
+    const test_util::CommandResult r = RunTrainCli(run + refused);
+    EXPECT_EQ(r.exit_code, 2) << r.out;
+    EXPECT_FALSE(std::filesystem::exists(out + "/failures")) << r.out;
+    EXPECT_TRUE(FilesUnder(out) == before) << r.out;
+  }
+}
+
+// Resuming a run that had reached max_iters evaluated again, appended a
+// second row for the step to metrics.jsonl, and logged "0 tok/s" and
+// "done, 2 steps".
+TEST_F(TrainCliTest, ResumingAtMaxItersSaysNothingToTrain) {
+  const std::string out = scratch_->path() + "/finished_run";
+  const std::string run = TwoStepRunThatSaves(out);
+  ASSERT_EQ(RunTrainCli(run).exit_code, 0);
+  const std::vector<std::string> rows = MetricsRowsIn(out);
+  const test_util::CommandResult again = RunTrainCli(run + " --resume=latest");
+  EXPECT_EQ(again.exit_code, 0) << again.out;
+  EXPECT_NE(again.out.find("dropk-train: already at step 2 of max_iters=2; nothing to train\n"),
+            std::string::npos)
+      << again.out;
+  EXPECT_EQ(again.out.find("tok/s"), std::string::npos) << again.out;
+  EXPECT_EQ(again.out.find("done,"), std::string::npos) << again.out;
+  EXPECT_EQ(MetricsRowsIn(out), rows);
 }
 
 // A shard copied by hand passed every check of the data (one preparation's

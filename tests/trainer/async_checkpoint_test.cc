@@ -113,12 +113,14 @@ TEST_F(AsyncCheckpointTest, ResumingPastMaxItersIsRefusedNamingTheStep) {
   EXPECT_NE(s.status().message().find("step-00000020 is at step 20, past max_iters=10"),
             std::string::npos)
       << s.status();
-  // At max_iters itself the run evaluates the checkpoint.
+  // At max_iters itself there is nothing to train: no evaluation, no
+  // metrics row (TrainCliTest.ResumingAtMaxItersSaysNothingToTrain).
   TrainConfig same = Config("past", 20, true);
   same.set_resume("latest");
-  const TrainSummary evaluated = Train(same);
-  EXPECT_EQ(evaluated.steps, 20);
-  EXPECT_TRUE(evaluated.val_loss.has_value());
+  const TrainSummary done = Train(same);
+  EXPECT_EQ(done.steps, 20);
+  EXPECT_TRUE(done.nothing_to_train);
+  EXPECT_FALSE(done.val_loss.has_value());
 }
 
 TEST_F(AsyncCheckpointTest, AsyncAndSyncRunsWriteTheSameCheckpointFiles) {

@@ -178,6 +178,50 @@ TEST(ConfigTest, EnumFlagIsCaseInsensitive) {
   }
 }
 
+// A config file took enum values in the schema's upper case only: `device:
+// cuda`, as --help writes it and as --device=cuda takes it, was "Unknown
+// enumeration value of "cuda" ... (device takes one of cpu, cuda)".
+TEST(ConfigTest, EnumValuesInFileAreCaseInsensitiveAsFlagsAre) {
+  const std::string path =
+      WriteTempFile("enums.textproto",
+                    "device: cuda  # as --help writes it\n"
+                    "precision: Bf16\n"
+                    "\tcomm_backend:\tsingle_process\n"
+                    "dropout_stream: PER_SAMPLE\n"
+                    "sample_prompt: \"device: cpu\" attention_kernels: materialised\n");
+  absl::StatusOr<TrainConfig> config = Load({"--config", path});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->device(), TrainConfig::CUDA);
+  EXPECT_EQ(config->precision(), TrainConfig::BF16);
+  EXPECT_EQ(config->comm_backend(), TrainConfig::SINGLE_PROCESS);
+  EXPECT_EQ(config->dropout_stream(), TrainConfig::PER_SAMPLE);
+  EXPECT_EQ(config->attention_kernels(), TrainConfig::MATERIALISED);
+  EXPECT_EQ(config->sample_prompt(), "device: cpu");  // a string is not a setting
+
+  // A name that is no value is still refused at its place, as written.
+  const std::string bad = WriteTempFile("bad.textproto", "n_layer: 2\nprecision: bf17\n");
+  config = Load({"--config", bad});
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr(bad + ":2:12:"), HasSubstr("\"bf17\""),
+                    HasSubstr("(precision takes one of fp32, tf32, bf16)")));
+}
+
+// Validation listed the values as the schema spells them ("must be AUTO,
+// SINGLE_PROCESS, MPI or NCCL") where --help and every other error write
+// them in lower case, as they are typed.
+TEST(ConfigTest, UnsetEnumsAreRefusedListingValuesAsHelpWritesThem) {
+  TrainConfig c = DefaultTrainConfig();
+  c.set_comm_backend(TrainConfig::COMM_BACKEND_UNSPECIFIED);
+  c.set_dropout_stream(TrainConfig::DROPOUT_STREAM_UNSPECIFIED);
+  const absl::Status s = ValidateTrainConfig(c);
+  EXPECT_THAT(s.message(),
+              AllOf(HasSubstr("comm_backend=COMM_BACKEND_UNSPECIFIED: must be one of auto, "
+                              "single_process, mpi, nccl"),
+                    HasSubstr("dropout_stream=DROPOUT_STREAM_UNSPECIFIED: must be one of "
+                              "per_rank, per_sample")));
+}
+
 struct BadFlagCase {
   std::string arg;       // one command-line argument
   std::string expected;  // substring of the error message

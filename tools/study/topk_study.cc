@@ -168,7 +168,7 @@ std::string TopKSummaryMarkdown(const std::vector<TopKStudyRow>& rows, int vocab
   return md.str();
 }
 
-absl::StatusOr<TopKStudyResult> RunTopKStudy(const TopKStudyOptions& options) {
+absl::StatusOr<TopKStudyResult> RunTopKStudy(const TopKStudyOptions& options, std::ostream& log) {
   if (absl::Status s = CheckOptions(options); !s.ok()) return s;
   // The throwing exists() aborted on a symlink loop or a name too long.
   absl::StatusOr<std::string> resolved = ResolveCheckpointFlag(options.checkpoint, "--checkpoint");
@@ -176,6 +176,9 @@ absl::StatusOr<TopKStudyResult> RunTopKStudy(const TopKStudyOptions& options) {
   const std::string& dir = *resolved;
   absl::StatusOr<std::shared_ptr<const ModelSnapshot>> snapshot = LoadCheckpointSnapshot(dir);
   if (!snapshot.ok()) return snapshot.status();
+  if (dir != options.checkpoint) {
+    log << "dropk: " << PickedCheckpointLine((*snapshot)->step, dir) << std::endl;
+  }
   const ModelSnapshot& model = **snapshot;
   InferenceOptions engine_options;
   engine_options.max_slots = 1;

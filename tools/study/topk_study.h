@@ -5,6 +5,7 @@
 #define DROPK_TOOLS_STUDY_TOPK_STUDY_H_
 
 #include <cstdint>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -58,8 +59,10 @@ struct TopKStudyResult {
 // with the same generation as dropk-serve (KV cache, sliding window, Philox
 // keyed by the seed), writes the table, the samples and a plot into out_dir,
 // and returns the rows. Deterministic for the same options. Errors name the
-// checkpoint, the option or the prompt at fault.
-absl::StatusOr<TopKStudyResult> RunTopKStudy(const TopKStudyOptions& options);
+// checkpoint, the option or the prompt at fault. When options.checkpoint is
+// a directory of checkpoints (or a run directory), the one picked is named
+// on `log` ("dropk: using step N (DIR)") before sampling starts.
+absl::StatusOr<TopKStudyResult> RunTopKStudy(const TopKStudyOptions& options, std::ostream& log);
 
 // The rows as a Markdown table.
 std::string TopKSummaryMarkdown(const std::vector<TopKStudyRow>& rows, int vocab_size);

@@ -59,12 +59,21 @@ std::string CheckpointsDirHint(const std::string& checkpoints_dir);
 
 // The checkpoint a command's `flag` (--checkpoint) names with `path`: path
 // itself when it is one checkpoint (holds manifest.pb and no LATEST), else
-// FindServableCheckpoint(path). Every error names the flag: "--checkpoint
-// PATH: does not exist", "--checkpoint: no valid checkpoint in PATH ...". A
-// path the OS cannot look at (a symlink loop, a name too long, no
+// FindServableCheckpoint of path/checkpoints when path is a run directory
+// (holds no LATEST but a checkpoints/ directory), else
+// FindServableCheckpoint(path). A result other than `path` is one the
+// command picked (LATEST's, else the newest that verifies), which it names
+// with its step. Every error names the flag: "--checkpoint PATH: does not
+// exist", "--checkpoint: no valid checkpoint in PATH ...". A path the OS
+// cannot look at (a symlink loop, a name too long, no
 // permission) is an error naming the flag, the path and the OS's reason
 // (base/path_status.h); never throws.
 absl::StatusOr<std::string> ResolveCheckpointFlag(const std::string& path, const std::string& flag);
+
+// What a command says on stderr when ResolveCheckpointFlag picked
+// `checkpoint_dir`, at training step `step`, from a directory the user
+// named: "using step N (DIR)", without its program's prefix.
+std::string PickedCheckpointLine(int64_t step, const std::string& checkpoint_dir);
 
 }  // namespace dropk
 

@@ -27,6 +27,7 @@ TrainConfig DefaultTrainConfig();
 struct TrainCommandLine {
   TrainConfig config;  // merged over the defaults, NOT validated; unused when help is set
   std::optional<std::string> help;  // --help/-h: print this to stdout and exit 0
+  std::optional<std::string> version;  // --version: print this to stdout and exit 0
 };
 
 // Parses the command line of dropk-train (argv[0] is the program name):
@@ -35,6 +36,7 @@ struct TrainCommandLine {
 //                       the file. Enums by name, case-insensitively; bools as
 //                       true/false/1/0.
 //   --help, -h          help listing every field, its type and default
+//   --version           "dropk-train VERSION" (base/version.h)
 // Errors: InvalidArgument naming the flag and value for a value that does
 // not parse or is out of the type's range, an unknown flag or a stray
 // argument; InvalidArgument naming both files for a second --config (one

@@ -52,6 +52,9 @@ struct TrainSummary {
   std::vector<float> final_params;  // the parameters after the last step, ParamLayout order
   bool stopped_by_signal = false;   // SIGTERM/SIGINT: saved a checkpoint at `steps` and stopped
   std::string resumed_from;         // the checkpoint resumed from, empty for a fresh start
+  // Resumed at step max_iters: no step, evaluation, metrics row or sample
+  // ran (steps is max_iters, final_params the checkpoint's).
+  bool nothing_to_train = false;
 };
 
 // Seams of RunTraining for tests; a default-constructed one is production.

@@ -1,0 +1,86 @@
+// --checkpoint of `dropk sample` and `dropk study topk` takes one
+// checkpoint, a run's checkpoints directory or the run directory itself (the
+// trainer's out_dir); from a directory it picks LATEST's checkpoint and says
+// "using step N" on stderr. A run directory was refused ("give its
+// checkpoints directory"), and a checkpoints directory was used without
+// saying which step.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <string>
+
+#include "support/subprocess.h"
+#include "support/temp_dir.h"
+#include "support/tiny_smoke_run.h"
+
+namespace dropk {
+namespace {
+
+using test_util::CommandResult;
+using test_util::RunCommand;
+
+const std::string kBin = DROPK_BINARY_DIR "/bin/";
+
+class CheckpointFlagTest : public ::testing::Test {
+ protected:
+  // step-00000001 and step-00000002 in run/checkpoints, LATEST naming the
+  // second; once for every test of the suite.
+  static void SetUpTestSuite() {
+    dir_ = new test_util::ScopedTempDir("checkpoint_flag");
+    ASSERT_TRUE(test_util::TrainTinySmokeRun(dir_->path(), 1).ok());
+  }
+  static void TearDownTestSuite() { delete dir_; }
+
+  static CommandResult Sample(const std::string& checkpoint) {
+    return RunCommand(kBin + "dropk sample --checkpoint " + checkpoint +
+                      " --prompt a --max-tokens 2 --seed 1 --threads 1");
+  }
+  static std::string Path(const std::string& name) { return dir_->Path(name); }
+
+  static test_util::ScopedTempDir* dir_;
+};
+test_util::ScopedTempDir* CheckpointFlagTest::dir_ = nullptr;
+
+TEST_F(CheckpointFlagTest, SampleTakesARunOrCheckpointsDirectorySayingTheStepPicked) {
+  const std::string picked =
+      "dropk: using step 2 (" + Path("run/checkpoints/step-00000002") + ")\n";
+  for (const std::string dir : {"run", "run/checkpoints"}) {
+    SCOPED_TRACE(dir);
+    const CommandResult r = Sample(Path(dir));
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.err.rfind(picked, 0), 0u) << r.err;
+    EXPECT_NE(r.err.find("checkpoint step 2"), std::string::npos) << r.err;
+  }
+  // One checkpoint named: nothing was picked, nothing to say.
+  const CommandResult one = Sample(Path("run/checkpoints/step-00000001"));
+  EXPECT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_EQ(one.err.find("using step"), std::string::npos) << one.err;
+  EXPECT_NE(one.err.find("checkpoint step 1"), std::string::npos) << one.err;
+}
+
+TEST_F(CheckpointFlagTest, ADirectoryWithoutACheckpointIsAUsageErrorNamingIt) {
+  std::filesystem::create_directories(Path("empty"));
+  std::filesystem::create_directories(Path("empty_run/checkpoints"));
+  for (const auto& [given, named] : {std::pair{Path("empty"), Path("empty")},
+                                     std::pair{Path("empty_run"), Path("empty_run/checkpoints")}}) {
+    SCOPED_TRACE(given);
+    const CommandResult r = Sample(given);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(r.err.rfind("dropk: --checkpoint: no valid checkpoint in " + named, 0), 0u) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
+TEST_F(CheckpointFlagTest, StudyTopKTakesARunDirectorySayingTheStepPicked) {
+  const CommandResult r =
+      RunCommand(kBin + "dropk study topk --checkpoint " + Path("run") + " --out " + Path("topk") +
+                 " --prompt a --samples 2 --max-tokens 2 --ks 1 --temperatures 1 --threads 1");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("dropk: using step 2 (" + Path("run/checkpoints/step-00000002") + ")\n"),
+            std::string::npos)
+      << r.err;
+}
+
+}  // namespace
+}  // namespace dropk
