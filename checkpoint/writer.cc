@@ -393,7 +393,13 @@ absl::Status CheckpointWriter::ApplyRetention(int64_t newest_step) {
   for (const std::string& name : *names) {
     const int64_t step = ParseStepDirName(name);
     if (step >= 0) {
-      steps.push_back(step);
+      // A step-N directory without a manifest is no checkpoint (a copy cut
+      // short, one made by hand): counted, it took a place of keep_last,
+      // and the checkpoints before it were deleted while it was kept. It is
+      // neither counted nor deleted.
+      if (env_->FileExists(PathJoin(PathJoin(root, name), kManifestFileName))) {
+        steps.push_back(step);
+      }
     } else if (name.rfind("step-", 0) == 0 && name.find(".tmp-") != std::string::npos) {
       // Left by a save that crashed; ours has been renamed already.
       if (absl::Status s = env_->RemoveDirRecursively(PathJoin(root, name));

@@ -706,17 +706,26 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
 
 absl::Status ValidateAgainstData(const TrainConfig& config, uint64_t train_tokens,
                                  uint64_t val_tokens) {
-  Problems p;
-  const std::pair<const char*, uint64_t> splits[] = {{"training", train_tokens},
-                                                     {"validation", val_tokens}};
-  for (const auto& [split, tokens] : splits) {
-    // One (input, target) pair needs block_size + 1 consecutive tokens.
-    if (config.block_size() < 0 || static_cast<uint64_t>(config.block_size()) >= tokens) {
-      p.Add(absl::StrCat("block_size=", config.block_size(), ": must be smaller than the ", split,
-                         " split of ", config.data_dir(), " (", tokens, " tokens)"));
-    }
+  // One (input, target) pair needs block_size + 1 consecutive tokens.
+  const auto too_short = [&](uint64_t tokens) {
+    return config.block_size() < 0 || static_cast<uint64_t>(config.block_size()) >= tokens;
+  };
+  const std::string block_size = absl::StrCat("block_size=", config.block_size(), ": ");
+  // Both splits short is one line: the second read as a line of its own,
+  // without the binary's name.
+  if (too_short(train_tokens) && too_short(val_tokens)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        block_size, "must be smaller than the training split of ", config.data_dir(), " (",
+        train_tokens, " tokens) and its validation split (", val_tokens, " tokens)"));
   }
-  return p.ToStatus();
+  if (too_short(train_tokens) || too_short(val_tokens)) {
+    const bool train = too_short(train_tokens);
+    return absl::InvalidArgumentError(
+        absl::StrCat(block_size, "must be smaller than the ", train ? "training" : "validation",
+                     " split of ", config.data_dir(), " (", train ? train_tokens : val_tokens,
+                     " tokens)"));
+  }
+  return absl::OkStatus();
 }
 
 std::string ConfigToText(const TrainConfig& config) {

@@ -12,6 +12,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <system_error>
 #include <thread>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "base/number_text.h"
 #include "base/path_status.h"
@@ -26,6 +28,7 @@
 #include "checkpoint/env.h"
 #include "model/gpt2_vocab_files.h"
 #include "model/tokenizer.h"
+#include "model/utf8.h"
 #include "trainer/data_checksums.h"
 #include "trainer/run_directory_lock.h"
 #include "trainer/token_dataset.h"
@@ -140,14 +143,17 @@ absl::StatusOr<std::vector<std::string>> ExpandInputs(const std::vector<std::str
                                                      ", not a regular file or a directory"));
     }
     std::vector<std::string> found;
+    size_t prepared = 0;  // regular files left out as prepared data
     // The entry last seen: when stepping past it fails, it is usually the
     // subdirectory that could not be opened, and the error names it.
     fs::path last;
     for (auto it = fs::recursive_directory_iterator(input, ec);
          !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
       last = it->path();
-      if (it->is_regular_file(ec) && !IsPrepareOutput(it->path(), out_dir) &&
-          !IsPreparedData(it->path())) {
+      if (!it->is_regular_file(ec)) continue;
+      if (IsPrepareOutput(it->path(), out_dir) || IsPreparedData(it->path())) {
+        ++prepared;
+      } else {
         found.push_back(it->path().string());
       }
     }
@@ -158,6 +164,14 @@ absl::StatusOr<std::vector<std::string>> ExpandInputs(const std::vector<std::str
               ? absl::StrCat("directory '", last.string(), "' (in input directory '", input, "')")
               : absl::StrCat("input directory '", input, "'");
       return absl::UnavailableError(absl::StrCat("cannot list ", where, ": ", ec.message()));
+    }
+    // A directory of prepared data alone read "holds no regular files",
+    // though it held train.bin and tokenizer.pb.
+    if (found.empty() && prepared > 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input directory '", input, "' holds no text: its ", prepared,
+          " file(s) are prepared data (token files, tokenizer.pb, lock files), which are left "
+          "out; name the directory of the text files"));
     }
     if (found.empty()) {
       return absl::InvalidArgumentError(
@@ -329,6 +343,17 @@ absl::StatusOr<TextTokenizer> CharTokenizerOf(const std::vector<std::string>& fi
     absl::StatusOr<bool> more = reader.Next(&chunk);
     if (!more.ok()) return more.status();
     if (!*more) break;
+    // Invalid UTF-8 is placed by its offset in the file, not in the chunk:
+    // "(from byte offset 1048575): invalid UTF-8 at byte offset 66843" left
+    // the sum to the reader, and the chunk's offset read as the place.
+    if (const std::optional<size_t> bad = FirstNonUtf8Byte(chunk.text); bad.has_value()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input file '", files[chunk.file], "': invalid UTF-8 at byte offset ",
+          chunk.offset + *bad, " (byte 0x",
+          absl::AsciiStrToUpper(absl::StrCat(
+              absl::Hex(static_cast<uint8_t>(chunk.text[*bad]), absl::kZeroPad2))),
+          ")"));
+    }
     absl::StatusOr<TextTokenizer> part = TextTokenizer::FromCorpus(Tokenizer::CHAR, chunk.text);
     if (!part.ok()) {
       return absl::InvalidArgumentError(
@@ -345,6 +370,21 @@ absl::StatusOr<TextTokenizer> CharTokenizerOf(const std::vector<std::string>& fi
 }
 
 absl::StatusOr<TextTokenizer> Gpt2TokenizerFrom(const std::string& dir) {
+  // A --gpt2-dir that names a file read "DIR/encoder.json: stat: Not a
+  // directory" and exited 1, as for a failing disk.
+  const std::string flag = absl::StrCat("--gpt2-dir ", dir);
+  absl::StatusOr<fs::file_status> status = PathStatus(dir, flag);
+  if (!status.ok()) return status.status();
+  if (!fs::exists(*status)) {
+    return absl::NotFoundError(
+        absl::StrCat(flag, ": does not exist; name the directory of GPT-2's encoder.json and "
+                           "vocab.bpe"));
+  }
+  if (!fs::is_directory(*status)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": is not a directory; name the directory of GPT-2's encoder.json "
+                           "and vocab.bpe"));
+  }
   const std::string encoder_path = (fs::path(dir) / "encoder.json").string();
   const std::string merges_path = (fs::path(dir) / "vocab.bpe").string();
   absl::StatusOr<std::string> encoder =
@@ -356,7 +396,11 @@ absl::StatusOr<TextTokenizer> Gpt2TokenizerFrom(const std::string& dir) {
   }
   absl::StatusOr<std::string> merges =
       ReadSmallFile(Env::Default(), merges_path, kMaxGpt2FileBytes);
-  if (!merges.ok()) return merges.status();
+  if (!merges.ok()) {
+    return absl::Status(
+        merges.status().code(),
+        absl::StrCat(merges.status().message(), " (GPT-2's tokenizer files: pass --gpt2-dir)"));
+  }
   absl::StatusOr<Tokenizer> proto = Gpt2TokenizerFromFiles(*encoder, *merges);
   if (!proto.ok()) {
     return absl::InvalidArgumentError(

@@ -260,9 +260,14 @@ class TrainingRun {
     if (config_.sample_tokens() > 0) {
       absl::StatusOr<std::vector<int32_t>> encoded =
           data_->tokenizer.Encode(config_.sample_prompt());
+      // The default prompt ("\n") is not in the vocabulary of a corpus
+      // without line breaks: the line said what was wrong with a field the
+      // user never set, not what to set.
       if (!encoded.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("sample_prompt: ", encoded.status().message()));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "sample_prompt: ", encoded.status().message(),
+            "; set sample_prompt to text of data_dir=", config_.data_dir(),
+            "'s vocabulary, or sample_tokens=0 to sample nothing"));
       }
       if (encoded->empty()) return absl::InvalidArgumentError("sample_prompt: must not be empty");
       prompt_ = *std::move(encoded);

@@ -4,11 +4,13 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <filesystem>
 #include <set>
 #include <system_error>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -49,7 +51,10 @@ struct ResumeTarget {
 // directory (its checkpoints/). A missing path is NotFound and any other
 // path InvalidArgument (usage, exit 2), naming it. Before, both read as
 // corruption: "no checkpoint verifies: ... manifest.pb: stat: ..." (exit 1).
-absl::StatusOr<ResumeTarget> ResolveResumePath(const std::string& path, Env* fs) {
+// A step number (--resume=40) that is not a path names the checkpoint of
+// that step in `checkpoints_dir`, to pass instead.
+absl::StatusOr<ResumeTarget> ResolveResumePath(const std::string& path,
+                                               const std::string& checkpoints_dir, Env* fs) {
   const std::string flag = absl::StrCat("--resume=", path);
   const std::string kinds =
       "name a checkpoint (CHECKPOINT_DIR/step-N), a checkpoints directory, a run directory (its "
@@ -58,6 +63,12 @@ absl::StatusOr<ResumeTarget> ResolveResumePath(const std::string& path, Env* fs)
   if (!status.ok()) return status.status();
   if (!std::filesystem::exists(*status)) {
     const bool meant_latest = absl::AsciiStrToLower(path) == "latest";
+    int64_t step = -1;
+    if (!meant_latest && absl::SimpleAtoi(path, &step) && step >= 0) {
+      return absl::NotFoundError(absl::StrCat(
+          flag, ": does not exist; a step's checkpoint is named by its directory: --resume=",
+          (std::filesystem::path(checkpoints_dir) / CheckpointDirName(step)).string()));
+    }
     return absl::NotFoundError(absl::StrCat(
         flag, ": does not exist; ",
         meant_latest ? "--resume=latest (lower case) resumes from the newest checkpoint of "
@@ -372,7 +383,7 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
   // rather than one checkpoint.
   ResumeTarget resume_from{CheckpointsDirOf(config), true};
   if (config.resume() != "latest") {
-    absl::StatusOr<ResumeTarget> named = ResolveResumePath(config.resume(), fs);
+    absl::StatusOr<ResumeTarget> named = ResolveResumePath(config.resume(), CheckpointsDirOf(config), fs);
     if (!named.ok()) return named.status();
     resume_from = *std::move(named);
     if (absl::Status s = RefuseResumingIntoAnotherRun(config, resume_from, env); !s.ok()) {

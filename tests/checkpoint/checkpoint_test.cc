@@ -594,6 +594,26 @@ TEST_F(CheckpointTest, RetentionKeepsLastAndEveryMth) {
   EXPECT_FALSE(fs::exists(dir_ + "/ckpt/step-00000008") && false);
 }
 
+// step-N directories without a manifest (a copy of a run cut short, a
+// directory made by hand) counted toward keep_last: newer than the
+// checkpoints, they were kept and the checkpoints deleted, leaving one.
+// They are neither counted nor deleted.
+TEST_F(CheckpointTest, RetentionCountsOnlyCheckpoints) {
+  ASSERT_TRUE(Save(1, nullptr, 2).ok());
+  ASSERT_TRUE(Save(2, nullptr, 2).ok());
+  fs::create_directories(dir_ + "/ckpt/step-00000003");
+  fs::create_directories(dir_ + "/ckpt/step-00000004");
+  std::ofstream(dir_ + "/ckpt/step-00000004/notes.txt") << "mine\n";
+  ASSERT_TRUE(Save(5, nullptr, 2).ok());
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir_ + "/ckpt")) names.push_back(e.path().filename());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"LATEST", "step-00000002", "step-00000003",
+                                             "step-00000004", "step-00000005"}));
+  EXPECT_TRUE(VerifyCheckpoint(dir_ + "/ckpt/step-00000002").ok());
+  EXPECT_EQ(ReadAll(dir_ + "/ckpt/step-00000004/notes.txt"), "mine\n");
+}
+
 TEST_F(CheckpointTest, SavingTheSameStepAgainReplacesIt) {
   ASSERT_TRUE(Save(3).ok());
   fs::resize_file(dir_ + "/ckpt/step-00000003/model.data", 10);  // corrupt

@@ -460,6 +460,16 @@ TEST_F(CheckpointCliTest, ResumeTakesARunDirectoryAndNamesAPathThatIsNoCheckpoin
             std::string::npos)
       << r.output;
 
+  // A step number is not a path: the checkpoint of that step is named, to
+  // pass instead (it read "does not exist; name a checkpoint ...").
+  r = RunCommand("cd " + out_ + " && " + Train(out_, "--max_iters=3 --resume=2"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("dropk-train: --resume=2: does not exist; a step's checkpoint is named "
+                          "by its directory: --resume=" +
+                          out_ + "/checkpoints/step-00000002\n"),
+            std::string::npos)
+      << r.output;
+
   r = RunCommand(Train(fresh, "--max_iters=3 --resume=" + out_ + "/nothing"));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("--resume=" + out_ + "/nothing: does not exist; name a checkpoint"),

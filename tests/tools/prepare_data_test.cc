@@ -549,6 +549,16 @@ TEST_F(PrepareDataTest, PreparedDataInsideACorpusDirectoryIsNotReadAsText) {
   EXPECT_EQ(named.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(named.status().message()),
               HasSubstr("renamed.dat' is prepared data (a token file or its tokenizer), not text"));
+
+  // The directory of a preparation alone read "holds no regular files",
+  // though it held train.bin, val.bin and tokenizer.pb.
+  options.inputs = {Path("corpus/prepared")};
+  auto prepared_alone = PrepareData(options);
+  ASSERT_FALSE(prepared_alone.ok());
+  EXPECT_EQ(prepared_alone.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(prepared_alone.status().message()),
+              StartsWith("input directory '" + Path("corpus/prepared") +
+                         "' holds no text: its 4 file(s) are prepared data"));
 }
 
 // Preparations run at once into one directory (a prepare step on every rank
@@ -596,6 +606,58 @@ TEST_F(PrepareDataTest, TruncatedGpt2FilesAreNamed) {
   EXPECT_EQ(summary.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(summary.status().message()),
               AllOf(HasSubstr(gpt2), HasSubstr("vocab.bpe")));
+}
+
+// A --gpt2-dir that names a file read "DIR/encoder.json: stat: Not a
+// directory" and exited 1, as for a failing disk; one that does not exist
+// read as a missing encoder.json. Both name the flag and exit 2, writing
+// nothing; a missing vocab.bpe names the flag too.
+TEST_F(PrepareDataTest, CliNamesAGpt2DirThatIsNotADirectory) {
+  const std::string input = std::string(" '") + kShakespeare + "'";
+  std::ofstream(Path("a_file")) << "not a directory\n";
+  test_util::CommandResult run = RunDropk("data prepare --tokenizer gpt2 --gpt2-dir '" +
+                                          Path("a_file") + "' --out '" + Path("o") + "'" + input);
+  EXPECT_EQ(run.exit_code, 2) << run.err;
+  EXPECT_EQ(run.err, "dropk: --gpt2-dir " + Path("a_file") +
+                         ": is not a directory; name the directory of GPT-2's encoder.json "
+                         "and vocab.bpe\n");
+  run = RunDropk("data prepare --tokenizer gpt2 --gpt2-dir '" + Path("nowhere") + "' --out '" +
+                 Path("o") + "'" + input);
+  EXPECT_EQ(run.exit_code, 2) << run.err;
+  EXPECT_EQ(run.err, "dropk: --gpt2-dir " + Path("nowhere") +
+                         ": does not exist; name the directory of GPT-2's encoder.json and "
+                         "vocab.bpe\n");
+  EXPECT_FALSE(std::filesystem::exists(Path("o")));
+
+  std::filesystem::create_directories(Path("no_merges"));
+  std::filesystem::copy_file(std::string(kGpt2Dir) + "/encoder.json",
+                             Path("no_merges") + "/encoder.json");
+  run = RunDropk("data prepare --tokenizer gpt2 --gpt2-dir '" + Path("no_merges") + "' --out '" +
+                 Path("o") + "'" + input);
+  EXPECT_EQ(run.exit_code, 2) << run.err;
+  EXPECT_THAT(run.err, AllOf(StartsWith("dropk: " + Path("no_merges") + "/vocab.bpe: "),
+                             HasSubstr("pass --gpt2-dir")));
+}
+
+// Invalid UTF-8 past the first chunk read "input file 'F' (from byte offset
+// 1048575): invalid UTF-8 at byte offset 66843": the chunk's start and the
+// offset in the chunk, leaving the sum to the reader. It is placed by its
+// offset in the file.
+TEST_F(PrepareDataTest, InvalidUtf8IsPlacedByItsOffsetInTheFile) {
+  std::string text;
+  for (int i = 0; i < 20; ++i) text += "line of text\n";  // 260 bytes
+  text += "caf\xE9\n";
+  std::ofstream(Path("in.txt"), std::ios::binary) << text;
+  PrepareOptions options;
+  options.kind = Tokenizer::CHAR;
+  options.inputs = {Path("in.txt")};
+  options.out_dir = Path("out");
+  options.chunk_bytes = 64;
+  auto summary = PrepareData(options);
+  ASSERT_FALSE(summary.ok());
+  EXPECT_EQ(summary.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(summary.status().message(),
+            "input file '" + Path("in.txt") + "': invalid UTF-8 at byte offset 263 (byte 0xE9)");
 }
 
 // nanoGPT's prepare.py writes train.bin and val.bin (bare uint16 tokens)

@@ -441,6 +441,34 @@ TEST_F(TrainCliTest, AChangedTokenExitsTwoNamingTheFile) {
   EXPECT_NE(r.out.find("run `dropk data prepare` again"), std::string::npos) << r.out;
 }
 
+// Data from a corpus without line breaks cannot encode the default
+// sample_prompt ("\n"): the run stopped on "sample_prompt: character
+// '\u000a' ... is not in the tokenizer's vocabulary", a field the user never
+// set, without saying what to set. It names both ways out, in one line,
+// before any checkpoint is written.
+TEST_F(TrainCliTest, ADefaultSamplePromptTheDataCannotEncodeSaysWhatToSet) {
+  const std::string text = scratch_->path() + "/no_line_breaks.txt";
+  {
+    std::ofstream out(text, std::ios::binary);
+    for (int i = 0; i < 2000; ++i) out << "abcdefgh";
+  }
+  const std::string data = scratch_->path() + "/no_line_breaks";
+  const test_util::CommandResult prepared = test_util::RunCommand(
+      DROPK_BINARY_DIR "/bin/dropk data prepare --tokenizer char --out " + data + " " + text);
+  ASSERT_EQ(prepared.exit_code, 0) << prepared.err;
+  const std::string out_dir = data + "_out";
+  const test_util::CommandResult r = RunTrainCli(Base() + " --data_dir=" + data + " --out_dir=" +
+                                                 out_dir + " --max_iters=1 --eval_iters=1");
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+  EXPECT_NE(r.out.find("dropk-train: sample_prompt: character"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("; set sample_prompt to text of data_dir=" + data +
+                       "'s vocabulary, or sample_tokens=0 to sample nothing\n"),
+            std::string::npos)
+      << r.out;
+  EXPECT_FALSE(std::filesystem::exists(out_dir + "/checkpoints"));
+}
+
 TEST_F(TrainCliTest, HelpListsFieldsWithDefaults) {
   const test_util::CommandResult r = RunTrainCli("--help");
   EXPECT_EQ(r.exit_code, 0);

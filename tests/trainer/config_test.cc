@@ -1036,6 +1036,14 @@ TEST(ConfigTest, ValidateAgainstDataNamesSplitAndDir) {
             "block_size=5000: must be smaller than the training split of "
             "data/x (5000 tokens)");
   EXPECT_TRUE(ValidateAgainstData(config, 5001, 5001).ok());
+
+  // Both splits short is one line (it was two, the second without
+  // dropk-train's name).
+  status = ValidateAgainstData(config, 3, 1);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status.message(),
+            "block_size=5000: must be smaller than the training split of data/x (3 tokens) and "
+            "its validation split (1 tokens)");
 }
 
 TEST(ConfigTest, PerSiteDropoutDefaultsToDropout) {

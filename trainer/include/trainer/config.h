@@ -76,9 +76,9 @@ absl::Status ValidateTrainConfig(const TrainConfig& config);
 
 // Checks the config against the token counts of the data in
 // config.data_dir: every split must hold at least block_size + 1 tokens to
-// give one (input, target) pair. Returns OK or InvalidArgument like
-// "block_size=5000: must be smaller than the validation split of data/x
-// (111540 tokens)".
+// give one (input, target) pair. Returns OK or InvalidArgument, one line,
+// like "block_size=5000: must be smaller than the validation split of data/x
+// (111540 tokens)" (naming both splits when both are short).
 absl::Status ValidateAgainstData(const TrainConfig& config, uint64_t train_tokens,
                                  uint64_t val_tokens);
 
