@@ -571,7 +571,8 @@ TEST_F(CheckpointCliTest, SampleNamesThePromptFlagForAPromptTheModelRefuses) {
   ASSERT_EQ(RunCommand(Train(out_, "--max_iters=1")).exit_code, 0);
   // tiny_smoke's context is 32 tokens; the char tokenizer makes one a byte.
   const CliResult r = RunCommand(Dropk("sample --threads 1 --checkpoint " + out_ +
-                                       "/checkpoints --prompt " + std::string(40, 'a')));
+                                       "/checkpoints/step-00000001 --prompt " +
+                                       std::string(40, 'a')));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_EQ(r.output.rfind("dropk: --prompt is at least 40 tokens", 0), 0u) << r.output;
   EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;

@@ -519,7 +519,7 @@ TEST(SampleCliTest, ServerSentEventsAreReadAsTheStandardWritesThem) {
   const std::string a = R"({"choices":[{"text":"he","finish_reason":null}]})";
   const std::string b = R"({"choices":[{"text":"llo","finish_reason":"length"}],"seed":3})";
   const std::string usage = R"({"choices":[],"usage":{"prompt_tokens":1},"seed":3})";
-  for (const std::string events :
+  for (const std::string& events :
        {"data: " + a + "\r\n\r\ndata: " + b + "\r\n\r\ndata: [DONE]\r\n\r\n",
         "data: " + a + "\r\rdata: " + b + "\r\rdata: [DONE]\r\r",
         "data:" + a + "\n\n: a comment\n\ndata:" + b + "\n\ndata:[DONE]\n\n",
