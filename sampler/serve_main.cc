@@ -57,7 +57,7 @@ int Main(int argc, char** argv) {
   app.add_option("--device", device,
                  "Where the model runs: cpu, or cuda (the KV cache and weights on one GPU)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"cpu", "cuda"}, CLI::ignore_case));
+      ->transform(CLI::IsMember({"cpu", "cuda"}, CLI::ignore_case));
   app.add_option("--cuda-device", o.scheduler.cuda_device, "The GPU ordinal with --device cuda")
       ->capture_default_str()
       ->check(dropk::IntegerFlagRange(0, 1023));
@@ -67,14 +67,14 @@ int Main(int argc, char** argv) {
                  "twice the tokens/s at small batches; each weight rounded to bf16, sums still "
                  "fp32, so a seed's text differs from fp32's)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"fp32", "bf16"}, CLI::ignore_case));
+      ->transform(CLI::IsMember({"fp32", "bf16"}, CLI::ignore_case));
   std::string kv_cache = "fp32";
   app.add_option("--kv-cache", kv_cache,
                  "How the CPU engine holds the KV cache: fp32, or bf16 (half the memory a slot "
                  "takes, and half the bytes attention reads at long contexts; keys and values "
                  "rounded to bf16, sums still fp32, so a seed's text differs from fp32's)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"fp32", "bf16"}, CLI::ignore_case));
+      ->transform(CLI::IsMember({"fp32", "bf16"}, CLI::ignore_case));
   app.add_option("--cuda-graphs", o.scheduler.cuda_graphs,
                  "With --device cuda, run each decode step as one CUDA graph (false: launch its "
                  "~100 kernels one by one; the same results)")

@@ -623,12 +623,12 @@ void RegisterCkptCommand(CLI::App& app, std::function<absl::Status()>& action) {
   exp->add_option("path", flags->path, kPathHelp)->required();
   exp->add_option("--out", flags->out, "Output file")->required();
   exp->add_option("--dtype", flags->dtype, "fp32, fp16 or bf16")
-      ->check(CLI::IsMember({"fp32", "fp16", "bf16"}))
+      ->transform(CLI::IsMember({"fp32", "fp16", "bf16"}, CLI::ignore_case))
       ->capture_default_str();
   exp->add_option("--format", flags->format,
                   "dropk (ExportHeader), or safetensors: Hugging Face GPT-2's tensor names and "
                   "layout, its config.json in the metadata's hf_config")
-      ->check(CLI::IsMember({"dropk", "safetensors"}))
+      ->transform(CLI::IsMember({"dropk", "safetensors"}, CLI::ignore_case))
       ->capture_default_str();
   exp->callback([&action, flags] {
     action = [flags] {

@@ -69,7 +69,7 @@ void RegisterDataCommand(CLI::App& app, Action& action) {
       ->add_option("--tokenizer", flags->tokenizer,
                    "Tokenizer: char, byte, or gpt2 (GPT-2's byte-level BPE)")
       ->required()
-      ->check(CLI::IsMember({"char", "byte", "gpt2"}));
+      ->transform(CLI::IsMember({"char", "byte", "gpt2"}, CLI::ignore_case));
   prepare->add_option("--out", flags->options.out_dir, "Output directory (created if missing)")
       ->required();
   prepare

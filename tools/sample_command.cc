@@ -731,7 +731,7 @@ void RegisterSampleCommand(CLI::App& app, std::function<absl::Status()>& action)
               "--checkpoint: fp32, or bf16 weights, as dropk-serve --weights (the same text "
               "as a server with that setting)")
           ->capture_default_str()
-          ->check(CLI::IsMember({"fp32", "bf16"}, CLI::ignore_case));
+          ->transform(CLI::IsMember({"fp32", "bf16"}, CLI::ignore_case));
   CLI::Option* kv_cache =
       sample
           ->add_option(
@@ -739,7 +739,7 @@ void RegisterSampleCommand(CLI::App& app, std::function<absl::Status()>& action)
               "--checkpoint: fp32, or a bf16 KV cache, as dropk-serve --kv-cache (the same "
               "text as a server with that setting)")
           ->capture_default_str()
-          ->check(CLI::IsMember({"fp32", "bf16"}, CLI::ignore_case));
+          ->transform(CLI::IsMember({"fp32", "bf16"}, CLI::ignore_case));
   sample->callback([&action, f, offline_only = std::vector{threads, weights, kv_cache}] {
     action = [f, offline_only]() -> absl::Status {
       if (f->url.empty() == f->checkpoint.empty()) {

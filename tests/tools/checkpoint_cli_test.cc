@@ -695,6 +695,24 @@ TEST_F(CheckpointCliTest, ExportReplacesOnlyAnEarlierExport) {
   EXPECT_EQ(ReadAll(model).substr(0, 8), "DROPKEXP");
 }
 
+// --format and --dtype take their values in any case, as dropk-serve's
+// --device does; CLI11's check let "SafeTensors" through unchanged, and the
+// export, comparing it with "safetensors", wrote dropk's format under the
+// line "(..., BF16, SafeTensors)".
+TEST_F(CheckpointCliTest, ExportTakesFormatAndDtypeInAnyCase) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=1")).exit_code, 0);
+  const std::string model = out_ + "/model.safetensors";
+  const CliResult r = RunCommand(Dropk("ckpt export " + out_ + "/checkpoints --out " + model +
+                                       " --format SafeTensors --dtype BF16"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(", bf16, safetensors) -> " + model), std::string::npos) << r.output;
+  const std::string bytes = ReadAll(model);
+  ASSERT_GT(bytes.size(), 16u);
+  EXPECT_NE(bytes.substr(0, 8), "DROPKEXP");
+  EXPECT_EQ(bytes[8], '{') << "a safetensors file: an 8-byte header length, then its JSON";
+  EXPECT_NE(bytes.find("\"BF16\""), std::string::npos);
+}
+
 // Starts dropk-train with stderr to `log`; returns its pid.
 pid_t Spawn(const std::string& cmd, const std::string& log) {
   const std::string full = "exec " + cmd + " > " + log + " 2>&1";
