@@ -94,6 +94,19 @@ absl::StatusOr<std::string> FindServableCheckpoint(const std::string& checkpoint
   return found;
 }
 
+std::optional<std::string> RunDirectoryCheckpoints(const std::string& path) {
+  std::filesystem::path dir = std::filesystem::path(path).lexically_normal();
+  if (!dir.has_filename()) dir = dir.parent_path();  // "run/"
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec) ||
+      std::filesystem::exists(dir / kLatestFileName, ec) ||
+      std::filesystem::exists(dir / kManifestFileName, ec) ||
+      !std::filesystem::is_directory(dir / "checkpoints", ec)) {
+    return std::nullopt;
+  }
+  return (dir / "checkpoints").string();
+}
+
 std::string CheckpointsDirHint(const std::string& checkpoints_dir) {
   std::filesystem::path dir = std::filesystem::path(checkpoints_dir).lexically_normal();
   if (!dir.has_filename()) dir = dir.parent_path();  // "run/checkpoints/step-N/"

@@ -249,8 +249,17 @@ int Main(int argc, char** argv) {
       return dropk::ExitCodeFor(problem);
     }
   }
-  // A run directory (or one checkpoint) given for the checkpoints directory
-  // was refused only as "no valid checkpoint" (exit 1) and, with --watch,
+  // A run directory stands for its checkpoints directory, as it does for
+  // dropk sample --checkpoint and dropk ckpt: it was refused (exit 2) naming
+  // RUN/checkpoints, and before that watched for good with --watch.
+  if (std::optional<std::string> checkpoints = dropk::RunDirectoryCheckpoints(o.checkpoints_dir)) {
+    std::cerr << "dropk-serve: --checkpoints " << o.checkpoints_dir
+              << " is a run directory: serving its checkpoints directory, " << *checkpoints
+              << "\n";
+    o.checkpoints_dir = *checkpoints;
+  }
+  // One checkpoint (or a file) given for the checkpoints directory was
+  // refused only as "no valid checkpoint" (exit 1) and, with --watch,
   // watched for good for a LATEST the trainer writes elsewhere. It is the
   // caller's to fix: exit 2, naming the path that would work.
   if (std::string hint = dropk::CheckpointsDirHint(o.checkpoints_dir); !hint.empty()) {

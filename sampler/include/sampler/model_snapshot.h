@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,11 @@ absl::StatusOr<std::shared_ptr<const ModelSnapshot>> LoadCheckpointSnapshot(
 // checkpoint, or is a run directory holding checkpoints/.
 absl::StatusOr<std::string> FindServableCheckpoint(const std::string& checkpoints_dir,
                                                    std::vector<std::string>* skipped);
+
+// RUN/checkpoints when `path` is a training run's directory (a directory
+// without LATEST or manifest.pb that holds a checkpoints/ directory), which
+// stands for its checkpoints directory; nullopt otherwise.
+std::optional<std::string> RunDirectoryCheckpoints(const std::string& path);
 
 // Where `checkpoints_dir`, given for a directory of checkpoints, is not one
 // but something a user may name instead, the path that would work: "RUN
