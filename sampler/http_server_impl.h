@@ -40,7 +40,7 @@ class HttpServer::Impl {
  public:
   Impl(const HttpServerOptions& options, Scheduler* scheduler, ServiceMetrics* metrics)
       : options_(options),
-        api_({options.api_key, options.retry_after_seconds}, scheduler, metrics),
+        api_({options.api_key, options.api_key_file, options.retry_after_seconds}, scheduler, metrics),
         metrics_(metrics),
         log_(OrDiscard(options.log)),
         read_buffer_limit_(options.max_header_bytes + kReadBufferSlack),

@@ -20,6 +20,7 @@
 #include "base/log.h"
 #include "base/path_status.h"
 #include "base/version.h"
+#include "sampler/api_key_file.h"
 #include "sampler/http_server.h"
 #include "sampler/model_snapshot.h"
 #include "sampler/serve.h"
@@ -183,56 +184,14 @@ int Main(int argc, char** argv) {
   o.http.header_timeout = std::chrono::milliseconds(header_ms);
   o.http.body_timeout = std::chrono::milliseconds(body_ms);
   if (!api_key_file.empty()) {
-    // fopen on a FIFO waits for a writer, for good; a directory is read (and
-    // refused) below.
-    struct stat st;
-    if (::stat(api_key_file.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
-      std::fprintf(stderr, "dropk-serve: --api-key-file %s: not a regular file\n",
-                   api_key_file.c_str());
+    // Re-read whenever the file changes, so a rotated key takes effect at
+    // once; the old one was served until a restart, without a word.
+    absl::StatusOr<std::shared_ptr<dropk::ApiKeyFile>> key = dropk::ApiKeyFile::Open(api_key_file);
+    if (!key.ok()) {
+      std::fprintf(stderr, "dropk-serve: %s\n", std::string(key.status().message()).c_str());
       return dropk::kExitUsage;
     }
-    std::FILE* f = std::fopen(api_key_file.c_str(), "rb");
-    if (f == nullptr) {
-      std::fprintf(stderr, "dropk-serve: --api-key-file %s: cannot open (%s)\n",
-                   api_key_file.c_str(), std::strerror(errno));
-      return dropk::kExitUsage;
-    }
-    // One byte more than a key may hold tells a longer file from a full one.
-    char buf[4097];
-    const size_t n = std::fread(buf, 1, sizeof(buf), f);
-    const int read_error = std::ferror(f) ? errno : 0;  // a directory: EISDIR
-    std::fclose(f);
-    if (read_error != 0) {
-      std::fprintf(stderr, "dropk-serve: --api-key-file %s: cannot read (%s)\n",
-                   api_key_file.c_str(), std::strerror(read_error));
-      return dropk::kExitUsage;
-    }
-    if (n == sizeof(buf)) {
-      // It was cut to 4096 bytes without a word: no client key could match.
-      std::fprintf(stderr, "dropk-serve: --api-key-file %s: longer than 4096 bytes\n",
-                   api_key_file.c_str());
-      return dropk::kExitUsage;
-    }
-    // An HTTP field value loses its leading and trailing whitespace and holds
-    // no line break, so a key with either could never be matched: every
-    // request was a 401. The ends are trimmed; a control character inside
-    // (a file of two lines, say) is refused.
-    std::string key(absl::StripAsciiWhitespace(absl::string_view(buf, n)));
-    if (key.empty()) {
-      std::fprintf(stderr, "dropk-serve: --api-key-file %s: empty key\n", api_key_file.c_str());
-      return dropk::kExitUsage;
-    }
-    for (size_t i = 0; i < key.size(); ++i) {
-      const unsigned char c = static_cast<unsigned char>(key[i]);
-      if (c < 0x20 || c == 0x7f) {
-        std::fprintf(stderr,
-                     "dropk-serve: --api-key-file %s: the key holds a control character (0x%02x "
-                     "at byte %zu); the file must hold one key on one line\n",
-                     api_key_file.c_str(), c, i);
-        return dropk::kExitUsage;
-      }
-    }
-    o.http.api_key = key;
+    o.http.api_key_file = *std::move(key);
   }
   if (!o.watch) {
     // A --checkpoints path that is not there, or that cannot name a file, is

@@ -3,6 +3,7 @@
 // completions outcomes), each error with its OpenAI JSON body.
 #include "sampler/http_api.h"
 
+#include <cstdio>
 #include <string>
 #include <thread>
 #include <variant>
@@ -10,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "support/completion_collector.h"
+#include "support/temp_dir.h"
 #include "test_util.h"
 
 namespace dropk {
@@ -243,6 +245,49 @@ TEST(HttpApiTest, ApiKeySchemeIsCaseInsensitive) {
     SCOPED_TRACE(auth);
     ExpectError(a.Route(http::verb::get, "/v1/models", "", 11, auth), 401, "invalid_api_key");
   }
+}
+
+// An --api-key-file is read again when it changes: a rotated key was
+// ignored until a restart, and the old one kept working without a word. A
+// file that changes into no key (empty, removed) keeps the last good key.
+TEST(HttpApiTest, ApiKeyFileRotatesWhenTheFileChanges) {
+  test_util::ScopedTempDir dir("api_key_file");
+  const std::string file = dir.Path("key");
+  auto write = [](const std::string& path, const std::string& text) {
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    std::fputs(text.c_str(), f);
+    std::fclose(f);
+  };
+  write(file, "first-key\n");
+  absl::StatusOr<std::shared_ptr<ApiKeyFile>> key = ApiKeyFile::Open(file);
+  ASSERT_TRUE(key.ok()) << key.status();
+  HttpApiOptions options;
+  options.api_key_file = *key;
+  Api a(options);
+  auto status = [&](const std::string& auth) {
+    return a.Route(http::verb::get, "/v1/models", "", 11, auth).response.result_int();
+  };
+  EXPECT_EQ(status("Bearer first-key"), 200);
+  EXPECT_EQ(status(""), 401);
+
+  write(file, "the-second-key\n");  // edited in place
+  EXPECT_EQ(status("Bearer the-second-key"), 200);
+  EXPECT_EQ(status("Bearer first-key"), 401);
+
+  write(dir.Path("key.new"), "third\n");  // renamed over it, as a Secret is
+  ASSERT_EQ(std::rename(dir.Path("key.new").c_str(), file.c_str()), 0);
+  EXPECT_EQ(status("Bearer third"), 200);
+  EXPECT_EQ(status("Bearer the-second-key"), 401);
+
+  write(file, "");  // emptied: no key at all would let everyone in
+  EXPECT_EQ(status("Bearer third"), 200);
+  EXPECT_EQ(status(""), 401);
+  ASSERT_EQ(std::remove(file.c_str()), 0);
+  EXPECT_EQ(status("Bearer third"), 200);
+  write(file, "fourth-key");
+  EXPECT_EQ(status("Bearer fourth-key"), 200);
+  EXPECT_EQ(status("Bearer third"), 401);
 }
 
 TEST(HttpApiTest, CompletionStartsAJobWhoseBodyIsTheAnswer) {

@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "sampler/api_key_file.h"
 #include "sampler/completions.h"
 #include "sampler/metrics.h"
 #include "sampler/scheduler.h"
@@ -55,6 +56,8 @@ struct RouteResult {
 
 struct HttpApiOptions {
   std::string api_key;          // non-empty: every route but /healthz and / needs it
+  // When set, the key is this file's, as it is now (api_key is then unused).
+  std::shared_ptr<ApiKeyFile> api_key_file{};
   int retry_after_seconds = 1;  // Retry-After on 429
 };
 

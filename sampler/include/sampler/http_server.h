@@ -33,6 +33,7 @@
 
 #include "absl/status/statusor.h"
 #include "base/log.h"
+#include "sampler/api_key_file.h"
 #include "sampler/http_api.h"
 #include "sampler/metrics.h"
 #include "sampler/scheduler.h"
@@ -51,6 +52,7 @@ struct HttpServerOptions {
   std::chrono::milliseconds body_timeout{30000};
   std::chrono::milliseconds write_timeout{30000};
   std::string api_key{};        // non-empty: every route but /healthz needs "Bearer <key>"
+  std::shared_ptr<ApiKeyFile> api_key_file{};  // set: the key is this file's, re-read on change
   int retry_after_seconds = 1;  // Retry-After on 429, and on 503 past max_connections
   // Open connections at most. Each may hold up to max_body_bytes for up to
   // body_timeout, so this bounds the memory clients can pin (about
