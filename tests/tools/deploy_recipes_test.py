@@ -16,6 +16,9 @@ worker's CPU limit; an mpirun without the keepalive options (a lost host
 hangs it); a dropk-serve whose probes hit a route it lacks or one that needs
 the key without sending it, that has no startup probe, whose grace period is
 shorter than --drain-ms, or whose --checkpoints no training recipe writes.
+The command lines in deploy/README.md's and README.md's sh blocks are
+checked for flags as the recipes are (`dropk SUBCOMMAND` against its own
+--help).
 
 Usage: deploy_recipes_test.py SOURCE_DIR BINARY_DIR
 """
@@ -31,9 +34,11 @@ DROPK_BINARIES = ("dropk-train", "dropk-serve", "dropk")
 
 
 def help_text(bin_dir, name, cache={}):
+    """--help of a binary, or of `dropk SUBCOMMAND` when name has a space."""
     if name not in cache:
-        out = subprocess.run([str(bin_dir / name), "--help"], capture_output=True, text=True,
-                             timeout=60)
+        binary, *sub = name.split(" ")
+        out = subprocess.run([str(bin_dir / binary), *sub, "--help"], capture_output=True,
+                             text=True, timeout=60)
         cache[name] = out.stdout + out.stderr
     return cache[name]
 
@@ -55,7 +60,13 @@ def check_command(tokens, where, src, bin_dir, errors):
         if name in DROPK_BINARIES and ("/" in token or token == name):
             binary = name
             continue
-        if binary is None or not token.startswith("--"):
+        if binary is not None and binary.split(" ")[0] == "dropk" and \
+                re.search(r"^Subcommands:\n(  .*\n)*  " + re.escape(token) + " ",
+                          help_text(bin_dir, binary), re.M):
+            binary = f"{binary} {token}"  # a subcommand, whose own --help lists its flags
+            continue
+        # A flag, not a value that starts with -- (`--mpirun-args "--map-by node"`)
+        if binary is None or not re.fullmatch(r"--[\w-]+(=.*)?", token, re.S):
             continue
         flag = token.split("=", 1)[0]
         if not re.search(re.escape(flag) + r"(?![\w-])", help_text(bin_dir, binary)):
@@ -296,6 +307,15 @@ def main():
         for line in text.splitlines():
             if "dropk-train" in line:
                 check_command(re.findall(r'[^\s"]+', line), sbatch.name, src, bin_dir, errors)
+        checked += 1
+    for doc in ("deploy/README.md", "README.md"):
+        for block in re.findall(r"^```sh\n(.*?)^```", (src / doc).read_text(), re.S | re.M):
+            for line in block.replace("\\\n", " ").splitlines():
+                try:
+                    tokens = shlex.split(line, comments=True)
+                except ValueError:
+                    continue  # not a command line
+                check_command(tokens, doc, src, bin_dir, errors)
         checked += 1
     for e in errors:
         print("deploy recipes:", e)
