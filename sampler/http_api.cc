@@ -185,9 +185,10 @@ std::optional<ApiError> HttpApi::Authorize(const HttpRequest& request,
   // Liveness probes carry no credentials; the playground page holds no
   // data (a browser cannot send a bearer token when it opens a page), and
   // every API call it makes carries the key the user types.
+  if (path == "/healthz" || path == "/") return std::nullopt;
   const std::string key =
       options_.api_key_file != nullptr ? options_.api_key_file->Current() : options_.api_key;
-  if (key.empty() || path == "/healthz" || path == "/") return std::nullopt;
+  if (key.empty()) return std::nullopt;
   const auto auth = request[http::field::authorization];
   absl::string_view given(auth.data(), auth.size());
   // RFC 9110 11.4: the scheme is case-insensitive and one or more spaces

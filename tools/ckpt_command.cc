@@ -49,12 +49,12 @@ constexpr char kPathHelp[] =
     "Checkpoint directory, checkpoints directory (its LATEST, else its newest step-N), or run "
     "directory (its checkpoints/)";
 
-// `status` as a ckpt command reports it: a checkpoint file or directory this
-// user may not read or write (the Env's PermissionDenied, from EACCES or
-// EPERM) is the user's to fix, as every path the OS refuses is
-// (base/path_status.h, the export lock, dropk-train --resume): exit 2. A
-// manifest.pb, model.data or LATEST at mode 000 exited 1, the directory
-// holding them at mode 000 exited 2.
+// `status` as a ckpt command reports it (applied once, to what each command
+// returns): a checkpoint file or directory this user may not read or write
+// (the Env's PermissionDenied, from EACCES or EPERM) is the user's to fix,
+// as every path the OS refuses is (base/path_status.h, the export lock,
+// dropk-train --resume): exit 2. A manifest.pb, model.data or LATEST at
+// mode 000 exited 1, the directory holding them at mode 000 exited 2.
 absl::Status PermissionIsUsage(const absl::Status& status) {
   if (!absl::IsPermissionDenied(status)) return status;
   return absl::InvalidArgumentError(status.message());
@@ -70,8 +70,9 @@ absl::Status OneLine(const absl::Status& status) {
 
 // For a directory without LATEST whose listing (Env::ListDir) failed with
 // `cause`: "DIR: cannot be listed (<reason>)", and how to get on. With mode
-// --x, or readdir failing, it read "holds no checkpoint". A permission
-// problem is exit 2 (PermissionIsUsage), another (EIO) exit 1.
+// --x, or readdir failing, it read "holds no checkpoint". The code is
+// cause's: a permission problem becomes exit 2 (PermissionIsUsage), another
+// (EIO) is exit 1.
 absl::Status ListingError(const std::string& dir, const absl::Status& cause) {
   // cause is "DIR: list directory: <strerror>".
   const std::string message(cause.message());
@@ -82,8 +83,7 @@ absl::Status ListingError(const std::string& dir, const absl::Status& cause) {
       " its newest step-N is found by listing it; give this user read access to it, or name the "
       "checkpoint (",
       dir, "/step-N)");
-  return absl::IsPermissionDenied(cause) ? absl::InvalidArgumentError(text)
-                                         : absl::Status(cause.code(), text);
+  return absl::Status(cause.code(), text);
 }
 
 // The checkpoint `path` names: itself when it holds manifest.pb (or
@@ -150,7 +150,7 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
       continue;
     }
     absl::StatusOr<std::string> name = ReadLatestFile(latest, env);
-    if (!name.ok()) return PermissionIsUsage(name.status());
+    if (!name.ok()) return name.status();
     const std::string trimmed(absl::StripAsciiWhitespace(*name));
     // A step-N name, as --resume and dropk-serve take from LATEST: any other
     // name was read too, a partial save's step-N.tmp-X, or "step-N\0junk",
@@ -188,7 +188,7 @@ absl::Status Inspect(const std::string& path) {
   absl::StatusOr<std::string> dir = ResolveCheckpoint(path);
   if (!dir.ok()) return dir.status();
   absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(*dir);
-  if (!vm.ok()) return PermissionIsUsage(vm.status());
+  if (!vm.ok()) return vm.status();
   const CheckpointManifest& m = vm->manifest;
   const TrainConfig& c = m.config();
   std::cout << absl::StrFormat(
@@ -233,8 +233,8 @@ absl::Status Verify(const std::string& path) {
   absl::StatusOr<std::string> dir = ResolveCheckpoint(path);
   if (!dir.ok()) return dir.status();
   absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(*dir);
-  if (!vm.ok()) return PermissionIsUsage(vm.status());
-  if (absl::Status s = VerifyCheckpoint(*dir); !s.ok()) return PermissionIsUsage(s);
+  if (!vm.ok()) return vm.status();
+  if (absl::Status s = VerifyCheckpoint(*dir); !s.ok()) return s;
   uint64_t total = 0;
   for (const TensorEntry& e : vm->manifest.tensors()) total += e.length();
   std::cout << "OK " << *dir << ": step " << vm->manifest.step() << ", "
@@ -274,8 +274,8 @@ absl::StatusOr<std::string> ConvertTensor(const std::string& name, const float* 
   std::string blob(n * elem, '\0');
   for (size_t i = 0; i < n; ++i) {
     if (!std::isfinite(src[i])) {
-      return absl::DataLossError(absl::StrCat("tensor ", name, ": value ", src[i], " at index ",
-                                              i, " is not finite; nothing was exported"));
+      return absl::DataLossError(absl::StrCat("tensor ", name, ": value ", src[i], " at index ", i,
+                                              " is not finite; nothing was exported"));
     }
     if (dtype == FLOAT32) {
       std::memcpy(&blob[4 * i], &src[i], 4);
@@ -381,11 +381,10 @@ absl::Status CheckExportTarget(const std::string& out, const std::string& dir) {
     // One this user may not read read "is not a dropk export".
     if (const absl::Status read = Env::Default()->ReadFileRange(out, 0, sizeof(magic), magic);
         absl::IsPermissionDenied(read)) {
-      return PermissionIsUsage(
-          absl::Status(read.code(), absl::StrCat("--out ", out,
-                                                 ": exists and cannot be read to tell whether "
-                                                 "it is an earlier export (",
-                                                 read.message(), ")")));
+      return absl::Status(read.code(), absl::StrCat("--out ", out,
+                                                    ": exists and cannot be read to tell whether "
+                                                    "it is an earlier export (",
+                                                    read.message(), ")"));
     }
     if (std::string_view(magic, sizeof(magic)) != kExportMagic && !IsDropkSafetensorsFile(out)) {
       return absl::InvalidArgumentError(
@@ -540,14 +539,14 @@ absl::StatusOr<uint64_t> WriteExportFile(const std::string& out,
   std::error_code ec;
   std::filesystem::remove(tmp, ec);
   if (ec) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "--out ", out, ": cannot remove the leftover staging file ", tmp, " (", ec.message(),
-        "); remove it by hand"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("--out ", out, ": cannot remove the leftover staging file ", tmp, " (",
+                     ec.message(), "); remove it by hand"));
   }
   absl::StatusOr<std::unique_ptr<WritableFile>> file = env->NewWritableFile(tmp);
   if (!file.ok()) {
-    return PermissionIsUsage(absl::Status(
-        file.status().code(), absl::StrCat("--out ", out, ": ", file.status().message())));
+    return absl::Status(file.status().code(),
+                        absl::StrCat("--out ", out, ": ", file.status().message()));
   }
   uint64_t written = 0;
   absl::Status s;
@@ -561,8 +560,7 @@ absl::StatusOr<uint64_t> WriteExportFile(const std::string& out,
   if (s.ok()) s = env->RenameFile(tmp, out);
   if (!s.ok()) {
     env->RemoveFile(tmp).IgnoreError();  // a partial export (a full disk) is nobody's file
-    return PermissionIsUsage(
-        absl::Status(s.code(), absl::StrCat("--out ", out, ": ", s.message())));
+    return absl::Status(s.code(), absl::StrCat("--out ", out, ": ", s.message()));
   }
   return written;
 }
@@ -577,12 +575,12 @@ absl::Status Export(const std::string& path, const std::string& out, const std::
   ReadCheckpointOptions options;
   options.weights_only = true;
   absl::StatusOr<CheckpointData> data = ReadCheckpoint(*dir, options);
-  if (!data.ok()) return PermissionIsUsage(data.status());
+  if (!data.ok()) return data.status();
   const TensorDtype dtype = dtype_name == "fp16"   ? FLOAT16
                             : dtype_name == "bf16" ? BFLOAT16
                                                    : FLOAT32;
   absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(*dir);
-  if (!vm.ok()) return PermissionIsUsage(vm.status());
+  if (!vm.ok()) return vm.status();
   absl::StatusOr<std::vector<std::string>> pieces =
       format == "safetensors" ? SafetensorsExportPieces(*vm, *data, dtype, dtype_name)
                               : DropkExportPieces(*vm, *data, dtype, dtype_name);
@@ -607,13 +605,16 @@ void RegisterCkptCommand(CLI::App& app, std::function<absl::Status()>& action) {
 
   CLI::App* inspect = ckpt->add_subcommand("inspect", "Step, config summary, tensors, total bytes");
   inspect->add_option("path", flags->path, kPathHelp)->required();
-  inspect->callback(
-      [&action, flags] { action = [flags] { return OneLine(Inspect(flags->path)); }; });
+  inspect->callback([&action, flags] {
+    action = [flags] { return OneLine(PermissionIsUsage(Inspect(flags->path))); };
+  });
 
   CLI::App* verify = ckpt->add_subcommand(
       "verify", "Recompute every CRC32C; exit 0 when the checkpoint is intact, 1 when corrupt");
   verify->add_option("path", flags->path, kPathHelp)->required();
-  verify->callback([&action, flags] { action = [flags] { return OneLine(Verify(flags->path)); }; });
+  verify->callback([&action, flags] {
+    action = [flags] { return OneLine(PermissionIsUsage(Verify(flags->path))); };
+  });
 
   CLI::App* exp = ckpt->add_subcommand(
       "export",
@@ -632,7 +633,8 @@ void RegisterCkptCommand(CLI::App& app, std::function<absl::Status()>& action) {
       ->capture_default_str();
   exp->callback([&action, flags] {
     action = [flags] {
-      return OneLine(Export(flags->path, flags->out, flags->dtype, flags->format));
+      return OneLine(
+          PermissionIsUsage(Export(flags->path, flags->out, flags->dtype, flags->format)));
     };
   });
 }

@@ -61,12 +61,11 @@ bool AppendAndSync(const std::string& dir, const std::string& path, const std::s
   return synced;
 }
 
-// `work`'s result, run on a thread of its own so that a filesystem that
-// never answers cannot hold the caller: nullopt when it has not returned
-// within `limit`, or threw. A thread given up on is left blocked, to end
-// with the process. Throws only when no thread can be started.
+// Runs `work` on a detached thread of its own; the future holds its result
+// or what it threw. A thread no one waits for any more is left blocked, to
+// end with the process. Throws only when no thread can be started.
 template <typename T>
-std::optional<T> WithinLimit(std::function<T()> work, std::chrono::milliseconds limit) {
+std::future<T> StartOnItsOwnThread(std::function<T()> work) {
   auto done = std::make_shared<std::promise<T>>();
   std::future<T> result = done->get_future();
   std::thread([done, work = std::move(work)] {
@@ -76,6 +75,15 @@ std::optional<T> WithinLimit(std::function<T()> work, std::chrono::milliseconds 
       done->set_exception(std::current_exception());
     }
   }).detach();
+  return result;
+}
+
+// `work`'s result, run on a thread of its own so that a filesystem that
+// never answers cannot hold the caller: nullopt when it has not returned
+// within `limit`, or threw. Throws only when no thread can be started.
+template <typename T>
+std::optional<T> WithinLimit(std::function<T()> work, std::chrono::milliseconds limit) {
+  std::future<T> result = StartOnItsOwnThread<T>(std::move(work));
   if (result.wait_for(limit) != std::future_status::ready) return std::nullopt;
   try {
     return result.get();
@@ -164,15 +172,10 @@ FailureRecordPoller::FailureRecordPoller(std::string out_dir, FailureRecordMarks
 std::optional<std::vector<std::string>> FailureRecordPoller::Poll(std::chrono::milliseconds wait) {
   if (!in_flight_.valid()) {
     try {
-      auto done = std::make_shared<std::promise<std::vector<std::string>>>();
-      in_flight_ = done->get_future();
-      std::thread([done, out_dir = out_dir_, marks = marks_, env = env_] {
-        try {
-          done->set_value(FailureRecordsSince(out_dir, marks, env));
-        } catch (...) {  // an allocation failure, in the filesystem library or here
-          done->set_exception(std::current_exception());
-        }
-      }).detach();
+      in_flight_ = StartOnItsOwnThread<std::vector<std::string>>(
+          [out_dir = out_dir_, marks = marks_, env = env_] {
+            return FailureRecordsSince(out_dir, marks, env);
+          });
     } catch (...) {  // no memory or no thread: nothing read this time
       in_flight_ = {};
       return std::nullopt;

@@ -34,10 +34,7 @@ class ApiKeyFile {
     unsigned long long dev = 0, ino = 0, size = 0;
     long long mtime_ns = 0, ctime_ns = 0;
     bool present = false;
-    bool operator==(const Stamp& o) const {
-      return dev == o.dev && ino == o.ino && size == o.size && mtime_ns == o.mtime_ns &&
-             ctime_ns == o.ctime_ns && present == o.present;
-    }
+    bool operator==(const Stamp&) const = default;
   };
   static Stamp StampOf(const std::string& path);
 
