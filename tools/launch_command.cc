@@ -57,7 +57,7 @@ std::atomic<int> g_first_signal{0};  // the first one's number
 static_assert(std::atomic<pid_t>::is_always_lock_free && std::atomic<int>::is_always_lock_free);
 
 // The first SIGINT/SIGTERM goes to mpirun as SIGUSR1, which it forwards to
-// every rank (dropk-train then saves and exits 0; mpirun's own SIGTERM would
+// every rank (dropk-train then saves and exits 75; mpirun's own SIGTERM would
 // kill the ranks a second later); a second one is passed on as it is. Each
 // is counted even when no mpirun runs (the launcher is checking hosts, or
 // between attempts): the launcher's waits look at the count and stop.
@@ -85,6 +85,20 @@ absl::Status StoppedBySignal(const std::string& what) {
   const int signo = g_first_signal.load();
   const char* name = signo == SIGINT ? "SIGINT" : signo == SIGTERM ? "SIGTERM" : "a signal";
   return absl::AbortedError(absl::StrCat("stopped by ", name, " ", what));
+}
+
+// The launcher's end when the ranks stopped on a signal, having saved
+// (exit status 75 through mpirun): Cancelled, which `dropk` exits 75 on.
+// `signo` is the first stop signal the launcher got, 0 when the ranks were
+// signalled from elsewhere.
+absl::Status StoppedAfterSaving(int signo) {
+  const std::string by = signo == SIGINT    ? "SIGINT"
+                         : signo == SIGTERM ? "SIGTERM"
+                                            : "a signal to the ranks";
+  return absl::CancelledError(absl::StrCat(
+      "stopped by ", by,
+      ": the ranks saved a checkpoint (unless they had not trained a step yet) and exited 75; "
+      "resume with this dropk launch command and --resume=latest"));
 }
 
 // What is kept of mpirun's output to look for a lost host: the reports come
@@ -721,6 +735,13 @@ absl::Status Launch(const Flags& flags) {
     const std::optional<std::vector<std::string>> records =
         FailureRecordsOf(config->out_dir(), marks);
     const std::string reported = FirstFailureReported(config->out_dir(), records);
+    if (code == kExitStopped && run->ended_by_watchdog.empty()) {
+      // The ranks saved and stopped on a signal (forwarded from here, or
+      // sent to them by a scheduler): not finished, and not a failure to
+      // relaunch on. Exit 75 too (Cancelled), so that whatever started the
+      // launcher sees the same.
+      return StoppedAfterSaving(g_first_signal.load());
+    }
     if (g_signals > 0) {
       if (code == 0) return absl::OkStatus();
       // The watchdog's reason says why mpirun went (before any rank started, or past a grace).

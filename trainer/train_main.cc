@@ -197,7 +197,14 @@ int Main(int argc, char** argv) {
                                               config->out_dir(), failures)
                 << "\n";
     }
-    return dropk::kExitOk;
+    // Not done: a scheduler must not take the run for finished (75, see
+    // exit_codes.h), unless every step was trained and saved (the signal
+    // stopped the closing sample). Every rank gets here after the save's
+    // last collective (every rank learned that rank 0 committed), and
+    // MPI_Finalize, when `comm` goes, waits for all of them: no rank exits
+    // before the checkpoint is complete, whatever order mpirun sees the
+    // exits in (it ends the other ranks when the first exits non-zero).
+    return summary->steps >= config->max_iters() ? dropk::kExitOk : dropk::kExitStopped;
   }
   if (summary->nothing_to_train) {
     // No rate: nothing was timed.

@@ -1,5 +1,5 @@
 // dropk-train and dropk ckpt end to end: exact resume (2N straight vs N, stop,
-// resume, N more, dropout on), SIGTERM saves and exits 0, kill -9 during
+// resume, N more, dropout on), SIGTERM saves and exits 75, kill -9 during
 // saves leaves a loadable LATEST, --resume=latest falls back past a corrupt
 // checkpoint, a contradicting config is refused naming the field, and the
 // ckpt inspect/verify/export tools.
@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/exit_codes.h"
 #include "checkpoint/crc32c.h"
 #include "checkpoint/format.h"
 #include "checkpoint/reader.h"
@@ -894,7 +895,8 @@ std::pair<int, std::string> SignalAndWait(pid_t pid, int signo, const std::strin
 }
 
 // Trains until step 5 is logged, sends `signo`, and expects the current
-// step saved, LATEST naming it, and exit 0.
+// step saved, LATEST naming it, and exit 75 (stopped, not done: until
+// 2026-12-03 it was 0, and a scheduler took a preempted run for finished).
 void ExpectSignalSavesTheCurrentStep(const std::string& out, int signo,
                                      const std::function<std::string(const std::string&)>& train) {
   const std::string log = out + ".log";
@@ -904,7 +906,7 @@ void ExpectSignalSavesTheCurrentStep(const std::string& out, int signo,
       [&] { return ReadAll(out + "/metrics.jsonl").find("\"step\":5,") != std::string::npos; }));
   const auto [status, output] = SignalAndWait(pid, signo, log);
   ASSERT_TRUE(WIFEXITED(status)) << output;
-  EXPECT_EQ(WEXITSTATUS(status), 0) << output;
+  EXPECT_EQ(WEXITSTATUS(status), kExitStopped) << output;
   const size_t at = output.find("stopped by signal after step ");
   ASSERT_NE(at, std::string::npos) << output;
   const int64_t step = std::stoll(output.substr(at + 29));
@@ -942,7 +944,7 @@ TEST_F(CheckpointCliTest, SighupUnderNohupIsIgnored) {
       << "stopped training after SIGHUP";
   const auto [status, output] = SignalAndWait(pid, SIGTERM, log);
   ASSERT_TRUE(WIFEXITED(status)) << output;
-  EXPECT_EQ(WEXITSTATUS(status), 0) << output;
+  EXPECT_EQ(WEXITSTATUS(status), kExitStopped) << output;
   EXPECT_NE(output.find("stopped by signal after step "), std::string::npos) << output;
 }
 
@@ -1030,7 +1032,7 @@ TEST_F(CheckpointCliTest, ASignalBeforeTheFirstStepSaysNothingWasSaved) {
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   const auto [status, output] = SignalAndWait(pid, SIGTERM, log);
   ASSERT_TRUE(WIFEXITED(status)) << output;
-  EXPECT_EQ(WEXITSTATUS(status), 0) << output;
+  EXPECT_EQ(WEXITSTATUS(status), kExitStopped) << output;
   EXPECT_NE(output.find("stopped by signal before the first step; nothing was saved"),
             std::string::npos)
       << output;
@@ -1058,7 +1060,7 @@ TEST_F(CheckpointCliTest, SigtermDuringALongAccumulatedStepSavesWithoutFinishing
   fs::remove(log);
   ASSERT_TRUE(exited) << "still in its step 60 s after SIGTERM: " << output;
   ASSERT_TRUE(WIFEXITED(status)) << output;
-  EXPECT_EQ(WEXITSTATUS(status), 0) << output;
+  EXPECT_EQ(WEXITSTATUS(status), kExitStopped) << output;
   EXPECT_NE(output.find("stop signal during step 3: its micro-batches abandoned"),
             std::string::npos)
       << output;
@@ -1094,7 +1096,7 @@ TEST_F(CheckpointCliTest, ATokenFileShortenedDuringTrainingIsNamedNotABusError) 
   EXPECT_EQ(RunCommand(Dropk("ckpt verify " + run + "/checkpoints")).exit_code, 0);
 }
 
-TEST_F(CheckpointCliTest, SigtermSavesTheCurrentStepAndExitsZero) {
+TEST_F(CheckpointCliTest, SigtermSavesTheCurrentStepAndExits75) {
   ExpectSignalSavesTheCurrentStep(out_, SIGTERM,
                                   [&](const std::string& a) { return Train(out_, a); });
 }
@@ -1126,7 +1128,7 @@ TEST_F(CheckpointCliTest, SigtermDuringAnEvaluationSavesWithoutWaitingForIt) {
   const std::string output = ReadAll(log);
   fs::remove(log);
   ASSERT_TRUE(WIFEXITED(status)) << output;
-  EXPECT_EQ(WEXITSTATUS(status), 0) << output;
+  EXPECT_EQ(WEXITSTATUS(status), kExitStopped) << output;
   EXPECT_NE(output.find("evaluation at step 7: evaluation abandoned"), std::string::npos) << output;
   EXPECT_NE(output.find("stopped by signal after step 7"), std::string::npos) << output;
   EXPECT_EQ(ReadAll(out_ + "/checkpoints/LATEST"), CheckpointDirName(7) + "\n");
@@ -1158,7 +1160,7 @@ TEST_F(CheckpointCliTest, ASecondJobOnTheSameOutDirIsRefused) {
             std::string::npos)
       << second.output;
   ASSERT_TRUE(WIFEXITED(status)) << first_output;
-  EXPECT_EQ(WEXITSTATUS(status), 0) << first_output;
+  EXPECT_EQ(WEXITSTATUS(status), kExitStopped) << first_output;
   EXPECT_NE(first_output.find("stopped by signal after step "), std::string::npos) << first_output;
 }
 

@@ -5,11 +5,12 @@
 #include <unistd.h>
 #include <algorithm>
 #include <chrono>
-
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
+#include "checkpoint/format.h"
 #include "support/shakespeare_data.h"
 #include "support/subprocess.h"
 
@@ -57,6 +58,26 @@ class DdpFaultTest : public ::testing::Test {
     for (const std::string& a : TrainArgs(out_dir, data)) argv.push_back(a);
     argv.push_back(rank1_extra);
     return argv;
+  }
+  // mpirun of two ranks of TrainArgs into out_dir, saving only at the end
+  // (or on a stop signal).
+  static std::vector<std::string> TwoRanksSavingOnlyAtTheEnd(const std::string& out_dir) {
+    std::vector<std::string> argv = {"mpirun", "-np", "2", "--oversubscribe"};
+    for (const std::string& a : TrainArgs(out_dir, (*root_ / "data").string())) argv.push_back(a);
+    argv.push_back("--save_every=0");
+    return argv;
+  }
+  // Returns once `job` logged five steps in out_dir/metrics.jsonl; a fatal
+  // failure (naming `log`) when it ended first or 120 s passed.
+  static void WaitForFiveSteps(test_util::ChildProcess& job, const std::string& out_dir,
+                               const std::string& log) {
+    const auto started = std::chrono::steady_clock::now();
+    while (Lines(out_dir + "/metrics.jsonl") < 5) {
+      ASSERT_FALSE(job.WaitFor(milliseconds(100)).has_value()) << "the job ended early:\n"
+                                                               << test_util::ReadFile(log);
+      ASSERT_LT(std::chrono::steady_clock::now() - started, seconds(120))
+          << "training never started";
+    }
   }
   static size_t Lines(const std::string& path) {
     const std::string text = test_util::ReadFile(path);
@@ -171,6 +192,35 @@ TEST_F(DdpFaultTest, ADamagedTokenFileOnOneRankEndsTheJobNamingIt) {
   EXPECT_EQ(text.find("Signal:"), std::string::npos) << "a rank crashed:\n" << text;
 }
 
+// A stop of a two-rank job (SIGUSR1 to mpirun, as dropk launch and the
+// deploy recipes send it) exited 0, so that a scheduler took a preempted
+// run for a finished one. mpirun now exits 75 (stopped), and only after
+// every rank's part of the checkpoint is written: it verifies, and
+// LATEST names it.
+TEST_F(DdpFaultTest, AStopOfTwoRanksSavesEveryPartAndMpirunExits75) {
+  const std::string out = (*root_ / "stop_run").string();
+  const std::string log = (*root_ / "stop.log").string();
+  test_util::ChildProcess job(TwoRanksSavingOnlyAtTheEnd(out), log);
+  WaitForFiveSteps(job, out, log);
+  if (HasFatalFailure()) return;
+  ASSERT_EQ(kill(job.pid(), SIGUSR1), 0);  // mpirun passes it to every rank: save and stop
+
+  const std::optional<int> code = job.WaitFor(seconds(60));
+  ASSERT_TRUE(code.has_value()) << "mpirun still running 60 s after SIGUSR1:\n"
+                                << test_util::ReadFile(log);
+  const std::string text = test_util::ReadFile(log);
+  EXPECT_EQ(*code, 75) << text;
+  const size_t at = text.find("dropk-train: stopped by signal after step ");
+  ASSERT_NE(at, std::string::npos) << text;
+  const int64_t step = std::stoll(text.substr(at + 42));
+  const std::string name = CheckpointDirName(step);
+  EXPECT_EQ(test_util::ReadFile(out + "/checkpoints/LATEST"), name + "\n") << text;
+  const test_util::CommandResult verify = test_util::RunCommand(
+      std::string(DROPK_BINARY_DIR "/bin/dropk ckpt verify ") + out + "/checkpoints/" + name);
+  EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+  EXPECT_EQ(text.find("Signal:"), std::string::npos) << "a rank crashed:\n" << text;
+}
+
 // The checkpoints directory replaced by a file while two ranks train (a
 // disk swapped, a directory removed by hand): the save that SIGUSR1 asks
 // for cannot create its directory. Every rank took that failure (an
@@ -180,16 +230,9 @@ TEST_F(DdpFaultTest, ADamagedTokenFileOnOneRankEndsTheJobNamingIt) {
 TEST_F(DdpFaultTest, ACheckpointDirectoryGoneMidRunEndsTheJobAtOnceNamingIt) {
   const std::string out = (*root_ / "checkpoint_dir_gone_run").string();
   const std::string log = (*root_ / "checkpoint_dir_gone.log").string();
-  std::vector<std::string> argv = {"mpirun", "-np", "2", "--oversubscribe"};
-  for (const std::string& a : TrainArgs(out, (*root_ / "data").string())) argv.push_back(a);
-  argv.push_back("--save_every=0");
-  test_util::ChildProcess job(argv, log);
-  const auto started = std::chrono::steady_clock::now();
-  while (Lines(out + "/metrics.jsonl") < 5) {
-    ASSERT_FALSE(job.WaitFor(milliseconds(100)).has_value()) << "the job ended early:\n"
-                                                             << test_util::ReadFile(log);
-    ASSERT_LT(std::chrono::steady_clock::now() - started, seconds(120)) << "training never started";
-  }
+  test_util::ChildProcess job(TwoRanksSavingOnlyAtTheEnd(out), log);
+  WaitForFiveSteps(job, out, log);
+  if (HasFatalFailure()) return;
   const std::string checkpoints = out + "/checkpoints";
   std::filesystem::rename(checkpoints, out + "/checkpoints.moved");
   std::ofstream(checkpoints) << "not a directory\n";

@@ -1,7 +1,7 @@
 // `dropk launch` on this machine (no lost hosts here: tests/cluster/ covers
 // those): bad inputs are refused naming the culprit, a job that fails for a
 // reason other than a lost host is not restarted, and SIGTERM reaches the
-// ranks as a request to save and stop.
+// ranks as a request to save and stop (the launch then exits 75, stopped).
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -341,10 +341,42 @@ TEST_F(LaunchCliTest, SigtermMakesTheRanksSaveAndStop) {
   ASSERT_EQ(kill(job.pid(), SIGTERM), 0);
   const std::optional<int> code = job.WaitFor(seconds(60));
   ASSERT_TRUE(code.has_value()) << "dropk launch still running 60 s after SIGTERM";
-  EXPECT_EQ(*code, 0) << test_util::ReadFile(log);
-  EXPECT_NE(test_util::ReadFile(log).find("stopped by signal after step"), std::string::npos)
-      << test_util::ReadFile(log);
+  const std::string text = test_util::ReadFile(log);
+  // Stopped, not done (it was 0, and a scheduler took the run for finished),
+  // said once, and not relaunched.
+  EXPECT_EQ(*code, 75) << text;
+  EXPECT_NE(text.find("stopped by signal after step"), std::string::npos) << text;
+  const std::string stopped =
+      "dropk: stopped by SIGTERM: the ranks saved a checkpoint (unless they had not trained a "
+      "step yet) and exited 75; resume with this dropk launch command and --resume=latest\n";
+  const size_t at = text.find(stopped);
+  EXPECT_NE(at, std::string::npos) << text;
+  EXPECT_EQ(text.find("dropk: stopped", at + 1), std::string::npos) << text;
+  EXPECT_EQ(text.find("attempt 2"), std::string::npos) << text;
   EXPECT_TRUE(std::filesystem::exists(dir_ / "run" / "checkpoints" / "LATEST"));
+}
+
+// Ranks stopped by a signal the launcher never got (a preempted MPIJob
+// worker passes SIGTERM to its ranks as SIGUSR1; a scheduler may signal the
+// ranks) exit 75 through mpirun: the launch ended "the job failed (mpirun
+// exit status 75) ... not restarting", exit 1. It now ends stopped, 75,
+// without a relaunch.
+TEST_F(LaunchCliTest, RanksStoppedByASignalOfTheirOwnEndTheLaunchStopped) {
+  const std::string mpirun = StandInMpirun(
+      "stopped-mpirun",
+      "echo run >> \"$out.attempts\"\n"
+      "echo 'dropk-train: stopped by signal after step 7, checkpoint saved; resume with "
+      "--resume=latest' >&2\n"
+      "exit 75\n");
+  const test_util::CommandResult r =
+      Launch("--hostfile " + (dir_ / "hosts").string() + " --mpirun " + mpirun +
+             " -- dropk-train --out_dir=" + (dir_ / "run").string());
+  EXPECT_EQ(r.exit_code, 75) << r.err;
+  EXPECT_NE(r.err.find("dropk: stopped by a signal to the ranks: the ranks saved a checkpoint"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.err.find("not restarting"), std::string::npos) << r.err;
+  EXPECT_EQ(test_util::ReadFile((dir_ / "run").string() + ".attempts"), "run\n");
 }
 
 // A rank that recorded a fatal error has ended the job, yet mpirun can hang

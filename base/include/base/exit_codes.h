@@ -3,6 +3,12 @@
 //   1  a runtime failure: corrupt data, a failed collective, I/O, ...
 //   2  usage: a bad flag or config value, or a path the user named that does
 //      not exist
+//  75  stopped by a signal (SIGTERM, SIGINT, SIGUSR1, SIGHUP: a preemption,
+//      a scheduler's time limit, Ctrl-C) after saving a checkpoint, or
+//      before the first step with nothing to save: not finished; resume
+//      with --resume=latest. sysexits.h's EX_TEMPFAIL, so that schedulers
+//      (a Kubernetes Job's backoffLimit, Slurm, a retry loop) see a run
+//      that is not done, where 0 ("done", "nothing to train") is.
 // The reason is one line on stderr, starting with the binary's name.
 #ifndef DROPK_BASE_EXIT_CODES_H_
 #define DROPK_BASE_EXIT_CODES_H_
@@ -18,12 +24,15 @@ namespace dropk {
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailure = 1;
 inline constexpr int kExitUsage = 2;
+inline constexpr int kExitStopped = 75;
 
 // The exit code for the outcome of a command: usage for InvalidArgument
-// (a bad value) and NotFound (a named path missing), failure otherwise.
+// (a bad value) and NotFound (a named path missing), stopped for Cancelled
+// (a stop signal ended it, resumable), failure otherwise.
 inline int ExitCodeFor(const absl::Status& status) {
   if (status.ok()) return kExitOk;
   if (absl::IsInvalidArgument(status) || absl::IsNotFound(status)) return kExitUsage;
+  if (absl::IsCancelled(status)) return kExitStopped;
   return kExitFailure;
 }
 

@@ -1,7 +1,7 @@
 // The training loop's side of checkpoints, kept apart from the loop so the
 // loop calls a few things: MaybeResume() before the first step,
 // TrainingCheckpointer::Poll() and Due()/Save() after a step, StopRequested()
-// once per step (SIGTERM/SIGINT: finish the step, save, exit 0), and
+// once per step (SIGTERM/SIGINT: finish the step, save, exit 75), and
 // TrainingCheckpointer::Finish() before it returns.
 #ifndef DROPK_TRAINER_TRAINING_CHECKPOINTS_H_
 #define DROPK_TRAINER_TRAINING_CHECKPOINTS_H_
