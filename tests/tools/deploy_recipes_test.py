@@ -16,17 +16,26 @@ worker's CPU limit; an mpirun without the keepalive options (a lost host
 hangs it); a dropk-serve whose probes hit a route it lacks or one that needs
 the key without sending it, that has no startup probe, whose grace period is
 shorter than --drain-ms, or whose --checkpoints no training recipe writes.
+Run on a stop (SIGTERM to its shell, stand-ins for mpirun and scontrol), an
+MPIJob launcher must exit 75 as its ranks do (0 would make the Job count a
+preempted run done, never to resume), and the Slurm script must requeue
+itself after the time-limit warning (then exit 0), and otherwise exit 75,
+never requeueing a preempted job that Slurm requeues itself.
 The command lines in deploy/README.md's and README.md's sh blocks are
 checked for flags as the recipes are (`dropk SUBCOMMAND` against its own
 --help).
 
 Usage: deploy_recipes_test.py SOURCE_DIR BINARY_DIR
 """
+import os
 import pathlib
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 
 import yaml
 
@@ -46,6 +55,89 @@ def help_text(bin_dir, name, cache={}):
 SHELL_OPERATORS = {"&", "&&", ";", "|", "||"}
 KEEPALIVE = "oob_tcp_keepalive_time"
 MIN_GRACE_S = 60  # to finish a step and write a checkpoint
+STOPPED = 75  # kExitStopped (base/include/base/exit_codes.h): saved on a signal, not done
+
+# Stand-ins on PATH for a recipe run on a stop signal: an mpirun that exits
+# 75 once SIGUSR1 reaches it (as dropk-train's ranks do), and a scontrol
+# that logs its calls and answers `show job` with STANDIN_SHOW_JOB (what
+# Slurm 22.05 prints: no PreemptTime where preemption is not configured).
+STANDIN_MPIRUN = """#!/bin/bash
+trap 'exit 75' USR1
+# Started once the recipe's shell traps SIGTERM (bit 15 of SigCgt): a
+# signal before that would kill the shell, not test it.
+for _ in $(seq 200); do
+  caught=$(awk '/^SigCgt:/ {print $2}' /proc/$PPID/status)
+  (( 0x$caught & 0x4000 )) && break
+  sleep 0.05
+done
+touch "$STANDIN_DIR/mpirun-started"
+for _ in $(seq 600); do sleep 0.05; done
+"""
+STANDIN_SCONTROL = """#!/bin/bash
+echo "$*" >> "$STANDIN_DIR/scontrol.log"
+case $1 in
+  show) echo "JobId=$3 JobName=dropk-train $STANDIN_SHOW_JOB" ;;
+  requeue) exit "$STANDIN_REQUEUE_RC" ;;
+esac
+"""
+
+
+RUNNING_JOB = "JobState=RUNNING Reason=None Requeue=1 Restarts=0 SuspendTime=None"
+
+
+def run_stopped(argv, env_extra=None):
+    """Runs a recipe's script (argv) with the stand-ins, sends its shell
+    SIGTERM (what Kubernetes and Slurm's --signal=B:TERM send) once mpirun
+    runs, and returns (exit status, scontrol's calls)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in (("mpirun", STANDIN_MPIRUN), ("scontrol", STANDIN_SCONTROL)):
+            path = pathlib.Path(tmp) / name
+            path.write_text(text)
+            path.chmod(0o755)
+        env = dict(os.environ, PATH=f"{tmp}:{os.environ['PATH']}", STANDIN_DIR=tmp,
+                   STANDIN_SHOW_JOB=RUNNING_JOB, STANDIN_REQUEUE_RC="0",
+                   SLURM_SUBMIT_DIR=tmp, SLURM_JOB_ID="42", SLURM_NTASKS_PER_NODE="2",
+                   SLURM_CPUS_PER_TASK="1")
+        env.update(env_extra or {})
+        proc = subprocess.Popen(argv, env=env, cwd=tmp, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not (pathlib.Path(tmp) / "mpirun-started").exists() and proc.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        log = pathlib.Path(tmp) / "scontrol.log"
+        return code, log.read_text() if log.exists() else ""
+
+
+def check_sbatch_stop(sbatch, errors):
+    """On its SIGTERM (the time-limit warning) the batch script must end
+    stopped (75), not done, or requeue itself and only then exit 0; never
+    requeue a preempted job, which Slurm requeues itself."""
+    argv = ["bash", str(sbatch), "job.textproto"]
+    code, calls = run_stopped(argv)
+    if "requeue 42" not in calls or code != 0:
+        errors.append(f"{sbatch.name}: stopped on the time-limit warning (mpirun exit {STOPPED}), "
+                      f"it exits {code} with scontrol calls {calls.splitlines()}: it must "
+                      "`scontrol requeue $SLURM_JOB_ID` and then exit 0, so the job resumes")
+    for show in (RUNNING_JOB + " PreemptEligibleTime=2026-12-03T10:00:00 "
+                 "PreemptTime=2026-12-03T10:05:00",
+                 "JobState=COMPLETING Reason=None Requeue=1 Restarts=1"):
+        code, calls = run_stopped(argv, {"STANDIN_SHOW_JOB": show})
+        if "requeue" in calls or code != STOPPED:
+            errors.append(f"{sbatch.name}: stopped while Slurm ends the job itself ({show}), it "
+                          f"exits {code} with scontrol calls {calls.splitlines()}: Slurm "
+                          f"requeues a preempted job itself; it must exit {STOPPED} and not "
+                          "requeue it a second time")
+    code, calls = run_stopped(argv, {"STANDIN_REQUEUE_RC": "1"})
+    if code != STOPPED:
+        errors.append(f"{sbatch.name}: stopped, and `scontrol requeue` failed, it exits {code}: "
+                      f"it must exit {STOPPED} (stopped, not done)")
 
 
 def check_command(tokens, where, src, bin_dir, errors):
@@ -181,6 +273,11 @@ def check_mpijob(doc, name, errors):
                 errors.append(f"{where}: terminationGracePeriodSeconds under {MIN_GRACE_S}: "
                               "too short to finish a step and save")
             if role == "Launcher":
+                code, _ = run_stopped(["bash", "-c", script])
+                if code != STOPPED:
+                    errors.append(f"{where}: exits {code} after the ranks stopped on its SIGTERM "
+                                  f"(mpirun exit {STOPPED}): must be {STOPPED}, so that the Job "
+                                  "counts a preempted run as not done and restarts it")
                 np = flag_value(tokens, "-np")
                 if np is None or int(np) != slots:
                     errors.append(f"{where}: mpirun -np {np}, but the workers have {slots} slots")
@@ -304,6 +401,7 @@ def main():
             errors.append(f"{sbatch.name}: mpirun without --mca {KEEPALIVE}: a lost node hangs it")
         if not forwards_term_as_usr1(text):
             errors.append(f"{sbatch.name}: does not pass Slurm's SIGTERM on to mpirun as SIGUSR1")
+        check_sbatch_stop(sbatch, errors)
         for line in text.splitlines():
             if "dropk-train" in line:
                 check_command(re.findall(r'[^\s"]+', line), sbatch.name, src, bin_dir, errors)
