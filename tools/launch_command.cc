@@ -79,12 +79,13 @@ sigset_t StopSignals() {
 }
 
 // The error the launcher ends with when a stop signal came while `what`
-// (e.g. "while trying mpirun on each host alone"): exit status 1, as when
-// a signal stops the job itself.
+// (e.g. "while trying mpirun on each host alone"), no rank running and so
+// nothing to save or lose: Cancelled, exit 75 (stopped, not done), as when
+// the ranks stop on it.
 absl::Status StoppedBySignal(const std::string& what) {
   const int signo = g_first_signal.load();
   const char* name = signo == SIGINT ? "SIGINT" : signo == SIGTERM ? "SIGTERM" : "a signal";
-  return absl::AbortedError(absl::StrCat("stopped by ", name, " ", what));
+  return absl::CancelledError(absl::StrCat("stopped by ", name, " ", what));
 }
 
 // The launcher's end when the ranks stopped on a signal, having saved
@@ -707,6 +708,7 @@ absl::Status Launch(const Flags& flags) {
     StartupWatchdog startup(config->out_dir(), attempt_id,
                             std::chrono::seconds(flags.startup_timeout_s), *hosts, launcher);
     bool signal_seen = false;
+    bool stopped_before_any_rank = false;
     absl::StatusOr<RunResult> run = RunAndCapture(argv, [&]() -> std::optional<std::string> {
       // mpirun passes the stop signal to the ranks, but where none has
       // started it waits on the hosts' daemons as before (up to
@@ -714,6 +716,7 @@ absl::Status Launch(const Flags& flags) {
       if (g_signals > 0 && !signal_seen) {
         signal_seen = true;
         if (startup.NoRankStartedYet()) {
+          stopped_before_any_rank = true;
           return std::string(
               StoppedBySignal(absl::StrCat("before any rank of attempt ", attempt + 1,
                                            " started (no start marker in ",
@@ -742,9 +745,10 @@ absl::Status Launch(const Flags& flags) {
       // launcher sees the same.
       return StoppedAfterSaving(g_first_signal.load());
     }
+    if (stopped_before_any_rank) return absl::CancelledError(run->ended_by_watchdog);
     if (g_signals > 0) {
       if (code == 0) return absl::OkStatus();
-      // The watchdog's reason says why mpirun went (before any rank started, or past a grace).
+      // The watchdog's reason says why mpirun went (past a grace).
       return absl::AbortedError(
           run->ended_by_watchdog.empty()
               ? absl::StrCat("stopped by a signal (mpirun exit status ", code, ")")
