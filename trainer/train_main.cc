@@ -100,8 +100,9 @@ int ReportInvalidConfig(const absl::Status& invalid) {
 
 // Ends this rank's run on `status`, rank `rank` of `world`: prints its line,
 // then keeps it in out_dir's failure record (unless the run directory is
-// another job's, which refused this one, or a single process started by
-// hand was refused for the user to fix, `code` kExitUsage), and in a job of
+// another job's, which refused this one, a single process started by
+// hand was refused for the user to fix, `code` kExitUsage, or a signal
+// stopped it, `code` kExitStopped), and in a job of
 // several ranks ends the whole job (after the launcher's grace when
 // `launcher_grace`: a peer's host is unreachable). Returns `code` for a single rank; otherwise
 // does not return.
@@ -115,9 +116,12 @@ int FailRank(const absl::Status& status, int rank, int world, int code, bool lau
   // lines of starts that never ran). A rank of a job, or one `dropk launch`
   // started, still records it: its line may be lost with the launcher's
   // output, and the launcher names the cause from the record.
+  // A stop signal (`code` kExitStopped: e.g. one while waiting for another
+  // job's run directory) is no failure: recorded there, it would be named
+  // as that job's.
   const bool by_hand = world == 1 && std::getenv(dropk::kLaunchAttemptEnv) == nullptr;
-  const bool record =
-      !(by_hand && code == dropk::kExitUsage) && !dropk::IsRunDirectoryHeldElsewhere(status);
+  const bool record = !(by_hand && code == dropk::kExitUsage) && code != dropk::kExitStopped &&
+                      !dropk::IsRunDirectoryHeldElsewhere(status);
   const std::function<void()> keep = [&] {
     if (record) dropk::RecordFailure(out_dir, rank, failure);
   };

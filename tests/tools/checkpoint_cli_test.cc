@@ -1164,6 +1164,29 @@ TEST_F(CheckpointCliTest, ASecondJobOnTheSameOutDirIsRefused) {
   EXPECT_NE(first_output.find("stopped by signal after step "), std::string::npos) << first_output;
 }
 
+// A second job waiting for the first's out_dir to be free, stopped by a
+// signal: it ended exit 1, and recorded "stopped by a signal" in the first
+// job's failure record, where that job's launcher would name it as a
+// failure. It is a stop: exit 75, and nothing recorded.
+TEST_F(CheckpointCliTest, ASignalWhileWaitingForTheRunDirectoryIsAStopNotAFailure) {
+  const std::string log = out_ + ".log";
+  const std::string second_log = out_ + ".second.log";
+  fs::create_directories(out_);
+  const pid_t first = Spawn(Train(out_, "--resume=latest --max_iters=100000 --save_every=0"), log);
+  ASSERT_TRUE(WaitUntil(
+      [&] { return ReadAll(out_ + "/metrics.jsonl").find("\"step\":2,") != std::string::npos; }));
+  const pid_t second = Spawn(Train(out_, "--resume=latest --max_iters=100000"), second_log);
+  ASSERT_TRUE(WaitUntil([&] { return ReadAll(second_log).find("is locked by") != std::string::npos; }))
+      << ReadAll(second_log);
+  const auto [status, output] = SignalAndWait(second, SIGTERM, second_log);
+  SignalAndWait(first, SIGTERM, log);
+  ASSERT_TRUE(WIFEXITED(status)) << output;
+  EXPECT_EQ(WEXITSTATUS(status), kExitStopped) << output;
+  EXPECT_NE(output.find("stopped by a signal while waiting for out_dir=" + out_), std::string::npos)
+      << output;
+  EXPECT_FALSE(fs::exists(out_ + "/failures")) << ReadAll(out_ + "/failures/rank-00000.log");
+}
+
 // A real kill -9 while saving every step a model whose checkpoint takes a
 // while to write: whatever moment it lands, LATEST names a checkpoint that
 // verifies, and training resumes from it.
