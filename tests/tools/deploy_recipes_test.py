@@ -20,7 +20,8 @@ Run on a stop (SIGTERM to its shell, stand-ins for mpirun and scontrol), an
 MPIJob launcher must exit 75 as its ranks do (0 would make the Job count a
 preempted run done, never to resume), and the Slurm script must requeue
 itself after the time-limit warning (then exit 0), and otherwise exit 75,
-never requeueing a preempted job that Slurm requeues itself.
+never requeueing a preempted job that Slurm requeues itself, and ignore a
+SIGTERM in a run's first seconds (Slurm repeats the warning then).
 The command lines in deploy/README.md's and README.md's sh blocks are
 checked for flags as the recipes are (`dropk SUBCOMMAND` against its own
 --help).
@@ -71,7 +72,7 @@ for _ in $(seq 200); do
   sleep 0.05
 done
 touch "$STANDIN_DIR/mpirun-started"
-for _ in $(seq 600); do sleep 0.05; done
+for _ in $(seq $((STANDIN_RUN_S * 20))); do sleep 0.05; done
 """
 STANDIN_SCONTROL = """#!/bin/bash
 echo "$*" >> "$STANDIN_DIR/scontrol.log"
@@ -82,7 +83,8 @@ esac
 """
 
 
-RUNNING_JOB = "JobState=RUNNING Reason=None Requeue=1 Restarts=0 SuspendTime=None"
+RUNNING_JOB = ("JobState=RUNNING Reason=None Requeue=1 Restarts=0 RunTime=00:01:50 "
+               "TimeLimit=00:04:00 SuspendTime=None")
 
 
 def run_stopped(argv, env_extra=None):
@@ -95,7 +97,7 @@ def run_stopped(argv, env_extra=None):
             path.write_text(text)
             path.chmod(0o755)
         env = dict(os.environ, PATH=f"{tmp}:{os.environ['PATH']}", STANDIN_DIR=tmp,
-                   STANDIN_SHOW_JOB=RUNNING_JOB, STANDIN_REQUEUE_RC="0",
+                   STANDIN_SHOW_JOB=RUNNING_JOB, STANDIN_REQUEUE_RC="0", STANDIN_RUN_S="30",
                    SLURM_SUBMIT_DIR=tmp, SLURM_JOB_ID="42", SLURM_NTASKS_PER_NODE="2",
                    SLURM_CPUS_PER_TASK="1")
         env.update(env_extra or {})
@@ -138,6 +140,15 @@ def check_sbatch_stop(sbatch, errors):
     if code != STOPPED:
         errors.append(f"{sbatch.name}: stopped, and `scontrol requeue` failed, it exits {code}: "
                       f"it must exit {STOPPED} (stopped, not done)")
+    # Slurm 22.05 repeats the warning as the requeued job starts: taken as
+    # a stop, every run would stop and requeue itself again, for good.
+    code, calls = run_stopped(argv, {"STANDIN_SHOW_JOB": RUNNING_JOB.replace(
+        "RunTime=00:01:50", "RunTime=00:00:01"), "STANDIN_RUN_S": "2"})
+    if "requeue" in calls or code != 0:
+        errors.append(f"{sbatch.name}: a SIGTERM 1 s into a run (Slurm repeating the warning as "
+                      f"a requeued job starts) made it exit {code} with scontrol calls "
+                      f"{calls.splitlines()}: it must be ignored, the run go on (here mpirun "
+                      "ends 0 after 2 s) and the job not be requeued again")
 
 
 def check_command(tokens, where, src, bin_dir, errors):
