@@ -369,7 +369,9 @@ def check_serve(doc, name, trained, errors):
 
 
 def main():
-    src, bin_dir = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]) / "bin"
+    # Absolute: the recipes' scripts run from a temporary directory.
+    src = pathlib.Path(sys.argv[1]).resolve()
+    bin_dir = pathlib.Path(sys.argv[2]).resolve() / "bin"
     errors, checked = [], 0
     manifests = []
     for manifest in sorted((src / "deploy" / "k8s").glob("*.yaml")):
