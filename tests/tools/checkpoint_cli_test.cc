@@ -1176,8 +1176,9 @@ TEST_F(CheckpointCliTest, ASignalWhileWaitingForTheRunDirectoryIsAStopNotAFailur
   ASSERT_TRUE(WaitUntil(
       [&] { return ReadAll(out_ + "/metrics.jsonl").find("\"step\":2,") != std::string::npos; }));
   const pid_t second = Spawn(Train(out_, "--resume=latest --max_iters=100000"), second_log);
-  ASSERT_TRUE(WaitUntil([&] { return ReadAll(second_log).find("is locked by") != std::string::npos; }))
-      << ReadAll(second_log);
+  ASSERT_TRUE(WaitUntil([&] {
+    return ReadAll(second_log).find("is locked by") != std::string::npos;
+  })) << ReadAll(second_log);
   const auto [status, output] = SignalAndWait(second, SIGTERM, second_log);
   SignalAndWait(first, SIGTERM, log);
   ASSERT_TRUE(WIFEXITED(status)) << output;
