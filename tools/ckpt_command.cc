@@ -413,8 +413,11 @@ absl::StatusOr<RunDirectoryLock> LockExportTarget(const std::string& out) {
                            crc32c::Value(name.data(), name.size()));
   }
   const std::string lock_path = (target.parent_path() / ("." + name + ".export-lock")).string();
-  return RunDirectoryLock::AcquireFile(lock_path, "--out=" + out, "--out", "dropk ckpt export",
-                                       "dropk", std::cerr, {.same_host = {}, .other_host = {}});
+  absl::StatusOr<RunDirectoryLock> lock =
+      RunDirectoryLock::AcquireFile(lock_path, "--out=" + out, "--out", "dropk ckpt export",
+                                    "dropk", std::cerr, {.same_host = {}, .other_host = {}});
+  if (lock.ok()) lock->RecordHolder(std::cerr);
+  return lock;
 }
 
 // The pieces of a dropk export (ExportHeader in proto/checkpoint.proto) of

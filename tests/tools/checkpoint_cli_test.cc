@@ -782,6 +782,7 @@ TEST_F(CheckpointCliTest, ASecondExportToTheSameOutIsRefusedAndAStaleOneBlocksNo
         RunDirectoryLock::AcquireFile(out_ + "/.model.bin.export-lock", "--out=" + model, "--out",
                                       "dropk ckpt export", "dropk", log);
     ASSERT_TRUE(running.ok()) << running.status();
+    running->RecordHolder(log);
     const CliResult r = RunCommand(Dropk(export_cmd + " --dtype bf16"));
     EXPECT_EQ(r.exit_code, 1) << r.output;
     EXPECT_NE(r.output.find("--out=" + model + " is in use by another dropk ckpt export (pid " +
