@@ -639,6 +639,26 @@ TEST_F(CheckpointCliTest, ExportRefusesAnOutInsideACheckpointsDirectory) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
+// Any directory holding a file named LATEST was taken for a checkpoints
+// directory, and an export into it or below it refused. A checkpoints
+// directory is one whose LATEST names a step-N there, or that holds a step-N
+// checkpoint; other folders take an export.
+TEST_F(CheckpointCliTest, ExportIntoAFolderWithAnUnrelatedLatestFileIsWritten) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=2")).exit_code, 0);
+  const std::string notes = out_ + "/notes";
+  fs::create_directories(notes + "/drafts");
+  fs::create_directories(notes + "/step-00000007");  // a step-N name, but no checkpoint
+  for (const std::string latest : {"see drafts/v2.txt\n", "step-00000002\n"}) {
+    std::ofstream(notes + "/LATEST", std::ios::trunc) << latest;
+    for (const std::string& target : {notes + "/model.bin", notes + "/drafts/model.bin"}) {
+      SCOPED_TRACE(target + " beside LATEST " + latest);
+      const CliResult r = RunCommand(Dropk("ckpt export " + out_ + " --out " + target));
+      EXPECT_EQ(r.exit_code, 0) << r.output;
+      EXPECT_TRUE(fs::is_regular_file(target));
+    }
+  }
+}
+
 // A path holding a newline or an ESC was written raw into the error: one
 // error read as two lines, or restyled the terminal. Such characters are
 // escaped (\u000a), so every error is one line.
