@@ -552,11 +552,12 @@ TEST_F(CheckpointCliTest, SampleNamesItsOwnFlagsForValuesOutOfRange) {
   const std::string sample =
       Dropk("sample --threads 1 --prompt a --checkpoint " + out_ + "/checkpoints ");
   for (const auto& [flags, expected] : std::vector<std::pair<std::string, std::string>>{
-           {"--max-tokens 100000", "dropk: --max-tokens: must be an integer in [1, 8192], got "},
-           {"--top-p 2", "dropk: --top-p must be a number in (0, 1], got 2"},
-           {"--temperature -1", "dropk: --temperature must be a number in [0, "},
-           {"--top-k -5", "dropk: --top-k: must be an integer in [-1, 2147483647], got -5"},
-           {"--top-p 0", "dropk: --top-p must be a number in (0, 1], got 0\n"}}) {
+           {"--max-tokens 100000",
+            "dropk: --max-tokens=100000: out of range; give an integer in [1, 8192]\n"},
+           {"--top-p 2", "dropk: --top-p=2: out of range; give a number in (0, 1]\n"},
+           {"--temperature -1", "dropk: --temperature=-1: out of range; give a number in [0, "},
+           {"--top-k -5", "dropk: --top-k=-5: out of range; give an integer in [-1, 2147483647]"},
+           {"--top-p 0", "dropk: --top-p=0: out of range; give a number in (0, 1]\n"}}) {
     const CliResult r = RunCommand(sample + flags);
     EXPECT_EQ(r.exit_code, 2) << flags << ": " << r.output;
     EXPECT_EQ(r.output.rfind(expected, 0), 0u) << flags << ": " << r.output;
