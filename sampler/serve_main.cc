@@ -34,7 +34,7 @@ int Main(int argc, char** argv) {
   dropk::ServeOptions o;
   CLI::App app{"dropk-serve: OpenAI-compatible completions from a dropk run's checkpoints",
                "dropk-serve"};
-  app.set_version_flag("--version", absl::StrCat("dropk-serve ", dropk::kVersion));
+  app.set_version_flag("--version", dropk::VersionLine("dropk-serve"));
   int watch_ms = 1000, drain_ms = 10000, header_ms = 10000, body_ms = 30000;
   std::string api_key_file;
   app.add_option("--checkpoints", o.checkpoints_dir, "The run's checkpoints directory")->required();

@@ -303,28 +303,38 @@ bool IsDropkSafetensorsFile(const std::string& out) {
   return producer != file->metadata().end() && producer->second == "dropk ckpt export";
 }
 
-// The checkpoints directory that directory `dir` (canonical) is or lies
-// in, or "" when none: the nearest of dir and the directories above it that
-// holds LATEST, or whose entry there is a checkpoint (holds manifest.pb) or
-// a save's step-N or step-N.tmp-X; or dir itself when it holds a step-N
-// directory (checkpoints whose LATEST is not written yet).
-std::string CheckpointsDirAround(const std::filesystem::path& dir) {
-  Env* env = Env::Default();
-  for (std::filesystem::path at = dir;; at = at.parent_path()) {
-    if (env->FileExists((at / kLatestFileName).string())) return at.string();
-    const std::string name = at.filename().string();
-    const bool save_dir = ParseStepDirName(name) >= 0 ||
-                          (name.rfind("step-", 0) == 0 && name.find(".tmp-") != std::string::npos);
-    if (save_dir || env->FileExists((at / kManifestFileName).string())) {
-      return at.parent_path().string();
-    }
-    if (at == at.parent_path() || !at.has_relative_path()) break;
+// Whether `dir` is a dropk checkpoints directory, as checkpoint/ reads
+// one: its LATEST names a step-N directory there, or it holds a step-N
+// checkpoint (with its manifest.pb: a first save whose LATEST is not
+// written yet, or lost). Any other file named LATEST does not make one.
+bool IsCheckpointsDir(const std::filesystem::path& dir, Env* env) {
+  if (absl::StatusOr<std::string> latest = ReadLatestFile((dir / kLatestFileName).string(), env);
+      latest.ok()) {
+    const std::string name(absl::StripAsciiWhitespace(*latest));
+    if (ParseStepDirName(name) >= 0 && env->IsDirectory((dir / name).string())) return true;
   }
   absl::StatusOr<std::vector<std::string>> names = env->ListDir(dir.string());
   for (const std::string& name : names.ok() ? *names : std::vector<std::string>()) {
-    if (ParseStepDirName(name) >= 0 && env->IsDirectory((dir / name).string())) {
-      return dir.string();
+    if (ParseStepDirName(name) >= 0 && env->FileExists((dir / name / kManifestFileName).string())) {
+      return true;
     }
+  }
+  return false;
+}
+
+// The checkpoints directory that directory `dir` (canonical) is or lies
+// in, or "" when none: the nearest of dir and the directories above it
+// that is one (IsCheckpointsDir), or holds a save in progress (step-N.tmp-X)
+// that `dir` is in.
+std::string CheckpointsDirAround(const std::filesystem::path& dir) {
+  Env* env = Env::Default();
+  for (std::filesystem::path at = dir;; at = at.parent_path()) {
+    if (IsCheckpointsDir(at, env)) return at.string();
+    const std::string name = at.filename().string();
+    if (name.rfind("step-", 0) == 0 && name.find(".tmp-") != std::string::npos) {
+      return at.parent_path().string();
+    }
+    if (at == at.parent_path() || !at.has_relative_path()) break;
   }
   return "";
 }
@@ -413,8 +423,11 @@ absl::StatusOr<RunDirectoryLock> LockExportTarget(const std::string& out) {
                            crc32c::Value(name.data(), name.size()));
   }
   const std::string lock_path = (target.parent_path() / ("." + name + ".export-lock")).string();
-  return RunDirectoryLock::AcquireFile(lock_path, "--out=" + out, "--out", "dropk ckpt export",
-                                       "dropk", std::cerr, {.same_host = {}, .other_host = {}});
+  absl::StatusOr<RunDirectoryLock> lock =
+      RunDirectoryLock::AcquireFile(lock_path, "--out=" + out, "--out", "dropk ckpt export",
+                                    "dropk", std::cerr, {.same_host = {}, .other_host = {}});
+  if (lock.ok()) lock->RecordHolder(std::cerr);
+  return lock;
 }
 
 // The pieces of a dropk export (ExportHeader in proto/checkpoint.proto) of

@@ -163,7 +163,7 @@ int Main(int argc, char** argv) {
   CLI::App app{"dropk: data preparation, checkpoints, sampling, studies, plots and launching",
                "dropk"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", absl::StrCat("dropk ", dropk::kVersion));
+  app.set_version_flag("--version", dropk::VersionLine("dropk"));
   Action action;
   RegisterDataCommand(app, action);
   dropk::RegisterCkptCommand(app, action);

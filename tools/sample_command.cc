@@ -25,7 +25,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
-#include "base/cli_flag_values.h"
 #include "base/cut_for_message.h"
 #include "base/number_text.h"
 #include "checkpoint/env.h"
@@ -65,19 +64,22 @@ constexpr int kMaxInterimAnswers = 16;
 
 struct SampleFlags {
   std::string url, checkpoint, prompt, api_key_file;
-  std::optional<int> top_k, max_tokens;
-  // As typed: parsed by ValidateFlags, so that an error quotes them as typed
-  // (read as floats, --top-p 1e-50 was refused as "got 0.0", --temperature
-  // 1e39 as "inf").
-  std::optional<std::string> temperature_text, top_p_text;
-  std::optional<double> temperature, top_p;
-  std::optional<std::string> seed_text;  // parsed by ValidateFlags: CLI11 wraps "-1" to 2^64 - 1
-  std::optional<uint64_t> seed;
-  bool stream = false;
-  int threads = 0;
-  std::string weights = "fp32";  // --checkpoint: the engine's weights, as dropk-serve --weights
+  // Values as typed: ValidateFlags reads them, so that every bad one is
+  // refused in one style, quoting it as typed (read as floats, --top-p
+  // 1e-50 was refused as "got 0.0", --temperature 1e39 as "inf"; CLI11
+  // wrapped --seed -1 to 2^64 - 1).
+  std::optional<std::string> max_tokens_text, temperature_text, top_k_text, top_p_text, seed_text;
+  std::string timeout_text = "300";  // --url: the longest wait for the server's next bytes (s)
+  std::string threads_text = "0";
+  std::string weights = "fp32";   // --checkpoint: the engine's weights, as dropk-serve --weights
   std::string kv_cache = "fp32";  // --checkpoint: the engine's KV cache, as dropk-serve --kv-cache
-  int timeout_s = 300;  // --url: the longest wait for the server's next bytes
+  bool stream = false;
+  // Set by ValidateFlags from the texts above.
+  std::optional<int> max_tokens, top_k;
+  std::optional<double> temperature, top_p;
+  std::optional<uint64_t> seed;
+  int timeout_s = 300;
+  int threads = 0;
 };
 
 // `text` (a server's error message, an HTML page) as one line of at most
@@ -165,14 +167,70 @@ absl::Status CheckCodings(const http::response_parser<http::empty_body>& header)
   return absl::OkStatus();
 }
 
-// Checks what the request body cannot carry or the server would misread:
-// a NaN or infinite number becomes JSON null (read as "absent", so
-// --temperature nan sampled at temperature 1), a number below double's
-// range becomes 0, and a seed outside [0, 2^64 - 1] would be wrapped. A
-// number outside the range the request allows is refused here, quoting it
-// as typed: the server's refusal quoted the body, so `--top-p 0` was "got
-// 0.0". Sets f->temperature, f->top_p and f->seed from their texts.
+// "FLAG=TEXT: PROBLEM; give REMEDY": how dropk sample refuses a flag's
+// value (InvalidArgument: exit 2), as dropk-train does ("--seed=x: ...").
+// It had three styles: "--top-k: must be ..., got abc (run with --help for
+// usage)", "--seed x: must be ..." and "--top-p must be ..., got 2".
+absl::Status BadValue(absl::string_view flag, absl::string_view text, absl::string_view problem,
+                      absl::string_view remedy) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(flag, "=", text, ": ", problem, "; give ", remedy));
+}
+
+// `text`, the value of `flag`, read as a decimal integer in [min, max];
+// BadValue "not an integer", or "out of range" for one past [min, max] or
+// past Int (CLI11 kept what strtoull wrapped "-1" to).
+template <typename Int>
+absl::StatusOr<Int> IntegerValue(absl::string_view flag, const std::string& text, Int min, Int max,
+                                 absl::string_view note = "") {
+  const std::string remedy = absl::StrCat("an integer in [", min, ", ", max, "]", note);
+  absl::string_view digits = absl::StripAsciiWhitespace(text);
+  if (!digits.empty() && (digits.front() == '-' || digits.front() == '+')) digits.remove_prefix(1);
+  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), absl::ascii_isdigit)) {
+    return BadValue(flag, text, "not an integer", remedy);
+  }
+  Int value{};
+  if (!absl::SimpleAtoi(text, &value) || value < min || value > max) {
+    return BadValue(flag, text, "out of range", remedy);
+  }
+  return value;
+}
+
+// `text`, the value of `flag`, read as a finite double for which
+// `in_range` holds (`range` says it); BadValue otherwise. A NaN or infinite
+// number would go out as JSON null (read as "absent": --temperature nan
+// sampled at temperature 1), one below double's range as 0.
+absl::StatusOr<double> RealValue(absl::string_view flag, const std::string& text,
+                                 bool (*in_range)(double), absl::string_view range) {
+  const std::string remedy = absl::StrCat("a number in ", range);
+  double value = 0;
+  switch (ReadRealText(text, &value)) {
+    case RealText::kFinite:
+      if (in_range(value)) return value;
+      return BadValue(flag, text, "out of range", remedy);
+    case RealText::kNotANumber: return BadValue(flag, text, "not a number", remedy);
+    case RealText::kNotFinite: return BadValue(flag, text, "not a finite number", remedy);
+    case RealText::kUnderflow: break;
+  }
+  return BadValue(flag, text, "too small for a double (it would be read as 0)", remedy);
+}
+
+// Reads every value flag from its text (SampleFlags), refusing a bad one
+// as BadValue before anything is loaded or connected to, and lower-cases
+// --weights and --kv-cache.
 absl::Status ValidateFlags(SampleFlags* f) {
+  if (f->max_tokens_text) {
+    absl::StatusOr<int> n =
+        IntegerValue("--max-tokens", *f->max_tokens_text, 1, CompletionRequest::kMaxTokens);
+    if (!n.ok()) return n.status();
+    f->max_tokens = *n;
+  }
+  if (f->top_k_text) {
+    absl::StatusOr<int> k = IntegerValue("--top-k", *f->top_k_text, -1,
+                                         std::numeric_limits<int>::max(), " (0 or -1: off)");
+    if (!k.ok()) return k.status();
+    f->top_k = *k;
+  }
   const std::string temperature_range =
       absl::StrCat("[0, ", CompletionRequest::kMaxTemperature, "] (0: greedy)");
   for (const auto& [flag, text, value, in_range, range] :
@@ -183,21 +241,30 @@ absl::Status ValidateFlags(SampleFlags* f) {
         std::tuple{"--top-p", &f->top_p_text, &f->top_p,
                    +[](double p) { return p > 0.0 && p <= 1.0; }, "(0, 1]"}}) {
     if (!text->has_value()) continue;
-    absl::StatusOr<double> parsed = ParseFiniteDouble(flag, **text);
+    absl::StatusOr<double> parsed = RealValue(flag, **text, in_range, range);
     if (!parsed.ok()) return parsed.status();
-    if (!in_range(*parsed)) {
-      return absl::InvalidArgumentError(absl::StrCat(flag, " must be a number in ", range, ", got ",
-                                                     absl::StripAsciiWhitespace(**text)));
-    }
     *value = *parsed;
   }
   if (f->seed_text) {
-    uint64_t seed = 0;
-    if (!absl::SimpleAtoi(*f->seed_text, &seed)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--seed ", *f->seed_text, ": must be an integer in [0, 18446744073709551615]"));
+    absl::StatusOr<uint64_t> seed =
+        IntegerValue<uint64_t>("--seed", *f->seed_text, 0, std::numeric_limits<uint64_t>::max());
+    if (!seed.ok()) return seed.status();
+    f->seed = *seed;
+  }
+  absl::StatusOr<int> timeout = IntegerValue("--timeout", f->timeout_text, 1, 86400, " (seconds)");
+  if (!timeout.ok()) return timeout.status();
+  f->timeout_s = *timeout;
+  absl::StatusOr<int> threads =
+      IntegerValue("--threads", f->threads_text, 0, 1024, " (0: all cores)");
+  if (!threads.ok()) return threads.status();
+  f->threads = *threads;
+  for (const auto& [flag, value] :
+       {std::pair{"--weights", &f->weights}, {"--kv-cache", &f->kv_cache}}) {
+    const std::string lower = absl::AsciiStrToLower(*value);
+    if (lower != "fp32" && lower != "bf16") {
+      return BadValue(flag, *value, "no such setting", "fp32 or bf16");
     }
-    f->seed = seed;
+    *value = lower;
   }
   return absl::OkStatus();
 }
@@ -696,14 +763,17 @@ void RegisterSampleCommand(CLI::App& app, std::function<absl::Status()>& action)
                                   "A checkpoint directory, or a run's checkpoints directory");
   url->excludes(ckpt);
   sample->add_option("--prompt", f->prompt, "The prompt")->required();
-  // Integer flags are checked as typed (IntegerFlagRange): --max-tokens
-  // 99999999999 was CLI11's "Could not convert", naming no range.
-  sample->add_option("--max-tokens", f->max_tokens, "Tokens to generate (default 16)")
-      ->check(IntegerFlagRange(1, CompletionRequest::kMaxTokens));
+  // Value flags are taken as typed and read by ValidateFlags, which refuses
+  // a bad one as "--flag=VALUE: what is wrong; what to do".
+  sample
+      ->add_option("--max-tokens", f->max_tokens_text,
+                   absl::StrCat("Tokens to generate (default 16; at most ",
+                                CompletionRequest::kMaxTokens, ")"))
+      ->type_name("INT");
   sample->add_option("--temperature", f->temperature_text, "0 = greedy (default 1)")
       ->type_name("FLOAT");
-  sample->add_option("--top-k", f->top_k, "Keep the k most likely tokens; 0 or -1: off")
-      ->check(IntegerFlagRange(-1, std::numeric_limits<int>::max()));
+  sample->add_option("--top-k", f->top_k_text, "Keep the k most likely tokens; 0 or -1: off")
+      ->type_name("INT");
   sample->add_option("--top-p", f->top_p_text, "Nucleus mass in (0, 1]")->type_name("FLOAT");
   sample->add_option("--seed", f->seed_text, "Sampling seed (drawn and printed when absent)")
       ->type_name("UINT");
@@ -713,17 +783,21 @@ void RegisterSampleCommand(CLI::App& app, std::function<absl::Status()>& action)
   sample->add_option("--api-key-file", f->api_key_file, "File with the server's API key (--url)")
       ->excludes(ckpt);
   sample
-      ->add_option("--timeout", f->timeout_s,
-                   "--url: seconds to wait for the server's next bytes before giving up")
+      ->add_option("--timeout", f->timeout_text,
+                   "--url: seconds to wait for the server's next bytes before giving up (1 to "
+                   "86400)")
       ->capture_default_str()
-      ->check(IntegerFlagRange(1, 86400))
+      ->type_name("INT")
       ->excludes(ckpt);
   // Offline only: with --url the server's settings count, and the flags
   // were accepted and ignored. Refused in the callback, saying why (CLI11's
   // "--url excludes --threads" did not).
   CLI::Option* threads =
-      sample->add_option("--threads", f->threads, "--checkpoint: compute threads (0 = all cores)")
-          ->check(IntegerFlagRange(0, 1024));
+      sample
+          ->add_option("--threads", f->threads_text,
+                       "--checkpoint: compute threads (0 = all cores; at most 1024)")
+          ->capture_default_str()
+          ->type_name("INT");
   CLI::Option* weights =
       sample
           ->add_option(
@@ -731,7 +805,7 @@ void RegisterSampleCommand(CLI::App& app, std::function<absl::Status()>& action)
               "--checkpoint: fp32, or bf16 weights, as dropk-serve --weights (the same text "
               "as a server with that setting)")
           ->capture_default_str()
-          ->transform(CLI::IsMember({"fp32", "bf16"}, CLI::ignore_case));
+          ->type_name("TEXT:{fp32,bf16}");
   CLI::Option* kv_cache =
       sample
           ->add_option(
@@ -739,11 +813,13 @@ void RegisterSampleCommand(CLI::App& app, std::function<absl::Status()>& action)
               "--checkpoint: fp32, or a bf16 KV cache, as dropk-serve --kv-cache (the same "
               "text as a server with that setting)")
           ->capture_default_str()
-          ->transform(CLI::IsMember({"fp32", "bf16"}, CLI::ignore_case));
+          ->type_name("TEXT:{fp32,bf16}");
   sample->callback([&action, f, offline_only = std::vector{threads, weights, kv_cache}] {
     action = [f, offline_only]() -> absl::Status {
       if (f->url.empty() == f->checkpoint.empty()) {
-        return absl::InvalidArgumentError("give exactly one of --url and --checkpoint");
+        return absl::InvalidArgumentError(
+            "no --url or --checkpoint given; give --url http://HOST:PORT (a dropk-serve) or "
+            "--checkpoint DIR (sample offline)");
       }
       for (const CLI::Option* flag : offline_only) {
         if (!f->url.empty() && flag->count() > 0) {

@@ -67,10 +67,12 @@ bool IsZoneChar(char c) { return IsHostNameChar(c) || c == '~'; }
 
 absl::StatusOr<ServerUrl> ParseServerUrl(const std::string& url) {
   const auto refused = [&url](const std::string& why) {
-    return absl::InvalidArgumentError(absl::StrCat("--url ", url, ": ", why));
+    return absl::InvalidArgumentError(absl::StrCat("--url=", url, ": ", why));
   };
   // A scheme is case-insensitive (RFC 3986 3.1): HTTP:// was refused.
-  if (!absl::StartsWithIgnoreCase(url, "http://")) return refused("must start with http://");
+  if (!absl::StartsWithIgnoreCase(url, "http://")) {
+    return refused("does not start with http://; give a dropk-serve's address, http://HOST[:PORT]");
+  }
   // A space or a control character went out raw in the request line, which
   // the server then refused (400) or misread.
   if (std::any_of(url.begin(), url.end(),

@@ -26,7 +26,7 @@ struct ServerUrl {
 // form), an IPv4 address or [IPv6] with an optional zone ID
 // ([fe80::1%25eth0], RFC 6874; [fe80::1%eth0] too). The path defaults to
 // /v1/completions, and one that does not end in it gets it added before the
-// query; a fragment is dropped. InvalidArgument "--url URL: why" for what the
+// query; a fragment is dropped. InvalidArgument "--url=URL: why" for what the
 // resolver or the server would misread.
 absl::StatusOr<ServerUrl> ParseServerUrl(const std::string& url);
 

@@ -425,7 +425,7 @@ absl::StatusOr<TrainCommandLine> ParseTrainCommandLine(int argc, char** argv) {
   // Unknown arguments are collected and reported below with a clearer
   // message than CLI11's.
   app.allow_extras(true);
-  app.set_version_flag("--version", absl::StrCat("dropk-train ", kVersion));
+  app.set_version_flag("--version", VersionLine("dropk-train"));
   std::string config_path;
   // A second --config is refused below (count() counts every occurrence);
   // TakeLast only keeps CLI11 from failing first with a vaguer message.

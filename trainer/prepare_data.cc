@@ -720,6 +720,7 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
   absl::StatusOr<RunDirectoryLock> lock = RunDirectoryLock::Acquire(
       options.out_dir, "--out", std::cerr, {.same_host = {}, .other_host = {}}, kPrepareLock);
   if (!lock.ok()) return lock.status();
+  lock->RecordHolder(std::cerr);
   Env* const env = options.env != nullptr ? options.env : Env::Default();
   absl::StatusOr<std::vector<std::string>> names = env->ListDir(dir.string());
   if (!names.ok()) return names.status();

@@ -53,8 +53,8 @@ Holder ReadHolder(int fd) {
 }
 
 // Whether the note names a process of this host that no longer exists: the
-// last holder's note outlives it until the next holder, just after taking
-// the lock, writes its own.
+// last holder's note outlives it until the next holder, once its start
+// goes ahead, writes its own (RecordHolder).
 bool NoteOfAnEndedProcess(const Holder& holder, const std::string& me) {
   int pid = 0;
   if (holder.host != me || !absl::SimpleAtoi(holder.pid, &pid) || pid <= 0) return false;
@@ -62,7 +62,10 @@ bool NoteOfAnEndedProcess(const Holder& holder, const std::string& me) {
 }
 
 std::string Describe(const Holder& holder, const std::string& me) {
-  if (holder.host.empty()) return "a process that has not said who it is";
+  // No note, or an ended process's: the holder has not recorded itself yet.
+  if (holder.host.empty() || NoteOfAnEndedProcess(holder, me)) {
+    return "a process that has not said who it is";
+  }
   return absl::StrCat("pid ", holder.pid, " on ",
                       holder.host == me ? "this host" : "host " + holder.host);
 }
@@ -100,7 +103,7 @@ absl::StatusOr<RunDirectoryLock> RunDirectoryLock::AcquireFile(
                   std::error_code(errno, std::generic_category()));
     return absl::IsInvalidArgument(why) ? why : absl::PermissionDeniedError(why.message());
   }
-  RunDirectoryLock lock(fd);
+  RunDirectoryLock lock(fd, path, program);
   struct stat st;
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     return absl::FailedPreconditionError(
@@ -118,13 +121,14 @@ absl::StatusOr<RunDirectoryLock> RunDirectoryLock::AcquireFile(
       log << program << ": warning: cannot lock " << path << " (" << std::strerror(err)
           << "); a second " << job << " on " << field << " at the same time would not be detected"
           << std::endl;
-      return RunDirectoryLock(-1);
+      return RunDirectoryLock(-1, path, program);
     }
     const Holder holder = ReadHolder(fd);
     const std::chrono::milliseconds patience = holder.host == me ? wait.same_host : wait.other_host;
     const auto waited = std::chrono::steady_clock::now() - start;
-    // A holder writes its note right after it locks: give it a moment, so
-    // that even a job that does not wait (patience 0) names the holder.
+    // A holder may be about to write its note (most do right after they
+    // lock): give it a moment, so that even a job that does not wait
+    // (patience 0) names the holder.
     const bool note_pending =
         (holder.host.empty() || NoteOfAnEndedProcess(holder, me)) && waited < kHolderNoteWait;
     if (waited >= patience && !note_pending) {
@@ -151,19 +155,25 @@ absl::StatusOr<RunDirectoryLock> RunDirectoryLock::AcquireFile(
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  const std::string who = absl::StrCat("pid ", ::getpid(), " host ", me, "\n");
-  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, who.data(), who.size(), 0) < 0) {
+  return lock;
+}
+
+void RunDirectoryLock::RecordHolder(std::ostream& log) {
+  if (fd_ < 0) return;
+  const std::string who = absl::StrCat("pid ", ::getpid(), " host ", ThisHost(), "\n");
+  if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, who.data(), who.size(), 0) < 0) {
     // The lock holds without the note; another job's message says less.
-    log << program << ": warning: cannot record the holder in " << path << " ("
+    log << program_ << ": warning: cannot record the holder in " << path_ << " ("
         << std::strerror(errno) << ")" << std::endl;
   }
-  return lock;
 }
 
 RunDirectoryLock& RunDirectoryLock::operator=(RunDirectoryLock&& other) noexcept {
   if (this != &other) {
     if (fd_ >= 0) ::close(fd_);
     fd_ = other.fd_;
+    path_ = std::move(other.path_);
+    program_ = other.program_;
     other.fd_ = -1;
   }
   return *this;

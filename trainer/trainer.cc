@@ -346,6 +346,9 @@ class TrainingRun {
     optimizer_ = std::make_unique<AdamWOptimizer>(
         gpt_.get(), AdamWOptions{config_.beta1(), config_.beta2(), 1e-8f, config_.weight_decay()});
     if (absl::Status s = SetUpCheckpoints(); !s.ok()) return s;
+    // The job goes ahead: only now does it name itself in the locks, so a
+    // start refused above left the earlier run's notes as they were.
+    for (RunDirectoryLock& lock : run_locks_) lock.RecordHolder(log_);
     if (summary_.nothing_to_train) return absl::OkStatus();
 
     const int B = config_.batch_size(), T = config_.block_size();
@@ -430,7 +433,8 @@ class TrainingRun {
   }
 
   // Claims out_dir and the checkpoint directory for this job (both: another
-  // job may share either one alone), before anything is read or written there.
+  // job may share either one alone), before anything is read or written
+  // there. Setup records this job in them once every check has passed.
   absl::Status LockRunDirectories() {
     const std::string checkpoints = CheckpointsDirOf(config_);
     std::error_code ec;

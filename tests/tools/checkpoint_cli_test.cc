@@ -553,11 +553,12 @@ TEST_F(CheckpointCliTest, SampleNamesItsOwnFlagsForValuesOutOfRange) {
   const std::string sample =
       Dropk("sample --threads 1 --prompt a --checkpoint " + out_ + "/checkpoints ");
   for (const auto& [flags, expected] : std::vector<std::pair<std::string, std::string>>{
-           {"--max-tokens 100000", "dropk: --max-tokens: must be an integer in [1, 8192], got "},
-           {"--top-p 2", "dropk: --top-p must be a number in (0, 1], got 2"},
-           {"--temperature -1", "dropk: --temperature must be a number in [0, "},
-           {"--top-k -5", "dropk: --top-k: must be an integer in [-1, 2147483647], got -5"},
-           {"--top-p 0", "dropk: --top-p must be a number in (0, 1], got 0\n"}}) {
+           {"--max-tokens 100000",
+            "dropk: --max-tokens=100000: out of range; give an integer in [1, 8192]\n"},
+           {"--top-p 2", "dropk: --top-p=2: out of range; give a number in (0, 1]\n"},
+           {"--temperature -1", "dropk: --temperature=-1: out of range; give a number in [0, "},
+           {"--top-k -5", "dropk: --top-k=-5: out of range; give an integer in [-1, 2147483647]"},
+           {"--top-p 0", "dropk: --top-p=0: out of range; give a number in (0, 1]\n"}}) {
     const CliResult r = RunCommand(sample + flags);
     EXPECT_EQ(r.exit_code, 2) << flags << ": " << r.output;
     EXPECT_EQ(r.output.rfind(expected, 0), 0u) << flags << ": " << r.output;
@@ -638,6 +639,26 @@ TEST_F(CheckpointCliTest, ExportRefusesAnOutInsideACheckpointsDirectory) {
   // Beside the checkpoints directory, in the run directory, is fine.
   const CliResult r = RunCommand(Dropk("ckpt export " + out_ + " --out " + out_ + "/export.bin"));
   EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
+// Any directory holding a file named LATEST was taken for a checkpoints
+// directory, and an export into it or below it refused. A checkpoints
+// directory is one whose LATEST names a step-N there, or that holds a step-N
+// checkpoint; other folders take an export.
+TEST_F(CheckpointCliTest, ExportIntoAFolderWithAnUnrelatedLatestFileIsWritten) {
+  ASSERT_EQ(RunCommand(Train(out_, "--max_iters=2")).exit_code, 0);
+  const std::string notes = out_ + "/notes";
+  fs::create_directories(notes + "/drafts");
+  fs::create_directories(notes + "/step-00000007");  // a step-N name, but no checkpoint
+  for (const std::string latest : {"see drafts/v2.txt\n", "step-00000002\n"}) {
+    std::ofstream(notes + "/LATEST", std::ios::trunc) << latest;
+    for (const std::string& target : {notes + "/model.bin", notes + "/drafts/model.bin"}) {
+      SCOPED_TRACE(target + " beside LATEST " + latest);
+      const CliResult r = RunCommand(Dropk("ckpt export " + out_ + " --out " + target));
+      EXPECT_EQ(r.exit_code, 0) << r.output;
+      EXPECT_TRUE(fs::is_regular_file(target));
+    }
+  }
 }
 
 // A path holding a newline or an ESC was written raw into the error: one
@@ -783,6 +804,7 @@ TEST_F(CheckpointCliTest, ASecondExportToTheSameOutIsRefusedAndAStaleOneBlocksNo
         RunDirectoryLock::AcquireFile(out_ + "/.model.bin.export-lock", "--out=" + model, "--out",
                                       "dropk ckpt export", "dropk", log);
     ASSERT_TRUE(running.ok()) << running.status();
+    running->RecordHolder(log);
     const CliResult r = RunCommand(Dropk(export_cmd + " --dtype bf16"));
     EXPECT_EQ(r.exit_code, 1) << r.output;
     EXPECT_NE(r.output.find("--out=" + model + " is in use by another dropk ckpt export (pid " +

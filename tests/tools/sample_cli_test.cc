@@ -61,9 +61,11 @@ TEST(SampleCliTest, AnUnknownFlagNamesTheFlagItWasLikelyMeantAs) {
 // NaN and infinity became JSON null, which the server reads as absent: the
 // text was sampled at temperature 1 (or top_p 1) without a word.
 TEST(SampleCliTest, NonFiniteTemperatureOrTopPIsRefused) {
-  ExpectFlagError(Sample("--prompt a --temperature nan"), "--temperature nan: must be a finite");
-  ExpectFlagError(Sample("--prompt a --temperature inf"), "--temperature inf: must be a finite");
-  ExpectFlagError(Sample("--prompt a --top-p -inf"), "--top-p -inf: must be a finite");
+  ExpectFlagError(Sample("--prompt a --temperature nan"),
+                  "--temperature=nan: not a finite number; give a number in [0, 1000000]");
+  ExpectFlagError(Sample("--prompt a --temperature inf"), "--temperature=inf: not a finite number");
+  ExpectFlagError(Sample("--prompt a --top-p -inf"),
+                  "--top-p=-inf: not a finite number; give a number in (0, 1]\n");
 }
 
 // --threads, --weights and --kv-cache set up the offline engine; with --url the server
@@ -90,10 +92,15 @@ TEST(SampleCliTest, ClientOnlyFlagsAreRefusedWithCheckpoint) {
 
 // CLI11 turned --seed -1 and --seed 2^64 into 2^64 - 1 silently.
 TEST(SampleCliTest, SeedOutsideUint64IsRefused) {
-  for (const char* seed : {"-1", "18446744073709551616", "1.5", "x"}) {
-    SCOPED_TRACE(seed);
-    ExpectFlagError(Sample(std::string("--prompt a --seed ") + seed),
-                    std::string("--seed ") + seed + ": must be an integer in [0, ");
+  for (const std::string problem : {"out of range", "not an integer"}) {
+    for (const char* seed : problem == "out of range"
+                                ? std::vector<const char*>{"-1", "18446744073709551616"}
+                                : std::vector<const char*>{"1.5", "x"}) {
+      SCOPED_TRACE(seed);
+      ExpectFlagError(Sample(std::string("--prompt a --seed ") + seed),
+                      std::string("--seed=") + seed + ": " + problem +
+                          "; give an integer in [0, 18446744073709551615]\n");
+    }
   }
 }
 
@@ -243,7 +250,7 @@ TEST(SampleCliTest, AUrlWithoutAHostOrWithABadPortIsAFlagError) {
         "http://localhost:x/v1", "http://[::1", "http://[::1]:"}) {
     SCOPED_TRACE(url);
     ExpectFlagError(RunCommand(kBin + "dropk sample --prompt a --url '" + url + "'"),
-                    "--url " + url + ": not http://HOST[:PORT][/PATH]");
+                    "--url=" + url + ": not http://HOST[:PORT][/PATH]");
   }
 }
 
@@ -258,7 +265,7 @@ TEST(SampleCliTest, TheSchemeIsCaseInsensitiveAndUserInformationIsAFlagError) {
   EXPECT_NE(r.out.find("hi"), std::string::npos) << r.out;
   const std::string with_user = "http://user@" + server.url().substr(7);
   ExpectFlagError(RunCommand(kBin + "dropk sample --prompt a --url " + with_user),
-                  "--url " + with_user + ": holds user information (USER@HOST)");
+                  "--url=" + with_user + ": holds user information (USER@HOST)");
 }
 
 // The authority ends at '/', '?' or '#' (RFC 3986 3.2): http://HOST:PORT?q
@@ -291,12 +298,12 @@ TEST(SampleCliTest, AQueryInTheUrlFollowsThePathAndAFragmentIsNotSent) {
 // request line. Each is a flag error naming --url.
 TEST(SampleCliTest, AUrlWithASignedPortOrASpaceIsAFlagError) {
   ExpectFlagError(RunCommand(kBin + "dropk sample --prompt a --url http://127.0.0.1:+80"),
-                  "--url http://127.0.0.1:+80: not http://HOST[:PORT][/PATH]");
+                  "--url=http://127.0.0.1:+80: not http://HOST[:PORT][/PATH]");
   for (const std::string url :
        {"http://127.0.0.1:1/a b", "http://127.0.0.1: 80", "http://127.0.0.1:1/a\tb"}) {
     SCOPED_TRACE(url);
     ExpectFlagError(RunCommand(kBin + "dropk sample --prompt a --url '" + url + "'"),
-                    "--url " + url +
+                    "--url=" + url +
                         ": holds a space or a control character, which a URL may "
                         "not (write a space as %20)\n");
   }
@@ -346,11 +353,12 @@ TEST(SampleCliTest, AnEscapedHostIsDecodedAndANonAsciiOneIsAFlagError) {
       << server.last_request();
   for (const std::string url : {"http://b\xC3\xBC" "cher.example", "http://b%C3%BC" "cher.example"}) {
     ExpectFlagError(RunCommand(kBin + "dropk sample --prompt a --url '" + url + "'"),
-                    "--url " + url + ": the host is not ASCII; give an internationalized name "
-                                     "in its ASCII (xn--, punycode) form");
+                    "--url=" + url +
+                        ": the host is not ASCII; give an internationalized name "
+                        "in its ASCII (xn--, punycode) form");
   }
   ExpectFlagError(RunCommand(kBin + "dropk sample --prompt a --url 'http://[fe80::1%25]:1'"),
-                  "--url http://[fe80::1%25]:1: the IPv6 zone ID is not an interface name");
+                  "--url=http://[fe80::1%25]:1: the IPv6 zone ID is not an interface name");
 }
 
 // --api-key-file on a FIFO waited for a writer for good; a directory sent
@@ -720,13 +728,13 @@ TEST(SampleCliTest, ARequestTheServerRefusesIsAUsageError) {
 // range is refused quoting it as typed.
 TEST(SampleCliTest, TemperatureAndTopPAreSentAndRefusedAsTyped) {
   ExpectFlagError(Sample("--prompt a --temperature 1e400"),
-                  "--temperature 1e400: must be a finite number");
+                  "--temperature=1e400: not a finite number");
   ExpectFlagError(Sample("--prompt a --top-p 1e-400"),
-                  "--top-p 1e-400 is too small for a double: it would be read as 0");
-  ExpectFlagError(Sample("--prompt a --top-p x"), "--top-p x: not a number");
+                  "--top-p=1e-400: too small for a double (it would be read as 0)");
+  ExpectFlagError(Sample("--prompt a --top-p x"), "--top-p=x: not a number");
   // Past the request's range (a float's too): refused as typed, not as inf.
   ExpectFlagError(Sample("--prompt a --temperature 1e39"),
-                  "--temperature must be a number in [0, 1000000] (0: greedy), got 1e39");
+                  "--temperature=1e39: out of range; give a number in [0, 1000000] (0: greedy)");
   CannedServer server(Reply("400 Bad Request", R"({"error":{"message":"refused"}})"));
   const CommandResult r = RunCommand(kBin + "dropk sample --prompt a --top-p 1e-50 " +
                                      "--temperature 1e-50 --url " + server.url());
@@ -744,12 +752,47 @@ TEST(SampleCliTest, TopPAndTemperatureOutsideTheirRangeAreRefusedAsTyped) {
   for (const char* top_p : {"0", "0.0", "-0", "1.5", "-1e-300"}) {
     SCOPED_TRACE(top_p);
     ExpectFlagError(Sample(std::string("--prompt a --top-p ") + top_p),
-                    std::string("--top-p must be a number in (0, 1], got ") + top_p + "\n");
+                    std::string("--top-p=") + top_p + ": out of range; give a number in (0, 1]\n");
   }
   ExpectFlagError(Sample("--prompt a --temperature -1"),
-                  "--temperature must be a number in [0, 1000000] (0: greedy), got -1\n");
+                  "--temperature=-1: out of range; give a number in [0, 1000000] (0: greedy)\n");
   ExpectFlagError(Sample("--prompt a --temperature 1000001"),
-                  "--temperature must be a number in [0, 1000000] (0: greedy), got 1000001\n");
+                  "--temperature=1000001: out of range; give a number in [0, 1000000] (0: "
+                  "greedy)\n");
+}
+
+// dropk sample refused bad values in three styles: "--top-k: must be ...,
+// got abc (run with --help for usage)", "--seed x: must be ..." and
+// "--top-p must be ..., got 2". Each now reads as dropk-train's do: the flag
+// with the value as typed, what is wrong, and what to give instead.
+TEST(SampleCliTest, BadValuesNameFlagAndValueThenWhatIsWrongAndWhatToGive) {
+  const std::string offline = kBin + "dropk sample --prompt a --checkpoint /nonexistent ";
+  const std::string online = kBin + "dropk sample --url http://127.0.0.1:1 --prompt a ";
+  const struct {
+    std::string command;
+    const char* expected;
+  } kCases[] = {
+      {online + "--temperature -1",
+       "--temperature=-1: out of range; give a number in [0, 1000000] (0: greedy)"},
+      {online + "--top-k abc",
+       "--top-k=abc: not an integer; give an integer in [-1, 2147483647] (0 or -1: off)"},
+      {online + "--top-p 2", "--top-p=2: out of range; give a number in (0, 1]"},
+      {online + "--max-tokens 0", "--max-tokens=0: out of range; give an integer in [1, 8192]"},
+      {online + "--seed x",
+       "--seed=x: not an integer; give an integer in [0, 18446744073709551615]"},
+      {offline + "--weights fp8", "--weights=fp8: no such setting; give fp32 or bf16"},
+      {offline + "--kv-cache BF32", "--kv-cache=BF32: no such setting; give fp32 or bf16"},
+      {kBin + "dropk sample --prompt a --url bad",
+       "--url=bad: does not start with http://; give a dropk-serve's address, "
+       "http://HOST[:PORT]"},
+      {kBin + "dropk sample --prompt a",
+       "no --url or --checkpoint given; give --url http://HOST:PORT (a dropk-serve) or "
+       "--checkpoint DIR (sample offline)"},
+  };
+  for (const auto& c : kCases) {
+    SCOPED_TRACE(c.command);
+    ExpectFlagError(RunCommand(c.command), std::string(c.expected) + "\n");
+  }
 }
 
 // An integer flag past int (--max-tokens 99999999999) was CLI11's "Could
@@ -761,23 +804,28 @@ TEST(SampleCliTest, IntegerFlagsOutOfRangeNameFlagValueAndRange) {
     const char* expected;
   } kCases[] = {
       {"--max-tokens 99999999999",
-       "--max-tokens: must be an integer in [1, 8192], got 99999999999"},
-      {"--max-tokens 8193", "--max-tokens: must be an integer in [1, 8192], got 8193"},
-      {"--max-tokens 0", "--max-tokens: must be an integer in [1, 8192], got 0"},
-      {"--max-tokens 1.5", "--max-tokens: must be an integer in [1, 8192], got 1.5"},
-      {"--top-k 99999999999", "--top-k: must be an integer in [-1, 2147483647], got 99999999999"},
-      {"--top-k -2", "--top-k: must be an integer in [-1, 2147483647], got -2"},
-      {"--timeout 99999999999", "--timeout: must be an integer in [1, 86400], got 99999999999"},
-      {"--timeout 0", "--timeout: must be an integer in [1, 86400], got 0"},
+       "--max-tokens=99999999999: out of range; give an integer in [1, 8192]"},
+      {"--max-tokens 8193", "--max-tokens=8193: out of range; give an integer in [1, 8192]"},
+      {"--max-tokens 0", "--max-tokens=0: out of range; give an integer in [1, 8192]"},
+      {"--max-tokens 1.5", "--max-tokens=1.5: not an integer; give an integer in [1, 8192]"},
+      {"--top-k 99999999999",
+       "--top-k=99999999999: out of range; give an integer in [-1, 2147483647] (0 or -1: off)"},
+      {"--top-k -2",
+       "--top-k=-2: out of range; give an integer in [-1, 2147483647] (0 or -1: off)"},
+      {"--top-k abc",
+       "--top-k=abc: not an integer; give an integer in [-1, 2147483647] (0 or -1: off)"},
+      {"--timeout 99999999999",
+       "--timeout=99999999999: out of range; give an integer in [1, 86400] (seconds)"},
+      {"--timeout 0", "--timeout=0: out of range; give an integer in [1, 86400] (seconds)"},
   };
   for (const auto& c : kCases) {
     SCOPED_TRACE(c.flags);
-    ExpectFlagError(Sample(std::string("--prompt a ") + c.flags),
-                    std::string(c.expected) + " (run with --help for usage)\n");
+    ExpectFlagError(Sample(std::string("--prompt a ") + c.flags), std::string(c.expected) + "\n");
   }
   ExpectFlagError(RunCommand(kBin + "dropk sample --prompt a --checkpoint /nonexistent --threads " +
                              "99999999999"),
-                  "--threads: must be an integer in [0, 1024], got 99999999999");
+                  "--threads=99999999999: out of range; give an integer in [0, 1024] (0: all "
+                  "cores)\n");
 }
 
 // dropk-serve's error names the JSON field (its "param"); the user gave the

@@ -57,14 +57,14 @@ TEST(ServerUrlTest, AnIpv6ZoneIdIsDecodedForTheLookupAndNotSent) {
 TEST(ServerUrlTest, AZoneIdThatIsNoInterfaceOrABracketedNonAddressIsRefused) {
   for (const std::string url : {"http://[fe80::1%25]:8080", "http://[fe80::1%]",
                                 "http://[fe80::1%25a%2Fb]", "http://[fe80::1%25%zz]"}) {
-    EXPECT_EQ(Refusal(url), "--url " + url +
+    EXPECT_EQ(Refusal(url), "--url=" + url +
                                 ": the IPv6 zone ID is not an interface name or number; write it "
                                 "after %25, as in http://[fe80::1%25eth0]:8080");
   }
   EXPECT_EQ(Refusal("http://[localhost]:80"),
-            "--url http://[localhost]:80: [localhost] is not an IPv6 address");
+            "--url=http://[localhost]:80: [localhost] is not an IPv6 address");
   EXPECT_EQ(Refusal("http://[::1]x"),
-            "--url http://[::1]x: not http://HOST[:PORT][/PATH] (HOST a name, an IPv4 address "
+            "--url=http://[::1]x: not http://HOST[:PORT][/PATH] (HOST a name, an IPv4 address "
             "or [IPv6], PORT 1 to 65535)");
 }
 
@@ -75,24 +75,26 @@ TEST(ServerUrlTest, PercentEscapesInAHostAreDecodedOrRefused) {
   EXPECT_EQ(url.hostport, "localhost:8080");
   EXPECT_EQ(Parsed("http://127.0.0.%31").host, "127.0.0.1");
   EXPECT_EQ(Refusal("http://a%2fb:80"),
-            "--url http://a%2fb:80: the host (decoded) a/b holds '/', which a host name may not "
+            "--url=http://a%2fb:80: the host (decoded) a/b holds '/', which a host name may not "
             "(letters, digits, '-', '.', '_')");
   EXPECT_EQ(Refusal("http://a%0Ab"),
-            "--url http://a%0Ab: the host (decoded) a\\nb holds byte 0x0a, which a host name may "
+            "--url=http://a%0Ab: the host (decoded) a\\nb holds byte 0x0a, which a host name may "
             "not (letters, digits, '-', '.', '_')");
-  EXPECT_EQ(Refusal("http://a%zzb"), "--url http://a%zzb: the host a%zzb holds a '%' that "
-                                     "begins no %XX escape");
+  EXPECT_EQ(Refusal("http://a%zzb"),
+            "--url=http://a%zzb: the host a%zzb holds a '%' that "
+            "begins no %XX escape");
   EXPECT_EQ(Refusal("http://ab%4"),
-            "--url http://ab%4: the host ab%4 holds a '%' that begins no %XX escape");
-  EXPECT_EQ(Refusal("http://a!b"), "--url http://a!b: the host a!b holds '!', which a host name "
-                                   "may not (letters, digits, '-', '.', '_')");
+            "--url=http://ab%4: the host ab%4 holds a '%' that begins no %XX escape");
+  EXPECT_EQ(Refusal("http://a!b"),
+            "--url=http://a!b: the host a!b holds '!', which a host name "
+            "may not (letters, digits, '-', '.', '_')");
 }
 
 // getaddrinfo does not convert an internationalized name: it was "Host not
 // found", with no word of the xn-- form a resolver can look up.
 TEST(ServerUrlTest, ANonAsciiHostIsRefusedWithTheXnHint) {
   for (const std::string url : {"http://bücher.example:8080", "http://b%C3%BCcher.example"}) {
-    EXPECT_EQ(Refusal(url), "--url " + url +
+    EXPECT_EQ(Refusal(url), "--url=" + url +
                                 ": the host is not ASCII; give an internationalized name in its "
                                 "ASCII (xn--, punycode) form, as `idn2 NAME` prints it");
   }

@@ -232,6 +232,7 @@ TEST_F(TrainCliTest, AJobRefusedAnotherJobsRunDirectoryRecordsNothingThere) {
   std::ostringstream log;
   absl::StatusOr<RunDirectoryLock> other = RunDirectoryLock::Acquire(out, "out_dir", log);
   ASSERT_TRUE(other.ok()) << other.status();
+  other->RecordHolder(log);
   const test_util::CommandResult r =
       RunTrainCli(Base() + " --out_dir=" + out + " --max_iters=1 --sample_tokens=0");
   EXPECT_EQ(r.exit_code, 1) << r.out;
@@ -358,12 +359,12 @@ TEST_F(TrainCliTest, AFreshRunKeepsTheEarlierRunsMetrics) {
       << second.out;
 }
 
-// Every file under `dir` but the lock files (whose note names the last
-// process that held them) as path -> contents.
+// Every file under `dir`, the lock files (whose note names the last job
+// that held them) included, as path -> contents.
 std::map<std::string, std::string> FilesUnder(const std::string& dir) {
   std::map<std::string, std::string> files;
   for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
-    if (!entry.is_regular_file() || entry.path().filename() == kTrainingLock.file_name) continue;
+    if (!entry.is_regular_file()) continue;
     std::ifstream in(entry.path(), std::ios::binary);
     files[entry.path().string()] = std::string(std::istreambuf_iterator<char>(in), {});
   }
@@ -373,7 +374,9 @@ std::map<std::string, std::string> FilesUnder(const std::string& dir) {
 // A start by hand refused for the user to fix (exit 2) appended its line to
 // the failure record (OUT_DIR/failures) of the run directory it named, often
 // an earlier run's, whose history then held starts that never ran. (A rank
-// of a job still records it: DdpFaultTest, LaunchCliTest.)
+// of a job still records it: DdpFaultTest, LaunchCliTest.) A start refused
+// after it had locked the directory (a checkpoint it cannot resume) also
+// replaced the lock files' note of the earlier run with its own pid.
 TEST_F(TrainCliTest, ARefusedStartLeavesAnEarlierRunsDirectoryAsItWas) {
   const std::string out = scratch_->path() + "/earlier_run";
   const std::string run = TwoStepRunThatSaves(out);
@@ -387,6 +390,8 @@ TEST_F(TrainCliTest, ARefusedStartLeavesAnEarlierRunsDirectoryAsItWas) {
     EXPECT_EQ(r.exit_code, 2) << r.out;
     EXPECT_FALSE(std::filesystem::exists(out + "/failures")) << r.out;
     EXPECT_TRUE(FilesUnder(out) == before) << r.out;
+    const std::string lock = out + "/" + kTrainingLock.file_name;
+    EXPECT_EQ(FilesUnder(out)[lock], before.at(lock)) << "the earlier run's holder note changed";
   }
 }
 

@@ -30,6 +30,12 @@ using ::testing::HasSubstr;
 using ::testing::StartsWith;
 using namespace std::chrono_literals;
 
+std::string ThisHostName() {
+  char host[256] = {};
+  EXPECT_EQ(::gethostname(host, sizeof(host) - 1), 0);
+  return host;
+}
+
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
   std::stringstream text;
@@ -66,9 +72,57 @@ TEST(RunDirectoryLockTest, CreatesTheDirectoryAndRecordsTheHolder) {
   absl::StatusOr<RunDirectoryLock> lock = RunDirectoryLock::Acquire(dir, "out_dir", log);
   ASSERT_TRUE(lock.ok()) << lock.status();
   EXPECT_TRUE(lock->held());
+  EXPECT_EQ(ReadFile(dir + "/" + kTrainingLock.file_name), "");  // until the job goes ahead
+  lock->RecordHolder(log);
   EXPECT_THAT(ReadFile(dir + "/" + kTrainingLock.file_name),
               HasSubstr("pid " + std::to_string(::getpid()) + " host "));
   EXPECT_EQ(log.str(), "");
+}
+
+// A start refused after it took the lock (dropk-train: a checkpoint it
+// cannot resume) rewrote the note of the run that held it before, which
+// then named a process that never ran. Only RecordHolder writes it.
+TEST(RunDirectoryLockTest, AStartThatDoesNotGoAheadLeavesTheLastHoldersNote) {
+  test_util::ScopedTempDir tmp("runlock");
+  const std::string path = tmp.Path(kTrainingLock.file_name);
+  const std::string earlier = "pid 4242 host node-7\n";
+  std::ofstream(path) << earlier;
+  std::ostringstream log;
+  {
+    absl::StatusOr<RunDirectoryLock> refused =
+        RunDirectoryLock::Acquire(tmp.path(), "out_dir", log);
+    ASSERT_TRUE(refused.ok()) << refused.status();
+    EXPECT_EQ(ReadFile(path), earlier);
+  }
+  EXPECT_EQ(ReadFile(path), earlier);
+  absl::StatusOr<RunDirectoryLock> started = RunDirectoryLock::Acquire(tmp.path(), "out_dir", log);
+  ASSERT_TRUE(started.ok()) << started.status();
+  started->RecordHolder(log);
+  EXPECT_EQ(ReadFile(path), absl::StrCat("pid ", ::getpid(), " host ", ThisHostName(), "\n"));
+  EXPECT_EQ(log.str(), "");
+}
+
+// While a holder has not yet recorded itself, the note names the ended
+// process before it: a second job is refused (the lock is what counts), and
+// not told that ended process holds it.
+TEST(RunDirectoryLockTest, AHolderNotYetRecordedIsNotNamedAsTheEndedOneBeforeIt) {
+  test_util::ScopedTempDir tmp("runlock");
+  const pid_t ended = ::fork();
+  ASSERT_GE(ended, 0);
+  if (ended == 0) ::_exit(0);
+  ASSERT_EQ(::waitpid(ended, nullptr, 0), ended);
+  std::ofstream(tmp.Path(kTrainingLock.file_name))
+      << "pid " << ended << " host " << ThisHostName() << "\n";
+  std::ostringstream log;
+  absl::StatusOr<RunDirectoryLock> first = RunDirectoryLock::Acquire(tmp.path(), "out_dir", log);
+  ASSERT_TRUE(first.ok()) << first.status();
+  absl::StatusOr<RunDirectoryLock> second =
+      RunDirectoryLock::Acquire(tmp.path(), "out_dir", log, {.same_host = 0ms, .other_host = 0ms});
+  ASSERT_FALSE(second.ok());
+  EXPECT_TRUE(IsRunDirectoryHeldElsewhere(second.status()));
+  EXPECT_THAT(std::string(second.status().message()),
+              HasSubstr("in use by another dropk-train job (a process that has not said who it "
+                        "is, holding "));
 }
 
 TEST(RunDirectoryLockTest, ASecondJobOnThisHostIsRefusedNamingTheFirst) {
@@ -77,6 +131,7 @@ TEST(RunDirectoryLockTest, ASecondJobOnThisHostIsRefusedNamingTheFirst) {
   {
     absl::StatusOr<RunDirectoryLock> first = RunDirectoryLock::Acquire(tmp.path(), "out_dir", log);
     ASSERT_TRUE(first.ok()) << first.status();
+    first->RecordHolder(log);
     absl::StatusOr<RunDirectoryLock> second =
         RunDirectoryLock::Acquire(tmp.path(), "out_dir", log, {.same_host = 300ms});
     ASSERT_FALSE(second.ok());
@@ -149,6 +204,7 @@ TEST(RunDirectoryLockTest, AHolderNoteThatCannotBeWrittenIsAWarningNamingTheProg
         RunDirectoryLock::Acquire(tmp.path(), "out_dir", log, {}, kind);
     ASSERT_TRUE(lock.ok()) << lock.status();
     EXPECT_TRUE(lock->held());
+    lock->RecordHolder(log);
     EXPECT_THAT(log.str(),
                 StartsWith(absl::StrCat(kind.program, ": warning: cannot record the holder in ",
                                         tmp.path(), "/", kind.file_name, " (")));

@@ -12,7 +12,6 @@
 #include <string>
 #include <type_traits>
 
-#include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -58,7 +57,7 @@ enum class RealText {
 
 // Reads `text` (absl's SimpleAtof or SimpleAtod: surrounding whitespace,
 // hexadecimal, inf and nan accepted) into *value and says how it reads.
-// The one parse behind ParseFiniteDouble, dropk-train's float flags and
+// The one parse behind dropk sample's, dropk-train's float flags and
 // dropk study's float lists, which word each case their own way.
 template <typename Real>
 RealText ReadRealText(const std::string& text, Real* value) {
@@ -106,27 +105,6 @@ inline std::string AsFloatNote(const std::string& text, float value) {
   const std::string shown = ShortestFloatText(value);
   if (shown == absl::StripAsciiWhitespace(text)) return "";
   return absl::StrCat(" (", shown, " as a float)");
-}
-
-// `text`, the value of `what` (a flag, "--top-p"), as a finite double.
-// InvalidArgument quoting the text as typed when it is not a number
-// ("--top-p abc: not a number"), past double's range or not finite
-// ("--temperature 1e400: must be a finite number, magnitude at most
-// 1.79769e+308"), or a nonzero number below it (UnderflowProblem).
-inline absl::StatusOr<double> ParseFiniteDouble(const std::string& what, const std::string& text) {
-  double value = 0;
-  switch (ReadRealText(text, &value)) {
-    case RealText::kFinite: return value;
-    case RealText::kNotANumber:
-      return absl::InvalidArgumentError(absl::StrCat(what, " ", text, ": not a number"));
-    case RealText::kNotFinite:
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, " ", text, ": must be a finite number, magnitude at most ",
-                       std::numeric_limits<double>::max()));
-    case RealText::kUnderflow: break;
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      what, " ", UnderflowProblem(std::string(absl::StripAsciiWhitespace(text)), value)));
 }
 
 }  // namespace dropk

@@ -36,7 +36,7 @@ struct TrainCommandLine {
 //                       the file. Enums by name, case-insensitively; bools as
 //                       true/false/1/0.
 //   --help, -h          help listing every field, its type and default
-//   --version           "dropk-train VERSION" (base/version.h)
+//   --version           VersionLine("dropk-train") (base/version.h)
 // Errors: InvalidArgument naming the flag and value for a value that does
 // not parse or is out of the type's range, an unknown flag or a stray
 // argument; InvalidArgument naming both files for a second --config (one

@@ -15,6 +15,7 @@
 #include <functional>
 #include <ostream>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 
@@ -52,8 +53,8 @@ bool IsRunDirectoryHeldElsewhere(const absl::Status& status);
 // An exclusive claim on one run directory, held until destroyed. Move-only.
 class RunDirectoryLock {
  public:
-  // Creates `dir` if needed and locks its `kind` lock file, recording this
-  // process's pid and host in it for the message another job gets. Held by
+  // Creates `dir` if needed and locks its `kind` lock file (RecordHolder
+  // then names this process in it, once the job goes ahead). Held by
   // another process: waits per `wait` (logging one line to `log`), then
   // FailedPrecondition "FIELD=DIR is in use by another JOB (pid P on host H,
   // holding FILE); ...". A file system without locks (ENOLCK, ENOTSUP) logs
@@ -80,7 +81,10 @@ class RunDirectoryLock {
                                                       const char* program, std::ostream& log,
                                                       RunLockWait wait = {});
 
-  RunDirectoryLock(RunDirectoryLock&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  RunDirectoryLock(RunDirectoryLock&& other) noexcept
+      : fd_(other.fd_), path_(std::move(other.path_)), program_(other.program_) {
+    other.fd_ = -1;
+  }
   RunDirectoryLock& operator=(RunDirectoryLock&& other) noexcept;
   RunDirectoryLock(const RunDirectoryLock&) = delete;
   RunDirectoryLock& operator=(const RunDirectoryLock&) = delete;
@@ -89,9 +93,21 @@ class RunDirectoryLock {
   // Whether the lock is held (false only on a file system without locks).
   bool held() const { return fd_ >= 0; }
 
+  // Records this process's pid and host in the lock file, the note that
+  // names the holder in another job's refusal and outlives the lock. Call it
+  // once the job goes ahead: a start refused after Acquire (a checkpoint it
+  // cannot resume, a config it does not match) leaves the note of whoever
+  // held the lock before it. A note that cannot be written is a warning
+  // line in `log` ("PROGRAM: warning: ..."); the lock holds either way.
+  // Does nothing when the lock is not held.
+  void RecordHolder(std::ostream& log);
+
  private:
-  explicit RunDirectoryLock(int fd) : fd_(fd) {}
+  RunDirectoryLock(int fd, std::string path, const char* program)
+      : fd_(fd), path_(std::move(path)), program_(program) {}
   int fd_ = -1;
+  std::string path_;          // the lock file
+  const char* program_ = "";  // starts the warning lines: "dropk-train", "dropk"
 };
 
 }  // namespace dropk
