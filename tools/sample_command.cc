@@ -27,6 +27,7 @@
 #include "absl/strings/str_split.h"
 #include "base/cli_flag_values.h"
 #include "base/cut_for_message.h"
+#include "base/json_for_message.h"
 #include "base/number_text.h"
 #include "checkpoint/env.h"
 #include "nlohmann/json.hpp"
@@ -237,7 +238,7 @@ absl::StatusOr<std::string> ChoiceText(const json& j) {
       if (text != choices->front().end() && text->is_string()) return text->get<std::string>();
     }
   }
-  const std::string shown = j.is_discarded() ? "not JSON" : CutForMessage(j.dump(), 80);
+  const std::string shown = j.is_discarded() ? "not JSON" : JsonForMessage(j, 80);
   return absl::DataLossError(
       absl::StrCat("the server's answer has no choices[0].text (", shown, ")"));
 }

@@ -221,6 +221,17 @@ TEST(SampleCliTest, AnswersThatAreNotCompletionsAreOneLineNotAnAbort) {
   EXPECT_EQ(e.err, "dropk: " + error.url() + ": HTTP 500: " + odd_error + "\n");
 }
 
+// A 200 whose JSON is nested 200,000 deep (whatever answers at --url) is
+// quoted cut short: printing it whole overflowed the stack (a segfault).
+TEST(SampleCliTest, AnAnswerNestedDeepIsQuotedCutShortNotACrash) {
+  constexpr int kDepth = 200000;
+  CannedServer server(Reply200(std::string(kDepth, '[') + std::string(kDepth, ']')));
+  const CommandResult r = RunCommand(kBin + "dropk sample --prompt a --url " + server.url());
+  EXPECT_EQ(r.exit_code, 1) << r.err.substr(0, 500);
+  EXPECT_EQ(r.err, "dropk: " + server.url() + ": the server's answer has no choices[0].text (" +
+                       std::string(80, '[') + "...)\n");
+}
+
 // A streamed completion as chunks of HTTP/1.1 chunked encoding.
 std::string StreamHead() {
   return "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
