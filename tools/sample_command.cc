@@ -362,8 +362,11 @@ absl::Status CheckFinished(const json& j) {
 void PrintFooter(const json& j, const std::string& offline_engine = "") {
   if (j.is_object() && j.contains("seed")) {
     const auto step = j.find("checkpoint_step");
-    std::cerr << "seed " << j["seed"] << ", checkpoint step "
-              << (step == j.end() ? json(-1) : *step)
+    // Quoted as errors quote a server's JSON: whatever answers at --url may
+    // send any value here, and printing one nested 2,000,000 deep whole
+    // overflowed the stack.
+    std::cerr << "seed " << JsonForMessage(j["seed"], 40) << ", checkpoint step "
+              << (step == j.end() ? "-1" : JsonForMessage(*step, 40))
               << (offline_engine.empty() ? "" : " (" + offline_engine + ")") << "\n";
   }
 }
