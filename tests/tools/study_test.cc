@@ -285,6 +285,12 @@ TEST_F(StudyFilesTest, DropoutRatesAreCheckedAsTyped) {
       {"1e-50", "dropk: --rates: 1e-50 is too small for a float: it would be read as 0"},
       {"-0.5", "dropk: --rates: -0.5 is outside [0, 1)"},
       {"NaN", "dropk: --rates: NaN is not a number"},
+      // Both would train into dropout-0.00: the first trained, then the
+      // second was refused as a fresh start into its checkpoints.
+      {"0,0",
+       "dropk: --rates: 0 and 0 both train into dropout-0.00 (a run is named by its rate "
+       "to two decimals); give rates that differ there"},
+      {"0.1,0.001,0.004", "dropk: --rates: 0.001 and 0.004 both train into dropout-0.00"},
   };
   for (const auto& [rates, expected] : cases) {
     const auto r = RunCommand(std::string(DROPK_BINARY_DIR "/bin/dropk study dropout --out ") +
