@@ -122,7 +122,7 @@ size_t RunOfDigits(absl::string_view s, size_t pos, bool dots = false) {
 std::optional<std::string> ReportingRank(absl::string_view line) {
   for (size_t at = line.find("rank "); at != absl::string_view::npos;
        at = line.find("rank ", at + 1)) {
-    size_t p = at + 5;
+    const size_t p = at + 5;
     const size_t rank_digits = RunOfDigits(line, p);
     if (rank_digits == 0 || line.substr(p + rank_digits, 4) != " of ") continue;
     const size_t size_digits = RunOfDigits(line, p + rank_digits + 4);
