@@ -7,6 +7,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "base/cut_for_message.h"
+#include "base/json_for_message.h"
 #include "checkpoint/env.h"
 #include "nlohmann/json.hpp"
 
@@ -14,6 +16,12 @@ namespace dropk {
 namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the format's own limit
+
+// A name, dtype or shape from a header as a message quotes it: cut short and
+// with control characters escaped, so that the message stays one line (a
+// header is up to 100 MB of anything).
+std::string Quoted(std::string_view text) { return CutAndEscapeForMessage(text, 200); }
+std::string QuotedJson(const nlohmann::json& value) { return JsonForMessage(value, 200); }
 
 // The status for reading the file at `path` failing with the Env's `cause`,
 // naming the file. Only what the path itself gets wrong is a bad argument:
@@ -60,8 +68,8 @@ absl::Status CheckNoOverlap(const std::map<std::string, SafetensorsFile::Tensor>
     const auto& [name, t] = by_begin[i];
     if (t->begin < before->end) {
       return absl::InvalidArgumentError(
-          absl::StrCat(path, ": not a valid safetensors file: tensor ", *name, ": bytes [",
-                       t->begin, ", ", t->end, ") overlap tensor ", *before_name, "'s [",
+          absl::StrCat(path, ": not a valid safetensors file: tensor ", Quoted(*name), ": bytes [",
+                       t->begin, ", ", t->end, ") overlap tensor ", Quoted(*before_name), "'s [",
                        before->begin, ", ", before->end, "); each tensor's bytes are its own"));
     }
   }
@@ -132,7 +140,7 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path, Env* en
     if (name == "__metadata__") {
       if (!entry.is_object()) return invalid("__metadata__ is not an object");
       for (const auto& [key, value] : entry.items()) {
-        if (!value.is_string()) return invalid("metadata ", key, " is not a string");
+        if (!value.is_string()) return invalid("metadata ", Quoted(key), " is not a string");
         file.metadata_[key] = value.get<std::string>();
       }
       continue;
@@ -143,17 +151,17 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path, Env* en
     if (dtype == entry.end() || shape == entry.end() || offsets == entry.end() ||
         !dtype->is_string() || !shape->is_array() || !offsets->is_array() || offsets->size() != 2 ||
         !(*offsets)[0].is_number_unsigned() || !(*offsets)[1].is_number_unsigned()) {
-      return invalid("tensor ", name, ": needs dtype, shape and two data_offsets");
+      return invalid("tensor ", Quoted(name), ": needs dtype, shape and two data_offsets");
     }
     SafetensorsFile::Tensor t;
     t.dtype = dtype->get<std::string>();
     const int size = SafetensorsDtypeSize(t.dtype);
-    if (size == 0) return invalid("tensor ", name, ": unknown dtype ", t.dtype);
+    if (size == 0) return invalid("tensor ", Quoted(name), ": unknown dtype ", Quoted(t.dtype));
     unsigned __int128 bytes = static_cast<unsigned>(size);
     for (const nlohmann::json& d : *shape) {
       if (!d.is_number_unsigned() ||
           d.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-        return invalid("tensor ", name, ": a shape of ", shape->dump());
+        return invalid("tensor ", Quoted(name), ": a shape of ", QuotedJson(*shape));
       }
       t.shape.push_back(static_cast<int64_t>(d.get<uint64_t>()));
       bytes *= d.get<uint64_t>();
@@ -163,11 +171,12 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path, Env* en
     t.begin = (*offsets)[0].get<uint64_t>();
     t.end = (*offsets)[1].get<uint64_t>();
     if (t.begin > t.end || t.end > data_bytes) {
-      return invalid("tensor ", name, ": bytes [", t.begin, ", ", t.end, ") outside the ",
+      return invalid("tensor ", Quoted(name), ": bytes [", t.begin, ", ", t.end, ") outside the ",
                      data_bytes, " bytes after the header");
     }
     if (bytes != t.end - t.begin) {
-      return invalid("tensor ", name, ": shape ", shape->dump(), " of ", t.dtype, " needs ",
+      return invalid("tensor ", Quoted(name), ": shape ", QuotedJson(*shape), " of ", t.dtype,
+                     " needs ",
                      bytes > std::numeric_limits<uint64_t>::max()
                          ? "more than 2^64 bytes"
                          : absl::StrCat(static_cast<uint64_t>(bytes), " bytes"),

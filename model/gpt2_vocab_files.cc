@@ -8,6 +8,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "base/json_for_message.h"
 #include "gpt2_bpe.h"
 #include "nlohmann/json.hpp"
 
@@ -91,9 +92,9 @@ absl::StatusOr<Tokenizer> Gpt2TokenizerFromFiles(std::string_view encoder_json,
   std::string bytes;
   for (const auto& [spelt, id_json] : encoder.items()) {
     if (!id_json.is_number_unsigned() || id_json.get<uint64_t>() >= n) {
-      return absl::InvalidArgumentError(absl::StrCat("encoder.json: the id of \"",
-                                                     absl::CHexEscape(spelt), "\" is ",
-                                                     id_json.dump(), "; want 0..", n - 1));
+      return absl::InvalidArgumentError(
+          absl::StrCat("encoder.json: the id of \"", absl::CHexEscape(spelt), "\" is ",
+                       JsonForMessage(id_json, 80), "; want 0..", n - 1));
     }
     const auto id = id_json.get<size_t>();
     if (filled[id]) {

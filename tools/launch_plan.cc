@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <iterator>
 #include <map>
+#include <optional>
 #include <regex>
 #include <set>
 #include <utility>
@@ -80,6 +81,76 @@ bool IsSameMachine(const StartedRankHost& rank, const StartedRankHost& launcher)
     theirs = true;
   }
   return ours.empty() || !theirs;
+}
+
+// libstdc++'s std::regex matches by recursion, a call per character a
+// repetition takes: mpirun's output (the job's own output too, up to 1 MiB
+// kept) holding "daemon has unexpectedly failed" followed by a line of
+// 100,000 characters overflowed the stack, and dropk launch died of a
+// segfault when a host was lost. Open MPI's report lines are short, so the
+// regex reads every line cut to this length; dropk-train's reports, which
+// name a host per unreachable rank and grow with the job, are parsed below
+// without a regex.
+constexpr size_t kOpenMpiReportLineBytes = 1024;
+
+// `text` with each line cut to `max_bytes` (its '\n' kept).
+std::string LinesCut(absl::string_view text, size_t max_bytes) {
+  std::string out;
+  out.reserve(std::min(text.size(), size_t{1} << 20));
+  bool first = true;
+  for (const absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (!first) out += '\n';
+    first = false;
+    const absl::string_view kept = line.substr(0, max_bytes);
+    out.append(kept.data(), kept.size());
+  }
+  return out;
+}
+
+// The number of ASCII digits (or, with `dots`, digits and '.') in `s` from `pos`.
+size_t RunOfDigits(absl::string_view s, size_t pos, bool dots = false) {
+  size_t n = 0;
+  while (pos + n < s.size() && (absl::ascii_isdigit(static_cast<unsigned char>(s[pos + n])) ||
+                                (dots && s[pos + n] == '.'))) {
+    ++n;
+  }
+  return n;
+}
+
+// R of the first "rank R of N:" in `line` (a rank of dropk-train reporting),
+// or nullopt.
+std::optional<std::string> ReportingRank(absl::string_view line) {
+  for (size_t at = line.find("rank "); at != absl::string_view::npos;
+       at = line.find("rank ", at + 1)) {
+    const size_t p = at + 5;
+    const size_t rank_digits = RunOfDigits(line, p);
+    if (rank_digits == 0 || line.substr(p + rank_digits, 4) != " of ") continue;
+    const size_t size_digits = RunOfDigits(line, p + rank_digits + 4);
+    const size_t colon = p + rank_digits + 4 + size_digits;
+    if (size_digits > 0 && colon < line.size() && line[colon] == ':') {
+      return std::string(line.substr(p, rank_digits));
+    }
+  }
+  return std::nullopt;
+}
+
+// ADDR of each "rank R (ADDR) is unreachable" in `line`, in order.
+std::vector<std::string> AddressesNamedUnreachable(absl::string_view line) {
+  static constexpr absl::string_view kTail = ") is unreachable";
+  std::vector<std::string> out;
+  for (size_t at = line.find("rank "); at != absl::string_view::npos;
+       at = line.find("rank ", at + 1)) {
+    const size_t rank_digits = RunOfDigits(line, at + 5);
+    const size_t open = at + 5 + rank_digits;
+    if (rank_digits == 0 || line.substr(open, 2) != " (") continue;
+    const size_t address_bytes = RunOfDigits(line, open + 2, /*dots=*/true);
+    if (address_bytes == 0 || line.substr(open + 2 + address_bytes, kTail.size()) != kTail) {
+      continue;
+    }
+    out.emplace_back(line.substr(open + 2, address_bytes));
+    at = open + 2 + address_bytes + kTail.size() - 1;  // past this match, as a regex goes on
+  }
+  return out;
 }
 
 }  // namespace
@@ -216,8 +287,6 @@ std::vector<std::string> HostsNamedLost(const std::string& output,
                                         const std::vector<HostEntry>& hosts) {
   static const std::regex kOrteLostDaemon(
       R"((?:Remote daemon: \S+ on node|daemon has unexpectedly failed[^\n]*\n?[^\n]*on node) (\S+))");
-  static const std::regex kUnreachableRank(R"(rank \d+ \(([0-9.]+)\) is unreachable)");
-  static const std::regex kReportingRank(R"(rank (\d+) of \d+:)");
   const auto host_named = [&hosts](const std::string& named) -> const HostEntry* {
     for (const HostEntry& h : hosts) {
       if (h.host == named || AddressesOf(h.host).count(named) > 0) return &h;
@@ -225,7 +294,8 @@ std::vector<std::string> HostsNamedLost(const std::string& output,
     return nullptr;  // a host not in the list: nothing to drop
   };
   std::smatch m;
-  if (std::regex_search(output, m, kOrteLostDaemon)) {
+  const std::string open_mpi_lines = LinesCut(output, kOpenMpiReportLineBytes);
+  if (std::regex_search(open_mpi_lines, m, kOrteLostDaemon)) {
     const HostEntry* lost = host_named(m[1]);
     return lost ? std::vector<std::string>{lost->host} : std::vector<std::string>{};
   }
@@ -239,16 +309,13 @@ std::vector<std::string> HostsNamedLost(const std::string& output,
   std::vector<const HostEntry*> first_named;  // each once, in the order first named
   std::set<std::pair<std::string, const HostEntry*>> counted;  // (reporting rank, host named)
   int line_number = 0;
-  for (const absl::string_view view : absl::StrSplit(output, '\n')) {
-    const std::string line(view);
+  for (const absl::string_view line : absl::StrSplit(output, '\n')) {
     ++line_number;
-    std::smatch reporter;
-    const std::string reporter_key = std::regex_search(line, reporter, kReportingRank)
-                                         ? "rank " + reporter[1].str()
-                                         : "line " + std::to_string(line_number);
-    for (auto it = std::sregex_iterator(line.begin(), line.end(), kUnreachableRank);
-         it != std::sregex_iterator(); ++it) {
-      const HostEntry* named = host_named((*it)[1]);
+    const std::optional<std::string> reporter = ReportingRank(line);
+    const std::string reporter_key =
+        reporter ? "rank " + *reporter : "line " + std::to_string(line_number);
+    for (const std::string& address : AddressesNamedUnreachable(line)) {
+      const HostEntry* named = host_named(address);
       if (named == nullptr || !counted.insert({reporter_key, named}).second) continue;
       if (++mentions[named] == 1) first_named.push_back(named);
     }

@@ -26,6 +26,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "base/cut_for_message.h"
+#include "base/json_for_message.h"
 #include "base/number_text.h"
 #include "checkpoint/env.h"
 #include "nlohmann/json.hpp"
@@ -304,7 +305,7 @@ absl::StatusOr<std::string> ChoiceText(const json& j) {
       if (text != choices->front().end() && text->is_string()) return text->get<std::string>();
     }
   }
-  const std::string shown = j.is_discarded() ? "not JSON" : CutForMessage(j.dump(), 80);
+  const std::string shown = j.is_discarded() ? "not JSON" : JsonForMessage(j, 80);
   return absl::DataLossError(
       absl::StrCat("the server's answer has no choices[0].text (", shown, ")"));
 }
@@ -428,8 +429,11 @@ absl::Status CheckFinished(const json& j) {
 void PrintFooter(const json& j, const std::string& offline_engine = "") {
   if (j.is_object() && j.contains("seed")) {
     const auto step = j.find("checkpoint_step");
-    std::cerr << "seed " << j["seed"] << ", checkpoint step "
-              << (step == j.end() ? json(-1) : *step)
+    // Quoted as errors quote a server's JSON: whatever answers at --url may
+    // send any value here, and printing one nested 2,000,000 deep whole
+    // overflowed the stack.
+    std::cerr << "seed " << JsonForMessage(j["seed"], 40) << ", checkpoint step "
+              << (step == j.end() ? "-1" : JsonForMessage(*step, 40))
               << (offline_engine.empty() ? "" : " (" + offline_engine + ")") << "\n";
   }
 }

@@ -665,12 +665,14 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
   p.NonEmpty("out_dir", c.out_dir());
   // A path ends at its first NUL for the system: data_dir "d\0x" (text
   // format's "\000") read d while the checkpoint's config said otherwise,
-  // and out_dir "a\0b" made a directory "a".
+  // and out_dir "a\0b" made a directory "a"; init_from "w.safetensors\0x"
+  // read w.safetensors, and its errors carried the raw NUL.
   for (const auto& [name, path] :
        {std::pair<const char*, const std::string&>{"data_dir", c.data_dir()},
         {"out_dir", c.out_dir()},
         {"checkpoint_dir", c.checkpoint_dir()},
-        {"resume", c.resume()}}) {
+        {"resume", c.resume()},
+        {"init_from", c.init_from()}}) {
     if (path.find('\0') != std::string::npos) {
       p.Add(absl::StrCat(name, "=\"", absl::CEscape(path),
                          "\": holds a NUL byte, which no path can hold"));

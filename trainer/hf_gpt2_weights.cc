@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/cut_for_message.h"
 #include "checkpoint/env.h"
 #include "checkpoint/format.h"
 #include "checkpoint/safetensors.h"
@@ -74,9 +75,9 @@ absl::Status CheckTokenizer(const SafetensorsFile& file, const std::string& path
   if (kind == file.metadata().end()) return absl::OkStatus();
   const std::string data_kind = Tokenizer::Kind_Name(tokenizer.kind());
   if (kind->second != data_kind) {
-    return absl::InvalidArgumentError(absl::StrCat("init_from=", path,
-                                                   ": exported from a model with a ", kind->second,
-                                                   " tokenizer; data_dir's is ", data_kind));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "init_from=", path, ": exported from a model with a ",
+        CutAndEscapeForMessage(kind->second, 100), " tokenizer; data_dir's is ", data_kind));
   }
   const auto vocab = file.metadata().find("dropk_char_vocab");
   if (tokenizer.kind() == Tokenizer::CHAR && vocab != file.metadata().end() &&
@@ -271,7 +272,8 @@ absl::StatusOr<HfGpt2Weights> ReadHfGpt2Weights(const std::string& path, const G
           absl::StrCat(at, "lm_head.weight differs from the token embedding; dropk ties the two"));
     }
     return absl::InvalidArgumentError(
-        absl::StrCat(at, "tensor ", name, " is not one of GPT-2's; the file holds another model"));
+        absl::StrCat(at, "tensor ", CutAndEscapeForMessage(name, 200),
+                     " is not one of GPT-2's; the file holds another model"));
   }
   weights.note = absl::StrCat("initialised from init_from=", path, " (", layout.tensors().size(),
                               " tensors, ", absl::StrJoin(dtypes, "+"),

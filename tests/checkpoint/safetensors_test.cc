@@ -256,5 +256,32 @@ TEST_F(SafetensorsTest, MalformedHeadersNameWhatIsWrong) {
       HasSubstr("needs more than 2^64 bytes, its range holds 0"));
 }
 
+// A header is up to 100 MB of anything, quoted in a one-line error: a shape
+// nested 200,000 deep (400 KB) overflowed the stack printing it (dropk-train
+// --init_from segfaulted), and a name, dtype or shape of any length or with
+// a newline was quoted whole.
+TEST_F(SafetensorsTest, WhatAHeaderQuotesIsCutToOneLine) {
+  constexpr int kDepth = 200000;
+  const std::string deep = std::string(kDepth, '[') + std::string(kDepth, ']');
+  const std::string nested = ErrorFor(
+      R"({"w": {"dtype": "F32", "shape": )" + deep + R"(, "data_offsets": [0, 4]}})", "abcd");
+  EXPECT_THAT(nested, HasSubstr("tensor w: a shape of [[[[[[[[[["));
+  EXPECT_LT(nested.size(), 1000u) << nested.size();
+  std::string long_shape = "[1";
+  for (int i = 0; i < 100000; ++i) long_shape += ",1";
+  const std::string wide = ErrorFor(
+      R"({"w": {"dtype": "F32", "shape": )" + long_shape + R"(], "data_offsets": [0, 8]}})",
+      "abcdefgh");
+  EXPECT_THAT(wide, AllOf(HasSubstr("tensor w: shape [1,1,1,"), HasSubstr("...")));
+  EXPECT_LT(wide.size(), 1000u) << wide.size();
+  const std::string named =
+      ErrorFor(R"({"a\nb": {"dtype": "F\u202e99", "shape": [1], "data_offsets": [0, 4]}})", "abcd");
+  EXPECT_THAT(named, HasSubstr("tensor a\\u000ab: unknown dtype F\\u202e99"));
+  EXPECT_EQ(named.find('\n'), std::string::npos) << named;
+  const std::string long_name =
+      ErrorFor("{\"" + std::string(100000, 'n') + R"(": {"dtype": "F32", "shape": [1]}})", "abcd");
+  EXPECT_LT(long_name.size(), 1000u) << long_name.size();
+}
+
 }  // namespace
 }  // namespace dropk

@@ -279,6 +279,17 @@ TEST(Gpt2TokenizerTest, FromFilesNamesTheFaultyLine) {
               HasSubstr("encoder.json"));
 }
 
+// An id nested 200,000 deep (a 400 KB encoder.json) overflowed the stack
+// as the message quoted it: dropk data prepare --gpt2-dir segfaulted.
+TEST(Gpt2TokenizerTest, AnIdThatIsNotANumberIsQuotedCutShort) {
+  constexpr int kDepth = 200000;
+  const std::string deep = std::string(kDepth, '[') + std::string(kDepth, ']');
+  const absl::Status s = Gpt2TokenizerFromFiles(R"({"a": )" + deep + "}", "").status();
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(s.message(), HasSubstr("the id of \"a\" is [[[[["));
+  EXPECT_LT(s.message().size(), 300u) << s.message().size();
+}
+
 // A vocab.bpe cut at a line boundary (a partial copy) parsed: every token
 // its lost merges made was taken for a special token like <|endoftext|>,
 // and data was prepared with other ids than OpenAI's, in silence. GPT-2's

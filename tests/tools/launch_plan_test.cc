@@ -262,6 +262,35 @@ TEST(LaunchPlanTest, ATieIsBrokenByWhichHostMpirunAloneCannotStartOn) {
   EXPECT_EQ(BreakLostHostTie({}, {}, 30).host, std::nullopt);
 }
 
+// std::regex matches by recursion, a call per character a repetition
+// takes: output holding "daemon has unexpectedly failed" and then a line of
+// 100,000 characters (the job's own output, which mpirun passes on and dropk
+// launch keeps up to 1 MiB of) overflowed the stack, as did a long run of
+// digits after "rank N (". Reports around such lines are still found.
+TEST(LaunchPlanTest, LongLinesInTheOutputAreNoCrash) {
+  const std::string long_line(1 << 20, 'x');
+  EXPECT_EQ(FindLostHost("An ORTE daemon has unexpectedly failed after launch\n" + long_line +
+                             "\n" + long_line + " on node 10.77.0.3\n",
+                         Hosts()),
+            std::nullopt);
+  EXPECT_EQ(FindLostHost("Remote daemon: " + long_line + " on node 10.77.0.3\n", Hosts()),
+            std::nullopt);
+  EXPECT_EQ(FindLostHost(long_line + "\n  Remote daemon: [[1,0],2] on node 10.77.0.3\n" + long_line,
+                         Hosts()),
+            "10.77.0.3");
+  const std::string digits(1 << 20, '1');
+  EXPECT_EQ(HostsNamedLost("rank " + digits + " of " + digits + ": rank 1 (" + digits +
+                               ") is unreachable\n" + long_line +
+                               "\nrank 0 of 3: ...: rank 2 (10.77.0.3) is unreachable (...)\n",
+                           Hosts()),
+            std::vector<std::string>{"10.77.0.3"});
+  // A long report of a large job (a rank naming 500 others) counts each.
+  std::string many = "rank 2 of 3: ...:";
+  for (int i = 0; i < 500; ++i) many += " rank 0 (10.77.0.1) is unreachable (...);";
+  EXPECT_EQ(HostsNamedLost(many + " rank 1 (10.77.0.2) is unreachable (...)\n", Hosts()),
+            (std::vector<std::string>{"10.77.0.1", "10.77.0.2"}));
+}
+
 TEST(LaunchPlanTest, AFailureWithoutALostHostIsNotOne) {
   EXPECT_EQ(FindLostHost("dropk-train: learning_rate=-1: must be > 0\n", Hosts()), std::nullopt);
   EXPECT_EQ(FindLostHost("Remote daemon: [[1,0],2] on node elsewhere\n", Hosts()), std::nullopt);

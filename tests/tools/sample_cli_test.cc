@@ -228,6 +228,28 @@ TEST(SampleCliTest, AnswersThatAreNotCompletionsAreOneLineNotAnAbort) {
   EXPECT_EQ(e.err, "dropk: " + error.url() + ": HTTP 500: " + odd_error + "\n");
 }
 
+// A 200 whose JSON is nested 200,000 deep (whatever answers at --url) is
+// quoted cut short: printing it whole overflowed the stack (a segfault).
+TEST(SampleCliTest, AnAnswerNestedDeepIsQuotedCutShortNotACrash) {
+  constexpr int kDepth = 200000;
+  CannedServer server(Reply200(std::string(kDepth, '[') + std::string(kDepth, ']')));
+  const CommandResult r = RunCommand(kBin + "dropk sample --prompt a --url " + server.url());
+  EXPECT_EQ(r.exit_code, 1) << r.err.substr(0, 500);
+  EXPECT_EQ(r.err, "dropk: " + server.url() + ": the server's answer has no choices[0].text (" +
+                       std::string(80, '[') + "...)\n");
+  // A completion whose seed and step are such values (4 MB, within the
+  // 64 MiB an answer may have): the footer printed them whole.
+  constexpr int kDeeper = 2000000;
+  const std::string nested = std::string(kDeeper, '[') + std::string(kDeeper, ']');
+  CannedServer footer(Reply200(R"({"choices":[{"text":"hi"}],"seed":)" + nested +
+                               R"(,"checkpoint_step":)" + nested + "}"));
+  const CommandResult f = RunCommand(kBin + "dropk sample --prompt a --url " + footer.url());
+  EXPECT_EQ(f.exit_code, 0) << f.err.substr(0, 500);
+  EXPECT_EQ(f.out, "hi\n");
+  EXPECT_EQ(f.err, "seed " + std::string(40, '[') + "..., checkpoint step " + std::string(40, '[') +
+                       "...\n");
+}
+
 // A streamed completion as chunks of HTTP/1.1 chunked encoding.
 std::string StreamHead() {
   return "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"

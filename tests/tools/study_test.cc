@@ -146,6 +146,35 @@ TEST_F(StudyFilesTest, PlotWritesPngsWithTheirDataAndNamesAMissingRun) {
       << missing.err;
 }
 
+// gnuplot strings were single-quoted literals, which cannot hold a newline:
+// a run directory named "run\n!touch PWNED" ended `set title 'run` at the
+// newline, and gnuplot ran the next line, `!touch PWNED`, in a shell (then
+// failed on the rest). One whose name starts with ' made gnuplot fail
+// ('''x' reads as '' and 'x'). Any name is now one string in one command:
+// the plots are drawn and nothing runs.
+TEST_F(StudyFilesTest, PlotTakesARunDirectoryOfAnyNameAsAName) {
+  const fs::path pwned = dir_ / "PWNED";
+  for (const std::string& name :
+       {"run\n!touch " + pwned.string() + "\n\t\x7f'x\"", std::string("'quoted'")}) {
+    SCOPED_TRACE(name);
+    const fs::path run = dir_ / name;
+    fs::create_directories(run);
+    std::ofstream(run / "metrics.jsonl") << "{\"step\":0,\"train_loss\":4.0,\"val_loss\":4.2,"
+                                            "\"lr\":0.001,\"tokens_per_s\":10}\n"
+                                            "{\"step\":1,\"train_loss\":3.0,\"lr\":0.001,"
+                                            "\"tokens_per_s\":12}\n";
+    std::string quoted = "'";
+    for (char c : run.string()) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    quoted += "'";
+    const auto r = RunCommand(DROPK_BINARY_DIR "/bin/dropk plot " + quoted);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_FALSE(fs::exists(pwned)) << "a command in the run directory's name ran";
+    for (const char* plot : {"loss", "lr", "tokens_per_s"}) {
+      EXPECT_TRUE(IsPng((run / "plots" / (std::string(plot) + ".png")).string())) << plot;
+    }
+  }
+}
+
 // An --out where no directory can be made (mkdir under /proc fails with
 // ENOENT) read "cannot create DIR: No such file or directory", not naming
 // --out, and exited 1 as if the disk had failed.
@@ -256,6 +285,12 @@ TEST_F(StudyFilesTest, DropoutRatesAreCheckedAsTyped) {
       {"1e-50", "dropk: --rates: 1e-50 is too small for a float: it would be read as 0"},
       {"-0.5", "dropk: --rates: -0.5 is outside [0, 1)"},
       {"NaN", "dropk: --rates: NaN is not a number"},
+      // Both would train into dropout-0.00: the first trained, then the
+      // second was refused as a fresh start into its checkpoints.
+      {"0,0",
+       "dropk: --rates: 0 and 0 both train into dropout-0.00 (a run is named by its rate "
+       "to two decimals); give rates that differ there"},
+      {"0.1,0.001,0.004", "dropk: --rates: 0.001 and 0.004 both train into dropout-0.00"},
   };
   for (const auto& [rates, expected] : cases) {
     const auto r = RunCommand(std::string(DROPK_BINARY_DIR "/bin/dropk study dropout --out ") +

@@ -972,6 +972,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadValueCase{"ResumeWithNul",
                      [](TrainConfig* c) { c->set_resume(std::string("latest\0", 7)); },
                      {"resume=\"latest\\000\""}},
+        BadValueCase{"InitFromWithNul",
+                     [](TrainConfig* c) { c->set_init_from(std::string("w.safetensors\0x", 15)); },
+                     {"init_from=\"w.safetensors\\000x\": holds a NUL byte"}},
         // A checkpoint's manifest holds the config as protobuf, which does
         // not read back a string that is not UTF-8: such a run trained and
         // wrote checkpoints nothing could open.

@@ -249,5 +249,25 @@ TEST_F(HfGpt2WeightsTest, ADropkExportOfOtherCharactersIsRefused) {
               HasSubstr("exported from a model with a BYTE tokenizer; data_dir's is CHAR"));
 }
 
+// What the file names, quoted in the error, stays one short line: a foreign
+// tensor's name or the recorded tokenizer holding a newline, or 100 KB
+// long, was quoted whole.
+TEST_F(HfGpt2WeightsTest, NamesFromTheFileAreQuotedOnOneShortLine) {
+  std::map<std::string, SafetensorsTensor> tensors = HfTensors("transformer.");
+  const std::string foreign = "extra\nname" + std::string(100000, 'x');
+  tensors[foreign] = {foreign, "F32", {1}, Floats({1.0f})};
+  const absl::Status s = ReadHfGpt2Weights(Write(tensors), kShape, tokenizer_).status();
+  EXPECT_THAT(std::string(s.message()),
+              AllOf(HasSubstr("tensor extra\\u000anamexxx"), HasSubstr("...")));
+  EXPECT_LT(s.message().size(), 1000u);
+  const std::string kind = "BYTE\n" + std::string(100000, 'y');
+  const absl::Status k =
+      ReadHfGpt2Weights(Write(HfTensors("transformer."), {{"dropk_tokenizer", kind}}), kShape,
+                        tokenizer_)
+          .status();
+  EXPECT_THAT(std::string(k.message()), HasSubstr("exported from a model with a BYTE\\u000ay"));
+  EXPECT_LT(k.message().size(), 1000u);
+}
+
 }  // namespace
 }  // namespace dropk

@@ -193,6 +193,19 @@ absl::StatusOr<std::vector<DropoutStudyRow>> RunDropoutStudy(const DropoutStudyO
       return absl::InvalidArgumentError(absl::StrCat("--rates: ", rate, " is outside [0, 1)"));
     }
   }
+  // Each rate trains into its own run directory, named to two decimals:
+  // two rates of one name (0,0, or 0.001,0.004) trained the first, then
+  // refused the second as a fresh start into the first's checkpoints,
+  // telling the user to pass --resume=latest, which the study does not take.
+  std::map<std::string, float> rate_of_run;
+  for (float rate : options.rates) {
+    const auto [it, added] = rate_of_run.emplace(RunName(rate), rate);
+    if (!added) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--rates: ", it->second, " and ", rate, " both train into ", it->first,
+          " (a run is named by its rate to two decimals); give rates that differ there"));
+    }
+  }
   absl::StatusOr<TrainConfig> base = StudyConfig(options);
   if (!base.ok()) return base.status();
   const fs::path out(options.out_dir);

@@ -16,7 +16,12 @@ namespace dropk {
 // messages (its reason) when it fails; the error names the script.
 absl::Status RunGnuplot(const std::string& script_path, const std::string& script);
 
-// `text` quoted for a gnuplot string literal (single quotes doubled).
+// `text` as a gnuplot string: a single-quoted literal (single quotes
+// doubled), or, where `text` holds control characters (a newline in a
+// path) or starts with ', a parenthesized expression joining such literals,
+// octal escapes and "'" ('a'."\012".'b'), which every string argument
+// takes. Whatever `text` holds, the result is one string in one command on
+// one line.
 std::string GnuplotQuote(const std::string& text);
 
 }  // namespace dropk
