@@ -327,8 +327,8 @@ if [ $build_ok = PASS ]; then
   done
   # dropk-train itself on the GPU, as a user runs it: the CUDA recipe config
   # (its memory check, flash attention by default), a resume from its
-  # checkpoint, the materialised kernels through the config field, and the
-  # newest checkpoint of each run verified. Short runs: 60 steps, then 30
+  # checkpoint, the materialised kernels through the config field, NCCL, and
+  # the newest checkpoint of each run verified. Short runs: 60 steps, then 30
   # more. The runs' directories (checkpoints of ~130 MB each) stay out of
   # $out, whose logs are what a lent machine sends back.
   echo "gpu_check: dropk-train with configs/shakespeare_char_cuda.textproto (flash, resume, materialised)"
@@ -358,6 +358,9 @@ if [ $build_ok = PASS ]; then
   train_run train_flash_resumed "$runs/flash" 60 --max_iters=90 --resume=latest
   train_run train_materialised "$runs/materialised" 90 --max_iters=60 \
     --attention_kernels=materialised
+  # NCCL under dropk-train, one rank (NCCL refuses two on one GPU): the
+  # communicator's start, the parameters' broadcast through it, its end.
+  train_run train_nccl "$runs/nccl" 60 --max_iters=30 --comm_backend=nccl
 fi
 # Speed, measured on earlier leases: PyTorch's baseline and dropk beside it.
 echo "gpu_check: PyTorch GPT-2 124M throughput"

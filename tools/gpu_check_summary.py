@@ -199,6 +199,8 @@ train("train_flash_resumed", "dropk-train, the same run resumed to 90 steps", 90
       must=("cuda:", "at step 60", flash_said))
 train("train_materialised", "dropk-train, attention_kernels: MATERIALISED, 60 steps", 60,
       must=("cuda:",), must_not=(flash_said,))
+train("train_nccl", "dropk-train, comm_backend: NCCL, 1 rank, 30 steps", 30,
+      must=("cuda:", "over nccl"))
 sanitizer("memcheck")
 sanitizer("racecheck")
 mpi(f"{out}/mpi_np2.log", "MPI staging CUDA buffers, 2 ranks, bitwise equal")

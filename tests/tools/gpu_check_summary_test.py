@@ -110,6 +110,8 @@ TRAIN_RUNS_PASSED = {
                            CLOSING.format(90),
     "train_materialised": HEADER + "\ndropk-train: done, 60 steps, val loss 2.4, 3.5 s\n" +
                           CLOSING.format(60),
+    "train_nccl": HEADER.replace("over single-process", "over nccl+single-process") + FLASH +
+                  "\ndropk-train: done, 30 steps, val loss 2.6, 2.2 s\n" + CLOSING.format(30),
 }
 
 
@@ -174,6 +176,11 @@ with tempfile.TemporaryDirectory() as tmp:
     expect("a run the budget cut did not run",
            result_of(rows, "dropk-train, CUDA recipe config") == ("-", "did not run (budget spent)"),
            text)
+    # A run that fell back from NCCL (its header names another backend) fails.
+    write(out / "train_nccl.log", TRAIN_RUNS_PASSED["train_flash"])
+    status, rows, text = run(out)
+    r = result_of(rows, "dropk-train, comm_backend: NCCL")
+    expect("a run not over NCCL fails the NCCL row", r[0] == "FAIL" and "over nccl" in r[1], text)
     # A run on the CPU (no "cuda:" in its header) does not pass for the GPU's.
     write(out / "train_materialised.log",
           TRAIN_RUNS_PASSED["train_materialised"].replace("cuda:0", "cpu"))
