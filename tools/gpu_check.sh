@@ -114,8 +114,42 @@ bounded() {
   [ "$left" -lt "$secs" ] && secs=$left
   [ "$step_cap" -gt 0 ] && [ "$step_cap" -lt "$secs" ] && secs=$step_cap
   # -k: a step that ignores SIGTERM is killed 10 s later, so the table prints.
-  timeout -k 10 "$secs" "$@"
+  # In the background, waited for: `timeout` leads its own process group, so
+  # a stop sent to the script's group reaches only the script, and a shell
+  # runs its trap (stopped, below) only once a foreground command ends.
+  timeout -k 10 "$secs" "$@" &
+  step_pid=$!
+  local rc=0
+  wait "$step_pid" || rc=$?
+  step_pid=""
+  return $rc
 }
+step_pid=""
+
+# summarize: the table (tools/gpu_check_summary.py; its own test,
+# gpu_check_summary, runs it on canned logs without a GPU) from the logs so
+# far, printed and kept with them; its exit status, 1 when a row failed.
+summarize() {
+  python3 "$root/tools/gpu_check_summary.py" "$out" "${build_ok:-FAIL}" "${build_s:-$(elapsed)}" \
+    "$(elapsed)" "${gpu:-no GPU found}" "${build_what:-CUDA targets}" > "$out/summary.txt" 2>&1
+  local rc=$?
+  cat "$out/summary.txt"
+  keep_logs
+  [ -z "$keep" ] || echo "gpu_check: logs packed into $keep/gpu_check_logs.tar.gz"
+  return $rc
+}
+# A stop from outside (a lent machine's time limit sends SIGTERM first):
+# the step running is stopped, and the table of what ran still prints.
+exec 3>&1 4>&2  # the script's own output, for stopped
+stopped() {
+  trap - TERM INT
+  exec 1>&3 2>&4  # not the log the step in progress writes
+  [ -z "$step_pid" ] || kill -TERM "$step_pid" 2> /dev/null
+  echo "gpu_check: stopped by a signal after $(elapsed) s; the table of what ran:"
+  summarize
+  exit 1
+}
+trap stopped TERM INT
 
 if ! gpu=$(nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version \
              --format=csv,noheader 2>/dev/null | head -1) || [ -z "$gpu" ]; then
@@ -383,13 +417,5 @@ if [ $build_ok = PASS ]; then
   keep_logs
 fi
 
-# The summary table, from the logs above (tools/gpu_check_summary.py; its
-# own test, gpu_check_summary, runs it on canned logs without a GPU).
-python3 "$root/tools/gpu_check_summary.py" "$out" "$build_ok" "$build_s" "$(elapsed)" "$gpu" \
-  "$build_what" > "$out/summary.txt" 2>&1
-summary_rc=$?
-cat "$out/summary.txt"
-keep_logs
-[ -n "$keep" ] && echo "gpu_check: logs packed into $keep/gpu_check_logs.tar.gz"
-[ $summary_rc = 0 ] || status=1
+summarize || status=1
 exit $status

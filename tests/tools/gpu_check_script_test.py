@@ -15,11 +15,13 @@ Usage: gpu_check_script_test.py SOURCE_DIR
 import os
 import pathlib
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 
 SOURCE = pathlib.Path(sys.argv[1])
 failures = []
@@ -52,6 +54,7 @@ with tempfile.TemporaryDirectory() as tmp:
         executable(stage / "bin" / name, "#!/bin/sh\necho \"fake $0 $*\"\nexit 0\n")
     executable(stage / "bin" / "dropk-gpu-train-bench",
                "#!/bin/sh\necho \"fake $0 $*\"\n"
+               "case \"$*\" in *track*) [ -z \"$FAKE_HANG\" ] || exec sleep 300 ;; esac\n"
                "head -c 5242880 /dev/zero | tr '\\0' x\necho\necho the end\n")
     (stage / "paths").write_text("commit=0123456789abcdef\ncuda_arch=90\n")
     bundle = tmp / "dropk-gpu.tar.xz"
@@ -106,6 +109,39 @@ with tempfile.TemporaryDirectory() as tmp:
     at = [p.stdout.find(line) for line in order]
     expect(f"steps in the order {order} (found at {at})", -1 not in at and at == sorted(at),
            output)
+
+    # Stopped from outside (a lent machine's limit sends SIGTERM to the
+    # command's process group) while a step hangs: the step ends, the table
+    # of what ran prints and the logs are packed.
+    shutil.rmtree(tmp / "build-gpu")
+    archive.unlink(missing_ok=True)
+    hang = dict(env, FAKE_HANG="1")
+    proc = subprocess.Popen(["bash", str(SOURCE / "tools" / "gpu_check.sh"), "--prebuilt",
+                             str(bundle)], cwd=SOURCE, env=hang, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = ""
+    for line in proc.stdout:
+        seen += line
+        if line.startswith("gpu_check: flash attention: 200 steps"):
+            break
+    time.sleep(1)  # into the hanging step
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        rest, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        rest, _ = proc.communicate()
+        expect("a stopped check ends within 60 s", False, seen + rest)
+    seen += rest
+    expect("a stopped check exits 1", proc.returncode == 1, seen)
+    expect("a stopped check says so", "gpu_check: stopped by a signal" in seen, seen)
+    expect("a stopped check prints the table", "| build (prebuilt" in seen, seen)
+    expect("a stopped check packs its logs", archive.is_file(), seen)
+    if archive.is_file():
+        with tarfile.open(archive) as tar:
+            names = {pathlib.PurePath(m.name).name for m in tar.getmembers()}
+        expect(f"the stopped step's log is kept ({sorted(names)})",
+               {"track_flash.log", "summary.txt", "serving_tests.log"} <= names)
 
     # Without OUT (and DROPK_GPU_CHECK_KEEP_DIR) nothing is packed.
     env.pop("OUT")
