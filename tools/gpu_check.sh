@@ -390,6 +390,18 @@ if [ $build_ok = PASS ]; then
   }
   train_run train_flash "$runs/flash" 90 --max_iters=60
   train_run train_flash_resumed "$runs/flash" 60 --max_iters=90 --resume=latest
+  # init_from on the GPU: the resumed run's weights, exported as safetensors,
+  # read back by a run of 0 steps, which must evaluate them to its val loss.
+  {
+    bounded 60 "$build/bin/dropk" ckpt export "$runs/flash" --out "$runs/flash.safetensors" \
+      --format safetensors
+    echo "export exit $?"
+    bounded 60 "$build/bin/dropk-train" --config configs/shakespeare_char_cuda.textproto \
+      --data_dir="$train_data" --out_dir="$runs/init_from" --eval_iters=5 --sample_tokens=0 \
+      --max_iters=0 --init_from="$runs/flash.safetensors"
+    echo "train exit $?"
+  } > "$out/train_init_from.log" 2>&1
+  keep_logs
   train_run train_materialised "$runs/materialised" 90 --max_iters=60 \
     --attention_kernels=materialised
   # NCCL under dropk-train, one rank (NCCL refuses two on one GPU): the

@@ -87,7 +87,7 @@ with tempfile.TemporaryDirectory() as tmp:
             members = {pathlib.PurePath(m.name).name: m for m in tar.getmembers() if m.isfile()}
             for log in ["build.log", "model_tests.log", "flash_bf16_tests.log", "serving_tests.log",
                         "resume_tests.log", "track_flash.log", "bench_flash.log",
-                        "train_flash.log", "train_materialised.log", "train_nccl.log", "bench_torch.log",
+                        "train_flash.log", "train_materialised.log", "train_nccl.log", "train_init_from.log", "bench_torch.log",
                         "serve_bench.log", "track.log", "bench_dropk.log", "summary.txt"]:
                 expect(f"{log} in the archive (has {sorted(members)})", log in members)
             big = members.get("bench_dropk.log")
