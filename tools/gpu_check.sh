@@ -60,8 +60,8 @@ rm -f "$out"/*.log "$out"/*.xml "$out"/summary.txt
 # what it did. DROPK_GPU_CHECK_KEEP_DIR names another folder; empty: no archive.
 keep=${DROPK_GPU_CHECK_KEEP_DIR-${OUT-}}
 # keep_logs: packs $out into $keep/gpu_check_logs.tar.gz, each log cut to
-# its first 1 MiB and last 3 MiB (a sanitizer that finds errors can write
-# gigabytes).
+# its first 256 KiB and last 768 KiB (a sanitizer that finds errors can write
+# gigabytes), so that the archive stays under the 16 MiB a file may have.
 keep_logs() {
   [ -n "$keep" ] || return 0
   local cut=$build/gpu_check_kept f size
@@ -69,8 +69,8 @@ keep_logs() {
   for f in "$out"/*; do
     [ -f "$f" ] || continue
     size=$(stat -c %s "$f")
-    if [ "$size" -gt 4194304 ]; then
-      { head -c 1048576 "$f"; printf '\n[gpu_check: %s bytes, cut here]\n' "$size"; tail -c 3145728 "$f"; } \
+    if [ "$size" -gt 1048576 ]; then
+      { head -c 262144 "$f"; printf '\n[gpu_check: %s bytes, cut here]\n' "$size"; tail -c 786432 "$f"; } \
         > "$cut/${f##*/}"
     else
       cp "$f" "$cut/"
