@@ -27,13 +27,16 @@
 #   - bitwise exact resume on the GPU; a checkpoint resumed on the other
 #     device (CPU -> GPU, GPU -> CPU) continuing the CPU run's trajectory
 #   - serving on the GPU: the CUDA inference engine's logits against the CPU
-#     engine's, its batch invariance bit for bit, and dropk-serve --device cuda
-#     giving a seeded request the same text alone and among 15 others
+#     engine's, its batch invariance, batched prefill and decode CUDA graphs
+#     bit for bit, its memory refusal, and dropk-serve --device cuda giving a
+#     seeded request the same text alone and among 15 others
 #   - serving tokens/s on the GPU at 1, 4, 16 and 64 concurrent streams, GPT-2 124M shape
 #   - 200 steps of the shakespeare_char shape on the GPU tracking the CPU's losses
 #   - dropk-train as a user runs it, with configs/shakespeare_char_cuda.textproto:
 #     60 steps (flash attention), resumed to 90, and 60 with the materialised
-#     kernels (attention_kernels), each run's newest checkpoint verified
+#     kernels (attention_kernels), each run's newest checkpoint verified; the
+#     resumed run's safetensors export read back by --init_from (same val
+#     loss); 30 steps with comm_backend=nccl (one rank)
 #   - GPT-2 124M training tokens/s and MFU at fp32/tf32/bf16, dropout 0 and
 #     0.1, against PyTorch eager and torch.compile on the same GPU in the same run,
 #     and where a bf16 step with dropout 0.1 goes, op by op
