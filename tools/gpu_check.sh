@@ -368,7 +368,7 @@ if [ $build_ok = PASS ]; then
   # the newest checkpoint of each run verified. Short runs: 60 steps, then 30
   # more. The runs' directories (checkpoints of ~130 MB each) stay out of
   # $out, whose logs are what a lent machine sends back.
-  echo "gpu_check: dropk-train with configs/shakespeare_char_cuda.textproto (flash, resume, materialised)"
+  echo "gpu_check: dropk-train with configs/shakespeare_char_cuda.textproto (flash, resume, materialised, init_from, nccl)"
   runs=$build/gpu_check_runs
   train_data=$runs/data
   rm -rf "$runs"
