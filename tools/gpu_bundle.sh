@@ -8,6 +8,7 @@
 #   bash tools/gpu_bundle.sh                 # writes gpu_bundle/dropk-gpu.tar.xz
 #   device run, carry ["gpu_bundle"]:
 #     bash tools/gpu_check.sh --prebuilt gpu_bundle/dropk-gpu.tar.xz
+#   (its logs come back as $OUT/gpu_check_logs.tar.gz, packed after every step)
 #
 # The archive holds the CUDA-enabled binaries (sm_90 by default; set
 # DROPK_GPU_ARCH) built without -march=native, and the shared libraries they

@@ -4,7 +4,8 @@
 # benchmark beside PyTorch's, and prints one summary table. Meant to finish
 # in under 8 minutes on an H100/H200 host with 16 cores.
 #
-#   bash tools/gpu_check.sh            # logs and XML in build-gpu/gpu_check/
+#   bash tools/gpu_check.sh            # logs and XML in build-gpu/gpu_check/,
+#                                      # packed into $OUT/gpu_check_logs.tar.gz where OUT is set
 #   DROPK_GPU_CHECK_BUDGET_S=900 bash tools/gpu_check.sh   # more than 570 s in all
 #   bash tools/gpu_check.sh --prebuilt gpu_bundle/dropk-gpu.tar.xz
 #   DROPK_GPU_CHECK_STEP_CAP_S=60 bash tools/gpu_check.sh  # no step over 60 s
@@ -26,13 +27,16 @@
 #   - bitwise exact resume on the GPU; a checkpoint resumed on the other
 #     device (CPU -> GPU, GPU -> CPU) continuing the CPU run's trajectory
 #   - serving on the GPU: the CUDA inference engine's logits against the CPU
-#     engine's, its batch invariance bit for bit, and dropk-serve --device cuda
-#     giving a seeded request the same text alone and among 15 others
+#     engine's, its batch invariance, batched prefill and decode CUDA graphs
+#     bit for bit, its memory refusal, and dropk-serve --device cuda giving a
+#     seeded request the same text alone and among 15 others
 #   - serving tokens/s on the GPU at 1, 4, 16 and 64 concurrent streams, GPT-2 124M shape
 #   - 200 steps of the shakespeare_char shape on the GPU tracking the CPU's losses
 #   - dropk-train as a user runs it, with configs/shakespeare_char_cuda.textproto:
 #     60 steps (flash attention), resumed to 90, and 60 with the materialised
-#     kernels (attention_kernels), each run's newest checkpoint verified
+#     kernels (attention_kernels), each run's newest checkpoint verified; the
+#     resumed run's safetensors export read back by --init_from (same val
+#     loss); 30 steps with comm_backend=nccl (one rank)
 #   - GPT-2 124M training tokens/s and MFU at fp32/tf32/bf16, dropout 0 and
 #     0.1, against PyTorch eager and torch.compile on the same GPU in the same run,
 #     and where a bf16 step with dropout 0.1 goes, op by op
@@ -51,7 +55,33 @@ build=${DROPK_GPU_BUILD_DIR:-$root/build-gpu}
 out=$build/gpu_check
 mkdir -p "$out"
 # A previous run's logs would pass for this run's where a step does not run.
-rm -f "$out"/*.log "$out"/*.xml
+rm -f "$out"/*.log "$out"/*.xml "$out"/summary.txt
+# A lent device machine sends back only what is under $OUT (this
+# workplace's name for it), and only a few files there (8, 16 MiB each):
+# so the logs go there as one archive, gpu_check_logs.tar.gz, packed again
+# after every step, and a run stopped at the machine's limit still returns
+# what it did. DROPK_GPU_CHECK_KEEP_DIR names another folder; empty: no archive.
+keep=${DROPK_GPU_CHECK_KEEP_DIR-${OUT-}}
+# keep_logs: packs $out into $keep/gpu_check_logs.tar.gz, each log cut to
+# its first 256 KiB and last 768 KiB (a sanitizer that finds errors can write
+# gigabytes), so that the archive stays under the 16 MiB a file may have.
+keep_logs() {
+  [ -n "$keep" ] || return 0
+  local cut=$build/gpu_check_kept f size
+  rm -rf "$cut" && mkdir -p "$cut" "$keep" || return 0
+  for f in "$out"/*; do
+    [ -f "$f" ] || continue
+    size=$(stat -c %s "$f")
+    if [ "$size" -gt 1048576 ]; then
+      { head -c 262144 "$f"; printf '\n[gpu_check: %s bytes, cut here]\n' "$size"; tail -c 786432 "$f"; } \
+        > "$cut/${f##*/}"
+    else
+      cp "$f" "$cut/"
+    fi
+  done
+  tar -C "$cut" -czf "$keep/gpu_check_logs.tar.gz.part" . &&
+    mv -f "$keep/gpu_check_logs.tar.gz.part" "$keep/gpu_check_logs.tar.gz"
+}
 t_start=$(date +%s)
 elapsed() { echo $(( $(date +%s) - t_start )); }
 # The device machines run one command for at most 600 s. Past this budget the
@@ -87,8 +117,42 @@ bounded() {
   [ "$left" -lt "$secs" ] && secs=$left
   [ "$step_cap" -gt 0 ] && [ "$step_cap" -lt "$secs" ] && secs=$step_cap
   # -k: a step that ignores SIGTERM is killed 10 s later, so the table prints.
-  timeout -k 10 "$secs" "$@"
+  # In the background, waited for: `timeout` leads its own process group, so
+  # a stop sent to the script's group reaches only the script, and a shell
+  # runs its trap (stopped, below) only once a foreground command ends.
+  timeout -k 10 "$secs" "$@" &
+  step_pid=$!
+  local rc=0
+  wait "$step_pid" || rc=$?
+  step_pid=""
+  return $rc
 }
+step_pid=""
+
+# summarize: the table (tools/gpu_check_summary.py; its own test,
+# gpu_check_summary, runs it on canned logs without a GPU) from the logs so
+# far, printed and kept with them; its exit status, 1 when a row failed.
+summarize() {
+  python3 "$root/tools/gpu_check_summary.py" "$out" "${build_ok:-FAIL}" "${build_s:-$(elapsed)}" \
+    "$(elapsed)" "${gpu:-no GPU found}" "${build_what:-CUDA targets}" > "$out/summary.txt" 2>&1
+  local rc=$?
+  cat "$out/summary.txt"
+  keep_logs
+  [ -z "$keep" ] || echo "gpu_check: logs packed into $keep/gpu_check_logs.tar.gz"
+  return $rc
+}
+# A stop from outside (a lent machine's time limit sends SIGTERM first):
+# the step running is stopped, and the table of what ran still prints.
+exec 3>&1 4>&2  # the script's own output, for stopped
+stopped() {
+  trap - TERM INT
+  exec 1>&3 2>&4  # not the log the step in progress writes
+  [ -z "$step_pid" ] || kill -TERM "$step_pid" 2> /dev/null
+  echo "gpu_check: stopped by a signal after $(elapsed) s; the table of what ran:"
+  summarize
+  exit 1
+}
+trap stopped TERM INT
 
 if ! gpu=$(nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version \
              --format=csv,noheader 2>/dev/null | head -1) || [ -z "$gpu" ]; then
@@ -170,7 +234,7 @@ else
   # Where it cannot (a GPU image without dropk's packages and no way to fetch
   # them), go on: the build says what is really missing, and the PyTorch
   # benchmark and the summary table still run, rather than nothing at all.
-  if ! bash tools/setup.sh > "$out/setup.log" 2>&1; then
+  if ! bounded 600 bash tools/setup.sh > "$out/setup.log" 2>&1; then
     echo "gpu_check: tools/setup.sh could not install dropk's dependencies (see $out/setup.log); trying anyway"
     tail -3 "$out/setup.log"
     status=1
@@ -178,7 +242,7 @@ else
 
   echo "gpu_check: building (log $out/build.log)"
   build_ok=FAIL
-  if cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDROPK_CUDA=ON \
+  if bounded 300 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDROPK_CUDA=ON \
          -DCMAKE_CUDA_ARCHITECTURES="$arch" > "$out/build.log" 2>&1 &&
      bounded 3600 cmake --build "$build" -j "$(nproc)" --target dropk_model_tests dropk_mpi_tests \
          dropk_sampler_tests dropk_trainer_tests dropk dropk-train dropk-serve dropk-serve-bench dropk-gpu-train-bench \
@@ -190,6 +254,7 @@ else
   fi
 fi
 build_s=$(elapsed)
+keep_logs
 
 # gtest_run NAME SECONDS BINARY FILTER: runs the tests into $out/NAME.log.
 # A binary that dies inside a test (a DROPK_CHECK abort on a CUDA error, the
@@ -225,41 +290,36 @@ gtest_run() {
   return 1
 }
 
+# The order: first what has never run on a GPU, correctness before speed,
+# so that a step that hangs, or a budget cut short, costs the figures that
+# earlier leases measured already (PyTorch's baseline, dropk's throughput,
+# the tf32 tracking run), not the verdicts nobody has yet: the bf16
+# tensor-core flash kernels, the decode CUDA graphs and batched prefill, the
+# engine's and dropk-train's memory checks. Every step is bounded, and each
+# one's log is packed for $OUT (keep_logs) as soon as it ends.
 if [ $build_ok = PASS ]; then
   echo "gpu_check: kernel tests"
   gtest_run model_tests 300 "$build/bin/dropk_model_tests" \
     '*CudaKernels*:GoldenTest.*:KernelGrad*:-Flash/*:FlashBf16/*' || status=1
+  keep_logs
   # The flash attention kernels (KernelOptions::flash_attention; what
   # training uses at TF32 and BF16) in their own processes: a kernel fault
-  # there leaves the other rows intact. Next, before every step that has
-  # passed on a GPU before: the bf16 tensor-core kernels (attention_kernels:
-  # FLASH_BF16_TENSOR_CORES) have never run on one, and whether they pass,
-  # and how fast they are, is what this check most has to tell. Each family
-  # is bounded (90 s), so a hanging kernel cannot take PyTorch's baseline.
+  # there leaves the other rows intact. The bf16 tensor-core kernels
+  # (attention_kernels: FLASH_BF16_TENSOR_CORES) have never run on a GPU,
+  # and whether they pass, and how fast they are, is what this check most
+  # has to tell. Each family is bounded (90 s).
   echo "gpu_check: the flash attention kernels (TF32, then bf16 tensor cores)"
   gtest_run flash_tests 90 "$build/bin/dropk_model_tests" 'Flash/*' || status=1
   gtest_run flash_bf16_tests 90 "$build/bin/dropk_model_tests" 'FlashBf16/*' || status=1
-fi
-echo "gpu_check: PyTorch GPT-2 124M throughput"
-LD_LIBRARY_PATH=${machine_ld_path-${LD_LIBRARY_PATH-}} \
-  bounded 300 python3 bench/torch_gpt2_bench.py --batch=16 --steps=10 \
-  > "$out/bench_torch.log" 2>&1
-if [ $build_ok = PASS ]; then
-  echo "gpu_check: flash attention throughput and 200 steps tracking the CPU"
-  bounded 150 "$build/bin/dropk-gpu-train-bench" --mode=throughput --batch=16 --steps=10 \
-    --precisions=tf32,bf16 --attention=flash,flash_bf16_tensor_cores --profile \
-    > "$out/bench_flash.log" 2>&1 || status=1
-  bounded 150 "$build/bin/dropk-gpu-train-bench" --mode=track --steps=200 --precisions=tf32,bf16 \
-    --attention=flash,flash_bf16_tensor_cores --corpus=data/tinyshakespeare.txt \
-    > "$out/track_flash.log" 2>&1 || status=1
-  echo "gpu_check: serving on the GPU (engine vs CPU, batch invariance, dropk-serve under load)"
+  keep_logs
+  # Seconds each, and the CUDA graphs and batched prefill in them have never
+  # run on a GPU.
+  echo "gpu_check: serving on the GPU (engine vs CPU, batch invariance, graphs, prefill, dropk-serve under load)"
   gtest_run serving_tests 180 "$build/bin/dropk_sampler_tests" \
     'CudaInferenceTest.*:ServeE2eTest.DeviceCuda*' || status=1
   echo "gpu_check: resume on the GPU, checkpoints between CPU and GPU"
   gtest_run resume_tests 180 "$build/bin/dropk_trainer_tests" 'GpuResumeTest.*' || status=1
-  echo "gpu_check: serving tokens/s on the GPU (1 to 64 streams)"
-  bounded 180 "$build/bin/dropk-serve-bench" --device cuda --model gpt2 --threads 4 \
-    > "$out/serve_bench.log" 2>&1 || status=1
+  keep_logs
   if command -v mpirun > /dev/null; then
     echo "gpu_check: collectives (MPI staging, 2 ranks; NCCL, 1 rank)"
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
@@ -274,12 +334,15 @@ if [ $build_ok = PASS ]; then
       echo "gpu_check: not run: no mpirun on this machine" > "$out/mpi_$n.log"
     done
   fi
-  echo "gpu_check: 200 steps tracking the CPU"
-  bounded 240 "$build/bin/dropk-gpu-train-bench" --mode=track --steps=200 \
-    --corpus=data/tinyshakespeare.txt > "$out/track.log" 2>&1 || status=1
-  echo "gpu_check: dropk GPT-2 124M throughput"
-  bounded 240 "$build/bin/dropk-gpu-train-bench" --mode=throughput --batch=16 --steps=10 \
-    --profile > "$out/bench_dropk.log" 2>&1 || status=1
+  keep_logs
+  echo "gpu_check: flash attention: 200 steps tracking the CPU, and throughput"
+  bounded 150 "$build/bin/dropk-gpu-train-bench" --mode=track --steps=200 --precisions=tf32,bf16 \
+    --attention=flash,flash_bf16_tensor_cores --corpus=data/tinyshakespeare.txt \
+    > "$out/track_flash.log" 2>&1 || status=1
+  bounded 150 "$build/bin/dropk-gpu-train-bench" --mode=throughput --batch=16 --steps=10 \
+    --precisions=tf32,bf16 --attention=flash,flash_bf16_tensor_cores --profile \
+    > "$out/bench_flash.log" 2>&1 || status=1
+  keep_logs
   # The flash kernels under compute-sanitizer: out-of-bounds accesses
   # (memcheck: every head size, partial tiles) and shared-memory races
   # (racecheck, slower: one case). --error-exitcode makes the exit status
@@ -297,19 +360,19 @@ if [ $build_ok = PASS ]; then
     else
       echo "gpu_check: not run: no compute-sanitizer on this machine" > "$out/sanitizer_$tool.log"
     fi
+    keep_logs
   done
   # dropk-train itself on the GPU, as a user runs it: the CUDA recipe config
   # (its memory check, flash attention by default), a resume from its
-  # checkpoint, the materialised kernels through the config field, and the
-  # newest checkpoint of each run verified. Short runs: 60 steps, then 30
-  # more. After the sanitizer steps, which the budget must reach first; the
-  # runs' directories (checkpoints of ~130 MB each) stay out of $out, whose
-  # logs are what a lent machine sends back.
-  echo "gpu_check: dropk-train with configs/shakespeare_char_cuda.textproto (flash, resume, materialised)"
+  # checkpoint, the materialised kernels through the config field, NCCL, and
+  # the newest checkpoint of each run verified. Short runs: 60 steps, then 30
+  # more. The runs' directories (checkpoints of ~130 MB each) stay out of
+  # $out, whose logs are what a lent machine sends back.
+  echo "gpu_check: dropk-train with configs/shakespeare_char_cuda.textproto (flash, resume, materialised, init_from, nccl)"
   runs=$build/gpu_check_runs
   train_data=$runs/data
   rm -rf "$runs"
-  if ! "$build/bin/dropk" data prepare --tokenizer char --out "$train_data" \
+  if ! bounded 60 "$build/bin/dropk" data prepare --tokenizer char --out "$train_data" \
       data/tinyshakespeare.txt > "$out/train_prepare.log" 2>&1; then
     echo "gpu_check: dropk data prepare failed (see $out/train_prepare.log)"
     status=1
@@ -324,17 +387,50 @@ if [ $build_ok = PASS ]; then
       --data_dir="$train_data" --out_dir="$run_dir" --eval_interval=30 --eval_iters=5 \
       --save_every=30 --sample_tokens=40 "$@" > "$out/$name.log" 2>&1
     echo "train exit $?" >> "$out/$name.log"
-    "$build/bin/dropk" ckpt verify "$run_dir/checkpoints" >> "$out/$name.log" 2>&1
+    bounded 60 "$build/bin/dropk" ckpt verify "$run_dir/checkpoints" >> "$out/$name.log" 2>&1
     echo "verify exit $?" >> "$out/$name.log"
+    keep_logs
   }
   train_run train_flash "$runs/flash" 90 --max_iters=60
   train_run train_flash_resumed "$runs/flash" 60 --max_iters=90 --resume=latest
+  # init_from on the GPU: the resumed run's weights, exported as safetensors,
+  # read back by a run of 0 steps, which must evaluate them to its val loss.
+  {
+    bounded 60 "$build/bin/dropk" ckpt export "$runs/flash" --out "$runs/flash.safetensors" \
+      --format safetensors
+    echo "export exit $?"
+    bounded 60 "$build/bin/dropk-train" --config configs/shakespeare_char_cuda.textproto \
+      --data_dir="$train_data" --out_dir="$runs/init_from" --eval_iters=5 --sample_tokens=0 \
+      --max_iters=0 --init_from="$runs/flash.safetensors"
+    echo "train exit $?"
+  } > "$out/train_init_from.log" 2>&1
+  keep_logs
   train_run train_materialised "$runs/materialised" 90 --max_iters=60 \
     --attention_kernels=materialised
+  # NCCL under dropk-train, one rank (NCCL refuses two on one GPU): the
+  # communicator's start, the parameters' broadcast through it, its end.
+  train_run train_nccl "$runs/nccl" 60 --max_iters=30 --comm_backend=nccl
+fi
+# Speed, measured on earlier leases: PyTorch's baseline and dropk beside it.
+echo "gpu_check: PyTorch GPT-2 124M throughput"
+LD_LIBRARY_PATH=${machine_ld_path-${LD_LIBRARY_PATH-}} \
+  bounded 300 python3 bench/torch_gpt2_bench.py --batch=16 --steps=10 \
+  > "$out/bench_torch.log" 2>&1
+keep_logs
+if [ $build_ok = PASS ]; then
+  echo "gpu_check: serving tokens/s on the GPU (1 to 64 streams)"
+  bounded 180 "$build/bin/dropk-serve-bench" --device cuda --model gpt2 --threads 4 \
+    > "$out/serve_bench.log" 2>&1 || status=1
+  keep_logs
+  echo "gpu_check: 200 steps tracking the CPU"
+  bounded 240 "$build/bin/dropk-gpu-train-bench" --mode=track --steps=200 \
+    --corpus=data/tinyshakespeare.txt > "$out/track.log" 2>&1 || status=1
+  keep_logs
+  echo "gpu_check: dropk GPT-2 124M throughput"
+  bounded 240 "$build/bin/dropk-gpu-train-bench" --mode=throughput --batch=16 --steps=10 \
+    --profile > "$out/bench_dropk.log" 2>&1 || status=1
+  keep_logs
 fi
 
-# The summary table, from the logs above (tools/gpu_check_summary.py; its
-# own test, gpu_check_summary, runs it on canned logs without a GPU).
-python3 "$root/tools/gpu_check_summary.py" "$out" "$build_ok" "$build_s" "$(elapsed)" "$gpu" \
-  "$build_what" || status=1
+summarize || status=1
 exit $status

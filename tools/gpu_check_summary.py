@@ -199,6 +199,36 @@ train("train_flash_resumed", "dropk-train, the same run resumed to 90 steps", 90
       must=("cuda:", "at step 60", flash_said))
 train("train_materialised", "dropk-train, attention_kernels: MATERIALISED, 60 steps", 60,
       must=("cuda:",), must_not=(flash_said,))
+def init_from(check):
+    # The script's init_from step: the resumed run's export read back by a
+    # run of 0 steps, whose val loss must be the resumed run's (to 1%: the
+    # same weights through the same kernels; untrained weights give ln 65).
+    text = log_of(f"{out}/train_init_from.log", check, "dropk-train")
+    if text is None:
+        return
+    got = re.search(r"dropk-train: done, 0 steps, val loss ([\d.]+)", text)
+    try:
+        trained = re.search(r"dropk-train: done, 90 steps, val loss ([\d.]+)",
+                            open(f"{out}/train_flash_resumed.log", errors="replace").read())
+    except OSError:
+        trained = None
+    wrong = []
+    if re.search(r"^export exit 0$", text, re.M) is None:
+        wrong.append("dropk ckpt export failed")
+    if re.search(r"^train exit 0$", text, re.M) is None or not got:
+        wrong.append("dropk-train --init_from failed or timed out")
+    elif not trained:
+        wrong.append("no val loss of the resumed run to compare with")
+    elif abs(float(got.group(1)) - float(trained.group(1))) > 0.01 * float(trained.group(1)):
+        wrong.append(f"val loss {got.group(1)}, the exported run's {trained.group(1)}")
+    if wrong:
+        row(check, "FAIL", "; ".join(wrong) + " (see train_init_from.log)")
+    else:
+        row(check, "PASS", f"val loss {got.group(1)}, the exported run's {trained.group(1)}")
+
+init_from("dropk-train --init_from the resumed run's safetensors export, 0 steps: its val loss")
+train("train_nccl", "dropk-train, comm_backend: NCCL, 1 rank, 30 steps", 30,
+      must=("cuda:", "over nccl"))
 sanitizer("memcheck")
 sanitizer("racecheck")
 mpi(f"{out}/mpi_np2.log", "MPI staging CUDA buffers, 2 ranks, bitwise equal")

@@ -509,6 +509,12 @@ class CudaKernelsFlashTest : public CudaKernelsTest {
     if (!gpu.ok()) GTEST_SKIP() << "needs a GPU: " << gpu.status().message();
     gpu_ = std::move(*gpu);
     cpu_ = MakeKernels(Device::kCpu, 1).value();
+    // Else the bf16 tests would pass on the TF32 kernels, at bf16's looser
+    // tolerance, and say nothing about the kernels they are named for.
+    if (Bf16TensorCores()) {
+      ASSERT_NE(gpu_->Describe().find("bf16 tensor-core flash attention"), std::string::npos)
+          << gpu_->Describe();
+    }
   }
   // Whether the kernels under test are the bf16 tensor-core ones
   // (KernelOptions::flash_bf16_tensor_cores).

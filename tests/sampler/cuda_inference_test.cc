@@ -2,6 +2,7 @@
 // invariance bit for bit on the GPU, and its refusals. Without a GPU (or in a
 // build without CUDA) the GPU tests skip with the engine's own one-line
 // reason, and the refusal test checks that line instead.
+#include <cmath>
 #include <cstring>
 #include <span>
 #include <string>
@@ -9,6 +10,7 @@
 
 #include "gtest/gtest.h"
 #include "model/inference.h"
+#include "model/param_layout.h"
 #include "support/relative_error.h"
 #include "test_util.h"
 
@@ -83,6 +85,31 @@ TEST(CudaInferenceTest, BadOrdinalIsRefused) {
   auto engine = MakeInferenceEngine(config, params, o);
   ASSERT_FALSE(engine.ok());
   EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument) << engine.status();
+}
+
+// A --max-batch whose KV caches cannot fit (2 layers x 8192 positions x 32
+// channels x 2 is 4 MiB a slot: a million slots want 4 TiB) is refused
+// before anything is allocated, with one line naming the parts and what to
+// lower; the GPU stays usable for an engine that fits.
+TEST(CudaInferenceTest, MaxBatchPastTheGpuMemoryIsRefusedNamingTheParts) {
+  const GptConfig config{61, 8192, /*n_layer=*/2, /*n_head=*/2, /*n_embd=*/32};
+  const std::vector<float> params(ParamLayout(config).num_params(), 0.01f);
+  auto probe = CudaEngine(config, params, 1);
+  if (!probe.ok()) GTEST_SKIP() << "needs a GPU: " << probe.status().message();
+  probe->reset();
+  auto huge = CudaEngine(config, params, 1000000);
+  ASSERT_FALSE(huge.ok());
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kResourceExhausted) << huge.status();
+  const std::string message(huge.status().message());
+  EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+  for (const char* part : {"1000000 slots", "KV caches", "GiB free", "lower --max-batch"}) {
+    EXPECT_NE(message.find(part), std::string::npos) << part << " in: " << message;
+  }
+  auto fits = CudaEngine(config, params, 2);
+  ASSERT_TRUE(fits.ok()) << fits.status();
+  const std::vector<int32_t> prompt = {1, 2, 3};
+  const float* logits = (*fits)->Prefill(0, prompt);
+  EXPECT_TRUE(std::isfinite(logits[0]));
 }
 
 // Prefill, then 40 decode steps: the GPU's logits stay within fp32 rounding

@@ -95,7 +95,12 @@ def added_steps(out):
           "sanitizer exit 0\n")
     for name, text in TRAIN_RUNS_PASSED.items():
         write(out / f"{name}.log", text)
+    write(out / "train_init_from.log", INIT_FROM_PASSED)
 
+
+INIT_FROM_PASSED = ("OK: wrote x/flash.safetensors\nexport exit 0\n"
+                    "dropk-train: initialised from init_from=x/flash.safetensors\n"
+                    "dropk-train: done, 0 steps, val loss 2.3, 1.0 s\ntrain exit 0\n")
 
 HEADER = ("dropk-train: 10745472 parameters (6 layers, 6 heads, 384 embd, vocab 65, context 256), "
           "16384 tokens/step, 1 rank(s) over single-process, cuda:0 NVIDIA H200 (sm_90, 132 SMs, "
@@ -110,6 +115,8 @@ TRAIN_RUNS_PASSED = {
                            CLOSING.format(90),
     "train_materialised": HEADER + "\ndropk-train: done, 60 steps, val loss 2.4, 3.5 s\n" +
                           CLOSING.format(60),
+    "train_nccl": HEADER.replace("over single-process", "over nccl+single-process") + FLASH +
+                  "\ndropk-train: done, 30 steps, val loss 2.6, 2.2 s\n" + CLOSING.format(30),
 }
 
 
@@ -174,6 +181,27 @@ with tempfile.TemporaryDirectory() as tmp:
     expect("a run the budget cut did not run",
            result_of(rows, "dropk-train, CUDA recipe config") == ("-", "did not run (budget spent)"),
            text)
+    # init_from: weights that did not arrive (an untrained val loss) fail,
+    # as does an export that failed.
+    write(out / "train_init_from.log", INIT_FROM_PASSED.replace("val loss 2.3", "val loss 4.17"))
+    status, rows, text = run(out)
+    r = result_of(rows, "dropk-train --init_from")
+    expect("an init_from run far from the exported run's val loss fails",
+           status == 1 and r[0] == "FAIL" and "val loss 4.17, the exported run's 2.3" in r[1], text)
+    write(out / "train_init_from.log", INIT_FROM_PASSED.replace("export exit 0", "export exit 2"))
+    status, rows, text = run(out)
+    r = result_of(rows, "dropk-train --init_from")
+    expect("a failed export fails the init_from row", r[0] == "FAIL" and "export failed" in r[1],
+           text)
+    write(out / "train_init_from.log", INIT_FROM_PASSED)
+    status, rows, text = run(out)
+    expect("init_from row passes", result_of(rows, "dropk-train --init_from") ==
+           ("PASS", "val loss 2.3, the exported run's 2.3"), text)
+    # A run that fell back from NCCL (its header names another backend) fails.
+    write(out / "train_nccl.log", TRAIN_RUNS_PASSED["train_flash"])
+    status, rows, text = run(out)
+    r = result_of(rows, "dropk-train, comm_backend: NCCL")
+    expect("a run not over NCCL fails the NCCL row", r[0] == "FAIL" and "over nccl" in r[1], text)
     # A run on the CPU (no "cuda:" in its header) does not pass for the GPU's.
     write(out / "train_materialised.log",
           TRAIN_RUNS_PASSED["train_materialised"].replace("cuda:0", "cpu"))
