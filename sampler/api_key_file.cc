@@ -1,6 +1,8 @@
 #include "sampler/api_key_file.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -15,21 +17,31 @@ namespace dropk {
 
 absl::StatusOr<std::string> ReadApiKeyFile(const std::string& path) {
   const std::string at = absl::StrCat("--api-key-file ", path, ": ");
-  // fopen on a FIFO waits for a writer, for good; a directory is read (and
-  // refused) below.
-  struct stat st;
-  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
-    return absl::InvalidArgumentError(absl::StrCat(at, "not a regular file"));
-  }
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) {
+  // A FIFO opened for reading waits for a writer, for good: the file is
+  // opened without waiting and its type checked on that descriptor, so a
+  // FIFO swapped in after a check by name cannot block a request. A
+  // directory opens, and its read is refused below.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
     return absl::InvalidArgumentError(absl::StrCat(at, "cannot open (", std::strerror(errno), ")"));
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(at, "not a regular file"));
   }
   // One byte more than a key may hold tells a longer file from a full one.
   char buf[4097];
-  const size_t n = std::fread(buf, 1, sizeof(buf), f);
-  const int read_error = std::ferror(f) ? errno : 0;  // a directory: EISDIR
-  std::fclose(f);
+  size_t n = 0;
+  int read_error = 0;  // a directory: EISDIR
+  while (n < sizeof(buf)) {
+    const ssize_t got = ::read(fd, buf + n, sizeof(buf) - n);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) read_error = errno;
+    if (got <= 0) break;
+    n += static_cast<size_t>(got);
+  }
+  ::close(fd);
   if (read_error != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(at, "cannot read (", std::strerror(read_error), ")"));

@@ -574,7 +574,7 @@ std::optional<std::vector<std::string>> HostsMpirunCannotStartOn(
   const pid_t launcher = getpid();
   for (size_t i = 0; i < hosts.size(); ++i) {
     const std::string hostfile = absl::StrCat(dir, "/probe-", i);
-    std::ofstream(hostfile) << hosts[i].line << "\n";
+    std::ofstream(hostfile) << JobHostfileLine(hosts[i]) << "\n";
     std::vector<std::string> argv = {mpirun, "--hostfile", hostfile, "-np", "1"};
     argv.insert(argv.end(), options.begin(), options.end());
     argv.push_back("true");
@@ -696,7 +696,7 @@ absl::Status Launch(const Flags& flags) {
     }
     {
       std::ofstream out(job_hostfile, std::ios::trunc);
-      for (const HostEntry& h : *hosts) out << h.line << "\n";
+      for (const HostEntry& h : *hosts) out << JobHostfileLine(h) << "\n";
       if (!out) return absl::PermissionDeniedError(absl::StrCat(job_hostfile, ": cannot write"));
     }
     std::cerr << "dropk launch: attempt " << attempt + 1 << ": " << absl::StrJoin(argv, " ")

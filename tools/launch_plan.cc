@@ -158,9 +158,10 @@ std::vector<std::string> AddressesNamedUnreachable(absl::string_view line) {
 // The hostfile keys Open MPI reads as a host's slot count, and those it
 // takes that dropk passes through without using (maxima, login, ssh port).
 constexpr absl::string_view kSlotKeys[] = {"slots", "count", "cpu"};
-constexpr absl::string_view kPassedThroughKeys[] = {
-    "max_slots", "max-slots", "slots_max", "slots-max", "max_cpu",  "max-cpu",
-    "cpu_max",   "cpu-max",   "max_count", "max-count", "username", "port"};
+constexpr absl::string_view kMaxSlotKeys[] = {"max_slots", "max-slots", "slots_max", "slots-max",
+                                              "max_cpu",   "max-cpu",   "cpu_max",   "cpu-max",
+                                              "max_count", "max-count"};
+constexpr absl::string_view kPassedThroughKeys[] = {"username", "port"};
 
 template <size_t N>
 bool IsOneOf(absl::string_view key, const absl::string_view (&keys)[N]) {
@@ -170,6 +171,12 @@ bool IsOneOf(absl::string_view key, const absl::string_view (&keys)[N]) {
 // What a host name, an IPv4 or IPv6 address, or Open MPI's user@host holds.
 constexpr char kHostNameCharacters[] =
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:@[]";
+
+std::string JobHostfileLine(const HostEntry& host) {
+  std::string line = absl::StrCat(host.host, " slots=", host.slots);
+  for (const std::string& option : host.passed_through) absl::StrAppend(&line, " ", option);
+  return line;
+}
 
 absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
                                                      const std::string& path) {
@@ -184,7 +191,7 @@ absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
     // Any whitespace separates, as Open MPI reads it ("node1\tslots=4").
     std::vector<std::string> words =
         absl::StrSplit(line, absl::ByAnyChar(" \t\v\f\r"), absl::SkipWhitespace());
-    HostEntry entry{words[0], 1, std::string(line)};
+    HostEntry entry{words[0], 1, std::string(line), {}};
     // mpirun's own parse error names only its temporary copy of the file
     // ("Open RTE detected a parse error in the hostfile: /tmp/..."): catch
     // what it would refuse here, naming the user's file and line.
@@ -196,24 +203,49 @@ absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
           "', which no host name or address holds (letters, digits, '.', '-', '_', ':', '@', "
           "'[', ']')"));
     }
+    std::string max_word;  // "max_slots=N" as written, when the line has one
+    int64_t max_slots = 0;
     for (size_t i = 1; i < words.size(); ++i) {
       absl::string_view value = words[i];
       const size_t equals = value.find('=');
       const absl::string_view key = value.substr(0, equals);
-      if (equals != absl::string_view::npos && IsOneOf(key, kPassedThroughKeys)) {
-        continue;  // Open MPI's own (maxima, user, port); dropk runs one rank per slot
-      }
-      if (equals == absl::string_view::npos || !IsOneOf(key, kSlotKeys)) {
+      const bool is_max = IsOneOf(key, kMaxSlotKeys);
+      if (equals == absl::string_view::npos ||
+          !(is_max || IsOneOf(key, kSlotKeys) || IsOneOf(key, kPassedThroughKeys))) {
         return absl::InvalidArgumentError(absl::StrCat(
             path, ":", number, ": '", absl::CHexEscape(words[i]),
             "' is not an option a hostfile line takes (slots=N, or Open MPI's count=, cpu=, "
             "max_slots=, slots_max=, username=, port=)"));
       }
+      if (IsOneOf(key, kPassedThroughKeys)) {
+        entry.passed_through.push_back(words[i]);  // Open MPI's login options
+        continue;
+      }
       value.remove_prefix(equals + 1);
-      if (!absl::SimpleAtoi(value, &entry.slots) || entry.slots < 1) {
+      int64_t count = 0;
+      if (!absl::SimpleAtoi(value, &count) || count < 1) {
         return absl::InvalidArgumentError(
             absl::StrCat(path, ":", number, ": ", key, "=", value, " must be a whole number >= 1"));
       }
+      if (count > kMaxRanks) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ":", number, ": ", key, "=", value,
+                                                       " is too large: at most ", kMaxRanks));
+      }
+      if (is_max) {
+        // dropk starts one rank per slot, so a maximum only has to hold them.
+        max_slots = count;
+        max_word = words[i];
+        entry.passed_through.push_back(words[i]);
+      } else {
+        entry.slots = static_cast<int>(count);
+      }
+    }
+    // Open MPI refuses "slots=4 max_slots=2" naming its own copy of the
+    // file, and takes it written the other way round.
+    if (max_slots != 0 && entry.slots > max_slots) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ":", number, ": ", entry.slots,
+                                                     " slot(s) but ", max_word,
+                                                     ": a host's maximum must hold its slots"));
     }
     const std::string name = absl::AsciiStrToLower(entry.host.substr(entry.host.find('@') + 1));
     if (name.empty()) {
@@ -412,7 +444,8 @@ absl::Status CheckLauncherListedOnce(const std::vector<HostEntry>& hosts,
     }
     return absl::InvalidArgumentError(absl::StrCat(
         path, ": lines '", first->line, "' and '", h.line, "' both name this machine (",
-        launcher.host, "), where mpirun runs; Open MPI counts a machine once, so the job "
+        launcher.host,
+        "), where mpirun runs; Open MPI counts a machine once, so the job "
         "would not get the ranks the hostfile adds up to: give it one line with the slots "
         "added up"));
   }

@@ -16,8 +16,15 @@ namespace dropk {
 struct HostEntry {
   std::string host;
   int slots = 1;
-  std::string line;  // as written, for the relaunch's hostfile
+  std::string line;                         // as written, for messages
+  std::vector<std::string> passed_through;  // Open MPI's options dropk does not use
 };
+
+// The line dropk launch gives mpirun for `host`: "HOST slots=N OPTIONS",
+// its slot count always stated. Open MPI gives a line without one the
+// host's core count, so a hostfile of bare host names put every rank on
+// the first host while the launcher waited for one on each.
+std::string JobHostfileLine(const HostEntry& host);
 
 // The most ranks a hostfile may add up to (mpirun's -np is an int).
 inline constexpr int kMaxRanks = 1 << 20;
@@ -26,8 +33,10 @@ inline constexpr int kMaxRanks = 1 << 20;
 // any whitespace). InvalidArgument naming path:line for a bad slots value,
 // no host after user@, a repeated host (names compared ignoring case and
 // user@; localhost and 127.0.0.1 both name the machine mpirun runs on,
-// which Open MPI refuses to have two slot counts for), or slots adding
-// up to more than kMaxRanks; an empty list is InvalidArgument too.
+// which Open MPI refuses to have two slot counts for), a maximum
+// (max_slots= and Open MPI's other spellings) below the line's slots, or
+// slots adding up to more than kMaxRanks; an empty list is InvalidArgument
+// too.
 absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
                                                      const std::string& path);
 

@@ -48,8 +48,9 @@ TEST(LaunchPlanTest, HostsWithoutAStartedRankAreThoseNoMarkerNames) {
 // loopback in common (network namespaces of one machine share its name).
 TEST(LaunchPlanTest, ALoopbackLineStartsOnlyWithARankOnTheLaunchersMachine) {
   // (A hostfile may not hold both localhost and 127.0.0.1: ParseHostfile.)
-  const std::vector<HostEntry> hosts = {
-      {"127.0.0.1", 1, "127.0.0.1"}, {"10.77.0.2", 1, "10.77.0.2"}, {"localhost", 1, "localhost"}};
+  const std::vector<HostEntry> hosts = {{"127.0.0.1", 1, "127.0.0.1", {}},
+                                        {"10.77.0.2", 1, "10.77.0.2", {}},
+                                        {"localhost", 1, "localhost", {}}};
   const StartedRankHost remote = {"node-b", {"127.0.0.1", "10.77.0.2"}};
   EXPECT_EQ(HostsWithoutStartedRank(hosts, {remote}, kLauncher),
             (std::vector<std::string>{"127.0.0.1", "localhost"}));
@@ -141,6 +142,37 @@ TEST(LaunchPlanTest, RejectsHostNamesAndOptionsMpirunCannotParse) {
   EXPECT_EQ((*ok)[3].slots, 4);
 }
 
+// Open MPI gives a hostfile line without slots= the host's core count: a
+// file of bare host names put every rank on the first host, and the
+// launcher (counting one rank per line) waited for one on the others until
+// it dropped them. The job's hostfile states each line's slots.
+TEST(LaunchPlanTest, TheJobsHostfileStatesEveryHostsSlots) {
+  absl::StatusOr<std::vector<HostEntry>> hosts = ParseHostfile(
+      "node1\nme@node2 count=3 max_slots=4 port=2222\n[fe80::1] username=u cpu=2\n", "H");
+  ASSERT_TRUE(hosts.ok()) << hosts.status();
+  ASSERT_EQ(hosts->size(), 3u);
+  EXPECT_EQ(JobHostfileLine((*hosts)[0]), "node1 slots=1");
+  EXPECT_EQ(JobHostfileLine((*hosts)[1]), "me@node2 slots=3 max_slots=4 port=2222");
+  EXPECT_EQ(JobHostfileLine((*hosts)[2]), "[fe80::1] slots=2 username=u");
+}
+
+// mpirun refused "slots=4 max_slots=2" naming only its own copy of the file
+// ("An internal error has occurred in ORTE"), and a slot count past an int
+// was called "not a whole number".
+TEST(LaunchPlanTest, RejectsAMaximumBelowTheSlotsAndSlotsTooLarge) {
+  EXPECT_EQ(ParseHostfile("a slots=4 max_slots=2\n", "H").status().message(),
+            "H:1: 4 slot(s) but max_slots=2: a host's maximum must hold its slots");
+  EXPECT_EQ(ParseHostfile("a\nb slots_max=1 cpu=3\n", "H").status().message(),
+            "H:2: 3 slot(s) but slots_max=1: a host's maximum must hold its slots");
+  EXPECT_EQ(ParseHostfile("a max_slots=x\n", "H").status().message(),
+            "H:1: max_slots=x must be a whole number >= 1");
+  EXPECT_EQ(ParseHostfile("a slots=99999999999999\n", "H").status().message(),
+            "H:1: slots=99999999999999 is too large: at most 1048576");
+  EXPECT_EQ(ParseHostfile("a slots=99999999999999999999999\n", "H").status().message(),
+            "H:1: slots=99999999999999999999999 must be a whole number >= 1");
+  EXPECT_TRUE(ParseHostfile("a max_slots=2 slots=2\n", "H").ok());
+}
+
 // Open MPI separates a host from its options by any whitespace: a tab made
 // "node1\tslots=4" one host name with 1 slot, so the job got 5 ranks, not 8.
 TEST(LaunchPlanTest, TabsSeparateAHostFromItsSlots) {
@@ -157,8 +189,7 @@ TEST(LaunchPlanTest, TabsSeparateAHostFromItsSlots) {
 // Two hosts of 2e9 slots each launched "-np -294967296"; any sum past
 // kMaxRanks is refused at the line that crosses it.
 TEST(LaunchPlanTest, RefusesSlotsThatAddUpPastTheRankLimit) {
-  const absl::Status status =
-      ParseHostfile("a slots=600000\nb slots=600000\n", "H").status();
+  const absl::Status status = ParseHostfile("a slots=600000\nb slots=600000\n", "H").status();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(status.message().find("H:2: "), std::string::npos) << status;
   EXPECT_NE(status.message().find("ranks"), std::string::npos) << status;
@@ -303,7 +334,8 @@ TEST(LaunchPlanTest, KeepsTheGlobalBatchOnFewerRanks) {
 }
 
 TEST(LaunchPlanTest, FewestRanksLoseTheLargestHostsAndKeepOne) {
-  const std::vector<HostEntry> hosts = {{"a", 4, "a slots=4"}, {"b", 1, "b"}, {"c", 2, "c"}};
+  const std::vector<HostEntry> hosts = {
+      {"a", 4, "a slots=4", {}}, {"b", 1, "b", {}}, {"c", 2, "c", {}}};
   EXPECT_EQ(FewestRanksAfterRestarts(hosts, 0), 7);
   EXPECT_EQ(FewestRanksAfterRestarts(hosts, 1), 3);   // a lost
   EXPECT_EQ(FewestRanksAfterRestarts(hosts, 2), 1);   // a and c lost
@@ -311,13 +343,14 @@ TEST(LaunchPlanTest, FewestRanksLoseTheLargestHostsAndKeepOne) {
 }
 
 TEST(LaunchPlanTest, RankCountsAfterLossesListEveryReachableCountOnce) {
-  const std::vector<HostEntry> hosts = {{"a", 4, "a slots=4"}, {"b", 1, "b"}, {"c", 2, "c"}};
+  const std::vector<HostEntry> hosts = {
+      {"a", 4, "a slots=4", {}}, {"b", 1, "b", {}}, {"c", 2, "c", {}}};
   EXPECT_EQ(RankCountsAfterLosses(hosts, 0), std::vector<int>{});
   EXPECT_EQ(RankCountsAfterLosses(hosts, 1), (std::vector<int>{3, 5, 6}));  // a, c or b lost
   EXPECT_EQ(RankCountsAfterLosses(hosts, 2), (std::vector<int>{1, 2, 3, 4, 5, 6}));
   EXPECT_EQ(RankCountsAfterLosses(hosts, 50), RankCountsAfterLosses(hosts, 2));  // one stays
   const std::vector<HostEntry> even = {
-      {"a", 2, "a slots=2"}, {"b", 2, "b slots=2"}, {"c", 2, "c slots=2"}};
+      {"a", 2, "a slots=2", {}}, {"b", 2, "b slots=2", {}}, {"c", 2, "c slots=2", {}}};
   EXPECT_EQ(RankCountsAfterLosses(even, 3), (std::vector<int>{2, 4}));  // repeats once
 }
 
