@@ -160,8 +160,8 @@ std::vector<std::string> AddressesNamedUnreachable(absl::string_view line) {
 constexpr absl::string_view kSlotKeys[] = {"slots", "count", "cpu"};
 constexpr absl::string_view kMaxSlotKeys[] = {"max_slots", "max-slots", "slots_max", "slots-max",
                                               "max_cpu",   "max-cpu",   "cpu_max",   "cpu-max",
-                                              "max_count", "max-count"};
-constexpr absl::string_view kPassedThroughKeys[] = {"username", "port"};
+                                              "max_count", "max-count", "count_max", "count-max"};
+constexpr absl::string_view kPassedThroughKeys[] = {"username", "user_name", "user-name", "port"};
 
 template <size_t N>
 bool IsOneOf(absl::string_view key, const absl::string_view (&keys)[N]) {
@@ -178,6 +178,30 @@ std::string JobHostfileLine(const HostEntry& host) {
   return line;
 }
 
+namespace {
+
+// `line` less the whitespace around each '=': Open MPI reads '=' as a word
+// of its own, so "slots = 4" is "slots=4" to it.
+std::string JoinedAtEquals(absl::string_view line) {
+  std::string joined;
+  for (size_t i = 0; i < line.size(); ++i) {
+    if (absl::ascii_isspace(line[i])) {
+      size_t next = i;
+      while (next < line.size() && absl::ascii_isspace(line[next])) ++next;
+      const bool beside_equals =
+          (next < line.size() && line[next] == '=') || (!joined.empty() && joined.back() == '=');
+      if (beside_equals) {
+        i = next - 1;
+        continue;
+      }
+    }
+    joined.push_back(line[i]);
+  }
+  return joined;
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
                                                      const std::string& path) {
   std::vector<HostEntry> hosts;
@@ -190,7 +214,7 @@ absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
     if (line.empty()) continue;
     // Any whitespace separates, as Open MPI reads it ("node1\tslots=4").
     std::vector<std::string> words =
-        absl::StrSplit(line, absl::ByAnyChar(" \t\v\f\r"), absl::SkipWhitespace());
+        absl::StrSplit(JoinedAtEquals(line), absl::ByAnyChar(" \t\v\f\r"), absl::SkipWhitespace());
     HostEntry entry{words[0], 1, std::string(line), {}};
     // mpirun's own parse error names only its temporary copy of the file
     // ("Open RTE detected a parse error in the hostfile: /tmp/..."): catch

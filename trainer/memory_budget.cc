@@ -144,13 +144,18 @@ absl::StatusOr<TrainingMemory> TrainingMemoryNeed(const TrainConfig& config, int
         CpuAttentionScratchBytes(threads, config.block_size(), config.n_embd() / config.n_head());
   }
   if (config.precision() == TrainConfig::BF16 && config.device() != TrainConfig::CUDA) {
-    // oneDNN's operands on the CPU: a bf16 copy of every weight (2 bytes a
+    // The bf16 operands on the CPU: a bf16 copy of every weight (2 bytes a
     // parameter, an upper bound) and of the two operands of the largest
-    // product, the LM head's (B*T, V) gradient against its (V, C) weight.
+    // product, the LM head's (B*T, V) gradient against its (V, C) weight;
+    // where oneDNN has no bf16 matmul (AVX2 CPUs), their fp32 widenings:
+    // the right operand whole (a weight, or the (B*T, C) input), the left
+    // in blocks of rows (model/cpu/bf16_matmul.h). Counted on every CPU,
+    // an upper bound.
     const double rows = static_cast<double>(config.batch_size()) * T;
     const double widest = std::max(4.0 * config.n_embd(), static_cast<double>(vocab_size));
-    need.scratch_bytes +=
-        model->params_bytes / 2 + 2.0 * (rows * widest + widest * config.n_embd());
+    need.scratch_bytes += model->params_bytes / 2 +
+                          2.0 * (rows * widest + widest * config.n_embd()) +
+                          CpuWidenedBf16ScratchBytes(rows, widest, config.n_embd());
   }
   return need;
 }

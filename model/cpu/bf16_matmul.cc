@@ -2,12 +2,19 @@
 
 #include <omp.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <map>
+#include <string>
 #include <tuple>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "cpu/tiled_sgemm.h"
+#include "model/kernels.h"
 
 #ifdef DROPK_HAS_DNNL
 #include <oneapi/dnnl/dnnl.hpp>
@@ -40,6 +47,7 @@ class DnnlBf16Matmul final : public Bf16Matmul {
   }
 
   std::string Implementation() const override { return implementation_; }
+  std::string Description() const override { return "bf16 projections through oneDNN"; }
 
  private:
   struct Entry {
@@ -89,9 +97,90 @@ class DnnlBf16Matmul final : public Bf16Matmul {
 
 #endif  // DROPK_HAS_DNNL
 
+class WidenedBf16Matmul final : public Bf16Matmul {
+ public:
+  explicit WidenedBf16Matmul(std::string why) : why_(std::move(why)) {}
+
+  void Multiply(float* c, const uint16_t* a, LeftOperand a_layout, const uint16_t* b,
+                RightOperand b_layout, const float* bias, int M, int N, int K,
+                bool accumulate) override {
+    const bool transpose_a = a_layout == LeftOperand::kKByM;
+    const bool transpose_b = b_layout == RightOperand::kNByK;
+    // b is a weight or the layer's input; a may be the LM head's logit
+    // gradient (tokens x vocabulary), so it is widened a block of rows at a
+    // time. The blocks are fixed by the shape: the same bits at any team size.
+    const float* b32 = Widened(b_, b, static_cast<size_t>(K) * N, 1, 0);
+    float beta = accumulate ? 1.0f : 0.0f;
+    if (bias != nullptr) {
+      // Each output row starts from the bias; sgemm adds the product.
+#pragma omp parallel for schedule(static)
+      for (int m = 0; m < M; ++m)
+        std::memcpy(c + static_cast<size_t>(m) * N, bias, N * sizeof(float));
+      beta = 1.0f;
+    }
+    const int block = WidenedRowsPerBlock(M, K);
+    for (int m0 = 0; m0 < M; m0 += block) {
+      const int rows = std::min(block, M - m0);
+      // Rows m0.. of a (M,K), or columns m0.. of a stored (K,M).
+      const float* a32 = transpose_a ? Widened(a_, a + m0, rows, K, M)
+                                     : Widened(a_, a + static_cast<size_t>(m0) * K,
+                                               static_cast<size_t>(rows) * K, 1, 0);
+      FixedTileSgemm(transpose_a, transpose_b, rows, N, K, a32, transpose_a ? rows : K, b32,
+                     transpose_b ? K : N, beta, c + static_cast<size_t>(m0) * N, N);
+    }
+  }
+
+  std::string Implementation() const override { return "widened to fp32"; }
+  std::string Description() const override {
+    return absl::StrCat("bf16 projections widened to fp32 for OpenBLAS (", why_, ")");
+  }
+
+ private:
+  // `lines` runs of `width` bf16 values, `stride` apart in `bits`, as
+  // floats (exact) packed in `buffer`.
+  static const float* Widened(std::vector<float>& buffer, const uint16_t* bits, size_t width,
+                              size_t lines, size_t stride) {
+    if (buffer.size() < width * lines) buffer.resize(width * lines);
+    float* out = buffer.data();
+#pragma omp parallel for schedule(static)
+    for (size_t line = 0; line < lines; ++line) {
+      for (size_t i = 0; i < width; ++i) {
+        out[line * width + i] = Bf16BitsToFloat(bits[line * stride + i]);
+      }
+    }
+    return out;
+  }
+
+  std::string why_;
+  std::vector<float> a_, b_;
+};
+
 }  // namespace
 
+double CpuWidenedBf16ScratchBytes(double rows, double wide, double width) {
+  // b: a (wide, width) weight or the (rows, width) input; a: a block of
+  // WidenedRowsPerBlock rows over K, K being wide, rows or width.
+  const double longest = std::max({rows, wide, width});
+  const double right = std::max(wide, rows) * width;
+  const double left = std::max(static_cast<double>(kWidenedBlockFloats), kWidenedMinRows * longest);
+  return sizeof(float) * (right + left);
+}
+
+int WidenedRowsPerBlock(int M, int K) {
+  const int64_t rows = std::max<int64_t>(kWidenedMinRows, kWidenedBlockFloats / std::max(K, 1));
+  return static_cast<int>(std::min<int64_t>(rows, std::max(M, 1)));
+}
+
+std::unique_ptr<Bf16Matmul> MakeWidenedBf16Matmul(std::string why) {
+  return std::make_unique<WidenedBf16Matmul>(std::move(why));
+}
+
 absl::StatusOr<std::unique_ptr<Bf16Matmul>> Bf16Matmul::Create() {
+  // To compare the two paths, or test the widened one, on a CPU oneDNN serves.
+  if (const char* asked = std::getenv("DROPK_CPU_BF16");
+      asked != nullptr && std::string(asked) == "widened") {
+    return MakeWidenedBf16Matmul("DROPK_CPU_BF16=widened");
+  }
 #ifdef DROPK_HAS_DNNL
   try {
     auto matmul = std::make_unique<DnnlBf16Matmul>();
@@ -103,13 +192,12 @@ absl::StatusOr<std::unique_ptr<Bf16Matmul>> Bf16Matmul::Create() {
     if (c != 1.0f) return absl::InternalError("oneDNN's bf16 matmul computed 1 x 1 wrongly");
     return std::unique_ptr<Bf16Matmul>(std::move(matmul));
   } catch (const dnnl::error& e) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "precision bf16 on the cpu: oneDNN cannot make a bf16 matmul here: ", e.what()));
+    // Debian's oneDNN 2.7 makes bf16 matmuls on AVX-512 CPUs only.
+    return MakeWidenedBf16Matmul(
+        absl::StrCat("oneDNN has no bf16 matmul for this CPU: ", e.what()));
   }
 #else
-  return absl::FailedPreconditionError(
-      "precision bf16 on the cpu needs oneDNN, and this build of dropk has none (install "
-      "Debian's libdnnl-dev and build again); use precision fp32");
+  return MakeWidenedBf16Matmul("this build has no oneDNN");
 #endif
 }
 

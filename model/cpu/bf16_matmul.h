@@ -1,9 +1,14 @@
 // Matrix products with bf16 inputs, fp32 accumulation and fp32 output on the
-// CPU, through oneDNN's matmul primitive (Debian's libdnnl-dev). oneDNN picks
-// the machine's best implementation at run time: AMX tiles on Intel Xeons
-// that have them, AVX512-BF16 dot products on AMD Zen 4/5 and Cooper Lake,
-// and a conversion to fp32 elsewhere. Hand-writing such kernels is what
-// oneDNN exists for, so dropk does not.
+// CPU. Through oneDNN's matmul primitive (Debian's libdnnl-dev) where it has
+// one for this CPU: AMX tiles on Intel Xeons that have them, AVX512-BF16 dot
+// products on AMD Zen 4/5 and Cooper Lake, conversions on other AVX-512
+// CPUs. Hand-writing such kernels is what oneDNN exists for, so dropk does
+// not. Where oneDNN has none (Debian's oneDNN 2.7 needs AVX-512: an AVX2
+// CPU such as AMD Zen 2/3 or an older Xeon) or the build has no oneDNN,
+// the operands are widened to fp32, which holds a bf16 exactly, and
+// multiplied by OpenBLAS (MakeWidenedBf16Matmul): the same contract, bf16
+// inputs and fp32 accumulation, in another summation order and at about
+// fp32's speed, so a run configured for bf16 runs on any CPU.
 //
 // Operands are row-major bf16 arrays that the caller converts
 // (ConvertToBf16 below), read as they are or transposed (LeftOperand,
@@ -11,7 +16,8 @@
 // per shape and thread count and cached. For a given shape and thread count
 // the results are deterministic; oneDNN may split a product differently for
 // another team size, so with precision bf16 a run is reproducible bit for bit
-// only at the same thread count (fp32 is at any).
+// only at the same thread count (fp32 is at any, and so is the widened
+// path).
 //
 // Private to model/cpu/. Not thread-safe: call from the driving thread.
 #ifndef DROPK_MODEL_CPU_BF16_MATMUL_H_
@@ -41,8 +47,10 @@ enum class RightOperand {
 
 class Bf16Matmul {
  public:
-  // Fails with one line naming what is missing when this build has no
-  // oneDNN, or oneDNN cannot make a bf16 matmul on this machine.
+  // oneDNN's bf16 matmul where it can make one on this machine, else
+  // MakeWidenedBf16Matmul's; the widened one too when the environment sets
+  // DROPK_CPU_BF16=widened (any other value: the default). Fails only when
+  // oneDNN's product of 1 x 1 is wrong.
   static absl::StatusOr<std::unique_ptr<Bf16Matmul>> Create();
   virtual ~Bf16Matmul() = default;
 
@@ -51,9 +59,28 @@ class Bf16Matmul {
   virtual void Multiply(float* c, const uint16_t* a, LeftOperand a_layout, const uint16_t* b,
                         RightOperand b_layout, const float* bias, int M, int N, int K,
                         bool accumulate) = 0;
-  // The oneDNN implementation of the last product, e.g. "brg:avx512_core_bf16".
+  // The oneDNN implementation of the last product, e.g. "brg:avx512_core_bf16",
+  // or "widened to fp32".
   virtual std::string Implementation() const = 0;
+  // How the products run, for the kernels' description: "bf16 projections
+  // through oneDNN", or the widened path and why oneDNN is not used.
+  virtual std::string Description() const = 0;
 };
+
+// The products on a CPU where oneDNN has no bf16 matmul: a and b widened to
+// fp32 (exact) and multiplied by OpenBLAS's sgemm in tiles fixed by the
+// shape (FixedTileSgemm), so results do not depend on the team size. b is
+// widened whole, a in blocks of WidenedRowsPerBlock rows. `why`: the
+// reason oneDNN is not used, for Description().
+std::unique_ptr<Bf16Matmul> MakeWidenedBf16Matmul(std::string why);
+
+// The widened path's block of a's rows for a product of M rows over K:
+// kWidenedBlockFloats floats' worth, at least kWidenedMinRows rows (so a
+// block is never too thin to share out), at most M. Its scratch is at most
+// max(kWidenedBlockFloats, kWidenedMinRows * K) floats for a, K * N for b.
+inline constexpr int64_t kWidenedBlockFloats = int64_t{1} << 23;  // 32 MiB
+inline constexpr int kWidenedMinRows = 256;
+int WidenedRowsPerBlock(int M, int K);
 
 // f rounded to the nearest bf16 (ties to even), as bits; a NaN keeps its
 // sign and becomes the quiet NaN.

@@ -58,7 +58,7 @@ void CpuKernels::FitThreadsToLoad() {
 std::string CpuKernels::Describe() const {
   std::string text = absl::StrCat("cpu, ", num_threads_, " threads, ", openblas_get_config());
   if (bf16_ != nullptr) {
-    absl::StrAppend(&text, ", bf16 projections through oneDNN");
+    absl::StrAppend(&text, ", ", bf16_->Description());
   } else {
     absl::StrAppend(&text, ", ", XsmmGemmDescription());
   }

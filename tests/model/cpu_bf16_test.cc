@@ -2,12 +2,15 @@
 // accumulation): the rounding of the inputs, each projection against the
 // fp32 kernels within bf16's rounding, a few GPT training steps tracking
 // fp32's losses, and runs reproducible bit for bit at one thread count.
-// Skipped, visibly, in a build without oneDNN or on a machine where oneDNN
-// cannot run bf16.
+// Where oneDNN has no bf16 matmul for the CPU (an AVX2 one) or the build has
+// no oneDNN, these run the widened path (fp32 products of the bf16-rounded
+// inputs); ctest runs them again with DROPK_CPU_BF16=widened, so both paths
+// are tested on a CPU oneDNN serves.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -33,20 +36,17 @@ Vec Random(size_t n, uint32_t seed) {
   return v;
 }
 
-std::unique_ptr<Kernels> Bf16KernelsOrSkip(int threads) {
+// Kernels with precision bf16 on `threads` threads; every CPU has them.
+std::unique_ptr<Kernels> Bf16Kernels(int threads) {
   KernelOptions options;
   options.num_threads = threads;
   options.precision = MatmulPrecision::kBf16;
   absl::StatusOr<std::unique_ptr<Kernels>> k = MakeKernels(Device::kCpu, options);
-  if (!k.ok()) return nullptr;
-  return *std::move(k);
+  EXPECT_TRUE(k.ok()) << k.status();
+  return k.ok() ? *std::move(k) : nullptr;
 }
 
-#define SKIP_WITHOUT_BF16(k)                                                            \
-  if ((k) == nullptr) {                                                                 \
-    GTEST_SKIP() << "cpu bf16 unavailable: "                                            \
-                 << MakeKernels(Device::kCpu, {1, MatmulPrecision::kBf16, 0}).status(); \
-  }
+#define ASSERT_BF16(k) ASSERT_NE((k), nullptr)
 
 // Largest |a - b| relative to the largest |b|.
 double MaxRelativeDifference(const Vec& a, const Vec& b) {
@@ -75,9 +75,15 @@ ProjectionResult RunProjection(Kernels& k, int N, int C, int OC) {
 }
 
 TEST(CpuBf16Test, ProjectionsMatchFp32WithinBf16Rounding) {
-  std::unique_ptr<Kernels> bf16 = Bf16KernelsOrSkip(2);
-  SKIP_WITHOUT_BF16(bf16);
+  std::unique_ptr<Kernels> bf16 = Bf16Kernels(2);
+  ASSERT_BF16(bf16);
   EXPECT_NE(bf16->Describe().find("bf16"), std::string::npos) << bf16->Describe();
+  if (const char* asked = std::getenv("DROPK_CPU_BF16"); asked && std::string(asked) == "widened") {
+    EXPECT_NE(bf16->Describe().find("bf16 projections widened to fp32 for OpenBLAS "
+                                    "(DROPK_CPU_BF16=widened)"),
+              std::string::npos)
+        << bf16->Describe();
+  }
   std::unique_ptr<Kernels> fp32 = MakeKernels(Device::kCpu, 2).value();
   // Not multiples of any vector width, odd ones, a long K (C = 1,100), and a
   // tiny product.
@@ -110,8 +116,8 @@ TEST(CpuBf16Test, ProjectionsMatchFp32WithinBf16Rounding) {
 // (0x7F800001) or into zero (0xFFFFFFFF), beside a quiet one. (Subnormals
 // cannot be seen this way: AVX512-BF16's dot product flushes them.)
 TEST(CpuBf16Test, InputsRoundToNearestEvenKeepingNaNAndInfinities) {
-  std::unique_ptr<Kernels> k = Bf16KernelsOrSkip(2);
-  SKIP_WITHOUT_BF16(k);
+  std::unique_ptr<Kernels> k = Bf16Kernels(2);
+  ASSERT_BF16(k);
   constexpr int N = 1007;
   const auto from_bits = [](uint32_t bits) {
     float f;
@@ -227,8 +233,8 @@ std::vector<float> TrainSteps(Kernels* k, int steps, Vec* final_params,
 }
 
 TEST(CpuBf16Test, TrainingTracksFp32AndIsReproducible) {
-  std::unique_ptr<Kernels> bf16 = Bf16KernelsOrSkip(2);
-  SKIP_WITHOUT_BF16(bf16);
+  std::unique_ptr<Kernels> bf16 = Bf16Kernels(2);
+  ASSERT_BF16(bf16);
   std::unique_ptr<Kernels> fp32 = MakeKernels(Device::kCpu, 2).value();
   constexpr int kSteps = 20;
   Vec fp32_params, bf16_params, again_params;
@@ -239,7 +245,7 @@ TEST(CpuBf16Test, TrainingTracksFp32AndIsReproducible) {
     EXPECT_NEAR(got[s], want[s], 0.02f + 0.01f * want[s]) << "step " << s;
   }
   // Same precision, same thread count: the same bits.
-  std::unique_ptr<Kernels> bf16_again = Bf16KernelsOrSkip(2);
+  std::unique_ptr<Kernels> bf16_again = Bf16Kernels(2);
   const std::vector<float> again = TrainSteps(bf16_again.get(), kSteps, &again_params);
   EXPECT_EQ(again, got);
   EXPECT_EQ(again_params, bf16_params);
@@ -250,9 +256,9 @@ TEST(CpuBf16Test, TrainingTracksFp32AndIsReproducible) {
 // outlived an AdamW update would train on stale weights and part from a run
 // that converts afresh on every use.
 TEST(CpuBf16Test, ReusedWeightCopiesTrainAsFreshConversions) {
-  std::unique_ptr<Kernels> cached = Bf16KernelsOrSkip(2);
-  SKIP_WITHOUT_BF16(cached);
-  std::unique_ptr<Kernels> fresh = Bf16KernelsOrSkip(2);
+  std::unique_ptr<Kernels> cached = Bf16Kernels(2);
+  ASSERT_BF16(cached);
+  std::unique_ptr<Kernels> fresh = Bf16Kernels(2);
   constexpr int kSteps = 3;
   const TrainOptions reuse{/*micro_batches=*/2, /*forget_weight_copies=*/false};
   const TrainOptions forget{/*micro_batches=*/2, /*forget_weight_copies=*/true};
@@ -278,7 +284,7 @@ TEST(CpuBf16Test, EveryWriteToAWeightDropsItsBf16Copy) {
     return out;
   };
   const auto want = [&](const Vec& w) {
-    std::unique_ptr<Kernels> k = Bf16KernelsOrSkip(1);
+    std::unique_ptr<Kernels> k = Bf16Kernels(1);
     return product(*k, w.data());
   };
   struct Write {
@@ -286,7 +292,7 @@ TEST(CpuBf16Test, EveryWriteToAWeightDropsItsBf16Copy) {
     // Changes w on the device; may use scratch (3 * OC * C floats), which
     // is allocated before, since a Free drops every copy.
     std::function<void(Kernels&, float* w, float* scratch)> apply;
-    std::function<void(Vec&)> on_host;            // the same change to a host copy
+    std::function<void(Vec&)> on_host;  // the same change to a host copy
   };
   const std::vector<Write> writes = {
       {"CopyToDevice",
@@ -333,8 +339,8 @@ TEST(CpuBf16Test, EveryWriteToAWeightDropsItsBf16Copy) {
   };
   for (const Write& write : writes) {
     SCOPED_TRACE(write.name);
-    std::unique_ptr<Kernels> k = Bf16KernelsOrSkip(1);
-    SKIP_WITHOUT_BF16(k);
+    std::unique_ptr<Kernels> k = Bf16Kernels(1);
+    ASSERT_BF16(k);
     DeviceBuffer<float> w(k.get(), OC * C), scratch(k.get(), 3 * OC * C);
     k->CopyToDevice(w.data(), w0.data(), w0.size() * sizeof(float));
     const Vec before = product(*k, w.data());
@@ -357,8 +363,8 @@ TEST(CpuBf16Test, EveryWriteToAWeightDropsItsBf16Copy) {
 // leaves its copy in use. Seen through a write the kernels are not told of:
 // while the copy is kept the product still uses the old weight.
 TEST(CpuBf16Test, WritesBesideAWeightKeepItsCopy) {
-  std::unique_ptr<Kernels> k = Bf16KernelsOrSkip(1);
-  SKIP_WITHOUT_BF16(k);
+  std::unique_ptr<Kernels> k = Bf16Kernels(1);
+  ASSERT_BF16(k);
   constexpr int N = 5, C = 16, OC = 8;
   const Vec inp = Random(N * C, 8), w0 = Random(OC * C, 9), w1 = Random(OC * C, 10);
   DeviceBuffer<float> buffer(k.get(), 3 * OC * C);  // [before | w | after]

@@ -156,6 +156,19 @@ TEST(LaunchPlanTest, TheJobsHostfileStatesEveryHostsSlots) {
   EXPECT_EQ(JobHostfileLine((*hosts)[2]), "[fe80::1] slots=2 username=u");
 }
 
+// Open MPI reads '=' as a word of its own and takes count_max= and
+// user_name=; the launcher refused such lines as options it does not take.
+TEST(LaunchPlanTest, ReadsSpacesAroundEqualsAndOpenMpisOtherSpellings) {
+  absl::StatusOr<std::vector<HostEntry>> hosts =
+      ParseHostfile("node1 slots = 4\nnode2\tslots =2 count_max= 3 user_name=me\n", "H");
+  ASSERT_TRUE(hosts.ok()) << hosts.status();
+  ASSERT_EQ(hosts->size(), 2u);
+  EXPECT_EQ((*hosts)[0].slots, 4);
+  EXPECT_EQ(JobHostfileLine((*hosts)[1]), "node2 slots=2 count_max=3 user_name=me");
+  EXPECT_EQ(ParseHostfile("node1 slots = 0\n", "H").status().message(),
+            "H:1: slots=0 must be a whole number >= 1");
+}
+
 // mpirun refused "slots=4 max_slots=2" naming only its own copy of the file
 // ("An internal error has occurred in ORTE"), and a slot count past an int
 // was called "not a whole number".

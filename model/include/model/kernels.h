@@ -281,6 +281,15 @@ double CudaKernelsScratchBytes(int B, int T, int C, int NH, int V, bool attentio
 // thread. In double, so that any shape can be sized.
 double CpuAttentionScratchBytes(int threads, int T, int hs);
 
+// The host memory the CPU kernels' bf16 products take, at most, where
+// oneDNN has no bf16 matmul for the CPU (model/cpu/bf16_matmul.h): fp32
+// widenings of a product's right operand, whole, and of its left operand,
+// a block of rows at a time. For products of at most `rows` rows by `wide`
+// columns against `width` (the model's): the LM head's (rows, wide)
+// gradient against its (wide, width) weight, and the (rows, width) input.
+// In double, so that any shape can be sized.
+double CpuWidenedBf16ScratchBytes(double rows, double wide, double width);
+
 // Whether CUDA kernels made with `options` run attention of head size hs
 // through the flash kernels: the rule the kernels apply
 // (KernelOptions::flash_attention), asked of GPU options.cuda_device. False
