@@ -142,7 +142,8 @@ class WidenedBf16Matmul final : public Bf16Matmul {
                               size_t lines, size_t stride) {
     if (buffer.size() < width * lines) buffer.resize(width * lines);
     float* out = buffer.data();
-#pragma omp parallel for schedule(static)
+    // Collapsed, so that one long run (lines == 1) is shared out too.
+#pragma omp parallel for collapse(2) schedule(static)
     for (size_t line = 0; line < lines; ++line) {
       for (size_t i = 0; i < width; ++i) {
         out[line * width + i] = Bf16BitsToFloat(bits[line * stride + i]);
