@@ -22,8 +22,8 @@ MemoryKind MemoryKindOf(Device device);
 
 // What this build cannot do of config.device and config.precision, one
 // line each naming the field (empty when it can): CUDA in a build without
-// CUDA; TF32 on the CPU (BF16 on the CPU is checked when its kernels are
-// made: it needs oneDNN in the build).
+// CUDA; TF32 on the CPU (BF16 runs on every CPU: through oneDNN, or
+// widened to fp32 where oneDNN has no bf16 matmul).
 std::vector<std::string> DeviceProblems(const TrainConfig& config);
 
 // The matmul precision config.precision names (UNSPECIFIED means FP32).
