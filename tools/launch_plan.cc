@@ -234,14 +234,15 @@ absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
       const size_t equals = value.find('=');
       const absl::string_view key = value.substr(0, equals);
       const bool is_max = IsOneOf(key, kMaxSlotKeys);
+      const bool passed_through = IsOneOf(key, kPassedThroughKeys);
       if (equals == absl::string_view::npos ||
-          !(is_max || IsOneOf(key, kSlotKeys) || IsOneOf(key, kPassedThroughKeys))) {
+          !(is_max || passed_through || IsOneOf(key, kSlotKeys))) {
         return absl::InvalidArgumentError(absl::StrCat(
             path, ":", number, ": '", absl::CHexEscape(words[i]),
             "' is not an option a hostfile line takes (slots=N, or Open MPI's count=, cpu=, "
             "max_slots=, slots_max=, username=, port=)"));
       }
-      if (IsOneOf(key, kPassedThroughKeys)) {
+      if (passed_through) {
         entry.passed_through.push_back(words[i]);  // Open MPI's login options
         continue;
       }
