@@ -59,7 +59,7 @@ MIN_GRACE_S = 60  # to finish a step and write a checkpoint
 STOPPED = 75  # kExitStopped (base/include/base/exit_codes.h): saved on a signal, not done
 
 # Stand-ins on PATH for a recipe run on a stop signal: an mpirun that exits
-# 75 once SIGUSR1 reaches it (as dropk-train's ranks do), and a scontrol
+# 75 at once when SIGUSR1 reaches it (as dropk-train's ranks do), and a scontrol
 # that logs its calls and answers `show job` with STANDIN_SHOW_JOB (what
 # Slurm 22.05 prints: no PreemptTime where preemption is not configured).
 STANDIN_MPIRUN = """#!/bin/bash
@@ -72,7 +72,10 @@ for _ in $(seq 200); do
   sleep 0.05
 done
 touch "$STANDIN_DIR/mpirun-started"
-for _ in $(seq $((STANDIN_RUN_S * 20))); do sleep 0.05; done
+# In the background, so that the trap runs (and exits) the moment SIGUSR1
+# comes, as a rank's exit can come before the recipe's trap has returned.
+sleep "$STANDIN_RUN_S" &
+wait $!
 """
 STANDIN_SCONTROL = """#!/bin/bash
 echo "$*" >> "$STANDIN_DIR/scontrol.log"
