@@ -393,7 +393,8 @@ std::optional<ApiError> ReadBool(const Body& body, const char* key, bool* out) {
 
 // OpenAI's stream_options: an object whose include_usage (a boolean)
 // asks for a last chunk holding the request's usage. Only with "stream":
-// true, as OpenAI has it. Its other members are let be. Before, the field
+// true, as OpenAI has it. Its other members are let be, but for a
+// misspelt include_usage (refused). Before, the field
 // was ignored: a client that asked for usage got none, without a word.
 std::optional<ApiError> ReadStreamOptions(const Body& body, bool stream, bool* include_usage) {
   const json* v = Field(body, "stream_options");
@@ -401,6 +402,18 @@ std::optional<ApiError> ReadStreamOptions(const Body& body, bool stream, bool* i
   if (!v->is_object()) return WrongType(body, "stream_options", "an object", *v);
   if (!stream) {
     return InvalidParam("stream_options", "'stream_options' is only allowed when 'stream' is true");
+  }
+  // Its other members are let be, but not a misspelt include_usage (as
+  // RefuseMisspelledFields does at the top level): {"include_usag": true}
+  // streamed no usage, without a word.
+  for (const auto& [key, value] : v->items()) {
+    if (key == "include_usage" || ClosestName(key, {"include_usage"}).empty()) continue;
+    return InvalidParam("stream_options",
+                        absl::StrCat("'stream_options.", CutAndEscapeForMessage(key, 40),
+                                     "' is not a field dropk-serve reads (did you mean "
+                                     "'stream_options.include_usage'?); fix its name, or leave "
+                                     "it out"),
+                        "unknown_parameter");
   }
   const auto include = v->find("include_usage");
   if (include == v->end() || include->is_null()) return std::nullopt;

@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 
 #include "base/path_status.h"
 #include "checkpoint/format.h"
@@ -139,7 +140,8 @@ std::string CheckpointsDirHint(const std::string& checkpoints_dir) {
   return "";
 }
 
-absl::StatusOr<std::string> ResolveCheckpointFlag(const std::string& path, const std::string& flag) {
+absl::StatusOr<std::string> ResolveCheckpointFlag(const std::string& path, const std::string& flag,
+                                                  std::vector<std::string>* skipped) {
   const std::string what = absl::StrCat(flag, " ", path);
   // The path itself first, so that an error names it rather than LATEST.
   if (absl::Status s = PathStatus(path, what).status(); !s.ok()) return s;
@@ -161,7 +163,7 @@ absl::StatusOr<std::string> ResolveCheckpointFlag(const std::string& path, const
     if (!nested_status.ok()) return nested_status.status();
     if (std::filesystem::is_directory(*nested_status)) checkpoints_dir = nested.string();
   }
-  absl::StatusOr<std::string> found = FindServableCheckpoint(checkpoints_dir, nullptr);
+  absl::StatusOr<std::string> found = FindServableCheckpoint(checkpoints_dir, skipped);
   if (found.ok()) return found;
   // "PATH: does not exist" or "no valid checkpoint in PATH" named no flag,
   // unlike every other error of the command.
@@ -172,8 +174,10 @@ absl::StatusOr<std::string> ResolveCheckpointFlag(const std::string& path, const
                           : absl::StrCat(flag, ": ", message));
 }
 
-std::string PickedCheckpointLine(int64_t step, const std::string& checkpoint_dir) {
-  return absl::StrCat("using step ", step, " (", checkpoint_dir, ")");
+std::string PickedCheckpointLine(int64_t step, const std::string& checkpoint_dir,
+                                 const std::vector<std::string>& skipped) {
+  return absl::StrCat("using step ", step, " (", checkpoint_dir, ")",
+                      skipped.empty() ? "" : "; skipped: ", absl::StrJoin(skipped, "; "));
 }
 
 }  // namespace dropk

@@ -50,7 +50,8 @@ int Main(int argc, char** argv) {
   app.add_option("--port", port, "TCP port; 0 picks a free one")
       ->capture_default_str()
       ->check(dropk::IntegerFlagRange(0, 65535));
-  app.add_option("--port-file", o.port_file, "Write the bound port here once listening");
+  app.add_option("--port-file", o.port_file, "Write the bound port here once listening")
+      ->check(dropk::NonEmptyFlagValue("the file to write the bound port to"));
   app.add_option("--io-threads", o.http.io_threads, "HTTP I/O threads")
       ->capture_default_str()
       ->check(dropk::IntegerFlagRange(1, 64));
@@ -121,7 +122,8 @@ int Main(int argc, char** argv) {
       ->check(dropk::IntegerFlagRange(0, 3600000));
   app.add_option("--api-key-file", api_key_file,
                  "File holding the API key; every route but /healthz and the playground "
-                 "page (GET /) then needs 'Authorization: Bearer <key>'");
+                 "page (GET /) then needs 'Authorization: Bearer <key>'")
+      ->check(dropk::NonEmptyFlagValue("the file that holds the API key"));
   // CLI11 would take the flag after one given without its value as the value.
   if (const std::string missing = dropk::FlagMissingItsValue(
           app, std::vector<std::string>(argv + std::min(argc, 1), argv + argc));

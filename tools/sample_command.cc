@@ -25,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "base/cli_flag_values.h"
 #include "base/cut_for_message.h"
 #include "base/json_for_message.h"
 #include "base/number_text.h"
@@ -497,13 +498,15 @@ absl::Status ErrorFromBody(int status, const std::string& reason, const std::str
 
 absl::Status SampleOffline(const SampleFlags& f) {
   // A run's checkpoints directory gives what dropk-serve would serve.
-  absl::StatusOr<std::string> dir = ResolveCheckpointFlag(f.checkpoint, "--checkpoint");
+  std::vector<std::string> skipped;
+  absl::StatusOr<std::string> dir = ResolveCheckpointFlag(f.checkpoint, "--checkpoint", &skipped);
   if (!dir.ok()) return dir.status();
   absl::StatusOr<std::shared_ptr<const ModelSnapshot>> snapshot = LoadCheckpointSnapshot(*dir);
   if (!snapshot.ok()) return snapshot.status();
-  // A directory of checkpoints was named: which one is used, before the text.
+  // A directory of checkpoints was named: which one is used (and which
+  // newer ones were not, and why), before the text.
   if (*dir != f.checkpoint) {
-    std::cerr << "dropk: " << PickedCheckpointLine((*snapshot)->step, *dir) << "\n";
+    std::cerr << "dropk: " << PickedCheckpointLine((*snapshot)->step, *dir, skipped) << "\n";
   }
   ServiceMetrics metrics;
   const SchedulerOptions options{.weights = EngineWeightsFromName(f.weights),
@@ -785,7 +788,8 @@ void RegisterSampleCommand(CLI::App& app, std::function<absl::Status()>& action)
   // --url only, as --threads is --checkpoint only: offline both were
   // accepted and ignored.
   sample->add_option("--api-key-file", f->api_key_file, "File with the server's API key (--url)")
-      ->excludes(ckpt);
+      ->excludes(ckpt)
+      ->check(NonEmptyFlagValue("the file that holds the server's API key"));
   sample
       ->add_option("--timeout", f->timeout_text,
                    "--url: seconds to wait for the server's next bytes before giving up (1 to "

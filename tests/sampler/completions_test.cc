@@ -170,6 +170,26 @@ TEST(CompletionsParseTest, StreamOptionsIncludeUsageIsReadAndChecked) {
   }
 }
 
+// A misspelt include_usage inside stream_options is refused as a top-level
+// misspelling is ({"include_usag": true} streamed no usage, without a
+// word); a member not close to it is still let be.
+TEST(CompletionsParseTest, StreamOptionsRefusesAMisspeltIncludeUsage) {
+  for (const char* key : {"include_usag", "Include_Usage", "include-usage", "inclde_usage"}) {
+    const ApiError e = ErrorOf(absl::StrCat(R"({"prompt":"a","stream":true,"stream_options":{")",
+                                            key, R"(":true}})"));
+    EXPECT_EQ(e.status, 400) << key;
+    EXPECT_EQ(e.code, "unknown_parameter") << key;
+    EXPECT_EQ(e.param, "stream_options") << key;
+    EXPECT_EQ(e.message, absl::StrCat("'stream_options.", key,
+                                      "' is not a field dropk-serve reads (did you mean "
+                                      "'stream_options.include_usage'?); fix its name, or leave "
+                                      "it out"));
+  }
+  EXPECT_FALSE(
+      Parse(R"({"prompt":"a","stream":true,"stream_options":{"include_obfuscation":true}})")
+          .include_usage);
+}
+
 TEST(CompletionsParseTest, TopKConventions) {
   EXPECT_EQ(Parse(R"({"prompt":"a"})").top_k, 0);
   EXPECT_EQ(Parse(R"({"prompt":"a","top_k":0})").top_k, 0);

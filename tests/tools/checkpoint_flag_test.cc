@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "support/subprocess.h"
@@ -70,6 +71,29 @@ TEST_F(CheckpointFlagTest, ADirectoryWithoutACheckpointIsAUsageErrorNamingIt) {
     EXPECT_EQ(r.err.rfind("dropk: --checkpoint: no valid checkpoint in " + named, 0), 0u) << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   }
+}
+
+// A corrupt LATEST was passed over without a word: the text came from an
+// older checkpoint, and only dropk-serve said why. Now the step picked is
+// followed by the one skipped and its reason.
+TEST_F(CheckpointFlagTest, SampleNamesANewerCheckpointItSkippedAndWhy) {
+  namespace fs = std::filesystem;
+  fs::copy(Path("run/checkpoints"), Path("corrupt"), fs::copy_options::recursive);
+  const std::string weights = Path("corrupt/step-00000002/model.data");
+  std::fstream file(weights, std::ios::in | std::ios::out | std::ios::binary);
+  file.seekp(100);
+  file.put('\xff');
+  file.close();
+  const CommandResult r = Sample(Path("corrupt"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err.rfind("dropk: using step 1 (" + Path("corrupt/step-00000001") +
+                            "); skipped: checkpoint " + Path("corrupt/step-00000002"),
+                        0),
+            0u)
+      << r.err;
+  EXPECT_NE(r.err.find("model.data: tensor model/transformer.wte.weight: CRC32C mismatch"),
+            std::string::npos)
+      << r.err;
 }
 
 TEST_F(CheckpointFlagTest, StudyTopKTakesARunDirectorySayingTheStepPicked) {

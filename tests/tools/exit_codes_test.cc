@@ -3,9 +3,11 @@
 // on --help (help on stdout; the first three on --version too), and 1 on a
 // runtime failure, with one line on stderr naming the binary.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <fstream>
+#include <iterator>
 #include <ostream>
 #include <regex>
 #include <string>
@@ -100,12 +102,17 @@ TEST(ExitCodesVersionTest, VersionNamesTheGitRevisionOfTheCheckoutBuilt) {
   }
 }
 
-TEST(ExitCodesRuntimeTest, TrainerRuntimeFailureExits1) {
-  test_util::ScopedTempDir dir("exit_train");
+// The bundled corpus as character tokens in `out_dir`.
+absl::Status PrepareShakespeare(const std::string& out_dir) {
   PrepareOptions prepare;
   prepare.inputs = {DROPK_SOURCE_DIR "/data/tinyshakespeare.txt"};
-  prepare.out_dir = dir.Path("data");
-  ASSERT_TRUE(PrepareData(prepare).ok());
+  prepare.out_dir = out_dir;
+  return PrepareData(prepare).status();
+}
+
+TEST(ExitCodesRuntimeTest, TrainerRuntimeFailureExits1) {
+  test_util::ScopedTempDir dir("exit_train");
+  ASSERT_TRUE(PrepareShakespeare(dir.Path("data")).ok());
   // A corrupt tokenizer.pb is the data's fault, not a usage error. (An
   // out_dir below a regular file used to stand in here; it is the user's to
   // fix and exits 2, see TrainCliTest.RunDirectoryThatIsAFileExitsTwoNamingIt.)
@@ -117,6 +124,46 @@ TEST(ExitCodesRuntimeTest, TrainerRuntimeFailureExits1) {
   EXPECT_EQ(r.exit_code, 1) << r.err;
   ExpectOneLineError(r, "dropk-train");
   EXPECT_NE(r.err.find(dir.Path("data/tokenizer.pb")), std::string::npos) << r.err;
+}
+
+// Output that cannot be written is a failure naming stdout: `dropk ...
+// > /dev/full` lost the text and exited 0. For each of the three binaries,
+// through --version (the one output all of them print and then exit).
+TEST(ExitCodesRuntimeTest, StdoutThatCannotBeWrittenExits1NamingIt) {
+  if (access("/dev/full", W_OK) != 0) GTEST_SKIP() << "no writable /dev/full here";
+  for (const std::string binary : {"dropk", "dropk-train", "dropk-serve"}) {
+    SCOPED_TRACE(binary);
+    const CommandResult r = RunCommand(kBin + binary + " --version > /dev/full");
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    ExpectOneLineError(r, binary);
+    EXPECT_NE(r.err.find("cannot write to stdout: No space left on device"), std::string::npos)
+        << r.err;
+  }
+}
+
+// A closed stdout (`>&-`) is reported as one that cannot be written, and
+// the descriptor is not handed to a file the command opens: there the
+// command's stdout text went into the file it wrote.
+TEST(ExitCodesRuntimeTest, ClosedStdoutExits1AndNoFileTakesItsPlace) {
+  test_util::ScopedTempDir dir("exit_closed_stdout");
+  ASSERT_TRUE(PrepareShakespeare(dir.Path("data")).ok());
+  const CommandResult r = RunCommand(kBin + "dropk data prepare --tokenizer char --out " +
+                                     dir.Path("again") + " " DROPK_SOURCE_DIR
+                                     "/data/tinyshakespeare.txt >&-");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  ExpectOneLineError(r, "dropk");
+  EXPECT_NE(r.err.find("cannot write to stdout: Bad file descriptor"), std::string::npos)
+      << r.err;
+  // Every file it wrote is as a run with stdout open writes it.
+  for (const std::string name : {"train.bin", "val.bin", "tokenizer.pb"}) {
+    SCOPED_TRACE(name);
+    std::ifstream a(dir.Path("data/" + name), std::ios::binary);
+    std::ifstream b(dir.Path("again/" + name), std::ios::binary);
+    const std::string expected((std::istreambuf_iterator<char>(a)), {});
+    const std::string got((std::istreambuf_iterator<char>(b)), {});
+    ASSERT_FALSE(expected.empty());
+    EXPECT_TRUE(got == expected) << "sizes " << got.size() << " and " << expected.size();
+  }
 }
 
 // A mistyped subcommand is named with the choices; CLI11 alone said "A

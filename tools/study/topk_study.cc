@@ -171,13 +171,15 @@ std::string TopKSummaryMarkdown(const std::vector<TopKStudyRow>& rows, int vocab
 absl::StatusOr<TopKStudyResult> RunTopKStudy(const TopKStudyOptions& options, std::ostream& log) {
   if (absl::Status s = CheckOptions(options); !s.ok()) return s;
   // The throwing exists() aborted on a symlink loop or a name too long.
-  absl::StatusOr<std::string> resolved = ResolveCheckpointFlag(options.checkpoint, "--checkpoint");
+  std::vector<std::string> skipped;
+  absl::StatusOr<std::string> resolved =
+      ResolveCheckpointFlag(options.checkpoint, "--checkpoint", &skipped);
   if (!resolved.ok()) return resolved.status();
   const std::string& dir = *resolved;
   absl::StatusOr<std::shared_ptr<const ModelSnapshot>> snapshot = LoadCheckpointSnapshot(dir);
   if (!snapshot.ok()) return snapshot.status();
   if (dir != options.checkpoint) {
-    log << "dropk: " << PickedCheckpointLine((*snapshot)->step, dir) << std::endl;
+    log << "dropk: " << PickedCheckpointLine((*snapshot)->step, dir, skipped) << std::endl;
   }
   const ModelSnapshot& model = **snapshot;
   InferenceOptions engine_options;

@@ -120,6 +120,19 @@ CLI::Validator IntegerFlagRange(Int min, Int max) {
       absl::StrCat(std::is_unsigned_v<Int> ? "UINT" : "INT", " in [", min, " - ", max, "]"));
 }
 
+// A CLI11 check for a flag that names a file: an empty value (`--api-key-file
+// "$UNSET_VARIABLE"`) is refused, "is empty; name WHAT" (CLI11 puts the
+// flag first). CLI11 takes "" as a value, and a caller that tests the value
+// for emptiness reads it as "not given": dropk-serve --api-key-file "" served
+// every route without a key, and --port-file "" wrote the port nowhere.
+inline CLI::Validator NonEmptyFlagValue(std::string what) {
+  return CLI::Validator(
+      [what](const std::string& text) -> std::string {
+        return text.empty() ? absl::StrCat("is empty; name ", what) : std::string();
+      },
+      "");
+}
+
 // A CLI11 check for a flag that takes a yes-or-no value (`--cuda-graphs
 // false`): true, false, 1 or 0 (the words in any case), as dropk-train's
 // bool fields take. Anything else is refused quoting it, "must be true,

@@ -73,13 +73,19 @@ std::string CheckpointsDirHint(const std::string& checkpoints_dir);
 // exist", "--checkpoint: no valid checkpoint in PATH ...". A path the OS
 // cannot look at (a symlink loop, a name too long, no
 // permission) is an error naming the flag, the path and the OS's reason
-// (base/path_status.h); never throws.
-absl::StatusOr<std::string> ResolveCheckpointFlag(const std::string& path, const std::string& flag);
+// (base/path_status.h); never throws. Newer checkpoints passed over on the
+// way (LATEST's, corrupt, say) go to *skipped as "path: reason" when
+// `skipped` is not null.
+absl::StatusOr<std::string> ResolveCheckpointFlag(const std::string& path, const std::string& flag,
+                                                  std::vector<std::string>* skipped = nullptr);
 
 // What a command says on stderr when ResolveCheckpointFlag picked
 // `checkpoint_dir`, at training step `step`, from a directory the user
-// named: "using step N (DIR)", without its program's prefix.
-std::string PickedCheckpointLine(int64_t step, const std::string& checkpoint_dir);
+// named: "using step N (DIR)", without its program's prefix, and "; skipped:
+// PATH: REASON; ..." for the newer ones it passed over (`skipped`): a
+// corrupt LATEST was passed over without a word, as dropk-serve says it.
+std::string PickedCheckpointLine(int64_t step, const std::string& checkpoint_dir,
+                                 const std::vector<std::string>& skipped = {});
 
 }  // namespace dropk
 
