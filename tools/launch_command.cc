@@ -33,6 +33,7 @@
 #include "absl/strings/str_split.h"
 #include "base/exit_codes.h"
 #include "checkpoint/env.h"
+#include "checkpoint/format.h"
 #include "tools/launch_plan.h"
 #include "trainer/config.h"
 #include "trainer/failure_record.h"
@@ -166,6 +167,10 @@ using Watchdog = std::function<std::optional<std::string>()>;
 // How long the output of a process group killed by the watchdog is read
 // for: a process outside the group (a daemonised helper) may hold the pipes.
 constexpr std::chrono::seconds kDrainAfterKill(5);
+// What Open MPI (ORTE in 4.x, PRTE in 5.x) prints when it could not start
+// its daemon on some host: ssh refused or failed, a name that does not
+// resolve. The host is named only in ssh's own words, if at all.
+constexpr char kDaemonsNotStarted[] = "unable to reliably start one or more daemons";
 
 // In a child just forked from the launcher (pid `launcher`): moves it to a
 // process group of its own that gets SIGTERM when the launcher dies, reads
@@ -615,6 +620,15 @@ std::optional<std::vector<std::string>> HostsMpirunCannotStartOn(
   return cannot;
 }
 
+// LATEST's text in `checkpoints_dir`, "" when there is none (or it cannot
+// be read). A run has saved a checkpoint since the launch began when this
+// differs from what it was then.
+std::string LatestText(const std::string& checkpoints_dir) {
+  absl::StatusOr<std::string> text = ReadSmallFile(
+      Env::Default(), absl::StrCat(checkpoints_dir, "/", kLatestFileName), kMaxLatestBytes);
+  return text.ok() ? *text : std::string();
+}
+
 absl::Status Launch(const Flags& flags) {
   // A hostfile is small: this refuses a directory, a FIFO (the read blocked)
   // and /dev/zero (read until memory ran out), naming the path.
@@ -672,6 +686,22 @@ absl::Status Launch(const Flags& flags) {
                           std::end(kKeepaliveArgs));
   }
   mpirun_options.insert(mpirun_options.end(), mpirun_args->begin(), mpirun_args->end());
+  // A relaunch resumes from the newest checkpoint (--resume=latest) once the
+  // job has saved one. Before that it runs the command as given: its own
+  // --resume=PATH or init_from, which --resume=latest overrode (finding no
+  // checkpoint, the job trained from random weights, without a word).
+  const std::string checkpoints_dir = CheckpointsDirOf(*config);
+  const std::string latest_at_start = LatestText(checkpoints_dir);
+  const auto saved_since_start = [&] {
+    const std::string latest = LatestText(checkpoints_dir);
+    return !latest.empty() && latest != latest_at_start;
+  };
+  const auto relaunch_from = [&] {
+    return saved_since_start()
+               ? std::string("from the newest checkpoint")
+               : absl::StrCat("as attempt 1 was (no checkpoint saved yet in ", checkpoints_dir,
+                              ": the command's own --resume or init_from, if any, is kept)");
+  };
   for (int attempt = 0;; ++attempt) {
     const int ranks = RanksOf(*hosts);
     // Unique per attempt, so that an earlier attempt's start markers do not count.
@@ -691,7 +721,7 @@ absl::Status Launch(const Flags& flags) {
       absl::StatusOr<int> accumulation =
           AccumulationFor(config->gradient_accumulation_steps(), first_ranks, ranks);
       if (!accumulation.ok()) return accumulation.status();
-      argv.push_back("--resume=latest");
+      if (saved_since_start()) argv.push_back("--resume=latest");
       argv.push_back(absl::StrCat("--gradient_accumulation_steps=", *accumulation));
     }
     {
@@ -728,6 +758,9 @@ absl::Status Launch(const Flags& flags) {
       if (std::optional<std::string> reason = startup()) return reason;
       return watchdog();
     });
+    // Read before the markers go: a stop signal that came after the startup
+    // watchdog ended mpirun (while its output drained) found no rank to save.
+    const bool no_rank_started = startup.NoRankStartedYet();
     RemoveStartMarkersWithin(config->out_dir(), attempt_id, kStartMarkersLimit);
     if (!run.ok()) return run.status();
     const int code = run->code;
@@ -748,6 +781,14 @@ absl::Status Launch(const Flags& flags) {
     if (stopped_before_any_rank) return absl::CancelledError(run->ended_by_watchdog);
     if (g_signals > 0) {
       if (code == 0) return absl::OkStatus();
+      // Nothing ran, nothing to lose: stopped (exit 75), not the watchdog's
+      // failure (exit 1), which a scheduler would not resume.
+      if (no_rank_started) {
+        return StoppedBySignal(absl::StrCat(
+            "before any rank of attempt ", attempt + 1, " started",
+            run->ended_by_watchdog.empty() ? "" : " (mpirun had been ended: ",
+            run->ended_by_watchdog, run->ended_by_watchdog.empty() ? "" : ")"));
+      }
       // The watchdog's reason says why mpirun went (past a grace).
       return absl::AbortedError(
           run->ended_by_watchdog.empty()
@@ -766,11 +807,23 @@ absl::Status Launch(const Flags& flags) {
                 << attempt << " restart(s)" << std::endl;
       return absl::OkStatus();
     }
-    if (!startup.silent().empty()) {
+    // mpirun could not start its daemon on some host (ssh refused, a name
+    // that does not resolve: it fails at once) and no rank started: as when
+    // every host stays silent, mpirun on each host alone tells which. It
+    // said "the job failed ... without losing a host; not restarting".
+    const bool daemons_failed =
+        startup.silent().empty() && no_rank_started && hosts->size() > 1 &&
+        run->output.find(kDaemonsNotStarted) != std::string::npos;
+    if (!startup.silent().empty() || daemons_failed) {
       std::vector<std::string> silent = startup.silent();
       std::string named =
           absl::StrCat("no rank started on host(s) ", absl::StrJoin(silent, ", "), " within ",
                        flags.startup_timeout_s, " s (--startup-timeout-s)");
+      if (daemons_failed) {
+        for (const HostEntry& h : *hosts) silent.push_back(h.host);
+        named = absl::StrCat("mpirun could not start on every host (", ended, ", \"",
+                             kDaemonsNotStarted, "\"; no rank started)");
+      }
       if (silent.size() == hosts->size()) {
         // None started anywhere: the hosts mpirun alone cannot start on are
         // the ones that held the job up.
@@ -805,7 +858,7 @@ absl::Status Launch(const Flags& flags) {
       });
       std::cerr << "dropk launch: restart " << attempt + 1 << " of at most " << flags.max_restarts
                 << ": " << named << "; relaunching on " << hosts->size() << " host(s), "
-                << RanksOf(*hosts) << " rank(s), from the newest checkpoint" << std::endl;
+                << RanksOf(*hosts) << " rank(s), " << relaunch_from() << std::endl;
       continue;
     }
     const std::vector<std::string> named_lost = HostsNamedLost(evidence, *hosts);
@@ -853,7 +906,7 @@ absl::Status Launch(const Flags& flags) {
     std::cerr << "dropk launch: restart " << attempt + 1 << " of at most " << flags.max_restarts
               << ": host " << lost << " lost (" << ended << (choice.reason.empty() ? "" : "; ")
               << choice.reason << "); relaunching on " << hosts->size() << " host(s), "
-              << RanksOf(*hosts) << " rank(s), from the newest checkpoint" << reported << std::endl;
+              << RanksOf(*hosts) << " rank(s), " << relaunch_from() << reported << std::endl;
   }
 }
 

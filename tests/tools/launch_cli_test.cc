@@ -443,6 +443,45 @@ TEST_F(LaunchCliTest, AHostARankRecordedLostIsDroppedWithoutWaitingForMpirun) {
   EXPECT_NE(err.find("finished on 1 host(s) after 1 restart(s)"), std::string::npos) << err;
 }
 
+// A host lost before the job saved a checkpoint: the relaunch runs the
+// command as given, keeping its --resume=PATH (--resume=latest found no
+// checkpoint, and the job trained from random weights); once the job has
+// saved one, it resumes from that (--resume=latest).
+TEST_F(LaunchCliTest, ARelaunchKeepsTheCommandsResumeUntilTheJobHasSaved) {
+  std::ofstream(dir_ / "two") << "127.0.0.1 slots=1\n127.0.0.2 slots=1\n";
+  for (const bool saved : {false, true}) {
+    SCOPED_TRACE(saved ? "saved before the host was lost" : "nothing saved yet");
+    std::filesystem::remove_all(dir_ / "run");
+    // Attempt 1 (-np 2) loses 127.0.0.2, after saving step 5 when `saved`;
+    // the relaunch (-np 1) keeps its arguments in OUT_DIR/relaunch-args.
+    const std::string mpirun = StandInMpirun(
+        "losing-mpirun",
+        std::string("mkdir -p \"$out/checkpoints\"\n"
+                    "if [ \"$np\" = 1 ]; then echo \"$@\" > \"$out/relaunch-args\"; exit 0; fi\n") +
+            (saved ? "echo step-00000005 > \"$out/checkpoints/LATEST\"\n" : "") +
+            "echo 'rank 0 of 2: AllReduce #3: rank 1 (127.0.0.2) is unreachable (...)' >&2\n"
+            "exit 1\n");
+    const test_util::CommandResult r =
+        Launch("--hostfile " + (dir_ / "two").string() + " --mpirun " + mpirun +
+               " --max-restarts 1 -- dropk-train --out_dir=" + (dir_ / "run").string() +
+               " --resume=/elsewhere/checkpoints/step-00000550 2>&1");
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    const std::string args = test_util::ReadFile((dir_ / "run" / "relaunch-args").string());
+    EXPECT_NE(args.find("--resume=/elsewhere/checkpoints/step-00000550"), std::string::npos)
+        << args;
+    if (saved) {
+      EXPECT_NE(args.find("step-00000550 --resume=latest"), std::string::npos) << args;
+      EXPECT_NE(r.out.find("rank(s), from the newest checkpoint"), std::string::npos) << r.out;
+    } else {
+      EXPECT_EQ(args.find("--resume=latest"), std::string::npos) << args;
+      EXPECT_NE(r.out.find("rank(s), as attempt 1 was (no checkpoint saved yet in " +
+                           (dir_ / "run" / "checkpoints").string()),
+                std::string::npos)
+          << r.out;
+    }
+  }
+}
+
 // Start markers that cannot be read (here a file where the attempt's
 // marker directory should be) cannot tell a silent host from a busy one:
 // past --startup-timeout-s the launcher warns and leaves mpirun running
@@ -536,6 +575,35 @@ TEST_F(LaunchCliTest, WhenNoRankStartedAHostMpirunAloneCannotStartOnIsDropped) {
   EXPECT_EQ(test_util::ReadFile((dir_ / "run" / "relaunch-hosts").string()), "h1 slots=1\n");
 }
 
+// A host whose daemon mpirun cannot start fails the job at once (ssh
+// refused, a name that does not resolve: "ORTE was unable to reliably
+// start one or more daemons", exit 255) rather than hanging it: that ended
+// the launch as a failure "without losing a host". As when every host
+// stays silent, mpirun on each host alone names it, and the job is
+// relaunched without it (the stand-in fails on h2 alone, and the job).
+TEST_F(LaunchCliTest, AHostMpirunCannotStartItsDaemonOnIsDropped) {
+  std::ofstream(dir_ / "two") << "h1 slots=1\nh2 slots=1\n";
+  const std::string mpirun = StandInMpirun(
+      "refused-host-mpirun",
+      std::string(kLastArgument) +
+          "if [ \"$last\" = true ]; then grep -q h2 \"$hostfile\" && exit 255; exit 0; fi\n" +
+          kKeepTheRelaunchHostfile +
+          "echo 'ssh: connect to host h2 port 22: Connection refused' >&2\n"
+          "echo 'ORTE was unable to reliably start one or more daemons.' >&2\n"
+          "exit 255\n");
+  const test_util::CommandResult r =
+      Launch("--hostfile " + (dir_ / "two").string() + " --mpirun " + mpirun +
+             " -- dropk-train --out_dir=" + (dir_ / "run").string());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("restart 1 of at most 3: mpirun could not start on every host (mpirun "
+                       "exit status 255, \"unable to reliably start one or more daemons\"; no "
+                       "rank started); mpirun alone cannot start on host(s) h2 either; "
+                       "relaunching on 1 host(s), 1 rank(s)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(test_util::ReadFile((dir_ / "run" / "relaunch-hosts").string()), "h1 slots=1\n");
+}
+
 // Where mpirun alone cannot start on any host either, the launcher ends
 // with an error naming them all rather than relaunching on none.
 TEST_F(LaunchCliTest, NoRankStartedAnywhereEndsTheLaunchNamingEveryHost) {
@@ -588,6 +656,44 @@ TEST_F(LaunchCliTest, ASignalWhileEachHostIsTriedAloneEndsTheLaunchAtOnce) {
             std::string::npos)
       << err;
   for (const pid_t probe : PidsIn(probes)) EXPECT_TRUE(Ended(probe)) << "probe " << probe;
+}
+
+// A stop signal that comes after the startup timeout ended mpirun, while
+// the launcher still reads what a helper of mpirun's holds open (Open MPI's
+// ssh, in a session of its own), found no rank to save: it exited 1 with
+// the timeout's failure, which a scheduler does not resume. Now 75.
+TEST_F(LaunchCliTest, ASignalAfterTheStartupTimeoutEndedMpirunIsAStop) {
+  std::ofstream(dir_ / "two") << "h1 slots=1\nh2 slots=1\n";
+  const std::string pids = (dir_ / "mpirun.pids").string();
+  const std::string mpirun = StandInMpirun(
+      "silent-mpirun", "setsid sleep 30 &\necho $! > " + pids + ".helper\necho $$ > " + pids +
+                           "\nexec sleep 3600\n");
+  const std::string log = (dir_ / "launch.log").string();
+  test_util::ChildProcess job(
+      {Dropk(), "launch", "--hostfile", (dir_ / "two").string(), "--mpirun", mpirun,
+       "--startup-timeout-s", "1", "--", "dropk-train", "--out_dir=" + (dir_ / "run").string()},
+      log);
+  const auto start = std::chrono::steady_clock::now();
+  while (PidsIn(pids).empty() && std::chrono::steady_clock::now() - start < seconds(30)) {
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  ASSERT_EQ(PidsIn(pids).size(), 1u) << test_util::ReadFile(log);
+  const pid_t stand_in = PidsIn(pids).front();
+  while (!Ended(stand_in) && std::chrono::steady_clock::now() - start < seconds(30)) {
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  ASSERT_TRUE(Ended(stand_in)) << "the startup timeout did not end mpirun\n"
+                               << test_util::ReadFile(log);
+  ASSERT_EQ(kill(job.pid(), SIGTERM), 0);
+  const std::optional<int> code = job.WaitFor(seconds(30));
+  for (const pid_t helper : PidsIn(pids + ".helper")) kill(helper, SIGKILL);
+  ASSERT_TRUE(code.has_value()) << test_util::ReadFile(log);
+  const std::string err = test_util::ReadFile(log);
+  EXPECT_EQ(*code, 75) << err;
+  EXPECT_NE(err.find("dropk: stopped by SIGTERM before any rank of attempt 1 started (mpirun had "
+                     "been ended: no rank started on host(s) h1, h2 within 1 s"),
+            std::string::npos)
+      << err;
 }
 
 // mpirun passes the first Ctrl-C on to the ranks (SIGUSR1: save and stop),
