@@ -1,6 +1,8 @@
 #include "checkpoint/reader.h"
 
 #include <algorithm>
+#include <filesystem>
+#include <system_error>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -229,6 +231,37 @@ absl::StatusOr<std::string> FindLatestValidCheckpoint(const std::string& checkpo
         reasons.size() > shown ? absl::StrCat("; and ", reasons.size() - shown, " more") : "", ")");
   }
   return absl::NotFoundError(absl::StrCat("no valid checkpoint in ", checkpoints_dir, why));
+}
+
+bool IsCheckpointsDir(const std::string& dir, Env* env) {
+  if (env == nullptr) env = Env::Default();
+  const std::filesystem::path path(dir);
+  if (absl::StatusOr<std::string> latest = ReadLatestFile((path / kLatestFileName).string(), env);
+      latest.ok()) {
+    const std::string name(absl::StripAsciiWhitespace(*latest));
+    if (ParseStepDirName(name) >= 0 && env->IsDirectory((path / name).string())) return true;
+  }
+  absl::StatusOr<std::vector<std::string>> names = env->ListDir(dir);
+  for (const std::string& name : names.ok() ? *names : std::vector<std::string>()) {
+    if (ParseStepDirName(name) >= 0 &&
+        env->FileExists((path / name / kManifestFileName).string())) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string CheckpointStepDirAround(const std::string& dir, Env* env) {
+  std::error_code ec;
+  std::filesystem::path at = std::filesystem::weakly_canonical(std::filesystem::absolute(dir, ec), ec);
+  if (ec) return "";
+  for (; at.has_relative_path(); at = at.parent_path()) {
+    const std::string name = at.filename().string();
+    const bool step_dir = ParseStepDirName(name) >= 0 ||
+                          (name.rfind("step-", 0) == 0 && name.find(".tmp-") != std::string::npos);
+    if (step_dir && IsCheckpointsDir(at.parent_path().string(), env)) return at.string();
+  }
+  return "";
 }
 
 }  // namespace dropk

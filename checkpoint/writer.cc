@@ -378,7 +378,11 @@ absl::Status CheckpointWriter::Publish(const std::string& tmp, const std::string
           env_, PathJoin(root, kLatestFileName),
           [&name](WritableFile& f) { return f.Append(name.data(), name.size()); });
       !s.ok()) {
-    return s;
+    // The checkpoint itself is whole and in place: said so, as "the save
+    // failed" alone read as if the step were lost.
+    return absl::Status(s.code(), absl::StrCat("saved whole, but LATEST could not be updated to "
+                                               "name it (it names the checkpoint before): ",
+                                               s.message()));
   }
   if (!aside.empty()) env_->RemoveDirRecursively(aside).IgnoreError();
   return absl::OkStatus();

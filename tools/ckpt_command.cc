@@ -303,25 +303,6 @@ bool IsDropkSafetensorsFile(const std::string& out) {
   return producer != file->metadata().end() && producer->second == "dropk ckpt export";
 }
 
-// Whether `dir` is a dropk checkpoints directory, as checkpoint/ reads
-// one: its LATEST names a step-N directory there, or it holds a step-N
-// checkpoint (with its manifest.pb: a first save whose LATEST is not
-// written yet, or lost). Any other file named LATEST does not make one.
-bool IsCheckpointsDir(const std::filesystem::path& dir, Env* env) {
-  if (absl::StatusOr<std::string> latest = ReadLatestFile((dir / kLatestFileName).string(), env);
-      latest.ok()) {
-    const std::string name(absl::StripAsciiWhitespace(*latest));
-    if (ParseStepDirName(name) >= 0 && env->IsDirectory((dir / name).string())) return true;
-  }
-  absl::StatusOr<std::vector<std::string>> names = env->ListDir(dir.string());
-  for (const std::string& name : names.ok() ? *names : std::vector<std::string>()) {
-    if (ParseStepDirName(name) >= 0 && env->FileExists((dir / name / kManifestFileName).string())) {
-      return true;
-    }
-  }
-  return false;
-}
-
 // The checkpoints directory that directory `dir` (canonical) is or lies
 // in, or "" when none: the nearest of dir and the directories above it
 // that is one (IsCheckpointsDir), or holds a save in progress (step-N.tmp-X)
@@ -329,7 +310,7 @@ bool IsCheckpointsDir(const std::filesystem::path& dir, Env* env) {
 std::string CheckpointsDirAround(const std::filesystem::path& dir) {
   Env* env = Env::Default();
   for (std::filesystem::path at = dir;; at = at.parent_path()) {
-    if (IsCheckpointsDir(at, env)) return at.string();
+    if (IsCheckpointsDir(at.string(), env)) return at.string();
     const std::string name = at.filename().string();
     if (name.rfind("step-", 0) == 0 && name.find(".tmp-") != std::string::npos) {
       return at.parent_path().string();

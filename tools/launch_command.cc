@@ -336,11 +336,14 @@ constexpr std::chrono::seconds kFailureRecordsLimit(5);
 // The lines dropk-train's ranks appended to the failure records under
 // `out_dir` since `marks` (trainer/failure_record.h), oldest first; nullopt
 // when the marks or the records did not come within kFailureRecordsLimit.
+// Only those of a job of `ranks` ranks count (RecordsOfAJobOf).
 std::optional<std::vector<std::string>> FailureRecordsOf(
-    const std::string& out_dir, const std::optional<FailureRecordMarks>& marks,
+    const std::string& out_dir, const std::optional<FailureRecordMarks>& marks, int ranks,
     std::chrono::milliseconds limit = kFailureRecordsLimit) {
   if (!marks) return std::nullopt;
-  return FailureRecordsSinceWithin(out_dir, *marks, limit);
+  std::optional<std::vector<std::string>> lines = FailureRecordsSinceWithin(out_dir, *marks, limit);
+  if (!lines) return std::nullopt;
+  return RecordsOfAJobOf(*lines, ranks);
 }
 
 // "; first failure a rank reported (OUT_DIR/failures): LINE" (and how many
@@ -377,7 +380,8 @@ class FailureWatchdog {
         marks_(std::move(marks)),
         failure_grace_(failure_grace),
         lost_host_grace_(lost_host_grace),
-        hosts_(hosts) {}
+        hosts_(hosts),
+        ranks_(RanksOf(hosts)) {}
 
   // Reads the records (bounded: a hung filesystem makes it wait no more than
   // a second, and holds one blocked read, not one more each call) and says
@@ -419,7 +423,9 @@ class FailureWatchdog {
   std::optional<std::vector<std::string>> Records() {
     if (!marks_) return std::nullopt;
     if (!poller_) poller_.emplace(out_dir_, *marks_);
-    return poller_->Poll(std::chrono::seconds(1));
+    std::optional<std::vector<std::string>> lines = poller_->Poll(std::chrono::seconds(1));
+    if (!lines) return std::nullopt;
+    return RecordsOfAJobOf(*lines, ranks_);  // not a late one of an earlier attempt
   }
 
   const std::string out_dir_;
@@ -428,6 +434,7 @@ class FailureWatchdog {
   const std::chrono::seconds failure_grace_;
   const std::chrono::seconds lost_host_grace_;
   const std::vector<HostEntry>& hosts_;
+  const int ranks_;  // the attempt's: records of another job size are not its
   std::optional<std::chrono::steady_clock::time_point> first_seen_;
   std::string first_line_;
   std::optional<std::string> lost_host_;
@@ -769,7 +776,7 @@ absl::Status Launch(const Flags& flags) {
                                   ? absl::StrCat("mpirun exit status ", code)
                                   : std::string("mpirun killed by dropk launch past its grace");
     const std::optional<std::vector<std::string>> records =
-        FailureRecordsOf(config->out_dir(), marks);
+        FailureRecordsOf(config->out_dir(), marks, ranks);
     const std::string reported = FirstFailureReported(config->out_dir(), records);
     if (code == kExitStopped && run->ended_by_watchdog.empty()) {
       // The ranks saved and stopped on a signal (forwarded from here, or

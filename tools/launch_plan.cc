@@ -494,6 +494,24 @@ int RanksOf(const std::vector<HostEntry>& hosts) {
   return ranks;
 }
 
+std::vector<std::string> RecordsOfAJobOf(const std::vector<std::string>& lines, int ranks) {
+  std::vector<std::string> kept;
+  for (const std::string& line : lines) {
+    // "...: rank R of W: ..." after the "pid P" prefix.
+    const size_t at = line.find(": rank ");
+    if (at == std::string::npos) continue;
+    std::vector<absl::string_view> words =
+        absl::StrSplit(absl::string_view(line).substr(at + 7), absl::MaxSplits(' ', 3));
+    int rank = -1, world = -1;
+    if (words.size() < 3 || words[1] != "of" || !absl::ConsumeSuffix(&words[2], ":") ||
+        !absl::SimpleAtoi(words[0], &rank) || !absl::SimpleAtoi(words[2], &world)) {
+      continue;
+    }
+    if (world == ranks && rank >= 0 && rank < ranks) kept.push_back(line);
+  }
+  return kept;
+}
+
 int FewestRanksAfterRestarts(const std::vector<HostEntry>& hosts, int max_restarts) {
   const std::vector<int> counts = RankCountsAfterLosses(hosts, max_restarts);
   return counts.empty() ? RanksOf(hosts) : counts.front();

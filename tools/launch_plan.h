@@ -123,6 +123,14 @@ absl::StatusOr<int> AccumulationFor(int accumulation, int ranks, int new_ranks);
 // The ranks a job on `hosts` runs: their slots added up.
 int RanksOf(const std::vector<HostEntry>& hosts);
 
+// The failure records of `lines` (trainer/failure_record.h: "TIME host H pid
+// P: rank R of W: ...") whose rank was one of a job of `ranks` ranks (W ==
+// ranks, R < ranks), in order. A record an earlier attempt's rank wrote late
+// (its host cut off, an NFS write landing when the link came back) names
+// that attempt's larger job: acted on, it ended a healthy relaunch and
+// dropped a host. Lines of another shape are left out too.
+std::vector<std::string> RecordsOfAJobOf(const std::vector<std::string>& lines, int ranks);
+
 // The fewest ranks a job on `hosts` may be relaunched on after at most
 // `max_restarts` lost hosts (each relaunch drops the one host it lost, and
 // one host always stays): the slots left once the largest hosts are gone.

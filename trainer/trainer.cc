@@ -272,6 +272,8 @@ class TrainingRun {
       if (encoded->empty()) return absl::InvalidArgumentError("sample_prompt: must not be empty");
       prompt_ = *std::move(encoded);
     }
+    // Every rank: each then refuses alike, before anything is made there.
+    if (absl::Status s = CheckRunDirectoriesOutsideCheckpoints(config_); !s.ok()) return s;
     if (rank_ == 0) {
       std::error_code ec;
       std::filesystem::create_directories(config_.out_dir(), ec);

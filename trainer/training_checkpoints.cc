@@ -18,6 +18,7 @@
 #include "base/path_status.h"
 #include "checkpoint/env.h"
 #include "checkpoint/format.h"
+#include "checkpoint/reader.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/text_format.h"
 #include "trainer/config.h"
@@ -374,6 +375,19 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
     // as it is fails the same way.
     const std::string others =
         candidates.size() == 1 ? "" : absl::StrCat(" and ", candidates.size() - 1, " more");
+    // step-N directories none of which holds a manifest are no run to
+    // continue: --resume=latest, as advised, then refused them all ("no
+    // checkpoint verifies"), a dead end.
+    const bool any_manifest = std::any_of(candidates.begin(), candidates.end(), [&](const auto& c) {
+      return fs->FileExists(absl::StrCat(c, "/", kManifestFileName));
+    });
+    if (!any_manifest) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "checkpoint_dir ", dir, " holds ", candidates.front(), others, ", without ",
+          kManifestFileName, ": not a checkpoint (a copy cut short, or files put there by hand), "
+          "and a save of that step would replace it; move it away, or give this run its own "
+          "--out_dir (or --checkpoint_dir)"));
+    }
     return absl::InvalidArgumentError(absl::StrCat(
         "checkpoint_dir ", dir, " already holds checkpoints (", candidates.front(), others,
         "); pass --resume=latest to continue that run, or give this run its own "
@@ -678,6 +692,22 @@ void TrainingCheckpointer::LogCommitted(std::ostream& log) {
              r->step, r->dir, 1e3 * r->pause_s, waited, 1e3 * r->background_s,
              r->snapshot_bytes / 1e9)
       << std::flush;
+}
+
+absl::Status CheckRunDirectoriesOutsideCheckpoints(const TrainConfig& config) {
+  for (const auto& [field, dir] : {std::pair<const char*, std::string>{"out_dir", config.out_dir()},
+                                   {"checkpoint_dir", CheckpointsDirOf(config)}}) {
+    const std::string step_dir = CheckpointStepDirAround(dir);
+    if (step_dir.empty()) continue;
+    const std::filesystem::path step(step_dir);
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, "=", dir, ": inside checkpoint ", step_dir, " of the checkpoints directory ",
+        step.parent_path().string(), ", whose run's keep_last pruning (or its next save of ",
+        step.filename().string(),
+        ") would delete it with everything in it; choose a directory outside that checkpoints "
+        "directory"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace dropk

@@ -652,6 +652,14 @@ TEST_F(CheckpointTest, AFifoInTheWayFailsTheSaveWithoutBlockingAndKeepsLatest) {
       << saved.status();
   EXPECT_EQ(Latest(), "step-00000001\n");
   EXPECT_TRUE(VerifyCheckpoint(dir_ + "/ckpt/step-00000001").ok());
+  // Step 2 itself was saved whole, and the error says so: "the save
+  // failed" alone read as if the step were lost.
+  EXPECT_TRUE(VerifyCheckpoint(dir_ + "/ckpt/step-00000002").ok());
+  EXPECT_NE(saved.status().message().find(
+                "ckpt/step-00000002: saved whole, but LATEST could not be updated to name it (it "
+                "names the checkpoint before): "),
+            std::string::npos)
+      << saved.status();
 }
 
 // Removes a file's directory just before the file is opened for writing,

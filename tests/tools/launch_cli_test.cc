@@ -482,6 +482,28 @@ TEST_F(LaunchCliTest, ARelaunchKeepsTheCommandsResumeUntilTheJobHasSaved) {
   }
 }
 
+// A record in OUT_DIR/failures of another job size (an earlier, larger
+// attempt's rank writing late) killed this healthy attempt past
+// --lost-host-grace-s and dropped the host it named. Only records of a job
+// of this attempt's size count.
+TEST_F(LaunchCliTest, ALateRecordOfALargerJobDoesNotEndTheAttempt) {
+  std::ofstream(dir_ / "two") << "127.0.0.1 slots=1\n127.0.0.2 slots=1\n";
+  const std::string mpirun = StandInMpirun(
+      "healthy-mpirun",
+      "mkdir -p \"$out/failures\"\n"
+      "echo \"2026-12-02T00:00:00.000Z host node03 pid 999: rank 2 of 3: AllReduce #50 on rank 2 "
+      "did not complete within 30 s: rank 1 (127.0.0.2) is unreachable (...)\" >> "
+      "\"$out/failures/rank-00002.log\"\n"
+      "sleep 4\n"
+      "exit 0\n");
+  const test_util::CommandResult r =
+      Launch("--hostfile " + (dir_ / "two").string() + " --mpirun " + mpirun +
+             " --lost-host-grace-s 1 -- dropk-train --out_dir=" + (dir_ / "run").string());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("the job finished on 2 host(s) after 0 restart(s)"), std::string::npos)
+      << r.err;
+}
+
 // Start markers that cannot be read (here a file where the attempt's
 // marker directory should be) cannot tell a silent host from a busy one:
 // past --startup-timeout-s the launcher warns and leaves mpirun running

@@ -340,6 +340,23 @@ TEST(LaunchPlanTest, AFailureWithoutALostHostIsNotOne) {
   EXPECT_EQ(FindLostHost("Remote daemon: [[1,0],2] on node elsewhere\n", Hosts()), std::nullopt);
 }
 
+// A record an earlier, larger attempt's rank wrote late ended a healthy
+// relaunch and dropped a host: only records of a job of the attempt's size
+// count.
+TEST(LaunchPlanTest, RecordsOfAJobOfKeepsOnlyThatJobSizesRanks) {
+  const std::vector<std::string> lines = {
+      "2026-12-03T16:00:00.000Z host h0 pid 1: rank 0 of 2: AllReduce #3 ...",
+      "2026-12-03T16:00:00.000Z host node03 pid 999: rank 2 of 3: AllReduce #50 ...",
+      "2026-12-03T16:00:00.000Z host h1 pid 2: rank 1 of 2: step 7: training loss is nan",
+      "2026-12-03T16:00:00.000Z host h1 pid 2: rank 2 of 2: out of range",
+      "2026-12-03T16:00:00.000Z host h1 pid 2: rank x of 2: not a number",
+      "a line of another shape",
+  };
+  EXPECT_EQ(RecordsOfAJobOf(lines, 2), (std::vector<std::string>{lines[0], lines[2]}));
+  EXPECT_EQ(RecordsOfAJobOf(lines, 3), (std::vector<std::string>{lines[1]}));
+  EXPECT_TRUE(RecordsOfAJobOf(lines, 4).empty());
+}
+
 TEST(LaunchPlanTest, KeepsTheGlobalBatchOnFewerRanks) {
   EXPECT_EQ(*AccumulationFor(2, 3, 2), 3);
   EXPECT_EQ(*AccumulationFor(2, 3, 1), 6);

@@ -177,6 +177,63 @@ TEST_F(TrainCliTest, RunDirectoryThatIsAFileExitsTwoNamingIt) {
   }
 }
 
+// A run directory inside another run's checkpoint (a fine-tune saved in
+// the checkpoint it starts from; a checkpoint_dir named like a step that
+// run will save) was accepted, and that run's keep_last pruning or its
+// next save of the step deleted it, checkpoints and all, without a word.
+// Refused now, exit 2, naming the field and the checkpoint; a directory
+// merely named like a step, outside any checkpoints directory, is fine.
+TEST_F(TrainCliTest, RunDirectoryInsideAnotherRunsCheckpointIsRefused) {
+  const std::string base_run = scratch_->path() + "/base_run";
+  ASSERT_EQ(RunTrainCli(TwoStepRunThatSaves(base_run)).exit_code, 0);
+  const std::string checkpoints = base_run + "/checkpoints";
+  const std::string step2 = checkpoints + "/step-00000002";
+  const BadArgs cases[] = {
+      {"--checkpoint_dir=", "checkpoint_dir="},
+      {"--out_dir=", "out_dir="},
+  };
+  for (const BadArgs& c : cases) {
+    for (const std::string& dir : {step2 + "/finetune", checkpoints + "/step-00000010"}) {
+      const test_util::CommandResult r = RunTrainCli(
+          Base() + " --out_dir=" + scratch_->path() + "/finetune_out --max_iters=1 "
+                   "--sample_tokens=0 " + c.args + dir);
+      EXPECT_EQ(r.exit_code, 2) << c.args << dir << "\n" << r.out;
+      const std::string step = dir.substr(0, dir.find('/', checkpoints.size() + 1));
+      EXPECT_NE(r.out.find(std::string(c.expected) + dir + ": inside checkpoint " + step +
+                           " of the checkpoints directory " + checkpoints +
+                           ", whose run's keep_last pruning"),
+                std::string::npos)
+          << c.args << dir << "\n"
+          << r.out;
+      EXPECT_FALSE(std::filesystem::exists(dir)) << "made before the refusal: " << dir;
+    }
+  }
+  EXPECT_TRUE(std::filesystem::exists(step2 + "/manifest.pb"));
+  const test_util::CommandResult ok = RunTrainCli(
+      Base() + " --out_dir=" + scratch_->path() + "/sweep/step-00000002 --max_iters=1 "
+               "--eval_iters=1 --sample_tokens=0");
+  EXPECT_EQ(ok.exit_code, 0) << ok.out;
+}
+
+// A step-N directory without a manifest in checkpoint_dir was named as
+// checkpoints to continue with --resume=latest, which then refused it ("no
+// checkpoint verifies"): a dead end. It is named as what it is.
+TEST_F(TrainCliTest, AStepDirectoryWithoutAManifestIsNamedAsNoCheckpoint) {
+  const std::string out = scratch_->path() + "/stray_step";
+  const std::string stray = out + "/checkpoints/step-00000010";
+  std::filesystem::create_directories(stray);
+  std::ofstream(stray + "/model.data") << "junk";
+  const test_util::CommandResult r =
+      RunTrainCli(Base() + " --out_dir=" + out + " --max_iters=1 --sample_tokens=0");
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_NE(r.out.find("checkpoint_dir " + out + "/checkpoints holds " + stray +
+                       ", without manifest.pb: not a checkpoint (a copy cut short, or files put "
+                       "there by hand), and a save of that step would replace it; move it away"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(r.out.find("--resume=latest"), std::string::npos) << r.out;
+}
+
 // A run directory that exists but may not be written (no permission, a
 // read-only file system) exited 1 ("cannot open .../.dropk-train.lock"), as
 // if the disk had failed: it is the user's to fix, exit 2 naming the field.

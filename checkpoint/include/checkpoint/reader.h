@@ -132,6 +132,21 @@ absl::StatusOr<CheckpointManifest> LoadCheckpointInto(const std::string& dir,
 // LATEST (dropk-serve, --resume, dropk ckpt), so all say the same.
 absl::StatusOr<std::string> ReadLatestFile(const std::string& latest_path, Env* env = nullptr);
 
+// Whether `dir` is a dropk checkpoints directory: its LATEST names a
+// step-N directory there, or it holds a step-N checkpoint (with its
+// manifest.pb: a first save whose LATEST is not written yet, or lost). Any
+// other file named LATEST does not make one. `env` null: Env::Default().
+bool IsCheckpointsDir(const std::string& dir, Env* env = nullptr);
+
+// The checkpoint directory of some checkpoints directory that `dir` is or
+// lies in, or "" when none: the nearest of `dir` and the directories above
+// it named step-N (or step-N.tmp-X, a save in progress) whose parent is a
+// checkpoints directory (IsCheckpointsDir). `dir` need not exist; it is
+// made absolute and canonical as far as it exists. That run's keep_last
+// pruning, or its next save of that step, deletes such a directory with all
+// it holds.
+std::string CheckpointStepDirAround(const std::string& dir, Env* env = nullptr);
+
 // Candidates for resuming from checkpoints_dir: the one LATEST names first
 // (when LATEST is readable), then every step-* directory, newest first,
 // with every step-* entry this user may not look at (OpenCheckpoint calls

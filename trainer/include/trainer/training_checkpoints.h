@@ -64,6 +64,14 @@ struct ResumePoint {
   std::vector<std::string> skipped;  // the checkpoints passed over first, each with why
 };
 
+// InvalidArgument (exit 2) when out_dir or the checkpoint directory lies in
+// a checkpoint of some run (checkpoint/reader.h's CheckpointStepDirAround:
+// a fine-tune saved inside the checkpoint it started from, say), naming the
+// field, that checkpoint and its checkpoints directory: that run's keep_last
+// pruning, or its next save of that step, deleted it with everything in it,
+// without a word. OK otherwise. Reads the file system; writes nothing.
+absl::Status CheckRunDirectoriesOutsideCheckpoints(const TrainConfig& config);
+
 // Resumes per config.resume(): "" starts fresh, unless CheckpointsDirOf(config)
 // already holds checkpoints (InvalidArgument naming the directory: the
 // user continues that run with "latest" or picks another one), and so does a
