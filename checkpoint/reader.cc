@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <map>
 #include <system_error>
 
 #include "absl/strings/ascii.h"
@@ -28,7 +29,8 @@ bool DirectoryOrUnreachable(Env* env, const std::string& path) {
 
 }  // namespace
 
-absl::StatusOr<ValidatedManifest> OpenCheckpoint(const std::string& dir, Env* env) {
+absl::StatusOr<ValidatedManifest> OpenCheckpoint(const std::string& dir, Env* env,
+                                                 bool weights_only) {
   if (env == nullptr) env = Env::Default();
   if (!env->IsDirectory(dir)) {
     // A directory under one that may not be searched (or a link into one)
@@ -49,14 +51,27 @@ absl::StatusOr<ValidatedManifest> OpenCheckpoint(const std::string& dir, Env* en
   }
   absl::StatusOr<CheckpointManifest> manifest = ParseManifestFile(*bytes, dir);
   if (!manifest.ok()) return manifest.status();
+  std::map<std::string, uint64_t> pinned;  // the manifest's sizes of optimizer files
+  if (weights_only) {
+    for (const DataFileInfo& f : manifest->data_files()) {
+      if (absl::StartsWith(f.name(), "optim-")) pinned.emplace(f.name(), f.size());
+    }
+  }
   return ValidateManifest(
-      *manifest, dir, [&](const std::string& file) { return env->FileSize(PathJoin(dir, file)); });
+      *manifest, dir, [&](const std::string& file) -> absl::StatusOr<uint64_t> {
+        absl::StatusOr<uint64_t> size = env->FileSize(PathJoin(dir, file));
+        const auto pinned_size = pinned.find(file);
+        if (absl::IsNotFound(size.status()) && pinned_size != pinned.end()) {
+          return pinned_size->second;
+        }
+        return size;
+      });
 }
 
 absl::Status VerifyCheckpoint(const std::string& dir, Env* env,
                               const ReadCheckpointOptions& options) {
   if (env == nullptr) env = Env::Default();
-  absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(dir, env);
+  absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(dir, env, options.weights_only);
   if (!vm.ok()) return vm.status();
   return StreamEntries(dir, *vm, env, 8u << 20, options.weights_only, nullptr);
 }
@@ -101,7 +116,7 @@ absl::StatusOr<CheckpointManifest> LoadCheckpointInto(const std::string& dir,
 absl::StatusOr<CheckpointData> ReadCheckpoint(const std::string& dir,
                                               const ReadCheckpointOptions& options) {
   Env* env = Env::Default();
-  absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(dir, env);
+  absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(dir, env, options.weights_only);
   if (!vm.ok()) return vm.status();
   CheckpointData data;
   const CheckpointManifest& m = vm->manifest;

@@ -573,7 +573,7 @@ absl::Status Export(const std::string& path, const std::string& out, const std::
   const TensorDtype dtype = dtype_name == "fp16"   ? FLOAT16
                             : dtype_name == "bf16" ? BFLOAT16
                                                    : FLOAT32;
-  absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(*dir);
+  absl::StatusOr<ValidatedManifest> vm = OpenCheckpoint(*dir, nullptr, /*weights_only=*/true);
   if (!vm.ok()) return vm.status();
   absl::StatusOr<std::vector<std::string>> pieces =
       format == "safetensors" ? SafetensorsExportPieces(*vm, *data, dtype, dtype_name)

@@ -96,6 +96,30 @@ TEST_F(CheckpointFlagTest, SampleNamesANewerCheckpointItSkippedAndWhy) {
       << r.err;
 }
 
+// A checkpoint copied for sampling without its optimizer files (twice the
+// weights' bytes, never read to sample) was refused: "optim-...: missing
+// or unreadable". It samples as the whole one does; verify, which checks
+// everything a resume needs, still names the missing file.
+TEST_F(CheckpointFlagTest, SampleTakesACheckpointWithoutItsOptimizerFiles) {
+  namespace fs = std::filesystem;
+  fs::create_directories(Path("weights"));
+  fs::copy(Path("run/checkpoints/step-00000002"), Path("weights/step-00000002"));
+  for (const auto& entry : fs::directory_iterator(Path("weights/step-00000002"))) {
+    if (entry.path().filename().string().rfind("optim-", 0) == 0) fs::remove(entry.path());
+  }
+  std::ofstream(Path("weights/LATEST")) << "step-00000002\n";
+  const CommandResult whole = Sample(Path("run/checkpoints"));
+  const CommandResult weights = Sample(Path("weights"));
+  EXPECT_EQ(weights.exit_code, 0) << weights.err;
+  EXPECT_EQ(weights.err.rfind("dropk: using step 2 (" + Path("weights/step-00000002") + ")\n", 0),
+            0u)
+      << weights.err;
+  EXPECT_EQ(weights.out, whole.out);
+  const CommandResult verify = RunCommand(kBin + "dropk ckpt verify " + Path("weights"));
+  EXPECT_EQ(verify.exit_code, 1) << verify.err;
+  EXPECT_NE(verify.err.find("optim-rank00000-of-00001.data"), std::string::npos) << verify.err;
+}
+
 TEST_F(CheckpointFlagTest, StudyTopKTakesARunDirectorySayingTheStepPicked) {
   const CommandResult r =
       RunCommand(kBin + "dropk study topk --checkpoint " + Path("run") + " --out " + Path("topk") +

@@ -93,8 +93,12 @@ absl::StatusOr<ValidatedManifest> ValidateManifest(const CheckpointManifest& man
                                                    const FileSizeFn& file_size);
 
 // Reads manifest.pb of checkpoint `dir` and validates it against the files
-// beside it (no tensor data read).
-absl::StatusOr<ValidatedManifest> OpenCheckpoint(const std::string& dir, Env* env = nullptr);
+// beside it (no tensor data read). With `weights_only` (serving, sampling,
+// export), an optimizer file (optim-*) that is missing counts as the size
+// the manifest pins for it: a checkpoint copied without them (twice the
+// weights' bytes, never read there) opens; one present is checked as ever.
+absl::StatusOr<ValidatedManifest> OpenCheckpoint(const std::string& dir, Env* env = nullptr,
+                                                 bool weights_only = false);
 
 // Recomputes every CRC of checkpoint `dir`. OK or DataLoss naming the
 // checkpoint, file and tensor. With options.weights_only, only the model
