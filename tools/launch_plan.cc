@@ -277,6 +277,20 @@ absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
       return absl::InvalidArgumentError(
           absl::StrCat(path, ":", number, ": '", entry.host, "' names no host after its user@"));
     }
+    // mpirun -H's "host:slots" written in a hostfile: Open MPI took it for
+    // a host of that name and printed two screens of errors. A ':' belongs
+    // in an IPv6 address only.
+    if (const size_t colon = name.rfind(':'); colon != std::string::npos) {
+      in6_addr v6;
+      const std::string bare = absl::StrCat(absl::StripPrefix(absl::StripSuffix(name, "]"), "["));
+      if (inet_pton(AF_INET6, bare.c_str(), &v6) != 1) {
+        const std::string host = entry.host.substr(0, entry.host.rfind(':'));
+        const std::string slots = entry.host.substr(entry.host.rfind(':') + 1);
+        return absl::InvalidArgumentError(absl::StrCat(
+            path, ":", number, ": '", entry.host, "' is mpirun -H's host:slots form, which a "
+            "hostfile does not take; write '", host, " slots=", slots.empty() ? "N" : slots, "'"));
+      }
+    }
     // DNS names ignore case; Open MPI takes localhost and 127.0.0.1 (not
     // 127.0.0.2: that it reaches over ssh) for the node it runs on, and
     // refuses the two with a slot count each, naming its own copy of the

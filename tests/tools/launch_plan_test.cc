@@ -129,6 +129,15 @@ TEST(LaunchPlanTest, RejectsHostNamesAndOptionsMpirunCannotParse) {
             "count=, cpu=, max_slots=, slots_max=, username=, port=)");
   EXPECT_EQ(ParseHostfile("a count=0\n", "H").status().message(),
             "H:1: count=0 must be a whole number >= 1");
+  // mpirun -H's host:slots passed, and Open MPI printed two screens of
+  // errors; an IPv6 address (bare or bracketed) keeps its colons.
+  EXPECT_EQ(ParseHostfile("localhost:2\n", "H").status().message(),
+            "H:1: 'localhost:2' is mpirun -H's host:slots form, which a hostfile does not "
+            "take; write 'localhost slots=2'");
+  EXPECT_EQ(ParseHostfile("a\nme@node7:\n", "H").status().message(),
+            "H:2: 'me@node7:' is mpirun -H's host:slots form, which a hostfile does not take; "
+            "write 'me@node7 slots=N'");
+  EXPECT_TRUE(ParseHostfile("::1 slots=2\nfe80::2\n", "H").ok());
   // What Open MPI takes still parses; count= and cpu= are slot counts too.
   absl::StatusOr<std::vector<HostEntry>> ok = ParseHostfile(
       "user@node-1.example.com slots=2 max_slots=4\n10.0.0.2 max-slots=2 username=me port=2222\n"
