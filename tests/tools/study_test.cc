@@ -90,6 +90,12 @@ TEST_F(StudyFilesTest, ABrokenMetricsLineIsRefusedNamingFileAndLine) {
   ASSERT_FALSE(rows.ok());
   EXPECT_NE(rows.status().message().find(path + ":2:"), std::string::npos) << rows.status();
   EXPECT_FALSE(SummarizeEvaluations({RunMetricsRow{}}).ok());
+  // One line, and no row: named as that line, where it read "no metrics rows".
+  const std::string one = Write("one.jsonl", "garbage\n");
+  rows = ReadRunMetrics(one);
+  ASSERT_FALSE(rows.ok());
+  EXPECT_EQ(rows.status().message(),
+            one + ":1: not a metrics row (a JSON object with an integer \"step\")");
 }
 
 // dropk plot on a run whose metrics.jsonl is a FIFO blocked for ever; one

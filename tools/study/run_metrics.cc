@@ -34,8 +34,9 @@ absl::StatusOr<std::vector<RunMetricsRow>> ReadRunMetrics(const std::string& pat
     const bool valid = j.is_object() && j.contains("step") && j["step"].is_number_integer();
     if (!valid) {
       // The trainer flushes whole lines, so only the last can be torn (a run
-      // killed mid-write); anything else is not a metrics file.
-      if (i + 1 == lines.size()) break;
+      // killed mid-write); anything else is not a metrics file. Nor is a
+      // file whose one line is no row: it read "no metrics rows".
+      if (i + 1 == lines.size() && !rows.empty()) break;
       return absl::InvalidArgumentError(
           absl::StrCat(path, ":", i + 1,
                        ": not a metrics row (a JSON object with an integer "
