@@ -380,6 +380,28 @@ TEST_F(StudyFilesTest, APlotGnuplotRefusesLeavesNoEmptyPng) {
   EXPECT_FALSE(fs::exists(dir_ / "run/plots/loss.png"));
 }
 
+// An override of a field the study sets for each run (--set=--dropout=0.5,
+// --set=--out_dir=..., --set=--data_dir=...) was accepted and replaced
+// without a word, and a site's own rate held it fixed in every run.
+TEST_F(StudyFilesTest, DropoutStudyRefusesOverridesOfWhatItSetsPerRun) {
+  const std::string study = std::string(DROPK_BINARY_DIR "/bin/dropk study dropout --corpus "
+                                        DROPK_SOURCE_DIR "/data/tinyshakespeare.txt --out ") +
+                            (dir_ / "refused").string() + " ";
+  for (const auto& [set, expected] :
+       {std::pair{"--set=--dropout=0.5", "dropk: --set=--dropout=0.5: the study sets dropout for "
+                                         "each run itself (from --rates); leave it out\n"},
+        {"--set=--out_dir=/tmp/x", "dropk: --set=--out_dir=/tmp/x: the study sets out_dir for "
+                                   "each run itself (under --out); leave it out\n"},
+        {"--set=--dropout_mlp_output=0", "dropk: dropout_mlp_output is set (by --config or "
+                                         "--set): it would hold that site at one rate in every "
+                                         "run of a study of the rate; leave it out\n"}}) {
+    SCOPED_TRACE(set);
+    const auto r = RunCommand(study + set);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(r.err, expected);
+  }
+}
+
 // A tiny dropout study (two rates, 20 steps) twice, then a top-k study on one
 // of its checkpoints twice: the same seed gives the same numbers.
 TEST_F(StudyFilesTest, StudiesAreReproducibleAndWritePlotsWithData) {

@@ -94,9 +94,28 @@ absl::StatusOr<TrainConfig> StudyConfig(const DropoutStudyOptions& options) {
       return absl::InvalidArgumentError(
           absl::StrCat("override ", flag, ": expected --name=value (a dropk-train field)"));
     }
-    if (absl::Status s = SetTrainConfigField(flag.substr(2, eq - 2), flag.substr(eq + 1), &config);
-        !s.ok()) {
+    // Fields the study sets for each run: an override of one was taken
+    // and then replaced without a word (dropout, out_dir, data_dir), or
+    // held one site at its rate in every run (a site's own dropout).
+    const std::string name = flag.substr(2, eq - 2);
+    if (name == "dropout" || name == "out_dir" || name == "data_dir") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--set=", flag, ": the study sets ", name, " for each run itself (",
+          name == "dropout" ? "from --rates" : "under --out", "); leave it out"));
+    }
+    if (absl::Status s = SetTrainConfigField(name, flag.substr(eq + 1), &config); !s.ok()) {
       return s;
+    }
+  }
+  for (const auto& [set, site] :
+       {std::pair{config.has_dropout_embedding(), "dropout_embedding"},
+        {config.has_dropout_attention_probs(), "dropout_attention_probs"},
+        {config.has_dropout_attention_output(), "dropout_attention_output"},
+        {config.has_dropout_mlp_output(), "dropout_mlp_output"}}) {
+    if (set) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          site, " is set (by --config or --set): it would hold that site at one rate in every "
+                "run of a study of the rate; leave it out"));
     }
   }
   return config;
