@@ -703,6 +703,18 @@ absl::Status Launch(const Flags& flags) {
     const std::string latest = LatestText(checkpoints_dir);
     return !latest.empty() && latest != latest_at_start;
   };
+  // Why `ranks` ranks cannot take the job on (after `why`: the host lost),
+  // checked before "relaunching" is said: it was said, and the next line
+  // refused the relaunch with no word of the checkpoints kept.
+  const auto relaunch_refused = [&](int ranks, const std::string& why) -> absl::Status {
+    absl::StatusOr<int> accumulation =
+        AccumulationFor(config->gradient_accumulation_steps(), first_ranks, ranks);
+    if (accumulation.ok()) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrCat(
+        why, "; not relaunched: ", accumulation.status().message(), "; the checkpoints in ",
+        checkpoints_dir, " are kept: resume on hosts whose slots the micro-batches divide among "
+        "(or with another batch_size), with --resume=latest"));
+  };
   const auto relaunch_from = [&] {
     return saved_since_start()
                ? std::string("from the newest checkpoint")
@@ -863,6 +875,7 @@ absl::Status Launch(const Flags& flags) {
       std::erase_if(*hosts, [&](const HostEntry& h) {
         return std::find(silent.begin(), silent.end(), h.host) != silent.end();
       });
+      if (absl::Status s = relaunch_refused(RanksOf(*hosts), named); !s.ok()) return s;
       std::cerr << "dropk launch: restart " << attempt + 1 << " of at most " << flags.max_restarts
                 << ": " << named << "; relaunching on " << hosts->size() << " host(s), "
                 << RanksOf(*hosts) << " rank(s), " << relaunch_from() << std::endl;
@@ -910,6 +923,11 @@ absl::Status Launch(const Flags& flags) {
     const std::string& lost = *choice.host;
     std::erase_if(*hosts, [&](const HostEntry& h) { return h.host == lost; });
     if (hosts->empty()) return absl::AbortedError(absl::StrCat("host ", lost, " lost: none left"));
+    if (absl::Status s =
+            relaunch_refused(RanksOf(*hosts), absl::StrCat("host ", lost, " lost (", ended, ")"));
+        !s.ok()) {
+      return s;
+    }
     std::cerr << "dropk launch: restart " << attempt + 1 << " of at most " << flags.max_restarts
               << ": host " << lost << " lost (" << ended << (choice.reason.empty() ? "" : "; ")
               << choice.reason << "); relaunching on " << hosts->size() << " host(s), "

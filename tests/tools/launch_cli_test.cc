@@ -224,6 +224,30 @@ TEST_F(LaunchCliTest, AGlobalBatchSomeLossCannotKeepIsWarnedOfButLaunched) {
   EXPECT_EQ(r.err.find("warning"), std::string::npos) << r.err;
 }
 
+// A loss the global batch cannot survive (3 micro-batches on the 2 ranks
+// left) said "relaunching on 1 host(s), 2 rank(s)" and then refused the
+// relaunch, with no word of the checkpoints kept. Now one line, no
+// "relaunching".
+TEST_F(LaunchCliTest, ALossTheGlobalBatchCannotSurviveSaysSoWithoutRelaunching) {
+  std::ofstream(dir_ / "uneven") << "127.0.0.1 slots=2\n127.0.0.2 slots=1\n";
+  const std::string mpirun = StandInMpirun(
+      "losing-mpirun",
+      "echo 'rank 0 of 3: AllReduce #3: rank 2 (127.0.0.2) is unreachable (...)' >&2\nexit 1\n");
+  const test_util::CommandResult r =
+      Launch("--hostfile " + (dir_ / "uneven").string() + " --mpirun " + mpirun +
+             " -- dropk-train --gradient_accumulation_steps=1 --out_dir=" +
+             (dir_ / "run").string());
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.err.find("relaunching"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("dropk: host 127.0.0.2 lost (mpirun exit status 1); not relaunched: "
+                       "cannot keep the global batch on 2 rank(s): gradient_accumulation_steps 1 "
+                       "x 3 rank(s) = 3 micro-batches per step does not divide among them; the "
+                       "checkpoints in " +
+                       (dir_ / "run" / "checkpoints").string() + " are kept"),
+            std::string::npos)
+      << r.err;
+}
+
 // A missing mpirun printed the child's "cannot run", then "the job failed
 // (mpirun exit status 127) without losing a host", and exited 1.
 TEST_F(LaunchCliTest, AMissingMpirunIsOneLineNamingTheFlag) {
