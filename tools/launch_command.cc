@@ -59,15 +59,24 @@ static_assert(std::atomic<pid_t>::is_always_lock_free && std::atomic<int>::is_al
 
 // The first SIGINT/SIGTERM goes to mpirun as SIGUSR1, which it forwards to
 // every rank (dropk-train then saves and exits 75; mpirun's own SIGTERM would
-// kill the ranks a second later); a second one is passed on as it is. Each
-// is counted even when no mpirun runs (the launcher is checking hosts, or
-// between attempts): the launcher's waits look at the count and stop.
+// kill the ranks a second later); a second one is passed on as it is; a
+// third SIGKILLs mpirun's process group (mpirun and the ranks and helpers
+// it started here): an mpirun too busy to act on signals (starting
+// hundreds of ranks) kept the launcher running for minutes after every
+// Ctrl-C. Each is counted even when no mpirun runs (the launcher is
+// checking hosts, or between attempts): the launcher's waits look at the
+// count and stop.
 extern "C" void ForwardSignal(int signo) {
   int none = 0;
   g_first_signal.compare_exchange_strong(none, signo);
   const int earlier = g_signals.fetch_add(1);
   const pid_t pid = g_mpirun.load();
-  if (pid > 0) kill(pid, earlier == 0 ? SIGUSR1 : signo);
+  if (pid <= 0) return;
+  if (earlier >= 2) {
+    kill(-pid, SIGKILL);
+  } else {
+    kill(pid, earlier == 0 ? SIGUSR1 : signo);
+  }
 }
 
 // SIGINT and SIGTERM, the signals the launcher takes as a request to stop.

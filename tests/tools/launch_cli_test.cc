@@ -248,6 +248,40 @@ TEST_F(LaunchCliTest, ALossTheGlobalBatchCannotSurviveSaysSoWithoutRelaunching) 
       << r.err;
 }
 
+// An mpirun deaf to signals (busy starting hundreds of ranks, here one that
+// ignores them) kept the launcher running after any number of Ctrl-Cs. The
+// third kills mpirun's process group.
+TEST_F(LaunchCliTest, AThirdStopSignalKillsAnMpirunDeafToTheFirstTwo) {
+  const std::string pids = (dir_ / "mpirun.pid").string();
+  const std::string mpirun = StandInMpirun(
+      "deaf-mpirun", "trap '' USR1 TERM INT\n"
+                     "mkdir -p \"$out/started/$attempt\"\n"  // a rank started: a stop saves
+                     "echo localhost > \"$out/started/$attempt/rank-00000\"\n"
+                     "echo $$ > " + pids + "\nwhile :; do sleep 1; done\n");
+  const std::string log = (dir_ / "launch.log").string();
+  test_util::ChildProcess job({Dropk(), "launch", "--hostfile", (dir_ / "hosts").string(),
+                               "--mpirun", mpirun, "--", "dropk-train",
+                               "--out_dir=" + (dir_ / "run").string()},
+                              log);
+  const auto start = std::chrono::steady_clock::now();
+  while (PidsIn(pids).empty() && std::chrono::steady_clock::now() - start < seconds(30)) {
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  ASSERT_EQ(PidsIn(pids).size(), 1u) << test_util::ReadFile(log);
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(kill(job.pid(), SIGTERM), 0);
+    std::this_thread::sleep_for(milliseconds(1500));  // past the launcher's 1 s checks
+  }
+  EXPECT_FALSE(Ended(PidsIn(pids).front())) << "the stand-in should ignore the first two";
+  ASSERT_EQ(kill(job.pid(), SIGTERM), 0);
+  const auto third = std::chrono::steady_clock::now();
+  const std::optional<int> code = job.WaitFor(seconds(30));
+  ASSERT_TRUE(code.has_value()) << test_util::ReadFile(log);
+  EXPECT_LT(std::chrono::steady_clock::now() - third, seconds(10)) << test_util::ReadFile(log);
+  EXPECT_TRUE(Ended(PidsIn(pids).front()));
+  EXPECT_NE(*code, 0) << test_util::ReadFile(log);
+}
+
 // A missing mpirun printed the child's "cannot run", then "the job failed
 // (mpirun exit status 127) without losing a host", and exited 1.
 TEST_F(LaunchCliTest, AMissingMpirunIsOneLineNamingTheFlag) {
