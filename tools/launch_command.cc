@@ -663,8 +663,17 @@ absl::Status Launch(const Flags& flags) {
   if (!mpirun_args.ok()) return mpirun_args.status();
   if (absl::Status s = CheckMpirunArgs(*mpirun_args); !s.ok()) return s;
   // The job's own config, for its gradient_accumulation_steps.
+  // From the dropk-train word on: a wrapper before it (`env VAR=1`,
+  // `numactl ...`) is mpirun's to run, and its words are no training flags
+  // (they were refused as "unexpected argument").
+  const auto trainer = std::find_if(flags.command.begin(), flags.command.end(), [](const auto& a) {
+    return std::filesystem::path(a).filename() == "dropk-train";
+  });
   std::vector<char*> train_argv;
-  for (const std::string& a : flags.command) train_argv.push_back(const_cast<char*>(a.c_str()));
+  for (auto a = trainer == flags.command.end() ? flags.command.begin() : trainer;
+       a != flags.command.end(); ++a) {
+    train_argv.push_back(const_cast<char*>(a->c_str()));
+  }
   absl::StatusOr<TrainConfig> config =
       LoadTrainConfig(static_cast<int>(train_argv.size()), train_argv.data());
   if (!config.ok()) {

@@ -284,6 +284,23 @@ TEST_F(LaunchCliTest, AThirdStopSignalKillsAnMpirunDeafToTheFirstTwo) {
   EXPECT_NE(*code, 0) << test_util::ReadFile(log);
 }
 
+// A wrapper before dropk-train (`env VAR=1 dropk-train ...`) was refused:
+// its words were read as training flags ("unexpected argument
+// 'OMP_NUM_THREADS=1'"). The flags are read from the dropk-train word on,
+// and mpirun runs the command as given; a bad flag after it is still named.
+TEST_F(LaunchCliTest, AWrapperBeforeTheTrainerIsRunAsGiven) {
+  const std::string launch = "--hostfile " + (dir_ / "hosts").string() + " --mpirun echo -- ";
+  test_util::CommandResult r =
+      Launch(launch + "env OMP_NUM_THREADS=1 /opt/bin/dropk-train --out_dir=" +
+             (dir_ / "run").string());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find(" env OMP_NUM_THREADS=1 /opt/bin/dropk-train --out_dir="), std::string::npos)
+      << r.out;
+  r = Launch(launch + "env OMP_NUM_THREADS=1 dropk-train --no_such_flag=1");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--no_such_flag"), std::string::npos) << r.err;
+}
+
 // A missing mpirun printed the child's "cannot run", then "the job failed
 // (mpirun exit status 127) without losing a host", and exited 1.
 TEST_F(LaunchCliTest, AMissingMpirunIsOneLineNamingTheFlag) {
