@@ -141,6 +141,23 @@ TEST(ExitCodesRuntimeTest, StdoutThatCannotBeWrittenExits1NamingIt) {
   }
 }
 
+// A reader that went away is no failure: `dropk-train ... | true` (every
+// write of the sample after training failed with EPIPE) exited 1 with
+// "cannot write to stdout: some output was not written".
+TEST(ExitCodesRuntimeTest, AReaderThatWentAwayIsNoFailure) {
+  test_util::ScopedTempDir dir("exit_reader_gone");
+  ASSERT_TRUE(PrepareShakespeare(dir.Path("data")).ok());
+  for (int run = 0; run < 3; ++run) {
+    const CommandResult r = RunCommand(
+        "bash -c '" + kBin + "dropk-train --config " DROPK_SOURCE_DIR
+        "/configs/tiny_smoke.textproto --max_iters=1 --sample_tokens=2000 --num_threads=1 "
+        "--data_dir=" + dir.Path("data") + " --out_dir=" + dir.Path("out" + std::to_string(run)) +
+        " | true; exit ${PIPESTATUS[0]}'");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.err.find("cannot write to stdout"), std::string::npos) << r.err;
+  }
+}
+
 // A closed stdout (`>&-`) is reported as one that cannot be written, and
 // the descriptor is not handed to a file the command opens: there the
 // command's stdout text went into the file it wrote.

@@ -14,6 +14,7 @@
 #define DROPK_BASE_EXIT_CODES_H_
 
 #include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -53,7 +54,11 @@ inline std::string StdoutWriteProblem() {
   const int flush_errno = errno;
   if (!flush_failed && !std::ferror(stdout) && !std::cout.bad()) return "";
   if (flush_failed && flush_errno != 0) return std::strerror(flush_errno);
-  // An earlier write failed and its errno is gone: ask the descriptor.
+  // An earlier write failed and its errno is gone: ask the descriptor. A
+  // pipe whose reader went away (`| head`: its writes failed with EPIPE)
+  // shows POLLERR; a closed stdout (taken read-only) fails a write.
+  pollfd out = {STDOUT_FILENO, POLLOUT, 0};
+  if (::poll(&out, 1, 0) == 1 && (out.revents & POLLERR) != 0) return std::strerror(EPIPE);
   errno = 0;
   if (::write(STDOUT_FILENO, "", 0) < 0) return std::strerror(errno);
   return "some output was not written";
