@@ -117,9 +117,12 @@ size_t RunOfDigits(absl::string_view s, size_t pos, bool dots = false) {
   return n;
 }
 
-// R of the first "rank R of N:" in `line` (a rank of dropk-train reporting),
-// or nullopt.
-std::optional<std::string> ReportingRank(absl::string_view line) {
+// R and N of the first "rank R of N:" in `line` (a rank of dropk-train
+// reporting; its digits as written), or nullopt.
+struct ReportingRankOf {
+  absl::string_view rank, size;
+};
+std::optional<ReportingRankOf> ReportingRank(absl::string_view line) {
   for (size_t at = line.find("rank "); at != absl::string_view::npos;
        at = line.find("rank ", at + 1)) {
     const size_t p = at + 5;
@@ -128,7 +131,8 @@ std::optional<std::string> ReportingRank(absl::string_view line) {
     const size_t size_digits = RunOfDigits(line, p + rank_digits + 4);
     const size_t colon = p + rank_digits + 4 + size_digits;
     if (size_digits > 0 && colon < line.size() && line[colon] == ':') {
-      return std::string(line.substr(p, rank_digits));
+      return ReportingRankOf{line.substr(p, rank_digits),
+                             line.substr(p + rank_digits + 4, size_digits)};
     }
   }
   return std::nullopt;
@@ -382,9 +386,9 @@ std::vector<std::string> HostsNamedLost(const std::string& output,
   int line_number = 0;
   for (const absl::string_view line : absl::StrSplit(output, '\n')) {
     ++line_number;
-    const std::optional<std::string> reporter = ReportingRank(line);
-    const std::string reporter_key =
-        reporter ? "rank " + *reporter : "line " + std::to_string(line_number);
+    const std::optional<ReportingRankOf> reporter = ReportingRank(line);
+    const std::string reporter_key = reporter ? absl::StrCat("rank ", reporter->rank)
+                                              : absl::StrCat("line ", line_number);
     for (const std::string& address : AddressesNamedUnreachable(line)) {
       const HostEntry* named = host_named(address);
       if (named == nullptr || !counted.insert({reporter_key, named}).second) continue;
@@ -511,17 +515,12 @@ int RanksOf(const std::vector<HostEntry>& hosts) {
 std::vector<std::string> RecordsOfAJobOf(const std::vector<std::string>& lines, int ranks) {
   std::vector<std::string> kept;
   for (const std::string& line : lines) {
-    // "...: rank R of W: ..." after the "pid P" prefix.
-    const size_t at = line.find(": rank ");
-    if (at == std::string::npos) continue;
-    std::vector<absl::string_view> words =
-        absl::StrSplit(absl::string_view(line).substr(at + 7), absl::MaxSplits(' ', 3));
+    const std::optional<ReportingRankOf> reporter = ReportingRank(line);
     int rank = -1, world = -1;
-    if (words.size() < 3 || words[1] != "of" || !absl::ConsumeSuffix(&words[2], ":") ||
-        !absl::SimpleAtoi(words[0], &rank) || !absl::SimpleAtoi(words[2], &world)) {
-      continue;
+    if (reporter && absl::SimpleAtoi(reporter->rank, &rank) &&
+        absl::SimpleAtoi(reporter->size, &world) && world == ranks && rank < ranks) {
+      kept.push_back(line);
     }
-    if (world == ranks && rank >= 0 && rank < ranks) kept.push_back(line);
   }
   return kept;
 }
