@@ -119,6 +119,16 @@ class LaunchCliTest : public ::testing::Test {
     for (pid_t pid; in >> pid;) pids.push_back(pid);
     return pids;
   }
+  // Waits up to `limit` for at least `count` pids in file `path`; false if
+  // they did not come.
+  static bool WaitForPids(const std::string& path, size_t count, seconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (PidsIn(path).size() < count) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+    return true;
+  }
   test_util::CommandResult Launch(const std::string& args) {
     return test_util::RunCommand(Dropk() + " launch " + args);
   }
@@ -263,10 +273,7 @@ TEST_F(LaunchCliTest, AThirdStopSignalKillsAnMpirunDeafToTheFirstTwo) {
                                "--mpirun", mpirun, "--", "dropk-train",
                                "--out_dir=" + (dir_ / "run").string()},
                               log);
-  const auto start = std::chrono::steady_clock::now();
-  while (PidsIn(pids).empty() && std::chrono::steady_clock::now() - start < seconds(30)) {
-    std::this_thread::sleep_for(milliseconds(20));
-  }
+  WaitForPids(pids, 1, seconds(30));
   ASSERT_EQ(PidsIn(pids).size(), 1u) << test_util::ReadFile(log);
   for (int i = 0; i < 2; ++i) {
     ASSERT_EQ(kill(job.pid(), SIGTERM), 0);
@@ -737,10 +744,7 @@ TEST_F(LaunchCliTest, ASignalWhileEachHostIsTriedAloneEndsTheLaunchAtOnce) {
       log);
   ASSERT_TRUE(WaitForText(log, "trying mpirun on each host alone", seconds(60)))
       << test_util::ReadFile(log);
-  const auto listed = std::chrono::steady_clock::now();
-  while (PidsIn(probes).size() < 2 && std::chrono::steady_clock::now() - listed < seconds(5)) {
-    std::this_thread::sleep_for(milliseconds(20));
-  }
+  WaitForPids(probes, 2, seconds(5));
   ASSERT_EQ(PidsIn(probes).size(), 2u) << test_util::ReadFile(log);
   ASSERT_EQ(kill(job.pid(), SIGINT), 0);
   const auto signalled = std::chrono::steady_clock::now();
@@ -773,9 +777,7 @@ TEST_F(LaunchCliTest, ASignalAfterTheStartupTimeoutEndedMpirunIsAStop) {
        "--startup-timeout-s", "1", "--", "dropk-train", "--out_dir=" + (dir_ / "run").string()},
       log);
   const auto start = std::chrono::steady_clock::now();
-  while (PidsIn(pids).empty() && std::chrono::steady_clock::now() - start < seconds(30)) {
-    std::this_thread::sleep_for(milliseconds(20));
-  }
+  WaitForPids(pids, 1, seconds(30));
   ASSERT_EQ(PidsIn(pids).size(), 1u) << test_util::ReadFile(log);
   const pid_t stand_in = PidsIn(pids).front();
   while (!Ended(stand_in) && std::chrono::steady_clock::now() - start < seconds(30)) {
