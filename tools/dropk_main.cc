@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/cli_flag_values.h"
+#include "base/cut_for_message.h"
 #include "base/exit_codes.h"
 #include "base/version.h"
 #include "tools/ckpt_command.h"
@@ -175,7 +176,7 @@ int Main(int argc, char** argv) {
   if (const std::string missing = dropk::FlagMissingItsValue(
           app, std::vector<std::string>(argv + std::min(argc, 1), argv + argc));
       !missing.empty()) {
-    std::cerr << "dropk: " << missing << "\n";
+    std::cerr << "dropk: " << dropk::EscapeForMessage(missing, dropk::KeptBreaks::kNewlinesAndTabs) << "\n";
     return dropk::kExitUsage;
   }
   try {
@@ -190,11 +191,12 @@ int Main(int argc, char** argv) {
     std::string message = UnknownSubcommandMessage(app, argc, argv);
     if (message.empty()) message = dropk::UnknownFlagAfterParse(app);
     if (message.empty()) message = dropk::DescribeParseError(e.what());
-    std::cerr << "dropk: " << message << " (run with --help for usage)\n";
+    std::cerr << "dropk: " << dropk::EscapeForMessage(message, dropk::KeptBreaks::kNewlinesAndTabs)
+              << " (run with --help for usage)\n";
     return dropk::kExitUsage;
   }
   if (const absl::Status status = action(); !status.ok()) {
-    std::cerr << "dropk: " << status.message() << "\n";
+    std::cerr << "dropk: " << dropk::EscapeForMessage(std::string(status.message()), dropk::KeptBreaks::kNewlinesAndTabs) << "\n";
     return dropk::ExitCodeFor(status);
   }
   return dropk::kExitOk;

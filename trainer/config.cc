@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/cli_flag_values.h"
+#include "base/cut_for_message.h"
 #include "base/number_text.h"
 #include "base/version.h"
 #include "comm/gradient_bucketer.h"
@@ -676,6 +677,17 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
     if (path.find('\0') != std::string::npos) {
       p.Add(absl::StrCat(name, "=\"", absl::CEscape(path),
                          "\": holds a NUL byte, which no path can hold"));
+    } else if (HoldsHiddenOrMovingText(path)) {
+      // A carriage return from a script saved with Windows line endings
+      // (`--out_dir=run1\r`) made a directory "run1\r"; a newline split
+      // every error line that named the path, and the failure record,
+      // read line by line, with it; an ESC reached the terminal.
+      p.Add(absl::StrCat(name, "=\"", EscapeForMessage(path),
+                         "\": holds a control or invisible character (shown as \\uXXXX), which "
+                         "a run's paths may not hold",
+                         absl::StrContains(path, '\r')
+                             ? "; a script or config saved with Windows line endings?"
+                             : ""));
     }
   }
   // Every checkpoint's manifest holds the config as protobuf, which refuses

@@ -22,6 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "base/cut_for_message.h"
 #include "base/number_text.h"
 #include "base/path_status.h"
 #include "checkpoint/crc32c.h"
@@ -662,6 +663,14 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
   }
   if (options.out_dir.empty()) {
     return absl::InvalidArgumentError("the output directory is empty");
+  }
+  // It becomes a run's data_dir, which dropk-train refuses with such a
+  // character (trainer/config.cc): refused before the work, not after.
+  if (HoldsHiddenOrMovingText(options.out_dir)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--out \"", EscapeForMessage(options.out_dir),
+                     "\": holds a control or invisible character (shown as \\uXXXX), which "
+                     "dropk-train refuses in a data_dir; name another directory"));
   }
   if (options.shard_tokens < kMinShardTokens) {
     return absl::InvalidArgumentError(

@@ -28,6 +28,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "base/cut_for_message.h"
 #include "base/exit_codes.h"
 #include "comm/communicator.h"
 #include "comm/mpi_communicator.h"
@@ -92,7 +93,7 @@ int ReportInvalidConfig(const absl::Status& invalid) {
       rank == 0 ? "dropk-train: " : absl::StrCat("dropk-train: rank ", rank, ": ");
   std::string lines;
   for (absl::string_view line : absl::StrSplit(invalid.message(), '\n')) {
-    absl::StrAppend(&lines, prefix, line, "\n");
+    absl::StrAppend(&lines, prefix, dropk::EscapeForMessage(std::string(line)), "\n");
   }
   std::cerr << lines;
   return dropk::kExitUsage;
@@ -108,7 +109,11 @@ int ReportInvalidConfig(const absl::Status& invalid) {
 // does not return.
 int FailRank(const absl::Status& status, int rank, int world, int code, bool launcher_grace,
              const std::string& out_dir) {
-  const std::string failure = absl::StrCat("rank ", rank, " of ", world, ": ", status.message());
+  // No character that would reach a terminal raw (a run's paths cannot
+  // hold one, but a file's contents or a host's name may).
+  const std::string message =
+      dropk::EscapeForMessage(std::string(status.message()), dropk::KeptBreaks::kNewlinesAndTabs);
+  const std::string failure = absl::StrCat("rank ", rank, " of ", world, ": ", message);
   // A single process started by hand and refused for the user to fix (a
   // bad value, a missing path, a resume that contradicts its checkpoint)
   // never began a run, and its line is on the user's terminal: out_dir,
@@ -132,7 +137,7 @@ int FailRank(const absl::Status& status, int rank, int world, int code, bool lau
   if (world > 1) {
     dropk::AbortJob(absl::StrCat("dropk-train: ", failure, " (ending the job)"), code, keep);
   }
-  std::cerr << "dropk-train: " << status.message() << std::endl;
+  std::cerr << "dropk-train: " << message << std::endl;
   keep();
   return code;
 }

@@ -68,6 +68,18 @@ TEST(EscapeForMessageTest, EscapesWhatHidesOrMovesTextInLowerCaseHex) {
   EXPECT_EQ(EscapeForMessage("para\u2029line\u2028"), "para\\u2029line\\u2028");
 }
 
+// A message of several lines (a config report) keeps its line breaks and
+// tabs, and escapes the rest: a path's ESC or carriage return.
+TEST(EscapeForMessageTest, KeepingBreaksKeepsOnlyNewlinesAndTabs) {
+  EXPECT_EQ(EscapeForMessage("a\nb\tc\r\x1b[31m", KeptBreaks::kNewlinesAndTabs),
+            "a\nb\tc\\u000d\\u001b[31m");
+  EXPECT_EQ(EscapeForMessage("\u202e\x0b\x0c", KeptBreaks::kNewlinesAndTabs),
+            "\\u202e\\u000b\\u000c");
+  EXPECT_TRUE(HoldsHiddenOrMovingText("run\r"));
+  EXPECT_TRUE(HoldsHiddenOrMovingText("a\nb"));
+  EXPECT_FALSE(HoldsHiddenOrMovingText("runs/caf\u00e9 \xff"));
+}
+
 TEST(EscapeForMessageTest, KeepsPrintableUtf8AndBytesThatAreNotUtf8) {
   for (const std::string text :
        {std::string("plain ASCII ~!@#$%^&*()"), std::string("caf\u00e9 \u20ac \u4e2d\u6587"),

@@ -35,6 +35,7 @@ using ::testing::AllOf;
 using ::testing::AnyOf;
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 const char kShakespeare[] = DROPK_SOURCE_DIR "/data/tinyshakespeare.txt";
@@ -209,6 +210,34 @@ TEST_F(PrepareDataTest, RejectsBadInputs) {
     ASSERT_FALSE(summary.ok()) << c.input << " " << c.val_fraction;
     EXPECT_THAT(std::string(summary.status().message()), HasSubstr(c.message));
   }
+}
+
+// An --out with a carriage return (a script saved with Windows line
+// endings) made a directory "out\r" that dropk-train then refused as a
+// data_dir: it is refused first, shown escaped, and nothing is created.
+TEST_F(PrepareDataTest, AnOutWithAControlCharacterIsRefusedBeforeAnyWork) {
+  PrepareOptions options;
+  options.kind = Tokenizer::CHAR;
+  options.inputs = {kShakespeare};
+  options.out_dir = Path("out\r");
+  absl::StatusOr<PrepareSummary> summary = PrepareData(options);
+  ASSERT_FALSE(summary.ok());
+  EXPECT_EQ(summary.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(summary.status().message()),
+              HasSubstr("out\\u000d\": holds a control or invisible character"));
+  EXPECT_FALSE(std::filesystem::exists(options.out_dir));
+}
+
+// A path's ESC or carriage return in any error of `dropk` reached the
+// terminal raw (an ESC sequence recoloured it); the error line shows it as
+// \u001b, and the line still names the path.
+TEST_F(PrepareDataTest, CliShowsAPathsControlCharactersEscaped) {
+  const std::string input = Path("no\x1b[31mne.txt");
+  test_util::CommandResult run =
+      RunDropk("data prepare --tokenizer char --out '" + Path("out") + "' '" + input + "'");
+  EXPECT_EQ(run.exit_code, 2) << run.err;
+  EXPECT_THAT(run.err, HasSubstr("no\\u001b[31mne.txt' does not exist"));
+  EXPECT_THAT(run.err, Not(HasSubstr("\x1b")));
 }
 
 // A file whose size the file system gives as 0 but that holds text (a

@@ -972,6 +972,19 @@ INSTANTIATE_TEST_SUITE_P(
         BadValueCase{"ResumeWithNul",
                      [](TrainConfig* c) { c->set_resume(std::string("latest\0", 7)); },
                      {"resume=\"latest\\000\""}},
+        // A script saved with Windows line endings: `--out_dir=run1\r`
+        // made a directory "run1\r"; a newline split every error line and
+        // the failure record; an ESC reached the terminal.
+        BadValueCase{"OutDirWithCarriageReturn",
+                     [](TrainConfig* c) { c->set_out_dir("run1\r"); },
+                     {"out_dir=\"run1\\u000d\": holds a control or invisible character",
+                      "Windows line endings"}},
+        BadValueCase{"DataDirWithNewlineAndEscape",
+                     [](TrainConfig* c) { c->set_data_dir("a\nb\x1b[31m"); },
+                     {"data_dir=\"a\\u000ab\\u001b[31m\": holds a control"}},
+        BadValueCase{"InitFromWithRightToLeftOverride",
+                     [](TrainConfig* c) { c->set_init_from("w\u202e.safetensors"); },
+                     {"init_from=\"w\\u202e.safetensors\""}},
         BadValueCase{"InitFromWithNul",
                      [](TrainConfig* c) { c->set_init_from(std::string("w.safetensors\0x", 15)); },
                      {"init_from=\"w.safetensors\\000x\": holds a NUL byte"}},

@@ -46,11 +46,17 @@ inline bool HidesOrMovesText(uint32_t cp) {
          (cp >= 0x2060 && cp <= 0x2069) || cp == 0xFEFF;
 }
 
+// Which characters EscapeForMessage keeps although HidesOrMovesText holds.
+enum class KeptBreaks {
+  kNone,              // every such character is escaped: one line of text
+  kNewlinesAndTabs,  // '\n' and '\t' are kept: a message of several lines
+};
+
 // `text` as an error message may quote it: every character for which
 // HidesOrMovesText holds is written as \uXXXX (lower-case hex, "\u202e"),
-// everything else, bytes that are not UTF-8 included, is kept as it is.
-// Pure, never throws beyond std::bad_alloc.
-inline std::string EscapeForMessage(std::string_view text) {
+// except those `kept` names; everything else, bytes that are not UTF-8
+// included, is kept as it is. Pure, never throws beyond std::bad_alloc.
+inline std::string EscapeForMessage(std::string_view text, KeptBreaks kept = KeptBreaks::kNone) {
   std::string out;
   out.reserve(text.size());
   const auto byte = [&text](size_t i) { return static_cast<unsigned char>(text[i]); };
@@ -66,7 +72,8 @@ inline std::string EscapeForMessage(std::string_view text) {
     } else if (cp >= 0x80) {
       cp = 0x20;  // a byte of a longer or broken sequence: kept
     }
-    if (HidesOrMovesText(cp)) {
+    const bool keep = kept == KeptBreaks::kNewlinesAndTabs && (cp == '\n' || cp == '\t');
+    if (HidesOrMovesText(cp) && !keep) {
       static constexpr char kHex[] = "0123456789abcdef";
       out += "\\u";
       for (int shift = 12; shift >= 0; shift -= 4) out += kHex[(cp >> shift) & 0xF];
@@ -76,6 +83,13 @@ inline std::string EscapeForMessage(std::string_view text) {
     i += len;
   }
   return out;
+}
+
+// Whether `text` holds a character EscapeForMessage escapes (a control or
+// invisible character: HidesOrMovesText). Pure, never throws beyond
+// std::bad_alloc.
+inline bool HoldsHiddenOrMovingText(std::string_view text) {
+  return EscapeForMessage(text) != text;
 }
 
 // Client text as an error message quotes it: cut to `max_bytes`
