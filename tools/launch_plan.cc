@@ -299,7 +299,9 @@ absl::StatusOr<std::vector<HostEntry>> ParseHostfile(const std::string& text,
     // 127.0.0.2: that it reaches over ssh) for the node it runs on, and
     // refuses the two with a slot count each, naming its own copy of the
     // file. Names that resolve alike are left to it (that needs DNS).
-    const std::string key = name == "127.0.0.1" ? "localhost" : name;
+    // "node1." is node1's absolute DNS name: the same host.
+    const std::string dotless(absl::StripSuffix(name, "."));
+    const std::string key = dotless == "127.0.0.1" ? "localhost" : dotless;
     if (const auto [it, added] = seen.emplace(key, entry.host); !added) {
       return absl::InvalidArgumentError(absl::StrCat(
           path, ":", number, ": host ", entry.host, " listed twice (as ", it->second,
@@ -467,7 +469,8 @@ std::vector<std::string> HostsWithoutStartedRank(const std::vector<HostEntry>& h
 absl::Status CheckLauncherListedOnce(const std::vector<HostEntry>& hosts,
                                      const StartedRankHost& launcher, const std::string& path) {
   const auto names_launcher = [&launcher](const HostEntry& h) {
-    const std::string name = h.host.substr(h.host.find('@') + 1);  // npos + 1 == 0
+    // npos + 1 == 0; "vm." is vm's absolute DNS name.
+    const std::string name(absl::StripSuffix(h.host.substr(h.host.find('@') + 1), "."));
     // What Open MPI itself takes for the local machine (127.0.0.2 it
     // reaches over ssh, as another host).
     if (absl::EqualsIgnoreCase(name, "localhost") || name == "127.0.0.1" || name == "::1" ||

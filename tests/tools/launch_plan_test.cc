@@ -86,6 +86,12 @@ TEST(LaunchPlanTest, RejectsTwoNamesOfOneHostAndAnEmptyHost) {
   EXPECT_EQ(ParseHostfile("localhost slots=1\n127.0.0.1 slots=1\n", "H").status().message(),
             "H:2: host 127.0.0.1 listed twice (as localhost before: both name the machine mpirun "
             "runs on); list it once, with its slots added up");
+  // "node1." is node1's absolute DNS name.
+  EXPECT_EQ(ParseHostfile("node1\nnode1. slots=2\n", "H").status().message(),
+            "H:2: host node1. listed twice (as node1 before); list it once, with its slots "
+            "added up");
+  EXPECT_EQ(ParseHostfile("localhost.\n127.0.0.1\n", "H").status().code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseHostfile("a\n@ slots=1\n", "H").status().message(),
             "H:2: '@' names no host after its user@");
   EXPECT_EQ(ParseHostfile("me@\n", "H").status().message(),
@@ -231,6 +237,9 @@ TEST(LaunchPlanTest, TheLaunchersMachineListedTwiceIsRefusedNamingBothLines) {
             "hostfile adds up to: give it one line with the slots added up");
   EXPECT_EQ(check("10.77.0.9\nnode2\nme@LOCALHOST\n").code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(check("::1\nvm1\n").code(), absl::StatusCode::kInvalidArgument);
+  // A name with its trailing dot (the absolute DNS name) is the same host.
+  EXPECT_EQ(check("localhost\nvm1.\n").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(check("localhost.\n10.77.0.9\n").code(), absl::StatusCode::kInvalidArgument);
   // Other hosts, and 127.0.0.2 (another host to Open MPI), are not this machine.
   EXPECT_TRUE(check("localhost slots=2\nnode2\n127.0.0.2\n10.77.0.8\n").ok());
   EXPECT_TRUE(check("vm1 slots=4\n").ok());

@@ -250,6 +250,23 @@ TEST_F(StudyFilesTest, TopKSamplesAndMaxTokensOutsideTheRangeAreRefused) {
   }
 }
 
+// A list flag written with '=' and an empty item (CLI11 drops it without a
+// word) is refused naming the flag, the value and the item.
+TEST_F(StudyFilesTest, TopKListsWithAnEmptyItemAreRefused) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"--ks=1,,5", "dropk: --ks 1,,5: item 2 is empty"},
+      {"--temperatures=0.5,1,", "dropk: --temperatures 0.5,1,: item 3 is empty"},
+      {"--temperatures= ,1", "dropk: --temperatures  ,1: item 1 is empty"},
+  };
+  for (const auto& [flag, expected] : cases) {
+    const auto r = RunCommand(std::string(DROPK_BINARY_DIR "/bin/dropk study topk --checkpoint ") +
+                              (dir_ / "none").string() + " --out " + (dir_ / "o").string() + " '" +
+                              flag + "'");
+    EXPECT_EQ(r.exit_code, 2) << flag << ": " << r.err;
+    EXPECT_EQ(r.err.rfind(expected, 0), 0u) << flag << ": " << r.err;
+  }
+}
+
 // --help showed "--samples INT=20", "--max-tokens INT=200" and "--threads
 // INT=0" with no bound, where every other command's help gives its range:
 // the bounds were found only by passing a value past them.
@@ -297,6 +314,11 @@ TEST_F(StudyFilesTest, DropoutRatesAreCheckedAsTyped) {
        "dropk: --rates: 0 and 0 both train into dropout-0.00 (a run is named by its rate "
        "to two decimals); give rates that differ there"},
       {"0.1,0.001,0.004", "dropk: --rates: 0.001 and 0.004 both train into dropout-0.00"},
+      // CLI11 drops an empty item without a word: two rates were studied.
+      {"0.1,,0.2", "dropk: --rates 0.1,,0.2: item 2 is empty; give every value, separated by "
+                   "single ','"},
+      {"0.1,", "dropk: --rates 0.1,: item 2 is empty"},
+      {",0.1", "dropk: --rates ,0.1: item 1 is empty"},
   };
   for (const auto& [rates, expected] : cases) {
     const auto r = RunCommand(std::string(DROPK_BINARY_DIR "/bin/dropk study dropout --out ") +

@@ -11,6 +11,7 @@
 #ifndef DROPK_BASE_CLI_FLAG_VALUES_H_
 #define DROPK_BASE_CLI_FLAG_VALUES_H_
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
@@ -27,13 +28,43 @@
 
 namespace dropk {
 
+// The usage error for the value of `option`, written at args[i]
+// ("--rates=0.1,,0.2", or "--rates" and the argument after it), when
+// `option` takes a list split at a delimiter and an item of the value is
+// empty; "" otherwise (`option` null, no delimiter, no value). CLI11 drops
+// empty items without a word: `--rates 0.1,,0.2` studied two rates.
+inline std::string ListValueWithAnEmptyItem(const CLI::Option* option,
+                                            const std::vector<std::string>& args, size_t i) {
+  if (option == nullptr || option->get_delimiter() == '\0' ||
+      option->get_items_expected_min() < 1) {
+    return "";
+  }
+  const size_t equals = args[i].find('=');
+  if (equals == std::string::npos && i + 1 == args.size()) return "";
+  const std::string value =
+      equals != std::string::npos ? args[i].substr(equals + 1) : args[i + 1];
+  const char delimiter = option->get_delimiter();
+  size_t item = 1;
+  for (size_t start = 0;; ++item) {
+    const size_t end = std::min(value.find(delimiter, start), value.size());
+    if (value.find_first_not_of(" \t", start) >= end) {
+      return absl::StrCat(args[i].substr(0, equals), " ", value, ": item ", item,
+                          " is empty; give every value, separated by single '",
+                          std::string(1, delimiter), "'");
+    }
+    if (end == value.size()) return "";
+    start = end + 1;
+  }
+}
+
 // The usage error for the first argument of `args` (those after the
 // program's name) that names a long flag needing a value and is followed by
 // an argument that names a flag itself (up to its '='), or "" when there is
 // none. Flags are those of `app` and of the subcommands the words of `args`
 // name so far ("dropk data prepare --out"), or that is written "--flag=" with
-// nothing after the '=' and followed by any argument. Stops at "--": what follows is
-// another command's. A value that only starts with '-' ("-1", "--x" naming
+// nothing after the '=' and followed by any argument; or, for a flag that
+// takes a list, ListValueWithAnEmptyItem's error. Stops at "--": what
+// follows is another command's. A value that only starts with '-' ("-1", "--x" naming
 // no flag) stays a value.
 inline std::string FlagMissingItsValue(const CLI::App& app, const std::vector<std::string>& args) {
   std::vector<const CLI::Option*> options = app.get_options();
@@ -65,6 +96,10 @@ inline std::string FlagMissingItsValue(const CLI::App& app, const std::vector<st
         return args[i] + " gives no value after its '=' (the next argument, " + args[i + 1] +
                ", would be taken as it); give the value after '='";
       }
+    }
+    if (const std::string empty_item = ListValueWithAnEmptyItem(find(args[i]), args, i);
+        !empty_item.empty()) {
+      return empty_item;
     }
     if (i + 1 == args.size() || !args[i].starts_with("--") ||
         args[i].find('=') != std::string::npos) {
