@@ -1,6 +1,7 @@
 // ValidateManifest: every claim of a manifest checked before anything is
 // allocated from it, one seam per kind of claim.
 #include <algorithm>
+#include <cstdio>
 #include <map>
 
 #include "absl/strings/escaping.h"
@@ -59,8 +60,13 @@ class ManifestValidator {
 
   // Step counters, world size and the config's dimensions.
   absl::Status CheckScalars() const {
+    // A negative position resumed into batches, a schedule and dropout
+    // masks of no step (the counters' arithmetic wrapped).
     for (auto [name, v] : {std::pair<const char*, int64_t>{"step", m_.step()},
                            {"tokens_seen", m_.tokens_seen()},
+                           {"data_step", m_.data_step()},
+                           {"schedule_step", m_.schedule_step()},
+                           {"dropout_step", m_.dropout_step()},
                            {"optimizer_step", m_.optimizer_step()}}) {
       if (v < 0) return Fail("", "", absl::StrCat(name, "=", v, " is negative"));
     }
@@ -191,6 +197,12 @@ class ManifestValidator {
     if (e.name() == kAdamMName || e.name() == kAdamVName) {
       const int which = e.name() == kAdamMName ? 0 : 1;
       if (e.shape_size() != 1) return Fail(e.file(), name, "an optimizer slice must be 1-D");
+      if (!IsOptimizerFileOfTheWorld(e.file())) {
+        return Fail(e.file(), name,
+                    absl::StrCat("not an optimizer file of the world_size=", m_.world_size(),
+                                 " ranks the manifest names (",
+                                 OptimizerDataFileName(0, m_.world_size()), ", ...)"));
+      }
       if (static_cast<U128>(e.slice_start()) + e.shape(0) > vm_.num_params) {
         return Fail(e.file(), name,
                     absl::StrCat("slice [", e.slice_start(), ", +", e.shape(0), ") exceeds the ",
@@ -202,6 +214,16 @@ class ManifestValidator {
       return absl::OkStatus();
     }
     return Fail(e.file(), name, "unknown tensor name");
+  }
+
+  // Whether `file` is OptimizerDataFileName(r, world_size) for a rank r of
+  // the manifest's world: a world_size that its optimizer files contradict
+  // (a hand-edited manifest) told a resume the wrong rank count.
+  bool IsOptimizerFileOfTheWorld(const std::string& file) const {
+    int rank = -1, world = -1;
+    if (std::sscanf(file.c_str(), "optim-rank%d-of-%d.data", &rank, &world) != 2) return false;
+    return world == m_.world_size() && rank >= 0 && rank < world &&
+           OptimizerDataFileName(rank, world) == file;
   }
 
   // Entries never share bytes, so what a reader allocates from them is

@@ -563,6 +563,18 @@ TEST_F(CheckpointTest, EntryProblemsAreRefusedBeforeAnyAllocation) {
        {"optimizer/adam_m", "slice"}},
       {"negative step", [](CheckpointManifest& m) { m.set_step(-5); }, {"step=-5"}},
       {"world size", [](CheckpointManifest& m) { m.set_world_size(0); }, {"world_size=0"}},
+      // Positions a resume starts from, and a rank count the optimizer
+      // files contradict, verified when their CRCs matched.
+      {"negative data_step", [](CheckpointManifest& m) { m.set_data_step(-1); }, {"data_step=-1"}},
+      {"negative schedule_step",
+       [](CheckpointManifest& m) { m.set_schedule_step(-2); },
+       {"schedule_step=-2"}},
+      {"negative dropout_step",
+       [](CheckpointManifest& m) { m.set_dropout_step(-3); },
+       {"dropout_step=-3"}},
+      {"world size its optimizer files contradict",
+       [](CheckpointManifest& m) { m.set_world_size(m.world_size() + 1); },
+       {"optimizer/adam_", "not an optimizer file of the world_size="}},
       {"num_params", [](CheckpointManifest& m) { m.set_num_params(3); }, {"num_params=3"}},
       {"bad tokenizer",
        [](CheckpointManifest& m) { m.mutable_tokenizer()->set_kind(Tokenizer::KIND_UNSPECIFIED); },
