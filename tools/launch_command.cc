@@ -34,6 +34,7 @@
 #include "base/exit_codes.h"
 #include "checkpoint/env.h"
 #include "checkpoint/format.h"
+#include "tools/hostfile_reader.h"
 #include "tools/launch_plan.h"
 #include "trainer/config.h"
 #include "trainer/failure_record.h"
@@ -43,6 +44,9 @@ namespace {
 
 // The largest hostfile read (a line per host: a million hosts would fit).
 constexpr uint64_t kMaxHostfileBytes = 16 << 20;
+// How long a hostfile pipe's writer may send nothing (a `scontrol` or
+// `ssh head cat` behind `<(...)` answers within it).
+constexpr std::chrono::seconds kHostfilePipeQuietLimit{30};
 
 // Open MPI notices a lost host's daemon this way; without it mpirun may wait
 // for that daemon for good (see AbortJobAfterLauncherGrace). Longer than
@@ -646,15 +650,15 @@ std::string LatestText(const std::string& checkpoints_dir) {
 }
 
 absl::Status Launch(const Flags& flags) {
-  // A hostfile is small: this refuses a directory, a FIFO (the read blocked)
-  // and /dev/zero (read until memory ran out), naming the path.
+  // A hostfile is small: this refuses a directory and /dev/zero (read
+  // until memory ran out), naming the path; a pipe (`<(...)`) is read once,
+  // and one no program writes to is refused (its read blocked for good).
   absl::StatusOr<std::string> text =
-      ReadSmallFile(Env::Default(), flags.hostfile, kMaxHostfileBytes);
+      ReadHostfileText(flags.hostfile, kMaxHostfileBytes, kHostfilePipeQuietLimit);
   if (!text.ok()) {
-    const std::string message =
-        absl::StrCat("--hostfile ", flags.hostfile, ": cannot read: ", text.status().message());
-    return absl::IsNotFound(text.status()) ? absl::NotFoundError(message)
-                                           : absl::InvalidArgumentError(message);
+    return absl::Status(text.status().code(), absl::StrCat("--hostfile ", flags.hostfile,
+                                                           ": cannot read: ",
+                                                           text.status().message()));
   }
   absl::StatusOr<std::vector<HostEntry>> hosts = ParseHostfile(*text, flags.hostfile);
   if (!hosts.ok()) return hosts.status();

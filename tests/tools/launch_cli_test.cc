@@ -374,6 +374,16 @@ TEST_F(LaunchCliTest, AHostfileThatIsNotASmallRegularFileIsRefused) {
   }
 }
 
+// `--hostfile <(...)` (a hostfile a command prints) was refused as "not a
+// regular file": it is read once and mpirun is given its own copy.
+TEST_F(LaunchCliTest, AHostfileFromAPipeIsReadOnce) {
+  const test_util::CommandResult r = test_util::RunCommand(
+      "bash -c \"" + Dropk() + " launch --hostfile <(printf 'localhost slots=3\\n') --mpirun echo "
+      "-- dropk-train --out_dir=" + (dir_ / "run").string() + "\"");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find(" -np 3 "), std::string::npos) << r.out;
+}
+
 TEST_F(LaunchCliTest, AFailureWithoutALostHostIsNotRestarted) {
   // The data directory does not exist: every rank fails the same way.
   test_util::CommandResult r = Launch("--hostfile " + (dir_ / "hosts").string() +
