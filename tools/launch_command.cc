@@ -419,7 +419,7 @@ class FailureWatchdog {
         const std::vector<std::string> named = HostsNamedLost(absl::StrJoin(*lines, "\n"), hosts_);
         if (named.size() == 1) lost = absl::StrCat("host ", named.front(), " lost");
         if (named.size() > 1) {
-          lost = absl::StrCat("hosts ", absl::StrJoin(named, ", "), " unreachable as often each");
+          lost = absl::StrCat("hosts ", HostNamesForMessage(named), " unreachable as often each");
         }
       }
     }
@@ -511,7 +511,7 @@ class StartupWatchdog {
     silent_ = HostsWithoutStartedRank(hosts_, started, launcher_);
     if (silent_.empty()) return std::nullopt;
     return absl::StrCat(
-        "no rank started on host(s) ", absl::StrJoin(silent_, ", "), " within ", timeout_.count(),
+        "no rank started on host(s) ", HostNamesForMessage(silent_), " within ", timeout_.count(),
         " s (--startup-timeout-s; no start marker in ", dir,
         "): mpirun likely waits on a daemon there (host down or unreachable); ended mpirun's "
         "process group (mpirun, its local ranks and helpers)");
@@ -858,7 +858,7 @@ absl::Status Launch(const Flags& flags) {
     if (!startup.silent().empty() || daemons_failed) {
       std::vector<std::string> silent = startup.silent();
       std::string named =
-          absl::StrCat("no rank started on host(s) ", absl::StrJoin(silent, ", "), " within ",
+          absl::StrCat("no rank started on host(s) ", HostNamesForMessage(silent), " within ",
                        flags.startup_timeout_s, " s (--startup-timeout-s)");
       if (daemons_failed) {
         for (const HostEntry& h : *hosts) silent.push_back(h.host);
@@ -888,7 +888,7 @@ absl::Status Launch(const Flags& flags) {
                            config->out_dir(), " is shared by all"));
         }
         named = absl::StrCat(named, "; mpirun alone cannot start on host(s) ",
-                             absl::StrJoin(silent, ", "), " either");
+                             HostNamesForMessage(silent), " either");
       }
       if (attempt >= flags.max_restarts) {
         return absl::AbortedError(absl::StrCat(named, ", and --max-restarts=", flags.max_restarts,
@@ -914,7 +914,7 @@ absl::Status Launch(const Flags& flags) {
     if (attempt >= flags.max_restarts) {
       return absl::AbortedError(absl::StrCat(
           named_lost.size() == 1 ? absl::StrCat("host ", named_lost.front())
-                                 : absl::StrCat("one of hosts ", absl::StrJoin(named_lost, ", "),
+                                 : absl::StrCat("one of hosts ", HostNamesForMessage(named_lost),
                                                 " (named unreachable as often each)"),
           " lost (", ended, "), and --max-restarts=", flags.max_restarts, " restart(s) are used up",
           reported));
@@ -928,14 +928,14 @@ absl::Status Launch(const Flags& flags) {
       std::copy_if(hosts->begin(), hosts->end(), std::back_inserter(tied), [&](const HostEntry& h) {
         return std::find(named_lost.begin(), named_lost.end(), h.host) != named_lost.end();
       });
-      std::cerr << "dropk launch: the ranks named hosts " << absl::StrJoin(named_lost, ", ")
+      std::cerr << "dropk launch: the ranks named hosts " << HostNamesForMessage(named_lost)
                 << " unreachable as often each; trying mpirun on each of them alone (at most "
                 << probe_s << " s)" << std::endl;
       const std::optional<std::vector<std::string>> cannot = HostsMpirunCannotStartOn(
           flags.mpirun, mpirun_options, tied, job_dir->path(), std::chrono::seconds(probe_s));
       if (!cannot) {
         return StoppedBySignal(absl::StrCat("while trying mpirun on hosts ",
-                                            absl::StrJoin(named_lost, ", "),
+                                            HostNamesForMessage(named_lost),
                                             " alone (to tell which one is lost); ended those "
                                             "mpirun runs' process groups"));
       }

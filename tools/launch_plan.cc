@@ -4,12 +4,17 @@
 #include <netdb.h>
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <iterator>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <regex>
 #include <set>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -39,6 +44,54 @@ std::set<std::string> AddressesOf(const std::string& host) {
   }
   freeaddrinfo(list);
   return out;
+}
+
+// How long the lookups of AddressesOfEach may take together: with DNS
+// dead, each lookup takes the resolver's timeout and retries (10 s and
+// more), and one after another, the hosts of a large hostfile held the
+// launcher for minutes.
+constexpr std::chrono::seconds kHostLookupsLimit{10};
+// Lookups running at once.
+constexpr size_t kHostLookupThreads = 8;
+
+// AddressesOf each of `hosts` (duplicates looked up once), on up to
+// kHostLookupThreads threads at once, within kHostLookupsLimit: a name not
+// answered by then maps to itself alone, as one that does not resolve
+// does. The threads left running hold no reference to the caller.
+std::map<std::string, std::set<std::string>> AddressesOfEach(const std::vector<std::string>& hosts) {
+  struct Lookups {
+    std::mutex mutex;
+    std::condition_variable done;
+    std::vector<std::string> names;
+    std::map<std::string, std::set<std::string>> found;
+    size_t next = 0;  // the next name to look up
+  };
+  auto lookups = std::make_shared<Lookups>();
+  const std::set<std::string> distinct(hosts.begin(), hosts.end());
+  lookups->names.assign(distinct.begin(), distinct.end());
+  const size_t threads = std::min(kHostLookupThreads, lookups->names.size());
+  for (size_t t = 0; t < threads; ++t) {
+    std::thread([lookups] {
+      for (;;) {
+        std::string name;
+        {
+          std::lock_guard<std::mutex> lock(lookups->mutex);
+          if (lookups->next == lookups->names.size()) return;
+          name = lookups->names[lookups->next++];
+        }
+        std::set<std::string> addresses = AddressesOf(name);
+        std::lock_guard<std::mutex> lock(lookups->mutex);
+        lookups->found.emplace(name, std::move(addresses));
+        lookups->done.notify_all();
+      }
+    }).detach();
+  }
+  std::unique_lock<std::mutex> lock(lookups->mutex);
+  lookups->done.wait_for(lock, kHostLookupsLimit,
+                         [&] { return lookups->found.size() == lookups->names.size(); });
+  std::map<std::string, std::set<std::string>> found = lookups->found;
+  for (const std::string& name : lookups->names) found.try_emplace(name, std::set<std::string>{name});
+  return found;
 }
 
 // Whether `address` is a loopback address: IPv4 127.0.0.0/8 or IPv6 ::1
@@ -360,13 +413,31 @@ absl::Status CheckMpirunArgs(const std::vector<std::string>& args) {
   return absl::OkStatus();
 }
 
+std::string HostNamesForMessage(const std::vector<std::string>& hosts) {
+  if (hosts.size() <= kHostsNamedInAMessage) return absl::StrJoin(hosts, ", ");
+  return absl::StrCat(
+      absl::StrJoin(hosts.begin(), hosts.begin() + kHostsNamedInAMessage, ", "), ", ... and ",
+      hosts.size() - kHostsNamedInAMessage, " more (", hosts.size(), " in all)");
+}
+
 std::vector<std::string> HostsNamedLost(const std::string& output,
                                         const std::vector<HostEntry>& hosts) {
   static const std::regex kOrteLostDaemon(
       R"((?:Remote daemon: \S+ on node|daemon has unexpectedly failed[^\n]*\n?[^\n]*on node) (\S+))");
-  const auto host_named = [&hosts](const std::string& named) -> const HostEntry* {
+  // Every host's addresses, looked up once, when a name is not a host's as
+  // written.
+  std::optional<std::map<std::string, std::set<std::string>>> addresses;
+  const auto host_named = [&hosts, &addresses](const std::string& named) -> const HostEntry* {
     for (const HostEntry& h : hosts) {
-      if (h.host == named || AddressesOf(h.host).count(named) > 0) return &h;
+      if (h.host == named) return &h;
+    }
+    if (!addresses) {
+      std::vector<std::string> names;
+      for (const HostEntry& h : hosts) names.push_back(h.host);
+      addresses = AddressesOfEach(names);
+    }
+    for (const HostEntry& h : hosts) {
+      if (addresses->at(h.host).count(named) > 0) return &h;
     }
     return nullptr;  // a host not in the list: nothing to drop
   };
@@ -422,7 +493,7 @@ LostHostChoice BreakLostHostTie(const std::vector<std::string>& tied,
   std::vector<std::string> answering, silent;
   for (const std::string& h : tied) (answered(h) ? answering : silent).push_back(h);
   const std::string named =
-      absl::StrCat("the ranks named hosts ", absl::StrJoin(tied, ", "),
+      absl::StrCat("the ranks named hosts ", HostNamesForMessage(tied),
                    " unreachable as often each; mpirun alone, run from here on each for at most ",
                    probe_limit_s, " s, ");
   if (silent.empty() || answering.empty()) {
@@ -431,8 +502,8 @@ LostHostChoice BreakLostHostTie(const std::vector<std::string>& tied,
                                        "dropping the first named, ",
                                        tied.front())};
   }
-  return {silent.front(), absl::StrCat(named, "started on ", absl::StrJoin(answering, ", "),
-                                       " but not on ", absl::StrJoin(silent, ", "))};
+  return {silent.front(), absl::StrCat(named, "started on ", HostNamesForMessage(answering),
+                                       " but not on ", HostNamesForMessage(silent))};
 }
 
 std::vector<std::string> HostsWithoutStartedRank(const std::vector<HostEntry>& hosts,
@@ -440,10 +511,14 @@ std::vector<std::string> HostsWithoutStartedRank(const std::vector<HostEntry>& h
                                                  const StartedRankHost& launcher) {
   // Each rank's names for its host: its name, its addresses, and what the
   // name resolves to here, loopback left out (every host has 127.0.0.1).
+  std::vector<std::string> to_look_up;
+  for (const StartedRankHost& rank : started) to_look_up.push_back(rank.host);
+  for (const HostEntry& h : hosts) to_look_up.push_back(h.host.substr(h.host.find('@') + 1));
+  const std::map<std::string, std::set<std::string>> addresses = AddressesOfEach(to_look_up);
   std::set<std::string> seen;
   bool on_launcher = false;
   for (const StartedRankHost& rank : started) {
-    for (const std::string& name : AddressesOf(rank.host)) {
+    for (const std::string& name : addresses.at(rank.host)) {
       if (!IsLoopback(name)) seen.insert(name);
     }
     for (const std::string& address : rank.addresses) {
@@ -454,7 +529,7 @@ std::vector<std::string> HostsWithoutStartedRank(const std::vector<HostEntry>& h
   std::vector<std::string> silent;
   for (const HostEntry& h : hosts) {
     const std::string name = h.host.substr(h.host.find('@') + 1);  // npos + 1 == 0
-    const std::set<std::string> names = AddressesOf(name);
+    const std::set<std::string>& names = addresses.at(name);
     const bool started_there =
         NamesLoopback(name, names)
             ? on_launcher

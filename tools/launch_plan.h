@@ -64,6 +64,12 @@ absl::Status CheckMpirunArgs(const std::vector<std::string>& args);
 std::vector<std::string> HostsNamedLost(const std::string& output,
                                         const std::vector<HostEntry>& hosts);
 
+// `hosts` as a message lists them: joined with ", ", and past the first
+// kHostsNamedInAMessage, "... and N more": a job of 300 hosts none of which
+// started printed three lines of 300 names each. Pure.
+inline constexpr size_t kHostsNamedInAMessage = 10;
+std::string HostNamesForMessage(const std::vector<std::string>& hosts);
+
 // The first of HostsNamedLost, nullopt when there is none.
 std::optional<std::string> FindLostHost(const std::string& output,
                                         const std::vector<HostEntry>& hosts);

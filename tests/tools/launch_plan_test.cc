@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 
 namespace dropk {
 namespace {
@@ -243,6 +244,18 @@ TEST(LaunchPlanTest, TheLaunchersMachineListedTwiceIsRefusedNamingBothLines) {
   // Other hosts, and 127.0.0.2 (another host to Open MPI), are not this machine.
   EXPECT_TRUE(check("localhost slots=2\nnode2\n127.0.0.2\n10.77.0.8\n").ok());
   EXPECT_TRUE(check("vm1 slots=4\n").ok());
+}
+
+// A job of 300 hosts none of which started printed three lines of 300
+// names each.
+TEST(LaunchPlanTest, AMessageNamesTheFirstTenHostsAndCountsTheRest) {
+  std::vector<std::string> hosts;
+  for (int i = 1; i <= 10; ++i) hosts.push_back(absl::StrCat("n", i));
+  EXPECT_EQ(HostNamesForMessage(hosts), "n1, n2, n3, n4, n5, n6, n7, n8, n9, n10");
+  for (int i = 11; i <= 300; ++i) hosts.push_back(absl::StrCat("n", i));
+  EXPECT_EQ(HostNamesForMessage(hosts),
+            "n1, n2, n3, n4, n5, n6, n7, n8, n9, n10, ... and 290 more (300 in all)");
+  EXPECT_EQ(HostNamesForMessage({}), "");
 }
 
 TEST(LaunchPlanTest, FindsTheHostOpenMpiLost) {
