@@ -36,6 +36,7 @@
 #include "checkpoint/format.h"
 #include "tools/hostfile_reader.h"
 #include "tools/launch_plan.h"
+#include "tools/process_tree.h"
 #include "trainer/config.h"
 #include "trainer/failure_record.h"
 
@@ -311,6 +312,9 @@ absl::StatusOr<RunResult> RunAndCapture(const std::vector<std::string>& argv,
   while (!exited_at && waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   g_mpirun = 0;
+  // What mpirun left running outside its group (its ssh agents to other
+  // hosts), which the launcher inherited (AdoptOrphansOfDescendants).
+  KillDescendants();
   result.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return result;
 }
@@ -636,6 +640,7 @@ std::optional<std::vector<std::string>> HostsMpirunCannotStartOn(
     }
     if (!started[i]) cannot.push_back(hosts[i].host);
   }
+  KillDescendants();  // the probes' helpers outside their groups
   if (g_signals > 0) return std::nullopt;
   return cannot;
 }
@@ -650,6 +655,9 @@ std::string LatestText(const std::string& checkpoints_dir) {
 }
 
 absl::Status Launch(const Flags& flags) {
+  // What mpirun leaves orphaned comes to the launcher, which ends it after
+  // each attempt (RunAndCapture), instead of to init, where it ran on.
+  AdoptOrphansOfDescendants();
   // A hostfile is small: this refuses a directory and /dev/zero (read
   // until memory ran out), naming the path; a pipe (`<(...)`) is read once,
   // and one no program writes to is refused (its read blocked for good).

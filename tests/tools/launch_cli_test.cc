@@ -291,6 +291,28 @@ TEST_F(LaunchCliTest, AThirdStopSignalKillsAnMpirunDeafToTheFirstTwo) {
   EXPECT_NE(*code, 0) << test_util::ReadFile(log);
 }
 
+// Open MPI's ssh agents run in process groups of their own: killing
+// mpirun's group missed them, and once mpirun ended they were init's and
+// ran on after the launcher. What an attempt leaves is ended with it.
+TEST_F(LaunchCliTest, WhatMpirunLeavesOutsideItsGroupIsEndedWithTheAttempt) {
+  const std::string agent_pid = (dir_ / "agent.pid").string();
+  const std::string mpirun = StandInMpirun(
+      "agent-leaving-mpirun",
+      "setsid sh -c 'echo $$ > " + agent_pid + "; exec sleep 3600' </dev/null >/dev/null 2>&1 &\n"
+      "while [ ! -s " + agent_pid + " ]; do sleep 0.05; done\n"
+      "echo 'rank 0 of 2: a failure naming no host' >&2\n"
+      "exit 1\n");
+  const test_util::CommandResult r =
+      Launch("--hostfile " + (dir_ / "hosts").string() + " --mpirun " + mpirun +
+             " -- dropk-train --out_dir=" + (dir_ / "run").string());
+  ASSERT_EQ(PidsIn(agent_pid).size(), 1u) << r.err;
+  const pid_t agent = PidsIn(agent_pid).front();
+  const bool agent_ended = Ended(agent);
+  if (!agent_ended) kill(agent, SIGKILL);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(agent_ended) << "the agent outlived the launcher; " << r.err;
+}
+
 // A wrapper before dropk-train (`env VAR=1 dropk-train ...`) was refused:
 // its words were read as training flags ("unexpected argument
 // 'OMP_NUM_THREADS=1'"). The flags are read from the dropk-train word on,
