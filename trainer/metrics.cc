@@ -77,6 +77,7 @@ absl::StatusOr<MetricsLog> MetricsLog::Create(const std::string& path, std::ostr
 }
 
 absl::StatusOr<MetricsLog> MetricsLog::OpenForResume(const std::string& path, int64_t resume_step,
+                                                     int64_t newest_saved_step,
                                                      std::ostream& log) {
   const std::string tmp = path + ".tmp";
   for (const std::string& p : {path, tmp}) {
@@ -84,13 +85,18 @@ absl::StatusOr<MetricsLog> MetricsLog::OpenForResume(const std::string& path, in
   }
   std::string kept;
   int not_rows = 0, first_not_row = 0;  // whole lines (ended by '\n') that are not rows
+  int64_t dropped_rows = 0;             // rows of steps from resume_step on
   {
     std::ifstream in(path);
     std::string line;
     for (int number = 1; std::getline(in, line); ++number) {
       const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
       if (j.is_object() && j.contains("step") && j["step"].is_number_integer()) {
-        if (j["step"].get<int64_t>() < resume_step) kept += line + "\n";
+        if (j["step"].get<int64_t>() < resume_step) {
+          kept += line + "\n";
+        } else {
+          ++dropped_rows;
+        }
       } else if (!in.eof() && not_rows++ == 0) {  // eof: the last line, torn by a crash
         first_not_row = number;
       }
@@ -102,8 +108,12 @@ absl::StatusOr<MetricsLog> MetricsLog::OpenForResume(const std::string& path, in
     out.flush();
     if (!out) return absl::PermissionDeniedError(CannotWrite(tmp));
   }
-  // Such lines were dropped without a word; the log is kept as it was.
-  if (not_rows > 0) {
+  // Such lines were dropped without a word, and so were the rows of a
+  // later branch when a run went back to an older checkpoint (they are not
+  // written again: the resumed run takes another course). The log is kept
+  // as it was.
+  const bool going_back = resume_step < newest_saved_step && dropped_rows > 0;
+  if (not_rows > 0 || going_back) {
     struct stat st;
     const std::time_t last_write =
         ::stat(path.c_str(), &st) == 0 ? st.st_mtime : std::time(nullptr);
@@ -112,8 +122,16 @@ absl::StatusOr<MetricsLog> MetricsLog::OpenForResume(const std::string& path, in
       return absl::PermissionDeniedError(
           absl::StrCat("cannot keep ", path, " as ", aside, ": ", std::strerror(errno)));
     }
-    log << "dropk-train: " << path << " line " << first_not_row << " is not a metrics row ("
-        << not_rows << " such line(s)); the log as it was is kept as " << aside << std::endl;
+    if (not_rows > 0) {
+      log << "dropk-train: " << path << " line " << first_not_row << " is not a metrics row ("
+          << not_rows << " such line(s)); the log as it was is kept as " << aside << std::endl;
+    } else {
+      log << "dropk-train: resuming at step " << resume_step
+          << ", before the newest checkpoint (step " << newest_saved_step << "): " << path
+          << " keeps its rows before step " << resume_step << "; the log as it was ("
+          << dropped_rows << " row(s) from step " << resume_step << " on) is kept as " << aside
+          << std::endl;
+    }
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     return absl::PermissionDeniedError(absl::StrCat("cannot replace ", path));

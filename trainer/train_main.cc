@@ -193,7 +193,11 @@ int Main(int argc, char** argv) {
     return FailRank(summary.status(), rank, world, dropk::ExitCodeFor(summary.status()),
                     dropk::IsPeerLost(summary.status()), config->out_dir());
   }
-  if (summary->stopped_by_signal) {
+  // A stop after the last step cut only the closing sample: the run is
+  // done (it said "stopped by signal after step N ... resume", and a resume
+  // found nothing to train).
+  const bool trained_every_step = summary->steps >= config->max_iters();
+  if (summary->stopped_by_signal && !trained_every_step) {
     if (rank == 0) {
       // steps 0: stopped in the first evaluation of a fresh run, nothing to save.
       std::vector<std::string> failures;
@@ -207,13 +211,12 @@ int Main(int argc, char** argv) {
                 << "\n";
     }
     // Not done: a scheduler must not take the run for finished (75, see
-    // exit_codes.h), unless every step was trained and saved (the signal
-    // stopped the closing sample). Every rank gets here after the save's
+    // exit_codes.h). Every rank gets here after the save's
     // last collective (every rank learned that rank 0 committed), and
     // MPI_Finalize, when `comm` goes, waits for all of them: no rank exits
     // before the checkpoint is complete, whatever order mpirun sees the
     // exits in (it ends the other ranks when the first exits non-zero).
-    return summary->steps >= config->max_iters() ? dropk::kExitOk : dropk::kExitStopped;
+    return dropk::kExitStopped;
   }
   if (summary->nothing_to_train) {
     // No rate: nothing was timed.
@@ -226,8 +229,15 @@ int Main(int argc, char** argv) {
   if (rank == 0) {
     std::cerr << "dropk-train: done, " << summary->steps << " steps";
     if (summary->val_loss) std::cerr << ", val loss " << *summary->val_loss;
-    std::cerr << ", " << summary->elapsed_s << " s\n";
-    if (!summary->sample.empty()) std::cout << summary->sample << "\n";
+    std::cerr << ", " << summary->elapsed_s << " s";
+    if (summary->stopped_by_signal) {
+      const char* name = sigabbrev_np(dropk::StopSignal());
+      std::cerr << "; the closing sample was stopped by SIG" << (name != nullptr ? name : "?");
+    }
+    std::cerr << "\n";
+    if (!summary->sample.empty() && !summary->stopped_by_signal) {
+      std::cout << summary->sample << "\n";
+    }
   }
   return dropk::kExitOk;
 }

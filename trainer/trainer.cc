@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "base/path_status.h"
 #include "checkpoint/env.h"
+#include "checkpoint/reader.h"
 #include "comm/consistency.h"
 #include "comm/gradient_bucketer.h"
 #include "comm/mpi_communicator.h"
@@ -497,9 +498,11 @@ class TrainingRun {
     if (resume->resumed) checkpointer_->NoteResumedFrom(resume->dir);
     if (rank_ == 0) {
       const std::string path = config_.out_dir() + "/metrics.jsonl";
-      absl::StatusOr<MetricsLog> metrics = resume->resumed
-                                               ? MetricsLog::OpenForResume(path, resume->step, log_)
-                                               : MetricsLog::Create(path, log_);
+      absl::StatusOr<MetricsLog> metrics =
+          resume->resumed
+              ? MetricsLog::OpenForResume(path, resume->step,
+                                          NewestCheckpointStep(CheckpointsDirOf(config_)), log_)
+              : MetricsLog::Create(path, log_);
       if (!metrics.ok()) return metrics.status();
       metrics_ = std::make_unique<MetricsLog>(*std::move(metrics));
     }

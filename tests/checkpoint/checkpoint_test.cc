@@ -626,6 +626,18 @@ TEST_F(CheckpointTest, RetentionCountsOnlyCheckpoints) {
   EXPECT_EQ(ReadAll(dir_ + "/ckpt/step-00000004/notes.txt"), "mine\n");
 }
 
+// What a resume tells a run going back from: the newest step-N that holds
+// a manifest; a hand-made step directory without one is no checkpoint.
+TEST_F(CheckpointTest, NewestCheckpointStepIsTheNewestWithAManifest) {
+  EXPECT_EQ(NewestCheckpointStep(dir_ + "/ckpt"), -1);
+  ASSERT_TRUE(Save(3).ok());
+  ASSERT_TRUE(Save(7).ok());
+  fs::create_directories(dir_ + "/ckpt/step-00000009");
+  EXPECT_EQ(NewestCheckpointStep(dir_ + "/ckpt"), 7);
+  WriteAll(dir_ + "/ckpt/LATEST", "step-00000003\n");
+  EXPECT_EQ(NewestCheckpointStep(dir_ + "/ckpt"), 7);
+}
+
 TEST_F(CheckpointTest, SavingTheSameStepAgainReplacesIt) {
   ASSERT_TRUE(Save(3).ok());
   fs::resize_file(dir_ + "/ckpt/step-00000003/model.data", 10);  // corrupt
@@ -923,6 +935,24 @@ TEST(CheckResumeConfigTest, ShapeAndRandomnessMustMatchOthersAreLogged) {
   EXPECT_EQ(changes[0].rfind("lr_decay_iters", 0) == 0 || changes[0].rfind("max_iters", 0) == 0,
             true)
       << changes[0];
+}
+
+// An enum was logged by its proto name: "precision: PRECISION_UNSPECIFIED ->
+// BF16". It is named as its flag takes it, and its unspecified value "unset".
+TEST(CheckResumeConfigTest, EnumsAreNamedAsTheirFlagsTakeThem) {
+  TrainConfig a = DefaultTrainConfig();
+  a.clear_precision();
+  TrainConfig b = a;
+  b.set_precision(TrainConfig::BF16);
+  std::vector<std::string> changes;
+  ASSERT_TRUE(CheckResumeConfig(a, b, &changes).ok());
+  EXPECT_EQ(changes, std::vector<std::string>{"precision: unset -> bf16"});
+  b = a;
+  b.set_dropout_stream(TrainConfig::PER_SAMPLE);
+  EXPECT_TRUE(absl::StrContains(CheckResumeConfig(a, b, &changes).message(),
+                                "dropout_stream=per_sample contradicts the checkpoint's "
+                                "dropout_stream=per_rank"))
+      << CheckResumeConfig(a, b, &changes);
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "support/fifo.h"
 #include "support/temp_dir.h"
 
@@ -31,7 +32,7 @@ TEST(MetricsLogTest, AFifoIsRefusedWithoutBlocking) {
   test_util::FifoWithUnblocker fifo(dir.Path("metrics.jsonl"), std::chrono::seconds(10));
   for (bool resume : {false, true}) {
     const auto start = std::chrono::steady_clock::now();
-    absl::StatusOr<MetricsLog> log = resume ? MetricsLog::OpenForResume(fifo.path(), 5, std::cerr)
+    absl::StatusOr<MetricsLog> log = resume ? MetricsLog::OpenForResume(fifo.path(), 5, -1, std::cerr)
                                             : MetricsLog::Create(fifo.path(), std::cerr);
     EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5))
         << "open blocked (resume " << resume << ")";
@@ -87,7 +88,7 @@ TEST(MetricsLogTest, ResumingALogWithLinesThatAreNotRowsKeepsItAsItWas) {
       "{\"step\":3,";
   std::ofstream(path) << before;
   std::ostringstream said;
-  absl::StatusOr<MetricsLog> log = MetricsLog::OpenForResume(path, 5, said);
+  absl::StatusOr<MetricsLog> log = MetricsLog::OpenForResume(path, 5, /*newest_saved_step=*/5, said);
   ASSERT_TRUE(log.ok()) << log.status();
   std::vector<std::string> kept;
   for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
@@ -109,7 +110,43 @@ TEST(MetricsLogTest, ResumingALogWithLinesThatAreNotRowsKeepsItAsItWas) {
   std::filesystem::remove(kept[0]);
   std::ofstream(path, std::ios::trunc) << "{\"step\":1}\n{\"step\":2";
   std::ostringstream quiet;
-  ASSERT_TRUE(MetricsLog::OpenForResume(path, 5, quiet).ok());
+  ASSERT_TRUE(MetricsLog::OpenForResume(path, 5, /*newest_saved_step=*/5, quiet).ok());
+  EXPECT_EQ(quiet.str(), "");
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()),
+                          std::filesystem::directory_iterator()),
+            1);
+}
+
+// Going back to an older checkpoint (step 20 of a run saved to step 50)
+// dropped the later course's rows 20..50 without a word; the resumed run
+// does not write them again. The log is kept as it was, and a line says so.
+// Resuming at the newest checkpoint (a crash's replay) drops its rows past
+// it quietly: they are written again, the same.
+TEST(MetricsLogTest, GoingBackToAnOlderCheckpointKeepsTheLogAsItWas) {
+  test_util::ScopedTempDir dir("metrics");
+  const std::string path = dir.Path("metrics.jsonl");
+  std::string before;
+  for (int step = 0; step <= 50; step += 10) before += absl::StrCat("{\"step\":", step, "}\n");
+  std::ofstream(path) << before;
+  std::ostringstream said;
+  ASSERT_TRUE(MetricsLog::OpenForResume(path, 20, /*newest_saved_step=*/50, said).ok());
+  std::vector<std::string> kept;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
+    if (entry.path().filename() != "metrics.jsonl") kept.push_back(entry.path().string());
+  }
+  ASSERT_EQ(kept.size(), 1u) << said.str();
+  std::ifstream kept_file(kept[0]);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(kept_file), {}), before);
+  std::ifstream now(path);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(now), {}), "{\"step\":0}\n{\"step\":10}\n");
+  EXPECT_EQ(said.str(), "dropk-train: resuming at step 20, before the newest checkpoint (step 50): " +
+                            path + " keeps its rows before step 20; the log as it was (4 row(s) "
+                            "from step 20 on) is kept as " + kept[0] + "\n");
+
+  std::filesystem::remove(kept[0]);
+  std::ofstream(path, std::ios::trunc) << before;
+  std::ostringstream quiet;
+  ASSERT_TRUE(MetricsLog::OpenForResume(path, 40, /*newest_saved_step=*/40, quiet).ok());
   EXPECT_EQ(quiet.str(), "");
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()),
                           std::filesystem::directory_iterator()),

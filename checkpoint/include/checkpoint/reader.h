@@ -161,6 +161,11 @@ std::vector<std::string> CheckpointCandidates(const std::string& checkpoints_dir
                                               std::vector<std::string>* skipped,
                                               Env* env = nullptr);
 
+// The step of the newest checkpoint of checkpoints_dir (a step-N
+// directory holding a manifest; none is opened or verified), -1 when there
+// is none or the directory cannot be listed.
+int64_t NewestCheckpointStep(const std::string& checkpoints_dir, Env* env = nullptr);
+
 // The newest checkpoint of checkpoints_dir newer than the one its LATEST
 // names that opens (OpenCheckpoint: its manifest and file sizes; no CRC is
 // read), or "" when there is none or LATEST is missing or names nothing.

@@ -41,9 +41,12 @@ class MetricsLog {
   // last line; they will be written again) and appends after them. A log
   // holding whole lines that are not rows is first kept as it was, renamed
   // to KeptEarlierLogPath's name with label "before-resume", which `log` is
-  // told in one line.
+  // told in one line; so is a log with rows from `resume_step` on when the
+  // run goes back, resuming before `newest_saved_step` (the newest
+  // checkpoint on disk, -1 for none): those rows are another course's,
+  // which the resume does not write again.
   static absl::StatusOr<MetricsLog> OpenForResume(const std::string& path, int64_t resume_step,
-                                                  std::ostream& log);
+                                                  int64_t newest_saved_step, std::ostream& log);
   absl::Status Append(const MetricsRow& row);
 
  private:
