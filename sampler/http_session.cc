@@ -6,7 +6,11 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+#include <array>
+#include <chrono>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -37,13 +41,15 @@ enum class State {
   kStreamIdle,     // streaming: waiting for the next event
   kWriting,        // a complete response is being written
   kAbandoned,      // the client is gone: waiting for the job to let go
+  kLingering,      // answered and half-closed: discarding a body left unread
   kClosed,
 };
 
 // States in which a request is in flight (counted in Impl::busy_, which
 // Stop waits on).
 bool InFlight(State s) {
-  return s != State::kReadingHeader && s != State::kReadingBody && s != State::kClosed;
+  return s != State::kReadingHeader && s != State::kReadingBody && s != State::kLingering &&
+         s != State::kClosed;
 }
 
 // An unsolicited interim response: every HTTP/1.1 client must accept 1xx
@@ -56,6 +62,11 @@ constexpr auto kProbeWait = std::chrono::milliseconds(250);
 // socket's own buffers) before it counts as gone and its generation is
 // cancelled.
 constexpr size_t kMaxStreamBacklogBytes = size_t{4} << 20;
+// How long, at most, a connection answered before its body was read (a
+// 413) reads on to discard what the client still sends, and how much
+// silence ends that sooner (nginx's lingering_time and lingering_timeout).
+constexpr auto kLingerLimit = std::chrono::seconds(30);
+constexpr auto kLingerQuiet = std::chrono::seconds(5);
 
 // Whether the kernel saw the peer reset the connection. Linux: TCP_INFO.
 bool PeerReset(tcp::socket& socket) {
@@ -110,6 +121,15 @@ class Session : public std::enable_shared_from_this<Session> {
   void Send(HttpResponse res, bool may_keep_alive = true);
   void EndRequest(bool keep_alive);
   void Close();
+  // Closes a connection whose request was answered with its body unread:
+  // ends the sending side, then reads and discards what the client still
+  // sends (within kLingerLimit, kLingerQuiet of silence) before closing.
+  // Closed at once with those bytes unread, the kernel reset the
+  // connection, and the reset threw the answer away before a client that
+  // sends its whole body first read it: Python's urllib got "Broken pipe",
+  // not the 413.
+  void Linger();
+  void DiscardUnread();
   // Watching the client while a completion runs.
   void WatchPeer();
   void OnPeerReadable(beast::error_code ec);
@@ -134,6 +154,8 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   HttpRequest req_;
+  bool body_unread_ = false;  // the answer being written left the request's body unread
+  std::chrono::steady_clock::time_point linger_until_;
 
   // The completion in progress; null when there is none or it has finished.
   std::shared_ptr<CompletionJob> job_;
@@ -367,6 +389,7 @@ void Session::OnReadHeader(beast::error_code ec, size_t) {
     // more got a 408. The body is unread: close after.
     if (std::optional<HttpResponse> refused = server_->api_.RefuseEarly(parser_->get())) {
       timer_.cancel();
+      body_unread_ = true;
       return Send(std::move(*refused), /*may_keep_alive=*/false);
     }
   }
@@ -518,6 +541,7 @@ void Session::SendError(const ApiError& error) {
   const unsigned version = parser_ && parser_->is_header_done() ? parser_->get().version() : 11;
   // After a read error or a refused request the stream position is unknown:
   // answer and close.
+  body_unread_ = true;
   Send(ErrorResponse(error, version), /*may_keep_alive=*/false);
 }
 
@@ -564,6 +588,7 @@ void Session::EndRequest(bool keep_alive) {
   timer_.cancel();
   beast::error_code ignored;
   stream_.socket().cancel(ignored);  // the peer watch; nothing else is pending now
+  if (body_unread_ && !server_->stopped_) return Linger();
   if (!keep_alive || server_->stopped_) return Close();
   // An idle keep-alive connection keeps no more buffer than the bytes of a
   // next request it has sent already (a long header left it tens of KiB).
@@ -579,6 +604,30 @@ void Session::Close() {
   beast::error_code ignored;
   stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
   stream_.socket().close(ignored);
+}
+
+void Session::Linger() {
+  SetState(State::kLingering);
+  body_unread_ = false;
+  beast::error_code ignored;
+  stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  linger_until_ = std::chrono::steady_clock::now() + kLingerLimit;
+  DiscardUnread();
+}
+
+void Session::DiscardUnread() {
+  const auto now = std::chrono::steady_clock::now();
+  if (state_ != State::kLingering || server_->stopped_ || now >= linger_until_) return Close();
+  // The stream's expiry closes the socket, and this read then fails.
+  stream_.expires_after(std::min<std::chrono::steady_clock::duration>(kLingerQuiet,
+                                                                     linger_until_ - now));
+  auto discarded = std::make_shared<std::array<char, 16384>>();
+  stream_.async_read_some(net::buffer(*discarded),
+                          [self = shared_from_this(), discarded](beast::error_code ec, size_t) {
+                            if (self->state_ != State::kLingering) return;
+                            if (ec) return self->Close();
+                            self->DiscardUnread();
+                          });
 }
 
 // While generating, a readable socket means the client closed or

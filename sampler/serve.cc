@@ -323,10 +323,12 @@ absl::Status CheckpointWatcher::PollOnce() {
     if (*loaded && !first) ++metrics_->reloads_ok;
     if (*loaded) logged_refusals_.clear();
     // The refusal was the last word (a checkpoints directory moved away and
-    // restored, LATEST put back): say that what is served reads again.
+    // restored, LATEST put back): say that the checkpoints read again. Not
+    // "the checkpoint served is readable again": what was refused may have
+    // been LATEST alone, the served checkpoint never unreadable.
     if (!*loaded && !last_refusal_.empty() && last_refusal_logged_) {
-      log_->Write(absl::StrCat("dropk-serve: ", serving_path_,
-                               " is readable again; still serving it (no reload needed)"));
+      log_->Write(absl::StrCat("dropk-serve: ", dir_, " reads again, its newest checkpoint the one ",
+                               "served, ", serving_path_, "; no reload needed"));
     }
     last_refusal_.clear();
     return absl::OkStatus();

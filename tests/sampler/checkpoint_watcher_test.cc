@@ -199,8 +199,9 @@ TEST_F(CheckpointWatcherTest, ARefusalThatRecoversWithTheServedModelIsLogged) {
   EXPECT_TRUE(w.watcher.PollOnce().ok()) << w.log.All();
   EXPECT_EQ(w.scheduler->CurrentModel()->snapshot().step, 2);
   const std::string lines = w.log.All();
-  const std::string again =
-      "dropk-serve: " + served + " is readable again; still serving it (no reload needed)\n";
+  const std::string again = "dropk-serve: " + checkpoints_ +
+                            " reads again, its newest checkpoint the one served, " + served +
+                            "; no reload needed\n";
   ASSERT_GE(lines.size(), again.size());
   EXPECT_EQ(lines.substr(lines.size() - again.size()), again) << lines;
   EXPECT_EQ(lines.find(again), lines.size() - again.size()) << "logged more than once: " << lines;
@@ -328,7 +329,7 @@ TEST_F(CheckpointWatcherTest, ARefusalIsLoggedOnceWhileLatestFlapsBetweenItAndTh
   EXPECT_NE(first, std::string::npos) << lines;
   EXPECT_EQ(lines.find(refused, first + 1), std::string::npos)
       << "logged more than once: " << lines;
-  const std::string again = "is readable again";
+  const std::string again = "reads again";
   EXPECT_LE(std::count(lines.begin(), lines.end(), '\n'), 3) << lines;
   EXPECT_EQ(w.metrics.reloads_failed.load(), 1u) << lines;
   EXPECT_EQ(lines.find(again, lines.find(again) + 1), std::string::npos) << lines;

@@ -136,6 +136,27 @@ TEST(HttpTest, EveryBadInputGetsItsStatusAndJsonError) {
   EXPECT_EQ(Curl(s.port, "POST", "/v1/completions", R"({"prompt":"ab","max_tokens":2})").code, 200);
 }
 
+// A client that sends its whole body before reading (Python's urllib and
+// http.client, requests) got "Broken pipe" for a body over the limit, not
+// the 413: the server closed with the body unread, and the kernel's reset
+// threw the answer away. The server now reads on and discards the body.
+TEST(HttpTest, ABodyOverTheLimitSentWholeStillGetsThe413) {
+  TestServer s(WithMaxBody(4096));
+  const std::string body(4 << 20, 'a');
+  const std::string request =
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  const testing::RawResult r = testing::RawExchange(s.port, request);
+  // Sending failed part way (a reset: "Broken pipe") where the body was not read.
+  EXPECT_EQ(r.sent, request.size());
+  EXPECT_EQ(r.received.rfind("HTTP/1.1 413 ", 0), 0u) << r.received;
+  EXPECT_NE(testing::RawBody(r.received).find("request_too_large"), std::string::npos)
+      << r.received;
+  EXPECT_TRUE(r.closed);
+  // Still serving everyone else.
+  EXPECT_EQ(Curl(s.port, "POST", "/v1/completions", R"({"prompt":"ab","max_tokens":2})").code, 200);
+}
+
 TEST(HttpTest, NotReadyBeforeAModelIsLoaded) {
   TestServer s({}, {}, /*load=*/false);
   EXPECT_EQ(Curl(s.port, "GET", "/healthz").code, 200);

@@ -120,6 +120,7 @@ inline HttpResult Curl(int port, const std::string& method, const std::string& p
 struct RawResult {
   std::string received;  // every byte the server sent
   bool closed = false;   // the server closed the connection (EOF or reset) in time
+  size_t sent = 0;       // bytes of the request sent before a send failed (EPIPE, reset)
 };
 
 // Connects to 127.0.0.1:port, sends `bytes` (optionally in two parts with a
@@ -144,6 +145,7 @@ inline RawResult RawExchange(int port, const std::string& bytes, bool half_close
     if (n <= 0) break;
     sent += static_cast<size_t>(n);
   }
+  r.sent = sent;
   if (half_close) shutdown(fd, SHUT_WR);
   const auto until = std::chrono::steady_clock::now() + timeout;
   char buf[4096];
