@@ -119,6 +119,15 @@ class Session : public std::enable_shared_from_this<Session> {
   void SendError(const ApiError& error);
   // Writes `res`; keeps the connection when allowed and the request asked.
   void Send(HttpResponse res, bool may_keep_alive = true);
+  // Writes what is left of `response` through `serializer`, each piece the
+  // socket takes within the write timeout, then ends the request. One
+  // deadline over the whole answer cut a large one (logprobs of n
+  // completions, tens of MB) off mid-body, unlogged, for a client on a slow
+  // link that read steadily; a client that stops reading still loses the
+  // connection after the timeout.
+  void WriteSomeOf(std::shared_ptr<HttpResponse> response,
+                   std::shared_ptr<http::response_serializer<http::string_body>> serializer,
+                   bool keep_alive);
   void EndRequest(bool keep_alive);
   void Close();
   // Closes a connection whose request was answered with its body unread:
@@ -568,12 +577,22 @@ void Session::Send(HttpResponse res, bool may_keep_alive) {
         stream_, net::buffer(*rest),
         [self = shared_from_this(), rest](beast::error_code, size_t) { self->EndRequest(false); });
   }
-  auto sp = std::make_shared<HttpResponse>(std::move(res));
+  auto response = std::make_shared<HttpResponse>(std::move(res));
+  WriteSomeOf(response, std::make_shared<http::response_serializer<http::string_body>>(*response),
+              keep_alive);
+}
+
+void Session::WriteSomeOf(std::shared_ptr<HttpResponse> response,
+                          std::shared_ptr<http::response_serializer<http::string_body>> serializer,
+                          bool keep_alive) {
   stream_.expires_after(server_->options_.write_timeout);
-  http::async_write(stream_, *sp,
-                    [self = shared_from_this(), sp, keep_alive](beast::error_code ec, size_t) {
-                      self->EndRequest(keep_alive && !ec);
-                    });
+  http::async_write_some(stream_, *serializer,
+                         [self = shared_from_this(), response, serializer, keep_alive](
+                             beast::error_code ec, size_t) {
+                           if (ec) return self->EndRequest(false);
+                           if (serializer->is_done()) return self->EndRequest(keep_alive);
+                           self->WriteSomeOf(response, serializer, keep_alive);
+                         });
 }
 
 void Session::EndRequest(bool keep_alive) {
