@@ -155,14 +155,11 @@ absl::StatusOr<std::string> ReadLatestFile(const std::string& latest_path, Env* 
       "\"): remove it and write one, echo step-N > ", latest_path));
 }
 
-int64_t NewestCheckpointStep(const std::string& checkpoints_dir, Env* env) {
-  if (env == nullptr) env = Env::Default();
-  int64_t newest = -1;
-  for (const std::string& dir : CheckpointCandidates(checkpoints_dir, nullptr, env)) {
-    const int64_t step = ParseStepDirName(std::filesystem::path(dir).filename().string());
-    if (step > newest && env->FileExists(PathJoin(dir, kManifestFileName))) newest = step;
-  }
-  return newest;
+int64_t LatestCheckpointStep(const std::string& checkpoints_dir, Env* env) {
+  absl::StatusOr<std::string> latest =
+      ReadLatestFile(PathJoin(checkpoints_dir, kLatestFileName), env);
+  if (!latest.ok()) return -1;
+  return ParseStepDirName(std::string(absl::StripAsciiWhitespace(*latest)));
 }
 
 std::vector<std::string> CheckpointCandidates(const std::string& checkpoints_dir,

@@ -1,10 +1,11 @@
 // ValidateManifest: every claim of a manifest checked before anything is
 // allocated from it, one seam per kind of claim.
 #include <algorithm>
-#include <cstdio>
 #include <map>
+#include <string_view>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/cut_for_message.h"
@@ -220,10 +221,16 @@ class ManifestValidator {
   // the manifest's world: a world_size that its optimizer files contradict
   // (a hand-edited manifest) told a resume the wrong rank count.
   bool IsOptimizerFileOfTheWorld(const std::string& file) const {
-    int rank = -1, world = -1;
-    if (std::sscanf(file.c_str(), "optim-rank%d-of-%d.data", &rank, &world) != 2) return false;
-    return world == m_.world_size() && rank >= 0 && rank < world &&
-           OptimizerDataFileName(rank, world) == file;
+    constexpr std::string_view kPrefix = "optim-rank";
+    int rank = -1;
+    if (!file.starts_with(kPrefix) ||
+        !absl::SimpleAtoi(file.substr(kPrefix.size(), file.find('-', kPrefix.size()) -
+                                                          kPrefix.size()),
+                          &rank)) {
+      return false;
+    }
+    return rank >= 0 && rank < m_.world_size() &&
+           OptimizerDataFileName(rank, m_.world_size()) == file;
   }
 
   // Entries never share bytes, so what a reader allocates from them is

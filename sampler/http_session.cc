@@ -125,6 +125,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // completions, tens of MB) off mid-body, unlogged, for a client on a slow
   // link that read steadily; a client that stops reading still loses the
   // connection after the timeout.
+  // Writes `rest` from byte `written` on, as WriteSomeOf writes an answer,
+  // then ends the request (closing: the client half-closed).
+  void WriteRestOf(std::shared_ptr<std::string> rest, size_t written);
   void WriteSomeOf(std::shared_ptr<HttpResponse> response,
                    std::shared_ptr<http::response_serializer<http::string_body>> serializer,
                    bool keep_alive);
@@ -165,6 +168,7 @@ class Session : public std::enable_shared_from_this<Session> {
   HttpRequest req_;
   bool body_unread_ = false;  // the answer being written left the request's body unread
   std::chrono::steady_clock::time_point linger_until_;
+  std::array<char, 4096> discarded_;  // what Linger reads, thrown away
 
   // The completion in progress; null when there is none or it has finished.
   std::shared_ptr<CompletionJob> job_;
@@ -572,14 +576,22 @@ void Session::Send(HttpResponse res, bool may_keep_alive) {
     DROPK_CHECK(rest->starts_with(answer_prefix_sent_))
         << "an answer does not begin with its probe '" << answer_prefix_sent_ << "'";
     rest->erase(0, answer_prefix_sent_.size());
-    stream_.expires_after(server_->options_.write_timeout);
-    return net::async_write(
-        stream_, net::buffer(*rest),
-        [self = shared_from_this(), rest](beast::error_code, size_t) { self->EndRequest(false); });
+    return WriteRestOf(std::move(rest), 0);
   }
   auto response = std::make_shared<HttpResponse>(std::move(res));
   WriteSomeOf(response, std::make_shared<http::response_serializer<http::string_body>>(*response),
               keep_alive);
+}
+
+void Session::WriteRestOf(std::shared_ptr<std::string> rest, size_t written) {
+  if (written == rest->size()) return EndRequest(false);
+  stream_.expires_after(server_->options_.write_timeout);
+  stream_.async_write_some(net::buffer(*rest) + written,
+                           [self = shared_from_this(), rest, written](beast::error_code ec,
+                                                                      size_t n) {
+                             if (ec) return self->EndRequest(false);
+                             self->WriteRestOf(rest, written + n);
+                           });
 }
 
 void Session::WriteSomeOf(std::shared_ptr<HttpResponse> response,
@@ -640,9 +652,8 @@ void Session::DiscardUnread() {
   // The stream's expiry closes the socket, and this read then fails.
   stream_.expires_after(std::min<std::chrono::steady_clock::duration>(kLingerQuiet,
                                                                      linger_until_ - now));
-  auto discarded = std::make_shared<std::array<char, 16384>>();
-  stream_.async_read_some(net::buffer(*discarded),
-                          [self = shared_from_this(), discarded](beast::error_code ec, size_t) {
+  stream_.async_read_some(net::buffer(discarded_),
+                          [self = shared_from_this()](beast::error_code ec, size_t) {
                             if (self->state_ != State::kLingering) return;
                             if (ec) return self->Close();
                             self->DiscardUnread();

@@ -129,7 +129,7 @@ int Main(int argc, char** argv) {
   if (const std::string missing = dropk::FlagMissingItsValue(
           app, std::vector<std::string>(argv + std::min(argc, 1), argv + argc));
       !missing.empty()) {
-    std::cerr << "dropk-serve: " << dropk::EscapeForMessage(missing, dropk::KeptBreaks::kNewlinesAndTabs) << "\n";
+    std::cerr << "dropk-serve: " << dropk::ErrorTextForTerminal(missing) << "\n";
     return dropk::kExitUsage;
   }
   try {
@@ -143,7 +143,7 @@ int Main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::string message = dropk::UnknownFlagAfterParse(app);
     if (message.empty()) message = dropk::DescribeParseError(e.what());
-    std::cerr << "dropk-serve: " << dropk::EscapeForMessage(message, dropk::KeptBreaks::kNewlinesAndTabs)
+    std::cerr << "dropk-serve: " << dropk::ErrorTextForTerminal(message)
               << " (run with --help for usage)\n";
     return dropk::kExitUsage;
   }
@@ -155,14 +155,14 @@ int Main(int argc, char** argv) {
   // A bad --address is the caller's to fix (exit 2), and is refused before
   // the model loads; RunServe found it only when it bound, exit 1.
   if (absl::Status s = dropk::CheckListenAddress(o.http.address); !s.ok()) {
-    std::cerr << "dropk-serve: " << dropk::EscapeForMessage(std::string(s.message()), dropk::KeptBreaks::kNewlinesAndTabs) << "\n";
+    std::cerr << "dropk-serve: " << dropk::ErrorTextForTerminal(s.message()) << "\n";
     return dropk::kExitUsage;
   }
   // Likewise a --port-file that cannot be written (a directory, a missing
   // one): RunServe refused it as a failure, exit 1.
   if (!o.port_file.empty()) {
     if (absl::Status s = dropk::CheckPortFileTarget(o.port_file); !s.ok()) {
-      std::cerr << "dropk-serve: " << dropk::EscapeForMessage(std::string(s.message()), dropk::KeptBreaks::kNewlinesAndTabs) << "\n";
+      std::cerr << "dropk-serve: " << dropk::ErrorTextForTerminal(s.message()) << "\n";
       return dropk::kExitUsage;
     }
   }
@@ -231,7 +231,7 @@ int Main(int argc, char** argv) {
   }
   o.log = dropk::StderrLogSink();
   if (absl::Status s = dropk::RunServe(o); !s.ok()) {
-    std::cerr << "dropk-serve: " << dropk::EscapeForMessage(std::string(s.message()), dropk::KeptBreaks::kNewlinesAndTabs) << "\n";
+    std::cerr << "dropk-serve: " << dropk::ErrorTextForTerminal(s.message()) << "\n";
     return dropk::kExitFailure;
   }
   return dropk::kExitOk;

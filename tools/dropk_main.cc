@@ -176,7 +176,7 @@ int Main(int argc, char** argv) {
   if (const std::string missing = dropk::FlagMissingItsValue(
           app, std::vector<std::string>(argv + std::min(argc, 1), argv + argc));
       !missing.empty()) {
-    std::cerr << "dropk: " << dropk::EscapeForMessage(missing, dropk::KeptBreaks::kNewlinesAndTabs) << "\n";
+    std::cerr << "dropk: " << dropk::ErrorTextForTerminal(missing) << "\n";
     return dropk::kExitUsage;
   }
   try {
@@ -191,12 +191,12 @@ int Main(int argc, char** argv) {
     std::string message = UnknownSubcommandMessage(app, argc, argv);
     if (message.empty()) message = dropk::UnknownFlagAfterParse(app);
     if (message.empty()) message = dropk::DescribeParseError(e.what());
-    std::cerr << "dropk: " << dropk::EscapeForMessage(message, dropk::KeptBreaks::kNewlinesAndTabs)
+    std::cerr << "dropk: " << dropk::ErrorTextForTerminal(message)
               << " (run with --help for usage)\n";
     return dropk::kExitUsage;
   }
   if (const absl::Status status = action(); !status.ok()) {
-    std::cerr << "dropk: " << dropk::EscapeForMessage(std::string(status.message()), dropk::KeptBreaks::kNewlinesAndTabs) << "\n";
+    std::cerr << "dropk: " << dropk::ErrorTextForTerminal(status.message()) << "\n";
     return dropk::ExitCodeFor(status);
   }
   return dropk::kExitOk;

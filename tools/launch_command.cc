@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -512,7 +513,16 @@ class StartupWatchdog {
     }
     std::vector<StartedRankHost> started;
     for (const StartedRank& r : *ranks) started.push_back({r.host, r.addresses});
-    silent_ = HostsWithoutStartedRank(hosts_, started, launcher_);
+    std::vector<std::string> not_looked_up;
+    silent_ = HostsWithoutStartedRank(hosts_, started, launcher_, &not_looked_up);
+    if (!not_looked_up.empty()) {
+      std::cerr << "dropk launch: warning: the names of host(s) "
+                << HostNamesForMessage(not_looked_up) << " could not be looked up within "
+                << kHostLookupsLimit.count() / 1000 << " s; no rank names them as written, but "
+                << "one may run there under another name, so they are not named silent (check "
+                   "DNS)"
+                << std::endl;
+    }
     if (silent_.empty()) return std::nullopt;
     return absl::StrCat(
         "no rank started on host(s) ", HostNamesForMessage(silent_), " within ", timeout_.count(),
@@ -657,7 +667,11 @@ std::string LatestText(const std::string& checkpoints_dir) {
 absl::Status Launch(const Flags& flags) {
   // What mpirun leaves orphaned comes to the launcher, which ends it after
   // each attempt (RunAndCapture), instead of to init, where it ran on.
-  AdoptOrphansOfDescendants();
+  if (!AdoptOrphansOfDescendants()) {
+    std::cerr << "dropk launch: warning: cannot adopt what mpirun leaves orphaned ("
+              << std::strerror(errno) << "): helpers it starts outside its process group (ssh "
+              << "agents) may outlive an attempt" << std::endl;
+  }
   // A hostfile is small: this refuses a directory and /dev/zero (read
   // until memory ran out), naming the path; a pipe (`<(...)`) is read once,
   // and one no program writes to is refused (its read blocked for good).

@@ -46,54 +46,6 @@ std::set<std::string> AddressesOf(const std::string& host) {
   return out;
 }
 
-// How long the lookups of AddressesOfEach may take together: with DNS
-// dead, each lookup takes the resolver's timeout and retries (10 s and
-// more), and one after another, the hosts of a large hostfile held the
-// launcher for minutes.
-constexpr std::chrono::seconds kHostLookupsLimit{10};
-// Lookups running at once.
-constexpr size_t kHostLookupThreads = 8;
-
-// AddressesOf each of `hosts` (duplicates looked up once), on up to
-// kHostLookupThreads threads at once, within kHostLookupsLimit: a name not
-// answered by then maps to itself alone, as one that does not resolve
-// does. The threads left running hold no reference to the caller.
-std::map<std::string, std::set<std::string>> AddressesOfEach(const std::vector<std::string>& hosts) {
-  struct Lookups {
-    std::mutex mutex;
-    std::condition_variable done;
-    std::vector<std::string> names;
-    std::map<std::string, std::set<std::string>> found;
-    size_t next = 0;  // the next name to look up
-  };
-  auto lookups = std::make_shared<Lookups>();
-  const std::set<std::string> distinct(hosts.begin(), hosts.end());
-  lookups->names.assign(distinct.begin(), distinct.end());
-  const size_t threads = std::min(kHostLookupThreads, lookups->names.size());
-  for (size_t t = 0; t < threads; ++t) {
-    std::thread([lookups] {
-      for (;;) {
-        std::string name;
-        {
-          std::lock_guard<std::mutex> lock(lookups->mutex);
-          if (lookups->next == lookups->names.size()) return;
-          name = lookups->names[lookups->next++];
-        }
-        std::set<std::string> addresses = AddressesOf(name);
-        std::lock_guard<std::mutex> lock(lookups->mutex);
-        lookups->found.emplace(name, std::move(addresses));
-        lookups->done.notify_all();
-      }
-    }).detach();
-  }
-  std::unique_lock<std::mutex> lock(lookups->mutex);
-  lookups->done.wait_for(lock, kHostLookupsLimit,
-                         [&] { return lookups->found.size() == lookups->names.size(); });
-  std::map<std::string, std::set<std::string>> found = lookups->found;
-  for (const std::string& name : lookups->names) found.try_emplace(name, std::set<std::string>{name});
-  return found;
-}
-
 // Whether `address` is a loopback address: IPv4 127.0.0.0/8 or IPv6 ::1
 // (bracketed or not).
 bool IsLoopback(const std::string& address) {
@@ -413,6 +365,61 @@ absl::Status CheckMpirunArgs(const std::vector<std::string>& args) {
   return absl::OkStatus();
 }
 
+std::map<std::string, std::optional<std::set<std::string>>> AddressesOfEach(
+    const std::vector<std::string>& hosts, const AddressLookup& lookup,
+    std::chrono::milliseconds limit) {
+  // Shared with the lookup threads, which may outlive this call.
+  struct Lookups {
+    std::mutex mutex;
+    std::condition_variable done;
+    std::vector<std::string> names;
+    std::map<std::string, std::set<std::string>> found;
+    size_t next = 0;         // the next name to look up
+    bool abandoned = false;  // the caller stopped waiting: look up no more
+  };
+  auto lookups = std::make_shared<Lookups>();
+  const std::set<std::string> distinct(hosts.begin(), hosts.end());
+  lookups->names.assign(distinct.begin(), distinct.end());
+  const size_t threads = std::min(kHostLookupThreads, lookups->names.size());
+  size_t started = 0;
+  for (size_t t = 0; t < threads; ++t) {
+    try {
+      std::thread([lookups, lookup] {
+        for (;;) {
+          std::string name;
+          {
+            std::lock_guard<std::mutex> lock(lookups->mutex);
+            if (lookups->abandoned || lookups->next == lookups->names.size()) return;
+            name = lookups->names[lookups->next++];
+          }
+          std::set<std::string> addresses = lookup(name);
+          std::lock_guard<std::mutex> lock(lookups->mutex);
+          lookups->found.emplace(name, std::move(addresses));
+          lookups->done.notify_all();
+        }
+      }).detach();
+      ++started;
+    } catch (const std::system_error&) {
+      break;  // no more threads: the ones started take every name
+    }
+  }
+  std::map<std::string, std::optional<std::set<std::string>>> answers;
+  std::unique_lock<std::mutex> lock(lookups->mutex);
+  if (started > 0) {
+    lookups->done.wait_for(lock, limit,
+                           [&] { return lookups->found.size() == lookups->names.size(); });
+  }
+  lookups->abandoned = true;
+  for (const std::string& name : lookups->names) {
+    const auto it = lookups->found.find(name);
+    answers[name] = it == lookups->found.end() ? std::nullopt
+                                               : std::optional<std::set<std::string>>(it->second);
+  }
+  return answers;
+}
+
+std::set<std::string> SystemAddressLookup(const std::string& host) { return AddressesOf(host); }
+
 std::string HostNamesForMessage(const std::vector<std::string>& hosts) {
   if (hosts.size() <= kHostsNamedInAMessage) return absl::StrJoin(hosts, ", ");
   return absl::StrCat(
@@ -424,20 +431,23 @@ std::vector<std::string> HostsNamedLost(const std::string& output,
                                         const std::vector<HostEntry>& hosts) {
   static const std::regex kOrteLostDaemon(
       R"((?:Remote daemon: \S+ on node|daemon has unexpectedly failed[^\n]*\n?[^\n]*on node) (\S+))");
-  // Every host's addresses, looked up once, when a name is not a host's as
-  // written.
-  std::optional<std::map<std::string, std::set<std::string>>> addresses;
-  const auto host_named = [&hosts, &addresses](const std::string& named) -> const HostEntry* {
+  // Every host's addresses (its name less any user@), looked up once, when
+  // a name is not a host's as written. A lookup that did not answer in
+  // time matches nothing.
+  const auto bare = [](const HostEntry& h) { return h.host.substr(h.host.find('@') + 1); };
+  std::optional<std::map<std::string, std::optional<std::set<std::string>>>> addresses;
+  const auto host_named = [&](const std::string& named) -> const HostEntry* {
     for (const HostEntry& h : hosts) {
-      if (h.host == named) return &h;
+      if (h.host == named || bare(h) == named) return &h;
     }
     if (!addresses) {
       std::vector<std::string> names;
-      for (const HostEntry& h : hosts) names.push_back(h.host);
+      for (const HostEntry& h : hosts) names.push_back(bare(h));
       addresses = AddressesOfEach(names);
     }
     for (const HostEntry& h : hosts) {
-      if (addresses->at(h.host).count(named) > 0) return &h;
+      const std::optional<std::set<std::string>>& found = addresses->at(bare(h));
+      if (found && found->count(named) > 0) return &h;
     }
     return nullptr;  // a host not in the list: nothing to drop
   };
@@ -508,17 +518,24 @@ LostHostChoice BreakLostHostTie(const std::vector<std::string>& tied,
 
 std::vector<std::string> HostsWithoutStartedRank(const std::vector<HostEntry>& hosts,
                                                  const std::vector<StartedRankHost>& started,
-                                                 const StartedRankHost& launcher) {
+                                                 const StartedRankHost& launcher,
+                                                 std::vector<std::string>* not_looked_up) {
   // Each rank's names for its host: its name, its addresses, and what the
   // name resolves to here, loopback left out (every host has 127.0.0.1).
   std::vector<std::string> to_look_up;
   for (const StartedRankHost& rank : started) to_look_up.push_back(rank.host);
   for (const HostEntry& h : hosts) to_look_up.push_back(h.host.substr(h.host.find('@') + 1));
-  const std::map<std::string, std::set<std::string>> addresses = AddressesOfEach(to_look_up);
+  const std::map<std::string, std::optional<std::set<std::string>>> addresses =
+      AddressesOfEach(to_look_up);
+  // A name whose lookup did not answer in time stands for itself alone.
+  const auto addresses_of = [&addresses](const std::string& name) {
+    const std::optional<std::set<std::string>>& found = addresses.at(name);
+    return found ? *found : std::set<std::string>{name};
+  };
   std::set<std::string> seen;
   bool on_launcher = false;
   for (const StartedRankHost& rank : started) {
-    for (const std::string& name : addresses.at(rank.host)) {
+    for (const std::string& name : addresses_of(rank.host)) {
       if (!IsLoopback(name)) seen.insert(name);
     }
     for (const std::string& address : rank.addresses) {
@@ -529,14 +546,22 @@ std::vector<std::string> HostsWithoutStartedRank(const std::vector<HostEntry>& h
   std::vector<std::string> silent;
   for (const HostEntry& h : hosts) {
     const std::string name = h.host.substr(h.host.find('@') + 1);  // npos + 1 == 0
-    const std::set<std::string>& names = addresses.at(name);
+    const std::set<std::string> names = addresses_of(name);
     const bool started_there =
         NamesLoopback(name, names)
             ? on_launcher
             : std::any_of(names.begin(), names.end(), [&](const std::string& n) {
                 return !IsLoopback(n) && seen.count(n) > 0;
               });
-    if (!started_there) silent.push_back(h.host);
+    if (started_there) continue;
+    // Not known to be silent: its name could not be looked up in time, and
+    // a rank may run there under another name. A job that may be training
+    // is not ended on that.
+    if (!addresses.at(name)) {
+      if (not_looked_up != nullptr) not_looked_up->push_back(h.host);
+      continue;
+    }
+    silent.push_back(h.host);
   }
   return silent;
 }

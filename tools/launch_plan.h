@@ -4,7 +4,11 @@
 #ifndef DROPK_TOOLS_LAUNCH_PLAN_H_
 #define DROPK_TOOLS_LAUNCH_PLAN_H_
 
+#include <chrono>
+#include <functional>
+#include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -64,11 +68,36 @@ absl::Status CheckMpirunArgs(const std::vector<std::string>& args);
 std::vector<std::string> HostsNamedLost(const std::string& output,
                                         const std::vector<HostEntry>& hosts);
 
+// Hosts a message names before it counts the rest (HostNamesForMessage).
+inline constexpr size_t kHostsNamedInAMessage = 10;
+
 // `hosts` as a message lists them: joined with ", ", and past the first
 // kHostsNamedInAMessage, "... and N more": a job of 300 hosts none of which
 // started printed three lines of 300 names each. Pure.
-inline constexpr size_t kHostsNamedInAMessage = 10;
 std::string HostNamesForMessage(const std::vector<std::string>& hosts);
+
+// Looks up a host name's IPv4 addresses; the set holds the name itself too
+// (and only it when the name does not resolve).
+using AddressLookup = std::function<std::set<std::string>(const std::string& host)>;
+
+// The system resolver's AddressLookup (getaddrinfo, IPv4).
+std::set<std::string> SystemAddressLookup(const std::string& host);
+
+// How long the lookups of AddressesOfEach may take together by default:
+// with DNS dead each lookup takes the resolver's timeout and retries (10 s
+// and more), and, one after another, the hosts of a large hostfile held the
+// launcher for minutes.
+inline constexpr std::chrono::milliseconds kHostLookupsLimit{10000};
+// Lookups AddressesOfEach runs at once.
+inline constexpr size_t kHostLookupThreads = 8;
+
+// `lookup` of each of `hosts`, each distinct name once, on up to
+// kHostLookupThreads threads at once, within `limit` in all: a name not
+// answered by then maps to nullopt (not known). The threads still running
+// then look up no further name and hold no reference to the caller.
+std::map<std::string, std::optional<std::set<std::string>>> AddressesOfEach(
+    const std::vector<std::string>& hosts, const AddressLookup& lookup = SystemAddressLookup,
+    std::chrono::milliseconds limit = kHostLookupsLimit);
 
 // The first of HostsNamedLost, nullopt when there is none.
 std::optional<std::string> FindLostHost(const std::string& output,
@@ -108,9 +137,13 @@ struct StartedRankHost {
 // or its host name's as resolved here, it resolves to, loopback addresses
 // left out: every marker lists 127.0.0.1, so matching on it made a
 // 127.0.0.1 line "started" by any rank anywhere.
+// A host whose name could not be looked up in time (AddressesOfEach) and
+// that no rank names as written is not named: it goes to *not_looked_up
+// (may be null) instead, since a rank may run there under another name.
 std::vector<std::string> HostsWithoutStartedRank(const std::vector<HostEntry>& hosts,
                                                  const std::vector<StartedRankHost>& started,
-                                                 const StartedRankHost& launcher);
+                                                 const StartedRankHost& launcher,
+                                                 std::vector<std::string>* not_looked_up = nullptr);
 
 // OK unless two lines of hostfile `path` name the machine running mpirun,
 // `launcher`: localhost, 127.0.0.1 or ::1 (as Open MPI takes them), the

@@ -64,18 +64,19 @@ std::vector<pid_t> DescendantsOf(pid_t root) {
 bool AdoptOrphansOfDescendants() { return prctl(PR_SET_CHILD_SUBREAPER, 1) == 0; }
 
 void KillDescendants() {
-  for (const pid_t pid : DescendantsOf(getpid())) kill(pid, SIGKILL);
-  // Killed children end at once (one in uninterruptible sleep, on a dead
-  // NFS server say, may not: it is not waited on past the second).
+  // Killed processes end at once (one in uninterruptible sleep, on a dead
+  // NFS server say, may not: it is not waited on past the second). One
+  // that forked between a scan and its kill leaves a child: scanned again.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   for (;;) {
-    const pid_t reaped = waitpid(-1, nullptr, WNOHANG);
-    if (reaped < 0 && errno == EINTR) continue;
-    if (reaped < 0) return;  // ECHILD: none left
-    if (reaped == 0) {
-      if (std::chrono::steady_clock::now() > deadline) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    const std::vector<pid_t> below = DescendantsOf(getpid());
+    for (const pid_t pid : below) kill(pid, SIGKILL);
+    pid_t reaped;
+    while ((reaped = waitpid(-1, nullptr, WNOHANG)) > 0 || (reaped < 0 && errno == EINTR)) {
     }
+    if (reaped < 0 && below.empty()) return;  // ECHILD, and nothing left below
+    if (std::chrono::steady_clock::now() > deadline) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
 }
 

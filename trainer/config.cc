@@ -208,15 +208,12 @@ std::string HelpText() {
   for (int i = 0; i < descriptor->field_count(); ++i) {
     const pb::FieldDescriptor* field = descriptor->field(i);
     if (!IsFlagField(field)) continue;
-    std::string default_text =
+    // An enum's zero value (DEVICE_UNSPECIFIED, ...) is not a choice one
+    // can type: "unset".
+    const std::string default_text =
         field->has_presence() && !defaults.GetReflection()->HasField(defaults, field)
             ? "unset"
-            : FieldValueText(defaults, field);
-    if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM) {
-      // The zero value (DEVICE_UNSPECIFIED, ...) is not a choice one can type.
-      const bool is_zero = defaults.GetReflection()->GetEnumValue(defaults, field) == 0;
-      default_text = is_zero ? "unset" : absl::AsciiStrToLower(default_text);
-    }
+            : FieldValueAsFlagged(defaults, field);
     rows.push_back({absl::StrCat("--", field->name()), TypeName(field), default_text,
                     DescriptionOf(field->name())});
   }
@@ -677,14 +674,14 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
     if (path.find('\0') != std::string::npos) {
       p.Add(absl::StrCat(name, "=\"", absl::CEscape(path),
                          "\": holds a NUL byte, which no path can hold"));
-    } else if (HoldsHiddenOrMovingText(path)) {
+    } else if (HoldsControlCharacter(path)) {
       // A carriage return from a script saved with Windows line endings
       // (`--out_dir=run1\r`) made a directory "run1\r"; a newline split
       // every error line that named the path, and the failure record,
       // read line by line, with it; an ESC reached the terminal.
       p.Add(absl::StrCat(name, "=\"", EscapeForMessage(path),
-                         "\": holds a control or invisible character (shown as \\uXXXX), which "
-                         "a run's paths may not hold",
+                         "\": holds a control character (shown as \\uXXXX), which a run's "
+                         "paths may not hold",
                          absl::StrContains(path, '\r')
                              ? "; a script or config saved with Windows line endings?"
                              : ""));

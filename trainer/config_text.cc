@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/number_text.h"
+#include "google/protobuf/text_format.h"
 #include "trainer/comm_timeout.h"
 
 namespace dropk {
@@ -51,6 +52,16 @@ const std::vector<FloatBound>& FloatBounds() {
 }
 
 }  // namespace
+
+std::string FieldValueAsFlagged(const pb::Message& message, const pb::FieldDescriptor* field) {
+  if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM) {
+    const pb::EnumValueDescriptor* value = message.GetReflection()->GetEnum(message, field);
+    return value->number() == 0 ? "unset" : absl::AsciiStrToLower(value->name());
+  }
+  std::string text;
+  pb::TextFormat::PrintFieldValueToString(message, field, -1, &text);
+  return text;
+}
 
 std::string EnumNames(const pb::EnumDescriptor* type, const char* separator) {
   std::vector<std::string> names;

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "google/protobuf/descriptor.h"
+#include "google/protobuf/message.h"
 
 namespace dropk {
 
@@ -16,6 +17,13 @@ inline constexpr float kMaxBucketCapMb = 1 << 20;
 // The values of `type` a user can choose (all but the zero one, which means
 // unset), in lower case, joined by `separator`: "cpu, cuda".
 std::string EnumNames(const google::protobuf::EnumDescriptor* type, const char* separator);
+
+// The value of `field` in `message` as a flag takes it: an enum by its
+// lower-case name ("bf16", as --precision=bf16 takes it; its zero value,
+// *_UNSPECIFIED, "unset"), anything else in text format ("0.001",
+// "\"out\""). For --help's defaults and a resume's config changes.
+std::string FieldValueAsFlagged(const google::protobuf::Message& message,
+                                const google::protobuf::FieldDescriptor* field);
 
 // What a value of `field` must look like, for error messages: the type and,
 // for numbers, the range the type allows ("an integer in [0, 4294967295]").

@@ -77,8 +77,7 @@ absl::StatusOr<MetricsLog> MetricsLog::Create(const std::string& path, std::ostr
 }
 
 absl::StatusOr<MetricsLog> MetricsLog::OpenForResume(const std::string& path, int64_t resume_step,
-                                                     int64_t newest_saved_step,
-                                                     std::ostream& log) {
+                                                     int64_t latest_step, std::ostream& log) {
   const std::string tmp = path + ".tmp";
   for (const std::string& p : {path, tmp}) {
     if (absl::Status s = CheckRegularOrMissing(p); !s.ok()) return s;
@@ -112,7 +111,7 @@ absl::StatusOr<MetricsLog> MetricsLog::OpenForResume(const std::string& path, in
   // later branch when a run went back to an older checkpoint (they are not
   // written again: the resumed run takes another course). The log is kept
   // as it was.
-  const bool going_back = resume_step < newest_saved_step && dropped_rows > 0;
+  const bool going_back = resume_step < latest_step && dropped_rows > 0;
   if (not_rows > 0 || going_back) {
     struct stat st;
     const std::time_t last_write =
@@ -125,12 +124,12 @@ absl::StatusOr<MetricsLog> MetricsLog::OpenForResume(const std::string& path, in
     if (not_rows > 0) {
       log << "dropk-train: " << path << " line " << first_not_row << " is not a metrics row ("
           << not_rows << " such line(s)); the log as it was is kept as " << aside << std::endl;
-    } else {
-      log << "dropk-train: resuming at step " << resume_step
-          << ", before the newest checkpoint (step " << newest_saved_step << "): " << path
-          << " keeps its rows before step " << resume_step << "; the log as it was ("
-          << dropped_rows << " row(s) from step " << resume_step << " on) is kept as " << aside
-          << std::endl;
+    }
+    if (going_back) {
+      log << "dropk-train: resuming at step " << resume_step << ", before the checkpoint LATEST "
+          << "names (step " << latest_step << "): " << path << " keeps its rows before step "
+          << resume_step << "; the log as it was (" << dropped_rows << " row(s) from step "
+          << resume_step << " on) is kept as " << aside << std::endl;
     }
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {

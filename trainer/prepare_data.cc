@@ -666,11 +666,11 @@ absl::StatusOr<PrepareSummary> PrepareData(const PrepareOptions& options) {
   }
   // It becomes a run's data_dir, which dropk-train refuses with such a
   // character (trainer/config.cc): refused before the work, not after.
-  if (HoldsHiddenOrMovingText(options.out_dir)) {
+  if (HoldsControlCharacter(options.out_dir)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--out \"", EscapeForMessage(options.out_dir),
-                     "\": holds a control or invisible character (shown as \\uXXXX), which "
-                     "dropk-train refuses in a data_dir; name another directory"));
+                     "\": holds a control character (shown as \\uXXXX), which dropk-train "
+                     "refuses in a data_dir; name another directory"));
   }
   if (options.shard_tokens < kMinShardTokens) {
     return absl::InvalidArgumentError(

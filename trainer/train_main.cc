@@ -93,7 +93,7 @@ int ReportInvalidConfig(const absl::Status& invalid) {
       rank == 0 ? "dropk-train: " : absl::StrCat("dropk-train: rank ", rank, ": ");
   std::string lines;
   for (absl::string_view line : absl::StrSplit(invalid.message(), '\n')) {
-    absl::StrAppend(&lines, prefix, dropk::EscapeForMessage(std::string(line)), "\n");
+    absl::StrAppend(&lines, prefix, dropk::EscapeForMessage(std::string_view(line.data(), line.size())), "\n");
   }
   std::cerr << lines;
   return dropk::kExitUsage;
@@ -111,8 +111,7 @@ int FailRank(const absl::Status& status, int rank, int world, int code, bool lau
              const std::string& out_dir) {
   // No character that would reach a terminal raw (a run's paths cannot
   // hold one, but a file's contents or a host's name may).
-  const std::string message =
-      dropk::EscapeForMessage(std::string(status.message()), dropk::KeptBreaks::kNewlinesAndTabs);
+  const std::string message = dropk::ErrorTextForTerminal(status.message());
   const std::string failure = absl::StrCat("rank ", rank, " of ", world, ": ", message);
   // A single process started by hand and refused for the user to fix (a
   // bad value, a missing path, a resume that contradicts its checkpoint)

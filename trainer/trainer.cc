@@ -500,8 +500,9 @@ class TrainingRun {
       const std::string path = config_.out_dir() + "/metrics.jsonl";
       absl::StatusOr<MetricsLog> metrics =
           resume->resumed
-              ? MetricsLog::OpenForResume(path, resume->step,
-                                          NewestCheckpointStep(CheckpointsDirOf(config_)), log_)
+              ? MetricsLog::OpenForResume(
+                    path, resume->step,
+                    LatestCheckpointStep(CheckpointsDirOf(config_), seams_.checkpoint_env), log_)
               : MetricsLog::Create(path, log_);
       if (!metrics.ok()) return metrics.status();
       metrics_ = std::make_unique<MetricsLog>(*std::move(metrics));

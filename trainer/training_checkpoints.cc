@@ -23,6 +23,7 @@
 #include "checkpoint/reader.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/text_format.h"
+#include "config_text.h"
 #include "trainer/config.h"
 
 namespace dropk {
@@ -55,7 +56,9 @@ extern "C" void OnStopSignal(int signo) {
   // Set before the signal is: a signal between the two is still the first's.
   int64_t unset = 0;
   g_first_stop_ns.compare_exchange_strong(unset, now);
-  if (g_stop_signal.exchange(signo) == 0) return;
+  // The first signal is the one kept (StopSignal names it in the stop line).
+  int none = 0;
+  if (g_stop_signal.compare_exchange_strong(none, signo)) return;
   // A second signal, past the first's echo: give up on the graceful path.
   if (now - g_first_stop_ns.load() >= kSameStopNs) {
     std::signal(signo, SIG_DFL);
@@ -547,25 +550,6 @@ absl::StatusOr<ResumePoint> MaybeResume(const TrainConfig& config, const Tokeniz
   return absl::FailedPreconditionError(absl::StrCat(
       "--resume=", config.resume(), ": no checkpoint verifies: ", absl::StrJoin(skipped, "; ")));
 }
-
-namespace {
-
-// Field `f` of `config` as a flag gives it: an enum by its lower-case name
-// ("bf16", as --precision=bf16 takes it; its *_UNSPECIFIED value "unset"),
-// anything else in text format. A resume said "precision:
-// PRECISION_UNSPECIFIED -> BF16".
-std::string FieldValueAsFlagged(const TrainConfig& config, const pb::FieldDescriptor* f) {
-  if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM) {
-    const pb::EnumValueDescriptor* value = config.GetReflection()->GetEnum(config, f);
-    if (value->number() == 0 && absl::EndsWith(value->name(), "_UNSPECIFIED")) return "unset";
-    return absl::AsciiStrToLower(value->name());
-  }
-  std::string text;
-  pb::TextFormat::PrintFieldValueToString(config, f, -1, &text);
-  return text;
-}
-
-}  // namespace
 
 absl::Status CheckResumeConfig(const TrainConfig& checkpoint, const TrainConfig& now,
                                std::vector<std::string>* changes) {

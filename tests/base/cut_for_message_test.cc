@@ -75,9 +75,26 @@ TEST(EscapeForMessageTest, KeepingBreaksKeepsOnlyNewlinesAndTabs) {
             "a\nb\tc\\u000d\\u001b[31m");
   EXPECT_EQ(EscapeForMessage("\u202e\x0b\x0c", KeptBreaks::kNewlinesAndTabs),
             "\\u202e\\u000b\\u000c");
-  EXPECT_TRUE(HoldsHiddenOrMovingText("run\r"));
-  EXPECT_TRUE(HoldsHiddenOrMovingText("a\nb"));
-  EXPECT_FALSE(HoldsHiddenOrMovingText("runs/caf\u00e9 \xff"));
+}
+
+// A path may not hold a control character or a bidi override, but may hold
+// the zero-width joiners and marks of Persian, Indic or emoji names.
+TEST(EscapeForMessageTest, ControlCharactersAreControlsAndBidiOverridesOnly) {
+  for (const std::string bad : {std::string("run\r"), std::string("a\nb"), std::string("\x1b[31m"),
+                                std::string("x\u0085"), std::string("w\u202e.bin"),
+                                std::string("\u2066x"), std::string("p\u2028q"), std::string("\x7f")}) {
+    EXPECT_TRUE(HoldsControlCharacter(bad)) << EscapeForMessage(bad);
+  }
+  for (const std::string good :
+       {std::string("runs/caf\u00e9 \xff"), std::string("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"),
+        std::string("\U0001F9D1\u200D\U0001F4BB"), std::string("a\u200eb"), std::string("\x85")}) {
+    EXPECT_FALSE(HoldsControlCharacter(good)) << EscapeForMessage(good);
+  }
+}
+
+// What a program prints of an error: its lines kept, anything else escaped.
+TEST(EscapeForMessageTest, ErrorTextForTerminalKeepsLinesOnly) {
+  EXPECT_EQ(ErrorTextForTerminal(std::string_view("a\n\tb\r\x1b")), "a\n\tb\\u000d\\u001b");
 }
 
 TEST(EscapeForMessageTest, KeepsPrintableUtf8AndBytesThatAreNotUtf8) {

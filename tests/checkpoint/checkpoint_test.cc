@@ -626,16 +626,17 @@ TEST_F(CheckpointTest, RetentionCountsOnlyCheckpoints) {
   EXPECT_EQ(ReadAll(dir_ + "/ckpt/step-00000004/notes.txt"), "mine\n");
 }
 
-// What a resume tells a run going back from: the newest step-N that holds
-// a manifest; a hand-made step directory without one is no checkpoint.
-TEST_F(CheckpointTest, NewestCheckpointStepIsTheNewestWithAManifest) {
-  EXPECT_EQ(NewestCheckpointStep(dir_ + "/ckpt"), -1);
+// What a resume compares its step with to tell that the run goes back: the
+// step LATEST names, whatever else is on disk.
+TEST_F(CheckpointTest, LatestCheckpointStepIsWhatLatestNames) {
+  EXPECT_EQ(LatestCheckpointStep(dir_ + "/ckpt"), -1);
   ASSERT_TRUE(Save(3).ok());
   ASSERT_TRUE(Save(7).ok());
-  fs::create_directories(dir_ + "/ckpt/step-00000009");
-  EXPECT_EQ(NewestCheckpointStep(dir_ + "/ckpt"), 7);
+  EXPECT_EQ(LatestCheckpointStep(dir_ + "/ckpt"), 7);
   WriteAll(dir_ + "/ckpt/LATEST", "step-00000003\n");
-  EXPECT_EQ(NewestCheckpointStep(dir_ + "/ckpt"), 7);
+  EXPECT_EQ(LatestCheckpointStep(dir_ + "/ckpt"), 3);
+  WriteAll(dir_ + "/ckpt/LATEST", "garbage\n");
+  EXPECT_EQ(LatestCheckpointStep(dir_ + "/ckpt"), -1);
 }
 
 TEST_F(CheckpointTest, SavingTheSameStepAgainReplacesIt) {

@@ -147,7 +147,7 @@ TEST(HttpTest, ABodyOverTheLimitSentWholeStillGetsThe413) {
       "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
       "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
   const testing::RawResult r = testing::RawExchange(s.port, request);
-  // Sending failed part way (a reset: "Broken pipe") where the body was not read.
+  // Before, sending failed part way (a reset: "Broken pipe"): the body was never read.
   EXPECT_EQ(r.sent, request.size());
   EXPECT_EQ(r.received.rfind("HTTP/1.1 413 ", 0), 0u) << r.received;
   EXPECT_NE(testing::RawBody(r.received).find("request_too_large"), std::string::npos)

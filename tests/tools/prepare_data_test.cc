@@ -224,7 +224,7 @@ TEST_F(PrepareDataTest, AnOutWithAControlCharacterIsRefusedBeforeAnyWork) {
   ASSERT_FALSE(summary.ok());
   EXPECT_EQ(summary.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(summary.status().message()),
-              HasSubstr("out\\u000d\": holds a control or invisible character"));
+              HasSubstr("out\\u000d\": holds a control character"));
   EXPECT_FALSE(std::filesystem::exists(options.out_dir));
 }
 

@@ -57,6 +57,14 @@ bool Equal(const TrainConfig& a, const TrainConfig& b) {
 
 TEST(ConfigTest, DefaultsValidate) { EXPECT_TRUE(ValidateTrainConfig(DefaultTrainConfig()).ok()); }
 
+// Only control characters and bidi overrides are refused in a path: a
+// Persian directory name holds a zero-width non-joiner (U+200C).
+TEST(ConfigTest, APathWithAZeroWidthNonJoinerIsValid) {
+  TrainConfig config = DefaultTrainConfig();
+  config.set_out_dir("runs/\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645");
+  EXPECT_TRUE(ValidateTrainConfig(config).ok()) << ValidateTrainConfig(config);
+}
+
 TEST(ConfigTest, NoArgumentsGiveTheDefaults) {
   absl::StatusOr<TrainConfig> config = Load({});
   ASSERT_TRUE(config.ok()) << config.status();
@@ -977,11 +985,11 @@ INSTANTIATE_TEST_SUITE_P(
         // the failure record; an ESC reached the terminal.
         BadValueCase{"OutDirWithCarriageReturn",
                      [](TrainConfig* c) { c->set_out_dir("run1\r"); },
-                     {"out_dir=\"run1\\u000d\": holds a control or invisible character",
+                     {"out_dir=\"run1\\u000d\": holds a control character",
                       "Windows line endings"}},
         BadValueCase{"DataDirWithNewlineAndEscape",
                      [](TrainConfig* c) { c->set_data_dir("a\nb\x1b[31m"); },
-                     {"data_dir=\"a\\u000ab\\u001b[31m\": holds a control"}},
+                     {"data_dir=\"a\\u000ab\\u001b[31m\": holds a control character"}},
         BadValueCase{"InitFromWithRightToLeftOverride",
                      [](TrainConfig* c) { c->set_init_from("w\u202e.safetensors"); },
                      {"init_from=\"w\\u202e.safetensors\""}},

@@ -88,7 +88,7 @@ TEST(MetricsLogTest, ResumingALogWithLinesThatAreNotRowsKeepsItAsItWas) {
       "{\"step\":3,";
   std::ofstream(path) << before;
   std::ostringstream said;
-  absl::StatusOr<MetricsLog> log = MetricsLog::OpenForResume(path, 5, /*newest_saved_step=*/5, said);
+  absl::StatusOr<MetricsLog> log = MetricsLog::OpenForResume(path, 5, /*latest_step=*/5, said);
   ASSERT_TRUE(log.ok()) << log.status();
   std::vector<std::string> kept;
   for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
@@ -110,14 +110,14 @@ TEST(MetricsLogTest, ResumingALogWithLinesThatAreNotRowsKeepsItAsItWas) {
   std::filesystem::remove(kept[0]);
   std::ofstream(path, std::ios::trunc) << "{\"step\":1}\n{\"step\":2";
   std::ostringstream quiet;
-  ASSERT_TRUE(MetricsLog::OpenForResume(path, 5, /*newest_saved_step=*/5, quiet).ok());
+  ASSERT_TRUE(MetricsLog::OpenForResume(path, 5, /*latest_step=*/5, quiet).ok());
   EXPECT_EQ(quiet.str(), "");
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()),
                           std::filesystem::directory_iterator()),
             1);
 }
 
-// Going back to an older checkpoint (step 20 of a run saved to step 50)
+// Going back to an older checkpoint (step 20 of a run whose LATEST is 50)
 // dropped the later course's rows 20..50 without a word; the resumed run
 // does not write them again. The log is kept as it was, and a line says so.
 // Resuming at the newest checkpoint (a crash's replay) drops its rows past
@@ -129,7 +129,7 @@ TEST(MetricsLogTest, GoingBackToAnOlderCheckpointKeepsTheLogAsItWas) {
   for (int step = 0; step <= 50; step += 10) before += absl::StrCat("{\"step\":", step, "}\n");
   std::ofstream(path) << before;
   std::ostringstream said;
-  ASSERT_TRUE(MetricsLog::OpenForResume(path, 20, /*newest_saved_step=*/50, said).ok());
+  ASSERT_TRUE(MetricsLog::OpenForResume(path, 20, /*latest_step=*/50, said).ok());
   std::vector<std::string> kept;
   for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
     if (entry.path().filename() != "metrics.jsonl") kept.push_back(entry.path().string());
@@ -139,14 +139,14 @@ TEST(MetricsLogTest, GoingBackToAnOlderCheckpointKeepsTheLogAsItWas) {
   EXPECT_EQ(std::string(std::istreambuf_iterator<char>(kept_file), {}), before);
   std::ifstream now(path);
   EXPECT_EQ(std::string(std::istreambuf_iterator<char>(now), {}), "{\"step\":0}\n{\"step\":10}\n");
-  EXPECT_EQ(said.str(), "dropk-train: resuming at step 20, before the newest checkpoint (step 50): " +
+  EXPECT_EQ(said.str(), "dropk-train: resuming at step 20, before the checkpoint LATEST names (step 50): " +
                             path + " keeps its rows before step 20; the log as it was (4 row(s) "
                             "from step 20 on) is kept as " + kept[0] + "\n");
 
   std::filesystem::remove(kept[0]);
   std::ofstream(path, std::ios::trunc) << before;
   std::ostringstream quiet;
-  ASSERT_TRUE(MetricsLog::OpenForResume(path, 40, /*newest_saved_step=*/40, quiet).ok());
+  ASSERT_TRUE(MetricsLog::OpenForResume(path, 40, /*latest_step=*/40, quiet).ok());
   EXPECT_EQ(quiet.str(), "");
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()),
                           std::filesystem::directory_iterator()),

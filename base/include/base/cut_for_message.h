@@ -46,6 +46,30 @@ inline bool HidesOrMovesText(uint32_t cp) {
          (cp >= 0x2060 && cp <= 0x2069) || cp == 0xFEFF;
 }
 
+// Calls visit(cp, bytes) for each character of `text` in order: a one- to
+// three-byte UTF-8 character with its code point; a four-byte one, and any
+// byte that is not part of valid UTF-8, byte by byte with cp 0x20 (neither
+// is ever a control character). `bytes` are the character's bytes in
+// `text`.
+template <typename Visit>
+void ForEachCharacter(std::string_view text, Visit visit) {
+  const auto byte = [&text](size_t i) { return static_cast<unsigned char>(text[i]); };
+  const auto continues = [&](size_t i) { return i < text.size() && (byte(i) & 0xC0) == 0x80; };
+  for (size_t i = 0; i < text.size();) {
+    uint32_t cp = byte(i);
+    size_t len = 1;
+    if (cp >= 0xC2 && cp <= 0xDF && continues(i + 1)) {
+      cp = ((cp & 0x1F) << 6) | (byte(i + 1) & 0x3F), len = 2;
+    } else if (cp >= 0xE0 && cp <= 0xEF && continues(i + 1) && continues(i + 2)) {
+      cp = ((cp & 0x0F) << 12) | ((byte(i + 1) & 0x3F) << 6) | (byte(i + 2) & 0x3F), len = 3;
+    } else if (cp >= 0x80) {
+      cp = 0x20;  // a byte of a longer or broken sequence: kept
+    }
+    visit(cp, text.substr(i, len));
+    i += len;
+  }
+}
+
 // Which characters EscapeForMessage keeps although HidesOrMovesText holds.
 enum class KeptBreaks {
   kNone,              // every such character is escaped: one line of text
@@ -59,37 +83,47 @@ enum class KeptBreaks {
 inline std::string EscapeForMessage(std::string_view text, KeptBreaks kept = KeptBreaks::kNone) {
   std::string out;
   out.reserve(text.size());
-  const auto byte = [&text](size_t i) { return static_cast<unsigned char>(text[i]); };
-  const auto continues = [&](size_t i) { return i < text.size() && (byte(i) & 0xC0) == 0x80; };
-  for (size_t i = 0; i < text.size();) {
-    // Only one- to three-byte characters can be escaped; others are copied.
-    uint32_t cp = byte(i);
-    size_t len = 1;
-    if (cp >= 0xC2 && cp <= 0xDF && continues(i + 1)) {
-      cp = ((cp & 0x1F) << 6) | (byte(i + 1) & 0x3F), len = 2;
-    } else if (cp >= 0xE0 && cp <= 0xEF && continues(i + 1) && continues(i + 2)) {
-      cp = ((cp & 0x0F) << 12) | ((byte(i + 1) & 0x3F) << 6) | (byte(i + 2) & 0x3F), len = 3;
-    } else if (cp >= 0x80) {
-      cp = 0x20;  // a byte of a longer or broken sequence: kept
-    }
+  ForEachCharacter(text, [&out, kept](uint32_t cp, std::string_view bytes) {
     const bool keep = kept == KeptBreaks::kNewlinesAndTabs && (cp == '\n' || cp == '\t');
     if (HidesOrMovesText(cp) && !keep) {
       static constexpr char kHex[] = "0123456789abcdef";
       out += "\\u";
       for (int shift = 12; shift >= 0; shift -= 4) out += kHex[(cp >> shift) & 0xF];
     } else {
-      out.append(text.substr(i, len));
+      out.append(bytes);
     }
-    i += len;
-  }
+  });
   return out;
 }
 
-// Whether `text` holds a character EscapeForMessage escapes (a control or
-// invisible character: HidesOrMovesText). Pure, never throws beyond
+// Whether code point `cp` is a control character or one that reorders the
+// text around it: C0 and C1 controls, DEL, the line and paragraph
+// separators, and the bidirectional embeddings, overrides and isolates.
+// Unlike HidesOrMovesText, not the zero-width joiners and marks, which
+// names in Persian, Indic scripts or emoji sequences hold.
+inline bool IsControlCharacter(uint32_t cp) {
+  return cp < 0x20 || (cp >= 0x7F && cp <= 0x9F) || (cp >= 0x2028 && cp <= 0x202E) ||
+         (cp >= 0x2066 && cp <= 0x2069);
+}
+
+// Whether `text` holds a character for which IsControlCharacter holds
+// (decoded as EscapeForMessage decodes). Pure, never throws beyond
 // std::bad_alloc.
-inline bool HoldsHiddenOrMovingText(std::string_view text) {
-  return EscapeForMessage(text) != text;
+inline bool HoldsControlCharacter(std::string_view text) {
+  bool found = false;
+  ForEachCharacter(text, [&found](uint32_t cp, std::string_view) {
+    found = found || IsControlCharacter(cp);
+  });
+  return found;
+}
+
+// An error's whole text (one line or several) as a program prints it on
+// stderr: EscapeForMessage keeping its line breaks and tabs. Takes any
+// string-like text (std::string_view, absl::string_view).
+template <typename Text>
+std::string ErrorTextForTerminal(const Text& message) {
+  return EscapeForMessage(std::string_view(message.data(), message.size()),
+                          KeptBreaks::kNewlinesAndTabs);
 }
 
 // Client text as an error message quotes it: cut to `max_bytes`

@@ -161,10 +161,10 @@ std::vector<std::string> CheckpointCandidates(const std::string& checkpoints_dir
                                               std::vector<std::string>* skipped,
                                               Env* env = nullptr);
 
-// The step of the newest checkpoint of checkpoints_dir (a step-N
-// directory holding a manifest; none is opened or verified), -1 when there
-// is none or the directory cannot be listed.
-int64_t NewestCheckpointStep(const std::string& checkpoints_dir, Env* env = nullptr);
+// The step of the checkpoint checkpoints_dir's LATEST names (nothing is
+// opened or verified), -1 when LATEST is missing, cannot be read or names
+// no step-N.
+int64_t LatestCheckpointStep(const std::string& checkpoints_dir, Env* env = nullptr);
 
 // The newest checkpoint of checkpoints_dir newer than the one its LATEST
 // names that opens (OpenCheckpoint: its manifest and file sizes; no CRC is

@@ -42,11 +42,11 @@ class MetricsLog {
   // holding whole lines that are not rows is first kept as it was, renamed
   // to KeptEarlierLogPath's name with label "before-resume", which `log` is
   // told in one line; so is a log with rows from `resume_step` on when the
-  // run goes back, resuming before `newest_saved_step` (the newest
-  // checkpoint on disk, -1 for none): those rows are another course's,
-  // which the resume does not write again.
+  // run goes back, resuming before `latest_step` (the step LATEST names, -1
+  // for none): those rows are another course's, which the resume does not
+  // write again.
   static absl::StatusOr<MetricsLog> OpenForResume(const std::string& path, int64_t resume_step,
-                                                  int64_t newest_saved_step, std::ostream& log);
+                                                  int64_t latest_step, std::ostream& log);
   absl::Status Append(const MetricsRow& row);
 
  private:

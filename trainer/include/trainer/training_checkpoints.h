@@ -28,8 +28,10 @@
 namespace dropk {
 
 // Installs SIGTERM, SIGINT, SIGUSR1 and SIGHUP handlers that only set a flag
-// (async-signal safe); StopRequested() reads it. A second signal of either
-// kind restores the default action, so a second Ctrl-C kills at once.
+// (async-signal safe); StopRequested() reads it. A second signal a second
+// or more after the first restores the default action, so a second Ctrl-C
+// kills at once; one within a second of the first is the same stop (GNU
+// timeout sends its one stop to the process and then to its group).
 // Ignores SIGPIPE: a closed stdout fails writes instead of killing the run.
 // SIGINT and SIGHUP stay ignored when they already were (nohup, a script's
 // background job): the run was meant to outlive them.
