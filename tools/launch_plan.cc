@@ -30,22 +30,6 @@
 namespace dropk {
 namespace {
 
-// The IPv4 addresses `host` resolves to (itself when it is one).
-std::set<std::string> AddressesOf(const std::string& host) {
-  std::set<std::string> out = {host};
-  addrinfo hints = {};
-  hints.ai_family = AF_INET;
-  addrinfo* list = nullptr;
-  if (getaddrinfo(host.c_str(), nullptr, &hints, &list) != 0) return out;
-  for (addrinfo* a = list; a != nullptr; a = a->ai_next) {
-    char text[INET_ADDRSTRLEN] = {};
-    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr, text, sizeof(text));
-    out.insert(text);
-  }
-  freeaddrinfo(list);
-  return out;
-}
-
 // Whether `address` is a loopback address: IPv4 127.0.0.0/8 or IPv6 ::1
 // (bracketed or not).
 bool IsLoopback(const std::string& address) {
@@ -418,7 +402,20 @@ std::map<std::string, std::optional<std::set<std::string>>> AddressesOfEach(
   return answers;
 }
 
-std::set<std::string> SystemAddressLookup(const std::string& host) { return AddressesOf(host); }
+std::set<std::string> SystemAddressLookup(const std::string& host) {
+  std::set<std::string> out = {host};
+  addrinfo hints = {};
+  hints.ai_family = AF_INET;
+  addrinfo* list = nullptr;
+  if (getaddrinfo(host.c_str(), nullptr, &hints, &list) != 0) return out;
+  for (addrinfo* a = list; a != nullptr; a = a->ai_next) {
+    char text[INET_ADDRSTRLEN] = {};
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr, text, sizeof(text));
+    out.insert(text);
+  }
+  freeaddrinfo(list);
+  return out;
+}
 
 std::string HostNamesForMessage(const std::vector<std::string>& hosts) {
   if (hosts.size() <= kHostsNamedInAMessage) return absl::StrJoin(hosts, ", ");
