@@ -149,6 +149,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void OnProbeTimer(beast::error_code ec);
   void ProbeStream();
   void WatchPeerReset();
+  void SendAnswerAfterProbe();
   void ClientGone();
   // Streaming server-sent events.
   void StartStream();
@@ -176,6 +177,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // The first bytes of the answer, written early as an HTTP/1.0 client's
   // probe (Probe); Send writes the rest. Empty when none were.
   std::string answer_prefix_sent_;
+  bool probe_writing_ = false;      // Probe's write is in flight
   bool finished_early_ = false;     // the job finished before OnRouted ran
   std::deque<std::string> events_;  // SSE events not yet written
   size_t events_bytes_ = 0;         // their total size
@@ -611,6 +613,7 @@ void Session::EndRequest(bool keep_alive) {
   job_.reset();
   answer_ = std::string();
   answer_prefix_sent_.clear();
+  probe_writing_ = false;
   finished_early_ = false;
   events_.clear();
   events_bytes_ = 0;
@@ -724,11 +727,14 @@ void Session::Probe() {
     answer_prefix_sent_ = absl::StrCat("HTTP/", req_.version() / 10, ".", req_.version() % 10, " ");
     probe = answer_prefix_sent_;
   }
+  probe_writing_ = true;
   net::async_write(
       stream_, net::buffer(probe.data(), probe.size()),
       [self = shared_from_this()](beast::error_code ec, size_t) {
         if (self->state_ != State::kProbing) return;
+        self->probe_writing_ = false;
         if (ec) return self->ClientGone();
+        if (self->job_ == nullptr) return self->SendAnswerAfterProbe();
         self->timer_.expires_after(kProbeWait);
         self->timer_.async_wait(beast::bind_front_handler(&Session::OnProbeTimer, self));
       });
@@ -737,10 +743,20 @@ void Session::Probe() {
 void Session::OnProbeTimer(beast::error_code ec) {
   if (ec || state_ != State::kProbing) return;
   if (PeerReset(stream_.socket())) return ClientGone();
-  // Half-closed: answer when the job is done (it may be already).
+  // Half-closed: answer when the job is done (OnJobDone answers at once
+  // while probing, so it is not done yet).
+  if (job_ == nullptr) return SendAnswerAfterProbe();
   SetState(State::kGenerating);
-  if (job_ == nullptr) return Send(AnswerResponse(std::move(answer_), req_.version()));
   WatchPeerReset();
+}
+
+// The job ended while its client was probed: the answer goes now. Writing
+// it tells a gone client as well as the probe's wait would, and the wait
+// (kProbeWait) cost every request whose client half-closed a quarter
+// second, 20 pipelined ones 2.8 s.
+void Session::SendAnswerAfterProbe() {
+  timer_.cancel();  // OnProbeTimer, if already due, finds the state moved on
+  Send(AnswerResponse(std::move(answer_), req_.version()));
 }
 
 // A half-closed client reads nothing more of note until its answer, so its
@@ -808,7 +824,9 @@ void Session::OnJobDone(CompletionResult result) {
   switch (state_) {
     case State::kGenerating: return Send(AnswerResponse(std::move(result), req_.version()));
     case State::kProbing:
-      answer_ = std::move(result);  // sent once the probe settles
+      answer_ = std::move(result);
+      // Sent now, or when the probe's write ends.
+      if (!probe_writing_) SendAnswerAfterProbe();
       return;
     case State::kPreparing:  // done before OnRouted ran
       answer_ = std::move(result);

@@ -891,6 +891,30 @@ TEST(HttpTest, HalfClosedClientIsAnswered) {
   }
 }
 
+// A client that half-closes after its requests is probed (a 1xx) once it is
+// seen at end of stream, and the probe's reset wait (250 ms) held every
+// answer that was ready before it ended: 20 pipelined requests took 5 s
+// and more. An answer ready while its client is probed goes at once.
+TEST(HttpTest, AnAnswerReadyWhileItsClientIsProbedIsNotHeldBack) {
+  TestServer s;
+  constexpr int kRequests = 20;
+  std::string pipelined;
+  for (int i = 0; i < kRequests; ++i) pipelined += PlainRequestBytes(11, "", 1);
+  const auto start = std::chrono::steady_clock::now();
+  const testing::RawResult r = testing::RawExchange(s.port, pipelined, /*half_close=*/true);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  size_t answers = 0;
+  for (size_t at = r.received.find("HTTP/1.1 200 OK"); at != std::string::npos;
+       at = r.received.find("HTTP/1.1 200 OK", at + 1)) {
+    ++answers;
+  }
+  EXPECT_EQ(answers, static_cast<size_t>(kRequests)) << r.received;
+  // Held back, the answers take at least 20 x 250 ms; each takes
+  // milliseconds to generate.
+  EXPECT_LT(seconds, 2.5);
+}
+
 // Issue 9: HEAD was 405 everywhere, /healthz included.
 TEST(HttpTest, HeadOnEveryGetRoute) {
   TestServer s;
