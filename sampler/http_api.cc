@@ -327,16 +327,21 @@ HttpResponse HttpApi::Healthz(unsigned version) const {
 HttpResponse HttpApi::Readyz(unsigned version) const {
   if (std::optional<ApiError> failed = DeviceFailed()) return ErrorResponse(*failed, version);
   const std::shared_ptr<ServingModel> model = scheduler_->CurrentModel();
+  const std::string refusal = metrics_->ReloadRefusal();
   if (model == nullptr) {
-    return ErrorResponse(
-        {503, "no checkpoint is loaded yet", "service_unavailable", "", "model_not_ready"},
-        version);
+    return ErrorResponse({503,
+                          refusal.empty() ? "no checkpoint is loaded yet"
+                                          : "no checkpoint is loaded yet: " + refusal,
+                          "service_unavailable", "", "model_not_ready"},
+                         version);
   }
-  return JsonResponse(http::status::ok, version,
-                      json{{"status", "ready"},
-                           {"model", model->snapshot().id},
-                           {"checkpoint_step", model->snapshot().step}}
-                          .dump());
+  // Ready on the model served, though a newer checkpoint was refused: the
+  // answer says which and why, for whoever watches the rollout.
+  json ready{{"status", "ready"},
+             {"model", model->snapshot().id},
+             {"checkpoint_step", model->snapshot().step}};
+  if (!refusal.empty()) ready["reload_refused"] = refusal;
+  return JsonResponse(http::status::ok, version, ready.dump());
 }
 
 HttpResponse HttpApi::Metrics(unsigned version) const {

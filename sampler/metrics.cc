@@ -38,6 +38,16 @@ void ServiceMetrics::CountRequest(int status) {
   ++requests_by_status_[status];
 }
 
+void ServiceMetrics::SetReloadRefusal(std::string why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  reload_refusal_ = std::move(why);
+}
+
+std::string ServiceMetrics::ReloadRefusal() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return reload_refusal_;
+}
+
 std::string ServiceMetrics::Render() const {
   std::string out;
   out += "# HELP dropk_requests_total HTTP responses by status code.\n";
@@ -69,6 +79,9 @@ std::string ServiceMetrics::Render() const {
          reloads_ok.load());
   scalar("dropk_reload_failures_total", "counter",
          "New checkpoints refused (did not verify or load).", reloads_failed.load());
+  scalar("dropk_reload_refused", "gauge",
+         "1 while the newest checkpoint is refused (why: /readyz and the log), else 0.",
+         ReloadRefusal().empty() ? 0 : 1);
   ttft_seconds.Render("dropk_time_to_first_token_seconds",
                       "Time from request arrival to its first generated token.", &out);
   inter_token_seconds.Render("dropk_inter_token_latency_seconds",

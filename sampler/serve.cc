@@ -253,7 +253,7 @@ absl::Status CheckpointWatcher::LoadInitial() {
   absl::StatusOr<bool> loaded = LoadFrom();
   scanned_ = true;
   last_status_ = loaded.status();
-  if (!loaded.ok()) last_refusal_ = std::string(loaded.status().message());
+  if (!loaded.ok()) SetLastRefusal(std::string(loaded.status().message()));
   return loaded.status();
 }
 
@@ -330,7 +330,7 @@ absl::Status CheckpointWatcher::PollOnce() {
       log_->Write(absl::StrCat("dropk-serve: ", dir_, " reads again, its newest checkpoint the one ",
                                "served, ", serving_path_, "; no reload needed"));
     }
-    last_refusal_.clear();
+    SetLastRefusal("");
     return absl::OkStatus();
   }
   // Nothing served and nothing there to refuse: the directory is missing or
@@ -339,7 +339,7 @@ absl::Status CheckpointWatcher::PollOnce() {
   // a refused reload: an empty directory, as dropk-train makes it at start,
   // logged "reload refused, keeping no model" and counted a failure.
   if (serving_path_.empty() && found_no_checkpoint_) {
-    last_refusal_.clear();
+    SetLastRefusal("");
     return loaded.status();
   }
   // A scan after a change may still fail the same way (a new file beside
@@ -348,7 +348,7 @@ absl::Status CheckpointWatcher::PollOnce() {
   // checkpoint: each flip logged and counted it anew.
   const std::string why(loaded.status().message());
   if (why != last_refusal_) {
-    last_refusal_ = why;
+    SetLastRefusal(why);
     last_refusal_logged_ =
         std::find(logged_refusals_.begin(), logged_refusals_.end(), why) == logged_refusals_.end();
     if (last_refusal_logged_) {
@@ -362,6 +362,11 @@ absl::Status CheckpointWatcher::PollOnce() {
     }
   }
   return loaded.status();
+}
+
+void CheckpointWatcher::SetLastRefusal(std::string why) {
+  metrics_->SetReloadRefusal(why);
+  last_refusal_ = std::move(why);
 }
 
 void CheckpointWatcher::Start(std::chrono::milliseconds interval) {

@@ -267,12 +267,16 @@ TEST_F(CheckpointWatcherTest, ARefusedLatestNeverSwapsInAnOlderCheckpointThanThe
   EXPECT_EQ(lines.find(refused, first + 1), std::string::npos)
       << "logged more than once: " << lines;
   EXPECT_EQ(w.metrics.reloads_failed.load(), 1u);
+  // What /readyz shows while the refusal stands, then no longer.
+  EXPECT_EQ(w.metrics.ReloadRefusal().rfind("LATEST refused: ", 0), 0u)
+      << w.metrics.ReloadRefusal();
 
   PointLatestAt("step-00000001");  // named: an older checkpoint is served
   for (int i = 0; i < 3 && w.scheduler->CurrentModel()->snapshot().step != 1; ++i) {
     (void)w.watcher.PollOnce();
   }
   EXPECT_EQ(w.scheduler->CurrentModel()->snapshot().step, 1) << w.log.All();
+  EXPECT_EQ(w.metrics.ReloadRefusal(), "");
 }
 
 // The checkpoints directory swapped for another run's (a symlink moved into

@@ -93,6 +93,35 @@ TEST(HttpApiTest, GetRoutes) {
             "text/plain; version=0.0.4; charset=utf-8");
 }
 
+// A refused hot reload was in the log and a counter alone: /readyz said
+// "ready" on the old model and gave no reason. It stays 200 (the old model
+// serves) and names the refusal; with no model, the 503 says why; the
+// dropk_reload_refused gauge is 1 while a refusal stands.
+TEST(HttpApiTest, ReadyzNamesARefusedReload) {
+  Api a;
+  const std::string why = "/ckpt/step-00000200: weights.data: CRC mismatch";
+  a.metrics.SetReloadRefusal(why);
+  const RouteResult ready = a.Route(http::verb::get, "/readyz");
+  EXPECT_EQ(ready.response.result_int(), 200);
+  const json body = json::parse(ready.response.body());
+  EXPECT_EQ(body["checkpoint_step"], 100);
+  EXPECT_EQ(body["reload_refused"], why) << ready.response.body();
+  EXPECT_NE(a.Route(http::verb::get, "/metrics").response.body().find("dropk_reload_refused 1\n"),
+            std::string::npos);
+
+  a.metrics.SetReloadRefusal("");
+  const json cleared = json::parse(a.Route(http::verb::get, "/readyz").response.body());
+  EXPECT_FALSE(cleared.contains("reload_refused")) << cleared.dump();
+  EXPECT_NE(a.Route(http::verb::get, "/metrics").response.body().find("dropk_reload_refused 0\n"),
+            std::string::npos);
+
+  Api none({}, {}, /*load=*/false);
+  none.metrics.SetReloadRefusal(why);
+  const RouteResult not_ready = none.Route(http::verb::get, "/readyz");
+  ExpectError(not_ready, 503, "model_not_ready");
+  EXPECT_EQ(MessageOf(not_ready), "no checkpoint is loaded yet: " + why);
+}
+
 // Issue 9: HEAD was 405 on every route. Now each GET route answers HEAD with
 // the GET status and headers, Content-Length included, and no body.
 TEST(HttpApiTest, HeadOnEveryGetRoute) {

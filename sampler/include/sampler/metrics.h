@@ -45,11 +45,20 @@ class ServiceMetrics {
   Histogram ttft_seconds;
   Histogram inter_token_seconds;
 
+  // Why the newest checkpoint was refused, while it stays refused (the
+  // model served is older, or there is none); "" when none is. Set by the
+  // checkpoint watcher, shown by /readyz and as the dropk_reload_refused
+  // gauge: a refusal was in the log and a counter alone, and a readiness
+  // probe saw "ready" on an old model for good.
+  void SetReloadRefusal(std::string why);
+  std::string ReloadRefusal() const;
+
   std::string Render() const;
 
  private:
   mutable std::mutex mu_;
   std::map<int, uint64_t> requests_by_status_;
+  std::string reload_refusal_;
 };
 
 }  // namespace dropk

@@ -77,6 +77,8 @@ class CheckpointWatcher {
   // checkpoints directory is still there; it stays "removed" until LATEST
   // is back. Updates latest_present_.
   bool LatestRemoved();
+  // Sets last_refusal_, and the refusal that /readyz shows (metrics_).
+  void SetLastRefusal(std::string why);
 
   const std::string dir_;
   Scheduler* scheduler_;
